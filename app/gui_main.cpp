@@ -4,6 +4,7 @@
 
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QEventLoop>
 
 #include <cstdio>
 
@@ -29,12 +30,23 @@ int main(int argc, char** argv)
 
     qb::ui::MainWindow w;
     w.show();
+    // The model named on the command line; otherwise the bundled demo model.
+    QString model = parser.positionalArguments().value(0);
+    if (model.isEmpty()) model = qb::ui::MainWindow::bundledDemoPath();
     if (parser.isSet(grab)) {
+        if (!model.isEmpty()) {
+            QEventLoop loop; // wait for the worker thread to deliver the model
+            QObject::connect(&w, &qb::ui::MainWindow::modelLoaded, &loop, &QEventLoop::quit);
+            QObject::connect(&w, &qb::ui::MainWindow::modelLoadFailed, &loop, &QEventLoop::quit);
+            w.openModel(model);
+            loop.exec();
+        }
         const QString out = parser.value(grab);
         const bool ok = w.grab().save(out);
         std::fprintf(ok ? stdout : stderr, "%s %s\n", ok ? "wrote" : "cannot write",
                      qPrintable(out));
         return ok ? 0 : 1;
     }
+    if (!model.isEmpty()) w.openModel(model);
     return app.exec();
 }

@@ -44,7 +44,7 @@ Result<std::shared_ptr<const MappedFile>> MappedFile::open(const std::string& pa
 }
 
 std::shared_ptr<const MappedFile> MappedFile::fromBytes(std::vector<std::uint8_t> bytes,
-                                                       std::string name)
+                                                        std::string name)
 {
     std::shared_ptr<MappedFile> file(new MappedFile());
     file->m_path = std::move(name);

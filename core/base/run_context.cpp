@@ -52,6 +52,21 @@ Progress RunContext::progress() const
     return p;
 }
 
+bool RunContext::isCancelled() const
+{
+    if (m_cancel.load(std::memory_order_relaxed)) return true;
+    if (m_cancelSource && m_cancelSource()) {
+        m_cancel.store(true, std::memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
+void RunContext::setCancelSource(std::function<bool()> source)
+{
+    m_cancelSource = std::move(source);
+}
+
 Error RunContext::cancelledError(const std::string& where)
 {
     return makeError(ErrorCode::Cancelled, "cancelled", where);

@@ -47,7 +47,10 @@ public:
     Progress progress() const;
 
     void requestCancel() { m_cancel.store(true, std::memory_order_relaxed); }
-    bool isCancelled() const { return m_cancel.load(std::memory_order_relaxed); }
+    bool isCancelled() const;
+    // An additional cancel source polled by isCancelled() (e.g. a QPromise owned by the UI
+    // bridge). Set it before the job starts; it must be thread-safe.
+    void setCancelSource(std::function<bool()> source);
     // An Error with code Cancelled, for jobs that stop early.
     static Error cancelledError(const std::string& where = {});
 
@@ -56,11 +59,12 @@ private:
 
     mutable std::mutex m_mutex;
     Sink m_sink;
+    std::function<bool()> m_cancelSource;
     std::string m_stage;
     std::string m_detail;
     std::atomic<std::int64_t> m_done{0};
     std::atomic<std::int64_t> m_total{0};
-    std::atomic<bool> m_cancel{false};
+    mutable std::atomic<bool> m_cancel{false};
 };
 
 } // namespace qb

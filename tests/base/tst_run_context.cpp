@@ -57,6 +57,17 @@ private Q_SLOTS:
         QVERIFY(ctx.isCancelled());
         QCOMPARE(int(RunContext::cancelledError("layer 3").code), int(ErrorCode::Cancelled));
     }
+    void externalCancelSource()
+    {
+        RunContext ctx;
+        std::atomic<bool> external{false};
+        ctx.setCancelSource([&] { return external.load(); });
+        QVERIFY(!ctx.isCancelled());
+        external = true;
+        QVERIFY(ctx.isCancelled());
+        external = false; // once seen, cancellation sticks
+        QVERIFY(ctx.isCancelled());
+    }
 };
 
 QTEST_GUILESS_MAIN(TestRunContext)

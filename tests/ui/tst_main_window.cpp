@@ -1,7 +1,22 @@
 // GUI smoke test: the main window opens offscreen, every menu opens on a real click, the About
 // dialog appears and closes, and the panels exist.
 
+#include "models/tensor_tree_model.h"
 #include "widgets/main_window.h"
+#include "charts/histogram_chart.h"
+#include "widgets/model_explorer.h"
+#include "widgets/weights_panel.h"
+
+#include <QCheckBox>
+#include <QLineSeries>
+#include <QSpinBox>
+#include <QTreeView>
+
+#include <QAbstractItemModelTester>
+#include <QFileInfo>
+#include <QLineEdit>
+#include <QSignalSpy>
+#include <QSortFilterProxyModel>
 
 #include <QDockWidget>
 #include <QMenuBar>
@@ -76,6 +91,110 @@ private Q_SLOTS:
         QVERIFY(box->text().contains(QStringLiteral("Eigen")));
         QTest::mouseClick(box->button(QMessageBox::Ok), Qt::LeftButton);
         QTRY_VERIFY(w.findChild<QMessageBox*>(QStringLiteral("aboutBox")) == nullptr);
+    }
+
+    void openErrorNamesFileAndProblem()
+    {
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QSignalSpy failed(&w, &MainWindow::modelLoadFailed);
+        const QString missing = QStringLiteral("/nonexistent/model-dir");
+        w.openModel(missing);
+        QVERIFY(failed.wait(10000));
+        QMessageBox* box = nullptr;
+        QTRY_VERIFY((box = w.findChild<QMessageBox*>(QStringLiteral("openErrorBox"))) != nullptr);
+        QVERIFY(box->text().contains(missing));
+        QVERIFY(box->text().length() > missing.length() + 20); // says what is wrong, too
+        QCOMPARE(w.statusSummary(), QStringLiteral("No model loaded"));
+        QTest::mouseClick(box->button(QMessageBox::Ok), Qt::LeftButton);
+    }
+
+    void opensDemoModelAndFillsExplorer()
+    {
+        const QString demo = QStringLiteral(QB_DEMO_DIR);
+        QVERIFY2(QFileInfo::exists(demo + QStringLiteral("/config.json")), "demo model missing");
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+        w.openModel(demo);
+        QVERIFY(loaded.wait(20000));
+        QVERIFY(w.checkpoint());
+        const QString summary = w.statusSummary();
+        QVERIFY2(summary.contains(QStringLiteral("LlamaForCausalLM")), qPrintable(summary));
+        QVERIFY(summary.contains(QStringLiteral("params")));
+        auto* model = w.explorer()->sourceModel();
+        const int layers = int(w.checkpoint()->config.numHiddenLayers);
+        QCOMPARE(model->rowCount(), layers + 2);
+        QCOMPARE(model->rowCount(model->index(1, 0)), 9); // 7 linears + 2 norms
+        QAbstractItemModelTester tester(w.explorer()->proxyModel(),
+                                        QAbstractItemModelTester::FailureReportingMode::QtTest);
+        // Filter with real key presses: only down_proj tensors remain, one per layer.
+        QTest::keyClicks(w.explorer()->filterEdit(), QStringLiteral("down_proj"));
+        auto* proxy = w.explorer()->proxyModel();
+        QCOMPARE(proxy->rowCount(), layers);
+        QCOMPARE(proxy->rowCount(proxy->index(0, 0)), 1);
+        QSignalSpy selected(w.explorer(), &qb::ui::ModelExplorer::tensorSelected);
+        QVERIFY(w.explorer()->selectTensor(QStringLiteral("model.layers.0.mlp.down_proj.weight")));
+        QCOMPARE(selected.count(), 1);
+        QCOMPARE(selected.at(0).at(0).toString(), QStringLiteral("model.layers.0.mlp.down_proj.weight"));
+    }
+
+    void weightsViewMatchesCoreHistogram()
+    {
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+        w.openModel(QStringLiteral(QB_DEMO_DIR));
+        QVERIFY(loaded.wait(20000));
+        auto* panel = w.weightsPanel();
+        QSignalSpy ready(panel, &qb::ui::WeightsPanel::statsReady);
+        const QString name = QStringLiteral("model.layers.1.self_attn.q_proj.weight");
+        // A real click on the tensor row in the explorer tree.
+        auto* view = w.explorer()->view();
+        const QModelIndex idx = w.explorer()->proxyModel()->mapFromSource(
+            w.explorer()->sourceModel()->indexForTensor(name));
+        QVERIFY(idx.isValid());
+        view->expand(idx.parent());
+        view->scrollTo(idx);
+        QTest::mouseClick(view->viewport(), Qt::LeftButton, {}, view->visualRect(idx).center());
+        QVERIFY(ready.wait(20000));
+        QCOMPARE(ready.last().at(0).toString(), name);
+
+        // Independent computation through the core.
+        const qb::TensorInfo* info = w.checkpoint()->find(name.toStdString());
+        Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> m(info->rows(), info->cols());
+        QVERIFY(qb::io::readTensorF32(*info, m.data()).ok());
+        const auto stats = qb::eval::computeTensorStats(m, panel->binsSpin()->value());
+        const auto plotted = panel->histogram()->plottedCounts();
+        QCOMPARE(plotted.size(), stats.histogram.counts.size());
+        QVERIFY(!plotted.empty());
+        for (std::size_t i = 0; i < plotted.size(); ++i)
+            QCOMPARE(plotted[i], double(stats.histogram.counts[i]));
+        QCOMPARE(panel->outChannels()->series()->count(), int(info->rows()));
+        QCOMPARE(panel->inChannels()->series()->count(), int(info->cols()));
+        QVERIFY(panel->statsText().contains(QStringLiteral("kurtosis")));
+
+        // Fewer bins, by typing into the spin box; then log counts.
+        panel->binsSpin()->selectAll();
+        QTest::keyClicks(panel->binsSpin(), QStringLiteral("16"));
+        QTRY_COMPARE(panel->histogram()->plottedCounts().size(), std::size_t(16));
+        QTest::mouseClick(panel->logCheck(), Qt::LeftButton);
+        QVERIFY(panel->histogram()->logCounts());
+    }
+
+    void tensorTreeModelPassesTester()
+    {
+        qb::ui::TensorTreeModel model;
+        QAbstractItemModelTester tester(&model, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        auto r = qb::io::openCheckpoint(QB_DEMO_DIR);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        model.setCheckpoint(std::make_shared<const qb::io::Checkpoint>(std::move(r).value()));
+        QVERIFY(model.rowCount() > 2);
+        model.setCheckpoint(nullptr);
+        QCOMPARE(model.rowCount(), 0);
     }
 };
 

@@ -1,25 +1,46 @@
 #include "widgets/main_window.h"
 
+#include "models/tensor_tree_model.h"
+#include "tasks/job_runner.h"
+#include "widgets/job_status.h"
+#include "widgets/model_explorer.h"
+#include "widgets/weights_panel.h"
+
 #include <Eigen/Core>
 #include <QApplication>
+#include <QCloseEvent>
+#include <QDir>
 #include <QDockWidget>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFutureWatcher>
 #include <QIcon>
 #include <QLabel>
 #include <QMenuBar>
 #include <QMessageBox>
+#include <QMimeData>
+#include <QSettings>
 #include <QStatusBar>
 #include <QTabWidget>
 
 namespace qb::ui {
 
-MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent)
+namespace {
+constexpr int kMaxRecent = 8;
+const QString kRecentKey = QStringLiteral("recentModels");
+} // namespace
+
+MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_runner(new JobRunner(this))
 {
     setWindowTitle(QStringLiteral("Quantbench"));
     setObjectName(QStringLiteral("MainWindow"));
     setWindowIcon(QIcon(QStringLiteral(":/quantbench/icon.png")));
+    setAcceptDrops(true);
     resize(1280, 800);
     createPanels();
     createMenus();
+    m_jobStatus = new JobStatus(this);
+    statusBar()->addPermanentWidget(m_jobStatus);
     m_statusModel = new QLabel(tr("No model loaded"), this);
     m_statusModel->setObjectName(QStringLiteral("statusModel"));
     statusBar()->addPermanentWidget(m_statusModel);
@@ -36,6 +57,19 @@ QString MainWindow::versionText()
         .arg(EIGEN_MINOR_VERSION);
 }
 
+QString MainWindow::bundledDemoPath()
+{
+    QStringList candidates;
+    const QString env = qEnvironmentVariable("QB_DEMO_DIR");
+    if (!env.isEmpty()) candidates << env;
+    const QString appDir = QCoreApplication::applicationDirPath();
+    candidates << appDir + QStringLiteral("/../share/quantbench/demo")
+               << QStringLiteral(QB_SOURCE_DIR "/resources/demo");
+    for (const QString& c : candidates)
+        if (QFileInfo::exists(c + QStringLiteral("/config.json"))) return QDir(c).canonicalPath();
+    return {};
+}
+
 QWidget* MainWindow::placeholder(const QString& text)
 {
     auto* label = new QLabel(text);
@@ -49,8 +83,8 @@ void MainWindow::createPanels()
 {
     m_tabs = new QTabWidget(this);
     m_tabs->setObjectName(QStringLiteral("viewTabs"));
-    m_tabs->addTab(placeholder(tr("Select a tensor to see its weight distribution.")),
-                   tr("Weights"));
+    m_weights = new WeightsPanel(m_runner, m_tabs);
+    m_tabs->addTab(m_weights, tr("Weights"));
     m_tabs->addTab(placeholder(tr("Run calibration to see activation statistics.")),
                    tr("Activations"));
     m_tabs->addTab(placeholder(tr("Per-layer plan, quantization runs and errors appear here.")),
@@ -59,14 +93,16 @@ void MainWindow::createPanels()
 
     m_explorerDock = new QDockWidget(tr("Model explorer"), this);
     m_explorerDock->setObjectName(QStringLiteral("explorerDock"));
-    m_explorerDock->setWidget(placeholder(tr("Open a model (File > Open) to explore its layers.")));
+    m_explorer = new ModelExplorer(m_explorerDock);
+    m_explorerDock->setWidget(m_explorer);
+    connect(m_explorer, &ModelExplorer::tensorSelected, m_weights, &WeightsPanel::showTensor);
     addDockWidget(Qt::LeftDockWidgetArea, m_explorerDock);
 
     m_historyDock = new QDockWidget(tr("Run history"), this);
     m_historyDock->setObjectName(QStringLiteral("historyDock"));
     m_historyDock->setWidget(placeholder(tr("Perplexity and quantization runs are listed here.")));
     addDockWidget(Qt::BottomDockWidgetArea, m_historyDock);
-    resizeDocks({m_explorerDock}, {360}, Qt::Horizontal);
+    resizeDocks({m_explorerDock}, {520}, Qt::Horizontal);
     resizeDocks({m_historyDock}, {180}, Qt::Vertical);
 }
 
@@ -77,7 +113,18 @@ void MainWindow::createMenus()
     m_openAction = file->addAction(tr("&Open Model..."));
     m_openAction->setShortcut(QKeySequence::Open);
     m_openAction->setObjectName(QStringLiteral("actionOpen"));
-    m_openAction->setEnabled(false); // enabled by the model-loading panel
+    connect(m_openAction, &QAction::triggered, this, &MainWindow::openModelDialog);
+    QAction* openDemo = file->addAction(tr("Open &Demo Model"));
+    openDemo->setObjectName(QStringLiteral("actionOpenDemo"));
+    connect(openDemo, &QAction::triggered, this, [this] {
+        const QString demo = bundledDemoPath();
+        if (demo.isEmpty())
+            QMessageBox::warning(this, tr("Demo model"), tr("The bundled demo model was not found."));
+        else openModel(demo);
+    });
+    m_recentMenu = file->addMenu(tr("Open &Recent"));
+    m_recentMenu->setObjectName(QStringLiteral("menuRecent"));
+    rebuildRecentMenu();
     file->addSeparator();
     QAction* quit = file->addAction(tr("&Quit"));
     quit->setShortcut(QKeySequence::Quit);
@@ -106,6 +153,139 @@ void MainWindow::showAbout()
     box->setObjectName(QStringLiteral("aboutBox"));
     box->setAttribute(Qt::WA_DeleteOnClose);
     box->open(); // window-modal, never blocks the event loop
+}
+
+void MainWindow::openModelDialog()
+{
+    auto* dialog = new QFileDialog(this, tr("Open Model"), QString(),
+                                   tr("Models (*.safetensors *.gguf *.bin *.json config.json);;"
+                                      "All files (*)"));
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    dialog->setFileMode(QFileDialog::ExistingFile);
+    dialog->setObjectName(QStringLiteral("openDialog"));
+    connect(dialog, &QFileDialog::fileSelected, this, [this](const QString& file) {
+        // config.json stands for its directory (a Hugging Face model folder).
+        const QFileInfo fi(file);
+        openModel(fi.fileName() == QLatin1String("config.json") ? fi.absolutePath() : file);
+    });
+    dialog->open();
+}
+
+void MainWindow::openModel(const QString& path)
+{
+    if (m_jobStatus->isBusy()) {
+        statusBar()->showMessage(tr("Busy: cancel the running job first"), 5000);
+        return;
+    }
+    const std::string p = path.toStdString();
+    auto future = m_runner->track(m_runner->run<io::Checkpoint>([p](RunContext& ctx) -> Result<io::Checkpoint> {
+        ctx.beginStage("open", 0, p);
+        auto r = io::openCheckpoint(p);
+        if (ctx.isCancelled()) return RunContext::cancelledError(p);
+        return r;
+    }));
+    auto* watcher = new QFutureWatcher<JobOutcome<io::Checkpoint>>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, path] {
+        watcher->deleteLater();
+        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
+            statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
+            return;
+        }
+        const auto outcome = watcher->result();
+        if (!outcome.ok()) {
+            const QString msg = QString::fromStdString(outcome.error->toString());
+            if (outcome.error->code == ErrorCode::Cancelled) {
+                statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
+                return;
+            }
+            statusBar()->showMessage(tr("Cannot open %1").arg(path), 5000);
+            auto* box = new QMessageBox(QMessageBox::Critical, tr("Cannot open model"),
+                                        tr("Cannot open %1:\n\n%2").arg(path, msg),
+                                        QMessageBox::Ok, this);
+            box->setObjectName(QStringLiteral("openErrorBox"));
+            box->setAttribute(Qt::WA_DeleteOnClose);
+            box->open();
+            Q_EMIT modelLoadFailed(path, msg);
+            return;
+        }
+        showCheckpoint(outcome.value);
+        addRecent(path);
+        Q_EMIT modelLoaded(path);
+    });
+    watcher->setFuture(future);
+    m_jobStatus->watch(watcher, tr("Opening %1").arg(QFileInfo(path).fileName()));
+    statusBar()->showMessage(tr("Opening %1...").arg(path));
+}
+
+void MainWindow::showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)
+{
+    m_checkpoint = std::move(checkpoint);
+    m_weights->setCheckpoint(m_checkpoint);
+    m_explorer->setCheckpoint(m_checkpoint);
+    m_statusModel->setText(statusSummary());
+    setWindowTitle(QStringLiteral("Quantbench - %1").arg(QFileInfo(QString::fromStdString(m_checkpoint->path)).fileName()));
+    QString msg = tr("Opened %1").arg(QString::fromStdString(m_checkpoint->path));
+    if (!m_checkpoint->warnings.empty())
+        msg += tr(" (%n warning(s))", nullptr, int(m_checkpoint->warnings.size()));
+    statusBar()->showMessage(msg, 8000);
+}
+
+QString MainWindow::statusSummary() const
+{
+    if (!m_checkpoint) return tr("No model loaded");
+    qint64 params = 0;
+    for (const auto& t : m_checkpoint->tensors) params += t.numel();
+    const auto& c = m_checkpoint->config;
+    return tr("%1 | %2 | %3 layers | %4 params | %5 | %6")
+        .arg(QFileInfo(QString::fromStdString(m_checkpoint->path)).fileName(),
+             QString::fromLatin1(architectureName(c.architecture)))
+        .arg(c.numHiddenLayers)
+        .arg(formatCount(params), formatBytes(qint64(m_checkpoint->fileBytes)),
+             QString::fromLatin1(io::checkpointFormatName(m_checkpoint->format)));
+}
+
+void MainWindow::addRecent(const QString& path)
+{
+    QSettings settings;
+    QStringList recent = settings.value(kRecentKey).toStringList();
+    const QString abs = QFileInfo(path).absoluteFilePath();
+    recent.removeAll(abs);
+    recent.prepend(abs);
+    while (recent.size() > kMaxRecent) recent.removeLast();
+    settings.setValue(kRecentKey, recent);
+    rebuildRecentMenu();
+}
+
+void MainWindow::rebuildRecentMenu()
+{
+    m_recentMenu->clear();
+    const QStringList recent = QSettings().value(kRecentKey).toStringList();
+    for (const QString& r : recent) {
+        QAction* a = m_recentMenu->addAction(r);
+        connect(a, &QAction::triggered, this, [this, r] { openModel(r); });
+    }
+    if (recent.isEmpty()) m_recentMenu->addAction(tr("(none)"))->setEnabled(false);
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* event)
+{
+    if (event->mimeData()->hasUrls()) event->acceptProposedAction();
+}
+
+void MainWindow::dropEvent(QDropEvent* event)
+{
+    const auto urls = event->mimeData()->urls();
+    if (urls.isEmpty() || !urls.first().isLocalFile()) return;
+    QFileInfo fi(urls.first().toLocalFile());
+    openModel(fi.fileName() == QLatin1String("config.json") ? fi.absolutePath()
+                                                           : fi.absoluteFilePath());
+    event->acceptProposedAction();
+}
+
+void MainWindow::closeEvent(QCloseEvent* event)
+{
+    m_runner->cancelAllAndWait(); // owners cancel, then wait
+    QMainWindow::closeEvent(event);
 }
 
 } // namespace qb::ui

@@ -2,7 +2,11 @@
 // MainWindow: composes the workbench's panels, menus and status bar. Composition only: panels
 // do their own work and every numeric job runs through ui/tasks, never on the GUI thread.
 
+#include "io/checkpoint.h"
+
 #include <QMainWindow>
+
+#include <memory>
 
 class QAction;
 class QDockWidget;
@@ -11,6 +15,11 @@ class QMenu;
 class QTabWidget;
 
 namespace qb::ui {
+
+class JobRunner;
+class JobStatus;
+class ModelExplorer;
+class WeightsPanel;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -22,17 +31,40 @@ public:
     QDockWidget* historyDock() const { return m_historyDock; }
     QAction* openAction() const { return m_openAction; }
     QAction* aboutAction() const { return m_aboutAction; }
+    ModelExplorer* explorer() const { return m_explorer; }
+    WeightsPanel* weightsPanel() const { return m_weights; }
+    JobStatus* jobStatus() const { return m_jobStatus; }
+    std::shared_ptr<const io::Checkpoint> checkpoint() const { return m_checkpoint; }
+    QString statusSummary() const;
+
+    // The bundled demo model directory (installed share dir or source tree), or empty.
+    static QString bundledDemoPath();
 
     // The versions shown in Help > About (also used by --version).
     static QString versionText();
 
 public Q_SLOTS:
     void showAbout();
+    // Opens a model in a worker thread; errors are shown in a dialog naming the file.
+    void openModel(const QString& path);
+    void openModelDialog();
+
+Q_SIGNALS:
+    void modelLoaded(const QString& path);
+    void modelLoadFailed(const QString& path, const QString& message);
+
+protected:
+    void dragEnterEvent(QDragEnterEvent* event) override;
+    void dropEvent(QDropEvent* event) override;
+    void closeEvent(QCloseEvent* event) override;
 
 private:
     void createPanels();
     void createMenus();
     QWidget* placeholder(const QString& text);
+    void addRecent(const QString& path);
+    void rebuildRecentMenu();
+    void showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
 
     QTabWidget* m_tabs = nullptr;
     QDockWidget* m_explorerDock = nullptr;
@@ -40,6 +72,12 @@ private:
     QLabel* m_statusModel = nullptr;
     QAction* m_openAction = nullptr;
     QAction* m_aboutAction = nullptr;
+    QMenu* m_recentMenu = nullptr;
+    JobRunner* m_runner = nullptr;
+    JobStatus* m_jobStatus = nullptr;
+    ModelExplorer* m_explorer = nullptr;
+    WeightsPanel* m_weights = nullptr;
+    std::shared_ptr<const io::Checkpoint> m_checkpoint;
 };
 
 } // namespace qb::ui

@@ -1,0 +1,86 @@
+// quantbench-cli eval: perplexity of a model on a text file (non-overlapping windows).
+
+#include "cli/cli_args.h"
+#include "cli/cli_command.h"
+#include "eval/perplexity.h"
+#include "io/checkpoint.h"
+#include "io/tokenizer.h"
+#include "model/forward.h"
+#include "pipeline/model_loader.h"
+#include "pipeline/perplexity_job.h"
+
+#include <cstdio>
+#include <iostream>
+
+namespace {
+
+int runEval(const std::vector<std::string>& argv)
+{
+    using namespace qb;
+    const char* cmd = "eval";
+    cli::CliArgs args(argv, {"text", "ctx", "score", "threads", "batch"}, {"json"});
+    if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
+    const auto textPath = args.value("text");
+    if (!textPath) return cli::fail(cmd, "--text FILE is required", 2);
+    pipeline::PerplexityJobOptions opt;
+    opt.ctx = int(args.intValue("ctx", 512, 2, 1 << 20));
+    opt.threads = int(args.intValue("threads", 0, 0, 4096));
+    opt.batch = int(args.intValue("batch", 4, 1, 4096));
+    const auto mode = eval::parseScoreMode(args.value("score", "all"));
+    if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    if (!mode) return cli::fail(cmd, "--score must be 'all' or 'second-half'", 2);
+    opt.mode = *mode;
+
+    const std::string modelPath = args.positionals().front();
+    auto ck = io::openCheckpoint(modelPath);
+    if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
+    if (ck->tokenizerPath.empty())
+        return cli::fail(cmd, "no tokenizer.json found beside " + modelPath);
+    auto tok = io::Tokenizer::fromFile(ck->tokenizerPath);
+    if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
+    auto text = pipeline::readTextFile(*textPath);
+    if (!text) return cli::fail(cmd, "cannot read text: " + text.error().toString());
+
+    if (opt.threads > 0) model::setNumThreads(opt.threads);
+    std::vector<pipeline::LoadWarning> warnings;
+    auto m = pipeline::loadModel(*ck, nullptr, &warnings);
+    if (!m) return cli::fail(cmd, "cannot load model: " + m.error().toString());
+    for (const auto& w : warnings) std::cerr << "quantbench-cli eval: warning: " << w.toString() << "\n";
+
+    auto r = pipeline::runPerplexity(**m, *tok, *text, opt);
+    if (!r) return cli::fail(cmd, r.error().toString(), r.error().code == ErrorCode::Cancelled ? 130 : 1);
+
+    char buf[512];
+    if (args.has("json")) {
+        std::snprintf(buf, sizeof buf,
+                      "{\"perplexity\":%.6f,\"tokens_scored\":%lld,\"windows\":%lld,\"seconds\":%.4f,"
+                      "\"tokens_per_second\":%.1f}\n",
+                      r->perplexity, (long long)r->tokensScored, (long long)r->windows, r->seconds,
+                      r->tokensPerSecond);
+    } else {
+        std::snprintf(buf, sizeof buf,
+                      "perplexity %.4f  (score %s, ctx %d, %lld windows, %lld tokens scored)\n"
+                      "%.2f s, %.1f tokens/s, %d threads\n",
+                      r->perplexity, eval::scoreModeName(r->mode), r->ctx, (long long)r->windows,
+                      (long long)r->tokensScored, r->seconds, r->tokensPerSecond, model::numThreads());
+    }
+    std::cout << buf << std::flush;
+    return 0;
+}
+
+} // namespace
+
+QB_CLI_COMMAND("eval", "perplexity of a model on a text file",
+               "Usage: quantbench-cli eval MODEL --text FILE --ctx N [--score all|second-half]\n"
+               "                          [--threads N] [--batch N] [--json]\n"
+               "  MODEL        model directory or file (tokenizer.json must sit beside it)\n"
+               "  --text FILE  UTF-8 text; cut into non-overlapping windows of N tokens from the start,\n"
+               "               trailing partial window dropped (BOS set per window if the tokenizer adds one)\n"
+               "  --ctx N      window length in tokens (default 512)\n"
+               "  --score      all: every token but each window's first (default);\n"
+               "               second-half: only the second half of each window (llama-perplexity)\n"
+               "  --threads N  OpenMP/Eigen threads (default: all)\n"
+               "  --batch N    windows per forward pass (default 4)\n"
+               "  --json       print {perplexity, tokens_scored, windows, seconds, tokens_per_second}\n",
+               &runEval);

@@ -1,0 +1,65 @@
+// quantbench-cli tokenize: encode a text file with a model's tokenizer.json and print the ids.
+
+#include "cli/cli_args.h"
+#include "cli/cli_command.h"
+#include "io/tokenizer.h"
+
+#include <QFile>
+#include <QFileInfo>
+
+#include <iostream>
+
+namespace {
+
+int runTokenize(const std::vector<std::string>& argv)
+{
+    using namespace qb;
+    const char* cmd = "tokenize";
+    cli::CliArgs args(argv, {"text"}, {"no-special", "json"});
+    if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
+    const auto textPath = args.value("text");
+    if (!textPath) return cli::fail(cmd, "--text FILE is required", 2);
+
+    QString model = QString::fromStdString(args.positionals().front());
+    if (QFileInfo(model).isDir()) model = model + "/tokenizer.json";
+    if (!QFileInfo::exists(model))
+        return cli::fail(cmd, "no tokenizer: " + model.toStdString() + " does not exist");
+    auto tok = io::Tokenizer::fromFile(model.toStdString());
+    if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
+
+    QFile f(QString::fromStdString(*textPath));
+    if (!f.open(QIODevice::ReadOnly))
+        return cli::fail(cmd, "cannot read " + *textPath + ": " + f.errorString().toStdString());
+    const QByteArray text = f.readAll();
+
+    const auto ids = tok->encode(std::string_view(text.constData(), std::size_t(text.size())),
+                                 !args.has("no-special"));
+    std::string out;
+    out.reserve(ids.size() * 6 + 16);
+    if (args.has("json")) {
+        out += "{\"ids\":[";
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            if (i) out += ',';
+            out += std::to_string(ids[i]);
+        }
+        out += "]}\n";
+    } else {
+        for (const auto id : ids) {
+            out += std::to_string(id);
+            out += '\n';
+        }
+    }
+    std::cout << out << std::flush;
+    return 0;
+}
+
+} // namespace
+
+QB_CLI_COMMAND("tokenize", "encode a text file with a model's tokenizer and print the token ids",
+               "Usage: quantbench-cli tokenize MODEL --text FILE [--no-special] [--json]\n"
+               "  MODEL         a model directory (uses MODEL/tokenizer.json) or a tokenizer.json\n"
+               "  --text FILE   UTF-8 text to encode\n"
+               "  --no-special  do not add BOS/EOS (add_special_tokens=False)\n"
+               "  --json        print {\"ids\":[...]} instead of one id per line\n",
+               &runTokenize);

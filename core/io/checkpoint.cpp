@@ -1,0 +1,325 @@
+// openCheckpoint(): finds the files behind a path, dispatches to the container reader, checks the
+// architecture's tensors, and readTensorF32() converts one tensor to f32 in HF layout.
+
+#include "io/checkpoint.h"
+
+#include "io/ggml_types.h"
+#include "io/gguf_reader.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "io/shard_index.h"
+#include "io/torch_bin.h"
+
+#include <QDir>
+#include <QFileInfo>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <unordered_map>
+
+namespace qb::io {
+
+const char* checkpointFormatName(CheckpointFormat f)
+{
+    switch (f) {
+    case CheckpointFormat::Safetensors:
+        return "safetensors";
+    case CheckpointFormat::PytorchBin:
+        return "pytorch-bin";
+    case CheckpointFormat::Gguf:
+        return "gguf";
+    }
+    return "?";
+}
+
+const TensorInfo* Checkpoint::find(const std::string& name) const
+{
+    for (const TensorInfo& t : tensors)
+        if (t.name == name) return &t;
+    return nullptr;
+}
+
+namespace {
+
+bool endsWith(const std::string& s, const std::string& suffix)
+{
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The tensors the architecture reads, with their HF shapes.
+std::vector<std::pair<std::string, std::vector<std::int64_t>>> expectedTensors(const ModelConfig& c)
+{
+    const std::int64_t K = c.hiddenSize, F = c.intermediateSize, V = c.vocabSize;
+    const std::int64_t q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim;
+    std::vector<std::pair<std::string, std::vector<std::int64_t>>> e;
+    e.push_back({"model.embed_tokens.weight", {V, K}});
+    for (std::int64_t l = 0; l < c.numHiddenLayers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        e.push_back({p + "input_layernorm.weight", {K}});
+        e.push_back({p + "self_attn.q_proj.weight", {q, K}});
+        e.push_back({p + "self_attn.k_proj.weight", {kv, K}});
+        e.push_back({p + "self_attn.v_proj.weight", {kv, K}});
+        e.push_back({p + "self_attn.o_proj.weight", {K, q}});
+        if (c.attentionBias) {
+            e.push_back({p + "self_attn.q_proj.bias", {q}});
+            e.push_back({p + "self_attn.k_proj.bias", {kv}});
+            e.push_back({p + "self_attn.v_proj.bias", {kv}});
+        }
+        if (c.attentionOutputBias) e.push_back({p + "self_attn.o_proj.bias", {K}});
+        e.push_back({p + "post_attention_layernorm.weight", {K}});
+        e.push_back({p + "mlp.gate_proj.weight", {F, K}});
+        e.push_back({p + "mlp.up_proj.weight", {F, K}});
+        e.push_back({p + "mlp.down_proj.weight", {K, F}});
+        if (c.mlpBias) {
+            e.push_back({p + "mlp.gate_proj.bias", {F}});
+            e.push_back({p + "mlp.up_proj.bias", {F}});
+            e.push_back({p + "mlp.down_proj.bias", {K}});
+        }
+    }
+    e.push_back({"model.norm.weight", {K}});
+    if (!c.tieWordEmbeddings) e.push_back({"lm_head.weight", {V, K}});
+    return e;
+}
+
+std::string shapeString(const std::vector<std::int64_t>& s)
+{
+    TensorInfo t;
+    t.shape = s;
+    return t.shapeString();
+}
+
+Status validateTensors(Checkpoint& ck)
+{
+    // Old .bin files carry RoPE inverse-frequency buffers; they are recomputed from the config.
+    std::vector<TensorInfo> kept;
+    kept.reserve(ck.tensors.size());
+    std::size_t invFreq = 0;
+    for (TensorInfo& t : ck.tensors) {
+        if (endsWith(t.name, "rotary_emb.inv_freq")) {
+            ++invFreq;
+            continue;
+        }
+        kept.push_back(std::move(t));
+    }
+    ck.tensors = std::move(kept);
+    if (invFreq)
+        ck.warnings.push_back("ignored " + std::to_string(invFreq) +
+                              " rotary_emb.inv_freq buffers (recomputed from the config)");
+
+    std::unordered_map<std::string, const TensorInfo*> byName;
+    for (const TensorInfo& t : ck.tensors) {
+        if (!byName.emplace(t.name, &t).second)
+            return makeError(ErrorCode::Format, "duplicate tensor " + t.name, ck.path);
+    }
+    std::set<std::string> expected;
+    for (const auto& [name, shape] : expectedTensors(ck.config)) {
+        expected.insert(name);
+        const auto it = byName.find(name);
+        if (it == byName.end())
+            return makeError(ErrorCode::Shape,
+                             "required tensor " + name + " is missing (expected shape " +
+                                 shapeString(shape) + ")",
+                             ck.path);
+        if (it->second->shape != shape)
+            return makeError(ErrorCode::Shape,
+                             "tensor " + name + " has shape " + it->second->shapeString() +
+                                 ", expected " + shapeString(shape),
+                             ck.path);
+    }
+    std::size_t unused = 0;
+    std::string first;
+    for (const TensorInfo& t : ck.tensors) {
+        if (expected.count(t.name) || t.name == "rope_freqs.weight") continue;
+        if (t.name == "lm_head.weight") continue; // present although tied: harmless
+        if (!unused++) first = t.name;
+    }
+    if (unused)
+        ck.warnings.push_back(std::to_string(unused) +
+                              " unused tensor(s) ignored (first: " + first + ")");
+    return {};
+}
+
+Status addFiles(Checkpoint& ck, const std::vector<std::string>& files)
+{
+    for (const std::string& f : files) {
+        const QFileInfo fi(QString::fromStdString(f));
+        ck.files.push_back(f);
+        ck.fileBytes += std::uint64_t(fi.size());
+    }
+    return {};
+}
+
+Status openHf(Checkpoint& ck, const std::string& tensorsPath, CheckpointFormat format, bool sharded)
+{
+    const QDir dir = QFileInfo(QString::fromStdString(tensorsPath)).absoluteDir();
+    QB_TRY(config, readHfConfig(dir.filePath("config.json").toStdString()));
+    ck.config = std::move(*config);
+    ck.format = format;
+    if (format == CheckpointFormat::Safetensors) {
+        if (sharded) {
+            QB_TRY(st, readSafetensorsIndex(tensorsPath));
+            ck.tensors = std::move(st->tensors);
+            QB_TRY_STATUS(addFiles(ck, st->files));
+        } else {
+            QB_TRY(st, readSafetensorsFile(tensorsPath));
+            ck.tensors = std::move(*st);
+            QB_TRY_STATUS(addFiles(ck, {tensorsPath}));
+        }
+    } else {
+        std::vector<std::string> shards{tensorsPath};
+        if (sharded) {
+            QB_TRY(index, readShardIndex(tensorsPath));
+            shards = index->shards;
+        }
+        std::set<std::string> seen;
+        for (const std::string& shard : shards) {
+            QB_TRY(bin, readTorchBinFile(shard));
+            for (TensorInfo& t : bin->tensors) {
+                if (!seen.insert(t.name).second)
+                    return makeError(ErrorCode::Format, "tensor appears in more than one shard",
+                                     shard + ": tensor " + t.name);
+                ck.tensors.push_back(std::move(t));
+            }
+            for (auto& w : bin->warnings)
+                ck.warnings.push_back(shard + ": " + w);
+        }
+        QB_TRY_STATUS(addFiles(ck, shards));
+    }
+    return {};
+}
+
+Status openGguf(Checkpoint& ck, const std::string& path)
+{
+    QB_TRY(file, readGgufFile(path));
+    QB_TRY(config, ggufModelConfig(*file));
+    ck.config = std::move(*config);
+    ck.format = CheckpointFormat::Gguf;
+    ck.tensors = ggufHfTensors(*file, ck.config);
+    return addFiles(ck, {path});
+}
+
+} // namespace
+
+Result<Checkpoint> openCheckpoint(const std::string& path)
+{
+    Checkpoint ck;
+    ck.path = path;
+    const QFileInfo info(QString::fromStdString(path));
+    if (!info.exists()) return makeError(ErrorCode::Io, "no such file or directory", path);
+    std::string target = info.absoluteFilePath().toStdString();
+    Status st;
+    if (info.isDir()) {
+        const QDir dir(info.absoluteFilePath());
+        auto has = [&](const char* name) { return dir.exists(name); };
+        auto at = [&](const char* name) { return dir.filePath(name).toStdString(); };
+        if (!has("config.json")) {
+            const QStringList ggufs = dir.entryList({"*.gguf"}, QDir::Files, QDir::Name);
+            if (ggufs.size() == 1) {
+                st = openGguf(ck, dir.filePath(ggufs.front()).toStdString());
+            } else {
+                return makeError(ErrorCode::Io, "config.json not found in model directory", path);
+            }
+        } else if (has("model.safetensors.index.json")) {
+            st =
+                openHf(ck, at("model.safetensors.index.json"), CheckpointFormat::Safetensors, true);
+        } else if (has("model.safetensors")) {
+            st = openHf(ck, at("model.safetensors"), CheckpointFormat::Safetensors, false);
+        } else if (has("pytorch_model.bin.index.json")) {
+            st = openHf(ck, at("pytorch_model.bin.index.json"), CheckpointFormat::PytorchBin, true);
+        } else if (has("pytorch_model.bin")) {
+            st = openHf(ck, at("pytorch_model.bin"), CheckpointFormat::PytorchBin, false);
+        } else {
+            const QStringList sts = dir.entryList({"*.safetensors"}, QDir::Files, QDir::Name);
+            if (sts.size() != 1)
+                return makeError(ErrorCode::Io,
+                                 "no model.safetensors, pytorch_model.bin or index file in the "
+                                 "model directory",
+                                 path);
+            st = openHf(ck, dir.filePath(sts.front()).toStdString(), CheckpointFormat::Safetensors,
+                        false);
+        }
+    } else if (endsWith(target, ".gguf")) {
+        st = openGguf(ck, target);
+    } else if (endsWith(target, ".safetensors")) {
+        st = openHf(ck, target, CheckpointFormat::Safetensors, false);
+    } else if (endsWith(target, ".bin") || endsWith(target, ".pt") || endsWith(target, ".pth")) {
+        st = openHf(ck, target, CheckpointFormat::PytorchBin, false);
+    } else if (endsWith(target, ".safetensors.index.json")) {
+        st = openHf(ck, target, CheckpointFormat::Safetensors, true);
+    } else if (endsWith(target, ".bin.index.json")) {
+        st = openHf(ck, target, CheckpointFormat::PytorchBin, true);
+    } else if (endsWith(target, "config.json")) {
+        return openCheckpoint(info.absolutePath().toStdString());
+    } else {
+        return makeError(ErrorCode::Unsupported,
+                         "unrecognised checkpoint file (expected a directory, .safetensors, .bin, "
+                         "an index .json or .gguf)",
+                         path);
+    }
+    if (!st.ok()) return st.error();
+    const QString dirPath = info.isDir() ? info.absoluteFilePath() : info.absolutePath();
+    const QString tok = QDir(dirPath).filePath("tokenizer.json");
+    if (QFileInfo::exists(tok)) ck.tokenizerPath = tok.toStdString();
+    QB_TRY_STATUS(validateTensors(ck));
+    return ck;
+}
+
+Status readTensorF32(const TensorInfo& t, float* dst)
+{
+    const std::int64_t n = t.numel();
+    const std::string where = t.bytes.path() + ": tensor " + t.name;
+    if (t.ggmlType >= 0) {
+        const auto* traits = ggmlTypeTraits(t.ggmlType);
+        if (!traits)
+            return makeError(ErrorCode::Unsupported,
+                             "unknown ggml type " + std::to_string(t.ggmlType), where);
+        if (n % traits->blockSize != 0)
+            return makeError(ErrorCode::Shape,
+                             "shape " + t.shapeString() + " is not a whole number of " +
+                                 traits->name + " blocks",
+                             where);
+        const std::uint64_t need = std::uint64_t(n / traits->blockSize) * traits->typeSize;
+        if (t.bytes.size() != need)
+            return makeError(ErrorCode::Shape,
+                             "holds " + std::to_string(t.bytes.size()) + " bytes, " + traits->name +
+                                 " shape " + t.shapeString() + " needs " + std::to_string(need),
+                             where);
+        auto s = dequantizeGgml(t.ggmlType, t.bytes.data(), dst, n);
+        if (!s.ok()) return s.error().withContext(where);
+    } else {
+        const std::uint64_t need = std::uint64_t(n) * dtypeSize(t.dtype);
+        if (t.bytes.size() != need)
+            return makeError(ErrorCode::Shape,
+                             "holds " + std::to_string(t.bytes.size()) + " bytes, " +
+                                 dtypeName(t.dtype) + " shape " + t.shapeString() + " needs " +
+                                 std::to_string(need),
+                             where);
+        auto s = convertToF32(t.dtype, t.bytes.data(), dst, std::size_t(n));
+        if (!s.ok()) return s.error().withContext(where);
+    }
+    if (t.permutedHeads > 0) {
+        // Inverse of the llama.cpp export permutation (FORMATS.md §2.4):
+        // HF row h*d + a*d/2 + i  <-  GGUF row h*d + 2i + a.
+        const std::int64_t rows = t.rows(), cols = t.cols(), heads = t.permutedHeads;
+        if (rows % heads != 0 || (rows / heads) % 2 != 0)
+            return makeError(ErrorCode::Shape,
+                             std::to_string(rows) + " rows do not split into " +
+                                 std::to_string(heads) + " heads of even size",
+                             where);
+        const std::int64_t d = rows / heads;
+        std::vector<float> head(std::size_t(d * cols));
+        for (std::int64_t h = 0; h < heads; ++h) {
+            float* base = dst + h * d * cols;
+            std::memcpy(head.data(), base, head.size() * sizeof(float));
+            for (std::int64_t i = 0; i < d / 2; ++i)
+                for (std::int64_t a = 0; a < 2; ++a)
+                    std::memcpy(base + (a * d / 2 + i) * cols, head.data() + (2 * i + a) * cols,
+                                std::size_t(cols) * sizeof(float));
+        }
+    }
+    return {};
+}
+
+} // namespace qb::io

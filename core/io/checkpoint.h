@@ -1,0 +1,45 @@
+#pragma once
+// Checkpoint: one entry point that opens any supported model checkpoint and describes it.
+//
+// openCheckpoint() reads headers only (safetensors JSON headers, the pickle of a PyTorch .bin,
+// GGUF metadata and tensor infos) and maps the files, so opening a multi-GB model is instant; the
+// weight bytes are touched only when readTensorF32() converts a tensor. Tensors are reported with
+// Hugging Face names and shapes (row-major, PyTorch order) whatever the container, and the
+// architecture's required tensors are checked to exist with the right shapes.
+// Threading: a Checkpoint is immutable after openCheckpoint() returns; readTensorF32() is
+// thread-safe and may run concurrently on different (or the same) tensors.
+
+#include "base/model_config.h"
+#include "base/result.h"
+#include "base/tensor.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qb::io {
+
+enum class CheckpointFormat { Safetensors, PytorchBin, Gguf };
+const char* checkpointFormatName(CheckpointFormat f);
+
+struct Checkpoint {
+    std::string path; // what the user opened
+    CheckpointFormat format = CheckpointFormat::Safetensors;
+    ModelConfig config;
+    std::vector<TensorInfo> tensors;   // HF names and HF shapes, file order
+    std::string tokenizerPath;         // tokenizer.json beside the model, empty if none
+    std::vector<std::string> files;    // every file that holds tensors
+    std::uint64_t fileBytes = 0;       // total size of those files
+    std::vector<std::string> warnings; // non-fatal issues, e.g. unused tensors ignored
+    const TensorInfo* find(const std::string& name) const;
+};
+
+// path: a HF directory (config.json + safetensors or .bin, single or sharded), a .safetensors
+// file, a .bin file, an index .json, or a .gguf file. For a file, config.json is looked up in its
+// directory (GGUF carries its own config). Reads headers only: instant on multi-GB files.
+Result<Checkpoint> openCheckpoint(const std::string& path);
+
+// Converts/dequantizes one tensor into dst (numel() floats, HF layout; undoes permutedHeads).
+Status readTensorF32(const TensorInfo& t, float* dst);
+
+} // namespace qb::io

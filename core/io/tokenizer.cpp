@@ -1,0 +1,1204 @@
+// Tokenizer: loading tokenizer.json, encode and decode (see tokenizer.h). The semantics follow
+// the Rust `tokenizers` crate (AddedVocabulary, BPE::merge_word / Word::merge_all, the
+// normalizers, pre-tokenizers, post-processors and decoders named in FORMATS.md §3).
+
+#include "io/tokenizer.h"
+
+#include "io/tokenizer_detail.h"
+
+#include <QFile>
+#include <QDir>
+#include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QString>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <queue>
+
+namespace qb::io {
+
+using namespace detail;
+
+namespace {
+
+std::string str(const QJsonValue& v)
+{
+    return v.toString().toStdString();
+}
+
+Error unsupported(const std::string& what, const std::string& name)
+{
+    return makeError(ErrorCode::Unsupported, what, name);
+}
+Error format(const std::string& what, const std::string& name)
+{
+    return makeError(ErrorCode::Format, what, name);
+}
+
+// ---- string helpers ----
+
+void replaceAll(std::string& s, std::string_view from, std::string_view to)
+{
+    if (from.empty()) return;
+    std::string out;
+    std::size_t pos = 0;
+    for (;;) {
+        const std::size_t hit = s.find(from, pos);
+        if (hit == std::string::npos) break;
+        out.append(s, pos, hit - pos);
+        out.append(to);
+        pos = hit + from.size();
+    }
+    if (pos == 0) return;
+    out.append(s, pos, std::string::npos);
+    s = std::move(out);
+}
+
+bool startsWith(std::string_view s, std::string_view p)
+{
+    return s.substr(0, p.size()) == p;
+}
+
+bool isAscii(std::string_view s)
+{
+    return std::all_of(s.begin(), s.end(), [](char c) { return (unsigned char)c < 0x80; });
+}
+
+// Rust's char::is_alphanumeric plus '_' (AddedVocabulary's word boundary test).
+bool isWordChar(char32_t c)
+{
+    return c == '_' || isLetter(c) || isNumber(c);
+}
+
+char32_t lastCodePoint(std::string_view s)
+{
+    std::size_t i = s.size();
+    while (i > 0 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80)
+        --i;
+    if (i > 0) --i;
+    return decodeUtf8(s, i).cp;
+}
+
+// ---- added tokens ----
+
+AddedMatcher buildMatcher(std::vector<AddedToken> tokens)
+{
+    AddedMatcher m;
+    m.tokens = std::move(tokens);
+    for (std::size_t i = 0; i < m.tokens.size(); ++i) {
+        if (m.tokens[i].content.empty()) continue;
+        m.byFirstByte[static_cast<unsigned char>(m.tokens[i].content[0])].push_back(int(i));
+    }
+    for (auto& bucket : m.byFirstByte)
+        std::stable_sort(bucket.begin(), bucket.end(), [&](int a, int b) {
+            return m.tokens[a].content.size() > m.tokens[b].content.size();
+        });
+    return m;
+}
+
+struct Fragment {
+    std::size_t begin, end;
+    std::int32_t id; // -1: plain text
+};
+
+// AddedVocabulary::find_matches: leftmost-longest, non-overlapping; single_word, lstrip and
+// rstrip as in the Rust crate.
+void splitOnAdded(const AddedMatcher& m, std::string_view s, std::vector<Fragment>& out)
+{
+    if (m.empty()) {
+        out.push_back({0, s.size(), -1});
+        return;
+    }
+    std::size_t startOffset = 0;
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const auto& bucket = m.byFirstByte[static_cast<unsigned char>(s[i])];
+        const AddedToken* hit = nullptr;
+        for (int k : bucket) {
+            const std::string& c = m.tokens[k].content;
+            if (s.compare(i, c.size(), c) == 0) {
+                hit = &m.tokens[k];
+                break;
+            }
+        }
+        if (!hit) {
+            ++i;
+            continue;
+        }
+        std::size_t start = i, stop = i + hit->content.size();
+        i = stop; // the search resumes after the match, even when it is rejected below
+        if (hit->singleWord) {
+            const bool startOk = start == 0 || !isWordChar(lastCodePoint(s.substr(0, start)));
+            const bool stopOk = stop == s.size() || !isWordChar(decodeUtf8(s, stop).cp);
+            if (!startOk || !stopOk) continue;
+        }
+        if (hit->lstrip) {
+            std::size_t ns = start;
+            while (ns > 0) {
+                std::size_t p = ns - 1;
+                while (p > 0 && (static_cast<unsigned char>(s[p]) & 0xC0) == 0x80)
+                    --p;
+                if (!isWhitespace(decodeUtf8(s, p).cp)) break;
+                ns = p;
+            }
+            start = std::max(ns, startOffset);
+        }
+        if (hit->rstrip) {
+            while (stop < s.size()) {
+                const CodePoint c = decodeUtf8(s, stop);
+                if (!isWhitespace(c.cp)) break;
+                stop += std::size_t(c.len);
+            }
+        }
+        if (startOffset < start) out.push_back({startOffset, start, -1});
+        out.push_back({start, stop, hit->id});
+        startOffset = stop;
+    }
+    if (startOffset < s.size()) out.push_back({startOffset, s.size(), -1});
+}
+
+// ---- pre-tokenizer plumbing ----
+
+struct Piece {
+    std::string text;
+    bool atStart; // begins at offset 0 of the original input (Metaspace prepend_scheme "first")
+};
+
+// Splits `s` given match spans, following SplitDelimiterBehavior; empty pieces are dropped.
+void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::size_t>>& hits,
+                SplitBehavior behavior, bool invert, std::vector<Piece>& out)
+{
+    struct Span {
+        std::size_t b, e;
+        bool match;
+    };
+    std::vector<Span> spans;
+    std::size_t prev = 0;
+    for (auto [b, e] : hits) {
+        if (prev < b) spans.push_back({prev, b, false});
+        spans.push_back({b, e, true});
+        prev = e;
+    }
+    if (prev < p.text.size()) spans.push_back({prev, p.text.size(), false});
+    if (invert)
+        for (auto& sp : spans)
+            sp.match = !sp.match;
+
+    std::vector<Span> res;
+    switch (behavior) {
+    case SplitBehavior::Removed:
+        for (auto& sp : spans)
+            if (!sp.match) res.push_back(sp);
+        break;
+    case SplitBehavior::Isolated:
+        res = spans;
+        break;
+    case SplitBehavior::MergedWithPrevious: {
+        bool prevMatch = false;
+        for (auto& sp : spans) {
+            if (sp.match && !prevMatch && !res.empty())
+                res.back().e = sp.e;
+            else
+                res.push_back(sp);
+            prevMatch = sp.match;
+        }
+        break;
+    }
+    case SplitBehavior::MergedWithNext: {
+        bool prevMatch = false;
+        for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+            if (it->match && !prevMatch && !res.empty())
+                res.back().b = it->b;
+            else
+                res.push_back(*it);
+            prevMatch = it->match;
+        }
+        std::reverse(res.begin(), res.end());
+        break;
+    }
+    case SplitBehavior::Contiguous: {
+        bool prevMatch = false;
+        for (auto& sp : spans) {
+            if (sp.match == prevMatch && !res.empty())
+                res.back().e = sp.e;
+            else
+                res.push_back(sp);
+            prevMatch = sp.match;
+        }
+        break;
+    }
+    }
+    for (auto& sp : res)
+        if (sp.e > sp.b) out.push_back({p.text.substr(sp.b, sp.e - sp.b), p.atStart && sp.b == 0});
+}
+
+void findString(std::string_view s, std::string_view pat,
+                std::vector<std::pair<std::size_t, std::size_t>>& hits)
+{
+    if (pat.empty()) return;
+    std::size_t pos = 0;
+    while ((pos = s.find(pat, pos)) != std::string_view::npos) {
+        hits.emplace_back(pos, pos + pat.size());
+        pos += pat.size();
+    }
+}
+
+std::vector<Piece> preTokenize(const std::vector<PreTokStep>& steps, Piece input)
+{
+    std::vector<Piece> cur;
+    cur.push_back(std::move(input));
+    std::vector<Piece> next;
+    std::vector<std::pair<std::size_t, std::size_t>> hits;
+    const auto& b2u = byteToUnicode();
+    for (const PreTokStep& st : steps) {
+        next.clear();
+        for (Piece& p : cur) {
+            hits.clear();
+            switch (st.type) {
+            case PreTokStep::Type::ByteLevel: {
+                if (st.addPrefixSpace && !startsWith(p.text, " ")) p.text.insert(0, 1, ' ');
+                std::vector<Piece> parts;
+                if (st.useRegex) {
+                    findRegexMatches(SplitRegex::Gpt2, p.text, hits);
+                    applySplit(p, hits, SplitBehavior::Isolated, false, parts);
+                } else if (!p.text.empty()) {
+                    parts.push_back(std::move(p));
+                }
+                for (Piece& q : parts) {
+                    std::string mapped;
+                    mapped.reserve(q.text.size() * 2);
+                    for (unsigned char c : q.text)
+                        mapped += b2u[c];
+                    next.push_back({std::move(mapped), q.atStart});
+                }
+                break;
+            }
+            case PreTokStep::Type::SplitRegex:
+                findRegexMatches(st.regex, p.text, hits);
+                applySplit(p, hits, st.behavior, st.invert, next);
+                break;
+            case PreTokStep::Type::SplitString:
+                findString(p.text, st.pattern, hits);
+                applySplit(p, hits, st.behavior, st.invert, next);
+                break;
+            case PreTokStep::Type::Metaspace: {
+                replaceAll(p.text, " ", st.pattern);
+                const bool prepend = st.prepend == PrependScheme::Always ||
+                                     (st.prepend == PrependScheme::First && p.atStart);
+                if (prepend && !startsWith(p.text, st.pattern)) p.text.insert(0, st.pattern);
+                if (st.split) {
+                    findString(p.text, st.pattern, hits);
+                    applySplit(p, hits, SplitBehavior::MergedWithNext, false, next);
+                } else if (!p.text.empty()) {
+                    next.push_back(std::move(p));
+                }
+                break;
+            }
+            }
+        }
+        cur.swap(next);
+    }
+    return cur;
+}
+
+// ---- JSON loading ----
+
+struct Loader {
+    std::string name;
+    TokenizerImpl& t;
+
+    Status normalizer(const QJsonValue& v)
+    {
+        if (v.isNull() || v.isUndefined()) return {};
+        const QJsonObject o = v.toObject();
+        const std::string type = str(o.value("type"));
+        using T = NormalizerStep::Type;
+        if (type == "Sequence") {
+            for (const QJsonValue& c : o.value("normalizers").toArray())
+                QB_TRY_STATUS(normalizer(c));
+        } else if (type == "NFC") {
+            t.normalizers.push_back({T::Nfc, {}, {}});
+        } else if (type == "NFD") {
+            t.normalizers.push_back({T::Nfd, {}, {}});
+        } else if (type == "NFKC") {
+            t.normalizers.push_back({T::Nfkc, {}, {}});
+        } else if (type == "NFKD") {
+            t.normalizers.push_back({T::Nfkd, {}, {}});
+        } else if (type == "Lowercase") {
+            t.normalizers.push_back({T::Lowercase, {}, {}});
+        } else if (type == "Prepend") {
+            t.normalizers.push_back({T::Prepend, str(o.value("prepend")), {}});
+        } else if (type == "Strip") {
+            NormalizerStep s{T::Strip, {}, {}};
+            s.left = o.value("strip_left").toBool(true);
+            s.right = o.value("strip_right").toBool(true);
+            t.normalizers.push_back(s);
+        } else if (type == "Replace") {
+            const QJsonObject pat = o.value("pattern").toObject();
+            if (!pat.contains("String"))
+                return unsupported(
+                    "Replace normalizer with a regex pattern is not supported: " +
+                        QJsonDocument(pat).toJson(QJsonDocument::Compact).toStdString(),
+                    name);
+            t.normalizers.push_back(
+                {T::Replace, str(pat.value("String")), str(o.value("content"))});
+        } else {
+            return unsupported("normalizer type '" + type + "' is not supported", name);
+        }
+        return {};
+    }
+
+    static Result<SplitBehavior> behavior(const std::string& b, const std::string& name)
+    {
+        if (b == "Removed") return SplitBehavior::Removed;
+        if (b == "Isolated") return SplitBehavior::Isolated;
+        if (b == "MergedWithPrevious") return SplitBehavior::MergedWithPrevious;
+        if (b == "MergedWithNext") return SplitBehavior::MergedWithNext;
+        if (b == "Contiguous") return SplitBehavior::Contiguous;
+        return format("unknown Split behavior '" + b + "'", name);
+    }
+
+    Status preTokenizer(const QJsonValue& v)
+    {
+        if (v.isNull() || v.isUndefined()) return {};
+        const QJsonObject o = v.toObject();
+        const std::string type = str(o.value("type"));
+        using T = PreTokStep::Type;
+        if (type == "Sequence") {
+            for (const QJsonValue& c : o.value("pretokenizers").toArray())
+                QB_TRY_STATUS(preTokenizer(c));
+        } else if (type == "ByteLevel") {
+            PreTokStep s{T::ByteLevel};
+            s.addPrefixSpace = o.value("add_prefix_space").toBool(true);
+            s.useRegex = o.value("use_regex").toBool(true);
+            t.preTokenizers.push_back(s);
+        } else if (type == "Split") {
+            PreTokStep s{T::SplitString};
+            const QJsonObject pat = o.value("pattern").toObject();
+            if (pat.contains("Regex")) {
+                const std::string re = str(pat.value("Regex"));
+                const auto known = recogniseSplitRegex(re);
+                if (!known)
+                    return unsupported("Split pre-tokenizer regex is not one we implement "
+                                       "(GPT-2, Llama-3, Qwen2): " +
+                                           re,
+                                       name);
+                s.type = T::SplitRegex;
+                s.regex = *known;
+            } else if (pat.contains("String")) {
+                s.pattern = str(pat.value("String"));
+            } else {
+                return format("Split pre-tokenizer without a pattern", name);
+            }
+            QB_TRY(b, behavior(str(o.value("behavior")), name));
+            s.behavior = *b;
+            s.invert = o.value("invert").toBool(false);
+            t.preTokenizers.push_back(s);
+        } else if (type == "Metaspace") {
+            PreTokStep s{T::Metaspace};
+            s.pattern = o.contains("replacement") ? str(o.value("replacement")) : "\u2581";
+            QB_TRY(sch, prependScheme(o));
+            s.prepend = *sch;
+            s.split = o.value("split").toBool(true);
+            t.preTokenizers.push_back(s);
+        } else {
+            return unsupported("pre_tokenizer type '" + type + "' is not supported", name);
+        }
+        return {};
+    }
+
+    Result<PrependScheme> prependScheme(const QJsonObject& o)
+    {
+        if (o.contains("prepend_scheme")) {
+            const std::string p = str(o.value("prepend_scheme"));
+            if (p == "first") return PrependScheme::First;
+            if (p == "always") return PrependScheme::Always;
+            if (p == "never") return PrependScheme::Never;
+            return format("unknown Metaspace prepend_scheme '" + p + "'", name);
+        }
+        if (o.contains("add_prefix_space") && !o.value("add_prefix_space").toBool(true))
+            return PrependScheme::Never;
+        return PrependScheme::Always;
+    }
+
+    Status decoder(const QJsonValue& v)
+    {
+        if (v.isNull() || v.isUndefined()) return {};
+        t.hasDecoder = true;
+        const QJsonObject o = v.toObject();
+        const std::string type = str(o.value("type"));
+        using T = DecoderStep::Type;
+        if (type == "Sequence") {
+            for (const QJsonValue& c : o.value("decoders").toArray())
+                QB_TRY_STATUS(decoder(c));
+        } else if (type == "ByteLevel") {
+            t.decoders.push_back({T::ByteLevel});
+        } else if (type == "ByteFallback") {
+            t.decoders.push_back({T::ByteFallback});
+        } else if (type == "Fuse") {
+            t.decoders.push_back({T::Fuse});
+        } else if (type == "Replace") {
+            const QJsonObject pat = o.value("pattern").toObject();
+            if (!pat.contains("String"))
+                return unsupported("Replace decoder with a regex pattern is not supported", name);
+            t.decoders.push_back({T::Replace, str(pat.value("String")), str(o.value("content"))});
+        } else if (type == "Strip") {
+            DecoderStep s{T::Strip, str(o.value("content")), {}};
+            s.start = o.value("start").toInt(0);
+            s.stop = o.value("stop").toInt(0);
+            t.decoders.push_back(s);
+        } else if (type == "Metaspace") {
+            DecoderStep s{T::Metaspace};
+            s.a = o.contains("replacement") ? str(o.value("replacement")) : "\u2581";
+            QB_TRY(sch, prependScheme(o));
+            s.prepend = *sch;
+            t.decoders.push_back(s);
+        } else {
+            return unsupported("decoder type '" + type + "' is not supported", name);
+        }
+        return {};
+    }
+
+    // Appends the ids this processor puts before and after a single sequence.
+    Status postProcessor(const QJsonValue& v, bool& addsSpecial)
+    {
+        if (v.isNull() || v.isUndefined()) return {};
+        const QJsonObject o = v.toObject();
+        const std::string type = str(o.value("type"));
+        if (type == "Sequence") {
+            for (const QJsonValue& c : o.value("processors").toArray())
+                QB_TRY_STATUS(postProcessor(c, addsSpecial));
+        } else if (type == "ByteLevel") {
+            // offsets only
+        } else if (type == "TemplateProcessing") {
+            addsSpecial = true;
+            const QJsonObject specials = o.value("special_tokens").toObject();
+            std::vector<std::int32_t> pre, post;
+            bool seenA = false;
+            for (const QJsonValue& item : o.value("single").toArray()) {
+                const QJsonObject it = item.toObject();
+                if (it.contains("Sequence")) {
+                    seenA = true;
+                    continue;
+                }
+                if (!it.contains("SpecialToken"))
+                    return format("TemplateProcessing item is neither SpecialToken nor Sequence",
+                                  name);
+                const QString id = it.value("SpecialToken").toObject().value("id").toString();
+                if (!specials.contains(id))
+                    return format("TemplateProcessing names special token '" + id.toStdString() +
+                                      "' missing from special_tokens",
+                                  name);
+                for (const QJsonValue& x : specials.value(id).toObject().value("ids").toArray())
+                    (seenA ? post : pre).push_back(std::int32_t(x.toInteger()));
+            }
+            t.prefixIds.insert(t.prefixIds.begin(), pre.begin(), pre.end());
+            t.suffixIds.insert(t.suffixIds.end(), post.begin(), post.end());
+        } else if (type == "BertProcessing" || type == "RobertaProcessing") {
+            addsSpecial = true;
+            const QJsonArray cls = o.value("cls").toArray(), sep = o.value("sep").toArray();
+            if (cls.size() != 2 || sep.size() != 2) return format(type + " without cls/sep", name);
+            t.prefixIds.insert(t.prefixIds.begin(), std::int32_t(cls.at(1).toInteger()));
+            t.suffixIds.push_back(std::int32_t(sep.at(1).toInteger()));
+        } else {
+            return unsupported("post_processor type '" + type + "' is not supported", name);
+        }
+        return {};
+    }
+
+    Status model(const QJsonObject& m)
+    {
+        const std::string type = m.contains("type") ? str(m.value("type")) : "BPE";
+        if (type != "BPE")
+            return unsupported("tokenizer model type '" + type + "' is not supported (BPE only)",
+                               name);
+        if (!m.value("dropout").isNull() && m.value("dropout").toDouble(0.0) != 0.0)
+            return unsupported("BPE dropout is not supported", name);
+        const QJsonObject vocab = m.value("vocab").toObject();
+        if (vocab.isEmpty()) return format("model.vocab is missing or empty", name);
+        t.vocab.reserve(std::size_t(vocab.size()));
+        for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+            if (!it.value().isDouble())
+                return format("model.vocab entry '" + it.key().toStdString() + "' has no id", name);
+            const qint64 id = it.value().toInteger(-1);
+            if (id < 0 || id > INT32_MAX)
+                return format("model.vocab id out of range for '" + it.key().toStdString() + "'",
+                              name);
+            t.vocab.insert_or_assign(it.key().toStdString(), std::int32_t(id));
+        }
+        t.continuingPrefix = m.value("continuing_subword_prefix").toString().toStdString();
+        t.endOfWordSuffix = m.value("end_of_word_suffix").toString().toStdString();
+        t.fuseUnk = m.value("fuse_unk").toBool(false);
+        t.byteFallback = m.value("byte_fallback").toBool(false);
+        t.ignoreMerges = m.value("ignore_merges").toBool(false);
+        if (m.value("unk_token").isString()) {
+            auto it = t.vocab.find(str(m.value("unk_token")));
+            if (it != t.vocab.end()) t.unkId = it->second;
+        }
+        for (int b = 0; b < 256; ++b) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+            auto it = t.vocab.find(std::string_view(buf));
+            t.byteTokenIds[b] = it == t.vocab.end() ? -1 : it->second;
+        }
+
+        const QJsonArray merges = m.value("merges").toArray();
+        t.mergeList.reserve(std::size_t(merges.size()));
+        t.merges.reserve(std::size_t(merges.size()));
+        std::int32_t rank = 0;
+        for (const QJsonValue& mv : merges) {
+            std::string a, b;
+            if (mv.isString()) {
+                const std::string line = str(mv);
+                if (startsWith(line, "#version")) continue;
+                const std::size_t sp = line.find(' ');
+                if (sp == std::string::npos || line.find(' ', sp + 1) != std::string::npos)
+                    return format("merge " + std::to_string(rank) + " is not \"left right\": '" +
+                                      line + "'",
+                                  name);
+                a = line.substr(0, sp);
+                b = line.substr(sp + 1);
+            } else if (mv.isArray() && mv.toArray().size() == 2) {
+                a = str(mv.toArray().at(0));
+                b = str(mv.toArray().at(1));
+            } else {
+                return format("merge " + std::to_string(rank) + " is neither a string nor a pair",
+                              name);
+            }
+            auto ia = t.vocab.find(a), ib = t.vocab.find(b);
+            std::string merged = a;
+            merged += (!t.continuingPrefix.empty() && startsWith(b, t.continuingPrefix))
+                          ? b.substr(t.continuingPrefix.size())
+                          : b;
+            auto im = t.vocab.find(merged);
+            if (ia == t.vocab.end() || ib == t.vocab.end() || im == t.vocab.end())
+                return format("merge " + std::to_string(rank) + " ('" + a + "' '" + b +
+                                  "') uses a token missing from the vocabulary",
+                              name);
+            const std::uint64_t key =
+                (std::uint64_t(std::uint32_t(ia->second)) << 32) | std::uint32_t(ib->second);
+            t.merges.insert_or_assign(key, std::make_pair(rank, im->second));
+            t.mergeList.emplace_back(std::move(a), std::move(b));
+            ++rank;
+        }
+        return {};
+    }
+};
+
+std::optional<std::int32_t> lookup(const TokenizerImpl& t, std::string_view s)
+{
+    for (const AddedToken& a : t.addedTokens)
+        if (a.content == s) return a.id;
+    auto it = t.vocab.find(s);
+    if (it != t.vocab.end()) return it->second;
+    return std::nullopt;
+}
+
+std::optional<std::string> configToken(const QJsonObject& cfg, const char* key)
+{
+    const QJsonValue v = cfg.value(key);
+    if (v.isString()) return v.toString().toStdString();
+    if (v.isObject() && v.toObject().value("content").isString())
+        return str(v.toObject().value("content"));
+    return std::nullopt;
+}
+
+Result<QJsonObject> parseObject(const std::string& json, const std::string& name)
+{
+    QJsonParseError err{};
+    const QJsonDocument doc =
+        QJsonDocument::fromJson(QByteArray::fromRawData(json.data(), qsizetype(json.size())), &err);
+    if (err.error != QJsonParseError::NoError)
+        return format("not valid JSON: " + err.errorString().toStdString() + " at offset " +
+                          std::to_string(err.offset),
+                      name);
+    if (!doc.isObject()) return format("JSON top level is not an object", name);
+    return doc.object();
+}
+
+Result<std::string> readFile(const std::string& path)
+{
+    QFile f(QString::fromStdString(path));
+    if (!f.open(QIODevice::ReadOnly))
+        return makeError(ErrorCode::Io, "cannot open: " + f.errorString().toStdString(), path);
+    const QByteArray data = f.readAll();
+    return data.toStdString();
+}
+
+} // namespace
+
+// ---- TokenizerImpl: encode ----
+
+namespace detail {
+
+std::string TokenizerImpl::normalize(std::string s) const
+{
+    for (const NormalizerStep& n : normalizers) {
+        using T = NormalizerStep::Type;
+        switch (n.type) {
+        case T::Nfc:
+        case T::Nfd:
+        case T::Nfkc:
+        case T::Nfkd: {
+            if (isAscii(s)) break; // ASCII is invariant under every normalization form
+            const auto form = n.type == T::Nfc    ? QString::NormalizationForm_C
+                              : n.type == T::Nfd  ? QString::NormalizationForm_D
+                              : n.type == T::Nfkc ? QString::NormalizationForm_KC
+                                                  : QString::NormalizationForm_KD;
+            s = QString::fromStdString(sanitizeUtf8(s)).normalized(form).toStdString();
+            break;
+        }
+        case T::Lowercase:
+            s = QString::fromStdString(s).toLower().toStdString();
+            break;
+        case T::Prepend:
+            if (!s.empty()) s.insert(0, n.a);
+            break;
+        case T::Replace:
+            replaceAll(s, n.a, n.b);
+            break;
+        case T::Strip: {
+            std::size_t b = 0, e = s.size();
+            if (n.left)
+                while (b < e) {
+                    const CodePoint c = decodeUtf8(s, b);
+                    if (!isWhitespace(c.cp)) break;
+                    b += std::size_t(c.len);
+                }
+            if (n.right)
+                while (e > b) {
+                    std::size_t p = e - 1;
+                    while (p > b && (static_cast<unsigned char>(s[p]) & 0xC0) == 0x80)
+                        --p;
+                    if (!isWhitespace(decodeUtf8(s, p).cp)) break;
+                    e = p;
+                }
+            s = s.substr(b, e - b);
+            break;
+        }
+        }
+    }
+    return s;
+}
+
+void TokenizerImpl::bpeWord(std::string_view word, std::vector<std::int32_t>& out) const
+{
+    if (ignoreMerges) {
+        auto it = vocab.find(word);
+        if (it != vocab.end()) {
+            out.push_back(it->second);
+            return;
+        }
+    }
+    struct Sym {
+        std::int32_t id;
+        int prev, next;
+        bool alive;
+    };
+    std::vector<Sym> syms;
+    syms.reserve(word.size());
+    auto add = [&](std::int32_t id) {
+        const int n = int(syms.size());
+        if (n > 0) syms[n - 1].next = n;
+        syms.push_back({id, n - 1, -1, true});
+    };
+    std::int32_t pendingUnk = -1;
+    std::string s;
+    std::size_t pos = 0;
+    while (pos < word.size()) {
+        const CodePoint c = decodeUtf8(word, pos);
+        const bool first = pos == 0;
+        const bool last = pos + std::size_t(c.len) >= word.size();
+        s.clear();
+        if (!first) s += continuingPrefix;
+        s.append(word.substr(pos, std::size_t(c.len)));
+        if (last) s += endOfWordSuffix;
+        pos += std::size_t(c.len);
+        if (auto it = vocab.find(s); it != vocab.end()) {
+            if (pendingUnk >= 0) {
+                add(pendingUnk);
+                pendingUnk = -1;
+            }
+            add(it->second);
+            continue;
+        }
+        if (byteFallback) {
+            bool all = true;
+            for (unsigned char b : s)
+                all = all && byteTokenIds[b] >= 0;
+            if (all) {
+                for (unsigned char b : s)
+                    add(byteTokenIds[b]);
+                continue;
+            }
+        }
+        if (unkId) {
+            if (pendingUnk >= 0 && !fuseUnk) add(pendingUnk);
+            pendingUnk = *unkId;
+        }
+    }
+    if (pendingUnk >= 0) add(pendingUnk);
+
+    struct Cand {
+        std::int32_t rank;
+        int pos;
+        std::int32_t newId;
+        bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    auto pairInfo = [&](std::int32_t a,
+                        std::int32_t b) -> const std::pair<std::int32_t, std::int32_t>* {
+        auto it = merges.find((std::uint64_t(std::uint32_t(a)) << 32) | std::uint32_t(b));
+        return it == merges.end() ? nullptr : &it->second;
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> queue;
+    for (int i = 0; i + 1 < int(syms.size()); ++i)
+        if (auto m = pairInfo(syms[i].id, syms[i + 1].id)) queue.push({m->first, i, m->second});
+    while (!queue.empty()) {
+        const Cand top = queue.top();
+        queue.pop();
+        Sym& left = syms[top.pos];
+        if (!left.alive || left.next < 0) continue;
+        Sym& right = syms[left.next];
+        const auto m = pairInfo(left.id, right.id);
+        if (!m || m->second != top.newId) continue; // stale entry
+        left.id = top.newId;
+        right.alive = false;
+        left.next = right.next;
+        if (left.next >= 0) syms[left.next].prev = top.pos;
+        if (left.prev >= 0)
+            if (auto pm = pairInfo(syms[left.prev].id, left.id))
+                queue.push({pm->first, left.prev, pm->second});
+        if (left.next >= 0)
+            if (auto nm = pairInfo(left.id, syms[left.next].id))
+                queue.push({nm->first, top.pos, nm->second});
+    }
+    for (const Sym& sy : syms)
+        if (sy.alive) out.push_back(sy.id);
+}
+
+void TokenizerImpl::encodeText(std::string_view text, std::vector<std::int32_t>& out,
+                               WordCache& cache) const
+{
+    std::vector<Fragment> frags;
+    splitOnAdded(rawAdded, text, frags);
+    std::vector<Fragment> sub;
+    for (const Fragment& f : frags) {
+        if (f.id >= 0) {
+            out.push_back(f.id);
+            continue;
+        }
+        const std::string norm = normalize(std::string(text.substr(f.begin, f.end - f.begin)));
+        if (norm.empty()) continue;
+        sub.clear();
+        splitOnAdded(normalizedAdded, norm, sub);
+        for (const Fragment& g : sub) {
+            if (g.id >= 0) {
+                out.push_back(g.id);
+                continue;
+            }
+            Piece p{norm.substr(g.begin, g.end - g.begin), f.begin == 0 && g.begin == 0};
+            for (const Piece& w : preTokenize(preTokenizers, std::move(p))) {
+                if (w.text.empty()) continue;
+                auto it = cache.find(w.text);
+                if (it == cache.end()) {
+                    std::vector<std::int32_t> ids;
+                    bpeWord(w.text, ids);
+                    it = cache.emplace(w.text, std::move(ids)).first;
+                }
+                out.insert(out.end(), it->second.begin(), it->second.end());
+            }
+        }
+    }
+}
+
+} // namespace detail
+
+// ---- Tokenizer ----
+
+Tokenizer::Tokenizer(std::shared_ptr<const TokenizerImpl> impl) : m_impl(std::move(impl)) {}
+
+Result<Tokenizer> Tokenizer::fromFile(const std::string& path)
+{
+    QB_TRY(json, readFile(path));
+    std::string config;
+    const QString cfgPath =
+        QFileInfo(QString::fromStdString(path)).dir().filePath("tokenizer_config.json");
+    if (QFileInfo::exists(cfgPath)) {
+        QB_TRY(c, readFile(cfgPath.toStdString()));
+        config = std::move(*c);
+    }
+    return fromJsonWithConfig(*json, config, path);
+}
+
+Result<Tokenizer> Tokenizer::fromJson(const std::string& json, const std::string& nameForErrors)
+{
+    return fromJsonWithConfig(json, {}, nameForErrors);
+}
+
+Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json,
+                                                const std::string& configJson,
+                                                const std::string& name)
+{
+    QB_TRY(rootR, parseObject(json, name));
+    const QJsonObject& root = *rootR;
+    QJsonObject cfg;
+    if (!configJson.empty()) {
+        QB_TRY(c, parseObject(configJson, name + " (tokenizer_config.json)"));
+        cfg = *c;
+    }
+    auto impl = std::make_shared<TokenizerImpl>();
+    TokenizerImpl& t = *impl;
+    t.name = name;
+    Loader ld{name, t};
+    if (!root.value("model").isObject()) return format("no \"model\" object", name);
+    QB_TRY_STATUS(ld.model(root.value("model").toObject()));
+    QB_TRY_STATUS(ld.normalizer(root.value("normalizer")));
+    QB_TRY_STATUS(ld.preTokenizer(root.value("pre_tokenizer")));
+    QB_TRY_STATUS(ld.decoder(root.value("decoder")));
+    bool processorAdds = false;
+    QB_TRY_STATUS(ld.postProcessor(root.value("post_processor"), processorAdds));
+
+    // added tokens
+    std::vector<AddedToken> raw, normalized;
+    for (const QJsonValue& v : root.value("added_tokens").toArray()) {
+        const QJsonObject o = v.toObject();
+        AddedToken a;
+        a.content = str(o.value("content"));
+        const qint64 id = o.value("id").toInteger(-1);
+        if (id < 0 || id > INT32_MAX || a.content.empty())
+            return format("added token without a valid id or content: '" + a.content + "'", name);
+        a.id = std::int32_t(id);
+        a.special = o.value("special").toBool(false);
+        a.normalized = o.value("normalized").toBool(!a.special);
+        a.lstrip = o.value("lstrip").toBool(false);
+        a.rstrip = o.value("rstrip").toBool(false);
+        a.singleWord = o.value("single_word").toBool(false);
+        t.addedTokens.push_back(a);
+        if (a.normalized) {
+            AddedToken n = a;
+            n.content = t.normalize(a.content);
+            if (!n.content.empty()) normalized.push_back(std::move(n));
+        } else {
+            raw.push_back(a);
+        }
+    }
+    t.rawAdded = buildMatcher(std::move(raw));
+    t.normalizedAdded = buildMatcher(std::move(normalized));
+
+    // id table
+    std::int64_t maxId = -1;
+    for (const auto& [s, id] : t.vocab)
+        maxId = std::max<std::int64_t>(maxId, id);
+    for (const AddedToken& a : t.addedTokens)
+        maxId = std::max<std::int64_t>(maxId, a.id);
+    constexpr std::int64_t kMaxVocab = std::int64_t(1) << 24; // far above any real vocabulary
+    if (maxId >= kMaxVocab)
+        return format("token id " + std::to_string(maxId) + " is implausibly large", name);
+    t.idToToken.assign(std::size_t(maxId + 1), {});
+    t.idPresent.assign(std::size_t(maxId + 1), 0);
+    t.idSpecial.assign(std::size_t(maxId + 1), 0);
+    for (const auto& [s, id] : t.vocab) {
+        t.idToToken[std::size_t(id)] = s;
+        t.idPresent[std::size_t(id)] = 1;
+    }
+    for (const AddedToken& a : t.addedTokens) {
+        t.idToToken[std::size_t(a.id)] = a.content;
+        t.idPresent[std::size_t(a.id)] = 1;
+        t.idSpecial[std::size_t(a.id)] = a.special ? 1 : 0;
+    }
+    for (std::int32_t id : t.prefixIds)
+        if (id < 0 || id > maxId)
+            return format("post_processor uses unknown id " + std::to_string(id), name);
+    for (std::int32_t id : t.suffixIds)
+        if (id < 0 || id > maxId)
+            return format("post_processor uses unknown id " + std::to_string(id), name);
+
+    // kind
+    t.kind = Kind::SentencePieceBpe;
+    for (const PreTokStep& s : t.preTokenizers)
+        if (s.type == PreTokStep::Type::ByteLevel) t.kind = Kind::ByteLevelBpe;
+    for (const DecoderStep& s : t.decoders)
+        if (s.type == DecoderStep::Type::ByteLevel) t.kind = Kind::ByteLevelBpe;
+
+    // special ids: tokenizer_config.json first, then the template, then well-known names
+    auto resolve = [&](const char* key) -> std::optional<std::int32_t> {
+        if (auto s = configToken(cfg, key)) return lookup(t, *s);
+        return std::nullopt;
+    };
+    t.bosId = resolve("bos_token");
+    t.eosId = resolve("eos_token");
+    t.padId = resolve("pad_token");
+    if (auto u = resolve("unk_token"); u && !t.unkId) t.unkId = u;
+    if (!t.bosId && !t.prefixIds.empty()) t.bosId = t.prefixIds.front();
+    if (!t.eosId && !t.suffixIds.empty()) t.eosId = t.suffixIds.back();
+    if (!t.bosId)
+        for (const char* s : {"<s>", "<|begin_of_text|>"})
+            if ((t.bosId = lookup(t, s))) break;
+    if (!t.eosId)
+        for (const char* s :
+             {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|eot_id|>", "<|im_end|>"})
+            if ((t.eosId = lookup(t, s))) break;
+    if (!processorAdds) {
+        if (cfg.value("add_bos_token").toBool(false) && t.bosId) t.prefixIds.push_back(*t.bosId);
+        if (cfg.value("add_eos_token").toBool(false) && t.eosId) t.suffixIds.push_back(*t.eosId);
+    }
+    return Tokenizer(std::move(impl));
+}
+
+std::vector<std::int32_t> Tokenizer::encode(std::string_view utf8, bool addSpecial) const
+{
+    const TokenizerImpl& t = *m_impl;
+    std::vector<std::int32_t> out;
+    out.reserve(utf8.size() / 3 + 8);
+    if (addSpecial) out.insert(out.end(), t.prefixIds.begin(), t.prefixIds.end());
+    WordCache cache;
+    t.encodeText(utf8, out, cache);
+    if (addSpecial) out.insert(out.end(), t.suffixIds.begin(), t.suffixIds.end());
+    return out;
+}
+
+std::string Tokenizer::decode(const std::vector<std::int32_t>& ids, bool skipSpecial) const
+{
+    const TokenizerImpl& t = *m_impl;
+    std::vector<std::string> toks;
+    toks.reserve(ids.size());
+    for (std::int32_t id : ids) {
+        if (id < 0 || std::size_t(id) >= t.idToToken.size() || !t.idPresent[std::size_t(id)])
+            continue;
+        if (skipSpecial && t.idSpecial[std::size_t(id)]) continue;
+        toks.push_back(t.idToToken[std::size_t(id)]);
+    }
+    if (!t.hasDecoder) {
+        std::string out;
+        for (std::size_t i = 0; i < toks.size(); ++i) {
+            if (i) out += ' ';
+            out += toks[i];
+        }
+        return out;
+    }
+    for (const DecoderStep& d : t.decoders) {
+        using T = DecoderStep::Type;
+        switch (d.type) {
+        case T::ByteLevel: {
+            std::string bytes;
+            for (const std::string& tok : toks) {
+                std::string mapped;
+                bool ok = true;
+                for (std::size_t p = 0; p < tok.size() && ok;) {
+                    const CodePoint c = decodeUtf8(tok, p);
+                    const int b = unicodeToByte(c.cp);
+                    if (b < 0)
+                        ok = false;
+                    else
+                        mapped += char(b);
+                    p += std::size_t(c.len);
+                }
+                bytes += ok ? mapped : tok;
+            }
+            toks.assign(1, sanitizeUtf8(bytes));
+            break;
+        }
+        case T::Replace:
+            for (std::string& tok : toks)
+                replaceAll(tok, d.a, d.b);
+            break;
+        case T::ByteFallback: {
+            std::vector<std::string> res;
+            std::string pending;
+            std::size_t pendingCount = 0;
+            auto flush = [&] {
+                if (pendingCount == 0) return;
+                if (sanitizeUtf8(pending) == pending) {
+                    res.push_back(pending);
+                } else {
+                    for (std::size_t i = 0; i < pendingCount; ++i)
+                        res.push_back("\xEF\xBF\xBD");
+                }
+                pending.clear();
+                pendingCount = 0;
+            };
+            for (std::string& tok : toks) {
+                int byte = -1;
+                if (tok.size() == 6 && startsWith(tok, "<0x") && tok[5] == '>') {
+                    char* end = nullptr;
+                    const std::string hex = tok.substr(3, 2);
+                    const long v = std::strtol(hex.c_str(), &end, 16);
+                    if (end == hex.c_str() + 2 && std::isxdigit((unsigned char)hex[0]))
+                        byte = int(v);
+                }
+                if (byte >= 0) {
+                    pending += char(byte);
+                    ++pendingCount;
+                } else {
+                    flush();
+                    res.push_back(std::move(tok));
+                }
+            }
+            flush();
+            toks = std::move(res);
+            break;
+        }
+        case T::Fuse: {
+            std::string all;
+            for (const std::string& tok : toks)
+                all += tok;
+            toks.assign(1, std::move(all));
+            break;
+        }
+        case T::Strip: {
+            const char32_t content = d.a.empty() ? 0 : decodeUtf8(d.a, 0).cp;
+            for (std::string& tok : toks) {
+                std::vector<std::pair<std::size_t, char32_t>> cps; // offset, code point
+                for (std::size_t p = 0; p < tok.size();) {
+                    const CodePoint c = decodeUtf8(tok, p);
+                    cps.emplace_back(p, c.cp);
+                    p += std::size_t(c.len);
+                }
+                std::size_t b = 0, e = cps.size();
+                for (int i = 0; i < d.start && b < e && cps[b].second == content; ++i)
+                    ++b;
+                for (int i = 0; i < d.stop && e > b && cps[e - 1].second == content; ++i)
+                    --e;
+                const std::size_t bb = b < cps.size() ? cps[b].first : tok.size();
+                const std::size_t ee = e < cps.size() ? cps[e].first : tok.size();
+                tok = tok.substr(bb, ee - bb);
+            }
+            break;
+        }
+        case T::Metaspace:
+            for (std::size_t i = 0; i < toks.size(); ++i) {
+                // Rust drops every replacement char of the first token unless scheme is never.
+                replaceAll(toks[i], d.a, i == 0 && d.prepend != PrependScheme::Never ? "" : " ");
+            }
+            break;
+        }
+    }
+    std::string out;
+    for (const std::string& tok : toks)
+        out += tok;
+    return out;
+}
+
+std::int64_t Tokenizer::vocabSize() const
+{
+    return std::int64_t(m_impl->idToToken.size());
+}
+std::optional<std::int32_t> Tokenizer::bosId() const
+{
+    return m_impl->bosId;
+}
+std::optional<std::int32_t> Tokenizer::eosId() const
+{
+    return m_impl->eosId;
+}
+std::optional<std::int32_t> Tokenizer::unkId() const
+{
+    return m_impl->unkId;
+}
+std::optional<std::int32_t> Tokenizer::padId() const
+{
+    return m_impl->padId;
+}
+
+bool Tokenizer::addsBos() const
+{
+    return m_impl->bosId && !m_impl->prefixIds.empty() &&
+           m_impl->prefixIds.front() == *m_impl->bosId;
+}
+
+bool Tokenizer::addsEos() const
+{
+    return m_impl->eosId && !m_impl->suffixIds.empty() &&
+           m_impl->suffixIds.back() == *m_impl->eosId;
+}
+
+std::string Tokenizer::tokenText(std::int32_t id) const
+{
+    if (id < 0 || std::size_t(id) >= m_impl->idToToken.size()) return {};
+    return m_impl->idToToken[std::size_t(id)];
+}
+
+std::optional<std::int32_t> Tokenizer::tokenId(std::string_view text) const
+{
+    return lookup(*m_impl, text);
+}
+
+bool Tokenizer::isSpecial(std::int32_t id) const
+{
+    return id >= 0 && std::size_t(id) < m_impl->idSpecial.size() &&
+           m_impl->idSpecial[std::size_t(id)];
+}
+
+Tokenizer::Kind Tokenizer::kind() const
+{
+    return m_impl->kind;
+}
+const std::string& Tokenizer::sourceName() const
+{
+    return m_impl->name;
+}
+
+std::vector<std::string> Tokenizer::vocabulary() const
+{
+    std::vector<std::string> v = m_impl->idToToken;
+    for (std::size_t i = 0; i < v.size(); ++i)
+        if (!m_impl->idPresent[i]) v[i] = "[PAD" + std::to_string(i) + "]";
+    return v;
+}
+
+std::vector<Tokenizer::TokenType> Tokenizer::tokenTypes() const
+{
+    const TokenizerImpl& t = *m_impl;
+    std::vector<TokenType> types(t.idToToken.size(), TokenType::Normal);
+    for (std::size_t i = 0; i < types.size(); ++i)
+        if (!t.idPresent[i]) types[i] = TokenType::Unused;
+    if (t.kind == Kind::SentencePieceBpe)
+        for (std::int32_t id : t.byteTokenIds)
+            if (id >= 0) types[std::size_t(id)] = TokenType::Byte;
+    for (const AddedToken& a : t.addedTokens)
+        types[std::size_t(a.id)] = a.special ? TokenType::Control : TokenType::UserDefined;
+    if (t.unkId) types[std::size_t(*t.unkId)] = TokenType::Unknown;
+    return types;
+}
+
+const std::vector<std::pair<std::string, std::string>>& Tokenizer::mergePairs() const
+{
+    return m_impl->mergeList;
+}
+
+std::vector<std::string> Tokenizer::merges() const
+{
+    std::vector<std::string> out;
+    out.reserve(m_impl->mergeList.size());
+    for (auto [a, b] : m_impl->mergeList) {
+        replaceAll(a, " ", "\u0120");
+        replaceAll(b, " ", "\u0120");
+        out.push_back(a + " " + b);
+    }
+    return out;
+}
+
+std::string Tokenizer::ggmlPre() const
+{
+    for (const PreTokStep& s : m_impl->preTokenizers) {
+        if (s.type == PreTokStep::Type::SplitRegex) {
+            switch (s.regex) {
+            case SplitRegex::Llama3:
+                return "llama-bpe";
+            case SplitRegex::Qwen2:
+                return "qwen2";
+            case SplitRegex::Gpt2:
+                return "gpt-2";
+            }
+        }
+        if (s.type == PreTokStep::Type::ByteLevel && s.useRegex) return "gpt-2";
+    }
+    return "default";
+}
+
+} // namespace qb::io

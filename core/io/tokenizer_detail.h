@@ -1,0 +1,130 @@
+#pragma once
+// Private to the tokenizer (tokenizer*.cpp): the loaded pipeline and the Unicode / pre-tokenizer
+// helpers. Everything here is immutable after loading and safe for concurrent const use.
+
+#include "io/tokenizer.h"
+
+#include <array>
+#include <functional>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace qb::io::detail {
+
+// ---- Unicode helpers (tokenizer_pretok.cpp) ----
+struct CodePoint {
+    char32_t cp;
+    int len; // bytes consumed, >= 1
+};
+// Decodes one code point at `pos`; an invalid sequence yields U+FFFD with len 1.
+CodePoint decodeUtf8(std::string_view s, std::size_t pos);
+void appendUtf8(std::string& out, char32_t cp);
+// Unicode general categories L* and N*, and the White_Space property (what Oniguruma's \s means).
+bool isLetter(char32_t c);
+bool isNumber(char32_t c);
+bool isWhitespace(char32_t c);
+// from_utf8_lossy: invalid sequences become U+FFFD.
+std::string sanitizeUtf8(std::string_view bytes);
+
+// The GPT-2 byte<->unicode table: UTF-8 text of the char standing for each byte, and back.
+const std::array<std::string, 256>& byteToUnicode();
+int unicodeToByte(char32_t c); // -1 when c is not in the table
+
+// ---- Pre-tokenizer regexes, hand-coded ----
+enum class SplitRegex { Gpt2, Llama3, Qwen2 };
+std::optional<SplitRegex> recogniseSplitRegex(const std::string& pattern);
+// Byte spans [begin, end) of the regex's successive (leftmost-first) matches in s.
+void findRegexMatches(SplitRegex which, std::string_view s,
+                      std::vector<std::pair<std::size_t, std::size_t>>& out);
+
+// ---- Pipeline ----
+struct NormalizerStep {
+    enum class Type { Nfc, Nfd, Nfkc, Nfkd, Lowercase, Prepend, Replace, Strip } type;
+    std::string a{}, b{}; // Prepend: a; Replace: a -> b
+    bool left = false, right = false;
+};
+
+enum class SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous };
+enum class PrependScheme { First, Always, Never };
+
+struct PreTokStep {
+    enum class Type { ByteLevel, SplitRegex, SplitString, Metaspace } type;
+    bool addPrefixSpace = false; // ByteLevel
+    bool useRegex = true;        // ByteLevel
+    SplitRegex regex = SplitRegex::Gpt2;
+    std::string pattern{}; // SplitString pattern, Metaspace replacement
+    SplitBehavior behavior = SplitBehavior::Isolated;
+    bool invert = false;
+    PrependScheme prepend = PrependScheme::Always; // Metaspace
+    bool split = true;                             // Metaspace
+};
+
+struct DecoderStep {
+    enum class Type { ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace } type;
+    std::string a{}, b{}; // Replace a -> b; Strip content (one char); Metaspace replacement
+    int start = 0, stop = 0;
+    PrependScheme prepend = PrependScheme::Always;
+};
+
+struct AddedToken {
+    std::string content;
+    std::int32_t id = 0;
+    bool special = false, normalized = false, lstrip = false, rstrip = false, singleWord = false;
+};
+
+// Leftmost-longest matching of added-token contents, bucketed by first byte.
+struct AddedMatcher {
+    std::array<std::vector<int>, 256> byFirstByte; // indices into tokens, longest first
+    std::vector<AddedToken> tokens;
+    bool empty() const { return tokens.empty(); }
+};
+
+struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using StringIdMap = std::unordered_map<std::string, std::int32_t, StringHash, std::equal_to<>>;
+using WordCache =
+    std::unordered_map<std::string, std::vector<std::int32_t>, StringHash, std::equal_to<>>;
+
+struct TokenizerImpl {
+    std::string name;
+    Tokenizer::Kind kind = Tokenizer::Kind::ByteLevelBpe;
+
+    // model
+    StringIdMap vocab;
+    std::vector<std::pair<std::string, std::string>> mergeList;
+    std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>> merges; // -> rank, id
+    std::optional<std::int32_t> unkId;
+    bool fuseUnk = false, byteFallback = false, ignoreMerges = false;
+    std::string continuingPrefix, endOfWordSuffix;
+    std::array<std::int32_t, 256> byteTokenIds{}; // <0xHH> ids, -1 when absent
+
+    std::vector<NormalizerStep> normalizers;
+    std::vector<PreTokStep> preTokenizers;
+    std::vector<DecoderStep> decoders;
+    bool hasDecoder = false;
+    std::vector<std::int32_t> prefixIds, suffixIds; // post-processor, single sequence
+
+    AddedMatcher rawAdded, normalizedAdded;
+    std::vector<AddedToken> addedTokens;
+
+    // id -> token text for every id (model vocab, overridden by added tokens)
+    std::vector<std::string> idToToken;
+    std::vector<std::uint8_t> idPresent;
+    std::vector<std::uint8_t> idSpecial;
+
+    std::optional<std::int32_t> bosId, eosId, padId;
+
+    // encode helpers (tokenizer.cpp)
+    void encodeText(std::string_view text, std::vector<std::int32_t>& out, WordCache& cache) const;
+    void bpeWord(std::string_view word, std::vector<std::int32_t>& out) const;
+    std::string normalize(std::string s) const;
+};
+
+} // namespace qb::io::detail

@@ -1,0 +1,346 @@
+// Unicode helpers and the hand-coded pre-tokenizer regexes of the tokenizer (see tokenizer.h).
+// The regex matchers reproduce Oniguruma's leftmost-first alternation with backtracking for the
+// three patterns of FORMATS.md §3.3; each alternative is commented with the branch it implements.
+
+#include "io/tokenizer_detail.h"
+
+#include <QChar>
+
+namespace qb::io::detail {
+
+namespace {
+
+// Second-byte ranges for multi-byte UTF-8 leads (Unicode Table 3-7).
+bool utf8Lead(unsigned char b, int& len, unsigned char& lo, unsigned char& hi)
+{
+    lo = 0x80;
+    hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) {
+        len = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        len = 3;
+        if (b == 0xE0) lo = 0xA0;
+        if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        len = 4;
+        if (b == 0xF0) lo = 0x90;
+        if (b == 0xF4) hi = 0x8F;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+// Length of the valid prefix of the sequence at pos (complete = true when it is whole).
+int utf8Scan(std::string_view s, std::size_t pos, bool& complete, char32_t& cp)
+{
+    const auto b0 = static_cast<unsigned char>(s[pos]);
+    complete = false;
+    if (b0 < 0x80) {
+        complete = true;
+        cp = b0;
+        return 1;
+    }
+    int len = 0;
+    unsigned char lo = 0, hi = 0;
+    if (!utf8Lead(b0, len, lo, hi)) return 1;
+    cp = b0 & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+    int i = 1;
+    for (; i < len; ++i) {
+        if (pos + i >= s.size()) return i;
+        const auto b = static_cast<unsigned char>(s[pos + i]);
+        const unsigned char l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xBF;
+        if (b < l || b > h) return i;
+        cp = (cp << 6) | (b & 0x3F);
+    }
+    complete = true;
+    return len;
+}
+
+} // namespace
+
+CodePoint decodeUtf8(std::string_view s, std::size_t pos)
+{
+    bool complete = false;
+    char32_t cp = 0;
+    const int n = utf8Scan(s, pos, complete, cp);
+    if (!complete) return {0xFFFD, 1};
+    return {cp, n};
+}
+
+void appendUtf8(std::string& out, char32_t cp)
+{
+    if (cp < 0x80) {
+        out += char(cp);
+    } else if (cp < 0x800) {
+        out += char(0xC0 | (cp >> 6));
+        out += char(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out += char(0xE0 | (cp >> 12));
+        out += char(0x80 | ((cp >> 6) & 0x3F));
+        out += char(0x80 | (cp & 0x3F));
+    } else {
+        out += char(0xF0 | (cp >> 18));
+        out += char(0x80 | ((cp >> 12) & 0x3F));
+        out += char(0x80 | ((cp >> 6) & 0x3F));
+        out += char(0x80 | (cp & 0x3F));
+    }
+}
+
+std::string sanitizeUtf8(std::string_view bytes)
+{
+    std::string out;
+    out.reserve(bytes.size());
+    std::size_t i = 0;
+    while (i < bytes.size()) {
+        bool complete = false;
+        char32_t cp = 0;
+        const int n = utf8Scan(bytes, i, complete, cp);
+        if (complete)
+            out.append(bytes.substr(i, n));
+        else
+            out += "\xEF\xBF\xBD";
+        i += n;
+    }
+    return out;
+}
+
+bool isLetter(char32_t c)
+{
+    if (c < 0x80) return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+    switch (QChar::category(c)) {
+    case QChar::Letter_Uppercase:
+    case QChar::Letter_Lowercase:
+    case QChar::Letter_Titlecase:
+    case QChar::Letter_Modifier:
+    case QChar::Letter_Other:
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool isNumber(char32_t c)
+{
+    if (c < 0x80) return c >= '0' && c <= '9';
+    switch (QChar::category(c)) {
+    case QChar::Number_DecimalDigit:
+    case QChar::Number_Letter:
+    case QChar::Number_Other:
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool isWhitespace(char32_t c)
+{
+    // The Unicode White_Space property, spelled out (Oniguruma's \s in Unicode mode).
+    if (c <= 0x20) return c == 0x20 || (c >= 0x09 && c <= 0x0D);
+    if (c < 0x85) return false;
+    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
+           c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+const std::array<std::string, 256>& byteToUnicode()
+{
+    static const std::array<std::string, 256> table = [] {
+        std::array<std::string, 256> t;
+        int n = 0;
+        for (int b = 0; b < 256; ++b) {
+            const bool self = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+            appendUtf8(t[b], self ? char32_t(b) : char32_t(256 + n));
+            if (!self) ++n;
+        }
+        return t;
+    }();
+    return table;
+}
+
+int unicodeToByte(char32_t c)
+{
+    static const std::array<std::int16_t, 324> table = [] {
+        std::array<std::int16_t, 324> t;
+        t.fill(-1);
+        int n = 0;
+        for (int b = 0; b < 256; ++b) {
+            const bool self = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+            t[self ? b : 256 + n] = std::int16_t(b);
+            if (!self) ++n;
+        }
+        return t;
+    }();
+    return c < table.size() ? table[c] : -1;
+}
+
+// ---- regexes ----
+
+namespace {
+
+const char* const kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* const kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+enum Cls : std::uint8_t { kLetter, kNumber, kSpace, kOther };
+
+struct Text {
+    std::vector<char32_t> cp;
+    std::vector<std::uint8_t> cls;
+    std::vector<std::size_t> off; // byte offset of each code point, plus the end
+};
+
+Text classify(std::string_view s)
+{
+    Text t;
+    t.cp.reserve(s.size());
+    t.cls.reserve(s.size());
+    t.off.reserve(s.size() + 1);
+    std::size_t pos = 0;
+    while (pos < s.size()) {
+        const CodePoint c = decodeUtf8(s, pos);
+        t.off.push_back(pos);
+        t.cp.push_back(c.cp);
+        t.cls.push_back(isLetter(c.cp)       ? kLetter
+                        : isNumber(c.cp)     ? kNumber
+                        : isWhitespace(c.cp) ? kSpace
+                                             : kOther);
+        pos += std::size_t(c.len);
+    }
+    t.off.push_back(s.size());
+    return t;
+}
+
+bool isCrLf(char32_t c)
+{
+    return c == '\r' || c == '\n';
+}
+
+char32_t foldAscii(char32_t c)
+{
+    if (c >= 'A' && c <= 'Z') return c + 32;
+    if (c == 0x17F) return 's'; // LATIN SMALL LETTER LONG S case-folds to 's'
+    return c;
+}
+
+// 's|'t|'re|'ve|'m|'ll|'d, optionally case-insensitive. Returns the end or i.
+std::size_t matchContraction(const Text& t, std::size_t i, bool ci)
+{
+    const std::size_t n = t.cp.size();
+    if (t.cp[i] != '\'' || i + 1 >= n) return i;
+    auto f = [&](std::size_t k) { return ci ? foldAscii(t.cp[k]) : t.cp[k]; };
+    const char32_t a = f(i + 1);
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+    if (i + 2 < n) {
+        const char32_t b = f(i + 2);
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+            return i + 3;
+    }
+    return i;
+}
+
+std::size_t runOf(const Text& t, std::size_t j, Cls c)
+{
+    while (j < t.cls.size() && t.cls[j] == c)
+        ++j;
+    return j;
+}
+
+// \s+(?!\S) then \s+ : whitespace run at i, leaving its last char when a non-space follows.
+std::size_t matchTrailingSpace(const Text& t, std::size_t i)
+{
+    const std::size_t j = runOf(t, i, kSpace);
+    if (j == t.cls.size()) return j;
+    if (j - 1 > i) return j - 1;
+    return i + 1;
+}
+
+std::size_t matchGpt2(const Text& t, std::size_t i)
+{
+    const std::size_t n = t.cp.size();
+    if (std::size_t e = matchContraction(t, i, false); e != i) return e;
+    // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`
+    for (Cls c : {kLetter, kNumber, kOther}) {
+        if (t.cp[i] == ' ' && i + 1 < n && t.cls[i + 1] == c) return runOf(t, i + 1, c);
+        if (t.cls[i] == c) return runOf(t, i, c);
+    }
+    return matchTrailingSpace(t, i);
+}
+
+std::size_t matchLlama3(const Text& t, std::size_t i, std::size_t maxDigits)
+{
+    const std::size_t n = t.cp.size();
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    if (std::size_t e = matchContraction(t, i, true); e != i) return e;
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if (!isCrLf(t.cp[i]) && t.cls[i] != kLetter && t.cls[i] != kNumber && i + 1 < n &&
+        t.cls[i + 1] == kLetter)
+        return runOf(t, i + 1, kLetter);
+    if (t.cls[i] == kLetter) return runOf(t, i, kLetter);
+    // \p{N}{1,3} (Llama-3) or \p{N} (Qwen2)
+    if (t.cls[i] == kNumber) {
+        std::size_t j = i;
+        while (j < n && j - i < maxDigits && t.cls[j] == kNumber)
+            ++j;
+        return j;
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+    std::size_t start = std::size_t(-1);
+    if (t.cp[i] == ' ' && i + 1 < n && t.cls[i + 1] == kOther)
+        start = i + 1;
+    else if (t.cls[i] == kOther)
+        start = i;
+    if (start != std::size_t(-1)) {
+        std::size_t j = runOf(t, start, kOther);
+        while (j < n && isCrLf(t.cp[j]))
+            ++j;
+        return j;
+    }
+    // \s*[\r\n]+ : up to and including the last CR/LF of the whitespace run
+    const std::size_t j = runOf(t, i, kSpace);
+    for (std::size_t k = j; k > i; --k)
+        if (isCrLf(t.cp[k - 1])) return k;
+    return matchTrailingSpace(t, i);
+}
+
+} // namespace
+
+std::optional<SplitRegex> recogniseSplitRegex(const std::string& pattern)
+{
+    if (pattern == kGpt2Pattern) return SplitRegex::Gpt2;
+    if (pattern == kLlama3Pattern) return SplitRegex::Llama3;
+    if (pattern == kQwen2Pattern) return SplitRegex::Qwen2;
+    return std::nullopt;
+}
+
+void findRegexMatches(SplitRegex which, std::string_view s,
+                      std::vector<std::pair<std::size_t, std::size_t>>& out)
+{
+    const Text t = classify(s);
+    std::size_t i = 0;
+    const std::size_t n = t.cp.size();
+    while (i < n) {
+        std::size_t e = i;
+        switch (which) {
+        case SplitRegex::Gpt2:
+            e = matchGpt2(t, i);
+            break;
+        case SplitRegex::Llama3:
+            e = matchLlama3(t, i, 3);
+            break;
+        case SplitRegex::Qwen2:
+            e = matchLlama3(t, i, 1);
+            break;
+        }
+        if (e == i) { // every code point matches some branch; guard against a stall anyway
+            ++i;
+            continue;
+        }
+        out.emplace_back(t.off[i], t.off[e]);
+        i = e;
+    }
+}
+
+} // namespace qb::io::detail

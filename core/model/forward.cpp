@@ -1,0 +1,299 @@
+#include "model/forward.h"
+
+#include <Eigen/Core>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+
+namespace qb::model {
+
+void setNumThreads(int n)
+{
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    Eigen::setNbThreads(n);
+}
+
+int numThreads() { return omp_get_max_threads(); }
+
+std::vector<double> ropeInverseFrequencies(const ModelConfig& cfg)
+{
+    const std::int64_t d = cfg.headDim;
+    std::vector<double> inv(std::size_t(d / 2));
+    for (std::int64_t i = 0; i < d / 2; ++i)
+        inv[std::size_t(i)] = 1.0 / std::pow(cfg.ropeTheta, double(2 * i) / double(d));
+    const RopeScaling& rs = cfg.ropeScaling;
+    if (rs.type == "llama3") {
+        // transformers _compute_llama3_parameters
+        const double L = double(rs.originalMaxPositionEmbeddings);
+        const double lowWl = L / rs.lowFreqFactor, highWl = L / rs.highFreqFactor;
+        for (double& f : inv) {
+            const double wl = 2.0 * std::numbers::pi / f;
+            if (wl < highWl) continue;
+            if (wl > lowWl) {
+                f /= rs.factor;
+                continue;
+            }
+            const double s = (L / wl - rs.lowFreqFactor) / (rs.highFreqFactor - rs.lowFreqFactor);
+            f = (1.0 - s) * f / rs.factor + s * f;
+        }
+    } else if (rs.type == "linear" && rs.factor > 0) {
+        for (double& f : inv) f /= rs.factor;
+    }
+    return inv;
+}
+
+struct ForwardImpl {
+    static void rmsNorm(const Eigen::Ref<const RowMatrix>& in, const RowVector& w, double eps, RowMatrix& out)
+    {
+        out.resize(in.rows(), in.cols());
+        const Eigen::Index n = in.rows(), k = in.cols();
+#pragma omp parallel for schedule(static)
+        for (Eigen::Index r = 0; r < n; ++r) {
+            const float* x = in.row(r).data();
+            double ss = 0;
+            for (Eigen::Index j = 0; j < k; ++j) ss += double(x[j]) * double(x[j]);
+            const float scale = float(1.0 / std::sqrt(ss / double(k) + eps));
+            out.row(r) = (in.row(r) * scale).cwiseProduct(w);
+        }
+    }
+
+    static void ropeTables(const ModelConfig& cfg, int T, Workspace& ws)
+    {
+        const RopeScaling& rs = cfg.ropeScaling;
+        const std::vector<double> key = {double(T),         double(cfg.headDim),     cfg.ropeTheta,
+                                         rs.factor,         rs.lowFreqFactor,        rs.highFreqFactor,
+                                         double(rs.originalMaxPositionEmbeddings),
+                                         rs.type == "llama3" ? 1.0 : rs.type == "linear" ? 2.0 : 0.0};
+        if (key == ws.m_ropeKey) return;
+        const std::vector<double> inv = ropeInverseFrequencies(cfg);
+        const Eigen::Index half = Eigen::Index(inv.size());
+        ws.m_cos.resize(T, half);
+        ws.m_sin.resize(T, half);
+        for (int t = 0; t < T; ++t)
+            for (Eigen::Index i = 0; i < half; ++i) {
+                const double a = double(t) * inv[std::size_t(i)];
+                ws.m_cos(t, i) = float(std::cos(a));
+                ws.m_sin(t, i) = float(std::sin(a));
+            }
+        ws.m_ropeKey = key;
+    }
+
+    // Rotate-half RoPE in place on every head of m ([B·T, heads·d]).
+    static void rope(RowMatrix& m, int heads, int d, int T, const Workspace& ws)
+    {
+        const int half = d / 2;
+        const Eigen::Index n = m.rows();
+#pragma omp parallel for schedule(static)
+        for (Eigen::Index r = 0; r < n; ++r) {
+            const Eigen::Index t = r % T;
+            const float* c = ws.m_cos.row(t).data();
+            const float* s = ws.m_sin.row(t).data();
+            float* row = m.row(r).data();
+            for (int h = 0; h < heads; ++h) {
+                float* x = row + h * d;
+                for (int i = 0; i < half; ++i) {
+                    const float x1 = x[i], x2 = x[i + half];
+                    x[i] = x1 * c[i] - x2 * s[i];
+                    x[i + half] = x2 * c[i] + x1 * s[i];
+                }
+            }
+        }
+    }
+
+    static void attention(const ModelConfig& cfg, int T, Workspace& ws)
+    {
+        const int H = int(cfg.numAttentionHeads), Hkv = int(cfg.numKeyValueHeads), d = int(cfg.headDim);
+        const int group = H / Hkv;
+        const int B = int(ws.m_q.rows() / T);
+        const float scale = float(1.0 / std::sqrt(double(d)));
+        ws.m_attn.resize(ws.m_q.rows(), Eigen::Index(H) * d);
+        const int threads = omp_get_max_threads();
+        if (int(ws.m_scores.size()) < threads) ws.m_scores.resize(std::size_t(threads));
+        for (auto& s : ws.m_scores) s.resize(T, T);
+#pragma omp parallel for schedule(dynamic)
+        for (int p = 0; p < B * H; ++p) {
+            const int b = p / H, h = p % H, g = h / group;
+            RowMatrix& S = ws.m_scores[std::size_t(omp_get_thread_num())];
+            const auto Q = ws.m_q.block(Eigen::Index(b) * T, Eigen::Index(h) * d, T, d);
+            const auto K = ws.m_k.block(Eigen::Index(b) * T, Eigen::Index(g) * d, T, d);
+            const auto V = ws.m_v.block(Eigen::Index(b) * T, Eigen::Index(g) * d, T, d);
+            S.triangularView<Eigen::Lower>() = Q * K.transpose();
+            for (int i = 0; i < T; ++i) {
+                float* row = S.row(i).data();
+                float mx = -std::numeric_limits<float>::infinity();
+                for (int j = 0; j <= i; ++j) {
+                    row[j] *= scale;
+                    mx = std::max(mx, row[j]);
+                }
+                float sum = 0;
+                for (int j = 0; j <= i; ++j) {
+                    row[j] = std::exp(row[j] - mx);
+                    sum += row[j];
+                }
+                const float invSum = 1.0f / sum;
+                for (int j = 0; j <= i; ++j) row[j] *= invSum;
+            }
+            ws.m_attn.block(Eigen::Index(b) * T, Eigen::Index(h) * d, T, d).noalias() =
+                S.triangularView<Eigen::Lower>() * V;
+        }
+    }
+
+    static void linear(const RowMatrix& x, const RowMatrix& w, const RowVector& bias, RowMatrix& out)
+    {
+        out.resize(x.rows(), w.rows());
+        out.noalias() = x * w.transpose();
+        if (bias.size() > 0) out.rowwise() += bias;
+    }
+
+    static void layer(const ModelConfig& cfg, const DecoderLayerWeights& w, int l, RowMatrix& hidden, int T,
+                      Workspace& ws, const ActivationTap& taps)
+    {
+        const double eps = cfg.rmsNormEps;
+        rmsNorm(hidden, w.inputNorm, eps, ws.m_x);
+        if (taps) taps(l, LinearKind::Qkv, ws.m_x);
+        linear(ws.m_x, w.q, w.qBias, ws.m_q);
+        linear(ws.m_x, w.k, w.kBias, ws.m_k);
+        linear(ws.m_x, w.v, w.vBias, ws.m_v);
+        ropeTables(cfg, T, ws);
+        rope(ws.m_q, int(cfg.numAttentionHeads), int(cfg.headDim), T, ws);
+        rope(ws.m_k, int(cfg.numKeyValueHeads), int(cfg.headDim), T, ws);
+        attention(cfg, T, ws);
+        if (taps) taps(l, LinearKind::O, ws.m_attn);
+        linear(ws.m_attn, w.o, w.oBias, ws.m_proj);
+        hidden += ws.m_proj;
+
+        rmsNorm(hidden, w.postNorm, eps, ws.m_x);
+        if (taps) taps(l, LinearKind::GateUp, ws.m_x);
+        linear(ws.m_x, w.gate, w.gateBias, ws.m_gate);
+        linear(ws.m_x, w.up, w.upBias, ws.m_up);
+        const Eigen::Index n = ws.m_gate.rows();
+#pragma omp parallel for schedule(static)
+        for (Eigen::Index r = 0; r < n; ++r) {
+            float* g = ws.m_gate.row(r).data();
+            const float* u = ws.m_up.row(r).data();
+            for (Eigen::Index j = 0; j < ws.m_gate.cols(); ++j) g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+        }
+        if (taps) taps(l, LinearKind::Down, ws.m_gate);
+        linear(ws.m_gate, w.down, w.downBias, ws.m_proj);
+        hidden += ws.m_proj;
+    }
+};
+
+Status embed(const Model& model, std::span<const std::int32_t> ids, RowMatrix& hidden)
+{
+    const RowMatrix& e = model.embedding();
+    hidden.resize(Eigen::Index(ids.size()), e.cols());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] < 0 || ids[i] >= e.rows())
+            return makeError(ErrorCode::OutOfRange,
+                             "token id " + std::to_string(ids[i]) + " outside the vocabulary of " +
+                                 std::to_string(e.rows()),
+                             "token " + std::to_string(i));
+        hidden.row(Eigen::Index(i)) = e.row(ids[i]);
+    }
+    return {};
+}
+
+static Status checkRows(const RowMatrix& hidden, int seqLen, Eigen::Index width)
+{
+    if (seqLen <= 0 || hidden.rows() % seqLen != 0)
+        return makeError(ErrorCode::Shape, "hidden rows " + std::to_string(hidden.rows()) +
+                                               " are not a multiple of the window length " +
+                                               std::to_string(seqLen));
+    if (hidden.cols() != width)
+        return makeError(ErrorCode::Shape, "hidden width " + std::to_string(hidden.cols()) + " != hidden_size " +
+                                               std::to_string(width));
+    return {};
+}
+
+Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, RowMatrix& hidden, int seqLen,
+                Workspace& ws, const ActivationTap& taps)
+{
+    QB_TRY_STATUS(checkRows(hidden, seqLen, cfg.hiddenSize));
+    QB_TRY_STATUS(w.validate(cfg, layer));
+    ForwardImpl::layer(cfg, w, layer, hidden, seqLen, ws, taps);
+    return {};
+}
+
+Status runLayer(const Model& model, int layer, RowMatrix& hidden, int seqLen, Workspace& ws,
+                const ActivationTap& taps)
+{
+    if (layer < 0 || layer >= model.numLayers())
+        return makeError(ErrorCode::OutOfRange, "no decoder layer " + std::to_string(layer));
+    const auto w = model.layer(layer);
+    if (!w)
+        return makeError(ErrorCode::InvalidArgument, "decoder layer not loaded",
+                         "model.layers." + std::to_string(layer));
+    return runLayer(model.config(), *w, layer, hidden, seqLen, ws, taps);
+}
+
+void logits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, RowMatrix& out, Workspace& ws)
+{
+    ForwardImpl::rmsNorm(hidden, model.finalNorm(), model.config().rmsNormEps, ws.m_x);
+    out.resize(hidden.rows(), model.lmHead().rows());
+    out.noalias() = ws.m_x * model.lmHead().transpose();
+}
+
+Status logProbs(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, int seqLen,
+                std::span<const std::int32_t> ids, int firstScored, std::vector<float>& out, Workspace& ws)
+{
+    if (seqLen <= 1 || hidden.rows() % seqLen != 0 || std::size_t(hidden.rows()) != ids.size())
+        return makeError(ErrorCode::Shape, "hidden rows do not match the token windows");
+    if (firstScored < 0 || firstScored >= seqLen - 1)
+        return makeError(ErrorCode::InvalidArgument, "first scored position out of range");
+    const int B = int(hidden.rows() / seqLen);
+    const int perWindow = seqLen - 1 - firstScored;
+    out.resize(std::size_t(B) * std::size_t(perWindow));
+    const Eigen::Index V = model.lmHead().rows();
+    // Scored rows of all windows, in chunks that bound the logits buffer to ~64 MB.
+    const Eigen::Index total = Eigen::Index(B) * perWindow;
+    const Eigen::Index chunk = std::max<Eigen::Index>(1, std::min<Eigen::Index>(total, (16 << 20) / V));
+    RowMatrix& rows = ws.m_proj;
+    for (Eigen::Index c0 = 0; c0 < total; c0 += chunk) {
+        const Eigen::Index n = std::min(chunk, total - c0);
+        rows.resize(n, hidden.cols());
+        for (Eigen::Index i = 0; i < n; ++i) {
+            const Eigen::Index s = c0 + i;
+            rows.row(i) = hidden.row((s / perWindow) * seqLen + firstScored + s % perWindow);
+        }
+        logits(model, rows, ws.m_logits, ws);
+        for (Eigen::Index i = 0; i < n; ++i) {
+            const Eigen::Index s = c0 + i;
+            const std::int32_t target = ids[std::size_t((s / perWindow) * seqLen + firstScored + s % perWindow + 1)];
+            if (target < 0 || target >= V)
+                return makeError(ErrorCode::OutOfRange, "target token id " + std::to_string(target) +
+                                                            " outside the vocabulary");
+        }
+#pragma omp parallel for schedule(static)
+        for (Eigen::Index i = 0; i < n; ++i) {
+            const Eigen::Index s = c0 + i;
+            const std::int32_t target = ids[std::size_t((s / perWindow) * seqLen + firstScored + s % perWindow + 1)];
+            const float* l = ws.m_logits.row(i).data();
+            float mx = l[0];
+            for (Eigen::Index j = 1; j < V; ++j) mx = std::max(mx, l[j]);
+            double sum = 0;
+            for (Eigen::Index j = 0; j < V; ++j) sum += std::exp(double(l[j] - mx));
+            out[std::size_t(s)] = float(double(l[target] - mx) - std::log(sum));
+        }
+    }
+    return {};
+}
+
+Result<RowMatrix> forwardLogits(const Model& model, std::span<const std::int32_t> ids, int seqLen, Workspace& ws,
+                                const ActivationTap& taps)
+{
+    if (seqLen <= 0 || ids.size() % std::size_t(seqLen) != 0)
+        return makeError(ErrorCode::InvalidArgument, "token count is not a multiple of the window length");
+    RowMatrix hidden;
+    QB_TRY_STATUS(embed(model, ids, hidden));
+    for (int l = 0; l < model.numLayers(); ++l) QB_TRY_STATUS(runLayer(model, l, hidden, seqLen, ws, taps));
+    RowMatrix out;
+    logits(model, hidden, out, ws);
+    return out;
+}
+
+} // namespace qb::model

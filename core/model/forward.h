@@ -1,0 +1,67 @@
+#pragma once
+// Forward pass of a LLaMA-family decoder over a batch of token windows, one layer at a time.
+//
+// Activations are row-major [B·T, K] float matrices: window b occupies rows [b·T, (b+1)·T), every
+// window starts at position 0 (RoPE positions 0..T-1) and attends causally within itself only.
+// Steps follow Hugging Face modeling_llama exactly: embed -> per layer (RMSNorm, q/k/v (+bias),
+// rotate-half RoPE (llama3/linear scaling), GQA causal softmax attention scaled by 1/sqrt(d),
+// o_proj, residual, RMSNorm, SwiGLU MLP, residual) -> final RMSNorm -> lm_head. All F32.
+// Layer-at-a-time API: embed() -> runLayer() for l = 0..L-1 (in place) -> logits()/logProbs(),
+// so a pipeline can run every calibration window through one layer before touching the next.
+// Activation taps see the input of every linear layer while it is alive; nothing is retained.
+// Threading: GEMMs run on Eigen's OpenMP threads, attention and norms parallelise over
+// windows × heads / rows with OpenMP (setNumThreads()). A Workspace holds the scratch buffers;
+// use one Workspace per concurrent caller. Buffers are reused across calls: no allocation in inner
+// loops, and none at all once shapes repeat.
+
+#include "model/model.h"
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+namespace qb::model {
+
+// Called with the input of each linear layer: (layer, which input, [B·T, in] activations).
+using ActivationTap = std::function<void(int layer, LinearKind which, const Eigen::Ref<const RowMatrix>& input)>;
+
+// Threads for GEMM and the parallel loops (OpenMP); n <= 0 means all hardware threads.
+void setNumThreads(int n);
+int numThreads();
+
+// Per-pair inverse frequencies (d/2 values) including rope_scaling, in double precision.
+std::vector<double> ropeInverseFrequencies(const ModelConfig& cfg);
+
+// Scratch buffers of the forward pass; contents are meaningless between calls.
+struct Workspace {
+    RowMatrix m_x, m_q, m_k, m_v, m_attn, m_proj, m_gate, m_up, m_logits;
+    std::vector<RowMatrix> m_scores; // one [T, T] per thread
+    RowMatrix m_cos, m_sin;          // [T, d/2]
+    std::vector<double> m_ropeKey;   // parameters the tables were built for
+};
+
+// hidden = embed_tokens[ids]; rows = ids.size(). Fails on an id outside [0, vocab).
+Status embed(const Model& model, std::span<const std::int32_t> ids, RowMatrix& hidden);
+
+// Runs decoder layer `layer` of `model` in place on hidden ([B·T, K], T = seqLen).
+Status runLayer(const Model& model, int layer, RowMatrix& hidden, int seqLen, Workspace& ws,
+                const ActivationTap& taps = {});
+// Same with explicit weights (e.g. a quantized substitute not installed in a Model).
+Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, RowMatrix& hidden, int seqLen,
+                Workspace& ws, const ActivationTap& taps = {});
+
+// Final norm + lm_head for every row: logits [rows, V]. `hidden` is left untouched.
+void logits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, RowMatrix& out, Workspace& ws);
+
+// Next-token log-probabilities without materialising all logits at once: for every window b and
+// position t in [firstScored, T-1), out[b·(T-1-firstScored) + t-firstScored] =
+// log softmax(logits(b,t))[ids[b·T + t + 1]]. ids are the window tokens that produced hidden.
+Status logProbs(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, int seqLen,
+                std::span<const std::int32_t> ids, int firstScored, std::vector<float>& out, Workspace& ws);
+
+// Whole forward pass: logits [B·T, V] for ids (B windows of seqLen tokens).
+Result<RowMatrix> forwardLogits(const Model& model, std::span<const std::int32_t> ids, int seqLen, Workspace& ws,
+                                const ActivationTap& taps = {});
+
+} // namespace qb::model

@@ -1,0 +1,232 @@
+#include "model/model.h"
+
+#include <cassert>
+
+namespace qb::model {
+
+const char* linearName(Linear l)
+{
+    switch (l) {
+    case Linear::Q: return "self_attn.q_proj";
+    case Linear::K: return "self_attn.k_proj";
+    case Linear::V: return "self_attn.v_proj";
+    case Linear::O: return "self_attn.o_proj";
+    case Linear::Gate: return "mlp.gate_proj";
+    case Linear::Up: return "mlp.up_proj";
+    case Linear::Down: return "mlp.down_proj";
+    }
+    return "?";
+}
+
+const char* linearKindName(LinearKind k)
+{
+    switch (k) {
+    case LinearKind::Qkv: return "qkv";
+    case LinearKind::O: return "o";
+    case LinearKind::GateUp: return "gate_up";
+    case LinearKind::Down: return "down";
+    }
+    return "?";
+}
+
+LinearKind linearKind(Linear l)
+{
+    switch (l) {
+    case Linear::Q:
+    case Linear::K:
+    case Linear::V: return LinearKind::Qkv;
+    case Linear::O: return LinearKind::O;
+    case Linear::Gate:
+    case Linear::Up: return LinearKind::GateUp;
+    case Linear::Down: return LinearKind::Down;
+    }
+    return LinearKind::Qkv;
+}
+
+std::string tensorName(int layer, Linear l, bool bias)
+{
+    return "model.layers." + std::to_string(layer) + "." + linearName(l) + (bias ? ".bias" : ".weight");
+}
+
+RowMatrix& DecoderLayerWeights::weight(Linear l)
+{
+    return const_cast<RowMatrix&>(static_cast<const DecoderLayerWeights*>(this)->weight(l));
+}
+
+const RowMatrix& DecoderLayerWeights::weight(Linear l) const
+{
+    switch (l) {
+    case Linear::Q: return q;
+    case Linear::K: return k;
+    case Linear::V: return v;
+    case Linear::O: return o;
+    case Linear::Gate: return gate;
+    case Linear::Up: return up;
+    case Linear::Down: return down;
+    }
+    assert(false);
+    return q;
+}
+
+RowVector& DecoderLayerWeights::bias(Linear l)
+{
+    return const_cast<RowVector&>(static_cast<const DecoderLayerWeights*>(this)->bias(l));
+}
+
+const RowVector& DecoderLayerWeights::bias(Linear l) const
+{
+    switch (l) {
+    case Linear::Q: return qBias;
+    case Linear::K: return kBias;
+    case Linear::V: return vBias;
+    case Linear::O: return oBias;
+    case Linear::Gate: return gateBias;
+    case Linear::Up: return upBias;
+    case Linear::Down: return downBias;
+    }
+    assert(false);
+    return qBias;
+}
+
+std::size_t DecoderLayerWeights::bytes() const
+{
+    std::size_t n = std::size_t(inputNorm.size() + postNorm.size());
+    for (Linear l : kAllLinears) n += std::size_t(weight(l).size() + bias(l).size());
+    return n * sizeof(float);
+}
+
+namespace {
+
+struct Shape {
+    Eigen::Index rows, cols;
+};
+
+Shape linearShape(const ModelConfig& c, Linear l)
+{
+    const Eigen::Index K = c.hiddenSize, F = c.intermediateSize, qd = c.numAttentionHeads * c.headDim,
+                       kvd = c.numKeyValueHeads * c.headDim;
+    switch (l) {
+    case Linear::Q: return {qd, K};
+    case Linear::K:
+    case Linear::V: return {kvd, K};
+    case Linear::O: return {K, qd};
+    case Linear::Gate:
+    case Linear::Up: return {F, K};
+    case Linear::Down: return {K, F};
+    }
+    return {0, 0};
+}
+
+bool hasBias(const ModelConfig& c, Linear l)
+{
+    switch (linearKind(l)) {
+    case LinearKind::Qkv: return c.attentionBias;
+    case LinearKind::O: return c.attentionOutputBias;
+    case LinearKind::GateUp:
+    case LinearKind::Down: return c.mlpBias;
+    }
+    return false;
+}
+
+std::string shapeText(Eigen::Index r, Eigen::Index c)
+{
+    std::string s = "[";
+    s += std::to_string(r);
+    s += ", ";
+    s += std::to_string(c);
+    s += "]";
+    return s;
+}
+
+} // namespace
+
+void DecoderLayerWeights::allocate(const ModelConfig& cfg)
+{
+    inputNorm.resize(cfg.hiddenSize);
+    postNorm.resize(cfg.hiddenSize);
+    for (Linear l : kAllLinears) {
+        const Shape s = linearShape(cfg, l);
+        weight(l).resize(s.rows, s.cols);
+        bias(l).resize(hasBias(cfg, l) ? s.rows : 0);
+    }
+}
+
+Status DecoderLayerWeights::validate(const ModelConfig& cfg, int index) const
+{
+    const std::string prefix = "model.layers." + std::to_string(index) + ".";
+    if (inputNorm.size() != cfg.hiddenSize)
+        return makeError(ErrorCode::Shape, "norm weight has the wrong size", prefix + "input_layernorm.weight");
+    if (postNorm.size() != cfg.hiddenSize)
+        return makeError(ErrorCode::Shape, "norm weight has the wrong size",
+                         prefix + "post_attention_layernorm.weight");
+    for (Linear l : kAllLinears) {
+        const Shape s = linearShape(cfg, l);
+        const RowMatrix& w = weight(l);
+        if (w.rows() != s.rows || w.cols() != s.cols)
+            return makeError(ErrorCode::Shape,
+                             "expected shape " + shapeText(s.rows, s.cols) + ", got " +
+                                 shapeText(w.rows(), w.cols()),
+                             tensorName(index, l));
+        const Eigen::Index nb = bias(l).size();
+        if (nb != 0 && nb != s.rows)
+            return makeError(ErrorCode::Shape, "bias has the wrong size", tensorName(index, l, true));
+        if (nb == 0 && hasBias(cfg, l))
+            return makeError(ErrorCode::Shape, "bias missing", tensorName(index, l, true));
+    }
+    return {};
+}
+
+Model::Model(ModelConfig config) : m_config(std::move(config))
+{
+    m_layers.resize(std::size_t(std::max<std::int64_t>(0, m_config.numHiddenLayers)));
+}
+
+Status Model::validate() const
+{
+    QB_TRY_STATUS(checkConfig(m_config));
+    const auto& c = m_config;
+    if (m_embedding.rows() != c.vocabSize || m_embedding.cols() != c.hiddenSize)
+        return makeError(ErrorCode::Shape, "expected shape " + shapeText(c.vocabSize, c.hiddenSize),
+                         "model.embed_tokens.weight");
+    if (m_finalNorm.size() != c.hiddenSize)
+        return makeError(ErrorCode::Shape, "norm weight has the wrong size", "model.norm.weight");
+    const RowMatrix& head = lmHead();
+    if (head.rows() != c.vocabSize || head.cols() != c.hiddenSize)
+        return makeError(ErrorCode::Shape, "expected shape " + shapeText(c.vocabSize, c.hiddenSize),
+                         "lm_head.weight");
+    for (int i = 0; i < numLayers(); ++i) {
+        if (!m_layers[std::size_t(i)])
+            return makeError(ErrorCode::InvalidArgument, "decoder layer not loaded",
+                             "model.layers." + std::to_string(i));
+        QB_TRY_STATUS(m_layers[std::size_t(i)]->validate(c, i));
+    }
+    return {};
+}
+
+std::size_t Model::bytes() const
+{
+    std::size_t n = std::size_t(m_embedding.size() + m_finalNorm.size() + m_lmHead.size()) * sizeof(float);
+    for (const auto& l : m_layers)
+        if (l) n += l->bytes();
+    return n;
+}
+
+Status checkConfig(const ModelConfig& c)
+{
+    auto bad = [](const std::string& what) {
+        return makeError(ErrorCode::Unsupported, what, "config.json");
+    };
+    if (c.vocabSize <= 0 || c.hiddenSize <= 0 || c.intermediateSize <= 0 || c.numHiddenLayers <= 0 ||
+        c.numAttentionHeads <= 0 || c.numKeyValueHeads <= 0 || c.headDim <= 0)
+        return bad("model dimensions must be positive");
+    if (c.numAttentionHeads % c.numKeyValueHeads != 0)
+        return bad("num_attention_heads must be a multiple of num_key_value_heads");
+    if (c.headDim % 2 != 0) return bad("head_dim must be even for RoPE");
+    if (!c.ropeScaling.type.empty() && c.ropeScaling.type != "llama3" && c.ropeScaling.type != "linear" &&
+        c.ropeScaling.type != "default")
+        return bad("rope_scaling type '" + c.ropeScaling.type + "' is not supported");
+    if (c.rmsNormEps <= 0 || c.ropeTheta <= 0) return bad("rms_norm_eps and rope_theta must be positive");
+    return {};
+}
+
+} // namespace qb::model

@@ -1,0 +1,140 @@
+#include "pipeline/model_loader.h"
+
+#include <cmath>
+
+namespace qb::pipeline {
+
+namespace {
+
+// Reads `name` into a float buffer of rows × cols (cols = 0: a vector of `rows`).
+Status readInto(const io::Checkpoint& ck, const std::string& name, std::int64_t rows, std::int64_t cols, float* dst,
+                std::vector<LoadWarning>* warnings)
+{
+    const TensorInfo* t = ck.find(name);
+    if (!t) return makeError(ErrorCode::Format, "required tensor missing", name);
+    const std::int64_t expected = cols > 0 ? rows * cols : rows;
+    const bool shapeOk = cols > 0 ? (t->shape.size() == 2 && t->shape[0] == rows && t->shape[1] == cols)
+                                  : (t->shape.size() == 1 && t->shape[0] == rows);
+    if (!shapeOk || t->numel() != expected) {
+        std::string want = "[";
+        want += std::to_string(rows);
+        if (cols > 0) want += ", " + std::to_string(cols);
+        want += "]";
+        return makeError(ErrorCode::Shape, "expected shape " + want + ", got " + t->shapeString(), name);
+    }
+    Status st = io::readTensorF32(*t, dst);
+    if (!st.ok()) return st.error().withContext(name);
+    std::int64_t nan = 0, inf = 0;
+    for (std::int64_t i = 0; i < expected; ++i) {
+        if (std::isnan(dst[i])) ++nan;
+        else if (std::isinf(dst[i])) ++inf;
+    }
+    if ((nan || inf) && warnings)
+        warnings->push_back({"non-finite", name,
+                             std::to_string(nan) + " NaN, " + std::to_string(inf) + " Inf of " +
+                                 std::to_string(expected) + " values"});
+    return {};
+}
+
+std::string layerPrefix(int l) { return "model.layers." + std::to_string(l) + "."; }
+
+int tensorsPerLayer(const ModelConfig& c)
+{
+    int n = 2 + 7;
+    if (c.attentionBias) n += 3;
+    if (c.attentionOutputBias) n += 1;
+    if (c.mlpBias) n += 3;
+    return n;
+}
+
+Status loadLayerInto(const io::Checkpoint& ck, int l, model::DecoderLayerWeights& w,
+                     std::vector<LoadWarning>* warnings, RunContext* ctx)
+{
+    const ModelConfig& c = ck.config;
+    w.allocate(c);
+    auto tick = [&]() -> Status {
+        if (ctx) {
+            ctx->advance();
+            if (ctx->isCancelled()) return RunContext::cancelledError("loading " + layerPrefix(l));
+        }
+        return {};
+    };
+    const std::string p = layerPrefix(l);
+    QB_TRY_STATUS(readInto(ck, p + "input_layernorm.weight", c.hiddenSize, 0, w.inputNorm.data(), warnings));
+    QB_TRY_STATUS(tick());
+    QB_TRY_STATUS(
+        readInto(ck, p + "post_attention_layernorm.weight", c.hiddenSize, 0, w.postNorm.data(), warnings));
+    QB_TRY_STATUS(tick());
+    for (model::Linear lin : model::kAllLinears) {
+        model::RowMatrix& m = w.weight(lin);
+        QB_TRY_STATUS(readInto(ck, model::tensorName(l, lin), m.rows(), m.cols(), m.data(), warnings));
+        QB_TRY_STATUS(tick());
+        model::RowVector& b = w.bias(lin);
+        if (b.size() > 0) {
+            QB_TRY_STATUS(readInto(ck, model::tensorName(l, lin, true), b.size(), 0, b.data(), warnings));
+            QB_TRY_STATUS(tick());
+        }
+    }
+    return {};
+}
+
+} // namespace
+
+Result<std::shared_ptr<model::DecoderLayerWeights>> loadDecoderLayer(const io::Checkpoint& ck, int layer,
+                                                                     std::vector<LoadWarning>* warnings)
+{
+    if (layer < 0 || layer >= ck.config.numHiddenLayers)
+        return makeError(ErrorCode::OutOfRange, "no decoder layer " + std::to_string(layer), ck.path);
+    auto w = std::make_shared<model::DecoderLayerWeights>();
+    Status st = loadLayerInto(ck, layer, *w, warnings, nullptr);
+    if (!st.ok()) return st.error().withContext(ck.path);
+    return w;
+}
+
+Result<std::shared_ptr<model::Model>> loadModel(const io::Checkpoint& ck, RunContext* ctx,
+                                                std::vector<LoadWarning>* warnings, const LoadOptions& options)
+{
+    const ModelConfig& c = ck.config;
+    QB_TRY_STATUS(model::checkConfig(c));
+    auto m = std::make_shared<model::Model>(c);
+    const int layers = options.loadLayers ? int(c.numHiddenLayers) : 0;
+    const std::int64_t total = 2 + (c.tieWordEmbeddings ? 0 : 1) + std::int64_t(layers) * tensorsPerLayer(c);
+    if (ctx) ctx->beginStage("load", total, ck.path);
+    auto fail = [&](const Error& e) { return e.withContext(ck.path); };
+    auto tick = [&]() -> Status {
+        if (ctx) {
+            ctx->advance();
+            if (ctx->isCancelled()) return RunContext::cancelledError("loading " + ck.path);
+        }
+        return {};
+    };
+    try {
+        m->embedding().resize(c.vocabSize, c.hiddenSize);
+        Status st = readInto(ck, "model.embed_tokens.weight", c.vocabSize, c.hiddenSize, m->embedding().data(),
+                             warnings);
+        if (!st.ok()) return fail(st.error());
+        QB_TRY_STATUS(tick());
+        m->finalNorm().resize(c.hiddenSize);
+        st = readInto(ck, "model.norm.weight", c.hiddenSize, 0, m->finalNorm().data(), warnings);
+        if (!st.ok()) return fail(st.error());
+        QB_TRY_STATUS(tick());
+        if (!c.tieWordEmbeddings) {
+            m->lmHeadOwned().resize(c.vocabSize, c.hiddenSize);
+            st = readInto(ck, "lm_head.weight", c.vocabSize, c.hiddenSize, m->lmHeadOwned().data(), warnings);
+            if (!st.ok()) return fail(st.error());
+            QB_TRY_STATUS(tick());
+        }
+        for (int l = 0; l < layers; ++l) {
+            if (ctx) ctx->setDetail("layer " + std::to_string(l));
+            auto w = std::make_shared<model::DecoderLayerWeights>();
+            st = loadLayerInto(ck, l, *w, warnings, ctx);
+            if (!st.ok()) return st.error().code == ErrorCode::Cancelled ? st.error() : fail(st.error());
+            m->setLayer(l, std::move(w));
+        }
+    } catch (const std::bad_alloc&) {
+        return makeError(ErrorCode::OutOfMemory, "not enough memory for the F32 weights", ck.path);
+    }
+    return m;
+}
+
+} // namespace qb::pipeline

@@ -1,0 +1,42 @@
+#pragma once
+// Model loading: converts an opened io::Checkpoint into model::Model F32 weights.
+//
+// Every tensor goes through io::readTensorF32 (F16/BF16/GGUF blocks dequantized, GGUF q/k rows
+// un-permuted), is shape-checked against the config, and scanned for NaN/Inf: a non-finite value
+// is a warning naming the tensor (the model still loads; evaluation will show the damage).
+// Progress: stage "load", one unit per tensor; cancel is polled between tensors and returns
+// ErrorCode::Cancelled. Memory: the whole model is held in F32, or, with loadLayers = false,
+// only the embedding, final norm and lm_head (decoder layers then come one at a time through
+// loadDecoderLayer). Threading: runs on the calling thread; the checkpoint is read-only.
+
+#include "base/result.h"
+#include "base/run_context.h"
+#include "io/checkpoint.h"
+#include "model/model.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace qb::pipeline {
+
+struct LoadWarning {
+    std::string type;   // "non-finite"
+    std::string tensor; // HF tensor name
+    std::string detail; // e.g. "3 NaN, 0 Inf of 16384 values"
+    std::string toString() const { return type + ": " + tensor + ": " + detail; }
+};
+
+struct LoadOptions {
+    bool loadLayers = true;
+};
+
+Result<std::shared_ptr<model::Model>> loadModel(const io::Checkpoint& checkpoint, RunContext* ctx = nullptr,
+                                                std::vector<LoadWarning>* warnings = nullptr,
+                                                const LoadOptions& options = {});
+
+// One decoder layer's weights (for layer-at-a-time pipelines); no progress stage of its own.
+Result<std::shared_ptr<model::DecoderLayerWeights>> loadDecoderLayer(const io::Checkpoint& checkpoint, int layer,
+                                                                     std::vector<LoadWarning>* warnings = nullptr);
+
+} // namespace qb::pipeline

@@ -1,0 +1,37 @@
+#pragma once
+// Perplexity job: text file -> tokens -> windows -> forward pass -> perplexity.
+//
+// The text is tokenized once with the tokenizer's special tokens (so a BOS-adding tokenizer puts
+// BOS at token 0); non-overlapping windows of `ctx` tokens are cut from the start, the trailing
+// partial window dropped, and, when the tokenizer adds BOS, every window's first token is set to
+// BOS (llama.cpp llama-perplexity). Scoring mode and result fields: see eval/perplexity.h.
+// Progress: stage "tokenize" (no units), then "evaluate" (one unit per window); cancel is polled
+// between batches. Threading: runs on the calling thread; `threads` > 0 sets the OpenMP/Eigen
+// thread count for the forward pass (process-wide).
+
+#include "base/result.h"
+#include "base/run_context.h"
+#include "eval/perplexity.h"
+#include "io/tokenizer.h"
+#include "model/model.h"
+
+#include <string>
+#include <string_view>
+
+namespace qb::pipeline {
+
+struct PerplexityJobOptions {
+    int ctx = 512;
+    eval::ScoreMode mode = eval::ScoreMode::All;
+    int batch = 4;
+    int threads = 0; // 0: leave the current setting
+};
+
+Result<eval::PerplexityResult> runPerplexity(const model::Model& model, const io::Tokenizer& tokenizer,
+                                             std::string_view text, const PerplexityJobOptions& options,
+                                             RunContext* ctx = nullptr);
+
+// Reads a whole (UTF-8) text file; the error names the file.
+Result<std::string> readTextFile(const std::string& path);
+
+} // namespace qb::pipeline

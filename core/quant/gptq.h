@@ -1,0 +1,69 @@
+#pragma once
+// Weight solvers over a uniform grid: RTN and GPTQ (METHODS.md §1), with a pluggable grid
+// initialiser (Min-Max as the reference GPTQ, or NeUQI, §2).
+//
+// What: quantizeRowsRtn rounds every weight to the nearest grid point of its group.
+// quantizeRowsGptq minimises tr((W - Q) H (W - Q)^T) column by column with error feedback through
+// the upper Cholesky factor U of H^-1 (H damped by `damping * mean(diag H)`, the damping added
+// again on a failed Cholesky, up to `maxDampingRetries` times), lazy column blocks, optional
+// act-order (stable descending sort of diag H, undone at the end), dead inputs (H_jj = 0 ->
+// H_jj = 1, W[:, j] = 0) and dynamic or static groups:
+//  - Dynamic: group parameters fitted when the loop reaches a group's first column, on the
+//    weights already updated by *all* earlier columns (METHODS.md §1a pseudocode). With act-order
+//    groups are counted in processing order and groupIndex is the g_idx of the export format.
+//    Blocks are cut at group starts so the result does not depend on the block size; when the
+//    group size is a multiple of the block size (the defaults, 128/128) this is exactly the
+//    reference code, which otherwise fits on weights missing the current block's updates.
+//  - Static: all groups fitted up front on the unmodified W (after dead-column zeroing); column j
+//    always uses group j / g whatever the order. NeUQI requires this.
+// Per-channel Min-Max parameters are fitted on W before dead-column zeroing, as the reference.
+// NeUQI weights its groups with the diagonal of the damped H (original column order).
+//
+// Threading: single-threaded and deterministic; the optional RunContext is polled for cancel
+// between column blocks (and between rows of the up-front NeUQI fit); progress goes through
+// advance(), one unit per column (the caller owns beginStage). Cancel returns
+// ErrorCode::Cancelled; inputs are const and never modified.
+// Units/layout: W row-major [out x in] float; H [in x in] double (hessian.h); arithmetic in
+// double; outputs as QuantizedRows (uniform_grid.h).
+
+#include "base/result.h"
+#include "base/run_context.h"
+#include "quant/neuqi.h"
+#include "quant/uniform_grid.h"
+
+#include <Eigen/Core>
+
+namespace qb::quant {
+
+enum class GridInit { MinMax, Neuqi };
+enum class GroupMode { Dynamic, Static };
+
+inline constexpr int kGptqDefaultBlockSize = 128;
+inline constexpr double kGptqDefaultDamping = 0.01;
+inline constexpr int kGptqDefaultDampingRetries = 10;
+
+struct GptqOptions {
+    GridSpec grid;
+    GridInit init = GridInit::MinMax;
+    GroupMode groups = GroupMode::Dynamic;
+    bool actOrder = false;
+    int blockSize = kGptqDefaultBlockSize;
+    double damping = kGptqDefaultDamping;
+    int maxDampingRetries = kGptqDefaultDampingRetries;
+    NeuqiOptions neuqi;
+};
+
+// Fits one group with the chosen initialiser. h may be null (NeUQI then weights uniformly).
+GroupParams fitGroupUniform(GridInit init, const double* w, const double* h, int n, const GridSpec& spec,
+                            const NeuqiOptions& neuqi, NeuqiScratch& scratch);
+
+// RTN with contiguous groups. hDiag (size = cols, e.g. the damped Hessian diagonal) weights NeUQI;
+// null means uniform weights.
+Result<QuantizedRows> quantizeRowsRtn(Eigen::Ref<const MatrixXfR> w, const GridSpec& spec, GridInit init,
+                                      const Eigen::VectorXd* hDiag = nullptr, const NeuqiOptions& neuqi = {},
+                                      RunContext* ctx = nullptr);
+
+Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h,
+                                       const GptqOptions& opts, RunContext* ctx = nullptr);
+
+} // namespace qb::quant

@@ -1,0 +1,119 @@
+#include "quant/uniform_grid.h"
+
+#include <algorithm>
+#include <string>
+
+namespace qb::quant {
+
+Status validateGridSpec(const GridSpec& spec, int cols)
+{
+    if (spec.bits < kMinBits || spec.bits > kMaxBits)
+        return makeError(ErrorCode::InvalidArgument,
+                         "bits must be in [" + std::to_string(kMinBits) + ", " + std::to_string(kMaxBits) + "]",
+                         "bits=" + std::to_string(spec.bits));
+    if (cols <= 0) return makeError(ErrorCode::Shape, "weight matrix has no columns");
+    return {};
+}
+
+GroupParams fitGroupMinMaxGptq(const double* w, int n, int bits, bool sym)
+{
+    const double maxq = double(gridLevels(bits) - 1);
+    double xmin = 0.0, xmax = 0.0; // the reference clamps the range to contain 0
+    for (int j = 0; j < n; ++j) {
+        xmin = std::min(xmin, w[j]);
+        xmax = std::max(xmax, w[j]);
+    }
+    if (sym) {
+        xmax = std::max(std::abs(xmin), xmax);
+        if (xmin < 0) xmin = -xmax;
+    }
+    if (xmin == 0.0 && xmax == 0.0) {
+        xmin = -1.0;
+        xmax = 1.0;
+    }
+    GroupParams p;
+    p.scale = (xmax - xmin) / maxq;
+    const double zeroInt = sym ? (maxq + 1.0) / 2.0 : roundHalfEvenUniform(-xmin / p.scale);
+    p.zero = -zeroInt;
+    return p;
+}
+
+GroupParams fitGroupMinMaxPlain(const double* w, int n, int bits)
+{
+    const double maxq = double(gridLevels(bits) - 1);
+    double lo = w[0], hi = w[0];
+    for (int j = 1; j < n; ++j) {
+        lo = std::min(lo, w[j]);
+        hi = std::max(hi, w[j]);
+    }
+    GroupParams p;
+    p.scale = (hi - lo) / maxq;
+    if (p.scale < 1e-9) p.scale = 1.0;
+    p.zero = roundHalfEvenUniform(lo / p.scale);
+    return p;
+}
+
+double groupLossUniform(const double* w, const double* h, int n, const GroupParams& p, int levels)
+{
+    double hs = 0.0;
+    if (h)
+        for (int j = 0; j < n; ++j) hs += h[j];
+    const bool uniform = !h || !(hs > 0.0);
+    double loss = 0.0;
+    for (int j = 0; j < n; ++j) {
+        const double e = w[j] - fakeQuantUniform(w[j], p, levels);
+        loss += (uniform ? 1.0 : h[j]) * e * e;
+    }
+    return loss / (uniform ? double(n) : hs);
+}
+
+std::vector<int> groupIndexContiguous(int groupSize, int cols)
+{
+    const int g = groupWidth(groupSize, cols);
+    std::vector<int> idx(std::size_t(std::max(cols, 0)));
+    for (int j = 0; j < cols; ++j) idx[std::size_t(j)] = j / g;
+    return idx;
+}
+
+Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bits, const MatrixXdR& scales,
+                                          const MatrixXdR& zeros, const std::vector<int>& groupIndex)
+{
+    const Eigen::Index rows = w.rows(), cols = w.cols();
+    if (bits < kMinBits || bits > kMaxBits)
+        return makeError(ErrorCode::InvalidArgument, "bits out of range", "bits=" + std::to_string(bits));
+    if (Eigen::Index(groupIndex.size()) != cols || scales.rows() != rows || zeros.rows() != rows ||
+        scales.cols() != zeros.cols())
+        return makeError(ErrorCode::Shape, "parameter shapes do not match the weight matrix");
+    for (int g : groupIndex)
+        if (g < 0 || g >= scales.cols()) return makeError(ErrorCode::OutOfRange, "group index out of range");
+    const int levels = gridLevels(bits);
+    QuantizedRows out;
+    out.bits = bits;
+    out.codes.resize(rows, cols);
+    out.dequantized.resize(rows, cols);
+    out.scales = scales;
+    out.zeros = zeros;
+    out.groupIndex = groupIndex;
+    for (Eigen::Index r = 0; r < rows; ++r)
+        for (Eigen::Index c = 0; c < cols; ++c) {
+            const int g = groupIndex[std::size_t(c)];
+            const GroupParams p{scales(r, g), zeros(r, g)};
+            const int q = quantizeCodeUniform(double(w(r, c)), p, levels);
+            out.codes(r, c) = std::uint8_t(q);
+            out.dequantized(r, c) = float(dequantizeCodeUniform(q, p));
+        }
+    return out;
+}
+
+MatrixXfR dequantizeRowsUniform(const QuantizedRows& q)
+{
+    MatrixXfR out(q.codes.rows(), q.codes.cols());
+    for (Eigen::Index r = 0; r < q.codes.rows(); ++r)
+        for (Eigen::Index c = 0; c < q.codes.cols(); ++c) {
+            const int g = q.groupIndex[std::size_t(c)];
+            out(r, c) = float(dequantizeCodeUniform(q.codes(r, c), GroupParams{q.scales(r, g), q.zeros(r, g)}));
+        }
+    return out;
+}
+
+} // namespace qb::quant

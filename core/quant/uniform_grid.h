@@ -1,0 +1,109 @@
+#pragma once
+// Uniform affine grids: the quantiser shared by RTN, GPTQ and NeUQI.
+//
+// What: b-bit (2..8) uniform grids with one (scale, zero) pair per output row and group of g
+// consecutive input columns (g <= 0 or g >= width: one group per row; a g that does not divide
+// the width leaves a shorter last group, as the reference GPTQ does). Min-Max initialisation in
+// both the reference-GPTQ form and the plain METHODS.md §0 form; code/dequantise helpers.
+//
+// Conventions (METHODS.md §0, one internal form): offset form with a real zero z,
+//   q = clamp(round(w/s - z), 0, L-1),   w_hat = s * (z + q),   L = 2^bits.
+// The integer zero-point of GPTQ-style formats is Z = -z. When z is integral the code is computed
+// as round(w/s) - z, which is bit-exact with the reference `clamp(round(x/scale) + zero)`
+// (round-half-even is not translation invariant by odd integers, so the order matters).
+// Rounding is round-half-to-even (std::nearbyint under the default FE_TONEAREST), like torch.
+//
+// Threading: free functions, no shared state, single-threaded and deterministic.
+// Units: weights and scales are in the weight's own units; zeros are in grid steps.
+// Layout: weight matrices are row-major [out rows x in columns], the layout of a Linear weight.
+// Parameter matrices are [rows x groups], row-major. All arithmetic is in double.
+
+#include "base/result.h"
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace qb::quant {
+
+using MatrixXfR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatrixXdR = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatrixU8R = Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+inline constexpr int kMinBits = 2;
+inline constexpr int kMaxBits = 8;
+
+struct GridSpec {
+    int bits = 4;
+    int groupSize = -1; // <= 0: per output channel (one group = the whole row)
+    bool sym = false;   // symmetric: mid-grid integer zero (reference GPTQ)
+};
+
+struct GroupParams {
+    double scale = 1.0;
+    double zero = 0.0; // offset form: grid points are scale * (zero + {0..L-1})
+};
+
+inline int gridLevels(int bits) { return 1 << bits; }
+// Effective group width for `cols` input columns (the whole row when per-channel).
+inline int groupWidth(int groupSize, int cols) { return groupSize <= 0 || groupSize > cols ? cols : groupSize; }
+// Number of groups per row, the last one possibly shorter.
+inline int groupCount(int groupSize, int cols)
+{
+    const int g = groupWidth(groupSize, cols);
+    return g <= 0 ? 0 : (cols + g - 1) / g;
+}
+Status validateGridSpec(const GridSpec& spec, int cols);
+
+// Round half to even, as torch.round. Assumes the default floating-point rounding mode.
+inline double roundHalfEvenUniform(double x) { return std::nearbyint(x); }
+
+inline int quantizeCodeUniform(double w, const GroupParams& p, int levels)
+{
+    const double zi = std::nearbyint(p.zero);
+    const double t = zi == p.zero ? roundHalfEvenUniform(w / p.scale) - zi : roundHalfEvenUniform(w / p.scale - p.zero);
+    const double c = std::fmin(std::fmax(t, 0.0), double(levels - 1));
+    return int(c);
+}
+inline double dequantizeCodeUniform(int code, const GroupParams& p) { return p.scale * (p.zero + double(code)); }
+inline double fakeQuantUniform(double w, const GroupParams& p, int levels)
+{
+    return dequantizeCodeUniform(quantizeCodeUniform(w, p, levels), p);
+}
+
+// Min-Max exactly as the reference GPTQ quant.py (find_params): the range is widened to include 0;
+// sym uses max(|min|, max) and Z = L/2 (a row with min >= 0 keeps xmin = 0); an all-zero group
+// gets [-1, 1]; Z = round(-xmin/s). Returns z = -Z (integral).
+GroupParams fitGroupMinMaxGptq(const double* w, int n, int bits, bool sym);
+// Plain Min-Max of METHODS.md §0 / the NeUQI guard: s = (max-min)/(L-1) (1 when below 1e-9),
+// z = round(min/s). Asymmetric only.
+GroupParams fitGroupMinMaxPlain(const double* w, int n, int bits);
+
+// Weighted squared error sum_j a_j (w_j - Q(w_j))^2 with a_j = h_j / sum h (uniform when h is null
+// or sums to 0): the diagonal-Hessian proxy of NeUQI, in weight units squared.
+double groupLossUniform(const double* w, const double* h, int n, const GroupParams& p, int levels);
+
+// A quantised weight matrix: codes, parameters and the dequantised ("fake-quant") values.
+struct QuantizedRows {
+    MatrixU8R codes;          // [rows x cols], in [0, L-1]
+    MatrixXdR scales;         // [rows x groups]
+    MatrixXdR zeros;          // [rows x groups], offset form (Z = -zero)
+    std::vector<int> groupIndex; // per input column: which group column of scales/zeros (g_idx)
+    MatrixXfR dequantized;    // [rows x cols], scales(r, g) * (zeros(r, g) + code)
+    int bits = 0;
+    double proxyLoss = 0.0;   // solver-specific (GPTQ: 1/2 sum (w-q)^2 / U_ii^2); 0 when unused
+    int dampingRetries = 0;   // GPTQ: extra damping rounds needed for a positive-definite H
+};
+
+// Codes and dequantised values for given parameters. groupIndex has one entry per column;
+// scales/zeros are [rows x groups].
+Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bits, const MatrixXdR& scales,
+                                          const MatrixXdR& zeros, const std::vector<int>& groupIndex);
+// Dequantise codes again (export round trip).
+MatrixXfR dequantizeRowsUniform(const QuantizedRows& q);
+// Contiguous groups of `groupSize` columns: column j -> j / g.
+std::vector<int> groupIndexContiguous(int groupSize, int cols);
+
+} // namespace qb::quant

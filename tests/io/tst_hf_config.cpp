@@ -1,0 +1,166 @@
+#include "io/hf_config.h"
+
+#include "io_test_util.h"
+
+#include <QTemporaryDir>
+#include <QTest>
+
+using namespace qb;
+
+class TestHfConfig : public QObject {
+    Q_OBJECT
+
+    static ModelConfig parseOk(const std::string& json)
+    {
+        auto r = io::parseHfConfig(json, "config.json");
+        if (!r.ok()) qFatal("unexpected error: %s", r.error().toString().c_str());
+        return *r;
+    }
+    static bool has(const std::string& s, const std::string& what)
+    {
+        return s.find(what) != std::string::npos;
+    }
+
+private Q_SLOTS:
+    void llamaDefaults()
+    {
+        const auto c = parseOk(R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"vocab_size":100,
+            "bos_token_id":1,"eos_token_id":[2,3]})");
+        QCOMPARE(int(c.architecture), int(Architecture::Llama));
+        QCOMPARE(c.modelType, std::string("llama"));
+        QCOMPARE(c.numKeyValueHeads, std::int64_t(4)); // defaults to heads
+        QCOMPARE(c.headDim, std::int64_t(16));         // hidden / heads
+        QCOMPARE(c.ropeTheta, 10000.0);
+        QCOMPARE(c.rmsNormEps, 1e-6);
+        QCOMPARE(c.maxPositionEmbeddings, std::int64_t(2048));
+        QVERIFY(!c.tieWordEmbeddings && !c.attentionBias && !c.mlpBias);
+        QCOMPARE(c.bosTokenId, std::int64_t(1));
+        QCOMPARE(c.eosTokenId, std::int64_t(2));
+        QVERIFY(c.ropeScaling.type.empty());
+    }
+    void llamaBiasesAndHeadDim()
+    {
+        const auto c =
+            parseOk(R"({"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,
+            "num_attention_heads":4,"num_key_value_heads":2,"head_dim":32,"attention_bias":true,
+            "mlp_bias":true,"tie_word_embeddings":true,"rope_theta":500000.0,"rms_norm_eps":1e-5})");
+        QCOMPARE(c.headDim, std::int64_t(32));
+        QCOMPARE(c.numKeyValueHeads, std::int64_t(2));
+        QVERIFY(c.attentionBias && c.attentionOutputBias && c.mlpBias && c.tieWordEmbeddings);
+        QCOMPARE(c.ropeTheta, 500000.0);
+        QCOMPARE(c.rmsNormEps, 1e-5);
+    }
+    void qwen2BiasesAlwaysOn()
+    {
+        const auto c =
+            parseOk(R"({"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","hidden_size":896,
+            "num_attention_heads":14,"num_key_value_heads":2,"attention_bias":false,"tie_word_embeddings":true})");
+        QCOMPARE(int(c.architecture), int(Architecture::Qwen2));
+        QVERIFY(c.attentionBias);
+        QVERIFY(!c.attentionOutputBias);
+        QCOMPARE(c.headDim, std::int64_t(64));
+        QCOMPARE(c.vocabSize, std::int64_t(151936));
+    }
+    void mistral()
+    {
+        const auto c = parseOk(tinyMistral());
+        QCOMPARE(int(c.architecture), int(Architecture::Mistral));
+        QCOMPARE(c.modelType, std::string("mistral"));
+    }
+    void modelTypeOnly()
+    {
+        const auto c = parseOk(R"({"model_type":"qwen2","hidden_size":8,"num_attention_heads":2})");
+        QCOMPARE(int(c.architecture), int(Architecture::Qwen2));
+    }
+    void ropeParametersV5()
+    {
+        const auto c = parseOk(
+            R"({"architectures":["LlamaForCausalLM"],"hidden_size":8,"num_attention_heads":2,
+            "rope_parameters":{"rope_type":"default","rope_theta":1000000.0}})");
+        QCOMPARE(c.ropeTheta, 1e6);
+        QVERIFY(c.ropeScaling.type.empty());
+    }
+    void llama3Scaling()
+    {
+        const auto c = parseOk(
+            R"({"architectures":["LlamaForCausalLM"],"hidden_size":8,"num_attention_heads":2,
+            "rope_theta":500000.0,"rope_scaling":{"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,
+            "original_max_position_embeddings":8192,"rope_type":"llama3"}})");
+        QCOMPARE(c.ropeScaling.type, std::string("llama3"));
+        QCOMPARE(c.ropeScaling.factor, 32.0);
+        QCOMPARE(c.ropeScaling.lowFreqFactor, 1.0);
+        QCOMPARE(c.ropeScaling.highFreqFactor, 4.0);
+        QCOMPARE(c.ropeScaling.originalMaxPositionEmbeddings, std::int64_t(8192));
+        const auto v5 = parseOk(
+            R"({"architectures":["LlamaForCausalLM"],"hidden_size":8,"num_attention_heads":2,
+            "rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0}})");
+        QCOMPARE(v5.ropeScaling.type, std::string("llama3"));
+        QCOMPARE(v5.ropeTheta, 500000.0);
+        QCOMPARE(v5.ropeScaling.factor, 8.0);
+    }
+    void unsupportedRopeScaling()
+    {
+        auto r = io::parseHfConfig(
+            R"({"architectures":["Qwen2ForCausalLM"],"hidden_size":8,"num_attention_heads":2,
+            "rope_scaling":{"type":"yarn","factor":4.0}})",
+            "config.json");
+        QVERIFY(!r.ok());
+        QCOMPARE(int(r.error().code), int(ErrorCode::Unsupported));
+        QVERIFY(has(r.error().toString(), "\"yarn\""));
+        QVERIFY(has(r.error().toString(), "rope_scaling.type"));
+    }
+    void unsupportedArchitecture()
+    {
+        auto r = io::parseHfConfig(R"({"architectures":["GPT2LMHeadModel"],"model_type":"gpt2"})",
+                                   "config.json");
+        QVERIFY(!r.ok());
+        QCOMPARE(int(r.error().code), int(ErrorCode::Unsupported));
+        QCOMPARE(
+            r.error().toString(),
+            std::string(
+                R"(unsupported architecture "GPT2LMHeadModel" (config.json field "architectures"))"));
+        auto mt = io::parseHfConfig(R"({"model_type":"gemma"})", "config.json");
+        QVERIFY(!mt.ok());
+        QVERIFY(has(mt.error().toString(), R"(unsupported model_type "gemma")"));
+    }
+    void badValues()
+    {
+        auto r = io::parseHfConfig(R"({"architectures":["LlamaForCausalLM"],"hidden_size":"big"})",
+                                   "config.json");
+        QVERIFY(!r.ok());
+        QVERIFY(has(r.error().toString(), "\"hidden_size\""));
+        auto kv = io::parseHfConfig(R"({"architectures":["LlamaForCausalLM"],"hidden_size":8,
+            "num_attention_heads":4,"num_key_value_heads":3})",
+                                    "config.json");
+        QVERIFY(!kv.ok());
+        QVERIFY(has(kv.error().toString(), "num_key_value_heads"));
+        auto none = io::parseHfConfig("{}", "config.json");
+        QVERIFY(!none.ok());
+    }
+    void malformedConfig()
+    {
+        auto r = io::parseHfConfig(R"({"architectures":["LlamaForCausalLM"],)", "config.json");
+        QVERIFY(!r.ok());
+        QCOMPARE(int(r.error().code), int(ErrorCode::Format));
+        QVERIFY(has(r.error().toString(), "not valid JSON"));
+        QVERIFY(!io::parseHfConfig("[1]", "config.json").ok());
+    }
+    void missingConfig()
+    {
+        QTemporaryDir dir;
+        auto r = io::readHfConfig(dir.filePath("config.json").toStdString());
+        QVERIFY(!r.ok());
+        QCOMPARE(int(r.error().code), int(ErrorCode::Io));
+        QVERIFY(has(r.error().toString(), "config.json not found"));
+    }
+
+private:
+    static std::string tinyMistral()
+    {
+        return qbtest::tinyConfigJson({}, "MistralForCausalLM", "mistral");
+    }
+};
+
+QTEST_GUILESS_MAIN(TestHfConfig)
+#include "tst_hf_config.moc"

@@ -1,0 +1,707 @@
+// Tokenizer tests: id parity with Hugging Face's tokenizers (npm @huggingface/tokenizers, run
+// through node and tests/io/tokenizer/hf_encode.mjs) on the fixtures under tests/io/tokenizer/
+// and, when present, the demo model's tokenizer; decode round trips; hand-made tokenizers for
+// byte fallback, unk fusing, ignore_merges, split behaviours and added-token flags; errors; the
+// `tokenize` CLI subcommand. On a parity mismatch a report is written to the build directory.
+
+#include "io/tokenizer.h"
+
+#include <QDir>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QProcess>
+#include <QStandardPaths>
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <thread>
+
+using qb::io::Tokenizer;
+
+namespace {
+
+const QString kFixtures = QStringLiteral(QB_TESTS_DIR "/io/tokenizer");
+
+QByteArray readAll(const QString& path)
+{
+    QFile f(path);
+    if (!f.open(QIODevice::ReadOnly)) return {};
+    return f.readAll();
+}
+
+bool writeAll(const QString& path, const QByteArray& data)
+{
+    QFile f(path);
+    return f.open(QIODevice::WriteOnly | QIODevice::Truncate) && f.write(data) == data.size();
+}
+
+std::vector<std::string> parityStrings()
+{
+    std::vector<std::string> out;
+    const QJsonArray arr =
+        QJsonDocument::fromJson(readAll(kFixtures + "/parity_strings.json")).array();
+    for (const QJsonValue& v : arr)
+        out.push_back(v.toString().toStdString());
+    // One long mixed text, so merges across many words and the per-call cache get exercised.
+    std::string longText;
+    for (int rep = 0; rep < 40; ++rep)
+        for (const std::string& s : out) {
+            longText += s;
+            longText += rep % 3 == 0 ? "\n" : " ";
+        }
+    out.push_back(longText);
+    // The demo model's evaluation text, when it is there (what perplexity runs tokenize).
+    const QByteArray eval = readAll(QStringLiteral(QB_DEMO_DIR "/eval.txt"));
+    if (!eval.isEmpty()) out.push_back(eval.toStdString());
+    return out;
+}
+
+// Printable form of a test string for failure messages.
+std::string escaped(const std::string& s, std::size_t max = 120)
+{
+    std::string out;
+    for (unsigned char c : s.substr(0, max)) {
+        if (c == '\n')
+            out += "\\n";
+        else if (c == '\r')
+            out += "\\r";
+        else if (c == '\t')
+            out += "\\t";
+        else
+            out += char(c);
+    }
+    if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
+    return out;
+}
+
+std::string idsText(const std::vector<std::int32_t>& ids, const Tokenizer* tok, std::size_t from)
+{
+    std::string out = "[";
+    const std::size_t b = from > 3 ? from - 3 : 0;
+    for (std::size_t i = b; i < ids.size() && i < b + 12; ++i) {
+        if (i > b) out += ", ";
+        out += std::to_string(ids[i]);
+        if (tok) out += " '" + escaped(tok->tokenText(ids[i]), 20) + "'";
+    }
+    if (b + 12 < ids.size()) out += ", ...";
+    return out + "] (" + std::to_string(ids.size()) + " ids, shown from index " +
+           std::to_string(b) + ")";
+}
+
+struct Reference {
+    std::vector<std::vector<std::int32_t>> encode, plain;
+    std::vector<std::string> decode, decodeSkip;
+};
+
+std::vector<std::vector<std::int32_t>> idLists(const QJsonValue& v)
+{
+    std::vector<std::vector<std::int32_t>> out;
+    for (const QJsonValue& row : v.toArray()) {
+        std::vector<std::int32_t> ids;
+        for (const QJsonValue& x : row.toArray())
+            ids.push_back(std::int32_t(x.toInteger()));
+        out.push_back(std::move(ids));
+    }
+    return out;
+}
+
+// Runs the Hugging Face reference; on failure returns false with a message saying what to do.
+bool runReference(const QString& tokenizerJson, const std::vector<std::string>& strings,
+                  const QString& configJson, Reference& ref, QString& error)
+{
+    const QString node = !QStandardPaths::findExecutable("node").isEmpty()
+                             ? QStandardPaths::findExecutable("node")
+                             : QStandardPaths::findExecutable("nodejs");
+    if (node.isEmpty()) {
+        error = "node is not installed: run the test set-up (packaging/bootstrap.sh --tests), "
+                "which installs nodejs and npm @huggingface/tokenizers into .npm-test";
+        return false;
+    }
+    if (!QFileInfo::exists(
+            QStringLiteral(QB_NODE_MODULES "/@huggingface/tokenizers/package.json"))) {
+        error = "npm package @huggingface/tokenizers is missing from " QB_NODE_MODULES
+                ": run the test set-up (packaging/bootstrap.sh --tests)";
+        return false;
+    }
+    QTemporaryDir tmp;
+    QJsonArray arr;
+    for (const std::string& s : strings)
+        arr.append(QString::fromStdString(s));
+    const QString stringsPath = tmp.filePath("strings.json");
+    writeAll(stringsPath, QJsonDocument(arr).toJson(QJsonDocument::Compact));
+    QStringList args{kFixtures + "/hf_encode.mjs", tokenizerJson, stringsPath, "--modules",
+                     QStringLiteral(QB_NODE_MODULES)};
+    if (!configJson.isEmpty()) args << "--config" << configJson;
+    QProcess p;
+    p.start(node, args);
+    if (!p.waitForFinished(300000) || p.exitStatus() != QProcess::NormalExit || p.exitCode() != 0) {
+        error = "reference run failed (" + node + " " + args.join(' ') + "): exit " +
+                QString::number(p.exitCode()) + ": " + QString::fromUtf8(p.readAllStandardError());
+        return false;
+    }
+    QJsonParseError perr{};
+    const QJsonObject o = QJsonDocument::fromJson(p.readAllStandardOutput(), &perr).object();
+    if (perr.error != QJsonParseError::NoError) {
+        error = "reference output is not JSON: " + perr.errorString();
+        return false;
+    }
+    ref.encode = idLists(o.value("encode"));
+    ref.plain = idLists(o.value("plain"));
+    for (const QJsonValue& v : o.value("decode").toArray())
+        ref.decode.push_back(v.toString().toStdString());
+    for (const QJsonValue& v : o.value("decodeSkip").toArray())
+        ref.decodeSkip.push_back(v.toString().toStdString());
+    if (ref.encode.size() != strings.size() || ref.plain.size() != strings.size()) {
+        error = "reference returned the wrong number of rows";
+        return false;
+    }
+    return true;
+}
+
+std::size_t firstDiff(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b)
+{
+    std::size_t i = 0;
+    while (i < a.size() && i < b.size() && a[i] == b[i])
+        ++i;
+    return i;
+}
+
+Tokenizer load(const QString& path)
+{
+    auto r = Tokenizer::fromFile(path.toStdString());
+    if (!r) qFatal("cannot load %s: %s", qPrintable(path), r.error().toString().c_str());
+    return *r;
+}
+
+Tokenizer fromJson(const QJsonObject& o, const QJsonObject& cfg = {})
+{
+    auto r = Tokenizer::fromJsonWithConfig(
+        QJsonDocument(o).toJson().toStdString(),
+        cfg.isEmpty() ? std::string() : QJsonDocument(cfg).toJson().toStdString(), "test");
+    if (!r) qFatal("cannot load test tokenizer: %s", r.error().toString().c_str());
+    return *r;
+}
+
+// A minimal BPE tokenizer.json around a vocabulary and merges.
+QJsonObject tinyTokenizer(const QStringList& vocab, const QJsonArray& merges,
+                          QJsonObject modelExtra = {}, QJsonValue preTokenizer = QJsonValue::Null,
+                          QJsonArray added = {}, QJsonValue decoder = QJsonValue::Null)
+{
+    QJsonObject v;
+    for (int i = 0; i < vocab.size(); ++i)
+        v.insert(vocab[i], i);
+    QJsonObject model{{"type", "BPE"},
+                      {"vocab", v},
+                      {"merges", merges},
+                      {"dropout", QJsonValue::Null},
+                      {"unk_token", QJsonValue::Null}};
+    for (auto it = modelExtra.begin(); it != modelExtra.end(); ++it)
+        model.insert(it.key(), it.value());
+    return QJsonObject{{"version", "1.0"},
+                       {"added_tokens", added},
+                       {"normalizer", QJsonValue::Null},
+                       {"pre_tokenizer", preTokenizer},
+                       {"post_processor", QJsonValue::Null},
+                       {"decoder", decoder},
+                       {"model", model}};
+}
+
+QJsonObject addedToken(int id, const QString& content, bool special, QJsonObject extra = {})
+{
+    QJsonObject o{{"id", id},          {"content", content}, {"single_word", false},
+                  {"lstrip", false},   {"rstrip", false},    {"normalized", false},
+                  {"special", special}};
+    for (auto it = extra.begin(); it != extra.end(); ++it)
+        o.insert(it.key(), it.value());
+    return o;
+}
+
+using Ids = std::vector<std::int32_t>;
+
+} // namespace
+
+class TestTokenizer : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void parity_data()
+    {
+        QTest::addColumn<QString>("path");
+        for (const char* name :
+             {"gpt2_bytelevel", "llama3_style", "qwen2_style", "spm_legacy", "spm_metaspace"})
+            QTest::newRow(name) << kFixtures + "/" + name + ".json";
+        // Variants written at run time from the fixtures. (Split with a String pattern and
+        // behavior Removed is covered by splitBehaviors only: the JS port keeps the delimiters.)
+        QTest::newRow("gpt2_add_prefix_space") << QString("variant:gpt2_add_prefix_space");
+        QTest::newRow("split_string_isolated") << QString("variant:split_string_isolated");
+        QTest::newRow("metaspace_always_split") << QString("variant:metaspace_always_split");
+        // The demo model's tokenizer, whenever it exists.
+        const QString demo = QStringLiteral(QB_DEMO_DIR "/tokenizer.json");
+        if (QFileInfo::exists(demo)) QTest::newRow("demo") << demo;
+    }
+
+    void parity()
+    {
+        QFETCH(QString, path);
+        QTemporaryDir tmp;
+        if (path.startsWith("variant:")) path = writeVariant(path.mid(8), tmp);
+        QVERIFY2(!path.isEmpty(), "cannot write variant");
+        const Tokenizer tok = load(path);
+        const QString cfg = QFileInfo(path).dir().filePath("tokenizer_config.json");
+        const std::vector<std::string> strings = parityStrings();
+        Reference ref;
+        QString error;
+        QVERIFY2(runReference(path, strings, QFileInfo::exists(cfg) ? cfg : QString(), ref, error),
+                 qPrintable(error));
+
+        std::string report;
+        int failures = 0;
+        auto check = [&](const char* what, std::size_t i, const Ids& ours, const Ids& theirs) {
+            if (ours == theirs) return;
+            ++failures;
+            const std::size_t d = firstDiff(ours, theirs);
+            report += std::string(what) + " mismatch for string #" + std::to_string(i) + " \"" +
+                      escaped(strings[i]) + "\" at index " + std::to_string(d) +
+                      "\n  ours: " + idsText(ours, &tok, d) +
+                      "\n  HF:   " + idsText(theirs, &tok, d) + "\n";
+        };
+        for (std::size_t i = 0; i < strings.size(); ++i) {
+            const Ids plain = tok.encode(strings[i], false);
+            check("encode(add_special_tokens=False)", i, plain, ref.plain[i]);
+            check("encode(add_special_tokens=True)", i, tok.encode(strings[i], true),
+                  ref.encode[i]);
+            const std::string dec = tok.decode(plain);
+            if (dec != ref.decode[i]) {
+                ++failures;
+                report += "decode mismatch for string #" + std::to_string(i) + "\n  ours: \"" +
+                          escaped(dec) + "\"\n  HF:   \"" + escaped(ref.decode[i]) + "\"\n";
+            }
+            const std::string decSkip = tok.decode(ref.encode[i], true);
+            if (decSkip != ref.decodeSkip[i]) {
+                ++failures;
+                report += "decode(skip_special_tokens) mismatch for string #" + std::to_string(i) +
+                          "\n  ours: \"" + escaped(decSkip) + "\"\n  HF:   \"" +
+                          escaped(ref.decodeSkip[i]) + "\"\n";
+            }
+        }
+        if (failures) {
+            const QString reportPath = QStringLiteral(QB_BINARY_DIR "/tst_tokenizer_") +
+                                       QTest::currentDataTag() + ".diff.txt";
+            writeAll(reportPath, QByteArray::fromStdString(report));
+            QFAIL(qPrintable(QString::number(failures) + " mismatches against Hugging Face (" +
+                             reportPath + "):\n" + QString::fromStdString(report.substr(0, 3000))));
+        }
+    }
+
+    void roundTrip_data()
+    {
+        QTest::addColumn<QString>("name");
+        for (const char* name :
+             {"gpt2_bytelevel", "llama3_style", "qwen2_style", "spm_legacy", "spm_metaspace"})
+            QTest::newRow(name) << QString(name);
+    }
+
+    void roundTrip()
+    {
+        QFETCH(QString, name);
+        const Tokenizer tok = load(kFixtures + "/" + name + ".json");
+        const bool nfc = name == "qwen2_style";
+        const bool spm = tok.kind() == Tokenizer::Kind::SentencePieceBpe;
+        int checked = 0;
+        for (const std::string& s : parityStrings()) {
+            if (s.find("<mask>") != std::string::npos) continue; // lstrip eats the spaces before it
+            const Ids ids = tok.encode(s, false);
+            if (spm) {
+                // SentencePiece decoding is lossy by design around special tokens, a literal '▁',
+                // unknown characters and (prepend_scheme "first") a leading space.
+                bool skip = s.find("\u2581") != std::string::npos ||
+                            s.find('<') != std::string::npos ||
+                            std::find(ids.begin(), ids.end(), *tok.unkId()) != ids.end() ||
+                            (name == "spm_metaspace" && !s.empty() && s[0] == ' ');
+                if (skip) continue;
+            }
+            const std::string expected = nfc ? QString::fromStdString(s)
+                                                   .normalized(QString::NormalizationForm_C)
+                                                   .toStdString()
+                                             : s;
+            QCOMPARE(tok.decode(ids), expected);
+            // With special tokens added and skipped on the way back, the text is the same.
+            if (std::none_of(ids.begin(), ids.end(), [&](auto id) { return tok.isSpecial(id); }))
+                QCOMPARE(tok.decode(tok.encode(s, true), true), expected);
+            ++checked;
+        }
+        QVERIFY(checked > 20);
+    }
+
+    void metadata()
+    {
+        const Tokenizer gpt2 = load(kFixtures + "/gpt2_bytelevel.json");
+        QCOMPARE(int(gpt2.kind()), int(Tokenizer::Kind::ByteLevelBpe));
+        QCOMPARE(gpt2.vocabSize(), std::int64_t(656 + 3));
+        QCOMPARE(gpt2.ggmlPre(), std::string("gpt-2"));
+        QVERIFY(!gpt2.addsBos());
+        QCOMPARE(gpt2.eosId(), std::optional<std::int32_t>(656)); // <|endoftext|>
+        QCOMPARE(gpt2.tokenText(656), std::string("<|endoftext|>"));
+        QVERIFY(gpt2.isSpecial(656));
+        QVERIFY(!gpt2.isSpecial(658)); // [[user]] is a plain added token
+        QCOMPARE(gpt2.tokenTypes()[658], Tokenizer::TokenType::UserDefined);
+        QCOMPARE(gpt2.tokenTypes()[656], Tokenizer::TokenType::Control);
+        QCOMPARE(gpt2.tokenText(220), std::string("\u0120")); // space byte
+        QCOMPARE(gpt2.merges().size(), std::size_t(400));
+        QCOMPARE(gpt2.merges().front(),
+                 gpt2.mergePairs().front().first + " " + gpt2.mergePairs().front().second);
+
+        const Tokenizer llama3 = load(kFixtures + "/llama3_style.json");
+        QCOMPARE(llama3.ggmlPre(), std::string("llama-bpe"));
+        QVERIFY(llama3.addsBos());
+        QCOMPARE(llama3.bosId(), llama3.tokenId("<|begin_of_text|>"));
+        QCOMPARE(llama3.encode("hi").front(), *llama3.bosId());
+        QCOMPARE(llama3.encode("hi", false).size() + 1, llama3.encode("hi").size());
+
+        const Tokenizer qwen = load(kFixtures + "/qwen2_style.json");
+        QCOMPARE(qwen.ggmlPre(), std::string("qwen2"));
+        QVERIFY(!qwen.addsBos());
+        QVERIFY(!qwen.bosId());
+        QCOMPARE(qwen.eosId(), qwen.tokenId("<|endoftext|>"));
+
+        const Tokenizer spm = load(kFixtures + "/spm_legacy.json");
+        QCOMPARE(int(spm.kind()), int(Tokenizer::Kind::SentencePieceBpe));
+        QCOMPARE(spm.ggmlPre(), std::string("default"));
+        QCOMPARE(spm.bosId(), std::optional<std::int32_t>(1));
+        QCOMPARE(spm.eosId(), std::optional<std::int32_t>(2));
+        QCOMPARE(spm.unkId(), std::optional<std::int32_t>(0));
+        QVERIFY(spm.addsBos());
+        QVERIFY(!spm.addsEos());
+        const auto types = spm.tokenTypes();
+        QCOMPARE(types[0], Tokenizer::TokenType::Unknown);
+        QCOMPARE(types[1], Tokenizer::TokenType::Control);
+        QCOMPARE(types[3], Tokenizer::TokenType::Byte);
+        QCOMPARE(types[300], Tokenizer::TokenType::Normal);
+        QCOMPARE(spm.vocabulary()[3 + 0x41], std::string("<0x41>"));
+    }
+
+    void copiesShareAndThreadsAgree()
+    {
+        const Tokenizer tok = load(kFixtures + "/llama3_style.json");
+        const std::string text = parityStrings().back();
+        const Ids serial = tok.encode(text);
+        std::vector<Ids> results(6);
+        std::vector<std::thread> threads;
+        for (std::size_t i = 0; i < results.size(); ++i) {
+            Tokenizer copy = tok; // cheap copy, shared immutable state
+            threads.emplace_back([copy, &text, &results, i] { results[i] = copy.encode(text); });
+        }
+        for (auto& t : threads)
+            t.join();
+        for (const Ids& r : results)
+            QVERIFY(r == serial);
+    }
+
+    void speedOnOneMegabyte()
+    {
+        const Tokenizer tok = load(kFixtures + "/llama3_style.json");
+        std::string text;
+        const std::vector<std::string> strings = parityStrings();
+        while (text.size() < (1u << 20))
+            text += strings.back();
+        QElapsedTimer timer;
+        timer.start();
+        const Ids ids = tok.encode(text);
+        const qint64 ms = timer.elapsed();
+        qInfo("encoded %zu bytes into %zu tokens in %lld ms", text.size(), ids.size(), ms);
+        QVERIFY2(ms < 20000, "encoding 1 MB took longer than 20 s");
+        QCOMPARE(tok.decode(tok.encode(text, false)), text);
+    }
+
+    // ---- hand-made tokenizers ----
+
+    void mergesInBothEncodings()
+    {
+        const QStringList vocab{"a", "b", "c", "ab", "abc"};
+        const Tokenizer legacy = fromJson(tinyTokenizer(vocab, QJsonArray{"a b", "ab c"}));
+        const Tokenizer pairs =
+            fromJson(tinyTokenizer(vocab, QJsonArray{QJsonArray{"a", "b"}, QJsonArray{"ab", "c"}}));
+        QCOMPARE(legacy.encode("abcab"), (Ids{4, 3}));
+        QCOMPARE(pairs.encode("abcab"), (Ids{4, 3}));
+        QCOMPARE(legacy.encode("cba"), (Ids{2, 1, 0}));
+        QCOMPARE(legacy.mergePairs(), pairs.mergePairs());
+    }
+
+    void mergeRankOrderNotLeftToRight()
+    {
+        // "b c" has the better rank, so "abc" becomes a + bc even though "a b" is leftmost.
+        const QStringList vocab{"a", "b", "c", "ab", "bc"};
+        const Tokenizer tok = fromJson(tinyTokenizer(vocab, QJsonArray{"b c", "a b"}));
+        QCOMPARE(tok.encode("abc"), (Ids{0, 4}));
+        QCOMPARE(tok.encode("aaa"), (Ids{0, 0, 0}));
+        const Tokenizer rep = fromJson(tinyTokenizer({"a", "aa"}, QJsonArray{"a a"}));
+        QCOMPARE(rep.encode("aaa"), (Ids{1, 0})); // leftmost pair first on equal rank
+    }
+
+    void ignoreMerges()
+    {
+        const QStringList vocab{"a", "b", "c", "ab", "abc"};
+        const QJsonArray merges{"a b"};
+        QCOMPARE(fromJson(tinyTokenizer(vocab, merges)).encode("abc"), (Ids{3, 2}));
+        QCOMPARE(fromJson(tinyTokenizer(vocab, merges, {{"ignore_merges", true}})).encode("abc"),
+                 (Ids{4}));
+    }
+
+    void byteFallbackAndUnk()
+    {
+        const QStringList vocab{"<unk>", "a", "<0xE2>", "<0x98>", "<0x83>"};
+        const QJsonObject dec{{"type", "Sequence"},
+                              {"decoders", QJsonArray{QJsonObject{{"type", "ByteFallback"}},
+                                                      QJsonObject{{"type", "Fuse"}}}}};
+        const QJsonObject base{{"unk_token", "<unk>"}, {"byte_fallback", true}};
+        const Tokenizer fb = fromJson(tinyTokenizer(vocab, {}, base, QJsonValue::Null, {}, dec));
+        QCOMPARE(fb.encode("a\u2603a"), (Ids{1, 2, 3, 4, 1})); // ☃ = E2 98 83
+        QCOMPARE(fb.decode({1, 2, 3, 4, 1}), std::string("a\u2603a"));
+        QCOMPARE(fb.decode({1, 2, 3}),
+                 std::string("a\uFFFD\uFFFD")); // incomplete: one U+FFFD per byte
+        // ✓ = E2 9C 93: not all bytes exist, so it is unknown; no fusing
+        QCOMPARE(fb.encode("a\u2713\u2713a"), (Ids{1, 0, 0, 1}));
+        QJsonObject fuse = base;
+        fuse.insert("fuse_unk", true);
+        const Tokenizer fused = fromJson(tinyTokenizer(vocab, {}, fuse));
+        QCOMPARE(fused.encode("a\u2713\u2713a\u2713"), (Ids{1, 0, 1, 0}));
+        // Without unk_token an unknown character is dropped (as the Rust crate does).
+        const Tokenizer noUnk = fromJson(tinyTokenizer({"a"}, {}));
+        QCOMPARE(noUnk.encode("a?a"), (Ids{0, 0}));
+    }
+
+    void continuingSubwordPrefixAndSuffix()
+    {
+        const QStringList vocab{"a", "##b", "##c", "ab", "##bc", "abc"};
+        const Tokenizer tok = fromJson(tinyTokenizer(vocab, QJsonArray{"a ##b", "ab ##c"},
+                                                     {{"continuing_subword_prefix", "##"}}));
+        QCOMPARE(tok.encode("abc"), (Ids{5}));
+        QCOMPARE(tok.encode("ab"), (Ids{3}));
+        const Tokenizer sfx =
+            fromJson(tinyTokenizer({"a", "b", "b</w>", "ab</w>"}, QJsonArray{"a b</w>"},
+                                   {{"end_of_word_suffix", "</w>"}}));
+        QCOMPARE(sfx.encode("ab"), (Ids{3}));
+        QCOMPARE(sfx.encode("abb"), (Ids{0, 1, 2}));
+    }
+
+    void splitBehaviors_data()
+    {
+        QTest::addColumn<QString>("behavior");
+        QTest::addColumn<QList<int>>("expected");
+        // vocab: a b c - a- -b -- -c b-   (ids 0..8), every two-char token has a merge
+        QTest::newRow("Removed") << "Removed" << QList<int>{0, 1, 2};
+        QTest::newRow("Isolated") << "Isolated" << QList<int>{0, 3, 1, 3, 3, 2};
+        QTest::newRow("MergedWithPrevious") << "MergedWithPrevious" << QList<int>{4, 8, 3, 2};
+        QTest::newRow("MergedWithNext") << "MergedWithNext" << QList<int>{0, 5, 3, 7};
+        QTest::newRow("Contiguous") << "Contiguous" << QList<int>{0, 3, 1, 6, 2};
+    }
+
+    void splitBehaviors()
+    {
+        QFETCH(QString, behavior);
+        QFETCH(QList<int>, expected);
+        const QStringList vocab{"a", "b", "c", "-", "a-", "-b", "--", "-c", "b-"};
+        const QJsonArray merges{"a -", "- b", "- -", "- c", "b -"};
+        const QJsonObject split{{"type", "Split"},
+                                {"pattern", QJsonObject{{"String", "-"}}},
+                                {"behavior", behavior},
+                                {"invert", false}};
+        const Tokenizer tok = fromJson(tinyTokenizer(vocab, merges, {}, split));
+        const Ids ids = tok.encode("a-b--c");
+        QCOMPARE(QList<int>(ids.begin(), ids.end()), expected);
+    }
+
+    void addedTokenFlags()
+    {
+        QStringList vocab;
+        for (char c = 'a'; c <= 'z'; ++c)
+            vocab << QString(QChar(c));
+        vocab << " "; // id 26
+        const QJsonArray added{
+            addedToken(27, "cat", false, {{"single_word", true}}),
+            addedToken(28, "<x>", true, {{"rstrip", true}}),
+            addedToken(29, "<y>", true, {{"lstrip", true}}),
+            addedToken(30, "<xy>", true),
+        };
+        const Tokenizer tok = fromJson(tinyTokenizer(vocab, {}, {}, QJsonValue::Null, added));
+        QCOMPARE(tok.encode("a cat"), (Ids{0, 26, 27}));
+        QCOMPARE(tok.encode("scat"), (Ids{18, 2, 0, 19})); // not a whole word: plain letters
+        QCOMPARE(tok.encode("<x>   a"), (Ids{28, 0}));     // rstrip absorbs the spaces
+        QCOMPARE(tok.encode("a   <y>"), (Ids{0, 29}));     // lstrip absorbs the spaces
+        QCOMPARE(tok.encode("<xy><x>"), (Ids{30, 28}));    // longest match first
+        QCOMPARE(tok.decode({30, 0}, true), std::string("a"));
+    }
+
+    void configAddsBosWhenNoProcessor()
+    {
+        QJsonObject tj =
+            tinyTokenizer({"<unk>", "<s>", "</s>", "a"}, {}, {}, QJsonValue::Null,
+                          QJsonArray{addedToken(1, "<s>", true), addedToken(2, "</s>", true)});
+        const Tokenizer none = fromJson(tj);
+        QCOMPARE(none.encode("a"), (Ids{3}));
+        QVERIFY(!none.addsBos());
+        const QJsonObject cfg{{"add_bos_token", true},
+                              {"add_eos_token", true},
+                              {"bos_token", "<s>"},
+                              {"eos_token", QJsonObject{{"content", "</s>"}, {"special", true}}}};
+        const Tokenizer both = fromJson(tj, cfg);
+        QCOMPARE(both.encode("a"), (Ids{1, 3, 2}));
+        QCOMPARE(both.encode("a", false), (Ids{3}));
+        QVERIFY(both.addsBos());
+        QVERIFY(both.addsEos());
+    }
+
+    void fromFileReadsConfigBeside()
+    {
+        QTemporaryDir dir;
+        QJsonObject tj = tinyTokenizer({"<s>", "a"}, {}, {}, QJsonValue::Null,
+                                       QJsonArray{addedToken(0, "<s>", true)});
+        QVERIFY(writeAll(dir.filePath("tokenizer.json"), QJsonDocument(tj).toJson()));
+        QVERIFY(writeAll(dir.filePath("tokenizer_config.json"),
+                         R"({"add_bos_token": true, "bos_token": "<s>"})"));
+        auto tok = Tokenizer::fromFile(dir.filePath("tokenizer.json").toStdString());
+        QVERIFY(tok.ok());
+        QCOMPARE(tok->encode("a"), (Ids{0, 1}));
+    }
+
+    // ---- errors ----
+
+    void errors_data()
+    {
+        QTest::addColumn<QByteArray>("json");
+        QTest::addColumn<int>("code");
+        QTest::addColumn<QString>("messagePart");
+        const QByteArray model = R"("model": {"type": "BPE", "vocab": {"a": 0}, "merges": []})";
+        QTest::newRow("not JSON") << QByteArray("{\"model\": ") << int(qb::ErrorCode::Format)
+                                  << "not valid JSON";
+        QTest::newRow("unknown Split regex")
+            << QByteArray(R"({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\d+"},
+                "behavior": "Isolated", "invert": false}, )" +
+                          model + "}")
+            << int(qb::ErrorCode::Unsupported) << R"(\d+)";
+        QTest::newRow("Unigram model")
+            << QByteArray(R"({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}})")
+            << int(qb::ErrorCode::Unsupported) << "Unigram";
+        QTest::newRow("unknown normalizer")
+            << QByteArray(R"({"normalizer": {"type": "BertNormalizer"}, )" + model + "}")
+            << int(qb::ErrorCode::Unsupported) << "BertNormalizer";
+        QTest::newRow("merge outside vocab")
+            << QByteArray(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}})")
+            << int(qb::ErrorCode::Format) << "missing from the vocabulary";
+        QTest::newRow("no model") << QByteArray("{}") << int(qb::ErrorCode::Format) << "model";
+    }
+
+    void errors()
+    {
+        QFETCH(QByteArray, json);
+        QFETCH(int, code);
+        QFETCH(QString, messagePart);
+        auto r = Tokenizer::fromJson(json.toStdString(), "bad.json");
+        QVERIFY(!r.ok());
+        QCOMPARE(int(r.error().code), code);
+        const QString text = QString::fromStdString(r.error().toString());
+        QVERIFY2(text.contains(messagePart), qPrintable(text));
+        QVERIFY2(text.contains("bad.json"), qPrintable(text));
+    }
+
+    void missingFile()
+    {
+        auto r = Tokenizer::fromFile("/nonexistent/tokenizer.json");
+        QVERIFY(!r.ok());
+        QCOMPARE(int(r.error().code), int(qb::ErrorCode::Io));
+    }
+
+    // ---- CLI ----
+
+    void cliTokenize()
+    {
+        QTemporaryDir dir;
+        QVERIFY(QFile::copy(kFixtures + "/llama3_style.json", dir.filePath("tokenizer.json")));
+        const QByteArray text = "Hello world!\nIt's 2024.";
+        QVERIFY(writeAll(dir.filePath("text.txt"), text));
+        const Tokenizer tok = load(dir.filePath("tokenizer.json"));
+        auto expectedLines = [](const Ids& ids) {
+            QByteArray out;
+            for (auto id : ids)
+                out += QByteArray::number(id) + "\n";
+            return out;
+        };
+        auto run = [&](const QStringList& args, int expectedExit) {
+            QProcess p;
+            p.start(QStringLiteral(QB_CLI_PATH), args);
+            if (!p.waitForFinished(60000)) qFatal("cli did not finish");
+            if (p.exitCode() != expectedExit)
+                qWarning("cli stderr: %s", p.readAllStandardError().constData());
+            [&] { QCOMPARE(p.exitCode(), expectedExit); }();
+            return std::make_pair(p.readAllStandardOutput(), p.readAllStandardError());
+        };
+        QVERIFY2(QFileInfo::exists(QStringLiteral(QB_CLI_PATH)), "build quantbench-cli first");
+        // MODEL as a directory, and as a tokenizer.json path
+        QCOMPARE(run({"tokenize", dir.path(), "--text", dir.filePath("text.txt")}, 0).first,
+                 expectedLines(tok.encode(text.toStdString())));
+        QCOMPARE(run({"tokenize", dir.filePath("tokenizer.json"), "--text",
+                      dir.filePath("text.txt"), "--no-special"},
+                     0)
+                     .first,
+                 expectedLines(tok.encode(text.toStdString(), false)));
+        // missing tokenizer
+        QTemporaryDir empty;
+        const auto missing = run({"tokenize", empty.path(), "--text", dir.filePath("text.txt")}, 1);
+        QVERIFY2(missing.second.contains("tokenizer.json"), missing.second.constData());
+        // not JSON
+        QVERIFY(writeAll(empty.filePath("tokenizer.json"), "{ this is not json"));
+        const auto bad = run({"tokenize", empty.path(), "--text", dir.filePath("text.txt")}, 1);
+        QVERIFY2(bad.second.contains("not valid JSON"), bad.second.constData());
+        // usage error
+        run({"tokenize", dir.path()}, 2);
+    }
+
+private:
+    // Writes a variant of a fixture into tmp and returns its path.
+    static QString writeVariant(const QString& which, QTemporaryDir& tmp)
+    {
+        auto loadJson = [](const char* name) {
+            return QJsonDocument::fromJson(readAll(kFixtures + "/" + name + ".json")).object();
+        };
+        QJsonObject o;
+        const QJsonObject byteLevelNoRegex{{"type", "ByteLevel"},
+                                           {"add_prefix_space", false},
+                                           {"trim_offsets", true},
+                                           {"use_regex", false}};
+        if (which == "gpt2_add_prefix_space") {
+            o = loadJson("gpt2_bytelevel");
+            QJsonObject pt = o.value("pre_tokenizer").toObject();
+            pt.insert("add_prefix_space", true);
+            o.insert("pre_tokenizer", pt);
+        } else if (which == "split_string_isolated") {
+            o = loadJson("gpt2_bytelevel");
+            const QJsonObject split{{"type", "Split"},
+                                    {"pattern", QJsonObject{{"String", " "}}},
+                                    {"behavior", "Isolated"},
+                                    {"invert", false}};
+            o.insert("pre_tokenizer",
+                     QJsonObject{{"type", "Sequence"},
+                                 {"pretokenizers", QJsonArray{split, byteLevelNoRegex}}});
+        } else if (which == "metaspace_always_split") {
+            o = loadJson("spm_metaspace");
+            o.insert("pre_tokenizer", QJsonObject{{"type", "Metaspace"},
+                                                  {"replacement", "\u2581"},
+                                                  {"prepend_scheme", "always"},
+                                                  {"split", true}});
+            o.insert("decoder", QJsonObject{{"type", "Metaspace"},
+                                            {"replacement", "\u2581"},
+                                            {"prepend_scheme", "always"},
+                                            {"split", true}});
+        } else {
+            return {};
+        }
+        const QString path = tmp.filePath(which + ".json");
+        return writeAll(path, QJsonDocument(o).toJson()) ? path : QString();
+    }
+};
+
+QTEST_GUILESS_MAIN(TestTokenizer)
+#include "tst_tokenizer.moc"

@@ -1,0 +1,481 @@
+// GPTQ / RTN solvers (METHODS.md §1, §6.2 items 3-7): diagonal H equals RTN bit for bit, lazy
+// block size invariance, LDLQ form, GPTQ beats RTN statistically, dead inputs, act-order on a
+// permuted problem, cancellation, damping retries; plus a plain reference GPTQ written here.
+
+#include "quant/error_metrics.h"
+#include "quant/gptq.h"
+#include "quant/hessian.h"
+#include "quant_test_util.h"
+
+#include <Eigen/Cholesky>
+#include <Eigen/QR>
+
+#include <QTest>
+
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <vector>
+
+using namespace qb;
+using namespace qb::quant;
+using namespace qb::quant::test;
+
+Q_DECLARE_METATYPE(qb::quant::GridInit)
+Q_DECLARE_METATYPE(qb::quant::GroupMode)
+
+namespace {
+constexpr double kBlockTol = 1e-10;   // block-size invariance of the double working values
+constexpr double kLdlqTol = 1e-9;     // GPTQ vs LDLQ form
+constexpr double kReferenceTol = 1e-9; // optimised vs plain reference GPTQ
+constexpr double kHessianTol = 1e-12;
+constexpr double kProxyTol = 1e-5;    // proxy loss vs tr(dW H dW^T)/2 (Q rounded to float)
+
+std::string configName(GridInit init, int g, GroupMode mode, bool act)
+{
+    return QStringLiteral("%1 g%2%3%4")
+        .arg(init == GridInit::Neuqi ? "neuqi" : "minmax")
+        .arg(g)
+        .arg(mode == GroupMode::Static ? " static" : " dynamic")
+        .arg(act ? " act-order" : "")
+        .toStdString();
+}
+
+// Plain GPTQ after the reference Python: one column at a time, full-width updates, dynamic
+// groups fitted on the fully updated weights, act-order by stable sort.
+MatrixXfR plainGptq(const MatrixXfR& w, const Eigen::MatrixXd& hIn, const GptqOptions& o)
+{
+    const int m = int(w.rows()), n = int(w.cols());
+    Eigen::MatrixXd W = w.cast<double>(), H = hIn;
+    for (int j = 0; j < n; ++j)
+        if (H(j, j) == 0) {
+            H(j, j) = 1;
+            W.col(j).setZero();
+        }
+    std::vector<int> perm(std::size_t(n), 0);
+    std::iota(perm.begin(), perm.end(), 0);
+    if (o.actOrder) std::stable_sort(perm.begin(), perm.end(), [&](int a, int b) { return H(a, a) > H(b, b); });
+    Eigen::MatrixXd Wp(m, n), Hp(n, n);
+    for (int i = 0; i < n; ++i) {
+        Wp.col(i) = W.col(perm[std::size_t(i)]);
+        for (int k = 0; k < n; ++k) Hp(i, k) = H(perm[std::size_t(i)], perm[std::size_t(k)]);
+    }
+    Hp.diagonal().array() += hessianDampingLambda(H.diagonal(), o.damping);
+    const Eigen::MatrixXd Hinv = Hp.llt().solve(Eigen::MatrixXd::Identity(n, n));
+    const Eigen::MatrixXd U = Hinv.llt().matrixU();
+    const int g = groupWidth(o.grid.groupSize, n);
+    const int levels = gridLevels(o.grid.bits);
+    std::vector<GroupParams> params(static_cast<std::size_t>(m));
+    MatrixXfR Q(m, n);
+    for (int i = 0; i < n; ++i) {
+        if (i % g == 0 && (i == 0 || g < n))
+            for (int r = 0; r < m; ++r) {
+                std::vector<double> seg;
+                for (int c = i; c < std::min(n, i + g); ++c) seg.push_back(Wp(r, c));
+                params[std::size_t(r)] = fitGroupMinMaxGptq(seg.data(), int(seg.size()), o.grid.bits, o.grid.sym);
+            }
+        for (int r = 0; r < m; ++r) {
+            const double q = fakeQuantUniform(Wp(r, i), params[std::size_t(r)], levels);
+            Q(r, perm[std::size_t(i)]) = float(q);
+            const double e = (Wp(r, i) - q) / U(i, i);
+            for (int c = i + 1; c < n; ++c) Wp(r, c) -= e * U(i, c);
+        }
+    }
+    return Q;
+}
+
+// Unit upper U' and diagonal D with H = U' D U'^T (index-reversed LDL^T), computed directly.
+void udu(const Eigen::MatrixXd& H, Eigen::MatrixXd& Up, Eigen::VectorXd& D)
+{
+    const int n = int(H.rows());
+    Up = Eigen::MatrixXd::Identity(n, n);
+    D.resize(n);
+    for (int j = n - 1; j >= 0; --j) {
+        double d = H(j, j);
+        for (int k = j + 1; k < n; ++k) d -= Up(j, k) * Up(j, k) * D(k);
+        D(j) = d;
+        for (int i = 0; i < j; ++i) {
+            double v = H(i, j);
+            for (int k = j + 1; k < n; ++k) v -= Up(i, k) * Up(j, k) * D(k);
+            Up(i, j) = v / d;
+        }
+    }
+}
+} // namespace
+
+class TestQuantGptq : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void diagonalHessianEqualsRtn_data()
+    {
+        QTest::addColumn<GridInit>("init");
+        QTest::addColumn<int>("groupSize");
+        QTest::addColumn<GroupMode>("mode");
+        QTest::addColumn<bool>("actOrder");
+        QTest::addColumn<bool>("sym");
+        for (GridInit init : {GridInit::MinMax, GridInit::Neuqi})
+            for (int g : {-1, 16, 20})
+                for (GroupMode mode : {GroupMode::Dynamic, GroupMode::Static})
+                    for (bool act : {false, true}) {
+                        if (act && mode == GroupMode::Dynamic && g > 0) continue; // groups in processing order
+                        QTest::newRow(configName(init, g, mode, act).c_str()) << init << g << mode << act << false;
+                    }
+        QTest::newRow("minmax g16 sym act-order static") << GridInit::MinMax << 16 << GroupMode::Static << true << true;
+    }
+    void diagonalHessianEqualsRtn()
+    {
+        QFETCH(GridInit, init);
+        QFETCH(int, groupSize);
+        QFETCH(GroupMode, mode);
+        QFETCH(bool, actOrder);
+        QFETCH(bool, sym);
+        const int m = 12, n = 70;
+        const MatrixXfR w = randomWeights(m, n, 3u);
+        std::mt19937 rng(17u);
+        std::normal_distribution<double> nd(0.0, 1.0);
+        Eigen::VectorXd d(n);
+        for (int j = 0; j < n; ++j) d(j) = std::exp(nd(rng));
+        const Eigen::MatrixXd h = d.asDiagonal();
+        GptqOptions o;
+        o.grid = GridSpec{3, groupSize, sym};
+        o.init = init;
+        o.groups = mode;
+        o.actOrder = actOrder;
+        o.blockSize = 32;
+        auto g = quantizeRowsGptq(w, h, o);
+        QVERIFY(g.ok());
+        const Eigen::VectorXd hDamped = (d.array() + hessianDampingLambda(d, o.damping)).matrix();
+        auto r = quantizeRowsRtn(w, o.grid, init, &hDamped);
+        QVERIFY(r.ok());
+        QVERIFY(g->codes == r->codes);
+        QVERIFY(g->dequantized == r->dequantized);
+        QVERIFY(g->scales == r->scales);
+        QVERIFY(g->zeros == r->zeros);
+    }
+
+    void blockSizeDoesNotChangeResult_data()
+    {
+        QTest::addColumn<GridInit>("init");
+        QTest::addColumn<int>("groupSize");
+        QTest::addColumn<GroupMode>("mode");
+        QTest::addColumn<bool>("actOrder");
+        for (GridInit init : {GridInit::MinMax, GridInit::Neuqi})
+            for (int g : {-1, 16, 20, 64})
+                for (GroupMode mode : {GroupMode::Dynamic, GroupMode::Static})
+                    for (bool act : {false, true})
+                        QTest::newRow(configName(init, g, mode, act).c_str()) << init << g << mode << act;
+    }
+    void blockSizeDoesNotChangeResult()
+    {
+        QFETCH(GridInit, init);
+        QFETCH(int, groupSize);
+        QFETCH(GroupMode, mode);
+        QFETCH(bool, actOrder);
+        const MatrixXfR w = randomWeights(16, 150, 5u);
+        const Eigen::MatrixXd h = hessianOf(correlatedInputs(400, 150, 6u));
+        GptqOptions o;
+        o.grid = GridSpec{3, groupSize, false};
+        o.init = init;
+        o.groups = mode;
+        o.actOrder = actOrder;
+        o.blockSize = 128;
+        auto ref = quantizeRowsGptq(w, h, o);
+        QVERIFY(ref.ok());
+        for (int b : {1, 7, 32, 150, 1000}) {
+            o.blockSize = b;
+            auto q = quantizeRowsGptq(w, h, o);
+            QVERIFY(q.ok());
+            QVERIFY2(q->codes == ref->codes, qPrintable(QStringLiteral("block %1").arg(b)));
+            QVERIFY(q->groupIndex == ref->groupIndex);
+            QVERIFY(((q->scales - ref->scales).array().abs() <= kBlockTol * ref->scales.array().abs()).all());
+            QVERIFY(((q->dequantized - ref->dequantized).cast<double>().array().abs() <= kBlockTol + 1e-7 * ref->dequantized.cast<double>().array().abs()).all());
+            QVERIFY(std::abs(q->proxyLoss - ref->proxyLoss) <= kBlockTol * ref->proxyLoss);
+        }
+    }
+
+    void ldlqFormMatchesGptqWithStaticGroups()
+    {
+        const int m = 10, n = 96;
+        const MatrixXfR w = randomWeights(m, n, 8u);
+        const Eigen::MatrixXd h = hessianOf(correlatedInputs(300, n, 9u));
+        GptqOptions o;
+        o.grid = GridSpec{3, 32, false};
+        o.groups = GroupMode::Static;
+        auto q = quantizeRowsGptq(w, h, o);
+        QVERIFY(q.ok());
+        Eigen::MatrixXd hd = h;
+        hd.diagonal().array() += hessianDampingLambda(h.diagonal(), o.damping);
+        Eigen::MatrixXd up;
+        Eigen::VectorXd dd;
+        udu(hd, up, dd);
+        // LDLQ: w_hat_j = Q(w_j + sum_{i<j} (w_i - w_hat_i) M_ij) with H = (I+M) D (I+M)^T, M strictly
+        // upper (GPTQ's U = D_U (I+N) gives I+M = (I+N)^-1, so the two forms agree exactly).
+        const Eigen::MatrixXd feedback = up - Eigen::MatrixXd::Identity(n, n);
+        const int levels = gridLevels(3);
+        for (int r = 0; r < m; ++r) {
+            std::vector<double> err(std::size_t(n), 0.0);
+            for (int j = 0; j < n; ++j) {
+                double x = w(r, j);
+                for (int i = 0; i < j; ++i) x += err[std::size_t(i)] * feedback(i, j);
+                const int k = j / 32;
+                const double qv = fakeQuantUniform(x, GroupParams{q->scales(r, k), q->zeros(r, k)}, levels);
+                err[std::size_t(j)] = double(w(r, j)) - qv;
+                QVERIFY2(std::abs(qv - double(q->dequantized(r, j))) <= kLdlqTol + 1e-7 * std::abs(qv),
+                         qPrintable(QStringLiteral("row %1 col %2").arg(r).arg(j)));
+            }
+        }
+    }
+
+    void matchesPlainReference_data()
+    {
+        QTest::addColumn<int>("groupSize");
+        QTest::addColumn<bool>("actOrder");
+        QTest::addColumn<bool>("sym");
+        for (int g : {-1, 16, 24})
+            for (bool act : {false, true})
+                for (bool sym : {false, true})
+                    QTest::addRow("g%d%s%s", g, act ? " act-order" : "", sym ? " sym" : " asym")
+                        << g << act << sym;
+    }
+    void matchesPlainReference()
+    {
+        QFETCH(int, groupSize);
+        QFETCH(bool, actOrder);
+        QFETCH(bool, sym);
+        const MatrixXfR w = randomWeights(12, 100, 21u);
+        const Eigen::MatrixXd h = hessianOf(correlatedInputs(300, 100, 22u));
+        GptqOptions o;
+        o.grid = GridSpec{4, groupSize, sym};
+        o.actOrder = actOrder;
+        o.blockSize = 32;
+        auto q = quantizeRowsGptq(w, h, o);
+        QVERIFY(q.ok());
+        const MatrixXfR ref = plainGptq(w, h, o);
+        const double maxDiff = (q->dequantized - ref).cast<double>().cwiseAbs().maxCoeff();
+        QVERIFY2(maxDiff <= kReferenceTol + 1e-7 * ref.cwiseAbs().maxCoeff(), qPrintable(QString::number(maxDiff)));
+        // The logged proxy loss is the exact GPTQ objective on the damped H.
+        Eigen::MatrixXd hd = h;
+        hd.diagonal().array() += hessianDampingLambda(h.diagonal(), o.damping);
+        const double tr = 0.5 * hessianErrorTrace(w, q->dequantized, hd);
+        QVERIFY2(std::abs(tr - q->proxyLoss) <= kProxyTol * tr, qPrintable(QStringLiteral("%1 vs %2").arg(tr).arg(q->proxyLoss)));
+    }
+
+    void gptqBeatsRtnStatistically()
+    {
+        int wins = 0;
+        const int seeds = 50;
+        for (int s = 0; s < seeds; ++s) {
+            const MatrixXfR w = randomWeights(16, 64, 100u + std::uint32_t(s));
+            const MatrixXfR x = correlatedInputs(256, 64, 200u + std::uint32_t(s));
+            const Eigen::MatrixXd h = hessianOf(x);
+            GptqOptions o;
+            o.grid = GridSpec{3, -1, false};
+            auto g = quantizeRowsGptq(w, h, o);
+            auto r = quantizeRowsRtn(w, o.grid, GridInit::MinMax);
+            QVERIFY(g.ok() && r.ok());
+            if (hessianErrorTrace(w, g->dequantized, h) <= hessianErrorTrace(w, r->dequantized, h)) ++wins;
+        }
+        QVERIFY2(wins >= 48, qPrintable(QStringLiteral("%1/%2").arg(wins).arg(seeds)));
+    }
+
+    void deadInputColumn_data()
+    {
+        QTest::addColumn<GridInit>("init");
+        QTest::addColumn<bool>("actOrder");
+        QTest::newRow("minmax") << GridInit::MinMax << false;
+        QTest::newRow("minmax act-order") << GridInit::MinMax << true;
+        QTest::newRow("neuqi act-order static") << GridInit::Neuqi << true;
+    }
+    void deadInputColumn()
+    {
+        QFETCH(GridInit, init);
+        QFETCH(bool, actOrder);
+        MatrixXfR x = correlatedInputs(200, 48, 31u);
+        x.col(5).setZero();
+        x.col(40).setZero();
+        const Eigen::MatrixXd h = hessianOf(x);
+        const MatrixXfR w = randomWeights(8, 48, 32u);
+        GptqOptions o;
+        o.grid = GridSpec{3, 16, false};
+        o.init = init;
+        o.actOrder = actOrder;
+        o.groups = init == GridInit::Neuqi ? GroupMode::Static : GroupMode::Dynamic;
+        auto q = quantizeRowsGptq(w, h, o);
+        QVERIFY(q.ok());
+        QVERIFY(q->dequantized.allFinite());
+        QVERIFY(std::isfinite(q->proxyLoss));
+        if (init == GridInit::MinMax) { // 0 is on every reference Min-Max grid
+            QVERIFY(q->dequantized.col(5).isZero(0.0));
+            QVERIFY(q->dequantized.col(40).isZero(0.0));
+        }
+    }
+
+    void actOrderEqualsPermutedProblem_data()
+    {
+        QTest::addColumn<int>("groupSize");
+        QTest::newRow("per-channel") << -1;
+        QTest::newRow("dynamic g16") << 16;
+        QTest::newRow("dynamic g20") << 20;
+    }
+    void actOrderEqualsPermutedProblem()
+    {
+        QFETCH(int, groupSize);
+        const int n = 90;
+        const MatrixXfR w = randomWeights(10, n, 41u);
+        const Eigen::MatrixXd h = hessianOf(correlatedInputs(300, n, 42u));
+        std::vector<int> perm(std::size_t(n), 0);
+        std::iota(perm.begin(), perm.end(), 0);
+        std::stable_sort(perm.begin(), perm.end(), [&](int a, int b) { return h(a, a) > h(b, b); });
+        MatrixXfR wp(w.rows(), n);
+        Eigen::MatrixXd hp(n, n);
+        for (int i = 0; i < n; ++i) {
+            wp.col(i) = w.col(perm[std::size_t(i)]);
+            for (int k = 0; k < n; ++k) hp(i, k) = h(perm[std::size_t(i)], perm[std::size_t(k)]);
+        }
+        GptqOptions o;
+        o.grid = GridSpec{3, groupSize, false};
+        o.blockSize = 32;
+        o.actOrder = true;
+        auto a = quantizeRowsGptq(w, h, o);
+        o.actOrder = false;
+        auto b = quantizeRowsGptq(wp, hp, o);
+        QVERIFY(a.ok() && b.ok());
+        for (int i = 0; i < n; ++i) {
+            const int c = perm[std::size_t(i)];
+            QVERIFY(a->codes.col(c) == b->codes.col(i));
+            QVERIFY(a->dequantized.col(c) == b->dequantized.col(i));
+            QCOMPARE(a->groupIndex[std::size_t(c)], b->groupIndex[std::size_t(i)]); // g_idx
+        }
+        QVERIFY(a->scales == b->scales);
+        QCOMPARE(a->proxyLoss, b->proxyLoss);
+    }
+
+    void cancelBetweenBlocksLeavesInputUntouched_data()
+    {
+        QTest::addColumn<GridInit>("init");
+        QTest::addColumn<int>("cancelAfter"); // columns done before cancel is requested; -1: before start
+        QTest::newRow("minmax after first block") << GridInit::MinMax << 32;
+        QTest::newRow("minmax before start") << GridInit::MinMax << -1;
+        QTest::newRow("neuqi after two blocks") << GridInit::Neuqi << 64;
+    }
+    void cancelBetweenBlocksLeavesInputUntouched()
+    {
+        QFETCH(GridInit, init);
+        QFETCH(int, cancelAfter);
+        const MatrixXfR w = randomWeights(8, 128, 51u);
+        const MatrixXfR wCopy = w;
+        const Eigen::MatrixXd h = hessianOf(correlatedInputs(200, 128, 52u));
+        const Eigen::MatrixXd hCopy = h;
+        RunContext ctx;
+        ctx.beginStage("solve", 128);
+        if (cancelAfter < 0) ctx.requestCancel();
+        ctx.setSink([&ctx, cancelAfter](const Progress& p) {
+            if (cancelAfter >= 0 && p.done >= cancelAfter) ctx.requestCancel();
+        });
+        GptqOptions o;
+        o.grid = GridSpec{3, 32, false};
+        o.init = init;
+        o.groups = init == GridInit::Neuqi ? GroupMode::Static : GroupMode::Dynamic;
+        o.blockSize = 32;
+        auto q = quantizeRowsGptq(w, h, o, &ctx);
+        QVERIFY(!q.ok());
+        QCOMPARE(q.error().code, ErrorCode::Cancelled);
+        QCOMPARE(ctx.progress().done, std::int64_t(std::max(cancelAfter, 0)));
+        QVERIFY(w == wCopy);
+        QVERIFY(h == hCopy);
+        RunContext fresh;
+        fresh.beginStage("solve", 128);
+        auto ok = quantizeRowsGptq(w, h, o, &fresh);
+        QVERIFY(ok.ok());
+        QCOMPARE(fresh.progress().done, std::int64_t(128));
+    }
+
+    void choleskyFailureRetriesDamping()
+    {
+        // H = Q diag(1, 1, 1, 1, 1, -e) Q^T: indefinite, mean(diag) = (5 - e)/6. With e = 0.02 one
+        // damping (lambda ~ 0.0083) is not enough, three are.
+        const int n = 6;
+        std::mt19937 rng(61u);
+        std::normal_distribution<double> nd(0.0, 1.0);
+        Eigen::MatrixXd a(n, n);
+        for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j) a(i, j) = nd(rng);
+        const Eigen::MatrixXd qm = a.householderQr().householderQ();
+        Eigen::VectorXd ev = Eigen::VectorXd::Ones(n);
+        ev(n - 1) = -0.02;
+        const Eigen::MatrixXd h = qm * ev.asDiagonal() * qm.transpose();
+        const MatrixXfR w = randomWeights(4, n, 62u);
+        GptqOptions o;
+        o.grid = GridSpec{4, -1, false};
+        auto q = quantizeRowsGptq(w, h, o);
+        QVERIFY(q.ok());
+        const double lambda = hessianDampingLambda(h.diagonal(), 0.01);
+        const int expected = int(std::ceil(0.02 / lambda)) - 1; // extra rounds beyond the first
+        QCOMPARE(q->dampingRetries, expected);
+        QVERIFY(q->dequantized.allFinite());
+
+        ev(n - 1) = -50.0; // hopeless: never positive definite within 10 retries
+        const Eigen::MatrixXd bad = qm * ev.asDiagonal() * qm.transpose();
+        auto f = quantizeRowsGptq(w, bad, o);
+        QVERIFY(!f.ok());
+        QCOMPARE(f.error().code, ErrorCode::NumericalError);
+    }
+
+    void hessianAccumulatorRunningMean()
+    {
+        const MatrixXfR x = correlatedInputs(301, 40, 71u);
+        HessianAccumulator acc(40);
+        QVERIFY(acc.addBatch(x.topRows(100)).ok());
+        QVERIFY(acc.addBatch(x.middleRows(100, 1)).ok());
+        QVERIFY(acc.addBatch(x.bottomRows(200)).ok());
+        QCOMPARE(acc.samples(), std::int64_t(301));
+        const Eigen::MatrixXd xd = x.cast<double>();
+        const Eigen::MatrixXd ref = (2.0 / 301.0) * (xd.transpose() * xd);
+        QVERIFY((acc.hessian() - ref).cwiseAbs().maxCoeff() <= kHessianTol * ref.cwiseAbs().maxCoeff());
+        auto bad = acc.addBatch(MatrixXfR::Zero(3, 39));
+        QVERIFY(!bad.ok());
+        QCOMPARE(bad.error().code, ErrorCode::Shape);
+        QCOMPARE(acc.samples(), std::int64_t(301));
+    }
+
+    void relativeOutputErrorBothForms()
+    {
+        const MatrixXfR x = correlatedInputs(200, 64, 81u);
+        const MatrixXfR w = randomWeights(16, 64, 82u);
+        auto q = quantizeRowsRtn(w, GridSpec{3, 32, false}, GridInit::MinMax);
+        QVERIFY(q.ok());
+        const double direct = relativeOutputError(w, q->dequantized, x);
+        const double viaH = relativeOutputErrorHessian(w, q->dequantized, hessianOf(x, 1.0));
+        QVERIFY(direct > 0.0 && direct < 1.0);
+        QVERIFY(std::abs(direct - viaH) <= 1e-9 * direct);
+        QCOMPARE(relativeOutputError(w, w, x), 0.0);
+    }
+
+    void neuqiGptqFigures()
+    {
+        // Not an assertion of superiority (it is not a theorem after error feedback): logs the
+        // relative output error of GPTQ with Min-Max vs NeUQI init on correlated synthetic data.
+        const MatrixXfR x = correlatedInputs(512, 128, 91u);
+        const Eigen::MatrixXd h = hessianOf(x);
+        const MatrixXfR w = randomWeights(32, 128, 92u);
+        for (int bits : {2, 3, 4})
+            for (int g : {-1, 32}) {
+                GptqOptions mm;
+                mm.grid = GridSpec{bits, g, false};
+                GptqOptions nq = mm;
+                nq.init = GridInit::Neuqi;
+                nq.groups = GroupMode::Static;
+                nq.actOrder = true;
+                auto a = quantizeRowsGptq(w, h, mm);
+                auto b = quantizeRowsGptq(w, h, nq);
+                auto r = quantizeRowsRtn(w, mm.grid, GridInit::MinMax);
+                QVERIFY(a.ok() && b.ok() && r.ok());
+                qInfo("k=%d g=%d rel. output error: RTN %.4f  GPTQ(Min-Max) %.4f  GPTQ(NeUQI, act-order, static) %.4f",
+                      bits, g, relativeOutputError(w, r->dequantized, x), relativeOutputError(w, a->dequantized, x),
+                      relativeOutputError(w, b->dequantized, x));
+            }
+    }
+};
+
+QTEST_GUILESS_MAIN(TestQuantGptq)
+#include "tst_quant_gptq.moc"

@@ -1,0 +1,241 @@
+// Uniform grid basics (METHODS.md §6.2 items 1, 2, rounding, short last group), the reference
+// Min-Max edge cases, bits-per-weight accounting and the method traits table.
+
+#include "quant/gptq.h"
+#include "quant/method_traits.h"
+#include "quant/uniform_grid.h"
+#include "quant_test_util.h"
+
+#include <QTest>
+
+#include <cmath>
+#include <set>
+#include <string>
+
+using namespace qb;
+using namespace qb::quant;
+
+Q_DECLARE_METATYPE(qb::quant::GridInit)
+
+namespace {
+constexpr double kBpwTol = 1e-12;
+} // namespace
+
+class TestQuantGrid : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void codesInRangeIdempotentOnGrid_data()
+    {
+        QTest::addColumn<int>("bits");
+        QTest::addColumn<int>("groupSize");
+        QTest::addColumn<bool>("sym");
+        QTest::addColumn<GridInit>("init");
+        for (int bits : {2, 3, 4, 8})
+            for (int g : {-1, 16, 20})
+                for (bool sym : {false, true})
+                    for (GridInit init : {GridInit::MinMax, GridInit::Neuqi}) {
+                        if (sym && init == GridInit::Neuqi) continue;
+                        QTest::addRow("%dbit g%d %s %s", bits, g, sym ? "sym" : "asym",
+                                      init == GridInit::Neuqi ? "neuqi" : "minmax")
+                            << bits << g << sym << init;
+                    }
+    }
+    void codesInRangeIdempotentOnGrid()
+    {
+        QFETCH(int, bits);
+        QFETCH(int, groupSize);
+        QFETCH(bool, sym);
+        QFETCH(GridInit, init);
+        const MatrixXfR w = test::randomWeights(6, 70, 11u + std::uint32_t(bits));
+        const GridSpec spec{bits, groupSize, sym};
+        auto q = quantizeRowsRtn(w, spec, init);
+        QVERIFY(q.ok());
+        const int levels = gridLevels(bits);
+        for (int r = 0; r < w.rows(); ++r)
+            for (int c = 0; c < w.cols(); ++c) {
+                const int code = q->codes(r, c);
+                QVERIFY(code >= 0 && code < levels);
+                const int g = q->groupIndex[std::size_t(c)];
+                const double expect = q->scales(r, g) * (q->zeros(r, g) + code);
+                QCOMPARE(q->dequantized(r, c), float(expect)); // stored as float of the double grid point
+                QVERIFY(q->scales(r, g) > 0.0);
+            }
+        // Q(Q(w)) = Q(w): requantising the dequantised weights with the same parameters.
+        auto again = quantizeRowsUniform(q->dequantized, bits, q->scales, q->zeros, q->groupIndex);
+        QVERIFY(again.ok());
+        QVERIFY(again->codes == q->codes);
+        QVERIFY(again->dequantized == q->dequantized);
+        QVERIFY(dequantizeRowsUniform(*q) == q->dequantized);
+    }
+
+    void plainMinMaxMapsExtremesToEndCodes_data()
+    {
+        QTest::addColumn<int>("bits");
+        for (int b : {2, 3, 4, 5, 8}) QTest::newRow((std::to_string(b) + " bits").c_str()) << b;
+    }
+    void plainMinMaxMapsExtremesToEndCodes()
+    {
+        QFETCH(int, bits);
+        std::mt19937 rng(7u + std::uint32_t(bits));
+        std::uniform_real_distribution<double> ud(-3.0, 5.0);
+        for (int t = 0; t < 200; ++t) {
+            double w[17];
+            for (double& x : w) x = ud(rng);
+            const GroupParams p = fitGroupMinMaxPlain(w, 17, bits);
+            const auto [lo, hi] = std::minmax_element(w, w + 17);
+            QCOMPARE(quantizeCodeUniform(*lo, p, gridLevels(bits)), 0);
+            QCOMPARE(quantizeCodeUniform(*hi, p, gridLevels(bits)), gridLevels(bits) - 1);
+        }
+    }
+
+    void roundHalfToEven_data()
+    {
+        QTest::addColumn<double>("w");
+        QTest::addColumn<double>("zero");
+        QTest::addColumn<int>("code");
+        // scale 1: w/s is exactly the half-integer.
+        QTest::newRow("0.5 -> 0") << 0.5 << 0.0 << 0;
+        QTest::newRow("1.5 -> 2") << 1.5 << 0.0 << 2;
+        QTest::newRow("2.5 -> 2") << 2.5 << 0.0 << 2;
+        QTest::newRow("3.5 -> 4") << 3.5 << 0.0 << 4;
+        // Integer zero Z = 8 (sym 4-bit): code = round(w/s) + Z, as the reference.
+        QTest::newRow("Z8 -0.5 -> 8") << -0.5 << -8.0 << 8;
+        QTest::newRow("Z8 0.5 -> 8") << 0.5 << -8.0 << 8;
+        QTest::newRow("Z8 1.5 -> 10") << 1.5 << -8.0 << 10;
+        QTest::newRow("Z8 -1.5 -> 6") << -1.5 << -8.0 << 6;
+        // Real zero: code = round(w/s - z).
+        QTest::newRow("z-0.25 2.25 -> 2") << 2.25 << -0.25 << 2;
+        QTest::newRow("z-0.25 0.25 -> 0") << 0.25 << -0.25 << 0;
+    }
+    void roundHalfToEven()
+    {
+        QFETCH(double, w);
+        QFETCH(double, zero);
+        QFETCH(int, code);
+        QCOMPARE(quantizeCodeUniform(w, GroupParams{1.0, zero}, 16), code);
+        QCOMPARE(roundHalfEvenUniform(2.5), 2.0);
+        QCOMPARE(roundHalfEvenUniform(-2.5), -2.0);
+    }
+
+    void shorterLastGroup()
+    {
+        const int cols = 70, g = 32;
+        const MatrixXfR w = test::randomWeights(4, cols, 99u);
+        auto q = quantizeRowsRtn(w, GridSpec{3, g, false}, GridInit::MinMax);
+        QVERIFY(q.ok());
+        QCOMPARE(groupCount(g, cols), 3);
+        QCOMPARE(int(q->scales.cols()), 3);
+        QCOMPARE(q->groupIndex[63], 1);
+        QCOMPARE(q->groupIndex[64], 2);
+        QCOMPARE(q->groupIndex[69], 2);
+        for (int r = 0; r < 4; ++r) {
+            double last[6];
+            for (int c = 0; c < 6; ++c) last[c] = double(w(r, 64 + c));
+            const GroupParams p = fitGroupMinMaxGptq(last, 6, 3, false);
+            QCOMPARE(q->scales(r, 2), p.scale);
+            QCOMPARE(q->zeros(r, 2), p.zero);
+        }
+        QVERIFY(std::abs(bitsPerWeightUniform(4, g, cols, false) - (4.0 + 3.0 * 32.0 / 70.0)) < kBpwTol);
+    }
+
+    void minMaxReferenceEdgeCases_data()
+    {
+        QTest::addColumn<QVector<double>>("w");
+        QTest::addColumn<bool>("sym");
+        QTest::addColumn<double>("scale");
+        QTest::addColumn<double>("zeroPoint"); // integer Z = -z
+        // maxq = 15 (4 bits)
+        QTest::newRow("asym straddling 0") << QVector<double>{-1.0, 2.0} << false << 3.0 / 15 << 5.0;
+        QTest::newRow("asym all positive: range widened to 0") << QVector<double>{1.0, 3.0} << false << 3.0 / 15 << 0.0;
+        QTest::newRow("asym all negative: range widened to 0") << QVector<double>{-3.0, -1.5} << false << 3.0 / 15 << 15.0;
+        QTest::newRow("all zero -> [-1, 1]") << QVector<double>{0.0, 0.0} << false << 2.0 / 15 << 8.0;
+        QTest::newRow("sym straddling") << QVector<double>{-1.0, 3.0} << true << 6.0 / 15 << 8.0;
+        QTest::newRow("sym all positive keeps xmin = 0") << QVector<double>{1.0, 3.0} << true << 3.0 / 15 << 8.0;
+        QTest::newRow("sym all zero") << QVector<double>{0.0, 0.0} << true << 2.0 / 15 << 8.0;
+    }
+    void minMaxReferenceEdgeCases()
+    {
+        QFETCH(QVector<double>, w);
+        QFETCH(bool, sym);
+        QFETCH(double, scale);
+        QFETCH(double, zeroPoint);
+        const GroupParams p = fitGroupMinMaxGptq(w.constData(), int(w.size()), 4, sym);
+        QVERIFY(std::abs(p.scale - scale) < 1e-15);
+        QCOMPARE(-p.zero, zeroPoint);
+    }
+
+    void invalidArguments()
+    {
+        const MatrixXfR w = test::randomWeights(2, 8, 1u);
+        QVERIFY(!quantizeRowsRtn(w, GridSpec{1, -1, false}, GridInit::MinMax).ok());
+        QVERIFY(!quantizeRowsRtn(w, GridSpec{9, -1, false}, GridInit::MinMax).ok());
+        auto r = quantizeRowsRtn(w, GridSpec{4, -1, true}, GridInit::Neuqi);
+        QVERIFY(!r.ok());
+        QCOMPARE(r.error().code, ErrorCode::InvalidArgument);
+    }
+
+    void bitsPerWeight_data()
+    {
+        QTest::addColumn<int>("bits");
+        QTest::addColumn<int>("groupSize");
+        QTest::addColumn<int>("cols");
+        QTest::addColumn<bool>("sym");
+        QTest::addColumn<int>("zeroBits");
+        QTest::addColumn<double>("bpw");
+        QTest::newRow("4 bit g128 sym F16 scale") << 4 << 128 << 4096 << true << 16 << 4.125;
+        QTest::newRow("4 bit g128 asym F16 scale+zero") << 4 << 128 << 4096 << false << 16 << 4.25;
+        QTest::newRow("4 bit g128 asym packed 4-bit zero") << 4 << 128 << 4096 << false << 4 << 4.15625;
+        QTest::newRow("2 bit per-channel asym") << 2 << -1 << 4096 << false << 16 << 2.0 + 32.0 / 4096;
+        QTest::newRow("3 bit g32 asym") << 3 << 32 << 4096 << false << 16 << 4.0;
+        QTest::newRow("4 bit g128 over 11008 cols (86 groups)") << 4 << 128 << 11008 << false << 16 << 4.25;
+        QTest::newRow("4 bit g100 over 250 cols (3 groups)") << 4 << 100 << 250 << false << 16 << 4.0 + 96.0 / 250;
+    }
+    void bitsPerWeight()
+    {
+        QFETCH(int, bits);
+        QFETCH(int, groupSize);
+        QFETCH(int, cols);
+        QFETCH(bool, sym);
+        QFETCH(int, zeroBits);
+        QFETCH(double, bpw);
+        QVERIFY(std::abs(bitsPerWeightUniform(bits, groupSize, cols, sym, 16, zeroBits) - bpw) < kBpwTol);
+    }
+
+    void traitsTableIsIndexedAndConsistent()
+    {
+        const auto all = allMethodTraits();
+        QCOMPARE(int(all.size()), 3);
+        std::set<std::string_view> ids;
+        for (std::size_t i = 0; i < all.size(); ++i) {
+            const MethodTraits& t = all[i];
+            QCOMPARE(std::size_t(t.method), i);
+            QCOMPARE(&methodTraits(t.method), &t);
+            QVERIFY(!t.name.empty() && !t.description.empty());
+            QVERIFY(ids.insert(t.id).second);
+            QCOMPARE(methodFromId(t.id), std::optional<Method>(t.method));
+            for (const MethodParam& p : t.params) {
+                QVERIFY2(p.defaultValue >= p.minValue && p.defaultValue <= p.maxValue, p.key.data());
+                QVERIFY(!p.label.empty() && !p.help.empty());
+            }
+        }
+        QVERIFY(!methodFromId("nope"));
+        const GptqOptions neuqi = defaultGptqOptions(Method::Neuqi);
+        QCOMPARE(neuqi.init, GridInit::Neuqi);
+        QVERIFY(neuqi.actOrder);
+        QCOMPARE(neuqi.groups, GroupMode::Static);
+        QCOMPARE(neuqi.blockSize, 128);
+        QCOMPARE(neuqi.damping, 0.01);
+        QVERIFY(!methodTraits(Method::Neuqi).supportsSym);
+        const GptqOptions gptq = defaultGptqOptions(Method::Gptq);
+        QCOMPARE(gptq.init, GridInit::MinMax);
+        QCOMPARE(gptq.grid.bits, 4);
+        QCOMPARE(gptq.grid.groupSize, 128);
+        QVERIFY(!gptq.actOrder);
+        QCOMPARE(gptq.groups, GroupMode::Dynamic);
+        QVERIFY(methodTraits(Method::Gptq).needsHessian);
+        QVERIFY(!methodTraits(Method::Rtn).needsHessian);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestQuantGrid)
+#include "tst_quant_grid.moc"

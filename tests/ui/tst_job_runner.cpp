@@ -1,0 +1,106 @@
+// JobRunner: results arrive as snapshots, progress is forwarded and throttled, cancel reaches
+// the job through RunContext, errors and exceptions become outcomes, and the destructor waits.
+
+#include "tasks/job_runner.h"
+
+#include <QFutureWatcher>
+#include <QSignalSpy>
+#include <QTest>
+
+#include <atomic>
+#include <thread>
+
+using namespace qb;
+using namespace qb::ui;
+
+class TestJobRunner : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void deliversValue()
+    {
+        JobRunner runner;
+        auto f = runner.run<int>([](RunContext& ctx) -> Result<int> {
+            ctx.beginStage("sum", 10);
+            int s = 0;
+            for (int i = 0; i < 10; ++i) {
+                s += i;
+                ctx.advance();
+            }
+            return s;
+        });
+        QFutureWatcher<JobOutcome<int>> w;
+        QSignalSpy done(&w, &QFutureWatcherBase::finished);
+        w.setFuture(f);
+        QVERIFY(done.wait(10000));
+        QVERIFY(!w.isCanceled());
+        QVERIFY(w.result().ok());
+        QCOMPARE(*w.result().value, 45);
+        QCOMPARE(w.progressMaximum(), 1000);
+        QCOMPARE(w.progressValue(), 1000);
+        QCOMPARE(w.progressText(), QStringLiteral("sum"));
+    }
+    void deliversErrorAndException()
+    {
+        JobRunner runner;
+        auto f1 = runner.run<int>([](RunContext&) -> Result<int> {
+            return makeError(ErrorCode::Format, "bad bytes", "x.gguf");
+        });
+        f1.waitForFinished();
+        QVERIFY(!f1.result().ok());
+        QCOMPARE(f1.result().error->toString(), std::string("bad bytes (x.gguf)"));
+        auto f2 = runner.run<int>([](RunContext&) -> Result<int> { throw std::runtime_error("boom"); });
+        f2.waitForFinished();
+        QCOMPARE(f2.result().error->message, std::string("boom"));
+    }
+    void cancelReachesJob()
+    {
+        JobRunner runner;
+        std::atomic<bool> started{false};
+        auto f = runner.track(runner.run<int>([&](RunContext& ctx) -> Result<int> {
+            ctx.beginStage("spin", 0);
+            started = true;
+            while (!ctx.isCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            return RunContext::cancelledError("spin");
+        }));
+        QTRY_VERIFY(started.load());
+        QFutureWatcher<JobOutcome<int>> w;
+        QSignalSpy done(&w, &QFutureWatcherBase::finished);
+        w.setFuture(f);
+        f.cancel();
+        QVERIFY(done.count() == 1 || done.wait(10000));
+        QVERIFY(w.isCanceled());
+    }
+    void progressIsThrottled()
+    {
+        ProgressThrottle t(100);
+        Progress p{"calibrate", "", 0, 1000};
+        int updates = 0;
+        for (int i = 0; i < 1000; ++i) {
+            p.done = i;
+            if (t.update(p)) ++updates;
+        }
+        QVERIFY2(updates <= 3, qPrintable(QString::number(updates))); // a burst: first (+ maybe one)
+        p.done = 1000;
+        QVERIFY(t.update(p).has_value()); // the final 100 % always passes
+        p.stage = "evaluate";
+        p.done = 1;
+        QVERIFY(t.update(p).has_value()); // a stage change always passes
+    }
+    void destructorCancelsAndWaits()
+    {
+        std::atomic<bool> finished{false};
+        {
+            JobRunner runner;
+            runner.track(runner.run<int>([&](RunContext& ctx) -> Result<int> {
+                while (!ctx.isCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                finished = true;
+                return 0;
+            }));
+            QTest::qWait(20);
+        }
+        QVERIFY(finished.load());
+    }
+};
+
+QTEST_GUILESS_MAIN(TestJobRunner)
+#include "tst_job_runner.moc"

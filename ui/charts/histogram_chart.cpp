@@ -1,0 +1,116 @@
+#include "charts/histogram_chart.h"
+
+#include <QLineSeries>
+#include <QLogValueAxis>
+#include <QValueAxis>
+
+#include <algorithm>
+
+namespace qb::ui {
+
+HistogramChart::HistogramChart(const QString& title, const QString& xTitle, QWidget* parent)
+    : QChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_yLinear(new QValueAxis),
+      m_yLog(new QLogValueAxis)
+{
+    setRenderHint(QPainter::Antialiasing);
+    auto* c = chart();
+    c->setTitle(title);
+    c->legend()->hide();
+    c->addSeries(m_series);
+    m_x->setTitleText(xTitle);
+    m_yLinear->setTitleText(tr("count"));
+    m_yLog->setTitleText(tr("count (log)"));
+    m_yLog->setBase(10);
+    m_yLog->setLabelFormat(QStringLiteral("%g"));
+    m_yLinear->setLabelFormat(QStringLiteral("%d"));
+    c->addAxis(m_x, Qt::AlignBottom);
+    c->addAxis(m_yLinear, Qt::AlignLeft);
+    m_series->attachAxis(m_x);
+    m_series->attachAxis(m_yLinear);
+    setMinimumHeight(220);
+}
+
+void HistogramChart::setHistogram(const eval::Histogram& h)
+{
+    m_hist = h;
+    rebuild();
+}
+
+void HistogramChart::setLogCounts(bool on)
+{
+    if (on == m_log) return;
+    m_log = on;
+    auto* c = chart();
+    QAbstractAxis* from = on ? static_cast<QAbstractAxis*>(m_yLinear) : m_yLog;
+    QAbstractAxis* to = on ? static_cast<QAbstractAxis*>(m_yLog) : m_yLinear;
+    m_series->detachAxis(from);
+    c->removeAxis(from);
+    c->addAxis(to, Qt::AlignLeft);
+    m_series->attachAxis(to);
+    rebuild();
+}
+
+std::vector<double> HistogramChart::plottedCounts() const
+{
+    // Two points per bin (left and right edge at the bin's height).
+    std::vector<double> out;
+    const auto pts = m_series->points();
+    for (qsizetype i = 0; i + 1 < pts.size(); i += 2) out.push_back(pts[i].y());
+    return out;
+}
+
+void HistogramChart::rebuild()
+{
+    QList<QPointF> pts;
+    pts.reserve(qsizetype(m_hist.counts.size() * 2));
+    const double floorLog = 0.5; // zero counts cannot sit on a log axis
+    double maxCount = 1;
+    for (std::size_t i = 0; i < m_hist.counts.size(); ++i) {
+        const double x0 = m_hist.lo + double(i) * m_hist.binWidth();
+        const double x1 = x0 + m_hist.binWidth();
+        double y = double(m_hist.counts[i]);
+        if (m_log) y = std::max(y, floorLog);
+        maxCount = std::max(maxCount, y);
+        pts.append({x0, y});
+        pts.append({x1, y});
+    }
+    m_series->replace(pts); // one call, never point by point
+    if (!m_hist.counts.empty()) m_x->setRange(m_hist.lo, m_hist.hi);
+    if (m_log) m_yLog->setRange(floorLog, maxCount * 1.5);
+    else m_yLinear->setRange(0, maxCount * 1.05);
+}
+
+ChannelChart::ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle,
+                           QWidget* parent)
+    : QChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_y(new QValueAxis)
+{
+    setRenderHint(QPainter::Antialiasing);
+    auto* c = chart();
+    c->setTitle(title);
+    c->legend()->hide();
+    c->addSeries(m_series);
+    m_x->setTitleText(xTitle);
+    m_x->setLabelFormat(QStringLiteral("%d"));
+    m_y->setTitleText(yTitle);
+    c->addAxis(m_x, Qt::AlignBottom);
+    c->addAxis(m_y, Qt::AlignLeft);
+    m_series->attachAxis(m_x);
+    m_series->attachAxis(m_y);
+    setMinimumHeight(180);
+}
+
+void ChannelChart::setValues(const std::vector<float>& values)
+{
+    QList<QPointF> pts;
+    pts.reserve(qsizetype(values.size()));
+    float maxV = 0;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        pts.append({double(i), double(values[i])});
+        maxV = std::max(maxV, values[i]);
+    }
+    m_series->replace(pts);
+    m_x->setRange(0, std::max<double>(1, double(values.size()) - 1));
+    m_y->setRange(0, maxV > 0 ? double(maxV) * 1.05 : 1.0);
+}
+
+} // namespace qb::ui

@@ -1,0 +1,105 @@
+#pragma once
+// JobRunner: the only bridge between the GUI thread and core jobs.
+//
+// A job is a callable `Result<T>(RunContext&)` from core/pipeline. run() starts it on the
+// runner's private QThreadPool through QtConcurrent::run in run-with-promise mode and returns a
+// QFuture<JobOutcome<T>>. RunContext progress is forwarded to the promise (progress range and
+// "stage: detail" text), throttled to about 10 updates per second; cancelling the future
+// (QFuture::cancel) is seen by the job through RunContext::isCancelled() at its next chunk.
+// The outcome carries either an immutable snapshot (shared_ptr<const T>) or the Error.
+// Widgets observe the future with a QFutureWatcher; their finished handler checks isCanceled()
+// first. The destructor cancels every running job and waits for the pool.
+
+#include "base/result.h"
+#include "base/run_context.h"
+
+#include <QElapsedTimer>
+#include <QFuture>
+#include <QMutex>
+#include <QObject>
+#include <QPromise>
+#include <QThreadPool>
+#include <QtConcurrent/QtConcurrentRun>
+
+#include <functional>
+#include <memory>
+#include <optional>
+
+namespace qb::ui {
+
+template <typename T> struct JobOutcome {
+    std::shared_ptr<const T> value; // set on success
+    std::optional<Error> error;     // set on failure (ErrorCode::Cancelled when cancelled)
+    bool ok() const { return value != nullptr; }
+};
+
+// Thins RunContext progress out to at most one update every `intervalMs` (always passing the
+// final 100 % and every stage change), as permille plus "stage: detail" text.
+class ProgressThrottle {
+public:
+    struct Update {
+        int range; // 0 = unknown total (busy indicator), else 1000
+        int value; // permille
+        QString text;
+    };
+    explicit ProgressThrottle(int intervalMs = 100);
+    std::optional<Update> update(const Progress& p);
+
+private:
+    QMutex m_mutex;
+    QElapsedTimer m_clock;
+    qint64 m_lastMs = -1;
+    std::string m_lastStage;
+    int m_intervalMs;
+};
+
+class JobRunner : public QObject {
+    Q_OBJECT
+public:
+    explicit JobRunner(QObject* parent = nullptr);
+    ~JobRunner() override;
+
+    template <typename T>
+    QFuture<JobOutcome<T>> run(std::function<Result<T>(RunContext&)> job)
+    {
+        return QtConcurrent::run(&m_pool, [job = std::move(job)](QPromise<JobOutcome<T>>& promise) {
+            RunContext ctx;
+            auto throttle = std::make_shared<ProgressThrottle>();
+            ctx.setSink([throttle, &promise](const Progress& p) {
+                if (auto u = throttle->update(p)) {
+                    promise.setProgressRange(0, u->range); // also resets the value
+                    promise.setProgressValueAndText(u->value, u->text);
+                }
+            });
+            ctx.setCancelSource([&promise] { return promise.isCanceled(); });
+            JobOutcome<T> out;
+            try {
+                Result<T> r = job(ctx);
+                if (r.ok()) out.value = std::make_shared<const T>(std::move(r).value());
+                else out.error = r.error();
+            } catch (const std::bad_alloc&) {
+                out.error = makeError(ErrorCode::OutOfMemory, "out of memory");
+            } catch (const std::exception& e) {
+                out.error = makeError(ErrorCode::Internal, e.what());
+            }
+            promise.addResult(std::move(out));
+        });
+    }
+
+    // Cancels every job still running and blocks until the pool is idle.
+    void cancelAllAndWait();
+    QThreadPool* pool() { return &m_pool; }
+
+    // Registers a future so that cancelAllAndWait() and the destructor can cancel it.
+    template <typename T> QFuture<T> track(QFuture<T> f)
+    {
+        m_cancellers.push_back([f]() mutable { f.cancel(); });
+        return f;
+    }
+
+private:
+    QThreadPool m_pool;
+    std::vector<std::function<void()>> m_cancellers;
+};
+
+} // namespace qb::ui

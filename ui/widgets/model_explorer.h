@@ -1,0 +1,42 @@
+#pragma once
+// ModelExplorer: the tree of decoder layers and tensors with a search box. Sorting and
+// filtering go through a QSortFilterProxyModel (recursive: a matching tensor keeps its layer).
+
+#include "io/checkpoint.h"
+
+#include <QWidget>
+
+#include <memory>
+
+class QLineEdit;
+class QSortFilterProxyModel;
+class QTreeView;
+
+namespace qb::ui {
+
+class TensorTreeModel;
+
+class ModelExplorer : public QWidget {
+    Q_OBJECT
+public:
+    explicit ModelExplorer(QWidget* parent = nullptr);
+
+    void setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
+    TensorTreeModel* sourceModel() const { return m_model; }
+    QSortFilterProxyModel* proxyModel() const { return m_proxy; }
+    QTreeView* view() const { return m_view; }
+    QLineEdit* filterEdit() const { return m_filter; }
+    QString selectedTensor() const;
+    bool selectTensor(const QString& name);
+
+Q_SIGNALS:
+    void tensorSelected(const QString& name);
+
+private:
+    TensorTreeModel* m_model;
+    QSortFilterProxyModel* m_proxy;
+    QTreeView* m_view;
+    QLineEdit* m_filter;
+};
+
+} // namespace qb::ui
