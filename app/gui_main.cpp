@@ -1,6 +1,8 @@
 // quantbench: the workbench window. Wiring only.
 
 #include "widgets/main_window.h"
+#include "widgets/model_explorer.h"
+#include "widgets/weights_panel.h"
 
 #include <QApplication>
 #include <QCommandLineParser>
@@ -24,6 +26,10 @@ int main(int argc, char** argv)
                             QStringLiteral("Render the window into a PNG file and exit."),
                             QStringLiteral("png"));
     parser.addOption(grab);
+    QCommandLineOption tensor(QStringLiteral("tensor"),
+                              QStringLiteral("Select this tensor after the model opens."),
+                              QStringLiteral("name"));
+    parser.addOption(tensor);
     parser.addPositionalArgument(QStringLiteral("model"),
                                  QStringLiteral("Model to open (default: the bundled demo model)."));
     parser.process(app);
@@ -40,6 +46,12 @@ int main(int argc, char** argv)
             QObject::connect(&w, &qb::ui::MainWindow::modelLoadFailed, &loop, &QEventLoop::quit);
             w.openModel(model);
             loop.exec();
+            if (parser.isSet(tensor)) {
+                QEventLoop statsLoop;
+                QObject::connect(w.weightsPanel(), &qb::ui::WeightsPanel::statsReady, &statsLoop,
+                                 &QEventLoop::quit);
+                if (w.explorer()->selectTensor(parser.value(tensor))) statsLoop.exec();
+            }
         }
         const QString out = parser.value(grab);
         const bool ok = w.grab().save(out);
@@ -47,6 +59,13 @@ int main(int argc, char** argv)
                      qPrintable(out));
         return ok ? 0 : 1;
     }
-    if (!model.isEmpty()) w.openModel(model);
+    if (!model.isEmpty()) {
+        if (parser.isSet(tensor)) {
+            const QString name = parser.value(tensor);
+            QObject::connect(&w, &qb::ui::MainWindow::modelLoaded, &w,
+                             [&w, name] { w.explorer()->selectTensor(name); });
+        }
+        w.openModel(model);
+    }
     return app.exec();
 }

@@ -56,7 +56,7 @@ if [[ $WITH_TESTS == 1 ]]; then
         echo "==> installing npm test references into $NPM_DIR"
         mkdir -p "$NPM_DIR"
         cp "$ROOT/tests/node/package.json" "$NPM_DIR/package.json"
-        (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error)
+        (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error --omit=optional)
     else
         echo "==> npm test references: present"
     fi

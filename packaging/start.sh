@@ -9,7 +9,8 @@ BUILD_DIR="${QB_BUILD_DIR:-$ROOT/build}"
 DEMO="$ROOT/resources/demo"
 if [[ -n "${DISPLAY:-}" || -n "${WAYLAND_DISPLAY:-}" ]]; then
     echo "==> starting the workbench on $DEMO"
-    exec "$BUILD_DIR/app/quantbench" "$@"
+    if (($#)); then exec "$BUILD_DIR/app/quantbench" "$@"; fi
+    exec "$BUILD_DIR/app/quantbench" "$DEMO"
 fi
 
 CLI="$BUILD_DIR/app/quantbench-cli"
@@ -20,7 +21,8 @@ run "$CLI" --version
 if [[ -f "$DEMO/config.json" ]]; then
     run "$CLI" info "$DEMO"
     run "$CLI" eval "$DEMO" --text "$DEMO/eval.txt" --ctx 128
+    run "$CLI" bench "$DEMO" --ctx 128
 fi
-QT_QPA_PLATFORM=offscreen "$BUILD_DIR/app/quantbench" --grab "$BUILD_DIR/quantbench-window.png" 2>/dev/null
+QT_QPA_PLATFORM=offscreen "$BUILD_DIR/app/quantbench" "$DEMO" --grab "$BUILD_DIR/quantbench-window.png" 2>/dev/null
 echo
 echo "==> rendered the workbench window offscreen into $BUILD_DIR/quantbench-window.png"

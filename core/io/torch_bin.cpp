@@ -4,13 +4,18 @@
 //   <p>/data.pkl      pickle of the state_dict (OrderedDict name -> tensor)
 //   <p>/data/<key>    raw little-endian bytes of storage <key>
 //   <p>/byteorder     "little" (absent before torch 2.1: little)
-// The central directory lists members; each member's data offset is taken from its LOCAL header
+// QuaZip opens the archive and reads data.pkl (verifying its CRC-32). Tensor storages are taken
+// straight from the memory mapping, never copied: our own parse of the central directory finds
+// each member, and its data offset is taken from its LOCAL header
 // (30 + name length + extra length), because torch pads the local extra field to align data to
 // 64 bytes and the central copy of that field differs. Compressed members are refused.
 
 #include "io/torch_bin.h"
 
 #include "io/pickle.h"
+
+#include <quazip.h>
+#include <quazipfile.h>
 
 #include <algorithm>
 #include <cstring>
@@ -123,6 +128,32 @@ Result<Zip> readZip(const ByteRange& all, const std::string& path)
     return zip;
 }
 
+// Reads one (small) member through QuaZip, which inflates it if needed and verifies its CRC-32,
+// so a corrupted pickle is reported as such instead of as a confusing opcode error.
+Result<ByteRange> readMemberWithQuaZip(const std::string& path, const std::string& name)
+{
+    QuaZip zip(QString::fromStdString(path));
+    if (!zip.open(QuaZip::mdUnzip))
+        return makeError(ErrorCode::Format,
+                         "cannot open zip archive (QuaZip error " +
+                             std::to_string(zip.getZipError()) + ")",
+                         path);
+    if (!zip.setCurrentFile(QString::fromStdString(name)))
+        return makeError(ErrorCode::Format, "archive member " + name + " is missing", path);
+    QuaZipFile f(&zip);
+    if (!f.open(QIODevice::ReadOnly))
+        return makeError(ErrorCode::Format, "cannot read archive member " + name, path);
+    const QByteArray bytes = f.readAll();
+    f.close();
+    if (f.getZipError() != 0) // UNZ_CRCERROR and friends are reported on close
+        return makeError(ErrorCode::Format,
+                         "archive member " + name + " is corrupt (CRC mismatch or truncated)",
+                         path);
+    auto owned = MappedFile::fromBytes(std::vector<std::uint8_t>(bytes.begin(), bytes.end()),
+                                       path + ":" + name);
+    return ByteRange(owned);
+}
+
 bool isContiguous(const detail::PickleValue& t)
 {
     std::int64_t expect = 1;
@@ -171,7 +202,8 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
         if (bo->view().substr(0, 6) != "little")
             return makeError(ErrorCode::Unsupported, "big-endian torch checkpoint", path);
     }
-    QB_TRY(pkl, member("data.pkl"));
+    QB_TRY_STATUS(member("data.pkl")); // present and stored
+    QB_TRY(pkl, readMemberWithQuaZip(path, prefix + "data.pkl"));
     QB_TRY(root, detail::unpickleTorch(*pkl, path + ": " + prefix + "data.pkl"));
     PickleRef dict = *root;
     // Some training scripts wrap the weights: {"state_dict": {...}} or {"model": {...}}.

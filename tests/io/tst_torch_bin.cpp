@@ -234,6 +234,22 @@ private Q_SLOTS:
         QVERIFY2(r.error().toString().find("is compressed") != std::string::npos,
                  r.error().toString().c_str());
     }
+    void corruptPickleFailsCrcCheck()
+    {
+        QFile f(QString::fromStdString(kFixtures + "llama_f16.bin"));
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        QByteArray all = f.readAll();
+        // The pickle's first bytes after PROTO 2 ("\x80\x02"): flip one inside the member data.
+        const qsizetype at = all.indexOf(QByteArray("\x80\x02", 2));
+        QVERIFY(at > 0);
+        all[at + 5] = char(all[at + 5] ^ 0x01);
+        const auto path = m_dir.filePath("crc.bin").toStdString();
+        qbtest::writeFile(path, all.toStdString());
+        auto r = io::readTorchBinFile(path);
+        QVERIFY(!r.ok());
+        QVERIFY2(r.error().toString().find("corrupt") != std::string::npos,
+                 r.error().toString().c_str());
+    }
     void badPickle()
     {
         const auto path = m_dir.filePath("bad.pkl").toStdString();

@@ -118,7 +118,11 @@ QVariant TensorTreeModel::data(const QModelIndex& index, int role) const
     switch (role) {
     case Qt::DisplayRole:
         switch (index.column()) {
-        case NameColumn: return QString::fromStdString(t.name);
+        case NameColumn: {
+            // Under "Layer N" the "model.layers.N." prefix is implied by the group.
+            static const QRegularExpression prefix(QStringLiteral("^model\\.layers\\.\\d+\\."));
+            return QString::fromStdString(t.name).remove(prefix);
+        }
         case ShapeColumn: return QString::fromStdString(t.shapeString());
         case DTypeColumn:
             return t.ggmlType >= 0 ? QStringLiteral("ggml:%1").arg(t.ggmlType)

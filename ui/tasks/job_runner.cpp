@@ -2,6 +2,12 @@
 
 #include <QMutexLocker>
 
+#ifdef Q_OS_LINUX
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace qb::ui {
 
 ProgressThrottle::ProgressThrottle(int intervalMs) : m_intervalMs(intervalMs)
@@ -24,6 +30,19 @@ std::optional<ProgressThrottle::Update> ProgressThrottle::update(const Progress&
     u.text = QString::fromStdString(p.stage);
     if (!p.detail.empty()) u.text += QStringLiteral(": ") + QString::fromStdString(p.detail);
     return u;
+}
+
+void lowerWorkerPriority()
+{
+    thread_local bool done = false;
+    if (done) return;
+    done = true;
+#ifdef Q_OS_LINUX
+    // Linux nice values are per thread and inherited by threads created afterwards.
+    const auto tid = id_t(::syscall(SYS_gettid));
+    const int current = ::getpriority(PRIO_PROCESS, tid);
+    if (current < 5) ::setpriority(PRIO_PROCESS, tid, 5);
+#endif
 }
 
 JobRunner::JobRunner(QObject* parent) : QObject(parent)

@@ -53,6 +53,11 @@ private:
     int m_intervalMs;
 };
 
+// Gives the calling worker thread (and every thread it creates later, such as its OpenMP team)
+// a lower scheduling priority than the GUI thread (nice +5 on Linux), so that numeric jobs on
+// all cores never starve the event loop. Idempotent per thread.
+void lowerWorkerPriority();
+
 class JobRunner : public QObject {
     Q_OBJECT
 public:
@@ -63,6 +68,7 @@ public:
     QFuture<JobOutcome<T>> run(std::function<Result<T>(RunContext&)> job)
     {
         return QtConcurrent::run(&m_pool, [job = std::move(job)](QPromise<JobOutcome<T>>& promise) {
+            lowerWorkerPriority();
             RunContext ctx;
             auto throttle = std::make_shared<ProgressThrottle>();
             ctx.setSink([throttle, &promise](const Progress& p) {

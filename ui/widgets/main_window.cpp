@@ -2,7 +2,9 @@
 
 #include "models/tensor_tree_model.h"
 #include "tasks/job_runner.h"
+#include "widgets/activations_panel.h"
 #include "widgets/job_status.h"
+#include "widgets/perplexity_panel.h"
 #include "widgets/model_explorer.h"
 #include "widgets/weights_panel.h"
 
@@ -37,9 +39,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_runner(new JobR
     setWindowIcon(QIcon(QStringLiteral(":/quantbench/icon.png")));
     setAcceptDrops(true);
     resize(1280, 800);
+    m_jobStatus = new JobStatus(this);
     createPanels();
     createMenus();
-    m_jobStatus = new JobStatus(this);
     statusBar()->addPermanentWidget(m_jobStatus);
     m_statusModel = new QLabel(tr("No model loaded"), this);
     m_statusModel->setObjectName(QStringLiteral("statusModel"));
@@ -85,8 +87,14 @@ void MainWindow::createPanels()
     m_tabs->setObjectName(QStringLiteral("viewTabs"));
     m_weights = new WeightsPanel(m_runner, m_tabs);
     m_tabs->addTab(m_weights, tr("Weights"));
-    m_tabs->addTab(placeholder(tr("Run calibration to see activation statistics.")),
-                   tr("Activations"));
+    m_activations = new ActivationsPanel(m_runner, m_jobStatus, m_tabs);
+    m_tabs->addTab(m_activations, tr("Activations"));
+    connect(m_weights, &WeightsPanel::statsReady, m_activations, [this](const QString& tensor) {
+        if (auto snap = m_weights->snapshot()) m_activations->setWeightChannelMax(tensor, snap->stats.colMaxAbs);
+    });
+    connect(m_activations, &ActivationsPanel::calibrationFinished, this, [this](bool ok, const QString& msg) {
+        statusBar()->showMessage(ok ? tr("Calibration done: %1").arg(msg) : tr("Calibration: %1").arg(msg), 8000);
+    });
     m_tabs->addTab(placeholder(tr("Per-layer plan, quantization runs and errors appear here.")),
                    tr("Quantization"));
     setCentralWidget(m_tabs);
@@ -96,14 +104,19 @@ void MainWindow::createPanels()
     m_explorer = new ModelExplorer(m_explorerDock);
     m_explorerDock->setWidget(m_explorer);
     connect(m_explorer, &ModelExplorer::tensorSelected, m_weights, &WeightsPanel::showTensor);
+    connect(m_explorer, &ModelExplorer::tensorSelected, m_activations, &ActivationsPanel::showTensor);
     addDockWidget(Qt::LeftDockWidgetArea, m_explorerDock);
 
     m_historyDock = new QDockWidget(tr("Run history"), this);
     m_historyDock->setObjectName(QStringLiteral("historyDock"));
-    m_historyDock->setWidget(placeholder(tr("Perplexity and quantization runs are listed here.")));
+    m_perplexity = new PerplexityPanel(m_runner, m_jobStatus, m_historyDock);
+    m_historyDock->setWidget(m_perplexity);
+    connect(m_perplexity, &PerplexityPanel::evaluationFinished, this, [this](bool ok, const QString& msg) {
+        statusBar()->showMessage(ok ? tr("Perplexity: %1").arg(msg) : tr("Evaluation: %1").arg(msg), 8000);
+    });
     addDockWidget(Qt::BottomDockWidgetArea, m_historyDock);
     resizeDocks({m_explorerDock}, {520}, Qt::Horizontal);
-    resizeDocks({m_historyDock}, {180}, Qt::Vertical);
+    resizeDocks({m_historyDock}, {200}, Qt::Vertical);
 }
 
 void MainWindow::createMenus()
@@ -135,6 +148,23 @@ void MainWindow::createMenus()
     view->setObjectName(QStringLiteral("menuView"));
     view->addAction(m_explorerDock->toggleViewAction());
     view->addAction(m_historyDock->toggleViewAction());
+
+    QMenu* tools = menuBar()->addMenu(tr("&Tools"));
+    tools->setObjectName(QStringLiteral("menuTools"));
+    QAction* calibrate = tools->addAction(tr("Run &Calibration"));
+    calibrate->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_K));
+    calibrate->setObjectName(QStringLiteral("actionCalibrate"));
+    connect(calibrate, &QAction::triggered, this, [this] {
+        m_tabs->setCurrentWidget(m_activations);
+        m_activations->startCalibration();
+    });
+    QAction* evaluate = tools->addAction(tr("&Evaluate Perplexity"));
+    evaluate->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+    evaluate->setObjectName(QStringLiteral("actionEvaluate"));
+    connect(evaluate, &QAction::triggered, this, [this] {
+        m_historyDock->show();
+        m_perplexity->startEvaluation();
+    });
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     help->setObjectName(QStringLiteral("menuHelp"));
@@ -221,6 +251,8 @@ void MainWindow::showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint
 {
     m_checkpoint = std::move(checkpoint);
     m_weights->setCheckpoint(m_checkpoint);
+    m_activations->setCheckpoint(m_checkpoint);
+    m_perplexity->setCheckpoint(m_checkpoint);
     m_explorer->setCheckpoint(m_checkpoint);
     m_statusModel->setText(statusSummary());
     setWindowTitle(QStringLiteral("Quantbench - %1").arg(QFileInfo(QString::fromStdString(m_checkpoint->path)).fileName()));

@@ -20,6 +20,8 @@ class JobRunner;
 class JobStatus;
 class ModelExplorer;
 class WeightsPanel;
+class ActivationsPanel;
+class PerplexityPanel;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -33,6 +35,8 @@ public:
     QAction* aboutAction() const { return m_aboutAction; }
     ModelExplorer* explorer() const { return m_explorer; }
     WeightsPanel* weightsPanel() const { return m_weights; }
+    ActivationsPanel* activationsPanel() const { return m_activations; }
+    PerplexityPanel* perplexityPanel() const { return m_perplexity; }
     JobStatus* jobStatus() const { return m_jobStatus; }
     std::shared_ptr<const io::Checkpoint> checkpoint() const { return m_checkpoint; }
     QString statusSummary() const;
@@ -77,6 +81,8 @@ private:
     JobStatus* m_jobStatus = nullptr;
     ModelExplorer* m_explorer = nullptr;
     WeightsPanel* m_weights = nullptr;
+    ActivationsPanel* m_activations = nullptr;
+    PerplexityPanel* m_perplexity = nullptr;
     std::shared_ptr<const io::Checkpoint> m_checkpoint;
 };
 

@@ -21,6 +21,7 @@ ModelExplorer::ModelExplorer(QWidget* parent)
     m_proxy->setRecursiveFilteringEnabled(true);
     m_proxy->setFilterCaseSensitivity(Qt::CaseInsensitive);
     m_proxy->setFilterKeyColumn(TensorTreeModel::NameColumn);
+    m_proxy->setFilterRole(TensorTreeModel::TensorNameRole); // match full HF names
     m_proxy->setSortRole(TensorTreeModel::SortRole);
     m_view->setModel(m_proxy);
     m_view->setObjectName(QStringLiteral("explorerTree"));

@@ -1,0 +1,387 @@
+#include "export/gguf_export.h"
+
+#include "export/ggml_quantize.h"
+#include "export/gguf_writer.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <numbers>
+#include <regex>
+#include <set>
+#include <sstream>
+
+namespace qb::exporting {
+
+using io::GgmlType;
+
+std::string hfToGgufName(const std::string& hf)
+{
+    if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+    if (hf == "model.norm.weight") return "output_norm.weight";
+    if (hf == "lm_head.weight") return "output.weight";
+    static const std::regex kLayer(R"(model\.layers\.(\d+)\.(.+)\.(weight|bias))");
+    std::smatch m;
+    if (!std::regex_match(hf, m, kLayer)) return {};
+    static const std::pair<const char*, const char*> kMap[] = {
+        {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
+        {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
+        {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
+        {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},
+        {"mlp.down_proj", "ffn_down"}};
+    for (const auto& [h, g] : kMap)
+        if (m[2] == h) return "blk." + m[1].str() + "." + g + "." + m[3].str();
+    return {};
+}
+
+std::vector<std::int64_t> llamaRopePermutation(std::int64_t heads, std::int64_t d)
+{
+    std::vector<std::int64_t> src(std::size_t(heads * d));
+    for (std::int64_t h = 0; h < heads; ++h)
+        for (std::int64_t i = 0; i < d / 2; ++i)
+            for (std::int64_t a = 0; a < 2; ++a)
+                src[std::size_t(h * d + 2 * i + a)] = h * d + a * (d / 2) + i;
+    return src;
+}
+
+bool GgufExportReport::allExact() const
+{
+    for (const auto& t : tensors)
+        if (!t.exact) return false;
+    return true;
+}
+
+std::string GgufExportReport::exactnessTable() const
+{
+    std::ostringstream o;
+    o << "tensor                          type  source            exact  max|diff|\n";
+    for (const auto& t : tensors) {
+        char line[256];
+        std::snprintf(line, sizeof line, "%-31s %-5s %-17s %-6s %.3g\n", t.name.c_str(),
+                      io::ggmlTypeName(int(t.type)), t.source.c_str(), t.exact ? "yes" : "no",
+                      t.maxAbsDiff);
+        o << line;
+    }
+    return o.str();
+}
+
+namespace {
+
+struct Planned {
+    const TensorInfo* source = nullptr; // nullptr: synthesized (rope_freqs)
+    std::string gguf;
+    std::vector<std::int64_t> hfShape;
+    GgmlType type = GgmlType::F32;
+    const quant::QuantizedRows* grid = nullptr;
+    int permuteHeads = 0; // > 0: apply the llama RoPE row permutation
+    std::vector<float> synthesized;
+};
+
+// Canonical HF order: embeddings, layers in order (attention, then MLP), final norm, lm_head.
+int layerOf(const std::string& hf)
+{
+    static const std::regex kLayer(R"(model\.layers\.(\d+)\..*)");
+    std::smatch m;
+    return std::regex_match(hf, m, kLayer) ? std::stoi(m[1].str()) : -1;
+}
+
+std::vector<float> llama3RopeFactors(const ModelConfig& c)
+{
+    const RopeScaling& rs = c.ropeScaling;
+    const double lowWavelen = double(rs.originalMaxPositionEmbeddings) / rs.lowFreqFactor;
+    const double highWavelen = double(rs.originalMaxPositionEmbeddings) / rs.highFreqFactor;
+    std::vector<float> f;
+    for (std::int64_t i = 0; i < c.headDim; i += 2) {
+        const double freq = 1.0 / std::pow(c.ropeTheta, double(i) / double(c.headDim));
+        const double wavelen = 2 * std::numbers::pi / freq;
+        if (wavelen < highWavelen)
+            f.push_back(1.0f);
+        else if (wavelen > lowWavelen)
+            f.push_back(float(rs.factor));
+        else {
+            const double smooth =
+                (double(rs.originalMaxPositionEmbeddings) / wavelen - rs.lowFreqFactor) /
+                (rs.highFreqFactor - rs.lowFreqFactor);
+            f.push_back(float(1.0 / ((1 - smooth) / rs.factor + smooth)));
+        }
+    }
+    return f;
+}
+
+Status addTokenizer(GgufWriter& w, const io::Tokenizer& tok, std::int64_t embedRows)
+{
+    std::vector<std::string> tokens = tok.vocabulary();
+    std::vector<io::Tokenizer::TokenType> types = tok.tokenTypes();
+    if (std::int64_t(tokens.size()) > embedRows)
+        return makeError(ErrorCode::Shape,
+                         "the tokenizer has " + std::to_string(tokens.size()) +
+                             " tokens but the embedding only " + std::to_string(embedRows) +
+                             " rows",
+                         tok.sourceName());
+    while (std::int64_t(tokens.size()) < embedRows) {
+        tokens.push_back("[PAD" + std::to_string(tokens.size()) + "]");
+        types.push_back(io::Tokenizer::TokenType::Unused);
+    }
+    types.resize(tokens.size(), io::Tokenizer::TokenType::Unused);
+    std::set<std::string> seen;
+    for (const auto& t : tokens)
+        if (!seen.insert(t).second)
+            return makeError(ErrorCode::Format,
+                             "duplicate token string \"" + t + "\" (llama.cpp refuses it)",
+                             tok.sourceName());
+    std::vector<std::int32_t> typeIds(types.size());
+    for (std::size_t i = 0; i < types.size(); ++i)
+        typeIds[i] = std::int32_t(types[i]);
+
+    const bool bpe = tok.kind() == io::Tokenizer::Kind::ByteLevelBpe;
+    w.setString("tokenizer.ggml.model", bpe ? "gpt2" : "llama");
+    w.setString("tokenizer.ggml.pre", bpe ? tok.ggmlPre() : "default");
+    w.setStringArray("tokenizer.ggml.tokens", tokens);
+    if (!bpe) {
+        // SentencePiece merge priority as scores: -rank of the first merge producing a piece.
+        std::map<std::string, float> score;
+        const auto& merges = tok.mergePairs();
+        for (std::size_t r = 0; r < merges.size(); ++r)
+            score.emplace(merges[r].first + merges[r].second, -float(r));
+        std::vector<float> scores(tokens.size(), 0.0f);
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (auto it = score.find(tokens[i]); it != score.end() && typeIds[i] == 1)
+                scores[i] = it->second;
+        w.setF32Array("tokenizer.ggml.scores", scores);
+    }
+    w.setI32Array("tokenizer.ggml.token_type", typeIds);
+    if (bpe) w.setStringArray("tokenizer.ggml.merges", tok.merges());
+    if (auto id = tok.bosId()) w.setU32("tokenizer.ggml.bos_token_id", std::uint32_t(*id));
+    if (auto id = tok.eosId()) w.setU32("tokenizer.ggml.eos_token_id", std::uint32_t(*id));
+    if (auto id = tok.unkId()) w.setU32("tokenizer.ggml.unknown_token_id", std::uint32_t(*id));
+    if (auto id = tok.padId()) w.setU32("tokenizer.ggml.padding_token_id", std::uint32_t(*id));
+    // Always explicit: llama.cpp's defaults depend on the pre-tokenizer (llama-bpe adds BOS).
+    w.setBool("tokenizer.ggml.add_bos_token", tok.addsBos());
+    w.setBool("tokenizer.ggml.add_eos_token", tok.addsEos());
+    return {};
+}
+
+void addArchitecture(GgufWriter& w, const std::string& a, const ModelConfig& c, std::int64_t vocab)
+{
+    w.setU32(a + ".vocab_size", std::uint32_t(vocab));
+    w.setU32(a + ".context_length", std::uint32_t(c.maxPositionEmbeddings));
+    w.setU32(a + ".embedding_length", std::uint32_t(c.hiddenSize));
+    w.setU32(a + ".block_count", std::uint32_t(c.numHiddenLayers));
+    w.setU32(a + ".feed_forward_length", std::uint32_t(c.intermediateSize));
+    w.setU32(a + ".attention.head_count", std::uint32_t(c.numAttentionHeads));
+    w.setU32(a + ".attention.head_count_kv", std::uint32_t(c.numKeyValueHeads));
+    w.setF32(a + ".attention.layer_norm_rms_epsilon", float(c.rmsNormEps));
+    w.setF32(a + ".rope.freq_base", float(c.ropeTheta));
+    w.setU32(a + ".rope.dimension_count", std::uint32_t(c.headDim));
+    if (c.headDim * c.numAttentionHeads != c.hiddenSize) {
+        w.setU32(a + ".attention.key_length", std::uint32_t(c.headDim));
+        w.setU32(a + ".attention.value_length", std::uint32_t(c.headDim));
+    }
+}
+
+// Reorders whole rows (rowBytes each) so that output row r takes input row perm[r].
+std::vector<std::uint8_t> permuteRows(const std::vector<std::uint8_t>& in, std::size_t rowBytes,
+                                      const std::vector<std::int64_t>& perm)
+{
+    std::vector<std::uint8_t> out(in.size());
+    for (std::size_t r = 0; r < perm.size(); ++r)
+        std::memcpy(out.data() + r * rowBytes, in.data() + std::size_t(perm[r]) * rowBytes,
+                    rowBytes);
+    return out;
+}
+
+Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c,
+                                          TensorExactness& ex)
+{
+    const std::int64_t rows = p.hfShape.size() == 2 ? p.hfShape[0] : 1;
+    const std::int64_t cols = p.hfShape.back();
+    EncodedMatrix e;
+    if (p.grid) {
+        QB_TRY(g, encodeGridGgml(p.type, *p.grid));
+        e = std::move(*g);
+        ex.source = e.fromGrid ? "grid" : "grid-requantized";
+    } else {
+        std::vector<float> w;
+        if (p.source) {
+            w.resize(std::size_t(p.source->numel()));
+            QB_TRY_STATUS(io::readTensorF32(*p.source, w.data()));
+        } else {
+            w = p.synthesized;
+        }
+        QB_TRY(m, encodeMatrixGgml(p.type, w.data(), rows, cols));
+        e = std::move(*m);
+        ex.source = "weights";
+    }
+    ex.exact = e.exact;
+    ex.maxAbsDiff = e.maxAbsDiff;
+    if (p.permuteHeads > 0) {
+        const auto perm = llamaRopePermutation(p.permuteHeads, c.headDim);
+        const std::size_t total = p.hfShape.size() == 2 ? std::size_t(rows) : std::size_t(cols);
+        if (perm.size() != total)
+            return makeError(ErrorCode::Shape,
+                             "q/k rows " + std::to_string(total) + " != heads x head_dim");
+        // 1-D biases permute elements (4-byte F32 "rows").
+        const std::size_t rowBytes = p.hfShape.size() == 2 ? ggmlRowBytes(p.type, cols) : 4;
+        return permuteRows(e.bytes, rowBytes, perm);
+    }
+    return std::move(e.bytes);
+}
+
+} // namespace
+
+Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenizer& tok,
+                                    const std::string& outPath, const GgufExportOptions& opt,
+                                    RunContext* ctx)
+{
+    const ModelConfig& c = ck.config;
+    if (!isGgufExportType(opt.weightType))
+        return makeError(ErrorCode::Unsupported, std::string("cannot export weights as ") +
+                                                     io::ggmlTypeName(int(opt.weightType)));
+    if (c.ropeScaling.type != "" && c.ropeScaling.type != "llama3")
+        return makeError(ErrorCode::Unsupported,
+                         "RoPE scaling \"" + c.ropeScaling.type + "\" is not exported", ck.path);
+    if (c.headDim <= 0 || c.headDim % 2)
+        return makeError(ErrorCode::Shape, "head_dim must be positive and even", ck.path);
+    GgufExportReport report;
+    report.path = outPath;
+    report.architecture = c.architecture == Architecture::Qwen2 ? "qwen2" : "llama";
+    const std::string& arch = report.architecture;
+    const bool permute = arch == "llama";
+
+    // Plan the tensors in canonical order.
+    std::vector<const TensorInfo*> order;
+    for (const TensorInfo& t : ck.tensors)
+        order.push_back(&t);
+    auto rank = [](const TensorInfo* t) {
+        if (t->name == "model.embed_tokens.weight") return std::pair(-2, 0);
+        if (t->name == "model.norm.weight") return std::pair(1 << 30, 0);
+        if (t->name == "lm_head.weight") return std::pair(1 << 30, 1);
+        return std::pair(layerOf(t->name), 0);
+    };
+    std::stable_sort(order.begin(), order.end(),
+                     [&](auto* a, auto* b) { return rank(a) < rank(b); });
+
+    std::vector<Planned> plan;
+    std::int64_t embedRows = 0;
+    for (const TensorInfo* t : order) {
+        if (t->name == "lm_head.weight" && c.tieWordEmbeddings) continue;
+        Planned p;
+        p.source = t;
+        p.gguf = hfToGgufName(t->name);
+        if (p.gguf.empty()) {
+            report.warnings.push_back("not exported (llama.cpp has no place for it): " + t->name);
+            continue;
+        }
+        p.hfShape = t->shape;
+        if (t->name == "model.embed_tokens.weight") embedRows = t->rows();
+        const bool isMatrix = t->shape.size() == 2;
+        if (permute && (t->name.find("self_attn.q_proj") != std::string::npos ||
+                        t->name.find("self_attn.k_proj") != std::string::npos))
+            p.permuteHeads = int(t->name.find("q_proj") != std::string::npos ? c.numAttentionHeads
+                                                                             : c.numKeyValueHeads);
+        p.grid = isMatrix && opt.gridFor ? opt.gridFor(t->name) : nullptr;
+        if (p.grid && (p.grid->codes.rows() != t->shape[0] || p.grid->codes.cols() != t->shape[1]))
+            return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor",
+                             t->name);
+        if (!isMatrix) {
+            p.type = GgmlType::F32;
+        } else if (auto it = opt.typeOverrides.find(t->name); it != opt.typeOverrides.end()) {
+            p.type = it->second;
+        } else if (p.grid && opt.gridType) {
+            p.type = *opt.gridType;
+        } else if (p.grid) {
+            QB_TRY(best, encodeGridSmallestExact(*p.grid));
+            p.type = best->first;
+        } else {
+            p.type = opt.weightType;
+        }
+        if (!isGgufExportType(p.type))
+            return makeError(ErrorCode::Unsupported,
+                             std::string("cannot write type ") + io::ggmlTypeName(int(p.type)),
+                             t->name);
+        if (ggmlRowBytes(p.type, t->shape.back()) == 0) {
+            report.warnings.push_back(t->name + ": row length " + std::to_string(t->shape.back()) +
+                                      " is not a multiple of the " + io::ggmlTypeName(int(p.type)) +
+                                      " block size; written as F16");
+            p.type = GgmlType::F16;
+        }
+        plan.push_back(std::move(p));
+    }
+    if (embedRows == 0)
+        return makeError(ErrorCode::Format, "the checkpoint has no model.embed_tokens.weight",
+                         ck.path);
+    if (c.ropeScaling.type == "llama3" && arch == "llama") {
+        Planned p;
+        p.gguf = "rope_freqs.weight";
+        p.synthesized = llama3RopeFactors(c);
+        p.hfShape = {std::int64_t(p.synthesized.size())};
+        plan.insert(plan.begin() + 1, std::move(p));
+    }
+
+    // Metadata.
+    GgufWriter w;
+    w.setString("general.architecture", arch);
+    w.setString("general.type", "model");
+    std::string name = opt.modelName;
+    if (name.empty()) {
+        std::string p = ck.path;
+        while (p.size() > 1 && p.back() == '/')
+            p.pop_back();
+        name = p.substr(p.find_last_of('/') + 1);
+    }
+    w.setString("general.name", name);
+    w.setU32("general.alignment", kGgufAlignment);
+    std::map<GgmlType, int> matrixTypes;
+    bool quantized = false;
+    for (const auto& p : plan)
+        if (p.hfShape.size() == 2) {
+            ++matrixTypes[p.type];
+            quantized = quantized || io::ggmlTypeTraits(int(p.type))->blockSize > 1;
+        }
+    GgmlType dominant = GgmlType::F32;
+    int most = 0;
+    for (const auto& [t, n] : matrixTypes)
+        if (n > most) most = n, dominant = t;
+    w.setU32("general.file_type", llamaFileType(dominant));
+    if (quantized) w.setU32("general.quantization_version", 2);
+    addArchitecture(w, arch, c, embedRows);
+    QB_TRY_STATUS(addTokenizer(w, tok, embedRows));
+
+    report.tensors.resize(plan.size());
+    std::vector<ExpectedTensor> expected;
+    for (std::size_t i = 0; i < plan.size(); ++i) {
+        const Planned& p = plan[i];
+        TensorExactness& ex = report.tensors[i];
+        ex.name = p.gguf;
+        ex.hfName = p.source ? p.source->name : "";
+        ex.type = p.type;
+        QB_TRY_STATUS(
+            w.addTensor(p.gguf, p.hfShape, p.type, [&p, &c, &ex] { return produce(p, c, ex); }));
+        expected.push_back(
+            {p.gguf, std::vector<std::int64_t>(p.hfShape.rbegin(), p.hfShape.rend()), p.type});
+    }
+
+    GgufWriter::WriteOptions wo;
+    wo.failAfterBytesForTesting = opt.failAfterBytesForTesting;
+    if (opt.verify)
+        wo.beforeCommit = [&](const std::string& temp) -> Status {
+            QB_TRY(v, verifyGgufFile(temp, expected, ctx));
+            report.verify = std::move(*v);
+            report.verify.path = outPath;
+            if (!report.verify.ok) {
+                std::string all;
+                for (const auto& pr : report.verify.problems)
+                    all += (all.empty() ? "" : "; ") + pr;
+                return makeError(ErrorCode::Format,
+                                 "the written GGUF failed verification (not installed): " + all,
+                                 outPath);
+            }
+            return {};
+        };
+    QB_TRY_STATUS(w.write(outPath, ctx, wo));
+    report.bytes = w.fileSize();
+    return report;
+}
+
+} // namespace qb::exporting

@@ -1,0 +1,85 @@
+#pragma once
+// GGUF export of a LLaMA-family model (arch `llama` for Llama/Mistral, `qwen2` for Qwen2) that
+// llama.cpp loads: metadata keys with the exact types llama.cpp checks, the tokenizer (byte-level
+// BPE as `gpt2` with merges and pre-tokenizer name, SentencePiece-style BPE as `llama` with
+// scores), tensors renamed and reshaped per FORMATS.md §2.5, Q/K rows permuted for arch `llama`
+// (§2.4), and an exactness report per tensor.
+//
+// Per tensor, the data comes either from the checkpoint's F32 weights, encoded with ggml's
+// reference quantizer for the chosen type, or from a quantization grid (quant::QuantizedRows)
+// stored without requantizing in the smallest type that holds it exactly (§4.9) or the type
+// the caller forces. 1-D tensors (norms, biases) are always F32; a 2-D weight whose row length
+// is not a multiple of the type's block size falls back to F16 (warning).
+// Memory: one tensor at a time (read, encode, write). After the atomic write the file is re-read
+// and verified (gguf_verify.h) unless disabled.
+// Threading: runs on the calling thread; progress stages "write" then "verify"; cancel is polled
+// between tensors and leaves any existing output file untouched.
+
+#include "base/result.h"
+#include "base/run_context.h"
+#include "export/gguf_verify.h"
+#include "io/checkpoint.h"
+#include "io/ggml_types.h"
+#include "io/tokenizer.h"
+#include "quant/uniform_grid.h"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qb::exporting {
+
+struct GgufExportOptions {
+    // Type of the 2-D weights that have no grid (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
+    io::GgmlType weightType = io::GgmlType::F16;
+    // Per HF tensor name: a quantization grid to store exactly (nullptr: none). Must outlive
+    // the call.
+    std::function<const quant::QuantizedRows*(const std::string& hfName)> gridFor;
+    // Forces the type of grid tensors (nullopt: smallest exact type per tensor).
+    std::optional<io::GgmlType> gridType;
+    // Per HF tensor name type overrides (win over everything else).
+    std::map<std::string, io::GgmlType> typeOverrides;
+    std::string modelName; // general.name ("" = the checkpoint's directory name)
+    bool verify = true;    // re-read and check after writing
+    std::uint64_t failAfterBytesForTesting = 0;
+};
+
+struct TensorExactness {
+    std::string name; // GGUF name
+    std::string hfName;
+    io::GgmlType type = io::GgmlType::F32;
+    std::string source; // "weights" (reference quantizer of F32 weights), "grid" (exact
+                        // construction), "grid-requantized" (construction impossible)
+    bool exact = false; // decoded values equal the reference (weights or fake-quant) bit for bit
+    double maxAbsDiff = 0;
+};
+
+struct GgufExportReport {
+    std::string path;
+    std::string architecture; // "llama" / "qwen2"
+    std::uint64_t bytes = 0;
+    std::vector<TensorExactness> tensors; // file order
+    std::vector<std::string> warnings;
+    GgufVerifyReport verify; // filled when options.verify
+    bool allExact() const;
+    // Human-readable table: name, type, exact, max abs diff.
+    std::string exactnessTable() const;
+};
+
+// Writes `outPath` (.gguf) from an opened checkpoint and its tokenizer.
+Result<GgufExportReport> exportGguf(const io::Checkpoint& checkpoint,
+                                    const io::Tokenizer& tokenizer, const std::string& outPath,
+                                    const GgufExportOptions& options = {},
+                                    RunContext* ctx = nullptr);
+
+// GGUF name for a HF tensor name ("" when it has none / must not be exported).
+std::string hfToGgufName(const std::string& hfName);
+
+// Row permutation of FORMATS.md §2.4: GGUF row h*d + 2i + a takes HF row h*d + a*d/2 + i.
+// Returns, for each GGUF row, the HF row it takes; rows = heads * headDim.
+std::vector<std::int64_t> llamaRopePermutation(std::int64_t heads, std::int64_t headDim);
+
+} // namespace qb::exporting

@@ -1,0 +1,228 @@
+#include "pipeline/quantize_job.h"
+
+#include "model/forward.h"
+#include "pipeline/model_loader.h"
+#include "quant/error_metrics.h"
+#include "quant/gptq.h"
+#include "quant/hessian.h"
+
+#include <array>
+#include <chrono>
+
+namespace qb::pipeline {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Sublayer groups in the order of the true-sequential reference: each group's inputs come from
+// the already-quantized groups before it.
+constexpr std::array<std::array<model::Linear, 3>, 4> kGroups{{
+    {model::Linear::Q, model::Linear::K, model::Linear::V},
+    {model::Linear::O, model::Linear::O, model::Linear::O},
+    {model::Linear::Gate, model::Linear::Up, model::Linear::Up},
+    {model::Linear::Down, model::Linear::Down, model::Linear::Down},
+}};
+constexpr std::array<int, 4> kGroupSizes{3, 1, 2, 1};
+
+std::string layerDetail(int layer, const std::string& what) { return "layer " + std::to_string(layer) + " " + what; }
+
+struct Runner {
+    const model::Model& base;
+    const CalibrationSet& calib;
+    const QuantizeJobOptions& opt;
+    RunContext* ctx;
+    model::Workspace ws;
+    model::RowMatrix hidden, chunk;
+
+    int chunks() const { return (calib.count + opt.batch - 1) / opt.batch; }
+
+    // Runs layer weights w over every chunk of hidden; writeBack stores the outputs in hidden.
+    Status pass(const model::DecoderLayerWeights& w, int layer, bool writeBack, const model::ActivationTap& tap)
+    {
+        const int L = calib.seqlen;
+        for (int b0 = 0; b0 < calib.count; b0 += opt.batch) {
+            if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(layer, "forward"));
+            const int nb = std::min(opt.batch, calib.count - b0);
+            const Eigen::Index r0 = Eigen::Index(b0) * L, rows = Eigen::Index(nb) * L;
+            chunk = hidden.middleRows(r0, rows);
+            QB_TRY_STATUS(model::runLayer(base.config(), w, layer, chunk, L, ws, tap));
+            if (writeBack) hidden.middleRows(r0, rows) = chunk;
+            if (ctx) ctx->advance(nb);
+        }
+        return {};
+    }
+};
+
+// One tensor: search (NeUQI's up-front fit, inside the GPTQ kernel before its first column block)
+// and solve, told apart by the kernel's first progress report.
+Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowMatrix& w, const Eigen::MatrixXd& h,
+                                         RunContext* ctx, TensorReport& rep, QuantizeTimings& timings)
+{
+    const std::string detail = layerDetail(tp.layer, model::linearName(tp.linear));
+    const bool gptq = quant::methodTraits(tp.method).needsHessian;
+    const bool search = gptq && tp.options.init == quant::GridInit::Neuqi;
+    const std::int64_t solveUnits = gptq ? w.cols() : w.rows();
+    const auto t0 = Clock::now();
+    auto tSolve = t0;
+    bool solving = !search;
+    if (ctx) ctx->beginStage(search ? "search" : "solve", search ? 0 : solveUnits, detail);
+    RunContext child([&](const Progress& p) {
+        if (!solving) {
+            solving = true;
+            tSolve = Clock::now();
+            if (ctx) ctx->beginStage("solve", solveUnits, detail);
+        }
+        if (ctx) ctx->setDone(p.done);
+    });
+    if (ctx) child.setCancelSource([ctx] { return ctx->isCancelled(); });
+
+    Result<quant::QuantizedRows> q = gptq ? quant::quantizeRowsGptq(w, h, tp.options, &child)
+                                          : quant::quantizeRowsRtn(w, tp.options.grid, tp.options.init, nullptr,
+                                                                   tp.options.neuqi, &child);
+    if (!solving) tSolve = Clock::now(); // no column block reported (cancel or error)
+    rep.searchSeconds = std::chrono::duration<double>(tSolve - t0).count();
+    rep.solveSeconds = secondsSince(tSolve);
+    timings.search += rep.searchSeconds;
+    timings.solve += rep.solveSeconds;
+    if (!q.ok()) return q.error().code == ErrorCode::Cancelled ? q.error() : q.error().withContext(tp.name);
+    return q;
+}
+
+} // namespace
+
+const TensorReport* QuantizeResult::find(const std::string& name) const
+{
+    for (const TensorReport& t : tensors)
+        if (t.name == name || t.name == name + ".weight") return &t;
+    return nullptr;
+}
+
+Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoint* checkpoint,
+                                   const ResolvedPlan& plan, const CalibrationSet& calib,
+                                   const QuantizeJobOptions& options, RunContext* ctx)
+{
+    const auto tStart = Clock::now();
+    const ModelConfig& cfg = base.config();
+    const int layers = base.numLayers();
+    if (options.batch < 1) return makeError(ErrorCode::InvalidArgument, "quantize: batch must be >= 1");
+    if (calib.count < 1 || calib.seqlen < 2 || calib.ids.size() != std::size_t(calib.tokens()))
+        return makeError(ErrorCode::InvalidArgument, "quantize: empty or inconsistent calibration set");
+    if (plan.tensors.size() != std::size_t(layers) * model::kAllLinears.size())
+        return makeError(ErrorCode::InvalidArgument, "quantize: the plan was resolved for a different model",
+                         std::to_string(plan.tensors.size()) + " tensors for " + std::to_string(layers) + " layers");
+    if (options.threads > 0) model::setNumThreads(options.threads);
+
+    LayerLoader loader = options.loader;
+    if (!loader)
+        loader = [&](int l) -> Result<std::shared_ptr<model::DecoderLayerWeights>> {
+            if (auto p = base.layer(l)) return std::make_shared<model::DecoderLayerWeights>(*p);
+            if (!checkpoint)
+                return makeError(ErrorCode::InvalidArgument, "quantize: layer not loaded and no checkpoint given",
+                                 "layer " + std::to_string(l));
+            return loadDecoderLayer(*checkpoint, l);
+        };
+
+    QuantizeResult res;
+    res.plan = plan;
+    res.bitsPerWeight = plan.bitsPerWeight;
+    res.sizeBytes = plan.sizeBytes;
+    res.tensors.resize(plan.tensors.size());
+    res.codes.resize(plan.tensors.size());
+    for (std::size_t i = 0; i < plan.tensors.size(); ++i) {
+        const TensorPlan& tp = plan.tensors[i];
+        TensorReport& r = res.tensors[i];
+        r.name = tp.name;
+        r.layer = tp.layer;
+        r.linear = tp.linear;
+        r.skipped = tp.skip;
+        r.method = tp.method;
+        r.bits = tp.skip ? kUnquantizedBits : tp.options.grid.bits;
+        r.groupSize = tp.options.grid.groupSize;
+        r.sym = tp.options.grid.sym;
+        r.actOrder = tp.options.actOrder && quant::methodTraits(tp.method).needsHessian;
+        r.bitsPerWeight = tp.bitsPerWeight;
+    }
+
+    std::shared_ptr<model::Model> out;
+    Runner run{base, calib, options, ctx, {}, {}, {}};
+    try {
+        if (options.keepModel) out = std::make_shared<model::Model>(base);
+        auto t0 = Clock::now();
+        if (ctx) ctx->beginStage("calibrate", calib.count, "embed " + std::to_string(calib.count) + " windows");
+        QB_TRY_STATUS(model::embed(base, calib.ids, run.hidden));
+        if (ctx) ctx->setDone(calib.count);
+        res.seconds.calibrate = secondsSince(t0);
+
+        for (int l = 0; l < layers; ++l) {
+            if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(l, "load"));
+            QB_TRY(loaded, loader(l));
+            std::shared_ptr<model::DecoderLayerWeights> w = std::move(*loaded);
+            if (!w) return makeError(ErrorCode::Internal, "layer loader returned nothing", layerDetail(l, ""));
+            QB_TRY_STATUS(w->validate(cfg, l));
+            const std::size_t planBase = std::size_t(l) * model::kAllLinears.size();
+
+            for (std::size_t gi = 0; gi < kGroups.size(); ++gi) {
+                std::vector<std::size_t> active;
+                std::string names;
+                for (int k = 0; k < kGroupSizes[gi]; ++k) {
+                    const model::Linear lin = kGroups[gi][std::size_t(k)];
+                    const std::size_t idx = planBase + std::size_t(lin);
+                    if (plan.tensors[idx].linear != lin || plan.tensors[idx].layer != l)
+                        return makeError(ErrorCode::Internal, "plan order mismatch", plan.tensors[idx].name);
+                    if (plan.tensors[idx].skip) continue;
+                    active.push_back(idx);
+                    if (!names.empty()) names += '+';
+                    names += model::linearName(lin);
+                }
+                if (active.empty()) continue;
+
+                t0 = Clock::now();
+                const model::LinearKind kind = model::linearKind(kGroups[gi][0]);
+                const int cols = int(w->weight(kGroups[gi][0]).cols());
+                quant::HessianAccumulator acc(cols, quant::kGptqHessianFactor);
+                Status tapStatus;
+                if (ctx) ctx->beginStage("hessian", calib.count, layerDetail(l, names));
+                QB_TRY_STATUS(run.pass(*w, l, false,
+                                       [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
+                                           if (which == kind && tapStatus.ok()) tapStatus = acc.addBatch(x);
+                                       }));
+                QB_TRY_STATUS(tapStatus);
+                res.seconds.hessian += secondsSince(t0);
+                const Eigen::MatrixXd& h = acc.hessian();
+
+                for (std::size_t idx : active) {
+                    if (ctx && ctx->isCancelled()) return RunContext::cancelledError(plan.tensors[idx].name);
+                    const TensorPlan& tp = plan.tensors[idx];
+                    TensorReport& rep = res.tensors[idx];
+                    model::RowMatrix& weight = w->weight(tp.linear);
+                    QB_TRY(q, solveTensor(tp, weight, h, ctx, rep, res.seconds));
+                    rep.relativeError = quant::relativeOutputErrorHessian(weight, q->dequantized, h);
+                    rep.proxyLoss = 0.5 * quant::hessianErrorTrace(weight, q->dequantized, h);
+                    rep.solverProxyLoss = q->proxyLoss;
+                    rep.dampingRetries = q->dampingRetries;
+                    weight = q->dequantized; // later groups see the quantized sublayer
+                    if (options.keepCodes) {
+                        q->dequantized.resize(0, 0);
+                        res.codes[idx] = std::move(*q);
+                    }
+                }
+            }
+
+            t0 = Clock::now();
+            if (ctx) ctx->beginStage("evaluate", calib.count, layerDetail(l, "output"));
+            QB_TRY_STATUS(run.pass(*w, l, true, {}));
+            res.seconds.evaluate += secondsSince(t0);
+            if (out) out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
+            w.reset(); // the F32 layer is gone before the next one is loaded
+        }
+    } catch (const std::bad_alloc&) {
+        return makeError(ErrorCode::OutOfMemory, "quantize: not enough memory for the layer, Hessian or activations");
+    }
+    res.model = std::move(out);
+    res.seconds.total = secondsSince(tStart);
+    return res;
+}
+
+} // namespace qb::pipeline

@@ -1,0 +1,96 @@
+#pragma once
+// Quantize job: sequential, layer-by-layer post-training quantization of a decoder with a plan.
+//
+// What (METHODS.md §1c, §6.1 "sequential pipeline", the reference GPTQ --true-sequential mode):
+// the calibration windows are embedded once ("calibrate"); then for each decoder layer l:
+//   1. its F32 weights are obtained from the layer loader (by default: a copy of the base model's
+//      layer when it is loaded, else io via loadDecoderLayer), one layer at a time;
+//   2. for each sublayer group in order {q, k, v}, {o}, {gate, up}, {down}: the layer, whose
+//      earlier groups are already replaced by their quantized values, runs over the calibration
+//      hidden states with an activation tap accumulating the group's input Hessian H ("hessian");
+//      every tensor of the group is quantized with its plan settings: NeUQI's up-front scale search
+//      ("search", neuqi only) and the RTN/GPTQ solve ("solve"), cancel polled between column blocks;
+//   3. the fully quantized layer runs over the hidden states, producing the next layer's inputs
+//      ("evaluate"); the quantized weights are moved into the output model and the F32 layer freed.
+// Progress details read "layer N <tensor>" (e.g. "layer 3 mlp.down_proj"; hessian passes name
+// the group's tensors joined with '+'). Cancel returns ErrorCode::Cancelled; the base model and
+// checkpoint are never written (the job reads the base model through const and copies).
+// Reported per tensor: relative output error on the calibration inputs the tensor saw,
+// sqrt(tr(dW H dW^T) / tr(W H W^T)) = ||(W-Q)X^T||_F / ||W X^T||_F (quant/error_metrics.h), and a
+// proxy loss 1/2 tr(dW H dW^T) with H = (2/N) X^T X undamped, the same for every method (the
+// solver's own GPTQ proxy stays in QuantizedRows::proxyLoss).
+// Memory: resident are the current layer's F32 weights (one DecoderLayerWeights), the calibration
+// hidden states [n·L, K] F32 plus one chunk's copy, one Hessian (in x in double) and the forward
+// workspace for `batch` windows; plus what the result keeps: the fake-quantized model (F32, when
+// keepModel) and the codes/scales/zeros per tensor (when keepCodes; their `dequantized` matrix is
+// dropped, rebuild it with quant::dequantizeRowsUniform).
+// Threading: runs on the calling thread; the forward pass and Eigen GEMMs use the OpenMP team
+// (threads > 0 sets its size, process-wide); the quantization kernels are single-threaded.
+
+#include "base/result.h"
+#include "base/run_context.h"
+#include "io/checkpoint.h"
+#include "model/model.h"
+#include "pipeline/calibration.h"
+#include "pipeline/quant_plan.h"
+#include "quant/uniform_grid.h"
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qb::pipeline {
+
+// Returns layer `layer`'s F32 weights as a fresh object the job may modify.
+using LayerLoader = std::function<Result<std::shared_ptr<model::DecoderLayerWeights>>(int layer)>;
+
+struct QuantizeJobOptions {
+    int batch = 8;          // calibration windows per forward call
+    int threads = 0;        // > 0: model::setNumThreads
+    bool keepModel = true;  // build the fake-quantized model copy
+    bool keepCodes = true;  // keep QuantizedRows (codes, scales, zeros, g_idx) per tensor
+    LayerLoader loader;     // empty: the default described above
+};
+
+struct TensorReport {
+    std::string name;
+    int layer = 0;
+    model::Linear linear = model::Linear::Q;
+    bool skipped = false;
+    quant::Method method = quant::Method::Rtn;
+    int bits = kUnquantizedBits;
+    int groupSize = -1;
+    bool sym = false;
+    bool actOrder = false;
+    double bitsPerWeight = kUnquantizedBits;
+    double relativeError = 0;  // on the calibration inputs
+    double proxyLoss = 0;      // 1/2 tr(dW H dW^T)
+    double solverProxyLoss = 0;
+    int dampingRetries = 0;
+    double searchSeconds = 0, solveSeconds = 0;
+};
+
+struct QuantizeTimings {
+    double calibrate = 0, hessian = 0, search = 0, solve = 0, evaluate = 0, total = 0; // seconds
+};
+
+struct QuantizeResult {
+    std::shared_ptr<model::Model> model;                    // fake-quantized copy (keepModel)
+    std::vector<TensorReport> tensors;                      // plan order
+    std::vector<std::optional<quant::QuantizedRows>> codes; // aligned with tensors; empty when skipped
+    ResolvedPlan plan;
+    QuantizeTimings seconds;
+    double bitsPerWeight = 0;
+    std::uint64_t sizeBytes = 0;
+    const TensorReport* find(const std::string& name) const; // with or without ".weight"
+};
+
+// Quantizes `base` (whose decoder layers may be absent when a checkpoint is given) with `plan` on
+// `calib`. checkpoint may be null when every layer of base is loaded (or options.loader is set).
+Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoint* checkpoint,
+                                   const ResolvedPlan& plan, const CalibrationSet& calib,
+                                   const QuantizeJobOptions& options = {}, RunContext* ctx = nullptr);
+
+} // namespace qb::pipeline

@@ -1,0 +1,188 @@
+// llama.cpp itself loads our GGUF exports of the demo model (through node-llama-cpp, its
+// official Node.js bindings, CPU prebuilt binaries), tokenizes eval.txt to our token ids, and its
+// next-token probabilities give a perplexity within 1 % of our own evaluation of the same file.
+// node and node-llama-cpp are part of the test set-up (packaging/bootstrap.sh --tests): their
+// absence is a failure, not a skip.
+
+#include "export_test_util.h"
+#include "model/forward.h"
+#include "quant/uniform_grid.h"
+
+#include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QProcess>
+#include <QProcessEnvironment>
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <cmath>
+#include <map>
+#include <memory>
+
+using namespace qb;
+using io::GgmlType;
+
+namespace {
+
+constexpr double kPplRelTolerance = 0.01; // issue 5: within 1 %
+const char* kSetupHint =
+    "run the test set-up: packaging/bootstrap.sh --tests (installs node-llama-cpp into .npm-test)";
+
+struct LlamaRun {
+    QString error;
+    std::vector<std::int32_t> tokens;
+    double perplexity = qQNaN();
+    qint64 scored = 0;
+};
+
+LlamaRun runLlama(const QString& gguf)
+{
+    LlamaRun r;
+    QProcess p;
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert("QB_NODE_MODULES", QStringLiteral(QB_NODE_MODULES));
+    p.setProcessEnvironment(env);
+    p.start("node", {QStringLiteral(QB_LLAMA_PPL_SCRIPT), "--model", gguf, "--text",
+                     QString::fromStdString(qbtest::demoEvalText()), "--ctx",
+                     QString::number(qbtest::kEvalCtx)});
+    if (!p.waitForStarted(30000)) {
+        r.error = QString("cannot start node (%1); %2").arg(p.errorString(), kSetupHint);
+        return r;
+    }
+    if (!p.waitForFinished(600000)) {
+        p.kill();
+        p.waitForFinished();
+        r.error = "node timed out";
+        return r;
+    }
+    const QByteArray out = p.readAllStandardOutput(), err = p.readAllStandardError();
+    const auto doc = QJsonDocument::fromJson(out.trimmed().split('\n').last());
+    const QJsonObject o = doc.object();
+    if (p.exitCode() != 0 || !o.value("ok").toBool()) {
+        r.error = o.value("error").toString();
+        if (r.error.isEmpty()) r.error = QString::fromUtf8(out.right(2000) + err.right(2000));
+        if (r.error.contains("not installed") || r.error.contains("Cannot find") ||
+            r.error.contains("ERR_MODULE"))
+            r.error += QString("\n%1").arg(kSetupHint);
+        return r;
+    }
+    for (const auto& v : o.value("tokens").toArray())
+        r.tokens.push_back(std::int32_t(v.toInteger()));
+    r.perplexity = o.value("perplexity").toDouble();
+    r.scored = o.value("tokens_scored").toInteger();
+    return r;
+}
+
+float roundF16(double x)
+{
+    return f16ToF32(f32ToF16(float(x)));
+}
+
+} // namespace
+
+class TestGgufLlamaCpp : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void initTestCase();
+    void llamaCppAgrees_data();
+    void llamaCppAgrees();
+
+private:
+    std::unique_ptr<QTemporaryDir> m_dir;
+    std::vector<std::int32_t> m_ourTokens;
+    std::map<std::string, std::unique_ptr<quant::QuantizedRows>> m_grids;
+};
+
+void TestGgufLlamaCpp::initTestCase()
+{
+    model::setNumThreads(
+        1); // shared test machines: OpenMP spin-waiting costs more than it gains on this tiny model
+    QProcess node;
+    node.start("node", {"--version"});
+    QVERIFY2(node.waitForStarted(30000) && node.waitForFinished(30000) && node.exitCode() == 0,
+             qPrintable(QString("node is not available. %1").arg(kSetupHint)));
+    QVERIFY2(
+        QFileInfo::exists(QStringLiteral(QB_NODE_MODULES) + "/node-llama-cpp/package.json"),
+        qPrintable(
+            QString("node-llama-cpp is missing from %1. %2").arg(QB_NODE_MODULES, kSetupHint)));
+    m_dir = std::make_unique<QTemporaryDir>();
+    auto text = pipeline::readTextFile(qbtest::demoEvalText());
+    QVERIFY(text.ok());
+    m_ourTokens = qbtest::demoTokenizer().encode(*text, true);
+    // A 4-bit symmetric group-32 grid with f16 scales, for the "quantized plan" row.
+    const auto ck = qbtest::demoCheckpoint();
+    for (const TensorInfo& t : ck.tensors) {
+        if (t.shape.size() != 2) continue;
+        quant::MatrixXfR w(t.shape[0], t.shape[1]);
+        QVERIFY(io::readTensorF32(t, w.data()).ok());
+        const int groups = int(w.cols()) / 32;
+        quant::MatrixXdR s(w.rows(), groups), z(w.rows(), groups);
+        for (int r = 0; r < w.rows(); ++r)
+            for (int k = 0; k < groups; ++k) {
+                std::vector<double> seg(32);
+                for (int j = 0; j < 32; ++j)
+                    seg[j] = w(r, k * 32 + j);
+                const auto p = quant::fitGroupMinMaxGptq(seg.data(), 32, 4, true);
+                s(r, k) = roundF16(p.scale);
+                z(r, k) = p.zero;
+            }
+        auto q =
+            quant::quantizeRowsUniform(w, 4, s, z, quant::groupIndexContiguous(32, int(w.cols())));
+        QVERIFY(q.ok());
+        m_grids[t.name] = std::make_unique<quant::QuantizedRows>(std::move(*q));
+    }
+}
+
+void TestGgufLlamaCpp::llamaCppAgrees_data()
+{
+    QTest::addColumn<int>("type");
+    QTest::addColumn<bool>("grid");
+    QTest::newRow("F32") << int(GgmlType::F32) << false;
+    QTest::newRow("F16") << int(GgmlType::F16) << false;
+    QTest::newRow("BF16") << int(GgmlType::BF16) << false;
+    QTest::newRow("Q8_0") << int(GgmlType::Q8_0) << false;
+    QTest::newRow("Q5_1") << int(GgmlType::Q5_1) << false;
+    QTest::newRow("Q5_0") << int(GgmlType::Q5_0) << false;
+    QTest::newRow("Q4_1") << int(GgmlType::Q4_1) << false;
+    QTest::newRow("Q4_0") << int(GgmlType::Q4_0) << false;
+    QTest::newRow("grid-4bit-sym-g32 (exact Q4_0)") << -1 << true;
+}
+
+void TestGgufLlamaCpp::llamaCppAgrees()
+{
+    QFETCH(int, type);
+    QFETCH(bool, grid);
+    exporting::GgufExportOptions o;
+    if (grid) {
+        o.gridFor = [this](const std::string& n) -> const quant::QuantizedRows* {
+            auto it = m_grids.find(n);
+            return it == m_grids.end() ? nullptr : it->second.get();
+        };
+    } else {
+        o.weightType = GgmlType(type);
+    }
+    const QString path =
+        m_dir->filePath(QString("demo-%1.gguf").arg(QTest::currentDataTag()).replace(' ', '_'));
+    auto r = exporting::exportGguf(qbtest::demoCheckpoint(), qbtest::demoTokenizer(),
+                                   path.toStdString(), o);
+    QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+    if (grid) QVERIFY2(r->allExact(), r->exactnessTable().c_str());
+
+    std::string err;
+    const double ours = qbtest::ourPerplexity(path.toStdString(), &err);
+    QVERIFY2(std::isfinite(ours), err.c_str());
+    const LlamaRun l = runLlama(path);
+    QVERIFY2(l.error.isEmpty(), qPrintable(l.error));
+    QCOMPARE(l.tokens.size(), m_ourTokens.size());
+    QVERIFY2(l.tokens == m_ourTokens, "llama.cpp tokenizes eval.txt differently from us");
+    const double rel = l.perplexity / ours - 1;
+    qInfo("%-32s ours %.4f  llama.cpp %.4f  (%+.3f %%)  tokens %zu identical, %lld scored",
+          QTest::currentDataTag(), ours, l.perplexity, 100 * rel, l.tokens.size(), l.scored);
+    QVERIFY2(std::fabs(rel) <= kPplRelTolerance,
+             qPrintable(QString("relative difference %1").arg(rel)));
+}
+
+QTEST_GUILESS_MAIN(TestGgufLlamaCpp)
+#include "tst_gguf_llamacpp.moc"

@@ -1,0 +1,196 @@
+// Quantization plans: parsing, validation errors, glob matching, rule overrides, warnings, bit
+// accounting and save/load round trips (data-driven).
+
+#include "pipeline/quant_plan.h"
+#include "quant_test_models.h"
+
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <cmath>
+
+using namespace qb;
+using namespace qb::pipeline;
+
+Q_DECLARE_METATYPE(std::string)
+
+class TestQuantPlan : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void glob_data()
+    {
+        QTest::addColumn<QString>("pattern");
+        QTest::addColumn<QString>("name");
+        QTest::addColumn<bool>("match");
+        QTest::newRow("star across dots") << "model.layers.*.mlp.down_proj" << "model.layers.12.mlp.down_proj" << true;
+        QTest::newRow("star wrong tail") << "model.layers.*.mlp.down_proj" << "model.layers.1.mlp.up_proj" << false;
+        QTest::newRow("prefix star") << "model.layers.0.*" << "model.layers.0.self_attn.q_proj" << true;
+        QTest::newRow("prefix star other layer") << "model.layers.0.*" << "model.layers.10.mlp.up_proj" << false;
+        QTest::newRow("question") << "model.layers.?.mlp.up_proj" << "model.layers.3.mlp.up_proj" << true;
+        QTest::newRow("question two digits") << "model.layers.?.mlp.up_proj" << "model.layers.13.mlp.up_proj" << false;
+        QTest::newRow("class range") << "model.layers.[0-2].*" << "model.layers.1.mlp.up_proj" << true;
+        QTest::newRow("class miss") << "model.layers.[0-2].*" << "model.layers.3.mlp.up_proj" << false;
+        QTest::newRow("negated class") << "model.layers.[!0].*" << "model.layers.3.x" << true;
+        QTest::newRow("exact") << "lm_head" << "lm_head" << true;
+        QTest::newRow("multi star") << "*attn*proj" << "model.layers.0.self_attn.k_proj" << true;
+        QTest::newRow("empty pattern") << "" << "x" << false;
+        QTest::newRow("unclosed bracket literal") << "a[b" << "a[b" << true;
+    }
+    void glob()
+    {
+        QFETCH(QString, pattern);
+        QFETCH(QString, name);
+        QFETCH(bool, match);
+        QCOMPARE(globMatch(pattern.toStdString(), name.toStdString()), match);
+    }
+
+    void weightSuffixOptional()
+    {
+        QVERIFY(planPatternMatches("model.layers.*.mlp.down_proj", "model.layers.1.mlp.down_proj.weight"));
+        QVERIFY(planPatternMatches("model.layers.*.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"));
+        QVERIFY(!planPatternMatches("model.layers.*.mlp.down", "model.layers.1.mlp.down_proj.weight"));
+    }
+
+    void invalidPlans_data()
+    {
+        QTest::addColumn<QString>("json");
+        QTest::addColumn<QString>("message");
+        QTest::newRow("unknown method lists valid") << R"({"default": {"method": "awq", "bits": 4}})"
+                                                    << "unknown method \"awq\" (valid: rtn, gptq, neuqi)";
+        QTest::newRow("bits too high") << R"({"default": {"method": "rtn", "bits": 9}})" << "bits 9 out of range [2, 8]";
+        QTest::newRow("bits too low") << R"({"default": {"method": "rtn", "bits": 1}})" << "out of range";
+        QTest::newRow("bits fractional") << R"({"default": {"method": "rtn", "bits": 3.5}})" << "expected an integer";
+        QTest::newRow("group zero") << R"({"default": {"method": "gptq", "bits": 4, "group_size": 0}})"
+                                    << "group size 0 must be positive";
+        QTest::newRow("group negative") << R"({"default": {"method": "gptq", "bits": 4, "group_size": -5}})"
+                                        << "must be positive";
+        QTest::newRow("unknown key in default") << R"({"default": {"method": "gptq", "bitz": 4}})"
+                                                << "unknown key \"bitz\"";
+        QTest::newRow("unknown key in rule") << R"({"default": {"method": "gptq"}, "rules": [{"match": "x", "grp": 1}]})"
+                                             << "plan: rules[0].grp";
+        QTest::newRow("unknown top key") << R"({"default": {"method": "gptq"}, "rulez": []})" << "unknown key \"rulez\"";
+        QTest::newRow("missing default") << R"({"rules": []})" << "needs a \"default\" object with a \"method\"";
+        QTest::newRow("missing method") << R"({"default": {"bits": 4}})" << "with a \"method\"";
+        QTest::newRow("rule without match") << R"({"default": {"method": "rtn"}, "rules": [{"bits": 8}]})"
+                                            << "needs a \"match\" glob";
+        QTest::newRow("wrong type") << R"({"default": {"method": "rtn", "sym": "yes"}})" << "expected true or false";
+        QTest::newRow("rules not array") << R"({"default": {"method": "rtn"}, "rules": {}})" << "expected an array";
+        QTest::newRow("bad version") << R"({"version": 2, "default": {"method": "rtn"}})" << "unsupported plan version";
+        QTest::newRow("damping range") << R"({"default": {"method": "gptq", "damping": 2}})" << "damping must be";
+        QTest::newRow("json syntax names position") << "{\"default\": {\"method\": \"rtn\",}}" << "plan:1:";
+        QTest::newRow("not an object") << "[1, 2]" << "must be a JSON object";
+    }
+    void invalidPlans()
+    {
+        QFETCH(QString, json);
+        QFETCH(QString, message);
+        auto p = quantPlanFromText(json.toStdString());
+        QVERIFY(!p.ok());
+        const QString got = QString::fromStdString(p.error().toString());
+        QVERIFY2(got.contains(message), qPrintable(got));
+    }
+
+    void symWithNeuqiIsAnError()
+    {
+        auto p = quantPlanFromText(R"({"default": {"method": "neuqi", "bits": 3, "sym": true}})");
+        QVERIFY(p.ok()); // syntactically fine; the combination is checked at resolution
+        auto r = resolveQuantPlan(*p, qbtest::syntheticConfig());
+        QVERIFY(!r.ok());
+        QVERIFY2(r.error().message.find("no symmetric grid") != std::string::npos, r.error().message.c_str());
+        // A skipped tensor does not need a valid combination.
+        auto p2 = quantPlanFromText(R"({"default": {"method": "neuqi", "bits": 3, "sym": true, "skip": true}})");
+        QVERIFY(resolveQuantPlan(*p2, qbtest::syntheticConfig()).ok());
+    }
+
+    void overridesAndDefaults()
+    {
+        auto p = quantPlanFromText(R"({
+            "default": {"method": "neuqi", "bits": 4, "group_size": 128, "sym": false},
+            "rules": [
+                {"match": "model.layers.*.mlp.down_proj", "bits": 8},
+                {"match": "model.layers.0.*", "skip": true},
+                {"match": "model.layers.0.mlp.down_proj", "skip": false, "method": "gptq", "group_size": 20},
+                {"match": "model.layers.1.self_attn.*", "method": "rtn", "bits": 3, "sym": true},
+                {"match": "lm_head", "bits": 2}
+            ]})");
+        QVERIFY2(p.ok(), p.ok() ? "" : p.error().toString().c_str());
+        auto r = resolveQuantPlan(*p, qbtest::syntheticConfig(2));
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        QCOMPARE(r->tensors.size(), std::size_t(14));
+        const TensorPlan* q0 = r->find("model.layers.0.self_attn.q_proj");
+        QVERIFY(q0 && q0->skip);
+        QCOMPARE(q0->bitsPerWeight, 16.0);
+        const TensorPlan* d0 = r->find("model.layers.0.mlp.down_proj.weight");
+        QVERIFY(d0 && !d0->skip);
+        QCOMPARE(d0->method, quant::Method::Gptq);
+        QCOMPARE(d0->options.grid.bits, 8);           // from rule 0, not overridden later
+        QCOMPARE(d0->options.grid.groupSize, 20);     // 48 columns: groups 20, 20, 8
+        QCOMPARE(d0->options.actOrder, false);        // unset anywhere: gptq's default
+        QCOMPARE(d0->options.groups, quant::GroupMode::Dynamic);
+        QCOMPARE(d0->bitsPerWeight, quant::bitsPerWeightUniform(8, 20, 48, false));
+        const TensorPlan* u1 = r->find("model.layers.1.mlp.up_proj");
+        QCOMPARE(u1->method, quant::Method::Neuqi);
+        QCOMPARE(u1->options.grid.bits, 4);
+        QCOMPARE(u1->options.actOrder, true);         // neuqi's default
+        QCOMPARE(u1->options.init, quant::GridInit::Neuqi);
+        QCOMPARE(u1->options.grid.groupSize, 128);    // wider than 32 columns: per channel
+        const TensorPlan* k1 = r->find("model.layers.1.self_attn.k_proj");
+        QCOMPARE(k1->method, quant::Method::Rtn);
+        QCOMPARE(k1->options.grid.bits, 3);
+        QVERIFY(k1->options.grid.sym);
+        // Warnings: the lm_head rule matches nothing.
+        QCOMPARE(r->warnings.size(), std::size_t(1));
+        QCOMPARE(r->warnings[0].type, std::string("unmatched-rule"));
+        QVERIFY(r->warnings[0].detail.find("rule 4 (\"lm_head\")") != std::string::npos);
+    }
+
+    void bitAccounting()
+    {
+        const ModelConfig c = qbtest::syntheticConfig(2);
+        auto r = resolveQuantPlan(uniformQuantPlan(quant::Method::Gptq, 4, 16), c);
+        QVERIFY(r.ok());
+        // q: 32x32, k,v: 16x32, o: 32x32, gate/up: 48x32, down: 32x48 per layer.
+        const std::int64_t perLayer = 32 * 32 * 2 + 16 * 32 * 2 + 48 * 32 * 2 + 32 * 48;
+        QCOMPARE(r->linearParams, 2 * perLayer);
+        QCOMPARE(r->quantizedParams, 2 * perLayer);
+        QVERIFY(std::abs(r->bitsPerWeight - (4 + 32.0 / 16)) < 1e-12); // F16 scale + F16 zero per 16
+        const std::int64_t others = 2 * 64 * 32 + 32 + 2 * 2 * 32;     // embed + lm_head, norms
+        QCOMPARE(r->linearBytes, std::uint64_t(2 * perLayer * 6 / 8));
+        QCOMPARE(r->sizeBytes, r->linearBytes + std::uint64_t(others * 2));
+        auto s = resolveQuantPlan(*quantPlanFromText(R"({"default": {"method": "rtn", "bits": 3, "sym": true,
+            "group_size": 20}, "rules": [{"match": "model.layers.1.*", "skip": true}]})"), c);
+        QVERIFY(s.ok());
+        QCOMPARE(s->quantizedParams, perLayer);
+        double want = 0;
+        want += 16.0 * double(perLayer);
+        want += quant::bitsPerWeightUniform(3, 20, 32, true) * (32 * 32 * 2 + 16 * 32 * 2 + 48 * 32 * 2);
+        want += quant::bitsPerWeightUniform(3, 20, 48, true) * (32 * 48);
+        QVERIFY(std::abs(s->bitsPerWeight - want / double(2 * perLayer)) < 1e-12);
+    }
+
+    void saveLoadRoundTrip()
+    {
+        const char* text = R"({"description": "mixed", "default": {"method": "neuqi", "bits": 3, "group_size": 64,
+            "act_order": true, "damping": 0.02, "block_size": 32},
+            "rules": [{"match": "model.layers.*.mlp.down_proj", "bits": 8, "method": "gptq", "sym": true,
+                       "static_groups": true}, {"match": "model.layers.0.*", "skip": true}]})";
+        auto p = quantPlanFromText(text);
+        QVERIFY2(p.ok(), p.ok() ? "" : p.error().toString().c_str());
+        QTemporaryDir dir;
+        const std::string path = dir.filePath("plan.json").toStdString();
+        QVERIFY(saveQuantPlan(*p, path).ok());
+        auto back = loadQuantPlan(path);
+        QVERIFY2(back.ok(), back.ok() ? "" : back.error().toString().c_str());
+        QVERIFY(*back == *p);
+        QCOMPARE(back->rules.size(), std::size_t(2));
+        QCOMPARE(*back->defaults.damping, 0.02);
+        // Unset fields stay unset after the round trip (so the method defaults still apply).
+        QVERIFY(!back->rules[1].settings.bits.has_value());
+        const std::string json = io::toJsonText(quantPlanToJson(*p));
+        QVERIFY(json.find("\"version\": 1") != std::string::npos);
+        QVERIFY(!loadQuantPlan(dir.filePath("missing.json").toStdString()).ok());
+    }
+};
+
+QTEST_GUILESS_MAIN(TestQuantPlan)
+#include "tst_quant_plan.moc"

@@ -1,0 +1,124 @@
+#include "widgets/perplexity_panel.h"
+
+#include "models/run_history_model.h"
+#include "pipeline/model_loader.h"
+#include "pipeline/perplexity_job.h"
+#include "tasks/job_runner.h"
+#include "widgets/activations_panel.h"
+#include "widgets/job_status.h"
+
+#include <QComboBox>
+#include <QFileInfo>
+#include <QFutureWatcher>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QTableView>
+#include <QVBoxLayout>
+
+namespace qb::ui {
+
+PerplexityPanel::PerplexityPanel(JobRunner* runner, JobStatus* status, QWidget* parent)
+    : QWidget(parent), m_runner(runner), m_status(status), m_history(new RunHistoryModel(this)),
+      m_table(new QTableView), m_text(new QLineEdit), m_ctx(new QSpinBox), m_mode(new QComboBox),
+      m_run(new QPushButton(tr("Evaluate perplexity")))
+{
+    setObjectName(QStringLiteral("perplexityPanel"));
+    m_text->setObjectName(QStringLiteral("pplText"));
+    m_ctx->setObjectName(QStringLiteral("pplCtx"));
+    m_mode->setObjectName(QStringLiteral("pplMode"));
+    m_run->setObjectName(QStringLiteral("pplRun"));
+    m_table->setObjectName(QStringLiteral("historyTable"));
+    m_ctx->setRange(8, 32768);
+    m_ctx->setValue(128);
+    m_ctx->setSuffix(tr(" tokens"));
+    m_mode->addItem(tr("all tokens"), QStringLiteral("all"));
+    m_mode->addItem(tr("second half (llama.cpp)"), QStringLiteral("second-half"));
+    m_text->setPlaceholderText(tr("evaluation text file (UTF-8)"));
+    m_table->setModel(m_history);
+    m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_table->horizontalHeader()->setStretchLastSection(true);
+    m_table->verticalHeader()->hide();
+
+    auto* controls = new QHBoxLayout;
+    controls->addWidget(new QLabel(tr("Text:")));
+    controls->addWidget(m_text, 1);
+    controls->addWidget(new QLabel(tr("Context:")));
+    controls->addWidget(m_ctx);
+    controls->addWidget(new QLabel(tr("Scoring:")));
+    controls->addWidget(m_mode);
+    controls->addWidget(m_run);
+    auto* layout = new QVBoxLayout(this);
+    layout->addLayout(controls);
+    layout->addWidget(m_table, 1);
+    m_run->setEnabled(false);
+    connect(m_run, &QPushButton::clicked, this, &PerplexityPanel::startEvaluation);
+}
+
+void PerplexityPanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)
+{
+    m_checkpoint = std::move(checkpoint);
+    m_text->setText(defaultTextFile(m_checkpoint.get(), QStringLiteral("eval.txt")));
+    m_run->setEnabled(m_checkpoint != nullptr);
+}
+
+void PerplexityPanel::startEvaluation()
+{
+    if (!m_checkpoint) return;
+    if (m_status->isBusy()) {
+        Q_EMIT evaluationFinished(false, tr("another job is running"));
+        return;
+    }
+    auto checkpoint = m_checkpoint;
+    const QString textPath = m_text->text();
+    pipeline::PerplexityJobOptions opt;
+    opt.ctx = m_ctx->value();
+    opt.mode = *eval::parseScoreMode(m_mode->currentData().toString().toStdString());
+    auto future = m_runner->track(m_runner->run<eval::PerplexityResult>(
+        [checkpoint, path = textPath.toStdString(), opt](RunContext& ctx) -> Result<eval::PerplexityResult> {
+            if (checkpoint->tokenizerPath.empty())
+                return makeError(ErrorCode::InvalidArgument,
+                                 "the model has no tokenizer.json: cannot tokenize the text", checkpoint->path);
+            QB_TRY(tok, io::Tokenizer::fromFile(checkpoint->tokenizerPath));
+            QB_TRY(text, pipeline::readTextFile(path));
+            QB_TRY(model, pipeline::loadModel(*checkpoint, &ctx));
+            return pipeline::runPerplexity(**model, *tok, *text, opt, &ctx);
+        }));
+    auto* watcher = new QFutureWatcher<JobOutcome<eval::PerplexityResult>>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, textPath, checkpoint] {
+        watcher->deleteLater();
+        m_run->setEnabled(true);
+        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
+            Q_EMIT evaluationFinished(false, tr("cancelled"));
+            return;
+        }
+        const auto outcome = watcher->result();
+        if (!outcome.ok()) {
+            Q_EMIT evaluationFinished(false, QString::fromStdString(outcome.error->toString()));
+            return;
+        }
+        const auto& r = *outcome.value;
+        RunRecord rec;
+        rec.when = QDateTime::currentDateTime();
+        rec.model = QFileInfo(QString::fromStdString(checkpoint->path)).fileName();
+        rec.variant = tr("original");
+        rec.text = QFileInfo(textPath).fileName();
+        rec.ctx = r.ctx;
+        rec.mode = QString::fromLatin1(eval::scoreModeName(r.mode));
+        rec.perplexity = r.perplexity;
+        rec.tokens = r.tokensScored;
+        rec.seconds = r.seconds;
+        rec.tokensPerSecond = r.tokensPerSecond;
+        m_history->append(rec);
+        m_table->scrollToBottom();
+        Q_EMIT evaluationFinished(true, QString::number(r.perplexity, 'f', 4));
+    });
+    watcher->setFuture(future);
+    m_run->setEnabled(false);
+    m_status->watch(watcher, tr("Evaluating perplexity"));
+}
+
+} // namespace qb::ui
