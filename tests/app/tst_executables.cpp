@@ -54,7 +54,7 @@ private Q_SLOTS:
         QTemporaryDir dir;
         const QString png = dir.filePath(QStringLiteral("window.png"));
         const Run r = run(QStringLiteral(QB_GUI_PATH), {QStringLiteral("--grab"), png});
-        QCOMPARE(r.code, 0);
+        QVERIFY2(r.code == 0, qPrintable(r.err.right(3000)));
         QImage img(png);
         QVERIFY(!img.isNull());
         QVERIFY(img.width() >= 1024);

@@ -10,7 +10,7 @@ namespace qb::ui {
 
 HistogramChart::HistogramChart(const QString& title, const QString& xTitle, QWidget* parent)
     : QChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_yLinear(new QValueAxis),
-      m_yLog(new QLogValueAxis)
+      m_yLog(new QLogValueAxis(this)) // owned by the view while it is not in the chart
 {
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
@@ -45,6 +45,7 @@ void HistogramChart::setLogCounts(bool on)
     QAbstractAxis* to = on ? static_cast<QAbstractAxis*>(m_yLog) : m_yLinear;
     m_series->detachAxis(from);
     c->removeAxis(from);
+    from->setParent(this); // removeAxis releases ownership; addAxis takes it again
     c->addAxis(to, Qt::AlignLeft);
     m_series->attachAxis(to);
     rebuild();
