@@ -45,9 +45,14 @@ Histogram GrowingHistogram::histogram() const
 {
     Histogram h;
     if (m_counts.empty()) return h;
-    h.lo = m_lo;
-    h.hi = m_hi;
-    h.counts = m_counts;
+    // Range doubling leaves empty bins at the edges: trim them (counts stay exact).
+    std::size_t first = 0, last = m_counts.size();
+    while (first < last && m_counts[first] == 0) ++first;
+    while (last > first && m_counts[last - 1] == 0) --last;
+    const double width = (m_hi - m_lo) / double(m_counts.size());
+    h.lo = m_lo + double(first) * width;
+    h.hi = m_lo + double(last) * width;
+    h.counts.assign(m_counts.begin() + std::ptrdiff_t(first), m_counts.begin() + std::ptrdiff_t(last));
     return h;
 }
 

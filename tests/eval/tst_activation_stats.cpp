@@ -27,18 +27,20 @@ private Q_SLOTS:
         const Histogram out = h.histogram();
         QCOMPARE(out.total(), 10000);
         QVERIFY(out.lo <= -90 && out.hi > 250);
-        QCOMPARE(int(out.counts.size()), 64);
+        const int nb = int(out.counts.size());
+        QVERIFY2(nb >= 16 && nb <= 64, qPrintable(QString::number(nb))); // empty edge bins trimmed
+        QVERIFY(out.counts.front() > 0 && out.counts.back() > 0);
         // Every value lies in the bin the final edges assign it to.
-        std::vector<std::int64_t> expect(64, 0);
+        std::vector<std::int64_t> expect(std::size_t(nb), 0);
         for (float x : v) {
-            const auto b = std::clamp<long long>((long long)((x - out.lo) / out.binWidth()), 0, 63);
+            const auto b = std::clamp<long long>((long long)((x - out.lo) / out.binWidth()), 0, nb - 1);
             ++expect[std::size_t(b)];
         }
         // Bin edges only ever merge, so recomputing from scratch on the final edges agrees
         // except for values that sat exactly on a boundary; allow no difference in total and
         // at most a handful moved by rounding.
         std::int64_t moved = 0;
-        for (int i = 0; i < 64; ++i) moved += std::abs(expect[std::size_t(i)] - out.counts[std::size_t(i)]);
+        for (int i = 0; i < nb; ++i) moved += std::abs(expect[std::size_t(i)] - out.counts[std::size_t(i)]);
         QVERIFY2(moved <= 4, qPrintable(QString::number(moved)));
     }
     void momentsMatchTwoPass()

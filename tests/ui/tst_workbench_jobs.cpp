@@ -10,6 +10,10 @@
 #include "widgets/main_window.h"
 #include "widgets/model_explorer.h"
 #include "widgets/perplexity_panel.h"
+#include "widgets/weights_panel.h"
+
+#include <QDir>
+#include <QTabWidget>
 
 #include <QAbstractItemModelTester>
 #include <QElapsedTimer>
@@ -71,6 +75,15 @@ private:
     qint64 m_maxGapNs = 0, m_maxBusyNs = 0;
 };
 
+// Saves a grab of the window for the README (packaging/screenshots.sh sets QB_SCREENSHOT_DIR).
+void saveScreenshot(QWidget& w, const QString& name)
+{
+    QString dir = qEnvironmentVariable("QB_SCREENSHOT_DIR");
+    if (dir.isEmpty()) dir = QStringLiteral(QB_BINARY_DIR "/screenshots");
+    QDir().mkpath(dir);
+    QVERIFY(w.grab().save(dir + QLatin1Char('/') + name));
+}
+
 bool openDemo(MainWindow& w)
 {
     QSignalSpy loaded(&w, &MainWindow::modelLoaded);
@@ -121,6 +134,8 @@ private Q_SLOTS:
         QTRY_COMPARE(panel->weightChart()->series()->count(), stats->channels()); // weights side
         QVERIFY(panel->statsText().contains(QStringLiteral("kurtosis")));
         QTRY_VERIFY(!w.jobStatus()->isVisible());
+        w.viewTabs()->setCurrentWidget(panel);
+        saveScreenshot(w, QStringLiteral("activations.png"));
     }
 
     void cancelCalibrationReturnsToIdle()
@@ -183,6 +198,10 @@ private Q_SLOTS:
         QVERIFY(done.wait(180000));
         QCOMPARE(panel->history()->rowCount(), 2);
         QCOMPARE(panel->history()->record(1).mode, QStringLiteral("second-half"));
+        QVERIFY(w.explorer()->selectTensor(QStringLiteral("model.layers.1.mlp.down_proj.weight")));
+        QSignalSpy ready(w.weightsPanel(), &WeightsPanel::statsReady);
+        QVERIFY(ready.wait(20000));
+        saveScreenshot(w, QStringLiteral("weights.png"));
     }
 };
 

@@ -6,6 +6,7 @@
 #include "widgets/job_status.h"
 #include "widgets/main_window.h"
 
+#include <QCheckBox>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -64,6 +65,11 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
     m_title->setFont(f);
 
     auto* browseButton = new QPushButton(tr("Browse..."));
+    auto* logCounts = new QCheckBox(tr("Log counts"));
+    logCounts->setObjectName(QStringLiteral("activationsLog"));
+    logCounts->setChecked(true); // activations are heavy-tailed: the tails matter
+    m_hist->setLogCounts(true);
+    connect(logCounts, &QCheckBox::toggled, m_hist, &HistogramChart::setLogCounts);
     auto* controls = new QHBoxLayout;
     controls->addWidget(new QLabel(tr("Text:")));
     controls->addWidget(m_text, 1);
@@ -72,6 +78,7 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
     controls->addWidget(m_windows);
     controls->addWidget(new QLabel(tr("Length:")));
     controls->addWidget(m_length);
+    controls->addWidget(logCounts);
     controls->addWidget(m_run);
 
     auto* grid = new QGridLayout;
