@@ -13,6 +13,10 @@
 #include <QTreeView>
 
 #include <QAbstractItemModelTester>
+#include <QApplication>
+#include <QMenu>
+#include <QMimeData>
+#include <QUrl>
 #include <QFileInfo>
 #include <QLineEdit>
 #include <QSignalSpy>
@@ -183,6 +187,35 @@ private Q_SLOTS:
         QTRY_COMPARE(panel->histogram()->plottedCounts().size(), std::size_t(16));
         QTest::mouseClick(panel->logCheck(), Qt::LeftButton);
         QVERIFY(panel->histogram()->logCounts());
+    }
+
+    void dropAndRecentFiles()
+    {
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+        // Drop the demo's config.json on the window: its folder opens.
+        QMimeData mime;
+        mime.setUrls({QUrl::fromLocalFile(QStringLiteral(QB_DEMO_DIR "/config.json"))});
+        QDragEnterEvent enter(QPoint(100, 100), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(&w, &enter);
+        QVERIFY(enter.isAccepted());
+        QDropEvent drop(QPointF(100, 100), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(&w, &drop);
+        QVERIFY(loaded.wait(20000));
+        QCOMPARE(QFileInfo(loaded.last().at(0).toString()).canonicalFilePath(),
+                 QFileInfo(QStringLiteral(QB_DEMO_DIR)).canonicalFilePath());
+        // It is now first in File > Open Recent, in a new window too.
+        MainWindow w2;
+        auto* recent = w2.findChild<QMenu*>(QStringLiteral("menuRecent"));
+        QVERIFY(recent);
+        QVERIFY(!recent->actions().isEmpty());
+        QCOMPARE(QFileInfo(recent->actions().first()->text()).canonicalFilePath(),
+                 QFileInfo(QStringLiteral(QB_DEMO_DIR)).canonicalFilePath());
+        QSignalSpy loaded2(&w2, &MainWindow::modelLoaded);
+        recent->actions().first()->trigger();
+        QVERIFY(loaded2.wait(20000));
     }
 
     void tensorTreeModelPassesTester()
