@@ -188,7 +188,9 @@ Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& so
     QB_TRY(inter, r.integer("intermediate_size", qwen ? 22016 : mistral ? 14336 : 11008));
     QB_TRY(layers, r.integer("num_hidden_layers", 32));
     QB_TRY(heads, r.integer("num_attention_heads", 32));
-    QB_TRY(kvHeads, r.integer("num_key_value_heads", *heads));
+    // transformers' defaults when the key is absent: Llama and Qwen2 use num_attention_heads,
+    // MistralConfig uses 8.
+    QB_TRY(kvHeads, r.integer("num_key_value_heads", mistral ? 8 : *heads));
     if (*heads % *kvHeads != 0)
         return r.fieldError("num_key_value_heads",
                             "num_attention_heads " + std::to_string(*heads) +

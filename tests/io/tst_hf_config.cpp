@@ -67,6 +67,11 @@ private Q_SLOTS:
         const auto c = parseOk(tinyMistral());
         QCOMPARE(int(c.architecture), int(Architecture::Mistral));
         QCOMPARE(c.modelType, std::string("mistral"));
+        // Absent num_key_value_heads: MistralConfig's default is 8, LlamaConfig's the head count.
+        const auto m = parseOk(R"({"architectures":["MistralForCausalLM"],"hidden_size":256,"num_attention_heads":32})");
+        QCOMPARE(m.numKeyValueHeads, std::int64_t(8));
+        const auto l = parseOk(R"({"architectures":["LlamaForCausalLM"],"hidden_size":256,"num_attention_heads":32})");
+        QCOMPARE(l.numKeyValueHeads, std::int64_t(32));
     }
     void modelTypeOnly()
     {
