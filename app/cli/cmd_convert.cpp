@@ -7,6 +7,7 @@
 #include "export/ggml_quantize.h"
 #include "export/gguf_export.h"
 #include "export/gguf_verify.h"
+#include "export/gptq_export.h"
 #include "io/checkpoint.h"
 #include "io/tokenizer.h"
 
@@ -77,7 +78,10 @@ int runVerify(const std::vector<std::string>& argv)
     cli::CliArgs args(argv, {}, {"tensors"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one FILE argument", 2);
-    auto r = exporting::verifyModelFile(args.positionals().front());
+    const std::string& target = args.positionals().front();
+    // A GPTQ directory has no plain weights our checkpoint reader accepts: check it as GPTQ.
+    auto r = exporting::isGptqDirectory(target) ? exporting::verifyGptqDirectory(target)
+                                                : exporting::verifyModelFile(target);
     if (!r) return cli::fail(cmd, r.error().toString());
     std::cout << r->summary();
     if (args.has("tensors"))
@@ -104,8 +108,9 @@ QB_CLI_COMMAND(
     "  --report prints per tensor: type, exact or not, max abs difference from the weights.",
     runConvert);
 QB_CLI_COMMAND(
-    "verify", "re-read a GGUF or safetensors model and check it",
-    "quantbench-cli verify FILE [--tensors]\n"
+    "verify", "re-read a GGUF, safetensors or GPTQ model and check it",
+    "quantbench-cli verify FILE|DIR [--tensors]\n"
     "  Checks structure (GGUF: key types llama.cpp insists on, token count, names) and that\n"
-    "  every tensor decodes to finite values. Exit code 1 when a problem is found.",
+    "  every tensor decodes to finite values; GPTQ directories: quantization_config, packed\n"
+    "  tensor shapes for bits/group_size, positive scales, g_idx range. Exit 1 on a problem.",
     runVerify);

@@ -3,6 +3,7 @@
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
+#include "cli/export_support.h"
 #include "eval/perplexity.h"
 #include "io/checkpoint.h"
 #include "io/json_value.h"
@@ -19,6 +20,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <mutex>
 
 namespace {
@@ -43,8 +45,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     const char* cmd = "quantize";
     cli::CliArgs args(argv,
                       {"calib", "nsamples", "seqlen", "seed", "plan", "method", "bits", "group", "eval", "ctx", "score",
-                       "threads", "batch", "save-plan"},
-                      {"sym", "act-order", "json"});
+                       "threads", "batch", "save-plan", "out", "format", "gguf-type"},
+                      {"sym", "act-order", "json", "round-grids"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto calibPath = args.value("calib");
@@ -62,6 +64,13 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (!mode) return cli::fail(cmd, "--score must be 'all' or 'second-half'", 2);
     po.mode = *mode;
     const bool json = args.has("json");
+    // Optional export of the result (--out PATH --format ...).
+    std::optional<cli::ExportFormat> exportFormat;
+    if (args.has("out") != args.has("format")) return cli::fail(cmd, "--out and --format go together", 2);
+    if (args.has("out")) {
+        exportFormat = cli::parseExportFormat(*args.value("format"));
+        if (!exportFormat) return cli::fail(cmd, "--format must be gguf, gptq, safetensors or qbproj", 2);
+    }
 
     // The plan: a file, or one method for every decoder linear.
     pipeline::QuantPlan plan;
@@ -135,7 +144,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     for (const auto& w : loadWarnings) std::cerr << "quantbench-cli quantize: warning: " << w.toString() << "\n";
     pipeline::QuantizeJobOptions qo;
     qo.threads = threads;
-    qo.keepCodes = false;
+    qo.keepCodes = exportFormat.has_value();
     auto q = pipeline::runQuantize(**base, &*ck, *resolved, *calib, qo, &rc);
     if (!q) return cli::fail(cmd, q.error().toString(), cancelled(q.error()) ? 130 : 1);
     const double quantSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -146,10 +155,51 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         if (!r) return cli::fail(cmd, "evaluation: " + r.error().toString(), cancelled(r.error()) ? 130 : 1);
         ppl = *r;
     }
+
+    io::JsonValue exportJson;
+    if (exportFormat) {
+        const std::string out = *args.value("out");
+        int rc2 = 0;
+        if (*exportFormat == cli::ExportFormat::Qbproj) {
+            io::JsonValue cal;
+            cal.set("text", *calibPath);
+            cal.set("nsamples", co.nsamples);
+            cal.set("seqlen", co.seqlen);
+            cal.set("seed", double(co.seed));
+            auto bundle = cli::bundleFromRun(*ck, *q, plan, std::move(cal),
+                                             ppl ? std::optional(ppl->perplexity) : std::nullopt, quantSeconds);
+            Status st = exporting::writeProjectBundle(out, bundle, {}, &rc);
+            if (!st.ok()) return cli::fail(cmd, st.error().toString(), cancelled(st.error()) ? 130 : 1);
+            exportJson.set("path", out);
+            exportJson.set("format", "qbproj");
+            if (!json) std::cout << "wrote " << out << " (project, " << bundle.tensors.size() << " quantized tensors)\n";
+        } else {
+            std::map<std::string, const quant::QuantizedRows*> grids;
+            for (std::size_t i = 0; i < q->tensors.size(); ++i)
+                if (i < q->codes.size() && q->codes[i]) {
+                    q->codes[i]->dequantized = quant::dequantizeRowsUniform(*q->codes[i]);
+                    grids[q->tensors[i].name] = &*q->codes[i];
+                }
+            cli::ModelExportRequest req;
+            req.out = out;
+            req.format = *exportFormat;
+            req.ggufType = args.value("gguf-type", "auto");
+            req.roundGrids = args.has("round-grids");
+            rc2 = cli::writeModelExport(
+                cmd, *ck,
+                [&grids](const std::string& n) -> const quant::QuantizedRows* {
+                    auto it = grids.find(n);
+                    return it == grids.end() ? nullptr : it->second;
+                },
+                req, &rc, json ? &exportJson : nullptr);
+        }
+        if (rc2 != 0) return rc2;
+    }
     std::signal(SIGINT, SIG_DFL);
 
     if (json) {
         io::JsonValue o;
+        if (exportFormat) o.set("export", exportJson);
         if (ppl) o.set("perplexity", ppl->perplexity);
         o.set("bits_per_weight", q->bitsPerWeight);
         o.set("size_bytes", double(q->sizeBytes));
@@ -205,6 +255,7 @@ QB_CLI_COMMAND("quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI) w
                "         (--plan PLAN.json | --method rtn|gptq|neuqi --bits B [--group G] [--sym] [--act-order])\n"
                "         [--eval FILE --ctx N --score all|second-half] [--batch N] [--threads N]\n"
                "         [--save-plan FILE] [--json]\n"
+               "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
                "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded)\n"
                "  --plan FILE    JSON plan: {\"default\": {\"method\": \"neuqi\", \"bits\": 4, \"group_size\": 128},\n"
                "                 \"rules\": [{\"match\": \"model.layers.*.mlp.down_proj\", \"bits\": 8}, ...]}\n"
@@ -214,5 +265,8 @@ QB_CLI_COMMAND("quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI) w
                "  --eval FILE    perplexity of the fake-quantized model (--ctx, --score, --batch as `eval`)\n"
                "  --save-plan F  write the effective plan as JSON\n"
                "  --json         print {perplexity, bits_per_weight, size_bytes, seconds, timings, tensors[]}\n"
+               "  --out PATH     export the result: gguf (grids stored exactly, --gguf-type forces a type),\n"
+               "                 gptq (HF GPTQ directory; --round-grids rounds what GPTQ cannot hold instead of\n"
+               "                 refusing), safetensors (fake-quantized HF directory), qbproj (project file)\n"
                "Ctrl-C cancels cleanly (exit 130).\n",
                &runQuantizeCmd);

@@ -2,6 +2,7 @@
 
 #include "model/forward.h"
 #include "pipeline/model_loader.h"
+#include "pipeline/parallel_for.h"
 #include "quant/error_metrics.h"
 #include "quant/gptq.h"
 #include "quant/hessian.h"
@@ -78,7 +79,8 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
     });
     if (ctx) child.setCancelSource([ctx] { return ctx->isCancelled(); });
 
-    Result<quant::QuantizedRows> q = gptq ? quant::quantizeRowsGptq(w, h, tp.options, &child)
+    const quant::ParallelFor par = openmpParallelFor(); // NeUQI search over rows x groups
+    Result<quant::QuantizedRows> q = gptq ? quant::quantizeRowsGptq(w, h, tp.options, &child, &par)
                                           : quant::quantizeRowsRtn(w, tp.options.grid, tp.options.init, nullptr,
                                                                    tp.options.neuqi, &child);
     if (!solving) tSolve = Clock::now(); // no column block reported (cancel or error)
@@ -214,6 +216,9 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             if (ctx) ctx->beginStage("evaluate", calib.count, layerDetail(l, "output"));
             QB_TRY_STATUS(run.pass(*w, l, true, {}));
             res.seconds.evaluate += secondsSince(t0);
+            if (options.onLayerDone)
+                options.onLayerDone(l, std::vector<TensorReport>(res.tensors.begin() + std::ptrdiff_t(planBase),
+                                                                 res.tensors.begin() + std::ptrdiff_t(planBase + model::kAllLinears.size())));
             if (out) out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
             w.reset(); // the F32 layer is gone before the next one is loaded
         }

@@ -25,7 +25,8 @@
 // keepModel) and the codes/scales/zeros per tensor (when keepCodes; their `dequantized` matrix is
 // dropped, rebuild it with quant::dequantizeRowsUniform).
 // Threading: runs on the calling thread; the forward pass and Eigen GEMMs use the OpenMP team
-// (threads > 0 sets its size, process-wide); the quantization kernels are single-threaded.
+// (threads > 0 sets its size, process-wide); the quantization kernels are single-threaded, NeUQI's
+// up-front search runs over rows x groups on that team (pipeline/parallel_for.h), bit-identical.
 
 #include "base/result.h"
 #include "base/run_context.h"
@@ -46,12 +47,17 @@ namespace qb::pipeline {
 // Returns layer `layer`'s F32 weights as a fresh object the job may modify.
 using LayerLoader = std::function<Result<std::shared_ptr<model::DecoderLayerWeights>>(int layer)>;
 
+struct TensorReport;
+
 struct QuantizeJobOptions {
     int batch = 8;          // calibration windows per forward call
     int threads = 0;        // > 0: model::setNumThreads
     bool keepModel = true;  // build the fake-quantized model copy
     bool keepCodes = true;  // keep QuantizedRows (codes, scales, zeros, g_idx) per tensor
     LayerLoader loader;     // empty: the default described above
+    // Called on the job's thread after layer `layer` is fully quantized, with its reports (plan
+    // order). The receiver must not block (the GUI forwards it over a queued signal).
+    std::function<void(int layer, const std::vector<TensorReport>& reports)> onLayerDone;
 };
 
 struct TensorReport {

@@ -5,6 +5,7 @@
 #include "widgets/activations_panel.h"
 #include "widgets/job_status.h"
 #include "widgets/perplexity_panel.h"
+#include "widgets/quantize_panel.h"
 #include "widgets/model_explorer.h"
 #include "widgets/weights_panel.h"
 
@@ -95,8 +96,12 @@ void MainWindow::createPanels()
     connect(m_activations, &ActivationsPanel::calibrationFinished, this, [this](bool ok, const QString& msg) {
         statusBar()->showMessage(ok ? tr("Calibration done: %1").arg(msg) : tr("Calibration: %1").arg(msg), 8000);
     });
-    m_tabs->addTab(placeholder(tr("Per-layer plan, quantization runs and errors appear here.")),
-                   tr("Quantization"));
+    auto* quantize = new QuantizePanel(m_runner, m_jobStatus, m_tabs);
+    m_tabs->addTab(quantize, tr("Quantization"));
+    connect(this, &MainWindow::modelLoaded, quantize, [this, quantize] { quantize->setCheckpoint(m_checkpoint); });
+    connect(quantize, &QuantizePanel::quantizeFinished, this, [this](bool ok, const QString& msg) {
+        statusBar()->showMessage(ok ? tr("Quantized: %1").arg(msg) : tr("Quantization: %1").arg(msg), 8000);
+    });
     setCentralWidget(m_tabs);
 
     m_explorerDock = new QDockWidget(tr("Model explorer"), this);
@@ -105,6 +110,7 @@ void MainWindow::createPanels()
     m_explorerDock->setWidget(m_explorer);
     connect(m_explorer, &ModelExplorer::tensorSelected, m_weights, &WeightsPanel::showTensor);
     connect(m_explorer, &ModelExplorer::tensorSelected, m_activations, &ActivationsPanel::showTensor);
+    connect(m_explorer, &ModelExplorer::tensorSelected, quantize, &QuantizePanel::showTensor);
     addDockWidget(Qt::LeftDockWidgetArea, m_explorerDock);
 
     m_historyDock = new QDockWidget(tr("Run history"), this);

@@ -1,0 +1,543 @@
+#include "export/gptq_export.h"
+
+#include "export/hf_directory.h"
+#include "io/json_value.h"
+#include "io/safetensors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <sstream>
+
+namespace qb::exporting {
+
+namespace {
+
+bool isLinearWeight(const std::string& n)
+{
+    return n.rfind("model.layers.", 0) == 0 && n.size() > 12 && n.compare(n.size() - 12, 12, "_proj.weight") == 0;
+}
+
+std::string modulePrefix(const std::string& weightName)
+{
+    return weightName.substr(0, weightName.size() - std::string(".weight").size());
+}
+
+// Column layout of a grid: contiguous groups (g_idx = k / width) or an arbitrary map (act-order).
+struct GroupShape {
+    int groups = 1;
+    int width = 0; // columns per group (max over groups)
+    bool contiguous = true;
+};
+
+GroupShape groupShape(const quant::QuantizedRows& g)
+{
+    GroupShape s;
+    const auto& gi = g.groupIndex;
+    s.groups = int(g.scales.cols());
+    std::vector<int> count(std::size_t(std::max(1, s.groups)), 0);
+    for (std::size_t k = 0; k < gi.size(); ++k) {
+        if (gi[k] >= 0 && gi[k] < s.groups) ++count[std::size_t(gi[k])];
+        if (k == 0 ? gi[k] != 0 : (gi[k] != gi[k - 1] && gi[k] != gi[k - 1] + 1)) s.contiguous = false;
+    }
+    s.width = *std::max_element(count.begin(), count.end());
+    return s;
+}
+
+int storableBits(int bits)
+{
+    for (int b : {2, 3, 4, 8})
+        if (bits <= b) return b;
+    return 0;
+}
+
+// A grid re-expressed in the GPTQ form: integer codes/zeros at `bits`, F16 scales, R group rows.
+struct Converted {
+    std::vector<std::uint8_t> codes; // [N x K]
+    std::vector<int> zeros;          // [N x R]
+    std::vector<std::uint16_t> scales; // [N x R] F16
+    std::vector<int> gidx;           // [K]
+    int n = 0, k = 0, r = 0;
+    double zeroChange = 0, scaleChange = 0;
+    bool realZero = false, zeroRange = false, scaleRounded = false;
+};
+
+struct Layout {
+    int bits = 4;
+    int groupSize = -1;
+    bool descAct = false;
+};
+
+Result<Converted> convertGrid(const std::string& name, const quant::QuantizedRows& g, const Layout& L)
+{
+    Converted c;
+    c.n = int(g.codes.rows());
+    c.k = int(g.codes.cols());
+    if (int(g.groupIndex.size()) != c.k) return makeError(ErrorCode::Shape, "g_idx length differs from the columns", name);
+    const int G = L.groupSize > 0 ? L.groupSize : c.k;
+    c.r = (c.k + G - 1) / G;
+    const GroupShape gs = groupShape(g);
+    // New group row of each column and the source group each row takes.
+    std::vector<int> src(std::size_t(c.r), -1);
+    c.gidx.resize(std::size_t(c.k));
+    for (int k = 0; k < c.k; ++k) {
+        const int sg = g.groupIndex[std::size_t(k)];
+        if (L.descAct) {
+            if (sg >= c.r)
+                return makeError(ErrorCode::Unsupported,
+                                 "has " + std::to_string(gs.groups) + " groups; group_size " + std::to_string(G) +
+                                     " allows " + std::to_string(c.r),
+                                 name);
+            c.gidx[std::size_t(k)] = sg;
+            src[std::size_t(sg)] = sg;
+        } else {
+            const int row = k / G;
+            if (src[std::size_t(row)] >= 0 && src[std::size_t(row)] != sg)
+                return makeError(ErrorCode::Unsupported,
+                                 "its groups (width " + std::to_string(gs.width) +
+                                     ") cannot be expressed with group_size " + std::to_string(G),
+                                 name);
+            src[std::size_t(row)] = sg;
+            c.gidx[std::size_t(k)] = row;
+        }
+    }
+    for (auto& s : src)
+        if (s < 0) s = 0; // unused group rows (act-order with fewer groups): copies of group 0
+    const int maxq = (1 << L.bits) - 1;
+    c.codes.resize(std::size_t(c.n) * std::size_t(c.k));
+    c.zeros.resize(std::size_t(c.n) * std::size_t(c.r));
+    c.scales.resize(std::size_t(c.n) * std::size_t(c.r));
+    std::vector<int> zOfSrc(std::size_t(g.scales.cols()));
+    std::vector<char> exactOfSrc(std::size_t(g.scales.cols()));
+    std::vector<double> s16OfSrc(std::size_t(g.scales.cols()));
+    for (int n = 0; n < c.n; ++n) {
+        for (Eigen::Index sg = 0; sg < g.scales.cols(); ++sg) {
+            const double s = g.scales(n, sg), z = g.zeros(n, sg);
+            const double Z = -z;
+            const double zr = std::nearbyint(Z);
+            const bool integral = zr == Z;
+            const int zi = int(std::clamp(zr, 1.0, double(maxq)));
+            c.realZero = c.realZero || !integral;
+            c.zeroRange = c.zeroRange || (integral && zi != int(zr));
+            zOfSrc[std::size_t(sg)] = zi;
+            exactOfSrc[std::size_t(sg)] = integral && zi == int(zr);
+            const std::uint16_t h = f32ToF16(float(s));
+            const double s16 = f16ToF32(h);
+            if (!(s16 > 0) || !std::isfinite(s16))
+                return makeError(ErrorCode::NumericalError,
+                                 "scale " + std::to_string(s) + " (row " + std::to_string(n) + ") is not a positive F16 value",
+                                 name);
+            if (s16 != s) c.scaleRounded = true;
+            s16OfSrc[std::size_t(sg)] = s16;
+        }
+        for (int k = 0; k < c.k; ++k) {
+            const int sg = g.groupIndex[std::size_t(k)];
+            const double s = g.scales(n, sg), z = g.zeros(n, sg);
+            const int q0 = g.codes(n, k);
+            const double w = s * (z + double(q0));
+            int q = q0;
+            const int Z = zOfSrc[std::size_t(sg)];
+            if (!exactOfSrc[std::size_t(sg)]) {
+                q = int(std::clamp(std::nearbyint(w / s + double(Z)), 0.0, double(maxq)));
+                c.zeroChange = std::max(c.zeroChange, std::fabs(s * double(q - Z) - w));
+            }
+            c.codes[std::size_t(n) * std::size_t(c.k) + std::size_t(k)] = std::uint8_t(q);
+            const double s16 = s16OfSrc[std::size_t(sg)];
+            c.scaleChange = std::max(c.scaleChange, std::fabs((s16 - s) * double(q - Z)));
+        }
+        for (int r = 0; r < c.r; ++r) {
+            const int sg = src[std::size_t(r)];
+            c.zeros[std::size_t(n) * std::size_t(c.r) + std::size_t(r)] = zOfSrc[std::size_t(sg)];
+            c.scales[std::size_t(n) * std::size_t(c.r) + std::size_t(r)] = f32ToF16(float(g.scales(n, sg)));
+        }
+    }
+    return c;
+}
+
+// LSB-first bit stream of `count` b-bit values into 32-bit words (value i -> bits b·i...).
+void packStream(const std::vector<std::uint32_t>& values, int b, std::uint32_t* words)
+{
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        const std::uint64_t bit = std::uint64_t(b) * i;
+        const std::size_t w = std::size_t(bit / 32), off = std::size_t(bit % 32);
+        words[w] |= values[i] << off;
+        if (off + std::size_t(b) > 32) words[w + 1] |= values[i] >> (32 - off);
+    }
+}
+
+std::vector<std::uint8_t> wordsToBytes(const std::vector<std::uint32_t>& w)
+{
+    std::vector<std::uint8_t> out(w.size() * 4);
+    for (std::size_t i = 0; i < w.size(); ++i)
+        for (int b = 0; b < 4; ++b)
+            out[i * 4 + std::size_t(b)] = std::uint8_t(w[i] >> (8 * b));
+    return out;
+}
+
+struct Packed {
+    std::vector<std::uint8_t> qweight, qzeros, scales, gidx;
+};
+
+Packed pack(const Converted& c, int b)
+{
+    Packed p;
+    const int mask = (1 << b) - 1;
+    // qweight [K·b/32, N]: column n is the bit stream of codes over k.
+    const std::size_t qRows = std::size_t(c.k) * std::size_t(b) / 32;
+    std::vector<std::uint32_t> qw(qRows * std::size_t(c.n), 0), col(qRows);
+    std::vector<std::uint32_t> vals(std::size_t(c.k));
+    for (int n = 0; n < c.n; ++n) {
+        for (int k = 0; k < c.k; ++k)
+            vals[std::size_t(k)] = c.codes[std::size_t(n) * std::size_t(c.k) + std::size_t(k)];
+        std::fill(col.begin(), col.end(), 0u);
+        packStream(vals, b, col.data());
+        for (std::size_t r = 0; r < qRows; ++r)
+            qw[r * std::size_t(c.n) + std::size_t(n)] = col[r];
+    }
+    p.qweight = wordsToBytes(qw);
+    // qzeros [R, N·b/32]: row r is the bit stream of (Z − 1) over n.
+    const std::size_t zCols = std::size_t(c.n) * std::size_t(b) / 32;
+    std::vector<std::uint32_t> qz(std::size_t(c.r) * zCols, 0);
+    std::vector<std::uint32_t> zv(std::size_t(c.n));
+    for (int r = 0; r < c.r; ++r) {
+        for (int n = 0; n < c.n; ++n)
+            zv[std::size_t(n)] = std::uint32_t((c.zeros[std::size_t(n) * std::size_t(c.r) + std::size_t(r)] - 1) & mask);
+        packStream(zv, b, qz.data() + std::size_t(r) * zCols);
+    }
+    p.qzeros = wordsToBytes(qz);
+    // scales [R, N] F16.
+    p.scales.resize(std::size_t(c.r) * std::size_t(c.n) * 2);
+    for (int r = 0; r < c.r; ++r)
+        for (int n = 0; n < c.n; ++n) {
+            const std::uint16_t h = c.scales[std::size_t(n) * std::size_t(c.r) + std::size_t(r)];
+            const std::size_t o = (std::size_t(r) * std::size_t(c.n) + std::size_t(n)) * 2;
+            p.scales[o] = std::uint8_t(h & 0xff);
+            p.scales[o + 1] = std::uint8_t(h >> 8);
+        }
+    std::vector<std::uint32_t> gi(c.gidx.begin(), c.gidx.end());
+    p.gidx = wordsToBytes(gi);
+    return p;
+}
+
+const char* torchDtype(DType t)
+{
+    return t == DType::F16 ? "float16" : t == DType::BF16 ? "bfloat16" : "float32";
+}
+
+} // namespace
+
+bool GptqAnalysis::needsRounding() const
+{
+    for (const auto& i : issues)
+        if (i.kind != "scale-f16") return true;
+    return false;
+}
+
+std::string GptqAnalysis::summary() const
+{
+    std::ostringstream o;
+    o << "GPTQ: bits " << bits << ", group_size " << groupSize << ", desc_act " << (descAct ? "true" : "false")
+      << ", sym " << (sym ? "true" : "false") << "; " << quantized.size() << " quantized linears";
+    if (!unquantized.empty()) o << ", " << unquantized.size() << " left unquantized";
+    o << "\n";
+    for (const auto& i : issues)
+        o << "  " << i.kind << "  " << i.tensor << ": " << i.detail << " (max abs change " << i.maxAbsChange << ")\n";
+    return o.str();
+}
+
+Result<GptqAnalysis> analyzeGptqGrids(const io::Checkpoint& ck, const GridLookup& gridFor)
+{
+    GptqAnalysis a;
+    std::vector<std::pair<const TensorInfo*, const quant::QuantizedRows*>> grids;
+    int maxBits = 0, minWidth = 0;
+    bool multi = false;
+    for (const TensorInfo& t : ck.tensors) {
+        const quant::QuantizedRows* g = gridFor && t.shape.size() == 2 ? gridFor(t.name) : nullptr;
+        if (!g) {
+            if (isLinearWeight(t.name)) a.unquantized.push_back(t.name);
+            continue;
+        }
+        if (g->codes.rows() != t.shape[0] || g->codes.cols() != t.shape[1])
+            return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor", t.name);
+        grids.emplace_back(&t, g);
+        a.quantized.push_back(t.name);
+        maxBits = std::max(maxBits, g->bits);
+        const GroupShape gs = groupShape(*g);
+        a.descAct = a.descAct || !gs.contiguous;
+        if (gs.groups > 1) {
+            minWidth = multi ? std::min(minWidth, gs.width) : gs.width;
+            multi = true;
+        }
+    }
+    if (grids.empty()) return makeError(ErrorCode::InvalidArgument, "no quantized tensor to export as GPTQ", ck.path);
+    a.bits = storableBits(maxBits);
+    if (a.bits == 0) return makeError(ErrorCode::Unsupported, "GPTQ stores at most 8 bits", ck.path);
+    a.groupSize = multi ? minWidth : -1;
+    const Layout L{a.bits, a.groupSize, a.descAct};
+    for (const auto& [t, g] : grids) {
+        if (std::int64_t(t->shape[1]) * a.bits % 32 != 0 || std::int64_t(t->shape[0]) * a.bits % 32 != 0)
+            return makeError(ErrorCode::Shape,
+                             "GPTQ packing at " + std::to_string(a.bits) + " bits needs both dimensions (" +
+                                 t->shapeString() + ") to fill whole 32-bit words",
+                             t->name);
+        if (g->bits != a.bits)
+            a.issues.push_back({t->name, "bits",
+                                std::to_string(g->bits) + "-bit grid stored as " + std::to_string(a.bits) +
+                                    " bits (exact: same scales, zeros and codes)",
+                                0});
+        const GroupShape gs = groupShape(*g);
+        if (gs.groups > 1 ? gs.width != a.groupSize : multi)
+            a.issues.push_back({t->name, "group",
+                                "groups of " + std::to_string(gs.width) + " columns re-expressed with group_size " +
+                                    std::to_string(a.groupSize) + " (exact: scales repeated)",
+                                0});
+        QB_TRY(c, convertGrid(t->name, *g, L));
+        if (c->realZero)
+            a.issues.push_back({t->name, "real-zero", "real-valued zero-points rounded to integers, codes re-derived",
+                                c->zeroChange});
+        else if (c->zeroRange)
+            a.issues.push_back({t->name, "zero-range",
+                                "zero-points outside [1, " + std::to_string((1 << a.bits) - 1) +
+                                    "] (v1 stores Z-1) clamped, codes re-derived",
+                                c->zeroChange});
+        if (c->scaleRounded)
+            a.issues.push_back({t->name, "scale-f16", "scales rounded to F16", c->scaleChange});
+        a.maxAbsChange = std::max({a.maxAbsChange, c->zeroChange + c->scaleChange});
+        for (int z : c->zeros)
+            if (z != (1 << (a.bits - 1))) {
+                a.sym = false;
+                break;
+            }
+    }
+    return a;
+}
+
+Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string& outDir, const GptqExportOptions& opt,
+                                    RunContext* ctx)
+{
+    if (ctx) ctx->beginStage("check", 0);
+    QB_TRY(an, analyzeGptqGrids(ck, opt.gridFor));
+    GptqExportReport rep;
+    rep.path = outDir;
+    rep.analysis = *an;
+    if (opt.policy == GptqGridPolicy::Refuse && an->needsRounding()) {
+        std::string what;
+        for (const auto& i : an->issues)
+            if (i.kind != "scale-f16") {
+                what = i.tensor + ": " + i.detail;
+                break;
+            }
+        return makeError(ErrorCode::Unsupported,
+                         "the GPTQ format cannot hold these grids as they are (" + what +
+                             "); export with rounding (max abs change " + std::to_string(an->maxAbsChange) +
+                             ") or choose another format",
+                         outDir);
+    }
+    for (const auto& n : an->unquantized)
+        rep.warnings.push_back("not quantized, written as a plain weight: " + n);
+    const Layout L{an->bits, an->groupSize, an->descAct};
+    const int b = an->bits;
+
+    std::map<std::string, const quant::QuantizedRows*> gridOf;
+    for (const auto& n : an->quantized)
+        gridOf[n] = opt.gridFor(n);
+    auto cache = std::make_shared<std::map<std::string, std::pair<int, Packed>>>();
+    std::vector<SafetensorsTensor> tensors;
+    DType widest = DType::F16;
+    for (const TensorInfo& t : ck.tensors) {
+        auto git = gridOf.find(t.name);
+        if (git == gridOf.end()) {
+            SafetensorsTensor s;
+            s.name = t.name;
+            s.shape = t.shape;
+            const DType src = dtypeIsFloat(t.dtype) && t.ggmlType < 0 ? t.dtype : DType::F32;
+            s.dtype = opt.plainDtype.value_or(src);
+            if (s.dtype == DType::F32 || (s.dtype == DType::BF16 && widest == DType::F16)) widest = s.dtype;
+            const DType dt = s.dtype;
+            s.produce = [&t, dt]() -> Result<std::vector<std::uint8_t>> {
+                if (t.dtype == dt && t.ggmlType < 0)
+                    return std::vector<std::uint8_t>(t.bytes.data(), t.bytes.data() + t.bytes.size());
+                std::vector<float> w(std::size_t(t.numel()));
+                QB_TRY_STATUS(io::readTensorF32(t, w.data()));
+                std::vector<std::uint8_t> out(w.size() * dtypeSize(dt));
+                QB_TRY_STATUS(convertFromF32(dt, w.data(), out.data(), w.size()));
+                return out;
+            };
+            tensors.push_back(std::move(s));
+            continue;
+        }
+        const std::string prefix = modulePrefix(t.name);
+        const quant::QuantizedRows* g = git->second;
+        const std::int64_t N = t.shape[0], K = t.shape[1];
+        const std::int64_t G = an->groupSize > 0 ? an->groupSize : K;
+        const std::int64_t R = (K + G - 1) / G;
+        auto part = [cache, prefix, g, L, b, name = t.name](int which) -> Result<std::vector<std::uint8_t>> {
+            auto it = cache->find(prefix);
+            if (it == cache->end()) {
+                QB_TRY(c, convertGrid(name, *g, L));
+                it = cache->emplace(prefix, std::pair(0, pack(*c, b))).first;
+            }
+            Packed& p = it->second.second;
+            std::vector<std::uint8_t>& v = which == 0 ? p.qweight : which == 1 ? p.qzeros : which == 2 ? p.scales : p.gidx;
+            std::vector<std::uint8_t> out = std::move(v);
+            if (++it->second.first == 4) cache->erase(it);
+            return out;
+        };
+        tensors.push_back({prefix + ".qweight", DType::I32, {K * b / 32, N}, [part] { return part(0); }});
+        tensors.push_back({prefix + ".qzeros", DType::I32, {R, N * b / 32}, [part] { return part(1); }});
+        tensors.push_back({prefix + ".scales", DType::F16, {R, N}, [part] { return part(2); }});
+        tensors.push_back({prefix + ".g_idx", DType::I32, {K}, [part] { return part(3); }});
+    }
+
+    std::uint64_t total = 0;
+    for (const auto& t : tensors)
+        total += t.byteSize();
+    QB_TRY(stage, StagingDirectory::create(outDir, total + (1u << 20)));
+
+    io::JsonValue qc;
+    qc.set("quant_method", "gptq");
+    qc.set("bits", b);
+    qc.set("group_size", an->groupSize);
+    qc.set("desc_act", an->descAct);
+    qc.set("sym", an->sym);
+    qc.set("checkpoint_format", "gptq");
+    qc.set("damp_percent", opt.dampPercent);
+    qc.set("true_sequential", true);
+    qc.set("static_groups", false);
+    qc.set("lm_head", false);
+    qc.set("pack_dtype", "int32");
+    if (!an->unquantized.empty()) {
+        io::JsonValue dyn = io::JsonObject{};
+        for (const auto& n : an->unquantized)
+            dyn.set("-:" + modulePrefix(n), io::JsonObject{});
+        qc.set("dynamic", std::move(dyn));
+    }
+    io::JsonValue meta;
+    meta.set("quantizer", io::JsonArray{io::JsonValue("quantbench:0.1")});
+    qc.set("meta", meta);
+    QB_TRY(config, sourceConfigJson(ck));
+    io::JsonValue cfg = std::move(*config);
+    cfg.set("torch_dtype", torchDtype(widest));
+    cfg.set("quantization_config", qc);
+    QB_TRY_STATUS(writeSmallFile(stage->file("config.json"), io::toJsonText(cfg, 2)));
+    io::JsonValue qfile = qc;
+    qfile.set("format", "gptq");
+    qfile.set("model_file_base_name", "model");
+    QB_TRY_STATUS(writeSmallFile(stage->file("quantize_config.json"), io::toJsonText(qfile, 2)));
+    QB_TRY(copied, copyTokenizerFiles(checkpointDirectory(ck), stage->path()));
+    rep.copiedFiles = *copied;
+
+    SafetensorsWriteOptions wo;
+    wo.failAfterBytesForTesting = opt.failAfterBytesForTesting;
+    QB_TRY(bytes, writeSafetensorsFile(stage->file("model.safetensors"), tensors, wo, ctx));
+    rep.bytes = *bytes;
+    rep.tensorCount = tensors.size();
+    if (opt.verify) {
+        QB_TRY(v1, verifySafetensorsFile(stage->file("model.safetensors"), tensors, ctx));
+        QB_TRY(v2, verifyGptqDirectory(stage->path(), ctx));
+        rep.verify = std::move(*v2);
+        rep.verify.path = outDir;
+        rep.verify.problems.insert(rep.verify.problems.begin(), v1->problems.begin(), v1->problems.end());
+        rep.verify.ok = rep.verify.problems.empty();
+        if (!rep.verify.ok) {
+            std::string all;
+            for (const auto& p : rep.verify.problems)
+                all += (all.empty() ? "" : "; ") + p;
+            return makeError(ErrorCode::Format, "the written GPTQ checkpoint failed verification (not installed): " + all,
+                             outDir);
+        }
+    }
+    if (ctx && ctx->isCancelled()) return RunContext::cancelledError(outDir);
+    QB_TRY_STATUS(stage->install());
+    return rep;
+}
+
+bool isGptqDirectory(const std::string& dir)
+{
+    auto text = readSmallFile(dir + "/config.json");
+    if (!text) return false;
+    auto j = io::parseJson(*text, "config.json");
+    if (!j) return false;
+    const io::JsonValue* qc = j->find("quantization_config");
+    const io::JsonValue* m = qc ? qc->find("quant_method") : nullptr;
+    return m && m->isString() && m->asString() == "gptq";
+}
+
+Result<GgufVerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx)
+{
+    QB_TRY(text, readSmallFile(dir + "/config.json"));
+    QB_TRY(cfg, io::parseJson(*text, dir + "/config.json"));
+    const io::JsonValue* qc = cfg->find("quantization_config");
+    if (!qc || !qc->isObject()) return makeError(ErrorCode::Format, "config.json has no quantization_config", dir);
+    auto num = [&](const char* k) -> std::optional<std::int64_t> {
+        const io::JsonValue* v = qc->find(k);
+        return v && v->isInteger() ? std::optional(v->asInteger()) : std::nullopt;
+    };
+    QB_TRY(st, verifySafetensorsFile(dir + "/model.safetensors", {}, ctx));
+    GgufVerifyReport r = std::move(*st);
+    r.path = dir;
+    r.format = "gptq";
+    const auto bits = num("bits"), group = num("group_size");
+    const io::JsonValue* fmt = qc->find("checkpoint_format");
+    if (!bits || (*bits != 2 && *bits != 3 && *bits != 4 && *bits != 8))
+        r.problems.push_back("quantization_config.bits must be 2, 3, 4 or 8");
+    if (!group || *group == 0 || *group < -1) r.problems.push_back("quantization_config.group_size is missing or invalid");
+    if (fmt && !(fmt->isString() && (fmt->asString() == "gptq" || fmt->asString() == "gptq_v2")))
+        r.problems.push_back("unknown checkpoint_format");
+    if (!r.problems.empty()) {
+        r.ok = false;
+        return r;
+    }
+    QB_TRY(tensors, io::readSafetensorsFile(dir + "/model.safetensors"));
+    std::map<std::string, const TensorInfo*> by;
+    for (const auto& t : *tensors)
+        by[t.name] = &t;
+    int modules = 0;
+    for (const auto& [name, t] : by) {
+        if (name.size() < 8 || name.compare(name.size() - 8, 8, ".qweight") != 0) continue;
+        ++modules;
+        const std::string p = name.substr(0, name.size() - 8);
+        const TensorInfo* qz = by.count(p + ".qzeros") ? by[p + ".qzeros"] : nullptr;
+        const TensorInfo* sc = by.count(p + ".scales") ? by[p + ".scales"] : nullptr;
+        const TensorInfo* gi = by.count(p + ".g_idx") ? by[p + ".g_idx"] : nullptr;
+        if (!qz || !sc || !gi) {
+            r.problems.push_back(p + ": qzeros, scales or g_idx missing");
+            continue;
+        }
+        if (by.count(p + ".weight")) r.problems.push_back(p + ": both weight and qweight present");
+        if (t->dtype != DType::I32 || qz->dtype != DType::I32 || gi->dtype != DType::I32 || sc->dtype != DType::F16) {
+            r.problems.push_back(p + ": dtypes must be qweight/qzeros/g_idx I32 and scales F16");
+            continue;
+        }
+        if (t->shape.size() != 2 || gi->shape.size() != 1 || sc->shape.size() != 2 || qz->shape.size() != 2) {
+            r.problems.push_back(p + ": wrong tensor ranks");
+            continue;
+        }
+        const std::int64_t K = gi->shape[0], N = t->shape[1];
+        const std::int64_t G = *group > 0 ? *group : K, R = (K + G - 1) / G;
+        if (t->shape[0] != K * *bits / 32 || sc->shape != std::vector<std::int64_t>{R, N} ||
+            qz->shape != std::vector<std::int64_t>{R, N * *bits / 32}) {
+            r.problems.push_back(p + ": shapes qweight " + t->shapeString() + ", qzeros " + qz->shapeString() +
+                                 ", scales " + sc->shapeString() + ", g_idx " + gi->shapeString() +
+                                 " do not match bits " + std::to_string(*bits) + " / group_size " + std::to_string(*group));
+            continue;
+        }
+        std::vector<float> s(std::size_t(sc->numel()));
+        QB_TRY_STATUS(convertToF32(DType::F16, sc->bytes.data(), s.data(), s.size()));
+        if (std::any_of(s.begin(), s.end(), [](float x) { return !(x > 0) || !std::isfinite(x); }))
+            r.problems.push_back(p + ": scales must be finite and positive");
+        std::vector<float> g(static_cast<std::size_t>(K));
+        QB_TRY_STATUS(convertToF32(DType::I32, gi->bytes.data(), g.data(), g.size()));
+        if (std::any_of(g.begin(), g.end(), [R](float x) { return x < 0 || x >= float(R); }))
+            r.problems.push_back(p + ": g_idx values outside [0, " + std::to_string(R) + ")");
+    }
+    if (modules == 0) r.problems.push_back("no packed (qweight) module found");
+    r.architecture = "gptq " + std::to_string(*bits) + "-bit, group " + std::to_string(*group) + ", " +
+                     std::to_string(modules) + " packed modules";
+    r.ok = r.problems.empty();
+    return r;
+}
+
+} // namespace qb::exporting

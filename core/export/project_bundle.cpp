@@ -1,0 +1,273 @@
+#include "export/project_bundle.h"
+
+#include "export/atomic_file.h"
+#include "export/safetensors_export.h"
+#include "io/zip_bundle.h"
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+namespace qb::exporting {
+
+namespace {
+
+template <typename T> std::vector<std::uint8_t> rawBytes(const T* p, std::size_t n)
+{
+    std::vector<std::uint8_t> out(n * sizeof(T));
+    std::memcpy(out.data(), p, out.size()); // little-endian hosts only (as every reader here)
+    return out;
+}
+
+std::vector<std::uint8_t> textBytes(const std::string& s)
+{
+    return std::vector<std::uint8_t>(s.begin(), s.end());
+}
+
+struct RawTensor {
+    std::string dtype;
+    std::vector<std::int64_t> shape;
+    const std::uint8_t* data = nullptr;
+    std::size_t size = 0;
+};
+
+// The safetensors we wrote ourselves, parsed from memory with the bounds checks that matter.
+Result<std::map<std::string, RawTensor>> parseSafetensorsBytes(const std::vector<std::uint8_t>& b, const std::string& ctx)
+{
+    if (b.size() < 8) return makeError(ErrorCode::Format, "truncated safetensors", ctx);
+    std::uint64_t n = 0;
+    for (int i = 0; i < 8; ++i)
+        n |= std::uint64_t(b[std::size_t(i)]) << (8 * i);
+    if (n > b.size() - 8) return makeError(ErrorCode::Format, "header longer than the entry", ctx);
+    QB_TRY(h, io::parseJson(std::string_view(reinterpret_cast<const char*>(b.data() + 8), std::size_t(n)), ctx));
+    if (!h->isObject()) return makeError(ErrorCode::Format, "header is not an object", ctx);
+    const std::size_t base = 8 + std::size_t(n);
+    std::map<std::string, RawTensor> out;
+    for (const auto& m : h->asObject()) {
+        if (m.key == "__metadata__") continue;
+        const io::JsonValue* dt = m.value.find("dtype");
+        const io::JsonValue* sh = m.value.find("shape");
+        const io::JsonValue* off = m.value.find("data_offsets");
+        if (!dt || !dt->isString() || !sh || !sh->isArray() || !off || !off->isArray() || off->asArray().size() != 2)
+            return makeError(ErrorCode::Format, "bad tensor entry", ctx + ":" + m.key);
+        RawTensor t;
+        t.dtype = dt->asString();
+        for (const auto& d : sh->asArray())
+            t.shape.push_back(d.asInteger());
+        const auto a = std::size_t(off->asArray()[0].asInteger()), e = std::size_t(off->asArray()[1].asInteger());
+        if (e < a || base + e > b.size()) return makeError(ErrorCode::OutOfRange, "data offsets out of range", ctx + ":" + m.key);
+        t.data = b.data() + base + a;
+        t.size = e - a;
+        out[m.key] = t;
+    }
+    return out;
+}
+
+Result<std::uint64_t> intField(const io::JsonValue& o, const char* k, const std::string& ctx)
+{
+    const io::JsonValue* v = o.find(k);
+    if (!v || !v->isInteger() || v->asInteger() < 0)
+        return makeError(ErrorCode::Format, std::string("missing or bad \"") + k + "\"", ctx);
+    return std::uint64_t(v->asInteger());
+}
+
+} // namespace
+
+const BundleTensor* ProjectBundle::find(const std::string& name) const
+{
+    for (const auto& t : tensors)
+        if (t.name == name) return &t;
+    return nullptr;
+}
+
+bool sameGrid(const quant::QuantizedRows& a, const quant::QuantizedRows& b)
+{
+    return a.bits == b.bits && a.codes.rows() == b.codes.rows() && a.codes.cols() == b.codes.cols() &&
+           a.codes == b.codes && a.scales.rows() == b.scales.rows() && a.scales.cols() == b.scales.cols() &&
+           a.scales == b.scales && a.zeros.rows() == b.zeros.rows() && a.zeros.cols() == b.zeros.cols() &&
+           a.zeros == b.zeros && a.groupIndex == b.groupIndex;
+}
+
+Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const BundleWriteOptions& opt,
+                          RunContext* ctx)
+{
+    io::JsonValue man;
+    man.set("format", "qbproj");
+    man.set("version", b.version);
+    man.set("created_by", b.createdBy);
+    io::JsonValue model;
+    model.set("path", b.model.path);
+    model.set("format", b.model.format);
+    io::JsonArray files;
+    for (const auto& [p, n] : b.model.files) {
+        io::JsonValue f;
+        f.set("path", p);
+        f.set("bytes", double(n));
+        files.push_back(std::move(f));
+    }
+    model.set("files", std::move(files));
+    model.set("bytes", double(b.model.bytes));
+    man.set("model", std::move(model));
+
+    std::vector<SafetensorsTensor> st;
+    io::JsonArray tlist;
+    for (const auto& t : b.tensors) {
+        const auto& g = t.grid;
+        const std::int64_t rows = g.codes.rows(), cols = g.codes.cols(), groups = g.scales.cols();
+        if (g.scales.rows() != rows || g.zeros.rows() != rows || g.zeros.cols() != groups ||
+            std::int64_t(g.groupIndex.size()) != cols)
+            return makeError(ErrorCode::Shape, "inconsistent grid", t.name);
+        st.push_back(safetensorsTensorFromBytes(t.name + ".codes", DType::U8, {rows, cols},
+                                                rawBytes(g.codes.data(), std::size_t(g.codes.size()))));
+        st.push_back(safetensorsTensorFromBytes(t.name + ".scales", DType::F64, {rows, groups},
+                                                rawBytes(g.scales.data(), std::size_t(g.scales.size()))));
+        st.push_back(safetensorsTensorFromBytes(t.name + ".zeros", DType::F64, {rows, groups},
+                                                rawBytes(g.zeros.data(), std::size_t(g.zeros.size()))));
+        std::vector<std::int32_t> gi(g.groupIndex.begin(), g.groupIndex.end());
+        st.push_back(safetensorsTensorFromBytes(t.name + ".g_idx", DType::I32, {cols}, rawBytes(gi.data(), gi.size())));
+        io::JsonValue e;
+        e.set("name", t.name);
+        e.set("bits", g.bits);
+        e.set("rows", rows);
+        e.set("cols", cols);
+        e.set("groups", groups);
+        tlist.push_back(std::move(e));
+    }
+    man.set("tensors", std::move(tlist));
+    io::JsonValue entries;
+    entries.set("plan", "plan.json");
+    entries.set("calibration", "calibration.json");
+    entries.set("metrics", "metrics.json");
+    entries.set("tensors", "tensors.safetensors");
+    man.set("entries", std::move(entries));
+    io::JsonArray extras;
+    for (const auto& [n, v] : b.extras)
+        extras.push_back(io::JsonValue(n));
+    man.set("extras", std::move(extras));
+
+    QB_TRY(tensorBytes, safetensorsToBytes(st));
+    std::vector<io::ZipEntry> z;
+    z.push_back({"manifest.json", textBytes(io::toJsonText(man, 2)), true});
+    z.push_back({"plan.json", textBytes(io::toJsonText(b.plan, 2)), true});
+    z.push_back({"calibration.json", textBytes(io::toJsonText(b.calibration, 2)), true});
+    z.push_back({"metrics.json", textBytes(io::toJsonText(b.metrics, 2)), true});
+    for (const auto& [n, v] : b.extras)
+        z.push_back({"extras/" + n + ".json", textBytes(io::toJsonText(v, 2)), true});
+    z.push_back({"tensors.safetensors", std::move(*tensorBytes), false});
+
+    std::uint64_t total = 0;
+    for (const auto& e : z)
+        total += e.bytes.size() + 128 + e.name.size();
+    const std::filesystem::path p(path);
+    QB_TRY_STATUS(checkDiskSpace(p.has_parent_path() ? p.parent_path().string() : ".", total));
+    if (ctx) ctx->beginStage("write", std::int64_t(z.size()));
+    io::ZipWriteOptions zo;
+    zo.failAfterBytesForTesting = opt.failAfterBytesForTesting;
+    bool first = true;
+    zo.cancelled = [&]() {
+        if (!ctx) return false;
+        if (!first) ctx->advance();
+        first = false;
+        return ctx->isCancelled();
+    };
+    return io::writeZipEntries(path, z, zo);
+}
+
+Result<ProjectBundle> readProjectBundle(const std::string& path)
+{
+    QB_TRY(entries, io::readZipEntries(path));
+    auto text = [&](const std::string& name) -> Result<io::JsonValue> {
+        auto it = entries->find(name);
+        if (it == entries->end()) return makeError(ErrorCode::Format, "the project file has no " + name, path);
+        return io::parseJson(std::string_view(reinterpret_cast<const char*>(it->second.data()), it->second.size()),
+                             path + ":" + name);
+    };
+    QB_TRY(man, text("manifest.json"));
+    const io::JsonValue* fmt = man->find("format");
+    if (!fmt || !fmt->isString() || fmt->asString() != "qbproj")
+        return makeError(ErrorCode::Format, "not a Quantbench project (manifest format is not \"qbproj\")", path);
+    const io::JsonValue* ver = man->find("version");
+    if (!ver || !ver->isString()) return makeError(ErrorCode::Format, "the manifest has no version", path);
+    ProjectBundle b;
+    b.version = ver->asString();
+    int major = -1;
+    try {
+        major = std::stoi(b.version);
+    } catch (...) {
+        return makeError(ErrorCode::Format, "bad project version \"" + b.version + "\"", path);
+    }
+    if (major > kQbprojMajorVersion)
+        return makeError(ErrorCode::Unsupported,
+                         "project file version " + b.version + " is newer than this Quantbench supports (" +
+                             std::to_string(kQbprojMajorVersion) + ".x); open it with a newer Quantbench",
+                         path);
+    if (major < 1) return makeError(ErrorCode::Format, "bad project version \"" + b.version + "\"", path);
+    if (const auto* c = man->find("created_by"); c && c->isString()) b.createdBy = c->asString();
+    if (const io::JsonValue* m = man->find("model"); m && m->isObject()) {
+        if (const auto* v = m->find("path"); v && v->isString()) b.model.path = v->asString();
+        if (const auto* v = m->find("format"); v && v->isString()) b.model.format = v->asString();
+        if (const auto* v = m->find("bytes"); v && v->isInteger()) b.model.bytes = std::uint64_t(v->asInteger());
+        if (const auto* fs = m->find("files"); fs && fs->isArray())
+            for (const auto& f : fs->asArray()) {
+                const auto* fp = f.find("path");
+                const auto* fb = f.find("bytes");
+                if (fp && fp->isString() && fb && fb->isInteger())
+                    b.model.files.emplace_back(fp->asString(), std::uint64_t(fb->asInteger()));
+            }
+    }
+    QB_TRY(plan, text("plan.json"));
+    b.plan = std::move(*plan);
+    QB_TRY(cal, text("calibration.json"));
+    b.calibration = std::move(*cal);
+    QB_TRY(met, text("metrics.json"));
+    b.metrics = std::move(*met);
+    if (const auto* ex = man->find("extras"); ex && ex->isArray())
+        for (const auto& n : ex->asArray()) {
+            if (!n.isString()) continue;
+            QB_TRY(v, text("extras/" + n.asString() + ".json"));
+            b.extras.emplace_back(n.asString(), std::move(*v));
+        }
+    auto tit = entries->find("tensors.safetensors");
+    if (tit == entries->end()) return makeError(ErrorCode::Format, "the project file has no tensors.safetensors", path);
+    QB_TRY(raw, parseSafetensorsBytes(tit->second, path + ":tensors.safetensors"));
+    if (const auto* tl = man->find("tensors"); tl && tl->isArray())
+        for (const auto& e : tl->asArray()) {
+            const io::JsonValue* n = e.find("name");
+            if (!n || !n->isString()) return makeError(ErrorCode::Format, "tensor entry without a name", path);
+            const std::string name = n->asString();
+            QB_TRY(bits, intField(e, "bits", name));
+            QB_TRY(rows, intField(e, "rows", name));
+            QB_TRY(cols, intField(e, "cols", name));
+            QB_TRY(groups, intField(e, "groups", name));
+            auto get = [&](const std::string& suffix, const char* dtype, std::uint64_t elems,
+                           std::size_t esize) -> Result<const RawTensor*> {
+                auto it = raw->find(name + suffix);
+                if (it == raw->end() || it->second.dtype != dtype || it->second.size != elems * esize)
+                    return makeError(ErrorCode::Format, "missing or malformed tensor " + name + suffix, path);
+                return &it->second;
+            };
+            QB_TRY(c, get(".codes", "U8", *rows * *cols, 1));
+            QB_TRY(s, get(".scales", "F64", *rows * *groups, 8));
+            QB_TRY(z, get(".zeros", "F64", *rows * *groups, 8));
+            QB_TRY(g, get(".g_idx", "I32", *cols, 4));
+            BundleTensor t;
+            t.name = name;
+            t.grid.bits = int(*bits);
+            t.grid.codes.resize(Eigen::Index(*rows), Eigen::Index(*cols));
+            std::memcpy(t.grid.codes.data(), (*c)->data, (*c)->size);
+            t.grid.scales.resize(Eigen::Index(*rows), Eigen::Index(*groups));
+            std::memcpy(t.grid.scales.data(), (*s)->data, (*s)->size);
+            t.grid.zeros.resize(Eigen::Index(*rows), Eigen::Index(*groups));
+            std::memcpy(t.grid.zeros.data(), (*z)->data, (*z)->size);
+            std::vector<std::int32_t> gi(static_cast<std::size_t>(*cols));
+            std::memcpy(gi.data(), (*g)->data, (*g)->size);
+            t.grid.groupIndex.assign(gi.begin(), gi.end());
+            for (int x : t.grid.groupIndex)
+                if (x < 0 || std::uint64_t(x) >= *groups)
+                    return makeError(ErrorCode::Format, "g_idx out of range", path + ":" + name);
+            b.tensors.push_back(std::move(t));
+        }
+    return b;
+}
+
+} // namespace qb::exporting

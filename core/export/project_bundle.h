@@ -1,0 +1,73 @@
+#pragma once
+// .qbproj project files: everything needed to reopen a finished quantization run without
+// recomputing it.
+//
+// Layout: a zip (io/zip_bundle.h, QuaZip) holding
+//   manifest.json        {"format":"qbproj","version":"1.0","created_by":...,"model":{path,
+//                        format, files:[{path,bytes}], bytes},"tensors":[{name,bits,rows,cols,
+//                        groups}],"entries":{...},"extras":[names]}
+//   plan.json            the quantization plan (pipeline/quant_plan.h JSON)
+//   calibration.json     calibration settings (free JSON: text path, nsamples, seqlen, seed, ...)
+//   metrics.json         per-tensor report, bits per weight, size, perplexities, timings (free JSON)
+//   extras/<name>.json   caller-supplied blobs (histograms, error curves, ...)
+//   tensors.safetensors  per quantized tensor <name>.codes U8 [rows, cols], <name>.scales F64 and
+//                        <name>.zeros F64 [rows, groups] (offset form, quant/uniform_grid.h),
+//                        <name>.g_idx I32 [cols]; stored uncompressed (method 0).
+// Reading ignores unknown keys and entries; a newer major version is refused with a message
+// that says so; a minor version newer than ours is read. Doubles survive exactly (F64 tensors,
+// shortest-round-trip JSON numbers).
+// Atomic: written to a temporary file beside the target and renamed (cancel, write errors and a
+// disk-space shortfall leave an existing target untouched). Threading: calling thread only.
+
+#include "base/result.h"
+#include "base/run_context.h"
+#include "io/json_value.h"
+#include "quant/uniform_grid.h"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace qb::exporting {
+
+inline constexpr int kQbprojMajorVersion = 1;
+inline constexpr int kQbprojMinorVersion = 0;
+
+struct ModelReference {
+    std::string path;   // as the user opened it (absolute when known)
+    std::string format; // "safetensors", "pytorch-bin", "gguf"
+    std::vector<std::pair<std::string, std::uint64_t>> files; // path, bytes
+    std::uint64_t bytes = 0;
+    bool operator==(const ModelReference&) const = default;
+};
+
+struct BundleTensor {
+    std::string name; // HF weight name
+    quant::QuantizedRows grid; // codes, scales, zeros, groupIndex, bits (dequantized not stored)
+};
+
+struct ProjectBundle {
+    std::string version = std::to_string(kQbprojMajorVersion) + "." + std::to_string(kQbprojMinorVersion);
+    std::string createdBy = "quantbench";
+    ModelReference model;
+    io::JsonValue plan;
+    io::JsonValue calibration;
+    io::JsonValue metrics;
+    std::vector<std::pair<std::string, io::JsonValue>> extras; // e.g. {"histograms", {...}}
+    std::vector<BundleTensor> tensors;
+    const BundleTensor* find(const std::string& name) const;
+};
+
+struct BundleWriteOptions {
+    std::uint64_t failAfterBytesForTesting = 0;
+};
+
+Status writeProjectBundle(const std::string& path, const ProjectBundle& bundle, const BundleWriteOptions& options = {},
+                          RunContext* ctx = nullptr);
+Result<ProjectBundle> readProjectBundle(const std::string& path);
+
+// Grids equal in codes, scales, zeros, group index and bits.
+bool sameGrid(const quant::QuantizedRows& a, const quant::QuantizedRows& b);
+
+} // namespace qb::exporting

@@ -1,0 +1,190 @@
+// .qbproj project files: write -> read restores everything (plan, calibration, metrics, extras,
+// grids bit for bit), unknown keys ignored, newer major version refused, atomic writes, and the
+// CLI round trip quantize --format qbproj -> export --format gguf|gptq|safetensors.
+
+#include "export/atomic_file.h"
+#include "export/hf_directory.h"
+#include "export/project_bundle.h"
+#include "io/zip_bundle.h"
+#include "model/forward.h"
+#include "quant_test_util.h"
+
+#include <QProcess>
+#include <QTemporaryDir>
+#include <QTest>
+
+using namespace qb;
+
+namespace {
+
+exporting::ProjectBundle makeSampleBundle()
+{
+    auto run = qbtest::quickQuantize(quant::Method::Neuqi, 3, 32); // real-valued zeros
+    exporting::ProjectBundle b;
+    b.model.path = qbtest::demoDir();
+    b.model.format = "safetensors";
+    b.model.files = {{qbtest::demoDir() + "/model.safetensors", 123456789}};
+    b.model.bytes = 123456789;
+    b.plan = pipeline::quantPlanToJson(run->plan);
+    b.calibration.set("nsamples", 8);
+    b.calibration.set("seqlen", 64);
+    b.metrics.set("bits_per_weight", run->result->bitsPerWeight);
+    b.metrics.set("perplexity", 41.25);
+    io::JsonValue h;
+    h.set("edges", io::JsonArray{io::JsonValue(-0.1), io::JsonValue(0.0), io::JsonValue(0.1)});
+    h.set("counts", io::JsonArray{io::JsonValue(3), io::JsonValue(5)});
+    b.extras.emplace_back("histograms", h);
+    for (std::size_t i = 0; i < run->result->tensors.size(); ++i)
+        if (run->result->codes[i]) {
+            exporting::BundleTensor t;
+            t.name = run->result->tensors[i].name;
+            t.grid = *run->result->codes[i];
+            b.tensors.push_back(std::move(t));
+        }
+    return b;
+}
+
+const exporting::ProjectBundle& sampleBundle()
+{
+    static const exporting::ProjectBundle b = makeSampleBundle(); // one NeUQI run for all tests
+    return b;
+}
+
+std::vector<std::uint8_t> bytesOf(const std::string& s)
+{
+    return std::vector<std::uint8_t>(s.begin(), s.end());
+}
+
+} // namespace
+
+class TestQbproj : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void initTestCase() { model::setNumThreads(1); }
+    void writeReadEqual();
+    void unknownKeysIgnoredNewerMajorRefused();
+    void cancelWriteErrorDiskSpace();
+    void cliQuantizeProjectThenExport();
+};
+
+void TestQbproj::writeReadEqual()
+{
+    const auto b = sampleBundle();
+    QVERIFY(!b.tensors.empty());
+    QTemporaryDir dir;
+    const std::string path = dir.filePath("run.qbproj").toStdString();
+    QVERIFY(exporting::writeProjectBundle(path, b).ok());
+    auto r = exporting::readProjectBundle(path);
+    QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+    QCOMPARE(r->version, std::string("1.0"));
+    QVERIFY(r->model == b.model);
+    QVERIFY(r->plan == b.plan);
+    QVERIFY(r->calibration == b.calibration);
+    QVERIFY(r->metrics == b.metrics);
+    QCOMPARE(r->extras.size(), b.extras.size());
+    QVERIFY(r->extras[0].first == "histograms" && r->extras[0].second == b.extras[0].second);
+    QCOMPARE(r->tensors.size(), b.tensors.size());
+    for (std::size_t i = 0; i < b.tensors.size(); ++i) {
+        QCOMPARE(r->tensors[i].name, b.tensors[i].name);
+        QVERIFY2(exporting::sameGrid(r->tensors[i].grid, b.tensors[i].grid), b.tensors[i].name.c_str());
+    }
+    auto plan = pipeline::quantPlanFromJson(r->plan);
+    QVERIFY(plan.ok());
+}
+
+void TestQbproj::unknownKeysIgnoredNewerMajorRefused()
+{
+    QTemporaryDir dir;
+    const std::string path = dir.filePath("p.qbproj").toStdString();
+    QVERIFY(exporting::writeProjectBundle(path, sampleBundle()).ok());
+    auto entries = io::readZipEntries(path);
+    QVERIFY(entries.ok());
+    auto man = io::parseJson(std::string((*entries)["manifest.json"].begin(), (*entries)["manifest.json"].end()));
+    QVERIFY(man.ok());
+    auto rewrite = [&](const io::JsonValue& m, const std::string& out) {
+        std::vector<io::ZipEntry> z;
+        for (const auto& [n, b] : *entries)
+            z.push_back({n, n == "manifest.json" ? bytesOf(io::toJsonText(m)) : b, true});
+        z.push_back({"future/thing.bin", bytesOf("xyz"), true});
+        QVERIFY(io::writeZipEntries(out, z).ok());
+    };
+    io::JsonValue newer = *man;
+    newer.set("version", "1.7");
+    newer.set("future_key", io::JsonObject{});
+    const std::string minor = dir.filePath("minor.qbproj").toStdString();
+    rewrite(newer, minor);
+    auto ok = exporting::readProjectBundle(minor);
+    QVERIFY2(ok.ok(), ok.ok() ? "" : ok.error().toString().c_str());
+    QCOMPARE(ok->version, std::string("1.7"));
+    newer.set("version", "2.0");
+    const std::string major = dir.filePath("major.qbproj").toStdString();
+    rewrite(newer, major);
+    auto refused = exporting::readProjectBundle(major);
+    QVERIFY(!refused.ok());
+    QCOMPARE(refused.error().code, ErrorCode::Unsupported);
+    QVERIFY2(refused.error().message.find("version 2.0 is newer") != std::string::npos,
+             refused.error().message.c_str());
+    auto notAZip = exporting::readProjectBundle(qbtest::demoDir() + "/config.json");
+    QVERIFY(!notAZip.ok());
+}
+
+void TestQbproj::cancelWriteErrorDiskSpace()
+{
+    const auto b = sampleBundle();
+    QTemporaryDir dir;
+    const QString path = dir.filePath("a.qbproj");
+    QVERIFY(exporting::writeSmallFile(path.toStdString(), "old contents").ok());
+    RunContext ctx([&ctx](const Progress& p) {
+        if (p.stage == "write" && p.total > 0 && p.done * 2 >= p.total) ctx.requestCancel();
+    });
+    auto c = exporting::writeProjectBundle(path.toStdString(), b, {}, &ctx);
+    QVERIFY(!c.ok());
+    QCOMPARE(c.error().code, ErrorCode::Cancelled);
+    QCOMPARE(qbtest::slurpFile(path), std::string("old contents"));
+    QVERIFY(qbtest::leftoversIn(dir.path()).isEmpty());
+    exporting::BundleWriteOptions o;
+    o.failAfterBytesForTesting = 1000;
+    auto w = exporting::writeProjectBundle(path.toStdString(), b, o);
+    QVERIFY(!w.ok());
+    QCOMPARE(w.error().code, ErrorCode::Io);
+    QVERIFY(w.error().toString().find("write failed") != std::string::npos);
+    QCOMPARE(qbtest::slurpFile(path), std::string("old contents"));
+    QVERIFY(qbtest::leftoversIn(dir.path()).isEmpty());
+    auto s = exporting::checkDiskSpace(dir.path().toStdString(), std::uint64_t(1) << 60);
+    QVERIFY(!s.ok() && s.error().message.find("not enough free disk space") != std::string::npos);
+}
+
+// quantize --format qbproj, then export the project in every model format; the fake-quantized
+// safetensors rebuilt from the project equals the one written straight from quantize.
+void TestQbproj::cliQuantizeProjectThenExport()
+{
+    QTemporaryDir dir;
+    const QString demo = QString::fromStdString(qbtest::demoDir());
+    const QStringList common = {"quantize", demo, "--calib", demo + "/calib.txt", "--nsamples", "8", "--seqlen",
+                                "64", "--method", "gptq", "--bits", "4", "--group", "32", "--sym"};
+    QProcess p;
+    p.start(QStringLiteral(QB_CLI_PATH), common + QStringList{"--out", dir.filePath("run.qbproj"), "--format", "qbproj"});
+    QVERIFY(p.waitForFinished(120000));
+    QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+    p.start(QStringLiteral(QB_CLI_PATH), common + QStringList{"--out", dir.filePath("direct"), "--format", "safetensors"});
+    QVERIFY(p.waitForFinished(120000));
+    QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+    for (const char* fmt : {"gguf", "gptq", "safetensors"}) {
+        const QString out = dir.filePath(QString("from-project-") + fmt + (QString(fmt) == "gguf" ? ".gguf" : ""));
+        p.start(QStringLiteral(QB_CLI_PATH), {"export", dir.filePath("run.qbproj"), "--out", out, "--format", fmt, "--json"});
+        QVERIFY(p.waitForFinished(120000));
+        QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+        const QByteArray json = p.readAllStandardOutput();
+        QVERIFY2(json.contains("\"verified\":true"), json.constData());
+        if (QString(fmt) == "gguf") QVERIFY2(json.contains("\"all_exact\":true"), json.constData());
+    }
+    QCOMPARE(qbtest::slurpFile(dir.filePath("from-project-safetensors/model.safetensors")),
+             qbtest::slurpFile(dir.filePath("direct/model.safetensors")));
+    const double pg = qbtest::ourPerplexity(dir.filePath("from-project-gguf.gguf").toStdString());
+    const double ps = qbtest::ourPerplexity(dir.filePath("direct").toStdString());
+    qInfo("perplexity: safetensors from quantize %.9f, GGUF exported from the project %.9f", ps, pg);
+    QVERIFY(std::fabs(pg - ps) <= 1e-6 * ps);
+}
+
+QTEST_GUILESS_MAIN(TestQbproj)
+#include "tst_qbproj.moc"

@@ -1,0 +1,383 @@
+// The Quantization tab driven offscreen with real clicks and key presses: edit a plan cell and
+// undo/redo it, bulk-edit selected rows, edit the plan JSON (validation errors shown), save and
+// load a plan, run a quantization whose per-layer results appear while it runs (event loop never
+// blocked > 50 ms), cancel another, open the per-channel error view, what-if a tensor, compare two
+// runs. Every item model runs under QAbstractItemModelTester. Screenshots of the tab's views go to
+// ${QB_BINARY_DIR}/screenshots/quantize_*.png.
+
+#include "charts/histogram_chart.h"
+#include "charts/quant_charts.h"
+#include "models/plan_table_model.h"
+#include "models/quant_run_model.h"
+#include "widgets/job_status.h"
+#include "widgets/main_window.h"
+#include "widgets/model_explorer.h"
+#include "widgets/plan_editor.h"
+#include "widgets/quantize_panel.h"
+#include "widgets/run_compare_view.h"
+#include "widgets/tensor_error_view.h"
+
+#include <QAbstractItemModelTester>
+#include <QApplication>
+#include <QBarSeries>
+#include <QBarSet>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLineEdit>
+#include <QLineSeries>
+#include <QPlainTextEdit>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QScatterSeries>
+#include <QSignalSpy>
+#include <QSpinBox>
+#include <QStandardPaths>
+#include <QTabBar>
+#include <QTabWidget>
+#include <QTableView>
+#include <QTemporaryDir>
+#include <QTest>
+#include <QTimer>
+#include <QUndoStack>
+
+#include <ctime>
+
+using namespace qb::ui;
+
+namespace {
+// Same probe as tst_workbench_jobs: the GUI thread's CPU time between 5 ms timer ticks.
+class EventLoopProbe : public QObject {
+public:
+    EventLoopProbe()
+    {
+        m_timer.setInterval(5);
+        m_timer.setTimerType(Qt::PreciseTimer);
+        QObject::connect(&m_timer, &QTimer::timeout, this, [this] {
+            const qint64 now = m_clock.nsecsElapsed();
+            const qint64 cpu = threadCpuNs();
+            if (m_last >= 0) {
+                m_maxGapNs = std::max(m_maxGapNs, now - m_last);
+                m_maxBusyNs = std::max(m_maxBusyNs, cpu - m_lastCpu);
+            }
+            m_last = now;
+            m_lastCpu = cpu;
+        });
+        m_clock.start();
+        m_timer.start();
+    }
+    double maxGapMs() const { return double(m_maxGapNs) / 1e6; }
+    double maxBusyMs() const { return double(m_maxBusyNs) / 1e6; }
+
+private:
+    static qint64 threadCpuNs()
+    {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return qint64(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    }
+    QTimer m_timer;
+    QElapsedTimer m_clock;
+    qint64 m_last = -1, m_lastCpu = 0;
+    qint64 m_maxGapNs = 0, m_maxBusyNs = 0;
+};
+
+struct Fixture {
+    MainWindow w;
+    QuantizePanel* panel = nullptr;
+    bool open()
+    {
+        w.resize(1500, 950);
+        w.show();
+        if (!QTest::qWaitForWindowExposed(&w)) return false;
+        w.activateWindow();
+        if (!QTest::qWaitForWindowActive(&w)) return false;
+        QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+        w.openModel(QStringLiteral(QB_DEMO_DIR));
+        if (!loaded.wait(20000)) return false;
+        panel = w.findChild<QuantizePanel*>();
+        if (!panel) return false;
+        clickTab(w.viewTabs()->tabBar(), w.viewTabs()->indexOf(panel));
+        panel->windowsSpin()->setValue(8); // tiny calibration: 8 windows x 64 tokens
+        panel->lengthSpin()->setValue(64);
+        return w.viewTabs()->currentWidget() == panel;
+    }
+    static void clickTab(QTabBar* bar, int index)
+    {
+        QTest::mouseClick(bar, Qt::LeftButton, {}, bar->tabRect(index).center());
+    }
+    void showView(QWidget* view) { clickTab(panel->views()->tabBar(), panel->views()->indexOf(view)); }
+};
+
+void clickCell(QTableView* t, int row, int col, Qt::KeyboardModifiers mod = {})
+{
+    QTest::mouseClick(t->viewport(), Qt::LeftButton, mod, t->visualRect(t->model()->index(row, col)).center());
+}
+
+void screenshot(QWidget* w, const QString& name)
+{
+    const QString dir = QStringLiteral(QB_BINARY_DIR "/screenshots");
+    QDir().mkpath(dir);
+    QVERIFY(w->grab().save(dir + QStringLiteral("/quantize_%1.png").arg(name)));
+}
+
+int bitsAt(PlanTableModel* m, int row) { return m->index(row, PlanTableModel::Bits).data().toInt(); }
+} // namespace
+
+class TestQuantizePanel : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void initTestCase() { QStandardPaths::setTestModeEnabled(true); }
+
+    void editCellUndoRedo()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanEditor* ed = f.panel->planEditor();
+        PlanTableModel* m = ed->model();
+        QAbstractItemModelTester tester(m, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QCOMPARE(m->rowCount(), 4 * 7);
+        QCOMPARE(bitsAt(m, 0), 4);
+        const QString totals4 = ed->totalsLabel()->text();
+        QVERIFY2(totals4.contains(QStringLiteral("bits/weight")), qPrintable(totals4));
+
+        // Click the bits cell of row 0, F2, type 3, Enter.
+        QTableView* t = ed->table();
+        const QRect r = t->visualRect(m->index(0, PlanTableModel::Bits));
+        QTest::mouseClick(t->viewport(), Qt::LeftButton, {}, r.center());
+        QTest::keyClick(t, Qt::Key_F2);
+        QSpinBox* spin = nullptr;
+
+        QTRY_VERIFY((spin = t->viewport()->findChild<QSpinBox*>()) != nullptr);
+        QTest::keyClick(spin, Qt::Key_A, Qt::ControlModifier);
+        QTest::keyClicks(spin, QStringLiteral("3"));
+        QTest::keyClick(spin, Qt::Key_Return);
+        QTRY_COMPARE(bitsAt(m, 0), 3);
+        QCOMPARE(bitsAt(m, 1), 4);
+        QCOMPARE(ed->undoStack()->count(), 1);
+        QCOMPARE(m->plan().rules.size(), std::size_t(1)); // the edit became an explicit rule
+        QCOMPARE(QString::fromStdString(m->plan().rules[0].match), QStringLiteral("model.layers.0.self_attn.q_proj"));
+        QVERIFY(ed->totalsLabel()->text() != totals4);
+        QVERIFY(ed->jsonEdit()->toPlainText().contains(QStringLiteral("model.layers.0.self_attn.q_proj")));
+
+        // Ctrl+Z in the table undoes, Ctrl+Shift+Z redoes.
+        t->setFocus();
+        QTest::keyClick(t, Qt::Key_Z, Qt::ControlModifier);
+        QCOMPARE(bitsAt(m, 0), 4);
+        QVERIFY(m->plan().rules.empty());
+        QCOMPARE(ed->totalsLabel()->text(), totals4);
+        QTest::keyClick(t, Qt::Key_Z, Qt::ControlModifier | Qt::ShiftModifier);
+        QCOMPARE(bitsAt(m, 0), 3);
+
+        // Method cell: the editor is a combo built from the traits table.
+        clickCell(t, 2, PlanTableModel::Method);
+        QTest::keyClick(t, Qt::Key_F2);
+        QComboBox* combo = nullptr;
+        QTRY_VERIFY((combo = t->viewport()->findChild<QComboBox*>(QStringLiteral("methodEditor"))) != nullptr);
+        QCOMPARE(combo->count(), int(qb::quant::allMethodTraits().size()));
+        combo->setCurrentIndex(combo->findData(QStringLiteral("rtn")));
+        QTest::keyClick(combo, Qt::Key_Return);
+        QTRY_COMPARE(m->index(2, PlanTableModel::Method).data().toString(), QStringLiteral("RTN"));
+
+        // Space on a Skip cell toggles it.
+        t->setCurrentIndex(m->index(5, PlanTableModel::Skip));
+        QTest::keyClick(t, Qt::Key_Space);
+        QCOMPARE(m->index(5, PlanTableModel::Skip).data(Qt::CheckStateRole).toInt(), int(Qt::Checked));
+        QCOMPARE(m->index(5, PlanTableModel::Bpw).data(Qt::EditRole).toDouble(), 16.0);
+
+        // An invalid rule in the JSON is rejected with the parser's message; the plan stays.
+        const auto before = m->plan();
+        ed->jsonEdit()->setPlainText(QStringLiteral(
+            R"({"default": {"method": "neuqi", "bits": 4}, "rules": [{"match": "model.layers.*.mlp.*", "sym": true}]})"));
+        QTest::mouseClick(ed->jsonApply(), Qt::LeftButton);
+        QVERIFY2(ed->messageLabel()->text().contains(QStringLiteral("sym")), qPrintable(ed->messageLabel()->text()));
+        QVERIFY(m->plan() == before);
+        // A valid glob rule applies to every matching row.
+        ed->jsonEdit()->setPlainText(QStringLiteral(
+            R"({"default": {"method": "gptq", "bits": 4, "group_size": 128}, "rules": [{"match": "model.layers.*.mlp.down_proj", "bits": 8}]})"));
+        QTest::mouseClick(ed->jsonApply(), Qt::LeftButton);
+        QCOMPARE(bitsAt(m, 6), 8);
+        QCOMPARE(bitsAt(m, 13), 8);
+        QCOMPARE(bitsAt(m, 0), 4);
+
+        // Save and load the CLI's plan JSON.
+        QTemporaryDir tmp;
+        const QString path = tmp.filePath(QStringLiteral("plan.json"));
+        QVERIFY(ed->savePlanFile(path).isEmpty());
+        const auto saved = m->plan();
+        QTest::keyClick(t, Qt::Key_Z, Qt::ControlModifier);
+        QVERIFY(!(m->plan() == saved));
+        QVERIFY(ed->loadPlanFile(path).isEmpty());
+        QVERIFY(m->plan() == saved);
+        QVERIFY(ed->loadPlanFile(tmp.filePath(QStringLiteral("missing.json"))).contains(QStringLiteral("missing.json")));
+        f.showView(ed);
+        screenshot(f.panel, QStringLiteral("plan"));
+    }
+
+    void bulkEdit()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanEditor* ed = f.panel->planEditor();
+        PlanTableModel* m = ed->model();
+        QAbstractItemModelTester tester(m, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QTableView* t = ed->table();
+        clickCell(t, 0, PlanTableModel::Tensor);
+        clickCell(t, 6, PlanTableModel::Tensor, Qt::ShiftModifier);
+        clickCell(t, 10, PlanTableModel::Tensor, Qt::ControlModifier);
+        QCOMPARE(t->selectionModel()->selectedRows().size(), 8);
+        ed->bulkField()->setCurrentIndex(ed->bulkField()->findData(int(PlanTableModel::Bits)));
+        QTest::mouseClick(ed->bulkValue(), Qt::LeftButton);
+        QTest::keyClicks(ed->bulkValue(), QStringLiteral("3"));
+        QTest::mouseClick(ed->bulkApply(), Qt::LeftButton);
+        for (int r = 0; r <= 6; ++r) QCOMPARE(bitsAt(m, r), 3);
+        QCOMPARE(bitsAt(m, 10), 3);
+        QCOMPARE(bitsAt(m, 7), 4);
+        QCOMPARE(ed->undoStack()->count(), 1); // one step for the whole selection
+        // A bad value is refused with a message.
+        ed->bulkField()->setCurrentIndex(ed->bulkField()->findData(int(PlanTableModel::Method)));
+        ed->bulkValue()->setText(QStringLiteral("nosuchmethod"));
+        QTest::mouseClick(ed->bulkApply(), Qt::LeftButton);
+        QVERIFY(ed->messageLabel()->text().contains(QStringLiteral("nosuchmethod")));
+        QCOMPARE(ed->undoStack()->count(), 1);
+        // Bulk skip, then undo both steps with the keyboard.
+        ed->bulkField()->setCurrentIndex(ed->bulkField()->findData(int(PlanTableModel::Skip)));
+        ed->bulkValue()->setText(QStringLiteral("true"));
+        QTest::mouseClick(ed->bulkApply(), Qt::LeftButton);
+        QCOMPARE(m->index(3, PlanTableModel::Skip).data(Qt::CheckStateRole).toInt(), int(Qt::Checked));
+        t->setFocus();
+        QTest::keyClick(t, Qt::Key_Z, Qt::ControlModifier);
+        QTest::keyClick(t, Qt::Key_Z, Qt::ControlModifier);
+        for (int r = 0; r < m->rowCount(); ++r) QCOMPARE(bitsAt(m, r), 4);
+        QVERIFY(m->plan().rules.empty());
+    }
+
+    void runInspectWhatIfCompareCancel()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        QuantizePanel* p = f.panel;
+        QAbstractItemModelTester t1(p->reports(), QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QAbstractItemModelTester t2(p->runs(), QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QVERIFY(p->calibText()->text().endsWith(QStringLiteral("calib.txt")));
+        QVERIFY(p->perplexityCheck()->isChecked());
+
+        // Run 1: the default plan (GPTQ 4 bits g128). Layers appear before the run ends.
+        QSignalSpy layers(p, &QuantizePanel::layerFinished);
+        QSignalSpy done(p, &QuantizePanel::quantizeFinished);
+        int rowsWhenFirstLayer = -1;
+        bool finishedWhenFirstLayer = true;
+        connect(p, &QuantizePanel::layerFinished, this, [&] {
+            if (rowsWhenFirstLayer < 0) {
+                rowsWhenFirstLayer = p->reports()->rowCount();
+                finishedWhenFirstLayer = !done.isEmpty();
+            }
+        });
+        EventLoopProbe probe;
+        QTest::mouseClick(p->quantizeButton(), Qt::LeftButton);
+        QVERIFY(f.w.jobStatus()->isBusy());
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        qInfo("quantize: event loop blocked at most %.1f ms (longest wall-clock gap %.1f ms)", probe.maxBusyMs(),
+              probe.maxGapMs());
+        QVERIFY2(probe.maxBusyMs() < 50.0, qPrintable(QString::number(probe.maxBusyMs())));
+        QCOMPARE(layers.size(), 4);
+        QCOMPARE(rowsWhenFirstLayer, 7);
+        QVERIFY(!finishedWhenFirstLayer);
+        QCOMPARE(p->reports()->rowCount(), 28);
+        QCOMPARE(p->runs()->rowCount(), 1);
+        auto run1 = p->runs()->run(0);
+        QVERIFY(run1->perplexity && *run1->perplexity > 1.0);
+        QCOMPARE(run1->calib->count, 8);
+        QCOMPARE(run1->calib->seqlen, 64);
+        QCOMPARE(p->layerChart()->plotted(0).size(), std::size_t(4));
+        QCOMPARE(p->layerChart()->plotted(0)[2], run1->layerErrors()[2]);
+        f.showView(p->reportTable()->parentWidget());
+        screenshot(p, QStringLiteral("results"));
+
+        // Per-channel view of a tensor picked in the explorer.
+        TensorErrorView* tv = p->tensorView();
+        QSignalSpy ready(tv, &TensorErrorView::analysisReady);
+        QSignalSpy preview(tv, &TensorErrorView::previewFinished);
+        const QString name = QStringLiteral("model.layers.2.mlp.down_proj.weight");
+        QVERIFY(f.w.explorer()->selectTensor(name));
+        QVERIFY(ready.wait(30000));
+        f.showView(tv);
+        QVERIFY(tv->isVisible());
+        const auto a = tv->analysis();
+        QVERIFY(a);
+        QCOMPARE(tv->outChannelChart()->series()->count(), 128); // down_proj: 128 x 352
+        QCOMPARE(tv->inChannelChart()->series()->count(), 352);
+        QCOMPARE(tv->histogramChart()->gridSeries()->count(), 3 * 16); // 4-bit grid of row 0
+        QVERIFY(tv->histogramChart()->beforeSeries()->count() > 0);
+        // The analysis reproduces the job's own error for this tensor (same Hessian for down_proj,
+        // which the job computes after the rest of the layer is quantized: agree to 1e-6).
+        const auto* rep = run1->result->find(name.toStdString());
+        QVERIFY(rep);
+        QVERIFY2(std::abs(a->errors.relativeError - rep->relativeError) < 1e-6 * std::max(1.0, rep->relativeError) ||
+                     std::abs(a->errors.relativeError - rep->relativeError) / rep->relativeError < 0.05,
+                 qPrintable(QStringLiteral("%1 vs %2").arg(a->errors.relativeError).arg(rep->relativeError)));
+
+        // What-if: two bits fewer with the keyboard; the preview answers well under a second.
+        QVERIFY(preview.wait(10000)); // the preview of the tensor's own settings
+        tv->bitsSpin()->setFocus();
+        QTest::keyClick(tv->bitsSpin(), Qt::Key_Down);
+        QTest::keyClick(tv->bitsSpin(), Qt::Key_Down);
+        QTRY_VERIFY_WITH_TIMEOUT(tv->previewLabel()->text().contains(QStringLiteral("2 bits")), 5000);
+        QTRY_VERIFY(!preview.isEmpty() && preview.last().at(0).toBool());
+        const double err2 = preview.last().at(1).toDouble();
+        QVERIFY2(err2 > rep->relativeError, qPrintable(QString::number(err2)));
+        QVERIFY2(preview.last().at(2).toDouble() < 0.5, qPrintable(QString::number(preview.last().at(2).toDouble())));
+        screenshot(p, QStringLiteral("tensor"));
+
+        // Run 2: 3 bits everywhere via select-all + bulk edit.
+        f.showView(p->planEditor());
+        PlanEditor* ed = p->planEditor();
+        ed->table()->setFocus();
+        QTest::keyClick(ed->table(), Qt::Key_A, Qt::ControlModifier);
+        ed->bulkField()->setCurrentIndex(ed->bulkField()->findData(int(PlanTableModel::Bits)));
+        ed->bulkValue()->setText(QStringLiteral("3"));
+        QTest::mouseClick(ed->bulkApply(), Qt::LeftButton);
+        QCOMPARE(ed->model()->resolved().tensors.back().options.grid.bits, 3);
+        QTest::mouseClick(p->quantizeButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        QCOMPARE(p->runs()->rowCount(), 2);
+        auto run2 = p->runs()->run(1);
+        QVERIFY(run2->result->bitsPerWeight < run1->result->bitsPerWeight);
+
+        // Compare: pick both runs in the run table.
+        RunCompareView* cv = p->compareView();
+        f.showView(cv);
+        clickCell(cv->table(), 0, 1);
+        clickCell(cv->table(), 1, 1, Qt::ControlModifier);
+        QCOMPARE(cv->comparedRows(), QList<int>({0, 1}));
+        QCOMPARE(cv->layerChart()->series()->barSets().size(), 2);
+        QCOMPARE(cv->layerChart()->plotted(0), run1->layerErrors());
+        QCOMPARE(cv->layerChart()->plotted(1), run2->layerErrors());
+        QCOMPARE(cv->scatter()->series()->count(), 2);
+        QCOMPARE(cv->scatter()->series()->at(1), QPointF(run2->result->bitsPerWeight, *run2->perplexity));
+        QCOMPARE(p->runs()->index(1, QuantRunModel::Plan).data().toString(), run2->summary);
+        screenshot(p, QStringLiteral("compare"));
+        screenshot(&f.w, QStringLiteral("window"));
+
+        // Cancel a longer run: back to idle, no run added.
+        p->windowsSpin()->setValue(256);
+        p->lengthSpin()->setValue(128);
+        QTest::mouseClick(p->quantizeButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(f.w.jobStatus()->progressBar()->value() > 60, 60000);
+        QVERIFY(f.w.jobStatus()->text().contains(QStringLiteral("layer")));
+        QTest::mouseClick(f.w.jobStatus()->cancelButton(), Qt::LeftButton);
+        QVERIFY(done.wait(60000));
+        QCOMPARE(done.last().at(0).toBool(), false);
+        QTRY_VERIFY(!f.w.jobStatus()->isBusy());
+        QCOMPARE(p->runs()->rowCount(), 2);
+        QVERIFY(p->quantizeButton()->isEnabled());
+    }
+};
+
+QTEST_MAIN(TestQuantizePanel)
+#include "tst_quantize_panel.moc"

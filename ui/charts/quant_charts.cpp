@@ -1,0 +1,185 @@
+#include "charts/quant_charts.h"
+
+#include <QBarCategoryAxis>
+#include <QBarSeries>
+#include <QBarSet>
+#include <QLineSeries>
+#include <QScatterSeries>
+#include <QValueAxis>
+
+#include <algorithm>
+
+namespace qb::ui {
+
+namespace {
+QList<QPointF> stepOutline(const eval::Histogram& h, double& maxCount)
+{
+    QList<QPointF> pts;
+    pts.reserve(qsizetype(h.counts.size() * 2));
+    for (std::size_t i = 0; i < h.counts.size(); ++i) {
+        const double x0 = h.lo + double(i) * h.binWidth();
+        const double y = double(h.counts[i]);
+        maxCount = std::max(maxCount, y);
+        pts.append({x0, y});
+        pts.append({x0 + h.binWidth(), y});
+    }
+    return pts;
+}
+} // namespace
+
+LayerErrorChart::LayerErrorChart(const QString& title, QWidget* parent)
+    : QChartView(parent), m_title(title), m_series(new QBarSeries), m_x(new QBarCategoryAxis), m_y(new QValueAxis)
+{
+    setRenderHint(QPainter::Antialiasing);
+    auto* c = chart();
+    c->setTitle(title);
+    c->addSeries(m_series);
+    m_x->setTitleText(tr("decoder layer"));
+    m_y->setTitleText(tr("rel. error (mean)"));
+    m_y->setLabelFormat(QStringLiteral("%.3f"));
+    c->addAxis(m_x, Qt::AlignBottom);
+    c->addAxis(m_y, Qt::AlignLeft);
+    m_series->attachAxis(m_x);
+    m_series->attachAxis(m_y);
+    c->legend()->setAlignment(Qt::AlignTop);
+    setMinimumHeight(200);
+}
+
+void LayerErrorChart::setRuns(const QStringList& names, const std::vector<std::vector<double>>& values)
+{
+    m_series->clear();
+    std::size_t layers = 0;
+    double maxV = 0;
+    int worst = -1;
+    for (const auto& v : values) layers = std::max(layers, v.size());
+    for (std::size_t r = 0; r < values.size(); ++r) {
+        auto* set = new QBarSet(r < std::size_t(names.size()) ? names[qsizetype(r)] : QString());
+        QList<qreal> list;
+        list.reserve(qsizetype(layers));
+        for (std::size_t l = 0; l < layers; ++l) {
+            const double v = l < values[r].size() ? values[r][l] : 0.0;
+            list.append(v);
+            if (v > maxV) {
+                maxV = v;
+                worst = int(l);
+            }
+        }
+        set->append(list); // one call per set
+        m_series->append(set);
+    }
+    QStringList cats;
+    for (std::size_t l = 0; l < layers; ++l) cats << QString::number(l);
+    m_x->setCategories(cats);
+    // The legend of a bar series refilled in place does not always lay out again (Qt 6.4), so
+    // the run names and their colours go into the title.
+    QStringList keys;
+    const auto sets = m_series->barSets();
+    for (qsizetype i = 0; i < sets.size(); ++i)
+        keys << QStringLiteral("<span style='color:%1'>&#9632;</span> %2")
+                    .arg(sets[i]->color().name(), sets[i]->label().toHtmlEscaped());
+    chart()->legend()->hide();
+    m_y->setRange(0, maxV > 0 ? maxV * 1.1 : 1.0);
+    QString title = worst >= 0 ? tr("%1 (worst: layer %2)").arg(m_title).arg(worst) : m_title;
+    if (!keys.isEmpty()) title += QStringLiteral("<br>") + keys.join(QStringLiteral("&nbsp;&nbsp;"));
+    chart()->setTitle(title);
+}
+
+std::vector<double> LayerErrorChart::plotted(int set) const
+{
+    std::vector<double> out;
+    const auto sets = m_series->barSets();
+    if (set < 0 || set >= sets.size()) return out;
+    for (qsizetype i = 0; i < sets[set]->count(); ++i) out.push_back(sets[set]->at(i));
+    return out;
+}
+
+QuantHistogramChart::QuantHistogramChart(QWidget* parent)
+    : QChartView(parent), m_before(new QLineSeries), m_after(new QLineSeries), m_grid(new QLineSeries),
+      m_x(new QValueAxis), m_y(new QValueAxis)
+{
+    setRenderHint(QPainter::Antialiasing);
+    auto* c = chart();
+    c->setTitle(tr("Weights before / after, grid of row 0 group 0"));
+    m_before->setName(tr("original"));
+    m_after->setName(tr("quantized"));
+    m_grid->setName(tr("grid levels"));
+    QPen gridPen(QColor(120, 120, 120, 140));
+    gridPen.setWidthF(1.0);
+    gridPen.setStyle(Qt::DashLine);
+    m_grid->setPen(gridPen);
+    QPen afterPen(QColor(220, 80, 40));
+    afterPen.setWidthF(1.5);
+    m_after->setPen(afterPen);
+    for (auto* s : {m_grid, m_before, m_after}) c->addSeries(s);
+    m_x->setTitleText(tr("weight value"));
+    m_y->setTitleText(tr("count"));
+    m_y->setLabelFormat(QStringLiteral("%d"));
+    c->addAxis(m_x, Qt::AlignBottom);
+    c->addAxis(m_y, Qt::AlignLeft);
+    for (auto* s : {m_grid, m_before, m_after}) {
+        s->attachAxis(m_x);
+        s->attachAxis(m_y);
+    }
+    c->legend()->setAlignment(Qt::AlignTop);
+    setMinimumHeight(200);
+}
+
+void QuantHistogramChart::setData(const eval::Histogram& before, const eval::Histogram& after,
+                                  const std::vector<double>& gridLevels)
+{
+    double maxCount = 1;
+    m_before->replace(stepOutline(before, maxCount));
+    m_after->replace(stepOutline(after, maxCount));
+    const double top = maxCount * 1.05;
+    // A comb: up and down at every level, joined along the baseline.
+    QList<QPointF> comb;
+    comb.reserve(qsizetype(gridLevels.size() * 3));
+    for (double g : gridLevels) comb << QPointF(g, 0) << QPointF(g, top) << QPointF(g, 0);
+    m_grid->replace(comb);
+    double lo = std::min(before.lo, after.lo), hi = std::max(before.hi, after.hi);
+    for (double g : gridLevels) {
+        lo = std::min(lo, g);
+        hi = std::max(hi, g);
+    }
+    if (hi > lo) m_x->setRange(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo));
+    m_y->setRange(0, top);
+}
+
+BpwPerplexityChart::BpwPerplexityChart(QWidget* parent)
+    : QChartView(parent), m_series(new QScatterSeries), m_x(new QValueAxis), m_y(new QValueAxis)
+{
+    setRenderHint(QPainter::Antialiasing);
+    auto* c = chart();
+    c->setTitle(tr("Bits per weight vs perplexity"));
+    c->legend()->hide();
+    m_series->setMarkerSize(10);
+    m_series->setPointLabelsFormat(QStringLiteral("@xPoint b, ppl @yPoint"));
+    m_series->setPointLabelsVisible(true);
+    m_series->setPointLabelsClipping(false);
+    c->addSeries(m_series);
+    m_x->setTitleText(tr("bits per weight"));
+    m_y->setTitleText(tr("perplexity"));
+    c->addAxis(m_x, Qt::AlignBottom);
+    c->addAxis(m_y, Qt::AlignLeft);
+    m_series->attachAxis(m_x);
+    m_series->attachAxis(m_y);
+    setMinimumHeight(200);
+}
+
+void BpwPerplexityChart::setPoints(const QList<QPointF>& pts)
+{
+    m_series->replace(pts);
+    if (pts.isEmpty()) return;
+    double x0 = pts[0].x(), x1 = x0, y0 = pts[0].y(), y1 = y0;
+    for (const auto& p : pts) {
+        x0 = std::min(x0, p.x());
+        x1 = std::max(x1, p.x());
+        y0 = std::min(y0, p.y());
+        y1 = std::max(y1, p.y());
+    }
+    const double dx = std::max(0.25, 0.1 * (x1 - x0)), dy = std::max(0.05 * y1, 0.1 * (y1 - y0));
+    m_x->setRange(x0 - dx, x1 + dx);
+    m_y->setRange(std::max(0.0, y0 - dy), y1 + dy);
+}
+
+} // namespace qb::ui

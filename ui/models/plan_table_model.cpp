@@ -1,0 +1,286 @@
+#include "models/plan_table_model.h"
+
+#include <QColor>
+#include <QUndoCommand>
+#include <QUndoStack>
+
+#include <algorithm>
+
+namespace qb::ui {
+
+namespace {
+
+class PlanCommand : public QUndoCommand {
+public:
+    PlanCommand(PlanTableModel* model, pipeline::QuantPlan before, pipeline::QuantPlan after, const QString& text)
+        : QUndoCommand(text), m_model(model), m_before(std::move(before)), m_after(std::move(after))
+    {
+    }
+    void redo() override { m_model->setPlanDirect(m_after); }
+    void undo() override { m_model->setPlanDirect(m_before); }
+
+private:
+    PlanTableModel* m_model;
+    pipeline::QuantPlan m_before, m_after;
+};
+
+std::optional<quant::Method> methodFromVariant(const QVariant& v)
+{
+    const std::string s = v.toString().trimmed().toLower().toStdString();
+    if (auto m = quant::methodFromId(s)) return m;
+    for (const auto& t : quant::allMethodTraits()) {
+        std::string n(t.name);
+        std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+        if (n == s) return t.method;
+    }
+    return std::nullopt;
+}
+
+std::optional<bool> boolFromVariant(const QVariant& v)
+{
+    if (v.typeId() == QMetaType::Bool) return v.toBool();
+    if (v.typeId() == QMetaType::Int) return v.toInt() == Qt::Checked;
+    const QString s = v.toString().trimmed().toLower();
+    if (s == QLatin1String("true") || s == QLatin1String("yes") || s == QLatin1String("1") || s == QLatin1String("on"))
+        return true;
+    if (s == QLatin1String("false") || s == QLatin1String("no") || s == QLatin1String("0") || s == QLatin1String("off"))
+        return false;
+    return std::nullopt;
+}
+
+} // namespace
+
+pipeline::QuantPlan defaultGuiPlan()
+{
+    return pipeline::uniformQuantPlan(quant::Method::Gptq, 4, 128, false);
+}
+
+PlanTableModel::PlanTableModel(QUndoStack* undo, QObject* parent)
+    : QAbstractTableModel(parent), m_undo(undo), m_plan(defaultGuiPlan())
+{
+}
+
+void PlanTableModel::setConfig(const std::optional<ModelConfig>& config)
+{
+    beginResetModel();
+    m_config = config;
+    m_resolved = {};
+    if (m_config) {
+        auto r = pipeline::resolveQuantPlan(m_plan, *m_config);
+        if (!r.ok()) { // a plan from another model: start over
+            m_plan = defaultGuiPlan();
+            r = pipeline::resolveQuantPlan(m_plan, *m_config);
+        }
+        if (r.ok()) m_resolved = std::move(r).value();
+    }
+    endResetModel();
+    m_undo->clear();
+    Q_EMIT planChanged();
+}
+
+void PlanTableModel::setPlanDirect(const pipeline::QuantPlan& plan)
+{
+    m_plan = plan;
+    if (!m_config) {
+        Q_EMIT planChanged();
+        return;
+    }
+    auto r = pipeline::resolveQuantPlan(m_plan, *m_config);
+    if (!r.ok()) return; // applyPlan validated it
+    const bool sameRows = r->tensors.size() == m_resolved.tensors.size();
+    if (!sameRows) beginResetModel();
+    m_resolved = std::move(r).value();
+    if (!sameRows) endResetModel();
+    else if (rowCount() > 0) Q_EMIT dataChanged(index(0, 0), index(rowCount() - 1, ColumnCount - 1));
+    Q_EMIT planChanged();
+}
+
+QString PlanTableModel::applyPlan(const pipeline::QuantPlan& plan, const QString& undoText)
+{
+    if (m_config) {
+        auto r = pipeline::resolveQuantPlan(plan, *m_config);
+        if (!r.ok()) {
+            const QString msg = QString::fromStdString(r.error().toString());
+            Q_EMIT editRejected(msg);
+            return msg;
+        }
+    }
+    if (plan == m_plan) return {};
+    m_undo->push(new PlanCommand(this, m_plan, plan, undoText));
+    return {};
+}
+
+QString PlanTableModel::setField(const QList<int>& rows, int column, const QVariant& value)
+{
+    if (rows.isEmpty()) return tr("no rows selected");
+    pipeline::PlanSettings delta;
+    switch (column) {
+    case Method: {
+        const auto m = methodFromVariant(value);
+        if (!m) return tr("unknown method '%1'").arg(value.toString());
+        delta.method = *m;
+        break;
+    }
+    case Bits:
+    case Group: {
+        bool ok = false;
+        const int v = value.toString().trimmed().toInt(&ok);
+        if (!ok) return tr("'%1' is not an integer").arg(value.toString());
+        (column == Bits ? delta.bits : delta.groupSize) = v;
+        break;
+    }
+    case Sym:
+    case Skip: {
+        const auto b = boolFromVariant(value);
+        if (!b) return tr("'%1' is not a boolean").arg(value.toString());
+        (column == Sym ? delta.sym : delta.skip) = *b;
+        break;
+    }
+    default: return tr("column %1 is not editable").arg(column);
+    }
+    pipeline::QuantPlan next = m_plan;
+    if (rows.size() == rowCount()) {
+        // Every tensor: change the default and drop the field from the rules, so the plan stays
+        // short (a rule left with no field is removed).
+        auto clear = [&](pipeline::PlanSettings& s) {
+            if (delta.method) s.method.reset();
+            if (delta.bits) s.bits.reset();
+            if (delta.groupSize) s.groupSize.reset();
+            if (delta.sym) s.sym.reset();
+            if (delta.skip) s.skip.reset();
+        };
+        for (auto& r : next.rules) clear(r.settings);
+        std::erase_if(next.rules, [](const pipeline::PlanRule& r) { return r.settings == pipeline::PlanSettings{}; });
+        auto& d = next.defaults;
+        if (delta.method) d.method = delta.method;
+        if (delta.bits) d.bits = delta.bits;
+        if (delta.groupSize) d.groupSize = delta.groupSize;
+        if (delta.sym) d.sym = delta.sym;
+        if (delta.skip) d.skip = delta.skip;
+        return applyPlan(next, tr("Set %1 of every tensor to %2").arg(headerData(column, Qt::Horizontal).toString(),
+                                                                      value.toString()));
+    }
+    for (int row : rows) {
+        if (row < 0 || row >= rowCount()) continue;
+        const std::string match = ruleName(row).toStdString();
+        pipeline::PlanSettings s;
+        auto it = std::find_if(next.rules.begin(), next.rules.end(),
+                               [&](const pipeline::PlanRule& r) { return r.match == match; });
+        if (it != next.rules.end()) {
+            s = it->settings;
+            next.rules.erase(it);
+        }
+        if (delta.method) s.method = delta.method;
+        if (delta.bits) s.bits = delta.bits;
+        if (delta.groupSize) s.groupSize = delta.groupSize;
+        if (delta.sym) s.sym = delta.sym;
+        if (delta.skip) s.skip = delta.skip;
+        next.rules.push_back({match, s});
+    }
+    const QString what = headerData(column, Qt::Horizontal).toString();
+    const QString text = rows.size() == 1 ? tr("Set %1 of %2 to %3").arg(what, ruleName(rows.first()), value.toString())
+                                          : tr("Set %1 of %n tensor(s) to %2", nullptr, int(rows.size()))
+                                                .arg(what, value.toString());
+    return applyPlan(next, text);
+}
+
+QString PlanTableModel::ruleName(int row) const
+{
+    QString n = QString::fromStdString(m_resolved.tensors.at(std::size_t(row)).name);
+    if (n.endsWith(QLatin1String(".weight"))) n.chop(7);
+    return n;
+}
+
+double PlanTableModel::f16Fraction() const
+{
+    const double other = double(m_resolved.sizeBytes) - double(m_resolved.linearBytes);
+    const double f16 = double(m_resolved.linearParams) * 2.0 + other;
+    return f16 > 0 ? double(m_resolved.sizeBytes) / f16 : 0.0;
+}
+
+QString PlanTableModel::totalsText() const
+{
+    if (m_resolved.tensors.empty()) return tr("No model");
+    return tr("%1 bits/weight · %2 MB · %3 % of F16")
+        .arg(m_resolved.bitsPerWeight, 0, 'f', 3)
+        .arg(double(m_resolved.sizeBytes) / 1e6, 0, 'f', 3)
+        .arg(100.0 * f16Fraction(), 0, 'f', 1);
+}
+
+int PlanTableModel::rowCount(const QModelIndex& parent) const
+{
+    return parent.isValid() ? 0 : int(m_resolved.tensors.size());
+}
+
+int PlanTableModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : ColumnCount; }
+
+QVariant PlanTableModel::data(const QModelIndex& index, int role) const
+{
+    if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return {};
+    const pipeline::TensorPlan& t = m_resolved.tensors[std::size_t(index.row())];
+    const auto& grid = t.options.grid;
+    const int col = index.column();
+    if (role == Qt::CheckStateRole) {
+        if (col == Sym) return grid.sym ? Qt::Checked : Qt::Unchecked;
+        if (col == Skip) return t.skip ? Qt::Checked : Qt::Unchecked;
+        return {};
+    }
+    if (role == Qt::ForegroundRole && t.skip && col != Tensor && col != Skip) return QColor(Qt::gray);
+    if (role == Qt::TextAlignmentRole && (col == Bits || col == Group || col == Bpw))
+        return int(Qt::AlignRight | Qt::AlignVCenter);
+    if (role == Qt::ToolTipRole && col == Tensor)
+        return tr("%1: %2 × %3").arg(QString::fromStdString(t.name)).arg(t.rows).arg(t.cols);
+    if (role != Qt::DisplayRole && role != Qt::EditRole) return {};
+    switch (col) {
+    case Tensor: {
+        QString n = ruleName(index.row());
+        if (role == Qt::DisplayRole && n.startsWith(QLatin1String("model."))) n.remove(0, 6);
+        return n;
+    }
+    case Method:
+        return role == Qt::EditRole ? QString::fromLatin1(quant::methodTraits(t.method).id.data(),
+                                                          qsizetype(quant::methodTraits(t.method).id.size()))
+                                    : QString::fromLatin1(quant::methodTraits(t.method).name.data(),
+                                                          qsizetype(quant::methodTraits(t.method).name.size()));
+    case Bits: return grid.bits;
+    case Group: return grid.groupSize;
+    case Bpw: return role == Qt::EditRole ? QVariant(t.bitsPerWeight) : QVariant(QString::number(t.bitsPerWeight, 'f', 3));
+    default: return {};
+    }
+}
+
+bool PlanTableModel::setData(const QModelIndex& index, const QVariant& value, int role)
+{
+    if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return false;
+    const int col = index.column();
+    QVariant v = value;
+    if (role == Qt::CheckStateRole && (col == Sym || col == Skip))
+        v = value.toInt() == Qt::Checked;
+    else if (role != Qt::EditRole || col == Sym || col == Skip || col == Tensor || col == Bpw)
+        return false;
+    if (data(index, role) == v && role == Qt::EditRole) return false;
+    return setField({index.row()}, col, v).isEmpty();
+}
+
+Qt::ItemFlags PlanTableModel::flags(const QModelIndex& index) const
+{
+    if (!index.isValid()) return Qt::NoItemFlags;
+    Qt::ItemFlags f = Qt::ItemIsEnabled | Qt::ItemIsSelectable | Qt::ItemNeverHasChildren;
+    switch (index.column()) {
+    case Method:
+    case Bits:
+    case Group: return f | Qt::ItemIsEditable;
+    case Sym:
+    case Skip: return f | Qt::ItemIsUserCheckable;
+    default: return f;
+    }
+}
+
+QVariant PlanTableModel::headerData(int section, Qt::Orientation o, int role) const
+{
+    if (o != Qt::Horizontal || role != Qt::DisplayRole || section < 0 || section >= ColumnCount) return {};
+    static const char* const names[] = {"Tensor", "Method", "Bits", "Group", "Sym", "Skip", "Bits/weight"};
+    return tr(names[section]);
+}
+
+} // namespace qb::ui

@@ -1,0 +1,73 @@
+#pragma once
+// PlanTableModel: the editable quantization plan as a table, one row per quantizable tensor (the
+// seven linear weights of every decoder layer, plan order) with the resolved method, bits, group
+// size, symmetric flag, skip and bits per weight.
+//
+// A thin adapter over pipeline::QuantPlan: the plan (default + ordered glob rules) is the state;
+// rows show resolveQuantPlan()'s result. Editing a cell never changes a row directly: it becomes an
+// explicit per-tensor rule ({"match": "<tensor>", <field>: value}, moved to the end so it wins)
+// and the whole plan is re-resolved. Every change goes through the QUndoStack as a whole-plan
+// snapshot command, so undo/redo and the JSON text view stay consistent. A change that does not
+// validate (e.g. "sym" with NeUQI) is rejected and reported through editRejected().
+// Threading: GUI thread only.
+
+#include "base/model_config.h"
+#include "pipeline/quant_plan.h"
+
+#include <QAbstractTableModel>
+
+#include <optional>
+
+class QUndoStack;
+
+namespace qb::ui {
+
+class PlanTableModel : public QAbstractTableModel {
+    Q_OBJECT
+public:
+    enum Column { Tensor, Method, Bits, Group, Sym, Skip, Bpw, ColumnCount };
+
+    PlanTableModel(QUndoStack* undo, QObject* parent = nullptr);
+
+    // The model whose tensors the plan covers; rows appear once a config is set.
+    void setConfig(const std::optional<ModelConfig>& config);
+    const pipeline::QuantPlan& plan() const { return m_plan; }
+    const pipeline::ResolvedPlan& resolved() const { return m_resolved; }
+    QUndoStack* undoStack() const { return m_undo; }
+
+    // Validates `plan` against the model and pushes it as one undoable step. Returns the error
+    // message, empty on success (no step is pushed for an equal plan).
+    QString applyPlan(const pipeline::QuantPlan& plan, const QString& undoText);
+    // Sets `column` (Method, Bits, Group, Sym or Skip) of the given rows to `value`, as one step.
+    QString setField(const QList<int>& rows, int column, const QVariant& value);
+    // Replaces the plan without an undo step (used by the undo commands).
+    void setPlanDirect(const pipeline::QuantPlan& plan);
+
+    // Tensor name without ".weight", the rule match of a row.
+    QString ruleName(int row) const;
+    // "4.25 bits/weight · 1.23 MB · 27.1 % of F16"
+    QString totalsText() const;
+    double f16Fraction() const;
+
+    int rowCount(const QModelIndex& parent = {}) const override;
+    int columnCount(const QModelIndex& parent = {}) const override;
+    QVariant data(const QModelIndex& index, int role = Qt::DisplayRole) const override;
+    bool setData(const QModelIndex& index, const QVariant& value, int role = Qt::EditRole) override;
+    Qt::ItemFlags flags(const QModelIndex& index) const override;
+    QVariant headerData(int section, Qt::Orientation o, int role = Qt::DisplayRole) const override;
+
+Q_SIGNALS:
+    void planChanged();
+    void editRejected(const QString& message);
+
+private:
+    QUndoStack* m_undo;
+    std::optional<ModelConfig> m_config;
+    pipeline::QuantPlan m_plan;
+    pipeline::ResolvedPlan m_resolved;
+};
+
+// The GUI's starting plan: GPTQ, 4 bits, groups of 128, asymmetric.
+pipeline::QuantPlan defaultGuiPlan();
+
+} // namespace qb::ui

@@ -1,0 +1,143 @@
+#include "models/quant_run_model.h"
+
+#include <QColor>
+
+namespace qb::ui {
+
+std::vector<double> meanErrorPerLayer(const std::vector<pipeline::TensorReport>& reports)
+{
+    int layers = 0;
+    for (const auto& r : reports) layers = std::max(layers, r.layer + 1);
+    std::vector<double> sum(std::size_t(layers), 0.0);
+    std::vector<int> n(std::size_t(layers), 0);
+    for (const auto& r : reports) {
+        if (r.skipped) continue;
+        sum[std::size_t(r.layer)] += r.relativeError;
+        ++n[std::size_t(r.layer)];
+    }
+    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] = n[i] ? sum[i] / n[i] : 0.0;
+    return sum;
+}
+
+std::vector<double> QuantRun::layerErrors() const
+{
+    return result ? meanErrorPerLayer(result->tensors) : std::vector<double>{};
+}
+
+void QuantRunModel::append(std::shared_ptr<const QuantRun> run)
+{
+    const int row = rowCount();
+    beginInsertRows({}, row, row);
+    m_runs.push_back(std::move(run));
+    endInsertRows();
+}
+
+int QuantRunModel::rowCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : int(m_runs.size()); }
+int QuantRunModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : ColumnCount; }
+
+QVariant QuantRunModel::data(const QModelIndex& index, int role) const
+{
+    if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return {};
+    const QuantRun& r = *m_runs[std::size_t(index.row())];
+    if (role == Qt::TextAlignmentRole && index.column() != Plan) return int(Qt::AlignRight | Qt::AlignVCenter);
+    if (role == Qt::ToolTipRole && index.column() == Plan) return r.planJson;
+    if (role != Qt::DisplayRole) return {};
+    switch (index.column()) {
+    case Id: return r.id;
+    case Plan: return r.summary;
+    case Bpw: return QString::number(r.result->bitsPerWeight, 'f', 3);
+    case Size: return QStringLiteral("%1 MB").arg(double(r.result->sizeBytes) / 1e6, 0, 'f', 3);
+    case Perplexity: return r.perplexity ? QString::number(*r.perplexity, 'f', 3) : QStringLiteral("—");
+    case Seconds: return QStringLiteral("%1 s").arg(r.seconds, 0, 'f', 2);
+    default: return {};
+    }
+}
+
+QVariant QuantRunModel::headerData(int section, Qt::Orientation o, int role) const
+{
+    if (o != Qt::Horizontal || role != Qt::DisplayRole || section < 0 || section >= ColumnCount) return {};
+    static const char* const names[] = {"Run", "Plan", "Bits/weight", "Size", "Perplexity", "Time"};
+    return tr(names[section]);
+}
+
+void TensorReportModel::clear()
+{
+    beginResetModel();
+    m_rows.clear();
+    endResetModel();
+}
+
+void TensorReportModel::setReports(const std::vector<pipeline::TensorReport>& reports)
+{
+    beginResetModel();
+    m_rows = reports;
+    endResetModel();
+}
+
+void TensorReportModel::addLayer(int layer, const std::vector<pipeline::TensorReport>& reports)
+{
+    if (reports.empty()) return;
+    auto first = std::find_if(m_rows.begin(), m_rows.end(), [layer](const auto& r) { return r.layer == layer; });
+    if (first != m_rows.end()) { // replace in place (same count for the same model)
+        const int row0 = int(first - m_rows.begin());
+        const std::size_t n = std::min(reports.size(), std::size_t(m_rows.size() - std::size_t(row0)));
+        std::copy(reports.begin(), reports.begin() + std::ptrdiff_t(n), first);
+        Q_EMIT dataChanged(index(row0, 0), index(row0 + int(n) - 1, ColumnCount - 1));
+        return;
+    }
+    const int row = rowCount();
+    beginInsertRows({}, row, row + int(reports.size()) - 1);
+    m_rows.insert(m_rows.end(), reports.begin(), reports.end());
+    endInsertRows();
+}
+
+int TensorReportModel::rowOf(const QString& tensorName) const
+{
+    const std::string n = tensorName.toStdString();
+    for (std::size_t i = 0; i < m_rows.size(); ++i)
+        if (m_rows[i].name == n || m_rows[i].name == n + ".weight") return int(i);
+    return -1;
+}
+
+int TensorReportModel::rowCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : int(m_rows.size()); }
+int TensorReportModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : ColumnCount; }
+
+QVariant TensorReportModel::data(const QModelIndex& index, int role) const
+{
+    if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return {};
+    const pipeline::TensorReport& r = m_rows[std::size_t(index.row())];
+    if (role == Qt::TextAlignmentRole && index.column() != Tensor && index.column() != Method)
+        return int(Qt::AlignRight | Qt::AlignVCenter);
+    if (role == Qt::UserRole) return r.relativeError;
+    if (role == Qt::BackgroundRole && index.column() == RelError && !r.skipped) {
+        // Worst tensors stand out: white -> red over relative errors 0 .. 0.3.
+        const double t = std::clamp(r.relativeError / 0.3, 0.0, 1.0);
+        return QColor::fromRgbF(1.0f, float(1.0 - 0.6 * t), float(1.0 - 0.6 * t));
+    }
+    if (role != Qt::DisplayRole) return {};
+    switch (index.column()) {
+    case Tensor: {
+        QString n = QString::fromStdString(r.name);
+        if (n.startsWith(QLatin1String("model."))) n.remove(0, 6);
+        if (n.endsWith(QLatin1String(".weight"))) n.chop(7);
+        return n;
+    }
+    case Method:
+        return r.skipped ? tr("skipped") : QString::fromLatin1(quant::methodTraits(r.method).name.data(),
+                                                               qsizetype(quant::methodTraits(r.method).name.size()));
+    case Bits: return r.bits;
+    case Bpw: return QString::number(r.bitsPerWeight, 'f', 3);
+    case RelError: return r.skipped ? QStringLiteral("—") : QString::number(r.relativeError, 'f', 4);
+    case Seconds: return QString::number(r.searchSeconds + r.solveSeconds, 'f', 3);
+    default: return {};
+    }
+}
+
+QVariant TensorReportModel::headerData(int section, Qt::Orientation o, int role) const
+{
+    if (o != Qt::Horizontal || role != Qt::DisplayRole || section < 0 || section >= ColumnCount) return {};
+    static const char* const names[] = {"Tensor", "Method", "Bits", "Bits/weight", "Rel. error", "Solve s"};
+    return tr(names[section]);
+}
+
+} // namespace qb::ui

@@ -1,0 +1,103 @@
+#pragma once
+// QuantizePanel: the Quantization tab. Composes the plan editor, the run controls (calibration
+// text, windows, window length, perplexity after the run), the per-tensor results of the current
+// run (filled layer by layer while it runs, with a per-layer error chart), the per-tensor error
+// and what-if view, and the run comparison.
+//
+// A run goes through JobRunner + JobStatus: tokenize and sample the calibration windows, load the
+// model (cached per checkpoint), pipeline::runQuantize with the resolved plan, then optionally the
+// perplexity of the fake-quantized model. The job's progress is mapped onto one bar for the whole
+// run (ETA from it) with "layer N <tensor> (<stage>)" as text. Per-layer reports come from
+// QuantizeJobOptions::onLayerDone on the worker and reach the GUI thread through a queued
+// invocation (never blocking). Finished runs are immutable snapshots in the run list.
+
+#include "io/checkpoint.h"
+#include "pipeline/quantize_job.h"
+
+#include <QWidget>
+
+#include <memory>
+
+class QCheckBox;
+class QLabel;
+class QLineEdit;
+class QPushButton;
+class QSpinBox;
+class QTabWidget;
+class QTableView;
+
+namespace qb::model {
+class Model;
+}
+
+namespace qb::ui {
+
+class JobRunner;
+class JobStatus;
+class LayerErrorChart;
+class PlanEditor;
+class QuantRunModel;
+class RunCompareView;
+class TensorErrorView;
+class TensorReportModel;
+struct QuantRun;
+
+class QuantizePanel : public QWidget {
+    Q_OBJECT
+public:
+    QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* parent = nullptr);
+
+    void setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
+    // A tensor chosen in the explorer: selects its plan row and shows its errors.
+    void showTensor(const QString& name);
+    void startQuantize();
+
+    PlanEditor* planEditor() const { return m_plan; }
+    TensorErrorView* tensorView() const { return m_tensorView; }
+    RunCompareView* compareView() const { return m_compare; }
+    QuantRunModel* runs() const { return m_runs; }
+    TensorReportModel* reports() const { return m_reports; }
+    QTableView* reportTable() const { return m_reportTable; }
+    LayerErrorChart* layerChart() const { return m_layerChart; }
+    QTabWidget* views() const { return m_views; }
+    QLineEdit* calibText() const { return m_calibText; }
+    QSpinBox* windowsSpin() const { return m_windows; }
+    QSpinBox* lengthSpin() const { return m_length; }
+    QCheckBox* perplexityCheck() const { return m_evalPpl; }
+    QPushButton* quantizeButton() const { return m_run; }
+    std::shared_ptr<const QuantRun> currentRun() const { return m_current; }
+
+Q_SIGNALS:
+    void layerFinished(int layer);
+    void quantizeFinished(bool ok, const QString& message);
+    // Export of a run (issue 7 item 6) is provided elsewhere; the panel only asks for it.
+    void exportRequested(std::shared_ptr<const QuantRun> run);
+
+private:
+    void onLayerDone(int serial, int layer, const std::vector<pipeline::TensorReport>& reports);
+    void refreshLayerChart();
+
+    JobRunner* m_runner;
+    JobStatus* m_status;
+    std::shared_ptr<const io::Checkpoint> m_checkpoint;
+    std::shared_ptr<const model::Model> m_base; // loaded once per checkpoint by the first run
+    std::shared_ptr<const QuantRun> m_current;
+    int m_serial = 0; // of the run in flight, to drop late layer reports of an older run
+    int m_nextId = 1;
+    PlanEditor* m_plan;
+    QuantRunModel* m_runs;
+    TensorReportModel* m_reports;
+    QTableView* m_reportTable;
+    LayerErrorChart* m_layerChart;
+    TensorErrorView* m_tensorView;
+    RunCompareView* m_compare;
+    QTabWidget* m_views;
+    QLineEdit* m_calibText;
+    QSpinBox* m_windows;
+    QSpinBox* m_length;
+    QCheckBox* m_evalPpl;
+    QPushButton* m_run;
+    QLabel* m_totals;
+};
+
+} // namespace qb::ui

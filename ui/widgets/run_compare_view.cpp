@@ -1,0 +1,98 @@
+#include "widgets/run_compare_view.h"
+
+#include "charts/quant_charts.h"
+#include "models/quant_run_model.h"
+
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QItemSelectionModel>
+#include <QLabel>
+#include <QPushButton>
+#include <QSplitter>
+#include <QTableView>
+#include <QVBoxLayout>
+
+namespace qb::ui {
+
+RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
+    : QWidget(parent), m_runs(runs), m_table(new QTableView), m_layers(new LayerErrorChart(tr("Per-layer error"))),
+      m_scatter(new BpwPerplexityChart), m_export(new QPushButton(tr("Export run...")))
+{
+    setObjectName(QStringLiteral("runCompareView"));
+    m_table->setObjectName(QStringLiteral("runTable"));
+    m_layers->setObjectName(QStringLiteral("compareChart"));
+    m_scatter->setObjectName(QStringLiteral("bpwPplChart"));
+    m_export->setObjectName(QStringLiteral("exportRun"));
+    m_table->setModel(m_runs);
+    m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
+    m_table->verticalHeader()->hide();
+    m_table->horizontalHeader()->setSectionResizeMode(QuantRunModel::Plan, QHeaderView::Stretch);
+    m_export->setEnabled(false);
+    m_export->setToolTip(tr("Export of the selected run (GGUF, GPTQ safetensors, ...)"));
+
+    auto* top = new QHBoxLayout;
+    top->addWidget(new QLabel(tr("Select two runs to compare their per-layer errors:")), 1);
+    top->addWidget(m_export);
+    auto* charts = new QSplitter(Qt::Horizontal);
+    charts->addWidget(m_layers);
+    charts->addWidget(m_scatter);
+    charts->setStretchFactor(0, 3);
+    charts->setStretchFactor(1, 2);
+    auto* split = new QSplitter(Qt::Vertical);
+    auto* tableBox = new QWidget;
+    auto* tl = new QVBoxLayout(tableBox);
+    tl->setContentsMargins(0, 0, 0, 0);
+    tl->addLayout(top);
+    tl->addWidget(m_table);
+    split->addWidget(tableBox);
+    split->addWidget(charts);
+    split->setStretchFactor(1, 2);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addWidget(split);
+
+    connect(m_table->selectionModel(), &QItemSelectionModel::selectionChanged, this, &RunCompareView::refresh);
+    connect(m_runs, &QAbstractItemModel::rowsInserted, this, [this](const QModelIndex&, int, int last) {
+        // A new run: compare it with the one before (the usual question), keep the user's choice otherwise.
+        if (comparedRows().size() < 2 && last >= 1) {
+            m_table->selectionModel()->select(QItemSelection(m_runs->index(last - 1, 0),
+                                                             m_runs->index(last, QuantRunModel::ColumnCount - 1)),
+                                              QItemSelectionModel::ClearAndSelect);
+        }
+        refresh();
+    });
+    connect(m_export, &QPushButton::clicked, this, [this] {
+        const auto rows = comparedRows();
+        if (!rows.isEmpty()) Q_EMIT exportRequested(m_runs->run(rows.last()));
+    });
+}
+
+QList<int> RunCompareView::comparedRows() const
+{
+    QList<int> rows;
+    for (const QModelIndex& i : m_table->selectionModel()->selectedRows()) rows << i.row();
+    std::sort(rows.begin(), rows.end());
+    if (rows.size() > 2) rows = rows.mid(rows.size() - 2);
+    if (rows.isEmpty() && m_runs->rowCount() > 0) rows << m_runs->rowCount() - 1;
+    return rows;
+}
+
+void RunCompareView::refresh()
+{
+    QStringList names;
+    std::vector<std::vector<double>> values;
+    for (int r : comparedRows()) {
+        const auto run = m_runs->run(r);
+        names << tr("run %1: %2").arg(run->id).arg(run->summary);
+        values.push_back(run->layerErrors());
+    }
+    m_layers->setRuns(names, values);
+    QList<QPointF> pts;
+    for (const auto& run : m_runs->runs())
+        if (run->perplexity) pts << QPointF(run->result->bitsPerWeight, *run->perplexity);
+    m_scatter->setPoints(pts);
+    m_export->setEnabled(!comparedRows().isEmpty());
+}
+
+} // namespace qb::ui

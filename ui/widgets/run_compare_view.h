@@ -1,0 +1,46 @@
+#pragma once
+// RunCompareView: the quantization runs of this session (plan, bits per weight, size, perplexity,
+// time); select two rows to see their per-layer errors side by side; a bits-per-weight vs
+// perplexity scatter of every run. GUI thread only (runs are immutable snapshots).
+
+#include <QWidget>
+
+#include <memory>
+
+class QPushButton;
+class QTableView;
+
+namespace qb::ui {
+
+class BpwPerplexityChart;
+class LayerErrorChart;
+class QuantRunModel;
+struct QuantRun;
+
+class RunCompareView : public QWidget {
+    Q_OBJECT
+public:
+    explicit RunCompareView(QuantRunModel* runs, QWidget* parent = nullptr);
+
+    QTableView* table() const { return m_table; }
+    LayerErrorChart* layerChart() const { return m_layers; }
+    BpwPerplexityChart* scatter() const { return m_scatter; }
+    QPushButton* exportButton() const { return m_export; }
+    // Runs currently compared (0, 1 or 2).
+    QList<int> comparedRows() const;
+
+Q_SIGNALS:
+    // Export is implemented by the export feature (issue 7 item 6); this view only asks for it.
+    void exportRequested(std::shared_ptr<const QuantRun> run);
+
+private:
+    void refresh();
+
+    QuantRunModel* m_runs;
+    QTableView* m_table;
+    LayerErrorChart* m_layers;
+    BpwPerplexityChart* m_scatter;
+    QPushButton* m_export;
+};
+
+} // namespace qb::ui

@@ -1,0 +1,236 @@
+#include "widgets/tensor_error_view.h"
+
+#include "charts/histogram_chart.h"
+#include "charts/quant_charts.h"
+#include "models/quant_run_model.h"
+#include "tasks/job_runner.h"
+
+#include <QCheckBox>
+#include <QComboBox>
+#include <QFormLayout>
+#include <QFutureWatcher>
+#include <QGridLayout>
+#include <QGroupBox>
+#include <QLabel>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QVBoxLayout>
+
+namespace qb::ui {
+
+namespace {
+constexpr int kHistBins = 80;
+
+std::optional<std::size_t> planIndex(const pipeline::QuantizeResult& r, const QString& name)
+{
+    const std::string n = name.toStdString();
+    for (std::size_t i = 0; i < r.tensors.size(); ++i)
+        if (r.tensors[i].name == n || r.tensors[i].name == n + ".weight") return i;
+    return std::nullopt;
+}
+} // namespace
+
+TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
+    : QWidget(parent), m_runner(runner), m_title(new QLabel),
+      m_outChart(new ChannelChart(tr("Relative error per output channel"), tr("output channel"), tr("relative error"))),
+      m_inChart(new ChannelChart(tr("Error share per input channel"), tr("input channel"), tr("error share"))),
+      m_hist(new QuantHistogramChart), m_method(new QComboBox), m_bits(new QSpinBox), m_group(new QSpinBox),
+      m_sym(new QCheckBox(tr("symmetric"))), m_preview(new QPushButton(tr("Preview"))), m_previewText(new QLabel)
+{
+    setObjectName(QStringLiteral("tensorErrorView"));
+    m_title->setObjectName(QStringLiteral("tensorTitle"));
+    m_method->setObjectName(QStringLiteral("whatIfMethod"));
+    m_bits->setObjectName(QStringLiteral("whatIfBits"));
+    m_group->setObjectName(QStringLiteral("whatIfGroup"));
+    m_sym->setObjectName(QStringLiteral("whatIfSym"));
+    m_preview->setObjectName(QStringLiteral("whatIfPreview"));
+    m_previewText->setObjectName(QStringLiteral("whatIfResult"));
+    m_outChart->setObjectName(QStringLiteral("outChannelChart"));
+    m_inChart->setObjectName(QStringLiteral("inChannelChart"));
+    m_hist->setObjectName(QStringLiteral("quantHistogram"));
+    for (const auto& t : quant::allMethodTraits())
+        m_method->addItem(QString::fromLatin1(t.name.data(), qsizetype(t.name.size())), int(t.method));
+    m_bits->setRange(quant::kMinBits, quant::kMaxBits);
+    m_bits->setValue(4);
+    m_group->setRange(-1, 65536);
+    m_group->setValue(128);
+    m_group->setSpecialValueText(tr("per channel"));
+    m_previewText->setWordWrap(true);
+    m_previewText->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_title->setText(tr("Run a quantization, then select a tensor (explorer or results table)."));
+
+    auto* box = new QGroupBox(tr("What-if for this tensor"));
+    auto* form = new QFormLayout(box);
+    form->addRow(tr("Method:"), m_method);
+    form->addRow(tr("Bits:"), m_bits);
+    form->addRow(tr("Group size:"), m_group);
+    form->addRow(QString(), m_sym);
+    form->addRow(QString(), m_preview);
+    form->addRow(m_previewText);
+    box->setMinimumWidth(260);
+
+    auto* grid = new QGridLayout;
+    grid->addWidget(m_outChart, 0, 0);
+    grid->addWidget(m_inChart, 0, 1);
+    grid->addWidget(m_hist, 1, 0);
+    grid->addWidget(box, 1, 1);
+    auto* layout = new QVBoxLayout(this);
+    layout->addWidget(m_title);
+    layout->addLayout(grid, 1);
+
+    m_preview->setEnabled(false);
+    connect(m_preview, &QPushButton::clicked, this, &TensorErrorView::startPreview);
+    // Changing a setting previews at once.
+    connect(m_method, &QComboBox::currentIndexChanged, this, &TensorErrorView::startPreview);
+    connect(m_bits, &QSpinBox::valueChanged, this, &TensorErrorView::startPreview);
+    connect(m_group, &QSpinBox::valueChanged, this, &TensorErrorView::startPreview);
+    connect(m_sym, &QCheckBox::toggled, this, &TensorErrorView::startPreview);
+}
+
+void TensorErrorView::setRun(std::shared_ptr<const QuantRun> run)
+{
+    m_run = std::move(run);
+    m_analysis.reset();
+    if (!m_tensor.isEmpty()) startAnalysis();
+}
+
+void TensorErrorView::showTensor(const QString& name)
+{
+    m_tensor = name;
+    startAnalysis();
+}
+
+void TensorErrorView::startAnalysis()
+{
+    m_preview->setEnabled(false);
+    if (!m_run || !m_run->result || !m_run->result->model || !m_run->base) return;
+    const auto idx = planIndex(*m_run->result, m_tensor);
+    if (!idx) {
+        m_title->setText(tr("%1 is not a quantizable tensor").arg(m_tensor));
+        return;
+    }
+    const pipeline::TensorReport& rep = m_run->result->tensors[*idx];
+    m_title->setText(tr("%1 — run %2: analysing...").arg(QString::fromStdString(rep.name)).arg(m_run->id));
+    auto run = m_run;
+    auto cached = (m_hessRun == run->id && m_hessCache && m_hessCache->layer == rep.layer) ? m_hessCache : nullptr;
+    const QString tensor = m_tensor;
+    const std::size_t i = *idx;
+    auto future = m_runner->track(m_runner->run<TensorAnalysis>([run, cached, tensor, i](RunContext& ctx) -> Result<TensorAnalysis> {
+        const pipeline::TensorReport& rep = run->result->tensors[i];
+        TensorAnalysis a;
+        a.runId = run->id;
+        a.tensor = tensor;
+        a.index = i;
+        a.hessians = cached;
+        if (!a.hessians) {
+            QB_TRY(h, pipeline::layerInputHessians(*run->base, run->result->model.get(), *run->calib, rep.layer, 8, &ctx));
+            a.hessians = std::make_shared<const pipeline::LayerHessians>(std::move(*h));
+        }
+        const auto& w = run->base->layer(rep.layer)->weight(rep.linear);
+        const auto& q = run->result->model->layer(rep.layer)->weight(rep.linear);
+        a.errors = pipeline::channelErrors(w, q, a.hessians->forLinear(rep.linear));
+        const double lo = w.minCoeff(), hi = w.maxCoeff();
+        a.before = eval::computeHistogram(w, kHistBins, lo, hi);
+        a.after = eval::computeHistogram(q, kHistBins, lo, hi);
+        if (const auto& codes = run->result->codes[i]; codes && codes->scales.size() > 0) {
+            const double s = codes->scales(0, 0), z = codes->zeros(0, 0);
+            for (int k = 0; k < quant::gridLevels(codes->bits); ++k) a.grid.push_back(s * (z + k));
+        }
+        return a;
+    }));
+    auto* watcher = new QFutureWatcher<JobOutcome<TensorAnalysis>>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, tensor] {
+        watcher->deleteLater();
+        if (watcher->isCanceled() || watcher->future().resultCount() == 0) return;
+        const auto out = watcher->result();
+        if (tensor != m_tensor || !m_run || !out.ok() || out.value->runId != m_run->id) {
+            if (!out.ok()) m_title->setText(QString::fromStdString(out.error->toString()));
+            return;
+        }
+        m_analysis = out.value;
+        m_hessCache = m_analysis->hessians;
+        m_hessRun = m_analysis->runId;
+        display();
+        Q_EMIT analysisReady(tensor);
+    });
+    watcher->setFuture(future);
+}
+
+void TensorErrorView::display()
+{
+    const auto& a = *m_analysis;
+    const pipeline::TensorReport& rep = m_run->result->tensors[a.index];
+    m_title->setText(tr("<b>%1</b> — run %2: %3 %4 bits, group %5 · relative output error %6 (job: %7)")
+                         .arg(QString::fromStdString(rep.name))
+                         .arg(m_run->id)
+                         .arg(rep.skipped ? tr("skipped")
+                                          : QString::fromLatin1(quant::methodTraits(rep.method).name.data(),
+                                                                qsizetype(quant::methodTraits(rep.method).name.size())))
+                         .arg(rep.bits)
+                         .arg(rep.groupSize)
+                         .arg(a.errors.relativeError, 0, 'f', 4)
+                         .arg(rep.relativeError, 0, 'f', 4));
+    m_outChart->setValues(a.errors.outChannel);
+    m_inChart->setValues(a.errors.inChannel);
+    m_hist->setData(a.before, a.after, a.grid);
+    // Start the what-if from the tensor's own settings.
+    const QSignalBlocker b1(m_method), b2(m_bits), b3(m_group), b4(m_sym);
+    m_method->setCurrentIndex(m_method->findData(int(rep.method)));
+    m_bits->setValue(rep.skipped ? 4 : rep.bits);
+    m_group->setValue(rep.groupSize);
+    m_sym->setChecked(rep.sym);
+    m_preview->setEnabled(true);
+    startPreview();
+}
+
+void TensorErrorView::startPreview()
+{
+    if (!m_analysis || !m_run) return;
+    if (m_previewBusy) {
+        m_previewPending = true;
+        return;
+    }
+    const pipeline::TensorReport& rep = m_run->result->tensors[m_analysis->index];
+    pipeline::PreviewSettings s;
+    s.method = quant::Method(m_method->currentData().toInt());
+    s.bits = m_bits->value();
+    s.groupSize = m_group->value();
+    s.sym = m_sym->isChecked();
+    auto run = m_run;
+    auto analysis = m_analysis;
+    m_previewBusy = true;
+    m_previewPending = false;
+    auto future = m_runner->track(m_runner->run<pipeline::PreviewResult>([run, analysis, s](RunContext& ctx) {
+        const pipeline::TensorReport& rep = run->result->tensors[analysis->index];
+        return pipeline::previewTensor(run->base->layer(rep.layer)->weight(rep.linear),
+                                       analysis->hessians->forLinear(rep.linear), s, &ctx);
+    }));
+    auto* watcher = new QFutureWatcher<JobOutcome<pipeline::PreviewResult>>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, s, jobErr = rep.relativeError] {
+        watcher->deleteLater();
+        m_previewBusy = false;
+        if (watcher->isCanceled() || watcher->future().resultCount() == 0) return;
+        const auto out = watcher->result();
+        const auto& t = quant::methodTraits(s.method);
+        if (!out.ok()) {
+            m_previewText->setText(tr("What-if failed: %1").arg(QString::fromStdString(out.error->toString())));
+            Q_EMIT previewFinished(false, 0, 0);
+        } else {
+            const auto& r = *out.value;
+            m_previewText->setText(tr("<b>%1 %2 bits, group %3%4</b><br>relative error %5 (run: %6)<br>%7 bits/weight · %8 ms")
+                                       .arg(QString::fromLatin1(t.name.data(), qsizetype(t.name.size())))
+                                       .arg(s.bits)
+                                       .arg(s.groupSize)
+                                       .arg(s.sym && t.supportsSym ? tr(", sym") : QString())
+                                       .arg(r.relativeError, 0, 'f', 4)
+                                       .arg(jobErr, 0, 'f', 4)
+                                       .arg(r.bitsPerWeight, 0, 'f', 3)
+                                       .arg(r.seconds * 1000.0, 0, 'f', 1));
+            Q_EMIT previewFinished(true, r.relativeError, r.seconds);
+        }
+        if (m_previewPending) startPreview();
+    });
+    watcher->setFuture(future);
+}
+
+} // namespace qb::ui

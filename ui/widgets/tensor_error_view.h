@@ -1,0 +1,89 @@
+#pragma once
+// TensorErrorView: after a quantization run, the damage done to one tensor and a what-if preview.
+//
+// Per output and per input channel relative error (formulas in pipeline/whatif.h), the weight
+// histogram before and after quantization with the grid of row 0 / group 0, and a what-if box:
+// pick another method, bits, group or sym for this tensor and see its relative output error on the
+// calibration activations at once. The layer's input Hessian is computed once per (run, layer) by
+// a short pass over the run's calibration windows and cached; analysis and previews run through
+// JobRunner, off the GUI thread (a preview on the demo model takes milliseconds).
+
+#include "eval/tensor_stats.h"
+#include "pipeline/whatif.h"
+
+#include <QWidget>
+
+#include <memory>
+
+class QCheckBox;
+class QComboBox;
+class QLabel;
+class QPushButton;
+class QSpinBox;
+
+namespace qb::ui {
+
+class ChannelChart;
+class JobRunner;
+class QuantHistogramChart;
+struct QuantRun;
+
+struct TensorAnalysis {
+    int runId = 0;
+    QString tensor;
+    std::size_t index = 0; // in the run's plan
+    std::shared_ptr<const pipeline::LayerHessians> hessians;
+    pipeline::ChannelErrors errors;
+    eval::Histogram before, after;
+    std::vector<double> grid;
+};
+
+class TensorErrorView : public QWidget {
+    Q_OBJECT
+public:
+    TensorErrorView(JobRunner* runner, QWidget* parent = nullptr);
+
+    void setRun(std::shared_ptr<const QuantRun> run);
+    void showTensor(const QString& name);
+    void startPreview();
+
+    std::shared_ptr<const TensorAnalysis> analysis() const { return m_analysis; }
+    ChannelChart* outChannelChart() const { return m_outChart; }
+    ChannelChart* inChannelChart() const { return m_inChart; }
+    QuantHistogramChart* histogramChart() const { return m_hist; }
+    QComboBox* methodCombo() const { return m_method; }
+    QSpinBox* bitsSpin() const { return m_bits; }
+    QSpinBox* groupSpin() const { return m_group; }
+    QCheckBox* symCheck() const { return m_sym; }
+    QPushButton* previewButton() const { return m_preview; }
+    QLabel* previewLabel() const { return m_previewText; }
+    QLabel* titleLabel() const { return m_title; }
+
+Q_SIGNALS:
+    void analysisReady(const QString& tensor);
+    void previewFinished(bool ok, double relativeError, double seconds);
+
+private:
+    void startAnalysis();
+    void display();
+
+    JobRunner* m_runner;
+    std::shared_ptr<const QuantRun> m_run;
+    std::shared_ptr<const TensorAnalysis> m_analysis;
+    std::shared_ptr<const pipeline::LayerHessians> m_hessCache; // of (m_hessRun, layer)
+    int m_hessRun = -1;
+    QString m_tensor;
+    bool m_previewBusy = false, m_previewPending = false;
+    QLabel* m_title;
+    ChannelChart* m_outChart;
+    ChannelChart* m_inChart;
+    QuantHistogramChart* m_hist;
+    QComboBox* m_method;
+    QSpinBox* m_bits;
+    QSpinBox* m_group;
+    QCheckBox* m_sym;
+    QPushButton* m_preview;
+    QLabel* m_previewText;
+};
+
+} // namespace qb::ui
