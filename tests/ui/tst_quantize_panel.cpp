@@ -119,7 +119,9 @@ void clickCell(QTableView* t, int row, int col, Qt::KeyboardModifiers mod = {})
 
 void screenshot(QWidget* w, const QString& name)
 {
-    const QString dir = QStringLiteral(QB_BINARY_DIR "/screenshots");
+    // packaging/screenshots.sh sets QB_SCREENSHOT_DIR to refresh the README's images.
+    QString dir = qEnvironmentVariable("QB_SCREENSHOT_DIR");
+    if (dir.isEmpty()) dir = QStringLiteral(QB_BINARY_DIR "/screenshots");
     QDir().mkpath(dir);
     QVERIFY(w->grab().save(dir + QStringLiteral("/quantize_%1.png").arg(name)));
 }
