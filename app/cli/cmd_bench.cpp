@@ -1,18 +1,32 @@
-// quantbench-cli bench: prefill throughput of the F32 forward pass and peak resident memory.
+// quantbench-cli bench: prefill throughput of the F32 forward pass and peak resident memory;
+// --quantize: per-method quantization stage timings and peak memory (issue 4 item 7);
+// --gptq-synthetic: the GPTQ solve alone on random shapes (compare tests/quant/bench/gptq_reference.py).
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
 #include "eval/perplexity.h"
 #include "io/checkpoint.h"
 #include "model/forward.h"
+#include "io/tokenizer.h"
+#include "pipeline/calibration.h"
 #include "pipeline/model_loader.h"
+#include "pipeline/perplexity_job.h"
+#include "pipeline/quant_plan.h"
+#include "pipeline/quantize_job.h"
+#include "quant/gptq.h"
 
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <random>
+#include <sstream>
 
 namespace {
 
@@ -28,13 +42,233 @@ double peakRssMiB()
     return double(ru.ru_maxrss) / 1024.0;
 }
 
+
+std::vector<std::string> splitList(const std::string& s)
+{
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ','))
+        if (!item.empty()) out.push_back(item);
+    return out;
+}
+
+struct MethodRun {
+    std::string method;
+    double calibrate = 0, hessian = 0, search = 0, solve = 0, evaluate = 0, total = 0, rssMiB = 0;
+    std::string error;
+};
+
+// One quantization run of `method` in the current process; the caller is a fresh fork child, so
+// VmHWM is this method's own peak (model load + calibration + quantize).
+MethodRun quantizeOnce(const std::string& modelPath, const std::string& calibPath, const std::string& method,
+                       const qb::pipeline::CalibrationOptions& co, int bits, int group, int threads)
+{
+    using namespace qb;
+    MethodRun r;
+    r.method = method;
+    const auto m = quant::methodFromId(method);
+    if (!m) {
+        r.error = "unknown method";
+        return r;
+    }
+    if (threads > 0) model::setNumThreads(threads);
+    auto ck = io::openCheckpoint(modelPath);
+    if (!ck) return r.error = ck.error().toString(), r;
+    auto plan = pipeline::resolveQuantPlan(pipeline::uniformQuantPlan(*m, bits, group), ck->config);
+    if (!plan) return r.error = plan.error().toString(), r;
+    auto tok = io::Tokenizer::fromFile(ck->tokenizerPath);
+    if (!tok) return r.error = tok.error().toString(), r;
+    auto text = pipeline::readTextFile(calibPath);
+    if (!text) return r.error = text.error().toString(), r;
+    auto calib = pipeline::buildCalibrationSet(*tok, *text, co, nullptr, calibPath);
+    if (!calib) return r.error = calib.error().toString(), r;
+    pipeline::LoadOptions lo;
+    lo.loadLayers = false;
+    auto base = pipeline::loadModel(*ck, nullptr, nullptr, lo);
+    if (!base) return r.error = base.error().toString(), r;
+    pipeline::QuantizeJobOptions qo;
+    qo.threads = threads;
+    qo.keepCodes = false;
+    auto q = pipeline::runQuantize(**base, &*ck, *plan, *calib, qo, nullptr);
+    if (!q) return r.error = q.error().toString(), r;
+    r.calibrate = q->seconds.calibrate;
+    r.hessian = q->seconds.hessian;
+    r.search = q->seconds.search;
+    r.solve = q->seconds.solve;
+    r.evaluate = q->seconds.evaluate;
+    r.total = q->seconds.total;
+    r.rssMiB = peakRssMiB();
+    return r;
+}
+
+// Runs quantizeOnce in a forked child (nothing OpenMP has run in the parent yet) and reads the
+// figures back over a pipe.
+MethodRun quantizeInChild(const std::string& modelPath, const std::string& calibPath, const std::string& method,
+                          const qb::pipeline::CalibrationOptions& co, int bits, int group, int threads)
+{
+    MethodRun r;
+    r.method = method;
+    int fd[2];
+    if (pipe(fd) != 0) return r.error = "pipe failed", r;
+    std::cout << std::flush;
+    const pid_t pid = fork();
+    if (pid < 0) return r.error = "fork failed", r;
+    if (pid == 0) {
+        close(fd[0]);
+        const MethodRun c = quantizeOnce(modelPath, calibPath, method, co, bits, group, threads);
+        char buf[1024];
+        const int len = std::snprintf(buf, sizeof buf, "%.9g %.9g %.9g %.9g %.9g %.9g %.6g\n%s", c.calibrate,
+                                      c.hessian, c.search, c.solve, c.evaluate, c.total, c.rssMiB, c.error.c_str());
+        const ssize_t ignored = write(fd[1], buf, std::size_t(std::clamp(len, 0, int(sizeof buf) - 1)));
+        (void)ignored;
+        close(fd[1]);
+        _exit(0);
+    }
+    close(fd[1]);
+    std::string data;
+    char buf[512];
+    for (ssize_t k; (k = read(fd[0], buf, sizeof buf)) > 0;) data.append(buf, std::size_t(k));
+    close(fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    std::istringstream in(data);
+    if (!(in >> r.calibrate >> r.hessian >> r.search >> r.solve >> r.evaluate >> r.total >> r.rssMiB))
+        return r.error = "child failed (status " + std::to_string(status) + ")", r;
+    std::string rest;
+    std::getline(in, rest);
+    std::getline(in, r.error);
+    return r;
+}
+
+int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
+{
+    using namespace qb;
+    const std::string modelPath = args.positionals().front();
+    std::string calibPath;
+    if (auto c = args.value("calib")) {
+        calibPath = *c;
+    } else {
+        std::filesystem::path p(modelPath);
+        calibPath = ((std::filesystem::is_directory(p) ? p : p.parent_path()) / "calib.txt").string();
+    }
+    pipeline::CalibrationOptions co;
+    co.nsamples = int(args.intValue("nsamples", 128, 1, 1 << 20));
+    co.seqlen = int(args.intValue("seqlen", 256, 2, 1 << 20));
+    const int bits = int(args.intValue("bits", 3, quant::kMinBits, quant::kMaxBits));
+    const int group = int(args.intValue("group", 128, -1, 1 << 24));
+    const int threads = int(args.intValue("threads", 0, 0, 4096));
+    const int repeat = int(args.intValue("repeat", 1, 1, 100));
+    if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    if (group == 0) return cli::fail(cmd, "--group must be positive (or -1 for per channel)", 2);
+    const auto methods = splitList(args.value("methods", "rtn,gptq,neuqi"));
+    std::vector<MethodRun> runs;
+    for (const std::string& m : methods) {
+        MethodRun best;
+        for (int i = 0; i < repeat; ++i) { // min over repeats, stage by stage
+            MethodRun r = quantizeInChild(modelPath, calibPath, m, co, bits, group, threads);
+            if (!r.error.empty()) return cli::fail(cmd, m + ": " + r.error);
+            if (i == 0) {
+                best = r;
+                continue;
+            }
+            best.calibrate = std::min(best.calibrate, r.calibrate);
+            best.hessian = std::min(best.hessian, r.hessian);
+            best.search = std::min(best.search, r.search);
+            best.solve = std::min(best.solve, r.solve);
+            best.evaluate = std::min(best.evaluate, r.evaluate);
+            best.total = std::min(best.total, r.total);
+            best.rssMiB = std::min(best.rssMiB, r.rssMiB);
+        }
+        runs.push_back(best);
+    }
+    char buf[512];
+    if (args.has("json")) {
+        std::cout << "{\"bits\":" << bits << ",\"group\":" << group << ",\"threads\":" << threads
+                  << ",\"nsamples\":" << co.nsamples << ",\"seqlen\":" << co.seqlen << ",\"repeat\":" << repeat
+                  << ",\"rss\":\"VmHWM of a fresh child process per method run\",\"methods\":[";
+        for (std::size_t i = 0; i < runs.size(); ++i) {
+            const MethodRun& r = runs[i];
+            std::snprintf(buf, sizeof buf,
+                          "%s{\"method\":\"%s\",\"calibrate\":%.4f,\"hessian\":%.4f,\"search\":%.4f,"
+                          "\"solve\":%.4f,\"evaluate\":%.4f,\"total\":%.4f,\"peak_rss_mib\":%.1f}",
+                          i ? "," : "", r.method.c_str(), r.calibrate, r.hessian, r.search, r.solve, r.evaluate,
+                          r.total, r.rssMiB);
+            std::cout << buf;
+        }
+        std::cout << "]}\n" << std::flush;
+        return 0;
+    }
+    std::printf("quantize bench: %d bits, group %d, %d x %d calibration tokens, threads %s, min of %d run(s)\n",
+                bits, group, co.nsamples, co.seqlen, threads > 0 ? std::to_string(threads).c_str() : "all", repeat);
+    std::printf("%-8s %10s %10s %10s %10s %10s %10s %14s\n", "method", "calibrate", "hessian", "search", "solve",
+                "evaluate", "total", "peak RSS MiB");
+    for (const MethodRun& r : runs)
+        std::printf("%-8s %10.4f %10.4f %10.4f %10.4f %10.4f %10.4f %14.1f\n", r.method.c_str(), r.calibrate,
+                    r.hessian, r.search, r.solve, r.evaluate, r.total, r.rssMiB);
+    std::printf("seconds per stage; peak RSS = VmHWM of a fresh child process per method run (model load,\n"
+                "calibration set and quantization; the parent does not count)\n");
+    std::fflush(stdout);
+    return 0;
+}
+
+// --gptq-synthetic ROWSxCOLS[,...]: random W ~ N(0, 0.02^2) and H = 2/N X^T X (X ~ N(0,1), N = 2*cols
+// rows), timing quantizeRowsGptq alone (cast, damping, Cholesky, inverse, the column loop).
+int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
+{
+    using namespace qb;
+    const int bits = int(args.intValue("bits", 3, quant::kMinBits, quant::kMaxBits));
+    const int group = int(args.intValue("group", 128, -1, 1 << 24));
+    const int repeat = int(args.intValue("repeat", 3, 1, 1000));
+    const int threads = int(args.intValue("threads", 0, 0, 4096));
+    if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    if (threads > 0) model::setNumThreads(threads);
+    const bool actOrder = !args.has("no-act-order");
+    std::printf("GPTQ solve, %d bits, group %d, act-order %s, min of %d\n", bits, group, actOrder ? "on" : "off",
+                repeat);
+    double sum = 0.0;
+    for (const std::string& shape : splitList(*args.value("gptq-synthetic"))) {
+        int rows = 0, cols = 0;
+        if (std::sscanf(shape.c_str(), "%dx%d", &rows, &cols) != 2 || rows < 1 || cols < 1)
+            return cli::fail(cmd, "--gptq-synthetic expects ROWSxCOLS[,ROWSxCOLS...]", 2);
+        std::mt19937_64 rng(0x5eed + std::uint64_t(rows) * 131 + std::uint64_t(cols));
+        std::normal_distribution<float> nd(0.f, 1.f);
+        quant::MatrixXfR w(rows, cols);
+        for (Eigen::Index i = 0; i < w.size(); ++i) w.data()[i] = 0.02f * nd(rng);
+        Eigen::MatrixXd x(2 * cols, cols);
+        for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = nd(rng);
+        const Eigen::MatrixXd h = (2.0 / double(x.rows())) * (x.transpose() * x);
+        quant::GptqOptions o;
+        o.grid.bits = bits;
+        o.grid.groupSize = group;
+        o.actOrder = actOrder;
+        double best = 1e300;
+        for (int i = 0; i < repeat; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            auto q = quant::quantizeRowsGptq(w, h, o);
+            const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (!q) return cli::fail(cmd, q.error().toString());
+            best = std::min(best, sec);
+        }
+        sum += best;
+        std::printf("%6d x %-6d %10.2f ms\n", rows, cols, best * 1e3);
+    }
+    std::printf("sum %.2f ms\n", sum * 1e3);
+    return 0;
+}
+
 int runBench(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "bench";
-    cli::CliArgs args(argv, {"ctx", "threads", "windows", "batch"}, {"json"});
+    cli::CliArgs args(argv,
+                      {"ctx", "threads", "windows", "batch", "calib", "nsamples", "seqlen", "methods", "bits", "group",
+                       "repeat", "gptq-synthetic"},
+                      {"json", "quantize", "no-act-order"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
+    if (args.has("quantize")) return runQuantizeBench(args, cmd);
     const int ctx = int(args.intValue("ctx", 256, 2, 1 << 20));
     const int threads = int(args.intValue("threads", 0, 0, 4096));
     const int windows = int(args.intValue("windows", 4, 1, 1 << 20));
@@ -89,8 +323,16 @@ int runBench(const std::vector<std::string>& argv)
 
 } // namespace
 
-QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory of the F32 forward pass",
+QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization stage timings (--quantize)",
                "Usage: quantbench-cli bench MODEL [--ctx 256] [--threads N] [--windows N] [--batch N] [--json]\n"
+               "       quantbench-cli bench MODEL --quantize [--calib FILE] [--nsamples 128] [--seqlen 256]\n"
+               "         [--methods rtn,gptq,neuqi] [--bits 3] [--group 128] [--threads N] [--repeat 1] [--json]\n"
+               "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
+               "         [--no-act-order] [--repeat 3]\n"
+               "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
+               "               hessian (forward + X^T X), search (NeUQI), solve, evaluate, total, and the\n"
+               "               child's peak RSS (VmHWM); min over --repeat; calib default: calib.txt beside MODEL\n"
+               "  --gptq-synthetic  the GPTQ solve alone on random W and H of the given shapes\n"
                "  MODEL        model directory or file\n"
                "  --ctx N      tokens per window (default 256)\n"
                "  --threads N  OpenMP/Eigen threads (default: all)\n"

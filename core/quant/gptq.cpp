@@ -78,7 +78,7 @@ Result<QuantizedRows> quantizeRowsRtn(Eigen::Ref<const MatrixXfR> w, const GridS
 }
 
 Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h,
-                                       const GptqOptions& opts, RunContext* ctx)
+                                       const GptqOptions& opts, RunContext* ctx, const ParallelFor* par)
 {
     const Eigen::Index rows = w.rows(), cols = w.cols();
     QB_TRY_STATUS(validate(opts.grid, opts.init, rows, cols));
@@ -159,7 +159,28 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     const Eigen::VectorXd hDamped = (diag.array() + dampTotal).matrix(); // original column order
 
     // Up-front (static / per-channel NeUQI) parameters on W after dead zeroing.
-    if (!dynamic && !(perChannel && opts.init == GridInit::MinMax))
+    if (!dynamic && !(perChannel && opts.init == GridInit::MinMax) && par && par->run && par->workers > 1) {
+        // Parallel over (row, group) items in row chunks, cancel polled between chunks.
+        const int workers = par->workers;
+        std::vector<NeuqiScratch> scratches(static_cast<std::size_t>(workers));
+        std::vector<std::vector<double>> segs(static_cast<std::size_t>(workers), std::vector<double>(std::size_t(g)));
+        for (auto& sc : scratches) sc.reserve(g);
+        const int chunkRows = std::max(1, 4096 / std::max(groups, 1));
+        for (int r0 = 0; r0 < m; r0 += chunkRows) {
+            if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
+            const int r1 = std::min(m, r0 + chunkRows);
+            par->run(std::int64_t(r1 - r0) * groups, [&](std::int64_t item, int worker) {
+                const int r = r0 + int(item / groups), k = int(item % groups);
+                const int c0 = k * g, len = std::min(g, n - c0);
+                double* sg = segs[std::size_t(worker)].data();
+                for (int c = 0; c < len; ++c) sg[c] = wd(r, c0 + c);
+                const GroupParams p = fitGroupUniform(opts.init, sg, hDamped.data() + c0, len, spec, opts.neuqi,
+                                                      scratches[std::size_t(worker)]);
+                out.scales(r, k) = p.scale;
+                out.zeros(r, k) = p.zero;
+            });
+        }
+    } else if (!dynamic && !(perChannel && opts.init == GridInit::MinMax))
         for (int r = 0; r < m; ++r) {
             if (opts.init == GridInit::Neuqi && ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
             for (int c = 0; c < n; ++c) seg[std::size_t(c)] = wd(r, c);

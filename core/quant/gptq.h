@@ -33,6 +33,9 @@
 
 #include <Eigen/Core>
 
+#include <cstdint>
+#include <functional>
+
 namespace qb::quant {
 
 enum class GridInit { MinMax, Neuqi };
@@ -63,7 +66,19 @@ Result<QuantizedRows> quantizeRowsRtn(Eigen::Ref<const MatrixXfR> w, const GridS
                                       const Eigen::VectorXd* hDiag = nullptr, const NeuqiOptions& neuqi = {},
                                       RunContext* ctx = nullptr);
 
+// A parallel-for supplied by the caller (the kernels stay single-threaded; pipeline/parallel_for.h
+// has the OpenMP one): run(count, body) calls body(item, worker) exactly once for every item in
+// [0, count), worker in [0, workers), and returns when all are done. Items are independent and
+// each worker owns its scratch, so results do not depend on the schedule or the worker count.
+struct ParallelFor {
+    int workers = 1;
+    std::function<void(std::int64_t count, const std::function<void(std::int64_t item, int worker)>& body)> run;
+};
+
+// par (optional): the up-front static-group fit (NeUQI's scale search) runs over rows x groups
+// through it, one NeuqiScratch per worker; bit-identical to the serial fit.
 Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h,
-                                       const GptqOptions& opts, RunContext* ctx = nullptr);
+                                       const GptqOptions& opts, RunContext* ctx = nullptr,
+                                       const ParallelFor* par = nullptr);
 
 } // namespace qb::quant

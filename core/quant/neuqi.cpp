@@ -8,6 +8,7 @@ namespace qb::quant {
 
 namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr int kMaxMergeRuns = 16; // levels - 1 up to this (4 bits): merge the breakpoint runs, else sort
 
 // Exact loss sum a_j (u_j - z - clamp(round(u_j - z)))^2.
 double exactLoss(const double* u, const double* a, int n, int levels, double z)
@@ -15,7 +16,7 @@ double exactLoss(const double* u, const double* a, int n, int levels, double z)
     const double top = double(levels - 1);
     double f = 0.0;
     for (int j = 0; j < n; ++j) {
-        const double q = std::fmin(std::fmax(std::nearbyint(u[j] - z), 0.0), top);
+        const double q = std::min(std::max(std::nearbyint(u[j] - z), 0.0), top);
         const double e = u[j] - z - q;
         f += a[j] * e * e;
     }
@@ -103,10 +104,21 @@ ZeroPointSolution solveZeroPointNeuqi(const double* u, const double* a, int n, i
     const double top = double(levels - 1);
     double A = 0, mu = 0, s2 = 0;
     s.bps.clear();
+    // Breakpoint runs: for a fixed m the valid j form one contiguous range (mlo_j and mhi_j are
+    // non-decreasing in j because u is sorted) whose z = u_j - m - 1/2 ascend with j. With few
+    // levels the sorted sweep order is a K-way merge of these L-1 runs, O(n K) instead of a sort.
+    const int runs = levels - 1;
+    const bool merge = runs <= kMaxMergeRuns;
+    int runLo[kMaxMergeRuns], runHi[kMaxMergeRuns];
+    if (merge)
+        for (int m = 0; m < runs; ++m) {
+            runLo[m] = n;
+            runHi[m] = 0;
+        }
     for (int j = 0; j < n; ++j) {
         // Codes on the open segment just right of zl: round half down, then clamp.
         const double t = std::ceil(u[j] - zl - 0.5);
-        const double q = std::fmin(std::fmax(t, 0.0), top);
+        const double q = std::min(std::max(t, 0.0), top);
         const double c = u[j] - q;
         s.c[std::size_t(j)] = c;
         A += a[j];
@@ -115,10 +127,48 @@ ZeroPointSolution solveZeroPointNeuqi(const double* u, const double* a, int n, i
         // Crossing z = u - m - 1/2 lowers the code from m+1 to m; only m in [0, L-2] changes it.
         const double mlo = std::max(0.0, std::ceil(u[j] - zr - 0.5));
         const double mhi = std::min(top - 1.0, t - 1.0);
-        for (double m = mhi; m >= mlo; m -= 1.0) s.bps.push_back({u[j] - m - 0.5, j});
+        if (merge) {
+            if (mlo <= mhi)
+                for (int m = int(mlo); double(m) <= mhi; ++m) {
+                    runLo[m] = std::min(runLo[m], j);
+                    runHi[m] = j + 1;
+                }
+        } else {
+            for (double m = mhi; m >= mlo; m -= 1.0) s.bps.push_back({u[j] - m - 0.5, j});
+        }
     }
-    std::sort(s.bps.begin(), s.bps.end(),
-              [](const NeuqiScratch::Breakpoint& x, const NeuqiScratch::Breakpoint& y) { return x.z < y.z; });
+    if (merge) {
+        // Active runs kept compact; ties in z go to the smaller m.
+        int act[kMaxMergeRuns], pos[kMaxMergeRuns], na = 0;
+        double head[kMaxMergeRuns];
+        for (int m = 0; m < runs; ++m)
+            if (runLo[m] < runHi[m]) {
+                act[na] = m;
+                pos[na] = runLo[m];
+                head[na] = u[runLo[m]] - double(m) - 0.5;
+                ++na;
+            }
+        while (na > 0) {
+            int b = 0;
+            for (int r = 1; r < na; ++r)
+                if (head[r] < head[b]) b = r;
+            const int j = pos[b];
+            s.bps.push_back({head[b], j});
+            if (++pos[b] < runHi[act[b]]) {
+                head[b] = u[pos[b]] - double(act[b]) - 0.5;
+            } else {
+                --na;
+                for (int r = b; r < na; ++r) {
+                    act[r] = act[r + 1];
+                    pos[r] = pos[r + 1];
+                    head[r] = head[r + 1];
+                }
+            }
+        }
+    } else {
+        std::sort(s.bps.begin(), s.bps.end(),
+                  [](const NeuqiScratch::Breakpoint& x, const NeuqiScratch::Breakpoint& y) { return x.z < y.z; });
+    }
     double bestZ = zl, best = kInf, prev = zl;
     auto visit = [&](double lo, double hi) {
         const double z = A > 0 ? std::clamp(mu / A, lo, hi) : lo;
