@@ -7,9 +7,7 @@
 #include "export/project_bundle.h"
 #include "io/checkpoint.h"
 
-#include <filesystem>
 #include <iostream>
-#include <map>
 
 namespace {
 
@@ -33,22 +31,10 @@ int runExport(const std::vector<std::string>& argv)
     auto ck = io::openCheckpoint(modelPath);
     if (!ck) return cli::fail(cmd, "cannot open the project's model: " + ck.error().toString());
     // The grids were computed on these files: warn when they changed size since.
-    for (const auto& [path, bytes] : bundle->model.files) {
-        std::error_code ec;
-        const auto now = std::filesystem::file_size(path, ec);
-        if (!ec && now != bytes)
-            std::cerr << "quantbench-cli export: warning: " << path << " is " << now << " bytes, the project recorded "
-                      << bytes << "\n";
-    }
-    std::map<std::string, const quant::QuantizedRows*> grids;
-    for (auto& t : bundle->tensors) {
-        const TensorInfo* info = ck->find(t.name);
-        if (!info || info->shape.size() != 2 || info->shape[0] != t.grid.codes.rows() ||
-            info->shape[1] != t.grid.codes.cols())
-            return cli::fail(cmd, "the project's tensor " + t.name + " does not match the model " + modelPath);
-        t.grid.dequantized = quant::dequantizeRowsUniform(t.grid);
-        grids[t.name] = &t.grid;
-    }
+    for (const auto& w : pipeline::modelFileWarnings(bundle->model))
+        std::cerr << "quantbench-cli export: warning: " << w << "\n";
+    auto grids = pipeline::gridsFromBundle(*bundle, *ck);
+    if (!grids) return cli::fail(cmd, grids.error().toString());
     cli::ModelExportRequest req;
     req.out = *out;
     req.format = *fmt;
@@ -58,12 +44,7 @@ int runExport(const std::vector<std::string>& argv)
     io::JsonValue json;
     RunContext rc;
     const int code = cli::writeModelExport(
-        cmd, *ck,
-        [&grids](const std::string& n) -> const quant::QuantizedRows* {
-            auto it = grids.find(n);
-            return it == grids.end() ? nullptr : it->second;
-        },
-        req, &rc, args.has("json") ? &json : nullptr);
+        cmd, *ck, grids->lookup(), req, &rc, args.has("json") ? &json : nullptr);
     if (code == 0 && args.has("json")) std::cout << io::toJsonText(json, -1) << "\n";
     return code;
 }

@@ -174,24 +174,14 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
             exportJson.set("format", "qbproj");
             if (!json) std::cout << "wrote " << out << " (project, " << bundle.tensors.size() << " quantized tensors)\n";
         } else {
-            std::map<std::string, const quant::QuantizedRows*> grids;
-            for (std::size_t i = 0; i < q->tensors.size(); ++i)
-                if (i < q->codes.size() && q->codes[i]) {
-                    q->codes[i]->dequantized = quant::dequantizeRowsUniform(*q->codes[i]);
-                    grids[q->tensors[i].name] = &*q->codes[i];
-                }
+            const auto grids = pipeline::gridsFromResult(*q);
             cli::ModelExportRequest req;
             req.out = out;
             req.format = *exportFormat;
             req.ggufType = args.value("gguf-type", "auto");
             req.roundGrids = args.has("round-grids");
             rc2 = cli::writeModelExport(
-                cmd, *ck,
-                [&grids](const std::string& n) -> const quant::QuantizedRows* {
-                    auto it = grids.find(n);
-                    return it == grids.end() ? nullptr : it->second;
-                },
-                req, &rc, json ? &exportJson : nullptr);
+                cmd, *ck, grids.lookup(), req, &rc, json ? &exportJson : nullptr);
         }
         if (rc2 != 0) return rc2;
     }

@@ -2,7 +2,12 @@
 
 #include "models/tensor_tree_model.h"
 #include "tasks/job_runner.h"
+#include "models/quant_run_model.h"
+#include "pipeline/project.h"
 #include "widgets/activations_panel.h"
+#include "widgets/export_dialog.h"
+#include "widgets/plan_editor.h"
+#include "models/plan_table_model.h"
 #include "widgets/job_status.h"
 #include "widgets/perplexity_panel.h"
 #include "widgets/quantize_panel.h"
@@ -19,6 +24,8 @@
 #include <QFutureWatcher>
 #include <QIcon>
 #include <QLabel>
+#include <QLineEdit>
+#include <QSpinBox>
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QMimeData>
@@ -97,6 +104,9 @@ void MainWindow::createPanels()
         statusBar()->showMessage(ok ? tr("Calibration done: %1").arg(msg) : tr("Calibration: %1").arg(msg), 8000);
     });
     auto* quantize = new QuantizePanel(m_runner, m_jobStatus, m_tabs);
+    m_quantize = quantize;
+    connect(quantize, &QuantizePanel::exportRequested, this,
+            [this](std::shared_ptr<const QuantRun> run) { openExportDialog(std::move(run)); });
     m_tabs->addTab(quantize, tr("Quantization"));
     connect(this, &MainWindow::modelLoaded, quantize, [this, quantize] { quantize->setCheckpoint(m_checkpoint); });
     connect(quantize, &QuantizePanel::quantizeFinished, this, [this](bool ok, const QString& msg) {
@@ -141,6 +151,22 @@ void MainWindow::createMenus()
             QMessageBox::warning(this, tr("Demo model"), tr("The bundled demo model was not found."));
         else openModel(demo);
     });
+    file->addSeparator();
+    m_openProjectAction = file->addAction(tr("Open &Project..."));
+    m_openProjectAction->setObjectName(QStringLiteral("actionOpenProject"));
+    m_openProjectAction->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O));
+    connect(m_openProjectAction, &QAction::triggered, this, &MainWindow::openProjectDialog);
+    m_saveProjectAction = file->addAction(tr("&Save Project..."));
+    m_saveProjectAction->setObjectName(QStringLiteral("actionSaveProject"));
+    m_saveProjectAction->setShortcut(QKeySequence::Save);
+    connect(m_saveProjectAction, &QAction::triggered, this, &MainWindow::saveProjectDialog);
+    QAction* exportRun = file->addAction(tr("&Export Run..."));
+    exportRun->setObjectName(QStringLiteral("actionExportRun"));
+    connect(exportRun, &QAction::triggered, this, [this] {
+        if (auto run = m_quantize->selectedRun()) openExportDialog(run);
+        else statusBar()->showMessage(tr("No run to export: quantize first"), 5000);
+    });
+    file->addSeparator();
     m_recentMenu = file->addMenu(tr("Open &Recent"));
     m_recentMenu->setObjectName(QStringLiteral("menuRecent"));
     rebuildRecentMenu();
@@ -324,6 +350,250 @@ void MainWindow::closeEvent(QCloseEvent* event)
 {
     m_runner->cancelAllAndWait(); // owners cancel, then wait
     QMainWindow::closeEvent(event);
+}
+
+} // namespace qb::ui
+
+// ---- projects and export ----------------------------------------------------------------------
+
+namespace qb::ui {
+
+namespace {
+
+// What the project-open job hands back to the GUI thread.
+struct LoadedProject {
+    std::shared_ptr<const io::Checkpoint> checkpoint;
+    QString modelPath;
+    pipeline::QuantPlan plan;
+    bool hasPlan = false;
+    std::vector<QuantRun> runs;
+    std::vector<std::string> warnings;
+};
+
+const char* kRunsExtra = "runs";
+
+} // namespace
+
+void MainWindow::projectError(const QString& title, const QString& path, const QString& message)
+{
+    auto* box = new QMessageBox(QMessageBox::Critical, title, tr("%1:\n\n%2").arg(path, message), QMessageBox::Ok, this);
+    box->setObjectName(QStringLiteral("projectErrorBox"));
+    box->setAttribute(Qt::WA_DeleteOnClose);
+    box->open();
+}
+
+ExportDialog* MainWindow::openExportDialog(std::shared_ptr<const QuantRun> run)
+{
+    if (!run) return nullptr;
+    if (!m_checkpoint) {
+        statusBar()->showMessage(tr("Open the run's model first"), 5000);
+        return nullptr;
+    }
+    auto* dialog = new ExportDialog(m_runner, m_checkpoint, std::move(run), this);
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    connect(dialog, &ExportDialog::exportFinished, this, [this](bool ok, const QString& msg) {
+        statusBar()->showMessage(ok ? tr("Exported %1").arg(msg) : tr("Export: %1").arg(msg), 8000);
+    });
+    dialog->open();
+    return dialog;
+}
+
+void MainWindow::saveProjectDialog()
+{
+    if (!m_checkpoint) {
+        statusBar()->showMessage(tr("Open a model first"), 5000);
+        return;
+    }
+    auto* dialog = new QFileDialog(this, tr("Save Project"), QString(), tr("Quantbench project (*.qbproj)"));
+    dialog->setObjectName(QStringLiteral("saveProjectDialog"));
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    dialog->setAcceptMode(QFileDialog::AcceptSave);
+    dialog->setDefaultSuffix(QStringLiteral("qbproj"));
+    connect(dialog, &QFileDialog::fileSelected, this, &MainWindow::saveProject);
+    dialog->open();
+}
+
+void MainWindow::openProjectDialog()
+{
+    auto* dialog = new QFileDialog(this, tr("Open Project"), QString(), tr("Quantbench project (*.qbproj);;All files (*)"));
+    dialog->setObjectName(QStringLiteral("openProjectDialog"));
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    dialog->setFileMode(QFileDialog::ExistingFile);
+    connect(dialog, &QFileDialog::fileSelected, this, &MainWindow::openProject);
+    dialog->open();
+}
+
+void MainWindow::saveProject(const QString& path)
+{
+    if (!m_checkpoint) {
+        Q_EMIT projectSaved(path, false, tr("no model is open"));
+        return;
+    }
+    if (m_jobStatus->isBusy()) {
+        statusBar()->showMessage(tr("Busy: cancel the running job first"), 5000);
+        Q_EMIT projectSaved(path, false, tr("another job is running"));
+        return;
+    }
+    auto checkpoint = m_checkpoint;
+    const pipeline::QuantPlan plan = m_quantize->planEditor()->model()->plan();
+    const auto runs = m_quantize->runs()->runs();
+    const auto gridsRun = m_quantize->selectedRun();
+    io::JsonValue calibration;
+    calibration.set("text", m_quantize->calibText()->text().toStdString());
+    calibration.set("nsamples", m_quantize->windowsSpin()->value());
+    calibration.set("seqlen", m_quantize->lengthSpin()->value());
+    const std::string out = path.toStdString();
+
+    auto future = m_runner->track(m_runner->run<std::size_t>(
+        [=](RunContext& ctx) -> Result<std::size_t> {
+            ctx.beginStage("project", 0, out);
+            // The selected run supplies metrics.json and the grids; every run is in extras/runs.
+            pipeline::QuantizeResult none;
+            exporting::ProjectBundle b = pipeline::bundleFromRun(
+                *checkpoint, gridsRun ? *gridsRun->result : none, plan, calibration,
+                gridsRun ? gridsRun->perplexity : std::nullopt, gridsRun ? gridsRun->seconds : 0.0);
+            if (!gridsRun) b.metrics = io::JsonValue();
+            io::JsonArray list;
+            int gridsIndex = -1;
+            for (std::size_t i = 0; i < runs.size(); ++i) {
+                const auto& r = *runs[i];
+                if (runs[i] == gridsRun) gridsIndex = int(i);
+                io::JsonValue e;
+                e.set("id", r.id);
+                e.set("summary", r.summary.toStdString());
+                auto pj = io::parseJson(r.planJson.toStdString(), "run plan");
+                e.set("plan", pj ? *pj : io::JsonValue());
+                e.set("metrics", pipeline::runMetricsJson(*r.result, r.perplexity, r.seconds));
+                list.push_back(std::move(e));
+            }
+            io::JsonValue extra;
+            extra.set("grids_run", gridsIndex);
+            extra.set("runs", std::move(list));
+            b.extras.emplace_back(kRunsExtra, std::move(extra));
+            if (ctx.isCancelled()) return RunContext::cancelledError(out);
+            QB_TRY_STATUS(exporting::writeProjectBundle(out, b, {}, &ctx));
+            return b.tensors.size();
+        }));
+    auto* watcher = new QFutureWatcher<JobOutcome<std::size_t>>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, path] {
+        watcher->deleteLater();
+        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
+            statusBar()->showMessage(tr("Saving %1 cancelled").arg(path), 5000);
+            Q_EMIT projectSaved(path, false, tr("cancelled"));
+            return;
+        }
+        const auto outcome = watcher->result();
+        if (!outcome.ok()) {
+            const QString msg = QString::fromStdString(outcome.error->toString());
+            if (outcome.error->code != ErrorCode::Cancelled) projectError(tr("Cannot save project"), path, msg);
+            Q_EMIT projectSaved(path, false, msg);
+            return;
+        }
+        statusBar()->showMessage(tr("Saved %1 (%n quantized tensor(s))", nullptr, int(*outcome.value)).arg(path), 8000);
+        Q_EMIT projectSaved(path, true, QString());
+    });
+    watcher->setFuture(future);
+    m_jobStatus->watch(watcher, tr("Saving %1").arg(QFileInfo(path).fileName()));
+}
+
+void MainWindow::openProject(const QString& path)
+{
+    if (m_jobStatus->isBusy()) {
+        statusBar()->showMessage(tr("Busy: cancel the running job first"), 5000);
+        Q_EMIT projectOpenFailed(path, tr("another job is running"));
+        return;
+    }
+    const std::string p = path.toStdString();
+    auto future = m_runner->track(m_runner->run<LoadedProject>([p](RunContext& ctx) -> Result<LoadedProject> {
+        ctx.beginStage("project", 0, p);
+        QB_TRY(bundle, exporting::readProjectBundle(p));
+        LoadedProject out;
+        out.modelPath = QString::fromStdString(bundle->model.path);
+        auto ck = io::openCheckpoint(bundle->model.path);
+        if (!ck)
+            return makeError(ck.error().code, "cannot open the project's model " + bundle->model.path + ": " +
+                                                  ck.error().toString());
+        out.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+        out.warnings = pipeline::modelFileWarnings(bundle->model);
+        if (!bundle->plan.isNull()) {
+            QB_TRY(plan, pipeline::quantPlanFromJson(bundle->plan, "plan.json"));
+            out.plan = std::move(*plan);
+            out.hasPlan = true;
+        }
+        if (ctx.isCancelled()) return RunContext::cancelledError(p);
+        QB_TRY(grids, pipeline::gridsFromBundle(*bundle, *out.checkpoint));
+        // Runs: extras/runs.json (the GUI's), else the one run of metrics.json (quantbench-cli's).
+        struct Entry {
+            const io::JsonValue* metrics;
+            std::string summary, plan;
+        };
+        std::vector<Entry> entries;
+        int gridsIndex = 0;
+        for (const auto& [name, value] : bundle->extras) {
+            if (name != kRunsExtra) continue;
+            if (const auto* g = value.find("grids_run"); g && g->isNumber()) gridsIndex = int(g->asNumber());
+            if (const auto* list = value.find("runs"); list && list->isArray())
+                for (const auto& e : list->asArray()) {
+                    const auto* m = e.find("metrics");
+                    if (!m || !m->isObject()) continue;
+                    const auto* s = e.find("summary");
+                    const auto* pl = e.find("plan");
+                    entries.push_back({m, s && s->isString() ? s->asString() : std::string("restored run"),
+                                       pl && !pl->isNull() ? io::toJsonText(*pl) : std::string()});
+                }
+        }
+        if (entries.empty() && bundle->metrics.isObject())
+            entries.push_back({&bundle->metrics, "restored run", io::toJsonText(bundle->plan)});
+        for (std::size_t i = 0; i < entries.size(); ++i) {
+            QuantRun run;
+            double seconds = 0;
+            QB_TRY(res, pipeline::resultFromMetrics(*entries[i].metrics, &run.perplexity, &seconds));
+            if (int(i) == gridsIndex || entries.size() == 1)
+                for (std::size_t t = 0; t < res->tensors.size(); ++t)
+                    if (auto it = grids->grids.find(res->tensors[t].name); it != grids->grids.end())
+                        res->codes[t] = it->second;
+            run.result = std::make_shared<const pipeline::QuantizeResult>(std::move(*res));
+            run.summary = QString::fromStdString(entries[i].summary);
+            run.planJson = QString::fromStdString(entries[i].plan);
+            run.seconds = seconds;
+            out.runs.push_back(std::move(run));
+        }
+        return out;
+    }));
+    auto* watcher = new QFutureWatcher<JobOutcome<LoadedProject>>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, path] {
+        watcher->deleteLater();
+        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
+            statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
+            Q_EMIT projectOpenFailed(path, tr("cancelled"));
+            return;
+        }
+        const auto outcome = watcher->result();
+        if (!outcome.ok()) {
+            const QString msg = QString::fromStdString(outcome.error->toString());
+            if (outcome.error->code != ErrorCode::Cancelled) projectError(tr("Cannot open project"), path, msg);
+            Q_EMIT projectOpenFailed(path, msg);
+            return;
+        }
+        const LoadedProject& lp = *outcome.value;
+        showCheckpoint(lp.checkpoint);
+        addRecent(lp.modelPath);
+        Q_EMIT modelLoaded(lp.modelPath); // the panels take the model (the quantize panel first)
+        QString msg = tr("Opened project %1").arg(path);
+        if (lp.hasPlan) {
+            const QString err = m_quantize->planEditor()->model()->applyPlan(lp.plan, tr("Open project"));
+            if (!err.isEmpty()) msg += tr(" (plan: %1)").arg(err);
+        }
+        std::vector<std::shared_ptr<QuantRun>> runs;
+        for (const auto& r : lp.runs) runs.push_back(std::make_shared<QuantRun>(r));
+        m_quantize->restoreRuns(runs);
+        for (const auto& w : lp.warnings) msg += QStringLiteral("; ") + QString::fromStdString(w);
+        setWindowTitle(QStringLiteral("Quantbench - %1").arg(QFileInfo(path).fileName()));
+        statusBar()->showMessage(msg, 8000);
+        Q_EMIT projectOpened(path);
+    });
+    watcher->setFuture(future);
+    m_jobStatus->watch(watcher, tr("Opening project %1").arg(QFileInfo(path).fileName()));
 }
 
 } // namespace qb::ui

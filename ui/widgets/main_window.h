@@ -22,6 +22,9 @@ class ModelExplorer;
 class WeightsPanel;
 class ActivationsPanel;
 class PerplexityPanel;
+class QuantizePanel;
+class ExportDialog;
+struct QuantRun;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -37,6 +40,9 @@ public:
     WeightsPanel* weightsPanel() const { return m_weights; }
     ActivationsPanel* activationsPanel() const { return m_activations; }
     PerplexityPanel* perplexityPanel() const { return m_perplexity; }
+    QuantizePanel* quantizePanel() const { return m_quantize; }
+    QAction* saveProjectAction() const { return m_saveProjectAction; }
+    QAction* openProjectAction() const { return m_openProjectAction; }
     JobStatus* jobStatus() const { return m_jobStatus; }
     std::shared_ptr<const io::Checkpoint> checkpoint() const { return m_checkpoint; }
     QString statusSummary() const;
@@ -52,10 +58,22 @@ public Q_SLOTS:
     // Opens a model in a worker thread; errors are shown in a dialog naming the file.
     void openModel(const QString& path);
     void openModelDialog();
+    // .qbproj projects (pipeline/project.h): the model reference, the plan in the editor, every
+    // run's metrics and the grids of the selected (else latest) run. Both run in a worker; a file
+    // that cannot be read (or a newer major version) is reported in a dialog naming the file.
+    void saveProject(const QString& path);
+    void openProject(const QString& path);
+    void saveProjectDialog();
+    void openProjectDialog();
+    // The export dialog for a run (non-modal, deleted on close); null when no model is open.
+    ExportDialog* openExportDialog(std::shared_ptr<const QuantRun> run);
 
 Q_SIGNALS:
     void modelLoaded(const QString& path);
     void modelLoadFailed(const QString& path, const QString& message);
+    void projectSaved(const QString& path, bool ok, const QString& message);
+    void projectOpened(const QString& path);
+    void projectOpenFailed(const QString& path, const QString& message);
 
 protected:
     void dragEnterEvent(QDragEnterEvent* event) override;
@@ -69,6 +87,7 @@ private:
     void addRecent(const QString& path);
     void rebuildRecentMenu();
     void showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
+    void projectError(const QString& title, const QString& path, const QString& message);
 
     QTabWidget* m_tabs = nullptr;
     QDockWidget* m_explorerDock = nullptr;
@@ -83,6 +102,9 @@ private:
     WeightsPanel* m_weights = nullptr;
     ActivationsPanel* m_activations = nullptr;
     PerplexityPanel* m_perplexity = nullptr;
+    QuantizePanel* m_quantize = nullptr;
+    QAction* m_saveProjectAction = nullptr;
+    QAction* m_openProjectAction = nullptr;
     std::shared_ptr<const io::Checkpoint> m_checkpoint;
 };
 

@@ -300,3 +300,27 @@ void QuantizePanel::startQuantize()
 }
 
 } // namespace qb::ui
+
+namespace qb::ui {
+
+std::shared_ptr<const QuantRun> QuantizePanel::selectedRun() const
+{
+    const auto rows = m_compare->comparedRows();
+    if (!rows.isEmpty()) return m_runs->run(rows.last());
+    return m_current;
+}
+
+void QuantizePanel::restoreRuns(const std::vector<std::shared_ptr<QuantRun>>& runs)
+{
+    for (const auto& run : runs) {
+        run->id = m_nextId++;
+        m_runs->append(run);
+        m_current = run;
+    }
+    if (m_current) {
+        m_reports->setReports(m_current->result->tensors);
+        refreshLayerChart();
+    }
+}
+
+} // namespace qb::ui

@@ -66,6 +66,11 @@ public:
     QCheckBox* perplexityCheck() const { return m_evalPpl; }
     QPushButton* quantizeButton() const { return m_run; }
     std::shared_ptr<const QuantRun> currentRun() const { return m_current; }
+    // The run last selected in the run list, else the current (latest) run; null when none.
+    std::shared_ptr<const QuantRun> selectedRun() const;
+    // Runs restored from a project (no model, no calibration; their grids when stored): appended
+    // to the run list with fresh ids, the last one shown as the current run.
+    void restoreRuns(const std::vector<std::shared_ptr<QuantRun>>& runs);
 
 Q_SIGNALS:
     void layerFinished(int layer);

@@ -1,0 +1,323 @@
+#include "pipeline/project.h"
+
+#include "export/ggml_quantize.h"
+#include "io/tokenizer.h"
+#include "quant/method_traits.h"
+
+#include <algorithm>
+#include <filesystem>
+
+namespace qb::pipeline {
+
+std::optional<ExportFormat> parseExportFormat(std::string_view n)
+{
+    if (n == "gguf") return ExportFormat::Gguf;
+    if (n == "gptq") return ExportFormat::Gptq;
+    if (n == "safetensors") return ExportFormat::Safetensors;
+    if (n == "qbproj") return ExportFormat::Qbproj;
+    return std::nullopt;
+}
+
+const char* exportFormatName(ExportFormat f)
+{
+    switch (f) {
+    case ExportFormat::Gguf: return "gguf";
+    case ExportFormat::Gptq: return "gptq";
+    case ExportFormat::Safetensors: return "safetensors";
+    case ExportFormat::Qbproj: return "qbproj";
+    }
+    return "?";
+}
+
+std::vector<std::string> ggufExportTypeNames()
+{
+    std::vector<std::string> names{"auto"};
+    for (const char* n : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16", "f32"})
+        if (exporting::parseGgufExportType(n)) names.emplace_back(n);
+    return names;
+}
+
+namespace {
+
+io::GgmlType plainGgufType(const io::Checkpoint& ck)
+{
+    if (const TensorInfo* t = ck.find("model.embed_tokens.weight"); t && t->ggmlType < 0) {
+        if (t->dtype == DType::F16) return io::GgmlType::F16;
+        if (t->dtype == DType::BF16) return io::GgmlType::BF16;
+    }
+    return io::GgmlType::F32;
+}
+
+double numberOr(const io::JsonValue& j, std::string_view key, double fallback)
+{
+    const io::JsonValue* v = j.find(key);
+    return v && v->isNumber() ? v->asNumber() : fallback;
+}
+
+bool boolOr(const io::JsonValue& j, std::string_view key, bool fallback)
+{
+    const io::JsonValue* v = j.find(key);
+    return v && v->isBool() ? v->asBool() : fallback;
+}
+
+} // namespace
+
+std::string ModelExportOutcome::summary() const
+{
+    std::string s;
+    if (gguf) {
+        const auto& r = *gguf;
+        s = "wrote " + r.path + " (GGUF " + r.architecture + ", " + std::to_string(r.tensors.size()) + " tensors, " +
+            std::to_string(r.bytes) + " bytes, " + (r.allExact() ? "all exact" : "NOT all exact") + ")\n" +
+            r.exactnessTable();
+    } else if (gptq) {
+        const auto& r = *gptq;
+        s = "wrote " + r.path + " (GPTQ " + std::to_string(r.analysis.bits) + "-bit, group_size " +
+            std::to_string(r.analysis.groupSize) + ", " + std::to_string(r.tensorCount) + " tensors, " +
+            std::to_string(r.bytes) + " bytes; max abs change " + std::to_string(r.analysis.maxAbsChange) + ")\n";
+    } else if (safetensors) {
+        const auto& r = *safetensors;
+        s = "wrote " + r.path + " (fake-quantized safetensors, grids as " + dtypeName(r.gridDtype) +
+            (r.dtypeReason.empty() ? "" : " because " + r.dtypeReason) + ", " + std::to_string(r.tensorCount) +
+            " tensors, " + std::to_string(r.bytes) + " bytes)\n";
+    }
+    return s + verifySummary;
+}
+
+Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting::GridLookup& gridFor,
+                                       const ModelExportRequest& req, RunContext* ctx)
+{
+    ModelExportOutcome out;
+    out.format = req.format;
+    switch (req.format) {
+    case ExportFormat::Gguf: {
+        if (ck.tokenizerPath.empty())
+            return makeError(ErrorCode::InvalidArgument, "no tokenizer.json found beside the model", ck.path);
+        QB_TRY(tok, io::Tokenizer::fromFile(ck.tokenizerPath));
+        exporting::GgufExportOptions o;
+        o.weightType = plainGgufType(ck);
+        o.gridFor = gridFor;
+        o.verify = req.verify;
+        if (req.ggufType != "auto") {
+            auto t = exporting::parseGgufExportType(req.ggufType);
+            if (!t)
+                return makeError(ErrorCode::InvalidArgument,
+                                 "GGUF type must be auto, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or q5_1", req.ggufType);
+            o.gridType = *t;
+        }
+        QB_TRY(r, exporting::exportGguf(ck, *tok, req.out, o, ctx));
+        out.path = r->path;
+        out.bytes = r->bytes;
+        out.warnings = r->warnings;
+        out.gguf = std::move(*r);
+        if (req.verify) {
+            out.verified = out.gguf->verify.ok;
+            out.verifySummary = out.gguf->verify.summary();
+        }
+        break;
+    }
+    case ExportFormat::Gptq: {
+        exporting::GptqExportOptions o;
+        o.gridFor = gridFor;
+        o.policy = req.roundGrids ? exporting::GptqGridPolicy::Round : exporting::GptqGridPolicy::Refuse;
+        o.verify = req.verify;
+        if (auto an = exporting::analyzeGptqGrids(ck, gridFor)) out.gptqAnalysis = std::move(*an);
+        QB_TRY(r, exporting::exportGptq(ck, req.out, o, ctx));
+        out.path = r->path;
+        out.bytes = r->bytes;
+        out.warnings = r->warnings;
+        out.gptq = std::move(*r);
+        if (req.verify) {
+            out.verified = out.gptq->verify.ok;
+            out.verifySummary = out.gptq->verify.summary();
+        }
+        break;
+    }
+    case ExportFormat::Safetensors: {
+        exporting::SafetensorsExportOptions o;
+        o.gridFor = gridFor;
+        o.verify = req.verify;
+        QB_TRY(r, exporting::exportFakeQuantSafetensors(ck, req.out, o, ctx));
+        out.path = r->path;
+        out.bytes = r->bytes;
+        out.warnings = r->warnings;
+        out.safetensors = std::move(*r);
+        if (req.verify) {
+            out.verified = out.safetensors->verify.ok;
+            out.verifySummary = out.safetensors->verify.summary();
+        }
+        break;
+    }
+    case ExportFormat::Qbproj:
+        return makeError(ErrorCode::InvalidArgument, "a project file is not a model export", req.out);
+    }
+    return out;
+}
+
+exporting::GridLookup RunGrids::lookup() const
+{
+    return [this](const std::string& n) -> const quant::QuantizedRows* {
+        auto it = grids.find(n);
+        return it == grids.end() ? nullptr : &it->second;
+    };
+}
+
+RunGrids gridsFromResult(const QuantizeResult& q)
+{
+    RunGrids g;
+    for (std::size_t i = 0; i < q.tensors.size() && i < q.codes.size(); ++i)
+        if (q.codes[i]) {
+            quant::QuantizedRows rows = *q.codes[i];
+            if (rows.dequantized.size() == 0) rows.dequantized = quant::dequantizeRowsUniform(rows);
+            g.grids.emplace(q.tensors[i].name, std::move(rows));
+        }
+    return g;
+}
+
+Result<RunGrids> gridsFromBundle(const exporting::ProjectBundle& bundle, const io::Checkpoint& ck)
+{
+    RunGrids g;
+    for (const auto& t : bundle.tensors) {
+        const TensorInfo* info = ck.find(t.name);
+        if (!info || info->shape.size() != 2 || info->shape[0] != t.grid.codes.rows() ||
+            info->shape[1] != t.grid.codes.cols())
+            return makeError(ErrorCode::InvalidArgument, "the project's tensor " + t.name + " does not match the model",
+                             ck.path);
+        quant::QuantizedRows rows = t.grid;
+        rows.dequantized = quant::dequantizeRowsUniform(rows);
+        g.grids.emplace(t.name, std::move(rows));
+    }
+    return g;
+}
+
+std::vector<std::string> modelFileWarnings(const exporting::ModelReference& model)
+{
+    std::vector<std::string> w;
+    for (const auto& [path, bytes] : model.files) {
+        std::error_code ec;
+        const auto now = std::filesystem::file_size(path, ec);
+        if (!ec && now != bytes)
+            w.push_back(path + " is " + std::to_string(now) + " bytes, the project recorded " + std::to_string(bytes));
+    }
+    return w;
+}
+
+io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perplexity, double seconds)
+{
+    io::JsonValue m;
+    m.set("bits_per_weight", q.bitsPerWeight);
+    m.set("size_bytes", double(q.sizeBytes));
+    if (perplexity) m.set("perplexity", *perplexity);
+    io::JsonValue t;
+    t.set("calibrate", q.seconds.calibrate);
+    t.set("hessian", q.seconds.hessian);
+    t.set("search", q.seconds.search);
+    t.set("solve", q.seconds.solve);
+    t.set("evaluate", q.seconds.evaluate);
+    t.set("total", seconds);
+    m.set("timings", std::move(t));
+    io::JsonArray tensors;
+    for (const auto& r : q.tensors) {
+        io::JsonValue e;
+        e.set("name", r.name);
+        e.set("layer", r.layer);
+        e.set("skipped", r.skipped);
+        e.set("method", r.skipped ? std::string("none") : std::string(quant::methodTraits(r.method).id));
+        e.set("bits", r.bits);
+        e.set("group_size", r.groupSize);
+        e.set("sym", r.sym);
+        e.set("act_order", r.actOrder);
+        e.set("bits_per_weight", r.bitsPerWeight);
+        e.set("relative_error", r.relativeError);
+        e.set("proxy_loss", r.proxyLoss);
+        e.set("solver_proxy_loss", r.solverProxyLoss);
+        e.set("damping_retries", r.dampingRetries);
+        e.set("search_seconds", r.searchSeconds);
+        e.set("solve_seconds", r.solveSeconds);
+        tensors.push_back(std::move(e));
+    }
+    m.set("tensors", std::move(tensors));
+    io::JsonArray warns;
+    for (const auto& w : q.plan.warnings)
+        warns.push_back(io::JsonValue(w.detail));
+    m.set("warnings", std::move(warns));
+    return m;
+}
+
+Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<double>* perplexity, double* seconds)
+{
+    if (!m.isObject()) return makeError(ErrorCode::InvalidArgument, "run metrics must be a JSON object");
+    QuantizeResult q;
+    q.bitsPerWeight = numberOr(m, "bits_per_weight", 0);
+    q.sizeBytes = std::uint64_t(std::max(0.0, numberOr(m, "size_bytes", 0)));
+    if (perplexity) {
+        const io::JsonValue* p = m.find("perplexity");
+        *perplexity = p && p->isNumber() ? std::optional(p->asNumber()) : std::nullopt;
+    }
+    if (const io::JsonValue* t = m.find("timings"); t && t->isObject()) {
+        q.seconds.calibrate = numberOr(*t, "calibrate", 0);
+        q.seconds.hessian = numberOr(*t, "hessian", 0);
+        q.seconds.search = numberOr(*t, "search", 0);
+        q.seconds.solve = numberOr(*t, "solve", 0);
+        q.seconds.evaluate = numberOr(*t, "evaluate", 0);
+        q.seconds.total = numberOr(*t, "total", 0);
+        if (seconds) *seconds = q.seconds.total;
+    }
+    if (const io::JsonValue* ts = m.find("tensors"); ts && ts->isArray()) {
+        for (const auto& e : ts->asArray()) {
+            if (!e.isObject()) continue;
+            TensorReport r;
+            if (const auto* n = e.find("name"); n && n->isString()) r.name = n->asString();
+            r.layer = int(numberOr(e, "layer", 0));
+            r.linear = model::Linear::Q;
+            for (auto l : model::kAllLinears)
+                if (r.name.find("." + std::string(model::linearName(l)) + ".") != std::string::npos) r.linear = l;
+            r.skipped = boolOr(e, "skipped", false);
+            if (const auto* me = e.find("method"); me && me->isString())
+                if (auto mm = quant::methodFromId(me->asString())) r.method = *mm;
+            r.bits = int(numberOr(e, "bits", r.bits));
+            r.groupSize = int(numberOr(e, "group_size", r.groupSize));
+            r.sym = boolOr(e, "sym", false);
+            r.actOrder = boolOr(e, "act_order", false);
+            r.bitsPerWeight = numberOr(e, "bits_per_weight", r.bitsPerWeight);
+            r.relativeError = numberOr(e, "relative_error", 0);
+            r.proxyLoss = numberOr(e, "proxy_loss", 0);
+            r.solverProxyLoss = numberOr(e, "solver_proxy_loss", 0);
+            r.dampingRetries = int(numberOr(e, "damping_retries", 0));
+            r.searchSeconds = numberOr(e, "search_seconds", 0);
+            r.solveSeconds = numberOr(e, "solve_seconds", 0);
+            q.tensors.push_back(std::move(r));
+        }
+    }
+    q.codes.resize(q.tensors.size());
+    return q;
+}
+
+exporting::ProjectBundle bundleFromRun(const io::Checkpoint& ck, const QuantizeResult& q, const QuantPlan& plan,
+                                       io::JsonValue calibration, std::optional<double> perplexity, double seconds)
+{
+    exporting::ProjectBundle b;
+    std::error_code ec;
+    const auto abs = std::filesystem::absolute(ck.path, ec);
+    b.model.path = ec ? ck.path : abs.lexically_normal().string();
+    b.model.format = io::checkpointFormatName(ck.format);
+    for (const auto& f : ck.files) {
+        const auto n = std::filesystem::file_size(f, ec);
+        b.model.files.emplace_back(f, ec ? 0 : std::uint64_t(n));
+    }
+    b.model.bytes = ck.fileBytes;
+    b.plan = quantPlanToJson(plan);
+    b.calibration = std::move(calibration);
+    b.metrics = runMetricsJson(q, perplexity, seconds);
+    for (std::size_t i = 0; i < q.tensors.size() && i < q.codes.size(); ++i)
+        if (q.codes[i]) {
+            exporting::BundleTensor bt;
+            bt.name = q.tensors[i].name;
+            bt.grid = *q.codes[i];
+            bt.grid.dequantized.resize(0, 0);
+            b.tensors.push_back(std::move(bt));
+        }
+    return b;
+}
+
+} // namespace qb::pipeline

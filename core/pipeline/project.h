@@ -1,0 +1,92 @@
+#pragma once
+// A quantization run as a project and as a model export: the one implementation shared by the
+// GUI (export dialog, File > Save/Open Project) and quantbench-cli (quantize --out, export).
+//
+// - bundleFromRun(): a finished run -> .qbproj bundle (model reference, plan, metrics, grids).
+// - reportsFromMetrics(): the inverse of the metrics part (per-tensor reports, bits per weight,
+//   size) so that a restored run shows its numbers without recomputing.
+// - RunGrids: the quantization grids of a run, owned, with their dequantized values rebuilt,
+//   either from a live QuantizeResult or from a bundle checked against the original model.
+// - exportModel(): GGUF / GPTQ directory / fake-quantized safetensors directory from a checkpoint
+//   plus grids, returning the exporter's structured report (exactness, verification).
+// Threading: calling thread only (run exportModel in a worker; it polls ctx for cancel).
+
+#include "base/result.h"
+#include "base/run_context.h"
+#include "export/gguf_export.h"
+#include "export/gptq_export.h"
+#include "export/project_bundle.h"
+#include "export/safetensors_export.h"
+#include "io/checkpoint.h"
+#include "io/json_value.h"
+#include "pipeline/quant_plan.h"
+#include "pipeline/quantize_job.h"
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qb::pipeline {
+
+enum class ExportFormat { Gguf, Gptq, Safetensors, Qbproj };
+std::optional<ExportFormat> parseExportFormat(std::string_view name);
+const char* exportFormatName(ExportFormat format);
+
+struct ModelExportRequest {
+    std::string out;
+    ExportFormat format = ExportFormat::Gguf;
+    std::string ggufType = "auto"; // auto = smallest exact type per grid
+    bool roundGrids = false;       // GPTQ: round what the format cannot hold instead of refusing
+    bool verify = true;
+};
+
+// The names accepted for ModelExportRequest::ggufType ("auto" first).
+std::vector<std::string> ggufExportTypeNames();
+
+struct ModelExportOutcome {
+    ExportFormat format = ExportFormat::Gguf;
+    std::string path;
+    std::uint64_t bytes = 0;
+    std::optional<exporting::GgufExportReport> gguf;
+    std::optional<exporting::GptqExportReport> gptq;
+    std::optional<exporting::GptqAnalysis> gptqAnalysis; // before writing (GPTQ)
+    std::optional<exporting::SafetensorsExportReport> safetensors;
+    std::vector<std::string> warnings;
+    bool verified = false;     // verification ran and passed
+    std::string verifySummary; // "" when not verified
+    // One-paragraph human summary (what the CLI prints).
+    std::string summary() const;
+};
+
+// Writes the export (never Qbproj: that is writeProjectBundle). GPTQ with roundGrids false fails
+// with ErrorCode::Unsupported when the grids need rounding.
+Result<ModelExportOutcome> exportModel(const io::Checkpoint& checkpoint, const exporting::GridLookup& gridFor,
+                                       const ModelExportRequest& request, RunContext* ctx = nullptr);
+
+// Owned grids of a run (HF weight name -> grid with `dequantized` filled).
+struct RunGrids {
+    std::map<std::string, quant::QuantizedRows> grids;
+    exporting::GridLookup lookup() const; // valid while *this lives
+    bool empty() const { return grids.empty(); }
+};
+RunGrids gridsFromResult(const QuantizeResult& result);
+// Checks every stored tensor against the model (present, 2-D, same shape) and rebuilds its values.
+Result<RunGrids> gridsFromBundle(const exporting::ProjectBundle& bundle, const io::Checkpoint& checkpoint);
+// Model files whose size changed since the bundle was written (one message each).
+std::vector<std::string> modelFileWarnings(const exporting::ModelReference& model);
+
+// The bundle of a finished run (grids are copied; their dequantized matrices are not stored).
+exporting::ProjectBundle bundleFromRun(const io::Checkpoint& checkpoint, const QuantizeResult& result,
+                                       const QuantPlan& plan, io::JsonValue calibration,
+                                       std::optional<double> perplexity, double seconds);
+// The metrics JSON of bundleFromRun alone.
+io::JsonValue runMetricsJson(const QuantizeResult& result, std::optional<double> perplexity, double seconds);
+
+// A run rebuilt from its metrics JSON: tensors, bitsPerWeight, sizeBytes, timings (no model, no
+// codes). Unknown keys are ignored; perplexity and total seconds come back through the pointers.
+Result<QuantizeResult> resultFromMetrics(const io::JsonValue& metrics, std::optional<double>* perplexity = nullptr,
+                                         double* seconds = nullptr);
+
+} // namespace qb::pipeline

@@ -1,0 +1,227 @@
+// Export and projects from the window, offscreen with real clicks: quantize the demo model through
+// the Quantization tab (8 x 64 calibration), export the run to GGUF through the Export dialog (path
+// typed into the line edit, Export clicked; the file verifies and the exactness table is filled),
+// save a .qbproj, open it in a fresh MainWindow (plan and run metrics equal, nothing recomputed),
+// export the restored run to safetensors (it verifies), and refuse a newer major version with a
+// dialog naming the file.
+
+#include "export/gguf_verify.h"
+#include "export/project_bundle.h"
+#include "export/safetensors_export.h"
+#include "models/plan_table_model.h"
+#include "models/quant_run_model.h"
+#include "widgets/export_dialog.h"
+#include "widgets/main_window.h"
+#include "widgets/plan_editor.h"
+#include "widgets/quantize_panel.h"
+#include "widgets/run_compare_view.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDir>
+#include <QFileInfo>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMessageBox>
+#include <QPushButton>
+#include <QSignalSpy>
+#include <QSpinBox>
+#include <QStandardPaths>
+#include <QTabBar>
+#include <QTabWidget>
+#include <QTableWidget>
+#include <QTemporaryDir>
+#include <QTest>
+
+using namespace qb;
+using namespace qb::ui;
+
+namespace {
+
+void clickTab(QTabBar* bar, int index) { QTest::mouseClick(bar, Qt::LeftButton, {}, bar->tabRect(index).center()); }
+
+bool showWindow(MainWindow& w)
+{
+    w.resize(1400, 900);
+    w.show();
+    return QTest::qWaitForWindowExposed(&w);
+}
+
+QuantizePanel* openDemo(MainWindow& w)
+{
+    if (!showWindow(w)) return nullptr;
+    QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+    w.openModel(QStringLiteral(QB_DEMO_DIR));
+    if (!loaded.wait(20000)) return nullptr;
+    auto* panel = w.quantizePanel();
+    clickTab(w.viewTabs()->tabBar(), w.viewTabs()->indexOf(panel));
+    return panel;
+}
+
+// Opens the export dialog of the selected run with a click on "Export run...".
+ExportDialog* clickExport(MainWindow& w)
+{
+    QuantizePanel* panel = w.quantizePanel();
+    clickTab(panel->views()->tabBar(), panel->views()->indexOf(panel->compareView()));
+    QPushButton* b = panel->compareView()->exportButton();
+    if (!b->isEnabled()) return nullptr;
+    QTest::mouseClick(b, Qt::LeftButton);
+    ExportDialog* d = nullptr;
+    const bool shown =
+        QTest::qWaitFor([&] { return (d = w.findChild<ExportDialog*>()) != nullptr && d->isVisible(); }, 5000);
+    return shown ? d : nullptr;
+}
+
+// Chooses the format, types the output path, clicks Export, waits for the result.
+bool runExport(ExportDialog* d, pipeline::ExportFormat format, const QString& out, QString* message)
+{
+    const int idx = d->formatCombo()->findData(int(format));
+    if (idx < 0) return false;
+    d->formatCombo()->setCurrentIndex(idx);
+    QLineEdit* path = d->pathEdit();
+    QTest::mouseClick(path, Qt::LeftButton);
+    QTest::keyClick(path, Qt::Key_A, Qt::ControlModifier);
+    QTest::keyClick(path, Qt::Key_Delete);
+    QTest::keyClicks(path, out);
+    if (path->text() != out) return false;
+    QSignalSpy done(d, &ExportDialog::exportFinished);
+    QTest::mouseClick(d->exportButton(), Qt::LeftButton);
+    if (!done.wait(60000)) return false;
+    *message = done.first().at(1).toString();
+    return done.first().at(0).toBool();
+}
+
+} // namespace
+
+class TestProjectExport : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void initTestCase() { QStandardPaths::setTestModeEnabled(true); }
+
+    void exportSaveReopen()
+    {
+        QTemporaryDir tmp;
+        QVERIFY(tmp.isValid());
+        MainWindow w;
+        QuantizePanel* panel = openDemo(w);
+        QVERIFY(panel);
+        QVERIFY(w.saveProjectAction());
+        QCOMPARE(w.saveProjectAction()->shortcut(), QKeySequence(QKeySequence::Save));
+        panel->windowsSpin()->setValue(8);
+        panel->lengthSpin()->setValue(64);
+        panel->perplexityCheck()->setChecked(false);
+        // A plan that differs from the default: groups of 32 (one GGUF block) and a rule.
+        pipeline::QuantPlan plan = panel->planEditor()->model()->plan();
+        plan.defaults.groupSize = 32;
+        pipeline::PlanRule rule;
+        rule.match = "model.layers.1.mlp.down_proj";
+        rule.settings.bits = 8;
+        plan.rules.push_back(rule);
+        QCOMPARE(panel->planEditor()->model()->applyPlan(plan, QStringLiteral("test")), QString());
+
+        QSignalSpy finished(panel, &QuantizePanel::quantizeFinished);
+        QTest::mouseClick(panel->quantizeButton(), Qt::LeftButton);
+        QVERIFY(finished.wait(30000));
+        QVERIFY2(finished.first().at(0).toBool(), qPrintable(finished.first().at(1).toString()));
+        QCOMPARE(panel->runs()->rowCount(), 1);
+
+        // GGUF through the dialog.
+        ExportDialog* d = clickExport(w);
+        QVERIFY(d);
+        QVERIFY(d->ggufTypeCombo()->count() > 1);
+        QCOMPARE(d->ggufTypeCombo()->currentData().toString(), QStringLiteral("auto"));
+        const QString gguf = tmp.filePath(QStringLiteral("run1.gguf"));
+        QString msg;
+        QVERIFY2(runExport(d, pipeline::ExportFormat::Gguf, gguf, &msg), qPrintable(msg));
+        QVERIFY(QFileInfo::exists(gguf));
+        auto verified = exporting::verifyModelFile(gguf.toStdString());
+        QVERIFY2(verified && verified->ok, verified ? verified->summary().c_str() : verified.error().toString().c_str());
+        QTableWidget* report = d->reportTable();
+        QVERIFY(report->rowCount() > 0);
+        bool sawGrid = false;
+        for (int r = 0; r < report->rowCount(); ++r) {
+            QVERIFY(!report->item(r, 1)->text().isEmpty());
+            QVERIFY(!report->item(r, 3)->text().isEmpty());
+            sawGrid = sawGrid || report->item(r, 0)->text().contains(QStringLiteral("attn_q"));
+        }
+        QVERIFY(sawGrid);
+        QVERIFY2(d->verifyLabel()->text().contains(QStringLiteral("passed")), qPrintable(d->verifyLabel()->text()));
+        QTest::mouseClick(d->findChild<QPushButton*>(QStringLiteral("exportClose")), Qt::LeftButton);
+        QTRY_VERIFY(w.findChild<ExportDialog*>() == nullptr);
+
+        // Save the project.
+        const QString proj = tmp.filePath(QStringLiteral("tuned.qbproj"));
+        QSignalSpy saved(&w, &MainWindow::projectSaved);
+        w.saveProject(proj);
+        QVERIFY(saved.wait(20000));
+        QVERIFY2(saved.first().at(1).toBool(), qPrintable(saved.first().at(2).toString()));
+        const auto original = panel->runs()->run(0);
+
+        // Open it in a fresh window.
+        MainWindow w2;
+        QVERIFY(showWindow(w2));
+        QSignalSpy opened(&w2, &MainWindow::projectOpened);
+        QSignalSpy failed(&w2, &MainWindow::projectOpenFailed);
+        w2.openProject(proj);
+        QTRY_VERIFY_WITH_TIMEOUT(opened.count() + failed.count() > 0, 20000);
+        QVERIFY2(failed.isEmpty(), failed.isEmpty() ? "" : qPrintable(failed.first().at(1).toString()));
+        QVERIFY(w2.checkpoint());
+        QuantizePanel* p2 = w2.quantizePanel();
+        QCOMPARE(p2->planEditor()->model()->plan(), plan);
+        QCOMPARE(p2->runs()->rowCount(), 1);
+        const auto restored = p2->runs()->run(0);
+        QCOMPARE(restored->result->bitsPerWeight, original->result->bitsPerWeight);
+        QCOMPARE(restored->result->sizeBytes, original->result->sizeBytes);
+        QCOMPARE(restored->perplexity.has_value(), original->perplexity.has_value());
+        QCOMPARE(restored->result->tensors.size(), original->result->tensors.size());
+        for (std::size_t i = 0; i < restored->result->tensors.size(); ++i) {
+            const auto& a = restored->result->tensors[i];
+            const auto& b = original->result->tensors[i];
+            QCOMPARE(a.name, b.name);
+            QCOMPARE(a.bits, b.bits);
+            QCOMPARE(a.groupSize, b.groupSize);
+            QCOMPARE(a.relativeError, b.relativeError);
+            QCOMPARE(a.layer, b.layer);
+            QVERIFY(a.linear == b.linear);
+        }
+        QCOMPARE(restored->layerErrors(), original->layerErrors());
+        QVERIFY(!restored->result->model); // nothing was recomputed
+        QCOMPARE(p2->runs()->data(p2->runs()->index(0, QuantRunModel::Bpw)),
+                 panel->runs()->data(panel->runs()->index(0, QuantRunModel::Bpw)));
+
+        // The restored run exports again (weights rebuilt from the stored grids + the model).
+        ExportDialog* d2 = clickExport(w2);
+        QVERIFY(d2);
+        const QString st = tmp.filePath(QStringLiteral("run1-fakequant"));
+        QVERIFY2(runExport(d2, pipeline::ExportFormat::Safetensors, st, &msg), qPrintable(msg));
+        auto stOk = exporting::verifySafetensorsFile((st + QStringLiteral("/model.safetensors")).toStdString());
+        QVERIFY2(stOk && stOk->ok, stOk ? stOk->summary().c_str() : stOk.error().toString().c_str());
+        QVERIFY(d2->reportTable()->rowCount() > 0);
+        QVERIFY(d2->verifyLabel()->text().contains(QStringLiteral("passed")));
+    }
+
+    void newerMajorVersionRefused()
+    {
+        QTemporaryDir tmp;
+        exporting::ProjectBundle b;
+        b.version = std::to_string(exporting::kQbprojMajorVersion + 1) + ".0";
+        b.model.path = QB_DEMO_DIR;
+        const QString path = tmp.filePath(QStringLiteral("future.qbproj"));
+        QVERIFY(exporting::writeProjectBundle(path.toStdString(), b).ok());
+        MainWindow w;
+        QVERIFY(showWindow(w));
+        QSignalSpy failed(&w, &MainWindow::projectOpenFailed);
+        w.openProject(path);
+        QVERIFY(failed.wait(10000));
+        QMessageBox* box = nullptr;
+        QTRY_VERIFY((box = w.findChild<QMessageBox*>(QStringLiteral("projectErrorBox"))) != nullptr);
+        QVERIFY2(box->text().contains(path), qPrintable(box->text()));
+        QVERIFY(!w.checkpoint());
+        box->close();
+    }
+};
+
+QTEST_MAIN(TestProjectExport)
+#include "tst_project_export.moc"
