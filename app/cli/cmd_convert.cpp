@@ -105,12 +105,12 @@ QB_CLI_COMMAND(
     "f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1]\n"
     "                       [--name NAME] [--no-verify] [--report] [--json]\n"
     "  Writes atomically (temporary file + rename), re-reads and checks the result.\n"
-    "  --report prints per tensor: type, exact or not, max abs difference from the weights.",
+    "  --report prints per tensor: type, exact or not, max abs difference from the weights.\n",
     runConvert);
 QB_CLI_COMMAND(
     "verify", "re-read a GGUF, safetensors or GPTQ model and check it",
     "quantbench-cli verify FILE|DIR [--tensors]\n"
     "  Checks structure (GGUF: key types llama.cpp insists on, token count, names) and that\n"
     "  every tensor decodes to finite values; GPTQ directories: quantization_config, packed\n"
-    "  tensor shapes for bits/group_size, positive scales, g_idx range. Exit 1 on a problem.",
+    "  tensor shapes for bits/group_size, positive scales, g_idx range. Exit 1 on a problem.\n",
     runVerify);
