@@ -29,7 +29,8 @@ int runConvert(const std::vector<std::string>& argv)
     const auto type = exporting::parseGgufExportType(args.value("gguf-type", "f16"));
     if (!type)
         return cli::fail(
-            cmd, "--gguf-type must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1", 2);
+            cmd, "--gguf-type must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, "
+                 "q4_k, q5_k, q6_k", 2);
 
     auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
@@ -102,9 +103,10 @@ int runVerify(const std::vector<std::string>& argv)
 QB_CLI_COMMAND(
     "convert", "write a model as GGUF (llama.cpp) and verify it",
     "quantbench-cli convert MODEL --out FILE.gguf [--gguf-type "
-    "f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1]\n"
+    "f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|q6_k]\n"
     "                       [--name NAME] [--no-verify] [--report] [--json]\n"
     "  Writes atomically (temporary file + rename), re-reads and checks the result.\n"
+    "  K-quant rows that are not a multiple of 256 fall back as llama.cpp does (warning).\n"
     "  --report prints per tensor: type, exact or not, max abs difference from the weights.\n",
     runConvert);
 QB_CLI_COMMAND(

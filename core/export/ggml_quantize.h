@@ -1,6 +1,7 @@
 #pragma once
 // ggml block encoders for GGUF export: ggml's reference quantizers (quantize_row_*_ref) for
-// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, plain F32/F16/BF16 conversion, and exact encoders that store a
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants Q2_K..Q6_K (make_qkx2_quants / make_q3_quants /
+// make_qx_quants re-implemented; rows must be whole 256-element super-blocks), plain F32/F16/BF16 conversion, and exact encoders that store a
 // uniform quantization grid (quant::QuantizedRows) in a block type without requantizing
 // (FORMATS.md §4.5, §4.9).
 //
@@ -60,6 +61,7 @@ Result<EncodedMatrix> encodeMatrixGgml(io::GgmlType t, const float* w, std::int6
 Result<EncodedMatrix> encodeGridGgml(io::GgmlType t, const quant::QuantizedRows& q);
 
 // Smallest export type (bits per weight) whose encoding of the grid is exact; F32 at worst.
+// K-quants are not candidates (no exact grid construction for them yet).
 Result<std::pair<io::GgmlType, EncodedMatrix>>
 encodeGridSmallestExact(const quant::QuantizedRows& q);
 

@@ -78,6 +78,25 @@ struct Planned {
     std::vector<float> synthesized;
 };
 
+// llama.cpp's fallback (llama-quant.cpp) for K-quant tensors whose rows are not a multiple of 256;
+// IQ4_NL (its choice for Q2_K/Q3_K) is not written here, so those take Q4_0 as older llama.cpp did.
+std::optional<GgmlType> kquantRowFallback(GgmlType t)
+{
+    switch (t) {
+    case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
+        return GgmlType::Q4_0;
+    case GgmlType::Q4_K:
+        return GgmlType::Q5_0;
+    case GgmlType::Q5_K:
+        return GgmlType::Q5_1;
+    case GgmlType::Q6_K:
+        return GgmlType::Q8_0;
+    default:
+        return std::nullopt;
+    }
+}
+
 // Canonical HF order: embeddings, layers in order (attention, then MLP), final norm, lm_head.
 int layerOf(const std::string& hf)
 {
@@ -301,6 +320,16 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
                              std::string("cannot write type ") + io::ggmlTypeName(int(p.type)),
                              t->name);
         if (ggmlRowBytes(p.type, t->shape.back()) == 0) {
+            if (const auto fb = kquantRowFallback(p.type);
+                fb && ggmlRowBytes(*fb, t->shape.back()) != 0) {
+                report.warnings.push_back(
+                    t->name + ": row length " + std::to_string(t->shape.back()) +
+                    " is not a multiple of the " + io::ggmlTypeName(int(p.type)) +
+                    " block size; written as " + io::ggmlTypeName(int(*fb)));
+                p.type = *fb;
+                plan.push_back(std::move(p));
+                continue;
+            }
             report.warnings.push_back(t->name + ": row length " + std::to_string(t->shape.back()) +
                                       " is not a multiple of the " + io::ggmlTypeName(int(p.type)) +
                                       " block size; written as F16");

@@ -9,7 +9,9 @@
 // reference quantizer for the chosen type, or from a quantization grid (quant::QuantizedRows)
 // stored without requantizing in the smallest type that holds it exactly (§4.9) or the type
 // the caller forces. 1-D tensors (norms, biases) are always F32; a 2-D weight whose row length
-// is not a multiple of the type's block size falls back to F16 (warning).
+// is not a multiple of the type's block size falls back (warning): K-quants as llama.cpp's
+// llama-quant.cpp does (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), anything
+// that still does not fit to F16.
 // Memory: one tensor at a time (read, encode, write). After the atomic write the file is re-read
 // and verified (gguf_verify.h) unless disabled.
 // Threading: runs on the calling thread; progress stages "write" then "verify"; cancel is polled
@@ -33,7 +35,8 @@
 namespace qb::exporting {
 
 struct GgufExportOptions {
-    // Type of the 2-D weights that have no grid (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
+    // Type of the 2-D weights that have no grid (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+    // Q2_K, Q3_K, Q4_K, Q5_K, Q6_K).
     io::GgmlType weightType = io::GgmlType::F16;
     // Per HF tensor name: a quantization grid to store exactly (nullptr: none). Must outlive
     // the call.

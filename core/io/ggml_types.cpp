@@ -11,8 +11,8 @@ const GgmlTypeTraits* ggmlTypeTraits(int type)
     static const GgmlTypeTraits kF32{"F32", 1, 4, true}, kF16{"F16", 1, 2, true},
         kQ4_0{"Q4_0", 32, 18, true}, kQ4_1{"Q4_1", 32, 20, true}, kQ5_0{"Q5_0", 32, 22, true},
         kQ5_1{"Q5_1", 32, 24, true}, kQ8_0{"Q8_0", 32, 34, true}, kQ8_1{"Q8_1", 32, 36, false},
-        kQ2K{"Q2_K", 256, 84, false}, kQ3K{"Q3_K", 256, 110, false}, kQ4K{"Q4_K", 256, 144, false},
-        kQ5K{"Q5_K", 256, 176, false}, kQ6K{"Q6_K", 256, 210, false}, kQ8K{"Q8_K", 256, 292, false},
+        kQ2K{"Q2_K", 256, 84, true}, kQ3K{"Q3_K", 256, 110, true}, kQ4K{"Q4_K", 256, 144, true},
+        kQ5K{"Q5_K", 256, 176, true}, kQ6K{"Q6_K", 256, 210, true}, kQ8K{"Q8_K", 256, 292, false},
         kI8{"I8", 1, 1, false}, kI16{"I16", 1, 2, false}, kI32{"I32", 1, 4, false},
         kI64{"I64", 1, 8, false}, kF64{"F64", 1, 8, false}, kBF16{"BF16", 1, 2, true};
     switch (GgmlType(type)) {
@@ -144,6 +144,83 @@ Status dequantizeGgml(int type, const void* src, float* dst, std::int64_t n)
         }
         return {};
     }
+    case GgmlType::Q2_K:
+        for (std::int64_t b = 0; b < blocks; ++b, p += sizeof(BlockQ2_K)) {
+            BlockQ2_K blk;
+            std::memcpy(&blk, p, sizeof blk);
+            const float d = f16ToF32(blk.d), dmin = f16ToF32(blk.dmin);
+            float* y = dst + b * 256;
+            for (int e = 0; e < 256; ++e) {
+                const int half = e / 128, s = (e % 128) / 32, l = e % 32, sb = e / 16;
+                const int q = (blk.qs[32 * half + l] >> (2 * s)) & 3;
+                const float dl = d * float(blk.scales[sb] & 0xF);
+                const float ml = dmin * float(blk.scales[sb] >> 4);
+                y[e] = dl * float(q) - ml;
+            }
+        }
+        return {};
+    case GgmlType::Q3_K:
+        for (std::int64_t b = 0; b < blocks; ++b, p += sizeof(BlockQ3_K)) {
+            BlockQ3_K blk;
+            std::memcpy(&blk, p, sizeof blk);
+            const float d = f16ToF32(blk.d);
+            int sc[16];
+            for (int s = 0; s < 16; ++s) {
+                const int lo = s < 8 ? (blk.scales[s] & 0xF) : (blk.scales[s - 8] >> 4);
+                const int hi = (blk.scales[8 + s % 4] >> (2 * (s / 4))) & 3;
+                sc[s] = (lo | (hi << 4)) - 32;
+            }
+            float* y = dst + b * 256;
+            for (int e = 0; e < 256; ++e) {
+                const int half = e / 128, s = (e % 128) / 32, l = e % 32;
+                const int low = (blk.qs[32 * half + l] >> (2 * s)) & 3;
+                const int high = (blk.hmask[e % 32] >> (e / 32)) & 1;
+                const float dl = d * float(sc[e / 16]);
+                y[e] = dl * float(low - (high ? 0 : 4));
+            }
+        }
+        return {};
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K: {
+        const bool five = GgmlType(type) == GgmlType::Q5_K;
+        for (std::int64_t b = 0; b < blocks; ++b, p += traits->typeSize) {
+            std::uint16_t dh, mh;
+            std::memcpy(&dh, p, 2);
+            std::memcpy(&mh, p + 2, 2);
+            const std::uint8_t* scales = p + 4;
+            const std::uint8_t* qh = p + 16;
+            const std::uint8_t* qs = five ? p + 48 : p + 16;
+            const float d = f16ToF32(dh), dmin = f16ToF32(mh);
+            float* y = dst + b * 256;
+            for (int j = 0; j < 8; ++j) {
+                std::uint8_t sc, m;
+                ggmlScaleMinK4(j, scales, sc, m);
+                const float d1 = d * float(sc), m1 = dmin * float(m);
+                for (int l = 0; l < 32; ++l) {
+                    const int e = 32 * j + l;
+                    int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0xF;
+                    if (five) q |= ((qh[l] >> j) & 1) << 4;
+                    y[e] = d1 * float(q) - m1;
+                }
+            }
+        }
+        return {};
+    }
+    case GgmlType::Q6_K:
+        for (std::int64_t b = 0; b < blocks; ++b, p += sizeof(BlockQ6_K)) {
+            BlockQ6_K blk;
+            std::memcpy(&blk, p, sizeof blk);
+            const float d = f16ToF32(blk.d);
+            float* y = dst + b * 256;
+            for (int e = 0; e < 256; ++e) {
+                const int h = e / 128, r = e % 128;
+                const int low = (blk.ql[64 * h + r % 64] >> (4 * (r / 64))) & 0xF;
+                const int high = (blk.qh[32 * h + r % 32] >> (2 * (r / 32))) & 3;
+                const int q = (low | (high << 4)) - 32;
+                y[e] = d * float(blk.scales[e / 16]) * float(q);
+            }
+        }
+        return {};
     default:
         break;
     }

@@ -69,6 +69,56 @@ struct BlockQ5_1 {
     std::uint8_t qh[4];
     std::uint8_t qs[16];
 };
+// K-quants: super-blocks of 256 elements (FORMATS.md §4.5), exact ggml byte layouts.
+struct BlockQ2_K {
+    std::uint8_t scales[16]; // low nibble: scale, high nibble: min, per 16 elements
+    std::uint8_t qs[64];     // 2-bit codes
+    std::uint16_t d;         // f16 super-block scale of the scales
+    std::uint16_t dmin;      // f16 super-block scale of the mins
+};
+struct BlockQ3_K {
+    std::uint8_t hmask[32];  // high bit of each code
+    std::uint8_t qs[64];     // low 2 bits
+    std::uint8_t scales[12]; // 16 six-bit scales, packed
+    std::uint16_t d;         // f16
+};
+struct BlockQ4_K {
+    std::uint16_t d;         // f16
+    std::uint16_t dmin;      // f16
+    std::uint8_t scales[12]; // 8 six-bit scales and mins, packed (get_scale_min_k4)
+    std::uint8_t qs[128];    // 4-bit codes
+};
+struct BlockQ5_K {
+    std::uint16_t d;
+    std::uint16_t dmin;
+    std::uint8_t scales[12];
+    std::uint8_t qh[32];  // bit 4 of each code
+    std::uint8_t qs[128]; // low 4 bits
+};
+struct BlockQ6_K {
+    std::uint8_t ql[128];   // low 4 bits
+    std::uint8_t qh[64];    // high 2 bits
+    std::int8_t scales[16]; // per 16 elements
+    std::uint16_t d;        // f16
+};
+static_assert(sizeof(BlockQ2_K) == 84);
+static_assert(sizeof(BlockQ3_K) == 110);
+static_assert(sizeof(BlockQ4_K) == 144);
+static_assert(sizeof(BlockQ5_K) == 176);
+static_assert(sizeof(BlockQ6_K) == 210);
+
+// 6-bit scale and min j (0..7) of a Q4_K/Q5_K scales[12] array (ggml get_scale_min_k4).
+inline void ggmlScaleMinK4(int j, const std::uint8_t* q, std::uint8_t& sc, std::uint8_t& m)
+{
+    if (j < 4) {
+        sc = q[j] & 63;
+        m = q[j + 4] & 63;
+    } else {
+        sc = std::uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        m = std::uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
 static_assert(sizeof(BlockQ8_0) == 34);
 static_assert(sizeof(BlockQ5_0) == 22);
 static_assert(sizeof(BlockQ5_1) == 24);

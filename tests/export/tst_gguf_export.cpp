@@ -20,6 +20,7 @@
 #include <QTest>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 
@@ -98,6 +99,11 @@ private Q_SLOTS:
     void gridExportQ4_0EqualsFakeQuant();
     void cliConvertAndVerify();
     void qwen2TiedBiasesPaddedVocab();
+    void kquantHandBuiltBlocks_data();
+    void kquantHandBuiltBlocks();
+    void kquantQuantizeRoundTrip_data();
+    void kquantQuantizeRoundTrip();
+    void kquantRowFallback();
 };
 
 // Values that lie on the type's own grid come back bit for bit from ggml's reference quantizer.
@@ -498,6 +504,362 @@ void TestGgufExport::qwen2TiedBiasesPaddedVocab()
     auto q = exporting::exportGguf(*ck, *tok, dir.filePath("q8.gguf").toStdString(), o);
     QVERIFY2(q.ok(), q.ok() ? "" : q.error().toString().c_str());
     QVERIFY(!q->warnings.empty());
+}
+
+
+// ---- K-quants ----------------------------------------------------------------------------
+
+namespace {
+
+std::uint16_t h16(float x)
+{
+    return f32ToF16(x);
+}
+
+// Independent decoder in the loop structure of ggml's dequantize_row_*_K (not the index formulas
+// that io::dequantizeGgml uses), for bit-exactness checks.
+std::vector<float> ggmlStyleDecode(GgmlType t, const std::uint8_t* p, int blocks)
+{
+    std::vector<float> out(std::size_t(blocks) * 256);
+    float* y = out.data();
+    for (int i = 0; i < blocks; ++i) {
+        if (t == GgmlType::Q2_K) {
+            io::BlockQ2_K b;
+            std::memcpy(&b, p + i * 84, 84);
+            const float d = f16ToF32(b.d), mn = f16ToF32(b.dmin);
+            const std::uint8_t* q = b.qs;
+            int is = 0;
+            for (int n = 0; n < 256; n += 128) {
+                int shift = 0;
+                for (int j = 0; j < 4; ++j) {
+                    for (int half = 0; half < 2; ++half) {
+                        const std::uint8_t sc = b.scales[is++];
+                        const float dl = d * float(sc & 0xF), ml = mn * float(sc >> 4);
+                        for (int l = 0; l < 16; ++l)
+                            *y++ = dl * float((q[l + 16 * half] >> shift) & 3) - ml;
+                    }
+                    shift += 2;
+                }
+                q += 32;
+            }
+        } else if (t == GgmlType::Q3_K) {
+            io::BlockQ3_K b;
+            std::memcpy(&b, p + i * 110, 110);
+            std::uint32_t aux[4];
+            std::memcpy(aux, b.scales, 12);
+            const std::uint32_t tmp = aux[2], k1 = 0x03030303, k2 = 0x0f0f0f0f;
+            aux[2] = ((aux[0] >> 4) & k2) | (((tmp >> 4) & k1) << 4);
+            aux[3] = ((aux[1] >> 4) & k2) | (((tmp >> 6) & k1) << 4);
+            aux[0] = (aux[0] & k2) | (((tmp >> 0) & k1) << 4);
+            aux[1] = (aux[1] & k2) | (((tmp >> 2) & k1) << 4);
+            std::int8_t sc[16];
+            std::memcpy(sc, aux, 16);
+            const float d = f16ToF32(b.d);
+            const std::uint8_t* q = b.qs;
+            std::uint8_t m = 1;
+            int is = 0;
+            for (int n = 0; n < 256; n += 128) {
+                int shift = 0;
+                for (int j = 0; j < 4; ++j) {
+                    for (int half = 0; half < 2; ++half) {
+                        const float dl = d * float(sc[is++] - 32);
+                        for (int l = 16 * half; l < 16 * half + 16; ++l)
+                            *y++ = dl * float(int((q[l] >> shift) & 3) -
+                                              ((b.hmask[l] & m) ? 0 : 4));
+                    }
+                    shift += 2;
+                    m = std::uint8_t(m << 1);
+                }
+                q += 32;
+            }
+        } else if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) {
+            const bool five = t == GgmlType::Q5_K;
+            const std::uint8_t* blk = p + i * (five ? 176 : 144);
+            std::uint16_t dh, mh;
+            std::memcpy(&dh, blk, 2);
+            std::memcpy(&mh, blk + 2, 2);
+            const std::uint8_t* s = blk + 4;
+            const std::uint8_t* qh = blk + 16;
+            const std::uint8_t* ql = blk + (five ? 48 : 16);
+            const float d = f16ToF32(dh), mn = f16ToF32(mh);
+            auto scaleMin = [s](int j, int& sc, int& m) {
+                if (j < 4) {
+                    sc = s[j] & 63;
+                    m = s[j + 4] & 63;
+                } else {
+                    sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+                    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+                }
+            };
+            int is = 0;
+            std::uint8_t u1 = 1, u2 = 2;
+            for (int j = 0; j < 256; j += 64) {
+                int sc, m;
+                scaleMin(is, sc, m);
+                const float d1 = d * float(sc), m1 = mn * float(m);
+                scaleMin(is + 1, sc, m);
+                const float d2 = d * float(sc), m2 = mn * float(m);
+                for (int l = 0; l < 32; ++l)
+                    *y++ = d1 * float((ql[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - m1;
+                for (int l = 0; l < 32; ++l)
+                    *y++ = d2 * float((ql[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - m2;
+                ql += 32;
+                is += 2;
+                u1 = std::uint8_t(u1 << 2);
+                u2 = std::uint8_t(u2 << 2);
+            }
+        } else {
+            io::BlockQ6_K b;
+            std::memcpy(&b, p + i * 210, 210);
+            const float d = f16ToF32(b.d);
+            const std::uint8_t* ql = b.ql;
+            const std::uint8_t* qh = b.qh;
+            const std::int8_t* sc = b.scales;
+            for (int n = 0; n < 256; n += 128) {
+                for (int l = 0; l < 32; ++l) {
+                    const int is = l / 16;
+                    const int q1 = int((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    const int q2 = int((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    y[l] = d * float(sc[is]) * float(q1);
+                    y[l + 32] = d * float(sc[is + 2]) * float(q2);
+                    y[l + 64] = d * float(sc[is + 4]) * float(q3);
+                    y[l + 96] = d * float(sc[is + 6]) * float(q4);
+                }
+                y += 128;
+                ql += 64;
+                qh += 32;
+                sc += 8;
+            }
+        }
+    }
+    return out;
+}
+
+bool sameBits(const std::vector<float>& a, const std::vector<float>& b)
+{
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+} // namespace
+
+// Hand-built blocks: chosen d/dmin, sub-block scales/mins and codes, packed by the FORMATS.md
+// §4.5 element formulas; the decoder must return exactly d·sc·q − dmin·mn (f32, that order).
+void TestGgufExport::kquantHandBuiltBlocks_data()
+{
+    QTest::addColumn<int>("type");
+    for (GgmlType t : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
+                       GgmlType::Q6_K})
+        QTest::newRow(io::ggmlTypeName(int(t))) << int(t);
+}
+void TestGgufExport::kquantHandBuiltBlocks()
+{
+    QFETCH(int, type);
+    const GgmlType t = GgmlType(type);
+    const int bytes = io::ggmlTypeTraits(type)->typeSize;
+    std::uint32_t rng = 12345u + std::uint32_t(type);
+    auto next = [&rng](int mod) {
+        rng = rng * 1664525u + 1013904223u;
+        return int((rng >> 8) % std::uint32_t(mod));
+    };
+    for (int trial = 0; trial < 20; ++trial) {
+        std::vector<std::uint8_t> blk(std::size_t(bytes), 0);
+        std::vector<float> expect(256);
+        const float d = f16ToF32(h16(0.001f * float(1 + next(900)))) * (trial % 2 ? -1.f : 1.f);
+        const float dmin = f16ToF32(h16(0.0007f * float(1 + next(900))));
+        const std::uint16_t dh = h16(d), mh = h16(dmin);
+        int code[256];
+        if (t == GgmlType::Q2_K) { // scales[16] qs[64] d dmin
+            int sc[16], mn[16];
+            for (int b = 0; b < 16; ++b) {
+                sc[b] = next(16);
+                mn[b] = next(16);
+                blk[std::size_t(b)] = std::uint8_t(sc[b] | (mn[b] << 4));
+            }
+            for (int e = 0; e < 256; ++e) {
+                code[e] = next(4);
+                blk[std::size_t(16 + 32 * (e / 128) + e % 32)] |=
+                    std::uint8_t(code[e] << (2 * ((e % 128) / 32)));
+                expect[std::size_t(e)] =
+                    d * float(sc[e / 16]) * float(code[e]) - dmin * float(mn[e / 16]);
+            }
+            std::memcpy(&blk[80], &dh, 2);
+            std::memcpy(&blk[82], &mh, 2);
+        } else if (t == GgmlType::Q3_K) { // hmask[32] qs[64] scales[12] d
+            int S[16];
+            for (int b = 0; b < 16; ++b) {
+                S[b] = next(64);
+                if (b < 8)
+                    blk[std::size_t(96 + b)] |= std::uint8_t(S[b] & 15);
+                else
+                    blk[std::size_t(96 + b - 8)] |= std::uint8_t((S[b] & 15) << 4);
+                blk[std::size_t(96 + 8 + b % 4)] |= std::uint8_t((S[b] >> 4) << (2 * (b / 4)));
+            }
+            for (int e = 0; e < 256; ++e) {
+                code[e] = next(8) - 4; // [-4, 3]
+                const int stored = code[e] + 4, low = stored & 3, high = stored >> 2;
+                blk[std::size_t(32 + 32 * (e / 128) + e % 32)] |=
+                    std::uint8_t(low << (2 * ((e % 128) / 32)));
+                blk[std::size_t(e % 32)] |= std::uint8_t(high << (e / 32));
+                expect[std::size_t(e)] = d * float(S[e / 16] - 32) * float(code[e]);
+            }
+            std::memcpy(&blk[108], &dh, 2);
+        } else if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) {
+            const bool five = t == GgmlType::Q5_K;
+            std::memcpy(&blk[0], &dh, 2);
+            std::memcpy(&blk[2], &mh, 2);
+            std::uint8_t* s = &blk[4];
+            int sc[8], mn[8];
+            for (int j = 0; j < 8; ++j) {
+                sc[j] = next(64);
+                mn[j] = next(64);
+                if (j < 4) {
+                    s[j] |= std::uint8_t(sc[j]);
+                    s[j + 4] |= std::uint8_t(mn[j]);
+                } else {
+                    s[j + 4] |= std::uint8_t((sc[j] & 15) | ((mn[j] & 15) << 4));
+                    s[j - 4] |= std::uint8_t((sc[j] >> 4) << 6);
+                    s[j] |= std::uint8_t((mn[j] >> 4) << 6);
+                }
+            }
+            std::uint8_t* qs = &blk[five ? 48 : 16];
+            for (int e = 0; e < 256; ++e) {
+                code[e] = next(five ? 32 : 16);
+                qs[32 * (e / 64) + e % 32] |=
+                    std::uint8_t((code[e] & 15) << ((e % 64) < 32 ? 0 : 4));
+                if (five) blk[std::size_t(16 + e % 32)] |= std::uint8_t((code[e] >> 4) << (e / 32));
+                expect[std::size_t(e)] =
+                    d * float(sc[e / 32]) * float(code[e]) - dmin * float(mn[e / 32]);
+            }
+        } else { // Q6_K: ql[128] qh[64] scales[16] d
+            int sc[16];
+            for (int b = 0; b < 16; ++b) {
+                sc[b] = next(256) - 128;
+                blk[std::size_t(192 + b)] = std::uint8_t(std::int8_t(sc[b]));
+            }
+            for (int e = 0; e < 256; ++e) {
+                code[e] = next(64) - 32;
+                const int u = code[e] + 32, h = e / 128, r = e % 128;
+                blk[std::size_t(64 * h + r % 64)] |= std::uint8_t((u & 15) << (4 * (r / 64)));
+                blk[std::size_t(128 + 32 * h + r % 32)] |= std::uint8_t((u >> 4) << (2 * (r / 32)));
+                expect[std::size_t(e)] = d * float(sc[e / 16]) * float(code[e]);
+            }
+            std::memcpy(&blk[208], &dh, 2);
+        }
+        std::vector<float> got(256);
+        QVERIFY(io::dequantizeGgml(type, blk.data(), got.data(), 256).ok());
+        for (int e = 0; e < 256; ++e)
+            QVERIFY2(got[std::size_t(e)] == expect[std::size_t(e)],
+                     qPrintable(QString("trial %1 element %2: %3 != %4")
+                                    .arg(trial)
+                                    .arg(e)
+                                    .arg(double(got[std::size_t(e)]))
+                                    .arg(double(expect[std::size_t(e)]))));
+        QVERIFY(sameBits(ggmlStyleDecode(t, blk.data(), 1), got));
+    }
+    // A wrong length is refused.
+    std::vector<std::uint8_t> blk(std::size_t(bytes), 0);
+    std::vector<float> out(256);
+    QVERIFY(!io::dequantizeGgml(type, blk.data(), out.data(), 128).ok());
+}
+
+// Reference quantizers on random rows: decoding matches the independent decoder bit for bit,
+// codes are in range (the decode is bounded), and the error stays within each type's budget
+// (relative RMS error against the data, max error against the block's absolute maximum).
+void TestGgufExport::kquantQuantizeRoundTrip_data()
+{
+    QTest::addColumn<int>("type");
+    QTest::addColumn<double>("relRms");  // RMS error / RMS data
+    QTest::addColumn<double>("relMax");  // max error / max |data| of its super-block
+    QTest::newRow("Q2_K") << int(GgmlType::Q2_K) << 0.40 << 0.45;
+    QTest::newRow("Q3_K") << int(GgmlType::Q3_K) << 0.20 << 0.25;
+    QTest::newRow("Q4_K") << int(GgmlType::Q4_K) << 0.10 << 0.12;
+    QTest::newRow("Q5_K") << int(GgmlType::Q5_K) << 0.05 << 0.06;
+    QTest::newRow("Q6_K") << int(GgmlType::Q6_K) << 0.025 << 0.03;
+}
+void TestGgufExport::kquantQuantizeRoundTrip()
+{
+    QFETCH(int, type);
+    QFETCH(double, relRms);
+    QFETCH(double, relMax);
+    const GgmlType t = GgmlType(type);
+    constexpr int rows = 24, cols = 512;
+    auto x = pseudoRandom(std::size_t(rows) * cols, 11);
+    // Heavier tails than uniform, varying magnitude per row, an all-zero super-block, and an
+    // all-positive one (min-based types keep min = 0).
+    for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) {
+            float& v = x[std::size_t(r * cols + c)];
+            v = v * v * v * float(1 + r) * 0.01f;
+            if (r == 3 && c < 256) v = 0;
+            if (r == 4 && c < 256) v = std::fabs(v) + 0.01f;
+        }
+    auto e = exporting::encodeMatrixGgml(t, x.data(), rows, cols);
+    QVERIFY2(e.ok(), e.ok() ? "" : e.error().toString().c_str());
+    QCOMPARE(e->bytes.size(), exporting::ggmlRowBytes(t, cols) * rows);
+    std::vector<float> dec(x.size());
+    QVERIFY(io::dequantizeGgml(type, e->bytes.data(), dec.data(), std::int64_t(x.size())).ok());
+    QVERIFY(sameBits(ggmlStyleDecode(t, e->bytes.data(), int(x.size() / 256)), dec));
+    double se = 0, sx = 0, worst = 0;
+    for (std::size_t sb = 0; sb < x.size() / 256; ++sb) {
+        float amax = 0;
+        for (int j = 0; j < 256; ++j)
+            amax = std::max(amax, std::fabs(x[sb * 256 + std::size_t(j)]));
+        for (int j = 0; j < 256; ++j) {
+            const std::size_t i = sb * 256 + std::size_t(j);
+            const double err = double(dec[i]) - double(x[i]);
+            QVERIFY(std::isfinite(dec[i]));
+            se += err * err;
+            sx += double(x[i]) * double(x[i]);
+            if (amax == 0)
+                QCOMPARE(dec[i], 0.0f);
+            else
+                worst = std::max(worst, std::fabs(err) / double(amax));
+        }
+    }
+    const double rel = std::sqrt(se / sx);
+    qInfo("%s: relative RMS error %.4f, max error / block max %.4f", io::ggmlTypeName(type), rel,
+          worst);
+    QVERIFY2(rel <= relRms, qPrintable(QString::number(rel)));
+    QVERIFY2(worst <= relMax, qPrintable(QString::number(worst)));
+    // Deterministic: the same input gives the same bytes.
+    auto again = exporting::encodeMatrixGgml(t, x.data(), rows, cols);
+    QVERIFY(again.ok() && again->bytes == e->bytes);
+    // Rows that are not whole super-blocks are refused.
+    QVERIFY(!exporting::encodeMatrixGgml(t, x.data(), 1, 288).ok());
+}
+
+// A K-quant export of the demo model (rows 128 / 352 wide, not multiples of 256) falls back per
+// tensor as llama.cpp's llama-quant.cpp does, with a warning each; the file verifies.
+void TestGgufExport::kquantRowFallback()
+{
+    const std::map<GgmlType, GgmlType> fallback = {{GgmlType::Q2_K, GgmlType::Q4_0},
+                                                   {GgmlType::Q3_K, GgmlType::Q4_0},
+                                                   {GgmlType::Q4_K, GgmlType::Q5_0},
+                                                   {GgmlType::Q5_K, GgmlType::Q5_1},
+                                                   {GgmlType::Q6_K, GgmlType::Q8_0}};
+    QTemporaryDir dir;
+    for (const auto& [k, fb] : fallback) {
+        QCOMPARE(exporting::parseGgufExportType(exporting::ggmlTypeLowerName(k)).value(), k);
+        exporting::GgufExportOptions o;
+        o.weightType = k;
+        const std::string out =
+            dir.filePath(QString("demo-%1.gguf").arg(io::ggmlTypeName(int(k)))).toStdString();
+        auto r = exporting::exportGguf(qbtest::demoCheckpoint(), qbtest::demoTokenizer(), out, o);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        QVERIFY(r->verify.ok);
+        int matrices = 0;
+        for (const auto& t : r->tensors) {
+            if (t.name.find("norm") != std::string::npos) continue;
+            ++matrices;
+            QCOMPARE(int(t.type), int(fb));
+        }
+        QCOMPARE(int(r->warnings.size()), matrices);
+        QVERIFY2(r->warnings.front().find(std::string("written as ") +
+                                          io::ggmlTypeName(int(fb))) != std::string::npos,
+                 r->warnings.front().c_str());
+    }
 }
 
 QTEST_GUILESS_MAIN(TestGgufExport)
