@@ -1,5 +1,6 @@
 #include "pipeline/project.h"
 
+#include "eval/tensor_stats.h"
 #include "export/ggml_quantize.h"
 #include "io/tokenizer.h"
 #include "quant/method_traits.h"
@@ -293,6 +294,43 @@ Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<d
     return q;
 }
 
+io::JsonValue weightHistogramsJson(const io::Checkpoint& ck, const QuantizeResult& q, int bins)
+{
+    io::JsonObject tensors;
+    for (std::size_t i = 0; i < q.tensors.size() && i < q.codes.size(); ++i) {
+        if (!q.codes[i]) continue;
+        const TensorInfo* info = ck.find(q.tensors[i].name);
+        if (!info) info = ck.find(q.tensors[i].name + ".weight");
+        if (!info) continue;
+        quant::MatrixXfR original(info->rows(), info->cols());
+        if (!io::readTensorF32(*info, original.data()).ok()) continue;
+        const quant::MatrixXfR quantized = quant::dequantizeRowsUniform(*q.codes[i]);
+        if (quantized.rows() != original.rows() || quantized.cols() != original.cols()) continue;
+        // One range for both, so the two histograms line up bin for bin.
+        const eval::Moments m = eval::computeMoments(original);
+        const eval::Moments mq = eval::computeMoments(quantized);
+        const double lo = std::min(m.min, mq.min), hi = std::max(m.max, mq.max);
+        const eval::Histogram before = eval::computeHistogram(original, bins, lo, hi);
+        const eval::Histogram after = eval::computeHistogram(quantized, bins, lo, hi);
+        auto counts = [](const eval::Histogram& h) {
+            io::JsonArray a;
+            for (auto c : h.counts) a.emplace_back(std::int64_t(c));
+            return a;
+        };
+        io::JsonObject t;
+        t.push_back({"lo", before.lo});
+        t.push_back({"hi", before.hi});
+        t.push_back({"original", counts(before)});
+        t.push_back({"quantized", counts(after)});
+        t.push_back({"kurtosis", m.kurtosis});
+        tensors.push_back({q.tensors[i].name, io::JsonValue(std::move(t))});
+    }
+    io::JsonObject root;
+    root.push_back({"bins", bins});
+    root.push_back({"tensors", io::JsonValue(std::move(tensors))});
+    return io::JsonValue(std::move(root));
+}
+
 exporting::ProjectBundle bundleFromRun(const io::Checkpoint& ck, const QuantizeResult& q, const QuantPlan& plan,
                                        io::JsonValue calibration, std::optional<double> perplexity, double seconds)
 {
@@ -317,6 +355,7 @@ exporting::ProjectBundle bundleFromRun(const io::Checkpoint& ck, const QuantizeR
             bt.grid.dequantized.resize(0, 0);
             b.tensors.push_back(std::move(bt));
         }
+    b.extras.emplace_back("histograms", weightHistogramsJson(ck, q));
     return b;
 }
 

@@ -81,6 +81,11 @@ std::vector<std::string> modelFileWarnings(const exporting::ModelReference& mode
 exporting::ProjectBundle bundleFromRun(const io::Checkpoint& checkpoint, const QuantizeResult& result,
                                        const QuantPlan& plan, io::JsonValue calibration,
                                        std::optional<double> perplexity, double seconds);
+// Weight histograms of every quantized tensor before and after quantization, on one shared
+// range: {"bins": N, "tensors": {name: {"lo", "hi", "original": [...], "quantized": [...],
+// "kurtosis"}}}. bundleFromRun stores it as the bundle's "histograms" extra.
+io::JsonValue weightHistogramsJson(const io::Checkpoint& checkpoint, const QuantizeResult& result,
+                                   int bins = 64);
 // The metrics JSON of bundleFromRun alone.
 io::JsonValue runMetricsJson(const QuantizeResult& result, std::optional<double> perplexity, double seconds);
 

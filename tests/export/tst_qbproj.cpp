@@ -169,6 +169,26 @@ void TestQbproj::cliQuantizeProjectThenExport()
     p.start(QStringLiteral(QB_CLI_PATH), common + QStringList{"--out", dir.filePath("direct"), "--format", "safetensors"});
     QVERIFY(p.waitForFinished(120000));
     QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+    // The project carries before/after weight histograms of every quantized tensor.
+    {
+        auto bundle = exporting::readProjectBundle(dir.filePath("run.qbproj").toStdString());
+        QVERIFY2(bundle.ok(), bundle.ok() ? "" : bundle.error().toString().c_str());
+        const io::JsonValue* hist = nullptr;
+        for (const auto& [name, value] : bundle->extras)
+            if (name == "histograms") hist = &value;
+        QVERIFY(hist);
+        const io::JsonValue* tensors = hist->find("tensors");
+        QVERIFY(tensors && tensors->isObject());
+        QCOMPARE(int(tensors->asObject().size()), 4 * 7); // every decoder linear of the demo
+        for (const auto& member : tensors->asObject()) {
+            std::int64_t before = 0, after = 0;
+            for (const auto& c : member.value.find("original")->asArray()) before += c.asInteger();
+            for (const auto& c : member.value.find("quantized")->asArray()) after += c.asInteger();
+            QCOMPARE(before, after); // same tensor, same number of weights
+            QVERIFY(before >= 64 * 128);
+            QCOMPARE(int(member.value.find("original")->asArray().size()), 64);
+        }
+    }
     for (const char* fmt : {"gguf", "gptq", "safetensors"}) {
         const QString out = dir.filePath(QString("from-project-") + fmt + (QString(fmt) == "gguf" ? ".gguf" : ""));
         p.start(QStringLiteral(QB_CLI_PATH), {"export", dir.filePath("run.qbproj"), "--out", out, "--format", fmt, "--json"});
