@@ -5,6 +5,7 @@
 // runs. Every item model runs under QAbstractItemModelTester. Screenshots of the tab's views go to
 // ${QB_BINARY_DIR}/screenshots/quantize_*.png.
 
+#include "event_loop_probe.h"
 #include "charts/histogram_chart.h"
 #include "charts/quant_charts.h"
 #include "models/plan_table_model.h"
@@ -47,43 +48,9 @@
 #include <ctime>
 
 using namespace qb::ui;
+using qbtest::EventLoopProbe;
 
 namespace {
-// Same probe as tst_workbench_jobs: the GUI thread's CPU time between 5 ms timer ticks.
-class EventLoopProbe : public QObject {
-public:
-    EventLoopProbe()
-    {
-        m_timer.setInterval(5);
-        m_timer.setTimerType(Qt::PreciseTimer);
-        QObject::connect(&m_timer, &QTimer::timeout, this, [this] {
-            const qint64 now = m_clock.nsecsElapsed();
-            const qint64 cpu = threadCpuNs();
-            if (m_last >= 0) {
-                m_maxGapNs = std::max(m_maxGapNs, now - m_last);
-                m_maxBusyNs = std::max(m_maxBusyNs, cpu - m_lastCpu);
-            }
-            m_last = now;
-            m_lastCpu = cpu;
-        });
-        m_clock.start();
-        m_timer.start();
-    }
-    double maxGapMs() const { return double(m_maxGapNs) / 1e6; }
-    double maxBusyMs() const { return double(m_maxBusyNs) / 1e6; }
-
-private:
-    static qint64 threadCpuNs()
-    {
-        timespec ts{};
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-        return qint64(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-    }
-    QTimer m_timer;
-    QElapsedTimer m_clock;
-    qint64 m_last = -1, m_lastCpu = 0;
-    qint64 m_maxGapNs = 0, m_maxBusyNs = 0;
-};
 
 struct Fixture {
     MainWindow w;
