@@ -22,8 +22,6 @@ const CliCommand* findCommand(const std::string& name);
 
 // Prints "quantbench-cli <cmd>: <message>" on stderr and returns `code`.
 int fail(const std::string& cmd, const std::string& message, int code = 1);
-// Escapes a string for inclusion in JSON output.
-std::string jsonEscape(const std::string& s);
 
 } // namespace qb::cli
 

@@ -4,6 +4,7 @@
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
+#include "io/json_value.h"
 #include "export/ggml_quantize.h"
 #include "export/gguf_export.h"
 #include "export/gguf_verify.h"
@@ -50,7 +51,7 @@ int runConvert(const std::vector<std::string>& argv)
     for (const auto& w : r->warnings)
         std::cerr << "quantbench-cli convert: warning: " << w << "\n";
     if (args.has("json")) {
-        std::cout << "{\"path\":\"" << cli::jsonEscape(r->path) << "\",\"architecture\":\""
+        std::cout << "{\"path\":" << io::jsonQuote(r->path) << ",\"architecture\":\""
                   << r->architecture << "\",\"bytes\":" << r->bytes
                   << ",\"verified\":" << (opt.verify && r->verify.ok ? "true" : "false")
                   << ",\"tensors\":[";
