@@ -398,15 +398,7 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
             QB_TRY(v, verifyGgufFile(temp, expected, ctx));
             report.verify = std::move(*v);
             report.verify.path = outPath;
-            if (!report.verify.ok) {
-                std::string all;
-                for (const auto& pr : report.verify.problems)
-                    all += (all.empty() ? "" : "; ") + pr;
-                return makeError(ErrorCode::Format,
-                                 "the written GGUF failed verification (not installed): " + all,
-                                 outPath);
-            }
-            return {};
+            return report.verify.verificationStatus("GGUF", outPath);
         };
     QB_TRY_STATUS(w.write(outPath, ctx, wo));
     report.bytes = w.fileSize();

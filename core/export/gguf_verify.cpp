@@ -201,6 +201,15 @@ Result<GgufVerifyReport> verifyModelFile(const std::string& path, RunContext* ct
     return r;
 }
 
+Status GgufVerifyReport::verificationStatus(const std::string& what, const std::string& target) const
+{
+    if (ok) return {};
+    std::string all;
+    for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
+    return makeError(ErrorCode::Format, "the written " + what + " failed verification (not installed): " + all,
+                     target);
+}
+
 std::string GgufVerifyReport::summary() const
 {
     std::ostringstream o;

@@ -45,6 +45,9 @@ struct GgufVerifyReport {
     std::vector<VerifiedTensor> tensors;
     std::vector<std::string> problems; // empty when ok
     std::string summary() const;       // multi-line, for the CLI
+    // {} when ok; otherwise the Format error every exporter returns before installing a file:
+    // "the written <what> failed verification (not installed): <problems>" at `target`.
+    Status verificationStatus(const std::string& what, const std::string& target) const;
 };
 
 // `expected` empty: structural and value checks only.

@@ -441,13 +441,7 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
         rep.verify.path = outDir;
         rep.verify.problems.insert(rep.verify.problems.begin(), v1->problems.begin(), v1->problems.end());
         rep.verify.ok = rep.verify.problems.empty();
-        if (!rep.verify.ok) {
-            std::string all;
-            for (const auto& p : rep.verify.problems)
-                all += (all.empty() ? "" : "; ") + p;
-            return makeError(ErrorCode::Format, "the written GPTQ checkpoint failed verification (not installed): " + all,
-                             outDir);
-        }
+        QB_TRY_STATUS(rep.verify.verificationStatus("GPTQ checkpoint", outDir));
     }
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError(outDir);
     QB_TRY_STATUS(stage->install());

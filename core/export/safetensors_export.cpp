@@ -325,13 +325,7 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
         auto reopened = io::openCheckpoint(stage->path());
         if (!reopened) rep.verify.problems.push_back("our reader refuses the directory: " + reopened.error().toString());
         rep.verify.ok = rep.verify.problems.empty();
-        if (!rep.verify.ok) {
-            std::string all;
-            for (const auto& p : rep.verify.problems)
-                all += (all.empty() ? "" : "; ") + p;
-            return makeError(ErrorCode::Format, "the written safetensors failed verification (not installed): " + all,
-                             outDir);
-        }
+        QB_TRY_STATUS(rep.verify.verificationStatus("safetensors", outDir));
     }
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError(outDir);
     QB_TRY_STATUS(stage->install());
