@@ -12,7 +12,7 @@ int writeModelExport(const char* cmd, const io::Checkpoint& ck, const exporting:
 {
     if (req.format == ExportFormat::Qbproj) return fail(cmd, "a project file cannot be exported from here", 2);
     if (req.format == ExportFormat::Gguf && req.ggufType != "auto" && !exporting::parseGgufExportType(req.ggufType))
-        return fail(cmd, "--gguf-type must be auto, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or q5_1", 2);
+        return fail(cmd, "--gguf-type: " + pipeline::ggufExportTypeError(), 2);
     auto r = pipeline::exportModel(ck, gridFor, req, ctx);
     if (!r) {
         if (req.format == ExportFormat::Gptq && r.error().code == ErrorCode::Unsupported && !req.roundGrids)

@@ -33,9 +33,17 @@ const char* exportFormatName(ExportFormat f)
 std::vector<std::string> ggufExportTypeNames()
 {
     std::vector<std::string> names{"auto"};
-    for (const char* n : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16", "f32"})
+    for (const char* n : {"q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0", "f16",
+                          "bf16", "f32"})
         if (exporting::parseGgufExportType(n)) names.emplace_back(n);
     return names;
+}
+
+std::string ggufExportTypeError()
+{
+    std::string list;
+    for (const auto& n : ggufExportTypeNames()) list += (list.empty() ? "" : ", ") + n;
+    return "GGUF type must be one of " + list;
 }
 
 namespace {
@@ -90,6 +98,18 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
 {
     ModelExportOutcome out;
     out.format = req.format;
+    // Every exporter's report has path, bytes, warnings and verify: copy them into `out` and keep
+    // the full report in its format's slot.
+    auto take = [&](auto& slot, auto&& report) {
+        out.path = report.path;
+        out.bytes = report.bytes;
+        out.warnings = report.warnings;
+        if (req.verify) {
+            out.verified = report.verify.ok;
+            out.verifySummary = report.verify.summary();
+        }
+        slot = std::move(report);
+    };
     switch (req.format) {
     case ExportFormat::Gguf: {
         if (ck.tokenizerPath.empty())
@@ -102,19 +122,11 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
         if (req.ggufType != "auto") {
             auto t = exporting::parseGgufExportType(req.ggufType);
             if (!t)
-                return makeError(ErrorCode::InvalidArgument,
-                                 "GGUF type must be auto, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or q5_1", req.ggufType);
+                return makeError(ErrorCode::InvalidArgument, ggufExportTypeError(), req.ggufType);
             o.gridType = *t;
         }
         QB_TRY(r, exporting::exportGguf(ck, *tok, req.out, o, ctx));
-        out.path = r->path;
-        out.bytes = r->bytes;
-        out.warnings = r->warnings;
-        out.gguf = std::move(*r);
-        if (req.verify) {
-            out.verified = out.gguf->verify.ok;
-            out.verifySummary = out.gguf->verify.summary();
-        }
+        take(out.gguf, std::move(*r));
         break;
     }
     case ExportFormat::Gptq: {
@@ -124,14 +136,7 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
         o.verify = req.verify;
         if (auto an = exporting::analyzeGptqGrids(ck, gridFor)) out.gptqAnalysis = std::move(*an);
         QB_TRY(r, exporting::exportGptq(ck, req.out, o, ctx));
-        out.path = r->path;
-        out.bytes = r->bytes;
-        out.warnings = r->warnings;
-        out.gptq = std::move(*r);
-        if (req.verify) {
-            out.verified = out.gptq->verify.ok;
-            out.verifySummary = out.gptq->verify.summary();
-        }
+        take(out.gptq, std::move(*r));
         break;
     }
     case ExportFormat::Safetensors: {
@@ -139,14 +144,7 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
         o.gridFor = gridFor;
         o.verify = req.verify;
         QB_TRY(r, exporting::exportFakeQuantSafetensors(ck, req.out, o, ctx));
-        out.path = r->path;
-        out.bytes = r->bytes;
-        out.warnings = r->warnings;
-        out.safetensors = std::move(*r);
-        if (req.verify) {
-            out.verified = out.safetensors->verify.ok;
-            out.verifySummary = out.safetensors->verify.summary();
-        }
+        take(out.safetensors, std::move(*r));
         break;
     }
     case ExportFormat::Qbproj:

@@ -44,6 +44,8 @@ struct ModelExportRequest {
 
 // The names accepted for ModelExportRequest::ggufType ("auto" first).
 std::vector<std::string> ggufExportTypeNames();
+// "GGUF type must be one of auto, q2_k, ..." built from ggufExportTypeNames().
+std::string ggufExportTypeError();
 
 struct ModelExportOutcome {
     ExportFormat format = ExportFormat::Gguf;
