@@ -12,6 +12,7 @@
 #include "pipeline/calibration.h"
 #include "pipeline/model_loader.h"
 #include "pipeline/perplexity_job.h"
+#include "pipeline/project.h"
 #include "pipeline/quant_plan.h"
 #include "pipeline/quantize_job.h"
 
@@ -71,6 +72,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         exportFormat = cli::parseExportFormat(*args.value("format"));
         if (!exportFormat) return cli::fail(cmd, "--format must be gguf, gptq, safetensors or qbproj", 2);
     }
+    // Refuse a bad --gguf-type before the (long) quantization, not after it.
+    if (const auto t = args.value("gguf-type"); t && *t != "auto" && !exporting::parseGgufExportType(*t))
+        return cli::fail(cmd, "--gguf-type: " + pipeline::ggufExportTypeError(), 2);
 
     // The plan: a file, or one method for every decoder linear.
     pipeline::QuantPlan plan;
