@@ -80,15 +80,6 @@ QString MainWindow::bundledDemoPath()
     return {};
 }
 
-QWidget* MainWindow::placeholder(const QString& text)
-{
-    auto* label = new QLabel(text);
-    label->setAlignment(Qt::AlignCenter);
-    label->setWordWrap(true);
-    label->setEnabled(false);
-    return label;
-}
-
 void MainWindow::createPanels()
 {
     m_tabs = new QTabWidget(this);

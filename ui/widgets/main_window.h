@@ -83,7 +83,6 @@ protected:
 private:
     void createPanels();
     void createMenus();
-    QWidget* placeholder(const QString& text);
     void addRecent(const QString& path);
     void rebuildRecentMenu();
     void showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
