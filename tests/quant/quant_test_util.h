@@ -1,13 +1,16 @@
 #pragma once
 // Deterministic synthetic data for the quant kernel tests.
 
+#include "quant/error_metrics.h"
 #include "quant/hessian.h"
 #include "quant/uniform_grid.h"
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 
 namespace qb::quant::test {
 
@@ -42,6 +45,47 @@ inline Eigen::MatrixXd hessianOf(const MatrixXfR& x, double factor = kGptqHessia
     HessianAccumulator acc(int(x.cols()), factor);
     (void)acc.addBatch(x);
     return acc.hessian();
+}
+
+// Optimised against reference quantizers on any CPU. -march=native changes FMA contraction and
+// vector width, so a value that lies within rounding noise of a midpoint between two grid levels
+// may round to the other level on another processor. GPTQ solves every row independently for the
+// same H, so such a tie flip changes only the row it happens in (the later columns of that row
+// see other error feedback, and its later dynamic groups refit). Rows are therefore compared
+// whole: a row agrees when every element is within `tol` (plus 1e-7 relative, float storage);
+// a row that does not must still be an equally good solution, its objective
+// (w - q) H (w - q)^T within `kTieFlipObjectiveRel` of the reference row's. At most
+// `kMaxTieFlipRows` rows may disagree: a flip needs a value within about 1e-7 (relative) of a
+// midpoint, so across the ~1,000 values of a test matrix it is rare (one was seen on one CPU,
+// in one of 12 data rows); a real defect changes almost every row and still fails.
+inline constexpr int kMaxTieFlipRows = 2;
+inline constexpr double kTieFlipObjectiveRel = 0.05;
+
+struct RowAgreement {
+    int flippedRows = 0;      // rows with an element further than tol from the reference
+    double worstExcess = 0;   // max over flipped rows of obj(got)/obj(ref) - 1 (negative: better)
+    std::string detail;       // first flipped rows, for the failure message
+    bool acceptable() const { return flippedRows <= kMaxTieFlipRows && worstExcess <= kTieFlipObjectiveRel; }
+};
+
+inline RowAgreement compareRowsAllowingTieFlips(const MatrixXfR& got, const MatrixXfR& ref,
+                                                const MatrixXfR& w, const Eigen::MatrixXd& h, double tol)
+{
+    RowAgreement a;
+    for (Eigen::Index r = 0; r < ref.rows(); ++r) {
+        const Eigen::ArrayXd diff = (got.row(r) - ref.row(r)).cast<double>().array().abs().transpose();
+        const Eigen::ArrayXd bound = tol + 1e-7 * ref.row(r).cast<double>().array().abs().transpose();
+        if ((diff <= bound).all()) continue;
+        ++a.flippedRows;
+        const double objGot = hessianErrorTrace(w.row(r), got.row(r), h);
+        const double objRef = hessianErrorTrace(w.row(r), ref.row(r), h);
+        const double excess = objRef > 0 ? objGot / objRef - 1.0 : (objGot > 0 ? 1.0 : 0.0);
+        a.worstExcess = std::max(a.worstExcess, excess);
+        if (a.flippedRows <= 3)
+            a.detail += "row " + std::to_string(r) + ": max diff " + std::to_string(diff.maxCoeff()) +
+                        ", objective " + std::to_string(objGot) + " vs " + std::to_string(objRef) + "; ";
+    }
+    return a;
 }
 
 } // namespace qb::quant::test

@@ -185,11 +185,17 @@ private Q_SLOTS:
             o.blockSize = b;
             auto q = quantizeRowsGptq(w, h, o);
             QVERIFY(q.ok());
-            QVERIFY2(q->codes == ref->codes, qPrintable(QStringLiteral("block %1").arg(b)));
+            // Another block size sums in another order, so a rounding tie may flip in a row
+            // (quant_test_util.h); every other row must agree to kBlockTol.
             QVERIFY(q->groupIndex == ref->groupIndex);
-            QVERIFY(((q->scales - ref->scales).array().abs() <= kBlockTol * ref->scales.array().abs()).all());
-            QVERIFY(((q->dequantized - ref->dequantized).cast<double>().array().abs() <= kBlockTol + 1e-7 * ref->dequantized.cast<double>().array().abs()).all());
-            QVERIFY(std::abs(q->proxyLoss - ref->proxyLoss) <= kBlockTol * ref->proxyLoss);
+            const RowAgreement rows = compareRowsAllowingTieFlips(q->dequantized, ref->dequantized, w, h, kBlockTol);
+            QVERIFY2(rows.acceptable(), qPrintable(QStringLiteral("block %1: %2").arg(b).arg(QString::fromStdString(rows.detail))));
+            for (Eigen::Index r = 0; r < w.rows(); ++r) {
+                if (q->codes.row(r) != ref->codes.row(r)) continue; // a flipped row
+                QVERIFY(((q->scales.row(r) - ref->scales.row(r)).array().abs() <= kBlockTol * ref->scales.row(r).array().abs()).all());
+            }
+            const double lossTol = rows.flippedRows ? kTieFlipObjectiveRel : kBlockTol;
+            QVERIFY(std::abs(q->proxyLoss - ref->proxyLoss) <= lossTol * ref->proxyLoss);
         }
     }
 
@@ -212,18 +218,28 @@ private Q_SLOTS:
         // upper (GPTQ's U = D_U (I+N) gives I+M = (I+N)^-1, so the two forms agree exactly).
         const Eigen::MatrixXd feedback = up - Eigen::MatrixXd::Identity(n, n);
         const int levels = gridLevels(3);
+        // The two forms sum in different orders: a rounding tie may flip in a row (see
+        // quant_test_util.h), after which that row's feedback differs; count such rows.
+        int flippedRows = 0;
         for (int r = 0; r < m; ++r) {
             std::vector<double> err(std::size_t(n), 0.0);
             for (int j = 0; j < n; ++j) {
                 double x = w(r, j);
                 for (int i = 0; i < j; ++i) x += err[std::size_t(i)] * feedback(i, j);
                 const int k = j / 32;
-                const double qv = fakeQuantUniform(x, GroupParams{q->scales(r, k), q->zeros(r, k)}, levels);
+                const GroupParams p{q->scales(r, k), q->zeros(r, k)};
+                const double qv = fakeQuantUniform(x, p, levels);
                 err[std::size_t(j)] = double(w(r, j)) - qv;
-                QVERIFY2(std::abs(qv - double(q->dequantized(r, j))) <= kLdlqTol + 1e-7 * std::abs(qv),
-                         qPrintable(QStringLiteral("row %1 col %2").arg(r).arg(j)));
+                if (std::abs(qv - double(q->dequantized(r, j))) <= kLdlqTol + 1e-7 * std::abs(qv)) continue;
+                // Only a tie may flip: x must sit on a midpoint between the two levels.
+                const double t = x / p.scale - p.zero; // the code before rounding
+                QVERIFY2(std::abs(t - std::floor(t) - 0.5) < 1e-6,
+                         qPrintable(QStringLiteral("row %1 col %2 (not a rounding tie)").arg(r).arg(j)));
+                ++flippedRows;
+                break;
             }
         }
+        QVERIFY2(flippedRows <= kMaxTieFlipRows, qPrintable(QString::number(flippedRows)));
     }
 
     void matchesPlainReference_data()
@@ -251,8 +267,9 @@ private Q_SLOTS:
         auto q = quantizeRowsGptq(w, h, o);
         QVERIFY(q.ok());
         const MatrixXfR ref = plainGptq(w, h, o);
-        const double maxDiff = (q->dequantized - ref).cast<double>().cwiseAbs().maxCoeff();
-        QVERIFY2(maxDiff <= kReferenceTol + 1e-7 * ref.cwiseAbs().maxCoeff(), qPrintable(QString::number(maxDiff)));
+        // Rows may differ by a rounding-tie flip on another CPU (quant_test_util.h), nothing more.
+        const RowAgreement rows = compareRowsAllowingTieFlips(q->dequantized, ref, w, h, kReferenceTol);
+        QVERIFY2(rows.acceptable(), qPrintable(QStringLiteral("%1 rows differ: %2").arg(rows.flippedRows).arg(QString::fromStdString(rows.detail))));
         // The logged proxy loss is the exact GPTQ objective on the damped H.
         Eigen::MatrixXd hd = h;
         hd.diagonal().array() += hessianDampingLambda(h.diagonal(), o.damping);
