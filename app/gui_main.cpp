@@ -6,33 +6,83 @@
 
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QCoreApplication>
 #include <QEventLoop>
 
 #include <cstdio>
+#include <cstdlib>
+#include <string_view>
 
-int main(int argc, char** argv)
+namespace {
+
+struct GuiOptions {
+    QCommandLineOption grab{QStringLiteral("grab"), QStringLiteral("Render the window into a PNG file and exit."),
+                            QStringLiteral("png")};
+    QCommandLineOption tensor{QStringLiteral("tensor"), QStringLiteral("Select this tensor after the model opens."),
+                              QStringLiteral("name")};
+};
+
+void setIdentity()
 {
-    QApplication app(argc, argv);
-    QApplication::setApplicationName(QStringLiteral("quantbench"));
-    QApplication::setOrganizationName(QStringLiteral("Quantbench"));
-    QApplication::setApplicationVersion(QStringLiteral(QB_VERSION));
+    QCoreApplication::setApplicationName(QStringLiteral("quantbench"));
+    QCoreApplication::setOrganizationName(QStringLiteral("Quantbench"));
+    QCoreApplication::setApplicationVersion(QStringLiteral(QB_VERSION));
+}
 
-    QCommandLineParser parser;
+void configure(QCommandLineParser& parser, const GuiOptions& o)
+{
     parser.setApplicationDescription(
         QStringLiteral("Post-training quantization workbench for LLaMA-family models."));
     parser.addHelpOption();
     parser.addVersionOption();
-    QCommandLineOption grab(QStringLiteral("grab"),
-                            QStringLiteral("Render the window into a PNG file and exit."),
-                            QStringLiteral("png"));
-    parser.addOption(grab);
-    QCommandLineOption tensor(QStringLiteral("tensor"),
-                              QStringLiteral("Select this tensor after the model opens."),
-                              QStringLiteral("name"));
-    parser.addOption(tensor);
+    parser.addOption(o.grab);
+    parser.addOption(o.tensor);
     parser.addPositionalArgument(QStringLiteral("model"),
                                  QStringLiteral("Model to open (default: the bundled demo model)."));
+}
+
+// --help, --version and usage errors (exit 2) need no display: answer them from a QCoreApplication before
+// the QApplication (which aborts when no display can be reached) exists. Returns false when the
+// command line asks for the window.
+bool answeredWithoutDisplay(int argc, char** argv)
+{
+    QStringList args;
+    bool infoOnly = false;
+    for (int i = 0; i < argc; ++i) {
+        args << QString::fromLocal8Bit(argv[i]);
+        const std::string_view a(argv[i]);
+        if (i > 0 && (a == "-h" || a == "--help" || a == "-?" || a == "--help-all" || a == "-v" || a == "--version"))
+            infoOnly = true;
+    }
+    GuiOptions o;
+    QCommandLineParser parser;
+    configure(parser, o);
+    const bool parsed = parser.parse(args);
+    if (parsed && !infoOnly) return false; // the window's QApplication takes over
+    if (!parsed) {
+        std::fprintf(stderr, "quantbench: %s (see --help)\n", qPrintable(parser.errorText()));
+        std::exit(2);
+    }
+    QCoreApplication core(argc, argv);
+    setIdentity();
+    parser.process(core); // prints help or version and exits
+    return true;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (answeredWithoutDisplay(argc, argv)) return 0;
+    QApplication app(argc, argv);
+    setIdentity();
+
+    GuiOptions o;
+    QCommandLineParser parser;
+    configure(parser, o);
     parser.process(app);
+    const QCommandLineOption& grab = o.grab;
+    const QCommandLineOption& tensor = o.tensor;
 
     qb::ui::MainWindow w;
     w.show();

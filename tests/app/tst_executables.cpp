@@ -13,9 +13,14 @@ class TestExecutables : public QObject {
         QString out;
         QString err;
     };
-    static Run run(const QString& exe, const QStringList& args)
+    static Run run(const QString& exe, const QStringList& args, bool headless = false)
     {
         QProcess p;
+        if (headless) { // as on a server or in a terminal with no X: no display, no platform hint
+            QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+            for (const char* k : {"DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"}) env.remove(QString::fromLatin1(k));
+            p.setProcessEnvironment(env);
+        }
         p.start(exe, args);
         if (!p.waitForFinished(60000)) return {-1, {}, QStringLiteral("timeout")};
         return {p.exitCode(), QString::fromUtf8(p.readAllStandardOutput()),
@@ -48,6 +53,20 @@ private Q_SLOTS:
         const Run r = run(QStringLiteral(QB_GUI_PATH), {QStringLiteral("--version")});
         QCOMPARE(r.code, 0);
         QVERIFY2(r.out.contains(QStringLiteral(QB_VERSION)), qPrintable(r.out + r.err));
+    }
+    // Regression: both aborted ("could not connect to display") before the parser ran.
+    void guiHelpAndVersionWithoutDisplay()
+    {
+        const Run v = run(QStringLiteral(QB_GUI_PATH), {QStringLiteral("--version")}, true);
+        QVERIFY2(v.code == 0, qPrintable(v.err));
+        QVERIFY2(v.out.contains(QStringLiteral("quantbench " QB_VERSION)), qPrintable(v.out));
+        const Run h = run(QStringLiteral(QB_GUI_PATH), {QStringLiteral("--help")}, true);
+        QVERIFY2(h.code == 0, qPrintable(h.err));
+        QVERIFY(h.out.contains(QStringLiteral("--grab")));
+        QVERIFY(h.out.contains(QStringLiteral("model")));
+        const Run bad = run(QStringLiteral(QB_GUI_PATH), {QStringLiteral("--no-such-flag")}, true);
+        QCOMPARE(bad.code, 2);
+        QVERIFY2(bad.err.contains(QStringLiteral("no-such-flag")), qPrintable(bad.err));
     }
     void guiGrabRendersWindow()
     {
