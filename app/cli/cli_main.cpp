@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <iostream>
+#include <new>
+#include <string>
 
 namespace {
 
@@ -67,5 +70,15 @@ int main(int argc, char** argv)
             std::cout << cmd->usage;
             return 0;
         }
-    return cmd->run(args);
+    // The last line of defence: whatever escapes a command (a bug, or memory running out where
+    // no size check caught it) ends with a message and exit 1, never std::terminate's SIGABRT.
+    try {
+        return cmd->run(args);
+    } catch (const std::bad_alloc&) {
+        return qb::cli::fail(first, "out of memory (the input asks for more memory than this machine has)", 1);
+    } catch (const std::exception& e) {
+        return qb::cli::fail(first, std::string("internal error: ") + e.what(), 1);
+    } catch (...) {
+        return qb::cli::fail(first, "internal error (unknown exception)", 1);
+    }
 }

@@ -8,6 +8,8 @@
 #include <QTest>
 
 #include <atomic>
+#include <memory>
+#include <vector>
 #include <thread>
 
 using namespace qb;
@@ -50,7 +52,30 @@ private Q_SLOTS:
         QCOMPARE(f1.result().error->toString(), std::string("bad bytes (x.gguf)"));
         auto f2 = runner.run<int>([](RunContext&) -> Result<int> { throw std::runtime_error("boom"); });
         f2.waitForFinished();
-        QCOMPARE(f2.result().error->message, std::string("boom"));
+        QCOMPARE(f2.result().error->message, std::string("internal error: boom"));
+        auto f3 = runner.run<int>([](RunContext&) -> Result<int> { throw 42; }); // not a std::exception
+        f3.waitForFinished();
+        QVERIFY(!f3.result().ok());
+        QCOMPARE(f3.result().error->code, ErrorCode::Internal);
+    }
+    // Regression: track() kept every finished future, so every result (an opened checkpoint with
+    // its mappings) lived until the runner died.
+    void releasesFinishedJobs()
+    {
+        JobRunner runner;
+        std::weak_ptr<const std::vector<char>> weak;
+        {
+            auto f = runner.track(runner.run<std::vector<char>>(
+                [](RunContext&) -> Result<std::vector<char>> { return std::vector<char>(1 << 20, 'x'); }));
+            QFutureWatcher<JobOutcome<std::vector<char>>> w;
+            QSignalSpy done(&w, &QFutureWatcherBase::finished);
+            w.setFuture(f);
+            QVERIFY(done.wait(10000));
+            weak = f.result().value;
+            QVERIFY(!weak.expired());
+        }
+        QTRY_COMPARE(runner.runningCount(), std::size_t(0));
+        QTRY_VERIFY(weak.expired());
     }
     void cancelReachesJob()
     {

@@ -30,6 +30,12 @@
 #include <QStatusBar>
 #include <QTabWidget>
 #include <QTest>
+#include <QTemporaryDir>
+#include <QDir>
+#include <QFile>
+#include <QSet>
+
+#include "../common/process_memory.h"
 
 using qb::ui::MainWindow;
 
@@ -143,6 +149,55 @@ private Q_SLOTS:
         QVERIFY(w.explorer()->selectTensor(QStringLiteral("model.layers.0.mlp.down_proj.weight")));
         QCOMPARE(selected.count(), 1);
         QCOMPARE(selected.at(0).at(0).toString(), QStringLiteral("model.layers.0.mlp.down_proj.weight"));
+    }
+
+    // Regression: the job runner kept every finished job's future, and with it every checkpoint
+    // opened before (its file mappings and converted tensors), until the window closed.
+    void openingTenModelsReleasesTheOldOnes()
+    {
+        QTemporaryDir dir;
+        QVERIFY(dir.isValid());
+        const QDir demo(QStringLiteral(QB_DEMO_DIR));
+        QStringList copies;
+        for (int i = 0; i < 10; ++i) {
+            const QString d = dir.filePath(QStringLiteral("model%1").arg(i));
+            QVERIFY(QDir().mkpath(d));
+            for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+                QVERIFY(QFile::copy(demo.filePath(QString::fromLatin1(f)), d + QLatin1Char('/') + QString::fromLatin1(f)));
+            copies << d;
+        }
+        // Files of ours that this process still maps, from /proc/self/maps.
+        auto mappedCopies = [&dir] {
+            QFile maps(QStringLiteral("/proc/self/maps"));
+            if (!maps.open(QIODevice::ReadOnly)) return -1;
+            QSet<QString> files;
+            for (const QByteArray& line : maps.readAll().split('\n')) {
+                const int at = line.indexOf(dir.path().toUtf8());
+                if (at >= 0) files.insert(QString::fromUtf8(line.mid(at)));
+            }
+            return int(files.size());
+        };
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        qint64 rssAfterFirst = 0;
+        for (int i = 0; i < copies.size(); ++i) {
+            QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+            QSignalSpy stats(w.weightsPanel(), &qb::ui::WeightsPanel::statsReady);
+            w.openModel(copies[i]);
+            QVERIFY(loaded.wait(20000));
+            // Touch the weights as a user does: the embedding's statistics read all of it.
+            QVERIFY(w.explorer()->selectTensor(QStringLiteral("model.embed_tokens.weight")));
+            QVERIFY(stats.wait(20000));
+            QTRY_VERIFY2(mappedCopies() <= 1, qPrintable(QStringLiteral("after model %1: %2 model files mapped").arg(i).arg(mappedCopies())));
+            if (i == 0) rssAfterFirst = qbtest::residentBytes();
+        }
+        const qint64 growth = qbtest::residentBytes() - rssAfterFirst;
+        qInfo("resident memory after model 1: %.1f MiB, growth over 9 more models: %.1f MiB (each maps %.1f MiB)",
+              double(rssAfterFirst) / 1048576.0, double(growth) / 1048576.0,
+              double(QFileInfo(copies[0] + QStringLiteral("/model.safetensors")).size()) / 1048576.0);
+        // Nine retained models would add at least 9 x 5 MiB of touched weights and tensors.
+        QVERIFY2(growth < 24 * 1048576, qPrintable(QString::number(double(growth) / 1048576.0)));
     }
 
     void weightsViewMatchesCoreHistogram()

@@ -58,9 +58,9 @@ JobRunner::~JobRunner()
 
 void JobRunner::cancelAllAndWait()
 {
-    for (auto& c : m_cancellers) c();
-    m_cancellers.clear();
+    for (auto& [id, cancel] : m_running) cancel();
     m_pool.waitForDone();
+    m_running.clear(); // their watchers report later (queued) and find nothing to erase
 }
 
 } // namespace qb::ui

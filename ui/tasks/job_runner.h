@@ -15,6 +15,7 @@
 
 #include <QElapsedTimer>
 #include <QFuture>
+#include <QFutureWatcher>
 #include <QMutex>
 #include <QObject>
 #include <QPromise>
@@ -22,6 +23,7 @@
 #include <QtConcurrent/QtConcurrentRun>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -86,7 +88,9 @@ public:
             } catch (const std::bad_alloc&) {
                 out.error = makeError(ErrorCode::OutOfMemory, "out of memory");
             } catch (const std::exception& e) {
-                out.error = makeError(ErrorCode::Internal, e.what());
+                out.error = makeError(ErrorCode::Internal, std::string("internal error: ") + e.what());
+            } catch (...) {
+                out.error = makeError(ErrorCode::Internal, "internal error (unknown exception)");
             }
             promise.addResult(std::move(out));
         });
@@ -96,16 +100,29 @@ public:
     void cancelAllAndWait();
     QThreadPool* pool() { return &m_pool; }
 
-    // Registers a future so that cancelAllAndWait() and the destructor can cancel it.
+    // Registers a future so that cancelAllAndWait() and the destructor can cancel it. The runner
+    // lets go of it as soon as it finishes, so a finished job's result (an opened checkpoint and
+    // its file mappings, a quantized model) lives only as long as its observers keep it.
     template <typename T> QFuture<T> track(QFuture<T> f)
     {
-        m_cancellers.push_back([f]() mutable { f.cancel(); });
+        const quint64 id = m_nextId++;
+        m_running.emplace(id, [f]() mutable { f.cancel(); });
+        auto* watcher = new QFutureWatcher<T>(this);
+        connect(watcher, &QFutureWatcherBase::finished, this, [this, id, watcher] {
+            m_running.erase(id);
+            watcher->setFuture(QFuture<T>()); // drop the watcher's copy of the result now
+            watcher->deleteLater();
+        });
+        watcher->setFuture(f);
         return f;
     }
+    // Jobs registered with track() that have not finished yet.
+    std::size_t runningCount() const { return m_running.size(); }
 
 private:
     QThreadPool m_pool;
-    std::vector<std::function<void()>> m_cancellers;
+    quint64 m_nextId = 0;
+    std::map<quint64, std::function<void()>> m_running; // id -> cancel
 };
 
 } // namespace qb::ui
