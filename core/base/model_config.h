@@ -4,6 +4,8 @@
 // Produced by io from config.json or GGUF metadata and consumed by model; plain data, std only.
 // Field names follow Hugging Face config.json. Dimensions are element counts.
 
+#include "base/result.h"
+
 #include <cstdint>
 #include <string>
 
@@ -51,5 +53,14 @@ struct ModelConfig {
     std::int64_t eosTokenId = -1;
     std::string torchDtype;               // as written in config.json, informational
 };
+
+// How a config's fields are spelled in error messages: config.json keys or GGUF metadata keys.
+enum class ConfigSpelling { HuggingFace, Gguf };
+
+// The one model-config validator, run by every reader that produces a ModelConfig before anything
+// is sized from it: every dimension in 1..a sane maximum, heads divisible by KV heads, special
+// token ids inside the vocabulary. The error names the field (in `spelling`) and its value.
+Status validateModelConfig(const ModelConfig& c, const std::string& source,
+                           ConfigSpelling spelling = ConfigSpelling::HuggingFace);
 
 } // namespace qb

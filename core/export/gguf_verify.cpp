@@ -97,6 +97,10 @@ Result<GgufVerifyReport> verifyGgufFile(const std::string& path,
     struct stat st {};
     if (::stat(path.c_str(), &st) == 0) r.fileBytes = std::uint64_t(st.st_size);
     auto& problems = r.problems;
+    // The model-level checks `info` and every loader apply (config, duplicate tensor names,
+    // required tensors and their shapes): a file that cannot be opened as a model never verifies.
+    if (auto ck = io::openCheckpoint(path); !ck.ok())
+        problems.push_back("cannot be opened as a model: " + ck.error().toString());
     if (file->version != 3)
         problems.push_back("GGUF version " + std::to_string(file->version) + ", expected 3");
     for (const KeyRule& rule : kRules) {

@@ -11,6 +11,7 @@
 #include "io/torch_bin.h"
 
 #include <QDir>
+#include <QFile>
 #include <QFileInfo>
 
 #include <algorithm>
@@ -190,6 +191,12 @@ Status openHf(Checkpoint& ck, const std::string& tensorsPath, CheckpointFormat f
     return {};
 }
 
+bool hasGgufMagic(const QFileInfo& info)
+{
+    QFile f(info.absoluteFilePath());
+    return info.isFile() && f.open(QIODevice::ReadOnly) && f.read(4) == "GGUF";
+}
+
 Status openGguf(Checkpoint& ck, const std::string& path)
 {
     QB_TRY(file, readGgufFile(path));
@@ -252,6 +259,8 @@ Result<Checkpoint> openCheckpoint(const std::string& path)
         st = openHf(ck, target, CheckpointFormat::PytorchBin, true);
     } else if (endsWith(target, "config.json")) {
         return openCheckpoint(info.absolutePath().toStdString());
+    } else if (hasGgufMagic(info)) { // a GGUF by content, whatever its name (e.g. a temporary file)
+        st = openGguf(ck, target);
     } else {
         return makeError(ErrorCode::Unsupported,
                          "unrecognised checkpoint file (expected a directory, .safetensors, .bin, "

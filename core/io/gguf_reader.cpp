@@ -453,6 +453,7 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
         c.eosTokenId = id;
     if (const GgufValue* v = file.find("general.file_type"))
         c.torchDtype = "gguf file_type " + v->display();
+    QB_TRY_STATUS(validateModelConfig(c, file.path, ConfigSpelling::Gguf));
     return c;
 }
 

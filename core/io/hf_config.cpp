@@ -236,6 +236,7 @@ Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& so
     const QJsonValue dt =
         o.value("torch_dtype").isString() ? o.value("torch_dtype") : o.value("dtype");
     if (dt.isString()) c.torchDtype = dt.toString().toStdString();
+    QB_TRY_STATUS(validateModelConfig(c, sourceName));
     return c;
 }
 

@@ -326,6 +326,51 @@ private Q_SLOTS:
                      has(f.error().toString(), "blk.0.ffn_up.weight"),
                  f.error().toString().c_str());
     }
+    // Regression (fuzzing): block_count 2^32-1 made the loader size per-layer tables from it and
+    // die with bad_alloc; head_count 0 divided by zero. Every size is checked before use.
+    void absurdSizesAreRefusedByName_data()
+    {
+        QTest::addColumn<QString>("key");
+        QTest::addColumn<quint64>("value");
+        QTest::addColumn<QString>("expected");
+        QTest::newRow("block_count 2^32-1") << QStringLiteral("llama.block_count") << quint64(4294967295u) << QStringLiteral("llama.block_count 4294967295");
+        QTest::newRow("block_count 2^31") << QStringLiteral("llama.block_count") << quint64(2147483648u) << QStringLiteral("llama.block_count 2147483648");
+        QTest::newRow("block_count 1e9") << QStringLiteral("llama.block_count") << quint64(1000000000u) << QStringLiteral("llama.block_count 1000000000");
+        QTest::newRow("head_count 0") << QStringLiteral("llama.attention.head_count") << quint64(0) << QStringLiteral("llama.attention.head_count");
+        QTest::newRow("feed_forward_length 2^31") << QStringLiteral("llama.feed_forward_length") << quint64(2147483648u) << QStringLiteral("llama.feed_forward_length 2147483648");
+        QTest::newRow("context_length 2^32-1") << QStringLiteral("llama.context_length") << quint64(4294967295u) << QStringLiteral("llama.context_length 4294967295");
+        QTest::newRow("bos id 2^40") << QStringLiteral("tokenizer.ggml.bos_token_id") << quint64(1) << QStringLiteral("");
+    }
+    void absurdSizesAreRefusedByName()
+    {
+        QFETCH(QString, key);
+        QFETCH(quint64, value);
+        QFETCH(QString, expected);
+        TinyDims d;
+        GgufWriter w;
+        const std::string k = key.toStdString();
+        auto u32 = [&](const std::string& name, std::uint32_t v) { w.kvU32(name, name == k ? std::uint32_t(value) : v); };
+        w.kvString("general.architecture", "llama");
+        u32("llama.context_length", 64);
+        u32("llama.embedding_length", std::uint32_t(d.hidden));
+        u32("llama.block_count", std::uint32_t(d.layers));
+        u32("llama.feed_forward_length", std::uint32_t(d.inter));
+        u32("llama.attention.head_count", std::uint32_t(d.heads));
+        u32("llama.attention.head_count_kv", std::uint32_t(d.kvHeads));
+        w.kvF32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        if (expected.isEmpty()) // a u64 id that no vocabulary holds (it once became 0)
+            w.kvScalar<std::uint64_t>("tokenizer.ggml.bos_token_id", 10, std::uint64_t(1) << 40);
+        std::uint32_t seed = 1;
+        for (const auto& [name, shape] : tinyLlamaShapes(d, false, true)) {
+            std::vector<std::uint64_t> ne(shape.rbegin(), shape.rend());
+            w.tensor(hfToGguf(name), ne, 0, encode(values(numelOf(shape), seed++), DType::F32));
+        }
+        auto ck = io::openCheckpoint(write(w.bytes()));
+        QVERIFY(!ck.ok());
+        const std::string msg = ck.error().toString();
+        const std::string want = expected.isEmpty() ? "bos_token_id 1099511627776 is outside the vocabulary" : expected.toStdString();
+        QVERIFY2(has(msg, want), msg.c_str());
+    }
     void badHeaderFields()
     {
         GgufWriter a;

@@ -143,6 +143,33 @@ private Q_SLOTS:
         auto none = io::parseHfConfig("{}", "config.json");
         QVERIFY(!none.ok());
     }
+    // Regression (fuzzing): num_hidden_layers of 2^31 and more made the loader allocate per-layer
+    // tables until bad_alloc. Every size is bounded before use, and the error names field and value.
+    void absurdSizesAreRefusedByName_data()
+    {
+        QTest::addColumn<QString>("field");
+        QTest::addColumn<QString>("value");
+        for (const char* v : {"2147483648", "4294967295", "1000000000", "1099511627776"})
+            QTest::addRow("num_hidden_layers %s", v) << QStringLiteral("num_hidden_layers") << QString::fromLatin1(v);
+        QTest::addRow("vocab_size 2^40") << QStringLiteral("vocab_size") << QStringLiteral("1099511627776");
+        QTest::addRow("hidden_size 2^31") << QStringLiteral("hidden_size") << QStringLiteral("2147483648");
+        QTest::addRow("intermediate_size 2^40") << QStringLiteral("intermediate_size") << QStringLiteral("1099511627776");
+        QTest::addRow("head_dim 2^20") << QStringLiteral("head_dim") << QStringLiteral("1048576");
+        QTest::addRow("max_position_embeddings 2^40") << QStringLiteral("max_position_embeddings") << QStringLiteral("1099511627776");
+        QTest::addRow("eos_token_id outside vocab") << QStringLiteral("eos_token_id") << QStringLiteral("1099511627776");
+    }
+    void absurdSizesAreRefusedByName()
+    {
+        QFETCH(QString, field);
+        QFETCH(QString, value);
+        const std::string json = "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,"
+                                 "\"num_attention_heads\":4,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+                                 "\"vocab_size\":100,\"" + field.toStdString() + "\":" + value.toStdString() + "}";
+        auto r = io::parseHfConfig(json, "config.json");
+        QVERIFY(!r.ok());
+        QVERIFY2(has(r.error().toString(), field.toStdString() + " " + value.toStdString()), r.error().toString().c_str());
+        QVERIFY2(has(r.error().toString(), "\"" + field.toStdString() + "\""), r.error().toString().c_str());
+    }
     void malformedConfig()
     {
         auto r = io::parseHfConfig(R"({"architectures":["LlamaForCausalLM"],)", "config.json");
