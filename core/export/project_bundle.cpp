@@ -2,11 +2,13 @@
 
 #include "export/atomic_file.h"
 #include "export/safetensors_export.h"
+#include "io/safetensors.h"
 #include "io/zip_bundle.h"
 
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <unordered_map>
 
 namespace qb::exporting {
 
@@ -24,43 +26,11 @@ std::vector<std::uint8_t> textBytes(const std::string& s)
     return std::vector<std::uint8_t>(s.begin(), s.end());
 }
 
-struct RawTensor {
-    std::string dtype;
-    std::vector<std::int64_t> shape;
-    const std::uint8_t* data = nullptr;
-    std::size_t size = 0;
-};
-
-// The safetensors we wrote ourselves, parsed from memory with the bounds checks that matter.
-Result<std::map<std::string, RawTensor>> parseSafetensorsBytes(const std::vector<std::uint8_t>& b, const std::string& ctx)
+std::string shapeText(const std::vector<std::int64_t>& shape)
 {
-    if (b.size() < 8) return makeError(ErrorCode::Format, "truncated safetensors", ctx);
-    std::uint64_t n = 0;
-    for (int i = 0; i < 8; ++i)
-        n |= std::uint64_t(b[std::size_t(i)]) << (8 * i);
-    if (n > b.size() - 8) return makeError(ErrorCode::Format, "header longer than the entry", ctx);
-    QB_TRY(h, io::parseJson(std::string_view(reinterpret_cast<const char*>(b.data() + 8), std::size_t(n)), ctx));
-    if (!h->isObject()) return makeError(ErrorCode::Format, "header is not an object", ctx);
-    const std::size_t base = 8 + std::size_t(n);
-    std::map<std::string, RawTensor> out;
-    for (const auto& m : h->asObject()) {
-        if (m.key == "__metadata__") continue;
-        const io::JsonValue* dt = m.value.find("dtype");
-        const io::JsonValue* sh = m.value.find("shape");
-        const io::JsonValue* off = m.value.find("data_offsets");
-        if (!dt || !dt->isString() || !sh || !sh->isArray() || !off || !off->isArray() || off->asArray().size() != 2)
-            return makeError(ErrorCode::Format, "bad tensor entry", ctx + ":" + m.key);
-        RawTensor t;
-        t.dtype = dt->asString();
-        for (const auto& d : sh->asArray())
-            t.shape.push_back(d.asInteger());
-        const auto a = std::size_t(off->asArray()[0].asInteger()), e = std::size_t(off->asArray()[1].asInteger());
-        if (e < a || base + e > b.size()) return makeError(ErrorCode::OutOfRange, "data offsets out of range", ctx + ":" + m.key);
-        t.data = b.data() + base + a;
-        t.size = e - a;
-        out[m.key] = t;
-    }
-    return out;
+    TensorInfo t;
+    t.shape = shape;
+    return t.shapeString();
 }
 
 Result<std::uint64_t> intField(const io::JsonValue& o, const char* k, const std::string& ctx)
@@ -229,42 +199,72 @@ Result<ProjectBundle> readProjectBundle(const std::string& path)
         }
     auto tit = entries->find("tensors.safetensors");
     if (tit == entries->end()) return makeError(ErrorCode::Format, "the project file has no tensors.safetensors", path);
-    QB_TRY(raw, parseSafetensorsBytes(tit->second, path + ":tensors.safetensors"));
-    if (const auto* tl = man->find("tensors"); tl && tl->isArray())
+    // The one hardened safetensors parser, over the entry's bytes (moved, not copied).
+    const auto tensorFile = MappedFile::fromBytes(std::move(tit->second), path + ":tensors.safetensors");
+    QB_TRY(stored, io::parseSafetensors(ByteRange(tensorFile)));
+    std::unordered_map<std::string, const TensorInfo*> byName;
+    for (const TensorInfo& t : *stored) byName.emplace(t.name, &t);
+    const io::JsonValue* tl = man->find("tensors");
+    if (tl && !tl->isArray()) return makeError(ErrorCode::Format, "manifest \"tensors\" is not an array", path);
+    if (tl)
         for (const auto& e : tl->asArray()) {
+            if (!e.isObject()) return makeError(ErrorCode::Format, "manifest \"tensors\" entry is not an object", path);
             const io::JsonValue* n = e.find("name");
             if (!n || !n->isString()) return makeError(ErrorCode::Format, "tensor entry without a name", path);
             const std::string name = n->asString();
+            const std::string where = path + ": tensor " + name;
             QB_TRY(bits, intField(e, "bits", name));
             QB_TRY(rows, intField(e, "rows", name));
             QB_TRY(cols, intField(e, "cols", name));
             QB_TRY(groups, intField(e, "groups", name));
-            auto get = [&](const std::string& suffix, const char* dtype, std::uint64_t elems,
-                           std::size_t esize) -> Result<const RawTensor*> {
-                auto it = raw->find(name + suffix);
-                if (it == raw->end() || it->second.dtype != dtype || it->second.size != elems * esize)
-                    return makeError(ErrorCode::Format, "missing or malformed tensor " + name + suffix, path);
-                return &it->second;
+            if (*bits < 1 || *bits > 8)
+                return makeError(ErrorCode::Format, "bits " + std::to_string(*bits) + " outside 1..8", where);
+            if ((*cols > 0) != (*groups > 0) || *groups > *cols)
+                return makeError(ErrorCode::Format,
+                                 std::to_string(*groups) + " groups for " + std::to_string(*cols) + " columns", where);
+            // Shapes are compared with what the parser validated against the bytes, so no size
+            // arithmetic on the manifest's numbers is needed (nor can it overflow).
+            auto get = [&](const std::string& suffix, DType dtype,
+                           std::vector<std::int64_t> shape) -> Result<const TensorInfo*> {
+                auto it = byName.find(name + suffix);
+                if (it == byName.end()) return makeError(ErrorCode::Format, "missing tensor " + name + suffix, path);
+                const TensorInfo* t = it->second;
+                if (t->dtype != dtype || t->shape != shape)
+                    return makeError(ErrorCode::Shape,
+                                     "tensor " + name + suffix + " is " + dtypeName(t->dtype) + " " + t->shapeString() +
+                                         ", the manifest says " + dtypeName(dtype) + " " +
+                                         shapeText(shape),
+                                     path);
+                return t;
             };
-            QB_TRY(c, get(".codes", "U8", *rows * *cols, 1));
-            QB_TRY(s, get(".scales", "F64", *rows * *groups, 8));
-            QB_TRY(z, get(".zeros", "F64", *rows * *groups, 8));
-            QB_TRY(g, get(".g_idx", "I32", *cols, 4));
+            const auto r = std::int64_t(*rows), c = std::int64_t(*cols), g = std::int64_t(*groups);
+            QB_TRY(codes, get(".codes", DType::U8, {r, c}));
+            QB_TRY(scales, get(".scales", DType::F64, {r, g}));
+            QB_TRY(zeros, get(".zeros", DType::F64, {r, g}));
+            QB_TRY(gidx, get(".g_idx", DType::I32, {c}));
             BundleTensor t;
             t.name = name;
             t.grid.bits = int(*bits);
-            t.grid.codes.resize(Eigen::Index(*rows), Eigen::Index(*cols));
-            std::memcpy(t.grid.codes.data(), (*c)->data, (*c)->size);
-            t.grid.scales.resize(Eigen::Index(*rows), Eigen::Index(*groups));
-            std::memcpy(t.grid.scales.data(), (*s)->data, (*s)->size);
-            t.grid.zeros.resize(Eigen::Index(*rows), Eigen::Index(*groups));
-            std::memcpy(t.grid.zeros.data(), (*z)->data, (*z)->size);
-            std::vector<std::int32_t> gi(static_cast<std::size_t>(*cols));
-            std::memcpy(gi.data(), (*g)->data, (*g)->size);
+            t.grid.codes.resize(Eigen::Index(r), Eigen::Index(c));
+            std::memcpy(t.grid.codes.data(), (*codes)->bytes.data(), (*codes)->bytes.size());
+            t.grid.scales.resize(Eigen::Index(r), Eigen::Index(g));
+            std::memcpy(t.grid.scales.data(), (*scales)->bytes.data(), (*scales)->bytes.size());
+            t.grid.zeros.resize(Eigen::Index(r), Eigen::Index(g));
+            std::memcpy(t.grid.zeros.data(), (*zeros)->bytes.data(), (*zeros)->bytes.size());
+            std::vector<std::int32_t> gi(static_cast<std::size_t>(c));
+            std::memcpy(gi.data(), (*gidx)->bytes.data(), (*gidx)->bytes.size());
             t.grid.groupIndex.assign(gi.begin(), gi.end());
             for (int x : t.grid.groupIndex)
                 if (x < 0 || std::uint64_t(x) >= *groups)
-                    return makeError(ErrorCode::Format, "g_idx out of range", path + ":" + name);
+                    return makeError(ErrorCode::Format, "g_idx " + std::to_string(x) + " out of range", where);
+            const int maxCode = (1 << *bits) - 1;
+            if (t.grid.codes.size() > 0 && int(t.grid.codes.maxCoeff()) > maxCode)
+                return makeError(ErrorCode::Format,
+                                 "code " + std::to_string(int(t.grid.codes.maxCoeff())) + " above " +
+                                     std::to_string(maxCode) + " for " + std::to_string(*bits) + " bits",
+                                 where);
+            if (!t.grid.scales.allFinite() || !t.grid.zeros.allFinite())
+                return makeError(ErrorCode::Format, "non-finite scale or zero point", where);
             b.tensors.push_back(std::move(t));
         }
     return b;

@@ -3,8 +3,13 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <unordered_set>
 
 namespace qb::io {
+
+namespace {
+constexpr std::size_t kLinearKeyScan = 16; // objects up to this many members check keys linearly
+}
 
 const char* jsonTypeName(JsonType t)
 {
@@ -287,6 +292,7 @@ private:
     {
         ++m_pos;
         JsonObject o;
+        std::unordered_set<std::string> seen;
         skipWs();
         if (m_pos < m_s.size() && m_s[m_pos] == '}') {
             ++m_pos;
@@ -300,8 +306,17 @@ private:
             const std::size_t keyPos = m_pos;
             std::string key;
             if (!string(key)) return false;
-            for (const JsonMember& m : o)
-                if (m.key == key) return failed("duplicate object key \"" + key + "\"", keyPos);
+            // Linear for the small objects of configs; hashed beyond that, so that a header or
+            // manifest with 100k keys costs O(n), not O(n^2).
+            bool duplicate = false;
+            if (o.size() < kLinearKeyScan) {
+                for (const JsonMember& m : o) duplicate = duplicate || m.key == key;
+            } else {
+                if (seen.empty())
+                    for (const JsonMember& m : o) seen.insert(m.key);
+                duplicate = !seen.insert(key).second;
+            }
+            if (duplicate) return failed("duplicate object key \"" + key + "\"", keyPos);
             skipWs();
             if (m_pos >= m_s.size() || m_s[m_pos] != ':') return failed("expected ':' after object key");
             ++m_pos;

@@ -15,10 +15,7 @@
 
 #include "io/shard_index.h"
 
-#include <QByteArray>
-#include <QJsonArray>
-#include <QJsonDocument>
-#include <QJsonObject>
+#include "io/json_value.h"
 
 #include <algorithm>
 #include <cmath>
@@ -31,6 +28,7 @@ namespace qb::io {
 namespace {
 
 constexpr std::uint64_t kMaxHeader = 100'000'000;
+constexpr std::size_t kMaxDims = 8; // PyTorch tensors of LLMs have at most 4
 
 struct Entry {
     TensorInfo info;
@@ -44,34 +42,36 @@ Error formatError(const std::string& path, const std::string& msg, const std::st
 }
 
 // A JSON number that is a non-negative integer (exactly representable).
-bool toUInt(const QJsonValue& v, std::uint64_t& out)
+bool toUInt(const JsonValue& v, std::uint64_t& out)
 {
-    if (!v.isDouble()) return false;
-    const double d = v.toDouble();
+    if (!v.isNumber()) return false;
+    const double d = v.asNumber();
     if (!(d >= 0) || d != std::floor(d) || d > 9.007199254740992e15) return false;
-    out = std::uint64_t(v.toInteger());
+    out = std::uint64_t(d);
     return true;
 }
 
-Result<Entry> parseEntry(const std::string& path, const std::string& name, const QJsonValue& v)
+Result<Entry> parseEntry(const std::string& path, const std::string& name, const JsonValue& v)
 {
     if (!v.isObject()) return formatError(path, "header entry is not an object", name);
-    const QJsonObject o = v.toObject();
     Entry e;
     e.info.name = name;
-    const QJsonValue dt = o.value("dtype");
-    if (!dt.isString()) return formatError(path, "missing or non-string \"dtype\"", name);
-    const std::string dtName = dt.toString().toStdString();
+    const JsonValue* dt = v.find("dtype");
+    if (!dt || !dt->isString()) return formatError(path, "missing or non-string \"dtype\"", name);
+    const std::string dtName = dt->asString();
     const auto dtype = dtypeFromName(dtName);
     if (!dtype)
         return makeError(ErrorCode::Unsupported, "unsupported dtype \"" + dtName + "\"",
                          path + ": tensor " + name);
     e.info.dtype = *dtype;
-    const QJsonValue shape = o.value("shape");
-    if (!shape.isArray()) return formatError(path, "missing or non-array \"shape\"", name);
+    const JsonValue* shape = v.find("shape");
+    if (!shape || !shape->isArray()) return formatError(path, "missing or non-array \"shape\"", name);
+    if (shape->asArray().size() > kMaxDims)
+        return formatError(path, std::to_string(shape->asArray().size()) + " dimensions (at most " +
+                                     std::to_string(kMaxDims) + ")", name);
     std::uint64_t numel = 1;
     bool overflow = false;
-    for (const QJsonValue& d : shape.toArray()) {
+    for (const JsonValue& d : shape->asArray()) {
         std::uint64_t n = 0;
         if (!toUInt(d, n))
             return formatError(path, "shape entries must be non-negative integers", name);
@@ -79,9 +79,9 @@ Result<Entry> parseEntry(const std::string& path, const std::string& name, const
         if (n != 0 && numel > std::numeric_limits<std::uint64_t>::max() / n) overflow = true;
         numel *= n;
     }
-    const QJsonValue offs = o.value("data_offsets");
-    const QJsonArray oa = offs.toArray();
-    if (!offs.isArray() || oa.size() != 2 || !toUInt(oa[0], e.begin) || !toUInt(oa[1], e.end))
+    const JsonValue* offs = v.find("data_offsets");
+    if (!offs || !offs->isArray() || offs->asArray().size() != 2 || !toUInt(offs->asArray()[0], e.begin) ||
+        !toUInt(offs->asArray()[1], e.end))
         return formatError(path, "\"data_offsets\" must be [begin, end] integers", name);
     if (e.end < e.begin)
         return formatError(path,
@@ -106,7 +106,12 @@ Result<Entry> parseEntry(const std::string& path, const std::string& name, const
 Result<std::vector<TensorInfo>> readSafetensorsFile(const std::string& path)
 {
     QB_TRY(file, MappedFile::open(path));
-    ByteRange all(*file);
+    return parseSafetensors(ByteRange(*file));
+}
+
+Result<std::vector<TensorInfo>> parseSafetensors(const ByteRange& all)
+{
+    const std::string path = all.path();
     if (all.size() < 8)
         return formatError(path, "file is " + std::to_string(all.size()) +
                                      " bytes, too short for the 8-byte header length");
@@ -119,31 +124,24 @@ Result<std::vector<TensorInfo>> readSafetensorsFile(const std::string& path)
                                      " runs past the end of the file (size " +
                                      std::to_string(all.size()) + ", offset 0)");
     const ByteRange header = *all.slice(8, n);
-    QJsonParseError perr;
-    const QJsonDocument doc = QJsonDocument::fromJson(
-        QByteArray::fromRawData(reinterpret_cast<const char*>(header.data()), qsizetype(n)), &perr);
-    if (doc.isNull())
-        return formatError(path, "header is not valid JSON: " + perr.errorString().toStdString() +
-                                     " at header offset " + std::to_string(perr.offset));
-    if (!doc.isObject()) return formatError(path, "header JSON is not an object");
-    const QJsonObject root = doc.object();
+    auto doc = parseJson(header.view(), path + ": header");
+    if (!doc) return formatError(path, "header is not valid JSON: " + doc.error().message + " (" + doc.error().context + ")");
+    if (!doc->isObject()) return formatError(path, "header JSON is not an object");
 
     const std::uint64_t dataStart = 8 + n;
     const std::uint64_t dataSize = all.size() - dataStart;
     std::vector<Entry> entries;
-    for (auto it = root.begin(); it != root.end(); ++it) {
-        const std::string name = it.key().toStdString();
+    for (const JsonMember& member : doc->asObject()) {
+        const std::string& name = member.key;
         if (name == "__metadata__") {
-            if (!it.value().isObject())
+            if (!member.value.isObject())
                 return formatError(path, "\"__metadata__\" is not an object");
-            const QJsonObject md = it.value().toObject();
-            for (auto m = md.begin(); m != md.end(); ++m)
-                if (!m.value().isString())
-                    return formatError(path, "\"__metadata__\" value for \"" +
-                                                 m.key().toStdString() + "\" is not a string");
+            for (const JsonMember& m : member.value.asObject())
+                if (!m.value.isString())
+                    return formatError(path, "\"__metadata__\" value for \"" + m.key + "\" is not a string");
             continue;
         }
-        QB_TRY(e, parseEntry(path, name, it.value()));
+        QB_TRY(e, parseEntry(path, name, member.value));
         entries.push_back(std::move(*e));
     }
     std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {

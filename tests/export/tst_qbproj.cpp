@@ -10,6 +10,12 @@
 #include "quant_test_util.h"
 
 #include <QProcess>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <stdexcept>
 #include <QTemporaryDir>
 #include <QTest>
 
@@ -64,6 +70,9 @@ private Q_SLOTS:
     void writeReadEqual();
     void unknownKeysIgnoredNewerMajorRefused();
     void cancelWriteErrorDiskSpace();
+    void malformedProjectsAreRefused_data();
+    void malformedProjectsAreRefused();
+    void manifestWithManyKeys();
     void cliQuantizeProjectThenExport();
 };
 
@@ -126,6 +135,115 @@ void TestQbproj::unknownKeysIgnoredNewerMajorRefused()
              refused.error().message.c_str());
     auto notAZip = exporting::readProjectBundle(qbtest::demoDir() + "/config.json");
     QVERIFY(!notAZip.ok());
+}
+
+// Regressions from a hostile review of the project reader: it had its own second safetensors
+// parser (a negative data offset read 1 KB before its buffer), unchecked variant access (a wrong
+// JSON type aborted) and no check of bits or codes. Every case is now a clear error.
+using Entries = std::map<std::string, std::vector<std::uint8_t>>;
+using Mutation = std::function<void(io::JsonValue& manifest, io::JsonValue& header, Entries& entries)>;
+Q_DECLARE_METATYPE(Mutation)
+
+namespace {
+io::JsonValue& member(io::JsonValue& object, const std::string& key)
+{
+    for (auto& m : object.asObject())
+        if (m.key == key) return m.value;
+    throw std::runtime_error("test bug: no member " + key);
+}
+io::JsonValue& firstTensor(io::JsonValue& man) { return member(man, "tensors").asArray()[0]; }
+std::string firstName(io::JsonValue& man) { return firstTensor(man).find("name")->asString(); }
+} // namespace
+
+void TestQbproj::malformedProjectsAreRefused_data()
+{
+    QTest::addColumn<Mutation>("mutate");
+    QTest::addColumn<QString>("expected");
+    auto setField = [](const char* k, double v) {
+        return Mutation([k, v](io::JsonValue& m, io::JsonValue&, Entries&) { firstTensor(m).set(k, v); });
+    };
+    QTest::newRow("bits 0") << setField("bits", 0) << "bits 0 outside 1..8";
+    QTest::newRow("bits 64") << setField("bits", 64) << "bits 64 outside 1..8";
+    QTest::newRow("bits 2^31") << setField("bits", 2147483648.0) << "bits 2147483648 outside 1..8";
+    QTest::newRow("codes above 2^bits-1") << setField("bits", 1) << "above 1 for 1 bits";
+    QTest::newRow("rows x cols overflows") << Mutation([](io::JsonValue& m, io::JsonValue&, Entries&) {
+        firstTensor(m).set("rows", 4294967296.0);
+        firstTensor(m).set("cols", 4294967296.0);
+        firstTensor(m).set("groups", 1);
+    }) << "the manifest says U8 [4294967296, 4294967296]";
+    QTest::newRow("groups > cols") << setField("groups", 1e9) << "1000000000 groups for";
+    QTest::newRow("negative data offset") << Mutation([](io::JsonValue& m, io::JsonValue& h, Entries&) {
+        member(h, firstName(m) + ".codes").set("data_offsets", io::JsonArray{io::JsonValue(-1024), io::JsonValue(0)});
+    }) << "data_offsets";
+    QTest::newRow("tensors is an object") << Mutation([](io::JsonValue& m, io::JsonValue&, Entries&) {
+        m.set("tensors", io::JsonObject{});
+    }) << "\"tensors\" is not an array";
+    QTest::newRow("tensor entry is a number") << Mutation([](io::JsonValue& m, io::JsonValue&, Entries&) {
+        member(m, "tensors").asArray()[0] = io::JsonValue(7);
+    }) << "entry is not an object";
+    QTest::newRow("bits is a string") << Mutation([](io::JsonValue& m, io::JsonValue&, Entries&) {
+        firstTensor(m).set("bits", "four");
+    }) << "\"bits\"";
+    QTest::newRow("NaN scale") << Mutation([](io::JsonValue& m, io::JsonValue& h, Entries& e) {
+        const io::JsonValue* off = h.find(firstName(m) + ".scales")->find("data_offsets");
+        const auto at = std::size_t(off->asArray()[0].asInteger());
+        auto& bytes = e["tensors.safetensors"];
+        std::uint64_t n = 0;
+        std::memcpy(&n, bytes.data(), 8);
+        const double nan = std::nan("");
+        std::memcpy(bytes.data() + 8 + n + at, &nan, 8);
+    }) << "non-finite scale";
+}
+
+void TestQbproj::malformedProjectsAreRefused()
+{
+    QFETCH(Mutation, mutate);
+    QFETCH(QString, expected);
+    QTemporaryDir dir;
+    const std::string good = dir.filePath("good.qbproj").toStdString();
+    QVERIFY(exporting::writeProjectBundle(good, sampleBundle()).ok());
+    auto entries = io::readZipEntries(good);
+    QVERIFY(entries.ok());
+    auto& st = (*entries)["tensors.safetensors"];
+    std::uint64_t n = 0;
+    std::memcpy(&n, st.data(), 8);
+    auto man = io::parseJson(std::string((*entries)["manifest.json"].begin(), (*entries)["manifest.json"].end()));
+    auto header = io::parseJson(std::string(st.begin() + 8, st.begin() + 8 + std::ptrdiff_t(n)));
+    QVERIFY(man.ok() && header.ok());
+    const std::string headerBefore = io::toJsonText(*header, -1);
+    mutate(*man, *header, *entries);
+    (*entries)["manifest.json"] = bytesOf(io::toJsonText(*man));
+    if (io::toJsonText(*header, -1) != headerBefore) { // re-frame the safetensors with the new header
+        auto& bytes = (*entries)["tensors.safetensors"];
+        std::string h = io::toJsonText(*header, -1);
+        std::vector<std::uint8_t> out(8);
+        const std::uint64_t hn = h.size();
+        std::memcpy(out.data(), &hn, 8);
+        out.insert(out.end(), h.begin(), h.end());
+        out.insert(out.end(), bytes.begin() + 8 + std::ptrdiff_t(n), bytes.end());
+        bytes = std::move(out);
+    }
+    std::vector<io::ZipEntry> z;
+    for (const auto& [name, b] : *entries) z.push_back({name, b, true});
+    const std::string bad = dir.filePath("bad.qbproj").toStdString();
+    QVERIFY(io::writeZipEntries(bad, z).ok());
+    auto r = exporting::readProjectBundle(bad);
+    QVERIFY(!r.ok());
+    QVERIFY2(r.error().toString().find(expected.toStdString()) != std::string::npos, r.error().toString().c_str());
+}
+
+// A manifest with 200k keys is read in linear time (duplicate keys were found by an O(n^2) scan,
+// 14 s for 100k); a duplicate at the very end is still found.
+void TestQbproj::manifestWithManyKeys()
+{
+    std::string text = "{";
+    for (int i = 0; i < 200000; ++i) text += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+    auto ok = io::parseJson(text + "\"last\":0}");
+    QVERIFY(ok.ok());
+    QCOMPARE(ok->asObject().size(), std::size_t(200001));
+    auto dup = io::parseJson(text + "\"k123\":0}");
+    QVERIFY(!dup.ok());
+    QVERIFY2(dup.error().message.find("duplicate object key \"k123\"") != std::string::npos, dup.error().message.c_str());
 }
 
 void TestQbproj::cancelWriteErrorDiskSpace()
