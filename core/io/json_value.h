@@ -39,16 +39,18 @@ class JsonValue {
 public:
     using Storage = std::variant<std::monostate, bool, double, std::string, JsonArray, JsonObject>;
 
-    JsonValue() = default; // null
-    JsonValue(std::nullptr_t) {}
-    JsonValue(bool b) : m_v(b) {}
-    JsonValue(double d) : m_v(d) {}
-    JsonValue(int i) : m_v(double(i)) {}
-    JsonValue(std::int64_t i) : m_v(double(i)) {}
-    JsonValue(const char* s) : m_v(std::string(s)) {}
-    JsonValue(std::string s) : m_v(std::move(s)) {}
-    JsonValue(JsonArray a) : m_v(std::move(a)) {}
-    JsonValue(JsonObject o) : m_v(std::move(o)) {}
+    // Defined below JsonMember: constructing the variant needs JsonMember complete (clang with
+    // libstdc++ instantiates the variant's destructor here; GCC defers it).
+    JsonValue();
+    JsonValue(std::nullptr_t);
+    JsonValue(bool b);
+    JsonValue(double d);
+    JsonValue(int i);
+    JsonValue(std::int64_t i);
+    JsonValue(const char* s);
+    JsonValue(std::string s);
+    JsonValue(JsonArray a);
+    JsonValue(JsonObject o);
 
     JsonType type() const { return JsonType(m_v.index()); }
     bool isNull() const { return type() == JsonType::Null; }
@@ -87,6 +89,17 @@ struct JsonMember {
     JsonValue value;
     bool operator==(const JsonMember& o) const { return key == o.key && value == o.value; }
 };
+
+inline JsonValue::JsonValue() = default; // null
+inline JsonValue::JsonValue(std::nullptr_t) {}
+inline JsonValue::JsonValue(bool b) : m_v(b) {}
+inline JsonValue::JsonValue(double d) : m_v(d) {}
+inline JsonValue::JsonValue(int i) : m_v(double(i)) {}
+inline JsonValue::JsonValue(std::int64_t i) : m_v(double(i)) {}
+inline JsonValue::JsonValue(const char* s) : m_v(std::string(s)) {}
+inline JsonValue::JsonValue(std::string s) : m_v(std::move(s)) {}
+inline JsonValue::JsonValue(JsonArray a) : m_v(std::move(a)) {}
+inline JsonValue::JsonValue(JsonObject o) : m_v(std::move(o)) {}
 
 // Parses one JSON document (surrounding whitespace allowed, nothing else after it). A UTF-8 BOM
 // is skipped. nameForErrors (a file name) prefixes the error context.

@@ -193,12 +193,26 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 QB_TRY_STATUS(tapStatus);
                 res.seconds.hessian += secondsSince(t0);
                 const Eigen::MatrixXd& h = acc.hessian();
+                // NaN/Inf would flow silently into every scale and, later, the perplexity.
+                if (!h.allFinite())
+                    return makeError(ErrorCode::NumericalError,
+                                     "the calibration activations entering " + names +
+                                         " are not finite (NaN/Inf from the embeddings or an earlier layer)",
+                                     layerDetail(l, names));
 
                 for (std::size_t idx : active) {
                     if (ctx && ctx->isCancelled()) return RunContext::cancelledError(plan.tensors[idx].name);
                     const TensorPlan& tp = plan.tensors[idx];
                     TensorReport& rep = res.tensors[idx];
                     model::RowMatrix& weight = w->weight(tp.linear);
+                    if (!weight.allFinite()) {
+                        const Eigen::Index bad = weight.size() - weight.array().isFinite().count();
+                        return makeError(ErrorCode::NumericalError,
+                                         std::to_string(bad) + " of " + std::to_string(weight.size()) +
+                                             " weights are NaN/Inf: no quantization grid can hold them (repair the "
+                                             "checkpoint, or skip this tensor in the plan)",
+                                         tp.name);
+                    }
                     QB_TRY(q, solveTensor(tp, weight, h, ctx, rep, res.seconds));
                     rep.relativeError = quant::relativeOutputErrorHessian(weight, q->dequantized, h);
                     rep.proxyLoss = 0.5 * quant::hessianErrorTrace(weight, q->dequantized, h);

@@ -9,6 +9,7 @@
 #include "pipeline/quantize_job.h"
 #include "quant/error_metrics.h"
 #include "quant/gptq.h"
+#include "quant/method_traits.h"
 #include "quant_test_models.h"
 
 #include <QFile>
@@ -16,6 +17,8 @@
 #include <QProcess>
 #include <QTemporaryDir>
 #include <QTest>
+
+#include <limits>
 
 #include <csignal>
 #include <cmath>
@@ -175,6 +178,35 @@ private Q_SLOTS:
             QVERIFY(r->tensors[i].relativeError > 0 && r->tensors[i].relativeError < 0.5);
         }
         QVERIFY(qbtest::bitwiseEqual(r->model->embedding(), base->embedding()));
+    }
+
+    // NaN/Inf in a weight, or in the activations feeding a sublayer, is a clear error naming the
+    // tensor for every method, never NaN scales and a NaN perplexity later.
+    void nonFiniteInputsAreClearErrors_data()
+    {
+        QTest::addColumn<int>("method");
+        QTest::addColumn<bool>("inWeight");
+        for (quant::Method m : {quant::Method::Rtn, quant::Method::Gptq, quant::Method::Neuqi})
+            for (bool inWeight : {true, false})
+                QTest::addRow("%s %s", quant::methodTraits(m).id.data(), inWeight ? "NaN weight" : "Inf activations")
+                    << int(m) << inWeight;
+    }
+    void nonFiniteInputsAreClearErrors()
+    {
+        QFETCH(int, method);
+        QFETCH(bool, inWeight);
+        auto base = qbtest::syntheticModel();
+        auto layer = std::make_shared<model::DecoderLayerWeights>(*base->layer(1));
+        if (inWeight) layer->weight(model::Linear::Up)(3, 5) = std::numeric_limits<float>::quiet_NaN();
+        else layer->inputNorm(0) = std::numeric_limits<float>::infinity(); // q/k/v inputs become Inf
+        base->setLayer(1, layer);
+        const auto plan = resolve(pipeline::uniformQuantPlan(quant::Method(method), 4, 16, false), base->config());
+        auto r = pipeline::runQuantize(*base, nullptr, plan, qbtest::syntheticCalibration());
+        QVERIFY(!r.ok());
+        QCOMPARE(r.error().code, ErrorCode::NumericalError);
+        const std::string msg = r.error().toString();
+        QVERIFY2(msg.find(inWeight ? "model.layers.1.mlp.up_proj" : "layer 1") != std::string::npos, msg.c_str());
+        QVERIFY2(msg.find(inWeight ? "1 of " : "not finite") != std::string::npos, msg.c_str());
     }
 
     // Sequential mode: o_proj's reported error is measured on inputs produced by the quantized

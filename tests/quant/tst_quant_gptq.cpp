@@ -295,6 +295,50 @@ private Q_SLOTS:
         QVERIFY2(wins >= 48, qPrintable(QStringLiteral("%1/%2").arg(wins).arg(seeds)));
     }
 
+    // Degenerate data (METHODS §6.2 edge cases, issue 20 item 8): an all-zero row, a constant
+    // group and a row of one repeated value give finite grids in every method, the zero row is
+    // exactly zero and the constant group exact.
+    void degenerateRowsStayFinite_data()
+    {
+        QTest::addColumn<GridInit>("init");
+        QTest::addColumn<bool>("gptq");
+        QTest::newRow("rtn minmax") << GridInit::MinMax << false;
+        QTest::newRow("rtn neuqi") << GridInit::Neuqi << false;
+        QTest::newRow("gptq minmax") << GridInit::MinMax << true;
+        QTest::newRow("gptq neuqi") << GridInit::Neuqi << true;
+    }
+    void degenerateRowsStayFinite()
+    {
+        QFETCH(GridInit, init);
+        QFETCH(bool, gptq);
+        MatrixXfR w = randomWeights(6, 64, 41u);
+        w.row(1).setZero();
+        w.block(2, 16, 1, 16).setConstant(0.037f);
+        w.row(4).setConstant(-0.5f);
+        const Eigen::MatrixXd h = hessianOf(correlatedInputs(200, 64, 42u));
+        GridSpec grid{3, 16, false};
+        Result<QuantizedRows> q = makeError(ErrorCode::Internal, "not run");
+        if (gptq) {
+            GptqOptions o;
+            o.grid = grid;
+            o.init = init;
+            o.groups = GroupMode::Static; // the constant group is fitted on the weights as given
+            q = quantizeRowsGptq(w, h, o);
+        } else {
+            const Eigen::VectorXd d = h.diagonal();
+            q = quantizeRowsRtn(w, grid, init, &d);
+        }
+        QVERIFY2(q.ok(), q.ok() ? "" : q.error().toString().c_str());
+        QVERIFY(q->dequantized.allFinite() && q->scales.allFinite() && q->zeros.allFinite());
+        QVERIFY((q->scales.array() > 0).all());
+        QCOMPARE(q->dequantized.row(1).cwiseAbs().maxCoeff(), 0.0f);
+        if (!gptq) { // GPTQ's feedback moves later groups, so only RTN keeps them as given
+            QVERIFY2((q->dequantized.block(2, 16, 1, 16).array() - 0.037f).abs().maxCoeff() < 1e-6f,
+                     qPrintable(QString::number(q->dequantized(2, 16))));
+            QVERIFY((q->dequantized.row(4).array() + 0.5f).abs().maxCoeff() < 1e-6f);
+        }
+    }
+
     void deadInputColumn_data()
     {
         QTest::addColumn<GridInit>("init");
