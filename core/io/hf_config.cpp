@@ -7,11 +7,10 @@
 
 #include "io/hf_config.h"
 
+#include "io/json_value.h"
+
 #include <QByteArray>
 #include <QFile>
-#include <QJsonArray>
-#include <QJsonDocument>
-#include <QJsonObject>
 
 #include <cmath>
 
@@ -19,8 +18,15 @@ namespace qb::io {
 
 namespace {
 
+// A member that is absent or null reads as "not given" (transformers treats null as the default).
+const JsonValue* given(const JsonValue& o, const char* key)
+{
+    const JsonValue* v = o.find(key);
+    return v && !v->isNull() ? v : nullptr;
+}
+
 struct Reader {
-    const QJsonObject& o;
+    const JsonValue& o;
     const std::string& source;
 
     Error fieldError(const std::string& field, const std::string& msg) const
@@ -30,86 +36,89 @@ struct Reader {
 
     Result<std::int64_t> integer(const char* key, std::int64_t def, std::int64_t min = 1) const
     {
-        const QJsonValue v = o.value(key);
-        if (v.isUndefined() || v.isNull()) return def;
-        const double d = v.toDouble(std::nan(""));
-        if (!v.isDouble() || d != std::floor(d) || std::abs(d) > 9.0e15)
+        const JsonValue* v = given(o, key);
+        if (!v) return def;
+        if (!v->isNumber() || v->asNumber() != std::floor(v->asNumber()) || std::abs(v->asNumber()) > 9.0e15)
             return fieldError(key, "expected an integer");
-        if (std::int64_t(d) < min)
-            return fieldError(key, "value " + std::to_string(std::int64_t(d)) + " is below " +
-                                       std::to_string(min));
-        return std::int64_t(d);
+        const auto i = std::int64_t(v->asNumber());
+        if (i < min) return fieldError(key, "value " + std::to_string(i) + " is below " + std::to_string(min));
+        return i;
     }
-    Result<double> number(const QJsonObject& obj, const char* key, double def,
-                          const std::string& prefix = {}) const
+    Result<double> number(const JsonValue& obj, const char* key, double def, const std::string& prefix = {}) const
     {
-        const QJsonValue v = obj.value(key);
-        if (v.isUndefined() || v.isNull()) return def;
-        if (!v.isDouble() || !std::isfinite(v.toDouble()))
-            return fieldError(prefix + key, "expected a number");
-        return v.toDouble();
+        const JsonValue* v = given(obj, key);
+        if (!v) return def;
+        if (!v->isNumber() || !std::isfinite(v->asNumber())) return fieldError(prefix + key, "expected a number");
+        return v->asNumber();
     }
     Result<bool> boolean(const char* key, bool def) const
     {
-        const QJsonValue v = o.value(key);
-        if (v.isUndefined() || v.isNull()) return def;
-        if (!v.isBool()) return fieldError(key, "expected true or false");
-        return v.toBool();
+        const JsonValue* v = given(o, key);
+        if (!v) return def;
+        if (!v->isBool()) return fieldError(key, "expected true or false");
+        return v->asBool();
     }
     // Token ids may be an int, a list of ints (first is used) or null.
     Result<std::int64_t> tokenId(const char* key) const
     {
-        QJsonValue v = o.value(key);
-        if (v.isArray()) v = v.toArray().isEmpty() ? QJsonValue() : v.toArray().first();
-        if (v.isUndefined() || v.isNull()) return std::int64_t(-1);
-        if (!v.isDouble() || v.toDouble() != std::floor(v.toDouble()))
+        const JsonValue* v = given(o, key);
+        if (v && v->isArray()) v = v->asArray().empty() ? nullptr : &v->asArray().front();
+        if (!v || v->isNull()) return std::int64_t(-1);
+        if (!v->isNumber() || v->asNumber() != std::floor(v->asNumber()) || std::abs(v->asNumber()) > 9.0e15)
             return fieldError(key, "expected an integer token id");
-        return std::int64_t(v.toDouble());
+        return std::int64_t(v->asNumber());
+    }
+    // A string member, or "" when absent/null; a non-string is an error naming the key.
+    Result<std::string> string(const JsonValue& obj, const std::string& key, const std::string& field) const
+    {
+        const JsonValue* v = given(obj, key.c_str());
+        if (!v) return std::string();
+        if (!v->isString()) return fieldError(field, "expected a string");
+        return v->asString();
     }
 };
 
-Status readRope(const Reader& r, const QJsonObject& o, ModelConfig& c)
+Status readRope(const Reader& r, const JsonValue& o, ModelConfig& c)
 {
     // transformers v5 keeps theta and the scaling type in one dict.
-    const QJsonValue params = o.value("rope_parameters");
-    QJsonObject scaling;
+    const JsonValue* params = given(o, "rope_parameters");
+    const JsonValue* scaling = nullptr;
     std::string scalingField = "rope_scaling";
     QB_TRY(theta, r.number(o, "rope_theta", c.ropeTheta));
     c.ropeTheta = *theta;
-    if (params.isObject()) {
-        scaling = params.toObject();
+    if (params && params->isObject()) {
+        scaling = params;
         scalingField = "rope_parameters";
-        QB_TRY(t, r.number(scaling, "rope_theta", c.ropeTheta, "rope_parameters."));
+        QB_TRY(t, r.number(*scaling, "rope_theta", c.ropeTheta, "rope_parameters."));
         c.ropeTheta = *t;
-    } else if (!params.isUndefined() && !params.isNull()) {
+    } else if (params) {
         return r.fieldError("rope_parameters", "expected an object");
     }
-    const QJsonValue rs = o.value("rope_scaling");
-    if (rs.isObject()) {
-        scaling = rs.toObject();
+    if (const JsonValue* rs = given(o, "rope_scaling")) {
+        if (!rs->isObject()) return r.fieldError("rope_scaling", "expected an object or null");
+        scaling = rs;
         scalingField = "rope_scaling";
-    } else if (!rs.isUndefined() && !rs.isNull()) {
-        return r.fieldError("rope_scaling", "expected an object or null");
     }
-    if (scaling.isEmpty()) return {};
-    QJsonValue typeValue = scaling.value("rope_type");
+    if (!scaling || scaling->asObject().empty()) return {};
     std::string typeKey = scalingField + ".rope_type";
-    if (typeValue.isUndefined()) {
-        typeValue = scaling.value("type");
+    const char* typeName = "rope_type";
+    if (!scaling->find("rope_type")) {
+        typeName = "type";
         typeKey = scalingField + ".type";
     }
-    const std::string type = typeValue.toString().toStdString();
-    if (typeValue.isUndefined() || type == "default") return {};
-    if (type != "llama3")
-        return makeError(ErrorCode::Unsupported, "unsupported RoPE scaling \"" + type + "\"",
+    if (!scaling->find(typeName)) return {};
+    QB_TRY(type, r.string(*scaling, typeName, typeKey));
+    if (*type == "default") return {};
+    if (*type != "llama3")
+        return makeError(ErrorCode::Unsupported, "unsupported RoPE scaling \"" + *type + "\"",
                          r.source + " field \"" + typeKey + "\"");
     const std::string p = scalingField + ".";
     c.ropeScaling.type = "llama3";
-    QB_TRY(f, r.number(scaling, "factor", 8.0, p));
-    QB_TRY(lo, r.number(scaling, "low_freq_factor", 1.0, p));
-    QB_TRY(hi, r.number(scaling, "high_freq_factor", 4.0, p));
-    QB_TRY(orig, r.number(scaling, "original_max_position_embeddings", 8192.0, p));
-    if (*f <= 0 || *lo <= 0 || *hi <= *lo || *orig <= 0)
+    QB_TRY(f, r.number(*scaling, "factor", 8.0, p));
+    QB_TRY(lo, r.number(*scaling, "low_freq_factor", 1.0, p));
+    QB_TRY(hi, r.number(*scaling, "high_freq_factor", 4.0, p));
+    QB_TRY(orig, r.number(*scaling, "original_max_position_embeddings", 8192.0, p));
+    if (*f <= 0 || *lo <= 0 || *hi <= *lo || *orig <= 0 || *orig > 9.0e15)
         return r.fieldError(scalingField, "llama3 parameters need factor > 0 and "
                                           "high_freq_factor > low_freq_factor > 0");
     c.ropeScaling.factor = *f;
@@ -123,17 +132,13 @@ Status readRope(const Reader& r, const QJsonObject& o, ModelConfig& c)
 
 Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& sourceName)
 {
-    QJsonParseError perr;
-    const QJsonDocument doc = QJsonDocument::fromJson(
-        QByteArray::fromRawData(json.data(), qsizetype(json.size())), &perr);
-    if (doc.isNull())
-        return makeError(ErrorCode::Format,
-                         "config.json is not valid JSON: " + perr.errorString().toStdString() +
-                             " at offset " + std::to_string(perr.offset),
-                         sourceName);
-    if (!doc.isObject())
+    auto doc = parseJson(json, sourceName);
+    if (!doc)
+        return makeError(ErrorCode::Format, "config.json is not valid JSON: " + doc.error().message,
+                         doc.error().context);
+    if (!doc->isObject())
         return makeError(ErrorCode::Format, "config.json is not a JSON object", sourceName);
-    const QJsonObject o = doc.object();
+    const JsonValue& o = *doc;
     const Reader r{o, sourceName};
     ModelConfig c;
 
@@ -146,20 +151,23 @@ Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& so
                                   {"Qwen2ForCausalLM", "qwen2", Architecture::Qwen2},
                                   {"MistralForCausalLM", "mistral", Architecture::Mistral}};
     const Arch* arch = nullptr;
-    const QJsonValue archs = o.value("architectures");
-    const QJsonValue modelType = o.value("model_type");
-    if (archs.isArray() && !archs.toArray().isEmpty()) {
-        const std::string name = archs.toArray().first().toString().toStdString();
+    const JsonValue* archs = given(o, "architectures");
+    const JsonValue* modelType = given(o, "model_type");
+    if (archs && archs->isArray() && !archs->asArray().empty()) {
+        const JsonValue& first = archs->asArray().front();
+        if (!first.isString()) return r.fieldError("architectures", "expected a list of class names");
+        const std::string name = first.asString();
         for (const Arch& a : kArchs)
             if (name == a.cls) arch = &a;
         if (!arch)
             return makeError(ErrorCode::Unsupported, "unsupported architecture \"" + name + "\"",
                              sourceName + " field \"architectures\"");
-    } else if (!archs.isUndefined() && !archs.isNull() && !archs.isArray()) {
+    } else if (archs && !archs->isArray()) {
         return r.fieldError("architectures", "expected a list of class names");
     }
-    if (!modelType.isUndefined() && !modelType.isNull()) {
-        const std::string mt = modelType.toString().toStdString();
+    if (modelType) {
+        QB_TRY(mtName, r.string(o, "model_type", "model_type"));
+        const std::string mt = *mtName;
         const Arch* byType = nullptr;
         for (const Arch& a : kArchs)
             if (mt == a.type) byType = &a;
@@ -196,7 +204,7 @@ Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& so
                             "num_attention_heads " + std::to_string(*heads) +
                                 " is not a multiple of num_key_value_heads " +
                                 std::to_string(*kvHeads));
-    const bool headDimGiven = !o.value("head_dim").isUndefined() && !o.value("head_dim").isNull();
+    const bool headDimGiven = given(o, "head_dim") != nullptr;
     if (!headDimGiven && *hidden % *heads != 0)
         return r.fieldError("hidden_size", "hidden_size " + std::to_string(*hidden) +
                                                " is not divisible by num_attention_heads " +
@@ -233,9 +241,9 @@ Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& so
     QB_TRY(eos, r.tokenId("eos_token_id"));
     c.bosTokenId = *bos;
     c.eosTokenId = *eos;
-    const QJsonValue dt =
-        o.value("torch_dtype").isString() ? o.value("torch_dtype") : o.value("dtype");
-    if (dt.isString()) c.torchDtype = dt.toString().toStdString();
+    for (const char* key : {"torch_dtype", "dtype"})
+        if (const JsonValue* dt = given(o, key); dt && dt->isString() && c.torchDtype.empty())
+            c.torchDtype = dt->asString();
     QB_TRY_STATUS(validateModelConfig(c, sourceName));
     return c;
 }

@@ -1,4 +1,5 @@
 #include "io/hf_config.h"
+#include "io/json_value.h"
 
 #include "io_test_util.h"
 
@@ -162,13 +163,18 @@ private Q_SLOTS:
     {
         QFETCH(QString, field);
         QFETCH(QString, value);
-        const std::string json = "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,"
-                                 "\"num_attention_heads\":4,\"intermediate_size\":128,\"num_hidden_layers\":2,"
-                                 "\"vocab_size\":100,\"" + field.toStdString() + "\":" + value.toStdString() + "}";
+        io::JsonValue cfg;
+        cfg.set("architectures", io::JsonArray{io::JsonValue("LlamaForCausalLM")});
+        for (auto [k, v] : {std::pair{"hidden_size", 64}, std::pair{"num_attention_heads", 4},
+                            std::pair{"intermediate_size", 128}, std::pair{"num_hidden_layers", 2},
+                            std::pair{"vocab_size", 100}})
+            cfg.set(k, v);
+        cfg.set(field.toStdString(), value.toDouble()); // replaces the sane value
+        const std::string json = io::toJsonText(cfg);
         auto r = io::parseHfConfig(json, "config.json");
         QVERIFY(!r.ok());
         QVERIFY2(has(r.error().toString(), field.toStdString() + " " + value.toStdString()), r.error().toString().c_str());
-        QVERIFY2(has(r.error().toString(), "\"" + field.toStdString() + "\""), r.error().toString().c_str());
+        QVERIFY2(has(r.error().toString(), QStringLiteral("\"%1\"").arg(field).toStdString()), r.error().toString().c_str());
     }
     void malformedConfig()
     {
