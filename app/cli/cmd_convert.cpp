@@ -7,7 +7,7 @@
 #include "io/json_value.h"
 #include "export/ggml_quantize.h"
 #include "export/gguf_export.h"
-#include "export/gguf_verify.h"
+#include "export/model_verify.h"
 #include "export/gptq_export.h"
 #include "io/checkpoint.h"
 #include "io/tokenizer.h"

@@ -13,13 +13,13 @@
 // llama-quant.cpp does (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), anything
 // that still does not fit to F16.
 // Memory: one tensor at a time (read, encode, write). After the atomic write the file is re-read
-// and verified (gguf_verify.h) unless disabled.
+// and verified (model_verify.h) unless disabled.
 // Threading: runs on the calling thread; progress stages "write" then "verify"; cancel is polled
 // between tensors and leaves any existing output file untouched.
 
 #include "base/result.h"
 #include "base/run_context.h"
-#include "export/gguf_verify.h"
+#include "export/model_verify.h"
 #include "io/checkpoint.h"
 #include "io/ggml_types.h"
 #include "io/tokenizer.h"
@@ -66,7 +66,7 @@ struct GgufExportReport {
     std::uint64_t bytes = 0;
     std::vector<TensorExactness> tensors; // file order
     std::vector<std::string> warnings;
-    GgufVerifyReport verify; // filled when options.verify
+    VerifyReport verify; // filled when options.verify
     bool allExact() const;
     // Human-readable table: name, type, exact, max abs diff.
     std::string exactnessTable() const;

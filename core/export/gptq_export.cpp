@@ -459,7 +459,7 @@ bool isGptqDirectory(const std::string& dir)
     return m && m->isString() && m->asString() == "gptq";
 }
 
-Result<GgufVerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx)
+Result<VerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx)
 {
     QB_TRY(text, readSmallFile(dir + "/config.json"));
     QB_TRY(cfg, io::parseJson(*text, dir + "/config.json"));
@@ -470,7 +470,7 @@ Result<GgufVerifyReport> verifyGptqDirectory(const std::string& dir, RunContext*
         return v && v->isInteger() ? std::optional(v->asInteger()) : std::nullopt;
     };
     QB_TRY(st, verifySafetensorsFile(dir + "/model.safetensors", {}, ctx));
-    GgufVerifyReport r = std::move(*st);
+    VerifyReport r = std::move(*st);
     r.path = dir;
     r.format = "gptq";
     const auto bits = num("bits"), group = num("group_size");

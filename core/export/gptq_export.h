@@ -28,7 +28,7 @@
 
 #include "base/result.h"
 #include "base/run_context.h"
-#include "export/gguf_verify.h"
+#include "export/model_verify.h"
 #include "export/safetensors_export.h"
 #include "io/checkpoint.h"
 
@@ -81,7 +81,7 @@ struct GptqExportReport {
     std::size_t tensorCount = 0;
     std::vector<std::string> copiedFiles;
     std::vector<std::string> warnings;
-    GgufVerifyReport verify;
+    VerifyReport verify;
 };
 
 Result<GptqExportReport> exportGptq(const io::Checkpoint& checkpoint, const std::string& outDir,
@@ -90,7 +90,7 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& checkpoint, const std:
 // Checks a GPTQ directory (config quantization_config, model.safetensors structure, every packed
 // module's tensor set/dtypes/shapes, scales finite and positive, g_idx in range, unquantized
 // tensors finite). format = "gptq".
-Result<GgufVerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx = nullptr);
+Result<VerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx = nullptr);
 // True when dir/config.json declares quantization_config.quant_method "gptq".
 bool isGptqDirectory(const std::string& dir);
 

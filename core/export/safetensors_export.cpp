@@ -154,10 +154,10 @@ SafetensorsTensor safetensorsTensorFromBytes(std::string name, DType dtype, std:
     return t;
 }
 
-Result<GgufVerifyReport> verifySafetensorsFile(const std::string& path, const std::vector<SafetensorsTensor>& expected,
+Result<VerifyReport> verifySafetensorsFile(const std::string& path, const std::vector<SafetensorsTensor>& expected,
                                                RunContext* ctx)
 {
-    GgufVerifyReport r;
+    VerifyReport r;
     r.path = path;
     r.format = "safetensors";
     QB_TRY(tensors, io::readSafetensorsFile(path));

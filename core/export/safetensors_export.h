@@ -18,7 +18,7 @@
 #include "base/dtype.h"
 #include "base/result.h"
 #include "base/run_context.h"
-#include "export/gguf_verify.h"
+#include "export/model_verify.h"
 #include "io/checkpoint.h"
 #include "quant/uniform_grid.h"
 
@@ -63,7 +63,7 @@ SafetensorsTensor safetensorsTensorFromBytes(std::string name, DType dtype, std:
 
 // Re-reads a safetensors file and checks names, dtypes and shapes against `expected` (when not
 // empty), then that every float value is finite. format = "safetensors".
-Result<GgufVerifyReport> verifySafetensorsFile(const std::string& path,
+Result<VerifyReport> verifySafetensorsFile(const std::string& path,
                                                const std::vector<SafetensorsTensor>& expected = {},
                                                RunContext* ctx = nullptr);
 
@@ -85,7 +85,7 @@ struct SafetensorsExportReport {
     std::size_t gridTensors = 0;
     std::vector<std::string> copiedFiles;
     std::vector<std::string> warnings;
-    GgufVerifyReport verify;
+    VerifyReport verify;
 };
 
 Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint& checkpoint, const std::string& outDir,

@@ -6,7 +6,7 @@
 #include "export/atomic_file.h"
 #include "export/ggml_quantize.h"
 #include "export/gguf_export.h"
-#include "export/gguf_verify.h"
+#include "export/model_verify.h"
 #include "export_test_util.h"
 #include "model/forward.h"
 #include "io/gguf_reader.h"

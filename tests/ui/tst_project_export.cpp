@@ -5,7 +5,7 @@
 // export the restored run to safetensors (it verifies), and refuse a newer major version with a
 // dialog naming the file.
 
-#include "export/gguf_verify.h"
+#include "export/model_verify.h"
 #include "export/project_bundle.h"
 #include "export/safetensors_export.h"
 #include "models/plan_table_model.h"

@@ -7,7 +7,10 @@
 // cumulative aligned offsets - guaranteed by the reader's bounds checks plus our recomputation,
 // names < 64 bytes, required architecture keys with their exact value types) and decodes every
 // tensor to F32 to look for NaN/Inf. verifyModelFile() does the value checks for any checkpoint
-// openCheckpoint() accepts (safetensors, .bin, GGUF). Memory: one tensor at a time.
+// openCheckpoint() accepts (safetensors, .bin, GGUF). Both apply the loader's model-level checks
+// (openCheckpoint: config, duplicate names, required tensors), so a file that `info` refuses never
+// verifies. One VerifyReport for every format (GPTQ directories too, gptq_export.h).
+// Memory: one tensor at a time.
 // Threading: calling thread only; progress stage "verify", cancel polled between tensors.
 
 #include "base/result.h"
@@ -34,7 +37,7 @@ struct VerifiedTensor {
     double maxAbs = 0;
 };
 
-struct GgufVerifyReport {
+struct VerifyReport {
     bool ok = false;
     std::string path;
     std::string format; // "gguf", "safetensors", ...
@@ -51,10 +54,10 @@ struct GgufVerifyReport {
 };
 
 // `expected` empty: structural and value checks only.
-Result<GgufVerifyReport> verifyGgufFile(const std::string& path,
+Result<VerifyReport> verifyGgufFile(const std::string& path,
                                         const std::vector<ExpectedTensor>& expected = {},
                                         RunContext* ctx = nullptr);
 // Any checkpoint path (GGUF goes through verifyGgufFile).
-Result<GgufVerifyReport> verifyModelFile(const std::string& path, RunContext* ctx = nullptr);
+Result<VerifyReport> verifyModelFile(const std::string& path, RunContext* ctx = nullptr);
 
 } // namespace qb::exporting

@@ -1,4 +1,4 @@
-#include "export/gguf_verify.h"
+#include "export/model_verify.h"
 
 #include "io/checkpoint.h"
 #include "io/gguf_reader.h"
@@ -83,12 +83,12 @@ std::string dimsString(const std::vector<std::int64_t>& d)
 
 } // namespace
 
-Result<GgufVerifyReport> verifyGgufFile(const std::string& path,
+Result<VerifyReport> verifyGgufFile(const std::string& path,
                                         const std::vector<ExpectedTensor>& expected,
                                         RunContext* ctx)
 {
     QB_TRY(file, io::readGgufFile(path));
-    GgufVerifyReport r;
+    VerifyReport r;
     r.path = path;
     r.format = "gguf";
     r.architecture = file->architecture();
@@ -172,12 +172,12 @@ Result<GgufVerifyReport> verifyGgufFile(const std::string& path,
     return r;
 }
 
-Result<GgufVerifyReport> verifyModelFile(const std::string& path, RunContext* ctx)
+Result<VerifyReport> verifyModelFile(const std::string& path, RunContext* ctx)
 {
     const bool isGguf = path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
     if (isGguf) return verifyGgufFile(path, {}, ctx);
     QB_TRY(ck, io::openCheckpoint(path));
-    GgufVerifyReport r;
+    VerifyReport r;
     r.path = path;
     r.format = io::checkpointFormatName(ck->format);
     r.architecture = architectureName(ck->config.architecture);
@@ -205,7 +205,7 @@ Result<GgufVerifyReport> verifyModelFile(const std::string& path, RunContext* ct
     return r;
 }
 
-Status GgufVerifyReport::verificationStatus(const std::string& what, const std::string& target) const
+Status VerifyReport::verificationStatus(const std::string& what, const std::string& target) const
 {
     if (ok) return {};
     std::string all;
@@ -214,7 +214,7 @@ Status GgufVerifyReport::verificationStatus(const std::string& what, const std::
                      target);
 }
 
-std::string GgufVerifyReport::summary() const
+std::string VerifyReport::summary() const
 {
     std::ostringstream o;
     o << path << ": " << format << ", " << (architecture.empty() ? "?" : architecture) << ", "
