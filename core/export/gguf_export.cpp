@@ -2,6 +2,7 @@
 
 #include "export/ggml_quantize.h"
 #include "export/gguf_writer.h"
+#include "io/gguf_names.h"
 
 #include <cmath>
 #include <cstring>
@@ -15,35 +16,6 @@
 namespace qb::exporting {
 
 using io::GgmlType;
-
-std::string hfToGgufName(const std::string& hf)
-{
-    if (hf == "model.embed_tokens.weight") return "token_embd.weight";
-    if (hf == "model.norm.weight") return "output_norm.weight";
-    if (hf == "lm_head.weight") return "output.weight";
-    static const std::regex kLayer(R"(model\.layers\.(\d+)\.(.+)\.(weight|bias))");
-    std::smatch m;
-    if (!std::regex_match(hf, m, kLayer)) return {};
-    static const std::pair<const char*, const char*> kMap[] = {
-        {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
-        {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
-        {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
-        {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},
-        {"mlp.down_proj", "ffn_down"}};
-    for (const auto& [h, g] : kMap)
-        if (m[2] == h) return "blk." + m[1].str() + "." + g + "." + m[3].str();
-    return {};
-}
-
-std::vector<std::int64_t> llamaRopePermutation(std::int64_t heads, std::int64_t d)
-{
-    std::vector<std::int64_t> src(std::size_t(heads * d));
-    for (std::int64_t h = 0; h < heads; ++h)
-        for (std::int64_t i = 0; i < d / 2; ++i)
-            for (std::int64_t a = 0; a < 2; ++a)
-                src[std::size_t(h * d + 2 * i + a)] = h * d + a * (d / 2) + i;
-    return src;
-}
 
 bool GgufExportReport::allExact() const
 {
@@ -235,7 +207,7 @@ Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c
     ex.exact = e.exact;
     ex.maxAbsDiff = e.maxAbsDiff;
     if (p.permuteHeads > 0) {
-        const auto perm = llamaRopePermutation(p.permuteHeads, c.headDim);
+        const auto perm = io::llamaRopePermutation(p.permuteHeads, c.headDim);
         const std::size_t total = p.hfShape.size() == 2 ? std::size_t(rows) : std::size_t(cols);
         if (perm.size() != total)
             return makeError(ErrorCode::Shape,
@@ -287,7 +259,7 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         if (t->name == "lm_head.weight" && c.tieWordEmbeddings) continue;
         Planned p;
         p.source = t;
-        p.gguf = hfToGgufName(t->name);
+        p.gguf = io::hfToGgufName(t->name);
         if (p.gguf.empty()) {
             report.warnings.push_back("not exported (llama.cpp has no place for it): " + t->name);
             continue;

@@ -78,11 +78,4 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& checkpoint,
                                     const GgufExportOptions& options = {},
                                     RunContext* ctx = nullptr);
 
-// GGUF name for a HF tensor name ("" when it has none / must not be exported).
-std::string hfToGgufName(const std::string& hfName);
-
-// Row permutation of FORMATS.md §2.4: GGUF row h*d + 2i + a takes HF row h*d + a*d/2 + i.
-// Returns, for each GGUF row, the HF row it takes; rows = heads * headDim.
-std::vector<std::int64_t> llamaRopePermutation(std::int64_t heads, std::int64_t headDim);
-
 } // namespace qb::exporting

@@ -4,6 +4,7 @@
 #include "io/checkpoint.h"
 
 #include "io/ggml_types.h"
+#include "io/gguf_names.h"
 #include "io/gguf_reader.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
@@ -309,24 +310,17 @@ Status readTensorF32(const TensorInfo& t, float* dst)
         if (!s.ok()) return s.error().withContext(where);
     }
     if (t.permutedHeads > 0) {
-        // Inverse of the llama.cpp export permutation (FORMATS.md §2.4):
-        // HF row h*d + a*d/2 + i  <-  GGUF row h*d + 2i + a.
+        // Undo the llama.cpp export permutation (FORMATS.md §2.4, io/gguf_names.h).
         const std::int64_t rows = t.rows(), cols = t.cols(), heads = t.permutedHeads;
         if (rows % heads != 0 || (rows / heads) % 2 != 0)
             return makeError(ErrorCode::Shape,
                              std::to_string(rows) + " rows do not split into " +
                                  std::to_string(heads) + " heads of even size",
                              where);
-        const std::int64_t d = rows / heads;
-        std::vector<float> head(std::size_t(d * cols));
-        for (std::int64_t h = 0; h < heads; ++h) {
-            float* base = dst + h * d * cols;
-            std::memcpy(head.data(), base, head.size() * sizeof(float));
-            for (std::int64_t i = 0; i < d / 2; ++i)
-                for (std::int64_t a = 0; a < 2; ++a)
-                    std::memcpy(base + (a * d / 2 + i) * cols, head.data() + (2 * i + a) * cols,
-                                std::size_t(cols) * sizeof(float));
-        }
+        const std::vector<std::int64_t> perm = llamaRopePermutation(heads, rows / heads);
+        const std::vector<float> stored(dst, dst + rows * cols);
+        for (std::int64_t r = 0; r < rows; ++r) // GGUF row r holds HF row perm[r]
+            std::memcpy(dst + perm[std::size_t(r)] * cols, stored.data() + r * cols, std::size_t(cols) * sizeof(float));
     }
     return {};
 }

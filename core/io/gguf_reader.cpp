@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <regex>
 
 namespace qb::io {
 
@@ -455,25 +454,6 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
         c.torchDtype = "gguf file_type " + v->display();
     QB_TRY_STATUS(validateModelConfig(c, file.path, ConfigSpelling::Gguf));
     return c;
-}
-
-std::string ggufToHfName(const std::string& g)
-{
-    if (g == "token_embd.weight") return "model.embed_tokens.weight";
-    if (g == "output_norm.weight") return "model.norm.weight";
-    if (g == "output.weight") return "lm_head.weight";
-    static const std::regex kBlk(R"(blk\.(\d+)\.(\w+)\.(weight|bias))");
-    std::smatch m;
-    if (!std::regex_match(g, m, kBlk)) return {};
-    static const std::pair<const char*, const char*> kMap[] = {
-        {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
-        {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
-        {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
-        {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
-        {"ffn_down", "mlp.down_proj"}};
-    for (const auto& [gg, hf] : kMap)
-        if (m[2] == gg) return "model.layers." + m[1].str() + "." + hf + "." + m[3].str();
-    return {};
 }
 
 std::vector<TensorInfo> ggufHfTensors(const GgufFile& file, const ModelConfig& config)

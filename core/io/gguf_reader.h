@@ -11,6 +11,7 @@
 #include "base/model_config.h"
 #include "base/result.h"
 #include "base/tensor.h"
+#include "io/gguf_names.h" // ggufToHfName, used with the reader
 
 #include <cstdint>
 #include <map>
@@ -77,9 +78,6 @@ Result<GgufFile> readGgufFile(const std::string& path);
 
 // ModelConfig from `{arch}.*` keys (arch `llama` or `qwen2`); vocab from token_embd rows.
 Result<ModelConfig> ggufModelConfig(const GgufFile& file);
-
-// GGUF tensor name -> HF name (FORMATS.md §2.5); "" when there is no HF counterpart.
-std::string ggufToHfName(const std::string& ggufName);
 
 // Tensors renamed to HF names, with permutedHeads set on q/k (arch `llama`). Tensors without an
 // HF name keep their GGUF name (e.g. rope_freqs.weight).

@@ -235,7 +235,7 @@ void TestGgufExport::gridWithNonF16ScaleIsReportedInexact()
 void TestGgufExport::ropePermutation()
 {
     // d = 4: GGUF rows (0,1,2,3) take HF rows (0,2,1,3) per head.
-    const auto p = exporting::llamaRopePermutation(2, 4);
+    const auto p = io::llamaRopePermutation(2, 4);
     const std::vector<std::int64_t> want{0, 2, 1, 3, 4, 6, 5, 7};
     QCOMPARE(p, want);
 }
