@@ -8,6 +8,8 @@
 #include <QTest>
 
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <memory>
 #include <vector>
 #include <thread>
@@ -76,6 +78,36 @@ private Q_SLOTS:
         }
         QTRY_COMPARE(runner.runningCount(), std::size_t(0));
         QTRY_VERIFY(weak.expired());
+    }
+    // start(): one call runs, observes, shows and reports a job; cancel arrives as an outcome.
+    void startDeliversOutcomesAndShowsStatus()
+    {
+        JobRunner runner;
+        QStringList shown;
+        runner.setStatusHook([&shown](QFutureWatcherBase*, const QString& title) { shown << title; });
+        QObject context;
+        std::optional<JobOutcome<int>> got;
+        runner.start<int>(&context, QStringLiteral("Adding"), [](RunContext&) -> Result<int> { return 42; },
+                          [&got](const JobOutcome<int>& o) { got = o; });
+        QTRY_VERIFY(got.has_value());
+        QVERIFY(got->ok());
+        QCOMPARE(*got->value, 42);
+        QCOMPARE(shown, QStringList{QStringLiteral("Adding")});
+
+        std::atomic<bool> started{false};
+        std::optional<JobOutcome<int>> cancelled;
+        auto* w = runner.start<int>(&context, QString(), [&started](RunContext& ctx) -> Result<int> {
+            started = true;
+            while (!ctx.isCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            return RunContext::cancelledError("spin");
+        }, [&cancelled](const JobOutcome<int>& o) { cancelled = o; });
+        QTRY_VERIFY(started.load());
+        w->cancel();
+        QTRY_VERIFY(cancelled.has_value());
+        QVERIFY(!cancelled->ok());
+        QCOMPARE(cancelled->error->code, ErrorCode::Cancelled);
+        QCOMPARE(shown.size(), 1); // an empty title stays out of the status strip
+        QTRY_COMPARE(runner.runningCount(), std::size_t(0));
     }
     void cancelReachesJob()
     {

@@ -7,8 +7,9 @@
 // "stage: detail" text), throttled to about 10 updates per second; cancelling the future
 // (QFuture::cancel) is seen by the job through RunContext::isCancelled() at its next chunk.
 // The outcome carries either an immutable snapshot (shared_ptr<const T>) or the Error.
-// Widgets observe the future with a QFutureWatcher; their finished handler checks isCanceled()
-// first. The destructor cancels every running job and waits for the pool.
+// Widgets run jobs with start(), which owns the watcher, the status-strip hookup and the
+// cancelled check, and hands the outcome to a callback on the GUI thread. Finished jobs are
+// released at once. The destructor cancels every running job and waits for the pool.
 
 #include "base/result.h"
 #include "base/run_context.h"
@@ -96,6 +97,36 @@ public:
         });
     }
 
+    // The one way widgets run a job: starts `job` (run + track), observes it with a watcher owned
+    // by `context` (destroying the context drops the observation, never the job's cancel), shows
+    // it in the status strip under `title` (when a status hook is set and title is not empty),
+    // and calls onDone on the GUI thread with the outcome: a cancelled job arrives as an outcome
+    // with ErrorCode::Cancelled. Returns the watcher for extra progress hookups (e.g. a dialog's
+    // own bar); it deletes itself after onDone.
+    template <typename T>
+    QFutureWatcher<JobOutcome<T>>* start(QObject* context, const QString& title,
+                                         std::function<Result<T>(RunContext&)> job,
+                                         std::function<void(const JobOutcome<T>&)> onDone)
+    {
+        auto future = track(run<T>(std::move(job)));
+        auto* watcher = new QFutureWatcher<JobOutcome<T>>(context);
+        connect(watcher, &QFutureWatcherBase::finished, context, [watcher, onDone = std::move(onDone)] {
+            watcher->deleteLater();
+            JobOutcome<T> outcome;
+            if (watcher->isCanceled() || watcher->future().resultCount() == 0)
+                outcome.error = RunContext::cancelledError();
+            else
+                outcome = watcher->result();
+            watcher->setFuture(QFuture<JobOutcome<T>>()); // the result lives on in `outcome` only
+            onDone(outcome);
+        });
+        watcher->setFuture(future);
+        if (m_statusHook && !title.isEmpty()) m_statusHook(watcher, title);
+        return watcher;
+    }
+    // Where start() shows its jobs (the main window's status strip).
+    void setStatusHook(std::function<void(QFutureWatcherBase*, const QString&)> hook) { m_statusHook = std::move(hook); }
+
     // Cancels every job still running and blocks until the pool is idle.
     void cancelAllAndWait();
     QThreadPool* pool() { return &m_pool; }
@@ -123,6 +154,7 @@ private:
     QThreadPool m_pool;
     quint64 m_nextId = 0;
     std::map<quint64, std::function<void()>> m_running; // id -> cancel
+    std::function<void(QFutureWatcherBase*, const QString&)> m_statusHook;
 };
 
 } // namespace qb::ui

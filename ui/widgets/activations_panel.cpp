@@ -10,7 +10,6 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
-#include <QFutureWatcher>
 #include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLabel>
@@ -142,7 +141,8 @@ void ActivationsPanel::startCalibration()
     co.nsamples = m_windows->value();
     co.seqlen = m_length->value();
     co.seed = 0;
-    auto future = m_runner->track(m_runner->run<pipeline::ActivationReport>(
+    m_runner->start<pipeline::ActivationReport>(
+        this, tr("Calibrating"),
         [checkpoint, textPath, co](RunContext& ctx) -> Result<pipeline::ActivationReport> {
             ctx.beginStage("calibrate", 0, "tokenize");
             if (checkpoint->tokenizerPath.empty())
@@ -153,16 +153,13 @@ void ActivationsPanel::startCalibration()
             QB_TRY(text, pipeline::readTextFile(textPath));
             QB_TRY(calib, pipeline::buildCalibrationSet(*tok, *text, co, &ctx, textPath));
             return pipeline::collectActivationStats(*checkpoint, *calib, {}, &ctx);
-        }));
-    auto* watcher = new QFutureWatcher<JobOutcome<pipeline::ActivationReport>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher] {
-        watcher->deleteLater();
+        },
+        [this](const JobOutcome<pipeline::ActivationReport>& outcome) {
         m_run->setEnabled(true);
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
+        if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
             Q_EMIT calibrationFinished(false, tr("cancelled"));
             return;
         }
-        const auto outcome = watcher->result();
         if (!outcome.ok()) {
             const QString msg = QString::fromStdString(outcome.error->toString());
             m_title->setText(tr("Calibration failed: %1").arg(msg));
@@ -176,9 +173,7 @@ void ActivationsPanel::startCalibration()
                                              .arg(m_report->seqlen)
                                              .arg(m_report->seconds, 0, 'f', 2));
     });
-    watcher->setFuture(future);
     m_run->setEnabled(false);
-    m_status->watch(watcher, tr("Calibrating"));
 }
 
 void ActivationsPanel::display()

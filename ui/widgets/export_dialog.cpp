@@ -196,7 +196,7 @@ void ExportDialog::startExport()
     m_bar->setValue(0);
     m_status->setText(tr("Exporting to %1...").arg(QString::fromStdString(req.out)));
 
-    auto future = m_runner->track(m_runner->run<Outcome>([checkpoint, run, req](RunContext& ctx) -> Result<Outcome> {
+    auto* watcher = m_runner->start<Outcome>(this, QString(), [checkpoint, run, req](RunContext& ctx) -> Result<Outcome> {
         if (req.format == pipeline::ExportFormat::Qbproj) {
             ctx.beginStage("write", 0, req.out);
             QB_TRY(plan, pipeline::quantPlanFromText(run->planJson.toStdString(), "run plan"));
@@ -222,34 +222,22 @@ void ExportDialog::startExport()
             return makeError(ErrorCode::InvalidArgument, "this run has no stored quantization grids to export");
         if (ctx.isCancelled()) return RunContext::cancelledError(req.out);
         return pipeline::exportModel(*checkpoint, grids.lookup(), req, &ctx);
-    }));
-    auto* watcher = new QFutureWatcher<JobOutcome<Outcome>>(this);
-    m_watcher = watcher;
-    connect(watcher, &QFutureWatcherBase::progressRangeChanged, m_bar, [this](int lo, int hi) {
-        m_bar->setRange(lo, hi);
-    });
-    connect(watcher, &QFutureWatcherBase::progressValueChanged, m_bar, &QProgressBar::setValue);
-    connect(watcher, &QFutureWatcherBase::progressTextChanged, m_status, &QLabel::setText);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher] {
-        watcher->deleteLater();
+    }, [this](const JobOutcome<Outcome>& outcome) {
         m_watcher = nullptr;
         m_bar->setRange(0, 1000);
         updateControls();
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
-            m_bar->setValue(0);
-            m_status->setText(tr("Export cancelled (nothing was replaced)."));
-            Q_EMIT exportFinished(false, tr("cancelled"));
-            return;
-        }
-        const auto outcome = watcher->result();
         if (!outcome.ok()) {
             m_bar->setValue(0);
+            if (outcome.error->code == ErrorCode::Cancelled) {
+                m_status->setText(tr("Export cancelled (nothing was replaced)."));
+                Q_EMIT exportFinished(false, tr("cancelled"));
+                return;
+            }
             QString msg = QString::fromStdString(outcome.error->toString());
             if (outcome.error->code == ErrorCode::Unsupported && format() == pipeline::ExportFormat::Gptq &&
                 !m_round->isChecked())
                 msg += tr("\nTick \"Round real-valued zero-points\" to round what GPTQ cannot hold.");
-            m_status->setText(outcome.error->code == ErrorCode::Cancelled ? tr("Export cancelled (nothing was replaced).")
-                                                                           : tr("Export failed: %1").arg(msg));
+            m_status->setText(tr("Export failed: %1").arg(msg));
             Q_EMIT exportFinished(false, msg);
             return;
         }
@@ -257,7 +245,12 @@ void ExportDialog::startExport()
         showOutcome(*outcome.value);
         Q_EMIT exportFinished(true, QString::fromStdString(outcome.value->path));
     });
-    watcher->setFuture(future);
+    m_watcher = watcher;
+    connect(watcher, &QFutureWatcherBase::progressRangeChanged, m_bar, [this](int lo, int hi) {
+        m_bar->setRange(lo, hi);
+    });
+    connect(watcher, &QFutureWatcherBase::progressValueChanged, m_bar, &QProgressBar::setValue);
+    connect(watcher, &QFutureWatcherBase::progressTextChanged, m_status, &QLabel::setText);
     updateControls();
 }
 

@@ -48,6 +48,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_runner(new JobR
     setAcceptDrops(true);
     resize(1280, 800);
     m_jobStatus = new JobStatus(this);
+    m_runner->setStatusHook([this](QFutureWatcherBase* w, const QString& title) { m_jobStatus->watch(w, title); });
     createPanels();
     createMenus();
     statusBar()->addPermanentWidget(m_jobStatus);
@@ -231,26 +232,20 @@ void MainWindow::openModel(const QString& path)
         return;
     }
     const std::string p = path.toStdString();
-    auto future = m_runner->track(m_runner->run<io::Checkpoint>([p](RunContext& ctx) -> Result<io::Checkpoint> {
+    m_runner->start<io::Checkpoint>(
+        this, tr("Opening %1").arg(QFileInfo(path).fileName()),[p](RunContext& ctx) -> Result<io::Checkpoint> {
         ctx.beginStage("open", 0, p);
         auto r = io::openCheckpoint(p);
         if (ctx.isCancelled()) return RunContext::cancelledError(p);
         return r;
-    }));
-    auto* watcher = new QFutureWatcher<JobOutcome<io::Checkpoint>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, path] {
-        watcher->deleteLater();
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
+    },
+        [this, path](const JobOutcome<io::Checkpoint>& outcome) {
+        if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
             statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
             return;
         }
-        const auto outcome = watcher->result();
         if (!outcome.ok()) {
             const QString msg = QString::fromStdString(outcome.error->toString());
-            if (outcome.error->code == ErrorCode::Cancelled) {
-                statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
-                return;
-            }
             statusBar()->showMessage(tr("Cannot open %1").arg(path), 5000);
             auto* box = new QMessageBox(QMessageBox::Critical, tr("Cannot open model"),
                                         tr("Cannot open %1:\n\n%2").arg(path, msg),
@@ -265,8 +260,6 @@ void MainWindow::openModel(const QString& path)
         addRecent(path);
         Q_EMIT modelLoaded(path);
     });
-    watcher->setFuture(future);
-    m_jobStatus->watch(watcher, tr("Opening %1").arg(QFileInfo(path).fileName()));
     statusBar()->showMessage(tr("Opening %1...").arg(path));
 }
 
@@ -435,7 +428,8 @@ void MainWindow::saveProject(const QString& path)
     calibration.set("seqlen", m_quantize->lengthSpin()->value());
     const std::string out = path.toStdString();
 
-    auto future = m_runner->track(m_runner->run<std::size_t>(
+    m_runner->start<std::size_t>(
+        this, tr("Saving %1").arg(QFileInfo(path).fileName()),
         [=](RunContext& ctx) -> Result<std::size_t> {
             ctx.beginStage("project", 0, out);
             // The selected run supplies metrics.json and the grids; every run is in extras/runs.
@@ -464,27 +458,22 @@ void MainWindow::saveProject(const QString& path)
             if (ctx.isCancelled()) return RunContext::cancelledError(out);
             QB_TRY_STATUS(exporting::writeProjectBundle(out, b, {}, &ctx));
             return b.tensors.size();
-        }));
-    auto* watcher = new QFutureWatcher<JobOutcome<std::size_t>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, path] {
-        watcher->deleteLater();
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
+        },
+        [this, path](const JobOutcome<std::size_t>& outcome) {
+        if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
             statusBar()->showMessage(tr("Saving %1 cancelled").arg(path), 5000);
             Q_EMIT projectSaved(path, false, tr("cancelled"));
             return;
         }
-        const auto outcome = watcher->result();
         if (!outcome.ok()) {
             const QString msg = QString::fromStdString(outcome.error->toString());
-            if (outcome.error->code != ErrorCode::Cancelled) projectError(tr("Cannot save project"), path, msg);
+            projectError(tr("Cannot save project"), path, msg);
             Q_EMIT projectSaved(path, false, msg);
             return;
         }
         statusBar()->showMessage(tr("Saved %1 (%n quantized tensor(s))", nullptr, int(*outcome.value)).arg(path), 8000);
         Q_EMIT projectSaved(path, true, QString());
     });
-    watcher->setFuture(future);
-    m_jobStatus->watch(watcher, tr("Saving %1").arg(QFileInfo(path).fileName()));
 }
 
 void MainWindow::openProject(const QString& path)
@@ -495,7 +484,8 @@ void MainWindow::openProject(const QString& path)
         return;
     }
     const std::string p = path.toStdString();
-    auto future = m_runner->track(m_runner->run<LoadedProject>([p](RunContext& ctx) -> Result<LoadedProject> {
+    m_runner->start<LoadedProject>(
+        this, tr("Opening project %1").arg(QFileInfo(path).fileName()),[p](RunContext& ctx) -> Result<LoadedProject> {
         ctx.beginStage("project", 0, p);
         QB_TRY(bundle, exporting::readProjectBundle(p));
         LoadedProject out;
@@ -550,19 +540,16 @@ void MainWindow::openProject(const QString& path)
             out.runs.push_back(std::move(run));
         }
         return out;
-    }));
-    auto* watcher = new QFutureWatcher<JobOutcome<LoadedProject>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, path] {
-        watcher->deleteLater();
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
+    },
+        [this, path](const JobOutcome<LoadedProject>& outcome) {
+        if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
             statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
             Q_EMIT projectOpenFailed(path, tr("cancelled"));
             return;
         }
-        const auto outcome = watcher->result();
         if (!outcome.ok()) {
             const QString msg = QString::fromStdString(outcome.error->toString());
-            if (outcome.error->code != ErrorCode::Cancelled) projectError(tr("Cannot open project"), path, msg);
+            projectError(tr("Cannot open project"), path, msg);
             Q_EMIT projectOpenFailed(path, msg);
             return;
         }
@@ -583,8 +570,6 @@ void MainWindow::openProject(const QString& path)
         statusBar()->showMessage(msg, 8000);
         Q_EMIT projectOpened(path);
     });
-    watcher->setFuture(future);
-    m_jobStatus->watch(watcher, tr("Opening project %1").arg(QFileInfo(path).fileName()));
 }
 
 } // namespace qb::ui

@@ -9,7 +9,6 @@
 
 #include <QComboBox>
 #include <QFileInfo>
-#include <QFutureWatcher>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLabel>
@@ -77,7 +76,8 @@ void PerplexityPanel::startEvaluation()
     pipeline::PerplexityJobOptions opt;
     opt.ctx = m_ctx->value();
     opt.mode = *eval::parseScoreMode(m_mode->currentData().toString().toStdString());
-    auto future = m_runner->track(m_runner->run<eval::PerplexityResult>(
+    m_runner->start<eval::PerplexityResult>(
+        this, tr("Evaluating perplexity"),
         [checkpoint, path = textPath.toStdString(), opt](RunContext& ctx) -> Result<eval::PerplexityResult> {
             if (checkpoint->tokenizerPath.empty())
                 return makeError(ErrorCode::InvalidArgument,
@@ -86,39 +86,32 @@ void PerplexityPanel::startEvaluation()
             QB_TRY(text, pipeline::readTextFile(path));
             QB_TRY(model, pipeline::loadModel(*checkpoint, &ctx));
             return pipeline::runPerplexity(**model, *tok, *text, opt, &ctx);
-        }));
-    auto* watcher = new QFutureWatcher<JobOutcome<eval::PerplexityResult>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, textPath, checkpoint] {
-        watcher->deleteLater();
-        m_run->setEnabled(true);
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
-            Q_EMIT evaluationFinished(false, tr("cancelled"));
-            return;
-        }
-        const auto outcome = watcher->result();
-        if (!outcome.ok()) {
-            Q_EMIT evaluationFinished(false, QString::fromStdString(outcome.error->toString()));
-            return;
-        }
-        const auto& r = *outcome.value;
-        RunRecord rec;
-        rec.when = QDateTime::currentDateTime();
-        rec.model = QFileInfo(QString::fromStdString(checkpoint->path)).fileName();
-        rec.variant = tr("original");
-        rec.text = QFileInfo(textPath).fileName();
-        rec.ctx = r.ctx;
-        rec.mode = QString::fromLatin1(eval::scoreModeName(r.mode));
-        rec.perplexity = r.perplexity;
-        rec.tokens = r.tokensScored;
-        rec.seconds = r.seconds;
-        rec.tokensPerSecond = r.tokensPerSecond;
-        m_history->append(rec);
-        m_table->scrollToBottom();
-        Q_EMIT evaluationFinished(true, QString::number(r.perplexity, 'f', 4));
-    });
-    watcher->setFuture(future);
+        },
+        [this, textPath, checkpoint](const JobOutcome<eval::PerplexityResult>& outcome) {
+            m_run->setEnabled(true);
+            if (!outcome.ok()) {
+                Q_EMIT evaluationFinished(false, outcome.error->code == ErrorCode::Cancelled
+                                                     ? tr("cancelled")
+                                                     : QString::fromStdString(outcome.error->toString()));
+                return;
+            }
+            const auto& r = *outcome.value;
+            RunRecord rec;
+            rec.when = QDateTime::currentDateTime();
+            rec.model = QFileInfo(QString::fromStdString(checkpoint->path)).fileName();
+            rec.variant = tr("original");
+            rec.text = QFileInfo(textPath).fileName();
+            rec.ctx = r.ctx;
+            rec.mode = QString::fromLatin1(eval::scoreModeName(r.mode));
+            rec.perplexity = r.perplexity;
+            rec.tokens = r.tokensScored;
+            rec.seconds = r.seconds;
+            rec.tokensPerSecond = r.tokensPerSecond;
+            m_history->append(rec);
+            m_table->scrollToBottom();
+            Q_EMIT evaluationFinished(true, QString::number(r.perplexity, 'f', 4));
+        });
     m_run->setEnabled(false);
-    m_status->watch(watcher, tr("Evaluating perplexity"));
 }
 
 } // namespace qb::ui

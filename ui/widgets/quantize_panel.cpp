@@ -15,7 +15,6 @@
 
 #include <QCheckBox>
 #include <QFileInfo>
-#include <QFutureWatcher>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLabel>
@@ -222,7 +221,7 @@ void QuantizePanel::startQuantize()
     run->summary = planSummary(plan);
     run->planJson = QString::fromStdString(io::toJsonText(pipeline::quantPlanToJson(plan)));
 
-    auto future = m_runner->track(m_runner->run<QuantRun>([=, this](RunContext& ctx) -> Result<QuantRun> {
+    m_runner->start<QuantRun>(this, tr("Quantizing (%1)").arg(run->summary), [=, this](RunContext& ctx) -> Result<QuantRun> {
         const auto t0 = std::chrono::steady_clock::now();
         QuantRun out = *run;
         OverallProgress overall{ctx, int(checkpoint->config.numHiddenLayers), evalPpl};
@@ -265,18 +264,12 @@ void QuantizePanel::startQuantize()
         overall.set(1.0, "done");
         out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         return out;
-    }));
-    auto* watcher = new QFutureWatcher<JobOutcome<QuantRun>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, serial] {
-        watcher->deleteLater();
+    }, [this, serial](const JobOutcome<QuantRun>& outcome) {
         m_run->setEnabled(m_checkpoint != nullptr);
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) {
-            Q_EMIT quantizeFinished(false, tr("cancelled"));
-            return;
-        }
-        const auto outcome = watcher->result();
         if (!outcome.ok()) {
-            Q_EMIT quantizeFinished(false, QString::fromStdString(outcome.error->toString()));
+            Q_EMIT quantizeFinished(false, outcome.error->code == ErrorCode::Cancelled
+                                               ? tr("cancelled")
+                                               : QString::fromStdString(outcome.error->toString()));
             return;
         }
         auto run = std::make_shared<QuantRun>(*outcome.value);
@@ -293,10 +286,8 @@ void QuantizePanel::startQuantize()
                                           .arg(run->perplexity ? tr(", perplexity %1").arg(*run->perplexity, 0, 'f', 3)
                                                                : QString()));
     });
-    watcher->setFuture(future);
     m_run->setEnabled(false);
     m_views->setCurrentIndex(1);
-    m_status->watch(watcher, tr("Quantizing (%1)").arg(run->summary));
 }
 
 } // namespace qb::ui

@@ -8,7 +8,6 @@
 #include <QCheckBox>
 #include <QComboBox>
 #include <QFormLayout>
-#include <QFutureWatcher>
 #include <QGridLayout>
 #include <QGroupBox>
 #include <QLabel>
@@ -115,7 +114,7 @@ void TensorErrorView::startAnalysis()
     auto cached = (m_hessRun == run->id && m_hessCache && m_hessCache->layer == rep.layer) ? m_hessCache : nullptr;
     const QString tensor = m_tensor;
     const std::size_t i = *idx;
-    auto future = m_runner->track(m_runner->run<TensorAnalysis>([run, cached, tensor, i](RunContext& ctx) -> Result<TensorAnalysis> {
+    m_runner->start<TensorAnalysis>(this, QString(), [run, cached, tensor, i](RunContext& ctx) -> Result<TensorAnalysis> {
         const pipeline::TensorReport& rep = run->result->tensors[i];
         TensorAnalysis a;
         a.runId = run->id;
@@ -137,12 +136,8 @@ void TensorErrorView::startAnalysis()
             for (int k = 0; k < quant::gridLevels(codes->bits); ++k) a.grid.push_back(s * (z + k));
         }
         return a;
-    }));
-    auto* watcher = new QFutureWatcher<JobOutcome<TensorAnalysis>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, tensor] {
-        watcher->deleteLater();
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) return;
-        const auto out = watcher->result();
+    }, [this, tensor](const JobOutcome<TensorAnalysis>& out) {
+        if (!out.ok() && out.error->code == ErrorCode::Cancelled) return;
         if (tensor != m_tensor || !m_run || !out.ok() || out.value->runId != m_run->id) {
             if (!out.ok()) m_title->setText(QString::fromStdString(out.error->toString()));
             return;
@@ -153,7 +148,6 @@ void TensorErrorView::startAnalysis()
         display();
         Q_EMIT analysisReady(tensor);
     });
-    watcher->setFuture(future);
 }
 
 void TensorErrorView::display()
@@ -200,17 +194,13 @@ void TensorErrorView::startPreview()
     auto analysis = m_analysis;
     m_previewBusy = true;
     m_previewPending = false;
-    auto future = m_runner->track(m_runner->run<pipeline::PreviewResult>([run, analysis, s](RunContext& ctx) {
+    m_runner->start<pipeline::PreviewResult>(this, QString(), [run, analysis, s](RunContext& ctx) {
         const pipeline::TensorReport& rep = run->result->tensors[analysis->index];
         return pipeline::previewTensor(run->base->layer(rep.layer)->weight(rep.linear),
                                        analysis->hessians->forLinear(rep.linear), s, &ctx);
-    }));
-    auto* watcher = new QFutureWatcher<JobOutcome<pipeline::PreviewResult>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, s, jobErr = rep.relativeError] {
-        watcher->deleteLater();
+    }, [this, s, jobErr = rep.relativeError](const JobOutcome<pipeline::PreviewResult>& out) {
         m_previewBusy = false;
-        if (watcher->isCanceled() || watcher->future().resultCount() == 0) return;
-        const auto out = watcher->result();
+        if (!out.ok() && out.error->code == ErrorCode::Cancelled) return;
         const auto& t = quant::methodTraits(s.method);
         if (!out.ok()) {
             m_previewText->setText(tr("What-if failed: %1").arg(QString::fromStdString(out.error->toString())));
@@ -230,7 +220,6 @@ void TensorErrorView::startPreview()
         }
         if (m_previewPending) startPreview();
     });
-    watcher->setFuture(future);
 }
 
 } // namespace qb::ui

@@ -90,7 +90,9 @@ void WeightsPanel::recompute()
     const int bins = m_bins->value();
     auto checkpoint = m_checkpoint; // keeps the mapping alive while the job runs
     const QString tensor = m_tensor;
-    auto future = m_runner->track(m_runner->run<WeightStatsSnapshot>(
+    m_runner->start<WeightStatsSnapshot>(
+        this, QString(), // quick: no status-strip entry
+        
         [checkpoint, info, bins, tensor](RunContext& ctx) -> Result<WeightStatsSnapshot> {
             ctx.beginStage("statistics", 2, tensor.toStdString());
             const auto rows = info->rows();
@@ -107,13 +109,11 @@ void WeightsPanel::recompute()
             }
             ctx.advance();
             return WeightStatsSnapshot{tensor, info->shape, std::move(stats)};
-        }));
-    auto* watcher = new QFutureWatcher<JobOutcome<WeightStatsSnapshot>>(this);
-    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, generation] {
-        watcher->deleteLater();
-        if (watcher->isCanceled() || generation != m_generation) return;
-        const auto outcome = watcher->result();
+        },
+        [this, generation](const JobOutcome<WeightStatsSnapshot>& outcome) {
+        if (generation != m_generation) return; // a newer selection superseded this one
         if (!outcome.ok()) {
+            if (outcome.error->code == ErrorCode::Cancelled) return;
             m_stats->setText(tr("Cannot read tensor: %1")
                                  .arg(QString::fromStdString(outcome.error->toString())));
             return;
@@ -122,7 +122,6 @@ void WeightsPanel::recompute()
         display();
         Q_EMIT statsReady(m_snapshot->tensor);
     });
-    watcher->setFuture(future);
 }
 
 void WeightsPanel::display()

@@ -7,7 +7,6 @@
 #include "eval/tensor_stats.h"
 #include "io/checkpoint.h"
 
-#include <QFutureWatcher>
 #include <QWidget>
 
 #include <memory>
