@@ -35,9 +35,7 @@ int runConvert(const std::vector<std::string>& argv)
 
     auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
-    if (ck->tokenizerPath.empty())
-        return cli::fail(cmd, "no tokenizer.json found beside " + ck->path);
-    auto tok = io::Tokenizer::fromFile(ck->tokenizerPath);
+    auto tok = io::loadCheckpointTokenizer(*ck);
     if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
 
     exporting::GgufExportOptions opt;

@@ -35,9 +35,7 @@ int runEval(const std::vector<std::string>& argv)
     const std::string modelPath = args.positionals().front();
     auto ck = io::openCheckpoint(modelPath);
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
-    if (ck->tokenizerPath.empty())
-        return cli::fail(cmd, "no tokenizer.json found beside " + modelPath);
-    auto tok = io::Tokenizer::fromFile(ck->tokenizerPath);
+    auto tok = io::loadCheckpointTokenizer(*ck);
     if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
     auto text = pipeline::readTextFile(*textPath);
     if (!text) return cli::fail(cmd, "cannot read text: " + text.error().toString());

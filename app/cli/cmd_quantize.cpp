@@ -109,8 +109,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     auto resolved = pipeline::resolveQuantPlan(plan, ck->config);
     if (!resolved) return cli::fail(cmd, "bad plan: " + resolved.error().toString(), 2);
     for (const auto& w : resolved->warnings) std::cerr << "quantbench-cli quantize: warning: " << w.detail << "\n";
-    if (ck->tokenizerPath.empty()) return cli::fail(cmd, "no tokenizer.json found beside " + modelPath);
-    auto tok = io::Tokenizer::fromFile(ck->tokenizerPath);
+    auto tok = io::loadCheckpointTokenizer(*ck);
     if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
     auto calibText = pipeline::readTextFile(*calibPath);
     if (!calibText) return cli::fail(cmd, "cannot read calibration text: " + calibText.error().toString());

@@ -309,7 +309,7 @@ Status readTensorF32(const TensorInfo& t, float* dst)
         auto s = convertToF32(t.dtype, t.bytes.data(), dst, std::size_t(n));
         if (!s.ok()) return s.error().withContext(where);
     }
-    if (t.permutedHeads > 0) {
+    if (t.permutedHeads > 0 && n > 0) { // an empty tensor has no rows to move
         // Undo the llama.cpp export permutation (FORMATS.md §2.4, io/gguf_names.h).
         const std::int64_t rows = t.rows(), cols = t.cols(), heads = t.permutedHeads;
         if (rows % heads != 0 || (rows / heads) % 2 != 0)
@@ -323,6 +323,19 @@ Status readTensorF32(const TensorInfo& t, float* dst)
             std::memcpy(dst + perm[std::size_t(r)] * cols, stored.data() + r * cols, std::size_t(cols) * sizeof(float));
     }
     return {};
+}
+
+Result<Tokenizer> loadCheckpointTokenizer(const Checkpoint& ck)
+{
+    if (ck.tokenizerPath.empty()) {
+        const QFileInfo info(QString::fromStdString(ck.path));
+        const QString dir = info.isDir() ? info.absoluteFilePath() : info.absolutePath();
+        return makeError(ErrorCode::InvalidArgument,
+                         "the model has no tokenizer.json beside it (" + dir.toStdString() +
+                             "): tokenizing text (calibration, evaluation, export) needs one",
+                         ck.path);
+    }
+    return Tokenizer::fromFile(ck.tokenizerPath);
 }
 
 } // namespace qb::io

@@ -12,6 +12,7 @@
 #include "base/model_config.h"
 #include "base/result.h"
 #include "base/tensor.h"
+#include "io/tokenizer.h"
 
 #include <cstdint>
 #include <string>
@@ -38,6 +39,10 @@ struct Checkpoint {
 // file, a .bin file, an index .json, or a .gguf file. For a file, config.json is looked up in its
 // directory (GGUF carries its own config). Reads headers only: instant on multi-GB files.
 Result<Checkpoint> openCheckpoint(const std::string& path);
+
+// The model's tokenizer (tokenizer.json beside it). The one place that says a model has none:
+// "the model has no tokenizer.json beside it (<dir>): ..." as an InvalidArgument error.
+Result<Tokenizer> loadCheckpointTokenizer(const Checkpoint& ck);
 
 // Converts/dequantizes one tensor into dst (numel() floats, HF layout; undoes permutedHeads).
 Status readTensorF32(const TensorInfo& t, float* dst);

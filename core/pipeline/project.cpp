@@ -112,9 +112,7 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
     };
     switch (req.format) {
     case ExportFormat::Gguf: {
-        if (ck.tokenizerPath.empty())
-            return makeError(ErrorCode::InvalidArgument, "no tokenizer.json found beside the model", ck.path);
-        QB_TRY(tok, io::Tokenizer::fromFile(ck.tokenizerPath));
+        QB_TRY(tok, io::loadCheckpointTokenizer(ck));
         exporting::GgufExportOptions o;
         o.weightType = plainGgufType(ck);
         o.gridFor = gridFor;

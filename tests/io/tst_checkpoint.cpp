@@ -56,6 +56,25 @@ private Q_SLOTS:
         QCOMPARE(std::string(io::checkpointFormatName(io::CheckpointFormat::Gguf)),
                  std::string("gguf"));
     }
+    // One message for "no tokenizer" wherever text must be tokenized (it was written 7 times).
+    void missingTokenizerIsOneClearError()
+    {
+        const auto dir = makeModel(tinyLlamaTensors(DType::F16), tinyConfigJson());
+        auto ck = io::openCheckpoint(dir);
+        QVERIFY(ck.ok());
+        QVERIFY(ck->tokenizerPath.empty());
+        auto tok = io::loadCheckpointTokenizer(*ck);
+        QVERIFY(!tok.ok());
+        QCOMPARE(tok.error().code, ErrorCode::InvalidArgument);
+        QVERIFY2(has(tok.error().toString(), "the model has no tokenizer.json beside it (" + dir + ")"),
+                 tok.error().toString().c_str());
+        writeFile(dir + "/tokenizer.json", "{"); // present but broken: the tokenizer's own error
+        auto ck2 = io::openCheckpoint(dir);
+        QVERIFY(ck2.ok());
+        auto bad = io::loadCheckpointTokenizer(*ck2);
+        QVERIFY(!bad.ok());
+        QVERIFY2(has(bad.error().toString(), "tokenizer.json"), bad.error().toString().c_str());
+    }
     void shardedDirectory()
     {
         const QString d = m_dir.filePath("sharded");

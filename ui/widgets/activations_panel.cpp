@@ -145,11 +145,7 @@ void ActivationsPanel::startCalibration()
         this, tr("Calibrating"),
         [checkpoint, textPath, co](RunContext& ctx) -> Result<pipeline::ActivationReport> {
             ctx.beginStage("calibrate", 0, "tokenize");
-            if (checkpoint->tokenizerPath.empty())
-                return makeError(ErrorCode::InvalidArgument,
-                                 "the model has no tokenizer.json: cannot tokenize calibration text",
-                                 checkpoint->path);
-            QB_TRY(tok, io::Tokenizer::fromFile(checkpoint->tokenizerPath));
+            QB_TRY(tok, io::loadCheckpointTokenizer(*checkpoint));
             QB_TRY(text, pipeline::readTextFile(textPath));
             QB_TRY(calib, pipeline::buildCalibrationSet(*tok, *text, co, &ctx, textPath));
             return pipeline::collectActivationStats(*checkpoint, *calib, {}, &ctx);

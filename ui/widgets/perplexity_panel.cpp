@@ -79,10 +79,7 @@ void PerplexityPanel::startEvaluation()
     m_runner->start<eval::PerplexityResult>(
         this, tr("Evaluating perplexity"),
         [checkpoint, path = textPath.toStdString(), opt](RunContext& ctx) -> Result<eval::PerplexityResult> {
-            if (checkpoint->tokenizerPath.empty())
-                return makeError(ErrorCode::InvalidArgument,
-                                 "the model has no tokenizer.json: cannot tokenize the text", checkpoint->path);
-            QB_TRY(tok, io::Tokenizer::fromFile(checkpoint->tokenizerPath));
+            QB_TRY(tok, io::loadCheckpointTokenizer(*checkpoint));
             QB_TRY(text, pipeline::readTextFile(path));
             QB_TRY(model, pipeline::loadModel(*checkpoint, &ctx));
             return pipeline::runPerplexity(**model, *tok, *text, opt, &ctx);

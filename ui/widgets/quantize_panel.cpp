@@ -226,9 +226,7 @@ void QuantizePanel::startQuantize()
         QuantRun out = *run;
         OverallProgress overall{ctx, int(checkpoint->config.numHiddenLayers), evalPpl};
         ctx.beginStage("quantize", OverallProgress::kTotal, "calibration");
-        if (checkpoint->tokenizerPath.empty())
-            return makeError(ErrorCode::InvalidArgument, "the model has no tokenizer.json", checkpoint->path);
-        QB_TRY(tok, io::Tokenizer::fromFile(checkpoint->tokenizerPath));
+        QB_TRY(tok, io::loadCheckpointTokenizer(*checkpoint));
         QB_TRY(text, pipeline::readTextFile(calibPath));
         QB_TRY(calib, pipeline::buildCalibrationSet(*tok, *text, copt, nullptr, calibPath));
         out.calib = std::make_shared<const pipeline::CalibrationSet>(std::move(*calib));
