@@ -1,10 +1,19 @@
 // Restricted pickle decoder for torch checkpoints. Opcode set: FORMATS.md §6.4, plus POP,
 // POP_MARK, ADDITEMS and LONG4 for robustness. Anything else is a Format error with its offset.
+//
+// Hostile pickles: the machine itself is iterative, but its values form a graph that memo
+// references can make cyclic (a list appended to itself) or nest hundreds of thousands deep
+// (([[...]])), and shared_ptr destruction of such a graph recurses once per level. So every value
+// the machine creates is also held in an arena; the result returned is first checked to be
+// acyclic and at most kMaxPickleNesting deep, and on exit every value that is not part of the
+// returned result has its edges cut, so dropping the arena frees them one by one.
 
 #include "io/pickle.h"
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace qb::io::detail {
 
@@ -12,18 +21,9 @@ namespace {
 
 using K = PickleValue::Kind;
 
-PickleRef make(K kind)
-{
-    auto v = std::make_shared<PickleValue>();
-    v->kind = kind;
-    return v;
-}
-PickleRef makeInt(std::int64_t i, K kind = K::Int)
-{
-    auto v = make(kind);
-    v->i = i;
-    return v;
-}
+// Far deeper than any state_dict (a handful of levels), shallow enough that destroying or
+// walking a result recursively is safe on any thread's stack.
+constexpr std::size_t kMaxPickleNesting = 1000;
 
 struct StorageClass {
     const char* name;
@@ -49,6 +49,19 @@ constexpr const char* kAllowed[] = {"collections.OrderedDict",
 class Machine {
 public:
     Machine(const ByteRange& data, const std::string& context) : m_cur(data), m_context(context) {}
+    Machine(const Machine&) = delete;
+    Machine& operator=(const Machine&) = delete;
+
+    // Cuts the edges of every value that is not part of the returned result (see the top).
+    ~Machine()
+    {
+        for (const PickleRef& v : m_all)
+            if (!m_kept.count(v.get())) {
+                v->items.clear();
+                v->dict.clear();
+                v->storage.reset();
+            }
+    }
 
     Result<PickleRef> run()
     {
@@ -59,7 +72,9 @@ public:
             m_at = at;
             if (*op == '.') {
                 if (m_stack.empty()) return fail("STOP with an empty stack", at);
-                return m_stack.back();
+                PickleRef result = m_stack.back();
+                QB_TRY_STATUS(keepResult(result));
+                return result;
             }
             auto st = step(*op);
             if (!st.ok()) return st.error();
@@ -67,6 +82,74 @@ public:
     }
 
 private:
+    PickleRef make(K kind)
+    {
+        auto v = std::make_shared<PickleValue>();
+        v->kind = kind;
+        m_all.push_back(v);
+        return v;
+    }
+    PickleRef makeInt(std::int64_t i, K kind = K::Int)
+    {
+        auto v = make(kind);
+        v->i = i;
+        return v;
+    }
+
+    // Walks the result graph without recursion: refuses a cycle or nesting deeper than
+    // kMaxPickleNesting, and records the values it reaches in m_kept.
+    Status keepResult(const PickleRef& root)
+    {
+        // Per value: -1 while on the current path, else the height of the value's subtree.
+        std::unordered_map<const PickleValue*, std::int64_t> height;
+        struct Frame {
+            const PickleValue* v;
+            std::size_t next;
+            std::int64_t height;
+        };
+        auto child = [](const PickleValue* v, std::size_t i) -> const PickleValue* {
+            if (i < v->items.size()) return v->items[i].get();
+            i -= v->items.size();
+            if (i < 2 * v->dict.size()) return (i % 2 ? v->dict[i / 2].second : v->dict[i / 2].first).get();
+            i -= 2 * v->dict.size();
+            return i == 0 ? v->storage.get() : nullptr;
+        };
+        auto childCount = [](const PickleValue* v) {
+            return v->items.size() + 2 * v->dict.size() + (v->storage ? 1 : 0);
+        };
+        auto tooDeep = [&] {
+            return fail("pickle nests containers more than " + std::to_string(kMaxPickleNesting) +
+                        " levels deep");
+        };
+        std::vector<Frame> path{{root.get(), 0, 0}};
+        height[root.get()] = -1;
+        while (!path.empty()) {
+            Frame& f = path.back();
+            if (f.next == childCount(f.v)) {
+                const std::int64_t h = f.height;
+                height[f.v] = h;
+                path.pop_back();
+                if (!path.empty()) path.back().height = std::max(path.back().height, h + 1);
+                continue;
+            }
+            const PickleValue* c = child(f.v, f.next++);
+            if (!c) continue;
+            const auto it = height.find(c);
+            if (it != height.end()) {
+                if (it->second < 0) return fail("pickle holds a reference cycle");
+                if (path.size() + std::size_t(it->second) > kMaxPickleNesting) return tooDeep();
+                f.height = std::max(f.height, it->second + 1);
+                continue;
+            }
+            if (path.size() >= kMaxPickleNesting) return tooDeep();
+            height[c] = -1;
+            path.push_back({c, 0, 0});
+        }
+        for (const auto& [v, h] : height)
+            m_kept.insert(v);
+        return {};
+    }
+
     Error fail(const std::string& msg, std::uint64_t at) const
     {
         return makeError(ErrorCode::Format, msg,
@@ -184,27 +267,31 @@ private:
         t->stride = std::move(*stride);
         return t;
     }
-    // Calls an allow-listed callable.
-    Result<PickleRef> call(const PickleRef& fn, const PickleRef& args)
+    // Calls an allow-listed callable. _rebuild_from_type_v2(func, type, args, state) calls
+    // func(*args), which may be _rebuild_from_type_v2 again: a loop, not recursion.
+    Result<PickleRef> call(PickleRef fn, PickleRef args)
     {
-        if (!fn || fn->kind != K::Global) return fail("REDUCE on a non-callable");
-        if (!args || args->kind != K::Tuple) return fail("REDUCE arguments are not a tuple");
-        const auto& a = args->items;
-        const std::string& f = fn->s;
-        if (f == "collections.OrderedDict") return make(K::Dict);
-        if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor")
-            return rebuildTensor(a);
-        if (f == "torch._utils._rebuild_parameter" ||
-            f == "torch._utils._rebuild_parameter_with_state" ||
-            f == "torch.nn.parameter.Parameter") {
-            if (a.empty()) return fail(f + " without data");
-            return a[0];
-        }
-        if (f == "torch._tensor._rebuild_from_type_v2") {
+        while (true) {
+            if (!fn || fn->kind != K::Global) return fail("REDUCE on a non-callable");
+            if (!args || args->kind != K::Tuple) return fail("REDUCE arguments are not a tuple");
+            const auto& a = args->items;
+            const std::string& f = fn->s;
+            if (f == "collections.OrderedDict") return make(K::Dict);
+            if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor")
+                return rebuildTensor(a);
+            if (f == "torch._utils._rebuild_parameter" ||
+                f == "torch._utils._rebuild_parameter_with_state" ||
+                f == "torch.nn.parameter.Parameter") {
+                if (a.empty()) return fail(f + " without data");
+                return a[0];
+            }
+            if (f != "torch._tensor._rebuild_from_type_v2")
+                return fail("global \"" + f + "\" cannot be called");
             if (a.size() < 3) return fail("_rebuild_from_type_v2 needs (func, type, args, state)");
-            return call(a[0], a[2]);
+            PickleRef nextFn = a[0], nextArgs = a[2];
+            fn = std::move(nextFn);
+            args = std::move(nextArgs);
         }
-        return fail("global \"" + f + "\" cannot be called");
     }
     Status setItems(const PickleRef& d, const std::vector<PickleRef>& kv)
     {
@@ -449,6 +536,8 @@ private:
     std::vector<PickleRef> m_stack;
     std::vector<std::size_t> m_marks;
     std::unordered_map<std::uint32_t, PickleRef> m_memo;
+    std::vector<PickleRef> m_all;                    // every value created (see the top)
+    std::unordered_set<const PickleValue*> m_kept;   // reachable from the returned result
 };
 
 } // namespace

@@ -840,6 +840,97 @@ Result<Tokenizer> Tokenizer::fromJson(const std::string& json, const std::string
     return fromJsonWithConfig(json, {}, nameForErrors);
 }
 
+namespace {
+
+// Normalizers, pre-tokenizers and decoders rewrite text, and a file can chain rewrites that grow
+// it geometrically (64 Replace steps that each double every space). encode()/decode() cannot
+// fail, so such a chain is refused when the file is loaded: the worst case of each chain,
+// output <= factor * input + added bytes, must stay within these limits. Real tokenizers stay
+// far below them (Prepend "▁" + Replace " " -> "▁": factor 3, 3 bytes added).
+constexpr double kMaxTextGrowthFactor = 1024;
+constexpr double kMaxTextGrowthAdded = 1 << 20;
+
+struct TextGrowth {
+    double factor = 1, added = 0;
+    bool rewritten = false; // a Replace/Prepend ran: Unicode steps may now meet new text
+
+    void scale(double f)
+    {
+        factor *= f;
+        added *= f;
+    }
+    void replace(const std::string& from, const std::string& to)
+    {
+        if (from.empty()) return;
+        if (to.size() > from.size()) scale(double(to.size()) / double(from.size()));
+        rewritten = true;
+    }
+    void prepend(const std::string& p)
+    {
+        added += double(p.size());
+        rewritten = true;
+    }
+    // Unicode normalization, case mapping and UTF-8 repair expand a code point a bounded number
+    // of times (NFKD: up to 18 code points); repeated on unchanged text they expand nothing.
+    void unicode(double worst)
+    {
+        if (rewritten) scale(worst);
+    }
+    bool ok() const { return factor <= kMaxTextGrowthFactor && added <= kMaxTextGrowthAdded; }
+};
+
+Status checkTextGrowth(const TokenizerImpl& t, const std::string& name)
+{
+    auto refuse = [&](const char* what, const TextGrowth& g) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "%s can grow a text %.3g-fold plus %.3g bytes (limit %g-fold plus %g)", what,
+                      g.factor, g.added, kMaxTextGrowthFactor, kMaxTextGrowthAdded);
+        return format(buf, name);
+    };
+    TextGrowth g;
+    for (const NormalizerStep& n : t.normalizers) {
+        using T = NormalizerStep::Type;
+        switch (n.type) {
+        case T::Nfc:
+        case T::Nfd:
+            g.unicode(4);
+            break;
+        case T::Nfkc:
+        case T::Nfkd:
+            g.unicode(18);
+            break;
+        case T::Lowercase:
+            g.unicode(3);
+            break;
+        case T::Prepend:
+            g.prepend(n.a);
+            break;
+        case T::Replace:
+            g.replace(n.a, n.b);
+            break;
+        case T::Strip:
+            break;
+        }
+        if (!g.ok()) return refuse("the normalizer chain", g);
+    }
+    for (const PreTokStep& p : t.preTokenizers)
+        if (p.type == PreTokStep::Type::Metaspace) {
+            g.replace(" ", p.pattern);
+            g.prepend(p.pattern);
+            if (!g.ok()) return refuse("the normalizer and pre-tokenizer chain", g);
+        }
+    TextGrowth d;
+    for (const DecoderStep& s : t.decoders) {
+        using T = DecoderStep::Type;
+        if (s.type == T::Replace) d.replace(s.a, s.b);
+        if (s.type == T::ByteLevel || s.type == T::ByteFallback) d.unicode(3);
+        if (!d.ok()) return refuse("the decoder chain", d);
+    }
+    return {};
+}
+
+} // namespace
+
 Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json,
                                                 const std::string& configJson,
                                                 const std::string& name)
@@ -860,6 +951,7 @@ Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json,
     QB_TRY_STATUS(ld.normalizer(root.value("normalizer")));
     QB_TRY_STATUS(ld.preTokenizer(root.value("pre_tokenizer")));
     QB_TRY_STATUS(ld.decoder(root.value("decoder")));
+    QB_TRY_STATUS(checkTextGrowth(t, name));
     bool processorAdds = false;
     QB_TRY_STATUS(ld.postProcessor(root.value("post_processor"), processorAdds));
 
@@ -899,6 +991,12 @@ Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json,
     constexpr std::int64_t kMaxVocab = std::int64_t(1) << 24; // far above any real vocabulary
     if (maxId >= kMaxVocab)
         return format("token id " + std::to_string(maxId) + " is implausibly large", name);
+    // The id table is dense: a few tokens with huge ids would cost gigabytes for a tiny file.
+    const std::int64_t tokens = std::int64_t(t.vocab.size() + t.addedTokens.size());
+    if (maxId > 2 * tokens + 65536)
+        return format("token id " + std::to_string(maxId) + " is implausibly large for " + std::to_string(tokens) +
+                          " tokens (ids must be nearly dense)",
+                      name);
     t.idToToken.assign(std::size_t(maxId + 1), {});
     t.idPresent.assign(std::size_t(maxId + 1), 0);
     t.idSpecial.assign(std::size_t(maxId + 1), 0);

@@ -66,9 +66,12 @@ Result<Zip> readZip(const ByteRange& all, const std::string& path)
         QB_TRY(e64, all.read<std::uint64_t>(eocd - 20 + 8));
         QB_TRY(sig, all.read<std::uint32_t>(*e64));
         if (*sig != 0x06064b50u) return err("ZIP64 end-of-central-directory record missing", *e64);
-        entries = *all.read<std::uint64_t>(*e64 + 32);
-        cdSize = *all.read<std::uint64_t>(*e64 + 40);
-        cdOffset = *all.read<std::uint64_t>(*e64 + 48);
+        QB_TRY(entries64, all.read<std::uint64_t>(*e64 + 32));
+        QB_TRY(cdSize64, all.read<std::uint64_t>(*e64 + 40));
+        QB_TRY(cdOffset64, all.read<std::uint64_t>(*e64 + 48));
+        entries = *entries64;
+        cdSize = *cdSize64;
+        cdOffset = *cdOffset64;
     }
     QB_TRY(cd, all.slice(cdOffset, cdSize));
     Zip zip;
@@ -130,7 +133,8 @@ Result<Zip> readZip(const ByteRange& all, const std::string& path)
 
 // Reads one (small) member through QuaZip, which inflates it if needed and verifies its CRC-32,
 // so a corrupted pickle is reported as such instead of as a confusing opcode error.
-Result<ByteRange> readMemberWithQuaZip(const std::string& path, const std::string& name)
+Result<ByteRange> readMemberWithQuaZip(const std::string& path, const std::string& name,
+                                       std::uint64_t maxBytes)
 {
     QuaZip zip(QString::fromStdString(path));
     if (!zip.open(QuaZip::mdUnzip))
@@ -143,15 +147,41 @@ Result<ByteRange> readMemberWithQuaZip(const std::string& path, const std::strin
     QuaZipFile f(&zip);
     if (!f.open(QIODevice::ReadOnly))
         return makeError(ErrorCode::Format, "cannot read archive member " + name, path);
-    const QByteArray bytes = f.readAll();
+    // QuaZip may open a different entry of the same name from the one our own parse found: never
+    // read more than the stored member holds, so a deflated twin cannot inflate without bound.
+    std::vector<std::uint8_t> bytes;
+    char chunk[1 << 16];
+    for (qint64 n; (n = f.read(chunk, sizeof chunk)) > 0;) {
+        if (bytes.size() + std::uint64_t(n) > maxBytes) {
+            f.close();
+            return makeError(ErrorCode::Format,
+                             "archive member " + name + " inflates past " + std::to_string(maxBytes) +
+                                 " bytes, the size of the stored member",
+                             path);
+        }
+        bytes.insert(bytes.end(), chunk, chunk + n);
+    }
     f.close();
     if (f.getZipError() != 0) // UNZ_CRCERROR and friends are reported on close
         return makeError(ErrorCode::Format,
                          "archive member " + name + " is corrupt (CRC mismatch or truncated)",
                          path);
-    auto owned = MappedFile::fromBytes(std::vector<std::uint8_t>(bytes.begin(), bytes.end()),
-                                       path + ":" + name);
+    auto owned = MappedFile::fromBytes(std::move(bytes), path + ":" + name);
     return ByteRange(owned);
+}
+
+// Strided views are copied; all copies of one file together may exceed the file's size by at
+// most this much (a broadcast bias in a tiny checkpoint), and no single copy may exceed the cap.
+constexpr std::uint64_t kStridedCopySlackBytes = std::uint64_t(1) << 20;
+constexpr std::uint64_t kMaxStridedCopyBytes = std::uint64_t(1) << 40;
+constexpr std::size_t kMaxTensorDims = 64; // torch itself allows 64
+
+std::string shapeText(const std::vector<std::int64_t>& v)
+{
+    std::string s = "(";
+    for (std::size_t i = 0; i < v.size(); ++i)
+        s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + ")";
 }
 
 bool isContiguous(const detail::PickleValue& t)
@@ -202,8 +232,8 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
         if (bo->view().substr(0, 6) != "little")
             return makeError(ErrorCode::Unsupported, "big-endian torch checkpoint", path);
     }
-    QB_TRY_STATUS(member("data.pkl")); // present and stored
-    QB_TRY(pkl, readMemberWithQuaZip(path, prefix + "data.pkl"));
+    QB_TRY(pklMember, member("data.pkl")); // present and stored
+    QB_TRY(pkl, readMemberWithQuaZip(path, prefix + "data.pkl", pklMember->size()));
     QB_TRY(root, detail::unpickleTorch(*pkl, path + ": " + prefix + "data.pkl"));
     PickleRef dict = *root;
     // Some training scripts wrap the weights: {"state_dict": {...}} or {"model": {...}}.
@@ -220,6 +250,7 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
 
     TorchBinTensors out;
     std::size_t skipped = 0;
+    std::uint64_t copiedBytes = 0; // strided copies so far
     for (const auto& [k, v] : dict->dict) {
         if (k->kind != K::String || v->kind != K::Tensor) {
             ++skipped;
@@ -241,13 +272,30 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
                                  std::to_string(t.storage->storageNumel) + " elements but holds " +
                                  std::to_string(storageElems) + ": file truncated or corrupt",
                              where);
+        // Element count and last element of the view, overflow-checked: a hostile size/stride
+        // must not wrap around into a view that seems to fit its storage.
+        if (t.size.size() > kMaxTensorDims)
+            return makeError(ErrorCode::Format,
+                             "tensor has " + std::to_string(t.size.size()) + " dimensions (at most " +
+                                 std::to_string(kMaxTensorDims) + " are supported)",
+                             where);
         std::int64_t numel = 1, last = t.storageOffset;
+        bool overflow = false;
         for (std::size_t d = 0; d < t.size.size(); ++d) {
             if (t.size[d] < 0 || t.stride[d] < 0)
                 return makeError(ErrorCode::Format, "negative size or stride", where);
-            numel *= t.size[d];
-            if (t.size[d] > 0) last += (t.size[d] - 1) * t.stride[d];
+            std::int64_t span = 0;
+            overflow |= __builtin_mul_overflow(numel, t.size[d], &numel);
+            if (t.size[d] > 0) {
+                overflow |= __builtin_mul_overflow(t.size[d] - 1, t.stride[d], &span);
+                overflow |= __builtin_add_overflow(last, span, &last);
+            }
         }
+        if (overflow)
+            return makeError(ErrorCode::OutOfRange,
+                             "view size " + shapeText(t.size) + " with strides " + shapeText(t.stride) +
+                                 " overflows 64-bit element arithmetic",
+                             where);
         if (numel > 0 && (t.storageOffset < 0 || std::uint64_t(last) >= storageElems))
             return makeError(ErrorCode::OutOfRange,
                              "view (offset " + std::to_string(t.storageOffset) + ", last element " +
@@ -255,6 +303,20 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
                                  t.storage->storageKey + " of " + std::to_string(storageElems) +
                                  " elements",
                              where + " at offset " + std::to_string(storage->fileOffset()));
+        // A view may repeat storage elements (stride 0, overlapping strides): its row-major copy
+        // is refused beyond what the whole file could plausibly expand to.
+        if (numel > 0 && !isContiguous(t)) {
+            const bool huge = std::uint64_t(numel) > kMaxStridedCopyBytes / esize;
+            const std::uint64_t copyBytes = huge ? 0 : std::uint64_t(numel) * esize;
+            if (huge || copiedBytes + copyBytes > all.size() + kStridedCopySlackBytes)
+                return makeError(ErrorCode::OutOfRange,
+                                 "strided view of " + std::to_string(numel) +
+                                     " elements expands storage " + t.storage->storageKey + " (" +
+                                     std::to_string(storageElems) +
+                                     " elements) beyond the size of the file; refusing to copy it",
+                                 where);
+            copiedBytes += copyBytes;
+        }
         if (numel == 0) {
             info.bytes = *storage->slice(0, 0);
         } else if (isContiguous(t)) {

@@ -2,6 +2,7 @@
 
 #include <quazip.h>
 #include <quazipfile.h>
+#include <quazipfileinfo.h>
 #include <quazipnewinfo.h>
 
 #include <QDateTime>
@@ -10,6 +11,7 @@
 #include <QFileInfo>
 #include <QTemporaryFile>
 
+#include <algorithm>
 #include <cstdio>
 #include <fcntl.h>
 #include <unistd.h>
@@ -88,24 +90,56 @@ Status writeZipEntries(const std::string& path, const std::vector<ZipEntry>& ent
     return {};
 }
 
-Result<std::map<std::string, std::vector<std::uint8_t>>> readZipEntries(const std::string& path)
+Result<std::map<std::string, std::vector<std::uint8_t>>> readZipEntries(const std::string& path,
+                                                                        const ZipReadLimits& limits)
 {
     QuaZip zip(QString::fromStdString(path));
     if (!zip.open(QuaZip::mdUnzip))
         return makeError(ErrorCode::Io, "cannot open zip archive (QuaZip error " +
                                             std::to_string(zip.getZipError()) + ")",
                          path);
+    const std::uint64_t fileBytes = std::uint64_t(std::max<qint64>(0, QFileInfo(QString::fromStdString(path)).size()));
     std::map<std::string, std::vector<std::uint8_t>> out;
     for (bool more = zip.goToFirstFile(); more; more = zip.goToNextFile()) {
         const std::string name = zip.getCurrentFileName().toStdString();
+        const std::string where = path + ":" + name;
+        QuaZipFileInfo64 info;
+        if (!zip.getCurrentFileInfo(&info)) return makeError(ErrorCode::Format, "cannot read zip entry header", where);
+        // Refuse a zip bomb before inflating anything: deflate cannot expand more than 1032:1.
+        const std::uint64_t declared = info.uncompressedSize;
+        const std::uint64_t reachable = info.method == 0 ? std::min<std::uint64_t>(info.compressedSize, fileBytes)
+                                                          : std::min<std::uint64_t>(info.compressedSize, fileBytes) * 1032 + 1024;
+        const std::uint64_t cap = info.method == 0 ? reachable : std::min(reachable, limits.maxInflatedEntryBytes);
+        if (declared > cap)
+            return makeError(ErrorCode::Format,
+                             "zip entry declares " + std::to_string(declared) + " bytes from " +
+                                 std::to_string(info.compressedSize) + " compressed (method " +
+                                 std::to_string(info.method) + "), more than the " + std::to_string(cap) +
+                                 " it may inflate to",
+                             where);
         QuaZipFile f(&zip);
-        if (!f.open(QIODevice::ReadOnly)) return makeError(ErrorCode::Format, "cannot open zip entry", path + ":" + name);
-        const QByteArray data = f.readAll();
+        if (!f.open(QIODevice::ReadOnly)) return makeError(ErrorCode::Format, "cannot open zip entry", where);
+        // Read in chunks, never more than the declared size (plus one byte to notice a liar).
+        std::vector<std::uint8_t> data;
+        data.reserve(std::size_t(std::min<std::uint64_t>(declared, 64u << 20)));
+        char chunk[1 << 16];
+        while (true) {
+            const qint64 n = f.read(chunk, sizeof chunk);
+            if (n < 0) break; // reported through getZipError() below
+            if (n == 0) break;
+            if (data.size() + std::uint64_t(n) > declared) {
+                f.close();
+                return makeError(ErrorCode::Format,
+                                 "zip entry inflates past its declared size of " + std::to_string(declared) +
+                                     " bytes",
+                                 where);
+            }
+            data.insert(data.end(), chunk, chunk + n);
+        }
         f.close();
         if (f.getZipError() != 0)
-            return makeError(ErrorCode::Format, "zip entry is corrupt (CRC-32 mismatch or truncated)",
-                             path + ":" + name);
-        out[name] = std::vector<std::uint8_t>(data.begin(), data.end());
+            return makeError(ErrorCode::Format, "zip entry is corrupt (CRC-32 mismatch or truncated)", where);
+        out[name] = std::move(data);
     }
     if (zip.getZipError() != 0)
         return makeError(ErrorCode::Format, "cannot list zip archive (QuaZip error " +

@@ -33,7 +33,15 @@ struct ZipWriteOptions {
 Status writeZipEntries(const std::string& path, const std::vector<ZipEntry>& entries,
                        const ZipWriteOptions& options = {});
 
+// Limits on what reading an archive may inflate. Stored entries are bounded by the file itself;
+// a compressed entry must declare a size that deflate can reach from its compressed bytes
+// (at most ~1032:1) and may not inflate past that declared size nor past maxInflatedEntryBytes.
+struct ZipReadLimits {
+    std::uint64_t maxInflatedEntryBytes = std::uint64_t(1) << 30; // 1 GiB per compressed entry
+};
+
 // Every entry of the archive, by name.
-Result<std::map<std::string, std::vector<std::uint8_t>>> readZipEntries(const std::string& path);
+Result<std::map<std::string, std::vector<std::uint8_t>>> readZipEntries(const std::string& path,
+                                                                        const ZipReadLimits& limits = {});
 
 } // namespace qb::io
