@@ -4,12 +4,15 @@
 # ccache is used when present). Safe to run again: a second run with nothing changed is fast.
 #
 #   packaging/bootstrap.sh [--tests]      --tests also installs the npm reference tools
+#   packaging/bootstrap.sh --deps-only    only the Debian packages (for packaging/package.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${QB_BUILD_DIR:-$ROOT/build}"
 WITH_TESTS=0
+DEPS_ONLY=0
 [[ "${1:-}" == "--tests" ]] && WITH_TESTS=1
+[[ "${1:-}" == "--deps-only" ]] && DEPS_ONLY=1
 
 # Build and run-time packages (see ../shared/design/BUILD.md for why each is listed).
 PKGS=(cmake g++ make qt6-base-dev qt6-charts-dev libqt6opengl6-dev libquazip1-qt6-dev
@@ -37,6 +40,8 @@ if ((${#missing[@]})); then
 else
     echo "==> Debian packages: all present"
 fi
+
+[[ $DEPS_ONLY == 1 ]] && exit 0
 
 LAUNCHER=()
 command -v ccache >/dev/null && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
