@@ -97,10 +97,12 @@ PlanEditor::PlanEditor(QWidget* parent)
     connect(m_redoAction, &QAction::triggered, m_undo, &QUndoStack::redo);
     connect(m_undo, &QUndoStack::canUndoChanged, m_undoAction, &QAction::setEnabled);
     connect(m_undo, &QUndoStack::canRedoChanged, m_redoAction, &QAction::setEnabled);
+    // The actions, not `this`: the undo stack (a child) emits these while the editor is being
+    // destroyed (found by UBSan: member access on a half-destroyed PlanEditor).
     connect(m_undo, &QUndoStack::undoTextChanged, m_undoAction,
-            [this](const QString& t) { m_undoAction->setToolTip(tr("Undo %1 (Ctrl+Z)").arg(t)); });
+            [a = m_undoAction](const QString& t) { a->setToolTip(tr("Undo %1 (Ctrl+Z)").arg(t)); });
     connect(m_undo, &QUndoStack::redoTextChanged, m_redoAction,
-            [this](const QString& t) { m_redoAction->setToolTip(tr("Redo %1 (Ctrl+Shift+Z)").arg(t)); });
+            [a = m_redoAction](const QString& t) { a->setToolTip(tr("Redo %1 (Ctrl+Shift+Z)").arg(t)); });
     m_undoAction->setObjectName(QStringLiteral("planUndo"));
     m_undoAction->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Z));
     m_undoAction->setShortcutContext(Qt::WidgetWithChildrenShortcut);
