@@ -14,6 +14,8 @@
 #include "widgets/weights_panel.h"
 
 #include <QDir>
+#include <QMessageBox>
+#include <QTemporaryDir>
 #include <QTabWidget>
 
 #include <QAbstractItemModelTester>
@@ -130,6 +132,31 @@ private Q_SLOTS:
         QVERIFY(done.last().at(0).toBool());
     }
 
+    // A failed job (here: a model without tokenizer.json) is shown in a dialog, not only in the
+    // status bar, and the window stays usable (non-modal).
+    void failedJobShowsDialog()
+    {
+        QTemporaryDir dir;
+        const QDir demo(QStringLiteral(QB_DEMO_DIR));
+        for (const char* f : {"config.json", "model.safetensors"})
+            QVERIFY(QFile::copy(demo.filePath(QString::fromLatin1(f)), dir.filePath(QString::fromLatin1(f))));
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+        w.openModel(dir.path());
+        QVERIFY(loaded.wait(20000));
+        auto* panel = w.perplexityPanel();
+        QSignalSpy done(panel, &PerplexityPanel::evaluationFinished);
+        QTest::mouseClick(panel->runButton(), Qt::LeftButton);
+        QVERIFY(done.wait(60000));
+        QVERIFY(!done.last().at(0).toBool());
+        QMessageBox* box = nullptr;
+        QTRY_VERIFY((box = w.findChild<QMessageBox*>(QStringLiteral("jobErrorBox"))) != nullptr);
+        QVERIFY2(box->text().contains(QStringLiteral("no tokenizer.json")), qPrintable(box->text()));
+        QCOMPARE(box->windowModality(), Qt::NonModal);
+        box->close();
+    }
     void perplexityAddsHistoryRow()
     {
         MainWindow w;

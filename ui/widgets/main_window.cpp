@@ -94,6 +94,7 @@ void MainWindow::createPanels()
     });
     connect(m_activations, &ActivationsPanel::calibrationFinished, this, [this](bool ok, const QString& msg) {
         statusBar()->showMessage(ok ? tr("Calibration done: %1").arg(msg) : tr("Calibration: %1").arg(msg), 8000);
+        if (!ok) jobError(tr("Calibration failed"), msg);
     });
     auto* quantize = new QuantizePanel(m_runner, m_jobStatus, m_tabs);
     m_quantize = quantize;
@@ -103,6 +104,7 @@ void MainWindow::createPanels()
     connect(this, &MainWindow::modelLoaded, quantize, [this, quantize] { quantize->setCheckpoint(m_checkpoint); });
     connect(quantize, &QuantizePanel::quantizeFinished, this, [this](bool ok, const QString& msg) {
         statusBar()->showMessage(ok ? tr("Quantized: %1").arg(msg) : tr("Quantization: %1").arg(msg), 8000);
+        if (!ok) jobError(tr("Quantization failed"), msg);
     });
     setCentralWidget(m_tabs);
 
@@ -121,6 +123,7 @@ void MainWindow::createPanels()
     m_historyDock->setWidget(m_perplexity);
     connect(m_perplexity, &PerplexityPanel::evaluationFinished, this, [this](bool ok, const QString& msg) {
         statusBar()->showMessage(ok ? tr("Perplexity: %1").arg(msg) : tr("Evaluation: %1").arg(msg), 8000);
+        if (!ok) jobError(tr("Evaluation failed"), msg);
     });
     addDockWidget(Qt::BottomDockWidgetArea, m_historyDock);
     resizeDocks({m_explorerDock}, {520}, Qt::Horizontal);
@@ -364,6 +367,17 @@ void MainWindow::projectError(const QString& title, const QString& path, const Q
     box->setObjectName(QStringLiteral("projectErrorBox"));
     box->setAttribute(Qt::WA_DeleteOnClose);
     box->open();
+}
+
+void MainWindow::jobError(const QString& title, const QString& message)
+{
+    if (message == tr("cancelled") || message == tr("another job is running")) return; // not failures
+    // Non-modal: the window stays usable; the status bar keeps the short form.
+    auto* box = new QMessageBox(QMessageBox::Critical, title, message, QMessageBox::Ok, this);
+    box->setObjectName(QStringLiteral("jobErrorBox"));
+    box->setAttribute(Qt::WA_DeleteOnClose);
+    box->setWindowModality(Qt::NonModal);
+    box->show();
 }
 
 ExportDialog* MainWindow::openExportDialog(std::shared_ptr<const QuantRun> run)

@@ -87,6 +87,8 @@ private:
     void rebuildRecentMenu();
     void showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
     void projectError(const QString& title, const QString& path, const QString& message);
+    // A failed calibration, quantization or evaluation job: a dialog with the message.
+    void jobError(const QString& title, const QString& message);
 
     QTabWidget* m_tabs = nullptr;
     QDockWidget* m_explorerDock = nullptr;
