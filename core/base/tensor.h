@@ -35,13 +35,18 @@ struct TensorInfo {
     }
     std::int64_t rows() const { return shape.empty() ? 1 : shape.front(); }
     std::int64_t cols() const { return shape.empty() ? 1 : numel() / shape.front(); }
-    std::string shapeString() const
-    {
-        std::string s = "[";
-        for (std::size_t i = 0; i < shape.size(); ++i)
-            s += (i ? ", " : "") + std::to_string(shape[i]);
-        return s + "]";
-    }
+    std::string shapeString() const;
 };
+
+// "[4096, 11008]": a shape as every error message spells it.
+inline std::string shapeString(const std::vector<std::int64_t>& shape)
+{
+    std::string s = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i)
+        s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
+inline std::string TensorInfo::shapeString() const { return qb::shapeString(shape); }
 
 } // namespace qb

@@ -73,14 +73,6 @@ Status scanValues(const TensorInfo& t, VerifiedTensor& out)
     return {};
 }
 
-std::string dimsString(const std::vector<std::int64_t>& d)
-{
-    std::string s = "[";
-    for (std::size_t i = 0; i < d.size(); ++i)
-        s += (i ? ", " : "") + std::to_string(d[i]);
-    return s + "]";
-}
-
 } // namespace
 
 Result<VerifyReport> verifyGgufFile(const std::string& path,
@@ -148,8 +140,8 @@ Result<VerifyReport> verifyGgufFile(const std::string& path,
                 problems.push_back("tensor " + t.name + " has type " + io::ggmlTypeName(type) +
                                    ", expected " + io::ggmlTypeName(int(e.type)));
             if (ne != e.ne)
-                problems.push_back("tensor " + t.name + " has ne " + dimsString(ne) +
-                                   ", expected " + dimsString(e.ne));
+                problems.push_back("tensor " + t.name + " has ne " + shapeString(ne) +
+                                   ", expected " + shapeString(e.ne));
         }
     }
     if (ctx) ctx->beginStage("verify", std::int64_t(file->tensors.size()), path);

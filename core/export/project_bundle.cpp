@@ -26,13 +26,6 @@ std::vector<std::uint8_t> textBytes(const std::string& s)
     return std::vector<std::uint8_t>(s.begin(), s.end());
 }
 
-std::string shapeText(const std::vector<std::int64_t>& shape)
-{
-    TensorInfo t;
-    t.shape = shape;
-    return t.shapeString();
-}
-
 Result<std::uint64_t> intField(const io::JsonValue& o, const char* k, const std::string& ctx)
 {
     const io::JsonValue* v = o.find(k);
@@ -233,7 +226,7 @@ Result<ProjectBundle> readProjectBundle(const std::string& path)
                     return makeError(ErrorCode::Shape,
                                      "tensor " + name + suffix + " is " + dtypeName(t->dtype) + " " + t->shapeString() +
                                          ", the manifest says " + dtypeName(dtype) + " " +
-                                         shapeText(shape),
+                                         shapeString(shape),
                                      path);
                 return t;
             };

@@ -85,13 +85,6 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> expectedTensors(c
     return e;
 }
 
-std::string shapeString(const std::vector<std::int64_t>& s)
-{
-    TensorInfo t;
-    t.shape = s;
-    return t.shapeString();
-}
-
 Status validateTensors(Checkpoint& ck)
 {
     // Old .bin files carry RoPE inverse-frequency buffers; they are recomputed from the config.
@@ -317,10 +310,17 @@ Status readTensorF32(const TensorInfo& t, float* dst)
                              std::to_string(rows) + " rows do not split into " +
                                  std::to_string(heads) + " heads of even size",
                              where);
-        const std::vector<std::int64_t> perm = llamaRopePermutation(heads, rows / heads);
-        const std::vector<float> stored(dst, dst + rows * cols);
-        for (std::int64_t r = 0; r < rows; ++r) // GGUF row r holds HF row perm[r]
-            std::memcpy(dst + perm[std::size_t(r)] * cols, stored.data() + r * cols, std::size_t(cols) * sizeof(float));
+        // The permutation stays inside each head: scatter one head at a time through a
+        // one-head buffer (GGUF row r of a head holds HF row perm[r] of that head).
+        const std::int64_t d = rows / heads;
+        const std::vector<std::int64_t> perm = llamaRopePermutation(1, d);
+        std::vector<float> head(std::size_t(d * cols));
+        for (std::int64_t h = 0; h < heads; ++h) {
+            float* base = dst + h * d * cols;
+            std::memcpy(head.data(), base, head.size() * sizeof(float));
+            for (std::int64_t r = 0; r < d; ++r)
+                std::memcpy(base + perm[std::size_t(r)] * cols, head.data() + r * cols, std::size_t(cols) * sizeof(float));
+        }
     }
     return {};
 }
