@@ -4,6 +4,7 @@
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
+#include "cli/cli_job.h"
 #include "io/json_value.h"
 #include "export/ggml_quantize.h"
 #include "export/gguf_export.h"
@@ -42,10 +43,9 @@ int runConvert(const std::vector<std::string>& argv)
     opt.weightType = *type;
     opt.modelName = args.value("name", "");
     opt.verify = !args.has("no-verify");
-    auto r = exporting::exportGguf(*ck, *tok, *out, opt);
-    if (!r)
-        return cli::fail(cmd, r.error().toString(),
-                         r.error().code == ErrorCode::Cancelled ? 130 : 1);
+    cli::CliJob job(args.has("json"));
+    auto r = exporting::exportGguf(*ck, *tok, *out, opt, &job.context());
+    if (!r) return cli::fail(cmd, r.error());
     for (const auto& w : r->warnings)
         std::cerr << "quantbench-cli convert: warning: " << w << "\n";
     if (args.has("json")) {

@@ -2,12 +2,9 @@
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
-#include "eval/perplexity.h"
-#include "io/checkpoint.h"
-#include "io/tokenizer.h"
+#include "cli/cli_job.h"
 #include "model/forward.h"
-#include "pipeline/model_loader.h"
-#include "pipeline/perplexity_job.h"
+#include "pipeline/workflows.h"
 
 #include <cstdio>
 #include <iostream>
@@ -32,22 +29,17 @@ int runEval(const std::vector<std::string>& argv)
     if (!mode) return cli::fail(cmd, "--score must be 'all' or 'second-half'", 2);
     opt.mode = *mode;
 
-    const std::string modelPath = args.positionals().front();
-    auto ck = io::openCheckpoint(modelPath);
+    auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
-    auto tok = io::loadCheckpointTokenizer(*ck);
-    if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
-    auto text = pipeline::readTextFile(*textPath);
-    if (!text) return cli::fail(cmd, "cannot read text: " + text.error().toString());
-
-    if (opt.threads > 0) model::setNumThreads(opt.threads);
-    std::vector<pipeline::LoadWarning> warnings;
-    auto m = pipeline::loadModel(*ck, nullptr, &warnings);
-    if (!m) return cli::fail(cmd, "cannot load model: " + m.error().toString());
-    for (const auto& w : warnings) std::cerr << "quantbench-cli eval: warning: " << w.toString() << "\n";
-
-    auto r = pipeline::runPerplexity(**m, *tok, *text, opt);
-    if (!r) return cli::fail(cmd, r.error().toString(), r.error().code == ErrorCode::Cancelled ? 130 : 1);
+    pipeline::EvaluateRequest req;
+    req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+    req.textPath = *textPath;
+    req.options = opt;
+    cli::CliJob job(args.has("json"));
+    auto out = pipeline::evaluateModel(req, &job.context());
+    if (!out) return cli::fail(cmd, out.error());
+    for (const auto& w : out->loadWarnings) std::cerr << "quantbench-cli eval: warning: " << w.toString() << "\n";
+    const eval::PerplexityResult* r = &out->perplexity;
 
     char buf[512];
     if (args.has("json")) {

@@ -3,9 +3,8 @@
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
-#include "cli/export_support.h"
-#include "export/project_bundle.h"
-#include "io/checkpoint.h"
+#include "cli/cli_job.h"
+#include "pipeline/workflows.h"
 
 #include <iostream>
 
@@ -22,31 +21,38 @@ int runExport(const std::vector<std::string>& argv)
     const auto out = args.value("out");
     const auto fmtName = args.value("format");
     if (!out || !fmtName) return cli::fail(cmd, "--out PATH and --format gguf|gptq|safetensors are required", 2);
-    const auto fmt = cli::parseExportFormat(*fmtName);
-    if (!fmt || *fmt == cli::ExportFormat::Qbproj) return cli::fail(cmd, "--format must be gguf, gptq or safetensors", 2);
+    const auto fmt = pipeline::parseExportFormat(*fmtName);
+    if (!fmt || *fmt == pipeline::ExportFormat::Qbproj)
+        return cli::fail(cmd, "--format must be gguf, gptq or safetensors", 2);
+    if (const auto e = cli::ggufTypeUsageError(args.value("gguf-type", "auto")); !e.empty()) return cli::fail(cmd, e, 2);
 
-    auto bundle = exporting::readProjectBundle(args.positionals().front());
-    if (!bundle) return cli::fail(cmd, "cannot read project: " + bundle.error().toString());
-    const std::string modelPath = args.value("model", bundle->model.path);
-    auto ck = io::openCheckpoint(modelPath);
-    if (!ck) return cli::fail(cmd, "cannot open the project's model: " + ck.error().toString());
-    // The grids were computed on these files: warn when they changed size since.
-    for (const auto& w : pipeline::modelFileWarnings(bundle->model))
-        std::cerr << "quantbench-cli export: warning: " << w << "\n";
-    auto grids = pipeline::gridsFromBundle(*bundle, *ck);
-    if (!grids) return cli::fail(cmd, grids.error().toString());
-    cli::ModelExportRequest req;
-    req.out = *out;
-    req.format = *fmt;
-    req.ggufType = args.value("gguf-type", "auto");
-    req.roundGrids = args.has("round-grids");
-    req.verify = !args.has("no-verify");
+    cli::CliJob job(args.has("json"));
+    pipeline::OpenProjectRequest open;
+    open.path = args.positionals().front();
+    open.modelPath = args.value("model", "");
+    auto project = pipeline::openProject(open, &job.context());
+    if (!project) return cli::fail(cmd, project.error(), "cannot open project: ");
+    for (const auto& w : project->warnings) std::cerr << "quantbench-cli export: warning: " << w << "\n";
+    if (project->gridsRun < 0) return cli::fail(cmd, "the project holds no quantized run to export");
+
+    pipeline::ExportRequest req;
+    req.checkpoint = project->checkpoint;
+    req.run = project->runs[std::size_t(project->gridsRun)];
+    req.target.out = *out;
+    req.target.format = *fmt;
+    req.target.ggufType = args.value("gguf-type", "auto");
+    req.target.roundGrids = args.has("round-grids");
+    req.target.verify = !args.has("no-verify");
+    auto r = pipeline::exportRun(req, &job.context());
+    if (!r) {
+        if (r.error().code == ErrorCode::Unsupported && *fmt == pipeline::ExportFormat::Gptq && !req.target.roundGrids)
+            return cli::fail(cmd, r.error(), "", "; pass --round-grids to round");
+        return cli::fail(cmd, r.error());
+    }
     io::JsonValue json;
-    RunContext rc;
-    const int code = cli::writeModelExport(
-        cmd, *ck, grids->lookup(), req, &rc, args.has("json") ? &json : nullptr);
-    if (code == 0 && args.has("json")) std::cout << io::toJsonText(json, -1) << "\n";
-    return code;
+    cli::reportExport(cmd, *r, args.has("json") ? &json : nullptr);
+    if (args.has("json")) std::cout << io::toJsonText(json, -1) << "\n";
+    return 0;
 }
 
 } // namespace

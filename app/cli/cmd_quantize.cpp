@@ -3,32 +3,14 @@
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
-#include "cli/export_support.h"
-#include "eval/perplexity.h"
-#include "io/checkpoint.h"
+#include "cli/cli_job.h"
 #include "io/json_value.h"
-#include "io/tokenizer.h"
-#include "model/forward.h"
-#include "pipeline/calibration.h"
-#include "pipeline/model_loader.h"
-#include "pipeline/perplexity_job.h"
-#include "pipeline/project.h"
-#include "pipeline/quant_plan.h"
-#include "pipeline/quantize_job.h"
+#include "pipeline/workflows.h"
 
-#include <atomic>
-#include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <iostream>
-#include <map>
-#include <mutex>
 
 namespace {
-
-std::atomic<bool> g_interrupted{false};
-static_assert(std::atomic<bool>::is_always_lock_free);
-extern "C" void onSigint(int) { g_interrupted.store(true); }
 
 std::string methodList()
 {
@@ -66,15 +48,14 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     po.mode = *mode;
     const bool json = args.has("json");
     // Optional export of the result (--out PATH --format ...).
-    std::optional<cli::ExportFormat> exportFormat;
+    std::optional<pipeline::ExportFormat> exportFormat;
     if (args.has("out") != args.has("format")) return cli::fail(cmd, "--out and --format go together", 2);
     if (args.has("out")) {
-        exportFormat = cli::parseExportFormat(*args.value("format"));
+        exportFormat = pipeline::parseExportFormat(*args.value("format"));
         if (!exportFormat) return cli::fail(cmd, "--format must be gguf, gptq, safetensors or qbproj", 2);
     }
     // Refuse a bad --gguf-type before the (long) quantization, not after it.
-    if (const auto t = args.value("gguf-type"); t && *t != "auto" && !exporting::parseGgufExportType(*t))
-        return cli::fail(cmd, "--gguf-type: " + pipeline::ggufExportTypeError(), 2);
+    if (const auto e = cli::ggufTypeUsageError(args.value("gguf-type", "auto")); !e.empty()) return cli::fail(cmd, e, 2);
 
     // The plan: a file, or one method for every decoder linear.
     pipeline::QuantPlan plan;
@@ -103,138 +84,65 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         if (!st.ok()) return cli::fail(cmd, st.error().toString());
     }
 
-    const std::string modelPath = args.positionals().front();
-    auto ck = io::openCheckpoint(modelPath);
+    auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
+    // A plan that does not fit the model is a usage error, reported before any work.
     auto resolved = pipeline::resolveQuantPlan(plan, ck->config);
     if (!resolved) return cli::fail(cmd, "bad plan: " + resolved.error().toString(), 2);
     for (const auto& w : resolved->warnings) std::cerr << "quantbench-cli quantize: warning: " << w.detail << "\n";
-    auto tok = io::loadCheckpointTokenizer(*ck);
-    if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
-    auto calibText = pipeline::readTextFile(*calibPath);
-    if (!calibText) return cli::fail(cmd, "cannot read calibration text: " + calibText.error().toString());
-    std::optional<std::string> evalText;
-    if (auto ev = args.value("eval")) {
-        auto t = pipeline::readTextFile(*ev);
-        if (!t) return cli::fail(cmd, "cannot read eval text: " + t.error().toString());
-        evalText = std::move(*t);
-    }
 
-    // Progress on stderr (stage/detail changes only); Ctrl-C cancels through the RunContext.
-    std::mutex printMutex;
-    std::string lastLine;
-    RunContext rc([&](const Progress& p) {
-        if (json) return;
-        std::string line = "[" + p.stage + "] " + p.detail;
-        std::lock_guard lock(printMutex);
-        if (line == lastLine) return;
-        lastLine = line;
-        std::cerr << line << "\n";
-    });
-    rc.setCancelSource([] { return g_interrupted.load(); });
-    std::signal(SIGINT, onSigint);
-    auto cancelled = [&](const Error& e) { return e.code == ErrorCode::Cancelled; };
-
-    const auto t0 = std::chrono::steady_clock::now();
-    if (threads > 0) model::setNumThreads(threads);
-    auto calib = pipeline::buildCalibrationSet(*tok, *calibText, co, &rc, *calibPath);
-    if (!calib) return cli::fail(cmd, calib.error().toString(), cancelled(calib.error()) ? 130 : 1);
-    pipeline::LoadOptions lo;
-    lo.loadLayers = false; // decoder layers come one at a time
-    std::vector<pipeline::LoadWarning> loadWarnings;
-    auto base = pipeline::loadModel(*ck, &rc, &loadWarnings, lo);
-    if (!base) return cli::fail(cmd, "cannot load model: " + base.error().toString(), cancelled(base.error()) ? 130 : 1);
-    for (const auto& w : loadWarnings) std::cerr << "quantbench-cli quantize: warning: " << w.toString() << "\n";
-    pipeline::QuantizeJobOptions qo;
-    qo.threads = threads;
-    qo.keepCodes = exportFormat.has_value();
-    auto q = pipeline::runQuantize(**base, &*ck, *resolved, *calib, qo, &rc);
-    if (!q) return cli::fail(cmd, q.error().toString(), cancelled(q.error()) ? 130 : 1);
-    const double quantSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-    std::optional<eval::PerplexityResult> ppl;
-    if (evalText) {
-        auto r = pipeline::runPerplexity(*q->model, *tok, *evalText, po, &rc);
-        if (!r) return cli::fail(cmd, "evaluation: " + r.error().toString(), cancelled(r.error()) ? 130 : 1);
-        ppl = *r;
-    }
+    pipeline::QuantizeRequest req;
+    req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+    req.plan = plan;
+    req.calibration = {*calibPath, co};
+    if (auto ev = args.value("eval")) req.evalTextPath = *ev;
+    req.evalOptions = po;
+    req.options.threads = threads;
+    req.options.keepCodes = exportFormat.has_value();
+    req.options.keepModel = req.evalTextPath.has_value(); // exports rebuild from the codes
+    cli::CliJob job(json);
+    auto q = pipeline::quantizeModel(req, &job.context());
+    if (!q) return cli::fail(cmd, q.error());
+    for (const auto& w : q->loadWarnings) std::cerr << "quantbench-cli quantize: warning: " << w.toString() << "\n";
 
     io::JsonValue exportJson;
     if (exportFormat) {
-        const std::string out = *args.value("out");
-        int rc2 = 0;
-        if (*exportFormat == cli::ExportFormat::Qbproj) {
-            io::JsonValue cal;
-            cal.set("text", *calibPath);
-            cal.set("nsamples", co.nsamples);
-            cal.set("seqlen", co.seqlen);
-            cal.set("seed", double(co.seed));
-            auto bundle = cli::bundleFromRun(*ck, *q, plan, std::move(cal),
-                                             ppl ? std::optional(ppl->perplexity) : std::nullopt, quantSeconds);
-            Status st = exporting::writeProjectBundle(out, bundle, {}, &rc);
-            if (!st.ok()) return cli::fail(cmd, st.error().toString(), cancelled(st.error()) ? 130 : 1);
-            exportJson.set("path", out);
-            exportJson.set("format", "qbproj");
-            if (!json) std::cout << "wrote " << out << " (project, " << bundle.tensors.size() << " quantized tensors)\n";
-        } else {
-            const auto grids = pipeline::gridsFromResult(*q);
-            cli::ModelExportRequest req;
-            req.out = out;
-            req.format = *exportFormat;
-            req.ggufType = args.value("gguf-type", "auto");
-            req.roundGrids = args.has("round-grids");
-            rc2 = cli::writeModelExport(
-                cmd, *ck, grids.lookup(), req, &rc, json ? &exportJson : nullptr);
+        pipeline::ExportRequest ex;
+        ex.checkpoint = req.checkpoint;
+        ex.run = {pipeline::describeQuantPlan(plan), pipeline::quantPlanToJson(plan), q->result,
+                  q->perplexity ? std::optional(q->perplexity->perplexity) : std::nullopt, q->seconds,
+                  req.calibration.toJson()};
+        ex.target.out = *args.value("out");
+        ex.target.format = *exportFormat;
+        ex.target.ggufType = args.value("gguf-type", "auto");
+        ex.target.roundGrids = args.has("round-grids");
+        auto r = pipeline::exportRun(ex, &job.context());
+        if (!r) {
+            if (r.error().code == ErrorCode::Unsupported && *exportFormat == pipeline::ExportFormat::Gptq && !ex.target.roundGrids)
+                return cli::fail(cmd, r.error(), "", "; pass --round-grids to round");
+            return cli::fail(cmd, r.error());
         }
-        if (rc2 != 0) return rc2;
+        cli::reportExport(cmd, *r, json ? &exportJson : nullptr);
     }
-    std::signal(SIGINT, SIG_DFL);
 
     if (json) {
-        io::JsonValue o;
+        io::JsonValue o = q->metricsJson();
         if (exportFormat) o.set("export", exportJson);
-        if (ppl) o.set("perplexity", ppl->perplexity);
-        o.set("bits_per_weight", q->bitsPerWeight);
-        o.set("size_bytes", double(q->sizeBytes));
-        o.set("seconds", quantSeconds);
-        io::JsonValue t;
-        t.set("calibrate", q->seconds.calibrate);
-        t.set("hessian", q->seconds.hessian);
-        t.set("search", q->seconds.search);
-        t.set("solve", q->seconds.solve);
-        t.set("evaluate", q->seconds.evaluate);
-        if (ppl) t.set("perplexity", ppl->seconds);
-        o.set("timings", std::move(t));
-        io::JsonArray tensors;
-        for (const auto& r : q->tensors) {
-            io::JsonValue e;
-            e.set("name", r.name);
-            e.set("method", r.skipped ? std::string("none") : std::string(quant::methodTraits(r.method).id));
-            e.set("bits", r.bits);
-            e.set("group_size", r.groupSize);
-            e.set("bits_per_weight", r.bitsPerWeight);
-            e.set("relative_error", r.relativeError);
-            e.set("proxy_loss", r.proxyLoss);
-            tensors.push_back(std::move(e));
-        }
-        o.set("tensors", std::move(tensors));
-        io::JsonArray warns;
-        for (const auto& w : q->plan.warnings) warns.push_back(io::JsonValue(w.detail));
-        o.set("warnings", std::move(warns));
         std::cout << io::toJsonText(o, -1) << "\n" << std::flush;
         return 0;
     }
+    const pipeline::QuantizeResult& res = *q->result;
     std::printf("%-40s %-6s %4s %6s %8s %12s %12s\n", "tensor", "method", "bits", "group", "bpw", "rel. error",
                 "proxy loss");
-    for (const auto& r : q->tensors)
+    for (const auto& r : res.tensors)
         std::printf("%-40s %-6s %4d %6d %8.3f %12.5f %12.5g\n", r.name.c_str(),
                     r.skipped ? "skip" : std::string(quant::methodTraits(r.method).id).c_str(), r.bits, r.groupSize,
                     r.bitsPerWeight, r.relativeError, r.proxyLoss);
     std::printf("\nbits per weight %.4f (decoder linears), size %.3f MiB, %.2f s (calibrate %.2f, hessian %.2f, "
                 "search %.2f, solve %.2f, evaluate %.2f)\n",
-                q->bitsPerWeight, double(q->sizeBytes) / (1024.0 * 1024.0), quantSeconds, q->seconds.calibrate,
-                q->seconds.hessian, q->seconds.search, q->seconds.solve, q->seconds.evaluate);
-    if (ppl)
+                res.bitsPerWeight, double(res.sizeBytes) / (1024.0 * 1024.0), q->seconds, res.seconds.calibrate,
+                res.seconds.hessian, res.seconds.search, res.seconds.solve, res.seconds.evaluate);
+    if (const auto& ppl = q->perplexity)
         std::printf("perplexity %.4f (score %s, ctx %d, %lld windows)\n", ppl->perplexity, eval::scoreModeName(ppl->mode),
                     ppl->ctx, (long long)ppl->windows);
     std::fflush(stdout);

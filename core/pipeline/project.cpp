@@ -89,6 +89,9 @@ std::string ModelExportOutcome::summary() const
         s = "wrote " + r.path + " (fake-quantized safetensors, grids as " + dtypeName(r.gridDtype) +
             (r.dtypeReason.empty() ? "" : " because " + r.dtypeReason) + ", " + std::to_string(r.tensorCount) +
             " tensors, " + std::to_string(r.bytes) + " bytes)\n";
+    } else if (format == ExportFormat::Qbproj) {
+        s = "wrote " + path + " (project, " + std::to_string(projectTensors) + " quantized tensors, " +
+            std::to_string(bytes) + " bytes)\n";
     }
     return s + verifySummary;
 }

@@ -55,6 +55,7 @@ struct ModelExportOutcome {
     std::optional<exporting::GptqExportReport> gptq;
     std::optional<exporting::GptqAnalysis> gptqAnalysis; // before writing (GPTQ)
     std::optional<exporting::SafetensorsExportReport> safetensors;
+    std::size_t projectTensors = 0; // .qbproj: quantized tensors stored
     std::vector<std::string> warnings;
     bool verified = false;     // verification ran and passed
     std::string verifySummary; // "" when not verified
@@ -62,7 +63,7 @@ struct ModelExportOutcome {
     std::string summary() const;
 };
 
-// Writes the export (never Qbproj: that is writeProjectBundle). GPTQ with roundGrids false fails
+// Writes the export (never Qbproj: that is saveProject in workflows.h). GPTQ with roundGrids false fails
 // with ErrorCode::Unsupported when the grids need rounding.
 Result<ModelExportOutcome> exportModel(const io::Checkpoint& checkpoint, const exporting::GridLookup& gridFor,
                                        const ModelExportRequest& request, RunContext* ctx = nullptr);

@@ -400,4 +400,21 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
     return out;
 }
 
+std::string describeQuantPlan(const QuantPlan& plan)
+{
+    const PlanSettings& d = plan.defaults;
+    const quant::Method m = d.method.value_or(quant::Method::Rtn);
+    std::string s;
+    if (d.skip.value_or(false)) s = "skip";
+    else {
+        s = std::string(quant::methodTraits(m).name) + " " + std::to_string(d.bits.value_or(4)) + "b";
+        const int g = d.groupSize.value_or(int(quant::methodParamDefault(m, "group_size").value_or(-1)));
+        s += g > 0 ? " g" + std::to_string(g) : std::string(" per-ch");
+        if (d.sym.value_or(false)) s += " sym";
+    }
+    if (!plan.rules.empty())
+        s += " +" + std::to_string(plan.rules.size()) + (plan.rules.size() == 1 ? " rule" : " rules");
+    return s;
+}
+
 } // namespace qb::pipeline

@@ -118,6 +118,9 @@ Result<QuantPlan> loadQuantPlan(const std::string& path);
 io::JsonValue quantPlanToJson(const QuantPlan& plan);
 Status saveQuantPlan(const QuantPlan& plan, const std::string& path);
 
+// One line for lists and titles: "GPTQ 4b g128 sym +2 rules" ("skip" when the default skips).
+std::string describeQuantPlan(const QuantPlan& plan);
+
 // A one-rule-free plan: {"default": {...}} from explicit settings (the CLI's --method/--bits).
 QuantPlan uniformQuantPlan(quant::Method method, int bits, std::optional<int> groupSize = std::nullopt,
                            std::optional<bool> sym = std::nullopt, std::optional<bool> actOrder = std::nullopt);

@@ -152,7 +152,11 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
     try {
         if (options.keepModel) out = std::make_shared<model::Model>(base);
         auto t0 = Clock::now();
+        // Overall progress: layer l of n, in 8 steps (one per linear, hessian and solve, then the
+        // output pass); the embedding counts into step 0 of layer 0.
+        constexpr std::int64_t kSteps = std::int64_t(model::kAllLinears.size()) + 1;
         if (ctx) ctx->beginStage("calibrate", calib.count, "embed " + std::to_string(calib.count) + " windows");
+        if (ctx) ctx->setPart("layer", 0, layers, kSteps);
         QB_TRY_STATUS(model::embed(base, calib.ids, run.hidden));
         if (ctx) ctx->setDone(calib.count);
         res.seconds.calibrate = secondsSince(t0);
@@ -163,6 +167,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             std::shared_ptr<model::DecoderLayerWeights> w = std::move(*loaded);
             if (!w) return makeError(ErrorCode::Internal, "layer loader returned nothing", layerDetail(l, ""));
             QB_TRY_STATUS(w->validate(cfg, l));
+            if (ctx) ctx->setPart("layer", l, layers, kSteps);
             const std::size_t planBase = std::size_t(l) * model::kAllLinears.size();
 
             for (std::size_t gi = 0; gi < kGroups.size(); ++gi) {
@@ -185,6 +190,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 const int cols = int(w->weight(kGroups[gi][0]).cols());
                 quant::HessianAccumulator acc(cols, quant::kGptqHessianFactor);
                 Status tapStatus;
+                if (ctx) ctx->setStep(std::int64_t(plan.tensors[active.front()].linear));
                 if (ctx) ctx->beginStage("hessian", calib.count, layerDetail(l, names));
                 QB_TRY_STATUS(run.pass(*w, l, false,
                                        [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
@@ -213,6 +219,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                                              "checkpoint, or skip this tensor in the plan)",
                                          tp.name);
                     }
+                    if (ctx) ctx->setStep(std::int64_t(tp.linear));
                     QB_TRY(q, solveTensor(tp, weight, h, ctx, rep, res.seconds));
                     rep.relativeError = quant::relativeOutputErrorHessian(weight, q->dequantized, h);
                     rep.proxyLoss = 0.5 * quant::hessianErrorTrace(weight, q->dequantized, h);
@@ -227,6 +234,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             }
 
             t0 = Clock::now();
+            if (ctx) ctx->setStep(kSteps - 1);
             if (ctx) ctx->beginStage("evaluate", calib.count, layerDetail(l, "output"));
             QB_TRY_STATUS(run.pass(*w, l, true, {}));
             res.seconds.evaluate += secondsSince(t0);

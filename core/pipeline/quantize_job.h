@@ -12,8 +12,9 @@
 //      ("search", neuqi only) and the RTN/GPTQ solve ("solve"), cancel polled between column blocks;
 //   3. the fully quantized layer runs over the hidden states, producing the next layer's inputs
 //      ("evaluate"); the quantized weights are moved into the output model and the F32 layer freed.
-// Progress details read "layer N <tensor>" (e.g. "layer 3 mlp.down_proj"; hessian passes name
-// the group's tensors joined with '+'). Cancel returns ErrorCode::Cancelled; the base model and
+// Progress: part "layer" l of n in 8 steps (step k = linear k's Hessian and solve, step 7 = the
+// output pass), so RunContext's overall fraction moves smoothly; details read "layer N <tensor>"
+// for people (e.g. "layer 3 mlp.down_proj"; hessian passes name the group's tensors joined by '+'). Cancel returns ErrorCode::Cancelled; the base model and
 // checkpoint are never written (the job reads the base model through const and copies).
 // Reported per tensor: relative output error on the calibration inputs the tensor saw,
 // sqrt(tr(dW H dW^T) / tr(W H W^T)) = ||(W-Q)X^T||_F / ||W X^T||_F (quant/error_metrics.h), and a

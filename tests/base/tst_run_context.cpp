@@ -2,6 +2,7 @@
 
 #include <QTest>
 
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -27,6 +28,69 @@ private Q_SLOTS:
         QCOMPARE(seen.back().done, 4);
         ctx.beginStage("solve", 2);
         QCOMPARE(ctx.progress().done, 0);
+    }
+    void overallFromPhasesPartsAndSteps()
+    {
+        RunContext ctx;
+        ctx.setPhases({{"load", 1}, {"quantize", 2}, {"perplexity", 1}});
+        ctx.beginPhase("load");
+        ctx.beginStage("load", 10);
+        ctx.advance(5);
+        QCOMPARE(ctx.progress().overall, 0.125); // half of 1/4
+        QCOMPARE(ctx.progress().phase, std::string("load"));
+        QCOMPARE(ctx.progress().phaseIndex, 0);
+        QCOMPARE(ctx.progress().phaseCount, 3);
+        ctx.beginPhase("quantize");
+        QCOMPARE(ctx.progress().overall, 0.25);
+        // Layer 1 of 4, step 2 of 8, its stage half done: 0.25 + 0.5 * (1 + (2 + 0.5) / 8) / 4.
+        ctx.setPart("layer", 1, 4, 8);
+        ctx.setStep(2);
+        ctx.beginStage("solve", 4);
+        ctx.advance(2);
+        const Progress p = ctx.progress();
+        QCOMPARE(p.partName, std::string("layer"));
+        QCOMPARE(p.part, 1);
+        QCOMPARE(p.parts, 4);
+        QCOMPARE(p.step, 2);
+        QCOMPARE(p.steps, 8);
+        QVERIFY(std::abs(p.overall - (0.25 + 0.5 * (1.0 + 2.5 / 8.0) / 4.0)) < 1e-12);
+        // A new stage of the same step starts at 0 units: overall does not go back.
+        ctx.beginStage("hessian", 10);
+        QVERIFY(std::abs(ctx.progress().overall - p.overall) < 1e-12);
+        ctx.beginPhase("perplexity");
+        QCOMPARE(ctx.progress().overall, 0.75);
+        QCOMPARE(ctx.progress().parts, 0); // parts belong to their phase
+        ctx.beginStage("evaluate", 2);
+        ctx.advance(2);
+        QCOMPARE(ctx.progress().overall, 1.0);
+        ctx.beginPhase("unknown"); // ignored: stays in "perplexity"
+        QCOMPARE(ctx.progress().phase, std::string("perplexity"));
+    }
+    void overallWithoutPhasesIsTheStageOrParts()
+    {
+        RunContext ctx;
+        ctx.beginStage("evaluate", 4);
+        ctx.advance();
+        QCOMPARE(ctx.progress().overall, 0.25);
+        RunContext layers;
+        layers.setPart("layer", 3, 4);
+        layers.beginStage("solve", 2);
+        layers.advance();
+        QCOMPARE(layers.progress().overall, (3 + 0.5) / 4);
+    }
+    void etaFromElapsedAndOverall()
+    {
+        Progress p;
+        p.overall = 0.25;
+        p.elapsedSeconds = 10;
+        QCOMPARE(*p.etaSeconds(), 30.0);
+        p.overall = 0.001; // too early to extrapolate
+        QVERIFY(!p.etaSeconds());
+        p.overall = 1;
+        QCOMPARE(*p.etaSeconds(), 0.0);
+        QCOMPARE(formatDuration(42.4), std::string("42 s"));
+        QCOMPARE(formatDuration(185), std::string("3 min 05 s"));
+        QCOMPARE(formatDuration(3720), std::string("1 h 02 min"));
     }
     void concurrentAdvanceCountsEveryUnit()
     {

@@ -119,8 +119,10 @@ private Q_SLOTS:
         const Run r = runCli({"eval", demo(), "--text", path, "--ctx", "128"});
         QVERIFY(r.code != 0);
         QVERIFY(r.out.isEmpty());
-        QCOMPARE(r.err.count('\n'), 1);
-        QVERIFY2(r.err.contains("too short"), r.err.constData());
+        // Progress lines ("[ 3%] load: ...") may come first; the error is one line, the last.
+        const QList<QByteArray> lines = r.err.trimmed().split('\n');
+        QVERIFY2(lines.last().startsWith("quantbench-cli eval: ") && lines.last().contains("too short"), r.err.constData());
+        for (const QByteArray& l : lines.mid(0, lines.size() - 1)) QVERIFY2(l.startsWith("["), r.err.constData());
         const Run bad = runCli({"eval", demo(), "--text", path, "--score", "middle"});
         QCOMPARE(bad.code, 2);
         const Run missing = runCli({"eval", demo() + "/nope", "--text", path});

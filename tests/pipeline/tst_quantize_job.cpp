@@ -470,11 +470,11 @@ private Q_SLOTS:
                                               "--threads", "1"});
         QVERIFY(p.waitForStarted());
         QByteArray err;
-        while (!err.contains("[solve] layer 0") && p.state() == QProcess::Running) {
+        while (!err.contains("] solve: layer 0") && p.state() == QProcess::Running) {
             p.waitForReadyRead(100);
             err += p.readAllStandardError();
         }
-        QVERIFY2(err.contains("[solve] layer 0"), err.constData());
+        QVERIFY2(err.contains("] solve: layer 0"), err.constData());
         ::kill(pid_t(p.processId()), SIGINT);
         QVERIFY(p.waitForFinished(60000));
         QCOMPARE(p.exitStatus(), QProcess::NormalExit);

@@ -130,15 +130,21 @@ private Q_SLOTS:
     void progressIsThrottled()
     {
         ProgressThrottle t(100);
-        Progress p{"calibrate", "", 0, 1000};
+        Progress p;
+        p.stage = "calibrate";
+        p.total = 1000;
         int updates = 0;
         for (int i = 0; i < 1000; ++i) {
             p.done = i;
+            p.overall = p.fraction();
             if (t.update(p)) ++updates;
         }
         QVERIFY2(updates <= 3, qPrintable(QString::number(updates))); // a burst: first (+ maybe one)
         p.done = 1000;
-        QVERIFY(t.update(p).has_value()); // the final 100 % always passes
+        p.overall = 1.0;
+        const auto final = t.update(p);
+        QVERIFY(final.has_value()); // the final 100 % always passes
+        QCOMPARE(final->value, 1000); // the bar shows the overall fraction
         p.stage = "evaluate";
         p.done = 1;
         QVERIFY(t.update(p).has_value()); // a stage change always passes

@@ -1,8 +1,34 @@
 #include "models/quant_run_model.h"
 
+#include "io/json_value.h"
+
 #include <QColor>
 
 namespace qb::ui {
+
+pipeline::ProjectRun QuantRun::toProjectRun() const
+{
+    pipeline::ProjectRun r;
+    r.summary = summary.toStdString();
+    if (auto plan = io::parseJson(planJson.toStdString(), "run plan")) r.plan = std::move(*plan);
+    r.result = result;
+    r.perplexity = perplexity;
+    r.seconds = seconds;
+    r.calibration = calibration;
+    return r;
+}
+
+QuantRun QuantRun::fromProjectRun(const pipeline::ProjectRun& r)
+{
+    QuantRun run;
+    run.summary = QString::fromStdString(r.summary);
+    run.planJson = r.plan.isNull() ? QString() : QString::fromStdString(io::toJsonText(r.plan));
+    run.result = r.result;
+    run.perplexity = r.perplexity;
+    run.seconds = r.seconds;
+    run.calibration = r.calibration;
+    return run;
+}
 
 std::vector<double> meanErrorPerLayer(const std::vector<pipeline::TensorReport>& reports)
 {

@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "pipeline/calibration.h"
 #include "pipeline/quantize_job.h"
+#include "pipeline/workflows.h"
 
 #include <QAbstractTableModel>
 
@@ -27,8 +28,12 @@ struct QuantRun {
     std::shared_ptr<const model::Model> base; // the original model the run started from
     std::optional<double> perplexity;
     double seconds = 0; // quantization + evaluation
+    io::JsonValue calibration; // the calibration settings (pipeline::CalibrationSource::toJson)
     // Mean relative output error of the quantized tensors of each layer (0 when all skipped).
     std::vector<double> layerErrors() const;
+    // The part a project stores, and a run rebuilt from it (no base model, no calibration).
+    pipeline::ProjectRun toProjectRun() const;
+    static QuantRun fromProjectRun(const pipeline::ProjectRun& run);
 };
 
 class QuantRunModel : public QAbstractTableModel {

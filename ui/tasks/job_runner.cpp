@@ -19,14 +19,17 @@ std::optional<ProgressThrottle::Update> ProgressThrottle::update(const Progress&
 {
     QMutexLocker lock(&m_mutex);
     const qint64 now = m_clock.elapsed();
-    const bool last = p.total > 0 && p.done >= p.total;
+    const bool last = p.overall >= 1.0;
     const bool newStage = p.stage != m_lastStage;
     if (!last && !newStage && m_lastMs >= 0 && now - m_lastMs < m_intervalMs) return std::nullopt;
     m_lastMs = now;
     m_lastStage = p.stage;
+    // The bar shows the workflow's overall fraction (RunContext computes it from phases, parts
+    // and stage units); a job with nothing countable yet shows a busy indicator.
+    const bool known = p.overall > 0 || p.total > 0 || p.parts > 0;
     Update u;
-    u.range = p.total > 0 ? 1000 : 0;
-    u.value = p.total > 0 ? int(std::min(1000.0, 1000.0 * double(p.done) / double(p.total))) : 0;
+    u.range = known ? 1000 : 0;
+    u.value = known ? int(std::min(1000.0, 1000.0 * p.overall)) : 0;
     u.text = QString::fromStdString(p.stage);
     if (!p.detail.empty()) u.text += QStringLiteral(": ") + QString::fromStdString(p.detail);
     return u;

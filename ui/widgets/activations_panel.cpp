@@ -1,7 +1,7 @@
 #include "widgets/activations_panel.h"
 
 #include "charts/histogram_chart.h"
-#include "pipeline/perplexity_job.h"
+#include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "widgets/job_status.h"
 #include "widgets/main_window.h"
@@ -137,19 +137,13 @@ void ActivationsPanel::startCalibration()
     }
     auto checkpoint = m_checkpoint;
     const std::string textPath = m_text->text().toStdString();
-    pipeline::CalibrationOptions co;
-    co.nsamples = m_windows->value();
-    co.seqlen = m_length->value();
-    co.seed = 0;
+    pipeline::CalibrateRequest req;
+    req.checkpoint = checkpoint;
+    req.calibration.textPath = textPath;
+    req.calibration.options.nsamples = m_windows->value();
+    req.calibration.options.seqlen = m_length->value();
     m_runner->start<pipeline::ActivationReport>(
-        this, tr("Calibrating"),
-        [checkpoint, textPath, co](RunContext& ctx) -> Result<pipeline::ActivationReport> {
-            ctx.beginStage("calibrate", 0, "tokenize");
-            QB_TRY(tok, io::loadCheckpointTokenizer(*checkpoint));
-            QB_TRY(text, pipeline::readTextFile(textPath));
-            QB_TRY(calib, pipeline::buildCalibrationSet(*tok, *text, co, &ctx, textPath));
-            return pipeline::collectActivationStats(*checkpoint, *calib, {}, &ctx);
-        },
+        this, tr("Calibrating"), [req](RunContext& ctx) { return pipeline::calibrateActivations(req, &ctx); },
         [this](const JobOutcome<pipeline::ActivationReport>& outcome) {
         m_run->setEnabled(true);
         if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {

@@ -196,32 +196,12 @@ void ExportDialog::startExport()
     m_bar->setValue(0);
     m_status->setText(tr("Exporting to %1...").arg(QString::fromStdString(req.out)));
 
-    auto* watcher = m_runner->start<Outcome>(this, QString(), [checkpoint, run, req](RunContext& ctx) -> Result<Outcome> {
-        if (req.format == pipeline::ExportFormat::Qbproj) {
-            ctx.beginStage("write", 0, req.out);
-            QB_TRY(plan, pipeline::quantPlanFromText(run->planJson.toStdString(), "run plan"));
-            auto bundle = pipeline::bundleFromRun(*checkpoint, *run->result, *plan, io::JsonValue(io::JsonObject{}),
-                                                  run->perplexity, run->seconds);
-            QB_TRY_STATUS(exporting::writeProjectBundle(req.out, bundle, {}, &ctx));
-            Outcome o;
-            o.format = req.format;
-            o.path = req.out;
-            // Re-read: the project must open again with the same grids.
-            QB_TRY(back, exporting::readProjectBundle(req.out));
-            o.verified = back->tensors.size() == bundle.tensors.size();
-            for (std::size_t i = 0; o.verified && i < bundle.tensors.size(); ++i)
-                o.verified = exporting::sameGrid(back->tensors[i].grid, bundle.tensors[i].grid);
-            o.verifySummary = o.verified ? "project re-read: " + std::to_string(bundle.tensors.size()) +
-                                               " grids identical\n"
-                                         : "project re-read: grids differ\n";
-            return o;
-        }
-        ctx.beginStage("grids", 0, "rebuilding the quantized weights");
-        const auto grids = pipeline::gridsFromResult(*run->result);
-        if (grids.empty())
-            return makeError(ErrorCode::InvalidArgument, "this run has no stored quantization grids to export");
-        if (ctx.isCancelled()) return RunContext::cancelledError(req.out);
-        return pipeline::exportModel(*checkpoint, grids.lookup(), req, &ctx);
+    pipeline::ExportRequest ex;
+    ex.checkpoint = checkpoint;
+    ex.run = run->toProjectRun();
+    ex.target = req;
+    auto* watcher = m_runner->start<Outcome>(this, QString(), [ex](RunContext& ctx) -> Result<Outcome> {
+        return pipeline::exportRun(ex, &ctx);
     }, [this](const JobOutcome<Outcome>& outcome) {
         m_watcher = nullptr;
         m_bar->setRange(0, 1000);

@@ -1,6 +1,7 @@
 #include "widgets/main_window.h"
 
 #include "models/tensor_tree_model.h"
+#include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "models/quant_run_model.h"
 #include "pipeline/project.h"
@@ -345,22 +346,6 @@ void MainWindow::closeEvent(QCloseEvent* event)
 
 namespace qb::ui {
 
-namespace {
-
-// What the project-open job hands back to the GUI thread.
-struct LoadedProject {
-    std::shared_ptr<const io::Checkpoint> checkpoint;
-    QString modelPath;
-    pipeline::QuantPlan plan;
-    bool hasPlan = false;
-    std::vector<QuantRun> runs;
-    std::vector<std::string> warnings;
-};
-
-const char* kRunsExtra = "runs";
-
-} // namespace
-
 void MainWindow::projectError(const QString& title, const QString& path, const QString& message)
 {
     auto* box = new QMessageBox(QMessageBox::Critical, title, tr("%1:\n\n%2").arg(path, message), QMessageBox::Ok, this);
@@ -432,48 +417,25 @@ void MainWindow::saveProject(const QString& path)
         Q_EMIT projectSaved(path, false, tr("another job is running"));
         return;
     }
-    auto checkpoint = m_checkpoint;
-    const pipeline::QuantPlan plan = m_quantize->planEditor()->model()->plan();
-    const auto runs = m_quantize->runs()->runs();
+    pipeline::SaveProjectRequest req;
+    req.path = path.toStdString();
+    req.checkpoint = m_checkpoint;
+    req.plan = m_quantize->planEditor()->model()->plan();
+    pipeline::CalibrationSource calibration;
+    calibration.textPath = m_quantize->calibText()->text().toStdString();
+    calibration.options.nsamples = m_quantize->windowsSpin()->value();
+    calibration.options.seqlen = m_quantize->lengthSpin()->value();
+    req.calibration = calibration.toJson();
+    // The selected run supplies metrics.json and the grids; every run is in extras/runs.json.
     const auto gridsRun = m_quantize->selectedRun();
-    io::JsonValue calibration;
-    calibration.set("text", m_quantize->calibText()->text().toStdString());
-    calibration.set("nsamples", m_quantize->windowsSpin()->value());
-    calibration.set("seqlen", m_quantize->lengthSpin()->value());
-    const std::string out = path.toStdString();
-
-    m_runner->start<std::size_t>(
+    for (const auto& run : m_quantize->runs()->runs()) {
+        if (run == gridsRun) req.gridsRun = int(req.runs.size());
+        req.runs.push_back(run->toProjectRun());
+    }
+    m_runner->start<pipeline::SavedProject>(
         this, tr("Saving %1").arg(QFileInfo(path).fileName()),
-        [=](RunContext& ctx) -> Result<std::size_t> {
-            ctx.beginStage("project", 0, out);
-            // The selected run supplies metrics.json and the grids; every run is in extras/runs.
-            pipeline::QuantizeResult none;
-            exporting::ProjectBundle b = pipeline::bundleFromRun(
-                *checkpoint, gridsRun ? *gridsRun->result : none, plan, calibration,
-                gridsRun ? gridsRun->perplexity : std::nullopt, gridsRun ? gridsRun->seconds : 0.0);
-            if (!gridsRun) b.metrics = io::JsonValue();
-            io::JsonArray list;
-            int gridsIndex = -1;
-            for (std::size_t i = 0; i < runs.size(); ++i) {
-                const auto& r = *runs[i];
-                if (runs[i] == gridsRun) gridsIndex = int(i);
-                io::JsonValue e;
-                e.set("id", r.id);
-                e.set("summary", r.summary.toStdString());
-                auto pj = io::parseJson(r.planJson.toStdString(), "run plan");
-                e.set("plan", pj ? *pj : io::JsonValue());
-                e.set("metrics", pipeline::runMetricsJson(*r.result, r.perplexity, r.seconds));
-                list.push_back(std::move(e));
-            }
-            io::JsonValue extra;
-            extra.set("grids_run", gridsIndex);
-            extra.set("runs", std::move(list));
-            b.extras.emplace_back(kRunsExtra, std::move(extra));
-            if (ctx.isCancelled()) return RunContext::cancelledError(out);
-            QB_TRY_STATUS(exporting::writeProjectBundle(out, b, {}, &ctx));
-            return b.tensors.size();
-        },
-        [this, path](const JobOutcome<std::size_t>& outcome) {
+        [req](RunContext& ctx) { return pipeline::saveProject(req, &ctx); },
+        [this, path](const JobOutcome<pipeline::SavedProject>& outcome) {
         if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
             statusBar()->showMessage(tr("Saving %1 cancelled").arg(path), 5000);
             Q_EMIT projectSaved(path, false, tr("cancelled"));
@@ -485,7 +447,7 @@ void MainWindow::saveProject(const QString& path)
             Q_EMIT projectSaved(path, false, msg);
             return;
         }
-        statusBar()->showMessage(tr("Saved %1 (%n quantized tensor(s))", nullptr, int(*outcome.value)).arg(path), 8000);
+        statusBar()->showMessage(tr("Saved %1 (%n quantized tensor(s))", nullptr, int(outcome.value->tensors)).arg(path), 8000);
         Q_EMIT projectSaved(path, true, QString());
     });
 }
@@ -497,65 +459,12 @@ void MainWindow::openProject(const QString& path)
         Q_EMIT projectOpenFailed(path, tr("another job is running"));
         return;
     }
-    const std::string p = path.toStdString();
-    m_runner->start<LoadedProject>(
-        this, tr("Opening project %1").arg(QFileInfo(path).fileName()),[p](RunContext& ctx) -> Result<LoadedProject> {
-        ctx.beginStage("project", 0, p);
-        QB_TRY(bundle, exporting::readProjectBundle(p));
-        LoadedProject out;
-        out.modelPath = QString::fromStdString(bundle->model.path);
-        auto ck = io::openCheckpoint(bundle->model.path);
-        if (!ck)
-            return makeError(ck.error().code, "cannot open the project's model " + bundle->model.path + ": " +
-                                                  ck.error().toString());
-        out.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
-        out.warnings = pipeline::modelFileWarnings(bundle->model);
-        if (!bundle->plan.isNull()) {
-            QB_TRY(plan, pipeline::quantPlanFromJson(bundle->plan, "plan.json"));
-            out.plan = std::move(*plan);
-            out.hasPlan = true;
-        }
-        if (ctx.isCancelled()) return RunContext::cancelledError(p);
-        QB_TRY(grids, pipeline::gridsFromBundle(*bundle, *out.checkpoint));
-        // Runs: extras/runs.json (the GUI's), else the one run of metrics.json (quantbench-cli's).
-        struct Entry {
-            const io::JsonValue* metrics;
-            std::string summary, plan;
-        };
-        std::vector<Entry> entries;
-        int gridsIndex = 0;
-        for (const auto& [name, value] : bundle->extras) {
-            if (name != kRunsExtra) continue;
-            if (const auto* g = value.find("grids_run"); g && g->isNumber()) gridsIndex = int(g->asNumber());
-            if (const auto* list = value.find("runs"); list && list->isArray())
-                for (const auto& e : list->asArray()) {
-                    const auto* m = e.find("metrics");
-                    if (!m || !m->isObject()) continue;
-                    const auto* s = e.find("summary");
-                    const auto* pl = e.find("plan");
-                    entries.push_back({m, s && s->isString() ? s->asString() : std::string("restored run"),
-                                       pl && !pl->isNull() ? io::toJsonText(*pl) : std::string()});
-                }
-        }
-        if (entries.empty() && bundle->metrics.isObject())
-            entries.push_back({&bundle->metrics, "restored run", io::toJsonText(bundle->plan)});
-        for (std::size_t i = 0; i < entries.size(); ++i) {
-            QuantRun run;
-            double seconds = 0;
-            QB_TRY(res, pipeline::resultFromMetrics(*entries[i].metrics, &run.perplexity, &seconds));
-            if (int(i) == gridsIndex || entries.size() == 1)
-                for (std::size_t t = 0; t < res->tensors.size(); ++t)
-                    if (auto it = grids->grids.find(res->tensors[t].name); it != grids->grids.end())
-                        res->codes[t] = it->second;
-            run.result = std::make_shared<const pipeline::QuantizeResult>(std::move(*res));
-            run.summary = QString::fromStdString(entries[i].summary);
-            run.planJson = QString::fromStdString(entries[i].plan);
-            run.seconds = seconds;
-            out.runs.push_back(std::move(run));
-        }
-        return out;
-    },
-        [this, path](const JobOutcome<LoadedProject>& outcome) {
+    pipeline::OpenProjectRequest req;
+    req.path = path.toStdString();
+    m_runner->start<pipeline::OpenedProject>(
+        this, tr("Opening project %1").arg(QFileInfo(path).fileName()),
+        [req](RunContext& ctx) { return pipeline::openProject(req, &ctx); },
+        [this, path](const JobOutcome<pipeline::OpenedProject>& outcome) {
         if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
             statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
             Q_EMIT projectOpenFailed(path, tr("cancelled"));
@@ -567,17 +476,18 @@ void MainWindow::openProject(const QString& path)
             Q_EMIT projectOpenFailed(path, msg);
             return;
         }
-        const LoadedProject& lp = *outcome.value;
+        const pipeline::OpenedProject& lp = *outcome.value;
+        const QString modelPath = QString::fromStdString(lp.model.path.empty() ? lp.checkpoint->path : lp.model.path);
         showCheckpoint(lp.checkpoint);
-        addRecent(lp.modelPath);
-        Q_EMIT modelLoaded(lp.modelPath); // the panels take the model (the quantize panel first)
+        addRecent(modelPath);
+        Q_EMIT modelLoaded(modelPath); // the panels take the model (the quantize panel first)
         QString msg = tr("Opened project %1").arg(path);
-        if (lp.hasPlan) {
-            const QString err = m_quantize->planEditor()->model()->applyPlan(lp.plan, tr("Open project"));
+        if (lp.plan) {
+            const QString err = m_quantize->planEditor()->model()->applyPlan(*lp.plan, tr("Open project"));
             if (!err.isEmpty()) msg += tr(" (plan: %1)").arg(err);
         }
         std::vector<std::shared_ptr<QuantRun>> runs;
-        for (const auto& r : lp.runs) runs.push_back(std::make_shared<QuantRun>(r));
+        for (const auto& r : lp.runs) runs.push_back(std::make_shared<QuantRun>(QuantRun::fromProjectRun(r)));
         m_quantize->restoreRuns(runs);
         for (const auto& w : lp.warnings) msg += QStringLiteral("; ") + QString::fromStdString(w);
         setWindowTitle(QStringLiteral("Quantbench - %1").arg(QFileInfo(path).fileName()));

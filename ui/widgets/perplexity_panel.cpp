@@ -1,8 +1,7 @@
 #include "widgets/perplexity_panel.h"
 
 #include "models/run_history_model.h"
-#include "pipeline/model_loader.h"
-#include "pipeline/perplexity_job.h"
+#include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "widgets/activations_panel.h"
 #include "widgets/job_status.h"
@@ -76,15 +75,14 @@ void PerplexityPanel::startEvaluation()
     pipeline::PerplexityJobOptions opt;
     opt.ctx = m_ctx->value();
     opt.mode = *eval::parseScoreMode(m_mode->currentData().toString().toStdString());
-    m_runner->start<eval::PerplexityResult>(
+    pipeline::EvaluateRequest req;
+    req.checkpoint = checkpoint;
+    req.textPath = textPath.toStdString();
+    req.options = opt;
+    m_runner->start<pipeline::EvaluateOutcome>(
         this, tr("Evaluating perplexity"),
-        [checkpoint, path = textPath.toStdString(), opt](RunContext& ctx) -> Result<eval::PerplexityResult> {
-            QB_TRY(tok, io::loadCheckpointTokenizer(*checkpoint));
-            QB_TRY(text, pipeline::readTextFile(path));
-            QB_TRY(model, pipeline::loadModel(*checkpoint, &ctx));
-            return pipeline::runPerplexity(**model, *tok, *text, opt, &ctx);
-        },
-        [this, textPath, checkpoint](const JobOutcome<eval::PerplexityResult>& outcome) {
+        [req](RunContext& ctx) { return pipeline::evaluateModel(req, &ctx); },
+        [this, textPath, checkpoint](const JobOutcome<pipeline::EvaluateOutcome>& outcome) {
             m_run->setEnabled(true);
             if (!outcome.ok()) {
                 Q_EMIT evaluationFinished(false, outcome.error->code == ErrorCode::Cancelled
@@ -92,7 +90,7 @@ void PerplexityPanel::startEvaluation()
                                                      : QString::fromStdString(outcome.error->toString()));
                 return;
             }
-            const auto& r = *outcome.value;
+            const auto& r = outcome.value->perplexity;
             RunRecord rec;
             rec.when = QDateTime::currentDateTime();
             rec.model = QFileInfo(QString::fromStdString(checkpoint->path)).fileName();

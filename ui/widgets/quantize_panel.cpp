@@ -4,8 +4,7 @@
 #include "io/json_value.h"
 #include "models/plan_table_model.h"
 #include "models/quant_run_model.h"
-#include "pipeline/model_loader.h"
-#include "pipeline/perplexity_job.h"
+#include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "widgets/activations_panel.h"
 #include "widgets/job_status.h"
@@ -33,56 +32,6 @@ namespace qb::ui {
 namespace {
 
 constexpr int kEvalCtx = 128;
-
-QString planSummary(const pipeline::QuantPlan& plan)
-{
-    const auto& d = plan.defaults;
-    const auto m = d.method.value_or(quant::Method::Rtn);
-    const auto& t = quant::methodTraits(m);
-    QString s = QString::fromLatin1(t.name.data(), qsizetype(t.name.size()));
-    if (d.skip.value_or(false)) s = QObject::tr("skip");
-    else {
-        s += QStringLiteral(" %1b").arg(d.bits.value_or(4));
-        const int g = d.groupSize.value_or(int(quant::methodParamDefault(m, "group_size").value_or(-1)));
-        s += g > 0 ? QStringLiteral(" g%1").arg(g) : QStringLiteral(" per-ch");
-        if (d.sym.value_or(false)) s += QStringLiteral(" sym");
-    }
-    if (!plan.rules.empty()) s += QObject::tr(" +%n rule(s)", nullptr, int(plan.rules.size()));
-    return s;
-}
-
-// Maps the job's stage progress onto one bar for the whole run: 5 % preparation, 80 % layers
-// (each layer: its seven tensors and the output pass), 15 % perplexity when asked for.
-struct OverallProgress {
-    RunContext& outer;
-    int layers;
-    bool ppl;
-    static constexpr std::int64_t kTotal = 1000;
-    double quantEnd() const { return ppl ? 0.85 : 1.0; }
-    void set(double fraction, const std::string& text)
-    {
-        outer.setDetail(text);
-        outer.setDone(std::int64_t(std::clamp(fraction, 0.0, 1.0) * double(kTotal)));
-    }
-    void quantize(const Progress& p)
-    {
-        double f = 0.0;
-        if (p.stage == "calibrate") f = 0.0;
-        else {
-            int layer = 0;
-            if (p.detail.rfind("layer ", 0) == 0) layer = std::atoi(p.detail.c_str() + 6);
-            int k = 7; // the output pass
-            if (p.stage != "evaluate")
-                for (std::size_t i = 0; i < model::kAllLinears.size(); ++i)
-                    if (p.detail.find(model::linearName(model::kAllLinears[i])) != std::string::npos) {
-                        k = int(i);
-                        break;
-                    }
-            f = (double(layer) + (double(k) + p.fraction()) / 8.0) / double(std::max(1, layers));
-        }
-        set(0.05 + f * (quantEnd() - 0.05), p.detail + " (" + p.stage + ")");
-    }
-};
 
 } // namespace
 
@@ -207,60 +156,38 @@ void QuantizePanel::startQuantize()
     m_reports->clear();
     m_current.reset();
     m_layerChart->setRuns({}, {});
-    auto checkpoint = m_checkpoint;
-    auto base = m_base;
     const pipeline::QuantPlan plan = m_plan->model()->plan();
-    const pipeline::ResolvedPlan rplan = resolved;
-    const std::string calibPath = m_calibText->text().toStdString();
-    const std::string evalPath = defaultTextFile(m_checkpoint.get(), QStringLiteral("eval.txt")).toStdString();
-    pipeline::CalibrationOptions copt;
-    copt.nsamples = m_windows->value();
-    copt.seqlen = m_length->value();
-    const bool evalPpl = m_evalPpl->isChecked();
+    pipeline::QuantizeRequest req;
+    req.checkpoint = m_checkpoint;
+    req.plan = plan;
+    req.calibration.textPath = m_calibText->text().toStdString();
+    req.calibration.options.nsamples = m_windows->value();
+    req.calibration.options.seqlen = m_length->value();
+    if (const QString evalPath = defaultTextFile(m_checkpoint.get(), QStringLiteral("eval.txt"));
+        m_evalPpl->isChecked() && !evalPath.isEmpty())
+        req.evalTextPath = evalPath.toStdString();
+    req.evalOptions.ctx = kEvalCtx;
+    req.base = m_base;          // the original model of an earlier run, reused
+    req.keepBaseLayers = true;  // the what-if analysis needs the original layers
+    // The reports cross to the GUI thread by a queued call (this panel outlives the job: the
+    // runner, created before it, cancels and waits first).
+    req.options.onLayerDone = [this, serial](int layer, const std::vector<pipeline::TensorReport>& reports) {
+        QMetaObject::invokeMethod(
+            this, [this, serial, layer, reports] { onLayerDone(serial, layer, reports); }, Qt::QueuedConnection);
+    };
     auto run = std::make_shared<QuantRun>();
-    run->summary = planSummary(plan);
+    run->summary = QString::fromStdString(pipeline::describeQuantPlan(plan));
     run->planJson = QString::fromStdString(io::toJsonText(pipeline::quantPlanToJson(plan)));
+    run->calibration = req.calibration.toJson();
 
-    m_runner->start<QuantRun>(this, tr("Quantizing (%1)").arg(run->summary), [=, this](RunContext& ctx) -> Result<QuantRun> {
-        const auto t0 = std::chrono::steady_clock::now();
+    m_runner->start<QuantRun>(this, tr("Quantizing (%1)").arg(run->summary), [req, run](RunContext& ctx) -> Result<QuantRun> {
+        QB_TRY(outcome, pipeline::quantizeModel(req, &ctx));
         QuantRun out = *run;
-        OverallProgress overall{ctx, int(checkpoint->config.numHiddenLayers), evalPpl};
-        ctx.beginStage("quantize", OverallProgress::kTotal, "calibration");
-        QB_TRY(tok, io::loadCheckpointTokenizer(*checkpoint));
-        QB_TRY(text, pipeline::readTextFile(calibPath));
-        QB_TRY(calib, pipeline::buildCalibrationSet(*tok, *text, copt, nullptr, calibPath));
-        out.calib = std::make_shared<const pipeline::CalibrationSet>(std::move(*calib));
-        if (ctx.isCancelled()) return RunContext::cancelledError("quantize");
-        out.base = base;
-        if (!out.base) {
-            overall.set(0.02, "loading the model");
-            QB_TRY(m, pipeline::loadModel(*checkpoint, nullptr));
-            out.base = std::move(*m);
-        }
-        RunContext inner([&](const Progress& p) { overall.quantize(p); });
-        inner.setCancelSource([&ctx] { return ctx.isCancelled(); });
-        pipeline::QuantizeJobOptions opt;
-        // The reports cross to the GUI thread by a queued call (this panel outlives the job: the
-        // runner, created before it, cancels and waits first).
-        opt.onLayerDone = [this, serial](int layer, const std::vector<pipeline::TensorReport>& reports) {
-            QMetaObject::invokeMethod(
-                this, [this, serial, layer, reports] { onLayerDone(serial, layer, reports); }, Qt::QueuedConnection);
-        };
-        QB_TRY(res, pipeline::runQuantize(*out.base, checkpoint.get(), rplan, *out.calib, opt, &inner));
-        out.result = std::make_shared<const pipeline::QuantizeResult>(std::move(*res));
-        if (evalPpl && !evalPath.empty()) {
-            QB_TRY(etext, pipeline::readTextFile(evalPath));
-            RunContext pctx([&](const Progress& p) {
-                overall.set(0.85 + 0.15 * p.fraction(), "perplexity (" + p.stage + ")");
-            });
-            pctx.setCancelSource([&ctx] { return ctx.isCancelled(); });
-            pipeline::PerplexityJobOptions popt;
-            popt.ctx = kEvalCtx;
-            QB_TRY(ppl, pipeline::runPerplexity(*out.result->model, *tok, *etext, popt, &pctx));
-            out.perplexity = ppl->perplexity;
-        }
-        overall.set(1.0, "done");
-        out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        out.result = outcome->result;
+        out.calib = outcome->calibration;
+        out.base = outcome->base;
+        if (outcome->perplexity) out.perplexity = outcome->perplexity->perplexity;
+        out.seconds = outcome->seconds;
         return out;
     }, [this, serial](const JobOutcome<QuantRun>& outcome) {
         m_run->setEnabled(m_checkpoint != nullptr);

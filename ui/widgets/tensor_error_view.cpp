@@ -113,29 +113,20 @@ void TensorErrorView::startAnalysis()
     auto run = m_run;
     auto cached = (m_hessRun == run->id && m_hessCache && m_hessCache->layer == rep.layer) ? m_hessCache : nullptr;
     const QString tensor = m_tensor;
-    const std::size_t i = *idx;
-    m_runner->start<TensorAnalysis>(this, QString(), [run, cached, tensor, i](RunContext& ctx) -> Result<TensorAnalysis> {
-        const pipeline::TensorReport& rep = run->result->tensors[i];
-        TensorAnalysis a;
-        a.runId = run->id;
-        a.tensor = tensor;
-        a.index = i;
-        a.hessians = cached;
-        if (!a.hessians) {
-            QB_TRY(h, pipeline::layerInputHessians(*run->base, run->result->model.get(), *run->calib, rep.layer, 8, &ctx));
-            a.hessians = std::make_shared<const pipeline::LayerHessians>(std::move(*h));
-        }
-        const auto& w = run->base->layer(rep.layer)->weight(rep.linear);
-        const auto& q = run->result->model->layer(rep.layer)->weight(rep.linear);
-        a.errors = pipeline::channelErrors(w, q, a.hessians->forLinear(rep.linear));
-        const double lo = w.minCoeff(), hi = w.maxCoeff();
-        a.before = eval::computeHistogram(w, kHistBins, lo, hi);
-        a.after = eval::computeHistogram(q, kHistBins, lo, hi);
-        if (const auto& codes = run->result->codes[i]; codes && codes->scales.size() > 0) {
-            const double s = codes->scales(0, 0), z = codes->zeros(0, 0);
-            for (int k = 0; k < quant::gridLevels(codes->bits); ++k) a.grid.push_back(s * (z + k));
-        }
-        return a;
+    pipeline::TensorAnalysisRequest req;
+    req.base = run->base;
+    req.run = run->result;
+    req.calibration = run->calib;
+    req.tensor = rep.name;
+    req.cached = cached;
+    req.histogramBins = kHistBins;
+    m_runner->start<TensorAnalysis>(this, QString(), [req, runId = run->id, tensor](RunContext& ctx) -> Result<TensorAnalysis> {
+        QB_TRY(a, pipeline::analyzeTensor(req, &ctx));
+        TensorAnalysis out;
+        static_cast<pipeline::TensorAnalysis&>(out) = std::move(*a);
+        out.runId = runId;
+        out.tensor = tensor;
+        return out;
     }, [this, tensor](const JobOutcome<TensorAnalysis>& out) {
         if (!out.ok() && out.error->code == ErrorCode::Cancelled) return;
         if (tensor != m_tensor || !m_run || !out.ok() || out.value->runId != m_run->id) {
@@ -166,7 +157,7 @@ void TensorErrorView::display()
                          .arg(rep.relativeError, 0, 'f', 4));
     m_outChart->setValues(a.errors.outChannel);
     m_inChart->setValues(a.errors.inChannel);
-    m_hist->setData(a.before, a.after, a.grid);
+    m_hist->setData(a.before, a.after, a.gridLevels);
     // Start the what-if from the tensor's own settings.
     const QSignalBlocker b1(m_method), b2(m_bits), b3(m_group), b4(m_sym);
     m_method->setCurrentIndex(m_method->findData(int(rep.method)));

@@ -10,6 +10,7 @@
 
 #include "eval/tensor_stats.h"
 #include "pipeline/whatif.h"
+#include "pipeline/workflows.h"
 
 #include <QWidget>
 
@@ -28,14 +29,10 @@ class JobRunner;
 class QuantHistogramChart;
 struct QuantRun;
 
-struct TensorAnalysis {
+// pipeline::analyzeTensor's result, tagged with the run and tensor it belongs to.
+struct TensorAnalysis : pipeline::TensorAnalysis {
     int runId = 0;
     QString tensor;
-    std::size_t index = 0; // in the run's plan
-    std::shared_ptr<const pipeline::LayerHessians> hessians;
-    pipeline::ChannelErrors errors;
-    eval::Histogram before, after;
-    std::vector<double> grid;
 };
 
 class TensorErrorView : public QWidget {

@@ -1,0 +1,96 @@
+#include "cli/cli_job.h"
+
+#include "cli/cli_command.h"
+#include "export/ggml_quantize.h"
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+namespace qb::cli {
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+extern "C" void onSigint(int) { g_interrupted.store(true); }
+
+} // namespace
+
+CliJob::CliJob(bool quiet) : m_quiet(quiet)
+{
+    g_interrupted.store(false);
+    m_ctx.setSink([this](const Progress& p) { print(p); });
+    m_ctx.setCancelSource([] { return g_interrupted.load(); });
+    std::signal(SIGINT, onSigint);
+}
+
+CliJob::~CliJob() { std::signal(SIGINT, SIG_DFL); }
+
+void CliJob::print(const Progress& p)
+{
+    if (m_quiet) return;
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(m_mutex);
+    const bool newStage = p.stage != m_lastStage;
+    if (!newStage && now - m_lastPrint < std::chrono::seconds(1)) return;
+    m_lastStage = p.stage;
+    m_lastPrint = now;
+    char head[64];
+    std::snprintf(head, sizeof head, "[%3d%%", int(p.overall * 100.0));
+    std::string line = head;
+    if (const auto eta = p.etaSeconds()) line += "  ETA " + formatDuration(*eta);
+    line += "] " + p.stage;
+    if (!p.detail.empty()) line += ": " + p.detail;
+    std::cerr << line << "\n";
+}
+
+int exitCode(const Error& error) { return error.code == ErrorCode::Cancelled ? 130 : 1; }
+
+int fail(const std::string& cmd, const Error& error, const std::string& prefix, const std::string& suffix)
+{
+    return fail(cmd, prefix + error.toString() + suffix, exitCode(error));
+}
+
+std::string ggufTypeUsageError(const std::string& name)
+{
+    if (name == "auto" || exporting::parseGgufExportType(name)) return {};
+    return "--gguf-type: " + pipeline::ggufExportTypeError();
+}
+
+void reportExport(const std::string& cmd, const pipeline::ModelExportOutcome& r, io::JsonValue* json)
+{
+    if (r.gptqAnalysis) std::cerr << r.gptqAnalysis->summary();
+    for (const auto& w : r.warnings) std::cerr << "quantbench-cli " << cmd << ": warning: " << w << "\n";
+    if (!json) {
+        std::cout << r.summary() << std::flush;
+        return;
+    }
+    io::JsonValue out;
+    out.set("path", r.path);
+    out.set("format", pipeline::exportFormatName(r.format));
+    out.set("bytes", double(r.bytes));
+    if (r.gguf) {
+        out.set("all_exact", r.gguf->allExact());
+        double maxDiff = 0;
+        for (const auto& t : r.gguf->tensors) maxDiff = std::max(maxDiff, t.maxAbsDiff);
+        out.set("max_abs_diff", maxDiff);
+    } else if (r.gptq) {
+        const auto& a = r.gptq->analysis;
+        out.set("bits", a.bits);
+        out.set("group_size", a.groupSize);
+        out.set("desc_act", a.descAct);
+        out.set("sym", a.sym);
+        out.set("max_abs_change", a.maxAbsChange);
+    } else if (r.safetensors) {
+        out.set("dtype", dtypeName(r.safetensors->gridDtype));
+    } else if (r.format == pipeline::ExportFormat::Qbproj) {
+        out.set("tensors", double(r.projectTensors));
+    }
+    out.set("verified", r.verified);
+    *json = std::move(out);
+}
+
+} // namespace qb::cli

@@ -1,0 +1,369 @@
+#include "pipeline/workflows.h"
+
+#include "export/project_bundle.h"
+#include "io/tokenizer.h"
+#include "model/forward.h"
+
+#include <chrono>
+#include <filesystem>
+
+namespace qb::pipeline {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+void phases(RunContext* ctx, std::vector<PhaseWeight> list)
+{
+    if (ctx) ctx->setPhases(std::move(list));
+}
+void phase(RunContext* ctx, const char* name)
+{
+    if (ctx) ctx->beginPhase(name);
+}
+
+Status checkRequest(const std::shared_ptr<const io::Checkpoint>& ck, const char* workflow)
+{
+    if (!ck) return makeError(ErrorCode::InvalidArgument, std::string(workflow) + ": no model is open");
+    return {};
+}
+
+// extras/runs.json of a project: {"grids_run": i, "runs": [{"id", "summary", "plan", "metrics"}]}.
+constexpr const char* kRunsExtra = "runs";
+
+io::JsonValue runsExtra(const std::vector<ProjectRun>& runs, int gridsRun)
+{
+    io::JsonArray list;
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        const ProjectRun& r = runs[i];
+        io::JsonValue e;
+        e.set("id", int(i) + 1);
+        e.set("summary", r.summary);
+        e.set("plan", r.plan);
+        e.set("metrics", r.result ? runMetricsJson(*r.result, r.perplexity, r.seconds) : io::JsonValue());
+        e.set("calibration", r.calibration);
+        list.push_back(std::move(e));
+    }
+    io::JsonValue extra;
+    extra.set("grids_run", gridsRun);
+    extra.set("runs", std::move(list));
+    return extra;
+}
+
+std::string stringOr(const io::JsonValue* v, const std::string& fallback)
+{
+    return v && v->isString() ? v->asString() : fallback;
+}
+
+} // namespace
+
+io::JsonValue CalibrationSource::toJson() const
+{
+    io::JsonValue j;
+    j.set("text", textPath);
+    j.set("nsamples", options.nsamples);
+    j.set("seqlen", options.seqlen);
+    j.set("seed", double(options.seed));
+    return j;
+}
+
+Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const CalibrationSource& source,
+                                       RunContext* ctx)
+{
+    if (ctx) ctx->beginStage("calibrate", 0, "read " + source.textPath);
+    QB_TRY(text, readTextFile(source.textPath));
+    if (ctx && ctx->isCancelled()) return RunContext::cancelledError(source.textPath);
+    return buildCalibrationSet(tokenizer, *text, source.options, ctx, source.textPath);
+}
+
+// ---- evaluate -----------------------------------------------------------------------------------
+
+Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& req, RunContext* ctx)
+{
+    QB_TRY_STATUS(checkRequest(req.checkpoint, "evaluate"));
+    if (req.model) phases(ctx, {{"perplexity", 1}});
+    else phases(ctx, {{"load", 1}, {"perplexity", 4}});
+    QB_TRY(tok, io::loadCheckpointTokenizer(*req.checkpoint));
+    QB_TRY(text, readTextFile(req.textPath));
+    EvaluateOutcome out;
+    std::shared_ptr<const model::Model> m = req.model;
+    if (!m) {
+        phase(ctx, "load");
+        if (req.options.threads > 0) model::setNumThreads(req.options.threads);
+        QB_TRY(loaded, loadModel(*req.checkpoint, ctx, &out.loadWarnings));
+        m = std::move(*loaded);
+    }
+    phase(ctx, "perplexity");
+    QB_TRY(r, runPerplexity(*m, *tok, *text, req.options, ctx));
+    out.perplexity = std::move(*r);
+    return out;
+}
+
+// ---- calibrate ----------------------------------------------------------------------------------
+
+Result<ActivationReport> calibrateActivations(const CalibrateRequest& req, RunContext* ctx)
+{
+    QB_TRY_STATUS(checkRequest(req.checkpoint, "calibrate"));
+    phases(ctx, {{"calibrate", 1}, {"activations", 9}});
+    phase(ctx, "calibrate");
+    QB_TRY(tok, io::loadCheckpointTokenizer(*req.checkpoint));
+    QB_TRY(calib, loadCalibration(*tok, req.calibration, ctx));
+    phase(ctx, "activations");
+    return collectActivationStats(*req.checkpoint, *calib, req.options, ctx);
+}
+
+// ---- quantize -----------------------------------------------------------------------------------
+
+io::JsonValue QuantizeOutcome::metricsJson() const
+{
+    if (!result) return {};
+    io::JsonValue m = runMetricsJson(*result, perplexity ? std::optional(perplexity->perplexity) : std::nullopt, seconds);
+    m.set("seconds", seconds);
+    if (perplexity) {
+        io::JsonValue* timings = nullptr;
+        for (auto& member : m.asObject())
+            if (member.key == "timings") timings = &member.value;
+        if (timings) timings->set("perplexity", perplexity->seconds);
+    }
+    return m;
+}
+
+Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ctx)
+{
+    const auto t0 = Clock::now();
+    QB_TRY_STATUS(checkRequest(req.checkpoint, "quantize"));
+    const io::Checkpoint& ck = *req.checkpoint;
+    // Cheap checks first: a bad plan, a missing tokenizer or text fail before any long work.
+    QB_TRY(plan, resolveQuantPlan(req.plan, ck.config));
+    QB_TRY(tok, io::loadCheckpointTokenizer(ck));
+    std::optional<std::string> evalText;
+    if (req.evalTextPath) {
+        QB_TRY(t, readTextFile(*req.evalTextPath));
+        evalText = std::move(*t);
+    }
+    const bool load = !req.base || (req.keepBaseLayers && req.base->numLayers() > 0 && !req.base->layer(0));
+    std::vector<PhaseWeight> list{{"calibrate", 1}};
+    if (load) list.push_back({"load", req.keepBaseLayers ? 4.0 : 1.0});
+    list.push_back({"quantize", 40});
+    if (evalText) list.push_back({"perplexity", 6});
+    phases(ctx, std::move(list));
+    if (req.options.threads > 0) model::setNumThreads(req.options.threads);
+
+    QuantizeOutcome out;
+    phase(ctx, "calibrate");
+    QB_TRY(calib, loadCalibration(*tok, req.calibration, ctx));
+    out.calibration = std::make_shared<const CalibrationSet>(std::move(*calib));
+    out.base = req.base;
+    if (load) {
+        phase(ctx, "load");
+        LoadOptions lo;
+        lo.loadLayers = req.keepBaseLayers;
+        QB_TRY(m, loadModel(ck, ctx, &out.loadWarnings, lo));
+        out.base = std::move(*m);
+    }
+    phase(ctx, "quantize");
+    QB_TRY(res, runQuantize(*out.base, &ck, *plan, *out.calibration, req.options, ctx));
+    out.result = std::make_shared<const QuantizeResult>(std::move(*res));
+    if (evalText) {
+        if (!out.result->model)
+            return makeError(ErrorCode::InvalidArgument, "quantize: perplexity needs keepModel");
+        phase(ctx, "perplexity");
+        QB_TRY(ppl, runPerplexity(*out.result->model, *tok, *evalText, req.evalOptions, ctx));
+        out.perplexity = std::move(*ppl);
+    }
+    if (!req.keepBaseLayers && out.base && out.base != req.base) out.base.reset(); // layer-less: of no use
+    out.seconds = secondsSince(t0);
+    return out;
+}
+
+// ---- sensitivity --------------------------------------------------------------------------------
+
+Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& req, RunContext* ctx)
+{
+    if (!req.base || !req.run || !req.run->model || !req.calibration)
+        return makeError(ErrorCode::InvalidArgument,
+                         "tensor analysis needs the base model, a run with its quantized model and its calibration");
+    const QuantizeResult& run = *req.run;
+    std::optional<std::size_t> index;
+    for (std::size_t i = 0; i < run.tensors.size(); ++i)
+        if (run.tensors[i].name == req.tensor || run.tensors[i].name == req.tensor + ".weight") index = i;
+    if (!index) return makeError(ErrorCode::InvalidArgument, "not a quantized tensor of this run", req.tensor);
+    const TensorReport& rep = run.tensors[*index];
+    const auto baseLayer = req.base->layer(rep.layer);
+    const auto quantLayer = run.model->layer(rep.layer);
+    if (!baseLayer || !quantLayer)
+        return makeError(ErrorCode::InvalidArgument, "the base model's decoder layers are not loaded", rep.name);
+
+    TensorAnalysis a;
+    a.index = *index;
+    a.hessians = req.cached && req.cached->layer == rep.layer ? req.cached : nullptr;
+    if (!a.hessians) {
+        QB_TRY(h, layerInputHessians(*req.base, run.model.get(), *req.calibration, rep.layer, 8, ctx));
+        a.hessians = std::make_shared<const LayerHessians>(std::move(*h));
+    }
+    const auto& w = baseLayer->weight(rep.linear);
+    const auto& q = quantLayer->weight(rep.linear);
+    a.errors = channelErrors(w, q, a.hessians->forLinear(rep.linear));
+    const double lo = w.minCoeff(), hi = w.maxCoeff();
+    a.before = eval::computeHistogram(w, req.histogramBins, lo, hi);
+    a.after = eval::computeHistogram(q, req.histogramBins, lo, hi);
+    if (*index < run.codes.size())
+        if (const auto& codes = run.codes[*index]; codes && codes->scales.size() > 0) {
+            const double s = codes->scales(0, 0), z = codes->zeros(0, 0);
+            for (int k = 0; k < quant::gridLevels(codes->bits); ++k) a.gridLevels.push_back(s * (z + k));
+        }
+    return a;
+}
+
+// ---- export and projects ------------------------------------------------------------------------
+
+Result<ModelExportOutcome> exportRun(const ExportRequest& req, RunContext* ctx)
+{
+    QB_TRY_STATUS(checkRequest(req.checkpoint, "export"));
+    if (!req.run.result) return makeError(ErrorCode::InvalidArgument, "export: no run to export");
+    if (req.target.format == ExportFormat::Qbproj) {
+        SaveProjectRequest s;
+        s.path = req.target.out;
+        s.checkpoint = req.checkpoint;
+        if (!req.run.plan.isNull()) {
+            QB_TRY(p, quantPlanFromJson(req.run.plan, "run plan"));
+            s.plan = std::move(*p);
+        }
+        s.runs = {req.run};
+        s.gridsRun = 0;
+        s.verify = req.target.verify;
+        QB_TRY(saved, saveProject(s, ctx));
+        ModelExportOutcome o;
+        o.format = ExportFormat::Qbproj;
+        o.path = saved->path;
+        o.bytes = saved->bytes;
+        o.projectTensors = saved->tensors;
+        o.verified = saved->verified;
+        o.verifySummary = saved->verifySummary;
+        return o;
+    }
+    if (ctx) ctx->beginStage("grids", 0, "rebuilding the quantized weights");
+    const RunGrids grids = gridsFromResult(*req.run.result);
+    if (grids.empty())
+        return makeError(ErrorCode::InvalidArgument, "this run has no stored quantization grids to export");
+    if (ctx && ctx->isCancelled()) return RunContext::cancelledError(req.target.out);
+    return exportModel(*req.checkpoint, grids.lookup(), req.target, ctx);
+}
+
+Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)
+{
+    QB_TRY_STATUS(checkRequest(req.checkpoint, "save project"));
+    if (req.gridsRun >= int(req.runs.size()))
+        return makeError(ErrorCode::InvalidArgument, "save project: the grids run is not one of the runs");
+    phases(ctx, {{"bundle", 2}, {"write", 2}, {"verify", 1}});
+    phase(ctx, "bundle");
+    if (ctx) ctx->beginStage("project", 0, "collecting " + req.path);
+    const ProjectRun* gridsRun = req.gridsRun >= 0 ? &req.runs[std::size_t(req.gridsRun)] : nullptr;
+    if (gridsRun && !gridsRun->result)
+        return makeError(ErrorCode::InvalidArgument, "save project: the grids run has no result");
+    const QuantizeResult none;
+    const QuantPlan plan = req.plan.value_or(QuantPlan{});
+    io::JsonValue calibration = req.calibration;
+    if (calibration.isNull() && gridsRun) calibration = gridsRun->calibration;
+    if (calibration.isNull()) calibration = io::JsonValue(io::JsonObject{});
+    exporting::ProjectBundle b = bundleFromRun(*req.checkpoint, gridsRun ? *gridsRun->result : none, plan,
+                                               std::move(calibration), gridsRun ? gridsRun->perplexity : std::nullopt,
+                                               gridsRun ? gridsRun->seconds : 0.0);
+    if (!req.plan) b.plan = io::JsonValue();
+    if (!gridsRun) b.metrics = io::JsonValue();
+    b.extras.emplace_back(kRunsExtra, runsExtra(req.runs, req.gridsRun));
+    if (ctx && ctx->isCancelled()) return RunContext::cancelledError(req.path);
+
+    phase(ctx, "write");
+    QB_TRY_STATUS(exporting::writeProjectBundle(req.path, b, {}, ctx));
+    SavedProject out;
+    out.path = req.path;
+    out.tensors = b.tensors.size();
+    std::error_code ec;
+    out.bytes = std::uint64_t(std::filesystem::file_size(req.path, ec));
+    if (!req.verify) return out;
+
+    // Re-read: the project must open again with the same grids.
+    phase(ctx, "verify");
+    if (ctx) ctx->beginStage("verify", 0, req.path);
+    QB_TRY(back, exporting::readProjectBundle(req.path));
+    out.verified = back->tensors.size() == b.tensors.size();
+    for (std::size_t i = 0; out.verified && i < b.tensors.size(); ++i)
+        out.verified = back->tensors[i].name == b.tensors[i].name &&
+                       exporting::sameGrid(back->tensors[i].grid, b.tensors[i].grid);
+    out.verifySummary = out.verified ? "project re-read: " + std::to_string(b.tensors.size()) + " grids identical\n"
+                                     : "project re-read: grids differ\n";
+    return out;
+}
+
+Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx)
+{
+    phases(ctx, {{"read", 1}, {"open", 1}, {"grids", 2}});
+    phase(ctx, "read");
+    if (ctx) ctx->beginStage("project", 0, req.path);
+    QB_TRY(bundle, exporting::readProjectBundle(req.path));
+    OpenedProject out;
+    out.model = bundle->model;
+    out.calibration = bundle->calibration;
+    const std::string modelPath = req.modelPath.empty() ? bundle->model.path : req.modelPath;
+    phase(ctx, "open");
+    if (ctx) ctx->beginStage("open", 0, modelPath);
+    auto ck = io::openCheckpoint(modelPath);
+    if (!ck)
+        return makeError(ck.error().code, "cannot open the project's model " + modelPath + ": " + ck.error().toString());
+    out.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+    // The grids were computed on these files: warn when they changed size since.
+    if (req.modelPath.empty()) out.warnings = modelFileWarnings(bundle->model);
+    if (!bundle->plan.isNull()) {
+        QB_TRY(plan, quantPlanFromJson(bundle->plan, "plan.json"));
+        out.plan = std::move(*plan);
+    }
+    if (ctx && ctx->isCancelled()) return RunContext::cancelledError(req.path);
+    phase(ctx, "grids");
+    if (ctx) ctx->beginStage("grids", 0, "checking the stored grids against the model");
+    QB_TRY(grids, gridsFromBundle(*bundle, *out.checkpoint));
+    out.grids = std::move(*grids);
+
+    // Runs: extras/runs.json, else (projects of older versions) the one run of metrics.json.
+    struct Entry {
+        const io::JsonValue* metrics;
+        std::string summary;
+        io::JsonValue plan, calibration;
+    };
+    std::vector<Entry> entries;
+    int gridsIndex = 0;
+    for (const auto& [name, value] : bundle->extras) {
+        if (name != kRunsExtra) continue;
+        if (const auto* g = value.find("grids_run"); g && g->isNumber()) gridsIndex = int(g->asNumber());
+        if (const auto* list = value.find("runs"); list && list->isArray())
+            for (const auto& e : list->asArray()) {
+                const auto* m = e.find("metrics");
+                if (!m || !m->isObject()) continue;
+                const auto* pl = e.find("plan");
+                const auto* cal = e.find("calibration");
+                entries.push_back({m, stringOr(e.find("summary"), "restored run"), pl ? *pl : io::JsonValue(),
+                                   cal ? *cal : bundle->calibration});
+            }
+    }
+    if (entries.empty() && bundle->metrics.isObject()) entries.push_back({&bundle->metrics, "restored run", bundle->plan, bundle->calibration});
+    if (entries.size() == 1) gridsIndex = 0;
+    out.gridsRun = gridsIndex >= 0 && gridsIndex < int(entries.size()) ? gridsIndex : -1;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        ProjectRun run;
+        QB_TRY(res, resultFromMetrics(*entries[i].metrics, &run.perplexity, &run.seconds));
+        if (int(i) == out.gridsRun)
+            for (std::size_t t = 0; t < res->tensors.size(); ++t)
+                if (auto it = out.grids.grids.find(res->tensors[t].name); it != out.grids.grids.end())
+                    res->codes[t] = it->second;
+        run.result = std::make_shared<const QuantizeResult>(std::move(*res));
+        run.summary = entries[i].summary;
+        run.plan = entries[i].plan;
+        run.calibration = entries[i].calibration;
+        out.runs.push_back(std::move(run));
+    }
+    return out;
+}
+
+} // namespace qb::pipeline

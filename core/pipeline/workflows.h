@@ -1,0 +1,200 @@
+#pragma once
+// Workflows: one request -> result function per thing a user does, written once for the window
+// and quantbench-cli. Each takes a plain request struct and a RunContext and returns a Result;
+// the GUI binds widgets to the request and shows the outcome, the CLI binds flags to it and
+// prints the outcome. Nothing here knows Qt.
+//
+//   evaluateModel          tokenizer + text + (load) + perplexity
+//   calibrateActivations   tokenizer + text + calibration windows + activation statistics
+//   quantizeModel          plan resolution + calibration + load + layer-by-layer quantization
+//                          (+ perplexity of the result)
+//   analyzeTensor          per-channel error, weight histograms and grid of one quantized tensor
+//                          ("sensitivity"; the what-if preview is previewTensor, whatif.h)
+//   exportRun              a run -> GGUF / GPTQ / safetensors / .qbproj, each verified
+//   saveProject            the workbench state (plan, calibration, every run, one run's grids)
+//                          -> .qbproj, re-read and compared after writing
+//   openProject            .qbproj -> model, plan, runs and grids checked against the model
+//
+// Progress: each workflow declares its phases with weights on the context (RunContext::setPhases)
+// so that RunContext::progress().overall covers the whole workflow; the jobs it calls report
+// stages, parts and steps inside the phases. Cancel: polled by every job; a cancelled workflow
+// returns ErrorCode::Cancelled and leaves existing files untouched (writes are atomic).
+// Threading: call from one worker thread; requests hold shared_ptrs to immutable inputs.
+
+#include "base/result.h"
+#include "base/run_context.h"
+#include "eval/perplexity.h"
+#include "eval/tensor_stats.h"
+#include "io/checkpoint.h"
+#include "io/json_value.h"
+#include "model/model.h"
+#include "pipeline/activation_job.h"
+#include "pipeline/calibration.h"
+#include "pipeline/model_loader.h"
+#include "pipeline/perplexity_job.h"
+#include "pipeline/project.h"
+#include "pipeline/quant_plan.h"
+#include "pipeline/quantize_job.h"
+#include "pipeline/whatif.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qb::pipeline {
+
+// Where calibration windows come from: a UTF-8 text file and the sampling settings.
+struct CalibrationSource {
+    std::string textPath;
+    CalibrationOptions options;
+    // {"text", "nsamples", "seqlen", "seed"}: what a project stores as calibration.json.
+    io::JsonValue toJson() const;
+};
+
+// The checkpoint's tokenizer reads the text; windows are sampled (stage "calibrate").
+Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const CalibrationSource& source,
+                                       RunContext* ctx = nullptr);
+
+// ---- evaluate -----------------------------------------------------------------------------------
+
+struct EvaluateRequest {
+    std::shared_ptr<const io::Checkpoint> checkpoint; // its tokenizer, and its weights unless `model`
+    std::shared_ptr<const model::Model> model;        // evaluated instead of loading (e.g. a run's)
+    std::string textPath;
+    PerplexityJobOptions options;
+};
+
+struct EvaluateOutcome {
+    eval::PerplexityResult perplexity;
+    std::vector<LoadWarning> loadWarnings;
+};
+
+// Phases: "load" (when no model is given), "perplexity".
+Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& request, RunContext* ctx = nullptr);
+
+// ---- calibrate ----------------------------------------------------------------------------------
+
+struct CalibrateRequest {
+    std::shared_ptr<const io::Checkpoint> checkpoint;
+    CalibrationSource calibration;
+    ActivationJobOptions options;
+};
+
+// Phases: "calibrate" (tokenize and sample), "activations".
+Result<ActivationReport> calibrateActivations(const CalibrateRequest& request, RunContext* ctx = nullptr);
+
+// ---- quantize -----------------------------------------------------------------------------------
+
+struct QuantizeRequest {
+    std::shared_ptr<const io::Checkpoint> checkpoint;
+    QuantPlan plan;
+    CalibrationSource calibration;
+    std::optional<std::string> evalTextPath; // perplexity of the result when set
+    PerplexityJobOptions evalOptions;
+    QuantizeJobOptions options;               // batch, threads, keepModel, keepCodes, onLayerDone
+    // An already loaded base model (its layers may be absent); otherwise it is loaded.
+    std::shared_ptr<const model::Model> base;
+    // Load every decoder layer of the base up front and return it (the window keeps it for the
+    // what-if analysis); false: layers come one at a time and the base has none.
+    bool keepBaseLayers = false;
+};
+
+struct QuantizeOutcome {
+    std::shared_ptr<const QuantizeResult> result;
+    std::shared_ptr<const CalibrationSet> calibration;
+    std::shared_ptr<const model::Model> base;
+    std::optional<eval::PerplexityResult> perplexity;
+    std::vector<LoadWarning> loadWarnings;
+    double seconds = 0; // the whole workflow
+    // The one metrics schema (runMetricsJson): what `quantize --json` prints and a project stores.
+    io::JsonValue metricsJson() const;
+};
+
+// Phases: "calibrate", "load", "quantize", "perplexity" (when evalTextPath). A plan that does not
+// resolve for the model fails with InvalidArgument before any long work.
+Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& request, RunContext* ctx = nullptr);
+
+// ---- sensitivity of one tensor ------------------------------------------------------------------
+
+struct TensorAnalysisRequest {
+    std::shared_ptr<const model::Model> base;         // the original model, layers loaded
+    std::shared_ptr<const QuantizeResult> run;        // with its fake-quantized model
+    std::shared_ptr<const CalibrationSet> calibration;
+    std::string tensor;                               // with or without ".weight"
+    std::shared_ptr<const LayerHessians> cached;      // reused when it is the tensor's layer
+    int histogramBins = 64;
+};
+
+struct TensorAnalysis {
+    std::size_t index = 0; // in the run's plan
+    std::shared_ptr<const LayerHessians> hessians;
+    ChannelErrors errors;
+    eval::Histogram before, after; // one shared range
+    std::vector<double> gridLevels; // the first group's levels (when codes are kept)
+};
+
+Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& request, RunContext* ctx = nullptr);
+
+// ---- export and projects ------------------------------------------------------------------------
+
+// A finished run as a project stores it.
+struct ProjectRun {
+    std::string summary;                          // e.g. "GPTQ 4b g128 +2 rules"
+    io::JsonValue plan;                           // the run's plan (quant_plan.h JSON)
+    std::shared_ptr<const QuantizeResult> result; // codes needed for the grids
+    std::optional<double> perplexity;
+    double seconds = 0;
+    io::JsonValue calibration; // CalibrationSource::toJson() of the run
+};
+
+struct ExportRequest {
+    std::shared_ptr<const io::Checkpoint> checkpoint;
+    ProjectRun run;
+    ModelExportRequest target;  // path, format (any, .qbproj included), GGUF type, rounding, verify
+};
+
+// Every format is verified after writing (a .qbproj is re-read and its grids compared).
+Result<ModelExportOutcome> exportRun(const ExportRequest& request, RunContext* ctx = nullptr);
+
+struct SaveProjectRequest {
+    std::string path;
+    std::shared_ptr<const io::Checkpoint> checkpoint;
+    std::optional<QuantPlan> plan; // the plan being edited (plan.json)
+    io::JsonValue calibration;     // calibration.json (null: the grids run's)
+    std::vector<ProjectRun> runs;  // every run, in order (extras/runs.json)
+    int gridsRun = -1;             // the run whose metrics and grids are stored; -1: none
+    bool verify = true;            // re-read the file and compare the grids
+};
+
+struct SavedProject {
+    std::string path;
+    std::uint64_t bytes = 0;
+    std::size_t tensors = 0; // quantized tensors stored
+    bool verified = false;
+    std::string verifySummary;
+};
+
+// Phases: "bundle" (histograms read the checkpoint), "write", "verify".
+Result<SavedProject> saveProject(const SaveProjectRequest& request, RunContext* ctx = nullptr);
+
+struct OpenProjectRequest {
+    std::string path;
+    std::string modelPath; // "" = the model the project references
+};
+
+struct OpenedProject {
+    std::shared_ptr<const io::Checkpoint> checkpoint;
+    exporting::ModelReference model;
+    std::optional<QuantPlan> plan;
+    io::JsonValue calibration;
+    std::vector<ProjectRun> runs; // the grids run's result carries its codes
+    int gridsRun = -1;
+    RunGrids grids;               // checked against the model, values rebuilt
+    std::vector<std::string> warnings;
+};
+
+Result<OpenedProject> openProject(const OpenProjectRequest& request, RunContext* ctx = nullptr);
+
+} // namespace qb::pipeline

@@ -1,0 +1,355 @@
+// The workflows of pipeline/workflows.h, driven directly on the bundled demo model as the window
+// and the CLI drive them: results agree with the jobs they compose, errors are clear, progress
+// covers the whole workflow (phases in order, overall monotone up to 1), cancel leaves files
+// alone, and a saved project opens again with the same runs and grids.
+
+#include "export/project_bundle.h"
+#include "io/checkpoint.h"
+#include "pipeline/workflows.h"
+
+#include <QFile>
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace qb;
+
+namespace {
+
+std::string demoPath(const char* f = "") { return std::string(QB_DEMO_DIR) + f; }
+
+// Records the phases entered and checks that overall never decreases.
+struct ProgressLog {
+    std::vector<std::string> phases;
+    std::vector<std::string> stages;
+    double last = 0;
+    bool monotone = true;
+    double maxOverall = 0;
+    RunContext::Sink sink()
+    {
+        return [this](const Progress& p) {
+            if (!p.phase.empty() && (phases.empty() || phases.back() != p.phase)) phases.push_back(p.phase);
+            if (stages.empty() || stages.back() != p.stage) stages.push_back(p.stage);
+            if (p.overall + 1e-12 < last) monotone = false;
+            last = p.overall;
+            maxOverall = std::max(maxOverall, p.overall);
+        };
+    }
+};
+
+pipeline::QuantizeRequest smallQuantize(std::shared_ptr<const io::Checkpoint> ck)
+{
+    pipeline::QuantizeRequest req;
+    req.checkpoint = std::move(ck);
+    req.plan = pipeline::uniformQuantPlan(quant::Method::Gptq, 4, 32);
+    req.calibration.textPath = demoPath("/calib.txt");
+    req.calibration.options.nsamples = 4;
+    req.calibration.options.seqlen = 64;
+    req.options.batch = 4;
+    return req;
+}
+
+} // namespace
+
+class TestWorkflows : public QObject {
+    Q_OBJECT
+
+    std::shared_ptr<const io::Checkpoint> m_ck;
+    std::shared_ptr<const pipeline::QuantizeOutcome> m_run; // one quantization shared by several tests
+
+    const pipeline::QuantizeOutcome& run()
+    {
+        if (!m_run) {
+            auto req = smallQuantize(m_ck);
+            req.keepBaseLayers = true;
+            auto r = pipeline::quantizeModel(req);
+            if (!r) qFatal("%s", r.error().toString().c_str());
+            m_run = std::make_shared<const pipeline::QuantizeOutcome>(std::move(*r));
+        }
+        return *m_run;
+    }
+
+private Q_SLOTS:
+    void initTestCase()
+    {
+        auto ck = io::openCheckpoint(demoPath());
+        QVERIFY2(ck.ok(), ck.ok() ? "" : ck.error().toString().c_str());
+        m_ck = std::make_shared<const io::Checkpoint>(std::move(*ck));
+    }
+
+    void evaluateMatchesThePerplexityJob()
+    {
+        pipeline::EvaluateRequest req;
+        req.checkpoint = m_ck;
+        req.textPath = demoPath("/eval.txt");
+        req.options.ctx = 128;
+        ProgressLog log;
+        RunContext ctx(log.sink());
+        auto out = pipeline::evaluateModel(req, &ctx);
+        QVERIFY2(out.ok(), out.ok() ? "" : out.error().toString().c_str());
+        QCOMPARE(log.phases, (std::vector<std::string>{"load", "perplexity"}));
+        QVERIFY(log.monotone);
+        QCOMPARE(log.maxOverall, 1.0);
+
+        // The same numbers as the jobs it composes.
+        auto tok = io::loadCheckpointTokenizer(*m_ck);
+        auto text = pipeline::readTextFile(req.textPath);
+        auto model = pipeline::loadModel(*m_ck);
+        QVERIFY(tok.ok() && text.ok() && model.ok());
+        auto direct = pipeline::runPerplexity(**model, *tok, *text, req.options);
+        QVERIFY(direct.ok());
+        QCOMPARE(out->perplexity.perplexity, direct->perplexity);
+        QCOMPARE(out->perplexity.tokensScored, direct->tokensScored);
+
+        // A given model is evaluated as is (no load phase).
+        req.model = *model;
+        ProgressLog log2;
+        RunContext ctx2(log2.sink());
+        auto again = pipeline::evaluateModel(req, &ctx2);
+        QVERIFY(again.ok());
+        QCOMPARE(log2.phases, (std::vector<std::string>{"perplexity"}));
+        QCOMPARE(again->perplexity.perplexity, direct->perplexity);
+    }
+
+    void evaluateErrorsSayWhat()
+    {
+        pipeline::EvaluateRequest req;
+        req.textPath = demoPath("/eval.txt");
+        auto none = pipeline::evaluateModel(req);
+        QVERIFY(!none.ok());
+        QVERIFY(none.error().toString().find("no model") != std::string::npos);
+        req.checkpoint = m_ck;
+        req.textPath = demoPath("/no-such-text.txt");
+        auto missing = pipeline::evaluateModel(req);
+        QVERIFY(!missing.ok());
+        QVERIFY2(missing.error().toString().find("no-such-text.txt") != std::string::npos,
+                 missing.error().toString().c_str());
+    }
+
+    void calibrateCollectsEveryTap()
+    {
+        pipeline::CalibrateRequest req;
+        req.checkpoint = m_ck;
+        req.calibration.textPath = demoPath("/calib.txt");
+        req.calibration.options.nsamples = 4;
+        req.calibration.options.seqlen = 64;
+        ProgressLog log;
+        RunContext ctx(log.sink());
+        auto r = pipeline::calibrateActivations(req, &ctx);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        QCOMPARE(r->windows, 4);
+        QCOMPARE(r->seqlen, 64);
+        QCOMPARE(int(r->taps.size()), int(m_ck->config.numHiddenLayers) * 4);
+        QVERIFY(r->forTensor("model.layers.2.mlp.down_proj.weight"));
+        QCOMPARE(log.phases, (std::vector<std::string>{"calibrate", "activations"}));
+        QVERIFY(log.monotone);
+        QCOMPARE(log.maxOverall, 1.0);
+    }
+
+    void quantizeWithEvaluation()
+    {
+        auto req = smallQuantize(m_ck);
+        req.evalTextPath = demoPath("/eval.txt");
+        req.evalOptions.ctx = 128;
+        std::vector<int> layersDone;
+        req.options.onLayerDone = [&](int l, const std::vector<pipeline::TensorReport>& reports) {
+            layersDone.push_back(l);
+            QCOMPARE(int(reports.size()), 7);
+        };
+        ProgressLog log;
+        std::vector<std::int64_t> parts;
+        RunContext ctx([&](const Progress& p) {
+            log.sink()(p);
+            if (p.partName == "layer" && (parts.empty() || parts.back() != p.part)) parts.push_back(p.part);
+        });
+        auto out = pipeline::quantizeModel(req, &ctx);
+        QVERIFY2(out.ok(), out.ok() ? "" : out.error().toString().c_str());
+        const int layers = int(m_ck->config.numHiddenLayers);
+        QCOMPARE(int(out->result->tensors.size()), layers * 7);
+        QCOMPARE(int(layersDone.size()), layers);
+        QVERIFY(out->perplexity && std::isfinite(out->perplexity->perplexity));
+        QCOMPARE(out->calibration->count, 4);
+        QVERIFY(!out->base); // layer by layer: no base model kept
+        // Phases in order; layers reported as parts 0..n-1; overall monotone, ending at 1.
+        QCOMPARE(log.phases, (std::vector<std::string>{"calibrate", "load", "quantize", "perplexity"}));
+        QCOMPARE(parts, (std::vector<std::int64_t>{0, 1, 2, 3}));
+        QVERIFY(log.monotone);
+        QCOMPARE(log.maxOverall, 1.0);
+        // One metrics schema: what `quantize --json` prints and a project stores.
+        const io::JsonValue m = out->metricsJson();
+        for (const char* k : {"bits_per_weight", "size_bytes", "perplexity", "timings", "tensors", "warnings", "seconds"})
+            QVERIFY2(m.find(k), k);
+        QVERIFY(m.find("timings")->find("perplexity"));
+        QCOMPARE(int(m.find("tensors")->asArray().size()), layers * 7);
+    }
+
+    void quantizeRefusesABadPlanBeforeWorking()
+    {
+        auto req = smallQuantize(m_ck);
+        req.plan = pipeline::uniformQuantPlan(quant::Method::Neuqi, 4, 32, true); // NeUQI has no symmetric grid
+        ProgressLog log;
+        RunContext ctx(log.sink());
+        auto out = pipeline::quantizeModel(req, &ctx);
+        QVERIFY(!out.ok());
+        QCOMPARE(int(out.error().code), int(ErrorCode::InvalidArgument));
+        QVERIFY(log.stages.empty()); // nothing started
+    }
+
+    void quantizeCancelsMidRun()
+    {
+        auto req = smallQuantize(m_ck);
+        RunContext ctx;
+        ctx.setSink([&](const Progress& p) {
+            if (p.stage == "solve" && p.part == 1) ctx.requestCancel();
+        });
+        auto out = pipeline::quantizeModel(req, &ctx);
+        QVERIFY(!out.ok());
+        QCOMPARE(int(out.error().code), int(ErrorCode::Cancelled));
+    }
+
+    void analyzeTensorReproducesTheRunError()
+    {
+        const auto& r = run();
+        QVERIFY(r.base && r.base->layer(0));
+        pipeline::TensorAnalysisRequest req;
+        req.base = r.base;
+        req.run = r.result;
+        req.calibration = r.calibration;
+        req.tensor = "model.layers.1.self_attn.q_proj";
+        auto a = pipeline::analyzeTensor(req);
+        QVERIFY2(a.ok(), a.ok() ? "" : a.error().toString().c_str());
+        const auto& rep = r.result->tensors[a->index];
+        QCOMPARE(rep.name, std::string("model.layers.1.self_attn.q_proj.weight"));
+        // q_proj is the first group of its layer: the analysis sees the job's exact Hessian.
+        QVERIFY(std::abs(a->errors.relativeError - rep.relativeError) <= 1e-6 * std::max(1.0, rep.relativeError));
+        QCOMPARE(int(a->errors.outChannel.size()), int(m_ck->config.hiddenSize));
+        QCOMPARE(int(a->gridLevels.size()), 16);
+        QVERIFY(a->before.counts.size() == a->after.counts.size());
+        // The cached Hessians of the layer are reused for its other tensors.
+        req.cached = a->hessians;
+        req.tensor = "model.layers.1.self_attn.k_proj.weight";
+        auto b = pipeline::analyzeTensor(req);
+        QVERIFY(b.ok());
+        QCOMPARE(b->hessians.get(), a->hessians.get());
+        req.tensor = "lm_head.weight";
+        QVERIFY(!pipeline::analyzeTensor(req).ok());
+    }
+
+    void exportRunWritesVerifiedFiles()
+    {
+        const auto& r = run();
+        QTemporaryDir dir;
+        pipeline::ExportRequest req;
+        req.checkpoint = m_ck;
+        req.run = {"GPTQ 4b g32", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, std::nullopt,
+                   r.seconds, smallQuantize(m_ck).calibration.toJson()};
+        req.target.out = dir.filePath("m.gguf").toStdString();
+        req.target.format = pipeline::ExportFormat::Gguf;
+        auto gguf = pipeline::exportRun(req);
+        QVERIFY2(gguf.ok(), gguf.ok() ? "" : gguf.error().toString().c_str());
+        QVERIFY(gguf->verified);
+        QVERIFY(gguf->gguf && gguf->bytes > 0);
+
+        req.target.out = dir.filePath("m.qbproj").toStdString();
+        req.target.format = pipeline::ExportFormat::Qbproj;
+        auto proj = pipeline::exportRun(req);
+        QVERIFY2(proj.ok(), proj.ok() ? "" : proj.error().toString().c_str());
+        QVERIFY(proj->verified);
+        QCOMPARE(proj->projectTensors, r.result->tensors.size());
+        QVERIFY(proj->summary().find("project") != std::string::npos);
+        auto back = exporting::readProjectBundle(req.target.out);
+        QVERIFY(back.ok());
+        QCOMPARE(back->calibration.find("nsamples")->asNumber(), 4.0);
+    }
+
+    void saveAndOpenProjectRoundTrip()
+    {
+        const auto& r = run();
+        QTemporaryDir dir;
+        const std::string path = dir.filePath("p.qbproj").toStdString();
+        pipeline::SaveProjectRequest save;
+        save.path = path;
+        save.checkpoint = m_ck;
+        save.plan = pipeline::uniformQuantPlan(quant::Method::Rtn, 3, 64);
+        save.calibration = smallQuantize(m_ck).calibration.toJson();
+        pipeline::QuantizeResult metricsOnly = *r.result; // a run whose grids are not stored
+        metricsOnly.codes.assign(metricsOnly.codes.size(), std::nullopt);
+        save.runs.push_back({"first", io::JsonValue(), std::make_shared<const pipeline::QuantizeResult>(metricsOnly),
+                             12.5, 1.0, {}});
+        save.runs.push_back({"second", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, 11.25, 2.0, {}});
+        save.gridsRun = 1;
+        ProgressLog log;
+        RunContext ctx(log.sink());
+        auto saved = pipeline::saveProject(save, &ctx);
+        QVERIFY2(saved.ok(), saved.ok() ? "" : saved.error().toString().c_str());
+        QVERIFY(saved->verified);
+        QCOMPARE(saved->tensors, r.result->tensors.size());
+        QCOMPARE(log.phases, (std::vector<std::string>{"bundle", "write", "verify"}));
+        QVERIFY(log.monotone);
+
+        ProgressLog openLog;
+        RunContext openCtx(openLog.sink());
+        auto opened = pipeline::openProject({path, ""}, &openCtx);
+        QVERIFY2(opened.ok(), opened.ok() ? "" : opened.error().toString().c_str());
+        QVERIFY(openLog.monotone);
+        QCOMPARE(opened->checkpoint->config.hiddenSize, m_ck->config.hiddenSize);
+        QVERIFY(opened->plan && *opened->plan == *save.plan);
+        QCOMPARE(opened->calibration, save.calibration);
+        QCOMPARE(int(opened->runs.size()), 2);
+        QCOMPARE(opened->gridsRun, 1);
+        QCOMPARE(opened->runs[0].summary, std::string("first"));
+        QCOMPARE(opened->runs[1].summary, std::string("second"));
+        QCOMPARE(*opened->runs[0].perplexity, 12.5);
+        QCOMPARE(*opened->runs[1].perplexity, 11.25);
+        QCOMPARE(opened->runs[1].plan, save.runs[1].plan);
+        // The grids run carries its codes, equal to the run's own; the other has none.
+        const auto& back = *opened->runs[1].result;
+        QCOMPARE(back.tensors.size(), r.result->tensors.size());
+        for (std::size_t i = 0; i < back.tensors.size(); ++i) {
+            QCOMPARE(back.tensors[i].relativeError, r.result->tensors[i].relativeError);
+            QVERIFY(back.codes[i].has_value());
+            QVERIFY(exporting::sameGrid(*back.codes[i], *r.result->codes[i]));
+        }
+        for (const auto& c : opened->runs[0].result->codes) QVERIFY(!c.has_value());
+        QCOMPARE(opened->grids.grids.size(), r.result->tensors.size());
+
+        // Another model path is used when given; a missing one is a clear error.
+        auto wrong = pipeline::openProject({path, demoPath("/no-such-model")});
+        QVERIFY(!wrong.ok());
+        QVERIFY2(wrong.error().toString().find("no-such-model") != std::string::npos, wrong.error().toString().c_str());
+    }
+
+    void cancelledSaveLeavesTheOldFile()
+    {
+        const auto& r = run();
+        QTemporaryDir dir;
+        const QString path = dir.filePath("keep.qbproj");
+        {
+            QFile f(path);
+            QVERIFY(f.open(QIODevice::WriteOnly));
+            f.write("previous contents");
+        }
+        pipeline::SaveProjectRequest save;
+        save.path = path.toStdString();
+        save.checkpoint = m_ck;
+        save.runs.push_back({"run", io::JsonValue(), r.result, std::nullopt, 0.0, {}});
+        save.gridsRun = 0;
+        RunContext ctx;
+        ctx.setSink([&](const Progress& p) {
+            if (p.phase == "write" && p.done > 0) ctx.requestCancel();
+        });
+        auto saved = pipeline::saveProject(save, &ctx);
+        QVERIFY(!saved.ok());
+        QCOMPARE(int(saved.error().code), int(ErrorCode::Cancelled));
+        QFile f(path);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        QCOMPARE(f.readAll(), QByteArray("previous contents"));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestWorkflows)
+#include "tst_workflows.moc"
