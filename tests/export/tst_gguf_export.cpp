@@ -15,7 +15,6 @@
 #include <QDir>
 #include <QFile>
 #include <QFileInfo>
-#include <QProcess>
 #include <QTemporaryDir>
 #include <QTest>
 
@@ -97,7 +96,6 @@ private Q_SLOTS:
     void roundTripF32PerplexityIdentical();
     void roundTripQ8_0PerplexityClose();
     void gridExportQ4_0EqualsFakeQuant();
-    void cliConvertAndVerify();
     void qwen2TiedBiasesPaddedVocab();
     void kquantHandBuiltBlocks_data();
     void kquantHandBuiltBlocks();
@@ -413,28 +411,6 @@ void TestGgufExport::gridExportQ4_0EqualsFakeQuant()
     const double pq = qbtest::ourPerplexity(q4), pf = qbtest::ourPerplexity(fake);
     qInfo("perplexity: fake-quant F32 %.9f, Q4_0 GGUF %.9f", pf, pq);
     QVERIFY(std::fabs(pq - pf) <= 1e-6 * pf);
-}
-
-void TestGgufExport::cliConvertAndVerify()
-{
-    QTemporaryDir dir;
-    const QString out = dir.filePath("cli.gguf");
-    QProcess p;
-    p.start(QStringLiteral(QB_CLI_PATH), {"convert", QString::fromStdString(qbtest::demoDir()),
-                                          "--out", out, "--gguf-type", "q5_1", "--json"});
-    QVERIFY(p.waitForFinished(120000));
-    QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
-    const QByteArray json = p.readAllStandardOutput();
-    QVERIFY(json.contains("\"verified\":true"));
-    QVERIFY(json.contains("\"type\":\"Q5_1\""));
-    p.start(QStringLiteral(QB_CLI_PATH), {"verify", out});
-    QVERIFY(p.waitForFinished(120000));
-    QCOMPARE(p.exitCode(), 0);
-    QVERIFY(p.readAllStandardOutput().contains("OK"));
-    p.start(QStringLiteral(QB_CLI_PATH),
-            {"verify", QString::fromStdString(qbtest::demoDir() + "/model.safetensors")});
-    QVERIFY(p.waitForFinished(120000));
-    QCOMPARE(p.exitCode(), 0);
 }
 
 // Qwen2 (tests/model/fixtures/qwen2_bias: q/k/v biases, tied embeddings, rope_theta 1e6) with a

@@ -8,7 +8,6 @@
 #include "model/forward.h"
 #include "quant_test_util.h"
 
-#include <QProcess>
 #include <QTemporaryDir>
 #include <QTest>
 
@@ -88,7 +87,6 @@ private Q_SLOTS:
     void cancelHalfwayLeavesTargetUntouched();
     void writeErrorLeavesTargetUntouched();
     void diskSpaceCheck();
-    void cliQuantizeGptqAndVerify();
 };
 
 void TestGptqExport::packingRoundTrip_data()
@@ -306,26 +304,6 @@ void TestGptqExport::diskSpaceCheck()
     QVERIFY(!s.ok());
     QVERIFY2(s.error().message.find("not enough free disk space") != std::string::npos, s.error().message.c_str());
     QVERIFY(qbtest::leftoversIn(dir.path()).isEmpty());
-}
-
-void TestGptqExport::cliQuantizeGptqAndVerify()
-{
-    QTemporaryDir dir;
-    const QString out = dir.filePath("cli-gptq");
-    const QString demo = QString::fromStdString(qbtest::demoDir());
-    QProcess p;
-    p.start(QStringLiteral(QB_CLI_PATH),
-            {"quantize", demo, "--calib", demo + "/calib.txt", "--nsamples", "8", "--seqlen", "64", "--method", "gptq",
-             "--bits", "4", "--group", "32", "--sym", "--out", out, "--format", "gptq", "--json"});
-    QVERIFY(p.waitForFinished(120000));
-    QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
-    const QByteArray json = p.readAllStandardOutput();
-    QVERIFY2(json.contains("\"verified\":true") && json.contains("\"format\":\"gptq\""), json.constData());
-    p.start(QStringLiteral(QB_CLI_PATH), {"verify", out});
-    QVERIFY(p.waitForFinished(60000));
-    const QByteArray summary = p.readAllStandardOutput();
-    QCOMPARE(p.exitCode(), 0);
-    QVERIFY2(summary.contains("gptq 4-bit") && summary.contains("OK"), summary.constData());
 }
 
 QTEST_GUILESS_MAIN(TestGptqExport)

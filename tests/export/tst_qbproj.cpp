@@ -9,7 +9,6 @@
 #include "model/forward.h"
 #include "quant_test_util.h"
 
-#include <QProcess>
 
 #include <cmath>
 #include <cstring>
@@ -73,7 +72,6 @@ private Q_SLOTS:
     void malformedProjectsAreRefused_data();
     void malformedProjectsAreRefused();
     void manifestWithManyKeys();
-    void cliQuantizeProjectThenExport();
 };
 
 void TestQbproj::writeReadEqual()
@@ -270,58 +268,6 @@ void TestQbproj::cancelWriteErrorDiskSpace()
     QVERIFY(qbtest::leftoversIn(dir.path()).isEmpty());
     auto s = exporting::checkDiskSpace(dir.path().toStdString(), std::uint64_t(1) << 60);
     QVERIFY(!s.ok() && s.error().message.find("not enough free disk space") != std::string::npos);
-}
-
-// quantize --format qbproj, then export the project in every model format; the fake-quantized
-// safetensors rebuilt from the project equals the one written straight from quantize.
-void TestQbproj::cliQuantizeProjectThenExport()
-{
-    QTemporaryDir dir;
-    const QString demo = QString::fromStdString(qbtest::demoDir());
-    const QStringList common = {"quantize", demo, "--calib", demo + "/calib.txt", "--nsamples", "8", "--seqlen",
-                                "64", "--method", "gptq", "--bits", "4", "--group", "32", "--sym"};
-    QProcess p;
-    p.start(QStringLiteral(QB_CLI_PATH), common + QStringList{"--out", dir.filePath("run.qbproj"), "--format", "qbproj"});
-    QVERIFY(p.waitForFinished(120000));
-    QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
-    p.start(QStringLiteral(QB_CLI_PATH), common + QStringList{"--out", dir.filePath("direct"), "--format", "safetensors"});
-    QVERIFY(p.waitForFinished(120000));
-    QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
-    // The project carries before/after weight histograms of every quantized tensor.
-    {
-        auto bundle = exporting::readProjectBundle(dir.filePath("run.qbproj").toStdString());
-        QVERIFY2(bundle.ok(), bundle.ok() ? "" : bundle.error().toString().c_str());
-        const io::JsonValue* hist = nullptr;
-        for (const auto& [name, value] : bundle->extras)
-            if (name == "histograms") hist = &value;
-        QVERIFY(hist);
-        const io::JsonValue* tensors = hist->find("tensors");
-        QVERIFY(tensors && tensors->isObject());
-        QCOMPARE(int(tensors->asObject().size()), 4 * 7); // every decoder linear of the demo
-        for (const auto& member : tensors->asObject()) {
-            std::int64_t before = 0, after = 0;
-            for (const auto& c : member.value.find("original")->asArray()) before += c.asInteger();
-            for (const auto& c : member.value.find("quantized")->asArray()) after += c.asInteger();
-            QCOMPARE(before, after); // same tensor, same number of weights
-            QVERIFY(before >= 64 * 128);
-            QCOMPARE(int(member.value.find("original")->asArray().size()), 64);
-        }
-    }
-    for (const char* fmt : {"gguf", "gptq", "safetensors"}) {
-        const QString out = dir.filePath(QString("from-project-") + fmt + (QString(fmt) == "gguf" ? ".gguf" : ""));
-        p.start(QStringLiteral(QB_CLI_PATH), {"export", dir.filePath("run.qbproj"), "--out", out, "--format", fmt, "--json"});
-        QVERIFY(p.waitForFinished(120000));
-        QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
-        const QByteArray json = p.readAllStandardOutput();
-        QVERIFY2(json.contains("\"verified\":true"), json.constData());
-        if (QString(fmt) == "gguf") QVERIFY2(json.contains("\"all_exact\":true"), json.constData());
-    }
-    QCOMPARE(qbtest::slurpFile(dir.filePath("from-project-safetensors/model.safetensors")),
-             qbtest::slurpFile(dir.filePath("direct/model.safetensors")));
-    const double pg = qbtest::ourPerplexity(dir.filePath("from-project-gguf.gguf").toStdString());
-    const double ps = qbtest::ourPerplexity(dir.filePath("direct").toStdString());
-    qInfo("perplexity: safetensors from quantize %.9f, GGUF exported from the project %.9f", ps, pg);
-    QVERIFY(std::fabs(pg - ps) <= 1e-6 * ps);
 }
 
 QTEST_GUILESS_MAIN(TestQbproj)

@@ -8,7 +8,6 @@
 #include "model/forward.h"
 #include "quant_test_util.h"
 
-#include <QProcess>
 #include <QTemporaryDir>
 #include <QTest>
 
@@ -25,7 +24,6 @@ private Q_SLOTS:
     void fakeQuantRoundTripPerplexity();
     void f16WhenExact();
     void cancelAndWriteErrorLeaveTargetUntouched();
-    void cliQuantizeSafetensorsAndVerify();
 };
 
 // FORMATS.md §1.1: one F16 [2,3] tensor -> 88-byte header, file size 108.
@@ -166,24 +164,6 @@ void TestSafetensorsExport::cancelAndWriteErrorLeaveTargetUntouched()
     auto s = exporting::StagingDirectory::create(out.toStdString(), std::uint64_t(1) << 60);
     QVERIFY(!s.ok());
     QVERIFY(s.error().message.find("not enough free disk space") != std::string::npos);
-}
-
-void TestSafetensorsExport::cliQuantizeSafetensorsAndVerify()
-{
-    QTemporaryDir dir;
-    const QString out = dir.filePath("cli-st");
-    const QString demo = QString::fromStdString(qbtest::demoDir());
-    QProcess p;
-    p.start(QStringLiteral(QB_CLI_PATH), {"quantize", demo, "--calib", demo + "/calib.txt", "--nsamples", "8",
-                                          "--seqlen", "64", "--method", "rtn", "--bits", "4", "--group", "32", "--out",
-                                          out, "--format", "safetensors"});
-    QVERIFY(p.waitForFinished(120000));
-    QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
-    QVERIFY(p.readAllStandardOutput().contains("fake-quantized safetensors"));
-    p.start(QStringLiteral(QB_CLI_PATH), {"verify", out});
-    QVERIFY(p.waitForFinished(60000));
-    QCOMPARE(p.exitCode(), 0);
-    QVERIFY(p.readAllStandardOutput().contains("OK"));
 }
 
 QTEST_GUILESS_MAIN(TestSafetensorsExport)

@@ -1,4 +1,4 @@
-// Perplexity job and the `eval`/`bench` CLI on the bundled demo model: our tokenizer reproduces
+// Perplexity job on the bundled demo model (the `eval`/`bench` CLI: tests/app): our tokenizer reproduces
 // the golden token ids, the job reproduces the golden perplexity, short text is a clear error.
 
 #include "io/tokenizer.h"
@@ -6,7 +6,6 @@
 #include "model_test_util.h"
 #include "pipeline/perplexity_job.h"
 
-#include <QProcess>
 #include <QTemporaryDir>
 #include <QTest>
 
@@ -17,22 +16,6 @@ using namespace qb;
 namespace {
 constexpr double kPplRelTolerance = 5e-4; // 0.05 %
 
-struct Run {
-    int code = -1;
-    QByteArray out, err;
-};
-Run runCli(const QStringList& args)
-{
-    QProcess p;
-    p.start(QStringLiteral(QB_CLI_PATH), args);
-    Run r;
-    if (!p.waitForFinished(300000)) return r;
-    r.code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
-    r.out = p.readAllStandardOutput();
-    r.err = p.readAllStandardError();
-    return r;
-}
-QString demo() { return QStringLiteral(QB_DEMO_DIR); }
 } // namespace
 
 class TestPerplexityJob : public QObject {
@@ -94,52 +77,6 @@ private Q_SLOTS:
         QVERIFY(!pipeline::readTextFile("/nonexistent/x.txt").ok());
     }
 
-    void cliEvalJson()
-    {
-        const Run r = runCli({"eval", demo(), "--text", demo() + "/eval.txt", "--ctx", "128", "--threads", "2",
-                              "--batch", "8", "--json"});
-        QVERIFY2(r.code == 0, r.err.constData());
-        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
-        QCOMPARE(o.keys(), (QStringList{"perplexity", "seconds", "tokens_per_second", "tokens_scored", "windows"}));
-        const QJsonObject g = qbtest::goldenJson();
-        const QJsonObject all = g.value("perplexity").toObject().value("all").toObject();
-        QVERIFY(std::abs(o.value("perplexity").toDouble() / all.value("value").toDouble() - 1) < kPplRelTolerance);
-        QCOMPARE(o.value("tokens_scored").toInteger(), all.value("tokens_scored").toInteger());
-        QCOMPARE(o.value("windows").toInt(), g.value("windows").toInt());
-    }
-
-    void cliEvalShortTextFails()
-    {
-        QTemporaryDir dir;
-        const QString path = dir.filePath("short.txt");
-        QFile f(path);
-        QVERIFY(f.open(QIODevice::WriteOnly));
-        f.write("Too short for a window.\n");
-        f.close();
-        const Run r = runCli({"eval", demo(), "--text", path, "--ctx", "128"});
-        QVERIFY(r.code != 0);
-        QVERIFY(r.out.isEmpty());
-        // Progress lines ("[ 3%] load: ...") may come first; the error is one line, the last.
-        const QList<QByteArray> lines = r.err.trimmed().split('\n');
-        QVERIFY2(lines.last().startsWith("quantbench-cli eval: ") && lines.last().contains("too short"), r.err.constData());
-        for (const QByteArray& l : lines.mid(0, lines.size() - 1)) QVERIFY2(l.startsWith("["), r.err.constData());
-        const Run bad = runCli({"eval", demo(), "--text", path, "--score", "middle"});
-        QCOMPARE(bad.code, 2);
-        const Run missing = runCli({"eval", demo() + "/nope", "--text", path});
-        QVERIFY(missing.code != 0);
-    }
-
-    void cliBench()
-    {
-        const Run r = runCli({"bench", demo(), "--ctx", "64", "--windows", "2", "--threads", "2", "--json"});
-        QVERIFY2(r.code == 0, r.err.constData());
-        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
-        QVERIFY(o.value("tokens_per_second").toDouble() > 0);
-        QVERIFY(o.value("peak_rss_mib").toDouble() > 1);
-        const Run t = runCli({"bench", demo(), "--ctx", "64", "--windows", "1"});
-        QVERIFY2(t.code == 0, t.err.constData());
-        QVERIFY(t.out.contains("tokens/s") && t.out.contains("peak resident memory"));
-    }
 };
 
 QTEST_GUILESS_MAIN(TestPerplexityJob)

@@ -1,0 +1,70 @@
+// quantbench-cli eval and bench on the bundled demo model: JSON output against the golden
+// perplexity, a clear one-line error for a text shorter than a window, usage errors, bench output.
+
+#include "cli_runner.h"
+#include "model_test_util.h"
+
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <cmath>
+
+namespace {
+constexpr double kPplRelTolerance = 5e-4; // 0.05 %
+} // namespace
+
+class TestCliEval : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void cliEvalJson()
+    {
+        const qbtest::CliRun r = qbtest::runCli({"eval", qbtest::demo(), "--text", qbtest::demo() + "/eval.txt", "--ctx", "128", "--threads", "2",
+                              "--batch", "8", "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
+        QCOMPARE(o.keys(), (QStringList{"perplexity", "seconds", "tokens_per_second", "tokens_scored", "windows"}));
+        const QJsonObject g = qbtest::goldenJson();
+        const QJsonObject all = g.value("perplexity").toObject().value("all").toObject();
+        QVERIFY(std::abs(o.value("perplexity").toDouble() / all.value("value").toDouble() - 1) < kPplRelTolerance);
+        QCOMPARE(o.value("tokens_scored").toInteger(), all.value("tokens_scored").toInteger());
+        QCOMPARE(o.value("windows").toInt(), g.value("windows").toInt());
+    }
+
+    void cliEvalShortTextFails()
+    {
+        QTemporaryDir dir;
+        const QString path = dir.filePath("short.txt");
+        QFile f(path);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write("Too short for a window.\n");
+        f.close();
+        const qbtest::CliRun r = qbtest::runCli({"eval", qbtest::demo(), "--text", path, "--ctx", "128"});
+        QVERIFY(r.code != 0);
+        QVERIFY(r.out.isEmpty());
+        // Progress lines ("[ 3%] load: ...") may come first; the error is one line, the last.
+        const QList<QByteArray> lines = r.err.trimmed().split('\n');
+        QVERIFY2(lines.last().startsWith("quantbench-cli eval: ") && lines.last().contains("too short"), r.err.constData());
+        for (const QByteArray& l : lines.mid(0, lines.size() - 1)) QVERIFY2(l.startsWith("["), r.err.constData());
+        const qbtest::CliRun bad = qbtest::runCli({"eval", qbtest::demo(), "--text", path, "--score", "middle"});
+        QCOMPARE(bad.code, 2);
+        const qbtest::CliRun missing = qbtest::runCli({"eval", qbtest::demo() + "/nope", "--text", path});
+        QVERIFY(missing.code != 0);
+    }
+
+    void cliBench()
+    {
+        const qbtest::CliRun r = qbtest::runCli({"bench", qbtest::demo(), "--ctx", "64", "--windows", "2", "--threads", "2", "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
+        QVERIFY(o.value("tokens_per_second").toDouble() > 0);
+        QVERIFY(o.value("peak_rss_mib").toDouble() > 1);
+        const qbtest::CliRun t = qbtest::runCli({"bench", qbtest::demo(), "--ctx", "64", "--windows", "1"});
+        QVERIFY2(t.code == 0, t.err.constData());
+        QVERIFY(t.out.contains("tokens/s") && t.out.contains("peak resident memory"));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestCliEval)
+#include "tst_cli_eval.moc"

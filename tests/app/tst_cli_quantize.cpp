@@ -1,0 +1,105 @@
+// quantbench-cli quantize on the bundled demo model: --json output with a plan and perplexity,
+// the saved plan, usage errors (exit 2), Ctrl-C cancels cleanly (exit 130).
+
+#include "cli_runner.h"
+#include "pipeline/quant_plan.h"
+
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <csignal>
+
+using namespace qb;
+
+class TestCliQuantize : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void cliQuantizeJson()
+    {
+        QTemporaryDir dir;
+        const QString plan = dir.filePath("plan.json"), saved = dir.filePath("saved.json");
+        QVERIFY(qbtest::writeFile(plan, R"({"default": {"method": "neuqi", "bits": 8, "group_size": 128}, )"
+                                      R"("rules": [{"match": "model.layers.0.*", "skip": true}, {"match": "lm_head", "bits": 4}]})"));
+        QFile evalFile(qbtest::demo("/eval.txt"));
+        QVERIFY(evalFile.open(QIODevice::ReadOnly));
+        const QString shortEval = dir.filePath("eval_short.txt");
+        QVERIFY(qbtest::writeFile(shortEval, evalFile.read(12000)));
+        QProcess p;
+        p.start(QStringLiteral(QB_CLI_PATH),
+                {"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"), "--nsamples", "4", "--seqlen", "64",
+                 "--plan", plan, "--eval", shortEval, "--ctx", "128", "--threads", "2", "--save-plan", saved,
+                 "--json"});
+        QVERIFY(p.waitForFinished(300000));
+        QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+        QJsonParseError err;
+        const QJsonObject o = QJsonDocument::fromJson(p.readAllStandardOutput(), &err).object();
+        QCOMPARE(err.error, QJsonParseError::NoError);
+        for (const char* k : {"perplexity", "bits_per_weight", "seconds", "size_bytes", "tensors", "timings"})
+            QVERIFY2(o.contains(k), k);
+        QVERIFY(o.value("perplexity").toDouble() > 1 && o.value("perplexity").toDouble() < 1000);
+        const double bpw = o.value("bits_per_weight").toDouble();
+        QVERIFY(bpw > 8.25 && bpw < 16); // layer 0 at 16 bits, the rest at 8 + overhead
+        const QJsonArray tensors = o.value("tensors").toArray();
+        QCOMPARE(tensors.size(), 28);
+        const QJsonObject t0 = tensors.at(0).toObject(), t7 = tensors.at(7).toObject();
+        for (const char* k : {"name", "method", "bits", "relative_error"}) QVERIFY2(t7.contains(k), k);
+        QCOMPARE(t0.value("method").toString(), QStringLiteral("none"));
+        QCOMPARE(t0.value("bits").toInt(), 16);
+        QCOMPARE(t7.value("name").toString(), QStringLiteral("model.layers.1.self_attn.q_proj.weight"));
+        QCOMPARE(t7.value("method").toString(), QStringLiteral("neuqi"));
+        QCOMPARE(t7.value("bits").toInt(), 8);
+        QVERIFY(t7.value("relative_error").toDouble() > 0 && t7.value("relative_error").toDouble() < 0.05);
+        QCOMPARE(o.value("warnings").toArray().size(), 1); // the lm_head rule
+        auto savedPlan = pipeline::loadQuantPlan(saved.toStdString());
+        auto original = pipeline::loadQuantPlan(plan.toStdString());
+        QVERIFY(savedPlan.ok() && original.ok() && *savedPlan == *original);
+    }
+
+    void cliUsageErrors()
+    {
+        auto run = [](const QStringList& extra) {
+            QProcess p;
+            p.start(QStringLiteral(QB_CLI_PATH),
+                    QStringList{"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt")} + extra);
+            p.waitForFinished(60000);
+            return std::make_pair(p.exitCode(), QString::fromUtf8(p.readAllStandardError()));
+        };
+        auto [c1, e1] = run({"--method", "awq", "--bits", "4"});
+        QCOMPARE(c1, 2);
+        QVERIFY2(e1.contains("valid: rtn|gptq|neuqi"), qPrintable(e1));
+        auto [c2, e2] = run({"--plan", "x.json", "--bits", "4"});
+        QCOMPARE(c2, 2);
+        QVERIFY2(e2.contains("exclusive"), qPrintable(e2));
+        auto [c3, e3] = run({"--method", "gptq", "--bits", "9"});
+        QCOMPARE(c3, 2);
+        auto [c4, e4] = run({"--method", "gptq"});
+        QCOMPARE(c4, 2);
+        QVERIFY2(e4.contains("--bits"), qPrintable(e4));
+    }
+
+    void cliSigintCancels()
+    {
+        QProcess p;
+        p.start(QStringLiteral(QB_CLI_PATH), {"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"), "--nsamples",
+                                              "16", "--seqlen", "128", "--method", "neuqi", "--bits", "3",
+                                              "--threads", "1"});
+        QVERIFY(p.waitForStarted());
+        QByteArray err;
+        while (!err.contains("] solve: layer 0") && p.state() == QProcess::Running) {
+            p.waitForReadyRead(100);
+            err += p.readAllStandardError();
+        }
+        QVERIFY2(err.contains("] solve: layer 0"), err.constData());
+        ::kill(pid_t(p.processId()), SIGINT);
+        QVERIFY(p.waitForFinished(60000));
+        QCOMPARE(p.exitStatus(), QProcess::NormalExit);
+        QCOMPARE(p.exitCode(), 130);
+        QVERIFY(p.readAllStandardError().contains("cancelled"));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestCliQuantize)
+#include "tst_cli_quantize.moc"
