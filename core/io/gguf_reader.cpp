@@ -11,7 +11,7 @@
 
 #include "io/gguf_reader.h"
 
-#include "io/ggml_types.h"
+#include "io/ggml_codec.h"
 
 #include "base/mapped_file.h"
 
@@ -278,7 +278,7 @@ Result<GgufFile> readGgufFile(const std::string& path)
             return makeError(ErrorCode::Unsupported,
                              "unknown ggml type id " + std::to_string(*type),
                              path + ": tensor " + *name);
-        if (!traits->canDequantize)
+        if (!traits->decode)
             return makeError(ErrorCode::Unsupported,
                              std::string("unsupported tensor type ") + traits->name +
                                  " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)",
