@@ -105,11 +105,15 @@ float makeQkx2(int n, int nmax, const float* x, const float* weights, std::uint8
     return scale;
 }
 
-// make_qx_quants with rmse_type 1 (weights x^2), no importance: symmetric codes in
-// [-nmax, nmax-1] stored as code + nmax; 19 trial scales around -nmax/max.
-float makeQx(int n, int nmax, const float* x, std::int8_t* L)
+// The start that make_qx_quants and make_q3_quants share: `max`, the element of largest
+// magnitude (signed); signed codes l = clamp(nearest(-nmax / max * x), -nmax, nmax - 1) in L; and
+// the x^2-weighted sums sumlx = sum w*x*l, suml2 = sum w*l*l. False, with L all 0, when the group
+// is zero to within kGroupMaxEps.
+bool startSymmetricCodes(int n, int nmax, const float* x, std::int8_t* L, float& max, float& sumlx,
+                         float& suml2)
 {
-    float max = 0, amax = 0;
+    float amax = 0;
+    max = 0;
     for (int i = 0; i < n; ++i) {
         const float ax = std::fabs(x[i]);
         if (ax > amax) {
@@ -120,23 +124,33 @@ float makeQx(int n, int nmax, const float* x, std::int8_t* L)
     if (amax < kGroupMaxEps) {
         for (int i = 0; i < n; ++i)
             L[i] = 0;
-        return 0.f;
+        return false;
     }
-    float iscale = float(-nmax) / max;
-    float sumlx = 0, suml2 = 0;
+    const float iscale = float(-nmax) / max;
+    sumlx = suml2 = 0;
     for (int i = 0; i < n; ++i) {
-        int l = nearestInt(iscale * x[i]);
-        l = std::max(-nmax, std::min(nmax - 1, l));
-        L[i] = std::int8_t(l + nmax);
+        const int l = std::max(-nmax, std::min(nmax - 1, nearestInt(iscale * x[i])));
+        L[i] = std::int8_t(l);
         const float w = x[i] * x[i];
         sumlx += w * x[i] * float(l);
         suml2 += w * float(l) * float(l);
     }
+    return true;
+}
+
+// make_qx_quants with rmse_type 1 (weights x^2), no importance: symmetric codes in
+// [-nmax, nmax-1] stored as code + nmax; 19 trial scales around -nmax/max.
+float makeQx(int n, int nmax, const float* x, std::int8_t* L)
+{
+    float max, sumlx, suml2;
+    if (!startSymmetricCodes(n, nmax, x, L, max, sumlx, suml2)) return 0.f;
+    for (int i = 0; i < n; ++i)
+        L[i] = std::int8_t(L[i] + nmax);
     float scale = suml2 ? sumlx / suml2 : 0.0f;
     float best = scale * sumlx;
     for (int is = -9; is <= 9; ++is) {
         if (is == 0) continue;
-        iscale = -(float(nmax) + 0.1f * float(is)) / max;
+        const float iscale = -(float(nmax) + 0.1f * float(is)) / max;
         sumlx = suml2 = 0;
         for (int i = 0; i < n; ++i) {
             int l = nearestInt(iscale * x[i]);
@@ -161,29 +175,8 @@ float makeQx(int n, int nmax, const float* x, std::int8_t* L)
 // refinement of the weighted (x^2) least-squares scale.
 float makeQ3(int n, int nmax, const float* x, std::int8_t* L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        const float ax = std::fabs(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < kGroupMaxEps) {
-        for (int i = 0; i < n; ++i)
-            L[i] = 0;
-        return 0.f;
-    }
-    const float iscale = float(-nmax) / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = nearestInt(iscale * x[i]);
-        l = std::max(-nmax, std::min(nmax - 1, l));
-        L[i] = std::int8_t(l);
-        const float w = x[i] * x[i];
-        sumlx += w * x[i] * float(l);
-        suml2 += w * float(l) * float(l);
-    }
+    float max, sumlx, suml2;
+    if (!startSymmetricCodes(n, nmax, x, L, max, sumlx, suml2)) return 0.f;
     for (int itry = 0; itry < 5; ++itry) {
         int changed = 0;
         for (int i = 0; i < n; ++i) {
@@ -210,6 +203,23 @@ float makeQ3(int n, int nmax, const float* x, std::int8_t* L)
     for (int i = 0; i < n; ++i)
         L[i] = std::int8_t(L[i] + nmax);
     return sumlx / suml2;
+}
+
+// Q3_K and Q6_K: the scales of the 16 sub-blocks of 16 elements, each fitted by `fit` (makeQ3 or
+// makeQx) with codes into L; returns the scale of largest magnitude, signed (0 if all are 0).
+float fitSubBlocks16(float (*fit)(int, int, const float*, std::int8_t*), int nmax, const float* x,
+                     std::int8_t* L, float* scales)
+{
+    float maxScale = 0, amax = 0;
+    for (int j = 0; j < 16; ++j) {
+        scales[j] = fit(16, nmax, x + 16 * j, L + 16 * j);
+        const float s = std::fabs(scales[j]);
+        if (s > amax) {
+            amax = s;
+            maxScale = scales[j];
+        }
+    }
+    return maxScale;
 }
 
 // ggml get_scale_min_k4: 6-bit scale and min j (0..7) of a Q4_K/Q5_K scales[12] array.
@@ -361,15 +371,7 @@ void quantizeQ3_K(const float* x, BlockQ3_K& y)
 {
     std::int8_t L[256];
     float scales[16];
-    float maxScale = 0, amax = 0;
-    for (int j = 0; j < 16; ++j) {
-        scales[j] = makeQ3(16, 4, x + 16 * j, L + 16 * j);
-        const float s = std::fabs(scales[j]);
-        if (s > amax) {
-            amax = s;
-            maxScale = scales[j];
-        }
-    }
+    const float maxScale = fitSubBlocks16(makeQ3, 4, x, L, scales);
     std::memset(y.scales, 0, 12);
     if (maxScale) {
         const float iscale = -32.f / maxScale;
@@ -450,16 +452,8 @@ void quantizeQ6_K(const float* x, BlockQ6_K& y)
 {
     std::int8_t L[256];
     float scales[16];
-    float maxScale = 0, maxAbsScale = 0;
-    for (int ib = 0; ib < 16; ++ib) {
-        scales[ib] = makeQx(16, 32, x + 16 * ib, L + 16 * ib);
-        const float a = std::fabs(scales[ib]);
-        if (a > maxAbsScale) {
-            maxAbsScale = a;
-            maxScale = scales[ib];
-        }
-    }
-    if (maxAbsScale < kGroupMaxEps) {
+    const float maxScale = fitSubBlocks16(makeQx, 32, x, L, scales);
+    if (std::fabs(maxScale) < kGroupMaxEps) {
         std::memset(&y, 0, sizeof y);
         y.d = f16(0.f);
         return;
