@@ -3,7 +3,7 @@
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
 #include "io/checkpoint.h"
-#include "io/ggml_types.h"
+#include "io/ggml_codec.h"
 #include "io/gguf_reader.h"
 
 #include <QJsonArray>

@@ -1,42 +1,33 @@
 #pragma once
-// ggml block encoders for GGUF export: ggml's reference quantizers (quantize_row_*_ref) for
-// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants Q2_K..Q6_K (make_qkx2_quants / make_q3_quants /
-// make_qx_quants re-implemented; rows must be whole 256-element super-blocks), plain F32/F16/BF16 conversion, and exact encoders that store a
-// uniform quantization grid (quant::QuantizedRows) in a block type without requantizing
-// (FORMATS.md §4.5, §4.9).
+// What GGUF export adds on top of the ggml codec (io/ggml_codec.h): the list of types the exporter
+// writes, llama.cpp's file type, exact encoders that store a uniform quantization grid
+// (quant::QuantizedRows) in a block type without requantizing (FORMATS.md §4.9), and the encoding
+// of whole matrices with a measurement of how exactly they decode.
 //
 // Layout: a "row" is one output channel of an nn.Linear weight (HF [out, in] row-major), which is
-// exactly one ggml row (ne[0] = in); blocks run along it. Block structs come from io/ggml_types.h;
-// decoding back (for the exactness measurement) uses io::dequantizeGgml, the reference decoder.
-// Rounding and f16 conversion follow ggml bit for bit (f16: round to nearest even).
+// exactly one ggml row (ne[0] = in); blocks run along it. Names, sizes, the reference quantizers
+// and the decoder used for the exactness measurement all come from the codec's traits table.
 // Pure functions, thread-safe, no allocation except the returned buffers.
 
 #include "base/result.h"
-#include "io/ggml_types.h"
+#include "io/ggml_codec.h"
 #include "quant/uniform_grid.h"
 
 #include <cstdint>
 #include <optional>
-#include <string>
 #include <string_view>
 #include <vector>
 
 namespace qb::exporting {
 
-// The types the GGUF exporter can write, smallest bits per weight first.
+// The types the GGUF exporter can write (every type the codec encodes and decodes), smallest bits
+// per weight first.
 const std::vector<io::GgmlType>& ggufExportTypes();
 bool isGgufExportType(io::GgmlType t);
 // "q4_0" / "Q4_0" / "f16" -> type; nullopt if not an export type.
 std::optional<io::GgmlType> parseGgufExportType(std::string_view name);
-std::string ggmlTypeLowerName(io::GgmlType t); // "q4_0"
 // llama.cpp LlamaFileType for a file whose big weights are all `t` (general.file_type).
 std::uint32_t llamaFileType(io::GgmlType t);
-
-// Bytes of one row of n elements; 0 when n is not a multiple of the block size.
-std::size_t ggmlRowBytes(io::GgmlType t, std::int64_t n);
-
-// ggml reference quantization (or conversion) of n floats into `dst` (ggmlRowBytes(t, n) bytes).
-Status quantizeGgmlRef(io::GgmlType t, const float* src, void* dst, std::int64_t n);
 
 // Stores row `row` of a uniform grid in type t without requantizing: block d = scale, codes
 // shifted by the integer zero (FORMATS.md §4.9 constructions). Returns false (dst unspecified)
@@ -47,7 +38,7 @@ bool encodeGridRow(io::GgmlType t, const quant::QuantizedRows& q, int row, void*
 
 // Encoding of a whole [rows x cols] matrix and how close its decoding is to `reference`.
 struct EncodedMatrix {
-    std::vector<std::uint8_t> bytes; // rows * ggmlRowBytes(t, cols)
+    std::vector<std::uint8_t> bytes; // rows * io::ggmlRowBytes(t, cols)
     bool fromGrid = false;           // true: exact construction; false: reference quantizer
     bool exact = false;              // decoded == reference bit for bit (NaN never equal)
     double maxAbsDiff = 0;

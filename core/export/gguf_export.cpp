@@ -213,7 +213,7 @@ Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c
             return makeError(ErrorCode::Shape,
                              "q/k rows " + std::to_string(total) + " != heads x head_dim");
         // 1-D biases permute elements (4-byte F32 "rows").
-        const std::size_t rowBytes = p.hfShape.size() == 2 ? ggmlRowBytes(p.type, cols) : 4;
+        const std::size_t rowBytes = p.hfShape.size() == 2 ? io::ggmlRowBytes(p.type, cols) : 4;
         return permuteRows(e.bytes, rowBytes, perm);
     }
     return std::move(e.bytes);
@@ -291,9 +291,9 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
             return makeError(ErrorCode::Unsupported,
                              std::string("cannot write type ") + io::ggmlTypeName(int(p.type)),
                              t->name);
-        if (ggmlRowBytes(p.type, t->shape.back()) == 0) {
+        if (io::ggmlRowBytes(p.type, t->shape.back()) == 0) {
             if (const auto fb = kquantRowFallback(p.type);
-                fb && ggmlRowBytes(*fb, t->shape.back()) != 0) {
+                fb && io::ggmlRowBytes(*fb, t->shape.back()) != 0) {
                 report.warnings.push_back(
                     t->name + ": row length " + std::to_string(t->shape.back()) +
                     " is not a multiple of the " + io::ggmlTypeName(int(p.type)) +
@@ -338,7 +338,7 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
     for (const auto& p : plan)
         if (p.hfShape.size() == 2) {
             ++matrixTypes[p.type];
-            quantized = quantized || io::ggmlTypeTraits(int(p.type))->blockSize > 1;
+            quantized = quantized || io::ggmlTypeTraits(int(p.type))->isQuantized;
         }
     GgmlType dominant = GgmlType::F32;
     int most = 0;

@@ -21,7 +21,7 @@
 #include "base/run_context.h"
 #include "export/model_verify.h"
 #include "io/checkpoint.h"
-#include "io/ggml_types.h"
+#include "io/ggml_codec.h"
 #include "io/tokenizer.h"
 #include "quant/uniform_grid.h"
 

@@ -15,7 +15,7 @@
 
 #include "base/result.h"
 #include "base/run_context.h"
-#include "io/ggml_types.h"
+#include "io/ggml_codec.h"
 
 #include <cstdint>
 #include <string>

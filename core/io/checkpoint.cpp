@@ -3,7 +3,7 @@
 
 #include "io/checkpoint.h"
 
-#include "io/ggml_types.h"
+#include "io/ggml_codec.h"
 #include "io/gguf_names.h"
 #include "io/gguf_reader.h"
 #include "io/hf_config.h"

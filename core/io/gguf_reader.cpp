@@ -11,7 +11,7 @@
 
 #include "io/gguf_reader.h"
 
-#include "io/ggml_types.h"
+#include "io/ggml_codec.h"
 
 #include "base/mapped_file.h"
 
@@ -90,6 +90,16 @@ std::string GgufFile::architecture() const
 }
 
 namespace {
+
+// "F32, F16, Q4_0, ..." : the types whose tensors can be read, from the codec's table.
+std::string decodableTypeNames()
+{
+    std::string list;
+    for (GgmlType t : ggmlTypes())
+        if (ggmlTypeTraits(int(t))->decode)
+            list += (list.empty() ? "" : ", ") + std::string(ggmlTypeName(int(t)));
+    return list;
+}
 
 struct Parser {
     ByteCursor cur;
@@ -278,10 +288,10 @@ Result<GgufFile> readGgufFile(const std::string& path)
             return makeError(ErrorCode::Unsupported,
                              "unknown ggml type id " + std::to_string(*type),
                              path + ": tensor " + *name);
-        if (!traits->canDequantize)
+        if (!traits->decode)
             return makeError(ErrorCode::Unsupported,
                              std::string("unsupported tensor type ") + traits->name +
-                                 " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)",
+                                 " (supported: " + decodableTypeNames() + ")",
                              path + ": tensor " + *name);
         if (t.shape.back() % traits->blockSize != 0)
             return makeError(ErrorCode::Shape,

@@ -33,9 +33,7 @@ const char* exportFormatName(ExportFormat f)
 std::vector<std::string> ggufExportTypeNames()
 {
     std::vector<std::string> names{"auto"};
-    for (const char* n : {"q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0", "f16",
-                          "bf16", "f32"})
-        if (exporting::parseGgufExportType(n)) names.emplace_back(n);
+    for (io::GgmlType t : exporting::ggufExportTypes()) names.push_back(io::ggmlTypeLowerName(t));
     return names;
 }
 

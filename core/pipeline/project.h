@@ -42,7 +42,8 @@ struct ModelExportRequest {
     bool verify = true;
 };
 
-// The names accepted for ModelExportRequest::ggufType ("auto" first).
+// The names accepted for ModelExportRequest::ggufType: "auto", then the export types from the
+// smallest bits per weight up.
 std::vector<std::string> ggufExportTypeNames();
 // "GGUF type must be one of auto, q2_k, ..." built from ggufExportTypeNames().
 std::string ggufExportTypeError();

@@ -156,7 +156,7 @@ void TestGgufExport::referenceQuantizersErrorBound()
     const auto x = pseudoRandom(32 * 64, 7);
     auto e = exporting::encodeMatrixGgml(GgmlType(type), x.data(), 64, 32);
     QVERIFY(e.ok());
-    QCOMPARE(e->bytes.size(), exporting::ggmlRowBytes(GgmlType(type), 32) * 64);
+    QCOMPARE(e->bytes.size(), io::ggmlRowBytes(GgmlType(type), 32) * 64);
     QVERIFY2(e->maxAbsDiff <= stepFraction * 1.01 + 1e-7,
              qPrintable(QString::number(e->maxAbsDiff)));
 }
@@ -773,7 +773,7 @@ void TestGgufExport::kquantQuantizeRoundTrip()
         }
     auto e = exporting::encodeMatrixGgml(t, x.data(), rows, cols);
     QVERIFY2(e.ok(), e.ok() ? "" : e.error().toString().c_str());
-    QCOMPARE(e->bytes.size(), exporting::ggmlRowBytes(t, cols) * rows);
+    QCOMPARE(e->bytes.size(), io::ggmlRowBytes(t, cols) * rows);
     std::vector<float> dec(x.size());
     QVERIFY(io::dequantizeGgml(type, e->bytes.data(), dec.data(), std::int64_t(x.size())).ok());
     QVERIFY(sameBits(ggmlStyleDecode(t, e->bytes.data(), int(x.size() / 256)), dec));
@@ -817,7 +817,7 @@ void TestGgufExport::kquantRowFallback()
                                                    {GgmlType::Q6_K, GgmlType::Q8_0}};
     QTemporaryDir dir;
     for (const auto& [k, fb] : fallback) {
-        QCOMPARE(exporting::parseGgufExportType(exporting::ggmlTypeLowerName(k)).value(), k);
+        QCOMPARE(exporting::parseGgufExportType(io::ggmlTypeLowerName(k)).value(), k);
         exporting::GgufExportOptions o;
         o.weightType = k;
         const std::string out =

@@ -1,6 +1,6 @@
 #include "widgets/export_dialog.h"
 
-#include "io/ggml_types.h"
+#include "io/ggml_codec.h"
 #include "models/quant_run_model.h"
 #include "tasks/job_runner.h"
 
