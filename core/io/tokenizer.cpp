@@ -6,16 +6,16 @@
 
 #include "io/tokenizer_detail.h"
 
-#include <QFile>
+#include "io/json_value.h"
+
 #include <QDir>
+#include <QFile>
 #include <QFileInfo>
-#include <QJsonArray>
-#include <QJsonDocument>
-#include <QJsonObject>
 #include <QString>
 
 #include <algorithm>
 #include <cctype>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <queue>
@@ -25,11 +25,6 @@ namespace qb::io {
 using namespace detail;
 
 namespace {
-
-std::string str(const QJsonValue& v)
-{
-    return v.toString().toStdString();
-}
 
 Error unsupported(const std::string& what, const std::string& name)
 {
@@ -308,18 +303,49 @@ std::vector<Piece> preTokenize(const std::vector<PreTokStep>& steps, Piece input
 
 // ---- JSON loading ----
 
+// Lenient member reads, as the loader always had them (QJsonValue's): a member that is missing,
+// null or of another type reads as the default; an absent object reads as an empty one.
+const JsonValue kAbsent;
+
+const JsonValue& member(const JsonValue& o, std::string_view key)
+{
+    const JsonValue* v = o.find(key); // nullptr when o is not an object
+    return v ? *v : kAbsent;
+}
+std::string str(const JsonValue& v)
+{
+    return v.isString() ? v.asString() : std::string();
+}
+bool flag(const JsonValue& v, bool dflt)
+{
+    return v.isBool() ? v.asBool() : dflt;
+}
+std::int64_t integer(const JsonValue& v, std::int64_t dflt)
+{
+    return v.isInteger() ? v.asInteger() : dflt;
+}
+int smallInteger(const JsonValue& v, int dflt)
+{
+    const std::int64_t i = integer(v, dflt);
+    return i >= INT_MIN && i <= INT_MAX ? int(i) : dflt;
+}
+const JsonArray& array(const JsonValue& v)
+{
+    static const JsonArray empty;
+    return v.isArray() ? v.asArray() : empty;
+}
+
 struct Loader {
     std::string name;
     TokenizerImpl& t;
 
-    Status normalizer(const QJsonValue& v)
+    Status normalizer(const JsonValue& o)
     {
-        if (v.isNull() || v.isUndefined()) return {};
-        const QJsonObject o = v.toObject();
-        const std::string type = str(o.value("type"));
+        if (o.isNull()) return {};
+        const std::string type = str(member(o, "type"));
         using T = NormalizerStep::Type;
         if (type == "Sequence") {
-            for (const QJsonValue& c : o.value("normalizers").toArray())
+            for (const JsonValue& c : array(member(o, "normalizers")))
                 QB_TRY_STATUS(normalizer(c));
         } else if (type == "NFC") {
             t.normalizers.push_back({T::Nfc, {}, {}});
@@ -332,21 +358,20 @@ struct Loader {
         } else if (type == "Lowercase") {
             t.normalizers.push_back({T::Lowercase, {}, {}});
         } else if (type == "Prepend") {
-            t.normalizers.push_back({T::Prepend, str(o.value("prepend")), {}});
+            t.normalizers.push_back({T::Prepend, str(member(o, "prepend")), {}});
         } else if (type == "Strip") {
             NormalizerStep s{T::Strip, {}, {}};
-            s.left = o.value("strip_left").toBool(true);
-            s.right = o.value("strip_right").toBool(true);
+            s.left = flag(member(o, "strip_left"), true);
+            s.right = flag(member(o, "strip_right"), true);
             t.normalizers.push_back(s);
         } else if (type == "Replace") {
-            const QJsonObject pat = o.value("pattern").toObject();
-            if (!pat.contains("String"))
-                return unsupported(
-                    "Replace normalizer with a regex pattern is not supported: " +
-                        QJsonDocument(pat).toJson(QJsonDocument::Compact).toStdString(),
-                    name);
+            const JsonValue& pat = member(o, "pattern");
+            if (!pat.find("String"))
+                return unsupported("Replace normalizer with a regex pattern is not supported: " +
+                                       toJsonText(pat, -1),
+                                   name);
             t.normalizers.push_back(
-                {T::Replace, str(pat.value("String")), str(o.value("content"))});
+                {T::Replace, str(member(pat, "String")), str(member(o, "content"))});
         } else {
             return unsupported("normalizer type '" + type + "' is not supported", name);
         }
@@ -363,25 +388,24 @@ struct Loader {
         return format("unknown Split behavior '" + b + "'", name);
     }
 
-    Status preTokenizer(const QJsonValue& v)
+    Status preTokenizer(const JsonValue& o)
     {
-        if (v.isNull() || v.isUndefined()) return {};
-        const QJsonObject o = v.toObject();
-        const std::string type = str(o.value("type"));
+        if (o.isNull()) return {};
+        const std::string type = str(member(o, "type"));
         using T = PreTokStep::Type;
         if (type == "Sequence") {
-            for (const QJsonValue& c : o.value("pretokenizers").toArray())
+            for (const JsonValue& c : array(member(o, "pretokenizers")))
                 QB_TRY_STATUS(preTokenizer(c));
         } else if (type == "ByteLevel") {
             PreTokStep s{T::ByteLevel};
-            s.addPrefixSpace = o.value("add_prefix_space").toBool(true);
-            s.useRegex = o.value("use_regex").toBool(true);
+            s.addPrefixSpace = flag(member(o, "add_prefix_space"), true);
+            s.useRegex = flag(member(o, "use_regex"), true);
             t.preTokenizers.push_back(s);
         } else if (type == "Split") {
             PreTokStep s{T::SplitString};
-            const QJsonObject pat = o.value("pattern").toObject();
-            if (pat.contains("Regex")) {
-                const std::string re = str(pat.value("Regex"));
+            const JsonValue& pat = member(o, "pattern");
+            if (const JsonValue* regex = pat.find("Regex")) {
+                const std::string re = str(*regex);
                 const auto known = recogniseSplitRegex(re);
                 if (!known)
                     return unsupported("Split pre-tokenizer regex is not one we implement "
@@ -390,21 +414,21 @@ struct Loader {
                                        name);
                 s.type = T::SplitRegex;
                 s.regex = *known;
-            } else if (pat.contains("String")) {
-                s.pattern = str(pat.value("String"));
+            } else if (const JsonValue* string = pat.find("String")) {
+                s.pattern = str(*string);
             } else {
                 return format("Split pre-tokenizer without a pattern", name);
             }
-            QB_TRY(b, behavior(str(o.value("behavior")), name));
+            QB_TRY(b, behavior(str(member(o, "behavior")), name));
             s.behavior = *b;
-            s.invert = o.value("invert").toBool(false);
+            s.invert = flag(member(o, "invert"), false);
             t.preTokenizers.push_back(s);
         } else if (type == "Metaspace") {
             PreTokStep s{T::Metaspace};
-            s.pattern = o.contains("replacement") ? str(o.value("replacement")) : "\u2581";
+            s.pattern = replacement(o);
             QB_TRY(sch, prependScheme(o));
             s.prepend = *sch;
-            s.split = o.value("split").toBool(true);
+            s.split = flag(member(o, "split"), true);
             t.preTokenizers.push_back(s);
         } else {
             return unsupported("pre_tokenizer type '" + type + "' is not supported", name);
@@ -412,29 +436,34 @@ struct Loader {
         return {};
     }
 
-    Result<PrependScheme> prependScheme(const QJsonObject& o)
+    // Metaspace (pre-tokenizer and decoder)
+    static std::string replacement(const JsonValue& o)
     {
-        if (o.contains("prepend_scheme")) {
-            const std::string p = str(o.value("prepend_scheme"));
+        const JsonValue* r = o.find("replacement");
+        return r ? str(*r) : "\u2581";
+    }
+    Result<PrependScheme> prependScheme(const JsonValue& o)
+    {
+        if (const JsonValue* scheme = o.find("prepend_scheme")) {
+            const std::string p = str(*scheme);
             if (p == "first") return PrependScheme::First;
             if (p == "always") return PrependScheme::Always;
             if (p == "never") return PrependScheme::Never;
             return format("unknown Metaspace prepend_scheme '" + p + "'", name);
         }
-        if (o.contains("add_prefix_space") && !o.value("add_prefix_space").toBool(true))
+        if (const JsonValue* add = o.find("add_prefix_space"); add && !flag(*add, true))
             return PrependScheme::Never;
         return PrependScheme::Always;
     }
 
-    Status decoder(const QJsonValue& v)
+    Status decoder(const JsonValue& o)
     {
-        if (v.isNull() || v.isUndefined()) return {};
+        if (o.isNull()) return {};
         t.hasDecoder = true;
-        const QJsonObject o = v.toObject();
-        const std::string type = str(o.value("type"));
+        const std::string type = str(member(o, "type"));
         using T = DecoderStep::Type;
         if (type == "Sequence") {
-            for (const QJsonValue& c : o.value("decoders").toArray())
+            for (const JsonValue& c : array(member(o, "decoders")))
                 QB_TRY_STATUS(decoder(c));
         } else if (type == "ByteLevel") {
             t.decoders.push_back({T::ByteLevel});
@@ -443,18 +472,19 @@ struct Loader {
         } else if (type == "Fuse") {
             t.decoders.push_back({T::Fuse});
         } else if (type == "Replace") {
-            const QJsonObject pat = o.value("pattern").toObject();
-            if (!pat.contains("String"))
+            const JsonValue& pat = member(o, "pattern");
+            if (!pat.find("String"))
                 return unsupported("Replace decoder with a regex pattern is not supported", name);
-            t.decoders.push_back({T::Replace, str(pat.value("String")), str(o.value("content"))});
+            t.decoders.push_back(
+                {T::Replace, str(member(pat, "String")), str(member(o, "content"))});
         } else if (type == "Strip") {
-            DecoderStep s{T::Strip, str(o.value("content")), {}};
-            s.start = o.value("start").toInt(0);
-            s.stop = o.value("stop").toInt(0);
+            DecoderStep s{T::Strip, str(member(o, "content")), {}};
+            s.start = smallInteger(member(o, "start"), 0);
+            s.stop = smallInteger(member(o, "stop"), 0);
             t.decoders.push_back(s);
         } else if (type == "Metaspace") {
             DecoderStep s{T::Metaspace};
-            s.a = o.contains("replacement") ? str(o.value("replacement")) : "\u2581";
+            s.a = replacement(o);
             QB_TRY(sch, prependScheme(o));
             s.prepend = *sch;
             t.decoders.push_back(s);
@@ -465,79 +495,81 @@ struct Loader {
     }
 
     // Appends the ids this processor puts before and after a single sequence.
-    Status postProcessor(const QJsonValue& v, bool& addsSpecial)
+    Status postProcessor(const JsonValue& o, bool& addsSpecial)
     {
-        if (v.isNull() || v.isUndefined()) return {};
-        const QJsonObject o = v.toObject();
-        const std::string type = str(o.value("type"));
+        if (o.isNull()) return {};
+        const std::string type = str(member(o, "type"));
         if (type == "Sequence") {
-            for (const QJsonValue& c : o.value("processors").toArray())
+            for (const JsonValue& c : array(member(o, "processors")))
                 QB_TRY_STATUS(postProcessor(c, addsSpecial));
         } else if (type == "ByteLevel") {
             // offsets only
         } else if (type == "TemplateProcessing") {
             addsSpecial = true;
-            const QJsonObject specials = o.value("special_tokens").toObject();
+            const JsonValue& specials = member(o, "special_tokens");
             std::vector<std::int32_t> pre, post;
             bool seenA = false;
-            for (const QJsonValue& item : o.value("single").toArray()) {
-                const QJsonObject it = item.toObject();
-                if (it.contains("Sequence")) {
+            for (const JsonValue& item : array(member(o, "single"))) {
+                if (item.find("Sequence")) {
                     seenA = true;
                     continue;
                 }
-                if (!it.contains("SpecialToken"))
+                const JsonValue* special = item.find("SpecialToken");
+                if (!special)
                     return format("TemplateProcessing item is neither SpecialToken nor Sequence",
                                   name);
-                const QString id = it.value("SpecialToken").toObject().value("id").toString();
-                if (!specials.contains(id))
-                    return format("TemplateProcessing names special token '" + id.toStdString() +
+                const std::string id = str(member(*special, "id"));
+                const JsonValue* entry = specials.find(id);
+                if (!entry)
+                    return format("TemplateProcessing names special token '" + id +
                                       "' missing from special_tokens",
                                   name);
-                for (const QJsonValue& x : specials.value(id).toObject().value("ids").toArray())
-                    (seenA ? post : pre).push_back(std::int32_t(x.toInteger()));
+                for (const JsonValue& x : array(member(*entry, "ids")))
+                    (seenA ? post : pre).push_back(std::int32_t(integer(x, 0)));
             }
             t.prefixIds.insert(t.prefixIds.begin(), pre.begin(), pre.end());
             t.suffixIds.insert(t.suffixIds.end(), post.begin(), post.end());
         } else if (type == "BertProcessing" || type == "RobertaProcessing") {
             addsSpecial = true;
-            const QJsonArray cls = o.value("cls").toArray(), sep = o.value("sep").toArray();
+            const JsonArray& cls = array(member(o, "cls"));
+            const JsonArray& sep = array(member(o, "sep"));
             if (cls.size() != 2 || sep.size() != 2) return format(type + " without cls/sep", name);
-            t.prefixIds.insert(t.prefixIds.begin(), std::int32_t(cls.at(1).toInteger()));
-            t.suffixIds.push_back(std::int32_t(sep.at(1).toInteger()));
+            t.prefixIds.insert(t.prefixIds.begin(), std::int32_t(integer(cls[1], 0)));
+            t.suffixIds.push_back(std::int32_t(integer(sep[1], 0)));
         } else {
             return unsupported("post_processor type '" + type + "' is not supported", name);
         }
         return {};
     }
 
-    Status model(const QJsonObject& m)
+    Status model(const JsonValue& m)
     {
-        const std::string type = m.contains("type") ? str(m.value("type")) : "BPE";
+        const JsonValue* typeValue = m.find("type");
+        const std::string type = typeValue ? str(*typeValue) : "BPE";
         if (type != "BPE")
             return unsupported("tokenizer model type '" + type + "' is not supported (BPE only)",
                                name);
-        if (!m.value("dropout").isNull() && m.value("dropout").toDouble(0.0) != 0.0)
+        const JsonValue& dropout = member(m, "dropout");
+        if (dropout.isNumber() && dropout.asNumber() != 0.0)
             return unsupported("BPE dropout is not supported", name);
-        const QJsonObject vocab = m.value("vocab").toObject();
-        if (vocab.isEmpty()) return format("model.vocab is missing or empty", name);
-        t.vocab.reserve(std::size_t(vocab.size()));
-        for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-            if (!it.value().isDouble())
-                return format("model.vocab entry '" + it.key().toStdString() + "' has no id", name);
-            const qint64 id = it.value().toInteger(-1);
+        const JsonValue& vocab = member(m, "vocab");
+        if (!vocab.isObject() || vocab.asObject().empty())
+            return format("model.vocab is missing or empty", name);
+        t.vocab.reserve(vocab.asObject().size());
+        for (const JsonMember& e : vocab.asObject()) {
+            if (!e.value.isNumber()) return format("model.vocab entry '" + e.key + "' has no id", name);
+            const std::int64_t id = integer(e.value, -1);
             if (id < 0 || id > INT32_MAX)
-                return format("model.vocab id out of range for '" + it.key().toStdString() + "'",
-                              name);
-            t.vocab.insert_or_assign(it.key().toStdString(), std::int32_t(id));
+                return format("model.vocab id out of range for '" + e.key + "'", name);
+            t.vocab.emplace(e.key, std::int32_t(id)); // keys are unique: the parser refuses repeats
         }
-        t.continuingPrefix = m.value("continuing_subword_prefix").toString().toStdString();
-        t.endOfWordSuffix = m.value("end_of_word_suffix").toString().toStdString();
-        t.fuseUnk = m.value("fuse_unk").toBool(false);
-        t.byteFallback = m.value("byte_fallback").toBool(false);
-        t.ignoreMerges = m.value("ignore_merges").toBool(false);
-        if (m.value("unk_token").isString()) {
-            auto it = t.vocab.find(str(m.value("unk_token")));
+        t.continuingPrefix = str(member(m, "continuing_subword_prefix"));
+        t.endOfWordSuffix = str(member(m, "end_of_word_suffix"));
+        t.fuseUnk = flag(member(m, "fuse_unk"), false);
+        t.byteFallback = flag(member(m, "byte_fallback"), false);
+        t.ignoreMerges = flag(member(m, "ignore_merges"), false);
+        if (const JsonValue& unk = member(m, "unk_token"); unk.isString()) {
+            auto it = t.vocab.find(unk.asString());
             if (it != t.vocab.end()) t.unkId = it->second;
         }
         for (int b = 0; b < 256; ++b) {
@@ -547,14 +579,14 @@ struct Loader {
             t.byteTokenIds[b] = it == t.vocab.end() ? -1 : it->second;
         }
 
-        const QJsonArray merges = m.value("merges").toArray();
-        t.mergeList.reserve(std::size_t(merges.size()));
-        t.merges.reserve(std::size_t(merges.size()));
+        const JsonArray& merges = array(member(m, "merges"));
+        t.mergeList.reserve(merges.size());
+        t.merges.reserve(merges.size());
         std::int32_t rank = 0;
-        for (const QJsonValue& mv : merges) {
+        for (const JsonValue& mv : merges) {
             std::string a, b;
             if (mv.isString()) {
-                const std::string line = str(mv);
+                const std::string& line = mv.asString();
                 if (startsWith(line, "#version")) continue;
                 const std::size_t sp = line.find(' ');
                 if (sp == std::string::npos || line.find(' ', sp + 1) != std::string::npos)
@@ -563,9 +595,9 @@ struct Loader {
                                   name);
                 a = line.substr(0, sp);
                 b = line.substr(sp + 1);
-            } else if (mv.isArray() && mv.toArray().size() == 2) {
-                a = str(mv.toArray().at(0));
-                b = str(mv.toArray().at(1));
+            } else if (mv.isArray() && mv.asArray().size() == 2) {
+                a = str(mv.asArray()[0]);
+                b = str(mv.asArray()[1]);
             } else {
                 return format("merge " + std::to_string(rank) + " is neither a string nor a pair",
                               name);
@@ -599,26 +631,26 @@ std::optional<std::int32_t> lookup(const TokenizerImpl& t, std::string_view s)
     return std::nullopt;
 }
 
-std::optional<std::string> configToken(const QJsonObject& cfg, const char* key)
+std::optional<std::string> configToken(const JsonValue& cfg, const char* key)
 {
-    const QJsonValue v = cfg.value(key);
-    if (v.isString()) return v.toString().toStdString();
-    if (v.isObject() && v.toObject().value("content").isString())
-        return str(v.toObject().value("content"));
+    const JsonValue& v = member(cfg, key);
+    if (v.isString()) return v.asString();
+    if (const JsonValue& content = member(v, "content"); content.isString()) return content.asString();
     return std::nullopt;
 }
 
-Result<QJsonObject> parseObject(const std::string& json, const std::string& name)
+Result<JsonValue> parseObject(std::string_view json, const std::string& name)
 {
-    QJsonParseError err{};
-    const QJsonDocument doc =
-        QJsonDocument::fromJson(QByteArray::fromRawData(json.data(), qsizetype(json.size())), &err);
-    if (err.error != QJsonParseError::NoError)
-        return format("not valid JSON: " + err.errorString().toStdString() + " at offset " +
-                          std::to_string(err.offset),
-                      name);
-    if (!doc.isObject()) return format("JSON top level is not an object", name);
-    return doc.object();
+    // The Rust crate reads tokenizer.json as a Rust string, which must be UTF-8; JsonValue would
+    // pass broken bytes through into the vocabulary.
+    if (const std::size_t bad = firstInvalidUtf8(json); bad != std::string_view::npos)
+        return format("not valid JSON: invalid UTF-8 at offset " + std::to_string(bad), name);
+    auto doc = parseJson(json, name);
+    if (!doc)
+        return makeError(ErrorCode::Format, "not valid JSON: " + doc.error().message,
+                         doc.error().context);
+    if (!doc->isObject()) return format("JSON top level is not an object", name);
+    return std::move(*doc);
 }
 
 Result<std::string> readFile(const std::string& path)
@@ -936,40 +968,40 @@ Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json,
                                                 const std::string& name)
 {
     QB_TRY(rootR, parseObject(json, name));
-    const QJsonObject& root = *rootR;
-    QJsonObject cfg;
+    const JsonValue& root = *rootR;
+    JsonValue cfg; // null: every member reads as absent
     if (!configJson.empty()) {
         QB_TRY(c, parseObject(configJson, name + " (tokenizer_config.json)"));
-        cfg = *c;
+        cfg = std::move(*c);
     }
     auto impl = std::make_shared<TokenizerImpl>();
     TokenizerImpl& t = *impl;
     t.name = name;
     Loader ld{name, t};
-    if (!root.value("model").isObject()) return format("no \"model\" object", name);
-    QB_TRY_STATUS(ld.model(root.value("model").toObject()));
-    QB_TRY_STATUS(ld.normalizer(root.value("normalizer")));
-    QB_TRY_STATUS(ld.preTokenizer(root.value("pre_tokenizer")));
-    QB_TRY_STATUS(ld.decoder(root.value("decoder")));
+    const JsonValue& model = member(root, "model");
+    if (!model.isObject()) return format("no \"model\" object", name);
+    QB_TRY_STATUS(ld.model(model));
+    QB_TRY_STATUS(ld.normalizer(member(root, "normalizer")));
+    QB_TRY_STATUS(ld.preTokenizer(member(root, "pre_tokenizer")));
+    QB_TRY_STATUS(ld.decoder(member(root, "decoder")));
     QB_TRY_STATUS(checkTextGrowth(t, name));
     bool processorAdds = false;
-    QB_TRY_STATUS(ld.postProcessor(root.value("post_processor"), processorAdds));
+    QB_TRY_STATUS(ld.postProcessor(member(root, "post_processor"), processorAdds));
 
     // added tokens
     std::vector<AddedToken> raw, normalized;
-    for (const QJsonValue& v : root.value("added_tokens").toArray()) {
-        const QJsonObject o = v.toObject();
+    for (const JsonValue& o : array(member(root, "added_tokens"))) {
         AddedToken a;
-        a.content = str(o.value("content"));
-        const qint64 id = o.value("id").toInteger(-1);
+        a.content = str(member(o, "content"));
+        const std::int64_t id = integer(member(o, "id"), -1);
         if (id < 0 || id > INT32_MAX || a.content.empty())
             return format("added token without a valid id or content: '" + a.content + "'", name);
         a.id = std::int32_t(id);
-        a.special = o.value("special").toBool(false);
-        a.normalized = o.value("normalized").toBool(!a.special);
-        a.lstrip = o.value("lstrip").toBool(false);
-        a.rstrip = o.value("rstrip").toBool(false);
-        a.singleWord = o.value("single_word").toBool(false);
+        a.special = flag(member(o, "special"), false);
+        a.normalized = flag(member(o, "normalized"), !a.special);
+        a.lstrip = flag(member(o, "lstrip"), false);
+        a.rstrip = flag(member(o, "rstrip"), false);
+        a.singleWord = flag(member(o, "single_word"), false);
         t.addedTokens.push_back(a);
         if (a.normalized) {
             AddedToken n = a;
@@ -1000,9 +1032,13 @@ Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json,
     t.idToToken.assign(std::size_t(maxId + 1), {});
     t.idPresent.assign(std::size_t(maxId + 1), 0);
     t.idSpecial.assign(std::size_t(maxId + 1), 0);
-    for (const auto& [s, id] : t.vocab) {
-        t.idToToken[std::size_t(id)] = s;
-        t.idPresent[std::size_t(id)] = 1;
+    // Two spellings may share an id (the Rust crate keeps whichever its hash map yields last):
+    // the first in the file names it, so vocabulary() does not depend on hashing.
+    for (const JsonMember& e : member(model, "vocab").asObject()) {
+        const auto id = std::size_t(e.value.asInteger()); // checked by Loader::model
+        if (t.idPresent[id]) continue;
+        t.idToToken[id] = e.key;
+        t.idPresent[id] = 1;
     }
     for (const AddedToken& a : t.addedTokens) {
         t.idToToken[std::size_t(a.id)] = a.content;
@@ -1042,8 +1078,8 @@ Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json,
              {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|eot_id|>", "<|im_end|>"})
             if ((t.eosId = lookup(t, s))) break;
     if (!processorAdds) {
-        if (cfg.value("add_bos_token").toBool(false) && t.bosId) t.prefixIds.push_back(*t.bosId);
-        if (cfg.value("add_eos_token").toBool(false) && t.eosId) t.suffixIds.push_back(*t.eosId);
+        if (flag(member(cfg, "add_bos_token"), false) && t.bosId) t.prefixIds.push_back(*t.bosId);
+        if (flag(member(cfg, "add_eos_token"), false) && t.eosId) t.suffixIds.push_back(*t.eosId);
     }
     return Tokenizer(std::move(impl));
 }

@@ -30,6 +30,8 @@ bool isNumber(char32_t c);
 bool isWhitespace(char32_t c);
 // from_utf8_lossy: invalid sequences become U+FFFD.
 std::string sanitizeUtf8(std::string_view bytes);
+// Byte offset of the first invalid UTF-8 sequence; npos when all of s is valid.
+std::size_t firstInvalidUtf8(std::string_view s);
 
 // The GPT-2 byte<->unicode table: UTF-8 text of the char standing for each byte, and back.
 const std::array<std::string, 256>& byteToUnicode();

@@ -105,6 +105,18 @@ std::string sanitizeUtf8(std::string_view bytes)
     return out;
 }
 
+std::size_t firstInvalidUtf8(std::string_view s)
+{
+    for (std::size_t i = 0; i < s.size();) {
+        bool complete = false;
+        char32_t cp = 0;
+        const int n = utf8Scan(s, i, complete, cp);
+        if (!complete) return i;
+        i += std::size_t(n);
+    }
+    return std::string_view::npos;
+}
+
 bool isLetter(char32_t c)
 {
     if (c < 0x80) return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
