@@ -5,10 +5,9 @@
 #include "io/checkpoint.h"
 #include "io/ggml_codec.h"
 #include "io/gguf_reader.h"
+#include "io/json_value.h"
 
-#include <QJsonArray>
-#include <QJsonDocument>
-#include <QJsonObject>
+#include <QString>
 
 #include <cstdio>
 #include <iostream>
@@ -61,59 +60,61 @@ int runInfo(const std::vector<std::string>& argv)
                 metadata.emplace_back(k, v.display());
 
     if (args.has("json")) {
-        QJsonObject o;
-        auto s = [](const std::string& x) { return QString::fromStdString(x); };
-        o["path"] = s(ck->path);
-        o["format"] = io::checkpointFormatName(ck->format);
-        o["architecture"] = architectureName(c.architecture);
-        o["model_type"] = s(c.modelType);
-        o["hidden_size"] = qint64(c.hiddenSize);
-        o["intermediate_size"] = qint64(c.intermediateSize);
-        o["num_hidden_layers"] = qint64(c.numHiddenLayers);
-        o["num_attention_heads"] = qint64(c.numAttentionHeads);
-        o["num_key_value_heads"] = qint64(c.numKeyValueHeads);
-        o["head_dim"] = qint64(c.headDim);
-        o["vocab_size"] = qint64(c.vocabSize);
-        o["max_position_embeddings"] = qint64(c.maxPositionEmbeddings);
-        o["rope_theta"] = c.ropeTheta;
-        o["rms_norm_eps"] = c.rmsNormEps;
-        o["tie_word_embeddings"] = c.tieWordEmbeddings;
-        o["rope_scaling"] =
-            c.ropeScaling.type.empty() ? QJsonValue() : QJsonValue(s(c.ropeScaling.type));
-        o["parameter_count"] = qint64(params);
-        QJsonObject dt;
+        // Through QString as before: bytes that are not UTF-8 (a tensor name or GGUF string can
+        // hold anything) become U+FFFD, so the output stays valid JSON text.
+        auto s = [](const std::string& x) { return QString::fromStdString(x).toStdString(); };
+        io::JsonValue o;
+        o.set("path", s(ck->path));
+        o.set("format", io::checkpointFormatName(ck->format));
+        o.set("architecture", architectureName(c.architecture));
+        o.set("model_type", s(c.modelType));
+        o.set("hidden_size", c.hiddenSize);
+        o.set("intermediate_size", c.intermediateSize);
+        o.set("num_hidden_layers", c.numHiddenLayers);
+        o.set("num_attention_heads", c.numAttentionHeads);
+        o.set("num_key_value_heads", c.numKeyValueHeads);
+        o.set("head_dim", c.headDim);
+        o.set("vocab_size", c.vocabSize);
+        o.set("max_position_embeddings", c.maxPositionEmbeddings);
+        o.set("rope_theta", c.ropeTheta);
+        o.set("rms_norm_eps", c.rmsNormEps);
+        o.set("tie_word_embeddings", c.tieWordEmbeddings);
+        o.set("rope_scaling", c.ropeScaling.type.empty() ? io::JsonValue()
+                                                         : io::JsonValue(s(c.ropeScaling.type)));
+        o.set("parameter_count", params);
+        io::JsonValue dt(io::JsonObject{});
         for (const auto& [k, n] : dtypes)
-            dt[s(k)] = n;
-        o["dtypes"] = dt;
-        o["file_bytes"] = qint64(ck->fileBytes);
-        QJsonArray files, warnings, tensors;
+            dt.set(s(k), n);
+        o.set("dtypes", std::move(dt));
+        o.set("file_bytes", std::int64_t(ck->fileBytes));
+        io::JsonArray files, warnings, tensors;
         for (const auto& f : ck->files)
-            files.append(s(f));
+            files.push_back(s(f));
         for (const auto& w : ck->warnings)
-            warnings.append(s(w));
-        o["files"] = files;
-        o["warnings"] = warnings;
-        o["tokenizer"] =
-            ck->tokenizerPath.empty() ? QJsonValue() : QJsonValue(s(ck->tokenizerPath));
+            warnings.push_back(s(w));
+        o.set("files", std::move(files));
+        o.set("warnings", std::move(warnings));
+        o.set("tokenizer",
+              ck->tokenizerPath.empty() ? io::JsonValue() : io::JsonValue(s(ck->tokenizerPath)));
         for (const TensorInfo& t : ck->tensors) {
-            QJsonObject to;
-            to["name"] = s(t.name);
-            QJsonArray shape;
+            io::JsonArray shape;
             for (auto d : t.shape)
-                shape.append(qint64(d));
-            to["shape"] = shape;
-            to["dtype"] = s(dtypeLabel(t));
-            to["bytes"] = qint64(t.bytes.size());
-            tensors.append(to);
+                shape.push_back(std::int64_t(d));
+            io::JsonValue to;
+            to.set("name", s(t.name));
+            to.set("shape", std::move(shape));
+            to.set("dtype", s(dtypeLabel(t)));
+            to.set("bytes", std::int64_t(t.bytes.size()));
+            tensors.push_back(std::move(to));
         }
-        o["tensors"] = tensors;
+        o.set("tensors", std::move(tensors));
         if (!metadata.empty()) {
-            QJsonObject md;
+            io::JsonValue md;
             for (const auto& [k, v] : metadata)
-                md[s(k)] = s(v);
-            o["gguf_metadata"] = md;
+                md.set(s(k), s(v));
+            o.set("gguf_metadata", std::move(md));
         }
-        std::cout << QJsonDocument(o).toJson(QJsonDocument::Indented).toStdString();
+        std::cout << io::toJsonText(o);
         return 0;
     }
 

@@ -1,13 +1,21 @@
 #pragma once
-// Private to the tokenizer (tokenizer*.cpp): the loaded pipeline and the Unicode / pre-tokenizer
-// helpers. Everything here is immutable after loading and safe for concurrent const use.
+// Private to the tokenizer (tokenizer*.cpp): the loaded pipeline and the helpers its stages share.
+// Which file does what:
+//   tokenizer_load.cpp       tokenizer.json (+ tokenizer_config.json) -> TokenizerImpl, with limits
+//   tokenizer_normalize.cpp  added-token matching and the normalizer chain (text before splitting)
+//   tokenizer_pretok.cpp     Unicode helpers, the hand-coded Split regexes, the pre-tokenizers
+//   tokenizer_bpe.cpp        the BPE model (one pre-token -> ids)
+//   tokenizer_decode.cpp     the decoder chain (tokens -> text)
+//   tokenizer.cpp            the public facade and the encode pipeline that strings the stages
+// Everything here is immutable after loading and safe for concurrent const use.
 
 #include "io/tokenizer.h"
 
 #include <array>
-#include <functional>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +38,10 @@ bool isNumber(char32_t c);
 bool isWhitespace(char32_t c);
 // from_utf8_lossy: invalid sequences become U+FFFD.
 std::string sanitizeUtf8(std::string_view bytes);
+// Byte offset of the first invalid UTF-8 sequence; npos when all of s is valid.
+std::size_t firstInvalidUtf8(std::string_view s);
+// Every non-overlapping occurrence of `from`, left to right; nothing when `from` is empty.
+void replaceAll(std::string& s, std::string_view from, std::string_view to);
 
 // The GPT-2 byte<->unicode table: UTF-8 text of the char standing for each byte, and back.
 const std::array<std::string, 256>& byteToUnicode();
@@ -84,6 +96,24 @@ struct AddedMatcher {
     bool empty() const { return tokens.empty(); }
 };
 
+// A stretch of text: an added token (id >= 0) or plain text between them (id -1).
+struct Fragment {
+    std::size_t begin, end;
+    std::int32_t id;
+};
+// tokenizer_normalize.cpp
+AddedMatcher buildAddedMatcher(std::vector<AddedToken> tokens);
+// AddedVocabulary::find_matches: the whole of s as fragments, in order.
+void splitOnAdded(const AddedMatcher& m, std::string_view s, std::vector<Fragment>& out);
+
+// A pre-token on its way through the pre-tokenizers.
+struct Piece {
+    std::string text;
+    bool atStart; // begins at offset 0 of the original input (Metaspace prepend_scheme "first")
+};
+// tokenizer_pretok.cpp
+std::vector<Piece> preTokenize(const std::vector<PreTokStep>& steps, Piece input);
+
 struct StringHash {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
@@ -121,10 +151,20 @@ struct TokenizerImpl {
 
     std::optional<std::int32_t> bosId, eosId, padId;
 
-    // encode helpers (tokenizer.cpp)
+    // tokenizer.cpp
     void encodeText(std::string_view text, std::vector<std::int32_t>& out, WordCache& cache) const;
+    std::optional<std::int32_t> lookup(std::string_view token) const; // added tokens, then vocab
+    // tokenizer_bpe.cpp
     void bpeWord(std::string_view word, std::vector<std::int32_t>& out) const;
+    // tokenizer_normalize.cpp
     std::string normalize(std::string s) const;
+    // tokenizer_decode.cpp: runs the decoders over the tokens' texts
+    std::string decodeTokens(std::vector<std::string> tokens) const;
 };
+
+// tokenizer_load.cpp. configJson may be empty; name is the file name for error contexts.
+Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json,
+                                                           std::string_view configJson,
+                                                           const std::string& name);
 
 } // namespace qb::io::detail

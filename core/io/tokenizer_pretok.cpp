@@ -1,6 +1,9 @@
-// Unicode helpers and the hand-coded pre-tokenizer regexes of the tokenizer (see tokenizer.h).
+// Tokenizer pre-tokenization (see tokenizer.h): the UTF-8 and Unicode helpers every stage uses,
+// the hand-coded Split regexes, and the pre-tokenizer chain (ByteLevel, Split, Metaspace) that
+// cuts normalized text into the pieces the model encodes one at a time.
 // The regex matchers reproduce Oniguruma's leftmost-first alternation with backtracking for the
 // three patterns of FORMATS.md §3.3; each alternative is commented with the branch it implements.
+// Threading: pure functions; the byte<->unicode tables are function-local statics.
 
 #include "io/tokenizer_detail.h"
 
@@ -103,6 +106,35 @@ std::string sanitizeUtf8(std::string_view bytes)
         i += n;
     }
     return out;
+}
+
+std::size_t firstInvalidUtf8(std::string_view s)
+{
+    for (std::size_t i = 0; i < s.size();) {
+        bool complete = false;
+        char32_t cp = 0;
+        const int n = utf8Scan(s, i, complete, cp);
+        if (!complete) return i;
+        i += std::size_t(n);
+    }
+    return std::string_view::npos;
+}
+
+void replaceAll(std::string& s, std::string_view from, std::string_view to)
+{
+    if (from.empty()) return;
+    std::string out;
+    std::size_t pos = 0;
+    for (;;) {
+        const std::size_t hit = s.find(from, pos);
+        if (hit == std::string::npos) break;
+        out.append(s, pos, hit - pos);
+        out.append(to);
+        pos = hit + from.size();
+    }
+    if (pos == 0) return;
+    out.append(s, pos, std::string::npos);
+    s = std::move(out);
 }
 
 bool isLetter(char32_t c)
@@ -341,6 +373,149 @@ void findRegexMatches(SplitRegex which, std::string_view s,
         out.emplace_back(t.off[i], t.off[e]);
         i = e;
     }
+}
+
+// ---- pre-tokenizers ----
+
+namespace {
+
+// Splits `s` given match spans, following SplitDelimiterBehavior; empty pieces are dropped.
+void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::size_t>>& hits,
+                SplitBehavior behavior, bool invert, std::vector<Piece>& out)
+{
+    struct Span {
+        std::size_t b, e;
+        bool match;
+    };
+    std::vector<Span> spans;
+    std::size_t prev = 0;
+    for (auto [b, e] : hits) {
+        if (prev < b) spans.push_back({prev, b, false});
+        spans.push_back({b, e, true});
+        prev = e;
+    }
+    if (prev < p.text.size()) spans.push_back({prev, p.text.size(), false});
+    if (invert)
+        for (auto& sp : spans)
+            sp.match = !sp.match;
+
+    std::vector<Span> res;
+    switch (behavior) {
+    case SplitBehavior::Removed:
+        for (auto& sp : spans)
+            if (!sp.match) res.push_back(sp);
+        break;
+    case SplitBehavior::Isolated:
+        res = std::move(spans);
+        break;
+    case SplitBehavior::MergedWithPrevious: {
+        bool prevMatch = false;
+        for (auto& sp : spans) {
+            if (sp.match && !prevMatch && !res.empty())
+                res.back().e = sp.e;
+            else
+                res.push_back(sp);
+            prevMatch = sp.match;
+        }
+        break;
+    }
+    case SplitBehavior::MergedWithNext: {
+        bool prevMatch = false;
+        for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+            if (it->match && !prevMatch && !res.empty())
+                res.back().b = it->b;
+            else
+                res.push_back(*it);
+            prevMatch = it->match;
+        }
+        std::reverse(res.begin(), res.end());
+        break;
+    }
+    case SplitBehavior::Contiguous: {
+        bool prevMatch = false;
+        for (auto& sp : spans) {
+            if (sp.match == prevMatch && !res.empty())
+                res.back().e = sp.e;
+            else
+                res.push_back(sp);
+            prevMatch = sp.match;
+        }
+        break;
+    }
+    }
+    for (auto& sp : res)
+        if (sp.e > sp.b) out.push_back({p.text.substr(sp.b, sp.e - sp.b), p.atStart && sp.b == 0});
+}
+
+void findString(std::string_view s, std::string_view pat,
+                std::vector<std::pair<std::size_t, std::size_t>>& hits)
+{
+    if (pat.empty()) return;
+    std::size_t pos = 0;
+    while ((pos = s.find(pat, pos)) != std::string_view::npos) {
+        hits.emplace_back(pos, pos + pat.size());
+        pos += pat.size();
+    }
+}
+
+} // namespace
+
+std::vector<Piece> preTokenize(const std::vector<PreTokStep>& steps, Piece input)
+{
+    std::vector<Piece> cur;
+    cur.push_back(std::move(input));
+    std::vector<Piece> next;
+    std::vector<std::pair<std::size_t, std::size_t>> hits;
+    const auto& b2u = byteToUnicode();
+    for (const PreTokStep& st : steps) {
+        next.clear();
+        for (Piece& p : cur) {
+            hits.clear();
+            switch (st.type) {
+            case PreTokStep::Type::ByteLevel: {
+                if (st.addPrefixSpace && !p.text.starts_with(" ")) p.text.insert(0, 1, ' ');
+                std::vector<Piece> parts;
+                if (st.useRegex) {
+                    findRegexMatches(SplitRegex::Gpt2, p.text, hits);
+                    applySplit(p, hits, SplitBehavior::Isolated, false, parts);
+                } else if (!p.text.empty()) {
+                    parts.push_back(std::move(p));
+                }
+                for (Piece& q : parts) {
+                    std::string mapped;
+                    mapped.reserve(q.text.size() * 2);
+                    for (unsigned char c : q.text)
+                        mapped += b2u[c];
+                    next.push_back({std::move(mapped), q.atStart});
+                }
+                break;
+            }
+            case PreTokStep::Type::SplitRegex:
+                findRegexMatches(st.regex, p.text, hits);
+                applySplit(p, hits, st.behavior, st.invert, next);
+                break;
+            case PreTokStep::Type::SplitString:
+                findString(p.text, st.pattern, hits);
+                applySplit(p, hits, st.behavior, st.invert, next);
+                break;
+            case PreTokStep::Type::Metaspace: {
+                replaceAll(p.text, " ", st.pattern);
+                const bool prepend = st.prepend == PrependScheme::Always ||
+                                     (st.prepend == PrependScheme::First && p.atStart);
+                if (prepend && !p.text.starts_with(st.pattern)) p.text.insert(0, st.pattern);
+                if (st.split) {
+                    findString(p.text, st.pattern, hits);
+                    applySplit(p, hits, SplitBehavior::MergedWithNext, false, next);
+                } else if (!p.text.empty()) {
+                    next.push_back(std::move(p));
+                }
+                break;
+            }
+            }
+        }
+        cur.swap(next);
+    }
+    return cur;
 }
 
 } // namespace qb::io::detail

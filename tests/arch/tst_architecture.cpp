@@ -1,6 +1,7 @@
 // Keeps the module map of ARCHITECTURE.md true: numeric modules include no Qt at all, nothing in
-// core/ includes QtGui or QtWidgets, and every project include follows the module matrix
-// (dependencies point down: core never includes ui/ or app/, io never includes model, ...).
+// core/ includes QtGui or QtWidgets, core/ reads and writes JSON only through io::JsonValue (no
+// QJson* headers), and every project include follows the module matrix (dependencies point
+// down: core never includes ui/ or app/, io never includes model, ...).
 // Scans the real source tree.
 
 #include <QDirIterator>
@@ -39,6 +40,18 @@ class TestArchitecture : public QObject {
         return out;
     }
 
+    static inline const QString kCore = QStringLiteral(QB_SOURCE_DIR "/core");
+
+    // "file:line includes <header>" for each include under dir whose header is flagged.
+    static QStringList flaggedIncludes(const QString& dir, bool (*flagged)(const QString&))
+    {
+        QStringList bad;
+        for (const auto& inc : includesUnder(dir))
+            if (flagged(inc.header))
+                bad << QStringLiteral("%1:%2 includes <%3>").arg(inc.file).arg(inc.line).arg(inc.header);
+        return bad;
+    }
+
     static bool isQtHeader(const QString& h)
     {
         return h.startsWith(QLatin1Char('Q')) || h.startsWith(QLatin1String("qt")) ||
@@ -55,6 +68,14 @@ class TestArchitecture : public QObject {
         for (const auto& g : gui)
             if (h == g || h.startsWith(g + QLatin1Char('/'))) return true;
         return false;
+    }
+
+    // Qt's JSON classes: core/ has one JSON stack, io::JsonValue (key order kept, duplicate keys
+    // refused, depth limit).
+    static bool isQtJsonHeader(const QString& h)
+    {
+        const QString name = h.startsWith(QLatin1String("QtCore/")) ? h.mid(7) : h;
+        return name.startsWith(QLatin1String("QJson"));
     }
 
     // Which project folders each folder may include (its own always): ARCHITECTURE.md's
@@ -140,21 +161,20 @@ private Q_SLOTS:
         QFETCH(QString, module);
         const QString dir = QStringLiteral(QB_SOURCE_DIR "/core/") + module;
         QVERIFY(QDir(dir).exists());
-        QStringList bad;
-        for (const auto& inc : includesUnder(dir))
-            if (isQtHeader(inc.header))
-                bad << QStringLiteral("%1:%2 includes <%3>").arg(inc.file).arg(inc.line).arg(inc.header);
+        const QStringList bad = flaggedIncludes(dir, isQtHeader);
         QVERIFY2(bad.isEmpty(), qPrintable(bad.join(QLatin1Char('\n'))));
     }
     void coreHasNoGui()
     {
-        QStringList bad;
-        const auto incs = includesUnder(QStringLiteral(QB_SOURCE_DIR "/core"));
-        QVERIFY(!incs.isEmpty());
-        for (const auto& inc : incs)
-            if (isGuiHeader(inc.header))
-                bad << QStringLiteral("%1:%2 includes <%3>").arg(inc.file).arg(inc.line).arg(inc.header);
+        QVERIFY(QDir(kCore).exists());
+        const QStringList bad = flaggedIncludes(kCore, isGuiHeader);
         QVERIFY2(bad.isEmpty(), qPrintable(bad.join(QLatin1Char('\n'))));
+    }
+    void coreUsesOneJsonStack()
+    {
+        QVERIFY(QDir(kCore).exists());
+        const QStringList bad = flaggedIncludes(kCore, isQtJsonHeader);
+        QVERIFY2(bad.isEmpty(), qPrintable(bad.join(QLatin1Char('\n')) + "\nuse io/json_value.h"));
     }
     void detectorCatchesViolations()
     {
@@ -165,6 +185,10 @@ private Q_SLOTS:
         QVERIFY(isGuiHeader(QStringLiteral("QtWidgets/QLabel")));
         QVERIFY(isGuiHeader(QStringLiteral("QWidget")));
         QVERIFY(!isGuiHeader(QStringLiteral("QJsonDocument")));
+        QVERIFY(isQtJsonHeader(QStringLiteral("QJsonDocument")));
+        QVERIFY(isQtJsonHeader(QStringLiteral("QtCore/QJsonObject")));
+        QVERIFY(!isQtJsonHeader(QStringLiteral("io/json_value.h")));
+        QVERIFY(!isQtJsonHeader(QStringLiteral("QFile")));
     }
 };
 

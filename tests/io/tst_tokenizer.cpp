@@ -592,6 +592,14 @@ private Q_SLOTS:
             << QByteArray(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}})")
             << int(qb::ErrorCode::Format) << "missing from the vocabulary";
         QTest::newRow("no model") << QByteArray("{}") << int(qb::ErrorCode::Format) << "model";
+        // The Rust crate reads tokenizer.json as a UTF-8 string, and io::JsonValue refuses keys
+        // that say two things.
+        QTest::newRow("invalid UTF-8")
+            << QByteArray(R"({"model": {"type": "BPE", "vocab": {"a)" "\xff" R"(": 0}}})")
+            << int(qb::ErrorCode::Format) << "invalid UTF-8";
+        QTest::newRow("duplicate key")
+            << QByteArray(R"({"model": {"type": "BPE", "vocab": {"a": 0, "a": 1}, "merges": []}})")
+            << int(qb::ErrorCode::Format) << "duplicate";
     }
 
     void errors()
@@ -605,6 +613,16 @@ private Q_SLOTS:
         const QString text = QString::fromStdString(r.error().toString());
         QVERIFY2(text.contains(messagePart), qPrintable(text));
         QVERIFY2(text.contains("bad.json"), qPrintable(text));
+    }
+
+    void sharedIdIsNamedByItsFirstSpelling()
+    {
+        auto r = Tokenizer::fromJson(
+            R"({"model": {"type": "BPE", "vocab": {"b": 0, "a": 0, "c": 1}, "merges": []}})", "t");
+        QVERIFY(r.ok());
+        QCOMPARE(r->tokenText(0), std::string("b"));
+        QCOMPARE(r->vocabulary(), (std::vector<std::string>{"b", "c"}));
+        QCOMPARE(r->tokenId("a"), std::optional<std::int32_t>(0));
     }
 
     void missingFile()
