@@ -634,49 +634,6 @@ private Q_SLOTS:
 
     // ---- CLI ----
 
-    void cliTokenize()
-    {
-        QTemporaryDir dir;
-        QVERIFY(QFile::copy(kFixtures + "/llama3_style.json", dir.filePath("tokenizer.json")));
-        const QByteArray text = "Hello world!\nIt's 2024.";
-        QVERIFY(writeAll(dir.filePath("text.txt"), text));
-        const Tokenizer tok = load(dir.filePath("tokenizer.json"));
-        auto expectedLines = [](const Ids& ids) {
-            QByteArray out;
-            for (auto id : ids)
-                out += QByteArray::number(id) + "\n";
-            return out;
-        };
-        auto run = [&](const QStringList& args, int expectedExit) {
-            QProcess p;
-            p.start(QStringLiteral(QB_CLI_PATH), args);
-            if (!p.waitForFinished(60000)) qFatal("cli did not finish");
-            if (p.exitCode() != expectedExit)
-                qWarning("cli stderr: %s", p.readAllStandardError().constData());
-            [&] { QCOMPARE(p.exitCode(), expectedExit); }();
-            return std::make_pair(p.readAllStandardOutput(), p.readAllStandardError());
-        };
-        QVERIFY2(QFileInfo::exists(QStringLiteral(QB_CLI_PATH)), "build quantbench-cli first");
-        // MODEL as a directory, and as a tokenizer.json path
-        QCOMPARE(run({"tokenize", dir.path(), "--text", dir.filePath("text.txt")}, 0).first,
-                 expectedLines(tok.encode(text.toStdString())));
-        QCOMPARE(run({"tokenize", dir.filePath("tokenizer.json"), "--text",
-                      dir.filePath("text.txt"), "--no-special"},
-                     0)
-                     .first,
-                 expectedLines(tok.encode(text.toStdString(), false)));
-        // missing tokenizer
-        QTemporaryDir empty;
-        const auto missing = run({"tokenize", empty.path(), "--text", dir.filePath("text.txt")}, 1);
-        QVERIFY2(missing.second.contains("tokenizer.json"), missing.second.constData());
-        // not JSON
-        QVERIFY(writeAll(empty.filePath("tokenizer.json"), "{ this is not json"));
-        const auto bad = run({"tokenize", empty.path(), "--text", dir.filePath("text.txt")}, 1);
-        QVERIFY2(bad.second.contains("not valid JSON"), bad.second.constData());
-        // usage error
-        run({"tokenize", dir.path()}, 2);
-    }
-
 private:
     // Writes a variant of a fixture into tmp and returns its path.
     static QString writeVariant(const QString& which, QTemporaryDir& tmp)

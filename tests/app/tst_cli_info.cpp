@@ -1,11 +1,11 @@
 // Runs the built quantbench-cli `info` subcommand end to end.
 
+#include "cli_runner.h"
 #include "io_test_util.h"
 
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
-#include <QProcess>
 #include <QTemporaryDir>
 #include <QTest>
 
@@ -13,21 +13,8 @@ class TestCliInfo : public QObject {
     Q_OBJECT
     QTemporaryDir m_dir;
 
-    struct Run {
-        int code = -1;
-        QByteArray out, err;
-    };
-    static Run run(const QStringList& args)
-    {
-        QProcess p;
-        p.start(QStringLiteral(QB_CLI_PATH), args);
-        Run r;
-        if (!p.waitForFinished(60000)) return r;
-        r.code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
-        r.out = p.readAllStandardOutput();
-        r.err = p.readAllStandardError();
-        return r;
-    }
+    using Run = qbtest::CliRun;
+    static Run run(const QStringList& args) { return qbtest::runCli(args, 60000); }
 
 private Q_SLOTS:
     void jsonOnTorchFixture()
