@@ -29,10 +29,11 @@ int runConvert(const std::vector<std::string>& argv)
     const auto out = args.value("out");
     if (!out) return cli::fail(cmd, "--out FILE.gguf is required", 2);
     const auto type = exporting::parseGgufExportType(args.value("gguf-type", "f16"));
-    if (!type)
-        return cli::fail(
-            cmd, "--gguf-type must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, "
-                 "q4_k, q5_k, q6_k", 2);
+    if (!type) {
+        std::string list; // from the ggml traits table, smallest bits per weight first
+        for (const auto t : exporting::ggufExportTypes()) list += (list.empty() ? "" : ", ") + io::ggmlTypeLowerName(t);
+        return cli::fail(cmd, "--gguf-type must be one of " + list, 2);
+    }
 
     auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());

@@ -59,7 +59,8 @@ int runExport(const std::vector<std::string>& argv)
 
 QB_CLI_COMMAND("export", "export a .qbproj project's quantized model as GGUF, GPTQ or safetensors",
                "Usage: quantbench-cli export PROJECT.qbproj --out PATH --format gguf|gptq|safetensors\n"
-               "         [--gguf-type auto|q4_0|q4_1|q5_0|q5_1|q8_0|f16|f32] [--round-grids] [--model PATH]\n"
+               "         [--gguf-type auto|q2_k|q3_k|q4_0|q4_1|q4_k|q5_0|q5_1|q5_k|q6_k|q8_0|f16|bf16|f32]\n"
+               "         [--round-grids] [--model PATH]\n"
                "         [--no-verify] [--json]\n"
                "  Rebuilds the fake-quantized weights from the stored codes and the model the project\n"
                "  references (--model overrides its path). Writes atomically and verifies the result.\n"
