@@ -31,8 +31,7 @@ void setIdentity()
 
 void configure(QCommandLineParser& parser, const GuiOptions& o)
 {
-    parser.setApplicationDescription(
-        QStringLiteral("Post-training quantization workbench for LLaMA-family models."));
+    parser.setApplicationDescription(QStringLiteral("Post-training quantization workbench for LLaMA-family models."));
     parser.addHelpOption();
     parser.addVersionOption();
     parser.addOption(o.grab);
@@ -98,15 +97,13 @@ int main(int argc, char** argv)
             loop.exec();
             if (parser.isSet(tensor)) {
                 QEventLoop statsLoop;
-                QObject::connect(w.weightsPanel(), &qb::ui::WeightsPanel::statsReady, &statsLoop,
-                                 &QEventLoop::quit);
+                QObject::connect(w.weightsPanel(), &qb::ui::WeightsPanel::statsReady, &statsLoop, &QEventLoop::quit);
                 if (w.explorer()->selectTensor(parser.value(tensor))) statsLoop.exec();
             }
         }
         const QString out = parser.value(grab);
         const bool ok = w.grab().save(out);
-        std::fprintf(ok ? stdout : stderr, "%s %s\n", ok ? "wrote" : "cannot write",
-                     qPrintable(out));
+        std::fprintf(ok ? stdout : stderr, "%s %s\n", ok ? "wrote" : "cannot write", qPrintable(out));
         return ok ? 0 : 1;
     }
     if (!model.isEmpty()) {

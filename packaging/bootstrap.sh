@@ -20,6 +20,9 @@ PKGS=(cmake g++ make qt6-base-dev qt6-charts-dev libqt6opengl6-dev libquazip1-qt
 if [[ $WITH_TESTS == 1 ]] && ! command -v node >/dev/null; then
     PKGS+=(nodejs npm)
 fi
+if [[ $WITH_TESTS == 1 ]]; then
+    PKGS+=(clang-format-19) # packaging/check-format.sh: the tree must be formatted
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do

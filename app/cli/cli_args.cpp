@@ -5,8 +5,7 @@
 
 namespace qb::cli {
 
-CliArgs::CliArgs(std::vector<std::string> args, std::set<std::string> valueOptions,
-                 std::set<std::string> flags)
+CliArgs::CliArgs(std::vector<std::string> args, std::set<std::string> valueOptions, std::set<std::string> flags)
 {
     for (std::size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
@@ -42,10 +41,7 @@ CliArgs::CliArgs(std::vector<std::string> args, std::set<std::string> valueOptio
     }
 }
 
-bool CliArgs::has(const std::string& key) const
-{
-    return m_flags.count(key) || m_values.count(key);
-}
+bool CliArgs::has(const std::string& key) const { return m_flags.count(key) || m_values.count(key); }
 
 std::optional<std::string> CliArgs::value(const std::string& key) const
 {
@@ -59,8 +55,7 @@ std::string CliArgs::value(const std::string& key, const std::string& fallback) 
     return value(key).value_or(fallback);
 }
 
-long long CliArgs::intValue(const std::string& key, long long fallback, long long min,
-                            long long max)
+long long CliArgs::intValue(const std::string& key, long long fallback, long long min, long long max)
 {
     auto v = value(key);
     if (!v) return fallback;
@@ -73,8 +68,8 @@ long long CliArgs::intValue(const std::string& key, long long fallback, long lon
     }
     if (out < min || out > max) {
         if (m_error.empty())
-            m_error = "--" + key + " must be between " + std::to_string(min) + " and " +
-                      std::to_string(max) + ", got " + *v;
+            m_error =
+                "--" + key + " must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " + *v;
         return fallback;
     }
     return out;

@@ -13,8 +13,7 @@ namespace qb::cli {
 class CliArgs {
 public:
     // `valueOptions` take a value, `flags` do not; both are spelled without the leading "--".
-    CliArgs(std::vector<std::string> args, std::set<std::string> valueOptions,
-            std::set<std::string> flags);
+    CliArgs(std::vector<std::string> args, std::set<std::string> valueOptions, std::set<std::string> flags);
 
     bool ok() const { return m_error.empty(); }
     const std::string& error() const { return m_error; }

@@ -27,6 +27,6 @@ int fail(const std::string& cmd, const std::string& message, int code = 1);
 
 #define QB_CLI_CONCAT_(a, b) a##b
 #define QB_CLI_CONCAT(a, b) QB_CLI_CONCAT_(a, b)
-#define QB_CLI_COMMAND(...)                                                                       \
-    static const bool QB_CLI_CONCAT(qbCliRegistered_, __LINE__) =                                 \
+#define QB_CLI_COMMAND(...)                                                                                            \
+    static const bool QB_CLI_CONCAT(qbCliRegistered_, __LINE__) =                                                      \
         ::qb::cli::registerCommand(::qb::cli::CliCommand{__VA_ARGS__})

@@ -63,7 +63,8 @@ std::string ggufTypeUsageError(const std::string& name)
 void reportExport(const std::string& cmd, const pipeline::ModelExportOutcome& r, io::JsonValue* json)
 {
     if (r.gptqAnalysis) std::cerr << r.gptqAnalysis->summary();
-    for (const auto& w : r.warnings) std::cerr << "quantbench-cli " << cmd << ": warning: " << w << "\n";
+    for (const auto& w : r.warnings)
+        std::cerr << "quantbench-cli " << cmd << ": warning: " << w << "\n";
     if (!json) {
         std::cout << r.summary() << std::flush;
         return;
@@ -75,7 +76,8 @@ void reportExport(const std::string& cmd, const pipeline::ModelExportOutcome& r,
     if (r.gguf) {
         out.set("all_exact", r.gguf->allExact());
         double maxDiff = 0;
-        for (const auto& t : r.gguf->tensors) maxDiff = std::max(maxDiff, t.maxAbsDiff);
+        for (const auto& t : r.gguf->tensors)
+            maxDiff = std::max(maxDiff, t.maxAbsDiff);
         out.set("max_abs_diff", maxDiff);
     } else if (r.gptq) {
         const auto& a = r.gptq->analysis;

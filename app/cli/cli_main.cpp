@@ -21,8 +21,8 @@ void printHelp()
                  "       quantbench-cli --version | --help\n\n"
                  "Commands:\n";
     for (const auto& c : qb::cli::commands())
-        std::cout << "  " << c.name << std::string(12 - std::min<size_t>(11, std::strlen(c.name)), ' ')
-                  << c.summary << "\n";
+        std::cout << "  " << c.name << std::string(12 - std::min<size_t>(11, std::strlen(c.name)), ' ') << c.summary
+                  << "\n";
     std::cout << "\nExit codes: 0 success, 1 failure, 2 usage error, 130 cancelled.\n";
 }
 

@@ -42,7 +42,6 @@ double peakRssMiB()
     return double(ru.ru_maxrss) / 1024.0;
 }
 
-
 std::vector<std::string> splitList(const std::string& s)
 {
     std::vector<std::string> out;
@@ -118,8 +117,8 @@ MethodRun quantizeInChild(const std::string& modelPath, const std::string& calib
         close(fd[0]);
         const MethodRun c = quantizeOnce(modelPath, calibPath, method, co, bits, group, threads);
         char buf[1024];
-        const int len = std::snprintf(buf, sizeof buf, "%.9g %.9g %.9g %.9g %.9g %.9g %.6g\n%s", c.calibrate,
-                                      c.hessian, c.search, c.solve, c.evaluate, c.total, c.rssMiB, c.error.c_str());
+        const int len = std::snprintf(buf, sizeof buf, "%.9g %.9g %.9g %.9g %.9g %.9g %.6g\n%s", c.calibrate, c.hessian,
+                                      c.search, c.solve, c.evaluate, c.total, c.rssMiB, c.error.c_str());
         const ssize_t ignored = write(fd[1], buf, std::size_t(std::clamp(len, 0, int(sizeof buf) - 1)));
         (void)ignored;
         close(fd[1]);
@@ -128,7 +127,8 @@ MethodRun quantizeInChild(const std::string& modelPath, const std::string& calib
     close(fd[1]);
     std::string data;
     char buf[512];
-    for (ssize_t k; (k = read(fd[0], buf, sizeof buf)) > 0;) data.append(buf, std::size_t(k));
+    for (ssize_t k; (k = read(fd[0], buf, sizeof buf)) > 0;)
+        data.append(buf, std::size_t(k));
     close(fd[0]);
     int status = 0;
     waitpid(pid, &status, 0);
@@ -199,13 +199,13 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
         std::cout << "]}\n" << std::flush;
         return 0;
     }
-    std::printf("quantize bench: %d bits, group %d, %d x %d calibration tokens, threads %s, min of %d run(s)\n",
-                bits, group, co.nsamples, co.seqlen, threads > 0 ? std::to_string(threads).c_str() : "all", repeat);
+    std::printf("quantize bench: %d bits, group %d, %d x %d calibration tokens, threads %s, min of %d run(s)\n", bits,
+                group, co.nsamples, co.seqlen, threads > 0 ? std::to_string(threads).c_str() : "all", repeat);
     std::printf("%-8s %10s %10s %10s %10s %10s %10s %14s\n", "method", "calibrate", "hessian", "search", "solve",
                 "evaluate", "total", "peak RSS MiB");
     for (const MethodRun& r : runs)
-        std::printf("%-8s %10.4f %10.4f %10.4f %10.4f %10.4f %10.4f %14.1f\n", r.method.c_str(), r.calibrate,
-                    r.hessian, r.search, r.solve, r.evaluate, r.total, r.rssMiB);
+        std::printf("%-8s %10.4f %10.4f %10.4f %10.4f %10.4f %10.4f %14.1f\n", r.method.c_str(), r.calibrate, r.hessian,
+                    r.search, r.solve, r.evaluate, r.total, r.rssMiB);
     std::printf("seconds per stage; peak RSS = VmHWM of a fresh child process per method run (model load,\n"
                 "calibration set and quantization; the parent does not count)\n");
     std::fflush(stdout);
@@ -234,9 +234,11 @@ int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
         std::mt19937_64 rng(0x5eed + std::uint64_t(rows) * 131 + std::uint64_t(cols));
         std::normal_distribution<float> nd(0.f, 1.f);
         quant::MatrixXfR w(rows, cols);
-        for (Eigen::Index i = 0; i < w.size(); ++i) w.data()[i] = 0.02f * nd(rng);
+        for (Eigen::Index i = 0; i < w.size(); ++i)
+            w.data()[i] = 0.02f * nd(rng);
         Eigen::MatrixXd x(2 * cols, cols);
-        for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = nd(rng);
+        for (Eigen::Index i = 0; i < x.size(); ++i)
+            x.data()[i] = nd(rng);
         const Eigen::MatrixXd h = (2.0 / double(x.rows())) * (x.transpose() * x);
         quant::GptqOptions o;
         o.grid.bits = bits;
@@ -297,8 +299,7 @@ int runBench(const std::vector<std::string>& argv)
     po.batch = batch;
     // Warm-up on one window so first-touch allocation is not timed.
     eval::TokenWindows one{ctx, 1, std::vector<std::int32_t>(ids.begin(), ids.begin() + ctx)};
-    if (auto warm = eval::evaluatePerplexity(**m, one, po); !warm)
-        return cli::fail(cmd, warm.error().toString());
+    if (auto warm = eval::evaluatePerplexity(**m, one, po); !warm) return cli::fail(cmd, warm.error().toString());
     auto r = eval::evaluatePerplexity(**m, *w, po);
     if (!r) return cli::fail(cmd, r.error().toString());
     const double rss = peakRssMiB();

@@ -38,7 +38,8 @@ int runEval(const std::vector<std::string>& argv)
     cli::CliJob job(args.has("json"));
     auto out = pipeline::evaluateModel(req, &job.context());
     if (!out) return cli::fail(cmd, out.error());
-    for (const auto& w : out->loadWarnings) std::cerr << "quantbench-cli eval: warning: " << w.toString() << "\n";
+    for (const auto& w : out->loadWarnings)
+        std::cerr << "quantbench-cli eval: warning: " << w.toString() << "\n";
     const eval::PerplexityResult* r = &out->perplexity;
 
     char buf[512];
@@ -46,8 +47,7 @@ int runEval(const std::vector<std::string>& argv)
         std::snprintf(buf, sizeof buf,
                       "{\"perplexity\":%.6f,\"tokens_scored\":%lld,\"windows\":%lld,\"seconds\":%.4f,"
                       "\"tokens_per_second\":%.1f}\n",
-                      r->perplexity, (long long)r->tokensScored, (long long)r->windows, r->seconds,
-                      r->tokensPerSecond);
+                      r->perplexity, (long long)r->tokensScored, (long long)r->windows, r->seconds, r->tokensPerSecond);
     } else {
         std::snprintf(buf, sizeof buf,
                       "perplexity %.4f  (score %s, ctx %d, %lld windows, %lld tokens scored)\n"

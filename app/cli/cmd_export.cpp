@@ -24,7 +24,8 @@ int runExport(const std::vector<std::string>& argv)
     const auto fmt = pipeline::parseExportFormat(*fmtName);
     if (!fmt || *fmt == pipeline::ExportFormat::Qbproj)
         return cli::fail(cmd, "--format must be gguf, gptq or safetensors", 2);
-    if (const auto e = cli::ggufTypeUsageError(args.value("gguf-type", "auto")); !e.empty()) return cli::fail(cmd, e, 2);
+    if (const auto e = cli::ggufTypeUsageError(args.value("gguf-type", "auto")); !e.empty())
+        return cli::fail(cmd, e, 2);
 
     cli::CliJob job(args.has("json"));
     pipeline::OpenProjectRequest open;
@@ -32,7 +33,8 @@ int runExport(const std::vector<std::string>& argv)
     open.modelPath = args.value("model", "");
     auto project = pipeline::openProject(open, &job.context());
     if (!project) return cli::fail(cmd, project.error(), "cannot open project: ");
-    for (const auto& w : project->warnings) std::cerr << "quantbench-cli export: warning: " << w << "\n";
+    for (const auto& w : project->warnings)
+        std::cerr << "quantbench-cli export: warning: " << w << "\n";
     if (project->gridsRun < 0) return cli::fail(cmd, "the project holds no quantized run to export");
 
     pipeline::ExportRequest req;

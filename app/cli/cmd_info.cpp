@@ -25,14 +25,10 @@ std::string dtypeLabel(const TensorInfo& t)
 std::string humanBytes(std::uint64_t b)
 {
     char buf[32];
-    if (b >= (1ull << 30))
-        std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
-    else if (b >= (1ull << 20))
-        std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
-    else if (b >= 1024)
-        std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / 1024.0);
-    else
-        std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+    if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
+    else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
+    else if (b >= 1024) std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / 1024.0);
+    else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
     return buf;
 }
 
@@ -79,8 +75,7 @@ int runInfo(const std::vector<std::string>& argv)
         o.set("rope_theta", c.ropeTheta);
         o.set("rms_norm_eps", c.rmsNormEps);
         o.set("tie_word_embeddings", c.tieWordEmbeddings);
-        o.set("rope_scaling", c.ropeScaling.type.empty() ? io::JsonValue()
-                                                         : io::JsonValue(s(c.ropeScaling.type)));
+        o.set("rope_scaling", c.ropeScaling.type.empty() ? io::JsonValue() : io::JsonValue(s(c.ropeScaling.type)));
         o.set("parameter_count", params);
         io::JsonValue dt(io::JsonObject{});
         for (const auto& [k, n] : dtypes)
@@ -94,8 +89,7 @@ int runInfo(const std::vector<std::string>& argv)
             warnings.push_back(s(w));
         o.set("files", std::move(files));
         o.set("warnings", std::move(warnings));
-        o.set("tokenizer",
-              ck->tokenizerPath.empty() ? io::JsonValue() : io::JsonValue(s(ck->tokenizerPath)));
+        o.set("tokenizer", ck->tokenizerPath.empty() ? io::JsonValue() : io::JsonValue(s(ck->tokenizerPath)));
         for (const TensorInfo& t : ck->tensors) {
             io::JsonArray shape;
             for (auto d : t.shape)
@@ -120,13 +114,12 @@ int runInfo(const std::vector<std::string>& argv)
 
     std::cout << "path:            " << ck->path << "\n"
               << "format:          " << io::checkpointFormatName(ck->format) << "\n"
-              << "architecture:    " << architectureName(c.architecture) << " (" << c.modelType
-              << ")\n"
+              << "architecture:    " << architectureName(c.architecture) << " (" << c.modelType << ")\n"
               << "hidden:          " << c.hiddenSize << "\n"
               << "intermediate:    " << c.intermediateSize << "\n"
               << "layers:          " << c.numHiddenLayers << "\n"
-              << "heads:           " << c.numAttentionHeads << " (kv " << c.numKeyValueHeads
-              << ", head_dim " << c.headDim << ")\n"
+              << "heads:           " << c.numAttentionHeads << " (kv " << c.numKeyValueHeads << ", head_dim "
+              << c.headDim << ")\n"
               << "vocab:           " << c.vocabSize << "\n"
               << "rope theta:      " << c.ropeTheta
               << (c.ropeScaling.type.empty() ? "" : " (scaling " + c.ropeScaling.type + ")") << "\n"
@@ -136,10 +129,8 @@ int runInfo(const std::vector<std::string>& argv)
               << "dtypes:         ";
     for (const auto& [k, n] : dtypes)
         std::cout << " " << k << " x" << n;
-    std::cout << "\nfiles:           " << ck->files.size() << " (" << humanBytes(ck->fileBytes)
-              << ")\n"
-              << "tokenizer:       " << (ck->tokenizerPath.empty() ? "(none)" : ck->tokenizerPath)
-              << "\n";
+    std::cout << "\nfiles:           " << ck->files.size() << " (" << humanBytes(ck->fileBytes) << ")\n"
+              << "tokenizer:       " << (ck->tokenizerPath.empty() ? "(none)" : ck->tokenizerPath) << "\n";
     for (const auto& w : ck->warnings)
         std::cout << "warning:         " << w << "\n";
     if (!metadata.empty()) {
@@ -163,12 +154,11 @@ int runInfo(const std::vector<std::string>& argv)
 
 } // namespace
 
-QB_CLI_COMMAND(
-    "info", "describe a model checkpoint (config, tensors, dtypes, sizes)",
-    "Usage: quantbench-cli info MODEL [--json]\n\n"
-    "MODEL is a Hugging Face directory (config.json + safetensors or pytorch_model.bin,\n"
-    "single or sharded), a .safetensors/.bin file, an index .json, or a .gguf file.\n"
-    "Prints the architecture, dimensions, parameter count, dtypes, files, tokenizer and\n"
-    "the tensor table. --json prints one JSON object instead.\n"
-    "Exit codes: 0 success, 1 the model cannot be read, 2 usage error.\n",
-    runInfo);
+QB_CLI_COMMAND("info", "describe a model checkpoint (config, tensors, dtypes, sizes)",
+               "Usage: quantbench-cli info MODEL [--json]\n\n"
+               "MODEL is a Hugging Face directory (config.json + safetensors or pytorch_model.bin,\n"
+               "single or sharded), a .safetensors/.bin file, an index .json, or a .gguf file.\n"
+               "Prints the architecture, dimensions, parameter count, dtypes, files, tokenizer and\n"
+               "the tensor table. --json prints one JSON object instead.\n"
+               "Exit codes: 0 success, 1 the model cannot be read, 2 usage error.\n",
+               runInfo);

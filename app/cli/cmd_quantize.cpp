@@ -55,7 +55,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         if (!exportFormat) return cli::fail(cmd, "--format must be gguf, gptq, safetensors or qbproj", 2);
     }
     // Refuse a bad --gguf-type before the (long) quantization, not after it.
-    if (const auto e = cli::ggufTypeUsageError(args.value("gguf-type", "auto")); !e.empty()) return cli::fail(cmd, e, 2);
+    if (const auto e = cli::ggufTypeUsageError(args.value("gguf-type", "auto")); !e.empty())
+        return cli::fail(cmd, e, 2);
 
     // The plan: a file, or one method for every decoder linear.
     pipeline::QuantPlan plan;
@@ -89,7 +90,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     // A plan that does not fit the model is a usage error, reported before any work.
     auto resolved = pipeline::resolveQuantPlan(plan, ck->config);
     if (!resolved) return cli::fail(cmd, "bad plan: " + resolved.error().toString(), 2);
-    for (const auto& w : resolved->warnings) std::cerr << "quantbench-cli quantize: warning: " << w.detail << "\n";
+    for (const auto& w : resolved->warnings)
+        std::cerr << "quantbench-cli quantize: warning: " << w.detail << "\n";
 
     pipeline::QuantizeRequest req;
     req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
@@ -103,14 +105,18 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     cli::CliJob job(json);
     auto q = pipeline::quantizeModel(req, &job.context());
     if (!q) return cli::fail(cmd, q.error());
-    for (const auto& w : q->loadWarnings) std::cerr << "quantbench-cli quantize: warning: " << w.toString() << "\n";
+    for (const auto& w : q->loadWarnings)
+        std::cerr << "quantbench-cli quantize: warning: " << w.toString() << "\n";
 
     io::JsonValue exportJson;
     if (exportFormat) {
         pipeline::ExportRequest ex;
         ex.checkpoint = req.checkpoint;
-        ex.run = {pipeline::describeQuantPlan(plan), pipeline::quantPlanToJson(plan), q->result,
-                  q->perplexity ? std::optional(q->perplexity->perplexity) : std::nullopt, q->seconds,
+        ex.run = {pipeline::describeQuantPlan(plan),
+                  pipeline::quantPlanToJson(plan),
+                  q->result,
+                  q->perplexity ? std::optional(q->perplexity->perplexity) : std::nullopt,
+                  q->seconds,
                   req.calibration.toJson()};
         ex.target.out = *args.value("out");
         ex.target.format = *exportFormat;
@@ -118,7 +124,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         ex.target.roundGrids = args.has("round-grids");
         auto r = pipeline::exportRun(ex, &job.context());
         if (!r) {
-            if (r.error().code == ErrorCode::Unsupported && *exportFormat == pipeline::ExportFormat::Gptq && !ex.target.roundGrids)
+            if (r.error().code == ErrorCode::Unsupported && *exportFormat == pipeline::ExportFormat::Gptq &&
+                !ex.target.roundGrids)
                 return cli::fail(cmd, r.error(), "", "; pass --round-grids to round");
             return cli::fail(cmd, r.error());
         }
@@ -143,31 +150,32 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
                 res.bitsPerWeight, double(res.sizeBytes) / (1024.0 * 1024.0), q->seconds, res.seconds.calibrate,
                 res.seconds.hessian, res.seconds.search, res.seconds.solve, res.seconds.evaluate);
     if (const auto& ppl = q->perplexity)
-        std::printf("perplexity %.4f (score %s, ctx %d, %lld windows)\n", ppl->perplexity, eval::scoreModeName(ppl->mode),
-                    ppl->ctx, (long long)ppl->windows);
+        std::printf("perplexity %.4f (score %s, ctx %d, %lld windows)\n", ppl->perplexity,
+                    eval::scoreModeName(ppl->mode), ppl->ctx, (long long)ppl->windows);
     std::fflush(stdout);
     return 0;
 }
 
 } // namespace
 
-QB_CLI_COMMAND("quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI) with a plan",
-               "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 256] [--seed 0]\n"
-               "         (--plan PLAN.json | --method rtn|gptq|neuqi --bits B [--group G] [--sym] [--act-order])\n"
-               "         [--eval FILE --ctx N --score all|second-half] [--batch N] [--threads N]\n"
-               "         [--save-plan FILE] [--json]\n"
-               "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
-               "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded)\n"
-               "  --plan FILE    JSON plan: {\"default\": {\"method\": \"neuqi\", \"bits\": 4, \"group_size\": 128},\n"
-               "                 \"rules\": [{\"match\": \"model.layers.*.mlp.down_proj\", \"bits\": 8}, ...]}\n"
-               "  --method M     one method for every decoder linear; neuqi = GPTQ with NeUQI initialisation\n"
-               "  --bits B       2..8;  --group G: columns per group (-1 = per channel; default 128)\n"
-               "  --sym          symmetric grid (rtn, gptq);  --act-order: GPTQ act-order (on for neuqi)\n"
-               "  --eval FILE    perplexity of the fake-quantized model (--ctx, --score, --batch as `eval`)\n"
-               "  --save-plan F  write the effective plan as JSON\n"
-               "  --json         print {perplexity, bits_per_weight, size_bytes, seconds, timings, tensors[]}\n"
-               "  --out PATH     export the result: gguf (grids stored exactly, --gguf-type forces a type),\n"
-               "                 gptq (HF GPTQ directory; --round-grids rounds what GPTQ cannot hold instead of\n"
-               "                 refusing), safetensors (fake-quantized HF directory), qbproj (project file)\n"
-               "Ctrl-C cancels cleanly (exit 130).\n",
-               &runQuantizeCmd);
+QB_CLI_COMMAND(
+    "quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI) with a plan",
+    "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 256] [--seed 0]\n"
+    "         (--plan PLAN.json | --method rtn|gptq|neuqi --bits B [--group G] [--sym] [--act-order])\n"
+    "         [--eval FILE --ctx N --score all|second-half] [--batch N] [--threads N]\n"
+    "         [--save-plan FILE] [--json]\n"
+    "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
+    "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded)\n"
+    "  --plan FILE    JSON plan: {\"default\": {\"method\": \"neuqi\", \"bits\": 4, \"group_size\": 128},\n"
+    "                 \"rules\": [{\"match\": \"model.layers.*.mlp.down_proj\", \"bits\": 8}, ...]}\n"
+    "  --method M     one method for every decoder linear; neuqi = GPTQ with NeUQI initialisation\n"
+    "  --bits B       2..8;  --group G: columns per group (-1 = per channel; default 128)\n"
+    "  --sym          symmetric grid (rtn, gptq);  --act-order: GPTQ act-order (on for neuqi)\n"
+    "  --eval FILE    perplexity of the fake-quantized model (--ctx, --score, --batch as `eval`)\n"
+    "  --save-plan F  write the effective plan as JSON\n"
+    "  --json         print {perplexity, bits_per_weight, size_bytes, seconds, timings, tensors[]}\n"
+    "  --out PATH     export the result: gguf (grids stored exactly, --gguf-type forces a type),\n"
+    "                 gptq (HF GPTQ directory; --round-grids rounds what GPTQ cannot hold instead of\n"
+    "                 refusing), safetensors (fake-quantized HF directory), qbproj (project file)\n"
+    "Ctrl-C cancels cleanly (exit 130).\n",
+    &runQuantizeCmd);

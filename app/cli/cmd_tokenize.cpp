@@ -23,8 +23,7 @@ int runTokenize(const std::vector<std::string>& argv)
 
     QString model = QString::fromStdString(args.positionals().front());
     if (QFileInfo(model).isDir()) model = model + "/tokenizer.json";
-    if (!QFileInfo::exists(model))
-        return cli::fail(cmd, "no tokenizer: " + model.toStdString() + " does not exist");
+    if (!QFileInfo::exists(model)) return cli::fail(cmd, "no tokenizer: " + model.toStdString() + " does not exist");
     auto tok = io::Tokenizer::fromFile(model.toStdString());
     if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
 
@@ -33,8 +32,7 @@ int runTokenize(const std::vector<std::string>& argv)
         return cli::fail(cmd, "cannot read " + *textPath + ": " + f.errorString().toStdString());
     const QByteArray text = f.readAll();
 
-    const auto ids = tok->encode(std::string_view(text.constData(), std::size_t(text.size())),
-                                 !args.has("no-special"));
+    const auto ids = tok->encode(std::string_view(text.constData(), std::size_t(text.size())), !args.has("no-special"));
     std::string out;
     out.reserve(ids.size() * 6 + 16);
     if (args.has("json")) {

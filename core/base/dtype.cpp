@@ -25,25 +25,30 @@ const char* dtypeName(DType t)
 std::size_t dtypeSize(DType t)
 {
     switch (t) {
-    case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: case DType::I16: return 2;
-    case DType::F64: case DType::I64: return 8;
-    case DType::I8: case DType::U8: case DType::Bool: return 1;
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::F16:
+    case DType::BF16:
+    case DType::I16: return 2;
+    case DType::F64:
+    case DType::I64: return 8;
+    case DType::I8:
+    case DType::U8:
+    case DType::Bool: return 1;
     }
     return 0;
 }
 
-bool dtypeIsFloat(DType t)
-{
-    return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64;
-}
+bool dtypeIsFloat(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64; }
 
 std::optional<DType> dtypeFromName(std::string_view name)
 {
-    static constexpr struct { std::string_view n; DType t; } kNames[] = {
-        {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16}, {"F64", DType::F64},
-        {"I8", DType::I8},   {"U8", DType::U8},   {"I16", DType::I16},   {"I32", DType::I32},
-        {"I64", DType::I64}, {"BOOL", DType::Bool},
+    static constexpr struct {
+        std::string_view n;
+        DType t;
+    } kNames[] = {
+        {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16}, {"F64", DType::F64}, {"I8", DType::I8},
+        {"U8", DType::U8},   {"I16", DType::I16}, {"I32", DType::I32},   {"I64", DType::I64}, {"BOOL", DType::Bool},
     };
     for (const auto& e : kNames)
         if (e.n == name) return e.t;
@@ -82,7 +87,7 @@ std::uint16_t f32ToF16(float f)
         return std::uint16_t(sign | 0x7E00u | ((absx >> 13) & 0x3FFu));
     }
     if (absx >= 0x477FF000u) return std::uint16_t(sign | 0x7C00u); // rounds to >= 65520: Inf
-    if (absx >= 0x38800000u) { // normal f16 range (>= 2^-14)
+    if (absx >= 0x38800000u) {                                     // normal f16 range (>= 2^-14)
         const std::uint32_t mant = absx & 0x7FFFFFu;
         const std::uint32_t exp = (absx >> 23) - 112u;
         std::uint32_t r = (exp << 10) | (mant >> 13);
@@ -92,9 +97,9 @@ std::uint16_t f32ToF16(float f)
     }
     if (absx < 0x33000000u) return sign; // below half the smallest subnormal (2^-25): zero
     // Subnormal result: value = m * 2^-24 with m in [0, 1023]
-    const std::uint32_t exp = absx >> 23;                 // biased f32 exponent
+    const std::uint32_t exp = absx >> 23;                      // biased f32 exponent
     const std::uint32_t mant = (absx & 0x7FFFFFu) | 0x800000u; // with hidden bit
-    const int shift = int(126 - exp);                     // bits to drop: 14..24
+    const int shift = int(126 - exp);                          // bits to drop: 14..24
     std::uint32_t r = mant >> shift;
     const std::uint32_t rem = mant & ((1u << shift) - 1u);
     const std::uint32_t half = 1u << (shift - 1);
@@ -102,10 +107,7 @@ std::uint16_t f32ToF16(float f)
     return std::uint16_t(sign | r);
 }
 
-float bf16ToF32(std::uint16_t b)
-{
-    return std::bit_cast<float>(std::uint32_t(b) << 16);
-}
+float bf16ToF32(std::uint16_t b) { return std::bit_cast<float>(std::uint32_t(b) << 16); }
 
 std::uint16_t f32ToBf16(float f)
 {
@@ -116,7 +118,8 @@ std::uint16_t f32ToBf16(float f)
 }
 
 namespace {
-template <typename T> T loadLe(const unsigned char* p)
+template <typename T>
+T loadLe(const unsigned char* p)
 {
     T v;
     std::memcpy(&v, p, sizeof(T)); // x86/ARM hosts are little-endian; static_assert below
@@ -131,29 +134,37 @@ Status convertToF32(DType t, const void* src, float* dst, std::size_t n)
     switch (t) {
     case DType::F32: std::memcpy(dst, p, n * 4); return {};
     case DType::F16:
-        for (std::size_t i = 0; i < n; ++i) dst[i] = f16ToF32(loadLe<std::uint16_t>(p + 2 * i));
+        for (std::size_t i = 0; i < n; ++i)
+            dst[i] = f16ToF32(loadLe<std::uint16_t>(p + 2 * i));
         return {};
     case DType::BF16:
-        for (std::size_t i = 0; i < n; ++i) dst[i] = bf16ToF32(loadLe<std::uint16_t>(p + 2 * i));
+        for (std::size_t i = 0; i < n; ++i)
+            dst[i] = bf16ToF32(loadLe<std::uint16_t>(p + 2 * i));
         return {};
     case DType::F64:
-        for (std::size_t i = 0; i < n; ++i) dst[i] = float(loadLe<double>(p + 8 * i));
+        for (std::size_t i = 0; i < n; ++i)
+            dst[i] = float(loadLe<double>(p + 8 * i));
         return {};
     case DType::I8:
-        for (std::size_t i = 0; i < n; ++i) dst[i] = float(std::int8_t(p[i]));
+        for (std::size_t i = 0; i < n; ++i)
+            dst[i] = float(std::int8_t(p[i]));
         return {};
     case DType::U8:
     case DType::Bool:
-        for (std::size_t i = 0; i < n; ++i) dst[i] = float(p[i]);
+        for (std::size_t i = 0; i < n; ++i)
+            dst[i] = float(p[i]);
         return {};
     case DType::I16:
-        for (std::size_t i = 0; i < n; ++i) dst[i] = float(loadLe<std::int16_t>(p + 2 * i));
+        for (std::size_t i = 0; i < n; ++i)
+            dst[i] = float(loadLe<std::int16_t>(p + 2 * i));
         return {};
     case DType::I32:
-        for (std::size_t i = 0; i < n; ++i) dst[i] = float(loadLe<std::int32_t>(p + 4 * i));
+        for (std::size_t i = 0; i < n; ++i)
+            dst[i] = float(loadLe<std::int32_t>(p + 4 * i));
         return {};
     case DType::I64:
-        for (std::size_t i = 0; i < n; ++i) dst[i] = float(loadLe<std::int64_t>(p + 8 * i));
+        for (std::size_t i = 0; i < n; ++i)
+            dst[i] = float(loadLe<std::int64_t>(p + 8 * i));
         return {};
     }
     return makeError(ErrorCode::Unsupported, "unknown dtype");
@@ -178,8 +189,7 @@ Status convertFromF32(DType t, const float* src, void* dst, std::size_t n)
         return {};
     default: break;
     }
-    return makeError(ErrorCode::Unsupported,
-                     std::string("cannot store floats as ") + dtypeName(t));
+    return makeError(ErrorCode::Unsupported, std::string("cannot store floats as ") + dtypeName(t));
 }
 
 } // namespace qb

@@ -18,8 +18,8 @@ namespace qb {
 
 enum class DType { F32, F16, BF16, F64, I8, U8, I16, I32, I64, Bool };
 
-const char* dtypeName(DType t);       // safetensors spelling: "F32", "BF16", ...
-std::size_t dtypeSize(DType t);       // bytes per element
+const char* dtypeName(DType t); // safetensors spelling: "F32", "BF16", ...
+std::size_t dtypeSize(DType t); // bytes per element
 bool dtypeIsFloat(DType t);
 std::optional<DType> dtypeFromName(std::string_view name); // safetensors spelling
 

@@ -11,15 +11,12 @@ namespace qb {
 Result<std::shared_ptr<const MappedFile>> MappedFile::open(const std::string& path)
 {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return makeError(ErrorCode::Io, std::string("cannot open file: ") + std::strerror(errno),
-                         path);
-    struct stat st {};
+    if (fd < 0) return makeError(ErrorCode::Io, std::string("cannot open file: ") + std::strerror(errno), path);
+    struct stat st{};
     if (::fstat(fd, &st) != 0) {
         const int err = errno;
         ::close(fd);
-        return makeError(ErrorCode::Io, std::string("cannot stat file: ") + std::strerror(err),
-                         path);
+        return makeError(ErrorCode::Io, std::string("cannot stat file: ") + std::strerror(err), path);
     }
     if (!S_ISREG(st.st_mode)) {
         ::close(fd);
@@ -43,8 +40,7 @@ Result<std::shared_ptr<const MappedFile>> MappedFile::open(const std::string& pa
     return std::shared_ptr<const MappedFile>(std::move(file));
 }
 
-std::shared_ptr<const MappedFile> MappedFile::fromBytes(std::vector<std::uint8_t> bytes,
-                                                        std::string name)
+std::shared_ptr<const MappedFile> MappedFile::fromBytes(std::vector<std::uint8_t> bytes, std::string name)
 {
     std::shared_ptr<MappedFile> file(new MappedFile());
     file->m_path = std::move(name);
@@ -60,10 +56,8 @@ MappedFile::~MappedFile()
 }
 
 ByteRange::ByteRange(std::shared_ptr<const MappedFile> file)
-    : m_file(std::move(file)), m_data(m_file ? m_file->data() : nullptr),
-      m_size(m_file ? m_file->size() : 0)
-{
-}
+    : m_file(std::move(file)), m_data(m_file ? m_file->data() : nullptr), m_size(m_file ? m_file->size() : 0)
+{}
 
 Result<ByteRange> ByteRange::slice(std::uint64_t offset, std::uint64_t length) const
 {
@@ -78,9 +72,8 @@ Result<ByteRange> ByteRange::slice(std::uint64_t offset, std::uint64_t length) c
 Error ByteRange::outOfRange(std::uint64_t offset, std::uint64_t length) const
 {
     return makeError(ErrorCode::OutOfRange,
-                     "read of " + std::to_string(length) + " bytes at offset " +
-                         std::to_string(m_fileOffset + offset) + " runs past the end (size " +
-                         std::to_string(m_fileOffset + m_size) + ")",
+                     "read of " + std::to_string(length) + " bytes at offset " + std::to_string(m_fileOffset + offset) +
+                         " runs past the end (size " + std::to_string(m_fileOffset + m_size) + ")",
                      path());
 }
 

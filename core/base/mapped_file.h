@@ -25,8 +25,7 @@ public:
     static Result<std::shared_ptr<const MappedFile>> open(const std::string& path);
     // Owned in-memory bytes behind the same interface (e.g. a tensor materialized from a strided
     // view); `name` plays the role of the path in error messages.
-    static std::shared_ptr<const MappedFile> fromBytes(std::vector<std::uint8_t> bytes,
-                                                       std::string name);
+    static std::shared_ptr<const MappedFile> fromBytes(std::vector<std::uint8_t> bytes, std::string name);
     ~MappedFile();
     MappedFile(const MappedFile&) = delete;
     MappedFile& operator=(const MappedFile&) = delete;
@@ -61,7 +60,8 @@ public:
     // [offset, offset+length) of this view, or an OutOfRange error naming the file offset.
     Result<ByteRange> slice(std::uint64_t offset, std::uint64_t length) const;
     // Copies a trivially copyable value stored at `offset` (little-endian, any alignment).
-    template <typename T> Result<T> read(std::uint64_t offset) const
+    template <typename T>
+    Result<T> read(std::uint64_t offset) const
     {
         static_assert(std::is_trivially_copyable_v<T>);
         if (offset > m_size || sizeof(T) > m_size - offset) return outOfRange(offset, sizeof(T));
@@ -69,10 +69,7 @@ public:
         std::memcpy(&v, m_data + offset, sizeof(T));
         return v;
     }
-    std::string_view view() const
-    {
-        return {reinterpret_cast<const char*>(m_data), std::size_t(m_size)};
-    }
+    std::string_view view() const { return {reinterpret_cast<const char*>(m_data), std::size_t(m_size)}; }
     Error outOfRange(std::uint64_t offset, std::uint64_t length) const;
 
 private:
@@ -91,7 +88,8 @@ public:
     const ByteRange& range() const { return m_range; }
     void seek(std::uint64_t pos) { m_pos = pos; }
 
-    template <typename T> Result<T> read()
+    template <typename T>
+    Result<T> read()
     {
         auto r = m_range.read<T>(m_pos);
         if (r.ok()) m_pos += sizeof(T);

@@ -7,7 +7,7 @@ namespace qb {
 namespace {
 
 struct Limit {
-    std::int64_t ModelConfig::*field;
+    std::int64_t ModelConfig::* field;
     const char* hfName;
     const char* ggufSuffix; // "" where GGUF has no key (derived from tensors)
     std::int64_t max;
@@ -58,7 +58,8 @@ Status validateModelConfig(const ModelConfig& c, const std::string& source, Conf
             return makeError(ErrorCode::Format,
                              std::string(key) + " " + std::to_string(id) + " is outside the vocabulary (size " +
                                  std::to_string(c.vocabSize) + ")",
-                             source + " field \"" + (gguf ? std::string("tokenizer.ggml.") + key : std::string(key)) + "\"");
+                             source + " field \"" + (gguf ? std::string("tokenizer.ggml.") + key : std::string(key)) +
+                                 "\"");
     return {};
 }
 

@@ -24,7 +24,7 @@ inline const char* architectureName(Architecture a)
 }
 
 struct RopeScaling {
-    std::string type;                     // "" (none) or "llama3"
+    std::string type; // "" (none) or "llama3"
     double factor = 1.0;
     double lowFreqFactor = 1.0;
     double highFreqFactor = 4.0;
@@ -33,7 +33,7 @@ struct RopeScaling {
 
 struct ModelConfig {
     Architecture architecture = Architecture::Llama;
-    std::string modelType;                // "llama", "qwen2", "mistral"
+    std::string modelType; // "llama", "qwen2", "mistral"
     std::int64_t vocabSize = 0;
     std::int64_t hiddenSize = 0;
     std::int64_t intermediateSize = 0;
@@ -46,12 +46,12 @@ struct ModelConfig {
     double ropeTheta = 10000.0;
     RopeScaling ropeScaling;
     bool tieWordEmbeddings = false;
-    bool attentionBias = false;           // q, k, v (and o for Llama) biases
-    bool attentionOutputBias = false;     // o_proj bias (Llama attention_bias only)
+    bool attentionBias = false;       // q, k, v (and o for Llama) biases
+    bool attentionOutputBias = false; // o_proj bias (Llama attention_bias only)
     bool mlpBias = false;
     std::int64_t bosTokenId = -1;
     std::int64_t eosTokenId = -1;
-    std::string torchDtype;               // as written in config.json, informational
+    std::string torchDtype; // as written in config.json, informational
 };
 
 // How a config's fields are spelled in error messages: config.json keys or GGUF metadata keys.

@@ -45,7 +45,8 @@ inline Error makeError(ErrorCode code, std::string message, std::string context 
     return Error{code, std::move(message), std::move(context)};
 }
 
-template <typename T> class [[nodiscard]] Result {
+template <typename T>
+class [[nodiscard]] Result {
 public:
     Result(T value) : m_v(std::in_place_index<0>, std::move(value)) {}
     Result(Error error) : m_v(std::in_place_index<1>, std::move(error)) {}
@@ -84,7 +85,8 @@ private:
 };
 
 // Result<void>: success carries nothing.
-template <> class [[nodiscard]] Result<void> {
+template <>
+class [[nodiscard]] Result<void> {
 public:
     Result() = default;
     Result(Error error) : m_error(std::move(error)), m_ok(false) {}
@@ -106,11 +108,11 @@ using Status = Result<void>;
 } // namespace qb
 
 // Propagate an error from an expression returning Result<...>: QB_TRY(r, expr); then use *r.
-#define QB_TRY(var, expr)                                                                         \
-    auto var = (expr);                                                                            \
+#define QB_TRY(var, expr)                                                                                              \
+    auto var = (expr);                                                                                                 \
     if (!var.ok()) return var.error()
-#define QB_TRY_STATUS(expr)                                                                       \
-    do {                                                                                          \
-        auto qbStatus_ = (expr);                                                                  \
-        if (!qbStatus_.ok()) return qbStatus_.error();                                            \
+#define QB_TRY_STATUS(expr)                                                                                            \
+    do {                                                                                                               \
+        auto qbStatus_ = (expr);                                                                                       \
+        if (!qbStatus_.ok()) return qbStatus_.error();                                                                 \
     } while (0)

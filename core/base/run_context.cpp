@@ -81,7 +81,8 @@ double RunContext::overallLocked(std::int64_t done, std::int64_t total) const
     double start = 0, weight = 1;
     if (!m_phases.empty()) {
         double sum = 0;
-        for (const auto& p : m_phases) sum += std::max(0.0, p.weight);
+        for (const auto& p : m_phases)
+            sum += std::max(0.0, p.weight);
         if (sum <= 0) sum = 1;
         weight = 0;
         for (int i = 0; i <= m_phase && i < int(m_phases.size()); ++i) {
@@ -165,10 +166,7 @@ bool RunContext::isCancelled() const
     return false;
 }
 
-void RunContext::setCancelSource(std::function<bool()> source)
-{
-    m_cancelSource = std::move(source);
-}
+void RunContext::setCancelSource(std::function<bool()> source) { m_cancelSource = std::move(source); }
 
 Error RunContext::cancelledError(const std::string& where)
 {

@@ -30,8 +30,8 @@
 namespace qb {
 
 struct Progress {
-    std::string stage;   // "load", "calibrate", "hessian", "search", "solve", "evaluate", ...
-    std::string detail;  // free text for people, e.g. "layer 3 mlp.down_proj"; never parsed
+    std::string stage;  // "load", "calibrate", "hessian", "search", "solve", "evaluate", ...
+    std::string detail; // free text for people, e.g. "layer 3 mlp.down_proj"; never parsed
     std::int64_t done = 0;
     std::int64_t total = 0; // 0 = unknown
     // The workflow phase (setPhases/beginPhase): index of count, "" when none was declared.

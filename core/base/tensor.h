@@ -17,12 +17,12 @@
 namespace qb {
 
 struct TensorInfo {
-    std::string name;               // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
+    std::string name;                // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
     std::vector<std::int64_t> shape; // HF order
     DType dtype = DType::F32;
-    int ggmlType = -1;               // >= 0: GGUF block encoding of `bytes`
+    int ggmlType = -1; // >= 0: GGUF block encoding of `bytes`
     ByteRange bytes;
-    std::string sourceName;          // name in the file, when it differs (GGUF: blk.0.attn_q.weight)
+    std::string sourceName; // name in the file, when it differs (GGUF: blk.0.attn_q.weight)
     // > 0: rows are stored in llama.cpp's interleaved-pair RoPE order for this many heads
     // (GGUF arch `llama` q/k weights and biases); readers undo it when converting to F32.
     int permutedHeads = 0;
@@ -30,7 +30,8 @@ struct TensorInfo {
     std::int64_t numel() const
     {
         std::int64_t n = 1;
-        for (auto d : shape) n *= d;
+        for (auto d : shape)
+            n *= d;
         return n;
     }
     std::int64_t rows() const { return shape.empty() ? 1 : shape.front(); }

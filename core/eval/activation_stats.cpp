@@ -31,10 +31,12 @@ void GrowingHistogram::grow(double v)
         std::vector<std::int64_t> merged(std::size_t(m_bins), 0);
         const int half = m_bins / 2;
         if (v < m_lo) { // extend downwards: old bins land in the upper half
-            for (int i = 0; i < m_bins; ++i) merged[std::size_t(half + i / 2)] += m_counts[std::size_t(i)];
+            for (int i = 0; i < m_bins; ++i)
+                merged[std::size_t(half + i / 2)] += m_counts[std::size_t(i)];
             m_lo -= span;
         } else { // extend upwards: old bins land in the lower half
-            for (int i = 0; i < m_bins; ++i) merged[std::size_t(i / 2)] += m_counts[std::size_t(i)];
+            for (int i = 0; i < m_bins; ++i)
+                merged[std::size_t(i / 2)] += m_counts[std::size_t(i)];
             m_hi += span;
         }
         m_counts.swap(merged);
@@ -47,8 +49,10 @@ Histogram GrowingHistogram::histogram() const
     if (m_counts.empty()) return h;
     // Range doubling leaves empty bins at the edges: trim them (counts stay exact).
     std::size_t first = 0, last = m_counts.size();
-    while (first < last && m_counts[first] == 0) ++first;
-    while (last > first && m_counts[last - 1] == 0) --last;
+    while (first < last && m_counts[first] == 0)
+        ++first;
+    while (last > first && m_counts[last - 1] == 0)
+        --last;
     const double width = (m_hi - m_lo) / double(m_counts.size());
     h.lo = m_lo + double(first) * width;
     h.hi = m_lo + double(last) * width;

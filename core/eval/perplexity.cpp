@@ -8,10 +8,7 @@
 
 namespace qb::eval {
 
-const char* scoreModeName(ScoreMode m)
-{
-    return m == ScoreMode::All ? "all" : "second-half";
-}
+const char* scoreModeName(ScoreMode m) { return m == ScoreMode::All ? "all" : "second-half"; }
 
 std::optional<ScoreMode> parseScoreMode(std::string_view s)
 {
@@ -20,10 +17,7 @@ std::optional<ScoreMode> parseScoreMode(std::string_view s)
     return std::nullopt;
 }
 
-int firstScoredPosition(ScoreMode m, int ctx)
-{
-    return m == ScoreMode::All ? 0 : ctx / 2;
-}
+int firstScoredPosition(ScoreMode m, int ctx) { return m == ScoreMode::All ? 0 : ctx / 2; }
 
 Result<TokenWindows> makeWindows(std::span<const std::int32_t> tokens, int ctx, std::optional<std::int32_t> bos)
 {
@@ -37,13 +31,15 @@ Result<TokenWindows> makeWindows(std::span<const std::int32_t> tokens, int ctx, 
     w.count = int(tokens.size() / std::size_t(ctx));
     w.ids.assign(tokens.begin(), tokens.begin() + std::ptrdiff_t(w.count) * ctx);
     if (bos)
-        for (int i = 0; i < w.count; ++i) w.ids[std::size_t(i) * std::size_t(ctx)] = *bos;
+        for (int i = 0; i < w.count; ++i)
+            w.ids[std::size_t(i) * std::size_t(ctx)] = *bos;
     return w;
 }
 
 void NllAccumulator::add(std::span<const float> logProbs)
 {
-    for (float lp : logProbs) nll -= double(lp);
+    for (float lp : logProbs)
+        nll -= double(lp);
     tokens += std::int64_t(logProbs.size());
 }
 
@@ -74,7 +70,8 @@ Result<PerplexityResult> evaluatePerplexity(const model::Model& model, const Tok
         const std::span<const std::int32_t> ids(windows.ids.data() + std::size_t(w0) * std::size_t(ctx),
                                                 std::size_t(nb) * std::size_t(ctx));
         QB_TRY_STATUS(model::embed(model, ids, hidden));
-        for (int l = 0; l < model.numLayers(); ++l) QB_TRY_STATUS(model::runLayer(model, l, hidden, ctx, ws));
+        for (int l = 0; l < model.numLayers(); ++l)
+            QB_TRY_STATUS(model::runLayer(model, l, hidden, ctx, ws));
         QB_TRY_STATUS(model::logProbs(model, hidden, ctx, ids, first, lp, ws));
         acc.add(lp);
         if (rc) rc->advance(nb);

@@ -6,10 +6,7 @@
 
 namespace qb::eval {
 
-std::int64_t Histogram::total() const
-{
-    return std::accumulate(counts.begin(), counts.end(), std::int64_t(0));
-}
+std::int64_t Histogram::total() const { return std::accumulate(counts.begin(), counts.end(), std::int64_t(0)); }
 
 Moments computeMoments(ConstRowMatrixRef x)
 {
@@ -65,8 +62,7 @@ Histogram computeHistogram(ConstRowMatrixRef x, int bins, double lo, double hi)
         for (Eigen::Index c = 0; c < x.cols(); ++c) {
             const float v = x(r, c);
             if (!std::isfinite(v)) continue;
-            const auto b = std::clamp<long long>((long long)std::floor((double(v) - lo) * scale), 0,
-                                                 bins - 1);
+            const auto b = std::clamp<long long>((long long)std::floor((double(v) - lo) * scale), 0, bins - 1);
             ++h.counts[std::size_t(b)];
         }
     return h;

@@ -14,22 +14,21 @@
 
 namespace qb::eval {
 
-using ConstRowMatrixRef =
-    Eigen::Ref<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+using ConstRowMatrixRef = Eigen::Ref<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
 
 struct Histogram {
-    double lo = 0, hi = 0;             // range covered by the bins
-    std::vector<std::int64_t> counts;  // bins equal-width bins
+    double lo = 0, hi = 0;            // range covered by the bins
+    std::vector<std::int64_t> counts; // bins equal-width bins
     double binWidth() const { return counts.empty() ? 0 : (hi - lo) / double(counts.size()); }
     double binCenter(std::size_t i) const { return lo + (double(i) + 0.5) * binWidth(); }
     std::int64_t total() const;
 };
 
 struct Moments {
-    std::int64_t count = 0;    // finite values
+    std::int64_t count = 0;     // finite values
     std::int64_t nonFinite = 0; // NaN/Inf skipped
     double min = 0, max = 0, mean = 0, std = 0;
-    double kurtosis = 0;       // excess kurtosis (0 for a Gaussian)
+    double kurtosis = 0; // excess kurtosis (0 for a Gaussian)
 };
 
 struct TensorStats {

@@ -33,23 +33,19 @@ Error ioError(const std::string& what, const std::string& path, int err)
 
 Status checkDiskSpace(const std::string& dir, std::uint64_t bytes)
 {
-    struct statvfs st {};
-    if (::statvfs(dir.c_str(), &st) != 0)
-        return ioError("cannot query free disk space", dir, errno);
+    struct statvfs st{};
+    if (::statvfs(dir.c_str(), &st) != 0) return ioError("cannot query free disk space", dir, errno);
     const std::uint64_t avail = std::uint64_t(st.f_bavail) * std::uint64_t(st.f_frsize);
     const std::uint64_t need = bytes + (std::uint64_t(1) << 20);
     if (avail < need || need < bytes)
         return makeError(ErrorCode::Io,
-                         "not enough free disk space: the export needs " + std::to_string(bytes) +
-                             " bytes, " + std::to_string(avail) + " are available",
+                         "not enough free disk space: the export needs " + std::to_string(bytes) + " bytes, " +
+                             std::to_string(avail) + " are available",
                          dir);
     return {};
 }
 
-AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& o) noexcept
-{
-    *this = std::move(o);
-}
+AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& o) noexcept { *this = std::move(o); }
 
 AtomicFileWriter& AtomicFileWriter::operator=(AtomicFileWriter&& o) noexcept
 {
@@ -66,13 +62,9 @@ AtomicFileWriter& AtomicFileWriter::operator=(AtomicFileWriter&& o) noexcept
     return *this;
 }
 
-AtomicFileWriter::~AtomicFileWriter()
-{
-    discard();
-}
+AtomicFileWriter::~AtomicFileWriter() { discard(); }
 
-Result<AtomicFileWriter> AtomicFileWriter::open(const std::string& target,
-                                                std::uint64_t expectedBytes)
+Result<AtomicFileWriter> AtomicFileWriter::open(const std::string& target, std::uint64_t expectedBytes)
 {
     if (target.empty() || target.back() == '/')
         return makeError(ErrorCode::InvalidArgument, "output path names no file", target);
@@ -103,21 +95,17 @@ Status AtomicFileWriter::flushBuffer()
         std::size_t n = m_buffer.size() - off;
         if (m_failAfter && m_onDisk + n > m_failAfter) {
             // Simulated disk failure: write what "fits", then report EIO.
-            const std::size_t fits =
-                m_failAfter > m_onDisk ? std::size_t(m_failAfter - m_onDisk) : 0;
+            const std::size_t fits = m_failAfter > m_onDisk ? std::size_t(m_failAfter - m_onDisk) : 0;
             if (fits) {
-                if (::write(m_fd, m_buffer.data() + off, fits) < 0)
-                    return ioError("write failed", m_tempPath, errno);
+                if (::write(m_fd, m_buffer.data() + off, fits) < 0) return ioError("write failed", m_tempPath, errno);
                 m_onDisk += fits;
             }
-            return ioError("write failed after " + std::to_string(m_onDisk) + " bytes", m_tempPath,
-                           EIO);
+            return ioError("write failed after " + std::to_string(m_onDisk) + " bytes", m_tempPath, EIO);
         }
         const ssize_t w = ::write(m_fd, m_buffer.data() + off, n);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return ioError("write failed after " + std::to_string(m_onDisk) + " bytes", m_tempPath,
-                           errno);
+            return ioError("write failed after " + std::to_string(m_onDisk) + " bytes", m_tempPath, errno);
         }
         off += std::size_t(w);
         m_onDisk += std::uint64_t(w);
@@ -128,8 +116,7 @@ Status AtomicFileWriter::flushBuffer()
 
 Status AtomicFileWriter::write(const void* data, std::size_t n)
 {
-    if (m_fd < 0)
-        return makeError(ErrorCode::Internal, "write on a closed AtomicFileWriter", m_target);
+    if (m_fd < 0) return makeError(ErrorCode::Internal, "write on a closed AtomicFileWriter", m_target);
     const char* p = static_cast<const char*>(data);
     while (n > 0) {
         const std::size_t take = std::min(n, kBufferBytes - m_buffer.size());
@@ -155,8 +142,7 @@ Status AtomicFileWriter::writeZeros(std::size_t n)
 
 Status AtomicFileWriter::sync()
 {
-    if (m_fd < 0)
-        return makeError(ErrorCode::Internal, "sync on a closed AtomicFileWriter", m_target);
+    if (m_fd < 0) return makeError(ErrorCode::Internal, "sync on a closed AtomicFileWriter", m_target);
     QB_TRY_STATUS(flushBuffer());
     if (::fsync(m_fd) != 0) return ioError("fsync failed", m_tempPath, errno);
     return {};
@@ -164,8 +150,7 @@ Status AtomicFileWriter::sync()
 
 Status AtomicFileWriter::commit()
 {
-    if (m_fd < 0)
-        return makeError(ErrorCode::Internal, "commit on a closed AtomicFileWriter", m_target);
+    if (m_fd < 0) return makeError(ErrorCode::Internal, "commit on a closed AtomicFileWriter", m_target);
     QB_TRY_STATUS(flushBuffer());
     if (::fsync(m_fd) != 0) return ioError("fsync failed", m_tempPath, errno);
     const int fd = std::exchange(m_fd, -1);

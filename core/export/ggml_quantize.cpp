@@ -49,10 +49,9 @@ std::uint32_t llamaFileType(GgmlType t)
 {
     // LlamaFileType (FORMATS.md §4.6); all-Q3_K/Q4_K/Q5_K files count as the _S variants.
     static constexpr std::pair<GgmlType, std::uint32_t> kFileTypes[] = {
-        {GgmlType::F32, 0},   {GgmlType::F16, 1},   {GgmlType::Q4_0, 2},  {GgmlType::Q4_1, 3},
-        {GgmlType::Q8_0, 7},  {GgmlType::Q5_0, 8},  {GgmlType::Q5_1, 9},  {GgmlType::Q2_K, 10},
-        {GgmlType::Q3_K, 11}, {GgmlType::Q4_K, 14}, {GgmlType::Q5_K, 16}, {GgmlType::Q6_K, 18},
-        {GgmlType::BF16, 32}};
+        {GgmlType::F32, 0},   {GgmlType::F16, 1},   {GgmlType::Q4_0, 2},  {GgmlType::Q4_1, 3},  {GgmlType::Q8_0, 7},
+        {GgmlType::Q5_0, 8},  {GgmlType::Q5_1, 9},  {GgmlType::Q2_K, 10}, {GgmlType::Q3_K, 11}, {GgmlType::Q4_K, 14},
+        {GgmlType::Q5_K, 16}, {GgmlType::Q6_K, 18}, {GgmlType::BF16, 32}};
     for (const auto& [type, fileType] : kFileTypes)
         if (type == t) return fileType;
     return 0;
@@ -69,10 +68,7 @@ std::optional<std::uint16_t> exactF16(double x)
     return h;
 }
 
-bool isInteger(double z)
-{
-    return std::isfinite(z) && std::nearbyint(z) == z;
-}
+bool isInteger(double z) { return std::isfinite(z) && std::nearbyint(z) == z; }
 
 } // namespace
 
@@ -84,8 +80,7 @@ bool encodeGridRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst
     if (!tr->isQuantized) return io::quantizeGgml(t, q.dequantized.row(row).data(), dst, cols).ok();
     // Only the legacy 32-element blocks have exact constructions (FORMATS.md §4.9).
     constexpr int kQK = io::kGgmlQK;
-    if (tr->blockSize != kQK || cols % kQK != 0 || std::int64_t(q.groupIndex.size()) != cols)
-        return false;
+    if (tr->blockSize != kQK || cols % kQK != 0 || std::int64_t(q.groupIndex.size()) != cols) return false;
     auto* out = static_cast<std::uint8_t*>(dst);
     std::uint8_t v[kQK];
     for (std::int64_t b = 0; b < cols / kQK; ++b) {
@@ -164,8 +159,7 @@ bool encodeGridRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst
             put(y);
             break;
         }
-        default:
-            return false;
+        default: return false;
         }
     }
     return true;
@@ -173,16 +167,14 @@ bool encodeGridRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst
 
 namespace {
 
-Status measure(GgmlType t, EncodedMatrix& e, const float* reference, std::int64_t rows,
-               std::int64_t cols)
+Status measure(GgmlType t, EncodedMatrix& e, const float* reference, std::int64_t rows, std::int64_t cols)
 {
     const std::size_t rowBytes = io::ggmlRowBytes(t, cols);
     std::vector<float> decoded(static_cast<std::size_t>(cols));
     e.exact = true;
     e.maxAbsDiff = 0;
     for (std::int64_t r = 0; r < rows; ++r) {
-        QB_TRY_STATUS(io::dequantizeGgml(int(t), e.bytes.data() + std::size_t(r) * rowBytes,
-                                         decoded.data(), cols));
+        QB_TRY_STATUS(io::dequantizeGgml(int(t), e.bytes.data() + std::size_t(r) * rowBytes, decoded.data(), cols));
         const float* ref = reference + r * cols;
         for (std::int64_t c = 0; c < cols; ++c) {
             const float a = decoded[std::size_t(c)], b = ref[c];
@@ -202,27 +194,23 @@ Status measure(GgmlType t, EncodedMatrix& e, const float* reference, std::int64_
 Status checkShape(GgmlType t, std::int64_t cols)
 {
     if (!isGgufExportType(t))
-        return makeError(ErrorCode::Unsupported,
-                         std::string("cannot write ggml type ") + io::ggmlTypeName(int(t)));
+        return makeError(ErrorCode::Unsupported, std::string("cannot write ggml type ") + io::ggmlTypeName(int(t)));
     if (io::ggmlRowBytes(t, cols) == 0)
-        return makeError(ErrorCode::Shape, "row length " + std::to_string(cols) +
-                                               " is not a multiple of the " +
+        return makeError(ErrorCode::Shape, "row length " + std::to_string(cols) + " is not a multiple of the " +
                                                io::ggmlTypeName(int(t)) + " block size");
     return {};
 }
 
 } // namespace
 
-Result<EncodedMatrix> encodeMatrixGgml(GgmlType t, const float* w, std::int64_t rows,
-                                       std::int64_t cols)
+Result<EncodedMatrix> encodeMatrixGgml(GgmlType t, const float* w, std::int64_t rows, std::int64_t cols)
 {
     QB_TRY_STATUS(checkShape(t, cols));
     const std::size_t rowBytes = io::ggmlRowBytes(t, cols);
     EncodedMatrix e;
     e.bytes.resize(rowBytes * std::size_t(rows));
     for (std::int64_t r = 0; r < rows; ++r)
-        QB_TRY_STATUS(
-            io::quantizeGgml(t, w + r * cols, e.bytes.data() + std::size_t(r) * rowBytes, cols));
+        QB_TRY_STATUS(io::quantizeGgml(t, w + r * cols, e.bytes.data() + std::size_t(r) * rowBytes, cols));
     QB_TRY_STATUS(measure(t, e, w, rows, cols));
     return e;
 }
@@ -256,8 +244,7 @@ Result<std::pair<GgmlType, EncodedMatrix>> encodeGridSmallestExact(const quant::
         // reproduces a grid, so they are not candidates here.
         if (io::ggmlTypeTraits(int(t))->blockSize == io::kGgmlQK_K) continue;
         QB_TRY(e, encodeGridGgml(t, q));
-        if (e->exact || t == GgmlType::F32)
-            return std::pair<GgmlType, EncodedMatrix>(t, std::move(*e));
+        if (e->exact || t == GgmlType::F32) return std::pair<GgmlType, EncodedMatrix>(t, std::move(*e));
     }
     return makeError(ErrorCode::Internal, "no export type holds the grid");
 }

@@ -45,15 +45,13 @@ struct EncodedMatrix {
 };
 
 // F32 weights -> ggml reference quantizer; the reference for exactness is `w` itself.
-Result<EncodedMatrix> encodeMatrixGgml(io::GgmlType t, const float* w, std::int64_t rows,
-                                       std::int64_t cols);
+Result<EncodedMatrix> encodeMatrixGgml(io::GgmlType t, const float* w, std::int64_t rows, std::int64_t cols);
 // Grid -> exact construction per row where possible, else the reference quantizer applied to the
 // fake-quantized row; exactness is measured against q.dequantized.
 Result<EncodedMatrix> encodeGridGgml(io::GgmlType t, const quant::QuantizedRows& q);
 
 // Smallest export type (bits per weight) whose encoding of the grid is exact; F32 at worst.
 // K-quants are not candidates (no exact grid construction for them yet).
-Result<std::pair<io::GgmlType, EncodedMatrix>>
-encodeGridSmallestExact(const quant::QuantizedRows& q);
+Result<std::pair<io::GgmlType, EncodedMatrix>> encodeGridSmallestExact(const quant::QuantizedRows& q);
 
 } // namespace qb::exporting

@@ -30,9 +30,8 @@ std::string GgufExportReport::exactnessTable() const
     o << "tensor                          type  source            exact  max|diff|\n";
     for (const auto& t : tensors) {
         char line[256];
-        std::snprintf(line, sizeof line, "%-31s %-5s %-17s %-6s %.3g\n", t.name.c_str(),
-                      io::ggmlTypeName(int(t.type)), t.source.c_str(), t.exact ? "yes" : "no",
-                      t.maxAbsDiff);
+        std::snprintf(line, sizeof line, "%-31s %-5s %-17s %-6s %.3g\n", t.name.c_str(), io::ggmlTypeName(int(t.type)),
+                      t.source.c_str(), t.exact ? "yes" : "no", t.maxAbsDiff);
         o << line;
     }
     return o.str();
@@ -56,16 +55,11 @@ std::optional<GgmlType> kquantRowFallback(GgmlType t)
 {
     switch (t) {
     case GgmlType::Q2_K:
-    case GgmlType::Q3_K:
-        return GgmlType::Q4_0;
-    case GgmlType::Q4_K:
-        return GgmlType::Q5_0;
-    case GgmlType::Q5_K:
-        return GgmlType::Q5_1;
-    case GgmlType::Q6_K:
-        return GgmlType::Q8_0;
-    default:
-        return std::nullopt;
+    case GgmlType::Q3_K: return GgmlType::Q4_0;
+    case GgmlType::Q4_K: return GgmlType::Q5_0;
+    case GgmlType::Q5_K: return GgmlType::Q5_1;
+    case GgmlType::Q6_K: return GgmlType::Q8_0;
+    default: return std::nullopt;
     }
 }
 
@@ -86,14 +80,11 @@ std::vector<float> llama3RopeFactors(const ModelConfig& c)
     for (std::int64_t i = 0; i < c.headDim; i += 2) {
         const double freq = 1.0 / std::pow(c.ropeTheta, double(i) / double(c.headDim));
         const double wavelen = 2 * std::numbers::pi / freq;
-        if (wavelen < highWavelen)
-            f.push_back(1.0f);
-        else if (wavelen > lowWavelen)
-            f.push_back(float(rs.factor));
+        if (wavelen < highWavelen) f.push_back(1.0f);
+        else if (wavelen > lowWavelen) f.push_back(float(rs.factor));
         else {
-            const double smooth =
-                (double(rs.originalMaxPositionEmbeddings) / wavelen - rs.lowFreqFactor) /
-                (rs.highFreqFactor - rs.lowFreqFactor);
+            const double smooth = (double(rs.originalMaxPositionEmbeddings) / wavelen - rs.lowFreqFactor) /
+                                  (rs.highFreqFactor - rs.lowFreqFactor);
             f.push_back(float(1.0 / ((1 - smooth) / rs.factor + smooth)));
         }
     }
@@ -106,9 +97,8 @@ Status addTokenizer(GgufWriter& w, const io::Tokenizer& tok, std::int64_t embedR
     std::vector<io::Tokenizer::TokenType> types = tok.tokenTypes();
     if (std::int64_t(tokens.size()) > embedRows)
         return makeError(ErrorCode::Shape,
-                         "the tokenizer has " + std::to_string(tokens.size()) +
-                             " tokens but the embedding only " + std::to_string(embedRows) +
-                             " rows",
+                         "the tokenizer has " + std::to_string(tokens.size()) + " tokens but the embedding only " +
+                             std::to_string(embedRows) + " rows",
                          tok.sourceName());
     while (std::int64_t(tokens.size()) < embedRows) {
         tokens.push_back("[PAD" + std::to_string(tokens.size()) + "]");
@@ -118,8 +108,7 @@ Status addTokenizer(GgufWriter& w, const io::Tokenizer& tok, std::int64_t embedR
     std::set<std::string> seen;
     for (const auto& t : tokens)
         if (!seen.insert(t).second)
-            return makeError(ErrorCode::Format,
-                             "duplicate token string \"" + t + "\" (llama.cpp refuses it)",
+            return makeError(ErrorCode::Format, "duplicate token string \"" + t + "\" (llama.cpp refuses it)",
                              tok.sourceName());
     std::vector<std::int32_t> typeIds(types.size());
     for (std::size_t i = 0; i < types.size(); ++i)
@@ -137,8 +126,7 @@ Status addTokenizer(GgufWriter& w, const io::Tokenizer& tok, std::int64_t embedR
             score.emplace(merges[r].first + merges[r].second, -float(r));
         std::vector<float> scores(tokens.size(), 0.0f);
         for (std::size_t i = 0; i < tokens.size(); ++i)
-            if (auto it = score.find(tokens[i]); it != score.end() && typeIds[i] == 1)
-                scores[i] = it->second;
+            if (auto it = score.find(tokens[i]); it != score.end() && typeIds[i] == 1) scores[i] = it->second;
         w.setF32Array("tokenizer.ggml.scores", scores);
     }
     w.setI32Array("tokenizer.ggml.token_type", typeIds);
@@ -177,13 +165,11 @@ std::vector<std::uint8_t> permuteRows(const std::vector<std::uint8_t>& in, std::
 {
     std::vector<std::uint8_t> out(in.size());
     for (std::size_t r = 0; r < perm.size(); ++r)
-        std::memcpy(out.data() + r * rowBytes, in.data() + std::size_t(perm[r]) * rowBytes,
-                    rowBytes);
+        std::memcpy(out.data() + r * rowBytes, in.data() + std::size_t(perm[r]) * rowBytes, rowBytes);
     return out;
 }
 
-Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c,
-                                          TensorExactness& ex)
+Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c, TensorExactness& ex)
 {
     const std::int64_t rows = p.hfShape.size() == 2 ? p.hfShape[0] : 1;
     const std::int64_t cols = p.hfShape.back();
@@ -210,8 +196,7 @@ Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c
         const auto perm = io::llamaRopePermutation(p.permuteHeads, c.headDim);
         const std::size_t total = p.hfShape.size() == 2 ? std::size_t(rows) : std::size_t(cols);
         if (perm.size() != total)
-            return makeError(ErrorCode::Shape,
-                             "q/k rows " + std::to_string(total) + " != heads x head_dim");
+            return makeError(ErrorCode::Shape, "q/k rows " + std::to_string(total) + " != heads x head_dim");
         // 1-D biases permute elements (4-byte F32 "rows").
         const std::size_t rowBytes = p.hfShape.size() == 2 ? io::ggmlRowBytes(p.type, cols) : 4;
         return permuteRows(e.bytes, rowBytes, perm);
@@ -221,17 +206,16 @@ Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c
 
 } // namespace
 
-Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenizer& tok,
-                                    const std::string& outPath, const GgufExportOptions& opt,
-                                    RunContext* ctx)
+Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenizer& tok, const std::string& outPath,
+                                    const GgufExportOptions& opt, RunContext* ctx)
 {
     const ModelConfig& c = ck.config;
     if (!isGgufExportType(opt.weightType))
-        return makeError(ErrorCode::Unsupported, std::string("cannot export weights as ") +
-                                                     io::ggmlTypeName(int(opt.weightType)));
-    if (c.ropeScaling.type != "" && c.ropeScaling.type != "llama3")
         return makeError(ErrorCode::Unsupported,
-                         "RoPE scaling \"" + c.ropeScaling.type + "\" is not exported", ck.path);
+                         std::string("cannot export weights as ") + io::ggmlTypeName(int(opt.weightType)));
+    if (c.ropeScaling.type != "" && c.ropeScaling.type != "llama3")
+        return makeError(ErrorCode::Unsupported, "RoPE scaling \"" + c.ropeScaling.type + "\" is not exported",
+                         ck.path);
     if (c.headDim <= 0 || c.headDim % 2)
         return makeError(ErrorCode::Shape, "head_dim must be positive and even", ck.path);
     GgufExportReport report;
@@ -250,8 +234,7 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         if (t->name == "lm_head.weight") return std::pair(1 << 30, 1);
         return std::pair(layerOf(t->name), 0);
     };
-    std::stable_sort(order.begin(), order.end(),
-                     [&](auto* a, auto* b) { return rank(a) < rank(b); });
+    std::stable_sort(order.begin(), order.end(), [&](auto* a, auto* b) { return rank(a) < rank(b); });
 
     std::vector<Planned> plan;
     std::int64_t embedRows = 0;
@@ -269,12 +252,11 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         const bool isMatrix = t->shape.size() == 2;
         if (permute && (t->name.find("self_attn.q_proj") != std::string::npos ||
                         t->name.find("self_attn.k_proj") != std::string::npos))
-            p.permuteHeads = int(t->name.find("q_proj") != std::string::npos ? c.numAttentionHeads
-                                                                             : c.numKeyValueHeads);
+            p.permuteHeads =
+                int(t->name.find("q_proj") != std::string::npos ? c.numAttentionHeads : c.numKeyValueHeads);
         p.grid = isMatrix && opt.gridFor ? opt.gridFor(t->name) : nullptr;
         if (p.grid && (p.grid->codes.rows() != t->shape[0] || p.grid->codes.cols() != t->shape[1]))
-            return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor",
-                             t->name);
+            return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor", t->name);
         if (!isMatrix) {
             p.type = GgmlType::F32;
         } else if (auto it = opt.typeOverrides.find(t->name); it != opt.typeOverrides.end()) {
@@ -288,16 +270,13 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
             p.type = opt.weightType;
         }
         if (!isGgufExportType(p.type))
-            return makeError(ErrorCode::Unsupported,
-                             std::string("cannot write type ") + io::ggmlTypeName(int(p.type)),
+            return makeError(ErrorCode::Unsupported, std::string("cannot write type ") + io::ggmlTypeName(int(p.type)),
                              t->name);
         if (io::ggmlRowBytes(p.type, t->shape.back()) == 0) {
-            if (const auto fb = kquantRowFallback(p.type);
-                fb && io::ggmlRowBytes(*fb, t->shape.back()) != 0) {
-                report.warnings.push_back(
-                    t->name + ": row length " + std::to_string(t->shape.back()) +
-                    " is not a multiple of the " + io::ggmlTypeName(int(p.type)) +
-                    " block size; written as " + io::ggmlTypeName(int(*fb)));
+            if (const auto fb = kquantRowFallback(p.type); fb && io::ggmlRowBytes(*fb, t->shape.back()) != 0) {
+                report.warnings.push_back(t->name + ": row length " + std::to_string(t->shape.back()) +
+                                          " is not a multiple of the " + io::ggmlTypeName(int(p.type)) +
+                                          " block size; written as " + io::ggmlTypeName(int(*fb)));
                 p.type = *fb;
                 plan.push_back(std::move(p));
                 continue;
@@ -309,9 +288,7 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         }
         plan.push_back(std::move(p));
     }
-    if (embedRows == 0)
-        return makeError(ErrorCode::Format, "the checkpoint has no model.embed_tokens.weight",
-                         ck.path);
+    if (embedRows == 0) return makeError(ErrorCode::Format, "the checkpoint has no model.embed_tokens.weight", ck.path);
     if (c.ropeScaling.type == "llama3" && arch == "llama") {
         Planned p;
         p.gguf = "rope_freqs.weight";
@@ -357,10 +334,8 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         ex.name = p.gguf;
         ex.hfName = p.source ? p.source->name : "";
         ex.type = p.type;
-        QB_TRY_STATUS(
-            w.addTensor(p.gguf, p.hfShape, p.type, [&p, &c, &ex] { return produce(p, c, ex); }));
-        expected.push_back(
-            {p.gguf, std::vector<std::int64_t>(p.hfShape.rbegin(), p.hfShape.rend()), p.type});
+        QB_TRY_STATUS(w.addTensor(p.gguf, p.hfShape, p.type, [&p, &c, &ex] { return produce(p, c, ex); }));
+        expected.push_back({p.gguf, std::vector<std::int64_t>(p.hfShape.rbegin(), p.hfShape.rend()), p.type});
     }
 
     GgufWriter::WriteOptions wo;

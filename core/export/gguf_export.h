@@ -73,9 +73,8 @@ struct GgufExportReport {
 };
 
 // Writes `outPath` (.gguf) from an opened checkpoint and its tokenizer.
-Result<GgufExportReport> exportGguf(const io::Checkpoint& checkpoint,
-                                    const io::Tokenizer& tokenizer, const std::string& outPath,
-                                    const GgufExportOptions& options = {},
+Result<GgufExportReport> exportGguf(const io::Checkpoint& checkpoint, const io::Tokenizer& tokenizer,
+                                    const std::string& outPath, const GgufExportOptions& options = {},
                                     RunContext* ctx = nullptr);
 
 } // namespace qb::exporting

@@ -8,7 +8,8 @@ namespace qb::exporting {
 
 namespace {
 
-template <typename T> void put(std::string& out, T v)
+template <typename T>
+void put(std::string& out, T v)
 {
     char b[sizeof(T)];
     std::memcpy(b, &v, sizeof(T)); // little-endian hosts only (x86-64, aarch64)
@@ -21,10 +22,7 @@ void putString(std::string& out, const std::string& s)
     out += s;
 }
 
-std::uint64_t alignUp(std::uint64_t x)
-{
-    return (x + kGgufAlignment - 1) / kGgufAlignment * kGgufAlignment;
-}
+std::uint64_t alignUp(std::uint64_t x) { return (x + kGgufAlignment - 1) / kGgufAlignment * kGgufAlignment; }
 
 } // namespace
 
@@ -94,19 +92,16 @@ void GgufWriter::setF32Array(const std::string& k, const std::vector<float>& v)
         put(m_kvBytes, x);
 }
 
-Status GgufWriter::addTensor(const std::string& name, const std::vector<std::int64_t>& hfShape,
-                             io::GgmlType type, Producer produce)
+Status GgufWriter::addTensor(const std::string& name, const std::vector<std::int64_t>& hfShape, io::GgmlType type,
+                             Producer produce)
 {
     const auto* traits = io::ggmlTypeTraits(int(type));
-    if (!traits)
-        return makeError(ErrorCode::InvalidArgument,
-                         "unknown ggml type " + std::to_string(int(type)), name);
+    if (!traits) return makeError(ErrorCode::InvalidArgument, "unknown ggml type " + std::to_string(int(type)), name);
     if (name.empty() || name.size() >= 64)
         return makeError(ErrorCode::InvalidArgument, "GGUF tensor names must be 1..63 bytes", name);
     if (hfShape.empty() || hfShape.size() > 4)
         return makeError(ErrorCode::Shape, "GGUF tensors have 1..4 dimensions", name);
-    if (m_names.count(name))
-        return makeError(ErrorCode::InvalidArgument, "duplicate GGUF tensor name", name);
+    if (m_names.count(name)) return makeError(ErrorCode::InvalidArgument, "duplicate GGUF tensor name", name);
     TensorEntry e;
     e.name = name;
     e.ne.assign(hfShape.rbegin(), hfShape.rend());
@@ -117,8 +112,8 @@ Status GgufWriter::addTensor(const std::string& name, const std::vector<std::int
     }
     if (e.ne[0] % traits->blockSize != 0)
         return makeError(ErrorCode::Shape,
-                         "row length " + std::to_string(e.ne[0]) + " is not a multiple of the " +
-                             traits->name + " block size " + std::to_string(traits->blockSize),
+                         "row length " + std::to_string(e.ne[0]) + " is not a multiple of the " + traits->name +
+                             " block size " + std::to_string(traits->blockSize),
                          name);
     e.type = type;
     e.bytes = numel / std::uint64_t(traits->blockSize) * std::uint64_t(traits->typeSize);
@@ -146,10 +141,7 @@ std::string encodeInfos(const std::vector<GgufWriter::TensorEntry>& tensors)
     return out;
 }
 
-std::uint64_t headerBytes(std::uint64_t kvBytes, std::uint64_t infoBytes)
-{
-    return 24 + kvBytes + infoBytes;
-}
+std::uint64_t headerBytes(std::uint64_t kvBytes, std::uint64_t infoBytes) { return 24 + kvBytes + infoBytes; }
 
 } // namespace
 
@@ -173,28 +165,24 @@ Status GgufWriter::write(const std::string& path, RunContext* ctx, const WriteOp
     if (!m_tensors.empty()) head.append(alignUp(head.size()) - head.size(), '\0');
 
     QB_TRY(file, AtomicFileWriter::open(path, fileSize()));
-    if (options.failAfterBytesForTesting)
-        file->failAfterBytesForTesting(options.failAfterBytesForTesting);
+    if (options.failAfterBytesForTesting) file->failAfterBytesForTesting(options.failAfterBytesForTesting);
     QB_TRY_STATUS(file->write(head.data(), head.size()));
     if (ctx) ctx->beginStage("write", std::int64_t(m_tensors.size()), path);
     for (const auto& t : m_tensors) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GGUF export of " + path);
         if (ctx) ctx->setDetail(t.name);
-        auto data = t.produce ? t.produce()
-                              : Result<std::vector<std::uint8_t>>(std::vector<std::uint8_t>{});
+        auto data = t.produce ? t.produce() : Result<std::vector<std::uint8_t>>(std::vector<std::uint8_t>{});
         if (!data) return data.error().withContext(path + ": tensor " + t.name);
         if (data->size() != t.bytes)
             return makeError(ErrorCode::Internal,
-                             "produced " + std::to_string(data->size()) + " bytes, expected " +
-                                 std::to_string(t.bytes),
+                             "produced " + std::to_string(data->size()) + " bytes, expected " + std::to_string(t.bytes),
                              path + ": tensor " + t.name);
         QB_TRY_STATUS(file->write(data->data(), data->size()));
         QB_TRY_STATUS(file->writeZeros(std::size_t(alignUp(t.bytes) - t.bytes)));
         if (ctx) ctx->advance();
     }
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GGUF export of " + path);
-    if (file->bytesWritten() != fileSize())
-        return makeError(ErrorCode::Internal, "GGUF size mismatch", path);
+    if (file->bytesWritten() != fileSize()) return makeError(ErrorCode::Internal, "GGUF size mismatch", path);
     if (options.beforeCommit) {
         QB_TRY_STATUS(file->sync());
         QB_TRY_STATUS(options.beforeCommit(file->tempPath()));

@@ -63,16 +63,15 @@ public:
 
     // `hfShape` in PyTorch order; stored reversed. The producer must return exactly the size
     // implied by type and shape.
-    Status addTensor(const std::string& name, const std::vector<std::int64_t>& hfShape,
-                     io::GgmlType type, Producer produce);
+    Status addTensor(const std::string& name, const std::vector<std::int64_t>& hfShape, io::GgmlType type,
+                     Producer produce);
 
     const std::vector<TensorEntry>& tensors() const { return m_tensors; }
     std::uint64_t fileSize() const; // exact size of the file write() produces
     std::uint64_t kvCount() const { return m_kvCount; }
 
     // Progress: stage "write", one unit per tensor; cancel polled between tensors.
-    Status write(const std::string& path, RunContext* ctx = nullptr,
-                 const WriteOptions& options = {});
+    Status write(const std::string& path, RunContext* ctx = nullptr, const WriteOptions& options = {});
 
 private:
     void beginKv(const std::string& key, io::GgufValueType type);

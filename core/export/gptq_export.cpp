@@ -55,10 +55,10 @@ int storableBits(int bits)
 
 // A grid re-expressed in the GPTQ form: integer codes/zeros at `bits`, F16 scales, R group rows.
 struct Converted {
-    std::vector<std::uint8_t> codes; // [N x K]
-    std::vector<int> zeros;          // [N x R]
+    std::vector<std::uint8_t> codes;   // [N x K]
+    std::vector<int> zeros;            // [N x R]
     std::vector<std::uint16_t> scales; // [N x R] F16
-    std::vector<int> gidx;           // [K]
+    std::vector<int> gidx;             // [K]
     int n = 0, k = 0, r = 0;
     double zeroChange = 0, scaleChange = 0;
     bool realZero = false, zeroRange = false, scaleRounded = false;
@@ -75,7 +75,8 @@ Result<Converted> convertGrid(const std::string& name, const quant::QuantizedRow
     Converted c;
     c.n = int(g.codes.rows());
     c.k = int(g.codes.cols());
-    if (int(g.groupIndex.size()) != c.k) return makeError(ErrorCode::Shape, "g_idx length differs from the columns", name);
+    if (int(g.groupIndex.size()) != c.k)
+        return makeError(ErrorCode::Shape, "g_idx length differs from the columns", name);
     const int G = L.groupSize > 0 ? L.groupSize : c.k;
     c.r = (c.k + G - 1) / G;
     const GroupShape gs = groupShape(g);
@@ -127,7 +128,8 @@ Result<Converted> convertGrid(const std::string& name, const quant::QuantizedRow
             const double s16 = f16ToF32(h);
             if (!(s16 > 0) || !std::isfinite(s16))
                 return makeError(ErrorCode::NumericalError,
-                                 "scale " + std::to_string(s) + " (row " + std::to_string(n) + ") is not a positive F16 value",
+                                 "scale " + std::to_string(s) + " (row " + std::to_string(n) +
+                                     ") is not a positive F16 value",
                                  name);
             if (s16 != s) c.scaleRounded = true;
             s16OfSrc[std::size_t(sg)] = s16;
@@ -203,7 +205,8 @@ Packed pack(const Converted& c, int b)
     std::vector<std::uint32_t> zv(std::size_t(c.n));
     for (int r = 0; r < c.r; ++r) {
         for (int n = 0; n < c.n; ++n)
-            zv[std::size_t(n)] = std::uint32_t((c.zeros[std::size_t(n) * std::size_t(c.r) + std::size_t(r)] - 1) & mask);
+            zv[std::size_t(n)] =
+                std::uint32_t((c.zeros[std::size_t(n) * std::size_t(c.r) + std::size_t(r)] - 1) & mask);
         packStream(zv, b, qz.data() + std::size_t(r) * zCols);
     }
     p.qzeros = wordsToBytes(qz);
@@ -221,10 +224,7 @@ Packed pack(const Converted& c, int b)
     return p;
 }
 
-const char* torchDtype(DType t)
-{
-    return t == DType::F16 ? "float16" : t == DType::BF16 ? "bfloat16" : "float32";
-}
+const char* torchDtype(DType t) { return t == DType::F16 ? "float16" : t == DType::BF16 ? "bfloat16" : "float32"; }
 
 } // namespace
 
@@ -295,15 +295,14 @@ Result<GptqAnalysis> analyzeGptqGrids(const io::Checkpoint& ck, const GridLookup
                                 0});
         QB_TRY(c, convertGrid(t->name, *g, L));
         if (c->realZero)
-            a.issues.push_back({t->name, "real-zero", "real-valued zero-points rounded to integers, codes re-derived",
-                                c->zeroChange});
+            a.issues.push_back(
+                {t->name, "real-zero", "real-valued zero-points rounded to integers, codes re-derived", c->zeroChange});
         else if (c->zeroRange)
             a.issues.push_back({t->name, "zero-range",
                                 "zero-points outside [1, " + std::to_string((1 << a.bits) - 1) +
                                     "] (v1 stores Z-1) clamped, codes re-derived",
                                 c->zeroChange});
-        if (c->scaleRounded)
-            a.issues.push_back({t->name, "scale-f16", "scales rounded to F16", c->scaleChange});
+        if (c->scaleRounded) a.issues.push_back({t->name, "scale-f16", "scales rounded to F16", c->scaleChange});
         a.maxAbsChange = std::max({a.maxAbsChange, c->zeroChange + c->scaleChange});
         for (int z : c->zeros)
             if (z != (1 << (a.bits - 1))) {
@@ -380,7 +379,10 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
                 it = cache->emplace(prefix, std::pair(0, pack(*c, b))).first;
             }
             Packed& p = it->second.second;
-            std::vector<std::uint8_t>& v = which == 0 ? p.qweight : which == 1 ? p.qzeros : which == 2 ? p.scales : p.gidx;
+            std::vector<std::uint8_t>& v = which == 0   ? p.qweight
+                                           : which == 1 ? p.qzeros
+                                           : which == 2 ? p.scales
+                                                        : p.gidx;
             std::vector<std::uint8_t> out = std::move(v);
             if (++it->second.first == 4) cache->erase(it);
             return out;
@@ -477,7 +479,8 @@ Result<VerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx
     const io::JsonValue* fmt = qc->find("checkpoint_format");
     if (!bits || (*bits != 2 && *bits != 3 && *bits != 4 && *bits != 8))
         r.problems.push_back("quantization_config.bits must be 2, 3, 4 or 8");
-    if (!group || *group == 0 || *group < -1) r.problems.push_back("quantization_config.group_size is missing or invalid");
+    if (!group || *group == 0 || *group < -1)
+        r.problems.push_back("quantization_config.group_size is missing or invalid");
     if (fmt && !(fmt->isString() && (fmt->asString() == "gptq" || fmt->asString() == "gptq_v2")))
         r.problems.push_back("unknown checkpoint_format");
     if (!r.problems.empty()) {
@@ -515,7 +518,8 @@ Result<VerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx
             qz->shape != std::vector<std::int64_t>{R, N * *bits / 32}) {
             r.problems.push_back(p + ": shapes qweight " + t->shapeString() + ", qzeros " + qz->shapeString() +
                                  ", scales " + sc->shapeString() + ", g_idx " + gi->shapeString() +
-                                 " do not match bits " + std::to_string(*bits) + " / group_size " + std::to_string(*group));
+                                 " do not match bits " + std::to_string(*bits) + " / group_size " +
+                                 std::to_string(*group));
             continue;
         }
         std::vector<float> s(std::size_t(sc->numel()));

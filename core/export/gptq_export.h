@@ -42,10 +42,10 @@ namespace qb::exporting {
 enum class GptqGridPolicy { Refuse, Round };
 
 struct GptqExportOptions {
-    GridLookup gridFor;                 // HF weight name -> grid (nullptr: stays unquantized)
+    GridLookup gridFor; // HF weight name -> grid (nullptr: stays unquantized)
     GptqGridPolicy policy = GptqGridPolicy::Refuse;
-    std::optional<DType> plainDtype;    // unquantized tensors (nullopt: original dtype)
-    double dampPercent = 0.01;          // informational, written to the config
+    std::optional<DType> plainDtype; // unquantized tensors (nullopt: original dtype)
+    double dampPercent = 0.01;       // informational, written to the config
     bool verify = true;
     std::uint64_t failAfterBytesForTesting = 0;
 };
@@ -85,7 +85,7 @@ struct GptqExportReport {
 };
 
 Result<GptqExportReport> exportGptq(const io::Checkpoint& checkpoint, const std::string& outDir,
-                                   const GptqExportOptions& options, RunContext* ctx = nullptr);
+                                    const GptqExportOptions& options, RunContext* ctx = nullptr);
 
 // Checks a GPTQ directory (config quantization_config, model.safetensors structure, every packed
 // module's tensor set/dtypes/shapes, scales finite and positive, g_idx in range, unquantized

@@ -27,10 +27,7 @@ std::string stripSlashes(std::string p)
 
 } // namespace
 
-StagingDirectory::StagingDirectory(StagingDirectory&& o) noexcept
-{
-    *this = std::move(o);
-}
+StagingDirectory::StagingDirectory(StagingDirectory&& o) noexcept { *this = std::move(o); }
 
 StagingDirectory& StagingDirectory::operator=(StagingDirectory&& o) noexcept
 {
@@ -42,10 +39,7 @@ StagingDirectory& StagingDirectory::operator=(StagingDirectory&& o) noexcept
     return *this;
 }
 
-StagingDirectory::~StagingDirectory()
-{
-    discard();
-}
+StagingDirectory::~StagingDirectory() { discard(); }
 
 void StagingDirectory::discard()
 {
@@ -62,8 +56,7 @@ Result<StagingDirectory> StagingDirectory::create(const std::string& target, std
     const fs::path tp(t);
     const std::string parent = tp.has_parent_path() ? tp.parent_path().string() : ".";
     std::error_code ec;
-    if (!fs::is_directory(parent, ec))
-        return makeError(ErrorCode::Io, "the parent directory does not exist", parent);
+    if (!fs::is_directory(parent, ec)) return makeError(ErrorCode::Io, "the parent directory does not exist", parent);
     if (fs::exists(tp, ec) && !fs::is_directory(tp, ec))
         return makeError(ErrorCode::InvalidArgument, "the target exists and is not a directory", t);
     QB_TRY_STATUS(checkDiskSpace(parent, expectedBytes));
@@ -137,9 +130,9 @@ Result<std::string> readSmallFile(const std::string& path)
 
 Result<std::vector<std::string>> copyTokenizerFiles(const std::string& srcDir, const std::string& dstDir)
 {
-    static const char* kNames[] = {"tokenizer.json",    "tokenizer_config.json", "special_tokens_map.json",
-                                   "tokenizer.model",   "vocab.json",            "merges.txt",
-                                   "added_tokens.json", "generation_config.json"};
+    static const char* kNames[] = {
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+        "merges.txt",     "added_tokens.json",     "generation_config.json"};
     std::vector<std::string> copied;
     for (const char* n : kNames) {
         const std::string src = srcDir + "/" + n;

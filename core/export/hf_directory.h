@@ -49,8 +49,7 @@ Result<std::string> readSmallFile(const std::string& path);
 // Copies the tokenizer and generation files that exist in srcDir (tokenizer.json,
 // tokenizer_config.json, special_tokens_map.json, tokenizer.model, vocab.json, merges.txt,
 // added_tokens.json, generation_config.json). Returns the names copied.
-Result<std::vector<std::string>> copyTokenizerFiles(const std::string& srcDir,
-                                                    const std::string& dstDir);
+Result<std::vector<std::string>> copyTokenizerFiles(const std::string& srcDir, const std::string& dstDir);
 // config.json of the source directory, or one synthesized from the parsed ModelConfig.
 Result<io::JsonValue> sourceConfigJson(const io::Checkpoint& checkpoint);
 

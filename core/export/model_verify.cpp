@@ -47,8 +47,7 @@ const KeyRule kRules[] = {
     {"tokenizer.ggml.add_eos_token", VT::Bool, false, false},
 };
 
-void checkArray(const io::GgufFile& f, const char* key, VT elem, bool required,
-                std::vector<std::string>& problems)
+void checkArray(const io::GgufFile& f, const char* key, VT elem, bool required, std::vector<std::string>& problems)
 {
     const io::GgufValue* v = f.find(key);
     if (!v) {
@@ -56,8 +55,7 @@ void checkArray(const io::GgufFile& f, const char* key, VT elem, bool required,
         return;
     }
     if (!v->isArray() || v->elementType != elem)
-        problems.push_back(std::string("key ") + key + " must be an array of " +
-                           io::ggufValueTypeName(elem));
+        problems.push_back(std::string("key ") + key + " must be an array of " + io::ggufValueTypeName(elem));
 }
 
 Status scanValues(const TensorInfo& t, VerifiedTensor& out)
@@ -65,19 +63,16 @@ Status scanValues(const TensorInfo& t, VerifiedTensor& out)
     std::vector<float> buf(std::size_t(t.numel()));
     QB_TRY_STATUS(io::readTensorF32(t, buf.data()));
     for (float x : buf) {
-        if (!std::isfinite(x))
-            ++out.nonFinite;
-        else
-            out.maxAbs = std::max(out.maxAbs, double(std::fabs(x)));
+        if (!std::isfinite(x)) ++out.nonFinite;
+        else out.maxAbs = std::max(out.maxAbs, double(std::fabs(x)));
     }
     return {};
 }
 
 } // namespace
 
-Result<VerifyReport> verifyGgufFile(const std::string& path,
-                                        const std::vector<ExpectedTensor>& expected,
-                                        RunContext* ctx)
+Result<VerifyReport> verifyGgufFile(const std::string& path, const std::vector<ExpectedTensor>& expected,
+                                    RunContext* ctx)
 {
     QB_TRY(file, io::readGgufFile(path));
     VerifyReport r;
@@ -86,45 +81,41 @@ Result<VerifyReport> verifyGgufFile(const std::string& path,
     r.architecture = file->architecture();
     r.tensorCount = file->tensors.size();
     r.kvCount = file->metadata.size();
-    struct stat st {};
+    struct stat st{};
     if (::stat(path.c_str(), &st) == 0) r.fileBytes = std::uint64_t(st.st_size);
     auto& problems = r.problems;
     // The model-level checks `info` and every loader apply (config, duplicate tensor names,
     // required tensors and their shapes): a file that cannot be opened as a model never verifies.
     if (auto ck = io::openCheckpoint(path); !ck.ok())
         problems.push_back("cannot be opened as a model: " + ck.error().toString());
-    if (file->version != 3)
-        problems.push_back("GGUF version " + std::to_string(file->version) + ", expected 3");
+    if (file->version != 3) problems.push_back("GGUF version " + std::to_string(file->version) + ", expected 3");
     for (const KeyRule& rule : kRules) {
         const std::string key = rule.perArch ? r.architecture + "." + rule.suffix : rule.suffix;
         const io::GgufValue* v = file->find(key);
         if (!v) {
             if (rule.required) problems.push_back("missing key " + key);
         } else if (v->type != rule.type) {
-            problems.push_back("key " + key + " has type " + io::ggufValueTypeName(v->type) +
-                               ", llama.cpp expects " + io::ggufValueTypeName(rule.type));
+            problems.push_back("key " + key + " has type " + io::ggufValueTypeName(v->type) + ", llama.cpp expects " +
+                               io::ggufValueTypeName(rule.type));
         }
     }
     checkArray(*file, "tokenizer.ggml.tokens", VT::String, true, problems);
     checkArray(*file, "tokenizer.ggml.token_type", VT::Int32, false, problems);
     checkArray(*file, "tokenizer.ggml.scores", VT::Float32, false, problems);
     checkArray(*file, "tokenizer.ggml.merges", VT::String, false, problems);
-    if (const auto* m = file->find("tokenizer.ggml.model");
-        m && m->toString() && *m->toString() == "gpt2")
+    if (const auto* m = file->find("tokenizer.ggml.model"); m && m->toString() && *m->toString() == "gpt2")
         checkArray(*file, "tokenizer.ggml.merges", VT::String, true, problems);
     // Token count must equal the embedding rows (llama.cpp sizes token_embd from it).
     if (const auto* toks = file->find("tokenizer.ggml.tokens"))
         for (const TensorInfo& t : file->tensors)
-            if (t.name == "token_embd.weight" && t.shape.size() == 2 &&
-                std::int64_t(toks->arraySize()) != t.shape[0])
-                problems.push_back(
-                    "tokenizer.ggml.tokens has " + std::to_string(toks->arraySize()) +
-                    " entries, token_embd.weight has " + std::to_string(t.shape[0]) + " rows");
+            if (t.name == "token_embd.weight" && t.shape.size() == 2 && std::int64_t(toks->arraySize()) != t.shape[0])
+                problems.push_back("tokenizer.ggml.tokens has " + std::to_string(toks->arraySize()) +
+                                   " entries, token_embd.weight has " + std::to_string(t.shape[0]) + " rows");
 
     if (!expected.empty()) {
         if (expected.size() != file->tensors.size())
-            problems.push_back("expected " + std::to_string(expected.size()) +
-                               " tensors, the file has " + std::to_string(file->tensors.size()));
+            problems.push_back("expected " + std::to_string(expected.size()) + " tensors, the file has " +
+                               std::to_string(file->tensors.size()));
         for (std::size_t i = 0; i < std::min(expected.size(), file->tensors.size()); ++i) {
             const TensorInfo& t = file->tensors[i];
             const ExpectedTensor& e = expected[i];
@@ -134,29 +125,26 @@ Result<VerifyReport> verifyGgufFile(const std::string& path,
                              : t.dtype == DType::BF16 ? int(io::GgmlType::BF16)
                                                       : int(io::GgmlType::F32);
             if (t.name != e.name)
-                problems.push_back("tensor " + std::to_string(i) + " is " + t.name + ", expected " +
-                                   e.name);
+                problems.push_back("tensor " + std::to_string(i) + " is " + t.name + ", expected " + e.name);
             if (type != int(e.type))
-                problems.push_back("tensor " + t.name + " has type " + io::ggmlTypeName(type) +
-                                   ", expected " + io::ggmlTypeName(int(e.type)));
+                problems.push_back("tensor " + t.name + " has type " + io::ggmlTypeName(type) + ", expected " +
+                                   io::ggmlTypeName(int(e.type)));
             if (ne != e.ne)
-                problems.push_back("tensor " + t.name + " has ne " + shapeString(ne) +
-                                   ", expected " + shapeString(e.ne));
+                problems.push_back("tensor " + t.name + " has ne " + shapeString(ne) + ", expected " +
+                                   shapeString(e.ne));
         }
     }
     if (ctx) ctx->beginStage("verify", std::int64_t(file->tensors.size()), path);
     for (const TensorInfo& t : file->tensors) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("verify " + path);
-        if (t.name.size() >= 64)
-            problems.push_back("tensor name " + t.name + " is 64 bytes or longer");
+        if (t.name.size() >= 64) problems.push_back("tensor name " + t.name + " is 64 bytes or longer");
         VerifiedTensor v;
         v.name = t.name;
         v.type = t.ggmlType >= 0 ? io::ggmlTypeName(t.ggmlType) : dtypeName(t.dtype);
         v.shape.assign(t.shape.rbegin(), t.shape.rend());
         if (auto s = scanValues(t, v); !s.ok()) problems.push_back(s.error().toString());
         if (v.nonFinite)
-            problems.push_back("tensor " + t.name + " has " + std::to_string(v.nonFinite) +
-                               " NaN/Inf values");
+            problems.push_back("tensor " + t.name + " has " + std::to_string(v.nonFinite) + " NaN/Inf values");
         r.tensors.push_back(std::move(v));
         if (ctx) ctx->advance();
     }
@@ -186,8 +174,7 @@ Result<VerifyReport> verifyModelFile(const std::string& path, RunContext* ctx)
         v.shape = t.shape;
         if (auto s = scanValues(t, v); !s.ok()) r.problems.push_back(s.error().toString());
         if (v.nonFinite)
-            r.problems.push_back("tensor " + t.name + " has " + std::to_string(v.nonFinite) +
-                                 " NaN/Inf values");
+            r.problems.push_back("tensor " + t.name + " has " + std::to_string(v.nonFinite) + " NaN/Inf values");
         r.tensors.push_back(std::move(v));
         if (ctx) ctx->advance();
     }
@@ -201,16 +188,16 @@ Status VerifyReport::verificationStatus(const std::string& what, const std::stri
 {
     if (ok) return {};
     std::string all;
-    for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
-    return makeError(ErrorCode::Format, "the written " + what + " failed verification (not installed): " + all,
-                     target);
+    for (const auto& p : problems)
+        all += (all.empty() ? "" : "; ") + p;
+    return makeError(ErrorCode::Format, "the written " + what + " failed verification (not installed): " + all, target);
 }
 
 std::string VerifyReport::summary() const
 {
     std::ostringstream o;
-    o << path << ": " << format << ", " << (architecture.empty() ? "?" : architecture) << ", "
-      << tensorCount << " tensors";
+    o << path << ": " << format << ", " << (architecture.empty() ? "?" : architecture) << ", " << tensorCount
+      << " tensors";
     if (format == "gguf") o << ", " << kvCount << " metadata keys";
     o << ", " << fileBytes << " bytes\n";
     std::map<std::string, int> types;

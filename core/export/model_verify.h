@@ -54,9 +54,8 @@ struct VerifyReport {
 };
 
 // `expected` empty: structural and value checks only.
-Result<VerifyReport> verifyGgufFile(const std::string& path,
-                                        const std::vector<ExpectedTensor>& expected = {},
-                                        RunContext* ctx = nullptr);
+Result<VerifyReport> verifyGgufFile(const std::string& path, const std::vector<ExpectedTensor>& expected = {},
+                                    RunContext* ctx = nullptr);
 // Any checkpoint path (GGUF goes through verifyGgufFile).
 Result<VerifyReport> verifyModelFile(const std::string& path, RunContext* ctx = nullptr);
 

@@ -14,17 +14,15 @@ namespace qb::exporting {
 
 namespace {
 
-template <typename T> std::vector<std::uint8_t> rawBytes(const T* p, std::size_t n)
+template <typename T>
+std::vector<std::uint8_t> rawBytes(const T* p, std::size_t n)
 {
     std::vector<std::uint8_t> out(n * sizeof(T));
     std::memcpy(out.data(), p, out.size()); // little-endian hosts only (as every reader here)
     return out;
 }
 
-std::vector<std::uint8_t> textBytes(const std::string& s)
-{
-    return std::vector<std::uint8_t>(s.begin(), s.end());
-}
+std::vector<std::uint8_t> textBytes(const std::string& s) { return std::vector<std::uint8_t>(s.begin(), s.end()); }
 
 Result<std::uint64_t> intField(const io::JsonValue& o, const char* k, const std::string& ctx)
 {
@@ -196,7 +194,8 @@ Result<ProjectBundle> readProjectBundle(const std::string& path)
     const auto tensorFile = MappedFile::fromBytes(std::move(tit->second), path + ":tensors.safetensors");
     QB_TRY(stored, io::parseSafetensors(ByteRange(tensorFile)));
     std::unordered_map<std::string, const TensorInfo*> byName;
-    for (const TensorInfo& t : *stored) byName.emplace(t.name, &t);
+    for (const TensorInfo& t : *stored)
+        byName.emplace(t.name, &t);
     const io::JsonValue* tl = man->find("tensors");
     if (tl && !tl->isArray()) return makeError(ErrorCode::Format, "manifest \"tensors\" is not an array", path);
     if (tl)
@@ -225,8 +224,7 @@ Result<ProjectBundle> readProjectBundle(const std::string& path)
                 if (t->dtype != dtype || t->shape != shape)
                     return makeError(ErrorCode::Shape,
                                      "tensor " + name + suffix + " is " + dtypeName(t->dtype) + " " + t->shapeString() +
-                                         ", the manifest says " + dtypeName(dtype) + " " +
-                                         shapeString(shape),
+                                         ", the manifest says " + dtypeName(dtype) + " " + shapeString(shape),
                                      path);
                 return t;
             };

@@ -35,15 +35,15 @@ inline constexpr int kQbprojMajorVersion = 1;
 inline constexpr int kQbprojMinorVersion = 0;
 
 struct ModelReference {
-    std::string path;   // as the user opened it (absolute when known)
-    std::string format; // "safetensors", "pytorch-bin", "gguf"
+    std::string path;                                         // as the user opened it (absolute when known)
+    std::string format;                                       // "safetensors", "pytorch-bin", "gguf"
     std::vector<std::pair<std::string, std::uint64_t>> files; // path, bytes
     std::uint64_t bytes = 0;
     bool operator==(const ModelReference&) const = default;
 };
 
 struct BundleTensor {
-    std::string name; // HF weight name
+    std::string name;          // HF weight name
     quant::QuantizedRows grid; // codes, scales, zeros, groupIndex, bits (dequantized not stored)
 };
 

@@ -121,8 +121,8 @@ Result<std::uint64_t> writeSafetensorsFile(const std::string& path, const std::v
         total += t.byteSize();
     QB_TRY(w, AtomicFileWriter::open(path, total + 65536));
     if (opt.failAfterBytesForTesting) w->failAfterBytesForTesting(opt.failAfterBytesForTesting);
-    QB_TRY_STATUS(streamSafetensors(
-        tensors, opt.metadata, [&](const void* p, std::size_t n) { return w->write(p, n); }, ctx));
+    QB_TRY_STATUS(
+        streamSafetensors(tensors, opt.metadata, [&](const void* p, std::size_t n) { return w->write(p, n); }, ctx));
     const std::uint64_t bytes = w->bytesWritten();
     QB_TRY_STATUS(w->commit());
     return bytes;
@@ -155,7 +155,7 @@ SafetensorsTensor safetensorsTensorFromBytes(std::string name, DType dtype, std:
 }
 
 Result<VerifyReport> verifySafetensorsFile(const std::string& path, const std::vector<SafetensorsTensor>& expected,
-                                               RunContext* ctx)
+                                           RunContext* ctx)
 {
     VerifyReport r;
     r.path = path;
@@ -195,10 +195,8 @@ Result<VerifyReport> verifySafetensorsFile(const std::string& path, const std::v
             buf.resize(std::size_t(t.numel()));
             QB_TRY_STATUS(convertToF32(t.dtype, t.bytes.data(), buf.data(), buf.size()));
             for (float x : buf) {
-                if (!std::isfinite(x))
-                    ++v.nonFinite;
-                else
-                    v.maxAbs = std::max(v.maxAbs, double(std::fabs(x)));
+                if (!std::isfinite(x)) ++v.nonFinite;
+                else v.maxAbs = std::max(v.maxAbs, double(std::fabs(x)));
             }
             if (v.nonFinite) r.problems.push_back(t.name + ": " + std::to_string(v.nonFinite) + " NaN/Inf values");
         }
@@ -323,7 +321,8 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
         rep.verify = std::move(*v);
         rep.verify.path = outDir;
         auto reopened = io::openCheckpoint(stage->path());
-        if (!reopened) rep.verify.problems.push_back("our reader refuses the directory: " + reopened.error().toString());
+        if (!reopened)
+            rep.verify.problems.push_back("our reader refuses the directory: " + reopened.error().toString());
         rep.verify.ok = rep.verify.problems.empty();
         QB_TRY_STATUS(rep.verify.verificationStatus("safetensors", outDir));
     }

@@ -63,15 +63,14 @@ SafetensorsTensor safetensorsTensorFromBytes(std::string name, DType dtype, std:
 
 // Re-reads a safetensors file and checks names, dtypes and shapes against `expected` (when not
 // empty), then that every float value is finite. format = "safetensors".
-Result<VerifyReport> verifySafetensorsFile(const std::string& path,
-                                               const std::vector<SafetensorsTensor>& expected = {},
-                                               RunContext* ctx = nullptr);
+Result<VerifyReport> verifySafetensorsFile(const std::string& path, const std::vector<SafetensorsTensor>& expected = {},
+                                           RunContext* ctx = nullptr);
 
 using GridLookup = std::function<const quant::QuantizedRows*(const std::string& hfName)>;
 
 struct SafetensorsExportOptions {
-    GridLookup gridFor;                // HF weight name -> grid (nullptr: not quantized)
-    std::optional<DType> gridDtype;    // force F16/BF16/F32 for the grid tensors
+    GridLookup gridFor;             // HF weight name -> grid (nullptr: not quantized)
+    std::optional<DType> gridDtype; // force F16/BF16/F32 for the grid tensors
     bool verify = true;
     std::uint64_t failAfterBytesForTesting = 0;
 };

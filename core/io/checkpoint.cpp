@@ -25,12 +25,9 @@ namespace qb::io {
 const char* checkpointFormatName(CheckpointFormat f)
 {
     switch (f) {
-    case CheckpointFormat::Safetensors:
-        return "safetensors";
-    case CheckpointFormat::PytorchBin:
-        return "pytorch-bin";
-    case CheckpointFormat::Gguf:
-        return "gguf";
+    case CheckpointFormat::Safetensors: return "safetensors";
+    case CheckpointFormat::PytorchBin: return "pytorch-bin";
+    case CheckpointFormat::Gguf: return "gguf";
     }
     return "?";
 }
@@ -46,8 +43,7 @@ namespace {
 
 bool endsWith(const std::string& s, const std::string& suffix)
 {
-    return s.size() >= suffix.size() &&
-           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The tensors the architecture reads, with their HF shapes.
@@ -114,13 +110,12 @@ Status validateTensors(Checkpoint& ck)
         const auto it = byName.find(name);
         if (it == byName.end())
             return makeError(ErrorCode::Shape,
-                             "required tensor " + name + " is missing (expected shape " +
-                                 shapeString(shape) + ")",
+                             "required tensor " + name + " is missing (expected shape " + shapeString(shape) + ")",
                              ck.path);
         if (it->second->shape != shape)
             return makeError(ErrorCode::Shape,
-                             "tensor " + name + " has shape " + it->second->shapeString() +
-                                 ", expected " + shapeString(shape),
+                             "tensor " + name + " has shape " + it->second->shapeString() + ", expected " +
+                                 shapeString(shape),
                              ck.path);
     }
     std::size_t unused = 0;
@@ -130,9 +125,7 @@ Status validateTensors(Checkpoint& ck)
         if (t.name == "lm_head.weight") continue; // present although tied: harmless
         if (!unused++) first = t.name;
     }
-    if (unused)
-        ck.warnings.push_back(std::to_string(unused) +
-                              " unused tensor(s) ignored (first: " + first + ")");
+    if (unused) ck.warnings.push_back(std::to_string(unused) + " unused tensor(s) ignored (first: " + first + ")");
     return {};
 }
 
@@ -223,8 +216,7 @@ Result<Checkpoint> openCheckpoint(const std::string& path)
                 return makeError(ErrorCode::Io, "config.json not found in model directory", path);
             }
         } else if (has("model.safetensors.index.json")) {
-            st =
-                openHf(ck, at("model.safetensors.index.json"), CheckpointFormat::Safetensors, true);
+            st = openHf(ck, at("model.safetensors.index.json"), CheckpointFormat::Safetensors, true);
         } else if (has("model.safetensors")) {
             st = openHf(ck, at("model.safetensors"), CheckpointFormat::Safetensors, false);
         } else if (has("pytorch_model.bin.index.json")) {
@@ -238,8 +230,7 @@ Result<Checkpoint> openCheckpoint(const std::string& path)
                                  "no model.safetensors, pytorch_model.bin or index file in the "
                                  "model directory",
                                  path);
-            st = openHf(ck, dir.filePath(sts.front()).toStdString(), CheckpointFormat::Safetensors,
-                        false);
+            st = openHf(ck, dir.filePath(sts.front()).toStdString(), CheckpointFormat::Safetensors, false);
         }
     } else if (endsWith(target, ".gguf")) {
         st = openGguf(ck, target);
@@ -275,19 +266,16 @@ Status readTensorF32(const TensorInfo& t, float* dst)
     const std::string where = t.bytes.path() + ": tensor " + t.name;
     if (t.ggmlType >= 0) {
         const auto* traits = ggmlTypeTraits(t.ggmlType);
-        if (!traits)
-            return makeError(ErrorCode::Unsupported,
-                             "unknown ggml type " + std::to_string(t.ggmlType), where);
+        if (!traits) return makeError(ErrorCode::Unsupported, "unknown ggml type " + std::to_string(t.ggmlType), where);
         if (n % traits->blockSize != 0)
             return makeError(ErrorCode::Shape,
-                             "shape " + t.shapeString() + " is not a whole number of " +
-                                 traits->name + " blocks",
+                             "shape " + t.shapeString() + " is not a whole number of " + traits->name + " blocks",
                              where);
         const std::uint64_t need = std::uint64_t(n / traits->blockSize) * traits->typeSize;
         if (t.bytes.size() != need)
             return makeError(ErrorCode::Shape,
-                             "holds " + std::to_string(t.bytes.size()) + " bytes, " + traits->name +
-                                 " shape " + t.shapeString() + " needs " + std::to_string(need),
+                             "holds " + std::to_string(t.bytes.size()) + " bytes, " + traits->name + " shape " +
+                                 t.shapeString() + " needs " + std::to_string(need),
                              where);
         auto s = dequantizeGgml(t.ggmlType, t.bytes.data(), dst, n);
         if (!s.ok()) return s.error().withContext(where);
@@ -295,9 +283,8 @@ Status readTensorF32(const TensorInfo& t, float* dst)
         const std::uint64_t need = std::uint64_t(n) * dtypeSize(t.dtype);
         if (t.bytes.size() != need)
             return makeError(ErrorCode::Shape,
-                             "holds " + std::to_string(t.bytes.size()) + " bytes, " +
-                                 dtypeName(t.dtype) + " shape " + t.shapeString() + " needs " +
-                                 std::to_string(need),
+                             "holds " + std::to_string(t.bytes.size()) + " bytes, " + dtypeName(t.dtype) + " shape " +
+                                 t.shapeString() + " needs " + std::to_string(need),
                              where);
         auto s = convertToF32(t.dtype, t.bytes.data(), dst, std::size_t(n));
         if (!s.ok()) return s.error().withContext(where);
@@ -307,8 +294,8 @@ Status readTensorF32(const TensorInfo& t, float* dst)
         const std::int64_t rows = t.rows(), cols = t.cols(), heads = t.permutedHeads;
         if (rows % heads != 0 || (rows / heads) % 2 != 0)
             return makeError(ErrorCode::Shape,
-                             std::to_string(rows) + " rows do not split into " +
-                                 std::to_string(heads) + " heads of even size",
+                             std::to_string(rows) + " rows do not split into " + std::to_string(heads) +
+                                 " heads of even size",
                              where);
         // The permutation stays inside each head: scatter one head at a time through a
         // one-head buffer (GGUF row r of a head holds HF row perm[r] of that head).
@@ -319,7 +306,8 @@ Status readTensorF32(const TensorInfo& t, float* dst)
             float* base = dst + h * d * cols;
             std::memcpy(head.data(), base, head.size() * sizeof(float));
             for (std::int64_t r = 0; r < d; ++r)
-                std::memcpy(base + perm[std::size_t(r)] * cols, head.data() + r * cols, std::size_t(cols) * sizeof(float));
+                std::memcpy(base + perm[std::size_t(r)] * cols, head.data() + r * cols,
+                            std::size_t(cols) * sizeof(float));
         }
     }
     return {};

@@ -89,8 +89,7 @@ void quantizeSymmetric(const float* x, int bits, std::uint16_t& dOut, std::uint8
 }
 
 // quantize_row_q4_1_ref (bits 4, clamped) and quantize_row_q5_1_ref (bits 5, not clamped).
-void quantizeMin(const float* x, int bits, std::uint16_t& dOut, std::uint16_t& mOut,
-                 std::uint8_t* v)
+void quantizeMin(const float* x, int bits, std::uint16_t& dOut, std::uint16_t& mOut, std::uint8_t* v)
 {
     float min = x[0], max = x[0];
     for (int j = 1; j < kGgmlQK; ++j) {
@@ -103,8 +102,7 @@ void quantizeMin(const float* x, int bits, std::uint16_t& dOut, std::uint16_t& m
     mOut = f32ToF16(min);
     for (int j = 0; j < kGgmlQK; ++j) {
         const float x0 = (x[j] - min) * id;
-        v[j] = bits == 4 ? std::uint8_t(std::min(15, int(std::int8_t(x0 + 0.5f))))
-                         : std::uint8_t(x0 + 0.5f);
+        v[j] = bits == 4 ? std::uint8_t(std::min(15, int(std::int8_t(x0 + 0.5f)))) : std::uint8_t(x0 + 0.5f);
     }
 }
 
@@ -214,12 +212,11 @@ void decodeFloats(const void* src, float* y, std::int64_t n)
     (void)convertToF32(T, src, y, std::size_t(n));
 }
 
-template <class Block, int QK, void (*EncodeBlock)(const float*, Block&),
-          void (*DecodeBlock)(const Block&, float*)>
+template <class Block, int QK, void (*EncodeBlock)(const float*, Block&), void (*DecodeBlock)(const Block&, float*)>
 constexpr GgmlTypeTraits blockTraits(GgmlType t, const char* name)
 {
-    return {t,    name, QK, int(sizeof(Block)), true, &encodeRow<Block, QK, EncodeBlock>,
-            &decodeRow<Block, QK, DecodeBlock>};
+    return {
+        t, name, QK, int(sizeof(Block)), true, &encodeRow<Block, QK, EncodeBlock>, &decodeRow<Block, QK, DecodeBlock>};
 }
 
 template <DType T>
@@ -269,13 +266,11 @@ Status checkRow(int type, bool hasKernel, std::int64_t n, const char* verb)
 {
     const GgmlTypeTraits* t = ggmlTypeTraits(type);
     if (!t || !hasKernel)
-        return makeError(ErrorCode::Unsupported, std::string("cannot ") + verb + " ggml type " +
-                                                     ggmlTypeName(type) + " (" +
-                                                     std::to_string(type) + ")");
+        return makeError(ErrorCode::Unsupported, std::string("cannot ") + verb + " ggml type " + ggmlTypeName(type) +
+                                                     " (" + std::to_string(type) + ")");
     if (n < 0 || n % t->blockSize != 0)
-        return makeError(ErrorCode::Shape, std::to_string(n) +
-                                               " elements is not a multiple of the " + t->name +
-                                               " block size");
+        return makeError(ErrorCode::Shape,
+                         std::to_string(n) + " elements is not a multiple of the " + t->name + " block size");
     return {};
 }
 
@@ -315,10 +310,8 @@ std::string ggmlTypeLowerName(GgmlType t)
 std::optional<GgmlType> parseGgmlType(std::string_view name)
 {
     const auto sameIgnoringCase = [name](std::string_view other) {
-        return name.size() == other.size() &&
-               std::equal(name.begin(), name.end(), other.begin(), [](char a, char b) {
-                   return std::tolower(static_cast<unsigned char>(a)) ==
-                          std::tolower(static_cast<unsigned char>(b));
+        return name.size() == other.size() && std::equal(name.begin(), name.end(), other.begin(), [](char a, char b) {
+                   return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
                });
     };
     for (GgmlType t : ggmlTypes())

@@ -69,7 +69,7 @@ struct GgmlTypeTraits {
 const GgmlTypeTraits* ggmlTypeTraits(int type);
 // Every type that has traits, in id order.
 const std::vector<GgmlType>& ggmlTypes();
-const char* ggmlTypeName(int type); // "?" for an unknown id
+const char* ggmlTypeName(int type);        // "?" for an unknown id
 std::string ggmlTypeLowerName(GgmlType t); // "q4_0"
 // "q4_0" / "Q4_0" -> type (any case); nullopt for a name that is no type.
 std::optional<GgmlType> parseGgmlType(std::string_view name);
@@ -88,7 +88,7 @@ struct BlockQ8_0 {
     std::int8_t qs[kGgmlQK];
 };
 struct BlockQ4_0 {
-    std::uint16_t d;               // f16
+    std::uint16_t d;              // f16
     std::uint8_t qs[kGgmlQK / 2]; // element j in the low nibble of byte j, j+16 in the high one
 };
 struct BlockQ4_1 {
@@ -97,8 +97,8 @@ struct BlockQ4_1 {
     std::uint8_t qs[kGgmlQK / 2];
 };
 struct BlockQ5_0 {
-    std::uint16_t d;               // f16
-    std::uint8_t qh[4];            // u32 LE: bit e is bit 4 of element e
+    std::uint16_t d;              // f16
+    std::uint8_t qh[4];           // u32 LE: bit e is bit 4 of element e
     std::uint8_t qs[kGgmlQK / 2]; // low 4 bits, nibble order as Q4_0
 };
 struct BlockQ5_1 {

@@ -16,10 +16,7 @@ namespace {
 
 constexpr float kGroupMaxEps = 1e-15f;
 
-std::uint16_t f16(float x)
-{
-    return f32ToF16(x);
-}
+std::uint16_t f16(float x) { return f32ToF16(x); }
 
 // ggml nearest_int: round to nearest, ties to even, via the 1.5*2^23 trick (|x| < 2^22).
 int nearestInt(float fval)
@@ -32,8 +29,8 @@ int nearestInt(float fval)
 
 // make_qkx2_quants: min-based codes 0..nmax with weighted least-squares refinement of (scale,
 // min) over nstep+1 trial inverse scales. Returns the scale, *theMin = -min (>= 0).
-float makeQkx2(int n, int nmax, const float* x, const float* weights, std::uint8_t* L,
-               float* theMin, std::uint8_t* Laux, float rmin, float rdelta, int nstep, bool useMad)
+float makeQkx2(int n, int nmax, const float* x, const float* weights, std::uint8_t* L, float* theMin,
+               std::uint8_t* Laux, float rmin, float rdelta, int nstep, bool useMad)
 {
     float min = x[0], max = x[0];
     float sumW = weights[0];
@@ -109,8 +106,7 @@ float makeQkx2(int n, int nmax, const float* x, const float* weights, std::uint8
 // magnitude (signed); signed codes l = clamp(nearest(-nmax / max * x), -nmax, nmax - 1) in L; and
 // the x^2-weighted sums sumlx = sum w*x*l, suml2 = sum w*l*l. False, with L all 0, when the group
 // is zero to within kGroupMaxEps.
-bool startSymmetricCodes(int n, int nmax, const float* x, std::int8_t* L, float& max, float& sumlx,
-                         float& suml2)
+bool startSymmetricCodes(int n, int nmax, const float* x, std::int8_t* L, float& max, float& sumlx, float& suml2)
 {
     float amax = 0;
     max = 0;
@@ -207,8 +203,8 @@ float makeQ3(int n, int nmax, const float* x, std::int8_t* L)
 
 // Q3_K and Q6_K: the scales of the 16 sub-blocks of 16 elements, each fitted by `fit` (makeQ3 or
 // makeQx) with codes into L; returns the scale of largest magnitude, signed (0 if all are 0).
-float fitSubBlocks16(float (*fit)(int, int, const float*, std::int8_t*), int nmax, const float* x,
-                     std::int8_t* L, float* scales)
+float fitSubBlocks16(float (*fit)(int, int, const float*, std::int8_t*), int nmax, const float* x, std::int8_t* L,
+                     float* scales)
 {
     float maxScale = 0, amax = 0;
     for (int j = 0; j < 16; ++j) {
@@ -241,17 +237,13 @@ void pack2BitPlanes(const Level* L, std::uint8_t* qs)
 {
     for (int j = 0; j < 256; j += 128)
         for (int l = 0; l < 32; ++l)
-            qs[j / 4 + l] = std::uint8_t(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-                                         (L[j + l + 96] << 6));
+            qs[j / 4 + l] = std::uint8_t(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
 }
-int unpack2Bit(const std::uint8_t* qs, int e)
-{
-    return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-}
+int unpack2Bit(const std::uint8_t* qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
 
 // Q4_K (nmax 15, rmin -1, 20 steps) and Q5_K (nmax 31, rmin -0.5, 15 steps): codes L[256].
-void quantizeQ45K(const float* x, int nmax, std::uint16_t& dOut, std::uint16_t& dminOut,
-                  std::uint8_t* packed /*12*/, std::uint8_t* L)
+void quantizeQ45K(const float* x, int nmax, std::uint16_t& dOut, std::uint16_t& dminOut, std::uint8_t* packed /*12*/,
+                  std::uint8_t* L)
 {
     std::uint8_t Laux[32];
     float weights[32], mins[8], scales[8];
@@ -263,10 +255,9 @@ void quantizeQ45K(const float* x, int nmax, std::uint16_t& dOut, std::uint16_t& 
         const float avX = std::sqrt(sumX2 / 32);
         for (int l = 0; l < 32; ++l)
             weights[l] = avX + std::fabs(x[32 * j + l]);
-        scales[j] = nmax == 15 ? makeQkx2(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-                                          -1.f, 0.1f, 20, false)
-                               : makeQkx2(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-                                          -0.5f, 0.1f, 15, false);
+        scales[j] = nmax == 15
+                        ? makeQkx2(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20, false)
+                        : makeQkx2(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15, false);
         if (scales[j] > maxScale) maxScale = scales[j];
         if (mins[j] > maxMin) maxMin = mins[j];
     }
@@ -274,10 +265,8 @@ void quantizeQ45K(const float* x, int nmax, std::uint16_t& dOut, std::uint16_t& 
     const float invMin = maxMin > 0 ? 63.f / maxMin : 0.f;
     std::memset(packed, 0, 12);
     for (int j = 0; j < 8; ++j) {
-        const std::uint8_t ls =
-            std::min<std::uint8_t>(63, std::uint8_t(nearestInt(invScale * scales[j])));
-        const std::uint8_t lm =
-            std::min<std::uint8_t>(63, std::uint8_t(nearestInt(invMin * mins[j])));
+        const std::uint8_t ls = std::min<std::uint8_t>(63, std::uint8_t(nearestInt(invScale * scales[j])));
+        const std::uint8_t lm = std::min<std::uint8_t>(63, std::uint8_t(nearestInt(invMin * mins[j])));
         if (j < 4) {
             packed[j] = ls;
             packed[j + 4] = lm;
@@ -303,8 +292,8 @@ void quantizeQ45K(const float* x, int nmax, std::uint16_t& dOut, std::uint16_t& 
 }
 
 // Q4_K (qh == nullptr) and Q5_K: x = d*sc_j*q - dmin*mn_j per 32-element sub-block j.
-void dequantizeQ45K(std::uint16_t dh, std::uint16_t dminh, const std::uint8_t* scales,
-                    const std::uint8_t* qh, const std::uint8_t* qs, float* y)
+void dequantizeQ45K(std::uint16_t dh, std::uint16_t dminh, const std::uint8_t* scales, const std::uint8_t* qh,
+                    const std::uint8_t* qs, float* y)
 {
     const float d = f16ToF32(dh), dmin = f16ToF32(dminh);
     for (int j = 0; j < 8; ++j) {
@@ -332,8 +321,7 @@ void quantizeQ2_K(const float* x, BlockQ2_K& y)
     for (int j = 0; j < 16; ++j) {
         for (int l = 0; l < 16; ++l)
             weights[l] = std::fabs(x[16 * j + l]);
-        scales[j] = makeQkx2(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f,
-                             15, true);
+        scales[j] = makeQkx2(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
         if (scales[j] > maxScale) maxScale = scales[j];
         if (mins[j] > maxMin) maxMin = mins[j];
     }
@@ -377,10 +365,8 @@ void quantizeQ3_K(const float* x, BlockQ3_K& y)
         const float iscale = -32.f / maxScale;
         for (int j = 0; j < 16; ++j) {
             int l = std::max(-32, std::min(31, nearestInt(iscale * scales[j]))) + 32;
-            if (j < 8)
-                y.scales[j] = std::uint8_t(l & 0xF);
-            else
-                y.scales[j - 8] = std::uint8_t(y.scales[j - 8] | ((l & 0xF) << 4));
+            if (j < 8) y.scales[j] = std::uint8_t(l & 0xF);
+            else y.scales[j - 8] = std::uint8_t(y.scales[j - 8] | ((l & 0xF) << 4));
             l >>= 4;
             y.scales[j % 4 + 8] = std::uint8_t(y.scales[j % 4 + 8] | (l << (2 * (j / 4))));
         }
@@ -474,12 +460,11 @@ void quantizeQ6_K(const float* x, BlockQ6_K& y)
         std::uint8_t* ql = y.ql + j / 2;
         std::uint8_t* qh = y.qh + j / 4;
         for (int l = 0; l < 32; ++l) {
-            const int q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF, q3 = L[j + l + 64] & 0xF,
-                      q4 = L[j + l + 96] & 0xF;
+            const int q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF, q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
             ql[l] = std::uint8_t(q1 | (q3 << 4));
             ql[l + 32] = std::uint8_t(q2 | (q4 << 4));
-            qh[l] = std::uint8_t((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
-                                 ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
+            qh[l] = std::uint8_t((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+                                 ((L[j + l + 96] >> 4) << 6));
         }
     }
 }
@@ -513,15 +498,9 @@ void dequantizeQ3_K(const BlockQ3_K& x, float* y)
     }
 }
 
-void dequantizeQ4_K(const BlockQ4_K& x, float* y)
-{
-    dequantizeQ45K(x.d, x.dmin, x.scales, nullptr, x.qs, y);
-}
+void dequantizeQ4_K(const BlockQ4_K& x, float* y) { dequantizeQ45K(x.d, x.dmin, x.scales, nullptr, x.qs, y); }
 
-void dequantizeQ5_K(const BlockQ5_K& x, float* y)
-{
-    dequantizeQ45K(x.d, x.dmin, x.scales, x.qh, x.qs, y);
-}
+void dequantizeQ5_K(const BlockQ5_K& x, float* y) { dequantizeQ45K(x.d, x.dmin, x.scales, x.qh, x.qs, y); }
 
 void dequantizeQ6_K(const BlockQ6_K& x, float* y)
 {

@@ -31,14 +31,10 @@ const char* ggufValueTypeName(GgufValueType t)
 
 bool GgufValue::toInt(std::int64_t& out) const
 {
-    if (const auto* u = std::get_if<std::uint64_t>(&scalar))
-        out = std::int64_t(*u);
-    else if (const auto* i = std::get_if<std::int64_t>(&scalar))
-        out = *i;
-    else if (const auto* b = std::get_if<bool>(&scalar))
-        out = *b;
-    else
-        return false;
+    if (const auto* u = std::get_if<std::uint64_t>(&scalar)) out = std::int64_t(*u);
+    else if (const auto* i = std::get_if<std::int64_t>(&scalar)) out = *i;
+    else if (const auto* b = std::get_if<bool>(&scalar)) out = *b;
+    else return false;
     return !isArray();
 }
 
@@ -55,16 +51,11 @@ bool GgufValue::toDouble(double& out) const
     return true;
 }
 
-const std::string* GgufValue::toString() const
-{
-    return isArray() ? nullptr : std::get_if<std::string>(&scalar);
-}
+const std::string* GgufValue::toString() const { return isArray() ? nullptr : std::get_if<std::string>(&scalar); }
 
 std::string GgufValue::display() const
 {
-    if (isArray())
-        return std::string("[") + ggufValueTypeName(elementType) + " x " +
-               std::to_string(arraySize()) + "]";
+    if (isArray()) return std::string("[") + ggufValueTypeName(elementType) + " x " + std::to_string(arraySize()) + "]";
     if (const auto* u = std::get_if<std::uint64_t>(&scalar)) return std::to_string(*u);
     if (const auto* i = std::get_if<std::int64_t>(&scalar)) return std::to_string(*i);
     if (const auto* b = std::get_if<bool>(&scalar)) return *b ? "true" : "false";
@@ -96,8 +87,7 @@ std::string decodableTypeNames()
 {
     std::string list;
     for (GgmlType t : ggmlTypes())
-        if (ggmlTypeTraits(int(t))->decode)
-            list += (list.empty() ? "" : ", ") + std::string(ggmlTypeName(int(t)));
+        if (ggmlTypeTraits(int(t))->decode) list += (list.empty() ? "" : ", ") + std::string(ggmlTypeName(int(t)));
     return list;
 }
 
@@ -115,8 +105,7 @@ struct Parser {
         QB_TRY(n, cur.read<std::uint64_t>());
         if (*n > cur.remaining())
             return makeError(ErrorCode::OutOfRange,
-                             "string of " + std::to_string(*n) +
-                                 " bytes runs past the end of the file",
+                             "string of " + std::to_string(*n) + " bytes runs past the end of the file",
                              path + " at offset " + std::to_string(at));
         return cur.readString(*n);
     }
@@ -136,44 +125,31 @@ struct Parser {
             }
             return {};
         };
-#define QB_GGUF_READ(T, Cast)                                                                      \
-    {                                                                                              \
-        QB_TRY(x, cur.read<T>());                                                                  \
-        return put(Cast(*x));                                                                      \
+#define QB_GGUF_READ(T, Cast)                                                                                          \
+    {                                                                                                                  \
+        QB_TRY(x, cur.read<T>());                                                                                      \
+        return put(Cast(*x));                                                                                          \
     }
         switch (type) {
-        case GgufValueType::UInt8:
-            QB_GGUF_READ(std::uint8_t, std::uint64_t)
-        case GgufValueType::Int8:
-            QB_GGUF_READ(std::int8_t, std::int64_t)
-        case GgufValueType::UInt16:
-            QB_GGUF_READ(std::uint16_t, std::uint64_t)
-        case GgufValueType::Int16:
-            QB_GGUF_READ(std::int16_t, std::int64_t)
-        case GgufValueType::UInt32:
-            QB_GGUF_READ(std::uint32_t, std::uint64_t)
-        case GgufValueType::Int32:
-            QB_GGUF_READ(std::int32_t, std::int64_t)
-        case GgufValueType::Float32:
-            QB_GGUF_READ(float, double)
-        case GgufValueType::Bool:
-            QB_GGUF_READ(std::uint8_t, bool)
-        case GgufValueType::UInt64:
-            QB_GGUF_READ(std::uint64_t, std::uint64_t)
-        case GgufValueType::Int64:
-            QB_GGUF_READ(std::int64_t, std::int64_t)
-        case GgufValueType::Float64:
-            QB_GGUF_READ(double, double)
+        case GgufValueType::UInt8: QB_GGUF_READ(std::uint8_t, std::uint64_t)
+        case GgufValueType::Int8: QB_GGUF_READ(std::int8_t, std::int64_t)
+        case GgufValueType::UInt16: QB_GGUF_READ(std::uint16_t, std::uint64_t)
+        case GgufValueType::Int16: QB_GGUF_READ(std::int16_t, std::int64_t)
+        case GgufValueType::UInt32: QB_GGUF_READ(std::uint32_t, std::uint64_t)
+        case GgufValueType::Int32: QB_GGUF_READ(std::int32_t, std::int64_t)
+        case GgufValueType::Float32: QB_GGUF_READ(float, double)
+        case GgufValueType::Bool: QB_GGUF_READ(std::uint8_t, bool)
+        case GgufValueType::UInt64: QB_GGUF_READ(std::uint64_t, std::uint64_t)
+        case GgufValueType::Int64: QB_GGUF_READ(std::int64_t, std::int64_t)
+        case GgufValueType::Float64: QB_GGUF_READ(double, double)
         case GgufValueType::String: {
             QB_TRY(s, string());
             return put(std::move(*s));
         }
-        default:
-            break;
+        default: break;
         }
 #undef QB_GGUF_READ
-        return fail("unknown metadata value type " + std::to_string(std::uint32_t(type)),
-                    cur.pos());
+        return fail("unknown metadata value type " + std::to_string(std::uint32_t(type)), cur.pos());
     }
     Result<GgufValue> value(const std::string& key)
     {
@@ -181,8 +157,7 @@ struct Parser {
         QB_TRY(t, cur.read<std::uint32_t>());
         GgufValue v;
         v.type = GgufValueType(*t);
-        if (*t > 12)
-            return fail("key " + key + " has unknown value type " + std::to_string(*t), at);
+        if (*t > 12) return fail("key " + key + " has unknown value type " + std::to_string(*t), at);
         if (v.type != GgufValueType::Array) {
             QB_TRY_STATUS(scalar(v.type, v, false));
             return v;
@@ -191,14 +166,11 @@ struct Parser {
         QB_TRY(count, cur.read<std::uint64_t>());
         v.elementType = GgufValueType(*et);
         if (*et > 12 || v.elementType == GgufValueType::Array)
-            return fail("key " + key + " is an array of unsupported element type " +
-                            std::to_string(*et),
-                        at);
+            return fail("key " + key + " is an array of unsupported element type " + std::to_string(*et), at);
         // Every element takes at least one byte: a count beyond the file is a corrupt header.
         if (*count > cur.remaining())
             return makeError(ErrorCode::OutOfRange,
-                             "array of " + std::to_string(*count) +
-                                 " elements runs past the end of the file",
+                             "array of " + std::to_string(*count) + " elements runs past the end of the file",
                              path + ": key " + key + " at offset " + std::to_string(at));
         for (std::uint64_t i = 0; i < *count; ++i)
             QB_TRY_STATUS(scalar(v.elementType, v, true));
@@ -216,15 +188,13 @@ Result<GgufFile> readGgufFile(const std::string& path)
     GgufFile f;
     f.path = path;
     if (all.size() < 24)
-        return makeError(
-            ErrorCode::Format,
-            "file is " + std::to_string(all.size()) + " bytes, too short for a GGUF header", path);
+        return makeError(ErrorCode::Format,
+                         "file is " + std::to_string(all.size()) + " bytes, too short for a GGUF header", path);
     const std::uint32_t magic = *p.cur.read<std::uint32_t>();
     if (magic != 0x46554747u) {
         char buf[16];
         std::snprintf(buf, sizeof buf, "0x%08x", magic);
-        return makeError(ErrorCode::Format,
-                         std::string("bad magic ") + buf + " (expected \"GGUF\"): not a GGUF file",
+        return makeError(ErrorCode::Format, std::string("bad magic ") + buf + " (expected \"GGUF\"): not a GGUF file",
                          path + " at offset 0");
     }
     f.version = *p.cur.read<std::uint32_t>();
@@ -237,8 +207,8 @@ Result<GgufFile> readGgufFile(const std::string& path)
     const std::uint64_t tensorCount = *p.cur.read<std::uint64_t>();
     const std::uint64_t kvCount = *p.cur.read<std::uint64_t>();
     if (tensorCount > all.size() || kvCount > all.size())
-        return p.fail("tensor count " + std::to_string(tensorCount) + " or key count " +
-                          std::to_string(kvCount) + " exceeds the file size",
+        return p.fail("tensor count " + std::to_string(tensorCount) + " or key count " + std::to_string(kvCount) +
+                          " exceeds the file size",
                       8);
     for (std::uint64_t i = 0; i < kvCount; ++i) {
         const std::uint64_t at = p.cur.pos();
@@ -252,8 +222,8 @@ Result<GgufFile> readGgufFile(const std::string& path)
         std::int64_t al = 0;
         if (a->type != GgufValueType::UInt32 || !a->toInt(al) || al <= 0 || (al & (al - 1)) != 0)
             return makeError(ErrorCode::Format,
-                             "general.alignment must be a u32 power of two, got " + a->display() +
-                                 " (" + ggufValueTypeName(a->type) + ")",
+                             "general.alignment must be a u32 power of two, got " + a->display() + " (" +
+                                 ggufValueTypeName(a->type) + ")",
                              path);
         f.alignment = std::uint64_t(al);
     }
@@ -267,8 +237,7 @@ Result<GgufFile> readGgufFile(const std::string& path)
         const std::uint64_t at = p.cur.pos();
         QB_TRY(name, p.string());
         QB_TRY(nd, p.cur.read<std::uint32_t>());
-        if (*nd == 0 || *nd > 4)
-            return p.fail("tensor " + *name + " has " + std::to_string(*nd) + " dimensions", at);
+        if (*nd == 0 || *nd > 4) return p.fail("tensor " + *name + " has " + std::to_string(*nd) + " dimensions", at);
         TensorInfo t;
         t.name = *name;
         t.sourceName = *name;
@@ -276,8 +245,7 @@ Result<GgufFile> readGgufFile(const std::string& path)
         for (std::uint32_t d = 0; d < *nd; ++d) {
             QB_TRY(ne, p.cur.read<std::uint64_t>());
             if (*ne > (std::uint64_t(1) << 40) || (*ne && numel > (std::uint64_t(1) << 50) / *ne))
-                return p.fail("tensor " + *name + " has an absurd dimension " + std::to_string(*ne),
-                              at);
+                return p.fail("tensor " + *name + " has an absurd dimension " + std::to_string(*ne), at);
             numel *= *ne;
             t.shape.insert(t.shape.begin(), std::int64_t(*ne));
         }
@@ -285,8 +253,7 @@ Result<GgufFile> readGgufFile(const std::string& path)
         QB_TRY(offset, p.cur.read<std::uint64_t>());
         const GgmlTypeTraits* traits = ggmlTypeTraits(int(*type));
         if (!traits)
-            return makeError(ErrorCode::Unsupported,
-                             "unknown ggml type id " + std::to_string(*type),
+            return makeError(ErrorCode::Unsupported, "unknown ggml type id " + std::to_string(*type),
                              path + ": tensor " + *name);
         if (!traits->decode)
             return makeError(ErrorCode::Unsupported,
@@ -295,23 +262,17 @@ Result<GgufFile> readGgufFile(const std::string& path)
                              path + ": tensor " + *name);
         if (t.shape.back() % traits->blockSize != 0)
             return makeError(ErrorCode::Shape,
-                             "row length " + std::to_string(t.shape.back()) +
-                                 " is not a multiple of the " + traits->name + " block size",
+                             "row length " + std::to_string(t.shape.back()) + " is not a multiple of the " +
+                                 traits->name + " block size",
                              path + ": tensor " + *name);
         if (*offset % f.alignment != 0)
             return p.fail("tensor " + *name + " data offset " + std::to_string(*offset) +
                               " is not a multiple of the alignment " + std::to_string(f.alignment),
                           at);
         switch (GgmlType(*type)) {
-        case GgmlType::F32:
-            t.dtype = DType::F32;
-            break;
-        case GgmlType::F16:
-            t.dtype = DType::F16;
-            break;
-        case GgmlType::BF16:
-            t.dtype = DType::BF16;
-            break;
+        case GgmlType::F32: t.dtype = DType::F32; break;
+        case GgmlType::F16: t.dtype = DType::F16; break;
+        case GgmlType::BF16: t.dtype = DType::BF16; break;
         default:
             t.dtype = DType::F32;
             t.ggmlType = int(*type);
@@ -326,20 +287,18 @@ Result<GgufFile> readGgufFile(const std::string& path)
         const Raw& r = raws[i];
         const std::uint64_t begin = f.dataOffset + r.offset;
         if (r.offset > all.size() || begin > all.size() || r.bytes > all.size() - begin)
-            return makeError(
-                ErrorCode::OutOfRange,
-                "tensor data [" + std::to_string(begin) + ", " + std::to_string(begin + r.bytes) +
-                    ") runs past the end of the file (size " + std::to_string(all.size()) +
-                    "): file truncated",
-                path + ": tensor " + f.tensors[i].name + " at offset " + std::to_string(begin));
+            return makeError(ErrorCode::OutOfRange,
+                             "tensor data [" + std::to_string(begin) + ", " + std::to_string(begin + r.bytes) +
+                                 ") runs past the end of the file (size " + std::to_string(all.size()) +
+                                 "): file truncated",
+                             path + ": tensor " + f.tensors[i].name + " at offset " + std::to_string(begin));
         f.tensors[i].bytes = *all.slice(begin, r.bytes);
     }
     // Overlapping data would mean two tensors share bytes: a corrupt file.
     std::vector<std::size_t> order(f.tensors.size());
     for (std::size_t i = 0; i < order.size(); ++i)
         order[i] = i;
-    std::sort(order.begin(), order.end(),
-              [&](auto a, auto b) { return raws[a].offset < raws[b].offset; });
+    std::sort(order.begin(), order.end(), [&](auto a, auto b) { return raws[a].offset < raws[b].offset; });
     for (std::size_t k = 1; k < order.size(); ++k) {
         const Raw& prev = raws[order[k - 1]];
         const Raw& cur = raws[order[k]];
@@ -366,15 +325,13 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
         return makeError(ErrorCode::Unsupported, "unsupported architecture \"" + arch + "\"",
                          file.path + " key \"general.architecture\"");
     }
-    auto get = [&](const std::string& suffix, bool required,
-                   std::int64_t def) -> Result<std::int64_t> {
+    auto get = [&](const std::string& suffix, bool required, std::int64_t def) -> Result<std::int64_t> {
         const std::string key = arch + "." + suffix;
         const GgufValue* v = file.find(key);
         std::int64_t x = def;
         if (!v) {
             if (required)
-                return makeError(ErrorCode::Format, "missing required key",
-                                 file.path + " key \"" + key + "\"");
+                return makeError(ErrorCode::Format, "missing required key", file.path + " key \"" + key + "\"");
             return def;
         }
         if (v->isArray() && !v->ints.empty()) {
@@ -385,8 +342,7 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
                     return makeError(ErrorCode::Unsupported, "per-layer values differ",
                                      file.path + " key \"" + key + "\"");
         } else if (!v->toInt(x)) {
-            return makeError(ErrorCode::Format,
-                             std::string("expected an integer, got ") + ggufValueTypeName(v->type),
+            return makeError(ErrorCode::Format, std::string("expected an integer, got ") + ggufValueTypeName(v->type),
                              file.path + " key \"" + key + "\"");
         }
         if (x <= 0)
@@ -400,8 +356,7 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
         double x = def;
         if (!v) {
             if (required)
-                return makeError(ErrorCode::Format, "missing required key",
-                                 file.path + " key \"" + key + "\"");
+                return makeError(ErrorCode::Format, "missing required key", file.path + " key \"" + key + "\"");
             return def;
         }
         if (!v->toDouble(x) || !(x > 0))
@@ -418,12 +373,10 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
     QB_TRY(eps, getF("attention.layer_norm_rms_epsilon", 1e-5, true));
     QB_TRY(theta, getF("rope.freq_base", 10000.0, false));
     if (*hidden % *heads != 0 && !file.find(arch + ".attention.key_length"))
-        return makeError(ErrorCode::Format, "embedding_length is not divisible by head_count",
-                         file.path);
+        return makeError(ErrorCode::Format, "embedding_length is not divisible by head_count", file.path);
     QB_TRY(headDim, get("attention.key_length", false, *hidden / *heads));
     if (*heads % *kv != 0)
-        return makeError(ErrorCode::Format, "head_count is not a multiple of head_count_kv",
-                         file.path);
+        return makeError(ErrorCode::Format, "head_count is not a multiple of head_count_kv", file.path);
     c.maxPositionEmbeddings = *ctx;
     c.hiddenSize = *hidden;
     c.numHiddenLayers = *layers;
@@ -443,11 +396,9 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
     for (const TensorInfo& t : file.tensors)
         if (t.name == "token_embd.weight" && t.shape.size() == 2) c.vocabSize = t.shape[0];
     if (c.vocabSize == 0)
-        if (const GgufValue* toks = file.find("tokenizer.ggml.tokens"))
-            c.vocabSize = std::int64_t(toks->arraySize());
-    c.tieWordEmbeddings =
-        std::none_of(file.tensors.begin(), file.tensors.end(),
-                     [](const TensorInfo& t) { return t.name == "output.weight"; });
+        if (const GgufValue* toks = file.find("tokenizer.ggml.tokens")) c.vocabSize = std::int64_t(toks->arraySize());
+    c.tieWordEmbeddings = std::none_of(file.tensors.begin(), file.tensors.end(),
+                                       [](const TensorInfo& t) { return t.name == "output.weight"; });
     if (arch == "llama")
         for (const TensorInfo& t : file.tensors) {
             const std::string& n = t.name;
@@ -456,12 +407,9 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
             if (n.find(".ffn_up.bias") != std::string::npos) c.mlpBias = true;
         }
     std::int64_t id = -1;
-    if (const GgufValue* v = file.find("tokenizer.ggml.bos_token_id"); v && v->toInt(id))
-        c.bosTokenId = id;
-    if (const GgufValue* v = file.find("tokenizer.ggml.eos_token_id"); v && v->toInt(id))
-        c.eosTokenId = id;
-    if (const GgufValue* v = file.find("general.file_type"))
-        c.torchDtype = "gguf file_type " + v->display();
+    if (const GgufValue* v = file.find("tokenizer.ggml.bos_token_id"); v && v->toInt(id)) c.bosTokenId = id;
+    if (const GgufValue* v = file.find("tokenizer.ggml.eos_token_id"); v && v->toInt(id)) c.eosTokenId = id;
+    if (const GgufValue* v = file.find("general.file_type")) c.torchDtype = "gguf file_type " + v->display();
     QB_TRY_STATUS(validateModelConfig(c, file.path, ConfigSpelling::Gguf));
     return c;
 }
@@ -476,8 +424,7 @@ std::vector<TensorInfo> ggufHfTensors(const GgufFile& file, const ModelConfig& c
         if (!hf.empty()) t.name = hf;
         if (permute && hf.find("self_attn.q_proj") != std::string::npos)
             t.permutedHeads = int(config.numAttentionHeads);
-        if (permute && hf.find("self_attn.k_proj") != std::string::npos)
-            t.permutedHeads = int(config.numKeyValueHeads);
+        if (permute && hf.find("self_attn.k_proj") != std::string::npos) t.permutedHeads = int(config.numKeyValueHeads);
         out.push_back(std::move(t));
     }
     return out;

@@ -63,7 +63,7 @@ struct GgufFile {
     std::string path;
     std::uint32_t version = 3;
     std::uint64_t alignment = 32;
-    std::uint64_t dataOffset = 0; // file offset of the tensor data section
+    std::uint64_t dataOffset = 0;                            // file offset of the tensor data section
     std::vector<std::pair<std::string, GgufValue>> metadata; // file order
     std::map<std::string, std::size_t> metadataIndex;        // key -> position in `metadata`
     // Tensors with their GGUF names in `name` and `sourceName`, HF-order shapes, file order.

@@ -136,8 +136,7 @@ Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& so
     if (!doc)
         return makeError(ErrorCode::Format, "config.json is not valid JSON: " + doc.error().message,
                          doc.error().context);
-    if (!doc->isObject())
-        return makeError(ErrorCode::Format, "config.json is not a JSON object", sourceName);
+    if (!doc->isObject()) return makeError(ErrorCode::Format, "config.json is not a JSON object", sourceName);
     const JsonValue& o = *doc;
     const Reader r{o, sourceName};
     ModelConfig c;
@@ -177,8 +176,7 @@ Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& so
         if (!arch) arch = byType;
         if (arch != byType)
             return makeError(ErrorCode::Format,
-                             "model_type \"" + mt + "\" contradicts architectures \"" + arch->cls +
-                                 "\"",
+                             "model_type \"" + mt + "\" contradicts architectures \"" + arch->cls + "\"",
                              sourceName + " field \"model_type\"");
     }
     if (!arch)
@@ -200,15 +198,14 @@ Result<ModelConfig> parseHfConfig(const std::string& json, const std::string& so
     // MistralConfig uses 8.
     QB_TRY(kvHeads, r.integer("num_key_value_heads", mistral ? 8 : *heads));
     if (*heads % *kvHeads != 0)
-        return r.fieldError("num_key_value_heads",
-                            "num_attention_heads " + std::to_string(*heads) +
-                                " is not a multiple of num_key_value_heads " +
-                                std::to_string(*kvHeads));
+        return r.fieldError("num_key_value_heads", "num_attention_heads " + std::to_string(*heads) +
+                                                       " is not a multiple of num_key_value_heads " +
+                                                       std::to_string(*kvHeads));
     const bool headDimGiven = given(o, "head_dim") != nullptr;
     if (!headDimGiven && *hidden % *heads != 0)
         return r.fieldError("hidden_size", "hidden_size " + std::to_string(*hidden) +
-                                               " is not divisible by num_attention_heads " +
-                                               std::to_string(*heads) + " and head_dim is absent");
+                                               " is not divisible by num_attention_heads " + std::to_string(*heads) +
+                                               " and head_dim is absent");
     QB_TRY(headDim, r.integer("head_dim", *hidden / *heads));
     if (*headDim % 2 != 0) return r.fieldError("head_dim", "RoPE needs an even head_dim");
     QB_TRY(maxPos, r.integer("max_position_embeddings", qwen ? 32768 : mistral ? 131072 : 2048));
@@ -253,8 +250,7 @@ Result<ModelConfig> readHfConfig(const std::string& path)
     QFile f(QString::fromStdString(path));
     if (!f.exists()) return makeError(ErrorCode::Io, "config.json not found", path);
     if (!f.open(QIODevice::ReadOnly))
-        return makeError(ErrorCode::Io, "cannot read config.json: " + f.errorString().toStdString(),
-                         path);
+        return makeError(ErrorCode::Io, "cannot read config.json: " + f.errorString().toStdString(), path);
     const QByteArray bytes = f.readAll();
     return parseHfConfig(bytes.toStdString(), path);
 }

@@ -143,7 +143,8 @@ private:
         const std::size_t start = m_pos;
         auto digits = [&] {
             const std::size_t s = m_pos;
-            while (m_pos < m_s.size() && m_s[m_pos] >= '0' && m_s[m_pos] <= '9') ++m_pos;
+            while (m_pos < m_s.size() && m_s[m_pos] >= '0' && m_s[m_pos] <= '9')
+                ++m_pos;
             return m_pos - s;
         };
         if (m_s[m_pos] == '-') ++m_pos;
@@ -310,10 +311,12 @@ private:
             // manifest with 100k keys costs O(n), not O(n^2).
             bool duplicate = false;
             if (o.size() < kLinearKeyScan) {
-                for (const JsonMember& m : o) duplicate = duplicate || m.key == key;
+                for (const JsonMember& m : o)
+                    duplicate = duplicate || m.key == key;
             } else {
                 if (seen.empty())
-                    for (const JsonMember& m : o) seen.insert(m.key);
+                    for (const JsonMember& m : o)
+                        seen.insert(m.key);
                 duplicate = !seen.insert(key).second;
             }
             if (duplicate) return failed("duplicate object key \"" + key + "\"", keyPos);
@@ -382,7 +385,8 @@ void write(std::string& out, const JsonValue& v, int indent, int level)
         bool flat = indent < 0;
         if (!flat) {
             flat = true;
-            for (const JsonValue& e : a) flat = flat && isScalar(e);
+            for (const JsonValue& e : a)
+                flat = flat && isScalar(e);
         }
         out += '[';
         for (std::size_t i = 0; i < a.size(); ++i) {

@@ -29,12 +29,11 @@ struct StorageClass {
     const char* name;
     DType dtype;
 };
-constexpr StorageClass kStorages[] = {
-    {"torch.FloatStorage", DType::F32},     {"torch.HalfStorage", DType::F16},
-    {"torch.BFloat16Storage", DType::BF16}, {"torch.DoubleStorage", DType::F64},
-    {"torch.LongStorage", DType::I64},      {"torch.IntStorage", DType::I32},
-    {"torch.ShortStorage", DType::I16},     {"torch.CharStorage", DType::I8},
-    {"torch.ByteStorage", DType::U8},       {"torch.BoolStorage", DType::Bool}};
+constexpr StorageClass kStorages[] = {{"torch.FloatStorage", DType::F32},     {"torch.HalfStorage", DType::F16},
+                                      {"torch.BFloat16Storage", DType::BF16}, {"torch.DoubleStorage", DType::F64},
+                                      {"torch.LongStorage", DType::I64},      {"torch.IntStorage", DType::I32},
+                                      {"torch.ShortStorage", DType::I16},     {"torch.CharStorage", DType::I8},
+                                      {"torch.ByteStorage", DType::U8},       {"torch.BoolStorage", DType::Bool}};
 
 constexpr const char* kAllowed[] = {"collections.OrderedDict",
                                     "torch._utils._rebuild_tensor_v2",
@@ -118,8 +117,7 @@ private:
             return v->items.size() + 2 * v->dict.size() + (v->storage ? 1 : 0);
         };
         auto tooDeep = [&] {
-            return fail("pickle nests containers more than " + std::to_string(kMaxPickleNesting) +
-                        " levels deep");
+            return fail("pickle nests containers more than " + std::to_string(kMaxPickleNesting) + " levels deep");
         };
         std::vector<Frame> path{{root.get(), 0, 0}};
         height[root.get()] = -1;
@@ -152,15 +150,13 @@ private:
 
     Error fail(const std::string& msg, std::uint64_t at) const
     {
-        return makeError(ErrorCode::Format, msg,
-                         m_context + " at pickle offset " + std::to_string(at));
+        return makeError(ErrorCode::Format, msg, m_context + " at pickle offset " + std::to_string(at));
     }
     Error fail(const std::string& msg) const { return fail(msg, m_at); }
 
     Result<PickleRef> pop()
     {
-        if (m_stack.empty() || (!m_marks.empty() && m_marks.back() == m_stack.size()))
-            return fail("stack underflow");
+        if (m_stack.empty() || (!m_marks.empty() && m_marks.back() == m_stack.size())) return fail("stack underflow");
         PickleRef v = std::move(m_stack.back());
         m_stack.pop_back();
         return v;
@@ -181,8 +177,7 @@ private:
     }
     Result<std::string> bytes(std::uint64_t n)
     {
-        if (n > m_cur.remaining())
-            return fail("string of " + std::to_string(n) + " bytes runs past the end");
+        if (n > m_cur.remaining()) return fail("string of " + std::to_string(n) + " bytes runs past the end");
         return m_cur.readString(n);
     }
     Result<std::string> line()
@@ -224,8 +219,7 @@ private:
     static bool isInt(const PickleRef& v) { return v && (v->kind == K::Int || v->kind == K::Bool); }
     Result<std::vector<std::int64_t>> intTuple(const PickleRef& v, const char* what)
     {
-        if (!v || (v->kind != K::Tuple && v->kind != K::List))
-            return fail(std::string(what) + " is not a tuple");
+        if (!v || (v->kind != K::Tuple && v->kind != K::List)) return fail(std::string(what) + " is not a tuple");
         std::vector<std::int64_t> out;
         for (const auto& x : v->items) {
             if (!isInt(x)) return fail(std::string(what) + " holds a non-integer");
@@ -235,16 +229,14 @@ private:
     }
     Result<PickleRef> persistentLoad(const PickleRef& pid)
     {
-        if (!pid || pid->kind != K::Tuple || pid->items.size() < 5 ||
-            pid->items[0]->kind != K::String || pid->items[0]->s != "storage")
-            return fail(
-                "unsupported persistent id (expected (\"storage\", class, key, location, numel))");
+        if (!pid || pid->kind != K::Tuple || pid->items.size() < 5 || pid->items[0]->kind != K::String ||
+            pid->items[0]->s != "storage")
+            return fail("unsupported persistent id (expected (\"storage\", class, key, location, numel))");
         const PickleRef& cls = pid->items[1];
         if (cls->kind != K::Global || cls->s.find("Storage") == std::string::npos)
             return fail("persistent id names no storage class");
         const PickleRef& key = pid->items[2];
-        if (key->kind != K::String || !isInt(pid->items[4]))
-            return fail("malformed storage persistent id");
+        if (key->kind != K::String || !isInt(pid->items[4])) return fail("malformed storage persistent id");
         auto s = make(K::Storage);
         s->storageKey = key->s;
         s->dtype = cls->dtype;
@@ -254,8 +246,7 @@ private:
     Result<PickleRef> rebuildTensor(const std::vector<PickleRef>& a)
     {
         if (a.size() < 4) return fail("_rebuild_tensor needs (storage, offset, size, stride)");
-        if (!a[0] || a[0]->kind != K::Storage)
-            return fail("_rebuild_tensor argument 0 is not a storage");
+        if (!a[0] || a[0]->kind != K::Storage) return fail("_rebuild_tensor argument 0 is not a storage");
         if (!isInt(a[1])) return fail("_rebuild_tensor storage offset is not an integer");
         auto t = make(K::Tensor);
         t->storage = a[0];
@@ -277,16 +268,13 @@ private:
             const auto& a = args->items;
             const std::string& f = fn->s;
             if (f == "collections.OrderedDict") return make(K::Dict);
-            if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor")
-                return rebuildTensor(a);
-            if (f == "torch._utils._rebuild_parameter" ||
-                f == "torch._utils._rebuild_parameter_with_state" ||
+            if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor") return rebuildTensor(a);
+            if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state" ||
                 f == "torch.nn.parameter.Parameter") {
                 if (a.empty()) return fail(f + " without data");
                 return a[0];
             }
-            if (f != "torch._tensor._rebuild_from_type_v2")
-                return fail("global \"" + f + "\" cannot be called");
+            if (f != "torch._tensor._rebuild_from_type_v2") return fail("global \"" + f + "\" cannot be called");
             if (a.size() < 3) return fail("_rebuild_from_type_v2 needs (func, type, args, state)");
             PickleRef nextFn = a[0], nextArgs = a[2];
             fn = std::move(nextFn);
@@ -333,8 +321,7 @@ private:
         case 0x93: { // STACK_GLOBAL
             QB_TRY(name, pop());
             QB_TRY(mod, pop());
-            if ((*name)->kind != K::String || (*mod)->kind != K::String)
-                return fail("STACK_GLOBAL needs strings");
+            if ((*name)->kind != K::String || (*mod)->kind != K::String) return fail("STACK_GLOBAL needs strings");
             QB_TRY(g, global((*mod)->s, (*name)->s));
             return push(*g);
         }
@@ -371,17 +358,13 @@ private:
             if (it == m_memo.end()) return fail("memo key " + std::to_string(idx) + " not found");
             return push(it->second);
         }
-        case '(':
-            m_marks.push_back(m_stack.size());
-            return {};
-        case '0':
-            return pop().ok() ? Status() : Status(fail("POP on an empty stack"));
+        case '(': m_marks.push_back(m_stack.size()); return {};
+        case '0': return pop().ok() ? Status() : Status(fail("POP on an empty stack"));
         case '1': {
             QB_TRY(items, popMark());
             return {};
         }
-        case ')':
-            return push(make(K::Tuple));
+        case ')': return push(make(K::Tuple));
         case 't': {
             QB_TRY(items, popMark());
             auto t = make(K::Tuple);
@@ -400,8 +383,7 @@ private:
             }
             return push(t);
         }
-        case ']':
-            return push(make(K::List));
+        case ']': return push(make(K::List));
         case 'a': {
             QB_TRY(v, pop());
             QB_TRY(l, top());
@@ -417,8 +399,7 @@ private:
                 (*l)->items.push_back(v);
             return {};
         }
-        case '}':
-            return push(make(K::Dict));
+        case '}': return push(make(K::Dict));
         case 's': {
             QB_TRY(v, pop());
             QB_TRY(k, pop());
@@ -430,8 +411,7 @@ private:
             QB_TRY(d, top());
             return setItems(*d, *items);
         }
-        case 0x8F:
-            return push(make(K::Set));
+        case 0x8F: return push(make(K::Set));
         case 0x90: { // ADDITEMS
             QB_TRY(items, popMark());
             QB_TRY(s, top());
@@ -494,12 +474,9 @@ private:
             v->s = std::move(*b);
             return push(v);
         }
-        case 'N':
-            return push(make(K::None));
-        case 0x88:
-            return push(makeInt(1, K::Bool));
-        case 0x89:
-            return push(makeInt(0, K::Bool));
+        case 'N': return push(make(K::None));
+        case 0x88: return push(makeInt(1, K::Bool));
+        case 0x89: return push(makeInt(0, K::Bool));
         case 'Q': { // BINPERSID
             QB_TRY(pid, pop());
             QB_TRY(s, persistentLoad(*pid));
@@ -522,8 +499,7 @@ private:
             QB_TRY(obj, top());
             return {};
         }
-        default:
-            break;
+        default: break;
         }
         char hex[8];
         std::snprintf(hex, sizeof hex, "0x%02x", op);
@@ -536,8 +512,8 @@ private:
     std::vector<PickleRef> m_stack;
     std::vector<std::size_t> m_marks;
     std::unordered_map<std::uint32_t, PickleRef> m_memo;
-    std::vector<PickleRef> m_all;                    // every value created (see the top)
-    std::unordered_set<const PickleValue*> m_kept;   // reachable from the returned result
+    std::vector<PickleRef> m_all;                  // every value created (see the top)
+    std::unordered_set<const PickleValue*> m_kept; // reachable from the returned result
 };
 
 } // namespace

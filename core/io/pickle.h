@@ -24,21 +24,7 @@ struct PickleValue;
 using PickleRef = std::shared_ptr<PickleValue>;
 
 struct PickleValue {
-    enum class Kind {
-        None,
-        Bool,
-        Int,
-        Float,
-        String,
-        Bytes,
-        Tuple,
-        List,
-        Dict,
-        Set,
-        Global,
-        Storage,
-        Tensor
-    };
+    enum class Kind { None, Bool, Int, Float, String, Bytes, Tuple, List, Dict, Set, Global, Storage, Tensor };
     Kind kind = Kind::None;
     std::int64_t i = 0;                                // Int, Bool
     double f = 0;                                      // Float

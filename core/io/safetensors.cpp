@@ -61,20 +61,19 @@ Result<Entry> parseEntry(const std::string& path, const std::string& name, const
     const std::string dtName = dt->asString();
     const auto dtype = dtypeFromName(dtName);
     if (!dtype)
-        return makeError(ErrorCode::Unsupported, "unsupported dtype \"" + dtName + "\"",
-                         path + ": tensor " + name);
+        return makeError(ErrorCode::Unsupported, "unsupported dtype \"" + dtName + "\"", path + ": tensor " + name);
     e.info.dtype = *dtype;
     const JsonValue* shape = v.find("shape");
     if (!shape || !shape->isArray()) return formatError(path, "missing or non-array \"shape\"", name);
     if (shape->asArray().size() > kMaxDims)
-        return formatError(path, std::to_string(shape->asArray().size()) + " dimensions (at most " +
-                                     std::to_string(kMaxDims) + ")", name);
+        return formatError(
+            path, std::to_string(shape->asArray().size()) + " dimensions (at most " + std::to_string(kMaxDims) + ")",
+            name);
     std::uint64_t numel = 1;
     bool overflow = false;
     for (const JsonValue& d : shape->asArray()) {
         std::uint64_t n = 0;
-        if (!toUInt(d, n))
-            return formatError(path, "shape entries must be non-negative integers", name);
+        if (!toUInt(d, n)) return formatError(path, "shape entries must be non-negative integers", name);
         e.info.shape.push_back(std::int64_t(n));
         if (n != 0 && numel > std::numeric_limits<std::uint64_t>::max() / n) overflow = true;
         numel *= n;
@@ -84,19 +83,16 @@ Result<Entry> parseEntry(const std::string& path, const std::string& name, const
         !toUInt(offs->asArray()[1], e.end))
         return formatError(path, "\"data_offsets\" must be [begin, end] integers", name);
     if (e.end < e.begin)
-        return formatError(path,
-                           "data_offsets end " + std::to_string(e.end) + " < begin " +
-                               std::to_string(e.begin),
+        return formatError(path, "data_offsets end " + std::to_string(e.end) + " < begin " + std::to_string(e.begin),
                            name);
     const std::uint64_t esize = dtypeSize(e.info.dtype);
     if (overflow || (esize && numel > std::numeric_limits<std::uint64_t>::max() / esize))
         return formatError(path, "shape " + e.info.shapeString() + " overflows", name);
     if (numel * esize != e.end - e.begin)
         return makeError(ErrorCode::Shape,
-                         "shape " + e.info.shapeString() + " of " + dtName + " needs " +
-                             std::to_string(numel * esize) + " bytes but data_offsets [" +
-                             std::to_string(e.begin) + ", " + std::to_string(e.end) + ") hold " +
-                             std::to_string(e.end - e.begin),
+                         "shape " + e.info.shapeString() + " of " + dtName + " needs " + std::to_string(numel * esize) +
+                             " bytes but data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                             ") hold " + std::to_string(e.end - e.begin),
                          path + ": tensor " + name);
     return e;
 }
@@ -113,19 +109,18 @@ Result<std::vector<TensorInfo>> parseSafetensors(const ByteRange& all)
 {
     const std::string path = all.path();
     if (all.size() < 8)
-        return formatError(path, "file is " + std::to_string(all.size()) +
-                                     " bytes, too short for the 8-byte header length");
+        return formatError(path,
+                           "file is " + std::to_string(all.size()) + " bytes, too short for the 8-byte header length");
     const std::uint64_t n = *all.read<std::uint64_t>(0);
     if (n > kMaxHeader)
-        return formatError(path, "header length " + std::to_string(n) +
-                                     " exceeds the 100000000-byte limit (offset 0)");
+        return formatError(path, "header length " + std::to_string(n) + " exceeds the 100000000-byte limit (offset 0)");
     if (n > all.size() - 8)
-        return formatError(path, "header length " + std::to_string(n) +
-                                     " runs past the end of the file (size " +
+        return formatError(path, "header length " + std::to_string(n) + " runs past the end of the file (size " +
                                      std::to_string(all.size()) + ", offset 0)");
     const ByteRange header = *all.slice(8, n);
     auto doc = parseJson(header.view(), path + ": header");
-    if (!doc) return formatError(path, "header is not valid JSON: " + doc.error().message + " (" + doc.error().context + ")");
+    if (!doc)
+        return formatError(path, "header is not valid JSON: " + doc.error().message + " (" + doc.error().context + ")");
     if (!doc->isObject()) return formatError(path, "header JSON is not an object");
 
     const std::uint64_t dataStart = 8 + n;
@@ -134,8 +129,7 @@ Result<std::vector<TensorInfo>> parseSafetensors(const ByteRange& all)
     for (const JsonMember& member : doc->asObject()) {
         const std::string& name = member.key;
         if (name == "__metadata__") {
-            if (!member.value.isObject())
-                return formatError(path, "\"__metadata__\" is not an object");
+            if (!member.value.isObject()) return formatError(path, "\"__metadata__\" is not an object");
             for (const JsonMember& m : member.value.asObject())
                 if (!m.value.isString())
                     return formatError(path, "\"__metadata__\" value for \"" + m.key + "\" is not a string");
@@ -150,37 +144,32 @@ Result<std::vector<TensorInfo>> parseSafetensors(const ByteRange& all)
     std::uint64_t expected = 0;
     std::string prev;
     for (const Entry& e : entries) {
-        const std::string where = path + ": tensor " + e.info.name + ", buffer offset " +
-                                  std::to_string(e.begin) + " (file offset " +
-                                  std::to_string(dataStart + e.begin) + ")";
+        const std::string where = path + ": tensor " + e.info.name + ", buffer offset " + std::to_string(e.begin) +
+                                  " (file offset " + std::to_string(dataStart + e.begin) + ")";
         if (e.begin < expected)
-            return makeError(
-                ErrorCode::Format,
-                "data overlaps " +
-                    (prev.empty() ? std::string("the buffer start") : "tensor " + prev) +
-                    ", which ends at buffer offset " + std::to_string(expected),
-                where);
+            return makeError(ErrorCode::Format,
+                             "data overlaps " + (prev.empty() ? std::string("the buffer start") : "tensor " + prev) +
+                                 ", which ends at buffer offset " + std::to_string(expected),
+                             where);
         if (e.begin > expected)
             return makeError(ErrorCode::Format,
                              "gap of " + std::to_string(e.begin - expected) +
-                                 " bytes before this tensor (expected buffer offset " +
-                                 std::to_string(expected) + ")",
+                                 " bytes before this tensor (expected buffer offset " + std::to_string(expected) + ")",
                              where);
         if (e.end > dataSize)
             return makeError(ErrorCode::OutOfRange,
                              "data ends at buffer offset " + std::to_string(e.end) +
-                                 " past the end of the file (buffer holds " +
-                                 std::to_string(dataSize) + " bytes): file truncated",
+                                 " past the end of the file (buffer holds " + std::to_string(dataSize) +
+                                 " bytes): file truncated",
                              where);
         expected = e.end;
         prev = e.info.name;
     }
     if (expected != dataSize)
         return makeError(ErrorCode::Format,
-                         std::to_string(dataSize - expected) +
-                             " trailing bytes after the last tensor" +
-                             (prev.empty() ? std::string() : " (" + prev + ")") +
-                             " at buffer offset " + std::to_string(expected),
+                         std::to_string(dataSize - expected) + " trailing bytes after the last tensor" +
+                             (prev.empty() ? std::string() : " (" + prev + ")") + " at buffer offset " +
+                             std::to_string(expected),
                          path);
     std::vector<TensorInfo> out;
     out.reserve(entries.size());
@@ -207,12 +196,11 @@ Result<ShardedTensors> readSafetensorsIndex(const std::string& indexPath)
         out.files.push_back(shard);
     }
     for (const auto& [name, shard] : index->weightMap) {
-        const auto it = std::find_if(out.tensors.begin(), out.tensors.end(),
-                                     [&](const TensorInfo& t) { return t.name == name; });
+        const auto it =
+            std::find_if(out.tensors.begin(), out.tensors.end(), [&](const TensorInfo& t) { return t.name == name; });
         if (it == out.tensors.end())
             return makeError(ErrorCode::Format,
-                             "index weight_map lists tensor " + name + " in " + shard +
-                                 " but no shard holds it",
+                             "index weight_map lists tensor " + name + " in " + shard + " but no shard holds it",
                              indexPath);
     }
     return out;

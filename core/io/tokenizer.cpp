@@ -33,8 +33,7 @@ Result<std::string> readFile(const std::string& path)
 
 namespace detail {
 
-void TokenizerImpl::encodeText(std::string_view text, std::vector<std::int32_t>& out,
-                               WordCache& cache) const
+void TokenizerImpl::encodeText(std::string_view text, std::vector<std::int32_t>& out, WordCache& cache) const
 {
     std::vector<Fragment> frags;
     splitOnAdded(rawAdded, text, frags);
@@ -85,8 +84,7 @@ Result<Tokenizer> Tokenizer::fromFile(const std::string& path)
 {
     QB_TRY(json, readFile(path));
     std::string config;
-    const QString cfgPath =
-        QFileInfo(QString::fromStdString(path)).dir().filePath("tokenizer_config.json");
+    const QString cfgPath = QFileInfo(QString::fromStdString(path)).dir().filePath("tokenizer_config.json");
     if (QFileInfo::exists(cfgPath)) {
         QB_TRY(c, readFile(cfgPath.toStdString()));
         config = std::move(*c);
@@ -99,8 +97,7 @@ Result<Tokenizer> Tokenizer::fromJson(const std::string& json, const std::string
     return fromJsonWithConfig(json, {}, nameForErrors);
 }
 
-Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json,
-                                                const std::string& configJson,
+Result<Tokenizer> Tokenizer::fromJsonWithConfig(const std::string& json, const std::string& configJson,
                                                 const std::string& name)
 {
     QB_TRY(impl, loadTokenizer(json, configJson, name));
@@ -125,45 +122,27 @@ std::string Tokenizer::decode(const std::vector<std::int32_t>& ids, bool skipSpe
     std::vector<std::string> toks;
     toks.reserve(ids.size());
     for (std::int32_t id : ids) {
-        if (id < 0 || std::size_t(id) >= t.idToToken.size() || !t.idPresent[std::size_t(id)])
-            continue;
+        if (id < 0 || std::size_t(id) >= t.idToToken.size() || !t.idPresent[std::size_t(id)]) continue;
         if (skipSpecial && t.idSpecial[std::size_t(id)]) continue;
         toks.push_back(t.idToToken[std::size_t(id)]);
     }
     return t.decodeTokens(std::move(toks));
 }
 
-std::int64_t Tokenizer::vocabSize() const
-{
-    return std::int64_t(m_impl->idToToken.size());
-}
-std::optional<std::int32_t> Tokenizer::bosId() const
-{
-    return m_impl->bosId;
-}
-std::optional<std::int32_t> Tokenizer::eosId() const
-{
-    return m_impl->eosId;
-}
-std::optional<std::int32_t> Tokenizer::unkId() const
-{
-    return m_impl->unkId;
-}
-std::optional<std::int32_t> Tokenizer::padId() const
-{
-    return m_impl->padId;
-}
+std::int64_t Tokenizer::vocabSize() const { return std::int64_t(m_impl->idToToken.size()); }
+std::optional<std::int32_t> Tokenizer::bosId() const { return m_impl->bosId; }
+std::optional<std::int32_t> Tokenizer::eosId() const { return m_impl->eosId; }
+std::optional<std::int32_t> Tokenizer::unkId() const { return m_impl->unkId; }
+std::optional<std::int32_t> Tokenizer::padId() const { return m_impl->padId; }
 
 bool Tokenizer::addsBos() const
 {
-    return m_impl->bosId && !m_impl->prefixIds.empty() &&
-           m_impl->prefixIds.front() == *m_impl->bosId;
+    return m_impl->bosId && !m_impl->prefixIds.empty() && m_impl->prefixIds.front() == *m_impl->bosId;
 }
 
 bool Tokenizer::addsEos() const
 {
-    return m_impl->eosId && !m_impl->suffixIds.empty() &&
-           m_impl->suffixIds.back() == *m_impl->eosId;
+    return m_impl->eosId && !m_impl->suffixIds.empty() && m_impl->suffixIds.back() == *m_impl->eosId;
 }
 
 std::string Tokenizer::tokenText(std::int32_t id) const
@@ -172,25 +151,15 @@ std::string Tokenizer::tokenText(std::int32_t id) const
     return m_impl->idToToken[std::size_t(id)];
 }
 
-std::optional<std::int32_t> Tokenizer::tokenId(std::string_view text) const
-{
-    return m_impl->lookup(text);
-}
+std::optional<std::int32_t> Tokenizer::tokenId(std::string_view text) const { return m_impl->lookup(text); }
 
 bool Tokenizer::isSpecial(std::int32_t id) const
 {
-    return id >= 0 && std::size_t(id) < m_impl->idSpecial.size() &&
-           m_impl->idSpecial[std::size_t(id)];
+    return id >= 0 && std::size_t(id) < m_impl->idSpecial.size() && m_impl->idSpecial[std::size_t(id)];
 }
 
-Tokenizer::Kind Tokenizer::kind() const
-{
-    return m_impl->kind;
-}
-const std::string& Tokenizer::sourceName() const
-{
-    return m_impl->name;
-}
+Tokenizer::Kind Tokenizer::kind() const { return m_impl->kind; }
+const std::string& Tokenizer::sourceName() const { return m_impl->name; }
 
 std::vector<std::string> Tokenizer::vocabulary() const
 {
@@ -215,10 +184,7 @@ std::vector<Tokenizer::TokenType> Tokenizer::tokenTypes() const
     return types;
 }
 
-const std::vector<std::pair<std::string, std::string>>& Tokenizer::mergePairs() const
-{
-    return m_impl->mergeList;
-}
+const std::vector<std::pair<std::string, std::string>>& Tokenizer::mergePairs() const { return m_impl->mergeList; }
 
 std::vector<std::string> Tokenizer::merges() const
 {
@@ -237,12 +203,9 @@ std::string Tokenizer::ggmlPre() const
     for (const PreTokStep& s : m_impl->preTokenizers) {
         if (s.type == PreTokStep::Type::SplitRegex) {
             switch (s.regex) {
-            case SplitRegex::Llama3:
-                return "llama-bpe";
-            case SplitRegex::Qwen2:
-                return "qwen2";
-            case SplitRegex::Gpt2:
-                return "gpt-2";
+            case SplitRegex::Llama3: return "llama-bpe";
+            case SplitRegex::Qwen2: return "qwen2";
+            case SplitRegex::Gpt2: return "gpt-2";
             }
         }
         if (s.type == PreTokStep::Type::ByteLevel && s.useRegex) return "gpt-2";

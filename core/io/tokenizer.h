@@ -54,8 +54,7 @@ public:
     static Result<Tokenizer> fromFile(const std::string& path);
     static Result<Tokenizer> fromJson(const std::string& json, const std::string& nameForErrors);
     // As fromJson, with the text of tokenizer_config.json (may be empty).
-    static Result<Tokenizer> fromJsonWithConfig(const std::string& json,
-                                                const std::string& configJson,
+    static Result<Tokenizer> fromJsonWithConfig(const std::string& json, const std::string& configJson,
                                                 const std::string& nameForErrors);
 
     // addSpecial: apply the post-processor (e.g. BOS) as HF's encode(text,
@@ -70,11 +69,11 @@ public:
     std::optional<std::int32_t> eosId() const;
     std::optional<std::int32_t> unkId() const;
     std::optional<std::int32_t> padId() const;
-    bool addsBos() const;                         // encode(text, true) prepends bosId()
-    bool addsEos() const;                         // encode(text, true) appends eosId()
-    std::string tokenText(std::int32_t id) const; // the vocab string; empty for an unknown id
+    bool addsBos() const;                                             // encode(text, true) prepends bosId()
+    bool addsEos() const;                                             // encode(text, true) appends eosId()
+    std::string tokenText(std::int32_t id) const;                     // the vocab string; empty for an unknown id
     std::optional<std::int32_t> tokenId(std::string_view text) const; // added tokens, then vocab
-    bool isSpecial(std::int32_t id) const; // an added token flagged special
+    bool isSpecial(std::int32_t id) const;                            // an added token flagged special
     Kind kind() const;
     const std::string& sourceName() const;
 

@@ -75,8 +75,7 @@ void TokenizerImpl::bpeWord(std::string_view word, std::vector<std::int32_t>& ou
         std::int32_t newId;
         bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
     };
-    auto pairInfo = [&](std::int32_t a,
-                        std::int32_t b) -> const std::pair<std::int32_t, std::int32_t>* {
+    auto pairInfo = [&](std::int32_t a, std::int32_t b) -> const std::pair<std::int32_t, std::int32_t>* {
         auto it = merges.find((std::uint64_t(std::uint32_t(a)) << 32) | std::uint32_t(b));
         return it == merges.end() ? nullptr : &it->second;
     };
@@ -96,11 +95,9 @@ void TokenizerImpl::bpeWord(std::string_view word, std::vector<std::int32_t>& ou
         left.next = right.next;
         if (left.next >= 0) syms[left.next].prev = top.pos;
         if (left.prev >= 0)
-            if (auto pm = pairInfo(syms[left.prev].id, left.id))
-                queue.push({pm->first, left.prev, pm->second});
+            if (auto pm = pairInfo(syms[left.prev].id, left.id)) queue.push({pm->first, left.prev, pm->second});
         if (left.next >= 0)
-            if (auto nm = pairInfo(left.id, syms[left.next].id))
-                queue.push({nm->first, top.pos, nm->second});
+            if (auto nm = pairInfo(left.id, syms[left.next].id)) queue.push({nm->first, top.pos, nm->second});
     }
     for (const Sym& sy : syms)
         if (sy.alive) out.push_back(sy.id);

@@ -31,10 +31,8 @@ std::string TokenizerImpl::decodeTokens(std::vector<std::string> toks) const
                 for (std::size_t p = 0; p < tok.size() && ok;) {
                     const CodePoint c = decodeUtf8(tok, p);
                     const int b = unicodeToByte(c.cp);
-                    if (b < 0)
-                        ok = false;
-                    else
-                        mapped += char(b);
+                    if (b < 0) ok = false;
+                    else mapped += char(b);
                     p += std::size_t(c.len);
                 }
                 bytes += ok ? mapped : tok;
@@ -67,8 +65,7 @@ std::string TokenizerImpl::decodeTokens(std::vector<std::string> toks) const
                     char* end = nullptr;
                     const std::string hex = tok.substr(3, 2);
                     const long v = std::strtol(hex.c_str(), &end, 16);
-                    if (end == hex.c_str() + 2 && std::isxdigit((unsigned char)hex[0]))
-                        byte = int(v);
+                    if (end == hex.c_str() + 2 && std::isxdigit((unsigned char)hex[0])) byte = int(v);
                 }
                 if (byte >= 0) {
                     pending += char(byte);

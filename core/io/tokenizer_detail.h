@@ -51,8 +51,7 @@ int unicodeToByte(char32_t c); // -1 when c is not in the table
 enum class SplitRegex { Gpt2, Llama3, Qwen2 };
 std::optional<SplitRegex> recogniseSplitRegex(const std::string& pattern);
 // Byte spans [begin, end) of the regex's successive (leftmost-first) matches in s.
-void findRegexMatches(SplitRegex which, std::string_view s,
-                      std::vector<std::pair<std::size_t, std::size_t>>& out);
+void findRegexMatches(SplitRegex which, std::string_view s, std::vector<std::pair<std::size_t, std::size_t>>& out);
 
 // ---- Pipeline ----
 struct NormalizerStep {
@@ -119,8 +118,7 @@ struct StringHash {
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 using StringIdMap = std::unordered_map<std::string, std::int32_t, StringHash, std::equal_to<>>;
-using WordCache =
-    std::unordered_map<std::string, std::vector<std::int32_t>, StringHash, std::equal_to<>>;
+using WordCache = std::unordered_map<std::string, std::vector<std::int32_t>, StringHash, std::equal_to<>>;
 
 struct TokenizerImpl {
     std::string name;
@@ -163,8 +161,7 @@ struct TokenizerImpl {
 };
 
 // tokenizer_load.cpp. configJson may be empty; name is the file name for error contexts.
-Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json,
-                                                           std::string_view configJson,
+Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json, std::string_view configJson,
                                                            const std::string& name);
 
 } // namespace qb::io::detail

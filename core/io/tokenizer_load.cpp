@@ -22,10 +22,7 @@ Error unsupported(const std::string& what, const std::string& name)
 {
     return makeError(ErrorCode::Unsupported, what, name);
 }
-Error format(const std::string& what, const std::string& name)
-{
-    return makeError(ErrorCode::Format, what, name);
-}
+Error format(const std::string& what, const std::string& name) { return makeError(ErrorCode::Format, what, name); }
 
 // Lenient member reads, as the loader always had them (QJsonValue's): a member that is missing,
 // null or of another type reads as the default; an absent object reads as an empty one.
@@ -36,18 +33,9 @@ const JsonValue& member(const JsonValue& o, std::string_view key)
     const JsonValue* v = o.find(key); // nullptr when o is not an object
     return v ? *v : kAbsent;
 }
-std::string str(const JsonValue& v)
-{
-    return v.isString() ? v.asString() : std::string();
-}
-bool flag(const JsonValue& v, bool dflt)
-{
-    return v.isBool() ? v.asBool() : dflt;
-}
-std::int64_t integer(const JsonValue& v, std::int64_t dflt)
-{
-    return v.isInteger() ? v.asInteger() : dflt;
-}
+std::string str(const JsonValue& v) { return v.isString() ? v.asString() : std::string(); }
+bool flag(const JsonValue& v, bool dflt) { return v.isBool() ? v.asBool() : dflt; }
+std::int64_t integer(const JsonValue& v, std::int64_t dflt) { return v.isInteger() ? v.asInteger() : dflt; }
 int smallInteger(const JsonValue& v, int dflt)
 {
     const std::int64_t i = integer(v, dflt);
@@ -91,11 +79,9 @@ struct Loader {
         } else if (type == "Replace") {
             const JsonValue& pat = member(o, "pattern");
             if (!pat.find("String"))
-                return unsupported("Replace normalizer with a regex pattern is not supported: " +
-                                       toJsonText(pat, -1),
+                return unsupported("Replace normalizer with a regex pattern is not supported: " + toJsonText(pat, -1),
                                    name);
-            t.normalizers.push_back(
-                {T::Replace, str(member(pat, "String")), str(member(o, "content"))});
+            t.normalizers.push_back({T::Replace, str(member(pat, "String")), str(member(o, "content"))});
         } else {
             return unsupported("normalizer type '" + type + "' is not supported", name);
         }
@@ -175,8 +161,7 @@ struct Loader {
             if (p == "never") return PrependScheme::Never;
             return format("unknown Metaspace prepend_scheme '" + p + "'", name);
         }
-        if (const JsonValue* add = o.find("add_prefix_space"); add && !flag(*add, true))
-            return PrependScheme::Never;
+        if (const JsonValue* add = o.find("add_prefix_space"); add && !flag(*add, true)) return PrependScheme::Never;
         return PrependScheme::Always;
     }
 
@@ -197,10 +182,8 @@ struct Loader {
             t.decoders.push_back({T::Fuse});
         } else if (type == "Replace") {
             const JsonValue& pat = member(o, "pattern");
-            if (!pat.find("String"))
-                return unsupported("Replace decoder with a regex pattern is not supported", name);
-            t.decoders.push_back(
-                {T::Replace, str(member(pat, "String")), str(member(o, "content"))});
+            if (!pat.find("String")) return unsupported("Replace decoder with a regex pattern is not supported", name);
+            t.decoders.push_back({T::Replace, str(member(pat, "String")), str(member(o, "content"))});
         } else if (type == "Strip") {
             DecoderStep s{T::Strip, str(member(o, "content")), {}};
             s.start = smallInteger(member(o, "start"), 0);
@@ -239,14 +222,11 @@ struct Loader {
                     continue;
                 }
                 const JsonValue* special = item.find("SpecialToken");
-                if (!special)
-                    return format("TemplateProcessing item is neither SpecialToken nor Sequence",
-                                  name);
+                if (!special) return format("TemplateProcessing item is neither SpecialToken nor Sequence", name);
                 const std::string id = str(member(*special, "id"));
                 const JsonValue* entry = specials.find(id);
                 if (!entry)
-                    return format("TemplateProcessing names special token '" + id +
-                                      "' missing from special_tokens",
+                    return format("TemplateProcessing names special token '" + id + "' missing from special_tokens",
                                   name);
                 for (const JsonValue& x : array(member(*entry, "ids")))
                     (seenA ? post : pre).push_back(std::int32_t(integer(x, 0)));
@@ -270,22 +250,16 @@ struct Loader {
     {
         const JsonValue* typeValue = m.find("type");
         const std::string type = typeValue ? str(*typeValue) : "BPE";
-        if (type != "BPE")
-            return unsupported("tokenizer model type '" + type + "' is not supported (BPE only)",
-                               name);
+        if (type != "BPE") return unsupported("tokenizer model type '" + type + "' is not supported (BPE only)", name);
         const JsonValue& dropout = member(m, "dropout");
-        if (dropout.isNumber() && dropout.asNumber() != 0.0)
-            return unsupported("BPE dropout is not supported", name);
+        if (dropout.isNumber() && dropout.asNumber() != 0.0) return unsupported("BPE dropout is not supported", name);
         const JsonValue& vocab = member(m, "vocab");
-        if (!vocab.isObject() || vocab.asObject().empty())
-            return format("model.vocab is missing or empty", name);
+        if (!vocab.isObject() || vocab.asObject().empty()) return format("model.vocab is missing or empty", name);
         t.vocab.reserve(vocab.asObject().size());
         for (const JsonMember& e : vocab.asObject()) {
-            if (!e.value.isNumber())
-                return format("model.vocab entry '" + e.key + "' has no id", name);
+            if (!e.value.isNumber()) return format("model.vocab entry '" + e.key + "' has no id", name);
             const std::int64_t id = integer(e.value, -1);
-            if (id < 0 || id > INT32_MAX)
-                return format("model.vocab id out of range for '" + e.key + "'", name);
+            if (id < 0 || id > INT32_MAX) return format("model.vocab id out of range for '" + e.key + "'", name);
             t.vocab.emplace(e.key, std::int32_t(id)); // keys are unique: the parser refuses repeats
         }
         t.continuingPrefix = str(member(m, "continuing_subword_prefix"));
@@ -315,17 +289,14 @@ struct Loader {
                 if (line.starts_with("#version")) continue;
                 const std::size_t sp = line.find(' ');
                 if (sp == std::string::npos || line.find(' ', sp + 1) != std::string::npos)
-                    return format("merge " + std::to_string(rank) + " is not \"left right\": '" +
-                                      line + "'",
-                                  name);
+                    return format("merge " + std::to_string(rank) + " is not \"left right\": '" + line + "'", name);
                 a = line.substr(0, sp);
                 b = line.substr(sp + 1);
             } else if (mv.isArray() && mv.asArray().size() == 2) {
                 a = str(mv.asArray()[0]);
                 b = str(mv.asArray()[1]);
             } else {
-                return format("merge " + std::to_string(rank) + " is neither a string nor a pair",
-                              name);
+                return format("merge " + std::to_string(rank) + " is neither a string nor a pair", name);
             }
             auto ia = t.vocab.find(a), ib = t.vocab.find(b);
             std::string merged = a;
@@ -337,8 +308,7 @@ struct Loader {
                 return format("merge " + std::to_string(rank) + " ('" + a + "' '" + b +
                                   "') uses a token missing from the vocabulary",
                               name);
-            const std::uint64_t key =
-                (std::uint64_t(std::uint32_t(ia->second)) << 32) | std::uint32_t(ib->second);
+            const std::uint64_t key = (std::uint64_t(std::uint32_t(ia->second)) << 32) | std::uint32_t(ib->second);
             t.merges.insert_or_assign(key, std::make_pair(rank, im->second));
             t.mergeList.emplace_back(std::move(a), std::move(b));
             ++rank;
@@ -351,8 +321,7 @@ std::optional<std::string> configToken(const JsonValue& cfg, const char* key)
 {
     const JsonValue& v = member(cfg, key);
     if (v.isString()) return v.asString();
-    if (const JsonValue& content = member(v, "content"); content.isString())
-        return content.asString();
+    if (const JsonValue& content = member(v, "content"); content.isString()) return content.asString();
     return std::nullopt;
 }
 
@@ -363,9 +332,7 @@ Result<JsonValue> parseObject(std::string_view json, const std::string& name)
     if (const std::size_t bad = firstInvalidUtf8(json); bad != std::string_view::npos)
         return format("not valid JSON: invalid UTF-8 at offset " + std::to_string(bad), name);
     auto doc = parseJson(json, name);
-    if (!doc)
-        return makeError(ErrorCode::Format, "not valid JSON: " + doc.error().message,
-                         doc.error().context);
+    if (!doc) return makeError(ErrorCode::Format, "not valid JSON: " + doc.error().message, doc.error().context);
     if (!doc->isObject()) return format("JSON top level is not an object", name);
     return std::move(*doc);
 }
@@ -420,24 +387,13 @@ Status checkTextGrowth(const TokenizerImpl& t, const std::string& name)
         using T = NormalizerStep::Type;
         switch (n.type) {
         case T::Nfc:
-        case T::Nfd:
-            g.unicode(4);
-            break;
+        case T::Nfd: g.unicode(4); break;
         case T::Nfkc:
-        case T::Nfkd:
-            g.unicode(18);
-            break;
-        case T::Lowercase:
-            g.unicode(3);
-            break;
-        case T::Prepend:
-            g.prepend(n.a);
-            break;
-        case T::Replace:
-            g.replace(n.a, n.b);
-            break;
-        case T::Strip:
-            break;
+        case T::Nfkd: g.unicode(18); break;
+        case T::Lowercase: g.unicode(3); break;
+        case T::Prepend: g.prepend(n.a); break;
+        case T::Replace: g.replace(n.a, n.b); break;
+        case T::Strip: break;
         }
         if (!g.ok()) return refuse("the normalizer chain", g);
     }
@@ -459,8 +415,7 @@ Status checkTextGrowth(const TokenizerImpl& t, const std::string& name)
 
 } // namespace
 
-Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json,
-                                                           std::string_view configJson,
+Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json, std::string_view configJson,
                                                            const std::string& name)
 {
     QB_TRY(rootR, parseObject(json, name));
@@ -517,8 +472,7 @@ Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json
     for (const AddedToken& a : t.addedTokens)
         maxId = std::max<std::int64_t>(maxId, a.id);
     constexpr std::int64_t kMaxVocab = std::int64_t(1) << 24; // far above any real vocabulary
-    if (maxId >= kMaxVocab)
-        return format("token id " + std::to_string(maxId) + " is implausibly large", name);
+    if (maxId >= kMaxVocab) return format("token id " + std::to_string(maxId) + " is implausibly large", name);
     // The id table is dense: a few tokens with huge ids would cost gigabytes for a tiny file.
     const std::int64_t tokens = std::int64_t(t.vocab.size() + t.addedTokens.size());
     if (maxId > 2 * tokens + 65536)
@@ -542,11 +496,9 @@ Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json
         t.idSpecial[std::size_t(a.id)] = a.special ? 1 : 0;
     }
     for (std::int32_t id : t.prefixIds)
-        if (id < 0 || id > maxId)
-            return format("post_processor uses unknown id " + std::to_string(id), name);
+        if (id < 0 || id > maxId) return format("post_processor uses unknown id " + std::to_string(id), name);
     for (std::int32_t id : t.suffixIds)
-        if (id < 0 || id > maxId)
-            return format("post_processor uses unknown id " + std::to_string(id), name);
+        if (id < 0 || id > maxId) return format("post_processor uses unknown id " + std::to_string(id), name);
 
     // kind
     t.kind = Tokenizer::Kind::SentencePieceBpe;
@@ -570,8 +522,7 @@ Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json
         for (const char* s : {"<s>", "<|begin_of_text|>"})
             if ((t.bosId = t.lookup(s))) break;
     if (!t.eosId)
-        for (const char* s :
-             {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|eot_id|>", "<|im_end|>"})
+        for (const char* s : {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|eot_id|>", "<|im_end|>"})
             if ((t.eosId = t.lookup(s))) break;
     if (!processorAdds) {
         if (flag(member(cfg, "add_bos_token"), false) && t.bosId) t.prefixIds.push_back(*t.bosId);

@@ -19,10 +19,7 @@ bool isAscii(std::string_view s)
 }
 
 // Rust's char::is_alphanumeric plus '_' (AddedVocabulary's word boundary test).
-bool isWordChar(char32_t c)
-{
-    return c == '_' || isLetter(c) || isNumber(c);
-}
+bool isWordChar(char32_t c) { return c == '_' || isLetter(c) || isNumber(c); }
 
 char32_t lastCodePoint(std::string_view s)
 {
@@ -46,9 +43,8 @@ AddedMatcher buildAddedMatcher(std::vector<AddedToken> tokens)
         m.byFirstByte[static_cast<unsigned char>(m.tokens[i].content[0])].push_back(int(i));
     }
     for (auto& bucket : m.byFirstByte)
-        std::stable_sort(bucket.begin(), bucket.end(), [&](int a, int b) {
-            return m.tokens[a].content.size() > m.tokens[b].content.size();
-        });
+        std::stable_sort(bucket.begin(), bucket.end(),
+                         [&](int a, int b) { return m.tokens[a].content.size() > m.tokens[b].content.size(); });
     return m;
 }
 
@@ -127,15 +123,11 @@ std::string TokenizerImpl::normalize(std::string s) const
             s = QString::fromStdString(sanitizeUtf8(s)).normalized(form).toStdString();
             break;
         }
-        case T::Lowercase:
-            s = QString::fromStdString(s).toLower().toStdString();
-            break;
+        case T::Lowercase: s = QString::fromStdString(s).toLower().toStdString(); break;
         case T::Prepend:
             if (!s.empty()) s.insert(0, n.a);
             break;
-        case T::Replace:
-            replaceAll(s, n.a, n.b);
-            break;
+        case T::Replace: replaceAll(s, n.a, n.b); break;
         case T::Strip: {
             std::size_t b = 0, e = s.size();
             if (n.left)

@@ -99,10 +99,8 @@ std::string sanitizeUtf8(std::string_view bytes)
         bool complete = false;
         char32_t cp = 0;
         const int n = utf8Scan(bytes, i, complete, cp);
-        if (complete)
-            out.append(bytes.substr(i, n));
-        else
-            out += "\xEF\xBF\xBD";
+        if (complete) out.append(bytes.substr(i, n));
+        else out += "\xEF\xBF\xBD";
         i += n;
     }
     return out;
@@ -145,10 +143,8 @@ bool isLetter(char32_t c)
     case QChar::Letter_Lowercase:
     case QChar::Letter_Titlecase:
     case QChar::Letter_Modifier:
-    case QChar::Letter_Other:
-        return true;
-    default:
-        return false;
+    case QChar::Letter_Other: return true;
+    default: return false;
     }
 }
 
@@ -158,10 +154,8 @@ bool isNumber(char32_t c)
     switch (QChar::category(c)) {
     case QChar::Number_DecimalDigit:
     case QChar::Number_Letter:
-    case QChar::Number_Other:
-        return true;
-    default:
-        return false;
+    case QChar::Number_Other: return true;
+    default: return false;
     }
 }
 
@@ -170,8 +164,8 @@ bool isWhitespace(char32_t c)
     // The Unicode White_Space property, spelled out (Oniguruma's \s in Unicode mode).
     if (c <= 0x20) return c == 0x20 || (c >= 0x09 && c <= 0x0D);
     if (c < 0x85) return false;
-    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
-           c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
+           c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 const std::array<std::string, 256>& byteToUnicode()
@@ -209,8 +203,7 @@ int unicodeToByte(char32_t c)
 
 namespace {
 
-const char* const kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 const char* const kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 const char* const kQwen2Pattern =
@@ -235,20 +228,14 @@ Text classify(std::string_view s)
         const CodePoint c = decodeUtf8(s, pos);
         t.off.push_back(pos);
         t.cp.push_back(c.cp);
-        t.cls.push_back(isLetter(c.cp)       ? kLetter
-                        : isNumber(c.cp)     ? kNumber
-                        : isWhitespace(c.cp) ? kSpace
-                                             : kOther);
+        t.cls.push_back(isLetter(c.cp) ? kLetter : isNumber(c.cp) ? kNumber : isWhitespace(c.cp) ? kSpace : kOther);
         pos += std::size_t(c.len);
     }
     t.off.push_back(s.size());
     return t;
 }
 
-bool isCrLf(char32_t c)
-{
-    return c == '\r' || c == '\n';
-}
+bool isCrLf(char32_t c) { return c == '\r' || c == '\n'; }
 
 char32_t foldAscii(char32_t c)
 {
@@ -267,8 +254,7 @@ std::size_t matchContraction(const Text& t, std::size_t i, bool ci)
     if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
     if (i + 2 < n) {
         const char32_t b = f(i + 2);
-        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
-            return i + 3;
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
     }
     return i;
 }
@@ -307,8 +293,7 @@ std::size_t matchLlama3(const Text& t, std::size_t i, std::size_t maxDigits)
     // (?i:'s|'t|'re|'ve|'m|'ll|'d)
     if (std::size_t e = matchContraction(t, i, true); e != i) return e;
     // [^\r\n\p{L}\p{N}]?\p{L}+
-    if (!isCrLf(t.cp[i]) && t.cls[i] != kLetter && t.cls[i] != kNumber && i + 1 < n &&
-        t.cls[i + 1] == kLetter)
+    if (!isCrLf(t.cp[i]) && t.cls[i] != kLetter && t.cls[i] != kNumber && i + 1 < n && t.cls[i + 1] == kLetter)
         return runOf(t, i + 1, kLetter);
     if (t.cls[i] == kLetter) return runOf(t, i, kLetter);
     // \p{N}{1,3} (Llama-3) or \p{N} (Qwen2)
@@ -320,10 +305,8 @@ std::size_t matchLlama3(const Text& t, std::size_t i, std::size_t maxDigits)
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
     std::size_t start = std::size_t(-1);
-    if (t.cp[i] == ' ' && i + 1 < n && t.cls[i + 1] == kOther)
-        start = i + 1;
-    else if (t.cls[i] == kOther)
-        start = i;
+    if (t.cp[i] == ' ' && i + 1 < n && t.cls[i + 1] == kOther) start = i + 1;
+    else if (t.cls[i] == kOther) start = i;
     if (start != std::size_t(-1)) {
         std::size_t j = runOf(t, start, kOther);
         while (j < n && isCrLf(t.cp[j]))
@@ -347,8 +330,7 @@ std::optional<SplitRegex> recogniseSplitRegex(const std::string& pattern)
     return std::nullopt;
 }
 
-void findRegexMatches(SplitRegex which, std::string_view s,
-                      std::vector<std::pair<std::size_t, std::size_t>>& out)
+void findRegexMatches(SplitRegex which, std::string_view s, std::vector<std::pair<std::size_t, std::size_t>>& out)
 {
     const Text t = classify(s);
     std::size_t i = 0;
@@ -356,15 +338,9 @@ void findRegexMatches(SplitRegex which, std::string_view s,
     while (i < n) {
         std::size_t e = i;
         switch (which) {
-        case SplitRegex::Gpt2:
-            e = matchGpt2(t, i);
-            break;
-        case SplitRegex::Llama3:
-            e = matchLlama3(t, i, 3);
-            break;
-        case SplitRegex::Qwen2:
-            e = matchLlama3(t, i, 1);
-            break;
+        case SplitRegex::Gpt2: e = matchGpt2(t, i); break;
+        case SplitRegex::Llama3: e = matchLlama3(t, i, 3); break;
+        case SplitRegex::Qwen2: e = matchLlama3(t, i, 1); break;
         }
         if (e == i) { // every code point matches some branch; guard against a stall anyway
             ++i;
@@ -380,8 +356,8 @@ void findRegexMatches(SplitRegex which, std::string_view s,
 namespace {
 
 // Splits `s` given match spans, following SplitDelimiterBehavior; empty pieces are dropped.
-void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::size_t>>& hits,
-                SplitBehavior behavior, bool invert, std::vector<Piece>& out)
+void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::size_t>>& hits, SplitBehavior behavior,
+                bool invert, std::vector<Piece>& out)
 {
     struct Span {
         std::size_t b, e;
@@ -405,16 +381,12 @@ void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::si
         for (auto& sp : spans)
             if (!sp.match) res.push_back(sp);
         break;
-    case SplitBehavior::Isolated:
-        res = std::move(spans);
-        break;
+    case SplitBehavior::Isolated: res = std::move(spans); break;
     case SplitBehavior::MergedWithPrevious: {
         bool prevMatch = false;
         for (auto& sp : spans) {
-            if (sp.match && !prevMatch && !res.empty())
-                res.back().e = sp.e;
-            else
-                res.push_back(sp);
+            if (sp.match && !prevMatch && !res.empty()) res.back().e = sp.e;
+            else res.push_back(sp);
             prevMatch = sp.match;
         }
         break;
@@ -422,10 +394,8 @@ void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::si
     case SplitBehavior::MergedWithNext: {
         bool prevMatch = false;
         for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
-            if (it->match && !prevMatch && !res.empty())
-                res.back().b = it->b;
-            else
-                res.push_back(*it);
+            if (it->match && !prevMatch && !res.empty()) res.back().b = it->b;
+            else res.push_back(*it);
             prevMatch = it->match;
         }
         std::reverse(res.begin(), res.end());
@@ -434,10 +404,8 @@ void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::si
     case SplitBehavior::Contiguous: {
         bool prevMatch = false;
         for (auto& sp : spans) {
-            if (sp.match == prevMatch && !res.empty())
-                res.back().e = sp.e;
-            else
-                res.push_back(sp);
+            if (sp.match == prevMatch && !res.empty()) res.back().e = sp.e;
+            else res.push_back(sp);
             prevMatch = sp.match;
         }
         break;
@@ -447,8 +415,7 @@ void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::si
         if (sp.e > sp.b) out.push_back({p.text.substr(sp.b, sp.e - sp.b), p.atStart && sp.b == 0});
 }
 
-void findString(std::string_view s, std::string_view pat,
-                std::vector<std::pair<std::size_t, std::size_t>>& hits)
+void findString(std::string_view s, std::string_view pat, std::vector<std::pair<std::size_t, std::size_t>>& hits)
 {
     if (pat.empty()) return;
     std::size_t pos = 0;
@@ -500,8 +467,8 @@ std::vector<Piece> preTokenize(const std::vector<PreTokStep>& steps, Piece input
                 break;
             case PreTokStep::Type::Metaspace: {
                 replaceAll(p.text, " ", st.pattern);
-                const bool prepend = st.prepend == PrependScheme::Always ||
-                                     (st.prepend == PrependScheme::First && p.atStart);
+                const bool prepend =
+                    st.prepend == PrependScheme::Always || (st.prepend == PrependScheme::First && p.atStart);
                 if (prepend && !p.text.starts_with(st.pattern)) p.text.insert(0, st.pattern);
                 if (st.split) {
                     findString(p.text, st.pattern, hits);

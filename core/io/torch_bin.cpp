@@ -55,14 +55,12 @@ Result<Zip> readZip(const ByteRange& all, const std::string& path)
             found = true;
             break;
         }
-    if (!found)
-        return err("zip end-of-central-directory record not found (file truncated?)", all.size());
+    if (!found) return err("zip end-of-central-directory record not found (file truncated?)", all.size());
     std::uint64_t entries = *all.read<std::uint16_t>(eocd + 10);
     std::uint64_t cdSize = *all.read<std::uint32_t>(eocd + 12);
     std::uint64_t cdOffset = *all.read<std::uint32_t>(eocd + 16);
     if (entries == 0xFFFF || cdSize == 0xFFFFFFFFu || cdOffset == 0xFFFFFFFFu) {
-        if (eocd < 20 || *all.read<std::uint32_t>(eocd - 20) != 0x07064b50u)
-            return err("ZIP64 locator missing", eocd);
+        if (eocd < 20 || *all.read<std::uint32_t>(eocd - 20) != 0x07064b50u) return err("ZIP64 locator missing", eocd);
         QB_TRY(e64, all.read<std::uint64_t>(eocd - 20 + 8));
         QB_TRY(sig, all.read<std::uint32_t>(*e64));
         if (*sig != 0x06064b50u) return err("ZIP64 end-of-central-directory record missing", *e64);
@@ -119,11 +117,9 @@ Result<Zip> readZip(const ByteRange& all, const std::string& path)
         if (!data.ok())
             return makeError(ErrorCode::OutOfRange,
                              "member " + name + " data [" + std::to_string(dataAt) + ", " +
-                                 std::to_string(dataAt + csize) +
-                                 ") runs past the end of the file: file truncated",
+                                 std::to_string(dataAt + csize) + ") runs past the end of the file: file truncated",
                              path);
-        if (*method == 0 && csize != usize)
-            return err("stored member " + name + " has mismatched sizes", at);
+        if (*method == 0 && csize != usize) return err("stored member " + name + " has mismatched sizes", at);
         zip.members[name] = *data;
         zip.methods[name] = *method;
         p += 46 + std::uint64_t(*nameLen) + *extraLen + *commentLen;
@@ -133,20 +129,16 @@ Result<Zip> readZip(const ByteRange& all, const std::string& path)
 
 // Reads one (small) member through QuaZip, which inflates it if needed and verifies its CRC-32,
 // so a corrupted pickle is reported as such instead of as a confusing opcode error.
-Result<ByteRange> readMemberWithQuaZip(const std::string& path, const std::string& name,
-                                       std::uint64_t maxBytes)
+Result<ByteRange> readMemberWithQuaZip(const std::string& path, const std::string& name, std::uint64_t maxBytes)
 {
     QuaZip zip(QString::fromStdString(path));
     if (!zip.open(QuaZip::mdUnzip))
         return makeError(ErrorCode::Format,
-                         "cannot open zip archive (QuaZip error " +
-                             std::to_string(zip.getZipError()) + ")",
-                         path);
+                         "cannot open zip archive (QuaZip error " + std::to_string(zip.getZipError()) + ")", path);
     if (!zip.setCurrentFile(QString::fromStdString(name)))
         return makeError(ErrorCode::Format, "archive member " + name + " is missing", path);
     QuaZipFile f(&zip);
-    if (!f.open(QIODevice::ReadOnly))
-        return makeError(ErrorCode::Format, "cannot read archive member " + name, path);
+    if (!f.open(QIODevice::ReadOnly)) return makeError(ErrorCode::Format, "cannot read archive member " + name, path);
     // QuaZip may open a different entry of the same name from the one our own parse found: never
     // read more than the stored member holds, so a deflated twin cannot inflate without bound.
     std::vector<std::uint8_t> bytes;
@@ -163,9 +155,7 @@ Result<ByteRange> readMemberWithQuaZip(const std::string& path, const std::strin
     }
     f.close();
     if (f.getZipError() != 0) // UNZ_CRCERROR and friends are reported on close
-        return makeError(ErrorCode::Format,
-                         "archive member " + name + " is corrupt (CRC mismatch or truncated)",
-                         path);
+        return makeError(ErrorCode::Format, "archive member " + name + " is corrupt (CRC mismatch or truncated)", path);
     auto owned = MappedFile::fromBytes(std::move(bytes), path + ":" + name);
     return ByteRange(owned);
 }
@@ -204,26 +194,21 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
     std::string prefix;
     bool found = false;
     for (const auto& [name, range] : zip->members)
-        if (name == "data.pkl" ||
-            (name.size() > 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0 &&
-             name.find('/') == name.size() - 9)) {
+        if (name == "data.pkl" || (name.size() > 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0 &&
+                                   name.find('/') == name.size() - 9)) {
             prefix = name.substr(0, name.size() - 8);
             found = true;
             break;
         }
-    if (!found)
-        return makeError(ErrorCode::Format,
-                         "archive has no data.pkl member: not a torch checkpoint", path);
+    if (!found) return makeError(ErrorCode::Format, "archive has no data.pkl member: not a torch checkpoint", path);
     auto member = [&](const std::string& name) -> Result<ByteRange> {
         const auto it = zip->members.find(prefix + name);
         if (it == zip->members.end())
-            return makeError(ErrorCode::Format, "archive member " + prefix + name + " is missing",
-                             path);
+            return makeError(ErrorCode::Format, "archive member " + prefix + name + " is missing", path);
         if (zip->methods[prefix + name] != 0)
             return makeError(ErrorCode::Unsupported,
                              "archive member " + prefix + name + " is compressed (method " +
-                                 std::to_string(zip->methods[prefix + name]) +
-                                 "); torch writes stored members only",
+                                 std::to_string(zip->methods[prefix + name]) + "); torch writes stored members only",
                              path);
         return it->second;
     };
@@ -239,14 +224,12 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
     // Some training scripts wrap the weights: {"state_dict": {...}} or {"model": {...}}.
     if (dict->kind == K::Dict)
         for (const auto& [k, v] : dict->dict)
-            if (k->kind == K::String && (k->s == "state_dict" || k->s == "model") &&
-                v->kind == K::Dict) {
+            if (k->kind == K::String && (k->s == "state_dict" || k->s == "model") && v->kind == K::Dict) {
                 dict = v;
                 break;
             }
     if (dict->kind != K::Dict)
-        return makeError(ErrorCode::Format,
-                         "data.pkl does not hold a state_dict (a dict of tensors)", path);
+        return makeError(ErrorCode::Format, "data.pkl does not hold a state_dict (a dict of tensors)", path);
 
     TorchBinTensors out;
     std::size_t skipped = 0;
@@ -282,8 +265,7 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
         std::int64_t numel = 1, last = t.storageOffset;
         bool overflow = false;
         for (std::size_t d = 0; d < t.size.size(); ++d) {
-            if (t.size[d] < 0 || t.stride[d] < 0)
-                return makeError(ErrorCode::Format, "negative size or stride", where);
+            if (t.size[d] < 0 || t.stride[d] < 0) return makeError(ErrorCode::Format, "negative size or stride", where);
             std::int64_t span = 0;
             overflow |= __builtin_mul_overflow(numel, t.size[d], &numel);
             if (t.size[d] > 0) {
@@ -299,9 +281,8 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
         if (numel > 0 && (t.storageOffset < 0 || std::uint64_t(last) >= storageElems))
             return makeError(ErrorCode::OutOfRange,
                              "view (offset " + std::to_string(t.storageOffset) + ", last element " +
-                                 std::to_string(last) + ") lies outside storage " +
-                                 t.storage->storageKey + " of " + std::to_string(storageElems) +
-                                 " elements",
+                                 std::to_string(last) + ") lies outside storage " + t.storage->storageKey + " of " +
+                                 std::to_string(storageElems) + " elements",
                              where + " at offset " + std::to_string(storage->fileOffset()));
         // A view may repeat storage elements (stride 0, overlapping strides): its row-major copy
         // is refused beyond what the whole file could plausibly expand to.
@@ -310,9 +291,8 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
             const std::uint64_t copyBytes = huge ? 0 : std::uint64_t(numel) * esize;
             if (huge || copiedBytes + copyBytes > all.size() + kStridedCopySlackBytes)
                 return makeError(ErrorCode::OutOfRange,
-                                 "strided view of " + std::to_string(numel) +
-                                     " elements expands storage " + t.storage->storageKey + " (" +
-                                     std::to_string(storageElems) +
+                                 "strided view of " + std::to_string(numel) + " elements expands storage " +
+                                     t.storage->storageKey + " (" + std::to_string(storageElems) +
                                      " elements) beyond the size of the file; refusing to copy it",
                                  where);
             copiedBytes += copyBytes;
@@ -320,8 +300,7 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
         if (numel == 0) {
             info.bytes = *storage->slice(0, 0);
         } else if (isContiguous(t)) {
-            info.bytes = *storage->slice(std::uint64_t(t.storageOffset) * esize,
-                                         std::uint64_t(numel) * esize);
+            info.bytes = *storage->slice(std::uint64_t(t.storageOffset) * esize, std::uint64_t(numel) * esize);
         } else {
             // Gather a strided view into an owned row-major copy.
             std::vector<std::uint8_t> buf(std::size_t(numel) * esize);
@@ -331,22 +310,18 @@ Result<TorchBinTensors> readTorchBinFile(const std::string& path)
                 std::int64_t off = t.storageOffset;
                 for (std::size_t d = 0; d < idx.size(); ++d)
                     off += idx[d] * t.stride[d];
-                std::memcpy(buf.data() + std::size_t(e) * esize, src + std::uint64_t(off) * esize,
-                            esize);
+                std::memcpy(buf.data() + std::size_t(e) * esize, src + std::uint64_t(off) * esize, esize);
                 for (std::size_t d = idx.size(); d-- > 0;) {
                     if (++idx[d] < t.size[d]) break;
                     idx[d] = 0;
                 }
             }
-            info.bytes =
-                ByteRange(MappedFile::fromBytes(std::move(buf), where + " (strided copy)"));
-            out.warnings.push_back("tensor " + k->s +
-                                   " is stored with non-contiguous strides; copied");
+            info.bytes = ByteRange(MappedFile::fromBytes(std::move(buf), where + " (strided copy)"));
+            out.warnings.push_back("tensor " + k->s + " is stored with non-contiguous strides; copied");
         }
         out.tensors.push_back(std::move(info));
     }
-    if (skipped)
-        out.warnings.push_back(std::to_string(skipped) + " non-tensor state_dict entries skipped");
+    if (skipped) out.warnings.push_back(std::to_string(skipped) + " non-tensor state_dict entries skipped");
     return out;
 }
 

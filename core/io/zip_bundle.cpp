@@ -32,13 +32,11 @@ Status fsyncPath(const QString& path, bool directory)
 
 } // namespace
 
-Status writeZipEntries(const std::string& path, const std::vector<ZipEntry>& entries,
-                       const ZipWriteOptions& options)
+Status writeZipEntries(const std::string& path, const std::vector<ZipEntry>& entries, const ZipWriteOptions& options)
 {
     const QString target = QString::fromStdString(path);
     const QFileInfo info(target);
-    if (!info.absoluteDir().exists())
-        return makeError(ErrorCode::Io, "the target directory does not exist", path);
+    if (!info.absoluteDir().exists()) return makeError(ErrorCode::Io, "the target directory does not exist", path);
     QTemporaryFile temp(info.absolutePath() + "/.tmp-" + info.fileName() + "-XXXXXX");
     temp.setAutoRemove(true);
     if (!temp.open()) return makeError(ErrorCode::Io, "cannot create a temporary file beside the target", path);
@@ -51,8 +49,8 @@ Status writeZipEntries(const std::string& path, const std::vector<ZipEntry>& ent
         zip.setZip64Enabled(true);
         zip.setUtf8Enabled(true);
         if (!zip.open(QuaZip::mdCreate))
-            return makeError(ErrorCode::Io, "cannot create zip archive (QuaZip error " +
-                                                std::to_string(zip.getZipError()) + ")",
+            return makeError(ErrorCode::Io,
+                             "cannot create zip archive (QuaZip error " + std::to_string(zip.getZipError()) + ")",
                              tempPath.toStdString());
         for (const ZipEntry& e : entries) {
             if (options.cancelled && options.cancelled()) {
@@ -95,9 +93,8 @@ Result<std::map<std::string, std::vector<std::uint8_t>>> readZipEntries(const st
 {
     QuaZip zip(QString::fromStdString(path));
     if (!zip.open(QuaZip::mdUnzip))
-        return makeError(ErrorCode::Io, "cannot open zip archive (QuaZip error " +
-                                            std::to_string(zip.getZipError()) + ")",
-                         path);
+        return makeError(ErrorCode::Io,
+                         "cannot open zip archive (QuaZip error " + std::to_string(zip.getZipError()) + ")", path);
     const std::uint64_t fileBytes = std::uint64_t(std::max<qint64>(0, QFileInfo(QString::fromStdString(path)).size()));
     std::map<std::string, std::vector<std::uint8_t>> out;
     for (bool more = zip.goToFirstFile(); more; more = zip.goToNextFile()) {
@@ -107,8 +104,9 @@ Result<std::map<std::string, std::vector<std::uint8_t>>> readZipEntries(const st
         if (!zip.getCurrentFileInfo(&info)) return makeError(ErrorCode::Format, "cannot read zip entry header", where);
         // Refuse a zip bomb before inflating anything: deflate cannot expand more than 1032:1.
         const std::uint64_t declared = info.uncompressedSize;
-        const std::uint64_t reachable = info.method == 0 ? std::min<std::uint64_t>(info.compressedSize, fileBytes)
-                                                          : std::min<std::uint64_t>(info.compressedSize, fileBytes) * 1032 + 1024;
+        const std::uint64_t reachable = info.method == 0
+                                            ? std::min<std::uint64_t>(info.compressedSize, fileBytes)
+                                            : std::min<std::uint64_t>(info.compressedSize, fileBytes) * 1032 + 1024;
         const std::uint64_t cap = info.method == 0 ? reachable : std::min(reachable, limits.maxInflatedEntryBytes);
         if (declared > cap)
             return makeError(ErrorCode::Format,
@@ -130,8 +128,7 @@ Result<std::map<std::string, std::vector<std::uint8_t>>> readZipEntries(const st
             if (data.size() + std::uint64_t(n) > declared) {
                 f.close();
                 return makeError(ErrorCode::Format,
-                                 "zip entry inflates past its declared size of " + std::to_string(declared) +
-                                     " bytes",
+                                 "zip entry inflates past its declared size of " + std::to_string(declared) + " bytes",
                                  where);
             }
             data.insert(data.end(), chunk, chunk + n);
@@ -142,9 +139,8 @@ Result<std::map<std::string, std::vector<std::uint8_t>>> readZipEntries(const st
         out[name] = std::move(data);
     }
     if (zip.getZipError() != 0)
-        return makeError(ErrorCode::Format, "cannot list zip archive (QuaZip error " +
-                                                std::to_string(zip.getZipError()) + ")",
-                         path);
+        return makeError(ErrorCode::Format,
+                         "cannot list zip archive (QuaZip error " + std::to_string(zip.getZipError()) + ")", path);
     return out;
 }
 

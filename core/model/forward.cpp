@@ -41,7 +41,8 @@ std::vector<double> ropeInverseFrequencies(const ModelConfig& cfg)
             f = (1.0 - s) * f / rs.factor + s * f;
         }
     } else if (rs.type == "linear" && rs.factor > 0) {
-        for (double& f : inv) f /= rs.factor;
+        for (double& f : inv)
+            f /= rs.factor;
     }
     return inv;
 }
@@ -55,7 +56,8 @@ struct ForwardImpl {
         for (Eigen::Index r = 0; r < n; ++r) {
             const float* x = in.row(r).data();
             double ss = 0;
-            for (Eigen::Index j = 0; j < k; ++j) ss += double(x[j]) * double(x[j]);
+            for (Eigen::Index j = 0; j < k; ++j)
+                ss += double(x[j]) * double(x[j]);
             const float scale = float(1.0 / std::sqrt(ss / double(k) + eps));
             out.row(r) = (in.row(r) * scale).cwiseProduct(w);
         }
@@ -64,10 +66,16 @@ struct ForwardImpl {
     static void ropeTables(const ModelConfig& cfg, int T, Workspace& ws)
     {
         const RopeScaling& rs = cfg.ropeScaling;
-        const std::vector<double> key = {double(T),         double(cfg.headDim),     cfg.ropeTheta,
-                                         rs.factor,         rs.lowFreqFactor,        rs.highFreqFactor,
+        const std::vector<double> key = {double(T),
+                                         double(cfg.headDim),
+                                         cfg.ropeTheta,
+                                         rs.factor,
+                                         rs.lowFreqFactor,
+                                         rs.highFreqFactor,
                                          double(rs.originalMaxPositionEmbeddings),
-                                         rs.type == "llama3" ? 1.0 : rs.type == "linear" ? 2.0 : 0.0};
+                                         rs.type == "llama3"   ? 1.0
+                                         : rs.type == "linear" ? 2.0
+                                                               : 0.0};
         if (key == ws.m_ropeKey) return;
         const std::vector<double> inv = ropeInverseFrequencies(cfg);
         const Eigen::Index half = Eigen::Index(inv.size());
@@ -113,7 +121,8 @@ struct ForwardImpl {
         ws.m_attn.resize(ws.m_q.rows(), Eigen::Index(H) * d);
         const int threads = omp_get_max_threads();
         if (int(ws.m_scores.size()) < threads) ws.m_scores.resize(std::size_t(threads));
-        for (auto& s : ws.m_scores) s.resize(T, T);
+        for (auto& s : ws.m_scores)
+            s.resize(T, T);
 #pragma omp parallel for schedule(dynamic)
         for (int p = 0; p < B * H; ++p) {
             const int b = p / H, h = p % H, g = h / group;
@@ -135,7 +144,8 @@ struct ForwardImpl {
                     sum += row[j];
                 }
                 const float invSum = 1.0f / sum;
-                for (int j = 0; j <= i; ++j) row[j] *= invSum;
+                for (int j = 0; j <= i; ++j)
+                    row[j] *= invSum;
             }
             ws.m_attn.block(Eigen::Index(b) * T, Eigen::Index(h) * d, T, d).noalias() =
                 S.triangularView<Eigen::Lower>() * V;
@@ -175,7 +185,8 @@ struct ForwardImpl {
         for (Eigen::Index r = 0; r < n; ++r) {
             float* g = ws.m_gate.row(r).data();
             const float* u = ws.m_up.row(r).data();
-            for (Eigen::Index j = 0; j < ws.m_gate.cols(); ++j) g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+            for (Eigen::Index j = 0; j < ws.m_gate.cols(); ++j)
+                g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
         }
         if (taps) taps(l, LinearKind::Down, ws.m_gate);
         linear(ws.m_gate, w.down, w.downBias, ws.m_proj);
@@ -202,11 +213,10 @@ static Status checkRows(const RowMatrix& hidden, int seqLen, Eigen::Index width)
 {
     if (seqLen <= 0 || hidden.rows() % seqLen != 0)
         return makeError(ErrorCode::Shape, "hidden rows " + std::to_string(hidden.rows()) +
-                                               " are not a multiple of the window length " +
-                                               std::to_string(seqLen));
+                                               " are not a multiple of the window length " + std::to_string(seqLen));
     if (hidden.cols() != width)
-        return makeError(ErrorCode::Shape, "hidden width " + std::to_string(hidden.cols()) + " != hidden_size " +
-                                               std::to_string(width));
+        return makeError(ErrorCode::Shape,
+                         "hidden width " + std::to_string(hidden.cols()) + " != hidden_size " + std::to_string(width));
     return {};
 }
 
@@ -219,8 +229,7 @@ Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer,
     return {};
 }
 
-Status runLayer(const Model& model, int layer, RowMatrix& hidden, int seqLen, Workspace& ws,
-                const ActivationTap& taps)
+Status runLayer(const Model& model, int layer, RowMatrix& hidden, int seqLen, Workspace& ws, const ActivationTap& taps)
 {
     if (layer < 0 || layer >= model.numLayers())
         return makeError(ErrorCode::OutOfRange, "no decoder layer " + std::to_string(layer));
@@ -265,8 +274,8 @@ Status logProbs(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, i
             const Eigen::Index s = c0 + i;
             const std::int32_t target = ids[std::size_t((s / perWindow) * seqLen + firstScored + s % perWindow + 1)];
             if (target < 0 || target >= V)
-                return makeError(ErrorCode::OutOfRange, "target token id " + std::to_string(target) +
-                                                            " outside the vocabulary");
+                return makeError(ErrorCode::OutOfRange,
+                                 "target token id " + std::to_string(target) + " outside the vocabulary");
         }
 #pragma omp parallel for schedule(static)
         for (Eigen::Index i = 0; i < n; ++i) {
@@ -274,9 +283,11 @@ Status logProbs(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, i
             const std::int32_t target = ids[std::size_t((s / perWindow) * seqLen + firstScored + s % perWindow + 1)];
             const float* l = ws.m_logits.row(i).data();
             float mx = l[0];
-            for (Eigen::Index j = 1; j < V; ++j) mx = std::max(mx, l[j]);
+            for (Eigen::Index j = 1; j < V; ++j)
+                mx = std::max(mx, l[j]);
             double sum = 0;
-            for (Eigen::Index j = 0; j < V; ++j) sum += std::exp(double(l[j] - mx));
+            for (Eigen::Index j = 0; j < V; ++j)
+                sum += std::exp(double(l[j] - mx));
             out[std::size_t(s)] = float(double(l[target] - mx) - std::log(sum));
         }
     }
@@ -290,7 +301,8 @@ Result<RowMatrix> forwardLogits(const Model& model, std::span<const std::int32_t
         return makeError(ErrorCode::InvalidArgument, "token count is not a multiple of the window length");
     RowMatrix hidden;
     QB_TRY_STATUS(embed(model, ids, hidden));
-    for (int l = 0; l < model.numLayers(); ++l) QB_TRY_STATUS(runLayer(model, l, hidden, seqLen, ws, taps));
+    for (int l = 0; l < model.numLayers(); ++l)
+        QB_TRY_STATUS(runLayer(model, l, hidden, seqLen, ws, taps));
     RowMatrix out;
     logits(model, hidden, out, ws);
     return out;

@@ -91,7 +91,8 @@ const RowVector& DecoderLayerWeights::bias(Linear l) const
 std::size_t DecoderLayerWeights::bytes() const
 {
     std::size_t n = std::size_t(inputNorm.size() + postNorm.size());
-    for (Linear l : kAllLinears) n += std::size_t(weight(l).size() + bias(l).size());
+    for (Linear l : kAllLinears)
+        n += std::size_t(weight(l).size() + bias(l).size());
     return n * sizeof(float);
 }
 
@@ -164,14 +165,12 @@ Status DecoderLayerWeights::validate(const ModelConfig& cfg, int index) const
         const RowMatrix& w = weight(l);
         if (w.rows() != s.rows || w.cols() != s.cols)
             return makeError(ErrorCode::Shape,
-                             "expected shape " + shapeText(s.rows, s.cols) + ", got " +
-                                 shapeText(w.rows(), w.cols()),
+                             "expected shape " + shapeText(s.rows, s.cols) + ", got " + shapeText(w.rows(), w.cols()),
                              tensorName(index, l));
         const Eigen::Index nb = bias(l).size();
         if (nb != 0 && nb != s.rows)
             return makeError(ErrorCode::Shape, "bias has the wrong size", tensorName(index, l, true));
-        if (nb == 0 && hasBias(cfg, l))
-            return makeError(ErrorCode::Shape, "bias missing", tensorName(index, l, true));
+        if (nb == 0 && hasBias(cfg, l)) return makeError(ErrorCode::Shape, "bias missing", tensorName(index, l, true));
     }
     return {};
 }
@@ -192,8 +191,7 @@ Status Model::validate() const
         return makeError(ErrorCode::Shape, "norm weight has the wrong size", "model.norm.weight");
     const RowMatrix& head = lmHead();
     if (head.rows() != c.vocabSize || head.cols() != c.hiddenSize)
-        return makeError(ErrorCode::Shape, "expected shape " + shapeText(c.vocabSize, c.hiddenSize),
-                         "lm_head.weight");
+        return makeError(ErrorCode::Shape, "expected shape " + shapeText(c.vocabSize, c.hiddenSize), "lm_head.weight");
     for (int i = 0; i < numLayers(); ++i) {
         if (!m_layers[std::size_t(i)])
             return makeError(ErrorCode::InvalidArgument, "decoder layer not loaded",
@@ -213,9 +211,7 @@ std::size_t Model::bytes() const
 
 Status checkConfig(const ModelConfig& c)
 {
-    auto bad = [](const std::string& what) {
-        return makeError(ErrorCode::Unsupported, what, "config.json");
-    };
+    auto bad = [](const std::string& what) { return makeError(ErrorCode::Unsupported, what, "config.json"); };
     if (c.vocabSize <= 0 || c.hiddenSize <= 0 || c.intermediateSize <= 0 || c.numHiddenLayers <= 0 ||
         c.numAttentionHeads <= 0 || c.numKeyValueHeads <= 0 || c.headDim <= 0)
         return bad("model dimensions must be positive");

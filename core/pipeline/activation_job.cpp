@@ -30,10 +30,8 @@ const eval::ActivationStats* ActivationReport::forTensor(const std::string& name
     return it == taps.end() ? nullptr : &it->second;
 }
 
-Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint,
-                                                const CalibrationSet& calibration,
-                                                const ActivationJobOptions& options,
-                                                RunContext* ctx)
+Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint, const CalibrationSet& calibration,
+                                                const ActivationJobOptions& options, RunContext* ctx)
 {
     const auto t0 = std::chrono::steady_clock::now();
     if (calibration.count < 1 || calibration.seqlen < 1)
@@ -64,8 +62,7 @@ Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint
             it->second.add(x);
         };
         for (int b = 0; b < batches; ++b) {
-            if (ctx && ctx->isCancelled())
-                return RunContext::cancelledError("calibration, layer " + std::to_string(l));
+            if (ctx && ctx->isCancelled()) return RunContext::cancelledError("calibration, layer " + std::to_string(l));
             const int first = b * batch;
             const int n = std::min(batch, calibration.count - first);
             block = hidden.middleRows(Eigen::Index(first) * T, Eigen::Index(n) * T);
@@ -74,8 +71,7 @@ Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint
             if (ctx) ctx->advance();
         }
     }
-    report.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return report;
 }
 

@@ -42,9 +42,7 @@ struct ActivationJobOptions {
     int batch = 8; // windows per forward call
 };
 
-Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint,
-                                                const CalibrationSet& calibration,
-                                                const ActivationJobOptions& options,
-                                                RunContext* ctx = nullptr);
+Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint, const CalibrationSet& calibration,
+                                                const ActivationJobOptions& options, RunContext* ctx = nullptr);
 
 } // namespace qb::pipeline

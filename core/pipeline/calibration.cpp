@@ -29,9 +29,9 @@ Result<CalibrationSet> sampleCalibrationWindows(std::span<const std::int32_t> to
         return makeError(ErrorCode::InvalidArgument, "calibration windows need at least 2 tokens (seqlen >= 2)");
     const std::int64_t n = std::int64_t(tokens.size());
     if (n < o.seqlen)
-        return makeError(ErrorCode::InvalidArgument,
-                         "calibration text too short: " + std::to_string(n) + " tokens, a window needs " +
-                             std::to_string(o.seqlen) + " (lower --seqlen or use a longer text)");
+        return makeError(ErrorCode::InvalidArgument, "calibration text too short: " + std::to_string(n) +
+                                                         " tokens, a window needs " + std::to_string(o.seqlen) +
+                                                         " (lower --seqlen or use a longer text)");
     CalibrationSet set;
     set.seqlen = o.seqlen;
     set.count = o.nsamples;
@@ -43,7 +43,8 @@ Result<CalibrationSet> sampleCalibrationWindows(std::span<const std::int32_t> to
         const auto start = std::int64_t(uniformUpTo(rng, std::uint64_t(n - o.seqlen)));
         set.starts[std::size_t(i)] = start;
         std::int32_t* dst = set.ids.data() + std::size_t(i) * std::size_t(o.seqlen);
-        for (int t = 0; t < o.seqlen; ++t) dst[t] = tokens[std::size_t(start + t)];
+        for (int t = 0; t < o.seqlen; ++t)
+            dst[t] = tokens[std::size_t(start + t)];
         if (bos) dst[0] = *bos;
     }
     return set;

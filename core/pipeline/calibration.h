@@ -34,9 +34,9 @@ struct CalibrationOptions {
 struct CalibrationSet {
     int seqlen = 0;
     int count = 0;
-    std::vector<std::int32_t> ids;     // count × seqlen, window-major
-    std::vector<std::int64_t> starts;  // token offset of each window in the tokenized text
-    std::int64_t textTokens = 0;       // tokens in the whole text
+    std::vector<std::int32_t> ids;    // count × seqlen, window-major
+    std::vector<std::int64_t> starts; // token offset of each window in the tokenized text
+    std::int64_t textTokens = 0;      // tokens in the whole text
     std::int64_t tokens() const { return std::int64_t(count) * seqlen; }
 };
 

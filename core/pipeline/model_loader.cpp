@@ -30,9 +30,9 @@ Status readInto(const io::Checkpoint& ck, const std::string& name, std::int64_t 
         else if (std::isinf(dst[i])) ++inf;
     }
     if ((nan || inf) && warnings)
-        warnings->push_back({"non-finite", name,
-                             std::to_string(nan) + " NaN, " + std::to_string(inf) + " Inf of " +
-                                 std::to_string(expected) + " values"});
+        warnings->push_back(
+            {"non-finite", name,
+             std::to_string(nan) + " NaN, " + std::to_string(inf) + " Inf of " + std::to_string(expected) + " values"});
     return {};
 }
 
@@ -47,8 +47,8 @@ int tensorsPerLayer(const ModelConfig& c)
     return n;
 }
 
-Status loadLayerInto(const io::Checkpoint& ck, int l, model::DecoderLayerWeights& w,
-                     std::vector<LoadWarning>* warnings, RunContext* ctx)
+Status loadLayerInto(const io::Checkpoint& ck, int l, model::DecoderLayerWeights& w, std::vector<LoadWarning>* warnings,
+                     RunContext* ctx)
 {
     const ModelConfig& c = ck.config;
     w.allocate(c);
@@ -62,8 +62,7 @@ Status loadLayerInto(const io::Checkpoint& ck, int l, model::DecoderLayerWeights
     const std::string p = layerPrefix(l);
     QB_TRY_STATUS(readInto(ck, p + "input_layernorm.weight", c.hiddenSize, 0, w.inputNorm.data(), warnings));
     QB_TRY_STATUS(tick());
-    QB_TRY_STATUS(
-        readInto(ck, p + "post_attention_layernorm.weight", c.hiddenSize, 0, w.postNorm.data(), warnings));
+    QB_TRY_STATUS(readInto(ck, p + "post_attention_layernorm.weight", c.hiddenSize, 0, w.postNorm.data(), warnings));
     QB_TRY_STATUS(tick());
     for (model::Linear lin : model::kAllLinears) {
         model::RowMatrix& m = w.weight(lin);
@@ -110,8 +109,8 @@ Result<std::shared_ptr<model::Model>> loadModel(const io::Checkpoint& ck, RunCon
     };
     try {
         m->embedding().resize(c.vocabSize, c.hiddenSize);
-        Status st = readInto(ck, "model.embed_tokens.weight", c.vocabSize, c.hiddenSize, m->embedding().data(),
-                             warnings);
+        Status st =
+            readInto(ck, "model.embed_tokens.weight", c.vocabSize, c.hiddenSize, m->embedding().data(), warnings);
         if (!st.ok()) return fail(st.error());
         QB_TRY_STATUS(tick());
         m->finalNorm().resize(c.hiddenSize);

@@ -13,11 +13,13 @@ quant::ParallelFor openmpParallelFor(int threads)
     const int workers = p.workers;
     p.run = [workers](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
         if (workers <= 1 || count <= 1) {
-            for (std::int64_t i = 0; i < count; ++i) body(i, 0);
+            for (std::int64_t i = 0; i < count; ++i)
+                body(i, 0);
             return;
         }
 #pragma omp parallel for num_threads(workers) schedule(dynamic, 8)
-        for (std::int64_t i = 0; i < count; ++i) body(i, omp_get_thread_num());
+        for (std::int64_t i = 0; i < count; ++i)
+            body(i, omp_get_thread_num());
     };
     return p;
 }

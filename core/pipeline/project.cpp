@@ -33,14 +33,16 @@ const char* exportFormatName(ExportFormat f)
 std::vector<std::string> ggufExportTypeNames()
 {
     std::vector<std::string> names{"auto"};
-    for (io::GgmlType t : exporting::ggufExportTypes()) names.push_back(io::ggmlTypeLowerName(t));
+    for (io::GgmlType t : exporting::ggufExportTypes())
+        names.push_back(io::ggmlTypeLowerName(t));
     return names;
 }
 
 std::string ggufExportTypeError()
 {
     std::string list;
-    for (const auto& n : ggufExportTypeNames()) list += (list.empty() ? "" : ", ") + n;
+    for (const auto& n : ggufExportTypeNames())
+        list += (list.empty() ? "" : ", ") + n;
     return "GGUF type must be one of " + list;
 }
 
@@ -120,8 +122,7 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
         o.verify = req.verify;
         if (req.ggufType != "auto") {
             auto t = exporting::parseGgufExportType(req.ggufType);
-            if (!t)
-                return makeError(ErrorCode::InvalidArgument, ggufExportTypeError(), req.ggufType);
+            if (!t) return makeError(ErrorCode::InvalidArgument, ggufExportTypeError(), req.ggufType);
             o.gridType = *t;
         }
         QB_TRY(r, exporting::exportGguf(ck, *tok, req.out, o, ctx));
@@ -311,7 +312,8 @@ io::JsonValue weightHistogramsJson(const io::Checkpoint& ck, const QuantizeResul
         const eval::Histogram after = eval::computeHistogram(quantized, bins, lo, hi);
         auto counts = [](const eval::Histogram& h) {
             io::JsonArray a;
-            for (auto c : h.counts) a.emplace_back(std::int64_t(c));
+            for (auto c : h.counts)
+                a.emplace_back(std::int64_t(c));
             return a;
         };
         io::JsonObject t;

@@ -88,8 +88,7 @@ exporting::ProjectBundle bundleFromRun(const io::Checkpoint& checkpoint, const Q
 // Weight histograms of every quantized tensor before and after quantization, on one shared
 // range: {"bins": N, "tensors": {name: {"lo", "hi", "original": [...], "quantized": [...],
 // "kurtosis"}}}. bundleFromRun stores it as the bundle's "histograms" extra.
-io::JsonValue weightHistogramsJson(const io::Checkpoint& checkpoint, const QuantizeResult& result,
-                                   int bins = 64);
+io::JsonValue weightHistogramsJson(const io::Checkpoint& checkpoint, const QuantizeResult& result, int bins = 64);
 // The metrics JSON of bundleFromRun alone.
 io::JsonValue runMetricsJson(const QuantizeResult& result, std::optional<double> perplexity, double seconds);
 

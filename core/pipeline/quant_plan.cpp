@@ -9,7 +9,7 @@ namespace qb::pipeline {
 
 namespace {
 
-constexpr std::string_view kSettingKeys[] = {"method",        "bits",       "group_size", "sym",  "act_order",
+constexpr std::string_view kSettingKeys[] = {"method",        "bits",       "group_size", "sym", "act_order",
                                              "static_groups", "block_size", "damping",    "skip"};
 
 std::string joinKeys(bool withMatch)
@@ -238,7 +238,8 @@ bool globMatch(std::string_view p, std::string_view s)
         pi = starP + 1;
         si = ++starS;
     }
-    while (pi < p.size() && p[pi] == '*') ++pi;
+    while (pi < p.size() && p[pi] == '*')
+        ++pi;
     return pi == p.size();
 }
 
@@ -382,8 +383,9 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
         if (!tp.skip && o.init == quant::GridInit::Neuqi && o.groups == quant::GroupMode::Dynamic)
             return planError("neuqi needs static groups (\"static_groups\": true)", t.name);
         tp.options = o;
-        tp.bitsPerWeight = tp.skip ? double(kUnquantizedBits)
-                                   : quant::bitsPerWeightUniform(o.grid.bits, o.grid.groupSize, int(t.cols), o.grid.sym);
+        tp.bitsPerWeight = tp.skip
+                               ? double(kUnquantizedBits)
+                               : quant::bitsPerWeightUniform(o.grid.bits, o.grid.groupSize, int(t.cols), o.grid.sym);
         const std::int64_t n = t.rows * t.cols;
         out.linearParams += n;
         if (!tp.skip) out.quantizedParams += n;
@@ -393,8 +395,8 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
     }
     for (std::size_t i = 0; i < plan.rules.size(); ++i)
         if (ruleHits[i] == 0)
-            out.warnings.push_back(
-                {"unmatched-rule", "rule " + std::to_string(i) + " (\"" + plan.rules[i].match + "\") matches no tensor"});
+            out.warnings.push_back({"unmatched-rule", "rule " + std::to_string(i) + " (\"" + plan.rules[i].match +
+                                                          "\") matches no tensor"});
     out.bitsPerWeight = out.linearParams > 0 ? bitsTotal / double(out.linearParams) : 0.0;
     out.sizeBytes = out.linearBytes + std::uint64_t(otherParams(config)) * (kUnquantizedBits / 8);
     return out;

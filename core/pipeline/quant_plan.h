@@ -97,11 +97,11 @@ struct PlanWarning {
 struct ResolvedPlan {
     std::vector<TensorPlan> tensors; // layer-major, Linear order within a layer
     std::vector<PlanWarning> warnings;
-    double bitsPerWeight = 0;        // average over decoder linear weights
-    std::int64_t linearParams = 0;   // weights in decoder linears
+    double bitsPerWeight = 0;      // average over decoder linear weights
+    std::int64_t linearParams = 0; // weights in decoder linears
     std::int64_t quantizedParams = 0;
-    std::uint64_t linearBytes = 0;   // decoder linears at their bits
-    std::uint64_t sizeBytes = 0;     // whole model: linears + everything else at 16 bits
+    std::uint64_t linearBytes = 0;                       // decoder linears at their bits
+    std::uint64_t sizeBytes = 0;                         // whole model: linears + everything else at 16 bits
     const TensorPlan* find(std::string_view name) const; // with or without ".weight"
 };
 

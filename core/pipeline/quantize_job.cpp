@@ -80,9 +80,9 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
     if (ctx) child.setCancelSource([ctx] { return ctx->isCancelled(); });
 
     const quant::ParallelFor par = openmpParallelFor(); // NeUQI search over rows x groups
-    Result<quant::QuantizedRows> q = gptq ? quant::quantizeRowsGptq(w, h, tp.options, &child, &par)
-                                          : quant::quantizeRowsRtn(w, tp.options.grid, tp.options.init, nullptr,
-                                                                   tp.options.neuqi, &child);
+    Result<quant::QuantizedRows> q =
+        gptq ? quant::quantizeRowsGptq(w, h, tp.options, &child, &par)
+             : quant::quantizeRowsRtn(w, tp.options.grid, tp.options.init, nullptr, tp.options.neuqi, &child);
     if (!solving) tSolve = Clock::now(); // no column block reported (cancel or error)
     rep.searchSeconds = std::chrono::duration<double>(tSolve - t0).count();
     rep.solveSeconds = secondsSince(tSolve);
@@ -101,9 +101,8 @@ const TensorReport* QuantizeResult::find(const std::string& name) const
     return nullptr;
 }
 
-Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoint* checkpoint,
-                                   const ResolvedPlan& plan, const CalibrationSet& calib,
-                                   const QuantizeJobOptions& options, RunContext* ctx)
+Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoint* checkpoint, const ResolvedPlan& plan,
+                                   const CalibrationSet& calib, const QuantizeJobOptions& options, RunContext* ctx)
 {
     const auto tStart = Clock::now();
     const ModelConfig& cfg = base.config();
@@ -239,8 +238,9 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             QB_TRY_STATUS(run.pass(*w, l, true, {}));
             res.seconds.evaluate += secondsSince(t0);
             if (options.onLayerDone)
-                options.onLayerDone(l, std::vector<TensorReport>(res.tensors.begin() + std::ptrdiff_t(planBase),
-                                                                 res.tensors.begin() + std::ptrdiff_t(planBase + model::kAllLinears.size())));
+                options.onLayerDone(l, std::vector<TensorReport>(
+                                           res.tensors.begin() + std::ptrdiff_t(planBase),
+                                           res.tensors.begin() + std::ptrdiff_t(planBase + model::kAllLinears.size())));
             if (out) out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
             w.reset(); // the F32 layer is gone before the next one is loaded
         }

@@ -51,11 +51,11 @@ using LayerLoader = std::function<Result<std::shared_ptr<model::DecoderLayerWeig
 struct TensorReport;
 
 struct QuantizeJobOptions {
-    int batch = 8;          // calibration windows per forward call
-    int threads = 0;        // > 0: model::setNumThreads
-    bool keepModel = true;  // build the fake-quantized model copy
-    bool keepCodes = true;  // keep QuantizedRows (codes, scales, zeros, g_idx) per tensor
-    LayerLoader loader;     // empty: the default described above
+    int batch = 8;         // calibration windows per forward call
+    int threads = 0;       // > 0: model::setNumThreads
+    bool keepModel = true; // build the fake-quantized model copy
+    bool keepCodes = true; // keep QuantizedRows (codes, scales, zeros, g_idx) per tensor
+    LayerLoader loader;    // empty: the default described above
     // Called on the job's thread after layer `layer` is fully quantized, with its reports (plan
     // order). The receiver must not block (the GUI forwards it over a queued signal).
     std::function<void(int layer, const std::vector<TensorReport>& reports)> onLayerDone;
@@ -72,8 +72,8 @@ struct TensorReport {
     bool sym = false;
     bool actOrder = false;
     double bitsPerWeight = kUnquantizedBits;
-    double relativeError = 0;  // on the calibration inputs
-    double proxyLoss = 0;      // 1/2 tr(dW H dW^T)
+    double relativeError = 0; // on the calibration inputs
+    double proxyLoss = 0;     // 1/2 tr(dW H dW^T)
     double solverProxyLoss = 0;
     int dampingRetries = 0;
     double searchSeconds = 0, solveSeconds = 0;
@@ -96,8 +96,8 @@ struct QuantizeResult {
 
 // Quantizes `base` (whose decoder layers may be absent when a checkpoint is given) with `plan` on
 // `calib`. checkpoint may be null when every layer of base is loaded (or options.loader is set).
-Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoint* checkpoint,
-                                   const ResolvedPlan& plan, const CalibrationSet& calib,
-                                   const QuantizeJobOptions& options = {}, RunContext* ctx = nullptr);
+Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoint* checkpoint, const ResolvedPlan& plan,
+                                   const CalibrationSet& calib, const QuantizeJobOptions& options = {},
+                                   RunContext* ctx = nullptr);
 
 } // namespace qb::pipeline

@@ -25,7 +25,8 @@ Result<LayerHessians> layerInputHessians(const model::Model& base, const model::
 
     const ModelConfig& cfg = base.config();
     std::array<std::unique_ptr<quant::HessianAccumulator>, 4> acc;
-    const std::array<model::Linear, 4> first{model::Linear::Q, model::Linear::O, model::Linear::Gate, model::Linear::Down};
+    const std::array<model::Linear, 4> first{model::Linear::Q, model::Linear::O, model::Linear::Gate,
+                                             model::Linear::Down};
     for (std::size_t k = 0; k < 4; ++k)
         acc[k] = std::make_unique<quant::HessianAccumulator>(int(target->weight(first[k]).cols()),
                                                              quant::kGptqHessianFactor);
@@ -36,10 +37,10 @@ Result<LayerHessians> layerInputHessians(const model::Model& base, const model::
     for (int b0 = 0; b0 < calib.count; b0 += batch) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("what-if hessian");
         const int nb = std::min(batch, calib.count - b0);
-        QB_TRY_STATUS(model::embed(base, std::span<const std::int32_t>(calib.ids).subspan(std::size_t(b0) * L,
-                                                                                            std::size_t(nb) * L),
-                                   hidden));
-        for (int l = 0; l < layer; ++l) QB_TRY_STATUS(model::runLayer(cfg, *pre.layer(l), l, hidden, L, ws));
+        QB_TRY_STATUS(model::embed(
+            base, std::span<const std::int32_t>(calib.ids).subspan(std::size_t(b0) * L, std::size_t(nb) * L), hidden));
+        for (int l = 0; l < layer; ++l)
+            QB_TRY_STATUS(model::runLayer(cfg, *pre.layer(l), l, hidden, L, ws));
         Status st;
         QB_TRY_STATUS(model::runLayer(cfg, *target, layer, hidden, L, ws,
                                       [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
@@ -50,7 +51,8 @@ Result<LayerHessians> layerInputHessians(const model::Model& base, const model::
     }
     LayerHessians out;
     out.layer = layer;
-    for (std::size_t k = 0; k < 4; ++k) out.byKind[k] = acc[k]->hessian();
+    for (std::size_t k = 0; k < 4; ++k)
+        out.byKind[k] = acc[k]->hessian();
     return out;
 }
 

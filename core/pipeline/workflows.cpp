@@ -69,8 +69,7 @@ io::JsonValue CalibrationSource::toJson() const
     return j;
 }
 
-Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const CalibrationSource& source,
-                                       RunContext* ctx)
+Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const CalibrationSource& source, RunContext* ctx)
 {
     if (ctx) ctx->beginStage("calibrate", 0, "read " + source.textPath);
     QB_TRY(text, readTextFile(source.textPath));
@@ -119,7 +118,8 @@ Result<ActivationReport> calibrateActivations(const CalibrateRequest& req, RunCo
 io::JsonValue QuantizeOutcome::metricsJson() const
 {
     if (!result) return {};
-    io::JsonValue m = runMetricsJson(*result, perplexity ? std::optional(perplexity->perplexity) : std::nullopt, seconds);
+    io::JsonValue m =
+        runMetricsJson(*result, perplexity ? std::optional(perplexity->perplexity) : std::nullopt, seconds);
     m.set("seconds", seconds);
     if (perplexity) {
         io::JsonValue* timings = nullptr;
@@ -167,8 +167,7 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     QB_TRY(res, runQuantize(*out.base, &ck, *plan, *out.calibration, req.options, ctx));
     out.result = std::make_shared<const QuantizeResult>(std::move(*res));
     if (evalText) {
-        if (!out.result->model)
-            return makeError(ErrorCode::InvalidArgument, "quantize: perplexity needs keepModel");
+        if (!out.result->model) return makeError(ErrorCode::InvalidArgument, "quantize: perplexity needs keepModel");
         phase(ctx, "perplexity");
         QB_TRY(ppl, runPerplexity(*out.result->model, *tok, *evalText, req.evalOptions, ctx));
         out.perplexity = std::move(*ppl);
@@ -212,7 +211,8 @@ Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& req, RunContex
     if (*index < run.codes.size())
         if (const auto& codes = run.codes[*index]; codes && codes->scales.size() > 0) {
             const double s = codes->scales(0, 0), z = codes->zeros(0, 0);
-            for (int k = 0; k < quant::gridLevels(codes->bits); ++k) a.gridLevels.push_back(s * (z + k));
+            for (int k = 0; k < quant::gridLevels(codes->bits); ++k)
+                a.gridLevels.push_back(s * (z + k));
         }
     return a;
 }
@@ -268,9 +268,9 @@ Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)
     io::JsonValue calibration = req.calibration;
     if (calibration.isNull() && gridsRun) calibration = gridsRun->calibration;
     if (calibration.isNull()) calibration = io::JsonValue(io::JsonObject{});
-    exporting::ProjectBundle b = bundleFromRun(*req.checkpoint, gridsRun ? *gridsRun->result : none, plan,
-                                               std::move(calibration), gridsRun ? gridsRun->perplexity : std::nullopt,
-                                               gridsRun ? gridsRun->seconds : 0.0);
+    exporting::ProjectBundle b =
+        bundleFromRun(*req.checkpoint, gridsRun ? *gridsRun->result : none, plan, std::move(calibration),
+                      gridsRun ? gridsRun->perplexity : std::nullopt, gridsRun ? gridsRun->seconds : 0.0);
     if (!req.plan) b.plan = io::JsonValue();
     if (!gridsRun) b.metrics = io::JsonValue();
     b.extras.emplace_back(kRunsExtra, runsExtra(req.runs, req.gridsRun));
@@ -291,8 +291,8 @@ Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)
     QB_TRY(back, exporting::readProjectBundle(req.path));
     out.verified = back->tensors.size() == b.tensors.size();
     for (std::size_t i = 0; out.verified && i < b.tensors.size(); ++i)
-        out.verified = back->tensors[i].name == b.tensors[i].name &&
-                       exporting::sameGrid(back->tensors[i].grid, b.tensors[i].grid);
+        out.verified =
+            back->tensors[i].name == b.tensors[i].name && exporting::sameGrid(back->tensors[i].grid, b.tensors[i].grid);
     out.verifySummary = out.verified ? "project re-read: " + std::to_string(b.tensors.size()) + " grids identical\n"
                                      : "project re-read: grids differ\n";
     return out;
@@ -312,7 +312,8 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
     if (ctx) ctx->beginStage("open", 0, modelPath);
     auto ck = io::openCheckpoint(modelPath);
     if (!ck)
-        return makeError(ck.error().code, "cannot open the project's model " + modelPath + ": " + ck.error().toString());
+        return makeError(ck.error().code,
+                         "cannot open the project's model " + modelPath + ": " + ck.error().toString());
     out.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
     // The grids were computed on these files: warn when they changed size since.
     if (req.modelPath.empty()) out.warnings = modelFileWarnings(bundle->model);
@@ -347,7 +348,8 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
                                    cal ? *cal : bundle->calibration});
             }
     }
-    if (entries.empty() && bundle->metrics.isObject()) entries.push_back({&bundle->metrics, "restored run", bundle->plan, bundle->calibration});
+    if (entries.empty() && bundle->metrics.isObject())
+        entries.push_back({&bundle->metrics, "restored run", bundle->plan, bundle->calibration});
     if (entries.size() == 1) gridsIndex = 0;
     out.gridsRun = gridsIndex >= 0 && gridsIndex < int(entries.size()) ? gridsIndex : -1;
     for (std::size_t i = 0; i < entries.size(); ++i) {

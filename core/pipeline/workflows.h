@@ -93,7 +93,7 @@ struct QuantizeRequest {
     CalibrationSource calibration;
     std::optional<std::string> evalTextPath; // perplexity of the result when set
     PerplexityJobOptions evalOptions;
-    QuantizeJobOptions options;               // batch, threads, keepModel, keepCodes, onLayerDone
+    QuantizeJobOptions options; // batch, threads, keepModel, keepCodes, onLayerDone
     // An already loaded base model (its layers may be absent); otherwise it is loaded.
     std::shared_ptr<const model::Model> base;
     // Load every decoder layer of the base up front and return it (the window keeps it for the
@@ -119,11 +119,11 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& request, RunContext
 // ---- sensitivity of one tensor ------------------------------------------------------------------
 
 struct TensorAnalysisRequest {
-    std::shared_ptr<const model::Model> base;         // the original model, layers loaded
-    std::shared_ptr<const QuantizeResult> run;        // with its fake-quantized model
+    std::shared_ptr<const model::Model> base;  // the original model, layers loaded
+    std::shared_ptr<const QuantizeResult> run; // with its fake-quantized model
     std::shared_ptr<const CalibrationSet> calibration;
-    std::string tensor;                               // with or without ".weight"
-    std::shared_ptr<const LayerHessians> cached;      // reused when it is the tensor's layer
+    std::string tensor;                          // with or without ".weight"
+    std::shared_ptr<const LayerHessians> cached; // reused when it is the tensor's layer
     int histogramBins = 64;
 };
 
@@ -131,7 +131,7 @@ struct TensorAnalysis {
     std::size_t index = 0; // in the run's plan
     std::shared_ptr<const LayerHessians> hessians;
     ChannelErrors errors;
-    eval::Histogram before, after; // one shared range
+    eval::Histogram before, after;  // one shared range
     std::vector<double> gridLevels; // the first group's levels (when codes are kept)
 };
 
@@ -152,7 +152,7 @@ struct ProjectRun {
 struct ExportRequest {
     std::shared_ptr<const io::Checkpoint> checkpoint;
     ProjectRun run;
-    ModelExportRequest target;  // path, format (any, .qbproj included), GGUF type, rounding, verify
+    ModelExportRequest target; // path, format (any, .qbproj included), GGUF type, rounding, verify
 };
 
 // Every format is verified after writing (a .qbproj is re-read and its grids compared).
@@ -191,7 +191,7 @@ struct OpenedProject {
     io::JsonValue calibration;
     std::vector<ProjectRun> runs; // the grids run's result carries its codes
     int gridsRun = -1;
-    RunGrids grids;               // checked against the model, values rebuilt
+    RunGrids grids; // checked against the model, values rebuilt
     std::vector<std::string> warnings;
 };
 

@@ -18,8 +18,7 @@ double quadTrace(const MatrixXdR& a, Eigen::Ref<const Eigen::MatrixXd> h)
 }
 } // namespace
 
-double relativeOutputError(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,
-                           Eigen::Ref<const MatrixXfR> x)
+double relativeOutputError(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q, Eigen::Ref<const MatrixXfR> x)
 {
     const MatrixXdR wd = w.cast<double>();
     const MatrixXdR dw = wd - q.cast<double>();

@@ -14,8 +14,7 @@
 
 namespace qb::quant {
 
-double relativeOutputError(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,
-                           Eigen::Ref<const MatrixXfR> x);
+double relativeOutputError(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q, Eigen::Ref<const MatrixXfR> x);
 double relativeOutputErrorHessian(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,
                                   Eigen::Ref<const Eigen::MatrixXd> h);
 // tr(dW H dW^T), the GPTQ objective (not normalised).

@@ -59,7 +59,8 @@ Result<QuantizedRows> quantizeRowsRtn(Eigen::Ref<const MatrixXfR> w, const GridS
     scratch.reserve(g);
     for (Eigen::Index r = 0; r < rows; ++r) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("RTN");
-        for (int c = 0; c < n; ++c) row[std::size_t(c)] = double(w(r, c));
+        for (int c = 0; c < n; ++c)
+            row[std::size_t(c)] = double(w(r, c));
         for (int k = 0; k < groups; ++k) {
             const int c0 = k * g, len = std::min(g, n - c0);
             const double* hp = hDiag ? hDiag->data() + c0 : nullptr;
@@ -107,10 +108,11 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     std::vector<double> seg(static_cast<std::size_t>(n));
     std::vector<double> segH(static_cast<std::size_t>(n));
 
-    Eigen::MatrixXd wd = w.cast<double>(); // column-major working copy: columns are contiguous
+    Eigen::MatrixXd wd = w.cast<double>();           // column-major working copy: columns are contiguous
     if (perChannel && opts.init == GridInit::MinMax) // the reference fits before dead zeroing
         for (int r = 0; r < m; ++r) {
-            for (int c = 0; c < n; ++c) seg[std::size_t(c)] = wd(r, c);
+            for (int c = 0; c < n; ++c)
+                seg[std::size_t(c)] = wd(r, c);
             const GroupParams p = fitGroupMinMaxGptq(seg.data(), n, spec.bits, spec.sym);
             out.scales(r, 0) = p.scale;
             out.zeros(r, 0) = p.zero;
@@ -125,15 +127,15 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
 
     std::vector<int> perm(static_cast<std::size_t>(n));
     std::iota(perm.begin(), perm.end(), 0);
-    if (opts.actOrder)
-        std::stable_sort(perm.begin(), perm.end(), [&hd](int a, int b) { return hd(a, a) > hd(b, b); });
+    if (opts.actOrder) std::stable_sort(perm.begin(), perm.end(), [&hd](int a, int b) { return hd(a, a) > hd(b, b); });
 
     // Damping and the inverse factor: H + lambda I -> chol -> inverse -> upper chol of H^-1.
     const Eigen::VectorXd diag = hd.diagonal();
     const double lambda = hessianDampingLambda(diag, opts.damping);
     Eigen::MatrixXd hp(n, n);
     for (int b = 0; b < n; ++b)
-        for (int a = 0; a < n; ++a) hp(a, b) = hd(perm[std::size_t(a)], perm[std::size_t(b)]);
+        for (int a = 0; a < n; ++a)
+            hp(a, b) = hd(perm[std::size_t(a)], perm[std::size_t(b)]);
     Eigen::MatrixXd u;
     double dampTotal = 0.0;
     bool factored = false;
@@ -151,9 +153,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         factored = u.allFinite() && (u.diagonal().array() > 0.0).all();
     }
     if (!factored)
-        return makeError(ErrorCode::NumericalError,
-                         "GPTQ: Hessian is not positive definite after " +
-                             std::to_string(opts.maxDampingRetries) + " damping retries");
+        return makeError(ErrorCode::NumericalError, "GPTQ: Hessian is not positive definite after " +
+                                                        std::to_string(opts.maxDampingRetries) + " damping retries");
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
 
     const Eigen::VectorXd hDamped = (diag.array() + dampTotal).matrix(); // original column order
@@ -164,7 +165,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         const int workers = par->workers;
         std::vector<NeuqiScratch> scratches(static_cast<std::size_t>(workers));
         std::vector<std::vector<double>> segs(static_cast<std::size_t>(workers), std::vector<double>(std::size_t(g)));
-        for (auto& sc : scratches) sc.reserve(g);
+        for (auto& sc : scratches)
+            sc.reserve(g);
         const int chunkRows = std::max(1, 4096 / std::max(groups, 1));
         for (int r0 = 0; r0 < m; r0 += chunkRows) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
@@ -173,7 +175,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                 const int r = r0 + int(item / groups), k = int(item % groups);
                 const int c0 = k * g, len = std::min(g, n - c0);
                 double* sg = segs[std::size_t(worker)].data();
-                for (int c = 0; c < len; ++c) sg[c] = wd(r, c0 + c);
+                for (int c = 0; c < len; ++c)
+                    sg[c] = wd(r, c0 + c);
                 const GroupParams p = fitGroupUniform(opts.init, sg, hDamped.data() + c0, len, spec, opts.neuqi,
                                                       scratches[std::size_t(worker)]);
                 out.scales(r, k) = p.scale;
@@ -183,18 +186,20 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     } else if (!dynamic && !(perChannel && opts.init == GridInit::MinMax))
         for (int r = 0; r < m; ++r) {
             if (opts.init == GridInit::Neuqi && ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
-            for (int c = 0; c < n; ++c) seg[std::size_t(c)] = wd(r, c);
+            for (int c = 0; c < n; ++c)
+                seg[std::size_t(c)] = wd(r, c);
             for (int k = 0; k < groups; ++k) {
                 const int c0 = k * g, len = std::min(g, n - c0);
-                const GroupParams p = fitGroupUniform(opts.init, seg.data() + c0, hDamped.data() + c0, len, spec,
-                                                      opts.neuqi, scratch);
+                const GroupParams p =
+                    fitGroupUniform(opts.init, seg.data() + c0, hDamped.data() + c0, len, spec, opts.neuqi, scratch);
                 out.scales(r, k) = p.scale;
                 out.zeros(r, k) = p.zero;
             }
         }
 
     Eigen::MatrixXd wp(m, n);
-    for (int i = 0; i < n; ++i) wp.col(i) = wd.col(perm[std::size_t(i)]);
+    for (int i = 0; i < n; ++i)
+        wp.col(i) = wd.col(perm[std::size_t(i)]);
     wd.resize(0, 0);
     for (int i = 0; i < n; ++i)
         segH[std::size_t(i)] = hDamped(perm[std::size_t(i)]);
@@ -215,7 +220,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                 if (i % g == 0) {
                     const int len = std::min(g, n - i);
                     for (int r = 0; r < m; ++r) {
-                        for (int c = 0; c < len; ++c) seg[std::size_t(c)] = wp(r, i + c);
+                        for (int c = 0; c < len; ++c)
+                            seg[std::size_t(c)] = wp(r, i + c);
                         const GroupParams p =
                             fitGroupUniform(opts.init, seg.data(), segH.data() + i, len, spec, opts.neuqi, scratch);
                         out.scales(r, k) = p.scale;
@@ -238,8 +244,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                 err(r, i - b) = (x - deq) / d;
             }
             const int rest = e - i - 1;
-            if (rest > 0)
-                wp.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
+            if (rest > 0) wp.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
         }
         if (e < n) wp.rightCols(n - e).noalias() -= err.leftCols(cnt) * u.block(b, e, cnt, n - e);
         if (ctx) ctx->advance(cnt);

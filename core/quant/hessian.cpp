@@ -8,8 +8,7 @@ namespace qb::quant {
 
 HessianAccumulator::HessianAccumulator(int cols, double factor)
     : m_h(Eigen::MatrixXd::Zero(std::max(cols, 0), std::max(cols, 0))), m_factor(factor)
-{
-}
+{}
 
 void HessianAccumulator::reset()
 {
@@ -42,7 +41,8 @@ double hessianDampingLambda(const Eigen::Ref<const Eigen::VectorXd>& diag, doubl
     std::vector<double> v(diag.data(), diag.data() + diag.size());
     std::sort(v.begin(), v.end());
     double sum = 0.0;
-    for (double d : v) sum += d;
+    for (double d : v)
+        sum += d;
     return damping * (sum / double(v.size()));
 }
 

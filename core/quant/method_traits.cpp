@@ -7,20 +7,45 @@ namespace qb::quant {
 namespace {
 
 constexpr MethodParam kBits{"bits", "Bits", ParamKind::Int, 4, kMinBits, kMaxBits, "bits per weight code"};
-constexpr MethodParam kGroup{"group_size", "Group size", ParamKind::Int, 128, -1, 1 << 20,
+constexpr MethodParam kGroup{"group_size",
+                             "Group size",
+                             ParamKind::Int,
+                             128,
+                             -1,
+                             1 << 20,
                              "input columns per (scale, zero) group; -1 = per output channel"};
 constexpr MethodParam kSym{"sym", "Symmetric", ParamKind::Bool, 0, 0, 1, "symmetric grid with a mid-grid zero"};
-constexpr MethodParam kActOrder{"act_order", "Act-order", ParamKind::Bool, 0, 0, 1,
-                                "process columns by descending diag(H)"};
-constexpr MethodParam kActOrderOn{"act_order", "Act-order", ParamKind::Bool, 1, 0, 1,
-                                  "process columns by descending diag(H)"};
-constexpr MethodParam kStatic{"static_groups", "Static groups", ParamKind::Bool, 0, 0, 1,
+constexpr MethodParam kActOrder{
+    "act_order", "Act-order", ParamKind::Bool, 0, 0, 1, "process columns by descending diag(H)"};
+constexpr MethodParam kActOrderOn{
+    "act_order", "Act-order", ParamKind::Bool, 1, 0, 1, "process columns by descending diag(H)"};
+constexpr MethodParam kStatic{"static_groups",
+                              "Static groups",
+                              ParamKind::Bool,
+                              0,
+                              0,
+                              1,
                               "fit all group parameters on the original weights before error feedback"};
-constexpr MethodParam kStaticOn{"static_groups", "Static groups", ParamKind::Bool, 1, 0, 1,
+constexpr MethodParam kStaticOn{"static_groups",
+                                "Static groups",
+                                ParamKind::Bool,
+                                1,
+                                0,
+                                1,
                                 "fit all group parameters on the original weights before error feedback"};
-constexpr MethodParam kBlock{"block_size", "Block size", ParamKind::Int, kGptqDefaultBlockSize, 1, 1 << 16,
+constexpr MethodParam kBlock{"block_size",
+                             "Block size",
+                             ParamKind::Int,
+                             kGptqDefaultBlockSize,
+                             1,
+                             1 << 16,
                              "lazy-batch column block (does not change the result)"};
-constexpr MethodParam kDamp{"damping", "Damping", ParamKind::Double, kGptqDefaultDamping, 0.0, 1.0,
+constexpr MethodParam kDamp{"damping",
+                            "Damping",
+                            ParamKind::Double,
+                            kGptqDefaultDamping,
+                            0.0,
+                            1.0,
                             "added to diag(H) as a fraction of its mean"};
 
 constexpr std::array kRtnParams{kBits, kGroup, kSym};

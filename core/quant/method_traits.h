@@ -35,8 +35,8 @@ struct MethodTraits {
     std::string_view id;   // "rtn", "gptq", "neuqi"
     std::string_view name; // "RTN", "GPTQ", "NeUQI"
     std::string_view description;
-    bool needsHessian;     // full H (GPTQ error feedback)
-    bool needsDiagonal;    // diag H only (NeUQI init under RTN)
+    bool needsHessian;  // full H (GPTQ error feedback)
+    bool needsDiagonal; // diag H only (NeUQI init under RTN)
     bool supportsSym;
     GridInit init;
     GroupMode defaultGroupMode;

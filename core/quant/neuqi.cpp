@@ -134,7 +134,8 @@ ZeroPointSolution solveZeroPointNeuqi(const double* u, const double* a, int n, i
                     runHi[m] = j + 1;
                 }
         } else {
-            for (double m = mhi; m >= mlo; m -= 1.0) s.bps.push_back({u[j] - m - 0.5, j});
+            for (double m = mhi; m >= mlo; m -= 1.0)
+                s.bps.push_back({u[j] - m - 0.5, j});
         }
     }
     if (merge) {
@@ -198,8 +199,8 @@ double neuqiMinMaxScale(const double* w, int n, int levels)
     return s;
 }
 
-GroupParams fitGroupNeuqi(const double* w, const double* h, int n, int bits, const NeuqiOptions& opts,
-                          NeuqiScratch& s, double* loss)
+GroupParams fitGroupNeuqi(const double* w, const double* h, int n, int bits, const NeuqiOptions& opts, NeuqiScratch& s,
+                          double* loss)
 {
     const int levels = gridLevels(bits);
     s.reserve(n);
@@ -207,7 +208,8 @@ GroupParams fitGroupNeuqi(const double* w, const double* h, int n, int bits, con
     std::stable_sort(s.order.begin(), s.order.begin() + n, [w](int x, int y) { return w[x] < w[y]; });
     double hs = 0.0;
     if (h)
-        for (int j = 0; j < n; ++j) hs += h[j];
+        for (int j = 0; j < n; ++j)
+            hs += h[j];
     const bool uniform = !h || !(hs > 0.0);
     for (int k = 0; k < n; ++k) {
         const int j = s.order[std::size_t(k)];
@@ -219,7 +221,8 @@ GroupParams fitGroupNeuqi(const double* w, const double* h, int n, int bits, con
     GroupParams best{sMm, 0.0};
     auto tryScale = [&](double sc) {
         if (!(sc > 0.0)) return;
-        for (int k = 0; k < n; ++k) s.u[std::size_t(k)] = s.ws[std::size_t(k)] / sc;
+        for (int k = 0; k < n; ++k)
+            s.u[std::size_t(k)] = s.ws[std::size_t(k)] / sc;
         const ZeroPointSolution zp = solveZeroPointNeuqi(s.u.data(), s.as.data(), n, levels, s);
         const double score = zp.loss * sc * sc;
         if (score < bestScore) {
@@ -227,7 +230,8 @@ GroupParams fitGroupNeuqi(const double* w, const double* h, int n, int bits, con
             best = GroupParams{sc, zp.zero};
         }
     };
-    for (int i = 1; i <= opts.coarseSteps; ++i) tryScale(neuqiCoarseScale(sMm, i, opts));
+    for (int i = 1; i <= opts.coarseSteps; ++i)
+        tryScale(neuqiCoarseScale(sMm, i, opts));
     const double sCoarse = best.scale;
     const int half = opts.totalSteps / opts.coarseSteps / 2;
     for (int j = -half; j <= half; ++j)

@@ -23,8 +23,8 @@
 namespace qb::quant {
 
 struct NeuqiOptions {
-    int coarseSteps = 64;   // T_c (grid_mid_tot_steps)
-    int totalSteps = 2048;  // T (grid_tot_steps): fine steps of s_mm/T, T/T_c of them in total
+    int coarseSteps = 64;  // T_c (grid_mid_tot_steps)
+    int totalSteps = 2048; // T (grid_tot_steps): fine steps of s_mm/T, T/T_c of them in total
     bool minMaxGuard = true;
 };
 
@@ -50,7 +50,10 @@ ZeroPointSolution solveZeroPointNeuqi(const double* u, const double* a, int n, i
 // Stage 1 alone: the minimiser of the surrogate g(z) >= f(z).
 double surrogateZeroPointNeuqi(const double* u, const double* a, int n, int levels);
 
-inline double neuqiCoarseScale(double sMm, int i, const NeuqiOptions& o) { return sMm * double(i) / double(o.coarseSteps); }
+inline double neuqiCoarseScale(double sMm, int i, const NeuqiOptions& o)
+{
+    return sMm * double(i) / double(o.coarseSteps);
+}
 inline double neuqiFineScale(double sCoarse, double sMm, int j, const NeuqiOptions& o)
 {
     return sCoarse + sMm * double(j) / double(o.totalSteps);

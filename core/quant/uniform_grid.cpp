@@ -57,7 +57,8 @@ double groupLossUniform(const double* w, const double* h, int n, const GroupPara
 {
     double hs = 0.0;
     if (h)
-        for (int j = 0; j < n; ++j) hs += h[j];
+        for (int j = 0; j < n; ++j)
+            hs += h[j];
     const bool uniform = !h || !(hs > 0.0);
     double loss = 0.0;
     for (int j = 0; j < n; ++j) {
@@ -71,7 +72,8 @@ std::vector<int> groupIndexContiguous(int groupSize, int cols)
 {
     const int g = groupWidth(groupSize, cols);
     std::vector<int> idx(std::size_t(std::max(cols, 0)));
-    for (int j = 0; j < cols; ++j) idx[std::size_t(j)] = j / g;
+    for (int j = 0; j < cols; ++j)
+        idx[std::size_t(j)] = j / g;
     return idx;
 }
 

@@ -87,14 +87,14 @@ double groupLossUniform(const double* w, const double* h, int n, const GroupPara
 
 // A quantised weight matrix: codes, parameters and the dequantised ("fake-quant") values.
 struct QuantizedRows {
-    MatrixU8R codes;          // [rows x cols], in [0, L-1]
-    MatrixXdR scales;         // [rows x groups]
-    MatrixXdR zeros;          // [rows x groups], offset form (Z = -zero)
+    MatrixU8R codes;             // [rows x cols], in [0, L-1]
+    MatrixXdR scales;            // [rows x groups]
+    MatrixXdR zeros;             // [rows x groups], offset form (Z = -zero)
     std::vector<int> groupIndex; // per input column: which group column of scales/zeros (g_idx)
-    MatrixXfR dequantized;    // [rows x cols], scales(r, g) * (zeros(r, g) + code)
+    MatrixXfR dequantized;       // [rows x cols], scales(r, g) * (zeros(r, g) + code)
     int bits = 0;
-    double proxyLoss = 0.0;   // solver-specific (GPTQ: 1/2 sum (w-q)^2 / U_ii^2); 0 when unused
-    int dampingRetries = 0;   // GPTQ: extra damping rounds needed for a positive-definite H
+    double proxyLoss = 0.0; // solver-specific (GPTQ: 1/2 sum (w-q)^2 / U_ii^2); 0 when unused
+    int dampingRetries = 0; // GPTQ: extra damping rounds needed for a positive-definite H
 };
 
 // Codes and dequantised values for given parameters. groupIndex has one entry per column;

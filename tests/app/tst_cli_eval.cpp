@@ -20,8 +20,8 @@ class TestCliEval : public QObject {
 private Q_SLOTS:
     void cliEvalJson()
     {
-        const qbtest::CliRun r = qbtest::runCli({"eval", qbtest::demo(), "--text", qbtest::demo() + "/eval.txt", "--ctx", "128", "--threads", "2",
-                              "--batch", "8", "--json"});
+        const qbtest::CliRun r = qbtest::runCli({"eval", qbtest::demo(), "--text", qbtest::demo() + "/eval.txt",
+                                                 "--ctx", "128", "--threads", "2", "--batch", "8", "--json"});
         QVERIFY2(r.code == 0, r.err.constData());
         const QJsonObject o = QJsonDocument::fromJson(r.out).object();
         QCOMPARE(o.keys(), (QStringList{"perplexity", "seconds", "tokens_per_second", "tokens_scored", "windows"}));
@@ -45,8 +45,10 @@ private Q_SLOTS:
         QVERIFY(r.out.isEmpty());
         // Progress lines ("[ 3%] load: ...") may come first; the error is one line, the last.
         const QList<QByteArray> lines = r.err.trimmed().split('\n');
-        QVERIFY2(lines.last().startsWith("quantbench-cli eval: ") && lines.last().contains("too short"), r.err.constData());
-        for (const QByteArray& l : lines.mid(0, lines.size() - 1)) QVERIFY2(l.startsWith("["), r.err.constData());
+        QVERIFY2(lines.last().startsWith("quantbench-cli eval: ") && lines.last().contains("too short"),
+                 r.err.constData());
+        for (const QByteArray& l : lines.mid(0, lines.size() - 1))
+            QVERIFY2(l.startsWith("["), r.err.constData());
         const qbtest::CliRun bad = qbtest::runCli({"eval", qbtest::demo(), "--text", path, "--score", "middle"});
         QCOMPARE(bad.code, 2);
         const qbtest::CliRun missing = qbtest::runCli({"eval", qbtest::demo() + "/nope", "--text", path});
@@ -55,7 +57,8 @@ private Q_SLOTS:
 
     void cliBench()
     {
-        const qbtest::CliRun r = qbtest::runCli({"bench", qbtest::demo(), "--ctx", "64", "--windows", "2", "--threads", "2", "--json"});
+        const qbtest::CliRun r =
+            qbtest::runCli({"bench", qbtest::demo(), "--ctx", "64", "--windows", "2", "--threads", "2", "--json"});
         QVERIFY2(r.code == 0, r.err.constData());
         const QJsonObject o = QJsonDocument::fromJson(r.out).object();
         QVERIFY(o.value("tokens_per_second").toDouble() > 0);

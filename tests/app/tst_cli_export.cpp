@@ -21,8 +21,8 @@ private Q_SLOTS:
         QTemporaryDir dir;
         const QString out = dir.filePath("cli.gguf");
         QProcess p;
-        p.start(QStringLiteral(QB_CLI_PATH), {"convert", QString::fromStdString(qbtest::demoDir()),
-                                              "--out", out, "--gguf-type", "q5_1", "--json"});
+        p.start(QStringLiteral(QB_CLI_PATH),
+                {"convert", QString::fromStdString(qbtest::demoDir()), "--out", out, "--gguf-type", "q5_1", "--json"});
         QVERIFY(p.waitForFinished(120000));
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
         const QByteArray json = p.readAllStandardOutput();
@@ -44,9 +44,11 @@ private Q_SLOTS:
         const QString out = dir.filePath("cli-gptq");
         const QString demo = QString::fromStdString(qbtest::demoDir());
         QProcess p;
-        p.start(QStringLiteral(QB_CLI_PATH),
-                {"quantize", demo, "--calib", demo + "/calib.txt", "--nsamples", "8", "--seqlen", "64", "--method", "gptq",
-                 "--bits", "4", "--group", "32", "--sym", "--out", out, "--format", "gptq", "--json"});
+        p.start(QStringLiteral(QB_CLI_PATH), {"quantize",   demo,       "--calib",  demo + "/calib.txt",
+                                              "--nsamples", "8",        "--seqlen", "64",
+                                              "--method",   "gptq",     "--bits",   "4",
+                                              "--group",    "32",       "--sym",    "--out",
+                                              out,          "--format", "gptq",     "--json"});
         QVERIFY(p.waitForFinished(120000));
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
         const QByteArray json = p.readAllStandardOutput();
@@ -64,9 +66,9 @@ private Q_SLOTS:
         const QString out = dir.filePath("cli-st");
         const QString demo = QString::fromStdString(qbtest::demoDir());
         QProcess p;
-        p.start(QStringLiteral(QB_CLI_PATH), {"quantize", demo, "--calib", demo + "/calib.txt", "--nsamples", "8",
-                                              "--seqlen", "64", "--method", "rtn", "--bits", "4", "--group", "32", "--out",
-                                              out, "--format", "safetensors"});
+        p.start(QStringLiteral(QB_CLI_PATH),
+                {"quantize", demo, "--calib", demo + "/calib.txt", "--nsamples", "8", "--seqlen", "64", "--method",
+                 "rtn", "--bits", "4", "--group", "32", "--out", out, "--format", "safetensors"});
         QVERIFY(p.waitForFinished(120000));
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
         QVERIFY(p.readAllStandardOutput().contains("fake-quantized safetensors"));
@@ -82,13 +84,16 @@ private Q_SLOTS:
     {
         QTemporaryDir dir;
         const QString demo = QString::fromStdString(qbtest::demoDir());
-        const QStringList common = {"quantize", demo, "--calib", demo + "/calib.txt", "--nsamples", "8", "--seqlen",
-                                    "64", "--method", "gptq", "--bits", "4", "--group", "32", "--sym"};
+        const QStringList common = {
+            "quantize", demo,     "--calib", demo + "/calib.txt", "--nsamples", "8",    "--seqlen", "64", "--method",
+            "gptq",     "--bits", "4",       "--group",           "32",         "--sym"};
         QProcess p;
-        p.start(QStringLiteral(QB_CLI_PATH), common + QStringList{"--out", dir.filePath("run.qbproj"), "--format", "qbproj"});
+        p.start(QStringLiteral(QB_CLI_PATH),
+                common + QStringList{"--out", dir.filePath("run.qbproj"), "--format", "qbproj"});
         QVERIFY(p.waitForFinished(120000));
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
-        p.start(QStringLiteral(QB_CLI_PATH), common + QStringList{"--out", dir.filePath("direct"), "--format", "safetensors"});
+        p.start(QStringLiteral(QB_CLI_PATH),
+                common + QStringList{"--out", dir.filePath("direct"), "--format", "safetensors"});
         QVERIFY(p.waitForFinished(120000));
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
         // The project carries before/after weight histograms of every quantized tensor.
@@ -104,8 +109,10 @@ private Q_SLOTS:
             QCOMPARE(int(tensors->asObject().size()), 4 * 7); // every decoder linear of the demo
             for (const auto& member : tensors->asObject()) {
                 std::int64_t before = 0, after = 0;
-                for (const auto& c : member.value.find("original")->asArray()) before += c.asInteger();
-                for (const auto& c : member.value.find("quantized")->asArray()) after += c.asInteger();
+                for (const auto& c : member.value.find("original")->asArray())
+                    before += c.asInteger();
+                for (const auto& c : member.value.find("quantized")->asArray())
+                    after += c.asInteger();
                 QCOMPARE(before, after); // same tensor, same number of weights
                 QVERIFY(before >= 64 * 128);
                 QCOMPARE(int(member.value.find("original")->asArray().size()), 64);
@@ -113,7 +120,8 @@ private Q_SLOTS:
         }
         for (const char* fmt : {"gguf", "gptq", "safetensors"}) {
             const QString out = dir.filePath(QString("from-project-") + fmt + (QString(fmt) == "gguf" ? ".gguf" : ""));
-            p.start(QStringLiteral(QB_CLI_PATH), {"export", dir.filePath("run.qbproj"), "--out", out, "--format", fmt, "--json"});
+            p.start(QStringLiteral(QB_CLI_PATH),
+                    {"export", dir.filePath("run.qbproj"), "--out", out, "--format", fmt, "--json"});
             QVERIFY(p.waitForFinished(120000));
             QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
             const QByteArray json = p.readAllStandardOutput();

@@ -51,8 +51,7 @@ private Q_SLOTS:
         QVERIFY(r.out.contains("model.layers.1.mlp.down_proj.weight"));
         const Run j = run({"info", d + "/model.safetensors", "--json"});
         QCOMPARE(j.code, 0);
-        QCOMPARE(QJsonDocument::fromJson(j.out).object().value("parameter_count").toInteger(),
-                 qint64(1448));
+        QCOMPARE(QJsonDocument::fromJson(j.out).object().value("parameter_count").toInteger(), qint64(1448));
     }
     void badFileIsOneLineAndExit1()
     {

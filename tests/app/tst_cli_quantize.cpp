@@ -21,17 +21,17 @@ private Q_SLOTS:
     {
         QTemporaryDir dir;
         const QString plan = dir.filePath("plan.json"), saved = dir.filePath("saved.json");
-        QVERIFY(qbtest::writeFile(plan, R"({"default": {"method": "neuqi", "bits": 8, "group_size": 128}, )"
-                                      R"("rules": [{"match": "model.layers.0.*", "skip": true}, {"match": "lm_head", "bits": 4}]})"));
+        QVERIFY(qbtest::writeFile(
+            plan, R"({"default": {"method": "neuqi", "bits": 8, "group_size": 128}, )"
+                  R"("rules": [{"match": "model.layers.0.*", "skip": true}, {"match": "lm_head", "bits": 4}]})"));
         QFile evalFile(qbtest::demo("/eval.txt"));
         QVERIFY(evalFile.open(QIODevice::ReadOnly));
         const QString shortEval = dir.filePath("eval_short.txt");
         QVERIFY(qbtest::writeFile(shortEval, evalFile.read(12000)));
         QProcess p;
-        p.start(QStringLiteral(QB_CLI_PATH),
-                {"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"), "--nsamples", "4", "--seqlen", "64",
-                 "--plan", plan, "--eval", shortEval, "--ctx", "128", "--threads", "2", "--save-plan", saved,
-                 "--json"});
+        p.start(QStringLiteral(QB_CLI_PATH), {"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"),
+                                              "--nsamples", "4", "--seqlen", "64", "--plan", plan, "--eval", shortEval,
+                                              "--ctx", "128", "--threads", "2", "--save-plan", saved, "--json"});
         QVERIFY(p.waitForFinished(300000));
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
         QJsonParseError err;
@@ -45,7 +45,8 @@ private Q_SLOTS:
         const QJsonArray tensors = o.value("tensors").toArray();
         QCOMPARE(tensors.size(), 28);
         const QJsonObject t0 = tensors.at(0).toObject(), t7 = tensors.at(7).toObject();
-        for (const char* k : {"name", "method", "bits", "relative_error"}) QVERIFY2(t7.contains(k), k);
+        for (const char* k : {"name", "method", "bits", "relative_error"})
+            QVERIFY2(t7.contains(k), k);
         QCOMPARE(t0.value("method").toString(), QStringLiteral("none"));
         QCOMPARE(t0.value("bits").toInt(), 16);
         QCOMPARE(t7.value("name").toString(), QStringLiteral("model.layers.1.self_attn.q_proj.weight"));
@@ -83,9 +84,9 @@ private Q_SLOTS:
     void cliSigintCancels()
     {
         QProcess p;
-        p.start(QStringLiteral(QB_CLI_PATH), {"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"), "--nsamples",
-                                              "16", "--seqlen", "128", "--method", "neuqi", "--bits", "3",
-                                              "--threads", "1"});
+        p.start(QStringLiteral(QB_CLI_PATH),
+                {"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"), "--nsamples", "16", "--seqlen",
+                 "128", "--method", "neuqi", "--bits", "3", "--threads", "1"});
         QVERIFY(p.waitForStarted());
         QByteArray err;
         while (!err.contains("] solve: layer 0") && p.state() == QProcess::Running) {

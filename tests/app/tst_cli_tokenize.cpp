@@ -17,7 +17,8 @@ private Q_SLOTS:
     void cliTokenize()
     {
         QTemporaryDir dir;
-        QVERIFY(QFile::copy(QStringLiteral(QB_TESTS_DIR "/io/tokenizer/llama3_style.json"), dir.filePath("tokenizer.json")));
+        QVERIFY(QFile::copy(QStringLiteral(QB_TESTS_DIR "/io/tokenizer/llama3_style.json"),
+                            dir.filePath("tokenizer.json")));
         const QByteArray text = "Hello world!\nIt's 2024.";
         QVERIFY(qbtest::writeFile(dir.filePath("text.txt"), text));
         auto loaded = qb::io::Tokenizer::fromFile(dir.filePath("tokenizer.json").toStdString());
@@ -33,8 +34,7 @@ private Q_SLOTS:
             QProcess p;
             p.start(QStringLiteral(QB_CLI_PATH), args);
             if (!p.waitForFinished(60000)) qFatal("cli did not finish");
-            if (p.exitCode() != expectedExit)
-                qWarning("cli stderr: %s", p.readAllStandardError().constData());
+            if (p.exitCode() != expectedExit) qWarning("cli stderr: %s", p.readAllStandardError().constData());
             [&] { QCOMPARE(p.exitCode(), expectedExit); }();
             return std::make_pair(p.readAllStandardOutput(), p.readAllStandardError());
         };
@@ -42,11 +42,10 @@ private Q_SLOTS:
         // MODEL as a directory, and as a tokenizer.json path
         QCOMPARE(run({"tokenize", dir.path(), "--text", dir.filePath("text.txt")}, 0).first,
                  expectedLines(tok.encode(text.toStdString())));
-        QCOMPARE(run({"tokenize", dir.filePath("tokenizer.json"), "--text",
-                      dir.filePath("text.txt"), "--no-special"},
-                     0)
-                     .first,
-                 expectedLines(tok.encode(text.toStdString(), false)));
+        QCOMPARE(
+            run({"tokenize", dir.filePath("tokenizer.json"), "--text", dir.filePath("text.txt"), "--no-special"}, 0)
+                .first,
+            expectedLines(tok.encode(text.toStdString(), false)));
         // missing tokenizer
         QTemporaryDir empty;
         const auto missing = run({"tokenize", empty.path(), "--text", dir.filePath("text.txt")}, 1);

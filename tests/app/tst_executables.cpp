@@ -18,7 +18,8 @@ class TestExecutables : public QObject {
         QProcess p;
         if (headless) { // as on a server or in a terminal with no X: no display, no platform hint
             QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
-            for (const char* k : {"DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"}) env.remove(QString::fromLatin1(k));
+            for (const char* k : {"DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"})
+                env.remove(QString::fromLatin1(k));
             p.setProcessEnvironment(env);
         }
         p.start(exe, args);

@@ -59,12 +59,11 @@ class TestArchitecture : public QObject {
     }
     static bool isGuiHeader(const QString& h)
     {
-        static const QStringList gui = {QStringLiteral("QtGui"), QStringLiteral("QtWidgets"),
-                                        QStringLiteral("QtCharts"), QStringLiteral("QWidget"),
-                                        QStringLiteral("QApplication"), QStringLiteral("QGuiApplication"),
-                                        QStringLiteral("QImage"), QStringLiteral("QPixmap"),
-                                        QStringLiteral("QPainter"), QStringLiteral("QColor"),
-                                        QStringLiteral("QFont"), QStringLiteral("QIcon")};
+        static const QStringList gui = {
+            QStringLiteral("QtGui"),   QStringLiteral("QtWidgets"),    QStringLiteral("QtCharts"),
+            QStringLiteral("QWidget"), QStringLiteral("QApplication"), QStringLiteral("QGuiApplication"),
+            QStringLiteral("QImage"),  QStringLiteral("QPixmap"),      QStringLiteral("QPainter"),
+            QStringLiteral("QColor"),  QStringLiteral("QFont"),        QStringLiteral("QIcon")};
         for (const auto& g : gui)
             if (h == g || h.startsWith(g + QLatin1Char('/'))) return true;
         return false;
@@ -82,12 +81,11 @@ class TestArchitecture : public QObject {
     // "may use" column. A project include is a quoted "<folder>/file.h".
     static const QMap<QString, QStringList>& includeMatrix()
     {
-        static const QStringList core = {QStringLiteral("base"),  QStringLiteral("io"),
-                                         QStringLiteral("model"), QStringLiteral("quant"),
-                                         QStringLiteral("eval"),  QStringLiteral("pipeline"),
+        static const QStringList core = {QStringLiteral("base"),  QStringLiteral("io"),   QStringLiteral("model"),
+                                         QStringLiteral("quant"), QStringLiteral("eval"), QStringLiteral("pipeline"),
                                          QStringLiteral("export")};
-        static const QStringList uiParts = {QStringLiteral("tasks"), QStringLiteral("models"),
-                                            QStringLiteral("charts"), QStringLiteral("widgets")};
+        static const QStringList uiParts = {QStringLiteral("tasks"), QStringLiteral("models"), QStringLiteral("charts"),
+                                            QStringLiteral("widgets")};
         static const QMap<QString, QStringList> m = {
             {QStringLiteral("core/base"), {}},
             {QStringLiteral("core/io"), {QStringLiteral("base")}},
@@ -130,7 +128,8 @@ private Q_SLOTS:
             for (const auto& inc : includesUnder(QStringLiteral(QB_SOURCE_DIR "/") + top)) {
                 const QString rel = inc.file.mid(int(qstrlen(QB_SOURCE_DIR)) + 1);
                 ++checked;
-                for (const QString& v : matrixViolations(rel, inc.header)) bad << QStringLiteral("%1:%2: %3").arg(rel).arg(inc.line).arg(v);
+                for (const QString& v : matrixViolations(rel, inc.header))
+                    bad << QStringLiteral("%1:%2: %3").arg(rel).arg(inc.line).arg(v);
             }
         }
         QVERIFY(checked > 100);
@@ -140,10 +139,14 @@ private Q_SLOTS:
     {
         QVERIFY(!matrixViolations(QStringLiteral("core/io/x.cpp"), QStringLiteral("model/model.h")).isEmpty());
         QVERIFY(!matrixViolations(QStringLiteral("core/quant/x.h"), QStringLiteral("io/json_value.h")).isEmpty());
-        QVERIFY(!matrixViolations(QStringLiteral("core/pipeline/x.cpp"), QStringLiteral("widgets/main_window.h")).isEmpty());
-        QVERIFY(!matrixViolations(QStringLiteral("core/export/x.cpp"), QStringLiteral("pipeline/quant_plan.h")).isEmpty());
-        QVERIFY(!matrixViolations(QStringLiteral("app/cli/cmd_x.cpp"), QStringLiteral("widgets/main_window.h")).isEmpty());
-        QVERIFY(matrixViolations(QStringLiteral("app/gui_main.cpp"), QStringLiteral("widgets/main_window.h")).isEmpty());
+        QVERIFY(!matrixViolations(QStringLiteral("core/pipeline/x.cpp"), QStringLiteral("widgets/main_window.h"))
+                     .isEmpty());
+        QVERIFY(
+            !matrixViolations(QStringLiteral("core/export/x.cpp"), QStringLiteral("pipeline/quant_plan.h")).isEmpty());
+        QVERIFY(
+            !matrixViolations(QStringLiteral("app/cli/cmd_x.cpp"), QStringLiteral("widgets/main_window.h")).isEmpty());
+        QVERIFY(
+            matrixViolations(QStringLiteral("app/gui_main.cpp"), QStringLiteral("widgets/main_window.h")).isEmpty());
         QVERIFY(matrixViolations(QStringLiteral("core/eval/x.cpp"), QStringLiteral("model/model.h")).isEmpty());
         QVERIFY(matrixViolations(QStringLiteral("core/io/x.cpp"), QStringLiteral("io/json_value.h")).isEmpty());
         QVERIFY(matrixViolations(QStringLiteral("core/base/x.cpp"), QStringLiteral("sys/stat.h")).isEmpty());

@@ -49,11 +49,10 @@ private Q_SLOTS:
         // round to the even one, and one f32 ulp either side of it to the nearer one.
         for (std::uint32_t i = 0; i < 65536; ++i) {
             const auto h = std::uint16_t(i);
-            if ((h & 0x7FFFu) >= 0x7C00u) continue; // Inf/NaN have no successor
+            if ((h & 0x7FFFu) >= 0x7C00u) continue;          // Inf/NaN have no successor
             const std::uint16_t next = std::uint16_t(h + 1); // successor in magnitude
             const double v = f16ToF32(h);
-            const double w = (next & 0x7FFFu) == 0x7C00u ? std::copysign(65536.0, v)
-                                                           : double(f16ToF32(next));
+            const double w = (next & 0x7FFFu) == 0x7C00u ? std::copysign(65536.0, v) : double(f16ToF32(next));
             const float mid = float((v + w) / 2);
             const std::uint16_t even = (h & 1u) ? next : h;
             QVERIFY2(f32ToF16(mid) == even, qPrintable(QString::number(i, 16)));
@@ -104,8 +103,7 @@ private Q_SLOTS:
             const std::uint32_t base = std::uint32_t(b) << 16;
             const std::uint16_t next = std::uint16_t(b + 1);
             const std::uint16_t even = (b & 1u) ? next : b;
-            QVERIFY2(f32ToBf16(std::bit_cast<float>(base | 0x8000u)) == even,
-                     qPrintable(QString::number(i, 16)));
+            QVERIFY2(f32ToBf16(std::bit_cast<float>(base | 0x8000u)) == even, qPrintable(QString::number(i, 16)));
             QVERIFY(f32ToBf16(std::bit_cast<float>(base | 0x7FFFu)) == b);
             QVERIFY(f32ToBf16(std::bit_cast<float>(base | 0x8001u)) == next);
         }

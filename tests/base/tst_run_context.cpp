@@ -99,9 +99,11 @@ private Q_SLOTS:
         std::vector<std::thread> threads;
         for (int t = 0; t < 4; ++t)
             threads.emplace_back([&] {
-                for (int i = 0; i < 10000; ++i) ctx.advance();
+                for (int i = 0; i < 10000; ++i)
+                    ctx.advance();
             });
-        for (auto& t : threads) t.join();
+        for (auto& t : threads)
+            t.join();
         QCOMPARE(ctx.progress().done, 40000);
     }
     void cancelIsSeenByAnotherThread()
@@ -115,7 +117,8 @@ private Q_SLOTS:
                 std::this_thread::yield();
             }
         });
-        while (chunks.load() < 10) std::this_thread::yield();
+        while (chunks.load() < 10)
+            std::this_thread::yield();
         ctx.requestCancel();
         worker.join();
         QVERIFY(ctx.isCancelled());

@@ -19,9 +19,10 @@ private Q_SLOTS:
         std::mt19937 rng(3);
         std::normal_distribution<float> n(0.f, 1.f);
         std::vector<float> v(10000);
-        for (auto& x : v) x = n(rng);
-        v[5000] = 250.f;  // forces several doublings upwards
-        v[7000] = -90.f;  // and downwards
+        for (auto& x : v)
+            x = n(rng);
+        v[5000] = 250.f; // forces several doublings upwards
+        v[7000] = -90.f; // and downwards
         h.add(v.data(), 5000);
         h.add(v.data() + 5000, 5000);
         const Histogram out = h.histogram();
@@ -40,7 +41,8 @@ private Q_SLOTS:
         // except for values that sat exactly on a boundary; allow no difference in total and
         // at most a handful moved by rounding.
         std::int64_t moved = 0;
-        for (int i = 0; i < nb; ++i) moved += std::abs(expect[std::size_t(i)] - out.counts[std::size_t(i)]);
+        for (int i = 0; i < nb; ++i)
+            moved += std::abs(expect[std::size_t(i)] - out.counts[std::size_t(i)]);
         QVERIFY2(moved <= 4, qPrintable(QString::number(moved)));
     }
     void momentsMatchTwoPass()
@@ -48,7 +50,8 @@ private Q_SLOTS:
         std::mt19937 rng(11);
         std::student_t_distribution<float> t(5.f);
         Mat all(600, 24);
-        for (Eigen::Index i = 0; i < all.size(); ++i) all.data()[i] = 0.5f + t(rng);
+        for (Eigen::Index i = 0; i < all.size(); ++i)
+            all.data()[i] = 0.5f + t(rng);
         ActivationStats s(32);
         s.add(all.topRows(200));
         s.add(all.middleRows(200, 350));

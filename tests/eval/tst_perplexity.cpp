@@ -24,7 +24,8 @@ private Q_SLOTS:
     void windowsDropTrailingPartialAndSetBos()
     {
         std::vector<std::int32_t> t(10);
-        for (int i = 0; i < 10; ++i) t[std::size_t(i)] = 100 + i;
+        for (int i = 0; i < 10; ++i)
+            t[std::size_t(i)] = 100 + i;
         auto w = makeWindows(t, 4);
         QVERIFY(w.ok());
         QCOMPARE(w->count, 2);

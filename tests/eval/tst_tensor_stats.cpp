@@ -38,7 +38,8 @@ private Q_SLOTS:
         std::mt19937 rng(7);
         std::normal_distribution<float> n(0.f, 1.f);
         Mat x(256, 256);
-        for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = n(rng);
+        for (Eigen::Index i = 0; i < x.size(); ++i)
+            x.data()[i] = n(rng);
         const Moments g = computeMoments(x);
         QVERIFY2(std::abs(g.kurtosis) < 0.1, qPrintable(QString::number(g.kurtosis)));
         QVERIFY(std::abs(g.std - 1.0) < 0.01);

@@ -22,14 +22,8 @@
 
 namespace qbtest {
 
-inline std::string demoDir()
-{
-    return QB_DEMO_DIR;
-}
-inline std::string demoEvalText()
-{
-    return demoDir() + "/eval.txt";
-}
+inline std::string demoDir() { return QB_DEMO_DIR; }
+inline std::string demoEvalText() { return demoDir() + "/eval.txt"; }
 inline constexpr int kEvalCtx = 128;
 
 inline qb::io::Tokenizer demoTokenizer()
@@ -42,9 +36,7 @@ inline qb::io::Tokenizer demoTokenizer()
 inline qb::io::Checkpoint demoCheckpoint()
 {
     auto ck = qb::io::openCheckpoint(demoDir());
-    if (!ck)
-        qFatal("demo model: %s (resources/demo/model.safetensors missing?)",
-               ck.error().toString().c_str());
+    if (!ck) qFatal("demo model: %s (resources/demo/model.safetensors missing?)", ck.error().toString().c_str());
     return *ck;
 }
 
@@ -88,13 +80,11 @@ inline std::string writeWidenedDemoModel(const std::string& dir)
     const qb::io::Checkpoint demo = demoCheckpoint();
     std::vector<qb::exporting::SafetensorsTensor> tensors;
     std::string error;
-    auto put = [&](const std::string& name, std::vector<std::int64_t> shape,
-                   const std::vector<float>& v) {
+    auto put = [&](const std::string& name, std::vector<std::int64_t> shape, const std::vector<float>& v) {
         std::vector<std::uint8_t> bytes(v.size() * 4);
         std::memcpy(bytes.data(), v.data(), bytes.size());
-        tensors.push_back(qb::exporting::safetensorsTensorFromBytes(name, qb::DType::F32,
-                                                                     std::move(shape),
-                                                                     std::move(bytes)));
+        tensors.push_back(
+            qb::exporting::safetensorsTensorFromBytes(name, qb::DType::F32, std::move(shape), std::move(bytes)));
     };
     for (const qb::TensorInfo& t : demo.tensors) {
         std::vector<float> w(static_cast<std::size_t>(t.numel()));
@@ -159,8 +149,7 @@ inline std::string writeWidenedDemoModel(const std::string& dir)
     for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
         const QString dst = QString::fromStdString(dir + "/" + f);
         QFile::remove(dst);
-        if (!QFile::copy(QString::fromStdString(demoDir() + "/" + f), dst))
-            return std::string("cannot copy ") + f;
+        if (!QFile::copy(QString::fromStdString(demoDir() + "/" + f), dst)) return std::string("cannot copy ") + f;
     }
     return {};
 }

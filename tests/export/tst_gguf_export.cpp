@@ -39,10 +39,7 @@ std::vector<float> pseudoRandom(std::size_t n, std::uint32_t seed)
     return v;
 }
 
-float roundF16(double x)
-{
-    return f16ToF32(f32ToF16(float(x)));
-}
+float roundF16(double x) { return f16ToF32(f32ToF16(float(x))); }
 
 // b-bit grid with group 32 over w; f16 scales; sym -> z = -2^(b-1), else integer zero of min-max.
 quant::QuantizedRows makeGrid(const quant::MatrixXfR& w, int bits, bool sym, bool f16Scales = true)
@@ -58,8 +55,7 @@ quant::QuantizedRows makeGrid(const quant::MatrixXfR& w, int bits, bool sym, boo
             scales(r, k) = f16Scales ? double(roundF16(p.scale)) : p.scale * (1 + 1e-7);
             zeros(r, k) = p.zero;
         }
-    auto q = quant::quantizeRowsUniform(w, bits, scales, zeros,
-                                        quant::groupIndexContiguous(g, int(w.cols())));
+    auto q = quant::quantizeRowsUniform(w, bits, scales, zeros, quant::groupIndexContiguous(g, int(w.cols())));
     if (!q) qFatal("grid: %s", q.error().toString().c_str());
     return *q;
 }
@@ -118,16 +114,11 @@ void TestGgufExport::referenceQuantizersExactOnGridValues()
 {
     QFETCH(int, type);
     const auto t = GgmlType(type);
-    const int levels = t == GgmlType::Q8_0   ? 127
-                       : t == GgmlType::Q4_0 ? 8
-                       : t == GgmlType::Q5_0 ? 16
-                                             : 0;
+    const int levels = t == GgmlType::Q8_0 ? 127 : t == GgmlType::Q4_0 ? 8 : t == GgmlType::Q5_0 ? 16 : 0;
     std::vector<float> x(64);
     for (int j = 0; j < 64; ++j) {
         if (levels) // symmetric: extreme at -levels (Q4_0/Q5_0 use max/-half), then a ramp
-            x[j] = 0.25f * float(j % 32 == 0
-                                     ? -levels
-                                     : (j * 7 % (2 * levels)) - levels + (t == GgmlType::Q8_0));
+            x[j] = 0.25f * float(j % 32 == 0 ? -levels : (j * 7 % (2 * levels)) - levels + (t == GgmlType::Q8_0));
         else // min-based: min 0.5, step 0.125, top at 15 or 31 steps
             x[j] = 0.5f + 0.125f * float(j % 32 == 1 ? (t == GgmlType::Q4_1 ? 15 : 31)
                                                      : j * 5 % (t == GgmlType::Q4_1 ? 16 : 32));
@@ -140,7 +131,7 @@ void TestGgufExport::referenceQuantizersExactOnGridValues()
 void TestGgufExport::referenceQuantizersErrorBound_data()
 {
     QTest::addColumn<int>("type");
-    QTest::addColumn<double>("stepFraction"); // bound on |x - x'| in units of the block's range
+    QTest::addColumn<double>("stepFraction");                  // bound on |x - x'| in units of the block's range
     QTest::newRow("Q8_0") << int(GgmlType::Q8_0) << 0.6 / 127; // + f16 rounding of d
     QTest::newRow("Q4_0") << int(GgmlType::Q4_0) << 1.0 / 8;
     QTest::newRow("Q5_0") << int(GgmlType::Q5_0) << 1.0 / 16;
@@ -157,8 +148,7 @@ void TestGgufExport::referenceQuantizersErrorBound()
     auto e = exporting::encodeMatrixGgml(GgmlType(type), x.data(), 64, 32);
     QVERIFY(e.ok());
     QCOMPARE(e->bytes.size(), io::ggmlRowBytes(GgmlType(type), 32) * 64);
-    QVERIFY2(e->maxAbsDiff <= stepFraction * 1.01 + 1e-7,
-             qPrintable(QString::number(e->maxAbsDiff)));
+    QVERIFY2(e->maxAbsDiff <= stepFraction * 1.01 + 1e-7, qPrintable(QString::number(e->maxAbsDiff)));
 }
 
 void TestGgufExport::gridSmallestExactType()
@@ -179,14 +169,11 @@ void TestGgufExport::gridSmallestExactType()
         const auto q = makeGrid(w, c.bits, c.sym);
         auto best = exporting::encodeGridSmallestExact(q);
         QVERIFY(best.ok());
-        QVERIFY2(std::find(c.allowed.begin(), c.allowed.end(), best->first) != c.allowed.end(),
-                 qPrintable(QString("%1-bit sym=%2 -> %3")
-                                .arg(c.bits)
-                                .arg(c.sym)
-                                .arg(io::ggmlTypeName(int(best->first)))));
+        QVERIFY2(
+            std::find(c.allowed.begin(), c.allowed.end(), best->first) != c.allowed.end(),
+            qPrintable(QString("%1-bit sym=%2 -> %3").arg(c.bits).arg(c.sym).arg(io::ggmlTypeName(int(best->first)))));
         QVERIFY(best->second.exact);
-        if (c.sym)
-            QVERIFY(best->second.fromGrid); // asym: a row may be exact via the reference quantizer
+        if (c.sym) QVERIFY(best->second.fromGrid); // asym: a row may be exact via the reference quantizer
         // Every larger integer type holds a <= 4-bit integer-zero grid exactly too (§4.9).
         if (c.bits <= 4)
             for (GgmlType t : {GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::F32}) {
@@ -226,8 +213,7 @@ void TestGgufExport::gridWithNonF16ScaleIsReportedInexact()
     QVERIFY(e->maxAbsDiff > 0 && e->maxAbsDiff < 0.2);
     auto best = exporting::encodeGridSmallestExact(q);
     QVERIFY(best.ok() && best->second.exact);
-    QVERIFY(best->first == GgmlType::F32 || best->first == GgmlType::F16 ||
-            best->first == GgmlType::BF16);
+    QVERIFY(best->first == GgmlType::F32 || best->first == GgmlType::F16 || best->first == GgmlType::BF16);
 }
 
 void TestGgufExport::ropePermutation()
@@ -278,8 +264,7 @@ void TestGgufExport::metadataTypesAndLayout()
     // Offsets: the running aligned sum in info order; the file ends on the last padded tensor.
     std::uint64_t expect = g->dataOffset;
     for (const auto& t : g->tensors) {
-        QCOMPARE(std::uint64_t(t.bytes.data() - g->tensors.front().bytes.data()) + g->dataOffset,
-                 expect);
+        QCOMPARE(std::uint64_t(t.bytes.data() - g->tensors.front().bytes.data()) + g->dataOffset, expect);
         expect += (t.bytes.size() + 31) / 32 * 32;
     }
     QCOMPARE(QFileInfo(QString::fromStdString(out)).size(), qint64(expect));
@@ -300,8 +285,7 @@ void TestGgufExport::cancelHalfwayLeavesTargetUntouched()
     });
     exporting::GgufExportOptions o;
     o.weightType = GgmlType::Q8_0;
-    auto r = exporting::exportGguf(qbtest::demoCheckpoint(), qbtest::demoTokenizer(),
-                                   out.toStdString(), o, &ctx);
+    auto r = exporting::exportGguf(qbtest::demoCheckpoint(), qbtest::demoTokenizer(), out.toStdString(), o, &ctx);
     QVERIFY(!r.ok());
     QCOMPARE(r.error().code, ErrorCode::Cancelled);
     QCOMPARE(slurp(out), std::string("old contents"));
@@ -320,12 +304,10 @@ void TestGgufExport::writeErrorLeavesTargetUntouched()
     exporting::GgufExportOptions o;
     o.weightType = GgmlType::F32;
     o.failAfterBytesForTesting = 2'000'000; // the F32 demo is ~5 MB: fails in the middle
-    auto r = exporting::exportGguf(qbtest::demoCheckpoint(), qbtest::demoTokenizer(),
-                                   out.toStdString(), o);
+    auto r = exporting::exportGguf(qbtest::demoCheckpoint(), qbtest::demoTokenizer(), out.toStdString(), o);
     QVERIFY(!r.ok());
     QCOMPARE(r.error().code, ErrorCode::Io);
-    QVERIFY2(r.error().toString().find("write failed") != std::string::npos,
-             r.error().toString().c_str());
+    QVERIFY2(r.error().toString().find("write failed") != std::string::npos, r.error().toString().c_str());
     QCOMPARE(slurp(out), std::string("old contents"));
     QVERIFY(leftovers(dir.path()).isEmpty());
     // A target directory that does not exist is a clear error too.
@@ -340,11 +322,9 @@ void TestGgufExport::diskSpaceCheck()
     QTemporaryDir dir;
     auto s = exporting::checkDiskSpace(dir.path().toStdString(), std::uint64_t(1) << 60);
     QVERIFY(!s.ok());
-    QVERIFY2(s.error().message.find("not enough free disk space") != std::string::npos,
-             s.error().message.c_str());
+    QVERIFY2(s.error().message.find("not enough free disk space") != std::string::npos, s.error().message.c_str());
     QVERIFY(exporting::checkDiskSpace(dir.path().toStdString(), 1024).ok());
-    auto w = exporting::AtomicFileWriter::open(dir.filePath("x.bin").toStdString(), std::uint64_t(1)
-                                                                                        << 60);
+    auto w = exporting::AtomicFileWriter::open(dir.filePath("x.bin").toStdString(), std::uint64_t(1) << 60);
     QVERIFY(!w.ok());
     QVERIFY(leftovers(dir.path()).isEmpty());
 }
@@ -376,8 +356,7 @@ void TestGgufExport::roundTripQ8_0PerplexityClose()
     QVERIFY(r.ok());
     const double original = qbtest::ourPerplexity(qbtest::demoDir());
     const double q8 = qbtest::ourPerplexity(out);
-    qInfo("perplexity: F32 %.6f, GGUF Q8_0 %.6f (%+.4f %%)", original, q8,
-          100 * (q8 / original - 1));
+    qInfo("perplexity: F32 %.6f, GGUF Q8_0 %.6f (%+.4f %%)", original, q8, 100 * (q8 / original - 1));
     QVERIFY(std::fabs(q8 / original - 1) < 0.005);
 }
 
@@ -470,7 +449,7 @@ void TestGgufExport::qwen2TiedBiasesPaddedVocab()
         const TensorInfo* b = back->find(t.name);
         QVERIFY2(b, t.name.c_str());
         QCOMPARE(b->permutedHeads, 0);
-        std::vector<float> x(std::size_t(t.numel())), y(std::size_t(b->numel()));
+        std::vector<float> x(std::size_t(t.numel())), y(std::size_t(b -> numel()));
         QVERIFY(io::readTensorF32(t, x.data()).ok());
         QVERIFY(io::readTensorF32(*b, y.data()).ok());
         QVERIFY2(x == y, t.name.c_str());
@@ -482,15 +461,11 @@ void TestGgufExport::qwen2TiedBiasesPaddedVocab()
     QVERIFY(!q->warnings.empty());
 }
 
-
 // ---- K-quants ----------------------------------------------------------------------------
 
 namespace {
 
-std::uint16_t h16(float x)
-{
-    return f32ToF16(x);
-}
+std::uint16_t h16(float x) { return f32ToF16(x); }
 
 // Independent decoder in the loop structure of ggml's dequantize_row_*_K (not the index formulas
 // that io::dequantizeGgml uses), for bit-exactness checks.
@@ -540,8 +515,7 @@ std::vector<float> ggmlStyleDecode(GgmlType t, const std::uint8_t* p, int blocks
                     for (int half = 0; half < 2; ++half) {
                         const float dl = d * float(sc[is++] - 32);
                         for (int l = 16 * half; l < 16 * half + 16; ++l)
-                            *y++ = dl * float(int((q[l] >> shift) & 3) -
-                                              ((b.hmask[l] & m) ? 0 : 4));
+                            *y++ = dl * float(int((q[l] >> shift) & 3) - ((b.hmask[l] & m) ? 0 : 4));
                     }
                     shift += 2;
                     m = std::uint8_t(m << 1);
@@ -625,8 +599,7 @@ bool sameBits(const std::vector<float>& a, const std::vector<float>& b)
 void TestGgufExport::kquantHandBuiltBlocks_data()
 {
     QTest::addColumn<int>("type");
-    for (GgmlType t : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
-                       GgmlType::Q6_K})
+    for (GgmlType t : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
         QTest::newRow(io::ggmlTypeName(int(t))) << int(t);
 }
 void TestGgufExport::kquantHandBuiltBlocks()
@@ -655,10 +628,8 @@ void TestGgufExport::kquantHandBuiltBlocks()
             }
             for (int e = 0; e < 256; ++e) {
                 code[e] = next(4);
-                blk[std::size_t(16 + 32 * (e / 128) + e % 32)] |=
-                    std::uint8_t(code[e] << (2 * ((e % 128) / 32)));
-                expect[std::size_t(e)] =
-                    d * float(sc[e / 16]) * float(code[e]) - dmin * float(mn[e / 16]);
+                blk[std::size_t(16 + 32 * (e / 128) + e % 32)] |= std::uint8_t(code[e] << (2 * ((e % 128) / 32)));
+                expect[std::size_t(e)] = d * float(sc[e / 16]) * float(code[e]) - dmin * float(mn[e / 16]);
             }
             std::memcpy(&blk[80], &dh, 2);
             std::memcpy(&blk[82], &mh, 2);
@@ -666,17 +637,14 @@ void TestGgufExport::kquantHandBuiltBlocks()
             int S[16];
             for (int b = 0; b < 16; ++b) {
                 S[b] = next(64);
-                if (b < 8)
-                    blk[std::size_t(96 + b)] |= std::uint8_t(S[b] & 15);
-                else
-                    blk[std::size_t(96 + b - 8)] |= std::uint8_t((S[b] & 15) << 4);
+                if (b < 8) blk[std::size_t(96 + b)] |= std::uint8_t(S[b] & 15);
+                else blk[std::size_t(96 + b - 8)] |= std::uint8_t((S[b] & 15) << 4);
                 blk[std::size_t(96 + 8 + b % 4)] |= std::uint8_t((S[b] >> 4) << (2 * (b / 4)));
             }
             for (int e = 0; e < 256; ++e) {
                 code[e] = next(8) - 4; // [-4, 3]
                 const int stored = code[e] + 4, low = stored & 3, high = stored >> 2;
-                blk[std::size_t(32 + 32 * (e / 128) + e % 32)] |=
-                    std::uint8_t(low << (2 * ((e % 128) / 32)));
+                blk[std::size_t(32 + 32 * (e / 128) + e % 32)] |= std::uint8_t(low << (2 * ((e % 128) / 32)));
                 blk[std::size_t(e % 32)] |= std::uint8_t(high << (e / 32));
                 expect[std::size_t(e)] = d * float(S[e / 16] - 32) * float(code[e]);
             }
@@ -702,11 +670,9 @@ void TestGgufExport::kquantHandBuiltBlocks()
             std::uint8_t* qs = &blk[five ? 48 : 16];
             for (int e = 0; e < 256; ++e) {
                 code[e] = next(five ? 32 : 16);
-                qs[32 * (e / 64) + e % 32] |=
-                    std::uint8_t((code[e] & 15) << ((e % 64) < 32 ? 0 : 4));
+                qs[32 * (e / 64) + e % 32] |= std::uint8_t((code[e] & 15) << ((e % 64) < 32 ? 0 : 4));
                 if (five) blk[std::size_t(16 + e % 32)] |= std::uint8_t((code[e] >> 4) << (e / 32));
-                expect[std::size_t(e)] =
-                    d * float(sc[e / 32]) * float(code[e]) - dmin * float(mn[e / 32]);
+                expect[std::size_t(e)] = d * float(sc[e / 32]) * float(code[e]) - dmin * float(mn[e / 32]);
             }
         } else { // Q6_K: ql[128] qh[64] scales[16] d
             int sc[16];
@@ -746,8 +712,8 @@ void TestGgufExport::kquantHandBuiltBlocks()
 void TestGgufExport::kquantQuantizeRoundTrip_data()
 {
     QTest::addColumn<int>("type");
-    QTest::addColumn<double>("relRms");  // RMS error / RMS data
-    QTest::addColumn<double>("relMax");  // max error / max |data| of its super-block
+    QTest::addColumn<double>("relRms"); // RMS error / RMS data
+    QTest::addColumn<double>("relMax"); // max error / max |data| of its super-block
     QTest::newRow("Q2_K") << int(GgmlType::Q2_K) << 0.40 << 0.45;
     QTest::newRow("Q3_K") << int(GgmlType::Q3_K) << 0.20 << 0.25;
     QTest::newRow("Q4_K") << int(GgmlType::Q4_K) << 0.10 << 0.12;
@@ -788,15 +754,12 @@ void TestGgufExport::kquantQuantizeRoundTrip()
             QVERIFY(std::isfinite(dec[i]));
             se += err * err;
             sx += double(x[i]) * double(x[i]);
-            if (amax == 0)
-                QCOMPARE(dec[i], 0.0f);
-            else
-                worst = std::max(worst, std::fabs(err) / double(amax));
+            if (amax == 0) QCOMPARE(dec[i], 0.0f);
+            else worst = std::max(worst, std::fabs(err) / double(amax));
         }
     }
     const double rel = std::sqrt(se / sx);
-    qInfo("%s: relative RMS error %.4f, max error / block max %.4f", io::ggmlTypeName(type), rel,
-          worst);
+    qInfo("%s: relative RMS error %.4f, max error / block max %.4f", io::ggmlTypeName(type), rel, worst);
     QVERIFY2(rel <= relRms, qPrintable(QString::number(rel)));
     QVERIFY2(worst <= relMax, qPrintable(QString::number(worst)));
     // Deterministic: the same input gives the same bytes.
@@ -820,8 +783,7 @@ void TestGgufExport::kquantRowFallback()
         QCOMPARE(exporting::parseGgufExportType(io::ggmlTypeLowerName(k)).value(), k);
         exporting::GgufExportOptions o;
         o.weightType = k;
-        const std::string out =
-            dir.filePath(QString("demo-%1.gguf").arg(io::ggmlTypeName(int(k)))).toStdString();
+        const std::string out = dir.filePath(QString("demo-%1.gguf").arg(io::ggmlTypeName(int(k)))).toStdString();
         auto r = exporting::exportGguf(qbtest::demoCheckpoint(), qbtest::demoTokenizer(), out, o);
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
         QVERIFY(r->verify.ok);
@@ -832,8 +794,7 @@ void TestGgufExport::kquantRowFallback()
             QCOMPARE(int(t.type), int(fb));
         }
         QCOMPARE(int(r->warnings.size()), matrices);
-        QVERIFY2(r->warnings.front().find(std::string("written as ") +
-                                          io::ggmlTypeName(int(fb))) != std::string::npos,
+        QVERIFY2(r->warnings.front().find(std::string("written as ") + io::ggmlTypeName(int(fb))) != std::string::npos,
                  r->warnings.front().c_str());
     }
 }

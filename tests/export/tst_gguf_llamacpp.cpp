@@ -31,8 +31,7 @@ using io::GgmlType;
 namespace {
 
 constexpr double kPplRelTolerance = 0.01; // issue 5: within 1 %
-const char* kSetupHint =
-    "run the test set-up: packaging/bootstrap.sh --tests (installs node-llama-cpp into .npm-test)";
+const char* kSetupHint = "run the test set-up: packaging/bootstrap.sh --tests (installs node-llama-cpp into .npm-test)";
 
 struct LlamaRun {
     QString error;
@@ -51,8 +50,7 @@ LlamaRun runLlama(const QString& gguf, const std::function<void()>& whileRunning
     env.insert("QB_NODE_MODULES", QStringLiteral(QB_NODE_MODULES));
     p.setProcessEnvironment(env);
     p.start("node", {QStringLiteral(QB_LLAMA_PPL_SCRIPT), "--model", gguf, "--text",
-                     QString::fromStdString(qbtest::demoEvalText()), "--ctx",
-                     QString::number(qbtest::kEvalCtx)});
+                     QString::fromStdString(qbtest::demoEvalText()), "--ctx", QString::number(qbtest::kEvalCtx)});
     if (!p.waitForStarted(30000)) {
         r.error = QString("cannot start node (%1); %2").arg(p.errorString(), kSetupHint);
         return r;
@@ -70,8 +68,7 @@ LlamaRun runLlama(const QString& gguf, const std::function<void()>& whileRunning
     if (p.exitCode() != 0 || !o.value("ok").toBool()) {
         r.error = o.value("error").toString();
         if (r.error.isEmpty()) r.error = QString::fromUtf8(out.right(2000) + err.right(2000));
-        if (r.error.contains("not installed") || r.error.contains("Cannot find") ||
-            r.error.contains("ERR_MODULE"))
+        if (r.error.contains("not installed") || r.error.contains("Cannot find") || r.error.contains("ERR_MODULE"))
             r.error += QString("\n%1").arg(kSetupHint);
         return r;
     }
@@ -82,10 +79,7 @@ LlamaRun runLlama(const QString& gguf, const std::function<void()>& whileRunning
     return r;
 }
 
-float roundF16(double x)
-{
-    return f16ToF32(f32ToF16(float(x)));
-}
+float roundF16(double x) { return f16ToF32(f32ToF16(float(x))); }
 
 } // namespace
 
@@ -105,16 +99,13 @@ private:
 
 void TestGgufLlamaCpp::initTestCase()
 {
-    model::setNumThreads(
-        1); // shared test machines: OpenMP spin-waiting costs more than it gains on this tiny model
+    model::setNumThreads(1); // shared test machines: OpenMP spin-waiting costs more than it gains on this tiny model
     QProcess node;
     node.start("node", {"--version"});
     QVERIFY2(node.waitForStarted(30000) && node.waitForFinished(30000) && node.exitCode() == 0,
              qPrintable(QString("node is not available. %1").arg(kSetupHint)));
-    QVERIFY2(
-        QFileInfo::exists(QStringLiteral(QB_NODE_MODULES) + "/node-llama-cpp/package.json"),
-        qPrintable(
-            QString("node-llama-cpp is missing from %1. %2").arg(QB_NODE_MODULES, kSetupHint)));
+    QVERIFY2(QFileInfo::exists(QStringLiteral(QB_NODE_MODULES) + "/node-llama-cpp/package.json"),
+             qPrintable(QString("node-llama-cpp is missing from %1. %2").arg(QB_NODE_MODULES, kSetupHint)));
     m_dir = std::make_unique<QTemporaryDir>();
     auto text = pipeline::readTextFile(qbtest::demoEvalText());
     QVERIFY(text.ok());
@@ -139,8 +130,7 @@ void TestGgufLlamaCpp::initTestCase()
                 s(r, k) = roundF16(p.scale);
                 z(r, k) = p.zero;
             }
-        auto q =
-            quant::quantizeRowsUniform(w, 4, s, z, quant::groupIndexContiguous(32, int(w.cols())));
+        auto q = quant::quantizeRowsUniform(w, 4, s, z, quant::groupIndexContiguous(32, int(w.cols())));
         QVERIFY(q.ok());
         m_grids[t.name] = std::make_unique<quant::QuantizedRows>(std::move(*q));
     }
@@ -181,8 +171,7 @@ void TestGgufLlamaCpp::llamaCppAgrees()
     } else {
         o.weightType = GgmlType(type);
     }
-    const QString path =
-        m_dir->filePath(QString("demo-%1.gguf").arg(QTest::currentDataTag()).replace(' ', '_'));
+    const QString path = m_dir->filePath(QString("demo-%1.gguf").arg(QTest::currentDataTag()).replace(' ', '_'));
     io::Checkpoint ck;
     if (widened) {
         auto c = io::openCheckpoint(m_kModelDir);
@@ -196,24 +185,21 @@ void TestGgufLlamaCpp::llamaCppAgrees()
     if (widened) { // every row fits the super-blocks: no fallback, every matrix in the type
         QVERIFY2(r->warnings.empty(), r->warnings.empty() ? "" : r->warnings.front().c_str());
         for (const auto& t : r->tensors)
-            if (t.name.find("norm") == std::string::npos)
-                QVERIFY2(int(t.type) == type, t.name.c_str());
+            if (t.name.find("norm") == std::string::npos) QVERIFY2(int(t.type) == type, t.name.c_str());
     }
     if (grid) QVERIFY2(r->allExact(), r->exactnessTable().c_str());
 
     std::string err;
     double ours = qQNaN();
-    const LlamaRun l =
-        runLlama(path, [&] { ours = qbtest::ourPerplexity(path.toStdString(), &err); });
+    const LlamaRun l = runLlama(path, [&] { ours = qbtest::ourPerplexity(path.toStdString(), &err); });
     QVERIFY2(std::isfinite(ours), err.c_str());
     QVERIFY2(l.error.isEmpty(), qPrintable(l.error));
     QCOMPARE(l.tokens.size(), m_ourTokens.size());
     QVERIFY2(l.tokens == m_ourTokens, "llama.cpp tokenizes eval.txt differently from us");
     const double rel = l.perplexity / ours - 1;
-    qInfo("%-32s ours %.4f  llama.cpp %.4f  (%+.3f %%)  tokens %zu identical, %lld scored",
-          QTest::currentDataTag(), ours, l.perplexity, 100 * rel, l.tokens.size(), l.scored);
-    QVERIFY2(std::fabs(rel) <= kPplRelTolerance,
-             qPrintable(QString("relative difference %1").arg(rel)));
+    qInfo("%-32s ours %.4f  llama.cpp %.4f  (%+.3f %%)  tokens %zu identical, %lld scored", QTest::currentDataTag(),
+          ours, l.perplexity, 100 * rel, l.tokens.size(), l.scored);
+    QVERIFY2(std::fabs(rel) <= kPplRelTolerance, qPrintable(QString("relative difference %1").arg(rel)));
 }
 
 QTEST_GUILESS_MAIN(TestGgufLlamaCpp)

@@ -121,8 +121,10 @@ void TestGptqExport::packingRoundTrip()
     for (const auto& [name, g] : grids.grids) {
         const std::string prefix = name.substr(0, name.size() - 7);
         QVERIFY2(by.count(prefix + ".qweight") && !by.count(name), name.c_str());
-        QCOMPARE(by.at(prefix + ".qweight")->shape, (std::vector<std::int64_t>{g->codes.cols() * bits / 32, g->codes.rows()}));
-        QCOMPARE(by.at(prefix + ".qzeros")->shape, (std::vector<std::int64_t>{g->codes.cols() / 32, g->codes.rows() * bits / 32}));
+        QCOMPARE(by.at(prefix + ".qweight")->shape,
+                 (std::vector<std::int64_t>{g->codes.cols() * bits / 32, g->codes.rows()}));
+        QCOMPARE(by.at(prefix + ".qzeros")->shape,
+                 (std::vector<std::int64_t>{g->codes.cols() / 32, g->codes.rows() * bits / 32}));
         QCOMPARE(by.at(prefix + ".scales")->dtype, DType::F16);
         const auto u = qbtest::unpackGptq(by, prefix, bits);
         const quant::MatrixXfR expect = quant::dequantizeRowsUniform(*g);
@@ -204,8 +206,8 @@ void TestGptqExport::realZeroRefusedOrRounded()
 void TestGptqExport::mixedBitsRefusedOrPromoted()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(
-        ck, [](const std::string& n) { return n.find("mlp") != std::string::npos ? 2 : 4; }, false);
+    const auto grids =
+        makeGrids(ck, [](const std::string& n) { return n.find("mlp") != std::string::npos ? 2 : 4; }, false);
     QTemporaryDir dir;
     exporting::GptqExportOptions o;
     o.gridFor = grids.lookup();

@@ -9,7 +9,6 @@
 #include "model/forward.h"
 #include "quant_test_util.h"
 
-
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -55,10 +54,7 @@ const exporting::ProjectBundle& sampleBundle()
     return b;
 }
 
-std::vector<std::uint8_t> bytesOf(const std::string& s)
-{
-    return std::vector<std::uint8_t>(s.begin(), s.end());
-}
+std::vector<std::uint8_t> bytesOf(const std::string& s) { return std::vector<std::uint8_t>(s.begin(), s.end()); }
 
 } // namespace
 
@@ -173,9 +169,9 @@ void TestQbproj::malformedProjectsAreRefused_data()
     QTest::newRow("negative data offset") << Mutation([](io::JsonValue& m, io::JsonValue& h, Entries&) {
         member(h, firstName(m) + ".codes").set("data_offsets", io::JsonArray{io::JsonValue(-1024), io::JsonValue(0)});
     }) << "data_offsets";
-    QTest::newRow("tensors is an object") << Mutation([](io::JsonValue& m, io::JsonValue&, Entries&) {
-        m.set("tensors", io::JsonObject{});
-    }) << "\"tensors\" is not an array";
+    QTest::newRow("tensors is an object")
+        << Mutation([](io::JsonValue& m, io::JsonValue&, Entries&) { m.set("tensors", io::JsonObject{}); })
+        << "\"tensors\" is not an array";
     QTest::newRow("tensor entry is a number") << Mutation([](io::JsonValue& m, io::JsonValue&, Entries&) {
         member(m, "tensors").asArray()[0] = io::JsonValue(7);
     }) << "entry is not an object";
@@ -222,7 +218,8 @@ void TestQbproj::malformedProjectsAreRefused()
         bytes = std::move(out);
     }
     std::vector<io::ZipEntry> z;
-    for (const auto& [name, b] : *entries) z.push_back({name, b, true});
+    for (const auto& [name, b] : *entries)
+        z.push_back({name, b, true});
     const std::string bad = dir.filePath("bad.qbproj").toStdString();
     QVERIFY(io::writeZipEntries(bad, z).ok());
     auto r = exporting::readProjectBundle(bad);
@@ -235,13 +232,15 @@ void TestQbproj::malformedProjectsAreRefused()
 void TestQbproj::manifestWithManyKeys()
 {
     std::string text = "{";
-    for (int i = 0; i < 200000; ++i) text += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+    for (int i = 0; i < 200000; ++i)
+        text += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
     auto ok = io::parseJson(text + "\"last\":0}");
     QVERIFY(ok.ok());
     QCOMPARE(ok->asObject().size(), std::size_t(200001));
     auto dup = io::parseJson(text + "\"k123\":0}");
     QVERIFY(!dup.ok());
-    QVERIFY2(dup.error().message.find("duplicate object key \"k123\"") != std::string::npos, dup.error().message.c_str());
+    QVERIFY2(dup.error().message.find("duplicate object key \"k123\"") != std::string::npos,
+             dup.error().message.c_str());
 }
 
 void TestQbproj::cancelWriteErrorDiskSpace()

@@ -40,10 +40,14 @@ void TestSafetensorsExport::workedExampleBytes()
     QCOMPARE(bytes->size(), std::size_t(108));
     QCOMPARE(int((*bytes)[0]), 88);
     const std::string header(bytes->begin() + 8, bytes->begin() + 96);
-    QCOMPARE(header, std::string(R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}})"));
+    QCOMPARE(
+        header,
+        std::string(R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}})"));
     QTemporaryDir dir;
     const std::string path = dir.filePath("w.safetensors").toStdString();
-    QVERIFY(exporting::writeSafetensorsFile(path, {exporting::safetensorsTensorFromBytes("w", DType::F16, {2, 3}, data)}).ok());
+    QVERIFY(
+        exporting::writeSafetensorsFile(path, {exporting::safetensorsTensorFromBytes("w", DType::F16, {2, 3}, data)})
+            .ok());
     auto back = io::readSafetensorsFile(path);
     QVERIFY(back.ok());
     QCOMPARE(back->front().shape, (std::vector<std::int64_t>{2, 3}));
@@ -113,8 +117,8 @@ void TestSafetensorsExport::f16WhenExact()
         quant::MatrixXfR w(t.shape[0], t.shape[1]);
         QVERIFY(io::readTensorF32(t, w.data()).ok());
         const int groups = int(w.cols()) / 32;
-        quant::MatrixXdR s = quant::MatrixXdR::Constant(w.rows(), groups, 1.0 / 64), z =
-                                 quant::MatrixXdR::Constant(w.rows(), groups, -8);
+        quant::MatrixXdR s = quant::MatrixXdR::Constant(w.rows(), groups, 1.0 / 64),
+                         z = quant::MatrixXdR::Constant(w.rows(), groups, -8);
         auto q = quant::quantizeRowsUniform(w, 4, s, z, quant::groupIndexContiguous(32, int(w.cols())));
         QVERIFY(q.ok());
         grids[t.name] = std::make_unique<quant::QuantizedRows>(std::move(*q));

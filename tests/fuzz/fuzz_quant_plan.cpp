@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (!c) std::abort();
         return *c;
     }();
-    auto plan = fuzz::note(pipeline::quantPlanFromText(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz plan"));
+    auto plan = fuzz::note(
+        pipeline::quantPlanFromText(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz plan"));
     if (!plan) return 0;
     auto again = pipeline::quantPlanFromJson(pipeline::quantPlanToJson(*plan), "fuzz plan (saved)");
     if (!again || !(*again == *plan)) {

@@ -39,8 +39,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 {
     using namespace qb;
     const auto parts = fuzz::splitParts(data, size, 2);
-    if (size < fuzz::kPartSeparator.size() || std::string_view(reinterpret_cast<const char*>(data), size)
-                                                      .find(fuzz::kPartSeparator) == std::string_view::npos) {
+    if (size < fuzz::kPartSeparator.size() ||
+        std::string_view(reinterpret_cast<const char*>(data), size).find(fuzz::kPartSeparator) ==
+            std::string_view::npos) {
         const std::string path = fuzz::scratchPath("model.safetensors");
         fuzz::writeFile(path, data, size);
         if (auto r = fuzz::note(io::readSafetensorsFile(path))) touch(*r);

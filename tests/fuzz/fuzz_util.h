@@ -75,14 +75,12 @@ inline void writeFile(const std::string& path, const void* data, std::size_t siz
         std::abort();
     }
 }
-inline void writeFile(const std::string& path, std::string_view text)
-{
-    writeFile(path, text.data(), text.size());
-}
+inline void writeFile(const std::string& path, std::string_view text) { writeFile(path, text.data(), text.size()); }
 
 // With QB_FUZZ_VERBOSE set, prints why a reader refused an input (to check what a regression
 // reproducer now gets); silent otherwise, so fuzzing runs at full speed.
-template <typename R> const R& note(const R& result)
+template <typename R>
+const R& note(const R& result)
 {
     static const bool verbose = std::getenv("QB_FUZZ_VERBOSE") != nullptr;
     if (verbose && !result.ok()) std::fprintf(stderr, "  -> %s\n", result.error().toString().c_str());
@@ -92,8 +90,7 @@ template <typename R> const R& note(const R& result)
 // Splits an input into parts at a separator line, so one input can describe several files
 // (e.g. an index and its shard). Missing parts are empty.
 inline constexpr std::string_view kPartSeparator = "\n--qbfuzz--\n";
-inline std::vector<std::string_view> splitParts(const std::uint8_t* data, std::size_t size,
-                                                std::size_t parts)
+inline std::vector<std::string_view> splitParts(const std::uint8_t* data, std::size_t size, std::size_t parts)
 {
     std::string_view rest(reinterpret_cast<const char*>(data), size);
     std::vector<std::string_view> out;

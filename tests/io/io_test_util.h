@@ -55,10 +55,9 @@ inline std::string safetensorsBytes(const std::vector<RawTensor>& tensors)
     std::string header = R"({"__metadata__":{"format":"pt"})";
     std::string data;
     for (const auto& t : tensors) {
-        header += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype +
-                  "\",\"shape\":" + shapeJson(t.shape) + ",\"data_offsets\":[" +
-                  std::to_string(data.size()) + "," + std::to_string(data.size() + t.bytes.size()) +
-                  "]}";
+        header += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":" + shapeJson(t.shape) +
+                  ",\"data_offsets\":[" + std::to_string(data.size()) + "," +
+                  std::to_string(data.size() + t.bytes.size()) + "]}";
         data += t.bytes;
     }
     return safetensorsRaw(header + "}", data);
@@ -92,16 +91,15 @@ inline std::string encode(const std::vector<float>& v, qb::DType t)
 }
 
 struct TinyDims {
-    std::int64_t vocab = 16, hidden = 8, inter = 16, layers = 2, heads = 2, kvHeads = 1,
-                 headDim = 4;
+    std::int64_t vocab = 16, hidden = 8, inter = 16, layers = 2, heads = 2, kvHeads = 1, headDim = 4;
 };
 
 // HF names and shapes of a tiny LLaMA (Qwen2 adds q/k/v biases; tied drops lm_head).
-inline std::vector<std::pair<std::string, std::vector<std::int64_t>>>
-tinyLlamaShapes(const TinyDims& d = {}, bool qwenBiases = false, bool tied = false)
+inline std::vector<std::pair<std::string, std::vector<std::int64_t>>> tinyLlamaShapes(const TinyDims& d = {},
+                                                                                      bool qwenBiases = false,
+                                                                                      bool tied = false)
 {
-    const auto K = d.hidden, F = d.inter, V = d.vocab, q = d.heads * d.headDim,
-               kv = d.kvHeads * d.headDim;
+    const auto K = d.hidden, F = d.inter, V = d.vocab, q = d.heads * d.headDim, kv = d.kvHeads * d.headDim;
     std::vector<std::pair<std::string, std::vector<std::int64_t>>> s;
     s.push_back({"model.embed_tokens.weight", {V, K}});
     for (std::int64_t l = 0; l < d.layers; ++l) {
@@ -136,20 +134,15 @@ inline std::vector<RawTensor> tinyLlamaTensors(qb::DType t = qb::DType::F32, con
     return out;
 }
 
-inline std::string tinyConfigJson(const TinyDims& d = {},
-                                  const std::string& arch = "LlamaForCausalLM",
-                                  const std::string& modelType = "llama",
-                                  const std::string& extra = {})
+inline std::string tinyConfigJson(const TinyDims& d = {}, const std::string& arch = "LlamaForCausalLM",
+                                  const std::string& modelType = "llama", const std::string& extra = {})
 {
     return "{\"architectures\":[\"" + arch + "\"],\"model_type\":\"" + modelType +
-           "\",\"vocab_size\":" + std::to_string(d.vocab) +
-           ",\"hidden_size\":" + std::to_string(d.hidden) +
-           ",\"intermediate_size\":" + std::to_string(d.inter) +
-           ",\"num_hidden_layers\":" + std::to_string(d.layers) +
+           "\",\"vocab_size\":" + std::to_string(d.vocab) + ",\"hidden_size\":" + std::to_string(d.hidden) +
+           ",\"intermediate_size\":" + std::to_string(d.inter) + ",\"num_hidden_layers\":" + std::to_string(d.layers) +
            ",\"num_attention_heads\":" + std::to_string(d.heads) +
            ",\"num_key_value_heads\":" + std::to_string(d.kvHeads) +
-           ",\"rms_norm_eps\":1e-05,\"rope_theta\":10000.0,\"torch_dtype\":\"float32\"" + extra +
-           "}";
+           ",\"rms_norm_eps\":1e-05,\"rope_theta\":10000.0,\"torch_dtype\":\"float32\"" + extra + "}";
 }
 
 // ---- GGUF -----------------------------------------------------------------------------------
@@ -178,7 +171,8 @@ public:
         pod(m_kv, v);
         ++m_nkv;
     }
-    template <typename T> void kvScalar(const std::string& k, std::uint32_t type, T v)
+    template <typename T>
+    void kvScalar(const std::string& k, std::uint32_t type, T v)
     {
         key(k, type);
         pod(m_kv, v);
@@ -231,7 +225,8 @@ public:
     }
 
 private:
-    template <typename T> static void pod(std::string& s, T v)
+    template <typename T>
+    static void pod(std::string& s, T v)
     {
         s.append(reinterpret_cast<const char*>(&v), sizeof v);
     }
@@ -256,11 +251,9 @@ inline std::string hfToGguf(const std::string& hf)
     if (hf == "model.norm.weight") return "output_norm.weight";
     if (hf == "lm_head.weight") return "output.weight";
     static const std::map<std::string, std::string> kMap = {
-        {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
-        {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
-        {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
-        {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},
-        {"mlp.down_proj", "ffn_down"}};
+        {"input_layernorm", "attn_norm"}, {"self_attn.q_proj", "attn_q"},      {"self_attn.k_proj", "attn_k"},
+        {"self_attn.v_proj", "attn_v"},   {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
+        {"mlp.gate_proj", "ffn_gate"},    {"mlp.up_proj", "ffn_up"},           {"mlp.down_proj", "ffn_down"}};
     const std::string rest = hf.substr(std::string("model.layers.").size());
     const auto dot = rest.find('.');
     const std::string layer = rest.substr(0, dot);

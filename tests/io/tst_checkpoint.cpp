@@ -23,10 +23,7 @@ class TestCheckpoint : public QObject {
         writeFile(QDir(d).filePath("model.safetensors").toStdString(), safetensorsBytes(tensors));
         return d.toStdString();
     }
-    static bool has(const std::string& s, const std::string& what)
-    {
-        return s.find(what) != std::string::npos;
-    }
+    static bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
     static std::string openError(const std::string& path)
     {
         auto r = io::openCheckpoint(path);
@@ -53,8 +50,7 @@ private Q_SLOTS:
             QCOMPARE(q->shape, (std::vector<std::int64_t>{8, 8}));
             QVERIFY(!r->find("nope"));
         }
-        QCOMPARE(std::string(io::checkpointFormatName(io::CheckpointFormat::Gguf)),
-                 std::string("gguf"));
+        QCOMPARE(std::string(io::checkpointFormatName(io::CheckpointFormat::Gguf)), std::string("gguf"));
     }
     // One message for "no tokenizer" wherever text must be tokenized (it was written 7 times).
     void missingTokenizerIsOneClearError()
@@ -85,11 +81,9 @@ private Q_SLOTS:
         writeFile((d + "/model-00002-of-00002.safetensors").toStdString(), safetensorsBytes(b));
         std::string map = "\"x\":\"model-00001-of-00002.safetensors\"";
         for (const auto& t : all)
-            map += ",\"" + t.name + "\":\"model-0000" + (&t - all.data() < 7 ? "1" : "2") +
-                   "-of-00002.safetensors\"";
+            map += ",\"" + t.name + "\":\"model-0000" + (&t - all.data() < 7 ? "1" : "2") + "-of-00002.safetensors\"";
         map.erase(0, map.find(',') + 1);
-        writeFile((d + "/model.safetensors.index.json").toStdString(),
-                  "{\"weight_map\":{" + map + "}}");
+        writeFile((d + "/model.safetensors.index.json").toStdString(), "{\"weight_map\":{" + map + "}}");
         writeFile((d + "/config.json").toStdString(), tinyConfigJson());
         auto r = io::openCheckpoint(d.toStdString());
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
@@ -98,24 +92,21 @@ private Q_SLOTS:
         std::vector<float> got(8 * 16), expect(8 * 16);
         const TensorInfo* down = r->find("model.layers.1.mlp.down_proj.weight");
         QVERIFY(down && io::readTensorF32(*down, got.data()).ok());
-        const auto& raw = *std::find_if(all.begin(), all.end(), [](auto& t) {
-            return t.name == "model.layers.1.mlp.down_proj.weight";
-        });
+        const auto& raw = *std::find_if(all.begin(), all.end(),
+                                        [](auto& t) { return t.name == "model.layers.1.mlp.down_proj.weight"; });
         QVERIFY(convertToF32(DType::BF16, raw.bytes.data(), expect.data(), expect.size()).ok());
         QCOMPARE(got, expect);
     }
     void tiedAndQwenBiases()
     {
-        const auto dir = makeModel(
-            tinyLlamaTensors(DType::F32, {}, true, true),
-            tinyConfigJson({}, "Qwen2ForCausalLM", "qwen2", ",\"tie_word_embeddings\":true"));
+        const auto dir = makeModel(tinyLlamaTensors(DType::F32, {}, true, true),
+                                   tinyConfigJson({}, "Qwen2ForCausalLM", "qwen2", ",\"tie_word_embeddings\":true"));
         auto r = io::openCheckpoint(dir);
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
         QVERIFY(r->config.tieWordEmbeddings);
         // Qwen2 without biases is refused.
-        const auto noBias = makeModel(
-            tinyLlamaTensors(DType::F32, {}, false, true),
-            tinyConfigJson({}, "Qwen2ForCausalLM", "qwen2", ",\"tie_word_embeddings\":true"));
+        const auto noBias = makeModel(tinyLlamaTensors(DType::F32, {}, false, true),
+                                      tinyConfigJson({}, "Qwen2ForCausalLM", "qwen2", ",\"tie_word_embeddings\":true"));
         const auto e = openError(noBias);
         QVERIFY2(has(e, "model.layers.0.self_attn.q_proj.bias is missing"), e.c_str());
     }
@@ -135,21 +126,16 @@ private Q_SLOTS:
     }
     void unsupportedArchitecture()
     {
-        const auto e =
-            openError(makeModel(tinyLlamaTensors(), tinyConfigJson({}, "GPT2LMHeadModel", "gpt2")));
-        QVERIFY2(has(e, "unsupported architecture \"GPT2LMHeadModel\"") &&
-                     has(e, "\"architectures\""),
-                 e.c_str());
+        const auto e = openError(makeModel(tinyLlamaTensors(), tinyConfigJson({}, "GPT2LMHeadModel", "gpt2")));
+        QVERIFY2(has(e, "unsupported architecture \"GPT2LMHeadModel\"") && has(e, "\"architectures\""), e.c_str());
     }
     void tensorMissing()
     {
         auto t = tinyLlamaTensors();
-        t.erase(std::find_if(t.begin(), t.end(), [](auto& x) {
-            return x.name == "model.layers.1.mlp.up_proj.weight";
-        }));
+        t.erase(
+            std::find_if(t.begin(), t.end(), [](auto& x) { return x.name == "model.layers.1.mlp.up_proj.weight"; }));
         const auto e = openError(makeModel(t, tinyConfigJson()));
-        QVERIFY2(has(e, "model.layers.1.mlp.up_proj.weight is missing (expected shape [16, 8])"),
-                 e.c_str());
+        QVERIFY2(has(e, "model.layers.1.mlp.up_proj.weight is missing (expected shape [16, 8])"), e.c_str());
         // Untied config without lm_head.
         auto t2 = tinyLlamaTensors();
         t2.pop_back();
@@ -159,19 +145,14 @@ private Q_SLOTS:
     {
         auto t = tinyLlamaTensors();
         for (auto& x : t)
-            if (x.name == "model.layers.0.self_attn.k_proj.weight")
-                x.shape = {8, 4}; // same bytes, transposed
+            if (x.name == "model.layers.0.self_attn.k_proj.weight") x.shape = {8, 4}; // same bytes, transposed
         const auto e = openError(makeModel(t, tinyConfigJson()));
-        QVERIFY2(
-            has(e,
-                "tensor model.layers.0.self_attn.k_proj.weight has shape [8, 4], expected [4, 8]"),
-            e.c_str());
+        QVERIFY2(has(e, "tensor model.layers.0.self_attn.k_proj.weight has shape [8, 4], expected [4, 8]"), e.c_str());
     }
     void invFreqIgnoredWithWarning()
     {
         auto t = tinyLlamaTensors();
-        t.push_back(
-            {"model.layers.0.self_attn.rotary_emb.inv_freq", "F32", {2}, std::string(8, '\0')});
+        t.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", "F32", {2}, std::string(8, '\0')});
         t.push_back({"extra.buffer", "F32", {1}, std::string(4, '\0')});
         auto r = io::openCheckpoint(makeModel(t, tinyConfigJson()));
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());

@@ -60,8 +60,7 @@ std::vector<float> pseudoRandomRow(int n, std::uint32_t seed)
     std::uint32_t s = seed * 2654435761u + 1u;
     for (int i = 0; i < n; ++i) {
         s = s * 1664525u + 1013904223u;
-        v[std::size_t(i)] =
-            float(double(s >> 8) / double(1u << 24) * 2.0 - 1.0) * float(1 + i / 256);
+        v[std::size_t(i)] = float(double(s >> 8) / double(1u << 24) * 2.0 - 1.0) * float(1 + i / 256);
     }
     return v;
 }
@@ -88,8 +87,8 @@ void TestGgmlCodec::traits_data()
     QTest::addColumn<int>("typeSize");
     QTest::addColumn<bool>("codec");
     for (const Spec& s : kSpecs)
-        QTest::newRow(s.name) << int(s.type) << QString::fromLatin1(s.name) << s.blockSize
-                              << s.typeSize << (s.tolerance != kNoCodec);
+        QTest::newRow(s.name) << int(s.type) << QString::fromLatin1(s.name) << s.blockSize << s.typeSize
+                              << (s.tolerance != kNoCodec);
 }
 
 void TestGgmlCodec::traits()
@@ -113,8 +112,7 @@ void TestGgmlCodec::traits()
 
     // Row bytes = n / blockSize * typeSize, 0 for anything that is not whole blocks.
     for (int blocks : {0, 1, 7, 1000})
-        QCOMPARE(io::ggmlRowBytes(t, std::int64_t(blocks) * blockSize),
-                 std::size_t(blocks) * std::size_t(typeSize));
+        QCOMPARE(io::ggmlRowBytes(t, std::int64_t(blocks) * blockSize), std::size_t(blocks) * std::size_t(typeSize));
     if (blockSize > 1) QCOMPARE(io::ggmlRowBytes(t, 7 * blockSize + 1), std::size_t(0));
     QCOMPARE(io::ggmlRowBytes(t, -blockSize), std::size_t(0));
 

@@ -90,10 +90,7 @@ class TestGguf : public QObject {
         writeFile(p, bytes);
         return p;
     }
-    static bool has(const std::string& s, const std::string& what)
-    {
-        return s.find(what) != std::string::npos;
-    }
+    static bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
     // A tiny model as an HF state dict (F32 values) plus the GGUF holding it.
     struct Model {
@@ -212,8 +209,7 @@ private Q_SLOTS:
         QVERIFY(f->find("k.u64")->toInt(i) && i == (1ll << 40));
         QVERIFY(f->find("k.i64")->toInt(i) && i == -(1ll << 40));
         QVERIFY(f->find("k.f64")->toDouble(d) && d == 0.25);
-        QCOMPARE(f->find("tokenizer.ggml.tokens")->strings,
-                 (std::vector<std::string>{"<s>", "a", "b"}));
+        QCOMPARE(f->find("tokenizer.ggml.tokens")->strings, (std::vector<std::string>{"<s>", "a", "b"}));
         QCOMPARE(f->find("tokenizer.ggml.token_type")->ints, (std::vector<std::int64_t>{3, 1, -1}));
         QCOMPARE(f->find("tokenizer.ggml.tokens")->display(), std::string("[string x 3]"));
         QCOMPARE(int(f->find("k.f32")->type), int(io::GgufValueType::Float32));
@@ -263,16 +259,13 @@ private Q_SLOTS:
         for (const auto& t : ck->tensors)
             QCOMPARE(t.permutedHeads, 0);
         std::vector<float> got(64);
-        QVERIFY(io::readTensorF32(*ck->find("model.layers.1.self_attn.q_proj.weight"), got.data())
-                    .ok());
+        QVERIFY(io::readTensorF32(*ck->find("model.layers.1.self_attn.q_proj.weight"), got.data()).ok());
         QCOMPARE(got, m.hf.at("model.layers.1.self_attn.q_proj.weight"));
     }
     void nameMapping()
     {
-        QCOMPARE(io::ggufToHfName("blk.12.ffn_gate.weight"),
-                 std::string("model.layers.12.mlp.gate_proj.weight"));
-        QCOMPARE(io::ggufToHfName("blk.0.attn_output.bias"),
-                 std::string("model.layers.0.self_attn.o_proj.bias"));
+        QCOMPARE(io::ggufToHfName("blk.12.ffn_gate.weight"), std::string("model.layers.12.mlp.gate_proj.weight"));
+        QCOMPARE(io::ggufToHfName("blk.0.attn_output.bias"), std::string("model.layers.0.self_attn.o_proj.bias"));
         QCOMPARE(io::ggufToHfName("output.weight"), std::string("lm_head.weight"));
         QCOMPARE(io::ggufToHfName("rope_freqs.weight"), std::string());
     }
@@ -292,8 +285,7 @@ private Q_SLOTS:
         auto f = io::readGgufFile(write(w.bytes()));
         QVERIFY(!f.ok());
         QCOMPARE(int(f.error().code), int(ErrorCode::Unsupported));
-        QVERIFY2(has(f.error().toString(), "unsupported GGUF version 4"),
-                 f.error().toString().c_str());
+        QVERIFY2(has(f.error().toString(), "unsupported GGUF version 4"), f.error().toString().c_str());
     }
     void truncatedTensorData()
     {
@@ -322,8 +314,7 @@ private Q_SLOTS:
         auto f = io::readGgufFile(write(w.bytes()));
         QVERIFY(!f.ok());
         QCOMPARE(int(f.error().code), int(ErrorCode::Unsupported));
-        QVERIFY2(has(f.error().toString(), "Q8_K") &&
-                     has(f.error().toString(), "blk.0.ffn_up.weight"),
+        QVERIFY2(has(f.error().toString(), "Q8_K") && has(f.error().toString(), "blk.0.ffn_up.weight"),
                  f.error().toString().c_str());
     }
     // Regression (fuzzing): block_count 2^32-1 made the loader size per-layer tables from it and
@@ -333,13 +324,20 @@ private Q_SLOTS:
         QTest::addColumn<QString>("key");
         QTest::addColumn<quint64>("value");
         QTest::addColumn<QString>("expected");
-        QTest::newRow("block_count 2^32-1") << QStringLiteral("llama.block_count") << quint64(4294967295u) << QStringLiteral("llama.block_count 4294967295");
-        QTest::newRow("block_count 2^31") << QStringLiteral("llama.block_count") << quint64(2147483648u) << QStringLiteral("llama.block_count 2147483648");
-        QTest::newRow("block_count 1e9") << QStringLiteral("llama.block_count") << quint64(1000000000u) << QStringLiteral("llama.block_count 1000000000");
-        QTest::newRow("head_count 0") << QStringLiteral("llama.attention.head_count") << quint64(0) << QStringLiteral("llama.attention.head_count");
-        QTest::newRow("feed_forward_length 2^31") << QStringLiteral("llama.feed_forward_length") << quint64(2147483648u) << QStringLiteral("llama.feed_forward_length 2147483648");
-        QTest::newRow("context_length 2^32-1") << QStringLiteral("llama.context_length") << quint64(4294967295u) << QStringLiteral("llama.context_length 4294967295");
-        QTest::newRow("bos id 2^40") << QStringLiteral("tokenizer.ggml.bos_token_id") << quint64(1) << QStringLiteral("");
+        QTest::newRow("block_count 2^32-1") << QStringLiteral("llama.block_count") << quint64(4294967295u)
+                                            << QStringLiteral("llama.block_count 4294967295");
+        QTest::newRow("block_count 2^31") << QStringLiteral("llama.block_count") << quint64(2147483648u)
+                                          << QStringLiteral("llama.block_count 2147483648");
+        QTest::newRow("block_count 1e9") << QStringLiteral("llama.block_count") << quint64(1000000000u)
+                                         << QStringLiteral("llama.block_count 1000000000");
+        QTest::newRow("head_count 0") << QStringLiteral("llama.attention.head_count") << quint64(0)
+                                      << QStringLiteral("llama.attention.head_count");
+        QTest::newRow("feed_forward_length 2^31") << QStringLiteral("llama.feed_forward_length") << quint64(2147483648u)
+                                                  << QStringLiteral("llama.feed_forward_length 2147483648");
+        QTest::newRow("context_length 2^32-1") << QStringLiteral("llama.context_length") << quint64(4294967295u)
+                                               << QStringLiteral("llama.context_length 4294967295");
+        QTest::newRow("bos id 2^40") << QStringLiteral("tokenizer.ggml.bos_token_id") << quint64(1)
+                                     << QStringLiteral("");
     }
     void absurdSizesAreRefusedByName()
     {
@@ -349,7 +347,9 @@ private Q_SLOTS:
         TinyDims d;
         GgufWriter w;
         const std::string k = key.toStdString();
-        auto u32 = [&](const std::string& name, std::uint32_t v) { w.kvU32(name, name == k ? std::uint32_t(value) : v); };
+        auto u32 = [&](const std::string& name, std::uint32_t v) {
+            w.kvU32(name, name == k ? std::uint32_t(value) : v);
+        };
         w.kvString("general.architecture", "llama");
         u32("llama.context_length", 64);
         u32("llama.embedding_length", std::uint32_t(d.hidden));
@@ -368,7 +368,8 @@ private Q_SLOTS:
         auto ck = io::openCheckpoint(write(w.bytes()));
         QVERIFY(!ck.ok());
         const std::string msg = ck.error().toString();
-        const std::string want = expected.isEmpty() ? "bos_token_id 1099511627776 is outside the vocabulary" : expected.toStdString();
+        const std::string want =
+            expected.isEmpty() ? "bos_token_id 1099511627776 is outside the vocabulary" : expected.toStdString();
         QVERIFY2(has(msg, want), msg.c_str());
     }
     void badHeaderFields()
@@ -389,8 +390,7 @@ private Q_SLOTS:
         missing.kvString("general.architecture", "llama");
         auto ck2 = io::openCheckpoint(write(missing.bytes()));
         QVERIFY(!ck2.ok());
-        QVERIFY2(has(ck2.error().toString(), "llama.embedding_length"),
-                 ck2.error().toString().c_str());
+        QVERIFY2(has(ck2.error().toString(), "llama.embedding_length"), ck2.error().toString().c_str());
     }
 };
 

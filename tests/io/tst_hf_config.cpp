@@ -17,10 +17,7 @@ class TestHfConfig : public QObject {
         if (!r.ok()) qFatal("unexpected error: %s", r.error().toString().c_str());
         return *r;
     }
-    static bool has(const std::string& s, const std::string& what)
-    {
-        return s.find(what) != std::string::npos;
-    }
+    static bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
 private Q_SLOTS:
     void llamaDefaults()
@@ -42,8 +39,7 @@ private Q_SLOTS:
     }
     void llamaBiasesAndHeadDim()
     {
-        const auto c =
-            parseOk(R"({"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,
+        const auto c = parseOk(R"({"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,
             "num_attention_heads":4,"num_key_value_heads":2,"head_dim":32,"attention_bias":true,
             "mlp_bias":true,"tie_word_embeddings":true,"rope_theta":500000.0,"rms_norm_eps":1e-5})");
         QCOMPARE(c.headDim, std::int64_t(32));
@@ -54,8 +50,7 @@ private Q_SLOTS:
     }
     void qwen2BiasesAlwaysOn()
     {
-        const auto c =
-            parseOk(R"({"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","hidden_size":896,
+        const auto c = parseOk(R"({"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","hidden_size":896,
             "num_attention_heads":14,"num_key_value_heads":2,"attention_bias":false,"tie_word_embeddings":true})");
         QCOMPARE(int(c.architecture), int(Architecture::Qwen2));
         QVERIFY(c.attentionBias);
@@ -69,7 +64,8 @@ private Q_SLOTS:
         QCOMPARE(int(c.architecture), int(Architecture::Mistral));
         QCOMPARE(c.modelType, std::string("mistral"));
         // Absent num_key_value_heads: MistralConfig's default is 8, LlamaConfig's the head count.
-        const auto m = parseOk(R"({"architectures":["MistralForCausalLM"],"hidden_size":256,"num_attention_heads":32})");
+        const auto m =
+            parseOk(R"({"architectures":["MistralForCausalLM"],"hidden_size":256,"num_attention_heads":32})");
         QCOMPARE(m.numKeyValueHeads, std::int64_t(8));
         const auto l = parseOk(R"({"architectures":["LlamaForCausalLM"],"hidden_size":256,"num_attention_heads":32})");
         QCOMPARE(l.numKeyValueHeads, std::int64_t(32));
@@ -118,22 +114,18 @@ private Q_SLOTS:
     }
     void unsupportedArchitecture()
     {
-        auto r = io::parseHfConfig(R"({"architectures":["GPT2LMHeadModel"],"model_type":"gpt2"})",
-                                   "config.json");
+        auto r = io::parseHfConfig(R"({"architectures":["GPT2LMHeadModel"],"model_type":"gpt2"})", "config.json");
         QVERIFY(!r.ok());
         QCOMPARE(int(r.error().code), int(ErrorCode::Unsupported));
-        QCOMPARE(
-            r.error().toString(),
-            std::string(
-                R"(unsupported architecture "GPT2LMHeadModel" (config.json field "architectures"))"));
+        QCOMPARE(r.error().toString(),
+                 std::string(R"(unsupported architecture "GPT2LMHeadModel" (config.json field "architectures"))"));
         auto mt = io::parseHfConfig(R"({"model_type":"gemma"})", "config.json");
         QVERIFY(!mt.ok());
         QVERIFY(has(mt.error().toString(), R"(unsupported model_type "gemma")"));
     }
     void badValues()
     {
-        auto r = io::parseHfConfig(R"({"architectures":["LlamaForCausalLM"],"hidden_size":"big"})",
-                                   "config.json");
+        auto r = io::parseHfConfig(R"({"architectures":["LlamaForCausalLM"],"hidden_size":"big"})", "config.json");
         QVERIFY(!r.ok());
         QVERIFY(has(r.error().toString(), "\"hidden_size\""));
         auto kv = io::parseHfConfig(R"({"architectures":["LlamaForCausalLM"],"hidden_size":8,
@@ -154,10 +146,13 @@ private Q_SLOTS:
             QTest::addRow("num_hidden_layers %s", v) << QStringLiteral("num_hidden_layers") << QString::fromLatin1(v);
         QTest::addRow("vocab_size 2^40") << QStringLiteral("vocab_size") << QStringLiteral("1099511627776");
         QTest::addRow("hidden_size 2^31") << QStringLiteral("hidden_size") << QStringLiteral("2147483648");
-        QTest::addRow("intermediate_size 2^40") << QStringLiteral("intermediate_size") << QStringLiteral("1099511627776");
+        QTest::addRow("intermediate_size 2^40")
+            << QStringLiteral("intermediate_size") << QStringLiteral("1099511627776");
         QTest::addRow("head_dim 2^20") << QStringLiteral("head_dim") << QStringLiteral("1048576");
-        QTest::addRow("max_position_embeddings 2^40") << QStringLiteral("max_position_embeddings") << QStringLiteral("1099511627776");
-        QTest::addRow("eos_token_id outside vocab") << QStringLiteral("eos_token_id") << QStringLiteral("1099511627776");
+        QTest::addRow("max_position_embeddings 2^40")
+            << QStringLiteral("max_position_embeddings") << QStringLiteral("1099511627776");
+        QTest::addRow("eos_token_id outside vocab")
+            << QStringLiteral("eos_token_id") << QStringLiteral("1099511627776");
     }
     void absurdSizesAreRefusedByName()
     {
@@ -165,16 +160,18 @@ private Q_SLOTS:
         QFETCH(QString, value);
         io::JsonValue cfg;
         cfg.set("architectures", io::JsonArray{io::JsonValue("LlamaForCausalLM")});
-        for (auto [k, v] : {std::pair{"hidden_size", 64}, std::pair{"num_attention_heads", 4},
-                            std::pair{"intermediate_size", 128}, std::pair{"num_hidden_layers", 2},
-                            std::pair{"vocab_size", 100}})
+        for (auto [k, v] :
+             {std::pair{"hidden_size", 64}, std::pair{"num_attention_heads", 4}, std::pair{"intermediate_size", 128},
+              std::pair{"num_hidden_layers", 2}, std::pair{"vocab_size", 100}})
             cfg.set(k, v);
         cfg.set(field.toStdString(), value.toDouble()); // replaces the sane value
         const std::string json = io::toJsonText(cfg);
         auto r = io::parseHfConfig(json, "config.json");
         QVERIFY(!r.ok());
-        QVERIFY2(has(r.error().toString(), field.toStdString() + " " + value.toStdString()), r.error().toString().c_str());
-        QVERIFY2(has(r.error().toString(), QStringLiteral("\"%1\"").arg(field).toStdString()), r.error().toString().c_str());
+        QVERIFY2(has(r.error().toString(), field.toStdString() + " " + value.toStdString()),
+                 r.error().toString().c_str());
+        QVERIFY2(has(r.error().toString(), QStringLiteral("\"%1\"").arg(field).toStdString()),
+                 r.error().toString().c_str());
     }
     void malformedConfig()
     {
@@ -194,10 +191,7 @@ private Q_SLOTS:
     }
 
 private:
-    static std::string tinyMistral()
-    {
-        return qbtest::tinyConfigJson({}, "MistralForCausalLM", "mistral");
-    }
+    static std::string tinyMistral() { return qbtest::tinyConfigJson({}, "MistralForCausalLM", "mistral"); }
 };
 
 QTEST_GUILESS_MAIN(TestHfConfig)

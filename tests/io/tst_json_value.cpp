@@ -108,7 +108,7 @@ private Q_SLOTS:
         QCOMPARE(toJsonText(o, -1), std::string(R"({"name":"x","n":4,"f":0.25,"list":[1,true,null]})"));
         QCOMPARE(toJsonText(JsonValue(NAN), -1), std::string("null"));
         QCOMPARE(toJsonText(o, 2), std::string("{\n  \"name\": \"x\",\n  \"n\": 4,\n  \"f\": 0.25,\n"
-                                                "  \"list\": [1, true, null]\n}\n"));
+                                               "  \"list\": [1, true, null]\n}\n"));
         QCOMPARE(jsonQuote("a\"\\\x01"), std::string("\"a\\\"\\\\\\u0001\""));
     }
 };

@@ -13,10 +13,7 @@ class TestSafetensors : public QObject {
     Q_OBJECT
     QTemporaryDir m_dir;
 
-    std::string path(const std::string& name)
-    {
-        return m_dir.filePath(QString::fromStdString(name)).toStdString();
-    }
+    std::string path(const std::string& name) { return m_dir.filePath(QString::fromStdString(name)).toStdString(); }
     std::string write(const std::string& name, const std::string& bytes)
     {
         const auto p = path(name);
@@ -36,10 +33,7 @@ class TestSafetensors : public QObject {
         [&] { QCOMPARE(int(r.error().code), int(code)); }();
         return text;
     }
-    static bool has(const std::string& s, const std::string& what)
-    {
-        return s.find(what) != std::string::npos;
-    }
+    static bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
 private Q_SLOTS:
     void valuesBitExact_data()
@@ -59,9 +53,9 @@ private Q_SLOTS:
         v[2] = 65504.0f;
         v[3] = 1e-7f; // subnormal in F16
         const std::string bytes = encode(v, t);
-        const auto p = write(std::string("v_") + dtypeName(t) + ".safetensors",
-                             safetensorsBytes({{"a", "I32", {2}, std::string(8, '\x01')},
-                                               {"w", dtypeName(t), {4, 6}, bytes}}));
+        const auto p =
+            write(std::string("v_") + dtypeName(t) + ".safetensors",
+                  safetensorsBytes({{"a", "I32", {2}, std::string(8, '\x01')}, {"w", dtypeName(t), {4, 6}, bytes}}));
         auto r = io::readSafetensorsFile(p);
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
         QCOMPARE(r->size(), std::size_t(2));
@@ -80,8 +74,7 @@ private Q_SLOTS:
     {
         std::string h = R"({"e":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},)"
                         R"("s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})";
-        auto r = io::readSafetensorsFile(
-            write("es.safetensors", safetensorsRaw(h, std::string(4, '\0'))));
+        auto r = io::readSafetensorsFile(write("es.safetensors", safetensorsRaw(h, std::string(4, '\0'))));
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
         QCOMPARE(r->size(), std::size_t(2));
     }
@@ -112,8 +105,7 @@ private Q_SLOTS:
             QCOMPARE(std::string(it->bytes.view()), t.bytes);
         }
         // The index names a tensor no shard holds.
-        write("sharded/bad.index.json",
-              "{\"weight_map\":{\"nope\":\"model-00001-of-00002.safetensors\"}}");
+        write("sharded/bad.index.json", "{\"weight_map\":{\"nope\":\"model-00001-of-00002.safetensors\"}}");
         auto bad = io::readSafetensorsIndex(path("sharded/bad.index.json"));
         QVERIFY(!bad.ok());
         QVERIFY(has(bad.error().toString(), "nope"));
@@ -121,16 +113,14 @@ private Q_SLOTS:
     void unsupportedDtype()
     {
         const std::string h = R"({"w":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}})";
-        const auto e = failure("f8.safetensors", safetensorsRaw(h, std::string(4, '\0')),
-                               ErrorCode::Unsupported);
+        const auto e = failure("f8.safetensors", safetensorsRaw(h, std::string(4, '\0')), ErrorCode::Unsupported);
         QVERIFY(has(e, "F8_E4M3"));
         QVERIFY(has(e, "tensor w"));
     }
     void truncated()
     {
         const std::string full = safetensorsBytes({{"w", "F32", {4}, std::string(16, '\x02')}});
-        const auto e =
-            failure("trunc.safetensors", full.substr(0, full.size() - 3), ErrorCode::OutOfRange);
+        const auto e = failure("trunc.safetensors", full.substr(0, full.size() - 3), ErrorCode::OutOfRange);
         QVERIFY(has(e, "tensor w"));
         QVERIFY(has(e, "truncated"));
     }
@@ -150,16 +140,14 @@ private Q_SLOTS:
     }
     void malformedJson()
     {
-        const auto e =
-            failure("json.safetensors", safetensorsRaw(R"({"w":{"dtype":)", ""), ErrorCode::Format);
+        const auto e = failure("json.safetensors", safetensorsRaw(R"({"w":{"dtype":)", ""), ErrorCode::Format);
         QVERIFY(has(e, "not valid JSON"));
     }
     void overlappingOffsets()
     {
         const std::string h = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                               R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
-        const auto e = failure("overlap.safetensors", safetensorsRaw(h, std::string(12, '\0')),
-                               ErrorCode::Format);
+        const auto e = failure("overlap.safetensors", safetensorsRaw(h, std::string(12, '\0')), ErrorCode::Format);
         QVERIFY(has(e, "overlaps tensor a"));
         QVERIFY(has(e, "tensor b, buffer offset 4"));
     }
@@ -167,22 +155,19 @@ private Q_SLOTS:
     {
         const std::string h = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
                               R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
-        const auto e =
-            failure("gap.safetensors", safetensorsRaw(h, std::string(12, '\0')), ErrorCode::Format);
+        const auto e = failure("gap.safetensors", safetensorsRaw(h, std::string(12, '\0')), ErrorCode::Format);
         QVERIFY(has(e, "gap of 4 bytes"));
         QVERIFY(has(e, "tensor b"));
     }
     void firstTensorNotAtZero()
     {
         const std::string h = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
-        const auto e = failure("start.safetensors", safetensorsRaw(h, std::string(8, '\0')),
-                               ErrorCode::Format);
+        const auto e = failure("start.safetensors", safetensorsRaw(h, std::string(8, '\0')), ErrorCode::Format);
         QVERIFY(has(e, "gap of 4 bytes"));
     }
     void trailingBytes()
     {
-        const std::string bytes =
-            safetensorsBytes({{"w", "F32", {1}, std::string(4, '\0')}}) + "junk";
+        const std::string bytes = safetensorsBytes({{"w", "F32", {1}, std::string(4, '\0')}}) + "junk";
         const auto e = failure("trail.safetensors", bytes, ErrorCode::Format);
         QVERIFY(has(e, "4 trailing bytes"));
         QVERIFY(has(e, "(w)"));
@@ -190,21 +175,17 @@ private Q_SLOTS:
     void sizeMismatch()
     {
         const std::string h = R"({"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,8]}})";
-        const auto e =
-            failure("size.safetensors", safetensorsRaw(h, std::string(8, '\0')), ErrorCode::Shape);
+        const auto e = failure("size.safetensors", safetensorsRaw(h, std::string(8, '\0')), ErrorCode::Shape);
         QVERIFY(has(e, "needs 12 bytes"));
         QVERIFY(has(e, "tensor w"));
     }
     void badFields()
     {
-        failure("neg.safetensors",
-                safetensorsRaw(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", ""),
+        failure("neg.safetensors", safetensorsRaw(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", ""),
                 ErrorCode::Format);
-        failure("offs.safetensors",
-                safetensorsRaw(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4]}})", "1234"),
+        failure("offs.safetensors", safetensorsRaw(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4]}})", "1234"),
                 ErrorCode::Format);
-        failure("meta.safetensors", safetensorsRaw(R"({"__metadata__":{"format":1}})", ""),
-                ErrorCode::Format);
+        failure("meta.safetensors", safetensorsRaw(R"({"__metadata__":{"format":1}})", ""), ErrorCode::Format);
         failure("array.safetensors", safetensorsRaw(R"([1,2])", ""), ErrorCode::Format);
     }
 };

@@ -42,8 +42,7 @@ bool writeAll(const QString& path, const QByteArray& data)
 std::vector<std::string> parityStrings()
 {
     std::vector<std::string> out;
-    const QJsonArray arr =
-        QJsonDocument::fromJson(readAll(kFixtures + "/parity_strings.json")).array();
+    const QJsonArray arr = QJsonDocument::fromJson(readAll(kFixtures + "/parity_strings.json")).array();
     for (const QJsonValue& v : arr)
         out.push_back(v.toString().toStdString());
     // One long mixed text, so merges across many words and the per-call cache get exercised.
@@ -65,14 +64,10 @@ std::string escaped(const std::string& s, std::size_t max = 120)
 {
     std::string out;
     for (unsigned char c : s.substr(0, max)) {
-        if (c == '\n')
-            out += "\\n";
-        else if (c == '\r')
-            out += "\\r";
-        else if (c == '\t')
-            out += "\\t";
-        else
-            out += char(c);
+        if (c == '\n') out += "\\n";
+        else if (c == '\r') out += "\\r";
+        else if (c == '\t') out += "\\t";
+        else out += char(c);
     }
     if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
     return out;
@@ -88,8 +83,7 @@ std::string idsText(const std::vector<std::int32_t>& ids, const Tokenizer* tok, 
         if (tok) out += " '" + escaped(tok->tokenText(ids[i]), 20) + "'";
     }
     if (b + 12 < ids.size()) out += ", ...";
-    return out + "] (" + std::to_string(ids.size()) + " ids, shown from index " +
-           std::to_string(b) + ")";
+    return out + "] (" + std::to_string(ids.size()) + " ids, shown from index " + std::to_string(b) + ")";
 }
 
 struct Reference {
@@ -110,19 +104,17 @@ std::vector<std::vector<std::int32_t>> idLists(const QJsonValue& v)
 }
 
 // Runs the Hugging Face reference; on failure returns false with a message saying what to do.
-bool runReference(const QString& tokenizerJson, const std::vector<std::string>& strings,
-                  const QString& configJson, Reference& ref, QString& error)
+bool runReference(const QString& tokenizerJson, const std::vector<std::string>& strings, const QString& configJson,
+                  Reference& ref, QString& error)
 {
-    const QString node = !QStandardPaths::findExecutable("node").isEmpty()
-                             ? QStandardPaths::findExecutable("node")
-                             : QStandardPaths::findExecutable("nodejs");
+    const QString node = !QStandardPaths::findExecutable("node").isEmpty() ? QStandardPaths::findExecutable("node")
+                                                                           : QStandardPaths::findExecutable("nodejs");
     if (node.isEmpty()) {
         error = "node is not installed: run the test set-up (packaging/bootstrap.sh --tests), "
                 "which installs nodejs and npm @huggingface/tokenizers into .npm-test";
         return false;
     }
-    if (!QFileInfo::exists(
-            QStringLiteral(QB_NODE_MODULES "/@huggingface/tokenizers/package.json"))) {
+    if (!QFileInfo::exists(QStringLiteral(QB_NODE_MODULES "/@huggingface/tokenizers/package.json"))) {
         error = "npm package @huggingface/tokenizers is missing from " QB_NODE_MODULES
                 ": run the test set-up (packaging/bootstrap.sh --tests)";
         return false;
@@ -139,8 +131,8 @@ bool runReference(const QString& tokenizerJson, const std::vector<std::string>& 
     QProcess p;
     p.start(node, args);
     if (!p.waitForFinished(300000) || p.exitStatus() != QProcess::NormalExit || p.exitCode() != 0) {
-        error = "reference run failed (" + node + " " + args.join(' ') + "): exit " +
-                QString::number(p.exitCode()) + ": " + QString::fromUtf8(p.readAllStandardError());
+        error = "reference run failed (" + node + " " + args.join(' ') + "): exit " + QString::number(p.exitCode()) +
+                ": " + QString::fromUtf8(p.readAllStandardError());
         return false;
     }
     QJsonParseError perr{};
@@ -179,17 +171,17 @@ Tokenizer load(const QString& path)
 
 Tokenizer fromJson(const QJsonObject& o, const QJsonObject& cfg = {})
 {
-    auto r = Tokenizer::fromJsonWithConfig(
-        QJsonDocument(o).toJson().toStdString(),
-        cfg.isEmpty() ? std::string() : QJsonDocument(cfg).toJson().toStdString(), "test");
+    auto r = Tokenizer::fromJsonWithConfig(QJsonDocument(o).toJson().toStdString(),
+                                           cfg.isEmpty() ? std::string() : QJsonDocument(cfg).toJson().toStdString(),
+                                           "test");
     if (!r) qFatal("cannot load test tokenizer: %s", r.error().toString().c_str());
     return *r;
 }
 
 // A minimal BPE tokenizer.json around a vocabulary and merges.
-QJsonObject tinyTokenizer(const QStringList& vocab, const QJsonArray& merges,
-                          QJsonObject modelExtra = {}, QJsonValue preTokenizer = QJsonValue::Null,
-                          QJsonArray added = {}, QJsonValue decoder = QJsonValue::Null)
+QJsonObject tinyTokenizer(const QStringList& vocab, const QJsonArray& merges, QJsonObject modelExtra = {},
+                          QJsonValue preTokenizer = QJsonValue::Null, QJsonArray added = {},
+                          QJsonValue decoder = QJsonValue::Null)
 {
     QJsonObject v;
     for (int i = 0; i < vocab.size(); ++i)
@@ -212,9 +204,8 @@ QJsonObject tinyTokenizer(const QStringList& vocab, const QJsonArray& merges,
 
 QJsonObject addedToken(int id, const QString& content, bool special, QJsonObject extra = {})
 {
-    QJsonObject o{{"id", id},          {"content", content}, {"single_word", false},
-                  {"lstrip", false},   {"rstrip", false},    {"normalized", false},
-                  {"special", special}};
+    QJsonObject o{{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+                  {"rstrip", false}, {"normalized", false}, {"special", special}};
     for (auto it = extra.begin(); it != extra.end(); ++it)
         o.insert(it.key(), it.value());
     return o;
@@ -230,8 +221,7 @@ private Q_SLOTS:
     void parity_data()
     {
         QTest::addColumn<QString>("path");
-        for (const char* name :
-             {"gpt2_bytelevel", "llama3_style", "qwen2_style", "spm_legacy", "spm_metaspace"})
+        for (const char* name : {"gpt2_bytelevel", "llama3_style", "qwen2_style", "spm_legacy", "spm_metaspace"})
             QTest::newRow(name) << kFixtures + "/" + name + ".json";
         // Variants written at run time from the fixtures. (Split with a String pattern and
         // behavior Removed is covered by splitBehaviors only: the JS port keeps the delimiters.)
@@ -254,8 +244,7 @@ private Q_SLOTS:
         const std::vector<std::string> strings = parityStrings();
         Reference ref;
         QString error;
-        QVERIFY2(runReference(path, strings, QFileInfo::exists(cfg) ? cfg : QString(), ref, error),
-                 qPrintable(error));
+        QVERIFY2(runReference(path, strings, QFileInfo::exists(cfg) ? cfg : QString(), ref, error), qPrintable(error));
 
         std::string report;
         int failures = 0;
@@ -263,44 +252,40 @@ private Q_SLOTS:
             if (ours == theirs) return;
             ++failures;
             const std::size_t d = firstDiff(ours, theirs);
-            report += std::string(what) + " mismatch for string #" + std::to_string(i) + " \"" +
-                      escaped(strings[i]) + "\" at index " + std::to_string(d) +
-                      "\n  ours: " + idsText(ours, &tok, d) +
+            report += std::string(what) + " mismatch for string #" + std::to_string(i) + " \"" + escaped(strings[i]) +
+                      "\" at index " + std::to_string(d) + "\n  ours: " + idsText(ours, &tok, d) +
                       "\n  HF:   " + idsText(theirs, &tok, d) + "\n";
         };
         for (std::size_t i = 0; i < strings.size(); ++i) {
             const Ids plain = tok.encode(strings[i], false);
             check("encode(add_special_tokens=False)", i, plain, ref.plain[i]);
-            check("encode(add_special_tokens=True)", i, tok.encode(strings[i], true),
-                  ref.encode[i]);
+            check("encode(add_special_tokens=True)", i, tok.encode(strings[i], true), ref.encode[i]);
             const std::string dec = tok.decode(plain);
             if (dec != ref.decode[i]) {
                 ++failures;
-                report += "decode mismatch for string #" + std::to_string(i) + "\n  ours: \"" +
-                          escaped(dec) + "\"\n  HF:   \"" + escaped(ref.decode[i]) + "\"\n";
+                report += "decode mismatch for string #" + std::to_string(i) + "\n  ours: \"" + escaped(dec) +
+                          "\"\n  HF:   \"" + escaped(ref.decode[i]) + "\"\n";
             }
             const std::string decSkip = tok.decode(ref.encode[i], true);
             if (decSkip != ref.decodeSkip[i]) {
                 ++failures;
-                report += "decode(skip_special_tokens) mismatch for string #" + std::to_string(i) +
-                          "\n  ours: \"" + escaped(decSkip) + "\"\n  HF:   \"" +
-                          escaped(ref.decodeSkip[i]) + "\"\n";
+                report += "decode(skip_special_tokens) mismatch for string #" + std::to_string(i) + "\n  ours: \"" +
+                          escaped(decSkip) + "\"\n  HF:   \"" + escaped(ref.decodeSkip[i]) + "\"\n";
             }
         }
         if (failures) {
-            const QString reportPath = QStringLiteral(QB_BINARY_DIR "/tst_tokenizer_") +
-                                       QTest::currentDataTag() + ".diff.txt";
+            const QString reportPath =
+                QStringLiteral(QB_BINARY_DIR "/tst_tokenizer_") + QTest::currentDataTag() + ".diff.txt";
             writeAll(reportPath, QByteArray::fromStdString(report));
-            QFAIL(qPrintable(QString::number(failures) + " mismatches against Hugging Face (" +
-                             reportPath + "):\n" + QString::fromStdString(report.substr(0, 3000))));
+            QFAIL(qPrintable(QString::number(failures) + " mismatches against Hugging Face (" + reportPath + "):\n" +
+                             QString::fromStdString(report.substr(0, 3000))));
         }
     }
 
     void roundTrip_data()
     {
         QTest::addColumn<QString>("name");
-        for (const char* name :
-             {"gpt2_bytelevel", "llama3_style", "qwen2_style", "spm_legacy", "spm_metaspace"})
+        for (const char* name : {"gpt2_bytelevel", "llama3_style", "qwen2_style", "spm_legacy", "spm_metaspace"})
             QTest::newRow(name) << QString(name);
     }
 
@@ -317,16 +302,13 @@ private Q_SLOTS:
             if (spm) {
                 // SentencePiece decoding is lossy by design around special tokens, a literal '▁',
                 // unknown characters and (prepend_scheme "first") a leading space.
-                bool skip = s.find("\u2581") != std::string::npos ||
-                            s.find('<') != std::string::npos ||
+                bool skip = s.find("\u2581") != std::string::npos || s.find('<') != std::string::npos ||
                             std::find(ids.begin(), ids.end(), *tok.unkId()) != ids.end() ||
                             (name == "spm_metaspace" && !s.empty() && s[0] == ' ');
                 if (skip) continue;
             }
-            const std::string expected = nfc ? QString::fromStdString(s)
-                                                   .normalized(QString::NormalizationForm_C)
-                                                   .toStdString()
-                                             : s;
+            const std::string expected =
+                nfc ? QString::fromStdString(s).normalized(QString::NormalizationForm_C).toStdString() : s;
             QCOMPARE(tok.decode(ids), expected);
             // With special tokens added and skipped on the way back, the text is the same.
             if (std::none_of(ids.begin(), ids.end(), [&](auto id) { return tok.isSpecial(id); }))
@@ -351,8 +333,7 @@ private Q_SLOTS:
         QCOMPARE(gpt2.tokenTypes()[656], Tokenizer::TokenType::Control);
         QCOMPARE(gpt2.tokenText(220), std::string("\u0120")); // space byte
         QCOMPARE(gpt2.merges().size(), std::size_t(400));
-        QCOMPARE(gpt2.merges().front(),
-                 gpt2.mergePairs().front().first + " " + gpt2.mergePairs().front().second);
+        QCOMPARE(gpt2.merges().front(), gpt2.mergePairs().front().first + " " + gpt2.mergePairs().front().second);
 
         const Tokenizer llama3 = load(kFixtures + "/llama3_style.json");
         QCOMPARE(llama3.ggmlPre(), std::string("llama-bpe"));
@@ -422,8 +403,7 @@ private Q_SLOTS:
     {
         const QStringList vocab{"a", "b", "c", "ab", "abc"};
         const Tokenizer legacy = fromJson(tinyTokenizer(vocab, QJsonArray{"a b", "ab c"}));
-        const Tokenizer pairs =
-            fromJson(tinyTokenizer(vocab, QJsonArray{QJsonArray{"a", "b"}, QJsonArray{"ab", "c"}}));
+        const Tokenizer pairs = fromJson(tinyTokenizer(vocab, QJsonArray{QJsonArray{"a", "b"}, QJsonArray{"ab", "c"}}));
         QCOMPARE(legacy.encode("abcab"), (Ids{4, 3}));
         QCOMPARE(pairs.encode("abcab"), (Ids{4, 3}));
         QCOMPARE(legacy.encode("cba"), (Ids{2, 1, 0}));
@@ -446,16 +426,15 @@ private Q_SLOTS:
         const QStringList vocab{"a", "b", "c", "ab", "abc"};
         const QJsonArray merges{"a b"};
         QCOMPARE(fromJson(tinyTokenizer(vocab, merges)).encode("abc"), (Ids{3, 2}));
-        QCOMPARE(fromJson(tinyTokenizer(vocab, merges, {{"ignore_merges", true}})).encode("abc"),
-                 (Ids{4}));
+        QCOMPARE(fromJson(tinyTokenizer(vocab, merges, {{"ignore_merges", true}})).encode("abc"), (Ids{4}));
     }
 
     void byteFallbackAndUnk()
     {
         const QStringList vocab{"<unk>", "a", "<0xE2>", "<0x98>", "<0x83>"};
-        const QJsonObject dec{{"type", "Sequence"},
-                              {"decoders", QJsonArray{QJsonObject{{"type", "ByteFallback"}},
-                                                      QJsonObject{{"type", "Fuse"}}}}};
+        const QJsonObject dec{
+            {"type", "Sequence"},
+            {"decoders", QJsonArray{QJsonObject{{"type", "ByteFallback"}}, QJsonObject{{"type", "Fuse"}}}}};
         const QJsonObject base{{"unk_token", "<unk>"}, {"byte_fallback", true}};
         const Tokenizer fb = fromJson(tinyTokenizer(vocab, {}, base, QJsonValue::Null, {}, dec));
         QCOMPARE(fb.encode("a\u2603a"), (Ids{1, 2, 3, 4, 1})); // ☃ = E2 98 83
@@ -476,13 +455,12 @@ private Q_SLOTS:
     void continuingSubwordPrefixAndSuffix()
     {
         const QStringList vocab{"a", "##b", "##c", "ab", "##bc", "abc"};
-        const Tokenizer tok = fromJson(tinyTokenizer(vocab, QJsonArray{"a ##b", "ab ##c"},
-                                                     {{"continuing_subword_prefix", "##"}}));
+        const Tokenizer tok =
+            fromJson(tinyTokenizer(vocab, QJsonArray{"a ##b", "ab ##c"}, {{"continuing_subword_prefix", "##"}}));
         QCOMPARE(tok.encode("abc"), (Ids{5}));
         QCOMPARE(tok.encode("ab"), (Ids{3}));
-        const Tokenizer sfx =
-            fromJson(tinyTokenizer({"a", "b", "b</w>", "ab</w>"}, QJsonArray{"a b</w>"},
-                                   {{"end_of_word_suffix", "</w>"}}));
+        const Tokenizer sfx = fromJson(
+            tinyTokenizer({"a", "b", "b</w>", "ab</w>"}, QJsonArray{"a b</w>"}, {{"end_of_word_suffix", "</w>"}}));
         QCOMPARE(sfx.encode("ab"), (Ids{3}));
         QCOMPARE(sfx.encode("abb"), (Ids{0, 1, 2}));
     }
@@ -505,10 +483,8 @@ private Q_SLOTS:
         QFETCH(QList<int>, expected);
         const QStringList vocab{"a", "b", "c", "-", "a-", "-b", "--", "-c", "b-"};
         const QJsonArray merges{"a -", "- b", "- -", "- c", "b -"};
-        const QJsonObject split{{"type", "Split"},
-                                {"pattern", QJsonObject{{"String", "-"}}},
-                                {"behavior", behavior},
-                                {"invert", false}};
+        const QJsonObject split{
+            {"type", "Split"}, {"pattern", QJsonObject{{"String", "-"}}}, {"behavior", behavior}, {"invert", false}};
         const Tokenizer tok = fromJson(tinyTokenizer(vocab, merges, {}, split));
         const Ids ids = tok.encode("a-b--c");
         QCOMPARE(QList<int>(ids.begin(), ids.end()), expected);
@@ -537,9 +513,8 @@ private Q_SLOTS:
 
     void configAddsBosWhenNoProcessor()
     {
-        QJsonObject tj =
-            tinyTokenizer({"<unk>", "<s>", "</s>", "a"}, {}, {}, QJsonValue::Null,
-                          QJsonArray{addedToken(1, "<s>", true), addedToken(2, "</s>", true)});
+        QJsonObject tj = tinyTokenizer({"<unk>", "<s>", "</s>", "a"}, {}, {}, QJsonValue::Null,
+                                       QJsonArray{addedToken(1, "<s>", true), addedToken(2, "</s>", true)});
         const Tokenizer none = fromJson(tj);
         QCOMPARE(none.encode("a"), (Ids{3}));
         QVERIFY(!none.addsBos());
@@ -557,11 +532,9 @@ private Q_SLOTS:
     void fromFileReadsConfigBeside()
     {
         QTemporaryDir dir;
-        QJsonObject tj = tinyTokenizer({"<s>", "a"}, {}, {}, QJsonValue::Null,
-                                       QJsonArray{addedToken(0, "<s>", true)});
+        QJsonObject tj = tinyTokenizer({"<s>", "a"}, {}, {}, QJsonValue::Null, QJsonArray{addedToken(0, "<s>", true)});
         QVERIFY(writeAll(dir.filePath("tokenizer.json"), QJsonDocument(tj).toJson()));
-        QVERIFY(writeAll(dir.filePath("tokenizer_config.json"),
-                         R"({"add_bos_token": true, "bos_token": "<s>"})"));
+        QVERIFY(writeAll(dir.filePath("tokenizer_config.json"), R"({"add_bos_token": true, "bos_token": "<s>"})"));
         auto tok = Tokenizer::fromFile(dir.filePath("tokenizer.json").toStdString());
         QVERIFY(tok.ok());
         QCOMPARE(tok->encode("a"), (Ids{0, 1}));
@@ -575,16 +548,14 @@ private Q_SLOTS:
         QTest::addColumn<int>("code");
         QTest::addColumn<QString>("messagePart");
         const QByteArray model = R"("model": {"type": "BPE", "vocab": {"a": 0}, "merges": []})";
-        QTest::newRow("not JSON") << QByteArray("{\"model\": ") << int(qb::ErrorCode::Format)
-                                  << "not valid JSON";
+        QTest::newRow("not JSON") << QByteArray("{\"model\": ") << int(qb::ErrorCode::Format) << "not valid JSON";
         QTest::newRow("unknown Split regex")
             << QByteArray(R"({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\d+"},
                 "behavior": "Isolated", "invert": false}, )" +
                           model + "}")
             << int(qb::ErrorCode::Unsupported) << R"(\d+)";
-        QTest::newRow("Unigram model")
-            << QByteArray(R"({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}})")
-            << int(qb::ErrorCode::Unsupported) << "Unigram";
+        QTest::newRow("Unigram model") << QByteArray(R"({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}})")
+                                       << int(qb::ErrorCode::Unsupported) << "Unigram";
         QTest::newRow("unknown normalizer")
             << QByteArray(R"({"normalizer": {"type": "BertNormalizer"}, )" + model + "}")
             << int(qb::ErrorCode::Unsupported) << "BertNormalizer";
@@ -594,12 +565,13 @@ private Q_SLOTS:
         QTest::newRow("no model") << QByteArray("{}") << int(qb::ErrorCode::Format) << "model";
         // The Rust crate reads tokenizer.json as a UTF-8 string, and io::JsonValue refuses keys
         // that say two things.
-        QTest::newRow("invalid UTF-8")
-            << QByteArray(R"({"model": {"type": "BPE", "vocab": {"a)" "\xff" R"(": 0}}})")
-            << int(qb::ErrorCode::Format) << "invalid UTF-8";
-        QTest::newRow("duplicate key")
-            << QByteArray(R"({"model": {"type": "BPE", "vocab": {"a": 0, "a": 1}, "merges": []}})")
-            << int(qb::ErrorCode::Format) << "duplicate";
+        QTest::newRow("invalid UTF-8") << QByteArray(R"({"model": {"type": "BPE", "vocab": {"a)"
+                                                     "\xff"
+                                                     R"(": 0}}})")
+                                       << int(qb::ErrorCode::Format) << "invalid UTF-8";
+        QTest::newRow("duplicate key") << QByteArray(
+                                              R"({"model": {"type": "BPE", "vocab": {"a": 0, "a": 1}, "merges": []}})")
+                                       << int(qb::ErrorCode::Format) << "duplicate";
     }
 
     void errors()
@@ -617,8 +589,8 @@ private Q_SLOTS:
 
     void sharedIdIsNamedByItsFirstSpelling()
     {
-        auto r = Tokenizer::fromJson(
-            R"({"model": {"type": "BPE", "vocab": {"b": 0, "a": 0, "c": 1}, "merges": []}})", "t");
+        auto r =
+            Tokenizer::fromJson(R"({"model": {"type": "BPE", "vocab": {"b": 0, "a": 0, "c": 1}, "merges": []}})", "t");
         QVERIFY(r.ok());
         QCOMPARE(r->tokenText(0), std::string("b"));
         QCOMPARE(r->vocabulary(), (std::vector<std::string>{"b", "c"}));
@@ -642,10 +614,8 @@ private:
             return QJsonDocument::fromJson(readAll(kFixtures + "/" + name + ".json")).object();
         };
         QJsonObject o;
-        const QJsonObject byteLevelNoRegex{{"type", "ByteLevel"},
-                                           {"add_prefix_space", false},
-                                           {"trim_offsets", true},
-                                           {"use_regex", false}};
+        const QJsonObject byteLevelNoRegex{
+            {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}};
         if (which == "gpt2_add_prefix_space") {
             o = loadJson("gpt2_bytelevel");
             QJsonObject pt = o.value("pre_tokenizer").toObject();
@@ -658,8 +628,7 @@ private:
                                     {"behavior", "Isolated"},
                                     {"invert", false}};
             o.insert("pre_tokenizer",
-                     QJsonObject{{"type", "Sequence"},
-                                 {"pretokenizers", QJsonArray{split, byteLevelNoRegex}}});
+                     QJsonObject{{"type", "Sequence"}, {"pretokenizers", QJsonArray{split, byteLevelNoRegex}}});
         } else if (which == "metaspace_always_split") {
             o = loadJson("spm_metaspace");
             o.insert("pre_tokenizer", QJsonObject{{"type", "Metaspace"},

@@ -26,10 +26,7 @@ QJsonObject expected()
     return QJsonDocument::fromJson(f.readAll()).object();
 }
 
-bool close(double a, double b)
-{
-    return std::abs(a - b) <= 1e-12 * std::max(1.0, std::abs(b));
-}
+bool close(double a, double b) { return std::abs(a - b) <= 1e-12 * std::max(1.0, std::abs(b)); }
 
 // Compares one tensor with its torch-recorded description; returns "" or what differs.
 std::string check(const TensorInfo& t, const QJsonObject& e)
@@ -50,18 +47,17 @@ std::string check(const TensorInfo& t, const QJsonObject& e)
     }
     if (!close(sum, e.value("sum").toDouble())) return t.name + ": sum " + std::to_string(sum);
     if (!close(wsum, e.value("wsum").toDouble())) return t.name + ": wsum " + std::to_string(wsum);
-    const QJsonArray values =
-        e.contains("values") ? e.value("values").toArray() : e.value("first").toArray();
+    const QJsonArray values = e.contains("values") ? e.value("values").toArray() : e.value("first").toArray();
     for (qsizetype i = 0; i < values.size(); ++i)
         if (v[std::size_t(i)] != float(values[i].toDouble()))
-            return t.name + ": element " + std::to_string(i) + " is " +
-                   std::to_string(v[std::size_t(i)]);
+            return t.name + ": element " + std::to_string(i) + " is " + std::to_string(v[std::size_t(i)]);
     return {};
 }
 
 // A pickle stream shaped like torch 1.13's for `n` scalar views of one FloatStorage,
 // batched into SETITEMS runs of at most 1000 as pickle does.
-template <std::size_t N> std::string lit(const char (&s)[N])
+template <std::size_t N>
+std::string lit(const char (&s)[N])
 {
     return std::string(s, N - 1);
 }
@@ -101,8 +97,7 @@ class TestTorchBin : public QObject {
     QTemporaryDir m_dir;
     QJsonObject m_expected = expected();
 
-    void compareFile(const std::vector<TensorInfo>& tensors, const QString& key,
-                     bool allNamed = true)
+    void compareFile(const std::vector<TensorInfo>& tensors, const QString& key, bool allNamed = true)
     {
         const QJsonObject e = m_expected.value(key).toObject();
         QVERIFY2(!e.isEmpty(), qPrintable(key));
@@ -128,8 +123,7 @@ private Q_SLOTS:
         QCOMPARE(ck->warnings.size(), std::size_t(1));
         QVERIFY(ck->warnings[0].find("inv_freq") != std::string::npos);
         compareFile(ck->tensors, "llama_f32/pytorch_model.bin", false);
-        QVERIFY(ck->tensors[0].bytes.path().find("pytorch_model.bin") !=
-                std::string::npos); // a view of the file
+        QVERIFY(ck->tensors[0].bytes.path().find("pytorch_model.bin") != std::string::npos); // a view of the file
     }
     void llamaHalfTypes_data()
     {
@@ -163,8 +157,7 @@ private Q_SLOTS:
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
         compareFile(r->tensors, "edge_cases.bin");
         auto find = [&](const std::string& n) {
-            return *std::find_if(r->tensors.begin(), r->tensors.end(),
-                                 [&](auto& t) { return t.name == n; });
+            return *std::find_if(r->tensors.begin(), r->tensors.end(), [&](auto& t) { return t.name == n; });
         };
         // Contiguous views stay inside the mapping; strided ones were copied once.
         QCOMPARE(find("shared_a").bytes.file(), find("shared_row").bytes.file());
@@ -192,8 +185,7 @@ private Q_SLOTS:
         auto r = io::readTorchBinFile(kFixtures + "evil.bin");
         QVERIFY(!r.ok());
         QCOMPARE(int(r.error().code), int(ErrorCode::Unsupported));
-        QVERIFY2(r.error().toString().find("disallowed pickle global \"__builtin__.print\"") !=
-                     std::string::npos,
+        QVERIFY2(r.error().toString().find("disallowed pickle global \"__builtin__.print\"") != std::string::npos,
                  r.error().toString().c_str());
         auto ck = io::openCheckpoint(kFixtures + "evil.bin");
         QVERIFY(!ck.ok());
@@ -222,8 +214,7 @@ private Q_SLOTS:
         QFile f(QString::fromStdString(kFixtures + "llama_f16.bin"));
         QVERIFY(f.open(QIODevice::ReadOnly));
         QByteArray all = f.readAll();
-        const qsizetype cd =
-            all.indexOf(QByteArray("PK\x01\x02", 4)); // first central entry: data.pkl
+        const qsizetype cd = all.indexOf(QByteArray("PK\x01\x02", 4)); // first central entry: data.pkl
         QVERIFY(cd > 0);
         all[cd + 10] = 8; // method: deflate
         const auto path = m_dir.filePath("deflated.bin").toStdString();
@@ -231,8 +222,7 @@ private Q_SLOTS:
         auto r = io::readTorchBinFile(path);
         QVERIFY(!r.ok());
         QCOMPARE(int(r.error().code), int(ErrorCode::Unsupported));
-        QVERIFY2(r.error().toString().find("is compressed") != std::string::npos,
-                 r.error().toString().c_str());
+        QVERIFY2(r.error().toString().find("is compressed") != std::string::npos, r.error().toString().c_str());
     }
     void corruptPickleFailsCrcCheck()
     {
@@ -247,8 +237,7 @@ private Q_SLOTS:
         qbtest::writeFile(path, all.toStdString());
         auto r = io::readTorchBinFile(path);
         QVERIFY(!r.ok());
-        QVERIFY2(r.error().toString().find("corrupt") != std::string::npos,
-                 r.error().toString().c_str());
+        QVERIFY2(r.error().toString().find("corrupt") != std::string::npos, r.error().toString().c_str());
     }
     void badPickle()
     {

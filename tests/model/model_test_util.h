@@ -38,7 +38,8 @@ inline std::shared_ptr<qb::model::Model> loadModelDir(const std::string& dir, st
     return *m;
 }
 
-template <typename T> std::vector<T> readRaw(const std::string& path)
+template <typename T>
+std::vector<T> readRaw(const std::string& path)
 {
     QFile f(QString::fromStdString(path));
     if (!f.open(QIODevice::ReadOnly)) return {};

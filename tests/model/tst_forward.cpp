@@ -20,7 +20,8 @@ constexpr double kFixtureTolerance = 2e-5;
 double maxAbsDiff(const RowMatrix& a, const std::vector<double>& b)
 {
     double m = 0;
-    for (Eigen::Index i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a.data()[i]) - b[std::size_t(i)]));
+    for (Eigen::Index i = 0; i < a.size(); ++i)
+        m = std::max(m, std::abs(double(a.data()[i]) - b[std::size_t(i)]));
     return m;
 }
 } // namespace
@@ -69,9 +70,11 @@ private Q_SLOTS:
         const QJsonObject e = qbtest::readJson(dir + "/expected.json");
         const int T = e.value("seq_len").toInt();
         std::vector<std::int32_t> ids;
-        for (const auto v : e.value("ids").toArray()) ids.push_back(std::int32_t(v.toInt()));
+        for (const auto v : e.value("ids").toArray())
+            ids.push_back(std::int32_t(v.toInt()));
         std::vector<double> ref;
-        for (const auto v : e.value("logits").toArray()) ref.push_back(v.toDouble());
+        for (const auto v : e.value("logits").toArray())
+            ref.push_back(v.toDouble());
         Workspace ws;
         auto logits = forwardLogits(*m, ids, T, ws);
         QVERIFY(logits.ok());
@@ -87,7 +90,8 @@ private Q_SLOTS:
         QVERIFY(m);
         const int T = 16;
         std::vector<std::int32_t> ids(3 * T);
-        for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = std::int32_t((i * 7 + 3) % 64);
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            ids[i] = std::int32_t((i * 7 + 3) % 64);
         Workspace ws;
         int calls = 0;
         bool shapesOk = true;
@@ -107,7 +111,8 @@ private Q_SLOTS:
 
         RowMatrix hidden;
         QVERIFY(embed(*m, ids, hidden).ok());
-        for (int l = 0; l < m->numLayers(); ++l) QVERIFY(runLayer(*m, l, hidden, T, ws).ok());
+        for (int l = 0; l < m->numLayers(); ++l)
+            QVERIFY(runLayer(*m, l, hidden, T, ws).ok());
         RowMatrix out;
         logits(*m, hidden, out, ws);
         QCOMPARE((out - *whole).cwiseAbs().maxCoeff(), 0.0f);

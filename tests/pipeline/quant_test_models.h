@@ -34,7 +34,8 @@ inline std::shared_ptr<qb::model::Model> syntheticModel(int layers = 2, unsigned
     std::mt19937 rng(seed);
     std::normal_distribution<float> n(0.f, 1.f);
     auto fill = [&](auto& mat, float scale, float offset = 0.f) {
-        for (Eigen::Index i = 0; i < mat.size(); ++i) mat.data()[i] = offset + scale * n(rng);
+        for (Eigen::Index i = 0; i < mat.size(); ++i)
+            mat.data()[i] = offset + scale * n(rng);
     };
     m->embedding().resize(c.vocabSize, c.hiddenSize);
     fill(m->embedding(), 1.0f);
@@ -47,7 +48,8 @@ inline std::shared_ptr<qb::model::Model> syntheticModel(int layers = 2, unsigned
         w->allocate(c);
         fill(w->inputNorm, 0.1f, 1.f);
         fill(w->postNorm, 0.1f, 1.f);
-        for (qb::model::Linear lin : qb::model::kAllLinears) fill(w->weight(lin), 0.2f);
+        for (qb::model::Linear lin : qb::model::kAllLinears)
+            fill(w->weight(lin), 0.2f);
         m->setLayer(l, std::move(w));
     }
     return m;
@@ -57,7 +59,8 @@ inline qb::pipeline::CalibrationSet syntheticCalibration(int n = 4, int seqlen =
 {
     std::vector<std::int32_t> tokens(512);
     std::mt19937 rng(3);
-    for (auto& t : tokens) t = std::int32_t(rng() % 64);
+    for (auto& t : tokens)
+        t = std::int32_t(rng() % 64);
     return qb::pipeline::sampleCalibrationWindows(tokens, {n, seqlen, seed}).value();
 }
 

@@ -54,10 +54,11 @@ private Q_SLOTS:
         QVERIFY(model.ok());
         std::map<std::pair<int, model::LinearKind>, eval::ActivationStats> ref;
         model::Workspace ws;
-        auto logits = model::forwardLogits(**model, m_calib.ids, m_calib.seqlen, ws,
-                                           [&](int l, model::LinearKind k, const Eigen::Ref<const model::RowMatrix>& x) {
-                                               ref.try_emplace({l, k}, opt.bins).first->second.add(x);
-                                           });
+        auto logits =
+            model::forwardLogits(**model, m_calib.ids, m_calib.seqlen, ws,
+                                 [&](int l, model::LinearKind k, const Eigen::Ref<const model::RowMatrix>& x) {
+                                     ref.try_emplace({l, k}, opt.bins).first->second.add(x);
+                                 });
         QVERIFY(logits.ok());
         for (const auto& [key, stats] : r->taps) {
             const auto& want = ref.at(key);

@@ -35,9 +35,11 @@ private Q_SLOTS:
         std::mt19937_64 rng(std::uint64_t(rows * 1000 + cols + bits));
         std::normal_distribution<float> nd;
         quant::MatrixXfR w(rows, cols);
-        for (Eigen::Index i = 0; i < w.size(); ++i) w.data()[i] = 0.05f * nd(rng) * (i % 17 == 0 ? 6.f : 1.f);
+        for (Eigen::Index i = 0; i < w.size(); ++i)
+            w.data()[i] = 0.05f * nd(rng) * (i % 17 == 0 ? 6.f : 1.f);
         Eigen::MatrixXd x(2 * cols, cols);
-        for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = nd(rng) * (1.0 + (i % cols) % 5);
+        for (Eigen::Index i = 0; i < x.size(); ++i)
+            x.data()[i] = nd(rng) * (1.0 + (i % cols) % 5);
         const Eigen::MatrixXd h = x.transpose() * x / double(x.rows());
         quant::GptqOptions o;
         o.grid.bits = bits;

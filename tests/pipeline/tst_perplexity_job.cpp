@@ -76,7 +76,6 @@ private Q_SLOTS:
         QVERIFY2(r.error().message.find("too short") != std::string::npos, r.error().message.c_str());
         QVERIFY(!pipeline::readTextFile("/nonexistent/x.txt").ok());
     }
-
 };
 
 QTEST_GUILESS_MAIN(TestPerplexityJob)

@@ -57,7 +57,8 @@ private Q_SLOTS:
         QTest::addColumn<QString>("message");
         QTest::newRow("unknown method lists valid") << R"({"default": {"method": "awq", "bits": 4}})"
                                                     << "unknown method \"awq\" (valid: rtn, gptq, neuqi)";
-        QTest::newRow("bits too high") << R"({"default": {"method": "rtn", "bits": 9}})" << "bits 9 out of range [2, 8]";
+        QTest::newRow("bits too high") << R"({"default": {"method": "rtn", "bits": 9}})"
+                                       << "bits 9 out of range [2, 8]";
         QTest::newRow("bits too low") << R"({"default": {"method": "rtn", "bits": 1}})" << "out of range";
         QTest::newRow("bits fractional") << R"({"default": {"method": "rtn", "bits": 3.5}})" << "expected an integer";
         QTest::newRow("group zero") << R"({"default": {"method": "gptq", "bits": 4, "group_size": 0}})"
@@ -66,9 +67,11 @@ private Q_SLOTS:
                                         << "must be positive";
         QTest::newRow("unknown key in default") << R"({"default": {"method": "gptq", "bitz": 4}})"
                                                 << "unknown key \"bitz\"";
-        QTest::newRow("unknown key in rule") << R"({"default": {"method": "gptq"}, "rules": [{"match": "x", "grp": 1}]})"
-                                             << "plan: rules[0].grp";
-        QTest::newRow("unknown top key") << R"({"default": {"method": "gptq"}, "rulez": []})" << "unknown key \"rulez\"";
+        QTest::newRow("unknown key in rule")
+            << R"({"default": {"method": "gptq"}, "rules": [{"match": "x", "grp": 1}]})"
+            << "plan: rules[0].grp";
+        QTest::newRow("unknown top key") << R"({"default": {"method": "gptq"}, "rulez": []})"
+                                         << "unknown key \"rulez\"";
         QTest::newRow("missing default") << R"({"rules": []})" << "needs a \"default\" object with a \"method\"";
         QTest::newRow("missing method") << R"({"default": {"bits": 4}})" << "with a \"method\"";
         QTest::newRow("rule without match") << R"({"default": {"method": "rtn"}, "rules": [{"bits": 8}]})"
@@ -123,17 +126,17 @@ private Q_SLOTS:
         const TensorPlan* d0 = r->find("model.layers.0.mlp.down_proj.weight");
         QVERIFY(d0 && !d0->skip);
         QCOMPARE(d0->method, quant::Method::Gptq);
-        QCOMPARE(d0->options.grid.bits, 8);           // from rule 0, not overridden later
-        QCOMPARE(d0->options.grid.groupSize, 20);     // 48 columns: groups 20, 20, 8
-        QCOMPARE(d0->options.actOrder, false);        // unset anywhere: gptq's default
+        QCOMPARE(d0->options.grid.bits, 8);       // from rule 0, not overridden later
+        QCOMPARE(d0->options.grid.groupSize, 20); // 48 columns: groups 20, 20, 8
+        QCOMPARE(d0->options.actOrder, false);    // unset anywhere: gptq's default
         QCOMPARE(d0->options.groups, quant::GroupMode::Dynamic);
         QCOMPARE(d0->bitsPerWeight, quant::bitsPerWeightUniform(8, 20, 48, false));
         const TensorPlan* u1 = r->find("model.layers.1.mlp.up_proj");
         QCOMPARE(u1->method, quant::Method::Neuqi);
         QCOMPARE(u1->options.grid.bits, 4);
-        QCOMPARE(u1->options.actOrder, true);         // neuqi's default
+        QCOMPARE(u1->options.actOrder, true); // neuqi's default
         QCOMPARE(u1->options.init, quant::GridInit::Neuqi);
-        QCOMPARE(u1->options.grid.groupSize, 128);    // wider than 32 columns: per channel
+        QCOMPARE(u1->options.grid.groupSize, 128); // wider than 32 columns: per channel
         const TensorPlan* k1 = r->find("model.layers.1.self_attn.k_proj");
         QCOMPARE(k1->method, quant::Method::Rtn);
         QCOMPARE(k1->options.grid.bits, 3);
@@ -158,7 +161,8 @@ private Q_SLOTS:
         QCOMPARE(r->linearBytes, std::uint64_t(2 * perLayer * 6 / 8));
         QCOMPARE(r->sizeBytes, r->linearBytes + std::uint64_t(others * 2));
         auto s = resolveQuantPlan(*quantPlanFromText(R"({"default": {"method": "rtn", "bits": 3, "sym": true,
-            "group_size": 20}, "rules": [{"match": "model.layers.1.*", "skip": true}]})"), c);
+            "group_size": 20}, "rules": [{"match": "model.layers.1.*", "skip": true}]})"),
+                                  c);
         QVERIFY(s.ok());
         QCOMPARE(s->quantizedParams, perLayer);
         double want = 0;

@@ -100,7 +100,8 @@ private Q_SLOTS:
     void calibrationIsDeterministic()
     {
         std::vector<std::int32_t> tokens(1000);
-        for (int i = 0; i < 1000; ++i) tokens[std::size_t(i)] = i;
+        for (int i = 0; i < 1000; ++i)
+            tokens[std::size_t(i)] = i;
         auto a = pipeline::sampleCalibrationWindows(tokens, {16, 32, 5});
         auto b = pipeline::sampleCalibrationWindows(tokens, {16, 32, 5});
         auto c = pipeline::sampleCalibrationWindows(tokens, {16, 32, 6});
@@ -112,11 +113,13 @@ private Q_SLOTS:
         for (int i = 0; i < 16; ++i) { // every window is a contiguous run of the text
             const auto s = a->starts[std::size_t(i)];
             QVERIFY(s >= 0 && s <= 1000 - 32);
-            for (int t = 0; t < 32; ++t) QCOMPARE(a->ids[std::size_t(i * 32 + t)], std::int32_t(s + t));
+            for (int t = 0; t < 32; ++t)
+                QCOMPARE(a->ids[std::size_t(i * 32 + t)], std::int32_t(s + t));
         }
         auto bos = pipeline::sampleCalibrationWindows(tokens, {4, 8, 5}, 999);
         QVERIFY(bos.ok());
-        for (int i = 0; i < 4; ++i) QCOMPARE(bos->ids[std::size_t(i * 8)], 999);
+        for (int i = 0; i < 4; ++i)
+            QCOMPARE(bos->ids[std::size_t(i * 8)], 999);
         auto exact = pipeline::sampleCalibrationWindows(std::span(tokens).first(32), {3, 32, 1});
         QVERIFY(exact.ok());
         QCOMPARE(exact->starts, (std::vector<std::int64_t>{0, 0, 0}));
@@ -258,11 +261,12 @@ private Q_SLOTS:
         });
         auto r = pipeline::runQuantize(*base, nullptr, plan, qbtest::syntheticCalibration(), {}, &rc);
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
-        std::vector<std::string> perLayer = {"hessian", "search", "solve", "search", "solve", "search", "solve",
-                                             "hessian", "search", "solve", "hessian", "search", "solve", "search",
-                                             "solve", "hessian", "search", "solve", "evaluate"};
+        std::vector<std::string> perLayer = {"hessian", "search",  "solve",  "search",  "solve",   "search", "solve",
+                                             "hessian", "search",  "solve",  "hessian", "search",  "solve",  "search",
+                                             "solve",   "hessian", "search", "solve",   "evaluate"};
         std::vector<std::string> want = {"calibrate"};
-        for (int l = 0; l < 2; ++l) want.insert(want.end(), perLayer.begin(), perLayer.end());
+        for (int l = 0; l < 2; ++l)
+            want.insert(want.end(), perLayer.begin(), perLayer.end());
         QCOMPARE(collapse(stages), want);
         auto idx = [&](const std::string& stage, const std::string& detail) {
             for (std::size_t i = 0; i < stages.size(); ++i)
@@ -329,10 +333,11 @@ private Q_SLOTS:
             order.push_back(l);
             maxLive = std::max(maxLive, ++live);
             auto keep = *w;
-            return std::shared_ptr<model::DecoderLayerWeights>(keep.get(), [keep, &live](model::DecoderLayerWeights*) mutable {
-                --live;
-                keep.reset();
-            });
+            return std::shared_ptr<model::DecoderLayerWeights>(keep.get(),
+                                                               [keep, &live](model::DecoderLayerWeights*) mutable {
+                                                                   --live;
+                                                                   keep.reset();
+                                                               });
         };
         pipeline::CalibrationSet small = demo()->calib;
         small.count = 4;
@@ -386,7 +391,6 @@ private Q_SLOTS:
         const double g2 = run("gptq", 2, 64), n2 = run("neuqi", 2, 64);
         QVERIFY(n2 < g2);
     }
-
 };
 
 QTEST_GUILESS_MAIN(TestQuantizeJob)

@@ -181,7 +181,8 @@ private Q_SLOTS:
         QCOMPARE(log.maxOverall, 1.0);
         // One metrics schema: what `quantize --json` prints and a project stores.
         const io::JsonValue m = out->metricsJson();
-        for (const char* k : {"bits_per_weight", "size_bytes", "perplexity", "timings", "tensors", "warnings", "seconds"})
+        for (const char* k :
+             {"bits_per_weight", "size_bytes", "perplexity", "timings", "tensors", "warnings", "seconds"})
             QVERIFY2(m.find(k), k);
         QVERIFY(m.find("timings")->find("perplexity"));
         QCOMPARE(int(m.find("tensors")->asArray().size()), layers * 7);
@@ -245,8 +246,9 @@ private Q_SLOTS:
         QTemporaryDir dir;
         pipeline::ExportRequest req;
         req.checkpoint = m_ck;
-        req.run = {"GPTQ 4b g32", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, std::nullopt,
-                   r.seconds, smallQuantize(m_ck).calibration.toJson()};
+        req.run = {"GPTQ 4b g32", pipeline::quantPlanToJson(smallQuantize(m_ck).plan),
+                   r.result,      std::nullopt,
+                   r.seconds,     smallQuantize(m_ck).calibration.toJson()};
         req.target.out = dir.filePath("m.gguf").toStdString();
         req.target.format = pipeline::ExportFormat::Gguf;
         auto gguf = pipeline::exportRun(req);
@@ -278,8 +280,8 @@ private Q_SLOTS:
         save.calibration = smallQuantize(m_ck).calibration.toJson();
         pipeline::QuantizeResult metricsOnly = *r.result; // a run whose grids are not stored
         metricsOnly.codes.assign(metricsOnly.codes.size(), std::nullopt);
-        save.runs.push_back({"first", io::JsonValue(), std::make_shared<const pipeline::QuantizeResult>(metricsOnly),
-                             12.5, 1.0, {}});
+        save.runs.push_back(
+            {"first", io::JsonValue(), std::make_shared<const pipeline::QuantizeResult>(metricsOnly), 12.5, 1.0, {}});
         save.runs.push_back({"second", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, 11.25, 2.0, {}});
         save.gridsRun = 1;
         ProgressLog log;
@@ -314,7 +316,8 @@ private Q_SLOTS:
             QVERIFY(back.codes[i].has_value());
             QVERIFY(exporting::sameGrid(*back.codes[i], *r.result->codes[i]));
         }
-        for (const auto& c : opened->runs[0].result->codes) QVERIFY(!c.has_value());
+        for (const auto& c : opened->runs[0].result->codes)
+            QVERIFY(!c.has_value());
         QCOMPARE(opened->grids.grids.size(), r.result->tensors.size());
 
         // Another model path is used when given; a missing one is a clear error.

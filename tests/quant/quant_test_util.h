@@ -20,7 +20,8 @@ inline MatrixXfR randomWeights(int rows, int cols, std::uint32_t seed, double si
     std::normal_distribution<double> nd(0.0, sigma);
     MatrixXfR w(rows, cols);
     for (int r = 0; r < rows; ++r)
-        for (int c = 0; c < cols; ++c) w(r, c) = float(nd(rng));
+        for (int c = 0; c < cols; ++c)
+            w(r, c) = float(nd(rng));
     return w;
 }
 
@@ -32,10 +33,13 @@ inline MatrixXfR correlatedInputs(int tokens, int cols, std::uint32_t seed)
     std::normal_distribution<double> nd(0.0, 1.0);
     Eigen::MatrixXd z(tokens, cols), a(cols, cols);
     for (int i = 0; i < tokens; ++i)
-        for (int j = 0; j < cols; ++j) z(i, j) = nd(rng);
+        for (int j = 0; j < cols; ++j)
+            z(i, j) = nd(rng);
     for (int i = 0; i < cols; ++i)
-        for (int j = 0; j < cols; ++j) a(i, j) = nd(rng) / std::sqrt(double(cols)) + (i == j ? 1.0 : 0.0);
-    for (int j = 0; j < cols; ++j) a.col(j) *= std::exp(2.3 * (double(j % 7) / 6.0 - 0.5));
+        for (int j = 0; j < cols; ++j)
+            a(i, j) = nd(rng) / std::sqrt(double(cols)) + (i == j ? 1.0 : 0.0);
+    for (int j = 0; j < cols; ++j)
+        a.col(j) *= std::exp(2.3 * (double(j % 7) / 6.0 - 0.5));
     const Eigen::MatrixXd x = z * a;
     return x.cast<float>();
 }
@@ -62,14 +66,14 @@ inline constexpr int kMaxTieFlipRows = 2;
 inline constexpr double kTieFlipObjectiveRel = 0.05;
 
 struct RowAgreement {
-    int flippedRows = 0;      // rows with an element further than tol from the reference
-    double worstExcess = 0;   // max over flipped rows of obj(got)/obj(ref) - 1 (negative: better)
-    std::string detail;       // first flipped rows, for the failure message
+    int flippedRows = 0;    // rows with an element further than tol from the reference
+    double worstExcess = 0; // max over flipped rows of obj(got)/obj(ref) - 1 (negative: better)
+    std::string detail;     // first flipped rows, for the failure message
     bool acceptable() const { return flippedRows <= kMaxTieFlipRows && worstExcess <= kTieFlipObjectiveRel; }
 };
 
-inline RowAgreement compareRowsAllowingTieFlips(const MatrixXfR& got, const MatrixXfR& ref,
-                                                const MatrixXfR& w, const Eigen::MatrixXd& h, double tol)
+inline RowAgreement compareRowsAllowingTieFlips(const MatrixXfR& got, const MatrixXfR& ref, const MatrixXfR& w,
+                                                const Eigen::MatrixXd& h, double tol)
 {
     RowAgreement a;
     for (Eigen::Index r = 0; r < ref.rows(); ++r) {
@@ -82,8 +86,8 @@ inline RowAgreement compareRowsAllowingTieFlips(const MatrixXfR& got, const Matr
         const double excess = objRef > 0 ? objGot / objRef - 1.0 : (objGot > 0 ? 1.0 : 0.0);
         a.worstExcess = std::max(a.worstExcess, excess);
         if (a.flippedRows <= 3)
-            a.detail += "row " + std::to_string(r) + ": max diff " + std::to_string(diff.maxCoeff()) +
-                        ", objective " + std::to_string(objGot) + " vs " + std::to_string(objRef) + "; ";
+            a.detail += "row " + std::to_string(r) + ": max diff " + std::to_string(diff.maxCoeff()) + ", objective " +
+                        std::to_string(objGot) + " vs " + std::to_string(objRef) + "; ";
     }
     return a;
 }

@@ -25,11 +25,11 @@ Q_DECLARE_METATYPE(qb::quant::GridInit)
 Q_DECLARE_METATYPE(qb::quant::GroupMode)
 
 namespace {
-constexpr double kBlockTol = 1e-10;   // block-size invariance of the double working values
-constexpr double kLdlqTol = 1e-9;     // GPTQ vs LDLQ form
+constexpr double kBlockTol = 1e-10;    // block-size invariance of the double working values
+constexpr double kLdlqTol = 1e-9;      // GPTQ vs LDLQ form
 constexpr double kReferenceTol = 1e-9; // optimised vs plain reference GPTQ
 constexpr double kHessianTol = 1e-12;
-constexpr double kProxyTol = 1e-5;    // proxy loss vs tr(dW H dW^T)/2 (Q rounded to float)
+constexpr double kProxyTol = 1e-5; // proxy loss vs tr(dW H dW^T)/2 (Q rounded to float)
 
 std::string configName(GridInit init, int g, GroupMode mode, bool act)
 {
@@ -58,7 +58,8 @@ MatrixXfR plainGptq(const MatrixXfR& w, const Eigen::MatrixXd& hIn, const GptqOp
     Eigen::MatrixXd Wp(m, n), Hp(n, n);
     for (int i = 0; i < n; ++i) {
         Wp.col(i) = W.col(perm[std::size_t(i)]);
-        for (int k = 0; k < n; ++k) Hp(i, k) = H(perm[std::size_t(i)], perm[std::size_t(k)]);
+        for (int k = 0; k < n; ++k)
+            Hp(i, k) = H(perm[std::size_t(i)], perm[std::size_t(k)]);
     }
     Hp.diagonal().array() += hessianDampingLambda(H.diagonal(), o.damping);
     const Eigen::MatrixXd Hinv = Hp.llt().solve(Eigen::MatrixXd::Identity(n, n));
@@ -71,14 +72,16 @@ MatrixXfR plainGptq(const MatrixXfR& w, const Eigen::MatrixXd& hIn, const GptqOp
         if (i % g == 0 && (i == 0 || g < n))
             for (int r = 0; r < m; ++r) {
                 std::vector<double> seg;
-                for (int c = i; c < std::min(n, i + g); ++c) seg.push_back(Wp(r, c));
+                for (int c = i; c < std::min(n, i + g); ++c)
+                    seg.push_back(Wp(r, c));
                 params[std::size_t(r)] = fitGroupMinMaxGptq(seg.data(), int(seg.size()), o.grid.bits, o.grid.sym);
             }
         for (int r = 0; r < m; ++r) {
             const double q = fakeQuantUniform(Wp(r, i), params[std::size_t(r)], levels);
             Q(r, perm[std::size_t(i)]) = float(q);
             const double e = (Wp(r, i) - q) / U(i, i);
-            for (int c = i + 1; c < n; ++c) Wp(r, c) -= e * U(i, c);
+            for (int c = i + 1; c < n; ++c)
+                Wp(r, c) -= e * U(i, c);
         }
     }
     return Q;
@@ -92,11 +95,13 @@ void udu(const Eigen::MatrixXd& H, Eigen::MatrixXd& Up, Eigen::VectorXd& D)
     D.resize(n);
     for (int j = n - 1; j >= 0; --j) {
         double d = H(j, j);
-        for (int k = j + 1; k < n; ++k) d -= Up(j, k) * Up(j, k) * D(k);
+        for (int k = j + 1; k < n; ++k)
+            d -= Up(j, k) * Up(j, k) * D(k);
         D(j) = d;
         for (int i = 0; i < j; ++i) {
             double v = H(i, j);
-            for (int k = j + 1; k < n; ++k) v -= Up(i, k) * Up(j, k) * D(k);
+            for (int k = j + 1; k < n; ++k)
+                v -= Up(i, k) * Up(j, k) * D(k);
             Up(i, j) = v / d;
         }
     }
@@ -134,7 +139,8 @@ private Q_SLOTS:
         std::mt19937 rng(17u);
         std::normal_distribution<double> nd(0.0, 1.0);
         Eigen::VectorXd d(n);
-        for (int j = 0; j < n; ++j) d(j) = std::exp(nd(rng));
+        for (int j = 0; j < n; ++j)
+            d(j) = std::exp(nd(rng));
         const Eigen::MatrixXd h = d.asDiagonal();
         GptqOptions o;
         o.grid = GridSpec{3, groupSize, sym};
@@ -189,10 +195,13 @@ private Q_SLOTS:
             // (quant_test_util.h); every other row must agree to kBlockTol.
             QVERIFY(q->groupIndex == ref->groupIndex);
             const RowAgreement rows = compareRowsAllowingTieFlips(q->dequantized, ref->dequantized, w, h, kBlockTol);
-            QVERIFY2(rows.acceptable(), qPrintable(QStringLiteral("block %1: %2").arg(b).arg(QString::fromStdString(rows.detail))));
+            QVERIFY2(rows.acceptable(),
+                     qPrintable(QStringLiteral("block %1: %2").arg(b).arg(QString::fromStdString(rows.detail))));
             for (Eigen::Index r = 0; r < w.rows(); ++r) {
                 if (q->codes.row(r) != ref->codes.row(r)) continue; // a flipped row
-                QVERIFY(((q->scales.row(r) - ref->scales.row(r)).array().abs() <= kBlockTol * ref->scales.row(r).array().abs()).all());
+                QVERIFY(((q->scales.row(r) - ref->scales.row(r)).array().abs() <=
+                         kBlockTol * ref->scales.row(r).array().abs())
+                            .all());
             }
             const double lossTol = rows.flippedRows ? kTieFlipObjectiveRel : kBlockTol;
             QVERIFY(std::abs(q->proxyLoss - ref->proxyLoss) <= lossTol * ref->proxyLoss);
@@ -225,7 +234,8 @@ private Q_SLOTS:
             std::vector<double> err(std::size_t(n), 0.0);
             for (int j = 0; j < n; ++j) {
                 double x = w(r, j);
-                for (int i = 0; i < j; ++i) x += err[std::size_t(i)] * feedback(i, j);
+                for (int i = 0; i < j; ++i)
+                    x += err[std::size_t(i)] * feedback(i, j);
                 const int k = j / 32;
                 const GroupParams p{q->scales(r, k), q->zeros(r, k)};
                 const double qv = fakeQuantUniform(x, p, levels);
@@ -250,8 +260,7 @@ private Q_SLOTS:
         for (int g : {-1, 16, 24})
             for (bool act : {false, true})
                 for (bool sym : {false, true})
-                    QTest::addRow("g%d%s%s", g, act ? " act-order" : "", sym ? " sym" : " asym")
-                        << g << act << sym;
+                    QTest::addRow("g%d%s%s", g, act ? " act-order" : "", sym ? " sym" : " asym") << g << act << sym;
     }
     void matchesPlainReference()
     {
@@ -269,12 +278,16 @@ private Q_SLOTS:
         const MatrixXfR ref = plainGptq(w, h, o);
         // Rows may differ by a rounding-tie flip on another CPU (quant_test_util.h), nothing more.
         const RowAgreement rows = compareRowsAllowingTieFlips(q->dequantized, ref, w, h, kReferenceTol);
-        QVERIFY2(rows.acceptable(), qPrintable(QStringLiteral("%1 rows differ: %2").arg(rows.flippedRows).arg(QString::fromStdString(rows.detail))));
+        QVERIFY2(
+            rows.acceptable(),
+            qPrintable(
+                QStringLiteral("%1 rows differ: %2").arg(rows.flippedRows).arg(QString::fromStdString(rows.detail))));
         // The logged proxy loss is the exact GPTQ objective on the damped H.
         Eigen::MatrixXd hd = h;
         hd.diagonal().array() += hessianDampingLambda(h.diagonal(), o.damping);
         const double tr = 0.5 * hessianErrorTrace(w, q->dequantized, hd);
-        QVERIFY2(std::abs(tr - q->proxyLoss) <= kProxyTol * tr, qPrintable(QStringLiteral("%1 vs %2").arg(tr).arg(q->proxyLoss)));
+        QVERIFY2(std::abs(tr - q->proxyLoss) <= kProxyTol * tr,
+                 qPrintable(QStringLiteral("%1 vs %2").arg(tr).arg(q->proxyLoss)));
     }
 
     void gptqBeatsRtnStatistically()
@@ -391,7 +404,8 @@ private Q_SLOTS:
         Eigen::MatrixXd hp(n, n);
         for (int i = 0; i < n; ++i) {
             wp.col(i) = w.col(perm[std::size_t(i)]);
-            for (int k = 0; k < n; ++k) hp(i, k) = h(perm[std::size_t(i)], perm[std::size_t(k)]);
+            for (int k = 0; k < n; ++k)
+                hp(i, k) = h(perm[std::size_t(i)], perm[std::size_t(k)]);
         }
         GptqOptions o;
         o.grid = GridSpec{3, groupSize, false};
@@ -460,7 +474,8 @@ private Q_SLOTS:
         std::normal_distribution<double> nd(0.0, 1.0);
         Eigen::MatrixXd a(n, n);
         for (int i = 0; i < n; ++i)
-            for (int j = 0; j < n; ++j) a(i, j) = nd(rng);
+            for (int j = 0; j < n; ++j)
+                a(i, j) = nd(rng);
         const Eigen::MatrixXd qm = a.householderQr().householderQ();
         Eigen::VectorXd ev = Eigen::VectorXd::Ones(n);
         ev(n - 1) = -0.02;

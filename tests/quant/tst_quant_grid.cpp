@@ -71,7 +71,8 @@ private Q_SLOTS:
     void plainMinMaxMapsExtremesToEndCodes_data()
     {
         QTest::addColumn<int>("bits");
-        for (int b : {2, 3, 4, 5, 8}) QTest::newRow((std::to_string(b) + " bits").c_str()) << b;
+        for (int b : {2, 3, 4, 5, 8})
+            QTest::newRow((std::to_string(b) + " bits").c_str()) << b;
     }
     void plainMinMaxMapsExtremesToEndCodes()
     {
@@ -80,7 +81,8 @@ private Q_SLOTS:
         std::uniform_real_distribution<double> ud(-3.0, 5.0);
         for (int t = 0; t < 200; ++t) {
             double w[17];
-            for (double& x : w) x = ud(rng);
+            for (double& x : w)
+                x = ud(rng);
             const GroupParams p = fitGroupMinMaxPlain(w, 17, bits);
             const auto [lo, hi] = std::minmax_element(w, w + 17);
             QCOMPARE(quantizeCodeUniform(*lo, p, gridLevels(bits)), 0);
@@ -130,7 +132,8 @@ private Q_SLOTS:
         QCOMPARE(q->groupIndex[69], 2);
         for (int r = 0; r < 4; ++r) {
             double last[6];
-            for (int c = 0; c < 6; ++c) last[c] = double(w(r, 64 + c));
+            for (int c = 0; c < 6; ++c)
+                last[c] = double(w(r, 64 + c));
             const GroupParams p = fitGroupMinMaxGptq(last, 6, 3, false);
             QCOMPARE(q->scales(r, 2), p.scale);
             QCOMPARE(q->zeros(r, 2), p.zero);
@@ -147,7 +150,8 @@ private Q_SLOTS:
         // maxq = 15 (4 bits)
         QTest::newRow("asym straddling 0") << QVector<double>{-1.0, 2.0} << false << 3.0 / 15 << 5.0;
         QTest::newRow("asym all positive: range widened to 0") << QVector<double>{1.0, 3.0} << false << 3.0 / 15 << 0.0;
-        QTest::newRow("asym all negative: range widened to 0") << QVector<double>{-3.0, -1.5} << false << 3.0 / 15 << 15.0;
+        QTest::newRow("asym all negative: range widened to 0")
+            << QVector<double>{-3.0, -1.5} << false << 3.0 / 15 << 15.0;
         QTest::newRow("all zero -> [-1, 1]") << QVector<double>{0.0, 0.0} << false << 2.0 / 15 << 8.0;
         QTest::newRow("sym straddling") << QVector<double>{-1.0, 3.0} << true << 6.0 / 15 << 8.0;
         QTest::newRow("sym all positive keeps xmin = 0") << QVector<double>{1.0, 3.0} << true << 3.0 / 15 << 8.0;

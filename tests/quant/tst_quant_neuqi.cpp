@@ -18,9 +18,9 @@ using namespace qb;
 using namespace qb::quant;
 
 namespace {
-constexpr double kZpRelTol = 1e-12;   // solver loss vs exhaustive optimum (relative)
-constexpr double kZpAbsTol = 1e-15;   // ... absolute floor for near-zero optima
-constexpr double kInvRelTol = 1e-9;   // invariances under non-power-of-two rescaling
+constexpr double kZpRelTol = 1e-12;     // solver loss vs exhaustive optimum (relative)
+constexpr double kZpAbsTol = 1e-15;     // ... absolute floor for near-zero optima
+constexpr double kInvRelTol = 1e-9;     // invariances under non-power-of-two rescaling
 constexpr double kExactLossTol = 1e-20; // exactly representable group, relative to s0^2
 
 double exactLoss(const std::vector<double>& u, const std::vector<double>& a, int levels, double z)
@@ -41,11 +41,13 @@ double exhaustiveZeroPointLoss(const std::vector<double>& u, const std::vector<d
     const double hi = *std::max_element(u.begin(), u.end()) + 1.0;
     std::vector<double> pts{lo, hi};
     for (double x : u)
-        for (int m = 0; m <= levels - 2; ++m) pts.push_back(x - m - 0.5);
+        for (int m = 0; m <= levels - 2; ++m)
+            pts.push_back(x - m - 0.5);
     std::sort(pts.begin(), pts.end());
     double best = std::numeric_limits<double>::infinity();
     double asum = 0.0;
-    for (double x : a) asum += x;
+    for (double x : a)
+        asum += x;
     for (std::size_t k = 0; k + 1 < pts.size(); ++k) {
         const double zl = pts[k], zr = pts[k + 1];
         const double mid = 0.5 * (zl + zr);
@@ -129,7 +131,8 @@ private Q_SLOTS:
             const double s = dist == Dist::Integer ? 1.0 : sd(rng); // integer: ties on breakpoints
             std::vector<double> u(w.size()), a(h.size());
             double hs = 0.0;
-            for (double x : h) hs += x;
+            for (double x : h)
+                hs += x;
             for (std::size_t j = 0; j < w.size(); ++j) {
                 u[j] = w[j] / s;
                 a[j] = h[j] / hs;
@@ -137,7 +140,10 @@ private Q_SLOTS:
             const ZeroPointSolution zp = solveZeroPointNeuqi(u.data(), a.data(), groupSize, levels, scratch);
             const double ref = exhaustiveZeroPointLoss(u, a, levels);
             QVERIFY2(std::abs(zp.loss - ref) <= kZpRelTol * ref + kZpAbsTol,
-                     qPrintable(QStringLiteral("trial %1: solver %2 exhaustive %3").arg(t).arg(zp.loss, 0, 'g', 17).arg(ref, 0, 'g', 17)));
+                     qPrintable(QStringLiteral("trial %1: solver %2 exhaustive %3")
+                                    .arg(t)
+                                    .arg(zp.loss, 0, 'g', 17)
+                                    .arg(ref, 0, 'g', 17)));
             QVERIFY(std::abs(exactLoss(u, a, levels, zp.zero) - zp.loss) <= kZpAbsTol + kZpRelTol * zp.loss);
         }
     }
@@ -169,8 +175,8 @@ private Q_SLOTS:
             const GroupParams p = fitGroupNeuqi(w.data(), h.data(), groupSize, bits, guarded, scratch, &lossNeuqi);
             (void)fitGroupNeuqi(w.data(), h.data(), groupSize, bits, unguarded, scratch, &lossUnguarded);
             QCOMPARE(groupLossUniform(w.data(), h.data(), groupSize, p, levels), lossNeuqi);
-            const double lossGptq =
-                groupLossUniform(w.data(), h.data(), groupSize, fitGroupMinMaxGptq(w.data(), groupSize, bits, false), levels);
+            const double lossGptq = groupLossUniform(w.data(), h.data(), groupSize,
+                                                     fitGroupMinMaxGptq(w.data(), groupSize, bits, false), levels);
             const double lossPlain =
                 groupLossUniform(w.data(), h.data(), groupSize, fitGroupMinMaxPlain(w.data(), groupSize, bits), levels);
             QVERIFY(lossNeuqi <= lossGptq);
@@ -239,7 +245,8 @@ private Q_SLOTS:
     void exactlyRepresentableGroupHasZeroLoss_data()
     {
         QTest::addColumn<int>("bits");
-        for (int k : {2, 3, 4, 8}) QTest::addRow("k%d", k) << k;
+        for (int k : {2, 3, 4, 8})
+            QTest::addRow("k%d", k) << k;
     }
     void exactlyRepresentableGroupHasZeroLoss()
     {
@@ -284,15 +291,19 @@ private Q_SLOTS:
                 const double sMm = neuqiMinMaxScale(w.data(), 64, levels);
                 std::vector<double> u(64), a(64);
                 double hs = 0;
-                for (double x : h) hs += x;
-                for (int j = 0; j < 64; ++j) a[std::size_t(j)] = h[std::size_t(j)] / hs;
+                for (double x : h)
+                    hs += x;
+                for (int j = 0; j < 64; ++j)
+                    a[std::size_t(j)] = h[std::size_t(j)] / hs;
                 for (int i = 1; i <= opts.coarseSteps; ++i) {
                     const double s = neuqiCoarseScale(sMm, i, opts);
-                    for (int j = 0; j < 64; ++j) u[std::size_t(j)] = w[std::size_t(j)] / s;
+                    for (int j = 0; j < 64; ++j)
+                        u[std::size_t(j)] = w[std::size_t(j)] / s;
                     const double real = solveZeroPointNeuqi(u.data(), a.data(), 64, levels, scratch).loss;
                     const double zlo = std::floor(u.front()) - levels - 1, zhi = std::ceil(u.back()) + 1;
                     double bestInt = std::numeric_limits<double>::infinity();
-                    for (double z = zlo; z <= zhi; z += 1.0) bestInt = std::min(bestInt, exactLoss(u, a, levels, z));
+                    for (double z = zlo; z <= zhi; z += 1.0)
+                        bestInt = std::min(bestInt, exactLoss(u, a, levels, z));
                     QVERIFY(real <= bestInt * (1.0 + kZpRelTol) + kZpAbsTol);
                 }
             }

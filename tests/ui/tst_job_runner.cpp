@@ -46,9 +46,8 @@ private Q_SLOTS:
     void deliversErrorAndException()
     {
         JobRunner runner;
-        auto f1 = runner.run<int>([](RunContext&) -> Result<int> {
-            return makeError(ErrorCode::Format, "bad bytes", "x.gguf");
-        });
+        auto f1 = runner.run<int>(
+            [](RunContext&) -> Result<int> { return makeError(ErrorCode::Format, "bad bytes", "x.gguf"); });
         f1.waitForFinished();
         QVERIFY(!f1.result().ok());
         QCOMPARE(f1.result().error->toString(), std::string("bad bytes (x.gguf)"));
@@ -87,8 +86,9 @@ private Q_SLOTS:
         runner.setStatusHook([&shown](QFutureWatcherBase*, const QString& title) { shown << title; });
         QObject context;
         std::optional<JobOutcome<int>> got;
-        runner.start<int>(&context, QStringLiteral("Adding"), [](RunContext&) -> Result<int> { return 42; },
-                          [&got](const JobOutcome<int>& o) { got = o; });
+        runner.start<int>(
+            &context, QStringLiteral("Adding"), [](RunContext&) -> Result<int> { return 42; },
+            [&got](const JobOutcome<int>& o) { got = o; });
         QTRY_VERIFY(got.has_value());
         QVERIFY(got->ok());
         QCOMPARE(*got->value, 42);
@@ -96,11 +96,15 @@ private Q_SLOTS:
 
         std::atomic<bool> started{false};
         std::optional<JobOutcome<int>> cancelled;
-        auto* w = runner.start<int>(&context, QString(), [&started](RunContext& ctx) -> Result<int> {
-            started = true;
-            while (!ctx.isCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-            return RunContext::cancelledError("spin");
-        }, [&cancelled](const JobOutcome<int>& o) { cancelled = o; });
+        auto* w = runner.start<int>(
+            &context, QString(),
+            [&started](RunContext& ctx) -> Result<int> {
+                started = true;
+                while (!ctx.isCancelled())
+                    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+                return RunContext::cancelledError("spin");
+            },
+            [&cancelled](const JobOutcome<int>& o) { cancelled = o; });
         QTRY_VERIFY(started.load());
         w->cancel();
         QTRY_VERIFY(cancelled.has_value());
@@ -116,7 +120,8 @@ private Q_SLOTS:
         auto f = runner.track(runner.run<int>([&](RunContext& ctx) -> Result<int> {
             ctx.beginStage("spin", 0);
             started = true;
-            while (!ctx.isCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            while (!ctx.isCancelled())
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
             return RunContext::cancelledError("spin");
         }));
         QTRY_VERIFY(started.load());
@@ -143,7 +148,7 @@ private Q_SLOTS:
         p.done = 1000;
         p.overall = 1.0;
         const auto final = t.update(p);
-        QVERIFY(final.has_value()); // the final 100 % always passes
+        QVERIFY(final.has_value());   // the final 100 % always passes
         QCOMPARE(final->value, 1000); // the bar shows the overall fraction
         p.stage = "evaluate";
         p.done = 1;
@@ -155,7 +160,8 @@ private Q_SLOTS:
         {
             JobRunner runner;
             runner.track(runner.run<int>([&](RunContext& ctx) -> Result<int> {
-                while (!ctx.isCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                while (!ctx.isCancelled())
+                    std::this_thread::sleep_for(std::chrono::milliseconds(1));
                 finished = true;
                 return 0;
             }));

@@ -163,7 +163,8 @@ private Q_SLOTS:
             const QString d = dir.filePath(QStringLiteral("model%1").arg(i));
             QVERIFY(QDir().mkpath(d));
             for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
-                QVERIFY(QFile::copy(demo.filePath(QString::fromLatin1(f)), d + QLatin1Char('/') + QString::fromLatin1(f)));
+                QVERIFY(
+                    QFile::copy(demo.filePath(QString::fromLatin1(f)), d + QLatin1Char('/') + QString::fromLatin1(f)));
             copies << d;
         }
         // Files of ours that this process still maps, from /proc/self/maps.
@@ -189,7 +190,9 @@ private Q_SLOTS:
             // Touch the weights as a user does: the embedding's statistics read all of it.
             QVERIFY(w.explorer()->selectTensor(QStringLiteral("model.embed_tokens.weight")));
             QVERIFY(stats.wait(20000));
-            QTRY_VERIFY2(mappedCopies() <= 1, qPrintable(QStringLiteral("after model %1: %2 model files mapped").arg(i).arg(mappedCopies())));
+            QTRY_VERIFY2(
+                mappedCopies() <= 1,
+                qPrintable(QStringLiteral("after model %1: %2 model files mapped").arg(i).arg(mappedCopies())));
             if (i == 0) rssAfterFirst = qbtest::residentBytes();
         }
         const qint64 growth = qbtest::residentBytes() - rssAfterFirst;
@@ -216,8 +219,8 @@ private Q_SLOTS:
         const QString name = QStringLiteral("model.layers.1.self_attn.q_proj.weight");
         // A real click on the tensor row in the explorer tree.
         auto* view = w.explorer()->view();
-        const QModelIndex idx = w.explorer()->proxyModel()->mapFromSource(
-            w.explorer()->sourceModel()->indexForTensor(name));
+        const QModelIndex idx =
+            w.explorer()->proxyModel()->mapFromSource(w.explorer()->sourceModel()->indexForTensor(name));
         QVERIFY(idx.isValid());
         view->expand(idx.parent());
         view->scrollTo(idx);

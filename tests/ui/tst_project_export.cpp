@@ -137,7 +137,8 @@ private Q_SLOTS:
         QVERIFY2(runExport(d, pipeline::ExportFormat::Gguf, gguf, &msg), qPrintable(msg));
         QVERIFY(QFileInfo::exists(gguf));
         auto verified = exporting::verifyModelFile(gguf.toStdString());
-        QVERIFY2(verified && verified->ok, verified ? verified->summary().c_str() : verified.error().toString().c_str());
+        QVERIFY2(verified && verified->ok,
+                 verified ? verified->summary().c_str() : verified.error().toString().c_str());
         QTableWidget* report = d->reportTable();
         QVERIFY(report->rowCount() > 0);
         bool sawGrid = false;

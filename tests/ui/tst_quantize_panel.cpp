@@ -181,7 +181,8 @@ private Q_SLOTS:
         QVERIFY(!(m->plan() == saved));
         QVERIFY(ed->loadPlanFile(path).isEmpty());
         QVERIFY(m->plan() == saved);
-        QVERIFY(ed->loadPlanFile(tmp.filePath(QStringLiteral("missing.json"))).contains(QStringLiteral("missing.json")));
+        QVERIFY(
+            ed->loadPlanFile(tmp.filePath(QStringLiteral("missing.json"))).contains(QStringLiteral("missing.json")));
         f.showView(ed);
         screenshot(f.panel, QStringLiteral("plan"));
     }
@@ -202,7 +203,8 @@ private Q_SLOTS:
         QTest::mouseClick(ed->bulkValue(), Qt::LeftButton);
         QTest::keyClicks(ed->bulkValue(), QStringLiteral("3"));
         QTest::mouseClick(ed->bulkApply(), Qt::LeftButton);
-        for (int r = 0; r <= 6; ++r) QCOMPARE(bitsAt(m, r), 3);
+        for (int r = 0; r <= 6; ++r)
+            QCOMPARE(bitsAt(m, r), 3);
         QCOMPARE(bitsAt(m, 10), 3);
         QCOMPARE(bitsAt(m, 7), 4);
         QCOMPARE(ed->undoStack()->count(), 1); // one step for the whole selection
@@ -220,7 +222,8 @@ private Q_SLOTS:
         t->setFocus();
         QTest::keyClick(t, Qt::Key_Z, Qt::ControlModifier);
         QTest::keyClick(t, Qt::Key_Z, Qt::ControlModifier);
-        for (int r = 0; r < m->rowCount(); ++r) QCOMPARE(bitsAt(m, r), 4);
+        for (int r = 0; r < m->rowCount(); ++r)
+            QCOMPARE(bitsAt(m, r), 4);
         QVERIFY(m->plan().rules.empty());
     }
 

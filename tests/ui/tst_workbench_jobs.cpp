@@ -81,8 +81,8 @@ private Q_SLOTS:
         QVERIFY(w.jobStatus()->isBusy());
         QVERIFY(done.wait(180000));
         QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
-        qInfo("calibration: event loop blocked at most %.1f ms (longest wall-clock gap %.1f ms)",
-              probe.maxBusyMs(), probe.maxGapMs());
+        qInfo("calibration: event loop blocked at most %.1f ms (longest wall-clock gap %.1f ms)", probe.maxBusyMs(),
+              probe.maxGapMs());
         QVERIFY2(probe.maxBusyMs() < 50.0, qPrintable(QString::number(probe.maxBusyMs())));
 
         const auto report = panel->report();
@@ -170,8 +170,8 @@ private Q_SLOTS:
         QTest::mouseClick(panel->runButton(), Qt::LeftButton);
         QVERIFY(done.wait(180000));
         QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
-        qInfo("perplexity: event loop blocked at most %.1f ms (longest wall-clock gap %.1f ms)",
-              probe.maxBusyMs(), probe.maxGapMs());
+        qInfo("perplexity: event loop blocked at most %.1f ms (longest wall-clock gap %.1f ms)", probe.maxBusyMs(),
+              probe.maxGapMs());
         QVERIFY2(probe.maxBusyMs() < 50.0, qPrintable(QString::number(probe.maxBusyMs())));
         QCOMPARE(panel->history()->rowCount(), 1);
         const auto& rec = panel->history()->record(0);

@@ -56,7 +56,8 @@ std::vector<double> HistogramChart::plottedCounts() const
     // Two points per bin (left and right edge at the bin's height).
     std::vector<double> out;
     const auto pts = m_series->points();
-    for (qsizetype i = 0; i + 1 < pts.size(); i += 2) out.push_back(pts[i].y());
+    for (qsizetype i = 0; i + 1 < pts.size(); i += 2)
+        out.push_back(pts[i].y());
     return out;
 }
 
@@ -81,8 +82,7 @@ void HistogramChart::rebuild()
     else m_yLinear->setRange(0, maxCount * 1.05);
 }
 
-ChannelChart::ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle,
-                           QWidget* parent)
+ChannelChart::ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle, QWidget* parent)
     : QChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_y(new QValueAxis)
 {
     setRenderHint(QPainter::Antialiasing);

@@ -40,8 +40,7 @@ private:
 class ChannelChart : public QChartView {
     Q_OBJECT
 public:
-    ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle,
-                 QWidget* parent = nullptr);
+    ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle, QWidget* parent = nullptr);
     void setValues(const std::vector<float>& values);
     QLineSeries* series() const { return m_series; }
 

@@ -51,7 +51,8 @@ void LayerErrorChart::setRuns(const QStringList& names, const std::vector<std::v
     std::size_t layers = 0;
     double maxV = 0;
     int worst = -1;
-    for (const auto& v : values) layers = std::max(layers, v.size());
+    for (const auto& v : values)
+        layers = std::max(layers, v.size());
     for (std::size_t r = 0; r < values.size(); ++r) {
         auto* set = new QBarSet(r < std::size_t(names.size()) ? names[qsizetype(r)] : QString());
         QList<qreal> list;
@@ -68,7 +69,8 @@ void LayerErrorChart::setRuns(const QStringList& names, const std::vector<std::v
         m_series->append(set);
     }
     QStringList cats;
-    for (std::size_t l = 0; l < layers; ++l) cats << QString::number(l);
+    for (std::size_t l = 0; l < layers; ++l)
+        cats << QString::number(l);
     m_x->setCategories(cats);
     // The legend of a bar series refilled in place does not always lay out again (Qt 6.4), so
     // the run names and their colours go into the title.
@@ -89,7 +91,8 @@ std::vector<double> LayerErrorChart::plotted(int set) const
     std::vector<double> out;
     const auto sets = m_series->barSets();
     if (set < 0 || set >= sets.size()) return out;
-    for (qsizetype i = 0; i < sets[set]->count(); ++i) out.push_back(sets[set]->at(i));
+    for (qsizetype i = 0; i < sets[set]->count(); ++i)
+        out.push_back(sets[set]->at(i));
     return out;
 }
 
@@ -110,7 +113,8 @@ QuantHistogramChart::QuantHistogramChart(QWidget* parent)
     QPen afterPen(QColor(220, 80, 40));
     afterPen.setWidthF(1.5);
     m_after->setPen(afterPen);
-    for (auto* s : {m_grid, m_before, m_after}) c->addSeries(s);
+    for (auto* s : {m_grid, m_before, m_after})
+        c->addSeries(s);
     m_x->setTitleText(tr("weight value"));
     m_y->setTitleText(tr("count"));
     m_y->setLabelFormat(QStringLiteral("%d"));
@@ -134,7 +138,8 @@ void QuantHistogramChart::setData(const eval::Histogram& before, const eval::His
     // A comb: up and down at every level, joined along the baseline.
     QList<QPointF> comb;
     comb.reserve(qsizetype(gridLevels.size() * 3));
-    for (double g : gridLevels) comb << QPointF(g, 0) << QPointF(g, top) << QPointF(g, 0);
+    for (double g : gridLevels)
+        comb << QPointF(g, 0) << QPointF(g, top) << QPointF(g, 0);
     m_grid->replace(comb);
     double lo = std::min(before.lo, after.lo), hi = std::max(before.hi, after.hi);
     for (double g : gridLevels) {

@@ -14,8 +14,7 @@ class PlanCommand : public QUndoCommand {
 public:
     PlanCommand(PlanTableModel* model, pipeline::QuantPlan before, pipeline::QuantPlan after, const QString& text)
         : QUndoCommand(text), m_model(model), m_before(std::move(before)), m_after(std::move(after))
-    {
-    }
+    {}
     void redo() override { m_model->setPlanDirect(m_after); }
     void undo() override { m_model->setPlanDirect(m_before); }
 
@@ -50,15 +49,11 @@ std::optional<bool> boolFromVariant(const QVariant& v)
 
 } // namespace
 
-pipeline::QuantPlan defaultGuiPlan()
-{
-    return pipeline::uniformQuantPlan(quant::Method::Gptq, 4, 128, false);
-}
+pipeline::QuantPlan defaultGuiPlan() { return pipeline::uniformQuantPlan(quant::Method::Gptq, 4, 128, false); }
 
 PlanTableModel::PlanTableModel(QUndoStack* undo, QObject* parent)
     : QAbstractTableModel(parent), m_undo(undo), m_plan(defaultGuiPlan())
-{
-}
+{}
 
 void PlanTableModel::setConfig(const std::optional<ModelConfig>& config)
 {
@@ -149,7 +144,8 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
             if (delta.sym) s.sym.reset();
             if (delta.skip) s.skip.reset();
         };
-        for (auto& r : next.rules) clear(r.settings);
+        for (auto& r : next.rules)
+            clear(r.settings);
         std::erase_if(next.rules, [](const pipeline::PlanRule& r) { return r.settings == pipeline::PlanSettings{}; });
         auto& d = next.defaults;
         if (delta.method) d.method = delta.method;
@@ -157,8 +153,9 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         if (delta.groupSize) d.groupSize = delta.groupSize;
         if (delta.sym) d.sym = delta.sym;
         if (delta.skip) d.skip = delta.skip;
-        return applyPlan(next, tr("Set %1 of every tensor to %2").arg(headerData(column, Qt::Horizontal).toString(),
-                                                                      value.toString()));
+        return applyPlan(
+            next,
+            tr("Set %1 of every tensor to %2").arg(headerData(column, Qt::Horizontal).toString(), value.toString()));
     }
     for (int row : rows) {
         if (row < 0 || row >= rowCount()) continue;
@@ -178,9 +175,9 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         next.rules.push_back({match, s});
     }
     const QString what = headerData(column, Qt::Horizontal).toString();
-    const QString text = rows.size() == 1 ? tr("Set %1 of %2 to %3").arg(what, ruleName(rows.first()), value.toString())
-                                          : tr("Set %1 of %n tensor(s) to %2", nullptr, int(rows.size()))
-                                                .arg(what, value.toString());
+    const QString text =
+        rows.size() == 1 ? tr("Set %1 of %2 to %3").arg(what, ruleName(rows.first()), value.toString())
+                         : tr("Set %1 of %n tensor(s) to %2", nullptr, int(rows.size())).arg(what, value.toString());
     return applyPlan(next, text);
 }
 
@@ -244,7 +241,8 @@ QVariant PlanTableModel::data(const QModelIndex& index, int role) const
                                                           qsizetype(quant::methodTraits(t.method).name.size()));
     case Bits: return grid.bits;
     case Group: return grid.groupSize;
-    case Bpw: return role == Qt::EditRole ? QVariant(t.bitsPerWeight) : QVariant(QString::number(t.bitsPerWeight, 'f', 3));
+    case Bpw:
+        return role == Qt::EditRole ? QVariant(t.bitsPerWeight) : QVariant(QString::number(t.bitsPerWeight, 'f', 3));
     default: return {};
     }
 }
@@ -254,10 +252,8 @@ bool PlanTableModel::setData(const QModelIndex& index, const QVariant& value, in
     if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return false;
     const int col = index.column();
     QVariant v = value;
-    if (role == Qt::CheckStateRole && (col == Sym || col == Skip))
-        v = value.toInt() == Qt::Checked;
-    else if (role != Qt::EditRole || col == Sym || col == Skip || col == Tensor || col == Bpw)
-        return false;
+    if (role == Qt::CheckStateRole && (col == Sym || col == Skip)) v = value.toInt() == Qt::Checked;
+    else if (role != Qt::EditRole || col == Sym || col == Skip || col == Tensor || col == Bpw) return false;
     if (data(index, role) == v && role == Qt::EditRole) return false;
     return setField({index.row()}, col, v).isEmpty();
 }

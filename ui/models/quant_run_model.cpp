@@ -33,7 +33,8 @@ QuantRun QuantRun::fromProjectRun(const pipeline::ProjectRun& r)
 std::vector<double> meanErrorPerLayer(const std::vector<pipeline::TensorReport>& reports)
 {
     int layers = 0;
-    for (const auto& r : reports) layers = std::max(layers, r.layer + 1);
+    for (const auto& r : reports)
+        layers = std::max(layers, r.layer + 1);
     std::vector<double> sum(std::size_t(layers), 0.0);
     std::vector<int> n(std::size_t(layers), 0);
     for (const auto& r : reports) {
@@ -41,7 +42,8 @@ std::vector<double> meanErrorPerLayer(const std::vector<pipeline::TensorReport>&
         sum[std::size_t(r.layer)] += r.relativeError;
         ++n[std::size_t(r.layer)];
     }
-    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] = n[i] ? sum[i] / n[i] : 0.0;
+    for (std::size_t i = 0; i < sum.size(); ++i)
+        sum[i] = n[i] ? sum[i] / n[i] : 0.0;
     return sum;
 }
 
@@ -149,8 +151,9 @@ QVariant TensorReportModel::data(const QModelIndex& index, int role) const
         return n;
     }
     case Method:
-        return r.skipped ? tr("skipped") : QString::fromLatin1(quant::methodTraits(r.method).name.data(),
-                                                               qsizetype(quant::methodTraits(r.method).name.size()));
+        return r.skipped ? tr("skipped")
+                         : QString::fromLatin1(quant::methodTraits(r.method).name.data(),
+                                               qsizetype(quant::methodTraits(r.method).name.size()));
     case Bits: return r.bits;
     case Bpw: return QString::number(r.bitsPerWeight, 'f', 3);
     case RelError: return r.skipped ? QStringLiteral("—") : QString::number(r.relativeError, 'f', 4);

@@ -27,7 +27,7 @@ struct QuantRun {
     std::shared_ptr<const pipeline::CalibrationSet> calib;
     std::shared_ptr<const model::Model> base; // the original model the run started from
     std::optional<double> perplexity;
-    double seconds = 0; // quantization + evaluation
+    double seconds = 0;        // quantization + evaluation
     io::JsonValue calibration; // the calibration settings (pipeline::CalibrationSource::toJson)
     // Mean relative output error of the quantized tensors of each layer (0 when all skipped).
     std::vector<double> layerErrors() const;

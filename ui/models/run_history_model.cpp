@@ -10,15 +10,9 @@ void RunHistoryModel::append(const RunRecord& r)
     endInsertRows();
 }
 
-int RunHistoryModel::rowCount(const QModelIndex& parent) const
-{
-    return parent.isValid() ? 0 : int(m_rows.size());
-}
+int RunHistoryModel::rowCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : int(m_rows.size()); }
 
-int RunHistoryModel::columnCount(const QModelIndex& parent) const
-{
-    return parent.isValid() ? 0 : ColumnCount;
-}
+int RunHistoryModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : ColumnCount; }
 
 QVariant RunHistoryModel::data(const QModelIndex& index, int role) const
 {
@@ -47,8 +41,8 @@ QVariant RunHistoryModel::data(const QModelIndex& index, int role) const
 QVariant RunHistoryModel::headerData(int section, Qt::Orientation o, int role) const
 {
     if (o != Qt::Horizontal || role != Qt::DisplayRole) return {};
-    static const char* names[] = {"Time", "Model", "Variant", "Text", "Ctx", "Scoring",
-                                  "Perplexity", "Tokens scored", "Seconds", "Tokens/s"};
+    static const char* names[] = {"Time",    "Model",      "Variant",       "Text",    "Ctx",
+                                  "Scoring", "Perplexity", "Tokens scored", "Seconds", "Tokens/s"};
     return section >= 0 && section < ColumnCount ? tr(names[section]) : QVariant();
 }
 

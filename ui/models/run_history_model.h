@@ -15,7 +15,7 @@ struct RunRecord {
     QString variant; // "F32", later the plan name
     QString text;    // evaluation text file name
     int ctx = 0;
-    QString mode;    // "all" / "second-half"
+    QString mode; // "all" / "second-half"
     double perplexity = 0;
     qint64 tokens = 0;
     double seconds = 0;

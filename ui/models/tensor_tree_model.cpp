@@ -35,7 +35,8 @@ void TensorTreeModel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkp
     if (m_checkpoint) {
         const auto layers = m_checkpoint->config.numHiddenLayers;
         m_groups.push_back({tr("Embedding"), {}, 0, 0});
-        for (qint64 l = 0; l < layers; ++l) m_groups.push_back({tr("Layer %1").arg(l), {}, 0, 0});
+        for (qint64 l = 0; l < layers; ++l)
+            m_groups.push_back({tr("Layer %1").arg(l), {}, 0, 0});
         m_groups.push_back({tr("Head"), {}, 0, 0});
         static const QRegularExpression layerRe(QStringLiteral("^model\\.layers\\.(\\d+)\\."));
         for (int i = 0; i < int(m_checkpoint->tensors.size()); ++i) {

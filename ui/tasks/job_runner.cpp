@@ -10,10 +10,7 @@
 
 namespace qb::ui {
 
-ProgressThrottle::ProgressThrottle(int intervalMs) : m_intervalMs(intervalMs)
-{
-    m_clock.start();
-}
+ProgressThrottle::ProgressThrottle(int intervalMs) : m_intervalMs(intervalMs) { m_clock.start(); }
 
 std::optional<ProgressThrottle::Update> ProgressThrottle::update(const Progress& p)
 {
@@ -54,14 +51,12 @@ JobRunner::JobRunner(QObject* parent) : QObject(parent)
     m_pool.setMaxThreadCount(2);
 }
 
-JobRunner::~JobRunner()
-{
-    cancelAllAndWait();
-}
+JobRunner::~JobRunner() { cancelAllAndWait(); }
 
 void JobRunner::cancelAllAndWait()
 {
-    for (auto& [id, cancel] : m_running) cancel();
+    for (auto& [id, cancel] : m_running)
+        cancel();
     m_pool.waitForDone();
     m_running.clear(); // their watchers report later (queued) and find nothing to erase
 }

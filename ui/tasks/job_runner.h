@@ -30,7 +30,8 @@
 
 namespace qb::ui {
 
-template <typename T> struct JobOutcome {
+template <typename T>
+struct JobOutcome {
     std::shared_ptr<const T> value; // set on success
     std::optional<Error> error;     // set on failure (ErrorCode::Cancelled when cancelled)
     bool ok() const { return value != nullptr; }
@@ -115,8 +116,7 @@ public:
             JobOutcome<T> outcome;
             if (watcher->isCanceled() || watcher->future().resultCount() == 0)
                 outcome.error = RunContext::cancelledError();
-            else
-                outcome = watcher->result();
+            else outcome = watcher->result();
             watcher->setFuture(QFuture<JobOutcome<T>>()); // the result lives on in `outcome` only
             onDone(outcome);
         });
@@ -125,7 +125,10 @@ public:
         return watcher;
     }
     // Where start() shows its jobs (the main window's status strip).
-    void setStatusHook(std::function<void(QFutureWatcherBase*, const QString&)> hook) { m_statusHook = std::move(hook); }
+    void setStatusHook(std::function<void(QFutureWatcherBase*, const QString&)> hook)
+    {
+        m_statusHook = std::move(hook);
+    }
 
     // Cancels every job still running and blocks until the pool is idle.
     void cancelAllAndWait();
@@ -134,7 +137,8 @@ public:
     // Registers a future so that cancelAllAndWait() and the destructor can cancel it. The runner
     // lets go of it as soon as it finishes, so a finished job's result (an opened checkpoint and
     // its file mappings, a quantized model) lives only as long as its observers keep it.
-    template <typename T> QFuture<T> track(QFuture<T> f)
+    template <typename T>
+    QFuture<T> track(QFuture<T> f)
     {
         const quint64 id = m_nextId++;
         m_running.emplace(id, [f]() mutable { f.cancel(); });

@@ -35,16 +35,13 @@ QString defaultTextFile(const io::Checkpoint* checkpoint, const QString& fileNam
 }
 
 ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget* parent)
-    : QWidget(parent), m_runner(runner), m_status(status), m_text(new QLineEdit),
-      m_windows(new QSpinBox), m_length(new QSpinBox), m_run(new QPushButton(tr("Run calibration"))),
-      m_title(new QLabel(tr("Run calibration, then select a linear layer's weight."))),
-      m_stats(new QLabel),
-      m_hist(new HistogramChart(tr("Activation histogram (input of the selected layer)"),
-                                tr("activation value"))),
+    : QWidget(parent), m_runner(runner), m_status(status), m_text(new QLineEdit), m_windows(new QSpinBox),
+      m_length(new QSpinBox), m_run(new QPushButton(tr("Run calibration"))),
+      m_title(new QLabel(tr("Run calibration, then select a linear layer's weight."))), m_stats(new QLabel),
+      m_hist(new HistogramChart(tr("Activation histogram (input of the selected layer)"), tr("activation value"))),
       m_maxAbs(new ChannelChart(tr("Max |x| per input channel"), tr("input channel"), tr("max |x|"))),
       m_meanSq(new ChannelChart(tr("Mean x² per input channel"), tr("input channel"), tr("mean x²"))),
-      m_weightMax(new ChannelChart(tr("Max |w| per input channel (weights)"), tr("input channel"),
-                                   tr("max |w|")))
+      m_weightMax(new ChannelChart(tr("Max |w| per input channel (weights)"), tr("input channel"), tr("max |w|")))
 {
     setObjectName(QStringLiteral("activationsPanel"));
     m_text->setObjectName(QStringLiteral("calibText"));
@@ -145,24 +142,24 @@ void ActivationsPanel::startCalibration()
     m_runner->start<pipeline::ActivationReport>(
         this, tr("Calibrating"), [req](RunContext& ctx) { return pipeline::calibrateActivations(req, &ctx); },
         [this](const JobOutcome<pipeline::ActivationReport>& outcome) {
-        m_run->setEnabled(true);
-        if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
-            Q_EMIT calibrationFinished(false, tr("cancelled"));
-            return;
-        }
-        if (!outcome.ok()) {
-            const QString msg = QString::fromStdString(outcome.error->toString());
-            m_title->setText(tr("Calibration failed: %1").arg(msg));
-            Q_EMIT calibrationFinished(false, msg);
-            return;
-        }
-        m_report = outcome.value;
-        display();
-        Q_EMIT calibrationFinished(true, tr("%1 windows of %2 tokens in %3 s")
-                                             .arg(m_report->windows)
-                                             .arg(m_report->seqlen)
-                                             .arg(m_report->seconds, 0, 'f', 2));
-    });
+            m_run->setEnabled(true);
+            if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
+                Q_EMIT calibrationFinished(false, tr("cancelled"));
+                return;
+            }
+            if (!outcome.ok()) {
+                const QString msg = QString::fromStdString(outcome.error->toString());
+                m_title->setText(tr("Calibration failed: %1").arg(msg));
+                Q_EMIT calibrationFinished(false, msg);
+                return;
+            }
+            m_report = outcome.value;
+            display();
+            Q_EMIT calibrationFinished(true, tr("%1 windows of %2 tokens in %3 s")
+                                                 .arg(m_report->windows)
+                                                 .arg(m_report->seqlen)
+                                                 .arg(m_report->seconds, 0, 'f', 2));
+        });
     m_run->setEnabled(false);
 }
 
@@ -173,14 +170,13 @@ void ActivationsPanel::display()
     if (!stats) {
         m_title->setText(m_tensor.isEmpty()
                              ? tr("Calibrated on %1 windows of %2 tokens. Select a linear layer's weight.")
-                                   .arg(m_report->windows).arg(m_report->seqlen)
+                                   .arg(m_report->windows)
+                                   .arg(m_report->seqlen)
                              : tr("%1 is not a linear layer weight: no activation statistics.").arg(m_tensor));
         return;
     }
-    m_title->setText(tr("Input of %1  (%2 tokens, %3 channels)")
-                         .arg(m_tensor)
-                         .arg(stats->tokens())
-                         .arg(stats->channels()));
+    m_title->setText(
+        tr("Input of %1  (%2 tokens, %3 channels)").arg(m_tensor).arg(stats->tokens()).arg(stats->channels()));
     const auto m = stats->moments();
     const auto maxAbs = stats->channelMaxAbs();
     QStringList top;

@@ -143,10 +143,7 @@ ExportDialog::ExportDialog(JobRunner* runner, std::shared_ptr<const io::Checkpoi
     updateControls();
 }
 
-pipeline::ExportFormat ExportDialog::format() const
-{
-    return pipeline::ExportFormat(m_format->currentData().toInt());
-}
+pipeline::ExportFormat ExportDialog::format() const { return pipeline::ExportFormat(m_format->currentData().toInt()); }
 
 void ExportDialog::updateControls()
 {
@@ -175,7 +172,7 @@ void ExportDialog::chooseOutput()
     } else {
         dialog->setAcceptMode(QFileDialog::AcceptSave);
         dialog->setNameFilter(format() == pipeline::ExportFormat::Gguf ? tr("GGUF (*.gguf)")
-                                                                      : tr("Quantbench project (*.qbproj)"));
+                                                                       : tr("Quantbench project (*.qbproj)"));
     }
     connect(dialog, &QFileDialog::fileSelected, m_path, &QLineEdit::setText);
     dialog->open();
@@ -200,35 +197,34 @@ void ExportDialog::startExport()
     ex.checkpoint = checkpoint;
     ex.run = run->toProjectRun();
     ex.target = req;
-    auto* watcher = m_runner->start<Outcome>(this, QString(), [ex](RunContext& ctx) -> Result<Outcome> {
-        return pipeline::exportRun(ex, &ctx);
-    }, [this](const JobOutcome<Outcome>& outcome) {
-        m_watcher = nullptr;
-        m_bar->setRange(0, 1000);
-        updateControls();
-        if (!outcome.ok()) {
-            m_bar->setValue(0);
-            if (outcome.error->code == ErrorCode::Cancelled) {
-                m_status->setText(tr("Export cancelled (nothing was replaced)."));
-                Q_EMIT exportFinished(false, tr("cancelled"));
+    auto* watcher = m_runner->start<Outcome>(
+        this, QString(), [ex](RunContext& ctx) -> Result<Outcome> { return pipeline::exportRun(ex, &ctx); },
+        [this](const JobOutcome<Outcome>& outcome) {
+            m_watcher = nullptr;
+            m_bar->setRange(0, 1000);
+            updateControls();
+            if (!outcome.ok()) {
+                m_bar->setValue(0);
+                if (outcome.error->code == ErrorCode::Cancelled) {
+                    m_status->setText(tr("Export cancelled (nothing was replaced)."));
+                    Q_EMIT exportFinished(false, tr("cancelled"));
+                    return;
+                }
+                QString msg = QString::fromStdString(outcome.error->toString());
+                if (outcome.error->code == ErrorCode::Unsupported && format() == pipeline::ExportFormat::Gptq &&
+                    !m_round->isChecked())
+                    msg += tr("\nTick \"Round real-valued zero-points\" to round what GPTQ cannot hold.");
+                m_status->setText(tr("Export failed: %1").arg(msg));
+                Q_EMIT exportFinished(false, msg);
                 return;
             }
-            QString msg = QString::fromStdString(outcome.error->toString());
-            if (outcome.error->code == ErrorCode::Unsupported && format() == pipeline::ExportFormat::Gptq &&
-                !m_round->isChecked())
-                msg += tr("\nTick \"Round real-valued zero-points\" to round what GPTQ cannot hold.");
-            m_status->setText(tr("Export failed: %1").arg(msg));
-            Q_EMIT exportFinished(false, msg);
-            return;
-        }
-        m_bar->setValue(1000);
-        showOutcome(*outcome.value);
-        Q_EMIT exportFinished(true, QString::fromStdString(outcome.value->path));
-    });
+            m_bar->setValue(1000);
+            showOutcome(*outcome.value);
+            Q_EMIT exportFinished(true, QString::fromStdString(outcome.value->path));
+        });
     m_watcher = watcher;
-    connect(watcher, &QFutureWatcherBase::progressRangeChanged, m_bar, [this](int lo, int hi) {
-        m_bar->setRange(lo, hi);
-    });
+    connect(watcher, &QFutureWatcherBase::progressRangeChanged, m_bar,
+            [this](int lo, int hi) { m_bar->setRange(lo, hi); });
     connect(watcher, &QFutureWatcherBase::progressValueChanged, m_bar, &QProgressBar::setValue);
     connect(watcher, &QFutureWatcherBase::progressTextChanged, m_status, &QLabel::setText);
     updateControls();
@@ -251,12 +247,14 @@ void ExportDialog::showOutcome(const Outcome& o)
             addRow(t.name, QString::fromLatin1(io::ggmlTypeName(int(t.type))), t.exact, t.maxAbsDiff);
     } else if (o.gptq) {
         std::map<std::string, double> change;
-        for (const auto& i : o.gptq->analysis.issues) change[i.tensor] = std::max(change[i.tensor], i.maxAbsChange);
+        for (const auto& i : o.gptq->analysis.issues)
+            change[i.tensor] = std::max(change[i.tensor], i.maxAbsChange);
         for (const auto& n : o.gptq->analysis.quantized) {
             const double d = change.count(n) ? change[n] : 0.0;
             addRow(n, tr("GPTQ int%1").arg(o.gptq->analysis.bits), d == 0.0, d);
         }
-        for (const auto& n : o.gptq->analysis.unquantized) addRow(n, tr("unquantized"), true, 0.0);
+        for (const auto& n : o.gptq->analysis.unquantized)
+            addRow(n, tr("unquantized"), true, 0.0);
     } else if (o.safetensors) {
         const QString type = QString::fromLatin1(dtypeName(o.safetensors->gridDtype));
         for (const auto& r : m_run->result->tensors)
@@ -264,11 +262,13 @@ void ExportDialog::showOutcome(const Outcome& o)
     } else if (o.format == pipeline::ExportFormat::Qbproj) {
         for (std::size_t i = 0; i < m_run->result->tensors.size(); ++i)
             if (i < m_run->result->codes.size() && m_run->result->codes[i])
-                addRow(m_run->result->tensors[i].name, tr("grid %1-bit").arg(m_run->result->tensors[i].bits), true, 0.0);
+                addRow(m_run->result->tensors[i].name, tr("grid %1-bit").arg(m_run->result->tensors[i].bits), true,
+                       0.0);
     }
     QString v = o.verified ? tr("Verification passed.") : tr("Verification FAILED.");
     if (!o.verifySummary.empty()) v += QLatin1Char('\n') + QString::fromStdString(o.verifySummary).trimmed();
-    for (const auto& w : o.warnings) v += QLatin1Char('\n') + tr("warning: %1").arg(QString::fromStdString(w));
+    for (const auto& w : o.warnings)
+        v += QLatin1Char('\n') + tr("warning: %1").arg(QString::fromStdString(w));
     m_verify->setText(v);
     m_status->setText(tr("Wrote %1 (%2 bytes)").arg(QString::fromStdString(o.path)).arg(qulonglong(o.bytes)));
 }

@@ -39,9 +39,8 @@ void JobStatus::watch(QFutureWatcherBase* watcher, const QString& title)
         m_bar->setValue(v);
         updateEta();
     });
-    connect(watcher, &QFutureWatcherBase::progressTextChanged, this, [this](const QString& t) {
-        m_label->setText(m_title + QStringLiteral(" - ") + t);
-    });
+    connect(watcher, &QFutureWatcherBase::progressTextChanged, this,
+            [this](const QString& t) { m_label->setText(m_title + QStringLiteral(" - ") + t); });
     connect(m_cancel, &QPushButton::clicked, watcher, [this, watcher] {
         m_cancel->setEnabled(false);
         m_label->setText(m_title + tr(" - cancelling..."));

@@ -62,8 +62,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_runner(new JobR
 QString MainWindow::versionText()
 {
     return QStringLiteral("Quantbench %1\nQt %2 (built with %3)\nEigen %4.%5.%6")
-        .arg(QStringLiteral(QB_VERSION), QString::fromLatin1(qVersion()),
-             QStringLiteral(QT_VERSION_STR))
+        .arg(QStringLiteral(QB_VERSION), QString::fromLatin1(qVersion()), QStringLiteral(QT_VERSION_STR))
         .arg(EIGEN_WORLD_VERSION)
         .arg(EIGEN_MAJOR_VERSION)
         .arg(EIGEN_MINOR_VERSION);
@@ -143,8 +142,7 @@ void MainWindow::createMenus()
     openDemo->setObjectName(QStringLiteral("actionOpenDemo"));
     connect(openDemo, &QAction::triggered, this, [this] {
         const QString demo = bundledDemoPath();
-        if (demo.isEmpty())
-            QMessageBox::warning(this, tr("Demo model"), tr("The bundled demo model was not found."));
+        if (demo.isEmpty()) QMessageBox::warning(this, tr("Demo model"), tr("The bundled demo model was not found."));
         else openModel(demo);
     });
     file->addSeparator();
@@ -237,33 +235,33 @@ void MainWindow::openModel(const QString& path)
     }
     const std::string p = path.toStdString();
     m_runner->start<io::Checkpoint>(
-        this, tr("Opening %1").arg(QFileInfo(path).fileName()),[p](RunContext& ctx) -> Result<io::Checkpoint> {
-        ctx.beginStage("open", 0, p);
-        auto r = io::openCheckpoint(p);
-        if (ctx.isCancelled()) return RunContext::cancelledError(p);
-        return r;
-    },
+        this, tr("Opening %1").arg(QFileInfo(path).fileName()),
+        [p](RunContext& ctx) -> Result<io::Checkpoint> {
+            ctx.beginStage("open", 0, p);
+            auto r = io::openCheckpoint(p);
+            if (ctx.isCancelled()) return RunContext::cancelledError(p);
+            return r;
+        },
         [this, path](const JobOutcome<io::Checkpoint>& outcome) {
-        if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
-            statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
-            return;
-        }
-        if (!outcome.ok()) {
-            const QString msg = QString::fromStdString(outcome.error->toString());
-            statusBar()->showMessage(tr("Cannot open %1").arg(path), 5000);
-            auto* box = new QMessageBox(QMessageBox::Critical, tr("Cannot open model"),
-                                        tr("Cannot open %1:\n\n%2").arg(path, msg),
-                                        QMessageBox::Ok, this);
-            box->setObjectName(QStringLiteral("openErrorBox"));
-            box->setAttribute(Qt::WA_DeleteOnClose);
-            box->open();
-            Q_EMIT modelLoadFailed(path, msg);
-            return;
-        }
-        showCheckpoint(outcome.value);
-        addRecent(path);
-        Q_EMIT modelLoaded(path);
-    });
+            if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
+                statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
+                return;
+            }
+            if (!outcome.ok()) {
+                const QString msg = QString::fromStdString(outcome.error->toString());
+                statusBar()->showMessage(tr("Cannot open %1").arg(path), 5000);
+                auto* box = new QMessageBox(QMessageBox::Critical, tr("Cannot open model"),
+                                            tr("Cannot open %1:\n\n%2").arg(path, msg), QMessageBox::Ok, this);
+                box->setObjectName(QStringLiteral("openErrorBox"));
+                box->setAttribute(Qt::WA_DeleteOnClose);
+                box->open();
+                Q_EMIT modelLoadFailed(path, msg);
+                return;
+            }
+            showCheckpoint(outcome.value);
+            addRecent(path);
+            Q_EMIT modelLoaded(path);
+        });
     statusBar()->showMessage(tr("Opening %1...").arg(path));
 }
 
@@ -275,10 +273,10 @@ void MainWindow::showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint
     m_perplexity->setCheckpoint(m_checkpoint);
     m_explorer->setCheckpoint(m_checkpoint);
     m_statusModel->setText(statusSummary());
-    setWindowTitle(QStringLiteral("Quantbench - %1").arg(QFileInfo(QString::fromStdString(m_checkpoint->path)).fileName()));
+    setWindowTitle(
+        QStringLiteral("Quantbench - %1").arg(QFileInfo(QString::fromStdString(m_checkpoint->path)).fileName()));
     QString msg = tr("Opened %1").arg(QString::fromStdString(m_checkpoint->path));
-    if (!m_checkpoint->warnings.empty())
-        msg += tr(" (%n warning(s))", nullptr, int(m_checkpoint->warnings.size()));
+    if (!m_checkpoint->warnings.empty()) msg += tr(" (%n warning(s))", nullptr, int(m_checkpoint->warnings.size()));
     statusBar()->showMessage(msg, 8000);
 }
 
@@ -286,7 +284,8 @@ QString MainWindow::statusSummary() const
 {
     if (!m_checkpoint) return tr("No model loaded");
     qint64 params = 0;
-    for (const auto& t : m_checkpoint->tensors) params += t.numel();
+    for (const auto& t : m_checkpoint->tensors)
+        params += t.numel();
     const auto& c = m_checkpoint->config;
     return tr("%1 | %2 | %3 layers | %4 params | %5 | %6")
         .arg(QFileInfo(QString::fromStdString(m_checkpoint->path)).fileName(),
@@ -303,7 +302,8 @@ void MainWindow::addRecent(const QString& path)
     const QString abs = QFileInfo(path).absoluteFilePath();
     recent.removeAll(abs);
     recent.prepend(abs);
-    while (recent.size() > kMaxRecent) recent.removeLast();
+    while (recent.size() > kMaxRecent)
+        recent.removeLast();
     settings.setValue(kRecentKey, recent);
     rebuildRecentMenu();
 }
@@ -329,8 +329,7 @@ void MainWindow::dropEvent(QDropEvent* event)
     const auto urls = event->mimeData()->urls();
     if (urls.isEmpty() || !urls.first().isLocalFile()) return;
     QFileInfo fi(urls.first().toLocalFile());
-    openModel(fi.fileName() == QLatin1String("config.json") ? fi.absolutePath()
-                                                           : fi.absoluteFilePath());
+    openModel(fi.fileName() == QLatin1String("config.json") ? fi.absolutePath() : fi.absoluteFilePath());
     event->acceptProposedAction();
 }
 
@@ -348,7 +347,8 @@ namespace qb::ui {
 
 void MainWindow::projectError(const QString& title, const QString& path, const QString& message)
 {
-    auto* box = new QMessageBox(QMessageBox::Critical, title, tr("%1:\n\n%2").arg(path, message), QMessageBox::Ok, this);
+    auto* box =
+        new QMessageBox(QMessageBox::Critical, title, tr("%1:\n\n%2").arg(path, message), QMessageBox::Ok, this);
     box->setObjectName(QStringLiteral("projectErrorBox"));
     box->setAttribute(Qt::WA_DeleteOnClose);
     box->open();
@@ -398,7 +398,8 @@ void MainWindow::saveProjectDialog()
 
 void MainWindow::openProjectDialog()
 {
-    auto* dialog = new QFileDialog(this, tr("Open Project"), QString(), tr("Quantbench project (*.qbproj);;All files (*)"));
+    auto* dialog =
+        new QFileDialog(this, tr("Open Project"), QString(), tr("Quantbench project (*.qbproj);;All files (*)"));
     dialog->setObjectName(QStringLiteral("openProjectDialog"));
     dialog->setAttribute(Qt::WA_DeleteOnClose);
     dialog->setFileMode(QFileDialog::ExistingFile);
@@ -436,20 +437,21 @@ void MainWindow::saveProject(const QString& path)
         this, tr("Saving %1").arg(QFileInfo(path).fileName()),
         [req](RunContext& ctx) { return pipeline::saveProject(req, &ctx); },
         [this, path](const JobOutcome<pipeline::SavedProject>& outcome) {
-        if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
-            statusBar()->showMessage(tr("Saving %1 cancelled").arg(path), 5000);
-            Q_EMIT projectSaved(path, false, tr("cancelled"));
-            return;
-        }
-        if (!outcome.ok()) {
-            const QString msg = QString::fromStdString(outcome.error->toString());
-            projectError(tr("Cannot save project"), path, msg);
-            Q_EMIT projectSaved(path, false, msg);
-            return;
-        }
-        statusBar()->showMessage(tr("Saved %1 (%n quantized tensor(s))", nullptr, int(outcome.value->tensors)).arg(path), 8000);
-        Q_EMIT projectSaved(path, true, QString());
-    });
+            if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
+                statusBar()->showMessage(tr("Saving %1 cancelled").arg(path), 5000);
+                Q_EMIT projectSaved(path, false, tr("cancelled"));
+                return;
+            }
+            if (!outcome.ok()) {
+                const QString msg = QString::fromStdString(outcome.error->toString());
+                projectError(tr("Cannot save project"), path, msg);
+                Q_EMIT projectSaved(path, false, msg);
+                return;
+            }
+            statusBar()->showMessage(
+                tr("Saved %1 (%n quantized tensor(s))", nullptr, int(outcome.value->tensors)).arg(path), 8000);
+            Q_EMIT projectSaved(path, true, QString());
+        });
 }
 
 void MainWindow::openProject(const QString& path)
@@ -465,35 +467,38 @@ void MainWindow::openProject(const QString& path)
         this, tr("Opening project %1").arg(QFileInfo(path).fileName()),
         [req](RunContext& ctx) { return pipeline::openProject(req, &ctx); },
         [this, path](const JobOutcome<pipeline::OpenedProject>& outcome) {
-        if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
-            statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
-            Q_EMIT projectOpenFailed(path, tr("cancelled"));
-            return;
-        }
-        if (!outcome.ok()) {
-            const QString msg = QString::fromStdString(outcome.error->toString());
-            projectError(tr("Cannot open project"), path, msg);
-            Q_EMIT projectOpenFailed(path, msg);
-            return;
-        }
-        const pipeline::OpenedProject& lp = *outcome.value;
-        const QString modelPath = QString::fromStdString(lp.model.path.empty() ? lp.checkpoint->path : lp.model.path);
-        showCheckpoint(lp.checkpoint);
-        addRecent(modelPath);
-        Q_EMIT modelLoaded(modelPath); // the panels take the model (the quantize panel first)
-        QString msg = tr("Opened project %1").arg(path);
-        if (lp.plan) {
-            const QString err = m_quantize->planEditor()->model()->applyPlan(*lp.plan, tr("Open project"));
-            if (!err.isEmpty()) msg += tr(" (plan: %1)").arg(err);
-        }
-        std::vector<std::shared_ptr<QuantRun>> runs;
-        for (const auto& r : lp.runs) runs.push_back(std::make_shared<QuantRun>(QuantRun::fromProjectRun(r)));
-        m_quantize->restoreRuns(runs);
-        for (const auto& w : lp.warnings) msg += QStringLiteral("; ") + QString::fromStdString(w);
-        setWindowTitle(QStringLiteral("Quantbench - %1").arg(QFileInfo(path).fileName()));
-        statusBar()->showMessage(msg, 8000);
-        Q_EMIT projectOpened(path);
-    });
+            if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
+                statusBar()->showMessage(tr("Opening %1 cancelled").arg(path), 5000);
+                Q_EMIT projectOpenFailed(path, tr("cancelled"));
+                return;
+            }
+            if (!outcome.ok()) {
+                const QString msg = QString::fromStdString(outcome.error->toString());
+                projectError(tr("Cannot open project"), path, msg);
+                Q_EMIT projectOpenFailed(path, msg);
+                return;
+            }
+            const pipeline::OpenedProject& lp = *outcome.value;
+            const QString modelPath =
+                QString::fromStdString(lp.model.path.empty() ? lp.checkpoint->path : lp.model.path);
+            showCheckpoint(lp.checkpoint);
+            addRecent(modelPath);
+            Q_EMIT modelLoaded(modelPath); // the panels take the model (the quantize panel first)
+            QString msg = tr("Opened project %1").arg(path);
+            if (lp.plan) {
+                const QString err = m_quantize->planEditor()->model()->applyPlan(*lp.plan, tr("Open project"));
+                if (!err.isEmpty()) msg += tr(" (plan: %1)").arg(err);
+            }
+            std::vector<std::shared_ptr<QuantRun>> runs;
+            for (const auto& r : lp.runs)
+                runs.push_back(std::make_shared<QuantRun>(QuantRun::fromProjectRun(r)));
+            m_quantize->restoreRuns(runs);
+            for (const auto& w : lp.warnings)
+                msg += QStringLiteral("; ") + QString::fromStdString(w);
+            setWindowTitle(QStringLiteral("Quantbench - %1").arg(QFileInfo(path).fileName()));
+            statusBar()->showMessage(msg, 8000);
+            Q_EMIT projectOpened(path);
+        });
 }
 
 } // namespace qb::ui

@@ -43,11 +43,10 @@ ModelExplorer::ModelExplorer(QWidget* parent)
         m_proxy->setFilterFixedString(text);
         if (!text.isEmpty()) m_view->expandAll();
     });
-    connect(m_view->selectionModel(), &QItemSelectionModel::currentChanged, this,
-            [this](const QModelIndex& current) {
-                const QString name = current.data(TensorTreeModel::TensorNameRole).toString();
-                if (!name.isEmpty()) Q_EMIT tensorSelected(name);
-            });
+    connect(m_view->selectionModel(), &QItemSelectionModel::currentChanged, this, [this](const QModelIndex& current) {
+        const QString name = current.data(TensorTreeModel::TensorNameRole).toString();
+        if (!name.isEmpty()) Q_EMIT tensorSelected(name);
+    });
 }
 
 void ModelExplorer::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)

@@ -80,8 +80,7 @@ void PerplexityPanel::startEvaluation()
     req.textPath = textPath.toStdString();
     req.options = opt;
     m_runner->start<pipeline::EvaluateOutcome>(
-        this, tr("Evaluating perplexity"),
-        [req](RunContext& ctx) { return pipeline::evaluateModel(req, &ctx); },
+        this, tr("Evaluating perplexity"), [req](RunContext& ctx) { return pipeline::evaluateModel(req, &ctx); },
         [this, textPath, checkpoint](const JobOutcome<pipeline::EvaluateOutcome>& outcome) {
             m_run->setEnabled(true);
             if (!outcome.ok()) {

@@ -54,10 +54,10 @@ public:
 } // namespace
 
 PlanEditor::PlanEditor(QWidget* parent)
-    : QWidget(parent), m_undo(new QUndoStack(this)), m_model(new PlanTableModel(m_undo, this)),
-      m_table(new QTableView), m_bulkField(new QComboBox), m_bulkValue(new QLineEdit),
-      m_bulkApply(new QPushButton(tr("Apply to selected"))), m_json(new QPlainTextEdit),
-      m_jsonApply(new QPushButton(tr("Apply JSON"))), m_message(new QLabel), m_totals(new QLabel)
+    : QWidget(parent), m_undo(new QUndoStack(this)), m_model(new PlanTableModel(m_undo, this)), m_table(new QTableView),
+      m_bulkField(new QComboBox), m_bulkValue(new QLineEdit), m_bulkApply(new QPushButton(tr("Apply to selected"))),
+      m_json(new QPlainTextEdit), m_jsonApply(new QPushButton(tr("Apply JSON"))), m_message(new QLabel),
+      m_totals(new QLabel)
 {
     setObjectName(QStringLiteral("planEditor"));
     m_table->setObjectName(QStringLiteral("planTable"));
@@ -194,7 +194,8 @@ void PlanEditor::showMessage(const QString& text, bool error)
 void PlanEditor::applyBulk()
 {
     QList<int> rows;
-    for (const QModelIndex& i : m_table->selectionModel()->selectedRows()) rows << i.row();
+    for (const QModelIndex& i : m_table->selectionModel()->selectedRows())
+        rows << i.row();
     std::sort(rows.begin(), rows.end());
     const QString err = m_model->setField(rows, m_bulkField->currentData().toInt(), m_bulkValue->text());
     if (err.isEmpty()) showMessage(tr("Applied to %n tensor(s)", nullptr, int(rows.size())), false);
@@ -211,8 +212,10 @@ void PlanEditor::applyJson()
     const QString err = m_model->applyPlan(*plan, tr("Edit plan JSON"));
     if (err.isEmpty()) {
         QStringList warn;
-        for (const auto& w : m_model->resolved().warnings) warn << QString::fromStdString(w.detail);
-        showMessage(warn.isEmpty() ? tr("Plan applied") : tr("Plan applied; warnings: %1").arg(warn.join(QStringLiteral("; "))),
+        for (const auto& w : m_model->resolved().warnings)
+            warn << QString::fromStdString(w.detail);
+        showMessage(warn.isEmpty() ? tr("Plan applied")
+                                   : tr("Plan applied; warnings: %1").arg(warn.join(QStringLiteral("; "))),
                     false);
     } else showMessage(err, true);
 }
@@ -236,8 +239,8 @@ QString PlanEditor::savePlanFile(const QString& path)
 
 void PlanEditor::openDialog(bool save)
 {
-    auto* d = new QFileDialog(this, save ? tr("Save plan") : tr("Load plan"), QString(),
-                              tr("Plans (*.json);;All files (*)"));
+    auto* d =
+        new QFileDialog(this, save ? tr("Save plan") : tr("Load plan"), QString(), tr("Plans (*.json);;All files (*)"));
     d->setAttribute(Qt::WA_DeleteOnClose);
     d->setAcceptMode(save ? QFileDialog::AcceptSave : QFileDialog::AcceptOpen);
     d->setFileMode(save ? QFileDialog::AnyFile : QFileDialog::ExistingFile);

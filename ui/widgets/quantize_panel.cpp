@@ -38,10 +38,10 @@ constexpr int kEvalCtx = 128;
 QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* parent)
     : QWidget(parent), m_runner(runner), m_status(status), m_plan(new PlanEditor), m_runs(new QuantRunModel(this)),
       m_reports(new TensorReportModel(this)), m_reportTable(new QTableView),
-      m_layerChart(new LayerErrorChart(tr("Per-layer error"))),
-      m_tensorView(new TensorErrorView(runner)), m_compare(new RunCompareView(m_runs)), m_views(new QTabWidget),
-      m_calibText(new QLineEdit), m_windows(new QSpinBox), m_length(new QSpinBox),
-      m_evalPpl(new QCheckBox(tr("Perplexity after run"))), m_run(new QPushButton(tr("Quantize"))), m_totals(new QLabel)
+      m_layerChart(new LayerErrorChart(tr("Per-layer error"))), m_tensorView(new TensorErrorView(runner)),
+      m_compare(new RunCompareView(m_runs)), m_views(new QTabWidget), m_calibText(new QLineEdit),
+      m_windows(new QSpinBox), m_length(new QSpinBox), m_evalPpl(new QCheckBox(tr("Perplexity after run"))),
+      m_run(new QPushButton(tr("Quantize"))), m_totals(new QLabel)
 {
     setObjectName(QStringLiteral("quantizePanel"));
     m_calibText->setObjectName(QStringLiteral("quantCalibText"));
@@ -69,7 +69,8 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     m_reportTable->verticalHeader()->hide();
     m_reportTable->verticalHeader()->setDefaultSectionSize(22);
     m_reportTable->setColumnWidth(TensorReportModel::Tensor, 210);
-    for (int c : {TensorReportModel::Method, TensorReportModel::Bits, TensorReportModel::Bpw, TensorReportModel::RelError})
+    for (int c :
+         {TensorReportModel::Method, TensorReportModel::Bits, TensorReportModel::Bpw, TensorReportModel::RelError})
         m_reportTable->setColumnWidth(c, 72);
     m_reportTable->horizontalHeader()->setStretchLastSection(true);
     auto* results = new QSplitter(Qt::Horizontal);
@@ -97,9 +98,8 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     layout->addWidget(m_views, 1);
 
     connect(m_run, &QPushButton::clicked, this, &QuantizePanel::startQuantize);
-    connect(m_plan, &PlanEditor::planChanged, this, [this] {
-        m_totals->setText(tr("Plan: %1").arg(m_plan->model()->totalsText()));
-    });
+    connect(m_plan, &PlanEditor::planChanged, this,
+            [this] { m_totals->setText(tr("Plan: %1").arg(m_plan->model()->totalsText())); });
     m_totals->setText(tr("Plan: %1").arg(m_plan->model()->totalsText()));
     connect(m_reportTable->selectionModel(), &QItemSelectionModel::currentRowChanged, this,
             [this](const QModelIndex& cur) {
@@ -127,7 +127,8 @@ void QuantizePanel::showTensor(const QString& name)
 void QuantizePanel::refreshLayerChart()
 {
     std::vector<pipeline::TensorReport> all;
-    for (int r = 0; r < m_reports->rowCount(); ++r) all.push_back(m_reports->report(r));
+    for (int r = 0; r < m_reports->rowCount(); ++r)
+        all.push_back(m_reports->report(r));
     const QString name = m_current ? tr("run %1").arg(m_current->id) : tr("running");
     m_layerChart->setRuns({name}, {meanErrorPerLayer(all)});
 }
@@ -167,8 +168,8 @@ void QuantizePanel::startQuantize()
         m_evalPpl->isChecked() && !evalPath.isEmpty())
         req.evalTextPath = evalPath.toStdString();
     req.evalOptions.ctx = kEvalCtx;
-    req.base = m_base;          // the original model of an earlier run, reused
-    req.keepBaseLayers = true;  // the what-if analysis needs the original layers
+    req.base = m_base;         // the original model of an earlier run, reused
+    req.keepBaseLayers = true; // the what-if analysis needs the original layers
     // The reports cross to the GUI thread by a queued call (this panel outlives the job: the
     // runner, created before it, cancels and waits first).
     req.options.onLayerDone = [this, serial](int layer, const std::vector<pipeline::TensorReport>& reports) {
@@ -180,37 +181,40 @@ void QuantizePanel::startQuantize()
     run->planJson = QString::fromStdString(io::toJsonText(pipeline::quantPlanToJson(plan)));
     run->calibration = req.calibration.toJson();
 
-    m_runner->start<QuantRun>(this, tr("Quantizing (%1)").arg(run->summary), [req, run](RunContext& ctx) -> Result<QuantRun> {
-        QB_TRY(outcome, pipeline::quantizeModel(req, &ctx));
-        QuantRun out = *run;
-        out.result = outcome->result;
-        out.calib = outcome->calibration;
-        out.base = outcome->base;
-        if (outcome->perplexity) out.perplexity = outcome->perplexity->perplexity;
-        out.seconds = outcome->seconds;
-        return out;
-    }, [this, serial](const JobOutcome<QuantRun>& outcome) {
-        m_run->setEnabled(m_checkpoint != nullptr);
-        if (!outcome.ok()) {
-            Q_EMIT quantizeFinished(false, outcome.error->code == ErrorCode::Cancelled
-                                               ? tr("cancelled")
-                                               : QString::fromStdString(outcome.error->toString()));
-            return;
-        }
-        auto run = std::make_shared<QuantRun>(*outcome.value);
-        run->id = m_nextId++;
-        if (serial == m_serial && run->base) m_base = run->base;
-        m_current = run;
-        m_reports->setReports(run->result->tensors);
-        refreshLayerChart();
-        m_runs->append(run);
-        m_tensorView->setRun(run);
-        Q_EMIT quantizeFinished(true, tr("run %1: %2 bits/weight%3")
-                                          .arg(run->id)
-                                          .arg(run->result->bitsPerWeight, 0, 'f', 3)
-                                          .arg(run->perplexity ? tr(", perplexity %1").arg(*run->perplexity, 0, 'f', 3)
-                                                               : QString()));
-    });
+    m_runner->start<QuantRun>(
+        this, tr("Quantizing (%1)").arg(run->summary),
+        [req, run](RunContext& ctx) -> Result<QuantRun> {
+            QB_TRY(outcome, pipeline::quantizeModel(req, &ctx));
+            QuantRun out = *run;
+            out.result = outcome->result;
+            out.calib = outcome->calibration;
+            out.base = outcome->base;
+            if (outcome->perplexity) out.perplexity = outcome->perplexity->perplexity;
+            out.seconds = outcome->seconds;
+            return out;
+        },
+        [this, serial](const JobOutcome<QuantRun>& outcome) {
+            m_run->setEnabled(m_checkpoint != nullptr);
+            if (!outcome.ok()) {
+                Q_EMIT quantizeFinished(false, outcome.error->code == ErrorCode::Cancelled
+                                                   ? tr("cancelled")
+                                                   : QString::fromStdString(outcome.error->toString()));
+                return;
+            }
+            auto run = std::make_shared<QuantRun>(*outcome.value);
+            run->id = m_nextId++;
+            if (serial == m_serial && run->base) m_base = run->base;
+            m_current = run;
+            m_reports->setReports(run->result->tensors);
+            refreshLayerChart();
+            m_runs->append(run);
+            m_tensorView->setRun(run);
+            Q_EMIT quantizeFinished(
+                true, tr("run %1: %2 bits/weight%3")
+                          .arg(run->id)
+                          .arg(run->result->bitsPerWeight, 0, 'f', 3)
+                          .arg(run->perplexity ? tr(", perplexity %1").arg(*run->perplexity, 0, 'f', 3) : QString()));
+        });
     m_run->setEnabled(false);
     m_views->setCurrentIndex(1);
 }

@@ -56,9 +56,9 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     connect(m_runs, &QAbstractItemModel::rowsInserted, this, [this](const QModelIndex&, int, int last) {
         // A new run: compare it with the one before (the usual question), keep the user's choice otherwise.
         if (comparedRows().size() < 2 && last >= 1) {
-            m_table->selectionModel()->select(QItemSelection(m_runs->index(last - 1, 0),
-                                                             m_runs->index(last, QuantRunModel::ColumnCount - 1)),
-                                              QItemSelectionModel::ClearAndSelect);
+            m_table->selectionModel()->select(
+                QItemSelection(m_runs->index(last - 1, 0), m_runs->index(last, QuantRunModel::ColumnCount - 1)),
+                QItemSelectionModel::ClearAndSelect);
         }
         refresh();
     });
@@ -71,7 +71,8 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
 QList<int> RunCompareView::comparedRows() const
 {
     QList<int> rows;
-    for (const QModelIndex& i : m_table->selectionModel()->selectedRows()) rows << i.row();
+    for (const QModelIndex& i : m_table->selectionModel()->selectedRows())
+        rows << i.row();
     std::sort(rows.begin(), rows.end());
     if (rows.size() > 2) rows = rows.mid(rows.size() - 2);
     if (rows.isEmpty() && m_runs->rowCount() > 0) rows << m_runs->rowCount() - 1;

@@ -120,25 +120,28 @@ void TensorErrorView::startAnalysis()
     req.tensor = rep.name;
     req.cached = cached;
     req.histogramBins = kHistBins;
-    m_runner->start<TensorAnalysis>(this, QString(), [req, runId = run->id, tensor](RunContext& ctx) -> Result<TensorAnalysis> {
-        QB_TRY(a, pipeline::analyzeTensor(req, &ctx));
-        TensorAnalysis out;
-        static_cast<pipeline::TensorAnalysis&>(out) = std::move(*a);
-        out.runId = runId;
-        out.tensor = tensor;
-        return out;
-    }, [this, tensor](const JobOutcome<TensorAnalysis>& out) {
-        if (!out.ok() && out.error->code == ErrorCode::Cancelled) return;
-        if (tensor != m_tensor || !m_run || !out.ok() || out.value->runId != m_run->id) {
-            if (!out.ok()) m_title->setText(QString::fromStdString(out.error->toString()));
-            return;
-        }
-        m_analysis = out.value;
-        m_hessCache = m_analysis->hessians;
-        m_hessRun = m_analysis->runId;
-        display();
-        Q_EMIT analysisReady(tensor);
-    });
+    m_runner->start<TensorAnalysis>(
+        this, QString(),
+        [req, runId = run->id, tensor](RunContext& ctx) -> Result<TensorAnalysis> {
+            QB_TRY(a, pipeline::analyzeTensor(req, &ctx));
+            TensorAnalysis out;
+            static_cast<pipeline::TensorAnalysis&>(out) = std::move(*a);
+            out.runId = runId;
+            out.tensor = tensor;
+            return out;
+        },
+        [this, tensor](const JobOutcome<TensorAnalysis>& out) {
+            if (!out.ok() && out.error->code == ErrorCode::Cancelled) return;
+            if (tensor != m_tensor || !m_run || !out.ok() || out.value->runId != m_run->id) {
+                if (!out.ok()) m_title->setText(QString::fromStdString(out.error->toString()));
+                return;
+            }
+            m_analysis = out.value;
+            m_hessCache = m_analysis->hessians;
+            m_hessRun = m_analysis->runId;
+            display();
+            Q_EMIT analysisReady(tensor);
+        });
 }
 
 void TensorErrorView::display()
@@ -185,32 +188,36 @@ void TensorErrorView::startPreview()
     auto analysis = m_analysis;
     m_previewBusy = true;
     m_previewPending = false;
-    m_runner->start<pipeline::PreviewResult>(this, QString(), [run, analysis, s](RunContext& ctx) {
-        const pipeline::TensorReport& rep = run->result->tensors[analysis->index];
-        return pipeline::previewTensor(run->base->layer(rep.layer)->weight(rep.linear),
-                                       analysis->hessians->forLinear(rep.linear), s, &ctx);
-    }, [this, s, jobErr = rep.relativeError](const JobOutcome<pipeline::PreviewResult>& out) {
-        m_previewBusy = false;
-        if (!out.ok() && out.error->code == ErrorCode::Cancelled) return;
-        const auto& t = quant::methodTraits(s.method);
-        if (!out.ok()) {
-            m_previewText->setText(tr("What-if failed: %1").arg(QString::fromStdString(out.error->toString())));
-            Q_EMIT previewFinished(false, 0, 0);
-        } else {
-            const auto& r = *out.value;
-            m_previewText->setText(tr("<b>%1 %2 bits, group %3%4</b><br>relative error %5 (run: %6)<br>%7 bits/weight · %8 ms")
-                                       .arg(QString::fromLatin1(t.name.data(), qsizetype(t.name.size())))
-                                       .arg(s.bits)
-                                       .arg(s.groupSize)
-                                       .arg(s.sym && t.supportsSym ? tr(", sym") : QString())
-                                       .arg(r.relativeError, 0, 'f', 4)
-                                       .arg(jobErr, 0, 'f', 4)
-                                       .arg(r.bitsPerWeight, 0, 'f', 3)
-                                       .arg(r.seconds * 1000.0, 0, 'f', 1));
-            Q_EMIT previewFinished(true, r.relativeError, r.seconds);
-        }
-        if (m_previewPending) startPreview();
-    });
+    m_runner->start<pipeline::PreviewResult>(
+        this, QString(),
+        [run, analysis, s](RunContext& ctx) {
+            const pipeline::TensorReport& rep = run->result->tensors[analysis->index];
+            return pipeline::previewTensor(run->base->layer(rep.layer)->weight(rep.linear),
+                                           analysis->hessians->forLinear(rep.linear), s, &ctx);
+        },
+        [this, s, jobErr = rep.relativeError](const JobOutcome<pipeline::PreviewResult>& out) {
+            m_previewBusy = false;
+            if (!out.ok() && out.error->code == ErrorCode::Cancelled) return;
+            const auto& t = quant::methodTraits(s.method);
+            if (!out.ok()) {
+                m_previewText->setText(tr("What-if failed: %1").arg(QString::fromStdString(out.error->toString())));
+                Q_EMIT previewFinished(false, 0, 0);
+            } else {
+                const auto& r = *out.value;
+                m_previewText->setText(
+                    tr("<b>%1 %2 bits, group %3%4</b><br>relative error %5 (run: %6)<br>%7 bits/weight · %8 ms")
+                        .arg(QString::fromLatin1(t.name.data(), qsizetype(t.name.size())))
+                        .arg(s.bits)
+                        .arg(s.groupSize)
+                        .arg(s.sym && t.supportsSym ? tr(", sym") : QString())
+                        .arg(r.relativeError, 0, 'f', 4)
+                        .arg(jobErr, 0, 'f', 4)
+                        .arg(r.bitsPerWeight, 0, 'f', 3)
+                        .arg(r.seconds * 1000.0, 0, 'f', 1));
+                Q_EMIT previewFinished(true, r.relativeError, r.seconds);
+            }
+            if (m_previewPending) startPreview();
+        });
 }
 
 } // namespace qb::ui

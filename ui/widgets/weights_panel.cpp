@@ -17,10 +17,8 @@ WeightsPanel::WeightsPanel(JobRunner* runner, QWidget* parent)
     : QWidget(parent), m_runner(runner), m_title(new QLabel(tr("Select a tensor in the model explorer."))),
       m_stats(new QLabel), m_bins(new QSpinBox), m_log(new QCheckBox(tr("Log counts"))),
       m_hist(new HistogramChart(tr("Weight histogram"), tr("weight value"))),
-      m_outChannels(new ChannelChart(tr("Max |w| per output channel"), tr("output channel (row)"),
-                                     tr("max |w|"))),
-      m_inChannels(new ChannelChart(tr("Max |w| per input channel"), tr("input channel (column)"),
-                                    tr("max |w|")))
+      m_outChannels(new ChannelChart(tr("Max |w| per output channel"), tr("output channel (row)"), tr("max |w|"))),
+      m_inChannels(new ChannelChart(tr("Max |w| per input channel"), tr("input channel (column)"), tr("max |w|")))
 {
     setObjectName(QStringLiteral("weightsPanel"));
     m_title->setObjectName(QStringLiteral("weightsTitle"));
@@ -92,7 +90,7 @@ void WeightsPanel::recompute()
     const QString tensor = m_tensor;
     m_runner->start<WeightStatsSnapshot>(
         this, QString(), // quick: no status-strip entry
-        
+
         [checkpoint, info, bins, tensor](RunContext& ctx) -> Result<WeightStatsSnapshot> {
             ctx.beginStage("statistics", 2, tensor.toStdString());
             const auto rows = info->rows();
@@ -111,17 +109,16 @@ void WeightsPanel::recompute()
             return WeightStatsSnapshot{tensor, info->shape, std::move(stats)};
         },
         [this, generation](const JobOutcome<WeightStatsSnapshot>& outcome) {
-        if (generation != m_generation) return; // a newer selection superseded this one
-        if (!outcome.ok()) {
-            if (outcome.error->code == ErrorCode::Cancelled) return;
-            m_stats->setText(tr("Cannot read tensor: %1")
-                                 .arg(QString::fromStdString(outcome.error->toString())));
-            return;
-        }
-        m_snapshot = outcome.value;
-        display();
-        Q_EMIT statsReady(m_snapshot->tensor);
-    });
+            if (generation != m_generation) return; // a newer selection superseded this one
+            if (!outcome.ok()) {
+                if (outcome.error->code == ErrorCode::Cancelled) return;
+                m_stats->setText(tr("Cannot read tensor: %1").arg(QString::fromStdString(outcome.error->toString())));
+                return;
+            }
+            m_snapshot = outcome.value;
+            display();
+            Q_EMIT statsReady(m_snapshot->tensor);
+        });
 }
 
 void WeightsPanel::display()
