@@ -12,7 +12,7 @@ WINDOWS="${3:-16}"
 CLI="$BUILD_DIR/app/quantbench-cli"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
-"$CLI" convert "$MODEL" --out "$TMP/model-f32.gguf" --gguf-type f32 >/dev/null
+"$CLI" convert "$MODEL" --out "$TMP/model-f32.gguf" --gguf-type f32 --json >/dev/null
 printf "%-10s %-8s %14s\n" engine threads tokens/s
 for t in 1 $(nproc); do
     q=$("$CLI" bench "$MODEL" --ctx "$CTX" --threads "$t" --windows "$WINDOWS" --json)
