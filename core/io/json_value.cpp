@@ -1,5 +1,7 @@
 #include "io/json_value.h"
 
+#include "io/utf8.h"
+
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -63,6 +65,9 @@ public:
     Result<JsonValue> document()
     {
         if (m_s.substr(0, 3) == "\xEF\xBB\xBF") m_pos = 3;
+        // RFC 8259 §8.1: JSON text is UTF-8; broken bytes would pass into names and vocabularies.
+        if (const std::size_t bad = firstInvalidUtf8(m_s); bad != std::string_view::npos)
+            return fail("invalid UTF-8", bad);
         skipWs();
         if (m_pos >= m_s.size()) return fail("empty document: expected a JSON value");
         JsonValue v;
@@ -173,25 +178,6 @@ private:
         return true;
     }
 
-    static void appendUtf8(std::string& s, std::uint32_t cp)
-    {
-        if (cp < 0x80) {
-            s += char(cp);
-        } else if (cp < 0x800) {
-            s += char(0xC0 | (cp >> 6));
-            s += char(0x80 | (cp & 0x3F));
-        } else if (cp < 0x10000) {
-            s += char(0xE0 | (cp >> 12));
-            s += char(0x80 | ((cp >> 6) & 0x3F));
-            s += char(0x80 | (cp & 0x3F));
-        } else {
-            s += char(0xF0 | (cp >> 18));
-            s += char(0x80 | ((cp >> 12) & 0x3F));
-            s += char(0x80 | ((cp >> 6) & 0x3F));
-            s += char(0x80 | (cp & 0x3F));
-        }
-    }
-
     bool hex4(std::uint32_t& cp)
     {
         if (m_pos + 4 > m_s.size()) return failed("truncated \\u escape");
@@ -249,7 +235,7 @@ private:
                 } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
                     return failed("unpaired low surrogate in \\u escape");
                 }
-                appendUtf8(s, cp);
+                appendUtf8(s, char32_t(cp));
                 break;
             }
             default: return failed(std::string("invalid escape '\\") + e + "'", m_pos - 2);
@@ -423,8 +409,11 @@ Result<JsonValue> parseJson(std::string_view text, const std::string& nameForErr
     return p.document();
 }
 
-std::string jsonQuote(std::string_view s)
+std::string jsonQuote(std::string_view raw)
 {
+    // JSON text must be UTF-8: invalid bytes (a file name, a token piece) are written as U+FFFD.
+    const std::string repaired = firstInvalidUtf8(raw) == std::string_view::npos ? std::string() : sanitizeUtf8(raw);
+    const std::string_view s = repaired.empty() ? raw : std::string_view(repaired);
     std::string out;
     out.reserve(s.size() + 2);
     out += '"';

@@ -102,14 +102,15 @@ inline JsonValue::JsonValue(JsonArray a) : m_v(std::move(a)) {}
 inline JsonValue::JsonValue(JsonObject o) : m_v(std::move(o)) {}
 
 // Parses one JSON document (surrounding whitespace allowed, nothing else after it). A UTF-8 BOM
-// is skipped. nameForErrors (a file name) prefixes the error context.
+// is skipped; text that is not valid UTF-8 is a Format error at the first bad byte. nameForErrors (a file name) prefixes the error context.
 Result<JsonValue> parseJson(std::string_view text, const std::string& nameForErrors = "json");
 
 // indent < 0: compact one line; otherwise pretty-printed with `indent` spaces per level and a
 // trailing newline. Arrays of scalars only stay on one line when pretty-printing.
 std::string toJsonText(const JsonValue& value, int indent = 2);
 
-// The JSON spelling of a string (with quotes), escaping control characters, '"' and '\'.
+// The JSON spelling of a string (with quotes), escaping control characters, '"' and '\'; invalid
+// UTF-8 is written as U+FFFD, so the output is always valid JSON text.
 std::string jsonQuote(std::string_view s);
 
 } // namespace qb::io

@@ -10,6 +10,7 @@
 // Everything here is immutable after loading and safe for concurrent const use.
 
 #include "io/tokenizer.h"
+#include "io/utf8.h"
 
 #include <array>
 #include <cstddef>
@@ -24,22 +25,16 @@
 
 namespace qb::io::detail {
 
-// ---- Unicode helpers (tokenizer_pretok.cpp) ----
-struct CodePoint {
-    char32_t cp;
-    int len; // bytes consumed, >= 1
-};
-// Decodes one code point at `pos`; an invalid sequence yields U+FFFD with len 1.
-CodePoint decodeUtf8(std::string_view s, std::size_t pos);
-void appendUtf8(std::string& out, char32_t cp);
+// ---- Unicode helpers (UTF-8: io/utf8.h; categories: tokenizer_pretok.cpp) ----
+using io::appendUtf8;
+using io::CodePoint;
+using io::decodeUtf8;
+using io::firstInvalidUtf8;
+using io::sanitizeUtf8;
 // Unicode general categories L* and N*, and the White_Space property (what Oniguruma's \s means).
 bool isLetter(char32_t c);
 bool isNumber(char32_t c);
 bool isWhitespace(char32_t c);
-// from_utf8_lossy: invalid sequences become U+FFFD.
-std::string sanitizeUtf8(std::string_view bytes);
-// Byte offset of the first invalid UTF-8 sequence; npos when all of s is valid.
-std::size_t firstInvalidUtf8(std::string_view s);
 // Every non-overlapping occurrence of `from`, left to right; nothing when `from` is empty.
 void replaceAll(std::string& s, std::string_view from, std::string_view to);
 

@@ -327,10 +327,8 @@ std::optional<std::string> configToken(const JsonValue& cfg, const char* key)
 
 Result<JsonValue> parseObject(std::string_view json, const std::string& name)
 {
-    // The Rust crate reads tokenizer.json as a Rust string, which must be UTF-8; JsonValue would
-    // pass broken bytes through into the vocabulary.
-    if (const std::size_t bad = firstInvalidUtf8(json); bad != std::string_view::npos)
-        return format("not valid JSON: invalid UTF-8 at offset " + std::to_string(bad), name);
+    // The Rust crate reads tokenizer.json as a Rust string, which must be UTF-8: parseJson refuses
+    // anything else.
     auto doc = parseJson(json, name);
     if (!doc) return makeError(ErrorCode::Format, "not valid JSON: " + doc.error().message, doc.error().context);
     if (!doc->isObject()) return format("JSON top level is not an object", name);

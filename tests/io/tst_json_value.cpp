@@ -69,6 +69,26 @@ private Q_SLOTS:
         QVERIFY2(got.contains(expected), qPrintable(got));
     }
 
+    void utf8IsCheckedBothWays()
+    {
+        // A bad continuation byte on line 2, column 8; an overlong '/' (C0 AF); a lone surrogate (ED A0 80).
+        for (const std::string& bad :
+             {std::string("{\n\"a\": \"x\xC3(\"}"), std::string("[\"\xC0\xAF\"]"), std::string("[\"\xED\xA0\x80\"]")}) {
+            auto v = parseJson(bad);
+            QVERIFY(!v.ok());
+            QCOMPARE(v.error().code, ErrorCode::Format);
+            QVERIFY2(v.error().message.find("invalid UTF-8") != std::string::npos, v.error().toString().c_str());
+        }
+        QCOMPARE(parseJson("{\n\"a\": \"x\xC3(\"}").error().context, std::string("json:2:8"));
+        // Valid multi-byte text passes; invalid bytes are written as U+FFFD (the output is valid JSON).
+        QVERIFY(parseJson("[\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\"]").ok());
+        QCOMPARE(jsonQuote("a\xFF"
+                           "b"),
+                 std::string("\"a\xEF\xBF\xBD"
+                             "b\""));
+        QVERIFY(parseJson(toJsonText(JsonValue(std::string("x\xC3")), -1)).ok());
+    }
+
     void roundTrip_data()
     {
         QTest::addColumn<QString>("text");
