@@ -258,21 +258,37 @@ private:
             JsonValue v;
             if (!value(v, depth + 1)) return false;
             a.push_back(std::move(v));
-            skipWs();
-            if (m_pos >= m_s.size()) return failed("unterminated array: expected ',' or ']'");
-            if (m_s[m_pos] == ',') {
-                ++m_pos;
-                skipWs();
-                if (m_pos < m_s.size() && m_s[m_pos] == ']') return failed("trailing comma in array");
-                continue;
-            }
-            if (m_s[m_pos] == ']') {
-                ++m_pos;
+            const Next next = afterMember(']', "array");
+            if (next == Next::Failed) return false;
+            if (next == Next::Closed) {
                 out = JsonValue(std::move(a));
                 return true;
             }
-            return failed("expected ',' or ']' in array");
         }
+    }
+
+    // After an array element or object member: ',' (another follows) or the closing bracket.
+    enum class Next { Another, Closed, Failed };
+    Next afterMember(char close, const char* what)
+    {
+        const std::string pair = std::string("',' or '") + close + "'";
+        skipWs();
+        std::string problem;
+        if (m_pos >= m_s.size()) {
+            problem = std::string("unterminated ") + what + ": expected " + pair;
+        } else if (m_s[m_pos] == ',') {
+            ++m_pos;
+            skipWs();
+            if (m_pos >= m_s.size() || m_s[m_pos] != close) return Next::Another;
+            problem = std::string("trailing comma in ") + what;
+        } else if (m_s[m_pos] == close) {
+            ++m_pos;
+            return Next::Closed;
+        } else {
+            problem = "expected " + pair + " in " + what;
+        }
+        fail(problem);
+        return Next::Failed;
     }
 
     bool object(JsonValue& out, int depth)
@@ -313,20 +329,12 @@ private:
             JsonValue v;
             if (!value(v, depth + 1)) return false;
             o.push_back({std::move(key), std::move(v)});
-            skipWs();
-            if (m_pos >= m_s.size()) return failed("unterminated object: expected ',' or '}'");
-            if (m_s[m_pos] == ',') {
-                ++m_pos;
-                skipWs();
-                if (m_pos < m_s.size() && m_s[m_pos] == '}') return failed("trailing comma in object");
-                continue;
-            }
-            if (m_s[m_pos] == '}') {
-                ++m_pos;
+            const Next next = afterMember('}', "object");
+            if (next == Next::Failed) return false;
+            if (next == Next::Closed) {
                 out = JsonValue(std::move(o));
                 return true;
             }
-            return failed("expected ',' or '}' in object");
         }
     }
 

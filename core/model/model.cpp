@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <array>
 #include <cassert>
 
 namespace qb::model {
@@ -48,45 +49,35 @@ std::string tensorName(int layer, Linear l, bool bias)
     return "model.layers." + std::to_string(layer) + "." + linearName(l) + (bias ? ".bias" : ".weight");
 }
 
-RowMatrix& DecoderLayerWeights::weight(Linear l)
+namespace {
+
+// The weight and bias members of each Linear, indexed by the enum.
+struct LinearMembers {
+    RowMatrix DecoderLayerWeights::* weight;
+    RowVector DecoderLayerWeights::* bias;
+};
+using W = DecoderLayerWeights;
+constexpr std::array<LinearMembers, 7> kLinearMembers = {{{&W::q, &W::qBias},
+                                                          {&W::k, &W::kBias},
+                                                          {&W::v, &W::vBias},
+                                                          {&W::o, &W::oBias},
+                                                          {&W::gate, &W::gateBias},
+                                                          {&W::up, &W::upBias},
+                                                          {&W::down, &W::downBias}}};
+static_assert(kLinearMembers.size() == kAllLinears.size());
+
+const LinearMembers& membersOf(Linear l)
 {
-    return const_cast<RowMatrix&>(static_cast<const DecoderLayerWeights*>(this)->weight(l));
+    assert(std::size_t(l) < kLinearMembers.size());
+    return kLinearMembers[std::size_t(l)];
 }
 
-const RowMatrix& DecoderLayerWeights::weight(Linear l) const
-{
-    switch (l) {
-    case Linear::Q: return q;
-    case Linear::K: return k;
-    case Linear::V: return v;
-    case Linear::O: return o;
-    case Linear::Gate: return gate;
-    case Linear::Up: return up;
-    case Linear::Down: return down;
-    }
-    assert(false);
-    return q;
-}
+} // namespace
 
-RowVector& DecoderLayerWeights::bias(Linear l)
-{
-    return const_cast<RowVector&>(static_cast<const DecoderLayerWeights*>(this)->bias(l));
-}
-
-const RowVector& DecoderLayerWeights::bias(Linear l) const
-{
-    switch (l) {
-    case Linear::Q: return qBias;
-    case Linear::K: return kBias;
-    case Linear::V: return vBias;
-    case Linear::O: return oBias;
-    case Linear::Gate: return gateBias;
-    case Linear::Up: return upBias;
-    case Linear::Down: return downBias;
-    }
-    assert(false);
-    return qBias;
-}
+RowMatrix& DecoderLayerWeights::weight(Linear l) { return this->*membersOf(l).weight; }
+const RowMatrix& DecoderLayerWeights::weight(Linear l) const { return this->*membersOf(l).weight; }
+RowVector& DecoderLayerWeights::bias(Linear l) { return this->*membersOf(l).bias; }
+const RowVector& DecoderLayerWeights::bias(Linear l) const { return this->*membersOf(l).bias; }
 
 std::size_t DecoderLayerWeights::bytes() const
 {
