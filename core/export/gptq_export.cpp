@@ -428,20 +428,16 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
     qfile.set("format", "gptq");
     qfile.set("model_file_base_name", "model");
     QB_TRY_STATUS(writeSmallFile(stage->file("quantize_config.json"), io::toJsonText(qfile, 2)));
-    QB_TRY(copied, copyTokenizerFiles(checkpointDirectory(ck), stage->path()));
-    rep.copiedFiles = *copied;
-
-    SafetensorsWriteOptions wo;
-    wo.failAfterBytesForTesting = opt.failAfterBytesForTesting;
-    QB_TRY(bytes, writeSafetensorsFile(stage->file("model.safetensors"), tensors, wo, ctx));
-    rep.bytes = *bytes;
+    QB_TRY(payload, writeHfWeights(*stage, ck, tensors, opt.verify, opt.failAfterBytesForTesting, ctx));
+    rep.copiedFiles = payload->copiedFiles;
+    rep.bytes = payload->bytes;
     rep.tensorCount = tensors.size();
     if (opt.verify) {
-        QB_TRY(v1, verifySafetensorsFile(stage->file("model.safetensors"), tensors, ctx));
+        const VerifyReport& v1 = *payload->verify;
         QB_TRY(v2, verifyGptqDirectory(stage->path(), ctx));
         rep.verify = std::move(*v2);
         rep.verify.path = outDir;
-        rep.verify.problems.insert(rep.verify.problems.begin(), v1->problems.begin(), v1->problems.end());
+        rep.verify.problems.insert(rep.verify.problems.begin(), v1.problems.begin(), v1.problems.end());
         rep.verify.ok = rep.verify.problems.empty();
         QB_TRY_STATUS(rep.verify.verificationStatus("GPTQ checkpoint", outDir));
     }

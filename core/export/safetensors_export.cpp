@@ -309,16 +309,12 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
         rep.warnings.push_back("the source's quantization_config was dropped (the weights are dequantized)");
     }
     QB_TRY_STATUS(writeSmallFile(stage->file("config.json"), io::toJsonText(cfg, 2)));
-    QB_TRY(copied, copyTokenizerFiles(checkpointDirectory(ck), stage->path()));
-    rep.copiedFiles = *copied;
-    SafetensorsWriteOptions wo;
-    wo.failAfterBytesForTesting = opt.failAfterBytesForTesting;
-    QB_TRY(bytes, writeSafetensorsFile(stage->file("model.safetensors"), tensors, wo, ctx));
-    rep.bytes = *bytes;
+    QB_TRY(payload, writeHfWeights(*stage, ck, tensors, opt.verify, opt.failAfterBytesForTesting, ctx));
+    rep.copiedFiles = payload->copiedFiles;
+    rep.bytes = payload->bytes;
     rep.tensorCount = tensors.size();
     if (opt.verify) {
-        QB_TRY(v, verifySafetensorsFile(stage->file("model.safetensors"), tensors, ctx));
-        rep.verify = std::move(*v);
+        rep.verify = std::move(*payload->verify);
         rep.verify.path = outDir;
         auto reopened = io::openCheckpoint(stage->path());
         if (!reopened)
@@ -329,6 +325,24 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError(outDir);
     QB_TRY_STATUS(stage->install());
     return rep;
+}
+
+Result<HfWeightsPayload> writeHfWeights(const StagingDirectory& stage, const io::Checkpoint& ck,
+                                        const std::vector<SafetensorsTensor>& tensors, bool verify,
+                                        std::uint64_t failAfterBytesForTesting, RunContext* ctx)
+{
+    HfWeightsPayload out;
+    QB_TRY(copied, copyTokenizerFiles(checkpointDirectory(ck), stage.path()));
+    out.copiedFiles = std::move(*copied);
+    SafetensorsWriteOptions wo;
+    wo.failAfterBytesForTesting = failAfterBytesForTesting;
+    QB_TRY(bytes, writeSafetensorsFile(stage.file("model.safetensors"), tensors, wo, ctx));
+    out.bytes = *bytes;
+    if (verify) {
+        QB_TRY(v, verifySafetensorsFile(stage.file("model.safetensors"), tensors, ctx));
+        out.verify = std::move(*v);
+    }
+    return out;
 }
 
 } // namespace qb::exporting

@@ -66,6 +66,20 @@ SafetensorsTensor safetensorsTensorFromBytes(std::string name, DType dtype, std:
 Result<VerifyReport> verifySafetensorsFile(const std::string& path, const std::vector<SafetensorsTensor>& expected = {},
                                            RunContext* ctx = nullptr);
 
+class StagingDirectory;
+
+// What every Hugging Face directory export (GPTQ, fake-quantized safetensors) writes into its
+// staging directory after its own config files: the tokenizer files copied from the checkpoint's
+// directory and model.safetensors, verified (names, dtypes, shapes, finite values) when asked.
+struct HfWeightsPayload {
+    std::vector<std::string> copiedFiles;
+    std::uint64_t bytes = 0; // model.safetensors
+    std::optional<VerifyReport> verify;
+};
+Result<HfWeightsPayload> writeHfWeights(const StagingDirectory& stage, const io::Checkpoint& checkpoint,
+                                        const std::vector<SafetensorsTensor>& tensors, bool verify,
+                                        std::uint64_t failAfterBytesForTesting, RunContext* ctx);
+
 using GridLookup = std::function<const quant::QuantizedRows*(const std::string& hfName)>;
 
 struct SafetensorsExportOptions {
