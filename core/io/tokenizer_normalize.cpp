@@ -1,11 +1,13 @@
 // Tokenizer text before pre-tokenization: added-token matching (the Rust crate's AddedVocabulary,
 // run on the raw text and again on the normalized text) and the normalizer chain. Unicode
-// normalization forms and lowercasing use QString (Qt's Unicode tables).
+// normalization forms and lowercasing use QString (Qt's Unicode tables), entered without Qt's BOM
+// stripping.
 // Threading: pure functions over immutable loaded data.
 
 #include "io/tokenizer_detail.h"
 
 #include <QString>
+#include <QStringDecoder>
 
 #include <algorithm>
 
@@ -20,6 +22,14 @@ bool isAscii(std::string_view s)
 
 // Rust's char::is_alphanumeric plus '_' (AddedVocabulary's word boundary test).
 bool isWordChar(char32_t c) { return c == '_' || isLetter(c) || isNumber(c); }
+
+// UTF-8 to QString keeping every code point: QString::fromUtf8 drops a leading U+FEFF as a byte
+// order mark, which is text here (Qwen3's NFC would lose it at the start of a text).
+QString toQString(std::string_view utf8)
+{
+    QStringDecoder decoder(QStringConverter::Utf8, QStringConverter::Flag::ConvertInitialBom);
+    return decoder(QByteArrayView(utf8.data(), qsizetype(utf8.size())));
+}
 
 char32_t lastCodePoint(std::string_view s)
 {
@@ -120,10 +130,10 @@ std::string TokenizerImpl::normalize(std::string s) const
                               : n.type == T::Nfd  ? QString::NormalizationForm_D
                               : n.type == T::Nfkc ? QString::NormalizationForm_KC
                                                   : QString::NormalizationForm_KD;
-            s = QString::fromStdString(sanitizeUtf8(s)).normalized(form).toStdString();
+            s = toQString(sanitizeUtf8(s)).normalized(form).toStdString();
             break;
         }
-        case T::Lowercase: s = QString::fromStdString(s).toLower().toStdString(); break;
+        case T::Lowercase: s = toQString(s).toLower().toStdString(); break;
         case T::Prepend:
             if (!s.empty()) s.insert(0, n.a);
             break;
