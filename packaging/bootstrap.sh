@@ -16,7 +16,7 @@ DEPS_ONLY=0
 
 # Build and run-time packages (see ../shared/design/BUILD.md for why each is listed).
 PKGS=(cmake g++ make qt6-base-dev qt6-charts-dev libqt6opengl6-dev libquazip1-qt6-dev
-      libeigen3-dev qt6-qpa-plugins fonts-dejavu-core xauth xvfb ccache)
+      libeigen3-dev libpcre2-dev qt6-qpa-plugins fonts-dejavu-core xauth xvfb ccache)
 if [[ $WITH_TESTS == 1 ]] && ! command -v node >/dev/null; then
     PKGS+=(nodejs npm)
 fi

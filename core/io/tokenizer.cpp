@@ -201,11 +201,11 @@ std::vector<std::string> Tokenizer::merges() const
 std::string Tokenizer::ggmlPre() const
 {
     for (const PreTokStep& s : m_impl->preTokenizers) {
-        if (s.type == PreTokStep::Type::SplitRegex) {
-            switch (s.regex) {
-            case SplitRegex::Llama3: return "llama-bpe";
-            case SplitRegex::Qwen2: return "qwen2";
-            case SplitRegex::Gpt2: return "gpt-2";
+        if (s.type == PreTokStep::Type::SplitRegex && s.handCoded) {
+            switch (*s.handCoded) {
+            case HandCodedRegex::Llama3: return "llama-bpe";
+            case HandCodedRegex::Qwen2: return "qwen2";
+            case HandCodedRegex::Gpt2: return "gpt-2";
             }
         }
         if (s.type == PreTokStep::Type::ByteLevel && s.useRegex) return "gpt-2";

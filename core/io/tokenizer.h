@@ -5,10 +5,11 @@
 // SentencePiece-style BPE (Llama-2, TinyLlama, Mistral: `▁` for spaces, `<0xHH>` byte fallback).
 //
 // Pipeline of encode(): split on added tokens (raw text) -> normalizer -> split on normalized
-// added tokens -> pre-tokenizer -> BPE per pre-token -> post-processor (BOS/EOS). The Split
-// regexes are hand-coded (GPT-2, Llama-3 "P3", Qwen2 "PQ"); a tokenizer.json that uses any other
-// regex, or a component we do not implement, is refused at load time with ErrorCode::Unsupported
-// rather than tokenized wrongly.
+// added tokens -> pre-tokenizer -> BPE per pre-token -> post-processor (BOS/EOS). Split regexes
+// run through PCRE2 with the meaning Hugging Face's Oniguruma gives them (tokenizer_regex.cpp);
+// the GPT-2, Llama-3 "P3" and Qwen2 "PQ" patterns through faster hand-coded matchers. A
+// component, or an Oniguruma-only regex construct, that we do not implement is refused at load
+// time with ErrorCode::Unsupported rather than tokenized wrongly.
 //
 // Threading: a Tokenizer is an immutable value (shared_ptr<const Impl>): cheap to copy, and all
 // const member functions may run concurrently from any thread. encode() keeps its per-word BPE

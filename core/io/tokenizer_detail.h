@@ -4,6 +4,7 @@
 //   tokenizer_load.cpp       tokenizer.json (+ tokenizer_config.json) -> TokenizerImpl, with limits
 //   tokenizer_normalize.cpp  added-token matching and the normalizer chain (text before splitting)
 //   tokenizer_pretok.cpp     Unicode helpers, the hand-coded Split regexes, the pre-tokenizers
+//   tokenizer_regex.cpp      any other Split regex: Oniguruma syntax translated for PCRE2
 //   tokenizer_bpe.cpp        the BPE model (one pre-token -> ids)
 //   tokenizer_decode.cpp     the decoder chain (tokens -> text)
 //   tokenizer.cpp            the public facade and the encode pipeline that strings the stages
@@ -31,10 +32,26 @@ using io::CodePoint;
 using io::decodeUtf8;
 using io::firstInvalidUtf8;
 using io::sanitizeUtf8;
-// Unicode general categories L* and N*, and the White_Space property (what Oniguruma's \s means).
+// Unicode general categories L* and N* as Hugging Face's tokenizers has them (Unicode 16: Qt's
+// Unicode 14 tables plus the delta below), and the White_Space property (Oniguruma's \s).
 bool isLetter(char32_t c);
 bool isNumber(char32_t c);
 bool isWhitespace(char32_t c);
+
+// Code points the reference's Unicode tables class differently from PCRE2's and Qt's
+// (tokenizer_unicode_delta.inc, written by tests/io/tokenizer/make_unicode_delta.py).
+struct CodeRange {
+    char32_t first, last;
+};
+struct UnicodeDelta {
+    const char* name; // a general category ("L", "Nd", ...), "Alphabetic", "Word", "WordInClass", "WhiteSpace"
+    const CodeRange* added;
+    std::size_t addedCount;
+    const CodeRange* removed;
+    std::size_t removedCount;
+};
+const UnicodeDelta* unicodeDelta(std::string_view name); // nullptr for a class not in the table
+bool inRanges(const CodeRange* ranges, std::size_t count, char32_t c);
 // Every non-overlapping occurrence of `from`, left to right; nothing when `from` is empty.
 void replaceAll(std::string& s, std::string_view from, std::string_view to);
 
@@ -42,11 +59,28 @@ void replaceAll(std::string& s, std::string_view from, std::string_view to);
 const std::array<std::string, 256>& byteToUnicode();
 int unicodeToByte(char32_t c); // -1 when c is not in the table
 
-// ---- Pre-tokenizer regexes, hand-coded ----
-enum class SplitRegex { Gpt2, Llama3, Qwen2 };
-std::optional<SplitRegex> recogniseSplitRegex(const std::string& pattern);
-// Byte spans [begin, end) of the regex's successive (leftmost-first) matches in s.
-void findRegexMatches(SplitRegex which, std::string_view s, std::vector<std::pair<std::size_t, std::size_t>>& out);
+using Spans = std::vector<std::pair<std::size_t, std::size_t>>; // byte ranges [begin, end)
+
+// ---- Pre-tokenizer regexes, hand-coded (tokenizer_pretok.cpp) ----
+enum class HandCodedRegex { Gpt2, Llama3, Qwen2 };
+std::optional<HandCodedRegex> recogniseHandCodedRegex(std::string_view pattern);
+const char* handCodedPattern(HandCodedRegex which); // the Oniguruma pattern it implements
+// Byte spans of the regex's successive (leftmost-first) matches in s.
+void findHandCodedMatches(HandCodedRegex which, std::string_view s, Spans& out);
+
+// ---- Any Split regex: PCRE2 (tokenizer_regex.cpp) ----
+constexpr std::size_t kMaxSplitPatternBytes = 8192;       // real patterns are under 1 KiB
+constexpr std::uint32_t kSplitRegexMatchLimit = 10000000; // Oniguruma's default retry limit
+struct RegexProgram;
+// The Oniguruma pattern in PCRE2's syntax, with the reference's meaning (see tokenizer_regex.cpp);
+// Unsupported for Oniguruma-only constructs.
+Result<std::string> translateOnigurumaPattern(std::string_view pattern);
+// Translates and compiles; Unsupported or Format errors name the pattern.
+Result<std::shared_ptr<const RegexProgram>> compileSplitRegex(const std::string& pattern);
+bool usesJit(const RegexProgram& p);
+// Matches as the onig crate's find_iter; invalid UTF-8 bytes match as U+FFFD. A match that hits
+// kSplitRegexMatchLimit leaves the rest of s unmatched.
+void findRegexMatches(const RegexProgram& p, std::string_view s, Spans& out);
 
 // ---- Pipeline ----
 struct NormalizerStep {
@@ -60,10 +94,11 @@ enum class PrependScheme { First, Always, Never };
 
 struct PreTokStep {
     enum class Type { ByteLevel, SplitRegex, SplitString, Metaspace } type;
-    bool addPrefixSpace = false; // ByteLevel
-    bool useRegex = true;        // ByteLevel
-    SplitRegex regex = SplitRegex::Gpt2;
-    std::string pattern{}; // SplitString pattern, Metaspace replacement
+    bool addPrefixSpace = false;                 // ByteLevel
+    bool useRegex = true;                        // ByteLevel
+    std::shared_ptr<const RegexProgram> regex{}; // SplitRegex
+    std::optional<HandCodedRegex> handCoded{};   // SplitRegex: a faster matcher with the same matches
+    std::string pattern{};                       // SplitString pattern, Metaspace replacement
     SplitBehavior behavior = SplitBehavior::Isolated;
     bool invert = false;
     PrependScheme prepend = PrependScheme::Always; // Metaspace

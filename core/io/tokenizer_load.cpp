@@ -1,6 +1,6 @@
 // Tokenizer loading: tokenizer.json (and tokenizer_config.json beside it) read with io::JsonValue
 // into the pipeline of tokenizer_detail.h. Everything is checked here so that encode() and
-// decode() cannot fail: a component or regex we do not implement is refused with
+// decode() cannot fail: a component or regex construct we do not implement is refused with
 // ErrorCode::Unsupported, a malformed one with ErrorCode::Format, and so are files that would
 // cost unbounded memory (ids far from dense, text-rewriting chains that grow text geometrically).
 // Optional members are read leniently: missing, null or of another type reads as the default.
@@ -116,14 +116,11 @@ struct Loader {
             const JsonValue& pat = member(o, "pattern");
             if (const JsonValue* regex = pat.find("Regex")) {
                 const std::string re = str(*regex);
-                const auto known = recogniseSplitRegex(re);
-                if (!known)
-                    return unsupported("Split pre-tokenizer regex is not one we implement "
-                                       "(GPT-2, Llama-3, Qwen2): " +
-                                           re,
-                                       name);
+                auto program = compileSplitRegex(re);
+                if (!program) return makeError(program.error().code, program.error().message, name);
                 s.type = T::SplitRegex;
-                s.regex = *known;
+                s.regex = std::move(*program);
+                s.handCoded = recogniseHandCodedRegex(re);
             } else if (const JsonValue* string = pat.find("String")) {
                 s.pattern = str(*string);
             } else {

@@ -1,8 +1,10 @@
 // Tokenizer pre-tokenization (see tokenizer.h): the Unicode helpers every stage uses,
 // the hand-coded Split regexes, and the pre-tokenizer chain (ByteLevel, Split, Metaspace) that
 // cuts normalized text into the pieces the model encodes one at a time.
-// The regex matchers reproduce Oniguruma's leftmost-first alternation with backtracking for the
-// three patterns of FORMATS.md §3.3; each alternative is commented with the branch it implements.
+// The hand-coded matchers reproduce Oniguruma's leftmost-first alternation with backtracking for
+// the three patterns of FORMATS.md §3.3; each alternative is commented with the branch it
+// implements. They are used instead of PCRE2 (tokenizer_regex.cpp) for those three patterns
+// because they are faster; tst_tokenizer checks that both give the same matches.
 // Threading: pure functions; the byte<->unicode tables are function-local statics.
 
 #include "io/tokenizer_detail.h"
@@ -28,6 +30,8 @@ void replaceAll(std::string& s, std::string_view from, std::string_view to)
     s = std::move(out);
 }
 
+// Qt 6.4 has Unicode 14 tables: what Unicode 15 and 16 assigned is unassigned there, and the
+// delta table holds what the reference makes of it (no L or N code point changes class otherwise).
 bool isLetter(char32_t c)
 {
     if (c < 0x80) return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
@@ -37,6 +41,10 @@ bool isLetter(char32_t c)
     case QChar::Letter_Titlecase:
     case QChar::Letter_Modifier:
     case QChar::Letter_Other: return true;
+    case QChar::Other_NotAssigned: {
+        static const UnicodeDelta* const delta = unicodeDelta("L");
+        return inRanges(delta->added, delta->addedCount, c);
+    }
     default: return false;
     }
 }
@@ -48,6 +56,10 @@ bool isNumber(char32_t c)
     case QChar::Number_DecimalDigit:
     case QChar::Number_Letter:
     case QChar::Number_Other: return true;
+    case QChar::Other_NotAssigned: {
+        static const UnicodeDelta* const delta = unicodeDelta("N");
+        return inRanges(delta->added, delta->addedCount, c);
+    }
     default: return false;
     }
 }
@@ -215,15 +227,24 @@ std::size_t matchLlama3(const Text& t, std::size_t i, std::size_t maxDigits)
 
 } // namespace
 
-std::optional<SplitRegex> recogniseSplitRegex(const std::string& pattern)
+std::optional<HandCodedRegex> recogniseHandCodedRegex(std::string_view pattern)
 {
-    if (pattern == kGpt2Pattern) return SplitRegex::Gpt2;
-    if (pattern == kLlama3Pattern) return SplitRegex::Llama3;
-    if (pattern == kQwen2Pattern) return SplitRegex::Qwen2;
+    for (HandCodedRegex r : {HandCodedRegex::Gpt2, HandCodedRegex::Llama3, HandCodedRegex::Qwen2})
+        if (pattern == handCodedPattern(r)) return r;
     return std::nullopt;
 }
 
-void findRegexMatches(SplitRegex which, std::string_view s, std::vector<std::pair<std::size_t, std::size_t>>& out)
+const char* handCodedPattern(HandCodedRegex which)
+{
+    switch (which) {
+    case HandCodedRegex::Gpt2: return kGpt2Pattern;
+    case HandCodedRegex::Llama3: return kLlama3Pattern;
+    case HandCodedRegex::Qwen2: return kQwen2Pattern;
+    }
+    return "";
+}
+
+void findHandCodedMatches(HandCodedRegex which, std::string_view s, Spans& out)
 {
     const Text t = classify(s);
     std::size_t i = 0;
@@ -231,9 +252,9 @@ void findRegexMatches(SplitRegex which, std::string_view s, std::vector<std::pai
     while (i < n) {
         std::size_t e = i;
         switch (which) {
-        case SplitRegex::Gpt2: e = matchGpt2(t, i); break;
-        case SplitRegex::Llama3: e = matchLlama3(t, i, 3); break;
-        case SplitRegex::Qwen2: e = matchLlama3(t, i, 1); break;
+        case HandCodedRegex::Gpt2: e = matchGpt2(t, i); break;
+        case HandCodedRegex::Llama3: e = matchLlama3(t, i, 3); break;
+        case HandCodedRegex::Qwen2: e = matchLlama3(t, i, 1); break;
         }
         if (e == i) { // every code point matches some branch; guard against a stall anyway
             ++i;
@@ -249,8 +270,7 @@ void findRegexMatches(SplitRegex which, std::string_view s, std::vector<std::pai
 namespace {
 
 // Splits `s` given match spans, following SplitDelimiterBehavior; empty pieces are dropped.
-void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::size_t>>& hits, SplitBehavior behavior,
-                bool invert, std::vector<Piece>& out)
+void applySplit(const Piece& p, const Spans& hits, SplitBehavior behavior, bool invert, std::vector<Piece>& out)
 {
     struct Span {
         std::size_t b, e;
@@ -308,7 +328,7 @@ void applySplit(const Piece& p, const std::vector<std::pair<std::size_t, std::si
         if (sp.e > sp.b) out.push_back({p.text.substr(sp.b, sp.e - sp.b), p.atStart && sp.b == 0});
 }
 
-void findString(std::string_view s, std::string_view pat, std::vector<std::pair<std::size_t, std::size_t>>& hits)
+void findString(std::string_view s, std::string_view pat, Spans& hits)
 {
     if (pat.empty()) return;
     std::size_t pos = 0;
@@ -325,7 +345,7 @@ std::vector<Piece> preTokenize(const std::vector<PreTokStep>& steps, Piece input
     std::vector<Piece> cur;
     cur.push_back(std::move(input));
     std::vector<Piece> next;
-    std::vector<std::pair<std::size_t, std::size_t>> hits;
+    Spans hits;
     const auto& b2u = byteToUnicode();
     for (const PreTokStep& st : steps) {
         next.clear();
@@ -336,7 +356,7 @@ std::vector<Piece> preTokenize(const std::vector<PreTokStep>& steps, Piece input
                 if (st.addPrefixSpace && !p.text.starts_with(" ")) p.text.insert(0, 1, ' ');
                 std::vector<Piece> parts;
                 if (st.useRegex) {
-                    findRegexMatches(SplitRegex::Gpt2, p.text, hits);
+                    findHandCodedMatches(HandCodedRegex::Gpt2, p.text, hits);
                     applySplit(p, hits, SplitBehavior::Isolated, false, parts);
                 } else if (!p.text.empty()) {
                     parts.push_back(std::move(p));
@@ -351,7 +371,8 @@ std::vector<Piece> preTokenize(const std::vector<PreTokStep>& steps, Piece input
                 break;
             }
             case PreTokStep::Type::SplitRegex:
-                findRegexMatches(st.regex, p.text, hits);
+                if (st.handCoded) findHandCodedMatches(*st.handCoded, p.text, hits);
+                else findRegexMatches(*st.regex, p.text, hits);
                 applySplit(p, hits, st.behavior, st.invert, next);
                 break;
             case PreTokStep::Type::SplitString:

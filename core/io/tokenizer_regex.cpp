@@ -190,44 +190,81 @@ std::string looseName(std::string_view name)
 std::optional<std::string> canonicalProperty(std::string_view name)
 {
     static const std::pair<const char*, const char*> kNames[] = {
-        {"l", "L"},   {"letter", "L"},
-        {"lu", "Lu"}, {"uppercaseletter", "Lu"},
-        {"ll", "Ll"}, {"lowercaseletter", "Ll"},
-        {"lt", "Lt"}, {"titlecaseletter", "Lt"},
-        {"lm", "Lm"}, {"modifierletter", "Lm"},
-        {"lo", "Lo"}, {"otherletter", "Lo"},
-        {"m", "M"},   {"mark", "M"},
+        {"l", "L"},
+        {"letter", "L"},
+        {"lu", "Lu"},
+        {"uppercaseletter", "Lu"},
+        {"ll", "Ll"},
+        {"lowercaseletter", "Ll"},
+        {"lt", "Lt"},
+        {"titlecaseletter", "Lt"},
+        {"lm", "Lm"},
+        {"modifierletter", "Lm"},
+        {"lo", "Lo"},
+        {"otherletter", "Lo"},
+        {"m", "M"},
+        {"mark", "M"},
         {"combiningmark", "M"},
-        {"mn", "Mn"}, {"nonspacingmark", "Mn"},
-        {"mc", "Mc"}, {"spacingmark", "Mc"},
-        {"me", "Me"}, {"enclosingmark", "Me"},
-        {"n", "N"},   {"number", "N"},
-        {"nd", "Nd"}, {"decimalnumber", "Nd"},
-        {"nl", "Nl"}, {"letternumber", "Nl"},
-        {"no", "No"}, {"othernumber", "No"},
-        {"p", "P"},   {"punctuation", "P"},
-        {"pc", "Pc"}, {"connectorpunctuation", "Pc"},
-        {"pd", "Pd"}, {"dashpunctuation", "Pd"},
-        {"ps", "Ps"}, {"openpunctuation", "Ps"},
-        {"pe", "Pe"}, {"closepunctuation", "Pe"},
-        {"pi", "Pi"}, {"initialpunctuation", "Pi"},
-        {"pf", "Pf"}, {"finalpunctuation", "Pf"},
-        {"po", "Po"}, {"otherpunctuation", "Po"},
-        {"s", "S"},   {"symbol", "S"},
-        {"sm", "Sm"}, {"mathsymbol", "Sm"},
-        {"sc", "Sc"}, {"currencysymbol", "Sc"},
-        {"sk", "Sk"}, {"modifiersymbol", "Sk"},
-        {"so", "So"}, {"othersymbol", "So"},
-        {"z", "Z"},   {"separator", "Z"},
-        {"zs", "Zs"}, {"spaceseparator", "Zs"},
-        {"zl", "Zl"}, {"lineseparator", "Zl"},
-        {"zp", "Zp"}, {"paragraphseparator", "Zp"},
-        {"c", "C"},   {"other", "C"},
-        {"cc", "Cc"}, {"control", "Cc"},
-        {"cf", "Cf"}, {"format", "Cf"},
-        {"co", "Co"}, {"privateuse", "Co"},
-        {"cn", "Cn"}, {"unassigned", "Cn"},
-        {"cs", "Cs"}, {"surrogate", "Cs"},
+        {"mn", "Mn"},
+        {"nonspacingmark", "Mn"},
+        {"mc", "Mc"},
+        {"spacingmark", "Mc"},
+        {"me", "Me"},
+        {"enclosingmark", "Me"},
+        {"n", "N"},
+        {"number", "N"},
+        {"nd", "Nd"},
+        {"decimalnumber", "Nd"},
+        {"nl", "Nl"},
+        {"letternumber", "Nl"},
+        {"no", "No"},
+        {"othernumber", "No"},
+        {"p", "P"},
+        {"punctuation", "P"},
+        {"pc", "Pc"},
+        {"connectorpunctuation", "Pc"},
+        {"pd", "Pd"},
+        {"dashpunctuation", "Pd"},
+        {"ps", "Ps"},
+        {"openpunctuation", "Ps"},
+        {"pe", "Pe"},
+        {"closepunctuation", "Pe"},
+        {"pi", "Pi"},
+        {"initialpunctuation", "Pi"},
+        {"pf", "Pf"},
+        {"finalpunctuation", "Pf"},
+        {"po", "Po"},
+        {"otherpunctuation", "Po"},
+        {"s", "S"},
+        {"symbol", "S"},
+        {"sm", "Sm"},
+        {"mathsymbol", "Sm"},
+        {"sc", "Sc"},
+        {"currencysymbol", "Sc"},
+        {"sk", "Sk"},
+        {"modifiersymbol", "Sk"},
+        {"so", "So"},
+        {"othersymbol", "So"},
+        {"z", "Z"},
+        {"separator", "Z"},
+        {"zs", "Zs"},
+        {"spaceseparator", "Zs"},
+        {"zl", "Zl"},
+        {"lineseparator", "Zl"},
+        {"zp", "Zp"},
+        {"paragraphseparator", "Zp"},
+        {"c", "C"},
+        {"other", "C"},
+        {"cc", "Cc"},
+        {"control", "Cc"},
+        {"cf", "Cf"},
+        {"format", "Cf"},
+        {"co", "Co"},
+        {"privateuse", "Co"},
+        {"cn", "Cn"},
+        {"unassigned", "Cn"},
+        {"cs", "Cs"},
+        {"surrogate", "Cs"},
         {"alphabetic", "Alphabetic"},
         {"alpha", "Alphabetic"},
         {"whitespace", "WhiteSpace"},
@@ -764,16 +801,12 @@ private:
             return;
         case '*':
         case '+':
-        case '?':
-            ++m_i;
-            return quantifier(std::string(1, c), false, false);
+        case '?': ++m_i; return quantifier(std::string(1, c), false, false);
         case '{':
             if (interval()) return;
             ++m_i;
             return atom("\\{");
-        case '.':
-            ++m_i;
-            return atom(".");
+        case '.': ++m_i; return atom(".");
         default: {
             const std::size_t b = m_i;
             literal();
@@ -821,8 +854,9 @@ Result<std::shared_ptr<const RegexProgram>> compileSplitRegex(const std::string&
     pcre2_set_bsr(cc, PCRE2_BSR_UNICODE);
     pcre2_set_max_pattern_length(cc, kMaxSplitPatternBytes * 64); // property escapes grow when spelled out
     auto program = std::make_shared<RegexProgram>();
-    program->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated->data()), translated->size(),
-                                  PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C, &code, &offset, cc);
+    program->code =
+        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated->data()), translated->size(),
+                      PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C, &code, &offset, cc);
     pcre2_compile_context_free(cc);
     if (!program->code) {
         PCRE2_UCHAR message[256];
@@ -858,8 +892,7 @@ void findValid(const RegexProgram& p, std::string_view s, std::vector<std::pair<
     while (lastEnd <= s.size()) {
         int rc = pcre2_match(p.code, subject, s.size(), lastEnd, PCRE2_NO_UTF_CHECK, md.data, p.context);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT) // deep backtracking: the interpreter keeps its stack on the heap
-            rc = pcre2_match(p.code, subject, s.size(), lastEnd, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md.data,
-                             p.context);
+            rc = pcre2_match(p.code, subject, s.size(), lastEnd, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md.data, p.context);
         if (rc < 0) return; // no match, or a limit hit: the rest stays unmatched
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.data);
         const std::size_t b = ov[0], e = ov[1];
