@@ -331,7 +331,7 @@ def make_torch_bin():
 def make_tokenizer():
     h = "tokenizer"
     for f in ("gpt2_bytelevel.json", "llama3_style.json", "qwen2_style.json", "spm_legacy.json",
-              "spm_metaspace.json"):
+              "spm_metaspace.json", "deepseek_v3_style.json", "o200k_style.json"):
         copy_fixture(h, "tests/io/tokenizer/" + f)
     with open(os.path.join(ROOT, "tests/io/tokenizer/spm_legacy.json"), "rb") as f:
         spm = f.read()
@@ -357,6 +357,13 @@ def make_tokenizer():
         "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "byte_fallback": True,
                   "fuse_unk": True, "vocab": vocab, "merges": ["a b", "\u2581 a"]}}
     seed(h, "tiny_spm.json", json.dumps(tiny))
+    # A Split regex is user input: (a+)+$ backtracks exponentially on the run of 'a' that opens
+    # the file text the harness encodes; PCRE2's match limit must end it quickly.
+    regex = {"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated",
+                               "invert": False},
+             "model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}}
+    regression(h, "catastrophic_split_regex.json", ("{\"_\": \"" + "a" * 200 + "!\", " +
+                                                    json.dumps(regex)[1:]).encode())
 
     # Issue 20: normalizers that grow a text without bound (each step doubles every space,
     # 64 steps: 2^64 times the input).

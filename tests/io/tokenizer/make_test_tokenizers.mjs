@@ -9,6 +9,8 @@
 //   qwen2_style.json      NFC + Split(PQ) + ByteLevel(use_regex=false), no BOS
 //   spm_legacy.json       SentencePiece-style: Prepend+Replace normalizer, byte_fallback, <s> template
 //   spm_metaspace.json    non-legacy Metaspace(prepend_scheme=first), unk + fuse_unk, no byte fallback
+//   deepseek_v3_style.json  DeepSeek-V3's three Split regexes (digits, CJK, the rest) + ByteLevel
+//   o200k_style.json      GPT-4o's o200k Split regex with behavior Removed, invert true + ByteLevel
 // Training is deterministic (ties broken by the pair's text), so re-running gives the same files.
 
 import { writeFileSync } from "node:fs";
@@ -62,9 +64,27 @@ const byteMap = (s) => Array.from(enc.encode(s), (b) => byteChar[b]).join("");
 const GPT2 = String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`;
 const P3 = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
 const PQ = P3.replace(String.raw`\p{N}{1,3}`, String.raw`\p{N}`);
+// The published patterns, as their tokenizer.json files hold them (DeepSeek-V3's third one has
+// raw CR and LF characters inside its classes).
+const DS_DIGITS = String.raw`\p{N}{1,3}`;
+const DS_CJK = "[一-龥぀-ゟ゠-ヿ]+";
+const DS_REST = "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
+const O200K = String.raw`[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
 // JS has no (?i:...) groups: spell the contractions out for training only.
 const jsRegex = (p) =>
-  new RegExp(p.replace(String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)`, "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]"), "gu");
+  new RegExp(p.replaceAll(String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)`, "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"), "gu");
+// Isolated splits applied one after another (a Sequence of Split pre-tokenizers).
+const splitAll = (text, regexes) => regexes.reduce((pieces, re) => pieces.flatMap((p) => {
+  const out = [];
+  let last = 0;
+  for (const m of p.matchAll(jsRegex(re))) {
+    if (m.index > last) out.push(p.slice(last, m.index));
+    if (m[0].length) out.push(m[0]);
+    last = m.index + m[0].length;
+  }
+  if (last < p.length) out.push(p.slice(last));
+  return out;
+}), [text]);
 
 // ---- BPE training on word counts ----
 function train(words, initialVocab, numMerges) {
@@ -124,7 +144,7 @@ function write(name, obj) {
 }
 
 function byteLevelTokenizer(regex, numMerges) {
-  const pieces = corpus.match(jsRegex(regex)).map(byteMap);
+  const pieces = (Array.isArray(regex) ? splitAll(corpus, regex) : corpus.match(jsRegex(regex))).map(byteMap);
   return train(countWords(pieces), byteOrder.map((b) => byteChar[b]), numMerges);
 }
 
@@ -256,5 +276,55 @@ const bosTemplate = {
     post_processor: bosTemplate,
     decoder: { type: "Metaspace", replacement: "\u2581", prepend_scheme: "first", split: false },
     model: bpeModel(vocab, merges, { unk_token: "<unk>", fuse_unk: true, byte_fallback: false }),
+  });
+}
+
+// (e) DeepSeek-V3 style: three Isolated Split regexes, then ByteLevel without its own regex
+{
+  const { vocab, merges } = byteLevelTokenizer([DS_DIGITS, DS_CJK, DS_REST], 400);
+  const n = Object.keys(vocab).length;
+  const isolated = (pattern) => ({ type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false });
+  write("deepseek_v3_style.json", {
+    version: "1.0", truncation: null, padding: null,
+    added_tokens: [added(n, "<｜begin▁of▁sentence｜>"), added(n + 1, "<｜end▁of▁sentence｜>"),
+      added(n + 2, "<｜User｜>", { special: false })],
+    normalizer: { type: "Sequence", normalizers: [] },
+    pre_tokenizer: {
+      type: "Sequence", pretokenizers: [
+        isolated(DS_DIGITS), isolated(DS_CJK), isolated(DS_REST),
+        { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<｜begin▁of▁sentence｜>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [{ SpecialToken: { id: "<｜begin▁of▁sentence｜>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } },
+        { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: {
+        "<｜begin▁of▁sentence｜>": { id: "<｜begin▁of▁sentence｜>", ids: [n], tokens: ["<｜begin▁of▁sentence｜>"] },
+      },
+    },
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: bpeModel(vocab, merges.map(([a, b]) => `${a} ${b}`)),
+  });
+}
+
+// (f) GPT-4o (o200k) style: Split with behavior Removed and invert true keeps only the matches
+{
+  const { vocab, merges } = byteLevelTokenizer(O200K, 400);
+  const n = Object.keys(vocab).length;
+  write("o200k_style.json", {
+    version: "1.0", truncation: null, padding: null,
+    added_tokens: [added(n, "<|endoftext|>"), added(n + 1, "<|endofprompt|>")],
+    normalizer: null,
+    pre_tokenizer: {
+      type: "Sequence", pretokenizers: [
+        { type: "Split", pattern: { Regex: O200K }, behavior: "Removed", invert: true },
+        { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    post_processor: null,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: bpeModel(vocab, merges, { continuing_subword_prefix: "", end_of_word_suffix: "" }),
   });
 }
