@@ -145,8 +145,10 @@ bool runReference(const QString& tokenizerJson, const std::vector<std::string>& 
     }
     QTemporaryDir tmp;
     std::string arr = "[";
-    for (const std::string& s : strings)
-        arr += (arr.size() > 1 ? "," : "") + qb::io::jsonQuote(s);
+    for (const std::string& s : strings) {
+        if (arr.size() > 1) arr += ',';
+        arr += qb::io::jsonQuote(s);
+    }
     arr += "]";
     const QString stringsPath = tmp.filePath("strings.json");
     writeAll(stringsPath, QByteArray::fromStdString(arr));
@@ -691,8 +693,11 @@ private Q_SLOTS:
             if (got == expected) return;
             ++failures;
             std::string g;
-            for (const std::string& m : got)
-                g += "'" + escaped(m) + "' ";
+            for (const std::string& m : got) {
+                g += '\'';
+                g += escaped(m);
+                g += "' ";
+            }
             qWarning("%s: pattern %s on '%s' matched %s", name, pattern.c_str(), escaped(text).c_str(), g.c_str());
         };
         row("white space is White_Space", "\\s+", "a\u180Eb\u3000\u00A0c\uFEFFd\u0085e", {"\u3000\u00A0", "\u0085"});
