@@ -4,6 +4,7 @@
 #include "io/tokenizer.h"
 #include "model/forward.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -130,6 +131,42 @@ io::JsonValue QuantizeOutcome::metricsJson() const
     return m;
 }
 
+QuantizeWork estimateQuantizeWork(const ModelConfig& c, const ResolvedPlan& plan, std::int64_t calibTokens, int seqlen,
+                                  std::uint64_t calibTextBytes, std::int64_t evalTokens, int evalCtx,
+                                  bool loadAllLayers)
+{
+    const double layers = double(std::max<std::int64_t>(1, c.numHiddenLayers));
+    double linearMacs = 0; // per token, all layers
+    for (const TensorPlan& t : plan.tensors)
+        linearMacs += double(t.rows) * double(t.cols);
+    const double attention = double(c.numAttentionHeads) * double(c.headDim); // per token, per context position
+    const auto forward = [&](double ctx) { return linearMacs + layers * attention * ctx; };
+    const double head = double(c.vocabSize) * double(c.hiddenSize);
+
+    QuantizeWork w;
+    constexpr double kTokenizeMacsPerByte = 50;  // BPE encoding, measured against a forward pass
+    constexpr double kLoadMacsPerWeight = 4;     // reading and converting one weight (memory-bound)
+    constexpr double kForwardPasses = 5;         // 4 Hessian groups + the output pass per layer
+    constexpr double kNeuqiSearchPerWeight = 64; // NeUQI's scale candidates per weight
+    constexpr double kRtnPerWeight = 16;
+    w.calibrate = kTokenizeMacsPerByte * double(calibTextBytes);
+    const double embedAndHead = 2 * head;
+    w.load = kLoadMacsPerWeight * (loadAllLayers ? linearMacs + embedAndHead : embedAndHead);
+    w.quantize = kForwardPasses * double(calibTokens) * forward(seqlen);
+    for (const TensorPlan& t : plan.tensors) {
+        if (t.skip) continue;
+        const double rows = double(t.rows), cols = double(t.cols);
+        if (t.linear == model::Linear::Q || t.linear == model::Linear::O || t.linear == model::Linear::Gate ||
+            t.linear == model::Linear::Down)
+            w.quantize += double(calibTokens) * cols * cols; // the group's Hessian X^T X
+        if (quant::methodTraits(t.method).needsHessian) w.quantize += cols * cols * cols + rows * cols * cols;
+        else w.quantize += kRtnPerWeight * rows * cols;
+        if (t.options.init == quant::GridInit::Neuqi) w.quantize += kNeuqiSearchPerWeight * rows * cols;
+    }
+    w.perplexity = double(evalTokens) * (forward(double(evalCtx)) + head);
+    return w;
+}
+
 Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ctx)
 {
     const auto t0 = Clock::now();
@@ -139,15 +176,25 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     QB_TRY(plan, resolveQuantPlan(req.plan, ck.config));
     QB_TRY(tok, io::loadCheckpointTokenizer(ck));
     std::optional<std::string> evalText;
+    std::int64_t evalTokens = 0;
     if (req.evalTextPath) {
         QB_TRY(t, readTextFile(*req.evalTextPath));
         evalText = std::move(*t);
+        // Counted now (encoding is cheap next to the forward pass) so the ETA knows the last phase.
+        const std::int64_t ctxLen = std::max(1, req.evalOptions.ctx);
+        evalTokens = std::int64_t(tok->encode(*evalText).size()) / ctxLen * ctxLen;
     }
     const bool load = !req.base || (req.keepBaseLayers && req.base->numLayers() > 0 && !req.base->layer(0));
-    std::vector<PhaseWeight> list{{"calibrate", 1}};
-    if (load) list.push_back({"load", req.keepBaseLayers ? 4.0 : 1.0});
-    list.push_back({"quantize", 40});
-    if (evalText) list.push_back({"perplexity", 6});
+    std::error_code ec;
+    const auto calibBytes = std::filesystem::file_size(req.calibration.textPath, ec);
+    const QuantizeWork work = estimateQuantizeWork(
+        ck.config, *plan, std::int64_t(req.calibration.options.nsamples) * req.calibration.options.seqlen,
+        req.calibration.options.seqlen, ec ? 0 : std::uint64_t(calibBytes), evalTokens, req.evalOptions.ctx,
+        req.keepBaseLayers);
+    std::vector<PhaseWeight> list{{"calibrate", work.calibrate}};
+    if (load) list.push_back({"load", work.load});
+    list.push_back({"quantize", work.quantize});
+    if (evalText) list.push_back({"perplexity", work.perplexity});
     phases(ctx, std::move(list));
     if (req.options.threads > 0) model::setNumThreads(req.options.threads);
 

@@ -112,9 +112,24 @@ struct QuantizeOutcome {
     io::JsonValue metricsJson() const;
 };
 
-// Phases: "calibrate", "load", "quantize", "perplexity" (when evalTextPath). A plan that does not
-// resolve for the model fails with InvalidArgument before any long work.
+// Phases: "calibrate", "load" (when the base must be loaded), "quantize", "perplexity" (when
+// evalTextPath), weighted by estimateQuantizeWork so that the overall fraction and the ETA follow
+// the work left in every phase. A plan that does not resolve for the model, a missing tokenizer or
+// text fail with InvalidArgument / Io before any long work.
 Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& request, RunContext* ctx = nullptr);
+
+// Work of the quantize workflow's phases in multiply-add equivalents (relative weights, not a time
+// prediction): calibrate = tokenizing the text; load = converting the weights loaded; quantize =
+// per layer 5 forward passes over the calibration tokens (4 Hessian groups + the output pass), the
+// Hessian sums and each tensor's solve (GPTQ/NeUQI: cols^3 + rows*cols^2, NeUQI's search on top;
+// RTN: a few passes over the weights); perplexity = the forward pass over the evaluation tokens
+// including lm_head (vocab x hidden per token, which dominates small models).
+struct QuantizeWork {
+    double calibrate = 0, load = 0, quantize = 0, perplexity = 0;
+};
+QuantizeWork estimateQuantizeWork(const ModelConfig& config, const ResolvedPlan& plan, std::int64_t calibTokens,
+                                  int seqlen, std::uint64_t calibTextBytes, std::int64_t evalTokens, int evalCtx,
+                                  bool loadAllLayers);
 
 // ---- sensitivity of one tensor ------------------------------------------------------------------
 

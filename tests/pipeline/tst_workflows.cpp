@@ -188,6 +188,32 @@ private Q_SLOTS:
         QCOMPARE(int(m.find("tensors")->asArray().size()), layers * 7);
     }
 
+    void workEstimateFollowsTheWork()
+    {
+        const ModelConfig& c = m_ck->config;
+        auto plan = pipeline::resolveQuantPlan(pipeline::uniformQuantPlan(quant::Method::Gptq, 4, 32), c);
+        QVERIFY(plan.ok());
+        const auto w = pipeline::estimateQuantizeWork(c, *plan, 128 * 256, 256, 100000, 64 * 128, 128, false);
+        QVERIFY(w.calibrate > 0 && w.load > 0 && w.quantize > 0 && w.perplexity > 0);
+        // Twice the evaluation text, twice the perplexity work; nothing else moves.
+        const auto w2 = pipeline::estimateQuantizeWork(c, *plan, 128 * 256, 256, 100000, 2 * 64 * 128, 128, false);
+        QCOMPARE(w2.perplexity, 2 * w.perplexity);
+        QCOMPARE(w2.quantize, w.quantize);
+        // lm_head counts: with a 32k vocabulary (a 7.7 M LLaMA's) the evaluation's share of the work
+        // grows over threefold, where a fixed split would have kept it at 15 % (the ETA that was 5x off).
+        ModelConfig big = c;
+        big.vocabSize = 32000;
+        const auto wb = pipeline::estimateQuantizeWork(big, *plan, 128 * 256, 256, 100000, 64 * 128, 128, false);
+        const double share = w.perplexity / (w.quantize + w.perplexity);
+        const double bigShare = wb.perplexity / (wb.quantize + wb.perplexity);
+        QVERIFY2(bigShare > 3 * share, qPrintable(QStringLiteral("%1 vs %2").arg(bigShare).arg(share)));
+        // RTN solves nothing: less work than GPTQ; skipping tensors removes theirs; all layers cost more to load.
+        auto rtn = pipeline::resolveQuantPlan(pipeline::uniformQuantPlan(quant::Method::Rtn, 4, 32), c);
+        QVERIFY(rtn.ok());
+        QVERIFY(pipeline::estimateQuantizeWork(c, *rtn, 128 * 256, 256, 100000, 0, 128, false).quantize < w.quantize);
+        QVERIFY(pipeline::estimateQuantizeWork(c, *plan, 128 * 256, 256, 100000, 0, 128, true).load > w.load);
+    }
+
     void quantizeRefusesABadPlanBeforeWorking()
     {
         auto req = smallQuantize(m_ck);

@@ -13,6 +13,7 @@
 #include <QTreeView>
 
 #include <QAbstractItemModelTester>
+#include <QAction>
 #include <QApplication>
 #include <QMenu>
 #include <QMimeData>
@@ -29,10 +30,12 @@
 #include <QStandardPaths>
 #include <QStatusBar>
 #include <QTabWidget>
+#include <QLabel>
 #include <QTest>
 #include <QTemporaryDir>
 #include <QDir>
 #include <QFile>
+#include <QFileDialog>
 #include <QSet>
 
 #include "../common/process_memory.h"
@@ -86,6 +89,30 @@ private Q_SLOTS:
         QTRY_VERIFY(!w.explorerDock()->isVisible());
         toggle->trigger();
         QTRY_VERIFY(w.explorerDock()->isVisible());
+    }
+
+    void toolsWithoutAModelSayWhy()
+    {
+        MainWindow w;
+        auto* calibrate = w.findChild<QAction*>(QStringLiteral("actionCalibrate"));
+        auto* evaluate = w.findChild<QAction*>(QStringLiteral("actionEvaluate"));
+        QVERIFY(calibrate && evaluate);
+        calibrate->trigger();
+        QVERIFY2(w.statusBar()->currentMessage().contains(QStringLiteral("open a model first")),
+                 qPrintable(w.statusBar()->currentMessage()));
+        w.statusBar()->clearMessage();
+        evaluate->trigger();
+        QVERIFY(w.statusBar()->currentMessage().contains(QStringLiteral("open a model first")));
+        // Nothing to lose: closing does not ask.
+        QVERIFY(w.unsavedWork().isEmpty());
+        // A Hugging Face folder can be picked directly.
+        auto* folder = w.findChild<QAction*>(QStringLiteral("actionOpenFolder"));
+        QVERIFY(folder);
+        folder->trigger();
+        auto* dialog = w.findChild<QFileDialog*>(QStringLiteral("openFolderDialog"));
+        QVERIFY(dialog);
+        QCOMPARE(dialog->fileMode(), QFileDialog::Directory);
+        dialog->reject();
     }
 
     void aboutDialogShowsVersions()
@@ -145,6 +172,20 @@ private Q_SLOTS:
         auto* proxy = w.explorer()->proxyModel();
         QCOMPARE(proxy->rowCount(), layers);
         QCOMPARE(proxy->rowCount(proxy->index(0, 0)), 1);
+        QVERIFY(w.explorer()->noMatchLabel()->isHidden());
+        // A plan glob: every MLP tensor (gate, up, down) of every layer.
+        w.explorer()->filterEdit()->clear();
+        QTest::keyClicks(w.explorer()->filterEdit(), QStringLiteral("layers.*.MLP"));
+        QCOMPARE(proxy->rowCount(), layers);
+        QCOMPARE(proxy->rowCount(proxy->index(0, 0)), 3);
+        // Nothing matches: the explorer says so.
+        w.explorer()->filterEdit()->clear();
+        QTest::keyClicks(w.explorer()->filterEdit(), QStringLiteral("layers.*.conv"));
+        QCOMPARE(proxy->rowCount(), 0);
+        QVERIFY(!w.explorer()->noMatchLabel()->isHidden());
+        QVERIFY(w.explorer()->noMatchLabel()->text().contains(QStringLiteral("layers.*.conv")));
+        w.explorer()->filterEdit()->setText(QStringLiteral("down_proj"));
+        QVERIFY(w.explorer()->noMatchLabel()->isHidden());
         QSignalSpy selected(w.explorer(), &qb::ui::ModelExplorer::tensorSelected);
         QVERIFY(w.explorer()->selectTensor(QStringLiteral("model.layers.0.mlp.down_proj.weight")));
         QCOMPARE(selected.count(), 1);

@@ -21,6 +21,7 @@
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDir>
+#include <QFile>
 #include <QFileInfo>
 #include <QLabel>
 #include <QLineEdit>
@@ -72,6 +73,12 @@ ExportDialog* clickExport(MainWindow& w)
     const bool shown =
         QTest::qWaitFor([&] { return (d = w.findChild<ExportDialog*>()) != nullptr && d->isVisible(); }, 5000);
     return shown ? d : nullptr;
+}
+
+QByteArray readBytes(const QString& path)
+{
+    QFile f(path);
+    return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray();
 }
 
 // Chooses the format, types the output path, clicks Export, waits for the result.
@@ -149,15 +156,44 @@ private Q_SLOTS:
         }
         QVERIFY(sawGrid);
         QVERIFY2(d->verifyLabel()->text().contains(QStringLiteral("passed")), qPrintable(d->verifyLabel()->text()));
+
+        // Exporting onto an existing file asks first; "No" keeps the file and starts nothing.
+        const QByteArray before = readBytes(gguf);
+        QSignalSpy again(d, &ExportDialog::exportFinished);
+        QTest::mouseClick(d->exportButton(), Qt::LeftButton);
+        QMessageBox* ask = nullptr;
+        QTRY_VERIFY((ask = d->findChild<QMessageBox*>(QStringLiteral("overwriteBox"))) != nullptr);
+        QVERIFY(ask->text().contains(gguf));
+        QTest::mouseClick(ask->button(QMessageBox::No), Qt::LeftButton);
+        QTRY_VERIFY(d->findChild<QMessageBox*>(QStringLiteral("overwriteBox")) == nullptr);
+        QVERIFY(!d->isRunning());
+        QCOMPARE(again.count(), 0);
+        QCOMPARE(readBytes(gguf), before);
+        // "Yes" replaces it.
+        QTest::mouseClick(d->exportButton(), Qt::LeftButton);
+        QTRY_VERIFY((ask = d->findChild<QMessageBox*>(QStringLiteral("overwriteBox"))) != nullptr);
+        QTest::mouseClick(ask->button(QMessageBox::Yes), Qt::LeftButton);
+        QVERIFY(again.wait(60000));
+        QVERIFY(again.first().at(0).toBool());
         QTest::mouseClick(d->findChild<QPushButton*>(QStringLiteral("exportClose")), Qt::LeftButton);
         QTRY_VERIFY(w.findChild<ExportDialog*>() == nullptr);
 
-        // Save the project.
+        // Quitting now would lose the run: the window asks, and Cancel keeps it open.
+        QVERIFY2(w.unsavedWork().contains(QStringLiteral("1 quantization run")), qPrintable(w.unsavedWork()));
+        QVERIFY(!w.close());
+        QMessageBox* quit = nullptr;
+        QTRY_VERIFY((quit = w.findChild<QMessageBox*>(QStringLiteral("quitConfirmBox"))) != nullptr);
+        QTest::mouseClick(quit->button(QMessageBox::Cancel), Qt::LeftButton);
+        QTRY_VERIFY(w.findChild<QMessageBox*>(QStringLiteral("quitConfirmBox")) == nullptr);
+        QVERIFY(w.isVisible());
+
+        // Save the project: nothing is unsaved any more.
         const QString proj = tmp.filePath(QStringLiteral("tuned.qbproj"));
         QSignalSpy saved(&w, &MainWindow::projectSaved);
         w.saveProject(proj);
         QVERIFY(saved.wait(20000));
         QVERIFY2(saved.first().at(1).toBool(), qPrintable(saved.first().at(2).toString()));
+        QVERIFY2(w.unsavedWork().isEmpty(), qPrintable(w.unsavedWork()));
         const auto original = panel->runs()->run(0);
 
         // Open it in a fresh window.
@@ -169,6 +205,7 @@ private Q_SLOTS:
         QTRY_VERIFY_WITH_TIMEOUT(opened.count() + failed.count() > 0, 20000);
         QVERIFY2(failed.isEmpty(), failed.isEmpty() ? "" : qPrintable(failed.first().at(1).toString()));
         QVERIFY(w2.checkpoint());
+        QVERIFY2(w2.unsavedWork().isEmpty(), qPrintable(w2.unsavedWork()));
         QuantizePanel* p2 = w2.quantizePanel();
         QCOMPARE(p2->planEditor()->model()->plan(), plan);
         QCOMPARE(p2->runs()->rowCount(), 1);

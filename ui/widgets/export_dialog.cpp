@@ -10,6 +10,7 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QMessageBox>
 #include <QFutureWatcher>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -181,8 +182,29 @@ void ExportDialog::chooseOutput()
 void ExportDialog::startExport()
 {
     if (isRunning() || !m_run || !m_run->result || !m_checkpoint) return;
+    const QString target = QDir::cleanPath(m_path->text().trimmed());
+    if (QFileInfo::exists(target) && !m_overwriteConfirmed) {
+        // Asked, never assumed; the write itself is atomic, so "No" leaves the file as it is.
+        auto* box = new QMessageBox(QMessageBox::Question, tr("Replace %1?").arg(QFileInfo(target).fileName()),
+                                    tr("%1 already exists. Replace it with this export?").arg(target),
+                                    QMessageBox::Yes | QMessageBox::No, this);
+        box->setObjectName(QStringLiteral("overwriteBox"));
+        box->setDefaultButton(QMessageBox::No);
+        box->setAttribute(Qt::WA_DeleteOnClose);
+        connect(box, &QMessageBox::finished, this, [this](int result) {
+            if (result != QMessageBox::Yes) {
+                m_status->setText(tr("Export not started: the existing file is kept."));
+                return;
+            }
+            m_overwriteConfirmed = true;
+            startExport();
+            m_overwriteConfirmed = false;
+        });
+        box->open();
+        return;
+    }
     pipeline::ModelExportRequest req;
-    req.out = QDir::cleanPath(m_path->text().trimmed()).toStdString();
+    req.out = target.toStdString();
     req.format = format();
     req.ggufType = m_ggufType->currentData().toString().toStdString();
     req.roundGrids = m_round->isChecked();

@@ -77,6 +77,7 @@ private:
     QLabel* m_verify;
     QLabel* m_status;
     QFutureWatcherBase* m_watcher = nullptr;
+    bool m_overwriteConfirmed = false; // set while an export the user allowed to replace starts
 };
 
 } // namespace qb::ui

@@ -29,6 +29,8 @@
 #include <QSpinBox>
 #include <QMenuBar>
 #include <QMessageBox>
+#include <QUndoStack>
+#include <QPushButton>
 #include <QMimeData>
 #include <QSettings>
 #include <QStatusBar>
@@ -103,6 +105,7 @@ void MainWindow::createPanels()
     m_tabs->addTab(quantize, tr("Quantization"));
     connect(this, &MainWindow::modelLoaded, quantize, [this, quantize] { quantize->setCheckpoint(m_checkpoint); });
     connect(quantize, &QuantizePanel::quantizeFinished, this, [this](bool ok, const QString& msg) {
+        if (ok) ++m_unsavedRuns;
         statusBar()->showMessage(ok ? tr("Quantized: %1").arg(msg) : tr("Quantization: %1").arg(msg), 8000);
         if (!ok) jobError(tr("Quantization failed"), msg);
     });
@@ -138,6 +141,10 @@ void MainWindow::createMenus()
     m_openAction->setShortcut(QKeySequence::Open);
     m_openAction->setObjectName(QStringLiteral("actionOpen"));
     connect(m_openAction, &QAction::triggered, this, &MainWindow::openModelDialog);
+    QAction* openFolder = file->addAction(tr("Open Model &Folder..."));
+    openFolder->setObjectName(QStringLiteral("actionOpenFolder"));
+    openFolder->setShortcut(QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_O));
+    connect(openFolder, &QAction::triggered, this, &MainWindow::openModelFolderDialog);
     QAction* openDemo = file->addAction(tr("Open &Demo Model"));
     openDemo->setObjectName(QStringLiteral("actionOpenDemo"));
     connect(openDemo, &QAction::triggered, this, [this] {
@@ -182,6 +189,10 @@ void MainWindow::createMenus()
     calibrate->setObjectName(QStringLiteral("actionCalibrate"));
     connect(calibrate, &QAction::triggered, this, [this] {
         m_tabs->setCurrentWidget(m_activations);
+        if (!m_checkpoint) {
+            statusBar()->showMessage(tr("Run Calibration: open a model first (File > Open Model)"), 8000);
+            return;
+        }
         m_activations->startCalibration();
     });
     QAction* evaluate = tools->addAction(tr("&Evaluate Perplexity"));
@@ -189,6 +200,10 @@ void MainWindow::createMenus()
     evaluate->setObjectName(QStringLiteral("actionEvaluate"));
     connect(evaluate, &QAction::triggered, this, [this] {
         m_historyDock->show();
+        if (!m_checkpoint) {
+            statusBar()->showMessage(tr("Evaluate Perplexity: open a model first (File > Open Model)"), 8000);
+            return;
+        }
         m_perplexity->startEvaluation();
     });
 
@@ -224,6 +239,18 @@ void MainWindow::openModelDialog()
         const QFileInfo fi(file);
         openModel(fi.fileName() == QLatin1String("config.json") ? fi.absolutePath() : file);
     });
+    dialog->open();
+}
+
+void MainWindow::openModelFolderDialog()
+{
+    // A Hugging Face model is a folder (config.json + safetensors shards + tokenizer.json).
+    auto* dialog = new QFileDialog(this, tr("Open Model Folder"));
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    dialog->setFileMode(QFileDialog::Directory);
+    dialog->setOption(QFileDialog::ShowDirsOnly);
+    dialog->setObjectName(QStringLiteral("openFolderDialog"));
+    connect(dialog, &QFileDialog::fileSelected, this, &MainWindow::openModel);
     dialog->open();
 }
 
@@ -333,8 +360,43 @@ void MainWindow::dropEvent(QDropEvent* event)
     event->acceptProposedAction();
 }
 
+QString MainWindow::unsavedWork() const
+{
+    QStringList what;
+    if (m_jobStatus->isBusy()) what << tr("a job is running (%1); quitting cancels it").arg(m_jobStatus->text());
+    if (m_unsavedRuns > 0) what << tr("%n quantization run(s) not saved in a project", nullptr, m_unsavedRuns);
+    if (m_checkpoint && !m_quantize->planEditor()->undoStack()->isClean()) what << tr("the plan has unsaved changes");
+    return what.join(QLatin1Char('\n'));
+}
+
+void MainWindow::markSaved()
+{
+    m_unsavedRuns = 0;
+    m_quantize->planEditor()->undoStack()->setClean();
+}
+
 void MainWindow::closeEvent(QCloseEvent* event)
 {
+    const QString concern = m_closeConfirmed ? QString() : unsavedWork();
+    if (!concern.isEmpty()) {
+        // Asked window-modally (open(), never exec()): the event loop keeps running the jobs.
+        event->ignore();
+        if (findChild<QMessageBox*>(QStringLiteral("quitConfirmBox"))) return; // already asking
+        auto* box = new QMessageBox(QMessageBox::Warning, tr("Quit Quantbench?"), concern, QMessageBox::NoButton, this);
+        box->setObjectName(QStringLiteral("quitConfirmBox"));
+        box->setInformativeText(tr("Quit anyway?"));
+        box->setAttribute(Qt::WA_DeleteOnClose);
+        QPushButton* quit = box->addButton(tr("Quit"), QMessageBox::DestructiveRole);
+        box->addButton(QMessageBox::Cancel);
+        box->setDefaultButton(QMessageBox::Cancel);
+        connect(box, &QMessageBox::finished, this, [this, box, quit] {
+            if (box->clickedButton() != quit) return;
+            m_closeConfirmed = true;
+            close();
+        });
+        box->open();
+        return;
+    }
     m_runner->cancelAllAndWait(); // owners cancel, then wait
     QMainWindow::closeEvent(event);
 }
@@ -448,6 +510,7 @@ void MainWindow::saveProject(const QString& path)
                 Q_EMIT projectSaved(path, false, msg);
                 return;
             }
+            markSaved();
             statusBar()->showMessage(
                 tr("Saved %1 (%n quantized tensor(s))", nullptr, int(outcome.value->tensors)).arg(path), 8000);
             Q_EMIT projectSaved(path, true, QString());
@@ -493,6 +556,7 @@ void MainWindow::openProject(const QString& path)
             for (const auto& r : lp.runs)
                 runs.push_back(std::make_shared<QuantRun>(QuantRun::fromProjectRun(r)));
             m_quantize->restoreRuns(runs);
+            markSaved(); // what is shown is what the file holds
             for (const auto& w : lp.warnings)
                 msg += QStringLiteral("; ") + QString::fromStdString(w);
             setWindowTitle(QStringLiteral("Quantbench - %1").arg(QFileInfo(path).fileName()));

@@ -46,6 +46,9 @@ public:
     JobStatus* jobStatus() const { return m_jobStatus; }
     std::shared_ptr<const io::Checkpoint> checkpoint() const { return m_checkpoint; }
     QString statusSummary() const;
+    // What quitting now would lose, one line each ("" when nothing): a running job, runs not
+    // saved in a project, plan edits since the last save/open. Closing asks when it is not empty.
+    QString unsavedWork() const;
 
     // The bundled demo model directory (installed share dir or source tree), or empty.
     static QString bundledDemoPath();
@@ -58,6 +61,8 @@ public Q_SLOTS:
     // Opens a model in a worker thread; errors are shown in a dialog naming the file.
     void openModel(const QString& path);
     void openModelDialog();
+    // A Hugging Face model folder (the file dialog above picks files only).
+    void openModelFolderDialog();
     // .qbproj projects (pipeline/project.h): the model reference, the plan in the editor, every
     // run's metrics and the grids of the selected (else latest) run. Both run in a worker; a file
     // that cannot be read (or a newer major version) is reported in a dialog naming the file.
@@ -89,6 +94,8 @@ private:
     void projectError(const QString& title, const QString& path, const QString& message);
     // A failed calibration, quantization or evaluation job: a dialog with the message.
     void jobError(const QString& title, const QString& message);
+    // After a project is saved or opened: no unsaved runs, the plan's undo stack is clean.
+    void markSaved();
 
     QTabWidget* m_tabs = nullptr;
     QDockWidget* m_explorerDock = nullptr;
@@ -107,6 +114,8 @@ private:
     QAction* m_saveProjectAction = nullptr;
     QAction* m_openProjectAction = nullptr;
     std::shared_ptr<const io::Checkpoint> m_checkpoint;
+    int m_unsavedRuns = 0;
+    bool m_closeConfirmed = false;
 };
 
 } // namespace qb::ui

@@ -1,6 +1,7 @@
 #pragma once
 // ModelExplorer: the tree of decoder layers and tensors with a search box. Sorting and
-// filtering go through a QSortFilterProxyModel (recursive: a matching tensor keeps its layer).
+// filtering go through a QSortFilterProxyModel (recursive: a matching tensor keeps its layer);
+// the box takes plain text or a plan glob ("layers.*.mlp") and says when nothing matches.
 
 #include "io/checkpoint.h"
 
@@ -8,6 +9,7 @@
 
 #include <memory>
 
+class QLabel;
 class QLineEdit;
 class QSortFilterProxyModel;
 class QTreeView;
@@ -26,6 +28,7 @@ public:
     QSortFilterProxyModel* proxyModel() const { return m_proxy; }
     QTreeView* view() const { return m_view; }
     QLineEdit* filterEdit() const { return m_filter; }
+    QLabel* noMatchLabel() const { return m_noMatch; }
     QString selectedTensor() const;
     bool selectTensor(const QString& name);
 
@@ -37,6 +40,7 @@ private:
     QSortFilterProxyModel* m_proxy;
     QTreeView* m_view;
     QLineEdit* m_filter;
+    QLabel* m_noMatch;
 };
 
 } // namespace qb::ui
