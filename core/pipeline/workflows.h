@@ -7,7 +7,7 @@
 //   evaluateModel          tokenizer + text + (load) + perplexity
 //   calibrateActivations   tokenizer + text + calibration windows + activation statistics
 //   quantizeModel          plan resolution + calibration + load + layer-by-layer quantization
-//                          (+ perplexity of the result)
+//                          (+ perplexity of the result and its KL divergence from the base)
 //   analyzeTensor          per-channel error, weight histograms and grid of one quantized tensor
 //                          ("sensitivity"; the what-if preview is previewTensor, whatif.h)
 //   exportRun              a run -> GGUF / GPTQ / safetensors / .qbproj, each verified
@@ -23,6 +23,7 @@
 
 #include "base/result.h"
 #include "base/run_context.h"
+#include "eval/kl_divergence.h"
 #include "eval/perplexity.h"
 #include "eval/tensor_stats.h"
 #include "io/checkpoint.h"
@@ -93,6 +94,9 @@ struct QuantizeRequest {
     CalibrationSource calibration;
     std::optional<std::string> evalTextPath; // perplexity of the result when set
     PerplexityJobOptions evalOptions;
+    // With evalTextPath: also KL divergence and top-1 agreement of the result against the base
+    // model on the same windows (one paired pass; see quantizeModel for the memory it takes).
+    bool klDivergence = true;
     QuantizeJobOptions options; // batch, threads, keepModel, keepCodes, onLayerDone
     // An already loaded base model (its layers may be absent); otherwise it is loaded.
     std::shared_ptr<const model::Model> base;
@@ -106,14 +110,21 @@ struct QuantizeOutcome {
     std::shared_ptr<const CalibrationSet> calibration;
     std::shared_ptr<const model::Model> base;
     std::optional<eval::PerplexityResult> perplexity;
+    std::optional<eval::KlStats> kl; // against the base model (evalTextPath and klDivergence)
     std::vector<LoadWarning> loadWarnings;
     double seconds = 0; // the whole workflow
     // The one metrics schema (runMetricsJson): what `quantize --json` prints and a project stores.
     io::JsonValue metricsJson() const;
 };
 
-// Phases: "calibrate", "load", "quantize", "perplexity" (when evalTextPath). A plan that does not
-// resolve for the model fails with InvalidArgument before any long work.
+// Phases: "calibrate", "load", "quantize", then with evalTextPath "reference" (KL only, when the
+// base's decoder layers are not loaded) and "perplexity" (with KL: both models over each batch of
+// windows). A plan that does not resolve for the model fails with InvalidArgument before any long
+// work.
+// Memory resident during the evaluation: the fake-quantized model (F32) and, for KL, the base
+// model with all its decoder layers (F32; loaded in the "reference" phase when the base came
+// without them, and released at the end unless keepBaseLayers), so about twice the F32 model,
+// plus one batch per model (eval/kl_divergence.h). Without KL only the fake-quantized model.
 Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& request, RunContext* ctx = nullptr);
 
 // ---- sensitivity of one tensor ------------------------------------------------------------------
@@ -147,6 +158,7 @@ struct ProjectRun {
     std::optional<double> perplexity;
     double seconds = 0;
     io::JsonValue calibration; // CalibrationSource::toJson() of the run
+    std::optional<eval::KlStats> kl;
 };
 
 struct ExportRequest {
