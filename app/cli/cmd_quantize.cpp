@@ -1,5 +1,6 @@
 // quantbench-cli quantize: sequential layer-by-layer quantization with a plan (or one method for
-// every linear), optional perplexity of the fake-quantized model.
+// every linear), optional perplexity of the fake-quantized model and its KL divergence from the
+// original.
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
@@ -29,7 +30,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     cli::CliArgs args(argv,
                       {"calib", "nsamples", "seqlen", "seed", "plan", "method", "bits", "group", "eval", "ctx", "score",
                        "threads", "batch", "save-plan", "out", "format", "gguf-type"},
-                      {"sym", "act-order", "json", "round-grids"});
+                      {"sym", "act-order", "json", "round-grids", "no-kl"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto calibPath = args.value("calib");
@@ -47,6 +48,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (!mode) return cli::fail(cmd, "--score must be 'all' or 'second-half'", 2);
     po.mode = *mode;
     const bool json = args.has("json");
+    if (args.has("no-kl") && !args.has("eval")) return cli::fail(cmd, "--no-kl goes with --eval", 2);
     // Optional export of the result (--out PATH --format ...).
     std::optional<pipeline::ExportFormat> exportFormat;
     if (args.has("out") != args.has("format")) return cli::fail(cmd, "--out and --format go together", 2);
@@ -99,6 +101,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     req.calibration = {*calibPath, co};
     if (auto ev = args.value("eval")) req.evalTextPath = *ev;
     req.evalOptions = po;
+    req.klDivergence = !args.has("no-kl");
     req.options.threads = threads;
     req.options.keepCodes = exportFormat.has_value();
     req.options.keepModel = req.evalTextPath.has_value(); // exports rebuild from the codes
@@ -117,7 +120,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
                   q->result,
                   q->perplexity ? std::optional(q->perplexity->perplexity) : std::nullopt,
                   q->seconds,
-                  req.calibration.toJson()};
+                  req.calibration.toJson(),
+                  q->kl};
         ex.target.out = *args.value("out");
         ex.target.format = *exportFormat;
         ex.target.ggufType = args.value("gguf-type", "auto");
@@ -152,6 +156,11 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (const auto& ppl = q->perplexity)
         std::printf("perplexity %.4f (score %s, ctx %d, %lld windows)\n", ppl->perplexity,
                     eval::scoreModeName(ppl->mode), ppl->ctx, (long long)ppl->windows);
+    if (const auto& kl = q->kl)
+        std::printf("KL divergence from the original (perplexity %.4f): mean %.6f ± %.6f, median %.6f, "
+                    "p99 %.6f, max %.6f nats; same top token %.3f ± %.3f %% (%lld tokens)\n",
+                    kl->referencePerplexity, kl->mean, kl->meanStderr, kl->median, kl->p99, kl->max,
+                    100 * kl->top1Agreement, 100 * kl->top1AgreementStderr, (long long)kl->tokens);
     std::fflush(stdout);
     return 0;
 }
@@ -162,7 +171,7 @@ QB_CLI_COMMAND(
     "quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI) with a plan",
     "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 256] [--seed 0]\n"
     "         (--plan PLAN.json | --method rtn|gptq|neuqi --bits B [--group G] [--sym] [--act-order])\n"
-    "         [--eval FILE --ctx N --score all|second-half] [--batch N] [--threads N]\n"
+    "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
     "         [--save-plan FILE] [--json]\n"
     "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
     "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded)\n"
@@ -171,9 +180,13 @@ QB_CLI_COMMAND(
     "  --method M     one method for every decoder linear; neuqi = GPTQ with NeUQI initialisation\n"
     "  --bits B       2..8;  --group G: columns per group (-1 = per channel; default 128)\n"
     "  --sym          symmetric grid (rtn, gptq);  --act-order: GPTQ act-order (on for neuqi)\n"
-    "  --eval FILE    perplexity of the fake-quantized model (--ctx, --score, --batch as `eval`)\n"
+    "  --eval FILE    perplexity of the fake-quantized model (--ctx, --score, --batch as `eval`) and,\n"
+    "                 on the same windows, its KL divergence from the original model (mean ± error,\n"
+    "                 median, p99, max in nats) and how often both predict the same top token;\n"
+    "                 the original's decoder layers are loaded for it: both models sit in memory in F32\n"
+    "  --no-kl        perplexity only (half the evaluation time, the original model is not loaded)\n"
     "  --save-plan F  write the effective plan as JSON\n"
-    "  --json         print {perplexity, bits_per_weight, size_bytes, seconds, timings, tensors[]}\n"
+    "  --json         print {perplexity, kl, bits_per_weight, size_bytes, seconds, timings, tensors[]}\n"
     "  --out PATH     export the result: gguf (grids stored exactly, --gguf-type forces a type),\n"
     "                 gptq (HF GPTQ directory; --round-grids rounds what GPTQ cannot hold instead of\n"
     "                 refusing), safetensors (fake-quantized HF directory), qbproj (project file)\n"

@@ -39,8 +39,13 @@ Result<TokenWindows> makeWindows(std::span<const std::int32_t> tokens, int ctx, 
 void NllAccumulator::add(std::span<const float> logProbs)
 {
     for (float lp : logProbs)
-        nll -= double(lp);
-    tokens += std::int64_t(logProbs.size());
+        add(lp);
+}
+
+void NllAccumulator::add(float logProb)
+{
+    nll -= double(logProb);
+    ++tokens;
 }
 
 double NllAccumulator::perplexity() const
@@ -51,42 +56,59 @@ double NllAccumulator::perplexity() const
 Result<PerplexityResult> evaluatePerplexity(const model::Model& model, const TokenWindows& windows,
                                             const PerplexityOptions& options, RunContext* rc)
 {
-    const int ctx = windows.ctx;
-    if (windows.count <= 0 || ctx < 2 || windows.ids.size() != std::size_t(windows.count) * std::size_t(ctx))
-        return makeError(ErrorCode::InvalidArgument, "no complete token window to evaluate");
     QB_TRY_STATUS(model.validate());
-    const int batch = std::max(1, options.batch);
-    const int first = firstScoredPosition(options.mode, ctx);
+    const int first = firstScoredPosition(options.mode, windows.ctx);
     const auto t0 = std::chrono::steady_clock::now();
-    if (rc) rc->beginStage("evaluate", windows.count);
-
     model::Workspace ws;
     model::RowMatrix hidden;
     std::vector<float> lp;
     NllAccumulator acc;
-    for (int w0 = 0; w0 < windows.count; w0 += batch) {
-        if (rc && rc->isCancelled()) return RunContext::cancelledError("perplexity");
-        const int nb = std::min(batch, windows.count - w0);
-        const std::span<const std::int32_t> ids(windows.ids.data() + std::size_t(w0) * std::size_t(ctx),
-                                                std::size_t(nb) * std::size_t(ctx));
-        QB_TRY_STATUS(model::embed(model, ids, hidden));
-        for (int l = 0; l < model.numLayers(); ++l)
-            QB_TRY_STATUS(model::runLayer(model, l, hidden, ctx, ws));
-        QB_TRY_STATUS(model::logProbs(model, hidden, ctx, ids, first, lp, ws));
+    auto perBatch = [&](std::span<const std::int32_t> ids) -> Status {
+        QB_TRY_STATUS(model::runDecoder(model, ids, windows.ctx, hidden, ws));
+        QB_TRY_STATUS(model::logProbs(model, hidden, windows.ctx, ids, first, lp, ws));
         acc.add(lp);
+        return {};
+    };
+    QB_TRY_STATUS(detail::forEachWindowBatch(windows, options.batch, rc, "perplexity", perBatch));
+    return detail::perplexityResult(acc, windows, options.mode, t0);
+}
+
+namespace detail {
+
+Status forEachWindowBatch(const TokenWindows& windows, int batch, RunContext* rc, const std::string& what,
+                          const std::function<Status(std::span<const std::int32_t> ids)>& perBatch)
+{
+    const int ctx = windows.ctx;
+    if (windows.count <= 0 || ctx < 2 || windows.ids.size() != std::size_t(windows.count) * std::size_t(ctx))
+        return makeError(ErrorCode::InvalidArgument, "no complete token window to evaluate");
+    batch = std::max(1, batch);
+    if (rc) rc->beginStage("evaluate", windows.count);
+    for (int w0 = 0; w0 < windows.count; w0 += batch) {
+        if (rc && rc->isCancelled()) return RunContext::cancelledError(what);
+        const int nb = std::min(batch, windows.count - w0);
+        QB_TRY_STATUS(
+            perBatch({windows.ids.data() + std::size_t(w0) * std::size_t(ctx), std::size_t(nb) * std::size_t(ctx)}));
         if (rc) rc->advance(nb);
     }
+    return {};
+}
+
+Result<PerplexityResult> perplexityResult(const NllAccumulator& nll, const TokenWindows& windows, ScoreMode mode,
+                                          std::chrono::steady_clock::time_point start)
+{
     PerplexityResult r;
-    r.perplexity = acc.perplexity();
-    r.tokensScored = acc.tokens;
+    r.perplexity = nll.perplexity();
+    r.tokensScored = nll.tokens;
     r.windows = windows.count;
-    r.ctx = ctx;
-    r.mode = options.mode;
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    r.tokensPerSecond = r.seconds > 0 ? double(windows.count) * ctx / r.seconds : 0.0;
+    r.ctx = windows.ctx;
+    r.mode = mode;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    r.tokensPerSecond = r.seconds > 0 ? double(windows.count) * windows.ctx / r.seconds : 0.0;
     if (std::isnan(r.perplexity))
         return makeError(ErrorCode::NumericalError, "perplexity is NaN (NaN in the model output)");
     return r;
 }
+
+} // namespace detail
 
 } // namespace qb::eval

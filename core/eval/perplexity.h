@@ -14,7 +14,9 @@
 #include "base/run_context.h"
 #include "model/model.h"
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -45,6 +47,7 @@ struct NllAccumulator {
     double nll = 0;
     std::int64_t tokens = 0;
     void add(std::span<const float> logProbs);
+    void add(float logProb);
     double perplexity() const; // exp(nll / tokens); NaN when nothing was scored
 };
 
@@ -67,5 +70,18 @@ struct PerplexityResult {
 // window) and returns the perplexity. Cancel -> ErrorCode::Cancelled.
 Result<PerplexityResult> evaluatePerplexity(const model::Model& model, const TokenWindows& windows,
                                             const PerplexityOptions& options, RunContext* ctx = nullptr);
+
+namespace detail {
+
+// The batch loop of the evaluations: checks the windows, starts stage "evaluate" (one unit per
+// window), polls cancel before every batch (the error names `what`) and hands perBatch the ids of
+// each batch (a whole number of windows).
+Status forEachWindowBatch(const TokenWindows& windows, int batch, RunContext* ctx, const std::string& what,
+                          const std::function<Status(std::span<const std::int32_t> ids)>& perBatch);
+// The result of an accumulator over `windows`, timed since `start`; NaN is a NumericalError.
+Result<PerplexityResult> perplexityResult(const NllAccumulator& nll, const TokenWindows& windows, ScoreMode mode,
+                                          std::chrono::steady_clock::time_point start);
+
+} // namespace detail
 
 } // namespace qb::eval

@@ -247,6 +247,37 @@ void logits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, RowMa
     out.noalias() = ws.m_x * model.lmHead().transpose();
 }
 
+Eigen::Index logitsChunkRows(const Model& model, Eigen::Index scoredRows)
+{
+    return std::max<Eigen::Index>(1, std::min<Eigen::Index>(scoredRows, (16 << 20) / model.lmHead().rows()));
+}
+
+void scoredLogits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, int seqLen, int firstScored,
+                  Eigen::Index begin, Eigen::Index count, RowMatrix& out, Workspace& ws)
+{
+    RowMatrix& rows = ws.m_proj;
+    rows.resize(count, hidden.cols());
+    for (Eigen::Index i = 0; i < count; ++i)
+        rows.row(i) = hidden.row(scoredHiddenRow(begin + i, seqLen, firstScored));
+    logits(model, rows, out, ws);
+}
+
+RowLogSoftmax rowLogSoftmax(std::span<const float> l)
+{
+    RowLogSoftmax r;
+    r.max = l[0];
+    for (std::size_t j = 1; j < l.size(); ++j)
+        if (l[j] > r.max) {
+            r.max = l[j];
+            r.argmax = Eigen::Index(j);
+        }
+    double sum = 0;
+    for (float x : l)
+        sum += std::exp(double(x) - double(r.max));
+    r.logSum = std::log(sum);
+    return r;
+}
+
 Status logProbs(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, int seqLen,
                 std::span<const std::int32_t> ids, int firstScored, std::vector<float>& out, Workspace& ws)
 {
@@ -258,39 +289,33 @@ Status logProbs(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, i
     const int perWindow = seqLen - 1 - firstScored;
     out.resize(std::size_t(B) * std::size_t(perWindow));
     const Eigen::Index V = model.lmHead().rows();
-    // Scored rows of all windows, in chunks that bound the logits buffer to ~64 MB.
     const Eigen::Index total = Eigen::Index(B) * perWindow;
-    const Eigen::Index chunk = std::max<Eigen::Index>(1, std::min<Eigen::Index>(total, (16 << 20) / V));
-    RowMatrix& rows = ws.m_proj;
+    const Eigen::Index chunk = logitsChunkRows(model, total);
     for (Eigen::Index c0 = 0; c0 < total; c0 += chunk) {
         const Eigen::Index n = std::min(chunk, total - c0);
-        rows.resize(n, hidden.cols());
+        scoredLogits(model, hidden, seqLen, firstScored, c0, n, ws.m_logits, ws);
         for (Eigen::Index i = 0; i < n; ++i) {
-            const Eigen::Index s = c0 + i;
-            rows.row(i) = hidden.row((s / perWindow) * seqLen + firstScored + s % perWindow);
-        }
-        logits(model, rows, ws.m_logits, ws);
-        for (Eigen::Index i = 0; i < n; ++i) {
-            const Eigen::Index s = c0 + i;
-            const std::int32_t target = ids[std::size_t((s / perWindow) * seqLen + firstScored + s % perWindow + 1)];
+            const std::int32_t target = ids[std::size_t(scoredHiddenRow(c0 + i, seqLen, firstScored) + 1)];
             if (target < 0 || target >= V)
                 return makeError(ErrorCode::OutOfRange,
                                  "target token id " + std::to_string(target) + " outside the vocabulary");
         }
 #pragma omp parallel for schedule(static)
         for (Eigen::Index i = 0; i < n; ++i) {
-            const Eigen::Index s = c0 + i;
-            const std::int32_t target = ids[std::size_t((s / perWindow) * seqLen + firstScored + s % perWindow + 1)];
+            const std::int32_t target = ids[std::size_t(scoredHiddenRow(c0 + i, seqLen, firstScored) + 1)];
             const float* l = ws.m_logits.row(i).data();
-            float mx = l[0];
-            for (Eigen::Index j = 1; j < V; ++j)
-                mx = std::max(mx, l[j]);
-            double sum = 0;
-            for (Eigen::Index j = 0; j < V; ++j)
-                sum += std::exp(double(l[j] - mx));
-            out[std::size_t(s)] = float(double(l[target] - mx) - std::log(sum));
+            out[std::size_t(c0 + i)] = rowLogSoftmax({l, std::size_t(V)}).logProb(l[target]);
         }
     }
+    return {};
+}
+
+Status runDecoder(const Model& model, std::span<const std::int32_t> ids, int seqLen, RowMatrix& hidden, Workspace& ws,
+                  const ActivationTap& taps)
+{
+    QB_TRY_STATUS(embed(model, ids, hidden));
+    for (int l = 0; l < model.numLayers(); ++l)
+        QB_TRY_STATUS(runLayer(model, l, hidden, seqLen, ws, taps));
     return {};
 }
 
@@ -300,9 +325,7 @@ Result<RowMatrix> forwardLogits(const Model& model, std::span<const std::int32_t
     if (seqLen <= 0 || ids.size() % std::size_t(seqLen) != 0)
         return makeError(ErrorCode::InvalidArgument, "token count is not a multiple of the window length");
     RowMatrix hidden;
-    QB_TRY_STATUS(embed(model, ids, hidden));
-    for (int l = 0; l < model.numLayers(); ++l)
-        QB_TRY_STATUS(runLayer(model, l, hidden, seqLen, ws, taps));
+    QB_TRY_STATUS(runDecoder(model, ids, seqLen, hidden, ws, taps));
     RowMatrix out;
     logits(model, hidden, out, ws);
     return out;

@@ -51,8 +51,36 @@ Status runLayer(const Model& model, int layer, RowMatrix& hidden, int seqLen, Wo
 Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, RowMatrix& hidden, int seqLen,
                 Workspace& ws, const ActivationTap& taps = {});
 
+// embed() then runLayer() for every layer: hidden [B·T, K] after the last decoder layer.
+Status runDecoder(const Model& model, std::span<const std::int32_t> ids, int seqLen, RowMatrix& hidden, Workspace& ws,
+                  const ActivationTap& taps = {});
+
 // Final norm + lm_head for every row: logits [rows, V]. `hidden` is left untouched.
 void logits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, RowMatrix& out, Workspace& ws);
+
+// Scored positions of a batch: [firstScored, T-1) of every window, window-major; scored row s
+// reads hidden row scoredHiddenRow(s) and predicts ids[scoredHiddenRow(s) + 1].
+inline Eigen::Index scoredHiddenRow(Eigen::Index s, int seqLen, int firstScored)
+{
+    const Eigen::Index perWindow = seqLen - 1 - firstScored;
+    return (s / perWindow) * seqLen + firstScored + s % perWindow;
+}
+// Scored rows per logits chunk, so that a [chunk, V] buffer stays near 64 MB whatever the batch.
+Eigen::Index logitsChunkRows(const Model& model, Eigen::Index scoredRows);
+// Logits of scored rows [begin, begin + count) into out [count, V] (ws.m_proj gathers the rows).
+void scoredLogits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, int seqLen, int firstScored,
+                  Eigen::Index begin, Eigen::Index count, RowMatrix& out, Workspace& ws);
+
+// Log-softmax of one row of logits as logProbs() computes it, in double after the float logits:
+// the max (and its first index), logSum = log Σ exp(l_j - max), log p_j = l_j - max - logSum.
+struct RowLogSoftmax {
+    float max = 0;
+    Eigen::Index argmax = 0;
+    double logSum = 0;
+    double logProbDouble(float l) const { return (double(l) - double(max)) - logSum; }
+    float logProb(float l) const { return float(logProbDouble(l)); }
+};
+RowLogSoftmax rowLogSoftmax(std::span<const float> logits);
 
 // Next-token log-probabilities without materialising all logits at once: for every window b and
 // position t in [firstScored, T-1), out[b·(T-1-firstScored) + t-firstScored] =

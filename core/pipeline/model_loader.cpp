@@ -77,6 +77,19 @@ Status loadLayerInto(const io::Checkpoint& ck, int l, model::DecoderLayerWeights
     return {};
 }
 
+// Every decoder layer into `m`, one progress unit per tensor.
+Status loadLayers(const io::Checkpoint& ck, model::Model& m, std::vector<LoadWarning>* warnings, RunContext* ctx)
+{
+    for (int l = 0; l < m.numLayers(); ++l) {
+        if (ctx) ctx->setDetail("layer " + std::to_string(l));
+        auto w = std::make_shared<model::DecoderLayerWeights>();
+        Status st = loadLayerInto(ck, l, *w, warnings, ctx);
+        if (!st.ok()) return st.error().code == ErrorCode::Cancelled ? st.error() : st.error().withContext(ck.path);
+        m.setLayer(l, std::move(w));
+    }
+    return {};
+}
+
 } // namespace
 
 Result<std::shared_ptr<model::DecoderLayerWeights>> loadDecoderLayer(const io::Checkpoint& ck, int layer,
@@ -123,17 +136,27 @@ Result<std::shared_ptr<model::Model>> loadModel(const io::Checkpoint& ck, RunCon
             if (!st.ok()) return fail(st.error());
             QB_TRY_STATUS(tick());
         }
-        for (int l = 0; l < layers; ++l) {
-            if (ctx) ctx->setDetail("layer " + std::to_string(l));
-            auto w = std::make_shared<model::DecoderLayerWeights>();
-            st = loadLayerInto(ck, l, *w, warnings, ctx);
-            if (!st.ok()) return st.error().code == ErrorCode::Cancelled ? st.error() : fail(st.error());
-            m->setLayer(l, std::move(w));
-        }
+        if (layers > 0) QB_TRY_STATUS(loadLayers(ck, *m, warnings, ctx));
     } catch (const std::bad_alloc&) {
         return makeError(ErrorCode::OutOfMemory, "not enough memory for the F32 weights", ck.path);
     }
     return m;
+}
+
+Status loadDecoderLayers(const io::Checkpoint& ck, model::Model& model, RunContext* ctx,
+                         std::vector<LoadWarning>* warnings)
+{
+    if (model.numLayers() != ck.config.numHiddenLayers)
+        return makeError(ErrorCode::Shape,
+                         "the model has " + std::to_string(model.numLayers()) + " decoder layers, the checkpoint " +
+                             std::to_string(ck.config.numHiddenLayers),
+                         ck.path);
+    if (ctx) ctx->beginStage("load", std::int64_t(model.numLayers()) * tensorsPerLayer(ck.config), ck.path);
+    try {
+        return loadLayers(ck, model, warnings, ctx);
+    } catch (const std::bad_alloc&) {
+        return makeError(ErrorCode::OutOfMemory, "not enough memory for the F32 decoder layers", ck.path);
+    }
 }
 
 } // namespace qb::pipeline

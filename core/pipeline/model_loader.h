@@ -35,6 +35,12 @@ Result<std::shared_ptr<model::Model>> loadModel(const io::Checkpoint& checkpoint
                                                 std::vector<LoadWarning>* warnings = nullptr,
                                                 const LoadOptions& options = {});
 
+// Every decoder layer of the checkpoint into `model` (e.g. one loaded with loadLayers = false),
+// replacing what it holds; progress stage "load", one unit per tensor. Cancel leaves the layers
+// loaded so far in place.
+Status loadDecoderLayers(const io::Checkpoint& checkpoint, model::Model& model, RunContext* ctx = nullptr,
+                         std::vector<LoadWarning>* warnings = nullptr);
+
 // One decoder layer's weights (for layer-at-a-time pipelines); no progress stage of its own.
 Result<std::shared_ptr<model::DecoderLayerWeights>> loadDecoderLayer(const io::Checkpoint& checkpoint, int layer,
                                                                      std::vector<LoadWarning>* warnings = nullptr);

@@ -8,22 +8,45 @@
 
 namespace qb::pipeline {
 
-Result<eval::PerplexityResult> runPerplexity(const model::Model& model, const io::Tokenizer& tokenizer,
-                                             std::string_view text, const PerplexityJobOptions& options,
-                                             RunContext* ctx)
+namespace {
+
+Result<eval::TokenWindows> tokenWindows(const io::Tokenizer& tokenizer, std::string_view text,
+                                        const PerplexityJobOptions& options, RunContext* ctx)
 {
     if (options.threads > 0) model::setNumThreads(options.threads);
     if (ctx) ctx->beginStage("tokenize", 0);
     const std::vector<std::int32_t> tokens = tokenizer.encode(text, true);
     std::optional<std::int32_t> bos;
     if (tokenizer.addsBos()) bos = tokenizer.bosId();
-    auto windows = eval::makeWindows(tokens, options.ctx, bos);
-    if (!windows.ok()) return windows.error();
+    QB_TRY(windows, eval::makeWindows(tokens, options.ctx, bos));
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError("perplexity");
+    return std::move(*windows);
+}
+
+eval::PerplexityOptions evalOptions(const PerplexityJobOptions& options)
+{
     eval::PerplexityOptions po;
     po.mode = options.mode;
     po.batch = options.batch;
-    return eval::evaluatePerplexity(model, *windows, po, ctx);
+    return po;
+}
+
+} // namespace
+
+Result<eval::PerplexityResult> runPerplexity(const model::Model& model, const io::Tokenizer& tokenizer,
+                                             std::string_view text, const PerplexityJobOptions& options,
+                                             RunContext* ctx)
+{
+    QB_TRY(windows, tokenWindows(tokenizer, text, options, ctx));
+    return eval::evaluatePerplexity(model, *windows, evalOptions(options), ctx);
+}
+
+Result<eval::KlDivergenceResult> runKlDivergence(const model::Model& model, const model::Model& reference,
+                                                 const io::Tokenizer& tokenizer, std::string_view text,
+                                                 const PerplexityJobOptions& options, RunContext* ctx)
+{
+    QB_TRY(windows, tokenWindows(tokenizer, text, options, ctx));
+    return eval::evaluateKlDivergence(model, reference, *windows, evalOptions(options), ctx);
 }
 
 Result<std::string> readTextFile(const std::string& path)

@@ -1,5 +1,6 @@
 #pragma once
-// Perplexity job: text file -> tokens -> windows -> forward pass -> perplexity.
+// Perplexity job: text file -> tokens -> windows -> forward pass -> perplexity (and, against a
+// reference model, KL divergence and top-1 agreement).
 //
 // The text is tokenized once with the tokenizer's special tokens (so a BOS-adding tokenizer puts
 // BOS at token 0); non-overlapping windows of `ctx` tokens are cut from the start, the trailing
@@ -11,6 +12,7 @@
 
 #include "base/result.h"
 #include "base/run_context.h"
+#include "eval/kl_divergence.h"
 #include "eval/perplexity.h"
 #include "io/tokenizer.h"
 #include "model/model.h"
@@ -30,6 +32,12 @@ struct PerplexityJobOptions {
 Result<eval::PerplexityResult> runPerplexity(const model::Model& model, const io::Tokenizer& tokenizer,
                                              std::string_view text, const PerplexityJobOptions& options,
                                              RunContext* ctx = nullptr);
+
+// The same windows through `model` and `reference` in one paired pass: the model's perplexity and
+// its KL divergence from the reference (eval/kl_divergence.h; streaming, nothing per token kept).
+Result<eval::KlDivergenceResult> runKlDivergence(const model::Model& model, const model::Model& reference,
+                                                 const io::Tokenizer& tokenizer, std::string_view text,
+                                                 const PerplexityJobOptions& options, RunContext* ctx = nullptr);
 
 // Reads a whole (UTF-8) text file; the error names the file.
 Result<std::string> readTextFile(const std::string& path);

@@ -63,6 +63,18 @@ double numberOr(const io::JsonValue& j, std::string_view key, double fallback)
     return v && v->isNumber() ? v->asNumber() : fallback;
 }
 
+// The floating-point members of the "kl" block of the metrics JSON, in the order written.
+constexpr std::pair<const char*, double eval::KlStats::*> kKlMembers[] = {
+    {"mean", &eval::KlStats::mean},
+    {"mean_stderr", &eval::KlStats::meanStderr},
+    {"median", &eval::KlStats::median},
+    {"p99", &eval::KlStats::p99},
+    {"max", &eval::KlStats::max},
+    {"top1_agreement", &eval::KlStats::top1Agreement},
+    {"top1_agreement_stderr", &eval::KlStats::top1AgreementStderr},
+    {"reference_perplexity", &eval::KlStats::referencePerplexity},
+};
+
 bool boolOr(const io::JsonValue& j, std::string_view key, bool fallback)
 {
     const io::JsonValue* v = j.find(key);
@@ -201,12 +213,20 @@ std::vector<std::string> modelFileWarnings(const exporting::ModelReference& mode
     return w;
 }
 
-io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perplexity, double seconds)
+io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perplexity, double seconds,
+                             const std::optional<eval::KlStats>& kl)
 {
     io::JsonValue m;
     m.set("bits_per_weight", q.bitsPerWeight);
     m.set("size_bytes", double(q.sizeBytes));
     if (perplexity) m.set("perplexity", *perplexity);
+    if (kl) {
+        io::JsonValue k;
+        k.set("tokens", double(kl->tokens));
+        for (const auto& [key, member] : kKlMembers)
+            k.set(key, (*kl).*member);
+        m.set("kl", std::move(k));
+    }
     io::JsonValue t;
     t.set("calibrate", q.seconds.calibrate);
     t.set("hessian", q.seconds.hessian);
@@ -243,7 +263,8 @@ io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perp
     return m;
 }
 
-Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<double>* perplexity, double* seconds)
+Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<double>* perplexity, double* seconds,
+                                         std::optional<eval::KlStats>* kl)
 {
     if (!m.isObject()) return makeError(ErrorCode::InvalidArgument, "run metrics must be a JSON object");
     QuantizeResult q;
@@ -252,6 +273,16 @@ Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<d
     if (perplexity) {
         const io::JsonValue* p = m.find("perplexity");
         *perplexity = p && p->isNumber() ? std::optional(p->asNumber()) : std::nullopt;
+    }
+    if (kl) {
+        kl->reset();
+        if (const io::JsonValue* k = m.find("kl"); k && k->isObject()) {
+            eval::KlStats s;
+            s.tokens = std::int64_t(std::max(0.0, numberOr(*k, "tokens", 0)));
+            for (const auto& [key, member] : kKlMembers)
+                s.*member = numberOr(*k, key, 0);
+            *kl = s;
+        }
     }
     if (const io::JsonValue* t = m.find("timings"); t && t->isObject()) {
         q.seconds.calibrate = numberOr(*t, "calibrate", 0);
@@ -331,7 +362,8 @@ io::JsonValue weightHistogramsJson(const io::Checkpoint& ck, const QuantizeResul
 }
 
 exporting::ProjectBundle bundleFromRun(const io::Checkpoint& ck, const QuantizeResult& q, const QuantPlan& plan,
-                                       io::JsonValue calibration, std::optional<double> perplexity, double seconds)
+                                       io::JsonValue calibration, std::optional<double> perplexity, double seconds,
+                                       const std::optional<eval::KlStats>& kl)
 {
     exporting::ProjectBundle b;
     std::error_code ec;
@@ -345,7 +377,7 @@ exporting::ProjectBundle bundleFromRun(const io::Checkpoint& ck, const QuantizeR
     b.model.bytes = ck.fileBytes;
     b.plan = quantPlanToJson(plan);
     b.calibration = std::move(calibration);
-    b.metrics = runMetricsJson(q, perplexity, seconds);
+    b.metrics = runMetricsJson(q, perplexity, seconds, kl);
     for (std::size_t i = 0; i < q.tensors.size() && i < q.codes.size(); ++i)
         if (q.codes[i]) {
             exporting::BundleTensor bt;

@@ -13,6 +13,7 @@
 
 #include "base/result.h"
 #include "base/run_context.h"
+#include "eval/kl_divergence.h"
 #include "export/gguf_export.h"
 #include "export/gptq_export.h"
 #include "export/project_bundle.h"
@@ -84,17 +85,22 @@ std::vector<std::string> modelFileWarnings(const exporting::ModelReference& mode
 // The bundle of a finished run (grids are copied; their dequantized matrices are not stored).
 exporting::ProjectBundle bundleFromRun(const io::Checkpoint& checkpoint, const QuantizeResult& result,
                                        const QuantPlan& plan, io::JsonValue calibration,
-                                       std::optional<double> perplexity, double seconds);
+                                       std::optional<double> perplexity, double seconds,
+                                       const std::optional<eval::KlStats>& kl = std::nullopt);
 // Weight histograms of every quantized tensor before and after quantization, on one shared
 // range: {"bins": N, "tensors": {name: {"lo", "hi", "original": [...], "quantized": [...],
 // "kurtosis"}}}. bundleFromRun stores it as the bundle's "histograms" extra.
 io::JsonValue weightHistogramsJson(const io::Checkpoint& checkpoint, const QuantizeResult& result, int bins = 64);
-// The metrics JSON of bundleFromRun alone.
-io::JsonValue runMetricsJson(const QuantizeResult& result, std::optional<double> perplexity, double seconds);
+// The metrics JSON of bundleFromRun alone. With kl: "kl": {"tokens", "mean", "mean_stderr",
+// "median", "p99", "max" (nats), "top1_agreement", "top1_agreement_stderr" (fractions 0..1),
+// "reference_perplexity"}.
+io::JsonValue runMetricsJson(const QuantizeResult& result, std::optional<double> perplexity, double seconds,
+                             const std::optional<eval::KlStats>& kl = std::nullopt);
 
 // A run rebuilt from its metrics JSON: tensors, bitsPerWeight, sizeBytes, timings (no model, no
-// codes). Unknown keys are ignored; perplexity and total seconds come back through the pointers.
+// codes). Unknown keys are ignored; perplexity, total seconds and the KL block come back through
+// the pointers.
 Result<QuantizeResult> resultFromMetrics(const io::JsonValue& metrics, std::optional<double>* perplexity = nullptr,
-                                         double* seconds = nullptr);
+                                         double* seconds = nullptr, std::optional<eval::KlStats>* kl = nullptr);
 
 } // namespace qb::pipeline

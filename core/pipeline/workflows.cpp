@@ -43,7 +43,7 @@ io::JsonValue runsExtra(const std::vector<ProjectRun>& runs, int gridsRun)
         e.set("id", int(i) + 1);
         e.set("summary", r.summary);
         e.set("plan", r.plan);
-        e.set("metrics", r.result ? runMetricsJson(*r.result, r.perplexity, r.seconds) : io::JsonValue());
+        e.set("metrics", r.result ? runMetricsJson(*r.result, r.perplexity, r.seconds, r.kl) : io::JsonValue());
         e.set("calibration", r.calibration);
         list.push_back(std::move(e));
     }
@@ -51,6 +51,13 @@ io::JsonValue runsExtra(const std::vector<ProjectRun>& runs, int gridsRun)
     extra.set("grids_run", gridsRun);
     extra.set("runs", std::move(list));
     return extra;
+}
+
+bool layersLoaded(const model::Model& m)
+{
+    for (int l = 0; l < m.numLayers(); ++l)
+        if (!m.layer(l)) return false;
+    return true;
 }
 
 std::string stringOr(const io::JsonValue* v, const std::string& fallback)
@@ -120,7 +127,7 @@ io::JsonValue QuantizeOutcome::metricsJson() const
 {
     if (!result) return {};
     io::JsonValue m =
-        runMetricsJson(*result, perplexity ? std::optional(perplexity->perplexity) : std::nullopt, seconds);
+        runMetricsJson(*result, perplexity ? std::optional(perplexity->perplexity) : std::nullopt, seconds, kl);
     m.set("seconds", seconds);
     if (perplexity) {
         io::JsonValue* timings = nullptr;
@@ -164,6 +171,11 @@ QuantizeWork estimateQuantizeWork(const ModelConfig& c, const ResolvedPlan& plan
         if (t.options.init == quant::GridInit::Neuqi) w.quantize += kNeuqiSearchPerWeight * rows * cols;
     }
     w.perplexity = double(evalTokens) * (forward(double(evalCtx)) + head);
+    if (klDivergence) {
+        constexpr double kKlMacsPerLogit = 8; // two log-softmaxes and the KL sum, in double
+        w.perplexity = 2 * w.perplexity + double(evalTokens) * kKlMacsPerLogit * double(c.vocabSize);
+        w.reference = kLoadMacsPerWeight * linearMacs; // the base's decoder layers, when not loaded
+    }
     return w;
 }
 
@@ -184,16 +196,20 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
         const std::int64_t ctxLen = std::max(1, req.evalOptions.ctx);
         evalTokens = std::int64_t(tok->encode(*evalText).size()) / ctxLen * ctxLen;
     }
-    const bool load = !req.base || (req.keepBaseLayers && req.base->numLayers() > 0 && !req.base->layer(0));
+    const bool load = !req.base || (req.keepBaseLayers && !layersLoaded(*req.base));
+    const bool kl = evalText && req.klDivergence;
+    // The base has its layers after the load phase when it is loaded with them or came with them.
+    const bool loadReference = kl && !req.keepBaseLayers && !(req.base && layersLoaded(*req.base));
     std::error_code ec;
     const auto calibBytes = std::filesystem::file_size(req.calibration.textPath, ec);
     const QuantizeWork work = estimateQuantizeWork(
         ck.config, *plan, std::int64_t(req.calibration.options.nsamples) * req.calibration.options.seqlen,
         req.calibration.options.seqlen, ec ? 0 : std::uint64_t(calibBytes), evalTokens, req.evalOptions.ctx,
-        req.keepBaseLayers);
+        req.keepBaseLayers, kl);
     std::vector<PhaseWeight> list{{"calibrate", work.calibrate}};
     if (load) list.push_back({"load", work.load});
     list.push_back({"quantize", work.quantize});
+    if (loadReference) list.push_back({"reference", work.reference});
     if (evalText) list.push_back({"perplexity", work.perplexity});
     phases(ctx, std::move(list));
     if (req.options.threads > 0) model::setNumThreads(req.options.threads);
@@ -203,21 +219,38 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     QB_TRY(calib, loadCalibration(*tok, req.calibration, ctx));
     out.calibration = std::make_shared<const CalibrationSet>(std::move(*calib));
     out.base = req.base;
+    std::shared_ptr<model::Model> loaded; // the base when this workflow loaded it
     if (load) {
         phase(ctx, "load");
         LoadOptions lo;
         lo.loadLayers = req.keepBaseLayers;
         QB_TRY(m, loadModel(ck, ctx, &out.loadWarnings, lo));
-        out.base = std::move(*m);
+        loaded = std::move(*m);
+        out.base = loaded;
     }
     phase(ctx, "quantize");
     QB_TRY(res, runQuantize(*out.base, &ck, *plan, *out.calibration, req.options, ctx));
     out.result = std::make_shared<const QuantizeResult>(std::move(*res));
     if (evalText) {
         if (!out.result->model) return makeError(ErrorCode::InvalidArgument, "quantize: perplexity needs keepModel");
+        std::shared_ptr<const model::Model> reference = out.base;
+        if (loadReference) {
+            // Layers into the base this workflow loaded (no second embedding), else into a copy of
+            // the caller's layer-less base; quantization is over, nothing reads it meanwhile.
+            phase(ctx, "reference");
+            auto full = loaded ? loaded : std::make_shared<model::Model>(*out.base);
+            QB_TRY_STATUS(loadDecoderLayers(ck, *full, ctx, &out.loadWarnings));
+            reference = std::move(full);
+        }
         phase(ctx, "perplexity");
-        QB_TRY(ppl, runPerplexity(*out.result->model, *tok, *evalText, req.evalOptions, ctx));
-        out.perplexity = std::move(*ppl);
+        if (kl) {
+            QB_TRY(r, runKlDivergence(*out.result->model, *reference, *tok, *evalText, req.evalOptions, ctx));
+            out.perplexity = r->perplexity;
+            out.kl = r->kl;
+        } else {
+            QB_TRY(ppl, runPerplexity(*out.result->model, *tok, *evalText, req.evalOptions, ctx));
+            out.perplexity = std::move(*ppl);
+        }
     }
     if (!req.keepBaseLayers && out.base && out.base != req.base) out.base.reset(); // layer-less: of no use
     out.seconds = secondsSince(t0);
@@ -317,7 +350,8 @@ Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)
     if (calibration.isNull()) calibration = io::JsonValue(io::JsonObject{});
     exporting::ProjectBundle b =
         bundleFromRun(*req.checkpoint, gridsRun ? *gridsRun->result : none, plan, std::move(calibration),
-                      gridsRun ? gridsRun->perplexity : std::nullopt, gridsRun ? gridsRun->seconds : 0.0);
+                      gridsRun ? gridsRun->perplexity : std::nullopt, gridsRun ? gridsRun->seconds : 0.0,
+                      gridsRun ? gridsRun->kl : std::nullopt);
     if (!req.plan) b.plan = io::JsonValue();
     if (!gridsRun) b.metrics = io::JsonValue();
     b.extras.emplace_back(kRunsExtra, runsExtra(req.runs, req.gridsRun));
@@ -401,7 +435,7 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
     out.gridsRun = gridsIndex >= 0 && gridsIndex < int(entries.size()) ? gridsIndex : -1;
     for (std::size_t i = 0; i < entries.size(); ++i) {
         ProjectRun run;
-        QB_TRY(res, resultFromMetrics(*entries[i].metrics, &run.perplexity, &run.seconds));
+        QB_TRY(res, resultFromMetrics(*entries[i].metrics, &run.perplexity, &run.seconds, &run.kl));
         if (int(i) == out.gridsRun)
             for (std::size_t t = 0; t < res->tensors.size(); ++t)
                 if (auto it = out.grids.grids.find(res->tensors[t].name); it != out.grids.grids.end())

@@ -7,7 +7,7 @@
 //   evaluateModel          tokenizer + text + (load) + perplexity
 //   calibrateActivations   tokenizer + text + calibration windows + activation statistics
 //   quantizeModel          plan resolution + calibration + load + layer-by-layer quantization
-//                          (+ perplexity of the result)
+//                          (+ perplexity of the result and its KL divergence from the base)
 //   analyzeTensor          per-channel error, weight histograms and grid of one quantized tensor
 //                          ("sensitivity"; the what-if preview is previewTensor, whatif.h)
 //   exportRun              a run -> GGUF / GPTQ / safetensors / .qbproj, each verified
@@ -23,6 +23,7 @@
 
 #include "base/result.h"
 #include "base/run_context.h"
+#include "eval/kl_divergence.h"
 #include "eval/perplexity.h"
 #include "eval/tensor_stats.h"
 #include "io/checkpoint.h"
@@ -93,6 +94,9 @@ struct QuantizeRequest {
     CalibrationSource calibration;
     std::optional<std::string> evalTextPath; // perplexity of the result when set
     PerplexityJobOptions evalOptions;
+    // With evalTextPath: also KL divergence and top-1 agreement of the result against the base
+    // model on the same windows (one paired pass; see quantizeModel for the memory it takes).
+    bool klDivergence = true;
     QuantizeJobOptions options; // batch, threads, keepModel, keepCodes, onLayerDone
     // An already loaded base model (its layers may be absent); otherwise it is loaded.
     std::shared_ptr<const model::Model> base;
@@ -106,16 +110,22 @@ struct QuantizeOutcome {
     std::shared_ptr<const CalibrationSet> calibration;
     std::shared_ptr<const model::Model> base;
     std::optional<eval::PerplexityResult> perplexity;
+    std::optional<eval::KlStats> kl; // against the base model (evalTextPath and klDivergence)
     std::vector<LoadWarning> loadWarnings;
     double seconds = 0; // the whole workflow
     // The one metrics schema (runMetricsJson): what `quantize --json` prints and a project stores.
     io::JsonValue metricsJson() const;
 };
 
-// Phases: "calibrate", "load" (when the base must be loaded), "quantize", "perplexity" (when
-// evalTextPath), weighted by estimateQuantizeWork so that the overall fraction and the ETA follow
-// the work left in every phase. A plan that does not resolve for the model, a missing tokenizer or
-// text fail with InvalidArgument / Io before any long work.
+// Phases: "calibrate", "load" (when the base must be loaded), "quantize", then with evalTextPath
+// "reference" (KL only, when the base's decoder layers are not loaded) and "perplexity" (with KL:
+// both models over each batch of windows), weighted by estimateQuantizeWork so that the overall
+// fraction and the ETA follow the work left in every phase. A plan that does not resolve for the
+// model, a missing tokenizer or text fail before any long work.
+// Memory resident during the evaluation: the fake-quantized model (F32) and, for KL, the base
+// model with all its decoder layers (F32; loaded in the "reference" phase when the base came
+// without them, and released at the end unless keepBaseLayers), so about twice the F32 model,
+// plus one batch per model (eval/kl_divergence.h). Without KL only the fake-quantized model.
 Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& request, RunContext* ctx = nullptr);
 
 // Work of the quantize workflow's phases in multiply-add equivalents (relative weights, not a time
@@ -123,13 +133,14 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& request, RunContext
 // per layer 5 forward passes over the calibration tokens (4 Hessian groups + the output pass), the
 // Hessian sums and each tensor's solve (GPTQ/NeUQI: cols^3 + rows*cols^2, NeUQI's search on top;
 // RTN: a few passes over the weights); perplexity = the forward pass over the evaluation tokens
-// including lm_head (vocab x hidden per token, which dominates small models).
+// including lm_head (vocab x hidden per token, which dominates small models), twice with KL (both
+// models) plus the per-token KL over the vocabulary; reference = loading the base's layers for KL.
 struct QuantizeWork {
-    double calibrate = 0, load = 0, quantize = 0, perplexity = 0;
+    double calibrate = 0, load = 0, quantize = 0, reference = 0, perplexity = 0;
 };
 QuantizeWork estimateQuantizeWork(const ModelConfig& config, const ResolvedPlan& plan, std::int64_t calibTokens,
                                   int seqlen, std::uint64_t calibTextBytes, std::int64_t evalTokens, int evalCtx,
-                                  bool loadAllLayers);
+                                  bool loadAllLayers, bool klDivergence = false);
 
 // ---- sensitivity of one tensor ------------------------------------------------------------------
 
@@ -162,6 +173,7 @@ struct ProjectRun {
     std::optional<double> perplexity;
     double seconds = 0;
     io::JsonValue calibration; // CalibrationSource::toJson() of the run
+    std::optional<eval::KlStats> kl;
 };
 
 struct ExportRequest {

@@ -1,5 +1,5 @@
-// quantbench-cli quantize on the bundled demo model: --json output with a plan and perplexity,
-// the saved plan, usage errors (exit 2), Ctrl-C cancels cleanly (exit 130).
+// quantbench-cli quantize on the bundled demo model: --json output with a plan, perplexity and
+// the KL block, --no-kl, the saved plan, usage errors (exit 2), Ctrl-C cancels cleanly (exit 130).
 
 #include "cli_runner.h"
 #include "pipeline/quant_plan.h"
@@ -10,6 +10,7 @@
 #include <QTemporaryDir>
 #include <QTest>
 
+#include <cmath>
 #include <csignal>
 
 using namespace qb;
@@ -54,9 +55,55 @@ private Q_SLOTS:
         QCOMPARE(t7.value("bits").toInt(), 8);
         QVERIFY(t7.value("relative_error").toDouble() > 0 && t7.value("relative_error").toDouble() < 0.05);
         QCOMPARE(o.value("warnings").toArray().size(), 1); // the lm_head rule
+        // --eval measures KL against the original by default: 8 bits and layer 0 skipped barely move it.
+        const QJsonObject kl = o.value("kl").toObject();
+        for (const char* k : {"tokens", "mean", "mean_stderr", "median", "p99", "max", "top1_agreement",
+                              "top1_agreement_stderr", "reference_perplexity"})
+            QVERIFY2(kl.value(k).isDouble(), k);
+        QVERIFY(kl.value("mean").toDouble() > 0 && kl.value("mean").toDouble() < 0.01);
+        QVERIFY(kl.value("top1_agreement").toDouble() > 0.95 && kl.value("top1_agreement").toDouble() <= 1);
+        QVERIFY(kl.value("median").toDouble() <= kl.value("p99").toDouble());
+        QVERIFY(kl.value("p99").toDouble() <= kl.value("max").toDouble());
+        QVERIFY(std::abs(kl.value("reference_perplexity").toDouble() / o.value("perplexity").toDouble() - 1) < 0.01);
         auto savedPlan = pipeline::loadQuantPlan(saved.toStdString());
         auto original = pipeline::loadQuantPlan(plan.toStdString());
         QVERIFY(savedPlan.ok() && original.ok() && *savedPlan == *original);
+    }
+
+    // KL is on with --eval and off with --no-kl, in the JSON and in the text report.
+    void cliQuantizeKlOnAndOff_data()
+    {
+        QTest::addColumn<QStringList>("extra");
+        QTest::addColumn<bool>("kl");
+        QTest::newRow("json") << QStringList{"--json"} << true;
+        QTest::newRow("json --no-kl") << QStringList{"--json", "--no-kl"} << false;
+        QTest::newRow("text") << QStringList{} << true;
+        QTest::newRow("text --no-kl") << QStringList{"--no-kl"} << false;
+    }
+    void cliQuantizeKlOnAndOff()
+    {
+        QFETCH(QStringList, extra);
+        QFETCH(bool, kl);
+        QTemporaryDir dir;
+        QFile evalFile(qbtest::demo("/eval.txt"));
+        QVERIFY(evalFile.open(QIODevice::ReadOnly));
+        const QString shortEval = dir.filePath("eval_short.txt");
+        QVERIFY(qbtest::writeFile(shortEval, evalFile.read(6000)));
+        const auto r = qbtest::runCli(QStringList{"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"),
+                                                  "--nsamples", "4", "--seqlen", "64", "--method", "rtn", "--bits", "3",
+                                                  "--eval", shortEval, "--ctx", "64", "--threads", "2"} +
+                                      extra);
+        QVERIFY2(r.code == 0, r.err.constData());
+        if (extra.contains("--json")) {
+            const QJsonObject o = QJsonDocument::fromJson(r.out).object();
+            QVERIFY(o.value("perplexity").toDouble() > 1);
+            QCOMPARE(o.contains("kl"), kl);
+            if (kl) QVERIFY(o.value("kl").toObject().value("mean").toDouble() > 0);
+        } else {
+            QVERIFY2(r.out.contains("perplexity "), r.out.constData());
+            QCOMPARE(r.out.contains("KL divergence from the original"), kl);
+            if (kl) QVERIFY2(r.out.contains("same top token"), r.out.constData());
+        }
     }
 
     void cliUsageErrors()
@@ -79,6 +126,9 @@ private Q_SLOTS:
         auto [c4, e4] = run({"--method", "gptq"});
         QCOMPARE(c4, 2);
         QVERIFY2(e4.contains("--bits"), qPrintable(e4));
+        auto [c5, e5] = run({"--method", "rtn", "--bits", "4", "--no-kl"});
+        QCOMPARE(c5, 2);
+        QVERIFY2(e5.contains("--no-kl goes with --eval"), qPrintable(e5));
     }
 
     void cliSigintCancels()

@@ -87,7 +87,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)pipeline::quantPlanFromJson(bundle->plan, "fuzz plan.json");
     std::optional<double> perplexity;
     double seconds = 0;
-    (void)pipeline::resultFromMetrics(bundle->metrics, &perplexity, &seconds);
+    std::optional<eval::KlStats> kl;
+    (void)pipeline::resultFromMetrics(bundle->metrics, &perplexity, &seconds, &kl);
     (void)pipeline::gridsFromBundle(*bundle, model);
     return 0;
 }

@@ -22,6 +22,9 @@ namespace {
 
 std::string demoPath(const char* f = "") { return std::string(QB_DEMO_DIR) + f; }
 
+// The F32 demo model on eval.txt, ctx 128, every token scored (README; PyTorch float64 golden).
+constexpr double kDemoPerplexityCtx128 = 41.4575;
+
 // Records the phases entered and checks that overall never decreases.
 struct ProgressLog {
     std::vector<std::string> phases;
@@ -173,9 +176,16 @@ private Q_SLOTS:
         QCOMPARE(int(layersDone.size()), layers);
         QVERIFY(out->perplexity && std::isfinite(out->perplexity->perplexity));
         QCOMPARE(out->calibration->count, 4);
-        QVERIFY(!out->base); // layer by layer: no base model kept
+        QVERIFY(!out->base); // layer by layer: no base model kept (the reference is released too)
+        // KL against the original, whose layers were loaded for it ("reference") on the same windows.
+        QVERIFY(out->kl);
+        QCOMPARE(out->kl->tokens, out->perplexity->tokensScored);
+        QVERIFY(out->kl->mean > 0 && out->kl->mean < 1);
+        QVERIFY(out->kl->median <= out->kl->p99 && out->kl->p99 <= out->kl->max);
+        QVERIFY(out->kl->top1Agreement > 0.5 && out->kl->top1Agreement < 1);
+        QVERIFY(std::abs(out->kl->referencePerplexity / kDemoPerplexityCtx128 - 1) < 5e-4);
         // Phases in order; layers reported as parts 0..n-1; overall monotone, ending at 1.
-        QCOMPARE(log.phases, (std::vector<std::string>{"calibrate", "load", "quantize", "perplexity"}));
+        QCOMPARE(log.phases, (std::vector<std::string>{"calibrate", "load", "quantize", "reference", "perplexity"}));
         QCOMPARE(parts, (std::vector<std::int64_t>{0, 1, 2, 3}));
         QVERIFY(log.monotone);
         QCOMPARE(log.maxOverall, 1.0);
@@ -186,6 +196,46 @@ private Q_SLOTS:
             QVERIFY2(m.find(k), k);
         QVERIFY(m.find("timings")->find("perplexity"));
         QCOMPARE(int(m.find("tensors")->asArray().size()), layers * 7);
+        const io::JsonValue* kl = m.find("kl");
+        QVERIFY(kl && kl->isObject());
+        for (const char* k : {"tokens", "mean", "mean_stderr", "median", "p99", "max", "top1_agreement",
+                              "top1_agreement_stderr", "reference_perplexity"})
+            QVERIFY2(kl->find(k) && kl->find(k)->isNumber(), k);
+        QCOMPARE(kl->find("mean")->asNumber(), out->kl->mean);
+        QCOMPARE(kl->find("top1_agreement")->asNumber(), out->kl->top1Agreement);
+    }
+
+    // Without KL: perplexity alone, the original's layers never loaded, no "kl" in the metrics.
+    // With the base's layers at hand (as the window keeps them): KL without a "reference" phase,
+    // and the same numbers as when the layers were loaded for it.
+    void quantizeEvaluationWithAndWithoutKl()
+    {
+        auto req = smallQuantize(m_ck);
+        req.evalTextPath = demoPath("/eval.txt");
+        req.evalOptions.ctx = 128;
+        req.klDivergence = false;
+        ProgressLog log;
+        RunContext ctx(log.sink());
+        auto plain = pipeline::quantizeModel(req, &ctx);
+        QVERIFY2(plain.ok(), plain.ok() ? "" : plain.error().toString().c_str());
+        QVERIFY(plain->perplexity && !plain->kl);
+        QVERIFY(!plain->metricsJson().find("kl"));
+        QCOMPARE(log.phases, (std::vector<std::string>{"calibrate", "load", "quantize", "perplexity"}));
+
+        req.klDivergence = true;
+        auto withLayers = pipeline::loadModel(*m_ck);
+        QVERIFY(withLayers.ok());
+        req.base = *withLayers;
+        ProgressLog log2;
+        RunContext ctx2(log2.sink());
+        auto kl = pipeline::quantizeModel(req, &ctx2);
+        QVERIFY2(kl.ok(), kl.ok() ? "" : kl.error().toString().c_str());
+        QCOMPARE(log2.phases, (std::vector<std::string>{"calibrate", "quantize", "perplexity"}));
+        QVERIFY(log2.monotone);
+        QVERIFY(kl->kl);
+        // The paired pass reports the same perplexity as the plain one.
+        QCOMPARE(kl->perplexity->perplexity, plain->perplexity->perplexity);
+        QVERIFY(std::abs(kl->kl->referencePerplexity / kDemoPerplexityCtx128 - 1) < 5e-4);
     }
 
     void workEstimateFollowsTheWork()
@@ -274,7 +324,8 @@ private Q_SLOTS:
         req.checkpoint = m_ck;
         req.run = {"GPTQ 4b g32", pipeline::quantPlanToJson(smallQuantize(m_ck).plan),
                    r.result,      std::nullopt,
-                   r.seconds,     smallQuantize(m_ck).calibration.toJson()};
+                   r.seconds,     smallQuantize(m_ck).calibration.toJson(),
+                   std::nullopt};
         req.target.out = dir.filePath("m.gguf").toStdString();
         req.target.format = pipeline::ExportFormat::Gguf;
         auto gguf = pipeline::exportRun(req);
@@ -306,9 +357,25 @@ private Q_SLOTS:
         save.calibration = smallQuantize(m_ck).calibration.toJson();
         pipeline::QuantizeResult metricsOnly = *r.result; // a run whose grids are not stored
         metricsOnly.codes.assign(metricsOnly.codes.size(), std::nullopt);
+        save.runs.push_back({"first",
+                             io::JsonValue(),
+                             std::make_shared<const pipeline::QuantizeResult>(metricsOnly),
+                             12.5,
+                             1.0,
+                             {},
+                             {}});
+        eval::KlStats kl;
+        kl.tokens = 25400;
+        kl.mean = 0.1208977967101265;
+        kl.meanStderr = 7.468770509562058e-4;
+        kl.median = 0.0869298;
+        kl.p99 = 0.5772975899071964;
+        kl.max = 2.6083337984760195;
+        kl.top1Agreement = 0.7504724409448819;
+        kl.top1AgreementStderr = 0.0027153031558706554;
+        kl.referencePerplexity = 41.457531259554415;
         save.runs.push_back(
-            {"first", io::JsonValue(), std::make_shared<const pipeline::QuantizeResult>(metricsOnly), 12.5, 1.0, {}});
-        save.runs.push_back({"second", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, 11.25, 2.0, {}});
+            {"second", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, 11.25, 2.0, {}, kl});
         save.gridsRun = 1;
         ProgressLog log;
         RunContext ctx(log.sink());
@@ -333,6 +400,24 @@ private Q_SLOTS:
         QCOMPARE(opened->runs[1].summary, std::string("second"));
         QCOMPARE(*opened->runs[0].perplexity, 12.5);
         QCOMPARE(*opened->runs[1].perplexity, 11.25);
+        // The KL block comes back exactly; a run without one has none.
+        QVERIFY(!opened->runs[0].kl);
+        QVERIFY(opened->runs[1].kl);
+        const eval::KlStats& klBack = *opened->runs[1].kl;
+        QCOMPARE(klBack.tokens, kl.tokens);
+        QCOMPARE(klBack.mean, kl.mean);
+        QCOMPARE(klBack.meanStderr, kl.meanStderr);
+        QCOMPARE(klBack.median, kl.median);
+        QCOMPARE(klBack.p99, kl.p99);
+        QCOMPARE(klBack.max, kl.max);
+        QCOMPARE(klBack.top1Agreement, kl.top1Agreement);
+        QCOMPARE(klBack.top1AgreementStderr, kl.top1AgreementStderr);
+        QCOMPARE(klBack.referencePerplexity, kl.referencePerplexity);
+        // metrics.json of the grids run carries it too (the file a project's reader sees first).
+        auto bundle = exporting::readProjectBundle(path);
+        QVERIFY(bundle.ok());
+        QVERIFY(bundle->metrics.find("kl") && bundle->metrics.find("kl")->find("p99"));
+        QCOMPARE(bundle->metrics.find("kl")->find("p99")->asNumber(), kl.p99);
         QCOMPARE(opened->runs[1].plan, save.runs[1].plan);
         // The grids run carries its codes, equal to the run's own; the other has none.
         const auto& back = *opened->runs[1].result;
@@ -365,7 +450,7 @@ private Q_SLOTS:
         pipeline::SaveProjectRequest save;
         save.path = path.toStdString();
         save.checkpoint = m_ck;
-        save.runs.push_back({"run", io::JsonValue(), r.result, std::nullopt, 0.0, {}});
+        save.runs.push_back({"run", io::JsonValue(), r.result, std::nullopt, 0.0, {}, std::nullopt});
         save.gridsRun = 0;
         RunContext ctx;
         ctx.setSink([&](const Progress& p) {

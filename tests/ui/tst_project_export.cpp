@@ -213,6 +213,7 @@ private Q_SLOTS:
         QCOMPARE(restored->result->bitsPerWeight, original->result->bitsPerWeight);
         QCOMPARE(restored->result->sizeBytes, original->result->sizeBytes);
         QCOMPARE(restored->perplexity.has_value(), original->perplexity.has_value());
+        QCOMPARE(restored->kl.has_value(), original->kl.has_value());
         QCOMPARE(restored->result->tensors.size(), original->result->tensors.size());
         for (std::size_t i = 0; i < restored->result->tensors.size(); ++i) {
             const auto& a = restored->result->tensors[i];

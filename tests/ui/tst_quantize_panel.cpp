@@ -263,6 +263,13 @@ private Q_SLOTS:
         QCOMPARE(p->runs()->rowCount(), 1);
         auto run1 = p->runs()->run(0);
         QVERIFY(run1->perplexity && *run1->perplexity > 1.0);
+        // KL against the original beside perplexity, in the run table (tooltip: the other figures).
+        QVERIFY(run1->kl && run1->kl->mean > 0 && run1->kl->top1Agreement > 0.5);
+        QCOMPARE(p->runs()->index(0, QuantRunModel::Kl).data().toString(), QString::number(run1->kl->mean, 'f', 4));
+        QCOMPARE(p->runs()->index(0, QuantRunModel::Top1).data().toString(),
+                 QStringLiteral("%1 %").arg(100 * run1->kl->top1Agreement, 0, 'f', 1));
+        QVERIFY(p->runs()->index(0, QuantRunModel::Kl).data(Qt::ToolTipRole).toString().contains("99th percentile"));
+        QCOMPARE(p->runs()->headerData(QuantRunModel::Kl, Qt::Horizontal).toString(), QStringLiteral("KL"));
         QCOMPARE(run1->calib->count, 8);
         QCOMPARE(run1->calib->seqlen, 64);
         QCOMPARE(p->layerChart()->plotted(0).size(), std::size_t(4));
@@ -333,6 +340,13 @@ private Q_SLOTS:
         QCOMPARE(cv->scatter()->series()->count(), 2);
         QCOMPARE(cv->scatter()->series()->at(1), QPointF(run2->result->bitsPerWeight, *run2->perplexity));
         QCOMPARE(p->runs()->index(1, QuantRunModel::Plan).data().toString(), run2->summary);
+        // The compared runs' KL figures in one line; 3 bits is further from the original than 4.
+        QVERIFY(cv->klSummary()->isVisible());
+        const QString klLine = cv->klSummary()->text();
+        QVERIFY2(klLine.contains(QStringLiteral("run %1: KL").arg(run1->id)) &&
+                     klLine.contains(QStringLiteral("run %1: KL").arg(run2->id)) && klLine.contains("p99"),
+                 qPrintable(klLine));
+        QVERIFY(run2->kl && run2->kl->mean > run1->kl->mean);
         screenshot(p, QStringLiteral("compare"));
         screenshot(&f.w, QStringLiteral("window"));
 

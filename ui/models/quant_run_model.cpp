@@ -13,6 +13,7 @@ pipeline::ProjectRun QuantRun::toProjectRun() const
     if (auto plan = io::parseJson(planJson.toStdString(), "run plan")) r.plan = std::move(*plan);
     r.result = result;
     r.perplexity = perplexity;
+    r.kl = kl;
     r.seconds = seconds;
     r.calibration = calibration;
     return r;
@@ -25,6 +26,7 @@ QuantRun QuantRun::fromProjectRun(const pipeline::ProjectRun& r)
     run.planJson = r.plan.isNull() ? QString() : QString::fromStdString(io::toJsonText(r.plan));
     run.result = r.result;
     run.perplexity = r.perplexity;
+    run.kl = r.kl;
     run.seconds = r.seconds;
     run.calibration = r.calibration;
     return run;
@@ -69,6 +71,19 @@ QVariant QuantRunModel::data(const QModelIndex& index, int role) const
     const QuantRun& r = *m_runs[std::size_t(index.row())];
     if (role == Qt::TextAlignmentRole && index.column() != Plan) return int(Qt::AlignRight | Qt::AlignVCenter);
     if (role == Qt::ToolTipRole && index.column() == Plan) return r.planJson;
+    if (role == Qt::ToolTipRole && (index.column() == Kl || index.column() == Top1) && r.kl)
+        return tr("KL divergence from the original model over %L1 tokens:\n"
+                  "mean %2 ± %3, median %4, 99th percentile %5, max %6 nats\n"
+                  "same top token %7 ± %8 %\noriginal model's perplexity %9")
+            .arg(r.kl->tokens)
+            .arg(r.kl->mean, 0, 'f', 5)
+            .arg(r.kl->meanStderr, 0, 'f', 5)
+            .arg(r.kl->median, 0, 'f', 5)
+            .arg(r.kl->p99, 0, 'f', 4)
+            .arg(r.kl->max, 0, 'f', 3)
+            .arg(100 * r.kl->top1Agreement, 0, 'f', 2)
+            .arg(100 * r.kl->top1AgreementStderr, 0, 'f', 2)
+            .arg(r.kl->referencePerplexity, 0, 'f', 3);
     if (role != Qt::DisplayRole) return {};
     switch (index.column()) {
     case Id: return r.id;
@@ -76,6 +91,8 @@ QVariant QuantRunModel::data(const QModelIndex& index, int role) const
     case Bpw: return QString::number(r.result->bitsPerWeight, 'f', 3);
     case Size: return QStringLiteral("%1 MB").arg(double(r.result->sizeBytes) / 1e6, 0, 'f', 3);
     case Perplexity: return r.perplexity ? QString::number(*r.perplexity, 'f', 3) : QStringLiteral("—");
+    case Kl: return r.kl ? QString::number(r.kl->mean, 'f', 4) : QStringLiteral("—");
+    case Top1: return r.kl ? QStringLiteral("%1 %").arg(100 * r.kl->top1Agreement, 0, 'f', 1) : QStringLiteral("—");
     case Seconds: return QStringLiteral("%1 s").arg(r.seconds, 0, 'f', 2);
     default: return {};
     }
@@ -84,7 +101,7 @@ QVariant QuantRunModel::data(const QModelIndex& index, int role) const
 QVariant QuantRunModel::headerData(int section, Qt::Orientation o, int role) const
 {
     if (o != Qt::Horizontal || role != Qt::DisplayRole || section < 0 || section >= ColumnCount) return {};
-    static const char* const names[] = {"Run", "Plan", "Bits/weight", "Size", "Perplexity", "Time"};
+    static const char* const names[] = {"Run", "Plan", "Bits/weight", "Size", "Perplexity", "KL", "Top-1", "Time"};
     return tr(names[section]);
 }
 

@@ -2,8 +2,9 @@
 // Quantization runs of this session and the per-tensor results of one run, as item models.
 //
 // QuantRun is an immutable snapshot made by the quantize job (result, calibration set, plan text,
-// perplexity, time). QuantRunModel lists runs (plan summary, bits per weight, size, perplexity,
-// time); TensorReportModel lists the TensorReports of one run, growing as layers finish.
+// perplexity, KL divergence from the original, time). QuantRunModel lists runs (plan summary, bits
+// per weight, size, perplexity, mean KL, top-1 agreement, time); TensorReportModel lists the
+// TensorReports of one run, growing as layers finish.
 // Threading: GUI thread only; snapshots are shared_ptr<const>.
 
 #include "model/model.h"
@@ -27,8 +28,9 @@ struct QuantRun {
     std::shared_ptr<const pipeline::CalibrationSet> calib;
     std::shared_ptr<const model::Model> base; // the original model the run started from
     std::optional<double> perplexity;
-    double seconds = 0;        // quantization + evaluation
-    io::JsonValue calibration; // the calibration settings (pipeline::CalibrationSource::toJson)
+    std::optional<eval::KlStats> kl; // against the original model, same windows as perplexity
+    double seconds = 0;              // quantization + evaluation
+    io::JsonValue calibration;       // the calibration settings (pipeline::CalibrationSource::toJson)
     // Mean relative output error of the quantized tensors of each layer (0 when all skipped).
     std::vector<double> layerErrors() const;
     // The part a project stores, and a run rebuilt from it (no base model, no calibration).
@@ -39,7 +41,7 @@ struct QuantRun {
 class QuantRunModel : public QAbstractTableModel {
     Q_OBJECT
 public:
-    enum Column { Id, Plan, Bpw, Size, Perplexity, Seconds, ColumnCount };
+    enum Column { Id, Plan, Bpw, Size, Perplexity, Kl, Top1, Seconds, ColumnCount };
     using QAbstractTableModel::QAbstractTableModel;
 
     void append(std::shared_ptr<const QuantRun> run);

@@ -40,7 +40,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
       m_reports(new TensorReportModel(this)), m_reportTable(new QTableView),
       m_layerChart(new LayerErrorChart(tr("Per-layer error"))), m_tensorView(new TensorErrorView(runner)),
       m_compare(new RunCompareView(m_runs)), m_views(new QTabWidget), m_calibText(new QLineEdit),
-      m_windows(new QSpinBox), m_length(new QSpinBox), m_evalPpl(new QCheckBox(tr("Perplexity after run"))),
+      m_windows(new QSpinBox), m_length(new QSpinBox), m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))),
       m_run(new QPushButton(tr("Quantize"))), m_totals(new QLabel)
 {
     setObjectName(QStringLiteral("quantizePanel"));
@@ -60,6 +60,9 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     m_length->setValue(128);
     m_length->setSuffix(tr(" tokens"));
     m_evalPpl->setChecked(true);
+    m_evalPpl->setToolTip(tr("After quantizing, the perplexity of the result on the model's eval.txt and, on the same "
+                             "windows, its KL divergence from the original model and how often both predict the "
+                             "same top token"));
     m_calibText->setPlaceholderText(tr("calibration text file (UTF-8)"));
     m_run->setEnabled(false);
 
@@ -190,6 +193,7 @@ void QuantizePanel::startQuantize()
             out.calib = outcome->calibration;
             out.base = outcome->base;
             if (outcome->perplexity) out.perplexity = outcome->perplexity->perplexity;
+            out.kl = outcome->kl;
             out.seconds = outcome->seconds;
             return out;
         },
@@ -210,10 +214,14 @@ void QuantizePanel::startQuantize()
             m_runs->append(run);
             m_tensorView->setRun(run);
             Q_EMIT quantizeFinished(
-                true, tr("run %1: %2 bits/weight%3")
+                true, tr("run %1: %2 bits/weight%3%4")
                           .arg(run->id)
                           .arg(run->result->bitsPerWeight, 0, 'f', 3)
-                          .arg(run->perplexity ? tr(", perplexity %1").arg(*run->perplexity, 0, 'f', 3) : QString()));
+                          .arg(run->perplexity ? tr(", perplexity %1").arg(*run->perplexity, 0, 'f', 3) : QString())
+                          .arg(run->kl ? tr(", KL %1, top-1 %2 %")
+                                             .arg(run->kl->mean, 0, 'f', 4)
+                                             .arg(100 * run->kl->top1Agreement, 0, 'f', 1)
+                                       : QString()));
         });
     m_run->setEnabled(false);
     m_views->setCurrentIndex(1);

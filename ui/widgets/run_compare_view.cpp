@@ -16,13 +16,15 @@ namespace qb::ui {
 
 RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     : QWidget(parent), m_runs(runs), m_table(new QTableView), m_layers(new LayerErrorChart(tr("Per-layer error"))),
-      m_scatter(new BpwPerplexityChart), m_export(new QPushButton(tr("Export run...")))
+      m_scatter(new BpwPerplexityChart), m_export(new QPushButton(tr("Export run..."))), m_kl(new QLabel)
 {
     setObjectName(QStringLiteral("runCompareView"));
     m_table->setObjectName(QStringLiteral("runTable"));
     m_layers->setObjectName(QStringLiteral("compareChart"));
     m_scatter->setObjectName(QStringLiteral("bpwPplChart"));
     m_export->setObjectName(QStringLiteral("exportRun"));
+    m_kl->setObjectName(QStringLiteral("klSummary"));
+    m_kl->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_table->setModel(m_runs);
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
@@ -45,6 +47,7 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     tl->setContentsMargins(0, 0, 0, 0);
     tl->addLayout(top);
     tl->addWidget(m_table);
+    tl->addWidget(m_kl);
     split->addWidget(tableBox);
     split->addWidget(charts);
     split->setStretchFactor(1, 2);
@@ -81,14 +84,24 @@ QList<int> RunCompareView::comparedRows() const
 
 void RunCompareView::refresh()
 {
-    QStringList names;
+    QStringList names, klLines;
     std::vector<std::vector<double>> values;
     for (int r : comparedRows()) {
         const auto run = m_runs->run(r);
         names << tr("run %1: %2").arg(run->id).arg(run->summary);
         values.push_back(run->layerErrors());
+        if (run->kl)
+            klLines << tr("run %1: KL %2 ± %3, median %4, p99 %5; top-1 %6 %")
+                           .arg(run->id)
+                           .arg(run->kl->mean, 0, 'f', 4)
+                           .arg(run->kl->meanStderr, 0, 'f', 4)
+                           .arg(run->kl->median, 0, 'f', 4)
+                           .arg(run->kl->p99, 0, 'f', 3)
+                           .arg(100 * run->kl->top1Agreement, 0, 'f', 1);
     }
     m_layers->setRuns(names, values);
+    m_kl->setText(klLines.join(QStringLiteral("    ")));
+    m_kl->setVisible(!klLines.isEmpty());
     QList<QPointF> pts;
     for (const auto& run : m_runs->runs())
         if (run->perplexity) pts << QPointF(run->result->bitsPerWeight, *run->perplexity);

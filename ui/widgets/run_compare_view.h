@@ -1,12 +1,15 @@
 #pragma once
 // RunCompareView: the quantization runs of this session (plan, bits per weight, size, perplexity,
-// time); select two rows to see their per-layer errors side by side; a bits-per-weight vs
-// perplexity scatter of every run. GUI thread only (runs are immutable snapshots).
+// mean KL and top-1 agreement against the original, time); select two rows to see their
+// per-layer errors side by side and their KL figures (mean, median, p99, top-1) in one line; a
+// bits-per-weight vs perplexity scatter of every run. GUI thread only (runs are immutable
+// snapshots).
 
 #include <QWidget>
 
 #include <memory>
 
+class QLabel;
 class QPushButton;
 class QTableView;
 
@@ -26,6 +29,7 @@ public:
     LayerErrorChart* layerChart() const { return m_layers; }
     BpwPerplexityChart* scatter() const { return m_scatter; }
     QPushButton* exportButton() const { return m_export; }
+    QLabel* klSummary() const { return m_kl; }
     // Runs currently compared (0, 1 or 2).
     QList<int> comparedRows() const;
 
@@ -41,6 +45,7 @@ private:
     LayerErrorChart* m_layers;
     BpwPerplexityChart* m_scatter;
     QPushButton* m_export;
+    QLabel* m_kl;
 };
 
 } // namespace qb::ui
