@@ -140,7 +140,7 @@ io::JsonValue QuantizeOutcome::metricsJson() const
 
 QuantizeWork estimateQuantizeWork(const ModelConfig& c, const ResolvedPlan& plan, std::int64_t calibTokens, int seqlen,
                                   std::uint64_t calibTextBytes, std::int64_t evalTokens, int evalCtx,
-                                  bool loadAllLayers)
+                                  bool loadAllLayers, bool klDivergence)
 {
     const double layers = double(std::max<std::int64_t>(1, c.numHiddenLayers));
     double linearMacs = 0; // per token, all layers
