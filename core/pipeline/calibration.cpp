@@ -31,7 +31,7 @@ Result<CalibrationSet> sampleCalibrationWindows(std::span<const std::int32_t> to
     if (n < o.seqlen)
         return makeError(ErrorCode::InvalidArgument, "calibration text too short: " + std::to_string(n) +
                                                          " tokens, a window needs " + std::to_string(o.seqlen) +
-                                                         " (lower --seqlen or use a longer text)");
+                                                         " (use shorter windows or a longer text)");
     CalibrationSet set;
     set.seqlen = o.seqlen;
     set.count = o.nsamples;

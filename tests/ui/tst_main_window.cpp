@@ -5,9 +5,12 @@
 #include "widgets/main_window.h"
 #include "charts/histogram_chart.h"
 #include "widgets/model_explorer.h"
+#include "widgets/activations_panel.h"
+#include "widgets/quantize_panel.h"
 #include "widgets/weights_panel.h"
 
 #include <QCheckBox>
+#include <QComboBox>
 #include <QLineSeries>
 #include <QSpinBox>
 #include <QTreeView>
@@ -89,6 +92,32 @@ private Q_SLOTS:
         QTRY_VERIFY(!w.explorerDock()->isVisible());
         toggle->trigger();
         QTRY_VERIFY(w.explorerDock()->isVisible());
+    }
+
+    void oneCalibrationSettingForBothTabs()
+    {
+        MainWindow w;
+        auto* act = w.activationsPanel();
+        auto* quant = w.quantizePanel();
+        // Typing in one tab shows in the other (real key presses).
+        act->windowsSpin()->setFocus();
+        act->windowsSpin()->selectAll();
+        QTest::keyClicks(act->windowsSpin(), QStringLiteral("48"));
+        QCOMPARE(act->windowsSpin()->value(), 48);
+        QCOMPARE(quant->windowsSpin()->value(), 48);
+        QCOMPARE(quant->calibrationPreset()->currentText(), QStringLiteral("Custom"));
+        quant->calibText()->setText(QStringLiteral("/tmp/other.txt"));
+        QCOMPARE(act->textEdit()->text(), QStringLiteral("/tmp/other.txt"));
+        // A preset sets windows and length everywhere.
+        const int standard = quant->calibrationPreset()->findText(QStringLiteral("Standard"), Qt::MatchStartsWith);
+        QVERIFY(standard >= 0);
+        quant->calibrationPreset()->setFocus();
+        quant->calibrationPreset()->setCurrentIndex(standard);
+        Q_EMIT quant->calibrationPreset()->activated(standard);
+        QCOMPARE(act->windowsSpin()->value(), 128);
+        QCOMPARE(act->lengthSpin()->value(), 256);
+        QCOMPARE(quant->lengthSpin()->value(), 256);
+        QCOMPARE(act->calibrationPreset()->currentIndex(), standard);
     }
 
     void toolsWithoutAModelSayWhy()

@@ -3,10 +3,12 @@
 #include "charts/histogram_chart.h"
 #include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
+#include "widgets/calibration_settings.h"
 #include "widgets/job_status.h"
 #include "widgets/main_window.h"
 
 #include <QCheckBox>
+#include <QComboBox>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -35,8 +37,8 @@ QString defaultTextFile(const io::Checkpoint* checkpoint, const QString& fileNam
 }
 
 ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget* parent)
-    : QWidget(parent), m_runner(runner), m_status(status), m_text(new QLineEdit), m_windows(new QSpinBox),
-      m_length(new QSpinBox), m_run(new QPushButton(tr("Run calibration"))),
+    : QWidget(parent), m_runner(runner), m_status(status), m_text(new QLineEdit), m_preset(new QComboBox),
+      m_windows(new QSpinBox), m_length(new QSpinBox), m_run(new QPushButton(tr("Run calibration"))),
       m_title(new QLabel(tr("Run calibration, then select a linear layer's weight."))), m_stats(new QLabel),
       m_hist(new HistogramChart(tr("Activation histogram (input of the selected layer)"), tr("activation value"))),
       m_maxAbs(new ChannelChart(tr("Max |x| per input channel"), tr("input channel"), tr("max |x|"))),
@@ -45,6 +47,7 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
 {
     setObjectName(QStringLiteral("activationsPanel"));
     m_text->setObjectName(QStringLiteral("calibText"));
+    m_preset->setObjectName(QStringLiteral("calibPreset"));
     m_windows->setObjectName(QStringLiteral("calibWindows"));
     m_length->setObjectName(QStringLiteral("calibLength"));
     m_run->setObjectName(QStringLiteral("calibRun"));
@@ -70,6 +73,7 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
     controls->addWidget(new QLabel(tr("Text:")));
     controls->addWidget(m_text, 1);
     controls->addWidget(browseButton);
+    controls->addWidget(m_preset);
     controls->addWidget(new QLabel(tr("Windows:")));
     controls->addWidget(m_windows);
     controls->addWidget(new QLabel(tr("Length:")));
@@ -101,6 +105,11 @@ void ActivationsPanel::browse()
     dialog->setFileMode(QFileDialog::ExistingFile);
     connect(dialog, &QFileDialog::fileSelected, m_text, &QLineEdit::setText);
     dialog->open();
+}
+
+void ActivationsPanel::setCalibrationSettings(CalibrationSettings* settings)
+{
+    settings->bind(m_text, m_windows, m_length, m_preset);
 }
 
 void ActivationsPanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)

@@ -12,12 +12,15 @@
 
 #include <memory>
 
+class QComboBox;
 class QLabel;
 class QLineEdit;
 class QPushButton;
 class QSpinBox;
 
 namespace qb::ui {
+
+class CalibrationSettings;
 
 class ChannelChart;
 class HistogramChart;
@@ -30,6 +33,8 @@ public:
     ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget* parent = nullptr);
 
     void setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
+    // Binds the calibration widgets to the workbench's one calibration setting.
+    void setCalibrationSettings(CalibrationSettings* settings);
     void showTensor(const QString& name);
     // The selected tensor's per-input-channel max |w|, computed by the weights view's job.
     void setWeightChannelMax(const QString& tensor, const std::vector<float>& colMax);
@@ -37,6 +42,7 @@ public:
     void startCalibration();
 
     QLineEdit* textEdit() const { return m_text; }
+    QComboBox* calibrationPreset() const { return m_preset; }
     QSpinBox* windowsSpin() const { return m_windows; }
     QSpinBox* lengthSpin() const { return m_length; }
     QPushButton* runButton() const { return m_run; }
@@ -60,6 +66,7 @@ private:
     std::shared_ptr<const pipeline::ActivationReport> m_report;
     QString m_tensor;
     QLineEdit* m_text;
+    QComboBox* m_preset;
     QSpinBox* m_windows;
     QSpinBox* m_length;
     QPushButton* m_run;

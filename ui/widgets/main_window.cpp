@@ -6,6 +6,7 @@
 #include "models/quant_run_model.h"
 #include "pipeline/project.h"
 #include "widgets/activations_panel.h"
+#include "widgets/calibration_settings.h"
 #include "widgets/export_dialog.h"
 #include "widgets/plan_editor.h"
 #include "models/plan_table_model.h"
@@ -100,6 +101,10 @@ void MainWindow::createPanels()
     });
     auto* quantize = new QuantizePanel(m_runner, m_jobStatus, m_tabs);
     m_quantize = quantize;
+    // One calibration setting for the Activations and Quantization tabs (and what a project saves).
+    m_calibration = new CalibrationSettings(this);
+    m_activations->setCalibrationSettings(m_calibration);
+    quantize->setCalibrationSettings(m_calibration);
     connect(quantize, &QuantizePanel::exportRequested, this,
             [this](std::shared_ptr<const QuantRun> run) { openExportDialog(std::move(run)); });
     m_tabs->addTab(quantize, tr("Quantization"));

@@ -16,6 +16,7 @@ class QTabWidget;
 
 namespace qb::ui {
 
+class CalibrationSettings;
 class JobRunner;
 class JobStatus;
 class ModelExplorer;
@@ -41,6 +42,7 @@ public:
     ActivationsPanel* activationsPanel() const { return m_activations; }
     PerplexityPanel* perplexityPanel() const { return m_perplexity; }
     QuantizePanel* quantizePanel() const { return m_quantize; }
+    CalibrationSettings* calibrationSettings() const { return m_calibration; }
     QAction* saveProjectAction() const { return m_saveProjectAction; }
     QAction* openProjectAction() const { return m_openProjectAction; }
     JobStatus* jobStatus() const { return m_jobStatus; }
@@ -114,6 +116,7 @@ private:
     QAction* m_saveProjectAction = nullptr;
     QAction* m_openProjectAction = nullptr;
     std::shared_ptr<const io::Checkpoint> m_checkpoint;
+    CalibrationSettings* m_calibration = nullptr;
     int m_unsavedRuns = 0;
     bool m_closeConfirmed = false;
 };

@@ -7,12 +7,14 @@
 #include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "widgets/activations_panel.h"
+#include "widgets/calibration_settings.h"
 #include "widgets/job_status.h"
 #include "widgets/plan_editor.h"
 #include "widgets/run_compare_view.h"
 #include "widgets/tensor_error_view.h"
 
 #include <QCheckBox>
+#include <QComboBox>
 #include <QFileInfo>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -40,11 +42,13 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
       m_reports(new TensorReportModel(this)), m_reportTable(new QTableView),
       m_layerChart(new LayerErrorChart(tr("Per-layer error"))), m_tensorView(new TensorErrorView(runner)),
       m_compare(new RunCompareView(m_runs)), m_views(new QTabWidget), m_calibText(new QLineEdit),
-      m_windows(new QSpinBox), m_length(new QSpinBox), m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))),
-      m_run(new QPushButton(tr("Quantize"))), m_totals(new QLabel)
+      m_calibPreset(new QComboBox), m_windows(new QSpinBox), m_length(new QSpinBox),
+      m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))), m_run(new QPushButton(tr("Quantize"))),
+      m_totals(new QLabel)
 {
     setObjectName(QStringLiteral("quantizePanel"));
     m_calibText->setObjectName(QStringLiteral("quantCalibText"));
+    m_calibPreset->setObjectName(QStringLiteral("quantCalibPreset"));
     m_windows->setObjectName(QStringLiteral("quantWindows"));
     m_length->setObjectName(QStringLiteral("quantLength"));
     m_evalPpl->setObjectName(QStringLiteral("quantPerplexity"));
@@ -90,6 +94,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     auto* controls = new QHBoxLayout;
     controls->addWidget(new QLabel(tr("Calibration:")));
     controls->addWidget(m_calibText, 1);
+    controls->addWidget(m_calibPreset);
     controls->addWidget(m_windows);
     controls->addWidget(new QLabel(tr("×")));
     controls->addWidget(m_length);
@@ -110,6 +115,11 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
             });
     connect(m_reportTable, &QTableView::doubleClicked, this, [this] { m_views->setCurrentWidget(m_tensorView); });
     connect(m_compare, &RunCompareView::exportRequested, this, &QuantizePanel::exportRequested);
+}
+
+void QuantizePanel::setCalibrationSettings(CalibrationSettings* settings)
+{
+    settings->bind(m_calibText, m_windows, m_length, m_calibPreset);
 }
 
 void QuantizePanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)

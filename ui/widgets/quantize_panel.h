@@ -19,6 +19,7 @@
 #include <memory>
 
 class QCheckBox;
+class QComboBox;
 class QLabel;
 class QLineEdit;
 class QPushButton;
@@ -32,6 +33,7 @@ class Model;
 
 namespace qb::ui {
 
+class CalibrationSettings;
 class JobRunner;
 class JobStatus;
 class LayerErrorChart;
@@ -48,6 +50,8 @@ public:
     QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* parent = nullptr);
 
     void setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
+    // Binds the calibration widgets to the workbench's one calibration setting.
+    void setCalibrationSettings(CalibrationSettings* settings);
     // A tensor chosen in the explorer: selects its plan row and shows its errors.
     void showTensor(const QString& name);
     void startQuantize();
@@ -63,6 +67,7 @@ public:
     QLineEdit* calibText() const { return m_calibText; }
     QSpinBox* windowsSpin() const { return m_windows; }
     QSpinBox* lengthSpin() const { return m_length; }
+    QComboBox* calibrationPreset() const { return m_calibPreset; }
     QCheckBox* perplexityCheck() const { return m_evalPpl; }
     QPushButton* quantizeButton() const { return m_run; }
     std::shared_ptr<const QuantRun> currentRun() const { return m_current; }
@@ -98,6 +103,7 @@ private:
     RunCompareView* m_compare;
     QTabWidget* m_views;
     QLineEdit* m_calibText;
+    QComboBox* m_calibPreset;
     QSpinBox* m_windows;
     QSpinBox* m_length;
     QCheckBox* m_evalPpl;

@@ -1,0 +1,87 @@
+#include "widgets/calibration_settings.h"
+
+#include <QComboBox>
+#include <QLineEdit>
+#include <QSignalBlocker>
+#include <QSpinBox>
+
+namespace qb::ui {
+
+CalibrationSettings::CalibrationSettings(QObject* parent) : QObject(parent) {}
+
+const std::vector<CalibrationPreset>& CalibrationSettings::presets()
+{
+    static const std::vector<CalibrationPreset> p = {{tr("Quick"), 32, 128},
+                                                     {tr("Standard"), 128, 256},
+                                                     {tr("Thorough"), 256, 512}};
+    return p;
+}
+
+int CalibrationSettings::presetIndex() const
+{
+    const auto& p = presets();
+    for (std::size_t i = 0; i < p.size(); ++i)
+        if (p[i].windows == m_windows && p[i].length == m_length) return int(i);
+    return -1;
+}
+
+void CalibrationSettings::setTextPath(const QString& path)
+{
+    if (path == m_text) return;
+    m_text = path;
+    Q_EMIT changed();
+}
+
+void CalibrationSettings::setWindows(int windows)
+{
+    if (windows == m_windows) return;
+    m_windows = windows;
+    Q_EMIT changed();
+}
+
+void CalibrationSettings::setLength(int length)
+{
+    if (length == m_length) return;
+    m_length = length;
+    Q_EMIT changed();
+}
+
+void CalibrationSettings::applyPreset(int index)
+{
+    const auto& p = presets();
+    if (index < 0 || index >= int(p.size())) return;
+    const bool same = m_windows == p[std::size_t(index)].windows && m_length == p[std::size_t(index)].length;
+    m_windows = p[std::size_t(index)].windows;
+    m_length = p[std::size_t(index)].length;
+    if (!same) Q_EMIT changed();
+}
+
+void CalibrationSettings::bind(QLineEdit* text, QSpinBox* windows, QSpinBox* length, QComboBox* preset)
+{
+    if (preset && preset->count() == 0) {
+        for (const auto& p : presets())
+            preset->addItem(tr("%1 (%2 × %3)").arg(p.name).arg(p.windows).arg(p.length));
+        preset->addItem(tr("Custom"));
+        preset->setToolTip(tr("Calibration windows × tokens per window; shared by the Activations and "
+                              "Quantization tabs"));
+    }
+    auto show = [=, this] {
+        const QSignalBlocker b1(text), b2(windows), b3(length);
+        if (text->text() != m_text) text->setText(m_text);
+        windows->setValue(m_windows);
+        length->setValue(m_length);
+        if (preset) {
+            const QSignalBlocker b4(preset);
+            const int i = presetIndex();
+            preset->setCurrentIndex(i >= 0 ? i : preset->count() - 1);
+        }
+    };
+    show();
+    connect(this, &CalibrationSettings::changed, text, show);
+    connect(text, &QLineEdit::textChanged, this, &CalibrationSettings::setTextPath);
+    connect(windows, &QSpinBox::valueChanged, this, &CalibrationSettings::setWindows);
+    connect(length, &QSpinBox::valueChanged, this, &CalibrationSettings::setLength);
+    if (preset) connect(preset, &QComboBox::activated, this, &CalibrationSettings::applyPreset);
+}
+
+} // namespace qb::ui
