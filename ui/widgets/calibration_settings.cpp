@@ -11,9 +11,8 @@ CalibrationSettings::CalibrationSettings(QObject* parent) : QObject(parent) {}
 
 const std::vector<CalibrationPreset>& CalibrationSettings::presets()
 {
-    static const std::vector<CalibrationPreset> p = {{tr("Quick"), 32, 128},
-                                                     {tr("Standard"), 128, 256},
-                                                     {tr("Thorough"), 256, 512}};
+    static const std::vector<CalibrationPreset> p = {
+        {tr("Quick"), 32, 128}, {tr("Standard"), 128, 256}, {tr("Thorough"), 256, 512}};
     return p;
 }
 
@@ -59,12 +58,18 @@ void CalibrationSettings::applyPreset(int index)
 void CalibrationSettings::bind(QLineEdit* text, QSpinBox* windows, QSpinBox* length, QComboBox* preset)
 {
     if (preset && preset->count() == 0) {
-        for (const auto& p : presets())
-            preset->addItem(tr("%1 (%2 × %3)").arg(p.name).arg(p.windows).arg(p.length));
+        // Short names (the spin boxes beside show the numbers), so the text path keeps its room.
+        for (const auto& p : presets()) {
+            preset->addItem(p.name);
+            preset->setItemData(preset->count() - 1, tr("%1 windows × %2 tokens").arg(p.windows).arg(p.length),
+                                Qt::ToolTipRole);
+        }
         preset->addItem(tr("Custom"));
+        preset->setSizeAdjustPolicy(QComboBox::AdjustToContents);
         preset->setToolTip(tr("Calibration windows × tokens per window; shared by the Activations and "
                               "Quantization tabs"));
     }
+    text->setMinimumWidth(110);
     auto show = [=, this] {
         const QSignalBlocker b1(text), b2(windows), b3(length);
         if (text->text() != m_text) text->setText(m_text);
