@@ -90,21 +90,45 @@ Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const Cal
 Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& req, RunContext* ctx)
 {
     QB_TRY_STATUS(checkRequest(req.checkpoint, "evaluate"));
-    if (req.model) phases(ctx, {{"perplexity", 1}});
-    else phases(ctx, {{"load", 1}, {"perplexity", 4}});
-    QB_TRY(tok, io::loadCheckpointTokenizer(*req.checkpoint));
+    if (req.reference && req.reference->config.vocabSize != req.checkpoint->config.vocabSize)
+        return makeError(ErrorCode::InvalidArgument,
+                         "the reference model has another vocabulary (" +
+                             std::to_string(req.reference->config.vocabSize) + " tokens, the model " +
+                             std::to_string(req.checkpoint->config.vocabSize) + "): KL needs the same tokens",
+                         req.reference->path);
+    std::vector<PhaseWeight> list;
+    if (!req.model) list.push_back({"load", 1});
+    if (req.reference) list.push_back({"reference", 1});
+    list.push_back({"perplexity", req.reference ? 8.0 : 4.0});
+    phases(ctx, std::move(list));
+    // A GGUF export has no tokenizer.json beside it; its original (the reference, same vocabulary) does.
+    auto tok = io::loadCheckpointTokenizer(*req.checkpoint);
+    if (!tok && req.reference) tok = io::loadCheckpointTokenizer(*req.reference);
+    if (!tok) return tok.error();
     QB_TRY(text, readTextFile(req.textPath));
+    if (req.options.threads > 0) model::setNumThreads(req.options.threads);
     EvaluateOutcome out;
     std::shared_ptr<const model::Model> m = req.model;
     if (!m) {
         phase(ctx, "load");
-        if (req.options.threads > 0) model::setNumThreads(req.options.threads);
         QB_TRY(loaded, loadModel(*req.checkpoint, ctx, &out.loadWarnings));
         m = std::move(*loaded);
     }
+    std::shared_ptr<const model::Model> reference;
+    if (req.reference) {
+        phase(ctx, "reference");
+        QB_TRY(loaded, loadModel(*req.reference, ctx, &out.loadWarnings));
+        reference = std::move(*loaded);
+    }
     phase(ctx, "perplexity");
-    QB_TRY(r, runPerplexity(*m, *tok, *text, req.options, ctx));
-    out.perplexity = std::move(*r);
+    if (reference) {
+        QB_TRY(r, runKlDivergence(*m, *reference, *tok, *text, req.options, ctx));
+        out.perplexity = std::move(r->perplexity);
+        out.kl = r->kl;
+    } else {
+        QB_TRY(r, runPerplexity(*m, *tok, *text, req.options, ctx));
+        out.perplexity = std::move(*r);
+    }
     return out;
 }
 
