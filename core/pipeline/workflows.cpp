@@ -216,9 +216,13 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (req.evalTextPath) {
         QB_TRY(t, readTextFile(*req.evalTextPath));
         evalText = std::move(*t);
-        // Counted now (encoding is cheap next to the forward pass) so the ETA knows the last phase.
+        // Estimated now, from the tokens per byte of the text's first 64 KiB (not a second encoding
+        // of the whole text), so that the ETA knows the size of the last phase.
+        constexpr std::size_t kSampleBytes = std::size_t(1) << 16;
+        const std::string_view sample = std::string_view(*evalText).substr(0, kSampleBytes);
+        const double perByte = sample.empty() ? 0 : double(tok->encode(sample).size()) / double(sample.size());
         const std::int64_t ctxLen = std::max(1, req.evalOptions.ctx);
-        evalTokens = std::int64_t(tok->encode(*evalText).size()) / ctxLen * ctxLen;
+        evalTokens = std::int64_t(perByte * double(evalText->size())) / ctxLen * ctxLen;
     }
     const bool load = !req.base || (req.keepBaseLayers && !layersLoaded(*req.base));
     const bool kl = evalText && req.klDivergence;
