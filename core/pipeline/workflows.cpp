@@ -153,12 +153,8 @@ io::JsonValue QuantizeOutcome::metricsJson() const
     io::JsonValue m =
         runMetricsJson(*result, perplexity ? std::optional(perplexity->perplexity) : std::nullopt, seconds, kl);
     m.set("seconds", seconds);
-    if (perplexity) {
-        io::JsonValue* timings = nullptr;
-        for (auto& member : m.asObject())
-            if (member.key == "timings") timings = &member.value;
-        if (timings) timings->set("perplexity", perplexity->seconds);
-    }
+    if (io::JsonValue* timings = m.find("timings"); timings && perplexity)
+        timings->set("perplexity", perplexity->seconds);
     return m;
 }
 
