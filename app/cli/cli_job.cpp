@@ -54,6 +54,17 @@ int fail(const std::string& cmd, const Error& error, const std::string& prefix, 
     return fail(cmd, prefix + error.toString() + suffix, exitCode(error));
 }
 
+std::string klSummary(const eval::KlStats& kl, const std::string& reference)
+{
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "KL divergence from %s (perplexity %.4f): mean %.6f ± %.6f, median %.6f, p99 %.6f, max %.6f nats; "
+                  "same top token %.3f ± %.3f %% (%lld tokens)\n",
+                  reference.c_str(), kl.referencePerplexity, kl.mean, kl.meanStderr, kl.median, kl.p99, kl.max,
+                  100 * kl.top1Agreement, 100 * kl.top1AgreementStderr, (long long)kl.tokens);
+    return buf;
+}
+
 std::string ggufTypeUsageError(const std::string& name)
 {
     if (name == "auto" || exporting::parseGgufExportType(name)) return {};

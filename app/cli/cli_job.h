@@ -8,6 +8,7 @@
 // and serialises its output.
 
 #include "base/run_context.h"
+#include "eval/kl_divergence.h"
 #include "io/json_value.h"
 #include "pipeline/project.h"
 
@@ -45,6 +46,8 @@ int fail(const std::string& cmd, const Error& error, const std::string& prefix =
 // Prints an export outcome: the human summary on stdout, or (json != nullptr) its JSON into *json;
 // GPTQ analysis and warnings on stderr.
 void reportExport(const std::string& cmd, const pipeline::ModelExportOutcome& outcome, io::JsonValue* json);
+// "KL divergence from the reference (perplexity P): mean ... nats; same top token ... %" (one line).
+std::string klSummary(const eval::KlStats& kl, const std::string& reference);
 // The usage error for a bad --gguf-type, or "" when the name is valid.
 std::string ggufTypeUsageError(const std::string& name);
 

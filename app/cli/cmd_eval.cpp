@@ -3,6 +3,7 @@
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
 #include "cli/cli_job.h"
+#include "io/json_value.h"
 #include "model/forward.h"
 #include "pipeline/workflows.h"
 
@@ -15,7 +16,7 @@ int runEval(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "eval";
-    cli::CliArgs args(argv, {"text", "ctx", "score", "threads", "batch"}, {"json"});
+    cli::CliArgs args(argv, {"text", "ctx", "score", "threads", "batch", "reference"}, {"json"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto textPath = args.value("text");
@@ -35,6 +36,11 @@ int runEval(const std::vector<std::string>& argv)
     req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
     req.textPath = *textPath;
     req.options = opt;
+    if (const auto ref = args.value("reference")) {
+        auto rk = io::openCheckpoint(*ref);
+        if (!rk) return cli::fail(cmd, "cannot open the reference model: " + rk.error().toString());
+        req.reference = std::make_shared<const io::Checkpoint>(std::move(*rk));
+    }
     cli::CliJob job(args.has("json"));
     auto out = pipeline::evaluateModel(req, &job.context());
     if (!out) return cli::fail(cmd, out.error());
@@ -42,20 +48,23 @@ int runEval(const std::vector<std::string>& argv)
         std::cerr << "quantbench-cli eval: warning: " << w.toString() << "\n";
     const eval::PerplexityResult* r = &out->perplexity;
 
-    char buf[512];
     if (args.has("json")) {
-        std::snprintf(buf, sizeof buf,
-                      "{\"perplexity\":%.6f,\"tokens_scored\":%lld,\"windows\":%lld,\"seconds\":%.4f,"
-                      "\"tokens_per_second\":%.1f}\n",
-                      r->perplexity, (long long)r->tokensScored, (long long)r->windows, r->seconds, r->tokensPerSecond);
-    } else {
-        std::snprintf(buf, sizeof buf,
-                      "perplexity %.4f  (score %s, ctx %d, %lld windows, %lld tokens scored)\n"
-                      "%.2f s, %.1f tokens/s, %d threads\n",
-                      r->perplexity, eval::scoreModeName(r->mode), r->ctx, (long long)r->windows,
-                      (long long)r->tokensScored, r->seconds, r->tokensPerSecond, model::numThreads());
+        io::JsonValue o;
+        o.set("perplexity", r->perplexity);
+        o.set("tokens_scored", double(r->tokensScored));
+        o.set("windows", double(r->windows));
+        o.set("seconds", r->seconds);
+        o.set("tokens_per_second", r->tokensPerSecond);
+        if (out->kl) o.set("kl", pipeline::klStatsJson(*out->kl));
+        std::cout << io::toJsonText(o, -1) << "\n" << std::flush;
+        return 0;
     }
-    std::cout << buf << std::flush;
+    std::printf("perplexity %.4f  (score %s, ctx %d, %lld windows, %lld tokens scored)\n"
+                "%.2f s, %.1f tokens/s, %d threads\n",
+                r->perplexity, eval::scoreModeName(r->mode), r->ctx, (long long)r->windows, (long long)r->tokensScored,
+                r->seconds, r->tokensPerSecond, model::numThreads());
+    if (out->kl) std::fputs(cli::klSummary(*out->kl, "the reference").c_str(), stdout);
+    std::fflush(stdout);
     return 0;
 }
 
@@ -63,14 +72,17 @@ int runEval(const std::vector<std::string>& argv)
 
 QB_CLI_COMMAND("eval", "perplexity of a model on a text file",
                "Usage: quantbench-cli eval MODEL --text FILE --ctx N [--score all|second-half]\n"
-               "                          [--threads N] [--batch N] [--json]\n"
+               "                          [--reference MODEL] [--threads N] [--batch N] [--json]\n"
                "  MODEL        model directory or file (tokenizer.json must sit beside it)\n"
                "  --text FILE  UTF-8 text; cut into non-overlapping windows of N tokens from the start,\n"
                "               trailing partial window dropped (BOS set per window if the tokenizer adds one)\n"
                "  --ctx N      window length in tokens (default 512)\n"
                "  --score      all: every token but each window's first (default);\n"
                "               second-half: only the second half of each window (llama-perplexity)\n"
+               "  --reference MODEL  also the KL divergence of MODEL's next-token distributions from this\n"
+               "               one's (e.g. an exported GGUF against its original) and how often their top\n"
+               "               token agrees, in the same pass; both are held in F32\n"
                "  --threads N  OpenMP/Eigen threads (default: all)\n"
                "  --batch N    windows per forward pass (default 4)\n"
-               "  --json       print {perplexity, tokens_scored, windows, seconds, tokens_per_second}\n",
+               "  --json       print {perplexity, tokens_scored, windows, seconds, tokens_per_second[, kl]}\n",
                &runEval);

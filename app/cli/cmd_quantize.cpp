@@ -156,11 +156,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (const auto& ppl = q->perplexity)
         std::printf("perplexity %.4f (score %s, ctx %d, %lld windows)\n", ppl->perplexity,
                     eval::scoreModeName(ppl->mode), ppl->ctx, (long long)ppl->windows);
-    if (const auto& kl = q->kl)
-        std::printf("KL divergence from the original (perplexity %.4f): mean %.6f ± %.6f, median %.6f, "
-                    "p99 %.6f, max %.6f nats; same top token %.3f ± %.3f %% (%lld tokens)\n",
-                    kl->referencePerplexity, kl->mean, kl->meanStderr, kl->median, kl->p99, kl->max,
-                    100 * kl->top1Agreement, 100 * kl->top1AgreementStderr, (long long)kl->tokens);
+    if (const auto& kl = q->kl) std::fputs(cli::klSummary(*kl, "the original").c_str(), stdout);
     std::fflush(stdout);
     return 0;
 }

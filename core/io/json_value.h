@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -74,6 +75,7 @@ public:
 
     // Object member lookup (first match); nullptr when absent or not an object.
     const JsonValue* find(std::string_view key) const;
+    JsonValue* find(std::string_view key) { return const_cast<JsonValue*>(std::as_const(*this).find(key)); }
     // Appends (or replaces) a member; turns a null value into an object first.
     JsonValue& set(std::string key, JsonValue value);
 

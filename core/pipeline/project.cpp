@@ -213,6 +213,15 @@ std::vector<std::string> modelFileWarnings(const exporting::ModelReference& mode
     return w;
 }
 
+io::JsonValue klStatsJson(const eval::KlStats& kl)
+{
+    io::JsonValue k;
+    k.set("tokens", double(kl.tokens));
+    for (const auto& [key, member] : kKlMembers)
+        k.set(key, kl.*member);
+    return k;
+}
+
 io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perplexity, double seconds,
                              const std::optional<eval::KlStats>& kl)
 {
@@ -220,13 +229,7 @@ io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perp
     m.set("bits_per_weight", q.bitsPerWeight);
     m.set("size_bytes", double(q.sizeBytes));
     if (perplexity) m.set("perplexity", *perplexity);
-    if (kl) {
-        io::JsonValue k;
-        k.set("tokens", double(kl->tokens));
-        for (const auto& [key, member] : kKlMembers)
-            k.set(key, (*kl).*member);
-        m.set("kl", std::move(k));
-    }
+    if (kl) m.set("kl", klStatsJson(*kl));
     io::JsonValue t;
     t.set("calibrate", q.seconds.calibrate);
     t.set("hessian", q.seconds.hessian);

@@ -96,6 +96,8 @@ io::JsonValue weightHistogramsJson(const io::Checkpoint& checkpoint, const Quant
 // "reference_perplexity"}.
 io::JsonValue runMetricsJson(const QuantizeResult& result, std::optional<double> perplexity, double seconds,
                              const std::optional<eval::KlStats>& kl = std::nullopt);
+// The "kl" block alone (also what `eval --reference --json` prints).
+io::JsonValue klStatsJson(const eval::KlStats& kl);
 
 // A run rebuilt from its metrics JSON: tensors, bitsPerWeight, sizeBytes, timings (no model, no
 // codes). Unknown keys are ignored; perplexity, total seconds and the KL block come back through

@@ -90,21 +90,45 @@ Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const Cal
 Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& req, RunContext* ctx)
 {
     QB_TRY_STATUS(checkRequest(req.checkpoint, "evaluate"));
-    if (req.model) phases(ctx, {{"perplexity", 1}});
-    else phases(ctx, {{"load", 1}, {"perplexity", 4}});
-    QB_TRY(tok, io::loadCheckpointTokenizer(*req.checkpoint));
+    if (req.reference && req.reference->config.vocabSize != req.checkpoint->config.vocabSize)
+        return makeError(ErrorCode::InvalidArgument,
+                         "the reference model has another vocabulary (" +
+                             std::to_string(req.reference->config.vocabSize) + " tokens, the model " +
+                             std::to_string(req.checkpoint->config.vocabSize) + "): KL needs the same tokens",
+                         req.reference->path);
+    std::vector<PhaseWeight> list;
+    if (!req.model) list.push_back({"load", 1});
+    if (req.reference) list.push_back({"reference", 1});
+    list.push_back({"perplexity", req.reference ? 8.0 : 4.0});
+    phases(ctx, std::move(list));
+    // A GGUF export has no tokenizer.json beside it; its original (the reference, same vocabulary) does.
+    auto tok = io::loadCheckpointTokenizer(*req.checkpoint);
+    if (!tok && req.reference) tok = io::loadCheckpointTokenizer(*req.reference);
+    if (!tok) return tok.error();
     QB_TRY(text, readTextFile(req.textPath));
+    if (req.options.threads > 0) model::setNumThreads(req.options.threads);
     EvaluateOutcome out;
     std::shared_ptr<const model::Model> m = req.model;
     if (!m) {
         phase(ctx, "load");
-        if (req.options.threads > 0) model::setNumThreads(req.options.threads);
         QB_TRY(loaded, loadModel(*req.checkpoint, ctx, &out.loadWarnings));
         m = std::move(*loaded);
     }
+    std::shared_ptr<const model::Model> reference;
+    if (req.reference) {
+        phase(ctx, "reference");
+        QB_TRY(loaded, loadModel(*req.reference, ctx, &out.loadWarnings));
+        reference = std::move(*loaded);
+    }
     phase(ctx, "perplexity");
-    QB_TRY(r, runPerplexity(*m, *tok, *text, req.options, ctx));
-    out.perplexity = std::move(*r);
+    if (reference) {
+        QB_TRY(r, runKlDivergence(*m, *reference, *tok, *text, req.options, ctx));
+        out.perplexity = std::move(r->perplexity);
+        out.kl = r->kl;
+    } else {
+        QB_TRY(r, runPerplexity(*m, *tok, *text, req.options, ctx));
+        out.perplexity = std::move(*r);
+    }
     return out;
 }
 
@@ -129,12 +153,8 @@ io::JsonValue QuantizeOutcome::metricsJson() const
     io::JsonValue m =
         runMetricsJson(*result, perplexity ? std::optional(perplexity->perplexity) : std::nullopt, seconds, kl);
     m.set("seconds", seconds);
-    if (perplexity) {
-        io::JsonValue* timings = nullptr;
-        for (auto& member : m.asObject())
-            if (member.key == "timings") timings = &member.value;
-        if (timings) timings->set("perplexity", perplexity->seconds);
-    }
+    if (io::JsonValue* timings = m.find("timings"); timings && perplexity)
+        timings->set("perplexity", perplexity->seconds);
     return m;
 }
 
@@ -192,9 +212,13 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (req.evalTextPath) {
         QB_TRY(t, readTextFile(*req.evalTextPath));
         evalText = std::move(*t);
-        // Counted now (encoding is cheap next to the forward pass) so the ETA knows the last phase.
+        // Estimated now, from the tokens per byte of the text's first 64 KiB (not a second encoding
+        // of the whole text), so that the ETA knows the size of the last phase.
+        constexpr std::size_t kSampleBytes = std::size_t(1) << 16;
+        const std::string_view sample = std::string_view(*evalText).substr(0, kSampleBytes);
+        const double perByte = sample.empty() ? 0 : double(tok->encode(sample).size()) / double(sample.size());
         const std::int64_t ctxLen = std::max(1, req.evalOptions.ctx);
-        evalTokens = std::int64_t(tok->encode(*evalText).size()) / ctxLen * ctxLen;
+        evalTokens = std::int64_t(perByte * double(evalText->size())) / ctxLen * ctxLen;
     }
     const bool load = !req.base || (req.keepBaseLayers && !layersLoaded(*req.base));
     const bool kl = evalText && req.klDivergence;

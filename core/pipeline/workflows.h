@@ -63,16 +63,22 @@ Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const Cal
 struct EvaluateRequest {
     std::shared_ptr<const io::Checkpoint> checkpoint; // its tokenizer, and its weights unless `model`
     std::shared_ptr<const model::Model> model;        // evaluated instead of loading (e.g. a run's)
+    // A reference model (e.g. the original of an exported GGUF): KL divergence of the evaluated
+    // model's next-token distributions from it, and top-1 agreement, in the same pass.
+    std::shared_ptr<const io::Checkpoint> reference;
     std::string textPath;
     PerplexityJobOptions options;
 };
 
 struct EvaluateOutcome {
     eval::PerplexityResult perplexity;
+    std::optional<eval::KlStats> kl; // with a reference
     std::vector<LoadWarning> loadWarnings;
 };
 
-// Phases: "load" (when no model is given), "perplexity".
+// Phases: "load" (when no model is given), "reference" (with one), "perplexity". The reference
+// must have the same vocabulary size, and lends its tokenizer when the model has none beside it (a
+// GGUF export); both models are resident in F32 during the pass.
 Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& request, RunContext* ctx = nullptr);
 
 // ---- calibrate ----------------------------------------------------------------------------------

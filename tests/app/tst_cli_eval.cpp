@@ -67,6 +67,32 @@ private Q_SLOTS:
         QVERIFY2(t.code == 0, t.err.constData());
         QVERIFY(t.out.contains("tokens/s") && t.out.contains("peak resident memory"));
     }
+
+    // An export scored against its original: the Q8_0 GGUF's KL is small but not zero; the model
+    // against itself gives zero and full top-token agreement.
+    void cliEvalAgainstAReference()
+    {
+        QTemporaryDir dir;
+        const QString gguf = dir.filePath(QStringLiteral("q8.gguf"));
+        const qbtest::CliRun c = qbtest::runCli({"convert", qbtest::demo(), "--out", gguf, "--gguf-type", "q8_0"});
+        QVERIFY2(c.code == 0, c.err.constData());
+        const qbtest::CliRun r = qbtest::runCli({"eval", gguf, "--text", qbtest::demo("/eval.txt"), "--ctx", "128",
+                                                 "--reference", qbtest::demo(), "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const QJsonObject kl = QJsonDocument::fromJson(r.out).object().value("kl").toObject();
+        QVERIFY2(kl.value("mean").toDouble() > 0 && kl.value("mean").toDouble() < 0.01, r.out.constData());
+        QVERIFY(kl.value("top1_agreement").toDouble() > 0.95);
+        QVERIFY(kl.value("tokens").toDouble() > 1000);
+        const qbtest::CliRun self = qbtest::runCli({"eval", qbtest::demo(), "--text", qbtest::demo("/eval.txt"),
+                                                    "--ctx", "128", "--reference", qbtest::demo()});
+        QVERIFY2(self.code == 0, self.err.constData());
+        QVERIFY2(self.out.contains("KL divergence from the reference") && self.out.contains("same top token 100.000"),
+                 self.out.constData());
+        const qbtest::CliRun missing = qbtest::runCli(
+            {"eval", qbtest::demo(), "--text", qbtest::demo("/eval.txt"), "--reference", "/nonexistent"});
+        QCOMPARE(missing.code, 1);
+        QVERIFY(missing.err.contains("reference"));
+    }
 };
 
 QTEST_GUILESS_MAIN(TestCliEval)

@@ -118,6 +118,37 @@ private Q_SLOTS:
         QCOMPARE(again->perplexity.perplexity, direct->perplexity);
     }
 
+    void evaluateAgainstAReference()
+    {
+        pipeline::EvaluateRequest req;
+        req.checkpoint = m_ck;
+        req.textPath = demoPath("/eval.txt");
+        req.options.ctx = 128;
+        auto plain = pipeline::evaluateModel(req);
+        QVERIFY(plain.ok());
+        QVERIFY(!plain->kl);
+        // Against itself: KL 0, every top token the same, the same perplexity.
+        req.reference = m_ck;
+        ProgressLog log;
+        RunContext ctx(log.sink());
+        auto self = pipeline::evaluateModel(req, &ctx);
+        QVERIFY2(self.ok(), self.ok() ? "" : self.error().toString().c_str());
+        QCOMPARE(log.phases, (std::vector<std::string>{"load", "reference", "perplexity"}));
+        QVERIFY(self->kl);
+        QVERIFY(std::abs(self->kl->mean) < 1e-9);
+        QCOMPARE(self->kl->top1Agreement, 1.0);
+        QCOMPARE(self->perplexity.perplexity, plain->perplexity.perplexity);
+        QVERIFY(std::abs(self->kl->referencePerplexity - plain->perplexity.perplexity) <=
+                1e-9 * plain->perplexity.perplexity);
+        // Another vocabulary cannot be compared token by token.
+        auto other = std::make_shared<io::Checkpoint>(*m_ck);
+        other->config.vocabSize += 1;
+        req.reference = other;
+        auto bad = pipeline::evaluateModel(req);
+        QVERIFY(!bad.ok());
+        QVERIFY2(bad.error().toString().find("vocabulary") != std::string::npos, bad.error().toString().c_str());
+    }
+
     void evaluateErrorsSayWhat()
     {
         pipeline::EvaluateRequest req;
