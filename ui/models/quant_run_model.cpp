@@ -10,7 +10,7 @@ pipeline::ProjectRun QuantRun::toProjectRun() const
 {
     pipeline::ProjectRun r;
     r.summary = summary.toStdString();
-    if (auto plan = io::parseJson(planJson.toStdString(), "run plan")) r.plan = std::move(*plan);
+    r.plan = plan;
     r.result = result;
     r.perplexity = perplexity;
     r.kl = kl;
@@ -23,7 +23,7 @@ QuantRun QuantRun::fromProjectRun(const pipeline::ProjectRun& r)
 {
     QuantRun run;
     run.summary = QString::fromStdString(r.summary);
-    run.planJson = r.plan.isNull() ? QString() : QString::fromStdString(io::toJsonText(r.plan));
+    run.plan = r.plan;
     run.result = r.result;
     run.perplexity = r.perplexity;
     run.kl = r.kl;
@@ -70,7 +70,8 @@ QVariant QuantRunModel::data(const QModelIndex& index, int role) const
     if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return {};
     const QuantRun& r = *m_runs[std::size_t(index.row())];
     if (role == Qt::TextAlignmentRole && index.column() != Plan) return int(Qt::AlignRight | Qt::AlignVCenter);
-    if (role == Qt::ToolTipRole && index.column() == Plan) return r.planJson;
+    if (role == Qt::ToolTipRole && index.column() == Plan)
+        return r.plan.isNull() ? QString() : QString::fromStdString(io::toJsonText(r.plan));
     if (role == Qt::ToolTipRole && (index.column() == Kl || index.column() == Top1) && r.kl)
         return tr("KL divergence from the original model over %L1 tokens:\n"
                   "mean %2 ± %3, median %4, 99th percentile %5, max %6 nats\n"

@@ -7,6 +7,7 @@
 // TensorReports of one run, growing as layers finish.
 // Threading: GUI thread only; snapshots are shared_ptr<const>.
 
+#include "io/json_value.h"
 #include "model/model.h"
 #include "pipeline/calibration.h"
 #include "pipeline/quantize_job.h"
@@ -22,8 +23,8 @@ namespace qb::ui {
 
 struct QuantRun {
     int id = 0;
-    QString summary;  // e.g. "GPTQ 4b g128 (+3 rules)"
-    QString planJson; // the plan as saved by quantbench-cli
+    QString summary;    // e.g. "GPTQ 4b g128 (+3 rules)"
+    io::JsonValue plan; // the run's plan (pipeline/quant_plan.h JSON, as quantbench-cli saves it)
     std::shared_ptr<const pipeline::QuantizeResult> result;
     std::shared_ptr<const pipeline::CalibrationSet> calib;
     std::shared_ptr<const model::Model> base; // the original model the run started from

@@ -191,7 +191,7 @@ void QuantizePanel::startQuantize()
     };
     auto run = std::make_shared<QuantRun>();
     run->summary = QString::fromStdString(pipeline::describeQuantPlan(plan));
-    run->planJson = QString::fromStdString(io::toJsonText(pipeline::quantPlanToJson(plan)));
+    run->plan = pipeline::quantPlanToJson(plan);
     run->calibration = req.calibration.toJson();
 
     m_runner->start<QuantRun>(
