@@ -1,6 +1,8 @@
 #include "export/ggml_quantize.h"
 
 #include "base/dtype.h"
+#include "io/ggml_kquants.h"
+#include "quant/container_grid.h"
 
 #include <algorithm>
 #include <cmath>
@@ -72,12 +74,72 @@ bool isInteger(double z) { return std::isfinite(z) && std::nearbyint(z) == z; }
 
 } // namespace
 
+namespace {
+
+// A K-quant row solved inside its container: super-scales from q.superScales, sub-block scale and
+// min codes recovered exactly (a = d * sc, b = dmin * m), levels as they are.
+bool encodeKQuantRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst)
+{
+    const quant::ContainerSpec* spec = quant::findContainerSpec(io::ggmlTypeName(int(t)));
+    const std::int64_t cols = q.codes.cols();
+    if (!spec || q.container != spec->name || cols % spec->blockSize != 0) return false;
+    const int subs = spec->blockSize / spec->subBlock;
+    const std::int64_t blocks = cols / spec->blockSize;
+    if (q.superScales.cols() != 2 * blocks || q.scales.cols() != blocks * subs) return false;
+    for (std::int64_t c = 0; c < cols; ++c)
+        if (q.groupIndex[std::size_t(c)] != c / spec->subBlock) return false;
+    const int scLo = spec->scaleSigned ? -(1 << (spec->scaleBits - 1)) : 0;
+    const int scHi = spec->scaleSigned ? (1 << (spec->scaleBits - 1)) - 1 : (1 << spec->scaleBits) - 1;
+    const int mHi = spec->hasMin ? (1 << spec->minBits) - 1 : 0;
+    // The integer c with float(unit * c) == v, in [lo, hi] (0 when unit and v are 0).
+    auto codeOf = [](double v, double unit, int lo, int hi) -> std::optional<int> {
+        if (unit == 0.0) return v == 0.0 ? std::optional<int>(0) : std::nullopt;
+        const double c = std::nearbyint(v / unit);
+        if (c < lo || c > hi || double(float(unit * c)) != v) return std::nullopt;
+        return int(c);
+    };
+    auto* out = static_cast<std::uint8_t*>(dst);
+    const auto* tr = io::ggmlTypeTraits(int(t));
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        const auto d = exactF16(q.superScales(row, 2 * b)), dmin = exactF16(q.superScales(row, 2 * b + 1));
+        if (!d || !dmin) return false;
+        int sc[16] = {}, m[16] = {};
+        for (int j = 0; j < subs; ++j) {
+            const int g = int(b) * subs + j;
+            if (q.zeros(row, g) != spec->codeOffset) return false;
+            const auto c = codeOf(q.scales(row, g), q.superScales(row, 2 * b), scLo, scHi);
+            const double off = q.offsets.size() ? q.offsets(row, g) : 0.0;
+            const auto mm = spec->hasMin ? codeOf(off, q.superScales(row, 2 * b + 1), 0, mHi)
+                                         : (off == 0.0 ? std::optional<int>(0) : std::nullopt);
+            if (!c || !mm) return false;
+            sc[j] = *c;
+            m[j] = *mm;
+        }
+        const std::uint8_t* L = q.codes.row(row).data() + b * spec->blockSize;
+        for (int e = 0; e < spec->blockSize; ++e)
+            if (L[e] >= spec->levels()) return false;
+        void* y = out + b * tr->typeSize;
+        switch (t) {
+        case GgmlType::Q2_K: io::packQ2_K(L, *d, *dmin, sc, m, *static_cast<io::BlockQ2_K*>(y)); break;
+        case GgmlType::Q3_K: io::packQ3_K(L, *d, sc, *static_cast<io::BlockQ3_K*>(y)); break;
+        case GgmlType::Q4_K: io::packQ4_K(L, *d, *dmin, sc, m, *static_cast<io::BlockQ4_K*>(y)); break;
+        case GgmlType::Q5_K: io::packQ5_K(L, *d, *dmin, sc, m, *static_cast<io::BlockQ5_K*>(y)); break;
+        case GgmlType::Q6_K: io::packQ6_K(L, *d, sc, *static_cast<io::BlockQ6_K*>(y)); break;
+        default: return false;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
 bool encodeGridRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst)
 {
     const std::int64_t cols = q.codes.cols();
     const auto* tr = io::ggmlTypeTraits(int(t));
     if (!tr || !isGgufExportType(t)) return false;
     if (!tr->isQuantized) return io::quantizeGgml(t, q.dequantized.row(row).data(), dst, cols).ok();
+    if (tr->blockSize == io::kGgmlQK_K) return encodeKQuantRow(t, q, row, dst);
     // Only the legacy 32-element blocks have exact constructions (FORMATS.md §4.9).
     constexpr int kQK = io::kGgmlQK;
     if (tr->blockSize != kQK || cols % kQK != 0 || std::int64_t(q.groupIndex.size()) != cols) return false;
@@ -89,12 +151,13 @@ bool encodeGridRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst
         for (int j = 1; j < kQK; ++j)
             if (q.groupIndex[std::size_t(c0 + j)] != g) return false;
         const double s = q.scales(row, g), z = q.zeros(row, g);
+        const double off = q.offsets.size() ? q.offsets(row, g) : 0.0; // grid s*(z + code) - off
         const auto d = exactF16(s);
         if (!d) return false;
         const std::uint8_t* codes = q.codes.row(row).data() + c0;
         // Shifted integer levels code + z + offset must land in [bottom, top].
         auto shifted = [&](int offset, int bottom, int top) {
-            if (!isInteger(z)) return false;
+            if (!isInteger(z) || off != 0.0) return false;
             for (int j = 0; j < kQK; ++j) {
                 const double x = double(codes[j]) + z + offset;
                 if (x < bottom || x > top) return false;
@@ -138,7 +201,7 @@ bool encodeGridRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst
         case GgmlType::Q4_1: {
             io::BlockQ4_1 y;
             y.d = *d;
-            const auto m = exactF16(s * z); // min-based: x = d*code + s*z
+            const auto m = exactF16(s * z - off); // min-based: x = d*code + (s*z - off)
             if (!m || !plainCodes(15)) return false;
             y.m = *m;
             io::ggmlPackNibbles(v, y.qs);
@@ -148,7 +211,7 @@ bool encodeGridRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst
         case GgmlType::Q5_1: {
             io::BlockQ5_1 y;
             y.d = *d;
-            if (const auto m = exactF16(s * z); m && plainCodes(31)) {
+            if (const auto m = exactF16(s * z - off); m && plainCodes(31)) {
                 y.m = *m;
             } else if (const auto m16 = exactF16(-16.0 * s); m16 && shifted(16, 0, 31)) {
                 y.m = *m16; // x = d*(code + z + 16) - 16 d

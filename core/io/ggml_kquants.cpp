@@ -230,6 +230,35 @@ void scaleMinK4(int j, const std::uint8_t* q, std::uint8_t& sc, std::uint8_t& m)
     }
 }
 
+// The inverse of scaleMinK4: 8 six-bit scales and mins into scales[12].
+void packScaleMinK4(const int* ls, const int* lm, std::uint8_t* packed)
+{
+    std::memset(packed, 0, 12);
+    for (int j = 0; j < 8; ++j) {
+        if (j < 4) {
+            packed[j] = std::uint8_t(ls[j]);
+            packed[j + 4] = std::uint8_t(lm[j]);
+        } else {
+            packed[j + 4] = std::uint8_t((ls[j] & 0xF) | ((lm[j] & 0xF) << 4));
+            packed[j - 4] = std::uint8_t(packed[j - 4] | ((ls[j] >> 4) << 6));
+            packed[j] = std::uint8_t(packed[j] | ((lm[j] >> 4) << 6));
+        }
+    }
+}
+
+// Q3_K: 16 signed six-bit scales (-32..31) into scales[12].
+void packScalesQ3K(const int* sc, std::uint8_t* scales)
+{
+    std::memset(scales, 0, 12);
+    for (int j = 0; j < 16; ++j) {
+        int l = sc[j] + 32;
+        if (j < 8) scales[j] = std::uint8_t(l & 0xF);
+        else scales[j - 8] = std::uint8_t(scales[j - 8] | ((l & 0xF) << 4));
+        l >>= 4;
+        scales[j % 4 + 8] = std::uint8_t(scales[j % 4 + 8] | (l << (2 * (j / 4))));
+    }
+}
+
 // The 2-bit planes of Q2_K and Q3_K: element e of each 128 in bits 2*((e mod 128)/32) of
 // qs[32*(e/128) + e mod 32]. L holds levels 0..3.
 template <class Level>
@@ -263,19 +292,12 @@ void quantizeQ45K(const float* x, int nmax, std::uint16_t& dOut, std::uint16_t& 
     }
     const float invScale = maxScale > 0 ? 63.f / maxScale : 0.f;
     const float invMin = maxMin > 0 ? 63.f / maxMin : 0.f;
-    std::memset(packed, 0, 12);
+    int ls[8], lm[8];
     for (int j = 0; j < 8; ++j) {
-        const std::uint8_t ls = std::min<std::uint8_t>(63, std::uint8_t(nearestInt(invScale * scales[j])));
-        const std::uint8_t lm = std::min<std::uint8_t>(63, std::uint8_t(nearestInt(invMin * mins[j])));
-        if (j < 4) {
-            packed[j] = ls;
-            packed[j + 4] = lm;
-        } else {
-            packed[j + 4] = std::uint8_t((ls & 0xF) | ((lm & 0xF) << 4));
-            packed[j - 4] = std::uint8_t(packed[j - 4] | ((ls >> 4) << 6));
-            packed[j] = std::uint8_t(packed[j] | ((lm >> 4) << 6));
-        }
+        ls[j] = std::min(63, nearestInt(invScale * scales[j]));
+        lm[j] = std::min(63, nearestInt(invMin * mins[j]));
     }
+    packScaleMinK4(ls, lm, packed);
     dOut = f16(maxScale / 63.f);
     dminOut = f16(maxMin / 63.f);
     for (int j = 0; j < 8; ++j) {
@@ -304,6 +326,54 @@ void dequantizeQ45K(std::uint16_t dh, std::uint16_t dminh, const std::uint8_t* s
             int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0xF;
             if (qh) q |= ((qh[l] >> j) & 1) << 4;
             y[32 * j + l] = d1 * float(q) - m1;
+        }
+    }
+}
+
+// Q3_K levels 0..7 (code + 4): bit 2 into hmask, the low two bits into the 2-bit planes.
+void packLevelsQ3K(const std::uint8_t* L, BlockQ3_K& y)
+{
+    std::uint8_t low[256];
+    std::memset(y.hmask, 0, 32);
+    for (int j = 0; j < 256; ++j) {
+        if (L[j] > 3) y.hmask[j % 32] = std::uint8_t(y.hmask[j % 32] | (1 << (j / 32)));
+        low[j] = std::uint8_t(L[j] & 3);
+    }
+    pack2BitPlanes(low, y.qs);
+}
+
+// Q4_K levels 0..15: two sub-blocks of 32 per 32 bytes, low nibble first.
+void packLevelsQ4K(const std::uint8_t* L, std::uint8_t* qs)
+{
+    for (int j = 0; j < 256; j += 64)
+        for (int l = 0; l < 32; ++l)
+            qs[j / 2 + l] = std::uint8_t(L[j + l] | (L[j + l + 32] << 4));
+}
+
+// Q5_K levels 0..31: the low nibbles as Q4_K, bit 4 of element 64k + 32h + l in bit 2k + h of qh[l].
+void packLevelsQ5K(const std::uint8_t* L, BlockQ5_K& y)
+{
+    std::uint8_t low[256];
+    std::memset(y.qh, 0, 32);
+    for (int e = 0; e < 256; ++e) {
+        low[e] = std::uint8_t(L[e] & 0xF);
+        if (L[e] > 15) y.qh[e % 32] = std::uint8_t(y.qh[e % 32] | (1 << (e / 32)));
+    }
+    packLevelsQ4K(low, y.qs);
+}
+
+// Q6_K levels 0..63 (code + 32): low nibbles into ql, the top two bits into qh.
+void packLevelsQ6K(const std::uint8_t* L, BlockQ6_K& y)
+{
+    for (int j = 0; j < 256; j += 128) {
+        std::uint8_t* ql = y.ql + j / 2;
+        std::uint8_t* qh = y.qh + j / 4;
+        for (int l = 0; l < 32; ++l) {
+            const int q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF, q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
+            ql[l] = std::uint8_t(q1 | (q3 << 4));
+            ql[l + 32] = std::uint8_t(q2 | (q4 << 4));
+            qh[l] = std::uint8_t((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+                                 ((L[j + l + 96] >> 4) << 6));
         }
     }
 }
@@ -363,13 +433,10 @@ void quantizeQ3_K(const float* x, BlockQ3_K& y)
     std::memset(y.scales, 0, 12);
     if (maxScale) {
         const float iscale = -32.f / maxScale;
-        for (int j = 0; j < 16; ++j) {
-            int l = std::max(-32, std::min(31, nearestInt(iscale * scales[j]))) + 32;
-            if (j < 8) y.scales[j] = std::uint8_t(l & 0xF);
-            else y.scales[j - 8] = std::uint8_t(y.scales[j - 8] | ((l & 0xF) << 4));
-            l >>= 4;
-            y.scales[j % 4 + 8] = std::uint8_t(y.scales[j % 4 + 8] | (l << (2 * (j / 4))));
-        }
+        int sc[16];
+        for (int j = 0; j < 16; ++j)
+            sc[j] = std::max(-32, std::min(31, nearestInt(iscale * scales[j])));
+        packScalesQ3K(sc, y.scales);
         y.d = f16(1 / iscale);
     } else {
         y.d = f16(0.f);
@@ -384,54 +451,21 @@ void quantizeQ3_K(const float* x, BlockQ3_K& y)
             L[16 * j + ii] = std::int8_t(std::max(-4, std::min(3, l)) + 4);
         }
     }
-    std::memset(y.hmask, 0, 32);
-    int m = 0;
-    std::uint8_t hm = 1;
-    for (int j = 0; j < 256; ++j) {
-        if (L[j] > 3) {
-            y.hmask[m] = std::uint8_t(y.hmask[m] | hm);
-            L[j] = std::int8_t(L[j] - 4);
-        }
-        if (++m == 32) {
-            m = 0;
-            hm = std::uint8_t(hm << 1);
-        }
-    }
-    pack2BitPlanes(L, y.qs);
+    packLevelsQ3K(reinterpret_cast<const std::uint8_t*>(L), y);
 }
 
 void quantizeQ4_K(const float* x, BlockQ4_K& y)
 {
     std::uint8_t L[256];
     quantizeQ45K(x, 15, y.d, y.dmin, y.scales, L);
-    for (int j = 0; j < 256; j += 64)
-        for (int l = 0; l < 32; ++l)
-            y.qs[j / 2 + l] = std::uint8_t(L[j + l] | (L[j + l + 32] << 4));
+    packLevelsQ4K(L, y.qs);
 }
 
 void quantizeQ5_K(const float* x, BlockQ5_K& y)
 {
     std::uint8_t L[256];
     quantizeQ45K(x, 31, y.d, y.dmin, y.scales, L);
-    std::memset(y.qh, 0, 32);
-    std::uint8_t m1 = 1, m2 = 2;
-    for (int n = 0; n < 256; n += 64) {
-        for (int j = 0; j < 32; ++j) {
-            int l1 = L[n + j];
-            if (l1 > 15) {
-                l1 -= 16;
-                y.qh[j] = std::uint8_t(y.qh[j] | m1);
-            }
-            int l2 = L[n + j + 32];
-            if (l2 > 15) {
-                l2 -= 16;
-                y.qh[j] = std::uint8_t(y.qh[j] | m2);
-            }
-            y.qs[n / 2 + j] = std::uint8_t(l1 | (l2 << 4));
-        }
-        m1 = std::uint8_t(m1 << 2);
-        m2 = std::uint8_t(m2 << 2);
-    }
+    packLevelsQ5K(L, y);
 }
 
 void quantizeQ6_K(const float* x, BlockQ6_K& y)
@@ -456,17 +490,49 @@ void quantizeQ6_K(const float* x, BlockQ6_K& y)
             L[16 * j + ii] = std::int8_t(std::max(-32, std::min(31, l)) + 32);
         }
     }
-    for (int j = 0; j < 256; j += 128) {
-        std::uint8_t* ql = y.ql + j / 2;
-        std::uint8_t* qh = y.qh + j / 4;
-        for (int l = 0; l < 32; ++l) {
-            const int q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF, q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
-            ql[l] = std::uint8_t(q1 | (q3 << 4));
-            ql[l + 32] = std::uint8_t(q2 | (q4 << 4));
-            qh[l] = std::uint8_t((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
-                                 ((L[j + l + 96] >> 4) << 6));
-        }
-    }
+    packLevelsQ6K(reinterpret_cast<const std::uint8_t*>(L), y);
+}
+
+// ---- exact constructions from given levels and sub-block codes --------------------------------
+
+void packQ2_K(const std::uint8_t* L, std::uint16_t d, std::uint16_t dmin, const int* sc, const int* m, BlockQ2_K& y)
+{
+    for (int j = 0; j < 16; ++j)
+        y.scales[j] = std::uint8_t(sc[j] | (m[j] << 4));
+    y.d = d;
+    y.dmin = dmin;
+    pack2BitPlanes(L, y.qs);
+}
+
+void packQ3_K(const std::uint8_t* L, std::uint16_t d, const int* sc, BlockQ3_K& y)
+{
+    packScalesQ3K(sc, y.scales);
+    y.d = d;
+    packLevelsQ3K(L, y);
+}
+
+void packQ4_K(const std::uint8_t* L, std::uint16_t d, std::uint16_t dmin, const int* sc, const int* m, BlockQ4_K& y)
+{
+    y.d = d;
+    y.dmin = dmin;
+    packScaleMinK4(sc, m, y.scales);
+    packLevelsQ4K(L, y.qs);
+}
+
+void packQ5_K(const std::uint8_t* L, std::uint16_t d, std::uint16_t dmin, const int* sc, const int* m, BlockQ5_K& y)
+{
+    y.d = d;
+    y.dmin = dmin;
+    packScaleMinK4(sc, m, y.scales);
+    packLevelsQ5K(L, y);
+}
+
+void packQ6_K(const std::uint8_t* L, std::uint16_t d, const int* sc, BlockQ6_K& y)
+{
+    y.d = d;
+    for (int j = 0; j < 16; ++j)
+        y.scales[j] = std::int8_t(sc[j]);
+    packLevelsQ6K(L, y);
 }
 
 // ---- dequantize_row_q{2..6}_K, one super-block (FORMATS.md §4.5 index formulas) ----------------

@@ -82,12 +82,18 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                                        const GptqOptions& opts, RunContext* ctx, const ParallelFor* par)
 {
     const Eigen::Index rows = w.rows(), cols = w.cols();
-    QB_TRY_STATUS(validate(opts.grid, opts.init, rows, cols));
+    QB_TRY_STATUS(validate(opts.grid, opts.fixedGrid ? GridInit::MinMax : opts.init, rows, cols));
     if (h.rows() != cols || h.cols() != cols)
         return makeError(ErrorCode::Shape, "Hessian shape does not match the weight width",
                          "H is " + std::to_string(h.rows()) + "x" + std::to_string(h.cols()) + ", W has " +
                              std::to_string(cols) + " columns");
     if (opts.blockSize < 1) return makeError(ErrorCode::InvalidArgument, "GPTQ block size must be >= 1");
+    const QuantizedRows* fixed = opts.fixedGrid;
+    if (fixed && (fixed->scales.rows() != rows || fixed->zeros.rows() != rows ||
+                  fixed->scales.cols() != groupCount(opts.grid.groupSize, int(cols)) ||
+                  fixed->zeros.cols() != fixed->scales.cols() ||
+                  (fixed->offsets.size() && fixed->offsets.cols() != fixed->scales.cols())))
+        return makeError(ErrorCode::Shape, "GPTQ: the fixed grid's parameters do not match the weight and group size");
     if (!(opts.damping >= 0.0)) return makeError(ErrorCode::InvalidArgument, "GPTQ damping must be >= 0");
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
 
@@ -97,19 +103,27 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     const int g = groupWidth(spec.groupSize, n);
     const int groups = groupCount(spec.groupSize, n);
     const bool perChannel = groups == 1;
-    const bool dynamic = !perChannel && opts.groups == GroupMode::Dynamic;
+    const bool dynamic = !fixed && !perChannel && opts.groups == GroupMode::Dynamic;
     const int levels = gridLevels(spec.bits);
 
     QuantizedRows out;
     allocateOutput(out, rows, cols, groups, spec.bits);
+    if (fixed) {
+        out.scales = fixed->scales;
+        out.zeros = fixed->zeros;
+        out.offsets = fixed->offsets;
+        out.container = fixed->container;
+        out.superScales = fixed->superScales;
+    }
     out.groupIndex.assign(std::size_t(n), 0);
     NeuqiScratch scratch;
     scratch.reserve(g);
     std::vector<double> seg(static_cast<std::size_t>(n));
     std::vector<double> segH(static_cast<std::size_t>(n));
 
-    Eigen::MatrixXd wd = w.cast<double>();           // column-major working copy: columns are contiguous
-    if (perChannel && opts.init == GridInit::MinMax) // the reference fits before dead zeroing
+    Eigen::MatrixXd wd = w.cast<double>(); // column-major working copy: columns are contiguous
+    const bool fitUpFront = !fixed && !dynamic && !(perChannel && opts.init == GridInit::MinMax);
+    if (!fixed && perChannel && opts.init == GridInit::MinMax) // the reference fits before dead zeroing
         for (int r = 0; r < m; ++r) {
             for (int c = 0; c < n; ++c)
                 seg[std::size_t(c)] = wd(r, c);
@@ -160,7 +174,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     const Eigen::VectorXd hDamped = (diag.array() + dampTotal).matrix(); // original column order
 
     // Up-front (static / per-channel NeUQI) parameters on W after dead zeroing.
-    if (!dynamic && !(perChannel && opts.init == GridInit::MinMax) && par && par->run && par->workers > 1) {
+    if (fitUpFront && par && par->run && par->workers > 1) {
         // Parallel over (row, group) items in row chunks, cancel polled between chunks.
         const int workers = par->workers;
         std::vector<NeuqiScratch> scratches(static_cast<std::size_t>(workers));
@@ -183,7 +197,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                 out.zeros(r, k) = p.zero;
             });
         }
-    } else if (!dynamic && !(perChannel && opts.init == GridInit::MinMax))
+    } else if (fitUpFront)
         for (int r = 0; r < m; ++r) {
             if (opts.init == GridInit::Neuqi && ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
             for (int c = 0; c < n; ++c)
@@ -234,7 +248,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
             out.groupIndex[std::size_t(orig)] = k;
             const double d = u(i, i);
             for (int r = 0; r < m; ++r) {
-                const GroupParams p{out.scales(r, k), out.zeros(r, k)};
+                const GroupParams p = groupParams(out, r, k);
                 const double x = wp(r, i);
                 const int q = quantizeCodeUniform(x, p, levels);
                 const double deq = dequantizeCodeUniform(q, p);

@@ -54,6 +54,10 @@ struct GptqOptions {
     double damping = kGptqDefaultDamping;
     int maxDampingRetries = kGptqDefaultDampingRetries;
     NeuqiOptions neuqi;
+    // Parameters fixed up front (a storage container's grid, container_grid.h): scales, zeros,
+    // offsets, container and superScales are taken as they are, groups are static with width
+    // grid.groupSize, and `init` is not used. Must outlive the call.
+    const QuantizedRows* fixedGrid = nullptr;
 };
 
 // Fits one group with the chosen initialiser. h may be null (NeUQI then weights uniformly).

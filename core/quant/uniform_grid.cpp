@@ -78,13 +78,15 @@ std::vector<int> groupIndexContiguous(int groupSize, int cols)
 }
 
 Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bits, const MatrixXdR& scales,
-                                          const MatrixXdR& zeros, const std::vector<int>& groupIndex)
+                                          const MatrixXdR& zeros, const std::vector<int>& groupIndex,
+                                          const MatrixXdR& offsets)
 {
     const Eigen::Index rows = w.rows(), cols = w.cols();
     if (bits < kMinBits || bits > kMaxBits)
         return makeError(ErrorCode::InvalidArgument, "bits out of range", "bits=" + std::to_string(bits));
     if (Eigen::Index(groupIndex.size()) != cols || scales.rows() != rows || zeros.rows() != rows ||
-        scales.cols() != zeros.cols())
+        scales.cols() != zeros.cols() ||
+        (offsets.size() && (offsets.rows() != rows || offsets.cols() != scales.cols())))
         return makeError(ErrorCode::Shape, "parameter shapes do not match the weight matrix");
     for (int g : groupIndex)
         if (g < 0 || g >= scales.cols()) return makeError(ErrorCode::OutOfRange, "group index out of range");
@@ -95,11 +97,12 @@ Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bit
     out.dequantized.resize(rows, cols);
     out.scales = scales;
     out.zeros = zeros;
+    out.offsets = offsets;
     out.groupIndex = groupIndex;
     for (Eigen::Index r = 0; r < rows; ++r)
         for (Eigen::Index c = 0; c < cols; ++c) {
             const int g = groupIndex[std::size_t(c)];
-            const GroupParams p{scales(r, g), zeros(r, g)};
+            const GroupParams p = groupParams(out, r, g);
             const int q = quantizeCodeUniform(double(w(r, c)), p, levels);
             out.codes(r, c) = std::uint8_t(q);
             out.dequantized(r, c) = float(dequantizeCodeUniform(q, p));
@@ -113,7 +116,7 @@ MatrixXfR dequantizeRowsUniform(const QuantizedRows& q)
     for (Eigen::Index r = 0; r < q.codes.rows(); ++r)
         for (Eigen::Index c = 0; c < q.codes.cols(); ++c) {
             const int g = q.groupIndex[std::size_t(c)];
-            out(r, c) = float(dequantizeCodeUniform(q.codes(r, c), GroupParams{q.scales(r, g), q.zeros(r, g)}));
+            out(r, c) = float(dequantizeCodeUniform(q.codes(r, c), groupParams(q, r, g)));
         }
     return out;
 }

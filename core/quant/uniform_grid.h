@@ -24,6 +24,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace qb::quant {
@@ -43,7 +44,9 @@ struct GridSpec {
 
 struct GroupParams {
     double scale = 1.0;
-    double zero = 0.0; // offset form: grid points are scale * (zero + {0..L-1})
+    double zero = 0.0;   // offset form: grid points are scale * (zero + {0..L-1})
+    double offset = 0.0; // storage containers with a min (GGUF Q4_1, K-quants): grid points are
+                         // scale * (zero + {0..L-1}) - offset, zero integral (container_grid.h)
 };
 
 inline int gridLevels(int bits) { return 1 << bits; }
@@ -62,12 +65,19 @@ inline double roundHalfEvenUniform(double x) { return std::nearbyint(x); }
 
 inline int quantizeCodeUniform(double w, const GroupParams& p, int levels)
 {
+    if (p.offset != 0.0) w += p.offset;
     const double zi = std::nearbyint(p.zero);
     const double t = zi == p.zero ? roundHalfEvenUniform(w / p.scale) - zi : roundHalfEvenUniform(w / p.scale - p.zero);
     const double c = std::fmin(std::fmax(t, 0.0), double(levels - 1));
     return int(c);
 }
-inline double dequantizeCodeUniform(int code, const GroupParams& p) { return p.scale * (p.zero + double(code)); }
+// With an integral zero and an offset (the container grids), scale * (zero + code) and the
+// difference are exact in double, so float(...) is the single rounding a ggml decoder performs.
+inline double dequantizeCodeUniform(int code, const GroupParams& p)
+{
+    const double v = p.scale * (p.zero + double(code));
+    return p.offset != 0.0 ? v - p.offset : v;
+}
 inline double fakeQuantUniform(double w, const GroupParams& p, int levels)
 {
     return dequantizeCodeUniform(quantizeCodeUniform(w, p, levels), p);
@@ -90,17 +100,29 @@ struct QuantizedRows {
     MatrixU8R codes;             // [rows x cols], in [0, L-1]
     MatrixXdR scales;            // [rows x groups]
     MatrixXdR zeros;             // [rows x groups], offset form (Z = -zero)
+    MatrixXdR offsets;           // [rows x groups] or empty (all 0): GroupParams::offset
     std::vector<int> groupIndex; // per input column: which group column of scales/zeros (g_idx)
-    MatrixXfR dequantized;       // [rows x cols], scales(r, g) * (zeros(r, g) + code)
+    // Solved inside a storage container (container_grid.h): its name ("Q4_K"), "" for a plain
+    // grid; for K-quants the f16 super-block scale and min per row and super-block, as
+    // [rows x 2*superBlocks] (d, dmin pairs; the sub-block scales are d * integer codes).
+    std::string container;
+    MatrixXdR superScales;
+    MatrixXfR dequantized; // [rows x cols], scales(r, g) * (zeros(r, g) + code)
     int bits = 0;
     double proxyLoss = 0.0; // solver-specific (GPTQ: 1/2 sum (w-q)^2 / U_ii^2); 0 when unused
     int dampingRetries = 0; // GPTQ: extra damping rounds needed for a positive-definite H
 };
 
+inline GroupParams groupParams(const QuantizedRows& q, Eigen::Index row, int group)
+{
+    return GroupParams{q.scales(row, group), q.zeros(row, group), q.offsets.size() ? q.offsets(row, group) : 0.0};
+}
+
 // Codes and dequantised values for given parameters. groupIndex has one entry per column;
-// scales/zeros are [rows x groups].
+// scales/zeros (and offsets, when not empty) are [rows x groups].
 Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bits, const MatrixXdR& scales,
-                                          const MatrixXdR& zeros, const std::vector<int>& groupIndex);
+                                          const MatrixXdR& zeros, const std::vector<int>& groupIndex,
+                                          const MatrixXdR& offsets = {});
 // Dequantise codes again (export round trip).
 MatrixXfR dequantizeRowsUniform(const QuantizedRows& q);
 // Contiguous groups of `groupSize` columns: column j -> j / g.
