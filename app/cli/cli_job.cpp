@@ -87,9 +87,21 @@ void reportExport(const std::string& cmd, const pipeline::ModelExportOutcome& r,
     if (r.gguf) {
         out.set("all_exact", r.gguf->allExact());
         double maxDiff = 0;
-        for (const auto& t : r.gguf->tensors)
+        io::JsonArray tensors;
+        for (const auto& t : r.gguf->tensors) {
             maxDiff = std::max(maxDiff, t.maxAbsDiff);
+            io::JsonValue e;
+            e.set("name", t.name);
+            e.set("hf_name", t.hfName);
+            e.set("type", std::string(io::ggmlTypeName(int(t.type))));
+            if (!t.planned.empty()) e.set("planned", t.planned);
+            e.set("source", t.source);
+            e.set("exact", t.exact);
+            e.set("bytes", double(t.bytes));
+            tensors.push_back(std::move(e));
+        }
         out.set("max_abs_diff", maxDiff);
+        out.set("tensors", std::move(tensors));
     } else if (r.gptq) {
         const auto& a = r.gptq->analysis;
         out.set("bits", a.bits);

@@ -7,6 +7,7 @@
 #include "cli/cli_job.h"
 #include "io/json_value.h"
 #include "pipeline/workflows.h"
+#include "quant/container_grid.h"
 
 #include <cstdio>
 #include <iostream>
@@ -27,9 +28,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "quantize";
-    cli::CliArgs args(argv,
-                      {"calib", "nsamples", "seqlen", "seed", "plan", "method", "bits", "group", "eval", "ctx", "score",
-                       "threads", "batch", "save-plan", "out", "format", "gguf-type"},
+    cli::CliArgs args(argv, {"calib", "nsamples", "seqlen",    "seed",   "plan",       "method",   "bits",
+                             "group", "eval",     "ctx",       "score",  "threads",    "batch",    "save-plan",
+                             "out",   "format",   "gguf-type", "target", "embed-type", "head-type"},
                       {"sym", "act-order", "json", "round-grids", "no-kl"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
@@ -63,25 +64,54 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     // The plan: a file, or one method for every decoder linear.
     pipeline::QuantPlan plan;
     if (args.has("plan")) {
-        for (const char* k : {"method", "bits", "group", "sym", "act-order"})
+        for (const char* k : {"method", "bits", "group", "sym", "act-order", "target"})
             if (args.has(k)) return cli::fail(cmd, std::string("--plan and --") + k + " are exclusive", 2);
         auto p = pipeline::loadQuantPlan(*args.value("plan"));
         if (!p) return cli::fail(cmd, "bad plan: " + p.error().toString(), 2);
         plan = std::move(*p);
     } else {
-        if (!args.has("method") || !args.has("bits"))
-            return cli::fail(cmd, "give --plan PLAN.json, or --method " + methodList() + " and --bits B", 2);
+        if (!args.has("method"))
+            return cli::fail(cmd,
+                             "give --plan PLAN.json, or --method " + methodList() + " and --bits B (or --target T)", 2);
         const auto method = quant::methodFromId(*args.value("method"));
         if (!method)
             return cli::fail(cmd, "unknown method '" + *args.value("method") + "' (valid: " + methodList() + ")", 2);
-        const int bits = int(args.intValue("bits", 4, quant::kMinBits, quant::kMaxBits));
+        // A storage target implies bits, group and symmetry: an agreeing --bits is accepted.
+        std::optional<std::string> target;
+        const quant::ContainerSpec* spec = nullptr;
+        if (auto t = args.value("target")) {
+            auto parsed = pipeline::parsePlanTarget(*t);
+            if (!parsed) return cli::fail(cmd, "--target: " + parsed.error().message, 2);
+            target = *parsed;
+            spec = quant::findContainerSpec(*target);
+            for (const char* k : {"group", "sym"})
+                if (spec && args.has(k))
+                    return cli::fail(cmd, std::string("--") + k + " is implied by --target " + *t + " (drop it)", 2);
+        }
+        if (!args.has("bits") && !spec)
+            return cli::fail(cmd, "give --plan PLAN.json, or --method " + methodList() + " and --bits B", 2);
+        const int bits = spec ? int(args.intValue("bits", spec->bits, quant::kMinBits, quant::kMaxBits))
+                              : int(args.intValue("bits", 4, quant::kMinBits, quant::kMaxBits));
+        if (spec && bits != spec->bits)
+            return cli::fail(cmd,
+                             "--bits " + std::to_string(bits) + " conflicts with --target " + *args.value("target") +
+                                 ", which stores " + std::to_string(spec->bits) + "-bit codes",
+                             2);
         std::optional<int> group;
         if (args.has("group")) group = int(args.intValue("group", 128, -1, 1 << 24));
         if (!args.ok()) return cli::fail(cmd, args.error(), 2);
         if (group && *group == 0) return cli::fail(cmd, "--group must be positive (or -1 for per channel)", 2);
         plan = pipeline::uniformQuantPlan(*method, bits, group, args.has("sym") ? std::optional(true) : std::nullopt,
                                           args.has("act-order") ? std::optional(true) : std::nullopt);
+        plan.defaults.target = target;
     }
+    for (const auto& [key, slot] : {std::pair("embed-type", &plan.embedType), std::pair("head-type", &plan.headType)})
+        if (auto t = args.value(key)) {
+            auto parsed = pipeline::parsePlanTarget(*t);
+            if (!parsed || *parsed == "none")
+                return cli::fail(cmd, std::string("--") + key + ": not a GGUF type: " + *t, 2);
+            *slot = *parsed;
+        }
     if (auto save = args.value("save-plan")) {
         Status st = pipeline::saveQuantPlan(plan, *save);
         if (!st.ok()) return cli::fail(cmd, st.error().toString());
@@ -94,6 +124,18 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (!resolved) return cli::fail(cmd, "bad plan: " + resolved.error().toString(), 2);
     for (const auto& w : resolved->warnings)
         std::cerr << "quantbench-cli quantize: warning: " << w.detail << "\n";
+    // With GGUF targets the file is known before anything runs: say how big it will be.
+    std::optional<std::uint64_t> plannedBytes;
+    if (resolved->ggufTargets) {
+        auto planned = pipeline::planGgufExport(*ck, *resolved);
+        if (!planned) return cli::fail(cmd, "bad plan: " + planned.error().toString(), 2);
+        plannedBytes = planned->bytes;
+        if (!json)
+            std::printf("planned GGUF file: %llu bytes (%.3f MiB), decoder linears %.4f bits/weight, embedding %s, "
+                        "head %s\n",
+                        (unsigned long long)planned->bytes, double(planned->bytes) / (1024.0 * 1024.0),
+                        resolved->bitsPerWeight, resolved->embedType.c_str(), resolved->headType.c_str());
+    }
 
     pipeline::QuantizeRequest req;
     req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
@@ -138,6 +180,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 
     if (json) {
         io::JsonValue o = q->metricsJson();
+        if (plannedBytes) o.set("planned_gguf_bytes", double(*plannedBytes));
         if (exportFormat) o.set("export", exportJson);
         std::cout << io::toJsonText(o, -1) << "\n" << std::flush;
         return 0;
@@ -166,7 +209,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 QB_CLI_COMMAND(
     "quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI) with a plan",
     "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 256] [--seed 0]\n"
-    "         (--plan PLAN.json | --method rtn|gptq|neuqi --bits B [--group G] [--sym] [--act-order])\n"
+    "         (--plan PLAN.json | --method rtn|gptq|neuqi (--bits B [--group G] [--sym] | --target T)\n"
+    "          [--act-order]) [--embed-type T] [--head-type T]\n"
     "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
     "         [--save-plan FILE] [--json]\n"
     "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
@@ -176,6 +220,12 @@ QB_CLI_COMMAND(
     "  --method M     one method for every decoder linear; neuqi = GPTQ with NeUQI initialisation\n"
     "  --bits B       2..8;  --group G: columns per group (-1 = per channel; default 128)\n"
     "  --sym          symmetric grid (rtn, gptq);  --act-order: GPTQ act-order (on for neuqi)\n"
+    "  --target T     storage target: solve inside a GGUF block type (gguf:Q4_K, Q5_K, Q6_K, Q3_K, Q2_K,\n"
+    "                 Q8_0, Q5_1, Q5_0, Q4_1, Q4_0), so the GGUF export is exact; it implies bits, group\n"
+    "                 and symmetry (an agreeing --bits is accepted). gguf:F16/BF16/F32 keep the linears\n"
+    "                 unquantized. Plans set \"target\" per tensor (rules) and embed_type / head_type.\n"
+    "  --embed-type T, --head-type T   GGUF types of the token embedding and output head (default with\n"
+    "                 a target: as llama.cpp's Q4_K_M, the target's type and Q6_K)\n"
     "  --eval FILE    perplexity of the fake-quantized model (--ctx, --score, --batch as `eval`) and,\n"
     "                 on the same windows, its KL divergence from the original model (mean ± error,\n"
     "                 median, p99, max in nats) and how often both predict the same top token;\n"

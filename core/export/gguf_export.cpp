@@ -3,6 +3,7 @@
 #include "export/ggml_quantize.h"
 #include "export/gguf_writer.h"
 #include "io/gguf_names.h"
+#include "quant/container_grid.h"
 
 #include <cmath>
 #include <cstring>
@@ -20,7 +21,7 @@ using io::GgmlType;
 bool GgufExportReport::allExact() const
 {
     for (const auto& t : tensors)
-        if (!t.exact) return false;
+        if (!t.exact && t.source != "quantized") return false;
     return true;
 }
 
@@ -45,22 +46,17 @@ struct Planned {
     std::vector<std::int64_t> hfShape;
     GgmlType type = GgmlType::F32;
     const quant::QuantizedRows* grid = nullptr;
+    std::string planned;  // the type asked for, "" when none in particular
     int permuteHeads = 0; // > 0: apply the llama RoPE row permutation
     std::vector<float> synthesized;
 };
 
-// llama.cpp's fallback (llama-quant.cpp) for K-quant tensors whose rows are not a multiple of 256;
-// IQ4_NL (its choice for Q2_K/Q3_K) is not written here, so those take Q4_0 as older llama.cpp did.
+// llama.cpp's fallback for K-quant tensors whose rows are not a multiple of 256.
 std::optional<GgmlType> kquantRowFallback(GgmlType t)
 {
-    switch (t) {
-    case GgmlType::Q2_K:
-    case GgmlType::Q3_K: return GgmlType::Q4_0;
-    case GgmlType::Q4_K: return GgmlType::Q5_0;
-    case GgmlType::Q5_K: return GgmlType::Q5_1;
-    case GgmlType::Q6_K: return GgmlType::Q8_0;
-    default: return std::nullopt;
-    }
+    const quant::ContainerSpec* spec = quant::findContainerSpec(io::ggmlTypeName(int(t)));
+    const quant::ContainerSpec* fb = spec ? quant::containerRowFallback(*spec) : nullptr;
+    return fb ? io::parseGgmlType(fb->name) : std::nullopt;
 }
 
 // Canonical HF order: embeddings, layers in order (attention, then MLP), final norm, lm_head.
@@ -188,7 +184,7 @@ Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c
         }
         QB_TRY(m, encodeMatrixGgml(p.type, w.data(), rows, cols));
         e = std::move(*m);
-        ex.source = "weights";
+        ex.source = io::ggmlTypeTraits(int(p.type))->isQuantized ? "quantized" : "weights";
     }
     ex.exact = e.exact;
     ex.maxAbsDiff = e.maxAbsDiff;
@@ -257,15 +253,33 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         p.grid = isMatrix && opt.gridFor ? opt.gridFor(t->name) : nullptr;
         if (p.grid && (p.grid->codes.rows() != t->shape[0] || p.grid->codes.cols() != t->shape[1]))
             return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor", t->name);
+        const bool isEmbed = t->name == "model.embed_tokens.weight", isHead = t->name == "lm_head.weight";
         if (!isMatrix) {
             p.type = GgmlType::F32;
         } else if (auto it = opt.typeOverrides.find(t->name); it != opt.typeOverrides.end()) {
             p.type = it->second;
+        } else if (p.grid && !p.grid->container.empty()) {
+            const auto ct = io::parseGgmlType(p.grid->container);
+            if (!ct) return makeError(ErrorCode::Format, "unknown storage container " + p.grid->container, t->name);
+            p.type = *ct;
+            p.planned = p.grid->container;
         } else if (p.grid && opt.gridType) {
             p.type = *opt.gridType;
+        } else if (p.grid && opt.planOnly) {
+            p.type = GgmlType::F32; // the smallest exact type is only known from the data
         } else if (p.grid) {
             QB_TRY(best, encodeGridSmallestExact(*p.grid));
             p.type = best->first;
+            if (p.type == GgmlType::F32)
+                report.warnings.push_back(t->name +
+                                          ": its grid fits no GGUF type exactly, so it is stored as F32 (quantize "
+                                          "with a GGUF storage target to store it compactly and exactly)");
+        } else if (isEmbed && opt.embedType) {
+            p.type = *opt.embedType;
+            p.planned = io::ggmlTypeName(int(p.type));
+        } else if (isHead && opt.headType) {
+            p.type = *opt.headType;
+            p.planned = io::ggmlTypeName(int(p.type));
         } else {
             p.type = opt.weightType;
         }
@@ -334,10 +348,16 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         ex.name = p.gguf;
         ex.hfName = p.source ? p.source->name : "";
         ex.type = p.type;
+        ex.planned = p.planned;
         QB_TRY_STATUS(w.addTensor(p.gguf, p.hfShape, p.type, [&p, &c, &ex] { return produce(p, c, ex); }));
+        ex.bytes = w.tensors().back().bytes;
         expected.push_back({p.gguf, std::vector<std::int64_t>(p.hfShape.rbegin(), p.hfShape.rend()), p.type});
     }
 
+    if (opt.planOnly) {
+        report.bytes = w.fileSize();
+        return report;
+    }
     GgufWriter::WriteOptions wo;
     wo.failAfterBytesForTesting = opt.failAfterBytesForTesting;
     if (opt.verify)

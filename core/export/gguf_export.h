@@ -41,8 +41,16 @@ struct GgufExportOptions {
     // Per HF tensor name: a quantization grid to store exactly (nullptr: none). Must outlive
     // the call.
     std::function<const quant::QuantizedRows*(const std::string& hfName)> gridFor;
-    // Forces the type of grid tensors (nullopt: smallest exact type per tensor).
+    // Forces the type of grid tensors that were not solved in a storage container (nullopt:
+    // smallest exact type per tensor). A grid solved in a container (QuantizedRows::container)
+    // is always written in that type, exactly.
     std::optional<io::GgmlType> gridType;
+    // Token embedding and output head types (nullopt: weightType), as llama-quantize's
+    // --token-embedding-type / --output-tensor-type; rows that do not fit take the fallback.
+    std::optional<io::GgmlType> embedType, headType;
+    // Plan only: choose every tensor's type and compute the exact file size (report.bytes) and
+    // the per-tensor bytes without reading tensor data or writing anything.
+    bool planOnly = false;
     // Per HF tensor name type overrides (win over everything else).
     std::map<std::string, io::GgmlType> typeOverrides;
     std::string modelName; // general.name ("" = the checkpoint's directory name)
@@ -54,19 +62,25 @@ struct TensorExactness {
     std::string name; // GGUF name
     std::string hfName;
     io::GgmlType type = io::GgmlType::F32;
-    std::string source; // "weights" (reference quantizer of F32 weights), "grid" (exact
-                        // construction), "grid-requantized" (construction impossible)
+    std::string source;  // "weights" (checkpoint weights in a float type), "quantized" (checkpoint
+                         // weights through ggml's reference quantizer of a block type: the embedding
+                         // or head type asked for), "grid" (exact construction of a run's grid),
+                         // "grid-requantized" (construction impossible)
+    std::string planned; // the type asked for (a container, an embed/head type), "" when none
+    std::uint64_t bytes = 0;
     bool exact = false; // decoded values equal the reference (weights or fake-quant) bit for bit
     double maxAbsDiff = 0;
 };
 
 struct GgufExportReport {
     std::string path;
-    std::string architecture; // "llama" / "qwen2"
-    std::uint64_t bytes = 0;
+    std::string architecture;             // "llama" / "qwen2"
+    std::uint64_t bytes = 0;              // file size (planOnly: what the file will be)
     std::vector<TensorExactness> tensors; // file order
     std::vector<std::string> warnings;
     VerifyReport verify; // filled when options.verify
+    // Every grid and float tensor decodes exactly ("quantized" tensors are lossy by choice and
+    // match what quantizeModel evaluates, see pipeline::fakeQuantizeGgml).
     bool allExact() const;
     // Human-readable table: name, type, exact, max abs diff.
     std::string exactnessTable() const;

@@ -1,5 +1,7 @@
 #include "export/project_bundle.h"
 
+#include "quant/container_grid.h"
+
 #include "export/atomic_file.h"
 #include "export/safetensors_export.h"
 #include "io/safetensors.h"
@@ -46,7 +48,10 @@ bool sameGrid(const quant::QuantizedRows& a, const quant::QuantizedRows& b)
     return a.bits == b.bits && a.codes.rows() == b.codes.rows() && a.codes.cols() == b.codes.cols() &&
            a.codes == b.codes && a.scales.rows() == b.scales.rows() && a.scales.cols() == b.scales.cols() &&
            a.scales == b.scales && a.zeros.rows() == b.zeros.rows() && a.zeros.cols() == b.zeros.cols() &&
-           a.zeros == b.zeros && a.groupIndex == b.groupIndex;
+           a.zeros == b.zeros && a.groupIndex == b.groupIndex && a.container == b.container &&
+           a.offsets.rows() == b.offsets.rows() && a.offsets.cols() == b.offsets.cols() && a.offsets == b.offsets &&
+           a.superScales.rows() == b.superScales.rows() && a.superScales.cols() == b.superScales.cols() &&
+           a.superScales == b.superScales;
 }
 
 Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const BundleWriteOptions& opt,
@@ -76,7 +81,9 @@ Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const
         const auto& g = t.grid;
         const std::int64_t rows = g.codes.rows(), cols = g.codes.cols(), groups = g.scales.cols();
         if (g.scales.rows() != rows || g.zeros.rows() != rows || g.zeros.cols() != groups ||
-            std::int64_t(g.groupIndex.size()) != cols)
+            std::int64_t(g.groupIndex.size()) != cols ||
+            (g.offsets.size() && (g.offsets.rows() != rows || g.offsets.cols() != groups)) ||
+            (g.superScales.size() && g.superScales.rows() != rows))
             return makeError(ErrorCode::Shape, "inconsistent grid", t.name);
         st.push_back(safetensorsTensorFromBytes(t.name + ".codes", DType::U8, {rows, cols},
                                                 rawBytes(g.codes.data(), std::size_t(g.codes.size()))));
@@ -86,8 +93,18 @@ Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const
                                                 rawBytes(g.zeros.data(), std::size_t(g.zeros.size()))));
         std::vector<std::int32_t> gi(g.groupIndex.begin(), g.groupIndex.end());
         st.push_back(safetensorsTensorFromBytes(t.name + ".g_idx", DType::I32, {cols}, rawBytes(gi.data(), gi.size())));
+        // Grids solved inside a storage container (quant/container_grid.h): its name, the mins
+        // and the K-quant super-scales, so that the export from a reopened project is exact.
+        if (g.offsets.size())
+            st.push_back(safetensorsTensorFromBytes(t.name + ".offsets", DType::F64, {rows, groups},
+                                                    rawBytes(g.offsets.data(), std::size_t(g.offsets.size()))));
+        if (g.superScales.size())
+            st.push_back(safetensorsTensorFromBytes(t.name + ".super_scales", DType::F64,
+                                                    {rows, std::int64_t(g.superScales.cols())},
+                                                    rawBytes(g.superScales.data(), std::size_t(g.superScales.size()))));
         io::JsonValue e;
         e.set("name", t.name);
+        if (!g.container.empty()) e.set("container", g.container);
         e.set("bits", g.bits);
         e.set("rows", rows);
         e.set("cols", cols);
@@ -256,6 +273,25 @@ Result<ProjectBundle> readProjectBundle(const std::string& path)
                                  where);
             if (!t.grid.scales.allFinite() || !t.grid.zeros.allFinite())
                 return makeError(ErrorCode::Format, "non-finite scale or zero point", where);
+            if (const io::JsonValue* ct = e.find("container")) {
+                const quant::ContainerSpec* spec = ct->isString() ? quant::findContainerSpec(ct->asString()) : nullptr;
+                if (!spec || spec->bits != *bits || c % spec->blockSize != 0 || g != c / spec->subBlock)
+                    return makeError(ErrorCode::Format, "bad storage container for this grid", where);
+                t.grid.container = spec->name;
+                if (spec->hasMin) {
+                    QB_TRY(off, get(".offsets", DType::F64, {r, g}));
+                    t.grid.offsets.resize(Eigen::Index(r), Eigen::Index(g));
+                    std::memcpy(t.grid.offsets.data(), (*off)->bytes.data(), (*off)->bytes.size());
+                }
+                if (spec->isKQuant()) {
+                    const std::int64_t sc = 2 * (c / spec->blockSize);
+                    QB_TRY(sup, get(".super_scales", DType::F64, {r, sc}));
+                    t.grid.superScales.resize(Eigen::Index(r), Eigen::Index(sc));
+                    std::memcpy(t.grid.superScales.data(), (*sup)->bytes.data(), (*sup)->bytes.size());
+                }
+                if (!t.grid.offsets.allFinite() || !t.grid.superScales.allFinite())
+                    return makeError(ErrorCode::Format, "non-finite container parameter", where);
+            }
             b.tensors.push_back(std::move(t));
         }
     return b;

@@ -137,6 +137,14 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
             if (!t) return makeError(ErrorCode::InvalidArgument, ggufExportTypeError(), req.ggufType);
             o.gridType = *t;
         }
+        for (const auto& [name, slot] :
+             {std::pair(&req.embedType, &o.embedType), std::pair(&req.headType, &o.headType)})
+            if (!name->empty()) {
+                auto t = exporting::parseGgufExportType(*name);
+                if (!t) return makeError(ErrorCode::InvalidArgument, ggufExportTypeError(), *name);
+                *slot = *t;
+            }
+        o.planOnly = req.planOnly;
         QB_TRY(r, exporting::exportGguf(ck, *tok, req.out, o, ctx));
         take(out.gguf, std::move(*r));
         break;
@@ -163,6 +171,22 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
         return makeError(ErrorCode::InvalidArgument, "a project file is not a model export", req.out);
     }
     return out;
+}
+
+Result<exporting::GgufExportReport> planGgufExport(const io::Checkpoint& ck, const ResolvedPlan& plan)
+{
+    if (!plan.ggufTargets) return makeError(ErrorCode::InvalidArgument, "the plan has no GGUF storage targets");
+    QB_TRY(tok, io::loadCheckpointTokenizer(ck));
+    exporting::GgufExportOptions o;
+    o.weightType = plainGgufType(ck);
+    o.planOnly = true;
+    o.verify = false;
+    for (const TensorPlan& tp : plan.tensors)
+        if (!tp.target.empty())
+            if (const auto t = io::parseGgmlType(tp.target)) o.typeOverrides[tp.name] = *t;
+    if (const auto t = io::parseGgmlType(plan.embedType)) o.embedType = *t;
+    if (const auto t = io::parseGgmlType(plan.headType)) o.headType = *t;
+    return exporting::exportGguf(ck, *tok, "(plan)", o);
 }
 
 exporting::GridLookup RunGrids::lookup() const
@@ -249,6 +273,7 @@ io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perp
         e.set("group_size", r.groupSize);
         e.set("sym", r.sym);
         e.set("act_order", r.actOrder);
+        if (!r.target.empty()) e.set("target", r.target);
         e.set("bits_per_weight", r.bitsPerWeight);
         e.set("relative_error", r.relativeError);
         e.set("proxy_loss", r.proxyLoss);
@@ -312,6 +337,7 @@ Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<d
             r.groupSize = int(numberOr(e, "group_size", r.groupSize));
             r.sym = boolOr(e, "sym", false);
             r.actOrder = boolOr(e, "act_order", false);
+            if (const auto* tg = e.find("target"); tg && tg->isString()) r.target = tg->asString();
             r.bitsPerWeight = numberOr(e, "bits_per_weight", r.bitsPerWeight);
             r.relativeError = numberOr(e, "relative_error", 0);
             r.proxyLoss = numberOr(e, "proxy_loss", 0);

@@ -38,9 +38,14 @@ const char* exportFormatName(ExportFormat format);
 struct ModelExportRequest {
     std::string out;
     ExportFormat format = ExportFormat::Gguf;
-    std::string ggufType = "auto"; // auto = smallest exact type per grid
-    bool roundGrids = false;       // GPTQ: round what the format cannot hold instead of refusing
+    std::string ggufType = "auto"; // auto = smallest exact type per grid (grids solved in a
+                                   // storage container always keep its type)
+    // GGUF token embedding / output head types ("" = the run plan's, see ResolvedPlan::embedType,
+    // else the checkpoint's float type).
+    std::string embedType, headType;
+    bool roundGrids = false; // GPTQ: round what the format cannot hold instead of refusing
     bool verify = true;
+    bool planOnly = false; // GGUF: choose the types and compute the exact size; write nothing
 };
 
 // The names accepted for ModelExportRequest::ggufType: "auto", then the export types from the
@@ -69,6 +74,12 @@ struct ModelExportOutcome {
 // with ErrorCode::Unsupported when the grids need rounding.
 Result<ModelExportOutcome> exportModel(const io::Checkpoint& checkpoint, const exporting::GridLookup& gridFor,
                                        const ModelExportRequest& request, RunContext* ctx = nullptr);
+
+// The GGUF file a plan with storage targets will give, before anything runs: every decoder linear
+// in its resolved target type, the embedding and head as the plan resolves them, everything else
+// as the export writes it; report.bytes is the exact file size (metadata and tokenizer included)
+// and report.tensors the per-tensor types and bytes. An error when the plan has no GGUF targets.
+Result<exporting::GgufExportReport> planGgufExport(const io::Checkpoint& checkpoint, const ResolvedPlan& plan);
 
 // Owned grids of a run (HF weight name -> grid with `dequantized` filled).
 struct RunGrids {

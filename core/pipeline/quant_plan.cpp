@@ -1,6 +1,12 @@
 #include "pipeline/quant_plan.h"
 
 #include "pipeline/perplexity_job.h"
+#include "quant/container_grid.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <map>
 
 #include <cmath>
 #include <fstream>
@@ -9,8 +15,9 @@ namespace qb::pipeline {
 
 namespace {
 
-constexpr std::string_view kSettingKeys[] = {"method",        "bits",       "group_size", "sym", "act_order",
-                                             "static_groups", "block_size", "damping",    "skip"};
+constexpr std::string_view kSettingKeys[] = {"method",        "bits",       "group_size", "sym",  "act_order",
+                                             "static_groups", "block_size", "damping",    "skip", "target"};
+constexpr std::string_view kPlainTargets[] = {"F16", "BF16", "F32"};
 
 std::string joinKeys(bool withMatch)
 {
@@ -103,6 +110,11 @@ Status parseSettings(const io::JsonValue& obj, bool isRule, const std::string& w
             if (!v.isNumber() || !(v.asNumber() >= 0.0 && v.asNumber() <= 1.0))
                 return planError("damping must be a number in [0, 1]", at);
             s.damping = v.asNumber();
+        } else if (m.key == "target") {
+            if (!v.isString()) return planError("expected a storage target string (e.g. \"gguf:Q4_K\")", at);
+            auto t = parsePlanTarget(v.asString());
+            if (!t) return planError(t.error().message, at);
+            s.target = *t;
         } else {
             return planError("unknown key \"" + m.key + "\" (valid: " + joinKeys(isRule) + ")", at);
         }
@@ -122,6 +134,7 @@ void overlay(PlanSettings& into, const PlanSettings& from)
     if (from.blockSize) into.blockSize = from.blockSize;
     if (from.damping) into.damping = from.damping;
     if (from.skip) into.skip = from.skip;
+    if (from.target) into.target = from.target;
 }
 
 void writeSettings(io::JsonValue& o, const PlanSettings& s)
@@ -135,6 +148,28 @@ void writeSettings(io::JsonValue& o, const PlanSettings& s)
     if (s.blockSize) o.set("block_size", *s.blockSize);
     if (s.damping) o.set("damping", *s.damping);
     if (s.skip) o.set("skip", *s.skip);
+    if (s.target) o.set("target", *s.target == "none" ? *s.target : "gguf:" + *s.target);
+}
+
+std::string upper(std::string_view s)
+{
+    std::string u(s);
+    for (char& c : u)
+        c = char(std::toupper(static_cast<unsigned char>(c)));
+    return u;
+}
+
+bool isPlainTarget(std::string_view t)
+{
+    return std::find(std::begin(kPlainTargets), std::end(kPlainTargets), t) != std::end(kPlainTargets);
+}
+
+Result<std::string> parseGgufTypeName(const io::JsonValue& v, const std::string& at)
+{
+    if (!v.isString()) return planError("expected a GGUF type name", at);
+    auto t = parsePlanTarget(v.asString());
+    if (!t || *t == "none") return planError("not a GGUF type: \"" + v.asString() + "\"", at);
+    return *t;
 }
 
 struct Target {
@@ -184,6 +219,31 @@ const TensorPlan* ResolvedPlan::find(std::string_view name) const
     for (const TensorPlan& t : tensors)
         if (t.name == name || std::string_view(t.name).substr(0, t.name.size() - 7) == name) return &t;
     return nullptr;
+}
+
+bool TensorPlan::inContainer() const { return !skip && quant::findContainerSpec(target) != nullptr; }
+
+Result<std::string> parsePlanTarget(std::string_view text)
+{
+    std::string t = upper(text);
+    if (t.rfind("GGUF:", 0) == 0) t = t.substr(5);
+    if (t == "NONE") return std::string("none");
+    if (quant::findContainerSpec(t) || isPlainTarget(t)) return t;
+    std::string valid = "none";
+    for (const quant::ContainerSpec& c : quant::containerSpecs())
+        valid += std::string(", gguf:") + c.name;
+    for (std::string_view p : kPlainTargets)
+        valid += ", gguf:" + std::string(p);
+    return makeError(ErrorCode::InvalidArgument,
+                     "unknown storage target \"" + std::string(text) + "\" (valid: " + valid + ")");
+}
+
+double ggufTypeBitsPerWeight(std::string_view type)
+{
+    if (const quant::ContainerSpec* c = quant::findContainerSpec(type)) return c->bitsPerWeight();
+    if (type == "F16" || type == "BF16") return 16.0;
+    if (type == "F32") return 32.0;
+    return 0.0;
 }
 
 bool globMatch(std::string_view p, std::string_view s)
@@ -268,6 +328,12 @@ Result<QuantPlan> quantPlanFromJson(const io::JsonValue& json, const std::string
         } else if (m.key == "default") {
             QB_TRY_STATUS(parseSettings(m.value, false, at, plan.defaults, nullptr));
             haveDefault = true;
+        } else if (m.key == "embed_type") {
+            QB_TRY(t, parseGgufTypeName(m.value, at));
+            plan.embedType = *t;
+        } else if (m.key == "head_type") {
+            QB_TRY(t, parseGgufTypeName(m.value, at));
+            plan.headType = *t;
         } else if (m.key == "rules") {
             if (!m.value.isArray()) return planError("expected an array of rules", at);
             const io::JsonArray& rules = m.value.asArray();
@@ -277,7 +343,9 @@ Result<QuantPlan> quantPlanFromJson(const io::JsonValue& json, const std::string
                 plan.rules.push_back(std::move(r));
             }
         } else {
-            return planError("unknown key \"" + m.key + "\" (valid: version, description, default, rules)", at);
+            return planError("unknown key \"" + m.key +
+                                 "\" (valid: version, description, default, rules, embed_type, head_type)",
+                             at);
         }
     }
     if (!haveDefault || !plan.defaults.method)
@@ -313,6 +381,8 @@ io::JsonValue quantPlanToJson(const QuantPlan& plan)
         rules.push_back(std::move(o));
     }
     root.set("rules", std::move(rules));
+    if (plan.embedType) root.set("embed_type", *plan.embedType);
+    if (plan.headType) root.set("head_type", *plan.headType);
     return root;
 }
 
@@ -346,16 +416,41 @@ QuantPlan uniformQuantPlan(quant::Method method, int bits, std::optional<int> gr
     return p;
 }
 
+namespace {
+
+// The type a row of `cols` elements is stored in when `type` is asked for: itself, llama.cpp's
+// K-quant fallback, or nothing ("" with the reason in *why).
+std::string typeForRow(const std::string& type, std::int64_t cols, std::string* why)
+{
+    const quant::ContainerSpec* spec = quant::findContainerSpec(type);
+    if (!spec || cols % spec->blockSize == 0) return type;
+    const quant::ContainerSpec* fb = quant::containerRowFallback(*spec);
+    if (fb && cols % fb->blockSize == 0) return fb->name;
+    *why = "a row of " + std::to_string(cols) + " elements fits no " + type + " block (" +
+           std::to_string(spec->blockSize) + " elements" + (fb ? std::string(", nor its fallback ") + fb->name : "") +
+           ")";
+    return "";
+}
+
+} // namespace
+
 Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& config)
 {
     if (!plan.defaults.method) return planError("the plan's default has no method", "plan");
     ResolvedPlan out;
     std::vector<int> ruleHits(plan.rules.size(), 0);
     double bitsTotal = 0;
+    std::map<std::string, std::int64_t> requested;                        // container -> params asked for
+    std::map<std::pair<std::string, std::string>, std::int64_t> fellBack; // (asked, stored) -> tensors
     for (const Target& t : planTargets(config)) {
         PlanSettings s = plan.defaults;
+        // Where bits and target were last set (0: default, i + 1: rule i): a target overrides
+        // bits set before it, but bits set with it or after it must agree.
+        int bitsFrom = s.bits ? 0 : -1, targetFrom = s.target ? 0 : -1;
         for (std::size_t i = 0; i < plan.rules.size(); ++i)
             if (planPatternMatches(plan.rules[i].match, t.name)) {
+                if (plan.rules[i].settings.bits) bitsFrom = int(i) + 1;
+                if (plan.rules[i].settings.target) targetFrom = int(i) + 1;
                 overlay(s, plan.rules[i].settings);
                 ++ruleHits[i];
             }
@@ -376,16 +471,47 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
         if (s.staticGroups) o.groups = *s.staticGroups ? quant::GroupMode::Static : quant::GroupMode::Dynamic;
         if (s.blockSize) o.blockSize = *s.blockSize;
         if (s.damping) o.damping = *s.damping;
-        if (!tp.skip && o.grid.sym && !traits.supportsSym)
-            return planError(std::string(traits.id) + " has no symmetric grid (its zero-point is real-valued); "
-                                                      "remove \"sym\": true",
-                             t.name);
-        if (!tp.skip && o.init == quant::GridInit::Neuqi && o.groups == quant::GroupMode::Dynamic)
-            return planError("neuqi needs static groups (\"static_groups\": true)", t.name);
+        const std::string target = s.target.value_or("none");
+        const quant::ContainerSpec* spec = quant::findContainerSpec(target);
+        if (target != "none") {
+            tp.target = target;
+            out.ggufTargets = true;
+        }
+        if (isPlainTarget(target)) tp.skip = true; // stored unquantized in that type
+        if (spec && !tp.skip) {
+            if (s.bits && bitsFrom >= targetFrom && *s.bits != spec->bits)
+                return planError("bits " + std::to_string(*s.bits) + " conflicts with target " + target +
+                                     ", which stores " + std::to_string(spec->bits) +
+                                     "-bit codes (drop \"bits\" or choose a target with " + std::to_string(*s.bits) +
+                                     "-bit codes)",
+                                 t.name);
+            requested[target] += t.rows * t.cols;
+            std::string why;
+            const std::string stored = typeForRow(target, t.cols, &why);
+            if (stored.empty()) return planError(why + "; choose target F16 or skip this tensor", t.name);
+            if (stored != target) {
+                ++fellBack[{target, stored}];
+                tp.targetNote = "row length " + std::to_string(t.cols) + " is not a multiple of " +
+                                std::to_string(spec->blockSize) + ": " + target + " falls back to " + stored +
+                                " (as llama.cpp)";
+                tp.target = stored;
+                spec = quant::findContainerSpec(stored);
+            }
+            o.grid = quant::GridSpec{spec->bits, spec->subBlock, !spec->hasMin};
+            o.groups = quant::GroupMode::Static;
+        } else if (!tp.skip) {
+            if (o.grid.sym && !traits.supportsSym)
+                return planError(std::string(traits.id) + " has no symmetric grid (its zero-point is real-valued); "
+                                                          "remove \"sym\": true",
+                                 t.name);
+            if (o.init == quant::GridInit::Neuqi && o.groups == quant::GroupMode::Dynamic)
+                return planError("neuqi needs static groups (\"static_groups\": true)", t.name);
+        }
         tp.options = o;
-        tp.bitsPerWeight = tp.skip
-                               ? double(kUnquantizedBits)
-                               : quant::bitsPerWeightUniform(o.grid.bits, o.grid.groupSize, int(t.cols), o.grid.sym);
+        if (tp.skip)
+            tp.bitsPerWeight = isPlainTarget(target) ? ggufTypeBitsPerWeight(target) : double(kUnquantizedBits);
+        else if (spec) tp.bitsPerWeight = spec->bitsPerWeight();
+        else tp.bitsPerWeight = quant::bitsPerWeightUniform(o.grid.bits, o.grid.groupSize, int(t.cols), o.grid.sym);
         const std::int64_t n = t.rows * t.cols;
         out.linearParams += n;
         if (!tp.skip) out.quantizedParams += n;
@@ -397,8 +523,39 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
         if (ruleHits[i] == 0)
             out.warnings.push_back({"unmatched-rule", "rule " + std::to_string(i) + " (\"" + plan.rules[i].match +
                                                           "\") matches no tensor"});
+    for (const auto& [pair, count] : fellBack)
+        out.warnings.push_back({"target-fallback", std::to_string(count) + " tensor" + (count == 1 ? "" : "s") +
+                                                       " with rows that are not a multiple of 256 store " + pair.first +
+                                                       " as " + pair.second + " (as llama.cpp)"});
     out.bitsPerWeight = out.linearParams > 0 ? bitsTotal / double(out.linearParams) : 0.0;
     out.sizeBytes = out.linearBytes + std::uint64_t(otherParams(config)) * (kUnquantizedBits / 8);
+    if (out.ggufTargets) {
+        // llama.cpp's Q4_K_M choices: the embedding in the most common type, the head in Q6_K.
+        std::string dominant = "F16";
+        std::int64_t most = 0;
+        for (const auto& [type, params] : requested)
+            if (params > most) most = params, dominant = type;
+        const std::string embedAsk = plan.embedType.value_or(dominant);
+        const std::string headAsk =
+            plan.headType.value_or(dominant == "Q8_0" ? "Q8_0" : (quant::findContainerSpec(dominant) ? "Q6_K" : "F16"));
+        std::string why;
+        out.embedType = typeForRow(embedAsk, config.hiddenSize, &why);
+        if (out.embedType.empty()) return planError(why, "embed_type");
+        out.headType = typeForRow(headAsk, config.hiddenSize, &why);
+        if (out.headType.empty()) return planError(why, "head_type");
+        const std::array<std::array<std::string, 3>, 2> chosen{
+            {{"token embedding", embedAsk, out.embedType}, {"output head", headAsk, out.headType}}};
+        for (const auto& [what, asked, stored] : chosen)
+            if (asked != stored)
+                out.warnings.push_back({"target-fallback", what + ": " + asked + " stored as " + stored + " (rows of " +
+                                                               std::to_string(config.hiddenSize) + ")"});
+        const double table = double(config.vocabSize * config.hiddenSize);
+        double bytes = table * ggufTypeBitsPerWeight(out.embedType) / 8.0;
+        if (!config.tieWordEmbeddings) bytes += table * ggufTypeBitsPerWeight(out.headType) / 8.0;
+        const std::int64_t small = otherParams(config) - config.vocabSize * config.hiddenSize *
+                                                             (config.tieWordEmbeddings ? 1 : 2); // norms, biases
+        out.sizeBytes = out.linearBytes + std::uint64_t(std::ceil(bytes)) + std::uint64_t(small) * 4;
+    }
     return out;
 }
 
@@ -408,6 +565,7 @@ std::string describeQuantPlan(const QuantPlan& plan)
     const quant::Method m = d.method.value_or(quant::Method::Rtn);
     std::string s;
     if (d.skip.value_or(false)) s = "skip";
+    else if (d.target && *d.target != "none") s = std::string(quant::methodTraits(m).name) + " " + *d.target;
     else {
         s = std::string(quant::methodTraits(m).name) + " " + std::to_string(d.bits.value_or(4)) + "b";
         const int g = d.groupSize.value_or(int(quant::methodParamDefault(m, "group_size").value_or(-1)));

@@ -16,7 +16,20 @@
 // quant::allMethodTraits()), bits (integer 2..8), group_size (positive integer, or -1 for one
 // group per output channel; a size that does not divide the input width leaves a shorter last
 // group; one larger than the width means per channel), sym, act_order, static_groups (booleans),
-// block_size (integer >= 1), damping (number in [0, 1]), skip (boolean: keep the tensor in F32).
+// block_size (integer >= 1), damping (number in [0, 1]), skip (boolean: keep the tensor in F32),
+// target (the storage container the tensor is solved in, see below).
+// Storage targets ("target", ARCHITECTURE.md rule 6): a GGUF block type ("Q8_0", "Q5_1", "Q5_0",
+// "Q4_1", "Q4_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K"; "gguf:" prefix and any case accepted):
+// RTN/GPTQ/NeUQI then solve inside that type's grid (quant/container_grid.h) and the export is
+// exact by construction; the target implies bits, group and symmetry, so a "bits" set in the same
+// object or a later one must agree (an error names the tensor otherwise). "F16", "BF16", "F32":
+// the tensor is stored unquantized in that type (as "skip"). "none" (the default): a free grid
+// (bits/group/sym as given) for evaluation, .qbproj and fake-quantized safetensors. A row width
+// that is not a multiple of a K-quant's 256 takes llama.cpp's fallback type (a warning names it);
+// one that no block type holds is an error before anything runs. Top-level "embed_type" and
+// "head_type" (GGUF type names) choose the token embedding and output head types of a GGUF file;
+// when a plan has GGUF targets they default to llama.cpp's Q4_K_M choices: the embedding in the
+// plan's most common linear type, the head in Q6_K (Q8_0 when that is the most common).
 // A rule also has "match": a glob over tensor names ('*' any run of characters including '.',
 // '?' one character, '[a-z]' / '[!0-9]' classes), tried against the name both with and without
 // the trailing ".weight". Resolution per tensor: start from "default", then every matching rule
@@ -61,6 +74,7 @@ struct PlanSettings {
     std::optional<int> blockSize;
     std::optional<double> damping;
     std::optional<bool> skip;
+    std::optional<std::string> target; // canonical: "Q4_K", "F16", ... or "none"
     bool operator==(const PlanSettings&) const = default;
 };
 
@@ -74,6 +88,7 @@ struct QuantPlan {
     std::string description;
     PlanSettings defaults; // method must be set (fromJson/validate check it)
     std::vector<PlanRule> rules;
+    std::optional<std::string> embedType, headType; // GGUF type names (canonical upper case)
     bool operator==(const QuantPlan&) const = default;
 };
 
@@ -87,6 +102,11 @@ struct TensorPlan {
     quant::Method method = quant::Method::Rtn;
     quant::GptqOptions options; // grid (bits, group, sym), act-order, groups, block, damping, init
     double bitsPerWeight = kUnquantizedBits;
+    // The resolved storage target: a container name ("Q4_K"; solve inside it), "F16"/"BF16"/"F32"
+    // (stored unquantized; skip is set), or "" (free grid). targetNote explains a fallback.
+    std::string target;
+    std::string targetNote;
+    bool inContainer() const; // quantized inside a GGUF block type
 };
 
 struct PlanWarning {
@@ -102,8 +122,18 @@ struct ResolvedPlan {
     std::int64_t quantizedParams = 0;
     std::uint64_t linearBytes = 0;                       // decoder linears at their bits
     std::uint64_t sizeBytes = 0;                         // whole model: linears + everything else at 16 bits
+                                                         // (GGUF targets: embedding, head at their types,
+                                                         // norms and biases F32; tensor data only)
+    bool ggufTargets = false;                            // some tensor has a GGUF target
+    std::string embedType, headType;                     // resolved when ggufTargets
     const TensorPlan* find(std::string_view name) const; // with or without ".weight"
 };
+
+// "gguf:Q4_K" / "q4_k" / "F16" / "none" -> canonical target ("Q4_K", "F16", "none"); an error lists
+// the valid names.
+Result<std::string> parsePlanTarget(std::string_view text);
+// Bits per weight of a GGUF type name (containers: block bytes; F16/BF16 16, F32 32); 0 if unknown.
+double ggufTypeBitsPerWeight(std::string_view type);
 
 // Glob match ('*', '?', '[...]') of a whole name.
 bool globMatch(std::string_view pattern, std::string_view name);

@@ -1,9 +1,11 @@
 #include "pipeline/quantize_job.h"
 
+#include "export/ggml_quantize.h"
 #include "model/forward.h"
 #include "pipeline/model_loader.h"
 #include "pipeline/parallel_for.h"
 #include "quant/error_metrics.h"
+#include "quant/container_grid.h"
 #include "quant/gptq.h"
 #include "quant/hessian.h"
 
@@ -68,6 +70,39 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
     const auto t0 = Clock::now();
     auto tSolve = t0;
     bool solving = !search;
+    const quant::ParallelFor par = openmpParallelFor(); // NeUQI search over rows x groups
+    if (tp.inContainer()) {
+        // Inside a storage container: the (sub-)block parameters first ("search", over rows),
+        // weighted by the damped Hessian diagonal, then RTN or GPTQ with them fixed ("solve").
+        const quant::ContainerSpec* spec = quant::findContainerSpec(tp.target);
+        if (!spec) return makeError(ErrorCode::Internal, "unknown storage target " + tp.target, tp.name);
+        if (ctx) ctx->beginStage("search", w.rows(), detail);
+        RunContext fitCtx([&](const Progress& p) { // forwards the fit's and the solve's progress
+            if (ctx) ctx->setDone(p.done);
+        });
+        if (ctx) fitCtx.setCancelSource([ctx] { return ctx->isCancelled(); });
+        const Eigen::VectorXd hDiag =
+            (h.diagonal().array() + quant::hessianDampingLambda(h.diagonal(), tp.options.damping)).matrix();
+        Result<quant::QuantizedRows> fit =
+            quant::fitContainerGrid(*spec, w, &hDiag, tp.options.init, tp.options.neuqi, &fitCtx, &par);
+        tSolve = Clock::now();
+        rep.searchSeconds = std::chrono::duration<double>(tSolve - t0).count();
+        timings.search += rep.searchSeconds;
+        if (!fit.ok()) return fit.error().code == ErrorCode::Cancelled ? fit.error() : fit.error().withContext(tp.name);
+        if (ctx) ctx->beginStage("solve", solveUnits, detail);
+        solving = true;
+        Result<quant::QuantizedRows> q =
+            gptq ? quant::quantizeRowsGptq(w, h, quant::containerGptqOptions(*spec, tp.options, *fit), &fitCtx, &par)
+                 : quant::quantizeRowsUniform(w, spec->bits, fit->scales, fit->zeros, fit->groupIndex, fit->offsets);
+        if (q.ok() && !gptq) {
+            q->container = fit->container;
+            q->superScales = fit->superScales;
+        }
+        rep.solveSeconds = secondsSince(tSolve);
+        timings.solve += rep.solveSeconds;
+        if (!q.ok()) return q.error().code == ErrorCode::Cancelled ? q.error() : q.error().withContext(tp.name);
+        return q;
+    }
     if (ctx) ctx->beginStage(search ? "search" : "solve", search ? 0 : solveUnits, detail);
     RunContext child([&](const Progress& p) {
         if (!solving) {
@@ -79,7 +114,6 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
     });
     if (ctx) child.setCancelSource([ctx] { return ctx->isCancelled(); });
 
-    const quant::ParallelFor par = openmpParallelFor(); // NeUQI search over rows x groups
     Result<quant::QuantizedRows> q =
         gptq ? quant::quantizeRowsGptq(w, h, tp.options, &child, &par)
              : quant::quantizeRowsRtn(w, tp.options.grid, tp.options.init, nullptr, tp.options.neuqi, &child);
@@ -93,6 +127,20 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
 }
 
 } // namespace
+
+Status fakeQuantizeGgml(const std::string& type, model::RowMatrix& m)
+{
+    const auto t = io::parseGgmlType(type);
+    if (!t || !exporting::isGgufExportType(*t))
+        return makeError(ErrorCode::InvalidArgument, "not a GGUF type: " + type);
+    if (*t == io::GgmlType::F32) return {};
+    QB_TRY(e, exporting::encodeMatrixGgml(*t, m.data(), m.rows(), m.cols()));
+    const std::size_t rowBytes = io::ggmlRowBytes(*t, m.cols());
+    for (Eigen::Index r = 0; r < m.rows(); ++r)
+        QB_TRY_STATUS(
+            io::dequantizeGgml(int(*t), e->bytes.data() + std::size_t(r) * rowBytes, m.row(r).data(), m.cols()));
+    return {};
+}
 
 const TensorReport* QuantizeResult::find(const std::string& name) const
 {
@@ -144,12 +192,19 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
         r.sym = tp.options.grid.sym;
         r.actOrder = tp.options.actOrder && quant::methodTraits(tp.method).needsHessian;
         r.bitsPerWeight = tp.bitsPerWeight;
+        r.target = tp.target;
     }
 
     std::shared_ptr<model::Model> out;
     Runner run{base, calib, options, ctx, {}, {}, {}};
     try {
-        if (options.keepModel) out = std::make_shared<model::Model>(base);
+        if (options.keepModel) {
+            out = std::make_shared<model::Model>(base);
+            if (plan.ggufTargets) {
+                QB_TRY_STATUS(fakeQuantizeGgml(plan.embedType, out->embedding()));
+                if (!cfg.tieWordEmbeddings) QB_TRY_STATUS(fakeQuantizeGgml(plan.headType, out->lmHeadOwned()));
+            }
+        }
         auto t0 = Clock::now();
         // Overall progress: layer l of n, in 8 steps (one per linear, hessian and solve, then the
         // output pass); the embedding counts into step 0 of layer 0.

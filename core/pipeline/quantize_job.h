@@ -20,6 +20,8 @@
 // sqrt(tr(dW H dW^T) / tr(W H W^T)) = ||(W-Q)X^T||_F / ||W X^T||_F (quant/error_metrics.h), and a
 // proxy loss 1/2 tr(dW H dW^T) with H = (2/N) X^T X undamped, the same for every method (the
 // solver's own GPTQ proxy stays in QuantizedRows::proxyLoss).
+// With GGUF storage targets (ResolvedPlan::ggufTargets) the fake-quantized model's embedding and
+// head are stored in the plan's embed/head types too (fakeQuantizeGgml), as the export writes them.
 // Memory: resident are the current layer's F32 weights (one DecoderLayerWeights), the calibration
 // hidden states [n·L, K] F32 plus one chunk's copy, one Hessian (in x in double) and the forward
 // workspace for `batch` windows; plus what the result keeps: the fake-quantized model (F32, when
@@ -71,6 +73,7 @@ struct TensorReport {
     int groupSize = -1;
     bool sym = false;
     bool actOrder = false;
+    std::string target; // TensorPlan::target: the storage container ("Q4_K"), "F16", or ""
     double bitsPerWeight = kUnquantizedBits;
     double relativeError = 0; // on the calibration inputs
     double proxyLoss = 0;     // 1/2 tr(dW H dW^T)
@@ -93,6 +96,11 @@ struct QuantizeResult {
     std::uint64_t sizeBytes = 0;
     const TensorReport* find(const std::string& name) const; // with or without ".weight"
 };
+
+// `m` as a GGUF file stores it in `type` ("Q6_K", "F16", ...; ggml's reference quantizer and
+// decoder, row by row), in place: how the quantize job evaluates a plan's embedding and head
+// types, so that its perplexity is the exported file's. Rows that do not fit the type are an error.
+Status fakeQuantizeGgml(const std::string& type, model::RowMatrix& m);
 
 // Quantizes `base` (whose decoder layers may be absent when a checkpoint is given) with `plan` on
 // `calib`. checkpoint may be null when every layer of base is loaded (or options.loader is set).

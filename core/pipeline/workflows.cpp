@@ -353,7 +353,14 @@ Result<ModelExportOutcome> exportRun(const ExportRequest& req, RunContext* ctx)
     if (grids.empty())
         return makeError(ErrorCode::InvalidArgument, "this run has no stored quantization grids to export");
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError(req.target.out);
-    return exportModel(*req.checkpoint, grids.lookup(), req.target, ctx);
+    ModelExportRequest target = req.target;
+    ResolvedPlan plan = req.run.result->plan;
+    if (plan.tensors.empty() && !req.run.plan.isNull()) // a run reopened from a project: resolve again
+        if (auto p = quantPlanFromJson(req.run.plan, "run plan"))
+            if (auto r = resolveQuantPlan(*p, req.checkpoint->config)) plan = std::move(*r);
+    if (target.embedType.empty()) target.embedType = plan.embedType;
+    if (target.headType.empty()) target.headType = plan.headType;
+    return exportModel(*req.checkpoint, grids.lookup(), target, ctx);
 }
 
 Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)

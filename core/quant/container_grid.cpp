@@ -35,6 +35,16 @@ const ContainerSpec* findContainerSpec(std::string_view name)
     return nullptr;
 }
 
+const ContainerSpec* containerRowFallback(const ContainerSpec& spec)
+{
+    const std::string_view n(spec.name);
+    if (n == "Q2_K" || n == "Q3_K") return findContainerSpec("Q4_0");
+    if (n == "Q4_K") return findContainerSpec("Q5_0");
+    if (n == "Q5_K") return findContainerSpec("Q5_1");
+    if (n == "Q6_K") return findContainerSpec("Q8_0");
+    return nullptr;
+}
+
 namespace {
 
 double roundF16(double x) { return double(f16ToF32(f32ToF16(float(x)))); }

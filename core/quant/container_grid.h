@@ -61,6 +61,10 @@ struct ContainerSpec {
 const std::vector<ContainerSpec>& containerSpecs();
 // By ggml type name, any case ("q4_k" / "Q4_K"); nullptr when no such container.
 const ContainerSpec* findContainerSpec(std::string_view name);
+// What llama.cpp (llama-quant.cpp) stores instead when a row is not a multiple of a K-quant's 256:
+// Q2_K/Q3_K -> Q4_0 (IQ4_NL in current llama.cpp, which is not written here), Q4_K -> Q5_0,
+// Q5_K -> Q5_1, Q6_K -> Q8_0; nullptr for the legacy types (no fallback but F16).
+const ContainerSpec* containerRowFallback(const ContainerSpec& spec);
 
 // Chooses the parameters of every (sub-)block of w ([rows x cols], cols a multiple of
 // spec.blockSize) under the container's constraints. hDiag: cols non-negative weights (the damped
