@@ -15,6 +15,8 @@
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
+#include "pipeline/workflows.h"
+
 #include <QProcess>
 #include <QProcessEnvironment>
 #include <QTemporaryDir>
@@ -89,6 +91,8 @@ private Q_SLOTS:
     void initTestCase();
     void llamaCppAgrees_data();
     void llamaCppAgrees();
+    void storageTargetRunsScoreTheSameInLlamaCpp_data();
+    void storageTargetRunsScoreTheSameInLlamaCpp();
 
 private:
     std::unique_ptr<QTemporaryDir> m_dir;
@@ -199,6 +203,82 @@ void TestGgufLlamaCpp::llamaCppAgrees()
     const double rel = l.perplexity / ours - 1;
     qInfo("%-32s ours %.4f  llama.cpp %.4f  (%+.3f %%)  tokens %zu identical, %lld scored", QTest::currentDataTag(),
           ours, l.perplexity, 100 * rel, l.tokens.size(), l.scored);
+    QVERIFY2(std::fabs(rel) <= kPplRelTolerance, qPrintable(QString("relative difference %1").arg(rel)));
+}
+
+// Issue 11: a plan with GGUF storage targets (uniform or mixed, RTN/GPTQ/NeUQI) quantized by the
+// quantize workflow, exported: the file is the size planned before quantizing, every linear is
+// in its planned type and decodes exactly to the run's weights, and llama.cpp scores it like the
+// run's own perplexity (the run evaluates the embedding and head in their GGUF types too).
+void TestGgufLlamaCpp::storageTargetRunsScoreTheSameInLlamaCpp_data()
+{
+    QTest::addColumn<QString>("plan");
+    QTest::addColumn<bool>("widened");
+    QTest::newRow("gptq Q4_0") << R"({"default": {"method": "gptq", "target": "gguf:Q4_0"}})" << false;
+    QTest::newRow("rtn Q8_0") << R"({"default": {"method": "rtn", "target": "Q8_0"}})" << false;
+    QTest::newRow("widened gptq Q4_K") << R"({"default": {"method": "gptq", "target": "Q4_K"}})" << true;
+    QTest::newRow("widened neuqi Q3_K") << R"({"default": {"method": "neuqi", "target": "Q3_K"}})" << true;
+    QTest::newRow("widened neuqi Q2_K") << R"({"default": {"method": "neuqi", "target": "Q2_K"}})" << true;
+    QTest::newRow("widened mixed") << R"({"default": {"method": "gptq", "target": "Q4_K", "act_order": true},)"
+                                      R"( "rules": [{"match": "*.mlp.down_proj", "target": "Q6_K"},)"
+                                      R"( {"match": "*.self_attn.*", "method": "neuqi", "target": "Q5_K"},)"
+                                      R"( {"match": "model.layers.0.*", "target": "Q8_0"}],)"
+                                      R"( "embed_type": "Q4_K", "head_type": "Q6_K"})"
+                                   << true;
+}
+
+void TestGgufLlamaCpp::storageTargetRunsScoreTheSameInLlamaCpp()
+{
+    QFETCH(QString, plan);
+    QFETCH(bool, widened);
+    auto ck = io::openCheckpoint(widened ? m_kModelDir : qbtest::demoDir());
+    QVERIFY(ck.ok());
+    auto p = pipeline::quantPlanFromText(plan.toStdString());
+    QVERIFY2(p.ok(), p.ok() ? "" : p.error().toString().c_str());
+    auto resolved = pipeline::resolveQuantPlan(*p, ck->config);
+    QVERIFY2(resolved.ok(), resolved.ok() ? "" : resolved.error().toString().c_str());
+    auto planned = pipeline::planGgufExport(*ck, *resolved);
+    QVERIFY2(planned.ok(), planned.ok() ? "" : planned.error().toString().c_str());
+
+    pipeline::QuantizeRequest req;
+    req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+    req.plan = *p;
+    req.calibration.textPath = qbtest::demoDir() + "/calib.txt";
+    req.calibration.options.nsamples = 8;
+    req.calibration.options.seqlen = 64;
+    req.evalTextPath = qbtest::demoEvalText();
+    req.evalOptions.ctx = qbtest::kEvalCtx;
+    req.klDivergence = false;
+    auto q = pipeline::quantizeModel(req);
+    QVERIFY2(q.ok(), q.ok() ? "" : q.error().toString().c_str());
+    QVERIFY(q->perplexity);
+
+    pipeline::ExportRequest ex;
+    ex.checkpoint = req.checkpoint;
+    ex.run.plan = pipeline::quantPlanToJson(*p);
+    ex.run.result = q->result;
+    const QString path = m_dir->filePath(QString("target-%1.gguf").arg(QTest::currentDataTag()).replace(' ', '_'));
+    ex.target.out = path.toStdString();
+    auto r = pipeline::exportRun(ex);
+    QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+    QVERIFY(r->gguf);
+    QVERIFY2(r->gguf->allExact(), r->gguf->exactnessTable().c_str());
+    QCOMPARE(r->bytes, planned->bytes);
+    QCOMPARE(r->gguf->tensors.size(), planned->tensors.size());
+    for (std::size_t i = 0; i < r->gguf->tensors.size(); ++i) {
+        const auto& w = r->gguf->tensors[i];
+        QCOMPARE(int(w.type), int(planned->tensors[i].type));
+        if (const pipeline::TensorPlan* tp = resolved->find(w.hfName)) {
+            QCOMPARE(std::string(io::ggmlTypeName(int(w.type))), tp->target);
+            QCOMPARE(w.source, std::string("grid"));
+            QCOMPARE(w.maxAbsDiff, 0.0);
+        }
+    }
+    const LlamaRun l = runLlama(path);
+    QVERIFY2(l.error.isEmpty(), qPrintable(l.error));
+    const double ours = q->perplexity->perplexity, rel = l.perplexity / ours - 1;
+    qInfo("%-22s %8llu bytes (planned %llu)  run %.4f  llama.cpp %.4f  (%+.3f %%)", QTest::currentDataTag(),
+          (unsigned long long)r->bytes, (unsigned long long)planned->bytes, ours, l.perplexity, 100 * rel);
     QVERIFY2(std::fabs(rel) <= kPplRelTolerance, qPrintable(QString("relative difference %1").arg(rel)));
 }
 
