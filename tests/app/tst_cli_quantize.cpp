@@ -8,6 +8,7 @@
 #include <QJsonDocument>
 #include <QJsonObject>
 #include <QTemporaryDir>
+#include <QFileInfo>
 #include <QTest>
 
 #include <cmath>
@@ -129,6 +130,72 @@ private Q_SLOTS:
         auto [c5, e5] = run({"--method", "rtn", "--bits", "4", "--no-kl"});
         QCOMPARE(c5, 2);
         QVERIFY2(e5.contains("--no-kl goes with --eval"), qPrintable(e5));
+        auto [c6, e6] = run({"--method", "gptq", "--bits", "3", "--target", "gguf:Q4_K"});
+        QCOMPARE(c6, 2);
+        QVERIFY2(e6.contains("--bits 3 conflicts with --target gguf:Q4_K, which stores 4-bit codes"), qPrintable(e6));
+        auto [c7, e7] = run({"--method", "gptq", "--target", "gguf:Q4_3"});
+        QCOMPARE(c7, 2);
+        QVERIFY2(e7.contains("unknown storage target") && e7.contains("gguf:Q6_K"), qPrintable(e7));
+        auto [c8, e8] = run({"--method", "gptq", "--target", "Q4_0", "--group", "64"});
+        QCOMPARE(c8, 2);
+        QVERIFY2(e8.contains("--group is implied by --target"), qPrintable(e8));
+        auto [c9, e9] = run({"--method", "gptq", "--target", "Q4_0", "--head-type", "q9"});
+        QCOMPARE(c9, 2);
+        QVERIFY2(e9.contains("--head-type: not a GGUF type"), qPrintable(e9));
+    }
+
+    // --target: the planned file size is printed before quantizing and equals the written file;
+    // every linear is in the target type (agreeing --bits accepted), embedding/head as asked.
+    void cliQuantizeIntoGgufTarget()
+    {
+        QTemporaryDir dir;
+        const QString out = dir.filePath("q.gguf");
+        const auto r = qbtest::runCli(QStringList{"quantize",
+                                                  qbtest::demo(),
+                                                  "--calib",
+                                                  qbtest::demo("/calib.txt"),
+                                                  "--nsamples",
+                                                  "4",
+                                                  "--seqlen",
+                                                  "64",
+                                                  "--method",
+                                                  "gptq",
+                                                  "--bits",
+                                                  "4",
+                                                  "--target",
+                                                  "gguf:Q4_0",
+                                                  "--embed-type",
+                                                  "q8_0",
+                                                  "--json",
+                                                  "--out",
+                                                  out,
+                                                  "--format",
+                                                  "gguf",
+                                                  "--threads",
+                                                  "2"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
+        const QJsonObject ex = o.value("export").toObject();
+        QCOMPARE(ex.value("bytes").toDouble(), o.value("planned_gguf_bytes").toDouble());
+        QCOMPARE(double(QFileInfo(out).size()), ex.value("bytes").toDouble());
+        QVERIFY(ex.value("all_exact").toBool());
+        int linears = 0;
+        for (const auto& v : ex.value("tensors").toArray()) {
+            const QJsonObject t = v.toObject();
+            const QString hf = t.value("hf_name").toString();
+            if (hf.contains("_proj")) {
+                ++linears;
+                QCOMPARE(t.value("type").toString(), QString("Q4_0"));
+                QCOMPARE(t.value("planned").toString(), QString("Q4_0"));
+                QCOMPARE(t.value("source").toString(), QString("grid"));
+                QVERIFY(t.value("exact").toBool());
+            }
+            if (hf == "model.embed_tokens.weight") QCOMPARE(t.value("type").toString(), QString("Q8_0"));
+            if (hf == "lm_head.weight") QCOMPARE(t.value("type").toString(), QString("Q8_0")); // Q6_K's fallback
+        }
+        QCOMPARE(linears, 28);
+        for (const auto& v : o.value("tensors").toArray())
+            QCOMPARE(v.toObject().value("target").toString(), QString("Q4_0"));
     }
 
     void cliSigintCancels()

@@ -172,6 +172,110 @@ private Q_SLOTS:
         QVERIFY(std::abs(s->bitsPerWeight - want / double(2 * perLayer)) < 1e-12);
     }
 
+    // Storage targets (issue 11): parsing, what a target implies, conflicts, llama.cpp's row
+    // fallbacks, embedding/head defaults, whole-file accounting and the JSON round trip.
+    void storageTargets()
+    {
+        QCOMPARE(*parsePlanTarget("gguf:q4_k"), std::string("Q4_K"));
+        QCOMPARE(*parsePlanTarget("Q8_0"), std::string("Q8_0"));
+        QCOMPARE(*parsePlanTarget("f16"), std::string("F16"));
+        QCOMPARE(*parsePlanTarget("none"), std::string("none"));
+        auto bad = parsePlanTarget("gguf:Q4_3");
+        QVERIFY(!bad.ok());
+        QVERIFY2(bad.error().message.find("gguf:Q4_K") != std::string::npos, bad.error().message.c_str());
+        QVERIFY(!quantPlanFromText(R"({"default": {"method": "gptq", "target": 4}})").ok());
+        QVERIFY(!quantPlanFromText(R"({"default": {"method": "gptq"}, "embed_type": "none"})").ok());
+
+        // 256-wide rows so K-quants fit: hidden 256, intermediate 512.
+        ModelConfig c = qbtest::syntheticConfig(2);
+        c.hiddenSize = 256;
+        c.intermediateSize = 512;
+        c.headDim = 128;
+        auto p = quantPlanFromText(R"({"default": {"method": "gptq", "bits": 3},
+            "rules": [{"match": "*", "target": "Q4_K"}, {"match": "*.mlp.down_proj", "target": "gguf:Q6_K"},
+                      {"match": "*.self_attn.v_proj", "method": "neuqi", "target": "Q4_0"},
+                      {"match": "model.layers.1.mlp.up_proj", "target": "F16"}]})");
+        QVERIFY2(p.ok(), p.ok() ? "" : p.error().toString().c_str());
+        auto r = resolveQuantPlan(*p, c);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str()); // bits 3 came before the target
+        QVERIFY(r->ggufTargets);
+        const TensorPlan* q = r->find("model.layers.0.self_attn.q_proj");
+        QCOMPARE(q->target, std::string("Q4_K"));
+        QVERIFY(q->inContainer());
+        QCOMPARE(q->options.grid.bits, 4);
+        QCOMPARE(q->options.grid.groupSize, 32);
+        QCOMPARE(q->options.groups, quant::GroupMode::Static);
+        QCOMPARE(q->bitsPerWeight, 4.5);
+        const TensorPlan* d = r->find("model.layers.1.mlp.down_proj");
+        QCOMPARE(d->target, std::string("Q6_K"));
+        QCOMPARE(d->options.grid.bits, 6);
+        QCOMPARE(d->options.grid.groupSize, 16);
+        const TensorPlan* v = r->find("model.layers.0.self_attn.v_proj");
+        QCOMPARE(v->method, quant::Method::Neuqi);
+        QCOMPARE(v->target, std::string("Q4_0"));
+        QVERIFY(v->options.grid.sym); // neuqi inside a symmetric container is fine
+        const TensorPlan* u = r->find("model.layers.1.mlp.up_proj");
+        QVERIFY(u->skip && !u->inContainer());
+        QCOMPARE(u->bitsPerWeight, 16.0);
+        // Embedding in the most common type (Q4_K), head in Q6_K; file bytes add up exactly.
+        QCOMPARE(r->embedType, std::string("Q4_K"));
+        QCOMPARE(r->headType, std::string("Q6_K"));
+        std::uint64_t linear = 0;
+        for (const TensorPlan& t : r->tensors)
+            linear += std::uint64_t(t.bitsPerWeight * double(t.rows * t.cols) / 8.0);
+        QCOMPARE(r->linearBytes, linear);
+        const std::uint64_t table = 64 * 256;
+        QCOMPARE(r->sizeBytes, linear + table * 144 / 256 + table * 210 / 256 + (256 + 2 * 2 * 256) * 4);
+        QVERIFY(r->warnings.empty());
+
+        // A bits set with the target (or after it) must agree; the error names the tensor.
+        auto conflict = resolveQuantPlan(*quantPlanFromText(R"({"default": {"method": "rtn", "target": "Q4_K"},
+            "rules": [{"match": "*.mlp.gate_proj", "bits": 8}]})"),
+                                         c);
+        QVERIFY(!conflict.ok());
+        QVERIFY2(conflict.error().message.find("bits 8 conflicts with target Q4_K") != std::string::npos,
+                 conflict.error().message.c_str());
+        QVERIFY(conflict.error().context.find("model.layers.0.mlp.gate_proj") != std::string::npos);
+        QVERIFY(
+            resolveQuantPlan(*quantPlanFromText(R"({"default": {"method": "rtn", "bits": 4, "target": "Q4_K"}})"), c)
+                .ok());
+
+        // Rows of 32 and 64: K-quants fall back as llama.cpp does, one warning per pair.
+        ModelConfig narrow = qbtest::syntheticConfig(2);
+        narrow.intermediateSize = 64;
+        auto fb = resolveQuantPlan(*quantPlanFromText(R"({"default": {"method": "gptq", "target": "Q4_K"},
+            "rules": [{"match": "*.mlp.*", "target": "Q3_K"}]})"),
+                                   narrow);
+        QVERIFY2(fb.ok(), fb.ok() ? "" : fb.error().toString().c_str());
+        QCOMPARE(fb->find("model.layers.0.self_attn.q_proj")->target, std::string("Q5_0"));
+        QVERIFY(fb->find("model.layers.0.self_attn.q_proj")->targetNote.find("falls back to Q5_0") !=
+                std::string::npos);
+        QCOMPARE(fb->find("model.layers.0.mlp.down_proj")->target, std::string("Q4_0"));
+        QCOMPARE(fb->embedType, std::string("Q4_0")); // Q3_K asked (the MLP holds most weights)
+        QCOMPARE(fb->headType, std::string("Q8_0"));  // Q6_K's fallback
+        int fallbacks = 0;
+        for (const auto& w : fb->warnings)
+            fallbacks += w.type == "target-fallback";
+        QCOMPARE(fallbacks, 4); // Q4_K->Q5_0, Q3_K->Q4_0, embedding, head
+        // A row no block holds is refused before anything runs.
+        ModelConfig odd = qbtest::syntheticConfig(1);
+        odd.intermediateSize = 40;
+        auto none = resolveQuantPlan(*quantPlanFromText(R"({"default": {"method": "rtn", "target": "Q4_K"}})"), odd);
+        QVERIFY(!none.ok());
+        QVERIFY2(none.error().message.find("fits no Q4_K block") != std::string::npos, none.error().message.c_str());
+
+        // Round trip keeps targets, embed and head types.
+        auto withTypes = quantPlanFromText(R"({"default": {"method": "neuqi", "target": "q5_k"},
+            "rules": [{"match": "model.layers.0.*", "target": "none", "bits": 8}], "embed_type": "q8_0",
+            "head_type": "F16"})");
+        QVERIFY(withTypes.ok());
+        QCOMPARE(*withTypes->embedType, std::string("Q8_0"));
+        auto again = quantPlanFromJson(quantPlanToJson(*withTypes));
+        QVERIFY(again.ok());
+        QVERIFY(*again == *withTypes);
+        QCOMPARE(describeQuantPlan(*withTypes), std::string("NeUQI Q5_K +1 rule"));
+    }
+
     void saveLoadRoundTrip()
     {
         const char* text = R"({"description": "mixed", "default": {"method": "neuqi", "bits": 3, "group_size": 64,
