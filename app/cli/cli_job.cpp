@@ -84,6 +84,7 @@ void reportExport(const std::string& cmd, const pipeline::ModelExportOutcome& r,
     out.set("path", r.path);
     out.set("format", pipeline::exportFormatName(r.format));
     out.set("bytes", double(r.bytes));
+    if (r.plannedBytes) out.set("planned_bytes", double(r.plannedBytes));
     if (r.gguf) {
         out.set("all_exact", r.gguf->allExact());
         double maxDiff = 0;

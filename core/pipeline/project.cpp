@@ -144,7 +144,14 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting
                 if (!t) return makeError(ErrorCode::InvalidArgument, ggufExportTypeError(), *name);
                 *slot = *t;
             }
-        o.planOnly = req.planOnly;
+        o.planOnly = true; // the planned size first (cheap: no tensor data), then the file
+        QB_TRY(planned, exporting::exportGguf(ck, *tok, req.out, o, ctx));
+        out.plannedBytes = planned->bytes;
+        if (req.planOnly) {
+            take(out.gguf, std::move(*planned));
+            break;
+        }
+        o.planOnly = false;
         QB_TRY(r, exporting::exportGguf(ck, *tok, req.out, o, ctx));
         take(out.gguf, std::move(*r));
         break;

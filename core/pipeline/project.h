@@ -58,6 +58,7 @@ struct ModelExportOutcome {
     ExportFormat format = ExportFormat::Gguf;
     std::string path;
     std::uint64_t bytes = 0;
+    std::uint64_t plannedBytes = 0; // GGUF: the size planned before writing (== bytes); 0 otherwise
     std::optional<exporting::GgufExportReport> gguf;
     std::optional<exporting::GptqExportReport> gptq;
     std::optional<exporting::GptqAnalysis> gptqAnalysis; // before writing (GPTQ)

@@ -1,10 +1,13 @@
 #include "models/plan_table_model.h"
 
+#include "quant/container_grid.h"
+
 #include <QColor>
 #include <QUndoCommand>
 #include <QUndoStack>
 
 #include <algorithm>
+#include <map>
 
 namespace qb::ui {
 
@@ -47,7 +50,31 @@ std::optional<bool> boolFromVariant(const QVariant& v)
     return std::nullopt;
 }
 
+// The container of `target`'s family with `bits`-bit codes (K-quants first for a K-quant, the
+// legacy types keeping their min for a legacy one), empty when there is none.
+std::string sameFamilyTarget(const std::string& target, int bits)
+{
+    const quant::ContainerSpec* cur = quant::findContainerSpec(target);
+    if (!cur) return {};
+    const quant::ContainerSpec* best = nullptr;
+    auto score = [cur](const quant::ContainerSpec& c) {
+        return (c.isKQuant() == cur->isKQuant() ? 2 : 0) + (c.hasMin == cur->hasMin ? 1 : 0);
+    };
+    for (const quant::ContainerSpec& c : quant::containerSpecs())
+        if (c.bits == bits && (!best || score(c) > score(*best))) best = &c;
+    return best ? best->name : std::string();
+}
+
 } // namespace
+
+QStringList planTargetChoices()
+{
+    QStringList l{QStringLiteral("none")};
+    for (const quant::ContainerSpec& c : quant::containerSpecs())
+        l << QString::fromLatin1(c.name);
+    l << QStringLiteral("F16") << QStringLiteral("BF16") << QStringLiteral("F32");
+    return l;
+}
 
 pipeline::QuantPlan defaultGuiPlan() { return pipeline::uniformQuantPlan(quant::Method::Gptq, 4, 128, false); }
 
@@ -124,6 +151,12 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         (column == Bits ? delta.bits : delta.groupSize) = v;
         break;
     }
+    case Target: {
+        auto t = pipeline::parsePlanTarget(value.toString().trimmed().toStdString());
+        if (!t) return QString::fromStdString(t.error().message);
+        delta.target = *t;
+        break;
+    }
     case Sym:
     case Skip: {
         const auto b = boolFromVariant(value);
@@ -133,8 +166,22 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
     }
     default: return tr("column %1 is not editable").arg(column);
     }
+    // Bits of rows stored in a GGUF type: the same family's type with those bits.
+    std::map<int, std::string> retarget;
+    if (delta.bits)
+        for (int row : rows)
+            if (row >= 0 && row < rowCount() && m_resolved.tensors[std::size_t(row)].inContainer()) {
+                const std::string& cur = m_resolved.tensors[std::size_t(row)].target;
+                const std::string t = sameFamilyTarget(cur, *delta.bits);
+                if (t.empty())
+                    return tr("no GGUF type stores %1-bit codes (%2 is stored as %3; set its target to none for a "
+                              "free grid)")
+                        .arg(*delta.bits)
+                        .arg(ruleName(row), QString::fromStdString(cur));
+                retarget[row] = t;
+            }
     pipeline::QuantPlan next = m_plan;
-    if (rows.size() == rowCount()) {
+    if (rows.size() == rowCount() && retarget.empty()) {
         // Every tensor: change the default and drop the field from the rules, so the plan stays
         // short (a rule left with no field is removed).
         auto clear = [&](pipeline::PlanSettings& s) {
@@ -143,6 +190,7 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
             if (delta.groupSize) s.groupSize.reset();
             if (delta.sym) s.sym.reset();
             if (delta.skip) s.skip.reset();
+            if (delta.target) s.target.reset();
         };
         for (auto& r : next.rules)
             clear(r.settings);
@@ -153,6 +201,7 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         if (delta.groupSize) d.groupSize = delta.groupSize;
         if (delta.sym) d.sym = delta.sym;
         if (delta.skip) d.skip = delta.skip;
+        if (delta.target) d.target = delta.target;
         return applyPlan(
             next,
             tr("Set %1 of every tensor to %2").arg(headerData(column, Qt::Horizontal).toString(), value.toString()));
@@ -172,6 +221,11 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         if (delta.groupSize) s.groupSize = delta.groupSize;
         if (delta.sym) s.sym = delta.sym;
         if (delta.skip) s.skip = delta.skip;
+        if (delta.target) s.target = delta.target;
+        if (auto it2 = retarget.find(row); it2 != retarget.end()) {
+            s.target = it2->second; // the target implies the bits
+            s.bits.reset();
+        }
         next.rules.push_back({match, s});
     }
     const QString what = headerData(column, Qt::Horizontal).toString();
@@ -198,10 +252,13 @@ double PlanTableModel::f16Fraction() const
 QString PlanTableModel::totalsText() const
 {
     if (m_resolved.tensors.empty()) return tr("No model");
-    return tr("%1 bits/weight · %2 MB · %3 % of F16")
-        .arg(m_resolved.bitsPerWeight, 0, 'f', 3)
-        .arg(double(m_resolved.sizeBytes) / 1e6, 0, 'f', 3)
-        .arg(100.0 * f16Fraction(), 0, 'f', 1);
+    const QString s = tr("%1 bits/weight · %2 MB · %3 % of F16")
+                          .arg(m_resolved.bitsPerWeight, 0, 'f', 3)
+                          .arg(double(m_resolved.sizeBytes) / 1e6, 0, 'f', 3)
+                          .arg(100.0 * f16Fraction(), 0, 'f', 1);
+    if (!m_resolved.ggufTargets) return s;
+    return s + tr(" · GGUF embedding %1, head %2")
+                   .arg(QString::fromStdString(m_resolved.embedType), QString::fromStdString(m_resolved.headType));
 }
 
 int PlanTableModel::rowCount(const QModelIndex& parent) const
@@ -227,6 +284,16 @@ QVariant PlanTableModel::data(const QModelIndex& index, int role) const
         return int(Qt::AlignRight | Qt::AlignVCenter);
     if (role == Qt::ToolTipRole && col == Tensor)
         return tr("%1: %2 × %3").arg(QString::fromStdString(t.name)).arg(t.rows).arg(t.cols);
+    if (role == Qt::ToolTipRole && col == Target)
+        return t.targetNote.empty()
+                   ? (t.target.empty()
+                          ? tr("free grid: bits, group and symmetry as set; exported "
+                               "exactly to .qbproj and fake-quantized safetensors")
+                          : tr("solved inside GGUF %1: the export is exact").arg(QString::fromStdString(t.target)))
+                   : QString::fromStdString(t.targetNote);
+    if (role == Qt::ToolTipRole && (col == Group || col == Sym || col == Bits) && t.inContainer())
+        return tr("implied by the %1 storage target").arg(QString::fromStdString(t.target));
+    if (role == Qt::ForegroundRole && (col == Group || col == Sym) && t.inContainer()) return QColor(Qt::darkGray);
     if (role != Qt::DisplayRole && role != Qt::EditRole) return {};
     switch (col) {
     case Tensor: {
@@ -239,6 +306,7 @@ QVariant PlanTableModel::data(const QModelIndex& index, int role) const
                                                           qsizetype(quant::methodTraits(t.method).id.size()))
                                     : QString::fromLatin1(quant::methodTraits(t.method).name.data(),
                                                           qsizetype(quant::methodTraits(t.method).name.size()));
+    case Target: return t.target.empty() ? QStringLiteral("none") : QString::fromStdString(t.target);
     case Bits: return grid.bits;
     case Group: return grid.groupSize;
     case Bpw:
@@ -263,10 +331,15 @@ Qt::ItemFlags PlanTableModel::flags(const QModelIndex& index) const
     if (!index.isValid()) return Qt::NoItemFlags;
     Qt::ItemFlags f = Qt::ItemIsEnabled | Qt::ItemIsSelectable | Qt::ItemNeverHasChildren;
     switch (index.column()) {
+    case Group:
+        if (m_resolved.tensors[std::size_t(index.row())].inContainer()) return f;
+        return f | Qt::ItemIsEditable;
     case Method:
-    case Bits:
-    case Group: return f | Qt::ItemIsEditable;
+    case Target:
+    case Bits: return f | Qt::ItemIsEditable;
     case Sym:
+        if (m_resolved.tensors[std::size_t(index.row())].inContainer()) return f;
+        return f | Qt::ItemIsUserCheckable;
     case Skip: return f | Qt::ItemIsUserCheckable;
     default: return f;
     }
@@ -275,7 +348,7 @@ Qt::ItemFlags PlanTableModel::flags(const QModelIndex& index) const
 QVariant PlanTableModel::headerData(int section, Qt::Orientation o, int role) const
 {
     if (o != Qt::Horizontal || role != Qt::DisplayRole || section < 0 || section >= ColumnCount) return {};
-    static const char* const names[] = {"Tensor", "Method", "Bits", "Group", "Sym", "Skip", "Bits/weight"};
+    static const char* const names[] = {"Tensor", "Method", "Target", "Bits", "Group", "Sym", "Skip", "Bits/weight"};
     return tr(names[section]);
 }
 

@@ -1,7 +1,10 @@
 #pragma once
 // PlanTableModel: the editable quantization plan as a table, one row per quantizable tensor (the
-// seven linear weights of every decoder layer, plan order) with the resolved method, bits, group
-// size, symmetric flag, skip and bits per weight.
+// seven linear weights of every decoder layer, plan order) with the resolved method, storage
+// target (a GGUF type the tensor is solved in, "none" for a free grid), bits, group size,
+// symmetric flag, skip and bits per weight. A target implies bits, group and symmetry: editing
+// the bits of such a row moves it to the same family's type with those bits (Q4_K -> Q6_K), and
+// its group and symmetry are not editable.
 //
 // A thin adapter over pipeline::QuantPlan: the plan (default + ordered glob rules) is the state;
 // rows show resolveQuantPlan()'s result. Editing a cell never changes a row directly: it becomes an
@@ -25,7 +28,7 @@ namespace qb::ui {
 class PlanTableModel : public QAbstractTableModel {
     Q_OBJECT
 public:
-    enum Column { Tensor, Method, Bits, Group, Sym, Skip, Bpw, ColumnCount };
+    enum Column { Tensor, Method, Target, Bits, Group, Sym, Skip, Bpw, ColumnCount };
 
     PlanTableModel(QUndoStack* undo, QObject* parent = nullptr);
 
@@ -38,7 +41,7 @@ public:
     // Validates `plan` against the model and pushes it as one undoable step. Returns the error
     // message, empty on success (no step is pushed for an equal plan).
     QString applyPlan(const pipeline::QuantPlan& plan, const QString& undoText);
-    // Sets `column` (Method, Bits, Group, Sym or Skip) of the given rows to `value`, as one step.
+    // Sets `column` (Method, Target, Bits, Group, Sym or Skip) of the given rows to `value`, as one step.
     QString setField(const QList<int>& rows, int column, const QVariant& value);
     // Replaces the plan without an undo step (used by the undo commands).
     void setPlanDirect(const pipeline::QuantPlan& plan);
@@ -66,6 +69,9 @@ private:
     pipeline::QuantPlan m_plan;
     pipeline::ResolvedPlan m_resolved;
 };
+
+// The storage targets a Target cell offers: none, the GGUF block types, F16, BF16, F32.
+QStringList planTargetChoices();
 
 // The GUI's starting plan: GPTQ, 4 bits, groups of 128, asymmetric.
 pipeline::QuantPlan defaultGuiPlan();

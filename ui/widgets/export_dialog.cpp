@@ -63,7 +63,7 @@ ExportDialog::ExportDialog(JobRunner* runner, std::shared_ptr<const io::Checkpoi
       m_format(new QComboBox), m_path(new QLineEdit), m_browse(new QPushButton(tr("Browse..."))),
       m_ggufType(new QComboBox), m_round(new QCheckBox(tr("Round real-valued zero-points (GPTQ)"))),
       m_export(new QPushButton(tr("Export"))), m_cancel(new QPushButton(tr("Cancel"))),
-      m_close(new QPushButton(tr("Close"))), m_bar(new QProgressBar), m_report(new QTableWidget(0, 4)),
+      m_close(new QPushButton(tr("Close"))), m_bar(new QProgressBar), m_report(new QTableWidget(0, 6)),
       m_verify(new QLabel), m_status(new QLabel)
 {
     setObjectName(QStringLiteral("exportDialog"));
@@ -88,7 +88,8 @@ ExportDialog::ExportDialog(JobRunner* runner, std::shared_ptr<const io::Checkpoi
     for (const auto& t : pipeline::ggufExportTypeNames())
         m_ggufType->addItem(t == "auto" ? tr("auto (smallest exact type per tensor)") : QString::fromStdString(t),
                             QString::fromStdString(t));
-    m_ggufType->setToolTip(tr("Type of the quantized tensors; auto stores every grid exactly"));
+    m_ggufType->setToolTip(tr("Type of grids quantized without a storage target; auto stores every grid exactly. "
+                              "Tensors quantized into a GGUF target always keep that type (exact)."));
     m_round->setToolTip(tr("GPTQ stores integer zero-points: round what the format cannot hold instead of "
                            "refusing (the max abs change is reported)"));
     m_path->setText(defaultOutput(m_checkpoint.get(), m_run ? m_run->id : 0, format()));
@@ -96,7 +97,8 @@ ExportDialog::ExportDialog(JobRunner* runner, std::shared_ptr<const io::Checkpoi
     m_bar->setValue(0);
     m_bar->setTextVisible(true);
     m_cancel->setEnabled(false);
-    m_report->setHorizontalHeaderLabels({tr("Tensor"), tr("Type"), tr("Exact"), tr("Max abs diff")});
+    m_report->setHorizontalHeaderLabels(
+        {tr("Tensor"), tr("Planned"), tr("Written"), tr("Exact"), tr("Bytes"), tr("Max abs diff")});
     m_report->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
     m_report->verticalHeader()->hide();
     m_report->setEditTriggers(QAbstractItemView::NoEditTriggers);
@@ -255,44 +257,59 @@ void ExportDialog::startExport()
 void ExportDialog::showOutcome(const Outcome& o)
 {
     int rows = 0;
-    auto addRow = [&](const std::string& name, const QString& type, bool exact, double diff) {
+    auto addRow = [&](const std::string& name, const QString& planned, const QString& type, const QString& exact,
+                      std::uint64_t bytes, double diff) {
         m_report->insertRow(rows);
         m_report->setItem(rows, 0, cell(QString::fromStdString(name)));
-        m_report->setItem(rows, 1, cell(type));
-        m_report->setItem(rows, 2, cell(exact ? tr("yes") : tr("no")));
-        m_report->setItem(rows, 3, cell(QString::number(diff, 'g', 6)));
+        m_report->setItem(rows, 1, cell(planned));
+        m_report->setItem(rows, 2, cell(type));
+        m_report->setItem(rows, 3, cell(exact));
+        m_report->setItem(rows, 4, cell(bytes ? QString::number(qulonglong(bytes)) : QString()));
+        m_report->setItem(rows, 5, cell(QString::number(diff, 'g', 6)));
         ++rows;
     };
+    const QString yes = tr("yes"), no = tr("no");
     m_report->setRowCount(0);
     if (o.gguf) {
         for (const auto& t : o.gguf->tensors)
-            addRow(t.name, QString::fromLatin1(io::ggmlTypeName(int(t.type))), t.exact, t.maxAbsDiff);
+            addRow(t.name, QString::fromStdString(t.planned), QString::fromLatin1(io::ggmlTypeName(int(t.type))),
+                   t.source == "quantized" ? tr("quantized") : (t.exact ? yes : no), t.bytes, t.maxAbsDiff);
     } else if (o.gptq) {
         std::map<std::string, double> change;
         for (const auto& i : o.gptq->analysis.issues)
             change[i.tensor] = std::max(change[i.tensor], i.maxAbsChange);
         for (const auto& n : o.gptq->analysis.quantized) {
             const double d = change.count(n) ? change[n] : 0.0;
-            addRow(n, tr("GPTQ int%1").arg(o.gptq->analysis.bits), d == 0.0, d);
+            const QString type = tr("GPTQ int%1").arg(o.gptq->analysis.bits);
+            addRow(n, type, type, d == 0.0 ? yes : no, 0, d);
         }
         for (const auto& n : o.gptq->analysis.unquantized)
-            addRow(n, tr("unquantized"), true, 0.0);
+            addRow(n, QString(), tr("unquantized"), yes, 0, 0.0);
     } else if (o.safetensors) {
         const QString type = QString::fromLatin1(dtypeName(o.safetensors->gridDtype));
         for (const auto& r : m_run->result->tensors)
-            if (!r.skipped) addRow(r.name, type, true, 0.0); // F16 only when it holds every value, else F32
+            if (!r.skipped) addRow(r.name, QString(), type, yes, 0, 0.0); // F16 only when it holds every value
     } else if (o.format == pipeline::ExportFormat::Qbproj) {
         for (std::size_t i = 0; i < m_run->result->tensors.size(); ++i)
-            if (i < m_run->result->codes.size() && m_run->result->codes[i])
-                addRow(m_run->result->tensors[i].name, tr("grid %1-bit").arg(m_run->result->tensors[i].bits), true,
-                       0.0);
+            if (i < m_run->result->codes.size() && m_run->result->codes[i]) {
+                const auto& r = m_run->result->tensors[i];
+                const QString grid =
+                    r.target.empty() ? tr("grid %1-bit").arg(r.bits) : QString::fromStdString(r.target);
+                addRow(r.name, grid, grid, yes, 0, 0.0);
+            }
     }
     QString v = o.verified ? tr("Verification passed.") : tr("Verification FAILED.");
     if (!o.verifySummary.empty()) v += QLatin1Char('\n') + QString::fromStdString(o.verifySummary).trimmed();
     for (const auto& w : o.warnings)
         v += QLatin1Char('\n') + tr("warning: %1").arg(QString::fromStdString(w));
     m_verify->setText(v);
-    m_status->setText(tr("Wrote %1 (%2 bytes)").arg(QString::fromStdString(o.path)).arg(qulonglong(o.bytes)));
+    if (o.plannedBytes)
+        m_status->setText(tr("Wrote %1: %2 bytes (planned %3 bytes, %4 %)")
+                              .arg(QString::fromStdString(o.path))
+                              .arg(qulonglong(o.bytes))
+                              .arg(qulonglong(o.plannedBytes))
+                              .arg(100.0 * (double(o.bytes) / double(o.plannedBytes) - 1.0), 0, 'f', 2));
+    else m_status->setText(tr("Wrote %1 (%2 bytes)").arg(QString::fromStdString(o.path)).arg(qulonglong(o.bytes)));
 }
 
 void ExportDialog::reject()

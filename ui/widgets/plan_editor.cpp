@@ -24,12 +24,20 @@ namespace qb::ui {
 
 namespace {
 
-// Method cells edit with a combo built from the traits table, so new methods appear here.
+// Method cells edit with a combo built from the traits table, so new methods appear here;
+// Target cells with the storage targets.
 class MethodDelegate : public QStyledItemDelegate {
 public:
     using QStyledItemDelegate::QStyledItemDelegate;
     QWidget* createEditor(QWidget* parent, const QStyleOptionViewItem& option, const QModelIndex& index) const override
     {
+        if (index.column() == PlanTableModel::Target) {
+            auto* combo = new QComboBox(parent);
+            combo->setObjectName(QStringLiteral("targetEditor"));
+            for (const QString& t : planTargetChoices())
+                combo->addItem(t, t);
+            return combo;
+        }
         if (index.column() != PlanTableModel::Method) return QStyledItemDelegate::createEditor(parent, option, index);
         auto* combo = new QComboBox(parent);
         combo->setObjectName(QStringLiteral("methodEditor"));
@@ -79,14 +87,15 @@ PlanEditor::PlanEditor(QWidget* parent)
     m_table->verticalHeader()->setDefaultSectionSize(22);
     m_table->setColumnWidth(PlanTableModel::Tensor, 200);
     m_table->setColumnWidth(PlanTableModel::Method, 64);
+    m_table->setColumnWidth(PlanTableModel::Target, 56);
     for (int c : {PlanTableModel::Bits, PlanTableModel::Group, PlanTableModel::Sym, PlanTableModel::Skip})
         m_table->setColumnWidth(c, 46);
     m_table->horizontalHeader()->setStretchLastSection(true);
 
-    for (int c : {PlanTableModel::Method, PlanTableModel::Bits, PlanTableModel::Group, PlanTableModel::Sym,
-                  PlanTableModel::Skip})
+    for (int c : {PlanTableModel::Method, PlanTableModel::Target, PlanTableModel::Bits, PlanTableModel::Group,
+                  PlanTableModel::Sym, PlanTableModel::Skip})
         m_bulkField->addItem(m_model->headerData(c, Qt::Horizontal).toString(), c);
-    m_bulkValue->setPlaceholderText(tr("value: gptq, 3, 64, true..."));
+    m_bulkValue->setPlaceholderText(tr("value: gptq, Q4_K, 3, 64, true..."));
 
     // Own actions (fixed text, the step in the tooltip) so the buttons keep their width.
     m_undoAction = new QAction(tr("Undo"), this);
