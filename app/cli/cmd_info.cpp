@@ -89,7 +89,9 @@ int runInfo(const std::vector<std::string>& argv)
             warnings.push_back(s(w));
         o.set("files", std::move(files));
         o.set("warnings", std::move(warnings));
-        o.set("tokenizer", ck->tokenizerPath.empty() ? io::JsonValue() : io::JsonValue(s(ck->tokenizerPath)));
+        o.set("tokenizer", !ck->tokenizerPath.empty()       ? io::JsonValue(s(ck->tokenizerPath))
+                           : !ck->embeddedTokenizer.empty() ? io::JsonValue(s("embedded:" + ck->embeddedTokenizer))
+                                                            : io::JsonValue());
         for (const TensorInfo& t : ck->tensors) {
             io::JsonArray shape;
             for (auto d : t.shape)
@@ -130,7 +132,11 @@ int runInfo(const std::vector<std::string>& argv)
     for (const auto& [k, n] : dtypes)
         std::cout << " " << k << " x" << n;
     std::cout << "\nfiles:           " << ck->files.size() << " (" << humanBytes(ck->fileBytes) << ")\n"
-              << "tokenizer:       " << (ck->tokenizerPath.empty() ? "(none)" : ck->tokenizerPath) << "\n";
+              << "tokenizer:       "
+              << (!ck->tokenizerPath.empty()       ? ck->tokenizerPath
+                  : !ck->embeddedTokenizer.empty() ? "embedded in the GGUF (" + ck->embeddedTokenizer + ")"
+                                                   : std::string("(none)"))
+              << "\n";
     for (const auto& w : ck->warnings)
         std::cout << "warning:         " << w << "\n";
     if (!metadata.empty()) {

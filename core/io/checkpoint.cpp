@@ -191,6 +191,8 @@ Status openGguf(Checkpoint& ck, const std::string& path)
     ck.config = std::move(*config);
     ck.format = CheckpointFormat::Gguf;
     ck.tensors = ggufHfTensors(*file, ck.config);
+    if (const GgufValue* m = file->find("tokenizer.ggml.model"); m && m->toString())
+        ck.embeddedTokenizer = *m->toString();
     return addFiles(ck, {path});
 }
 
@@ -315,12 +317,17 @@ Status readTensorF32(const TensorInfo& t, float* dst)
 
 Result<Tokenizer> loadCheckpointTokenizer(const Checkpoint& ck)
 {
+    if (ck.tokenizerPath.empty() && !ck.embeddedTokenizer.empty() && ck.format == CheckpointFormat::Gguf &&
+        !ck.files.empty()) {
+        QB_TRY(file, readGgufFile(ck.files.front()));
+        return Tokenizer::fromGguf(*file);
+    }
     if (ck.tokenizerPath.empty()) {
         const QFileInfo info(QString::fromStdString(ck.path));
         const QString dir = info.isDir() ? info.absoluteFilePath() : info.absolutePath();
         return makeError(ErrorCode::InvalidArgument,
                          "the model has no tokenizer.json beside it (" + dir.toStdString() +
-                             "): tokenizing text (calibration, evaluation, export) needs one",
+                             ") and embeds none: tokenizing text (calibration, evaluation, export) needs one",
                          ck.path);
     }
     return Tokenizer::fromFile(ck.tokenizerPath);
