@@ -1,5 +1,6 @@
 // GPTQ checkpoint export (FORMATS.md §5): packing for 2/3/4/8 bits checked with an independent
-// unpacker, grids the format cannot hold (real zeros, mixed bits) refused or rounded, the
+// unpacker, grids the format cannot hold (real zeros) refused or rounded, mixed bits as per-module
+// `dynamic` overrides, the
 // quantization config, atomic directory replacement (cancel, write error, disk space) and the CLI.
 
 #include "export/atomic_file.h"
@@ -82,7 +83,7 @@ private Q_SLOTS:
     void packingRoundTrip();
     void symmetricZerosArePacked();
     void realZeroRefusedOrRounded();
-    void mixedBitsRefusedOrPromoted();
+    void mixedBitsWrittenAsDynamicOverrides();
     void quantizeJobGridsRecovered();
     void cancelHalfwayLeavesTargetUntouched();
     void writeErrorLeavesTargetUntouched();
@@ -130,11 +131,19 @@ void TestGptqExport::packingRoundTrip()
         const quant::MatrixXfR expect = quant::dequantizeRowsUniform(*g);
         QVERIFY2(u.w == expect, name.c_str());
     }
-    for (const char* plain : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"}) {
+    // Norms are copied unchanged (F32); token embeddings and lm_head are written as F16.
+    const TensorInfo* norm = ck.find("model.norm.weight");
+    QCOMPARE(by.at("model.norm.weight")->dtype, DType::F32);
+    QVERIFY(std::equal(norm->bytes.data(), norm->bytes.data() + norm->bytes.size(),
+                       by.at("model.norm.weight")->bytes.data()));
+    for (const char* plain : {"model.embed_tokens.weight", "lm_head.weight"}) {
         QVERIFY(by.count(plain));
-        const TensorInfo* src = ck.find(plain);
-        QCOMPARE(by.at(plain)->dtype, src->dtype);
-        QVERIFY(std::equal(src->bytes.data(), src->bytes.data() + src->bytes.size(), by.at(plain)->bytes.data()));
+        QCOMPARE(by.at(plain)->dtype, DType::F16);
+        std::vector<float> src(std::size_t(ck.find(plain)->numel())), got(src.size());
+        QVERIFY(io::readTensorF32(*ck.find(plain), src.data()).ok());
+        QVERIFY(io::readTensorF32(*by.at(plain), got.data()).ok());
+        for (std::size_t i = 0; i < src.size(); ++i)
+            QCOMPARE(got[i], f16ToF32(f32ToF16(src[i])));
     }
     const auto cfg = readJson(out + "/config.json");
     const io::JsonValue* qc = cfg.find("quantization_config");
@@ -202,8 +211,10 @@ void TestGptqExport::realZeroRefusedOrRounded()
     QVERIFY(worst <= r->analysis.maxAbsChange * (1 + 1e-6) + 1e-12);
 }
 
-// Mixed bits across tensors: refused by default; promoted exactly to the widest storable width.
-void TestGptqExport::mixedBitsRefusedOrPromoted()
+// Mixed bits across tensors: every module keeps its own width; the most common one (4 bits: 4 of
+// 7 linears per layer) is the config's, the MLP's 2 bits are per-module `dynamic` overrides with
+// exact names; unpacked at its own width every module equals its grid.
+void TestGptqExport::mixedBitsWrittenAsDynamicOverrides()
 {
     const auto ck = qbtest::demoCheckpoint();
     const auto grids =
@@ -211,20 +222,27 @@ void TestGptqExport::mixedBitsRefusedOrPromoted()
     QTemporaryDir dir;
     exporting::GptqExportOptions o;
     o.gridFor = grids.lookup();
-    auto refused = exporting::exportGptq(ck, dir.filePath("m").toStdString(), o);
-    QVERIFY(!refused.ok());
-    QVERIFY2(refused.error().message.find("2-bit grid stored as 4 bits") != std::string::npos,
-             refused.error().message.c_str());
-    o.policy = exporting::GptqGridPolicy::Round;
     auto r = exporting::exportGptq(ck, dir.filePath("m").toStdString(), o);
     QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
     QCOMPARE(r->analysis.bits, 4);
     QCOMPARE(r->analysis.maxAbsChange, 0.0);
+    QCOMPARE(r->analysis.overrides(), std::size_t(3 * ck.config.numHiddenLayers));
+    QVERIFY(r->verify.ok);
+    const auto cfg = readJson(dir.filePath("m/config.json"));
+    const io::JsonValue* dyn = cfg.find("quantization_config")->find("dynamic");
+    QVERIFY(dyn && dyn->isObject());
+    QCOMPARE(dyn->asObject().size(), std::size_t(3 * ck.config.numHiddenLayers));
+    const io::JsonValue* down = dyn->find("+:^model\\.layers\\.1\\.mlp\\.down_proj$");
+    QVERIFY(down);
+    QCOMPARE(down->find("bits")->asInteger(), std::int64_t(2));
+    QVERIFY(!down->find("group_size")); // only what differs from the base
     auto ts = io::readSafetensorsFile(dir.filePath("m/model.safetensors").toStdString());
     const auto by = byName(*ts);
-    for (const auto& [name, g] : grids.grids)
-        QVERIFY2(qbtest::unpackGptq(by, name.substr(0, name.size() - 7), 4).w == quant::dequantizeRowsUniform(*g),
+    for (const auto& [name, g] : grids.grids) {
+        const int bits = name.find("mlp") != std::string::npos ? 2 : 4;
+        QVERIFY2(qbtest::unpackGptq(by, name.substr(0, name.size() - 7), bits).w == quant::dequantizeRowsUniform(*g),
                  name.c_str());
+    }
 }
 
 // A real GPTQ run (asymmetric 4-bit, group 32): the unpacked weights equal the fake-quantized
