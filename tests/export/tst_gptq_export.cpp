@@ -18,46 +18,6 @@ using namespace qb;
 
 namespace {
 
-// Min-max grids with group 32 and F16 scales on every decoder linear of the demo model.
-struct SyntheticGrids {
-    std::map<std::string, std::unique_ptr<quant::QuantizedRows>> grids;
-    exporting::GridLookup lookup() const
-    {
-        return [this](const std::string& n) -> const quant::QuantizedRows* {
-            auto it = grids.find(n);
-            return it == grids.end() ? nullptr : it->second.get();
-        };
-    }
-};
-
-SyntheticGrids makeGrids(const io::Checkpoint& ck, std::function<int(const std::string&)> bitsOf, bool sym,
-                         double zeroOffset = 0)
-{
-    SyntheticGrids s;
-    for (const TensorInfo& t : ck.tensors) {
-        if (t.shape.size() != 2 || t.name.find("_proj") == std::string::npos) continue;
-        const int bits = bitsOf(t.name);
-        quant::MatrixXfR w(t.shape[0], t.shape[1]);
-        if (!io::readTensorF32(t, w.data()).ok()) qFatal("read");
-        const int g = 32, groups = int(w.cols()) / g;
-        quant::MatrixXdR scales(w.rows(), groups), zeros(w.rows(), groups);
-        for (int r = 0; r < w.rows(); ++r)
-            for (int k = 0; k < groups; ++k) {
-                std::vector<double> seg(g);
-                for (int j = 0; j < g; ++j)
-                    seg[std::size_t(j)] = w(r, k * g + j);
-                auto p = quant::fitGroupMinMaxGptq(seg.data(), g, bits, sym);
-                p.zero = std::clamp(p.zero, -double((1 << bits) - 1), -1.0) + zeroOffset; // v1-storable
-                scales(r, k) = f16ToF32(f32ToF16(float(p.scale)));
-                zeros(r, k) = p.zero;
-            }
-        auto q = quant::quantizeRowsUniform(w, bits, scales, zeros, quant::groupIndexContiguous(g, int(w.cols())));
-        if (!q) qFatal("grid");
-        s.grids[t.name] = std::make_unique<quant::QuantizedRows>(std::move(*q));
-    }
-    return s;
-}
-
 std::map<std::string, const TensorInfo*> byName(const std::vector<TensorInfo>& ts)
 {
     std::map<std::string, const TensorInfo*> m;
@@ -105,7 +65,7 @@ void TestGptqExport::packingRoundTrip()
 {
     QFETCH(int, bits);
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [bits](const std::string&) { return bits; }, false);
+    const auto grids = qbtest::makeGrids(ck, [bits](const std::string&) { return bits; }, false);
     QTemporaryDir dir;
     const QString out = dir.filePath("gptq");
     exporting::GptqExportOptions o;
@@ -163,7 +123,7 @@ void TestGptqExport::packingRoundTrip()
 void TestGptqExport::symmetricZerosArePacked()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [](const std::string&) { return 4; }, true);
+    const auto grids = qbtest::makeGrids(ck, [](const std::string&) { return 4; }, true);
     QTemporaryDir dir;
     exporting::GptqExportOptions o;
     o.gridFor = grids.lookup();
@@ -182,7 +142,7 @@ void TestGptqExport::symmetricZerosArePacked()
 void TestGptqExport::realZeroRefusedOrRounded()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [](const std::string&) { return 4; }, false, -0.37);
+    const auto grids = qbtest::makeGrids(ck, [](const std::string&) { return 4; }, false, -0.37);
     QTemporaryDir dir;
     const QString out = dir.filePath("rz");
     exporting::GptqExportOptions o;
@@ -218,7 +178,7 @@ void TestGptqExport::mixedBitsWrittenAsDynamicOverrides()
 {
     const auto ck = qbtest::demoCheckpoint();
     const auto grids =
-        makeGrids(ck, [](const std::string& n) { return n.find("mlp") != std::string::npos ? 2 : 4; }, false);
+        qbtest::makeGrids(ck, [](const std::string& n) { return n.find("mlp") != std::string::npos ? 2 : 4; }, false);
     QTemporaryDir dir;
     exporting::GptqExportOptions o;
     o.gridFor = grids.lookup();
@@ -275,7 +235,7 @@ void TestGptqExport::quantizeJobGridsRecovered()
 void TestGptqExport::cancelHalfwayLeavesTargetUntouched()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [](const std::string&) { return 4; }, false);
+    const auto grids = qbtest::makeGrids(ck, [](const std::string&) { return 4; }, false);
     QTemporaryDir dir;
     const QString out = dir.filePath("c");
     QVERIFY(QDir().mkpath(out));
@@ -301,7 +261,7 @@ void TestGptqExport::cancelHalfwayLeavesTargetUntouched()
 void TestGptqExport::writeErrorLeavesTargetUntouched()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [](const std::string&) { return 4; }, false);
+    const auto grids = qbtest::makeGrids(ck, [](const std::string&) { return 4; }, false);
     QTemporaryDir dir;
     const QString out = dir.filePath("w");
     QVERIFY(QDir().mkpath(out));
