@@ -28,11 +28,16 @@ int runTokenize(const std::vector<std::string>& argv)
     // A tokenizer.json itself, or any model the checkpoint opener reads (its tokenizer.json or the
     // tokenizer a GGUF embeds).
     Result<io::Tokenizer> tok = makeError(ErrorCode::InvalidArgument, "no tokenizer", model);
+    const QString besideIt = info.isDir() ? info.absoluteFilePath() + "/tokenizer.json" : QString();
     if (info.isFile() && info.suffix() == "json" && info.fileName() != "config.json") {
         tok = io::Tokenizer::fromFile(model);
+    } else if (!besideIt.isEmpty() && QFileInfo::exists(besideIt)) { // a directory with only a tokenizer
+        tok = io::Tokenizer::fromFile(besideIt.toStdString());
     } else {
         auto ck = io::openCheckpoint(model);
-        if (!ck) return cli::fail(cmd, "cannot open " + model + ": " + ck.error().toString());
+        if (!ck)
+            return cli::fail(cmd, "no tokenizer.json in " + model +
+                                      " and it does not open as a model: " + ck.error().toString());
         tok = io::loadCheckpointTokenizer(*ck);
     }
     if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
