@@ -76,7 +76,7 @@ MethodRun quantizeOnce(const std::string& modelPath, const std::string& calibPat
     if (!ck) return r.error = ck.error().toString(), r;
     auto plan = pipeline::resolveQuantPlan(pipeline::uniformQuantPlan(*m, bits, group), ck->config);
     if (!plan) return r.error = plan.error().toString(), r;
-    auto tok = io::Tokenizer::fromFile(ck->tokenizerPath);
+    auto tok = io::loadCheckpointTokenizer(*ck);
     if (!tok) return r.error = tok.error().toString(), r;
     auto text = pipeline::readTextFile(calibPath);
     if (!text) return r.error = text.error().toString(), r;

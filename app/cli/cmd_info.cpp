@@ -19,6 +19,7 @@ using namespace qb;
 
 std::string dtypeLabel(const TensorInfo& t)
 {
+    if (t.gptq) return "gptq-" + std::to_string(t.gptq->bits) + "bit";
     return t.ggmlType >= 0 ? io::ggmlTypeName(t.ggmlType) : dtypeName(t.dtype);
 }
 
@@ -89,7 +90,10 @@ int runInfo(const std::vector<std::string>& argv)
             warnings.push_back(s(w));
         o.set("files", std::move(files));
         o.set("warnings", std::move(warnings));
-        o.set("tokenizer", ck->tokenizerPath.empty() ? io::JsonValue() : io::JsonValue(s(ck->tokenizerPath)));
+        if (!ck->quantization.empty()) o.set("quantization", s(ck->quantization));
+        o.set("tokenizer", !ck->tokenizerPath.empty()       ? io::JsonValue(s(ck->tokenizerPath))
+                           : !ck->embeddedTokenizer.empty() ? io::JsonValue(s("embedded:" + ck->embeddedTokenizer))
+                                                            : io::JsonValue());
         for (const TensorInfo& t : ck->tensors) {
             io::JsonArray shape;
             for (auto d : t.shape)
@@ -130,7 +134,12 @@ int runInfo(const std::vector<std::string>& argv)
     for (const auto& [k, n] : dtypes)
         std::cout << " " << k << " x" << n;
     std::cout << "\nfiles:           " << ck->files.size() << " (" << humanBytes(ck->fileBytes) << ")\n"
-              << "tokenizer:       " << (ck->tokenizerPath.empty() ? "(none)" : ck->tokenizerPath) << "\n";
+              << (ck->quantization.empty() ? std::string() : "quantization:    " + ck->quantization + "\n")
+              << "tokenizer:       "
+              << (!ck->tokenizerPath.empty()       ? ck->tokenizerPath
+                  : !ck->embeddedTokenizer.empty() ? "embedded in the GGUF (" + ck->embeddedTokenizer + ")"
+                                                   : std::string("(none)"))
+              << "\n";
     for (const auto& w : ck->warnings)
         std::cout << "warning:         " << w << "\n";
     if (!metadata.empty()) {

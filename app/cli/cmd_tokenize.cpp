@@ -1,7 +1,8 @@
-// quantbench-cli tokenize: encode a text file with a model's tokenizer.json and print the ids.
+// quantbench-cli tokenize: encode a text file with a model's tokenizer and print the ids.
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
+#include "io/checkpoint.h"
 #include "io/tokenizer.h"
 
 #include <QFile>
@@ -21,10 +22,24 @@ int runTokenize(const std::vector<std::string>& argv)
     const auto textPath = args.value("text");
     if (!textPath) return cli::fail(cmd, "--text FILE is required", 2);
 
-    QString model = QString::fromStdString(args.positionals().front());
-    if (QFileInfo(model).isDir()) model = model + "/tokenizer.json";
-    if (!QFileInfo::exists(model)) return cli::fail(cmd, "no tokenizer: " + model.toStdString() + " does not exist");
-    auto tok = io::Tokenizer::fromFile(model.toStdString());
+    const std::string model = args.positionals().front();
+    const QFileInfo info(QString::fromStdString(model));
+    if (!info.exists()) return cli::fail(cmd, "no tokenizer: " + model + " does not exist");
+    // A tokenizer.json itself, or any model the checkpoint opener reads (its tokenizer.json or the
+    // tokenizer a GGUF embeds).
+    Result<io::Tokenizer> tok = makeError(ErrorCode::InvalidArgument, "no tokenizer", model);
+    const QString besideIt = info.isDir() ? info.absoluteFilePath() + "/tokenizer.json" : QString();
+    if (info.isFile() && info.suffix() == "json" && info.fileName() != "config.json") {
+        tok = io::Tokenizer::fromFile(model);
+    } else if (!besideIt.isEmpty() && QFileInfo::exists(besideIt)) { // a directory with only a tokenizer
+        tok = io::Tokenizer::fromFile(besideIt.toStdString());
+    } else {
+        auto ck = io::openCheckpoint(model);
+        if (!ck)
+            return cli::fail(cmd, "no tokenizer.json in " + model +
+                                      " and it does not open as a model: " + ck.error().toString());
+        tok = io::loadCheckpointTokenizer(*ck);
+    }
     if (!tok) return cli::fail(cmd, "cannot load tokenizer: " + tok.error().toString());
 
     QFile f(QString::fromStdString(*textPath));
@@ -56,7 +71,8 @@ int runTokenize(const std::vector<std::string>& argv)
 
 QB_CLI_COMMAND("tokenize", "encode a text file with a model's tokenizer and print the token ids",
                "Usage: quantbench-cli tokenize MODEL --text FILE [--no-special] [--json]\n"
-               "  MODEL         a model directory (uses MODEL/tokenizer.json) or a tokenizer.json\n"
+               "  MODEL         a tokenizer.json, or a model (directory, file or .gguf): its tokenizer.json,\n"
+               "                or the tokenizer a GGUF embeds\n"
                "  --text FILE   UTF-8 text to encode\n"
                "  --no-special  do not add BOS/EOS (add_special_tokens=False)\n"
                "  --json        print {\"ids\":[...]} instead of one id per line\n",

@@ -1,6 +1,7 @@
 #include "export/gptq_export.h"
 
 #include "export/hf_directory.h"
+#include "io/gptq.h"
 #include "io/json_value.h"
 #include "io/safetensors.h"
 
@@ -158,17 +159,6 @@ Result<Converted> convertGrid(const std::string& name, const quant::QuantizedRow
     return c;
 }
 
-// LSB-first bit stream of `count` b-bit values into 32-bit words (value i -> bits b·i...).
-void packStream(const std::vector<std::uint32_t>& values, int b, std::uint32_t* words)
-{
-    for (std::size_t i = 0; i < values.size(); ++i) {
-        const std::uint64_t bit = std::uint64_t(b) * i;
-        const std::size_t w = std::size_t(bit / 32), off = std::size_t(bit % 32);
-        words[w] |= values[i] << off;
-        if (off + std::size_t(b) > 32) words[w + 1] |= values[i] >> (32 - off);
-    }
-}
-
 std::vector<std::uint8_t> wordsToBytes(const std::vector<std::uint32_t>& w)
 {
     std::vector<std::uint8_t> out(w.size() * 4);
@@ -194,7 +184,7 @@ Packed pack(const Converted& c, int b)
         for (int k = 0; k < c.k; ++k)
             vals[std::size_t(k)] = c.codes[std::size_t(n) * std::size_t(c.k) + std::size_t(k)];
         std::fill(col.begin(), col.end(), 0u);
-        packStream(vals, b, col.data());
+        io::packGptqStream(vals.data(), vals.size(), b, col.data());
         for (std::size_t r = 0; r < qRows; ++r)
             qw[r * std::size_t(c.n) + std::size_t(n)] = col[r];
     }
@@ -207,7 +197,7 @@ Packed pack(const Converted& c, int b)
         for (int n = 0; n < c.n; ++n)
             zv[std::size_t(n)] =
                 std::uint32_t((c.zeros[std::size_t(n) * std::size_t(c.r) + std::size_t(r)] - 1) & mask);
-        packStream(zv, b, qz.data() + std::size_t(r) * zCols);
+        io::packGptqStream(zv.data(), zv.size(), b, qz.data() + std::size_t(r) * zCols);
     }
     p.qzeros = wordsToBytes(qz);
     // scales [R, N] F16.
@@ -231,8 +221,21 @@ const char* torchDtype(DType t) { return t == DType::F16 ? "float16" : t == DTyp
 bool GptqAnalysis::needsRounding() const
 {
     for (const auto& i : issues)
-        if (i.kind != "scale-f16") return true;
+        if (i.kind != "scale-f16" && i.kind != "bits") return true;
     return false;
+}
+
+const io::GptqLayout* GptqAnalysis::layoutOf(const std::string& weightName) const
+{
+    for (const auto& m : modules)
+        if (m.tensor == weightName) return &m.layout;
+    return nullptr;
+}
+
+std::size_t GptqAnalysis::overrides() const
+{
+    const io::GptqLayout base{bits, groupSize, descAct, sym};
+    return std::size_t(std::count_if(modules.begin(), modules.end(), [&](const auto& m) { return m.layout != base; }));
 }
 
 std::string GptqAnalysis::summary() const
@@ -240,6 +243,7 @@ std::string GptqAnalysis::summary() const
     std::ostringstream o;
     o << "GPTQ: bits " << bits << ", group_size " << groupSize << ", desc_act " << (descAct ? "true" : "false")
       << ", sym " << (sym ? "true" : "false") << "; " << quantized.size() << " quantized linears";
+    if (const std::size_t n = overrides()) o << ", " << n << " with per-module overrides (dynamic)";
     if (!unquantized.empty()) o << ", " << unquantized.size() << " left unquantized";
     o << "\n";
     for (const auto& i : issues)
@@ -250,9 +254,9 @@ std::string GptqAnalysis::summary() const
 Result<GptqAnalysis> analyzeGptqGrids(const io::Checkpoint& ck, const GridLookup& gridFor)
 {
     GptqAnalysis a;
-    std::vector<std::pair<const TensorInfo*, const quant::QuantizedRows*>> grids;
-    int maxBits = 0, minWidth = 0;
-    bool multi = false;
+    // Each module keeps its own layout; the most common one becomes the config's, the others
+    // per-module `dynamic` overrides.
+    std::vector<std::pair<io::GptqLayout, int>> counts;
     for (const TensorInfo& t : ck.tensors) {
         const quant::QuantizedRows* g = gridFor && t.shape.size() == 2 ? gridFor(t.name) : nullptr;
         if (!g) {
@@ -261,55 +265,51 @@ Result<GptqAnalysis> analyzeGptqGrids(const io::Checkpoint& ck, const GridLookup
         }
         if (g->codes.rows() != t.shape[0] || g->codes.cols() != t.shape[1])
             return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor", t.name);
-        grids.emplace_back(&t, g);
         a.quantized.push_back(t.name);
-        maxBits = std::max(maxBits, g->bits);
         const GroupShape gs = groupShape(*g);
-        a.descAct = a.descAct || !gs.contiguous;
-        if (gs.groups > 1) {
-            minWidth = multi ? std::min(minWidth, gs.width) : gs.width;
-            multi = true;
-        }
-    }
-    if (grids.empty()) return makeError(ErrorCode::InvalidArgument, "no quantized tensor to export as GPTQ", ck.path);
-    a.bits = storableBits(maxBits);
-    if (a.bits == 0) return makeError(ErrorCode::Unsupported, "GPTQ stores at most 8 bits", ck.path);
-    a.groupSize = multi ? minWidth : -1;
-    const Layout L{a.bits, a.groupSize, a.descAct};
-    for (const auto& [t, g] : grids) {
-        if (std::int64_t(t->shape[1]) * a.bits % 32 != 0 || std::int64_t(t->shape[0]) * a.bits % 32 != 0)
+        io::GptqLayout L;
+        L.bits = storableBits(g->bits);
+        if (L.bits == 0)
+            return makeError(ErrorCode::Unsupported,
+                             "a " + std::to_string(g->bits) + "-bit grid: GPTQ stores at most 8 bits", t.name);
+        L.groupSize = gs.groups > 1 ? gs.width : -1;
+        L.descAct = !gs.contiguous;
+        if (std::int64_t(t.shape[1]) * L.bits % 32 != 0 || std::int64_t(t.shape[0]) * L.bits % 32 != 0)
             return makeError(ErrorCode::Shape,
-                             "GPTQ packing at " + std::to_string(a.bits) + " bits needs both dimensions (" +
-                                 t->shapeString() + ") to fill whole 32-bit words",
-                             t->name);
-        if (g->bits != a.bits)
-            a.issues.push_back({t->name, "bits",
-                                std::to_string(g->bits) + "-bit grid stored as " + std::to_string(a.bits) +
+                             "GPTQ packing at " + std::to_string(L.bits) + " bits needs both dimensions (" +
+                                 t.shapeString() + ") to fill whole 32-bit words",
+                             t.name);
+        if (g->bits != L.bits)
+            a.issues.push_back({t.name, "bits",
+                                std::to_string(g->bits) + "-bit grid stored as " + std::to_string(L.bits) +
                                     " bits (exact: same scales, zeros and codes)",
                                 0});
-        const GroupShape gs = groupShape(*g);
-        if (gs.groups > 1 ? gs.width != a.groupSize : multi)
-            a.issues.push_back({t->name, "group",
-                                "groups of " + std::to_string(gs.width) + " columns re-expressed with group_size " +
-                                    std::to_string(a.groupSize) + " (exact: scales repeated)",
-                                0});
-        QB_TRY(c, convertGrid(t->name, *g, L));
+        QB_TRY(c, convertGrid(t.name, *g, {L.bits, L.groupSize, L.descAct}));
         if (c->realZero)
             a.issues.push_back(
-                {t->name, "real-zero", "real-valued zero-points rounded to integers, codes re-derived", c->zeroChange});
+                {t.name, "real-zero", "real-valued zero-points rounded to integers, codes re-derived", c->zeroChange});
         else if (c->zeroRange)
-            a.issues.push_back({t->name, "zero-range",
-                                "zero-points outside [1, " + std::to_string((1 << a.bits) - 1) +
+            a.issues.push_back({t.name, "zero-range",
+                                "zero-points outside [1, " + std::to_string((1 << L.bits) - 1) +
                                     "] (v1 stores Z-1) clamped, codes re-derived",
                                 c->zeroChange});
-        if (c->scaleRounded) a.issues.push_back({t->name, "scale-f16", "scales rounded to F16", c->scaleChange});
+        if (c->scaleRounded) a.issues.push_back({t.name, "scale-f16", "scales rounded to F16", c->scaleChange});
         a.maxAbsChange = std::max({a.maxAbsChange, c->zeroChange + c->scaleChange});
-        for (int z : c->zeros)
-            if (z != (1 << (a.bits - 1))) {
-                a.sym = false;
-                break;
-            }
+        L.sym = std::all_of(c->zeros.begin(), c->zeros.end(), [&](int z) { return z == (1 << (L.bits - 1)); });
+        a.modules.push_back({t.name, L});
+        auto it = std::find_if(counts.begin(), counts.end(), [&](const auto& e) { return e.first == L; });
+        if (it == counts.end()) counts.emplace_back(L, 1);
+        else ++it->second;
     }
+    if (a.modules.empty())
+        return makeError(ErrorCode::InvalidArgument, "no quantized tensor to export as GPTQ", ck.path);
+    const io::GptqLayout base = std::max_element(counts.begin(), counts.end(), [](const auto& x, const auto& y) {
+                                    return x.second < y.second;
+                                })->first; // first of the most common: the first module's layout on a tie
+    a.bits = base.bits;
+    a.groupSize = base.groupSize;
+    a.descAct = base.descAct;
+    a.sym = base.sym;
     return a;
 }
 
@@ -324,7 +324,7 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
     if (opt.policy == GptqGridPolicy::Refuse && an->needsRounding()) {
         std::string what;
         for (const auto& i : an->issues)
-            if (i.kind != "scale-f16") {
+            if (i.kind != "scale-f16" && i.kind != "bits") {
                 what = i.tensor + ": " + i.detail;
                 break;
             }
@@ -336,27 +336,25 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
     }
     for (const auto& n : an->unquantized)
         rep.warnings.push_back("not quantized, written as a plain weight: " + n);
-    const Layout L{an->bits, an->groupSize, an->descAct};
-    const int b = an->bits;
 
-    std::map<std::string, const quant::QuantizedRows*> gridOf;
-    for (const auto& n : an->quantized)
-        gridOf[n] = opt.gridFor(n);
     auto cache = std::make_shared<std::map<std::string, std::pair<int, Packed>>>();
     std::vector<SafetensorsTensor> tensors;
-    DType widest = DType::F16;
+    DType torchDt = DType::F16; // config torch_dtype: what the token embeddings are written in
     for (const TensorInfo& t : ck.tensors) {
-        auto git = gridOf.find(t.name);
-        if (git == gridOf.end()) {
+        const io::GptqLayout* layout = an->layoutOf(t.name);
+        if (!layout) {
             SafetensorsTensor s;
             s.name = t.name;
             s.shape = t.shape;
-            const DType src = dtypeIsFloat(t.dtype) && t.ggmlType < 0 ? t.dtype : DType::F32;
-            s.dtype = opt.plainDtype.value_or(src);
-            if (s.dtype == DType::F32 || (s.dtype == DType::BF16 && widest == DType::F16)) widest = s.dtype;
+            const DType src = dtypeIsFloat(t.dtype) && !t.encoded() ? t.dtype : DType::F32;
+            const bool embedding = t.name == "model.embed_tokens.weight" || t.name == "lm_head.weight";
+            if (embedding && opt.embeddingDtype) s.dtype = *opt.embeddingDtype;
+            else if (t.name.ends_with("norm.weight")) s.dtype = DType::F32;
+            else s.dtype = opt.plainDtype.value_or(src);
+            if (t.name == "model.embed_tokens.weight") torchDt = s.dtype;
             const DType dt = s.dtype;
             s.produce = [&t, dt]() -> Result<std::vector<std::uint8_t>> {
-                if (t.dtype == dt && t.ggmlType < 0)
+                if (t.dtype == dt && !t.encoded())
                     return std::vector<std::uint8_t>(t.bytes.data(), t.bytes.data() + t.bytes.size());
                 std::vector<float> w(std::size_t(t.numel()));
                 QB_TRY_STATUS(io::readTensorF32(t, w.data()));
@@ -368,15 +366,17 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
             continue;
         }
         const std::string prefix = modulePrefix(t.name);
-        const quant::QuantizedRows* g = git->second;
+        const quant::QuantizedRows* g = opt.gridFor(t.name);
+        const Layout L{layout->bits, layout->groupSize, layout->descAct};
+        const int b = L.bits;
         const std::int64_t N = t.shape[0], K = t.shape[1];
-        const std::int64_t G = an->groupSize > 0 ? an->groupSize : K;
+        const std::int64_t G = L.groupSize > 0 ? L.groupSize : K;
         const std::int64_t R = (K + G - 1) / G;
-        auto part = [cache, prefix, g, L, b, name = t.name](int which) -> Result<std::vector<std::uint8_t>> {
+        auto part = [cache, prefix, g, L, name = t.name](int which) -> Result<std::vector<std::uint8_t>> {
             auto it = cache->find(prefix);
             if (it == cache->end()) {
                 QB_TRY(c, convertGrid(name, *g, L));
-                it = cache->emplace(prefix, std::pair(0, pack(*c, b))).first;
+                it = cache->emplace(prefix, std::pair(0, pack(*c, L.bits))).first;
             }
             Packed& p = it->second.second;
             std::vector<std::uint8_t>& v = which == 0   ? p.qweight
@@ -400,7 +400,7 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
 
     io::JsonValue qc;
     qc.set("quant_method", "gptq");
-    qc.set("bits", b);
+    qc.set("bits", an->bits);
     qc.set("group_size", an->groupSize);
     qc.set("desc_act", an->descAct);
     qc.set("sym", an->sym);
@@ -410,18 +410,28 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
     qc.set("static_groups", false);
     qc.set("lm_head", false);
     qc.set("pack_dtype", "int32");
-    if (!an->unquantized.empty()) {
-        io::JsonValue dyn = io::JsonObject{};
-        for (const auto& n : an->unquantized)
-            dyn.set("-:" + modulePrefix(n), io::JsonObject{});
-        qc.set("dynamic", std::move(dyn));
+    // Per-module exceptions (GPTQModel's `dynamic`, FORMATS in README): unquantized linears
+    // excluded, modules whose layout differs from the base overridden, each by its exact name.
+    const io::GptqLayout base{an->bits, an->groupSize, an->descAct, an->sym};
+    io::JsonValue dyn = io::JsonObject{};
+    for (const auto& n : an->unquantized)
+        dyn.set(io::gptqModulePattern(modulePrefix(n), true), io::JsonObject{});
+    for (const auto& m : an->modules) {
+        if (m.layout == base) continue;
+        io::JsonValue o = io::JsonObject{};
+        if (m.layout.bits != base.bits) o.set("bits", m.layout.bits);
+        if (m.layout.groupSize != base.groupSize) o.set("group_size", m.layout.groupSize);
+        if (m.layout.descAct != base.descAct) o.set("desc_act", m.layout.descAct);
+        if (m.layout.sym != base.sym) o.set("sym", m.layout.sym);
+        dyn.set(io::gptqModulePattern(modulePrefix(m.tensor)), std::move(o));
     }
+    if (!dyn.asObject().empty()) qc.set("dynamic", std::move(dyn));
     io::JsonValue meta;
     meta.set("quantizer", io::JsonArray{io::JsonValue("quantbench:0.1")});
     qc.set("meta", meta);
     QB_TRY(config, sourceConfigJson(ck));
     io::JsonValue cfg = std::move(*config);
-    cfg.set("torch_dtype", torchDtype(widest));
+    cfg.set("torch_dtype", torchDtype(torchDt));
     cfg.set("quantization_config", qc);
     QB_TRY_STATUS(writeSmallFile(stage->file("config.json"), io::toJsonText(cfg, 2)));
     io::JsonValue qfile = qc;
@@ -483,6 +493,12 @@ Result<VerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx
         r.ok = false;
         return r;
     }
+    auto gptq = io::parseGptqConfig(*qc, dir + "/config.json: quantization_config");
+    if (!gptq) {
+        r.problems.push_back(gptq.error().message + " (" + gptq.error().context + ")");
+        r.ok = false;
+        return r;
+    }
     QB_TRY(tensors, io::readSafetensorsFile(dir + "/model.safetensors"));
     std::map<std::string, const TensorInfo*> by;
     for (const auto& t : *tensors)
@@ -508,14 +524,19 @@ Result<VerifyReport> verifyGptqDirectory(const std::string& dir, RunContext* ctx
             r.problems.push_back(p + ": wrong tensor ranks");
             continue;
         }
-        const std::int64_t K = gi->shape[0], N = t->shape[1];
-        const std::int64_t G = *group > 0 ? *group : K, R = (K + G - 1) / G;
-        if (t->shape[0] != K * *bits / 32 || sc->shape != std::vector<std::int64_t>{R, N} ||
-            qz->shape != std::vector<std::int64_t>{R, N * *bits / 32}) {
+        const auto layout = gptq->layoutFor(p);
+        if (!layout) {
+            r.problems.push_back(p + ": packed, but a \"-:\" dynamic rule excludes it");
+            continue;
+        }
+        const std::int64_t b = layout->bits, K = gi->shape[0], N = t->shape[1];
+        const std::int64_t G = layout->groupSize > 0 ? layout->groupSize : K, R = (K + G - 1) / G;
+        if (t->shape[0] != K * b / 32 || sc->shape != std::vector<std::int64_t>{R, N} ||
+            qz->shape != std::vector<std::int64_t>{R, N * b / 32}) {
             r.problems.push_back(p + ": shapes qweight " + t->shapeString() + ", qzeros " + qz->shapeString() +
                                  ", scales " + sc->shapeString() + ", g_idx " + gi->shapeString() +
-                                 " do not match bits " + std::to_string(*bits) + " / group_size " +
-                                 std::to_string(*group));
+                                 " do not match bits " + std::to_string(b) + " / group_size " +
+                                 std::to_string(layout->groupSize));
             continue;
         }
         std::vector<float> s(std::size_t(sc->numel()));

@@ -274,7 +274,7 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
         s.name = t.name;
         s.shape = t.shape;
         const quant::QuantizedRows* g = gridOf(t);
-        const DType src = dtypeIsFloat(t.dtype) && t.ggmlType < 0 ? t.dtype : DType::F32;
+        const DType src = dtypeIsFloat(t.dtype) && !t.encoded() ? t.dtype : DType::F32;
         s.dtype = g ? rep.gridDtype : src;
         anyF32 = anyF32 || s.dtype == DType::F32;
         if (s.dtype == DType::BF16 && widest == DType::F16) widest = DType::BF16;
@@ -284,7 +284,7 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
                 const quant::MatrixXfR v = gridValues(*g);
                 return encodeFloats(v.data(), std::size_t(v.size()), dt);
             }
-            if (t.dtype == dt && t.ggmlType < 0)
+            if (t.dtype == dt && !t.encoded())
                 return std::vector<std::uint8_t>(t.bytes.data(), t.bytes.data() + t.bytes.size());
             std::vector<float> w(std::size_t(t.numel()));
             QB_TRY_STATUS(io::readTensorF32(t, w.data()));

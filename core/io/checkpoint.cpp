@@ -6,6 +6,7 @@
 #include "io/ggml_codec.h"
 #include "io/gguf_names.h"
 #include "io/gguf_reader.h"
+#include "io/gptq.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "io/shard_index.h"
@@ -155,6 +156,17 @@ Status openHf(Checkpoint& ck, const std::string& tensorsPath, CheckpointFormat f
             ck.tensors = std::move(*st);
             QB_TRY_STATUS(addFiles(ck, {tensorsPath}));
         }
+        // A GPTQ checkpoint: packed modules become weights dequantized when read (io/gptq.h).
+        QB_TRY(gptq, readGptqConfig(dir.absolutePath().toStdString()));
+        if (*gptq) {
+            QB_TRY_STATUS(attachGptqModules(ck.tensors, **gptq, tensorsPath));
+            const GptqLayout& b = (*gptq)->base;
+            ck.quantization =
+                "gptq " + std::to_string(b.bits) + "-bit, group " + std::to_string(b.groupSize) +
+                (b.descAct ? ", act-order" : "") + (b.sym ? ", sym" : ", asym") +
+                ((*gptq)->dynamic.empty() ? std::string()
+                                          : ", " + std::to_string((*gptq)->dynamic.size()) + " per-module overrides");
+        }
     } else {
         std::vector<std::string> shards{tensorsPath};
         if (sharded) {
@@ -191,6 +203,8 @@ Status openGguf(Checkpoint& ck, const std::string& path)
     ck.config = std::move(*config);
     ck.format = CheckpointFormat::Gguf;
     ck.tensors = ggufHfTensors(*file, ck.config);
+    if (const GgufValue* m = file->find("tokenizer.ggml.model"); m && m->toString())
+        ck.embeddedTokenizer = *m->toString();
     return addFiles(ck, {path});
 }
 
@@ -264,7 +278,9 @@ Status readTensorF32(const TensorInfo& t, float* dst)
 {
     const std::int64_t n = t.numel();
     const std::string where = t.bytes.path() + ": tensor " + t.name;
-    if (t.ggmlType >= 0) {
+    if (t.gptq) {
+        QB_TRY_STATUS(dequantizeGptq(t, dst));
+    } else if (t.ggmlType >= 0) {
         const auto* traits = ggmlTypeTraits(t.ggmlType);
         if (!traits) return makeError(ErrorCode::Unsupported, "unknown ggml type " + std::to_string(t.ggmlType), where);
         if (n % traits->blockSize != 0)
@@ -315,12 +331,17 @@ Status readTensorF32(const TensorInfo& t, float* dst)
 
 Result<Tokenizer> loadCheckpointTokenizer(const Checkpoint& ck)
 {
+    if (ck.tokenizerPath.empty() && !ck.embeddedTokenizer.empty() && ck.format == CheckpointFormat::Gguf &&
+        !ck.files.empty()) {
+        QB_TRY(file, readGgufFile(ck.files.front()));
+        return Tokenizer::fromGguf(*file);
+    }
     if (ck.tokenizerPath.empty()) {
         const QFileInfo info(QString::fromStdString(ck.path));
         const QString dir = info.isDir() ? info.absoluteFilePath() : info.absolutePath();
         return makeError(ErrorCode::InvalidArgument,
                          "the model has no tokenizer.json beside it (" + dir.toStdString() +
-                             "): tokenizing text (calibration, evaluation, export) needs one",
+                             ") and embeds none: tokenizing text (calibration, evaluation, export) needs one",
                          ck.path);
     }
     return Tokenizer::fromFile(ck.tokenizerPath);

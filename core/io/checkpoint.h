@@ -29,19 +29,23 @@ struct Checkpoint {
     ModelConfig config;
     std::vector<TensorInfo> tensors;   // HF names and HF shapes, file order
     std::string tokenizerPath;         // tokenizer.json beside the model, empty if none
+    std::string quantization;          // e.g. "gptq 4-bit, group 32, asym": packed weights, dequantized when read
+    std::string embeddedTokenizer;     // GGUF: its tokenizer.ggml.model ("gpt2", "llama"), empty if none
     std::vector<std::string> files;    // every file that holds tensors
     std::uint64_t fileBytes = 0;       // total size of those files
     std::vector<std::string> warnings; // non-fatal issues, e.g. unused tensors ignored
     const TensorInfo* find(const std::string& name) const;
 };
 
-// path: a HF directory (config.json + safetensors or .bin, single or sharded), a .safetensors
+// path: a HF directory (config.json + safetensors or .bin, single or sharded; a GPTQ directory's
+// packed modules read as their dequantized weights, io/gptq.h), a .safetensors
 // file, a .bin file, an index .json, or a .gguf file. For a file, config.json is looked up in its
 // directory (GGUF carries its own config). Reads headers only: instant on multi-GB files.
 Result<Checkpoint> openCheckpoint(const std::string& path);
 
-// The model's tokenizer (tokenizer.json beside it). The one place that says a model has none:
-// "the model has no tokenizer.json beside it (<dir>): ..." as an InvalidArgument error.
+// The model's tokenizer: tokenizer.json beside it, else the tokenizer a GGUF embeds
+// (Tokenizer::fromGguf). The one place that says a model has none: "the model has no
+// tokenizer.json beside it (<dir>): ..." as an InvalidArgument error.
 Result<Tokenizer> loadCheckpointTokenizer(const Checkpoint& ck);
 
 // Converts/dequantizes one tensor into dst (numel() floats, HF layout; undoes permutedHeads).

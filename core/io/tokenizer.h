@@ -36,6 +36,7 @@ namespace qb::io {
 namespace detail {
 struct TokenizerImpl;
 }
+struct GgufFile;
 
 class Tokenizer {
 public:
@@ -57,6 +58,11 @@ public:
     // As fromJson, with the text of tokenizer_config.json (may be empty).
     static Result<Tokenizer> fromJsonWithConfig(const std::string& json, const std::string& configJson,
                                                 const std::string& nameForErrors);
+
+    // The tokenizer a GGUF file embeds (`tokenizer.ggml.*`: models "gpt2" and "llama"), with the
+    // meaning llama.cpp gives those keys (tokenizer_gguf.cpp). InvalidArgument when the file has
+    // no tokenizer.ggml.model; Unsupported for other models and pre-tokenizers we do not implement.
+    static Result<Tokenizer> fromGguf(const GgufFile& file);
 
     // addSpecial: apply the post-processor (e.g. BOS) as HF's encode(text,
     // add_special_tokens=True).

@@ -2,6 +2,7 @@
 // Private to the tokenizer (tokenizer*.cpp): the loaded pipeline and the helpers its stages share.
 // Which file does what:
 //   tokenizer_load.cpp       tokenizer.json (+ tokenizer_config.json) -> TokenizerImpl, with limits
+//   tokenizer_gguf.cpp       GGUF tokenizer.ggml.* metadata -> the tokenizer.json it stands for
 //   tokenizer_normalize.cpp  added-token matching and the normalizer chain (text before splitting)
 //   tokenizer_pretok.cpp     Unicode helpers, the hand-coded Split regexes, the pre-tokenizers
 //   tokenizer_regex.cpp      any other Split regex: Oniguruma syntax translated for PCRE2
@@ -10,6 +11,7 @@
 //   tokenizer.cpp            the public facade and the encode pipeline that strings the stages
 // Everything here is immutable after loading and safe for concurrent const use.
 
+#include "io/json_value.h"
 #include "io/tokenizer.h"
 #include "io/utf8.h"
 
@@ -193,5 +195,9 @@ struct TokenizerImpl {
 // tokenizer_load.cpp. configJson may be empty; name is the file name for error contexts.
 Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json, std::string_view configJson,
                                                            const std::string& name);
+// The same from parsed documents: tokenizer.json's root object and tokenizer_config.json's (null when
+// there is none). Vocabulary keys must be unique (the JSON parser guarantees it for files).
+Result<std::shared_ptr<const TokenizerImpl>> loadTokenizerDocument(const JsonValue& root, const JsonValue& config,
+                                                                   const std::string& name);
 
 } // namespace qb::io::detail

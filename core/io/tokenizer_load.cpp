@@ -413,13 +413,19 @@ Status checkTextGrowth(const TokenizerImpl& t, const std::string& name)
 Result<std::shared_ptr<const TokenizerImpl>> loadTokenizer(std::string_view json, std::string_view configJson,
                                                            const std::string& name)
 {
-    QB_TRY(rootR, parseObject(json, name));
-    const JsonValue& root = *rootR;
+    QB_TRY(root, parseObject(json, name));
     JsonValue cfg; // null: every member reads as absent
     if (!configJson.empty()) {
         QB_TRY(c, parseObject(configJson, name + " (tokenizer_config.json)"));
         cfg = std::move(*c);
     }
+    return loadTokenizerDocument(*root, cfg, name);
+}
+
+Result<std::shared_ptr<const TokenizerImpl>> loadTokenizerDocument(const JsonValue& root, const JsonValue& cfg,
+                                                                   const std::string& name)
+{
+    if (!root.isObject()) return format("JSON top level is not an object", name);
     auto impl = std::make_shared<TokenizerImpl>();
     TokenizerImpl& t = *impl;
     t.name = name;

@@ -68,6 +68,34 @@ private Q_SLOTS:
         QVERIFY(t.out.contains("tokens/s") && t.out.contains("peak resident memory"));
     }
 
+    // A GGUF alone in its directory (no tokenizer.json): eval, tokenize and info use the tokenizer
+    // it embeds; an F32 GGUF evaluates to the original's perplexity.
+    void cliEvalGgufWithEmbeddedTokenizer()
+    {
+        QTemporaryDir dir;
+        const QString gguf = dir.filePath(QStringLiteral("f32.gguf"));
+        const qbtest::CliRun c = qbtest::runCli({"convert", qbtest::demo(), "--out", gguf, "--gguf-type", "f32"});
+        QVERIFY2(c.code == 0, c.err.constData());
+        QVERIFY(!QFile::exists(dir.filePath(QStringLiteral("tokenizer.json"))));
+        auto eval = [](const QString& model) {
+            const qbtest::CliRun r =
+                qbtest::runCli({"eval", model, "--text", qbtest::demo("/eval.txt"), "--ctx", "128", "--json"});
+            if (r.code != 0) qWarning("%s", r.err.constData());
+            return QJsonDocument::fromJson(r.out).object();
+        };
+        const QJsonObject g = eval(gguf), o = eval(qbtest::demo());
+        QVERIFY(g.value("perplexity").toDouble() > 0);
+        QVERIFY(std::abs(g.value("perplexity").toDouble() / o.value("perplexity").toDouble() - 1) < 1e-5);
+        QCOMPARE(g.value("tokens_scored").toInteger(), o.value("tokens_scored").toInteger());
+        const qbtest::CliRun tg = qbtest::runCli({"tokenize", gguf, "--text", qbtest::demo("/eval.txt"), "--json"});
+        const qbtest::CliRun to =
+            qbtest::runCli({"tokenize", qbtest::demo(), "--text", qbtest::demo("/eval.txt"), "--json"});
+        QVERIFY2(tg.code == 0, tg.err.constData());
+        QCOMPARE(tg.out, to.out);
+        const qbtest::CliRun info = qbtest::runCli({"info", gguf});
+        QVERIFY2(info.code == 0 && info.out.contains("embedded in the GGUF (gpt2)"), info.out.constData());
+    }
+
     // An export scored against its original: the Q8_0 GGUF's KL is small but not zero; the model
     // against itself gives zero and full top-token agreement.
     void cliEvalAgainstAReference()

@@ -15,6 +15,8 @@
 #include <QFile>
 #include <QtGlobal>
 
+#include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -34,11 +36,11 @@ struct QuickRun {
     }
 };
 
-inline std::unique_ptr<QuickRun> quickQuantize(qb::quant::Method method, int bits, int group, bool sym = false)
+inline std::unique_ptr<QuickRun> quickQuantizePlan(const qb::pipeline::QuantPlan& plan)
 {
     auto run = std::make_unique<QuickRun>();
     run->ck = demoCheckpoint();
-    run->plan = qb::pipeline::uniformQuantPlan(method, bits, group, sym ? std::optional(true) : std::nullopt);
+    run->plan = plan;
     auto resolved = qb::pipeline::resolveQuantPlan(run->plan, run->ck.config);
     if (!resolved) qFatal("plan: %s", resolved.error().toString().c_str());
     auto text = qb::pipeline::readTextFile(demoDir() + "/calib.txt");
@@ -60,6 +62,12 @@ inline std::unique_ptr<QuickRun> quickQuantize(qb::quant::Method method, int bit
             run->grids[run->result->tensors[i].name] = &g;
         }
     return run;
+}
+
+inline std::unique_ptr<QuickRun> quickQuantize(qb::quant::Method method, int bits, int group, bool sym = false)
+{
+    return quickQuantizePlan(
+        qb::pipeline::uniformQuantPlan(method, bits, group, sym ? std::optional(true) : std::nullopt));
 }
 
 inline double modelPerplexity(const qb::model::Model& m)
@@ -132,6 +140,48 @@ inline std::string slurpFile(const QString& path)
 {
     QFile f(path);
     return f.open(QIODevice::ReadOnly) ? f.readAll().toStdString() : std::string();
+}
+
+// Min-max grids with group 32, F16 scales and v1-storable zeros on every decoder linear of a
+// checkpoint: what a GPTQ export holds exactly.
+struct SyntheticGrids {
+    std::map<std::string, std::unique_ptr<qb::quant::QuantizedRows>> grids;
+    qb::exporting::GridLookup lookup() const
+    {
+        return [this](const std::string& n) -> const qb::quant::QuantizedRows* {
+            auto it = grids.find(n);
+            return it == grids.end() ? nullptr : it->second.get();
+        };
+    }
+};
+
+inline SyntheticGrids makeGrids(const qb::io::Checkpoint& ck, std::function<int(const std::string&)> bitsOf, bool sym,
+                                double zeroOffset = 0)
+{
+    SyntheticGrids s;
+    for (const qb::TensorInfo& t : ck.tensors) {
+        if (t.shape.size() != 2 || t.name.find("_proj") == std::string::npos) continue;
+        const int bits = bitsOf(t.name);
+        qb::quant::MatrixXfR w(t.shape[0], t.shape[1]);
+        if (!qb::io::readTensorF32(t, w.data()).ok()) qFatal("read");
+        const int g = 32, groups = int(w.cols()) / g;
+        qb::quant::MatrixXdR scales(w.rows(), groups), zeros(w.rows(), groups);
+        for (int r = 0; r < w.rows(); ++r)
+            for (int k = 0; k < groups; ++k) {
+                std::vector<double> seg(g);
+                for (int j = 0; j < g; ++j)
+                    seg[std::size_t(j)] = w(r, k * g + j);
+                auto p = qb::quant::fitGroupMinMaxGptq(seg.data(), g, bits, sym);
+                p.zero = std::clamp(p.zero, -double((1 << bits) - 1), -1.0) + zeroOffset; // v1-storable
+                scales(r, k) = qb::f16ToF32(qb::f32ToF16(float(p.scale)));
+                zeros(r, k) = p.zero;
+            }
+        auto q =
+            qb::quant::quantizeRowsUniform(w, bits, scales, zeros, qb::quant::groupIndexContiguous(g, int(w.cols())));
+        if (!q) qFatal("grid");
+        s.grids[t.name] = std::make_unique<qb::quant::QuantizedRows>(std::move(*q));
+    }
+    return s;
 }
 
 } // namespace qbtest

@@ -1,5 +1,6 @@
 // GPTQ checkpoint export (FORMATS.md §5): packing for 2/3/4/8 bits checked with an independent
-// unpacker, grids the format cannot hold (real zeros, mixed bits) refused or rounded, the
+// unpacker, grids the format cannot hold (real zeros) refused or rounded, mixed bits as per-module
+// `dynamic` overrides, the
 // quantization config, atomic directory replacement (cancel, write error, disk space) and the CLI.
 
 #include "export/atomic_file.h"
@@ -16,46 +17,6 @@
 using namespace qb;
 
 namespace {
-
-// Min-max grids with group 32 and F16 scales on every decoder linear of the demo model.
-struct SyntheticGrids {
-    std::map<std::string, std::unique_ptr<quant::QuantizedRows>> grids;
-    exporting::GridLookup lookup() const
-    {
-        return [this](const std::string& n) -> const quant::QuantizedRows* {
-            auto it = grids.find(n);
-            return it == grids.end() ? nullptr : it->second.get();
-        };
-    }
-};
-
-SyntheticGrids makeGrids(const io::Checkpoint& ck, std::function<int(const std::string&)> bitsOf, bool sym,
-                         double zeroOffset = 0)
-{
-    SyntheticGrids s;
-    for (const TensorInfo& t : ck.tensors) {
-        if (t.shape.size() != 2 || t.name.find("_proj") == std::string::npos) continue;
-        const int bits = bitsOf(t.name);
-        quant::MatrixXfR w(t.shape[0], t.shape[1]);
-        if (!io::readTensorF32(t, w.data()).ok()) qFatal("read");
-        const int g = 32, groups = int(w.cols()) / g;
-        quant::MatrixXdR scales(w.rows(), groups), zeros(w.rows(), groups);
-        for (int r = 0; r < w.rows(); ++r)
-            for (int k = 0; k < groups; ++k) {
-                std::vector<double> seg(g);
-                for (int j = 0; j < g; ++j)
-                    seg[std::size_t(j)] = w(r, k * g + j);
-                auto p = quant::fitGroupMinMaxGptq(seg.data(), g, bits, sym);
-                p.zero = std::clamp(p.zero, -double((1 << bits) - 1), -1.0) + zeroOffset; // v1-storable
-                scales(r, k) = f16ToF32(f32ToF16(float(p.scale)));
-                zeros(r, k) = p.zero;
-            }
-        auto q = quant::quantizeRowsUniform(w, bits, scales, zeros, quant::groupIndexContiguous(g, int(w.cols())));
-        if (!q) qFatal("grid");
-        s.grids[t.name] = std::make_unique<quant::QuantizedRows>(std::move(*q));
-    }
-    return s;
-}
 
 std::map<std::string, const TensorInfo*> byName(const std::vector<TensorInfo>& ts)
 {
@@ -82,7 +43,7 @@ private Q_SLOTS:
     void packingRoundTrip();
     void symmetricZerosArePacked();
     void realZeroRefusedOrRounded();
-    void mixedBitsRefusedOrPromoted();
+    void mixedBitsWrittenAsDynamicOverrides();
     void quantizeJobGridsRecovered();
     void cancelHalfwayLeavesTargetUntouched();
     void writeErrorLeavesTargetUntouched();
@@ -104,7 +65,7 @@ void TestGptqExport::packingRoundTrip()
 {
     QFETCH(int, bits);
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [bits](const std::string&) { return bits; }, false);
+    const auto grids = qbtest::makeGrids(ck, [bits](const std::string&) { return bits; }, false);
     QTemporaryDir dir;
     const QString out = dir.filePath("gptq");
     exporting::GptqExportOptions o;
@@ -130,11 +91,19 @@ void TestGptqExport::packingRoundTrip()
         const quant::MatrixXfR expect = quant::dequantizeRowsUniform(*g);
         QVERIFY2(u.w == expect, name.c_str());
     }
-    for (const char* plain : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"}) {
+    // Norms are copied unchanged (F32); token embeddings and lm_head are written as F16.
+    const TensorInfo* norm = ck.find("model.norm.weight");
+    QCOMPARE(by.at("model.norm.weight")->dtype, DType::F32);
+    QVERIFY(std::equal(norm->bytes.data(), norm->bytes.data() + norm->bytes.size(),
+                       by.at("model.norm.weight")->bytes.data()));
+    for (const char* plain : {"model.embed_tokens.weight", "lm_head.weight"}) {
         QVERIFY(by.count(plain));
-        const TensorInfo* src = ck.find(plain);
-        QCOMPARE(by.at(plain)->dtype, src->dtype);
-        QVERIFY(std::equal(src->bytes.data(), src->bytes.data() + src->bytes.size(), by.at(plain)->bytes.data()));
+        QCOMPARE(by.at(plain)->dtype, DType::F16);
+        std::vector<float> src(std::size_t(ck.find(plain)->numel())), got(src.size());
+        QVERIFY(io::readTensorF32(*ck.find(plain), src.data()).ok());
+        QVERIFY(io::readTensorF32(*by.at(plain), got.data()).ok());
+        for (std::size_t i = 0; i < src.size(); ++i)
+            QCOMPARE(got[i], f16ToF32(f32ToF16(src[i])));
     }
     const auto cfg = readJson(out + "/config.json");
     const io::JsonValue* qc = cfg.find("quantization_config");
@@ -154,7 +123,7 @@ void TestGptqExport::packingRoundTrip()
 void TestGptqExport::symmetricZerosArePacked()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [](const std::string&) { return 4; }, true);
+    const auto grids = qbtest::makeGrids(ck, [](const std::string&) { return 4; }, true);
     QTemporaryDir dir;
     exporting::GptqExportOptions o;
     o.gridFor = grids.lookup();
@@ -173,7 +142,7 @@ void TestGptqExport::symmetricZerosArePacked()
 void TestGptqExport::realZeroRefusedOrRounded()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [](const std::string&) { return 4; }, false, -0.37);
+    const auto grids = qbtest::makeGrids(ck, [](const std::string&) { return 4; }, false, -0.37);
     QTemporaryDir dir;
     const QString out = dir.filePath("rz");
     exporting::GptqExportOptions o;
@@ -202,29 +171,38 @@ void TestGptqExport::realZeroRefusedOrRounded()
     QVERIFY(worst <= r->analysis.maxAbsChange * (1 + 1e-6) + 1e-12);
 }
 
-// Mixed bits across tensors: refused by default; promoted exactly to the widest storable width.
-void TestGptqExport::mixedBitsRefusedOrPromoted()
+// Mixed bits across tensors: every module keeps its own width; the most common one (4 bits: 4 of
+// 7 linears per layer) is the config's, the MLP's 2 bits are per-module `dynamic` overrides with
+// exact names; unpacked at its own width every module equals its grid.
+void TestGptqExport::mixedBitsWrittenAsDynamicOverrides()
 {
     const auto ck = qbtest::demoCheckpoint();
     const auto grids =
-        makeGrids(ck, [](const std::string& n) { return n.find("mlp") != std::string::npos ? 2 : 4; }, false);
+        qbtest::makeGrids(ck, [](const std::string& n) { return n.find("mlp") != std::string::npos ? 2 : 4; }, false);
     QTemporaryDir dir;
     exporting::GptqExportOptions o;
     o.gridFor = grids.lookup();
-    auto refused = exporting::exportGptq(ck, dir.filePath("m").toStdString(), o);
-    QVERIFY(!refused.ok());
-    QVERIFY2(refused.error().message.find("2-bit grid stored as 4 bits") != std::string::npos,
-             refused.error().message.c_str());
-    o.policy = exporting::GptqGridPolicy::Round;
     auto r = exporting::exportGptq(ck, dir.filePath("m").toStdString(), o);
     QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
     QCOMPARE(r->analysis.bits, 4);
     QCOMPARE(r->analysis.maxAbsChange, 0.0);
+    QCOMPARE(r->analysis.overrides(), std::size_t(3 * ck.config.numHiddenLayers));
+    QVERIFY(r->verify.ok);
+    const auto cfg = readJson(dir.filePath("m/config.json"));
+    const io::JsonValue* dyn = cfg.find("quantization_config")->find("dynamic");
+    QVERIFY(dyn && dyn->isObject());
+    QCOMPARE(dyn->asObject().size(), std::size_t(3 * ck.config.numHiddenLayers));
+    const io::JsonValue* down = dyn->find("+:^model\\.layers\\.1\\.mlp\\.down_proj$");
+    QVERIFY(down);
+    QCOMPARE(down->find("bits")->asInteger(), std::int64_t(2));
+    QVERIFY(!down->find("group_size")); // only what differs from the base
     auto ts = io::readSafetensorsFile(dir.filePath("m/model.safetensors").toStdString());
     const auto by = byName(*ts);
-    for (const auto& [name, g] : grids.grids)
-        QVERIFY2(qbtest::unpackGptq(by, name.substr(0, name.size() - 7), 4).w == quant::dequantizeRowsUniform(*g),
+    for (const auto& [name, g] : grids.grids) {
+        const int bits = name.find("mlp") != std::string::npos ? 2 : 4;
+        QVERIFY2(qbtest::unpackGptq(by, name.substr(0, name.size() - 7), bits).w == quant::dequantizeRowsUniform(*g),
                  name.c_str());
+    }
 }
 
 // A real GPTQ run (asymmetric 4-bit, group 32): the unpacked weights equal the fake-quantized
@@ -257,7 +235,7 @@ void TestGptqExport::quantizeJobGridsRecovered()
 void TestGptqExport::cancelHalfwayLeavesTargetUntouched()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [](const std::string&) { return 4; }, false);
+    const auto grids = qbtest::makeGrids(ck, [](const std::string&) { return 4; }, false);
     QTemporaryDir dir;
     const QString out = dir.filePath("c");
     QVERIFY(QDir().mkpath(out));
@@ -283,7 +261,7 @@ void TestGptqExport::cancelHalfwayLeavesTargetUntouched()
 void TestGptqExport::writeErrorLeavesTargetUntouched()
 {
     const auto ck = qbtest::demoCheckpoint();
-    const auto grids = makeGrids(ck, [](const std::string&) { return 4; }, false);
+    const auto grids = qbtest::makeGrids(ck, [](const std::string&) { return 4; }, false);
     QTemporaryDir dir;
     const QString out = dir.filePath("w");
     QVERIFY(QDir().mkpath(out));
