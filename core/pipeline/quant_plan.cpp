@@ -148,7 +148,7 @@ void writeSettings(io::JsonValue& o, const PlanSettings& s)
     if (s.blockSize) o.set("block_size", *s.blockSize);
     if (s.damping) o.set("damping", *s.damping);
     if (s.skip) o.set("skip", *s.skip);
-    if (s.target) o.set("target", *s.target == "none" ? *s.target : "gguf:" + *s.target);
+    if (s.target) o.set("target", *s.target == "none" || *s.target == "gptq" ? *s.target : "gguf:" + *s.target);
 }
 
 std::string upper(std::string_view s)
@@ -228,8 +228,9 @@ Result<std::string> parsePlanTarget(std::string_view text)
     std::string t = upper(text);
     if (t.rfind("GGUF:", 0) == 0) t = t.substr(5);
     if (t == "NONE") return std::string("none");
+    if (t == "GPTQ") return std::string("gptq");
     if (quant::findContainerSpec(t) || isPlainTarget(t)) return t;
-    std::string valid = "none";
+    std::string valid = "none, gptq";
     for (const quant::ContainerSpec& c : quant::containerSpecs())
         valid += std::string(", gguf:") + c.name;
     for (std::string_view p : kPlainTargets)
@@ -473,10 +474,16 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
         if (s.damping) o.damping = *s.damping;
         const std::string target = s.target.value_or("none");
         const quant::ContainerSpec* spec = quant::findContainerSpec(target);
-        if (target != "none") {
+        if (target == "gptq") {
+            tp.target = target;
+            out.gptqTargets = true;
+            o.grid.gptqStorage = true;
+        } else if (target != "none") {
             tp.target = target;
             out.ggufTargets = true;
         }
+        if (out.gptqTargets && out.ggufTargets)
+            return planError("a plan stores into one kind of file: GGUF types or gptq, not both", t.name);
         if (isPlainTarget(target)) tp.skip = true; // stored unquantized in that type
         if (spec && !tp.skip) {
             if (s.bits && bitsFrom >= targetFrom && *s.bits != spec->bits)
@@ -529,6 +536,10 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
                                                        " as " + pair.second + " (as llama.cpp)"});
     out.bitsPerWeight = out.linearParams > 0 ? bitsTotal / double(out.linearParams) : 0.0;
     out.sizeBytes = out.linearBytes + std::uint64_t(otherParams(config)) * (kUnquantizedBits / 8);
+    if (out.gptqTargets) { // GPTQ checkpoints store the embedding and head in F16, as the ecosystem does
+        out.embedType = out.headType = "F16";
+        out.sizeBytes = out.linearBytes + std::uint64_t(otherParams(config)) * 2;
+    }
     if (out.ggufTargets) {
         // llama.cpp's Q4_K_M choices: the embedding in the most common type, the head in Q6_K.
         std::string dominant = "F16";
@@ -571,6 +582,7 @@ std::string describeQuantPlan(const QuantPlan& plan)
         const int g = d.groupSize.value_or(int(quant::methodParamDefault(m, "group_size").value_or(-1)));
         s += g > 0 ? " g" + std::to_string(g) : std::string(" per-ch");
         if (d.sym.value_or(false)) s += " sym";
+        if (d.target == "gptq") s += " (GPTQ storage)";
     }
     if (!plan.rules.empty())
         s += " +" + std::to_string(plan.rules.size()) + (plan.rules.size() == 1 ? " rule" : " rules");

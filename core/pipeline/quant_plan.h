@@ -24,7 +24,10 @@
 // exact by construction; the target implies bits, group and symmetry, so a "bits" set in the same
 // object or a later one must agree (an error names the tensor otherwise). "F16", "BF16", "F32":
 // the tensor is stored unquantized in that type (as "skip"). "none" (the default): a free grid
-// (bits/group/sym as given) for evaluation, .qbproj and fake-quantized safetensors. A row width
+// (bits/group/sym as given) for evaluation, .qbproj and fake-quantized safetensors. "gptq": the
+// free grid with every group storable in a GPTQ checkpoint (f16 scales, integer zero-points in
+// [1, 2^bits - 1], quant::storableGptqParams), so a GPTQ export is exact and the run evaluates its
+// embedding and head in F16 as the checkpoint stores them; one plan targets GGUF or gptq. A row width
 // that is not a multiple of a K-quant's 256 takes llama.cpp's fallback type (a warning names it);
 // one that no block type holds is an error before anything runs. Top-level "embed_type" and
 // "head_type" (GGUF type names) choose the token embedding and output head types of a GGUF file;
@@ -103,7 +106,8 @@ struct TensorPlan {
     quant::GptqOptions options; // grid (bits, group, sym), act-order, groups, block, damping, init
     double bitsPerWeight = kUnquantizedBits;
     // The resolved storage target: a container name ("Q4_K"; solve inside it), "F16"/"BF16"/"F32"
-    // (stored unquantized; skip is set), or "" (free grid). targetNote explains a fallback.
+    // (stored unquantized; skip is set), "gptq" (a free grid every group of which a GPTQ checkpoint
+    // stores as it is), or "" (free grid). targetNote explains a fallback.
     std::string target;
     std::string targetNote;
     bool inContainer() const; // quantized inside a GGUF block type
@@ -125,7 +129,8 @@ struct ResolvedPlan {
                                                          // (GGUF targets: embedding, head at their types,
                                                          // norms and biases F32; tensor data only)
     bool ggufTargets = false;                            // some tensor has a GGUF target
-    std::string embedType, headType;                     // resolved when ggufTargets
+    bool gptqTargets = false;                            // some tensor has the gptq target
+    std::string embedType, headType;                     // resolved with GGUF targets; "F16" with gptq targets
     const TensorPlan* find(std::string_view name) const; // with or without ".weight"
 };
 

@@ -200,7 +200,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
     try {
         if (options.keepModel) {
             out = std::make_shared<model::Model>(base);
-            if (plan.ggufTargets) {
+            if (!plan.embedType.empty()) { // storage targets: as the file will store them
                 QB_TRY_STATUS(fakeQuantizeGgml(plan.embedType, out->embedding()));
                 if (!cfg.tieWordEmbeddings) QB_TRY_STATUS(fakeQuantizeGgml(plan.headType, out->lmHeadOwned()));
             }

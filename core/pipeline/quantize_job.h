@@ -20,8 +20,8 @@
 // sqrt(tr(dW H dW^T) / tr(W H W^T)) = ||(W-Q)X^T||_F / ||W X^T||_F (quant/error_metrics.h), and a
 // proxy loss 1/2 tr(dW H dW^T) with H = (2/N) X^T X undamped, the same for every method (the
 // solver's own GPTQ proxy stays in QuantizedRows::proxyLoss).
-// With GGUF storage targets (ResolvedPlan::ggufTargets) the fake-quantized model's embedding and
-// head are stored in the plan's embed/head types too (fakeQuantizeGgml), as the export writes them.
+// With storage targets (GGUF or gptq) the fake-quantized model's embedding and head are stored in
+// the plan's embed/head types too (fakeQuantizeGgml), as the export writes them.
 // Memory: resident are the current layer's F32 weights (one DecoderLayerWeights), the calibration
 // hidden states [n·L, K] F32 plus one chunk's copy, one Hessian (in x in double) and the forward
 // workspace for `batch` windows; plus what the result keeps: the fake-quantized model (F32, when

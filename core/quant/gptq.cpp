@@ -36,8 +36,9 @@ void allocateOutput(QuantizedRows& out, Eigen::Index rows, Eigen::Index cols, in
 GroupParams fitGroupUniform(GridInit init, const double* w, const double* h, int n, const GridSpec& spec,
                             const NeuqiOptions& neuqi, NeuqiScratch& scratch)
 {
-    if (init == GridInit::Neuqi) return fitGroupNeuqi(w, h, n, spec.bits, neuqi, scratch);
-    return fitGroupMinMaxGptq(w, n, spec.bits, spec.sym);
+    const GroupParams p = init == GridInit::Neuqi ? fitGroupNeuqi(w, h, n, spec.bits, neuqi, scratch)
+                                                  : fitGroupMinMaxGptq(w, n, spec.bits, spec.sym);
+    return spec.gptqStorage ? storableGptqParams(p, w, h, n, spec.bits) : p;
 }
 
 Result<QuantizedRows> quantizeRowsRtn(Eigen::Ref<const MatrixXfR> w, const GridSpec& spec, GridInit init,
@@ -127,7 +128,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         for (int r = 0; r < m; ++r) {
             for (int c = 0; c < n; ++c)
                 seg[std::size_t(c)] = wd(r, c);
-            const GroupParams p = fitGroupMinMaxGptq(seg.data(), n, spec.bits, spec.sym);
+            GroupParams p = fitGroupMinMaxGptq(seg.data(), n, spec.bits, spec.sym);
+            if (spec.gptqStorage) p = storableGptqParams(p, seg.data(), nullptr, n, spec.bits);
             out.scales(r, 0) = p.scale;
             out.zeros(r, 0) = p.zero;
         }

@@ -1,5 +1,7 @@
 #include "quant/uniform_grid.h"
 
+#include "base/dtype.h"
+
 #include <algorithm>
 #include <string>
 
@@ -51,6 +53,18 @@ GroupParams fitGroupMinMaxPlain(const double* w, int n, int bits)
     if (p.scale < 1e-9) p.scale = 1.0;
     p.zero = roundHalfEvenUniform(lo / p.scale);
     return p;
+}
+
+GroupParams storableGptqParams(GroupParams p, const double* w, const double* h, int n, int bits)
+{
+    const int levels = gridLevels(bits);
+    double s = double(f16ToF32(f32ToF16(float(p.scale))));
+    if (!(s > 0.0)) s = double(f16ToF32(0x0400)); // 2^-14
+    const double zLo = -double(levels - 1), zHi = -1.0;
+    const double a = std::clamp(std::floor(p.zero), zLo, zHi), b = std::clamp(std::ceil(p.zero), zLo, zHi);
+    const GroupParams pa{s, a}, pb{s, b};
+    if (a == b) return pa;
+    return groupLossUniform(w, h, n, pb, levels) < groupLossUniform(w, h, n, pa, levels) ? pb : pa;
 }
 
 double groupLossUniform(const double* w, const double* h, int n, const GroupParams& p, int levels)

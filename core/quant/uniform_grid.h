@@ -38,8 +38,9 @@ inline constexpr int kMaxBits = 8;
 
 struct GridSpec {
     int bits = 4;
-    int groupSize = -1; // <= 0: per output channel (one group = the whole row)
-    bool sym = false;   // symmetric: mid-grid integer zero (reference GPTQ)
+    int groupSize = -1;       // <= 0: per output channel (one group = the whole row)
+    bool sym = false;         // symmetric: mid-grid integer zero (reference GPTQ)
+    bool gptqStorage = false; // every group storable in a GPTQ checkpoint (storableGptqParams)
 };
 
 struct GroupParams {
@@ -90,6 +91,12 @@ GroupParams fitGroupMinMaxGptq(const double* w, int n, int bits, bool sym);
 // Plain Min-Max of METHODS.md §0 / the NeUQI guard: s = (max-min)/(L-1) (1 when below 1e-9),
 // z = round(min/s). Asymmetric only.
 GroupParams fitGroupMinMaxPlain(const double* w, int n, int bits);
+
+// The GPTQ-checkpoint storage target (FORMATS.md §5): an f16 scale and an integer zero-point
+// Z = -zero in [1, 2^bits - 1] (v1 stores Z - 1). p's scale is rounded to f16 (the smallest
+// positive normal f16 when it would round to 0) and the better of the integers around its zero
+// under groupLossUniform is kept, so what the solver sees is what the checkpoint decodes to.
+GroupParams storableGptqParams(GroupParams p, const double* w, const double* h, int n, int bits);
 
 // Weighted squared error sum_j a_j (w_j - Q(w_j))^2 with a_j = h_j / sum h (uniform when h is null
 // or sums to 0): the diagonal-Hessian proxy of NeUQI, in weight units squared.

@@ -264,6 +264,22 @@ private Q_SLOTS:
         QVERIFY(!none.ok());
         QVERIFY2(none.error().message.find("fits no Q4_K block") != std::string::npos, none.error().message.c_str());
 
+        // The gptq target: a free grid storable in a GPTQ checkpoint, embedding and head in F16;
+        // one plan does not mix GGUF and GPTQ targets.
+        auto g = resolveQuantPlan(*quantPlanFromText(R"({"default": {"method": "gptq", "bits": 3, "group_size": 16,
+            "target": "gptq"}})"),
+                                  qbtest::syntheticConfig(2));
+        QVERIFY(g.ok());
+        QVERIFY(g->gptqTargets && !g->ggufTargets);
+        QVERIFY(g->tensors[0].options.grid.gptqStorage && !g->tensors[0].inContainer());
+        QCOMPARE(g->tensors[0].options.grid.bits, 3);
+        QCOMPARE(g->embedType, std::string("F16"));
+        auto both = resolveQuantPlan(*quantPlanFromText(R"({"default": {"method": "gptq", "bits": 4, "target": "gptq"},
+            "rules": [{"match": "*.mlp.*", "target": "Q4_0"}]})"),
+                                     narrow);
+        QVERIFY(!both.ok());
+        QVERIFY2(both.error().message.find("GGUF types or gptq") != std::string::npos, both.error().message.c_str());
+
         // Round trip keeps targets, embed and head types.
         auto withTypes = quantPlanFromText(R"({"default": {"method": "neuqi", "target": "q5_k"},
             "rules": [{"match": "model.layers.0.*", "target": "none", "bits": 8}], "embed_type": "q8_0",

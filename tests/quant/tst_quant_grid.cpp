@@ -1,6 +1,7 @@
 // Uniform grid basics (METHODS.md §6.2 items 1, 2, rounding, short last group), the reference
 // Min-Max edge cases, bits-per-weight accounting and the method traits table.
 
+#include "base/dtype.h"
 #include "quant/gptq.h"
 #include "quant/method_traits.h"
 #include "quant/uniform_grid.h"
@@ -238,6 +239,36 @@ private Q_SLOTS:
         QCOMPARE(gptq.groups, GroupMode::Dynamic);
         QVERIFY(methodTraits(Method::Gptq).needsHessian);
         QVERIFY(!methodTraits(Method::Rtn).needsHessian);
+    }
+
+    // The gptq storage target: f16 scales, integer zero-points in [1, 2^b - 1], the better of the
+    // two integers around a real zero; RTN and GPTQ fits honour it.
+    void gptqStorableParams()
+    {
+        const std::vector<double> w{0.11, 0.25, 0.31, 0.47, 0.52, 0.6, 0.71, 0.9}; // all positive: Z would be 0
+        const GroupParams mm = fitGroupMinMaxGptq(w.data(), 8, 3, false);
+        QCOMPARE(mm.zero, 0.0); // not storable in GPTQ v1 (stores Z - 1)
+        const GroupParams p = storableGptqParams(mm, w.data(), nullptr, 8, 3);
+        QCOMPARE(p.zero, -1.0);
+        QCOMPARE(double(f16ToF32(f32ToF16(float(p.scale)))), p.scale);
+        GroupParams real{0.1, -3.4};
+        const GroupParams r = storableGptqParams(real, w.data(), nullptr, 8, 3);
+        QVERIFY(r.zero == -3.0 || r.zero == -4.0);
+        QVERIFY(groupLossUniform(w.data(), nullptr, 8, r, 8) <=
+                groupLossUniform(w.data(), nullptr, 8, GroupParams{r.scale, r.zero == -3.0 ? -4.0 : -3.0}, 8));
+        QCOMPARE(storableGptqParams(GroupParams{0.0, -2.0}, w.data(), nullptr, 8, 3).scale,
+                 double(f16ToF32(0x0400))); // a zero scale becomes the smallest normal f16
+        const MatrixXfR m = test::randomWeights(8, 64, 3);
+        GridSpec spec{4, 16, false, true};
+        for (GridInit init : {GridInit::MinMax, GridInit::Neuqi}) {
+            auto q = quantizeRowsRtn(m, spec, init);
+            QVERIFY(q.ok());
+            for (Eigen::Index i = 0; i < q->scales.size(); ++i) {
+                const double s = q->scales.data()[i], z = q->zeros.data()[i];
+                QCOMPARE(double(f16ToF32(f32ToF16(float(s)))), s);
+                QVERIFY(z == std::nearbyint(z) && z <= -1 && z >= -15);
+            }
+        }
     }
 };
 
