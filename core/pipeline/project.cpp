@@ -196,6 +196,20 @@ Result<exporting::GgufExportReport> planGgufExport(const io::Checkpoint& ck, con
     return exporting::exportGguf(ck, *tok, "(plan)", o);
 }
 
+Result<std::uint64_t> ggufOverheadBytes(const io::Checkpoint& ck)
+{
+    QB_TRY(tok, io::loadCheckpointTokenizer(ck));
+    exporting::GgufExportOptions o;
+    o.weightType = io::GgmlType::F32;
+    o.planOnly = true;
+    o.verify = false;
+    QB_TRY(r, exporting::exportGguf(ck, *tok, "(plan)", o));
+    std::uint64_t data = 0;
+    for (const auto& t : r->tensors)
+        data += t.bytes;
+    return r->bytes > data ? r->bytes - data : 0;
+}
+
 exporting::GridLookup RunGrids::lookup() const
 {
     return [this](const std::string& n) -> const quant::QuantizedRows* {

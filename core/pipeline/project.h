@@ -82,6 +82,11 @@ Result<ModelExportOutcome> exportModel(const io::Checkpoint& checkpoint, const e
 // and report.tensors the per-tensor types and bytes. An error when the plan has no GGUF targets.
 Result<exporting::GgufExportReport> planGgufExport(const io::Checkpoint& checkpoint, const ResolvedPlan& plan);
 
+// What a GGUF export of this checkpoint adds to the tensor data: header, metadata (the tokenizer
+// included) and alignment, measured by planning an F32 export. The window adds it to a plan's
+// tensor bytes (ResolvedPlan::sizeBytes) to show the whole file before anything runs.
+Result<std::uint64_t> ggufOverheadBytes(const io::Checkpoint& checkpoint);
+
 // Owned grids of a run (HF weight name -> grid with `dequantized` filled).
 struct RunGrids {
     std::map<std::string, quant::QuantizedRows> grids;

@@ -9,6 +9,7 @@
 #include "charts/histogram_chart.h"
 #include "charts/quant_charts.h"
 #include "models/plan_table_model.h"
+#include "pipeline/project.h"
 #include "models/quant_run_model.h"
 #include "widgets/job_status.h"
 #include "widgets/main_window.h"
@@ -225,6 +226,59 @@ private Q_SLOTS:
         for (int r = 0; r < m->rowCount(); ++r)
             QCOMPARE(bitsAt(m, r), 4);
         QVERIFY(m->plan().rules.empty());
+    }
+
+    // Issue 11 item 8: the storage target is edited like bits and method; a target implies the
+    // bits (editing bits moves within the family) and the totals show the whole GGUF file, equal
+    // to the exporter's plan.
+    void targetColumn()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanEditor* ed = f.panel->planEditor();
+        PlanTableModel* m = ed->model();
+        QAbstractItemModelTester tester(m, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QTableView* t = ed->table();
+        QCOMPARE(m->index(0, PlanTableModel::Target).data().toString(), QStringLiteral("none"));
+        // The Target cell edits with a combo of the storage targets.
+        clickCell(t, 0, PlanTableModel::Target);
+        QTest::keyClick(t, Qt::Key_F2);
+        QComboBox* combo = nullptr;
+        QTRY_VERIFY((combo = t->viewport()->findChild<QComboBox*>(QStringLiteral("targetEditor"))) != nullptr);
+        QVERIFY(combo->findText(QStringLiteral("Q4_K")) >= 0 && combo->findText(QStringLiteral("F16")) >= 0);
+        combo->setCurrentIndex(combo->findText(QStringLiteral("Q8_0")));
+        QTest::keyClick(combo, Qt::Key_Return);
+        QTRY_COMPARE(m->index(0, PlanTableModel::Target).data().toString(), QStringLiteral("Q8_0"));
+        QCOMPARE(bitsAt(m, 0), 8);
+        QVERIFY(!(m->flags(m->index(0, PlanTableModel::Group)) & Qt::ItemIsEditable)); // implied by the target
+        // Every tensor to Q4_K: the demo's rows of 128/352 fall back to Q5_0, as llama.cpp does.
+        t->selectAll();
+        ed->bulkField()->setCurrentIndex(ed->bulkField()->findData(int(PlanTableModel::Target)));
+        ed->bulkValue()->setText(QStringLiteral("gguf:Q4_K"));
+        QTest::mouseClick(ed->bulkApply(), Qt::LeftButton);
+        QCOMPARE(m->index(5, PlanTableModel::Target).data().toString(), QStringLiteral("Q5_0"));
+        QVERIFY(m->index(5, PlanTableModel::Target).data(Qt::ToolTipRole).toString().contains("falls back"));
+        // Bits of a target row move within its family; bits no type holds are refused.
+        t->clearSelection();
+        clickCell(t, 3, PlanTableModel::Tensor);
+        ed->bulkField()->setCurrentIndex(ed->bulkField()->findData(int(PlanTableModel::Bits)));
+        ed->bulkValue()->setText(QStringLiteral("8"));
+        QTest::mouseClick(ed->bulkApply(), Qt::LeftButton);
+        QCOMPARE(m->index(3, PlanTableModel::Target).data().toString(), QStringLiteral("Q8_0"));
+        ed->bulkValue()->setText(QStringLiteral("7"));
+        QTest::mouseClick(ed->bulkApply(), Qt::LeftButton);
+        QVERIFY2(ed->messageLabel()->text().contains(QStringLiteral("no GGUF type stores 7-bit codes")),
+                 qPrintable(ed->messageLabel()->text()));
+        // The whole file, before anything runs, as the exporter plans it.
+        QTRY_VERIFY(m->plannedGgufBytes() > m->resolved().sizeBytes);
+        auto ck = qb::io::openCheckpoint(QB_DEMO_DIR);
+        QVERIFY(ck.ok());
+        auto planned = qb::pipeline::planGgufExport(*ck, m->resolved());
+        QVERIFY(planned.ok());
+        const double rel = double(m->plannedGgufBytes()) / double(planned->bytes) - 1.0;
+        QVERIFY2(std::fabs(rel) < 0.001, qPrintable(QString::number(rel)));
+        QVERIFY2(ed->totalsLabel()->text().contains(QStringLiteral("GGUF file")),
+                 qPrintable(ed->totalsLabel()->text()));
     }
 
     void runInspectWhatIfCompareCancel()

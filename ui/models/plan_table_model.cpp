@@ -257,8 +257,22 @@ QString PlanTableModel::totalsText() const
                           .arg(double(m_resolved.sizeBytes) / 1e6, 0, 'f', 3)
                           .arg(100.0 * f16Fraction(), 0, 'f', 1);
     if (!m_resolved.ggufTargets) return s;
-    return s + tr(" · GGUF embedding %1, head %2")
-                   .arg(QString::fromStdString(m_resolved.embedType), QString::fromStdString(m_resolved.headType));
+    const QString types =
+        tr("embedding %1, head %2")
+            .arg(QString::fromStdString(m_resolved.embedType), QString::fromStdString(m_resolved.headType));
+    if (m_ggufOverhead == 0) return s + tr(" · GGUF %1").arg(types);
+    return s + tr(" · GGUF file %1 MB (%2)").arg(double(plannedGgufBytes()) / 1e6, 0, 'f', 3).arg(types);
+}
+
+void PlanTableModel::setGgufOverheadBytes(std::uint64_t bytes)
+{
+    m_ggufOverhead = bytes;
+    Q_EMIT planChanged();
+}
+
+std::uint64_t PlanTableModel::plannedGgufBytes() const
+{
+    return m_resolved.ggufTargets ? m_resolved.sizeBytes + m_ggufOverhead : 0;
 }
 
 int PlanTableModel::rowCount(const QModelIndex& parent) const

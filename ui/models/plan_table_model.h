@@ -48,8 +48,12 @@ public:
 
     // Tensor name without ".weight", the rule match of a row.
     QString ruleName(int row) const;
-    // "4.25 bits/weight · 1.23 MB · 27.1 % of F16"
+    // "4.25 bits/weight · 1.23 MB · 27.1 % of F16"; with GGUF targets the whole file, once the
+    // export's overhead (header, tokenizer, alignment) is known.
     QString totalsText() const;
+    void setGgufOverheadBytes(std::uint64_t bytes);
+    // Whole GGUF file the plan gives (tensor data + overhead); 0 without GGUF targets.
+    std::uint64_t plannedGgufBytes() const;
     double f16Fraction() const;
 
     int rowCount(const QModelIndex& parent = {}) const override;
@@ -68,6 +72,7 @@ private:
     std::optional<ModelConfig> m_config;
     pipeline::QuantPlan m_plan;
     pipeline::ResolvedPlan m_resolved;
+    std::uint64_t m_ggufOverhead = 0;
 };
 
 // The storage targets a Target cell offers: none, the GGUF block types, F16, BF16, F32.

@@ -4,6 +4,7 @@
 #include "io/json_value.h"
 #include "models/plan_table_model.h"
 #include "models/quant_run_model.h"
+#include "pipeline/project.h"
 #include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "widgets/activations_panel.h"
@@ -13,6 +14,8 @@
 #include "widgets/run_compare_view.h"
 #include "widgets/tensor_error_view.h"
 
+#include <QFutureWatcher>
+#include <QtConcurrent/QtConcurrentRun>
 #include <QCheckBox>
 #include <QComboBox>
 #include <QFileInfo>
@@ -129,6 +132,19 @@ void QuantizePanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoi
     m_calibText->setText(defaultTextFile(m_checkpoint.get(), QStringLiteral("calib.txt")));
     m_plan->setConfig(m_checkpoint ? std::optional<ModelConfig>(m_checkpoint->config) : std::nullopt);
     m_run->setEnabled(m_checkpoint != nullptr);
+    m_plan->model()->setGgufOverheadBytes(0);
+    if (m_checkpoint) {
+        // The GGUF header and tokenizer size, off the GUI thread (the tokenizer is parsed).
+        auto* watcher = new QFutureWatcher<std::uint64_t>(this);
+        connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, ck = m_checkpoint] {
+            watcher->deleteLater();
+            if (ck == m_checkpoint) m_plan->model()->setGgufOverheadBytes(watcher->result());
+        });
+        watcher->setFuture(QtConcurrent::run([ck = m_checkpoint]() -> std::uint64_t {
+            auto r = pipeline::ggufOverheadBytes(*ck);
+            return r ? *r : 0;
+        }));
+    }
 }
 
 void QuantizePanel::showTensor(const QString& name)
