@@ -9,6 +9,7 @@
 
 #include <array>
 #include <chrono>
+#include <optional>
 
 namespace qb::pipeline {
 
@@ -29,29 +30,90 @@ constexpr std::array<int, 4> kGroupSizes{3, 1, 2, 1};
 
 std::string layerDetail(int layer, const std::string& what) { return "layer " + std::to_string(layer) + " " + what; }
 
+// The calibration hidden states of the current layer and the partial layer runs over them. A
+// group's Hessian needs the layer only as far as that group's input (model::runLayerBlock stops
+// right after the tap): {q,k,v} needs the input norm, {o} the attention, {gate,up} and {down} the
+// MLP block on the post-attention residual. The O pass keeps the attention output, which depends
+// only on the already final q/k/v, so the residual hidden += o(attn) needs just the o GEMM once o
+// is solved; the attention runs once per layer.
 struct Runner {
     const model::Model& base;
     const CalibrationSet& calib;
     const QuantizeJobOptions& opt;
     RunContext* ctx;
     model::Workspace ws;
-    model::RowMatrix hidden, chunk;
+    model::RowMatrix hidden; // [n·L, K]: the layer input, then (attentionDone) the post-attention residual
+    model::RowMatrix attn;   // [n·L, heads·d]: the O input of every window, when attnValid
+    bool attentionDone = false, attnValid = false;
+    Eigen::Index chunkRow = 0; // first row of the chunk being run, for taps
 
-    int chunks() const { return (calib.count + opt.batch - 1) / opt.batch; }
-
-    // Runs layer weights w over every chunk of hidden; writeBack stores the outputs in hidden.
-    Status pass(const model::DecoderLayerWeights& w, int layer, bool writeBack, const model::ActivationTap& tap)
+    // Runs `block` of layer w over every chunk of hidden in place, or only up to the tap of stop's
+    // input (hidden untouched). Progress advances by windows when `advance` is set.
+    Status pass(const model::DecoderLayerWeights& w, int layer, model::LayerBlock block,
+                std::optional<model::LinearKind> stop, const model::ActivationTap& tap, bool advance)
     {
         const int L = calib.seqlen;
         for (int b0 = 0; b0 < calib.count; b0 += opt.batch) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(layer, "forward"));
             const int nb = std::min(opt.batch, calib.count - b0);
-            const Eigen::Index r0 = Eigen::Index(b0) * L, rows = Eigen::Index(nb) * L;
-            chunk = hidden.middleRows(r0, rows);
-            QB_TRY_STATUS(model::runLayer(base.config(), w, layer, chunk, L, ws, tap));
-            if (writeBack) hidden.middleRows(r0, rows) = chunk;
-            if (ctx) ctx->advance(nb);
+            chunkRow = Eigen::Index(b0) * L;
+            QB_TRY_STATUS(model::runLayerBlock(base.config(), w, layer, block,
+                                               hidden.middleRows(chunkRow, Eigen::Index(nb) * L), L, ws, tap, stop));
+            if (ctx && advance) ctx->advance(nb);
         }
+        return {};
+    }
+
+    // Taps the inputs of `kind` (and of the linears before it) over the whole calibration set.
+    Status tapInputs(const model::DecoderLayerWeights& w, int layer, model::LinearKind kind,
+                     const model::ActivationTap& tap)
+    {
+        using model::LinearKind;
+        if (kind == LinearKind::Qkv) return pass(w, layer, model::LayerBlock::Attention, kind, tap, true);
+        if (kind == LinearKind::O) {
+            const bool keep = opt.keepAttention;
+            if (keep) attn.resize(hidden.rows(), w.o.cols());
+            QB_TRY_STATUS(pass(
+                w, layer, model::LayerBlock::Attention, kind,
+                [&](int l, LinearKind k, const Eigen::Ref<const model::RowMatrix>& x) {
+                    if (keep && k == LinearKind::O) attn.middleRows(chunkRow, x.rows()) = x;
+                    tap(l, k, x);
+                },
+                true));
+            attnValid = keep;
+            return {};
+        }
+        QB_TRY_STATUS(finishAttention(w, layer));
+        return pass(w, layer, model::LayerBlock::Mlp, kind, tap, true);
+    }
+
+    // hidden += o(attention(...)) with the current (quantized) weights: from the kept attention
+    // output when there is one, else by running the attention block again.
+    Status finishAttention(const model::DecoderLayerWeights& w, int layer)
+    {
+        if (attentionDone) return {};
+        if (attnValid) {
+            const int L = calib.seqlen;
+            for (int b0 = 0; b0 < calib.count; b0 += opt.batch) {
+                if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(layer, "forward"));
+                const Eigen::Index r0 = Eigen::Index(b0) * L,
+                                   rows = Eigen::Index(std::min(opt.batch, calib.count - b0)) * L;
+                QB_TRY_STATUS(model::addAttentionOutput(base.config(), w, layer, attn.middleRows(r0, rows),
+                                                        hidden.middleRows(r0, rows), ws));
+            }
+        } else {
+            QB_TRY_STATUS(pass(w, layer, model::LayerBlock::Attention, std::nullopt, {}, false));
+        }
+        attentionDone = true;
+        return {};
+    }
+
+    // The fully quantized layer's output: the next layer's input, in hidden.
+    Status finishLayer(const model::DecoderLayerWeights& w, int layer)
+    {
+        QB_TRY_STATUS(finishAttention(w, layer));
+        QB_TRY_STATUS(pass(w, layer, model::LayerBlock::Mlp, std::nullopt, {}, true));
+        attentionDone = attnValid = false;
         return {};
     }
 };
@@ -191,10 +253,10 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 Status tapStatus;
                 if (ctx) ctx->setStep(std::int64_t(plan.tensors[active.front()].linear));
                 if (ctx) ctx->beginStage("hessian", calib.count, layerDetail(l, names));
-                QB_TRY_STATUS(run.pass(*w, l, false,
-                                       [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
-                                           if (which == kind && tapStatus.ok()) tapStatus = acc.addBatch(x);
-                                       }));
+                QB_TRY_STATUS(run.tapInputs(
+                    *w, l, kind, [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
+                        if (which == kind && tapStatus.ok()) tapStatus = acc.addBatch(x);
+                    }));
                 QB_TRY_STATUS(tapStatus);
                 res.seconds.hessian += secondsSince(t0);
                 const Eigen::MatrixXd& h = acc.hessian();
@@ -235,7 +297,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             t0 = Clock::now();
             if (ctx) ctx->setStep(kSteps - 1);
             if (ctx) ctx->beginStage("evaluate", calib.count, layerDetail(l, "output"));
-            QB_TRY_STATUS(run.pass(*w, l, true, {}));
+            QB_TRY_STATUS(run.finishLayer(*w, l));
             res.seconds.evaluate += secondsSince(t0);
             if (options.onLayerDone)
                 options.onLayerDone(l, std::vector<TensorReport>(
