@@ -552,10 +552,20 @@ private Q_SLOTS:
         QVERIFY2(worst <= kHessianF32Tol, qPrintable(QString::number(worst)));
     }
 
+    // The Hessian form sums tr(A H A^T) over column tiles of H's lower triangle (one tile below
+    // 128 columns, uneven tiles above): both forms agree whatever the tiling.
+    void relativeOutputErrorBothForms_data()
+    {
+        QTest::addColumn<int>("cols");
+        QTest::newRow("64 columns (one tile)") << 64;
+        QTest::newRow("203 columns (3 uneven tiles)") << 203;
+        QTest::newRow("1100 columns (16 tiles)") << 1100;
+    }
     void relativeOutputErrorBothForms()
     {
-        const MatrixXfR x = correlatedInputs(200, 64, 81u);
-        const MatrixXfR w = randomWeights(16, 64, 82u);
+        QFETCH(int, cols);
+        const MatrixXfR x = correlatedInputs(cols + 136, cols, 81u);
+        const MatrixXfR w = randomWeights(16, cols, 82u);
         auto q = quantizeRowsRtn(w, GridSpec{3, 32, false}, GridInit::MinMax);
         QVERIFY(q.ok());
         const double direct = relativeOutputError(w, q->dequantized, x);
