@@ -261,18 +261,20 @@ Status runLayerBlock(const ModelConfig& cfg, const DecoderLayerWeights& w, int l
     return {};
 }
 
-Status addAttentionOutput(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer,
-                          const Eigen::Ref<const RowMatrix>& attn, Eigen::Ref<RowMatrix> hidden, Workspace& ws)
+Status addBlockOutput(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, LayerBlock block,
+                      const Eigen::Ref<const RowMatrix>& input, Eigen::Ref<RowMatrix> hidden, Workspace& ws)
 {
     QB_TRY_STATUS(w.validate(cfg, layer));
-    if (attn.rows() != hidden.rows() || attn.cols() != w.o.cols() || hidden.cols() != cfg.hiddenSize)
+    const bool attention = block == LayerBlock::Attention;
+    const RowMatrix& weight = attention ? w.o : w.down;
+    if (input.rows() != hidden.rows() || input.cols() != weight.cols() || hidden.cols() != cfg.hiddenSize)
         return makeError(ErrorCode::Shape,
-                         "attention output [" + std::to_string(attn.rows()) + " x " + std::to_string(attn.cols()) +
-                             "] does not fit o_proj [" + std::to_string(w.o.rows()) + " x " +
-                             std::to_string(w.o.cols()) + "] and hidden [" + std::to_string(hidden.rows()) + " x " +
-                             std::to_string(hidden.cols()) + "]",
+                         std::string(attention ? "o_proj" : "down_proj") + " input [" + std::to_string(input.rows()) +
+                             " x " + std::to_string(input.cols()) + "] does not fit the weight [" +
+                             std::to_string(weight.rows()) + " x " + std::to_string(weight.cols()) + "] and hidden [" +
+                             std::to_string(hidden.rows()) + " x " + std::to_string(hidden.cols()) + "]",
                          "layer " + std::to_string(layer));
-    ForwardImpl::linear(attn, w.o, w.oBias, ws.m_proj);
+    ForwardImpl::linear(input, weight, attention ? w.oBias : w.downBias, ws.m_proj);
     hidden += ws.m_proj;
     return {};
 }

@@ -59,16 +59,15 @@ Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer,
 //   Mlp block:       hidden += down(silu(gate(x)) * up(x)), x = postNorm(hidden) taps GateUp, Down
 // and runLayer() is Attention then Mlp, with the same arithmetic. With stopAt (a kind of that
 // block) the block ends right after tapping stopAt's input: that linear, the rest of the block and
-// its residual add are skipped, and hidden is left untouched. After a stop at O, ws.m_attn holds
-// the attention output (the O input) until the workspace is used again.
+// its residual add are skipped, and hidden is left untouched.
 enum class LayerBlock { Attention, Mlp };
 Status runLayerBlock(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, LayerBlock block,
                      Eigen::Ref<RowMatrix> hidden, int seqLen, Workspace& ws, const ActivationTap& taps = {},
                      std::optional<LinearKind> stopAt = std::nullopt);
-// The rest of the Attention block given its O input attn [rows, heads·d] (e.g. kept from a run
-// stopped at O): hidden += o(attn).
-Status addAttentionOutput(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer,
-                          const Eigen::Ref<const RowMatrix>& attn, Eigen::Ref<RowMatrix> hidden, Workspace& ws);
+// The rest of a block given the input of its last linear, e.g. kept from a run stopped there:
+// Attention: hidden += o(input), input [rows, heads·d]; Mlp: hidden += down(input), [rows, I].
+Status addBlockOutput(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, LayerBlock block,
+                      const Eigen::Ref<const RowMatrix>& input, Eigen::Ref<RowMatrix> hidden, Workspace& ws);
 
 // embed() then runLayer() for every layer: hidden [B·T, K] after the last decoder layer.
 Status runDecoder(const Model& model, std::span<const std::int32_t> ids, int seqLen, RowMatrix& hidden, Workspace& ws,

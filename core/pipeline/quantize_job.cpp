@@ -33,9 +33,9 @@ std::string layerDetail(int layer, const std::string& what) { return "layer " + 
 // The calibration hidden states of the current layer and the partial layer runs over them. A
 // group's Hessian needs the layer only as far as that group's input (model::runLayerBlock stops
 // right after the tap): {q,k,v} needs the input norm, {o} the attention, {gate,up} and {down} the
-// MLP block on the post-attention residual. The O pass keeps the attention output, which depends
-// only on the already final q/k/v, so the residual hidden += o(attn) needs just the o GEMM once o
-// is solved; the attention runs once per layer.
+// MLP block on the post-attention residual. The o and down passes keep their tapped inputs (they
+// depend only on the groups before, already final), so that finishing a block once its last
+// linear is solved is one GEMM: the attention and the gate/up GEMMs run once per layer.
 struct Runner {
     const model::Model& base;
     const CalibrationSet& calib;
@@ -43,8 +43,10 @@ struct Runner {
     RunContext* ctx;
     model::Workspace ws;
     model::RowMatrix hidden; // [n·L, K]: the layer input, then (attentionDone) the post-attention residual
-    model::RowMatrix attn;   // [n·L, heads·d]: the O input of every window, when attnValid
-    bool attentionDone = false, attnValid = false;
+    // Kept inputs of o_proj [n·L, heads·d] and down_proj [n·L, I], by block; valid when kept[b].
+    std::array<model::RowMatrix, 2> inputs;
+    std::array<bool, 2> kept{false, false};
+    bool attentionDone = false;
     Eigen::Index chunkRow = 0; // first row of the chunk being run, for taps
 
     // Runs `block` of layer w over every chunk of hidden in place, or only up to the tap of stop's
@@ -70,40 +72,49 @@ struct Runner {
     {
         using model::LinearKind;
         if (kind == LinearKind::Qkv) return pass(w, layer, model::LayerBlock::Attention, kind, tap, true);
-        if (kind == LinearKind::O) {
-            const bool keep = opt.keepAttention;
-            if (keep) attn.resize(hidden.rows(), w.o.cols());
-            QB_TRY_STATUS(pass(
-                w, layer, model::LayerBlock::Attention, kind,
-                [&](int l, LinearKind k, const Eigen::Ref<const model::RowMatrix>& x) {
-                    if (keep && k == LinearKind::O) attn.middleRows(chunkRow, x.rows()) = x;
-                    tap(l, k, x);
-                },
-                true));
-            attnValid = keep;
-            return {};
-        }
-        QB_TRY_STATUS(finishAttention(w, layer));
-        return pass(w, layer, model::LayerBlock::Mlp, kind, tap, true);
+        const bool mlp = kind == LinearKind::GateUp || kind == LinearKind::Down;
+        const model::LayerBlock block = mlp ? model::LayerBlock::Mlp : model::LayerBlock::Attention;
+        if (mlp) QB_TRY_STATUS(finishAttention(w, layer));
+        if (kind == LinearKind::GateUp) return pass(w, layer, block, kind, tap, true);
+        // o or down: the input of the block's last linear, kept when it fits the limit.
+        const std::size_t b = std::size_t(block);
+        const Eigen::Index width = mlp ? w.down.cols() : w.o.cols();
+        const bool keep = double(hidden.rows()) * double(width) * sizeof(float) <= double(opt.keepInputsBytes);
+        if (keep) inputs[b].resize(hidden.rows(), width);
+        QB_TRY_STATUS(pass(
+            w, layer, block, kind,
+            [&](int l, LinearKind k, const Eigen::Ref<const model::RowMatrix>& x) {
+                if (keep && k == kind) inputs[b].middleRows(chunkRow, x.rows()) = x;
+                tap(l, k, x);
+            },
+            true));
+        kept[b] = keep;
+        return {};
     }
 
-    // hidden += o(attention(...)) with the current (quantized) weights: from the kept attention
-    // output when there is one, else by running the attention block again.
+    // Completes `block` on hidden with the current (quantized) weights: from its kept last input
+    // when there is one (one GEMM), else by running the block again.
+    Status finishBlock(const model::DecoderLayerWeights& w, int layer, model::LayerBlock block, bool advance)
+    {
+        const std::size_t b = std::size_t(block);
+        if (!kept[b]) return pass(w, layer, block, std::nullopt, {}, advance);
+        const int L = calib.seqlen;
+        for (int b0 = 0; b0 < calib.count; b0 += opt.batch) {
+            if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(layer, "forward"));
+            const int nb = std::min(opt.batch, calib.count - b0);
+            const Eigen::Index r0 = Eigen::Index(b0) * L, rows = Eigen::Index(nb) * L;
+            QB_TRY_STATUS(model::addBlockOutput(base.config(), w, layer, block, inputs[b].middleRows(r0, rows),
+                                                hidden.middleRows(r0, rows), ws));
+            if (ctx && advance) ctx->advance(nb);
+        }
+        kept[b] = false;
+        return {};
+    }
+
     Status finishAttention(const model::DecoderLayerWeights& w, int layer)
     {
         if (attentionDone) return {};
-        if (attnValid) {
-            const int L = calib.seqlen;
-            for (int b0 = 0; b0 < calib.count; b0 += opt.batch) {
-                if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(layer, "forward"));
-                const Eigen::Index r0 = Eigen::Index(b0) * L,
-                                   rows = Eigen::Index(std::min(opt.batch, calib.count - b0)) * L;
-                QB_TRY_STATUS(model::addAttentionOutput(base.config(), w, layer, attn.middleRows(r0, rows),
-                                                        hidden.middleRows(r0, rows), ws));
-            }
-        } else {
-            QB_TRY_STATUS(pass(w, layer, model::LayerBlock::Attention, std::nullopt, {}, false));
-        }
+        QB_TRY_STATUS(finishBlock(w, layer, model::LayerBlock::Attention, false));
         attentionDone = true;
         return {};
     }
@@ -112,8 +123,8 @@ struct Runner {
     Status finishLayer(const model::DecoderLayerWeights& w, int layer)
     {
         QB_TRY_STATUS(finishAttention(w, layer));
-        QB_TRY_STATUS(pass(w, layer, model::LayerBlock::Mlp, std::nullopt, {}, true));
-        attentionDone = attnValid = false;
+        QB_TRY_STATUS(finishBlock(w, layer, model::LayerBlock::Mlp, true));
+        attentionDone = false;
         return {};
     }
 };

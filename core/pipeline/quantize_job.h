@@ -8,12 +8,12 @@
 //   2. for each sublayer group in order {q, k, v}, {o}, {gate, up}, {down}: the layer, whose
 //      earlier groups are already replaced by their quantized values, runs over the calibration
 //      hidden states as far as the group's input (model::runLayerBlock's stop), with an activation
-//      tap accumulating the group's input Hessian H ("hessian"); the attention output tapped for o
-//      is kept, so that the residual after o and the MLP passes do not run the attention again;
+//      tap accumulating the group's input Hessian H ("hessian"); the inputs tapped for o and down
+//      are kept (keepInputsBytes), so that finishing each block is one GEMM, not a second run;
 //      every tensor of the group is quantized with its plan settings: NeUQI's up-front scale search
 //      ("search", neuqi only) and the RTN/GPTQ solve ("solve"), cancel polled between column blocks;
-//   3. the rest of the fully quantized layer runs over the hidden states, producing the next
-//      layer's inputs ("evaluate"); the quantized weights are moved into the output model and the
+//   3. the rest of the fully quantized layer (down_proj on its kept input) runs over the hidden
+//      states, producing the next layer's inputs ("evaluate"); the quantized weights are moved into the output model and the
 //      F32 layer freed.
 // The taps see the same inputs as a full layer run with the same weights (the arithmetic of each
 // block is runLayer's), so this is the reference's true-sequential order with less forward work.
@@ -26,8 +26,9 @@
 // proxy loss 1/2 tr(dW H dW^T) with H = (2/N) X^T X undamped, the same for every method (the
 // solver's own GPTQ proxy stays in QuantizedRows::proxyLoss).
 // Memory: resident are the current layer's F32 weights (one DecoderLayerWeights), the calibration
-// hidden states [n·L, K] F32, the kept attention output [n·L, heads·d] F32 (keepAttention), one
-// Hessian (in x in double) and the forward workspace for `batch` windows; plus what the result keeps: the fake-quantized model (F32, when
+// hidden states [n·L, K] F32, the kept o_proj and down_proj inputs [n·L, heads·d] and [n·L, I] F32
+// (each up to keepInputsBytes), one Hessian (in x in double) and the forward workspace for `batch`
+// windows; plus what the result keeps: the fake-quantized model (F32, when
 // keepModel) and the codes/scales/zeros per tensor (when keepCodes; their `dequantized` matrix is
 // dropped, rebuild it with quant::dequantizeRowsUniform).
 // Threading: runs on the calling thread; the forward pass and Eigen GEMMs use the OpenMP team
@@ -60,9 +61,10 @@ struct QuantizeJobOptions {
     int threads = 0;       // > 0: model::setNumThreads
     bool keepModel = true; // build the fake-quantized model copy
     bool keepCodes = true; // keep QuantizedRows (codes, scales, zeros, g_idx) per tensor
-    // Keep the o_proj input of every window from the o Hessian pass for the residual and the MLP
-    // passes (one more [n·L, heads·d] F32 buffer); false runs the attention again instead.
-    bool keepAttention = true;
+    // The o_proj and down_proj inputs of every window are kept from their Hessian passes (F32
+    // [n·L, heads·d] and [n·L, I]) so that the attention and the gate/up GEMMs run once per layer;
+    // an input larger than this many bytes is not kept, and its block runs again instead.
+    std::int64_t keepInputsBytes = std::int64_t(2) << 30;
     LayerLoader loader; // empty: the default described above
     // Called on the job's thread after layer `layer` is fully quantized, with its reports (plan
     // order). The receiver must not block (the GUI forwards it over a queued signal).

@@ -138,7 +138,7 @@ private Q_SLOTS:
     }
 
     // runLayerBlock stopped at a tap sees the same input as a full runLayer, leaves hidden as it
-    // was, and Attention + Mlp (or the kept O input + addAttentionOutput) is runLayer; also on a
+    // was, and Attention + Mlp (or a kept O/down input + addBlockOutput) is runLayer; also on a
     // block of rows of a larger matrix (the quantize job's chunks, no copy).
     void partialLayerRunsMatchFullRuns_data()
     {
@@ -181,12 +181,11 @@ private Q_SLOTS:
             QVERIFY(h == input);
             QVERIFY(close(part[std::size_t(stop)], full[std::size_t(stop)]));
             QCOMPARE(part[std::size_t(LinearKind::GateUp)].size(), Eigen::Index(0));
-            if (stop == LinearKind::O) QVERIFY(close(ws.m_attn, full[std::size_t(LinearKind::O)]));
         }
-        // The kept o input + addAttentionOutput == the whole attention block.
+        // The kept o input + addBlockOutput == the whole attention block.
         RowMatrix afterAttn = input, viaKept = input;
         QVERIFY(runLayerBlock(c, w, 1, LayerBlock::Attention, afterAttn, T, ws).ok());
-        QVERIFY(addAttentionOutput(c, w, 1, full[std::size_t(LinearKind::O)], viaKept, ws).ok());
+        QVERIFY(addBlockOutput(c, w, 1, LayerBlock::Attention, full[std::size_t(LinearKind::O)], viaKept, ws).ok());
         QVERIFY(close(viaKept, afterAttn));
         // MLP block from the post-attention residual, stopped at gate/up and at down, then whole.
         for (LinearKind stop : {LinearKind::GateUp, LinearKind::Down}) {
@@ -198,6 +197,9 @@ private Q_SLOTS:
         }
         RowMatrix h = afterAttn;
         QVERIFY(runLayerBlock(c, w, 1, LayerBlock::Mlp, h, T, ws).ok());
+        QVERIFY(close(h, out));
+        h = afterAttn; // the kept down input + addBlockOutput == the whole MLP block
+        QVERIFY(addBlockOutput(c, w, 1, LayerBlock::Mlp, full[std::size_t(LinearKind::Down)], h, ws).ok());
         QVERIFY(close(h, out));
 
         // On windows 1..2 of the matrix in place: the other rows stay, these match (batch
@@ -220,7 +222,9 @@ private Q_SLOTS:
         QVERIFY(!r.ok());
         QCOMPARE(r.error().code, ErrorCode::InvalidArgument);
         QVERIFY(bad == input);
-        QCOMPARE(addAttentionOutput(c, w, 1, input.topRows(T), bad, ws).error().code, ErrorCode::Shape);
+        QCOMPARE(addBlockOutput(c, w, 1, LayerBlock::Attention, input.topRows(T), bad, ws).error().code,
+                 ErrorCode::Shape);
+        QCOMPARE(addBlockOutput(c, w, 1, LayerBlock::Mlp, input, bad, ws).error().code, ErrorCode::Shape);
     }
 
     void swappedLayerIsUsed()

@@ -249,25 +249,25 @@ private Q_SLOTS:
     }
 
     // True-sequential with partial layer runs (the job stops each pass at the tapped input and
-    // keeps the attention output): every tensor's reported error matches its input recomputed by a
-    // full forward pass of the quantized layers before it (a group's input does not depend on the
-    // groups after it, so the fully quantized layer taps them all), with or without the kept
-    // attention, and with a last chunk shorter than the batch.
+    // keeps the o and down inputs): every tensor's reported error matches its input recomputed by
+    // a full forward pass of the quantized layers before it (a group's input does not depend on
+    // the groups after it, so the fully quantized layer taps them all), with or without the kept
+    // inputs, and with a last chunk shorter than the batch.
     void everyGroupSeesQuantizedEarlierGroups_data()
     {
-        QTest::addColumn<bool>("keepAttention");
-        QTest::newRow("attention output kept") << true;
-        QTest::newRow("attention run again") << false;
+        QTest::addColumn<bool>("keepInputs");
+        QTest::newRow("o and down inputs kept") << true;
+        QTest::newRow("blocks run again") << false;
     }
     void everyGroupSeesQuantizedEarlierGroups()
     {
-        QFETCH(bool, keepAttention);
+        QFETCH(bool, keepInputs);
         auto base = qbtest::syntheticModel(2);
         const auto calib = qbtest::syntheticCalibration(5);
         const auto plan = resolve(pipeline::uniformQuantPlan(quant::Method::Gptq, 2, 16), base->config());
         pipeline::QuantizeJobOptions o;
         o.batch = 2; // chunks of 2, 2, 1 windows
-        o.keepAttention = keepAttention;
+        o.keepInputsBytes = keepInputs ? std::int64_t(1) << 30 : 0;
         auto r = pipeline::runQuantize(*base, nullptr, plan, calib, o);
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
         model::RowMatrix hidden;
@@ -290,8 +290,8 @@ private Q_SLOTS:
                          qPrintable(QString("%1: %2 vs %3").arg(name.c_str()).arg(got).arg(want)));
             }
         }
-        if (keepAttention) return;
-        o.keepAttention = true;
+        if (keepInputs) return;
+        o.keepInputsBytes = std::int64_t(1) << 30;
         auto kept = pipeline::runQuantize(*base, nullptr, plan, calib, o);
         QVERIFY(kept.ok());
         for (int l = 0; l < 2; ++l)
