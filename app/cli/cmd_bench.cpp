@@ -29,7 +29,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -107,6 +109,37 @@ MethodRun quantizeOnce(const std::string& modelPath, const std::string& calibPat
     return r;
 }
 
+// Forks; the child runs body(write end of a pipe), then exits 0 unless body exits first. The
+// parent gets the child's pid and all it wrote; nullopt when the pipe or the fork failed.
+struct ChildOutput {
+    pid_t pid = 0;
+    std::string data;
+};
+std::optional<ChildOutput> runChild(const std::function<void(int fd)>& body)
+{
+    int fd[2];
+    if (pipe(fd) != 0) return std::nullopt;
+    std::cout << std::flush;
+    const pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return std::nullopt;
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        body(fd[1]);
+        _exit(0);
+    }
+    close(fd[1]);
+    ChildOutput out{pid, {}};
+    char buf[4096];
+    for (ssize_t k; (k = read(fd[0], buf, sizeof buf)) > 0;)
+        out.data.append(buf, std::size_t(k));
+    close(fd[0]);
+    return out;
+}
+
 // Runs quantizeOnce in a forked child (nothing OpenMP has run in the parent yet) and reads the
 // figures back over a pipe.
 MethodRun quantizeInChild(const std::string& modelPath, const std::string& calibPath, const std::string& method,
@@ -114,31 +147,19 @@ MethodRun quantizeInChild(const std::string& modelPath, const std::string& calib
 {
     MethodRun r;
     r.method = method;
-    int fd[2];
-    if (pipe(fd) != 0) return r.error = "pipe failed", r;
-    std::cout << std::flush;
-    const pid_t pid = fork();
-    if (pid < 0) return r.error = "fork failed", r;
-    if (pid == 0) {
-        close(fd[0]);
+    const auto child = runChild([&](int fd) {
         const MethodRun c = quantizeOnce(modelPath, calibPath, method, co, bits, group, threads);
         char buf[1024];
         const int len = std::snprintf(buf, sizeof buf, "%.9g %.9g %.9g %.9g %.9g %.9g %.6g\n%s", c.calibrate, c.hessian,
                                       c.search, c.solve, c.evaluate, c.total, c.rssMiB, c.error.c_str());
-        const ssize_t ignored = write(fd[1], buf, std::size_t(std::clamp(len, 0, int(sizeof buf) - 1)));
+        const ssize_t ignored = write(fd, buf, std::size_t(std::clamp(len, 0, int(sizeof buf) - 1)));
         (void)ignored;
-        close(fd[1]);
-        _exit(0);
-    }
-    close(fd[1]);
-    std::string data;
-    char buf[512];
-    for (ssize_t k; (k = read(fd[0], buf, sizeof buf)) > 0;)
-        data.append(buf, std::size_t(k));
-    close(fd[0]);
+        close(fd);
+    });
+    if (!child) return r.error = "pipe or fork failed", r;
     int status = 0;
-    waitpid(pid, &status, 0);
-    std::istringstream in(data);
+    waitpid(child->pid, &status, 0);
+    std::istringstream in(child->data);
     if (!(in >> r.calibrate >> r.hessian >> r.search >> r.solve >> r.evaluate >> r.total >> r.rssMiB))
         return r.error = "child failed (status " + std::to_string(status) + ")", r;
     std::string rest;
@@ -163,15 +184,9 @@ ReferenceRun runReferenceProcess(const std::vector<std::string>& argv,
                                  const std::vector<std::pair<std::string, std::string>>& env)
 {
     ReferenceRun r;
-    int fd[2];
-    if (pipe(fd) != 0) return r.error = "pipe failed", r;
-    std::cout << std::flush;
-    const pid_t pid = fork();
-    if (pid < 0) return r.error = "fork failed", r;
-    if (pid == 0) {
-        close(fd[0]);
-        dup2(fd[1], STDOUT_FILENO);
-        close(fd[1]);
+    const auto child = runChild([&](int fd) {
+        dup2(fd, STDOUT_FILENO);
+        close(fd);
         for (const auto& [k, v] : env)
             setenv(k.c_str(), v.c_str(), 1);
         std::vector<char*> args;
@@ -180,19 +195,20 @@ ReferenceRun runReferenceProcess(const std::vector<std::string>& argv,
         args.push_back(nullptr);
         execv(args[0], args.data());
         _exit(127);
-    }
-    close(fd[1]);
-    std::string out;
-    char buf[4096];
-    for (ssize_t k; (k = read(fd[0], buf, sizeof buf)) > 0;)
-        out.append(buf, std::size_t(k));
-    close(fd[0]);
+    });
+    if (!child) return r.error = "pipe or fork failed", r;
+    const std::string& out = child->data;
     int status = 0;
     rusage ru{};
-    wait4(pid, &status, 0, &ru);
+    wait4(child->pid, &status, 0, &ru);
     r.rssMiB = double(ru.ru_maxrss) / 1024.0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return r.error = argv[0] + " " + argv[1] + " failed (status " + std::to_string(status) + ")", r;
+        return r.error = argv[0] + " " + argv[1] + " failed (" +
+                         (WIFEXITED(status) ? "exit code " + std::to_string(WEXITSTATUS(status)) +
+                                                  (WEXITSTATUS(status) == 127 ? ": could not be started" : "")
+                                            : "signal " + std::to_string(WTERMSIG(status))) +
+                         ")",
+               r;
     std::string line;
     std::istringstream lines(out);
     for (std::string l; std::getline(lines, l);)
