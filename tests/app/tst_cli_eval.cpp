@@ -73,30 +73,6 @@ private Q_SLOTS:
         QVERIFY(t.out.contains("tokens/s") && t.out.contains("peak resident memory"));
     }
 
-    // bench --quantize --reference: ours and the PyTorch reference pipeline on the same token ids
-    // (kept with --save-ids), both wall times and the ratio; needs Debian's python3-torch.
-    void cliBenchQuantizeAgainstTheReference()
-    {
-        const qbtest::CliRun usage =
-            qbtest::runCli({"bench", qbtest::demo(), "--quantize", "--reference", "--methods", "rtn"});
-        QCOMPARE(usage.code, 2);
-        QProcess torch;
-        torch.start(QStringLiteral("/usr/bin/python3"), {QStringLiteral("-c"), QStringLiteral("import torch")});
-        if (!torch.waitForFinished(60000) || torch.exitStatus() != QProcess::NormalExit || torch.exitCode() != 0)
-            QSKIP("/usr/bin/python3 has no torch (apt-get install python3-torch)");
-        QTemporaryDir dir;
-        const QString ids = dir.filePath(QStringLiteral("ids.i32"));
-        const qbtest::CliRun r = qbtest::runCli({"bench", qbtest::demo(), "--quantize", "--reference", "--nsamples",
-                                                 "2", "--seqlen", "32", "--threads", "1", "--save-ids", ids, "--json"});
-        QVERIFY2(r.code == 0, r.err.constData());
-        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
-        const QJsonObject ref = o.value("reference").toObject();
-        QVERIFY2(ref.value("total").toDouble() > 0 && ref.value("forward").toDouble() > 0, r.out.constData());
-        QVERIFY(o.value("methods").toArray().at(0).toObject().value("total").toDouble() > 0);
-        QVERIFY(o.value("ratio").toDouble() > 0);
-        QCOMPARE(QFileInfo(ids).size(), qint64(2 * 32 * sizeof(std::int32_t)));
-    }
-
     // An export scored against its original: the Q8_0 GGUF's KL is small but not zero; the model
     // against itself gives zero and full top-token agreement.
     void cliEvalAgainstAReference()
@@ -121,6 +97,30 @@ private Q_SLOTS:
             {"eval", qbtest::demo(), "--text", qbtest::demo("/eval.txt"), "--reference", "/nonexistent"});
         QCOMPARE(missing.code, 1);
         QVERIFY(missing.err.contains("reference"));
+    }
+
+    // bench --quantize --reference: ours and the PyTorch reference pipeline on the same token ids
+    // (kept with --save-ids), both wall times and the ratio; needs Debian's python3-torch.
+    void cliBenchQuantizeAgainstTheReference()
+    {
+        const qbtest::CliRun usage =
+            qbtest::runCli({"bench", qbtest::demo(), "--quantize", "--reference", "--methods", "rtn"});
+        QCOMPARE(usage.code, 2);
+        QProcess torch;
+        torch.start(QStringLiteral("/usr/bin/python3"), {QStringLiteral("-c"), QStringLiteral("import torch")});
+        if (!torch.waitForFinished(60000) || torch.exitStatus() != QProcess::NormalExit || torch.exitCode() != 0)
+            QSKIP("/usr/bin/python3 has no torch (apt-get install python3-torch)");
+        QTemporaryDir dir;
+        const QString ids = dir.filePath(QStringLiteral("ids.i32"));
+        const qbtest::CliRun r = qbtest::runCli({"bench", qbtest::demo(), "--quantize", "--reference", "--nsamples",
+                                                 "2", "--seqlen", "32", "--threads", "1", "--save-ids", ids, "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
+        const QJsonObject ref = o.value("reference").toObject();
+        QVERIFY2(ref.value("total").toDouble() > 0 && ref.value("forward").toDouble() > 0, r.out.constData());
+        QVERIFY(o.value("methods").toArray().at(0).toObject().value("total").toDouble() > 0);
+        QVERIFY(o.value("ratio").toDouble() > 0);
+        QCOMPARE(QFileInfo(ids).size(), qint64(2 * 32 * sizeof(std::int32_t)));
     }
 };
 
