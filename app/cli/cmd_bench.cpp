@@ -1,11 +1,15 @@
 // quantbench-cli bench: prefill throughput of the F32 forward pass and peak resident memory;
 // --quantize: per-method quantization stage timings and peak memory (issue 4 item 7);
+// --quantize --reference: our GPTQ pipeline against the PyTorch reference (IST-DASLab
+// llama_sequential, tests/quant/bench/gptq_reference.py) on the same model, calibration token ids,
+// threads, bits and group, side by side, with the wall-time ratio (issue 12 item 3);
 // --gptq-synthetic: the GPTQ solve alone on random shapes (compare tests/quant/bench/gptq_reference.py).
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
 #include "eval/perplexity.h"
 #include "io/checkpoint.h"
+#include "io/json_value.h"
 #include "model/forward.h"
 #include "io/tokenizer.h"
 #include "pipeline/calibration.h"
@@ -16,6 +20,7 @@
 #include "quant/gptq.h"
 
 #include <sys/resource.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,9 +29,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <sstream>
+#include <thread>
 
 namespace {
 
@@ -101,6 +109,37 @@ MethodRun quantizeOnce(const std::string& modelPath, const std::string& calibPat
     return r;
 }
 
+// Forks; the child runs body(write end of a pipe), then exits 0 unless body exits first. The
+// parent gets the child's pid and all it wrote; nullopt when the pipe or the fork failed.
+struct ChildOutput {
+    pid_t pid = 0;
+    std::string data;
+};
+std::optional<ChildOutput> runChild(const std::function<void(int fd)>& body)
+{
+    int fd[2];
+    if (pipe(fd) != 0) return std::nullopt;
+    std::cout << std::flush;
+    const pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return std::nullopt;
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        body(fd[1]);
+        _exit(0);
+    }
+    close(fd[1]);
+    ChildOutput out{pid, {}};
+    char buf[4096];
+    for (ssize_t k; (k = read(fd[0], buf, sizeof buf)) > 0;)
+        out.data.append(buf, std::size_t(k));
+    close(fd[0]);
+    return out;
+}
+
 // Runs quantizeOnce in a forked child (nothing OpenMP has run in the parent yet) and reads the
 // figures back over a pipe.
 MethodRun quantizeInChild(const std::string& modelPath, const std::string& calibPath, const std::string& method,
@@ -108,37 +147,105 @@ MethodRun quantizeInChild(const std::string& modelPath, const std::string& calib
 {
     MethodRun r;
     r.method = method;
-    int fd[2];
-    if (pipe(fd) != 0) return r.error = "pipe failed", r;
-    std::cout << std::flush;
-    const pid_t pid = fork();
-    if (pid < 0) return r.error = "fork failed", r;
-    if (pid == 0) {
-        close(fd[0]);
+    const auto child = runChild([&](int fd) {
         const MethodRun c = quantizeOnce(modelPath, calibPath, method, co, bits, group, threads);
         char buf[1024];
         const int len = std::snprintf(buf, sizeof buf, "%.9g %.9g %.9g %.9g %.9g %.9g %.6g\n%s", c.calibrate, c.hessian,
                                       c.search, c.solve, c.evaluate, c.total, c.rssMiB, c.error.c_str());
-        const ssize_t ignored = write(fd[1], buf, std::size_t(std::clamp(len, 0, int(sizeof buf) - 1)));
+        const ssize_t ignored = write(fd, buf, std::size_t(std::clamp(len, 0, int(sizeof buf) - 1)));
         (void)ignored;
-        close(fd[1]);
-        _exit(0);
-    }
-    close(fd[1]);
-    std::string data;
-    char buf[512];
-    for (ssize_t k; (k = read(fd[0], buf, sizeof buf)) > 0;)
-        data.append(buf, std::size_t(k));
-    close(fd[0]);
+        close(fd);
+    });
+    if (!child) return r.error = "pipe or fork failed", r;
     int status = 0;
-    waitpid(pid, &status, 0);
-    std::istringstream in(data);
+    waitpid(child->pid, &status, 0);
+    std::istringstream in(child->data);
     if (!(in >> r.calibrate >> r.hessian >> r.search >> r.solve >> r.evaluate >> r.total >> r.rssMiB))
         return r.error = "child failed (status " + std::to_string(status) + ")", r;
     std::string rest;
     std::getline(in, rest);
     std::getline(in, r.error);
     return r;
+}
+
+// The reference driver's figures (seconds; peak RSS of the Python process from wait4).
+struct ReferenceRun {
+    double embed = 0, forward = 0, solve = 0, output = 0, total = 0, rssMiB = 0;
+    std::string torch, error;
+};
+
+#ifndef QB_REFERENCE_SCRIPT
+#define QB_REFERENCE_SCRIPT "tests/quant/bench/gptq_reference.py"
+#endif
+
+// Runs argv (argv[0] a path) with `env` added, reads its stdout, and parses the last line that
+// holds a JSON object; stderr passes through.
+ReferenceRun runReferenceProcess(const std::vector<std::string>& argv,
+                                 const std::vector<std::pair<std::string, std::string>>& env)
+{
+    ReferenceRun r;
+    const auto child = runChild([&](int fd) {
+        dup2(fd, STDOUT_FILENO);
+        close(fd);
+        for (const auto& [k, v] : env)
+            setenv(k.c_str(), v.c_str(), 1);
+        std::vector<char*> args;
+        for (const std::string& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        execv(args[0], args.data());
+        _exit(127);
+    });
+    if (!child) return r.error = "pipe or fork failed", r;
+    const std::string& out = child->data;
+    int status = 0;
+    rusage ru{};
+    wait4(child->pid, &status, 0, &ru);
+    r.rssMiB = double(ru.ru_maxrss) / 1024.0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return r.error = argv[0] + " " + argv[1] + " failed (" +
+                         (WIFEXITED(status) ? "exit code " + std::to_string(WEXITSTATUS(status)) +
+                                                  (WEXITSTATUS(status) == 127 ? ": could not be started" : "")
+                                            : "signal " + std::to_string(WTERMSIG(status))) +
+                         ")",
+               r;
+    std::string line;
+    std::istringstream lines(out);
+    for (std::string l; std::getline(lines, l);)
+        if (!l.empty() && l.front() == '{') line = l;
+    auto json = qb::io::parseJson(line, "reference output");
+    if (!json || !json->isObject()) return r.error = "no JSON line in the reference output: " + out, r;
+    auto number = [&](const char* key) {
+        const qb::io::JsonValue* v = json->find(key);
+        return v && v->isNumber() ? v->asNumber() : 0.0;
+    };
+    r.embed = number("embed");
+    r.forward = number("forward");
+    r.solve = number("solve");
+    r.output = number("output");
+    r.total = number("total");
+    if (const qb::io::JsonValue* t = json->find("torch"); t && t->isString()) r.torch = t->asString();
+    return r;
+}
+
+// Writes the calibration token ids as little-endian int32, window-major (the reference's --ids).
+bool writeTokenIds(const std::string& path, const std::vector<std::int32_t>& ids)
+{
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(ids.data()), std::streamsize(ids.size() * sizeof(std::int32_t)));
+    return bool(f);
+}
+
+// Builds the calibration set the quantize run uses (the same function and options, so the same
+// windows) for the reference.
+qb::Result<qb::pipeline::CalibrationSet> benchCalibration(const std::string& modelPath, const std::string& calibPath,
+                                                          const qb::pipeline::CalibrationOptions& co)
+{
+    using namespace qb;
+    QB_TRY(ck, io::openCheckpoint(modelPath));
+    QB_TRY(tok, io::Tokenizer::fromFile(ck->tokenizerPath));
+    QB_TRY(text, pipeline::readTextFile(calibPath));
+    return pipeline::buildCalibrationSet(*tok, *text, co, nullptr, calibPath);
 }
 
 int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
@@ -161,7 +268,10 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
     const int repeat = int(args.intValue("repeat", 1, 1, 100));
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (group == 0) return cli::fail(cmd, "--group must be positive (or -1 for per channel)", 2);
-    const auto methods = splitList(args.value("methods", "rtn,gptq,neuqi"));
+    const bool reference = args.has("reference");
+    const auto methods = splitList(args.value("methods", reference ? "gptq" : "rtn,gptq,neuqi"));
+    if (reference && methods != std::vector<std::string>{"gptq"})
+        return cli::fail(cmd, "--reference compares GPTQ only (drop --methods or give --methods gptq)", 2);
     std::vector<MethodRun> runs;
     for (const std::string& m : methods) {
         MethodRun best;
@@ -182,6 +292,47 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
         }
         runs.push_back(best);
     }
+    ReferenceRun ref;
+    if (reference) {
+        std::filesystem::path dir(modelPath);
+        if (!std::filesystem::is_directory(dir)) dir = dir.parent_path();
+        if (!std::filesystem::exists(dir / "config.json"))
+            return cli::fail(cmd, "--reference needs a Hugging Face model folder (config.json + safetensors)");
+        auto calib = benchCalibration(modelPath, calibPath, co);
+        if (!calib) return cli::fail(cmd, calib.error().toString());
+        const std::string ids = args.value("save-ids", (std::filesystem::temp_directory_path() /
+                                                        ("quantbench-bench-ids-" + std::to_string(getpid()) + ".i32"))
+                                                           .string());
+        if (!writeTokenIds(ids, calib->ids)) return cli::fail(cmd, "cannot write " + ids);
+        const int refThreads = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+        std::vector<std::string> argv = {args.value("python", "/usr/bin/python3"),
+                                         args.value("reference-script", QB_REFERENCE_SCRIPT),
+                                         "--model",
+                                         dir.string(),
+                                         "--ids",
+                                         ids,
+                                         "--seqlen",
+                                         std::to_string(co.seqlen),
+                                         "--threads",
+                                         std::to_string(refThreads),
+                                         "--bits",
+                                         std::to_string(bits),
+                                         "--group",
+                                         std::to_string(group)};
+        // torch's own threads follow --threads; a BLAS with its own pool must too.
+        std::vector<std::pair<std::string, std::string>> env = {{"OPENBLAS_NUM_THREADS", std::to_string(refThreads)},
+                                                                {"OMP_NUM_THREADS", std::to_string(refThreads)}};
+        if (auto blas = args.value("reference-blas")) env.emplace_back("LD_LIBRARY_PATH", *blas);
+        for (int i = 0; i < repeat; ++i) {
+            ReferenceRun r = runReferenceProcess(argv, env);
+            if (!r.error.empty()) {
+                if (!args.has("save-ids")) std::filesystem::remove(ids);
+                return cli::fail(cmd, "reference: " + r.error);
+            }
+            if (i == 0 || r.total < ref.total) ref = r;
+        }
+        if (!args.has("save-ids")) std::filesystem::remove(ids);
+    }
     char buf[512];
     if (args.has("json")) {
         std::cout << "{\"bits\":" << bits << ",\"group\":" << group << ",\"threads\":" << threads
@@ -196,7 +347,16 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
                           r.total, r.rssMiB);
             std::cout << buf;
         }
-        std::cout << "]}\n" << std::flush;
+        std::cout << "]";
+        if (reference) {
+            std::snprintf(buf, sizeof buf,
+                          ",\"reference\":{\"torch\":\"%s\",\"embed\":%.4f,\"forward\":%.4f,\"solve\":%.4f,"
+                          "\"output\":%.4f,\"total\":%.4f,\"peak_rss_mib\":%.1f},\"ratio\":%.4f",
+                          ref.torch.c_str(), ref.embed, ref.forward, ref.solve, ref.output, ref.total, ref.rssMiB,
+                          ref.total > 0 ? runs.front().total / ref.total : 0.0);
+            std::cout << buf;
+        }
+        std::cout << "}\n" << std::flush;
         return 0;
     }
     std::printf("quantize bench: %d bits, group %d, %d x %d calibration tokens, threads %s, min of %d run(s)\n", bits,
@@ -208,6 +368,20 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
                     r.search, r.solve, r.evaluate, r.total, r.rssMiB);
     std::printf("seconds per stage; peak RSS = VmHWM of a fresh child process per method run (model load,\n"
                 "calibration set and quantization; the parent does not count)\n");
+    if (reference) {
+        const MethodRun& ours = runs.front();
+        std::printf("\nreference: IST-DASLab llama_sequential (true-sequential), torch %s, same token ids\n",
+                    ref.torch.c_str());
+        std::printf("%-10s %10s %10s %10s %10s %14s\n", "engine", "forward", "solve", "output", "total",
+                    "peak RSS MiB");
+        std::printf("%-10s %10.4f %10.4f %10.4f %10.4f %14.1f\n", "ours", ours.calibrate + ours.hessian,
+                    ours.search + ours.solve, ours.evaluate, ours.total, ours.rssMiB);
+        std::printf("%-10s %10.4f %10.4f %10.4f %10.4f %14.1f\n", "reference", ref.embed + ref.forward, ref.solve,
+                    ref.output, ref.total, ref.rssMiB);
+        std::printf("ours / reference wall time: %.3f  (forward = embed + Hessian passes; output = the last pass\n"
+                    "per layer; ours includes loading each layer from the checkpoint, the reference excludes it)\n",
+                    ref.total > 0 ? ours.total / ref.total : 0.0);
+    }
     std::fflush(stdout);
     return 0;
 }
@@ -265,8 +439,8 @@ int runBench(const std::vector<std::string>& argv)
     const char* cmd = "bench";
     cli::CliArgs args(argv,
                       {"ctx", "threads", "windows", "batch", "calib", "nsamples", "seqlen", "methods", "bits", "group",
-                       "repeat", "gptq-synthetic"},
-                      {"json", "quantize", "no-act-order"});
+                       "repeat", "gptq-synthetic", "python", "reference-script", "reference-blas", "save-ids"},
+                      {"json", "quantize", "no-act-order", "reference"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
@@ -328,11 +502,20 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "Usage: quantbench-cli bench MODEL [--ctx 256] [--threads N] [--windows N] [--batch N] [--json]\n"
                "       quantbench-cli bench MODEL --quantize [--calib FILE] [--nsamples 128] [--seqlen 256]\n"
                "         [--methods rtn,gptq,neuqi] [--bits 3] [--group 128] [--threads N] [--repeat 1] [--json]\n"
+               "       quantbench-cli bench MODEL --quantize --reference [--reference-blas DIR] [--python PATH]\n"
+               "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
                "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
                "         [--no-act-order] [--repeat 3]\n"
                "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
                "               hessian (forward + X^T X), search (NeUQI), solve, evaluate, total, and the\n"
                "               child's peak RSS (VmHWM); min over --repeat; calib default: calib.txt beside MODEL\n"
+               "  --reference  also run the PyTorch reference GPTQ pipeline (IST-DASLab llama_sequential with\n"
+               "               true-sequential, tests/quant/bench/gptq_reference.py) on the same model folder,\n"
+               "               calibration token ids, threads, bits and group; prints both wall times and\n"
+               "               ours / reference. --reference-blas DIR: LD_LIBRARY_PATH for the reference\n"
+               "               only (Debian's torch calls the reference BLAS; e.g. an extracted OpenBLAS);\n"
+               "               --python (default /usr/bin/python3); --save-ids FILE keeps the token ids\n"
+               "               (int32, window-major)\n"
                "  --gptq-synthetic  the GPTQ solve alone on random W and H of the given shapes\n"
                "  MODEL        model directory or file\n"
                "  --ctx N      tokens per window (default 256)\n"

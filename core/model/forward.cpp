@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <optional>
+#include <string>
 
 namespace qb::model {
 
@@ -152,19 +154,22 @@ struct ForwardImpl {
         }
     }
 
-    static void linear(const RowMatrix& x, const RowMatrix& w, const RowVector& bias, RowMatrix& out)
+    static void linear(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, const RowVector& bias, RowMatrix& out)
     {
         out.resize(x.rows(), w.rows());
         out.noalias() = x * w.transpose();
         if (bias.size() > 0) out.rowwise() += bias;
     }
 
-    static void layer(const ModelConfig& cfg, const DecoderLayerWeights& w, int l, RowMatrix& hidden, int T,
-                      Workspace& ws, const ActivationTap& taps)
+    // Attention block: hidden += o(attention(rope(q, k, v)(norm(hidden)))); ends right after the
+    // tap of `stop`'s input (hidden untouched) when stop is Qkv or O.
+    static void attentionBlock(const ModelConfig& cfg, const DecoderLayerWeights& w, int l,
+                               Eigen::Ref<RowMatrix> hidden, int T, Workspace& ws, const ActivationTap& taps,
+                               std::optional<LinearKind> stop)
     {
-        const double eps = cfg.rmsNormEps;
-        rmsNorm(hidden, w.inputNorm, eps, ws.m_x);
+        rmsNorm(hidden, w.inputNorm, cfg.rmsNormEps, ws.m_x);
         if (taps) taps(l, LinearKind::Qkv, ws.m_x);
+        if (stop == LinearKind::Qkv) return;
         linear(ws.m_x, w.q, w.qBias, ws.m_q);
         linear(ws.m_x, w.k, w.kBias, ws.m_k);
         linear(ws.m_x, w.v, w.vBias, ws.m_v);
@@ -173,11 +178,19 @@ struct ForwardImpl {
         rope(ws.m_k, int(cfg.numKeyValueHeads), int(cfg.headDim), T, ws);
         attention(cfg, T, ws);
         if (taps) taps(l, LinearKind::O, ws.m_attn);
+        if (stop == LinearKind::O) return;
         linear(ws.m_attn, w.o, w.oBias, ws.m_proj);
         hidden += ws.m_proj;
+    }
 
-        rmsNorm(hidden, w.postNorm, eps, ws.m_x);
+    // MLP block: hidden += down(silu(gate(x)) * up(x)), x = norm(hidden); ends right after the tap
+    // of `stop`'s input (hidden untouched) when stop is GateUp or Down.
+    static void mlpBlock(const ModelConfig& cfg, const DecoderLayerWeights& w, int l, Eigen::Ref<RowMatrix> hidden,
+                         Workspace& ws, const ActivationTap& taps, std::optional<LinearKind> stop)
+    {
+        rmsNorm(hidden, w.postNorm, cfg.rmsNormEps, ws.m_x);
         if (taps) taps(l, LinearKind::GateUp, ws.m_x);
+        if (stop == LinearKind::GateUp) return;
         linear(ws.m_x, w.gate, w.gateBias, ws.m_gate);
         linear(ws.m_x, w.up, w.upBias, ws.m_up);
         const Eigen::Index n = ws.m_gate.rows();
@@ -189,6 +202,7 @@ struct ForwardImpl {
                 g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
         }
         if (taps) taps(l, LinearKind::Down, ws.m_gate);
+        if (stop == LinearKind::Down) return;
         linear(ws.m_gate, w.down, w.downBias, ws.m_proj);
         hidden += ws.m_proj;
     }
@@ -209,7 +223,7 @@ Status embed(const Model& model, std::span<const std::int32_t> ids, RowMatrix& h
     return {};
 }
 
-static Status checkRows(const RowMatrix& hidden, int seqLen, Eigen::Index width)
+static Status checkRows(const Eigen::Ref<const RowMatrix>& hidden, int seqLen, Eigen::Index width)
 {
     if (seqLen <= 0 || hidden.rows() % seqLen != 0)
         return makeError(ErrorCode::Shape, "hidden rows " + std::to_string(hidden.rows()) +
@@ -220,12 +234,48 @@ static Status checkRows(const RowMatrix& hidden, int seqLen, Eigen::Index width)
     return {};
 }
 
-Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, RowMatrix& hidden, int seqLen,
-                Workspace& ws, const ActivationTap& taps)
+Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, Eigen::Ref<RowMatrix> hidden,
+                int seqLen, Workspace& ws, const ActivationTap& taps)
 {
     QB_TRY_STATUS(checkRows(hidden, seqLen, cfg.hiddenSize));
     QB_TRY_STATUS(w.validate(cfg, layer));
-    ForwardImpl::layer(cfg, w, layer, hidden, seqLen, ws, taps);
+    ForwardImpl::attentionBlock(cfg, w, layer, hidden, seqLen, ws, taps, std::nullopt);
+    ForwardImpl::mlpBlock(cfg, w, layer, hidden, ws, taps, std::nullopt);
+    return {};
+}
+
+Status runLayerBlock(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, LayerBlock block,
+                     Eigen::Ref<RowMatrix> hidden, int seqLen, Workspace& ws, const ActivationTap& taps,
+                     std::optional<LinearKind> stopAt)
+{
+    QB_TRY_STATUS(checkRows(hidden, seqLen, cfg.hiddenSize));
+    QB_TRY_STATUS(w.validate(cfg, layer));
+    const bool attention = block == LayerBlock::Attention;
+    if (stopAt && (*stopAt == LinearKind::Qkv || *stopAt == LinearKind::O) != attention)
+        return makeError(ErrorCode::InvalidArgument,
+                         std::string("the ") + linearKindName(*stopAt) + " input is not in the " +
+                             (attention ? "attention" : "MLP") + " block",
+                         "layer " + std::to_string(layer));
+    if (attention) ForwardImpl::attentionBlock(cfg, w, layer, hidden, seqLen, ws, taps, stopAt);
+    else ForwardImpl::mlpBlock(cfg, w, layer, hidden, ws, taps, stopAt);
+    return {};
+}
+
+Status addBlockOutput(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, LayerBlock block,
+                      const Eigen::Ref<const RowMatrix>& input, Eigen::Ref<RowMatrix> hidden, Workspace& ws)
+{
+    QB_TRY_STATUS(w.validate(cfg, layer));
+    const bool attention = block == LayerBlock::Attention;
+    const RowMatrix& weight = attention ? w.o : w.down;
+    if (input.rows() != hidden.rows() || input.cols() != weight.cols() || hidden.cols() != cfg.hiddenSize)
+        return makeError(ErrorCode::Shape,
+                         std::string(attention ? "o_proj" : "down_proj") + " input [" + std::to_string(input.rows()) +
+                             " x " + std::to_string(input.cols()) + "] does not fit the weight [" +
+                             std::to_string(weight.rows()) + " x " + std::to_string(weight.cols()) + "] and hidden [" +
+                             std::to_string(hidden.rows()) + " x " + std::to_string(hidden.cols()) + "]",
+                         "layer " + std::to_string(layer));
+    ForwardImpl::linear(input, weight, attention ? w.oBias : w.downBias, ws.m_proj);
+    hidden += ws.m_proj;
     return {};
 }
 

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -47,9 +48,26 @@ Status embed(const Model& model, std::span<const std::int32_t> ids, RowMatrix& h
 // Runs decoder layer `layer` of `model` in place on hidden ([B·T, K], T = seqLen).
 Status runLayer(const Model& model, int layer, RowMatrix& hidden, int seqLen, Workspace& ws,
                 const ActivationTap& taps = {});
-// Same with explicit weights (e.g. a quantized substitute not installed in a Model).
-Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, RowMatrix& hidden, int seqLen,
-                Workspace& ws, const ActivationTap& taps = {});
+// Same with explicit weights (e.g. a quantized substitute not installed in a Model); hidden may be
+// a block of rows of a larger matrix (whole windows), updated in place without a copy.
+Status runLayer(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, Eigen::Ref<RowMatrix> hidden,
+                int seqLen, Workspace& ws, const ActivationTap& taps = {});
+
+// Partial layer runs, for true-sequential quantization, where each linear's input must be computed
+// with the earlier linears already replaced, and nothing past it is needed. A decoder layer is
+//   Attention block: hidden += o(attention(rope(q, k, v)(inputNorm(hidden))))   taps Qkv, O
+//   Mlp block:       hidden += down(silu(gate(x)) * up(x)), x = postNorm(hidden) taps GateUp, Down
+// and runLayer() is Attention then Mlp, with the same arithmetic. With stopAt (a kind of that
+// block) the block ends right after tapping stopAt's input: that linear, the rest of the block and
+// its residual add are skipped, and hidden is left untouched.
+enum class LayerBlock { Attention, Mlp };
+Status runLayerBlock(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, LayerBlock block,
+                     Eigen::Ref<RowMatrix> hidden, int seqLen, Workspace& ws, const ActivationTap& taps = {},
+                     std::optional<LinearKind> stopAt = std::nullopt);
+// The rest of a block given the input of its last linear, e.g. kept from a run stopped there:
+// Attention: hidden += o(input), input [rows, heads·d]; Mlp: hidden += down(input), [rows, I].
+Status addBlockOutput(const ModelConfig& cfg, const DecoderLayerWeights& w, int layer, LayerBlock block,
+                      const Eigen::Ref<const RowMatrix>& input, Eigen::Ref<RowMatrix> hidden, Workspace& ws);
 
 // embed() then runLayer() for every layer: hidden [B·T, K] after the last decoder layer.
 Status runDecoder(const Model& model, std::span<const std::int32_t> ids, int seqLen, RowMatrix& hidden, Workspace& ws,

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <chrono>
+#include <optional>
 
 namespace qb::pipeline {
 
@@ -31,29 +32,101 @@ constexpr std::array<int, 4> kGroupSizes{3, 1, 2, 1};
 
 std::string layerDetail(int layer, const std::string& what) { return "layer " + std::to_string(layer) + " " + what; }
 
+// The calibration hidden states of the current layer and the partial layer runs over them. A
+// group's Hessian needs the layer only as far as that group's input (model::runLayerBlock stops
+// right after the tap): {q,k,v} needs the input norm, {o} the attention, {gate,up} and {down} the
+// MLP block on the post-attention residual. The o and down passes keep their tapped inputs (they
+// depend only on the groups before, already final), so that finishing a block once its last
+// linear is solved is one GEMM: the attention and the gate/up GEMMs run once per layer.
 struct Runner {
     const model::Model& base;
     const CalibrationSet& calib;
     const QuantizeJobOptions& opt;
     RunContext* ctx;
     model::Workspace ws;
-    model::RowMatrix hidden, chunk;
+    model::RowMatrix hidden; // [n·L, K]: the layer input, then (attentionDone) the post-attention residual
+    // Kept inputs of o_proj [n·L, heads·d] and down_proj [n·L, I], by block; valid when kept[b].
+    std::array<model::RowMatrix, 2> inputs;
+    std::array<bool, 2> kept{false, false};
+    bool attentionDone = false;
+    Eigen::Index chunkRow = 0; // first row of the chunk being run, for taps
 
-    int chunks() const { return (calib.count + opt.batch - 1) / opt.batch; }
-
-    // Runs layer weights w over every chunk of hidden; writeBack stores the outputs in hidden.
-    Status pass(const model::DecoderLayerWeights& w, int layer, bool writeBack, const model::ActivationTap& tap)
+    // Runs `block` of layer w over every chunk of hidden in place, or only up to the tap of stop's
+    // input (hidden untouched). Progress advances by windows when `advance` is set.
+    Status pass(const model::DecoderLayerWeights& w, int layer, model::LayerBlock block,
+                std::optional<model::LinearKind> stop, const model::ActivationTap& tap, bool advance)
     {
         const int L = calib.seqlen;
         for (int b0 = 0; b0 < calib.count; b0 += opt.batch) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(layer, "forward"));
             const int nb = std::min(opt.batch, calib.count - b0);
-            const Eigen::Index r0 = Eigen::Index(b0) * L, rows = Eigen::Index(nb) * L;
-            chunk = hidden.middleRows(r0, rows);
-            QB_TRY_STATUS(model::runLayer(base.config(), w, layer, chunk, L, ws, tap));
-            if (writeBack) hidden.middleRows(r0, rows) = chunk;
-            if (ctx) ctx->advance(nb);
+            chunkRow = Eigen::Index(b0) * L;
+            QB_TRY_STATUS(model::runLayerBlock(base.config(), w, layer, block,
+                                               hidden.middleRows(chunkRow, Eigen::Index(nb) * L), L, ws, tap, stop));
+            if (ctx && advance) ctx->advance(nb);
         }
+        return {};
+    }
+
+    // Taps the inputs of `kind` (and of the linears before it) over the whole calibration set.
+    Status tapInputs(const model::DecoderLayerWeights& w, int layer, model::LinearKind kind,
+                     const model::ActivationTap& tap)
+    {
+        using model::LinearKind;
+        if (kind == LinearKind::Qkv) return pass(w, layer, model::LayerBlock::Attention, kind, tap, true);
+        const bool mlp = kind == LinearKind::GateUp || kind == LinearKind::Down;
+        const model::LayerBlock block = mlp ? model::LayerBlock::Mlp : model::LayerBlock::Attention;
+        if (mlp) QB_TRY_STATUS(finishAttention(w, layer));
+        if (kind == LinearKind::GateUp) return pass(w, layer, block, kind, tap, true);
+        // o or down: the input of the block's last linear, kept when it fits the limit.
+        const std::size_t b = std::size_t(block);
+        const Eigen::Index width = mlp ? w.down.cols() : w.o.cols();
+        const bool keep = double(hidden.rows()) * double(width) * sizeof(float) <= double(opt.keepInputsBytes);
+        if (keep) inputs[b].resize(hidden.rows(), width);
+        QB_TRY_STATUS(pass(
+            w, layer, block, kind,
+            [&](int l, LinearKind k, const Eigen::Ref<const model::RowMatrix>& x) {
+                if (keep && k == kind) inputs[b].middleRows(chunkRow, x.rows()) = x;
+                tap(l, k, x);
+            },
+            true));
+        kept[b] = keep;
+        return {};
+    }
+
+    // Completes `block` on hidden with the current (quantized) weights: from its kept last input
+    // when there is one (one GEMM), else by running the block again.
+    Status finishBlock(const model::DecoderLayerWeights& w, int layer, model::LayerBlock block, bool advance)
+    {
+        const std::size_t b = std::size_t(block);
+        if (!kept[b]) return pass(w, layer, block, std::nullopt, {}, advance);
+        const int L = calib.seqlen;
+        for (int b0 = 0; b0 < calib.count; b0 += opt.batch) {
+            if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(layer, "forward"));
+            const int nb = std::min(opt.batch, calib.count - b0);
+            const Eigen::Index r0 = Eigen::Index(b0) * L, rows = Eigen::Index(nb) * L;
+            QB_TRY_STATUS(model::addBlockOutput(base.config(), w, layer, block, inputs[b].middleRows(r0, rows),
+                                                hidden.middleRows(r0, rows), ws));
+            if (ctx && advance) ctx->advance(nb);
+        }
+        kept[b] = false;
+        return {};
+    }
+
+    Status finishAttention(const model::DecoderLayerWeights& w, int layer)
+    {
+        if (attentionDone) return {};
+        QB_TRY_STATUS(finishBlock(w, layer, model::LayerBlock::Attention, false));
+        attentionDone = true;
+        return {};
+    }
+
+    // The fully quantized layer's output: the next layer's input, in hidden.
+    Status finishLayer(const model::DecoderLayerWeights& w, int layer)
+    {
+        QB_TRY_STATUS(finishAttention(w, layer));
+        QB_TRY_STATUS(finishBlock(w, layer, model::LayerBlock::Mlp, true));
+        attentionDone = false;
         return {};
     }
 };
@@ -246,10 +319,10 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 Status tapStatus;
                 if (ctx) ctx->setStep(std::int64_t(plan.tensors[active.front()].linear));
                 if (ctx) ctx->beginStage("hessian", calib.count, layerDetail(l, names));
-                QB_TRY_STATUS(run.pass(*w, l, false,
-                                       [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
-                                           if (which == kind && tapStatus.ok()) tapStatus = acc.addBatch(x);
-                                       }));
+                QB_TRY_STATUS(run.tapInputs(
+                    *w, l, kind, [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
+                        if (which == kind && tapStatus.ok()) tapStatus = acc.addBatch(x);
+                    }));
                 QB_TRY_STATUS(tapStatus);
                 res.seconds.hessian += secondsSince(t0);
                 const Eigen::MatrixXd& h = acc.hessian();
@@ -290,7 +363,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             t0 = Clock::now();
             if (ctx) ctx->setStep(kSteps - 1);
             if (ctx) ctx->beginStage("evaluate", calib.count, layerDetail(l, "output"));
-            QB_TRY_STATUS(run.pass(*w, l, true, {}));
+            QB_TRY_STATUS(run.finishLayer(*w, l));
             res.seconds.evaluate += secondsSince(t0);
             if (options.onLayerDone)
                 options.onLayerDone(l, std::vector<TensorReport>(

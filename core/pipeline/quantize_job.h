@@ -7,11 +7,16 @@
 //      layer when it is loaded, else io via loadDecoderLayer), one layer at a time;
 //   2. for each sublayer group in order {q, k, v}, {o}, {gate, up}, {down}: the layer, whose
 //      earlier groups are already replaced by their quantized values, runs over the calibration
-//      hidden states with an activation tap accumulating the group's input Hessian H ("hessian");
+//      hidden states as far as the group's input (model::runLayerBlock's stop), with an activation
+//      tap accumulating the group's input Hessian H ("hessian"); the inputs tapped for o and down
+//      are kept (keepInputsBytes), so that finishing each block is one GEMM, not a second run;
 //      every tensor of the group is quantized with its plan settings: NeUQI's up-front scale search
 //      ("search", neuqi only) and the RTN/GPTQ solve ("solve"), cancel polled between column blocks;
-//   3. the fully quantized layer runs over the hidden states, producing the next layer's inputs
-//      ("evaluate"); the quantized weights are moved into the output model and the F32 layer freed.
+//   3. the rest of the fully quantized layer (down_proj on its kept input) runs over the hidden
+//      states, producing the next layer's inputs ("evaluate"); the quantized weights are moved into the output model and the
+//      F32 layer freed.
+// The taps see the same inputs as a full layer run with the same weights (the arithmetic of each
+// block is runLayer's), so this is the reference's true-sequential order with less forward work.
 // Progress: part "layer" l of n in 8 steps (step k = linear k's Hessian and solve, step 7 = the
 // output pass), so RunContext's overall fraction moves smoothly; details read "layer N <tensor>"
 // for people (e.g. "layer 3 mlp.down_proj"; hessian passes name the group's tensors joined by '+'). Cancel returns ErrorCode::Cancelled; the base model and
@@ -23,8 +28,9 @@
 // With storage targets (GGUF or gptq) the fake-quantized model's embedding and head are stored in
 // the plan's embed/head types too (fakeQuantizeGgml), as the export writes them.
 // Memory: resident are the current layer's F32 weights (one DecoderLayerWeights), the calibration
-// hidden states [n·L, K] F32 plus one chunk's copy, one Hessian (in x in double) and the forward
-// workspace for `batch` windows; plus what the result keeps: the fake-quantized model (F32, when
+// hidden states [n·L, K] F32, the kept o_proj and down_proj inputs [n·L, heads·d] and [n·L, I] F32
+// (each up to keepInputsBytes), one Hessian (in x in double) and the forward workspace for `batch`
+// windows; plus what the result keeps: the fake-quantized model (F32, when
 // keepModel) and the codes/scales/zeros per tensor (when keepCodes; their `dequantized` matrix is
 // dropped, rebuild it with quant::dequantizeRowsUniform).
 // Threading: runs on the calling thread; the forward pass and Eigen GEMMs use the OpenMP team
@@ -57,7 +63,11 @@ struct QuantizeJobOptions {
     int threads = 0;       // > 0: model::setNumThreads
     bool keepModel = true; // build the fake-quantized model copy
     bool keepCodes = true; // keep QuantizedRows (codes, scales, zeros, g_idx) per tensor
-    LayerLoader loader;    // empty: the default described above
+    // The o_proj and down_proj inputs of every window are kept from their Hessian passes (F32
+    // [n·L, heads·d] and [n·L, I]) so that the attention and the gate/up GEMMs run once per layer;
+    // an input larger than this many bytes is not kept, and its block runs again instead.
+    std::int64_t keepInputsBytes = std::int64_t(2) << 30;
+    LayerLoader loader; // empty: the default described above
     // Called on the job's thread after layer `layer` is fully quantized, with its reports (plan
     // order). The receiver must not block (the GUI forwards it over a queued signal).
     std::function<void(int layer, const std::vector<TensorReport>& reports)> onLayerDone;

@@ -4,7 +4,7 @@
 // What: relative output error ||(W - Q) X^T||_F / ||W X^T||_F from the inputs X, or the same
 // quantity through the Hessian proxy: sqrt(tr(dW H dW^T) / tr(W H W^T)) (equal when H = X^T X / N
 // up to the common factor; the square root makes both a ratio of norms).
-// Threading: pure functions, single-threaded. Layout: W, Q row-major [out x in]; X row-major
+// Threading: pure functions; their GEMMs run on Eigen's OpenMP team. Layout: W, Q row-major [out x in]; X row-major
 // [tokens x in]; H [in x in]. Accumulation in double. Returns 0 when the reference output is 0
 // and the error is 0, +inf when only the reference is 0.
 

@@ -145,7 +145,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     std::iota(perm.begin(), perm.end(), 0);
     if (opts.actOrder) std::stable_sort(perm.begin(), perm.end(), [&hd](int a, int b) { return hd(a, a) > hd(b, b); });
 
-    // Damping and the inverse factor: H + lambda I -> chol -> inverse -> upper chol of H^-1.
+    // Damping and the inverse factor: the upper Cholesky factor of (H + lambda I)^-1 (hessian.h).
     const Eigen::VectorXd diag = hd.diagonal();
     const double lambda = hessianDampingLambda(diag, opts.damping);
     Eigen::MatrixXd hp(n, n);
@@ -159,12 +159,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         dampTotal += lambda;
         Eigen::MatrixXd damped = hp;
         damped.diagonal().array() += dampTotal;
-        Eigen::LLT<Eigen::MatrixXd> llt(damped);
-        if (llt.info() != Eigen::Success) continue;
-        Eigen::MatrixXd hinv = llt.solve(Eigen::MatrixXd::Identity(n, n));
-        Eigen::LLT<Eigen::MatrixXd> llt2(hinv);
-        if (llt2.info() != Eigen::Success || !hinv.allFinite()) continue;
-        u = llt2.matrixU();
+        if (!upperCholeskyOfInverse(damped, u)) continue;
         out.dampingRetries = attempt;
         factored = u.allFinite() && (u.diagonal().array() > 0.0).all();
     }

@@ -1,5 +1,7 @@
 #include "quant/hessian.h"
 
+#include <Eigen/Cholesky>
+
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -16,23 +18,96 @@ void HessianAccumulator::reset()
     m_samples = 0;
 }
 
+namespace {
+
+Status checkWidth(Eigen::Index got, Eigen::Index want)
+{
+    if (got == want) return {};
+    return makeError(ErrorCode::Shape, "calibration batch width does not match the layer input",
+                     "expected " + std::to_string(want) + " columns, got " + std::to_string(got));
+}
+
+} // namespace
+
 Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXfR> x)
 {
-    const MatrixXdR xd = x.cast<double>();
-    return addBatch(xd);
+    QB_TRY_STATUS(checkWidth(x.cols(), m_h.cols()));
+    if (x.rows() == 0) return {};
+    const Eigen::Index n = m_h.cols();
+    const std::int64_t total = m_samples + x.rows();
+    m_h *= double(m_samples) / double(total);
+    const double scale = m_factor / double(total);
+    // Lower triangle in column tiles: tile [j, j + w) is the float GEMM X[:, j:]^T X[:, j:j+w] over
+    // at most kHessianF32Rows rows, added into the double H. Tiles are general GEMMs (Eigen's
+    // OpenMP-parallel kernel) and skip most of the upper triangle: (tiles + 1) / (2 tiles) of the
+    // full product's work.
+    const Eigen::Index tiles = std::min<Eigen::Index>(kHessianF32Tiles, std::max<Eigen::Index>(1, n / 64));
+    const Eigen::Index width = (n + tiles - 1) / tiles;
+    for (Eigen::Index r0 = 0; r0 < x.rows(); r0 += kHessianF32Rows) {
+        const Eigen::Index rows = std::min<Eigen::Index>(kHessianF32Rows, x.rows() - r0);
+        for (Eigen::Index j = 0; j < n; j += width) {
+            const Eigen::Index w = std::min(width, n - j);
+            m_tile.resize(n - j, w);
+            m_tile.noalias() = x.block(r0, j, rows, n - j).transpose() * x.block(r0, j, rows, w);
+            m_h.block(j, j, n - j, w) += scale * m_tile.cast<double>();
+        }
+    }
+    m_h.triangularView<Eigen::StrictlyUpper>() = m_h.transpose();
+    m_samples = total;
+    return {};
 }
 
 Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXdR> x)
 {
-    if (x.cols() != m_h.cols())
-        return makeError(ErrorCode::Shape, "calibration batch width does not match the layer input",
-                         "expected " + std::to_string(m_h.cols()) + " columns, got " + std::to_string(x.cols()));
+    QB_TRY_STATUS(checkWidth(x.cols(), m_h.cols()));
     if (x.rows() == 0) return {};
     const std::int64_t total = m_samples + x.rows();
     m_h *= double(m_samples) / double(total);
     m_h.noalias() += (m_factor / double(total)) * (x.transpose() * x);
     m_samples = total;
     return {};
+}
+
+namespace {
+
+// l <- l^-1 for a lower-triangular l (the strict upper part is ignored and left as is). Recursive
+// on [A 0; B C]: B <- -C^-1 B A^-1 with two triangular solves, then A and C; n^3 / 3 flops.
+void invertLowerInPlace(Eigen::Ref<Eigen::MatrixXd> l)
+{
+    const Eigen::Index n = l.rows();
+    if (n <= 32) {
+        for (Eigen::Index j = 0; j < n; ++j) { // column j of the inverse by forward substitution
+            l(j, j) = 1.0 / l(j, j);
+            for (Eigen::Index i = j + 1; i < n; ++i) {
+                double s = 0.0;
+                for (Eigen::Index k = j; k < i; ++k)
+                    s += l(i, k) * l(k, j);
+                l(i, j) = -s / l(i, i);
+            }
+        }
+        return;
+    }
+    const Eigen::Index n1 = n / 2, n2 = n - n1;
+    auto b = l.bottomLeftCorner(n2, n1);
+    l.bottomRightCorner(n2, n2).triangularView<Eigen::Lower>().solveInPlace(b);
+    l.topLeftCorner(n1, n1).triangularView<Eigen::Lower>().template solveInPlace<Eigen::OnTheRight>(b);
+    b = -b;
+    invertLowerInPlace(l.topLeftCorner(n1, n1));
+    invertLowerInPlace(l.bottomRightCorner(n2, n2));
+}
+
+} // namespace
+
+bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXd> a, Eigen::MatrixXd& u)
+{
+    if (a.rows() != a.cols()) return false;
+    Eigen::MatrixXd r = a.reverse();                // J A J
+    Eigen::LLT<Eigen::Ref<Eigen::MatrixXd>> llt(r); // in place: L in the lower triangle
+    if (llt.info() != Eigen::Success) return false;
+    invertLowerInPlace(r);
+    r.triangularView<Eigen::StrictlyUpper>().setZero();
+    u = r.reverse(); // J L^-1 J: upper triangular
+    return u.allFinite();
 }
 
 double hessianDampingLambda(const Eigen::Ref<const Eigen::VectorXd>& diag, double damping)

@@ -8,6 +8,7 @@ Used by resources/demo/train.py and tests/model/fixtures/make_fixtures.py.
 """
 import json
 import math
+import os
 import struct
 
 import numpy as np
@@ -156,16 +157,35 @@ def state_dict_for_export(model):
     return sd
 
 
-def write_safetensors(path, tensors):
-    """tensors: name -> float32 torch tensor. All F32, so order is by name (FORMATS §1.5)."""
-    names = sorted(tensors)
+# safetensors dtype -> (bytes per element, numpy little-endian storage type); BF16 is stored as
+# the upper 16 bits of an f32 (FORMATS.md §1.3) and widened by a shift.
+_ST_DTYPES = {"F32": (4, "<f4"), "F16": (2, "<f2"), "BF16": (2, "<u2")}
+_ST_ORDER = {"F32": 0, "BF16": 1, "F16": 2}  # the reference writer's order: widest dtype first
+
+
+def _to_storage(t, dtype):
+    t = t.detach().contiguous()
+    if dtype == "F32":
+        return t.to(torch.float32).numpy().astype("<f4", copy=False).tobytes(order="C")
+    if dtype == "F16":
+        return t.to(torch.float16).numpy().astype("<f2", copy=False).tobytes(order="C")
+    if dtype == "BF16":
+        return t.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2", copy=False).tobytes(order="C")
+    raise ValueError("unsupported safetensors dtype " + dtype)
+
+
+def write_safetensors(path, tensors, dtype="F32"):
+    """tensors: name -> float torch tensor, stored as dtype (F32, F16 or BF16) except that a
+    name -> (tensor, dtype) pair overrides it; order by dtype, then name (FORMATS §1.5)."""
+    items = {n: (v if isinstance(v, tuple) else (v, dtype)) for n, v in tensors.items()}
+    names = sorted(items, key=lambda n: (_ST_ORDER[items[n][1]], n))
     header = {"__metadata__": {"format": "pt"}}
     off = 0
     blobs = []
     for n in names:
-        a = tensors[n].numpy().astype("<f4", copy=False)
-        b = a.tobytes(order="C")
-        header[n] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        t, dt = items[n]
+        b = _to_storage(t, dt)
+        header[n] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
         off += len(b)
         blobs.append(b)
     hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -178,6 +198,7 @@ def write_safetensors(path, tensors):
 
 
 def read_safetensors(path):
+    """name -> float32 torch tensor for F32, F16 and BF16 tensors."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -187,8 +208,35 @@ def read_safetensors(path):
         if k == "__metadata__":
             continue
         a, b = v["data_offsets"]
-        out[k] = torch.from_numpy(np.frombuffer(buf[a:b], dtype="<f4").reshape(v["shape"]).copy())
+        size, np_type = _ST_DTYPES[v["dtype"]]
+        arr = np.frombuffer(buf[a:b], dtype=np_type).reshape(v["shape"])
+        if v["dtype"] == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[k] = torch.from_numpy(arr.astype(np.float32))
     return out
+
+
+def read_checkpoint(model_dir):
+    """All tensors of a model folder as float32: model.safetensors or the sharded form (§1.6)."""
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if not os.path.exists(index):
+        return read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    with open(index) as f:
+        shards = sorted(set(json.load(f)["weight_map"].values()))
+    out = {}
+    for s in shards:
+        out.update(read_safetensors(os.path.join(model_dir, s)))
+    return out
+
+
+def config_from_hf(hf):
+    """The cfg dict the model classes take, from a config.json (head_dim defaults to K / H)."""
+    cfg = dict(hf)
+    cfg.setdefault("head_dim", hf["hidden_size"] // hf["num_attention_heads"])
+    cfg.setdefault("num_key_value_heads", hf["num_attention_heads"])
+    if cfg.get("head_dim") is None:
+        cfg["head_dim"] = hf["hidden_size"] // hf["num_attention_heads"]
+    return cfg
 
 
 def hf_config(cfg):

@@ -1,15 +1,20 @@
 // quantbench-cli eval and bench on the bundled demo model: JSON output against the golden
-// perplexity, a clear one-line error for a text shorter than a window, usage errors, bench output.
+// perplexity, a clear one-line error for a text shorter than a window, usage errors, bench output
+// (and bench --quantize --reference against the PyTorch reference where python3-torch is installed).
 
 #include "cli_runner.h"
 #include "model_test_util.h"
 
+#include <QFileInfo>
+#include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
+#include <QProcess>
 #include <QTemporaryDir>
 #include <QTest>
 
 #include <cmath>
+#include <cstdint>
 
 namespace {
 constexpr double kPplRelTolerance = 5e-4; // 0.05 %
@@ -120,6 +125,30 @@ private Q_SLOTS:
             {"eval", qbtest::demo(), "--text", qbtest::demo("/eval.txt"), "--reference", "/nonexistent"});
         QCOMPARE(missing.code, 1);
         QVERIFY(missing.err.contains("reference"));
+    }
+
+    // bench --quantize --reference: ours and the PyTorch reference pipeline on the same token ids
+    // (kept with --save-ids), both wall times and the ratio; needs Debian's python3-torch.
+    void cliBenchQuantizeAgainstTheReference()
+    {
+        const qbtest::CliRun usage =
+            qbtest::runCli({"bench", qbtest::demo(), "--quantize", "--reference", "--methods", "rtn"});
+        QCOMPARE(usage.code, 2);
+        QProcess torch;
+        torch.start(QStringLiteral("/usr/bin/python3"), {QStringLiteral("-c"), QStringLiteral("import torch")});
+        if (!torch.waitForFinished(60000) || torch.exitStatus() != QProcess::NormalExit || torch.exitCode() != 0)
+            QSKIP("/usr/bin/python3 has no torch (apt-get install python3-torch)");
+        QTemporaryDir dir;
+        const QString ids = dir.filePath(QStringLiteral("ids.i32"));
+        const qbtest::CliRun r = qbtest::runCli({"bench", qbtest::demo(), "--quantize", "--reference", "--nsamples",
+                                                 "2", "--seqlen", "32", "--threads", "1", "--save-ids", ids, "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
+        const QJsonObject ref = o.value("reference").toObject();
+        QVERIFY2(ref.value("total").toDouble() > 0 && ref.value("forward").toDouble() > 0, r.out.constData());
+        QVERIFY(o.value("methods").toArray().at(0).toObject().value("total").toDouble() > 0);
+        QVERIFY(o.value("ratio").toDouble() > 0);
+        QCOMPARE(QFileInfo(ids).size(), qint64(2 * 32 * sizeof(std::int32_t)));
     }
 };
 

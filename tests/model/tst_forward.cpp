@@ -7,6 +7,7 @@
 
 #include <QTest>
 
+#include <array>
 #include <cmath>
 
 using namespace qb;
@@ -134,6 +135,96 @@ private Q_SLOTS:
                 const double want = row(ids[std::size_t(b * T + t + 1)]) - lse;
                 QVERIFY(std::abs(lp[std::size_t(b * (T - 1 - T / 2) + t - T / 2)] - want) < 1e-5);
             }
+    }
+
+    // runLayerBlock stopped at a tap sees the same input as a full runLayer, leaves hidden as it
+    // was, and Attention + Mlp (or a kept O/down input + addBlockOutput) is runLayer; also on a
+    // block of rows of a larger matrix (the quantize job's chunks, no copy).
+    void partialLayerRunsMatchFullRuns_data()
+    {
+        QTest::addColumn<QString>("name");
+        QTest::newRow("GQA llama") << "llama_gqa";
+        QTest::newRow("Qwen2 q/k/v biases") << "qwen2_bias";
+        QTest::newRow("llama3 rope, attention/mlp biases") << "llama3_rope";
+    }
+    void partialLayerRunsMatchFullRuns()
+    {
+        QFETCH(QString, name);
+        auto m = qbtest::loadModelDir(qbtest::fixtureDir(name.toStdString()));
+        QVERIFY(m);
+        const ModelConfig& c = m->config();
+        const int T = 6, B = 3;
+        std::vector<std::int32_t> ids(std::size_t(B * T));
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            ids[i] = std::int32_t((i * 7 + 3) % std::size_t(c.vocabSize));
+        Workspace ws;
+        RowMatrix input;
+        QVERIFY(embed(*m, ids, input).ok());
+        QVERIFY(runLayer(*m, 0, input, T, ws).ok()); // layer 1's input: not just embeddings
+        const DecoderLayerWeights& w = *m->layer(1);
+        std::array<RowMatrix, 4> full; // inputs by LinearKind of a full run
+        auto capture = [](std::array<RowMatrix, 4>& into) {
+            return [&into](int, LinearKind k, const Eigen::Ref<const RowMatrix>& x) { into[std::size_t(k)] = x; };
+        };
+        RowMatrix out = input;
+        QVERIFY(runLayer(c, w, 1, out, T, ws, capture(full)).ok());
+        auto close = [](const RowMatrix& a, const RowMatrix& b) {
+            return a.rows() == b.rows() && a.cols() == b.cols() &&
+                   (a - b).cwiseAbs().maxCoeff() <= 1e-6f * std::max(1.0f, b.cwiseAbs().maxCoeff());
+        };
+
+        // Attention block stopped at q/k/v and at o: taps as the full run, hidden untouched.
+        for (LinearKind stop : {LinearKind::Qkv, LinearKind::O}) {
+            std::array<RowMatrix, 4> part;
+            RowMatrix h = input;
+            QVERIFY(runLayerBlock(c, w, 1, LayerBlock::Attention, h, T, ws, capture(part), stop).ok());
+            QVERIFY(h == input);
+            QVERIFY(close(part[std::size_t(stop)], full[std::size_t(stop)]));
+            QCOMPARE(part[std::size_t(LinearKind::GateUp)].size(), Eigen::Index(0));
+        }
+        // The kept o input + addBlockOutput == the whole attention block.
+        RowMatrix afterAttn = input, viaKept = input;
+        QVERIFY(runLayerBlock(c, w, 1, LayerBlock::Attention, afterAttn, T, ws).ok());
+        QVERIFY(addBlockOutput(c, w, 1, LayerBlock::Attention, full[std::size_t(LinearKind::O)], viaKept, ws).ok());
+        QVERIFY(close(viaKept, afterAttn));
+        // MLP block from the post-attention residual, stopped at gate/up and at down, then whole.
+        for (LinearKind stop : {LinearKind::GateUp, LinearKind::Down}) {
+            std::array<RowMatrix, 4> part;
+            RowMatrix h = afterAttn;
+            QVERIFY(runLayerBlock(c, w, 1, LayerBlock::Mlp, h, T, ws, capture(part), stop).ok());
+            QVERIFY(h == afterAttn);
+            QVERIFY(close(part[std::size_t(stop)], full[std::size_t(stop)]));
+        }
+        RowMatrix h = afterAttn;
+        QVERIFY(runLayerBlock(c, w, 1, LayerBlock::Mlp, h, T, ws).ok());
+        QVERIFY(close(h, out));
+        h = afterAttn; // the kept down input + addBlockOutput == the whole MLP block
+        QVERIFY(addBlockOutput(c, w, 1, LayerBlock::Mlp, full[std::size_t(LinearKind::Down)], h, ws).ok());
+        QVERIFY(close(h, out));
+
+        // On windows 1..2 of the matrix in place: the other rows stay, these match (batch
+        // independence: another GEMM size, so a rounding tolerance).
+        RowMatrix big = input;
+        std::array<RowMatrix, 4> part;
+        QVERIFY(
+            runLayerBlock(c, w, 1, LayerBlock::Attention, big.middleRows(T, 2 * T), T, ws, capture(part), LinearKind::O)
+                .ok());
+        QVERIFY(big == input);
+        const RowMatrix wantO = full[std::size_t(LinearKind::O)].middleRows(T, 2 * T);
+        QVERIFY((part[std::size_t(LinearKind::O)] - wantO).cwiseAbs().maxCoeff() < 1e-5f);
+        QVERIFY(runLayer(c, w, 1, big.middleRows(T, 2 * T), T, ws).ok());
+        QVERIFY(big.topRows(T) == input.topRows(T));
+        QVERIFY((big.middleRows(T, 2 * T) - out.middleRows(T, 2 * T)).cwiseAbs().maxCoeff() < 1e-5f);
+
+        // A stop outside the block is an error, and so is an attention output of the wrong shape.
+        RowMatrix bad = input;
+        auto r = runLayerBlock(c, w, 1, LayerBlock::Attention, bad, T, ws, {}, LinearKind::Down);
+        QVERIFY(!r.ok());
+        QCOMPARE(r.error().code, ErrorCode::InvalidArgument);
+        QVERIFY(bad == input);
+        QCOMPARE(addBlockOutput(c, w, 1, LayerBlock::Attention, input.topRows(T), bad, ws).error().code,
+                 ErrorCode::Shape);
+        QCOMPARE(addBlockOutput(c, w, 1, LayerBlock::Mlp, input, bad, ws).error().code, ErrorCode::Shape);
     }
 
     void swappedLayerIsUsed()

@@ -17,6 +17,7 @@
 #include <QTemporaryDir>
 #include <QTest>
 
+#include <array>
 #include <limits>
 
 #include <cmath>
@@ -245,6 +246,60 @@ private Q_SLOTS:
         QVERIFY(r->find("model.layers.0.mlp.down_proj")->skipped);
         QCOMPARE(r->find("model.layers.0.mlp.down_proj")->bits, 16);
         QVERIFY(!r->codes[6].has_value());
+    }
+
+    // True-sequential with partial layer runs (the job stops each pass at the tapped input and
+    // keeps the o and down inputs): every tensor's reported error matches its input recomputed by
+    // a full forward pass of the quantized layers before it (a group's input does not depend on
+    // the groups after it, so the fully quantized layer taps them all), with or without the kept
+    // inputs, and with a last chunk shorter than the batch.
+    void everyGroupSeesQuantizedEarlierGroups_data()
+    {
+        QTest::addColumn<bool>("keepInputs");
+        QTest::newRow("o and down inputs kept") << true;
+        QTest::newRow("blocks run again") << false;
+    }
+    void everyGroupSeesQuantizedEarlierGroups()
+    {
+        QFETCH(bool, keepInputs);
+        auto base = qbtest::syntheticModel(2);
+        const auto calib = qbtest::syntheticCalibration(5);
+        const auto plan = resolve(pipeline::uniformQuantPlan(quant::Method::Gptq, 2, 16), base->config());
+        pipeline::QuantizeJobOptions o;
+        o.batch = 2; // chunks of 2, 2, 1 windows
+        o.keepInputsBytes = keepInputs ? std::int64_t(1) << 30 : 0;
+        auto r = pipeline::runQuantize(*base, nullptr, plan, calib, o);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        model::RowMatrix hidden;
+        QVERIFY(model::embed(*base, calib.ids, hidden).ok());
+        model::Workspace ws;
+        for (int l = 0; l < 2; ++l) {
+            std::array<model::RowMatrix, 4> in;
+            QVERIFY(model::runLayer(base->config(), *r->model->layer(l), l, hidden, calib.seqlen, ws,
+                                    [&](int, model::LinearKind k, const Eigen::Ref<const model::RowMatrix>& x) {
+                                        in[std::size_t(k)] = x;
+                                    })
+                        .ok());
+            for (model::Linear lin : model::kAllLinears) {
+                const std::string name = plan.tensors[std::size_t(l) * 7 + std::size_t(lin)].name;
+                const double want =
+                    quant::relativeOutputError(base->layer(l)->weight(lin), r->model->layer(l)->weight(lin),
+                                               in[std::size_t(model::linearKind(lin))]);
+                const double got = r->find(name)->relativeError;
+                QVERIFY2(want > 0 && std::abs(got - want) <= kErrorTolerance * want,
+                         qPrintable(QString("%1: %2 vs %3").arg(name.c_str()).arg(got).arg(want)));
+            }
+        }
+        if (keepInputs) return;
+        o.keepInputsBytes = std::int64_t(1) << 30;
+        auto kept = pipeline::runQuantize(*base, nullptr, plan, calib, o);
+        QVERIFY(kept.ok());
+        for (int l = 0; l < 2; ++l)
+            for (model::Linear lin : model::kAllLinears) {
+                const model::RowMatrix& a = kept->model->layer(l)->weight(lin);
+                const model::RowMatrix& b = r->model->layer(l)->weight(lin);
+                QVERIFY((a - b).cwiseAbs().maxCoeff() <= 1e-6f * b.cwiseAbs().maxCoeff());
+            }
     }
 
     void progressStagesInOrder()

@@ -13,6 +13,7 @@
 #include <QTest>
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -25,11 +26,12 @@ Q_DECLARE_METATYPE(qb::quant::GridInit)
 Q_DECLARE_METATYPE(qb::quant::GroupMode)
 
 namespace {
-constexpr double kBlockTol = 1e-10;    // block-size invariance of the double working values
-constexpr double kLdlqTol = 1e-9;      // GPTQ vs LDLQ form
-constexpr double kReferenceTol = 1e-9; // optimised vs plain reference GPTQ
-constexpr double kHessianTol = 1e-12;
-constexpr double kProxyTol = 1e-5; // proxy loss vs tr(dW H dW^T)/2 (Q rounded to float)
+constexpr double kBlockTol = 1e-10;     // block-size invariance of the double working values
+constexpr double kLdlqTol = 1e-9;       // GPTQ vs LDLQ form
+constexpr double kReferenceTol = 1e-9;  // optimised vs plain reference GPTQ
+constexpr double kHessianTol = 1e-12;   // double inputs: the running mean in double
+constexpr double kHessianF32Tol = 1e-5; // float inputs vs double, relative to sqrt(H_ii H_jj)
+constexpr double kProxyTol = 1e-5;      // proxy loss vs tr(dW H dW^T)/2 (Q rounded to float)
 
 std::string configName(GridInit init, int g, GroupMode mode, bool act)
 {
@@ -499,14 +501,13 @@ private Q_SLOTS:
 
     void hessianAccumulatorRunningMean()
     {
-        const MatrixXfR x = correlatedInputs(301, 40, 71u);
+        const MatrixXdR x = correlatedInputs(301, 40, 71u).cast<double>();
         HessianAccumulator acc(40);
         QVERIFY(acc.addBatch(x.topRows(100)).ok());
         QVERIFY(acc.addBatch(x.middleRows(100, 1)).ok());
         QVERIFY(acc.addBatch(x.bottomRows(200)).ok());
         QCOMPARE(acc.samples(), std::int64_t(301));
-        const Eigen::MatrixXd xd = x.cast<double>();
-        const Eigen::MatrixXd ref = (2.0 / 301.0) * (xd.transpose() * xd);
+        const Eigen::MatrixXd ref = (2.0 / 301.0) * (x.transpose() * x);
         QVERIFY((acc.hessian() - ref).cwiseAbs().maxCoeff() <= kHessianTol * ref.cwiseAbs().maxCoeff());
         auto bad = acc.addBatch(MatrixXfR::Zero(3, 39));
         QVERIFY(!bad.ok());
@@ -514,14 +515,63 @@ private Q_SLOTS:
         QCOMPARE(acc.samples(), std::int64_t(301));
     }
 
+    // The float-GEMM path (float batches, lower-triangle tiles, at most kHessianF32Rows rows per
+    // float product) against the double product: every entry within kHessianF32Tol of
+    // sqrt(H_ii H_jj) (the Cauchy-Schwarz scale of a dot product's rounding), exactly symmetric.
+    void hessianF32MatchesDouble_data()
+    {
+        QTest::addColumn<int>("cols");
+        QTest::addColumn<int>("tokens");
+        QTest::newRow("40 cols, 301 tokens (one tile)") << 40 << 301;
+        QTest::newRow("203 cols, 1500 tokens (uneven tiles, row chunks)") << 203 << 1500;
+        QTest::newRow("352 cols, 2600 tokens") << 352 << 2600;
+    }
+    void hessianF32MatchesDouble()
+    {
+        QFETCH(int, cols);
+        QFETCH(int, tokens);
+        const MatrixXfR x = correlatedInputs(tokens, cols, 72u + std::uint64_t(cols));
+        HessianAccumulator fast(cols), exact(cols);
+        // Batches of uneven sizes, one of them wider than kHessianF32Rows.
+        const std::array<int, 3> cuts{tokens / 7, tokens / 7 + 1, tokens};
+        int r0 = 0;
+        for (int r1 : cuts) {
+            QVERIFY(fast.addBatch(x.middleRows(r0, r1 - r0)).ok());
+            QVERIFY(exact.addBatch(MatrixXdR(x.middleRows(r0, r1 - r0).cast<double>())).ok());
+            r0 = r1;
+        }
+        QCOMPARE(fast.samples(), std::int64_t(tokens));
+        const Eigen::MatrixXd& h = fast.hessian();
+        const Eigen::MatrixXd& ref = exact.hessian();
+        QVERIFY(h == h.transpose());
+        double worst = 0;
+        for (int j = 0; j < cols; ++j)
+            for (int i = 0; i < cols; ++i)
+                worst = std::max(worst, std::abs(h(i, j) - ref(i, j)) / std::sqrt(ref(i, i) * ref(j, j)));
+        qInfo("max |H_f32 - H_f64| / sqrt(H_ii H_jj) = %.3g", worst);
+        QVERIFY2(worst <= kHessianF32Tol, qPrintable(QString::number(worst)));
+    }
+
+    // The Hessian form sums tr(A H A^T) over column tiles of H's lower triangle (one tile below
+    // 128 columns, uneven tiles above): both forms agree whatever the tiling.
+    void relativeOutputErrorBothForms_data()
+    {
+        QTest::addColumn<int>("cols");
+        QTest::newRow("64 columns (one tile)") << 64;
+        QTest::newRow("203 columns (3 uneven tiles)") << 203;
+        QTest::newRow("1100 columns (16 tiles)") << 1100;
+    }
     void relativeOutputErrorBothForms()
     {
-        const MatrixXfR x = correlatedInputs(200, 64, 81u);
-        const MatrixXfR w = randomWeights(16, 64, 82u);
+        QFETCH(int, cols);
+        const MatrixXfR x = correlatedInputs(cols + 136, cols, 81u);
+        const MatrixXfR w = randomWeights(16, cols, 82u);
         auto q = quantizeRowsRtn(w, GridSpec{3, 32, false}, GridInit::MinMax);
         QVERIFY(q.ok());
         const double direct = relativeOutputError(w, q->dequantized, x);
-        const double viaH = relativeOutputErrorHessian(w, q->dequantized, hessianOf(x, 1.0));
+        HessianAccumulator acc(int(x.cols()), 1.0); // in double: the two forms agree to rounding
+        QVERIFY(acc.addBatch(MatrixXdR(x.cast<double>())).ok());
+        const double viaH = relativeOutputErrorHessian(w, q->dequantized, acc.hessian());
         QVERIFY(direct > 0.0 && direct < 1.0);
         QVERIFY(std::abs(direct - viaH) <= 1e-9 * direct);
         QCOMPARE(relativeOutputError(w, w, x), 0.0);

@@ -1,22 +1,46 @@
 #!/usr/bin/python3
-"""Reference GPTQ solve timing (PyTorch, CPU), for comparison with
-`quantbench-cli bench --gptq-synthetic ROWSxCOLS,...`.
+"""Reference GPTQ (PyTorch, CPU): the solve alone, and the whole llama_sequential pipeline, for
+comparison with `quantbench-cli bench --gptq-synthetic ROWSxCOLS,...` and
+`quantbench-cli bench MODEL --quantize --reference` (which runs this script with --model).
 
 The solve is GPTQ.fasterquant + Quantizer(find_params/quantize) of the original repository
 (https://github.com/IST-DASLab/gptq, gptq.py / quant.py): dead inputs, act-order, 1% damping,
 Cholesky -> cholesky_inverse -> upper Cholesky, lazy blocks of 128, dynamic groups fitted on W
-(asymmetric Min-Max, per channel / per group), Q permuted back.  Only fasterquant is timed
-(tick at its start, as the original), with random W ~ N(0, 0.02^2) and H = 2/N X^T X.
+(asymmetric Min-Max, per channel / per group), Q permuted back.
+
+Synthetic mode (default) times fasterquant alone (tick at its start, as the original), with
+random W ~ N(0, 0.02^2) and H = 2/N X^T X.
+
+Pipeline mode (--model DIR --ids FILE) is llama.py's llama_sequential with --true-sequential on
+the checkpoint's weights (F32 after loading; resources/demo/llama_ref.py is the decoder layer,
+written after transformers' modeling_llama): the embedded calibration windows run through each
+decoder layer one window at a time; for each group [k, v, q], [o], [up, gate], [down] forward
+hooks feed GPTQ.add_batch (one H per linear, accumulated in float32 as the original), the whole
+layer runs over every window, fasterquant replaces each weight by its quantized value; then the
+layer runs once more to produce the next layer's inputs. FILE holds the calibration token ids as
+little-endian int32, window-major (quantbench-cli writes it). Timed from the embedding to the
+last layer's outputs (loading excluded); prints one JSON line with the stage split.
 
 Usage: /usr/bin/python3 gptq_reference.py [--threads N] [--bits 3] [--group 128] [--repeat 3]
                                           [--shapes 128x128,64x128,...] [--no-act-order]
+       /usr/bin/python3 gptq_reference.py --model DIR --ids FILE --seqlen L [--threads N] [--bits 3]
+                                          [--group 128] [--sym] [--act-order]
 Debian's torch links the reference (netlib) BLAS; for OpenBLAS run with
 LD_LIBRARY_PATH pointing at an extracted libopenblas0-pthread (see the report in issue 4).
 """
 import argparse
+import json
+import math
+import os
+import sys
 import time
 
+import numpy as np
 import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "resources", "demo"))
+import llama_ref  # noqa: E402
 
 # The demo model's decoder linears, per layer: q, k, v, o, gate, up, down (x 4 layers).
 DEMO_SHAPES = "128x128,64x128,64x128,128x128,352x128,352x128,128x352"
@@ -106,6 +130,108 @@ def fasterquant(W0, H0, quantizer, blocksize=128, percdamp=.01, groupsize=-1, ac
     return time.perf_counter() - tick, Q, torch.sum(Losses).item()
 
 
+class GPTQ:
+    """Hessian accumulation of gptq.py's GPTQ class (add_batch), one per linear layer."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.H = torch.zeros((layer.weight.shape[1], layer.weight.shape[1]))
+        self.nsamples = 0
+
+    def add_batch(self, inp, out):
+        if len(inp.shape) == 2:
+            inp = inp.unsqueeze(0)
+        tmp = inp.shape[0]
+        if len(inp.shape) == 3:
+            inp = inp.reshape((-1, inp.shape[-1]))
+        inp = inp.t()
+        self.H *= self.nsamples / (self.nsamples + tmp)
+        self.nsamples += tmp
+        inp = math.sqrt(2 / self.nsamples) * inp.float()
+        self.H += inp.matmul(inp.t())
+
+
+# llama.py's llama_sequential with --true-sequential
+SEQUENTIAL = [["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"], ["self_attn.o_proj"],
+              ["mlp.up_proj", "mlp.gate_proj"], ["mlp.down_proj"]]
+
+
+def load_layer(cfg, tensors, i):
+    layer = llama_ref.Layer(cfg)
+    prefix = f"model.layers.{i}."
+    layer.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return layer.eval()
+
+
+@torch.no_grad()
+def llama_sequential(cfg, tensors, ids, bits, group, sym, actorder):
+    """ids [n, L] int64. Returns the stage seconds and the summed GPTQ losses."""
+    n, L = ids.shape
+    sec = {"load": 0.0, "embed": 0.0, "forward": 0.0, "solve": 0.0, "output": 0.0}
+    loss = 0.0
+    tick = time.perf_counter()
+    inps = tensors["model.embed_tokens.weight"][ids]
+    inv = llama_ref.rope_inv_freq(cfg, torch.float32)
+    freqs = torch.arange(L, dtype=torch.float32)[:, None] * inv[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    outs = torch.zeros_like(inps)
+    sec["embed"] = time.perf_counter() - tick
+    for i in range(cfg["num_hidden_layers"]):
+        t0 = time.perf_counter()
+        layer = load_layer(cfg, tensors, i)
+        sec["load"] += time.perf_counter() - t0
+        full = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+        for names in SEQUENTIAL:
+            t0 = time.perf_counter()
+            subset = {name: full[name] for name in names}
+            gptq = {name: GPTQ(subset[name]) for name in subset}
+
+            def add_batch(name):
+                def tmp(_, inp, out):
+                    gptq[name].add_batch(inp[0].data, out.data)
+                return tmp
+
+            handles = [subset[name].register_forward_hook(add_batch(name)) for name in subset]
+            for j in range(n):
+                outs[j] = layer(inps[j].unsqueeze(0), cos, sin)[0]
+            for h in handles:
+                h.remove()
+            t1 = time.perf_counter()
+            sec["forward"] += t1 - t0
+            for name in subset:
+                W = subset[name].weight.data
+                _, Q, l = fasterquant(W, gptq[name].H, Quantizer(bits, sym=sym), groupsize=group, actorder=actorder)
+                subset[name].weight.data = Q.reshape(W.shape).to(W.dtype)
+                loss += l
+            sec["solve"] += time.perf_counter() - t1
+            del gptq
+        t0 = time.perf_counter()
+        for j in range(n):
+            outs[j] = layer(inps[j].unsqueeze(0), cos, sin)[0]
+        sec["output"] += time.perf_counter() - t0
+        del layer
+        inps, outs = outs, inps
+    sec["total"] = time.perf_counter() - tick - sec.pop("load")
+    return sec, loss
+
+
+def run_pipeline(a):
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = llama_ref.config_from_hf(json.load(f))
+    tensors = llama_ref.read_checkpoint(a.model)
+    ids = torch.from_numpy(np.fromfile(a.ids, dtype="<i4").astype(np.int64))
+    if a.seqlen < 2 or ids.numel() == 0 or ids.numel() % a.seqlen:
+        sys.exit(f"{a.ids}: {ids.numel()} token ids are not a whole number of {a.seqlen}-token windows")
+    ids = ids.reshape(-1, a.seqlen)
+    group = a.group if a.group > 0 else -1
+    sec, loss = llama_sequential(cfg, tensors, ids, a.bits, group, a.sym, a.act_order)
+    out = {"engine": "reference", "torch": torch.__version__, "threads": torch.get_num_threads(), "bits": a.bits,
+           "group": group, "nsamples": int(ids.shape[0]), "seqlen": a.seqlen, "loss": loss}
+    out.update({k: round(v, 4) for k, v in sec.items()})
+    print(json.dumps(out), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
@@ -114,8 +240,17 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--shapes", default=DEMO_SHAPES)
     ap.add_argument("--no-act-order", action="store_true")
+    ap.add_argument("--model", help="pipeline mode: model folder (config.json + safetensors)")
+    ap.add_argument("--ids", help="pipeline mode: calibration token ids, int32 little-endian")
+    ap.add_argument("--seqlen", type=int, default=256, help="pipeline mode: tokens per window")
+    ap.add_argument("--sym", action="store_true", help="pipeline mode: symmetric grid")
+    ap.add_argument("--act-order", action="store_true", help="pipeline mode: act-order (off as GPTQ's default)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.model:
+        if not a.ids:
+            sys.exit("--model needs --ids")
+        return run_pipeline(a)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {a.bits} bits, group {a.group}, "
           f"act-order {'off' if a.no_act_order else 'on'}, min of {a.repeat}")
