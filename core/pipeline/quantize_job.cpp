@@ -348,8 +348,9 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                     }
                     if (ctx) ctx->setStep(std::int64_t(tp.linear));
                     QB_TRY(q, solveTensor(tp, weight, h, ctx, rep, res.seconds));
-                    rep.relativeError = quant::relativeOutputErrorHessian(weight, q->dequantized, h);
-                    rep.proxyLoss = 0.5 * quant::hessianErrorTrace(weight, q->dequantized, h);
+                    const quant::HessianErrors errors = quant::hessianErrors(weight, q->dequantized, h);
+                    rep.relativeError = errors.relative();
+                    rep.proxyLoss = 0.5 * errors.errorTrace;
                     rep.solverProxyLoss = q->proxyLoss;
                     rep.dampingRetries = q->dampingRetries;
                     weight = q->dequantized; // later groups see the quantized sublayer

@@ -52,11 +52,19 @@ double hessianErrorTrace(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixX
     return quadTrace(dw, h);
 }
 
+double HessianErrors::relative() const { return ratio(errorTrace, referenceTrace); }
+
+HessianErrors hessianErrors(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,
+                            Eigen::Ref<const Eigen::MatrixXd> h)
+{
+    const MatrixXdR wd = w.cast<double>();
+    return {hessianErrorTrace(w, q, h), quadTrace(wd, h)};
+}
+
 double relativeOutputErrorHessian(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,
                                   Eigen::Ref<const Eigen::MatrixXd> h)
 {
-    const MatrixXdR wd = w.cast<double>();
-    return ratio(hessianErrorTrace(w, q, h), quadTrace(wd, h));
+    return hessianErrors(w, q, h).relative();
 }
 
 } // namespace qb::quant

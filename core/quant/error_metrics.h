@@ -21,4 +21,13 @@ double relativeOutputErrorHessian(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<cons
 double hessianErrorTrace(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,
                          Eigen::Ref<const Eigen::MatrixXd> h);
 
+// Both traces at once (the quantize job reports the relative error and the proxy loss): the
+// error trace tr(dW H dW^T) and the reference tr(W H W^T), each computed once.
+struct HessianErrors {
+    double errorTrace = 0, referenceTrace = 0;
+    double relative() const; // sqrt(errorTrace / referenceTrace), as relativeOutputErrorHessian
+};
+HessianErrors hessianErrors(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,
+                            Eigen::Ref<const Eigen::MatrixXd> h);
+
 } // namespace qb::quant
