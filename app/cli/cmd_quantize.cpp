@@ -6,6 +6,7 @@
 #include "cli/cli_command.h"
 #include "cli/cli_job.h"
 #include "io/json_value.h"
+#include "pipeline/importance.h"
 #include "pipeline/workflows.h"
 #include "quant/container_grid.h"
 
@@ -28,9 +29,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "quantize";
-    cli::CliArgs args(argv, {"calib", "nsamples", "seqlen",    "seed",   "plan",       "method",   "bits",
-                             "group", "eval",     "ctx",       "score",  "threads",    "batch",    "save-plan",
-                             "out",   "format",   "gguf-type", "target", "embed-type", "head-type"},
+    cli::CliArgs args(argv, {"calib", "nsamples", "seqlen",    "seed",   "plan",       "method",    "bits",
+                             "group", "eval",     "ctx",       "score",  "threads",    "batch",     "save-plan",
+                             "out",   "format",   "gguf-type", "target", "embed-type", "head-type", "imatrix"},
                       {"sym", "act-order", "json", "round-grids", "no-kl"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
@@ -124,6 +125,15 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (!resolved) return cli::fail(cmd, "bad plan: " + resolved.error().toString(), 2);
     for (const auto& w : resolved->warnings)
         std::cerr << "quantbench-cli quantize: warning: " << w.detail << "\n";
+    // An importance matrix that does not cover the plan is refused before the calibration runs.
+    std::shared_ptr<const io::ImportanceMatrix> importance;
+    if (auto path = args.value("imatrix")) {
+        auto m = io::readImportanceMatrix(*path);
+        if (!m) return cli::fail(cmd, "bad importance matrix: " + m.error().toString());
+        Status st = pipeline::checkImportanceMatrix(*m, *resolved, *path);
+        if (!st.ok()) return cli::fail(cmd, "bad importance matrix: " + st.error().toString());
+        importance = std::make_shared<const io::ImportanceMatrix>(std::move(*m));
+    }
     // With GGUF targets the file is known before anything runs: say how big it will be.
     std::optional<std::uint64_t> plannedBytes;
     if (resolved->ggufTargets) {
@@ -145,6 +155,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     req.evalOptions = po;
     req.klDivergence = !args.has("no-kl");
     req.options.threads = threads;
+    req.options.importance = importance;
     req.options.keepCodes = exportFormat.has_value();
     req.options.keepModel = req.evalTextPath.has_value(); // exports rebuild from the codes
     cli::CliJob job(json);
@@ -212,7 +223,7 @@ QB_CLI_COMMAND(
     "         (--plan PLAN.json | --method rtn|gptq|neuqi (--bits B [--group G] [--sym] | --target T)\n"
     "          [--act-order]) [--embed-type T] [--head-type T]\n"
     "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
-    "         [--save-plan FILE] [--json]\n"
+    "         [--imatrix FILE] [--save-plan FILE] [--json]\n"
     "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
     "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded)\n"
     "  --plan FILE    JSON plan: {\"default\": {\"method\": \"neuqi\", \"bits\": 4, \"group_size\": 128},\n"
@@ -228,6 +239,10 @@ QB_CLI_COMMAND(
     "                 and embed_type / head_type.\n"
     "  --embed-type T, --head-type T   GGUF types of the token embedding and output head (default with\n"
     "                 a target: as llama.cpp's Q4_K_M, the target's type and Q6_K)\n"
+    "  --imatrix FILE llama.cpp importance matrix (GGUF or legacy .dat, e.g. from `imatrix`): its mean\n"
+    "                 x^2 per column weights the grid fits instead of the Hessian diagonal - RTN searches\n"
+    "                 its scales under it (a symmetric free grid stays Min-Max), every method's fit inside\n"
+    "                 a --target container is weighted by it. Every quantized tensor needs an entry.\n"
     "  --eval FILE    perplexity of the fake-quantized model (--ctx, --score, --batch as `eval`) and,\n"
     "                 on the same windows, its KL divergence from the original model (mean ± error,\n"
     "                 median, p99, max in nats) and how often both predict the same top token;\n"

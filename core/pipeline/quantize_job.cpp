@@ -2,6 +2,7 @@
 
 #include "export/ggml_quantize.h"
 #include "model/forward.h"
+#include "pipeline/importance.h"
 #include "pipeline/model_loader.h"
 #include "pipeline/parallel_for.h"
 #include "quant/error_metrics.h"
@@ -133,9 +134,18 @@ struct Runner {
 
 // One tensor: search (NeUQI's up-front fit, inside the GPTQ kernel before its first column block)
 // and solve, told apart by the kernel's first progress report.
+// With an importance matrix its entry's mean x² (damped like the Hessian) weights the grid fits.
 Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowMatrix& w, const Eigen::MatrixXd& h,
-                                         RunContext* ctx, TensorReport& rep, QuantizeTimings& timings)
+                                         const io::ImportanceMatrix* imatrix, RunContext* ctx, TensorReport& rep,
+                                         QuantizeTimings& timings)
 {
+    const io::ImportanceEntry* imp = imatrix ? imatrix->find(tp.name) : nullptr;
+    if (imatrix && !imp) return makeError(ErrorCode::InvalidArgument, "no importance matrix entry", tp.name);
+    const Eigen::VectorXd weights = imp ? importanceWeights(*imp) : Eigen::VectorXd(h.diagonal());
+    const Eigen::VectorXd hDiag = (weights.array() + quant::hessianDampingLambda(weights, tp.options.damping)).matrix();
+    // RTN under an imatrix searches its scales weighted (as llama.cpp does); Min-Max ignores weights.
+    const bool weightedRtn = imp && tp.method == quant::Method::Rtn;
+    const quant::GridInit init = weightedRtn ? quant::GridInit::Neuqi : tp.options.init;
     const std::string detail = layerDetail(tp.layer, model::linearName(tp.linear));
     const bool gptq = quant::methodTraits(tp.method).needsHessian;
     const bool search = gptq && tp.options.init == quant::GridInit::Neuqi;
@@ -154,10 +164,8 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
             if (ctx) ctx->setDone(p.done);
         });
         if (ctx) fitCtx.setCancelSource([ctx] { return ctx->isCancelled(); });
-        const Eigen::VectorXd hDiag =
-            (h.diagonal().array() + quant::hessianDampingLambda(h.diagonal(), tp.options.damping)).matrix();
         Result<quant::QuantizedRows> fit =
-            quant::fitContainerGrid(*spec, w, &hDiag, tp.options.init, tp.options.neuqi, &fitCtx, &par);
+            quant::fitContainerGrid(*spec, w, &hDiag, init, tp.options.neuqi, &fitCtx, &par);
         tSolve = Clock::now();
         rep.searchSeconds = std::chrono::duration<double>(tSolve - t0).count();
         timings.search += rep.searchSeconds;
@@ -189,7 +197,9 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
 
     Result<quant::QuantizedRows> q =
         gptq ? quant::quantizeRowsGptq(w, h, tp.options, &child, &par)
-             : quant::quantizeRowsRtn(w, tp.options.grid, tp.options.init, nullptr, tp.options.neuqi, &child);
+        : weightedRtn && !tp.options.grid.sym
+            ? quant::quantizeRowsRtn(w, tp.options.grid, init, &hDiag, tp.options.neuqi, &child)
+            : quant::quantizeRowsRtn(w, tp.options.grid, tp.options.init, nullptr, tp.options.neuqi, &child);
     if (!solving) tSolve = Clock::now(); // no column block reported (cancel or error)
     rep.searchSeconds = std::chrono::duration<double>(tSolve - t0).count();
     rep.solveSeconds = secondsSince(tSolve);
@@ -234,6 +244,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
     if (plan.tensors.size() != std::size_t(layers) * model::kAllLinears.size())
         return makeError(ErrorCode::InvalidArgument, "quantize: the plan was resolved for a different model",
                          std::to_string(plan.tensors.size()) + " tensors for " + std::to_string(layers) + " layers");
+    if (options.importance) QB_TRY_STATUS(checkImportanceMatrix(*options.importance, plan));
     if (options.threads > 0) model::setNumThreads(options.threads);
 
     LayerLoader loader = options.loader;
@@ -347,7 +358,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                                          tp.name);
                     }
                     if (ctx) ctx->setStep(std::int64_t(tp.linear));
-                    QB_TRY(q, solveTensor(tp, weight, h, ctx, rep, res.seconds));
+                    QB_TRY(q, solveTensor(tp, weight, h, options.importance.get(), ctx, rep, res.seconds));
                     const quant::HessianErrors errors = quant::hessianErrors(weight, q->dequantized, h);
                     rep.relativeError = errors.relative();
                     rep.proxyLoss = 0.5 * errors.errorTrace;

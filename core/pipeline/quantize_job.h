@@ -40,6 +40,7 @@
 #include "base/result.h"
 #include "base/run_context.h"
 #include "io/checkpoint.h"
+#include "io/imatrix.h"
 #include "model/model.h"
 #include "pipeline/calibration.h"
 #include "pipeline/quant_plan.h"
@@ -68,6 +69,12 @@ struct QuantizeJobOptions {
     // an input larger than this many bytes is not kept, and its block runs again instead.
     std::int64_t keepInputsBytes = std::int64_t(2) << 30;
     LayerLoader loader; // empty: the default described above
+    // An importance matrix (llama.cpp imatrix, pipeline/importance.h): the per-column weights of
+    // the grid fits instead of the damped Hessian diagonal. RTN then searches its (sub-)block
+    // scales under them (NeUQI's weighted search; a symmetric free grid stays Min-Max), and every
+    // method's storage-container fit is weighted by them. Every quantized tensor needs an entry
+    // with its column count (checked before anything runs).
+    std::shared_ptr<const io::ImportanceMatrix> importance;
     // Called on the job's thread after layer `layer` is fully quantized, with its reports (plan
     // order). The receiver must not block (the GUI forwards it over a queued signal).
     std::function<void(int layer, const std::vector<TensorReport>& reports)> onLayerDone;

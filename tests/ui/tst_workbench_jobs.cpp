@@ -11,6 +11,8 @@
 #include "widgets/main_window.h"
 #include "widgets/model_explorer.h"
 #include "widgets/perplexity_panel.h"
+#include "widgets/quantize_panel.h"
+#include "io/imatrix.h"
 #include "widgets/weights_panel.h"
 
 #include <QDir>
@@ -21,6 +23,7 @@
 #include <QAbstractItemModelTester>
 #include <QElapsedTimer>
 #include <QJsonDocument>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QFile>
 #include <QLineEdit>
@@ -105,6 +108,56 @@ private Q_SLOTS:
         QTRY_VERIFY(!w.jobStatus()->isVisible());
         w.viewTabs()->setCurrentWidget(panel);
         saveScreenshot(w, QStringLiteral("activations.png"));
+    }
+
+    // Calibration statistics exported as a llama.cpp importance matrix through the runner, then
+    // chosen in the Quantization tab; a garbage file there fails naming it.
+    void importanceMatrixExportAndUse()
+    {
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(openDemo(w));
+        auto* panel = w.activationsPanel();
+        QVERIFY(!panel->exportImatrixButton()->isEnabled()); // nothing collected yet
+        panel->windowsSpin()->setValue(8);
+        panel->lengthSpin()->setValue(64);
+        QSignalSpy done(panel, &ActivationsPanel::calibrationFinished);
+        QTest::mouseClick(panel->runButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY(panel->exportImatrixButton()->isEnabled());
+        QTemporaryDir dir;
+        const QString path = dir.filePath(QStringLiteral("imatrix.gguf"));
+        QSignalSpy exported(panel, &ActivationsPanel::importanceMatrixExported);
+        panel->exportImportanceMatrix(path);
+        QVERIFY(exported.wait(60000));
+        QVERIFY2(exported.last().at(0).toBool(), qPrintable(exported.last().at(1).toString()));
+        auto m = qb::io::readImportanceMatrix(path.toStdString());
+        QVERIFY(m.ok());
+        QCOMPARE(m->entries.size(), std::size_t(28));
+        QCOMPARE(m->chunkCount, 8u);
+
+        auto* quant = w.quantizePanel();
+        QVERIFY(quant);
+        const QString garbage = dir.filePath(QStringLiteral("garbage.dat"));
+        QFile g(garbage);
+        QVERIFY(g.open(QIODevice::WriteOnly) && g.write("not an imatrix") > 0);
+        g.close();
+        quant->imatrixEdit()->setText(garbage);
+        QSignalSpy finished(quant, &QuantizePanel::quantizeFinished);
+        QTRY_VERIFY(quant->quantizeButton()->isEnabled());
+        QTest::mouseClick(quant->quantizeButton(), Qt::LeftButton);
+        QVERIFY(finished.wait(120000));
+        QVERIFY(!finished.last().at(0).toBool());
+        QVERIFY2(finished.last().at(1).toString().contains(garbage), qPrintable(finished.last().at(1).toString()));
+        quant->imatrixEdit()->setText(path);
+        quant->windowsSpin()->setValue(8);
+        quant->lengthSpin()->setValue(64);
+        quant->perplexityCheck()->setChecked(false);
+        QTRY_VERIFY(quant->quantizeButton()->isEnabled());
+        QTest::mouseClick(quant->quantizeButton(), Qt::LeftButton);
+        QVERIFY(finished.wait(240000));
+        QVERIFY2(finished.last().at(0).toBool(), qPrintable(finished.last().at(1).toString()));
     }
 
     void cancelCalibrationReturnsToIdle()

@@ -1,5 +1,7 @@
 #include "widgets/activations_panel.h"
 
+#include "pipeline/importance.h"
+
 #include "charts/histogram_chart.h"
 #include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
@@ -39,6 +41,7 @@ QString defaultTextFile(const io::Checkpoint* checkpoint, const QString& fileNam
 ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget* parent)
     : QWidget(parent), m_runner(runner), m_status(status), m_text(new QLineEdit), m_preset(new QComboBox),
       m_windows(new QSpinBox), m_length(new QSpinBox), m_run(new QPushButton(tr("Run calibration"))),
+      m_exportImatrix(new QPushButton(tr("Export importance matrix..."))),
       m_title(new QLabel(tr("Run calibration, then select a linear layer's weight."))), m_stats(new QLabel),
       m_hist(new HistogramChart(tr("Activation histogram (input of the selected layer)"), tr("activation value"))),
       m_maxAbs(new ChannelChart(tr("Max |x| per input channel"), tr("input channel"), tr("max |x|"))),
@@ -80,6 +83,7 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
     controls->addWidget(m_length);
     controls->addWidget(logCounts);
     controls->addWidget(m_run);
+    controls->addWidget(m_exportImatrix);
 
     auto* grid = new QGridLayout;
     grid->addWidget(m_hist, 0, 0);
@@ -95,6 +99,56 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
 
     connect(browseButton, &QPushButton::clicked, this, &ActivationsPanel::browse);
     connect(m_run, &QPushButton::clicked, this, &ActivationsPanel::startCalibration);
+    m_exportImatrix->setObjectName(QStringLiteral("exportImatrix"));
+    m_exportImatrix->setToolTip(tr("Write these statistics (mean x² per input column of every decoder linear) as a "
+                                   "llama.cpp importance matrix for llama-quantize --imatrix: GGUF, or the legacy "
+                                   ".dat format when the name ends in .dat"));
+    m_exportImatrix->setEnabled(false);
+    connect(m_exportImatrix, &QPushButton::clicked, this, &ActivationsPanel::chooseImatrixPath);
+}
+
+void ActivationsPanel::chooseImatrixPath()
+{
+    auto* dialog = new QFileDialog(this, tr("Export importance matrix"),
+                                   QFileInfo(m_text->text()).absolutePath() + QStringLiteral("/imatrix.gguf"),
+                                   tr("GGUF importance matrix (*.gguf);;Legacy llama.cpp imatrix (*.dat)"));
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    dialog->setAcceptMode(QFileDialog::AcceptSave);
+    dialog->setDefaultSuffix(QStringLiteral("gguf"));
+    connect(dialog, &QFileDialog::fileSelected, this, &ActivationsPanel::exportImportanceMatrix);
+    dialog->open();
+}
+
+void ActivationsPanel::exportImportanceMatrix(const QString& path)
+{
+    if (!m_report || path.isEmpty()) return;
+    if (m_status->isBusy()) {
+        Q_EMIT importanceMatrixExported(false, tr("another job is running"));
+        return;
+    }
+    pipeline::ImportanceExportRequest req;
+    req.report = m_report;
+    req.calibrate.calibration.textPath = m_reportText;
+    req.out = path.toStdString();
+    req.format = path.endsWith(QStringLiteral(".dat"), Qt::CaseInsensitive) ? io::ImportanceFormat::Dat
+                                                                            : io::ImportanceFormat::Gguf;
+    m_runner->start<pipeline::ImportanceExportOutcome>(
+        this, tr("Exporting importance matrix"),
+        [req](RunContext& ctx) { return pipeline::exportImportanceMatrix(req, &ctx); },
+        [this](const JobOutcome<pipeline::ImportanceExportOutcome>& outcome) {
+            m_exportImatrix->setEnabled(m_report != nullptr);
+            if (!outcome.ok()) {
+                Q_EMIT importanceMatrixExported(false, outcome.error->code == ErrorCode::Cancelled
+                                                           ? tr("cancelled")
+                                                           : QString::fromStdString(outcome.error->toString()));
+                return;
+            }
+            Q_EMIT importanceMatrixExported(true, tr("%1: %2 entries, %3 bytes")
+                                                      .arg(QString::fromStdString(outcome.value->path))
+                                                      .arg(outcome.value->entries)
+                                                      .arg(qulonglong(outcome.value->bytes)));
+        });
+    m_exportImatrix->setEnabled(false);
 }
 
 void ActivationsPanel::browse()
@@ -116,6 +170,7 @@ void ActivationsPanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> check
 {
     m_checkpoint = std::move(checkpoint);
     m_report.reset();
+    m_exportImatrix->setEnabled(false);
     m_tensor.clear();
     m_text->setText(defaultTextFile(m_checkpoint.get(), QStringLiteral("calib.txt")));
     m_stats->clear();
@@ -150,7 +205,7 @@ void ActivationsPanel::startCalibration()
     req.calibration.options.seqlen = m_length->value();
     m_runner->start<pipeline::ActivationReport>(
         this, tr("Calibrating"), [req](RunContext& ctx) { return pipeline::calibrateActivations(req, &ctx); },
-        [this](const JobOutcome<pipeline::ActivationReport>& outcome) {
+        [this, textPath](const JobOutcome<pipeline::ActivationReport>& outcome) {
             m_run->setEnabled(true);
             if (!outcome.ok() && outcome.error->code == ErrorCode::Cancelled) {
                 Q_EMIT calibrationFinished(false, tr("cancelled"));
@@ -163,6 +218,8 @@ void ActivationsPanel::startCalibration()
                 return;
             }
             m_report = outcome.value;
+            m_reportText = textPath;
+            m_exportImatrix->setEnabled(true);
             display();
             Q_EMIT calibrationFinished(true, tr("%1 windows of %2 tokens in %3 s")
                                                  .arg(m_report->windows)

@@ -40,12 +40,16 @@ public:
     void setWeightChannelMax(const QString& tensor, const std::vector<float>& colMax);
     // Starts calibration with the current settings (the Run button does the same).
     void startCalibration();
+    // Writes the collected statistics as a llama.cpp importance matrix (GGUF; legacy .dat when the
+    // path ends in .dat) through JobRunner; the "Export importance matrix..." button asks for the path.
+    void exportImportanceMatrix(const QString& path);
 
     QLineEdit* textEdit() const { return m_text; }
     QComboBox* calibrationPreset() const { return m_preset; }
     QSpinBox* windowsSpin() const { return m_windows; }
     QSpinBox* lengthSpin() const { return m_length; }
     QPushButton* runButton() const { return m_run; }
+    QPushButton* exportImatrixButton() const { return m_exportImatrix; }
     HistogramChart* histogram() const { return m_hist; }
     ChannelChart* maxAbsChart() const { return m_maxAbs; }
     ChannelChart* meanSquareChart() const { return m_meanSq; }
@@ -55,10 +59,12 @@ public:
 
 Q_SIGNALS:
     void calibrationFinished(bool ok, const QString& message);
+    void importanceMatrixExported(bool ok, const QString& message);
 
 private:
     void display();
     void browse();
+    void chooseImatrixPath();
 
     JobRunner* m_runner;
     JobStatus* m_status;
@@ -70,6 +76,8 @@ private:
     QSpinBox* m_windows;
     QSpinBox* m_length;
     QPushButton* m_run;
+    QPushButton* m_exportImatrix;
+    std::string m_reportText; // the calibration text the report was collected on
     QLabel* m_title;
     QLabel* m_stats;
     HistogramChart* m_hist;

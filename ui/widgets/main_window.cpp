@@ -99,6 +99,11 @@ void MainWindow::createPanels()
         statusBar()->showMessage(ok ? tr("Calibration done: %1").arg(msg) : tr("Calibration: %1").arg(msg), 8000);
         if (!ok) jobError(tr("Calibration failed"), msg);
     });
+    connect(m_activations, &ActivationsPanel::importanceMatrixExported, this, [this](bool ok, const QString& msg) {
+        statusBar()->showMessage(
+            ok ? tr("Importance matrix written: %1").arg(msg) : tr("Importance matrix: %1").arg(msg), 8000);
+        if (!ok) jobError(tr("Importance matrix export failed"), msg);
+    });
     auto* quantize = new QuantizePanel(m_runner, m_jobStatus, m_tabs);
     m_quantize = quantize;
     // One calibration setting for the Activations and Quantization tabs (and what a project saves).

@@ -4,6 +4,7 @@
 #include "io/json_value.h"
 #include "models/plan_table_model.h"
 #include "models/quant_run_model.h"
+#include "pipeline/importance.h"
 #include "pipeline/project.h"
 #include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
@@ -18,6 +19,7 @@
 #include <QtConcurrent/QtConcurrentRun>
 #include <QCheckBox>
 #include <QComboBox>
+#include <QFileDialog>
 #include <QFileInfo>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -45,7 +47,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
       m_reports(new TensorReportModel(this)), m_reportTable(new QTableView),
       m_layerChart(new LayerErrorChart(tr("Per-layer error"))), m_tensorView(new TensorErrorView(runner)),
       m_compare(new RunCompareView(m_runs)), m_views(new QTabWidget), m_calibText(new QLineEdit),
-      m_calibPreset(new QComboBox), m_windows(new QSpinBox), m_length(new QSpinBox),
+      m_imatrix(new QLineEdit), m_calibPreset(new QComboBox), m_windows(new QSpinBox), m_length(new QSpinBox),
       m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))), m_run(new QPushButton(tr("Quantize"))),
       m_totals(new QLabel)
 {
@@ -71,6 +73,22 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
                              "windows, its KL divergence from the original model and how often both predict the "
                              "same top token"));
     m_calibText->setPlaceholderText(tr("calibration text file (UTF-8)"));
+    m_imatrix->setObjectName(QStringLiteral("quantImatrix"));
+    m_imatrix->setPlaceholderText(tr("importance matrix (optional)"));
+    m_imatrix->setToolTip(tr("A llama.cpp importance matrix (imatrix .gguf or legacy .dat, e.g. exported from the "
+                             "Activations tab): its mean x² per input column weights RTN's scale search and every "
+                             "storage-container fit instead of the Hessian diagonal. Every quantized tensor needs "
+                             "an entry of its width."));
+    auto* imatrixBrowse = new QPushButton(tr("..."));
+    imatrixBrowse->setToolTip(tr("Choose an importance matrix"));
+    connect(imatrixBrowse, &QPushButton::clicked, this, [this] {
+        auto* dialog = new QFileDialog(this, tr("Importance matrix"), QFileInfo(m_imatrix->text()).absolutePath(),
+                                       tr("Importance matrices (*.gguf *.dat);;All files (*)"));
+        dialog->setAttribute(Qt::WA_DeleteOnClose);
+        dialog->setFileMode(QFileDialog::ExistingFile);
+        connect(dialog, &QFileDialog::fileSelected, m_imatrix, &QLineEdit::setText);
+        dialog->open();
+    });
     m_run->setEnabled(false);
 
     m_reportTable->setModel(m_reports);
@@ -101,6 +119,8 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     controls->addWidget(m_windows);
     controls->addWidget(new QLabel(tr("×")));
     controls->addWidget(m_length);
+    controls->addWidget(m_imatrix);
+    controls->addWidget(imatrixBrowse);
     controls->addWidget(m_evalPpl);
     controls->addWidget(m_run);
     auto* layout = new QVBoxLayout(this);
@@ -212,8 +232,15 @@ void QuantizePanel::startQuantize()
 
     m_runner->start<QuantRun>(
         this, tr("Quantizing (%1)").arg(run->summary),
-        [req, run](RunContext& ctx) -> Result<QuantRun> {
-            QB_TRY(outcome, pipeline::quantizeModel(req, &ctx));
+        [req, run, resolved,
+         imatrixPath = m_imatrix->text().trimmed().toStdString()](RunContext& ctx) -> Result<QuantRun> {
+            pipeline::QuantizeRequest r = req;
+            if (!imatrixPath.empty()) { // read and checked against the plan before anything runs
+                QB_TRY(m, io::readImportanceMatrix(imatrixPath));
+                QB_TRY_STATUS(pipeline::checkImportanceMatrix(*m, resolved, imatrixPath));
+                r.options.importance = std::make_shared<const io::ImportanceMatrix>(std::move(*m));
+            }
+            QB_TRY(outcome, pipeline::quantizeModel(r, &ctx));
             QuantRun out = *run;
             out.result = outcome->result;
             out.calib = outcome->calibration;

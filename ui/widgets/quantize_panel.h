@@ -68,6 +68,8 @@ public:
     QSpinBox* windowsSpin() const { return m_windows; }
     QSpinBox* lengthSpin() const { return m_length; }
     QComboBox* calibrationPreset() const { return m_calibPreset; }
+    // Optional llama.cpp importance matrix (.gguf / .dat): weights the grid fits (quantize --imatrix).
+    QLineEdit* imatrixEdit() const { return m_imatrix; }
     QCheckBox* perplexityCheck() const { return m_evalPpl; }
     QPushButton* quantizeButton() const { return m_run; }
     std::shared_ptr<const QuantRun> currentRun() const { return m_current; }
@@ -103,6 +105,7 @@ private:
     RunCompareView* m_compare;
     QTabWidget* m_views;
     QLineEdit* m_calibText;
+    QLineEdit* m_imatrix;
     QComboBox* m_calibPreset;
     QSpinBox* m_windows;
     QSpinBox* m_length;
