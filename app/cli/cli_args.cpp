@@ -1,5 +1,7 @@
 #include "cli/cli_args.h"
 
+#include <cctype>
+
 #include <charconv>
 #include <cstdlib>
 
@@ -73,6 +75,30 @@ long long CliArgs::intValue(const std::string& key, long long fallback, long lon
         return fallback;
     }
     return out;
+}
+
+unsigned long long CliArgs::bytesValue(const std::string& key, unsigned long long fallback)
+{
+    auto v = value(key);
+    if (!v) return fallback;
+    std::string digits = *v;
+    unsigned long long mult = 1;
+    if (!digits.empty()) {
+        const char u = char(std::toupper(static_cast<unsigned char>(digits.back())));
+        const int shift = u == 'K' ? 10 : u == 'M' ? 20 : u == 'G' ? 30 : u == 'T' ? 40 : 0;
+        if (shift) {
+            mult = 1ULL << shift;
+            digits.pop_back();
+        }
+    }
+    unsigned long long out = 0;
+    const auto* end = digits.data() + digits.size();
+    auto [p, ec] = std::from_chars(digits.data(), end, out);
+    if (digits.empty() || ec != std::errc() || p != end || out == 0 || out > (~0ULL) / mult) {
+        if (m_error.empty()) m_error = "--" + key + " expects a size such as 800M or 16G, got '" + *v + "'";
+        return fallback;
+    }
+    return out * mult;
 }
 
 double CliArgs::doubleValue(const std::string& key, double fallback)

@@ -25,6 +25,8 @@ public:
     // Parses an integer option; sets error() and returns fallback on garbage.
     long long intValue(const std::string& key, long long fallback, long long min, long long max);
     double doubleValue(const std::string& key, double fallback);
+    // A size in bytes: "1500000", "800M", "16G", "512K" (powers of 1024); sets error() on garbage.
+    unsigned long long bytesValue(const std::string& key, unsigned long long fallback);
 
 private:
     std::vector<std::string> m_positionals;

@@ -71,6 +71,36 @@ std::string ggufTypeUsageError(const std::string& name)
     return "--gguf-type: " + pipeline::ggufExportTypeError();
 }
 
+io::JsonValue preflightJson(const pipeline::PreflightEstimate& e)
+{
+    io::JsonValue o;
+    o.set("seconds", e.seconds);
+    o.set("peak_bytes", double(e.peakBytes));
+    o.set("available_bytes", double(e.availableBytes));
+    o.set("fits", e.fits());
+    o.set("machine_macs_per_second", e.macsPerSecond);
+    io::JsonValue parts(io::JsonObject{});
+    for (const auto& [name, bytes] : e.memoryParts)
+        parts.set(name, double(bytes));
+    o.set("memory", std::move(parts));
+    return o;
+}
+
+void printPreflight(const pipeline::PreflightEstimate& e, bool json)
+{
+    if (json) {
+        io::JsonValue o;
+        o.set("estimate", preflightJson(e));
+        std::cout << io::toJsonText(o, -1) << "\n" << std::flush;
+        return;
+    }
+    std::cout << "estimate: " << e.summary() << "\n";
+    for (const auto& [name, bytes] : e.memoryParts)
+        std::cout << "  " << name << ": " << pipeline::formatBytesShort(bytes) << "\n";
+    if (!e.fits()) std::cout << "would be refused: " << e.refusal() << "\n";
+    std::cout << std::flush;
+}
+
 void reportExport(const std::string& cmd, const pipeline::ModelExportOutcome& r, io::JsonValue* json)
 {
     if (r.gptqAnalysis) std::cerr << r.gptqAnalysis->summary();

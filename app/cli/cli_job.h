@@ -10,6 +10,7 @@
 #include "base/run_context.h"
 #include "eval/kl_divergence.h"
 #include "io/json_value.h"
+#include "pipeline/preflight.h"
 #include "pipeline/project.h"
 
 #include <chrono>
@@ -46,6 +47,10 @@ int fail(const std::string& cmd, const Error& error, const std::string& prefix =
 // Prints an export outcome: the human summary on stdout, or (json != nullptr) its JSON into *json;
 // GPTQ analysis and warnings on stderr.
 void reportExport(const std::string& cmd, const pipeline::ModelExportOutcome& outcome, io::JsonValue* json);
+// The pre-flight estimate: with json, {"seconds", "peak_bytes", "available_bytes", "fits",
+// "memory": {part: bytes}}; else one line "estimate: about ..., largest parts ..." on stdout.
+io::JsonValue preflightJson(const pipeline::PreflightEstimate& e);
+void printPreflight(const pipeline::PreflightEstimate& e, bool json);
 // "KL divergence from the reference (perplexity P): mean ... nats; same top token ... %" (one line).
 std::string klSummary(const eval::KlStats& kl, const std::string& reference);
 // The usage error for a bad --gguf-type, or "" when the name is valid.

@@ -16,7 +16,8 @@ int runEval(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "eval";
-    cli::CliArgs args(argv, {"text", "ctx", "score", "threads", "batch", "reference"}, {"json"});
+    cli::CliArgs args(argv, {"text", "ctx", "score", "threads", "batch", "reference", "memory-limit"},
+                      {"json", "dry-run"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto textPath = args.value("text");
@@ -25,6 +26,7 @@ int runEval(const std::vector<std::string>& argv)
     opt.ctx = int(args.intValue("ctx", 512, 2, 1 << 20));
     opt.threads = int(args.intValue("threads", 0, 0, 4096));
     opt.batch = int(args.intValue("batch", 4, 1, 4096));
+    const auto memoryLimit = args.bytesValue("memory-limit", 0);
     const auto mode = eval::parseScoreMode(args.value("score", "all"));
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (!mode) return cli::fail(cmd, "--score must be 'all' or 'second-half'", 2);
@@ -41,6 +43,13 @@ int runEval(const std::vector<std::string>& argv)
         if (!rk) return cli::fail(cmd, "cannot open the reference model: " + rk.error().toString());
         req.reference = std::make_shared<const io::Checkpoint>(std::move(*rk));
     }
+    req.memoryLimitBytes = memoryLimit;
+    if (args.has("dry-run")) {
+        auto e = pipeline::preflightEvaluateRequest(req);
+        if (!e) return cli::fail(cmd, e.error());
+        cli::printPreflight(*e, args.has("json"));
+        return 0;
+    }
     cli::CliJob job(args.has("json"));
     auto out = pipeline::evaluateModel(req, &job.context());
     if (!out) return cli::fail(cmd, out.error());
@@ -56,6 +65,7 @@ int runEval(const std::vector<std::string>& argv)
         o.set("seconds", r->seconds);
         o.set("tokens_per_second", r->tokensPerSecond);
         if (out->kl) o.set("kl", pipeline::klStatsJson(*out->kl));
+        o.set("estimate", cli::preflightJson(out->preflight));
         std::cout << io::toJsonText(o, -1) << "\n" << std::flush;
         return 0;
     }
@@ -73,6 +83,10 @@ int runEval(const std::vector<std::string>& argv)
 QB_CLI_COMMAND("eval", "perplexity of a model on a text file",
                "Usage: quantbench-cli eval MODEL --text FILE --ctx N [--score all|second-half]\n"
                "                          [--reference MODEL] [--threads N] [--batch N] [--json]\n"
+               "                          [--dry-run] [--memory-limit SIZE]\n"
+               "  --dry-run    print the estimated time and peak memory (and what they are made of), run nothing\n"
+               "  --memory-limit SIZE  refuse when the estimate exceeds SIZE (800M, 16G; default: the memory\n"
+               "               available); the message says what to change\n"
                "  MODEL        model directory or file (tokenizer.json must sit beside it)\n"
                "  --text FILE  UTF-8 text; cut into non-overlapping windows of N tokens from the start,\n"
                "               trailing partial window dropped (BOS set per window if the tokenizer adds one)\n"

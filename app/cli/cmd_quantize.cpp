@@ -29,10 +29,11 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "quantize";
-    cli::CliArgs args(argv, {"calib", "nsamples", "seqlen",    "seed",   "plan",       "method",    "bits",
-                             "group", "eval",     "ctx",       "score",  "threads",    "batch",     "save-plan",
-                             "out",   "format",   "gguf-type", "target", "embed-type", "head-type", "imatrix"},
-                      {"sym", "act-order", "json", "round-grids", "no-kl"});
+    cli::CliArgs args(argv,
+                      {"calib",     "nsamples", "seqlen",     "seed",      "plan",    "method",      "bits", "group",
+                       "eval",      "ctx",      "score",      "threads",   "batch",   "save-plan",   "out",  "format",
+                       "gguf-type", "target",   "embed-type", "head-type", "imatrix", "memory-limit"},
+                      {"sym", "act-order", "json", "round-grids", "no-kl", "dry-run"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto calibPath = args.value("calib");
@@ -42,6 +43,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     co.seqlen = int(args.intValue("seqlen", 256, 2, 1 << 20));
     co.seed = std::uint64_t(args.intValue("seed", 0, 0, (1LL << 62)));
     const int threads = int(args.intValue("threads", 0, 0, 4096));
+    const auto memoryLimit = args.bytesValue("memory-limit", 0);
     pipeline::PerplexityJobOptions po;
     po.ctx = int(args.intValue("ctx", 512, 2, 1 << 20));
     po.batch = int(args.intValue("batch", 4, 1, 4096));
@@ -158,6 +160,13 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     req.options.importance = importance;
     req.options.keepCodes = exportFormat.has_value();
     req.options.keepModel = req.evalTextPath.has_value(); // exports rebuild from the codes
+    req.memoryLimitBytes = memoryLimit;
+    if (args.has("dry-run")) {
+        auto e = pipeline::preflightQuantizeRequest(req);
+        if (!e) return cli::fail(cmd, e.error());
+        cli::printPreflight(*e, json);
+        return 0;
+    }
     cli::CliJob job(json);
     auto q = pipeline::quantizeModel(req, &job.context());
     if (!q) return cli::fail(cmd, q.error());
@@ -192,6 +201,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (json) {
         io::JsonValue o = q->metricsJson();
         if (plannedBytes) o.set("planned_gguf_bytes", double(*plannedBytes));
+        o.set("estimate", cli::preflightJson(q->preflight));
         if (exportFormat) o.set("export", exportJson);
         std::cout << io::toJsonText(o, -1) << "\n" << std::flush;
         return 0;
@@ -223,7 +233,7 @@ QB_CLI_COMMAND(
     "         (--plan PLAN.json | --method rtn|gptq|neuqi (--bits B [--group G] [--sym] | --target T)\n"
     "          [--act-order]) [--embed-type T] [--head-type T]\n"
     "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
-    "         [--imatrix FILE] [--save-plan FILE] [--json]\n"
+    "         [--imatrix FILE] [--save-plan FILE] [--json] [--dry-run] [--memory-limit SIZE]\n"
     "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
     "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded)\n"
     "  --plan FILE    JSON plan: {\"default\": {\"method\": \"neuqi\", \"bits\": 4, \"group_size\": 128},\n"
@@ -249,6 +259,9 @@ QB_CLI_COMMAND(
     "                 the original's decoder layers are loaded for it: both models sit in memory in F32\n"
     "  --no-kl        perplexity only (half the evaluation time, the original model is not loaded)\n"
     "  --save-plan F  write the effective plan as JSON\n"
+    "  --dry-run      print the estimated time and peak memory (and its parts), quantize nothing\n"
+    "  --memory-limit SIZE  refuse when the estimate exceeds SIZE (800M, 16G; default: the memory\n"
+    "                 available); the message says what to change\n"
     "  --json         print {perplexity, kl, bits_per_weight, size_bytes, seconds, timings, tensors[]}\n"
     "  --out PATH     export the result: gguf (grids stored exactly, --gguf-type forces a type),\n"
     "                 gptq (HF GPTQ directory; --round-grids rounds what GPTQ cannot hold instead of\n"

@@ -12,6 +12,17 @@ namespace qb::pipeline {
 
 namespace {
 
+// Evaluation tokens from the tokens per byte of the text's first 64 KiB (not a second encoding of
+// the whole text), whole windows only.
+std::int64_t estimateEvalTokens(const io::Tokenizer& tok, std::string_view text, int ctx)
+{
+    constexpr std::size_t kSampleBytes = std::size_t(1) << 16;
+    const std::string_view sample = text.substr(0, kSampleBytes);
+    const double perByte = sample.empty() ? 0 : double(tok.encode(sample).size()) / double(sample.size());
+    const std::int64_t ctxLen = std::max(1, ctx);
+    return std::int64_t(perByte * double(text.size())) / ctxLen * ctxLen;
+}
+
 using Clock = std::chrono::steady_clock;
 
 double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -87,6 +98,20 @@ Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const Cal
 
 // ---- evaluate -----------------------------------------------------------------------------------
 
+Result<PreflightEstimate> preflightEvaluateRequest(const EvaluateRequest& req)
+{
+    QB_TRY_STATUS(checkRequest(req.checkpoint, "evaluate"));
+    auto tok = io::loadCheckpointTokenizer(*req.checkpoint);
+    if (!tok && req.reference) tok = io::loadCheckpointTokenizer(*req.reference);
+    if (!tok) return tok.error();
+    QB_TRY(text, readTextFile(req.textPath));
+    PreflightEstimate e =
+        preflightEvaluate(req.checkpoint->config, estimateEvalTokens(*tok, *text, req.options.ctx), req.options.ctx,
+                          req.options.batch, req.reference != nullptr, measureMachineRate(req.options.threads));
+    if (req.memoryLimitBytes) e.availableBytes = req.memoryLimitBytes;
+    return e;
+}
+
 Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& req, RunContext* ctx)
 {
     QB_TRY_STATUS(checkRequest(req.checkpoint, "evaluate"));
@@ -106,8 +131,14 @@ Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& req, RunContext* ct
     if (!tok && req.reference) tok = io::loadCheckpointTokenizer(*req.reference);
     if (!tok) return tok.error();
     QB_TRY(text, readTextFile(req.textPath));
-    if (req.options.threads > 0) model::setNumThreads(req.options.threads);
     EvaluateOutcome out;
+    out.preflight =
+        preflightEvaluate(req.checkpoint->config, estimateEvalTokens(*tok, *text, req.options.ctx), req.options.ctx,
+                          req.options.batch, req.reference != nullptr, measureMachineRate(req.options.threads));
+    if (req.memoryLimitBytes) out.preflight.availableBytes = req.memoryLimitBytes;
+    if (req.checkMemory && !req.model && !out.preflight.fits())
+        return makeError(ErrorCode::OutOfMemory, "evaluate: " + out.preflight.refusal());
+    if (req.options.threads > 0) model::setNumThreads(req.options.threads);
     std::shared_ptr<const model::Model> m = req.model;
     if (!m) {
         phase(ctx, "load");
@@ -173,7 +204,7 @@ QuantizeWork estimateQuantizeWork(const ModelConfig& c, const ResolvedPlan& plan
     QuantizeWork w;
     constexpr double kTokenizeMacsPerByte = 50;  // BPE encoding, measured against a forward pass
     constexpr double kLoadMacsPerWeight = 4;     // reading and converting one weight (memory-bound)
-    constexpr double kForwardPasses = 5;         // 4 Hessian groups + the output pass per layer
+    constexpr double kForwardPasses = 1.3;       // partial passes up to each group's input, kept o/down inputs
     constexpr double kNeuqiSearchPerWeight = 64; // NeUQI's scale candidates per weight
     constexpr double kRtnPerWeight = 16;
     w.calibrate = kTokenizeMacsPerByte * double(calibTextBytes);
@@ -199,6 +230,43 @@ QuantizeWork estimateQuantizeWork(const ModelConfig& c, const ResolvedPlan& plan
     return w;
 }
 
+namespace {
+
+PreflightEstimate preflightFor(const QuantizeRequest& req, const ResolvedPlan& plan, std::int64_t evalTokens)
+{
+    QuantizePreflightInput in;
+    in.nsamples = req.calibration.options.nsamples;
+    in.seqlen = req.calibration.options.seqlen;
+    in.batch = req.options.batch;
+    std::error_code ec;
+    const auto calibBytes = std::filesystem::file_size(req.calibration.textPath, ec);
+    in.calibTextBytes = ec ? 0 : std::uint64_t(calibBytes);
+    in.evalTokens = evalTokens;
+    in.evalCtx = req.evalOptions.ctx;
+    in.evalBatch = req.evalOptions.batch;
+    in.klDivergence = evalTokens > 0 && req.klDivergence;
+    in.keepBaseLayers = req.keepBaseLayers || (req.base && layersLoaded(*req.base));
+    in.keepCodes = req.options.keepCodes;
+    return preflightQuantize(req.checkpoint->config, plan, in, measureMachineRate(req.options.threads));
+}
+
+} // namespace
+
+Result<PreflightEstimate> preflightQuantizeRequest(const QuantizeRequest& req)
+{
+    QB_TRY_STATUS(checkRequest(req.checkpoint, "quantize"));
+    QB_TRY(plan, resolveQuantPlan(req.plan, req.checkpoint->config));
+    std::int64_t evalTokens = 0;
+    if (req.evalTextPath) {
+        QB_TRY(tok, io::loadCheckpointTokenizer(*req.checkpoint));
+        QB_TRY(text, readTextFile(*req.evalTextPath));
+        evalTokens = estimateEvalTokens(*tok, *text, req.evalOptions.ctx);
+    }
+    PreflightEstimate e = preflightFor(req, *plan, evalTokens);
+    if (req.memoryLimitBytes) e.availableBytes = req.memoryLimitBytes;
+    return e;
+}
+
 Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ctx)
 {
     const auto t0 = Clock::now();
@@ -212,16 +280,14 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (req.evalTextPath) {
         QB_TRY(t, readTextFile(*req.evalTextPath));
         evalText = std::move(*t);
-        // Estimated now, from the tokens per byte of the text's first 64 KiB (not a second encoding
-        // of the whole text), so that the ETA knows the size of the last phase.
-        constexpr std::size_t kSampleBytes = std::size_t(1) << 16;
-        const std::string_view sample = std::string_view(*evalText).substr(0, kSampleBytes);
-        const double perByte = sample.empty() ? 0 : double(tok->encode(sample).size()) / double(sample.size());
-        const std::int64_t ctxLen = std::max(1, req.evalOptions.ctx);
-        evalTokens = std::int64_t(perByte * double(evalText->size())) / ctxLen * ctxLen;
+        evalTokens = estimateEvalTokens(*tok, *evalText, req.evalOptions.ctx);
     }
     const bool load = !req.base || (req.keepBaseLayers && !layersLoaded(*req.base));
     const bool kl = evalText && req.klDivergence;
+    PreflightEstimate preflight = preflightFor(req, *plan, evalTokens);
+    if (req.memoryLimitBytes) preflight.availableBytes = req.memoryLimitBytes;
+    if (req.checkMemory && !preflight.fits())
+        return makeError(ErrorCode::OutOfMemory, "quantize: " + preflight.refusal());
     // The base has its layers after the load phase when it is loaded with them or came with them.
     const bool loadReference = kl && !req.keepBaseLayers && !(req.base && layersLoaded(*req.base));
     std::error_code ec;
@@ -239,6 +305,7 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (req.options.threads > 0) model::setNumThreads(req.options.threads);
 
     QuantizeOutcome out;
+    out.preflight = std::move(preflight);
     phase(ctx, "calibrate");
     QB_TRY(calib, loadCalibration(*tok, req.calibration, ctx));
     out.calibration = std::make_shared<const CalibrationSet>(std::move(*calib));

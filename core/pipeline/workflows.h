@@ -34,6 +34,7 @@
 #include "pipeline/model_loader.h"
 #include "pipeline/perplexity_job.h"
 #include "pipeline/project.h"
+#include "pipeline/preflight.h"
 #include "pipeline/quant_plan.h"
 #include "pipeline/quantize_job.h"
 #include "pipeline/whatif.h"
@@ -68,13 +69,21 @@ struct EvaluateRequest {
     std::shared_ptr<const io::Checkpoint> reference;
     std::string textPath;
     PerplexityJobOptions options;
+    // Refuse before loading when the pre-flight memory estimate exceeds this many bytes (0: the
+    // memory available, preflight.h); checkMemory false: never refuse.
+    std::uint64_t memoryLimitBytes = 0;
+    bool checkMemory = true;
 };
 
 struct EvaluateOutcome {
     eval::PerplexityResult perplexity;
     std::optional<eval::KlStats> kl; // with a reference
     std::vector<LoadWarning> loadWarnings;
+    PreflightEstimate preflight; // what was estimated before the run
 };
+
+// The evaluation's estimate (time, peak memory) before it runs; tokenizes the text's first 64 KiB.
+Result<PreflightEstimate> preflightEvaluateRequest(const EvaluateRequest& request);
 
 // Phases: "load" (when no model is given), "reference" (with one), "perplexity". The reference
 // must have the same vocabulary size, and lends its tokenizer when the model has none beside it (a
@@ -109,6 +118,10 @@ struct QuantizeRequest {
     // Load every decoder layer of the base up front and return it (the window keeps it for the
     // what-if analysis); false: layers come one at a time and the base has none.
     bool keepBaseLayers = false;
+    // Refuse before any work when the pre-flight memory estimate exceeds this many bytes (0: the
+    // memory available, preflight.h); checkMemory false: never refuse.
+    std::uint64_t memoryLimitBytes = 0;
+    bool checkMemory = true;
 };
 
 struct QuantizeOutcome {
@@ -118,7 +131,8 @@ struct QuantizeOutcome {
     std::optional<eval::PerplexityResult> perplexity;
     std::optional<eval::KlStats> kl; // against the base model (evalTextPath and klDivergence)
     std::vector<LoadWarning> loadWarnings;
-    double seconds = 0; // the whole workflow
+    PreflightEstimate preflight; // estimated before the run (compare with `seconds`)
+    double seconds = 0;          // the whole workflow
     // The one metrics schema (runMetricsJson): what `quantize --json` prints and a project stores.
     io::JsonValue metricsJson() const;
 };
@@ -134,9 +148,15 @@ struct QuantizeOutcome {
 // plus one batch per model (eval/kl_divergence.h). Without KL only the fake-quantized model.
 Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& request, RunContext* ctx = nullptr);
 
+// The quantize workflow's estimate (time, peak memory, available memory) before it runs, as
+// quantizeModel computes it: resolves the plan, reads the tokenizer (eval tokens from the text's
+// first 64 KiB). The CLI's --dry-run and the window's estimate line.
+Result<PreflightEstimate> preflightQuantizeRequest(const QuantizeRequest& request);
+
 // Work of the quantize workflow's phases in multiply-add equivalents (relative weights, not a time
 // prediction): calibrate = tokenizing the text; load = converting the weights loaded; quantize =
-// per layer 5 forward passes over the calibration tokens (4 Hessian groups + the output pass), the
+// per layer about one forward pass over the calibration tokens (the Hessian passes run each layer only
+// as far as the group's input and keep the o_proj/down_proj inputs; then the output pass), the
 // Hessian sums and each tensor's solve (GPTQ/NeUQI: cols^3 + rows*cols^2, NeUQI's search on top;
 // RTN: a few passes over the weights); perplexity = the forward pass over the evaluation tokens
 // including lm_head (vocab x hidden per token, which dominates small models), twice with KL (both

@@ -30,6 +30,7 @@
 #include <QSplitter>
 #include <QTabWidget>
 #include <QTableView>
+#include <QTimer>
 #include <QVBoxLayout>
 
 #include <chrono>
@@ -49,7 +50,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
       m_compare(new RunCompareView(m_runs)), m_views(new QTabWidget), m_calibText(new QLineEdit),
       m_imatrix(new QLineEdit), m_calibPreset(new QComboBox), m_windows(new QSpinBox), m_length(new QSpinBox),
       m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))), m_run(new QPushButton(tr("Quantize"))),
-      m_totals(new QLabel)
+      m_totals(new QLabel), m_estimateTimer(new QTimer(this))
 {
     setObjectName(QStringLiteral("quantizePanel"));
     m_calibText->setObjectName(QStringLiteral("quantCalibText"));
@@ -129,9 +130,19 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     layout->addWidget(m_views, 1);
 
     connect(m_run, &QPushButton::clicked, this, &QuantizePanel::startQuantize);
-    connect(m_plan, &PlanEditor::planChanged, this,
-            [this] { m_totals->setText(tr("Plan: %1").arg(m_plan->model()->totalsText())); });
-    m_totals->setText(tr("Plan: %1").arg(m_plan->model()->totalsText()));
+    m_totals->setWordWrap(true);
+    m_estimateTimer->setSingleShot(true);
+    m_estimateTimer->setInterval(300);
+    connect(m_estimateTimer, &QTimer::timeout, this, &QuantizePanel::refreshEstimate);
+    connect(m_plan, &PlanEditor::planChanged, this, [this] {
+        updateTotals();
+        m_estimateTimer->start();
+    });
+    for (QSpinBox* spin : {m_windows, m_length})
+        connect(spin, &QSpinBox::valueChanged, m_estimateTimer, qOverload<>(&QTimer::start));
+    connect(m_evalPpl, &QCheckBox::toggled, m_estimateTimer, qOverload<>(&QTimer::start));
+    connect(m_calibText, &QLineEdit::editingFinished, m_estimateTimer, qOverload<>(&QTimer::start));
+    updateTotals();
     connect(m_reportTable->selectionModel(), &QItemSelectionModel::currentRowChanged, this,
             [this](const QModelIndex& cur) {
                 if (cur.isValid()) m_tensorView->showTensor(QString::fromStdString(m_reports->report(cur.row()).name));
@@ -153,6 +164,9 @@ void QuantizePanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoi
     m_plan->setConfig(m_checkpoint ? std::optional<ModelConfig>(m_checkpoint->config) : std::nullopt);
     m_run->setEnabled(m_checkpoint != nullptr);
     m_plan->model()->setGgufOverheadBytes(0);
+    m_estimate.clear();
+    updateTotals();
+    if (m_checkpoint) m_estimateTimer->start();
     if (m_checkpoint) {
         // The GGUF header and tokenizer size, off the GUI thread (the tokenizer is parsed).
         auto* watcher = new QFutureWatcher<std::uint64_t>(this);
@@ -190,6 +204,58 @@ void QuantizePanel::onLayerDone(int serial, int layer, const std::vector<pipelin
     Q_EMIT layerFinished(layer);
 }
 
+pipeline::QuantizeRequest QuantizePanel::buildRequest(int serial)
+{
+    pipeline::QuantizeRequest req;
+    req.checkpoint = m_checkpoint;
+    req.plan = m_plan->model()->plan();
+    req.calibration.textPath = m_calibText->text().toStdString();
+    req.calibration.options.nsamples = m_windows->value();
+    req.calibration.options.seqlen = m_length->value();
+    if (const QString evalPath = defaultTextFile(m_checkpoint.get(), QStringLiteral("eval.txt"));
+        m_evalPpl->isChecked() && !evalPath.isEmpty())
+        req.evalTextPath = evalPath.toStdString();
+    req.evalOptions.ctx = kEvalCtx;
+    req.base = m_base;         // the original model of an earlier run, reused
+    req.keepBaseLayers = true; // the what-if analysis needs the original layers
+    // The reports cross to the GUI thread by a queued call (this panel outlives the job: the
+    // runner, created before it, cancels and waits first).
+    req.options.onLayerDone = [this, serial](int layer, const std::vector<pipeline::TensorReport>& reports) {
+        QMetaObject::invokeMethod(
+            this, [this, serial, layer, reports] { onLayerDone(serial, layer, reports); }, Qt::QueuedConnection);
+    };
+    return req;
+}
+
+void QuantizePanel::updateTotals()
+{
+    QString text = tr("Plan: %1").arg(m_plan->model()->totalsText());
+    if (!m_estimate.isEmpty()) text += tr(" · Estimate: %1").arg(m_estimate);
+    m_totals->setText(text);
+}
+
+void QuantizePanel::refreshEstimate()
+{
+    if (!m_checkpoint || m_plan->model()->resolved().tensors.empty()) return;
+    pipeline::QuantizeRequest req = buildRequest(0);
+    req.options.onLayerDone = nullptr;
+    const int serial = ++m_estimateSerial;
+    auto* watcher = new QFutureWatcher<QString>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, serial] {
+        watcher->deleteLater();
+        if (serial != m_estimateSerial) return; // settings changed meanwhile
+        m_estimate = watcher->result();
+        updateTotals();
+    });
+    watcher->setFuture(QtConcurrent::run([req]() -> QString {
+        auto e = pipeline::preflightQuantizeRequest(req);
+        if (!e) return QString();
+        QString s = QString::fromStdString(e->summary());
+        if (!e->fits()) s += QObject::tr(" — too large: %1").arg(QString::fromStdString(e->refusal()));
+        return s;
+    }));
+}
+
 void QuantizePanel::startQuantize()
 {
     if (!m_checkpoint) return;
@@ -207,24 +273,7 @@ void QuantizePanel::startQuantize()
     m_current.reset();
     m_layerChart->setRuns({}, {});
     const pipeline::QuantPlan plan = m_plan->model()->plan();
-    pipeline::QuantizeRequest req;
-    req.checkpoint = m_checkpoint;
-    req.plan = plan;
-    req.calibration.textPath = m_calibText->text().toStdString();
-    req.calibration.options.nsamples = m_windows->value();
-    req.calibration.options.seqlen = m_length->value();
-    if (const QString evalPath = defaultTextFile(m_checkpoint.get(), QStringLiteral("eval.txt"));
-        m_evalPpl->isChecked() && !evalPath.isEmpty())
-        req.evalTextPath = evalPath.toStdString();
-    req.evalOptions.ctx = kEvalCtx;
-    req.base = m_base;         // the original model of an earlier run, reused
-    req.keepBaseLayers = true; // the what-if analysis needs the original layers
-    // The reports cross to the GUI thread by a queued call (this panel outlives the job: the
-    // runner, created before it, cancels and waits first).
-    req.options.onLayerDone = [this, serial](int layer, const std::vector<pipeline::TensorReport>& reports) {
-        QMetaObject::invokeMethod(
-            this, [this, serial, layer, reports] { onLayerDone(serial, layer, reports); }, Qt::QueuedConnection);
-    };
+    const pipeline::QuantizeRequest req = buildRequest(serial);
     auto run = std::make_shared<QuantRun>();
     run->summary = QString::fromStdString(pipeline::describeQuantPlan(plan));
     run->plan = pipeline::quantPlanToJson(plan);

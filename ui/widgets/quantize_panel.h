@@ -13,6 +13,7 @@
 
 #include "io/checkpoint.h"
 #include "pipeline/quantize_job.h"
+#include "pipeline/workflows.h"
 
 #include <QWidget>
 
@@ -21,6 +22,7 @@
 class QCheckBox;
 class QComboBox;
 class QLabel;
+class QTimer;
 class QLineEdit;
 class QPushButton;
 class QSpinBox;
@@ -88,6 +90,10 @@ Q_SIGNALS:
 private:
     void onLayerDone(int serial, int layer, const std::vector<pipeline::TensorReport>& reports);
     void refreshLayerChart();
+    // The request the Quantize button starts (reports go to onLayerDone under `serial`).
+    pipeline::QuantizeRequest buildRequest(int serial);
+    void refreshEstimate(); // starts a background pre-flight; updateTotals shows it
+    void updateTotals();
 
     JobRunner* m_runner;
     JobStatus* m_status;
@@ -112,6 +118,9 @@ private:
     QCheckBox* m_evalPpl;
     QPushButton* m_run;
     QLabel* m_totals;
+    QString m_estimate;      // the pre-flight line (time, peak memory), refreshed off the GUI thread
+    QTimer* m_estimateTimer; // debounces settings changes
+    int m_estimateSerial = 0;
 };
 
 } // namespace qb::ui

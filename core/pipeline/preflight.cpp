@@ -1,0 +1,269 @@
+#include "pipeline/preflight.h"
+
+#include "model/forward.h"
+#include "pipeline/workflows.h"
+
+#include <Eigen/Core>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+namespace qb::pipeline {
+
+namespace {
+
+// Whole runs on the demo model reach this fraction of the GEMM rate (measured: the forward pass,
+// the Hessian sums, GPTQ's column loop and NeUQI's search together, 1 and 2 threads).
+constexpr double kEfficiency = 0.4;
+constexpr std::uint64_t kProcessBytes = std::uint64_t(48) << 20; // Qt, code, allocator slack (measured)
+
+std::uint64_t readProcNumber(const char* path)
+{
+    std::ifstream f(path);
+    std::string s;
+    if (!(f >> s) || s == "max") return 0;
+    try {
+        return std::uint64_t(std::stoull(s));
+    } catch (...) {
+        return 0;
+    }
+}
+
+std::uint64_t memAvailable()
+{
+    std::ifstream f("/proc/meminfo");
+    std::string key, unit;
+    std::uint64_t kib = 0;
+    while (f >> key >> kib >> unit)
+        if (key == "MemAvailable:") return kib * 1024;
+    return 0;
+}
+
+std::uint64_t virtualSize()
+{
+    std::ifstream f("/proc/self/statm");
+    std::uint64_t pages = 0;
+    f >> pages;
+    return pages * 4096;
+}
+
+std::string durationText(double s)
+{
+    char buf[64];
+    if (s < 1) return "under a second";
+    if (s < 60) std::snprintf(buf, sizeof buf, "%.0f s", s);
+    else if (s < 3600) std::snprintf(buf, sizeof buf, "%.0f min %02.0f s", std::floor(s / 60), std::fmod(s, 60));
+    else std::snprintf(buf, sizeof buf, "%.0f h %02.0f min", std::floor(s / 3600), std::fmod(s / 60, 60));
+    return buf;
+}
+
+using Parts = std::vector<std::pair<std::string, std::uint64_t>>;
+
+std::uint64_t modelF32Bytes(const ModelConfig& c)
+{
+    const std::int64_t q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim;
+    const std::int64_t layer = c.hiddenSize * (q + 2 * kv) + q * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize;
+    const std::int64_t table = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2);
+    return std::uint64_t(layer * c.numHiddenLayers + table) * 4;
+}
+
+std::uint64_t tablesF32Bytes(const ModelConfig& c)
+{
+    return std::uint64_t(c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2)) * 4;
+}
+
+// One forward call's activations for `rows` tokens in windows of `len`: the layer's intermediate
+// matrices and the attention scores of one window batch (model/forward.h Workspace).
+std::uint64_t workspaceBytes(const ModelConfig& c, std::int64_t rows, std::int64_t len)
+{
+    const std::int64_t q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim;
+    const std::int64_t perToken = 3 * c.hiddenSize + q + 2 * kv + q + 3 * c.intermediateSize;
+    const std::int64_t windows = std::max<std::int64_t>(1, rows / std::max<std::int64_t>(1, len));
+    return std::uint64_t(rows * perToken + windows * c.numAttentionHeads * len * len) * 4;
+}
+
+PreflightEstimate finish(Parts parts, double seconds, const MachineRate& rate)
+{
+    PreflightEstimate e;
+    e.seconds = seconds;
+    e.macsPerSecond = rate.macsPerSecond;
+    for (const auto& [name, bytes] : parts)
+        e.peakBytes += bytes;
+    std::stable_sort(parts.begin(), parts.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    e.memoryParts = std::move(parts);
+    e.availableBytes = availableMemoryBytes();
+    return e;
+}
+
+} // namespace
+
+namespace {
+
+MachineRate measureOnce(int n)
+{
+    const int before = model::numThreads();
+    if (n != before) model::setNumThreads(n);
+    // A forward-pass-like product: 512 tokens x 1024 inputs x 1024 outputs, repeated for ~60 ms.
+    constexpr Eigen::Index kM = 512, kK = 1024, kN = 1024;
+    const Eigen::MatrixXf a = Eigen::MatrixXf::Random(kM, kK), b = Eigen::MatrixXf::Random(kK, kN);
+    Eigen::MatrixXf c(kM, kN);
+    c.noalias() = a * b; // warm-up (threads, caches)
+    const auto t0 = std::chrono::steady_clock::now();
+    double seconds = 0;
+    int reps = 0;
+    do {
+        c.noalias() = a * b;
+        ++reps;
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } while (seconds < 0.06);
+    if (n != before) model::setNumThreads(before);
+    MachineRate r;
+    r.threads = n;
+    volatile float sink = c(0, 0); // the products must happen
+    (void)sink;
+    r.macsPerSecond = double(reps) * double(kM * kK * kN) / std::max(seconds, 1e-9);
+    return r;
+}
+
+} // namespace
+
+MachineRate measureMachineRate(int threads)
+{
+    static std::mutex mutex;
+    static std::map<int, MachineRate> cache;
+    const int n = threads > 0 ? threads : model::numThreads();
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = cache.find(n); it != cache.end()) return it->second;
+    // A busy machine makes a multi-threaded team spin against other processes; a run is not slower
+    // than on one thread for long, so the single-thread rate is a floor.
+    MachineRate r = measureOnce(n);
+    if (n > 1) r.macsPerSecond = std::max(r.macsPerSecond, measureOnce(1).macsPerSecond);
+    cache[n] = r;
+    return r;
+}
+
+std::uint64_t availableMemoryBytes()
+{
+    std::uint64_t avail = memAvailable();
+    if (const std::uint64_t max = readProcNumber("/sys/fs/cgroup/memory.max"); max > 0) {
+        const std::uint64_t cur = readProcNumber("/sys/fs/cgroup/memory.current");
+        const std::uint64_t left = max > cur ? max - cur : 0;
+        avail = avail ? std::min(avail, left) : left;
+    }
+    rlimit lim{};
+    if (getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+        const std::uint64_t vs = virtualSize();
+        const std::uint64_t left = lim.rlim_cur > vs ? std::uint64_t(lim.rlim_cur) - vs : 0;
+        avail = avail ? std::min(avail, left) : left;
+    }
+    return avail;
+}
+
+std::string formatBytesShort(std::uint64_t b)
+{
+    char buf[32];
+    if (b >= (std::uint64_t(1) << 30)) std::snprintf(buf, sizeof buf, "%.1f GB", double(b) / double(1 << 30));
+    else std::snprintf(buf, sizeof buf, "%.0f MB", std::ceil(double(b) / double(1 << 20)));
+    return buf;
+}
+
+std::string PreflightEstimate::summary() const
+{
+    std::string s = "about " + durationText(seconds) + " and " + formatBytesShort(peakBytes) + " at the peak";
+    if (availableBytes) s += " (" + formatBytesShort(availableBytes) + " available)";
+    return s;
+}
+
+std::string PreflightEstimate::refusal() const
+{
+    std::ostringstream o;
+    o << "needs about " << formatBytesShort(peakBytes) << " of memory, " << formatBytesShort(availableBytes)
+      << " are available (largest: ";
+    for (std::size_t i = 0; i < memoryParts.size() && i < 3; ++i)
+        o << (i ? ", " : "") << memoryParts[i].first << " " << formatBytesShort(memoryParts[i].second);
+    o << "). Use fewer or shorter calibration windows, a smaller evaluation batch or context, evaluation "
+         "without KL divergence, or fewer threads";
+    return o.str();
+}
+
+PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& plan, const QuantizePreflightInput& in,
+                                    const MachineRate& rate)
+{
+    const std::int64_t tokens = std::int64_t(in.nsamples) * in.seqlen;
+    const QuantizeWork work = estimateQuantizeWork(c, plan, tokens, in.seqlen, in.calibTextBytes, in.evalTokens,
+                                                   in.evalCtx, in.keepBaseLayers, in.klDivergence);
+    const double macs = work.calibrate + work.load + work.quantize + work.reference + work.perplexity;
+    const double seconds = macs / std::max(1.0, rate.macsPerSecond * kEfficiency);
+
+    Parts parts;
+    parts.push_back({"process", kProcessBytes});
+    // The base model: embedding and head (all layers when kept for the window or for KL).
+    const bool fullBase = in.keepBaseLayers || (in.evalTokens > 0 && in.klDivergence);
+    parts.push_back({fullBase ? "original model (F32)" : "embedding and head (F32)",
+                     fullBase ? modelF32Bytes(c) : tablesF32Bytes(c)});
+    // The fake-quantized model under construction (F32) when it is evaluated.
+    if (in.evalTokens > 0) parts.push_back({"quantized model (F32)", modelF32Bytes(c)});
+    // One decoder layer in F32, its largest Hessian and the GPTQ working set in double.
+    std::int64_t layerParams = 0, maxCols = 0, maxMatrix = 0, quantized = 0;
+    for (const TensorPlan& t : plan.tensors)
+        if (t.layer == 0) {
+            layerParams += t.rows * t.cols;
+            maxCols = std::max(maxCols, t.cols);
+            maxMatrix = std::max(maxMatrix, t.rows * t.cols);
+        }
+    for (const TensorPlan& t : plan.tensors)
+        if (!t.skip) quantized += t.rows * t.cols;
+    if (in.keepCodes) parts.push_back({"codes and scales", std::uint64_t(quantized) * 5 / 4});
+    // The quantizing phase and the evaluation phase do not overlap: the larger one counts.
+    Parts quantizing, evaluating;
+    quantizing.push_back({"decoder layer (F32)", std::uint64_t(layerParams) * 4 * 2});
+    quantizing.push_back({"Hessian and GPTQ solve (double)", std::uint64_t(5 * maxCols * maxCols + 2 * maxMatrix) * 8});
+    // Calibration: the hidden states of every window, kept o_proj/down_proj inputs, one batch.
+    const std::int64_t q = c.numAttentionHeads * c.headDim;
+    quantizing.push_back(
+        {"calibration activations", std::uint64_t(tokens * (c.hiddenSize + q + c.intermediateSize)) * 4 +
+                                        workspaceBytes(c, std::int64_t(in.batch) * in.seqlen, in.seqlen)});
+    if (in.evalTokens > 0) {
+        const std::int64_t rows = std::int64_t(in.evalBatch) * in.evalCtx;
+        const std::uint64_t logits = std::uint64_t(rows * c.vocabSize) * 4 * (in.klDivergence ? 2 : 1);
+        evaluating.push_back({"evaluation batch", workspaceBytes(c, rows, in.evalCtx) + logits});
+    }
+    auto total = [](const Parts& p) {
+        std::uint64_t t = 0;
+        for (const auto& x : p)
+            t += x.second;
+        return t;
+    };
+    const Parts& larger = total(quantizing) >= total(evaluating) ? quantizing : evaluating;
+    parts.insert(parts.end(), larger.begin(), larger.end());
+    return finish(std::move(parts), seconds, rate);
+}
+
+PreflightEstimate preflightEvaluate(const ModelConfig& c, std::int64_t evalTokens, int ctx, int batch,
+                                    bool withReference, const MachineRate& rate)
+{
+    const double layers = double(c.numHiddenLayers);
+    const double q = double(c.numAttentionHeads * c.headDim), kv = double(c.numKeyValueHeads * c.headDim);
+    const double perToken = layers * (double(c.hiddenSize) * (2 * q + 2 * kv) +
+                                      3.0 * double(c.hiddenSize) * double(c.intermediateSize) + q * double(ctx)) +
+                            double(c.vocabSize * c.hiddenSize);
+    const double macs = double(evalTokens) * perToken * (withReference ? 2 : 1);
+    Parts parts;
+    parts.push_back({"process", kProcessBytes});
+    parts.push_back({"model (F32)", modelF32Bytes(c)});
+    if (withReference) parts.push_back({"reference model (F32)", modelF32Bytes(c)});
+    const std::int64_t rows = std::int64_t(std::max(1, batch)) * ctx;
+    parts.push_back({"evaluation batch",
+                     workspaceBytes(c, rows, ctx) + std::uint64_t(rows * c.vocabSize) * 4 * (withReference ? 2 : 1)});
+    return finish(std::move(parts), macs / std::max(1.0, rate.macsPerSecond * kEfficiency), rate);
+}
+
+} // namespace qb::pipeline

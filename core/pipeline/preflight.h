@@ -1,0 +1,79 @@
+#pragma once
+// Pre-flight estimates: how long a quantize or evaluation run will take and how much memory it
+// will hold at its peak, before it starts, from the model's shape, the settings and a measured
+// throughput of this machine; and the memory there is to hold it.
+//
+// Time: the phase work of estimateQuantizeWork (multiply-add equivalents) divided by the
+// machine's measured rate (a float GEMM of model-like shape on the OpenMP team, about 50 ms, cached
+// per thread count) and an efficiency factor measured once against whole runs on the demo model
+// (the forward pass, the Hessian sums in double and the column-by-column GPTQ loop reach a
+// fraction of GEMM speed). Expect the right order of magnitude, within about a factor of two.
+// Memory: what the workflows hold at their peak, part by part (memoryParts), from the model
+// config and the settings, in bytes: what lives throughout (the process, the base model's tables or
+// layers, the fake-quantized model in F32 when it is evaluated, the codes kept for export) plus the
+// larger of the two phases: quantizing (one decoder layer in F32, its Hessian and the GPTQ working
+// set in double, the calibration hidden states with the kept o_proj/down_proj inputs and one
+// batch's forward workspace) or evaluating (one batch's workspace and logits, twice with KL). Available memory: MemAvailable (/proc/meminfo), lowered by a cgroup v2
+// memory.max and an address-space rlimit when they are smaller.
+// Threading: pure functions except measureMachineRate (thread-safe, cached).
+
+#include "base/model_config.h"
+#include "base/result.h"
+#include "pipeline/quant_plan.h"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace qb::pipeline {
+
+struct MachineRate {
+    int threads = 1;
+    double macsPerSecond = 0; // measured float GEMM multiply-adds per second
+};
+
+// Measures (once per thread count; threads <= 0: the current OpenMP team) and caches.
+MachineRate measureMachineRate(int threads = 0);
+
+// Bytes of memory the process can still take: MemAvailable, capped by cgroup v2 memory.max minus
+// memory.current and by RLIMIT_AS minus the current virtual size; 0 when unknown.
+std::uint64_t availableMemoryBytes();
+
+struct PreflightEstimate {
+    double seconds = 0;
+    double macsPerSecond = 0; // the machine rate the time estimate used
+    std::uint64_t peakBytes = 0;
+    std::uint64_t availableBytes = 0;                               // 0: unknown (never refused)
+    std::vector<std::pair<std::string, std::uint64_t>> memoryParts; // what the peak is made of
+    bool fits() const { return availableBytes == 0 || peakBytes <= availableBytes; }
+    // "about 1 min 20 s and 1.3 GB at the peak (20.5 GB available)"
+    std::string summary() const;
+    // The refusal: what it needs, what there is, the largest parts and what to change.
+    std::string refusal() const;
+};
+
+struct QuantizePreflightInput {
+    int nsamples = 128;
+    int seqlen = 256;
+    int batch = 8; // calibration windows per forward call
+    std::uint64_t calibTextBytes = 0;
+    std::int64_t evalTokens = 0; // 0: no evaluation
+    int evalCtx = 512;
+    int evalBatch = 4;
+    bool klDivergence = false;
+    bool keepBaseLayers = false; // the window keeps the base's layers loaded
+    bool keepCodes = true;
+};
+
+PreflightEstimate preflightQuantize(const ModelConfig& config, const ResolvedPlan& plan,
+                                    const QuantizePreflightInput& input, const MachineRate& rate);
+
+// Evaluation of an F32 model (perplexity; with a reference model, KL divergence too).
+PreflightEstimate preflightEvaluate(const ModelConfig& config, std::int64_t evalTokens, int ctx, int batch,
+                                    bool withReference, const MachineRate& rate);
+
+// "1.3 GB", "850 MB"
+std::string formatBytesShort(std::uint64_t bytes);
+
+} // namespace qb::pipeline
