@@ -34,50 +34,13 @@ Result<std::uint64_t> intField(const io::JsonValue& o, const char* k, const std:
     return std::uint64_t(v->asInteger());
 }
 
-} // namespace
+std::string runGridsEntry(int run) { return "runs/" + std::to_string(run) + ".safetensors"; }
 
-const BundleTensor* ProjectBundle::find(const std::string& name) const
+// The grids as one safetensors file (layout in the header) and their manifest entries.
+Result<std::vector<std::uint8_t>> gridsToSafetensors(const std::vector<BundleTensor>& tensors, io::JsonArray* list)
 {
-    for (const auto& t : tensors)
-        if (t.name == name) return &t;
-    return nullptr;
-}
-
-bool sameGrid(const quant::QuantizedRows& a, const quant::QuantizedRows& b)
-{
-    return a.bits == b.bits && a.codes.rows() == b.codes.rows() && a.codes.cols() == b.codes.cols() &&
-           a.codes == b.codes && a.scales.rows() == b.scales.rows() && a.scales.cols() == b.scales.cols() &&
-           a.scales == b.scales && a.zeros.rows() == b.zeros.rows() && a.zeros.cols() == b.zeros.cols() &&
-           a.zeros == b.zeros && a.groupIndex == b.groupIndex && a.container == b.container &&
-           a.offsets.rows() == b.offsets.rows() && a.offsets.cols() == b.offsets.cols() && a.offsets == b.offsets &&
-           a.superScales.rows() == b.superScales.rows() && a.superScales.cols() == b.superScales.cols() &&
-           a.superScales == b.superScales;
-}
-
-Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const BundleWriteOptions& opt,
-                          RunContext* ctx)
-{
-    io::JsonValue man;
-    man.set("format", "qbproj");
-    man.set("version", b.version);
-    man.set("created_by", b.createdBy);
-    io::JsonValue model;
-    model.set("path", b.model.path);
-    model.set("format", b.model.format);
-    io::JsonArray files;
-    for (const auto& [p, n] : b.model.files) {
-        io::JsonValue f;
-        f.set("path", p);
-        f.set("bytes", double(n));
-        files.push_back(std::move(f));
-    }
-    model.set("files", std::move(files));
-    model.set("bytes", double(b.model.bytes));
-    man.set("model", std::move(model));
-
     std::vector<SafetensorsTensor> st;
-    io::JsonArray tlist;
-    for (const auto& t : b.tensors) {
+    for (const auto& t : tensors) {
         const auto& g = t.grid;
         const std::int64_t rows = g.codes.rows(), cols = g.codes.cols(), groups = g.scales.cols();
         if (g.scales.rows() != rows || g.zeros.rows() != rows || g.zeros.cols() != groups ||
@@ -109,9 +72,183 @@ Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const
         e.set("rows", rows);
         e.set("cols", cols);
         e.set("groups", groups);
-        tlist.push_back(std::move(e));
+        list->push_back(std::move(e));
     }
-    man.set("tensors", std::move(tlist));
+    return safetensorsToBytes(st);
+}
+
+// The grids listed in `tl` (manifest tensor entries) from the safetensors entry `entry`, each
+// checked against the list (shapes, dtypes, bits, codes, group index, finite values).
+Result<std::vector<BundleTensor>> readGrids(std::map<std::string, std::vector<std::uint8_t>>& entries,
+                                            const std::string& entry, const io::JsonValue* tl, const std::string& path)
+{
+    std::vector<BundleTensor> out;
+    auto tit = entries.find(entry);
+    if (tit == entries.end()) return makeError(ErrorCode::Format, "the project file has no " + entry, path);
+    // The one hardened safetensors parser, over the entry's bytes (moved, not copied).
+    const auto tensorFile = MappedFile::fromBytes(std::move(tit->second), path + ":" + entry);
+    QB_TRY(stored, io::parseSafetensors(ByteRange(tensorFile)));
+    std::unordered_map<std::string, const TensorInfo*> byName;
+    for (const TensorInfo& t : *stored)
+        byName.emplace(t.name, &t);
+    if (tl)
+        for (const auto& e : tl->asArray()) {
+            if (!e.isObject()) return makeError(ErrorCode::Format, "manifest \"tensors\" entry is not an object", path);
+            const io::JsonValue* n = e.find("name");
+            if (!n || !n->isString()) return makeError(ErrorCode::Format, "tensor entry without a name", path);
+            const std::string name = n->asString();
+            const std::string where = path + ": tensor " + name;
+            QB_TRY(bits, intField(e, "bits", name));
+            QB_TRY(rows, intField(e, "rows", name));
+            QB_TRY(cols, intField(e, "cols", name));
+            QB_TRY(groups, intField(e, "groups", name));
+            if (*bits < 1 || *bits > 8)
+                return makeError(ErrorCode::Format, "bits " + std::to_string(*bits) + " outside 1..8", where);
+            if ((*cols > 0) != (*groups > 0) || *groups > *cols)
+                return makeError(ErrorCode::Format,
+                                 std::to_string(*groups) + " groups for " + std::to_string(*cols) + " columns", where);
+            // Shapes are compared with what the parser validated against the bytes, so no size
+            // arithmetic on the manifest's numbers is needed (nor can it overflow).
+            auto get = [&](const std::string& suffix, DType dtype,
+                           std::vector<std::int64_t> shape) -> Result<const TensorInfo*> {
+                auto it = byName.find(name + suffix);
+                if (it == byName.end())
+                    return makeError(ErrorCode::Format, "missing tensor " + name + suffix, path + ":" + entry);
+                const TensorInfo* t = it->second;
+                if (t->dtype != dtype || t->shape != shape)
+                    return makeError(ErrorCode::Shape,
+                                     "tensor " + name + suffix + " is " + dtypeName(t->dtype) + " " + t->shapeString() +
+                                         ", the manifest says " + dtypeName(dtype) + " " + shapeString(shape),
+                                     path + ":" + entry);
+                return t;
+            };
+            const auto r = std::int64_t(*rows), c = std::int64_t(*cols), g = std::int64_t(*groups);
+            QB_TRY(codes, get(".codes", DType::U8, {r, c}));
+            QB_TRY(scales, get(".scales", DType::F64, {r, g}));
+            QB_TRY(zeros, get(".zeros", DType::F64, {r, g}));
+            QB_TRY(gidx, get(".g_idx", DType::I32, {c}));
+            BundleTensor t;
+            t.name = name;
+            t.grid.bits = int(*bits);
+            t.grid.codes.resize(Eigen::Index(r), Eigen::Index(c));
+            std::memcpy(t.grid.codes.data(), (*codes)->bytes.data(), (*codes)->bytes.size());
+            t.grid.scales.resize(Eigen::Index(r), Eigen::Index(g));
+            std::memcpy(t.grid.scales.data(), (*scales)->bytes.data(), (*scales)->bytes.size());
+            t.grid.zeros.resize(Eigen::Index(r), Eigen::Index(g));
+            std::memcpy(t.grid.zeros.data(), (*zeros)->bytes.data(), (*zeros)->bytes.size());
+            std::vector<std::int32_t> gi(static_cast<std::size_t>(c));
+            std::memcpy(gi.data(), (*gidx)->bytes.data(), (*gidx)->bytes.size());
+            t.grid.groupIndex.assign(gi.begin(), gi.end());
+            for (int x : t.grid.groupIndex)
+                if (x < 0 || std::uint64_t(x) >= *groups)
+                    return makeError(ErrorCode::Format, "g_idx " + std::to_string(x) + " out of range", where);
+            const int maxCode = (1 << *bits) - 1;
+            if (t.grid.codes.size() > 0 && int(t.grid.codes.maxCoeff()) > maxCode)
+                return makeError(ErrorCode::Format,
+                                 "code " + std::to_string(int(t.grid.codes.maxCoeff())) + " above " +
+                                     std::to_string(maxCode) + " for " + std::to_string(*bits) + " bits",
+                                 where);
+            if (!t.grid.scales.allFinite() || !t.grid.zeros.allFinite())
+                return makeError(ErrorCode::Format, "non-finite scale or zero point", where);
+            if (const io::JsonValue* ct = e.find("container")) {
+                const quant::ContainerSpec* spec = ct->isString() ? quant::findContainerSpec(ct->asString()) : nullptr;
+                if (!spec || std::uint64_t(spec->bits) != *bits || c % spec->blockSize != 0 || g != c / spec->subBlock)
+                    return makeError(ErrorCode::Format, "bad storage container for this grid", where);
+                t.grid.container = spec->name;
+                if (spec->hasMin) {
+                    QB_TRY(off, get(".offsets", DType::F64, {r, g}));
+                    t.grid.offsets.resize(Eigen::Index(r), Eigen::Index(g));
+                    std::memcpy(t.grid.offsets.data(), (*off)->bytes.data(), (*off)->bytes.size());
+                }
+                if (spec->isKQuant()) {
+                    const std::int64_t sc = 2 * (c / spec->blockSize);
+                    QB_TRY(sup, get(".super_scales", DType::F64, {r, sc}));
+                    t.grid.superScales.resize(Eigen::Index(r), Eigen::Index(sc));
+                    std::memcpy(t.grid.superScales.data(), (*sup)->bytes.data(), (*sup)->bytes.size());
+                }
+                if (!t.grid.offsets.allFinite() || !t.grid.superScales.allFinite())
+                    return makeError(ErrorCode::Format, "non-finite container parameter", where);
+            }
+            out.push_back(std::move(t));
+        }
+    return out;
+}
+
+} // namespace
+
+const BundleTensor* ProjectBundle::find(const std::string& name) const
+{
+    for (const auto& t : tensors)
+        if (t.name == name) return &t;
+    return nullptr;
+}
+
+bool sameGrid(const quant::QuantizedRows& a, const quant::QuantizedRows& b)
+{
+    return a.bits == b.bits && a.codes.rows() == b.codes.rows() && a.codes.cols() == b.codes.cols() &&
+           a.codes == b.codes && a.scales.rows() == b.scales.rows() && a.scales.cols() == b.scales.cols() &&
+           a.scales == b.scales && a.zeros.rows() == b.zeros.rows() && a.zeros.cols() == b.zeros.cols() &&
+           a.zeros == b.zeros && a.groupIndex == b.groupIndex && a.container == b.container &&
+           a.offsets.rows() == b.offsets.rows() && a.offsets.cols() == b.offsets.cols() && a.offsets == b.offsets &&
+           a.superScales.rows() == b.superScales.rows() && a.superScales.cols() == b.superScales.cols() &&
+           a.superScales == b.superScales;
+}
+
+bool sameGrids(const std::vector<BundleTensor>& a, const std::vector<BundleTensor>& b)
+{
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a[i].name != b[i].name || !sameGrid(a[i].grid, b[i].grid)) return false;
+    return true;
+}
+
+std::uint64_t gridStorageBytes(const quant::QuantizedRows& g)
+{
+    return std::uint64_t(g.codes.size()) + 8 * std::uint64_t(g.scales.size() + g.zeros.size()) +
+           4 * std::uint64_t(g.groupIndex.size()) + 8 * std::uint64_t(g.offsets.size() + g.superScales.size());
+}
+
+Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const BundleWriteOptions& opt,
+                          RunContext* ctx)
+{
+    io::JsonValue man;
+    man.set("format", "qbproj");
+    man.set("version", b.version);
+    man.set("created_by", b.createdBy);
+    io::JsonValue model;
+    model.set("path", b.model.path);
+    model.set("format", b.model.format);
+    io::JsonArray files;
+    for (const auto& [p, n] : b.model.files) {
+        io::JsonValue f;
+        f.set("path", p);
+        f.set("bytes", double(n));
+        files.push_back(std::move(f));
+    }
+    model.set("files", std::move(files));
+    model.set("bytes", double(b.model.bytes));
+    man.set("model", std::move(model));
+
+    io::JsonArray tlistMain;
+    QB_TRY(tensorBytes, gridsToSafetensors(b.tensors, &tlistMain));
+    man.set("tensors", std::move(tlistMain));
+    std::vector<std::pair<std::string, std::vector<std::uint8_t>>> runEntries;
+    io::JsonArray runList;
+    for (const auto& rg : b.runGrids) {
+        if (rg.run < 0) return makeError(ErrorCode::InvalidArgument, "negative run index for stored grids", path);
+        const std::string entry = runGridsEntry(rg.run);
+        for (const auto& [n, bytes] : runEntries)
+            if (n == entry) return makeError(ErrorCode::InvalidArgument, "two grid sets for one run", entry);
+        io::JsonArray list;
+        QB_TRY(bytes, gridsToSafetensors(rg.tensors, &list));
+        io::JsonValue e;
+        e.set("run", rg.run);
+        e.set("entry", entry);
+        e.set("tensors", std::move(list));
+        runList.push_back(std::move(e));
+        runEntries.emplace_back(entry, std::move(*bytes));
+    }
+    if (!runList.empty()) man.set("run_grids", std::move(runList));
     io::JsonValue entries;
     entries.set("plan", "plan.json");
     entries.set("calibration", "calibration.json");
@@ -123,7 +260,6 @@ Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const
         extras.push_back(io::JsonValue(n));
     man.set("extras", std::move(extras));
 
-    QB_TRY(tensorBytes, safetensorsToBytes(st));
     std::vector<io::ZipEntry> z;
     z.push_back({"manifest.json", textBytes(io::toJsonText(man, 2)), true});
     z.push_back({"plan.json", textBytes(io::toJsonText(b.plan, 2)), true});
@@ -132,6 +268,8 @@ Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const
     for (const auto& [n, v] : b.extras)
         z.push_back({"extras/" + n + ".json", textBytes(io::toJsonText(v, 2)), true});
     z.push_back({"tensors.safetensors", std::move(*tensorBytes), false});
+    for (auto& [n, bytes] : runEntries)
+        z.push_back({n, std::move(bytes), false});
 
     std::uint64_t total = 0;
     for (const auto& e : z)
@@ -205,95 +343,29 @@ Result<ProjectBundle> readProjectBundle(const std::string& path)
             QB_TRY(v, text("extras/" + n.asString() + ".json"));
             b.extras.emplace_back(n.asString(), std::move(*v));
         }
-    auto tit = entries->find("tensors.safetensors");
-    if (tit == entries->end()) return makeError(ErrorCode::Format, "the project file has no tensors.safetensors", path);
-    // The one hardened safetensors parser, over the entry's bytes (moved, not copied).
-    const auto tensorFile = MappedFile::fromBytes(std::move(tit->second), path + ":tensors.safetensors");
-    QB_TRY(stored, io::parseSafetensors(ByteRange(tensorFile)));
-    std::unordered_map<std::string, const TensorInfo*> byName;
-    for (const TensorInfo& t : *stored)
-        byName.emplace(t.name, &t);
     const io::JsonValue* tl = man->find("tensors");
     if (tl && !tl->isArray()) return makeError(ErrorCode::Format, "manifest \"tensors\" is not an array", path);
-    if (tl)
-        for (const auto& e : tl->asArray()) {
-            if (!e.isObject()) return makeError(ErrorCode::Format, "manifest \"tensors\" entry is not an object", path);
-            const io::JsonValue* n = e.find("name");
-            if (!n || !n->isString()) return makeError(ErrorCode::Format, "tensor entry without a name", path);
-            const std::string name = n->asString();
-            const std::string where = path + ": tensor " + name;
-            QB_TRY(bits, intField(e, "bits", name));
-            QB_TRY(rows, intField(e, "rows", name));
-            QB_TRY(cols, intField(e, "cols", name));
-            QB_TRY(groups, intField(e, "groups", name));
-            if (*bits < 1 || *bits > 8)
-                return makeError(ErrorCode::Format, "bits " + std::to_string(*bits) + " outside 1..8", where);
-            if ((*cols > 0) != (*groups > 0) || *groups > *cols)
-                return makeError(ErrorCode::Format,
-                                 std::to_string(*groups) + " groups for " + std::to_string(*cols) + " columns", where);
-            // Shapes are compared with what the parser validated against the bytes, so no size
-            // arithmetic on the manifest's numbers is needed (nor can it overflow).
-            auto get = [&](const std::string& suffix, DType dtype,
-                           std::vector<std::int64_t> shape) -> Result<const TensorInfo*> {
-                auto it = byName.find(name + suffix);
-                if (it == byName.end()) return makeError(ErrorCode::Format, "missing tensor " + name + suffix, path);
-                const TensorInfo* t = it->second;
-                if (t->dtype != dtype || t->shape != shape)
-                    return makeError(ErrorCode::Shape,
-                                     "tensor " + name + suffix + " is " + dtypeName(t->dtype) + " " + t->shapeString() +
-                                         ", the manifest says " + dtypeName(dtype) + " " + shapeString(shape),
-                                     path);
-                return t;
-            };
-            const auto r = std::int64_t(*rows), c = std::int64_t(*cols), g = std::int64_t(*groups);
-            QB_TRY(codes, get(".codes", DType::U8, {r, c}));
-            QB_TRY(scales, get(".scales", DType::F64, {r, g}));
-            QB_TRY(zeros, get(".zeros", DType::F64, {r, g}));
-            QB_TRY(gidx, get(".g_idx", DType::I32, {c}));
-            BundleTensor t;
-            t.name = name;
-            t.grid.bits = int(*bits);
-            t.grid.codes.resize(Eigen::Index(r), Eigen::Index(c));
-            std::memcpy(t.grid.codes.data(), (*codes)->bytes.data(), (*codes)->bytes.size());
-            t.grid.scales.resize(Eigen::Index(r), Eigen::Index(g));
-            std::memcpy(t.grid.scales.data(), (*scales)->bytes.data(), (*scales)->bytes.size());
-            t.grid.zeros.resize(Eigen::Index(r), Eigen::Index(g));
-            std::memcpy(t.grid.zeros.data(), (*zeros)->bytes.data(), (*zeros)->bytes.size());
-            std::vector<std::int32_t> gi(static_cast<std::size_t>(c));
-            std::memcpy(gi.data(), (*gidx)->bytes.data(), (*gidx)->bytes.size());
-            t.grid.groupIndex.assign(gi.begin(), gi.end());
-            for (int x : t.grid.groupIndex)
-                if (x < 0 || std::uint64_t(x) >= *groups)
-                    return makeError(ErrorCode::Format, "g_idx " + std::to_string(x) + " out of range", where);
-            const int maxCode = (1 << *bits) - 1;
-            if (t.grid.codes.size() > 0 && int(t.grid.codes.maxCoeff()) > maxCode)
-                return makeError(ErrorCode::Format,
-                                 "code " + std::to_string(int(t.grid.codes.maxCoeff())) + " above " +
-                                     std::to_string(maxCode) + " for " + std::to_string(*bits) + " bits",
-                                 where);
-            if (!t.grid.scales.allFinite() || !t.grid.zeros.allFinite())
-                return makeError(ErrorCode::Format, "non-finite scale or zero point", where);
-            if (const io::JsonValue* ct = e.find("container")) {
-                const quant::ContainerSpec* spec = ct->isString() ? quant::findContainerSpec(ct->asString()) : nullptr;
-                if (!spec || spec->bits != *bits || c % spec->blockSize != 0 || g != c / spec->subBlock)
-                    return makeError(ErrorCode::Format, "bad storage container for this grid", where);
-                t.grid.container = spec->name;
-                if (spec->hasMin) {
-                    QB_TRY(off, get(".offsets", DType::F64, {r, g}));
-                    t.grid.offsets.resize(Eigen::Index(r), Eigen::Index(g));
-                    std::memcpy(t.grid.offsets.data(), (*off)->bytes.data(), (*off)->bytes.size());
-                }
-                if (spec->isKQuant()) {
-                    const std::int64_t sc = 2 * (c / spec->blockSize);
-                    QB_TRY(sup, get(".super_scales", DType::F64, {r, sc}));
-                    t.grid.superScales.resize(Eigen::Index(r), Eigen::Index(sc));
-                    std::memcpy(t.grid.superScales.data(), (*sup)->bytes.data(), (*sup)->bytes.size());
-                }
-                if (!t.grid.offsets.allFinite() || !t.grid.superScales.allFinite())
-                    return makeError(ErrorCode::Format, "non-finite container parameter", where);
-            }
-            b.tensors.push_back(std::move(t));
+    QB_TRY(main, readGrids(*entries, "tensors.safetensors", tl, path));
+    b.tensors = std::move(*main);
+    if (const io::JsonValue* rl = man->find("run_grids")) {
+        if (!rl->isArray()) return makeError(ErrorCode::Format, "manifest \"run_grids\" is not an array", path);
+        for (const auto& e : rl->asArray()) {
+            const io::JsonValue* run = e.isObject() ? e.find("run") : nullptr;
+            if (!run || !run->isInteger() || run->asInteger() < 0 || run->asInteger() > 1000000)
+                return makeError(ErrorCode::Format, "manifest \"run_grids\" entry without a run index", path);
+            BundleRunGrids rg;
+            rg.run = int(run->asInteger());
+            for (const auto& other : b.runGrids)
+                if (other.run == rg.run)
+                    return makeError(ErrorCode::Format, "two grid sets for run " + std::to_string(rg.run), path);
+            const io::JsonValue* list = e.find("tensors");
+            if (!list || !list->isArray())
+                return makeError(ErrorCode::Format, "manifest \"run_grids\" entry without a tensor list", path);
+            QB_TRY(grids, readGrids(*entries, runGridsEntry(rg.run), list, path));
+            rg.tensors = std::move(*grids);
+            b.runGrids.push_back(std::move(rg));
         }
+    }
     return b;
 }
 

@@ -232,15 +232,21 @@ RunGrids gridsFromResult(const QuantizeResult& q)
 
 Result<RunGrids> gridsFromBundle(const exporting::ProjectBundle& bundle, const io::Checkpoint& ck)
 {
+    return gridsFromBundleTensors(bundle.tensors, ck);
+}
+
+Result<RunGrids> gridsFromBundleTensors(const std::vector<exporting::BundleTensor>& tensors, const io::Checkpoint& ck,
+                                        bool rebuildValues)
+{
     RunGrids g;
-    for (const auto& t : bundle.tensors) {
+    for (const auto& t : tensors) {
         const TensorInfo* info = ck.find(t.name);
         if (!info || info->shape.size() != 2 || info->shape[0] != t.grid.codes.rows() ||
             info->shape[1] != t.grid.codes.cols())
             return makeError(ErrorCode::InvalidArgument, "the project's tensor " + t.name + " does not match the model",
                              ck.path);
         quant::QuantizedRows rows = t.grid;
-        rows.dequantized = quant::dequantizeRowsUniform(rows);
+        if (rebuildValues) rows.dequantized = quant::dequantizeRowsUniform(rows);
         g.grids.emplace(t.name, std::move(rows));
     }
     return g;
@@ -411,6 +417,38 @@ io::JsonValue weightHistogramsJson(const io::Checkpoint& ck, const QuantizeResul
     return io::JsonValue(std::move(root));
 }
 
+std::vector<exporting::BundleTensor> bundleTensorsFromResult(const QuantizeResult& q)
+{
+    std::vector<exporting::BundleTensor> out;
+    for (std::size_t i = 0; i < q.tensors.size() && i < q.codes.size(); ++i)
+        if (q.codes[i]) {
+            const quant::QuantizedRows& c = *q.codes[i];
+            exporting::BundleTensor bt;
+            bt.name = q.tensors[i].name;
+            // Member by member: the dequantized matrix (4 bytes a weight) is never copied.
+            bt.grid.codes = c.codes;
+            bt.grid.scales = c.scales;
+            bt.grid.zeros = c.zeros;
+            bt.grid.offsets = c.offsets;
+            bt.grid.groupIndex = c.groupIndex;
+            bt.grid.container = c.container;
+            bt.grid.superScales = c.superScales;
+            bt.grid.bits = c.bits;
+            bt.grid.proxyLoss = c.proxyLoss;
+            bt.grid.dampingRetries = c.dampingRetries;
+            out.push_back(std::move(bt));
+        }
+    return out;
+}
+
+std::uint64_t projectGridBytes(const QuantizeResult& q)
+{
+    std::uint64_t bytes = 0;
+    for (const auto& c : q.codes)
+        if (c) bytes += exporting::gridStorageBytes(*c);
+    return bytes;
+}
+
 exporting::ProjectBundle bundleFromRun(const io::Checkpoint& ck, const QuantizeResult& q, const QuantPlan& plan,
                                        io::JsonValue calibration, std::optional<double> perplexity, double seconds,
                                        const std::optional<eval::KlStats>& kl)
@@ -428,14 +466,7 @@ exporting::ProjectBundle bundleFromRun(const io::Checkpoint& ck, const QuantizeR
     b.plan = quantPlanToJson(plan);
     b.calibration = std::move(calibration);
     b.metrics = runMetricsJson(q, perplexity, seconds, kl);
-    for (std::size_t i = 0; i < q.tensors.size() && i < q.codes.size(); ++i)
-        if (q.codes[i]) {
-            exporting::BundleTensor bt;
-            bt.name = q.tensors[i].name;
-            bt.grid = *q.codes[i];
-            bt.grid.dequantized.resize(0, 0);
-            b.tensors.push_back(std::move(bt));
-        }
+    b.tensors = bundleTensorsFromResult(q);
     b.extras.emplace_back("histograms", weightHistogramsJson(ck, q));
     return b;
 }

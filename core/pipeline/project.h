@@ -96,8 +96,18 @@ struct RunGrids {
 RunGrids gridsFromResult(const QuantizeResult& result);
 // Checks every stored tensor against the model (present, 2-D, same shape) and rebuilds its values.
 Result<RunGrids> gridsFromBundle(const exporting::ProjectBundle& bundle, const io::Checkpoint& checkpoint);
+// The same check for one list of tensors (bundle.tensors or one of bundle.runGrids); with
+// rebuildValues false the grids stay compact (codes and scales only; an export rebuilds them).
+Result<RunGrids> gridsFromBundleTensors(const std::vector<exporting::BundleTensor>& tensors,
+                                        const io::Checkpoint& checkpoint, bool rebuildValues = true);
 // Model files whose size changed since the bundle was written (one message each).
 std::vector<std::string> modelFileWarnings(const exporting::ModelReference& model);
+
+// The grids a project stores for a run: a copy of every tensor's codes (without the dequantized
+// matrices), in the run's tensor order.
+std::vector<exporting::BundleTensor> bundleTensorsFromResult(const QuantizeResult& result);
+// Bytes those grids take in a project (exporting::gridStorageBytes summed).
+std::uint64_t projectGridBytes(const QuantizeResult& result);
 
 // The bundle of a finished run (grids are copied; their dequantized matrices are not stored).
 exporting::ProjectBundle bundleFromRun(const io::Checkpoint& checkpoint, const QuantizeResult& result,

@@ -430,6 +430,21 @@ Result<ModelExportOutcome> exportRun(const ExportRequest& req, RunContext* ctx)
     return exportModel(*req.checkpoint, grids.lookup(), target, ctx);
 }
 
+ProjectContents projectContents(const std::vector<ProjectRun>& runs)
+{
+    ProjectContents c;
+    c.runs = runs.size();
+    for (const auto& r : runs) {
+        if (!r.result) continue;
+        const std::uint64_t bytes = projectGridBytes(*r.result);
+        const bool any = std::any_of(r.result->codes.begin(), r.result->codes.end(),
+                                     [](const auto& code) { return code.has_value(); });
+        c.gridRuns += any ? 1 : 0;
+        c.gridBytes += bytes;
+    }
+    return c;
+}
+
 Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)
 {
     QB_TRY_STATUS(checkRequest(req.checkpoint, "save project"));
@@ -453,6 +468,15 @@ Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)
     if (!req.plan) b.plan = io::JsonValue();
     if (!gridsRun) b.metrics = io::JsonValue();
     b.extras.emplace_back(kRunsExtra, runsExtra(req.runs, req.gridsRun));
+    // The other runs' grids, each in runs/<index>.safetensors.
+    for (std::size_t i = 0; i < req.runs.size(); ++i) {
+        if (int(i) == req.gridsRun || !req.runs[i].result) continue;
+        exporting::BundleRunGrids rg;
+        rg.run = int(i);
+        rg.tensors = bundleTensorsFromResult(*req.runs[i].result);
+        if (!rg.tensors.empty()) b.runGrids.push_back(std::move(rg));
+        if (ctx && ctx->isCancelled()) return RunContext::cancelledError(req.path);
+    }
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError(req.path);
 
     phase(ctx, "write");
@@ -460,6 +484,11 @@ Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)
     SavedProject out;
     out.path = req.path;
     out.tensors = b.tensors.size();
+    out.gridRuns = b.tensors.empty() ? 0 : 1;
+    for (const auto& rg : b.runGrids) {
+        out.tensors += rg.tensors.size();
+        ++out.gridRuns;
+    }
     std::error_code ec;
     out.bytes = std::uint64_t(std::filesystem::file_size(req.path, ec));
     if (!req.verify) return out;
@@ -468,11 +497,12 @@ Result<SavedProject> saveProject(const SaveProjectRequest& req, RunContext* ctx)
     phase(ctx, "verify");
     if (ctx) ctx->beginStage("verify", 0, req.path);
     QB_TRY(back, exporting::readProjectBundle(req.path));
-    out.verified = back->tensors.size() == b.tensors.size();
-    for (std::size_t i = 0; out.verified && i < b.tensors.size(); ++i)
-        out.verified =
-            back->tensors[i].name == b.tensors[i].name && exporting::sameGrid(back->tensors[i].grid, b.tensors[i].grid);
-    out.verifySummary = out.verified ? "project re-read: " + std::to_string(b.tensors.size()) + " grids identical\n"
+    out.verified = exporting::sameGrids(back->tensors, b.tensors) && back->runGrids.size() == b.runGrids.size();
+    for (std::size_t i = 0; out.verified && i < b.runGrids.size(); ++i)
+        out.verified = back->runGrids[i].run == b.runGrids[i].run &&
+                       exporting::sameGrids(back->runGrids[i].tensors, b.runGrids[i].tensors);
+    out.verifySummary = out.verified ? "project re-read: " + std::to_string(out.tensors) + " grids of " +
+                                           std::to_string(out.gridRuns) + " run(s) identical\n"
                                      : "project re-read: grids differ\n";
     return out;
 }
@@ -511,6 +541,7 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
         const io::JsonValue* metrics;
         std::string summary;
         io::JsonValue plan, calibration;
+        int index; // in the file's run list (what grids_run and run_grids refer to)
     };
     std::vector<Entry> entries;
     int gridsIndex = 0;
@@ -518,31 +549,44 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
         if (name != kRunsExtra) continue;
         if (const auto* g = value.find("grids_run"); g && g->isNumber()) gridsIndex = int(g->asNumber());
         if (const auto* list = value.find("runs"); list && list->isArray())
-            for (const auto& e : list->asArray()) {
+            for (std::size_t k = 0; k < list->asArray().size(); ++k) {
+                const io::JsonValue& e = list->asArray()[k];
                 const auto* m = e.find("metrics");
                 if (!m || !m->isObject()) continue;
                 const auto* pl = e.find("plan");
                 const auto* cal = e.find("calibration");
                 entries.push_back({m, stringOr(e.find("summary"), "restored run"), pl ? *pl : io::JsonValue(),
-                                   cal ? *cal : bundle->calibration});
+                                   cal ? *cal : bundle->calibration, int(k)});
             }
     }
     if (entries.empty() && bundle->metrics.isObject())
-        entries.push_back({&bundle->metrics, "restored run", bundle->plan, bundle->calibration});
-    if (entries.size() == 1) gridsIndex = 0;
-    out.gridsRun = gridsIndex >= 0 && gridsIndex < int(entries.size()) ? gridsIndex : -1;
+        entries.push_back({&bundle->metrics, "restored run", bundle->plan, bundle->calibration, 0});
+    out.gridsRun = entries.size() == 1 ? 0 : -1;
+    for (std::size_t i = 0; i < entries.size(); ++i)
+        if (entries[i].index == gridsIndex) out.gridsRun = int(i);
     for (std::size_t i = 0; i < entries.size(); ++i) {
         ProjectRun run;
         QB_TRY(res, resultFromMetrics(*entries[i].metrics, &run.perplexity, &run.seconds, &run.kl));
-        if (int(i) == out.gridsRun)
+        if (int(i) == out.gridsRun) {
             for (std::size_t t = 0; t < res->tensors.size(); ++t)
                 if (auto it = out.grids.grids.find(res->tensors[t].name); it != out.grids.grids.end())
                     res->codes[t] = it->second;
+        } else {
+            for (const auto& rg : bundle->runGrids) {
+                if (rg.run != entries[i].index) continue;
+                // Compact (codes and scales): an export rebuilds the values it needs.
+                QB_TRY(own, gridsFromBundleTensors(rg.tensors, *out.checkpoint, false));
+                for (std::size_t t = 0; t < res->tensors.size(); ++t)
+                    if (auto it = own->grids.find(res->tensors[t].name); it != own->grids.end())
+                        res->codes[t] = std::move(it->second);
+            }
+        }
         run.result = std::make_shared<const QuantizeResult>(std::move(*res));
         run.summary = entries[i].summary;
         run.plan = entries[i].plan;
         run.calibration = entries[i].calibration;
         out.runs.push_back(std::move(run));
+        if (ctx && ctx->isCancelled()) return RunContext::cancelledError(req.path);
     }
     return out;
 }

@@ -11,9 +11,9 @@
 //   analyzeTensor          per-channel error, weight histograms and grid of one quantized tensor
 //                          ("sensitivity"; the what-if preview is previewTensor, whatif.h)
 //   exportRun              a run -> GGUF / GPTQ / safetensors / .qbproj, each verified
-//   saveProject            the workbench state (plan, calibration, every run, one run's grids)
+//   saveProject            the workbench state (plan, calibration, every run with its grids)
 //                          -> .qbproj, re-read and compared after writing
-//   openProject            .qbproj -> model, plan, runs and grids checked against the model
+//   openProject            .qbproj -> model, plan, runs and their grids checked against the model
 //
 // Progress: each workflow declares its phases with weights on the context (RunContext::setPhases)
 // so that RunContext::progress().overall covers the whole workflow; the jobs it calls report
@@ -216,20 +216,33 @@ struct SaveProjectRequest {
     std::shared_ptr<const io::Checkpoint> checkpoint;
     std::optional<QuantPlan> plan; // the plan being edited (plan.json)
     io::JsonValue calibration;     // calibration.json (null: the grids run's)
-    std::vector<ProjectRun> runs;  // every run, in order (extras/runs.json)
-    int gridsRun = -1;             // the run whose metrics and grids are stored; -1: none
+    std::vector<ProjectRun> runs;  // every run, in order (extras/runs.json), each with its grids
+    int gridsRun = -1;             // the run of metrics.json and tensors.safetensors; -1: none
     bool verify = true;            // re-read the file and compare the grids
 };
 
 struct SavedProject {
     std::string path;
     std::uint64_t bytes = 0;
-    std::size_t tensors = 0; // quantized tensors stored
+    std::size_t tensors = 0;  // quantized tensors stored, all runs together
+    std::size_t gridRuns = 0; // runs whose grids are stored
     bool verified = false;
     std::string verifySummary;
 };
 
-// Phases: "bundle" (histograms read the checkpoint), "write", "verify".
+// What saveProject will store for these runs: how many carry grids (QuantizeResult::codes) and
+// the bytes of those grids (codes U8, scales and zeros F64, ...; the project's tensor entries are
+// stored uncompressed, so this is close to the file size).
+struct ProjectContents {
+    std::size_t runs = 0;
+    std::size_t gridRuns = 0;
+    std::uint64_t gridBytes = 0;
+};
+ProjectContents projectContents(const std::vector<ProjectRun>& runs);
+
+// Every run that has grids keeps them: the grids run's in tensors.safetensors, the others' in
+// runs/<index>.safetensors (export/project_bundle.h), so that each can be exported after reopening.
+// Phases: "bundle" (histograms read the checkpoint), "write", "verify" (every run's grids).
 Result<SavedProject> saveProject(const SaveProjectRequest& request, RunContext* ctx = nullptr);
 
 struct OpenProjectRequest {
@@ -242,9 +255,12 @@ struct OpenedProject {
     exporting::ModelReference model;
     std::optional<QuantPlan> plan;
     io::JsonValue calibration;
-    std::vector<ProjectRun> runs; // the grids run's result carries its codes
-    int gridsRun = -1;
-    RunGrids grids; // checked against the model, values rebuilt
+    // Every run whose grids the file holds carries its codes (result->codes aligned with
+    // result->tensors; a project of version 1.0 holds only the grids run's), checked against the
+    // model; runs without grids have none (their export is refused).
+    std::vector<ProjectRun> runs;
+    int gridsRun = -1; // the run of metrics.json (index in runs)
+    RunGrids grids;    // the grids run's, checked against the model, values rebuilt
     std::vector<std::string> warnings;
 };
 

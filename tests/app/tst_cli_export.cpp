@@ -1,8 +1,11 @@
 // quantbench-cli convert, verify, quantize --out and export on the bundled demo model: every format
-// is written, verified by `verify`, and a project exported later equals a direct export.
+// is written, verified by `verify`, and a project exported later equals a direct export; export
+// --run N picks any run of a project saved with several.
 
 #include "export/project_bundle.h"
 #include "export_test_util.h"
+#include "io/checkpoint.h"
+#include "pipeline/workflows.h"
 #include "quant_test_util.h"
 
 #include <QProcess>
@@ -134,6 +137,53 @@ private Q_SLOTS:
         const double ps = qbtest::ourPerplexity(dir.filePath("direct").toStdString());
         qInfo("perplexity: safetensors from quantize %.9f, GGUF exported from the project %.9f", ps, pg);
         QVERIFY(std::fabs(pg - ps) <= 1e-6 * ps);
+    }
+
+    // A project with two runs (the second selected on saving): export --run 1 writes the first
+    // run's GGUF, byte for byte what exporting it before saving gave; --run 3 is a usage error.
+    void cliExportAnyRunOfAProject()
+    {
+        QTemporaryDir dir;
+        auto ck = io::openCheckpoint(qbtest::demoDir());
+        QVERIFY(ck.ok());
+        auto checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+        pipeline::SaveProjectRequest save;
+        save.path = dir.filePath("two.qbproj").toStdString();
+        save.checkpoint = checkpoint;
+        for (int bits : {4, 3}) {
+            pipeline::QuantizeRequest q;
+            q.checkpoint = checkpoint;
+            q.plan = pipeline::uniformQuantPlan(quant::Method::Rtn, bits, 32);
+            q.calibration.textPath = qbtest::demoDir() + "/calib.txt";
+            q.calibration.options.nsamples = 4;
+            q.calibration.options.seqlen = 64;
+            auto r = pipeline::quantizeModel(q);
+            QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+            save.runs.push_back({"RTN", pipeline::quantPlanToJson(q.plan), r->result, std::nullopt, r->seconds,
+                                 q.calibration.toJson(), std::nullopt});
+        }
+        save.gridsRun = 1;
+        auto saved = pipeline::saveProject(save);
+        QVERIFY2(saved.ok() && saved->verified, saved.ok() ? saved->verifySummary.c_str() : "");
+        pipeline::ExportRequest direct;
+        direct.checkpoint = checkpoint;
+        direct.run = save.runs[0];
+        direct.target.out = dir.filePath("direct.gguf").toStdString();
+        QVERIFY(pipeline::exportRun(direct).ok());
+
+        QProcess p;
+        const QString out = dir.filePath("run1.gguf");
+        p.start(QStringLiteral(QB_CLI_PATH),
+                {"export", dir.filePath("two.qbproj"), "--run", "1", "--out", out, "--format", "gguf"});
+        QVERIFY(p.waitForFinished(120000));
+        QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+        QCOMPARE(qbtest::slurpFile(out), qbtest::slurpFile(dir.filePath("direct.gguf")));
+        p.start(QStringLiteral(QB_CLI_PATH),
+                {"export", dir.filePath("two.qbproj"), "--run", "3", "--out", out, "--format", "gguf"});
+        QVERIFY(p.waitForFinished(120000));
+        QCOMPARE(p.exitCode(), 2);
+        const QByteArray err = p.readAllStandardError();
+        QVERIFY2(err.contains("the project has 2 run(s)"), err.constData());
     }
 };
 

@@ -1,6 +1,7 @@
 // .qbproj project files: write -> read restores everything (plan, calibration, metrics, extras,
-// grids bit for bit), unknown keys ignored, newer major version refused, atomic writes, and the
-// CLI round trip quantize --format qbproj -> export --format gguf|gptq|safetensors.
+// grids bit for bit, the further runs' grids in runs/<index>.safetensors), unknown keys ignored,
+// newer major version refused, atomic writes, and the CLI round trip quantize --format qbproj ->
+// export --format gguf|gptq|safetensors.
 
 #include "export/atomic_file.h"
 #include "export/hf_directory.h"
@@ -56,6 +57,15 @@ const exporting::ProjectBundle& sampleBundle()
 
 std::vector<std::uint8_t> bytesOf(const std::string& s) { return std::vector<std::uint8_t>(s.begin(), s.end()); }
 
+io::JsonValue& member(io::JsonValue& object, const std::string& key)
+{
+    for (auto& m : object.asObject())
+        if (m.key == key) return m.value;
+    throw std::runtime_error("test bug: no member " + key);
+}
+io::JsonValue& firstTensor(io::JsonValue& man) { return member(man, "tensors").asArray()[0]; }
+std::string firstName(io::JsonValue& man) { return firstTensor(man).find("name")->asString(); }
+
 } // namespace
 
 class TestQbproj : public QObject {
@@ -63,6 +73,8 @@ class TestQbproj : public QObject {
 private Q_SLOTS:
     void initTestCase() { model::setNumThreads(1); }
     void writeReadEqual();
+    void runGridsWriteReadEqual();
+    void badRunGridsAreRefused();
     void unknownKeysIgnoredNewerMajorRefused();
     void cancelWriteErrorDiskSpace();
     void malformedProjectsAreRefused_data();
@@ -79,7 +91,8 @@ void TestQbproj::writeReadEqual()
     QVERIFY(exporting::writeProjectBundle(path, b).ok());
     auto r = exporting::readProjectBundle(path);
     QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
-    QCOMPARE(r->version, std::string("1.0"));
+    QCOMPARE(r->version, std::string("1.1")); // kQbprojMinorVersion 1: run_grids
+    QVERIFY(r->runGrids.empty());
     QVERIFY(r->model == b.model);
     QVERIFY(r->plan == b.plan);
     QVERIFY(r->calibration == b.calibration);
@@ -93,6 +106,88 @@ void TestQbproj::writeReadEqual()
     }
     auto plan = pipeline::quantPlanFromJson(r->plan);
     QVERIFY(plan.ok());
+}
+
+// The grids of further runs: each in runs/<run>.safetensors, listed in the manifest's run_grids,
+// read back bit for bit (a subset of the tensors, with a gap in the run indices).
+void TestQbproj::runGridsWriteReadEqual()
+{
+    exporting::ProjectBundle b = sampleBundle();
+    exporting::BundleRunGrids r0, r3;
+    r0.run = 0;
+    r0.tensors.assign(b.tensors.begin(), b.tensors.begin() + 2);
+    r0.tensors[0].grid.codes.setZero(); // differs from the main grids
+    r3.run = 3;
+    r3.tensors = b.tensors;
+    b.runGrids = {r0, r3};
+    QTemporaryDir dir;
+    const std::string path = dir.filePath("runs.qbproj").toStdString();
+    QVERIFY(exporting::writeProjectBundle(path, b).ok());
+    auto entries = io::readZipEntries(path);
+    QVERIFY(entries.ok());
+    QVERIFY(entries->count("runs/0.safetensors") && entries->count("runs/3.safetensors"));
+    auto r = exporting::readProjectBundle(path);
+    QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+    QVERIFY(exporting::sameGrids(r->tensors, b.tensors));
+    QCOMPARE(r->runGrids.size(), std::size_t(2));
+    QCOMPARE(r->runGrids[0].run, 0);
+    QCOMPARE(r->runGrids[1].run, 3);
+    QVERIFY(exporting::sameGrids(r->runGrids[0].tensors, r0.tensors));
+    QVERIFY(exporting::sameGrids(r->runGrids[1].tensors, r3.tensors));
+    QVERIFY(!exporting::sameGrids(r->runGrids[0].tensors, r3.tensors));
+    std::uint64_t bytes = 0;
+    for (const auto& t : r0.tensors)
+        bytes += exporting::gridStorageBytes(t.grid);
+    const std::uint64_t stored = (*entries)["runs/0.safetensors"].size();
+    QVERIFY(stored >= bytes && stored - bytes < 4096); // the grids plus the safetensors header
+
+    b.runGrids = {r0, r0}; // one run twice
+    QVERIFY(!exporting::writeProjectBundle(dir.filePath("twice.qbproj").toStdString(), b).ok());
+}
+
+// A manifest whose run_grids do not match the file is a clear error, never a crash.
+void TestQbproj::badRunGridsAreRefused()
+{
+    exporting::ProjectBundle b = sampleBundle();
+    exporting::BundleRunGrids r2;
+    r2.run = 2;
+    r2.tensors = b.tensors;
+    b.runGrids = {r2};
+    QTemporaryDir dir;
+    const std::string good = dir.filePath("good.qbproj").toStdString();
+    QVERIFY(exporting::writeProjectBundle(good, b).ok());
+    auto entries = io::readZipEntries(good);
+    QVERIFY(entries.ok());
+    auto man = io::parseJson(std::string((*entries)["manifest.json"].begin(), (*entries)["manifest.json"].end()));
+    QVERIFY(man.ok());
+    auto rewrite = [&](const io::JsonValue& m, bool dropEntry) {
+        std::vector<io::ZipEntry> z;
+        for (const auto& [n, bytes] : *entries)
+            if (!(dropEntry && n == "runs/2.safetensors"))
+                z.push_back({n, n == "manifest.json" ? bytesOf(io::toJsonText(m)) : bytes, true});
+        const std::string out = dir.filePath("bad.qbproj").toStdString();
+        if (!io::writeZipEntries(out, z).ok()) return std::string("cannot write");
+        auto r = exporting::readProjectBundle(out);
+        return r.ok() ? std::string("read") : r.error().toString();
+    };
+    QVERIFY(rewrite(*man, true).find("no runs/2.safetensors") != std::string::npos);
+    io::JsonValue m = *man;
+    member(m, "run_grids").asArray()[0].set("run", 5);
+    QVERIFY(rewrite(m, false).find("no runs/5.safetensors") != std::string::npos);
+    m = *man;
+    member(m, "run_grids").asArray()[0].set("run", -1);
+    QVERIFY(rewrite(m, false).find("without a run index") != std::string::npos);
+    m = *man;
+    m.set("run_grids", io::JsonObject{});
+    QVERIFY(rewrite(m, false).find("\"run_grids\" is not an array") != std::string::npos);
+    m = *man;
+    member(m, "run_grids").asArray().push_back(member(m, "run_grids").asArray()[0]);
+    QVERIFY(rewrite(m, false).find("two grid sets for run 2") != std::string::npos);
+    m = *man;
+    member(member(m, "run_grids").asArray()[0], "tensors").asArray()[0].set("bits", 1);
+    const std::string codes = rewrite(m, false);
+    QVERIFY2(codes.find("above 1 for 1 bits") != std::string::npos, codes.c_str());
+    QCOMPARE(rewrite(*man, false), std::string("read"));
 }
 
 void TestQbproj::unknownKeysIgnoredNewerMajorRefused()
@@ -137,17 +232,6 @@ void TestQbproj::unknownKeysIgnoredNewerMajorRefused()
 using Entries = std::map<std::string, std::vector<std::uint8_t>>;
 using Mutation = std::function<void(io::JsonValue& manifest, io::JsonValue& header, Entries& entries)>;
 Q_DECLARE_METATYPE(Mutation)
-
-namespace {
-io::JsonValue& member(io::JsonValue& object, const std::string& key)
-{
-    for (auto& m : object.asObject())
-        if (m.key == key) return m.value;
-    throw std::runtime_error("test bug: no member " + key);
-}
-io::JsonValue& firstTensor(io::JsonValue& man) { return member(man, "tensors").asArray()[0]; }
-std::string firstName(io::JsonValue& man) { return firstTensor(man).find("name")->asString(); }
-} // namespace
 
 void TestQbproj::malformedProjectsAreRefused_data()
 {

@@ -1,10 +1,12 @@
 // The workflows of pipeline/workflows.h, driven directly on the bundled demo model as the window
 // and the CLI drive them: results agree with the jobs they compose, errors are clear, progress
 // covers the whole workflow (phases in order, overall monotone up to 1), cancel leaves files
-// alone, and a saved project opens again with the same runs and grids.
+// alone, and a saved project opens again with the same runs and every run's grids (each run
+// exports byte for byte as before saving; a version 1.0 file with one run's grids still opens).
 
 #include "export/project_bundle.h"
 #include "io/checkpoint.h"
+#include "io/zip_bundle.h"
 #include "pipeline/workflows.h"
 
 #include <QFile>
@@ -56,6 +58,30 @@ pipeline::QuantizeRequest smallQuantize(std::shared_ptr<const io::Checkpoint> ck
     return req;
 }
 
+QByteArray readAll(const std::string& path)
+{
+    QFile f(QString::fromStdString(path));
+    return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray();
+}
+
+// A GGUF export of the run (verified); its bytes, empty on failure (the error in *error).
+QByteArray exportGgufBytes(const std::shared_ptr<const io::Checkpoint>& ck, const pipeline::ProjectRun& run,
+                           const std::string& out, std::string* error)
+{
+    pipeline::ExportRequest req;
+    req.checkpoint = ck;
+    req.run = run;
+    req.target.out = out;
+    req.target.format = pipeline::ExportFormat::Gguf;
+    auto r = pipeline::exportRun(req);
+    if (!r) {
+        *error = r.error().toString();
+        return {};
+    }
+    if (!r->verified) *error = "not verified: " + r->verifySummary;
+    return r->verified ? readAll(out) : QByteArray();
+}
+
 } // namespace
 
 class TestWorkflows : public QObject {
@@ -63,6 +89,17 @@ class TestWorkflows : public QObject {
 
     std::shared_ptr<const io::Checkpoint> m_ck;
     std::shared_ptr<const pipeline::QuantizeOutcome> m_run; // one quantization shared by several tests
+
+    // A further small run of the demo model with this plan (no evaluation).
+    pipeline::ProjectRun quickRun(const pipeline::QuantPlan& plan, const std::string& summary)
+    {
+        auto req = smallQuantize(m_ck);
+        req.plan = plan;
+        auto r = pipeline::quantizeModel(req);
+        if (!r) qFatal("%s", r.error().toString().c_str());
+        return {summary,    pipeline::quantPlanToJson(plan), r->result,   std::nullopt,
+                r->seconds, req.calibration.toJson(),        std::nullopt};
+    }
 
     const pipeline::QuantizeOutcome& run()
     {
@@ -466,6 +503,144 @@ private Q_SLOTS:
         auto wrong = pipeline::openProject({path, demoPath("/no-such-model")});
         QVERIFY(!wrong.ok());
         QVERIFY2(wrong.error().toString().find("no-such-model") != std::string::npos, wrong.error().toString().c_str());
+    }
+
+    // Issue 11 item 8: a project keeps the grids of every run, and each run exports after reopening
+    // exactly as it did before saving.
+    void everyRunKeepsItsGrids()
+    {
+        const auto& r = run();
+        pipeline::QuantPlan q41 = pipeline::uniformQuantPlan(quant::Method::Rtn, 4, 32);
+        q41.defaults.target = "Q4_1"; // solved inside a GGUF block type (offsets stored too)
+        const std::vector<pipeline::ProjectRun> runs = {
+            {"GPTQ 4b g32", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, std::nullopt, r.seconds,
+             smallQuantize(m_ck).calibration.toJson(), std::nullopt},
+            quickRun(pipeline::uniformQuantPlan(quant::Method::Rtn, 3, 64), "RTN 3b g64"),
+            quickRun(q41, "RTN Q4_1"),
+        };
+        for (const auto& run : runs)
+            QVERIFY(!run.result->codes.empty() && run.result->codes[0].has_value());
+        QVERIFY(!runs[2].result->codes[0]->container.empty());
+
+        QTemporaryDir dir;
+        // Exports before saving: runs 0 and 2 (neither is the grids run).
+        std::string error;
+        const QByteArray before0 = exportGgufBytes(m_ck, runs[0], dir.filePath("before0.gguf").toStdString(), &error);
+        QVERIFY2(!before0.isEmpty(), error.c_str());
+        const QByteArray before2 = exportGgufBytes(m_ck, runs[2], dir.filePath("before2.gguf").toStdString(), &error);
+        QVERIFY2(!before2.isEmpty(), error.c_str());
+
+        const pipeline::ProjectContents contents = pipeline::projectContents(runs);
+        QCOMPARE(contents.runs, std::size_t(3));
+        QCOMPARE(contents.gridRuns, std::size_t(3));
+        pipeline::SaveProjectRequest save;
+        save.path = dir.filePath("three.qbproj").toStdString();
+        save.checkpoint = m_ck;
+        save.runs = runs;
+        save.gridsRun = 1;
+        auto saved = pipeline::saveProject(save);
+        QVERIFY2(saved.ok(), saved.ok() ? "" : saved.error().toString().c_str());
+        QVERIFY2(saved->verified, saved->verifySummary.c_str());
+        QCOMPARE(saved->gridRuns, std::size_t(3));
+        QVERIFY2(saved->verifySummary.find("of 3 run(s) identical") != std::string::npos, saved->verifySummary.c_str());
+        std::size_t tensors = 0;
+        for (const auto& run : runs)
+            tensors += run.result->tensors.size();
+        QCOMPARE(saved->tensors, tensors);
+        // The stored grids are what the dialog announced (the rest is JSON and zip framing).
+        QVERIFY(saved->bytes > contents.gridBytes);
+        QVERIFY2(saved->bytes < contents.gridBytes + contents.gridBytes / 4 + 200000,
+                 (std::to_string(saved->bytes) + " vs " + std::to_string(contents.gridBytes)).c_str());
+
+        // The layout: the grids run in tensors.safetensors, the others in runs/<index>.safetensors.
+        auto bundle = exporting::readProjectBundle(save.path);
+        QVERIFY(bundle.ok());
+        QCOMPARE(bundle->version, std::string("1.1"));
+        QCOMPARE(bundle->runGrids.size(), std::size_t(2));
+        QCOMPARE(bundle->runGrids[0].run, 0);
+        QCOMPARE(bundle->runGrids[1].run, 2);
+        auto entries = io::readZipEntries(save.path);
+        QVERIFY(entries.ok());
+        QVERIFY(entries->count("tensors.safetensors") && entries->count("runs/0.safetensors") &&
+                entries->count("runs/2.safetensors") && !entries->count("runs/1.safetensors"));
+
+        auto opened = pipeline::openProject({save.path, ""});
+        QVERIFY2(opened.ok(), opened.ok() ? "" : opened.error().toString().c_str());
+        QCOMPARE(opened->runs.size(), std::size_t(3));
+        QCOMPARE(opened->gridsRun, 1);
+        for (std::size_t k = 0; k < runs.size(); ++k) {
+            const auto& a = *opened->runs[k].result;
+            const auto& b = *runs[k].result;
+            QCOMPARE(opened->runs[k].summary, runs[k].summary);
+            QCOMPARE(a.tensors.size(), b.tensors.size());
+            QCOMPARE(a.codes.size(), a.tensors.size());
+            for (std::size_t t = 0; t < a.tensors.size(); ++t) {
+                QCOMPARE(a.tensors[t].name, b.tensors[t].name);
+                QVERIFY2(a.codes[t].has_value(), a.tensors[t].name.c_str());
+                QVERIFY2(exporting::sameGrid(*a.codes[t], *b.codes[t]), a.tensors[t].name.c_str());
+            }
+        }
+        // Byte for byte the same GGUF files as before saving.
+        const QByteArray after0 =
+            exportGgufBytes(opened->checkpoint, opened->runs[0], dir.filePath("after0.gguf").toStdString(), &error);
+        QVERIFY2(!after0.isEmpty(), error.c_str());
+        QVERIFY(after0 == before0);
+        const QByteArray after2 =
+            exportGgufBytes(opened->checkpoint, opened->runs[2], dir.filePath("after2.gguf").toStdString(), &error);
+        QVERIFY2(!after2.isEmpty(), error.c_str());
+        QVERIFY(after2 == before2);
+    }
+
+    // A project of version 1.0 (one run's grids in tensors.safetensors, no run_grids, no runs/)
+    // opens: that run carries its codes and exports; the others have none and say so.
+    void oldSingleGridsProjectOpens()
+    {
+        const auto& r = run();
+        QTemporaryDir dir;
+        const std::string path = dir.filePath("old.qbproj").toStdString();
+        const pipeline::QuantPlan plan = smallQuantize(m_ck).plan;
+        exporting::ProjectBundle b =
+            pipeline::bundleFromRun(*m_ck, *r.result, plan, smallQuantize(m_ck).calibration.toJson(), 11.5, 1.0);
+        b.version = "1.0";
+        io::JsonArray list;
+        for (int i = 0; i < 2; ++i) { // what the 1.0 writer stored for two runs, grids of the second
+            io::JsonValue e;
+            e.set("id", i + 1);
+            e.set("summary", i == 0 ? "first" : "second");
+            e.set("plan", pipeline::quantPlanToJson(plan));
+            e.set("metrics", pipeline::runMetricsJson(*r.result, 11.5, 1.0));
+            e.set("calibration", smallQuantize(m_ck).calibration.toJson());
+            list.push_back(std::move(e));
+        }
+        io::JsonValue runsJson;
+        runsJson.set("grids_run", 1);
+        runsJson.set("runs", std::move(list));
+        b.extras.emplace_back("runs", std::move(runsJson));
+        QVERIFY(b.runGrids.empty());
+        QVERIFY(exporting::writeProjectBundle(path, b).ok());
+        auto entries = io::readZipEntries(path);
+        QVERIFY(entries.ok());
+        for (const auto& [name, bytes] : *entries)
+            QVERIFY2(name.rfind("runs/", 0) != 0, name.c_str());
+        auto man = io::parseJson(std::string((*entries)["manifest.json"].begin(), (*entries)["manifest.json"].end()));
+        QVERIFY(man.ok() && !man->find("run_grids") && man->find("version")->asString() == "1.0");
+
+        auto opened = pipeline::openProject({path, ""});
+        QVERIFY2(opened.ok(), opened.ok() ? "" : opened.error().toString().c_str());
+        QCOMPARE(opened->runs.size(), std::size_t(2));
+        QCOMPARE(opened->gridsRun, 1);
+        for (const auto& c : opened->runs[0].result->codes)
+            QVERIFY(!c.has_value());
+        const auto& back = *opened->runs[1].result;
+        for (std::size_t t = 0; t < back.tensors.size(); ++t)
+            QVERIFY(back.codes[t] && exporting::sameGrid(*back.codes[t], *r.result->codes[t]));
+        std::string error;
+        QVERIFY2(!exportGgufBytes(opened->checkpoint, opened->runs[1], dir.filePath("g1.gguf").toStdString(), &error)
+                      .isEmpty(),
+                 error.c_str());
+        QVERIFY(exportGgufBytes(opened->checkpoint, opened->runs[0], dir.filePath("g0.gguf").toStdString(), &error)
+                    .isEmpty());
+        QVERIFY2(error.find("no stored quantization grids") != std::string::npos, error.c_str());
     }
 
     void cancelledSaveLeavesTheOldFile()

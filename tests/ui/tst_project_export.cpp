@@ -3,7 +3,8 @@
 // typed into the line edit, Export clicked; the file verifies and the exactness table is filled),
 // save a .qbproj, open it in a fresh MainWindow (plan and run metrics equal, nothing recomputed),
 // export the restored run to safetensors (it verifies), and refuse a newer major version with a
-// dialog naming the file.
+// dialog naming the file. With two runs, the Save Project dialog says it stores both runs' grids,
+// and the reopened run that is not the selected one exports byte for byte as before saving.
 
 #include "export/model_verify.h"
 #include "export/project_bundle.h"
@@ -22,6 +23,7 @@
 #include <QComboBox>
 #include <QDir>
 #include <QFile>
+#include <QFileDialog>
 #include <QFileInfo>
 #include <QLabel>
 #include <QLineEdit>
@@ -32,6 +34,7 @@
 #include <QStandardPaths>
 #include <QTabBar>
 #include <QTabWidget>
+#include <QTableView>
 #include <QTableWidget>
 #include <QTemporaryDir>
 #include <QTest>
@@ -79,6 +82,15 @@ QByteArray readBytes(const QString& path)
 {
     QFile f(path);
     return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray();
+}
+
+// Selects one row of the run table with a click (the compare tab shown first).
+void clickRun(QuantizePanel* panel, int row)
+{
+    clickTab(panel->views()->tabBar(), panel->views()->indexOf(panel->compareView()));
+    QTableView* table = panel->compareView()->table();
+    const QRect cell = table->visualRect(table->model()->index(row, 1));
+    QTest::mouseClick(table->viewport(), Qt::LeftButton, {}, cell.center());
 }
 
 // Chooses the format, types the output path, clicks Export, waits for the result.
@@ -239,6 +251,94 @@ private Q_SLOTS:
         QVERIFY2(stOk && stOk->ok, stOk ? stOk->summary().c_str() : stOk.error().toString().c_str());
         QVERIFY(d2->reportTable()->rowCount() > 0);
         QVERIFY(d2->verifyLabel()->text().contains(QStringLiteral("passed")));
+    }
+
+    // Issue 11 item 8: every run of a saved project exports after reopening, not only the one
+    // selected when saving; the save dialog says what the file stores.
+    void everyReopenedRunExports()
+    {
+        QTemporaryDir tmp;
+        QVERIFY(tmp.isValid());
+        MainWindow w;
+        QuantizePanel* panel = openDemo(w);
+        QVERIFY(panel);
+        panel->windowsSpin()->setValue(8);
+        panel->lengthSpin()->setValue(64);
+        panel->perplexityCheck()->setChecked(false);
+        for (int bits : {4, 3}) {
+            pipeline::QuantPlan plan = panel->planEditor()->model()->plan();
+            plan.defaults.bits = bits;
+            plan.defaults.groupSize = 32;
+            QCOMPARE(panel->planEditor()->model()->applyPlan(plan, QStringLiteral("test")), QString());
+            QSignalSpy finished(panel, &QuantizePanel::quantizeFinished);
+            QTest::mouseClick(panel->quantizeButton(), Qt::LeftButton);
+            QVERIFY(finished.wait(30000));
+            QVERIFY2(finished.first().at(0).toBool(), qPrintable(finished.first().at(1).toString()));
+        }
+        QCOMPARE(panel->runs()->rowCount(), 2);
+
+        // The first run (not the selected one, which goes to metrics.json) to GGUF.
+        clickRun(panel, 0);
+        QCOMPARE(panel->compareView()->comparedRows(), QList<int>{0});
+        ExportDialog* d = clickExport(w);
+        QVERIFY(d);
+        QVERIFY2(d->windowTitle().contains(QStringLiteral("run 1")), qPrintable(d->windowTitle()));
+        const QString before = tmp.filePath(QStringLiteral("before.gguf"));
+        QString msg;
+        QVERIFY2(runExport(d, pipeline::ExportFormat::Gguf, before, &msg), qPrintable(msg));
+        QTest::mouseClick(d->findChild<QPushButton*>(QStringLiteral("exportClose")), Qt::LeftButton);
+        QTRY_VERIFY(w.findChild<ExportDialog*>() == nullptr);
+        clickRun(panel, 1); // the second run is the selected one when saving
+
+        // File > Save Project says what the file will hold.
+        w.saveProjectAction()->trigger();
+        QFileDialog* save = nullptr;
+        QTRY_VERIFY((save = w.findChild<QFileDialog*>(QStringLiteral("saveProjectDialog"))) != nullptr);
+        auto* contents = save->findChild<QLabel*>(QStringLiteral("projectContents"));
+        QVERIFY(contents);
+        QTRY_VERIFY(contents->isVisible());
+        const QString text = contents->text();
+        QVERIFY2(text.contains(QStringLiteral("every run's metrics and the quantization grids of 2 run(s)")),
+                 qPrintable(text));
+        QVERIFY2(text.contains(QStringLiteral(" MB)")) || text.contains(QStringLiteral(" kB)")), qPrintable(text));
+        QVERIFY2(text.contains(QStringLiteral("referenced, not copied")), qPrintable(text));
+        save->reject();
+        QTRY_VERIFY(w.findChild<QFileDialog*>(QStringLiteral("saveProjectDialog")) == nullptr);
+
+        const QString proj = tmp.filePath(QStringLiteral("two.qbproj"));
+        QSignalSpy saved(&w, &MainWindow::projectSaved);
+        w.saveProject(proj);
+        QVERIFY(saved.wait(20000));
+        QVERIFY2(saved.first().at(1).toBool(), qPrintable(saved.first().at(2).toString()));
+
+        MainWindow w2;
+        QVERIFY(showWindow(w2));
+        QSignalSpy opened(&w2, &MainWindow::projectOpened);
+        QSignalSpy failed(&w2, &MainWindow::projectOpenFailed);
+        w2.openProject(proj);
+        QTRY_VERIFY_WITH_TIMEOUT(opened.count() + failed.count() > 0, 20000);
+        QVERIFY2(failed.isEmpty(), failed.isEmpty() ? "" : qPrintable(failed.first().at(1).toString()));
+        QuantizePanel* p2 = w2.quantizePanel();
+        QCOMPARE(p2->runs()->rowCount(), 2);
+        for (int row = 0; row < 2; ++row) {
+            const auto& a = *p2->runs()->run(row)->result;
+            const auto& b = *panel->runs()->run(row)->result;
+            QCOMPARE(a.codes.size(), b.codes.size());
+            for (std::size_t t = 0; t < a.codes.size(); ++t)
+                QVERIFY(a.codes[t] && b.codes[t] && exporting::sameGrid(*a.codes[t], *b.codes[t]));
+        }
+
+        // The reopened first run exports through the dialog, the same bytes as before saving.
+        clickRun(p2, 0);
+        ExportDialog* d2 = clickExport(w2);
+        QVERIFY(d2);
+        QVERIFY2(d2->windowTitle().contains(QStringLiteral("run 1")), qPrintable(d2->windowTitle()));
+        const QString after = tmp.filePath(QStringLiteral("after.gguf"));
+        QVERIFY2(runExport(d2, pipeline::ExportFormat::Gguf, after, &msg), qPrintable(msg));
+        QVERIFY(d2->verifyLabel()->text().contains(QStringLiteral("passed")));
+        const QByteArray bytes = readBytes(after);
+        QVERIFY(!bytes.isEmpty());
+        QVERIFY(bytes == readBytes(before));
     }
 
     void newerMajorVersionRefused()

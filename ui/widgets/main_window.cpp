@@ -24,9 +24,11 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFutureWatcher>
+#include <QGridLayout>
 #include <QIcon>
 #include <QLabel>
 #include <QLineEdit>
+#include <QLocale>
 #include <QSpinBox>
 #include <QMenuBar>
 #include <QMessageBox>
@@ -464,8 +466,49 @@ void MainWindow::saveProjectDialog()
     dialog->setAttribute(Qt::WA_DeleteOnClose);
     dialog->setAcceptMode(QFileDialog::AcceptSave);
     dialog->setDefaultSuffix(QStringLiteral("qbproj"));
+    // Qt's own dialog, so that it can say what the file will hold and how large the grids are (a
+    // project with many runs grows by each run's codes and scales); a native one has no room.
+    dialog->setOption(QFileDialog::DontUseNativeDialog);
+    int gridsRun = -1;
+    auto* contents = new QLabel(projectContentsText(pipeline::projectContents(projectRuns(&gridsRun))), dialog);
+    contents->setObjectName(QStringLiteral("projectContents"));
+    contents->setWordWrap(true);
+    if (auto* grid = qobject_cast<QGridLayout*>(dialog->layout()))
+        grid->addWidget(contents, grid->rowCount(), 0, 1, grid->columnCount());
+    else if (dialog->layout()) dialog->layout()->addWidget(contents);
     connect(dialog, &QFileDialog::fileSelected, this, &MainWindow::saveProject);
     dialog->open();
+}
+
+std::vector<pipeline::ProjectRun> MainWindow::projectRuns(int* gridsRun) const
+{
+    // Every run with its grids; the selected one also supplies metrics.json (what a reader of
+    // version 1.0 sees).
+    std::vector<pipeline::ProjectRun> runs;
+    const auto selected = m_quantize->selectedRun();
+    *gridsRun = -1;
+    for (const auto& run : m_quantize->runs()->runs()) {
+        if (run == selected) *gridsRun = int(runs.size());
+        runs.push_back(run->toProjectRun());
+    }
+    return runs;
+}
+
+QString MainWindow::projectContentsText(const pipeline::ProjectContents& c)
+{
+    const QString model = tr("the model itself is referenced, not copied.");
+    if (c.runs == 0) return tr("Stores the plan and calibration settings (no quantization run yet); %1").arg(model);
+    if (c.gridRuns == 0)
+        return tr("Stores the plan, calibration settings and the metrics of %n run(s) (none has quantization grids); "
+                  "%1",
+                  nullptr, int(c.runs))
+            .arg(model);
+    const QString size = QLocale().formattedDataSize(qint64(c.gridBytes), 1, QLocale::DataSizeSIFormat);
+    const QString grids =
+        c.gridRuns == c.runs
+            ? tr("the quantization grids of %n run(s)", nullptr, int(c.runs))
+            : tr("the quantization grids of %1 of %n run(s)", nullptr, int(c.runs)).arg(int(c.gridRuns));
+    return tr("Stores the plan, calibration settings, every run's metrics and %1 (%2); %3").arg(grids, size, model);
 }
 
 void MainWindow::openProjectDialog()
@@ -499,12 +542,7 @@ void MainWindow::saveProject(const QString& path)
     calibration.options.nsamples = m_quantize->windowsSpin()->value();
     calibration.options.seqlen = m_quantize->lengthSpin()->value();
     req.calibration = calibration.toJson();
-    // The selected run supplies metrics.json and the grids; every run is in extras/runs.json.
-    const auto gridsRun = m_quantize->selectedRun();
-    for (const auto& run : m_quantize->runs()->runs()) {
-        if (run == gridsRun) req.gridsRun = int(req.runs.size());
-        req.runs.push_back(run->toProjectRun());
-    }
+    req.runs = projectRuns(&req.gridsRun);
     m_runner->start<pipeline::SavedProject>(
         this, tr("Saving %1").arg(QFileInfo(path).fileName()),
         [req](RunContext& ctx) { return pipeline::saveProject(req, &ctx); },
@@ -522,7 +560,7 @@ void MainWindow::saveProject(const QString& path)
             }
             markSaved();
             statusBar()->showMessage(
-                tr("Saved %1 (%n quantized tensor(s))", nullptr, int(outcome.value->tensors)).arg(path), 8000);
+                tr("Saved %1 (grids of %n run(s))", nullptr, int(outcome.value->gridRuns)).arg(path), 8000);
             Q_EMIT projectSaved(path, true, QString());
         });
 }

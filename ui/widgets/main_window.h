@@ -7,6 +7,12 @@
 #include <QMainWindow>
 
 #include <memory>
+#include <vector>
+
+namespace qb::pipeline {
+struct ProjectContents;
+struct ProjectRun;
+} // namespace qb::pipeline
 
 class QAction;
 class QDockWidget;
@@ -66,8 +72,9 @@ public Q_SLOTS:
     // A Hugging Face model folder (the file dialog above picks files only).
     void openModelFolderDialog();
     // .qbproj projects (pipeline/project.h): the model reference, the plan in the editor, every
-    // run's metrics and the grids of the selected (else latest) run. Both run in a worker; a file
-    // that cannot be read (or a newer major version) is reported in a dialog naming the file.
+    // run's metrics and grids (metrics.json: the selected, else latest, run). Both run in a
+    // worker; a file that cannot be read (or a newer major version) is reported in a dialog naming
+    // the file. The save dialog says what the file will hold (projectContentsText).
     void saveProject(const QString& path);
     void openProject(const QString& path);
     void saveProjectDialog();
@@ -98,6 +105,11 @@ private:
     void jobError(const QString& title, const QString& message);
     // After a project is saved or opened: no unsaved runs, the plan's undo stack is clean.
     void markSaved();
+    // The session's runs as a project stores them; *gridsRun: the selected run's index (or -1).
+    std::vector<pipeline::ProjectRun> projectRuns(int* gridsRun) const;
+    // "Stores the plan, calibration settings, every run's metrics and the quantization grids of
+    // 3 run(s) (1.2 MB); the model itself is referenced, not copied."
+    static QString projectContentsText(const pipeline::ProjectContents& contents);
 
     QTabWidget* m_tabs = nullptr;
     QDockWidget* m_explorerDock = nullptr;
