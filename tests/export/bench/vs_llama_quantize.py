@@ -182,7 +182,7 @@ def main():
     ap.add_argument("--models", default="widened,rotated")
     ap.add_argument("--types", default="Q4_K,Q3_K,Q2_K")
     ap.add_argument("--methods", default="gptq,neuqi")
-    ap.add_argument("--mixed", action="store_true", help="also a mixed plan at about 4.8 bits/weight vs Q4_K_M")
+    ap.add_argument("--mixed", action="store_true", help="also llama.cpp's Q4_K_M mix (about 4.8 bits/weight)")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
@@ -208,9 +208,11 @@ def main():
         print(f"{model}: F32 perplexity in llama.cpp {base:.4f}", flush=True)
         plans = [(t, None) for t in a.types.split(",")]
         if a.mixed:
+            # llama.cpp's Q4_K_M recipe for 4 layers (use_more_bits: layers 2 and 3 keep attn_v and
+            # ffn_down in Q6_K), so that both files have the same size, tensor for tensor.
             plans.append(("Q4_K_M", {"default": {"target": "Q4_K"},
-                                     "rules": [{"match": "*.mlp.down_proj", "target": "Q6_K"},
-                                               {"match": "*.self_attn.v_proj", "target": "Q6_K"}],
+                                     "rules": [{"match": "model.layers.[23].mlp.down_proj", "target": "Q6_K"},
+                                               {"match": "model.layers.[23].self_attn.v_proj", "target": "Q6_K"}],
                                      "embed_type": "Q4_K", "head_type": "Q6_K"}))
         for t, mixed in plans:
             theirs = os.path.join(work, f"{model}-{t}-llama.gguf")
