@@ -198,6 +198,37 @@ private Q_SLOTS:
             QCOMPARE(v.toObject().value("target").toString(), QString("Q4_0"));
     }
 
+    // Pre-flight: --dry-run prints the estimate and quantizes nothing; a --memory-limit below the
+    // estimate refuses the run with what to change; a bad size is a usage error.
+    void cliDryRunAndMemoryLimit()
+    {
+        QTemporaryDir dir;
+        const QString out = dir.filePath("q.gguf");
+        const QStringList base{"quantize", qbtest::demo(),
+                               "--calib",  qbtest::demo("/calib.txt"),
+                               "--method", "gptq",
+                               "--bits",   "4",
+                               "--eval",   qbtest::demo("/eval.txt"),
+                               "--ctx",    "128"};
+        const auto dry = qbtest::runCli(base + QStringList{"--dry-run", "--json", "--out", out, "--format", "gguf"});
+        QVERIFY2(dry.code == 0, dry.err.constData());
+        const QJsonObject e = QJsonDocument::fromJson(dry.out).object().value("estimate").toObject();
+        QVERIFY(e.value("seconds").toDouble() > 0);
+        QVERIFY(e.value("peak_bytes").toDouble() > 1e6);
+        QVERIFY(e.value("fits").toBool());
+        QVERIFY(e.value("memory").toObject().contains("calibration activations"));
+        QVERIFY(!QFileInfo::exists(out)); // nothing ran
+        const auto text = qbtest::runCli(base + QStringList{"--dry-run"});
+        QVERIFY2(text.code == 0 && text.out.contains("estimate: about"), text.out.constData());
+        const auto refused = qbtest::runCli(base + QStringList{"--memory-limit", "8M"});
+        QCOMPARE(refused.code, 1);
+        QVERIFY2(refused.err.contains("8 MB are available") && refused.err.contains("calibration windows"),
+                 refused.err.constData());
+        const auto bad = qbtest::runCli(base + QStringList{"--memory-limit", "lots"});
+        QCOMPARE(bad.code, 2);
+        QVERIFY2(bad.err.contains("expects a size such as 800M"), bad.err.constData());
+    }
+
     void cliSigintCancels()
     {
         QProcess p;

@@ -1,0 +1,128 @@
+// Pre-flight estimates (issue 12 item 5): time and peak memory grow with the settings as they
+// should, the parts add up, a run whose estimate exceeds the memory limit is refused before any
+// work with a message that says what to change, and the machine facts are sane.
+
+#include "pipeline/preflight.h"
+#include "pipeline/workflows.h"
+
+#include <QElapsedTimer>
+#include <QTest>
+
+using namespace qb;
+using namespace qb::pipeline;
+
+namespace {
+
+std::string demoPath(const char* f = "") { return std::string(QB_DEMO_DIR) + f; }
+
+std::shared_ptr<const io::Checkpoint> demo()
+{
+    auto ck = io::openCheckpoint(demoPath());
+    if (!ck) qFatal("demo: %s", ck.error().toString().c_str());
+    return std::make_shared<const io::Checkpoint>(std::move(*ck));
+}
+
+QuantizeRequest demoRequest(int nsamples, int seqlen, bool eval)
+{
+    QuantizeRequest r;
+    r.checkpoint = demo();
+    r.plan = uniformQuantPlan(quant::Method::Gptq, 4, 128);
+    r.calibration.textPath = demoPath("/calib.txt");
+    r.calibration.options.nsamples = nsamples;
+    r.calibration.options.seqlen = seqlen;
+    if (eval) r.evalTextPath = demoPath("/eval.txt");
+    r.evalOptions.ctx = 128;
+    return r;
+}
+
+std::uint64_t sumParts(const PreflightEstimate& e)
+{
+    std::uint64_t s = 0;
+    for (const auto& [name, bytes] : e.memoryParts)
+        s += bytes;
+    return s;
+}
+
+} // namespace
+
+class TestPreflight : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void machineFacts()
+    {
+        QVERIFY(availableMemoryBytes() > (std::uint64_t(64) << 20));
+        const MachineRate one = measureMachineRate(1);
+        QCOMPARE(one.threads, 1);
+        QVERIFY2(one.macsPerSecond > 1e8, qPrintable(QString::number(one.macsPerSecond))); // any x86-64 does this
+        QElapsedTimer t;
+        t.start();
+        QCOMPARE(measureMachineRate(1).macsPerSecond, one.macsPerSecond); // cached
+        QVERIFY(t.elapsed() < 20);
+        QCOMPARE(formatBytesShort(std::uint64_t(3) << 29), std::string("1.5 GB"));
+        QCOMPARE(formatBytesShort(std::uint64_t(850) << 20), std::string("850 MB"));
+    }
+
+    void estimatesFollowTheSettings()
+    {
+        auto small = preflightQuantizeRequest(demoRequest(16, 128, false));
+        auto more = preflightQuantizeRequest(demoRequest(64, 128, false));
+        auto longer = preflightQuantizeRequest(demoRequest(16, 512, false));
+        auto withEval = preflightQuantizeRequest(demoRequest(16, 128, true));
+        QVERIFY(small.ok() && more.ok() && longer.ok() && withEval.ok());
+        QVERIFY(small->seconds > 0 && small->peakBytes > 0);
+        QCOMPARE(sumParts(*small), small->peakBytes);
+        QVERIFY(more->seconds > 2 * small->seconds);
+        QVERIFY(more->peakBytes > small->peakBytes);
+        QVERIFY(longer->seconds > 3 * small->seconds); // 4x the tokens, attention grows with the length
+        QVERIFY(withEval->seconds > small->seconds);
+        bool evaluated = false;
+        for (const auto& [name, bytes] : withEval->memoryParts)
+            evaluated = evaluated || name == "quantized model (F32)";
+        QVERIFY(evaluated);
+        // Parts come largest first; the summary names time and memory.
+        for (std::size_t i = 1; i < more->memoryParts.size(); ++i)
+            QVERIFY(more->memoryParts[i - 1].second >= more->memoryParts[i].second);
+        QVERIFY(QString::fromStdString(more->summary()).contains("at the peak"));
+        // KL keeps the original's layers: more memory than perplexity alone.
+        QuantizeRequest kl = demoRequest(16, 128, true), ppl = kl;
+        ppl.klDivergence = false;
+        QVERIFY(preflightQuantizeRequest(kl)->peakBytes > preflightQuantizeRequest(ppl)->peakBytes);
+        // Evaluation: a reference model doubles the model part.
+        const auto ck = demo();
+        const ModelConfig& c = ck->config;
+        const MachineRate rate = measureMachineRate(1);
+        const auto e1 = preflightEvaluate(c, 20000, 128, 4, false, rate);
+        const auto e2 = preflightEvaluate(c, 20000, 128, 4, true, rate);
+        QVERIFY(e2.peakBytes > e1.peakBytes && e2.seconds > 1.5 * e1.seconds);
+    }
+
+    void tooLargeIsRefusedBeforeAnyWork()
+    {
+        QuantizeRequest r = demoRequest(64, 256, true);
+        r.memoryLimitBytes = std::uint64_t(8) << 20;
+        QElapsedTimer t;
+        t.start();
+        auto q = quantizeModel(r);
+        QVERIFY(!q.ok());
+        QCOMPARE(q.error().code, ErrorCode::OutOfMemory);
+        const QString msg = QString::fromStdString(q.error().message);
+        QVERIFY2(msg.contains("8 MB are available") && msg.contains("calibration windows"), qPrintable(msg));
+        QVERIFY2(t.elapsed() < 5000, "refused only after working");
+        // The same request without the check would run; the estimate says it does not fit.
+        auto e = preflightQuantizeRequest(r);
+        QVERIFY(e.ok() && !e->fits());
+        QVERIFY(QString::fromStdString(e->refusal()).contains("largest:"));
+
+        EvaluateRequest ev;
+        ev.checkpoint = demo();
+        ev.textPath = demoPath("/eval.txt");
+        ev.options.ctx = 128;
+        ev.memoryLimitBytes = std::uint64_t(4) << 20;
+        auto out = evaluateModel(ev);
+        QVERIFY(!out.ok());
+        QCOMPARE(out.error().code, ErrorCode::OutOfMemory);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestPreflight)
+#include "tst_preflight.moc"
