@@ -206,7 +206,7 @@ def main():
         base = llama_ppl(f32, a.threads)
         rows.append({"model": model, "type": "F32", "who": "-", "bytes": os.path.getsize(f32), "ppl": base})
         print(f"{model}: F32 perplexity in llama.cpp {base:.4f}", flush=True)
-        plans = [(t, None) for t in a.types.split(",")]
+        plans = [(t, None) for t in a.types.split(",") if t]
         if a.mixed:
             # llama.cpp's Q4_K_M recipe for 4 layers (use_more_bits: layers 2 and 3 keep attn_v and
             # ffn_down in Q6_K), so that both files have the same size, tensor for tensor.
