@@ -68,7 +68,7 @@ int runImatrixCmd(const std::vector<std::string>& argv)
     pipeline::ImportanceExportRequest req;
     req.calibrate.calibration.textPath = *calibPath;
     req.calibrate.calibration.options.nsamples = int(args.intValue("nsamples", 128, 1, 1 << 20));
-    req.calibrate.calibration.options.seqlen = int(args.intValue("seqlen", 256, 2, 1 << 20));
+    req.calibrate.calibration.options.seqlen = int(args.intValue("seqlen", 0, 2, 1 << 20)); // 0: the model's
     req.calibrate.calibration.options.seed = std::uint64_t(args.intValue("seed", 0, 0, (1LL << 62)));
     req.calibrate.options.batch = int(args.intValue("batch", 8, 1, 4096));
     const int threads = int(args.intValue("threads", 0, 0, 4096));
@@ -79,6 +79,8 @@ int runImatrixCmd(const std::vector<std::string>& argv)
 
     auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
+    auto& seqlen = req.calibrate.calibration.options.seqlen;
+    if (seqlen == 0) seqlen = pipeline::defaultCalibrationLength(ck->config);
     req.calibrate.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
     cli::CliJob job(json);
     auto r = pipeline::exportImportanceMatrix(req, &job.context());
@@ -104,7 +106,7 @@ int runImatrixCmd(const std::vector<std::string>& argv)
 } // namespace
 
 QB_CLI_COMMAND("imatrix", "write calibration statistics as a llama.cpp importance matrix (or --show one)",
-               "Usage: quantbench-cli imatrix MODEL --calib FILE [--nsamples 128] [--seqlen 256] [--seed 0]\n"
+               "Usage: quantbench-cli imatrix MODEL --calib FILE [--nsamples 128] [--seqlen 2048] [--seed 0]\n"
                "         --out FILE [--format gguf|dat] [--batch N] [--threads N] [--json]\n"
                "       quantbench-cli imatrix --show FILE [--json]\n"
                "  Runs the calibration windows through the model and writes, for every decoder linear, the\n"

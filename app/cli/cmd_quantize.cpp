@@ -40,7 +40,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (!calibPath) return cli::fail(cmd, "--calib FILE is required", 2);
     pipeline::CalibrationOptions co;
     co.nsamples = int(args.intValue("nsamples", 128, 1, 1 << 20));
-    co.seqlen = int(args.intValue("seqlen", 256, 2, 1 << 20));
+    co.seqlen = int(args.intValue("seqlen", 0, 2, 1 << 20)); // 0: the model's default, once it is open
     co.seed = std::uint64_t(args.intValue("seed", 0, 0, (1LL << 62)));
     const int threads = int(args.intValue("threads", 0, 0, 4096));
     const auto memoryLimit = args.bytesValue("memory-limit", 0);
@@ -122,6 +122,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 
     auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
+    if (co.seqlen == 0) co.seqlen = pipeline::defaultCalibrationLength(ck->config);
     // A plan that does not fit the model is a usage error, reported before any work.
     auto resolved = pipeline::resolveQuantPlan(plan, ck->config);
     if (!resolved) return cli::fail(cmd, "bad plan: " + resolved.error().toString(), 2);
@@ -229,13 +230,15 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 
 QB_CLI_COMMAND(
     "quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI) with a plan",
-    "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 256] [--seed 0]\n"
+    "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 2048] [--seed 0]\n"
     "         (--plan PLAN.json | --method rtn|gptq|neuqi (--bits B [--group G] [--sym] | --target T)\n"
     "          [--act-order]) [--embed-type T] [--head-type T]\n"
     "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
     "         [--imatrix FILE] [--save-plan FILE] [--json] [--dry-run] [--memory-limit SIZE]\n"
     "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
-    "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded)\n"
+    "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded); the\n"
+    "                 default 128 x 2048 (the GPTQ/NeUQI papers') is capped at the model's context;\n"
+    "                 --dry-run shows what it costs\n"
     "  --plan FILE    JSON plan: {\"default\": {\"method\": \"neuqi\", \"bits\": 4, \"group_size\": 128},\n"
     "                 \"rules\": [{\"match\": \"model.layers.*.mlp.down_proj\", \"bits\": 8}, ...]}\n"
     "  --method M     one method for every decoder linear; neuqi = GPTQ with NeUQI initialisation\n"

@@ -1,8 +1,16 @@
 #include "pipeline/calibration.h"
 
+#include <algorithm>
+
 #include <random>
 
 namespace qb::pipeline {
+
+int defaultCalibrationLength(const ModelConfig& c)
+{
+    constexpr std::int64_t kLiterature = 2048;
+    return int(c.maxPositionEmbeddings >= 2 ? std::min(kLiterature, c.maxPositionEmbeddings) : kLiterature);
+}
 
 namespace {
 

@@ -12,6 +12,7 @@
 // counts. Progress: stage "calibrate" (no units). Threading: pure functions.
 // Memory: n·L int32 token ids.
 
+#include "base/model_config.h"
 #include "base/result.h"
 #include "base/run_context.h"
 #include "io/tokenizer.h"
@@ -24,6 +25,10 @@
 #include <vector>
 
 namespace qb::pipeline {
+
+// The calibration window length a run uses when none is given: the literature's 2048 tokens
+// (GPTQ, NeUQI: 128 windows x 2048), at most the model's context.
+int defaultCalibrationLength(const ModelConfig& config);
 
 struct CalibrationOptions {
     int nsamples = 128;

@@ -29,7 +29,9 @@ private Q_SLOTS:
                                                  "--ctx", "128", "--threads", "2", "--batch", "8", "--json"});
         QVERIFY2(r.code == 0, r.err.constData());
         const QJsonObject o = QJsonDocument::fromJson(r.out).object();
-        QCOMPARE(o.keys(), (QStringList{"perplexity", "seconds", "tokens_per_second", "tokens_scored", "windows"}));
+        QCOMPARE(o.keys(),
+                 (QStringList{"estimate", "perplexity", "seconds", "tokens_per_second", "tokens_scored", "windows"}));
+        QVERIFY(o.value("estimate").toObject().value("peak_bytes").toDouble() > 0); // the pre-flight it started from
         const QJsonObject g = qbtest::goldenJson();
         const QJsonObject all = g.value("perplexity").toObject().value("all").toObject();
         QVERIFY(std::abs(o.value("perplexity").toDouble() / all.value("value").toDouble() - 1) < kPplRelTolerance);

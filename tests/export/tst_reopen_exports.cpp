@@ -61,6 +61,13 @@ pipeline::QuantPlan planFor(QString name)
     if (name == "gptq-8bit-g32-sym") return pipeline::uniformQuantPlan(Method::Gptq, 8, 32, true);
     if (name == "gptq-4bit-g32-act-order") return pipeline::uniformQuantPlan(Method::Gptq, 4, 32, std::nullopt, true);
     if (name == "rtn-4bit-g32") return pipeline::uniformQuantPlan(Method::Rtn, 4, 32);
+    if (name == "gguf target") { // solved in GGUF types, embedding and head quantized too
+        auto p = pipeline::quantPlanFromText("{\"default\": {\"method\": \"neuqi\", \"target\": \"Q4_1\"},"
+                                             " \"rules\": [{\"match\": \"*.mlp.down_proj\", \"target\": \"Q8_0\"}],"
+                                             " \"embed_type\": \"Q5_0\", \"head_type\": \"Q8_0\"}");
+        if (!p) qFatal("plan: %s", p.error().toString().c_str());
+        return *p;
+    }
     // mixed: down_proj 8 bits, attention 3 bits, the rest 4 bits
     auto p = pipeline::quantPlanFromText("{\"default\": {\"method\": \"gptq\", \"bits\": 4, \"group_size\": 32},"
                                          " \"rules\": [{\"match\": \"model.layers.*.mlp.down_proj\", \"bits\": 8},"
@@ -75,7 +82,9 @@ std::string exportRun(const qbtest::QuickRun& run, pipeline::ExportFormat format
     pipeline::ModelExportRequest req;
     req.out = out;
     req.format = format;
-    req.roundGrids = round; // min-max zeros of 0 are not storable in GPTQ v1 (reported, bounded)
+    req.roundGrids = round;                     // min-max zeros of 0 are not storable in GPTQ v1 (reported, bounded)
+    req.embedType = run.result->plan.embedType; // as exportRun does: the types the run evaluated
+    req.headType = run.result->plan.headType;
     auto r = pipeline::exportModel(run.ck, run.lookup(), req);
     if (!r) qFatal("export: %s", r.error().toString().c_str());
     return out;
@@ -134,6 +143,8 @@ void TestReopenExports::reopenedPerplexityEqualsRun_data()
     // safetensors hold the run's weights exactly.
     QTest::newRow("gguf") << QStringLiteral("gptq-4bit-g32-asym") << int(F::Gguf) << 1e-5;
     QTest::newRow("safetensors") << QStringLiteral("gptq-4bit-g32-asym") << int(F::Safetensors) << 1e-5;
+    // A run with GGUF storage targets: its quantized embedding and head are what the file stores.
+    QTest::newRow("gguf target") << QStringLiteral("gguf target") << int(F::Gguf) << 1e-5;
     // The GPTQ container rounds what a run's grids hold (F64 scales to F16, min-max zeros of 0 to
     // 1 with the codes re-derived) and stores embeddings and lm_head as F16; the measured
     // differences are 0.5-3e-5. Until the quantizer solves inside the GPTQ grid (issue 11 item 1),

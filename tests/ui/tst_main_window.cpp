@@ -115,8 +115,21 @@ private Q_SLOTS:
         quant->calibrationPreset()->setCurrentIndex(standard);
         Q_EMIT quant->calibrationPreset()->activated(standard);
         QCOMPARE(act->windowsSpin()->value(), 128);
-        QCOMPARE(act->lengthSpin()->value(), 256);
-        QCOMPARE(quant->lengthSpin()->value(), 256);
+        QCOMPARE(act->lengthSpin()->value(), 512);
+        QCOMPARE(quant->lengthSpin()->value(), 512);
+        // The literature's 2048 tokens, clamped to the model's context once a model is open.
+        const int literature = quant->calibrationPreset()->findText(QStringLiteral("Literature"), Qt::MatchStartsWith);
+        QVERIFY(literature >= 0);
+        quant->calibrationPreset()->setCurrentIndex(literature);
+        Q_EMIT quant->calibrationPreset()->activated(literature);
+        QCOMPARE(quant->lengthSpin()->value(), 2048);
+        QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+        w.openModel(QStringLiteral(QB_DEMO_DIR)); // context 512
+        QVERIFY(loaded.wait(20000));
+        QCOMPARE(quant->lengthSpin()->value(), 512);
+        QCOMPARE(act->lengthSpin()->maximum(), 512);
+        // Standard and Literature coincide at a 512-token context: a preset, not "Custom".
+        QVERIFY(quant->calibrationPreset()->currentIndex() < quant->calibrationPreset()->count() - 1);
         QCOMPARE(act->calibrationPreset()->currentIndex(), standard);
     }
 

@@ -55,9 +55,9 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
     m_length->setObjectName(QStringLiteral("calibLength"));
     m_run->setObjectName(QStringLiteral("calibRun"));
     m_windows->setRange(1, 4096);
-    m_windows->setValue(32);
+    m_windows->setValue(128);
     m_length->setRange(8, 8192);
-    m_length->setValue(128);
+    m_length->setValue(512);
     m_length->setSuffix(tr(" tokens"));
     m_text->setPlaceholderText(tr("calibration text file (UTF-8)"));
     m_stats->setWordWrap(true);

@@ -1,5 +1,7 @@
 #include "widgets/calibration_settings.h"
 
+#include <algorithm>
+
 #include <QComboBox>
 #include <QLineEdit>
 #include <QSignalBlocker>
@@ -12,7 +14,7 @@ CalibrationSettings::CalibrationSettings(QObject* parent) : QObject(parent) {}
 const std::vector<CalibrationPreset>& CalibrationSettings::presets()
 {
     static const std::vector<CalibrationPreset> p = {
-        {tr("Quick"), 32, 128}, {tr("Standard"), 128, 256}, {tr("Thorough"), 256, 512}};
+        {tr("Quick"), 32, 128}, {tr("Standard"), 128, 512}, {tr("Literature"), 128, 2048}};
     return p;
 }
 
@@ -20,7 +22,7 @@ int CalibrationSettings::presetIndex() const
 {
     const auto& p = presets();
     for (std::size_t i = 0; i < p.size(); ++i)
-        if (p[i].windows == m_windows && p[i].length == m_length) return int(i);
+        if (p[i].windows == m_windows && std::min(p[i].length, m_maxLength) == m_length) return int(i);
     return -1;
 }
 
@@ -49,10 +51,20 @@ void CalibrationSettings::applyPreset(int index)
 {
     const auto& p = presets();
     if (index < 0 || index >= int(p.size())) return;
-    const bool same = m_windows == p[std::size_t(index)].windows && m_length == p[std::size_t(index)].length;
+    const int length = std::min(p[std::size_t(index)].length, m_maxLength);
+    const bool same = m_windows == p[std::size_t(index)].windows && m_length == length;
     m_windows = p[std::size_t(index)].windows;
-    m_length = p[std::size_t(index)].length;
+    m_length = length;
     if (!same) Q_EMIT changed();
+}
+
+void CalibrationSettings::setMaxLength(int maxLength)
+{
+    maxLength = std::max(8, maxLength);
+    if (maxLength == m_maxLength) return;
+    m_maxLength = maxLength;
+    m_length = std::min(m_length, m_maxLength);
+    Q_EMIT changed();
 }
 
 void CalibrationSettings::bind(QLineEdit* text, QSpinBox* windows, QSpinBox* length, QComboBox* preset)
@@ -61,7 +73,8 @@ void CalibrationSettings::bind(QLineEdit* text, QSpinBox* windows, QSpinBox* len
         // Short names (the spin boxes beside show the numbers), so the text path keeps its room.
         for (const auto& p : presets()) {
             preset->addItem(p.name);
-            preset->setItemData(preset->count() - 1, tr("%1 windows × %2 tokens").arg(p.windows).arg(p.length),
+            preset->setItemData(preset->count() - 1,
+                                tr("%1 windows × %2 tokens (at most the model's context)").arg(p.windows).arg(p.length),
                                 Qt::ToolTipRole);
         }
         preset->addItem(tr("Custom"));
@@ -74,6 +87,7 @@ void CalibrationSettings::bind(QLineEdit* text, QSpinBox* windows, QSpinBox* len
         const QSignalBlocker b1(text), b2(windows), b3(length);
         if (text->text() != m_text) text->setText(m_text);
         windows->setValue(m_windows);
+        length->setMaximum(m_maxLength);
         length->setValue(m_length);
         if (preset) {
             const QSignalBlocker b4(preset);

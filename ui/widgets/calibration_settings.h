@@ -17,7 +17,7 @@ class QSpinBox;
 namespace qb::ui {
 
 struct CalibrationPreset {
-    QString name; // "Quick", "Standard", "Thorough"
+    QString name; // "Quick", "Standard", "Literature"
     int windows = 0;
     int length = 0;
 };
@@ -39,6 +39,9 @@ public:
     void setWindows(int windows);
     void setLength(int length);
     void applyPreset(int index);
+    // The model's context: window lengths (and presets) are clamped to it; 8192 without a model.
+    void setMaxLength(int maxLength);
+    int maxLength() const { return m_maxLength; }
 
     // Binds a tab's widgets: they show the settings and edit them (preset may be null).
     void bind(QLineEdit* text, QSpinBox* windows, QSpinBox* length, QComboBox* preset);
@@ -48,8 +51,11 @@ Q_SIGNALS:
 
 private:
     QString m_text;
-    int m_windows = 32;
-    int m_length = 128;
+    // The default is the "Standard" preset: 128 windows as in the GPTQ/NeUQI literature, of 512
+    // tokens (the literature's 2048 is the "Literature" preset; the pre-flight estimate shows the cost).
+    int m_windows = 128;
+    int m_length = 512;
+    int m_maxLength = 8192;
 };
 
 } // namespace qb::ui

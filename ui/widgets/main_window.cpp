@@ -307,6 +307,8 @@ void MainWindow::openModel(const QString& path)
 void MainWindow::showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)
 {
     m_checkpoint = std::move(checkpoint);
+    const std::int64_t context = m_checkpoint->config.maxPositionEmbeddings;
+    m_calibration->setMaxLength(context > 0 ? int(std::min<std::int64_t>(context, 1 << 20)) : 8192);
     m_weights->setCheckpoint(m_checkpoint);
     m_activations->setCheckpoint(m_checkpoint);
     m_perplexity->setCheckpoint(m_checkpoint);

@@ -64,10 +64,10 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     m_views->setObjectName(QStringLiteral("quantViews"));
     m_totals->setObjectName(QStringLiteral("quantTotals"));
     m_windows->setRange(1, 4096);
-    m_windows->setValue(32);
+    m_windows->setValue(128);
     m_windows->setSuffix(tr(" windows"));
     m_length->setRange(8, 8192);
-    m_length->setValue(128);
+    m_length->setValue(512);
     m_length->setSuffix(tr(" tokens"));
     m_evalPpl->setChecked(true);
     m_evalPpl->setToolTip(tr("After quantizing, the perplexity of the result on the model's eval.txt and, on the same "
