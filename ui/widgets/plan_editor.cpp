@@ -85,11 +85,14 @@ PlanEditor::PlanEditor(QWidget* parent)
                              QAbstractItemView::SelectedClicked);
     m_table->verticalHeader()->hide();
     m_table->verticalHeader()->setDefaultSectionSize(22);
-    m_table->setColumnWidth(PlanTableModel::Tensor, 200);
-    m_table->setColumnWidth(PlanTableModel::Method, 64);
-    m_table->setColumnWidth(PlanTableModel::Target, 56);
-    for (int c : {PlanTableModel::Bits, PlanTableModel::Group, PlanTableModel::Sym, PlanTableModel::Skip})
-        m_table->setColumnWidth(c, 46);
+    // Fits Tensor..Bits/weight without horizontal scrolling at 1280x800 (the JSON pane beside).
+    m_table->setColumnWidth(PlanTableModel::Tensor, 172);
+    m_table->setColumnWidth(PlanTableModel::Method, 60);
+    m_table->setColumnWidth(PlanTableModel::Target, 52);
+    m_table->setColumnWidth(PlanTableModel::Bits, 36);
+    m_table->setColumnWidth(PlanTableModel::Group, 46);
+    for (int c : {PlanTableModel::Sym, PlanTableModel::Skip})
+        m_table->setColumnWidth(c, 38);
     m_table->horizontalHeader()->setStretchLastSection(true);
 
     for (int c : {PlanTableModel::Method, PlanTableModel::Target, PlanTableModel::Bits, PlanTableModel::Group,

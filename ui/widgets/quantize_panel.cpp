@@ -82,6 +82,8 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
                              "an entry of its width."));
     auto* imatrixBrowse = new QPushButton(tr("..."));
     imatrixBrowse->setToolTip(tr("Choose an importance matrix"));
+    imatrixBrowse->setMaximumWidth(imatrixBrowse->fontMetrics().horizontalAdvance(QStringLiteral("...")) + 20);
+    m_imatrix->setMaximumWidth(160);
     connect(imatrixBrowse, &QPushButton::clicked, this, [this] {
         auto* dialog = new QFileDialog(this, tr("Importance matrix"), QFileInfo(m_imatrix->text()).absolutePath(),
                                        tr("Importance matrices (*.gguf *.dat);;All files (*)"));
