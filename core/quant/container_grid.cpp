@@ -248,8 +248,9 @@ double kQuantCodes(const double* x, const double* h, const ContainerSpec& spec, 
 }
 
 // One K-quant super-block: ideal sub-block parameters, then super-scales and integer codes.
-void fitKQuantBlock(const double* x, const double* h, const ContainerSpec& spec, GridInit init, const NeuqiOptions& o,
-                    Scratch& s, double& d, double& dmin)
+// Returns the block's weighted loss; the chosen codes are in s.sc / s.mn.
+double fitKQuantBlock(const double* x, const double* h, const ContainerSpec& spec, GridInit init, const NeuqiOptions& o,
+                      Scratch& s, double& d, double& dmin)
 {
     const int subs = spec.blockSize / spec.subBlock, n = spec.subBlock;
     s.a0.resize(std::size_t(subs));
@@ -277,10 +278,7 @@ void fitKQuantBlock(const double* x, const double* h, const ContainerSpec& spec,
     d = roundF16(aRef / double(scTop));
     dmin = 0.0;
     if (spec.hasMin) dmin = roundF16(*std::max_element(s.b0.begin(), s.b0.end()) / double((1 << spec.minBits) - 1));
-    if (init != GridInit::Neuqi || d == 0.0) {
-        kQuantCodes(x, h, spec, d, dmin, false, s);
-        return;
-    }
+    if (init != GridInit::Neuqi || d == 0.0) return kQuantCodes(x, h, spec, d, dmin, false, s);
     // NeUQI: a few super-scales around the Min-Max ones, scored with nearest sub-block codes;
     // then the neighbouring sub-block codes of the best pair.
     double best = kQuantCodes(x, h, spec, d, dmin, false, s);
@@ -297,7 +295,28 @@ void fitKQuantBlock(const double* x, const double* h, const ContainerSpec& spec,
                 dmin = cm;
             }
         }
-    kQuantCodes(x, h, spec, d, dmin, true, s);
+    return kQuantCodes(x, h, spec, d, dmin, true, s);
+}
+
+// NeUQI's block, guarded by Min-Max's: the exact loss decides, so NeUQI is never worse than
+// Min-Max on its own proxy whatever rounding a processor does.
+void fitKQuantBlockGuarded(const double* x, const double* h, const ContainerSpec& spec, GridInit init,
+                           const NeuqiOptions& o, Scratch& s, double& d, double& dmin)
+{
+    if (init != GridInit::Neuqi) {
+        fitKQuantBlock(x, h, spec, init, o, s, d, dmin);
+        return;
+    }
+    double dm = 0, dmm = 0;
+    const double minMax = fitKQuantBlock(x, h, spec, GridInit::MinMax, o, s, dm, dmm);
+    const std::vector<int> sc = s.sc, mn = s.mn;
+    const double neuqi = fitKQuantBlock(x, h, spec, GridInit::Neuqi, o, s, d, dmin);
+    if (minMax < neuqi) {
+        d = dm;
+        dmin = dmm;
+        s.sc = sc;
+        s.mn = mn;
+    }
 }
 
 } // namespace
@@ -341,7 +360,7 @@ Result<QuantizedRows> fitContainerGrid(const ContainerSpec& spec, Eigen::Ref<con
                 continue;
             }
             double d = 0, dmin = 0;
-            fitKQuantBlock(x, h, spec, init, neuqi, s, d, dmin);
+            fitKQuantBlockGuarded(x, h, spec, init, neuqi, s, d, dmin);
             out.superScales(r, 2 * blk) = d;
             out.superScales(r, 2 * blk + 1) = dmin;
             for (int j = 0; j < subs; ++j) {
