@@ -416,6 +416,8 @@ private Q_SLOTS:
         QTRY_VERIFY(!f.w.jobStatus()->isBusy());
         QCOMPARE(p->runs()->rowCount(), 2);
         QVERIFY(p->quantizeButton()->isEnabled());
+        // The cancelled run does not leave the results wiped: the last good run is back.
+        QCOMPARE(p->reports()->rowCount(), 4 * 7);
     }
 };
 

@@ -271,6 +271,8 @@ void QuantizePanel::startQuantize()
         return;
     }
     const int serial = ++m_serial;
+    // The live table fills layer by layer; the last good run comes back if this one fails.
+    std::shared_ptr<const QuantRun> lastGood = m_current;
     m_reports->clear();
     m_current.reset();
     m_layerChart->setRuns({}, {});
@@ -301,9 +303,14 @@ void QuantizePanel::startQuantize()
             out.seconds = outcome->seconds;
             return out;
         },
-        [this, serial](const JobOutcome<QuantRun>& outcome) {
+        [this, serial, lastGood](const JobOutcome<QuantRun>& outcome) {
             m_run->setEnabled(m_checkpoint != nullptr);
             if (!outcome.ok()) {
+                if (serial == m_serial && lastGood) { // never leave the last good results wiped
+                    m_current = lastGood;
+                    m_reports->setReports(lastGood->result->tensors);
+                    refreshLayerChart();
+                }
                 Q_EMIT quantizeFinished(false, outcome.error->code == ErrorCode::Cancelled
                                                    ? tr("cancelled")
                                                    : QString::fromStdString(outcome.error->toString()));
