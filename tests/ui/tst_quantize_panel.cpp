@@ -35,6 +35,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QScatterSeries>
+#include <QSettings>
 #include <QSignalSpy>
 #include <QSpinBox>
 #include <QStandardPaths>
@@ -279,6 +280,46 @@ private Q_SLOTS:
         QVERIFY2(std::fabs(rel) < 0.001, qPrintable(QString::number(rel)));
         QVERIFY2(ed->totalsLabel()->text().contains(QStringLiteral("GGUF file")),
                  qPrintable(ed->totalsLabel()->text()));
+    }
+
+    // Issue 19 item 1: GPTQ's act-order and damping are editable in the plan table like the other
+    // options, through the header's column chooser (hidden by default so the table fits).
+    void actOrderAndDampingColumns()
+    {
+        QSettings().remove(QStringLiteral("planEditor/hiddenColumns")); // the default: both hidden
+        Fixture f;
+        QVERIFY(f.open());
+        PlanEditor* ed = f.panel->planEditor();
+        PlanTableModel* m = ed->model();
+        QAbstractItemModelTester tester(m, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QTableView* t = ed->table();
+        QVERIFY(t->isColumnHidden(PlanTableModel::ActOrder) && t->isColumnHidden(PlanTableModel::Damping));
+        ed->setColumnShown(PlanTableModel::ActOrder, true);
+        ed->setColumnShown(PlanTableModel::Damping, true);
+        QVERIFY(!t->isColumnHidden(PlanTableModel::ActOrder));
+        // Act-order: a click on row 2's checkbox becomes a rule (GPTQ, the GUI's default plan).
+        QCOMPARE(m->index(2, PlanTableModel::ActOrder).data(Qt::CheckStateRole).toInt(), int(Qt::Unchecked));
+        QVERIFY(m->setData(m->index(2, PlanTableModel::ActOrder), Qt::Checked, Qt::CheckStateRole));
+        QVERIFY(m->resolved().tensors[2].options.actOrder);
+        QVERIFY(!m->resolved().tensors[3].options.actOrder);
+        // Damping: edited like bits; out of range is refused with the reason.
+        QVERIFY(m->setData(m->index(4, PlanTableModel::Damping), QStringLiteral("0.05"), Qt::EditRole));
+        QCOMPARE(m->resolved().tensors[4].options.damping, 0.05);
+        QVERIFY(!m->setData(m->index(4, PlanTableModel::Damping), QStringLiteral("2"), Qt::EditRole));
+        QVERIFY2(ed->messageLabel()->text().contains(QStringLiteral("damping must be a number in [0, 1]")),
+                 qPrintable(ed->messageLabel()->text()));
+        // RTN has no Hessian: neither applies, and the cells say so.
+        QVERIFY(m->setField({5}, PlanTableModel::Method, QStringLiteral("rtn")).isEmpty());
+        QVERIFY(!(m->flags(m->index(5, PlanTableModel::ActOrder)) & Qt::ItemIsUserCheckable));
+        QVERIFY(!(m->flags(m->index(5, PlanTableModel::Damping)) & Qt::ItemIsEditable));
+        QVERIFY(m->index(5, PlanTableModel::Damping).data(Qt::ToolTipRole).toString().contains("uses no Hessian"));
+        // The choice is remembered for the next window.
+        ed->setColumnShown(PlanTableModel::Damping, false);
+        Fixture g;
+        QVERIFY(g.open());
+        QVERIFY(!g.panel->planEditor()->table()->isColumnHidden(PlanTableModel::ActOrder));
+        QVERIFY(g.panel->planEditor()->table()->isColumnHidden(PlanTableModel::Damping));
+        QSettings().remove(QStringLiteral("planEditor/hiddenColumns")); // back to the default for later tests
     }
 
     void runInspectWhatIfCompareCancel()

@@ -158,10 +158,20 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         break;
     }
     case Sym:
-    case Skip: {
+    case Skip:
+    case ActOrder: {
         const auto b = boolFromVariant(value);
         if (!b) return tr("'%1' is not a boolean").arg(value.toString());
-        (column == Sym ? delta.sym : delta.skip) = *b;
+        (column == Sym ? delta.sym : column == Skip ? delta.skip : delta.actOrder) = *b;
+        break;
+    }
+    case Damping: {
+        bool ok = false;
+        const double v = value.toString().trimmed().toDouble(&ok);
+        if (!ok || !(v >= 0.0 && v <= 1.0))
+            return tr("damping must be a number in [0, 1] (a fraction of the mean Hessian diagonal), got '%1'")
+                .arg(value.toString());
+        delta.damping = v;
         break;
     }
     default: return tr("column %1 is not editable").arg(column);
@@ -191,6 +201,8 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
             if (delta.sym) s.sym.reset();
             if (delta.skip) s.skip.reset();
             if (delta.target) s.target.reset();
+            if (delta.actOrder) s.actOrder.reset();
+            if (delta.damping) s.damping.reset();
         };
         for (auto& r : next.rules)
             clear(r.settings);
@@ -202,6 +214,8 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         if (delta.sym) d.sym = delta.sym;
         if (delta.skip) d.skip = delta.skip;
         if (delta.target) d.target = delta.target;
+        if (delta.actOrder) d.actOrder = delta.actOrder;
+        if (delta.damping) d.damping = delta.damping;
         return applyPlan(
             next,
             tr("Set %1 of every tensor to %2").arg(headerData(column, Qt::Horizontal).toString(), value.toString()));
@@ -222,6 +236,8 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         if (delta.sym) s.sym = delta.sym;
         if (delta.skip) s.skip = delta.skip;
         if (delta.target) s.target = delta.target;
+        if (delta.actOrder) s.actOrder = delta.actOrder;
+        if (delta.damping) s.damping = delta.damping;
         if (auto it2 = retarget.find(row); it2 != retarget.end()) {
             s.target = it2->second; // the target implies the bits
             s.bits.reset();
@@ -288,13 +304,19 @@ QVariant PlanTableModel::data(const QModelIndex& index, int role) const
     const pipeline::TensorPlan& t = m_resolved.tensors[std::size_t(index.row())];
     const auto& grid = t.options.grid;
     const int col = index.column();
+    const bool hessian = quant::methodTraits(t.method).needsHessian;
     if (role == Qt::CheckStateRole) {
         if (col == Sym) return grid.sym ? Qt::Checked : Qt::Unchecked;
         if (col == Skip) return t.skip ? Qt::Checked : Qt::Unchecked;
+        if (col == ActOrder) return hessian && t.options.actOrder ? Qt::Checked : Qt::Unchecked;
         return {};
     }
+    if (role == Qt::ToolTipRole && (col == ActOrder || col == Damping) && !hessian)
+        return tr("%1 uses no Hessian: act-order and damping do not apply")
+            .arg(QString::fromLatin1(quant::methodTraits(t.method).name.data(),
+                                     qsizetype(quant::methodTraits(t.method).name.size())));
     if (role == Qt::ForegroundRole && t.skip && col != Tensor && col != Skip) return QColor(Qt::gray);
-    if (role == Qt::TextAlignmentRole && (col == Bits || col == Group || col == Bpw))
+    if (role == Qt::TextAlignmentRole && (col == Bits || col == Group || col == Damping || col == Bpw))
         return int(Qt::AlignRight | Qt::AlignVCenter);
     if (role == Qt::ToolTipRole && col == Tensor)
         return tr("%1: %2 × %3").arg(QString::fromStdString(t.name)).arg(t.rows).arg(t.cols);
@@ -323,6 +345,9 @@ QVariant PlanTableModel::data(const QModelIndex& index, int role) const
     case Target: return t.target.empty() ? QStringLiteral("none") : QString::fromStdString(t.target);
     case Bits: return grid.bits;
     case Group: return grid.groupSize;
+    case Damping:
+        if (!hessian) return role == Qt::EditRole ? QVariant() : QVariant(QStringLiteral("—"));
+        return role == Qt::EditRole ? QVariant(t.options.damping) : QVariant(QString::number(t.options.damping));
     case Bpw:
         return role == Qt::EditRole ? QVariant(t.bitsPerWeight) : QVariant(QString::number(t.bitsPerWeight, 'f', 3));
     default: return {};
@@ -334,10 +359,14 @@ bool PlanTableModel::setData(const QModelIndex& index, const QVariant& value, in
     if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return false;
     const int col = index.column();
     QVariant v = value;
-    if (role == Qt::CheckStateRole && (col == Sym || col == Skip)) v = value.toInt() == Qt::Checked;
-    else if (role != Qt::EditRole || col == Sym || col == Skip || col == Tensor || col == Bpw) return false;
+    if (role == Qt::CheckStateRole && (col == Sym || col == Skip || col == ActOrder)) v = value.toInt() == Qt::Checked;
+    else if (role != Qt::EditRole || col == Sym || col == Skip || col == ActOrder || col == Tensor || col == Bpw)
+        return false;
     if (data(index, role) == v && role == Qt::EditRole) return false;
-    return setField({index.row()}, col, v).isEmpty();
+    const QString error = setField({index.row()}, col, v);
+    if (error.isEmpty()) return true;
+    Q_EMIT editRejected(error); // shown where the edit happens (the editor's message line)
+    return false;
 }
 
 Qt::ItemFlags PlanTableModel::flags(const QModelIndex& index) const
@@ -355,6 +384,14 @@ Qt::ItemFlags PlanTableModel::flags(const QModelIndex& index) const
         if (m_resolved.tensors[std::size_t(index.row())].inContainer()) return f;
         return f | Qt::ItemIsUserCheckable;
     case Skip: return f | Qt::ItemIsUserCheckable;
+    case ActOrder:
+        return quant::methodTraits(m_resolved.tensors[std::size_t(index.row())].method).needsHessian
+                   ? f | Qt::ItemIsUserCheckable
+                   : f;
+    case Damping:
+        return quant::methodTraits(m_resolved.tensors[std::size_t(index.row())].method).needsHessian
+                   ? f | Qt::ItemIsEditable
+                   : f;
     default: return f;
     }
 }
@@ -362,7 +399,8 @@ Qt::ItemFlags PlanTableModel::flags(const QModelIndex& index) const
 QVariant PlanTableModel::headerData(int section, Qt::Orientation o, int role) const
 {
     if (o != Qt::Horizontal || role != Qt::DisplayRole || section < 0 || section >= ColumnCount) return {};
-    static const char* const names[] = {"Tensor", "Method", "Target", "Bits", "Group", "Sym", "Skip", "Bits/weight"};
+    static const char* const names[] = {"Tensor", "Method", "Target",    "Bits",    "Group",
+                                        "Sym",    "Skip",   "Act-order", "Damping", "Bits/weight"};
     return tr(names[section]);
 }
 

@@ -28,7 +28,7 @@ namespace qb::ui {
 class PlanTableModel : public QAbstractTableModel {
     Q_OBJECT
 public:
-    enum Column { Tensor, Method, Target, Bits, Group, Sym, Skip, Bpw, ColumnCount };
+    enum Column { Tensor, Method, Target, Bits, Group, Sym, Skip, ActOrder, Damping, Bpw, ColumnCount };
 
     PlanTableModel(QUndoStack* undo, QObject* parent = nullptr);
 
@@ -41,7 +41,8 @@ public:
     // Validates `plan` against the model and pushes it as one undoable step. Returns the error
     // message, empty on success (no step is pushed for an equal plan).
     QString applyPlan(const pipeline::QuantPlan& plan, const QString& undoText);
-    // Sets `column` (Method, Target, Bits, Group, Sym or Skip) of the given rows to `value`, as one step.
+    // Sets `column` (Method, Target, Bits, Group, Sym, Skip, ActOrder or Damping) of the given rows to
+    // `value`, as one step. ActOrder and Damping apply to the methods that use a Hessian (GPTQ, NeUQI).
     QString setField(const QList<int>& rows, int column, const QVariant& value);
     // Replaces the plan without an undo step (used by the undo commands).
     void setPlanDirect(const pipeline::QuantPlan& plan);

@@ -14,6 +14,8 @@
 #include <QPlainTextEdit>
 #include <QPushButton>
 #include <QSplitter>
+#include <QMenu>
+#include <QSettings>
 #include <QStyledItemDelegate>
 #include <QTableView>
 #include <QToolButton>
@@ -93,10 +95,38 @@ PlanEditor::PlanEditor(QWidget* parent)
     m_table->setColumnWidth(PlanTableModel::Group, 46);
     for (int c : {PlanTableModel::Sym, PlanTableModel::Skip})
         m_table->setColumnWidth(c, 38);
+    m_table->setColumnWidth(PlanTableModel::ActOrder, 70);
+    m_table->setColumnWidth(PlanTableModel::Damping, 64);
     m_table->horizontalHeader()->setStretchLastSection(true);
+    // Column chooser (right-click the header): GPTQ's act-order and damping are editable like the
+    // other options but hidden by default, so the table fits 1280x800 without scrolling; the
+    // choice is remembered (QSettings "planEditor/hiddenColumns").
+    {
+        QHeaderView* header = m_table->horizontalHeader();
+        header->setContextMenuPolicy(Qt::CustomContextMenu);
+        QSettings settings;
+        const QStringList hidden = settings
+                                       .value(QStringLiteral("planEditor/hiddenColumns"),
+                                              QStringList{QStringLiteral("Act-order"), QStringLiteral("Damping")})
+                                       .toStringList();
+        for (int c = 1; c < PlanTableModel::ColumnCount; ++c)
+            m_table->setColumnHidden(c, hidden.contains(m_model->headerData(c, Qt::Horizontal).toString()));
+        connect(header, &QWidget::customContextMenuRequested, this, [this, header](const QPoint& pos) {
+            auto* menu = new QMenu(this);
+            menu->setObjectName(QStringLiteral("planColumnsMenu"));
+            menu->setAttribute(Qt::WA_DeleteOnClose);
+            for (int c = 1; c < PlanTableModel::ColumnCount; ++c) {
+                QAction* a = menu->addAction(m_model->headerData(c, Qt::Horizontal).toString());
+                a->setCheckable(true);
+                a->setChecked(!m_table->isColumnHidden(c));
+                connect(a, &QAction::toggled, this, [this, c](bool on) { setColumnShown(c, on); });
+            }
+            menu->popup(header->mapToGlobal(pos));
+        });
+    }
 
     for (int c : {PlanTableModel::Method, PlanTableModel::Target, PlanTableModel::Bits, PlanTableModel::Group,
-                  PlanTableModel::Sym, PlanTableModel::Skip})
+                  PlanTableModel::Sym, PlanTableModel::Skip, PlanTableModel::ActOrder, PlanTableModel::Damping})
         m_bulkField->addItem(m_model->headerData(c, Qt::Horizontal).toString(), c);
     m_bulkValue->setPlaceholderText(tr("value: gptq, Q4_K, 3, 64, true..."));
 
@@ -188,6 +218,15 @@ PlanEditor::PlanEditor(QWidget* parent)
     });
     refreshJson();
     m_totals->setText(m_model->totalsText());
+}
+
+void PlanEditor::setColumnShown(int column, bool shown)
+{
+    m_table->setColumnHidden(column, !shown);
+    QStringList hidden;
+    for (int c = 1; c < PlanTableModel::ColumnCount; ++c)
+        if (m_table->isColumnHidden(c)) hidden << m_model->headerData(c, Qt::Horizontal).toString();
+    QSettings().setValue(QStringLiteral("planEditor/hiddenColumns"), hidden);
 }
 
 void PlanEditor::setConfig(const std::optional<ModelConfig>& config) { m_model->setConfig(config); }

@@ -30,6 +30,8 @@ class PlanEditor : public QWidget {
 public:
     explicit PlanEditor(QWidget* parent = nullptr);
 
+    // Shows or hides a plan table column (the header's column chooser); remembered in QSettings.
+    void setColumnShown(int column, bool shown);
     void setConfig(const std::optional<ModelConfig>& config);
     // Load/save the plan JSON; return the error message, empty on success.
     QString loadPlanFile(const QString& path);
