@@ -32,6 +32,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QSignalSpy>
+#include <QAbstractAxis>
 #include <QSpinBox>
 #include <QStandardPaths>
 #include <QTest>
@@ -105,9 +106,41 @@ private Q_SLOTS:
         QCOMPARE(panel->meanSquareChart()->series()->count(), stats->channels());
         QTRY_COMPARE(panel->weightChart()->series()->count(), stats->channels()); // weights side
         QVERIFY(panel->statsText().contains(QStringLiteral("kurtosis")));
+        QVERIFY(panel->histogram()->placeholder().isEmpty()); // data: axes, no placeholder
         QTRY_VERIFY(!w.jobStatus()->isVisible());
         w.viewTabs()->setCurrentWidget(panel);
         saveScreenshot(w, QStringLiteral("activations.png"));
+
+        // Issue 19 item 2: a norm (1-D) clears the previous tensor's statistics and says why; in
+        // the Weights tab its per-channel charts say they do not apply.
+        QSignalSpy ready(w.weightsPanel(), &WeightsPanel::statsReady);
+        QVERIFY(w.explorer()->selectTensor(QStringLiteral("model.layers.2.post_attention_layernorm.weight")));
+        QVERIFY(panel->statsText().isEmpty());
+        QCOMPARE(panel->maxAbsChart()->series()->count(), 0);
+        QVERIFY(panel->histogram()->placeholder().contains(QStringLiteral("not a linear layer")));
+        QVERIFY(ready.wait(20000));
+        QVERIFY2(w.weightsPanel()->findChildren<ChannelChart*>().size() >= 2, "weights panel charts");
+        int notApplicable = 0;
+        for (ChannelChart* c : w.weightsPanel()->findChildren<ChannelChart*>())
+            notApplicable += c->placeholder().contains(QStringLiteral("do not apply to a 1-D tensor"));
+        QCOMPARE(notApplicable, 2);
+    }
+
+    // Before any tensor is selected the charts say so instead of showing bare axes.
+    void emptyChartsSaySelectATensor()
+    {
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(openDemo(w));
+        for (ChannelChart* c : w.weightsPanel()->findChildren<ChannelChart*>()) {
+            QCOMPARE(c->placeholder(), QStringLiteral("Select a tensor"));
+            for (QAbstractAxis* a : c->chart()->axes())
+                QVERIFY(!a->isVisible());
+        }
+        QCOMPARE(w.activationsPanel()->histogram()->placeholder(), QStringLiteral("Select a tensor"));
+        w.viewTabs()->setCurrentWidget(w.weightsPanel());
+        saveScreenshot(w, QStringLiteral("weights_empty.png")); // not in the README; for a look
     }
 
     // Calibration statistics exported as a llama.cpp importance matrix through the runner, then

@@ -1,5 +1,7 @@
 #include "charts/histogram_chart.h"
 
+#include <QGraphicsSimpleTextItem>
+#include <QAbstractAxis>
 #include <QLineSeries>
 #include <QLogValueAxis>
 #include <QValueAxis>
@@ -8,8 +10,43 @@
 
 namespace qb::ui {
 
+namespace {
+const char* const kSelectTensor = QT_TRANSLATE_NOOP("qb::ui::PlaceholderChartView", "Select a tensor");
+}
+
+PlaceholderChartView::PlaceholderChartView(QWidget* parent)
+    : QChartView(parent), m_placeholder(new QGraphicsSimpleTextItem(chart()))
+{
+    m_placeholder->setBrush(palette().color(QPalette::PlaceholderText));
+    m_placeholder->hide();
+}
+
+void PlaceholderChartView::setPlaceholder(const QString& text)
+{
+    m_placeholderText = text;
+    for (QAbstractAxis* a : chart()->axes())
+        a->setVisible(text.isEmpty());
+    m_placeholder->setText(text);
+    m_placeholder->setVisible(!text.isEmpty());
+    placeText();
+}
+
+void PlaceholderChartView::resizeEvent(QResizeEvent* e)
+{
+    QChartView::resizeEvent(e);
+    placeText();
+}
+
+void PlaceholderChartView::placeText()
+{
+    if (m_placeholderText.isEmpty()) return;
+    const QRectF area = chart()->plotArea().isEmpty() ? chart()->rect() : chart()->plotArea();
+    const QRectF box = m_placeholder->boundingRect();
+    m_placeholder->setPos(area.center() - QPointF(box.width() / 2, box.height() / 2));
+}
+
 HistogramChart::HistogramChart(const QString& title, const QString& xTitle, QWidget* parent)
-    : QChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_yLinear(new QValueAxis),
+    : PlaceholderChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_yLinear(new QValueAxis),
       m_yLog(new QLogValueAxis(this)) // owned by the view while it is not in the chart
 {
     setRenderHint(QPainter::Antialiasing);
@@ -28,12 +65,14 @@ HistogramChart::HistogramChart(const QString& title, const QString& xTitle, QWid
     m_series->attachAxis(m_x);
     m_series->attachAxis(m_yLinear);
     setMinimumHeight(220);
+    setPlaceholder(tr(kSelectTensor));
 }
 
 void HistogramChart::setHistogram(const eval::Histogram& h)
 {
     m_hist = h;
     rebuild();
+    setPlaceholder(h.counts.empty() ? tr(kSelectTensor) : QString());
 }
 
 void HistogramChart::setLogCounts(bool on)
@@ -83,7 +122,7 @@ void HistogramChart::rebuild()
 }
 
 ChannelChart::ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle, QWidget* parent)
-    : QChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_y(new QValueAxis)
+    : PlaceholderChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_y(new QValueAxis)
 {
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
@@ -98,6 +137,7 @@ ChannelChart::ChannelChart(const QString& title, const QString& xTitle, const QS
     m_series->attachAxis(m_x);
     m_series->attachAxis(m_y);
     setMinimumHeight(180);
+    setPlaceholder(tr(kSelectTensor));
 }
 
 void ChannelChart::setValues(const std::vector<float>& values)
@@ -112,6 +152,7 @@ void ChannelChart::setValues(const std::vector<float>& values)
     m_series->replace(pts);
     m_x->setRange(0, std::max<double>(1, double(values.size()) - 1));
     m_y->setRange(0, maxV > 0 ? double(maxV) * 1.05 : 1.0);
+    setPlaceholder(values.empty() ? tr(kSelectTensor) : QString());
 }
 
 } // namespace qb::ui

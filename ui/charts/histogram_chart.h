@@ -7,17 +7,38 @@
 
 #include <QChartView>
 
+class QGraphicsSimpleTextItem;
 class QLineSeries;
 class QValueAxis;
 class QLogValueAxis;
 
 namespace qb::ui {
 
-class HistogramChart : public QChartView {
+// A chart view that can stand empty with a sentence instead of bare axes ("1 0 0 0 0"): while a
+// placeholder is shown the axes are hidden and the text sits in the middle of the plot.
+class PlaceholderChartView : public QChartView {
+    Q_OBJECT
+public:
+    explicit PlaceholderChartView(QWidget* parent = nullptr);
+    // Non-empty: hide the axes and show `text`; empty: show the axes again.
+    void setPlaceholder(const QString& text);
+    QString placeholder() const { return m_placeholderText; }
+
+protected:
+    void resizeEvent(QResizeEvent* e) override;
+
+private:
+    void placeText();
+    QGraphicsSimpleTextItem* m_placeholder;
+    QString m_placeholderText;
+};
+
+class HistogramChart : public PlaceholderChartView {
     Q_OBJECT
 public:
     explicit HistogramChart(const QString& title, const QString& xTitle, QWidget* parent = nullptr);
 
+    // An empty histogram shows the placeholder "Select a tensor" (or what setPlaceholder set).
     void setHistogram(const eval::Histogram& h);
     void setLogCounts(bool on);
     bool logCounts() const { return m_log; }
@@ -37,10 +58,11 @@ private:
 };
 
 // ChannelChart: one value per channel (e.g. max |w| per output channel) as a line.
-class ChannelChart : public QChartView {
+class ChannelChart : public PlaceholderChartView {
     Q_OBJECT
 public:
     ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle, QWidget* parent = nullptr);
+    // Empty values show the placeholder "Select a tensor"; values replace any placeholder.
     void setValues(const std::vector<float>& values);
     QLineSeries* series() const { return m_series; }
 

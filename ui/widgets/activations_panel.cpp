@@ -239,6 +239,17 @@ void ActivationsPanel::display()
                                    .arg(m_report->windows)
                                    .arg(m_report->seqlen)
                              : tr("%1 is not a linear layer weight: no activation statistics.").arg(m_tensor));
+        // Nothing of the previous tensor stays on screen.
+        m_stats->clear();
+        m_hist->setHistogram({});
+        m_maxAbs->setValues({});
+        m_meanSq->setValues({});
+        m_weightMax->setValues({});
+        if (!m_tensor.isEmpty())
+            for (PlaceholderChartView* c :
+                 {static_cast<PlaceholderChartView*>(m_hist), static_cast<PlaceholderChartView*>(m_maxAbs),
+                  static_cast<PlaceholderChartView*>(m_meanSq), static_cast<PlaceholderChartView*>(m_weightMax)})
+                c->setPlaceholder(tr("No activation statistics: not a linear layer's weight"));
         return;
     }
     m_title->setText(

@@ -144,6 +144,10 @@ void WeightsPanel::display()
     m_hist->setHistogram(s.histogram);
     m_outChannels->setValues(s.rowMaxAbs);
     m_inChannels->setValues(s.colMaxAbs);
+    if (m_snapshot->shape.size() < 2) { // norm gains, biases: one value per channel, no inputs
+        m_outChannels->setPlaceholder(tr("Per-output-channel maxima do not apply to a 1-D tensor"));
+        m_inChannels->setPlaceholder(tr("Per-input-channel maxima do not apply to a 1-D tensor"));
+    }
 }
 
 } // namespace qb::ui
