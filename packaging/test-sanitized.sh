@@ -30,7 +30,7 @@ fi
 
 # Core tests only: the GUI tests and the slowest pipeline/llama.cpp runs stay in the native run,
 # which keeps CI within its time budget on two cores.
-SLOW='^(tst_quantize_job|tst_gguf_llamacpp|tst_perplexity_job|tst_activation_job|tst_forward|tst_gguf_export|tst_gptq_export)$'
+SLOW='^(tst_quantize_job|tst_gguf_llamacpp|tst_perplexity_job|tst_activation_job|tst_forward|tst_gguf_export|tst_gptq_export|tst_reopen_exports|tst_imatrix)$'
 CORE='^(base|io|quant|model|eval|pipeline|export|arch|fuzz)$'
 echo "==> building the sanitized core tests (target qb_core_tests)"
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target qb_core_tests
