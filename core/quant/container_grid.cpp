@@ -135,6 +135,7 @@ struct Scratch {
     SortedBlock sorted;
     std::vector<double> row, a0, b0;
     std::vector<int> sc, mn;
+    std::vector<int> minMaxSc, minMaxMn; // the Min-Max guard's codes (kept, not reallocated)
 };
 
 // (scale, offset) of one sub-block with a min, before the container's rounding: grid a*level - b.
@@ -309,13 +310,16 @@ void fitKQuantBlockGuarded(const double* x, const double* h, const ContainerSpec
     }
     double dm = 0, dmm = 0;
     const double minMax = fitKQuantBlock(x, h, spec, GridInit::MinMax, o, s, dm, dmm);
-    const std::vector<int> sc = s.sc, mn = s.mn;
+    s.minMaxSc.swap(s.sc); // buffers trade places: no allocation per super-block
+    s.minMaxMn.swap(s.mn);
+    s.sc.resize(s.minMaxSc.size());
+    s.mn.resize(s.minMaxMn.size());
     const double neuqi = fitKQuantBlock(x, h, spec, GridInit::Neuqi, o, s, d, dmin);
     if (minMax < neuqi) {
         d = dm;
         dmin = dmm;
-        s.sc = sc;
-        s.mn = mn;
+        s.sc.swap(s.minMaxSc);
+        s.mn.swap(s.minMaxMn);
     }
 }
 
