@@ -8,10 +8,8 @@
 
 namespace qb::pipeline {
 
-namespace {
-
-Result<eval::TokenWindows> tokenWindows(const io::Tokenizer& tokenizer, std::string_view text,
-                                        const PerplexityJobOptions& options, RunContext* ctx)
+Result<eval::TokenWindows> textWindows(const io::Tokenizer& tokenizer, std::string_view text,
+                                       const PerplexityJobOptions& options, RunContext* ctx)
 {
     if (options.threads > 0) model::setNumThreads(options.threads);
     if (ctx) ctx->beginStage("tokenize", 0);
@@ -22,6 +20,8 @@ Result<eval::TokenWindows> tokenWindows(const io::Tokenizer& tokenizer, std::str
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError("perplexity");
     return std::move(*windows);
 }
+
+namespace {
 
 eval::PerplexityOptions evalOptions(const PerplexityJobOptions& options)
 {
@@ -37,7 +37,7 @@ Result<eval::PerplexityResult> runPerplexity(const model::Model& model, const io
                                              std::string_view text, const PerplexityJobOptions& options,
                                              RunContext* ctx)
 {
-    QB_TRY(windows, tokenWindows(tokenizer, text, options, ctx));
+    QB_TRY(windows, textWindows(tokenizer, text, options, ctx));
     return eval::evaluatePerplexity(model, *windows, evalOptions(options), ctx);
 }
 
@@ -45,7 +45,7 @@ Result<eval::KlDivergenceResult> runKlDivergence(const model::Model& model, cons
                                                  const io::Tokenizer& tokenizer, std::string_view text,
                                                  const PerplexityJobOptions& options, RunContext* ctx)
 {
-    QB_TRY(windows, tokenWindows(tokenizer, text, options, ctx));
+    QB_TRY(windows, textWindows(tokenizer, text, options, ctx));
     return eval::evaluateKlDivergence(model, reference, *windows, evalOptions(options), ctx);
 }
 

@@ -39,6 +39,11 @@ Result<eval::KlDivergenceResult> runKlDivergence(const model::Model& model, cons
                                                  const io::Tokenizer& tokenizer, std::string_view text,
                                                  const PerplexityJobOptions& options, RunContext* ctx = nullptr);
 
+// The windows the evaluations score: the text tokenized with special tokens, cut as described above
+// (stage "tokenize"); sets the thread count when options.threads > 0.
+Result<eval::TokenWindows> textWindows(const io::Tokenizer& tokenizer, std::string_view text,
+                                       const PerplexityJobOptions& options, RunContext* ctx = nullptr);
+
 // Reads a whole (UTF-8) text file; the error names the file.
 Result<std::string> readTextFile(const std::string& path);
 

@@ -211,6 +211,16 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
 
 } // namespace
 
+Result<quant::QuantizedRows> quantizeTensor(const TensorPlan& tensor, const model::RowMatrix& weight,
+                                            const Eigen::MatrixXd& h, const io::ImportanceMatrix* importance,
+                                            RunContext* ctx, TensorReport* report, QuantizeTimings* timings)
+{
+    TensorReport localReport;
+    QuantizeTimings localTimings;
+    return solveTensor(tensor, weight, h, importance, ctx, report ? *report : localReport,
+                       timings ? *timings : localTimings);
+}
+
 Status fakeQuantizeGgml(const std::string& type, model::RowMatrix& m)
 {
     const auto t = io::parseGgmlType(type);
@@ -316,7 +326,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                     const std::size_t idx = planBase + std::size_t(lin);
                     if (plan.tensors[idx].linear != lin || plan.tensors[idx].layer != l)
                         return makeError(ErrorCode::Internal, "plan order mismatch", plan.tensors[idx].name);
-                    if (plan.tensors[idx].skip) continue;
+                    if (plan.tensors[idx].skip && !options.observe) continue;
                     active.push_back(idx);
                     if (!names.empty()) names += '+';
                     names += model::linearName(lin);
@@ -358,6 +368,10 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                                          tp.name);
                     }
                     if (ctx) ctx->setStep(std::int64_t(tp.linear));
+                    if (options.observe) {
+                        QB_TRY_STATUS(options.observe(tp, weight, h));
+                        continue;
+                    }
                     QB_TRY(q, solveTensor(tp, weight, h, options.importance.get(), ctx, rep, res.seconds));
                     const quant::HessianErrors errors = quant::hessianErrors(weight, q->dequantized, h);
                     rep.relativeError = errors.relative();

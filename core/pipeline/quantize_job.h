@@ -78,6 +78,11 @@ struct QuantizeJobOptions {
     // Called on the job's thread after layer `layer` is fully quantized, with its reports (plan
     // order). The receiver must not block (the GUI forwards it over a queued signal).
     std::function<void(int layer, const std::vector<TensorReport>& reports)> onLayerDone;
+    // Observe mode (the sensitivity atlas, pipeline/sensitivity.h): every tensor of the plan, skipped
+    // or not, is handed with its calibration input Hessian (H = (2/N) X^T X of the full-precision
+    // inputs, since nothing is quantized) to this callback instead of being solved; the weights stay
+    // F32, no reports or codes are filled in, and an error from the callback ends the run.
+    std::function<Status(const TensorPlan& tensor, const model::RowMatrix& weight, const Eigen::MatrixXd& h)> observe;
 };
 
 struct TensorReport {
@@ -114,6 +119,14 @@ struct QuantizeResult {
     const TensorReport* find(const std::string& name) const; // with or without ".weight"
 };
 
+// One tensor with its plan settings against its input Hessian, as the job solves it: inside the
+// storage container when the plan has one (fit, then RTN or GPTQ on the fixed grid), else RTN,
+// NeUQI or GPTQ on the free grid; an importance matrix (when given) weights the grid fits instead of
+// diag H. Progress stages "search" and "solve"; the seconds go into report/timings when given.
+Result<quant::QuantizedRows> quantizeTensor(const TensorPlan& tensor, const model::RowMatrix& weight,
+                                            const Eigen::MatrixXd& h, const io::ImportanceMatrix* importance = nullptr,
+                                            RunContext* ctx = nullptr, TensorReport* report = nullptr,
+                                            QuantizeTimings* timings = nullptr);
 // `m` as a GGUF file stores it in `type` ("Q6_K", "F16", ...; ggml's reference quantizer and
 // decoder, row by row), in place: how the quantize job evaluates a plan's embedding and head
 // types, so that its perplexity is the exported file's. Rows that do not fit the type are an error.

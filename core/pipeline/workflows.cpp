@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <numeric>
 
 namespace qb::pipeline {
 
@@ -174,6 +175,93 @@ Result<ActivationReport> calibrateActivations(const CalibrateRequest& req, RunCo
     QB_TRY(calib, loadCalibration(*tok, req.calibration, ctx));
     phase(ctx, "activations");
     return collectActivationStats(*req.checkpoint, *calib, req.options, ctx);
+}
+
+// ---- sensitivity atlas --------------------------------------------------------------------------
+
+Result<SensitivityOutcome> sensitivityAnalysis(const SensitivityRequest& req, RunContext* ctx)
+{
+    const auto t0 = Clock::now();
+    QB_TRY_STATUS(checkRequest(req.checkpoint, "sensitivity"));
+    const io::Checkpoint& ck = *req.checkpoint;
+    if (req.candidates.empty()) return makeError(ErrorCode::InvalidArgument, "sensitivity: no candidates");
+    QB_TRY(tok, io::loadCheckpointTokenizer(ck));
+    std::optional<std::string> evalText;
+    if (req.measureCount > 0) {
+        if (!req.evalTextPath)
+            return makeError(ErrorCode::InvalidArgument,
+                             "sensitivity: measuring the true effect needs an evaluation text");
+        QB_TRY(t, readTextFile(*req.evalTextPath));
+        evalText = std::move(*t);
+    }
+    std::vector<PhaseWeight> list{{"calibrate", 1}, {"sensitivity", 20}};
+    if (evalText) {
+        list.push_back({"load", 1});
+        list.push_back({"measure", 4.0 * req.measureCount});
+    }
+    phases(ctx, std::move(list));
+    if (req.options.threads > 0) model::setNumThreads(req.options.threads);
+    phase(ctx, "calibrate");
+    QB_TRY(calib, loadCalibration(*tok, req.calibration, ctx));
+
+    SensitivityOutcome out;
+    const std::string fingerprint = sensitivityFingerprint(ck, *calib, req.candidates);
+    if (!req.cacheDir.empty()) out.cachePath = sensitivityCachePath(req.cacheDir, fingerprint);
+    bool cached = false;
+    if (!out.cachePath.empty() && !req.recompute && std::filesystem::exists(out.cachePath)) {
+        auto a = loadSensitivityAtlas(out.cachePath);
+        // A damaged cache file is recomputed, not an error.
+        if (a && a->fingerprint == fingerprint) {
+            out.atlas = std::move(*a);
+            out.fromCache = cached = true;
+        }
+    }
+    phase(ctx, "sensitivity");
+    if (!cached) {
+        QB_TRY(base, loadModel(ck, ctx, nullptr, LoadOptions{false}));
+        QB_TRY(atlas, computeSensitivity(**base, ck, *calib, req.candidates, req.options, ctx));
+        out.atlas = std::move(*atlas);
+        if (!out.cachePath.empty()) QB_TRY_STATUS(saveSensitivityAtlas(out.atlas, out.cachePath));
+    }
+    if (evalText) {
+        phase(ctx, "load");
+        QB_TRY(base, loadModel(ck, ctx));
+        QB_TRY(windows, textWindows(*tok, *evalText, req.evalOptions, ctx));
+        std::optional<std::size_t> cand;
+        if (!req.measureCandidate.empty()) {
+            cand = out.atlas.findCandidate(req.measureCandidate);
+            if (!cand)
+                return makeError(ErrorCode::InvalidArgument, "sensitivity: \"" + req.measureCandidate +
+                                                                 "\" is not a candidate (" +
+                                                                 candidateListText(out.atlas.candidates) + ")");
+        } else {
+            double fewest = 1e300;
+            for (std::size_t c = 0; c < out.atlas.candidates.size(); ++c)
+                if (!out.atlas.candidates[c].settings.skip.value_or(false) && !out.atlas.cells.empty() &&
+                    out.atlas.cells[0][c].bitsPerWeight < fewest) {
+                    fewest = out.atlas.cells[0][c].bitsPerWeight;
+                    cand = c;
+                }
+            if (!cand) return makeError(ErrorCode::InvalidArgument, "sensitivity: no quantized candidate to measure");
+        }
+        // Tensors spread evenly over the predicted ranking (so the rank correlation sees the range).
+        std::vector<std::size_t> order(out.atlas.tensors.size());
+        std::iota(order.begin(), order.end(), std::size_t(0));
+        std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+            return out.atlas.cells[a][*cand].proxyLoss > out.atlas.cells[b][*cand].proxyLoss;
+        });
+        const std::size_t n = std::min<std::size_t>(std::size_t(req.measureCount), order.size());
+        phase(ctx, "measure");
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t t = order[n == 1 ? 0 : i * (order.size() - 1) / (n - 1)];
+            if (out.atlas.findMeasured(t, *cand)) continue;
+            QB_TRY(measured, measureTensorEffect(**base, out.atlas, t, *cand, *calib, *windows, ctx));
+            (void)measured;
+            if (!out.cachePath.empty()) QB_TRY_STATUS(saveSensitivityAtlas(out.atlas, out.cachePath));
+        }
+    }
+    out.seconds = secondsSince(t0);
+    return out;
 }
 
 // ---- quantize -----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@
 #include "pipeline/preflight.h"
 #include "pipeline/quant_plan.h"
 #include "pipeline/quantize_job.h"
+#include "pipeline/sensitivity.h"
 #include "pipeline/whatif.h"
 
 #include <cstdint>
@@ -188,6 +189,38 @@ struct TensorAnalysis {
 };
 
 Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& request, RunContext* ctx = nullptr);
+
+// ---- sensitivity atlas (mixed-precision planning) ----------------------------------------------
+
+struct SensitivityRequest {
+    std::shared_ptr<const io::Checkpoint> checkpoint;
+    CalibrationSource calibration;
+    std::vector<SensitivityCandidate> candidates;
+    SensitivityOptions options;
+    // Where atlases are cached (sensitivityCachePath); "" = no cache. A cached atlas with the same
+    // fingerprint is returned without any work unless `recompute`.
+    std::string cacheDir;
+    bool recompute = false;
+    // The true effect (measureTensorEffect) of `measureCount` tensors spread evenly over the ranking
+    // of the predicted damage at candidate `measureCandidate` (label; "" = the cheapest quantized
+    // candidate), on the windows of evalTextPath; measurements already in the atlas are kept.
+    std::optional<std::string> evalTextPath;
+    PerplexityJobOptions evalOptions;
+    int measureCount = 0;
+    std::string measureCandidate;
+};
+
+struct SensitivityOutcome {
+    SensitivityAtlas atlas;
+    bool fromCache = false;
+    std::string cachePath; // "" without a cache
+    double seconds = 0;
+};
+
+// Phases: "calibrate", "sensitivity" (skipped for a cached atlas), then with measurements "load"
+// (every decoder layer of the base, F32) and "measure". The atlas is saved to the cache after each
+// phase that changes it.
+Result<SensitivityOutcome> sensitivityAnalysis(const SensitivityRequest& request, RunContext* ctx = nullptr);
 
 // ---- export and projects ------------------------------------------------------------------------
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The planner's proof (issue 16 item 7): at the same total size, the mixed plan allocated from the
+# sensitivity atlas against the uniform setting of that size, both quantized with the same
+# calibration and scored on the same text (perplexity, and KL divergence from the original).
+# Side by side in one run; the ratio column is mixed / uniform.
+#   packaging/bench_planner.sh [MODEL] [CALIB] [EVAL] [UNIFORM...]
+# UNIFORM items are method:bits:group (default gptq:2:64 gptq:3:128 gptq:4:128, about 2.5, 3.25 and
+# 4.25 bits/weight on the demo model). The atlas measures every tensor's true KL once (--measure)
+# so "mixed (KL-calibrated)" can be compared with "mixed (proxy only)".
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${QB_BUILD_DIR:-$ROOT/build}"
+CLI="$BUILD_DIR/app/quantbench-cli"
+MODEL="${1:-$ROOT/resources/demo}"
+CALIB="${2:-$ROOT/resources/demo/calib.txt}"
+EVAL="${3:-$ROOT/resources/demo/eval.txt}"
+shift $(( $# < 3 ? $# : 3 )) || true
+UNIFORM=("$@")
+[ ${#UNIFORM[@]} -gt 0 ] || UNIFORM=(gptq:2:64 gptq:3:128 gptq:4:128)
+NS="${QB_BENCH_NSAMPLES:-64}"
+SEQ="${QB_BENCH_SEQLEN:-256}"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+CAL=(--calib "$CALIB" --nsamples "$NS" --seqlen "$SEQ" --cache "$TMP/cache")
+TENSORS=$("$CLI" info "$MODEL" --json | /usr/bin/python3 -c 'import json,sys; c=json.load(sys.stdin); print(7*int(c.get("num_hidden_layers", c.get("config",{}).get("num_hidden_layers", 0))))')
+"$CLI" sensitivity "$MODEL" "${CAL[@]}" --eval "$EVAL" --measure "$TENSORS" --json >"$TMP/atlas.json" 2>/dev/null
+field() { /usr/bin/python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
+printf "%-26s %8s %10s %12s %12s\n" setting bpw MB perplexity "KL (nats)"
+row() { # label json
+    printf "%-26s %8.4f %10.4f %12.4f %12.6f\n" "$1" "$(field "$2" "d['bits_per_weight']")" \
+        "$(field "$2" "d['size_bytes']/1e6")" "$(field "$2" "d['perplexity']")" "$(field "$2" "d['kl']['mean']")"
+}
+for u in "${UNIFORM[@]}"; do
+    IFS=: read -r method bits group <<<"$u"
+    "$CLI" quantize "$MODEL" "${CAL[@]:0:6}" --method "$method" --bits "$bits" --group "$group" --eval "$EVAL" \
+        --json >"$TMP/u.json" 2>/dev/null
+    bpw=$(field "$TMP/u.json" "'%.6f' % d['bits_per_weight']")
+    row "uniform $u" "$TMP/u.json"
+    for mode in calibrated proxy-only; do
+        extra=()
+        [ "$mode" = proxy-only ] && extra=(--proxy-only)
+        "$CLI" plan "$MODEL" "${CAL[@]}" --budget "${bpw}bpw" --out "$TMP/plan.json" "${extra[@]}" --json >/dev/null 2>&1
+        "$CLI" quantize "$MODEL" "${CAL[@]:0:6}" --plan "$TMP/plan.json" --eval "$EVAL" --json >"$TMP/m.json" 2>/dev/null
+        row "  mixed ($mode)" "$TMP/m.json"
+        printf "%-26s %8s %10s %12.4f %12.4f\n" "    ratio mixed/uniform" "" "" \
+            "$(/usr/bin/python3 -c "import json; a=json.load(open('$TMP/m.json')); b=json.load(open('$TMP/u.json')); print(a['perplexity']/b['perplexity'])")" \
+            "$(/usr/bin/python3 -c "import json; a=json.load(open('$TMP/m.json')); b=json.load(open('$TMP/u.json')); print(a['kl']['mean']/b['kl']['mean'])")"
+    done
+done
