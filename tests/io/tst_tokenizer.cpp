@@ -598,6 +598,34 @@ private Q_SLOTS:
         QCOMPARE(tok.decode(tok.encode(text, false)), text);
     }
 
+    void normalizationIsLinear()
+    {
+        // Qt's normalization is quadratic in the code points it changes; normalize() feeds it
+        // chunks. Two megabytes of decomposed accents (NFC composes every one) and of Hangul
+        // (NFKD decomposes every one) took minutes in one piece.
+        const std::string decomposed = [] {
+            std::string t;
+            while (t.size() < (2u << 20))
+                t += "e\u0301\u0323 a\u0308";
+            return t;
+        }();
+        for (const char* form : {"NFC", "NFKD"}) {
+            const std::string spec = std::string("{\"type\": \"") + form + "\"}";
+            auto impl = detail::loadTokenizer(rawTokenizerJson("\"a\": 0", "", spec), {}, "normalizer");
+            QVERIFY(impl.ok());
+            std::string hangul;
+            while (hangul.size() < (2u << 20))
+                hangul += "\uD55C\uAD6D\uC5B4";
+            QElapsedTimer timer;
+            timer.start();
+            const std::string a = (*impl)->normalize(decomposed), b = (*impl)->normalize(hangul);
+            qInfo("%s of 2 x 2 MiB: %lld ms", form, qlonglong(timer.elapsed()));
+            QVERIFY2(timer.elapsed() < 20000, "normalizing 4 MiB took longer than 20 s");
+            QCOMPARE(a.size() < decomposed.size(), std::string(form) == "NFC");
+            QCOMPARE(b.size() > hangul.size(), std::string(form) == "NFKD");
+        }
+    }
+
     // ---- hand-made tokenizers ----
 
     void mergesInBothEncodings()
@@ -960,6 +988,61 @@ private Q_SLOTS:
             QCOMPARE(tok->encode("<s>" + bom + "a"), (Ids{3, 0, 2})); // after a special token
             QCOMPARE(tok->decode({1, 2}), bom + bom + " a");          // no decoder: tokens joined by spaces
         }
+    }
+
+    // Unicode normalization and lowercasing as the Rust crate does them, on every code point: alone,
+    // and (normalization forms) between marks of combining class 240 and 1, which a code point with
+    // a combining class of its own is reordered with; plus a canonical pair whose composite Unicode 13
+    // added, final sigma, and a U+FEFF at the very start.
+    void normalizersAsTheReferenceOnEveryCodePoint_data()
+    {
+        QTest::addColumn<QString>("normalizer");
+        for (const char* form : {"NFC", "NFD", "NFKC", "NFKD", "Lowercase"})
+            QTest::newRow(form) << QString(form);
+    }
+
+    void normalizersAsTheReferenceOnEveryCodePoint()
+    {
+        QFETCH(QString, normalizer);
+        if (const QString missing = referenceMissing(Engine::Rust); !missing.isEmpty()) QSKIP(qPrintable(missing));
+        const bool form = normalizer != "Lowercase";
+        std::string text = "\xEF\xBB\xBF\U00011935\U00011930\n\u039F\u0394\u039F\u03A3 \u0391\u03A3.\n\u0130\n";
+        for (char32_t c = 1; c < 0x110000; ++c) {
+            if ((c >= 0xD800 && c <= 0xDFFF) || c == '\n') continue;
+            detail::appendUtf8(text, c);
+            text += '\n';
+            if (form) {
+                text += "a\u0345";
+                detail::appendUtf8(text, c);
+                text += "\u0334\n";
+            }
+        }
+        const std::string spec = "{\"type\": \"" + normalizer.toStdString() + "\"}";
+        auto impl = detail::loadTokenizer(rawTokenizerJson("\"a\": 0", "", spec), {}, "normalizer");
+        QVERIFY2(impl.ok(), impl.ok() ? "" : impl.error().toString().c_str());
+        const std::string ours = (*impl)->normalize(text);
+
+        QTemporaryDir tmp;
+        QVERIFY(writeAll(tmp.filePath("in.txt"), QByteArray::fromStdString(text)));
+        QProcess p;
+        p.start(kPythonRef, {kFixtures + "/hf_normalize.py", QString::fromStdString(spec), tmp.filePath("in.txt"),
+                             tmp.filePath("out.txt")});
+        QVERIFY2(p.waitForFinished(300000) && p.exitStatus() == QProcess::NormalExit && p.exitCode() == 0,
+                 qPrintable("hf_normalize.py failed: " + QString::fromUtf8(p.readAllStandardError())));
+        const QByteArray theirs = readAll(tmp.filePath("out.txt"));
+        if (ours == theirs.toStdString()) return;
+        // Report the differing lines (one code point, or one probe, per line).
+        const QList<QByteArray> a = QByteArray::fromStdString(ours).split('\n'), b = theirs.split('\n');
+        QString report = QString("%1 lines ours, %2 the reference's; differing:").arg(a.size()).arg(b.size());
+        int shown = 0;
+        for (qsizetype i = 0; i < std::min(a.size(), b.size()) && shown < 10; ++i)
+            if (a[i] != b[i]) {
+                report += QString("\n  line %1: ours %2, reference %3")
+                              .arg(i)
+                              .arg(QString::fromLatin1(a[i].toHex(' ')), QString::fromLatin1(b[i].toHex(' ')));
+                ++shown;
+            }
+        QFAIL(qPrintable(report));
     }
 
     // ---- errors ----
