@@ -22,6 +22,7 @@ if [[ $WITH_TESTS == 1 ]] && ! command -v node >/dev/null; then
 fi
 if [[ $WITH_TESTS == 1 ]]; then
     PKGS+=(clang-format-19) # packaging/check-format.sh: the tree must be formatted
+    PKGS+=(python3-venv)    # the Python references (tests/python/requirements.txt) live in a venv
 fi
 
 missing=()
@@ -67,5 +68,17 @@ if [[ $WITH_TESTS == 1 ]]; then
         (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error --omit=optional)
     else
         echo "==> npm test references: present"
+    fi
+    # The Rust-backed Hugging Face tokenizers (PyPI), pinned in tests/python/requirements.txt and
+    # installed once into a virtual environment under ./.npm-test/venv.
+    VENV="$NPM_DIR/venv"
+    if ! cmp -s "$ROOT/tests/python/requirements.txt" "$VENV/requirements.txt" 2>/dev/null; then
+        echo "==> installing Python test references into $VENV"
+        rm -rf "$VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/python/requirements.txt"
+        cp "$ROOT/tests/python/requirements.txt" "$VENV/requirements.txt"
+    else
+        echo "==> Python test references: present"
     fi
 fi

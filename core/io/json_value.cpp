@@ -295,7 +295,10 @@ private:
     {
         ++m_pos;
         JsonObject o;
-        std::unordered_set<std::string> seen;
+        // Member indices hashed by their keys (read from o at each use, so no key is copied).
+        const auto keyHash = [&o](std::size_t i) { return std::hash<std::string_view>{}(o[i].key); };
+        const auto keyEqual = [&o](std::size_t a, std::size_t b) { return o[a].key == o[b].key; };
+        std::unordered_set<std::size_t, decltype(keyHash), decltype(keyEqual)> seen(0, keyHash, keyEqual);
         skipWs();
         if (m_pos < m_s.size() && m_s[m_pos] == '}') {
             ++m_pos;
@@ -315,20 +318,20 @@ private:
             if (o.size() < kLinearKeyScan) {
                 for (const JsonMember& m : o)
                     duplicate = duplicate || m.key == key;
+                o.push_back({std::move(key), JsonValue()});
             } else {
                 if (seen.empty())
-                    for (const JsonMember& m : o)
-                        seen.insert(m.key);
-                duplicate = !seen.insert(key).second;
+                    for (std::size_t i = 0; i < o.size(); ++i)
+                        seen.insert(i);
+                o.push_back({std::move(key), JsonValue()});
+                duplicate = !seen.insert(o.size() - 1).second;
             }
-            if (duplicate) return failed("duplicate object key \"" + key + "\"", keyPos);
+            if (duplicate) return failed("duplicate object key \"" + o.back().key + "\"", keyPos);
             skipWs();
             if (m_pos >= m_s.size() || m_s[m_pos] != ':') return failed("expected ':' after object key");
             ++m_pos;
             skipWs();
-            JsonValue v;
-            if (!value(v, depth + 1)) return false;
-            o.push_back({std::move(key), std::move(v)});
+            if (!value(o.back().value, depth + 1)) return false;
             const Next next = afterMember('}', "object");
             if (next == Next::Failed) return false;
             if (next == Next::Closed) {

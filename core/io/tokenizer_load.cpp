@@ -279,35 +279,38 @@ struct Loader {
         t.mergeList.reserve(merges.size());
         t.merges.reserve(merges.size());
         std::int32_t rank = 0;
+        std::string merged; // reused: most merges fit its capacity
         for (const JsonValue& mv : merges) {
-            std::string a, b;
+            std::string_view a, b;
             if (mv.isString()) {
-                const std::string& line = mv.asString();
+                const std::string_view line = mv.asString();
                 if (line.starts_with("#version")) continue;
                 const std::size_t sp = line.find(' ');
                 if (sp == std::string::npos || line.find(' ', sp + 1) != std::string::npos)
-                    return format("merge " + std::to_string(rank) + " is not \"left right\": '" + line + "'", name);
+                    return format(
+                        "merge " + std::to_string(rank) + " is not \"left right\": '" + std::string(line) + "'", name);
                 a = line.substr(0, sp);
                 b = line.substr(sp + 1);
             } else if (mv.isArray() && mv.asArray().size() == 2) {
-                a = str(mv.asArray()[0]);
-                b = str(mv.asArray()[1]);
+                const JsonArray& pair = mv.asArray(); // a non-string part reads as the empty token
+                a = pair[0].isString() ? std::string_view(pair[0].asString()) : std::string_view();
+                b = pair[1].isString() ? std::string_view(pair[1].asString()) : std::string_view();
             } else {
                 return format("merge " + std::to_string(rank) + " is neither a string nor a pair", name);
             }
             auto ia = t.vocab.find(a), ib = t.vocab.find(b);
-            std::string merged = a;
-            merged += (!t.continuingPrefix.empty() && b.starts_with(t.continuingPrefix))
-                          ? b.substr(t.continuingPrefix.size())
-                          : b;
+            merged.assign(a);
+            if (!t.continuingPrefix.empty() && b.starts_with(t.continuingPrefix))
+                merged.append(b.substr(t.continuingPrefix.size()));
+            else merged.append(b);
             auto im = t.vocab.find(merged);
             if (ia == t.vocab.end() || ib == t.vocab.end() || im == t.vocab.end())
-                return format("merge " + std::to_string(rank) + " ('" + a + "' '" + b +
+                return format("merge " + std::to_string(rank) + " ('" + std::string(a) + "' '" + std::string(b) +
                                   "') uses a token missing from the vocabulary",
                               name);
             const std::uint64_t key = (std::uint64_t(std::uint32_t(ia->second)) << 32) | std::uint32_t(ib->second);
             t.merges.insert_or_assign(key, std::make_pair(rank, im->second));
-            t.mergeList.emplace_back(std::move(a), std::move(b));
+            t.mergeList.emplace_back(a, b);
             ++rank;
         }
         return {};

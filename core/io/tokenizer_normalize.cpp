@@ -1,7 +1,14 @@
 // Tokenizer text before pre-tokenization: added-token matching (the Rust crate's AddedVocabulary,
 // run on the raw text and again on the normalized text) and the normalizer chain. Unicode
 // normalization forms and lowercasing use QString (Qt's Unicode tables), entered without Qt's BOM
-// stripping.
+// stripping, with the reference's Unicode versions:
+//   - NFC/NFD/NFKC/NFKD: the Rust crate normalizes with unicode-normalization-alignments, whose
+//     tables are Unicode 9 (a code point assigned later is left as it is, with combining class 0).
+//     Qt normalizes as of any earlier version it is asked for: Unicode 9.
+//   - Lowercase: Rust's char::to_lowercase, one code point at a time, with the tables of the Rust
+//     release the wheel was built with (Unicode 17 for tokenizers 0.23.3); Qt 6.4 has Unicode 14.
+//     The code points they map differently are mapped first (tokenizer_lowercase_delta.inc).
+// tst_tokenizer checks both on every code point against the reference.
 // Threading: pure functions over immutable loaded data.
 
 #include "io/tokenizer_detail.h"
@@ -10,10 +17,19 @@
 #include <QStringDecoder>
 
 #include <algorithm>
+#include <iterator>
 
 namespace qb::io::detail {
 
 namespace {
+
+constexpr QChar::UnicodeVersion kReferenceNormalizationVersion = QChar::Unicode_9_0;
+
+struct LowercaseDelta {
+    char32_t from;
+    char32_t to[3]; // unused entries are 0
+};
+#include "io/tokenizer_lowercase_delta.inc"
 
 bool isAscii(std::string_view s)
 {
@@ -29,6 +45,75 @@ QString toQString(std::string_view utf8)
 {
     QStringDecoder decoder(QStringConverter::Utf8, QStringConverter::Flag::ConvertInitialBom);
     return decoder(QByteArrayView(utf8.data(), qsizetype(utf8.size())));
+}
+
+// A code point before which the text can be cut and each side normalized alone: a starter
+// (combining class 0) that is never the second of a canonical composition pair, so that nothing
+// before it reorders or composes with it or with what follows it: ASCII, Hangul syllables and CJK
+// unified ideographs.
+bool startsNormalizationChunk(char32_t c)
+{
+    return c < 0x80 || (c >= 0xAC00 && c <= 0xD7A3) || (c >= 0x4E00 && c <= 0x9FFF);
+}
+
+// Qt's normalization rewrites its string in place, which takes time quadratic in the number of
+// code points it changes (a megabyte of decomposed text: many seconds). Cut into chunks of
+// about kChunk bytes, the text normalizes in linear time with the same result.
+std::string normalizeForm(const std::string& s, QString::NormalizationForm form)
+{
+    constexpr std::size_t kChunk = 4096;
+    std::string out;
+    out.reserve(s.size() + s.size() / 4);
+    std::size_t begin = 0;
+    while (begin < s.size()) {
+        std::size_t end = std::min(begin + kChunk, s.size());
+        while (end < s.size()) {
+            while (end < s.size() && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80)
+                ++end;
+            if (end == s.size()) break;
+            const CodePoint c = decodeUtf8(s, end);
+            if (startsNormalizationChunk(c.cp)) break;
+            end += std::size_t(c.len);
+        }
+        const std::string_view chunk(s.data() + begin, end - begin);
+        if (isAscii(chunk)) out.append(chunk); // invariant under every normalization form
+        else out += toQString(chunk).normalized(form, kReferenceNormalizationVersion).toStdString();
+        begin = end;
+    }
+    return out;
+}
+
+// The Lowercase normalizer: the delta's code points mapped as the reference does, then Qt.
+std::string lowercase(const std::string& s)
+{
+    if (isAscii(s)) {
+        std::string out = s;
+        for (char& c : out)
+            if (c >= 'A' && c <= 'Z') c = char(c + 32);
+        return out;
+    }
+    constexpr char32_t kFirst = std::begin(kLowercaseDelta)->from;
+    std::string mapped;
+    bool changed = false;
+    for (std::size_t pos = 0; pos < s.size();) {
+        const CodePoint c = decodeUtf8(s, pos);
+        const LowercaseDelta* d = nullptr;
+        if (c.cp >= kFirst) {
+            const auto* it = std::lower_bound(std::begin(kLowercaseDelta), std::end(kLowercaseDelta), c.cp,
+                                              [](const LowercaseDelta& e, char32_t v) { return e.from < v; });
+            if (it != std::end(kLowercaseDelta) && it->from == c.cp) d = it;
+        }
+        if (d) {
+            if (!changed) mapped.assign(s, 0, pos);
+            changed = true;
+            for (char32_t t : d->to)
+                if (t) appendUtf8(mapped, t);
+        } else if (changed) {
+            mapped.append(s, pos, std::size_t(c.len));
+        }
+        pos += std::size_t(c.len);
+    }
+    return toQString(changed ? mapped : s).toLower().toStdString();
 }
 
 char32_t lastCodePoint(std::string_view s)
@@ -130,10 +215,10 @@ std::string TokenizerImpl::normalize(std::string s) const
                               : n.type == T::Nfd  ? QString::NormalizationForm_D
                               : n.type == T::Nfkc ? QString::NormalizationForm_KC
                                                   : QString::NormalizationForm_KD;
-            s = toQString(sanitizeUtf8(s)).normalized(form).toStdString();
+            s = normalizeForm(sanitizeUtf8(s), form);
             break;
         }
-        case T::Lowercase: s = toQString(s).toLower().toStdString(); break;
+        case T::Lowercase: s = lowercase(s); break;
         case T::Prepend:
             if (!s.empty()) s.insert(0, n.a);
             break;

@@ -116,45 +116,67 @@ const char* const kQwen2Pattern =
 
 enum Cls : std::uint8_t { kLetter, kNumber, kSpace, kOther };
 
+// The text as the matchers see it, three bytes per code point (a megabyte of text is touched
+// once, not turned into 13 MB of vectors): what the branches compare code points with (ASCII
+// itself, U+017F, or "other"), the class, and the UTF-8 length to map matches back to bytes.
+constexpr std::uint8_t kLongS = 0x80;    // U+017F LATIN SMALL LETTER LONG S: (?i) folds it to 's'
+constexpr std::uint8_t kNonAscii = 0xFF; // any other code point from U+0080 up, and invalid bytes
+
 struct Text {
-    std::vector<char32_t> cp;
-    std::vector<std::uint8_t> cls;
-    std::vector<std::size_t> off; // byte offset of each code point, plus the end
+    std::vector<std::uint8_t> ch, cls, len;
 };
 
-Text classify(std::string_view s)
+constexpr std::array<std::uint8_t, 128> kAsciiClass = [] {
+    std::array<std::uint8_t, 128> t{};
+    for (int c = 0; c < 128; ++c)
+        t[c] = (c | 0x20) >= 'a' && (c | 0x20) <= 'z' ? kLetter
+               : c >= '0' && c <= '9'                 ? kNumber
+               : c == ' ' || (c >= 0x09 && c <= 0x0D) ? kSpace
+                                                      : kOther;
+    return t;
+}();
+
+void classify(std::string_view s, Text& t)
 {
-    Text t;
-    t.cp.reserve(s.size());
+    t.ch.clear();
+    t.cls.clear();
+    t.len.clear();
+    t.ch.reserve(s.size());
     t.cls.reserve(s.size());
-    t.off.reserve(s.size() + 1);
+    t.len.reserve(s.size());
     std::size_t pos = 0;
     while (pos < s.size()) {
+        const auto b = static_cast<unsigned char>(s[pos]);
+        if (b < 0x80) {
+            t.ch.push_back(b);
+            t.cls.push_back(kAsciiClass[b]);
+            t.len.push_back(1);
+            ++pos;
+            continue;
+        }
         const CodePoint c = decodeUtf8(s, pos);
-        t.off.push_back(pos);
-        t.cp.push_back(c.cp);
+        t.ch.push_back(c.cp == 0x17F ? kLongS : kNonAscii);
         t.cls.push_back(isLetter(c.cp) ? kLetter : isNumber(c.cp) ? kNumber : isWhitespace(c.cp) ? kSpace : kOther);
+        t.len.push_back(std::uint8_t(c.len));
         pos += std::size_t(c.len);
     }
-    t.off.push_back(s.size());
-    return t;
 }
 
-bool isCrLf(char32_t c) { return c == '\r' || c == '\n'; }
+bool isCrLf(std::uint8_t c) { return c == '\r' || c == '\n'; }
 
-char32_t foldAscii(char32_t c)
+std::uint8_t foldAscii(std::uint8_t c)
 {
-    if (c >= 'A' && c <= 'Z') return c + 32;
-    if (c == 0x17F) return 's'; // LATIN SMALL LETTER LONG S case-folds to 's'
+    if (c >= 'A' && c <= 'Z') return std::uint8_t(c + 32);
+    if (c == kLongS) return 's'; // LATIN SMALL LETTER LONG S case-folds to 's'
     return c;
 }
 
 // 's|'t|'re|'ve|'m|'ll|'d, optionally case-insensitive. Returns the end or i.
 std::size_t matchContraction(const Text& t, std::size_t i, bool ci)
 {
-    const std::size_t n = t.cp.size();
-    if (t.cp[i] != '\'' || i + 1 >= n) return i;
-    auto f = [&](std::size_t k) { return ci ? foldAscii(t.cp[k]) : t.cp[k]; };
+    const std::size_t n = t.ch.size();
+    if (t.ch[i] != '\'' || i + 1 >= n) return i;
+    auto f = [&](std::size_t k) { return ci ? foldAscii(t.ch[k]) : t.ch[k]; };
     const char32_t a = f(i + 1);
     if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
     if (i + 2 < n) {
@@ -182,11 +204,11 @@ std::size_t matchTrailingSpace(const Text& t, std::size_t i)
 
 std::size_t matchGpt2(const Text& t, std::size_t i)
 {
-    const std::size_t n = t.cp.size();
+    const std::size_t n = t.ch.size();
     if (std::size_t e = matchContraction(t, i, false); e != i) return e;
     // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`
     for (Cls c : {kLetter, kNumber, kOther}) {
-        if (t.cp[i] == ' ' && i + 1 < n && t.cls[i + 1] == c) return runOf(t, i + 1, c);
+        if (t.ch[i] == ' ' && i + 1 < n && t.cls[i + 1] == c) return runOf(t, i + 1, c);
         if (t.cls[i] == c) return runOf(t, i, c);
     }
     return matchTrailingSpace(t, i);
@@ -194,11 +216,11 @@ std::size_t matchGpt2(const Text& t, std::size_t i)
 
 std::size_t matchLlama3(const Text& t, std::size_t i, std::size_t maxDigits)
 {
-    const std::size_t n = t.cp.size();
+    const std::size_t n = t.ch.size();
     // (?i:'s|'t|'re|'ve|'m|'ll|'d)
     if (std::size_t e = matchContraction(t, i, true); e != i) return e;
     // [^\r\n\p{L}\p{N}]?\p{L}+
-    if (!isCrLf(t.cp[i]) && t.cls[i] != kLetter && t.cls[i] != kNumber && i + 1 < n && t.cls[i + 1] == kLetter)
+    if (!isCrLf(t.ch[i]) && t.cls[i] != kLetter && t.cls[i] != kNumber && i + 1 < n && t.cls[i + 1] == kLetter)
         return runOf(t, i + 1, kLetter);
     if (t.cls[i] == kLetter) return runOf(t, i, kLetter);
     // \p{N}{1,3} (Llama-3) or \p{N} (Qwen2)
@@ -210,18 +232,18 @@ std::size_t matchLlama3(const Text& t, std::size_t i, std::size_t maxDigits)
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
     std::size_t start = std::size_t(-1);
-    if (t.cp[i] == ' ' && i + 1 < n && t.cls[i + 1] == kOther) start = i + 1;
+    if (t.ch[i] == ' ' && i + 1 < n && t.cls[i + 1] == kOther) start = i + 1;
     else if (t.cls[i] == kOther) start = i;
     if (start != std::size_t(-1)) {
         std::size_t j = runOf(t, start, kOther);
-        while (j < n && isCrLf(t.cp[j]))
+        while (j < n && isCrLf(t.ch[j]))
             ++j;
         return j;
     }
     // \s*[\r\n]+ : up to and including the last CR/LF of the whitespace run
     const std::size_t j = runOf(t, i, kSpace);
     for (std::size_t k = j; k > i; --k)
-        if (isCrLf(t.cp[k - 1])) return k;
+        if (isCrLf(t.ch[k - 1])) return k;
     return matchTrailingSpace(t, i);
 }
 
@@ -246,9 +268,16 @@ const char* handCodedPattern(HandCodedRegex which)
 
 void findHandCodedMatches(HandCodedRegex which, std::string_view s, Spans& out)
 {
-    const Text t = classify(s);
-    std::size_t i = 0;
-    const std::size_t n = t.cp.size();
+    thread_local Text t; // capacity kept between calls (encode() calls this once per fragment)
+    classify(s, t);
+    std::size_t i = 0, byte = 0; // code point i starts at byte
+    const std::size_t n = t.ch.size();
+    auto bytesTo = [&](std::size_t e) {
+        std::size_t b = byte;
+        for (std::size_t k = i; k < e; ++k)
+            b += t.len[k];
+        return b;
+    };
     while (i < n) {
         std::size_t e = i;
         switch (which) {
@@ -257,12 +286,16 @@ void findHandCodedMatches(HandCodedRegex which, std::string_view s, Spans& out)
         case HandCodedRegex::Qwen2: e = matchLlama3(t, i, 1); break;
         }
         if (e == i) { // every code point matches some branch; guard against a stall anyway
+            byte += t.len[i];
             ++i;
             continue;
         }
-        out.emplace_back(t.off[i], t.off[e]);
+        const std::size_t end = bytesTo(e);
+        out.emplace_back(byte, end);
+        byte = end;
         i = e;
     }
+    if (t.ch.capacity() > (std::size_t(1) << 24)) t = Text{}; // keep at most 48 MB between calls
 }
 
 // ---- pre-tokenizers ----

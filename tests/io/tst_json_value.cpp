@@ -46,6 +46,12 @@ private Q_SLOTS:
         QTest::newRow("single quotes") << "{'a': 1}" << "expected a double-quoted object key";
         QTest::newRow("single quoted value") << "['a']" << "strings must use double quotes";
         QTest::newRow("duplicate key") << "{\"a\": 1, \"a\": 2}" << "duplicate object key \"a\" (json:1:10)";
+        QString many = "{";
+        for (int i = 0; i < 40; ++i)
+            many += QString("\"k%1\": %1, ").arg(i);
+        QTest::newRow("duplicate key in a large object") << many + "\"k7\": 0}" << "duplicate object key \"k7\"";
+        QTest::newRow("duplicate key in a large object, nested values")
+            << many + "\"k40\": {\"k7\": [1, {\"k7\": 2}]}, \"k39\": 0}" << "duplicate object key \"k39\"";
         QTest::newRow("leading zero") << "01" << "leading zeros";
         QTest::newRow("bad exponent") << "1e" << "expected a digit in the exponent";
         QTest::newRow("unterminated string") << "\"abc" << "unterminated string (json:1:1)";
