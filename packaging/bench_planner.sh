@@ -5,8 +5,9 @@
 # Side by side in one run; the ratio column is mixed / uniform.
 #   packaging/bench_planner.sh [MODEL] [CALIB] [EVAL] [UNIFORM...]
 # UNIFORM items are method:bits:group (default gptq:2:64 gptq:3:128 gptq:4:128, about 2.5, 3.25 and
-# 4.25 bits/weight on the demo model). The atlas measures every tensor's true KL once (--measure)
-# so "mixed (KL-calibrated)" can be compared with "mixed (proxy only)".
+# 4.25 bits/weight on the demo model). The atlas measures every tensor's true KL (--measure) at the
+# smallest candidate and at each uniform setting compared (so the damage near every budget reads in
+# nats of KL), and "mixed (calibrated)" is compared with "mixed (proxy only)".
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${QB_BUILD_DIR:-$ROOT/build}"
@@ -35,6 +36,8 @@ for u in "${UNIFORM[@]}"; do
     "$CLI" quantize "$MODEL" "${CAL[@]:0:6}" --method "$method" --bits "$bits" --group "$group" --eval "$EVAL" \
         --json >"$TMP/u.json" 2>/dev/null
     bpw=$(field "$TMP/u.json" "'%.6f' % d['bits_per_weight']")
+    "$CLI" sensitivity "$MODEL" "${CAL[@]}" --eval "$EVAL" --measure "$TENSORS" --measure-candidate "$u" --json \
+        >/dev/null 2>&1
     row "uniform $u" "$TMP/u.json"
     for mode in calibrated proxy-only; do
         extra=()

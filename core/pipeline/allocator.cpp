@@ -86,7 +86,7 @@ Result<Problem> buildProblem(const SensitivityAtlas& atlas, const AllocationCons
     const std::size_t nt = atlas.tensors.size(), nc = atlas.candidates.size();
     if (nt == 0 || nc == 0 || atlas.cells.size() != nt)
         return makeError(ErrorCode::InvalidArgument, "allocate: the sensitivity atlas is empty");
-    const std::vector<double> scale = atlas.damageScales();
+    const std::vector<std::vector<double>> damage = atlas.damageTable();
     std::vector<std::optional<std::size_t>> pin(nt);
     for (const auto& [name, label] : k.pinned) {
         const auto t = atlas.findTensor(name);
@@ -143,7 +143,7 @@ Result<Problem> buildProblem(const SensitivityAtlas& atlas, const AllocationCons
             pt.candidate = c;
             for (std::size_t t : u.tensors) {
                 pt.bytes += atlas.cells[t][c].bytes;
-                pt.damage += scale[t] * atlas.cells[t][c].proxyLoss;
+                pt.damage += damage[t][c];
             }
             u.options.push_back(pt);
         }
@@ -194,7 +194,7 @@ std::vector<Step> pathSteps(const Problem& p)
 
 Allocation finish(const SensitivityAtlas& atlas, const Problem& p, const std::vector<Point>& at)
 {
-    const std::vector<double> scale = atlas.damageScales();
+    const std::vector<std::vector<double>> damage = atlas.damageTable();
     Allocation a;
     a.choice.assign(atlas.tensors.size(), 0);
     double bits = 0;
@@ -203,7 +203,7 @@ Allocation finish(const SensitivityAtlas& atlas, const Problem& p, const std::ve
             const std::size_t c = at[u].candidate;
             a.choice[t] = c;
             const SensitivityCell& cell = atlas.cells[t][c];
-            a.damage += scale[t] * cell.proxyLoss;
+            a.damage += damage[t][c];
             a.linearBytes += cell.bytes;
             bits += cell.bitsPerWeight * double(atlas.tensors[t].params());
         }

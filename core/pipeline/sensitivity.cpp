@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 
 namespace qb::pipeline {
@@ -262,16 +263,32 @@ std::vector<double> ranks(const std::vector<double>& v)
 
 } // namespace
 
-std::vector<double> SensitivityAtlas::damageScales() const
+std::vector<std::vector<double>> SensitivityAtlas::damageTable() const
 {
-    std::vector<double> scale(tensors.size(), 0.0);
-    std::vector<bool> have(tensors.size(), false);
+    const std::size_t nt = tensors.size(), nc = candidates.size();
+    // Per tensor, its usable measurements (candidate, KL / proxy).
+    std::vector<std::vector<std::pair<std::size_t, double>>> ratios(nt);
     for (const MeasuredEffect& m : measured) {
-        if (m.tensor >= cells.size() || m.candidate >= candidates.size() || have[m.tensor]) continue;
+        if (m.tensor >= cells.size() || m.candidate >= nc) continue;
         const double proxy = cells[m.tensor][m.candidate].proxyLoss;
-        if (proxy <= 0) continue;
-        scale[m.tensor] = std::max(0.0, m.klMean) / proxy;
-        have[m.tensor] = true;
+        if (proxy > 0) ratios[m.tensor].push_back({m.candidate, std::max(0.0, m.klMean) / proxy});
+    }
+    // scale[t][c] for measured tensors: the ratio of the measurement nearest in bits per weight.
+    std::vector<std::vector<double>> scale(nt, std::vector<double>(nc, 0.0));
+    std::vector<bool> have(nt, false);
+    for (std::size_t t = 0; t < nt; ++t) {
+        if (ratios[t].empty()) continue;
+        have[t] = true;
+        for (std::size_t c = 0; c < nc; ++c) {
+            double best = std::numeric_limits<double>::infinity();
+            for (const auto& [mc, ratio] : ratios[t]) {
+                const double d = std::abs(cells[t][mc].bitsPerWeight - cells[t][c].bitsPerWeight);
+                if (d < best) {
+                    best = d;
+                    scale[t][c] = ratio;
+                }
+            }
+        }
     }
     auto median = [](std::vector<double> v) -> std::optional<double> {
         if (v.empty()) return std::nullopt;
@@ -279,25 +296,27 @@ std::vector<double> SensitivityAtlas::damageScales() const
         const std::size_t n = v.size();
         return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
     };
-    std::vector<double> all;
-    std::array<std::vector<double>, model::kAllLinears.size()> byKind;
-    for (std::size_t t = 0; t < tensors.size(); ++t)
-        if (have[t]) {
-            all.push_back(scale[t]);
-            byKind[std::size_t(tensors[t].linear)].push_back(scale[t]);
-        }
-    const std::optional<double> overall = median(all);
-    std::array<std::optional<double>, model::kAllLinears.size()> kindMedian;
-    for (std::size_t k = 0; k < byKind.size(); ++k)
-        kindMedian[k] = median(byKind[k]);
-    for (std::size_t t = 0; t < tensors.size(); ++t)
-        if (!have[t]) scale[t] = kindMedian[std::size_t(tensors[t].linear)].value_or(overall.value_or(1.0));
+    for (std::size_t c = 0; c < nc; ++c) {
+        std::vector<double> all;
+        std::array<std::vector<double>, model::kAllLinears.size()> byKind;
+        for (std::size_t t = 0; t < nt; ++t)
+            if (have[t]) {
+                all.push_back(scale[t][c]);
+                byKind[std::size_t(tensors[t].linear)].push_back(scale[t][c]);
+            }
+        const double overall = median(all).value_or(1.0);
+        for (std::size_t t = 0; t < nt; ++t)
+            if (!have[t]) scale[t][c] = median(byKind[std::size_t(tensors[t].linear)]).value_or(overall);
+    }
+    for (std::size_t t = 0; t < nt; ++t)
+        for (std::size_t c = 0; c < nc; ++c)
+            scale[t][c] *= cells[t][c].proxyLoss;
     return scale;
 }
 
 double SensitivityAtlas::damage(std::size_t tensor, std::size_t candidate) const
 {
-    return damageScales()[tensor] * cells[tensor][candidate].proxyLoss;
+    return damageTable()[tensor][candidate];
 }
 
 std::optional<double> SensitivityAtlas::rankCorrelation() const

@@ -111,13 +111,14 @@ struct SensitivityAtlas {
     std::optional<std::size_t> findTensor(std::string_view name) const; // with or without ".weight"
     std::optional<std::size_t> findCandidate(std::string_view label) const;
     const MeasuredEffect* findMeasured(std::size_t tensor, std::size_t candidate) const;
-    // The predicted damage the allocator sums: the proxy loss ½ tr(dW H dW^T), scaled per tensor by
-    // damageScales() so that it reads in nats of KL where measurements exist.
-    double damage(std::size_t tensor, std::size_t candidate) const;
-    // Per tensor: measured KL / proxy of its measurement (the first one with a positive proxy); a
-    // tensor without one takes the median of the measured tensors of its kind (q, k, ... down), else
-    // of all measured tensors, else 1 (no measurements: the plain proxy).
-    std::vector<double> damageScales() const;
+    // The predicted damage the allocator sums, [tensor][candidate]: the proxy loss ½ tr(dW H dW^T),
+    // scaled to nats of KL where measurements exist. A measured tensor's candidate takes the ratio
+    // measured KL / proxy of the tensor's measurement nearest in bits per weight (so measuring at
+    // 2 and 4 bits pins both ends); an unmeasured tensor takes, per candidate, the median ratio of
+    // the measured tensors of its kind (q, k, ... down), else of all measured tensors; without any
+    // measurement the table is the plain proxy.
+    std::vector<std::vector<double>> damageTable() const;
+    double damage(std::size_t tensor, std::size_t candidate) const; // one entry of damageTable()
     // Spearman rank correlation between the unscaled proxy and the measured KL over the measured
     // cells; nullopt with fewer than 3.
     std::optional<double> rankCorrelation() const;

@@ -11,6 +11,7 @@
 #include "models/plan_table_model.h"
 #include "pipeline/project.h"
 #include "models/quant_run_model.h"
+#include "widgets/budget_planner.h"
 #include "widgets/job_status.h"
 #include "widgets/main_window.h"
 #include "widgets/model_explorer.h"
@@ -38,7 +39,10 @@
 #include <QSettings>
 #include <QSignalSpy>
 #include <QSpinBox>
+#include <QSlider>
 #include <QStandardPaths>
+#include <QTableWidget>
+#include <QDoubleSpinBox>
 #include <QTabBar>
 #include <QTabWidget>
 #include <QTableView>
@@ -459,6 +463,93 @@ private Q_SLOTS:
         QVERIFY(p->quantizeButton()->isEnabled());
         // The cancelled run does not leave the results wiped: the last good run is back.
         QCOMPARE(p->reports()->rowCount(), 4 * 7);
+    }
+
+    // Issue 16 items 2 and 4: the sensitivity atlas in a worker (the window stays live), its heat
+    // map (click -> the tensor), the budget slider and spin box writing the plan live with undo
+    // (one drag = one step), the cached atlas on the second analysis, measured KL per tensor.
+    void budgetPlanner()
+    {
+        QDir(QStandardPaths::writableLocation(QStandardPaths::CacheLocation)).removeRecursively();
+        Fixture f;
+        QVERIFY(f.open());
+        BudgetPlanner* b = f.panel->budgetPlanner();
+        QVERIFY(b);
+        f.showView(b);
+        QSignalSpy atlas(b, &BudgetPlanner::atlasChanged);
+        {
+            EventLoopProbe probe;
+            QTest::mouseClick(b->analyzeButton(), Qt::LeftButton);
+            QVERIFY(atlas.wait(120000));
+            QVERIFY2(probe.maxBusyMs() < 50, qPrintable(QString::number(probe.maxBusyMs())));
+        }
+        QVERIFY(b->atlas().has_value());
+        QVERIFY(!b->statusLabel()->text().contains(QStringLiteral("from the cache")));
+        QTableWidget* heat = b->heatMap();
+        QCOMPARE(heat->rowCount(), 4);
+        QCOMPARE(heat->columnCount(), 7);
+        QSet<QRgb> colours;
+        for (int r = 0; r < 4; ++r)
+            for (int c = 0; c < 7; ++c) {
+                QTableWidgetItem* it = heat->item(r, c);
+                QVERIFY(it);
+                bool ok = false;
+                QVERIFY(it->text().toDouble(&ok) > 0 && ok);
+                colours.insert(it->background().color().rgb());
+            }
+        QVERIFY(colours.size() > 3); // the map tells tensors apart
+
+        // Budget 3 bits/weight: the plan table follows, as one undo step.
+        PlanTableModel* plan = f.panel->planEditor()->model();
+        QUndoStack* undo = plan->undoStack();
+        const double before = plan->resolved().bitsPerWeight;
+        const int steps = undo->index();
+        b->budgetSpin()->setValue(3.0);
+        QVERIFY(b->allocation().has_value());
+        QVERIFY(plan->resolved().bitsPerWeight <= 3.0 + 1e-9);
+        QVERIFY(plan->resolved().bitsPerWeight > 2.7);
+        QVERIFY(plan->plan().rules.size() > 0); // mixed, not uniform
+        QCOMPARE(undo->index(), steps + 1);
+        QVERIFY(b->allocationLabel()->text().contains(QStringLiteral("best uniform")));
+        undo->undo();
+        QCOMPARE(plan->resolved().bitsPerWeight, before);
+        undo->redo();
+        QVERIFY(plan->resolved().bitsPerWeight <= 3.0 + 1e-9);
+
+        // A drag over the slider: many allocations, one undo step.
+        QSlider* slider = b->budgetSlider();
+        const int dragStart = undo->index();
+        Q_EMIT slider->sliderPressed();
+        slider->setSliderDown(true);
+        for (int v : {200, 400, 600, 800})
+            slider->setValue(v);
+        slider->setSliderDown(false);
+        Q_EMIT slider->sliderReleased();
+        QCOMPARE(undo->index(), dragStart + 1);
+        QVERIFY(plan->resolved().bitsPerWeight > 5.0);
+        QVERIFY(b->paretoSeries()->count() > 28);
+
+        // Click the hottest cell at this candidate: the tensor view shows that tensor.
+        QTest::mouseClick(heat->viewport(), Qt::LeftButton, {}, heat->visualItemRect(heat->item(0, 6)).center());
+        QCOMPARE(f.panel->views()->currentWidget(), f.panel->tensorView());
+        f.showView(b);
+        screenshot(f.panel, QStringLiteral("budget"));
+
+        // Again: from the cache, at once.
+        atlas.clear();
+        QTest::mouseClick(b->analyzeButton(), Qt::LeftButton);
+        QVERIFY(atlas.wait(60000));
+        QVERIFY2(b->statusLabel()->text().contains(QStringLiteral("from the cache")),
+                 qPrintable(b->statusLabel()->text()));
+
+        // Measure three tensors: the damage becomes nats, with a rank correlation.
+        atlas.clear();
+        b->findChild<QSpinBox*>()->setValue(3);
+        QTest::mouseClick(b->measureButton(), Qt::LeftButton);
+        QVERIFY(atlas.wait(180000));
+        QCOMPARE(b->atlas()->measured.size(), std::size_t(3));
+        QVERIFY2(b->statusLabel()->text().contains(QStringLiteral("Rank correlation")),
+                 qPrintable(b->statusLabel()->text()));
     }
 };
 

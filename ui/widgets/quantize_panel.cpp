@@ -9,6 +9,7 @@
 #include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "widgets/activations_panel.h"
+#include "widgets/budget_planner.h"
 #include "widgets/calibration_settings.h"
 #include "widgets/job_status.h"
 #include "widgets/plan_editor.h"
@@ -47,10 +48,10 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     : QWidget(parent), m_runner(runner), m_status(status), m_plan(new PlanEditor), m_runs(new QuantRunModel(this)),
       m_reports(new TensorReportModel(this)), m_reportTable(new QTableView),
       m_layerChart(new LayerErrorChart(tr("Per-layer error"))), m_tensorView(new TensorErrorView(runner)),
-      m_compare(new RunCompareView(m_runs)), m_views(new QTabWidget), m_calibText(new QLineEdit),
-      m_imatrix(new QLineEdit), m_calibPreset(new QComboBox), m_windows(new QSpinBox), m_length(new QSpinBox),
-      m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))), m_run(new QPushButton(tr("Quantize"))),
-      m_totals(new QLabel), m_estimateTimer(new QTimer(this))
+      m_compare(new RunCompareView(m_runs)), m_budget(new BudgetPlanner(runner, m_plan->model())),
+      m_views(new QTabWidget), m_calibText(new QLineEdit), m_imatrix(new QLineEdit), m_calibPreset(new QComboBox),
+      m_windows(new QSpinBox), m_length(new QSpinBox), m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))),
+      m_run(new QPushButton(tr("Quantize"))), m_totals(new QLabel), m_estimateTimer(new QTimer(this))
 {
     setObjectName(QStringLiteral("quantizePanel"));
     m_calibText->setObjectName(QStringLiteral("quantCalibText"));
@@ -111,6 +112,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     results->setStretchFactor(1, 2);
 
     m_views->addTab(m_plan, tr("Plan"));
+    m_views->addTab(m_budget, tr("Budget"));
     m_views->addTab(results, tr("Results"));
     m_views->addTab(m_tensorView, tr("Tensor error && what-if"));
     m_views->addTab(m_compare, tr("Runs && compare"));
@@ -132,6 +134,31 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     layout->addWidget(m_views, 1);
 
     connect(m_run, &QPushButton::clicked, this, &QuantizePanel::startQuantize);
+    m_budget->setRequestSource(
+        [this] {
+            pipeline::CalibrationSource c;
+            c.textPath = m_calibText->text().toStdString();
+            c.options.nsamples = m_windows->value();
+            c.options.seqlen = m_length->value();
+            return c;
+        },
+        [this] { return defaultTextFile(m_checkpoint.get(), QStringLiteral("eval.txt")); });
+    connect(m_budget, &BudgetPlanner::tensorActivated, this, [this](const QString& name) {
+        showTensor(name);
+        m_views->setCurrentWidget(m_tensorView);
+    });
+    // Runs with a measured KL appear beside the predicted path.
+    auto runPoints = [this] {
+        std::vector<BudgetPlanner::RunPoint> pts;
+        for (int r = 0; r < m_runs->rowCount(); ++r) {
+            const auto run = m_runs->run(r);
+            if (run && run->result && run->kl)
+                pts.push_back({run->result->bitsPerWeight, run->kl->mean, tr("run %1").arg(run->id)});
+        }
+        m_budget->setRunPoints(pts);
+    };
+    connect(m_runs, &QAbstractItemModel::rowsInserted, this, runPoints);
+    connect(m_runs, &QAbstractItemModel::modelReset, this, runPoints);
     m_totals->setWordWrap(true);
     m_estimateTimer->setSingleShot(true);
     m_estimateTimer->setInterval(300);
@@ -164,6 +191,7 @@ void QuantizePanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoi
     m_base.reset();
     m_calibText->setText(defaultTextFile(m_checkpoint.get(), QStringLiteral("calib.txt")));
     m_plan->setConfig(m_checkpoint ? std::optional<ModelConfig>(m_checkpoint->config) : std::nullopt);
+    m_budget->setCheckpoint(m_checkpoint);
     m_run->setEnabled(m_checkpoint != nullptr);
     m_plan->model()->setGgufOverheadBytes(0);
     m_estimate.clear();

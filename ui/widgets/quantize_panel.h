@@ -35,6 +35,7 @@ class Model;
 
 namespace qb::ui {
 
+class BudgetPlanner;
 class CalibrationSettings;
 class JobRunner;
 class JobStatus;
@@ -61,6 +62,7 @@ public:
     PlanEditor* planEditor() const { return m_plan; }
     TensorErrorView* tensorView() const { return m_tensorView; }
     RunCompareView* compareView() const { return m_compare; }
+    BudgetPlanner* budgetPlanner() const { return m_budget; }
     QuantRunModel* runs() const { return m_runs; }
     TensorReportModel* reports() const { return m_reports; }
     QTableView* reportTable() const { return m_reportTable; }
@@ -109,6 +111,7 @@ private:
     LayerErrorChart* m_layerChart;
     TensorErrorView* m_tensorView;
     RunCompareView* m_compare;
+    BudgetPlanner* m_budget;
     QTabWidget* m_views;
     QLineEdit* m_calibText;
     QLineEdit* m_imatrix;

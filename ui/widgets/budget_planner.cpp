@@ -1,0 +1,494 @@
+#include "widgets/budget_planner.h"
+
+#include "models/plan_table_model.h"
+#include "tasks/job_runner.h"
+
+#include <QChart>
+#include <QChartView>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDoubleSpinBox>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLineSeries>
+#include <QPushButton>
+#include <QScatterSeries>
+#include <QSlider>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QStandardPaths>
+#include <QTableWidget>
+#include <QUndoStack>
+#include <QVBoxLayout>
+#include <QValueAxis>
+
+#include <algorithm>
+#include <cmath>
+
+namespace qb::ui {
+
+namespace {
+
+constexpr int kSliderSteps = 1000;
+
+const char* kKindLabels[] = {"q", "k", "v", "o", "gate", "up", "down"};
+
+// Light yellow (small) to dark red (large), on a log scale between lo and hi.
+QColor heatColour(double v, double lo, double hi)
+{
+    if (!(v > 0) || !(hi > lo)) return QColor(245, 245, 245);
+    const double t = std::clamp((std::log(v) - std::log(lo)) / (std::log(hi) - std::log(lo)), 0.0, 1.0);
+    return QColor::fromHsvF(0.16 * (1.0 - t), 0.15 + 0.8 * t, 1.0 - 0.35 * t);
+}
+
+} // namespace
+
+BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* parent)
+    : QWidget(parent), m_runner(runner), m_plan(plan), m_target(new QComboBox),
+      m_analyze(new QPushButton(tr("Analyze sensitivity"))), m_measureCount(new QSpinBox),
+      m_measure(new QPushButton(tr("Measure KL"))), m_status(new QLabel), m_heatCandidate(new QComboBox),
+      m_heat(new QTableWidget), m_chart(new QChartView), m_path(new QLineSeries), m_point(new QScatterSeries),
+      m_runs(new QScatterSeries), m_x(new QValueAxis), m_y(new QValueAxis), m_slider(new QSlider(Qt::Horizontal)),
+      m_budget(new QDoubleSpinBox), m_tieQkv(new QCheckBox(tr("Same setting for q/k/v"))), m_allocLabel(new QLabel)
+{
+    setObjectName(QStringLiteral("budgetPlanner"));
+    m_target->setObjectName(QStringLiteral("budgetTarget"));
+    m_analyze->setObjectName(QStringLiteral("budgetAnalyze"));
+    m_measure->setObjectName(QStringLiteral("budgetMeasure"));
+    m_heat->setObjectName(QStringLiteral("budgetHeatMap"));
+    m_slider->setObjectName(QStringLiteral("budgetSlider"));
+    m_budget->setObjectName(QStringLiteral("budgetValue"));
+    m_target->addItem(tr("Free grids (GPTQ 2–8 bits)"), QStringLiteral("none"));
+    m_target->addItem(tr("GGUF types (Q2_K–Q8_0)"), QStringLiteral("gguf"));
+    m_target->addItem(tr("GPTQ checkpoint (2/3/4/8 bits)"), QStringLiteral("gptq"));
+    m_target->setToolTip(tr("The candidate settings each tensor may get, for the file you will export"));
+    m_analyze->setToolTip(tr("One calibration pass: every decoder linear quantized with every candidate, its Hessian-"
+                             "weighted output error recorded (cached: reopening the same model and calibration "
+                             "is instant)"));
+    m_measureCount->setRange(1, 100000);
+    m_measureCount->setValue(8);
+    m_measureCount->setSuffix(tr(" tensors"));
+    m_measure->setToolTip(tr("The true effect: the model with only that tensor quantized (at the smallest candidate) "
+                             "against the original, KL divergence of the next-token distributions on the "
+                             "evaluation text. Calibrates the predicted damage in nats."));
+    m_measure->setEnabled(false);
+    m_status->setWordWrap(true);
+    m_status->setText(tr("Analyze to see how much each tensor suffers under each setting."));
+
+    m_heat->setColumnCount(7);
+    QStringList kinds;
+    for (const char* k : kKindLabels)
+        kinds << QString::fromLatin1(k);
+    m_heat->setHorizontalHeaderLabels(kinds);
+    m_heat->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_heat->setSelectionMode(QAbstractItemView::SingleSelection);
+    m_heat->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+    m_heat->verticalHeader()->setDefaultSectionSize(20);
+    m_heat->setToolTip(tr("Predicted damage per tensor at the chosen candidate; click a cell to see the tensor"));
+    m_heatCandidate->setToolTip(tr("The candidate whose damage the heat map shows, or the measured KL"));
+    connect(m_heat, &QTableWidget::cellClicked, this, [this](int row, int col) {
+        if (!m_atlas) return;
+        for (const auto& t : m_atlas->tensors)
+            if (t.layer == row && int(t.linear) == col) Q_EMIT tensorActivated(QString::fromStdString(t.name));
+    });
+    connect(m_heatCandidate, &QComboBox::currentIndexChanged, this, [this] { refreshHeatMap(); });
+
+    auto* chart = new QChart;
+    chart->setTitle(tr("Predicted damage against size"));
+    chart->legend()->setAlignment(Qt::AlignBottom);
+    m_path->setName(tr("allocator path"));
+    m_point->setName(tr("current plan"));
+    m_point->setMarkerSize(11);
+    m_runs->setName(tr("runs (measured KL)"));
+    m_runs->setMarkerSize(9);
+    m_runs->setMarkerShape(QScatterSeries::MarkerShapeRectangle);
+    for (QAbstractSeries* s : std::initializer_list<QAbstractSeries*>{m_path, m_point, m_runs})
+        chart->addSeries(s);
+    m_x->setTitleText(tr("bits per weight"));
+    m_y->setTitleText(tr("predicted damage"));
+    m_x->setLabelFormat(QStringLiteral("%.2f"));
+    m_y->setLabelFormat(QStringLiteral("%.3g"));
+    chart->addAxis(m_x, Qt::AlignBottom);
+    chart->addAxis(m_y, Qt::AlignLeft);
+    for (QAbstractSeries* s : std::initializer_list<QAbstractSeries*>{m_path, m_point, m_runs}) {
+        s->attachAxis(m_x);
+        s->attachAxis(m_y);
+    }
+    m_chart->setChart(chart);
+    m_chart->setRenderHint(QPainter::Antialiasing);
+    m_chart->setMinimumWidth(260);
+
+    m_slider->setRange(0, kSliderSteps);
+    m_slider->setEnabled(false);
+    m_budget->setEnabled(false);
+    m_budget->setDecimals(3);
+    m_budget->setSingleStep(0.05);
+    m_budget->setKeyboardTracking(false);
+    m_allocLabel->setWordWrap(true);
+    m_allocLabel->setObjectName(QStringLiteral("budgetAllocation"));
+    connect(m_slider, &QSlider::valueChanged, this, &BudgetPlanner::onSlider);
+    // One drag is one undo step.
+    connect(m_slider, &QSlider::sliderPressed, this, [this] { m_plan->undoStack()->beginMacro(tr("Budget")); });
+    connect(m_slider, &QSlider::sliderReleased, this, [this] { m_plan->undoStack()->endMacro(); });
+    connect(m_budget, &QDoubleSpinBox::valueChanged, this, [this](double v) {
+        if (m_slider->isSliderDown()) return;
+        allocate(bytesBudget() ? v * 1e6 : v);
+    });
+    connect(m_tieQkv, &QCheckBox::toggled, this, [this] {
+        refreshPareto();
+        if (m_allocation) allocate(m_allocation->budgetValue);
+    });
+    connect(m_analyze, &QPushButton::clicked, this, &BudgetPlanner::analyze);
+    connect(m_measure, &QPushButton::clicked, this, &BudgetPlanner::measure);
+
+    auto* top = new QHBoxLayout;
+    top->addWidget(new QLabel(tr("Candidates:")));
+    top->addWidget(m_target);
+    top->addWidget(m_analyze);
+    top->addSpacing(12);
+    top->addWidget(m_measureCount);
+    top->addWidget(m_measure);
+    top->addStretch(1);
+    auto* left = new QWidget;
+    auto* leftLayout = new QVBoxLayout(left);
+    leftLayout->setContentsMargins(0, 0, 0, 0);
+    auto* show = new QHBoxLayout;
+    show->addWidget(new QLabel(tr("Heat map of:")));
+    show->addWidget(m_heatCandidate, 1);
+    leftLayout->addLayout(show);
+    leftLayout->addWidget(m_heat, 1);
+    auto* split = new QSplitter(Qt::Horizontal);
+    split->addWidget(left);
+    split->addWidget(m_chart);
+    split->setStretchFactor(0, 2);
+    split->setStretchFactor(1, 3);
+    auto* bottom = new QHBoxLayout;
+    bottom->addWidget(new QLabel(tr("Budget:")));
+    bottom->addWidget(m_slider, 1);
+    bottom->addWidget(m_budget);
+    bottom->addWidget(m_tieQkv);
+    auto* layout = new QVBoxLayout(this);
+    layout->addLayout(top);
+    layout->addWidget(m_status);
+    layout->addWidget(split, 1);
+    layout->addLayout(bottom);
+    layout->addWidget(m_allocLabel);
+}
+
+void BudgetPlanner::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)
+{
+    m_checkpoint = std::move(checkpoint);
+    m_atlas.reset();
+    m_allocation.reset();
+    m_front.clear();
+    m_analyze->setEnabled(m_checkpoint != nullptr);
+    m_measure->setEnabled(false);
+    refreshHeatMap();
+    refreshPareto();
+    refreshStatus();
+}
+
+void BudgetPlanner::setRequestSource(std::function<pipeline::CalibrationSource()> calibration,
+                                     std::function<QString()> evalText)
+{
+    m_calibration = std::move(calibration);
+    m_evalText = std::move(evalText);
+}
+
+void BudgetPlanner::setRunPoints(const std::vector<RunPoint>& points)
+{
+    m_runPoints = points;
+    refreshPareto();
+}
+
+bool BudgetPlanner::bytesBudget() const { return m_atlas && !m_atlas->embedType.empty(); }
+
+pipeline::AllocationConstraints BudgetPlanner::constraints() const
+{
+    pipeline::AllocationConstraints k;
+    k.tieQkv = m_tieQkv->isChecked();
+    return k;
+}
+
+void BudgetPlanner::analyze()
+{
+    if (!m_checkpoint || m_busy || !m_calibration) return;
+    pipeline::SensitivityRequest req;
+    req.checkpoint = m_checkpoint;
+    req.calibration = m_calibration();
+    auto cands = pipeline::defaultSensitivityCandidates(m_target->currentData().toString().toStdString());
+    if (!cands.ok()) return;
+    req.candidates = *cands;
+    req.cacheDir = QStandardPaths::writableLocation(QStandardPaths::CacheLocation).toStdString();
+    m_busy = true;
+    m_analyze->setEnabled(false);
+    m_status->setText(tr("Analyzing…"));
+    m_runner->start<pipeline::SensitivityOutcome>(
+        this, tr("Sensitivity atlas"), [req](RunContext& ctx) { return pipeline::sensitivityAnalysis(req, &ctx); },
+        [this](const JobOutcome<pipeline::SensitivityOutcome>& outcome) {
+            m_busy = false;
+            m_analyze->setEnabled(m_checkpoint != nullptr);
+            if (!outcome.ok()) {
+                m_status->setText(
+                    outcome.error->code == ErrorCode::Cancelled
+                        ? tr("Analysis cancelled.")
+                        : tr("Analysis failed: %1").arg(QString::fromStdString(outcome.error->toString())));
+                refreshStatus();
+                return;
+            }
+            m_fromCache = outcome.value->fromCache;
+            setAtlas(outcome.value->atlas);
+        });
+}
+
+void BudgetPlanner::measure()
+{
+    if (!m_checkpoint || !m_atlas || m_busy || !m_calibration) return;
+    const QString eval = m_evalText ? m_evalText() : QString();
+    if (eval.isEmpty()) {
+        m_status->setText(tr("Measuring needs the model's eval.txt beside it."));
+        return;
+    }
+    pipeline::SensitivityRequest req;
+    req.checkpoint = m_checkpoint;
+    req.calibration = m_calibration();
+    req.candidates = m_atlas->candidates;
+    req.cacheDir = QStandardPaths::writableLocation(QStandardPaths::CacheLocation).toStdString();
+    req.evalTextPath = eval.toStdString();
+    req.evalOptions.ctx = 128;
+    req.measureCount = m_measureCount->value();
+    m_busy = true;
+    m_measure->setEnabled(false);
+    m_status->setText(tr("Measuring…"));
+    m_runner->start<pipeline::SensitivityOutcome>(
+        this, tr("Measuring KL per tensor"),
+        [req](RunContext& ctx) { return pipeline::sensitivityAnalysis(req, &ctx); },
+        [this](const JobOutcome<pipeline::SensitivityOutcome>& outcome) {
+            m_busy = false;
+            m_measure->setEnabled(m_atlas.has_value());
+            if (!outcome.ok()) {
+                m_status->setText(
+                    outcome.error->code == ErrorCode::Cancelled
+                        ? tr("Measurement cancelled.")
+                        : tr("Measurement failed: %1").arg(QString::fromStdString(outcome.error->toString())));
+                return;
+            }
+            m_fromCache = outcome.value->fromCache;
+            setAtlas(outcome.value->atlas);
+        });
+}
+
+void BudgetPlanner::setAtlas(const pipeline::SensitivityAtlas& atlas)
+{
+    m_atlas = atlas;
+    m_measure->setEnabled(true);
+    {
+        const QSignalBlocker block(m_heatCandidate);
+        m_heatCandidate->clear();
+        for (const auto& c : m_atlas->candidates)
+            m_heatCandidate->addItem(QString::fromStdString(c.label));
+        m_heatCandidate->addItem(tr("measured KL"));
+        m_heatCandidate->setCurrentIndex(0);
+    }
+    refreshHeatMap();
+    refreshPareto();
+    refreshStatus();
+    // Start at the plan's current size, so opening the planner changes nothing by itself.
+    if (!m_front.empty()) {
+        const double now = bytesBudget() ? double(m_front.front().totalBytes) : m_plan->resolved().bitsPerWeight;
+        const double lo = bytesBudget() ? double(m_front.front().totalBytes) : m_front.front().bitsPerWeight;
+        const double hi = bytesBudget() ? double(m_front.back().totalBytes) : m_front.back().bitsPerWeight;
+        const double v = std::clamp(now, lo, hi);
+        const QSignalBlocker b1(m_slider), b2(m_budget);
+        m_slider->setValue(hi > lo ? int(std::lround((v - lo) / (hi - lo) * kSliderSteps)) : 0);
+        m_budget->setValue(bytesBudget() ? v / 1e6 : v);
+    }
+    Q_EMIT atlasChanged();
+}
+
+void BudgetPlanner::refreshStatus()
+{
+    if (!m_atlas) {
+        m_slider->setEnabled(false);
+        m_budget->setEnabled(false);
+        return;
+    }
+    QString s = tr("%1 tensors × %2 candidates on %3 windows of %4 tokens%5.")
+                    .arg(m_atlas->tensors.size())
+                    .arg(m_atlas->candidates.size())
+                    .arg(m_atlas->calibrationWindows)
+                    .arg(m_atlas->calibrationSeqlen)
+                    .arg(m_fromCache ? tr(" (from the cache)") : tr(", %1 s").arg(m_atlas->seconds, 0, 'f', 1));
+    if (!m_atlas->measured.empty()) {
+        s += tr(" Measured KL of %n tensor(s): the damage reads in nats.", nullptr, int(m_atlas->measured.size()));
+        if (auto rho = m_atlas->rankCorrelation())
+            s += tr(" Rank correlation of the proxy with the measured KL: %1.").arg(*rho, 0, 'f', 2);
+    } else {
+        s += tr(" Damage = Hessian-weighted output error ½·tr(ΔW H ΔWᵀ); measure a few tensors to calibrate it.");
+    }
+    m_status->setText(s);
+    m_slider->setEnabled(!m_front.empty());
+    m_budget->setEnabled(!m_front.empty());
+}
+
+void BudgetPlanner::refreshHeatMap()
+{
+    m_heat->clearContents();
+    if (!m_atlas) {
+        m_heat->setRowCount(0);
+        return;
+    }
+    int layers = 0;
+    for (const auto& t : m_atlas->tensors)
+        layers = std::max(layers, t.layer + 1);
+    m_heat->setRowCount(layers);
+    QStringList rows;
+    for (int l = 0; l < layers; ++l)
+        rows << QString::number(l);
+    m_heat->setVerticalHeaderLabels(rows);
+    const int sel = m_heatCandidate->currentIndex();
+    const bool measured = sel == int(m_atlas->candidates.size());
+    const std::vector<std::vector<double>> damage = m_atlas->damageTable();
+    std::vector<std::optional<double>> value(m_atlas->tensors.size());
+    for (std::size_t t = 0; t < m_atlas->tensors.size(); ++t) {
+        if (measured) {
+            for (const auto& m : m_atlas->measured)
+                if (m.tensor == t) value[t] = m.klMean;
+        } else if (sel >= 0) {
+            value[t] = damage[t][std::size_t(sel)];
+        }
+    }
+    double lo = 0, hi = 0;
+    for (const auto& v : value)
+        if (v && *v > 0) {
+            lo = lo > 0 ? std::min(lo, *v) : *v;
+            hi = std::max(hi, *v);
+        }
+    for (std::size_t t = 0; t < m_atlas->tensors.size(); ++t) {
+        const auto& tensor = m_atlas->tensors[t];
+        auto* item = new QTableWidgetItem(value[t] ? QString::number(*value[t], 'g', 3) : QStringLiteral("–"));
+        item->setTextAlignment(Qt::AlignCenter);
+        if (value[t]) item->setBackground(heatColour(*value[t], lo, hi));
+        QString tip = QString::fromStdString(tensor.name);
+        if (sel >= 0 && !measured) {
+            const auto& cell = m_atlas->cells[t][std::size_t(sel)];
+            tip += tr("\nrelative output error %1\nproxy ½·tr(ΔW H ΔWᵀ) %2\n%3 bits/weight")
+                       .arg(cell.relativeError, 0, 'g', 4)
+                       .arg(cell.proxyLoss, 0, 'g', 4)
+                       .arg(cell.bitsPerWeight, 0, 'f', 3);
+        }
+        for (const auto& m : m_atlas->measured)
+            if (m.tensor == t)
+                tip += tr("\nmeasured at %1: KL %2 nats, perplexity %3 (original %4)")
+                           .arg(QString::fromStdString(m_atlas->candidates[m.candidate].label))
+                           .arg(m.klMean, 0, 'g', 4)
+                           .arg(m.perplexity, 0, 'f', 3)
+                           .arg(m.referencePerplexity, 0, 'f', 3);
+        item->setToolTip(tip);
+        m_heat->setItem(tensor.layer, int(tensor.linear), item);
+    }
+}
+
+void BudgetPlanner::refreshPareto()
+{
+    m_front.clear();
+    QList<QPointF> path;
+    if (m_atlas) {
+        auto front = pipeline::paretoFront(*m_atlas, constraints());
+        if (front.ok()) m_front = std::move(*front);
+    }
+    for (const auto& p : m_front)
+        path << QPointF(p.bitsPerWeight, p.damage);
+    m_path->replace(path);
+    QList<QPointF> runs;
+    for (const auto& r : m_runPoints)
+        runs << QPointF(r.bitsPerWeight, r.kl);
+    m_runs->replace(runs);
+    m_runs->setVisible(m_atlas && !m_atlas->measured.empty() && !runs.isEmpty()); // same units only
+    QList<QPointF> cur;
+    if (m_allocation) cur << QPointF(m_allocation->bitsPerWeight, m_allocation->damage);
+    m_point->replace(cur);
+    double x0 = 2, x1 = 16, y1 = 1;
+    if (!m_front.empty()) {
+        x0 = m_front.front().bitsPerWeight;
+        x1 = m_front.back().bitsPerWeight;
+        y1 = m_front.front().damage;
+    }
+    for (const auto& r : m_runPoints)
+        if (m_runs->isVisible()) y1 = std::max(y1, r.kl);
+    m_x->setRange(std::floor(x0 * 4) / 4, std::ceil(x1 * 4) / 4);
+    m_y->setRange(0, y1 > 0 ? y1 * 1.05 : 1);
+    m_y->setTitleText(m_atlas && !m_atlas->measured.empty() ? tr("predicted KL (nats)") : tr("predicted damage"));
+    m_x->setTitleText(bytesBudget() ? tr("bits per weight (budget in MB of the GGUF file)") : tr("bits per weight"));
+    if (!m_front.empty()) {
+        const QSignalBlocker block(m_budget);
+        if (bytesBudget()) {
+            m_budget->setSuffix(tr(" MB"));
+            m_budget->setRange(double(m_front.front().totalBytes) / 1e6, double(m_front.back().totalBytes) / 1e6);
+        } else {
+            m_budget->setSuffix(tr(" bpw"));
+            m_budget->setRange(m_front.front().bitsPerWeight, m_front.back().bitsPerWeight);
+        }
+    }
+    refreshStatus();
+}
+
+void BudgetPlanner::onSlider(int position)
+{
+    if (m_front.empty()) return;
+    const double t = double(position) / kSliderSteps;
+    double v = 0;
+    if (bytesBudget())
+        v = double(m_front.front().totalBytes) +
+            t * (double(m_front.back().totalBytes) - double(m_front.front().totalBytes));
+    else v = m_front.front().bitsPerWeight + t * (m_front.back().bitsPerWeight - m_front.front().bitsPerWeight);
+    {
+        const QSignalBlocker block(m_budget);
+        m_budget->setValue(bytesBudget() ? v / 1e6 : v);
+    }
+    allocate(v);
+}
+
+QString BudgetPlanner::allocate(double budgetValue)
+{
+    if (!m_atlas) return tr("no sensitivity atlas");
+    pipeline::AllocationBudget b{bytesBudget() ? pipeline::AllocationBudget::Kind::Bytes
+                                               : pipeline::AllocationBudget::Kind::BitsPerWeight,
+                                 budgetValue};
+    auto r = pipeline::allocateToBudget(*m_atlas, b, constraints());
+    if (!r.ok()) {
+        m_allocLabel->setText(QString::fromStdString(r.error().message));
+        return QString::fromStdString(r.error().message);
+    }
+    m_allocation = *r;
+    const pipeline::QuantPlan plan = pipeline::allocationToPlan(*m_atlas, *r, &m_plan->plan());
+    const QString err =
+        m_plan->applyPlan(plan, tr("Budget %1").arg(QString::fromStdString(pipeline::describeBudget(b))));
+    // Compare with the best uniform candidate within the same budget.
+    std::optional<pipeline::Allocation> uniform;
+    QString uniformLabel;
+    for (std::size_t c = 0; c < m_atlas->candidates.size(); ++c) {
+        const pipeline::Allocation u = pipeline::uniformAllocation(*m_atlas, c);
+        const double used = bytesBudget() ? double(u.totalBytes) : u.bitsPerWeight;
+        if (used > budgetValue + 1e-9) continue;
+        if (!uniform || u.damage < uniform->damage) {
+            uniform = u;
+            uniformLabel = QString::fromStdString(m_atlas->candidates[c].label);
+        }
+    }
+    QString text = tr("Allocated %1 bits/weight, %2 MB, predicted damage %3")
+                       .arg(r->bitsPerWeight, 0, 'f', 3)
+                       .arg(double(r->totalBytes) / 1e6, 0, 'f', 3)
+                       .arg(r->damage, 0, 'g', 4);
+    if (uniform)
+        text +=
+            tr(" · best uniform within the budget: %1 (damage %2)").arg(uniformLabel).arg(uniform->damage, 0, 'g', 4);
+    if (!err.isEmpty()) text += tr(" · plan not applied: %1").arg(err);
+    m_allocLabel->setText(text);
+    QList<QPointF> cur{QPointF(r->bitsPerWeight, r->damage)};
+    m_point->replace(cur);
+    return err;
+}
+
+} // namespace qb::ui
