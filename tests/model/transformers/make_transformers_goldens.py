@@ -54,7 +54,11 @@ CASES = {
     "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(rms_norm_eps=1e-6, query_pre_attn_scalar=8,
                                                              sliding_window=5, sliding_window_pattern=2,
                                                              hidden_activation="gelu_pytorch_tanh",
-                                                             rope_theta=1e6, rope_local_base_freq=10000.0)),
+                                                             rope_parameters={
+                                                                 "full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                                                    "rope_theta": 1e6},
+                                                                 "sliding_attention": {"rope_type": "default",
+                                                                                       "rope_theta": 10000.0}})),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
                                                    original_max_position_embeddings=64, sliding_window=7)),
 }
@@ -129,6 +133,9 @@ def write_gguf(path, case, cfg, state):
         rope = rope["full_attention"]
     theta = rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
     w.add_rope_freq_base(theta)
+    if rope.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope["factor"])
     w.add_rope_dimension_count(cfg.head_dim)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     if getattr(cfg, "sliding_window", None):
