@@ -29,6 +29,19 @@ constexpr Limit kLimits[] = {
 
 } // namespace
 
+const char* layerNormName(const ModelConfig& c, LayerNorm n)
+{
+    switch (n) {
+    case LayerNorm::Input: return "input_layernorm";
+    case LayerNorm::Post: return c.gemmaNorms ? "pre_feedforward_layernorm" : "post_attention_layernorm";
+    case LayerNorm::Q: return c.qkNorm ? "self_attn.q_norm" : nullptr;
+    case LayerNorm::K: return c.qkNorm ? "self_attn.k_norm" : nullptr;
+    case LayerNorm::AttnOut: return c.gemmaNorms ? "post_attention_layernorm" : nullptr;
+    case LayerNorm::MlpOut: return c.gemmaNorms ? "post_feedforward_layernorm" : nullptr;
+    }
+    return nullptr;
+}
+
 Status validateModelConfig(const ModelConfig& c, const std::string& source, ConfigSpelling spelling)
 {
     const bool gguf = spelling == ConfigSpelling::Gguf;

@@ -31,6 +31,9 @@ struct TensorInfo {
     // > 0: rows are stored in llama.cpp's interleaved-pair RoPE order for this many heads
     // (GGUF arch `llama` q/k weights and biases); readers undo it when converting to F32.
     int permutedHeads = 0;
+    // Added to every value when converting to F32: -1 for Gemma norms in GGUF, which llama.cpp
+    // stores as (1 + w) while Hugging Face stores w.
+    float valueOffset = 0;
     std::shared_ptr<const GptqParts> gptq; // set: a GPTQ-packed linear weight [out, in]
 
     std::int64_t numel() const

@@ -46,8 +46,9 @@ struct Planned {
     std::vector<std::int64_t> hfShape;
     GgmlType type = GgmlType::F32;
     const quant::QuantizedRows* grid = nullptr;
-    std::string planned;  // the type asked for, "" when none in particular
-    int permuteHeads = 0; // > 0: apply the llama RoPE row permutation
+    std::string planned;   // the type asked for, "" when none in particular
+    int permuteHeads = 0;  // > 0: apply the llama RoPE row permutation
+    float addToValues = 0; // Gemma norms: llama.cpp stores (1 + w)
     std::vector<float> synthesized;
 };
 
@@ -149,9 +150,27 @@ void addArchitecture(GgufWriter& w, const std::string& a, const ModelConfig& c, 
     w.setF32(a + ".attention.layer_norm_rms_epsilon", float(c.rmsNormEps));
     w.setF32(a + ".rope.freq_base", float(c.ropeTheta));
     w.setU32(a + ".rope.dimension_count", std::uint32_t(c.headDim));
-    if (c.headDim * c.numAttentionHeads != c.hiddenSize) {
+    if (c.headDim * c.numAttentionHeads != c.hiddenSize || c.gemmaNorms) {
         w.setU32(a + ".attention.key_length", std::uint32_t(c.headDim));
         w.setU32(a + ".attention.value_length", std::uint32_t(c.headDim));
+    }
+    if (c.ropeScaling.type == "linear") {
+        w.setString(a + ".rope.scaling.type", "linear");
+        w.setF32(a + ".rope.scaling.factor", float(c.ropeScaling.factor));
+    }
+    if (c.architecture == Architecture::Gemma2) {
+        w.setF32(a + ".attn_logit_softcapping", float(c.attnLogitSoftcap));
+        w.setF32(a + ".final_logit_softcapping", float(c.finalLogitSoftcap));
+    }
+    if (c.architecture == Architecture::Gemma3 && c.ropeLocalTheta > 0)
+        w.setF32(a + ".rope.freq_base_swa", float(c.ropeLocalTheta));
+    if (c.slidingWindow > 0) {
+        w.setU32(a + ".attention.sliding_window", std::uint32_t(c.slidingWindow));
+        // One bool per layer (gguf-py add_sliding_window_pattern), unless every layer slides.
+        if (std::find(c.slidingLayers.begin(), c.slidingLayers.end(), false) != c.slidingLayers.end()) {
+            std::vector<bool> pattern(c.slidingLayers.begin(), c.slidingLayers.end());
+            w.setBoolArray(a + ".attention.sliding_window_pattern", pattern);
+        }
     }
 }
 
@@ -179,6 +198,9 @@ Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c
         if (p.source) {
             w.resize(std::size_t(p.source->numel()));
             QB_TRY_STATUS(io::readTensorF32(*p.source, w.data()));
+            if (p.addToValues != 0)
+                for (float& x : w)
+                    x += p.addToValues;
         } else {
             w = p.synthesized;
         }
@@ -209,14 +231,17 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
     if (!isGgufExportType(opt.weightType))
         return makeError(ErrorCode::Unsupported,
                          std::string("cannot export weights as ") + io::ggmlTypeName(int(opt.weightType)));
-    if (c.ropeScaling.type != "" && c.ropeScaling.type != "llama3")
+    if (c.ropeScaling.type != "" && c.ropeScaling.type != "llama3" && c.ropeScaling.type != "linear")
         return makeError(ErrorCode::Unsupported, "RoPE scaling \"" + c.ropeScaling.type + "\" is not exported",
                          ck.path);
+    if (c.ropeScaling.type == "llama3" && io::ggufArchitectureName(c.architecture) != std::string("llama"))
+        return makeError(ErrorCode::Unsupported,
+                         "llama3 RoPE scaling is exported for arch llama only, not " + c.modelType, ck.path);
     if (c.headDim <= 0 || c.headDim % 2)
         return makeError(ErrorCode::Shape, "head_dim must be positive and even", ck.path);
     GgufExportReport report;
     report.path = outPath;
-    report.architecture = c.architecture == Architecture::Qwen2 ? "qwen2" : "llama";
+    report.architecture = io::ggufArchitectureName(c.architecture);
     const std::string& arch = report.architecture;
     const bool permute = arch == "llama";
 
@@ -238,7 +263,7 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         if (t->name == "lm_head.weight" && c.tieWordEmbeddings) continue;
         Planned p;
         p.source = t;
-        p.gguf = io::hfToGgufName(t->name);
+        p.gguf = io::hfToGgufName(t->name, c.architecture);
         if (p.gguf.empty()) {
             report.warnings.push_back("not exported (llama.cpp has no place for it): " + t->name);
             continue;
@@ -246,6 +271,9 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         p.hfShape = t->shape;
         if (t->name == "model.embed_tokens.weight") embedRows = t->rows();
         const bool isMatrix = t->shape.size() == 2;
+        if (c.gemmaNorms && !isMatrix && t->name.size() > 11 &&
+            t->name.compare(t->name.size() - 11, 11, "norm.weight") == 0)
+            p.addToValues = 1.0f;
         if (permute && (t->name.find("self_attn.q_proj") != std::string::npos ||
                         t->name.find("self_attn.k_proj") != std::string::npos))
             p.permuteHeads =

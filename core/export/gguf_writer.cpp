@@ -83,6 +83,14 @@ void GgufWriter::setI32Array(const std::string& k, const std::vector<std::int32_
     for (auto x : v)
         put(m_kvBytes, x);
 }
+void GgufWriter::setBoolArray(const std::string& k, const std::vector<bool>& v)
+{
+    beginKv(k, io::GgufValueType::Array);
+    put<std::uint32_t>(m_kvBytes, std::uint32_t(io::GgufValueType::Bool));
+    put<std::uint64_t>(m_kvBytes, v.size());
+    for (bool x : v)
+        put<std::uint8_t>(m_kvBytes, x ? 1 : 0);
+}
 void GgufWriter::setF32Array(const std::string& k, const std::vector<float>& v)
 {
     beginKv(k, io::GgufValueType::Array);

@@ -60,6 +60,7 @@ public:
     void setStringArray(const std::string& key, const std::vector<std::string>& v);
     void setI32Array(const std::string& key, const std::vector<std::int32_t>& v);
     void setF32Array(const std::string& key, const std::vector<float>& v);
+    void setBoolArray(const std::string& key, const std::vector<bool>& v);
 
     // `hfShape` in PyTorch order; stored reversed. The producer must return exactly the size
     // implied by type and shape.

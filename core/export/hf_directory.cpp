@@ -157,8 +157,9 @@ Result<io::JsonValue> sourceConfigJson(const io::Checkpoint& ck)
     }
     const ModelConfig& c = ck.config;
     const bool qwen = c.architecture == Architecture::Qwen2;
+    const bool gemma = c.gemmaNorms;
     io::JsonValue j;
-    j.set("architectures", io::JsonArray{io::JsonValue(qwen ? "Qwen2ForCausalLM" : "LlamaForCausalLM")});
+    j.set("architectures", io::JsonArray{io::JsonValue(architectureName(c.architecture))});
     j.set("model_type", c.modelType.empty() ? std::string(qwen ? "qwen2" : "llama") : c.modelType);
     j.set("vocab_size", c.vocabSize);
     j.set("hidden_size", c.hiddenSize);
@@ -171,8 +172,31 @@ Result<io::JsonValue> sourceConfigJson(const io::Checkpoint& ck)
     j.set("rms_norm_eps", c.rmsNormEps);
     j.set("rope_theta", c.ropeTheta);
     j.set("tie_word_embeddings", c.tieWordEmbeddings);
-    j.set("hidden_act", "silu");
+    j.set(gemma ? "hidden_activation" : "hidden_act", gemma ? "gelu_pytorch_tanh" : "silu");
     if (!qwen) j.set("attention_bias", c.attentionBias);
+    if (c.ropeScaling.type == "linear") {
+        io::JsonValue rs;
+        rs.set("rope_type", "linear");
+        rs.set("factor", c.ropeScaling.factor);
+        j.set("rope_scaling", rs);
+    }
+    if (gemma) {
+        j.set("query_pre_attn_scalar", c.queryPreAttnScalar > 0 ? c.queryPreAttnScalar : double(c.headDim));
+        if (c.attnLogitSoftcap > 0) j.set("attn_logit_softcapping", c.attnLogitSoftcap);
+        if (c.finalLogitSoftcap > 0) j.set("final_logit_softcapping", c.finalLogitSoftcap);
+        if (c.ropeLocalTheta > 0) j.set("rope_local_base_freq", c.ropeLocalTheta);
+    }
+    if (c.slidingWindow > 0) {
+        j.set("sliding_window", c.slidingWindow);
+        io::JsonArray types;
+        for (bool s : c.slidingLayers)
+            types.push_back(io::JsonValue(s ? "sliding_attention" : "full_attention"));
+        j.set("layer_types", types);
+        if (c.architecture == Architecture::Qwen2 || c.architecture == Architecture::Qwen3) {
+            j.set("use_sliding_window", true);
+            j.set("max_window_layers", std::int64_t(0));
+        }
+    }
     if (c.bosTokenId >= 0) j.set("bos_token_id", c.bosTokenId);
     if (c.eosTokenId >= 0) j.set("eos_token_id", c.eosTokenId);
     return j;

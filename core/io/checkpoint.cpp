@@ -56,10 +56,16 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> expectedTensors(c
     e.push_back({"model.embed_tokens.weight", {V, K}});
     for (std::int64_t l = 0; l < c.numHiddenLayers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
-        e.push_back({p + "input_layernorm.weight", {K}});
-        e.push_back({p + "self_attn.q_proj.weight", {q, K}});
-        e.push_back({p + "self_attn.k_proj.weight", {kv, K}});
-        e.push_back({p + "self_attn.v_proj.weight", {kv, K}});
+        for (LayerNorm n : kAllLayerNorms)
+            if (const char* name = layerNormName(c, n))
+                e.push_back({p + name + ".weight", {n == LayerNorm::Q || n == LayerNorm::K ? c.headDim : K}});
+        if (c.fusedProjections) {
+            e.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, K}});
+        } else {
+            e.push_back({p + "self_attn.q_proj.weight", {q, K}});
+            e.push_back({p + "self_attn.k_proj.weight", {kv, K}});
+            e.push_back({p + "self_attn.v_proj.weight", {kv, K}});
+        }
         e.push_back({p + "self_attn.o_proj.weight", {K, q}});
         if (c.attentionBias) {
             e.push_back({p + "self_attn.q_proj.bias", {q}});
@@ -67,9 +73,12 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> expectedTensors(c
             e.push_back({p + "self_attn.v_proj.bias", {kv}});
         }
         if (c.attentionOutputBias) e.push_back({p + "self_attn.o_proj.bias", {K}});
-        e.push_back({p + "post_attention_layernorm.weight", {K}});
-        e.push_back({p + "mlp.gate_proj.weight", {F, K}});
-        e.push_back({p + "mlp.up_proj.weight", {F, K}});
+        if (c.fusedProjections) {
+            e.push_back({p + "mlp.gate_up_proj.weight", {2 * F, K}});
+        } else {
+            e.push_back({p + "mlp.gate_proj.weight", {F, K}});
+            e.push_back({p + "mlp.up_proj.weight", {F, K}});
+        }
         e.push_back({p + "mlp.down_proj.weight", {K, F}});
         if (c.mlpBias) {
             e.push_back({p + "mlp.gate_proj.bias", {F}});
@@ -305,6 +314,9 @@ Status readTensorF32(const TensorInfo& t, float* dst)
         auto s = convertToF32(t.dtype, t.bytes.data(), dst, std::size_t(n));
         if (!s.ok()) return s.error().withContext(where);
     }
+    if (t.valueOffset != 0)
+        for (std::int64_t i = 0; i < n; ++i)
+            dst[i] += t.valueOffset;
     if (t.permutedHeads > 0 && n > 0) { // an empty tensor has no rows to move
         // Undo the llama.cpp export permutation (FORMATS.md §2.4, io/gguf_names.h).
         const std::int64_t rows = t.rows(), cols = t.cols(), heads = t.permutedHeads;

@@ -314,17 +314,31 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
 {
     const std::string arch = file.architecture();
     ModelConfig c;
-    if (arch == "llama") {
-        c.architecture = Architecture::Llama;
-        c.modelType = "llama";
-    } else if (arch == "qwen2") {
-        c.architecture = Architecture::Qwen2;
-        c.modelType = "qwen2";
-        c.attentionBias = true;
-    } else {
-        return makeError(ErrorCode::Unsupported, "unsupported architecture \"" + arch + "\"",
+    struct Known {
+        const char* gguf;
+        Architecture arch;
+        const char* modelType;
+    };
+    static const Known kKnown[] = {
+        {"llama", Architecture::Llama, "llama"},         {"qwen2", Architecture::Qwen2, "qwen2"},
+        {"qwen3", Architecture::Qwen3, "qwen3"},         {"gemma2", Architecture::Gemma2, "gemma2"},
+        {"gemma3", Architecture::Gemma3, "gemma3_text"}, {"phi3", Architecture::Phi3, "phi3"}};
+    const Known* known = nullptr;
+    for (const Known& k : kKnown)
+        if (arch == k.gguf) known = &k;
+    if (!known)
+        return makeError(ErrorCode::Unsupported,
+                         "unsupported architecture \"" + arch +
+                             "\" (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)",
                          file.path + " key \"general.architecture\"");
-    }
+    c.architecture = known->arch;
+    c.modelType = known->modelType;
+    c.attentionBias = c.architecture == Architecture::Qwen2;
+    const bool gemma = c.architecture == Architecture::Gemma2 || c.architecture == Architecture::Gemma3;
+    c.gemmaNorms = gemma;
+    c.qkNorm = c.architecture == Architecture::Qwen3 || c.architecture == Architecture::Gemma3;
+    c.fusedProjections = c.architecture == Architecture::Phi3;
+    c.hiddenAct = gemma ? HiddenAct::GeluTanh : HiddenAct::Silu;
     auto get = [&](const std::string& suffix, bool required, std::int64_t def) -> Result<std::int64_t> {
         const std::string key = arch + "." + suffix;
         const GgufValue* v = file.find(key);
@@ -388,9 +402,64 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
     c.headDim = *headDim;
     if (const GgufValue* st = file.find(arch + ".rope.scaling.type")) {
         const std::string* s = st->toString();
-        if (s && *s != "none")
-            return makeError(ErrorCode::Unsupported, "unsupported RoPE scaling \"" + *s + "\"",
+        if (s && *s == "linear") {
+            QB_TRY(factor, getF("rope.scaling.factor", 1.0, true));
+            c.ropeScaling.type = "linear";
+            c.ropeScaling.factor = *factor;
+        } else if (s && *s != "none") {
+            return makeError(ErrorCode::Unsupported, "unsupported RoPE scaling \"" + *s + "\" (none or linear)",
                              file.path + " key \"" + arch + ".rope.scaling.type\"");
+        }
+    }
+    // Gemma: llama.cpp scales queries by 1/sqrt(head_dim), except the 27B models
+    // (query_pre_attn_scalar = hidden / heads there), and defaults Gemma 2's soft-caps to 50/30.
+    if (gemma) {
+        const bool is27B = (c.architecture == Architecture::Gemma2 && c.numHiddenLayers == 46) ||
+                           (c.architecture == Architecture::Gemma3 && c.numHiddenLayers == 62);
+        c.queryPreAttnScalar = is27B ? double(c.hiddenSize / c.numAttentionHeads) : double(c.headDim);
+        if (c.architecture == Architecture::Gemma2) {
+            QB_TRY(acap, getF("attn_logit_softcapping", 50.0, false));
+            QB_TRY(fcap, getF("final_logit_softcapping", 30.0, false));
+            c.attnLogitSoftcap = *acap;
+            c.finalLogitSoftcap = *fcap;
+        } else {
+            QB_TRY(local, getF("rope.freq_base_swa", 10000.0, false));
+            c.ropeLocalTheta = *local;
+        }
+    }
+    // Sliding-window attention: the window, and which layers use it (sliding_window_pattern: a
+    // period n, layers with (i + 1) % n != 0 slide, or one bool per layer; without it llama.cpp's
+    // defaults: Gemma 2 every other layer, Gemma 3 five in six, all layers otherwise).
+    if (const GgufValue* sw = file.find(arch + ".attention.sliding_window")) {
+        std::int64_t window = 0;
+        if (!sw->toInt(window) || window < 0)
+            return makeError(ErrorCode::Format, "expected a non-negative integer, got " + sw->display(),
+                             file.path + " key \"" + arch + ".attention.sliding_window\"");
+        if (window > 0) {
+            std::int64_t period = c.architecture == Architecture::Gemma2   ? 2
+                                  : c.architecture == Architecture::Gemma3 ? 6
+                                                                           : 0;
+            std::vector<bool> layersSliding(std::size_t(c.numHiddenLayers), true);
+            const std::string patternKey = arch + ".attention.sliding_window_pattern";
+            if (const GgufValue* pat = file.find(patternKey)) {
+                if (pat->isArray()) {
+                    if (std::int64_t(pat->ints.size()) != c.numHiddenLayers)
+                        return makeError(ErrorCode::Format, "expected one entry per layer",
+                                         file.path + " key \"" + patternKey + "\"");
+                    for (std::size_t i = 0; i < layersSliding.size(); ++i)
+                        layersSliding[i] = pat->ints[i] != 0;
+                    period = 0;
+                } else if (!pat->toInt(period) || period < 0) {
+                    return makeError(ErrorCode::Format, "expected a period or one bool per layer",
+                                     file.path + " key \"" + patternKey + "\"");
+                }
+            }
+            if (period > 0)
+                for (std::size_t i = 0; i < layersSliding.size(); ++i)
+                    layersSliding[i] = (std::int64_t(i) + 1) % period != 0;
+            c.slidingWindow = window;
+            c.slidingLayers = std::move(layersSliding);
+        }
     }
     // Vocabulary: token_embd rows are authoritative; the token list is the fallback.
     for (const TensorInfo& t : file.tensors)
@@ -416,12 +485,15 @@ Result<ModelConfig> ggufModelConfig(const GgufFile& file)
 
 std::vector<TensorInfo> ggufHfTensors(const GgufFile& file, const ModelConfig& config)
 {
-    const bool permute = config.architecture != Architecture::Qwen2;
+    // convert_hf_to_gguf permutes q/k rows only for arch llama (and Mistral, written as llama).
+    const bool permute = config.architecture == Architecture::Llama || config.architecture == Architecture::Mistral;
     std::vector<TensorInfo> out;
     out.reserve(file.tensors.size());
     for (TensorInfo t : file.tensors) {
-        const std::string hf = ggufToHfName(t.sourceName);
+        const std::string hf = ggufToHfName(t.sourceName, config.architecture);
         if (!hf.empty()) t.name = hf;
+        if (config.gemmaNorms && hf.size() > 11 && hf.compare(hf.size() - 11, 11, "norm.weight") == 0)
+            t.valueOffset = -1.0f;
         if (permute && hf.find("self_attn.q_proj") != std::string::npos)
             t.permutedHeads = int(config.numAttentionHeads);
         if (permute && hf.find("self_attn.k_proj") != std::string::npos) t.permutedHeads = int(config.numKeyValueHeads);

@@ -65,12 +65,22 @@ struct ForwardImpl {
         }
     }
 
-    static void ropeTables(const ModelConfig& cfg, int T, Workspace& ws)
+    // The RoPE tables of `layer` (Gemma 3's sliding layers have their own theta and no scaling):
+    // slot 0 for global layers, slot 1 for local ones, each rebuilt only when its key changes.
+    static int ropeTables(const ModelConfig& cfg, int layer, int T, Workspace& ws)
     {
-        const RopeScaling& rs = cfg.ropeScaling;
+        const bool local = cfg.ropeLocalTheta > 0 && isSlidingLayer(cfg, layer);
+        ModelConfig localCfg;
+        const ModelConfig* use = &cfg;
+        if (local) {
+            localCfg.headDim = cfg.headDim;
+            localCfg.ropeTheta = cfg.ropeLocalTheta;
+            use = &localCfg;
+        }
+        const RopeScaling& rs = use->ropeScaling;
         const std::vector<double> key = {double(T),
-                                         double(cfg.headDim),
-                                         cfg.ropeTheta,
+                                         double(use->headDim),
+                                         use->ropeTheta,
                                          rs.factor,
                                          rs.lowFreqFactor,
                                          rs.highFreqFactor,
@@ -78,30 +88,52 @@ struct ForwardImpl {
                                          rs.type == "llama3"   ? 1.0
                                          : rs.type == "linear" ? 2.0
                                                                : 0.0};
-        if (key == ws.m_ropeKey) return;
-        const std::vector<double> inv = ropeInverseFrequencies(cfg);
+        const int slot = local ? 1 : 0;
+        RopeTable& tab = ws.m_rope[std::size_t(slot)];
+        if (key == tab.key) return slot;
+        const std::vector<double> inv = ropeInverseFrequencies(*use);
         const Eigen::Index half = Eigen::Index(inv.size());
-        ws.m_cos.resize(T, half);
-        ws.m_sin.resize(T, half);
+        tab.cos.resize(T, half);
+        tab.sin.resize(T, half);
         for (int t = 0; t < T; ++t)
             for (Eigen::Index i = 0; i < half; ++i) {
                 const double a = double(t) * inv[std::size_t(i)];
-                ws.m_cos(t, i) = float(std::cos(a));
-                ws.m_sin(t, i) = float(std::sin(a));
+                tab.cos(t, i) = float(std::cos(a));
+                tab.sin(t, i) = float(std::sin(a));
             }
-        ws.m_ropeKey = key;
+        tab.key = key;
+        return slot;
+    }
+
+    // Per-head RMSNorm (Qwen3, Gemma 3 q_norm/k_norm) in place on m ([rows, heads·d]).
+    static void headNorm(RowMatrix& m, int heads, int d, const RowVector& w, double eps)
+    {
+        const Eigen::Index n = m.rows();
+#pragma omp parallel for schedule(static)
+        for (Eigen::Index r = 0; r < n; ++r) {
+            float* row = m.row(r).data();
+            for (int h = 0; h < heads; ++h) {
+                float* x = row + h * d;
+                double ss = 0;
+                for (int j = 0; j < d; ++j)
+                    ss += double(x[j]) * double(x[j]);
+                const float scale = float(1.0 / std::sqrt(ss / double(d) + eps));
+                for (int j = 0; j < d; ++j)
+                    x[j] = x[j] * scale * w[j];
+            }
+        }
     }
 
     // Rotate-half RoPE in place on every head of m ([B·T, heads·d]).
-    static void rope(RowMatrix& m, int heads, int d, int T, const Workspace& ws)
+    static void rope(RowMatrix& m, int heads, int d, int T, const RopeTable& tab)
     {
         const int half = d / 2;
         const Eigen::Index n = m.rows();
 #pragma omp parallel for schedule(static)
         for (Eigen::Index r = 0; r < n; ++r) {
             const Eigen::Index t = r % T;
-            const float* c = ws.m_cos.row(t).data();
-            const float* s = ws.m_sin.row(t).data();
+            const float* c = tab.cos.row(t).data();
+            const float* s = tab.sin.row(t).data();
             float* row = m.row(r).data();
             for (int h = 0; h < heads; ++h) {
                 float* x = row + h * d;
@@ -114,12 +146,17 @@ struct ForwardImpl {
         }
     }
 
-    static void attention(const ModelConfig& cfg, int T, Workspace& ws)
+    // Causal GQA softmax attention of one layer: scores scaled by 1/sqrt(query_pre_attn_scalar or
+    // head_dim), soft-capped when the architecture asks, keys limited to the sliding window on
+    // sliding layers (key j is seen from query i when i - window < j <= i).
+    static void attention(const ModelConfig& cfg, int layer, int T, Workspace& ws)
     {
         const int H = int(cfg.numAttentionHeads), Hkv = int(cfg.numKeyValueHeads), d = int(cfg.headDim);
         const int group = H / Hkv;
         const int B = int(ws.m_q.rows() / T);
-        const float scale = float(1.0 / std::sqrt(double(d)));
+        const float scale = float(1.0 / std::sqrt(cfg.queryPreAttnScalar > 0 ? cfg.queryPreAttnScalar : double(d)));
+        const float cap = float(cfg.attnLogitSoftcap);
+        const int window = isSlidingLayer(cfg, layer) ? int(std::min<std::int64_t>(cfg.slidingWindow, T)) : T;
         ws.m_attn.resize(ws.m_q.rows(), Eigen::Index(H) * d);
         const int threads = omp_get_max_threads();
         if (int(ws.m_scores.size()) < threads) ws.m_scores.resize(std::size_t(threads));
@@ -135,18 +172,26 @@ struct ForwardImpl {
             S.triangularView<Eigen::Lower>() = Q * K.transpose();
             for (int i = 0; i < T; ++i) {
                 float* row = S.row(i).data();
-                float mx = -std::numeric_limits<float>::infinity();
-                for (int j = 0; j <= i; ++j) {
-                    row[j] *= scale;
-                    mx = std::max(mx, row[j]);
+                const int lo = std::max(0, i - window + 1);
+                for (int j = 0; j < lo; ++j)
+                    row[j] = 0;
+                if (cap > 0) {
+                    for (int j = lo; j <= i; ++j)
+                        row[j] = cap * std::tanh(row[j] * scale / cap);
+                } else {
+                    for (int j = lo; j <= i; ++j)
+                        row[j] *= scale;
                 }
+                float mx = -std::numeric_limits<float>::infinity();
+                for (int j = lo; j <= i; ++j)
+                    mx = std::max(mx, row[j]);
                 float sum = 0;
-                for (int j = 0; j <= i; ++j) {
+                for (int j = lo; j <= i; ++j) {
                     row[j] = std::exp(row[j] - mx);
                     sum += row[j];
                 }
                 const float invSum = 1.0f / sum;
-                for (int j = 0; j <= i; ++j)
+                for (int j = lo; j <= i; ++j)
                     row[j] *= invSum;
             }
             ws.m_attn.block(Eigen::Index(b) * T, Eigen::Index(h) * d, T, d).noalias() =
@@ -161,6 +206,17 @@ struct ForwardImpl {
         if (bias.size() > 0) out.rowwise() += bias;
     }
 
+    // hidden += ws.m_proj, through Gemma's output norm when the layer has one.
+    static void addOutput(Eigen::Ref<RowMatrix> hidden, const RowVector& outNorm, double eps, Workspace& ws)
+    {
+        if (outNorm.size() > 0) {
+            rmsNorm(ws.m_proj, outNorm, eps, ws.m_x);
+            hidden += ws.m_x;
+        } else {
+            hidden += ws.m_proj;
+        }
+    }
+
     // Attention block: hidden += o(attention(rope(q, k, v)(norm(hidden)))); ends right after the
     // tap of `stop`'s input (hidden untouched) when stop is Qkv or O.
     static void attentionBlock(const ModelConfig& cfg, const DecoderLayerWeights& w, int l,
@@ -173,14 +229,18 @@ struct ForwardImpl {
         linear(ws.m_x, w.q, w.qBias, ws.m_q);
         linear(ws.m_x, w.k, w.kBias, ws.m_k);
         linear(ws.m_x, w.v, w.vBias, ws.m_v);
-        ropeTables(cfg, T, ws);
-        rope(ws.m_q, int(cfg.numAttentionHeads), int(cfg.headDim), T, ws);
-        rope(ws.m_k, int(cfg.numKeyValueHeads), int(cfg.headDim), T, ws);
-        attention(cfg, T, ws);
+        if (w.qNorm.size() > 0) {
+            headNorm(ws.m_q, int(cfg.numAttentionHeads), int(cfg.headDim), w.qNorm, cfg.rmsNormEps);
+            headNorm(ws.m_k, int(cfg.numKeyValueHeads), int(cfg.headDim), w.kNorm, cfg.rmsNormEps);
+        }
+        const RopeTable& tab = ws.m_rope[std::size_t(ropeTables(cfg, l, T, ws))];
+        rope(ws.m_q, int(cfg.numAttentionHeads), int(cfg.headDim), T, tab);
+        rope(ws.m_k, int(cfg.numKeyValueHeads), int(cfg.headDim), T, tab);
+        attention(cfg, l, T, ws);
         if (taps) taps(l, LinearKind::O, ws.m_attn);
         if (stop == LinearKind::O) return;
         linear(ws.m_attn, w.o, w.oBias, ws.m_proj);
-        hidden += ws.m_proj;
+        addOutput(hidden, w.attnOutNorm, cfg.rmsNormEps, ws);
     }
 
     // MLP block: hidden += down(silu(gate(x)) * up(x)), x = norm(hidden); ends right after the tap
@@ -194,17 +254,31 @@ struct ForwardImpl {
         linear(ws.m_x, w.gate, w.gateBias, ws.m_gate);
         linear(ws.m_x, w.up, w.upBias, ws.m_up);
         const Eigen::Index n = ws.m_gate.rows();
+        if (cfg.hiddenAct == HiddenAct::GeluTanh) {
+            // gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            const float c = float(std::sqrt(2.0 / std::numbers::pi));
 #pragma omp parallel for schedule(static)
-        for (Eigen::Index r = 0; r < n; ++r) {
-            float* g = ws.m_gate.row(r).data();
-            const float* u = ws.m_up.row(r).data();
-            for (Eigen::Index j = 0; j < ws.m_gate.cols(); ++j)
-                g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+            for (Eigen::Index r = 0; r < n; ++r) {
+                float* g = ws.m_gate.row(r).data();
+                const float* u = ws.m_up.row(r).data();
+                for (Eigen::Index j = 0; j < ws.m_gate.cols(); ++j) {
+                    const float x = g[j];
+                    g[j] = 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x))) * u[j];
+                }
+            }
+        } else {
+#pragma omp parallel for schedule(static)
+            for (Eigen::Index r = 0; r < n; ++r) {
+                float* g = ws.m_gate.row(r).data();
+                const float* u = ws.m_up.row(r).data();
+                for (Eigen::Index j = 0; j < ws.m_gate.cols(); ++j)
+                    g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+            }
         }
         if (taps) taps(l, LinearKind::Down, ws.m_gate);
         if (stop == LinearKind::Down) return;
         linear(ws.m_gate, w.down, w.downBias, ws.m_proj);
-        hidden += ws.m_proj;
+        addOutput(hidden, w.mlpOutNorm, cfg.rmsNormEps, ws);
     }
 };
 
@@ -220,6 +294,8 @@ Status embed(const Model& model, std::span<const std::int32_t> ids, RowMatrix& h
                              "token " + std::to_string(i));
         hidden.row(Eigen::Index(i)) = e.row(ids[i]);
     }
+    // Gemma scales embeddings by sqrt(hidden_size), rounded to the activation dtype (F32).
+    if (model.config().gemmaNorms) hidden *= float(std::sqrt(double(model.config().hiddenSize)));
     return {};
 }
 
@@ -275,7 +351,7 @@ Status addBlockOutput(const ModelConfig& cfg, const DecoderLayerWeights& w, int 
                              std::to_string(hidden.rows()) + " x " + std::to_string(hidden.cols()) + "]",
                          "layer " + std::to_string(layer));
     ForwardImpl::linear(input, weight, attention ? w.oBias : w.downBias, ws.m_proj);
-    hidden += ws.m_proj;
+    ForwardImpl::addOutput(hidden, attention ? w.attnOutNorm : w.mlpOutNorm, cfg.rmsNormEps, ws);
     return {};
 }
 
@@ -295,6 +371,15 @@ void logits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, RowMa
     ForwardImpl::rmsNorm(hidden, model.finalNorm(), model.config().rmsNormEps, ws.m_x);
     out.resize(hidden.rows(), model.lmHead().rows());
     out.noalias() = ws.m_x * model.lmHead().transpose();
+    if (const float cap = float(model.config().finalLogitSoftcap); cap > 0) {
+        const Eigen::Index n = out.rows();
+#pragma omp parallel for schedule(static)
+        for (Eigen::Index r = 0; r < n; ++r) {
+            float* l = out.row(r).data();
+            for (Eigen::Index j = 0; j < out.cols(); ++j)
+                l[j] = cap * std::tanh(l[j] / cap);
+        }
+    }
 }
 
 Eigen::Index logitsChunkRows(const Model& model, Eigen::Index scoredRows)

@@ -6,6 +6,11 @@
 // Steps follow Hugging Face modeling_llama exactly: embed -> per layer (RMSNorm, q/k/v (+bias),
 // rotate-half RoPE (llama3/linear scaling), GQA causal softmax attention scaled by 1/sqrt(d),
 // o_proj, residual, RMSNorm, SwiGLU MLP, residual) -> final RMSNorm -> lm_head. All F32.
+// Architecture variants are decided per layer from the config, never per token: Qwen3/Gemma 3
+// per-head q/k RMSNorm before RoPE; Gemma embeddings x sqrt(hidden), attention scale
+// 1/sqrt(query_pre_attn_scalar), attention/final logit soft-capping, RMSNorm of the attention
+// and MLP outputs before each residual add, GeGLU (gelu tanh); sliding-window attention on the
+// layers the config marks (Gemma 3's use rope_local_base_freq); Phi-3 runs as split Llama.
 // Layer-at-a-time API: embed() -> runLayer() for l = 0..L-1 (in place) -> logits()/logProbs(),
 // so a pipeline can run every calibration window through one layer before touching the next.
 // Activation taps see the input of every linear layer while it is alive; nothing is retained.
@@ -16,6 +21,7 @@
 
 #include "model/model.h"
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -34,12 +40,17 @@ int numThreads();
 // Per-pair inverse frequencies (d/2 values) including rope_scaling, in double precision.
 std::vector<double> ropeInverseFrequencies(const ModelConfig& cfg);
 
+// RoPE cos/sin tables [T, d/2] and the parameters they were built for.
+struct RopeTable {
+    RowMatrix cos, sin;
+    std::vector<double> key;
+};
+
 // Scratch buffers of the forward pass; contents are meaningless between calls.
 struct Workspace {
     RowMatrix m_x, m_q, m_k, m_v, m_attn, m_proj, m_gate, m_up, m_logits;
     std::vector<RowMatrix> m_scores; // one [T, T] per thread
-    RowMatrix m_cos, m_sin;          // [T, d/2]
-    std::vector<double> m_ropeKey;   // parameters the tables were built for
+    std::array<RopeTable, 2> m_rope; // global layers, and Gemma 3's local (sliding) layers
 };
 
 // hidden = embed_tokens[ids]; rows = ids.size(). Fails on an id outside [0, vocab).

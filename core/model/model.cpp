@@ -49,6 +49,36 @@ std::string tensorName(int layer, Linear l, bool bias)
     return "model.layers." + std::to_string(layer) + "." + linearName(l) + (bias ? ".bias" : ".weight");
 }
 
+RowVector& layerNorm(DecoderLayerWeights& w, LayerNorm n)
+{
+    switch (n) {
+    case LayerNorm::Input: return w.inputNorm;
+    case LayerNorm::Post: return w.postNorm;
+    case LayerNorm::Q: return w.qNorm;
+    case LayerNorm::K: return w.kNorm;
+    case LayerNorm::AttnOut: return w.attnOutNorm;
+    case LayerNorm::MlpOut: return w.mlpOutNorm;
+    }
+    return w.inputNorm;
+}
+
+FusedSlice fusedSlice(const ModelConfig& c, int layer, Linear l)
+{
+    if (!c.fusedProjections) return {tensorName(layer, l), 0, 0};
+    const std::int64_t qd = c.numAttentionHeads * c.headDim, kvd = c.numKeyValueHeads * c.headDim;
+    const std::string p = "model.layers." + std::to_string(layer) + ".";
+    switch (l) {
+    case Linear::Q: return {p + "self_attn.qkv_proj.weight", 0, qd + 2 * kvd};
+    case Linear::K: return {p + "self_attn.qkv_proj.weight", qd, qd + 2 * kvd};
+    case Linear::V: return {p + "self_attn.qkv_proj.weight", qd + kvd, qd + 2 * kvd};
+    case Linear::Gate: return {p + "mlp.gate_up_proj.weight", 0, 2 * c.intermediateSize};
+    case Linear::Up: return {p + "mlp.gate_up_proj.weight", c.intermediateSize, 2 * c.intermediateSize};
+    case Linear::O:
+    case Linear::Down: break;
+    }
+    return {tensorName(layer, l), 0, 0};
+}
+
 namespace {
 
 // The weight and bias members of each Linear, indexed by the enum.
@@ -81,7 +111,8 @@ const RowVector& DecoderLayerWeights::bias(Linear l) const { return this->*membe
 
 std::size_t DecoderLayerWeights::bytes() const
 {
-    std::size_t n = std::size_t(inputNorm.size() + postNorm.size());
+    std::size_t n = std::size_t(inputNorm.size() + postNorm.size() + qNorm.size() + kNorm.size() + attnOutNorm.size() +
+                                mlpOutNorm.size());
     for (Linear l : kAllLinears)
         n += std::size_t(weight(l).size() + bias(l).size());
     return n * sizeof(float);
@@ -136,6 +167,10 @@ void DecoderLayerWeights::allocate(const ModelConfig& cfg)
 {
     inputNorm.resize(cfg.hiddenSize);
     postNorm.resize(cfg.hiddenSize);
+    qNorm.resize(cfg.qkNorm ? cfg.headDim : 0);
+    kNorm.resize(cfg.qkNorm ? cfg.headDim : 0);
+    attnOutNorm.resize(cfg.gemmaNorms ? cfg.hiddenSize : 0);
+    mlpOutNorm.resize(cfg.gemmaNorms ? cfg.hiddenSize : 0);
     for (Linear l : kAllLinears) {
         const Shape s = linearShape(cfg, l);
         weight(l).resize(s.rows, s.cols);
@@ -150,7 +185,20 @@ Status DecoderLayerWeights::validate(const ModelConfig& cfg, int index) const
         return makeError(ErrorCode::Shape, "norm weight has the wrong size", prefix + "input_layernorm.weight");
     if (postNorm.size() != cfg.hiddenSize)
         return makeError(ErrorCode::Shape, "norm weight has the wrong size",
-                         prefix + "post_attention_layernorm.weight");
+                         prefix + layerNormName(cfg, LayerNorm::Post) + ".weight");
+    const std::pair<const RowVector*, LayerNorm> optional[] = {{&qNorm, LayerNorm::Q},
+                                                               {&kNorm, LayerNorm::K},
+                                                               {&attnOutNorm, LayerNorm::AttnOut},
+                                                               {&mlpOutNorm, LayerNorm::MlpOut}};
+    for (const auto& [v, n] : optional) {
+        const char* name = layerNormName(cfg, n);
+        const Eigen::Index want = !name ? 0 : (n == LayerNorm::Q || n == LayerNorm::K) ? cfg.headDim : cfg.hiddenSize;
+        if (v->size() != want)
+            return makeError(ErrorCode::Shape,
+                             "norm weight has " + std::to_string(v->size()) + " values, expected " +
+                                 std::to_string(want),
+                             prefix + (name ? name : "norm") + ".weight");
+    }
     for (Linear l : kAllLinears) {
         const Shape s = linearShape(cfg, l);
         const RowMatrix& w = weight(l);
@@ -213,6 +261,8 @@ Status checkConfig(const ModelConfig& c)
         c.ropeScaling.type != "default")
         return bad("rope_scaling type '" + c.ropeScaling.type + "' is not supported");
     if (c.rmsNormEps <= 0 || c.ropeTheta <= 0) return bad("rms_norm_eps and rope_theta must be positive");
+    if (c.slidingWindow > 0 && std::int64_t(c.slidingLayers.size()) != c.numHiddenLayers)
+        return bad("the sliding-window layer list does not have num_hidden_layers entries");
     return {};
 }
 

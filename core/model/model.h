@@ -1,11 +1,15 @@
 #pragma once
-// Model: the weights of a LLaMA-family decoder (LLaMA, Qwen2, Mistral) in F32 Eigen matrices.
+// Model: the weights of a LLaMA-family decoder (LLaMA, Qwen2, Mistral, Qwen3, Gemma 2/3, Phi-3) in
+// F32 Eigen matrices.
 //
 // Layout: every linear weight is a row-major [out, in] matrix exactly as Hugging Face stores it,
 // so y = x·Wᵀ is `x * W.transpose()` with activations as row-major [tokens, features]. Biases and
 // norm weights are row vectors. Weights are grouped per decoder layer (DecoderLayerWeights) and
 // held through shared_ptr, so a pipeline can swap one layer for its quantized version, or load
 // and drop layers one at a time, without touching the others (a missing layer is nullptr).
+// Norm weights are the effective multipliers: Gemma's (1 + w) is stored as 1 + w, so the forward
+// pass has one RMSNorm for every architecture. Phi-3's fused qkv_proj/gate_up_proj are split
+// into q, k, v and gate, up when loaded (row blocks, in that order).
 // Threading: a Model is not synchronised; mutate it (setLayer) only while no forward pass runs.
 // Reading it from several threads at once is fine. Pure std + Eigen.
 
@@ -39,12 +43,16 @@ const char* linearKindName(LinearKind k);
 LinearKind linearKind(Linear l);
 
 struct DecoderLayerWeights {
-    RowVector inputNorm; // [K]
-    RowVector postNorm;  // [K]
-    RowMatrix q, k, v;   // [H·d, K], [H_kv·d, K], [H_kv·d, K]
-    RowMatrix o;         // [K, H·d]
-    RowMatrix gate, up;  // [F, K]
-    RowMatrix down;      // [K, F]
+    RowVector inputNorm; // [K] attention input norm (input_layernorm)
+    RowVector postNorm;  // [K] MLP input norm (post_attention_layernorm; Gemma: pre_feedforward_layernorm)
+    // Empty unless the architecture has them: per-head q/k norms [d] (Qwen3, Gemma 3); norms of
+    // the attention and MLP outputs before the residual add [K] (Gemma: post_attention_layernorm,
+    // post_feedforward_layernorm).
+    RowVector qNorm, kNorm, attnOutNorm, mlpOutNorm;
+    RowMatrix q, k, v;  // [H·d, K], [H_kv·d, K], [H_kv·d, K]
+    RowMatrix o;        // [K, H·d]
+    RowMatrix gate, up; // [F, K]
+    RowMatrix down;     // [K, F]
     // Empty (size 0) when the architecture has no such bias.
     RowVector qBias, kBias, vBias, oBias, gateBias, upBias, downBias;
 
@@ -61,6 +69,19 @@ struct DecoderLayerWeights {
 
 // "model.layers.<layer>.self_attn.q_proj.weight" etc.
 std::string tensorName(int layer, Linear l, bool bias = false);
+
+// The norm vector of `w` for a norm kind (base/model_config.h names them).
+using qb::LayerNorm;
+using qb::layerNormName;
+RowVector& layerNorm(DecoderLayerWeights& w, LayerNorm n);
+// Phi-3's fused tensors: the HF name of the tensor holding `l` and the first row of `l` in it
+// (q, k, v in qkv_proj; gate, up in gate_up_proj). Without fused projections: tensorName, row 0.
+struct FusedSlice {
+    std::string name;
+    std::int64_t firstRow = 0;
+    std::int64_t fusedRows = 0;
+};
+FusedSlice fusedSlice(const ModelConfig& cfg, int layer, Linear l);
 
 class Model {
 public:

@@ -1,5 +1,6 @@
 #include "pipeline/model_loader.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace qb::pipeline {
@@ -40,7 +41,9 @@ std::string layerPrefix(int l) { return "model.layers." + std::to_string(l) + ".
 
 int tensorsPerLayer(const ModelConfig& c)
 {
-    int n = 2 + 7;
+    int n = 2 + (c.fusedProjections ? 4 : 7);
+    if (c.qkNorm) n += 2;
+    if (c.gemmaNorms) n += 2;
     if (c.attentionBias) n += 3;
     if (c.attentionOutputBias) n += 1;
     if (c.mlpBias) n += 3;
@@ -60,14 +63,31 @@ Status loadLayerInto(const io::Checkpoint& ck, int l, model::DecoderLayerWeights
         return {};
     };
     const std::string p = layerPrefix(l);
-    QB_TRY_STATUS(readInto(ck, p + "input_layernorm.weight", c.hiddenSize, 0, w.inputNorm.data(), warnings));
-    QB_TRY_STATUS(tick());
-    QB_TRY_STATUS(readInto(ck, p + "post_attention_layernorm.weight", c.hiddenSize, 0, w.postNorm.data(), warnings));
-    QB_TRY_STATUS(tick());
+    for (LayerNorm n : kAllLayerNorms) {
+        const char* name = model::layerNormName(c, n);
+        if (!name) continue;
+        model::RowVector& v = model::layerNorm(w, n);
+        QB_TRY_STATUS(readInto(ck, p + name + ".weight", v.size(), 0, v.data(), warnings));
+        // Gemma's RMSNorm multiplies by (1 + w), computed in F32 as transformers does.
+        if (c.gemmaNorms) v.array() += 1.0f;
+        QB_TRY_STATUS(tick());
+    }
+    std::vector<float> fused;
     for (model::Linear lin : model::kAllLinears) {
         model::RowMatrix& m = w.weight(lin);
-        QB_TRY_STATUS(readInto(ck, model::tensorName(l, lin), m.rows(), m.cols(), m.data(), warnings));
-        QB_TRY_STATUS(tick());
+        const model::FusedSlice fs = model::fusedSlice(c, l, lin);
+        if (fs.fusedRows > 0) {
+            // Phi-3: read qkv_proj / gate_up_proj once (at its first part) and split the rows.
+            if (fs.firstRow == 0) {
+                fused.resize(std::size_t(fs.fusedRows * m.cols()));
+                QB_TRY_STATUS(readInto(ck, fs.name, fs.fusedRows, m.cols(), fused.data(), warnings));
+                QB_TRY_STATUS(tick());
+            }
+            std::copy_n(fused.data() + fs.firstRow * m.cols(), m.size(), m.data());
+        } else {
+            QB_TRY_STATUS(readInto(ck, model::tensorName(l, lin), m.rows(), m.cols(), m.data(), warnings));
+            QB_TRY_STATUS(tick());
+        }
         model::RowVector& b = w.bias(lin);
         if (b.size() > 0) {
             QB_TRY_STATUS(readInto(ck, model::tensorName(l, lin, true), b.size(), 0, b.data(), warnings));
@@ -129,6 +149,7 @@ Result<std::shared_ptr<model::Model>> loadModel(const io::Checkpoint& ck, RunCon
         m->finalNorm().resize(c.hiddenSize);
         st = readInto(ck, "model.norm.weight", c.hiddenSize, 0, m->finalNorm().data(), warnings);
         if (!st.ok()) return fail(st.error());
+        if (c.gemmaNorms) m->finalNorm().array() += 1.0f;
         QB_TRY_STATUS(tick());
         if (!c.tieWordEmbeddings) {
             m->lmHeadOwned().resize(c.vocabSize, c.hiddenSize);

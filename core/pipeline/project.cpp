@@ -6,6 +6,8 @@
 #include "quant/method_traits.h"
 
 #include <algorithm>
+#include <map>
+#include <memory>
 #include <filesystem>
 
 namespace qb::pipeline {
@@ -108,9 +110,101 @@ std::string ModelExportOutcome::summary() const
     return s + verifySummary;
 }
 
-Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting::GridLookup& gridFor,
+namespace {
+
+// Phi-3 keeps q/k/v and gate/up fused in its files (qkv_proj, gate_up_proj; llama.cpp attn_qkv,
+// ffn_up) while the pipeline quantizes them as separate tensors: an export stacks the parts' grids
+// row-wise, which is exact when the parts share one grid layout (bits, groups, g_idx, container).
+struct FusedGrids {
+    std::map<std::string, quant::QuantizedRows> fused;
+};
+
+Result<quant::QuantizedRows> stackGrids(const std::vector<const quant::QuantizedRows*>& parts,
+                                        const std::vector<std::string>& names, const std::string& fusedName)
+{
+    const quant::QuantizedRows& a = *parts.front();
+    for (std::size_t i = 1; i < parts.size(); ++i) {
+        const quant::QuantizedRows& b = *parts[i];
+        if (b.bits != a.bits || b.container != a.container || b.groupIndex != a.groupIndex ||
+            b.scales.cols() != a.scales.cols() || b.codes.cols() != a.codes.cols() ||
+            b.superScales.cols() != a.superScales.cols())
+            return makeError(ErrorCode::Unsupported,
+                             "the file stores " + names.front() + " and " + names[i] +
+                                 " as one tensor, but they were quantized differently (" + std::to_string(a.bits) +
+                                 "-bit " + (a.container.empty() ? "plain" : a.container) + " vs " +
+                                 std::to_string(b.bits) + "-bit " + (b.container.empty() ? "plain" : b.container) +
+                                 ", or other groups): give the fused parts one method, bits, group size and target",
+                             fusedName);
+    }
+    quant::QuantizedRows f;
+    Eigen::Index rows = 0;
+    for (const auto* p : parts)
+        rows += p->codes.rows();
+    f.codes.resize(rows, a.codes.cols());
+    f.scales.resize(rows, a.scales.cols());
+    f.zeros.resize(rows, a.zeros.cols());
+    const bool anyOffsets = std::any_of(parts.begin(), parts.end(), [](auto* p) { return p->offsets.size() > 0; });
+    if (anyOffsets) f.offsets = quant::MatrixXdR::Zero(rows, a.scales.cols());
+    f.superScales.resize(rows, a.superScales.cols());
+    f.dequantized.resize(rows, a.dequantized.cols());
+    Eigen::Index r0 = 0;
+    for (const auto* p : parts) {
+        const Eigen::Index n = p->codes.rows();
+        f.codes.middleRows(r0, n) = p->codes;
+        f.scales.middleRows(r0, n) = p->scales;
+        f.zeros.middleRows(r0, n) = p->zeros;
+        if (p->offsets.size() > 0) f.offsets.middleRows(r0, n) = p->offsets;
+        if (a.superScales.cols() > 0) f.superScales.middleRows(r0, n) = p->superScales;
+        if (p->dequantized.rows() == n) f.dequantized.middleRows(r0, n) = p->dequantized;
+        f.proxyLoss += p->proxyLoss;
+        f.dampingRetries = std::max(f.dampingRetries, p->dampingRetries);
+        r0 += n;
+    }
+    f.groupIndex = a.groupIndex;
+    f.container = a.container;
+    f.bits = a.bits;
+    return f;
+}
+
+// gridFor extended with the fused tensors of the checkpoint's architecture (none: gridFor itself).
+Result<exporting::GridLookup> withFusedGrids(const io::Checkpoint& ck, const exporting::GridLookup& gridFor)
+{
+    const ModelConfig& c = ck.config;
+    if (!c.fusedProjections || !gridFor) return gridFor;
+    auto grids = std::make_shared<FusedGrids>();
+    for (int l = 0; l < int(c.numHiddenLayers); ++l)
+        for (const auto& group : {std::vector{model::Linear::Q, model::Linear::K, model::Linear::V},
+                                  std::vector{model::Linear::Gate, model::Linear::Up}}) {
+            std::vector<const quant::QuantizedRows*> parts;
+            std::vector<std::string> names;
+            for (model::Linear lin : group) {
+                names.push_back(model::tensorName(l, lin));
+                parts.push_back(gridFor(names.back()));
+            }
+            const std::string fusedName = model::fusedSlice(c, l, group.front()).name;
+            const auto quantized = std::count_if(parts.begin(), parts.end(), [](auto* p) { return p != nullptr; });
+            if (quantized == 0) continue;
+            if (quantized != std::ptrdiff_t(parts.size()))
+                return makeError(ErrorCode::Unsupported,
+                                 "the file stores " + names.front() + " .. " + names.back() +
+                                     " as one tensor: quantize all of its parts or none",
+                                 fusedName);
+            QB_TRY(stacked, stackGrids(parts, names, fusedName));
+            grids->fused.emplace(fusedName, std::move(*stacked));
+        }
+    return exporting::GridLookup([grids, gridFor](const std::string& n) -> const quant::QuantizedRows* {
+        const auto it = grids->fused.find(n);
+        return it != grids->fused.end() ? &it->second : gridFor(n);
+    });
+}
+
+} // namespace
+
+Result<ModelExportOutcome> exportModel(const io::Checkpoint& ck, const exporting::GridLookup& splitGridFor,
                                        const ModelExportRequest& req, RunContext* ctx)
 {
+    QB_TRY(fusedLookup, withFusedGrids(ck, splitGridFor));
+    const exporting::GridLookup& gridFor = *fusedLookup;
     ModelExportOutcome out;
     out.format = req.format;
     // Every exporter's report has path, bytes, warnings and verify: copy them into `out` and keep
@@ -191,6 +285,11 @@ Result<exporting::GgufExportReport> planGgufExport(const io::Checkpoint& ck, con
     for (const TensorPlan& tp : plan.tensors)
         if (!tp.target.empty())
             if (const auto t = io::parseGgmlType(tp.target)) o.typeOverrides[tp.name] = *t;
+    // Phi-3's fused tensors take their parts' type (the parts are quantized alike, see exportModel).
+    if (ck.config.fusedProjections)
+        for (const TensorPlan& tp : plan.tensors)
+            if (const auto it = o.typeOverrides.find(tp.name); it != o.typeOverrides.end())
+                o.typeOverrides.emplace(model::fusedSlice(ck.config, tp.layer, tp.linear).name, it->second);
     if (const auto t = io::parseGgmlType(plan.embedType)) o.embedType = *t;
     if (const auto t = io::parseGgmlType(plan.headType)) o.headType = *t;
     return exporting::exportGguf(ck, *tok, "(plan)", o);

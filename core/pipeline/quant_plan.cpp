@@ -209,6 +209,8 @@ std::int64_t otherParams(const ModelConfig& c)
     if (c.attentionBias) perLayer += q + 2 * kv;
     if (c.attentionOutputBias) perLayer += c.hiddenSize;
     if (c.mlpBias) perLayer += 2 * c.intermediateSize + c.hiddenSize;
+    if (c.qkNorm) perLayer += 2 * c.headDim;
+    if (c.gemmaNorms) perLayer += 2 * c.hiddenSize;
     return n + perLayer * c.numHiddenLayers;
 }
 

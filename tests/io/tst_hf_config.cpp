@@ -112,6 +112,81 @@ private Q_SLOTS:
         QVERIFY(has(r.error().toString(), "\"yarn\""));
         QVERIFY(has(r.error().toString(), "rope_scaling.type"));
     }
+    void newArchitectures()
+    {
+        const ModelConfig q3 = parseOk(
+            R"({"architectures":["Qwen3ForCausalLM"],"hidden_size":64,"num_attention_heads":4,"num_hidden_layers":3,"vocab_size":100,"use_sliding_window":true,"sliding_window":16,"max_window_layers":1})");
+        QCOMPARE(q3.architecture, Architecture::Qwen3);
+        QVERIFY(q3.qkNorm && !q3.attentionBias && !q3.gemmaNorms);
+        QCOMPARE(q3.headDim, std::int64_t(128)); // Qwen3Config's default, not hidden / heads
+        QCOMPARE(q3.slidingWindow, std::int64_t(16));
+        QCOMPARE(q3.slidingLayers, (std::vector<bool>{false, true, true}));
+
+        const ModelConfig g2 = parseOk(
+            R"({"architectures":["Gemma2ForCausalLM"],"hidden_size":64,"num_attention_heads":4,"num_hidden_layers":4,"vocab_size":100,"head_dim":16})");
+        QVERIFY(g2.gemmaNorms && !g2.qkNorm && g2.tieWordEmbeddings);
+        QCOMPARE(g2.hiddenAct, HiddenAct::GeluTanh);
+        QCOMPARE(g2.attnLogitSoftcap, 50.0);
+        QCOMPARE(g2.finalLogitSoftcap, 30.0);
+        QCOMPARE(g2.queryPreAttnScalar, 256.0);
+        QCOMPARE(g2.slidingWindow, std::int64_t(4096));
+        QCOMPARE(g2.slidingLayers, (std::vector<bool>{true, false, true, false}));
+
+        const ModelConfig g3 = parseOk(
+            R"({"architectures":["Gemma3ForCausalLM"],"model_type":"gemma3_text","hidden_size":64,"num_attention_heads":4,"num_hidden_layers":6,"vocab_size":100,"head_dim":16,"rope_scaling":{"rope_type":"linear","factor":8.0}})");
+        QVERIFY(g3.gemmaNorms && g3.qkNorm);
+        QCOMPARE(g3.attnLogitSoftcap, 0.0);
+        QCOMPARE(g3.ropeLocalTheta, 10000.0);
+        QCOMPARE(g3.ropeTheta, 1000000.0);
+        QCOMPARE(g3.ropeScaling.type, std::string("linear"));
+        QCOMPARE(g3.slidingLayers, (std::vector<bool>{true, true, true, true, true, false}));
+
+        const ModelConfig phi = parseOk(
+            R"({"architectures":["Phi3ForCausalLM"],"hidden_size":64,"num_attention_heads":4,"num_hidden_layers":2,"vocab_size":100})");
+        QVERIFY(phi.fusedProjections);
+        QCOMPARE(phi.slidingWindow, std::int64_t(0));
+    }
+    void unsupportedVariantsNameTheField_data()
+    {
+        QTest::addColumn<QString>("json");
+        QTest::addColumn<QString>("field");
+        QTest::addColumn<QString>("value");
+        QTest::newRow("Phi-3 longrope")
+            << R"({"architectures":["Phi3ForCausalLM"],"hidden_size":64,"num_attention_heads":4,"rope_scaling":{"type":"longrope","short_factor":[1],"long_factor":[1]}})"
+            << "rope_scaling.type" << "\"longrope\"";
+        QTest::newRow("Phi-3 su")
+            << R"({"architectures":["Phi3ForCausalLM"],"hidden_size":64,"num_attention_heads":4,"rope_scaling":{"type":"su"}})"
+            << "rope_scaling.type" << "\"su\"";
+        QTest::newRow("partial rotary")
+            << R"({"architectures":["Phi3ForCausalLM"],"hidden_size":64,"num_attention_heads":4,"partial_rotary_factor":0.5})"
+            << "partial_rotary_factor" << "0.5";
+        QTest::newRow("hidden_act")
+            << R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,"num_attention_heads":4,"hidden_act":"gelu"})"
+            << "hidden_act" << "\"gelu\"";
+        QTest::newRow("gemma activation")
+            << R"({"architectures":["Gemma2ForCausalLM"],"hidden_size":64,"num_attention_heads":4,"hidden_activation":"relu"})"
+            << "hidden_activation" << "\"relu\"";
+        QTest::newRow("layer type")
+            << R"({"architectures":["MistralForCausalLM"],"hidden_size":64,"num_attention_heads":4,"num_key_value_heads":4,"num_hidden_layers":1,"layer_types":["chunked_attention"]})"
+            << "layer_types[0]" << "\"chunked_attention\"";
+        QTest::newRow("Gemma 3 multimodal") << R"({"architectures":["Gemma3ForConditionalGeneration"]})"
+                                            << "architectures" << "\"Gemma3ForConditionalGeneration\"";
+        QTest::newRow("sliding_window on Llama")
+            << R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,"num_attention_heads":4,"sliding_window":128})"
+            << "sliding_window" << "sliding_window";
+    }
+    void unsupportedVariantsNameTheField()
+    {
+        QFETCH(QString, json);
+        QFETCH(QString, field);
+        QFETCH(QString, value);
+        auto r = io::parseHfConfig(json.toStdString(), "config.json");
+        QVERIFY(!r.ok());
+        QCOMPARE(int(r.error().code), int(ErrorCode::Unsupported));
+        const std::string msg = r.error().toString();
+        QVERIFY2(has(msg, "field \"" + field.toStdString() + "\""), msg.c_str());
+        QVERIFY2(has(msg, value.toStdString()), msg.c_str());
+    }
     void unsupportedArchitecture()
     {
         auto r = io::parseHfConfig(R"({"architectures":["GPT2LMHeadModel"],"model_type":"gpt2"})", "config.json");
