@@ -39,8 +39,8 @@ struct ChannelScratch {
     KmeansResult res;
 };
 
-void fitChannelCodebook(const double* x, const double* elementWeights, std::size_t n, int bits,
-                        const CmpqOptions& opt, ChannelScratch& s, float* centroidsOut)
+void fitChannelCodebook(const double* x, const double* elementWeights, std::size_t n, int bits, const CmpqOptions& opt,
+                        ChannelScratch& s, float* centroidsOut)
 {
     const int k = 1 << bits;
     s.order.resize(n);
@@ -80,7 +80,8 @@ inline int nearestCode(double v, const float* cb, int k)
     return lo;
 }
 
-template <class Body> void forChannels(const ParallelFor* par, std::int64_t count, const Body& body)
+template <class Body>
+void forChannels(const ParallelFor* par, std::int64_t count, const Body& body)
 {
     if (par && par->run && par->workers > 1) par->run(count, body);
     else
@@ -132,10 +133,8 @@ Status validateCmpqOptions(const CmpqOptions& o)
 
 // ---------------------------------------------------------------------------------------------
 CmpqChannelStats::CmpqChannelStats(int cols)
-    : m_sumAbs(Eigen::VectorXd::Zero(cols)), m_sumSq(Eigen::VectorXd::Zero(cols)),
-      m_maxAbs(Eigen::VectorXd::Zero(cols))
-{
-}
+    : m_sumAbs(Eigen::VectorXd::Zero(cols)), m_sumSq(Eigen::VectorXd::Zero(cols)), m_maxAbs(Eigen::VectorXd::Zero(cols))
+{}
 
 Status CmpqChannelStats::add(Eigen::Ref<const MatrixXfR> x)
 {
@@ -210,7 +209,8 @@ Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int6
                              std::to_string(a.bits.total() / (double(rows) * n)) + " (" +
                              std::to_string(opt.levels.front()) + "-bit codes, F16 codebooks of " +
                              std::to_string(1 << opt.levels.front()) + " centroids per channel of " +
-                             std::to_string(rows) + " weights, outliers); raise the bits, lower the outlier budgets "
+                             std::to_string(rows) +
+                             " weights, outliers); raise the bits, lower the outlier budgets "
                              "or add a lower level");
 
     // Greedy by gain per bit; ties by rank (a higher-scored channel first), so allocation is monotone.
@@ -418,8 +418,8 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                                                std::to_string(n) + " input channels");
     const bool feedback = opt.errorFeedback;
     if (feedback && (h.rows() != n || h.cols() != n))
-        return makeError(ErrorCode::Shape, "CMPQ: error feedback needs the " + std::to_string(n) + "x" +
-                                               std::to_string(n) + " Hessian");
+        return makeError(ErrorCode::Shape,
+                         "CMPQ: error feedback needs the " + std::to_string(n) + "x" + std::to_string(n) + " Hessian");
     QB_TRY(alloc, allocateCmpqBits(scores, m, opt));
 
     auto codes = std::make_shared<CmpqCodes>();
@@ -515,7 +515,9 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         }
         const std::size_t take = std::min<std::size_t>(std::size_t(alloc->sparseOutliers), errs.size());
         std::nth_element(errs.begin(), errs.begin() + std::ptrdiff_t(take), errs.end(),
-                         [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+                         [](const auto& a, const auto& b) {
+                             return a.first > b.first || (a.first == b.first && a.second < b.second);
+                         });
         cc.outlierIndex.resize(take);
         for (std::size_t i = 0; i < take; ++i)
             cc.outlierIndex[i] = errs[i].second;

@@ -68,11 +68,11 @@ inline constexpr double kCmpqDefaultKmeansTol = 1e-7;
 inline constexpr int kCmpqKeptBits = 16; // a kept channel / a sparse outlier / a centroid: F16
 
 struct CmpqOptions {
-    double bits = 3.0;               // target average bits per weight, everything counted
+    double bits = 3.0;                // target average bits per weight, everything counted
     std::vector<int> levels{2, 3, 4}; // ascending, each in [1, 8]
     CmpqScore score = CmpqScore::MeanAbs;
     CmpqWeights weights = CmpqWeights::Uniform;
-    bool uniformLevels = false; // ablation: Min-Max uniform levels instead of k-means
+    bool uniformLevels = false;                       // ablation: Min-Max uniform levels instead of k-means
     double actOutliers = kCmpqDefaultActOutliers;     // fraction of channels (= of weights)
     double quantOutliers = kCmpqDefaultQuantOutliers; // fraction of weights
     bool errorFeedback = true;                        // GPTQ-style, needs H
@@ -89,7 +89,7 @@ class CmpqChannelStats {
 public:
     explicit CmpqChannelStats(int cols = 0);
     Status add(Eigen::Ref<const MatrixXfR> x); // [tokens x cols]
-    Eigen::VectorXd score(CmpqScore s) const;   // per column
+    Eigen::VectorXd score(CmpqScore s) const;  // per column
     std::int64_t tokens() const { return m_tokens; }
     int cols() const { return int(m_sumAbs.size()); }
 
@@ -111,8 +111,8 @@ struct CmpqAllocation {
     std::vector<int> keptChannels; // ascending column indices
     std::int64_t sparseOutliers = 0;
     CmpqBits bits;
-    double budget = 0;   // target * rows * cols
-    double maxStep = 0;  // the largest single upgrade cost (the "one channel's worth" bound)
+    double budget = 0;  // target * rows * cols
+    double maxStep = 0; // the largest single upgrade cost (the "one channel's worth" bound)
 };
 
 // Level allocation for `scores` (one per column) of a [rows x cols] tensor. Errors when even the
@@ -139,15 +139,15 @@ void kmeans1dWeighted(const double* sorted, const double* weights, std::size_t n
 // A quantized CMPQ tensor as stored: codes live in QuantizedRows::codes (0 at kept channels and
 // outliers), the rest here.
 struct CmpqCodes {
-    std::vector<std::uint8_t> channelBits;      // per column; 0 = kept channel (F16)
-    std::vector<std::int64_t> codebookOffset;   // per column, into codebook (size cols + 1)
-    std::vector<float> codebook;                // F16-representable centroids, ascending per column
-    std::vector<int> keptChannels;              // ascending
-    MatrixXfR keptValues;                       // [rows x kept], F16-representable
-    std::vector<std::int64_t> outlierIndex;     // flat r * cols + c, ascending
-    std::vector<float> outlierValue;            // F16-representable
-    std::vector<float> channelScore;            // the score that drove the allocation
-    std::vector<int> levels;                    // the level set
+    std::vector<std::uint8_t> channelBits;    // per column; 0 = kept channel (F16)
+    std::vector<std::int64_t> codebookOffset; // per column, into codebook (size cols + 1)
+    std::vector<float> codebook;              // F16-representable centroids, ascending per column
+    std::vector<int> keptChannels;            // ascending
+    MatrixXfR keptValues;                     // [rows x kept], F16-representable
+    std::vector<std::int64_t> outlierIndex;   // flat r * cols + c, ascending
+    std::vector<float> outlierValue;          // F16-representable
+    std::vector<float> channelScore;          // the score that drove the allocation
+    std::vector<int> levels;                  // the level set
     CmpqBits bits;
     double targetBits = 0;
     double bitsPerWeight(std::int64_t rows) const;
@@ -162,7 +162,7 @@ Status validateCmpqCodes(const MatrixU8R& codes, const CmpqCodes& c);
 // e.g. diag H) weights the outlier selection, uniform when empty. scores: one per column.
 // The result's `cmpq` holds the layout; `dequantized` the reconstruction; bits = max level.
 Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eigen::MatrixXd& h,
-                                       const Eigen::VectorXd& scores, const CmpqOptions& opt,
-                                       RunContext* ctx = nullptr, const ParallelFor* par = nullptr);
+                                       const Eigen::VectorXd& scores, const CmpqOptions& opt, RunContext* ctx = nullptr,
+                                       const ParallelFor* par = nullptr);
 
 } // namespace qb::quant

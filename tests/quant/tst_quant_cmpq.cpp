@@ -138,7 +138,8 @@ void TestQuantCmpq::monotoneAllocation()
         auto eff = [&](int j) { return a->channelBits[std::size_t(j)] == 0 ? 16 : a->channelBits[std::size_t(j)]; };
         for (int i = 0; i < cols; ++i)
             for (int j = 0; j < cols; ++j)
-                if (s[i] > s[j]) QVERIFY2(eff(i) >= eff(j), qPrintable(QString("seed %1: %2 vs %3").arg(seed).arg(i).arg(j)));
+                if (s[i] > s[j])
+                    QVERIFY2(eff(i) >= eff(j), qPrintable(QString("seed %1: %2 vs %3").arg(seed).arg(i).arg(j)));
         std::set<int> used(a->channelBits.begin(), a->channelBits.end());
         for (int b : used)
             QVERIFY(b == 0 || b == 2 || b == 3 || b == 4);
@@ -253,7 +254,8 @@ void TestQuantCmpq::kmeansMatchesBruteForce()
                 best = std::min(best, f);
             }
         QVERIFY(r.objective.back() >= best - 1e-12);
-        QVERIFY2(r.objective.back() <= 2.0 * best + 1e-12, qPrintable(QString("%1 %2 it %3").arg(r.objective.back()).arg(best).arg(r.iterations)));
+        QVERIFY2(r.objective.back() <= 2.0 * best + 1e-12,
+                 qPrintable(QString("%1 %2 it %3").arg(r.objective.back()).arg(best).arg(r.iterations)));
         if (r.objective.back() <= best * (1 + 1e-9)) ++optimal;
     }
     QVERIFY2(optimal >= 30, qPrintable(QString::number(optimal)));
