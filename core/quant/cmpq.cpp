@@ -39,19 +39,15 @@ struct ChannelScratch {
     KmeansResult res;
 };
 
-void fitChannelCodebook(const double* x, const double* elementWeights, std::size_t n, int bits, const CmpqOptions& opt,
+// Every element of an input channel carries its channel's weight (uniform or activation energy:
+// one value per channel), so the values are sorted as they are, without an index sort.
+void fitChannelCodebook(const double* x, double weight, std::size_t n, int bits, const CmpqOptions& opt,
                         ChannelScratch& s, float* centroidsOut)
 {
     const int k = 1 << bits;
-    s.order.resize(n);
-    std::iota(s.order.begin(), s.order.end(), std::size_t(0));
-    std::sort(s.order.begin(), s.order.end(), [x](std::size_t a, std::size_t b) { return x[a] < x[b]; });
-    s.vals.resize(n);
-    s.wts.resize(n);
-    for (std::size_t i = 0; i < n; ++i) {
-        s.vals[i] = x[s.order[i]];
-        s.wts[i] = elementWeights ? std::max(elementWeights[s.order[i]], 1e-30) : 1.0;
-    }
+    s.vals.assign(x, x + n);
+    std::sort(s.vals.begin(), s.vals.end());
+    s.wts.assign(n, std::max(weight, 1e-30));
     std::vector<double>& c = s.res.centroids;
     if (n == 0) {
         c.assign(std::size_t(k), 0.0);
@@ -80,10 +76,13 @@ inline int nearestCode(double v, const float* cb, int k)
     return lo;
 }
 
+// Below this many weights per call the parallel-for's start-up costs more than the k-means.
+constexpr std::int64_t kParallelMinWeights = std::int64_t(1) << 15;
+
 template <class Body>
-void forChannels(const ParallelFor* par, std::int64_t count, const Body& body)
+void forChannels(const ParallelFor* par, std::int64_t count, std::int64_t rows, const Body& body)
 {
-    if (par && par->run && par->workers > 1) par->run(count, body);
+    if (par && par->run && par->workers > 1 && count * rows >= kParallelMinWeights) par->run(count, body);
     else
         for (std::int64_t i = 0; i < count; ++i)
             body(i, 0);
@@ -183,6 +182,20 @@ CmpqBits cmpqBitsOf(const std::vector<int>& channelBits, std::size_t kept, std::
     return b;
 }
 
+namespace {
+int keptChannelCount(int n, double frac) { return frac > 0.0 ? std::min(n - 1, int(std::ceil(frac * n - 1e-9))) : 0; }
+} // namespace
+
+double cmpqMinimumBitsPerWeight(std::int64_t rows, std::int64_t cols, const CmpqOptions& opt)
+{
+    if (rows <= 0 || cols <= 0 || opt.levels.empty()) return 0.0;
+    const int kept = keptChannelCount(int(cols), opt.actOutliers);
+    std::vector<int> bits(std::size_t(cols), opt.levels.front());
+    std::fill(bits.begin(), bits.begin() + kept, 0);
+    const std::int64_t sparse = std::int64_t(std::floor(opt.quantOutliers * double(rows) * double(cols)));
+    return cmpqBitsOf(bits, std::size_t(kept), sparse, rows, opt.levels.size()).total() / (double(rows) * double(cols));
+}
+
 Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int64_t rows, const CmpqOptions& opt)
 {
     QB_TRY_STATUS(validateCmpqOptions(opt));
@@ -195,7 +208,7 @@ Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int6
 
     CmpqAllocation a;
     a.budget = opt.bits * double(rows) * double(n);
-    const int kept = opt.actOutliers > 0.0 ? std::min(n - 1, int(std::ceil(opt.actOutliers * n - 1e-9))) : 0;
+    const int kept = keptChannelCount(n, opt.actOutliers);
     a.keptChannels.assign(rank.begin(), rank.begin() + kept);
     std::sort(a.keptChannels.begin(), a.keptChannels.end());
     a.sparseOutliers = std::int64_t(std::floor(opt.quantOutliers * double(rows) * double(n)));
@@ -332,12 +345,13 @@ void kmeans1dWeighted(const double* x, const double* w, std::size_t n, int k, in
                 const double sw = s.cw[b] - s.cw[a];
                 if (a < b && sw > 0.0) c[std::size_t(j)] = std::clamp((s.cwx[b] - s.cwx[a]) / sw, x[a], x[b - 1]);
             }
+            s.prevSeg = s.seg;
             assign();
             const double f = objective();
             // Rounding in the prefix differences can show a tiny rise; the true objective does not.
             obj.push_back(std::min(f, prev));
             ++iters;
-            const bool done = prev - f <= tol * std::max(prev, 1e-300);
+            const bool done = s.seg == s.prevSeg || prev - f <= tol * std::max(prev, 1e-300);
             prev = std::min(f, prev);
             if (done) break;
         }
@@ -462,7 +476,6 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     const int workers = par && par->run && par->workers > 1 ? par->workers : 1;
     std::vector<ChannelScratch> scratch(static_cast<std::size_t>(workers));
     std::vector<std::vector<double>> colBuf(static_cast<std::size_t>(workers), std::vector<double>(std::size_t(m)));
-    std::vector<std::vector<double>> wtBuf(static_cast<std::size_t>(workers), std::vector<double>(std::size_t(m)));
     // outlier mask per column: sorted rows
     std::vector<std::vector<int>> outRows(static_cast<std::size_t>(n));
 
@@ -471,7 +484,6 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         const int b = cc.channelBits[std::size_t(j)];
         if (b == 0) return;
         std::vector<double>& buf = colBuf[std::size_t(worker)];
-        std::vector<double>& wb = wtBuf[std::size_t(worker)];
         const std::vector<int>& skip = outRows[std::size_t(j)];
         std::size_t cnt = 0, si = 0;
         for (int r = 0; r < m; ++r) {
@@ -479,19 +491,17 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                 ++si;
                 continue;
             }
-            buf[cnt] = src(r, srcCol);
-            wb[cnt] = opt.weights == CmpqWeights::Energy ? energy[j] : 1.0;
-            ++cnt;
+            buf[cnt++] = src(r, srcCol);
         }
-        fitChannelCodebook(buf.data(), wb.data(), cnt, b, opt, scratch[std::size_t(worker)],
-                           cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
+        fitChannelCodebook(buf.data(), opt.weights == CmpqWeights::Energy ? energy[j] : 1.0, cnt, b, opt,
+                           scratch[std::size_t(worker)], cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
     };
     auto fitAll = [&]() -> Status {
         const int chunk = 256;
         for (int j0 = 0; j0 < n; j0 += chunk) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError("CMPQ");
             const int j1 = std::min(n, j0 + chunk);
-            forChannels(par, j1 - j0, [&](std::int64_t item, int worker) {
+            forChannels(par, j1 - j0, m, [&](std::int64_t item, int worker) {
                 const int j = j0 + int(item);
                 fitChannel(wd, j, j, worker);
             });
@@ -500,24 +510,35 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     };
 
     // Trial quantization and the quantization-based outliers.
-    if (alloc->sparseOutliers > 0) {
+    const bool trial = alloc->sparseOutliers > 0;
+    if (trial) {
         QB_TRY_STATUS(fitAll());
-        std::vector<std::pair<double, std::int64_t>> errs;
-        errs.reserve(std::size_t(m) * std::size_t(n));
+        // The largest errors through a bounded min-heap (no m*n list); ties to the lower index.
+        using Err = std::pair<double, std::int64_t>;
+        auto better = [](const Err& a, const Err& b) {
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+        };
+        std::vector<Err> errs;
+        const std::size_t want = std::size_t(alloc->sparseOutliers);
+        errs.reserve(want + 1);
         for (int j = 0; j < n; ++j) {
             const int b = cc.channelBits[std::size_t(j)];
             if (b == 0) continue;
             const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
             for (int r = 0; r < m; ++r) {
                 const double v = wd(r, j), e = v - double(cb[nearestCode(v, cb, 1 << b)]);
-                errs.emplace_back(imp[j] * e * e, std::int64_t(r) * n + j);
+                const Err cand{imp[j] * e * e, std::int64_t(r) * n + j};
+                if (errs.size() < want) {
+                    errs.push_back(cand);
+                    std::push_heap(errs.begin(), errs.end(), better);
+                } else if (better(cand, errs.front())) {
+                    std::pop_heap(errs.begin(), errs.end(), better);
+                    errs.back() = cand;
+                    std::push_heap(errs.begin(), errs.end(), better);
+                }
             }
         }
-        const std::size_t take = std::min<std::size_t>(std::size_t(alloc->sparseOutliers), errs.size());
-        std::nth_element(errs.begin(), errs.begin() + std::ptrdiff_t(take), errs.end(),
-                         [](const auto& a, const auto& b) {
-                             return a.first > b.first || (a.first == b.first && a.second < b.second);
-                         });
+        const std::size_t take = errs.size();
         cc.outlierIndex.resize(take);
         for (std::size_t i = 0; i < take; ++i)
             cc.outlierIndex[i] = errs[i].second;
@@ -578,8 +599,19 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         }
     };
 
+    // Codebooks on the original weights: after a trial only the channels that lost outliers change.
+    auto fitStatic = [&]() -> Status {
+        if (!trial) return fitAll();
+        std::vector<int> touched;
+        for (int j = 0; j < n; ++j)
+            if (!outRows[std::size_t(j)].empty()) touched.push_back(j);
+        forChannels(par, std::int64_t(touched.size()), m, [&](std::int64_t item, int worker) {
+            fitChannel(wd, touched[std::size_t(item)], touched[std::size_t(item)], worker);
+        });
+        return {};
+    };
     if (!feedback) {
-        QB_TRY_STATUS(fitAll());
+        QB_TRY_STATUS(fitStatic());
         std::vector<double> e(static_cast<std::size_t>(m));
         for (int j = 0; j < n; ++j) {
             quantizeColumn(wd.col(j).data(), j, e.data());
@@ -608,6 +640,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         return makeError(ErrorCode::NumericalError, "CMPQ: Hessian is not positive definite after " +
                                                         std::to_string(opt.maxDampingRetries) + " damping retries");
     hd.resize(0, 0);
+    if (opt.staticCodebooks) QB_TRY_STATUS(fitStatic());
     const int bs = opt.blockSize;
     Eigen::MatrixXd err(m, std::min(bs, n));
     std::vector<double> e(static_cast<std::size_t>(m));
@@ -615,11 +648,12 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     for (int b = 0; b < n;) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("CMPQ");
         const int end = std::min(b + bs, n), cnt = end - b;
-        // Codebooks of this block's channels on the weights updated by all earlier blocks.
-        forChannels(par, cnt, [&](std::int64_t item, int worker) {
-            const int j = b + int(item);
-            fitChannel(wd, j, j, worker);
-        });
+        // Dynamic codebooks: this block's channels on the weights updated by all earlier blocks.
+        if (!opt.staticCodebooks)
+            forChannels(par, cnt, m, [&](std::int64_t item, int worker) {
+                const int j = b + int(item);
+                fitChannel(wd, j, j, worker);
+            });
         for (int i = b; i < end; ++i) {
             quantizeColumn(wd.col(i).data(), i, e.data());
             const double d = u(i, i);

@@ -27,8 +27,10 @@
 //     sparse F16 list (values + flat indices) and the codebooks are refitted without them.
 //  6. Optional GPTQ-style error feedback (errorFeedback, needs H): columns in order, each column's
 //     error pushed through the upper Cholesky factor of H^-1 (as quantizeRowsGptq, lazy blocks).
-//     The codebooks of a block's columns are refitted at the block's start on the weights updated
-//     by all earlier blocks; outliers and kept channels store the updated weight in F16.
+//     Static codebooks (default; better on the demo model and cheaper): fitted once on the
+//     original weights (after the outliers are taken out); dynamic: a block's codebooks are refitted at the block's start on the
+//     weights updated by all earlier blocks.
+//     Outliers and kept channels store the updated weight in F16.
 // Reconstruction: W_hat = codebook_j[code] on dense positions; at a kept channel or a sparse
 // outlier the stored F16 value replaces it (exact there).
 // Accounting (CmpqBits): code bits b_j per weight; 16 bits per centroid; a kept channel 16 bits per
@@ -61,8 +63,8 @@ enum class CmpqWeights { Uniform, Energy };
 std::string_view cmpqScoreId(CmpqScore s); // "mean_abs", "l2", "max_abs", "mean_sq"
 bool cmpqScoreFromId(std::string_view id, CmpqScore& out);
 
-inline constexpr double kCmpqDefaultActOutliers = 0.01;    // 1% of channels kept in F16
-inline constexpr double kCmpqDefaultQuantOutliers = 0.005; // 0.5% of weights in the sparse list
+inline constexpr double kCmpqDefaultActOutliers = 0.0;   // off: cost more than they gave on the demo model
+inline constexpr double kCmpqDefaultQuantOutliers = 0.0; // off: likewise (see the README ablation)
 inline constexpr int kCmpqDefaultKmeansIters = 50;
 inline constexpr double kCmpqDefaultKmeansTol = 1e-7;
 inline constexpr int kCmpqKeptBits = 16; // a kept channel / a sparse outlier / a centroid: F16
@@ -76,6 +78,9 @@ struct CmpqOptions {
     double actOutliers = kCmpqDefaultActOutliers;     // fraction of channels (= of weights)
     double quantOutliers = kCmpqDefaultQuantOutliers; // fraction of weights
     bool errorFeedback = true;                        // GPTQ-style, needs H
+    // With error feedback: codebooks fitted once on the original weights (static) instead of per
+    // column block on the updated weights (dynamic).
+    bool staticCodebooks = true;
     int kmeansIters = kCmpqDefaultKmeansIters;
     double kmeansTol = kCmpqDefaultKmeansTol;
     int blockSize = kGptqDefaultBlockSize;
@@ -118,6 +123,9 @@ struct CmpqAllocation {
 // Level allocation for `scores` (one per column) of a [rows x cols] tensor. Errors when even the
 // lowest level with the outliers exceeds the budget.
 Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int64_t rows, const CmpqOptions& opt);
+// The lowest average this tensor can reach: every channel at the lowest level, with its codebook
+// and tag, plus both outlier budgets.
+double cmpqMinimumBitsPerWeight(std::int64_t rows, std::int64_t cols, const CmpqOptions& opt);
 // Bits of the fixed parts for a given allocation (recomputes `bits`).
 CmpqBits cmpqBitsOf(const std::vector<int>& channelBits, std::size_t kept, std::int64_t sparse, std::int64_t rows,
                     std::size_t levelCount);
@@ -129,8 +137,8 @@ struct KmeansResult {
     int iterations = 0;
 };
 struct KmeansScratch {
-    std::vector<double> cw, cwx, cwxx; // prefix sums, size n + 1
-    std::vector<std::size_t> seg;      // segment starts, size k + 1
+    std::vector<double> cw, cwx, cwxx;     // prefix sums, size n + 1
+    std::vector<std::size_t> seg, prevSeg; // segment starts, size k + 1
     std::vector<double> bestC, bestObj, obj;
 };
 void kmeans1dWeighted(const double* sorted, const double* weights, std::size_t n, int k, int maxIters, double tol,

@@ -414,7 +414,7 @@ void TestQuantCmpq::kmeansBeatsUniformLevels()
 void TestQuantCmpq::parallelEqualsSerial()
 {
     const MatrixXfR x = correlatedInputs(500, 80, 6);
-    const MatrixXfR w = randomWeights(150, 80, 60);
+    const MatrixXfR w = randomWeights(1100, 80, 60); // 32 x 1100 weights per block: parallel
     CmpqChannelStats st(80);
     QVERIFY(st.add(x).ok());
     for (bool fb : {false, true}) {
