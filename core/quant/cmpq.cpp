@@ -580,20 +580,26 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             return;
         }
         const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
-        const std::vector<int>& orows = outRows[std::size_t(j)];
-        std::size_t oi = 0;
+        const int k = 1 << b;
+        // Nearest centroid as the count of midpoints below the value (branch-free; the codebook is
+        // ascending, ties go to the lower centroid as in nearestCode).
+        double mid[1 << kMaxBits];
+        for (int c = 0; c + 1 < k; ++c)
+            mid[c] = 0.5 * (double(cb[c]) + double(cb[c + 1]));
         for (int r = 0; r < m; ++r) {
-            double q;
-            if (oi < orows.size() && orows[oi] == r) {
-                ++oi;
-                q = toF16(src[r]);
-                cc.outlierValue[outlierSlot(std::int64_t(r) * n + j)] = float(q);
-                out.codes(r, j) = 0;
-            } else {
-                const int code = nearestCode(src[r], cb, 1 << b);
-                out.codes(r, j) = std::uint8_t(code);
-                q = double(cb[code]);
-            }
+            const double v = src[r];
+            int code = 0;
+            for (int c = 0; c + 1 < k; ++c)
+                code += v > mid[c];
+            out.codes(r, j) = std::uint8_t(code);
+            const double q = double(cb[code]);
+            out.dequantized(r, j) = float(q);
+            errOut[r] = v - q;
+        }
+        for (int r : outRows[std::size_t(j)]) { // sparse outliers: the stored F16 value replaces the code
+            const double q = toF16(src[r]);
+            cc.outlierValue[outlierSlot(std::int64_t(r) * n + j)] = float(q);
+            out.codes(r, j) = 0;
             out.dequantized(r, j) = float(q);
             errOut[r] = src[r] - q;
         }
