@@ -8,6 +8,7 @@
 #include "pipeline/perplexity_job.h"
 #include "pipeline/quantize_job.h"
 #include "pipeline/whatif.h"
+#include "pipeline/workflows.h"
 #include "quant/cmpq.h"
 #include "quant/error_metrics.h"
 #include "quant/gptq.h"
@@ -448,6 +449,31 @@ private Q_SLOTS:
         QCOMPARE(Eigen::Index(score.size()), meanSq.size());
         for (Eigen::Index j = 0; j < meanSq.size(); ++j)
             QVERIFY(std::abs(score[std::size_t(j)] - meanSq[j]) <= 1e-4 * meanSq[j] + 1e-9);
+        // The tensor analysis shows the channel map, the outliers and the top channel's codebook.
+        pipeline::TensorAnalysisRequest areq;
+        areq.base = model;
+        areq.run = std::make_shared<const pipeline::QuantizeResult>(std::move(*r));
+        areq.calibration = std::make_shared<const pipeline::CalibrationSet>(calib);
+        areq.tensor = "model.layers.0.self_attn.q_proj";
+        auto a = pipeline::analyzeTensor(areq);
+        QVERIFY2(a.ok(), a.ok() ? "" : a.error().toString().c_str());
+        QVERIFY(a->cmpq);
+        const auto& cq = *areq.run->codes[0]->cmpq;
+        QCOMPARE(int(a->cmpq->channelBits.size()), 32);
+        QCOMPARE(a->cmpq->channel, int(std::max_element(score.begin(), score.end()) - score.begin()));
+        QCOMPARE(a->cmpq->outliers, cq.outlierIndex);
+        const int top = a->cmpq->channel;
+        QCOMPARE(a->cmpq->channelBits[std::size_t(top)],
+                 cq.channelBits[std::size_t(top)] == 0 ? 16 : int(cq.channelBits[std::size_t(top)]));
+        QCOMPARE(int(a->gridLevels.size()),
+                 cq.channelBits[std::size_t(top)] ? 1 << cq.channelBits[std::size_t(top)] : 0);
+        areq.channel = 3;
+        auto a3 = pipeline::analyzeTensor(areq);
+        QVERIFY(a3.ok() && a3->cmpq->channel == 3);
+        std::int64_t n = 0;
+        for (auto c : a3->before.counts)
+            n += c;
+        QCOMPARE(n, std::int64_t(32)); // one channel: 32 rows
         // Fractional bits are refused by the integer methods, with a message that says why.
         auto g = pipeline::resolveQuantPlan(pipeline::uniformQuantPlanBits(quant::Method::Gptq, 2.5), model->config());
         QVERIFY(!g.ok() && g.error().message.find("integer bits") != std::string::npos);
