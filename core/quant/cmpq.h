@@ -27,9 +27,9 @@
 //     sparse F16 list (values + flat indices) and the codebooks are refitted without them.
 //  6. Optional GPTQ-style error feedback (errorFeedback, needs H): columns in order, each column's
 //     error pushed through the upper Cholesky factor of H^-1 (as quantizeRowsGptq, lazy blocks).
-//     Static codebooks (default; better on the demo model and cheaper): fitted once on the
-//     original weights (after the outliers are taken out); dynamic: a block's codebooks are refitted at the block's start on the
-//     weights updated by all earlier blocks.
+//     Dynamic codebooks (default; better on the demo model at 3-3.25 bits): a block's codebooks
+//     are refitted at the block's start on the weights updated by all earlier blocks; static:
+//     fitted once on the original weights after the outliers are taken out (cheaper).
 //     Outliers and kept channels store the updated weight in F16.
 // Reconstruction: W_hat = codebook_j[code] on dense positions; at a kept channel or a sparse
 // outlier the stored F16 value replaces it (exact there).
@@ -63,8 +63,8 @@ enum class CmpqWeights { Uniform, Energy };
 std::string_view cmpqScoreId(CmpqScore s); // "mean_abs", "l2", "max_abs", "mean_sq"
 bool cmpqScoreFromId(std::string_view id, CmpqScore& out);
 
-inline constexpr double kCmpqDefaultActOutliers = 0.0;   // off: cost more than they gave on the demo model
-inline constexpr double kCmpqDefaultQuantOutliers = 0.0; // off: likewise (see the README ablation)
+inline constexpr double kCmpqDefaultActOutliers = 0.0;     // off: cost more bits than they gave on the demo model
+inline constexpr double kCmpqDefaultQuantOutliers = 0.002; // 0.2% of weights: helped on the demo model
 inline constexpr int kCmpqDefaultKmeansIters = 50;
 inline constexpr double kCmpqDefaultKmeansTol = 1e-7;
 inline constexpr int kCmpqKeptBits = 16; // a kept channel / a sparse outlier / a centroid: F16
@@ -80,7 +80,7 @@ struct CmpqOptions {
     bool errorFeedback = true;                        // GPTQ-style, needs H
     // With error feedback: codebooks fitted once on the original weights (static) instead of per
     // column block on the updated weights (dynamic).
-    bool staticCodebooks = true;
+    bool staticCodebooks = false;
     int kmeansIters = kCmpqDefaultKmeansIters;
     double kmeansTol = kCmpqDefaultKmeansTol;
     int blockSize = kGptqDefaultBlockSize;
