@@ -14,9 +14,11 @@
 #include "io/tokenizer.h"
 #include "pipeline/calibration.h"
 #include "pipeline/model_loader.h"
+#include "pipeline/parallel_for.h"
 #include "pipeline/perplexity_job.h"
 #include "pipeline/quant_plan.h"
 #include "pipeline/quantize_job.h"
+#include "quant/cmpq.h"
 #include "quant/gptq.h"
 
 #include <sys/resource.h>
@@ -398,6 +400,9 @@ int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (threads > 0) model::setNumThreads(threads);
     const bool actOrder = !args.has("no-act-order");
+    const double cmpqBits = args.doubleValue("cmpq", 0.0);
+    if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    double sumCmpq = 0.0;
     std::printf("GPTQ solve, %d bits, group %d, act-order %s, min of %d\n", bits, group, actOrder ? "on" : "off",
                 repeat);
     double sum = 0.0;
@@ -427,9 +432,30 @@ int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
             best = std::min(best, sec);
         }
         sum += best;
-        std::printf("%6d x %-6d %10.2f ms\n", rows, cols, best * 1e3);
+        if (cmpqBits <= 0) {
+            std::printf("%6d x %-6d %10.2f ms\n", rows, cols, best * 1e3);
+            continue;
+        }
+        // CMPQ (reconstruction) on the same W and H, side by side: scores = the channels' mean x².
+        quant::CmpqOptions co = quant::defaultCmpqOptions();
+        co.bits = cmpqBits;
+        const Eigen::VectorXd scores = h.diagonal() / 2.0;
+        const quant::ParallelFor par = pipeline::openmpParallelFor(threads);
+        double bestC = 1e300, bpw = 0;
+        for (int i = 0; i < repeat; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            auto q = quant::quantizeRowsCmpq(w, h, scores, co, nullptr, &par);
+            const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (!q) return cli::fail(cmd, q.error().toString());
+            bestC = std::min(bestC, sec);
+            bpw = q->cmpq->bitsPerWeight(rows);
+        }
+        sumCmpq += bestC;
+        std::printf("%6d x %-6d %10.2f ms   CMPQ %.2f bpw %10.2f ms   CMPQ/GPTQ %.2f\n", rows, cols, best * 1e3, bpw,
+                    bestC * 1e3, bestC / best);
     }
     std::printf("sum %.2f ms\n", sum * 1e3);
+    if (cmpqBits > 0) std::printf("CMPQ sum %.2f ms, CMPQ/GPTQ %.2f\n", sumCmpq * 1e3, sumCmpq / sum);
     return 0;
 }
 
@@ -439,7 +465,7 @@ int runBench(const std::vector<std::string>& argv)
     const char* cmd = "bench";
     cli::CliArgs args(argv,
                       {"ctx", "threads", "windows", "batch", "calib", "nsamples", "seqlen", "methods", "bits", "group",
-                       "repeat", "gptq-synthetic", "python", "reference-script", "reference-blas", "save-ids"},
+                       "repeat", "gptq-synthetic", "cmpq", "python", "reference-script", "reference-blas", "save-ids"},
                       {"json", "quantize", "no-act-order", "reference"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
@@ -505,7 +531,9 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "       quantbench-cli bench MODEL --quantize --reference [--reference-blas DIR] [--python PATH]\n"
                "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
                "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
-               "         [--no-act-order] [--repeat 3]\n"
+               "         [--no-act-order] [--repeat 3] [--cmpq BITS]\n"
+               "  --cmpq BITS  with --gptq-synthetic: also time CMPQ (reconstruction) at that average on the\n"
+               "               same W and H (error feedback on, k-means over channels in parallel)\n"
                "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
                "               hessian (forward + X^T X), search (NeUQI), solve, evaluate, total, and the\n"
                "               child's peak RSS (VmHWM); min over --repeat; calib default: calib.txt beside MODEL\n"

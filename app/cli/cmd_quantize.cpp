@@ -10,6 +10,7 @@
 #include "pipeline/workflows.h"
 #include "quant/container_grid.h"
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -93,8 +94,27 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         }
         if (!args.has("bits") && !spec)
             return cli::fail(cmd, "give --plan PLAN.json, or --method " + methodList() + " and --bits B", 2);
-        const int bits = spec ? int(args.intValue("bits", spec->bits, quant::kMinBits, quant::kMaxBits))
-                              : int(args.intValue("bits", 4, quant::kMinBits, quant::kMaxBits));
+        // Fractional bits only for methods that allocate per channel (cmpq); the others refuse.
+        const quant::MethodTraits& traits = quant::methodTraits(*method);
+        const double bitsAsked = args.doubleValue("bits", spec ? spec->bits : 4);
+        if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+        if (bitsAsked != std::floor(bitsAsked) && !traits.fractionalBits)
+            return cli::fail(cmd,
+                             "--bits " + *args.value("bits") + ": " + std::string(traits.id) +
+                                 " takes integer bits (2..8); fractional averages need --method cmpq",
+                             2);
+        if (traits.fractionalBits ? !(bitsAsked >= 1 && bitsAsked <= quant::kMaxBits)
+                                  : !(bitsAsked >= quant::kMinBits && bitsAsked <= quant::kMaxBits))
+            return cli::fail(cmd,
+                             "--bits must be in [" + std::to_string(traits.fractionalBits ? 1 : quant::kMinBits) +
+                                 ", 8], got " + *args.value("bits"),
+                             2);
+        if (traits.codebooks && (spec || target))
+            return cli::fail(cmd,
+                             std::string(traits.id) + " stores per-channel codebooks, which no GGUF type or GPTQ "
+                                                      "checkpoint can hold: drop --target",
+                             2);
+        const int bits = int(bitsAsked);
         if (spec && bits != spec->bits)
             return cli::fail(cmd,
                              "--bits " + std::to_string(bits) + " conflicts with --target " + *args.value("target") +
@@ -104,8 +124,11 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         if (args.has("group")) group = int(args.intValue("group", 128, -1, 1 << 24));
         if (!args.ok()) return cli::fail(cmd, args.error(), 2);
         if (group && *group == 0) return cli::fail(cmd, "--group must be positive (or -1 for per channel)", 2);
-        plan = pipeline::uniformQuantPlan(*method, bits, group, args.has("sym") ? std::optional(true) : std::nullopt,
-                                          args.has("act-order") ? std::optional(true) : std::nullopt);
+        if (traits.codebooks && group)
+            return cli::fail(cmd, std::string(traits.id) + " has no groups: drop --group", 2);
+        plan = pipeline::uniformQuantPlanBits(*method, bitsAsked, group,
+                                              args.has("sym") ? std::optional(true) : std::nullopt,
+                                              args.has("act-order") ? std::optional(true) : std::nullopt);
         plan.defaults.target = target;
     }
     for (const auto& [key, slot] : {std::pair("embed-type", &plan.embedType), std::pair("head-type", &plan.headType)})
@@ -229,9 +252,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 } // namespace
 
 QB_CLI_COMMAND(
-    "quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI) with a plan",
+    "quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI, CMPQ (reconstruction)) with a plan",
     "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 2048] [--seed 0]\n"
-    "         (--plan PLAN.json | --method rtn|gptq|neuqi (--bits B [--group G] [--sym] | --target T)\n"
+    "         (--plan PLAN.json | --method rtn|gptq|neuqi|cmpq (--bits B [--group G] [--sym] | --target T)\n"
     "          [--act-order]) [--embed-type T] [--head-type T]\n"
     "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
     "         [--imatrix FILE] [--save-plan FILE] [--json] [--dry-run] [--memory-limit SIZE]\n"
@@ -243,6 +266,11 @@ QB_CLI_COMMAND(
     "                 \"rules\": [{\"match\": \"model.layers.*.mlp.down_proj\", \"bits\": 8}, ...]}\n"
     "  --method M     one method for every decoder linear; neuqi = GPTQ with NeUQI initialisation\n"
     "  --bits B       2..8;  --group G: columns per group (-1 = per channel; default 128)\n"
+    "                 cmpq = CMPQ (reconstruction): bits per input channel from activation scores,\n"
+    "                 per-channel k-means codebooks, F16 outliers; --bits is the average with\n"
+    "                 everything counted and may be fractional (--bits 2.5); the other methods refuse\n"
+    "                 fractions. Its knobs (levels, score, kmeans, act_outliers, quant_outliers,\n"
+    "                 error_feedback, bits_scope) are plan keys\n"
     "  --sym          symmetric grid (rtn, gptq);  --act-order: GPTQ act-order (on for neuqi)\n"
     "  --target T     storage target: solve inside a GGUF block type (gguf:Q4_K, Q5_K, Q6_K, Q3_K, Q2_K,\n"
     "                 Q8_0, Q5_1, Q5_0, Q4_1, Q4_0), so the GGUF export is exact; it implies bits, group\n"

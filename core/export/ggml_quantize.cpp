@@ -139,6 +139,7 @@ bool encodeGridRow(GgmlType t, const quant::QuantizedRows& q, int row, void* dst
     const auto* tr = io::ggmlTypeTraits(int(t));
     if (!tr || !isGgufExportType(t)) return false;
     if (!tr->isQuantized) return io::quantizeGgml(t, q.dequantized.row(row).data(), dst, cols).ok();
+    if (q.cmpq) return false; // per-channel codebooks: no block type reproduces them from codes
     if (tr->blockSize == io::kGgmlQK_K) return encodeKQuantRow(t, q, row, dst);
     // Only the legacy 32-element blocks have exact constructions (FORMATS.md §4.9).
     constexpr int kQK = io::kGgmlQK;

@@ -291,6 +291,17 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
             if (!ct) return makeError(ErrorCode::Format, "unknown storage container " + p.grid->container, t->name);
             p.type = *ct;
             p.planned = p.grid->container;
+        } else if (p.grid && p.grid->cmpq && !opt.planOnly) {
+            // CMPQ: per-channel codebooks fit no GGUF block type; every value is F16, so the
+            // nearest exact container is F16 (or the forced type, requantized, when one is given).
+            p.type = opt.gridType ? *opt.gridType : GgmlType::F16;
+            report.warnings.push_back(t->name + ": CMPQ per-channel codebooks cannot be stored in a GGUF block type; " +
+                                      (opt.gridType && *opt.gridType != GgmlType::F16 && *opt.gridType != GgmlType::F32
+                                           ? std::string("requantized to ") + io::ggmlTypeName(int(p.type)) +
+                                                 " as asked (not exact; F16 is the nearest exact container)"
+                                           : std::string("stored as ") + io::ggmlTypeName(int(p.type)) +
+                                                 ", the nearest exact container (every CMPQ value is F16)") +
+                                      "; the codes themselves stay in .qbproj");
         } else if (p.grid && opt.gridType) {
             p.type = *opt.gridType;
         } else if (p.grid && opt.planOnly) {

@@ -265,6 +265,12 @@ Result<GptqAnalysis> analyzeGptqGrids(const io::Checkpoint& ck, const GridLookup
         }
         if (g->codes.rows() != t.shape[0] || g->codes.cols() != t.shape[1])
             return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor", t.name);
+        if (g->cmpq) // not Unsupported: --round-grids cannot help either
+            return makeError(ErrorCode::InvalidArgument,
+                             "CMPQ per-channel codebooks cannot be stored in a GPTQ checkpoint (uniform grids only); "
+                             "the nearest exact containers are fake-quantized safetensors or GGUF F16 (every CMPQ "
+                             "value is F16), and .qbproj keeps the codes",
+                             t.name);
         a.quantized.push_back(t.name);
         const GroupShape gs = groupShape(*g);
         io::GptqLayout L;

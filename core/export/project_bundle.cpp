@@ -1,5 +1,6 @@
 #include "export/project_bundle.h"
 
+#include "quant/cmpq.h"
 #include "quant/container_grid.h"
 
 #include "export/atomic_file.h"
@@ -7,9 +8,11 @@
 #include "io/safetensors.h"
 #include "io/zip_bundle.h"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <unordered_map>
 
 namespace qb::exporting {
@@ -42,6 +45,46 @@ Result<std::vector<std::uint8_t>> gridsToSafetensors(const std::vector<BundleTen
     std::vector<SafetensorsTensor> st;
     for (const auto& t : tensors) {
         const auto& g = t.grid;
+        if (g.cmpq) { // CMPQ: codes + per-channel bits and codebooks + kept channels + sparse outliers
+            const quant::CmpqCodes& c = *g.cmpq;
+            const std::int64_t rows = g.codes.rows(), cols = g.codes.cols();
+            if (Status v = quant::validateCmpqCodes(g.codes, c); !v.ok()) return v.error().withContext(t.name);
+            const auto k = std::int64_t(c.keptChannels.size()), o = std::int64_t(c.outlierIndex.size());
+            st.push_back(safetensorsTensorFromBytes(t.name + ".codes", DType::U8, {rows, cols},
+                                                    rawBytes(g.codes.data(), std::size_t(g.codes.size()))));
+            st.push_back(safetensorsTensorFromBytes(t.name + ".channel_bits", DType::U8, {cols},
+                                                    rawBytes(c.channelBits.data(), c.channelBits.size())));
+            st.push_back(safetensorsTensorFromBytes(t.name + ".codebook", DType::F32, {std::int64_t(c.codebook.size())},
+                                                    rawBytes(c.codebook.data(), c.codebook.size())));
+            std::vector<std::int32_t> kept(c.keptChannels.begin(), c.keptChannels.end()),
+                lv(c.levels.begin(), c.levels.end());
+            st.push_back(safetensorsTensorFromBytes(t.name + ".kept_channels", DType::I32, {k},
+                                                    rawBytes(kept.data(), kept.size())));
+            st.push_back(safetensorsTensorFromBytes(t.name + ".kept_values", DType::F32, {rows, k},
+                                                    rawBytes(c.keptValues.data(), std::size_t(c.keptValues.size()))));
+            st.push_back(safetensorsTensorFromBytes(t.name + ".outlier_index", DType::I64, {o},
+                                                    rawBytes(c.outlierIndex.data(), c.outlierIndex.size())));
+            st.push_back(safetensorsTensorFromBytes(t.name + ".outlier_value", DType::F32, {o},
+                                                    rawBytes(c.outlierValue.data(), c.outlierValue.size())));
+            st.push_back(safetensorsTensorFromBytes(t.name + ".channel_score", DType::F32, {cols},
+                                                    rawBytes(c.channelScore.data(), c.channelScore.size())));
+            st.push_back(safetensorsTensorFromBytes(t.name + ".levels", DType::I32, {std::int64_t(lv.size())},
+                                                    rawBytes(lv.data(), lv.size())));
+            io::JsonValue e;
+            e.set("name", t.name);
+            e.set("method", "cmpq");
+            e.set("bits", g.bits);
+            e.set("rows", rows);
+            e.set("cols", cols);
+            e.set("groups", 0);
+            e.set("codebook", std::int64_t(c.codebook.size()));
+            e.set("kept", k);
+            e.set("outliers", o);
+            e.set("levels", std::int64_t(lv.size()));
+            e.set("target_bits", c.targetBits);
+            list->push_back(std::move(e));
+            continue;
+        }
         const std::int64_t rows = g.codes.rows(), cols = g.codes.cols(), groups = g.scales.cols();
         if (g.scales.rows() != rows || g.zeros.rows() != rows || g.zeros.cols() != groups ||
             std::int64_t(g.groupIndex.size()) != cols ||
@@ -104,7 +147,9 @@ Result<std::vector<BundleTensor>> readGrids(std::map<std::string, std::vector<st
             QB_TRY(groups, intField(e, "groups", name));
             if (*bits < 1 || *bits > 8)
                 return makeError(ErrorCode::Format, "bits " + std::to_string(*bits) + " outside 1..8", where);
-            if ((*cols > 0) != (*groups > 0) || *groups > *cols)
+            const io::JsonValue* method = e.find("method");
+            const bool cmpq = method && method->isString() && method->asString() == "cmpq";
+            if (!cmpq && ((*cols > 0) != (*groups > 0) || *groups > *cols))
                 return makeError(ErrorCode::Format,
                                  std::to_string(*groups) + " groups for " + std::to_string(*cols) + " columns", where);
             // Shapes are compared with what the parser validated against the bytes, so no size
@@ -123,6 +168,66 @@ Result<std::vector<BundleTensor>> readGrids(std::map<std::string, std::vector<st
                 return t;
             };
             const auto r = std::int64_t(*rows), c = std::int64_t(*cols), g = std::int64_t(*groups);
+            if (cmpq) {
+                QB_TRY(nCodebook, intField(e, "codebook", name));
+                QB_TRY(nKept, intField(e, "kept", name));
+                QB_TRY(nOut, intField(e, "outliers", name));
+                QB_TRY(nLevels, intField(e, "levels", name));
+                const io::JsonValue* tb = e.find("target_bits");
+                QB_TRY(codes, get(".codes", DType::U8, {r, c}));
+                QB_TRY(cbits, get(".channel_bits", DType::U8, {c}));
+                QB_TRY(book, get(".codebook", DType::F32, {std::int64_t(*nCodebook)}));
+                QB_TRY(kept, get(".kept_channels", DType::I32, {std::int64_t(*nKept)}));
+                QB_TRY(keptV, get(".kept_values", DType::F32, {r, std::int64_t(*nKept)}));
+                QB_TRY(oi, get(".outlier_index", DType::I64, {std::int64_t(*nOut)}));
+                QB_TRY(ov, get(".outlier_value", DType::F32, {std::int64_t(*nOut)}));
+                QB_TRY(score, get(".channel_score", DType::F32, {c}));
+                QB_TRY(lv, get(".levels", DType::I32, {std::int64_t(*nLevels)}));
+                BundleTensor t;
+                t.name = name;
+                t.grid.bits = int(*bits);
+                t.grid.codes.resize(Eigen::Index(r), Eigen::Index(c));
+                std::memcpy(t.grid.codes.data(), (*codes)->bytes.data(), (*codes)->bytes.size());
+                auto cc = std::make_shared<quant::CmpqCodes>();
+                auto fill = [](auto& vec, const TensorInfo* ti) {
+                    vec.resize(ti->bytes.size() / sizeof(vec[0]));
+                    if (!vec.empty()) std::memcpy(vec.data(), ti->bytes.data(), ti->bytes.size());
+                };
+                fill(cc->channelBits, *cbits);
+                fill(cc->codebook, *book);
+                fill(cc->outlierIndex, *oi);
+                fill(cc->outlierValue, *ov);
+                fill(cc->channelScore, *score);
+                std::vector<std::int32_t> keptI, lvI;
+                fill(keptI, *kept);
+                fill(lvI, *lv);
+                cc->keptChannels.assign(keptI.begin(), keptI.end());
+                cc->levels.assign(lvI.begin(), lvI.end());
+                cc->keptValues.resize(Eigen::Index(r), Eigen::Index(*nKept));
+                if (cc->keptValues.size())
+                    std::memcpy(cc->keptValues.data(), (*keptV)->bytes.data(), (*keptV)->bytes.size());
+                cc->codebookOffset.assign(std::size_t(c) + 1, 0);
+                for (std::int64_t j = 0; j < c; ++j) {
+                    const int b = cc->channelBits[std::size_t(j)];
+                    cc->codebookOffset[std::size_t(j) + 1] =
+                        cc->codebookOffset[std::size_t(j)] + (b > 0 && b <= 8 ? (1 << b) : 0);
+                }
+                cc->targetBits = tb && tb->isNumber() ? tb->asNumber() : 0.0;
+                if (Status v = quant::validateCmpqCodes(t.grid.codes, *cc); !v.ok())
+                    return v.error().withContext(where);
+                for (float v : cc->codebook)
+                    if (!std::isfinite(v)) return makeError(ErrorCode::Format, "non-finite codebook value", where);
+                for (float v : cc->outlierValue)
+                    if (!std::isfinite(v)) return makeError(ErrorCode::Format, "non-finite outlier value", where);
+                if (!cc->keptValues.allFinite()) return makeError(ErrorCode::Format, "non-finite kept value", where);
+                cc->bits = quant::cmpqBitsOf(std::vector<int>(cc->channelBits.begin(), cc->channelBits.end()),
+                                             cc->keptChannels.size(), std::int64_t(cc->outlierIndex.size()), r,
+                                             cc->levels.size());
+                t.grid.groupIndex.assign(std::size_t(c), 0);
+                t.grid.cmpq = std::move(cc);
+                out.push_back(std::move(t));
+                continue;
+            }
             QB_TRY(codes, get(".codes", DType::U8, {r, c}));
             QB_TRY(scales, get(".scales", DType::F64, {r, g}));
             QB_TRY(zeros, get(".zeros", DType::F64, {r, g}));
@@ -183,6 +288,17 @@ const BundleTensor* ProjectBundle::find(const std::string& name) const
     return nullptr;
 }
 
+namespace {
+bool sameCmpq(const quant::CmpqCodes* a, const quant::CmpqCodes* b)
+{
+    if (!a || !b) return a == b;
+    return a->channelBits == b->channelBits && a->codebook == b->codebook && a->keptChannels == b->keptChannels &&
+           a->keptValues.rows() == b->keptValues.rows() && a->keptValues.cols() == b->keptValues.cols() &&
+           a->keptValues == b->keptValues && a->outlierIndex == b->outlierIndex && a->outlierValue == b->outlierValue &&
+           a->channelScore == b->channelScore && a->levels == b->levels && a->targetBits == b->targetBits;
+}
+} // namespace
+
 bool sameGrid(const quant::QuantizedRows& a, const quant::QuantizedRows& b)
 {
     return a.bits == b.bits && a.codes.rows() == b.codes.rows() && a.codes.cols() == b.codes.cols() &&
@@ -191,7 +307,7 @@ bool sameGrid(const quant::QuantizedRows& a, const quant::QuantizedRows& b)
            a.zeros == b.zeros && a.groupIndex == b.groupIndex && a.container == b.container &&
            a.offsets.rows() == b.offsets.rows() && a.offsets.cols() == b.offsets.cols() && a.offsets == b.offsets &&
            a.superScales.rows() == b.superScales.rows() && a.superScales.cols() == b.superScales.cols() &&
-           a.superScales == b.superScales;
+           a.superScales == b.superScales && sameCmpq(a.cmpq.get(), b.cmpq.get());
 }
 
 bool sameGrids(const std::vector<BundleTensor>& a, const std::vector<BundleTensor>& b)
@@ -204,6 +320,11 @@ bool sameGrids(const std::vector<BundleTensor>& a, const std::vector<BundleTenso
 
 std::uint64_t gridStorageBytes(const quant::QuantizedRows& g)
 {
+    if (g.cmpq)
+        return std::uint64_t(g.codes.size()) + g.cmpq->channelBits.size() +
+               4 * std::uint64_t(g.cmpq->codebook.size() + g.cmpq->keptValues.size() + g.cmpq->channelScore.size() +
+                                 g.cmpq->outlierValue.size()) +
+               8 * std::uint64_t(g.cmpq->outlierIndex.size());
     return std::uint64_t(g.codes.size()) + 8 * std::uint64_t(g.scales.size() + g.zeros.size()) +
            4 * std::uint64_t(g.groupIndex.size()) + 8 * std::uint64_t(g.offsets.size() + g.superScales.size());
 }

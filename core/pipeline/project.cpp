@@ -535,6 +535,7 @@ std::vector<exporting::BundleTensor> bundleTensorsFromResult(const QuantizeResul
             bt.grid.bits = c.bits;
             bt.grid.proxyLoss = c.proxyLoss;
             bt.grid.dampingRetries = c.dampingRetries;
+            bt.grid.cmpq = c.cmpq; // shared, immutable
             out.push_back(std::move(bt));
         }
     return out;

@@ -9,14 +9,18 @@
 #include <map>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 namespace qb::pipeline {
 
 namespace {
 
-constexpr std::string_view kSettingKeys[] = {"method",        "bits",       "group_size", "sym",  "act_order",
-                                             "static_groups", "block_size", "damping",    "skip", "target"};
+constexpr std::string_view kSettingKeys[] = {"method",         "bits",           "group_size",      "sym",
+                                             "act_order",      "static_groups",  "block_size",      "damping",
+                                             "skip",           "target",         "levels",          "score",
+                                             "kmeans",         "kmeans_weights", "act_outliers",    "quant_outliers",
+                                             "error_feedback", "bits_scope",     "static_codebooks"};
 constexpr std::string_view kPlainTargets[] = {"F16", "BF16", "F32"};
 
 std::string joinKeys(bool withMatch)
@@ -76,8 +80,14 @@ Status parseSettings(const io::JsonValue& obj, bool isRule, const std::string& w
             if (!method)
                 return planError("unknown method \"" + v.asString() + "\" (valid: " + validMethods() + ")", at);
             s.method = *method;
+        } else if (m.key == "bits" && v.isNumber() && !v.isInteger()) {
+            if (!(v.asNumber() >= 1.0 && v.asNumber() <= quant::kMaxBits))
+                return planError("average bits " + std::to_string(v.asNumber()) + " out of range [1, 8]", at);
+            s.avgBits = v.asNumber();
+            s.bits.reset();
         } else if (m.key == "bits") {
             QB_TRY(b, getInt(v, at));
+            s.avgBits.reset();
             if (*b < quant::kMinBits || *b > quant::kMaxBits)
                 return planError("bits " + std::to_string(*b) + " out of range [" + std::to_string(quant::kMinBits) +
                                      ", " + std::to_string(quant::kMaxBits) + "]",
@@ -110,6 +120,43 @@ Status parseSettings(const io::JsonValue& obj, bool isRule, const std::string& w
             if (!v.isNumber() || !(v.asNumber() >= 0.0 && v.asNumber() <= 1.0))
                 return planError("damping must be a number in [0, 1]", at);
             s.damping = v.asNumber();
+        } else if (m.key == "levels") {
+            if (!v.isArray() || v.asArray().empty())
+                return planError("expected an ascending array of bit levels, e.g. [2, 3, 4]", at);
+            std::vector<int> lv;
+            for (const io::JsonValue& e : v.asArray()) {
+                QB_TRY(b, getInt(e, at));
+                if (*b < 1 || *b > quant::kMaxBits || (!lv.empty() && *b <= lv.back()))
+                    return planError("levels must be strictly ascending integers in [1, 8]", at);
+                lv.push_back(*b);
+            }
+            s.levels = lv;
+        } else if (m.key == "score") {
+            quant::CmpqScore sc;
+            if (!v.isString() || !quant::cmpqScoreFromId(v.asString(), sc))
+                return planError("score must be \"mean_abs\", \"l2\", \"max_abs\" or \"mean_sq\"", at);
+            s.score = sc;
+        } else if (m.key == "kmeans") {
+            QB_TRY(b, getBool(v, at));
+            s.kmeans = *b;
+        } else if (m.key == "kmeans_weights") {
+            if (!v.isString() || (v.asString() != "uniform" && v.asString() != "energy"))
+                return planError("kmeans_weights must be \"uniform\" or \"energy\"", at);
+            s.energyWeights = v.asString() == "energy";
+        } else if (m.key == "act_outliers" || m.key == "quant_outliers") {
+            if (!v.isNumber() || !(v.asNumber() >= 0.0 && v.asNumber() < 0.5))
+                return planError(m.key + " must be a fraction in [0, 0.5)", at);
+            (m.key == "act_outliers" ? s.actOutliers : s.quantOutliers) = v.asNumber();
+        } else if (m.key == "static_codebooks") {
+            QB_TRY(b, getBool(v, at));
+            s.staticCodebooks = *b;
+        } else if (m.key == "error_feedback") {
+            QB_TRY(b, getBool(v, at));
+            s.errorFeedback = *b;
+        } else if (m.key == "bits_scope") {
+            if (!v.isString() || (v.asString() != "plan" && v.asString() != "tensor"))
+                return planError("bits_scope must be \"plan\" or \"tensor\"", at);
+            s.tensorScope = v.asString() == "tensor";
         } else if (m.key == "target") {
             if (!v.isString()) return planError("expected a storage target string (e.g. \"gguf:Q4_K\")", at);
             auto t = parsePlanTarget(v.asString());
@@ -119,6 +166,15 @@ Status parseSettings(const io::JsonValue& obj, bool isRule, const std::string& w
             return planError("unknown key \"" + m.key + "\" (valid: " + joinKeys(isRule) + ")", at);
         }
     }
+    // CMPQ keys beside another method in the same object are a mistake; inherited from a default
+    // into a rule that switches method, they are ignored.
+    const bool cmpqKeys = s.levels || s.score || s.kmeans || s.energyWeights || s.actOutliers || s.quantOutliers ||
+                          s.errorFeedback || s.tensorScope || s.staticCodebooks;
+    if (cmpqKeys && s.method && *s.method != quant::Method::Cmpq)
+        return planError(std::string(quant::methodTraits(*s.method).id) +
+                             " has no CMPQ settings (levels, score, kmeans, kmeans_weights, act_outliers, "
+                             "quant_outliers, error_feedback, static_codebooks, bits_scope)",
+                         where);
     if (isRule && match->empty()) return planError("a rule needs a \"match\" glob", where);
     return {};
 }
@@ -126,7 +182,17 @@ Status parseSettings(const io::JsonValue& obj, bool isRule, const std::string& w
 void overlay(PlanSettings& into, const PlanSettings& from)
 {
     if (from.method) into.method = from.method;
-    if (from.bits) into.bits = from.bits;
+    if (from.bits) into.bits = from.bits, into.avgBits.reset();
+    if (from.avgBits) into.avgBits = from.avgBits, into.bits.reset();
+    if (from.levels) into.levels = from.levels;
+    if (from.score) into.score = from.score;
+    if (from.kmeans) into.kmeans = from.kmeans;
+    if (from.energyWeights) into.energyWeights = from.energyWeights;
+    if (from.actOutliers) into.actOutliers = from.actOutliers;
+    if (from.quantOutliers) into.quantOutliers = from.quantOutliers;
+    if (from.errorFeedback) into.errorFeedback = from.errorFeedback;
+    if (from.staticCodebooks) into.staticCodebooks = from.staticCodebooks;
+    if (from.tensorScope) into.tensorScope = from.tensorScope;
     if (from.groupSize) into.groupSize = from.groupSize;
     if (from.sym) into.sym = from.sym;
     if (from.actOrder) into.actOrder = from.actOrder;
@@ -141,6 +207,21 @@ void writeSettings(io::JsonValue& o, const PlanSettings& s)
 {
     if (s.method) o.set("method", std::string(quant::methodTraits(*s.method).id));
     if (s.bits) o.set("bits", *s.bits);
+    if (s.avgBits) o.set("bits", *s.avgBits);
+    if (s.levels) {
+        io::JsonArray a;
+        for (int b : *s.levels)
+            a.emplace_back(b);
+        o.set("levels", io::JsonValue(std::move(a)));
+    }
+    if (s.score) o.set("score", std::string(quant::cmpqScoreId(*s.score)));
+    if (s.kmeans) o.set("kmeans", *s.kmeans);
+    if (s.energyWeights) o.set("kmeans_weights", std::string(*s.energyWeights ? "energy" : "uniform"));
+    if (s.actOutliers) o.set("act_outliers", *s.actOutliers);
+    if (s.quantOutliers) o.set("quant_outliers", *s.quantOutliers);
+    if (s.errorFeedback) o.set("error_feedback", *s.errorFeedback);
+    if (s.staticCodebooks) o.set("static_codebooks", *s.staticCodebooks);
+    if (s.tensorScope) o.set("bits_scope", std::string(*s.tensorScope ? "tensor" : "plan"));
     if (s.groupSize) o.set("group_size", *s.groupSize);
     if (s.sym) o.set("sym", *s.sym);
     if (s.actOrder) o.set("act_order", *s.actOrder);
@@ -419,6 +500,17 @@ QuantPlan uniformQuantPlan(quant::Method method, int bits, std::optional<int> gr
     return p;
 }
 
+QuantPlan uniformQuantPlanBits(quant::Method method, double bits, std::optional<int> groupSize, std::optional<bool> sym,
+                               std::optional<bool> actOrder)
+{
+    QuantPlan p = uniformQuantPlan(method, int(bits), groupSize, sym, actOrder);
+    if (bits != std::floor(bits)) {
+        p.defaults.bits.reset();
+        p.defaults.avgBits = bits;
+    }
+    return p;
+}
+
 namespace {
 
 // The type a row of `cols` elements is stored in when `type` is asked for: itself, llama.cpp's
@@ -435,6 +527,62 @@ std::string typeForRow(const std::string& type, std::int64_t cols, std::string* 
     return "";
 }
 
+// CMPQ budgets: every cmpq tensor must afford its lowest level with codebooks and outliers; the
+// ones with plan scope asking for the same average share it (water-filling over the minimums).
+Status shareCmpqBudgets(std::vector<TensorPlan>& tensors, const std::vector<bool>& tensorScope)
+{
+    std::map<double, std::vector<std::size_t>> shared; // asked average -> tensors
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+        const TensorPlan& tp = tensors[i];
+        if (tp.skip || tp.method != quant::Method::Cmpq) continue;
+        const double minimum = quant::cmpqMinimumBitsPerWeight(tp.rows, tp.cols, tp.cmpq);
+        if (tensorScope[i]) {
+            if (minimum > tp.cmpq.bits + 1e-12)
+                return planError("cmpq: " + std::to_string(tp.cmpq.bits) +
+                                     " bits/weight is below this tensor's "
+                                     "minimum of " +
+                                     std::to_string(minimum) + " (lowest level, F16 codebooks of " +
+                                     std::to_string(tp.rows) + "-weight channels, outliers)",
+                                 tp.name);
+        } else {
+            shared[tp.cmpq.bits].push_back(i);
+        }
+    }
+    for (const auto& [avg, members] : shared) {
+        std::vector<std::pair<double, double>> mins; // (minimum, weights)
+        double n = 0, need = 0;
+        for (std::size_t i : members) {
+            const TensorPlan& tp = tensors[i];
+            const double w = double(tp.rows * tp.cols);
+            mins.emplace_back(quant::cmpqMinimumBitsPerWeight(tp.rows, tp.cols, tp.cmpq), w);
+            n += w;
+            need += mins.back().first * w;
+        }
+        if (need > avg * n * (1 + 1e-12))
+            return planError("cmpq: an average of " + std::to_string(avg) + " bits/weight is below the minimum of " +
+                                 std::to_string(need / n) +
+                                 " for these tensors (lowest level, F16 codebooks, outliers); "
+                                 "raise the bits, lower the outlier budgets or add a lower level",
+                             tensors[members.front()].name);
+        // x with sum w * max(min, x) = avg * n: tensors whose minimum is above x are held at it,
+        // taken from the largest minimum down.
+        std::sort(mins.begin(), mins.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+        double fixedBits = 0, fixedW = 0, x = avg;
+        for (const auto& [minimum, w] : mins) {
+            x = n - fixedW > 0 ? (avg * n - fixedBits) / (n - fixedW) : avg;
+            if (minimum <= x) break;
+            fixedBits += minimum * w;
+            fixedW += w;
+        }
+        for (std::size_t i : members) {
+            TensorPlan& tp = tensors[i];
+            tp.cmpq.bits = std::max(quant::cmpqMinimumBitsPerWeight(tp.rows, tp.cols, tp.cmpq), x);
+            tp.bitsPerWeight = tp.cmpq.bits;
+        }
+    }
+    return {};
+}
+
 } // namespace
 
 Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& config)
@@ -445,6 +593,7 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
     double bitsTotal = 0;
     std::map<std::string, std::int64_t> requested;                        // container -> params asked for
     std::map<std::pair<std::string, std::string>, std::int64_t> fellBack; // (asked, stored) -> tensors
+    std::vector<bool> cmpqTensorScope; // per tensor: a cmpq tensor that meets its average alone
     for (const Target& t : planTargets(config)) {
         PlanSettings s = plan.defaults;
         // Where bits and target were last set (0: default, i + 1: rule i): a target overrides
@@ -516,17 +665,50 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
             if (o.init == quant::GridInit::Neuqi && o.groups == quant::GroupMode::Dynamic)
                 return planError("neuqi needs static groups (\"static_groups\": true)", t.name);
         }
+        if (s.avgBits && !traits.fractionalBits && !tp.skip)
+            return planError(std::string(traits.id) + " takes integer bits (2..8); a fractional average (" +
+                                 std::to_string(*s.avgBits) + ") needs a method that allocates bits per channel: cmpq",
+                             t.name);
+        if (tp.method == quant::Method::Cmpq && !tp.skip) {
+            if (!tp.target.empty())
+                return planError("cmpq stores per-channel codebooks, which no GGUF type or GPTQ checkpoint can hold; "
+                                 "drop the storage target (the result goes to .qbproj or fake-quantized safetensors)",
+                                 t.name);
+            quant::CmpqOptions& c = tp.cmpq;
+            c = quant::defaultCmpqOptions();
+            if (s.avgBits) c.bits = *s.avgBits;
+            else if (s.bits) c.bits = *s.bits;
+            if (s.levels) c.levels = *s.levels;
+            if (s.score) c.score = *s.score;
+            if (s.kmeans) c.uniformLevels = !*s.kmeans;
+            if (s.energyWeights)
+                c.weights = *s.energyWeights ? quant::CmpqWeights::Energy : quant::CmpqWeights::Uniform;
+            if (s.actOutliers) c.actOutliers = *s.actOutliers;
+            if (s.quantOutliers) c.quantOutliers = *s.quantOutliers;
+            if (s.errorFeedback) c.errorFeedback = *s.errorFeedback;
+            if (s.staticCodebooks) c.staticCodebooks = *s.staticCodebooks;
+            if (s.blockSize) c.blockSize = *s.blockSize;
+            if (s.damping) c.damping = *s.damping;
+            o.grid.bits = c.levels.back();
+            cmpqTensorScope.push_back(s.tensorScope.value_or(false));
+        } else {
+            cmpqTensorScope.push_back(false);
+        }
         tp.options = o;
         if (tp.skip)
             tp.bitsPerWeight = isPlainTarget(target) ? ggufTypeBitsPerWeight(target) : double(kUnquantizedBits);
         else if (spec) tp.bitsPerWeight = spec->bitsPerWeight();
+        else if (tp.method == quant::Method::Cmpq) tp.bitsPerWeight = tp.cmpq.bits;
         else tp.bitsPerWeight = quant::bitsPerWeightUniform(o.grid.bits, o.grid.groupSize, int(t.cols), o.grid.sym);
-        const std::int64_t n = t.rows * t.cols;
+        out.tensors.push_back(std::move(tp));
+    }
+    QB_TRY_STATUS(shareCmpqBudgets(out.tensors, cmpqTensorScope));
+    for (const TensorPlan& tp : out.tensors) {
+        const std::int64_t n = tp.rows * tp.cols;
         out.linearParams += n;
         if (!tp.skip) out.quantizedParams += n;
         bitsTotal += tp.bitsPerWeight * double(n);
         out.linearBytes += std::uint64_t(std::ceil(tp.bitsPerWeight * double(n) / 8.0));
-        out.tensors.push_back(std::move(tp));
     }
     for (std::size_t i = 0; i < plan.rules.size(); ++i)
         if (ruleHits[i] == 0)
@@ -580,6 +762,14 @@ std::string describeQuantPlan(const QuantPlan& plan)
     if (d.skip.value_or(false)) s = "skip";
     else if (d.target && *d.target != "none") s = std::string(quant::methodTraits(m).name) + " " + *d.target;
     else {
+        if (d.avgBits || m == quant::Method::Cmpq) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%g", d.avgBits.value_or(double(d.bits.value_or(3))));
+            s = std::string(quant::methodTraits(m).name) + " " + buf + " bpw";
+            if (!plan.rules.empty())
+                s += " +" + std::to_string(plan.rules.size()) + (plan.rules.size() == 1 ? " rule" : " rules");
+            return s;
+        }
         s = std::string(quant::methodTraits(m).name) + " " + std::to_string(d.bits.value_or(4)) + "b";
         const int g = d.groupSize.value_or(int(quant::methodParamDefault(m, "group_size").value_or(-1)));
         s += g > 0 ? " g" + std::to_string(g) : std::string(" per-ch");

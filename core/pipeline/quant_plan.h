@@ -12,8 +12,9 @@
 //       {"match": "model.layers.0.*", "skip": true}
 //     ]
 //   }
-// Setting keys (in "default" and in every rule): method ("rtn" | "gptq" | "neuqi", the ids of
-// quant::allMethodTraits()), bits (integer 2..8), group_size (positive integer, or -1 for one
+// Setting keys (in "default" and in every rule): method ("rtn" | "gptq" | "neuqi" | "cmpq", the ids
+// of quant::allMethodTraits()), bits (integer 2..8; a fraction in [1, 8], e.g. 2.5, only for
+// methods with fractional bits: cmpq; the others refuse it), group_size (positive integer, or -1 for one
 // group per output channel; a size that does not divide the input width leaves a shorter last
 // group; one larger than the width means per channel), sym, act_order, static_groups (booleans),
 // block_size (integer >= 1), damping (number in [0, 1]), skip (boolean: keep the tensor in F32),
@@ -33,6 +34,17 @@
 // "head_type" (GGUF type names) choose the token embedding and output head types of a GGUF file;
 // when a plan has GGUF targets they default to llama.cpp's Q4_K_M choices: the embedding in the
 // plan's most common linear type, the head in Q6_K (Q8_0 when that is the most common).
+// CMPQ keys (method cmpq only; quant/cmpq.h): bits is the average per weight with everything
+// counted (codes, F16 codebooks, outliers and their indices); levels (ascending array of bit
+// levels, default [2, 3, 4]), score ("mean_abs" | "l2" | "max_abs" | "mean_sq"), kmeans (false:
+// uniform levels), kmeans_weights ("uniform" | "energy"), act_outliers and quant_outliers
+// (fractions in [0, 0.5)), error_feedback, static_codebooks (with feedback: fit the codebooks once
+// on the original weights instead of per column block), block_size, damping, bits_scope ("plan", the default:
+// the CMPQ tensors asking for the same average share one budget, each tensor getting
+// max(its minimum, x) with x solved so that the weighted average is the asked one; "tensor":
+// every tensor meets the average itself). A target that cannot be met (even the lowest level with
+// the codebooks and outliers costs more) is an error that names the minimum. cmpq ignores
+// group_size and has no storage container (GGUF/GPTQ cannot hold per-channel codebooks).
 // A rule also has "match": a glob over tensor names ('*' any run of characters including '.',
 // '?' one character, '[a-z]' / '[!0-9]' classes), tried against the name both with and without
 // the trailing ".weight". Resolution per tensor: start from "default", then every matching rule
@@ -78,6 +90,19 @@ struct PlanSettings {
     std::optional<double> damping;
     std::optional<bool> skip;
     std::optional<std::string> target; // canonical: "Q4_K", "F16", ... or "none"
+    // A fractional "bits" (2.5), for methods with fractional bits (cmpq); setting bits or avgBits
+    // clears the other.
+    std::optional<double> avgBits;
+    // CMPQ only (an error beside another method in the same object, ignored when inherited into a
+    // rule that switches method): see the schema above.
+    std::optional<std::vector<int>> levels;
+    std::optional<quant::CmpqScore> score;
+    std::optional<bool> kmeans;
+    std::optional<bool> energyWeights;
+    std::optional<double> actOutliers, quantOutliers;
+    std::optional<bool> errorFeedback;
+    std::optional<bool> staticCodebooks;
+    std::optional<bool> tensorScope; // "bits_scope": "tensor" (true) or "plan" (false, default)
     bool operator==(const PlanSettings&) const = default;
 };
 
@@ -104,6 +129,7 @@ struct TensorPlan {
     bool skip = false;
     quant::Method method = quant::Method::Rtn;
     quant::GptqOptions options; // grid (bits, group, sym), act-order, groups, block, damping, init
+    quant::CmpqOptions cmpq;    // method cmpq: its options, bits = this tensor's target average
     double bitsPerWeight = kUnquantizedBits;
     // The resolved storage target: a container name ("Q4_K"; solve inside it), "F16"/"BF16"/"F32"
     // (stored unquantized; skip is set), "gptq" (a free grid every group of which a GPTQ checkpoint
@@ -159,6 +185,10 @@ std::string describeQuantPlan(const QuantPlan& plan);
 // A one-rule-free plan: {"default": {...}} from explicit settings (the CLI's --method/--bits).
 QuantPlan uniformQuantPlan(quant::Method method, int bits, std::optional<int> groupSize = std::nullopt,
                            std::optional<bool> sym = std::nullopt, std::optional<bool> actOrder = std::nullopt);
+// The same with possibly fractional bits: an integer value sets bits, a fraction avgBits (refused
+// at resolution by methods without fractional bits).
+QuantPlan uniformQuantPlanBits(quant::Method method, double bits, std::optional<int> groupSize = std::nullopt,
+                               std::optional<bool> sym = std::nullopt, std::optional<bool> actOrder = std::nullopt);
 
 // Resolves the plan for every decoder linear of a model with this config, checks the combined
 // settings, and does the bit accounting.

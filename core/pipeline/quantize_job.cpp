@@ -6,6 +6,7 @@
 #include "pipeline/model_loader.h"
 #include "pipeline/parallel_for.h"
 #include "quant/error_metrics.h"
+#include "quant/cmpq.h"
 #include "quant/container_grid.h"
 #include "quant/gptq.h"
 #include "quant/hessian.h"
@@ -136,9 +137,26 @@ struct Runner {
 // and solve, told apart by the kernel's first progress report.
 // With an importance matrix its entry's mean x² (damped like the Hessian) weights the grid fits.
 Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowMatrix& w, const Eigen::MatrixXd& h,
-                                         const io::ImportanceMatrix* imatrix, RunContext* ctx, TensorReport& rep,
-                                         QuantizeTimings& timings)
+                                         const quant::CmpqChannelStats* stats, const io::ImportanceMatrix* imatrix,
+                                         RunContext* ctx, TensorReport& rep, QuantizeTimings& timings)
 {
+    if (tp.method == quant::Method::Cmpq) {
+        // CMPQ: channel scores from the same tap as H; k-means over channels on the OpenMP team.
+        if (!stats) return makeError(ErrorCode::Internal, "CMPQ without channel statistics", tp.name);
+        const auto t0 = Clock::now();
+        if (ctx) ctx->beginStage("solve", w.cols(), layerDetail(tp.layer, model::linearName(tp.linear)));
+        RunContext child([&](const Progress& p) {
+            if (ctx) ctx->setDone(p.done);
+        });
+        if (ctx) child.setCancelSource([ctx] { return ctx->isCancelled(); });
+        const quant::ParallelFor par = openmpParallelFor();
+        Result<quant::QuantizedRows> q =
+            quant::quantizeRowsCmpq(w, h, stats->score(tp.cmpq.score), tp.cmpq, &child, &par);
+        rep.solveSeconds = secondsSince(t0);
+        timings.solve += rep.solveSeconds;
+        if (!q.ok()) return q.error().code == ErrorCode::Cancelled ? q.error() : q.error().withContext(tp.name);
+        return q;
+    }
     const io::ImportanceEntry* imp = imatrix ? imatrix->find(tp.name) : nullptr;
     if (imatrix && !imp) return makeError(ErrorCode::InvalidArgument, "no importance matrix entry", tp.name);
     const Eigen::VectorXd weights = imp ? importanceWeights(*imp) : Eigen::VectorXd(h.diagonal());
@@ -217,7 +235,7 @@ Result<quant::QuantizedRows> quantizeTensor(const TensorPlan& tensor, const mode
 {
     TensorReport localReport;
     QuantizeTimings localTimings;
-    return solveTensor(tensor, weight, h, importance, ctx, report ? *report : localReport,
+    return solveTensor(tensor, weight, h, nullptr, importance, ctx, report ? *report : localReport,
                        timings ? *timings : localTimings);
 }
 
@@ -337,12 +355,18 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 const model::LinearKind kind = model::linearKind(kGroups[gi][0]);
                 const int cols = int(w->weight(kGroups[gi][0]).cols());
                 quant::HessianAccumulator acc(cols, quant::kGptqHessianFactor);
+                bool anyCmpq = false;
+                for (std::size_t idx : active)
+                    anyCmpq = anyCmpq || plan.tensors[idx].method == quant::Method::Cmpq;
+                std::optional<quant::CmpqChannelStats> stats;
+                if (anyCmpq) stats.emplace(cols);
                 Status tapStatus;
                 if (ctx) ctx->setStep(std::int64_t(plan.tensors[active.front()].linear));
                 if (ctx) ctx->beginStage("hessian", calib.count, layerDetail(l, names));
                 QB_TRY_STATUS(run.tapInputs(
                     *w, l, kind, [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
                         if (which == kind && tapStatus.ok()) tapStatus = acc.addBatch(x);
+                        if (which == kind && stats && tapStatus.ok()) tapStatus = stats->add(x);
                     }));
                 QB_TRY_STATUS(tapStatus);
                 res.seconds.hessian += secondsSince(t0);
@@ -372,12 +396,17 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                         QB_TRY_STATUS(options.observe(tp, weight, h));
                         continue;
                     }
-                    QB_TRY(q, solveTensor(tp, weight, h, options.importance.get(), ctx, rep, res.seconds));
+                    QB_TRY(q, solveTensor(tp, weight, h, stats ? &*stats : nullptr, options.importance.get(), ctx, rep,
+                                          res.seconds));
                     const quant::HessianErrors errors = quant::hessianErrors(weight, q->dequantized, h);
                     rep.relativeError = errors.relative();
                     rep.proxyLoss = 0.5 * errors.errorTrace;
                     rep.solverProxyLoss = q->proxyLoss;
                     rep.dampingRetries = q->dampingRetries;
+                    if (q->cmpq) { // the bits it really takes, everything counted
+                        rep.bitsPerWeight = q->cmpq->bitsPerWeight(weight.rows());
+                        rep.bits = q->bits;
+                    }
                     weight = q->dequantized; // later groups see the quantized sublayer
                     if (options.keepCodes) {
                         q->dequantized.resize(0, 0);
@@ -402,6 +431,15 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
         return makeError(ErrorCode::OutOfMemory, "quantize: not enough memory for the layer, Hessian or activations");
     }
     res.model = std::move(out);
+    { // the average as run: CMPQ tensors report what they really take
+        double bits = 0, n = 0;
+        for (std::size_t i = 0; i < res.tensors.size(); ++i) {
+            const double w = double(plan.tensors[i].rows * plan.tensors[i].cols);
+            bits += res.tensors[i].bitsPerWeight * w;
+            n += w;
+        }
+        if (n > 0) res.bitsPerWeight = bits / n;
+    }
     res.seconds.total = secondsSince(tStart);
     return res;
 }

@@ -121,7 +121,8 @@ struct QuantizeResult {
 
 // One tensor with its plan settings against its input Hessian, as the job solves it: inside the
 // storage container when the plan has one (fit, then RTN or GPTQ on the fixed grid), else RTN,
-// NeUQI or GPTQ on the free grid; an importance matrix (when given) weights the grid fits instead of
+// NeUQI or GPTQ on the free grid (not CMPQ, which needs the channel statistics of the job's
+// tap); an importance matrix (when given) weights the grid fits instead of
 // diag H. Progress stages "search" and "solve"; the seconds go into report/timings when given.
 Result<quant::QuantizedRows> quantizeTensor(const TensorPlan& tensor, const model::RowMatrix& weight,
                                             const Eigen::MatrixXd& h, const io::ImportanceMatrix* importance = nullptr,

@@ -144,6 +144,9 @@ Result<SensitivityCandidate> parseSensitivityCandidate(std::string_view raw)
     }
     const auto method = quant::methodFromId(parts[0]);
     if (!method) return candidateError(raw, "unknown method \"" + parts[0] + "\"");
+    if (*method == quant::Method::Cmpq)
+        return candidateError(raw, "CMPQ is not a planner candidate (it allocates its own bits per channel: give it a "
+                                   "fractional --bits instead)");
     c.settings.method = *method;
     const std::string methodId(quant::methodTraits(*method).id);
     // method:TYPE

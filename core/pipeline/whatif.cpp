@@ -1,6 +1,9 @@
 #include "pipeline/whatif.h"
 
+#include "quant/cmpq.h"
+
 #include "model/forward.h"
+#include "quant/cmpq.h"
 #include "quant/error_metrics.h"
 #include "quant/gptq.h"
 #include "quant/hessian.h"
@@ -62,6 +65,20 @@ Result<PreviewResult> previewTensor(Eigen::Ref<const quant::MatrixXfR> w, const 
     if (h.rows() != w.cols() || h.cols() != w.cols())
         return makeError(ErrorCode::InvalidArgument, "what-if: Hessian does not match the tensor width");
     const auto t0 = std::chrono::steady_clock::now();
+    if (s.method == quant::Method::Cmpq) {
+        // CMPQ from the cached H: the channel score is its diagonal's mean x² (H = 2/N X^T X).
+        quant::CmpqOptions co = quant::defaultCmpqOptions();
+        co.bits = s.avgBits > 0 ? s.avgBits : double(s.bits);
+        co.score = quant::CmpqScore::MeanSquare;
+        const Eigen::VectorXd scores = h.diagonal() / 2.0;
+        QB_TRY(q, quant::quantizeRowsCmpq(w, h, scores, co, ctx));
+        PreviewResult r;
+        r.relativeError = quant::relativeOutputErrorHessian(w, q->dequantized, h);
+        r.bitsPerWeight = q->cmpq->bitsPerWeight(w.rows());
+        r.rows = std::make_shared<const quant::QuantizedRows>(std::move(*q));
+        r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        return r;
+    }
     quant::GptqOptions opt = quant::defaultGptqOptions(s.method);
     opt.grid.bits = s.bits;
     opt.grid.groupSize = s.groupSize;

@@ -7,7 +7,8 @@
 // sublayer kind (q/k/v share one, o, gate/up share one, down). This is the job's Hessian for the
 // first group of the layer; later groups of the job saw already-quantized earlier groups of the
 // same layer, which this pass (using the original layer l) does not replicate.
-// previewTensor() quantizes one tensor with given settings against a cached H and reports
+// previewTensor() quantizes one tensor with given settings against a cached H (CMPQ: scores from
+// its diagonal, mean x², the other options at their defaults) and reports
 // sqrt(tr(dW H dW^T) / tr(W H W^T)) (quant/error_metrics.h), the number the run reports.
 // channelErrors(): with dW = W - Q,
 //   per output channel i:  e_i = sqrt(dW_i H dW_i^T / W_i H W_i^T)   (relative error of output i)
@@ -48,6 +49,7 @@ struct PreviewSettings {
     int bits = 4;
     int groupSize = 128;
     bool sym = false;
+    double avgBits = 0; // cmpq: the average (everything counted); 0 = bits. Its score is diag(H)/2.
 };
 
 struct PreviewResult {

@@ -1,5 +1,7 @@
 #include "pipeline/workflows.h"
 
+#include "quant/cmpq.h"
+
 #include "export/project_bundle.h"
 #include "io/tokenizer.h"
 #include "model/forward.h"
@@ -467,12 +469,33 @@ Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& req, RunContex
     const double lo = w.minCoeff(), hi = w.maxCoeff();
     a.before = eval::computeHistogram(w, req.histogramBins, lo, hi);
     a.after = eval::computeHistogram(q, req.histogramBins, lo, hi);
-    if (*index < run.codes.size())
-        if (const auto& codes = run.codes[*index]; codes && codes->scales.size() > 0) {
+    if (*index < run.codes.size()) {
+        if (const auto& codes = run.codes[*index]; codes && codes->cmpq) {
+            const quant::CmpqCodes& c = *codes->cmpq;
+            TensorAnalysis::CmpqView v;
+            for (std::uint8_t b : c.channelBits)
+                v.channelBits.push_back(b == 0 ? quant::kCmpqKeptBits : int(b));
+            v.channelScore = c.channelScore;
+            v.outliers = c.outlierIndex;
+            const int cols = int(c.channelBits.size());
+            v.channel = req.channel;
+            if (v.channel < 0 || v.channel >= cols)
+                v.channel =
+                    int(std::max_element(c.channelScore.begin(), c.channelScore.end()) - c.channelScore.begin());
+            const int j = v.channel;
+            const Eigen::VectorXf wc = w.col(j), qc = q.col(j);
+            const double clo = wc.minCoeff(), chi = wc.maxCoeff();
+            a.before = eval::computeHistogram(wc.transpose(), req.histogramBins, clo, chi);
+            a.after = eval::computeHistogram(qc.transpose(), req.histogramBins, clo, chi);
+            for (std::int64_t k = c.codebookOffset[std::size_t(j)]; k < c.codebookOffset[std::size_t(j) + 1]; ++k)
+                a.gridLevels.push_back(c.codebook[std::size_t(k)]);
+            a.cmpq = std::move(v);
+        } else if (codes && codes->scales.size() > 0) {
             const double s = codes->scales(0, 0), z = codes->zeros(0, 0);
             for (int k = 0; k < quant::gridLevels(codes->bits); ++k)
                 a.gridLevels.push_back(s * (z + k));
         }
+    }
     return a;
 }
 

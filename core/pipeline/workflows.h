@@ -178,6 +178,7 @@ struct TensorAnalysisRequest {
     std::string tensor;                          // with or without ".weight"
     std::shared_ptr<const LayerHessians> cached; // reused when it is the tensor's layer
     int histogramBins = 64;
+    int channel = -1; // CMPQ: the input channel whose histogram and codebook are shown (-1: top score)
 };
 
 struct TensorAnalysis {
@@ -186,6 +187,15 @@ struct TensorAnalysis {
     ChannelErrors errors;
     eval::Histogram before, after;  // one shared range
     std::vector<double> gridLevels; // the first group's levels (when codes are kept)
+    // CMPQ tensors (codes kept): the channel map and the chosen channel. before/after are then
+    // that channel's weights and gridLevels its codebook.
+    struct CmpqView {
+        std::vector<int> channelBits;       // per input channel; 16 = kept in F16
+        std::vector<float> channelScore;    // the activation score that drove the allocation
+        std::vector<std::int64_t> outliers; // sparse outlier positions, flat row * cols + col
+        int channel = -1;
+    };
+    std::optional<CmpqView> cmpq;
 };
 
 Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& request, RunContext* ctx = nullptr);

@@ -48,21 +48,64 @@ constexpr MethodParam kDamp{"damping",
                             1.0,
                             "added to diag(H) as a fraction of its mean"};
 
+constexpr MethodParam kAvgBits{"bits",
+                               "Average bits",
+                               ParamKind::Double,
+                               3.0,
+                               1.0,
+                               kMaxBits,
+                               "average bits per weight, everything counted (codes, codebooks, outliers); fractional"};
+constexpr MethodParam kActOutliers{"act_outliers",
+                                   "Activation outliers",
+                                   ParamKind::Double,
+                                   kCmpqDefaultActOutliers,
+                                   0.0,
+                                   0.49,
+                                   "fraction of input channels (highest activation score) kept in F16"};
+constexpr MethodParam kQuantOutliers{"quant_outliers",
+                                     "Quantization outliers",
+                                     ParamKind::Double,
+                                     kCmpqDefaultQuantOutliers,
+                                     0.0,
+                                     0.49,
+                                     "fraction of weights with the largest trial error kept in a sparse F16 list"};
+constexpr MethodParam kFeedback{"error_feedback",
+                                "Error feedback",
+                                ParamKind::Bool,
+                                1,
+                                0,
+                                1,
+                                "GPTQ-style error feedback through the Hessian across columns"};
+constexpr MethodParam kKmeans{"kmeans",
+                              "K-means codebooks",
+                              ParamKind::Bool,
+                              1,
+                              0,
+                              1,
+                              "non-uniform per-channel codebooks by weighted k-means (off: uniform levels)"};
+
 constexpr std::array kRtnParams{kBits, kGroup, kSym};
+constexpr std::array kCmpqParams{kAvgBits, kActOutliers, kQuantOutliers, kFeedback, kKmeans, kBlock, kDamp};
 constexpr std::array kGptqParams{kBits, kGroup, kSym, kActOrder, kStatic, kBlock, kDamp};
 constexpr std::array kNeuqiParams{kBits, kGroup, kActOrderOn, kStaticOn, kBlock, kDamp};
 
-const std::array<MethodTraits, 3> kTraits{{
+const std::array<MethodTraits, 4> kTraits{{
     {Method::Rtn, "rtn", "RTN", "Round to nearest on a Min-Max grid per group; no calibration data.", false, false,
-     true, GridInit::MinMax, GroupMode::Static, kRtnParams},
+     true, GridInit::MinMax, GroupMode::Static, false, false, kRtnParams},
     {Method::Gptq, "gptq", "GPTQ",
      "GPTQ (Frantar et al.): column-wise error feedback through the inverse Hessian, Min-Max grid as the "
      "reference implementation.",
-     true, false, true, GridInit::MinMax, GroupMode::Dynamic, kGptqParams},
+     true, false, true, GridInit::MinMax, GroupMode::Dynamic, false, false, kGptqParams},
     {Method::Neuqi, "neuqi", "NeUQI",
      "GPTQ with NeUQI initialisation (Lin et al.): per-group scale search with a real zero-point under the "
      "diagonal Hessian proxy, static groups, act-order.",
-     true, true, false, GridInit::Neuqi, GroupMode::Static, kNeuqiParams},
+     true, true, false, GridInit::Neuqi, GroupMode::Static, false, false, kNeuqiParams},
+    {Method::Cmpq, "cmpq", "CMPQ (reconstruction)",
+     "Channel-wise mixed precision (Chen et al., reconstructed: no public code): bits per input channel from "
+     "calibration activation scores to any fractional average, everything counted; non-uniform per-channel "
+     "codebooks by weighted k-means; activation- and quantization-based outliers in F16; optional GPTQ-style "
+     "error feedback.",
+     true, false, false, GridInit::MinMax, GroupMode::Static, true, true, kCmpqParams},
 }};
 
 } // namespace
@@ -97,6 +140,19 @@ GptqOptions defaultGptqOptions(Method method)
     o.groups = methodParamDefault(method, "static_groups").value_or(0) != 0 ? GroupMode::Static : GroupMode::Dynamic;
     o.blockSize = int(methodParamDefault(method, "block_size").value_or(kGptqDefaultBlockSize));
     o.damping = methodParamDefault(method, "damping").value_or(kGptqDefaultDamping);
+    return o;
+}
+
+CmpqOptions defaultCmpqOptions()
+{
+    CmpqOptions o;
+    o.bits = methodParamDefault(Method::Cmpq, "bits").value_or(3.0);
+    o.actOutliers = methodParamDefault(Method::Cmpq, "act_outliers").value_or(kCmpqDefaultActOutliers);
+    o.quantOutliers = methodParamDefault(Method::Cmpq, "quant_outliers").value_or(kCmpqDefaultQuantOutliers);
+    o.errorFeedback = methodParamDefault(Method::Cmpq, "error_feedback").value_or(1) != 0;
+    o.uniformLevels = methodParamDefault(Method::Cmpq, "kmeans").value_or(1) == 0;
+    o.blockSize = int(methodParamDefault(Method::Cmpq, "block_size").value_or(kGptqDefaultBlockSize));
+    o.damping = methodParamDefault(Method::Cmpq, "damping").value_or(kGptqDefaultDamping);
     return o;
 }
 

@@ -8,6 +8,7 @@
 // Units: bits; group size in input columns (-1 = per output channel); damping relative to
 // mean(diag H); block size in columns.
 
+#include "quant/cmpq.h"
 #include "quant/gptq.h"
 
 #include <optional>
@@ -16,7 +17,7 @@
 
 namespace qb::quant {
 
-enum class Method { Rtn, Gptq, Neuqi };
+enum class Method { Rtn, Gptq, Neuqi, Cmpq };
 
 enum class ParamKind { Int, Bool, Double };
 
@@ -32,14 +33,19 @@ struct MethodParam {
 
 struct MethodTraits {
     Method method;
-    std::string_view id;   // "rtn", "gptq", "neuqi"
-    std::string_view name; // "RTN", "GPTQ", "NeUQI"
+    std::string_view id;   // "rtn", "gptq", "neuqi", "cmpq"
+    std::string_view name; // "RTN", "GPTQ", "NeUQI", "CMPQ (reconstruction)"
     std::string_view description;
     bool needsHessian;  // full H (GPTQ error feedback)
     bool needsDiagonal; // diag H only (NeUQI init under RTN)
     bool supportsSym;
     GridInit init;
     GroupMode defaultGroupMode;
+    // Average bits may be fractional (2.5): only methods whose allocation reaches any average
+    // (CMPQ); the others take integer bits and refuse a fraction.
+    bool fractionalBits;
+    // Per-channel codebooks instead of a uniform grid (no group size, no storage container).
+    bool codebooks;
     std::span<const MethodParam> params;
 };
 
@@ -50,6 +56,8 @@ std::optional<Method> methodFromId(std::string_view id);
 std::optional<double> methodParamDefault(Method method, std::string_view key);
 // GptqOptions carrying the method's defaults (RTN ignores the solver fields).
 GptqOptions defaultGptqOptions(Method method);
+// CmpqOptions carrying the CMPQ parameters' defaults.
+CmpqOptions defaultCmpqOptions();
 
 // Storage convention for bits per weight: one scale and (asymmetric only) one zero per group, each
 // of scaleBits / zeroBits bits; by default F16 scale and F16 zero (a real NeUQI zero needs a float;

@@ -1,5 +1,7 @@
 #include "quant/uniform_grid.h"
 
+#include "quant/cmpq.h"
+
 #include "base/dtype.h"
 
 #include <algorithm>
@@ -126,6 +128,7 @@ Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bit
 
 MatrixXfR dequantizeRowsUniform(const QuantizedRows& q)
 {
+    if (q.cmpq) return dequantizeRowsCmpq(q.codes, *q.cmpq);
     MatrixXfR out(q.codes.rows(), q.codes.cols());
     for (Eigen::Index r = 0; r < q.codes.rows(); ++r)
         for (Eigen::Index c = 0; c < q.codes.cols(); ++c) {

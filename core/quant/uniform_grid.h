@@ -24,6 +24,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,8 @@ using MatrixU8R = Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic, Ei
 
 inline constexpr int kMinBits = 2;
 inline constexpr int kMaxBits = 8;
+
+struct CmpqCodes; // cmpq.h
 
 struct GridSpec {
     int bits = 4;
@@ -118,6 +121,9 @@ struct QuantizedRows {
     int bits = 0;
     double proxyLoss = 0.0; // solver-specific (GPTQ: 1/2 sum (w-q)^2 / U_ii^2); 0 when unused
     int dampingRetries = 0; // GPTQ: extra damping rounds needed for a positive-definite H
+    // CMPQ (cmpq.h): per-channel bits, codebooks and outliers; codes index the channel's codebook
+    // and scales/zeros are empty. Null for the uniform grids.
+    std::shared_ptr<const CmpqCodes> cmpq;
 };
 
 inline GroupParams groupParams(const QuantizedRows& q, Eigen::Index row, int group)
@@ -130,7 +136,7 @@ inline GroupParams groupParams(const QuantizedRows& q, Eigen::Index row, int gro
 Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bits, const MatrixXdR& scales,
                                           const MatrixXdR& zeros, const std::vector<int>& groupIndex,
                                           const MatrixXdR& offsets = {});
-// Dequantise codes again (export round trip).
+// Dequantise codes again (export round trip); CMPQ tensors through dequantizeRowsCmpq.
 MatrixXfR dequantizeRowsUniform(const QuantizedRows& q);
 // Contiguous groups of `groupSize` columns: column j -> j / g.
 std::vector<int> groupIndexContiguous(int groupSize, int cols);

@@ -142,6 +142,42 @@ private Q_SLOTS:
         auto [c9, e9] = run({"--method", "gptq", "--target", "Q4_0", "--head-type", "q9"});
         QCOMPARE(c9, 2);
         QVERIFY2(e9.contains("--head-type: not a GGUF type"), qPrintable(e9));
+        auto [c10, e10] = run({"--method", "gptq", "--bits", "2.5"});
+        QCOMPARE(c10, 2);
+        QVERIFY2(e10.contains("gptq takes integer bits") && e10.contains("--method cmpq"), qPrintable(e10));
+        auto [c11, e11] = run({"--method", "cmpq", "--bits", "2.5", "--target", "Q4_0"});
+        QCOMPARE(c11, 2);
+        QVERIFY2(e11.contains("codebooks") && e11.contains("drop --target"), qPrintable(e11));
+    }
+
+    // CMPQ (reconstruction) at a fractional average: the run reports it, .qbproj keeps the codes,
+    // GGUF stores the tensors in F16 (the nearest exact container) and says so, GPTQ refuses with
+    // the reason, fake-quantized safetensors evaluate like the GGUF file.
+    void cliCmpqProjectExports()
+    {
+        QTemporaryDir dir;
+        const QString proj = dir.filePath("cmpq.qbproj");
+        const auto q = qbtest::runCli(QStringList{"quantize", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"),
+                                                  "--nsamples", "4", "--method", "cmpq", "--bits", "2.5", "--json",
+                                                  "--out", proj, "--format", "qbproj"});
+        QVERIFY2(q.code == 0, q.err.constData());
+        const QJsonObject o = QJsonDocument::fromJson(q.out).object();
+        const double bpw = o.value("bits_per_weight").toDouble();
+        QVERIFY2(bpw <= 2.5 && bpw > 2.4, qPrintable(QString::number(bpw)));
+        const auto gguf =
+            qbtest::runCli(QStringList{"export", proj, "--out", dir.filePath("m.gguf"), "--format", "gguf"});
+        QVERIFY2(gguf.code == 0, gguf.err.constData());
+        QVERIFY2(gguf.err.contains("CMPQ per-channel codebooks cannot be stored in a GGUF block type; stored as F16"),
+                 gguf.err.constData());
+        QVERIFY(gguf.out.contains("F16 x28"));
+        const auto gptq =
+            qbtest::runCli(QStringList{"export", proj, "--out", dir.filePath("gptq"), "--format", "gptq"});
+        QVERIFY(gptq.code != 0);
+        QVERIFY2(gptq.err.contains("cannot be stored in a GPTQ checkpoint") && !gptq.err.contains("--round-grids"),
+                 gptq.err.constData());
+        const auto st =
+            qbtest::runCli(QStringList{"export", proj, "--out", dir.filePath("st"), "--format", "safetensors"});
+        QVERIFY2(st.code == 0, st.err.constData());
     }
 
     // --target: the planned file size is printed before quantizing and equals the written file;

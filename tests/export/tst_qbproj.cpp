@@ -15,8 +15,13 @@
 #include <functional>
 #include <map>
 #include <stdexcept>
+#include "quant/cmpq.h"
+
 #include <QTemporaryDir>
+
 #include <QTest>
+
+#include <random>
 
 using namespace qb;
 
@@ -73,6 +78,7 @@ class TestQbproj : public QObject {
 private Q_SLOTS:
     void initTestCase() { model::setNumThreads(1); }
     void writeReadEqual();
+    void cmpqGridsWriteReadExact();
     void runGridsWriteReadEqual();
     void badRunGridsAreRefused();
     void unknownKeysIgnoredNewerMajorRefused();
@@ -106,6 +112,55 @@ void TestQbproj::writeReadEqual()
     }
     auto plan = pipeline::quantPlanFromJson(r->plan);
     QVERIFY(plan.ok());
+}
+
+// CMPQ tensors (codes, per-channel bits and codebooks, kept channels, sparse outliers, scores)
+// survive bit for bit, reconstruct the same weights, and a manifest that disagrees is refused.
+void TestQbproj::cmpqGridsWriteReadExact()
+{
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd(0.f, 0.02f);
+    quant::MatrixXfR w(96, 64);
+    for (Eigen::Index i = 0; i < w.size(); ++i)
+        w.data()[i] = nd(rng);
+    Eigen::VectorXd scores(64);
+    for (int j = 0; j < 64; ++j)
+        scores[j] = 1.0 + std::fabs(double(nd(rng))) * 100;
+    quant::CmpqOptions o;
+    o.bits = 4.0;
+    o.actOutliers = 0.03;
+    o.quantOutliers = 0.01;
+    o.errorFeedback = false;
+    auto q = quant::quantizeRowsCmpq(w, Eigen::MatrixXd(), scores, o);
+    QVERIFY(q.ok());
+    QVERIFY(!q->cmpq->keptChannels.empty() && !q->cmpq->outlierIndex.empty());
+    exporting::ProjectBundle b = sampleBundle();
+    b.tensors.resize(1);
+    b.tensors[0].grid = *q;
+    b.tensors[0].grid.dequantized.resize(0, 0);
+    QTemporaryDir dir;
+    const std::string path = dir.filePath("cmpq.qbproj").toStdString();
+    QVERIFY(exporting::writeProjectBundle(path, b).ok());
+    auto r = exporting::readProjectBundle(path);
+    QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+    QCOMPARE(r->tensors.size(), std::size_t(1));
+    const quant::QuantizedRows& g = r->tensors[0].grid;
+    QVERIFY(g.cmpq);
+    QVERIFY(exporting::sameGrid(g, b.tensors[0].grid));
+    QCOMPARE(g.cmpq->bits.total(), q->cmpq->bits.total());
+    QVERIFY(quant::dequantizeRowsUniform(g) == q->dequantized);
+    // A manifest whose codebook size disagrees with the stored tensors is refused.
+    auto entries = io::readZipEntries(path);
+    QVERIFY(entries.ok());
+    auto man = io::parseJson(std::string((*entries)["manifest.json"].begin(), (*entries)["manifest.json"].end()));
+    QVERIFY(man.ok());
+    firstTensor(*man).set("codebook", std::int64_t(3));
+    std::vector<io::ZipEntry> z;
+    for (const auto& [n, bytes] : *entries)
+        z.push_back({n, n == "manifest.json" ? bytesOf(io::toJsonText(*man)) : bytes, true});
+    const std::string bad = dir.filePath("bad.qbproj").toStdString();
+    QVERIFY(io::writeZipEntries(bad, z).ok());
+    QVERIFY(!exporting::readProjectBundle(bad).ok());
 }
 
 // The grids of further runs: each in runs/<run>.safetensors, listed in the manifest's run_grids,

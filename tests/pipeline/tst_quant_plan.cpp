@@ -56,11 +56,18 @@ private Q_SLOTS:
         QTest::addColumn<QString>("json");
         QTest::addColumn<QString>("message");
         QTest::newRow("unknown method lists valid") << R"({"default": {"method": "awq", "bits": 4}})"
-                                                    << "unknown method \"awq\" (valid: rtn, gptq, neuqi)";
+                                                    << "unknown method \"awq\" (valid: rtn, gptq, neuqi, cmpq)";
         QTest::newRow("bits too high") << R"({"default": {"method": "rtn", "bits": 9}})"
                                        << "bits 9 out of range [2, 8]";
         QTest::newRow("bits too low") << R"({"default": {"method": "rtn", "bits": 1}})" << "out of range";
-        QTest::newRow("bits fractional") << R"({"default": {"method": "rtn", "bits": 3.5}})" << "expected an integer";
+        QTest::newRow("bits fractional out of range") << R"({"default": {"method": "cmpq", "bits": 8.5}})"
+                                                      << "average bits 8.500000 out of range";
+        QTest::newRow("cmpq levels not ascending") << R"({"default": {"method": "cmpq", "levels": [3, 2]}})"
+                                                   << "levels must be strictly ascending";
+        QTest::newRow("cmpq bad score") << R"({"default": {"method": "cmpq", "score": "median"}})"
+                                        << "score must be";
+        QTest::newRow("cmpq outliers range") << R"({"default": {"method": "cmpq", "act_outliers": 0.6}})"
+                                             << "act_outliers must be a fraction";
         QTest::newRow("group zero") << R"({"default": {"method": "gptq", "bits": 4, "group_size": 0}})"
                                     << "group size 0 must be positive";
         QTest::newRow("group negative") << R"({"default": {"method": "gptq", "bits": 4, "group_size": -5}})"
@@ -91,6 +98,67 @@ private Q_SLOTS:
         QVERIFY(!p.ok());
         const QString got = QString::fromStdString(p.error().toString());
         QVERIFY2(got.contains(message), qPrintable(got));
+    }
+
+    // CMPQ (reconstruction): fractional bits only for it, its keys only with it, no storage
+    // container, plan-wide budgets shared over the tensors' minimums, per-tensor scope.
+    void cmpqPlans()
+    {
+        const ModelConfig c = qbtest::syntheticConfig(); // 16..48 rows: codebooks are expensive
+        auto resolveText = [&](const char* json) -> Result<ResolvedPlan> {
+            auto p = quantPlanFromText(json);
+            if (!p.ok()) return p.error();
+            return resolveQuantPlan(*p, c);
+        };
+        auto rtn = resolveText(R"({"default": {"method": "rtn", "bits": 3.5}})");
+        QVERIFY(!rtn.ok() && rtn.error().message.find("takes integer bits") != std::string::npos);
+        auto keys = quantPlanFromText(R"({"default": {"method": "gptq", "bits": 3, "act_outliers": 0.01}})");
+        QVERIFY(!keys.ok() && keys.error().message.find("no CMPQ settings") != std::string::npos);
+        auto target = resolveText(R"({"default": {"method": "cmpq", "bits": 6.5, "target": "gguf:Q4_K"}})");
+        QVERIFY(!target.ok() && target.error().message.find("codebooks") != std::string::npos);
+        auto low = resolveText(R"({"default": {"method": "cmpq", "bits": 2.5}})");
+        QVERIFY(!low.ok() && low.error().message.find("minimum") != std::string::npos);
+        // Plan scope: k/v (16 rows) cost more than q/gate/up; the average is still the asked one.
+        auto shared =
+            resolveText(R"({"default": {"method": "cmpq", "bits": 6.3, "act_outliers": 0, "quant_outliers": 0.01}})");
+        QVERIFY2(shared.ok(), shared.ok() ? "" : shared.error().message.c_str());
+        QVERIFY(std::abs(shared->bitsPerWeight - 6.3) < 1e-9);
+        double lo = 1e9, hi = 0;
+        for (const TensorPlan& t : shared->tensors) {
+            QCOMPARE(t.method, quant::Method::Cmpq);
+            QCOMPARE(t.cmpq.bits, t.bitsPerWeight);
+            QVERIFY(t.cmpq.bits + 1e-12 >= quant::cmpqMinimumBitsPerWeight(t.rows, t.cols, t.cmpq));
+            QCOMPARE(t.cmpq.quantOutliers, 0.01);
+            lo = std::min(lo, t.cmpq.bits), hi = std::max(hi, t.cmpq.bits);
+        }
+        QVERIFY(hi > lo); // the minimums differ, so the budget moved
+        // Tensor scope: every tensor the asked average, or an error naming the tensor.
+        auto each = resolveText(R"({"default": {"method": "cmpq", "bits": 6.5, "bits_scope": "tensor",
+                                "act_outliers": 0, "quant_outliers": 0}})");
+        QVERIFY(each.ok());
+        for (const TensorPlan& t : each->tensors)
+            QCOMPARE(t.cmpq.bits, 6.5);
+        // Integer bits are an average too; rules mix methods; save -> load keeps every key.
+        const char* mixed = R"({"default": {"method": "cmpq", "bits": 7, "levels": [1, 2, 3], "score": "max_abs",
+            "kmeans": false, "kmeans_weights": "energy", "act_outliers": 0.05, "quant_outliers": 0.001,
+            "error_feedback": false, "static_codebooks": false, "bits_scope": "tensor"},
+            "rules": [{"match": "*.mlp.*", "method": "gptq", "bits": 4, "group_size": 16}]})";
+        auto plan = quantPlanFromText(mixed);
+        QVERIFY(plan.ok());
+        auto r = resolveQuantPlan(*plan, c);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().message.c_str());
+        const TensorPlan* q = r->find("model.layers.0.self_attn.q_proj");
+        QVERIFY(q && q->method == quant::Method::Cmpq);
+        QCOMPARE(q->cmpq.levels, (std::vector<int>{1, 2, 3}));
+        QCOMPARE(q->cmpq.score, quant::CmpqScore::MaxAbs);
+        QVERIFY(q->cmpq.uniformLevels && !q->cmpq.errorFeedback && !q->cmpq.staticCodebooks);
+        QCOMPARE(q->cmpq.weights, quant::CmpqWeights::Energy);
+        QCOMPARE(r->find("model.layers.0.mlp.up_proj")->method, quant::Method::Gptq);
+        auto again = quantPlanFromJson(quantPlanToJson(*plan));
+        QVERIFY(again.ok() && *again == *plan);
+        auto frac = quantPlanFromJson(quantPlanToJson(uniformQuantPlanBits(quant::Method::Cmpq, 2.75)));
+        QVERIFY(frac.ok() && frac->defaults.avgBits == 2.75 && !frac->defaults.bits);
+        QCOMPARE(describeQuantPlan(*frac), std::string("CMPQ (reconstruction) 2.75 bpw"));
     }
 
     void symWithNeuqiIsAnError()

@@ -7,6 +7,9 @@
 #include "pipeline/calibration.h"
 #include "pipeline/perplexity_job.h"
 #include "pipeline/quantize_job.h"
+#include "pipeline/whatif.h"
+#include "pipeline/workflows.h"
+#include "quant/cmpq.h"
 #include "quant/error_metrics.h"
 #include "quant/gptq.h"
 #include "quant/method_traits.h"
@@ -412,6 +415,68 @@ private Q_SLOTS:
         QVERIFY(viaCk.ok() && viaModel.ok());
         for (int l = 0; l < 4; ++l)
             QVERIFY(qbtest::bitwiseEqual(viaCk->model->layer(l)->down, viaModel->model->layer(l)->down));
+    }
+
+    // CMPQ (reconstruction) through the job: channel scores from the same tap as H (layer 0's
+    // q/k/v see the base model's inputs, so its score equals diag(H)/2 of the what-if pass), every
+    // tensor within its budget and the plan's average, the fake-quantized weights the codes' LUT.
+    void cmpqRun()
+    {
+        const auto model = qbtest::syntheticModel(2);
+        const auto calib = qbtest::syntheticCalibration(4, 16);
+        auto p = pipeline::quantPlanFromText(
+            R"({"default": {"method": "cmpq", "bits": 6.3, "score": "mean_sq", "act_outliers": 0.04,
+                "quant_outliers": 0.01}})");
+        QVERIFY(p.ok());
+        const auto plan = resolve(*p, model->config());
+        auto r = pipeline::runQuantize(*model, nullptr, plan, calib);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        QVERIFY(r->bitsPerWeight <= 6.3 + 1e-9);
+        for (std::size_t i = 0; i < r->tensors.size(); ++i) {
+            const auto& t = r->tensors[i];
+            QCOMPARE(t.method, quant::Method::Cmpq);
+            QVERIFY(r->codes[i] && r->codes[i]->cmpq);
+            QVERIFY(t.bitsPerWeight <= plan.tensors[i].cmpq.bits + 1e-9);
+            QVERIFY2(std::isfinite(t.relativeError) && t.relativeError < 0.3,
+                     qPrintable(QString::number(t.relativeError)));
+            const quant::MatrixXfR deq = quant::dequantizeRowsUniform(*r->codes[i]);
+            QVERIFY(deq == quant::MatrixXfR(r->model->layer(t.layer)->weight(t.linear)));
+        }
+        auto hs = pipeline::layerInputHessians(*model, nullptr, calib, 0);
+        QVERIFY(hs.ok());
+        const Eigen::VectorXd meanSq = hs->forLinear(model::Linear::Q).diagonal() / 2.0;
+        const std::vector<float>& score = r->codes[0]->cmpq->channelScore;
+        QCOMPARE(Eigen::Index(score.size()), meanSq.size());
+        for (Eigen::Index j = 0; j < meanSq.size(); ++j)
+            QVERIFY(std::abs(score[std::size_t(j)] - meanSq[j]) <= 1e-4 * meanSq[j] + 1e-9);
+        // The tensor analysis shows the channel map, the outliers and the top channel's codebook.
+        pipeline::TensorAnalysisRequest areq;
+        areq.base = model;
+        areq.run = std::make_shared<const pipeline::QuantizeResult>(std::move(*r));
+        areq.calibration = std::make_shared<const pipeline::CalibrationSet>(calib);
+        areq.tensor = "model.layers.0.self_attn.q_proj";
+        auto a = pipeline::analyzeTensor(areq);
+        QVERIFY2(a.ok(), a.ok() ? "" : a.error().toString().c_str());
+        QVERIFY(a->cmpq);
+        const auto& cq = *areq.run->codes[0]->cmpq;
+        QCOMPARE(int(a->cmpq->channelBits.size()), 32);
+        QCOMPARE(a->cmpq->channel, int(std::max_element(score.begin(), score.end()) - score.begin()));
+        QCOMPARE(a->cmpq->outliers, cq.outlierIndex);
+        const int top = a->cmpq->channel;
+        QCOMPARE(a->cmpq->channelBits[std::size_t(top)],
+                 cq.channelBits[std::size_t(top)] == 0 ? 16 : int(cq.channelBits[std::size_t(top)]));
+        QCOMPARE(int(a->gridLevels.size()),
+                 cq.channelBits[std::size_t(top)] ? 1 << cq.channelBits[std::size_t(top)] : 0);
+        areq.channel = 3;
+        auto a3 = pipeline::analyzeTensor(areq);
+        QVERIFY(a3.ok() && a3->cmpq->channel == 3);
+        std::int64_t n = 0;
+        for (auto c : a3->before.counts)
+            n += c;
+        QCOMPARE(n, std::int64_t(32)); // one channel: 32 rows
+        // Fractional bits are refused by the integer methods, with a message that says why.
+        auto g = pipeline::resolveQuantPlan(pipeline::uniformQuantPlanBits(quant::Method::Gptq, 2.5), model->config());
+        QVERIFY(!g.ok() && g.error().message.find("integer bits") != std::string::npos);
     }
 
     void demoQuality()

@@ -209,7 +209,7 @@ private Q_SLOTS:
     void traitsTableIsIndexedAndConsistent()
     {
         const auto all = allMethodTraits();
-        QCOMPARE(int(all.size()), 3);
+        QCOMPARE(int(all.size()), 4);
         std::set<std::string_view> ids;
         for (std::size_t i = 0; i < all.size(); ++i) {
             const MethodTraits& t = all[i];
@@ -238,6 +238,14 @@ private Q_SLOTS:
         QVERIFY(!gptq.actOrder);
         QCOMPARE(gptq.groups, GroupMode::Dynamic);
         QVERIFY(methodTraits(Method::Gptq).needsHessian);
+        // Only CMPQ takes fractional bits and stores codebooks; its defaults come from the table.
+        for (const MethodTraits& t : all)
+            QCOMPARE(t.fractionalBits, t.method == Method::Cmpq);
+        QCOMPARE(methodTraits(Method::Cmpq).name, std::string_view("CMPQ (reconstruction)"));
+        const CmpqOptions cmpq = defaultCmpqOptions();
+        QCOMPARE(cmpq.bits, 3.0);
+        QCOMPARE(cmpq.quantOutliers, kCmpqDefaultQuantOutliers);
+        QVERIFY(cmpq.errorFeedback && !cmpq.uniformLevels);
         QVERIFY(!methodTraits(Method::Rtn).needsHessian);
     }
 

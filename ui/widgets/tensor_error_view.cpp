@@ -161,6 +161,24 @@ void TensorErrorView::display()
     m_outChart->setValues(a.errors.outChannel);
     m_inChart->setValues(a.errors.inChannel);
     m_hist->setData(a.before, a.after, a.gridLevels);
+    if (a.cmpq) { // CMPQ: the histogram is one input channel's, its levels that channel's codebook
+        const auto& c = *a.cmpq;
+        const std::size_t j = std::size_t(c.channel);
+        m_hist->chart()->setTitle(tr("Input channel %1 (score %2, %3 bits): weights before / after, codebook")
+                                      .arg(c.channel)
+                                      .arg(double(c.channelScore[j]), 0, 'g', 4)
+                                      .arg(c.channelBits[j]));
+        int counts[17] = {};
+        for (int b : c.channelBits)
+            ++counts[std::min(b, 16)];
+        QString map;
+        for (int b = 1; b <= 16; ++b)
+            if (counts[b]) map += b == 16 ? tr(" %1×F16").arg(counts[b]) : tr(" %1×%2b").arg(counts[b]).arg(b);
+        m_title->setText(m_title->text() +
+                         tr("<br>CMPQ channels:%1 · %2 sparse outliers").arg(map).arg(c.outliers.size()));
+    } else {
+        m_hist->chart()->setTitle(tr("Weights before / after, grid of row 0 group 0"));
+    }
     // Start the what-if from the tensor's own settings.
     const QSignalBlocker b1(m_method), b2(m_bits), b3(m_group), b4(m_sym);
     m_method->setCurrentIndex(m_method->findData(int(rep.method)));

@@ -1,0 +1,682 @@
+#include "quant/cmpq.h"
+
+#include "base/dtype.h"
+#include "quant/hessian.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <queue>
+#include <string>
+#include <tuple>
+
+namespace qb::quant {
+
+namespace {
+
+constexpr double kCentroidBits = kCmpqKeptBits;
+
+int ceilLog2(std::int64_t n)
+{
+    int b = 0;
+    while ((std::int64_t(1) << b) < n)
+        ++b;
+    return b;
+}
+
+double toF16(double v) { return double(f16ToF32(f32ToF16(float(v)))); }
+
+double importanceOf(double score, CmpqScore s) { return s == CmpqScore::MeanSquare ? score : score * score; }
+
+int tagBits(std::size_t levels) { return levels > 1 ? ceilLog2(std::int64_t(levels)) : 0; }
+
+// Fits the codebook of one channel: values (already without outliers) sorted with their weights;
+// returns centroids ascending, F16-rounded, size 2^bits (duplicates allowed).
+struct ChannelScratch {
+    std::vector<double> vals, wts;
+    std::vector<std::size_t> order;
+    KmeansScratch km;
+    KmeansResult res;
+};
+
+// Every element of an input channel carries its channel's weight (uniform or activation energy:
+// one value per channel), so the values are sorted as they are, without an index sort.
+void fitChannelCodebook(const double* x, double weight, std::size_t n, int bits, const CmpqOptions& opt,
+                        ChannelScratch& s, float* centroidsOut)
+{
+    const int k = 1 << bits;
+    s.vals.assign(x, x + n);
+    std::sort(s.vals.begin(), s.vals.end());
+    s.wts.assign(n, std::max(weight, 1e-30));
+    std::vector<double>& c = s.res.centroids;
+    if (n == 0) {
+        c.assign(std::size_t(k), 0.0);
+    } else if (opt.uniformLevels) {
+        c.resize(std::size_t(k));
+        const double lo = s.vals.front(), hi = s.vals.back();
+        for (int i = 0; i < k; ++i)
+            c[std::size_t(i)] = k == 1 ? 0.5 * (lo + hi) : lo + (hi - lo) * double(i) / double(k - 1);
+    } else {
+        kmeans1dWeighted(s.vals.data(), s.wts.data(), n, k, opt.kmeansIters, opt.kmeansTol, s.km, s.res);
+    }
+    for (int i = 0; i < k; ++i)
+        centroidsOut[i] = float(toF16(c[std::size_t(i)]));
+    std::sort(centroidsOut, centroidsOut + k);
+}
+
+// Index of the nearest centroid (ascending codebook of size k): binary search of the midpoints.
+inline int nearestCode(double v, const float* cb, int k)
+{
+    int lo = 0, hi = k - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (v > 0.5 * (double(cb[mid]) + double(cb[mid + 1]))) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+// Below this many weights per call the parallel-for's start-up costs more than the k-means.
+constexpr std::int64_t kParallelMinWeights = std::int64_t(1) << 15;
+
+template <class Body>
+void forChannels(const ParallelFor* par, std::int64_t count, std::int64_t rows, const Body& body)
+{
+    if (par && par->run && par->workers > 1 && count * rows >= kParallelMinWeights) par->run(count, body);
+    else
+        for (std::int64_t i = 0; i < count; ++i)
+            body(i, 0);
+}
+
+} // namespace
+
+std::string_view cmpqScoreId(CmpqScore s)
+{
+    switch (s) {
+    case CmpqScore::MeanAbs: return "mean_abs";
+    case CmpqScore::L2: return "l2";
+    case CmpqScore::MaxAbs: return "max_abs";
+    case CmpqScore::MeanSquare: return "mean_sq";
+    }
+    return "mean_abs";
+}
+
+bool cmpqScoreFromId(std::string_view id, CmpqScore& out)
+{
+    for (CmpqScore s : {CmpqScore::MeanAbs, CmpqScore::L2, CmpqScore::MaxAbs, CmpqScore::MeanSquare})
+        if (cmpqScoreId(s) == id) {
+            out = s;
+            return true;
+        }
+    return false;
+}
+
+Status validateCmpqOptions(const CmpqOptions& o)
+{
+    if (o.levels.empty()) return makeError(ErrorCode::InvalidArgument, "CMPQ: the level set is empty");
+    for (std::size_t i = 0; i < o.levels.size(); ++i) {
+        if (o.levels[i] < 1 || o.levels[i] > kMaxBits)
+            return makeError(ErrorCode::InvalidArgument,
+                             "CMPQ: level " + std::to_string(o.levels[i]) + " out of range [1, 8]");
+        if (i && o.levels[i] <= o.levels[i - 1])
+            return makeError(ErrorCode::InvalidArgument, "CMPQ: levels must be strictly ascending");
+    }
+    if (!(o.bits > 0.0 && o.bits <= 32.0))
+        return makeError(ErrorCode::InvalidArgument, "CMPQ: target bits must be in (0, 32]");
+    if (!(o.actOutliers >= 0.0 && o.actOutliers < 0.5) || !(o.quantOutliers >= 0.0 && o.quantOutliers < 0.5))
+        return makeError(ErrorCode::InvalidArgument, "CMPQ: outlier budgets must be fractions in [0, 0.5)");
+    if (o.kmeansIters < 1) return makeError(ErrorCode::InvalidArgument, "CMPQ: k-means needs at least 1 iteration");
+    if (o.blockSize < 1) return makeError(ErrorCode::InvalidArgument, "CMPQ: block size must be >= 1");
+    return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+CmpqChannelStats::CmpqChannelStats(int cols)
+    : m_sumAbs(Eigen::VectorXd::Zero(cols)), m_sumSq(Eigen::VectorXd::Zero(cols)), m_maxAbs(Eigen::VectorXd::Zero(cols))
+{}
+
+Status CmpqChannelStats::add(Eigen::Ref<const MatrixXfR> x)
+{
+    if (x.cols() != m_sumAbs.size())
+        return makeError(ErrorCode::Shape, "CMPQ statistics: batch has " + std::to_string(x.cols()) +
+                                               " channels, expected " + std::to_string(m_sumAbs.size()));
+    for (Eigen::Index r = 0; r < x.rows(); ++r) {
+        const float* row = x.row(r).data();
+        for (Eigen::Index c = 0; c < x.cols(); ++c) {
+            const double v = std::fabs(double(row[c]));
+            m_sumAbs[c] += v;
+            m_sumSq[c] += v * v;
+            m_maxAbs[c] = std::max(m_maxAbs[c], v);
+        }
+    }
+    m_tokens += x.rows();
+    return {};
+}
+
+Eigen::VectorXd CmpqChannelStats::score(CmpqScore s) const
+{
+    const double n = double(std::max<std::int64_t>(m_tokens, 1));
+    switch (s) {
+    case CmpqScore::MeanAbs: return m_sumAbs / n;
+    case CmpqScore::L2: return m_sumSq.cwiseSqrt();
+    case CmpqScore::MaxAbs: return m_maxAbs;
+    case CmpqScore::MeanSquare: return m_sumSq / n;
+    }
+    return m_sumAbs / n;
+}
+
+// ---------------------------------------------------------------------------------------------
+CmpqBits cmpqBitsOf(const std::vector<int>& channelBits, std::size_t kept, std::int64_t sparse, std::int64_t rows,
+                    std::size_t levelCount)
+{
+    CmpqBits b;
+    const std::int64_t cols = std::int64_t(channelBits.size());
+    for (int cb : channelBits)
+        if (cb > 0) {
+            b.codes += double(rows) * cb;
+            b.codebooks += kCentroidBits * double(1 << cb);
+            b.tags += tagBits(levelCount);
+        }
+    b.keptChannels = double(kept) * (double(rows) * kCmpqKeptBits + ceilLog2(cols));
+    b.sparseOutliers = double(sparse) * (kCmpqKeptBits + ceilLog2(rows * cols));
+    return b;
+}
+
+namespace {
+int keptChannelCount(int n, double frac) { return frac > 0.0 ? std::min(n - 1, int(std::ceil(frac * n - 1e-9))) : 0; }
+} // namespace
+
+double cmpqMinimumBitsPerWeight(std::int64_t rows, std::int64_t cols, const CmpqOptions& opt)
+{
+    if (rows <= 0 || cols <= 0 || opt.levels.empty()) return 0.0;
+    const int kept = keptChannelCount(int(cols), opt.actOutliers);
+    std::vector<int> bits(std::size_t(cols), opt.levels.front());
+    std::fill(bits.begin(), bits.begin() + kept, 0);
+    const std::int64_t sparse = std::int64_t(std::floor(opt.quantOutliers * double(rows) * double(cols)));
+    return cmpqBitsOf(bits, std::size_t(kept), sparse, rows, opt.levels.size()).total() / (double(rows) * double(cols));
+}
+
+Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int64_t rows, const CmpqOptions& opt)
+{
+    QB_TRY_STATUS(validateCmpqOptions(opt));
+    const int n = int(scores.size());
+    if (n <= 0 || rows <= 0) return makeError(ErrorCode::Shape, "CMPQ: empty tensor");
+    if (!scores.allFinite()) return makeError(ErrorCode::NumericalError, "CMPQ: channel scores are not finite");
+    std::vector<int> rank(static_cast<std::size_t>(n));
+    std::iota(rank.begin(), rank.end(), 0);
+    std::stable_sort(rank.begin(), rank.end(), [&](int a, int b) { return scores[a] > scores[b]; });
+
+    CmpqAllocation a;
+    a.budget = opt.bits * double(rows) * double(n);
+    const int kept = keptChannelCount(n, opt.actOutliers);
+    a.keptChannels.assign(rank.begin(), rank.begin() + kept);
+    std::sort(a.keptChannels.begin(), a.keptChannels.end());
+    a.sparseOutliers = std::int64_t(std::floor(opt.quantOutliers * double(rows) * double(n)));
+    a.channelBits.assign(std::size_t(n), opt.levels.front());
+    for (int c : a.keptChannels)
+        a.channelBits[std::size_t(c)] = 0;
+    a.bits = cmpqBitsOf(a.channelBits, a.keptChannels.size(), a.sparseOutliers, rows, opt.levels.size());
+    if (a.bits.total() > a.budget + 1e-6)
+        return makeError(ErrorCode::InvalidArgument,
+                         "CMPQ: " + std::to_string(opt.bits) + " bits/weight is below this tensor's minimum of " +
+                             std::to_string(a.bits.total() / (double(rows) * n)) + " (" +
+                             std::to_string(opt.levels.front()) + "-bit codes, F16 codebooks of " +
+                             std::to_string(1 << opt.levels.front()) + " centroids per channel of " +
+                             std::to_string(rows) +
+                             " weights, outliers); raise the bits, lower the outlier budgets "
+                             "or add a lower level");
+
+    // Greedy by gain per bit; ties by rank (a higher-scored channel first), so allocation is monotone.
+    std::vector<int> levelIndex(static_cast<std::size_t>(n), 0);
+    std::vector<int> rankOf(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i)
+        rankOf[std::size_t(rank[std::size_t(i)])] = i;
+    auto stepCost = [&](int li) {
+        const int b0 = opt.levels[std::size_t(li)], b1 = opt.levels[std::size_t(li) + 1];
+        return double(rows) * (b1 - b0) + kCentroidBits * double((1 << b1) - (1 << b0));
+    };
+    for (std::size_t li = 0; li + 1 < opt.levels.size(); ++li)
+        a.maxStep = std::max(a.maxStep, stepCost(int(li)));
+    using Cand = std::tuple<double, int, int>; // gain per bit, -rank, column
+    std::priority_queue<Cand> queue;
+    auto push = [&](int c) {
+        const int li = levelIndex[std::size_t(c)];
+        if (li + 1 >= int(opt.levels.size())) return;
+        const int b0 = opt.levels[std::size_t(li)], b1 = opt.levels[std::size_t(li) + 1];
+        const double gain = importanceOf(scores[c], opt.score) * (std::ldexp(1.0, -2 * b0) - std::ldexp(1.0, -2 * b1));
+        queue.emplace(gain / stepCost(li), -rankOf[std::size_t(c)], c);
+    };
+    for (int c = 0; c < n; ++c)
+        if (a.channelBits[std::size_t(c)] > 0) push(c);
+    double total = a.bits.total();
+    while (!queue.empty()) {
+        const int c = std::get<2>(queue.top());
+        queue.pop();
+        const int li = levelIndex[std::size_t(c)];
+        const double cost = stepCost(li);
+        if (total + cost > a.budget + 1e-6) continue; // every later candidate at this level costs the same
+        total += cost;
+        levelIndex[std::size_t(c)] = li + 1;
+        a.channelBits[std::size_t(c)] = opt.levels[std::size_t(li) + 1];
+        push(c);
+    }
+    a.bits = cmpqBitsOf(a.channelBits, a.keptChannels.size(), a.sparseOutliers, rows, opt.levels.size());
+    return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+void kmeans1dWeighted(const double* x, const double* w, std::size_t n, int k, int maxIters, double tol,
+                      KmeansScratch& s, KmeansResult& out)
+{
+    out.centroids.assign(std::size_t(k), n ? x[0] : 0.0);
+    out.objective.clear();
+    out.iterations = 0;
+    if (n == 0 || k <= 0) return;
+    s.cw.resize(n + 1);
+    s.cwx.resize(n + 1);
+    s.cwxx.resize(n + 1);
+    s.cw[0] = s.cwx[0] = s.cwxx[0] = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        s.cw[i + 1] = s.cw[i] + w[i];
+        s.cwx[i + 1] = s.cwx[i] + w[i] * x[i];
+        s.cwxx[i + 1] = s.cwxx[i] + w[i] * x[i] * x[i];
+    }
+    // Few distinct values: they are the codebook, error 0.
+    std::size_t distinct = 1;
+    for (std::size_t i = 1; i < n && distinct <= std::size_t(k); ++i)
+        if (x[i] != x[i - 1]) ++distinct;
+    std::vector<double>& c = out.centroids;
+    if (distinct <= std::size_t(k)) {
+        std::size_t j = 0;
+        c[0] = x[0];
+        for (std::size_t i = 1; i < n; ++i)
+            if (x[i] != x[i - 1]) c[++j] = x[i];
+        for (std::size_t t = j + 1; t < std::size_t(k); ++t)
+            c[t] = x[n - 1];
+        out.objective.push_back(0.0);
+        return;
+    }
+    // Two deterministic inits, weighted quantiles (j + 1/2) / K and K even levels over [min, max];
+    // Lloyd from each, the lower objective kept (1-D Lloyd stalls in poor local optima from one).
+    const double wsum = s.cw[n];
+    s.seg.resize(std::size_t(k) + 1);
+    // Segment j = [seg[j], seg[j+1]): points nearer to c_j than to its neighbours (ties go left).
+    auto assign = [&]() {
+        s.seg[0] = 0;
+        for (int j = 0; j + 1 < k; ++j) {
+            const double mid = 0.5 * (c[std::size_t(j)] + c[std::size_t(j) + 1]);
+            s.seg[std::size_t(j) + 1] =
+                std::max(s.seg[std::size_t(j)], std::size_t(std::upper_bound(x, x + n, mid) - x));
+        }
+        s.seg[std::size_t(k)] = n;
+    };
+    auto objective = [&]() {
+        double f = 0.0;
+        for (int j = 0; j < k; ++j) {
+            const std::size_t a = s.seg[std::size_t(j)], b = s.seg[std::size_t(j) + 1];
+            if (a == b) continue;
+            const double sw = s.cw[b] - s.cw[a], swx = s.cwx[b] - s.cwx[a], swxx = s.cwxx[b] - s.cwxx[a];
+            const double cj = c[std::size_t(j)];
+            f += std::max(0.0, swxx - 2.0 * cj * swx + cj * cj * sw);
+        }
+        return f;
+    };
+    std::vector<double>&bestC = s.bestC, &bestObj = s.bestObj, &obj = s.obj;
+    int bestIters = 0;
+    for (int init = 0; init < 2; ++init) {
+        for (int j = 0; j < k; ++j) {
+            if (init == 0) {
+                const double target = wsum * (double(j) + 0.5) / double(k);
+                const std::size_t i =
+                    std::size_t(std::upper_bound(s.cw.begin() + 1, s.cw.end(), target) - (s.cw.begin() + 1));
+                c[std::size_t(j)] = x[std::min(i, n - 1)];
+            } else {
+                c[std::size_t(j)] = x[0] + (x[n - 1] - x[0]) * (double(j) + 0.5) / double(k);
+            }
+        }
+        obj.clear();
+        assign();
+        double prev = objective();
+        obj.push_back(prev);
+        int iters = 0;
+        for (int it = 0; it < maxIters; ++it) {
+            for (int j = 0; j < k; ++j) {
+                const std::size_t a = s.seg[std::size_t(j)], b = s.seg[std::size_t(j) + 1];
+                const double sw = s.cw[b] - s.cw[a];
+                if (a < b && sw > 0.0) c[std::size_t(j)] = std::clamp((s.cwx[b] - s.cwx[a]) / sw, x[a], x[b - 1]);
+            }
+            s.prevSeg = s.seg;
+            assign();
+            const double f = objective();
+            // Rounding in the prefix differences can show a tiny rise; the true objective does not.
+            obj.push_back(std::min(f, prev));
+            ++iters;
+            const bool done = s.seg == s.prevSeg || prev - f <= tol * std::max(prev, 1e-300);
+            prev = std::min(f, prev);
+            if (done) break;
+        }
+        if (init == 0 || obj.back() < bestObj.back()) {
+            bestC = c;
+            bestObj = obj;
+            bestIters = iters;
+        }
+    }
+    c = bestC;
+    out.objective = bestObj;
+    out.iterations = bestIters;
+}
+
+// ---------------------------------------------------------------------------------------------
+double CmpqCodes::bitsPerWeight(std::int64_t rows) const
+{
+    const double n = double(rows) * double(channelBits.size());
+    return n > 0 ? bits.total() / n : 0.0;
+}
+
+Status validateCmpqCodes(const MatrixU8R& codes, const CmpqCodes& c)
+{
+    const std::int64_t rows = codes.rows(), cols = codes.cols();
+    if (std::int64_t(c.channelBits.size()) != cols || std::int64_t(c.codebookOffset.size()) != cols + 1)
+        return makeError(ErrorCode::Format, "CMPQ: per-channel tables do not match the code matrix");
+    std::int64_t off = 0;
+    for (std::int64_t j = 0; j < cols; ++j) {
+        const int b = c.channelBits[std::size_t(j)];
+        if (b > kMaxBits) return makeError(ErrorCode::Format, "CMPQ: channel bits out of range");
+        if (c.codebookOffset[std::size_t(j)] != off)
+            return makeError(ErrorCode::Format, "CMPQ: codebook offsets are inconsistent");
+        off += b > 0 ? (1 << b) : 0;
+        if (b > 0)
+            for (std::int64_t r = 0; r < rows; ++r)
+                if (codes(r, j) >= (1 << b)) return makeError(ErrorCode::Format, "CMPQ: code out of range");
+    }
+    if (c.codebookOffset[std::size_t(cols)] != off || std::int64_t(c.codebook.size()) != off)
+        return makeError(ErrorCode::Format, "CMPQ: codebook size does not match the channel bits");
+    if (c.keptValues.rows() != (c.keptChannels.empty() ? c.keptValues.rows() : rows) ||
+        c.keptValues.cols() != std::int64_t(c.keptChannels.size()))
+        return makeError(ErrorCode::Format, "CMPQ: kept channel values do not match");
+    for (int k : c.keptChannels)
+        if (k < 0 || k >= cols || c.channelBits[std::size_t(k)] != 0)
+            return makeError(ErrorCode::Format, "CMPQ: kept channel index out of range");
+    if (c.outlierIndex.size() != c.outlierValue.size())
+        return makeError(ErrorCode::Format, "CMPQ: outlier values and indices differ in count");
+    for (std::int64_t i : c.outlierIndex)
+        if (i < 0 || i >= rows * cols) return makeError(ErrorCode::Format, "CMPQ: outlier index out of range");
+    return {};
+}
+
+MatrixXfR dequantizeRowsCmpq(const MatrixU8R& codes, const CmpqCodes& c)
+{
+    const Eigen::Index rows = codes.rows(), cols = codes.cols();
+    MatrixXfR out(rows, cols);
+    for (Eigen::Index r = 0; r < rows; ++r)
+        for (Eigen::Index j = 0; j < cols; ++j) {
+            const int b = c.channelBits[std::size_t(j)];
+            out(r, j) = b > 0 ? c.codebook[std::size_t(c.codebookOffset[std::size_t(j)]) + codes(r, j)] : 0.0f;
+        }
+    for (std::size_t k = 0; k < c.keptChannels.size(); ++k)
+        out.col(c.keptChannels[k]) = c.keptValues.col(Eigen::Index(k));
+    for (std::size_t i = 0; i < c.outlierIndex.size(); ++i)
+        out(c.outlierIndex[i] / cols, c.outlierIndex[i] % cols) = c.outlierValue[i];
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eigen::MatrixXd& h,
+                                       const Eigen::VectorXd& scores, const CmpqOptions& opt, RunContext* ctx,
+                                       const ParallelFor* par)
+{
+    const int m = int(w.rows()), n = int(w.cols());
+    if (m <= 0 || n <= 0) return makeError(ErrorCode::Shape, "CMPQ: empty weight matrix");
+    if (scores.size() != n)
+        return makeError(ErrorCode::Shape, "CMPQ: " + std::to_string(scores.size()) + " channel scores for " +
+                                               std::to_string(n) + " input channels");
+    const bool feedback = opt.errorFeedback;
+    if (feedback && (h.rows() != n || h.cols() != n))
+        return makeError(ErrorCode::Shape,
+                         "CMPQ: error feedback needs the " + std::to_string(n) + "x" + std::to_string(n) + " Hessian");
+    QB_TRY(alloc, allocateCmpqBits(scores, m, opt));
+
+    auto codes = std::make_shared<CmpqCodes>();
+    CmpqCodes& cc = *codes;
+    cc.levels = opt.levels;
+    cc.targetBits = opt.bits;
+    cc.channelScore.assign(scores.data(), scores.data() + n);
+    cc.channelBits.resize(std::size_t(n));
+    cc.codebookOffset.assign(std::size_t(n) + 1, 0);
+    for (int j = 0; j < n; ++j) {
+        cc.channelBits[std::size_t(j)] = std::uint8_t(alloc->channelBits[std::size_t(j)]);
+        const int b = alloc->channelBits[std::size_t(j)];
+        cc.codebookOffset[std::size_t(j) + 1] = cc.codebookOffset[std::size_t(j)] + (b > 0 ? (1 << b) : 0);
+    }
+    cc.codebook.assign(std::size_t(cc.codebookOffset[std::size_t(n)]), 0.0f);
+    cc.keptChannels = alloc->keptChannels;
+    cc.bits = alloc->bits;
+    std::vector<char> keptMask(static_cast<std::size_t>(n), 0);
+    for (int k : cc.keptChannels)
+        keptMask[std::size_t(k)] = 1;
+
+    Eigen::MatrixXd wd = w.cast<double>(); // column-major: a channel is contiguous
+    Eigen::MatrixXd hd;
+    if (feedback) {
+        hd = h;
+        for (int j = 0; j < n; ++j)
+            if (hd(j, j) == 0.0) {
+                hd(j, j) = 1.0;
+                wd.col(j).setZero();
+            }
+    }
+    // Per-column importance for the outlier choice: diag H, else the channel's energy from scores.
+    Eigen::VectorXd imp(n);
+    for (int j = 0; j < n; ++j)
+        imp[j] = feedback ? hd(j, j) : (h.rows() == n ? h(j, j) : 1.0);
+    Eigen::VectorXd energy(n);
+    for (int j = 0; j < n; ++j)
+        energy[j] = std::max(importanceOf(scores[j], opt.score), 1e-30);
+
+    const int workers = par && par->run && par->workers > 1 ? par->workers : 1;
+    std::vector<ChannelScratch> scratch(static_cast<std::size_t>(workers));
+    std::vector<std::vector<double>> colBuf(static_cast<std::size_t>(workers), std::vector<double>(std::size_t(m)));
+    // outlier mask per column: sorted rows
+    std::vector<std::vector<int>> outRows(static_cast<std::size_t>(n));
+
+    // Fits channel j's codebook from column `col` of `src`, skipping its outlier rows.
+    auto fitChannel = [&](const Eigen::MatrixXd& src, int srcCol, int j, int worker) {
+        const int b = cc.channelBits[std::size_t(j)];
+        if (b == 0) return;
+        std::vector<double>& buf = colBuf[std::size_t(worker)];
+        const std::vector<int>& skip = outRows[std::size_t(j)];
+        std::size_t cnt = 0, si = 0;
+        for (int r = 0; r < m; ++r) {
+            if (si < skip.size() && skip[si] == r) {
+                ++si;
+                continue;
+            }
+            buf[cnt++] = src(r, srcCol);
+        }
+        fitChannelCodebook(buf.data(), opt.weights == CmpqWeights::Energy ? energy[j] : 1.0, cnt, b, opt,
+                           scratch[std::size_t(worker)], cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
+    };
+    auto fitAll = [&]() -> Status {
+        const int chunk = 256;
+        for (int j0 = 0; j0 < n; j0 += chunk) {
+            if (ctx && ctx->isCancelled()) return RunContext::cancelledError("CMPQ");
+            const int j1 = std::min(n, j0 + chunk);
+            forChannels(par, j1 - j0, m, [&](std::int64_t item, int worker) {
+                const int j = j0 + int(item);
+                fitChannel(wd, j, j, worker);
+            });
+        }
+        return {};
+    };
+
+    // Trial quantization and the quantization-based outliers.
+    const bool trial = alloc->sparseOutliers > 0;
+    if (trial) {
+        QB_TRY_STATUS(fitAll());
+        // The largest errors through a bounded min-heap (no m*n list); ties to the lower index.
+        using Err = std::pair<double, std::int64_t>;
+        auto better = [](const Err& a, const Err& b) {
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+        };
+        std::vector<Err> errs;
+        const std::size_t want = std::size_t(alloc->sparseOutliers);
+        errs.reserve(want + 1);
+        for (int j = 0; j < n; ++j) {
+            const int b = cc.channelBits[std::size_t(j)];
+            if (b == 0) continue;
+            const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
+            for (int r = 0; r < m; ++r) {
+                const double v = wd(r, j), e = v - double(cb[nearestCode(v, cb, 1 << b)]);
+                const Err cand{imp[j] * e * e, std::int64_t(r) * n + j};
+                if (errs.size() < want) {
+                    errs.push_back(cand);
+                    std::push_heap(errs.begin(), errs.end(), better);
+                } else if (better(cand, errs.front())) {
+                    std::pop_heap(errs.begin(), errs.end(), better);
+                    errs.back() = cand;
+                    std::push_heap(errs.begin(), errs.end(), better);
+                }
+            }
+        }
+        const std::size_t take = errs.size();
+        cc.outlierIndex.resize(take);
+        for (std::size_t i = 0; i < take; ++i)
+            cc.outlierIndex[i] = errs[i].second;
+        std::sort(cc.outlierIndex.begin(), cc.outlierIndex.end());
+        for (std::int64_t idx : cc.outlierIndex)
+            outRows[std::size_t(idx % n)].push_back(int(idx / n));
+        for (auto& v : outRows)
+            std::sort(v.begin(), v.end());
+        if (take != std::size_t(alloc->sparseOutliers)) {
+            cc.bits = cmpqBitsOf(alloc->channelBits, cc.keptChannels.size(), std::int64_t(take), m, opt.levels.size());
+        }
+    }
+    cc.outlierValue.assign(cc.outlierIndex.size(), 0.0f);
+    cc.keptValues.resize(m, Eigen::Index(cc.keptChannels.size()));
+
+    QuantizedRows out;
+    out.bits = opt.levels.back();
+    out.codes = MatrixU8R::Zero(m, n);
+    out.dequantized.resize(m, n);
+    out.groupIndex.assign(std::size_t(n), 0);
+    std::vector<std::size_t> keptSlot(static_cast<std::size_t>(n), 0);
+    for (std::size_t k = 0; k < cc.keptChannels.size(); ++k)
+        keptSlot[std::size_t(cc.keptChannels[k])] = k;
+    // Flat outlier index -> slot in outlierValue.
+    auto outlierSlot = [&](std::int64_t flat) {
+        return std::size_t(std::lower_bound(cc.outlierIndex.begin(), cc.outlierIndex.end(), flat) -
+                           cc.outlierIndex.begin());
+    };
+    // Quantizes column j of `src` (values as they are now) into out/cc; returns the error column.
+    auto quantizeColumn = [&](const double* src, int j, double* errOut) {
+        const int b = cc.channelBits[std::size_t(j)];
+        if (b == 0) {
+            for (int r = 0; r < m; ++r) {
+                const float v = float(toF16(src[r]));
+                cc.keptValues(r, Eigen::Index(keptSlot[std::size_t(j)])) = v;
+                out.dequantized(r, j) = v;
+                errOut[r] = src[r] - double(v);
+            }
+            return;
+        }
+        const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
+        const int k = 1 << b;
+        // Nearest centroid as the count of midpoints below the value (branch-free; the codebook is
+        // ascending, ties go to the lower centroid as in nearestCode).
+        double mid[1 << kMaxBits];
+        for (int c = 0; c + 1 < k; ++c)
+            mid[c] = 0.5 * (double(cb[c]) + double(cb[c + 1]));
+        for (int r = 0; r < m; ++r) {
+            const double v = src[r];
+            int code = 0;
+            for (int c = 0; c + 1 < k; ++c)
+                code += v > mid[c];
+            out.codes(r, j) = std::uint8_t(code);
+            const double q = double(cb[code]);
+            out.dequantized(r, j) = float(q);
+            errOut[r] = v - q;
+        }
+        for (int r : outRows[std::size_t(j)]) { // sparse outliers: the stored F16 value replaces the code
+            const double q = toF16(src[r]);
+            cc.outlierValue[outlierSlot(std::int64_t(r) * n + j)] = float(q);
+            out.codes(r, j) = 0;
+            out.dequantized(r, j) = float(q);
+            errOut[r] = src[r] - q;
+        }
+    };
+
+    // Codebooks on the original weights: after a trial only the channels that lost outliers change.
+    auto fitStatic = [&]() -> Status {
+        if (!trial) return fitAll();
+        std::vector<int> touched;
+        for (int j = 0; j < n; ++j)
+            if (!outRows[std::size_t(j)].empty()) touched.push_back(j);
+        forChannels(par, std::int64_t(touched.size()), m, [&](std::int64_t item, int worker) {
+            fitChannel(wd, touched[std::size_t(item)], touched[std::size_t(item)], worker);
+        });
+        return {};
+    };
+    if (!feedback) {
+        QB_TRY_STATUS(fitStatic());
+        std::vector<double> e(static_cast<std::size_t>(m));
+        for (int j = 0; j < n; ++j) {
+            quantizeColumn(wd.col(j).data(), j, e.data());
+            if (ctx && (j + 1) % 64 == 0) ctx->advance(64);
+        }
+        if (ctx) ctx->advance(n % 64);
+        out.cmpq = codes;
+        return out;
+    }
+
+    // GPTQ-style error feedback in natural column order (lazy blocks, as quantizeRowsGptq).
+    const Eigen::VectorXd diag = hd.diagonal();
+    const double lambda = hessianDampingLambda(diag, opt.damping);
+    Eigen::MatrixXd u;
+    double dampTotal = 0.0;
+    bool factored = false;
+    for (int attempt = 0; attempt <= opt.maxDampingRetries && !factored; ++attempt) {
+        dampTotal += lambda;
+        Eigen::MatrixXd damped = hd;
+        damped.diagonal().array() += dampTotal;
+        if (!upperCholeskyOfInverse(damped, u)) continue;
+        out.dampingRetries = attempt;
+        factored = u.allFinite() && (u.diagonal().array() > 0.0).all();
+    }
+    if (!factored)
+        return makeError(ErrorCode::NumericalError, "CMPQ: Hessian is not positive definite after " +
+                                                        std::to_string(opt.maxDampingRetries) + " damping retries");
+    hd.resize(0, 0);
+    if (opt.staticCodebooks) QB_TRY_STATUS(fitStatic());
+    const int bs = opt.blockSize;
+    Eigen::MatrixXd err(m, std::min(bs, n));
+    std::vector<double> e(static_cast<std::size_t>(m));
+    double proxy = 0.0;
+    for (int b = 0; b < n;) {
+        if (ctx && ctx->isCancelled()) return RunContext::cancelledError("CMPQ");
+        const int end = std::min(b + bs, n), cnt = end - b;
+        // Dynamic codebooks: this block's channels on the weights updated by all earlier blocks.
+        if (!opt.staticCodebooks)
+            forChannels(par, cnt, m, [&](std::int64_t item, int worker) {
+                const int j = b + int(item);
+                fitChannel(wd, j, j, worker);
+            });
+        for (int i = b; i < end; ++i) {
+            quantizeColumn(wd.col(i).data(), i, e.data());
+            const double d = u(i, i);
+            for (int r = 0; r < m; ++r) {
+                proxy += 0.5 * e[std::size_t(r)] * e[std::size_t(r)] / (d * d);
+                err(r, i - b) = e[std::size_t(r)] / d;
+            }
+            const int rest = end - i - 1;
+            if (rest > 0) wd.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
+        }
+        if (end < n) wd.rightCols(n - end).noalias() -= err.leftCols(cnt) * u.block(b, end, cnt, n - end);
+        if (ctx) ctx->advance(cnt);
+        b = end;
+    }
+    out.proxyLoss = proxy;
+    out.cmpq = codes;
+    return out;
+}
+
+} // namespace qb::quant

@@ -1,0 +1,463 @@
+// CMPQ (reconstruction) kernels, METHODS.md §6.2 items 23-26: bit accounting to the target
+// within one channel's worth, monotone allocation, weighted k-means (objective never increases,
+// exact with few distinct values, against a brute-force optimum on tiny data), dense + sparse
+// reconstruction exact at outliers, outlier removal never widens a channel; plus channel
+// statistics, the error feedback beating plain assignment, serial = parallel, and bad input.
+
+#include "base/dtype.h"
+#include "quant/cmpq.h"
+#include "quant/error_metrics.h"
+#include "quant_test_util.h"
+
+#include <QTest>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <set>
+#include <vector>
+
+using namespace qb;
+using namespace qb::quant;
+using namespace qb::quant::test;
+
+namespace {
+
+Eigen::VectorXd heavyScores(int n, std::uint32_t seed)
+{
+    std::mt19937 rng(seed);
+    std::lognormal_distribution<double> ln(0.0, 1.0);
+    Eigen::VectorXd s(n);
+    for (int j = 0; j < n; ++j)
+        s[j] = ln(rng);
+    return s;
+}
+
+bool isF16(float v) { return f16ToF32(f32ToF16(v)) == v; }
+
+// An OpenMP-free parallel-for that runs items in reverse, with several "workers", to prove the
+// result does not depend on the schedule.
+ParallelFor reversedFor(int workers)
+{
+    ParallelFor p;
+    p.workers = workers;
+    p.run = [workers](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
+        for (std::int64_t i = count - 1; i >= 0; --i)
+            body(i, int(i % workers));
+    };
+    return p;
+}
+
+} // namespace
+
+class TestQuantCmpq : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void bitAccounting_data();
+    void bitAccounting();
+    void monotoneAllocation();
+    void infeasibleBudgetIsAnError();
+    void kmeansObjectiveNeverIncreases();
+    void kmeansFewDistinctValuesExact();
+    void kmeansMatchesBruteForce();
+    void sparseReconstructionExact();
+    void outlierRemovalNeverWidensRange();
+    void storedValuesAreF16AndRoundTrip();
+    void channelStatistics();
+    void errorFeedbackBeatsPlain();
+    void kmeansBeatsUniformLevels();
+    void parallelEqualsSerial();
+    void badInput();
+};
+
+void TestQuantCmpq::bitAccounting_data()
+{
+    QTest::addColumn<double>("target");
+    QTest::addColumn<int>("rows");
+    QTest::addColumn<int>("cols");
+    QTest::addColumn<double>("act");
+    QTest::addColumn<double>("quant");
+    QTest::newRow("2.5 bpw 512x256 no outliers") << 2.5 << 512 << 256 << 0.0 << 0.0;
+    QTest::newRow("2.45 bpw 1024x300 both outliers") << 2.45 << 1024 << 300 << 0.01 << 0.005;
+    QTest::newRow("3.0 bpw 256x128 both outliers") << 3.0 << 256 << 128 << 0.01 << 0.005;
+    QTest::newRow("3.75 bpw 700x200 act only") << 3.75 << 700 << 200 << 0.02 << 0.0;
+}
+
+void TestQuantCmpq::bitAccounting()
+{
+    QFETCH(double, target);
+    QFETCH(int, rows);
+    QFETCH(int, cols);
+    QFETCH(double, act);
+    QFETCH(double, quant);
+    CmpqOptions o;
+    o.bits = target;
+    o.actOutliers = act;
+    o.quantOutliers = quant;
+    auto a = allocateCmpqBits(heavyScores(cols, 7), rows, o);
+    QVERIFY2(a.ok(), a.ok() ? "" : a.error().message.c_str());
+    const double budget = target * rows * cols;
+    const double total = a->bits.total();
+    // Total (codes + codebooks + outliers + tags) never exceeds the budget and misses it by less
+    // than one upgrade step (one channel's worth).
+    QVERIFY(total <= budget + 1e-6);
+    QVERIFY2(budget - total < a->maxStep, qPrintable(QString("slack %1 step %2").arg(budget - total).arg(a->maxStep)));
+    QVERIFY(a->maxStep <= double(rows) * 2 + 16.0 * 16);
+    // The overhead is reported separately and adds up.
+    double codes = 0;
+    for (int b : a->channelBits)
+        codes += double(b) * rows;
+    QCOMPARE(a->bits.codes, codes);
+    QVERIFY(a->bits.overhead() > 0);
+    QCOMPARE(a->bits.overhead(), a->bits.codebooks + a->bits.keptChannels + a->bits.sparseOutliers + a->bits.tags);
+    QCOMPARE(int(a->keptChannels.size()), act > 0 ? int(std::ceil(act * cols - 1e-9)) : 0);
+    QCOMPARE(a->sparseOutliers, std::int64_t(std::floor(quant * rows * cols)));
+
+    // The quantized tensor reports the same accounting.
+    const MatrixXfR w = randomWeights(rows, cols, 3);
+    o.errorFeedback = false;
+    auto q = quantizeRowsCmpq(w, Eigen::MatrixXd(), heavyScores(cols, 7), o);
+    QVERIFY(q.ok() && q->cmpq);
+    QCOMPARE(q->cmpq->bits.total(), total);
+    QVERIFY(std::fabs(q->cmpq->bitsPerWeight(rows) - target) < a->maxStep / (double(rows) * cols));
+}
+
+void TestQuantCmpq::monotoneAllocation()
+{
+    for (std::uint32_t seed = 1; seed <= 20; ++seed) {
+        const int cols = 97 + int(seed) * 5;
+        Eigen::VectorXd s = heavyScores(cols, seed);
+        for (int j = 0; j < cols; j += 7) // ties
+            s[j] = s[0];
+        CmpqOptions o;
+        o.bits = 2.8 + 0.07 * seed;
+        o.actOutliers = seed % 2 ? 0.02 : 0.0;
+        o.score = seed % 3 ? CmpqScore::MeanAbs : CmpqScore::MeanSquare;
+        auto a = allocateCmpqBits(s, 384, o);
+        QVERIFY2(a.ok(), a.ok() ? "" : a.error().message.c_str());
+        auto eff = [&](int j) { return a->channelBits[std::size_t(j)] == 0 ? 16 : a->channelBits[std::size_t(j)]; };
+        for (int i = 0; i < cols; ++i)
+            for (int j = 0; j < cols; ++j)
+                if (s[i] > s[j])
+                    QVERIFY2(eff(i) >= eff(j), qPrintable(QString("seed %1: %2 vs %3").arg(seed).arg(i).arg(j)));
+        std::set<int> used(a->channelBits.begin(), a->channelBits.end());
+        for (int b : used)
+            QVERIFY(b == 0 || b == 2 || b == 3 || b == 4);
+    }
+    // Two neighbouring levels: the top fraction gets the upper one.
+    CmpqOptions o;
+    o.levels = {2, 3};
+    o.actOutliers = 0;
+    o.quantOutliers = 0;
+    o.bits = 2.6;
+    auto a = allocateCmpqBits(heavyScores(200, 99), 1000, o);
+    QVERIFY(a.ok());
+    const auto hi = std::count(a->channelBits.begin(), a->channelBits.end(), 3);
+    QVERIFY(hi > 40 && hi < 200);
+}
+
+void TestQuantCmpq::infeasibleBudgetIsAnError()
+{
+    CmpqOptions o;
+    o.bits = 2.1; // 2-bit codes + 64 bits of codebook per 64 weights = 3 bits minimum
+    auto a = allocateCmpqBits(heavyScores(32, 1), 64, o);
+    QVERIFY(!a.ok());
+    QVERIFY(a.error().message.find("minimum") != std::string::npos);
+}
+
+void TestQuantCmpq::kmeansObjectiveNeverIncreases()
+{
+    std::mt19937 rng(5);
+    std::student_t_distribution<double> t(3.0);
+    std::uniform_real_distribution<double> uw(0.1, 3.0);
+    KmeansScratch s;
+    KmeansResult r;
+    for (int trial = 0; trial < 60; ++trial) {
+        const int n = 20 + trial * 13;
+        std::vector<double> x(static_cast<std::size_t>(n)), w(static_cast<std::size_t>(n));
+        for (int i = 0; i < n; ++i)
+            x[std::size_t(i)] = t(rng);
+        std::sort(x.begin(), x.end());
+        for (double& v : w)
+            v = trial % 2 ? uw(rng) : 1.0;
+        const int k = 1 << (1 + trial % 4);
+        kmeans1dWeighted(x.data(), w.data(), std::size_t(n), k, 100, 0.0, s, r);
+        QVERIFY(r.objective.size() >= 2);
+        for (std::size_t i = 1; i < r.objective.size(); ++i)
+            QVERIFY2(r.objective[i] <= r.objective[i - 1] * (1 + 1e-12) + 1e-15, qPrintable(QString::number(trial)));
+        QVERIFY(std::is_sorted(r.centroids.begin(), r.centroids.end()));
+        // The reported objective is the true weighted error of nearest assignment (<= it).
+        double f = 0;
+        for (int i = 0; i < n; ++i) {
+            double best = 1e300;
+            for (double c : r.centroids)
+                best = std::min(best, (x[std::size_t(i)] - c) * (x[std::size_t(i)] - c));
+            f += w[std::size_t(i)] * best;
+        }
+        QVERIFY(std::fabs(f - r.objective.back()) <= 1e-9 * std::max(1.0, f));
+    }
+}
+
+void TestQuantCmpq::kmeansFewDistinctValuesExact()
+{
+    KmeansScratch s;
+    KmeansResult r;
+    const std::vector<double> x{-1.5, -1.5, -0.25, 0.5, 0.5, 0.5, 2.0, 2.0};
+    const std::vector<double> w(x.size(), 1.0);
+    kmeans1dWeighted(x.data(), w.data(), x.size(), 4, 50, 1e-9, s, r);
+    QCOMPARE(r.objective.back(), 0.0);
+    // Through the whole solver: a channel with <= 2^b distinct (F16-representable) values is exact.
+    MatrixXfR wm(64, 8);
+    const float vals[4] = {-0.5f, -0.125f, 0.25f, 1.0f};
+    for (int rr = 0; rr < 64; ++rr)
+        for (int c = 0; c < 8; ++c)
+            wm(rr, c) = vals[(rr * 7 + c * 3) % 4] * float(1 + c);
+    CmpqOptions o;
+    o.levels = {2};
+    o.bits = 4.0;
+    o.actOutliers = o.quantOutliers = 0;
+    o.errorFeedback = false;
+    auto q = quantizeRowsCmpq(wm, Eigen::MatrixXd(), Eigen::VectorXd::Ones(8), o);
+    QVERIFY(q.ok());
+    QCOMPARE((q->dequantized - wm).cwiseAbs().maxCoeff(), 0.0f);
+}
+
+void TestQuantCmpq::kmeansMatchesBruteForce()
+{
+    // On tiny data the global optimum over contiguous partitions is found by enumeration; Lloyd's
+    // local optimum from the quantile init should be within a small factor and never below it.
+    std::mt19937 rng(11);
+    std::normal_distribution<double> nd(0, 1);
+    KmeansScratch s;
+    KmeansResult r;
+    int optimal = 0;
+    for (int trial = 0; trial < 40; ++trial) {
+        const int n = 9;
+        std::vector<double> x(n), w(n, 1.0);
+        for (double& v : x)
+            v = nd(rng);
+        std::sort(x.begin(), x.end());
+        kmeans1dWeighted(x.data(), w.data(), n, 3, 100, 0.0, s, r);
+        double best = 1e300;
+        for (int a = 1; a < n; ++a)
+            for (int b = a + 1; b < n; ++b) {
+                const int cuts[4] = {0, a, b, n};
+                double f = 0;
+                for (int k = 0; k < 3; ++k) {
+                    double m = 0;
+                    for (int i = cuts[k]; i < cuts[k + 1]; ++i)
+                        m += x[std::size_t(i)];
+                    m /= cuts[k + 1] - cuts[k];
+                    for (int i = cuts[k]; i < cuts[k + 1]; ++i)
+                        f += (x[std::size_t(i)] - m) * (x[std::size_t(i)] - m);
+                }
+                best = std::min(best, f);
+            }
+        QVERIFY(r.objective.back() >= best - 1e-12);
+        QVERIFY2(r.objective.back() <= 2.0 * best + 1e-12,
+                 qPrintable(QString("%1 %2 it %3").arg(r.objective.back()).arg(best).arg(r.iterations)));
+        if (r.objective.back() <= best * (1 + 1e-9)) ++optimal;
+    }
+    QVERIFY2(optimal >= 30, qPrintable(QString::number(optimal)));
+}
+
+void TestQuantCmpq::sparseReconstructionExact()
+{
+    MatrixXfR w = randomWeights(256, 96, 21);
+    for (int i = 0; i < 40; ++i) // planted outliers
+        w((i * 37) % 256, (i * 11) % 96) = (i % 2 ? 1.0f : -1.0f) * (0.3f + 0.01f * i);
+    CmpqOptions o;
+    o.bits = 3.0;
+    o.actOutliers = 0.02;
+    o.quantOutliers = 0.002;
+    o.errorFeedback = false;
+    auto q = quantizeRowsCmpq(w, Eigen::MatrixXd(), heavyScores(96, 4), o);
+    QVERIFY(q.ok());
+    const CmpqCodes& c = *q->cmpq;
+    QCOMPARE(std::int64_t(c.outlierIndex.size()), std::int64_t(std::floor(0.002 * 256 * 96)));
+    QVERIFY(std::is_sorted(c.outlierIndex.begin(), c.outlierIndex.end()));
+    QVERIFY(validateCmpqCodes(q->codes, c).ok());
+    const MatrixXfR deq = dequantizeRowsCmpq(q->codes, c);
+    QCOMPARE((deq - q->dequantized).cwiseAbs().maxCoeff(), 0.0f);
+    for (std::size_t i = 0; i < c.outlierIndex.size(); ++i) {
+        const int r = int(c.outlierIndex[i] / 96), col = int(c.outlierIndex[i] % 96);
+        const float exact = f16ToF32(f32ToF16(w(r, col)));
+        QCOMPARE(deq(r, col), exact); // exact at the outlier positions
+    }
+    for (std::size_t k = 0; k < c.keptChannels.size(); ++k)
+        for (int r = 0; r < 256; ++r)
+            QCOMPARE(deq(r, c.keptChannels[k]), f16ToF32(f32ToF16(w(r, c.keptChannels[k]))));
+}
+
+void TestQuantCmpq::outlierRemovalNeverWidensRange()
+{
+    MatrixXfR w = randomWeights(200, 48, 8);
+    for (int i = 0; i < 30; ++i)
+        w((i * 13) % 200, i % 48) = 0.5f * (i % 2 ? 1 : -1);
+    CmpqOptions o;
+    o.bits = 3.5;
+    o.actOutliers = 0;
+    o.errorFeedback = false;
+    o.quantOutliers = 0;
+    auto without = quantizeRowsCmpq(w, Eigen::MatrixXd(), heavyScores(48, 2), o);
+    o.quantOutliers = 0.004;
+    auto with = quantizeRowsCmpq(w, Eigen::MatrixXd(), heavyScores(48, 2), o);
+    QVERIFY(without.ok() && with.ok());
+    int narrower = 0;
+    for (int j = 0; j < 48; ++j) {
+        const CmpqCodes &a = *without->cmpq, &b = *with->cmpq;
+        const float* ca = a.codebook.data() + a.codebookOffset[std::size_t(j)];
+        const float* cb = b.codebook.data() + b.codebookOffset[std::size_t(j)];
+        const int ka = 1 << a.channelBits[std::size_t(j)], kb = 1 << b.channelBits[std::size_t(j)];
+        (void)ca;
+        (void)ka;
+        // The channel's remaining values' range never grows.
+        float lo = 1e9f, hi = -1e9f;
+        std::set<std::int64_t> out(b.outlierIndex.begin(), b.outlierIndex.end());
+        for (int r = 0; r < 200; ++r)
+            if (!out.count(std::int64_t(r) * 48 + j)) lo = std::min(lo, w(r, j)), hi = std::max(hi, w(r, j));
+        QVERIFY(lo >= w.col(j).minCoeff() && hi <= w.col(j).maxCoeff());
+        if (hi - lo < w.col(j).maxCoeff() - w.col(j).minCoeff()) ++narrower;
+        // The refitted codebook lies within the remaining values (up to F16 rounding).
+        QVERIFY(cb[0] >= lo - 1e-3f * std::fabs(lo) && cb[kb - 1] <= hi + 1e-3f * std::fabs(hi));
+    }
+    QVERIFY2(narrower >= 10, qPrintable(QString::number(narrower)));
+    // And the error outside the outliers goes down in total.
+    QVERIFY((with->dequantized - w).squaredNorm() < (without->dequantized - w).squaredNorm());
+}
+
+void TestQuantCmpq::storedValuesAreF16AndRoundTrip()
+{
+    const MatrixXfR x = correlatedInputs(600, 64, 3);
+    const MatrixXfR w = randomWeights(96, 64, 9);
+    CmpqOptions o;
+    o.bits = 3.5;
+    CmpqChannelStats st(64);
+    QVERIFY(st.add(x).ok());
+    auto q = quantizeRowsCmpq(w, hessianOf(x), st.score(o.score), o);
+    QVERIFY(q.ok());
+    const CmpqCodes& c = *q->cmpq;
+    for (float v : c.codebook)
+        QVERIFY(isF16(v));
+    for (float v : c.outlierValue)
+        QVERIFY(isF16(v));
+    for (Eigen::Index i = 0; i < c.keptValues.size(); ++i)
+        QVERIFY(isF16(c.keptValues.data()[i]));
+    for (int j = 0; j < 64; ++j)
+        QVERIFY(std::is_sorted(c.codebook.begin() + c.codebookOffset[std::size_t(j)],
+                               c.codebook.begin() + c.codebookOffset[std::size_t(j) + 1]));
+    QCOMPARE((dequantizeRowsUniform(*q) - q->dequantized).cwiseAbs().maxCoeff(), 0.0f);
+}
+
+void TestQuantCmpq::channelStatistics()
+{
+    MatrixXfR x(4, 3);
+    x << 1, -2, 0, -3, 2, 0, 1, 0, 0, 1, 4, 0;
+    CmpqChannelStats s(3);
+    QVERIFY(s.add(x.topRows(2)).ok());
+    QVERIFY(s.add(x.bottomRows(2)).ok());
+    QCOMPARE(s.tokens(), std::int64_t(4));
+    const Eigen::VectorXd ma = s.score(CmpqScore::MeanAbs), l2 = s.score(CmpqScore::L2),
+                          mx = s.score(CmpqScore::MaxAbs), ms = s.score(CmpqScore::MeanSquare);
+    QCOMPARE(ma[0], 1.5);
+    QCOMPARE(ma[1], 2.0);
+    QCOMPARE(ma[2], 0.0);
+    QCOMPARE(l2[0], std::sqrt(12.0));
+    QCOMPARE(mx[1], 4.0);
+    QCOMPARE(ms[1], 24.0 / 4.0);
+    QVERIFY(!s.add(MatrixXfR::Zero(2, 4)).ok());
+    CmpqScore parsed;
+    QVERIFY(cmpqScoreFromId("max_abs", parsed) && parsed == CmpqScore::MaxAbs);
+    QVERIFY(!cmpqScoreFromId("bogus", parsed));
+}
+
+void TestQuantCmpq::errorFeedbackBeatsPlain()
+{
+    int wins = 0;
+    for (std::uint32_t seed = 1; seed <= 10; ++seed) {
+        const MatrixXfR x = correlatedInputs(800, 96, seed);
+        const Eigen::MatrixXd h = hessianOf(x);
+        const MatrixXfR w = randomWeights(128, 96, seed + 100);
+        CmpqChannelStats st(96);
+        QVERIFY(st.add(x).ok());
+        CmpqOptions o;
+        o.bits = 3.0;
+        o.quantOutliers = 0.0;
+        o.errorFeedback = true;
+        auto fb = quantizeRowsCmpq(w, h, st.score(o.score), o);
+        o.errorFeedback = false;
+        auto plain = quantizeRowsCmpq(w, h, st.score(o.score), o);
+        QVERIFY(fb.ok() && plain.ok());
+        QCOMPARE(fb->cmpq->bits.total(), plain->cmpq->bits.total());
+        if (hessianErrors(w, fb->dequantized, h).relative() < hessianErrors(w, plain->dequantized, h).relative())
+            ++wins;
+    }
+    QVERIFY2(wins >= 9, qPrintable(QString::number(wins)));
+}
+
+void TestQuantCmpq::kmeansBeatsUniformLevels()
+{
+    MatrixXfR w = randomWeights(512, 32, 77);
+    for (Eigen::Index i = 0; i < w.size(); ++i) // heavy tails: where non-uniform levels pay
+        w.data()[i] = w.data()[i] * w.data()[i] * w.data()[i] * 2500.0f;
+    CmpqOptions o;
+    o.bits = 3.0;
+    o.actOutliers = o.quantOutliers = 0;
+    o.errorFeedback = false;
+    auto km = quantizeRowsCmpq(w, Eigen::MatrixXd(), Eigen::VectorXd::Ones(32), o);
+    o.uniformLevels = true;
+    auto un = quantizeRowsCmpq(w, Eigen::MatrixXd(), Eigen::VectorXd::Ones(32), o);
+    QVERIFY(km.ok() && un.ok());
+    QVERIFY((km->dequantized - w).squaredNorm() < 0.5 * (un->dequantized - w).squaredNorm());
+}
+
+void TestQuantCmpq::parallelEqualsSerial()
+{
+    const MatrixXfR x = correlatedInputs(500, 80, 6);
+    const MatrixXfR w = randomWeights(1100, 80, 60); // 32 x 1100 weights per block: parallel
+    CmpqChannelStats st(80);
+    QVERIFY(st.add(x).ok());
+    for (bool fb : {false, true}) {
+        CmpqOptions o;
+        o.bits = 3.25;
+        o.errorFeedback = fb;
+        o.blockSize = 32;
+        auto a = quantizeRowsCmpq(w, hessianOf(x), st.score(o.score), o);
+        const ParallelFor par = reversedFor(3);
+        auto b = quantizeRowsCmpq(w, hessianOf(x), st.score(o.score), o, nullptr, &par);
+        QVERIFY(a.ok() && b.ok());
+        QVERIFY(a->codes == b->codes);
+        QVERIFY(a->cmpq->codebook == b->cmpq->codebook);
+        QVERIFY(a->cmpq->outlierIndex == b->cmpq->outlierIndex);
+    }
+}
+
+void TestQuantCmpq::badInput()
+{
+    const MatrixXfR w = randomWeights(64, 16, 1);
+    CmpqOptions o;
+    o.bits = 4;
+    o.errorFeedback = false;
+    QVERIFY(!quantizeRowsCmpq(w, Eigen::MatrixXd(), Eigen::VectorXd::Ones(15), o).ok());
+    o.errorFeedback = true;
+    QVERIFY(!quantizeRowsCmpq(w, Eigen::MatrixXd(), Eigen::VectorXd::Ones(16), o).ok()); // needs H
+    o.errorFeedback = false;
+    o.levels = {3, 2};
+    QVERIFY(!quantizeRowsCmpq(w, Eigen::MatrixXd(), Eigen::VectorXd::Ones(16), o).ok());
+    o.levels = {2, 3, 4};
+    o.actOutliers = 0.7;
+    QVERIFY(!quantizeRowsCmpq(w, Eigen::MatrixXd(), Eigen::VectorXd::Ones(16), o).ok());
+    o.actOutliers = 0;
+    Eigen::VectorXd nan = Eigen::VectorXd::Ones(16);
+    nan[3] = std::nan("");
+    QVERIFY(!quantizeRowsCmpq(w, Eigen::MatrixXd(), nan, o).ok());
+    RunContext ctx;
+    ctx.requestCancel();
+    o.errorFeedback = true;
+    const MatrixXfR x = correlatedInputs(100, 16, 2);
+    auto c = quantizeRowsCmpq(w, hessianOf(x), Eigen::VectorXd::Ones(16), o, &ctx);
+    QVERIFY(!c.ok() && c.error().code == ErrorCode::Cancelled);
+}
+
+QTEST_GUILESS_MAIN(TestQuantCmpq)
+#include "tst_quant_cmpq.moc"
