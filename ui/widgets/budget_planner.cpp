@@ -21,6 +21,7 @@
 #include <QTableWidget>
 #include <QUndoStack>
 #include <QVBoxLayout>
+#include <QLogValueAxis>
 #include <QValueAxis>
 
 #include <algorithm>
@@ -49,7 +50,7 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
       m_analyze(new QPushButton(tr("Analyze sensitivity"))), m_measureCount(new QSpinBox),
       m_measure(new QPushButton(tr("Measure KL"))), m_status(new QLabel), m_heatCandidate(new QComboBox),
       m_heat(new QTableWidget), m_chart(new QChartView), m_path(new QLineSeries), m_point(new QScatterSeries),
-      m_runs(new QScatterSeries), m_x(new QValueAxis), m_y(new QValueAxis), m_slider(new QSlider(Qt::Horizontal)),
+      m_runs(new QScatterSeries), m_x(new QValueAxis), m_y(new QLogValueAxis), m_slider(new QSlider(Qt::Horizontal)),
       m_budget(new QDoubleSpinBox), m_tieQkv(new QCheckBox(tr("Same setting for q/k/v"))), m_allocLabel(new QLabel)
 {
     setObjectName(QStringLiteral("budgetPlanner"));
@@ -108,7 +109,9 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     m_x->setTitleText(tr("bits per weight"));
     m_y->setTitleText(tr("predicted damage"));
     m_x->setLabelFormat(QStringLiteral("%.2f"));
-    m_y->setLabelFormat(QStringLiteral("%.3g"));
+    m_y->setLabelFormat(QStringLiteral("%.0e"));
+    m_y->setMinorTickCount(0);
+    m_y->setBase(10);
     chart->addAxis(m_x, Qt::AlignBottom);
     chart->addAxis(m_y, Qt::AlignLeft);
     for (QAbstractSeries* s : std::initializer_list<QAbstractSeries*>{m_path, m_point, m_runs}) {
@@ -161,8 +164,9 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     auto* split = new QSplitter(Qt::Horizontal);
     split->addWidget(left);
     split->addWidget(m_chart);
-    split->setStretchFactor(0, 2);
-    split->setStretchFactor(1, 3);
+    split->setStretchFactor(0, 1);
+    split->setStretchFactor(1, 1);
+    left->setMinimumWidth(7 * 52 + 30); // seven kinds, two significant digits each, unelided
     auto* bottom = new QHBoxLayout;
     bottom->addWidget(new QLabel(tr("Budget:")));
     bottom->addWidget(m_slider, 1);
@@ -367,7 +371,7 @@ void BudgetPlanner::refreshHeatMap()
         }
     for (std::size_t t = 0; t < m_atlas->tensors.size(); ++t) {
         const auto& tensor = m_atlas->tensors[t];
-        auto* item = new QTableWidgetItem(value[t] ? QString::number(*value[t], 'g', 3) : QStringLiteral("–"));
+        auto* item = new QTableWidgetItem(value[t] ? QString::number(*value[t], 'g', 2) : QStringLiteral("–"));
         item->setTextAlignment(Qt::AlignCenter);
         if (value[t]) item->setBackground(heatColour(*value[t], lo, hi));
         QString tip = QString::fromStdString(tensor.name);
@@ -398,8 +402,9 @@ void BudgetPlanner::refreshPareto()
         auto front = pipeline::paretoFront(*m_atlas, constraints());
         if (front.ok()) m_front = std::move(*front);
     }
+    // Log scale: the damage spans orders of magnitude (the zero of all-F16 is left out).
     for (const auto& p : m_front)
-        path << QPointF(p.bitsPerWeight, p.damage);
+        if (p.damage > 0) path << QPointF(p.bitsPerWeight, p.damage);
     m_path->replace(path);
     QList<QPointF> runs;
     for (const auto& r : m_runPoints)
@@ -407,18 +412,24 @@ void BudgetPlanner::refreshPareto()
     m_runs->replace(runs);
     m_runs->setVisible(m_atlas && !m_atlas->measured.empty() && !runs.isEmpty()); // same units only
     QList<QPointF> cur;
-    if (m_allocation) cur << QPointF(m_allocation->bitsPerWeight, m_allocation->damage);
+    if (m_allocation && m_allocation->damage > 0) cur << QPointF(m_allocation->bitsPerWeight, m_allocation->damage);
     m_point->replace(cur);
-    double x0 = 2, x1 = 16, y1 = 1;
-    if (!m_front.empty()) {
+    double x0 = 2, x1 = 16, y0 = 1e-3, y1 = 1;
+    if (!path.isEmpty()) {
         x0 = m_front.front().bitsPerWeight;
         x1 = m_front.back().bitsPerWeight;
-        y1 = m_front.front().damage;
+        y1 = path.front().y();
+        y0 = path.back().y();
     }
     for (const auto& r : m_runPoints)
-        if (m_runs->isVisible()) y1 = std::max(y1, r.kl);
+        if (m_runs->isVisible() && r.kl > 0) {
+            y1 = std::max(y1, r.kl);
+            y0 = std::min(y0, r.kl);
+        }
     m_x->setRange(std::floor(x0 * 4) / 4, std::ceil(x1 * 4) / 4);
-    m_y->setRange(0, y1 > 0 ? y1 * 1.05 : 1);
+    // At most six decades: the all-but-F16 tail below is clipped, the labels stay readable.
+    const double top = std::ceil(std::log10(y1));
+    m_y->setRange(std::pow(10.0, std::max(std::floor(std::log10(y0)), top - 6)), std::pow(10.0, top));
     m_y->setTitleText(m_atlas && !m_atlas->measured.empty() ? tr("predicted KL (nats)") : tr("predicted damage"));
     m_x->setTitleText(bytesBudget() ? tr("bits per weight (budget in MB of the GGUF file)") : tr("bits per weight"));
     if (!m_front.empty()) {
@@ -486,7 +497,8 @@ QString BudgetPlanner::allocate(double budgetValue)
             tr(" · best uniform within the budget: %1 (damage %2)").arg(uniformLabel).arg(uniform->damage, 0, 'g', 4);
     if (!err.isEmpty()) text += tr(" · plan not applied: %1").arg(err);
     m_allocLabel->setText(text);
-    QList<QPointF> cur{QPointF(r->bitsPerWeight, r->damage)};
+    QList<QPointF> cur;
+    if (r->damage > 0) cur << QPointF(r->bitsPerWeight, r->damage);
     m_point->replace(cur);
     return err;
 }

@@ -38,6 +38,7 @@ class QSlider;
 class QSpinBox;
 class QTableWidget;
 class QChartView;
+class QLogValueAxis;
 class QValueAxis;
 
 namespace qb::io {
@@ -123,7 +124,7 @@ private:
     QScatterSeries* m_point;
     QScatterSeries* m_runs;
     QValueAxis* m_x;
-    QValueAxis* m_y;
+    QLogValueAxis* m_y;
     QSlider* m_slider;
     QDoubleSpinBox* m_budget;
     QCheckBox* m_tieQkv;
