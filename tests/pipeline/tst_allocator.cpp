@@ -49,13 +49,14 @@ private:
     static double bruteForce(const SensitivityAtlas& a, double limit)
     {
         const std::size_t nt = a.tensors.size(), nc = a.candidates.size();
+        const std::vector<std::vector<double>> table = a.damageTable();
         std::vector<std::size_t> pick(nt, 0);
         double best = std::numeric_limits<double>::infinity();
         while (true) {
             double bytes = 0, damage = 0;
             for (std::size_t t = 0; t < nt; ++t) {
                 bytes += double(a.cells[t][pick[t]].bytes);
-                damage += a.damage(t, pick[t]);
+                damage += table[t][pick[t]];
             }
             if (bytes <= limit) best = std::min(best, damage);
             std::size_t i = 0;
