@@ -1,6 +1,7 @@
 #include "pipeline/sensitivity.h"
 
 #include "eval/kl_divergence.h"
+#include "export/atomic_file.h"
 #include "pipeline/perplexity_job.h"
 #include "pipeline/quantize_job.h"
 #include "pipeline/whatif.h"
@@ -13,7 +14,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <numeric>
 
@@ -654,22 +654,9 @@ Status saveSensitivityAtlas(const SensitivityAtlas& atlas, const std::string& pa
     std::error_code ec;
     const std::filesystem::path dir = std::filesystem::path(path).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-    const std::string tmp = path + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        if (!out) return makeError(ErrorCode::Io, "cannot write sensitivity atlas", tmp);
-        out << text;
-        out.flush();
-        if (!out) {
-            std::remove(tmp.c_str());
-            return makeError(ErrorCode::Io, "cannot write sensitivity atlas", tmp);
-        }
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        std::remove(tmp.c_str());
-        return makeError(ErrorCode::Io, "cannot write sensitivity atlas", path);
-    }
-    return {};
+    QB_TRY(out, exporting::AtomicFileWriter::open(path, text.size()));
+    QB_TRY_STATUS(out->write(text.data(), text.size()));
+    return out->commit();
 }
 
 Result<SensitivityAtlas> loadSensitivityAtlas(const std::string& path)
