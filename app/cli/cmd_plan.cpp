@@ -224,18 +224,8 @@ int runPlanCmd(const std::vector<std::string>& argv)
     Status st = pipeline::saveQuantPlan(plan, *out);
     if (!st.ok()) return cli::fail(cmd, st.error());
     // The best uniform candidate within the same budget, for comparison.
-    std::optional<pipeline::Allocation> uniform;
-    std::string uniformLabel;
-    for (std::size_t c = 0; c < a.candidates.size(); ++c) {
-        pipeline::Allocation u = pipeline::uniformAllocation(a, c);
-        const double used =
-            budget->kind == pipeline::AllocationBudget::Kind::BitsPerWeight ? u.bitsPerWeight : double(u.totalBytes);
-        if (used > budget->value + 1e-9) continue;
-        if (!uniform || u.damage < uniform->damage) {
-            uniform = u;
-            uniformLabel = a.candidates[c].label;
-        }
-    }
+    const std::optional<pipeline::Allocation> uniform = pipeline::bestUniformWithin(a, *budget);
+    const std::string uniformLabel = uniform ? a.candidates[uniform->choice.front()].label : std::string();
     auto front = pipeline::paretoFront(a, k);
     if (json) {
         io::JsonValue o;

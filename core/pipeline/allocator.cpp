@@ -339,4 +339,17 @@ Allocation uniformAllocation(const SensitivityAtlas& atlas, std::size_t candidat
     return finish(atlas, p, at);
 }
 
+std::optional<Allocation> bestUniformWithin(const SensitivityAtlas& atlas, const AllocationBudget& budget)
+{
+    std::optional<Allocation> best;
+    for (std::size_t c = 0; c < atlas.candidates.size(); ++c) {
+        Allocation u = uniformAllocation(atlas, c);
+        const double used =
+            budget.kind == AllocationBudget::Kind::BitsPerWeight ? u.bitsPerWeight : double(u.totalBytes);
+        if (used > budget.value + 1e-9) continue;
+        if (!best || u.damage < best->damage) best = std::move(u);
+    }
+    return best;
+}
+
 } // namespace qb::pipeline

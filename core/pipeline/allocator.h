@@ -84,5 +84,8 @@ QuantPlan allocationToPlan(const SensitivityAtlas& atlas, const Allocation& allo
 
 // The uniform allocation of one candidate (every unpinned tensor), e.g. to compare at equal size.
 Allocation uniformAllocation(const SensitivityAtlas& atlas, std::size_t candidate);
+// The least damaging uniform allocation within `budget` (its candidate in allocation.choice[0]);
+// nullopt when no single candidate fits. What a mixed allocation is compared with.
+std::optional<Allocation> bestUniformWithin(const SensitivityAtlas& atlas, const AllocationBudget& budget);
 
 } // namespace qb::pipeline

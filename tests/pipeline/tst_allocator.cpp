@@ -110,11 +110,14 @@ private Q_SLOTS:
                 QVERIFY(r->damage >= optimum - 1e-12);
                 QVERIFY2(r->damage <= relaxed + 1e-12,
                          qPrintable(QString("seed %1 bpw %2: %3 > %4").arg(seed).arg(bpw).arg(r->damage).arg(relaxed)));
-                // Never worse than any uniform setting that fits.
+                // Never worse than any uniform setting that fits; bestUniformWithin finds the best.
+                const auto best = bestUniformWithin(a, b);
                 for (std::size_t c = 0; c < a.candidates.size(); ++c) {
                     const Allocation u = uniformAllocation(a, c);
                     if (double(u.linearBytes) <= limit) QVERIFY(r->damage <= u.damage + 1e-12);
+                    if (u.bitsPerWeight <= bpw) QVERIFY(best && best->damage <= u.damage);
                 }
+                if (best) QVERIFY(best->bitsPerWeight <= bpw + 1e-9);
             }
         }
     }

@@ -477,17 +477,9 @@ QString BudgetPlanner::allocate(double budgetValue)
     const QString err =
         m_plan->applyPlan(plan, tr("Budget %1").arg(QString::fromStdString(pipeline::describeBudget(b))));
     // Compare with the best uniform candidate within the same budget.
-    std::optional<pipeline::Allocation> uniform;
-    QString uniformLabel;
-    for (std::size_t c = 0; c < m_atlas->candidates.size(); ++c) {
-        const pipeline::Allocation u = pipeline::uniformAllocation(*m_atlas, c);
-        const double used = bytesBudget() ? double(u.totalBytes) : u.bitsPerWeight;
-        if (used > budgetValue + 1e-9) continue;
-        if (!uniform || u.damage < uniform->damage) {
-            uniform = u;
-            uniformLabel = QString::fromStdString(m_atlas->candidates[c].label);
-        }
-    }
+    const std::optional<pipeline::Allocation> uniform = pipeline::bestUniformWithin(*m_atlas, b);
+    const QString uniformLabel =
+        uniform ? QString::fromStdString(m_atlas->candidates[uniform->choice.front()].label) : QString();
     QString text = tr("Allocated %1 bits/weight, %2 MB, predicted damage %3")
                        .arg(r->bitsPerWeight, 0, 'f', 3)
                        .arg(double(r->totalBytes) / 1e6, 0, 'f', 3)
