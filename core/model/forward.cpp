@@ -1,5 +1,7 @@
 #include "model/forward.h"
 
+#include "model/runtime.h"
+
 #include <Eigen/Core>
 #include <omp.h>
 
@@ -199,6 +201,12 @@ struct ForwardImpl {
         }
     }
 
+    // The layer's online transforms and quantizers of input group k on rows (model/runtime.h).
+    static void inputRuntime(const DecoderLayerWeights& w, LinearKind k, RowMatrix& rows)
+    {
+        if (w.runtime) applyInputRuntime(rows, w.runtime->input(k));
+    }
+
     static void linear(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, const RowVector& bias, RowMatrix& out)
     {
         out.resize(x.rows(), w.rows());
@@ -224,6 +232,7 @@ struct ForwardImpl {
                                std::optional<LinearKind> stop)
     {
         rmsNorm(hidden, w.inputNorm, cfg.rmsNormEps, ws.m_x);
+        inputRuntime(w, LinearKind::Qkv, ws.m_x);
         if (taps) taps(l, LinearKind::Qkv, ws.m_x);
         if (stop == LinearKind::Qkv) return;
         linear(ws.m_x, w.q, w.qBias, ws.m_q);
@@ -236,7 +245,18 @@ struct ForwardImpl {
         const RopeTable& tab = ws.m_rope[std::size_t(ropeTables(cfg, l, T, ws))];
         rope(ws.m_q, int(cfg.numAttentionHeads), int(cfg.headDim), T, tab);
         rope(ws.m_k, int(cfg.numKeyValueHeads), int(cfg.headDim), T, tab);
+        if (w.runtime && !w.runtime->kv.empty()) {
+            const KvRuntime& kv = w.runtime->kv;
+            if (kv.qkRotate) {
+                applySegments(ws.m_q, *kv.qkRotate);
+                applySegments(ws.m_k, *kv.qkRotate);
+            }
+            fakeQuantizeSegments(ws.m_q, cfg.headDim, kv.q);
+            fakeQuantizeSegments(ws.m_k, cfg.headDim, kv.k);
+            fakeQuantizeSegments(ws.m_v, cfg.headDim, kv.v);
+        }
         attention(cfg, l, T, ws);
+        inputRuntime(w, LinearKind::O, ws.m_attn);
         if (taps) taps(l, LinearKind::O, ws.m_attn);
         if (stop == LinearKind::O) return;
         linear(ws.m_attn, w.o, w.oBias, ws.m_proj);
@@ -249,6 +269,7 @@ struct ForwardImpl {
                          Workspace& ws, const ActivationTap& taps, std::optional<LinearKind> stop)
     {
         rmsNorm(hidden, w.postNorm, cfg.rmsNormEps, ws.m_x);
+        inputRuntime(w, LinearKind::GateUp, ws.m_x);
         if (taps) taps(l, LinearKind::GateUp, ws.m_x);
         if (stop == LinearKind::GateUp) return;
         linear(ws.m_x, w.gate, w.gateBias, ws.m_gate);
@@ -275,6 +296,7 @@ struct ForwardImpl {
                     g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
             }
         }
+        inputRuntime(w, LinearKind::Down, ws.m_gate);
         if (taps) taps(l, LinearKind::Down, ws.m_gate);
         if (stop == LinearKind::Down) return;
         linear(ws.m_gate, w.down, w.downBias, ws.m_proj);

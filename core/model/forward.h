@@ -14,6 +14,9 @@
 // Layer-at-a-time API: embed() -> runLayer() for l = 0..L-1 (in place) -> logits()/logProbs(),
 // so a pipeline can run every calibration window through one layer before touching the next.
 // Activation taps see the input of every linear layer while it is alive; nothing is retained.
+// A layer with a runtime (DecoderLayerWeights::runtime, model/runtime.h) transforms and
+// fake-quantizes each linear input group, and its keys/values per head, before use; taps then
+// see the transformed rows, exactly what the linears multiply.
 // Threading: GEMMs run on Eigen's OpenMP threads, attention and norms parallelise over
 // windows × heads / rows with OpenMP (setNumThreads()). A Workspace holds the scratch buffers;
 // use one Workspace per concurrent caller. Buffers are reused across calls: no allocation in inner

@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include "model/runtime.h"
+
 #include <array>
 #include <cassert>
 
@@ -210,6 +212,32 @@ Status DecoderLayerWeights::validate(const ModelConfig& cfg, int index) const
         if (nb != 0 && nb != s.rows)
             return makeError(ErrorCode::Shape, "bias has the wrong size", tensorName(index, l, true));
         if (nb == 0 && hasBias(cfg, l)) return makeError(ErrorCode::Shape, "bias missing", tensorName(index, l, true));
+    }
+    if (runtime) {
+        const std::string where = prefix + "runtime";
+        for (LinearKind k : {LinearKind::Qkv, LinearKind::O, LinearKind::GateUp, LinearKind::Down}) {
+            const Eigen::Index width = k == LinearKind::Qkv || k == LinearKind::GateUp ? cfg.hiddenSize
+                                       : k == LinearKind::O ? cfg.numAttentionHeads * cfg.headDim
+                                                            : cfg.intermediateSize;
+            const InputRuntime& in = runtime->input(k);
+            if (in.smoothDivisor.size() != 0 && in.smoothDivisor.size() != width)
+                return makeError(ErrorCode::Shape,
+                                 std::string("the ") + linearKindName(k) + " smoothing has " +
+                                     std::to_string(in.smoothDivisor.size()) + " factors for an input of " +
+                                     std::to_string(width),
+                                 where);
+            if (in.rotate && in.rotate->size() != width)
+                return makeError(ErrorCode::Shape,
+                                 std::string("the ") + linearKindName(k) + " rotation is " +
+                                     std::to_string(in.rotate->size()) + " wide for an input of " +
+                                     std::to_string(width),
+                                 where);
+        }
+        if (runtime->kv.qkRotate && runtime->kv.qkRotate->size() != cfg.headDim)
+            return makeError(ErrorCode::Shape,
+                             "the q/k rotation is " + std::to_string(runtime->kv.qkRotate->size()) +
+                                 " wide for a head dimension of " + std::to_string(cfg.headDim),
+                             where);
     }
     return {};
 }

@@ -42,6 +42,8 @@ enum class LinearKind { Qkv, O, GateUp, Down };
 const char* linearKindName(LinearKind k);
 LinearKind linearKind(Linear l);
 
+struct LayerRuntime; // model/runtime.h
+
 struct DecoderLayerWeights {
     RowVector inputNorm; // [K] attention input norm (input_layernorm)
     RowVector postNorm;  // [K] MLP input norm (post_attention_layernorm; Gemma: pre_feedforward_layernorm)
@@ -55,6 +57,9 @@ struct DecoderLayerWeights {
     RowMatrix down;     // [K, F]
     // Empty (size 0) when the architecture has no such bias.
     RowVector qBias, kBias, vBias, oBias, gateBias, upBias, downBias;
+    // Online activation transforms and quantizers (model/runtime.h) matching how these weights
+    // were transformed offline; null: none. Immutable and shared by copies of the layer.
+    std::shared_ptr<const LayerRuntime> runtime;
 
     RowMatrix& weight(Linear l);
     const RowMatrix& weight(Linear l) const;

@@ -13,11 +13,12 @@
 // after all three steps: exactly what the linears multiply.
 // K/V quantization (KvRuntime) works per (head, token) vector of head_dim values on the keys after
 // RoPE (and after the optional per-head rotation of q and k, which cancels in QKᵀ) and on the
-// values; the attention probabilities are never quantized.
-// Quantizer convention (METHODS.md §0): codes in [0, 2^b - 1], value = s·(code - Z); asymmetric
-// Min-Max over the clipped range [clip·min, clip·max] (min <= 0 <= max is not forced, as the
-// RUQuant/QuaRot code), symmetric: s = clip·max|x| / (2^(b-1) - 1), codes in [-(2^(b-1)-1),
-// 2^(b-1)-1]; rounding half to even (std::nearbyint). A zero range leaves the row unchanged.
+// values (and on the queries, when asked); the attention probabilities are never quantized.
+// Quantizer convention (METHODS.md §0, QuaRot's ActQuantizer): the range always holds 0
+// (lo = clip·min(min x, 0), hi = clip·max(max x, 0)); asymmetric: s = (hi - lo) / (2^b - 1), integer
+// zero-point Z = round(-lo / s), codes clamp(round(x / s) + Z, 0, 2^b - 1), value s·(code - Z);
+// symmetric: s = max(|lo|, hi) / (2^(b-1) - 1), codes clamp(round(x / s), -2^(b-1), 2^(b-1) - 1).
+// Rounding half to even (std::nearbyint). A zero range leaves the row unchanged.
 // Threading: everything here is immutable once built and shared between layers' copies
 // (shared_ptr<const>); the kernels parallelise over rows with OpenMP. Pure std + Eigen.
 
@@ -29,6 +30,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace qb::model {
 
@@ -42,6 +44,21 @@ public:
     virtual std::string describe() const = 0;
     // T itself ([size, size], T = apply(I)): for folding into weights and for tests.
     RowMatrix dense() const;
+};
+
+// A transform held as its matrix (x <- x·T by GEMM): learned or greedy rotations once
+// materialised (RUQuant's R, SpinQuant), and tests. Orthogonality is the caller's promise.
+class DenseRowTransform : public RowTransform {
+public:
+    DenseRowTransform(RowMatrix t, std::string label) : m_t(std::move(t)), m_label(std::move(label)) {}
+    Eigen::Index size() const override { return m_t.rows(); }
+    void apply(Eigen::Ref<RowMatrix> rows) const override;
+    std::string describe() const override { return m_label; }
+    const RowMatrix& matrix() const { return m_t; }
+
+private:
+    RowMatrix m_t;
+    std::string m_label;
 };
 
 enum class ActGranularity { PerToken, PerTensor };
@@ -65,9 +82,11 @@ struct InputRuntime {
 };
 
 struct KvRuntime {
-    ActQuantSpec k, v;                            // per (head, token); granularity is ignored
+    // Per (head, token) vector, granularity ignored: k and v (QuaRot's KV cache), q as well for
+    // schemes that quantize both inputs of QKᵀ (RUQuant); q and k after RoPE and qkRotate.
+    ActQuantSpec q, k, v;
     std::shared_ptr<const RowTransform> qkRotate; // [head_dim]: applied to every head of q and k after RoPE
-    bool empty() const { return !k.enabled() && !v.enabled() && !qkRotate; }
+    bool empty() const { return !q.enabled() && !k.enabled() && !v.enabled() && !qkRotate; }
 };
 
 struct LayerRuntime {
