@@ -1,5 +1,7 @@
 #include "pipeline/rotation.h"
 
+#include "model/runtime.h"
+
 namespace qb::pipeline {
 
 using model::DecoderLayerWeights;
@@ -36,6 +38,14 @@ Status checkRotatable(const model::Model& m)
 {
     const ModelConfig& c = m.config();
     QB_TRY_STATUS(m.validate());
+    for (int l = 0; l < m.numLayers(); ++l) {
+        const auto& rt = m.layer(l)->runtime;
+        if (rt && !rt->onlineTransforms().empty())
+            return makeError(ErrorCode::Unsupported,
+                             "the model already has online transforms (" + rt->onlineTransforms() +
+                                 "): rotate first, then smooth or add other runtime transforms",
+                             "rotation, layer " + std::to_string(l));
+    }
     if (c.gemmaNorms)
         return makeError(ErrorCode::Unsupported,
                          std::string("the Hadamard rotation does not preserve ") + architectureName(c.architecture) +
@@ -50,14 +60,36 @@ Status checkRotatable(const model::Model& m)
 Result<RotationResult> rotateModel(const model::Model& in, const RotationOptions& options, RunContext* ctx)
 {
     QB_TRY_STATUS(checkRotatable(in));
-    if (options.onlineDown || options.onlineO || options.qk)
-        return makeError(ErrorCode::Unsupported, "online Hadamards need the layer runtime of the forward pass",
-                         "rotation");
     const ModelConfig& c = in.config();
     RotationResult out;
     QB_TRY(residual, makeHadamard(c.hiddenSize, options.seed, options.allowBlocks, "residual stream (hidden_size)"));
     out.residual = *residual;
     const model::RowTransform& q = *out.residual;
+    // Online Hadamards: plain (not randomized), as QuaRot's online ones.
+    if (options.onlineDown) {
+        QB_TRY(t, makeHadamard(c.intermediateSize, std::nullopt, options.allowBlocks,
+                               "down_proj input (intermediate_size)"));
+        out.down = *t;
+    }
+    if (options.onlineO) {
+        QB_TRY(t, makeHadamard(c.numAttentionHeads * c.headDim, std::nullopt, options.allowBlocks,
+                               "o_proj input (num_attention_heads x head_dim)"));
+        out.o = *t;
+    }
+    if (options.qk) {
+        QB_TRY(t, makeHadamard(c.headDim, std::nullopt, options.allowBlocks, "q/k per head (head_dim)"));
+        out.qk = *t;
+    }
+    // One runtime shared by every layer (immutable); quantizers stay off, a plan sets them later.
+    std::shared_ptr<const model::LayerRuntime> runtime;
+    if (out.down || out.o || out.qk) {
+        auto rt = std::make_shared<model::LayerRuntime>();
+        rt->input(model::LinearKind::Down).rotate = out.down;
+        rt->input(model::LinearKind::O).rotate = out.o;
+        rt->kv.qkRotate = out.qk;
+        out.online = rt->onlineTransforms();
+        runtime = std::move(rt);
+    }
 
     if (ctx) ctx->beginStage("rotate", c.numHiddenLayers + 1, "embedding and lm_head");
     ModelConfig cfg = c;
@@ -89,6 +121,21 @@ Result<RotationResult> rotateModel(const model::Model& in, const RotationOptions
             rotateOutputRows(w->weight(lin), q);
             RowVector& b = w->bias(lin);
             if (b.size() > 0) q.apply(Eigen::Map<RowMatrix>(b.data(), 1, b.size()));
+        }
+        // x·H·(W·H)ᵀ = x·Wᵀ: the input side of the online rotations.
+        if (out.down) out.down->apply(w->down);
+        if (out.o) out.o->apply(w->o);
+        if (runtime) {
+            // Keep the quantizer settings a layer may already carry (checked free of transforms).
+            if (w->runtime) {
+                auto merged = std::make_shared<model::LayerRuntime>(*w->runtime);
+                merged->input(model::LinearKind::Down).rotate = out.down;
+                merged->input(model::LinearKind::O).rotate = out.o;
+                merged->kv.qkRotate = out.qk;
+                w->runtime = std::move(merged);
+            } else {
+                w->runtime = runtime;
+            }
         }
         m->setLayer(l, std::move(w));
         if (ctx) ctx->advance();

@@ -5,6 +5,7 @@
 
 #include "model/forward.h"
 #include "model_test_util.h"
+#include "model/runtime.h"
 #include "pipeline/rotation.h"
 
 #include <QTest>
@@ -119,6 +120,7 @@ private Q_SLOTS:
              {"demo", "qwen2-like random (qkv bias, tied)", "llama random (o/mlp bias)", "transformers qwen2",
               "transformers qwen3 (q/k norm)", "transformers phi3", "transformers mistral"}) {
             QTest::newRow((std::string(m) + ", residual only").c_str()) << QString(m) << false;
+            QTest::newRow((std::string(m) + ", online down/o/qk").c_str()) << QString(m) << true;
         }
     }
     void logitsUnchanged()
@@ -200,6 +202,60 @@ private Q_SLOTS:
         rl->residual->apply(ql);
         for (Linear lin : {Linear::O, Linear::Down})
             QVERIFY(close(rl->model->layer(0)->bias(lin), ml->layer(0)->bias(lin) * ql));
+    }
+
+    // The online Hadamards: W_down·H_I and W_o·H_A folded (after the residual Qᵀ), the transforms in
+    // every layer's runtime, reported as online.
+    void onlineTransforms()
+    {
+        std::string err;
+        auto m = qbtest::loadModelDir(qbtest::demoDir(), &err);
+        QVERIFY2(m, err.c_str());
+        pipeline::RotationOptions opt;
+        opt.onlineDown = opt.onlineO = opt.qk = true;
+        auto r = pipeline::rotateModel(*m, opt);
+        QVERIFY(r.ok());
+        QCOMPARE(r->online, std::string("o: Hadamard 128; down: Hadamard 352 (44 x 8, Paley I q=43); q/k per head: "
+                                        "Hadamard 32"));
+        const RowMatrix q = r->residual->dense(), hd = r->down->dense(), ho = r->o->dense();
+        auto close = [](const RowMatrix& a, const RowMatrix& b) {
+            return (a - b).cwiseAbs().maxCoeff() < kWeightTolerance * std::max(1.f, b.cwiseAbs().maxCoeff());
+        };
+        for (int l = 0; l < m->numLayers(); ++l) {
+            const DecoderLayerWeights& a = *m->layer(l);
+            const DecoderLayerWeights& b = *r->model->layer(l);
+            QVERIFY(close(b.down, q.transpose() * a.down * hd));
+            QVERIFY(close(b.o, q.transpose() * a.o * ho));
+            QVERIFY(b.runtime);
+            QCOMPARE(b.runtime->input(LinearKind::Down).rotate, r->down);
+            QCOMPARE(b.runtime->input(LinearKind::O).rotate, r->o);
+            QCOMPARE(b.runtime->kv.qkRotate, r->qk);
+            QVERIFY(!b.runtime->input(LinearKind::Qkv).rotate && !b.runtime->input(LinearKind::GateUp).rotate);
+            QCOMPARE(b.runtime->onlineTransforms(), r->online);
+        }
+        // Residual only: nothing online, the model is plain weights.
+        auto plain = pipeline::rotateModel(*m, {});
+        QVERIFY(plain.ok() && plain->online.empty() && !plain->model->layer(0)->runtime);
+        // Rotating twice would stack online transforms the second fold does not know about: refused.
+        auto twice = pipeline::rotateModel(*r->model, opt);
+        QVERIFY(!twice.ok());
+        QVERIFY2(twice.error().message.find("online transforms") != std::string::npos, twice.error().message.c_str());
+        // Quantizer settings without transforms are kept.
+        auto withQuant = std::make_shared<Model>(m->config());
+        withQuant->embedding() = m->embedding();
+        withQuant->finalNorm() = m->finalNorm();
+        withQuant->lmHeadOwned() = m->lmHeadOwned();
+        auto rt = std::make_shared<LayerRuntime>();
+        rt->input(LinearKind::Qkv).quant.bits = 8;
+        for (int l = 0; l < m->numLayers(); ++l) {
+            auto w = std::make_shared<DecoderLayerWeights>(*m->layer(l));
+            w->runtime = rt;
+            withQuant->setLayer(l, std::move(w));
+        }
+        auto rq = pipeline::rotateModel(*withQuant, opt);
+        QVERIFY(rq.ok());
+        QCOMPARE(rq->model->layer(1)->runtime->input(LinearKind::Qkv).quant.bits, 8);
+        QCOMPARE(rq->model->layer(1)->runtime->input(LinearKind::Down).rotate, rq->down);
     }
 
     void gemmaIsRefused_data()
