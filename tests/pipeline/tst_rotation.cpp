@@ -3,12 +3,17 @@
 // every architecture it accepts and small random models with biases and widths that are not powers
 // of two (Paley factors); the folds are checked on the weights themselves; Gemma is refused.
 
+#include "export/safetensors_export.h"
 #include "model/forward.h"
 #include "model_test_util.h"
 #include "model/runtime.h"
 #include "pipeline/rotation.h"
 
+#include <QFile>
+#include <QTemporaryDir>
 #include <QTest>
+
+#include <cstring>
 
 #include <random>
 
@@ -256,6 +261,52 @@ private Q_SLOTS:
         QVERIFY(rq.ok());
         QCOMPARE(rq->model->layer(1)->runtime->input(LinearKind::Qkv).quant.bits, 8);
         QCOMPARE(rq->model->layer(1)->runtime->input(LinearKind::Down).rotate, rq->down);
+    }
+
+    // With the residual rotation alone everything is folded: the rotated demo model written as an
+    // ordinary F32 safetensors checkpoint (HF names, the demo's config.json) reloads and runs to the
+    // original logits.
+    void residualRotationExportsAsPlainWeights()
+    {
+        std::string err;
+        auto m = qbtest::loadModelDir(qbtest::demoDir(), &err);
+        QVERIFY2(m, err.c_str());
+        QVERIFY(!m->config().tieWordEmbeddings);
+        auto r = pipeline::rotateModel(*m, {});
+        QVERIFY(r.ok() && r->online.empty());
+        std::vector<exporting::SafetensorsTensor> tensors;
+        auto put = [&](const std::string& name, const float* data, Eigen::Index rows, Eigen::Index cols) {
+            std::vector<std::uint8_t> bytes(std::size_t(rows * cols) * sizeof(float));
+            std::memcpy(bytes.data(), data, bytes.size());
+            std::vector<std::int64_t> shape =
+                rows > 1 ? std::vector<std::int64_t>{rows, cols} : std::vector<std::int64_t>{cols};
+            tensors.push_back(
+                exporting::safetensorsTensorFromBytes(name, DType::F32, std::move(shape), std::move(bytes)));
+        };
+        const Model& out = *r->model;
+        put("model.embed_tokens.weight", out.embedding().data(), out.embedding().rows(), out.embedding().cols());
+        put("model.norm.weight", out.finalNorm().data(), 1, out.finalNorm().size());
+        put("lm_head.weight", out.lmHead().data(), out.lmHead().rows(), out.lmHead().cols());
+        for (int l = 0; l < out.numLayers(); ++l) {
+            const DecoderLayerWeights& w = *out.layer(l);
+            const std::string prefix = "model.layers." + std::to_string(l) + ".";
+            put(prefix + "input_layernorm.weight", w.inputNorm.data(), 1, w.inputNorm.size());
+            put(prefix + "post_attention_layernorm.weight", w.postNorm.data(), 1, w.postNorm.size());
+            for (Linear lin : kAllLinears)
+                put(tensorName(l, lin), w.weight(lin).data(), w.weight(lin).rows(), w.weight(lin).cols());
+        }
+        QTemporaryDir dir;
+        QVERIFY(writeSafetensorsFile(dir.filePath("model.safetensors").toStdString(), tensors).ok());
+        QVERIFY(QFile::copy(QStringLiteral(QB_DEMO_DIR "/config.json"), dir.filePath("config.json")));
+        auto reloaded = qbtest::loadModelDir(dir.path().toStdString(), &err);
+        QVERIFY2(reloaded, err.c_str());
+        const auto ids = tokens(m->config().vocabSize, 32, 2);
+        Workspace ws;
+        auto before = forwardLogits(*m, ids, 32, ws);
+        auto after = forwardLogits(*reloaded, ids, 32, ws);
+        QVERIFY(before.ok() && after.ok());
+        QVERIFY2(relativeDifference(*after, *before) < kLogitRelTolerance,
+                 qPrintable(QString::number(relativeDifference(*after, *before))));
     }
 
     void gemmaIsRefused_data()
