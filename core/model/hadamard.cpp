@@ -255,16 +255,13 @@ RowMatrix hadamardSpecialFactor(const HadamardPlan& plan)
 RowMatrix hadamardRows(const HadamardPlan& plan, Eigen::Index first, Eigen::Index count)
 {
     const RowMatrix hm = hadamardSpecialFactor(plan);
-    const Eigen::Index p = plan.pow2, b = plan.blockSize;
+    const Eigen::Index p = plan.pow2, m = plan.special, b = plan.blockSize;
     RowMatrix out = RowMatrix::Zero(count, plan.n);
-    RowVector sylvesterRow(p);
     for (Eigen::Index r = 0; r < count; ++r) {
         const Eigen::Index i = first + r, block = i / b, ib = i % b;
+        // Row i of H_p ⊗ H_m: row ib % m of H_m times each entry of row ib / m of H_p.
         for (Eigen::Index j = 0; j < p; ++j)
-            sylvesterRow[j] = sylvester(ib % p, j);
-        // Row i of H_m ⊗ H_p: the p-wide Sylvester row times each entry of row ib/p of H_m.
-        for (Eigen::Index a = 0; a < hm.cols(); ++a)
-            out.row(r).segment(block * b + a * p, p) = hm(ib / p, a) * sylvesterRow;
+            out.row(r).segment(block * b + j * m, m) = sylvester(ib / m, j) * hm.row(ib % m);
     }
     return out;
 }
@@ -279,6 +276,30 @@ void walshHadamard(float* x, Eigen::Index p)
                 x[j + h] = a - c;
             }
 }
+
+namespace {
+
+// x <- (H_p ⊗ I_m)·x on a block of p·m values: butterflies between whole m-wide segments (the
+// inner loop runs over m contiguous floats, so it vectorises).
+void walshHadamardSegments(float* x, Eigen::Index p, Eigen::Index m)
+{
+    for (Eigen::Index h = 1; h < p; h *= 2)
+        for (Eigen::Index i = 0; i < p; i += 2 * h)
+            for (Eigen::Index j = i; j < i + h; ++j) {
+                float* u = x + j * m;
+                float* v = x + (j + h) * m;
+                for (Eigen::Index t = 0; t < m; ++t) {
+                    const float a = u[t], c = v[t];
+                    u[t] = a + c;
+                    v[t] = a - c;
+                }
+            }
+}
+
+// Rows per chunk of apply(): about this many floats per scratch buffer.
+constexpr Eigen::Index kChunkFloats = 1 << 15;
+
+} // namespace
 
 Result<std::shared_ptr<const HadamardTransform>> HadamardTransform::create(Eigen::Index n,
                                                                            std::optional<std::uint64_t> seed,
@@ -295,7 +316,7 @@ Result<std::shared_ptr<const HadamardTransform>> HadamardTransform::create(Eigen
         for (Eigen::Index i = 0; i < n; ++i)
             t->m_signs[i] = (rng() >> 63) ? -1.f : 1.f;
     }
-    if (t->m_plan.special > 1) t->m_specialT = hadamardSpecialFactor(t->m_plan).transpose();
+    if (t->m_plan.special > 1) t->m_special = hadamardSpecialFactor(t->m_plan);
     t->m_scale = float(1.0 / std::sqrt(double(t->m_plan.blockSize)));
     return std::shared_ptr<const HadamardTransform>(std::move(t));
 }
@@ -305,37 +326,45 @@ std::string HadamardTransform::describe() const
     return m_plan.describe() + (m_seed ? ", randomized seed " + std::to_string(*m_seed) : "");
 }
 
-void HadamardTransform::applyRow(float* x, float* scratch) const
-{
-    const Eigen::Index n = m_plan.n, b = m_plan.blockSize, p = m_plan.pow2, m = m_plan.special;
-    if (m_signs.size() == n)
-        for (Eigen::Index i = 0; i < n; ++i)
-            x[i] *= m_signs[i];
-    for (Eigen::Index b0 = 0; b0 < n; b0 += b) {
-        float* blk = x + b0;
-        for (Eigen::Index a = 0; a < m; ++a)
-            walshHadamard(blk + a * p, p);
-        if (m > 1) {
-            // Y = H_mᵀ · X over the m segments of length p (X[a][b] = blk[a·p + b]).
-            Eigen::Map<RowMatrix> xs(blk, m, p), ys(scratch, m, p);
-            ys.noalias() = m_specialT * xs;
-            xs = ys;
-        }
-    }
-    for (Eigen::Index i = 0; i < n; ++i)
-        x[i] *= m_scale;
-}
-
 void HadamardTransform::apply(Eigen::Ref<RowMatrix> rows) const
 {
     assert(rows.cols() == m_plan.n);
-    const Eigen::Index nRows = rows.rows();
-#pragma omp parallel if (nRows > 1)
+    const Eigen::Index n = m_plan.n, p = m_plan.pow2, m = m_plan.special, b = m_plan.blockSize;
+    const Eigen::Index nRows = rows.rows(), chunk = std::max<Eigen::Index>(1, kChunkFloats / n);
+    const Eigen::Index nChunks = (nRows + chunk - 1) / chunk;
+    const bool randomized = m_signs.size() == n;
+#pragma omp parallel if (nChunks > 1)
     {
-        std::vector<float> scratch(std::size_t(m_plan.blockSize));
+        RowMatrix in, out; // [c, n] scratch, reallocated only when c changes
 #pragma omp for schedule(static)
-        for (Eigen::Index r = 0; r < nRows; ++r)
-            applyRow(rows.row(r).data(), scratch.data());
+        for (Eigen::Index ci = 0; ci < nChunks; ++ci) {
+            const Eigen::Index r0 = ci * chunk, c = std::min(chunk, nRows - r0);
+            auto block = rows.middleRows(r0, c);
+            if (m == 1) { // in place: signs, butterflies, scale
+                for (Eigen::Index r = 0; r < c; ++r) {
+                    float* x = block.row(r).data();
+                    if (randomized)
+                        for (Eigen::Index i = 0; i < n; ++i)
+                            x[i] *= m_signs[i];
+                    for (Eigen::Index b0 = 0; b0 < n; b0 += b)
+                        walshHadamard(x + b0, p);
+                    for (Eigen::Index i = 0; i < n; ++i)
+                        x[i] *= m_scale;
+                }
+                continue;
+            }
+            in.resize(c, n);
+            if (randomized) in.noalias() = block * m_signs.asDiagonal();
+            else in = block;
+            // Every row is n/m contiguous m-wide segments: X·H_m for all of them in one GEMM.
+            out.resize(c, n);
+            Eigen::Map<RowMatrix> segments(in.data(), c * (n / m), m), result(out.data(), c * (n / m), m);
+            result.noalias() = segments * m_special;
+            for (Eigen::Index r = 0; r < c; ++r)
+                for (Eigen::Index b0 = 0; b0 < n; b0 += b)
+                    walshHadamardSegments(out.row(r).data() + b0, p, m);
+            block = out * m_scale;
+        }
     }
 }
 

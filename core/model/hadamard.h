@@ -3,13 +3,13 @@
 // for QuaRot-style rotations (METHODS.md §5, §6.1 "Hadamard sizes").
 //
 // Construction: an order-n Hadamard matrix (entries ±1, H·Hᵀ = n·I) is built here as the Kronecker
-// product H_n = H_m ⊗ H_p, p = 2^k (Sylvester, H_p[i][j] = (-1)^popcount(i & j)) and m a special
+// product H_n = H_p ⊗ H_m, p = 2^k (Sylvester, H_p[i][j] = (-1)^popcount(i & j)) and m a special
 // order built by Paley's constructions over a finite field GF(q), q a prime power:
 //   Paley I  (m = q + 1,    q ≡ 3 mod 4): H = I + S, S = [[0, 1ᵀ], [-1, Q]], Q the Jacobsthal matrix
 //                                          Q[i][j] = χ(a_i - a_j), χ the quadratic character of GF(q);
 //   Paley II (m = 2(q + 1), q ≡ 1 mod 4): C = [[0, 1ᵀ], [1, Q]], every 0 of C replaced by
 //                                          [[1, -1], [-1, -1]] and every ±1 by ±[[1, 1], [1, -1]].
-// Index i = a·p + b (a < m, b < p): H_n[i][j] = H_m[a][a'] · H_p[b][b']. The plan takes the largest
+// Index i = b·m + a (b < p, a < m): H_n[i][j] = H_p[b][b'] · H_m[a][a']. The plan takes the largest
 // p with a constructible m (the cheapest transform; m is capped at 1024). Of QuaRot's stored sizes
 // (12, 20, 28, 36, 40, 52, 60, 108, 140, 148, 156, 172) all but 156 and 172 are built here (QuaRot
 // stores those as tables of Williamson type), yet their doubles are: 312 = Paley I q=311 and
@@ -20,11 +20,12 @@
 // different rotations, and describe() says which one is in use.
 //
 // Fast transform: x <- x·Q with Q = diag(s)·H/√n (per block √B for the block-diagonal form): signs,
-// Walsh–Hadamard butterflies over each length-p segment (O(n log p)), then one dense m×m product
-// over the m segments (O(n·m)); no n×n matrix is ever formed. Randomized signs s_i = ±1 come from
-// std::mt19937_64(seed): s_i = -1 when the top bit of the i-th draw is set, else +1.
-// Threading: a HadamardTransform is immutable; apply() parallelises over rows with OpenMP and
-// allocates one length-n scratch row per thread per call. Pure std + Eigen.
+// then each row viewed as n/m contiguous m-wide segments times H_m (one GEMM for a chunk of rows,
+// O(n·m)), then Walsh–Hadamard butterflies between the p segments of each block (O(n log p), the
+// inner loop over m contiguous floats); no n×n matrix is ever formed. Randomized signs s_i = ±1
+// come from std::mt19937_64(seed): s_i = -1 when the top bit of the i-th draw is set, else +1.
+// Threading: a HadamardTransform is immutable; apply() parallelises over chunks of rows with
+// OpenMP, with two chunk-sized scratch buffers (~128 KiB each) per thread per call. Pure std + Eigen.
 
 #include "base/result.h"
 #include "model/model.h"
@@ -99,13 +100,12 @@ public:
 
 private:
     HadamardTransform() = default;
-    void applyRow(float* x, float* scratch) const;
 
     HadamardPlan m_plan;
     std::optional<std::uint64_t> m_seed;
     RowVector m_signs;
-    RowMatrix m_specialT; // H_mᵀ [m, m] (empty when m == 1)
-    float m_scale = 1.f;  // 1/√blockSize
+    RowMatrix m_special; // H_m [m, m] (empty when m == 1)
+    float m_scale = 1.f; // 1/√blockSize
 };
 
 } // namespace qb::model
