@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <array>
 #include <bit>
 #include <cassert>
 #include <cmath>
@@ -69,7 +70,13 @@ public:
     std::int64_t mul(std::int64_t a, std::int64_t b) const
     {
         if (m_e == 1) return (a * b) % m_p;
-        std::vector<std::int64_t> x = digits(a), y = digits(b), prod(std::size_t(2 * m_e - 1), 0);
+        // q <= kMaxSpecialOrder < 2^11, so e <= 10: fixed arrays, no allocation.
+        std::array<std::int64_t, 10> x{}, y{};
+        std::array<std::int64_t, 19> prod{};
+        for (int i = 0; i < m_e; ++i, a /= m_p, b /= m_p) {
+            x[std::size_t(i)] = a % m_p;
+            y[std::size_t(i)] = b % m_p;
+        }
         for (int i = 0; i < m_e; ++i)
             for (int j = 0; j < m_e; ++j)
                 prod[std::size_t(i + j)] = (prod[std::size_t(i + j)] + x[std::size_t(i)] * y[std::size_t(j)]) % m_p;
@@ -99,14 +106,6 @@ public:
     }
 
 private:
-    std::vector<std::int64_t> digits(std::int64_t a) const
-    {
-        std::vector<std::int64_t> d(static_cast<std::size_t>(m_e));
-        for (int i = 0; i < m_e; ++i, a /= m_p)
-            d[std::size_t(i)] = a % m_p;
-        return d;
-    }
-
     // The first monic f of degree e (low coefficients counted up) for which GF(p)[α]/f has no zero
     // divisors, i.e. f is irreducible. q stays small (kMaxSpecialOrder), so O(q²) per try is cheap.
     void findModulus()
@@ -117,6 +116,17 @@ private:
             for (int i = 0; i < m_e; ++i, c /= m_p)
                 m_modulus[std::size_t(i)] = c % m_p;
             if (m_modulus[0] == 0) continue; // α divides f
+            if (m_e <= 3) {                  // degree <= 3: irreducible iff f has no root in GF(p)
+                bool root = false;
+                for (std::int64_t x = 0; x < m_p && !root; ++x) {
+                    std::int64_t v = 1; // Horner, leading coefficient 1
+                    for (int i = m_e - 1; i >= 0; --i)
+                        v = (v * x + m_modulus[std::size_t(i)]) % m_p;
+                    root = v == 0;
+                }
+                if (!root) return;
+                continue;
+            }
             bool field = true;
             for (std::int64_t a = 1; a < m_q && field; ++a)
                 for (std::int64_t b = a; b < m_q; ++b)
