@@ -1,5 +1,7 @@
 #include "pipeline/workflows.h"
 
+#include "pipeline/activation_setup.h"
+
 #include "quant/cmpq.h"
 
 #include "export/project_bundle.h"
@@ -372,14 +374,17 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
         evalText = std::move(*t);
         evalTokens = estimateEvalTokens(*tok, *evalText, req.evalOptions.ctx);
     }
-    const bool load = !req.base || (req.keepBaseLayers && !layersLoaded(*req.base));
+    // Transforms (smoothing, rotation) rewrite every layer: the base is loaded whole.
+    const bool transforms = plan->activation.transforms();
+    const bool needLayers = req.keepBaseLayers || transforms;
+    const bool load = !req.base || (needLayers && !layersLoaded(*req.base));
     const bool kl = evalText && req.klDivergence;
     PreflightEstimate preflight = preflightFor(req, *plan, evalTokens);
     if (req.memoryLimitBytes) preflight.availableBytes = req.memoryLimitBytes;
     if (req.checkMemory && !preflight.fits())
         return makeError(ErrorCode::OutOfMemory, "quantize: " + preflight.refusal());
     // The base has its layers after the load phase when it is loaded with them or came with them.
-    const bool loadReference = kl && !req.keepBaseLayers && !(req.base && layersLoaded(*req.base));
+    const bool loadReference = kl && !needLayers && !(req.base && layersLoaded(*req.base));
     std::error_code ec;
     const auto calibBytes = std::filesystem::file_size(req.calibration.textPath, ec);
     const QuantizeWork work = estimateQuantizeWork(
@@ -404,13 +409,23 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (load) {
         phase(ctx, "load");
         LoadOptions lo;
-        lo.loadLayers = req.keepBaseLayers;
+        lo.loadLayers = needLayers;
         QB_TRY(m, loadModel(ck, ctx, &out.loadWarnings, lo));
         loaded = std::move(*m);
         out.base = loaded;
     }
     phase(ctx, "quantize");
-    QB_TRY(res, runQuantize(*out.base, &ck, *plan, *out.calibration, req.options, ctx));
+    // Weight-and-activation plans: the weights are solved in the transformed basis, then the
+    // activation quantizers go into the result (activation_setup.h).
+    ActivationSetupNotes actNotes;
+    const int batch = std::max(1, req.options.batch);
+    QB_TRY(prepared, prepareActivationModel(out.base, plan->activation, *out.calibration, batch, ctx, &actNotes));
+    QB_TRY(res, runQuantize(**prepared, &ck, *plan, *out.calibration, req.options, ctx));
+    prepared->reset();
+    if (res->model)
+        QB_TRY_STATUS(installActivationQuantizers(*res->model, plan->activation, out.calibration.get(), batch, ctx));
+    res->notes = std::move(actNotes.lines);
+    res->onlineTransforms = std::move(actNotes.online);
     out.result = std::make_shared<const QuantizeResult>(std::move(*res));
     if (evalText) {
         if (!out.result->model) return makeError(ErrorCode::InvalidArgument, "quantize: perplexity needs keepModel");
