@@ -11,6 +11,7 @@
 #include "quant/container_grid.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 
@@ -26,15 +27,81 @@ std::string methodList()
     return s;
 }
 
+// --abits/--kvbits/--smooth/--rotate... into the plan's activation part (over a --plan's own);
+// returns a usage error or "".
+std::string applyActivationFlags(qb::cli::CliArgs& args, qb::pipeline::ActivationPlan& a)
+{
+    using namespace qb;
+    auto bits = [&](const char* key, int& out) -> std::string {
+        if (!args.has(key)) return "";
+        const auto v = args.value(key);
+        const int b = v ? std::atoi(v->c_str()) : -1;
+        if (!v || std::to_string(b) != *v || b < 0 || b > 8 || (b > 0 && b < 2))
+            return std::string("--") + key + " must be 0 (off) or 2..8";
+        out = b;
+        return "";
+    };
+    if (args.has("abits")) {
+        int b = 0;
+        if (auto e = bits("abits", b); !e.empty()) return e;
+        a.defaults.bits = b;
+        a.hasActivations = true;
+    }
+    if (args.has("kvbits") || args.has("qbits")) {
+        if (auto e = bits("kvbits", a.kvBits); !e.empty()) return e;
+        if (auto e = bits("qbits", a.qBits); !e.empty()) return e;
+        a.hasKv = true;
+    }
+    if (args.has("aclip")) {
+        const double c = std::atof(args.value("aclip")->c_str());
+        if (!(c > 0 && c <= 1)) return "--aclip must be in (0, 1]";
+        a.defaults.clip = c;
+        a.hasActivations = true;
+    }
+    if (args.has("a-sym")) {
+        a.defaults.sym = true;
+        a.hasActivations = true;
+    }
+    if (args.has("astatic")) {
+        a.defaults.staticRange = true;
+        a.hasActivations = true;
+    }
+    if (auto g = args.value("agranularity")) {
+        if (*g != "token" && *g != "tensor") return "--agranularity must be token or tensor";
+        a.defaults.granularity = *g == "token" ? model::ActGranularity::PerToken : model::ActGranularity::PerTensor;
+        a.hasActivations = true;
+    }
+    if (auto sm = args.value("smooth")) {
+        char* end = nullptr;
+        const double alpha = std::strtod(sm->c_str(), &end);
+        if (end == sm->c_str() || *end != 0 || !(alpha >= 0 && alpha <= 1)) return "--smooth must be in [0, 1]";
+        a.smoothAlpha = alpha;
+        a.hasTransform = true;
+    }
+    if (auto r = args.value("rotate")) {
+        if (*r == "none") a.rotate = pipeline::PlanRotation::None;
+        else if (*r == "residual") a.rotate = pipeline::PlanRotation::Residual;
+        else if (*r == "hadamard") a.rotate = pipeline::PlanRotation::Hadamard;
+        else return "--rotate must be none, residual or hadamard";
+        a.hasTransform = true;
+    }
+    if (args.has("rotate-seed")) {
+        a.seed = std::uint64_t(args.intValue("rotate-seed", 0, 0, (1LL << 62)));
+        a.hasTransform = true;
+    }
+    return "";
+}
+
 int runQuantizeCmd(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "quantize";
-    cli::CliArgs args(argv,
-                      {"calib",     "nsamples", "seqlen",     "seed",      "plan",    "method",      "bits", "group",
-                       "eval",      "ctx",      "score",      "threads",   "batch",   "save-plan",   "out",  "format",
-                       "gguf-type", "target",   "embed-type", "head-type", "imatrix", "memory-limit"},
-                      {"sym", "act-order", "json", "round-grids", "no-kl", "dry-run"});
+    cli::CliArgs args(argv, {"calib",      "nsamples",  "seqlen",       "seed",         "plan",      "method",
+                             "bits",       "group",     "eval",         "ctx",          "score",     "threads",
+                             "batch",      "save-plan", "out",          "format",       "gguf-type", "target",
+                             "embed-type", "head-type", "imatrix",      "memory-limit", "abits",     "kvbits",
+                             "qbits",      "aclip",     "agranularity", "smooth",       "rotate",    "rotate-seed"},
+                      {"sym", "act-order", "json", "round-grids", "no-kl", "dry-run", "a-sym", "astatic"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto calibPath = args.value("calib");
@@ -138,6 +205,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
                 return cli::fail(cmd, std::string("--") + key + ": not a GGUF type: " + *t, 2);
             *slot = *parsed;
         }
+    if (const std::string e = applyActivationFlags(args, plan.activation); !e.empty()) return cli::fail(cmd, e, 2);
     if (auto save = args.value("save-plan")) {
         Status st = pipeline::saveQuantPlan(plan, *save);
         if (!st.ok()) return cli::fail(cmd, st.error().toString());
@@ -183,7 +251,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     req.options.threads = threads;
     req.options.importance = importance;
     req.options.keepCodes = exportFormat.has_value();
-    req.options.keepModel = req.evalTextPath.has_value(); // exports rebuild from the codes
+    // Exports rebuild from the codes; a transformed run also needs its embedding, norms and head.
+    req.options.keepModel = req.evalTextPath.has_value() || plan.activation.transforms();
     req.memoryLimitBytes = memoryLimit;
     if (args.has("dry-run")) {
         auto e = pipeline::preflightQuantizeRequest(req);
@@ -245,6 +314,13 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         std::printf("perplexity %.4f (score %s, ctx %d, %lld windows)\n", ppl->perplexity,
                     eval::scoreModeName(ppl->mode), ppl->ctx, (long long)ppl->windows);
     if (const auto& kl = q->kl) std::fputs(cli::klSummary(*kl, "the original").c_str(), stdout);
+    if (const std::string a = res.plan.activation.describe(); !a.empty()) {
+        std::printf("activations: %s\n", a.c_str());
+        for (const std::string& n : res.notes)
+            std::printf("  %s\n", n.c_str());
+        if (!res.onlineTransforms.empty())
+            std::printf("  online (not storable in a plain weights file): %s\n", res.onlineTransforms.c_str());
+    }
     std::fflush(stdout);
     return 0;
 }
@@ -259,6 +335,8 @@ QB_CLI_COMMAND(
     "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
     "         [--imatrix FILE] [--save-plan FILE] [--json] [--dry-run] [--memory-limit SIZE]\n"
     "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
+    "         [--abits A [--aclip C] [--a-sym] [--astatic] [--agranularity token|tensor]] [--kvbits B]\n"
+    "         [--qbits B] [--smooth ALPHA] [--rotate none|residual|hadamard [--rotate-seed S]]\n"
     "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded); the\n"
     "                 default 128 x 2048 (the GPTQ/NeUQI papers') is capped at the model's context;\n"
     "                 --dry-run shows what it costs\n"
@@ -294,6 +372,17 @@ QB_CLI_COMMAND(
     "  --memory-limit SIZE  refuse when the estimate exceeds SIZE (800M, 16G; default: the memory\n"
     "                 available); the message says what to change\n"
     "  --json         print {perplexity, kl, bits_per_weight, size_bytes, seconds, timings, tensors[]}\n"
+    "  --abits A      weight-and-activation quantization (W8A8, W6A6, W4A4): every linear input\n"
+    "                 fake-quantized to A bits (2..8, 0 off), per token, asymmetric, dynamic Min-Max;\n"
+    "                 --aclip C scales the range (RUQuant's lac), --a-sym symmetric, --astatic one\n"
+    "                 range per input calibrated once, --agranularity tensor one range per batch.\n"
+    "                 Per group (qkv, o, gate_up, down) settings are plan keys (\"activations\")\n"
+    "  --kvbits B     keys and values quantized per (head, token); --qbits B the queries too\n"
+    "  --smooth ALPHA SmoothQuant: per-channel factors max|x|^a / max|W|^(1-a) folded into the norms\n"
+    "                 and v/up_proj (online for the o_proj input under GQA); 0.6 is usual\n"
+    "  --rotate R     residual: a randomized Hadamard rotation of the residual stream folded into\n"
+    "                 every weight (norm gains fused first); hadamard: also QuaRot's online Hadamards\n"
+    "                 on the o_proj and down_proj inputs and per head on q/k (not storable in GGUF)\n"
     "  --out PATH     export the result: gguf (grids stored exactly, --gguf-type forces a type),\n"
     "                 gptq (HF GPTQ directory; --round-grids rounds what GPTQ cannot hold instead of\n"
     "                 refusing), safetensors (fake-quantized HF directory), qbproj (project file)\n"

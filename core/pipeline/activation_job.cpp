@@ -4,6 +4,7 @@
 #include "pipeline/model_loader.h"
 
 #include <chrono>
+#include <functional>
 #include <regex>
 
 namespace qb::pipeline {
@@ -30,23 +31,26 @@ const eval::ActivationStats* ActivationReport::forTensor(const std::string& name
     return it == taps.end() ? nullptr : &it->second;
 }
 
-Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint, const CalibrationSet& calibration,
-                                                const ActivationJobOptions& options, RunContext* ctx)
+namespace {
+
+using LayerSource = std::function<Result<std::shared_ptr<const model::DecoderLayerWeights>>(int layer)>;
+
+// Every calibration window through `model` one decoder layer at a time, the layers from `layerOf`.
+Result<ActivationReport> collectStats(const model::Model& model, const LayerSource& layerOf,
+                                      const CalibrationSet& calibration, const ActivationJobOptions& options,
+                                      RunContext* ctx)
 {
     const auto t0 = std::chrono::steady_clock::now();
     if (calibration.count < 1 || calibration.seqlen < 1)
         return makeError(ErrorCode::InvalidArgument, "empty calibration set");
-    LoadOptions lo;
-    lo.loadLayers = false; // decoder layers come one at a time below
-    QB_TRY(model, loadModel(checkpoint, nullptr, nullptr, lo));
-    const int layers = (*model)->numLayers();
+    const int layers = model.numLayers();
     const int batch = std::max(1, options.batch);
     const int batches = (calibration.count + batch - 1) / batch;
     if (ctx) ctx->beginStage("calibrate", std::int64_t(layers) * batches);
 
     const auto T = calibration.seqlen;
     model::RowMatrix hidden;
-    QB_TRY_STATUS(model::embed(**model, calibration.ids, hidden));
+    QB_TRY_STATUS(model::embed(model, calibration.ids, hidden));
 
     ActivationReport report;
     report.windows = calibration.count;
@@ -55,7 +59,7 @@ Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint
     model::RowMatrix block; // reused: same shape every full batch
     for (int l = 0; l < layers; ++l) {
         if (ctx) ctx->setDetail("layer " + std::to_string(l));
-        QB_TRY(weights, loadDecoderLayer(checkpoint, l));
+        QB_TRY(weights, layerOf(l));
         const model::ActivationTap tap = [&](int layer, model::LinearKind kind,
                                              const Eigen::Ref<const model::RowMatrix>& x) {
             auto [it, inserted] = report.taps.try_emplace({layer, kind}, options.bins);
@@ -66,13 +70,45 @@ Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint
             const int first = b * batch;
             const int n = std::min(batch, calibration.count - first);
             block = hidden.middleRows(Eigen::Index(first) * T, Eigen::Index(n) * T);
-            QB_TRY_STATUS(model::runLayer((*model)->config(), **weights, l, block, T, ws, tap));
+            QB_TRY_STATUS(model::runLayer(model.config(), **weights, l, block, T, ws, tap));
             hidden.middleRows(Eigen::Index(first) * T, Eigen::Index(n) * T) = block;
             if (ctx) ctx->advance();
         }
     }
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return report;
+}
+
+} // namespace
+
+Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint, const CalibrationSet& calibration,
+                                                const ActivationJobOptions& options, RunContext* ctx)
+{
+    LoadOptions lo;
+    lo.loadLayers = false; // decoder layers come one at a time
+    QB_TRY(model, loadModel(checkpoint, nullptr, nullptr, lo));
+    return collectStats(
+        **model,
+        [&](int l) -> Result<std::shared_ptr<const model::DecoderLayerWeights>> {
+            QB_TRY(w, loadDecoderLayer(checkpoint, l));
+            return std::shared_ptr<const model::DecoderLayerWeights>(std::move(*w));
+        },
+        calibration, options, ctx);
+}
+
+Result<ActivationReport> collectActivationStats(const model::Model& model, const CalibrationSet& calibration,
+                                                const ActivationJobOptions& options, RunContext* ctx)
+{
+    return collectStats(
+        model,
+        [&](int l) -> Result<std::shared_ptr<const model::DecoderLayerWeights>> {
+            auto w = model.layer(l);
+            if (!w)
+                return makeError(ErrorCode::InvalidArgument, "decoder layer not loaded",
+                                 "model.layers." + std::to_string(l));
+            return w;
+        },
+        calibration, options, ctx);
 }
 
 } // namespace qb::pipeline

@@ -44,5 +44,9 @@ struct ActivationJobOptions {
 
 Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint, const CalibrationSet& calibration,
                                                 const ActivationJobOptions& options, RunContext* ctx = nullptr);
+// The same over a model whose decoder layers are all loaded (e.g. after a transform: the taps see
+// each layer's runtime transforms, model/runtime.h).
+Result<ActivationReport> collectActivationStats(const model::Model& model, const CalibrationSet& calibration,
+                                                const ActivationJobOptions& options, RunContext* ctx = nullptr);
 
 } // namespace qb::pipeline

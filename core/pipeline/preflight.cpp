@@ -211,6 +211,11 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
                      fullBase ? modelF32Bytes(c) : tablesF32Bytes(c)});
     // The fake-quantized model under construction (F32) when it is evaluated.
     if (in.evalTokens > 0) parts.push_back({"quantized model (F32)", modelF32Bytes(c)});
+    // Smoothing or rotation: the whole base, and its transformed copy, while the weights are solved.
+    if (plan.activation.transforms()) {
+        if (!fullBase) parts.push_back({"original model (F32)", modelF32Bytes(c)});
+        parts.push_back({"transformed model (F32)", modelF32Bytes(c)});
+    }
     // One decoder layer in F32, its largest Hessian and the GPTQ working set in double.
     std::int64_t layerParams = 0, maxCols = 0, maxMatrix = 0, quantized = 0;
     for (const TensorPlan& t : plan.tensors)

@@ -388,6 +388,20 @@ io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perp
     t.set("evaluate", q.seconds.evaluate);
     t.set("total", seconds);
     m.set("timings", std::move(t));
+    if (const ActivationPlan& a = q.plan.activation; !a.empty()) {
+        io::JsonValue act;
+        act.set("summary", a.describe());
+        act.set("activation_bits", a.maxActivationBits());
+        act.set("kv_bits", a.kvBits);
+        if (a.smoothAlpha) act.set("smooth", *a.smoothAlpha);
+        act.set("rotate", planRotationName(a.rotate));
+        act.set("online_transforms", q.onlineTransforms);
+        io::JsonArray notes;
+        for (const std::string& n : q.notes)
+            notes.push_back(io::JsonValue(n));
+        act.set("notes", std::move(notes));
+        m.set("activation", std::move(act));
+    }
     io::JsonArray tensors;
     for (const auto& r : q.tensors) {
         io::JsonValue e;

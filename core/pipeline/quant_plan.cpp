@@ -427,9 +427,12 @@ Result<QuantPlan> quantPlanFromJson(const io::JsonValue& json, const std::string
                 plan.rules.push_back(std::move(r));
             }
         } else {
-            return planError("unknown key \"" + m.key +
-                                 "\" (valid: version, description, default, rules, embed_type, head_type)",
-                             at);
+            QB_TRY(handled, parseActivationPlanKey(m.key, m.value, at, plan.activation));
+            if (!*handled)
+                return planError("unknown key \"" + m.key +
+                                     "\" (valid: version, description, default, rules, embed_type, head_type, "
+                                     "activations, kv, transform)",
+                                 at);
         }
     }
     if (!haveDefault || !plan.defaults.method)
@@ -467,6 +470,7 @@ io::JsonValue quantPlanToJson(const QuantPlan& plan)
     root.set("rules", std::move(rules));
     if (plan.embedType) root.set("embed_type", *plan.embedType);
     if (plan.headType) root.set("head_type", *plan.headType);
+    writeActivationPlan(root, plan.activation);
     return root;
 }
 
@@ -589,6 +593,7 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
 {
     if (!plan.defaults.method) return planError("the plan's default has no method", "plan");
     ResolvedPlan out;
+    out.activation = plan.activation;
     std::vector<int> ruleHits(plan.rules.size(), 0);
     double bitsTotal = 0;
     std::map<std::string, std::int64_t> requested;                        // container -> params asked for
@@ -768,6 +773,7 @@ std::string describeQuantPlan(const QuantPlan& plan)
             s = std::string(quant::methodTraits(m).name) + " " + buf + " bpw";
             if (!plan.rules.empty())
                 s += " +" + std::to_string(plan.rules.size()) + (plan.rules.size() == 1 ? " rule" : " rules");
+            if (const std::string a = plan.activation.describe(); !a.empty()) s += " " + a;
             return s;
         }
         s = std::string(quant::methodTraits(m).name) + " " + std::to_string(d.bits.value_or(4)) + "b";
@@ -778,6 +784,7 @@ std::string describeQuantPlan(const QuantPlan& plan)
     }
     if (!plan.rules.empty())
         s += " +" + std::to_string(plan.rules.size()) + (plan.rules.size() == 1 ? " rule" : " rules");
+    if (const std::string a = plan.activation.describe(); !a.empty()) s += " " + a;
     return s;
 }
 

@@ -53,6 +53,8 @@
 // for neuqi and off for gptq). Unknown keys, unknown methods (the message lists the valid ones),
 // bits out of range, non-positive group sizes, wrong JSON types, and "sym": true with a method
 // that has no symmetric grid (neuqi) are errors; a rule matching no tensor is a warning.
+// Top-level "activations", "kv" and "transform" add activation/KV quantization and
+// function-preserving transforms (schema in activation_plan.h); the weight rules are unchanged.
 // Targets: the seven linear weights of every decoder layer. Embeddings, lm_head and norms are
 // never quantized (as GPTQ), and rules cannot select them.
 // Accounting: a quantized tensor costs bitsPerWeightUniform() bits per weight (codes + an F16
@@ -64,6 +66,7 @@
 #include "base/model_config.h"
 #include "base/result.h"
 #include "io/json_value.h"
+#include "pipeline/activation_plan.h"
 #include "model/model.h"
 #include "quant/method_traits.h"
 
@@ -117,6 +120,7 @@ struct QuantPlan {
     PlanSettings defaults; // method must be set (fromJson/validate check it)
     std::vector<PlanRule> rules;
     std::optional<std::string> embedType, headType; // GGUF type names (canonical upper case)
+    ActivationPlan activation; // "activations", "kv", "transform" (activation_plan.h); empty: weights only
     bool operator==(const QuantPlan&) const = default;
 };
 
@@ -157,6 +161,7 @@ struct ResolvedPlan {
     bool ggufTargets = false;                            // some tensor has a GGUF target
     bool gptqTargets = false;                            // some tensor has the gptq target
     std::string embedType, headType;                     // resolved with GGUF targets; "F16" with gptq targets
+    ActivationPlan activation;                           // the plan's, as it is
     const TensorPlan* find(std::string_view name) const; // with or without ".weight"
 };
 

@@ -116,6 +116,10 @@ struct QuantizeResult {
     QuantizeTimings seconds;
     double bitsPerWeight = 0;
     std::uint64_t sizeBytes = 0;
+    // Weight-and-activation runs (plan.activation): what the transforms did, and the online
+    // transforms a plain weights file cannot hold ("" when none; activation_setup.h).
+    std::vector<std::string> notes;
+    std::string onlineTransforms;
     const TensorReport* find(const std::string& name) const; // with or without ".weight"
 };
 

@@ -1,5 +1,7 @@
 #include "pipeline/workflows.h"
 
+#include "pipeline/activation_setup.h"
+
 #include "quant/cmpq.h"
 
 #include "export/project_bundle.h"
@@ -372,14 +374,17 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
         evalText = std::move(*t);
         evalTokens = estimateEvalTokens(*tok, *evalText, req.evalOptions.ctx);
     }
-    const bool load = !req.base || (req.keepBaseLayers && !layersLoaded(*req.base));
+    // Transforms (smoothing, rotation) rewrite every layer: the base is loaded whole.
+    const bool transforms = plan->activation.transforms();
+    const bool needLayers = req.keepBaseLayers || transforms;
+    const bool load = !req.base || (needLayers && !layersLoaded(*req.base));
     const bool kl = evalText && req.klDivergence;
     PreflightEstimate preflight = preflightFor(req, *plan, evalTokens);
     if (req.memoryLimitBytes) preflight.availableBytes = req.memoryLimitBytes;
     if (req.checkMemory && !preflight.fits())
         return makeError(ErrorCode::OutOfMemory, "quantize: " + preflight.refusal());
     // The base has its layers after the load phase when it is loaded with them or came with them.
-    const bool loadReference = kl && !req.keepBaseLayers && !(req.base && layersLoaded(*req.base));
+    const bool loadReference = kl && !needLayers && !(req.base && layersLoaded(*req.base));
     std::error_code ec;
     const auto calibBytes = std::filesystem::file_size(req.calibration.textPath, ec);
     const QuantizeWork work = estimateQuantizeWork(
@@ -404,13 +409,23 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (load) {
         phase(ctx, "load");
         LoadOptions lo;
-        lo.loadLayers = req.keepBaseLayers;
+        lo.loadLayers = needLayers;
         QB_TRY(m, loadModel(ck, ctx, &out.loadWarnings, lo));
         loaded = std::move(*m);
         out.base = loaded;
     }
     phase(ctx, "quantize");
-    QB_TRY(res, runQuantize(*out.base, &ck, *plan, *out.calibration, req.options, ctx));
+    // Weight-and-activation plans: the weights are solved in the transformed basis, then the
+    // activation quantizers go into the result (activation_setup.h).
+    ActivationSetupNotes actNotes;
+    const int batch = std::max(1, req.options.batch);
+    QB_TRY(prepared, prepareActivationModel(out.base, plan->activation, *out.calibration, batch, ctx, &actNotes));
+    QB_TRY(res, runQuantize(**prepared, &ck, *plan, *out.calibration, req.options, ctx));
+    prepared->reset();
+    if (res->model)
+        QB_TRY_STATUS(installActivationQuantizers(*res->model, plan->activation, out.calibration.get(), batch, ctx));
+    res->notes = std::move(actNotes.lines);
+    res->onlineTransforms = std::move(actNotes.online);
     out.result = std::make_shared<const QuantizeResult>(std::move(*res));
     if (evalText) {
         if (!out.result->model) return makeError(ErrorCode::InvalidArgument, "quantize: perplexity needs keepModel");
@@ -538,6 +553,28 @@ Result<ModelExportOutcome> exportRun(const ExportRequest& req, RunContext* ctx)
             if (auto r = resolveQuantPlan(*p, req.checkpoint->config)) plan = std::move(*r);
     if (target.embedType.empty()) target.embedType = plan.embedType;
     if (target.headType.empty()) target.headType = plan.headType;
+    // A smoothed or rotated run: the grids are in the transformed basis, and so must be the
+    // embedding, norms, biases and head written beside them - taken from the run's model. What
+    // stays online (a rotation of the o/down inputs, smoothing under GQA) has no place in a
+    // weights file: refused, naming it. Activation quantizers are not stored (noted).
+    if (const QuantizeResult& run = *req.run.result; plan.activation.transforms()) {
+        if (!run.onlineTransforms.empty())
+            return makeError(ErrorCode::Unsupported,
+                             "this run keeps transforms online (" + run.onlineTransforms +
+                                 "), which a weights file cannot hold; export a run whose transforms are all "
+                                 "folded (rotate \"residual\"; smoothing without GQA), or save a .qbproj",
+                             req.target.out);
+        if (!run.model)
+            return makeError(ErrorCode::InvalidArgument,
+                             "this transformed run kept no model to write its embedding, norms and head from",
+                             req.target.out);
+        QB_TRY(transformed, checkpointOverModel(*req.checkpoint, *run.model));
+        QB_TRY(out, exportModel(*transformed, grids.lookup(), target, ctx));
+        if (plan.activation.quantizesActivations())
+            out->warnings.push_back("activation quantization (" + plan.activation.describe() +
+                                    ") is a runtime setting: the file holds the weights only");
+        return out;
+    }
     return exportModel(*req.checkpoint, grids.lookup(), target, ctx);
 }
 

@@ -27,9 +27,10 @@ inline qb::ModelConfig syntheticConfig(int layers = 2)
     return c;
 }
 
-inline std::shared_ptr<qb::model::Model> syntheticModel(int layers = 2, unsigned seed = 7)
+// Random weights for any config (biases where the config has them).
+inline std::shared_ptr<qb::model::Model> syntheticModelFor(const qb::ModelConfig& c, unsigned seed = 7)
 {
-    const qb::ModelConfig c = syntheticConfig(layers);
+    const int layers = int(c.numHiddenLayers);
     auto m = std::make_shared<qb::model::Model>(c);
     std::mt19937 rng(seed);
     std::normal_distribution<float> n(0.f, 1.f);
@@ -48,11 +49,18 @@ inline std::shared_ptr<qb::model::Model> syntheticModel(int layers = 2, unsigned
         w->allocate(c);
         fill(w->inputNorm, 0.1f, 1.f);
         fill(w->postNorm, 0.1f, 1.f);
-        for (qb::model::Linear lin : qb::model::kAllLinears)
+        for (qb::model::Linear lin : qb::model::kAllLinears) {
             fill(w->weight(lin), 0.2f);
+            fill(w->bias(lin), 0.1f);
+        }
         m->setLayer(l, std::move(w));
     }
     return m;
+}
+
+inline std::shared_ptr<qb::model::Model> syntheticModel(int layers = 2, unsigned seed = 7)
+{
+    return syntheticModelFor(syntheticConfig(layers), seed);
 }
 
 inline qb::pipeline::CalibrationSet syntheticCalibration(int n = 4, int seqlen = 16, std::uint64_t seed = 1)

@@ -1,0 +1,99 @@
+#include "pipeline/activation_setup.h"
+
+#include "model/runtime.h"
+#include "pipeline/activation_job.h"
+#include "pipeline/smoothing.h"
+
+#include <cstdio>
+
+namespace qb::pipeline {
+
+using model::LinearKind;
+
+namespace {
+constexpr LinearKind kKinds[] = {LinearKind::Qkv, LinearKind::O, LinearKind::GateUp, LinearKind::Down};
+
+Status checkLoaded(const model::Model& m)
+{
+    for (int l = 0; l < m.numLayers(); ++l)
+        if (!m.layer(l))
+            return makeError(ErrorCode::InvalidArgument, "activation transforms need every decoder layer loaded",
+                             "model.layers." + std::to_string(l));
+    return {};
+}
+} // namespace
+
+Result<std::shared_ptr<const model::Model>> prepareActivationModel(std::shared_ptr<const model::Model> base,
+                                                                   const ActivationPlan& plan,
+                                                                   const CalibrationSet& calib, int batch,
+                                                                   RunContext* ctx, ActivationSetupNotes* notes)
+{
+    if (!base) return makeError(ErrorCode::InvalidArgument, "no model to transform");
+    if (!plan.transforms()) return base;
+    QB_TRY_STATUS(checkLoaded(*base));
+    auto out = std::make_shared<model::Model>(*base); // layers shared until replaced
+    if (plan.smoothAlpha) {
+        ActivationJobOptions o;
+        o.batch = batch;
+        o.bins = 16;
+        QB_TRY(stats, collectActivationStats(*out, calib, o, ctx));
+        QB_TRY(sum, smoothModel(*out, *stats, *plan.smoothAlpha));
+        if (notes) {
+            char buf[200];
+            std::snprintf(buf, sizeof buf,
+                          "SmoothQuant alpha %.2f: %d groups folded, %d online (GQA o_proj), factors %.3g .. %.3g",
+                          *plan.smoothAlpha, sum->foldedGroups, sum->onlineGroups, sum->minFactor, sum->maxFactor);
+            notes->lines.push_back(buf);
+        }
+    }
+    if (plan.rotate != PlanRotation::None)
+        return makeError(ErrorCode::Unsupported, "Hadamard rotation is not available in this build");
+    if (notes && out->numLayers() > 0 && out->layer(0)->runtime)
+        notes->online = out->layer(0)->runtime->onlineTransforms();
+    return std::shared_ptr<const model::Model>(std::move(out));
+}
+
+Status installActivationQuantizers(model::Model& model, const ActivationPlan& plan, const CalibrationSet* calib,
+                                   int batch, RunContext* ctx)
+{
+    if (!plan.quantizesActivations()) return {};
+    QB_TRY_STATUS(checkLoaded(model));
+    bool anyStatic = false;
+    for (LinearKind k : kKinds)
+        anyStatic = anyStatic || (plan.staticRange(k) && plan.spec(k).enabled());
+    std::optional<ActivationReport> ranges;
+    if (anyStatic) {
+        if (!calib || calib->count < 1)
+            return makeError(ErrorCode::InvalidArgument, "static activation ranges need calibration windows");
+        ActivationJobOptions o;
+        o.batch = batch;
+        o.bins = 16;
+        if (ctx) ctx->setDetail("static ranges");
+        QB_TRY(r, collectActivationStats(model, *calib, o, ctx));
+        ranges = std::move(*r);
+    }
+    for (int l = 0; l < model.numLayers(); ++l) {
+        const auto old = model.layer(l);
+        auto w = std::make_shared<model::DecoderLayerWeights>(*old);
+        auto rt = std::make_shared<model::LayerRuntime>(old->runtime ? *old->runtime : model::LayerRuntime{});
+        for (LinearKind k : kKinds) {
+            model::ActQuantSpec s = plan.spec(k);
+            if (s.enabled() && plan.staticRange(k)) {
+                const auto it = ranges->taps.find({l, k});
+                if (it == ranges->taps.end())
+                    return makeError(ErrorCode::InvalidArgument, "no calibration range",
+                                     "model.layers." + std::to_string(l) + " " + model::linearKindName(k));
+                const eval::Moments m = it->second.moments();
+                s.staticRange = std::array<float, 2>{float(m.min), float(m.max)};
+            }
+            rt->input(k).quant = s;
+        }
+        rt->kv.k = rt->kv.v = plan.kvSpec();
+        rt->kv.q = plan.qSpec();
+        w->runtime = rt->empty() ? nullptr : std::shared_ptr<const model::LayerRuntime>(rt);
+        model.setLayer(l, std::move(w));
+    }
+    return {};
+}
+
+} // namespace qb::pipeline
