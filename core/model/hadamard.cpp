@@ -340,10 +340,15 @@ void HadamardTransform::apply(Eigen::Ref<RowMatrix> rows) const
 {
     assert(rows.cols() == m_plan.n);
     const Eigen::Index n = m_plan.n, p = m_plan.pow2, m = m_plan.special, b = m_plan.blockSize;
-    const Eigen::Index nRows = rows.rows(), chunk = std::max<Eigen::Index>(1, kChunkFloats / n);
+    // At most kChunkFloats per chunk, and at least one chunk per thread when there are rows enough.
+    const Eigen::Index nRows = rows.rows(), threads = omp_get_max_threads();
+    const Eigen::Index chunk = std::max<Eigen::Index>(
+        1, std::min(kChunkFloats / n, (nRows + threads - 1) / std::max<Eigen::Index>(1, threads)));
     const Eigen::Index nChunks = (nRows + chunk - 1) / chunk;
     const bool randomized = m_signs.size() == n;
-#pragma omp parallel if (nChunks > 1)
+    // Always inside a parallel region (of one thread for one chunk): there Eigen's GEMM stays
+    // single-threaded, as a small GEMM forked over threads costs more than it saves.
+#pragma omp parallel num_threads(int(std::min(nChunks, threads)))
     {
         RowMatrix in, out; // [c, n] scratch, reallocated only when c changes
 #pragma omp for schedule(static)
