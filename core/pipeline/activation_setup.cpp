@@ -2,6 +2,7 @@
 
 #include "model/runtime.h"
 #include "pipeline/activation_job.h"
+#include "pipeline/rotation.h"
 #include "pipeline/smoothing.h"
 
 #include <cstdio>
@@ -46,8 +47,25 @@ Result<std::shared_ptr<const model::Model>> prepareActivationModel(std::shared_p
             notes->lines.push_back(buf);
         }
     }
-    if (plan.rotate != PlanRotation::None)
-        return makeError(ErrorCode::Unsupported, "Hadamard rotation is not available in this build");
+    if (plan.rotate != PlanRotation::None) {
+        // After smoothing: its statistics are in the unrotated basis, and the runtime divides
+        // before it rotates. A residual rotation folds the norm gains into the weights, which
+        // absorbs the qkv and gate_up smoothing; that of o and down stays.
+        const bool online = plan.rotate == PlanRotation::Hadamard;
+        RotationOptions ro;
+        ro.seed = plan.seed;
+        ro.onlineDown = ro.onlineO = ro.qk = online;
+        QB_TRY(r, rotateModel(*out, ro, ctx));
+        out = std::move(r->model);
+        if (notes) {
+            notes->lines.push_back(std::string("Hadamard rotation (seed ") + std::to_string(plan.seed) +
+                                   "): residual " + r->residual->describe() +
+                                   (online ? "; online on the o_proj and down_proj inputs and per head on q/k" : ""));
+            if (plan.smoothAlpha)
+                notes->lines.push_back("the residual rotation folds the norm gains into the weights: the qkv and "
+                                       "gate_up smoothing is absorbed, that of o and down stays");
+        }
+    }
     if (notes && out->numLayers() > 0 && out->layer(0)->runtime)
         notes->online = out->layer(0)->runtime->onlineTransforms();
     return std::shared_ptr<const model::Model>(std::move(out));

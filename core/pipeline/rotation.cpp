@@ -1,5 +1,7 @@
 #include "pipeline/rotation.h"
 
+#include <algorithm>
+
 #include "model/runtime.h"
 
 namespace qb::pipeline {
@@ -39,11 +41,13 @@ Status checkRotatable(const model::Model& m)
     const ModelConfig& c = m.config();
     QB_TRY_STATUS(m.validate());
     for (int l = 0; l < m.numLayers(); ++l) {
+        // Online smoothing composes (the runtime divides, then rotates; the weights hold W·diag(s)·H),
+        // a rotation already in place does not.
         const auto& rt = m.layer(l)->runtime;
-        if (rt && !rt->onlineTransforms().empty())
-            return makeError(ErrorCode::Unsupported,
-                             "the model already has online transforms (" + rt->onlineTransforms() +
-                                 "): rotate first, then smooth or add other runtime transforms",
+        const bool rotated = rt && (rt->kv.qkRotate || std::any_of(rt->inputs.begin(), rt->inputs.end(),
+                                                                   [](const auto& in) { return bool(in.rotate); }));
+        if (rotated)
+            return makeError(ErrorCode::Unsupported, "the model is already rotated (" + rt->onlineTransforms() + ")",
                              "rotation, layer " + std::to_string(l));
     }
     if (c.gemmaNorms)

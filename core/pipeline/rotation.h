@@ -19,7 +19,8 @@
 // Refused: architectures where the invariance does not hold, i.e. Gemma's RMSNorms of the attention
 // and MLP outputs before the residual add (ModelConfig::gemmaNorms): their gains act on the
 // rotated residual coordinates and cannot be folded past the normalisation. Also refused: layers
-// that already carry online transforms (rotate before smoothing or other runtime transforms).
+// that are already rotated. Online smoothing (a GQA o_proj's divisor) is kept and composes: smooth
+// first, then rotate (the runtime divides, then rotates; the weights hold W·diag(s)·H).
 // Threading: the job runs on the caller's thread (the transforms parallelise over rows with OpenMP)
 // and polls ctx between layers; the input model is never modified (also on cancel). Memory: the
 // result is a full F32 copy of the model.

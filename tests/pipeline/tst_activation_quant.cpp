@@ -284,6 +284,96 @@ private Q_SLOTS:
         QVERIFY2(e.error().message.find("o: smoothing") != std::string::npos, e.error().message.c_str());
         QVERIFY(!QFile::exists(dir.filePath("out.gguf")));
     }
+
+    void smoothThenRotatePreservesTheFunction_data()
+    {
+        QTest::addColumn<int>("rotation");
+        QTest::newRow("smooth + residual") << int(PlanRotation::Residual);
+        QTest::newRow("smooth + QuaRot (o divisor then Hadamard)") << int(PlanRotation::Hadamard);
+    }
+
+    void smoothThenRotatePreservesTheFunction()
+    {
+        QFETCH(int, rotation);
+        std::string err;
+        auto m = qbtest::loadModelDir(qbtest::demoDir(), &err);
+        QVERIFY2(m, err.c_str());
+        const auto tokens = qbtest::goldenTokens();
+        auto calib = sampleCalibrationWindows(tokens, {4, 64, 0});
+        QVERIFY(calib.ok());
+        const model::RowMatrix ref = logitsOf(*m, *calib);
+        ActivationPlan plan;
+        plan.smoothAlpha = 0.6;
+        plan.rotate = PlanRotation(rotation);
+        plan.seed = 5;
+        ActivationSetupNotes notes;
+        auto t = prepareActivationModel(m, plan, *calib, 4, nullptr, &notes);
+        QVERIFY2(t.ok(), t.ok() ? "" : t.error().toString().c_str());
+        const double d = relDiff(logitsOf(**t, *calib), ref);
+        qInfo("%s: relative logit difference %.3g; online: %s", QTest::currentDataTag(), d, notes.online.c_str());
+        QVERIFY2(d < 1e-4, qPrintable(QString::number(d)));
+        QVERIFY(notes.lines.size() >= 2);
+        QVERIFY(notes.online.find("o: smoothing") != std::string::npos);
+        QCOMPARE(notes.online.find("Hadamard") != std::string::npos, PlanRotation(rotation) == PlanRotation::Hadamard);
+    }
+
+    void residualRotationExportReproducesTheRun_data()
+    {
+        QTest::addColumn<int>("format");
+        QTest::newRow("safetensors") << int(ExportFormat::Safetensors);
+        QTest::newRow("gguf") << int(ExportFormat::Gguf);
+    }
+
+    void residualRotationExportReproducesTheRun()
+    {
+        // A run rotated in the residual stream only (every rotation folded) exports as an
+        // ordinary model: the file, evaluated on its own, scores the run's perplexity.
+        QFETCH(int, format);
+        auto ck = demoCheckpoint();
+        QVERIFY(ck);
+        QTemporaryDir dir;
+        const std::string evalPath = qbtest::demoDir() + "/eval.txt";
+        QuantizeRequest req;
+        req.checkpoint = ck;
+        req.plan = uniformQuantPlan(quant::Method::Rtn, 4, 32, true);
+        req.plan.defaults.target = std::string("Q8_0");
+        req.plan.defaults.bits.reset();
+        req.plan.defaults.groupSize.reset();
+        req.plan.defaults.sym.reset();
+        req.plan.activation.rotate = PlanRotation::Residual;
+        req.plan.activation.seed = 11;
+        req.plan.activation.hasTransform = true;
+        req.plan.embedType = "F32";
+        req.plan.headType = "F32";
+        req.calibration.textPath = qbtest::demoDir() + "/calib.txt";
+        req.calibration.options = {4, 64, 0};
+        req.evalTextPath = evalPath;
+        req.evalOptions.ctx = 128;
+        req.klDivergence = false;
+        auto r = quantizeModel(req);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        QVERIFY(r->result->onlineTransforms.empty());
+        ExportRequest ex;
+        ex.checkpoint = ck;
+        ex.run.result = r->result;
+        ex.target.format = ExportFormat(format);
+        ex.target.out = dir.filePath(format == int(ExportFormat::Gguf) ? "m.gguf" : "m").toStdString();
+        auto e = exportRun(ex);
+        QVERIFY2(e.ok(), e.ok() ? "" : e.error().toString().c_str());
+        auto exported = io::openCheckpoint(ex.target.out);
+        QVERIFY2(exported.ok(), exported.ok() ? "" : exported.error().toString().c_str());
+        EvaluateRequest ev;
+        ev.checkpoint = std::make_shared<io::Checkpoint>(std::move(*exported));
+        ev.reference = ck; // lends its tokenizer to the GGUF
+        ev.textPath = evalPath;
+        ev.options.ctx = 128;
+        auto p = evaluateModel(ev);
+        QVERIFY2(p.ok(), p.ok() ? "" : p.error().toString().c_str());
+        const double run = r->perplexity->perplexity, file = p->perplexity.perplexity;
+        qInfo("rotated Q8_0 run %.5f, exported %s %.5f (original %.5f)", run, QTest::currentDataTag(), file,
+              p->kl->referencePerplexity);
+        QVERIFY2(std::abs(file / run - 1) < 1e-4, qPrintable(QString("%1 vs %2").arg(file).arg(run)));
+    }
 };
 
 QTEST_GUILESS_MAIN(TestActivationQuant)
