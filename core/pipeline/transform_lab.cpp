@@ -384,4 +384,66 @@ Result<LabResult> runTransformLab(const TransformLabRequest& req, RunContext* ct
     return std::move(*res);
 }
 
+namespace {
+
+io::JsonValue floats(const std::vector<float>& v)
+{
+    io::JsonArray a;
+    a.reserve(v.size());
+    for (float x : v)
+        a.emplace_back(double(x));
+    return io::JsonValue(std::move(a));
+}
+
+} // namespace
+
+io::JsonValue transformLabJson(const LabResult& r, bool perChannel)
+{
+    io::JsonValue o;
+    o.set("layer", r.layer);
+    o.set("input", std::string(model::linearKindName(r.kind)));
+    o.set("channels", std::int64_t(r.channels));
+    o.set("sampled_tokens", r.sampledTokens);
+    o.set("total_tokens", r.totalTokens);
+    o.set("abits", r.quant.bits);
+    o.set("sym", r.quant.sym);
+    o.set("clip", double(r.quant.clip));
+    o.set("hist_range", io::JsonValue(io::JsonArray{r.histLo, r.histHi}));
+    io::JsonArray notes;
+    for (const auto& n : r.notes)
+        notes.emplace_back(n);
+    o.set("notes", io::JsonValue(std::move(notes)));
+    io::JsonArray stages;
+    for (const LabStageResult& s : r.stages) {
+        io::JsonValue j;
+        j.set("label", s.label);
+        j.set("transform", s.transform);
+        j.set("rotated", s.rotated);
+        j.set("channel_ratio", s.channelRatio);
+        j.set("kurtosis", s.moments.kurtosis);
+        j.set("token_kurtosis", s.tokens.kurtosisMean);
+        j.set("token_max_median", s.tokens.maxAbsMedian);
+        j.set("token_max", s.tokens.maxAbsMax);
+        j.set("quant_rel_mse", s.quantError);
+        j.set("output_error", s.outputError);
+        io::JsonArray top;
+        for (int i : eval::topIndices(s.channelMaxAbs, 5))
+            top.emplace_back(i);
+        j.set("top_channels", io::JsonValue(std::move(top)));
+        if (perChannel) {
+            j.set("channel_max_abs", floats(s.channelMaxAbs));
+            j.set("channel_kurtosis", floats(s.channelKurtosis));
+            j.set("channel_quant_error", floats(s.channelQuantError));
+            io::JsonArray counts;
+            for (auto c : s.histogram.counts)
+                counts.emplace_back(c);
+            j.set("histogram", io::JsonValue(std::move(counts)));
+        }
+        stages.push_back(std::move(j));
+    }
+    o.set("stages", io::JsonValue(std::move(stages)));
+    o.set("seconds", r.seconds);
+    return o;
+}
+
 } // namespace qb::pipeline

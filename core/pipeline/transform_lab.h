@@ -34,6 +34,7 @@
 #include "base/run_context.h"
 #include "eval/tensor_stats.h"
 #include "io/checkpoint.h"
+#include "io/json_value.h"
 #include "model/model.h"
 #include "model/runtime.h"
 #include "pipeline/calibration.h"
@@ -155,6 +156,13 @@ struct TransformLabRequest {
 // smoothed + Hadamard (left out, with a note, where labHadamard fails).
 std::vector<LabStage> standardLabStages(Eigen::Index n, double smoothAlpha, bool hadamard, std::uint64_t seed,
                                         std::vector<std::string>* notes = nullptr);
+
+// {"layer", "input", "channels", "sampled_tokens", "total_tokens", "abits", "sym", "clip",
+//  "hist_range": [lo, hi], "notes": [...], "stages": [{"label", "transform", "rotated",
+//  "channel_ratio", "kurtosis", "token_kurtosis", "token_max_median", "token_max", "quant_rel_mse",
+//  "output_error", "top_channels": [5 largest max |x|]} (+ "channel_max_abs", "channel_kurtosis",
+//  "channel_quant_error", "histogram" with `perChannel`)]}: what `lab --json` prints.
+io::JsonValue transformLabJson(const LabResult& result, bool perChannel = false);
 
 // Phases: "calibrate" (tokenize and sample), "capture", "transform lab".
 Result<LabResult> runTransformLab(const TransformLabRequest& request, RunContext* ctx = nullptr);
