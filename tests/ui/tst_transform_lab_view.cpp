@@ -33,6 +33,7 @@
 #include <QTest>
 #include <QValueAxis>
 
+#include <cmath>
 #include <cstring>
 
 using namespace qb;
@@ -182,6 +183,8 @@ private Q_SLOTS:
         QTRY_VERIFY(!w.jobStatus()->isVisible());
         // The layout settles: the charts take the height the table leaves.
         QTRY_VERIFY(lab->summaryTable()->geometry().bottom() > lab->height() - 30);
+        for (HistogramChart* h : lab->histograms()) // equal columns
+            QTRY_VERIFY(std::abs(h->width() - lab->histograms().front()->width()) <= 2);
         saveScreenshot(w, QStringLiteral("transform_lab.png"));
     }
 

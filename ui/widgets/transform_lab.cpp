@@ -216,6 +216,8 @@ void TransformLab::clearColumns()
         delete h;
     for (auto* c : m_channels)
         delete c;
+    for (int col = 0; col < m_grid->columnCount(); ++col)
+        m_grid->setColumnStretch(col, 0);
     m_histograms.clear();
     m_channels.clear();
 }
@@ -257,6 +259,7 @@ void TransformLab::display()
         auto* c = new ChannelChart(QString(), s.rotated ? tr("rotated coordinate") : tr("input channel"), QString());
         c->setMinimumHeight(120);
         compact(c);
+        m_grid->setColumnStretch(int(i), 1); // equal columns
         m_grid->addWidget(h, 0, int(i));
         m_grid->addWidget(c, 1, int(i));
         h->show(); // added after the tab was shown
