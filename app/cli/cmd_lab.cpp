@@ -37,7 +37,7 @@ int runLabCmd(const std::vector<std::string>& argv)
     const char* cmd = "lab";
     cli::CliArgs args(argv,
                       {"calib", "layer", "input", "smooth", "abits", "clip", "nsamples", "seqlen", "seed", "tokens",
-                       "bins", "threads"},
+                       "bins", "threads", "wbits"},
                       {"json", "sym", "no-hadamard", "channels"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
@@ -60,9 +60,11 @@ int runLabCmd(const std::vector<std::string>& argv)
     req.options.quant.bits = int(args.intValue("abits", 4, 0, 8));
     req.options.quant.clip = float(args.doubleValue("clip", 1.0));
     req.options.quant.sym = args.has("sym");
+    req.options.weightBits = int(args.intValue("wbits", 0, 0, 8));
     const int threads = int(args.intValue("threads", 0, 0, 4096));
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (req.options.quant.bits == 1) return cli::fail(cmd, "--abits must be 0 (off) or 2..8", 2);
+    if (req.options.weightBits == 1) return cli::fail(cmd, "--wbits must be 0 (unquantized) or 2..8", 2);
     if (!(req.smoothAlpha >= 0 && req.smoothAlpha <= 1)) return cli::fail(cmd, "--smooth must be in [0, 1]", 2);
     if (!(req.options.quant.clip > 0 && req.options.quant.clip <= 1))
         return cli::fail(cmd, "--clip must be in (0, 1]", 2);
@@ -83,9 +85,11 @@ int runLabCmd(const std::vector<std::string>& argv)
         r->quant.bits > 0 ? "A" + std::to_string(r->quant.bits) + (r->quant.sym ? " sym" : " asym") + " per token" +
                                 (r->quant.clip < 1 ? ", clip " + std::to_string(r->quant.clip).substr(0, 4) : "")
                           : "activations unquantized";
-    std::printf("layer %d %s input: %lld channels, %lld of %lld calibration tokens; %s; values in [%.4g, %.4g]\n",
+    const std::string weights =
+        r->weightBits > 0 ? "weights W" + std::to_string(r->weightBits) + " per channel" : "weights unquantized";
+    std::printf("layer %d %s input: %lld channels, %lld of %lld calibration tokens; %s; %s; values in [%.4g, %.4g]\n",
                 r->layer, model::linearKindName(r->kind), (long long)r->channels, (long long)r->sampledTokens,
-                (long long)r->totalTokens, quant.c_str(), r->histLo, r->histHi);
+                (long long)r->totalTokens, quant.c_str(), weights.c_str(), r->histLo, r->histHi);
     std::printf("%-30s %10s %9s %9s %10s %12s %10s\n", "stage", "max/med ch", "kurtosis", "tok kurt", "tok max|x|",
                 "quant relMSE", "out error");
     for (const auto& s : r->stages)
@@ -103,7 +107,7 @@ int runLabCmd(const std::vector<std::string>& argv)
 
 QB_CLI_COMMAND("lab", "transform lab: outliers and activation quantization error of one linear input, per transform",
                "Usage: quantbench-cli lab MODEL --calib FILE [--layer 0] [--input qkv|o|gate_up|down]\n"
-               "         [--smooth 0.6] [--abits 4] [--clip 1.0] [--sym] [--no-hadamard] [--nsamples 32]\n"
+               "         [--smooth 0.6] [--abits 4] [--clip 1.0] [--sym] [--wbits 0] [--no-hadamard] [--nsamples 32]\n"
                "         [--seqlen 256] [--seed 0] [--tokens 4096] [--bins 128] [--threads N] [--json [--channels]]\n"
                "  Captures the input of one linear group (q/k/v, o, gate/up or down of decoder layer --layer)\n"
                "  over the calibration windows (at most --tokens rows, evenly spaced) and, per stage -- original,\n"
@@ -111,6 +115,7 @@ QB_CLI_COMMAND("lab", "transform lab: outliers and activation quantization error
                "  prints: max/median of the per-channel max |x|, excess kurtosis of all values and per token\n"
                "  (mean), the median per-token max |x|, the relative MSE of fake-quantizing the activations\n"
                "  (--abits per token; 0: off), and the output error ||X W^T - Q(X_t) W_t^T|| / ||X W^T|| of the\n"
-               "  group's weights transformed to match. --json prints it as JSON; --channels adds the\n"
+               "  group's weights transformed to match (--wbits B: and fake-quantized per output channel, RTN\n"
+               "  asymmetric, so the number is WxAy). --json prints it as JSON; --channels adds the\n"
                "  per-channel arrays and histograms (common range hist_range).\n",
                &runLabCmd);

@@ -212,6 +212,10 @@ Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabS
     const Eigen::Index N = cap.x.rows(), C = cap.x.cols();
     if (N < 1 || C < 1) return makeError(ErrorCode::InvalidArgument, "the lab capture holds no activations");
     if (options.bins < 2) return makeError(ErrorCode::InvalidArgument, "the histogram needs at least 2 bins");
+    if (options.weightBits < 0 || options.weightBits == 1 || options.weightBits > 8)
+        return makeError(ErrorCode::InvalidArgument, "weight bits must be 0 (unquantized) or 2..8");
+    model::ActQuantSpec weightQuant; // per row = per output channel
+    weightQuant.bits = options.weightBits;
     std::vector<LabStage> stages = fixed;
     for (const auto& build : builders) {
         if (!build) continue;
@@ -227,6 +231,7 @@ Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabS
     res.sampledTokens = N;
     res.totalTokens = cap.totalTokens;
     res.quant = options.quant;
+    res.weightBits = options.weightBits;
     if (ctx) ctx->beginStage("transform lab", std::int64_t(stages.size()) * 2);
 
     // The reference outputs X·Wᵀ of every weight of the group, and their energy.
@@ -305,6 +310,7 @@ Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabS
         for (std::size_t k = 0; k < cap.weights.size(); ++k) {
             RowMatrix wt = cap.weights[k];
             QB_TRY_STATUS(transformRows(wt, stage, factors[si], true));
+            if (weightQuant.enabled()) model::fakeQuantizeActivations(wt, weightQuant);
             const RowMatrix y = q * wt.transpose();
             errEnergy += double((reference[k] - y).squaredNorm());
         }
@@ -408,6 +414,7 @@ io::JsonValue transformLabJson(const LabResult& r, bool perChannel)
     o.set("abits", r.quant.bits);
     o.set("sym", r.quant.sym);
     o.set("clip", double(r.quant.clip));
+    o.set("wbits", r.weightBits);
     o.set("hist_range", io::JsonValue(io::JsonArray{r.histLo, r.histHi}));
     io::JsonArray notes;
     for (const auto& n : r.notes)

@@ -21,7 +21,8 @@
 //    excess kurtosis (over tokens), the per-token max |x| and excess kurtosis (over channels),
 //    and for the ActQuantSpec: the relative quantization error per channel
 //    Σ_t (Q(X_t) − X_t)²_tj / Σ_t X_t,tj² and in all, and the output error
-//    ‖X·Wᵀ − Q(X_t)·W_tᵀ‖ / ‖X·Wᵀ‖ over the group's weights (unquantized). Channel j is an input
+//    ‖X·Wᵀ − Q(X_t)·W_tᵀ‖ / ‖X·Wᵀ‖ over the group's weights (W_t fake-quantized per output
+//    channel with LabOptions::weightBits, unquantized by default). Channel j is an input
 //    channel of the original model when the stage has no rotation (the relative error is the same
 //    before and after a diagonal scaling) and coordinate j of the rotated basis when it has one
 //    (LabStageResult::rotated).
@@ -84,6 +85,10 @@ struct LabOptions {
     int bins = 128;
     int batch = 8;                                  // windows per forward call
     model::ActQuantSpec quant = fourBitsPerToken(); // 4-bit per token, asymmetric, clip 1
+    // 0: the output error uses the transformed weights as they are; 2..8: fake-quantized per output
+    // channel first (round to nearest, asymmetric Min-Max, the runtime quantizer's convention), so
+    // that it is a WxAy number and smoothing's cost on the weights shows.
+    int weightBits = 0;
 };
 
 struct LabTokenSummary {
@@ -111,6 +116,7 @@ struct LabResult {
     Eigen::Index channels = 0;
     std::int64_t sampledTokens = 0, totalTokens = 0;
     model::ActQuantSpec quant;
+    int weightBits = 0;
     double histLo = 0, histHi = 0;
     std::vector<LabStageResult> stages;
     std::vector<std::string> notes; // stages left out and why
@@ -157,7 +163,7 @@ struct TransformLabRequest {
 std::vector<LabStage> standardLabStages(Eigen::Index n, double smoothAlpha, bool hadamard, std::uint64_t seed,
                                         std::vector<std::string>* notes = nullptr);
 
-// {"layer", "input", "channels", "sampled_tokens", "total_tokens", "abits", "sym", "clip",
+// {"layer", "input", "channels", "sampled_tokens", "total_tokens", "abits", "sym", "clip", "wbits",
 //  "hist_range": [lo, hi], "notes": [...], "stages": [{"label", "transform", "rotated",
 //  "channel_ratio", "kurtosis", "token_kurtosis", "token_max_median", "token_max", "quant_rel_mse",
 //  "output_error", "top_channels": [5 largest max |x|]} (+ "channel_max_abs", "channel_kurtosis",

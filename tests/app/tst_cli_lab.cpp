@@ -34,6 +34,7 @@ private Q_SLOTS:
                            "--input",    "down",
                            "--smooth",   "0.5",
                            "--abits",    "6",
+                           "--wbits",    "4",
                            "--clip",     "0.9",
                            "--nsamples", "8",
                            "--seqlen",   "64",
@@ -50,6 +51,7 @@ private Q_SLOTS:
         QCOMPARE(o.value("sampled_tokens").toInt(), 300);
         QCOMPARE(o.value("total_tokens").toInt(), 8 * 64);
         QCOMPARE(o.value("abits").toInt(), 6);
+        QCOMPARE(o.value("wbits").toInt(), 4);
 
         auto ck = io::openCheckpoint(qbtest::demo().toStdString());
         QVERIFY(ck.ok());
@@ -63,6 +65,7 @@ private Q_SLOTS:
         req.options.maxTokens = 300;
         req.options.quant.bits = 6;
         req.options.quant.clip = 0.9f;
+        req.options.weightBits = 4;
         auto lib = pipeline::runTransformLab(req);
         QVERIFY(lib.ok());
         const QJsonArray stages = o.value("stages").toArray();
@@ -88,7 +91,8 @@ private Q_SLOTS:
         const Run t = run({"lab", qbtest::demo(), "--calib", qbtest::demo("/calib.txt"), "--nsamples", "4", "--seqlen",
                            "64", "--input", "qkv", "--threads", "2"});
         QVERIFY2(t.code == 0, t.err.constData());
-        QVERIFY(t.out.contains("layer 0 qkv input: 128 channels, 256 of 256 calibration tokens; A4 asym per token"));
+        QVERIFY(t.out.contains(
+            "layer 0 qkv input: 128 channels, 256 of 256 calibration tokens; A4 asym per token; weights unquantized"));
         QVERIFY(t.out.contains("out error"));
         QVERIFY(t.out.contains("\noriginal "));
         QVERIFY(t.out.contains(QString::fromUtf8("\nsmoothed (α 0.6) ").toUtf8()));
@@ -115,6 +119,7 @@ private Q_SLOTS:
         QTest::newRow("no calib") << QStringList{"lab", m} << 2 << "--calib";
         QTest::newRow("bad input") << QStringList{"lab", m, "--calib", c, "--input", "mlp"} << 2 << "--input";
         QTest::newRow("abits 9") << QStringList{"lab", m, "--calib", c, "--abits", "9"} << 2 << "abits";
+        QTest::newRow("wbits 1") << QStringList{"lab", m, "--calib", c, "--wbits", "1"} << 2 << "--wbits";
         QTest::newRow("smooth 2") << QStringList{"lab", m, "--calib", c, "--smooth", "2"} << 2 << "--smooth";
         QTest::newRow("unknown flag") << QStringList{"lab", m, "--calib", c, "--bogus"} << 2 << "bogus";
         QTest::newRow("layer 9") << QStringList{"lab", m, "--calib", c, "--layer", "9", "--nsamples", "2"} << 1

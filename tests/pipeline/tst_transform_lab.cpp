@@ -143,6 +143,38 @@ private Q_SLOTS:
         QCOMPARE(id.transform, std::string("identity"));
     }
 
+    void weightBitsShowSmoothingsCost()
+    {
+        // Smoothing migrates the outliers into the weights: with 4-bit weights (activations off) the
+        // fully migrated α = 1 costs more than α = 0.6; W4A4 costs more than A4 alone. (The planted
+        // columns / 30 of the original lose their weights to rounding: W4 alone is worst there.)
+        auto m = outlierDemo();
+        QVERIFY(m);
+        LabOptions o;
+        auto cap = captureLabInput(*m, demoCalibration(), 0, LinearKind::Qkv, o);
+        QVERIFY(cap.ok());
+        const std::vector<LabStage> stages = {
+            {"original", std::nullopt, {}}, {"smoothed 0.6", 0.6, {}}, {"smoothed 1.0", 1.0, {}}};
+        LabOptions w4 = o, w4a4 = o;
+        w4.quant.bits = 0;
+        w4.weightBits = 4;
+        w4a4.weightBits = 4;
+        auto a4 = analyzeLabStages(*cap, stages, {}, o);
+        auto rw4 = analyzeLabStages(*cap, stages, {}, w4);
+        auto rw4a4 = analyzeLabStages(*cap, stages, {}, w4a4);
+        QVERIFY(a4.ok() && rw4.ok() && rw4a4.ok());
+        QCOMPARE(rw4a4->weightBits, 4);
+        for (std::size_t i = 0; i < stages.size(); ++i) {
+            qInfo("%-14s output error A4 %.4f  W4 %.4f  W4A4 %.4f", stages[i].label.c_str(), a4->stages[i].outputError,
+                  rw4->stages[i].outputError, rw4a4->stages[i].outputError);
+            QVERIFY(rw4a4->stages[i].outputError > a4->stages[i].outputError);
+        }
+        QVERIFY(rw4->stages[2].outputError > rw4->stages[1].outputError);
+        QVERIFY(rw4a4->stages[1].outputError < rw4a4->stages[0].outputError);
+        o.weightBits = 1;
+        QVERIFY(!analyzeLabStages(*cap, stages, {}, o).ok());
+    }
+
     void everyStagePreservesTheFunction()
     {
         auto m = outlierDemo();

@@ -124,6 +124,7 @@ private Q_SLOTS:
         QCOMPARE(lab->layerSpin()->value(), 0);
         QCOMPARE(lab->inputCombo()->currentData().toInt(), int(model::LinearKind::Qkv));
         QCOMPARE(lab->bitsCombo()->currentData().toInt(), 4);
+        QCOMPARE(lab->weightBitsCombo()->currentData().toInt(), 0);
 
         QAbstractItemModelTester tester(lab->summaryModel(), QAbstractItemModelTester::FailureReportingMode::QtTest);
         QSignalSpy done(lab, &TransformLab::labFinished);

@@ -65,7 +65,7 @@ void compact(QChartView* view)
 
 TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent)
     : QWidget(parent), m_runner(runner), m_status(status), m_layer(new QSpinBox), m_input(new QComboBox),
-      m_alpha(new QDoubleSpinBox), m_bits(new QComboBox), m_clip(new QDoubleSpinBox),
+      m_alpha(new QDoubleSpinBox), m_bits(new QComboBox), m_wbits(new QComboBox), m_clip(new QDoubleSpinBox),
       m_hadamard(new QCheckBox(tr("Hadamard"))), m_metric(new QComboBox), m_run(new QPushButton(tr("Run lab"))),
       m_title(new QLabel(tr("Open a model, pick a linear input and run the lab."))), m_grid(new QGridLayout),
       m_summary(new LabSummaryModel(this)), m_table(new QTableView)
@@ -75,6 +75,7 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_input->setObjectName(QStringLiteral("labInput"));
     m_alpha->setObjectName(QStringLiteral("labAlpha"));
     m_bits->setObjectName(QStringLiteral("labBits"));
+    m_wbits->setObjectName(QStringLiteral("labWeightBits"));
     m_clip->setObjectName(QStringLiteral("labClip"));
     m_hadamard->setObjectName(QStringLiteral("labHadamard"));
     m_metric->setObjectName(QStringLiteral("labMetric"));
@@ -92,6 +93,11 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
         m_bits->addItem(tr("A%1").arg(b), b);
     m_bits->addItem(tr("off"), 0);
     m_bits->setToolTip(tr("Activation bits: per-token asymmetric dynamic Min-Max fake quantization"));
+    m_wbits->addItem(tr("FP"), 0);
+    for (int b : {8, 6, 4})
+        m_wbits->addItem(tr("W%1").arg(b), b);
+    m_wbits->setToolTip(tr("Weights in the output error: as they are (FP), or round-to-nearest per output channel "
+                           "in the stage's basis (smoothing moves outliers into the weights)"));
     m_clip->setRange(0.5, 1.0);
     m_clip->setSingleStep(0.05);
     m_clip->setValue(1.0);
@@ -117,6 +123,8 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     controls->addWidget(m_alpha);
     controls->addWidget(new QLabel(tr("Activations:")));
     controls->addWidget(m_bits);
+    controls->addWidget(new QLabel(tr("Weights:")));
+    controls->addWidget(m_wbits);
     controls->addWidget(new QLabel(tr("Clip:")));
     controls->addWidget(m_clip);
     controls->addWidget(m_hadamard);
@@ -189,6 +197,7 @@ void TransformLab::startLab()
     req.hadamard = m_hadamard->isChecked();
     req.options.quant.bits = m_bits->currentData().toInt();
     req.options.quant.clip = float(m_clip->value());
+    req.options.weightBits = m_wbits->currentData().toInt();
     m_runner->start<pipeline::LabResult>(
         this, tr("Transform lab"), [req](RunContext& ctx) { return pipeline::runTransformLab(req, &ctx); },
         [this](const JobOutcome<pipeline::LabResult>& outcome) {
@@ -231,6 +240,7 @@ void TransformLab::display()
     const auto& r = *m_result;
     QString quant = r.quant.bits > 0 ? tr("A%1 per token, clip %2").arg(r.quant.bits).arg(double(r.quant.clip))
                                      : tr("activations unquantized");
+    quant += r.weightBits > 0 ? tr(", W%1 weights").arg(r.weightBits) : tr(", FP weights");
     QString title = tr("Layer %1 %2 input: %3 channels, %4 of %5 calibration tokens; %6. Every histogram spans "
                        "[%7, %8].")
                         .arg(r.layer)

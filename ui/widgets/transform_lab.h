@@ -53,6 +53,7 @@ public:
     QComboBox* inputCombo() const { return m_input; }
     QDoubleSpinBox* alphaSpin() const { return m_alpha; }
     QComboBox* bitsCombo() const { return m_bits; }
+    QComboBox* weightBitsCombo() const { return m_wbits; }
     QDoubleSpinBox* clipSpin() const { return m_clip; }
     QCheckBox* hadamardCheck() const { return m_hadamard; }
     QComboBox* metricCombo() const { return m_metric; }
@@ -81,6 +82,7 @@ private:
     QComboBox* m_input;
     QDoubleSpinBox* m_alpha;
     QComboBox* m_bits;
+    QComboBox* m_wbits;
     QDoubleSpinBox* m_clip;
     QCheckBox* m_hadamard;
     QComboBox* m_metric;
