@@ -251,7 +251,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     req.options.threads = threads;
     req.options.importance = importance;
     req.options.keepCodes = exportFormat.has_value();
-    req.options.keepModel = req.evalTextPath.has_value(); // exports rebuild from the codes
+    // Exports rebuild from the codes; a transformed run also needs its embedding, norms and head.
+    req.options.keepModel = req.evalTextPath.has_value() || plan.activation.transforms();
     req.memoryLimitBytes = memoryLimit;
     if (args.has("dry-run")) {
         auto e = pipeline::preflightQuantizeRequest(req);

@@ -153,6 +153,11 @@ Result<io::JsonValue> sourceConfigJson(const io::Checkpoint& ck)
         QB_TRY(text, readSmallFile(path));
         QB_TRY(j, io::parseJson(*text, path));
         if (!j->isObject()) return makeError(ErrorCode::Format, "config.json is not an object", path);
+        // A model written from memory may have untied its head (a rotated run: pipeline's
+        // checkpointOverModel); the file's config must say so, or loaders tie it back.
+        if (const io::JsonValue* t = j->find("tie_word_embeddings");
+            !ck.config.tieWordEmbeddings && t && t->isBool() && t->asBool())
+            j->set("tie_word_embeddings", false);
         return *j;
     }
     const ModelConfig& c = ck.config;

@@ -64,6 +64,11 @@ RowVector& layerNorm(DecoderLayerWeights& w, LayerNorm n)
     return w.inputNorm;
 }
 
+const RowVector& layerNorm(const DecoderLayerWeights& w, LayerNorm n)
+{
+    return layerNorm(const_cast<DecoderLayerWeights&>(w), n); // same member, read only
+}
+
 FusedSlice fusedSlice(const ModelConfig& c, int layer, Linear l)
 {
     if (!c.fusedProjections) return {tensorName(layer, l), 0, 0};

@@ -79,6 +79,7 @@ std::string tensorName(int layer, Linear l, bool bias = false);
 using qb::LayerNorm;
 using qb::layerNormName;
 RowVector& layerNorm(DecoderLayerWeights& w, LayerNorm n);
+const RowVector& layerNorm(const DecoderLayerWeights& w, LayerNorm n);
 // Phi-3's fused tensors: the HF name of the tensor holding `l` and the first row of `l` in it
 // (q, k, v in qkv_proj; gate, up in gate_up_proj). Without fused projections: tensorName, row 0.
 struct FusedSlice {

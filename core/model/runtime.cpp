@@ -64,22 +64,20 @@ struct RangeQuantizer {
         else scale = 0;
     }
 
+    // Vectorised with Eigen: rint() rounds half to even (as std::nearbyint), one pass over x.
     void apply(float* x, Eigen::Index n) const
     {
         if (scale == 0) return;
-        for (Eigen::Index j = 0; j < n; ++j) {
-            const float q = std::clamp(std::nearbyint(x[j] * invScale) + zero, qmin, qmax);
-            x[j] = scale * (q - zero);
-        }
+        Eigen::Map<Eigen::ArrayXf> a(x, n);
+        a = (((a * invScale).rint() + zero).max(qmin).min(qmax) - zero) * scale;
     }
 };
 
 void minMax(const float* x, Eigen::Index n, float& lo, float& hi)
 {
-    for (Eigen::Index j = 0; j < n; ++j) {
-        lo = std::min(lo, x[j]);
-        hi = std::max(hi, x[j]);
-    }
+    const Eigen::Map<const Eigen::ArrayXf> a(x, n);
+    lo = std::min(lo, a.minCoeff());
+    hi = std::max(hi, a.maxCoeff());
 }
 
 } // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string_view>
 
 namespace qb::pipeline {
 
@@ -140,19 +141,22 @@ int ActivationPlan::maxActivationBits() const
 std::string ActivationPlan::describe() const
 {
     std::string s;
-    auto add = [&](const std::string& part) { s += (s.empty() ? "" : " ") + part; };
+    auto add = [&](std::string_view prefix, const std::string& part) {
+        if (!s.empty()) s += ' ';
+        s += prefix;
+        s += part;
+    };
     int lo = 99, hi = 0;
     for (LinearKind k : kKinds) {
         const int b = spec(k).bits;
         lo = std::min(lo, b == 0 ? 16 : b);
         hi = std::max(hi, b == 0 ? 16 : b);
     }
-    if (hi < 16 || lo < 16)
-        add(lo == hi ? "A" + std::to_string(lo) : "A" + std::to_string(lo) + "-" + std::to_string(hi));
-    if (kvBits > 0) add("KV" + std::to_string(kvBits));
-    if (qBits > 0) add("Q" + std::to_string(qBits));
-    if (smoothAlpha) add("+smooth " + number(*smoothAlpha));
-    if (rotate != PlanRotation::None) add(std::string("+") + planRotationName(rotate));
+    if (lo < 16) add("A", lo == hi ? std::to_string(lo) : std::to_string(lo) + '-' + std::to_string(hi));
+    if (kvBits > 0) add("KV", std::to_string(kvBits));
+    if (qBits > 0) add("Q", std::to_string(qBits));
+    if (smoothAlpha) add("+smooth ", number(*smoothAlpha));
+    if (rotate != PlanRotation::None) add("+", planRotationName(rotate));
     return s;
 }
 

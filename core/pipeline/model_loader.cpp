@@ -1,5 +1,9 @@
 #include "pipeline/model_loader.h"
 
+#include "base/mapped_file.h"
+
+#include <cstring>
+
 #include <algorithm>
 #include <cmath>
 
@@ -178,6 +182,56 @@ Status loadDecoderLayers(const io::Checkpoint& ck, model::Model& model, RunConte
     } catch (const std::bad_alloc&) {
         return makeError(ErrorCode::OutOfMemory, "not enough memory for the F32 decoder layers", ck.path);
     }
+}
+
+Result<io::Checkpoint> checkpointOverModel(const io::Checkpoint& names, const model::Model& m)
+{
+    const ModelConfig& c = m.config();
+    if (c.gemmaNorms || c.fusedProjections)
+        return makeError(ErrorCode::Unsupported,
+                         std::string("writing a transformed model is not supported for ") +
+                             (c.gemmaNorms ? "Gemma's (1 + w) norms" : "Phi-3's fused projections"),
+                         names.path);
+    if (c.hiddenSize != names.config.hiddenSize || c.numHiddenLayers != names.config.numHiddenLayers ||
+        c.vocabSize != names.config.vocabSize)
+        return makeError(ErrorCode::Shape, "the model does not have the checkpoint's shape", names.path);
+    QB_TRY_STATUS(m.validate());
+    io::Checkpoint out = names;
+    out.config.tieWordEmbeddings = c.tieWordEmbeddings;
+    out.quantization.clear();
+    out.tensors.clear();
+    auto add = [&](const std::string& name, const float* data, std::vector<std::int64_t> shape) {
+        TensorInfo t;
+        t.name = name;
+        t.shape = std::move(shape);
+        t.dtype = DType::F32;
+        const std::size_t bytes = std::size_t(t.numel()) * sizeof(float);
+        std::vector<std::uint8_t> buf(bytes);
+        std::memcpy(buf.data(), data, bytes);
+        t.bytes = ByteRange(MappedFile::fromBytes(std::move(buf), "memory:" + name));
+        out.tensors.push_back(std::move(t));
+    };
+    auto matrix = [&](const std::string& name, const model::RowMatrix& x) {
+        add(name, x.data(), {x.rows(), x.cols()});
+    };
+    auto vector = [&](const std::string& name, const model::RowVector& x) {
+        if (x.size() > 0) add(name, x.data(), {x.size()});
+    };
+    matrix("model.embed_tokens.weight", m.embedding());
+    vector("model.norm.weight", m.finalNorm());
+    if (!c.tieWordEmbeddings) matrix("lm_head.weight", m.lmHead());
+    for (int l = 0; l < m.numLayers(); ++l) {
+        const model::DecoderLayerWeights& w = *m.layer(l);
+        const std::string prefix = "model.layers." + std::to_string(l) + ".";
+        for (LayerNorm n :
+             {LayerNorm::Input, LayerNorm::Post, LayerNorm::Q, LayerNorm::K, LayerNorm::AttnOut, LayerNorm::MlpOut})
+            if (const char* name = layerNormName(c, n)) vector(prefix + name + ".weight", model::layerNorm(w, n));
+        for (model::Linear lin : model::kAllLinears) {
+            matrix(model::tensorName(l, lin), w.weight(lin));
+            vector(model::tensorName(l, lin, true), w.bias(lin));
+        }
+    }
+    return out;
 }
 
 } // namespace qb::pipeline

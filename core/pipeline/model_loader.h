@@ -45,4 +45,13 @@ Status loadDecoderLayers(const io::Checkpoint& checkpoint, model::Model& model, 
 Result<std::shared_ptr<model::DecoderLayerWeights>> loadDecoderLayer(const io::Checkpoint& checkpoint, int layer,
                                                                      std::vector<LoadWarning>* warnings = nullptr);
 
+// The inverse of loading: a Checkpoint that describes `model`'s own F32 values under the names of
+// `names` (same architecture and shapes), held in memory, so that the exporters, which read
+// checkpoints, write a model transformed in memory (a rotated or smoothed run: its embedding,
+// norms, biases and head differ from the file it came from). A tied embedding that the model has
+// untied (its own lm_head) gets an lm_head.weight entry and config.tieWordEmbeddings = false.
+// Refused (Unsupported, saying why) for Gemma norms (stored as 1 + w) and Phi-3's fused
+// projections. Memory: one more F32 copy of every tensor.
+Result<io::Checkpoint> checkpointOverModel(const io::Checkpoint& names, const model::Model& model);
+
 } // namespace qb::pipeline

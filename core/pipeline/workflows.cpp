@@ -553,6 +553,28 @@ Result<ModelExportOutcome> exportRun(const ExportRequest& req, RunContext* ctx)
             if (auto r = resolveQuantPlan(*p, req.checkpoint->config)) plan = std::move(*r);
     if (target.embedType.empty()) target.embedType = plan.embedType;
     if (target.headType.empty()) target.headType = plan.headType;
+    // A smoothed or rotated run: the grids are in the transformed basis, and so must be the
+    // embedding, norms, biases and head written beside them - taken from the run's model. What
+    // stays online (a rotation of the o/down inputs, smoothing under GQA) has no place in a
+    // weights file: refused, naming it. Activation quantizers are not stored (noted).
+    if (const QuantizeResult& run = *req.run.result; plan.activation.transforms()) {
+        if (!run.onlineTransforms.empty())
+            return makeError(ErrorCode::Unsupported,
+                             "this run keeps transforms online (" + run.onlineTransforms +
+                                 "), which a weights file cannot hold; export a run whose transforms are all "
+                                 "folded (rotate \"residual\"; smoothing without GQA), or save a .qbproj",
+                             req.target.out);
+        if (!run.model)
+            return makeError(ErrorCode::InvalidArgument,
+                             "this transformed run kept no model to write its embedding, norms and head from",
+                             req.target.out);
+        QB_TRY(transformed, checkpointOverModel(*req.checkpoint, *run.model));
+        QB_TRY(out, exportModel(*transformed, grids.lookup(), target, ctx));
+        if (plan.activation.quantizesActivations())
+            out->warnings.push_back("activation quantization (" + plan.activation.describe() +
+                                    ") is a runtime setting: the file holds the weights only");
+        return out;
+    }
     return exportModel(*req.checkpoint, grids.lookup(), target, ctx);
 }
 

@@ -234,6 +234,56 @@ private Q_SLOTS:
         QVERIFY(mj.find("activation") != nullptr);
         QCOMPARE(mj.find("activation")->find("activation_bits")->asInteger(), std::int64_t(4));
     }
+
+    void checkpointOverModelRoundTrip()
+    {
+        // A model changed in memory (smoothed layers, an untied head) read back through the
+        // derived checkpoint is the same model, value for value.
+        auto ck = demoCheckpoint();
+        QVERIFY(ck);
+        auto m = loadModel(*ck);
+        QVERIFY(m.ok());
+        auto changed = std::make_shared<model::Model>(**m);
+        auto w = std::make_shared<model::DecoderLayerWeights>(*changed->layer(1));
+        w->postNorm *= 2.0f;
+        w->up *= 0.5f;
+        changed->setLayer(1, w);
+        auto derived = checkpointOverModel(*ck, *changed);
+        QVERIFY2(derived.ok(), derived.ok() ? "" : derived.error().toString().c_str());
+        auto back = loadModel(*derived);
+        QVERIFY(back.ok());
+        QVERIFY(qbtest::bitwiseEqual((*back)->layer(1)->up, w->up));
+        QVERIFY(((*back)->layer(1)->postNorm - w->postNorm).norm() == 0);
+        QVERIFY(qbtest::bitwiseEqual((*back)->embedding(), changed->embedding()));
+        QVERIFY(qbtest::bitwiseEqual((*back)->lmHead(), changed->lmHead()));
+        QCOMPARE(derived->tensors.size(), ck->tensors.size());
+    }
+
+    void exportRefusesOnlineTransforms()
+    {
+        // The demo has GQA: its o_proj smoothing stays online, which no weights file holds.
+        auto ck = demoCheckpoint();
+        QVERIFY(ck);
+        QuantizeRequest req;
+        req.checkpoint = ck;
+        req.plan = uniformQuantPlan(quant::Method::Rtn, 4, 32);
+        req.plan.activation.smoothAlpha = 0.5;
+        req.plan.activation.hasTransform = true;
+        req.calibration.textPath = qbtest::demoDir() + "/calib.txt";
+        req.calibration.options = {4, 64, 0};
+        auto r = quantizeModel(req);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        QTemporaryDir dir;
+        ExportRequest ex;
+        ex.checkpoint = ck;
+        ex.run.result = r->result;
+        ex.target.out = dir.filePath("out.gguf").toStdString();
+        ex.target.format = ExportFormat::Gguf;
+        auto e = exportRun(ex);
+        QVERIFY(!e.ok());
+        QVERIFY2(e.error().message.find("o: smoothing") != std::string::npos, e.error().message.c_str());
+        QVERIFY(!QFile::exists(dir.filePath("out.gguf")));
+    }
 };
 
 QTEST_GUILESS_MAIN(TestActivationQuant)

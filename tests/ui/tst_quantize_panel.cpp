@@ -9,8 +9,10 @@
 #include "charts/histogram_chart.h"
 #include "charts/quant_charts.h"
 #include "models/plan_table_model.h"
+#include "io/json_value.h"
 #include "pipeline/project.h"
 #include "models/quant_run_model.h"
+#include "widgets/activation_settings.h"
 #include "widgets/budget_planner.h"
 #include "widgets/job_status.h"
 #include "widgets/main_window.h"
@@ -463,6 +465,54 @@ private Q_SLOTS:
         QVERIFY(p->quantizeButton()->isEnabled());
         // The cancelled run does not leave the results wiped: the last good run is back.
         QCOMPARE(p->reports()->rowCount(), 4 * 7);
+    }
+
+    // The weight-and-activation row of the plan editor: activation and KV bits from the keyboard
+    // write the plan (one undo step each, the JSON follows), and a run with them lands in the run
+    // list labelled with its activation settings.
+    void activationSettingsRun()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanEditor* ed = f.panel->planEditor();
+        ActivationSettings* a = ed->activationSettings();
+        QVERIFY(a && a->isVisible());
+        QCOMPARE(a->activationBits()->currentData().toInt(), 0);
+        QVERIFY(!ed->jsonEdit()->toPlainText().contains(QStringLiteral("activations")));
+        a->activationBits()->setFocus();
+        QTest::keyClick(a->activationBits(), Qt::Key_Down); // off -> 8
+        QCOMPARE(ed->model()->plan().activation.spec(qb::model::LinearKind::Down).bits, 8);
+        QVERIFY(ed->jsonEdit()->toPlainText().contains(QStringLiteral("\"activations\"")));
+        ed->undoAction()->trigger();
+        QCOMPARE(a->activationBits()->currentData().toInt(), 0);
+        QVERIFY(!ed->jsonEdit()->toPlainText().contains(QStringLiteral("activations")));
+        ed->redoAction()->trigger();
+        QCOMPARE(a->activationBits()->currentData().toInt(), 8);
+        a->kvBits()->setFocus();
+        QTest::keyClick(a->kvBits(), Qt::Key_Down);
+        QCOMPARE(ed->model()->plan().activation.kvBits, 8);
+        QTest::mouseClick(a->smooth(), Qt::LeftButton);
+        QVERIFY(ed->model()->plan().activation.smoothAlpha.has_value());
+        QVERIFY(a->alpha()->isEnabled());
+        // The JSON editor is the other way in: a per-group setting shows in the row's note.
+        ed->jsonEdit()->setPlainText(
+            QString::fromStdString(qb::io::toJsonText(qb::pipeline::quantPlanToJson(ed->model()->plan())))
+                .replace(QStringLiteral("\"activations\": {"),
+                         QStringLiteral("\"activations\": {\"groups\": {\"down\": {\"bits\": 6}}, ")));
+        QTest::mouseClick(ed->jsonApply(), Qt::LeftButton);
+        QCOMPARE(ed->model()->plan().activation.spec(qb::model::LinearKind::Down).bits, 6);
+        QVERIFY2(a->note()->text().contains(QStringLiteral("per group: A6-8")), qPrintable(a->note()->text()));
+        screenshot(f.panel, QStringLiteral("activations"));
+
+        QuantizePanel* p = f.panel;
+        QSignalSpy done(p, &QuantizePanel::quantizeFinished);
+        QTest::mouseClick(p->quantizeButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        auto run = p->runs()->run(0);
+        QVERIFY2(run->summary.contains(QStringLiteral("A6-8 KV8 +smooth 0.6")), qPrintable(run->summary));
+        QVERIFY(run->perplexity && std::isfinite(*run->perplexity) && *run->perplexity > 1.0);
+        QVERIFY(!run->result->notes.empty());
     }
 
     // Issue 16 items 2 and 4: the sensitivity atlas in a worker (the window stays live), its heat

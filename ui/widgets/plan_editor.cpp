@@ -3,6 +3,7 @@
 #include "io/json_value.h"
 #include "models/plan_table_model.h"
 #include "pipeline/quant_plan.h"
+#include "widgets/activation_settings.h"
 
 #include <QAction>
 #include <QComboBox>
@@ -203,6 +204,8 @@ PlanEditor::PlanEditor(QWidget* parent)
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(4, 4, 4, 4);
     layout->addLayout(bulk);
+    m_activation = new ActivationSettings(m_model);
+    layout->addWidget(m_activation);
     layout->addWidget(split, 1);
     layout->addWidget(m_totals);
     layout->addWidget(m_message);

@@ -3,7 +3,8 @@
 // quantizable tensor (method from the traits table, bits, group size, sym, skip) edited in place
 // or in bulk over the selected rows; the plan JSON (default + glob rules, the quantbench-cli
 // format) in a text editor with validation errors; undo/redo (Ctrl+Z / Ctrl+Shift+Z inside the
-// editor); load/save of plan files; live totals (bits per weight, MB, fraction of F16).
+// editor); load/save of plan files; live totals (bits per weight, MB, fraction of F16); the
+// weight-and-activation row (activation/KV bits, smoothing, rotation: ActivationSettings).
 // GUI thread only; resolving a plan is cheap (no job).
 
 #include "base/model_config.h"
@@ -23,6 +24,7 @@ class QUndoStack;
 
 namespace qb::ui {
 
+class ActivationSettings;
 class PlanTableModel;
 
 class PlanEditor : public QWidget {
@@ -40,6 +42,7 @@ public:
     bool selectTensor(const QString& name);
 
     PlanTableModel* model() const { return m_model; }
+    ActivationSettings* activationSettings() const { return m_activation; }
     QUndoStack* undoStack() const { return m_undo; }
     QTableView* table() const { return m_table; }
     QComboBox* bulkField() const { return m_bulkField; }
@@ -74,6 +77,7 @@ private:
     QLabel* m_totals;
     QAction* m_undoAction;
     QAction* m_redoAction;
+    ActivationSettings* m_activation = nullptr;
 };
 
 } // namespace qb::ui
