@@ -337,6 +337,23 @@ Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabS
     return res;
 }
 
+Result<model::RowMatrix> applyLabStage(const LabCapture& cap, const LabStage& stage)
+{
+    model::RowVector s;
+    if (stage.smoothAlpha) {
+        if (!(*stage.smoothAlpha >= 0 && *stage.smoothAlpha <= 1))
+            return makeError(ErrorCode::InvalidArgument,
+                             "stage \"" + stage.label + "\": the smoothing exponent must be in [0, 1]");
+        std::vector<const RowMatrix*> weights;
+        for (const RowMatrix& w : cap.weights)
+            weights.push_back(&w);
+        s = smoothingFactors(cap.channelMaxAbs, weights, *stage.smoothAlpha);
+    }
+    RowMatrix x = cap.x;
+    QB_TRY_STATUS(transformRows(x, stage, s, false));
+    return x;
+}
+
 Result<std::shared_ptr<const model::RowTransform>> labHadamard(Eigen::Index n, std::uint64_t seed)
 {
     (void)seed;

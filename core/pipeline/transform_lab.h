@@ -136,6 +136,10 @@ Result<LabResult> analyzeLabStages(const LabCapture& capture, const std::vector<
                                    const std::vector<LabStageBuilder>& builders, const LabOptions& options,
                                    RunContext* ctx = nullptr);
 
+// The rows X_t of one stage on the capture (smoothing factors as analyzeLabStages computes them,
+// then the transforms): e.g. the within-cell distribution of one channel (RUQuant's argument).
+Result<model::RowMatrix> applyLabStage(const LabCapture& capture, const LabStage& stage);
+
 // The randomized Hadamard rotation the lab uses for width n (block-diagonal where no full order is
 // constructible); an error where no Hadamard is available.
 Result<std::shared_ptr<const model::RowTransform>> labHadamard(Eigen::Index n, std::uint64_t seed);

@@ -141,6 +141,13 @@ private Q_SLOTS:
         QCOMPARE(id.quantError, orig.quantError);
         QCOMPARE(id.moments.kurtosis, orig.moments.kurtosis);
         QCOMPARE(id.transform, std::string("identity"));
+        // applyLabStage gives the rows the statistics were taken on.
+        for (std::size_t i : {std::size_t(1), std::size_t(3)}) {
+            auto xt = applyLabStage(*cap, stages[i]);
+            QVERIFY(xt.ok());
+            for (Eigen::Index j = 0; j < xt->cols(); ++j)
+                QCOMPARE(xt->col(j).cwiseAbs().maxCoeff(), r->stages[i].channelMaxAbs[std::size_t(j)]);
+        }
     }
 
     void weightBitsShowSmoothingsCost()

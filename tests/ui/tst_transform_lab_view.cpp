@@ -114,6 +114,7 @@ private Q_SLOTS:
         QVERIFY(lab);
         w.viewTabs()->setCurrentWidget(lab);
         QCOMPARE(lab->layerSpin()->maximum(), 3);
+        QVERIFY2(lab->minimumSizeHint().width() < 700, "the tab must not widen the window");
         QVERIFY(lab->runButton()->isEnabled());
 
         // The explorer points the lab at the selected weight's input.

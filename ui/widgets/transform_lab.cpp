@@ -114,24 +114,27 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->hide(); // until there is a result
 
+    // Two rows, so that the tab never widens the window (the explorer dock keeps its width).
     auto* controls = new QHBoxLayout;
     controls->addWidget(new QLabel(tr("Layer:")));
     controls->addWidget(m_layer);
     controls->addWidget(new QLabel(tr("Input:")));
     controls->addWidget(m_input);
-    controls->addWidget(new QLabel(tr("Smoothing α:")));
-    controls->addWidget(m_alpha);
-    controls->addWidget(new QLabel(tr("Activations:")));
-    controls->addWidget(m_bits);
-    controls->addWidget(new QLabel(tr("Weights:")));
-    controls->addWidget(m_wbits);
-    controls->addWidget(new QLabel(tr("Clip:")));
-    controls->addWidget(m_clip);
-    controls->addWidget(m_hadamard);
     controls->addStretch(1);
     controls->addWidget(new QLabel(tr("Show:")));
     controls->addWidget(m_metric);
     controls->addWidget(m_run);
+    auto* settings = new QHBoxLayout;
+    settings->addWidget(new QLabel(tr("Smoothing α:")));
+    settings->addWidget(m_alpha);
+    settings->addWidget(new QLabel(tr("Activations:")));
+    settings->addWidget(m_bits);
+    settings->addWidget(new QLabel(tr("Clip:")));
+    settings->addWidget(m_clip);
+    settings->addWidget(new QLabel(tr("Weights:")));
+    settings->addWidget(m_wbits);
+    settings->addWidget(m_hadamard);
+    settings->addStretch(1);
 
     auto* charts = new QWidget;
     charts->setLayout(m_grid);
@@ -141,6 +144,7 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_grid->setRowStretch(1, 1);
     auto* layout = new QVBoxLayout(this);
     layout->addLayout(controls);
+    layout->addLayout(settings);
     layout->addWidget(m_title);
     layout->addWidget(charts, 1);
     layout->addWidget(m_table);
