@@ -4,6 +4,8 @@
 // llama_sequential, tests/quant/bench/gptq_reference.py) on the same model, calibration token ids,
 // threads, bits and group, side by side, with the wall-time ratio (issue 12 item 3);
 // --gptq-synthetic: the GPTQ solve alone on random shapes (compare tests/quant/bench/gptq_reference.py).
+// --hadamard: the fast (randomized) Hadamard transform of activation rows against a dense GEMM by the
+// same matrix (issue 14 item 3).
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
@@ -11,6 +13,7 @@
 #include "io/checkpoint.h"
 #include "io/json_value.h"
 #include "model/forward.h"
+#include "model/hadamard.h"
 #include "io/tokenizer.h"
 #include "pipeline/activation_setup.h"
 #include "pipeline/calibration.h"
@@ -460,18 +463,86 @@ int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
     return 0;
 }
 
+// --hadamard N[,...]: x <- x·Q on ROWS random rows of width N, by the fast transform (butterflies +
+// the special factor) and by a dense GEMM with Q = dense() (only where Q fits in 1 GiB); elements
+// (rows x N) per second, min over --repeat.
+int runHadamardBench(qb::cli::CliArgs& args, const char* cmd)
+{
+    using namespace qb;
+    const int rows = int(args.intValue("rows", 2048, 1, 1 << 24));
+    const int repeat = int(args.intValue("repeat", 3, 1, 1000));
+    const int threads = int(args.intValue("threads", 0, 0, 4096));
+    if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    model::setNumThreads(threads);
+    auto timeMin = [&](const std::function<void()>& f) {
+        double best = 1e300;
+        for (int i = 0; i < repeat; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            f();
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return best;
+    };
+    const bool json = args.has("json");
+    if (json) std::cout << "{\"rows\":" << rows << ",\"threads\":" << model::numThreads() << ",\"sizes\":[";
+    else
+        std::printf("randomized Hadamard x <- x·Q on %d rows, %d threads, min of %d; elements = rows x n\n", rows,
+                    model::numThreads(), repeat);
+    if (!json)
+        std::printf("%-7s %-44s %12s %14s %12s %14s %8s\n", "n", "construction", "fast ms", "fast elem/s", "dense ms",
+                    "dense elem/s", "speedup");
+    bool first = true;
+    for (const std::string& item : splitList(*args.value("hadamard"))) {
+        const long n = std::strtol(item.c_str(), nullptr, 10);
+        auto t = model::HadamardTransform::create(n, 0, true);
+        if (!t) return cli::fail(cmd, t.error().toString());
+        std::mt19937_64 rng(0x5eed + std::uint64_t(n));
+        std::normal_distribution<float> nd(0.f, 1.f);
+        model::RowMatrix x(rows, n), y(rows, n);
+        for (Eigen::Index i = 0; i < x.size(); ++i)
+            x.data()[i] = nd(rng);
+        y = x;
+        (*t)->apply(y); // warm-up (thread pool, first touch)
+        const double fast = timeMin([&] {
+            y = x;
+            (*t)->apply(y);
+        });
+        double dense = 0;
+        if (double(n) * double(n) * sizeof(float) <= double(1 << 30)) {
+            const model::RowMatrix q = (*t)->dense();
+            y.noalias() = x * q; // warm-up
+            dense = timeMin([&] { y.noalias() = x * q; });
+        }
+        const double elems = double(rows) * double(n);
+        if (json) {
+            std::printf("%s{\"n\":%ld,\"construction\":\"%s\",\"fast_seconds\":%.6f,\"dense_seconds\":%.6f}",
+                        first ? "" : ",", n, (*t)->describe().c_str(), fast, dense);
+        } else {
+            std::printf("%-7ld %-44s %12.3f %14.3g %12.3f %14.3g %8.1f\n", n, (*t)->plan().describe().c_str(),
+                        fast * 1e3, elems / fast, dense * 1e3, dense > 0 ? elems / dense : 0.0,
+                        dense > 0 ? dense / fast : 0.0);
+        }
+        first = false;
+    }
+    if (json) std::printf("]}\n");
+    std::fflush(stdout);
+    return 0;
+}
+
 int runBench(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "bench";
-    cli::CliArgs args(
-        argv,
-        {"ctx",      "threads", "windows", "batch",          "calib", "nsamples", "seqlen",           "methods",
-         "bits",     "group",   "repeat",  "gptq-synthetic", "cmpq",  "python",   "reference-script", "reference-blas",
-         "save-ids", "abits",   "kvbits",  "rotate"},
-        {"json", "quantize", "no-act-order", "reference"});
+    cli::CliArgs args(argv, {"ctx",      "threads",  "windows",          "batch",
+                             "calib",    "nsamples", "seqlen",           "methods",
+                             "bits",     "group",    "repeat",           "gptq-synthetic",
+                             "cmpq",     "python",   "reference-script", "reference-blas",
+                             "save-ids", "abits",    "kvbits",           "rotate",
+                             "hadamard", "rows"},
+                      {"json", "quantize", "no-act-order", "reference"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
+    if (args.has("hadamard")) return runHadamardBench(args, cmd);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     if (args.has("quantize")) return runQuantizeBench(args, cmd);
     const int ctx = int(args.intValue("ctx", 256, 2, 1 << 20));
@@ -582,6 +653,7 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
                "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
                "         [--no-act-order] [--repeat 3] [--cmpq BITS]\n"
+               "       quantbench-cli bench --hadamard N[,...] [--rows 2048] [--threads N] [--repeat 3] [--json]\n"
                "  --cmpq BITS  with --gptq-synthetic: also time CMPQ (reconstruction) at that average on the\n"
                "               same W and H (error feedback on, k-means over channels in parallel)\n"
                "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
@@ -595,6 +667,8 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "               --python (default /usr/bin/python3); --save-ids FILE keeps the token ids\n"
                "               (int32, window-major)\n"
                "  --gptq-synthetic  the GPTQ solve alone on random W and H of the given shapes\n"
+               "  --hadamard   the fast randomized Hadamard transform (model/hadamard.h) of ROWS random rows of\n"
+               "               each width N against a dense GEMM by the same matrix (N <= 16384)\n"
                "  MODEL        model directory or file\n"
                "  --ctx N      tokens per window (default 256)\n"
                "  --threads N  OpenMP/Eigen threads (default: all)\n"

@@ -461,6 +461,15 @@ Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<d
         q.seconds.total = numberOr(*t, "total", 0);
         if (seconds) *seconds = q.seconds.total;
     }
+    // Weight-and-activation runs: what stays online and what the transforms did (the plan's
+    // activation part itself comes back with the run's plan).
+    if (const io::JsonValue* a = m.find("activation"); a && a->isObject()) {
+        if (const io::JsonValue* o = a->find("online_transforms"); o && o->isString())
+            q.onlineTransforms = o->asString();
+        if (const io::JsonValue* n = a->find("notes"); n && n->isArray())
+            for (const io::JsonValue& line : n->asArray())
+                if (line.isString()) q.notes.push_back(line.asString());
+    }
     if (const io::JsonValue* ts = m.find("tensors"); ts && ts->isArray()) {
         for (const auto& e : ts->asArray()) {
             if (!e.isObject()) continue;

@@ -2,6 +2,7 @@
 """Trains Quantbench's demo model: a tiny LlamaForCausalLM with its own byte-level BPE tokenizer.
 
 Run by hand:  /usr/bin/python3 resources/demo/train.py [--minutes 12] [--threads 1] [--batch 16]
+              [--shape demo|wide-mha] [--out DIR]   (wide-mha: a second, wider model without GQA)
 (Debian's torch uses the reference BLAS; with an OpenBLAS libblas.so.3 on LD_LIBRARY_PATH it
 trains ~20x faster, e.g. from `apt-get download libopenblas0-pthread && dpkg -x ...`.)
 Needs only Debian's python3-torch and python3-numpy. Writes, next to this script:
@@ -110,7 +111,11 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=0, help="fixed step count (0: fit the time budget)")
     ap.add_argument("--out", default=HERE)
+    ap.add_argument("--shape", choices=["demo", "wide-mha"], default="demo",
+                    help="demo: the bundled model; wide-mha: a second model for experiments (hidden 192, "
+                         "6 heads without GQA, intermediate 512)")
     args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(1234)
     random.seed(1234)
@@ -147,6 +152,9 @@ def main():
            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 512,
            "tie_word_embeddings": False, "bos_token_id": eos, "eos_token_id": eos, "rope_scaling": None}
+    if args.shape == "wide-mha":
+        cfg.update({"hidden_size": 192, "intermediate_size": 512, "num_attention_heads": 6,
+                    "num_key_value_heads": 6})
     model = llama_ref.LlamaForCausalLM(cfg)
     data = torch.tensor(train_ids, dtype=torch.long)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.05)

@@ -75,6 +75,26 @@ private Q_SLOTS:
         QVERIFY(t.out.contains("tokens/s") && t.out.contains("peak resident memory"));
     }
 
+    // bench --hadamard: the fast transform timed beside the dense GEMM; 172 has no construction, so
+    // it runs block-diagonally and says so; an odd width is a clear error.
+    void cliBenchHadamard()
+    {
+        const qbtest::CliRun r =
+            qbtest::runCli({"bench", "--hadamard", "352,172", "--rows", "8", "--repeat", "1", "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const QJsonArray sizes = QJsonDocument::fromJson(r.out).object().value("sizes").toArray();
+        QCOMPARE(sizes.size(), 2);
+        QCOMPARE(sizes[0].toObject().value("construction").toString(),
+                 QStringLiteral("Hadamard 352 (44 x 8, Paley I q=43), randomized seed 0"));
+        QVERIFY(sizes[1].toObject().value("construction").toString().startsWith("block-diagonal Hadamard 172"));
+        for (const auto v : sizes)
+            QVERIFY(v.toObject().value("fast_seconds").toDouble() > 0 &&
+                    v.toObject().value("dense_seconds").toDouble() > 0);
+        const qbtest::CliRun bad = qbtest::runCli({"bench", "--hadamard", "7"});
+        QCOMPARE(bad.code, 1);
+        QVERIFY2(bad.err.contains("no Hadamard matrix of order 7"), bad.err.constData());
+    }
+
     // A GGUF alone in its directory (no tokenizer.json): eval, tokenize and info use the tokenizer
     // it embeds; an F32 GGUF evaluates to the original's perplexity.
     void cliEvalGgufWithEmbeddedTokenizer()
