@@ -1,6 +1,7 @@
 #include "pipeline/transform_lab.h"
 
 #include "model/forward.h"
+#include "model/hadamard.h"
 #include "pipeline/model_loader.h"
 #include "pipeline/smoothing.h"
 #include "pipeline/workflows.h"
@@ -356,9 +357,8 @@ Result<model::RowMatrix> applyLabStage(const LabCapture& cap, const LabStage& st
 
 Result<std::shared_ptr<const model::RowTransform>> labHadamard(Eigen::Index n, std::uint64_t seed)
 {
-    (void)seed;
-    return makeError(ErrorCode::Unsupported,
-                     "Hadamard rotation of width " + std::to_string(n) + " is not available in this build");
+    QB_TRY(h, model::HadamardTransform::create(n, seed, /*allowBlocks=*/true));
+    return std::shared_ptr<const model::RowTransform>(std::move(*h));
 }
 
 std::vector<LabStage> standardLabStages(Eigen::Index n, double smoothAlpha, bool hadamard, std::uint64_t seed,

@@ -182,6 +182,48 @@ private Q_SLOTS:
         QVERIFY(!analyzeLabStages(*cap, stages, {}, o).ok());
     }
 
+    void standardStagesUseTheFastHadamard_data()
+    {
+        QTest::addColumn<int>("kind");
+        QTest::newRow("qkv (128 = 2^7)") << int(LinearKind::Qkv);
+        QTest::newRow("down (352 = 44 x 8, Paley)") << int(LinearKind::Down);
+    }
+
+    void standardStagesUseTheFastHadamard()
+    {
+        // The lab's Hadamard stages (model::HadamardTransform, fast) against the same rotation as a
+        // dense matrix, on the planted outliers: same numbers, and the rotation pays off.
+        QFETCH(int, kind);
+        auto m = outlierDemo();
+        QVERIFY(m);
+        LabOptions o;
+        auto cap = captureLabInput(*m, demoCalibration(), 0, LinearKind(kind), o);
+        QVERIFY(cap.ok());
+        std::vector<std::string> notes;
+        std::vector<LabStage> stages = standardLabStages(cap->channels(), 0.6, true, 5, &notes);
+        QVERIFY(notes.empty());
+        QCOMPARE(stages.size(), std::size_t(4));
+        QCOMPARE(stages[2].label, std::string("Hadamard"));
+        QCOMPARE(stages[3].label, std::string("smoothed (α 0.6) + Hadamard"));
+        const auto& h = stages[2].transforms.front();
+        QCOMPARE(h->size(), cap->channels());
+        stages.push_back({"dense", std::nullopt, {std::make_shared<model::DenseRowTransform>(h->dense(), "dense")}});
+        auto r = analyzeLabStages(*cap, stages, {}, o);
+        QVERIFY(r.ok());
+        print(*r);
+        const auto &orig = r->stages[0], &had = r->stages[2], &dense = r->stages[4];
+        QVERIFY(had.rotated);
+        QVERIFY(had.transform.find("Hadamard " + std::to_string(cap->channels())) != std::string::npos);
+        QVERIFY(std::abs(had.outputError - dense.outputError) <= 1e-3 * dense.outputError);
+        QVERIFY(std::abs(had.moments.kurtosis - dense.moments.kurtosis) <=
+                1e-3 * (1 + std::abs(dense.moments.kurtosis)));
+        QVERIFY(had.outputError <= orig.outputError);
+        if (LinearKind(kind) == LinearKind::Qkv) {
+            QVERIFY(had.channelRatio < orig.channelRatio / 4);
+            QVERIFY(had.outputError < 0.75 * orig.outputError);
+        }
+    }
+
     void everyStagePreservesTheFunction()
     {
         auto m = outlierDemo();

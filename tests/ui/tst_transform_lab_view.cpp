@@ -143,7 +143,7 @@ private Q_SLOTS:
         QVERIFY(r);
         QCOMPARE(r->totalTokens, std::int64_t(16 * 128));
         const int stages = int(r->stages.size());
-        QVERIFY(stages >= 2);
+        QCOMPARE(stages, 4); // original, smoothed, Hadamard, smoothed + Hadamard
         const QAbstractItemModel* m = lab->summaryModel();
         QCOMPARE(m->rowCount(), stages);
         QCOMPARE(m->index(0, LabSummaryModel::Stage).data().toString(), QStringLiteral("original"));
@@ -156,7 +156,12 @@ private Q_SLOTS:
         QVERIFY(cell(m, 0, LabSummaryModel::ChannelRatio) > 20);
         QVERIFY(cell(m, 1, LabSummaryModel::ChannelRatio) < cell(m, 0, LabSummaryModel::ChannelRatio) / 4);
         QVERIFY(cell(m, 1, LabSummaryModel::OutputError) < 0.5 * cell(m, 0, LabSummaryModel::OutputError));
-        QVERIFY(!m->index(0, LabSummaryModel::OutputError).data().toString().isEmpty());
+        QCOMPARE(m->index(2, LabSummaryModel::Stage).data().toString(), QStringLiteral("Hadamard"));
+        QVERIFY(m->index(2, LabSummaryModel::Transform).data().toString().contains(QStringLiteral("Hadamard 128")));
+        QVERIFY(cell(m, 2, LabSummaryModel::ChannelRatio) < cell(m, 0, LabSummaryModel::ChannelRatio) / 4);
+        QVERIFY(cell(m, 2, LabSummaryModel::OutputError) < cell(m, 0, LabSummaryModel::OutputError));
+        QVERIFY(cell(m, 3, LabSummaryModel::OutputError) < 0.5 * cell(m, 0, LabSummaryModel::OutputError));
+        QVERIFY(r->notes.empty());
 
         // One column per stage; every histogram on the same value axis.
         QCOMPARE(int(lab->histograms().size()), stages);

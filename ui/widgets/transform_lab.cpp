@@ -38,8 +38,12 @@ const model::LinearKind kKinds[] = {model::LinearKind::Qkv, model::LinearKind::O
 void setVerticalRange(QChartView* view, double lo, double hi)
 {
     for (QAbstractAxis* a : view->chart()->axes(Qt::Vertical)) {
-        if (qobject_cast<QLogValueAxis*>(a)) a->setRange(0.5, std::max(hi, 1.0));
-        else a->setRange(lo, hi);
+        if (auto* log = qobject_cast<QLogValueAxis*>(a)) {
+            log->setBase(100); // a label every two decades: small charts keep their labels
+            log->setRange(0.5, std::max(hi, 1.0));
+        } else {
+            a->setRange(lo, hi);
+        }
     }
 }
 
@@ -113,6 +117,8 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_table->horizontalHeader()->setStretchLastSection(true);
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->hide(); // until there is a result
+    m_table->setWordWrap(false);
+    m_table->verticalHeader()->setDefaultSectionSize(m_table->fontMetrics().height() + 8);
 
     // Two rows, so that the tab never widens the window (the explorer dock keeps its width).
     auto* controls = new QHBoxLayout;
