@@ -57,7 +57,8 @@ private Q_SLOTS:
         QVERIFY(QTest::qWaitForWindowExposed(&w));
         QVERIFY(w.menuBar()->isVisible());
         QVERIFY(w.statusBar()->isVisible());
-        QCOMPARE(w.viewTabs()->count(), 3);
+        QCOMPARE(w.viewTabs()->count(), 4); // Weights, Activations, Transform lab, Quantization
+        QCOMPARE(w.viewTabs()->tabText(2), QStringLiteral("Transform lab"));
         QVERIFY(w.explorerDock()->isVisible());
         QVERIFY(w.historyDock()->isVisible());
         QVERIFY(w.width() >= 1024);

@@ -12,6 +12,7 @@
 #include "models/plan_table_model.h"
 #include "widgets/job_status.h"
 #include "widgets/perplexity_panel.h"
+#include "widgets/transform_lab.h"
 #include "widgets/quantize_panel.h"
 #include "widgets/model_explorer.h"
 #include "widgets/weights_panel.h"
@@ -94,6 +95,12 @@ void MainWindow::createPanels()
     m_tabs->addTab(m_weights, tr("Weights"));
     m_activations = new ActivationsPanel(m_runner, m_jobStatus, m_tabs);
     m_tabs->addTab(m_activations, tr("Activations"));
+    m_lab = new TransformLab(m_runner, m_jobStatus, m_tabs);
+    m_tabs->addTab(m_lab, tr("Transform lab"));
+    connect(m_lab, &TransformLab::labFinished, this, [this](bool ok, const QString& msg) {
+        statusBar()->showMessage(tr("Transform lab: %1").arg(msg), 8000);
+        if (!ok && msg != tr("cancelled")) jobError(tr("Transform lab failed"), msg);
+    });
     connect(m_weights, &WeightsPanel::statsReady, m_activations, [this](const QString& tensor) {
         if (auto snap = m_weights->snapshot()) m_activations->setWeightChannelMax(tensor, snap->stats.colMaxAbs);
     });
@@ -111,6 +118,7 @@ void MainWindow::createPanels()
     // One calibration setting for the Activations and Quantization tabs (and what a project saves).
     m_calibration = new CalibrationSettings(this);
     m_activations->setCalibrationSettings(m_calibration);
+    m_lab->setCalibrationSettings(m_calibration);
     quantize->setCalibrationSettings(m_calibration);
     connect(quantize, &QuantizePanel::exportRequested, this,
             [this](std::shared_ptr<const QuantRun> run) { openExportDialog(std::move(run)); });
@@ -129,6 +137,7 @@ void MainWindow::createPanels()
     m_explorerDock->setWidget(m_explorer);
     connect(m_explorer, &ModelExplorer::tensorSelected, m_weights, &WeightsPanel::showTensor);
     connect(m_explorer, &ModelExplorer::tensorSelected, m_activations, &ActivationsPanel::showTensor);
+    connect(m_explorer, &ModelExplorer::tensorSelected, m_lab, &TransformLab::showTensor);
     connect(m_explorer, &ModelExplorer::tensorSelected, quantize, &QuantizePanel::showTensor);
     addDockWidget(Qt::LeftDockWidgetArea, m_explorerDock);
 
@@ -311,6 +320,7 @@ void MainWindow::showCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint
     m_calibration->setMaxLength(context > 0 ? int(std::min<std::int64_t>(context, 1 << 20)) : 8192);
     m_weights->setCheckpoint(m_checkpoint);
     m_activations->setCheckpoint(m_checkpoint);
+    m_lab->setCheckpoint(m_checkpoint);
     m_perplexity->setCheckpoint(m_checkpoint);
     m_explorer->setCheckpoint(m_checkpoint);
     m_statusModel->setText(statusSummary());

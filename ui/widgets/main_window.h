@@ -28,6 +28,7 @@ class JobStatus;
 class ModelExplorer;
 class WeightsPanel;
 class ActivationsPanel;
+class TransformLab;
 class PerplexityPanel;
 class QuantizePanel;
 class ExportDialog;
@@ -46,6 +47,7 @@ public:
     ModelExplorer* explorer() const { return m_explorer; }
     WeightsPanel* weightsPanel() const { return m_weights; }
     ActivationsPanel* activationsPanel() const { return m_activations; }
+    TransformLab* transformLab() const { return m_lab; }
     PerplexityPanel* perplexityPanel() const { return m_perplexity; }
     QuantizePanel* quantizePanel() const { return m_quantize; }
     CalibrationSettings* calibrationSettings() const { return m_calibration; }
@@ -123,6 +125,7 @@ private:
     ModelExplorer* m_explorer = nullptr;
     WeightsPanel* m_weights = nullptr;
     ActivationsPanel* m_activations = nullptr;
+    TransformLab* m_lab = nullptr;
     PerplexityPanel* m_perplexity = nullptr;
     QuantizePanel* m_quantize = nullptr;
     QAction* m_saveProjectAction = nullptr;
