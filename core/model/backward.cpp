@@ -377,6 +377,9 @@ Result<double> decoderLossAndGrad(const DecoderParams<S>& st, std::span<const st
         return makeError(ErrorCode::InvalidArgument, "gradients not prepared (zeroGrads per layer)");
     const MatrixRT<S>& E = *st.embedding;
     const MatrixRT<S>& head = *st.lmHead;
+    const MatrixRT<S>& teacherHead = st.teacherLmHead ? *st.teacherLmHead : head;
+    if (teacherHead.rows() != head.rows() || teacherHead.cols() != K || head.cols() != K)
+        return makeError(ErrorCode::Shape, "lm_head shapes do not match the hidden size");
 
     // Forward, keeping only each layer's input.
     std::vector<MatrixRT<S>> inputs(std::size_t(L) + 1);
@@ -417,7 +420,7 @@ Result<double> decoderLossAndGrad(const DecoderParams<S>& st, std::span<const st
             sl.resize(m, V);
             tl.resize(m, V);
             sl.noalias() = xn.middleRows(c0, m) * head.transpose();
-            tl.noalias() = teacherNormed.middleRows(c0, m) * head.transpose();
+            tl.noalias() = teacherNormed.middleRows(c0, m) * teacherHead.transpose();
             rowLoss.assign(std::size_t(m), 0.0);
 #pragma omp parallel for schedule(static)
             for (Eigen::Index i = 0; i < m; ++i) {

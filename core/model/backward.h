@@ -109,6 +109,9 @@ struct DecoderParams {
     VectorRT<S> finalNorm;
     const MatrixRT<S>* embedding = nullptr; // [V, K]
     const MatrixRT<S>* lmHead = nullptr;    // [V, K]
+    // Loss Kl: the teacher's lm_head applied to the teacher's hidden states (null: the student's;
+    // they differ when the student's head is stored in a narrower type).
+    const MatrixRT<S>* teacherLmHead = nullptr;
 };
 
 struct DecoderGradOptions {
