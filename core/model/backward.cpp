@@ -287,9 +287,13 @@ void rmsNormBackward(const Eigen::Ref<const MatrixRT<S>>& x, const VectorRT<S>& 
     }
 }
 
+namespace {
+
+// The layer forward into c; out == nullptr skips the last GEMM (down_proj) and the residual, which
+// a backward step does not need.
 template <typename S>
-void layerForward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, const Eigen::Ref<const MatrixRT<S>>& in,
-                  int T, MatrixRT<S>& out, LayerCache<S>& c)
+void layerForwardInto(const ModelConfig& cfg, const LayerParams<S>& p, int layer,
+                      const Eigen::Ref<const MatrixRT<S>>& in, int T, MatrixRT<S>* out, LayerCache<S>& c)
 {
     const AttentionShape a = attentionShape(cfg, layer, in.rows(), T);
     const double eps = cfg.rmsNormEps;
@@ -312,17 +316,17 @@ void layerForward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, co
     for (Eigen::Index r = 0; r < n; ++r)
         for (Eigen::Index j = 0; j < I; ++j)
             c.act(r, j) = silu(c.gate(r, j)) * c.up(r, j);
-    linearForward<S>(c.act, p.w(Linear::Down), p.b(Linear::Down), out);
-    out += c.h1;
+    if (!out) return;
+    linearForward<S>(c.act, p.w(Linear::Down), p.b(Linear::Down), *out);
+    *out += c.h1;
 }
 
+// The backward step of a layer whose intermediates for `in` are in c.
 template <typename S>
-void layerBackward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, const Eigen::Ref<const MatrixRT<S>>& in,
-                   int T, const MatrixRT<S>& dOut, MatrixRT<S>& dIn, LayerGrads<S>& g, LayerCache<S>& c)
+void layerBackwardCached(const ModelConfig& cfg, const LayerParams<S>& p, int layer,
+                         const Eigen::Ref<const MatrixRT<S>>& in, int T, const MatrixRT<S>& dOut, MatrixRT<S>& dIn,
+                         LayerGrads<S>& g, LayerCache<S>& c)
 {
-    MatrixRT<S> out; // the recomputed layer output is not needed, only the intermediates
-    layerForward<S>(cfg, p, layer, in, T, out, c);
-    out.resize(0, 0);
     const AttentionShape a = attentionShape(cfg, layer, in.rows(), T);
     auto gw = [&](Linear l) -> MatrixRT<S>& { return g.weight[std::size_t(l)]; };
 
@@ -354,6 +358,23 @@ void layerBackward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, c
     linearBackward<S>(c.xn1, p.w(Linear::V), c.dv, c.dC, true, gw(Linear::V));
     rmsNormBackward<S>(in, p.inputNorm, c.r1, c.dC, dh1, true, g.gains ? &g.inputNorm : nullptr);
     dIn = std::move(dh1);
+}
+
+} // namespace
+
+template <typename S>
+void layerForward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, const Eigen::Ref<const MatrixRT<S>>& in,
+                  int T, MatrixRT<S>& out, LayerCache<S>& c)
+{
+    layerForwardInto<S>(cfg, p, layer, in, T, &out, c);
+}
+
+template <typename S>
+void layerBackward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, const Eigen::Ref<const MatrixRT<S>>& in,
+                   int T, const MatrixRT<S>& dOut, MatrixRT<S>& dIn, LayerGrads<S>& g, LayerCache<S>& c)
+{
+    layerForwardInto<S>(cfg, p, layer, in, T, nullptr, c); // recompute (checkpointing)
+    layerBackwardCached<S>(cfg, p, layer, in, T, dOut, dIn, g, c);
 }
 
 template <typename S>
@@ -391,10 +412,23 @@ Result<double> decoderLossAndGrad(const DecoderParams<S>& st, std::span<const st
                              "token " + std::to_string(i));
         inputs[0].row(i) = E.row(id);
     }
+    // The last layers' intermediates are kept from this pass (the last one always: its backward
+    // comes first, so keeping it costs no more than recomputing it); the others are recomputed.
+    const double perLayer = double(sizeof(S)) * double(N) *
+                            double(3 * K + 2 * cfg.numAttentionHeads * cfg.headDim +
+                                   2 * cfg.numKeyValueHeads * cfg.headDim + 3 * cfg.intermediateSize);
+    const int kept = options.computeGrads
+                         ? std::min(L, 1 + int(std::max<double>(0.0, double(options.keepActivationsBytes)) / perLayer))
+                         : 0;
+    std::vector<LayerCache<S>> keptCaches;
+    keptCaches.resize(std::size_t(kept));
     LayerCache<S> cache;
+    auto cacheOf = [&](int l) -> LayerCache<S>& {
+        return l >= L - kept ? keptCaches[std::size_t(l - (L - kept))] : cache;
+    };
     for (int l = 0; l < L; ++l)
         layerForward<S>(cfg, st.layers[std::size_t(l)], l, inputs[std::size_t(l)], T, inputs[std::size_t(l) + 1],
-                        cache);
+                        cacheOf(l));
     MatrixRT<S> xn;
     std::vector<S> rF;
     rmsNormForward<S>(inputs[std::size_t(L)], st.finalNorm, cfg.rmsNormEps, xn, rF);
@@ -431,19 +465,23 @@ Result<double> decoderLossAndGrad(const DecoderParams<S>& st, std::span<const st
                     smax = std::max(smax, double(s[j]));
                     tmax = std::max(tmax, double(t[j]));
                 }
-                double ssum = 0, tsum = 0;
+                // KL = Σ p_t (l_t - l_s) with l = x - max - log Σ exp(x - max); the exponentials are
+                // taken once (in S, kept in the logits' rows) and summed in double.
+                S* tx = tl.row(i).data();
+                double ssum = 0, tsum = 0, cross = 0;
                 for (Eigen::Index j = 0; j < V; ++j) {
-                    ssum += std::exp(double(s[j]) - smax);
-                    tsum += std::exp(double(t[j]) - tmax);
+                    const S es = std::exp(s[j] - S(smax)), et = std::exp(t[j] - S(tmax));
+                    ssum += double(es);
+                    tsum += double(et);
+                    cross += double(et) * (double(t[j]) - double(s[j]));
+                    s[j] = es;
+                    tx[j] = et;
                 }
                 const double slog = smax + std::log(ssum), tlog = tmax + std::log(tsum);
-                double kl = 0;
-                for (Eigen::Index j = 0; j < V; ++j) {
-                    const double lt = double(t[j]) - tlog, ls = double(s[j]) - slog;
-                    const double pt = std::exp(lt);
-                    kl += pt * (lt - ls);
-                    s[j] = S((std::exp(ls) - pt) / double(N)); // dLoss/dlogit of the student
-                }
+                const double kl = cross / tsum - tlog + slog;
+                const double si = 1.0 / (ssum * double(N)), ti = 1.0 / (tsum * double(N));
+                for (Eigen::Index j = 0; j < V; ++j) // dLoss/dlogit of the student: (p_s - p_t) / N
+                    s[j] = S(double(s[j]) * si - double(tx[j]) * ti);
                 rowLoss[std::size_t(i)] = kl;
             }
             for (double v : rowLoss)
@@ -461,8 +499,15 @@ Result<double> decoderLossAndGrad(const DecoderParams<S>& st, std::span<const st
                        options.normGains ? &grads.finalNorm : nullptr);
     inputs[std::size_t(L)].resize(0, 0);
     for (int l = L - 1; l >= 0; --l) {
-        layerBackward<S>(cfg, st.layers[std::size_t(l)], l, inputs[std::size_t(l)], T, dh, dh,
-                         grads.layers[std::size_t(l)], cache);
+        if (l >= L - kept) {
+            LayerCache<S>& c = cacheOf(l);
+            layerBackwardCached<S>(cfg, st.layers[std::size_t(l)], l, inputs[std::size_t(l)], T, dh, dh,
+                                   grads.layers[std::size_t(l)], c);
+            c = LayerCache<S>{}; // freed before the next layer's backward
+        } else {
+            layerBackward<S>(cfg, st.layers[std::size_t(l)], l, inputs[std::size_t(l)], T, dh, dh,
+                             grads.layers[std::size_t(l)], cache);
+        }
         inputs[std::size_t(l)].resize(0, 0);
     }
     return loss;

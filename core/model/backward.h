@@ -119,6 +119,10 @@ struct DecoderGradOptions {
     bool normGains = false;       // also the gradients of every RMSNorm gain (layers and final)
     bool computeGrads = true;     // false: the loss only (one forward pass)
     Eigen::Index logitsChunk = 0; // rows per [chunk, V] logits block; 0: about 16M values
+    // Checkpointing: the last layer's intermediates are kept from the forward pass, every other
+    // layer's recomputed in its backward step, unless the intermediates of more of the last
+    // layers fit in this many bytes (then those are kept too: less recompute, more memory).
+    std::int64_t keepActivationsBytes = 0;
 };
 
 // Per layer gradients and the final norm's gain (normGains).

@@ -493,6 +493,31 @@ private Q_SLOTS:
         }
     }
 
+    // Keeping every layer's intermediates instead of recomputing them changes nothing but memory.
+    void keptActivationsEqualRecomputed()
+    {
+        const Tiny t(Variant{});
+        const DecoderParams<double> p = t.params();
+        auto run = [&](std::int64_t keep) {
+            DecoderGradsT<double> g;
+            g.layers.resize(p.layers.size());
+            for (std::size_t l = 0; l < p.layers.size(); ++l)
+                zeroGrads<double>(p.layers[l], true, g.layers[l]);
+            DecoderGradOptions o;
+            o.normGains = true;
+            o.keepActivationsBytes = keep;
+            const auto r = decoderLossAndGrad<double>(p, t.ids, t.T, t.teacherNormed, o, g);
+            if (!r.ok()) qFatal("%s", r.error().toString().c_str());
+            return g;
+        };
+        const auto a = run(0), b = run(std::int64_t(1) << 30);
+        for (std::size_t l = 0; l < a.layers.size(); ++l) {
+            for (std::size_t i = 0; i < 7; ++i)
+                QVERIFY(a.layers[l].weight[i] == b.layers[l].weight[i]);
+            QVERIFY(a.layers[l].inputNorm == b.layers[l].inputNorm);
+        }
+    }
+
     void unsupportedConfigIsAnError()
     {
         ModelConfig c = tinyConfig(Variant{});
