@@ -358,6 +358,11 @@ PreflightEstimate preflightFor(const QuantizeRequest& req, const ResolvedPlan& p
     in.klDivergence = evalTokens > 0 && req.klDivergence;
     in.keepBaseLayers = req.keepBaseLayers || (req.base && layersLoaded(*req.base));
     in.keepCodes = req.options.keepCodes;
+    if (req.distill) {
+        in.distill = true;
+        in.distillSteps = req.distill->steps;
+        in.distillBatch = req.distill->batch;
+    }
     return preflightQuantize(req.checkpoint->config, plan, in, measureMachineRate(req.options.threads));
 }
 
@@ -411,20 +416,10 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (load) list.push_back({"load", work.load});
     list.push_back({"quantize", work.quantize});
     if (loadReference) list.push_back({"reference", work.reference});
-    if (req.distill) {
-        // Per step and token about four forward passes (forward, recomputed forward, two backward
-        // GEMMs), the teacher's and both losses' passes over the windows; lm_head on both sides.
-        const ModelConfig& c = ck.config;
-        const double perToken = double(c.numHiddenLayers) * double(c.hiddenSize * (2 * c.numAttentionHeads * c.headDim +
-                                                                                   2 * c.numKeyValueHeads * c.headDim +
-                                                                                   3 * c.intermediateSize)) +
-                                2.0 * double(c.vocabSize * c.hiddenSize);
-        const int n = req.calibration.options.nsamples, batch = std::max(1, std::min(req.distill->batch, n));
-        const double steps = req.distill->steps > 0 ? req.distill->steps : std::max(1, n / batch);
-        const double tokens =
-            4.0 * steps * batch * req.calibration.options.seqlen + 3.0 * double(n) * req.calibration.options.seqlen;
-        list.push_back({"distill", perToken * tokens});
-    }
+    if (req.distill)
+        list.push_back(
+            {"distill", estimateDistillWork(ck.config, req.calibration.options.nsamples, req.calibration.options.seqlen,
+                                            req.distill->steps, req.distill->batch)});
     if (evalText) list.push_back({"perplexity", work.perplexity});
     phases(ctx, std::move(list));
     if (req.options.threads > 0) model::setNumThreads(req.options.threads);
