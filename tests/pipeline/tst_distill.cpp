@@ -224,6 +224,40 @@ private Q_SLOTS:
         qInfo("gptq target: %d scales moved; KL %.4f -> %.4f", changed, r->lossBefore, r->lossAfter);
     }
 
+    // A GGUF legacy block with a min (Q4_1): f16 scale and f16 min train, the block's integer zero
+    // stays; the weights are the codes' dequantisation under the stored values.
+    void ggufLegacyTargetStaysStorable()
+    {
+        if (!demo()) QSKIP("demo model not available");
+        const auto q = quantize(*demo()->model, demo()->calib, R"({"default": {"method": "neuqi", "target": "Q4_1"}})");
+        pipeline::DistillOptions o;
+        o.steps = 8;
+        o.batch = 2;
+        o.lr = 2e-5; // 4-bit scales are small: Adam's steps are about lr in absolute terms
+        auto r = pipeline::runDistill(*demo()->model, q, demo()->calib, o);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        qInfo("Q4_1: KL %.5f -> %.5f", r->lossBefore, r->lossAfter);
+        QCOMPARE(r->trainedTensors, 28);
+        QVERIFY(r->lossAfter < r->lossBefore);
+        int scalesMoved = 0, minsMoved = 0;
+        for (std::size_t i = 0; i < q.tensors.size(); ++i) {
+            const auto& c = *r->codes[i];
+            const auto& c0 = *q.codes[i];
+            QCOMPARE(c.container, std::string("Q4_1"));
+            QVERIFY(c.zeros == c0.zeros);
+            for (Eigen::Index j = 0; j < c.scales.size(); ++j) {
+                const double s = c.scales.data()[j], b = c.offsets.data()[j];
+                QCOMPARE(double(f16ToF32(f32ToF16(float(s)))), s);
+                QCOMPARE(double(f16ToF32(f32ToF16(float(b)))), b);
+                scalesMoved += s != c0.scales.data()[j];
+                minsMoved += b != c0.offsets.data()[j];
+            }
+            const auto& t = q.tensors[i];
+            QVERIFY(quant::dequantizeRowsUniform(c) == r->model->layer(t.layer)->weight(t.linear));
+        }
+        QVERIFY(scalesMoved > 0 && minsMoved > 0);
+    }
+
     void badInputsAreErrors()
     {
         if (!demo()) QSKIP("demo model not available");
