@@ -17,6 +17,7 @@
 #include "io/tokenizer.h"
 #include "pipeline/activation_setup.h"
 #include "pipeline/calibration.h"
+#include "pipeline/distill.h"
 #include "pipeline/model_loader.h"
 #include "pipeline/parallel_for.h"
 #include "pipeline/perplexity_job.h"
@@ -529,6 +530,83 @@ int runHadamardBench(qb::cli::CliArgs& args, const char* cmd)
     return 0;
 }
 
+// --distill: one distillation step (pipeline/distill.h: student forward, per-layer recompute and
+// backward, KL against the teacher's logits, group gradients, AdamW, container projection) against
+// one F32 forward pass producing the logits over the same tokens (issue 17 item 7). The student is
+// the model quantized RTN W2 g64 (the step's cost does not depend on the method). Min over steps.
+int runDistillBench(qb::cli::CliArgs& args, const char* cmd)
+{
+    using namespace qb;
+    const int ctx = int(args.intValue("ctx", 256, 2, 1 << 20));
+    const int threads = int(args.intValue("threads", 0, 0, 4096));
+    const int batch = int(args.intValue("batch", 4, 1, 4096));
+    const int repeat = int(args.intValue("repeat", 5, 1, 1000));
+    if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    model::setNumThreads(threads);
+    auto ck = io::openCheckpoint(args.positionals().front());
+    if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
+    auto m = pipeline::loadModel(*ck);
+    if (!m) return cli::fail(cmd, "cannot load model: " + m.error().toString());
+    const model::Model& teacher = **m;
+    const std::int64_t V = teacher.config().vocabSize;
+    std::vector<std::int32_t> ids(std::size_t(batch) * std::size_t(ctx));
+    std::uint64_t s = 0x9E3779B97F4A7C15ull;
+    for (auto& id : ids) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        id = std::int32_t((s >> 33) % std::uint64_t(V));
+    }
+    auto calib = pipeline::sampleCalibrationWindows(ids, {batch, ctx, 0});
+    if (!calib) return cli::fail(cmd, calib.error().toString());
+    calib->ids = ids; // the windows in order (sampling may repeat one)
+    auto plan = pipeline::resolveQuantPlan(pipeline::uniformQuantPlan(quant::Method::Rtn, 2, 64), teacher.config());
+    if (!plan) return cli::fail(cmd, plan.error().toString());
+    auto q = pipeline::runQuantize(teacher, nullptr, *plan, *calib);
+    if (!q) return cli::fail(cmd, q.error().toString());
+
+    // The forward pass: embed, every layer, final norm and lm_head for every token.
+    model::Workspace ws;
+    double forward = 1e300;
+    for (int i = 0; i <= repeat; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto logits = model::forwardLogits(teacher, ids, ctx, ws);
+        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!logits) return cli::fail(cmd, logits.error().toString());
+        if (i > 0) forward = std::min(forward, sec); // the first warms the buffers up
+    }
+    // Distillation steps over the same tokens (one step = all `batch` windows).
+    pipeline::DistillOptions o;
+    o.steps = repeat + 1;
+    o.batch = batch;
+    o.evalBatch = batch;
+    std::vector<double> stepSeconds;
+    auto last = std::chrono::steady_clock::now();
+    bool first = true;
+    o.onStep = [&](const pipeline::DistillStepReport&) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!first) stepSeconds.push_back(std::chrono::duration<double>(now - last).count());
+        first = false;
+        last = now;
+    };
+    // The first step's time includes the teacher targets and the loss before: it is not counted;
+    // the others run from one step's end to the next's.
+    auto d = pipeline::runDistill(teacher, *q, *calib, o);
+    if (!d) return cli::fail(cmd, d.error().toString());
+    const double step = *std::min_element(stepSeconds.begin(), stepSeconds.end());
+    const double rss = peakRssMiB();
+    const double tokens = double(batch) * ctx;
+    if (args.has("json")) {
+        std::printf("{\"ctx\":%d,\"batch\":%d,\"threads\":%d,\"forward_seconds\":%.5f,\"step_seconds\":%.5f,"
+                    "\"ratio\":%.3f,\"step_tokens_per_second\":%.1f,\"peak_rss_mib\":%.1f}\n",
+                    ctx, batch, model::numThreads(), forward, step, step / forward, tokens / step, rss);
+    } else {
+        std::printf("F32 forward (logits): %.2f ms for %d x %d tokens (%d threads)\n"
+                    "distillation step:    %.2f ms (%.0f tokens/s)   step / forward = %.2f\n"
+                    "peak resident memory: %.1f MiB\n",
+                    forward * 1e3, batch, ctx, model::numThreads(), step * 1e3, tokens / step, step / forward, rss);
+    }
+    return 0;
+}
+
 int runBench(const std::vector<std::string>& argv)
 {
     using namespace qb;
@@ -539,12 +617,13 @@ int runBench(const std::vector<std::string>& argv)
                              "cmpq",     "python",   "reference-script", "reference-blas",
                              "save-ids", "abits",    "kvbits",           "rotate",
                              "hadamard", "rows"},
-                      {"json", "quantize", "no-act-order", "reference"});
+                      {"json", "quantize", "no-act-order", "reference", "distill"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
     if (args.has("hadamard")) return runHadamardBench(args, cmd);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     if (args.has("quantize")) return runQuantizeBench(args, cmd);
+    if (args.has("distill")) return runDistillBench(args, cmd);
     const int ctx = int(args.intValue("ctx", 256, 2, 1 << 20));
     const int threads = int(args.intValue("threads", 0, 0, 4096));
     const int windows = int(args.intValue("windows", 4, 1, 1 << 20));
@@ -651,6 +730,7 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "         [--methods rtn,gptq,neuqi] [--bits 3] [--group 128] [--threads N] [--repeat 1] [--json]\n"
                "       quantbench-cli bench MODEL --quantize --reference [--reference-blas DIR] [--python PATH]\n"
                "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
+               "       quantbench-cli bench MODEL --distill [--ctx 256] [--batch 4] [--repeat 5] [--threads N]\n"
                "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
                "         [--no-act-order] [--repeat 3] [--cmpq BITS]\n"
                "       quantbench-cli bench --hadamard N[,...] [--rows 2048] [--threads N] [--repeat 3] [--json]\n"
@@ -666,6 +746,9 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "               only (Debian's torch calls the reference BLAS; e.g. an extracted OpenBLAS);\n"
                "               --python (default /usr/bin/python3); --save-ids FILE keeps the token ids\n"
                "               (int32, window-major)\n"
+               "  --distill    one distillation step (forward, recompute, backward, AdamW; --batch windows of\n"
+               "               --ctx tokens) against one F32 forward pass to the logits over the same tokens,\n"
+               "               min over --repeat, and the ratio\n"
                "  --gptq-synthetic  the GPTQ solve alone on random W and H of the given shapes\n"
                "  --hadamard   the fast randomized Hadamard transform (model/hadamard.h) of ROWS random rows of\n"
                "               each width N against a dense GEMM by the same matrix (N <= 16384)\n"

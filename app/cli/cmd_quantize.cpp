@@ -96,12 +96,14 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "quantize";
-    cli::CliArgs args(argv, {"calib",      "nsamples",  "seqlen",       "seed",         "plan",      "method",
-                             "bits",       "group",     "eval",         "ctx",          "score",     "threads",
-                             "batch",      "save-plan", "out",          "format",       "gguf-type", "target",
-                             "embed-type", "head-type", "imatrix",      "memory-limit", "abits",     "kvbits",
-                             "qbits",      "aclip",     "agranularity", "smooth",       "rotate",    "rotate-seed"},
-                      {"sym", "act-order", "json", "round-grids", "no-kl", "dry-run", "a-sym", "astatic"});
+    cli::CliArgs args(argv, {"calib",         "nsamples",   "seqlen",        "seed",         "plan",      "method",
+                             "bits",          "group",      "eval",          "ctx",          "score",     "threads",
+                             "batch",         "save-plan",  "out",           "format",       "gguf-type", "target",
+                             "embed-type",    "head-type",  "imatrix",       "memory-limit", "abits",     "kvbits",
+                             "qbits",         "aclip",      "agranularity",  "smooth",       "rotate",    "rotate-seed",
+                             "distill-steps", "distill-lr", "distill-batch", "distill-loss"},
+                      {"sym", "act-order", "json", "round-grids", "no-kl", "dry-run", "a-sym", "astatic", "distill",
+                       "distill-gains"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto calibPath = args.value("calib");
@@ -254,6 +256,24 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     // Exports rebuild from the codes; a transformed run also needs its embedding, norms and head.
     req.options.keepModel = req.evalTextPath.has_value() || plan.activation.transforms();
     req.memoryLimitBytes = memoryLimit;
+    // NeUQI's lightweight distillation of the scales and zeros (pipeline/distill.h).
+    if (args.has("distill")) {
+        pipeline::DistillOptions d;
+        d.steps = int(args.intValue("distill-steps", 0, 0, 1 << 24));
+        d.batch = int(args.intValue("distill-batch", 1, 1, 1 << 16));
+        d.lr = args.doubleValue("distill-lr", d.lr);
+        d.normGains = args.has("distill-gains");
+        const std::string loss = args.value("distill-loss", "kl");
+        if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+        if (!(d.lr > 0 && d.lr < 1)) return cli::fail(cmd, "--distill-lr must be in (0, 1)", 2);
+        if (loss != "kl" && loss != "mse") return cli::fail(cmd, "--distill-loss must be 'kl' or 'mse'", 2);
+        d.loss = loss == "kl" ? model::DistillLoss::Kl : model::DistillLoss::HiddenMse;
+        d.threads = threads;
+        req.distill = d;
+    } else {
+        for (const char* k : {"distill-steps", "distill-lr", "distill-batch", "distill-loss", "distill-gains"})
+            if (args.has(k)) return cli::fail(cmd, std::string("--") + k + " goes with --distill", 2);
+    }
     if (args.has("dry-run")) {
         auto e = pipeline::preflightQuantizeRequest(req);
         if (!e) return cli::fail(cmd, e.error());
@@ -313,6 +333,10 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     if (const auto& ppl = q->perplexity)
         std::printf("perplexity %.4f (score %s, ctx %d, %lld windows)\n", ppl->perplexity,
                     eval::scoreModeName(ppl->mode), ppl->ctx, (long long)ppl->windows);
+    if (const auto& d = q->distill)
+        std::printf("distill: %s %.5f -> %.5f over %d steps of %d window(s), %d tensors trained, %.2f s\n",
+                    d->loss == model::DistillLoss::Kl ? "KL" : "hidden MSE", d->lossBefore, d->lossAfter, d->steps,
+                    d->batch, d->trainedTensors, d->seconds);
     if (const auto& kl = q->kl) std::fputs(cli::klSummary(*kl, "the original").c_str(), stdout);
     if (const std::string a = res.plan.activation.describe(); !a.empty()) {
         std::printf("activations: %s\n", a.c_str());
@@ -337,6 +361,8 @@ QB_CLI_COMMAND(
     "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
     "         [--abits A [--aclip C] [--a-sym] [--astatic] [--agranularity token|tensor]] [--kvbits B]\n"
     "         [--qbits B] [--smooth ALPHA] [--rotate none|residual|hadamard [--rotate-seed S]]\n"
+    "         [--distill [--distill-steps N] [--distill-lr X] [--distill-batch N] [--distill-loss kl|mse]\n"
+    "          [--distill-gains]]\n"
     "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded); the\n"
     "                 default 128 x 2048 (the GPTQ/NeUQI papers') is capped at the model's context;\n"
     "                 --dry-run shows what it costs\n"
@@ -386,5 +412,13 @@ QB_CLI_COMMAND(
     "  --out PATH     export the result: gguf (grids stored exactly, --gguf-type forces a type),\n"
     "                 gptq (HF GPTQ directory; --round-grids rounds what GPTQ cannot hold instead of\n"
     "                 refusing), safetensors (fake-quantized HF directory), qbproj (project file)\n"
+    "  --distill      then train every group's scale and zero with the codes frozen (NeUQI's light\n"
+    "                 distillation): KL from the original model's next-token distributions on the\n"
+    "                 calibration windows (--distill-loss mse: final hidden states), AdamW with a cosine\n"
+    "                 schedule; --distill-steps (default one pass over the windows), --distill-lr (3e-4),\n"
+    "                 --distill-batch windows per step (1), --distill-gains also trains the RMSNorm\n"
+    "                 gains; parameters stay storable in the --target container (K-quants stay as\n"
+    "                 they are). --eval then scores the distilled model; --json adds \"distill\"\n"
+    "                 {loss_before, loss_after, steps, seconds, step_loss, ...}\n"
     "Ctrl-C cancels cleanly (exit 130).\n",
     &runQuantizeCmd);

@@ -194,23 +194,40 @@ std::string PreflightEstimate::refusal() const
     return o.str();
 }
 
+double estimateDistillWork(const ModelConfig& c, int nsamples, int seqlen, int steps, int batch)
+{
+    const double layer = double(c.hiddenSize) * double(2 * c.numAttentionHeads * c.headDim +
+                                                       2 * c.numKeyValueHeads * c.headDim + 3 * c.intermediateSize) +
+                         double(c.numAttentionHeads * c.headDim) * double(seqlen); // attention
+    const double head = double(c.vocabSize) * double(c.hiddenSize);
+    batch = std::max(1, std::min(batch, nsamples));
+    const double n = steps > 0 ? steps : std::max(1, nsamples / batch);
+    const double stepTokens = n * double(batch) * double(seqlen);
+    const double windowTokens = double(nsamples) * double(seqlen);
+    return stepTokens * (4.0 * double(c.numHiddenLayers) * layer + 3.0 * head) +
+           windowTokens * (3.0 * double(c.numHiddenLayers) * layer + 3.0 * head);
+}
+
 PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& plan, const QuantizePreflightInput& in,
                                     const MachineRate& rate)
 {
     const std::int64_t tokens = std::int64_t(in.nsamples) * in.seqlen;
     const QuantizeWork work = estimateQuantizeWork(c, plan, tokens, in.seqlen, in.calibTextBytes, in.evalTokens,
                                                    in.evalCtx, in.keepBaseLayers, in.klDivergence);
-    const double macs = work.calibrate + work.load + work.quantize + work.reference + work.perplexity;
+    const double macs =
+        work.calibrate + work.load + work.quantize + work.reference + work.perplexity +
+        (in.distill ? estimateDistillWork(c, in.nsamples, in.seqlen, in.distillSteps, in.distillBatch) : 0.0) +
+        (in.distill && !in.keepBaseLayers && !in.klDivergence ? work.load : 0.0);
     const double seconds = macs / std::max(1.0, rate.macsPerSecond * kEfficiency);
 
     Parts parts;
     parts.push_back({"process", kProcessBytes});
     // The base model: embedding and head (all layers when kept for the window or for KL).
-    const bool fullBase = in.keepBaseLayers || (in.evalTokens > 0 && in.klDivergence);
+    const bool fullBase = in.keepBaseLayers || (in.evalTokens > 0 && in.klDivergence) || in.distill;
     parts.push_back({fullBase ? "original model (F32)" : "embedding and head (F32)",
                      fullBase ? modelF32Bytes(c) : tablesF32Bytes(c)});
     // The fake-quantized model under construction (F32) when it is evaluated.
-    if (in.evalTokens > 0) parts.push_back({"quantized model (F32)", modelF32Bytes(c)});
+    if (in.evalTokens > 0 || in.distill) parts.push_back({"quantized model (F32)", modelF32Bytes(c)});
     // Smoothing or rotation: the whole base, and its transformed copy, while the weights are solved.
     if (plan.activation.transforms()) {
         if (!fullBase) parts.push_back({"original model (F32)", modelF32Bytes(c)});
@@ -226,9 +243,30 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
         }
     for (const TensorPlan& t : plan.tensors)
         if (!t.skip) quantized += t.rows * t.cols;
-    if (in.keepCodes) parts.push_back({"codes and scales", std::uint64_t(quantized) * 5 / 4});
-    // The quantizing phase and the evaluation phase do not overlap: the larger one counts.
-    Parts quantizing, evaluating;
+    if (in.keepCodes || in.distill) parts.push_back({"codes and scales", std::uint64_t(quantized) * 5 / 4});
+    // The quantizing, distilling and evaluation phases do not overlap: the largest one counts.
+    Parts quantizing, distilling, evaluating;
+    if (in.distill) {
+        std::int64_t groups = 0;
+        for (const TensorPlan& t : plan.tensors)
+            if (!t.skip) {
+                const int g = t.options.grid.groupSize <= 0 || t.options.grid.groupSize > t.cols
+                                  ? int(t.cols)
+                                  : t.options.grid.groupSize;
+                groups += t.rows * ((t.cols + g - 1) / g);
+            }
+        const std::int64_t linear = layerParams * c.numHiddenLayers;
+        distilling.push_back({"student linears and their gradients (F32)", std::uint64_t(linear) * 4 * 2});
+        distilling.push_back({"optimiser state (double)", std::uint64_t(groups) * 8 * 9});
+        const std::int64_t rows = std::int64_t(std::max(1, std::min(in.distillBatch, in.nsamples))) * in.seqlen;
+        const std::int64_t perToken = 3 * c.hiddenSize + 2 * c.numAttentionHeads * c.headDim +
+                                      2 * c.numKeyValueHeads * c.headDim + 3 * c.intermediateSize;
+        const std::int64_t chunk = std::min<std::int64_t>(rows, (16 << 20) / std::max<std::int64_t>(1, c.vocabSize));
+        distilling.push_back({"teacher hidden states, checkpoints and one layer's activations",
+                              std::uint64_t(tokens * c.hiddenSize + (c.numHiddenLayers + 4) * rows * c.hiddenSize +
+                                            2 * rows * perToken + 2 * chunk * c.vocabSize) *
+                                  4});
+    }
     quantizing.push_back({"decoder layer (F32)", std::uint64_t(layerParams) * 4 * 2});
     quantizing.push_back({"Hessian and GPTQ solve (double)", std::uint64_t(5 * maxCols * maxCols + 2 * maxMatrix) * 8});
     // Calibration: the hidden states of every window, kept o_proj/down_proj inputs, one batch.
@@ -247,8 +285,9 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
             t += x.second;
         return t;
     };
-    const Parts& larger = total(quantizing) >= total(evaluating) ? quantizing : evaluating;
-    parts.insert(parts.end(), larger.begin(), larger.end());
+    const Parts* larger = total(quantizing) >= total(evaluating) ? &quantizing : &evaluating;
+    if (total(distilling) > total(*larger)) larger = &distilling;
+    parts.insert(parts.end(), larger->begin(), larger->end());
     return finish(std::move(parts), seconds, rate);
 }
 

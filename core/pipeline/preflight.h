@@ -13,7 +13,9 @@
 // layers, the fake-quantized model in F32 when it is evaluated, the codes kept for export) plus the
 // larger of the two phases: quantizing (one decoder layer in F32, its Hessian and the GPTQ working
 // set in double, the calibration hidden states with the kept o_proj/down_proj inputs and one
-// batch's forward workspace) or evaluating (one batch's workspace and logits, twice with KL). Available memory: MemAvailable (/proc/meminfo), lowered by a cgroup v2
+// batch's forward workspace), distilling (the student's F32 linears and their gradients, the optimiser's
+// master parameters and moments, the teacher's hidden states, the checkpoints of one batch) or
+// evaluating (one batch's workspace and logits, twice with KL). Available memory: MemAvailable (/proc/meminfo), lowered by a cgroup v2
 // memory.max and an address-space rlimit when they are smaller.
 // Threading: pure functions except measureMachineRate (thread-safe, cached).
 
@@ -64,7 +66,17 @@ struct QuantizePreflightInput {
     bool klDivergence = false;
     bool keepBaseLayers = false; // the window keeps the base's layers loaded
     bool keepCodes = true;
+    // NeUQI's distillation after quantizing (pipeline/distill.h): steps (0: one epoch) of batch
+    // windows; the base's layers (the teacher) and the quantized model are then held throughout.
+    bool distill = false;
+    int distillSteps = 0;
+    int distillBatch = 1;
 };
+
+// Multiply-add equivalents of a distillation run: per step and token the forward, the recompute
+// and the two backward GEMMs of every layer, and lm_head for student, teacher and the gradient;
+// plus the teacher's pass and the loss before and after over every calibration window.
+double estimateDistillWork(const ModelConfig& config, int nsamples, int seqlen, int steps, int batch);
 
 PreflightEstimate preflightQuantize(const ModelConfig& config, const ResolvedPlan& plan,
                                     const QuantizePreflightInput& input, const MachineRate& rate);

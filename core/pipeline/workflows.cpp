@@ -278,6 +278,27 @@ io::JsonValue QuantizeOutcome::metricsJson() const
     m.set("seconds", seconds);
     if (io::JsonValue* timings = m.find("timings"); timings && perplexity)
         timings->set("perplexity", perplexity->seconds);
+    if (distill) {
+        io::JsonValue d;
+        d.set("loss", std::string(distill->loss == model::DistillLoss::Kl ? "kl" : "hidden_mse"));
+        d.set("loss_before", distill->lossBefore);
+        d.set("loss_after", distill->lossAfter);
+        d.set("steps", distill->steps);
+        d.set("batch", distill->batch);
+        d.set("lr", distill->lr);
+        d.set("norm_gains", distill->normGains);
+        d.set("trained_tensors", distill->trainedTensors);
+        io::JsonArray frozen, curve;
+        for (const auto& f : distill->frozen)
+            frozen.push_back(io::JsonValue(f));
+        for (double l : distill->stepLoss)
+            curve.push_back(io::JsonValue(l));
+        d.set("frozen", std::move(frozen));
+        d.set("step_loss", std::move(curve));
+        d.set("seconds", distill->seconds);
+        m.set("distill", std::move(d));
+        if (io::JsonValue* timings = m.find("timings")) timings->set("distill", distill->seconds);
+    }
     return m;
 }
 
@@ -339,6 +360,11 @@ PreflightEstimate preflightFor(const QuantizeRequest& req, const ResolvedPlan& p
     in.klDivergence = evalTokens > 0 && req.klDivergence;
     in.keepBaseLayers = req.keepBaseLayers || (req.base && layersLoaded(*req.base));
     in.keepCodes = req.options.keepCodes;
+    if (req.distill) {
+        in.distill = true;
+        in.distillSteps = req.distill->steps;
+        in.distillBatch = req.distill->batch;
+    }
     return preflightQuantize(req.checkpoint->config, plan, in, measureMachineRate(req.options.threads));
 }
 
@@ -384,7 +410,7 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (req.checkMemory && !preflight.fits())
         return makeError(ErrorCode::OutOfMemory, "quantize: " + preflight.refusal());
     // The base has its layers after the load phase when it is loaded with them or came with them.
-    const bool loadReference = kl && !needLayers && !(req.base && layersLoaded(*req.base));
+    const bool loadReference = (kl || req.distill) && !needLayers && !(req.base && layersLoaded(*req.base));
     std::error_code ec;
     const auto calibBytes = std::filesystem::file_size(req.calibration.textPath, ec);
     const QuantizeWork work = estimateQuantizeWork(
@@ -395,6 +421,10 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     if (load) list.push_back({"load", work.load});
     list.push_back({"quantize", work.quantize});
     if (loadReference) list.push_back({"reference", work.reference});
+    if (req.distill)
+        list.push_back(
+            {"distill", estimateDistillWork(ck.config, req.calibration.options.nsamples, req.calibration.options.seqlen,
+                                            req.distill->steps, req.distill->batch)});
     if (evalText) list.push_back({"perplexity", work.perplexity});
     phases(ctx, std::move(list));
     if (req.options.threads > 0) model::setNumThreads(req.options.threads);
@@ -417,11 +447,48 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     phase(ctx, "quantize");
     // Weight-and-activation plans: the weights are solved in the transformed basis, then the
     // activation quantizers go into the result (activation_setup.h).
+    if (req.distill && !plan->activation.empty())
+        return makeError(ErrorCode::Unsupported, "quantize: distillation of a weight-and-activation plan (" +
+                                                     plan->activation.describe() +
+                                                     ") is not supported: the backward pass has no runtime transforms");
     ActivationSetupNotes actNotes;
     const int batch = std::max(1, req.options.batch);
     QB_TRY(prepared, prepareActivationModel(out.base, plan->activation, *out.calibration, batch, ctx, &actNotes));
-    QB_TRY(res, runQuantize(**prepared, &ck, *plan, *out.calibration, req.options, ctx));
+    QuantizeJobOptions qo = req.options;
+    if (req.distill) qo.keepModel = qo.keepCodes = true; // the student
+    QB_TRY(res, runQuantize(**prepared, &ck, *plan, *out.calibration, qo, ctx));
     prepared->reset();
+    std::shared_ptr<const model::Model> reference = out.base;
+    if (loadReference) {
+        // Layers into the base this workflow loaded (no second embedding), else into a copy of
+        // the caller's layer-less base; quantization is over, nothing reads it meanwhile.
+        phase(ctx, "reference");
+        auto full = loaded ? loaded : std::make_shared<model::Model>(*out.base);
+        QB_TRY_STATUS(loadDecoderLayers(ck, *full, ctx, &out.loadWarnings));
+        reference = std::move(full);
+    }
+    if (req.distill) {
+        phase(ctx, "distill");
+        QB_TRY(d, runDistill(*reference, *res, *out.calibration, *req.distill, ctx));
+        applyDistill(*res, *d);
+        DistillSummary sum;
+        sum.lossBefore = d->lossBefore;
+        sum.lossAfter = d->lossAfter;
+        sum.stepLoss = d->stepLoss;
+        sum.steps = d->steps;
+        sum.batch = std::min(req.distill->batch, out.calibration->count);
+        sum.trainedTensors = d->trainedTensors;
+        sum.lr = req.distill->lr;
+        sum.loss = req.distill->loss;
+        sum.normGains = d->normGains;
+        sum.frozen = d->frozen;
+        sum.seconds = d->seconds;
+        out.distill = std::move(sum);
+        if (!req.options.keepCodes)
+            for (auto& c : res->codes)
+                c.reset();
+        if (!req.options.keepModel && !evalText) res->model.reset();
+    }
     if (res->model)
         QB_TRY_STATUS(installActivationQuantizers(*res->model, plan->activation, out.calibration.get(), batch, ctx));
     res->notes = std::move(actNotes.lines);
@@ -429,15 +496,6 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     out.result = std::make_shared<const QuantizeResult>(std::move(*res));
     if (evalText) {
         if (!out.result->model) return makeError(ErrorCode::InvalidArgument, "quantize: perplexity needs keepModel");
-        std::shared_ptr<const model::Model> reference = out.base;
-        if (loadReference) {
-            // Layers into the base this workflow loaded (no second embedding), else into a copy of
-            // the caller's layer-less base; quantization is over, nothing reads it meanwhile.
-            phase(ctx, "reference");
-            auto full = loaded ? loaded : std::make_shared<model::Model>(*out.base);
-            QB_TRY_STATUS(loadDecoderLayers(ck, *full, ctx, &out.loadWarnings));
-            reference = std::move(full);
-        }
         phase(ctx, "perplexity");
         if (kl) {
             QB_TRY(r, runKlDivergence(*out.result->model, *reference, *tok, *evalText, req.evalOptions, ctx));

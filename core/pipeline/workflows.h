@@ -31,6 +31,7 @@
 #include "model/model.h"
 #include "pipeline/activation_job.h"
 #include "pipeline/calibration.h"
+#include "pipeline/distill.h"
 #include "pipeline/model_loader.h"
 #include "pipeline/perplexity_job.h"
 #include "pipeline/project.h"
@@ -123,6 +124,22 @@ struct QuantizeRequest {
     // memory available, preflight.h); checkMemory false: never refuse.
     std::uint64_t memoryLimitBytes = 0;
     bool checkMemory = true;
+    // NeUQI's lightweight distillation of the result's scales and zeros (pipeline/distill.h) on the
+    // calibration windows, after quantizing and before the evaluation, which then scores the
+    // distilled model; the base's decoder layers are loaded for it (the teacher).
+    std::optional<DistillOptions> distill;
+};
+
+// What a distillation step of the workflow did (QuantizeRequest::distill).
+struct DistillSummary {
+    double lossBefore = 0, lossAfter = 0;
+    std::vector<double> stepLoss;
+    int steps = 0, batch = 0, trainedTensors = 0;
+    double lr = 0;
+    model::DistillLoss loss = model::DistillLoss::Kl;
+    bool normGains = false;
+    std::vector<std::string> frozen;
+    double seconds = 0;
 };
 
 struct QuantizeOutcome {
@@ -132,13 +149,15 @@ struct QuantizeOutcome {
     std::optional<eval::PerplexityResult> perplexity;
     std::optional<eval::KlStats> kl; // against the base model (evalTextPath and klDivergence)
     std::vector<LoadWarning> loadWarnings;
-    PreflightEstimate preflight; // estimated before the run (compare with `seconds`)
-    double seconds = 0;          // the whole workflow
+    PreflightEstimate preflight;           // estimated before the run (compare with `seconds`)
+    double seconds = 0;                    // the whole workflow
+    std::optional<DistillSummary> distill; // when the request asked for it
     // The one metrics schema (runMetricsJson): what `quantize --json` prints and a project stores.
     io::JsonValue metricsJson() const;
 };
 
-// Phases: "calibrate", "load" (when the base must be loaded), "quantize", then with evalTextPath
+// Phases: "calibrate", "load" (when the base must be loaded), "quantize", with distill "reference"
+// (when the base's layers are not loaded) and "distill", then with evalTextPath
 // "reference" (KL only, when the base's decoder layers are not loaded) and "perplexity" (with KL:
 // both models over each batch of windows), weighted by estimateQuantizeWork so that the overall
 // fraction and the ETA follow the work left in every phase. A plan that does not resolve for the

@@ -96,6 +96,31 @@ private Q_SLOTS:
         QVERIFY(e2.peakBytes > e1.peakBytes && e2.seconds > 1.5 * e1.seconds);
     }
 
+    // Distillation (issue 17): the teacher's layers and the student are held, and its steps cost time.
+    void distillationIsEstimated()
+    {
+        QuantizeRequest plain = demoRequest(16, 128, false), d = plain;
+        d.distill = DistillOptions{};
+        d.distill->steps = 64;
+        QuantizeRequest longer = d;
+        longer.distill->steps = 256;
+        auto a = preflightQuantizeRequest(plain), b = preflightQuantizeRequest(d), c = preflightQuantizeRequest(longer);
+        QVERIFY(a.ok() && b.ok() && c.ok());
+        QVERIFY(b->peakBytes > a->peakBytes);
+        QCOMPARE(sumParts(*b), b->peakBytes);
+        QVERIFY(b->seconds > a->seconds);
+        QVERIFY(c->seconds > b->seconds);
+        bool teacher = false, student = false;
+        for (const auto& [name, bytes] : b->memoryParts) {
+            teacher = teacher || name == "original model (F32)";
+            student = student || name == "quantized model (F32)";
+        }
+        QVERIFY(teacher && student);
+        const ModelConfig& cfg = d.checkpoint->config;
+        QVERIFY(estimateDistillWork(cfg, 16, 128, 64, 2) > 1.5 * estimateDistillWork(cfg, 16, 128, 64, 1));
+        QVERIFY(estimateDistillWork(cfg, 16, 128, 0, 1) > estimateDistillWork(cfg, 16, 128, 8, 1));
+    }
+
     void tooLargeIsRefusedBeforeAnyWork()
     {
         QuantizeRequest r = demoRequest(64, 256, true);
