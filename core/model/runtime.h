@@ -67,8 +67,7 @@ struct ActQuantSpec {
     ActQuantSpec() = default;
     ActQuantSpec(int b, bool s, float c, ActGranularity g = ActGranularity::PerToken)
         : bits(b), sym(s), clip(c), granularity(g)
-    {
-    }
+    {}
     int bits = 0; // 0: off (activations stay F32)
     bool sym = false;
     float clip = 1.0f; // the range is multiplied by this ratio (RUQuant's lac)
