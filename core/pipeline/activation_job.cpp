@@ -23,6 +23,25 @@ std::optional<std::pair<int, model::LinearKind>> linearInputOf(const std::string
     return std::nullopt;
 }
 
+LayerSource modelLayers(const model::Model& model)
+{
+    return [&model](int l) -> Result<std::shared_ptr<const model::DecoderLayerWeights>> {
+        auto w = model.layer(l);
+        if (!w)
+            return makeError(ErrorCode::InvalidArgument, "decoder layer not loaded",
+                             "model.layers." + std::to_string(l));
+        return w;
+    };
+}
+
+LayerSource checkpointLayers(const io::Checkpoint& checkpoint)
+{
+    return [&checkpoint](int l) -> Result<std::shared_ptr<const model::DecoderLayerWeights>> {
+        QB_TRY(w, loadDecoderLayer(checkpoint, l));
+        return std::shared_ptr<const model::DecoderLayerWeights>(std::move(*w));
+    };
+}
+
 const eval::ActivationStats* ActivationReport::forTensor(const std::string& name) const
 {
     const auto key = linearInputOf(name);
@@ -32,8 +51,6 @@ const eval::ActivationStats* ActivationReport::forTensor(const std::string& name
 }
 
 namespace {
-
-using LayerSource = std::function<Result<std::shared_ptr<const model::DecoderLayerWeights>>(int layer)>;
 
 // Every calibration window through `model` one decoder layer at a time, the layers from `layerOf`.
 Result<ActivationReport> collectStats(const model::Model& model, const LayerSource& layerOf,
@@ -87,28 +104,13 @@ Result<ActivationReport> collectActivationStats(const io::Checkpoint& checkpoint
     LoadOptions lo;
     lo.loadLayers = false; // decoder layers come one at a time
     QB_TRY(model, loadModel(checkpoint, nullptr, nullptr, lo));
-    return collectStats(
-        **model,
-        [&](int l) -> Result<std::shared_ptr<const model::DecoderLayerWeights>> {
-            QB_TRY(w, loadDecoderLayer(checkpoint, l));
-            return std::shared_ptr<const model::DecoderLayerWeights>(std::move(*w));
-        },
-        calibration, options, ctx);
+    return collectStats(**model, checkpointLayers(checkpoint), calibration, options, ctx);
 }
 
 Result<ActivationReport> collectActivationStats(const model::Model& model, const CalibrationSet& calibration,
                                                 const ActivationJobOptions& options, RunContext* ctx)
 {
-    return collectStats(
-        model,
-        [&](int l) -> Result<std::shared_ptr<const model::DecoderLayerWeights>> {
-            auto w = model.layer(l);
-            if (!w)
-                return makeError(ErrorCode::InvalidArgument, "decoder layer not loaded",
-                                 "model.layers." + std::to_string(l));
-            return w;
-        },
-        calibration, options, ctx);
+    return collectStats(model, modelLayers(model), calibration, options, ctx);
 }
 
 } // namespace qb::pipeline

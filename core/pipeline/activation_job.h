@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "pipeline/calibration.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -36,6 +37,12 @@ struct ActivationReport {
 
 // (layer, kind) of a linear weight name like "model.layers.3.mlp.down_proj.weight".
 std::optional<std::pair<int, model::LinearKind>> linearInputOf(const std::string& name);
+
+// Where a layer-at-a-time pass gets decoder layer l: a model's own (all loaded; a missing one is
+// an error naming it) or the checkpoint's, read on demand. Both references must outlive the source.
+using LayerSource = std::function<Result<std::shared_ptr<const model::DecoderLayerWeights>>(int layer)>;
+LayerSource modelLayers(const model::Model& model);
+LayerSource checkpointLayers(const io::Checkpoint& checkpoint);
 
 struct ActivationJobOptions {
     int bins = 128;

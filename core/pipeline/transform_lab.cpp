@@ -19,8 +19,6 @@ using model::RowMatrix;
 
 namespace {
 
-using LayerSource = std::function<Result<std::shared_ptr<const model::DecoderLayerWeights>>(int layer)>;
-
 Result<LabCapture> capture(const model::Model& model, const LayerSource& layerOf, const CalibrationSet& calib,
                            int layer, LinearKind kind, const LabOptions& options, RunContext* ctx)
 {
@@ -178,16 +176,7 @@ Status transformRows(RowMatrix& rows, const LabStage& stage, const model::RowVec
 Result<LabCapture> captureLabInput(const model::Model& model, const CalibrationSet& calibration, int layer,
                                    LinearKind kind, const LabOptions& options, RunContext* ctx)
 {
-    return capture(
-        model,
-        [&](int l) -> Result<std::shared_ptr<const model::DecoderLayerWeights>> {
-            auto w = model.layer(l);
-            if (!w)
-                return makeError(ErrorCode::InvalidArgument, "decoder layer not loaded",
-                                 "model.layers." + std::to_string(l));
-            return w;
-        },
-        calibration, layer, kind, options, ctx);
+    return capture(model, modelLayers(model), calibration, layer, kind, options, ctx);
 }
 
 Result<LabCapture> captureLabInput(const io::Checkpoint& checkpoint, const CalibrationSet& calibration, int layer,
@@ -196,13 +185,7 @@ Result<LabCapture> captureLabInput(const io::Checkpoint& checkpoint, const Calib
     LoadOptions lo;
     lo.loadLayers = false;
     QB_TRY(model, loadModel(checkpoint, nullptr, nullptr, lo));
-    return capture(
-        **model,
-        [&](int l) -> Result<std::shared_ptr<const model::DecoderLayerWeights>> {
-            QB_TRY(w, loadDecoderLayer(checkpoint, l));
-            return std::shared_ptr<const model::DecoderLayerWeights>(std::move(*w));
-        },
-        calibration, layer, kind, options, ctx);
+    return capture(**model, checkpointLayers(checkpoint), calibration, layer, kind, options, ctx);
 }
 
 Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabStage>& fixed,
