@@ -17,7 +17,8 @@
 // methods with fractional bits: cmpq; the others refuse it), group_size (positive integer, or -1 for one
 // group per output channel; a size that does not divide the input width leaves a shorter last
 // group; one larger than the width means per channel), sym, act_order, static_groups (booleans),
-// block_size (integer >= 1), damping (number in [0, 1]), skip (boolean: keep the tensor in F32),
+// block_size (integer >= 1), damping (number in [0, 1]), clip (number in (0, 1]: the Min-Max range
+// of rtn/gptq weights is multiplied by it, RUQuant's "swc"), skip (boolean: keep the tensor in F32),
 // target (the storage container the tensor is solved in, see below).
 // Storage targets ("target", ARCHITECTURE.md rule 6): a GGUF block type ("Q8_0", "Q5_1", "Q5_0",
 // "Q4_1", "Q4_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K"; "gguf:" prefix and any case accepted):
@@ -91,6 +92,7 @@ struct PlanSettings {
     std::optional<bool> staticGroups;
     std::optional<int> blockSize;
     std::optional<double> damping;
+    std::optional<double> clip; // Min-Max range ratio of rtn/gptq weights (quant::GridSpec::clip)
     std::optional<bool> skip;
     std::optional<std::string> target; // canonical: "Q4_K", "F16", ... or "none"
     // A fractional "bits" (2.5), for methods with fractional bits (cmpq); setting bits or avgBits
