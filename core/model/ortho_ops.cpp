@@ -174,15 +174,32 @@ std::string OrthoOpList::describeOps() const
 
 // ---- RowTransforms ------------------------------------------------------------------------------
 
-BlockOpTransform::BlockOpTransform(Eigen::Index width, std::shared_ptr<const OrthoOpList> ops, std::string label)
-    : m_width(width), m_ops(std::move(ops)), m_label(std::move(label))
+BlockOpTransform::BlockOpTransform(Eigen::Index width, std::shared_ptr<const OrthoOpList> ops, std::string label,
+                                   Apply mode)
+    : m_width(width), m_ops(std::move(ops)), m_label(std::move(label)), m_mode(mode)
 {
     assert(m_ops && m_ops->size() > 0 && width % m_ops->size() == 0);
+    // x_block <- x_block·Rᵀ: the matrix R rounded to float once.
+    if (m_mode == Apply::Dense) m_rt = m_ops->matrix().transpose().cast<float>();
 }
 
 void BlockOpTransform::apply(Eigen::Ref<RowMatrix> rows) const
 {
     const Eigen::Index b = m_ops->size(), perRow = rows.cols() / b;
+    if (m_mode == Apply::Dense) {
+        if (rows.outerStride() == rows.cols()) {
+            Eigen::Map<RowMatrix> blocks(rows.data(), rows.rows() * perRow, b);
+            const RowMatrix x = blocks;
+            blocks.noalias() = x * m_rt;
+        } else {
+            for (Eigen::Index r = 0; r < rows.rows(); ++r) {
+                Eigen::Map<RowMatrix> blocks(rows.row(r).data(), perRow, b);
+                const RowMatrix x = blocks;
+                blocks.noalias() = x * m_rt;
+            }
+        }
+        return;
+    }
     if (rows.outerStride() == rows.cols()) {
         m_ops->applyMany(rows.data(), rows.rows() * perRow);
         return;
@@ -221,7 +238,9 @@ void HouseholderTransform::apply(Eigen::Ref<RowMatrix> rows) const
     rows.noalias() -= d * m_u.transpose();
 }
 
-ChainTransform::ChainTransform(std::vector<std::shared_ptr<const RowTransform>> parts) : m_parts(std::move(parts)) {}
+ChainTransform::ChainTransform(std::vector<std::shared_ptr<const RowTransform>> parts, std::string label)
+    : m_parts(std::move(parts)), m_label(std::move(label))
+{}
 
 Eigen::Index ChainTransform::size() const { return m_parts.empty() ? 0 : m_parts.front()->size(); }
 
@@ -233,6 +252,7 @@ void ChainTransform::apply(Eigen::Ref<RowMatrix> rows) const
 
 std::string ChainTransform::describe() const
 {
+    if (!m_label.empty()) return m_label;
     std::string out;
     for (const auto& p : m_parts)
         out += (out.empty() ? "" : " · ") + p->describe();

@@ -521,6 +521,23 @@ QuantPlan uniformQuantPlanBits(quant::Method method, double bits, std::optional<
     return p;
 }
 
+QuantPlan ruquantPresetPlan(int weightBits, int actBits, int finetuneEpochs)
+{
+    QuantPlan p = uniformQuantPlan(quant::Method::Rtn, weightBits, -1, false);
+    p.description = "RUQuant W" + std::to_string(weightBits) + "A" + std::to_string(actBits) +
+                    (finetuneEpochs > 0 ? " + fine-tune" : "");
+    if (weightBits <= 4) p.defaults.clip = 0.8; // swc
+    ActivationPlan& a = p.activation;
+    a.hasActivations = a.hasKv = a.hasTransform = true;
+    a.defaults.bits = actBits;
+    a.defaults.clip = actBits <= 4 ? 0.9 : 1.0; // lac
+    a.kvBits = a.qBits = actBits;
+    a.smoothAlpha = 0.6;
+    a.rotate = PlanRotation::Ruquant;
+    a.ruquant.finetuneEpochs = finetuneEpochs;
+    return p;
+}
+
 namespace {
 
 // The type a row of `cols` elements is stored in when `type` is asked for: itself, llama.cpp's

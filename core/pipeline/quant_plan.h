@@ -197,6 +197,12 @@ QuantPlan uniformQuantPlan(quant::Method method, int bits, std::optional<int> gr
 QuantPlan uniformQuantPlanBits(quant::Method method, double bits, std::optional<int> groupSize = std::nullopt,
                                std::optional<bool> sym = std::nullopt, std::optional<bool> actOrder = std::nullopt);
 
+// RUQuant's setting (METHODS.md §4(b)) as a plan: RTN weights per output channel, asymmetric, range
+// ratio 0.8 at <= 4 bits (swc; 1.0 above); activations per token at actBits with clip 0.9 at <= 4
+// bits (lac; 1.0 above); Q, K and V at actBits per (head, token); smoothing α 0.6; RUQuant
+// transforms (K 16, λ 3, T 1, B 128), ω fine-tuned for finetuneEpochs (0: off).
+QuantPlan ruquantPresetPlan(int weightBits, int actBits, int finetuneEpochs = 0);
+
 // Resolves the plan for every decoder linear of a model with this config, checks the combined
 // settings, and does the bit accounting.
 Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& config);

@@ -142,7 +142,12 @@ Eigen::VectorXd globalHouseholderOmega(const MatrixXdRow& x, RuquantRng& rng)
 
 std::shared_ptr<const model::ChainTransform> RuquantFit::total() const
 {
-    return std::make_shared<const model::ChainTransform>(parts);
+    std::string what;
+    for (const std::string& s : stageLabels)
+        what += (what.empty() ? "" : ", ") + s;
+    return std::make_shared<const model::ChainTransform>(
+        parts, "RUQuant " + std::to_string(parts.empty() ? 0 : parts.front()->size()) + " (B " +
+                   std::to_string(blockSize) + ": " + what + ")");
 }
 
 Result<RuquantFit> fitRuquantTransform(const Eigen::Ref<const RowMatrix>& signal, const RuquantOptions& o,
@@ -169,7 +174,9 @@ Result<RuquantFit> fitRuquantTransform(const Eigen::Ref<const RowMatrix>& signal
         auto list = std::make_shared<model::OrthoOpList>(buildGreedyBlockRotation(blocks, o, rng));
         const std::string label = "RUQuant block rotation " + std::to_string(round + 1) + " (B " + bs + ", " +
                                   list->describeOps() + (o.repoGivens ? ", repo Givens" : "") + ")";
-        fit.parts.push_back(std::make_shared<const model::BlockOpTransform>(c, std::move(list), label));
+        fit.parts.push_back(std::make_shared<const model::BlockOpTransform>(
+            c, std::move(list), label,
+            o.applyOpLists ? model::BlockOpTransform::Apply::OpList : model::BlockOpTransform::Apply::Dense));
         fit.stageLabels.push_back(round == 0   ? "stage 1"
                                   : round == 1 ? "stage 1 again"
                                                : "stage 1 (" + std::to_string(round + 1) + ")");
@@ -322,7 +329,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             }
             rt->input(kind).rotate = total;
             rtq->input(kind).rotate = total;
-            rtq->input(kind).quant = o.act;
+            rtq->input(kind).quant = o.act[std::size_t(kind)];
         }
         wq->runtime = std::make_shared<const model::LayerRuntime>(*rtq);
         w->runtime = std::make_shared<const model::LayerRuntime>(*rt);

@@ -43,6 +43,7 @@
 
 #include <Eigen/Core>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -60,14 +61,16 @@ struct RuquantOptions {
     int givensRounds = 3;      // λ
     int permutationRounds = 1; // T: (R, Π) × T, then R
     bool globalHouseholder = true;
-    bool repoGivens = false; // the public code's mirrored Givens pairs
+    bool repoGivens = false;   // the public code's mirrored Givens pairs
+    bool applyOpLists = false; // block rotations applied by walking the op lists (else the dense R)
     std::uint64_t seed = 0;
     // Quantizers on while the signal passes through the layer (the plan's, see activation_setup):
     // weights per output channel, asymmetric Min-Max with range ratio weightClip (0: weights
     // unquantized), activations per token (act), K/V and Q per (head, token).
     int weightBits = 4;
     double weightClip = 1.0;
-    model::ActQuantSpec act, k, v, q;
+    std::array<model::ActQuantSpec, 4> act; // by model::LinearKind
+    model::ActQuantSpec k, v, q;
     // Fine-tuning of ω (stage 2) per group: AdamW epochs over the calibration windows (0: off).
     int finetuneEpochs = 0;
     double finetuneLr = 1e-2;

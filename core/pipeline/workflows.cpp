@@ -453,7 +453,14 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
                                                      ") is not supported: the backward pass has no runtime transforms");
     ActivationSetupNotes actNotes;
     const int batch = std::max(1, req.options.batch);
-    QB_TRY(prepared, prepareActivationModel(out.base, plan->activation, *out.calibration, batch, ctx, &actNotes));
+    SignalWeights signalWeights; // RUQuant calibrates through the plan's (first) weight quantizer
+    for (const TensorPlan& t : plan->tensors)
+        if (!t.skip && t.method != quant::Method::Cmpq) {
+            signalWeights = {t.options.grid.bits, t.options.grid.clip};
+            break;
+        }
+    QB_TRY(prepared,
+           prepareActivationModel(out.base, plan->activation, *out.calibration, batch, ctx, &actNotes, signalWeights));
     QuantizeJobOptions qo = req.options;
     if (req.distill) qo.keepModel = qo.keepCodes = true; // the student
     QB_TRY(res, runQuantize(**prepared, &ck, *plan, *out.calibration, qo, ctx));

@@ -170,6 +170,15 @@ private Q_SLOTS:
         const RowMatrix dense = x * r1.dense();
         QVERIFY((wide.middleCols(4, 96) - dense).cwiseAbs().maxCoeff() < 1e-4);
         QVERIFY(wide.leftCols(4).isZero() && wide.rightCols(4).isZero());
+        // Both application modes agree (a rounding apart).
+        const auto* blk = dynamic_cast<const model::BlockOpTransform*>(fit->parts[0].get());
+        QVERIFY(blk && blk->mode() == model::BlockOpTransform::Apply::Dense);
+        const model::BlockOpTransform walk(96, std::make_shared<model::OrthoOpList>(blk->ops()), "walk",
+                                           model::BlockOpTransform::Apply::OpList);
+        RowMatrix a = x, b = x;
+        blk->apply(a);
+        walk.apply(b);
+        QVERIFY((a - b).cwiseAbs().maxCoeff() < 1e-4);
     }
 
     // §6.2 item 17: (X·T)(W·T)ᵀ = X·Wᵀ.
@@ -289,7 +298,10 @@ private Q_SLOTS:
         RuquantOptions o;
         o.blockSize = 16;
         o.weightBits = quantizedSignal ? 4 : 0;
-        if (quantizedSignal) o.act = o.k = o.v = model::ActQuantSpec(4, false, 0.9f);
+        if (quantizedSignal) {
+            o.act.fill(model::ActQuantSpec(4, false, 0.9f));
+            o.k = o.v = o.q = model::ActQuantSpec(4, false, 1.0f);
+        }
         auto r = ruquantModel(*m, calib, o, 2);
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().message.c_str());
         QCOMPARE(r->groups.size(), std::size_t(2 * 4));
@@ -299,7 +311,7 @@ private Q_SLOTS:
         const auto& rt = r->model->layer(0)->runtime;
         QVERIFY(rt && rt->kv.qkRotate && rt->input(model::LinearKind::Down).rotate);
         QVERIFY(!rt->input(model::LinearKind::Qkv).quant.enabled()); // the plan installs quantizers later
-        QVERIFY(rt->onlineTransforms().find("RUQuant block rotation") != std::string::npos);
+        QVERIFY(rt->onlineTransforms().find("RUQuant 32 (B 16: stage 1, zig-zag, stage 1 again") != std::string::npos);
         // Deterministic: the same options give the same weights.
         auto again = ruquantModel(*m, calib, o, 2);
         QVERIFY(again.ok());
