@@ -208,6 +208,17 @@ void BlockOpTransform::apply(Eigen::Ref<RowMatrix> rows) const
         m_ops->applyMany(rows.row(r).data(), perRow);
 }
 
+void BlockOpTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const
+{
+    const RowMatrix r = m_mode == Apply::Dense ? RowMatrix(m_rt.transpose()) : RowMatrix(m_ops->matrix().cast<float>());
+    const Eigen::Index b = m_ops->size(), perRow = rows.cols() / b;
+    for (Eigen::Index i = 0; i < rows.rows(); ++i) {
+        Eigen::Map<RowMatrix> blocks(rows.row(i).data(), perRow, b);
+        const RowMatrix x = blocks;
+        blocks.noalias() = x * r;
+    }
+}
+
 PermutationTransform::PermutationTransform(std::vector<int> perm, std::string label)
     : m_perm(std::move(perm)), m_label(std::move(label))
 {}
@@ -223,6 +234,22 @@ void PermutationTransform::apply(Eigen::Ref<RowMatrix> rows) const
             float* v = rows.row(r).data();
             for (Eigen::Index i = 0; i < k; ++i)
                 tmp[std::size_t(i)] = v[m_perm[std::size_t(i)]];
+            std::copy(tmp.begin(), tmp.end(), v);
+        }
+    }
+}
+
+void PermutationTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const
+{
+    const Eigen::Index n = rows.rows(), k = rows.cols();
+#pragma omp parallel
+    {
+        std::vector<float> tmp(static_cast<std::size_t>(k));
+#pragma omp for schedule(static)
+        for (Eigen::Index r = 0; r < n; ++r) {
+            float* v = rows.row(r).data();
+            for (Eigen::Index i = 0; i < k; ++i)
+                tmp[std::size_t(m_perm[std::size_t(i)])] = v[i];
             std::copy(tmp.begin(), tmp.end(), v);
         }
     }
@@ -248,6 +275,12 @@ void ChainTransform::apply(Eigen::Ref<RowMatrix> rows) const
 {
     for (const auto& p : m_parts)
         p->apply(rows);
+}
+
+void ChainTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const
+{
+    for (auto it = m_parts.rbegin(); it != m_parts.rend(); ++it)
+        (*it)->applyTranspose(rows);
 }
 
 std::string ChainTransform::describe() const

@@ -81,6 +81,7 @@ public:
                      Apply mode = Apply::Dense);
     Eigen::Index size() const override { return m_width; }
     void apply(Eigen::Ref<RowMatrix> rows) const override;
+    void applyTranspose(Eigen::Ref<RowMatrix> rows) const override; // blocks times R (dense)
     std::string describe() const override { return m_label; }
     const OrthoOpList& ops() const { return *m_ops; }
     Apply mode() const { return m_mode; }
@@ -98,6 +99,7 @@ public:
     PermutationTransform(std::vector<int> perm, std::string label); // x'_i = x_perm[i]
     Eigen::Index size() const override { return Eigen::Index(m_perm.size()); }
     void apply(Eigen::Ref<RowMatrix> rows) const override;
+    void applyTranspose(Eigen::Ref<RowMatrix> rows) const override; // x'_perm[i] = x_i
     std::string describe() const override { return m_label; }
     const std::vector<int>& permutation() const { return m_perm; }
 
@@ -112,6 +114,7 @@ public:
     HouseholderTransform(const Eigen::VectorXd& omega, std::string label);
     Eigen::Index size() const override { return m_u.size(); }
     void apply(Eigen::Ref<RowMatrix> rows) const override;
+    void applyTranspose(Eigen::Ref<RowMatrix> rows) const override { apply(rows); } // symmetric
     std::string describe() const override { return m_label; }
     const Eigen::VectorXd& omega() const { return m_omega; }
 
@@ -128,6 +131,7 @@ public:
     explicit ChainTransform(std::vector<std::shared_ptr<const RowTransform>> parts, std::string label = {});
     Eigen::Index size() const override;
     void apply(Eigen::Ref<RowMatrix> rows) const override;
+    void applyTranspose(Eigen::Ref<RowMatrix> rows) const override; // the parts' transposes, reversed
     std::string describe() const override;
     const std::vector<std::shared_ptr<const RowTransform>>& parts() const { return m_parts; }
 

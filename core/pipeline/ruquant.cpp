@@ -2,6 +2,7 @@
 
 #include "model/forward.h"
 #include "model/hadamard.h"
+#include "pipeline/ruquant_finetune.h"
 #include "quant/gptq.h"
 
 #include <algorithm>
@@ -274,6 +275,12 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
     model::Workspace ws;
     RowMatrix hidden; // the quantized path's hidden states of every window [N·T, K]
     QB_TRY_STATUS(model::embed(in, calib.ids, hidden));
+    const bool finetune = o.finetuneEpochs > 0;
+    RowMatrix fpHidden; // fine-tuning: the FP path's (the targets' inputs)
+    if (finetune) {
+        QB_TRY_STATUS(model::checkBackwardConfig(cfg));
+        fpHidden = hidden;
+    }
     if (ctx) ctx->beginStage("ruquant", in.numLayers(), "layer 0");
 
     for (int l = 0; l < in.numLayers(); ++l) {
@@ -292,6 +299,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
         rtq->kv.q = o.q;
         rtq->kv.k = o.k;
         rtq->kv.v = o.v;
+        std::array<RuquantFit, 4> fits;
         RowMatrix afterAttention; // the signal after the attention block (input of the MLP block)
         for (LinearKind kind : kOrder) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError("RUQuant, layer " + std::to_string(l));
@@ -330,6 +338,75 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             rt->input(kind).rotate = total;
             rtq->input(kind).rotate = total;
             rtq->input(kind).quant = o.act[std::size_t(kind)];
+            fits[std::size_t(kind)] = std::move(*fit);
+        }
+        if (finetune) {
+            if (ctx) ctx->setDetail("layer " + std::to_string(l) + ", fine-tuning");
+            RowMatrix targets = fpHidden;
+            for (int b = 0; b < N; b += batch) {
+                const int nb = std::min(batch, N - b);
+                QB_TRY_STATUS(model::runLayer(cfg, *in.layer(l), l,
+                                              targets.middleRows(Eigen::Index(b) * T, Eigen::Index(nb) * T), T, ws));
+            }
+            ReflectionSetup setup;
+            setup.qkRotate = qkRotate;
+            setup.q = o.q;
+            setup.k = o.k;
+            setup.v = o.v;
+            setup.weightBits = o.weightBits;
+            setup.weightClip = o.weightClip;
+            std::array<std::string, 4> labels;
+            for (LinearKind kind : kOrder) {
+                const RuquantFit& fit = fits[std::size_t(kind)];
+                ReflectionGroup g;
+                g.smoothDivisor = rt->input(kind).smoothDivisor;
+                std::vector<std::shared_ptr<const model::RowTransform>> fixed = fit.parts;
+                if (const auto* hh = dynamic_cast<const model::HouseholderTransform*>(fixed.back().get())) {
+                    g.omega = hh->omega();
+                    fixed.pop_back();
+                }
+                g.fixed = std::make_shared<const model::ChainTransform>(std::move(fixed));
+                g.linears = groupLinears(kind);
+                for (model::Linear lin : g.linears) {
+                    RowMatrix m = in.layer(l)->weight(lin);
+                    g.fixed->apply(m);
+                    g.base.push_back(std::move(m));
+                }
+                g.act = o.act[std::size_t(kind)];
+                labels[std::size_t(kind)] = rt->input(kind).rotate->describe();
+                setup.groups[std::size_t(kind)] = std::move(g);
+            }
+            QB_TRY(trained,
+                   trainReflections(cfg, *wq, l, setup, hidden, targets, T, o.finetuneEpochs, o.finetuneLr, ctx));
+            result.finetuneSeconds += trained->seconds;
+            for (LinearKind kind : kOrder) {
+                const ReflectionGroup& g = *setup.groups[std::size_t(kind)];
+                std::vector<std::shared_ptr<const model::RowTransform>> parts = {g.fixed};
+                std::shared_ptr<const model::RowTransform> hh;
+                if (g.omega.size() > 0) {
+                    hh = std::make_shared<const model::HouseholderTransform>(
+                        g.omega, "global Householder (" + std::to_string(g.omega.size()) + ", fine-tuned)");
+                    parts.push_back(hh);
+                }
+                auto total = std::make_shared<const model::ChainTransform>(std::move(parts),
+                                                                           labels[std::size_t(kind)] + ", fine-tuned");
+                for (std::size_t i = 0; i < g.linears.size(); ++i) {
+                    RowMatrix wt = g.base[i];
+                    if (hh) hh->apply(wt);
+                    w->weight(g.linears[i]) = wt;
+                    const Status st = fakeQuantizeWeight(wt, o.weightBits, o.weightClip);
+                    if (!st.ok()) return st.error().withContext(model::tensorName(l, g.linears[i]));
+                    wq->weight(g.linears[i]) = std::move(wt);
+                }
+                rt->input(kind).rotate = total;
+                rtq->input(kind).rotate = total;
+            }
+            for (RuquantGroupReport& rep : result.groups)
+                if (rep.layer == l) {
+                    rep.finetuneLossBefore = trained->lossBefore;
+                    rep.finetuneLossAfter = trained->lossAfter;
+                }
+            fpHidden = std::move(targets);
         }
         wq->runtime = std::make_shared<const model::LayerRuntime>(*rtq);
         w->runtime = std::make_shared<const model::LayerRuntime>(*rt);

@@ -8,6 +8,7 @@
 #include "model/ortho_ops.h"
 #include "pipeline/rotation.h"
 #include "pipeline/ruquant.h"
+#include "pipeline/ruquant_finetune.h"
 #include "quant_test_models.h"
 
 #include <QTest>
@@ -316,6 +317,110 @@ private Q_SLOTS:
         auto again = ruquantModel(*m, calib, o, 2);
         QVERIFY(again.ok());
         QVERIFY(again->model->layer(1)->down == r->model->layer(1)->down);
+    }
+
+    // Item 3: ∂L/∂ω of every group through the layer's backward pass against central finite
+    // differences of the loss, quantization off. Reflected on both sides the layer does not depend
+    // on ω (gradient 0); on one side it does, smoothly: each side's gradient is checked so.
+    void reflectionGradientsMatchFiniteDifferences_data()
+    {
+        QTest::addColumn<int>("sides");
+        QTest::newRow("inputs") << int(ReflectionSetup::Sides::InputsOnly);
+        QTest::newRow("weights") << int(ReflectionSetup::Sides::WeightsOnly);
+        QTest::newRow("both") << int(ReflectionSetup::Sides::Both);
+    }
+    void reflectionGradientsMatchFiniteDifferences()
+    {
+        QFETCH(int, sides);
+        ModelConfig cfg = qbtest::syntheticConfig(1);
+        auto m = qbtest::syntheticModelFor(cfg, 12);
+        const auto& layer = *m->layer(0);
+        RuquantRng rng(77);
+        ReflectionSetup setup;
+        for (model::LinearKind k :
+             {model::LinearKind::Qkv, model::LinearKind::O, model::LinearKind::GateUp, model::LinearKind::Down}) {
+            ReflectionGroup g;
+            const Eigen::Index c = k == model::LinearKind::Down ? cfg.intermediateSize
+                                   : k == model::LinearKind::O  ? cfg.numAttentionHeads * cfg.headDim
+                                                                : cfg.hiddenSize;
+            RowMatrix sig = outlierActivations(16, c, 2, unsigned(c));
+            RuquantOptions o;
+            o.blockSize = 8;
+            o.householderSteps = 2;
+            auto fit = fitRuquantTransform(sig, o, 3);
+            QVERIFY(fit.ok());
+            g.fixed = std::make_shared<model::ChainTransform>(
+                std::vector<std::shared_ptr<const model::RowTransform>>(fit->parts.begin(), fit->parts.end() - 1));
+            g.omega.resize(c);
+            for (Eigen::Index i = 0; i < c; ++i)
+                g.omega[i] = rng.uniform() - 0.3;
+            if (k == model::LinearKind::O) g.smoothDivisor = model::RowVector::Constant(c, 1.5f);
+            for (model::Linear lin : model::kAllLinears)
+                if (model::linearKind(lin) == k) {
+                    g.linears.push_back(lin);
+                    g.base.push_back(layer.weight(lin));
+                }
+            setup.groups[std::size_t(k)] = std::move(g);
+        }
+        setup.sides = ReflectionSetup::Sides(sides);
+        const CalibrationSet calib = qbtest::syntheticCalibration(1, 8);
+        RowMatrix in;
+        QVERIFY(model::embed(*m, calib.ids, in).ok());
+        RowMatrix target = in;
+        model::Workspace ws;
+        QVERIFY(model::runLayer(*m, 0, target, 8, ws).ok());
+        target.array() += 0.05f; // a non-zero residual at the start
+        std::array<Eigen::VectorXd, 4> grads;
+        auto loss = reflectionLossAndGrad(cfg, layer, 0, setup, in, target, 8, &grads);
+        QVERIFY2(loss.ok(), loss.ok() ? "" : loss.error().message.c_str());
+        for (std::size_t k = 0; k < 4; ++k) {
+            QVERIFY(grads[k].size() == setup.groups[k]->omega.size());
+            if (setup.sides == ReflectionSetup::Sides::Both) {
+                QVERIFY2(grads[k].norm() < 1e-5, qPrintable(QString::number(grads[k].norm())));
+                continue;
+            }
+            for (int trial = 0; trial < 3; ++trial) {
+                Eigen::VectorXd d(grads[k].size());
+                for (Eigen::Index i = 0; i < d.size(); ++i)
+                    d[i] = rng.uniform() - 0.5;
+                const double h = 1e-3 * setup.groups[k]->omega.norm() / d.norm();
+                ReflectionSetup plus = setup, minus = setup;
+                plus.groups[k]->omega += h * d;
+                minus.groups[k]->omega -= h * d;
+                const double lp = *reflectionLossAndGrad(cfg, layer, 0, plus, in, target, 8, nullptr);
+                const double lm = *reflectionLossAndGrad(cfg, layer, 0, minus, in, target, 8, nullptr);
+                const double fd = (lp - lm) / (2 * h), an = grads[k].dot(d);
+                QVERIFY2(std::abs(fd - an) <= 2e-2 * std::max(std::abs(fd), 1e-3 * grads[k].norm() * d.norm()),
+                         qPrintable(QString("group %1: fd %2 analytic %3").arg(k).arg(fd).arg(an)));
+            }
+        }
+    }
+
+    // Item 3: fine-tuning lowers the layer-output loss it trains on, and the fine-tuned model still
+    // computes the FP function with quantization off.
+    void finetuneLowersLossAndKeepsFunction()
+    {
+        ModelConfig cfg = qbtest::syntheticConfig(2);
+        auto m = qbtest::syntheticModelFor(cfg, 21);
+        const CalibrationSet calib = qbtest::syntheticCalibration(4, 16);
+        RuquantOptions o;
+        o.blockSize = 16;
+        o.weightBits = 3;
+        o.act.fill(model::ActQuantSpec(4, false, 0.9f));
+        o.k = o.v = o.q = model::ActQuantSpec(4, false, 1.0f);
+        o.finetuneEpochs = 4;
+        o.finetuneLr = 1e-2;
+        auto r = ruquantModel(*m, calib, o, 2);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().message.c_str());
+        QVERIFY(r->finetuneSeconds > 0);
+        for (const RuquantGroupReport& g : r->groups) {
+            QVERIFY(g.finetuneLossBefore > 0);
+            QVERIFY2(g.finetuneLossAfter < g.finetuneLossBefore,
+                     qPrintable(QString("%1 -> %2").arg(g.finetuneLossBefore).arg(g.finetuneLossAfter)));
+        }
+        const RowMatrix ref = logitsOf(*m, calib), got = logitsOf(*r->model, calib);
+        QVERIFY((got - ref).norm() / ref.norm() < kLogitRelTolerance);
+        QVERIFY(r->model->layer(0)->runtime->onlineTransforms().find("fine-tuned") != std::string::npos);
     }
 
     void rotatedModelIsRefused()
