@@ -381,7 +381,8 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             result.finetuneSeconds += trained->seconds;
             for (LinearKind kind : kOrder) {
                 const ReflectionGroup& g = *setup.groups[std::size_t(kind)];
-                std::vector<std::shared_ptr<const model::RowTransform>> parts = {g.fixed};
+                std::vector<std::shared_ptr<const model::RowTransform>> parts;
+                parts.push_back(g.fixed);
                 std::shared_ptr<const model::RowTransform> hh;
                 if (g.omega.size() > 0) {
                     hh = std::make_shared<const model::HouseholderTransform>(
