@@ -1,6 +1,6 @@
 #pragma once
 // Transform lab: what a function-preserving transform (SmoothQuant smoothing, a Hadamard rotation,
-// later RUQuant's stages) does to the activations of one linear input, and what that buys at a
+// RUQuant's stages: pipeline/ruquant_lab.h) does to the activations of one linear input, and what that buys at a
 // given activation quantizer. This is where a user sees why W4A4 fails on outlier channels.
 //
 // 1. Capture (captureLabInput): the calibration windows run through decoder layers 0..L-1 and
@@ -34,7 +34,8 @@
 // Progress: stage "capture", one unit per (layer, batch) up to L; stage "transform lab", two units
 // per stage. Cancel is polled between batches and stages (ErrorCode::Cancelled). Memory: the
 // hidden states of all windows [N, K], X and two transformed copies of it, the group's weights
-// twice. Threading: calling thread (the forward pass and GEMMs use OpenMP). No Qt.
+// twice; runTransformLab's result keeps the capture (X [n, C], the group's weights) for
+// labWithinCell. Threading: calling thread (the forward pass and GEMMs use OpenMP). No Qt.
 
 #include "base/result.h"
 #include "base/run_context.h"
