@@ -296,6 +296,23 @@ private Q_SLOTS:
             occupied += n > 0;
         QCOMPARE(cells->offsetCharts().front()->series()->count(), occupied);
         saveScreenshot(w, QStringLiteral("transform_lab_offsets.png"));
+
+        // A channel of a wider input (down: 352) is clamped when the lab runs on a narrower one.
+        lab->inputCombo()->setCurrentIndex(lab->inputCombo()->findData(int(model::LinearKind::Down)));
+        QTest::mouseClick(lab->runButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        QCOMPARE(cells->channelSpin()->maximum(), 351);
+        cells->channelSpin()->setValue(300);
+        QVERIFY(updated.wait(60000));
+        QCOMPARE(cells->stats().front().channel, 300);
+        lab->inputCombo()->setCurrentIndex(lab->inputCombo()->findData(int(model::LinearKind::Qkv)));
+        QTest::mouseClick(lab->runButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        QCOMPARE(lab->result()->cellChannel, 127);
+        QCOMPARE(cells->channelSpin()->value(), 127);
+        QCOMPARE(cells->stats().front().channel, 127);
     }
 
     void cancelReturnsToIdle()

@@ -193,12 +193,23 @@ void TransformLab::startLab()
     req.hadamard = m_hadamard->isChecked();
     req.ruquant = m_ruquant->isChecked();
     req.ruquantOptions.seed = req.seed;
-    req.options.cellChannel = m_cells->channel();
     req.options.quant.bits = m_bits->currentData().toInt();
     req.options.quant.clip = float(m_clip->value());
     req.options.weightBits = m_wbits->currentData().toInt();
     m_runner->start<pipeline::LabResult>(
-        this, tr("Transform lab"), [req](RunContext& ctx) { return pipeline::runTransformLab(req, &ctx); },
+        this, tr("Transform lab"),
+        [req, channel = m_cells->channel()](RunContext& ctx) -> Result<pipeline::LabResult> {
+            // The within-cell channel is clamped to the input's width, known once captured (the
+            // spin box may still hold a channel of a wider input picked before).
+            QB_TRY(r, pipeline::runTransformLab(req, &ctx));
+            if (!r->quant.enabled()) return std::move(*r);
+            const int ch = std::clamp(channel, 0, int(r->channels) - 1);
+            QB_TRY(cells, pipeline::labWithinCell(*r, ch, &ctx));
+            r->cellChannel = ch;
+            for (std::size_t i = 0; i < r->stages.size(); ++i)
+                r->stages[i].channelCells = std::move((*cells)[i]);
+            return std::move(*r);
+        },
         [this](const JobOutcome<pipeline::LabResult>& outcome) {
             m_run->setEnabled(m_checkpoint != nullptr);
             if (!outcome.ok()) {
