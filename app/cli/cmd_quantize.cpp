@@ -123,7 +123,7 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
                        "embed-type",    "head-type",  "imatrix",       "memory-limit", "abits",          "kvbits",
                        "qbits",         "aclip",      "agranularity",  "smooth",       "rotate",         "rotate-seed",
                        "distill-steps", "distill-lr", "distill-batch", "distill-loss", "ruquant-epochs", "ruquant-lr",
-                       "ruquant-block"},
+                       "ruquant-block", "wclip"},
                       {"sym", "act-order", "json", "round-grids", "no-kl", "dry-run", "a-sym", "astatic", "distill",
                        "distill-gains", "ruquant-finetune", "repo-givens"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
@@ -240,6 +240,11 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
             *slot = *parsed;
         }
     if (const std::string e = applyActivationFlags(args, plan.activation); !e.empty()) return cli::fail(cmd, e, 2);
+    if (args.has("wclip")) {
+        const double c = args.doubleValue("wclip", 1.0);
+        if (!args.ok() || !(c > 0 && c <= 1)) return cli::fail(cmd, "--wclip must be in (0, 1]", 2);
+        plan.defaults.clip = c;
+    }
     if (auto save = args.value("save-plan")) {
         Status st = pipeline::saveQuantPlan(plan, *save);
         if (!st.ok()) return cli::fail(cmd, st.error().toString());
@@ -387,7 +392,8 @@ QB_CLI_COMMAND(
     "quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI, CMPQ (reconstruction)) with a plan",
     "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 2048] [--seed 0]\n"
     "         (--plan PLAN.json | --method rtn|gptq|neuqi|cmpq (--bits B [--group G] [--sym] | --target T)\n"
-    "          [--act-order] | --method ruquant --bits B --abits A [--ruquant-finetune [--ruquant-epochs N]\n"
+    "          [--act-order] [--wclip C] | --method ruquant --bits B --abits A [--ruquant-finetune [--ruquant-epochs "
+    "N]\n"
     "          [--ruquant-lr X]] [--ruquant-block B] [--repo-givens]) [--embed-type T] [--head-type T]\n"
     "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
     "         [--imatrix FILE] [--save-plan FILE] [--json] [--dry-run] [--memory-limit SIZE]\n"
@@ -409,6 +415,7 @@ QB_CLI_COMMAND(
     "                 fractions. Its knobs (levels, score, kmeans, act_outliers, quant_outliers,\n"
     "                 error_feedback, bits_scope) are plan keys\n"
     "  --sym          symmetric grid (rtn, gptq);  --act-order: GPTQ act-order (on for neuqi)\n"
+    "  --wclip C      rtn/gptq: the Min-Max weight range times C in (0, 1] (plan key \"clip\")\n"
     "  --target T     storage target: solve inside a GGUF block type (gguf:Q4_K, Q5_K, Q6_K, Q3_K, Q2_K,\n"
     "                 Q8_0, Q5_1, Q5_0, Q4_1, Q4_0), so the GGUF export is exact; it implies bits, group\n"
     "                 and symmetry (an agreeing --bits is accepted). gguf:F16/BF16/F32 keep the linears\n"

@@ -45,7 +45,9 @@
 #include <QStandardPaths>
 #include <QTableWidget>
 #include <QDoubleSpinBox>
+#include <QMenu>
 #include <QTabBar>
+#include <QToolButton>
 #include <QTabWidget>
 #include <QTableView>
 #include <QTemporaryDir>
@@ -513,6 +515,51 @@ private Q_SLOTS:
         QVERIFY2(run->summary.contains(QStringLiteral("A6-8 KV8 +smooth 0.6")), qPrintable(run->summary));
         QVERIFY(run->perplexity && std::isfinite(*run->perplexity) && *run->perplexity > 1.0);
         QVERIFY(!run->result->notes.empty());
+    }
+
+    // Issue 15 item 5: the RUQuant presets and fine-tuning epochs from the plan editor (undoable),
+    // and a RUQuant run from the window, off the UI thread.
+    void ruquantPresetRun()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanEditor* ed = f.panel->planEditor();
+        ActivationSettings* a = ed->activationSettings();
+        QVERIFY(a->presets()->menu() && a->presets()->menu()->actions().size() == 3);
+        QVERIFY(!a->finetuneEpochs()->isVisible());
+        a->presets()->menu()->actions().at(0)->trigger(); // W4A4
+        const auto& plan = ed->model()->plan();
+        QCOMPARE(plan.activation.rotate, qb::pipeline::PlanRotation::Ruquant);
+        QCOMPARE(plan.activation.spec(qb::model::LinearKind::Qkv).bits, 4);
+        QCOMPARE(plan.activation.spec(qb::model::LinearKind::Qkv).clip, 0.9f);
+        QCOMPARE(plan.activation.kvBits, 4);
+        QCOMPARE(plan.defaults.clip.value_or(1.0), 0.8);
+        QCOMPARE(a->rotation()->currentData().toInt(), int(qb::pipeline::PlanRotation::Ruquant));
+        QVERIFY(a->finetuneEpochs()->isVisible());
+        a->finetuneEpochs()->setValue(1);
+        Q_EMIT a->finetuneEpochs()->editingFinished();
+        QCOMPARE(ed->model()->plan().activation.ruquant.finetuneEpochs, 1);
+        QVERIFY(ed->jsonEdit()->toPlainText().contains(QStringLiteral("\"finetune_epochs\": 1")));
+        ed->undoAction()->trigger();
+        QCOMPARE(ed->model()->plan().activation.ruquant.finetuneEpochs, 0);
+        QCOMPARE(a->finetuneEpochs()->value(), 0);
+        screenshot(f.panel, QStringLiteral("ruquant_preset"));
+
+        QuantizePanel* p = f.panel;
+        QSignalSpy done(p, &QuantizePanel::quantizeFinished);
+        {
+            EventLoopProbe probe;
+            QTest::mouseClick(p->quantizeButton(), Qt::LeftButton);
+            QVERIFY(done.wait(300000));
+            QVERIFY2(probe.maxBusyMs() < 100, qPrintable(QString::number(probe.maxBusyMs())));
+        }
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        auto run = p->runs()->run(0);
+        QVERIFY2(run->summary.contains(QStringLiteral("A4 KV4 Q4 +smooth 0.6 +ruquant")), qPrintable(run->summary));
+        QVERIFY(run->perplexity && std::isfinite(*run->perplexity) && *run->perplexity > 1.0);
+        QVERIFY(std::any_of(run->result->notes.begin(), run->result->notes.end(),
+                            [](const std::string& n) { return n.find("RUQuant (seed") != std::string::npos; }));
+        QVERIFY(run->result->onlineTransforms.find("RUQuant") != std::string::npos);
     }
 
     // Issue 16 items 2 and 4: the sensitivity atlas in a worker (the window stays live), its heat
