@@ -209,6 +209,8 @@ private Q_SLOTS:
         QVERIFY(panel->runs()->setData(panel->runs()->index(0, QuantRunModel::Name), QStringLiteral("q4 g32, down 8")));
         QCOMPARE(panel->runs()->run(0)->name, QStringLiteral("q4 g32, down 8"));
 
+        QVERIFY(w.unsavedWork().contains(QStringLiteral("1 quantization run")));
+
         // Save the project: nothing is unsaved any more.
         const QString proj = tmp.filePath(QStringLiteral("tuned.qbproj"));
         QSignalSpy saved(&w, &MainWindow::projectSaved);
@@ -233,6 +235,9 @@ private Q_SLOTS:
         QCOMPARE(p2->runs()->rowCount(), 1);
         const auto restored = p2->runs()->run(0);
         QCOMPARE(restored->name, QStringLiteral("q4 g32, down 8"));
+        // Not evaluated (perplexity unticked): the history says so rather than showing 0.
+        QCOMPARE(w2.perplexityPanel()->history()->index(0, RunHistoryModel::Perplexity).data().toString(),
+                 QStringLiteral("—"));
         QCOMPARE(p2->runHeader()->nameEdit()->text(), QStringLiteral("q4 g32, down 8"));
         // The restored run is in the new window's run history under its name.
         QCOMPARE(w2.perplexityPanel()->history()->rowCount(), 1);
@@ -267,6 +272,10 @@ private Q_SLOTS:
         QVERIFY2(stOk && stOk->ok, stOk ? stOk->summary().c_str() : stOk.error().toString().c_str());
         QVERIFY(d2->reportTable()->rowCount() > 0);
         QVERIFY(d2->verifyLabel()->text().contains(QStringLiteral("passed")));
+        // A rename after saving is unsaved work too.
+        QVERIFY(w.unsavedWork().isEmpty());
+        QVERIFY(panel->runs()->rename(0, QStringLiteral("renamed later")));
+        QVERIFY2(w.unsavedWork().contains(QStringLiteral("run names changed")), qPrintable(w.unsavedWork()));
     }
 
     // Issue 11 item 8: every run of a saved project exports after reopening, not only the one

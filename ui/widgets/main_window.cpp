@@ -158,6 +158,7 @@ void MainWindow::createPanels()
             m_perplexity->history()->append(recordFromQuantRun(*m_quantize->runs()->run(r), model));
     });
     connect(quantize->runs(), &QuantRunModel::runRenamed, m_perplexity->history(), &RunHistoryModel::renameRun);
+    connect(quantize->runs(), &QuantRunModel::runRenamed, this, [this] { ++m_unsavedRenames; });
     addDockWidget(Qt::BottomDockWidgetArea, m_historyDock);
     resizeDocks({m_explorerDock}, {520}, Qt::Horizontal);
     resizeDocks({m_historyDock}, {200}, Qt::Vertical);
@@ -398,6 +399,7 @@ QString MainWindow::unsavedWork() const
     QStringList what;
     if (m_jobStatus->isBusy()) what << tr("a job is running (%1); quitting cancels it").arg(m_jobStatus->text());
     if (m_unsavedRuns > 0) what << tr("%n quantization run(s) not saved in a project", nullptr, m_unsavedRuns);
+    else if (m_unsavedRenames > 0) what << tr("run names changed since the project was saved");
     if (m_checkpoint && !m_quantize->planEditor()->undoStack()->isClean()) what << tr("the plan has unsaved changes");
     return what.join(QLatin1Char('\n'));
 }
@@ -405,6 +407,7 @@ QString MainWindow::unsavedWork() const
 void MainWindow::markSaved()
 {
     m_unsavedRuns = 0;
+    m_unsavedRenames = 0;
     m_quantize->planEditor()->undoStack()->setClean();
 }
 
