@@ -247,6 +247,55 @@ private Q_SLOTS:
     // Issue 11 item 8: the storage target is edited like bits and method; a target implies the
     // bits (editing bits moves within the family) and the totals show the whole GGUF file, equal
     // to the exporter's plan.
+    // Issue 19 item 6: what "Apply to plan" writes, on its own (the GUI path is in
+    // runInspectWhatIfCompareCancel): one tensor's rule, one undo step, off its GGUF type onto the
+    // free grid the what-if solved; a method without a symmetric grid is stored asymmetric; a
+    // setting the plan refuses leaves the plan as it was, with the reason.
+    void applyWhatIfSettings()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanTableModel* m = f.panel->planEditor()->model();
+        QAbstractItemModelTester tester(m, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QList<int> all;
+        for (int r = 0; r < m->rowCount(); ++r)
+            all << r;
+        QCOMPARE(m->setField(all, PlanTableModel::Target, QStringLiteral("gguf:Q4_K")), QString());
+        const int row = 9; // layers.1.self_attn.v_proj
+        const QString name = m->ruleName(row);
+        const QString target = m->index(row, PlanTableModel::Target).data().toString(); // Q4_K or its fallback
+        QVERIFY2(target != QStringLiteral("none"), qPrintable(target));
+        const int targetBits = bitsAt(m, row);
+        QUndoStack* undo = m->undoStack();
+        const int steps = undo->count();
+        QCOMPARE(m->setTensorSettings(name + QStringLiteral(".weight"), qb::quant::Method::Gptq, 3, 64, true),
+                 QString());
+        QCOMPARE(undo->count(), steps + 1);
+        QCOMPARE(m->index(row, PlanTableModel::Target).data().toString(), QStringLiteral("none"));
+        QCOMPARE(bitsAt(m, row), 3);
+        QCOMPARE(m->index(row, PlanTableModel::Group).data().toInt(), 64);
+        QVERIFY(m->resolved().tensors[std::size_t(row)].options.grid.sym);
+        QCOMPARE(m->index(row - 1, PlanTableModel::Target).data().toString(), target); // only it
+        QCOMPARE(m->plan().rules.back().match, name.toStdString());
+        undo->undo();
+        QCOMPARE(m->index(row, PlanTableModel::Target).data().toString(), target);
+        QCOMPARE(bitsAt(m, row), targetBits);
+        // NeUQI has no symmetric grid: applied asymmetric, not refused.
+        QCOMPARE(m->setTensorSettings(name, qb::quant::Method::Neuqi, 4, 32, true), QString());
+        QVERIFY(!m->resolved().tensors[std::size_t(row)].options.grid.sym);
+        QCOMPARE(m->resolved().tensors[std::size_t(row)].method, qb::quant::Method::Neuqi);
+        // Settings the plan cannot hold are refused with the reason; nothing changes.
+        const qb::pipeline::QuantPlan before = m->plan();
+        const int count = undo->count();
+        QVERIFY(m->setTensorSettings(name, qb::quant::Method::Gptq, 20, 32, false).contains(QStringLiteral("bits")));
+        QVERIFY(m->setTensorSettings(name, qb::quant::Method::Gptq, 4, 0, false).contains(QStringLiteral("group")));
+        QCOMPARE(m->plan(), before);
+        QCOMPARE(undo->count(), count);
+        QVERIFY(!m->setTensorSettings(QStringLiteral("model.layers.9.mlp.up_proj"), qb::quant::Method::Gptq, 4, 32,
+                                      false)
+                     .isEmpty()); // not a tensor of this model
+    }
+
     void targetColumn()
     {
         Fixture f;

@@ -260,6 +260,9 @@ QString PlanTableModel::setTensorSettings(const QString& tensor, quant::Method m
     for (int r = 0; r < rowCount() && row < 0; ++r)
         if (ruleName(r) == match) row = r;
     if (row < 0) return tr("%1 is not a tensor of the plan").arg(tensor);
+    if (bits < quant::kMinBits || bits > quant::kMaxBits)
+        return tr("%1 bits is outside %2..%3").arg(bits).arg(quant::kMinBits).arg(quant::kMaxBits);
+    if (groupSize == 0 || groupSize < -1) return tr("group size %1 must be positive (or per channel)").arg(groupSize);
     const pipeline::TensorPlan& cur = m_resolved.tensors[std::size_t(row)];
     pipeline::QuantPlan next = m_plan;
     pipeline::PlanSettings s;
