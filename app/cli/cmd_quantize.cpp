@@ -333,7 +333,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
                   q->perplexity ? std::optional(q->perplexity->perplexity) : std::nullopt,
                   q->seconds,
                   req.calibration.toJson(),
-                  q->kl};
+                  q->kl,
+                  pipeline::defaultRunName(*q->result)};
         ex.target.out = *args.value("out");
         ex.target.format = *exportFormat;
         ex.target.ggufType = args.value("gguf-type", "auto");
