@@ -69,7 +69,7 @@ private Q_SLOTS:
         ex.run = {"mixed",      pipeline::quantPlanToJson(req.plan),
                   run->result,  std::nullopt,
                   run->seconds, req.calibration.toJson(),
-                  std::nullopt};
+                  std::nullopt, {}};
         for (auto format : {pipeline::ExportFormat::Gguf, pipeline::ExportFormat::Gptq}) {
             ex.target.out = out.filePath(format == pipeline::ExportFormat::Gguf ? "m.gguf" : "gptq").toStdString();
             ex.target.format = format;
@@ -119,7 +119,7 @@ private Q_SLOTS:
         ex.run = {"GPTQ 4b g16", pipeline::quantPlanToJson(req.plan),
                   run->result,   std::nullopt,
                   run->seconds,  req.calibration.toJson(),
-                  std::nullopt};
+                  std::nullopt,  {}};
         const std::vector<std::pair<pipeline::ExportFormat, std::string>> formats = {
             {pipeline::ExportFormat::Safetensors, out.filePath("fake").toStdString()},
             {pipeline::ExportFormat::Gguf, out.filePath("m.gguf").toStdString()},
