@@ -6,9 +6,11 @@
 
 #include "model/forward.h"
 #include "model/ortho_ops.h"
+#include "pipeline/quant_plan.h"
 #include "pipeline/rotation.h"
 #include "pipeline/ruquant.h"
 #include "pipeline/ruquant_finetune.h"
+#include "pipeline/activation_setup.h"
 #include "quant_test_models.h"
 
 #include <QTest>
@@ -421,6 +423,52 @@ private Q_SLOTS:
         const RowMatrix ref = logitsOf(*m, calib), got = logitsOf(*r->model, calib);
         QVERIFY((got - ref).norm() / ref.norm() < kLogitRelTolerance);
         QVERIFY(r->model->layer(0)->runtime->onlineTransforms().find("fine-tuned") != std::string::npos);
+    }
+
+    // The plan's "transform" object with "rotate": "ruquant" and its settings, the weight "clip" key.
+    void planKeys()
+    {
+        const char* text =
+            "{\"default\": {\"method\": \"rtn\", \"bits\": 4, \"group_size\": -1, \"clip\": 0.8},"
+            " \"activations\": {\"bits\": 4, \"clip\": 0.9}, \"kv\": {\"bits\": 4, \"q_bits\": 4},"
+            " \"transform\": {\"smooth\": 0.6, \"rotate\": \"ruquant\", \"seed\": 3,"
+            " \"ruquant\": {\"block\": 64, \"steps\": 8, \"repo_givens\": true, \"finetune_epochs\": 5}}}";
+        auto p = quantPlanFromText(text);
+        QVERIFY2(p.ok(), p.ok() ? "" : p.error().toString().c_str());
+        QCOMPARE(p->activation.rotate, PlanRotation::Ruquant);
+        QCOMPARE(p->activation.ruquant.blockSize, 64);
+        QCOMPARE(p->activation.ruquant.householderSteps, 8);
+        QCOMPARE(p->activation.ruquant.givensRounds, 3);
+        QVERIFY(p->activation.ruquant.repoGivens);
+        QCOMPARE(p->defaults.clip.value_or(0), 0.8);
+        QCOMPARE(p->activation.describe(), std::string("A4 KV4 Q4 +smooth 0.6 +ruquant ft5"));
+        auto back = quantPlanFromJson(quantPlanToJson(*p));
+        QVERIFY(back.ok());
+        QCOMPARE(*back, *p);
+        const RuquantOptions o = ruquantOptionsFromPlan(p->activation, {4, 0.8});
+        QCOMPARE(o.blockSize, 64);
+        QCOMPARE(o.seed, std::uint64_t(3));
+        QCOMPARE(o.finetuneEpochs, 5);
+        QCOMPARE(o.act[std::size_t(model::LinearKind::Down)].clip, 0.9f);
+        QCOMPARE(o.q.bits, 4);
+        auto r = resolveQuantPlan(*p, qbtest::syntheticConfig(1));
+        QVERIFY(r.ok());
+        QCOMPARE(r->tensors[0].options.grid.clip, 0.8);
+        for (const char* bad :
+             {"{\"default\": {\"method\": \"rtn\", \"bits\": 4}, \"transform\": {\"rotate\": \"ruquant\","
+              " \"ruquant\": {\"block\": 7}}}",
+              "{\"default\": {\"method\": \"rtn\", \"bits\": 4}, \"transform\": {\"ruquant\": {\"bogus\": 1}}}",
+              "{\"default\": {\"method\": \"rtn\", \"bits\": 4, \"clip\": 0}}"}) {
+            QVERIFY2(!quantPlanFromText(bad).ok(), bad);
+        }
+        for (const char* bad : {"{\"default\": {\"method\": \"neuqi\", \"bits\": 4, \"clip\": 0.8}}",
+                                "{\"default\": {\"method\": \"rtn\", \"target\": \"Q4_0\", \"clip\": 0.8}}"}) {
+            auto pl = quantPlanFromText(bad);
+            QVERIFY(pl.ok());
+            auto res = resolveQuantPlan(*pl, qbtest::syntheticConfig(1));
+            QVERIFY2(!res.ok(), bad);
+            QVERIFY(res.error().message.find("clip") != std::string::npos);
+        }
     }
 
     void rotatedModelIsRefused()
