@@ -64,6 +64,17 @@ Result<std::shared_ptr<const model::Model>> prepareActivationModel(std::shared_p
                 r->groups.empty() ? 0.0 : r->groups.front().signalMaxBefore,
                 r->groups.empty() ? 0.0 : r->groups.front().signalMaxAfter);
             notes->lines.push_back(buf);
+            if (r->finetuneSeconds > 0) {
+                std::string losses = "RUQuant fine-tuning, layer output MSE before -> after:";
+                for (const RuquantGroupReport& g : r->groups)
+                    if (g.kind == LinearKind::Qkv) {
+                        std::snprintf(buf, sizeof buf, " L%d %.3g -> %.3g", g.layer, g.finetuneLossBefore,
+                                      g.finetuneLossAfter);
+                        losses += buf;
+                    }
+                std::snprintf(buf, sizeof buf, " (%.1f s)", r->finetuneSeconds);
+                notes->lines.push_back(losses + buf);
+            }
         }
     } else if (plan.rotate != PlanRotation::None) {
         // After smoothing: its statistics are in the unrotated basis, and the runtime divides
