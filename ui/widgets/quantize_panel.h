@@ -2,7 +2,8 @@
 // QuantizePanel: the Quantization tab. Composes the plan editor, the run controls (calibration
 // text, windows, window length, perplexity after the run), the per-tensor results of the current
 // run (filled layer by layer while it runs, with a per-layer error chart), the per-tensor error
-// and what-if view, and the run comparison.
+// and what-if view, the run comparison, and the Distill step (DistillPanel: NeUQI's lightweight
+// distillation of a finished run into a new run, with a live loss curve).
 //
 // A run goes through JobRunner + JobStatus: tokenize and sample the calibration windows, load the
 // model (cached per checkpoint), pipeline::runQuantize with the resolved plan, then optionally the
@@ -37,6 +38,7 @@ namespace qb::ui {
 
 class BudgetPlanner;
 class CalibrationSettings;
+class DistillPanel;
 class JobRunner;
 class JobStatus;
 class LayerErrorChart;
@@ -62,6 +64,7 @@ public:
     PlanEditor* planEditor() const { return m_plan; }
     TensorErrorView* tensorView() const { return m_tensorView; }
     RunCompareView* compareView() const { return m_compare; }
+    DistillPanel* distillPanel() const { return m_distill; }
     BudgetPlanner* budgetPlanner() const { return m_budget; }
     QuantRunModel* runs() const { return m_runs; }
     TensorReportModel* reports() const { return m_reports; }
@@ -86,6 +89,8 @@ public:
 Q_SIGNALS:
     void layerFinished(int layer);
     void quantizeFinished(bool ok, const QString& message);
+    // A distillation (the Distill view) ended; on success its run is in runs().
+    void distillFinished(bool ok, const QString& message);
     // Export of a run (issue 7 item 6) is provided elsewhere; the panel only asks for it.
     void exportRequested(std::shared_ptr<const QuantRun> run);
 
@@ -96,6 +101,8 @@ private:
     pipeline::QuantizeRequest buildRequest(int serial);
     void refreshEstimate(); // starts a background pre-flight; updateTotals shows it
     void updateTotals();
+    // A distilled run: a new id, shown as the current run and compared with its source.
+    void addDistilledRun(std::shared_ptr<QuantRun> run, std::shared_ptr<const QuantRun> source);
 
     JobRunner* m_runner;
     JobStatus* m_status;
@@ -111,6 +118,7 @@ private:
     LayerErrorChart* m_layerChart;
     TensorErrorView* m_tensorView;
     RunCompareView* m_compare;
+    DistillPanel* m_distill;
     BudgetPlanner* m_budget;
     QTabWidget* m_views;
     QLineEdit* m_calibText;
