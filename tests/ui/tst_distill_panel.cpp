@@ -6,6 +6,7 @@
 // weight-and-activation run (disabled button, the core's reason as tooltip). Screenshot at
 // 1280x800: ${QB_BINARY_DIR}/screenshots/quantize_distill.png (QB_SCREENSHOT_DIR overrides).
 
+#include "event_loop_probe.h"
 #include "charts/loss_chart.h"
 #include "models/quant_run_model.h"
 #include "widgets/job_status.h"
@@ -141,6 +142,7 @@ private Q_SLOTS:
         QCOMPARE(d->options().steps, 12);
         QCOMPARE(d->options().lr, 2e-3);
         QSignalSpy finished(d, &DistillPanel::distillFinished);
+        qbtest::EventLoopProbe probe;
         QTest::mouseClick(d->distillButton(), Qt::LeftButton);
         QVERIFY(w.jobStatus()->isBusy());
         QVERIFY(!d->distillButton()->isEnabled());
@@ -148,7 +150,8 @@ private Q_SLOTS:
         clock.start();
         QVERIFY(finished.wait(120000));
         QVERIFY2(finished.last().at(0).toBool(), qPrintable(finished.last().at(1).toString()));
-        qInfo("distill job: %lld ms", clock.elapsed());
+        qInfo("distill job: %lld ms; event loop blocked at most %.1f ms", clock.elapsed(), probe.maxBusyMs());
+        QVERIFY2(probe.maxBusyMs() < 50.0, qPrintable(QString::number(probe.maxBusyMs())));
         qInfo("%s", qPrintable(finished.last().at(1).toString()));
         QCOMPARE(d->chart()->lossSeries()->count(), 12);
         QCOMPARE(d->chart()->lrSeries()->count(), 12);
@@ -222,6 +225,9 @@ private Q_SLOTS:
         QVERIFY2(d->distillButton()->toolTip().contains(QStringLiteral("weight-and-activation plan")),
                  qPrintable(d->distillButton()->toolTip()));
         QVERIFY(!d->refusal().isEmpty());
+        clickTab(p->views()->tabBar(), p->views()->indexOf(d));
+        QTRY_VERIFY(d->findChild<QLabel*>(QStringLiteral("distillRefusal"))->isVisible());
+        screenshot(d, QStringLiteral("distill_refused"));
         d->startDistill(); // programmatic start: refused the same way, nothing runs
         QCOMPARE(finished.last().at(0).toBool(), false);
         QCOMPARE(finished.last().at(1).toString(), d->refusal());

@@ -66,10 +66,10 @@ void LossCurveChart::clear()
     updateRanges();
 }
 
-void LossCurveChart::setCurve(const QList<double>& loss, const QList<double>& lr, int steps, const QString& lossName)
+void LossCurveChart::setCurve(const QList<double>& loss, const QList<double>& lr, int steps, const QString& what)
 {
     m_steps = std::max(1, steps);
-    chart()->setTitle(tr("Training loss per step (%1)").arg(lossName));
+    chart()->setTitle(tr("Training loss per step (%1)").arg(what));
     QList<QPointF> lp, rp;
     lp.reserve(loss.size());
     rp.reserve(lr.size());
@@ -92,12 +92,14 @@ void LossCurveChart::setBaseline(double lossBefore)
 
 void LossCurveChart::updateRanges()
 {
-    // Whole steps on the axis: a 1-2-5 interval with at most 10 intervals, anchored at 0 (the
-    // interval first: a wide range with the old, small one would lay out one tick per step).
+    // The step axis grows with the curve (a long run stays readable from its first steps) up to
+    // the planned steps; whole steps, a 1-2-5 interval with at most 10 intervals, anchored at 0
+    // (the interval first: a wide range with the old, small one would lay out one tick per step).
+    const int span = std::max(1, std::min(m_steps, std::max(10, int(std::ceil(1.25 * double(m_loss->count()))))));
     double interval = 1;
     for (double decade = 1;; decade *= 10) {
         const double pick[] = {1 * decade, 2 * decade, 5 * decade};
-        const auto it = std::find_if(std::begin(pick), std::end(pick), [&](double v) { return m_steps / v <= 10; });
+        const auto it = std::find_if(std::begin(pick), std::end(pick), [&](double v) { return span / v <= 10; });
         if (it != std::end(pick)) {
             interval = *it;
             break;
@@ -106,7 +108,7 @@ void LossCurveChart::updateRanges()
     m_x->setTickType(QValueAxis::TicksDynamic);
     m_x->setTickAnchor(0);
     m_x->setTickInterval(interval);
-    m_x->setRange(0, std::max(1, m_steps));
+    m_x->setRange(0, span);
     double lo = std::numeric_limits<double>::infinity(), hi = -lo;
     for (const QPointF& p : m_loss->points()) {
         lo = std::min(lo, p.y());

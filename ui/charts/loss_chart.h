@@ -16,8 +16,9 @@ class LossCurveChart : public QChartView {
 public:
     explicit LossCurveChart(QWidget* parent = nullptr);
 
-    // The curve so far: loss[i] and lr[i] of step i (1-based on the axis), out of `steps`.
-    void setCurve(const QList<double>& loss, const QList<double>& lr, int steps, const QString& lossName);
+    // The curve so far: loss[i] and lr[i] of step i (1-based on the axis), out of `steps`; the
+    // step axis grows with the curve up to `steps`. `what` goes into the title (loss, run).
+    void setCurve(const QList<double>& loss, const QList<double>& lr, int steps, const QString& what);
     // The loss over every window before training (NaN: none shown).
     void setBaseline(double lossBefore);
     void clear();

@@ -261,7 +261,7 @@ void DistillPanel::onStep(int serial, const pipeline::DistillStepReport& report)
     if (!m_curveTimer->isActive()) m_curveTimer->start();
 }
 
-void DistillPanel::flushCurve() { m_chart->setCurve(m_curveLoss, m_curveLr, m_curveSteps, lossName()); }
+void DistillPanel::flushCurve() { m_chart->setCurve(m_curveLoss, m_curveLr, m_curveSteps, m_curveTitle); }
 
 void DistillPanel::startDistill()
 {
@@ -284,6 +284,7 @@ void DistillPanel::startDistill()
     m_curveLoss.clear();
     m_curveLr.clear();
     m_curveSteps = state->steps;
+    m_curveTitle = tr("%1, run %2").arg(lossName()).arg(source->id);
     for (int i = 0; i < int(state->losses.size()); ++i) {
         m_curveLoss.append(state->losses[std::size_t(i)]);
         m_curveLr.append(pipeline::distillLearningRate(o, i, state->steps));
@@ -329,11 +330,12 @@ void DistillPanel::startDistill()
                 const bool cancelled = outcome.error->code == ErrorCode::Cancelled;
                 if (!cancelled || !m_resume || m_resume->state->step == 0) m_resume.reset();
                 updateState();
-                const QString msg = cancelled ? (m_resume ? tr("cancelled at step %1 of %2 (Distill resumes there)")
-                                                                .arg(m_resume->state->step)
-                                                                .arg(m_resume->state->steps)
-                                                          : tr("cancelled"))
-                                              : QString::fromStdString(outcome.error->toString());
+                const QString msg =
+                    cancelled
+                        ? (m_resume
+                               ? tr("cancelled at step %1 of %2").arg(m_resume->state->step).arg(m_resume->state->steps)
+                               : tr("cancelled"))
+                        : QString::fromStdString(outcome.error->toString());
                 m_result->setText(cancelled
                                       ? tr("Distillation of run %1 %2; the run is unchanged.").arg(source->id).arg(msg)
                                       : tr("Distillation of run %1 failed: %2").arg(source->id).arg(msg));
@@ -377,7 +379,7 @@ void DistillPanel::startDistill()
                              .arg(pplBefore ? QString::number(*pplBefore, 'f', 3) : QStringLiteral("—"))
                              .arg(*run->perplexity, 0, 'f', 3);
             if (run->kl)
-                parts << tr("KL %1 → %2")
+                parts << tr("KL from the original %1 → %2")
                              .arg(klBefore ? QString::number(klBefore->mean, 'f', 4) : QStringLiteral("—"))
                              .arg(run->kl->mean, 0, 'f', 4);
             parts << tr("%1 steps, %2 tensors trained%3 in %4 s (%5 s with the evaluation)")

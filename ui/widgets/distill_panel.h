@@ -104,6 +104,7 @@ private:
     std::optional<Resume> m_resume;
     QList<double> m_curveLoss, m_curveLr;
     int m_curveSteps = 0;
+    QString m_curveTitle;
     QTimer* m_curveTimer;
 
     QComboBox* m_runCombo;
