@@ -512,6 +512,46 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
 
 // ---- distill a finished run ----------------------------------------------------------------------
 
+namespace {
+
+DistillPreflightInput distillPreflightInput(const DistillRunRequest& req, bool haveLayers, std::int64_t evalTokens)
+{
+    DistillPreflightInput in;
+    in.nsamples = req.calibration ? req.calibration->count : 0;
+    in.seqlen = req.calibration ? req.calibration->seqlen : 0;
+    in.steps = req.options.steps;
+    in.batch = req.options.batch;
+    in.evalTokens = evalTokens;
+    in.evalCtx = req.evalOptions.ctx;
+    in.evalBatch = req.evalOptions.batch;
+    in.klDivergence = evalTokens > 0 && req.klDivergence;
+    in.evaluateBefore = evalTokens > 0 && req.evaluateBefore;
+    in.loadTeacher = !haveLayers;
+    return in;
+}
+
+} // namespace
+
+Result<PreflightEstimate> preflightDistillRequest(const DistillRunRequest& req)
+{
+    if (!req.run) return makeError(ErrorCode::InvalidArgument, "distill: no run to distill");
+    QB_TRY_STATUS(checkDistillable(*req.run));
+    if (!req.calibration || req.calibration->count < 1)
+        return makeError(ErrorCode::InvalidArgument, "distill: the run has no calibration windows");
+    std::int64_t evalTokens = 0;
+    if (req.evalTextPath) {
+        QB_TRY_STATUS(checkRequest(req.checkpoint, "distill"));
+        QB_TRY(tok, io::loadCheckpointTokenizer(*req.checkpoint));
+        QB_TRY(text, readTextFile(*req.evalTextPath));
+        evalTokens = estimateEvalTokens(*tok, *text, req.evalOptions.ctx);
+    }
+    PreflightEstimate e = preflightDistill(req.run->model->config(), req.run->plan,
+                                           distillPreflightInput(req, req.base && layersLoaded(*req.base), evalTokens),
+                                           measureMachineRate(req.options.threads));
+    if (req.memoryLimitBytes) e.availableBytes = req.memoryLimitBytes;
+    return e;
+}
+
 Result<DistillRunOutcome> distillRun(const DistillRunRequest& req, RunContext* ctx)
 {
     const auto t0 = Clock::now();
@@ -545,6 +585,11 @@ Result<DistillRunOutcome> distillRun(const DistillRunRequest& req, RunContext* c
     }
     const bool kl = evalText && req.klDivergence;
     const CalibrationSet& calib = *req.calibration;
+    PreflightEstimate preflight = preflightDistill(cfg, run.plan, distillPreflightInput(req, haveLayers, evalTokens),
+                                                   measureMachineRate(req.options.threads));
+    if (req.memoryLimitBytes) preflight.availableBytes = req.memoryLimitBytes;
+    if (req.checkMemory && !preflight.fits())
+        return makeError(ErrorCode::OutOfMemory, "distill: " + preflight.refusal());
     const QuantizeWork work =
         estimateQuantizeWork(cfg, run.plan, 0, calib.seqlen, 0, evalTokens, req.evalOptions.ctx, false, kl);
     std::vector<PhaseWeight> list;

@@ -208,6 +208,10 @@ struct DistillRunRequest {
     // Optimiser state to resume (runDistill's): continued from when it holds steps of this run and
     // options, and left updated as steps complete, also when cancelled. Not shared while running.
     DistillState* state = nullptr;
+    // Refuse before any work when the memory it adds (preflightDistill) exceeds this many bytes
+    // (0: the memory available); checkMemory false: never refuse.
+    std::uint64_t memoryLimitBytes = 0;
+    bool checkMemory = true;
 };
 
 struct DistillRunOutcome {
@@ -220,10 +224,15 @@ struct DistillRunOutcome {
 
 // Phases: "reference" (loading the teacher's decoder layers, when the base has none), "distill",
 // then with evalTextPath "perplexity" (and "before" with evaluateBefore). Refuses before any work
-// what checkDistillable refuses, a run without calibration windows, or a base of another shape.
+// what checkDistillable refuses, a run without calibration windows, a base of another shape, or
+// more memory than there is (preflightDistill).
 // Memory: the teacher and the student in F32 plus distill.h's training state; the evaluation as
 // quantizeModel's. Cancel: ErrorCode::Cancelled, the run and the base untouched.
 Result<DistillRunOutcome> distillRun(const DistillRunRequest& request, RunContext* ctx = nullptr);
+
+// The distillation's estimate (time, the memory it adds) before it runs, as distillRun computes it
+// (eval tokens from the text's first 64 KiB); the window's estimate line.
+Result<PreflightEstimate> preflightDistillRequest(const DistillRunRequest& request);
 
 // ---- sensitivity of one tensor ------------------------------------------------------------------
 

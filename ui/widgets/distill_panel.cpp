@@ -10,10 +10,14 @@
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDoubleSpinBox>
+#include <QFutureWatcher>
+#include <QtConcurrent/QtConcurrentRun>
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QPushButton>
+#include <QScrollArea>
+#include <QScrollBar>
 #include <QSpinBox>
 #include <QTimer>
 #include <QVBoxLayout>
@@ -46,7 +50,8 @@ DistillPanel::DistillPanel(JobRunner* runner, JobStatus* status, QuantRunModel* 
       m_loss(new QComboBox), m_warmup(new QSpinBox), m_clip(new QDoubleSpinBox),
       m_gains(new QCheckBox(tr("Also train the RMSNorm gains"))),
       m_evalPpl(new QCheckBox(tr("Perplexity and KL after distilling"))), m_run(new QPushButton(tr("Distill"))),
-      m_scope(new QLabel), m_reason(new QLabel), m_result(new QLabel), m_chart(new LossCurveChart)
+      m_scope(new QLabel), m_reason(new QLabel), m_estimate(new QLabel), m_result(new QLabel),
+      m_chart(new LossCurveChart), m_estimateTimer(new QTimer(this))
 {
     setObjectName(QStringLiteral("distillPanel"));
     m_runCombo->setObjectName(QStringLiteral("distillRun"));
@@ -62,6 +67,8 @@ DistillPanel::DistillPanel(JobRunner* runner, JobStatus* status, QuantRunModel* 
     m_scope->setObjectName(QStringLiteral("distillScope"));
     m_reason->setObjectName(QStringLiteral("distillRefusal"));
     m_result->setObjectName(QStringLiteral("distillResult"));
+    m_estimate->setObjectName(QStringLiteral("distillEstimate"));
+    m_estimate->setWordWrap(true);
     m_chart->setObjectName(QStringLiteral("distillLossChart"));
 
     const pipeline::DistillOptions defaults;
@@ -124,18 +131,32 @@ DistillPanel::DistillPanel(JobRunner* runner, JobStatus* status, QuantRunModel* 
     left->addWidget(m_evalPpl);
     left->addWidget(m_scope);
     left->addWidget(m_reason);
+    left->addWidget(m_estimate);
     left->addWidget(m_run);
-    left->addWidget(m_result);
     left->addStretch(1);
     auto* layout = new QHBoxLayout(this);
     layout->setContentsMargins(4, 4, 4, 4);
-    layout->addWidget(settings);
-    layout->addWidget(m_chart, 1);
+    // The settings scroll when the window is short (a long list of frozen tensors, a refusal).
+    auto* scroll = new QScrollArea;
+    scroll->setObjectName(QStringLiteral("distillSettingsScroll"));
+    scroll->setWidget(settings);
+    scroll->setWidgetResizable(true);
+    scroll->setFrameShape(QFrame::NoFrame);
+    scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    scroll->setFixedWidth(settings->width() + scroll->verticalScrollBar()->sizeHint().width());
+    layout->addWidget(scroll);
+    auto* right = new QVBoxLayout;
+    right->addWidget(m_chart, 1);
+    right->addWidget(m_result);
+    layout->addLayout(right, 1);
 
     m_curveTimer->setSingleShot(true);
     m_curveTimer->setInterval(100); // about 10 chart refreshes a second, however fast the steps
     connect(m_curveTimer, &QTimer::timeout, this, &DistillPanel::flushCurve);
     connect(m_run, &QPushButton::clicked, this, &DistillPanel::startDistill);
+    m_estimateTimer->setSingleShot(true);
+    m_estimateTimer->setInterval(300); // debounces settings changes
+    connect(m_estimateTimer, &QTimer::timeout, this, &DistillPanel::refreshEstimate);
     connect(m_runCombo, &QComboBox::currentIndexChanged, this, &DistillPanel::updateState);
     for (QSpinBox* s : {m_steps, m_batch, m_warmup})
         connect(s, &QSpinBox::valueChanged, this, &DistillPanel::updateState);
@@ -247,9 +268,50 @@ void DistillPanel::updateState()
         resume ? tr("Resume distillation (step %1 of %2)").arg(m_resume->state->step).arg(m_resume->state->steps)
                : tr("Distill"));
     m_run->setEnabled(!m_busy && m_refusal.isEmpty());
+    if (!m_busy) m_estimateTimer->start();
     m_run->setToolTip(!m_refusal.isEmpty() ? m_refusal
                       : m_busy             ? tr("a distillation is running")
                                            : tr("Distil run %1 with these settings into a new run").arg(run->id));
+}
+
+pipeline::DistillRunRequest DistillPanel::buildRequest(const QuantRun& source) const
+{
+    pipeline::DistillRunRequest req;
+    req.checkpoint = m_checkpoint;
+    req.run = source.result;
+    req.calibration = source.calib;
+    req.base = source.base;
+    req.options = options();
+    if (const QString evalPath = defaultTextFile(m_checkpoint.get(), QStringLiteral("eval.txt"));
+        m_evalPpl->isChecked() && !evalPath.isEmpty()) {
+        req.evalTextPath = evalPath.toStdString();
+        req.evaluateBefore = !source.perplexity;
+    }
+    req.evalOptions.ctx = m_evalCtx;
+    return req;
+}
+
+void DistillPanel::refreshEstimate()
+{
+    const auto run = chosenRun();
+    const int serial = ++m_estimateSerial;
+    if (!run || !m_refusal.isEmpty()) {
+        m_estimate->clear();
+        return;
+    }
+    auto* watcher = new QFutureWatcher<QString>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher, serial] {
+        watcher->deleteLater();
+        if (serial == m_estimateSerial) m_estimate->setText(watcher->result()); // else: settings changed meanwhile
+    });
+    // The pre-flight reads the evaluation text and measures the machine once: off the GUI thread.
+    watcher->setFuture(QtConcurrent::run([req = buildRequest(*run)]() -> QString {
+        auto e = pipeline::preflightDistillRequest(req);
+        if (!e) return QString();
+        QString s = QObject::tr("Estimate: %1").arg(QString::fromStdString(e->summary()));
+        if (!e->fits()) s += QObject::tr(" — too large: %1").arg(QString::fromStdString(e->refusal()));
+        return s;
+    }));
 }
 
 void DistillPanel::onStep(int serial, const pipeline::DistillStepReport& report)
@@ -293,23 +355,12 @@ void DistillPanel::startDistill()
     flushCurve();
     m_result->clear();
 
-    pipeline::DistillRunRequest req;
-    req.checkpoint = m_checkpoint;
-    req.run = source->result;
-    req.calibration = source->calib;
-    req.base = source->base;
-    req.options = o;
+    pipeline::DistillRunRequest req = buildRequest(*source);
     // Each step's loss crosses to the GUI thread by a queued call (this panel outlives the job:
     // the runner, created before it, cancels and waits first).
     req.options.onStep = [this, serial](const pipeline::DistillStepReport& r) {
         QMetaObject::invokeMethod(this, [this, serial, r] { onStep(serial, r); }, Qt::QueuedConnection);
     };
-    if (const QString evalPath = defaultTextFile(m_checkpoint.get(), QStringLiteral("eval.txt"));
-        m_evalPpl->isChecked() && !evalPath.isEmpty()) {
-        req.evalTextPath = evalPath.toStdString();
-        req.evaluateBefore = !source->perplexity;
-    }
-    req.evalOptions.ctx = m_evalCtx;
 
     m_busy = true;
     updateState();
@@ -389,8 +440,9 @@ void DistillPanel::startDistill()
                          .arg(d.distill.seconds, 0, 'f', 2)
                          .arg(d.seconds, 0, 'f', 2);
             const QString msg = tr("run %1 from run %2: %3").arg(run->id).arg(source->id).arg(parts.join(tr(" · ")));
-            m_result->setText(tr("Run %1 (from run %2):\n").arg(run->id).arg(source->id) +
-                              parts.join(QLatin1Char('\n')));
+            const QString timing = parts.takeLast();
+            m_result->setText(tr("Run %1 (from run %2): ").arg(run->id).arg(source->id) + parts.join(tr(" · ")) +
+                              QLatin1Char('\n') + timing);
             updateState();
             Q_EMIT distillFinished(true, msg);
         });

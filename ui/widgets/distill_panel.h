@@ -17,6 +17,7 @@
 
 #include "io/checkpoint.h"
 #include "pipeline/distill.h"
+#include "pipeline/workflows.h"
 
 #include <QWidget>
 
@@ -73,6 +74,7 @@ public:
     LossCurveChart* chart() const { return m_chart; }
     QLabel* scopeLabel() const { return m_scope; }
     QLabel* resultLabel() const { return m_result; }
+    QLabel* estimateLabel() const { return m_estimate; }
 
 Q_SIGNALS:
     void distillFinished(bool ok, const QString& message);
@@ -82,6 +84,9 @@ private:
     void refreshRuns();
     void updateState(); // refusal, scope text, button text
     void onStep(int serial, const pipeline::DistillStepReport& report);
+    // The request for `source` with the current settings (no onStep).
+    pipeline::DistillRunRequest buildRequest(const QuantRun& source) const;
+    void refreshEstimate(); // a background pre-flight (time, memory) of the current settings
     void flushCurve();
     QString lossName() const;
 
@@ -119,8 +124,11 @@ private:
     QPushButton* m_run;
     QLabel* m_scope;
     QLabel* m_reason;
+    QLabel* m_estimate;
     QLabel* m_result;
     LossCurveChart* m_chart;
+    QTimer* m_estimateTimer;
+    int m_estimateSerial = 0;
 };
 
 } // namespace qb::ui
