@@ -325,6 +325,16 @@ private Q_SLOTS:
         req.evalTextPath = dir.filePath(QStringLiteral("eval.txt")).toStdString();
         req.evalOptions.ctx = 128;
         req.evaluateBefore = true;
+        // The pre-flight: time and the memory it adds; refused before any work when it does not fit.
+        auto pre = pipeline::preflightDistillRequest(req);
+        QVERIFY2(pre.ok(), pre.ok() ? "" : pre.error().toString().c_str());
+        QVERIFY(pre->seconds > 0 && pre->peakBytes > 0);
+        req.memoryLimitBytes = pre->peakBytes - 1;
+        auto tooLarge = pipeline::distillRun(req);
+        QVERIFY(!tooLarge.ok());
+        QCOMPARE(tooLarge.error().code, ErrorCode::OutOfMemory);
+        QVERIFY2(tooLarge.error().message.rfind("distill: ", 0) == 0, tooLarge.error().message.c_str());
+        req.memoryLimitBytes = 0;
         int steps = 0;
         req.options.onStep = [&](const pipeline::DistillStepReport& r) {
             QCOMPARE(r.step, steps);
