@@ -23,6 +23,7 @@
 #include "pipeline/perplexity_job.h"
 #include "pipeline/quant_plan.h"
 #include "pipeline/quantize_job.h"
+#include "pipeline/ruquant.h"
 #include "quant/cmpq.h"
 #include "quant/gptq.h"
 
@@ -616,7 +617,7 @@ int runBench(const std::vector<std::string>& argv)
                              "bits",     "group",    "repeat",           "gptq-synthetic",
                              "cmpq",     "python",   "reference-script", "reference-blas",
                              "save-ids", "abits",    "kvbits",           "rotate",
-                             "hadamard", "rows"},
+                             "hadamard", "rows",     "ruquant-epochs",   "ruquant-block"},
                       {"json", "quantize", "no-act-order", "reference", "distill"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
@@ -669,13 +670,40 @@ int runBench(const std::vector<std::string>& argv)
         const std::string rot = args.value("rotate", "none");
         if (rot == "hadamard") a.rotate = pipeline::PlanRotation::Hadamard;
         else if (rot == "residual") a.rotate = pipeline::PlanRotation::Residual;
-        else if (rot != "none") return cli::fail(cmd, "--rotate must be none, residual or hadamard", 2);
+        else if (rot == "ruquant") a.rotate = pipeline::PlanRotation::Ruquant;
+        else if (rot != "none") return cli::fail(cmd, "--rotate must be none, residual, hadamard or ruquant", 2);
         a.hasTransform = a.rotate != pipeline::PlanRotation::None;
+        a.ruquant.finetuneEpochs = int(args.intValue("ruquant-epochs", 0, 0, 1000));
+        a.ruquant.blockSize = int(args.intValue("ruquant-block", 128, 2, 4096));
         if (!args.ok()) return cli::fail(cmd, args.error(), 2);
-        pipeline::CalibrationSet none; // rotations need no calibration
-        auto prepared = pipeline::prepareActivationModel(*m, a, none, batch);
-        if (!prepared) return cli::fail(cmd, prepared.error().toString());
-        auto q = std::make_shared<model::Model>(**prepared);
+        std::shared_ptr<const model::Model> prepared = *m;
+        if (a.rotate == pipeline::PlanRotation::Ruquant) {
+            // RUQuant calibrates on the bench windows (construction cost does not depend on the
+            // ids); its cost against the FP pass over the same windows (one calibration pass).
+            pipeline::CalibrationSet calib;
+            calib.seqlen = ctx;
+            calib.count = windows;
+            calib.ids = ids;
+            const pipeline::RuquantOptions ro = pipeline::ruquantOptionsFromPlan(
+                a, {a.defaults.bits.value_or(0), a.defaults.bits.value_or(8) <= 4 ? 0.8 : 1.0});
+            auto rq = pipeline::ruquantModel(**m, calib, ro, batch);
+            if (!rq) return cli::fail(cmd, rq.error().toString());
+            const double build = rq->seconds - rq->finetuneSeconds;
+            const int layers = (*m)->numLayers();
+            std::printf("RUQuant construction: %.3f s for %d layers (%.3f s per layer) = %.2f x the FP pass over the "
+                        "same %d windows\n",
+                        build, layers, build / layers, build / r->seconds, windows);
+            if (rq->finetuneSeconds > 0)
+                std::printf("RUQuant fine-tuning: %.3f s for %d epochs (%.3f s per layer)\n", rq->finetuneSeconds,
+                            a.ruquant.finetuneEpochs, rq->finetuneSeconds / layers);
+            prepared = rq->model;
+        } else {
+            pipeline::CalibrationSet none; // rotations need no calibration
+            auto p = pipeline::prepareActivationModel(*m, a, none, batch);
+            if (!p) return cli::fail(cmd, p.error().toString());
+            prepared = *p;
+        }
+        auto q = std::make_shared<model::Model>(*prepared);
         if (Status st = pipeline::installActivationQuantizers(*q, a, nullptr, batch); !st.ok())
             return cli::fail(cmd, st.error().toString());
         if (auto warm = eval::evaluatePerplexity(*q, one, po); !warm) return cli::fail(cmd, warm.error().toString());
@@ -725,7 +753,8 @@ int runBench(const std::vector<std::string>& argv)
 
 QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization stage timings (--quantize)",
                "Usage: quantbench-cli bench MODEL [--ctx 256] [--threads N] [--windows N] [--batch N] [--json]\n"
-               "         [--abits A] [--kvbits B] [--rotate residual|hadamard]\n"
+               "         [--abits A] [--kvbits B] [--rotate residual|hadamard|ruquant [--ruquant-epochs N]\n"
+               "          [--ruquant-block B]]\n"
                "       quantbench-cli bench MODEL --quantize [--calib FILE] [--nsamples 128] [--seqlen 256]\n"
                "         [--methods rtn,gptq,neuqi] [--bits 3] [--group 128] [--threads N] [--repeat 1] [--json]\n"
                "       quantbench-cli bench MODEL --quantize --reference [--reference-blas DIR] [--python PATH]\n"
@@ -757,8 +786,10 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "  --threads N  OpenMP/Eigen threads (default: all)\n"
                "  --windows N  windows to time after one warm-up window (default 4)\n"
                "  --batch N    windows per forward pass (default 4)\n"
-               "  --abits A, --kvbits B, --rotate residual|hadamard   time the same windows again with\n"
-               "               activation/KV fake-quantization (and QuaRot's online Hadamards) and print the\n"
-               "               ratio to the F32 pass (fastest of --repeat alternating passes, default 3)\n"
+               "  --abits A, --kvbits B, --rotate residual|hadamard|ruquant   time the same windows again\n"
+               "               with activation/KV fake-quantization (and the online transforms) and print the\n"
+               "               ratio to the F32 pass (fastest of --repeat alternating passes, default 3);\n"
+               "               ruquant also times its construction on the windows against the F32 pass over\n"
+               "               them (one calibration pass), and with --ruquant-epochs N its fine-tuning\n"
                "  --json       machine-readable output\n",
                &runBench);

@@ -1,6 +1,7 @@
 // quantbench-cli lab: the transform lab (pipeline/transform_lab.h) for one linear input: per stage
-// (original, smoothed, Hadamard, smoothed + Hadamard) how outlier-heavy the activations are and
-// what a given activation quantizer costs on them, as a table or JSON.
+// (original, smoothed, Hadamard, smoothed + Hadamard, with --ruquant RUQuant's stages) how
+// outlier-heavy the activations are, what a given activation quantizer costs on them and how
+// uniform the data is inside the quantizer's cells, as a table or JSON.
 
 #include "cli/cli_args.h"
 #include "cli/cli_command.h"
@@ -37,8 +38,8 @@ int runLabCmd(const std::vector<std::string>& argv)
     const char* cmd = "lab";
     cli::CliArgs args(argv,
                       {"calib", "layer", "input", "smooth", "abits", "clip", "nsamples", "seqlen", "seed", "tokens",
-                       "bins", "threads", "wbits"},
-                      {"json", "sym", "no-hadamard", "channels"});
+                       "bins", "threads", "wbits", "ruquant-block", "cell-channel", "cell-bins"},
+                      {"json", "sym", "no-hadamard", "channels", "ruquant"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto calib = args.value("calib");
@@ -61,6 +62,11 @@ int runLabCmd(const std::vector<std::string>& argv)
     req.options.quant.clip = float(args.doubleValue("clip", 1.0));
     req.options.quant.sym = args.has("sym");
     req.options.weightBits = int(args.intValue("wbits", 0, 0, 8));
+    req.ruquant = args.has("ruquant");
+    req.ruquantOptions.blockSize = int(args.intValue("ruquant-block", 128, 2, 1 << 20));
+    req.ruquantOptions.seed = req.seed;
+    req.options.cellChannel = int(args.intValue("cell-channel", -1, -1, 1 << 24));
+    req.options.cellBins = int(args.intValue("cell-bins", 20, 2, 1 << 16));
     const int threads = int(args.intValue("threads", 0, 0, 4096));
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (req.options.quant.bits == 1) return cli::fail(cmd, "--abits must be 0 (off) or 2..8", 2);
@@ -68,6 +74,9 @@ int runLabCmd(const std::vector<std::string>& argv)
     if (!(req.smoothAlpha >= 0 && req.smoothAlpha <= 1)) return cli::fail(cmd, "--smooth must be in [0, 1]", 2);
     if (!(req.options.quant.clip > 0 && req.options.quant.clip <= 1))
         return cli::fail(cmd, "--clip must be in (0, 1]", 2);
+    if (args.has("ruquant-block") && !req.ruquant) return cli::fail(cmd, "--ruquant-block needs --ruquant", 2);
+    if (req.options.cellChannel >= 0 && req.options.quant.bits == 0)
+        return cli::fail(cmd, "--cell-channel needs the activation quantizer (--abits 2..8)", 2);
     if (threads > 0) model::setNumThreads(threads);
     const bool json = args.has("json");
 
@@ -95,6 +104,24 @@ int runLabCmd(const std::vector<std::string>& argv)
     for (const auto& s : r->stages)
         std::printf("%s %10.2f %9.2f %9.2f %10.4g %12.4g %10.4f\n", padded(s.label, 30).c_str(), s.channelRatio,
                     s.moments.kurtosis, s.tokens.kurtosisMean, s.tokens.maxAbsMedian, s.quantError, s.outputError);
+    if (r->quant.bits > 0) {
+        // Within-cell: how far reconstructing at the cells' centroids (Lloyd-Max) would beat their
+        // midpoints (the uniform quantizer), in cell units.
+        const bool one = r->cellChannel >= 0;
+        std::printf("\nwithin-cell (position u in [0, 1) inside the A%d cells; MSE midpoint / MSE centroid, mean "
+                    "|centroid - midpoint|)\n",
+                    r->quant.bits);
+        std::printf("%-30s %12s %10s", "stage", "all: ratio", "|offset|");
+        if (one) std::printf("   channel %-5d %8s %10s %8s", r->cellChannel, "ratio", "|offset|", "clipped");
+        std::printf("\n");
+        for (const auto& s : r->stages) {
+            std::printf("%s %12.4f %10.4f", padded(s.label, 30).c_str(), s.cells.mseRatio, s.cells.meanAbsOffset);
+            if (one)
+                std::printf("   %13s %8.4f %10.4f %8lld", "", s.channelCells.mseRatio, s.channelCells.meanAbsOffset,
+                            (long long)s.channelCells.clipped);
+            std::printf("\n");
+        }
+    }
     for (const auto& s : r->stages)
         if (!s.transform.empty())
             std::printf("  %s: %s (channels are rotated coordinates)\n", s.label.c_str(), s.transform.c_str());
@@ -109,6 +136,7 @@ QB_CLI_COMMAND("lab", "transform lab: outliers and activation quantization error
                "Usage: quantbench-cli lab MODEL --calib FILE [--layer 0] [--input qkv|o|gate_up|down]\n"
                "         [--smooth 0.6] [--abits 4] [--clip 1.0] [--sym] [--wbits 0] [--no-hadamard] [--nsamples 32]\n"
                "         [--seqlen 256] [--seed 0] [--tokens 4096] [--bins 128] [--threads N] [--json [--channels]]\n"
+               "         [--ruquant [--ruquant-block 128]] [--cell-channel J] [--cell-bins 20]\n"
                "  Captures the input of one linear group (q/k/v, o, gate/up or down of decoder layer --layer)\n"
                "  over the calibration windows (at most --tokens rows, evenly spaced) and, per stage -- original,\n"
                "  smoothed (SmoothQuant, exponent --smooth), randomized Hadamard (--seed), smoothed + Hadamard --\n"
@@ -117,5 +145,13 @@ QB_CLI_COMMAND("lab", "transform lab: outliers and activation quantization error
                "  (--abits per token; 0: off), and the output error ||X W^T - Q(X_t) W_t^T|| / ||X W^T|| of the\n"
                "  group's weights transformed to match (--wbits B: and fake-quantized per output channel, RTN\n"
                "  asymmetric, so the number is WxAy). --json prints it as JSON; --channels adds the\n"
-               "  per-channel arrays and histograms (common range hist_range).\n",
+               "  per-channel arrays and histograms (common range hist_range).\n"
+               "  --ruquant adds RUQuant's stages (stage 1, zig-zag, stage 1 again, global Householder; each\n"
+               "  cumulative, block size --ruquant-block, seed --seed), fitted on the captured input's mean per\n"
+               "  position after smoothing with --smooth (the lab's capture is the FP forward pass).\n"
+               "  Within-cell (with --abits): where the values sit inside the per-token quantizer's cells,\n"
+               "  per stage pooled over every channel and, with --cell-channel J, for channel J (a rotated\n"
+               "  coordinate in rotated stages): the MSE of reconstructing at the cells' midpoints over the\n"
+               "  MSE at their centroids (1: uniform inside the cells) and the mean |centroid - midpoint| in\n"
+               "  cell units; --json adds the position histograms (--cell-bins) and per-level offsets.\n",
                &runLabCmd);

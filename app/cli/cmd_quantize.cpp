@@ -82,9 +82,29 @@ std::string applyActivationFlags(qb::cli::CliArgs& args, qb::pipeline::Activatio
         if (*r == "none") a.rotate = pipeline::PlanRotation::None;
         else if (*r == "residual") a.rotate = pipeline::PlanRotation::Residual;
         else if (*r == "hadamard") a.rotate = pipeline::PlanRotation::Hadamard;
-        else return "--rotate must be none, residual or hadamard";
+        else if (*r == "ruquant") a.rotate = pipeline::PlanRotation::Ruquant;
+        else return "--rotate must be none, residual, hadamard or ruquant";
         a.hasTransform = true;
     }
+    // RUQuant's construction and fine-tuning (with --method ruquant or --rotate ruquant).
+    const bool ruquantFlags = args.has("ruquant-finetune") || args.has("ruquant-epochs") || args.has("ruquant-lr") ||
+                              args.has("ruquant-block") || args.has("repo-givens");
+    if (ruquantFlags && a.rotate != pipeline::PlanRotation::Ruquant)
+        return "--ruquant-* and --repo-givens go with --method ruquant or --rotate ruquant";
+    if (args.has("ruquant-finetune") || args.has("ruquant-epochs"))
+        a.ruquant.finetuneEpochs = int(args.intValue("ruquant-epochs", 20, 1, 1000));
+    if (args.has("ruquant-lr")) {
+        const double lr = args.doubleValue("ruquant-lr", 1e-2);
+        if (!(lr > 0 && lr <= 1)) return "--ruquant-lr must be in (0, 1]";
+        a.ruquant.finetuneLr = lr;
+    }
+    if (args.has("ruquant-block")) {
+        const int b = int(args.intValue("ruquant-block", 128, 2, 4096));
+        if (b % 2) return "--ruquant-block must be even";
+        a.ruquant.blockSize = b;
+    }
+    if (args.has("repo-givens")) a.ruquant.repoGivens = true;
+    if (!args.ok()) return args.error();
     if (args.has("rotate-seed")) {
         a.seed = std::uint64_t(args.intValue("rotate-seed", 0, 0, (1LL << 62)));
         a.hasTransform = true;
@@ -96,14 +116,16 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "quantize";
-    cli::CliArgs args(argv, {"calib",         "nsamples",   "seqlen",        "seed",         "plan",      "method",
-                             "bits",          "group",      "eval",          "ctx",          "score",     "threads",
-                             "batch",         "save-plan",  "out",           "format",       "gguf-type", "target",
-                             "embed-type",    "head-type",  "imatrix",       "memory-limit", "abits",     "kvbits",
-                             "qbits",         "aclip",      "agranularity",  "smooth",       "rotate",    "rotate-seed",
-                             "distill-steps", "distill-lr", "distill-batch", "distill-loss"},
+    cli::CliArgs args(argv,
+                      {"calib",         "nsamples",   "seqlen",        "seed",         "plan",           "method",
+                       "bits",          "group",      "eval",          "ctx",          "score",          "threads",
+                       "batch",         "save-plan",  "out",           "format",       "gguf-type",      "target",
+                       "embed-type",    "head-type",  "imatrix",       "memory-limit", "abits",          "kvbits",
+                       "qbits",         "aclip",      "agranularity",  "smooth",       "rotate",         "rotate-seed",
+                       "distill-steps", "distill-lr", "distill-batch", "distill-loss", "ruquant-epochs", "ruquant-lr",
+                       "ruquant-block", "wclip"},
                       {"sym", "act-order", "json", "round-grids", "no-kl", "dry-run", "a-sym", "astatic", "distill",
-                       "distill-gains"});
+                       "distill-gains", "ruquant-finetune", "repo-givens"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto calibPath = args.value("calib");
@@ -142,6 +164,16 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         auto p = pipeline::loadQuantPlan(*args.value("plan"));
         if (!p) return cli::fail(cmd, "bad plan: " + p.error().toString(), 2);
         plan = std::move(*p);
+    } else if (args.value("method") && *args.value("method") == "ruquant") {
+        // RUQuant's setting as a preset plan (RTN weights with clipping, activations, K/V, smoothing,
+        // RUQuant transforms); --abits defaults to --bits, other activation flags override it.
+        for (const char* k : {"group", "sym", "act-order", "target"})
+            if (args.has(k))
+                return cli::fail(cmd, std::string("--method ruquant fixes its weight grid; drop --") + k, 2);
+        const int bits = int(args.intValue("bits", 4, quant::kMinBits, quant::kMaxBits));
+        const int abits = int(args.intValue("abits", bits, 2, 8));
+        if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+        plan = pipeline::ruquantPresetPlan(bits, abits);
     } else {
         if (!args.has("method"))
             return cli::fail(cmd,
@@ -208,6 +240,11 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
             *slot = *parsed;
         }
     if (const std::string e = applyActivationFlags(args, plan.activation); !e.empty()) return cli::fail(cmd, e, 2);
+    if (args.has("wclip")) {
+        const double c = args.doubleValue("wclip", 1.0);
+        if (!args.ok() || !(c > 0 && c <= 1)) return cli::fail(cmd, "--wclip must be in (0, 1]", 2);
+        plan.defaults.clip = c;
+    }
     if (auto save = args.value("save-plan")) {
         Status st = pipeline::saveQuantPlan(plan, *save);
         if (!st.ok()) return cli::fail(cmd, st.error().toString());
@@ -296,7 +333,8 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
                   q->perplexity ? std::optional(q->perplexity->perplexity) : std::nullopt,
                   q->seconds,
                   req.calibration.toJson(),
-                  q->kl};
+                  q->kl,
+                  pipeline::defaultRunName(*q->result)};
         ex.target.out = *args.value("out");
         ex.target.format = *exportFormat;
         ex.target.ggufType = args.value("gguf-type", "auto");
@@ -355,12 +393,14 @@ QB_CLI_COMMAND(
     "quantize", "quantize a model layer by layer (RTN, GPTQ, NeUQI, CMPQ (reconstruction)) with a plan",
     "Usage: quantbench-cli quantize MODEL --calib FILE [--nsamples 128] [--seqlen 2048] [--seed 0]\n"
     "         (--plan PLAN.json | --method rtn|gptq|neuqi|cmpq (--bits B [--group G] [--sym] | --target T)\n"
-    "          [--act-order]) [--embed-type T] [--head-type T]\n"
+    "          [--act-order] [--wclip C] | --method ruquant --bits B --abits A [--ruquant-finetune [--ruquant-epochs "
+    "N]\n"
+    "          [--ruquant-lr X]] [--ruquant-block B] [--repo-givens]) [--embed-type T] [--head-type T]\n"
     "         [--eval FILE --ctx N --score all|second-half [--no-kl]] [--batch N] [--threads N]\n"
     "         [--imatrix FILE] [--save-plan FILE] [--json] [--dry-run] [--memory-limit SIZE]\n"
     "         [--out PATH --format gguf|gptq|safetensors|qbproj [--gguf-type auto|q4_0|...] [--round-grids]]\n"
     "         [--abits A [--aclip C] [--a-sym] [--astatic] [--agranularity token|tensor]] [--kvbits B]\n"
-    "         [--qbits B] [--smooth ALPHA] [--rotate none|residual|hadamard [--rotate-seed S]]\n"
+    "         [--qbits B] [--smooth ALPHA] [--rotate none|residual|hadamard|ruquant [--rotate-seed S]]\n"
     "         [--distill [--distill-steps N] [--distill-lr X] [--distill-batch N] [--distill-loss kl|mse]\n"
     "          [--distill-gains]]\n"
     "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded); the\n"
@@ -376,6 +416,7 @@ QB_CLI_COMMAND(
     "                 fractions. Its knobs (levels, score, kmeans, act_outliers, quant_outliers,\n"
     "                 error_feedback, bits_scope) are plan keys\n"
     "  --sym          symmetric grid (rtn, gptq);  --act-order: GPTQ act-order (on for neuqi)\n"
+    "  --wclip C      rtn/gptq: the Min-Max weight range times C in (0, 1] (plan key \"clip\")\n"
     "  --target T     storage target: solve inside a GGUF block type (gguf:Q4_K, Q5_K, Q6_K, Q3_K, Q2_K,\n"
     "                 Q8_0, Q5_1, Q5_0, Q4_1, Q4_0), so the GGUF export is exact; it implies bits, group\n"
     "                 and symmetry (an agreeing --bits is accepted). gguf:F16/BF16/F32 keep the linears\n"
@@ -408,7 +449,16 @@ QB_CLI_COMMAND(
     "                 and v/up_proj (online for the o_proj input under GQA); 0.6 is usual\n"
     "  --rotate R     residual: a randomized Hadamard rotation of the residual stream folded into\n"
     "                 every weight (norm gains fused first); hadamard: also QuaRot's online Hadamards\n"
-    "                 on the o_proj and down_proj inputs and per head on q/k (not storable in GGUF)\n"
+    "                 on the o_proj and down_proj inputs and per head on q/k (not storable in GGUF);\n"
+    "                 ruquant: RUQuant's data-driven transforms per layer and input (online)\n"
+    "  --method ruquant  RUQuant (W4A4, W6A6): RTN weights per channel (range x0.8 at <= 4 bits),\n"
+    "                 activations per token at --abits (default --bits; clip 0.9 at <= 4 bits), Q/K/V\n"
+    "                 per (head, token) at --abits, SmoothQuant 0.6, then per layer and input greedy\n"
+    "                 block rotations (Householder + Givens, B 128), zig-zag permutation and a global\n"
+    "                 Householder reflection; --ruquant-finetune trains each reflection (AdamW,\n"
+    "                 --ruquant-epochs 20, --ruquant-lr 0.01) on the layer output error; --ruquant-block\n"
+    "                 sets B (even; the largest even divisor of a width not above it is used);\n"
+    "                 --repo-givens reproduces the public code's mirrored Givens rotations\n"
     "  --out PATH     export the result: gguf (grids stored exactly, --gguf-type forces a type),\n"
     "                 gptq (HF GPTQ directory; --round-grids rounds what GPTQ cannot hold instead of\n"
     "                 refusing), safetensors (fake-quantized HF directory), qbproj (project file)\n"

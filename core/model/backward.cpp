@@ -293,21 +293,29 @@ namespace {
 // a backward step does not need.
 template <typename S>
 void layerForwardInto(const ModelConfig& cfg, const LayerParams<S>& p, int layer,
-                      const Eigen::Ref<const MatrixRT<S>>& in, int T, MatrixRT<S>* out, LayerCache<S>& c)
+                      const Eigen::Ref<const MatrixRT<S>>& in, int T, MatrixRT<S>* out, LayerCache<S>& c,
+                      const LayerHooks<S>* hooks)
 {
+    auto hookInput = [&](LinearKind k, MatrixRT<S>& x) {
+        if (hooks && hooks->input) hooks->input(k, x);
+    };
     const AttentionShape a = attentionShape(cfg, layer, in.rows(), T);
     const double eps = cfg.rmsNormEps;
     rmsNormForward<S>(in, p.inputNorm, eps, c.xn1, c.r1);
+    hookInput(LinearKind::Qkv, c.xn1);
     linearForward<S>(c.xn1, p.w(Linear::Q), p.b(Linear::Q), c.q);
     linearForward<S>(c.xn1, p.w(Linear::K), p.b(Linear::K), c.k);
     linearForward<S>(c.xn1, p.w(Linear::V), p.b(Linear::V), c.v);
     ropeTables<S>(cfg, T, c);
     rope<S>(c.q, a.H, a.d, T, c, S(1));
     rope<S>(c.k, a.Hkv, a.d, T, c, S(1));
+    if (hooks && hooks->qkv) hooks->qkv(c.q, c.k, c.v);
     attentionForward<S>(a, c);
+    hookInput(LinearKind::O, c.attn);
     linearForward<S>(c.attn, p.w(Linear::O), p.b(Linear::O), c.h1);
     c.h1 += in;
     rmsNormForward<S>(c.h1, p.postNorm, eps, c.xn2, c.r2);
+    hookInput(LinearKind::GateUp, c.xn2);
     linearForward<S>(c.xn2, p.w(Linear::Gate), p.b(Linear::Gate), c.gate);
     linearForward<S>(c.xn2, p.w(Linear::Up), p.b(Linear::Up), c.up);
     c.act.resize(c.gate.rows(), c.gate.cols());
@@ -316,6 +324,7 @@ void layerForwardInto(const ModelConfig& cfg, const LayerParams<S>& p, int layer
     for (Eigen::Index r = 0; r < n; ++r)
         for (Eigen::Index j = 0; j < I; ++j)
             c.act(r, j) = silu(c.gate(r, j)) * c.up(r, j);
+    hookInput(LinearKind::Down, c.act);
     if (!out) return;
     linearForward<S>(c.act, p.w(Linear::Down), p.b(Linear::Down), *out);
     *out += c.h1;
@@ -325,13 +334,17 @@ void layerForwardInto(const ModelConfig& cfg, const LayerParams<S>& p, int layer
 template <typename S>
 void layerBackwardCached(const ModelConfig& cfg, const LayerParams<S>& p, int layer,
                          const Eigen::Ref<const MatrixRT<S>>& in, int T, const MatrixRT<S>& dOut, MatrixRT<S>& dIn,
-                         LayerGrads<S>& g, LayerCache<S>& c)
+                         LayerGrads<S>& g, LayerCache<S>& c, const LayerHooks<S>* hooks)
 {
     const AttentionShape a = attentionShape(cfg, layer, in.rows(), T);
+    auto hookBack = [&](LinearKind k, MatrixRT<S>& dx) {
+        if (hooks && hooks->inputBackward) hooks->inputBackward(k, dx);
+    };
     auto gw = [&](Linear l) -> MatrixRT<S>& { return g.weight[std::size_t(l)]; };
 
     // MLP: out = h1 + down(act), act = silu(gate) ⊙ up.
     linearBackward<S>(c.act, p.w(Linear::Down), dOut, c.dA, false, gw(Linear::Down));
+    hookBack(LinearKind::Down, c.dA);
     const Eigen::Index n = c.gate.rows(), I = c.gate.cols();
     c.dB.resize(n, I); // dGate
 #pragma omp parallel for schedule(static)
@@ -344,18 +357,22 @@ void layerBackwardCached(const ModelConfig& cfg, const LayerParams<S>& p, int la
         }
     linearBackward<S>(c.xn2, p.w(Linear::Gate), c.dB, c.dC, false, gw(Linear::Gate));
     linearBackward<S>(c.xn2, p.w(Linear::Up), c.dA, c.dC, true, gw(Linear::Up));
+    hookBack(LinearKind::GateUp, c.dC);
     // dh1 = dOut + norm backward of dXn2 (c.dC).
     MatrixRT<S> dh1 = dOut;
     rmsNormBackward<S>(c.h1, p.postNorm, c.r2, c.dC, dh1, true, g.gains ? &g.postNorm : nullptr);
 
     // Attention: h1 = in + o(attn).
     linearBackward<S>(c.attn, p.w(Linear::O), dh1, c.dA, false, gw(Linear::O));
+    hookBack(LinearKind::O, c.dA);
     attentionBackward<S>(a, c);
+    if (hooks && hooks->qkvBackward) hooks->qkvBackward(c.dq, c.dk, c.dv);
     rope<S>(c.dq, a.H, a.d, T, c, S(-1));
     rope<S>(c.dk, a.Hkv, a.d, T, c, S(-1));
     linearBackward<S>(c.xn1, p.w(Linear::Q), c.dq, c.dC, false, gw(Linear::Q));
     linearBackward<S>(c.xn1, p.w(Linear::K), c.dk, c.dC, true, gw(Linear::K));
     linearBackward<S>(c.xn1, p.w(Linear::V), c.dv, c.dC, true, gw(Linear::V));
+    hookBack(LinearKind::Qkv, c.dC);
     rmsNormBackward<S>(in, p.inputNorm, c.r1, c.dC, dh1, true, g.gains ? &g.inputNorm : nullptr);
     dIn = std::move(dh1);
 }
@@ -364,17 +381,18 @@ void layerBackwardCached(const ModelConfig& cfg, const LayerParams<S>& p, int la
 
 template <typename S>
 void layerForward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, const Eigen::Ref<const MatrixRT<S>>& in,
-                  int T, MatrixRT<S>& out, LayerCache<S>& c)
+                  int T, MatrixRT<S>& out, LayerCache<S>& c, const LayerHooks<S>* hooks)
 {
-    layerForwardInto<S>(cfg, p, layer, in, T, &out, c);
+    layerForwardInto<S>(cfg, p, layer, in, T, &out, c, hooks);
 }
 
 template <typename S>
 void layerBackward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, const Eigen::Ref<const MatrixRT<S>>& in,
-                   int T, const MatrixRT<S>& dOut, MatrixRT<S>& dIn, LayerGrads<S>& g, LayerCache<S>& c)
+                   int T, const MatrixRT<S>& dOut, MatrixRT<S>& dIn, LayerGrads<S>& g, LayerCache<S>& c,
+                   const LayerHooks<S>* hooks)
 {
-    layerForwardInto<S>(cfg, p, layer, in, T, nullptr, c); // recompute (checkpointing)
-    layerBackwardCached<S>(cfg, p, layer, in, T, dOut, dIn, g, c);
+    layerForwardInto<S>(cfg, p, layer, in, T, nullptr, c, hooks); // recompute (checkpointing)
+    layerBackwardCached<S>(cfg, p, layer, in, T, dOut, dIn, g, c, hooks);
 }
 
 template <typename S>
@@ -502,7 +520,7 @@ Result<double> decoderLossAndGrad(const DecoderParams<S>& st, std::span<const st
         if (l >= L - kept) {
             LayerCache<S>& c = cacheOf(l);
             layerBackwardCached<S>(cfg, st.layers[std::size_t(l)], l, inputs[std::size_t(l)], T, dh, dh,
-                                   grads.layers[std::size_t(l)], c);
+                                   grads.layers[std::size_t(l)], c, nullptr);
             c = LayerCache<S>{}; // freed before the next layer's backward
         } else {
             layerBackward<S>(cfg, st.layers[std::size_t(l)], l, inputs[std::size_t(l)], T, dh, dh,
@@ -521,10 +539,11 @@ Result<double> decoderLossAndGrad(const DecoderParams<S>& st, std::span<const st
     template void rmsNormBackward<S>(const Eigen::Ref<const MatrixRT<S>>&, const VectorRT<S>&, const std::vector<S>&,  \
                                      const Eigen::Ref<const MatrixRT<S>>&, MatrixRT<S>&, bool, VectorRT<S>*);          \
     template void layerForward<S>(const ModelConfig&, const LayerParams<S>&, int,                                      \
-                                  const Eigen::Ref<const MatrixRT<S>>&, int, MatrixRT<S>&, LayerCache<S>&);            \
+                                  const Eigen::Ref<const MatrixRT<S>>&, int, MatrixRT<S>&, LayerCache<S>&,             \
+                                  const LayerHooks<S>*);                                                               \
     template void layerBackward<S>(const ModelConfig&, const LayerParams<S>&, int,                                     \
                                    const Eigen::Ref<const MatrixRT<S>>&, int, const MatrixRT<S>&, MatrixRT<S>&,        \
-                                   LayerGrads<S>&, LayerCache<S>&);                                                    \
+                                   LayerGrads<S>&, LayerCache<S>&, const LayerHooks<S>*);                              \
     template Result<double> decoderLossAndGrad<S>(const DecoderParams<S>&, std::span<const std::int32_t>, int,         \
                                                   const Eigen::Ref<const MatrixRT<S>>&, const DecoderGradOptions&,     \
                                                   DecoderGradsT<S>&);

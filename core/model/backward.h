@@ -28,6 +28,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -85,15 +86,35 @@ template <typename S>
 void rmsNormBackward(const Eigen::Ref<const MatrixRT<S>>& x, const VectorRT<S>& w, const std::vector<S>& rInv,
                      const Eigen::Ref<const MatrixRT<S>>& dy, MatrixRT<S>& dx, bool accumulate, VectorRT<S>* dw);
 
+// What a quantized layer does between the steps of the forward pass, as model/runtime.h's
+// LayerRuntime does in forward.cpp, with its reverse for training (RUQuant's fine-tuning of ω):
+//   input(kind, x):         the rows a linear group reads (after the norm, the attention, SwiGLU),
+//                           replaced in place (smoothing, rotation, fake quantization);
+//   inputBackward(kind, dx): the gradient with respect to the replaced rows, turned in place into
+//                           the gradient with respect to the rows before (fake quantization passes
+//                           it straight through: STE);
+//   qkv(q, k, v) / qkvBackward(dq, dk, dv): q and k after RoPE, v (per-head rotation, K/V
+//                           quantization), and the reverse.
+// The weight gradients are then those of the weights the linears hold (the transformed, fake-
+// quantized ones). A hook may keep state between its forward and backward call: layerBackward
+// recomputes the forward (calling the forward hooks again) right before its backward step.
+// Empty functions are the identity.
+template <typename S>
+struct LayerHooks {
+    std::function<void(LinearKind, MatrixRT<S>&)> input, inputBackward;
+    std::function<void(MatrixRT<S>&, MatrixRT<S>&, MatrixRT<S>&)> qkv, qkvBackward;
+};
+
 // Decoder layer `layer` on in ([B·T, K], windows of T tokens from position 0) -> out; fills cache.
 template <typename S>
 void layerForward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, const Eigen::Ref<const MatrixRT<S>>& in,
-                  int T, MatrixRT<S>& out, LayerCache<S>& cache);
+                  int T, MatrixRT<S>& out, LayerCache<S>& cache, const LayerHooks<S>* hooks = nullptr);
 // Recomputes the layer forward on `in`, then back-propagates dOut ([B·T, K]) into dIn and adds
 // the parameter gradients into g. dIn may alias dOut.
 template <typename S>
 void layerBackward(const ModelConfig& cfg, const LayerParams<S>& p, int layer, const Eigen::Ref<const MatrixRT<S>>& in,
-                   int T, const MatrixRT<S>& dOut, MatrixRT<S>& dIn, LayerGrads<S>& g, LayerCache<S>& cache);
+                   int T, const MatrixRT<S>& dOut, MatrixRT<S>& dIn, LayerGrads<S>& g, LayerCache<S>& cache,
+                   const LayerHooks<S>* hooks = nullptr);
 
 // The loss between a student and a teacher, per row (token position) of the batch.
 enum class DistillLoss {

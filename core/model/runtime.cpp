@@ -14,10 +14,23 @@ RowMatrix RowTransform::dense() const
     return t;
 }
 
+void RowTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const
+{
+    const RowMatrix t = dense();
+    const RowMatrix x = rows;
+    rows.noalias() = x * t.transpose();
+}
+
 void DenseRowTransform::apply(Eigen::Ref<RowMatrix> rows) const
 {
     const RowMatrix x = rows;
     rows.noalias() = x * m_t;
+}
+
+void DenseRowTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const
+{
+    const RowMatrix x = rows;
+    rows.noalias() = x * m_t.transpose();
 }
 
 bool LayerRuntime::empty() const

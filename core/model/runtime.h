@@ -40,6 +40,9 @@ public:
     virtual ~RowTransform() = default;
     virtual Eigen::Index size() const = 0;
     virtual void apply(Eigen::Ref<RowMatrix> rows) const = 0;
+    // x <- x·Tᵀ (= x·T⁻¹ for an orthogonal T): gradients through the transform, and undoing it.
+    // The default multiplies by dense()ᵀ (O(n²) per row); structured transforms override it.
+    virtual void applyTranspose(Eigen::Ref<RowMatrix> rows) const;
     // Short label for reports and the transform lab, e.g. "Hadamard 352 (44 x 8), seed 0".
     virtual std::string describe() const = 0;
     // T itself ([size, size], T = apply(I)): for folding into weights and for tests.
@@ -53,6 +56,7 @@ public:
     DenseRowTransform(RowMatrix t, std::string label) : m_t(std::move(t)), m_label(std::move(label)) {}
     Eigen::Index size() const override { return m_t.rows(); }
     void apply(Eigen::Ref<RowMatrix> rows) const override;
+    void applyTranspose(Eigen::Ref<RowMatrix> rows) const override;
     std::string describe() const override { return m_label; }
     const RowMatrix& matrix() const { return m_t; }
 

@@ -100,6 +100,51 @@ std::string number(double v)
     return buf;
 }
 
+Result<int> parseCount(const io::JsonValue& v, const std::string& at, int lo, int hi)
+{
+    if (!v.isInteger() || v.asInteger() < lo || v.asInteger() > hi)
+        return planError("expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", at);
+    return int(v.asInteger());
+}
+
+Status parseRuquant(const io::JsonValue& v, const std::string& where, RuquantPlanOptions& r)
+{
+    if (!v.isObject()) return planError("expected an object", where);
+    for (const io::JsonMember& m : v.asObject()) {
+        const std::string at = where + "." + m.key;
+        if (m.key == "block") {
+            QB_TRY(b, parseCount(m.value, at, 2, 4096));
+            if (*b % 2) return planError("the block size must be even (Givens rotations act on pairs)", at);
+            r.blockSize = *b;
+        } else if (m.key == "steps") {
+            QB_TRY(b, parseCount(m.value, at, 0, 1024));
+            r.householderSteps = *b;
+        } else if (m.key == "givens_rounds") {
+            QB_TRY(b, parseCount(m.value, at, 0, 64));
+            r.givensRounds = *b;
+        } else if (m.key == "perm_rounds") {
+            QB_TRY(b, parseCount(m.value, at, 0, 16));
+            r.permutationRounds = *b;
+        } else if (m.key == "repo_givens") {
+            QB_TRY(b, parseBool(m.value, at));
+            r.repoGivens = *b;
+        } else if (m.key == "finetune_epochs") {
+            QB_TRY(b, parseCount(m.value, at, 0, 1000));
+            r.finetuneEpochs = *b;
+        } else if (m.key == "finetune_lr") {
+            if (!m.value.isNumber() || !(m.value.asNumber() > 0 && m.value.asNumber() <= 1))
+                return planError("expected a learning rate in (0, 1]", at);
+            r.finetuneLr = m.value.asNumber();
+        } else {
+            return planError("unknown key \"" + m.key +
+                                 "\" (valid: block, steps, givens_rounds, perm_rounds, repo_givens, finetune_epochs, "
+                                 "finetune_lr)",
+                             at);
+        }
+    }
+    return {};
+}
+
 } // namespace
 
 const char* planRotationName(PlanRotation r)
@@ -108,6 +153,7 @@ const char* planRotationName(PlanRotation r)
     case PlanRotation::None: return "none";
     case PlanRotation::Residual: return "residual";
     case PlanRotation::Hadamard: return "hadamard";
+    case PlanRotation::Ruquant: return "ruquant";
     }
     return "none";
 }
@@ -157,6 +203,8 @@ std::string ActivationPlan::describe() const
     if (qBits > 0) add("Q", std::to_string(qBits));
     if (smoothAlpha) add("+smooth ", number(*smoothAlpha));
     if (rotate != PlanRotation::None) add("+", planRotationName(rotate));
+    if (rotate == PlanRotation::Ruquant && ruquant.finetuneEpochs > 0)
+        add("ft", std::to_string(ruquant.finetuneEpochs));
     return s;
 }
 
@@ -207,13 +255,16 @@ Result<bool> parseActivationPlanKey(const std::string& key, const io::JsonValue&
                 if (r == "none") plan.rotate = PlanRotation::None;
                 else if (r == "residual") plan.rotate = PlanRotation::Residual;
                 else if (r == "hadamard") plan.rotate = PlanRotation::Hadamard;
-                else return planError("expected \"none\", \"residual\" or \"hadamard\"", at);
+                else if (r == "ruquant") plan.rotate = PlanRotation::Ruquant;
+                else return planError("expected \"none\", \"residual\", \"hadamard\" or \"ruquant\"", at);
+            } else if (m.key == "ruquant") {
+                QB_TRY_STATUS(parseRuquant(m.value, at, plan.ruquant));
             } else if (m.key == "seed") {
                 if (!m.value.isInteger() || m.value.asInteger() < 0)
                     return planError("expected a non-negative integer", at);
                 plan.seed = std::uint64_t(m.value.asInteger());
             } else {
-                return planError("unknown key \"" + m.key + "\" (valid: smooth, rotate, seed)", at);
+                return planError("unknown key \"" + m.key + "\" (valid: smooth, rotate, seed, ruquant)", at);
             }
         }
         plan.hasTransform = true;
@@ -249,6 +300,18 @@ void writeActivationPlan(io::JsonValue& root, const ActivationPlan& plan)
         if (plan.smoothAlpha) t.set("smooth", *plan.smoothAlpha);
         t.set("rotate", planRotationName(plan.rotate));
         if (plan.seed) t.set("seed", std::int64_t(plan.seed));
+        if (plan.rotate == PlanRotation::Ruquant) {
+            const RuquantPlanOptions& r = plan.ruquant;
+            io::JsonValue o(io::JsonObject{});
+            o.set("block", r.blockSize);
+            o.set("steps", r.householderSteps);
+            o.set("givens_rounds", r.givensRounds);
+            o.set("perm_rounds", r.permutationRounds);
+            if (r.repoGivens) o.set("repo_givens", true);
+            o.set("finetune_epochs", r.finetuneEpochs);
+            o.set("finetune_lr", r.finetuneLr);
+            t.set("ruquant", std::move(o));
+        }
         root.set("transform", std::move(t));
     }
 }

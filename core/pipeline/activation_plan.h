@@ -6,7 +6,9 @@
 //                   "static": false,
 //                   "groups": {"down": {"bits": 8}, "o": {...}, "qkv": {...}, "gate_up": {...}}}
 //   "kv":          {"bits": 4, "sym": false, "clip": 1.0, "q_bits": 0}
-//   "transform":   {"smooth": 0.6, "rotate": "none" | "residual" | "hadamard", "seed": 0}
+//   "transform":   {"smooth": 0.6, "rotate": "none" | "residual" | "hadamard" | "ruquant", "seed": 0,
+//                   "ruquant": {"block": 128, "steps": 16, "givens_rounds": 3, "perm_rounds": 1,
+//                               "repo_givens": false, "finetune_epochs": 0, "finetune_lr": 0.01}}
 // activations: bits 4..8 (0 or absent: off) for every linear input group; "groups" overrides
 // any field per group (qkv, o, gate_up, down); clip in (0, 1] multiplies the dynamic range
 // (RUQuant's lac); "static": one per-tensor range per group and layer calibrated once, instead of
@@ -15,8 +17,13 @@
 // transform: "smooth" is SmoothQuant's exponent α in [0, 1] (absent: no smoothing); "rotate":
 // "residual" rotates the residual stream with a randomized Hadamard matrix and folds it into every
 // weight (a plain weights file holds it), "hadamard" adds QuaRot's online Hadamards on the o_proj
-// and down_proj inputs and per head on q/k (these stay online: a GGUF cannot hold them); "seed"
-// draws the Hadamard signs. Absent objects leave everything off: a plan without them is the
+// and down_proj inputs and per head on q/k (these stay online: a GGUF cannot hold them);
+// "ruquant" builds RUQuant's data-driven transforms per layer and input group (pipeline/ruquant.h:
+// block rotations from Householder and Givens steps, zig-zag permutation, global Householder,
+// optionally fine-tuned; online, plus the per-head q/k Hadamard), tuned by the "ruquant" object
+// (block size B, Householder steps K, Givens rounds λ, permutation rounds T, the public code's
+// mirrored Givens, fine-tuning epochs and learning rate of ω); "seed" draws the Hadamard signs and
+// RUQuant's random targets. Absent objects leave everything off: a plan without them is the
 // weight-only plan it always was, and its JSON is unchanged.
 // Threading: plain values and pure functions.
 
@@ -31,8 +38,20 @@
 
 namespace qb::pipeline {
 
-enum class PlanRotation { None, Residual, Hadamard };
-const char* planRotationName(PlanRotation r); // "none", "residual", "hadamard"
+enum class PlanRotation { None, Residual, Hadamard, Ruquant };
+const char* planRotationName(PlanRotation r); // "none", "residual", "hadamard", "ruquant"
+
+// RUQuant's construction settings (METHODS.md §4(b) defaults).
+struct RuquantPlanOptions {
+    int blockSize = 128;
+    int householderSteps = 16;
+    int givensRounds = 3;
+    int permutationRounds = 1;
+    bool repoGivens = false;
+    int finetuneEpochs = 0; // 0: ω is not fine-tuned
+    double finetuneLr = 1e-2;
+    bool operator==(const RuquantPlanOptions&) const = default;
+};
 
 struct ActivationGroupSettings {
     std::optional<int> bits; // 0: off
@@ -55,6 +74,7 @@ struct ActivationPlan {
     std::optional<double> smoothAlpha;
     PlanRotation rotate = PlanRotation::None;
     std::uint64_t seed = 0;
+    RuquantPlanOptions ruquant; // used when rotate is Ruquant
     bool operator==(const ActivationPlan&) const = default;
 
     // The quantizer of group k (static ranges are filled in later, by calibration).

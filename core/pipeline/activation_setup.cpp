@@ -27,7 +27,8 @@ Status checkLoaded(const model::Model& m)
 Result<std::shared_ptr<const model::Model>> prepareActivationModel(std::shared_ptr<const model::Model> base,
                                                                    const ActivationPlan& plan,
                                                                    const CalibrationSet& calib, int batch,
-                                                                   RunContext* ctx, ActivationSetupNotes* notes)
+                                                                   RunContext* ctx, ActivationSetupNotes* notes,
+                                                                   SignalWeights weights)
 {
     if (!base) return makeError(ErrorCode::InvalidArgument, "no model to transform");
     if (!plan.transforms()) return base;
@@ -47,7 +48,24 @@ Result<std::shared_ptr<const model::Model>> prepareActivationModel(std::shared_p
             notes->lines.push_back(buf);
         }
     }
-    if (plan.rotate != PlanRotation::None) {
+    if (plan.rotate == PlanRotation::Ruquant) {
+        QB_TRY(r, ruquantModel(*out, calib, ruquantOptionsFromPlan(plan, weights), batch, ctx));
+        out = std::move(r->model);
+        if (notes) {
+            const RuquantPlanOptions& o = plan.ruquant;
+            char buf[300];
+            std::snprintf(
+                buf, sizeof buf,
+                "RUQuant (seed %llu): B %d, K %d, lambda %d, T %d%s, %zu groups in %.1f s%s; signal max |x| "
+                "%.3g -> %.3g (layer 0 qkv)",
+                (unsigned long long)plan.seed, o.blockSize, o.householderSteps, o.givensRounds, o.permutationRounds,
+                o.repoGivens ? ", repo Givens" : "", r->groups.size(), r->seconds,
+                r->finetuneSeconds > 0 ? (", fine-tuned " + std::to_string(o.finetuneEpochs) + " epochs").c_str() : "",
+                r->groups.empty() ? 0.0 : r->groups.front().signalMaxBefore,
+                r->groups.empty() ? 0.0 : r->groups.front().signalMaxAfter);
+            notes->lines.push_back(buf);
+        }
+    } else if (plan.rotate != PlanRotation::None) {
         // After smoothing: its statistics are in the unrotated basis, and the runtime divides
         // before it rotates. A residual rotation folds the norm gains into the weights, which
         // absorbs the qkv and gate_up smoothing; that of o and down stays.
@@ -69,6 +87,30 @@ Result<std::shared_ptr<const model::Model>> prepareActivationModel(std::shared_p
     if (notes && out->numLayers() > 0 && out->layer(0)->runtime)
         notes->online = out->layer(0)->runtime->onlineTransforms();
     return std::shared_ptr<const model::Model>(std::move(out));
+}
+
+RuquantOptions ruquantOptionsFromPlan(const ActivationPlan& plan, SignalWeights weights)
+{
+    RuquantOptions o;
+    const RuquantPlanOptions& p = plan.ruquant;
+    o.blockSize = p.blockSize;
+    o.householderSteps = p.householderSteps;
+    o.givensRounds = p.givensRounds;
+    o.permutationRounds = p.permutationRounds;
+    o.repoGivens = p.repoGivens;
+    o.seed = plan.seed;
+    o.finetuneEpochs = p.finetuneEpochs;
+    o.finetuneLr = p.finetuneLr;
+    o.weightBits = weights.bits;
+    o.weightClip = weights.clip;
+    for (LinearKind k : kKinds) {
+        model::ActQuantSpec s = plan.spec(k);
+        s.staticRange.reset(); // static ranges are calibrated after the weights; the signal uses dynamic ones
+        o.act[std::size_t(k)] = s;
+    }
+    o.k = o.v = plan.kvSpec();
+    o.q = plan.qSpec();
+    return o;
 }
 
 Status installActivationQuantizers(model::Model& model, const ActivationPlan& plan, const CalibrationSet* calib,

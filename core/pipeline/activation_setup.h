@@ -14,6 +14,7 @@
 #include "model/model.h"
 #include "pipeline/activation_plan.h"
 #include "pipeline/calibration.h"
+#include "pipeline/ruquant.h"
 
 #include <memory>
 #include <string>
@@ -28,13 +29,21 @@ struct ActivationSetupNotes {
     std::string online;
 };
 
+// The weight quantizer RUQuant's calibration signal passes through (per output channel,
+// asymmetric Min-Max with this range ratio; bits 0: weights unquantized).
+struct SignalWeights {
+    int bits = 0;
+    double clip = 1.0;
+};
+
 // `base` (all layers loaded) with the plan's smoothing (statistics from `calib`, stage
-// "smooth") and rotation applied; `base` itself when the plan transforms nothing.
-Result<std::shared_ptr<const model::Model>> prepareActivationModel(std::shared_ptr<const model::Model> base,
-                                                                   const ActivationPlan& plan,
-                                                                   const CalibrationSet& calib, int batch,
-                                                                   RunContext* ctx = nullptr,
-                                                                   ActivationSetupNotes* notes = nullptr);
+// "smooth") and rotation applied; `base` itself when the plan transforms nothing. RUQuant
+// (stage "ruquant") calibrates with the plan's activation/KV quantizers on and `weights`.
+Result<std::shared_ptr<const model::Model>> prepareActivationModel(
+    std::shared_ptr<const model::Model> base, const ActivationPlan& plan, const CalibrationSet& calib, int batch,
+    RunContext* ctx = nullptr, ActivationSetupNotes* notes = nullptr, SignalWeights weights = {});
+// RUQuant's options from a plan (construction settings, seed, the quantizers of the signal).
+RuquantOptions ruquantOptionsFromPlan(const ActivationPlan& plan, SignalWeights weights);
 
 // Sets every layer's activation and K/V quantizers from the plan, in place (new runtime objects).
 // Groups asking for a static range get [min, max] of their input over `calib` from one pass with

@@ -3,6 +3,7 @@
 #include "eval/tensor_stats.h"
 #include "export/ggml_quantize.h"
 #include "io/tokenizer.h"
+#include "quant/container_grid.h"
 #include "quant/method_traits.h"
 
 #include <algorithm>
@@ -429,6 +430,40 @@ io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perp
         warns.push_back(io::JsonValue(w.detail));
     m.set("warnings", std::move(warns));
     return m;
+}
+
+std::string defaultRunName(const QuantizeResult& result)
+{
+    const TensorReport* first = nullptr;
+    bool uniform = true;
+    for (const TensorReport& r : result.tensors) {
+        if (r.skipped) {
+            uniform = false;
+            continue;
+        }
+        if (!first) first = &r;
+        else if (r.method != first->method || r.bits != first->bits || r.groupSize != first->groupSize ||
+                 r.sym != first->sym || r.target != first->target)
+            uniform = false;
+    }
+    char bpw[32];
+    std::snprintf(bpw, sizeof bpw, "%.2f b", result.bitsPerWeight);
+    std::string name;
+    if (!first) name = "unquantized";
+    else if (!uniform) name = std::string("mixed ") + bpw;
+    else {
+        name = std::string(quant::methodTraits(first->method).name);
+        name = name.substr(0, name.find(" (")); // "CMPQ (reconstruction)" -> "CMPQ"
+        if (first->method == quant::Method::Cmpq) name += std::string(" ") + bpw;
+        else if (quant::findContainerSpec(first->target)) name += " " + first->target;
+        else {
+            name += " " + std::to_string(first->bits) + "b";
+            name += first->groupSize > 0 ? " g" + std::to_string(first->groupSize) : std::string(" per-ch");
+            if (first->sym) name += " sym";
+        }
+    }
+    if (const std::string a = result.plan.activation.describe(); !a.empty()) name += " " + a;
+    return name;
 }
 
 Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<double>* perplexity, double* seconds,

@@ -132,4 +132,11 @@ io::JsonValue klStatsJson(const eval::KlStats& kl);
 Result<QuantizeResult> resultFromMetrics(const io::JsonValue& metrics, std::optional<double>* perplexity = nullptr,
                                          double* seconds = nullptr, std::optional<eval::KlStats>* kl = nullptr);
 
+// The name a run gets until the user renames it, from what was quantized: "GPTQ 4b g128" (with
+// " sym", "per-ch") when every decoder linear has the same method, bits, group and symmetry,
+// "RTN Q4_K" for one storage container, "CMPQ 3.50 b" for channel-wise mixed precision, else
+// "mixed 5.06 b" (bits per weight); the activation settings follow ("... W4A8"); "unquantized"
+// when every tensor was skipped.
+std::string defaultRunName(const QuantizeResult& result);
+
 } // namespace qb::pipeline

@@ -16,11 +16,11 @@ namespace qb::pipeline {
 
 namespace {
 
-constexpr std::string_view kSettingKeys[] = {"method",         "bits",           "group_size",      "sym",
-                                             "act_order",      "static_groups",  "block_size",      "damping",
-                                             "skip",           "target",         "levels",          "score",
-                                             "kmeans",         "kmeans_weights", "act_outliers",    "quant_outliers",
-                                             "error_feedback", "bits_scope",     "static_codebooks"};
+constexpr std::string_view kSettingKeys[] = {"method",         "bits",           "group_size",       "sym",
+                                             "act_order",      "static_groups",  "block_size",       "damping",
+                                             "skip",           "target",         "levels",           "score",
+                                             "kmeans",         "kmeans_weights", "act_outliers",     "quant_outliers",
+                                             "error_feedback", "bits_scope",     "static_codebooks", "clip"};
 constexpr std::string_view kPlainTargets[] = {"F16", "BF16", "F32"};
 
 std::string joinKeys(bool withMatch)
@@ -120,6 +120,10 @@ Status parseSettings(const io::JsonValue& obj, bool isRule, const std::string& w
             if (!v.isNumber() || !(v.asNumber() >= 0.0 && v.asNumber() <= 1.0))
                 return planError("damping must be a number in [0, 1]", at);
             s.damping = v.asNumber();
+        } else if (m.key == "clip") {
+            if (!v.isNumber() || !(v.asNumber() > 0.0 && v.asNumber() <= 1.0))
+                return planError("clip (the weight range ratio) must be a number in (0, 1]", at);
+            s.clip = v.asNumber();
         } else if (m.key == "levels") {
             if (!v.isArray() || v.asArray().empty())
                 return planError("expected an ascending array of bit levels, e.g. [2, 3, 4]", at);
@@ -199,6 +203,7 @@ void overlay(PlanSettings& into, const PlanSettings& from)
     if (from.staticGroups) into.staticGroups = from.staticGroups;
     if (from.blockSize) into.blockSize = from.blockSize;
     if (from.damping) into.damping = from.damping;
+    if (from.clip) into.clip = from.clip;
     if (from.skip) into.skip = from.skip;
     if (from.target) into.target = from.target;
 }
@@ -228,6 +233,7 @@ void writeSettings(io::JsonValue& o, const PlanSettings& s)
     if (s.staticGroups) o.set("static_groups", *s.staticGroups);
     if (s.blockSize) o.set("block_size", *s.blockSize);
     if (s.damping) o.set("damping", *s.damping);
+    if (s.clip) o.set("clip", *s.clip);
     if (s.skip) o.set("skip", *s.skip);
     if (s.target) o.set("target", *s.target == "none" || *s.target == "gptq" ? *s.target : "gguf:" + *s.target);
 }
@@ -515,6 +521,23 @@ QuantPlan uniformQuantPlanBits(quant::Method method, double bits, std::optional<
     return p;
 }
 
+QuantPlan ruquantPresetPlan(int weightBits, int actBits, int finetuneEpochs)
+{
+    QuantPlan p = uniformQuantPlan(quant::Method::Rtn, weightBits, -1, false);
+    p.description = "RUQuant W" + std::to_string(weightBits) + "A" + std::to_string(actBits) +
+                    (finetuneEpochs > 0 ? " + fine-tune" : "");
+    if (weightBits <= 4) p.defaults.clip = 0.8; // swc
+    ActivationPlan& a = p.activation;
+    a.hasActivations = a.hasKv = a.hasTransform = true;
+    a.defaults.bits = actBits;
+    a.defaults.clip = actBits <= 4 ? 0.9 : 1.0; // lac
+    a.kvBits = a.qBits = actBits;
+    a.smoothAlpha = 0.6;
+    a.rotate = PlanRotation::Ruquant;
+    a.ruquant.finetuneEpochs = finetuneEpochs;
+    return p;
+}
+
 namespace {
 
 // The type a row of `cols` elements is stored in when `type` is asked for: itself, llama.cpp's
@@ -628,6 +651,7 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
         if (s.staticGroups) o.groups = *s.staticGroups ? quant::GroupMode::Static : quant::GroupMode::Dynamic;
         if (s.blockSize) o.blockSize = *s.blockSize;
         if (s.damping) o.damping = *s.damping;
+        if (s.clip) o.grid.clip = *s.clip;
         const std::string target = s.target.value_or("none");
         const quant::ContainerSpec* spec = quant::findContainerSpec(target);
         if (target == "gptq") {
@@ -669,7 +693,14 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
                                  t.name);
             if (o.init == quant::GridInit::Neuqi && o.groups == quant::GroupMode::Dynamic)
                 return planError("neuqi needs static groups (\"static_groups\": true)", t.name);
+            if (o.grid.clip != 1.0 && (o.init != quant::GridInit::MinMax || tp.method == quant::Method::Cmpq))
+                return planError(std::string(traits.id) + " chooses its own range; \"clip\" applies to the Min-Max "
+                                                          "grids of rtn and gptq",
+                                 t.name);
         }
+        if (spec && !tp.skip && s.clip && *s.clip != 1.0)
+            return planError("a storage target fixes the grid; \"clip\" needs the free grid (target none or gptq)",
+                             t.name);
         if (s.avgBits && !traits.fractionalBits && !tp.skip)
             return planError(std::string(traits.id) + " takes integer bits (2..8); a fractional average (" +
                                  std::to_string(*s.avgBits) + ") needs a method that allocates bits per channel: cmpq",

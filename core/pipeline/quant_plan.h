@@ -17,7 +17,8 @@
 // methods with fractional bits: cmpq; the others refuse it), group_size (positive integer, or -1 for one
 // group per output channel; a size that does not divide the input width leaves a shorter last
 // group; one larger than the width means per channel), sym, act_order, static_groups (booleans),
-// block_size (integer >= 1), damping (number in [0, 1]), skip (boolean: keep the tensor in F32),
+// block_size (integer >= 1), damping (number in [0, 1]), clip (number in (0, 1]: the Min-Max range
+// of rtn/gptq weights is multiplied by it, RUQuant's "swc"), skip (boolean: keep the tensor in F32),
 // target (the storage container the tensor is solved in, see below).
 // Storage targets ("target", ARCHITECTURE.md rule 6): a GGUF block type ("Q8_0", "Q5_1", "Q5_0",
 // "Q4_1", "Q4_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K"; "gguf:" prefix and any case accepted):
@@ -91,6 +92,7 @@ struct PlanSettings {
     std::optional<bool> staticGroups;
     std::optional<int> blockSize;
     std::optional<double> damping;
+    std::optional<double> clip; // Min-Max range ratio of rtn/gptq weights (quant::GridSpec::clip)
     std::optional<bool> skip;
     std::optional<std::string> target; // canonical: "Q4_K", "F16", ... or "none"
     // A fractional "bits" (2.5), for methods with fractional bits (cmpq); setting bits or avgBits
@@ -194,6 +196,12 @@ QuantPlan uniformQuantPlan(quant::Method method, int bits, std::optional<int> gr
 // at resolution by methods without fractional bits).
 QuantPlan uniformQuantPlanBits(quant::Method method, double bits, std::optional<int> groupSize = std::nullopt,
                                std::optional<bool> sym = std::nullopt, std::optional<bool> actOrder = std::nullopt);
+
+// RUQuant's setting (METHODS.md §4(b)) as a plan: RTN weights per output channel, asymmetric, range
+// ratio 0.8 at <= 4 bits (swc; 1.0 above); activations per token at actBits with clip 0.9 at <= 4
+// bits (lac; 1.0 above); Q, K and V at actBits per (head, token); smoothing α 0.6; RUQuant
+// transforms (K 16, λ 3, T 1, B 128), ω fine-tuned for finetuneEpochs (0: off).
+QuantPlan ruquantPresetPlan(int weightBits, int actBits, int finetuneEpochs = 0);
 
 // Resolves the plan for every decoder linear of a model with this config, checks the combined
 // settings, and does the bit accounting.

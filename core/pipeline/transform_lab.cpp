@@ -3,6 +3,7 @@
 #include "model/forward.h"
 #include "model/hadamard.h"
 #include "pipeline/model_loader.h"
+#include "pipeline/ruquant_lab.h"
 #include "pipeline/smoothing.h"
 #include "pipeline/workflows.h"
 
@@ -171,7 +172,142 @@ Status transformRows(RowMatrix& rows, const LabStage& stage, const model::RowVec
     return {};
 }
 
+// The quantizer of model/runtime.cpp's RangeQuantizer (same float arithmetic, so that every value
+// lands in the level the fake quantizer gives it).
+struct CellQuantizer {
+    float scale = 0, invScale = 0, zero = 0, qmin = 0, qmax = 0;
+    CellQuantizer(float lo, float hi, const model::ActQuantSpec& spec)
+    {
+        lo = std::min(lo, 0.0f) * spec.clip;
+        hi = std::max(hi, 0.0f) * spec.clip;
+        if (spec.sym) {
+            const float m = std::max(-lo, hi);
+            qmax = float((1 << (spec.bits - 1)) - 1);
+            qmin = -qmax - 1;
+            scale = m / qmax;
+        } else {
+            qmax = float((1 << spec.bits) - 1);
+            scale = (hi - lo) / qmax;
+            if (scale > 0) zero = std::nearbyint(-lo / scale);
+        }
+        if (scale > 0 && std::isfinite(scale)) invScale = 1.0f / scale;
+        else scale = 0;
+    }
+};
+
+struct CellAccumulator {
+    int bins;
+    float qmin;
+    std::vector<std::int64_t> positions, count;
+    std::vector<double> sum, sumSq, midSq;
+    std::int64_t clipped = 0, exact = 0;
+    CellAccumulator(int b, const model::ActQuantSpec& spec)
+        : bins(b), qmin(spec.sym ? -float(1 << (spec.bits - 1)) : 0.f), positions(std::size_t(b), 0)
+    {
+        const std::size_t levels = std::size_t(1) << spec.bits;
+        count.assign(levels, 0);
+        sum.assign(levels, 0.0);
+        sumSq.assign(levels, 0.0);
+        midSq.assign(levels, 0.0);
+    }
+    void add(float x, const CellQuantizer& q)
+    {
+        if (q.scale == 0) {
+            ++exact;
+            return;
+        }
+        const float r = std::nearbyint(x * q.invScale);
+        const float level = r + q.zero;
+        if (level < q.qmin || level > q.qmax) {
+            ++clipped;
+            return;
+        }
+        double u = double(x * q.invScale - r) + 0.5;
+        u = std::clamp(u, 0.0, std::nextafter(1.0, 0.0));
+        const std::size_t k = std::size_t(level - qmin);
+        ++count[k];
+        sum[k] += u;
+        sumSq[k] += u * u;
+        midSq[k] += (u - 0.5) * (u - 0.5);
+        positions[std::min(std::size_t(u * bins), std::size_t(bins - 1))]++;
+    }
+    WithinCellStats finish(int channel) const
+    {
+        WithinCellStats st;
+        st.channel = channel;
+        st.positions = positions;
+        st.cellCount = count;
+        st.centroidOffset.assign(count.size(), 0.0);
+        st.clipped = clipped;
+        st.exact = exact;
+        double mid = 0, cen = 0, off = 0;
+        for (std::size_t k = 0; k < count.size(); ++k) {
+            if (count[k] == 0) continue;
+            const double n = double(count[k]), c = sum[k] / n;
+            st.values += count[k];
+            st.centroidOffset[k] = c - 0.5;
+            off += n * std::abs(c - 0.5);
+            mid += midSq[k];
+            cen += std::max(0.0, sumSq[k] - n * c * c); // Σ (u − c)²
+        }
+        if (st.values > 0) {
+            const double n = double(st.values);
+            st.meanAbsOffset = off / n;
+            st.mseMidpoint = mid / n;
+            st.mseCentroid = cen / n;
+            st.mseRatio = st.mseCentroid > 0 ? st.mseMidpoint / st.mseCentroid : 0;
+        }
+        return st;
+    }
+};
+
 } // namespace
+
+Result<WithinCellStats> withinCellStats(const Eigen::Ref<const RowMatrix>& x, int channel,
+                                        const model::ActQuantSpec& spec, int bins)
+{
+    if (!spec.enabled() || spec.bits < 2 || spec.bits > 16)
+        return makeError(ErrorCode::InvalidArgument,
+                         "within-cell statistics need an activation quantizer of 2..16 bits");
+    if (bins < 2) return makeError(ErrorCode::InvalidArgument, "within-cell statistics need at least 2 position bins");
+    if (channel < -1 || channel >= x.cols())
+        return makeError(ErrorCode::InvalidArgument,
+                         "channel " + std::to_string(channel) + " is not in [0, " + std::to_string(x.cols()) + ")");
+    const Eigen::Index n = x.rows(), c = x.cols();
+    CellAccumulator acc(bins, spec);
+    const bool oneRange = spec.staticRange || spec.granularity == model::ActGranularity::PerTensor;
+    std::optional<CellQuantizer> tensorQ;
+    if (oneRange) {
+        float lo = 0, hi = 0;
+        if (spec.staticRange) {
+            lo = (*spec.staticRange)[0];
+            hi = (*spec.staticRange)[1];
+        } else if (x.size() > 0) {
+            lo = std::min(0.f, x.minCoeff());
+            hi = std::max(0.f, x.maxCoeff());
+        }
+        tensorQ.emplace(lo, hi, spec);
+    }
+    for (Eigen::Index r = 0; r < n; ++r) {
+        const float* row = x.row(r).data();
+        CellQuantizer q = tensorQ ? *tensorQ : CellQuantizer(0, 0, spec);
+        if (!tensorQ) {
+            float lo = 0, hi = 0;
+            for (Eigen::Index j = 0; j < c; ++j) {
+                lo = std::min(lo, row[j]);
+                hi = std::max(hi, row[j]);
+            }
+            q = CellQuantizer(lo, hi, spec);
+        }
+        if (channel >= 0) {
+            acc.add(row[channel], q);
+        } else {
+            for (Eigen::Index j = 0; j < c; ++j)
+                acc.add(row[j], q);
+        }
+    }
+    return acc.finish(channel);
+}
 
 Result<LabCapture> captureLabInput(const model::Model& model, const CalibrationSet& calibration, int layer,
                                    LinearKind kind, const LabOptions& options, RunContext* ctx)
@@ -198,6 +334,11 @@ Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabS
     if (options.bins < 2) return makeError(ErrorCode::InvalidArgument, "the histogram needs at least 2 bins");
     if (options.weightBits < 0 || options.weightBits == 1 || options.weightBits > 8)
         return makeError(ErrorCode::InvalidArgument, "weight bits must be 0 (unquantized) or 2..8");
+    if (options.cellBins < 2)
+        return makeError(ErrorCode::InvalidArgument, "the within-cell view needs at least 2 bins");
+    if (options.cellChannel < -1 || options.cellChannel >= C)
+        return makeError(ErrorCode::InvalidArgument, "within-cell channel " + std::to_string(options.cellChannel) +
+                                                         " is not in [0, " + std::to_string(C) + ")");
     model::ActQuantSpec weightQuant; // per row = per output channel
     weightQuant.bits = options.weightBits;
     std::vector<LabStage> stages = fixed;
@@ -216,6 +357,8 @@ Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabS
     res.totalTokens = cap.totalTokens;
     res.quant = options.quant;
     res.weightBits = options.weightBits;
+    res.cellChannel = options.cellChannel;
+    res.cellBins = options.cellBins;
     if (ctx) ctx->beginStage("transform lab", std::int64_t(stages.size()) * 2);
 
     // The reference outputs X·Wᵀ of every weight of the group, and their energy.
@@ -288,6 +431,14 @@ Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabS
         }
         const double xe = double(xt.squaredNorm());
         sr.quantError = xe > 0 ? double(e.squaredNorm()) / xe : 0;
+        if (options.quant.enabled()) {
+            QB_TRY(all, withinCellStats(xt, -1, options.quant, options.cellBins));
+            sr.cells = std::move(*all);
+            if (options.cellChannel >= 0) {
+                QB_TRY(one, withinCellStats(xt, options.cellChannel, options.quant, options.cellBins));
+                sr.channelCells = std::move(*one);
+            }
+        }
 
         // Output error with the weights transformed to match.
         double errEnergy = 0;
@@ -317,8 +468,30 @@ Result<LabResult> analyzeLabStages(const LabCapture& cap, const std::vector<LabS
         res.stages[si].histogram = eval::computeHistogram(xt, options.bins, lo, hi);
         if (ctx) ctx->advance();
     }
+    res.stageList = std::move(stages);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return res;
+}
+
+Result<std::vector<WithinCellStats>> labWithinCell(const LabResult& result, int channel, RunContext* ctx)
+{
+    if (!result.capture) return makeError(ErrorCode::InvalidArgument, "the lab result keeps no capture");
+    if (!result.quant.enabled())
+        return makeError(ErrorCode::InvalidArgument, "the within-cell view needs the activation quantizer on");
+    if (channel < 0 || channel >= result.capture->channels())
+        return makeError(ErrorCode::InvalidArgument, "channel " + std::to_string(channel) + " is not in [0, " +
+                                                         std::to_string(result.capture->channels()) + ")");
+    if (ctx) ctx->beginStage("within-cell", std::int64_t(result.stageList.size()));
+    std::vector<WithinCellStats> out;
+    for (const LabStage& stage : result.stageList) {
+        if (ctx && ctx->isCancelled()) return RunContext::cancelledError("within-cell statistics");
+        if (ctx) ctx->setDetail(stage.label);
+        QB_TRY(xt, applyLabStage(*result.capture, stage));
+        QB_TRY(st, withinCellStats(*xt, channel, result.quant, result.cellBins));
+        out.push_back(std::move(*st));
+        if (ctx) ctx->advance();
+    }
+    return out;
 }
 
 Result<model::RowMatrix> applyLabStage(const LabCapture& cap, const LabStage& stage)
@@ -380,11 +553,16 @@ Result<LabResult> runTransformLab(const TransformLabRequest& req, RunContext* ct
                                  ? captureLabInput(*req.model, *calib, req.layer, req.kind, req.options, ctx)
                                  : captureLabInput(*req.checkpoint, *calib, req.layer, req.kind, req.options, ctx);
     if (!cap) return cap.error();
+    auto kept = std::make_shared<const LabCapture>(std::move(*cap));
     if (ctx) ctx->beginPhase("transform lab");
     std::vector<std::string> notes;
-    std::vector<LabStage> stages = standardLabStages(cap->channels(), req.smoothAlpha, req.hadamard, req.seed, &notes);
+    std::vector<LabStage> stages = standardLabStages(kept->channels(), req.smoothAlpha, req.hadamard, req.seed, &notes);
     stages.insert(stages.end(), req.extraStages.begin(), req.extraStages.end());
-    QB_TRY(res, analyzeLabStages(*cap, stages, req.builders, req.options, ctx));
+    std::vector<LabStageBuilder> builders;
+    if (req.ruquant) builders.push_back(ruquantLabBuilder(req.ruquantOptions, req.smoothAlpha));
+    builders.insert(builders.end(), req.builders.begin(), req.builders.end());
+    QB_TRY(res, analyzeLabStages(*kept, stages, builders, req.options, ctx));
+    res->capture = std::move(kept);
     res->notes.insert(res->notes.begin(), notes.begin(), notes.end());
     res->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return std::move(*res);
@@ -399,6 +577,27 @@ io::JsonValue floats(const std::vector<float>& v)
     for (float x : v)
         a.emplace_back(double(x));
     return io::JsonValue(std::move(a));
+}
+
+io::JsonValue cellsJson(const WithinCellStats& c)
+{
+    io::JsonValue o;
+    o.set("channel", c.channel);
+    o.set("values", c.values);
+    o.set("clipped", c.clipped);
+    o.set("exact", c.exact);
+    o.set("mse_midpoint", c.mseMidpoint);
+    o.set("mse_centroid", c.mseCentroid);
+    o.set("mse_ratio", c.mseRatio);
+    o.set("mean_abs_offset", c.meanAbsOffset);
+    io::JsonArray pos, off;
+    for (auto n : c.positions)
+        pos.emplace_back(n);
+    for (double d : c.centroidOffset)
+        off.emplace_back(d);
+    o.set("positions", io::JsonValue(std::move(pos)));
+    o.set("centroid_offsets", io::JsonValue(std::move(off)));
+    return o;
 }
 
 } // namespace
@@ -437,6 +636,8 @@ io::JsonValue transformLabJson(const LabResult& r, bool perChannel)
         for (int i : eval::topIndices(s.channelMaxAbs, 5))
             top.emplace_back(i);
         j.set("top_channels", io::JsonValue(std::move(top)));
+        if (r.quant.enabled()) j.set("cells", cellsJson(s.cells));
+        if (r.quant.enabled() && r.cellChannel >= 0) j.set("channel_cells", cellsJson(s.channelCells));
         if (perChannel) {
             j.set("channel_max_abs", floats(s.channelMaxAbs));
             j.set("channel_kurtosis", floats(s.channelKurtosis));
@@ -449,6 +650,7 @@ io::JsonValue transformLabJson(const LabResult& r, bool perChannel)
         stages.push_back(std::move(j));
     }
     o.set("stages", io::JsonValue(std::move(stages)));
+    o.set("cell_channel", r.cellChannel);
     o.set("seconds", r.seconds);
     return o;
 }

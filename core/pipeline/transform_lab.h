@@ -1,6 +1,6 @@
 #pragma once
 // Transform lab: what a function-preserving transform (SmoothQuant smoothing, a Hadamard rotation,
-// later RUQuant's stages) does to the activations of one linear input, and what that buys at a
+// RUQuant's stages: pipeline/ruquant_lab.h) does to the activations of one linear input, and what that buys at a
 // given activation quantizer. This is where a user sees why W4A4 fails on outlier channels.
 //
 // 1. Capture (captureLabInput): the calibration windows run through decoder layers 0..L-1 and
@@ -26,10 +26,16 @@
 //    channel of the original model when the stage has no rotation (the relative error is the same
 //    before and after a diagonal scaling) and coordinate j of the rotated basis when it has one
 //    (LabStageResult::rotated).
+// 3. Within-cell distribution (withinCellStats; RUQuant's argument, METHODS.md §4): under Lloyd–Max
+//    the best level of a quantization cell is the centroid of the data inside it, a uniform
+//    quantizer reconstructs at the cell's midpoint; the closer the data is to uniform inside each
+//    cell, the less that costs. Per stage, pooled over every channel and for one chosen channel
+//    (LabOptions::cellChannel; a rotated coordinate where the stage rotates).
 // Progress: stage "capture", one unit per (layer, batch) up to L; stage "transform lab", two units
 // per stage. Cancel is polled between batches and stages (ErrorCode::Cancelled). Memory: the
 // hidden states of all windows [N, K], X and two transformed copies of it, the group's weights
-// twice. Threading: calling thread (the forward pass and GEMMs use OpenMP). No Qt.
+// twice; runTransformLab's result keeps the capture (X [n, C], the group's weights) for
+// labWithinCell. Threading: calling thread (the forward pass and GEMMs use OpenMP). No Qt.
 
 #include "base/result.h"
 #include "base/run_context.h"
@@ -39,6 +45,7 @@
 #include "model/model.h"
 #include "model/runtime.h"
 #include "pipeline/calibration.h"
+#include "pipeline/ruquant.h"
 
 #include <cstdint>
 #include <functional>
@@ -80,6 +87,37 @@ inline model::ActQuantSpec fourBitsPerToken()
     return s;
 }
 
+// Where the values of X sit inside the cells of the activation quantizer `spec` (the convention of
+// model/runtime.cpp's RangeQuantizer: per token, or one range for the tensor with PerTensor or a
+// static range; lo = clip·min(min x, 0), hi = clip·max(max x, 0), asymmetric s = (hi − lo)/(2^b − 1)
+// and zero z = round(−lo/s), symmetric s = max(−lo, hi)/(2^(b−1) − 1); level q = clamp(rint(x/s) + z)).
+// The cell of level q is [(q − z − ½)·s, (q − z + ½)·s); a value's position in it is
+// u = x/s − (q − z) + ½ in [0, 1) (the midpoint, where the quantizer reconstructs, is u = ½).
+// Pooled over the rows, per level index q (cells of different tokens have different widths: every
+// number is in cell units): the centroid c_q = mean u of the values at level q, and
+//   mseMidpoint = mean (u − ½)²,  mseCentroid = mean (u − c_{q(u)})²,  mseRatio = mseMidpoint / mseCentroid
+// (≥ 1: what reconstructing at the centroids instead of the midpoints would gain; 1 for data
+// uniform inside its cells, above 1 where the data piles up off-centre inside the cells).
+// Values beyond the clipped range (clip < 1) sit in no cell and are counted in `clipped`; rows
+// whose range is 0 (all values 0: quantized exactly) in `exact`.
+struct WithinCellStats {
+    int channel = -1;                    // -1: every channel
+    std::vector<std::int64_t> positions; // histogram of u, `bins` equal bins over [0, 1)
+    std::vector<std::int64_t> cellCount; // per level, index q − qmin (2^b entries)
+    std::vector<double> centroidOffset;  // per level: c_q − ½ (0 where the level is empty)
+    std::int64_t values = 0;             // in cells
+    std::int64_t clipped = 0, exact = 0; // outside the range, in zero-range rows
+    double meanAbsOffset = 0;            // Σ_q count_q·|c_q − ½| / values
+    double mseMidpoint = 0, mseCentroid = 0;
+    double mseRatio = 0; // 0 where mseCentroid is 0 or there are no values
+    bool empty() const { return values == 0; }
+};
+
+// The statistics for channel `channel` of x (-1: every channel), `bins` >= 2 position bins. Errors:
+// quantization off, a channel outside [−1, cols), bins < 2.
+Result<WithinCellStats> withinCellStats(const Eigen::Ref<const model::RowMatrix>& x, int channel,
+                                        const model::ActQuantSpec& spec, int bins = 20);
+
 struct LabOptions {
     int maxTokens = 4096;
     int bins = 128;
@@ -89,6 +127,10 @@ struct LabOptions {
     // channel first (round to nearest, asymmetric Min-Max, the runtime quantizer's convention), so
     // that it is a WxAy number and smoothing's cost on the weights shows.
     int weightBits = 0;
+    // Within-cell statistics (with the activation quantizer on): the chosen channel (-1: none;
+    // pooled over every channel always) and the number of position bins.
+    int cellChannel = -1;
+    int cellBins = 20;
 };
 
 struct LabTokenSummary {
@@ -108,6 +150,8 @@ struct LabStageResult {
     double quantError = 0;            // ‖Q(X_t) − X_t‖² / ‖X_t‖²
     double outputError = 0;           // ‖X·Wᵀ − Q(X_t)·W_tᵀ‖ / ‖X·Wᵀ‖
     std::vector<float> smoothFactors; // s (empty without smoothing)
+    WithinCellStats cells;            // pooled over every channel (empty with quantization off)
+    WithinCellStats channelCells;     // LabOptions::cellChannel (empty when -1 or quantization off)
 };
 
 struct LabResult {
@@ -121,6 +165,11 @@ struct LabResult {
     std::vector<LabStageResult> stages;
     std::vector<std::string> notes; // stages left out and why
     double seconds = 0;
+    int cellChannel = -1, cellBins = 20;
+    // What labWithinCell needs to redo the within-cell statistics for another channel: every stage
+    // analysed (the builders' included) and, from runTransformLab, the capture.
+    std::vector<LabStage> stageList;
+    std::shared_ptr<const LabCapture> capture;
 };
 
 // Captures the input of (layer, kind) over `calibration` from a model whose decoder layers are
@@ -140,6 +189,12 @@ Result<LabResult> analyzeLabStages(const LabCapture& capture, const std::vector<
 // then the transforms): e.g. the within-cell distribution of one channel (RUQuant's argument).
 Result<model::RowMatrix> applyLabStage(const LabCapture& capture, const LabStage& stage);
 
+// The within-cell statistics of `channel` for every stage of `result` (its capture, stages,
+// quantizer and bins), in stage order: the GUI's channel switch. Errors: no capture kept,
+// quantization off, a channel outside [0, C). Stage "within-cell", one unit per stage; cancel polled
+// between stages.
+Result<std::vector<WithinCellStats>> labWithinCell(const LabResult& result, int channel, RunContext* ctx = nullptr);
+
 // The randomized Hadamard rotation the lab uses for width n (block-diagonal where no full order is
 // constructible); an error where no Hadamard is available.
 Result<std::shared_ptr<const model::RowTransform>> labHadamard(Eigen::Index n, std::uint64_t seed);
@@ -156,7 +211,12 @@ struct TransformLabRequest {
     double smoothAlpha = 0.6;
     bool hadamard = true;
     std::uint64_t seed = 0;
-    // Appended after the standard stages (original, smoothed α, Hadamard, smoothed + Hadamard).
+    // RUQuant's stages (ruquantLabBuilder, pipeline/ruquant_lab.h) after the standard ones, fitted
+    // on the capture smoothed with smoothAlpha; ruquantOptions' block size and seed are used.
+    bool ruquant = false;
+    RuquantOptions ruquantOptions;
+    // In order after the standard stages (original, smoothed α, Hadamard, smoothed + Hadamard):
+    // extraStages, RUQuant's (with `ruquant`), then each builder's.
     std::vector<LabStage> extraStages;
     std::vector<LabStageBuilder> builders;
     LabOptions options;
@@ -170,8 +230,12 @@ std::vector<LabStage> standardLabStages(Eigen::Index n, double smoothAlpha, bool
 // {"layer", "input", "channels", "sampled_tokens", "total_tokens", "abits", "sym", "clip", "wbits",
 //  "hist_range": [lo, hi], "notes": [...], "stages": [{"label", "transform", "rotated",
 //  "channel_ratio", "kurtosis", "token_kurtosis", "token_max_median", "token_max", "quant_rel_mse",
-//  "output_error", "top_channels": [5 largest max |x|]} (+ "channel_max_abs", "channel_kurtosis",
-//  "channel_quant_error", "histogram" with `perChannel`)]}: what `lab --json` prints.
+//  "output_error", "top_channels": [5 largest max |x|], "cells": {within-cell stats pooled over every
+//  channel}, "channel_cells": {... of "cell_channel", with it} (+ "channel_max_abs",
+//  "channel_kurtosis", "channel_quant_error", "histogram" with `perChannel`)], "cell_channel"}; a
+//  within-cell object is {"channel", "values", "clipped", "exact", "mse_midpoint", "mse_centroid",
+//  "mse_ratio", "mean_abs_offset", "positions": [...], "centroid_offsets": [...]}: what `lab --json`
+//  prints.
 io::JsonValue transformLabJson(const LabResult& result, bool perChannel = false);
 
 // Phases: "calibrate" (tokenize and sample), "capture", "transform lab".

@@ -47,7 +47,7 @@ Status checkRequest(const std::shared_ptr<const io::Checkpoint>& ck, const char*
     return {};
 }
 
-// extras/runs.json of a project: {"grids_run": i, "runs": [{"id", "summary", "plan", "metrics"}]}.
+// extras/runs.json of a project: {"grids_run": i, "runs": [{"id", "name", "summary", "plan", "metrics"}]}.
 constexpr const char* kRunsExtra = "runs";
 
 io::JsonValue runsExtra(const std::vector<ProjectRun>& runs, int gridsRun)
@@ -57,6 +57,7 @@ io::JsonValue runsExtra(const std::vector<ProjectRun>& runs, int gridsRun)
         const ProjectRun& r = runs[i];
         io::JsonValue e;
         e.set("id", int(i) + 1);
+        e.set("name", !r.name.empty() || !r.result ? r.name : defaultRunName(*r.result));
         e.set("summary", r.summary);
         e.set("plan", r.plan);
         e.set("metrics", r.result ? runMetricsJson(*r.result, r.perplexity, r.seconds, r.kl) : io::JsonValue());
@@ -452,7 +453,14 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
             return makeError(s.error().code, "quantize: " + s.error().message);
     ActivationSetupNotes actNotes;
     const int batch = std::max(1, req.options.batch);
-    QB_TRY(prepared, prepareActivationModel(out.base, plan->activation, *out.calibration, batch, ctx, &actNotes));
+    SignalWeights signalWeights; // RUQuant calibrates through the plan's (first) weight quantizer
+    for (const TensorPlan& t : plan->tensors)
+        if (!t.skip && t.method != quant::Method::Cmpq) {
+            signalWeights = {t.options.grid.bits, t.options.grid.clip};
+            break;
+        }
+    QB_TRY(prepared,
+           prepareActivationModel(out.base, plan->activation, *out.calibration, batch, ctx, &actNotes, signalWeights));
     QuantizeJobOptions qo = req.options;
     if (req.distill) qo.keepModel = qo.keepCodes = true; // the student
     QB_TRY(res, runQuantize(**prepared, &ck, *plan, *out.calibration, qo, ctx));
@@ -893,7 +901,8 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
         const io::JsonValue* metrics;
         std::string summary;
         io::JsonValue plan, calibration;
-        int index; // in the file's run list (what grids_run and run_grids refer to)
+        int index;        // in the file's run list (what grids_run and run_grids refer to)
+        std::string name; // "" in projects written before runs had names
     };
     std::vector<Entry> entries;
     int gridsIndex = 0;
@@ -908,11 +917,11 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
                 const auto* pl = e.find("plan");
                 const auto* cal = e.find("calibration");
                 entries.push_back({m, stringOr(e.find("summary"), "restored run"), pl ? *pl : io::JsonValue(),
-                                   cal ? *cal : bundle->calibration, int(k)});
+                                   cal ? *cal : bundle->calibration, int(k), stringOr(e.find("name"), "")});
             }
     }
     if (entries.empty() && bundle->metrics.isObject())
-        entries.push_back({&bundle->metrics, "restored run", bundle->plan, bundle->calibration, 0});
+        entries.push_back({&bundle->metrics, "restored run", bundle->plan, bundle->calibration, 0, ""});
     out.gridsRun = entries.size() == 1 ? 0 : -1;
     for (std::size_t i = 0; i < entries.size(); ++i)
         if (entries[i].index == gridsIndex) out.gridsRun = int(i);
@@ -932,6 +941,13 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
                     if (auto it = own->grids.find(res->tensors[t].name); it != own->grids.end())
                         res->codes[t] = std::move(it->second);
             }
+        }
+        run.name = entries[i].name;
+        if (run.name.empty()) { // a project written before runs had names
+            run.name = defaultRunName(*res);
+            if (res->plan.activation.empty() && entries[i].plan.isObject())
+                if (auto p = quantPlanFromJson(entries[i].plan, "runs.json"); p.ok())
+                    if (const std::string a = p->activation.describe(); !a.empty()) run.name += " " + a;
         }
         run.result = std::make_shared<const QuantizeResult>(std::move(*res));
         run.summary = entries[i].summary;

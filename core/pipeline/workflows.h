@@ -308,6 +308,9 @@ struct ProjectRun {
     double seconds = 0;
     io::JsonValue calibration; // CalibrationSource::toJson() of the run
     std::optional<eval::KlStats> kl;
+    // The name the user gave the run; "" = defaultRunName(*result). Projects store it; a project
+    // written before names existed gives the default.
+    std::string name;
 };
 
 struct ExportRequest {

@@ -37,7 +37,7 @@ GroupParams fitGroupUniform(GridInit init, const double* w, const double* h, int
                             const NeuqiOptions& neuqi, NeuqiScratch& scratch)
 {
     const GroupParams p = init == GridInit::Neuqi ? fitGroupNeuqi(w, h, n, spec.bits, neuqi, scratch)
-                                                  : fitGroupMinMaxGptq(w, n, spec.bits, spec.sym);
+                                                  : fitGroupMinMaxGptq(w, n, spec.bits, spec.sym, spec.clip);
     return spec.gptqStorage ? storableGptqParams(p, w, h, n, spec.bits) : p;
 }
 
@@ -128,7 +128,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         for (int r = 0; r < m; ++r) {
             for (int c = 0; c < n; ++c)
                 seg[std::size_t(c)] = wd(r, c);
-            GroupParams p = fitGroupMinMaxGptq(seg.data(), n, spec.bits, spec.sym);
+            GroupParams p = fitGroupMinMaxGptq(seg.data(), n, spec.bits, spec.sym, spec.clip);
             if (spec.gptqStorage) p = storableGptqParams(p, seg.data(), nullptr, n, spec.bits);
             out.scales(r, 0) = p.scale;
             out.zeros(r, 0) = p.zero;

@@ -16,10 +16,13 @@ Status validateGridSpec(const GridSpec& spec, int cols)
                          "bits must be in [" + std::to_string(kMinBits) + ", " + std::to_string(kMaxBits) + "]",
                          "bits=" + std::to_string(spec.bits));
     if (cols <= 0) return makeError(ErrorCode::Shape, "weight matrix has no columns");
+    if (!(spec.clip > 0.0 && spec.clip <= 1.0))
+        return makeError(ErrorCode::InvalidArgument, "the weight clipping ratio must be in (0, 1]",
+                         "clip=" + std::to_string(spec.clip));
     return {};
 }
 
-GroupParams fitGroupMinMaxGptq(const double* w, int n, int bits, bool sym)
+GroupParams fitGroupMinMaxGptq(const double* w, int n, int bits, bool sym, double clip)
 {
     const double maxq = double(gridLevels(bits) - 1);
     double xmin = 0.0, xmax = 0.0; // the reference clamps the range to contain 0
@@ -27,6 +30,8 @@ GroupParams fitGroupMinMaxGptq(const double* w, int n, int bits, bool sym)
         xmin = std::min(xmin, w[j]);
         xmax = std::max(xmax, w[j]);
     }
+    xmin *= clip;
+    xmax *= clip;
     if (sym) {
         xmax = std::max(std::abs(xmin), xmax);
         if (xmin < 0) xmin = -xmax;

@@ -44,6 +44,9 @@ struct GridSpec {
     int groupSize = -1;       // <= 0: per output channel (one group = the whole row)
     bool sym = false;         // symmetric: mid-grid integer zero (reference GPTQ)
     bool gptqStorage = false; // every group storable in a GPTQ checkpoint (storableGptqParams)
+    // Min-Max clipping ratio in (0, 1]: the range [min, max] is multiplied by it before the scale
+    // is taken (RUQuant/OmniQuant's weight clipping "swc"); values outside are clamped. Min-Max only.
+    double clip = 1.0;
 };
 
 struct GroupParams {
@@ -89,8 +92,9 @@ inline double fakeQuantUniform(double w, const GroupParams& p, int levels)
 
 // Min-Max exactly as the reference GPTQ quant.py (find_params): the range is widened to include 0;
 // sym uses max(|min|, max) and Z = L/2 (a row with min >= 0 keeps xmin = 0); an all-zero group
-// gets [-1, 1]; Z = round(-xmin/s). Returns z = -Z (integral).
-GroupParams fitGroupMinMaxGptq(const double* w, int n, int bits, bool sym);
+// gets [-1, 1]; Z = round(-xmin/s). Returns z = -Z (integral). clip < 1 multiplies the range
+// (GridSpec::clip) after it is widened to 0.
+GroupParams fitGroupMinMaxGptq(const double* w, int n, int bits, bool sym, double clip = 1.0);
 // Plain Min-Max of METHODS.md §0 / the NeUQI guard: s = (max-min)/(L-1) (1 when below 1e-9),
 // z = round(min/s). Asymmetric only.
 GroupParams fitGroupMinMaxPlain(const double* w, int n, int bits);

@@ -159,8 +159,14 @@ private Q_SLOTS:
             q.calibration.options.seqlen = 64;
             auto r = pipeline::quantizeModel(q);
             QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
-            save.runs.push_back({"RTN", pipeline::quantPlanToJson(q.plan), r->result, std::nullopt, r->seconds,
-                                 q.calibration.toJson(), std::nullopt});
+            save.runs.push_back({"RTN",
+                                 pipeline::quantPlanToJson(q.plan),
+                                 r->result,
+                                 std::nullopt,
+                                 r->seconds,
+                                 q.calibration.toJson(),
+                                 std::nullopt,
+                                 {}});
         }
         save.gridsRun = 1;
         auto saved = pipeline::saveProject(save);

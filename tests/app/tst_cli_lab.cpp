@@ -1,6 +1,6 @@
 // Runs the built quantbench-cli `lab` subcommand end to end on the demo model: the JSON matches the
 // library's runTransformLab for the same request (the flags are bound as documented), the table
-// and per-channel arrays, and usage/input errors.
+// and per-channel arrays, RUQuant's stages and the within-cell statistics, and usage/input errors.
 
 #include "cli_runner.h"
 #include "model/forward.h"
@@ -110,6 +110,72 @@ private Q_SLOTS:
         }
     }
 
+    void ruquantStagesAndWithinCell()
+    {
+        const QStringList common = {"lab",        qbtest::demo(),
+                                    "--calib",    qbtest::demo("/calib.txt"),
+                                    "--nsamples", "4",
+                                    "--seqlen",   "64",
+                                    "--input",    "qkv",
+                                    "--threads",  "2",
+                                    "--ruquant",  "--ruquant-block",
+                                    "64",         "--cell-channel",
+                                    "7",          "--seed",
+                                    "3"};
+        const Run j = run(common + QStringList{"--json", "--cell-bins", "8"});
+        QVERIFY2(j.code == 0, j.err.constData());
+        const QJsonObject o = QJsonDocument::fromJson(j.out).object();
+        QCOMPARE(o.value("cell_channel").toInt(), 7);
+        const QJsonArray stages = o.value("stages").toArray();
+        QVERIFY(stages.size() >= 6);
+        const QStringList want = {"RUQuant stage 1", "RUQuant zig-zag", "RUQuant stage 1 again",
+                                  "RUQuant global Householder"};
+        for (qsizetype i = 0; i < 4; ++i)
+            QCOMPARE(stages.at(stages.size() - 4 + i).toObject().value("label").toString(), want.at(i));
+        QVERIFY(stages.last().toObject().value("transform").toString().contains("global Householder (128)"));
+
+        // The same request through the library: same stages, same within-cell numbers.
+        auto ck = io::openCheckpoint(qbtest::demo().toStdString());
+        QVERIFY(ck.ok());
+        pipeline::TransformLabRequest req;
+        req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+        req.calibrationText = qbtest::demo("/calib.txt").toStdString();
+        req.calibration = {4, 64, 3};
+        req.seed = 3;
+        req.ruquant = true;
+        req.ruquantOptions.blockSize = 64;
+        req.ruquantOptions.seed = 3;
+        req.options.cellChannel = 7;
+        req.options.cellBins = 8;
+        auto lib = pipeline::runTransformLab(req);
+        QVERIFY(lib.ok());
+        QCOMPARE(stages.size(), qsizetype(lib->stages.size()));
+        for (qsizetype i = 0; i < stages.size(); ++i) {
+            const QJsonObject s = stages.at(i).toObject();
+            const auto& l = lib->stages[std::size_t(i)];
+            QVERIFY(near(s.value("output_error").toDouble(), l.outputError));
+            const QJsonObject all = s.value("cells").toObject(), one = s.value("channel_cells").toObject();
+            QVERIFY(near(all.value("mse_ratio").toDouble(), l.cells.mseRatio));
+            QVERIFY(all.value("mse_ratio").toDouble() >= 1.0);
+            QCOMPARE(one.value("channel").toInt(), 7);
+            QVERIFY(near(one.value("mean_abs_offset").toDouble(), l.channelCells.meanAbsOffset));
+            QCOMPARE(one.value("positions").toArray().size(), qsizetype(8));
+            QCOMPARE(one.value("centroid_offsets").toArray().size(), qsizetype(16));
+            qint64 total = 0;
+            for (const auto& c : one.value("positions").toArray())
+                total += c.toInteger();
+            QCOMPARE(total, qint64(one.value("values").toInteger()));
+            QCOMPARE(total + one.value("clipped").toInteger() + one.value("exact").toInteger(), qint64(256));
+        }
+
+        const Run t = run(common);
+        QVERIFY2(t.code == 0, t.err.constData());
+        QVERIFY(t.out.contains("\nRUQuant stage 1 "));
+        QVERIFY(t.out.contains("\nRUQuant global Householder "));
+        QVERIFY(t.out.contains("within-cell"));
+        QVERIFY(t.out.contains("channel 7"));
+    }
+
     void errors_data()
     {
         QTest::addColumn<QStringList>("args");
@@ -124,6 +190,14 @@ private Q_SLOTS:
         QTest::newRow("unknown flag") << QStringList{"lab", m, "--calib", c, "--bogus"} << 2 << "bogus";
         QTest::newRow("layer 9") << QStringList{"lab", m, "--calib", c, "--layer", "9", "--nsamples", "2"} << 1
                                  << "layer 9";
+        QTest::newRow("block without ruquant")
+            << QStringList{"lab", m, "--calib", c, "--ruquant-block", "64"} << 2 << "--ruquant";
+        QTest::newRow("cell channel, abits 0")
+            << QStringList{"lab", m, "--calib", c, "--cell-channel", "3", "--abits", "0"} << 2 << "--cell-channel";
+        QTest::newRow("cell channel 128")
+            << QStringList{"lab", m, "--calib", c, "--cell-channel", "128", "--nsamples", "2"} << 1 << "channel 128";
+        QTest::newRow("ruquant block 1") << QStringList{"lab", m, "--calib", c, "--ruquant", "--ruquant-block", "1"}
+                                         << 2 << "ruquant-block";
         QTest::newRow("no text") << QStringList{"lab", m, "--calib", "/nonexistent/calib.txt"} << 1 << "nonexistent";
     }
 

@@ -3,12 +3,15 @@
 // the original stage shows the outliers, smoothing and a Hadamard rotation flatten them and cut the
 // 4-bit output error; an identity stage reproduces the original exactly; every stage preserves the
 // function with quantization off; the capture agrees with the activation job; builders, errors,
-// cancel and the workflow.
+// cancel and the workflow. RUQuant's stages (ruquant_lab.h) in order, fitted as documented,
+// preserving the function; the within-cell statistics on synthetic data whose answer is known.
 
 #include "model/forward.h"
 #include "model/runtime.h"
 #include "model_test_util.h"
 #include "pipeline/activation_job.h"
+#include "pipeline/ruquant_lab.h"
+#include "pipeline/smoothing.h"
 #include "pipeline/transform_lab.h"
 
 #include <QTest>
@@ -365,6 +368,227 @@ private Q_SLOTS:
         ok.requestCancel();
         auto rc = analyzeLabStages(*cap, {{"original", std::nullopt, {}}}, {}, {}, &ok);
         QVERIFY(!rc.ok() && rc.error().code == ErrorCode::Cancelled);
+    }
+
+    void withinCellUniformAndOffCentre()
+    {
+        // Every row spans [-1, 1.1] (channels 0 and 1), so every token has the same 4-bit asymmetric
+        // grid: s = 2.1/15 = 0.14, zero = round(1/0.14) = 7, levels (q − 7)·s.
+        const int n = 20000;
+        const float s = 2.1f / 15.f;
+        std::mt19937 rng(7);
+        std::uniform_real_distribution<float> uni(-6.5f * s, 6.5f * s), jitter(-0.05f, 0.05f);
+        std::uniform_int_distribution<int> level(-6, 6);
+        std::normal_distribution<float> normal(0.f, 0.15f);
+        RowMatrix x(n, 5);
+        for (int t = 0; t < n; ++t) {
+            x(t, 0) = -1.f;
+            x(t, 1) = 1.1f;
+            x(t, 2) = uni(rng);                                     // whole cells -6..6, uniform inside each
+            x(t, 3) = (float(level(rng)) - 0.3f + jitter(rng)) * s; // u ≈ 0.2 in every cell
+            x(t, 4) = std::clamp(normal(rng), -0.99f, 0.99f);       // peaked: density falls across cells
+        }
+        const model::ActQuantSpec a4 = fourBitsPerToken();
+        auto uniform = withinCellStats(x, 2, a4, 10);
+        auto off = withinCellStats(x, 3, a4, 10);
+        auto peaked = withinCellStats(x, 4, a4, 10);
+        QVERIFY(uniform.ok() && off.ok() && peaked.ok());
+        qInfo("uniform: ratio %.4f |offset| %.4f mse mid %.5f; off-centre: ratio %.2f |offset| %.4f; peaked: ratio "
+              "%.4f |offset| %.4f",
+              uniform->mseRatio, uniform->meanAbsOffset, uniform->mseMidpoint, off->mseRatio, off->meanAbsOffset,
+              peaked->mseRatio, peaked->meanAbsOffset);
+        QCOMPARE(uniform->values, std::int64_t(n));
+        QCOMPARE(uniform->clipped + uniform->exact, std::int64_t(0));
+        QCOMPARE(uniform->cellCount.size(), std::size_t(16));
+        QCOMPARE(uniform->positions.size(), std::size_t(10));
+        QVERIFY(uniform->mseRatio >= 1.0 && uniform->mseRatio < 1.02);
+        QVERIFY(uniform->meanAbsOffset < 0.03);
+        QVERIFY(std::abs(uniform->mseMidpoint - 1.0 / 12) < 0.003);
+        for (auto c : uniform->positions) // flat: 2000 per bin
+            QVERIFY2(std::abs(double(c) - n / 10.0) < 0.1 * n / 10.0, qPrintable(QString::number(c)));
+        // Off-centre: every value at u ≈ 0.2 of its cell (level m + 7), centroid offset −0.3.
+        QVERIFY(std::abs(off->meanAbsOffset - 0.3) < 0.01);
+        QVERIFY(off->mseRatio > 50);
+        for (int m = -6; m <= 6; ++m) {
+            QVERIFY(off->cellCount[std::size_t(m + 7)] > 0);
+            QVERIFY(std::abs(off->centroidOffset[std::size_t(m + 7)] + 0.3) < 0.01);
+        }
+        QCOMPARE(off->cellCount[0] + off->cellCount[14] + off->cellCount[15], std::int64_t(0));
+        QCOMPARE(off->positions[2] + off->positions[1], std::int64_t(n)); // u in [0.15, 0.25]
+        // Peaked (normal, σ a little above a cell): the density falls across the outer cells, so
+        // their centroids lean towards zero and the midpoint costs more than the centroid.
+        QVERIFY(peaked->mseRatio > 1.05);
+        QVERIFY(peaked->centroidOffset[7 + 2] < -0.05 && peaked->centroidOffset[7 - 2] > 0.05);
+        // Midpoint reconstruction is the fake quantizer: with one grid for all rows, the midpoint
+        // MSE in cell units times s² is the quantization MSE of the channel.
+        RowMatrix q = x;
+        model::fakeQuantizeActivations(q, a4);
+        for (int j : {2, 3, 4}) {
+            auto st = withinCellStats(x, j, a4, 10);
+            const double mse = double((q.col(j) - x.col(j)).squaredNorm()) / n;
+            QVERIFY2(std::abs(st->mseMidpoint * s * s - mse) <= 1e-3 * mse, qPrintable(QString::number(j)));
+        }
+        // Pooled over every channel: the two range-setting channels sit on the grid's ends.
+        auto all = withinCellStats(x, -1, a4, 10);
+        QVERIFY(all.ok());
+        QCOMPARE(all->values, std::int64_t(5) * n);
+        QCOMPARE(all->channel, -1);
+    }
+
+    void withinCellClipSymmetricAndErrors()
+    {
+        RowMatrix x(3, 4);
+        x << 0, 0, 0, 0,        //
+            -1, 1, 0.5f, 0.25f, //
+            -1, 1, 0.9f, 0.1f;
+        model::ActQuantSpec clip = fourBitsPerToken();
+        clip.clip = 0.5f; // range [-0.5, 0.5]: 1, 0.9 and -1 are clipped
+        auto c = withinCellStats(x, -1, clip, 4);
+        QVERIFY(c.ok());
+        QCOMPARE(c->exact, std::int64_t(4)); // the all-zero row
+        QCOMPARE(c->clipped, std::int64_t(5));
+        QCOMPARE(c->values, std::int64_t(3));
+        model::ActQuantSpec sym(4, true, 1.0f);
+        auto sy = withinCellStats(x, 2, sym, 4);
+        QVERIFY(sy.ok());
+        QCOMPARE(sy->cellCount.size(), std::size_t(16));
+        QCOMPARE(sy->values, std::int64_t(2));
+        model::ActQuantSpec off;
+        QVERIFY(!withinCellStats(x, 0, off, 4).ok());
+        QVERIFY(!withinCellStats(x, 4, clip, 4).ok());
+        QVERIFY(!withinCellStats(x, -2, clip, 4).ok());
+        QVERIFY(!withinCellStats(x, 0, clip, 1).ok());
+    }
+
+    void ruquantStagesInOrderPreserveTheFunction_data()
+    {
+        QTest::addColumn<int>("kind");
+        QTest::addColumn<int>("block");
+        QTest::newRow("qkv (128, B 64)") << int(LinearKind::Qkv) << 64;
+        QTest::newRow("down (352, B 128 -> 88)") << int(LinearKind::Down) << 128;
+    }
+
+    void ruquantStagesInOrderPreserveTheFunction()
+    {
+        QFETCH(int, kind);
+        QFETCH(int, block);
+        auto m = outlierDemo();
+        QVERIFY(m);
+        LabOptions o;
+        o.cellChannel = 5;
+        auto cap = captureLabInput(*m, demoCalibration(), 0, LinearKind(kind), o);
+        QVERIFY(cap.ok());
+        RuquantOptions ro;
+        ro.blockSize = block;
+        ro.seed = 11;
+        std::vector<LabStage> fixed = {{"original", std::nullopt, {}}, {"smoothed", 0.6, {}}};
+        auto r = analyzeLabStages(*cap, fixed, {ruquantLabBuilder(ro, 0.6)}, o);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        print(*r);
+        const std::vector<std::string> labels = {"original",
+                                                 "smoothed",
+                                                 "RUQuant stage 1",
+                                                 "RUQuant zig-zag",
+                                                 "RUQuant stage 1 again",
+                                                 "RUQuant global Householder"};
+        QCOMPARE(r->stages.size(), labels.size());
+        QCOMPARE(r->stageList.size(), labels.size());
+        for (std::size_t i = 0; i < labels.size(); ++i) {
+            QCOMPARE(r->stages[i].label, labels[i]);
+            QCOMPARE(r->stageList[i].transforms.size(), i < 2 ? std::size_t(0) : i - 1); // cumulative
+            QVERIFY(r->stages[i].rotated == (i >= 2));
+            QCOMPARE(r->stages[i].channelCells.channel, 5);
+            QVERIFY(r->stages[i].cells.values > 0);
+            QVERIFY(r->stages[i].cells.mseRatio >= 1.0);
+            qInfo("  %-28s within-cell ratio all %.4f (|offset| %.4f), channel 5 %.4f (|offset| %.4f)",
+                  r->stages[i].label.c_str(), r->stages[i].cells.mseRatio, r->stages[i].cells.meanAbsOffset,
+                  r->stages[i].channelCells.mseRatio, r->stages[i].channelCells.meanAbsOffset);
+        }
+        QVERIFY(r->stages[3].transform.find("zig-zag permutation") != std::string::npos);
+        QVERIFY(r->stages[5].transform.find("global Householder") != std::string::npos);
+        // The transforms are fitRuquantTransform's on the smoothed mean-per-position signal, seeded
+        // per (seed, layer, group).
+        std::vector<const RowMatrix*> weights;
+        for (const RowMatrix& w : cap->weights)
+            weights.push_back(&w);
+        const model::RowVector sf = smoothingFactors(cap->channelMaxAbs, weights, 0.6);
+        const RowMatrix signal = cap->meanPerPosition * sf.cwiseInverse().asDiagonal();
+        auto fit = fitRuquantTransform(signal, ro, ruquantGroupSeed(11, 0, LinearKind(kind)));
+        QVERIFY(fit.ok());
+        QCOMPARE(fit->parts.size(), std::size_t(4));
+        QCOMPARE(model::ChainTransform(fit->parts).describe(),
+                 model::ChainTransform(r->stageList.back().transforms).describe());
+        RowMatrix a = cap->x.topRows(16), b = a;
+        fit->total()->apply(a);
+        model::ChainTransform(r->stageList.back().transforms).apply(b);
+        QVERIFY((a - b).norm() <= 1e-6f * (1 + a.norm()));
+        // With 4-bit activations RUQuant beats the unsmoothed original.
+        QVERIFY(r->stages.back().outputError < r->stages[0].outputError);
+        // Quantization off: every stage keeps X_t·W_tᵀ = X·Wᵀ within float rounding.
+        LabOptions fp = o;
+        fp.quant.bits = 0;
+        fp.cellChannel = -1;
+        auto e = analyzeLabStages(*cap, fixed, {ruquantLabBuilder(ro, 0.6)}, fp);
+        QVERIFY(e.ok());
+        for (const auto& s : e->stages) {
+            QVERIFY2(s.outputError < 1e-5,
+                     qPrintable(QString::fromStdString(s.label) + " " + QString::number(s.outputError)));
+            QVERIFY(s.cells.empty());
+        }
+        // An odd block size has no even divisor: the error names it.
+        RuquantOptions odd = ro;
+        odd.blockSize = 1;
+        auto bad = analyzeLabStages(*cap, fixed, {ruquantLabBuilder(odd, 0.6)}, o);
+        QVERIFY(!bad.ok());
+        QVERIFY(bad.error().toString().find("RUQuant") != std::string::npos);
+    }
+
+    void ruquantInTheWorkflowAndWithinCellRedo()
+    {
+        auto ck = io::openCheckpoint(qbtest::demoDir());
+        QVERIFY(ck.ok());
+        TransformLabRequest req;
+        req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+        req.calibrationText = qbtest::demoDir() + "/calib.txt";
+        req.calibration = {8, 64, 0};
+        req.layer = 0;
+        req.kind = LinearKind::Qkv;
+        req.ruquant = true;
+        req.ruquantOptions.blockSize = 64;
+        req.options.cellChannel = 3;
+        auto r = runTransformLab(req);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        print(*r);
+        const std::size_t first = r->stages.size() - 4;
+        QCOMPARE(r->stages[first].label, std::string("RUQuant stage 1"));
+        QCOMPARE(r->stages.back().label, std::string("RUQuant global Householder"));
+        QVERIFY(r->capture);
+        QCOMPARE(r->stageList.size(), r->stages.size());
+        // The channel switch recomputes what the analysis gave for that channel.
+        RunContext ctx;
+        auto again = labWithinCell(*r, 3, &ctx);
+        QVERIFY(again.ok());
+        QCOMPARE(again->size(), r->stages.size());
+        for (std::size_t i = 0; i < again->size(); ++i) {
+            QVERIFY((*again)[i].positions == r->stages[i].channelCells.positions);
+            QVERIFY((*again)[i].cellCount == r->stages[i].channelCells.cellCount);
+            QCOMPARE((*again)[i].mseRatio, r->stages[i].channelCells.mseRatio);
+        }
+        QCOMPARE(ctx.progress().stage, std::string("within-cell"));
+        auto other = labWithinCell(*r, 100);
+        QVERIFY(other.ok());
+        QCOMPARE(other->front().channel, 100);
+        QVERIFY(!labWithinCell(*r, 128).ok());
+        ctx.requestCancel();
+        auto c = labWithinCell(*r, 3, &ctx);
+        QVERIFY(!c.ok() && c.error().code == ErrorCode::Cancelled);
+        // JSON: the within-cell objects per stage.
+        const io::JsonValue j = transformLabJson(*r);
+        QVERIFY(j.find("cell_channel") && j.find("cell_channel")->asInteger() == 3);
+        const io::JsonValue& last = j.find("stages")->asArray().back();
+        QVERIFY(last.find("cells") && last.find("channel_cells"));
+        QCOMPARE(last.find("channel_cells")->find("positions")->asArray().size(), std::size_t(20));
+        QCOMPARE(last.find("cells")->find("mse_ratio")->asNumber(), r->stages.back().cells.mseRatio);
     }
 
     void workflowOnTheDemoCheckpoint()

@@ -97,8 +97,8 @@ class TestWorkflows : public QObject {
         req.plan = plan;
         auto r = pipeline::quantizeModel(req);
         if (!r) qFatal("%s", r.error().toString().c_str());
-        return {summary,    pipeline::quantPlanToJson(plan), r->result,   std::nullopt,
-                r->seconds, req.calibration.toJson(),        std::nullopt};
+        return {summary,    pipeline::quantPlanToJson(plan), r->result,    std::nullopt,
+                r->seconds, req.calibration.toJson(),        std::nullopt, {}};
     }
 
     const pipeline::QuantizeOutcome& run()
@@ -393,7 +393,7 @@ private Q_SLOTS:
         req.run = {"GPTQ 4b g32", pipeline::quantPlanToJson(smallQuantize(m_ck).plan),
                    r.result,      std::nullopt,
                    r.seconds,     smallQuantize(m_ck).calibration.toJson(),
-                   std::nullopt};
+                   std::nullopt,  {}};
         req.target.out = dir.filePath("m.gguf").toStdString();
         req.target.format = pipeline::ExportFormat::Gguf;
         auto gguf = pipeline::exportRun(req);
@@ -411,6 +411,42 @@ private Q_SLOTS:
         auto back = exporting::readProjectBundle(req.target.out);
         QVERIFY(back.ok());
         QCOMPARE(back->calibration.find("nsamples")->asNumber(), 4.0);
+    }
+
+    // Issue 19 item 5: the default name says what was quantized.
+    void defaultRunNames()
+    {
+        pipeline::QuantizeResult r;
+        pipeline::TensorReport t;
+        t.method = quant::Method::Gptq;
+        t.bits = 4;
+        t.groupSize = 128;
+        r.tensors = {t, t};
+        r.bitsPerWeight = 4.25;
+        QCOMPARE(pipeline::defaultRunName(r), std::string("GPTQ 4b g128"));
+        r.tensors[0].sym = r.tensors[1].sym = true;
+        r.tensors[0].groupSize = r.tensors[1].groupSize = -1;
+        QCOMPARE(pipeline::defaultRunName(r), std::string("GPTQ 4b per-ch sym"));
+        r.tensors[1].bits = 6; // one rule changed a tensor: mixed, named by bits per weight
+        r.bitsPerWeight = 5.0625;
+        QCOMPARE(pipeline::defaultRunName(r), std::string("mixed 5.06 b"));
+        r.tensors[1] = r.tensors[0];
+        r.tensors[1].skipped = true;
+        QCOMPARE(pipeline::defaultRunName(r), std::string("mixed 5.06 b"));
+        r.tensors[0].skipped = true;
+        QCOMPARE(pipeline::defaultRunName(r), std::string("unquantized"));
+        for (auto& x : r.tensors) {
+            x.skipped = false;
+            x.method = quant::Method::Rtn;
+            x.target = "Q4_K";
+        }
+        QCOMPARE(pipeline::defaultRunName(r), std::string("RTN Q4_K"));
+        for (auto& x : r.tensors) {
+            x.method = quant::Method::Cmpq;
+            x.target.clear();
+        }
+        r.bitsPerWeight = 3.5;
+        QCOMPARE(pipeline::defaultRunName(r), std::string("CMPQ 3.50 b"));
     }
 
     void saveAndOpenProjectRoundTrip()
@@ -431,7 +467,8 @@ private Q_SLOTS:
                              12.5,
                              1.0,
                              {},
-                             {}});
+                             {},
+                             {}}); // no name: the default is stored
         eval::KlStats kl;
         kl.tokens = 25400;
         kl.mean = 0.1208977967101265;
@@ -442,8 +479,14 @@ private Q_SLOTS:
         kl.top1Agreement = 0.7504724409448819;
         kl.top1AgreementStderr = 0.0027153031558706554;
         kl.referencePerplexity = 41.457531259554415;
-        save.runs.push_back(
-            {"second", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, 11.25, 2.0, {}, kl});
+        save.runs.push_back({"second",
+                             pipeline::quantPlanToJson(smallQuantize(m_ck).plan),
+                             r.result,
+                             11.25,
+                             2.0,
+                             {},
+                             kl,
+                             "my tuned run"});
         save.gridsRun = 1;
         ProgressLog log;
         RunContext ctx(log.sink());
@@ -466,6 +509,9 @@ private Q_SLOTS:
         QCOMPARE(opened->gridsRun, 1);
         QCOMPARE(opened->runs[0].summary, std::string("first"));
         QCOMPARE(opened->runs[1].summary, std::string("second"));
+        // Run names: the one given comes back; a run saved without one gets the default.
+        QCOMPARE(opened->runs[0].name, std::string("GPTQ 4b g32"));
+        QCOMPARE(opened->runs[1].name, std::string("my tuned run"));
         QCOMPARE(*opened->runs[0].perplexity, 12.5);
         QCOMPARE(*opened->runs[1].perplexity, 11.25);
         // The KL block comes back exactly; a run without one has none.
@@ -514,7 +560,7 @@ private Q_SLOTS:
         q41.defaults.target = "Q4_1"; // solved inside a GGUF block type (offsets stored too)
         const std::vector<pipeline::ProjectRun> runs = {
             {"GPTQ 4b g32", pipeline::quantPlanToJson(smallQuantize(m_ck).plan), r.result, std::nullopt, r.seconds,
-             smallQuantize(m_ck).calibration.toJson(), std::nullopt},
+             smallQuantize(m_ck).calibration.toJson(), std::nullopt, "baseline"},
             quickRun(pipeline::uniformQuantPlan(quant::Method::Rtn, 3, 64), "RTN 3b g64"),
             quickRun(q41, "RTN Q4_1"),
         };
@@ -572,6 +618,7 @@ private Q_SLOTS:
             const auto& a = *opened->runs[k].result;
             const auto& b = *runs[k].result;
             QCOMPARE(opened->runs[k].summary, runs[k].summary);
+            QCOMPARE(opened->runs[k].name, runs[k].name.empty() ? pipeline::defaultRunName(a) : runs[k].name);
             QCOMPARE(a.tensors.size(), b.tensors.size());
             QCOMPARE(a.codes.size(), a.tensors.size());
             for (std::size_t t = 0; t < a.tensors.size(); ++t) {
@@ -629,6 +676,9 @@ private Q_SLOTS:
         QVERIFY2(opened.ok(), opened.ok() ? "" : opened.error().toString().c_str());
         QCOMPARE(opened->runs.size(), std::size_t(2));
         QCOMPARE(opened->gridsRun, 1);
+        // No names in a 1.0 project: each run gets the default name of what it quantized.
+        QCOMPARE(opened->runs[0].name, std::string("GPTQ 4b g32"));
+        QCOMPARE(opened->runs[1].name, pipeline::defaultRunName(*r.result));
         for (const auto& c : opened->runs[0].result->codes)
             QVERIFY(!c.has_value());
         const auto& back = *opened->runs[1].result;
@@ -656,7 +706,7 @@ private Q_SLOTS:
         pipeline::SaveProjectRequest save;
         save.path = path.toStdString();
         save.checkpoint = m_ck;
-        save.runs.push_back({"run", io::JsonValue(), r.result, std::nullopt, 0.0, {}, std::nullopt});
+        save.runs.push_back({"run", io::JsonValue(), r.result, std::nullopt, 0.0, {}, std::nullopt, {}});
         save.gridsRun = 0;
         RunContext ctx;
         ctx.setSink([&](const Progress& p) {

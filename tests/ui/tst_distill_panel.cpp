@@ -9,6 +9,7 @@
 #include "event_loop_probe.h"
 #include "charts/loss_chart.h"
 #include "models/quant_run_model.h"
+#include "models/run_history_model.h"
 #include "widgets/job_status.h"
 #include "widgets/main_window.h"
 #include "widgets/distill_panel.h"
@@ -167,6 +168,18 @@ private Q_SLOTS:
         const auto run2 = p->runs()->run(1);
         QVERIFY(run2->id != run1->id);
         QVERIFY2(run2->summary.contains(QStringLiteral("distill 12 steps")), qPrintable(run2->summary));
+        QCOMPARE(run2->name, run1->name + QStringLiteral(" + distill 12"));
+        // ... and in the run history with its perplexity and KL.
+        auto* history = w.findChild<RunHistoryModel*>();
+        QVERIFY(history);
+        bool inHistory = false;
+        for (int r = 0; r < history->rowCount(); ++r) {
+            const RunRecord& rec = history->record(r);
+            if (rec.runId == run2->id)
+                inHistory = rec.variant == run2->name && rec.perplexity && *rec.perplexity == *run2->perplexity &&
+                            rec.kl && *rec.kl == run2->kl->mean;
+        }
+        QVERIFY(inHistory);
         QVERIFY(run2->perplexity && std::isfinite(*run2->perplexity));
         QVERIFY(run2->kl);
         qInfo("perplexity %.3f -> %.3f, KL %.4f -> %.4f", *run1->perplexity, *run2->perplexity, run1->kl->mean,

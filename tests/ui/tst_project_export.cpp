@@ -11,11 +11,14 @@
 #include "export/safetensors_export.h"
 #include "models/plan_table_model.h"
 #include "models/quant_run_model.h"
+#include "models/run_history_model.h"
 #include "widgets/export_dialog.h"
 #include "widgets/main_window.h"
 #include "widgets/plan_editor.h"
 #include "widgets/quantize_panel.h"
+#include "widgets/perplexity_panel.h"
 #include "widgets/run_compare_view.h"
+#include "widgets/run_header.h"
 
 #include <QAction>
 #include <QApplication>
@@ -199,6 +202,15 @@ private Q_SLOTS:
         QTRY_VERIFY(w.findChild<QMessageBox*>(QStringLiteral("quitConfirmBox")) == nullptr);
         QVERIFY(w.isVisible());
 
+        // Issue 19 item 5: the run's default name says it is mixed (the down_proj rule); a name
+        // given in the run list is what the project stores.
+        QVERIFY2(panel->runs()->run(0)->name.startsWith(QStringLiteral("mixed ")),
+                 qPrintable(panel->runs()->run(0)->name));
+        QVERIFY(panel->runs()->setData(panel->runs()->index(0, QuantRunModel::Name), QStringLiteral("q4 g32, down 8")));
+        QCOMPARE(panel->runs()->run(0)->name, QStringLiteral("q4 g32, down 8"));
+
+        QVERIFY(w.unsavedWork().contains(QStringLiteral("1 quantization run")));
+
         // Save the project: nothing is unsaved any more.
         const QString proj = tmp.filePath(QStringLiteral("tuned.qbproj"));
         QSignalSpy saved(&w, &MainWindow::projectSaved);
@@ -222,6 +234,15 @@ private Q_SLOTS:
         QCOMPARE(p2->planEditor()->model()->plan(), plan);
         QCOMPARE(p2->runs()->rowCount(), 1);
         const auto restored = p2->runs()->run(0);
+        QCOMPARE(restored->name, QStringLiteral("q4 g32, down 8"));
+        // Not evaluated (perplexity unticked): the history says so rather than showing 0.
+        QCOMPARE(w2.perplexityPanel()->history()->index(0, RunHistoryModel::Perplexity).data().toString(),
+                 QStringLiteral("—"));
+        QCOMPARE(p2->runHeader()->nameEdit()->text(), QStringLiteral("q4 g32, down 8"));
+        // The restored run is in the new window's run history under its name.
+        QCOMPARE(w2.perplexityPanel()->history()->rowCount(), 1);
+        QCOMPARE(w2.perplexityPanel()->history()->record(0).variant, QStringLiteral("q4 g32, down 8"));
+        QVERIFY(restored->layerErrorsWeighted()); // the shapes come from the project's model
         QCOMPARE(restored->result->bitsPerWeight, original->result->bitsPerWeight);
         QCOMPARE(restored->result->sizeBytes, original->result->sizeBytes);
         QCOMPARE(restored->perplexity.has_value(), original->perplexity.has_value());
@@ -251,6 +272,10 @@ private Q_SLOTS:
         QVERIFY2(stOk && stOk->ok, stOk ? stOk->summary().c_str() : stOk.error().toString().c_str());
         QVERIFY(d2->reportTable()->rowCount() > 0);
         QVERIFY(d2->verifyLabel()->text().contains(QStringLiteral("passed")));
+        // A rename after saving is unsaved work too.
+        QVERIFY(w.unsavedWork().isEmpty());
+        QVERIFY(panel->runs()->rename(0, QStringLiteral("renamed later")));
+        QVERIFY2(w.unsavedWork().contains(QStringLiteral("run names changed")), qPrintable(w.unsavedWork()));
     }
 
     // Issue 11 item 8: every run of a saved project exports after reopening, not only the one
@@ -320,6 +345,9 @@ private Q_SLOTS:
         QVERIFY2(failed.isEmpty(), failed.isEmpty() ? "" : qPrintable(failed.first().at(1).toString()));
         QuantizePanel* p2 = w2.quantizePanel();
         QCOMPARE(p2->runs()->rowCount(), 2);
+        // Never renamed: each comes back with the default name of its plan.
+        QCOMPARE(p2->runs()->run(0)->name, QStringLiteral("GPTQ 4b g32"));
+        QCOMPARE(p2->runs()->run(1)->name, QStringLiteral("GPTQ 3b g32"));
         for (int row = 0; row < 2; ++row) {
             const auto& a = *p2->runs()->run(row)->result;
             const auto& b = *panel->runs()->run(row)->result;

@@ -12,6 +12,7 @@
 #include "io/json_value.h"
 #include "pipeline/project.h"
 #include "models/quant_run_model.h"
+#include "models/run_history_model.h"
 #include "widgets/activation_settings.h"
 #include "widgets/budget_planner.h"
 #include "widgets/job_status.h"
@@ -19,7 +20,9 @@
 #include "widgets/model_explorer.h"
 #include "widgets/plan_editor.h"
 #include "widgets/quantize_panel.h"
+#include "widgets/perplexity_panel.h"
 #include "widgets/run_compare_view.h"
+#include "widgets/run_header.h"
 #include "widgets/tensor_error_view.h"
 
 #include <QAbstractItemModelTester>
@@ -32,6 +35,8 @@
 #include <QElapsedTimer>
 #include <QHeaderView>
 #include <QLabel>
+#include <QLegend>
+#include <QLegendMarker>
 #include <QLineEdit>
 #include <QLineSeries>
 #include <QPlainTextEdit>
@@ -45,12 +50,15 @@
 #include <QStandardPaths>
 #include <QTableWidget>
 #include <QDoubleSpinBox>
+#include <QMenu>
 #include <QTabBar>
+#include <QToolButton>
 #include <QTabWidget>
 #include <QTableView>
 #include <QTemporaryDir>
 #include <QTest>
 #include <QTimer>
+#include <QToolButton>
 #include <QUndoStack>
 
 #include <ctime>
@@ -63,9 +71,9 @@ namespace {
 struct Fixture {
     MainWindow w;
     QuantizePanel* panel = nullptr;
-    bool open()
+    bool open(QSize size = QSize(1500, 950))
     {
-        w.resize(1500, 950);
+        w.resize(size);
         w.show();
         if (!QTest::qWaitForWindowExposed(&w)) return false;
         w.activateWindow();
@@ -98,6 +106,9 @@ void screenshot(QWidget* w, const QString& name)
     QString dir = qEnvironmentVariable("QB_SCREENSHOT_DIR");
     if (dir.isEmpty()) dir = QStringLiteral(QB_BINARY_DIR "/screenshots");
     QDir().mkpath(dir);
+    // Pending layout requests (a chart's new title is laid out on the next event loop pass).
+    QCoreApplication::sendPostedEvents(nullptr, QEvent::LayoutRequest);
+    QCoreApplication::sendPostedEvents();
     QVERIFY(w->grab().save(dir + QStringLiteral("/quantize_%1.png").arg(name)));
 }
 
@@ -238,6 +249,55 @@ private Q_SLOTS:
     // Issue 11 item 8: the storage target is edited like bits and method; a target implies the
     // bits (editing bits moves within the family) and the totals show the whole GGUF file, equal
     // to the exporter's plan.
+    // Issue 19 item 6: what "Apply to plan" writes, on its own (the GUI path is in
+    // runInspectWhatIfCompareCancel): one tensor's rule, one undo step, off its GGUF type onto the
+    // free grid the what-if solved; a method without a symmetric grid is stored asymmetric; a
+    // setting the plan refuses leaves the plan as it was, with the reason.
+    void applyWhatIfSettings()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanTableModel* m = f.panel->planEditor()->model();
+        QAbstractItemModelTester tester(m, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QList<int> all;
+        for (int r = 0; r < m->rowCount(); ++r)
+            all << r;
+        QCOMPARE(m->setField(all, PlanTableModel::Target, QStringLiteral("gguf:Q4_K")), QString());
+        const int row = 9; // layers.1.self_attn.v_proj
+        const QString name = m->ruleName(row);
+        const QString target = m->index(row, PlanTableModel::Target).data().toString(); // Q4_K or its fallback
+        QVERIFY2(target != QStringLiteral("none"), qPrintable(target));
+        const int targetBits = bitsAt(m, row);
+        QUndoStack* undo = m->undoStack();
+        const int steps = undo->count();
+        QCOMPARE(m->setTensorSettings(name + QStringLiteral(".weight"), qb::quant::Method::Gptq, 3, 64, true),
+                 QString());
+        QCOMPARE(undo->count(), steps + 1);
+        QCOMPARE(m->index(row, PlanTableModel::Target).data().toString(), QStringLiteral("none"));
+        QCOMPARE(bitsAt(m, row), 3);
+        QCOMPARE(m->index(row, PlanTableModel::Group).data().toInt(), 64);
+        QVERIFY(m->resolved().tensors[std::size_t(row)].options.grid.sym);
+        QCOMPARE(m->index(row - 1, PlanTableModel::Target).data().toString(), target); // only it
+        QCOMPARE(m->plan().rules.back().match, name.toStdString());
+        undo->undo();
+        QCOMPARE(m->index(row, PlanTableModel::Target).data().toString(), target);
+        QCOMPARE(bitsAt(m, row), targetBits);
+        // NeUQI has no symmetric grid: applied asymmetric, not refused.
+        QCOMPARE(m->setTensorSettings(name, qb::quant::Method::Neuqi, 4, 32, true), QString());
+        QVERIFY(!m->resolved().tensors[std::size_t(row)].options.grid.sym);
+        QCOMPARE(m->resolved().tensors[std::size_t(row)].method, qb::quant::Method::Neuqi);
+        // Settings the plan cannot hold are refused with the reason; nothing changes.
+        const qb::pipeline::QuantPlan before = m->plan();
+        const int count = undo->count();
+        QVERIFY(m->setTensorSettings(name, qb::quant::Method::Gptq, 20, 32, false).contains(QStringLiteral("bits")));
+        QVERIFY(m->setTensorSettings(name, qb::quant::Method::Gptq, 4, 0, false).contains(QStringLiteral("group")));
+        QCOMPARE(m->plan(), before);
+        QCOMPARE(undo->count(), count);
+        QVERIFY(!m->setTensorSettings(QStringLiteral("model.layers.9.mlp.up_proj"), qb::quant::Method::Gptq, 4, 32,
+                                      false)
+                     .isEmpty()); // not a tensor of this model
+    }
+
     void targetColumn()
     {
         Fixture f;
@@ -331,7 +391,7 @@ private Q_SLOTS:
     void runInspectWhatIfCompareCancel()
     {
         Fixture f;
-        QVERIFY(f.open());
+        QVERIFY(f.open(QSize(1280, 800))); // the default window size: the screenshots are what a user sees
         QuantizePanel* p = f.panel;
         QAbstractItemModelTester t1(p->reports(), QAbstractItemModelTester::FailureReportingMode::QtTest);
         QAbstractItemModelTester t2(p->runs(), QAbstractItemModelTester::FailureReportingMode::QtTest);
@@ -375,8 +435,61 @@ private Q_SLOTS:
         QCOMPARE(run1->calib->seqlen, 64);
         QCOMPARE(p->layerChart()->plotted(0).size(), std::size_t(4));
         QCOMPARE(p->layerChart()->plotted(0)[2], run1->layerErrors()[2]);
-        f.showView(p->reportTable()->parentWidget());
+        // Issue 19 item 5: the per-layer error weights each tensor by its parameter count (the
+        // demo's MLP tensors hold 2.75x the attention's), and the chart says so.
+        QVERIFY(run1->layerErrorsWeighted());
+        QVERIFY2(p->layerChart()->chart()->title().contains(run1->label()),
+                 qPrintable(p->layerChart()->chart()->title()));
+        QCOMPARE(p->layerChart()->weighting(), QStringLiteral("param-weighted"));
+        QVERIFY2(p->layerChart()->chart()->title().contains(QStringLiteral("param-weighted")),
+                 qPrintable(p->layerChart()->chart()->title()));
+        {
+            double num = 0, den = 0, plain = 0;
+            int n = 0;
+            for (const auto& r : run1->result->tensors) {
+                if (r.layer != 2) continue;
+                const auto* t = f.w.checkpoint()->find(r.name);
+                QVERIFY(t && t->shape.size() == 2);
+                const double params = double(t->shape[0] * t->shape[1]);
+                num += params * r.relativeError;
+                den += params;
+                plain += r.relativeError;
+                ++n;
+            }
+            QCOMPARE(n, 7);
+            QVERIFY(std::abs(run1->layerErrors()[2] - num / den) < 1e-12);
+            QVERIFY(std::abs(num / den - plain / n) > 1e-6); // the weighting changes the figure
+            // Without the shapes: a plain mean, and the chart says so.
+            const LayerErrors unweighted = layerErrorsOf(run1->result->tensors, {});
+            QVERIFY(!unweighted.weighted);
+            QVERIFY(std::abs(unweighted.values[2] - plain / n) < 1e-12);
+            LayerErrorChart probe(QStringLiteral("probe"));
+            probe.setRuns({QStringLiteral("x")}, {unweighted.values}, unweighted.weighted);
+            QCOMPARE(probe.weighting(), QStringLiteral("plain"));
+            QVERIFY(probe.chart()->title().contains(QStringLiteral("plain mean")));
+        }
+        // Runs have names: the default from the plan, in the run list, the results header and the
+        // run history (with the run's perplexity and KL beside the original's evaluations).
+        QCOMPARE(run1->name, QStringLiteral("GPTQ 4b g128"));
+        QCOMPARE(p->runs()->index(0, QuantRunModel::Name).data().toString(), QStringLiteral("GPTQ 4b g128"));
+        QCOMPARE(p->runHeader()->runId(), run1->id);
+        QCOMPARE(p->runHeader()->nameEdit()->text(), QStringLiteral("GPTQ 4b g128"));
+        QVERIFY2(p->runHeader()->details()->text().contains(
+                     QStringLiteral("perplexity %1").arg(*run1->perplexity, 0, 'f', 3)),
+                 qPrintable(p->runHeader()->details()->text()));
+        RunHistoryModel* history = f.w.perplexityPanel()->history();
+        QAbstractItemModelTester t3(history, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QCOMPARE(history->rowCount(), 1);
+        QCOMPARE(history->record(0).runId, run1->id);
+        QCOMPARE(history->index(0, RunHistoryModel::Variant).data().toString(), run1->name);
+        QCOMPARE(history->index(0, RunHistoryModel::Perplexity).data(Qt::EditRole).toDouble(), *run1->perplexity);
+        QCOMPARE(history->index(0, RunHistoryModel::Kl).data(Qt::EditRole).toDouble(), run1->kl->mean);
+        QCOMPARE(history->index(0, RunHistoryModel::Ctx).data().toInt(), 128);
+        QCOMPARE(history->headerData(RunHistoryModel::Kl, Qt::Horizontal).toString(), QStringLiteral("KL"));
+        f.showView(p->runHeader()->parentWidget());
+        QVERIFY(p->runHeader()->isVisible() && p->reportTable()->isVisible());
         screenshot(p, QStringLiteral("results"));
+        screenshot(&f.w, QStringLiteral("results_1280x800"));
 
         // Per-channel view of a tensor picked in the explorer.
         TensorErrorView* tv = p->tensorView();
@@ -411,7 +524,54 @@ private Q_SLOTS:
         const double err2 = preview.last().at(1).toDouble();
         QVERIFY2(err2 > rep->relativeError, qPrintable(QString::number(err2)));
         QVERIFY2(preview.last().at(2).toDouble() < 0.5, qPrintable(QString::number(preview.last().at(2).toDouble())));
+        // Issue 19 item 6: the preview is drawn in both error charts beside the run's (before /
+        // after, legend shown); at 2 bits nearly every output channel is worse than at 4.
+        QLineSeries* outAfter = tv->outChannelChart()->compareSeries();
+        QTRY_COMPARE(outAfter->count(), 128);
+        QCOMPARE(tv->inChannelChart()->compareSeries()->count(), 352);
+        QVERIFY2(tv->outChannelChart()->chart()->title().contains(outAfter->name()),
+                 qPrintable(tv->outChannelChart()->chart()->title()));
+        QVERIFY2(outAfter->name().contains(QStringLiteral("2b")), qPrintable(outAfter->name()));
+        int worse = 0;
+        for (int i = 0; i < 128; ++i)
+            worse += outAfter->at(i).y() > tv->outChannelChart()->series()->at(i).y() ? 1 : 0;
+        QVERIFY2(worse > 115, qPrintable(QString::number(worse)));
+        // The out-channel errors agree with the reported whole-tensor figure's order of magnitude.
+        double meanAfter = 0;
+        for (int i = 0; i < 128; ++i)
+            meanAfter += outAfter->at(i).y() / 128.0;
+        QVERIFY2(meanAfter > 0.3 * err2 && meanAfter < 3.0 * err2, qPrintable(QString::number(meanAfter)));
+        f.showView(tv);
         screenshot(p, QStringLiteral("tensor"));
+        screenshot(&f.w, QStringLiteral("whatif_1280x800"));
+
+        // Apply to plan: the tensor's row takes the previewed settings in one undo step; Undo
+        // (the button beside it) takes it back.
+        PlanTableModel* pm = p->planEditor()->model();
+        const int row = [&] {
+            for (int r = 0; r < pm->rowCount(); ++r)
+                if (pm->ruleName(r) == QStringLiteral("model.layers.2.mlp.down_proj")) return r;
+            return -1;
+        }();
+        QVERIFY(row >= 0);
+        QCOMPARE(bitsAt(pm, row), 4);
+        const int undoBefore = pm->undoStack()->count();
+        tv->groupSpin()->setValue(64);
+        QTRY_VERIFY(!preview.isEmpty() && preview.last().at(0).toBool() && tv->previewSettings() &&
+                    tv->previewSettings()->groupSize == 64);
+        QTRY_VERIFY(tv->applyButton()->isEnabled());
+        QTest::mouseClick(tv->applyButton(), Qt::LeftButton);
+        QCOMPARE(pm->undoStack()->count(), undoBefore + 1);
+        QCOMPARE(bitsAt(pm, row), 2);
+        QCOMPARE(pm->index(row, PlanTableModel::Group).data().toInt(), 64);
+        QCOMPARE(pm->resolved().tensors[std::size_t(row)].method, qb::quant::Method::Gptq);
+        QCOMPARE(bitsAt(pm, row - 1), 4); // only that tensor
+        QVERIFY(tv->previewLabel()->text().contains(QStringLiteral("Applied")));
+        QVERIFY(tv->undoButton()->isEnabled());
+        QTest::mouseClick(tv->undoButton(), Qt::LeftButton);
+        QCOMPARE(bitsAt(pm, row), 4);
+        QCOMPARE(pm->index(row, PlanTableModel::Group).data().toInt(), 128);
+        QCOMPARE(pm->undoStack()->index(), undoBefore);
 
         // Run 2: 3 bits everywhere via select-all + bulk edit.
         f.showView(p->planEditor());
@@ -438,17 +598,74 @@ private Q_SLOTS:
         QCOMPARE(cv->layerChart()->series()->barSets().size(), 2);
         QCOMPARE(cv->layerChart()->plotted(0), run1->layerErrors());
         QCOMPARE(cv->layerChart()->plotted(1), run2->layerErrors());
-        QCOMPARE(cv->scatter()->series()->count(), 2);
-        QCOMPARE(cv->scatter()->series()->at(1), QPointF(run2->result->bitsPerWeight, *run2->perplexity));
+        // The scatter: one labelled series per run, the original model's perplexity as a dashed
+        // baseline, a legend naming all three.
+        BpwPerplexityChart* sc = cv->scatter();
+        QCOMPARE(sc->runSeries().size(), 2);
+        QCOMPARE(sc->runSeries()[1]->count(), 1);
+        QCOMPARE(sc->runSeries()[1]->at(0), QPointF(run2->result->bitsPerWeight, *run2->perplexity));
+        QCOMPARE(sc->runSeries()[0]->pointLabelsFormat(), QStringLiteral("#%1").arg(run1->id));
+        QVERIFY(sc->runSeries()[0]->pointLabelsVisible());
+        QCOMPARE(sc->baselineSeries()->count(), 2);
+        QCOMPARE(sc->baselineSeries()->at(0).y(), run1->kl->referencePerplexity);
+        QVERIFY(run1->kl->referencePerplexity < *run1->perplexity);
+        QVERIFY(sc->chart()->legend()->isVisible());
+        QCOMPARE(sc->chart()->legend()->markers().size(), 3);
+        QCOMPARE(sc->chart()->legend()->markers(sc->baselineSeries()).size(), 1);
+        QVERIFY(sc->chart()->legend()->markers(sc->baselineSeries()).first()->label().contains("original"));
+        QVERIFY2(sc->baselineSeries()->name().contains(QStringLiteral("original")),
+                 qPrintable(sc->baselineSeries()->name()));
+        QVERIFY2(sc->runSeries()[1]->name().contains(run2->label()), qPrintable(sc->runSeries()[1]->name()));
         QCOMPARE(p->runs()->index(1, QuantRunModel::Plan).data().toString(), run2->summary);
+        QCOMPARE(run2->name, QStringLiteral("GPTQ 3b g128"));
         // The compared runs' KL figures in one line; 3 bits is further from the original than 4.
         QVERIFY(cv->klSummary()->isVisible());
-        const QString klLine = cv->klSummary()->text();
-        QVERIFY2(klLine.contains(QStringLiteral("run %1: KL").arg(run1->id)) &&
-                     klLine.contains(QStringLiteral("run %1: KL").arg(run2->id)) && klLine.contains("p99"),
+        QString klLine = cv->klSummary()->text();
+        QVERIFY2(klLine.contains(QStringLiteral("#%1 GPTQ 4b g128: KL").arg(run1->id)) &&
+                     klLine.contains(QStringLiteral("#%1 GPTQ 3b g128: KL").arg(run2->id)) && klLine.contains("p99"),
                  qPrintable(klLine));
         QVERIFY(run2->kl && run2->kl->mean > run1->kl->mean);
+
+        // Rename run 1 in the run table (its name cell, F2, type, Enter): the compare view,
+        // the scatter's legend and the history follow; run 2 from the results header.
+        clickCell(cv->table(), 0, QuantRunModel::Name);
+        QTest::keyClick(cv->table(), Qt::Key_F2);
+        QLineEdit* editor = nullptr;
+        QTRY_VERIFY((editor = cv->table()->viewport()->findChild<QLineEdit*>()) != nullptr);
+        editor->selectAll();
+        QTest::keyClicks(editor, QStringLiteral("baseline 4-bit"));
+        QTest::keyClick(editor, Qt::Key_Return);
+        QTRY_COMPARE(p->runs()->run(0)->name, QStringLiteral("baseline 4-bit")); // the delegate commits queued
+        klLine = cv->klSummary()->text();
+        QVERIFY2(klLine.contains(QStringLiteral("#%1 baseline 4-bit: KL").arg(run1->id)), qPrintable(klLine));
+        QVERIFY(sc->runSeries()[0]->name().contains(QStringLiteral("baseline 4-bit")));
+        QVERIFY(cv->layerChart()->chart()->title().contains(QStringLiteral("baseline 4-bit")));
+        QCOMPARE(history->rowCount(), 2);
+        QCOMPARE(history->index(0, RunHistoryModel::Variant).data().toString(), QStringLiteral("baseline 4-bit"));
+        QCOMPARE(history->index(1, RunHistoryModel::Variant).data().toString(), QStringLiteral("GPTQ 3b g128"));
+        QCOMPARE(history->index(1, RunHistoryModel::Perplexity).data(Qt::EditRole).toDouble(), *run2->perplexity);
+        clickCell(cv->table(), 0, QuantRunModel::Plan);
+        clickCell(cv->table(), 1, QuantRunModel::Plan, Qt::ControlModifier);
+        QCOMPARE(cv->comparedRows(), QList<int>({0, 1}));
         screenshot(p, QStringLiteral("compare"));
+        screenshot(&f.w, QStringLiteral("compare_1280x800"));
+        f.showView(p->runHeader()->parentWidget());
+        QCOMPARE(p->runHeader()->runId(), run2->id);
+        QLineEdit* nameEdit = p->runHeader()->nameEdit();
+        QTest::mouseClick(nameEdit, Qt::LeftButton);
+        nameEdit->selectAll();
+        QTest::keyClicks(nameEdit, QStringLiteral("aggressive 3-bit"));
+        QTest::keyClick(nameEdit, Qt::Key_Return);
+        QCOMPARE(p->runs()->run(1)->name, QStringLiteral("aggressive 3-bit"));
+        QCOMPARE(p->currentRun()->name, QStringLiteral("aggressive 3-bit"));
+        QCOMPARE(history->index(1, RunHistoryModel::Variant).data().toString(), QStringLiteral("aggressive 3-bit"));
+        QVERIFY(p->layerChart()->chart()->title().contains(QStringLiteral("aggressive 3-bit")));
+        // An empty name restores the default.
+        nameEdit->selectAll();
+        QTest::keyClick(nameEdit, Qt::Key_Delete);
+        QTest::keyClick(nameEdit, Qt::Key_Return);
+        QCOMPARE(p->runs()->run(1)->name, QStringLiteral("GPTQ 3b g128"));
+        QCOMPARE(nameEdit->text(), QStringLiteral("GPTQ 3b g128"));
         screenshot(&f.w, QStringLiteral("window"));
 
         // Cancel a longer run: back to idle, no run added.
@@ -513,6 +730,51 @@ private Q_SLOTS:
         QVERIFY2(run->summary.contains(QStringLiteral("A6-8 KV8 +smooth 0.6")), qPrintable(run->summary));
         QVERIFY(run->perplexity && std::isfinite(*run->perplexity) && *run->perplexity > 1.0);
         QVERIFY(!run->result->notes.empty());
+    }
+
+    // Issue 15 item 5: the RUQuant presets and fine-tuning epochs from the plan editor (undoable),
+    // and a RUQuant run from the window, off the UI thread.
+    void ruquantPresetRun()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanEditor* ed = f.panel->planEditor();
+        ActivationSettings* a = ed->activationSettings();
+        QVERIFY(a->presets()->menu() && a->presets()->menu()->actions().size() == 3);
+        QVERIFY(!a->finetuneEpochs()->isVisible());
+        a->presets()->menu()->actions().at(0)->trigger(); // W4A4
+        const auto& plan = ed->model()->plan();
+        QCOMPARE(plan.activation.rotate, qb::pipeline::PlanRotation::Ruquant);
+        QCOMPARE(plan.activation.spec(qb::model::LinearKind::Qkv).bits, 4);
+        QCOMPARE(plan.activation.spec(qb::model::LinearKind::Qkv).clip, 0.9f);
+        QCOMPARE(plan.activation.kvBits, 4);
+        QCOMPARE(plan.defaults.clip.value_or(1.0), 0.8);
+        QCOMPARE(a->rotation()->currentData().toInt(), int(qb::pipeline::PlanRotation::Ruquant));
+        QVERIFY(a->finetuneEpochs()->isVisible());
+        a->finetuneEpochs()->setValue(1);
+        Q_EMIT a->finetuneEpochs()->editingFinished();
+        QCOMPARE(ed->model()->plan().activation.ruquant.finetuneEpochs, 1);
+        QVERIFY(ed->jsonEdit()->toPlainText().contains(QStringLiteral("\"finetune_epochs\": 1")));
+        ed->undoAction()->trigger();
+        QCOMPARE(ed->model()->plan().activation.ruquant.finetuneEpochs, 0);
+        QCOMPARE(a->finetuneEpochs()->value(), 0);
+        screenshot(f.panel, QStringLiteral("ruquant_preset"));
+
+        QuantizePanel* p = f.panel;
+        QSignalSpy done(p, &QuantizePanel::quantizeFinished);
+        {
+            EventLoopProbe probe;
+            QTest::mouseClick(p->quantizeButton(), Qt::LeftButton);
+            QVERIFY(done.wait(300000));
+            QVERIFY2(probe.maxBusyMs() < 100, qPrintable(QString::number(probe.maxBusyMs())));
+        }
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        auto run = p->runs()->run(0);
+        QVERIFY2(run->summary.contains(QStringLiteral("A4 KV4 Q4 +smooth 0.6 +ruquant")), qPrintable(run->summary));
+        QVERIFY(run->perplexity && std::isfinite(*run->perplexity) && *run->perplexity > 1.0);
+        QVERIFY(std::any_of(run->result->notes.begin(), run->result->notes.end(),
+                            [](const std::string& n) { return n.find("RUQuant (seed") != std::string::npos; }));
+        QVERIFY(run->result->onlineTransforms.find("RUQuant") != std::string::npos);
     }
 
     // Issue 16 items 2 and 4: the sensitivity atlas in a worker (the window stays live), its heat

@@ -4,6 +4,9 @@
 // (histograms on one value axis) and the summary table, the original stage shows the outliers and
 // smoothing removes most of the 4-bit output error; the metric switch redraws with one y range;
 // cancel returns to idle; the event loop is never blocked. Saves transform_lab.png (1280x800).
+// With RUQuant checked: RUQuant's four stages after the standard ones, the within-cell view for the
+// chosen channel, recomputed off the GUI thread when the channel changes. Saves
+// transform_lab_ruquant.png (within-cell positions) and transform_lab_offsets.png (1280x800).
 
 #include "charts/histogram_chart.h"
 #include "event_loop_probe.h"
@@ -11,6 +14,7 @@
 #include "models/lab_summary_model.h"
 #include "widgets/activations_panel.h"
 #include "widgets/job_status.h"
+#include "widgets/lab_cell_view.h"
 #include "widgets/main_window.h"
 #include "widgets/model_explorer.h"
 #include "widgets/transform_lab.h"
@@ -27,6 +31,7 @@
 #include <QSignalSpy>
 #include <QSpinBox>
 #include <QStandardPaths>
+#include <QTabBar>
 #include <QTabWidget>
 #include <QTableView>
 #include <QTemporaryDir>
@@ -35,6 +40,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 using namespace qb;
 using namespace qb::ui;
@@ -189,10 +195,124 @@ private Q_SLOTS:
         lab->metricCombo()->setCurrentIndex(int(TransformLab::Metric::MaxAbs));
         QTRY_VERIFY(!w.jobStatus()->isVisible());
         // The layout settles: the charts take the height the table leaves.
-        QTRY_VERIFY(lab->summaryTable()->geometry().bottom() > lab->height() - 30);
+        QTRY_VERIFY(lab->bottomTabs()->geometry().bottom() > lab->height() - 30);
         for (HistogramChart* h : lab->histograms()) // equal columns
             QTRY_VERIFY(std::abs(h->width() - lab->histograms().front()->width()) <= 2);
         saveScreenshot(w, QStringLiteral("transform_lab.png"));
+    }
+
+    void ruquantStagesAndWithinCellView()
+    {
+        MainWindow w;
+        w.resize(1280, 800);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+        w.openModel(m_dir.path());
+        QVERIFY(loaded.wait(20000));
+        w.activationsPanel()->windowsSpin()->setValue(16);
+        w.activationsPanel()->lengthSpin()->setValue(128);
+        TransformLab* lab = w.transformLab();
+        w.viewTabs()->setCurrentWidget(lab);
+        LabCellView* cells = lab->cellView();
+        QVERIFY(cells);
+        QVERIFY(!lab->ruquantCheck()->isChecked());
+        QTest::mouseClick(lab->ruquantCheck(), Qt::LeftButton);
+        QVERIFY(lab->ruquantCheck()->isChecked());
+        cells->channelSpin()->setValue(0); // no result yet: nothing is computed
+        QSignalSpy done(lab, &TransformLab::labFinished);
+        auto probe = std::make_unique<qbtest::EventLoopProbe>();
+        QTest::mouseClick(lab->runButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        qInfo("ruquant lab: event loop blocked at most %.1f ms", probe->maxBusyMs());
+        QVERIFY2(probe->maxBusyMs() < 50.0, qPrintable(QString::number(probe->maxBusyMs())));
+        const auto r = lab->result();
+        QVERIFY(r);
+        const QStringList want = {"original",
+                                  "smoothed (α 0.6)",
+                                  "Hadamard",
+                                  "smoothed (α 0.6) + Hadamard",
+                                  "RUQuant stage 1",
+                                  "RUQuant zig-zag",
+                                  "RUQuant stage 1 again",
+                                  "RUQuant global Householder"};
+        QCOMPARE(int(r->stages.size()), int(want.size()));
+        const QAbstractItemModel* m = lab->summaryModel();
+        for (int i = 0; i < want.size(); ++i) {
+            QCOMPARE(m->index(i, LabSummaryModel::Stage).data().toString(), want.at(i));
+            QVERIFY(cell(m, i, LabSummaryModel::CellRatio) >= 1.0);
+            qInfo("  %-28s A4 output error %.4f  cell MSE ratio %.4f", qPrintable(want.at(i)),
+                  cell(m, i, LabSummaryModel::OutputError), cell(m, i, LabSummaryModel::CellRatio));
+        }
+        QVERIFY(m->index(7, LabSummaryModel::Transform).data().toString().contains("global Householder"));
+        QVERIFY(cell(m, 7, LabSummaryModel::OutputError) < 0.5 * cell(m, 0, LabSummaryModel::OutputError));
+        QCOMPARE(int(lab->histograms().size()), 8);
+
+        // The within-cell view holds the lab's channel (0) for every stage.
+        QCOMPARE(r->cellChannel, 0);
+        QCOMPARE(int(cells->stats().size()), 8);
+        QCOMPARE(int(cells->positionCharts().size()), 8);
+        for (const auto& st : cells->stats()) {
+            QCOMPARE(st.channel, 0);
+            QCOMPARE(st.values + st.clipped + st.exact, r->sampledTokens);
+        }
+        QVERIFY(cells->summaryText().contains(QStringLiteral("Channel 0")));
+        lab->bottomTabs()->setCurrentWidget(cells);
+        QTest::mouseClick(lab->bottomTabs()->tabBar(), Qt::LeftButton, {},
+                          lab->bottomTabs()->tabBar()->tabRect(1).center());
+        QCOMPARE(lab->bottomTabs()->currentWidget(), cells);
+
+        // Another channel: recomputed through the job path, the event loop never blocked.
+        QSignalSpy updated(cells, &LabCellView::cellsUpdated);
+        probe = std::make_unique<qbtest::EventLoopProbe>();
+        cells->channelSpin()->setValue(40);
+        QVERIFY(updated.wait(60000));
+        QVERIFY2(updated.last().at(0).toBool(), qPrintable(updated.last().at(1).toString()));
+        qInfo("within-cell channel switch: event loop blocked at most %.1f ms", probe->maxBusyMs());
+        QVERIFY2(probe->maxBusyMs() < 50.0, qPrintable(QString::number(probe->maxBusyMs())));
+        QCOMPARE(int(cells->stats().size()), 8);
+        auto direct = pipeline::labWithinCell(*r, 40);
+        QVERIFY(direct.ok());
+        for (std::size_t i = 0; i < 8; ++i) {
+            QCOMPARE(cells->stats()[i].channel, 40);
+            QVERIFY(cells->stats()[i].positions == (*direct)[i].positions);
+        }
+        QVERIFY(cells->summaryText().contains(QStringLiteral("Channel 40")));
+        QTRY_VERIFY(!w.jobStatus()->isVisible());
+        for (HistogramChart* h : cells->positionCharts()) {
+            QVERIFY(h->isVisible());
+            QTRY_VERIFY(h->height() >= 100);
+        }
+        QTRY_VERIFY(lab->bottomTabs()->geometry().bottom() > lab->height() - 30);
+        saveScreenshot(w, QStringLiteral("transform_lab_ruquant.png"));
+        cells->showCombo()->setCurrentIndex(int(LabCellView::Show::Offsets));
+        QCOMPARE(int(cells->offsetCharts().size()), 8);
+        QVERIFY(cells->positionCharts().empty());
+        for (ChannelChart* c : cells->offsetCharts())
+            QTRY_VERIFY(c->isVisible());
+        int occupied = 0; // one point per level holding values
+        for (auto n : cells->stats().front().cellCount)
+            occupied += n > 0;
+        QCOMPARE(cells->offsetCharts().front()->series()->count(), occupied);
+        saveScreenshot(w, QStringLiteral("transform_lab_offsets.png"));
+
+        // A channel of a wider input (down: 352) is clamped when the lab runs on a narrower one.
+        lab->inputCombo()->setCurrentIndex(lab->inputCombo()->findData(int(model::LinearKind::Down)));
+        QTest::mouseClick(lab->runButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        QCOMPARE(cells->channelSpin()->maximum(), 351);
+        cells->channelSpin()->setValue(300);
+        QVERIFY(updated.wait(60000));
+        QCOMPARE(cells->stats().front().channel, 300);
+        lab->inputCombo()->setCurrentIndex(lab->inputCombo()->findData(int(model::LinearKind::Qkv)));
+        QTest::mouseClick(lab->runButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        QCOMPARE(lab->result()->cellChannel, 127);
+        QCOMPARE(cells->channelSpin()->value(), 127);
+        QCOMPARE(cells->stats().front().channel, 127);
     }
 
     void cancelReturnsToIdle()

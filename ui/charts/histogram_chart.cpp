@@ -122,37 +122,76 @@ void HistogramChart::rebuild()
 }
 
 ChannelChart::ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle, QWidget* parent)
-    : PlaceholderChartView(parent), m_series(new QLineSeries), m_x(new QValueAxis), m_y(new QValueAxis)
+    : PlaceholderChartView(parent), m_title(title), m_series(new QLineSeries), m_compare(new QLineSeries),
+      m_x(new QValueAxis), m_y(new QValueAxis)
 {
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(title);
     c->legend()->hide();
     c->addSeries(m_series);
+    QPen comparePen(QColor(220, 80, 40));
+    comparePen.setWidthF(1.2);
+    m_compare->setPen(comparePen);
+    c->addSeries(m_compare);
     m_x->setTitleText(xTitle);
     m_x->setLabelFormat(QStringLiteral("%d"));
     m_y->setTitleText(yTitle);
     c->addAxis(m_x, Qt::AlignBottom);
     c->addAxis(m_y, Qt::AlignLeft);
-    m_series->attachAxis(m_x);
-    m_series->attachAxis(m_y);
+    for (QLineSeries* s : {m_series, m_compare}) {
+        s->attachAxis(m_x);
+        s->attachAxis(m_y);
+    }
     setMinimumHeight(180);
     setPlaceholder(tr(kSelectTensor));
 }
 
-void ChannelChart::setValues(const std::vector<float>& values)
+namespace {
+QList<QPointF> channelPoints(const std::vector<float>& values, double& maxV)
 {
     QList<QPointF> pts;
     pts.reserve(qsizetype(values.size()));
-    float maxV = 0;
+    maxV = 0;
     for (std::size_t i = 0; i < values.size(); ++i) {
         pts.append({double(i), double(values[i])});
-        maxV = std::max(maxV, values[i]);
+        maxV = std::max(maxV, double(values[i]));
     }
-    m_series->replace(pts);
-    m_x->setRange(0, std::max<double>(1, double(values.size()) - 1));
-    m_y->setRange(0, maxV > 0 ? double(maxV) * 1.05 : 1.0);
+    return pts;
+}
+} // namespace
+
+void ChannelChart::setValues(const std::vector<float>& values)
+{
+    m_series->replace(channelPoints(values, m_maxBase));
+    m_count = values.size();
+    updateRange();
     setPlaceholder(values.empty() ? tr(kSelectTensor) : QString());
+}
+
+void ChannelChart::setCompareValues(const std::vector<float>& values, const QString& baseName, const QString& name)
+{
+    m_compare->replace(channelPoints(values, m_maxCompare));
+    m_series->setName(baseName);
+    m_compare->setName(name);
+    QString title = m_title;
+    if (!values.empty()) {
+        auto key = [](const QColor& c, const QString& text) {
+            return QStringLiteral("<span style='color:%1'>&#9632;</span> %2").arg(c.name(), text.toHtmlEscaped());
+        };
+        title += QStringLiteral("&nbsp; ") + key(m_series->color(), baseName) + QStringLiteral(" ") +
+                 key(m_compare->color(), name);
+    }
+    chart()->setTitle(title);
+    updateRange();
+}
+
+void ChannelChart::updateRange()
+{
+    const std::size_t n = std::max<std::size_t>(m_count, std::size_t(m_compare->count()));
+    m_x->setRange(0, std::max<double>(1, double(n) - 1));
+    const double maxV = std::max(m_maxBase, m_compare->count() ? m_maxCompare : 0.0);
+    m_y->setRange(0, maxV > 0 ? maxV * 1.05 : 1.0);
 }
 
 } // namespace qb::ui

@@ -57,19 +57,30 @@ private:
     bool m_log = false;
 };
 
-// ChannelChart: one value per channel (e.g. max |w| per output channel) as a line.
+// ChannelChart: one value per channel (e.g. max |w| per output channel) as a line, optionally
+// with a second line over the same channels (a what-if beside the run: before / after), both
+// named with their colours in the title (one line, where a legend would take another).
 class ChannelChart : public PlaceholderChartView {
     Q_OBJECT
 public:
     ChannelChart(const QString& title, const QString& xTitle, const QString& yTitle, QWidget* parent = nullptr);
     // Empty values show the placeholder "Select a tensor"; values replace any placeholder.
     void setValues(const std::vector<float>& values);
+    // The second line (`name`) with the first renamed `baseName`; empty values remove it.
+    void setCompareValues(const std::vector<float>& values, const QString& baseName, const QString& name);
     QLineSeries* series() const { return m_series; }
+    QLineSeries* compareSeries() const { return m_compare; }
 
 private:
+    void updateRange();
+
+    QString m_title;
     QLineSeries* m_series;
+    QLineSeries* m_compare;
     QValueAxis* m_x;
     QValueAxis* m_y;
+    double m_maxBase = 0, m_maxCompare = 0;
+    std::size_t m_count = 0;
 };
 
 } // namespace qb::ui

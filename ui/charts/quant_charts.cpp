@@ -3,6 +3,8 @@
 #include <QBarCategoryAxis>
 #include <QBarSeries>
 #include <QBarSet>
+#include <QLegend>
+#include <QLegendMarker>
 #include <QLineSeries>
 #include <QScatterSeries>
 #include <QValueAxis>
@@ -35,7 +37,7 @@ LayerErrorChart::LayerErrorChart(const QString& title, QWidget* parent)
     c->setTitle(title);
     c->addSeries(m_series);
     m_x->setTitleText(tr("decoder layer"));
-    m_y->setTitleText(tr("rel. error (mean)"));
+    m_y->setTitleText(tr("rel. error"));
     m_y->setLabelFormat(QStringLiteral("%.3f"));
     c->addAxis(m_x, Qt::AlignBottom);
     c->addAxis(m_y, Qt::AlignLeft);
@@ -45,8 +47,13 @@ LayerErrorChart::LayerErrorChart(const QString& title, QWidget* parent)
     setMinimumHeight(200);
 }
 
-void LayerErrorChart::setRuns(const QStringList& names, const std::vector<std::vector<double>>& values)
+void LayerErrorChart::setRuns(const QStringList& names, const std::vector<std::vector<double>>& values, bool weighted)
 {
+    m_weighting = weighted ? tr("param-weighted") : tr("plain");
+    setToolTip(weighted ? tr("Each layer's relative output error: its tensors' errors weighted by their parameter "
+                             "counts, so large tensors (the MLP) count as much as they hold")
+                        : tr("Each layer's relative output error: the plain mean over its tensors (the tensor "
+                             "shapes are not known without the model)"));
     m_series->clear();
     std::size_t layers = 0;
     double maxV = 0;
@@ -81,7 +88,10 @@ void LayerErrorChart::setRuns(const QStringList& names, const std::vector<std::v
                     .arg(sets[i]->color().name(), sets[i]->label().toHtmlEscaped());
     chart()->legend()->hide();
     m_y->setRange(0, maxV > 0 ? maxV * 1.1 : 1.0);
+    // Short lines: the results view gives this chart a narrow column, and a title line too
+    // long for it is elided whole.
     QString title = worst >= 0 ? tr("%1 (worst: layer %2)").arg(m_title).arg(worst) : m_title;
+    title += QStringLiteral("<br>") + tr("%1 mean").arg(m_weighting);
     if (!keys.isEmpty()) title += QStringLiteral("<br>") + keys.join(QStringLiteral("&nbsp;&nbsp;"));
     chart()->setTitle(title);
 }
@@ -151,40 +161,83 @@ void QuantHistogramChart::setData(const eval::Histogram& before, const eval::His
 }
 
 BpwPerplexityChart::BpwPerplexityChart(QWidget* parent)
-    : QChartView(parent), m_series(new QScatterSeries), m_x(new QValueAxis), m_y(new QValueAxis)
+    : QChartView(parent), m_baseline(new QLineSeries), m_x(new QValueAxis), m_y(new QValueAxis)
 {
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(tr("Bits per weight vs perplexity"));
-    c->legend()->hide();
-    m_series->setMarkerSize(10);
-    m_series->setPointLabelsFormat(QStringLiteral("@xPoint b, ppl @yPoint"));
-    m_series->setPointLabelsVisible(true);
-    m_series->setPointLabelsClipping(false);
-    c->addSeries(m_series);
+    QPen pen(QColor(90, 90, 90));
+    pen.setStyle(Qt::DashLine);
+    pen.setWidthF(1.5);
+    m_baseline->setPen(pen);
+    m_baseline->setParent(this); // owned by the view while not in the chart
     m_x->setTitleText(tr("bits per weight"));
     m_y->setTitleText(tr("perplexity"));
     c->addAxis(m_x, Qt::AlignBottom);
     c->addAxis(m_y, Qt::AlignLeft);
-    m_series->attachAxis(m_x);
-    m_series->attachAxis(m_y);
+    c->legend()->setAlignment(Qt::AlignRight); // one entry per line: run names stay readable
+    c->legend()->hide();
     setMinimumHeight(200);
 }
 
-void BpwPerplexityChart::setPoints(const QList<QPointF>& pts)
+void BpwPerplexityChart::setRuns(const QList<RunPoint>& runs, std::optional<double> baseline)
 {
-    m_series->replace(pts);
-    if (pts.isEmpty()) return;
-    double x0 = pts[0].x(), x1 = x0, y0 = pts[0].y(), y1 = y0;
-    for (const auto& p : pts) {
-        x0 = std::min(x0, p.x());
-        x1 = std::max(x1, p.x());
-        y0 = std::min(y0, p.y());
-        y1 = std::max(y1, p.y());
+    auto* c = chart();
+    for (QScatterSeries* s : std::as_const(m_runs)) {
+        c->removeSeries(s);
+        delete s;
     }
-    const double dx = std::max(0.25, 0.1 * (x1 - x0)), dy = std::max(0.05 * y1, 0.1 * (y1 - y0));
+    m_runs.clear();
+    for (const RunPoint& r : runs) {
+        auto* s = new QScatterSeries;
+        s->setName(r.legend);
+        s->setMarkerSize(11);
+        s->append(r.bitsPerWeight, r.perplexity);
+        // The label is literal text (no @xPoint/@yPoint), so each point carries its run's name.
+        QString label = r.label;
+        s->setPointLabelsFormat(label.replace(QLatin1Char('@'), QStringLiteral("(at)")));
+        s->setPointLabelsVisible(true);
+        s->setPointLabelsClipping(false);
+        c->addSeries(s);
+        s->attachAxis(m_x);
+        s->attachAxis(m_y);
+        m_runs << s;
+    }
+    c->legend()->setVisible(!runs.isEmpty() || baseline.has_value());
+    if (runs.isEmpty() && !baseline) {
+        if (c->series().contains(m_baseline)) {
+            c->removeSeries(m_baseline);
+            m_baseline->setParent(this);
+        }
+        return;
+    }
+    double x0 = runs.isEmpty() ? 4.0 : runs[0].bitsPerWeight, x1 = x0;
+    double y0 = baseline ? *baseline : runs[0].perplexity, y1 = y0;
+    for (const RunPoint& r : runs) {
+        x0 = std::min(x0, r.bitsPerWeight);
+        x1 = std::max(x1, r.bitsPerWeight);
+        y0 = std::min(y0, r.perplexity);
+        y1 = std::max(y1, r.perplexity);
+    }
+    const double dx = std::max(0.25, 0.1 * (x1 - x0)), dy = std::max(0.05 * y1, 0.12 * (y1 - y0));
     m_x->setRange(x0 - dx, x1 + dx);
     m_y->setRange(std::max(0.0, y0 - dy), y1 + dy);
+    if (baseline) {
+        m_baseline->setName(tr("original %1").arg(*baseline, 0, 'f', 2));
+        m_baseline->replace(QList<QPointF>{{x0 - dx, *baseline}, {x1 + dx, *baseline}});
+    } else {
+        m_baseline->clear();
+    }
+    // In the chart (and its legend) only when there is a baseline.
+    const bool shown = c->series().contains(m_baseline);
+    if (baseline && !shown) {
+        c->addSeries(m_baseline);
+        m_baseline->attachAxis(m_x);
+        m_baseline->attachAxis(m_y);
+    } else if (!baseline && shown) {
+        c->removeSeries(m_baseline); // the chart gives up ownership: the view keeps it
+        m_baseline->setParent(this);
+    }
 }
 
 } // namespace qb::ui

@@ -1,16 +1,20 @@
 #pragma once
 // Charts of the Quantization tab:
 //  - LayerErrorChart: per-layer relative error as grouped bars, one bar set per run (one run for
-//    the results view, two side by side for compare); the worst layer is named in the title.
+//    the results view, two side by side for compare); the worst layer is named in the title, and
+//    the title says whether a layer's figure weights its tensors by parameter count or is a plain
+//    mean.
 //  - QuantHistogramChart: a weight histogram before and after quantization as step outlines, with
 //    the grid levels of one row/group drawn as vertical lines (one comb series).
-//  - BpwPerplexityChart: bits per weight vs perplexity, one point per run.
+//  - BpwPerplexityChart: bits per weight vs perplexity, one labelled point (series) per run, the
+//    original model's perplexity as a dashed horizontal line, and a legend naming both.
 // Every refresh is one QXYSeries::replace() (or one QBarSet::append(list) per set).
 
 #include "eval/tensor_stats.h"
 
 #include <QChartView>
 
+#include <optional>
 #include <vector>
 
 class QBarCategoryAxis;
@@ -25,14 +29,17 @@ class LayerErrorChart : public QChartView {
     Q_OBJECT
 public:
     explicit LayerErrorChart(const QString& title, QWidget* parent = nullptr);
-    // One entry per run: its name and one value per layer.
-    void setRuns(const QStringList& names, const std::vector<std::vector<double>>& values);
+    // One entry per run: its name and one value per layer; `weighted`: the values weight each
+    // tensor by its parameter count (else they are a plain mean, and the title says so).
+    void setRuns(const QStringList& names, const std::vector<std::vector<double>>& values, bool weighted = true);
+    QString weighting() const { return m_weighting; } // "param-weighted" or "plain"
     QBarSeries* series() const { return m_series; }
     // Values of bar set `set` as plotted, for tests.
     std::vector<double> plotted(int set) const;
 
 private:
     QString m_title;
+    QString m_weighting = tr("param-weighted");
     QBarSeries* m_series;
     QBarCategoryAxis* m_x;
     QValueAxis* m_y;
@@ -58,12 +65,21 @@ private:
 class BpwPerplexityChart : public QChartView {
     Q_OBJECT
 public:
+    struct RunPoint {
+        double bitsPerWeight = 0;
+        double perplexity = 0;
+        QString label;  // next to the point ("#2")
+        QString legend; // in the legend ("#2 GPTQ 3b g128")
+    };
     explicit BpwPerplexityChart(QWidget* parent = nullptr);
-    void setPoints(const QList<QPointF>& bpwPpl);
-    QScatterSeries* series() const { return m_series; }
+    // One series per run; the original model's perplexity (when known) as a horizontal line.
+    void setRuns(const QList<RunPoint>& runs, std::optional<double> baseline);
+    QList<QScatterSeries*> runSeries() const { return m_runs; }
+    QLineSeries* baselineSeries() const { return m_baseline; }
 
 private:
-    QScatterSeries* m_series;
+    QList<QScatterSeries*> m_runs;
+    QLineSeries* m_baseline;
     QValueAxis* m_x;
     QValueAxis* m_y;
 };

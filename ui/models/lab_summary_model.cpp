@@ -39,6 +39,9 @@ QVariant LabSummaryModel::data(const QModelIndex& index, int role) const
     case TokenMax: return num(s.tokens.maxAbsMedian, 3);
     case QuantError: return display ? QVariant(QString::number(s.quantError, 'g', 3)) : QVariant(s.quantError);
     case OutputError: return num(s.outputError, 4);
+    case CellRatio:
+        if (s.cells.empty()) return display ? QVariant(QStringLiteral("-")) : QVariant();
+        return num(s.cells.mseRatio, 4);
     case Transform: return QString::fromStdString(s.transform.empty() ? std::string("-") : s.transform);
     default: return {};
     }
@@ -56,6 +59,10 @@ QVariant LabSummaryModel::headerData(int section, Qt::Orientation o, int role) c
         case QuantError: return tr("Relative MSE of the fake-quantized activations, ||Q(X) - X||² / ||X||²");
         case OutputError:
             return tr("||X·Wᵀ − Q(X_t)·W_tᵀ|| / ||X·Wᵀ|| over the group's weights (transformed to match)");
+        case CellRatio:
+            return tr("Within-cell, all channels: MSE of reconstructing at the cells' midpoints (the uniform "
+                      "quantizer) over the MSE at the centroids of the data in each level (Lloyd–Max); 1 when the "
+                      "values are uniform inside their cells");
         default: return {};
         }
     }
@@ -68,6 +75,7 @@ QVariant LabSummaryModel::headerData(int section, Qt::Orientation o, int role) c
     case TokenMax: return tr("Token max |x|");
     case QuantError: return tr("Act. quant rel. MSE");
     case OutputError: return tr("Output error");
+    case CellRatio: return tr("Cell MSE ratio");
     case Transform: return tr("Transform");
     default: return {};
     }

@@ -1,6 +1,7 @@
 #pragma once
 // LabSummaryModel: the transform lab's summary numbers, one row per stage (pipeline/transform_lab.h):
-// how outlier-heavy the stage's activations are and what the activation quantizer costs on them.
+// how outlier-heavy the stage's activations are, what the activation quantizer costs on them and
+// how uniform the values are inside its cells (pooled over every channel).
 // A read-only adapter over an immutable LabResult snapshot; GUI thread only.
 
 #include "pipeline/transform_lab.h"
@@ -22,6 +23,7 @@ public:
         TokenMax,
         QuantError,
         OutputError,
+        CellRatio,
         Transform,
         ColumnCount
     };

@@ -251,6 +251,40 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
     return applyPlan(next, text);
 }
 
+QString PlanTableModel::setTensorSettings(const QString& tensor, quant::Method method, int bits, int groupSize,
+                                          bool sym)
+{
+    QString match = tensor;
+    if (match.endsWith(QLatin1String(".weight"))) match.chop(7);
+    int row = -1;
+    for (int r = 0; r < rowCount() && row < 0; ++r)
+        if (ruleName(r) == match) row = r;
+    if (row < 0) return tr("%1 is not a tensor of the plan").arg(tensor);
+    if (bits < quant::kMinBits || bits > quant::kMaxBits)
+        return tr("%1 bits is outside %2..%3").arg(bits).arg(quant::kMinBits).arg(quant::kMaxBits);
+    if (groupSize == 0 || groupSize < -1) return tr("group size %1 must be positive (or per channel)").arg(groupSize);
+    const pipeline::TensorPlan& cur = m_resolved.tensors[std::size_t(row)];
+    pipeline::QuantPlan next = m_plan;
+    pipeline::PlanSettings s;
+    auto it = std::find_if(next.rules.begin(), next.rules.end(),
+                           [&](const pipeline::PlanRule& r) { return r.match == match.toStdString(); });
+    if (it != next.rules.end()) {
+        s = it->settings;
+        next.rules.erase(it);
+    }
+    const quant::MethodTraits& traits = quant::methodTraits(method);
+    s.method = method;
+    s.bits = bits;
+    s.avgBits.reset();
+    s.groupSize = groupSize;
+    s.sym = sym && traits.supportsSym;
+    s.skip = false;
+    if (!cur.target.empty() && cur.target != "gptq" && cur.target != "none") s.target = std::string("none");
+    next.rules.push_back({match.toStdString(), s});
+    const QString name = QString::fromLatin1(traits.name.data(), qsizetype(traits.name.size()));
+    return applyPlan(next, tr("Apply what-if to %1: %2 %3 bits, group %4").arg(match, name).arg(bits).arg(groupSize));
+}
+
 QString PlanTableModel::ruleName(int row) const
 {
     QString n = QString::fromStdString(m_resolved.tensors.at(std::size_t(row)).name);

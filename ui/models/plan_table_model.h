@@ -44,6 +44,11 @@ public:
     // Sets `column` (Method, Target, Bits, Group, Sym, Skip, ActOrder or Damping) of the given rows to
     // `value`, as one step. ActOrder and Damping apply to the methods that use a Hessian (GPTQ, NeUQI).
     QString setField(const QList<int>& rows, int column, const QVariant& value);
+    // Sets method, bits, group size and symmetry of one tensor (full name, with or without
+    // ".weight") as one undoable step (its per-tensor rule, moved to the end so it wins): what the
+    // what-if view's "Apply to plan" does. The tensor is no longer skipped, and a tensor stored in
+    // a GGUF type or as F16 gets the free grid (target none), which is what the what-if solved.
+    QString setTensorSettings(const QString& tensor, quant::Method method, int bits, int groupSize, bool sym);
     // Replaces the plan without an undo step (used by the undo commands).
     void setPlanDirect(const pipeline::QuantPlan& plan);
 

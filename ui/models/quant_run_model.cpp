@@ -1,6 +1,7 @@
 #include "models/quant_run_model.h"
 
 #include "io/json_value.h"
+#include "pipeline/project.h"
 
 #include <QColor>
 
@@ -9,6 +10,7 @@ namespace qb::ui {
 pipeline::ProjectRun QuantRun::toProjectRun() const
 {
     pipeline::ProjectRun r;
+    r.name = name.toStdString();
     r.summary = summary.toStdString();
     r.plan = plan;
     r.result = result;
@@ -22,6 +24,7 @@ pipeline::ProjectRun QuantRun::toProjectRun() const
 QuantRun QuantRun::fromProjectRun(const pipeline::ProjectRun& r)
 {
     QuantRun run;
+    run.name = QString::fromStdString(!r.name.empty() || !r.result ? r.name : pipeline::defaultRunName(*r.result));
     run.summary = QString::fromStdString(r.summary);
     run.plan = r.plan;
     run.result = r.result;
@@ -32,27 +35,54 @@ QuantRun QuantRun::fromProjectRun(const pipeline::ProjectRun& r)
     return run;
 }
 
-std::vector<double> meanErrorPerLayer(const std::vector<pipeline::TensorReport>& reports)
+LayerErrors layerErrorsOf(const std::vector<pipeline::TensorReport>& reports, const std::vector<std::int64_t>& params)
 {
+    LayerErrors out;
     int layers = 0;
-    for (const auto& r : reports)
-        layers = std::max(layers, r.layer + 1);
-    std::vector<double> sum(std::size_t(layers), 0.0);
-    std::vector<int> n(std::size_t(layers), 0);
-    for (const auto& r : reports) {
-        if (r.skipped) continue;
-        sum[std::size_t(r.layer)] += r.relativeError;
-        ++n[std::size_t(r.layer)];
+    out.weighted = params.size() == reports.size();
+    for (std::size_t i = 0; i < reports.size(); ++i) {
+        layers = std::max(layers, reports[i].layer + 1);
+        if (out.weighted && !reports[i].skipped && params[i] <= 0) out.weighted = false;
     }
+    std::vector<double> sum(std::size_t(layers), 0.0), weight(std::size_t(layers), 0.0);
+    for (std::size_t i = 0; i < reports.size(); ++i) {
+        const auto& r = reports[i];
+        if (r.skipped) continue;
+        const double w = out.weighted ? double(params[i]) : 1.0;
+        sum[std::size_t(r.layer)] += w * r.relativeError;
+        weight[std::size_t(r.layer)] += w;
+    }
+    out.values.resize(sum.size());
     for (std::size_t i = 0; i < sum.size(); ++i)
-        sum[i] = n[i] ? sum[i] / n[i] : 0.0;
-    return sum;
+        out.values[i] = weight[i] > 0 ? sum[i] / weight[i] : 0.0;
+    return out;
 }
+
+std::vector<std::int64_t> tensorParamCounts(const std::vector<pipeline::TensorReport>& reports,
+                                            const io::Checkpoint* checkpoint)
+{
+    std::vector<std::int64_t> out(reports.size(), 0);
+    if (!checkpoint) return out;
+    for (std::size_t i = 0; i < reports.size(); ++i) {
+        const TensorInfo* t = checkpoint->find(reports[i].name);
+        if (!t) t = checkpoint->find(reports[i].name + ".weight");
+        if (!t || t->shape.empty()) continue;
+        std::int64_t n = 1;
+        for (std::int64_t d : t->shape)
+            n *= d;
+        out[i] = n;
+    }
+    return out;
+}
+
+QString QuantRun::label() const { return QStringLiteral("#%1 %2").arg(id).arg(name); }
 
 std::vector<double> QuantRun::layerErrors() const
 {
-    return result ? meanErrorPerLayer(result->tensors) : std::vector<double>{};
+    return result ? layerErrorsOf(result->tensors, tensorParams).values : std::vector<double>{};
 }
+
+bool QuantRun::layerErrorsWeighted() const { return result && layerErrorsOf(result->tensors, tensorParams).weighted; }
 
 void QuantRunModel::append(std::shared_ptr<const QuantRun> run)
 {
@@ -62,6 +92,43 @@ void QuantRunModel::append(std::shared_ptr<const QuantRun> run)
     endInsertRows();
 }
 
+int QuantRunModel::rowOfId(int id) const
+{
+    for (std::size_t i = 0; i < m_runs.size(); ++i)
+        if (m_runs[i]->id == id) return int(i);
+    return -1;
+}
+
+bool QuantRunModel::rename(int row, const QString& name)
+{
+    if (row < 0 || row >= rowCount()) return false;
+    auto copy = std::make_shared<QuantRun>(*m_runs[std::size_t(row)]);
+    QString n = name.simplified();
+    if (n.isEmpty() && copy->result) n = QString::fromStdString(pipeline::defaultRunName(*copy->result));
+    if (n == copy->name) return true;
+    copy->name = n;
+    m_runs[std::size_t(row)] = std::move(copy);
+    Q_EMIT dataChanged(index(row, Name), index(row, Name));
+    Q_EMIT runRenamed(m_runs[std::size_t(row)]->id, n);
+    return true;
+}
+
+bool QuantRunModel::setData(const QModelIndex& index, const QVariant& value, int role)
+{
+    if (role != Qt::EditRole ||
+        !checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid) ||
+        index.column() != Name)
+        return false;
+    return rename(index.row(), value.toString());
+}
+
+Qt::ItemFlags QuantRunModel::flags(const QModelIndex& index) const
+{
+    Qt::ItemFlags f = QAbstractTableModel::flags(index);
+    if (index.isValid() && index.column() == Name) f |= Qt::ItemIsEditable;
+    return f;
+}
+
 int QuantRunModel::rowCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : int(m_runs.size()); }
 int QuantRunModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : ColumnCount; }
 
@@ -69,7 +136,11 @@ QVariant QuantRunModel::data(const QModelIndex& index, int role) const
 {
     if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return {};
     const QuantRun& r = *m_runs[std::size_t(index.row())];
-    if (role == Qt::TextAlignmentRole && index.column() != Plan) return int(Qt::AlignRight | Qt::AlignVCenter);
+    if (role == Qt::TextAlignmentRole && index.column() != Plan && index.column() != Name)
+        return int(Qt::AlignRight | Qt::AlignVCenter);
+    if (role == Qt::EditRole && index.column() == Name) return r.name;
+    if (role == Qt::ToolTipRole && index.column() == Name)
+        return tr("Double-click to rename (empty: the default name)");
     if (role == Qt::ToolTipRole && index.column() == Plan)
         return r.plan.isNull() ? QString() : QString::fromStdString(io::toJsonText(r.plan));
     if (role == Qt::ToolTipRole && (index.column() == Kl || index.column() == Top1) && r.kl)
@@ -88,6 +159,7 @@ QVariant QuantRunModel::data(const QModelIndex& index, int role) const
     if (role != Qt::DisplayRole) return {};
     switch (index.column()) {
     case Id: return r.id;
+    case Name: return r.name;
     case Plan: return r.summary;
     case Bpw: return QString::number(r.result->bitsPerWeight, 'f', 3);
     case Size: return QStringLiteral("%1 MB").arg(double(r.result->sizeBytes) / 1e6, 0, 'f', 3);
@@ -102,7 +174,8 @@ QVariant QuantRunModel::data(const QModelIndex& index, int role) const
 QVariant QuantRunModel::headerData(int section, Qt::Orientation o, int role) const
 {
     if (o != Qt::Horizontal || role != Qt::DisplayRole || section < 0 || section >= ColumnCount) return {};
-    static const char* const names[] = {"Run", "Plan", "Bits/weight", "Size", "Perplexity", "KL", "Top-1", "Time"};
+    static const char* const names[] = {"Run",        "Name", "Plan",  "Bits/weight", "Size",
+                                        "Perplexity", "KL",   "Top-1", "Time"};
     return tr(names[section]);
 }
 

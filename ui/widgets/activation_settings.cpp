@@ -8,7 +8,12 @@
 #include <QDoubleSpinBox>
 #include <QHBoxLayout>
 #include <QLabel>
+#include <QMenu>
 #include <QSignalBlocker>
+#include <QSpinBox>
+#include <QToolButton>
+
+#include <tuple>
 
 namespace qb::ui {
 
@@ -36,7 +41,7 @@ ActivationSettings::ActivationSettings(PlanTableModel* plan, QWidget* parent)
       m_kvbits(bitsCombo(QStringLiteral("kvBits"),
                          tr("Key and value bits, one range per head and token (attention probabilities stay F32)"))),
       m_smooth(new QCheckBox(tr("SmoothQuant α"))), m_alpha(new QDoubleSpinBox), m_rotate(new QComboBox),
-      m_note(new QLabel)
+      m_epochs(new QSpinBox), m_presets(new QToolButton), m_note(new QLabel)
 {
     setObjectName(QStringLiteral("activationSettings"));
     m_clip->setObjectName(QStringLiteral("activationClip"));
@@ -61,9 +66,31 @@ ActivationSettings::ActivationSettings(PlanTableModel* plan, QWidget* parent)
     m_rotate->addItem(tr("no rotation"), int(pipeline::PlanRotation::None));
     m_rotate->addItem(tr("Hadamard, residual (folded)"), int(pipeline::PlanRotation::Residual));
     m_rotate->addItem(tr("Hadamard, QuaRot (+ online)"), int(pipeline::PlanRotation::Hadamard));
+    m_rotate->addItem(tr("RUQuant (online)"), int(pipeline::PlanRotation::Ruquant));
     m_rotate->setToolTip(tr("Residual: a randomized Hadamard rotation of the residual stream folded into every "
                             "weight (exports as ordinary weights). QuaRot: also online Hadamards on the o_proj "
-                            "and down_proj inputs and per head on q/k (not storable in a GGUF)"));
+                            "and down_proj inputs and per head on q/k (not storable in a GGUF). RUQuant: "
+                            "data-driven block rotations (Householder + Givens), a zig-zag permutation and a "
+                            "global Householder reflection per layer and input, built on the calibration set"));
+    m_epochs->setObjectName(QStringLiteral("ruquantEpochs"));
+    m_epochs->setRange(0, 100);
+    m_epochs->setPrefix(tr("fine-tune "));
+    m_epochs->setSuffix(tr(" ep"));
+    m_epochs->setToolTip(tr("RUQuant: epochs of AdamW on each global Householder vector, minimising the layer "
+                            "output error of the quantized layer (0: off; the paper uses 20)"));
+    m_presets->setObjectName(QStringLiteral("ruquantPresets"));
+    m_presets->setText(tr("RUQuant preset"));
+    m_presets->setPopupMode(QToolButton::InstantPopup);
+    m_presets->setToolTip(tr("Replace the plan with RUQuant's setting: RTN weights per channel (range x0.8 at 4 "
+                             "bits), per-token activations (clip 0.9 at 4 bits), Q/K/V per head and token, "
+                             "SmoothQuant 0.6, RUQuant transforms"));
+    auto* menu = new QMenu(m_presets);
+    for (const auto& [label, w, a, ft] : {std::tuple(tr("W4A4"), 4, 4, 0), std::tuple(tr("W4A4 + fine-tune"), 4, 4, 20),
+                                          std::tuple(tr("W6A6"), 6, 6, 0)})
+        menu->addAction(label, this, [this, label, w, a, ft] {
+            m_plan->applyPlan(pipeline::ruquantPresetPlan(w, a, ft), tr("RUQuant %1 preset").arg(label));
+        });
+    m_presets->setMenu(menu);
     m_note->setObjectName(QStringLiteral("activationNote"));
 
     auto* l = new QHBoxLayout(this);
@@ -81,6 +108,8 @@ ActivationSettings::ActivationSettings(PlanTableModel* plan, QWidget* parent)
     l->addWidget(m_alpha);
     l->addSpacing(8);
     l->addWidget(m_rotate);
+    l->addWidget(m_epochs);
+    l->addWidget(m_presets);
     l->addWidget(m_note, 1);
 
     connect(m_abits, &QComboBox::activated, this, [this] { applyToPlan(tr("activation bits")); });
@@ -90,6 +119,7 @@ ActivationSettings::ActivationSettings(PlanTableModel* plan, QWidget* parent)
     connect(m_smooth, &QCheckBox::toggled, this, [this] { applyToPlan(tr("smoothing")); });
     connect(m_alpha, &QDoubleSpinBox::editingFinished, this, [this] { applyToPlan(tr("smoothing α")); });
     connect(m_rotate, &QComboBox::activated, this, [this] { applyToPlan(tr("rotation")); });
+    connect(m_epochs, &QSpinBox::editingFinished, this, [this] { applyToPlan(tr("RUQuant fine-tuning")); });
     connect(m_plan, &PlanTableModel::planChanged, this, &ActivationSettings::syncFromPlan);
     syncFromPlan();
 }
@@ -107,6 +137,8 @@ void ActivationSettings::syncFromPlan()
     if (a.smoothAlpha) m_alpha->setValue(*a.smoothAlpha);
     m_alpha->setEnabled(a.smoothAlpha.has_value());
     m_rotate->setCurrentIndex(std::max(0, m_rotate->findData(int(a.rotate))));
+    m_epochs->setValue(a.ruquant.finetuneEpochs);
+    m_epochs->setVisible(a.rotate == pipeline::PlanRotation::Ruquant);
     const bool groups = std::any_of(a.groups.begin(), a.groups.end(),
                                     [](const pipeline::ActivationGroupSettings& g) { return g.bits.has_value(); });
     const bool oddBits = m_abits->findData(a.defaults.bits.value_or(0)) < 0 || m_kvbits->findData(a.kvBits) < 0;
@@ -139,6 +171,8 @@ void ActivationSettings::applyToPlan(const QString& what)
     m_alpha->setEnabled(m_smooth->isChecked());
     a.smoothAlpha = m_smooth->isChecked() ? std::optional(m_alpha->value()) : std::nullopt;
     a.rotate = pipeline::PlanRotation(m_rotate->currentData().toInt());
+    a.ruquant.finetuneEpochs = a.rotate == pipeline::PlanRotation::Ruquant ? m_epochs->value() : 0;
+    m_epochs->setVisible(a.rotate == pipeline::PlanRotation::Ruquant);
     a.hasTransform = a.smoothAlpha || a.rotate != pipeline::PlanRotation::None || a.seed != 0;
     const QString err = m_plan->applyPlan(plan, what);
     if (!err.isEmpty()) syncFromPlan(); // refused: show the plan as it is

@@ -1,7 +1,9 @@
 #pragma once
 // ActivationSettings: one row of the plan editor for weight-and-activation quantization - the
 // activation bits of every linear input (off, 8, 6, 4) with the clip ratio and static ranges, the
-// K/V bits, SmoothQuant smoothing (on/off and α) and the rotation (none, residual, hadamard).
+// K/V bits, SmoothQuant smoothing (on/off and α) and the rotation (none, residual, hadamard,
+// RUQuant with its fine-tuning epochs), and RUQuant presets (W4A4, W4A4 + fine-tune, W6A6: the
+// whole plan as pipeline::ruquantPresetPlan sets it).
 // The row edits the plan's "activations"/"kv"/"transform" objects (pipeline/activation_plan.h):
 // every change is one undoable plan step through PlanTableModel::applyPlan, and the row follows
 // the plan when it changes elsewhere (JSON editor, undo, a loaded file). Per-group settings are
@@ -14,6 +16,8 @@ class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
+class QSpinBox;
+class QToolButton;
 
 namespace qb::ui {
 
@@ -31,6 +35,8 @@ public:
     QCheckBox* smooth() const { return m_smooth; }
     QDoubleSpinBox* alpha() const { return m_alpha; }
     QComboBox* rotation() const { return m_rotate; }
+    QSpinBox* finetuneEpochs() const { return m_epochs; }
+    QToolButton* presets() const { return m_presets; }
     QLabel* note() const { return m_note; }
 
 private:
@@ -45,6 +51,8 @@ private:
     QCheckBox* m_smooth;
     QDoubleSpinBox* m_alpha;
     QComboBox* m_rotate;
+    QSpinBox* m_epochs;
+    QToolButton* m_presets;
     QLabel* m_note;
     bool m_syncing = false;
 };

@@ -37,7 +37,8 @@ bool sameOptions(const pipeline::DistillOptions& a, const pipeline::DistillOptio
 
 QString runLabel(const QuantRun& r)
 {
-    QString s = QObject::tr("run %1: %2").arg(r.id).arg(r.summary);
+    QString s = r.label();
+    if (r.summary != r.name) s += QObject::tr(" (%1)").arg(r.summary);
     if (r.perplexity) s += QObject::tr(" · ppl %1").arg(*r.perplexity, 0, 'f', 2);
     return s;
 }
@@ -181,14 +182,15 @@ void DistillPanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoin
 
 void DistillPanel::refreshRuns()
 {
-    const auto keep = chosenRun();
+    const auto chosen = chosenRun();
+    const int keep = chosen ? chosen->id : -1; // by id: a rename replaces the row's snapshot
     const QSignalBlocker block(m_runCombo);
     m_runCombo->clear();
     int current = -1;
     for (int r = 0; r < m_runs->rowCount(); ++r) {
         const auto run = m_runs->run(r);
         m_runCombo->addItem(runLabel(*run), r);
-        if (run == keep) current = r;
+        if (run->id == keep) current = r;
     }
     m_runCombo->setCurrentIndex(current >= 0 ? current : m_runCombo->count() - 1);
     updateState();
@@ -262,7 +264,7 @@ void DistillPanel::updateState()
     m_reason->setVisible(!m_refusal.isEmpty());
 
     const pipeline::DistillOptions o = options();
-    const bool resume = m_resume && run && m_resume->run == run.get() && sameOptions(m_resume->options, o);
+    const bool resume = m_resume && run && m_resume->result == run->result && sameOptions(m_resume->options, o);
     if (m_resume && !resume && !m_busy) m_resume.reset(); // settings or run changed: start afresh next time
     m_run->setText(
         resume ? tr("Resume distillation (step %1 of %2)").arg(m_resume->state->step).arg(m_resume->state->steps)
@@ -340,8 +342,8 @@ void DistillPanel::startDistill()
     const int serial = ++m_serial;
     const pipeline::DistillOptions o = options();
     // Resume a cancelled distillation of this run with these settings, else start afresh.
-    if (!(m_resume && m_resume->run == source.get() && sameOptions(m_resume->options, o)))
-        m_resume = Resume{source.get(), source, o, std::make_shared<pipeline::DistillState>()};
+    if (!(m_resume && m_resume->result == source->result && sameOptions(m_resume->options, o)))
+        m_resume = Resume{source->result, o, std::make_shared<pipeline::DistillState>()};
     const std::shared_ptr<pipeline::DistillState> state = m_resume->state;
     m_curveLoss.clear();
     m_curveLr.clear();
@@ -371,7 +373,8 @@ void DistillPanel::startDistill()
             r.state = state.get(); // only this job touches it until it finishes
             return pipeline::distillRun(r, &ctx);
         },
-        [this, serial, source, o](const JobOutcome<pipeline::DistillRunOutcome>& outcome) {
+        [this, serial, source, o, evalText = QString::fromStdString(req.evalTextPath.value_or(std::string()))](
+            const JobOutcome<pipeline::DistillRunOutcome>& outcome) {
             m_busy = false;
             if (serial == m_serial) {
                 m_curveTimer->stop();
@@ -403,6 +406,9 @@ void DistillPanel::startDistill()
             run->perplexity = d.perplexity ? std::optional(d.perplexity->perplexity) : std::nullopt;
             run->kl = d.kl;
             run->seconds = d.seconds;
+            run->name = tr("%1 + distill %2").arg(source->name).arg(d.distill.steps);
+            run->evaluation = d.perplexity;
+            run->evalText = d.perplexity ? evalText : QString();
             const std::optional<double> pplBefore = source->perplexity   ? source->perplexity
                                                     : d.perplexityBefore ? std::optional(d.perplexityBefore->perplexity)
                                                                          : std::nullopt;

@@ -101,8 +101,7 @@ private:
     QString m_refusal;
     // A cancelled distillation's optimiser state: resumed when the same run and settings start again.
     struct Resume {
-        const QuantRun* run = nullptr;
-        std::shared_ptr<const QuantRun> keep;
+        std::shared_ptr<const pipeline::QuantizeResult> result; // the run's (a rename keeps it)
         pipeline::DistillOptions options;
         std::shared_ptr<pipeline::DistillState> state;
     };

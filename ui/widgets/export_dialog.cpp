@@ -67,7 +67,8 @@ ExportDialog::ExportDialog(JobRunner* runner, std::shared_ptr<const io::Checkpoi
       m_verify(new QLabel), m_status(new QLabel)
 {
     setObjectName(QStringLiteral("exportDialog"));
-    setWindowTitle(m_run ? tr("Export run %1 — %2").arg(m_run->id).arg(m_run->summary) : tr("Export run"));
+    setWindowTitle(m_run ? tr("Export run %1 \"%2\" — %3").arg(m_run->id).arg(m_run->name, m_run->summary)
+                         : tr("Export run"));
     m_format->setObjectName(QStringLiteral("exportFormat"));
     m_path->setObjectName(QStringLiteral("exportPath"));
     m_browse->setObjectName(QStringLiteral("exportBrowse"));

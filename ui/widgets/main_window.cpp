@@ -4,6 +4,7 @@
 #include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "models/quant_run_model.h"
+#include "models/run_history_model.h"
 #include "pipeline/project.h"
 #include "widgets/activations_panel.h"
 #include "widgets/calibration_settings.h"
@@ -154,6 +155,15 @@ void MainWindow::createPanels()
         statusBar()->showMessage(ok ? tr("Perplexity: %1").arg(msg) : tr("Evaluation: %1").arg(msg), 8000);
         if (!ok) jobError(tr("Evaluation failed"), msg);
     });
+    // Every quantized run joins the history with its perplexity and KL; its row follows renames.
+    connect(quantize->runs(), &QAbstractItemModel::rowsInserted, this, [this](const QModelIndex&, int first, int last) {
+        const QString model =
+            m_checkpoint ? QFileInfo(QString::fromStdString(m_checkpoint->path)).fileName() : QString();
+        for (int r = first; r <= last; ++r)
+            m_perplexity->history()->append(recordFromQuantRun(*m_quantize->runs()->run(r), model));
+    });
+    connect(quantize->runs(), &QuantRunModel::runRenamed, m_perplexity->history(), &RunHistoryModel::renameRun);
+    connect(quantize->runs(), &QuantRunModel::runRenamed, this, [this] { ++m_unsavedRenames; });
     addDockWidget(Qt::BottomDockWidgetArea, m_historyDock);
     resizeDocks({m_explorerDock}, {520}, Qt::Horizontal);
     resizeDocks({m_historyDock}, {200}, Qt::Vertical);
@@ -394,6 +404,7 @@ QString MainWindow::unsavedWork() const
     QStringList what;
     if (m_jobStatus->isBusy()) what << tr("a job is running (%1); quitting cancels it").arg(m_jobStatus->text());
     if (m_unsavedRuns > 0) what << tr("%n quantization run(s) not saved in a project", nullptr, m_unsavedRuns);
+    else if (m_unsavedRenames > 0) what << tr("run names changed since the project was saved");
     if (m_checkpoint && !m_quantize->planEditor()->undoStack()->isClean()) what << tr("the plan has unsaved changes");
     return what.join(QLatin1Char('\n'));
 }
@@ -401,6 +412,7 @@ QString MainWindow::unsavedWork() const
 void MainWindow::markSaved()
 {
     m_unsavedRuns = 0;
+    m_unsavedRenames = 0;
     m_quantize->planEditor()->undoStack()->setClean();
 }
 

@@ -133,6 +133,7 @@ private:
     std::shared_ptr<const io::Checkpoint> m_checkpoint;
     CalibrationSettings* m_calibration = nullptr;
     int m_unsavedRuns = 0;
+    int m_unsavedRenames = 0; // run names changed since the project was saved or opened
     bool m_closeConfirmed = false;
 };
 

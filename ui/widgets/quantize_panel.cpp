@@ -15,6 +15,7 @@
 #include "widgets/job_status.h"
 #include "widgets/plan_editor.h"
 #include "widgets/run_compare_view.h"
+#include "widgets/run_header.h"
 #include "widgets/tensor_error_view.h"
 
 #include <QFutureWatcher>
@@ -48,12 +49,12 @@ constexpr int kEvalCtx = 128;
 QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* parent)
     : QWidget(parent), m_runner(runner), m_status(status), m_plan(new PlanEditor), m_runs(new QuantRunModel(this)),
       m_reports(new TensorReportModel(this)), m_reportTable(new QTableView),
-      m_layerChart(new LayerErrorChart(tr("Per-layer error"))), m_tensorView(new TensorErrorView(runner)),
-      m_compare(new RunCompareView(m_runs)), m_distill(new DistillPanel(runner, status, m_runs)),
-      m_budget(new BudgetPlanner(runner, m_plan->model())), m_views(new QTabWidget), m_calibText(new QLineEdit),
-      m_imatrix(new QLineEdit), m_calibPreset(new QComboBox), m_windows(new QSpinBox), m_length(new QSpinBox),
-      m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))), m_run(new QPushButton(tr("Quantize"))),
-      m_totals(new QLabel), m_estimateTimer(new QTimer(this))
+      m_layerChart(new LayerErrorChart(tr("Per-layer error"))), m_header(new RunHeader(m_runs)),
+      m_tensorView(new TensorErrorView(runner)), m_compare(new RunCompareView(m_runs)),
+      m_distill(new DistillPanel(runner, status, m_runs)), m_budget(new BudgetPlanner(runner, m_plan->model())),
+      m_views(new QTabWidget), m_calibText(new QLineEdit), m_imatrix(new QLineEdit), m_calibPreset(new QComboBox),
+      m_windows(new QSpinBox), m_length(new QSpinBox), m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))),
+      m_run(new QPushButton(tr("Quantize"))), m_totals(new QLabel), m_estimateTimer(new QTimer(this))
 {
     setObjectName(QStringLiteral("quantizePanel"));
     m_calibText->setObjectName(QStringLiteral("quantCalibText"));
@@ -112,10 +113,16 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     results->addWidget(m_layerChart);
     results->setStretchFactor(0, 3);
     results->setStretchFactor(1, 2);
+    auto* resultsPage = new QWidget; // the run's name and figures above its results
+    auto* resultsLayout = new QVBoxLayout(resultsPage);
+    resultsLayout->setContentsMargins(0, 0, 0, 0);
+    resultsLayout->addWidget(m_header);
+    resultsLayout->addWidget(results, 1);
+    m_tensorView->setPlanModel(m_plan->model());
 
     m_views->addTab(m_plan, tr("Plan"));
     m_views->addTab(m_budget, tr("Budget"));
-    m_views->addTab(results, tr("Results"));
+    m_views->addTab(resultsPage, tr("Results"));
     m_views->addTab(m_tensorView, tr("Tensor error && what-if"));
     m_views->addTab(m_compare, tr("Runs && compare"));
     m_views->addTab(m_distill, tr("Distill"));
@@ -160,13 +167,22 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
         std::vector<BudgetPlanner::RunPoint> pts;
         for (int r = 0; r < m_runs->rowCount(); ++r) {
             const auto run = m_runs->run(r);
-            if (run && run->result && run->kl)
-                pts.push_back({run->result->bitsPerWeight, run->kl->mean, tr("run %1").arg(run->id)});
+            if (run && run->result && run->kl) pts.push_back({run->result->bitsPerWeight, run->kl->mean, run->label()});
         }
         m_budget->setRunPoints(pts);
     };
     connect(m_runs, &QAbstractItemModel::rowsInserted, this, runPoints);
     connect(m_runs, &QAbstractItemModel::modelReset, this, runPoints);
+    connect(m_runs, &QAbstractItemModel::dataChanged, this, runPoints);
+    // A renamed run: its new snapshot replaces the one shown.
+    connect(m_runs, &QuantRunModel::runRenamed, this, [this](int id) {
+        const auto run = m_runs->run(m_runs->rowOfId(id));
+        m_tensorView->updateRun(run);
+        if (m_current && m_current->id == id) {
+            m_current = run;
+            refreshLayerChart();
+        }
+    });
     m_totals->setWordWrap(true);
     m_estimateTimer->setSingleShot(true);
     m_estimateTimer->setInterval(300);
@@ -231,8 +247,9 @@ void QuantizePanel::refreshLayerChart()
     std::vector<pipeline::TensorReport> all;
     for (int r = 0; r < m_reports->rowCount(); ++r)
         all.push_back(m_reports->report(r));
-    const QString name = m_current ? tr("run %1").arg(m_current->id) : tr("running");
-    m_layerChart->setRuns({name}, {meanErrorPerLayer(all)});
+    const QString name = m_current ? m_current->label() : tr("running");
+    const LayerErrors errors = layerErrorsOf(all, tensorParamCounts(all, m_checkpoint.get()));
+    m_layerChart->setRuns({name}, {errors.values}, errors.weighted);
 }
 
 void QuantizePanel::onLayerDone(int serial, int layer, const std::vector<pipeline::TensorReport>& reports)
@@ -313,6 +330,7 @@ void QuantizePanel::startQuantize()
     m_reports->clear();
     m_current.reset();
     m_layerChart->setRuns({}, {});
+    m_header->showRunning(QString::fromStdString(pipeline::describeQuantPlan(m_plan->model()->plan())));
     const pipeline::QuantPlan plan = m_plan->model()->plan();
     const pipeline::QuantizeRequest req = buildRequest(serial);
     auto run = std::make_shared<QuantRun>();
@@ -336,7 +354,10 @@ void QuantizePanel::startQuantize()
             out.calib = outcome->calibration;
             out.base = outcome->base;
             if (outcome->perplexity) out.perplexity = outcome->perplexity->perplexity;
+            out.evaluation = outcome->perplexity;
+            if (r.evalTextPath) out.evalText = QString::fromStdString(*r.evalTextPath);
             out.kl = outcome->kl;
+            out.name = QString::fromStdString(pipeline::defaultRunName(*out.result));
             out.seconds = outcome->seconds;
             return out;
         },
@@ -348,6 +369,7 @@ void QuantizePanel::startQuantize()
                     m_reports->setReports(lastGood->result->tensors);
                     refreshLayerChart();
                 }
+                if (serial == m_serial) m_header->showRun(lastGood ? lastGood->id : 0);
                 Q_EMIT quantizeFinished(false, outcome.error->code == ErrorCode::Cancelled
                                                    ? tr("cancelled")
                                                    : QString::fromStdString(outcome.error->toString()));
@@ -355,15 +377,17 @@ void QuantizePanel::startQuantize()
             }
             auto run = std::make_shared<QuantRun>(*outcome.value);
             run->id = m_nextId++;
+            run->tensorParams = tensorParamCounts(run->result->tensors, m_checkpoint.get());
             if (serial == m_serial && run->base) m_base = run->base;
             m_current = run;
             m_reports->setReports(run->result->tensors);
             refreshLayerChart();
             m_runs->append(run);
+            m_header->showRun(run->id);
             m_tensorView->setRun(run);
             Q_EMIT quantizeFinished(
-                true, tr("run %1: %2 bits/weight%3%4")
-                          .arg(run->id)
+                true, tr("%1: %2 bits/weight%3%4")
+                          .arg(run->label())
                           .arg(run->result->bitsPerWeight, 0, 'f', 3)
                           .arg(run->perplexity ? tr(", perplexity %1").arg(*run->perplexity, 0, 'f', 3) : QString())
                           .arg(run->kl ? tr(", KL %1, top-1 %2 %")
@@ -372,7 +396,7 @@ void QuantizePanel::startQuantize()
                                        : QString()));
         });
     m_run->setEnabled(false);
-    m_views->setCurrentIndex(1);
+    m_views->setCurrentWidget(m_header->parentWidget()); // the results, filling layer by layer
 }
 
 } // namespace qb::ui
@@ -393,6 +417,7 @@ void QuantizePanel::addDistilledRun(std::shared_ptr<QuantRun> run, std::shared_p
     m_reports->setReports(run->result->tensors);
     refreshLayerChart();
     m_runs->append(run);
+    m_header->showRun(run->id);
     m_tensorView->setRun(run);
     // Compare the distilled run with the run it came from (perplexity and KL before and after).
     const auto& all = m_runs->runs();
@@ -409,12 +434,15 @@ void QuantizePanel::restoreRuns(const std::vector<std::shared_ptr<QuantRun>>& ru
 {
     for (const auto& run : runs) {
         run->id = m_nextId++;
+        if (run->tensorParams.empty() && run->result)
+            run->tensorParams = tensorParamCounts(run->result->tensors, m_checkpoint.get());
         m_runs->append(run);
         m_current = run;
     }
     if (m_current) {
         m_reports->setReports(m_current->result->tensors);
         refreshLayerChart();
+        m_header->showRun(m_current->id);
     }
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // QuantizePanel: the Quantization tab. Composes the plan editor, the run controls (calibration
 // text, windows, window length, perplexity after the run), the per-tensor results of the current
-// run (filled layer by layer while it runs, with a per-layer error chart), the per-tensor error
-// and what-if view, the run comparison, and the Distill step (DistillPanel: NeUQI's lightweight
+// run (under a header with its editable name and figures, filled layer by layer while it runs,
+// with a per-layer error chart), the per-tensor error and what-if view (whose "Apply to plan"
+// edits the plan), the run comparison, and the Distill step (DistillPanel: NeUQI's lightweight
 // distillation of a finished run into a new run, with a live loss curve).
 //
 // A run goes through JobRunner + JobStatus: tokenize and sample the calibration windows, load the
@@ -45,6 +46,7 @@ class LayerErrorChart;
 class PlanEditor;
 class QuantRunModel;
 class RunCompareView;
+class RunHeader;
 class TensorErrorView;
 class TensorReportModel;
 struct QuantRun;
@@ -70,6 +72,7 @@ public:
     TensorReportModel* reports() const { return m_reports; }
     QTableView* reportTable() const { return m_reportTable; }
     LayerErrorChart* layerChart() const { return m_layerChart; }
+    RunHeader* runHeader() const { return m_header; } // above the Results tab's table
     QTabWidget* views() const { return m_views; }
     QLineEdit* calibText() const { return m_calibText; }
     QSpinBox* windowsSpin() const { return m_windows; }
@@ -116,6 +119,7 @@ private:
     TensorReportModel* m_reports;
     QTableView* m_reportTable;
     LayerErrorChart* m_layerChart;
+    RunHeader* m_header;
     TensorErrorView* m_tensorView;
     RunCompareView* m_compare;
     DistillPanel* m_distill;

@@ -3,6 +3,7 @@
 #include "charts/quant_charts.h"
 #include "models/quant_run_model.h"
 
+#include <QGraphicsLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QItemSelectionModel>
@@ -11,6 +12,8 @@
 #include <QSplitter>
 #include <QTableView>
 #include <QVBoxLayout>
+
+#include <optional>
 
 namespace qb::ui {
 
@@ -30,17 +33,27 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
     m_table->verticalHeader()->hide();
     m_table->horizontalHeader()->setSectionResizeMode(QuantRunModel::Plan, QHeaderView::Stretch);
+    m_table->setColumnWidth(QuantRunModel::Id, 44);
+    m_table->setColumnWidth(QuantRunModel::Name, 170);
+    m_table->setEditTriggers(QAbstractItemView::DoubleClicked | QAbstractItemView::EditKeyPressed);
     m_export->setEnabled(false);
     m_export->setToolTip(tr("Export of the selected run (GGUF, GPTQ safetensors, ...)"));
 
     auto* top = new QHBoxLayout;
-    top->addWidget(new QLabel(tr("Select two runs to compare their per-layer errors:")), 1);
+    top->addWidget(new QLabel(tr("Select two runs to compare their per-layer errors (double-click a name to rename "
+                                 "it):")),
+                   1);
     top->addWidget(m_export);
     auto* charts = new QSplitter(Qt::Horizontal);
     charts->addWidget(m_layers);
     charts->addWidget(m_scatter);
-    charts->setStretchFactor(0, 3);
-    charts->setStretchFactor(1, 2);
+    charts->setStretchFactor(0, 1);
+    charts->setStretchFactor(1, 1);
+    for (QChartView* v : {static_cast<QChartView*>(m_layers), static_cast<QChartView*>(m_scatter)}) {
+        v->chart()->layout()->setContentsMargins(0, 0, 0, 0); // room for the plots at 1280x800
+        v->chart()->setBackgroundRoundness(0);
+    }
+    m_table->setMinimumHeight(90);
     auto* split = new QSplitter(Qt::Vertical);
     auto* tableBox = new QWidget;
     auto* tl = new QVBoxLayout(tableBox);
@@ -50,12 +63,14 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     tl->addWidget(m_kl);
     split->addWidget(tableBox);
     split->addWidget(charts);
-    split->setStretchFactor(1, 2);
+    split->setStretchFactor(0, 1);
+    split->setStretchFactor(1, 3);
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(4, 4, 4, 4);
     layout->addWidget(split);
 
     connect(m_table->selectionModel(), &QItemSelectionModel::selectionChanged, this, &RunCompareView::refresh);
+    connect(m_runs, &QAbstractItemModel::dataChanged, this, &RunCompareView::refresh); // renames
     connect(m_runs, &QAbstractItemModel::rowsInserted, this, [this](const QModelIndex&, int, int last) {
         // A new run: compare it with the one before (the usual question), keep the user's choice otherwise.
         if (comparedRows().size() < 2 && last >= 1) {
@@ -86,26 +101,33 @@ void RunCompareView::refresh()
 {
     QStringList names, klLines;
     std::vector<std::vector<double>> values;
+    bool weighted = true;
     for (int r : comparedRows()) {
         const auto run = m_runs->run(r);
-        names << tr("run %1: %2").arg(run->id).arg(run->summary);
+        names << run->label();
         values.push_back(run->layerErrors());
+        weighted = weighted && run->layerErrorsWeighted();
         if (run->kl)
-            klLines << tr("run %1: KL %2 ± %3, median %4, p99 %5; top-1 %6 %")
-                           .arg(run->id)
+            klLines << tr("%1: KL %2 ± %3, median %4, p99 %5; top-1 %6 %")
+                           .arg(run->label())
                            .arg(run->kl->mean, 0, 'f', 4)
                            .arg(run->kl->meanStderr, 0, 'f', 4)
                            .arg(run->kl->median, 0, 'f', 4)
                            .arg(run->kl->p99, 0, 'f', 3)
                            .arg(100 * run->kl->top1Agreement, 0, 'f', 1);
     }
-    m_layers->setRuns(names, values);
+    m_layers->setRuns(names, values, weighted);
     m_kl->setText(klLines.join(QStringLiteral("    ")));
     m_kl->setVisible(!klLines.isEmpty());
-    QList<QPointF> pts;
-    for (const auto& run : m_runs->runs())
-        if (run->perplexity) pts << QPointF(run->result->bitsPerWeight, *run->perplexity);
-    m_scatter->setPoints(pts);
+    QList<BpwPerplexityChart::RunPoint> pts;
+    std::optional<double> baseline; // the original's perplexity on the runs' evaluation windows
+    for (const auto& run : m_runs->runs()) {
+        if (run->kl && run->kl->referencePerplexity > 0) baseline = run->kl->referencePerplexity;
+        if (run->perplexity)
+            pts.push_back(
+                {run->result->bitsPerWeight, *run->perplexity, QStringLiteral("#%1").arg(run->id), run->label()});
+    }
+    m_scatter->setRuns(pts, baseline);
     m_export->setEnabled(!comparedRows().isEmpty());
 }
 

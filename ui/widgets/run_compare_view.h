@@ -1,8 +1,9 @@
 #pragma once
-// RunCompareView: the quantization runs of this session (plan, bits per weight, size, perplexity,
-// mean KL and top-1 agreement against the original, time); select two rows to see their
-// per-layer errors side by side and their KL figures (mean, median, p99, top-1) in one line; a
-// bits-per-weight vs perplexity scatter of every run. GUI thread only (runs are immutable
+// RunCompareView: the quantization runs of this session (name, editable; plan, bits per weight,
+// size, perplexity, mean KL and top-1 agreement against the original, time); select two rows to
+// see their per-layer errors side by side and their KL figures (mean, median, p99, top-1) in one
+// line; a bits-per-weight vs perplexity scatter of every run, labelled, with the original model's
+// perplexity (from the runs' KL pass, same windows) as the baseline. GUI thread only (runs are immutable
 // snapshots).
 
 #include <QWidget>

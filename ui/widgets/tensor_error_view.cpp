@@ -2,17 +2,24 @@
 
 #include "charts/histogram_chart.h"
 #include "charts/quant_charts.h"
+#include "models/plan_table_model.h"
 #include "models/quant_run_model.h"
 #include "tasks/job_runner.h"
 
 #include <QCheckBox>
 #include <QComboBox>
-#include <QFormLayout>
+#include <QGraphicsLayout>
 #include <QGridLayout>
 #include <QGroupBox>
+#include <QAbstractAxis>
 #include <QLabel>
+#include <QLineSeries>
 #include <QPushButton>
+#include <QAction>
+#include <QHBoxLayout>
 #include <QSpinBox>
+#include <QToolButton>
+#include <QUndoStack>
 #include <QVBoxLayout>
 
 namespace qb::ui {
@@ -27,14 +34,27 @@ std::optional<std::size_t> planIndex(const pipeline::QuantizeResult& r, const QS
         if (r.tensors[i].name == n || r.tensors[i].name == n + ".weight") return i;
     return std::nullopt;
 }
+
+QString methodName(quant::Method m)
+{
+    const auto& t = quant::methodTraits(m);
+    return QString::fromLatin1(t.name.data(), qsizetype(t.name.size()));
+}
+
+// A preview with its per-channel errors (computed on the worker, beside the quantization).
+struct WhatIf {
+    pipeline::PreviewResult preview;
+    pipeline::ChannelErrors channels;
+};
 } // namespace
 
 TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
     : QWidget(parent), m_runner(runner), m_title(new QLabel),
-      m_outChart(new ChannelChart(tr("Relative error per output channel"), tr("output channel"), tr("relative error"))),
-      m_inChart(new ChannelChart(tr("Error share per input channel"), tr("input channel"), tr("error share"))),
+      m_outChart(new ChannelChart(tr("Error per output channel"), tr("output channel"), tr("rel. error"))),
+      m_inChart(new ChannelChart(tr("Error share per input channel"), tr("input channel"), tr("share"))),
       m_hist(new QuantHistogramChart), m_method(new QComboBox), m_bits(new QSpinBox), m_group(new QSpinBox),
-      m_sym(new QCheckBox(tr("symmetric"))), m_preview(new QPushButton(tr("Preview"))), m_previewText(new QLabel)
+      m_sym(new QCheckBox(tr("symmetric"))), m_preview(new QPushButton(tr("Preview"))),
+      m_apply(new QPushButton(tr("Apply to plan"))), m_undo(new QToolButton), m_previewText(new QLabel)
 {
     setObjectName(QStringLiteral("tensorErrorView"));
     m_title->setObjectName(QStringLiteral("tensorTitle"));
@@ -44,6 +64,14 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
     m_sym->setObjectName(QStringLiteral("whatIfSym"));
     m_preview->setObjectName(QStringLiteral("whatIfPreview"));
     m_previewText->setObjectName(QStringLiteral("whatIfResult"));
+    m_apply->setObjectName(QStringLiteral("whatIfApply"));
+    m_undo->setObjectName(QStringLiteral("whatIfUndo"));
+    m_apply->setToolTip(tr("Set this tensor's method, bits, group size and symmetry in the plan to the previewed "
+                           "ones (one undo step)"));
+    m_apply->setEnabled(false);
+    m_undo->setToolButtonStyle(Qt::ToolButtonTextOnly);
+    m_undo->setEnabled(false);
+    m_undo->setText(tr("Undo"));
     m_outChart->setObjectName(QStringLiteral("outChannelChart"));
     m_inChart->setObjectName(QStringLiteral("inChannelChart"));
     m_hist->setObjectName(QStringLiteral("quantHistogram"));
@@ -58,21 +86,43 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
     m_previewText->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_title->setText(tr("Run a quantization, then select a tensor (explorer or results table)."));
 
+    // Compact, so that the error charts above keep their height at 1280x800.
     auto* box = new QGroupBox(tr("What-if for this tensor"));
-    auto* form = new QFormLayout(box);
-    form->addRow(tr("Method:"), m_method);
-    form->addRow(tr("Bits:"), m_bits);
-    form->addRow(tr("Group size:"), m_group);
-    form->addRow(QString(), m_sym);
-    form->addRow(QString(), m_preview);
-    form->addRow(m_previewText);
-    box->setMinimumWidth(260);
+    auto* form = new QGridLayout(box);
+    form->setVerticalSpacing(4);
+    form->addWidget(new QLabel(tr("Method:")), 0, 0);
+    form->addWidget(m_method, 0, 1, 1, 3);
+    form->addWidget(new QLabel(tr("Bits:")), 1, 0);
+    form->addWidget(m_bits, 1, 1);
+    form->addWidget(new QLabel(tr("Group:")), 1, 2);
+    form->addWidget(m_group, 1, 3);
+    auto* buttons = new QHBoxLayout;
+    buttons->addWidget(m_sym);
+    buttons->addStretch(1);
+    buttons->addWidget(m_preview);
+    buttons->addWidget(m_apply);
+    buttons->addWidget(m_undo);
+    form->addLayout(buttons, 2, 0, 1, 4);
+    form->addWidget(m_previewText, 3, 0, 1, 4);
+    form->setRowStretch(4, 1);
+    form->setColumnStretch(1, 1);
+    form->setColumnStretch(3, 1);
+    box->setMinimumWidth(300);
+    for (QChartView* v : {static_cast<QChartView*>(m_outChart), static_cast<QChartView*>(m_inChart),
+                          static_cast<QChartView*>(m_hist)}) {
+        v->chart()->layout()->setContentsMargins(0, 0, 0, 0);
+        v->chart()->setBackgroundRoundness(0);
+        v->setMinimumHeight(150);
+    }
+    m_hist->chart()->legend()->hide(); // its keys are in the title (display())
 
     auto* grid = new QGridLayout;
     grid->addWidget(m_outChart, 0, 0);
     grid->addWidget(m_inChart, 0, 1);
     grid->addWidget(m_hist, 1, 0);
     grid->addWidget(box, 1, 1);
+    grid->setRowStretch(0, 1);
+    grid->setRowStretch(1, 1);
     auto* layout = new QVBoxLayout(this);
     layout->addWidget(m_title);
     layout->addLayout(grid, 1);
@@ -84,6 +134,43 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
     connect(m_bits, &QSpinBox::valueChanged, this, &TensorErrorView::startPreview);
     connect(m_group, &QSpinBox::valueChanged, this, &TensorErrorView::startPreview);
     connect(m_sym, &QCheckBox::toggled, this, &TensorErrorView::startPreview);
+    connect(m_apply, &QPushButton::clicked, this, [this] {
+        const QString err = applyToPlan();
+        if (!err.isEmpty()) m_previewText->setText(tr("Not applied: %1").arg(err.toHtmlEscaped()));
+    });
+}
+
+void TensorErrorView::setPlanModel(PlanTableModel* plan)
+{
+    m_planModel = plan;
+    // The plan's own undo (its text says what it undoes), next to Apply.
+    QAction* undo = plan->undoStack()->createUndoAction(this, tr("Undo"));
+    undo->setObjectName(QStringLiteral("whatIfUndoAction"));
+    m_undo->setDefaultAction(undo);
+}
+
+QString TensorErrorView::applyToPlan()
+{
+    if (!m_planModel) return tr("no plan");
+    if (!m_lastPreview || !m_analysis || !m_run) return tr("no preview to apply");
+    const pipeline::TensorReport& rep = m_run->result->tensors[m_analysis->index];
+    const pipeline::PreviewSettings s = *m_lastPreview;
+    const QString err =
+        m_planModel->setTensorSettings(QString::fromStdString(rep.name), s.method, s.bits, s.groupSize, s.sym);
+    if (err.isEmpty())
+        m_previewText->setText(m_previewText->text() +
+                               tr("<br><i>Applied to the plan: %1 %2 bits, group %3 (Undo takes it back).</i>")
+                                   .arg(methodName(s.method))
+                                   .arg(s.bits)
+                                   .arg(s.groupSize));
+    return err;
+}
+
+void TensorErrorView::updateRun(std::shared_ptr<const QuantRun> run)
+{
+    if (!m_run || !run || run->id != m_run->id) return;
+    m_run = std::move(run);
+    if (m_analysis) refreshTitle();
 }
 
 void TensorErrorView::setRun(std::shared_ptr<const QuantRun> run)
@@ -102,6 +189,8 @@ void TensorErrorView::showTensor(const QString& name)
 void TensorErrorView::startAnalysis()
 {
     m_preview->setEnabled(false);
+    m_apply->setEnabled(false);
+    m_lastPreview.reset();
     if (!m_run || !m_run->result || !m_run->result->model || !m_run->base) return;
     const auto idx = planIndex(*m_run->result, m_tensor);
     if (!idx) {
@@ -109,7 +198,7 @@ void TensorErrorView::startAnalysis()
         return;
     }
     const pipeline::TensorReport& rep = m_run->result->tensors[*idx];
-    m_title->setText(tr("%1 — run %2: analysing...").arg(QString::fromStdString(rep.name)).arg(m_run->id));
+    m_title->setText(tr("%1 — %2: analysing...").arg(QString::fromStdString(rep.name), m_run->label().toHtmlEscaped()));
     auto run = m_run;
     auto cached = (m_hessRun == run->id && m_hessCache && m_hessCache->layer == rep.layer) ? m_hessCache : nullptr;
     const QString tensor = m_tensor;
@@ -144,40 +233,56 @@ void TensorErrorView::startAnalysis()
         });
 }
 
-void TensorErrorView::display()
+void TensorErrorView::refreshTitle()
 {
     const auto& a = *m_analysis;
     const pipeline::TensorReport& rep = m_run->result->tensors[a.index];
-    m_title->setText(tr("<b>%1</b> — run %2: %3 %4 bits, group %5 · relative output error %6 (job: %7)")
-                         .arg(QString::fromStdString(rep.name))
-                         .arg(m_run->id)
-                         .arg(rep.skipped ? tr("skipped")
-                                          : QString::fromLatin1(quant::methodTraits(rep.method).name.data(),
-                                                                qsizetype(quant::methodTraits(rep.method).name.size())))
-                         .arg(rep.bits)
-                         .arg(rep.groupSize)
-                         .arg(a.errors.relativeError, 0, 'f', 4)
-                         .arg(rep.relativeError, 0, 'f', 4));
-    m_outChart->setValues(a.errors.outChannel);
-    m_inChart->setValues(a.errors.inChannel);
-    m_hist->setData(a.before, a.after, a.gridLevels);
-    if (a.cmpq) { // CMPQ: the histogram is one input channel's, its levels that channel's codebook
+    QString title = tr("<b>%1</b> — %2: %3 %4 bits, group %5 · relative output error %6 (job: %7)")
+                        .arg(QString::fromStdString(rep.name), m_run->label().toHtmlEscaped())
+                        .arg(rep.skipped ? tr("skipped") : methodName(rep.method))
+                        .arg(rep.bits)
+                        .arg(rep.groupSize)
+                        .arg(a.errors.relativeError, 0, 'f', 4)
+                        .arg(rep.relativeError, 0, 'f', 4);
+    if (a.cmpq) {
         const auto& c = *a.cmpq;
-        const std::size_t j = std::size_t(c.channel);
-        m_hist->chart()->setTitle(tr("Input channel %1 (score %2, %3 bits): weights before / after, codebook")
-                                      .arg(c.channel)
-                                      .arg(double(c.channelScore[j]), 0, 'g', 4)
-                                      .arg(c.channelBits[j]));
         int counts[17] = {};
         for (int b : c.channelBits)
             ++counts[std::min(b, 16)];
         QString map;
         for (int b = 1; b <= 16; ++b)
             if (counts[b]) map += b == 16 ? tr(" %1×F16").arg(counts[b]) : tr(" %1×%2b").arg(counts[b]).arg(b);
-        m_title->setText(m_title->text() +
-                         tr("<br>CMPQ channels:%1 · %2 sparse outliers").arg(map).arg(c.outliers.size()));
+        title += tr("<br>CMPQ channels:%1 · %2 sparse outliers").arg(map).arg(c.outliers.size());
+    }
+    m_title->setText(title);
+}
+
+void TensorErrorView::display()
+{
+    const auto& a = *m_analysis;
+    const pipeline::TensorReport& rep = m_run->result->tensors[a.index];
+    refreshTitle();
+    m_outChart->setValues(a.errors.outChannel);
+    m_inChart->setValues(a.errors.inChannel);
+    m_outChart->setCompareValues({}, QString(), QString());
+    m_inChart->setCompareValues({}, QString(), QString());
+    m_hist->setData(a.before, a.after, a.gridLevels);
+    // The series' colours in the title (one line; a legend would take another).
+    auto key = [](const QColor& c, const QString& text) {
+        return QStringLiteral("<span style='color:%1'>&#9632;</span> %2").arg(c.name(), text);
+    };
+    const QString keys = key(m_hist->beforeSeries()->color(), tr("before")) + QStringLiteral(" ") +
+                         key(m_hist->afterSeries()->color(), tr("after"));
+    if (a.cmpq) { // CMPQ: the histogram is one input channel's, its levels that channel's codebook
+        const auto& c = *a.cmpq;
+        const std::size_t j = std::size_t(c.channel);
+        m_hist->chart()->setTitle(tr("Input channel %1 (score %2, %3 bits): %4, codebook")
+                                      .arg(c.channel)
+                                      .arg(double(c.channelScore[j]), 0, 'g', 4)
+                                      .arg(c.channelBits[j])
+                                      .arg(keys));
     } else {
-        m_hist->chart()->setTitle(tr("Weights before / after, grid of row 0 group 0"));
+        m_hist->chart()->setTitle(tr("Weights %1, grid of row 0 group 0").arg(keys));
     }
     // Start the what-if from the tensor's own settings.
     const QSignalBlocker b1(m_method), b2(m_bits), b3(m_group), b4(m_sym);
@@ -206,22 +311,42 @@ void TensorErrorView::startPreview()
     auto analysis = m_analysis;
     m_previewBusy = true;
     m_previewPending = false;
-    m_runner->start<pipeline::PreviewResult>(
+    m_apply->setEnabled(false);
+    m_runner->start<WhatIf>(
         this, QString(),
-        [run, analysis, s](RunContext& ctx) {
+        [run, analysis, s](RunContext& ctx) -> Result<WhatIf> {
             const pipeline::TensorReport& rep = run->result->tensors[analysis->index];
-            return pipeline::previewTensor(run->base->layer(rep.layer)->weight(rep.linear),
-                                           analysis->hessians->forLinear(rep.linear), s, &ctx);
+            const model::RowMatrix& w = run->base->layer(rep.layer)->weight(rep.linear);
+            const Eigen::MatrixXd& h = analysis->hessians->forLinear(rep.linear);
+            QB_TRY(p, pipeline::previewTensor(w, h, s, &ctx));
+            WhatIf out;
+            out.channels = pipeline::channelErrors(w, p->rows->dequantized, h);
+            out.preview = std::move(*p);
+            return out;
         },
-        [this, s, jobErr = rep.relativeError](const JobOutcome<pipeline::PreviewResult>& out) {
+        [this, s, analysis, jobErr = rep.relativeError](const JobOutcome<WhatIf>& out) {
             m_previewBusy = false;
             if (!out.ok() && out.error->code == ErrorCode::Cancelled) return;
             const auto& t = quant::methodTraits(s.method);
             if (!out.ok()) {
+                m_lastPreview.reset();
                 m_previewText->setText(tr("What-if failed: %1").arg(QString::fromStdString(out.error->toString())));
+                m_outChart->setCompareValues({}, QString(), QString());
+                m_inChart->setCompareValues({}, QString(), QString());
                 Q_EMIT previewFinished(false, 0, 0);
-            } else {
-                const auto& r = *out.value;
+            } else if (analysis == m_analysis) { // still the tensor shown
+                const auto& r = out.value->preview;
+                const auto& ch = out.value->channels;
+                // Before / after in the error charts: the run's per-channel errors and the what-if's.
+                const QString before = tr("run %1").arg(analysis->errors.relativeError, 0, 'f', 4);
+                const QString after = tr("what-if %1 %2b %3")
+                                          .arg(QString::fromLatin1(t.name.data(), qsizetype(t.name.size())))
+                                          .arg(s.bits)
+                                          .arg(r.relativeError, 0, 'f', 4);
+                m_outChart->setCompareValues(ch.outChannel, before, after);
+                m_inChart->setCompareValues(ch.inChannel, before, after);
+                m_lastPreview = s;
+                m_apply->setEnabled(m_planModel != nullptr);
                 m_previewText->setText(
                     tr("<b>%1 %2 bits, group %3%4</b><br>relative error %5 (run: %6)<br>%7 bits/weight · %8 ms")
                         .arg(QString::fromLatin1(t.name.data(), qsizetype(t.name.size())))

@@ -4,9 +4,13 @@
 // Per output and per input channel relative error (formulas in pipeline/whatif.h), the weight
 // histogram before and after quantization with the grid of row 0 / group 0, and a what-if box:
 // pick another method, bits, group or sym for this tensor and see its relative output error on the
-// calibration activations at once. The layer's input Hessian is computed once per (run, layer) by
-// a short pass over the run's calibration windows and cached; analysis and previews run through
-// JobRunner, off the GUI thread (a preview on the demo model takes milliseconds).
+// calibration activations at once. The preview is drawn into the two error charts beside the run's
+// own per-channel errors (before / after, with a legend), and "Apply to plan" writes its settings
+// into the plan as this tensor's rule (one undo step; the Undo button beside it, or Ctrl+Z in the
+// plan editor, takes it back). The layer's input Hessian is computed once per (run, layer) by a
+// short pass over the run's calibration windows and cached; analysis and previews (with their
+// per-channel errors) run through JobRunner, off the GUI thread (a preview on the demo model takes
+// milliseconds).
 
 #include "eval/tensor_stats.h"
 #include "pipeline/whatif.h"
@@ -15,17 +19,20 @@
 #include <QWidget>
 
 #include <memory>
+#include <optional>
 
 class QCheckBox;
 class QComboBox;
 class QLabel;
 class QPushButton;
 class QSpinBox;
+class QToolButton;
 
 namespace qb::ui {
 
 class ChannelChart;
 class JobRunner;
+class PlanTableModel;
 class QuantHistogramChart;
 struct QuantRun;
 
@@ -41,8 +48,14 @@ public:
     TensorErrorView(JobRunner* runner, QWidget* parent = nullptr);
 
     void setRun(std::shared_ptr<const QuantRun> run);
+    // A new snapshot of the run shown (a rename): swapped in without analysing again.
+    void updateRun(std::shared_ptr<const QuantRun> run);
+    // The plan "Apply to plan" edits (and whose undo stack the Undo button uses).
+    void setPlanModel(PlanTableModel* plan);
     void showTensor(const QString& name);
     void startPreview();
+    // Writes the last successful preview's settings into the plan; the error message, empty on success.
+    QString applyToPlan();
 
     std::shared_ptr<const TensorAnalysis> analysis() const { return m_analysis; }
     ChannelChart* outChannelChart() const { return m_outChart; }
@@ -53,6 +66,10 @@ public:
     QSpinBox* groupSpin() const { return m_group; }
     QCheckBox* symCheck() const { return m_sym; }
     QPushButton* previewButton() const { return m_preview; }
+    QPushButton* applyButton() const { return m_apply; }
+    QToolButton* undoButton() const { return m_undo; }
+    // The settings of the last successful preview (what Apply writes), when there is one.
+    std::optional<pipeline::PreviewSettings> previewSettings() const { return m_lastPreview; }
     QLabel* previewLabel() const { return m_previewText; }
     QLabel* titleLabel() const { return m_title; }
 
@@ -63,6 +80,7 @@ Q_SIGNALS:
 private:
     void startAnalysis();
     void display();
+    void refreshTitle();
 
     JobRunner* m_runner;
     std::shared_ptr<const QuantRun> m_run;
@@ -71,6 +89,8 @@ private:
     int m_hessRun = -1;
     QString m_tensor;
     bool m_previewBusy = false, m_previewPending = false;
+    std::optional<pipeline::PreviewSettings> m_lastPreview;
+    PlanTableModel* m_planModel = nullptr;
     QLabel* m_title;
     ChannelChart* m_outChart;
     ChannelChart* m_inChart;
@@ -80,6 +100,8 @@ private:
     QSpinBox* m_group;
     QCheckBox* m_sym;
     QPushButton* m_preview;
+    QPushButton* m_apply;
+    QToolButton* m_undo;
     QLabel* m_previewText;
 };
 

@@ -7,6 +7,7 @@
 #include "widgets/activations_panel.h"
 #include "widgets/calibration_settings.h"
 #include "widgets/job_status.h"
+#include "widgets/lab_cell_view.h"
 
 #include <QAbstractAxis>
 #include <QChart>
@@ -19,7 +20,10 @@
 #include <QLabel>
 #include <QLogValueAxis>
 #include <QPushButton>
+#include <QScrollBar>
 #include <QSpinBox>
+#include <QTabBar>
+#include <QTabWidget>
 #include <QTableView>
 #include <QVBoxLayout>
 #include <QValueAxis>
@@ -34,45 +38,16 @@ namespace {
 const model::LinearKind kKinds[] = {model::LinearKind::Qkv, model::LinearKind::O, model::LinearKind::GateUp,
                                     model::LinearKind::Down};
 
-// Every vertical axis of `view` gets [lo, hi] (the log axis of a histogram floors at 0.5).
-void setVerticalRange(QChartView* view, double lo, double hi)
-{
-    for (QAbstractAxis* a : view->chart()->axes(Qt::Vertical)) {
-        if (auto* log = qobject_cast<QLogValueAxis*>(a)) {
-            log->setBase(100); // a label every two decades: small charts keep their labels
-            log->setRange(0.5, std::max(hi, 1.0));
-        } else {
-            a->setRange(lo, hi);
-        }
-    }
-}
-
-// Small multiples: thin margins, no axis titles (the column title and the metric box say what is
-// plotted), small labels, so that four or more stages fit side by side.
-void compact(QChartView* view)
-{
-    QChart* c = view->chart();
-    c->setMargins(QMargins(2, 2, 2, 2));
-    c->setBackgroundRoundness(0);
-    QFont title = c->titleFont();
-    title.setPointSizeF(title.pointSizeF() * 0.9);
-    c->setTitleFont(title);
-    for (QAbstractAxis* a : c->axes()) {
-        a->setTitleVisible(false);
-        QFont f = a->labelsFont();
-        f.setPointSizeF(f.pointSizeF() * 0.8);
-        a->setLabelsFont(f);
-    }
-}
-
 } // namespace
 
 TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent)
     : QWidget(parent), m_runner(runner), m_status(status), m_layer(new QSpinBox), m_input(new QComboBox),
       m_alpha(new QDoubleSpinBox), m_bits(new QComboBox), m_wbits(new QComboBox), m_clip(new QDoubleSpinBox),
-      m_hadamard(new QCheckBox(tr("Hadamard"))), m_metric(new QComboBox), m_run(new QPushButton(tr("Run lab"))),
+      m_hadamard(new QCheckBox(tr("Hadamard"))), m_ruquant(new QCheckBox(tr("RUQuant"))), m_metric(new QComboBox),
+      m_run(new QPushButton(tr("Run lab"))),
       m_title(new QLabel(tr("Open a model, pick a linear input and run the lab."))), m_grid(new QGridLayout),
-      m_summary(new LabSummaryModel(this)), m_table(new QTableView)
+      m_summary(new LabSummaryModel(this)), m_table(new QTableView), m_cells(new LabCellView(runner, status)),
+      m_bottom(new QTabWidget)
 {
     setObjectName(QStringLiteral("transformLab"));
     m_layer->setObjectName(QStringLiteral("labLayer"));
@@ -82,6 +57,8 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_wbits->setObjectName(QStringLiteral("labWeightBits"));
     m_clip->setObjectName(QStringLiteral("labClip"));
     m_hadamard->setObjectName(QStringLiteral("labHadamard"));
+    m_ruquant->setObjectName(QStringLiteral("labRuquant"));
+    m_bottom->setObjectName(QStringLiteral("labBottomTabs"));
     m_metric->setObjectName(QStringLiteral("labMetric"));
     m_run->setObjectName(QStringLiteral("labRun"));
     m_table->setObjectName(QStringLiteral("labSummary"));
@@ -107,6 +84,9 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_clip->setValue(1.0);
     m_clip->setToolTip(tr("Clip ratio of the activation range (RUQuant's lac)"));
     m_hadamard->setChecked(true);
+    m_ruquant->setToolTip(tr("RUQuant's stages (block size 128): stage 1, zig-zag, stage 1 again, global Householder, "
+                             "fitted on the captured input's mean per position after smoothing with α (the lab's "
+                             "capture is the FP forward pass)"));
     m_metric->addItem(tr("max |x| per channel"), int(Metric::MaxAbs));
     m_metric->addItem(tr("kurtosis per channel"), int(Metric::Kurtosis));
     m_metric->addItem(tr("quant. error per channel"), int(Metric::QuantError));
@@ -116,7 +96,10 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_table->verticalHeader()->hide();
     m_table->horizontalHeader()->setStretchLastSection(true);
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
-    m_table->hide(); // until there is a result
+    m_bottom->addTab(m_table, tr("Summary"));
+    m_bottom->addTab(m_cells, tr("Within-cell"));
+    m_bottom->setDocumentMode(true);
+    m_bottom->hide(); // until there is a result
     m_table->setWordWrap(false);
     m_table->verticalHeader()->setDefaultSectionSize(m_table->fontMetrics().height() + 8);
 
@@ -140,6 +123,7 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     settings->addWidget(new QLabel(tr("Weights:")));
     settings->addWidget(m_wbits);
     settings->addWidget(m_hadamard);
+    settings->addWidget(m_ruquant);
     settings->addStretch(1);
 
     auto* charts = new QWidget;
@@ -153,10 +137,11 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     layout->addLayout(settings);
     layout->addWidget(m_title);
     layout->addWidget(charts, 1);
-    layout->addWidget(m_table);
+    layout->addWidget(m_bottom);
     m_run->setEnabled(false);
     connect(m_run, &QPushButton::clicked, this, &TransformLab::startLab);
     connect(m_metric, &QComboBox::currentIndexChanged, this, &TransformLab::showMetric);
+    connect(m_bottom, &QTabWidget::currentChanged, this, &TransformLab::fitBottom);
 }
 
 void TransformLab::setCalibrationSettings(CalibrationSettings* settings) { m_settings = settings; }
@@ -166,7 +151,8 @@ void TransformLab::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoin
     m_checkpoint = std::move(checkpoint);
     m_result.reset();
     m_summary->setResult(nullptr);
-    m_table->hide();
+    m_cells->setResult(nullptr);
+    m_bottom->hide();
     clearColumns();
     m_layer->setRange(0, m_checkpoint ? std::max<int>(0, int(m_checkpoint->config.numHiddenLayers) - 1) : 0);
     m_run->setEnabled(m_checkpoint != nullptr);
@@ -205,11 +191,25 @@ void TransformLab::startLab()
     req.kind = model::LinearKind(m_input->currentData().toInt());
     req.smoothAlpha = m_alpha->value();
     req.hadamard = m_hadamard->isChecked();
+    req.ruquant = m_ruquant->isChecked();
+    req.ruquantOptions.seed = req.seed;
     req.options.quant.bits = m_bits->currentData().toInt();
     req.options.quant.clip = float(m_clip->value());
     req.options.weightBits = m_wbits->currentData().toInt();
     m_runner->start<pipeline::LabResult>(
-        this, tr("Transform lab"), [req](RunContext& ctx) { return pipeline::runTransformLab(req, &ctx); },
+        this, tr("Transform lab"),
+        [req, channel = m_cells->channel()](RunContext& ctx) -> Result<pipeline::LabResult> {
+            // The within-cell channel is clamped to the input's width, known once captured (the
+            // spin box may still hold a channel of a wider input picked before).
+            QB_TRY(r, pipeline::runTransformLab(req, &ctx));
+            if (!r->quant.enabled()) return std::move(*r);
+            const int ch = std::clamp(channel, 0, int(r->channels) - 1);
+            QB_TRY(cells, pipeline::labWithinCell(*r, ch, &ctx));
+            r->cellChannel = ch;
+            for (std::size_t i = 0; i < r->stages.size(); ++i)
+                r->stages[i].channelCells = std::move((*cells)[i]);
+            return std::move(*r);
+        },
         [this](const JobOutcome<pipeline::LabResult>& outcome) {
             m_run->setEnabled(m_checkpoint != nullptr);
             if (!outcome.ok()) {
@@ -245,7 +245,8 @@ void TransformLab::display()
 {
     clearColumns();
     m_summary->setResult(m_result);
-    m_table->setVisible(m_result != nullptr);
+    m_cells->setResult(m_result);
+    m_bottom->setVisible(m_result != nullptr);
     if (!m_result) return;
     const auto& r = *m_result;
     QString quant = r.quant.bits > 0 ? tr("A%1 per token, clip %2").arg(r.quant.bits).arg(double(r.quant.clip))
@@ -273,12 +274,12 @@ void TransformLab::display()
         auto* h = new HistogramChart(QString::fromStdString(s.label), tr("activation value"));
         h->setLogCounts(true);
         h->setMinimumHeight(130);
-        compact(h);
+        compactLabChart(h);
         h->setHistogram(s.histogram);
-        setVerticalRange(h, 0, double(maxCount) * 1.5);
+        setLabVerticalRange(h, 0, double(maxCount) * 1.5);
         auto* c = new ChannelChart(QString(), s.rotated ? tr("rotated coordinate") : tr("input channel"), QString());
         c->setMinimumHeight(120);
-        compact(c);
+        compactLabChart(c);
         m_grid->setColumnStretch(int(i), 1); // equal columns
         m_grid->addWidget(h, 0, int(i));
         m_grid->addWidget(c, 1, int(i));
@@ -289,10 +290,19 @@ void TransformLab::display()
     }
     showMetric();
     m_table->resizeColumnsToContents();
-    // The table shows every stage (up to eight) and leaves the rest to the charts.
+    // The table shows every stage (up to eight) and leaves the rest to the charts; the within-cell
+    // tab gets at least room for its controls and one row of small charts.
     const int rows = std::min(int(r.stages.size()), 8);
-    m_table->setMaximumHeight(m_table->horizontalHeader()->sizeHint().height() +
-                              rows * m_table->verticalHeader()->defaultSectionSize() + 2 * m_table->frameWidth() + 2);
+    m_tableHeight = m_table->horizontalHeader()->sizeHint().height() +
+                    rows * m_table->verticalHeader()->defaultSectionSize() + 2 * m_table->frameWidth() + 2 +
+                    m_table->horizontalScrollBar()->sizeHint().height(); // the Transform column may overflow
+    fitBottom();
+}
+
+void TransformLab::fitBottom()
+{
+    const int page = m_bottom->currentWidget() == m_cells ? std::max(m_tableHeight, 170) : m_tableHeight;
+    m_bottom->setMaximumHeight(page + m_bottom->tabBar()->sizeHint().height());
 }
 
 void TransformLab::showMetric()
@@ -314,7 +324,7 @@ void TransformLab::showMetric()
     }
     // One y range for every stage, so the columns compare at a glance.
     for (ChannelChart* c : m_channels)
-        setVerticalRange(c, lo, hi > lo ? hi * 1.05 : lo + 1);
+        setLabVerticalRange(c, lo, hi > lo ? hi * 1.05 : lo + 1);
 }
 
 } // namespace qb::ui

@@ -6,7 +6,8 @@
 // Hadamard, smoothed + Hadamard, and any later stage such as RUQuant's), the activation histogram
 // (every histogram on the same value axis and count axis) and a per-channel chart of the chosen
 // metric (max |x|, excess kurtosis, or the quantization error; one y range for all stages), with a
-// summary table (LabSummaryModel) below. Computation runs through JobRunner (stage progress and
+// summary table (LabSummaryModel) below, and next to it, on a second tab, the within-cell view of
+// one channel (LabCellView). Computation runs through JobRunner (stage progress and
 // cancel in the status strip); the window never waits for it.
 
 #include "io/checkpoint.h"
@@ -25,6 +26,7 @@ class QLabel;
 class QPushButton;
 class QSpinBox;
 class QTableView;
+class QTabWidget;
 
 namespace qb::ui {
 
@@ -33,6 +35,7 @@ class ChannelChart;
 class HistogramChart;
 class JobRunner;
 class JobStatus;
+class LabCellView;
 class LabSummaryModel;
 
 class TransformLab : public QWidget {
@@ -56,6 +59,9 @@ public:
     QComboBox* weightBitsCombo() const { return m_wbits; }
     QDoubleSpinBox* clipSpin() const { return m_clip; }
     QCheckBox* hadamardCheck() const { return m_hadamard; }
+    QCheckBox* ruquantCheck() const { return m_ruquant; }
+    LabCellView* cellView() const { return m_cells; }
+    QTabWidget* bottomTabs() const { return m_bottom; }
     QComboBox* metricCombo() const { return m_metric; }
     QPushButton* runButton() const { return m_run; }
     QTableView* summaryTable() const { return m_table; }
@@ -72,6 +78,8 @@ private:
     void display();
     void showMetric();
     void clearColumns();
+    // The bottom tabs as tall as the summary table (the within-cell tab: at least one chart row).
+    void fitBottom();
 
     JobRunner* m_runner;
     JobStatus* m_status;
@@ -85,6 +93,7 @@ private:
     QComboBox* m_wbits;
     QDoubleSpinBox* m_clip;
     QCheckBox* m_hadamard;
+    QCheckBox* m_ruquant;
     QComboBox* m_metric;
     QPushButton* m_run;
     QLabel* m_title;
@@ -93,6 +102,9 @@ private:
     std::vector<ChannelChart*> m_channels;
     LabSummaryModel* m_summary;
     QTableView* m_table;
+    LabCellView* m_cells;
+    QTabWidget* m_bottom;
+    int m_tableHeight = 0;
 };
 
 } // namespace qb::ui

@@ -1,0 +1,427 @@
+#include "pipeline/ruquant.h"
+
+#include "model/forward.h"
+#include "model/hadamard.h"
+#include "pipeline/ruquant_finetune.h"
+#include "quant/gptq.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+namespace qb::pipeline {
+
+using model::LinearKind;
+using model::RowMatrix;
+
+std::vector<int> RuquantRng::permutation(int n)
+{
+    std::vector<int> p(static_cast<std::size_t>(n));
+    std::iota(p.begin(), p.end(), 0);
+    for (int i = n - 1; i > 0; --i)
+        std::swap(p[std::size_t(i)], p[std::size_t(below(std::uint64_t(i) + 1))]);
+    return p;
+}
+
+Eigen::Index ruquantBlockSize(Eigen::Index width, int requested)
+{
+    for (Eigen::Index b = std::min<Eigen::Index>(requested, width); b >= 2; --b)
+        if (b % 2 == 0 && width % b == 0) return b;
+    return 0;
+}
+
+namespace {
+
+Eigen::Index maxAbsRow(const Eigen::Ref<const MatrixXdRow>& y)
+{
+    Eigen::Index r = 0, c = 0;
+    y.cwiseAbs().maxCoeff(&r, &c);
+    return r;
+}
+
+// A positive uniform random vector of norm `norm` (RUQuant's "uniformly sampled" target).
+Eigen::VectorXd positiveTarget(Eigen::Index n, double norm, RuquantRng& rng)
+{
+    Eigen::VectorXd t(n);
+    for (Eigen::Index i = 0; i < n; ++i)
+        t[i] = rng.uniform();
+    const double tn = t.norm();
+    if (tn > 0) t *= norm / tn;
+    return t;
+}
+
+void applyToBlocks(const model::OrthoOp& op, Eigen::Ref<MatrixXdRow> y)
+{
+    model::OrthoOpList one(y.cols());
+    one.push(op);
+    one.applyMany(y.data(), y.rows());
+}
+
+} // namespace
+
+model::OrthoOp givensTowards(const Eigen::VectorXd& v, const Eigen::VectorXd& t, bool repoGivens)
+{
+    const Eigen::Index pairs = v.size() / 2;
+    std::vector<double> c(static_cast<std::size_t>(pairs), 1.0), s(static_cast<std::size_t>(pairs), 0.0);
+    for (Eigen::Index i = 0; i < pairs; ++i) {
+        const double a0 = v[2 * i], a1 = v[2 * i + 1], b0 = t[2 * i], b1 = t[2 * i + 1];
+        const double n = std::hypot(a0, a1) * std::hypot(b0, b1);
+        if (!(n > 0)) continue;
+        c[std::size_t(i)] = (a0 * b0 + a1 * b1) / n;
+        const double sn = (a0 * b1 - a1 * b0) / n;
+        s[std::size_t(i)] = repoGivens ? -sn : sn;
+    }
+    return model::OrthoOp::givens(std::move(c), std::move(s));
+}
+
+model::OrthoOpList buildGreedyBlockRotation(Eigen::Ref<MatrixXdRow> blocks, const RuquantOptions& o, RuquantRng& rng)
+{
+    const Eigen::Index b = blocks.cols();
+    model::OrthoOpList list(b);
+    for (int k = 0; k < o.householderSteps; ++k) {
+        {
+            const Eigen::VectorXd v = blocks.row(maxAbsRow(blocks)).transpose();
+            const Eigen::VectorXd omega = v - positiveTarget(b, v.norm(), rng);
+            if (omega.squaredNorm() >= 1e-10) {
+                model::OrthoOp op = model::OrthoOp::householder(omega);
+                applyToBlocks(op, blocks);
+                list.push(std::move(op));
+            }
+        }
+        for (int r = 0; r < o.givensRounds; ++r) {
+            model::OrthoOp perm = model::OrthoOp::permutation(rng.permutation(int(b)));
+            applyToBlocks(perm, blocks);
+            list.push(std::move(perm));
+            const Eigen::VectorXd v = blocks.row(maxAbsRow(blocks)).transpose();
+            Eigen::VectorXd t(b);
+            for (Eigen::Index i = 0; i + 1 < b; i += 2) {
+                double x = rng.uniform(), y = rng.uniform();
+                const double n = std::hypot(x, y);
+                if (!(n > 0)) x = 1, y = 0;
+                else x /= n, y /= n;
+                const double r2 = std::hypot(v[i], v[i + 1]);
+                t[i] = r2 * x;
+                t[i + 1] = r2 * y;
+            }
+            model::OrthoOp g = givensTowards(v, t, o.repoGivens);
+            applyToBlocks(g, blocks);
+            list.push(std::move(g));
+        }
+    }
+    return list;
+}
+
+std::vector<int> zigzagPermutation(std::span<const double> channelMaxAbs, Eigen::Index blockSize)
+{
+    const Eigen::Index c = Eigen::Index(channelMaxAbs.size());
+    std::vector<int> order(static_cast<std::size_t>(c));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return channelMaxAbs[std::size_t(a)] > channelMaxAbs[std::size_t(b)]; });
+    const Eigen::Index nb = c / blockSize;
+    std::vector<std::vector<int>> blocks(static_cast<std::size_t>(nb));
+    for (Eigen::Index i = 0; i < c; ++i) {
+        const Eigen::Index pos = i % (2 * nb);
+        const Eigen::Index blk = pos < nb ? pos : 2 * nb - 1 - pos;
+        blocks[std::size_t(blk)].push_back(order[std::size_t(i)]);
+    }
+    std::vector<int> perm;
+    perm.reserve(static_cast<std::size_t>(c));
+    for (const auto& bl : blocks)
+        perm.insert(perm.end(), bl.begin(), bl.end());
+    return perm;
+}
+
+Eigen::VectorXd globalHouseholderOmega(const MatrixXdRow& x, RuquantRng& rng)
+{
+    const Eigen::VectorXd v = x.row(maxAbsRow(x)).transpose();
+    Eigen::VectorXd omega = v - positiveTarget(x.cols(), v.norm(), rng);
+    if (omega.squaredNorm() < 1e-10) return {};
+    return omega;
+}
+
+std::shared_ptr<const model::ChainTransform> RuquantFit::total() const
+{
+    std::string what;
+    for (const std::string& s : stageLabels)
+        what += (what.empty() ? "" : ", ") + s;
+    return std::make_shared<const model::ChainTransform>(
+        parts, "RUQuant " + std::to_string(parts.empty() ? 0 : parts.front()->size()) + " (B " +
+                   std::to_string(blockSize) + ": " + what + ")");
+}
+
+Result<RuquantFit> fitRuquantTransform(const Eigen::Ref<const RowMatrix>& signal, const RuquantOptions& o,
+                                       std::uint64_t seed)
+{
+    const Eigen::Index c = signal.cols(), n = signal.rows();
+    if (c == 0 || n == 0) return makeError(ErrorCode::InvalidArgument, "RUQuant: empty calibration signal");
+    if (!signal.allFinite())
+        return makeError(ErrorCode::InvalidArgument, "RUQuant: the calibration signal holds NaN/Inf");
+    if (o.householderSteps < 0 || o.givensRounds < 0 || o.permutationRounds < 0)
+        return makeError(ErrorCode::InvalidArgument, "RUQuant: negative step counts");
+    RuquantFit fit;
+    fit.blockSize = ruquantBlockSize(c, o.blockSize);
+    if (fit.blockSize == 0)
+        return makeError(ErrorCode::Unsupported, "RUQuant needs an even block size dividing the width; width " +
+                                                     std::to_string(c) + " has none up to " +
+                                                     std::to_string(o.blockSize));
+    const Eigen::Index b = fit.blockSize;
+    MatrixXdRow x = signal.cast<double>();
+    RuquantRng rng(seed);
+    const std::string bs = std::to_string(b);
+    for (int round = 0; round <= o.permutationRounds; ++round) {
+        Eigen::Map<MatrixXdRow> blocks(x.data(), n * (c / b), b);
+        auto list = std::make_shared<model::OrthoOpList>(buildGreedyBlockRotation(blocks, o, rng));
+        const std::string label = "RUQuant block rotation " + std::to_string(round + 1) + " (B " + bs + ", " +
+                                  list->describeOps() + (o.repoGivens ? ", repo Givens" : "") + ")";
+        fit.parts.push_back(std::make_shared<const model::BlockOpTransform>(
+            c, std::move(list), label,
+            o.applyOpLists ? model::BlockOpTransform::Apply::OpList : model::BlockOpTransform::Apply::Dense));
+        fit.stageLabels.push_back(round == 0   ? "stage 1"
+                                  : round == 1 ? "stage 1 again"
+                                               : "stage 1 (" + std::to_string(round + 1) + ")");
+        if (round == o.permutationRounds) break;
+        std::vector<double> maxAbs(static_cast<std::size_t>(c));
+        for (Eigen::Index j = 0; j < c; ++j)
+            maxAbs[std::size_t(j)] = x.col(j).cwiseAbs().maxCoeff();
+        std::vector<int> perm = zigzagPermutation(maxAbs, b);
+        const MatrixXdRow old = x;
+        for (Eigen::Index j = 0; j < c; ++j)
+            x.col(j) = old.col(perm[std::size_t(j)]);
+        fit.parts.push_back(std::make_shared<const model::PermutationTransform>(
+            std::move(perm), "zig-zag permutation (" + std::to_string(c / b) + " blocks of " + bs + ")"));
+        fit.stageLabels.push_back(round == 0 ? "zig-zag" : "zig-zag " + std::to_string(round + 1));
+    }
+    if (o.globalHouseholder) {
+        Eigen::VectorXd omega = globalHouseholderOmega(x, rng);
+        if (omega.size() > 0) {
+            fit.parts.push_back(std::make_shared<const model::HouseholderTransform>(
+                omega, "global Householder (" + std::to_string(c) + ")"));
+            fit.stageLabels.push_back("global Householder");
+        }
+    }
+    return fit;
+}
+
+std::uint64_t ruquantGroupSeed(std::uint64_t seed, int layer, LinearKind kind)
+{
+    // splitmix64 of (seed, layer, group): distinct, well mixed streams per group.
+    std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (std::uint64_t(layer) * 4 + std::uint64_t(kind) + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// ---- the model ----------------------------------------------------------------------------------
+
+namespace {
+
+constexpr LinearKind kOrder[] = {LinearKind::Qkv, LinearKind::O, LinearKind::GateUp, LinearKind::Down};
+
+std::vector<model::Linear> groupLinears(LinearKind k)
+{
+    switch (k) {
+    case LinearKind::Qkv: return {model::Linear::Q, model::Linear::K, model::Linear::V};
+    case LinearKind::O: return {model::Linear::O};
+    case LinearKind::GateUp: return {model::Linear::Gate, model::Linear::Up};
+    case LinearKind::Down: return {model::Linear::Down};
+    }
+    return {};
+}
+
+Status fakeQuantizeWeight(RowMatrix& w, int bits, double clip)
+{
+    if (bits <= 0) return {};
+    quant::GridSpec spec;
+    spec.bits = bits;
+    spec.groupSize = -1;
+    spec.sym = false;
+    spec.clip = clip;
+    QB_TRY(q, quant::quantizeRowsRtn(w, spec, quant::GridInit::MinMax));
+    w = q->dequantized;
+    return {};
+}
+
+std::string layerWhere(int l) { return "model.layers." + std::to_string(l); }
+
+} // namespace
+
+Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet& calib, const RuquantOptions& o,
+                                   int batch, RunContext* ctx)
+{
+    const auto t0 = std::chrono::steady_clock::now();
+    const ModelConfig& cfg = in.config();
+    QB_TRY_STATUS(in.validate());
+    if (calib.count < 1 || calib.seqlen < 2)
+        return makeError(ErrorCode::InvalidArgument, "RUQuant needs calibration windows");
+    for (int l = 0; l < in.numLayers(); ++l) {
+        const auto& rt = in.layer(l)->runtime;
+        const bool rotated = rt && (rt->kv.qkRotate || std::any_of(rt->inputs.begin(), rt->inputs.end(),
+                                                                   [](const auto& x) { return bool(x.rotate); }));
+        if (rotated)
+            return makeError(ErrorCode::Unsupported,
+                             "RUQuant transforms unrotated inputs; the model is already rotated (" +
+                                 rt->onlineTransforms() + ")",
+                             layerWhere(l));
+    }
+    batch = std::max(1, batch);
+    QB_TRY(qk, model::HadamardTransform::create(cfg.headDim, std::nullopt, /*allowBlocks=*/true));
+    const std::shared_ptr<const model::RowTransform> qkRotate = *qk;
+
+    RuquantResult result;
+    auto out = std::make_shared<model::Model>(in);
+    const int T = calib.seqlen, N = calib.count;
+    model::Workspace ws;
+    RowMatrix hidden; // the quantized path's hidden states of every window [N·T, K]
+    QB_TRY_STATUS(model::embed(in, calib.ids, hidden));
+    const bool finetune = o.finetuneEpochs > 0;
+    RowMatrix fpHidden; // fine-tuning: the FP path's (the targets' inputs)
+    if (finetune) {
+        QB_TRY_STATUS(model::checkBackwardConfig(cfg));
+        fpHidden = hidden;
+    }
+    if (ctx) ctx->beginStage("ruquant", in.numLayers(), "layer 0");
+
+    for (int l = 0; l < in.numLayers(); ++l) {
+        if (ctx && ctx->isCancelled()) return RunContext::cancelledError("RUQuant, layer " + std::to_string(l));
+        if (ctx) ctx->setDetail("layer " + std::to_string(l));
+        RowMatrix mean = RowMatrix::Zero(T, cfg.hiddenSize);
+        for (int b = 0; b < N; ++b)
+            mean += hidden.middleRows(Eigen::Index(b) * T, T);
+        mean /= float(N);
+
+        auto w = std::make_shared<model::DecoderLayerWeights>(*in.layer(l));
+        auto wq = std::make_shared<model::DecoderLayerWeights>(*w);
+        auto rt = std::make_shared<model::LayerRuntime>(w->runtime ? *w->runtime : model::LayerRuntime{});
+        auto rtq = std::make_shared<model::LayerRuntime>(*rt);
+        rt->kv.qkRotate = rtq->kv.qkRotate = qkRotate;
+        rtq->kv.q = o.q;
+        rtq->kv.k = o.k;
+        rtq->kv.v = o.v;
+        std::array<RuquantFit, 4> fits;
+        RowMatrix afterAttention; // the signal after the attention block (input of the MLP block)
+        for (LinearKind kind : kOrder) {
+            if (ctx && ctx->isCancelled()) return RunContext::cancelledError("RUQuant, layer " + std::to_string(l));
+            wq->runtime = std::make_shared<const model::LayerRuntime>(*rtq);
+            const bool attention = kind == LinearKind::Qkv || kind == LinearKind::O;
+            if (!attention && afterAttention.size() == 0) {
+                afterAttention = mean;
+                QB_TRY_STATUS(model::runLayerBlock(cfg, *wq, l, model::LayerBlock::Attention, afterAttention, T, ws));
+            }
+            RowMatrix h = attention ? mean : afterAttention;
+            RowMatrix signal;
+            QB_TRY_STATUS(model::runLayerBlock(
+                cfg, *wq, l, attention ? model::LayerBlock::Attention : model::LayerBlock::Mlp, h, T, ws,
+                [&](int, LinearKind k, const Eigen::Ref<const RowMatrix>& x) {
+                    if (k == kind) signal = x;
+                },
+                kind));
+            QB_TRY(fit, fitRuquantTransform(signal, o, ruquantGroupSeed(o.seed, l, kind)));
+            auto total = fit->total();
+            RuquantGroupReport rep;
+            rep.layer = l;
+            rep.kind = kind;
+            rep.width = signal.cols();
+            rep.blockSize = fit->blockSize;
+            rep.signalMaxBefore = signal.cwiseAbs().maxCoeff();
+            total->apply(signal);
+            rep.signalMaxAfter = signal.cwiseAbs().maxCoeff();
+            rep.transform = total->describe();
+            result.groups.push_back(std::move(rep));
+            for (model::Linear lin : groupLinears(kind)) {
+                total->apply(w->weight(lin));
+                wq->weight(lin) = w->weight(lin);
+                const Status st = fakeQuantizeWeight(wq->weight(lin), o.weightBits, o.weightClip);
+                if (!st.ok()) return st.error().withContext(model::tensorName(l, lin));
+            }
+            rt->input(kind).rotate = total;
+            rtq->input(kind).rotate = total;
+            rtq->input(kind).quant = o.act[std::size_t(kind)];
+            fits[std::size_t(kind)] = std::move(*fit);
+        }
+        if (finetune) {
+            if (ctx) ctx->setDetail("layer " + std::to_string(l) + ", fine-tuning");
+            RowMatrix targets = fpHidden;
+            for (int b = 0; b < N; b += batch) {
+                const int nb = std::min(batch, N - b);
+                QB_TRY_STATUS(model::runLayer(cfg, *in.layer(l), l,
+                                              targets.middleRows(Eigen::Index(b) * T, Eigen::Index(nb) * T), T, ws));
+            }
+            ReflectionSetup setup;
+            setup.qkRotate = qkRotate;
+            setup.q = o.q;
+            setup.k = o.k;
+            setup.v = o.v;
+            setup.weightBits = o.weightBits;
+            setup.weightClip = o.weightClip;
+            std::array<std::string, 4> labels;
+            for (LinearKind kind : kOrder) {
+                const RuquantFit& fit = fits[std::size_t(kind)];
+                ReflectionGroup g;
+                g.smoothDivisor = rt->input(kind).smoothDivisor;
+                std::vector<std::shared_ptr<const model::RowTransform>> fixed = fit.parts;
+                if (const auto* hh = dynamic_cast<const model::HouseholderTransform*>(fixed.back().get())) {
+                    g.omega = hh->omega();
+                    fixed.pop_back();
+                }
+                g.fixed = std::make_shared<const model::ChainTransform>(std::move(fixed));
+                g.linears = groupLinears(kind);
+                for (model::Linear lin : g.linears) {
+                    RowMatrix m = in.layer(l)->weight(lin);
+                    g.fixed->apply(m);
+                    g.base.push_back(std::move(m));
+                }
+                g.act = o.act[std::size_t(kind)];
+                labels[std::size_t(kind)] = rt->input(kind).rotate->describe();
+                setup.groups[std::size_t(kind)] = std::move(g);
+            }
+            QB_TRY(trained,
+                   trainReflections(cfg, *wq, l, setup, hidden, targets, T, o.finetuneEpochs, o.finetuneLr, ctx));
+            result.finetuneSeconds += trained->seconds;
+            for (LinearKind kind : kOrder) {
+                const ReflectionGroup& g = *setup.groups[std::size_t(kind)];
+                std::vector<std::shared_ptr<const model::RowTransform>> parts;
+                parts.push_back(g.fixed);
+                std::shared_ptr<const model::RowTransform> hh;
+                if (g.omega.size() > 0) {
+                    hh = std::make_shared<const model::HouseholderTransform>(
+                        g.omega, "global Householder (" + std::to_string(g.omega.size()) + ", fine-tuned)");
+                    parts.push_back(hh);
+                }
+                auto total = std::make_shared<const model::ChainTransform>(std::move(parts),
+                                                                           labels[std::size_t(kind)] + ", fine-tuned");
+                for (std::size_t i = 0; i < g.linears.size(); ++i) {
+                    RowMatrix wt = g.base[i];
+                    if (hh) hh->apply(wt);
+                    w->weight(g.linears[i]) = wt;
+                    const Status st = fakeQuantizeWeight(wt, o.weightBits, o.weightClip);
+                    if (!st.ok()) return st.error().withContext(model::tensorName(l, g.linears[i]));
+                    wq->weight(g.linears[i]) = std::move(wt);
+                }
+                rt->input(kind).rotate = total;
+                rtq->input(kind).rotate = total;
+            }
+            for (RuquantGroupReport& rep : result.groups)
+                if (rep.layer == l) {
+                    rep.finetuneLossBefore = trained->lossBefore;
+                    rep.finetuneLossAfter = trained->lossAfter;
+                }
+            fpHidden = std::move(targets);
+        }
+        wq->runtime = std::make_shared<const model::LayerRuntime>(*rtq);
+        w->runtime = std::make_shared<const model::LayerRuntime>(*rt);
+        out->setLayer(l, w);
+        for (int b = 0; b < N; b += batch) {
+            const int nb = std::min(batch, N - b);
+            QB_TRY_STATUS(
+                model::runLayer(cfg, *wq, l, hidden.middleRows(Eigen::Index(b) * T, Eigen::Index(nb) * T), T, ws));
+        }
+        if (ctx) ctx->advance();
+    }
+    result.model = std::move(out);
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return result;
+}
+
+} // namespace qb::pipeline

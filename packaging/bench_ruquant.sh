@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# RUQuant quality table (issue 15 item 7): perplexity at W4A4KV4 and W6A6KV6 (queries quantized
+# too, as RUQuant does) of a model and its planted-outlier copy (packaging/make_outlier_model.py)
+# for RTN without transform, SmoothQuant (alpha 0.6), SmoothQuant + QuaRot-style Hadamard, RUQuant
+# and RUQuant + fine-tuning of the global Householder (W4A4 only, as the paper). Every row uses
+# RUQuant's quantizers: RTN weights per channel with range ratio 0.8 at 4 bits (1.0 at 6), per-token
+# activations with clip 0.9 at 4 bits (1.0 at 6).
+# Usage: packaging/bench_ruquant.sh MODEL_DIR [OUT_DIR] [EXTRA quantize flags, e.g. --ruquant-block 32]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+model=${1:?model directory}
+out=${2:-$(mktemp -d)}
+extra=("${@:3}")
+cli=build/app/quantbench-cli
+outlier="$out/$(basename "$model")-outlier"
+[ -d "$outlier" ] || /usr/bin/python3 packaging/make_outlier_model.py "$model" "$outlier" >/dev/null
+calib=resources/demo/calib.txt
+evaltext=resources/demo/eval.txt
+[ -f "$model/calib.txt" ] && calib=$model/calib.txt
+[ -f "$model/eval.txt" ] && evaltext=$model/eval.txt
+ppl() {
+    local t0 t1 p
+    t0=$(date +%s.%N)
+    p=$("$cli" quantize "$1" --calib "$calib" --nsamples 32 --seqlen 128 --eval "$evaltext" --ctx 128 --no-kl \
+        --json "${@:2}" 2>/dev/null | /usr/bin/python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["perplexity"])')
+    t1=$(date +%s.%N)
+    printf '%s (%.0f s)' "$p" "$(echo "$t1 - $t0" | bc)"
+}
+for m in "$model" "$outlier"; do
+    fp=$("$cli" eval "$m" --text "$evaltext" --ctx 128 --json | /usr/bin/python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["perplexity"])')
+    echo "## $(basename "$m")  (FP perplexity $fp, ctx 128; calibration 32 x 128)"
+    echo "| setting | RTN | SmoothQuant | Smooth + Hadamard | RUQuant | RUQuant + fine-tune |"
+    echo "|---|---|---|---|---|---|"
+    for b in 4 6; do
+        if [ "$b" = 4 ]; then wc=0.8 ac=0.9; else wc=1.0 ac=1.0; fi
+        base=(--method rtn --bits "$b" --group -1 --wclip "$wc" --abits "$b" --aclip "$ac" --kvbits "$b" --qbits "$b")
+        row="| W${b}A${b}KV${b} | $(ppl "$m" "${base[@]}") | $(ppl "$m" "${base[@]}" --smooth 0.6)"
+        row="$row | $(ppl "$m" "${base[@]}" --smooth 0.6 --rotate hadamard)"
+        row="$row | $(ppl "$m" --method ruquant --bits "$b" "${extra[@]}")"
+        if [ "$b" = 4 ]; then row="$row | $(ppl "$m" --method ruquant --bits "$b" --ruquant-finetune "${extra[@]}") |"
+        else row="$row | - |"; fi
+        echo "$row"
+    done
+    echo
+done
