@@ -81,6 +81,34 @@ void adamStepVec(V& p, V& m, V& v, const V& g, double lr, double clip, const Dis
     }
 }
 
+// Which tensors train, and how their parameters are stored; the others go to `frozen`, with why.
+std::vector<Trainable> selectTrainables(const QuantizeResult& quantized, std::vector<std::string>* frozen)
+{
+    std::vector<Trainable> out;
+    for (std::size_t i = 0; i < quantized.tensors.size() && i < quantized.codes.size(); ++i) {
+        const TensorReport& rep = quantized.tensors[i];
+        const auto& c = quantized.codes[i];
+        if (rep.skipped || !c) continue;
+        if (c->cmpq || c->scales.size() == 0) {
+            if (frozen) frozen->push_back(rep.name + " (CMPQ codebooks)");
+            continue;
+        }
+        Trainable t{i, rep.layer, rep.linear, Storage::Free, quant::gridLevels(c->bits)};
+        if (!c->container.empty()) {
+            const quant::ContainerSpec* spec = quant::findContainerSpec(c->container);
+            if (!spec || spec->isKQuant()) {
+                if (frozen) frozen->push_back(rep.name + " (" + c->container + ": integer sub-block scales)");
+                continue;
+            }
+            t.storage = Storage::GgufLegacy;
+        } else if (rep.target == "gptq") {
+            t.storage = Storage::Gptq;
+        }
+        out.push_back(t);
+    }
+    return out;
+}
+
 struct Job {
     const model::Model& teacher;
     const QuantizeResult& q;
@@ -189,6 +217,7 @@ Result<DistillResult> runDistill(const model::Model& teacher, const QuantizeResu
                                  DistillState* stateIn)
 {
     const auto start = std::chrono::steady_clock::now();
+    QB_TRY_STATUS(checkDistillablePlan(quantized.plan));
     if (!quantized.model)
         return makeError(ErrorCode::InvalidArgument, "distillation needs the quantized model (keepModel)");
     if (quantized.codes.size() != quantized.tensors.size())
@@ -212,28 +241,7 @@ Result<DistillResult> runDistill(const model::Model& teacher, const QuantizeResu
     result.normGains = o.normGains;
 
     Job job{teacher, quantized, calib, o, ctx, {}, {}, {}};
-    // Which tensors train, and how their parameters are stored.
-    for (std::size_t i = 0; i < quantized.tensors.size(); ++i) {
-        const TensorReport& rep = quantized.tensors[i];
-        const auto& c = quantized.codes[i];
-        if (rep.skipped || !c) continue;
-        if (c->cmpq || c->scales.size() == 0) {
-            result.frozen.push_back(rep.name + " (CMPQ codebooks)");
-            continue;
-        }
-        Trainable t{i, rep.layer, rep.linear, Storage::Free, quant::gridLevels(c->bits)};
-        if (!c->container.empty()) {
-            const quant::ContainerSpec* spec = quant::findContainerSpec(c->container);
-            if (!spec || spec->isKQuant()) {
-                result.frozen.push_back(rep.name + " (" + c->container + ": integer sub-block scales)");
-                continue;
-            }
-            t.storage = Storage::GgufLegacy;
-        } else if (rep.target == "gptq") {
-            t.storage = Storage::Gptq;
-        }
-        job.trainables.push_back(t);
-    }
+    job.trainables = selectTrainables(quantized, &result.frozen);
     result.trainedTensors = int(job.trainables.size());
 
     // The student in F32: the quantized model's layers (norms, biases) and its embedding/head.
@@ -436,6 +444,42 @@ void applyDistill(QuantizeResult& quantized, const DistillResult& distilled)
 {
     quantized.model = distilled.model;
     quantized.codes = distilled.codes;
+}
+
+DistillScope distillScope(const QuantizeResult& quantized)
+{
+    DistillScope scope;
+    scope.trained = int(selectTrainables(quantized, &scope.frozen).size());
+    return scope;
+}
+
+Status checkDistillablePlan(const ResolvedPlan& plan)
+{
+    if (!plan.activation.empty())
+        return makeError(ErrorCode::Unsupported, "distillation of a weight-and-activation plan (" +
+                                                     plan.activation.describe() +
+                                                     ") is not supported: the backward pass has no runtime transforms");
+    return {};
+}
+
+Status checkDistillable(const QuantizeResult& quantized)
+{
+    QB_TRY_STATUS(checkDistillablePlan(quantized.plan));
+    if (!quantized.model)
+        return makeError(ErrorCode::InvalidArgument, "distillation needs the quantized model (keepModel)");
+    if (quantized.codes.size() != quantized.tensors.size())
+        return makeError(ErrorCode::InvalidArgument, "distillation needs the codes of every tensor (keepCodes)");
+    QB_TRY_STATUS(model::checkBackwardConfig(quantized.model->config()));
+    const DistillScope scope = distillScope(quantized);
+    if (scope.trained == 0) {
+        std::string why = scope.frozen.empty() ? std::string("no tensor is quantized") : scope.frozen.front();
+        if (scope.frozen.size() > 1) why += " and " + std::to_string(scope.frozen.size() - 1) + " more";
+        return makeError(ErrorCode::Unsupported,
+                         std::string("distillation has nothing to train: no quantized tensor has free scales and "
+                                     "zeros (") +
+                             why + ")");
+    }
+    return {};
 }
 
 } // namespace qb::pipeline

@@ -115,4 +115,22 @@ double distillLearningRate(const DistillOptions& options, int step, int steps);
 // `quantized` with the distilled model and parameters in place of its own (for export/eval).
 void applyDistill(QuantizeResult& quantized, const DistillResult& distilled);
 
+// What distillation would train in `quantized`: the number of tensors whose scales and zeros train,
+// and the quantized tensors it leaves as they are, each with why (runDistill's own choice).
+struct DistillScope {
+    int trained = 0;
+    std::vector<std::string> frozen;
+};
+DistillScope distillScope(const QuantizeResult& quantized);
+
+// Why a plan cannot be distilled (a weight-and-activation plan: the backward pass has no runtime
+// transforms or activation quantizers), as ErrorCode::Unsupported; OK otherwise.
+Status checkDistillablePlan(const ResolvedPlan& plan);
+
+// Why `quantized` cannot be distilled, with the message runDistill would give, before any work:
+// an activation plan (checkDistillablePlan), no fake-quantized model or codes, an architecture the
+// backward pass does not support (model::checkBackwardConfig), or nothing to train (every
+// quantized tensor is a K-quant or CMPQ one; distillScope). OK when it can. Cheap (no model pass).
+Status checkDistillable(const QuantizeResult& quantized);
+
 } // namespace qb::pipeline

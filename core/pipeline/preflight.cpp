@@ -208,6 +208,69 @@ double estimateDistillWork(const ModelConfig& c, int nsamples, int seqlen, int s
            windowTokens * (3.0 * double(c.numHiddenLayers) * layer + 3.0 * head);
 }
 
+namespace {
+
+// What a distillation holds while it trains (pipeline/distill.h), beside the models.
+Parts distillParts(const ModelConfig& c, const ResolvedPlan& plan, int nsamples, int seqlen, int batch)
+{
+    Parts parts;
+    std::int64_t groups = 0, layerParams = 0;
+    for (const TensorPlan& t : plan.tensors) {
+        if (t.layer == 0) layerParams += t.rows * t.cols;
+        if (!t.skip) {
+            const int g = t.options.grid.groupSize <= 0 || t.options.grid.groupSize > t.cols ? int(t.cols)
+                                                                                             : t.options.grid.groupSize;
+            groups += t.rows * ((t.cols + g - 1) / g);
+        }
+    }
+    const std::int64_t tokens = std::int64_t(nsamples) * seqlen;
+    const std::int64_t linear = layerParams * c.numHiddenLayers;
+    parts.push_back({"student linears and their gradients (F32)", std::uint64_t(linear) * 4 * 2});
+    parts.push_back({"optimiser state (double)", std::uint64_t(groups) * 8 * 9});
+    const std::int64_t rows = std::int64_t(std::max(1, std::min(batch, nsamples))) * seqlen;
+    const std::int64_t perToken = 3 * c.hiddenSize + 2 * c.numAttentionHeads * c.headDim +
+                                  2 * c.numKeyValueHeads * c.headDim + 3 * c.intermediateSize;
+    const std::int64_t chunk = std::min<std::int64_t>(rows, (16 << 20) / std::max<std::int64_t>(1, c.vocabSize));
+    parts.push_back({"teacher hidden states, checkpoints and one layer's activations",
+                     std::uint64_t(tokens * c.hiddenSize + (c.numHiddenLayers + 4) * rows * c.hiddenSize +
+                                   2 * rows * perToken + 2 * chunk * c.vocabSize) *
+                         4});
+    return parts;
+}
+
+} // namespace
+
+PreflightEstimate preflightDistill(const ModelConfig& c, const ResolvedPlan& plan, const DistillPreflightInput& in,
+                                   const MachineRate& rate)
+{
+    const QuantizeWork work =
+        estimateQuantizeWork(c, plan, 0, in.seqlen, 0, in.evalTokens, in.evalCtx, false, in.klDivergence);
+    const double macs = estimateDistillWork(c, in.nsamples, in.seqlen, in.steps, in.batch) +
+                        work.perplexity * (in.evaluateBefore ? 2 : 1) + (in.loadTeacher ? work.reference : 0.0);
+    Parts parts;
+    if (in.loadTeacher) parts.push_back({"original model's layers (F32)", modelF32Bytes(c)});
+    parts.push_back({"distilled model (F32)", modelF32Bytes(c)});
+    std::int64_t quantized = 0;
+    for (const TensorPlan& t : plan.tensors)
+        if (!t.skip) quantized += t.rows * t.cols;
+    parts.push_back({"codes and scales of the new run", std::uint64_t(quantized) * 5 / 4});
+    const Parts distilling = distillParts(c, plan, in.nsamples, in.seqlen, in.batch);
+    Parts evaluating;
+    if (in.evalTokens > 0) {
+        const std::int64_t rows = std::int64_t(in.evalBatch) * in.evalCtx;
+        const std::uint64_t logits = std::uint64_t(rows * c.vocabSize) * 4 * (in.klDivergence ? 2 : 1);
+        evaluating.push_back({"evaluation batch", workspaceBytes(c, rows, in.evalCtx) + logits});
+    }
+    std::uint64_t d = 0, e = 0;
+    for (const auto& x : distilling)
+        d += x.second;
+    for (const auto& x : evaluating)
+        e += x.second;
+    const Parts& larger = d >= e ? distilling : evaluating;
+    parts.insert(parts.end(), larger.begin(), larger.end());
+    return finish(std::move(parts), macs / std::max(1.0, rate.macsPerSecond * kEfficiency), rate);
+}
+
 PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& plan, const QuantizePreflightInput& in,
                                     const MachineRate& rate)
 {
@@ -245,28 +308,8 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
         if (!t.skip) quantized += t.rows * t.cols;
     if (in.keepCodes || in.distill) parts.push_back({"codes and scales", std::uint64_t(quantized) * 5 / 4});
     // The quantizing, distilling and evaluation phases do not overlap: the largest one counts.
-    Parts quantizing, distilling, evaluating;
-    if (in.distill) {
-        std::int64_t groups = 0;
-        for (const TensorPlan& t : plan.tensors)
-            if (!t.skip) {
-                const int g = t.options.grid.groupSize <= 0 || t.options.grid.groupSize > t.cols
-                                  ? int(t.cols)
-                                  : t.options.grid.groupSize;
-                groups += t.rows * ((t.cols + g - 1) / g);
-            }
-        const std::int64_t linear = layerParams * c.numHiddenLayers;
-        distilling.push_back({"student linears and their gradients (F32)", std::uint64_t(linear) * 4 * 2});
-        distilling.push_back({"optimiser state (double)", std::uint64_t(groups) * 8 * 9});
-        const std::int64_t rows = std::int64_t(std::max(1, std::min(in.distillBatch, in.nsamples))) * in.seqlen;
-        const std::int64_t perToken = 3 * c.hiddenSize + 2 * c.numAttentionHeads * c.headDim +
-                                      2 * c.numKeyValueHeads * c.headDim + 3 * c.intermediateSize;
-        const std::int64_t chunk = std::min<std::int64_t>(rows, (16 << 20) / std::max<std::int64_t>(1, c.vocabSize));
-        distilling.push_back({"teacher hidden states, checkpoints and one layer's activations",
-                              std::uint64_t(tokens * c.hiddenSize + (c.numHiddenLayers + 4) * rows * c.hiddenSize +
-                                            2 * rows * perToken + 2 * chunk * c.vocabSize) *
-                                  4});
-    }
+    Parts quantizing, evaluating;
+    const Parts distilling = in.distill ? distillParts(c, plan, in.nsamples, in.seqlen, in.distillBatch) : Parts{};
     quantizing.push_back({"decoder layer (F32)", std::uint64_t(layerParams) * 4 * 2});
     quantizing.push_back({"Hessian and GPTQ solve (double)", std::uint64_t(5 * maxCols * maxCols + 2 * maxMatrix) * 8});
     // Calibration: the hidden states of every window, kept o_proj/down_proj inputs, one batch.

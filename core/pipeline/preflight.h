@@ -73,6 +73,24 @@ struct QuantizePreflightInput {
     int distillBatch = 1;
 };
 
+// Distilling a finished run (workflows.h distillRun): the memory it takes on top of what the
+// caller already holds (the run and the original model): the distilled model in F32 and its codes,
+// the original's layers when they must be loaded, and the larger of training and evaluating.
+struct DistillPreflightInput {
+    int nsamples = 128; // the run's calibration windows
+    int seqlen = 256;
+    int steps = 0; // 0: one epoch
+    int batch = 1;
+    std::int64_t evalTokens = 0; // 0: no evaluation
+    int evalCtx = 512;
+    int evalBatch = 4;
+    bool klDivergence = false;
+    bool evaluateBefore = false; // the run is scored too
+    bool loadTeacher = false;    // the original's decoder layers are loaded for it
+};
+PreflightEstimate preflightDistill(const ModelConfig& config, const ResolvedPlan& plan, const DistillPreflightInput& in,
+                                   const MachineRate& rate);
+
 // Multiply-add equivalents of a distillation run: per step and token the forward, the recompute
 // and the two backward GEMMs of every layer, and lm_head for student, teacher and the gradient;
 // plus the teacher's pass and the loss before and after over every calibration window.

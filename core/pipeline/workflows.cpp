@@ -448,10 +448,9 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
     phase(ctx, "quantize");
     // Weight-and-activation plans: the weights are solved in the transformed basis, then the
     // activation quantizers go into the result (activation_setup.h).
-    if (req.distill && !plan->activation.empty())
-        return makeError(ErrorCode::Unsupported, "quantize: distillation of a weight-and-activation plan (" +
-                                                     plan->activation.describe() +
-                                                     ") is not supported: the backward pass has no runtime transforms");
+    if (req.distill)
+        if (Status s = checkDistillablePlan(*plan); !s.ok())
+            return makeError(s.error().code, "quantize: " + s.error().message);
     ActivationSetupNotes actNotes;
     const int batch = std::max(1, req.options.batch);
     SignalWeights signalWeights; // RUQuant calibrates through the plan's (first) weight quantizer
@@ -515,6 +514,153 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
         }
     }
     if (!req.keepBaseLayers && out.base && out.base != req.base) out.base.reset(); // layer-less: of no use
+    out.seconds = secondsSince(t0);
+    return out;
+}
+
+// ---- distill a finished run ----------------------------------------------------------------------
+
+namespace {
+
+DistillPreflightInput distillPreflightInput(const DistillRunRequest& req, bool haveLayers, std::int64_t evalTokens)
+{
+    DistillPreflightInput in;
+    in.nsamples = req.calibration ? req.calibration->count : 0;
+    in.seqlen = req.calibration ? req.calibration->seqlen : 0;
+    in.steps = req.options.steps;
+    in.batch = req.options.batch;
+    in.evalTokens = evalTokens;
+    in.evalCtx = req.evalOptions.ctx;
+    in.evalBatch = req.evalOptions.batch;
+    in.klDivergence = evalTokens > 0 && req.klDivergence;
+    in.evaluateBefore = evalTokens > 0 && req.evaluateBefore;
+    in.loadTeacher = !haveLayers;
+    return in;
+}
+
+} // namespace
+
+Result<PreflightEstimate> preflightDistillRequest(const DistillRunRequest& req)
+{
+    if (!req.run) return makeError(ErrorCode::InvalidArgument, "distill: no run to distill");
+    QB_TRY_STATUS(checkDistillable(*req.run));
+    if (!req.calibration || req.calibration->count < 1)
+        return makeError(ErrorCode::InvalidArgument, "distill: the run has no calibration windows");
+    std::int64_t evalTokens = 0;
+    if (req.evalTextPath) {
+        QB_TRY_STATUS(checkRequest(req.checkpoint, "distill"));
+        QB_TRY(tok, io::loadCheckpointTokenizer(*req.checkpoint));
+        QB_TRY(text, readTextFile(*req.evalTextPath));
+        evalTokens = estimateEvalTokens(*tok, *text, req.evalOptions.ctx);
+    }
+    PreflightEstimate e = preflightDistill(req.run->model->config(), req.run->plan,
+                                           distillPreflightInput(req, req.base && layersLoaded(*req.base), evalTokens),
+                                           measureMachineRate(req.options.threads));
+    if (req.memoryLimitBytes) e.availableBytes = req.memoryLimitBytes;
+    return e;
+}
+
+Result<DistillRunOutcome> distillRun(const DistillRunRequest& req, RunContext* ctx)
+{
+    const auto t0 = Clock::now();
+    if (!req.run) return makeError(ErrorCode::InvalidArgument, "distill: no run to distill");
+    const QuantizeResult& run = *req.run;
+    QB_TRY_STATUS(checkDistillable(run));
+    if (!req.calibration || req.calibration->count < 1)
+        return makeError(ErrorCode::InvalidArgument,
+                         "distill: the run has no calibration windows (a run restored from a project keeps only its "
+                         "grids; quantize again to distill)");
+    const bool haveLayers = req.base && layersLoaded(*req.base);
+    if (!haveLayers) QB_TRY_STATUS(checkRequest(req.checkpoint, "distill"));
+    const ModelConfig& cfg = run.model->config();
+    const model::Model* shape = req.base ? req.base.get() : nullptr;
+    if (shape && (shape->numLayers() != run.model->numLayers() || shape->config().hiddenSize != cfg.hiddenSize))
+        return makeError(ErrorCode::Shape, "distill: the original model does not match the run's");
+    if (!shape && req.checkpoint &&
+        (req.checkpoint->config.numHiddenLayers != cfg.numHiddenLayers ||
+         req.checkpoint->config.hiddenSize != cfg.hiddenSize))
+        return makeError(ErrorCode::Shape, "distill: the open model is not the one the run quantized");
+    std::shared_ptr<const io::Tokenizer> tok;
+    std::optional<std::string> evalText;
+    std::int64_t evalTokens = 0;
+    if (req.evalTextPath) {
+        QB_TRY_STATUS(checkRequest(req.checkpoint, "distill"));
+        QB_TRY(t, io::loadCheckpointTokenizer(*req.checkpoint));
+        tok = std::make_shared<const io::Tokenizer>(std::move(*t));
+        QB_TRY(text, readTextFile(*req.evalTextPath));
+        evalText = std::move(*text);
+        evalTokens = estimateEvalTokens(*tok, *evalText, req.evalOptions.ctx);
+    }
+    const bool kl = evalText && req.klDivergence;
+    const CalibrationSet& calib = *req.calibration;
+    PreflightEstimate preflight = preflightDistill(cfg, run.plan, distillPreflightInput(req, haveLayers, evalTokens),
+                                                   measureMachineRate(req.options.threads));
+    if (req.memoryLimitBytes) preflight.availableBytes = req.memoryLimitBytes;
+    if (req.checkMemory && !preflight.fits())
+        return makeError(ErrorCode::OutOfMemory, "distill: " + preflight.refusal());
+    const QuantizeWork work =
+        estimateQuantizeWork(cfg, run.plan, 0, calib.seqlen, 0, evalTokens, req.evalOptions.ctx, false, kl);
+    std::vector<PhaseWeight> list;
+    if (!haveLayers) list.push_back({"reference", work.load + work.reference});
+    list.push_back(
+        {"distill", estimateDistillWork(cfg, calib.count, calib.seqlen, req.options.steps, req.options.batch)});
+    if (evalText && req.evaluateBefore) list.push_back({"before", work.perplexity});
+    if (evalText) list.push_back({"perplexity", work.perplexity});
+    phases(ctx, std::move(list));
+
+    std::shared_ptr<const model::Model> teacher = req.base;
+    if (!haveLayers) {
+        phase(ctx, "reference");
+        if (req.base) { // a layer-less base: its layers into a copy (the caller's stays as it is)
+            auto full = std::make_shared<model::Model>(*req.base);
+            QB_TRY_STATUS(loadDecoderLayers(*req.checkpoint, *full, ctx, nullptr));
+            teacher = std::move(full);
+        } else {
+            QB_TRY(m, loadModel(*req.checkpoint, ctx));
+            teacher = std::move(*m);
+        }
+    }
+
+    DistillRunOutcome out;
+    phase(ctx, "distill");
+    QB_TRY(d, runDistill(*teacher, run, calib, req.options, ctx, req.state));
+    auto result = std::make_shared<QuantizeResult>(run);
+    result->model = d->model;
+    result->codes = std::move(d->codes);
+    DistillSummary& sum = out.distill;
+    sum.lossBefore = d->lossBefore;
+    sum.lossAfter = d->lossAfter;
+    sum.stepLoss = d->stepLoss;
+    sum.steps = d->steps;
+    sum.batch = std::min(req.options.batch, calib.count);
+    sum.trainedTensors = d->trainedTensors;
+    sum.lr = req.options.lr;
+    sum.loss = req.options.loss;
+    sum.normGains = d->normGains;
+    sum.frozen = d->frozen;
+    sum.seconds = d->seconds;
+    out.result = std::move(result);
+
+    if (evalText) {
+        auto score = [&](const model::Model& m, std::optional<eval::PerplexityResult>& ppl,
+                         std::optional<eval::KlStats>& stats) -> Status {
+            if (kl) {
+                QB_TRY(r, runKlDivergence(m, *teacher, *tok, *evalText, req.evalOptions, ctx));
+                ppl = r->perplexity;
+                stats = r->kl;
+            } else {
+                QB_TRY(r, runPerplexity(m, *tok, *evalText, req.evalOptions, ctx));
+                ppl = std::move(*r);
+            }
+            return {};
+        };
+        if (req.evaluateBefore) {
+            phase(ctx, "before");
+            QB_TRY_STATUS(score(*run.model, out.perplexityBefore, out.klBefore));
+        }
+        phase(ctx, "perplexity");
+        QB_TRY_STATUS(score(*out.result->model, out.perplexity, out.kl));
+    }
     out.seconds = secondsSince(t0);
     return out;
 }

@@ -188,6 +188,52 @@ QuantizeWork estimateQuantizeWork(const ModelConfig& config, const ResolvedPlan&
                                   int seqlen, std::uint64_t calibTextBytes, std::int64_t evalTokens, int evalCtx,
                                   bool loadAllLayers, bool klDivergence = false);
 
+// ---- distill a finished run ----------------------------------------------------------------------
+
+// NeUQI's lightweight distillation (pipeline/distill.h) of a run made earlier (the window's
+// "Distill" step): the run itself is never changed; the outcome is a new result with the distilled
+// model and parameters, scored like a quantize run.
+struct DistillRunRequest {
+    std::shared_ptr<const io::Checkpoint>
+        checkpoint;                            // tokenizer (evaluation); the teacher's layers when `base` lacks them
+    std::shared_ptr<const QuantizeResult> run; // with its fake-quantized model and codes (checkDistillable)
+    std::shared_ptr<const CalibrationSet> calibration; // the windows to train on (the run's own)
+    std::shared_ptr<const model::Model> base;          // the original model (teacher); loaded when absent or layer-less
+    DistillOptions options;                            // onStep: the live loss curve
+    std::optional<std::string> evalTextPath;           // perplexity (and KL) of the distilled model when set
+    PerplexityJobOptions evalOptions;
+    bool klDivergence = true;
+    // With evalTextPath: also score the run as it was (when its perplexity is not known already).
+    bool evaluateBefore = false;
+    // Optimiser state to resume (runDistill's): continued from when it holds steps of this run and
+    // options, and left updated as steps complete, also when cancelled. Not shared while running.
+    DistillState* state = nullptr;
+    // Refuse before any work when the memory it adds (preflightDistill) exceeds this many bytes
+    // (0: the memory available); checkMemory false: never refuse.
+    std::uint64_t memoryLimitBytes = 0;
+    bool checkMemory = true;
+};
+
+struct DistillRunOutcome {
+    std::shared_ptr<const QuantizeResult> result; // the run's result with the distilled model and parameters
+    DistillSummary distill;
+    std::optional<eval::PerplexityResult> perplexity, perplexityBefore;
+    std::optional<eval::KlStats> kl, klBefore;
+    double seconds = 0; // the whole workflow
+};
+
+// Phases: "reference" (loading the teacher's decoder layers, when the base has none), "distill",
+// then with evalTextPath "perplexity" (and "before" with evaluateBefore). Refuses before any work
+// what checkDistillable refuses, a run without calibration windows, a base of another shape, or
+// more memory than there is (preflightDistill).
+// Memory: the teacher and the student in F32 plus distill.h's training state; the evaluation as
+// quantizeModel's. Cancel: ErrorCode::Cancelled, the run and the base untouched.
+Result<DistillRunOutcome> distillRun(const DistillRunRequest& request, RunContext* ctx = nullptr);
+
+// The distillation's estimate (time, the memory it adds) before it runs, as distillRun computes it
+// (eval tokens from the text's first 64 KiB); the window's estimate line.
+Result<PreflightEstimate> preflightDistillRequest(const DistillRunRequest& request);
+
 // ---- sensitivity of one tensor ------------------------------------------------------------------
 
 struct TensorAnalysisRequest {

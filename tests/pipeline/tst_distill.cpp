@@ -2,7 +2,9 @@
 // the KL to the teacher falls over the calibration windows (and the held-out perplexity with it),
 // cancel stops between steps with the inputs untouched and a resume reaches the uninterrupted
 // run's result, GPTQ-storable parameters stay storable (f16 scales, integer zeros in range) and
-// the distilled weights are exactly the codes' dequantisation, the schedule, and bad inputs.
+// the distilled weights are exactly the codes' dequantisation, the schedule, and bad inputs; the
+// window's workflow (distillRun: a finished run into a new result, scored, the run untouched) and
+// its refusals before any work (checkDistillable).
 
 #include "base/dtype.h"
 #include "model/forward.h"
@@ -11,8 +13,11 @@
 #include "pipeline/distill.h"
 #include "pipeline/perplexity_job.h"
 #include "pipeline/quantize_job.h"
+#include "pipeline/workflows.h"
 #include "quant/method_traits.h"
 
+#include <QFile>
+#include <QTemporaryDir>
 #include <QTest>
 
 #include <cmath>
@@ -256,6 +261,126 @@ private Q_SLOTS:
             QVERIFY(quant::dequantizeRowsUniform(c) == r->model->layer(t.layer)->weight(t.linear));
         }
         QVERIFY(scalesMoved > 0 && minsMoved > 0);
+    }
+
+    // What the window refuses before any work, with the core's reasons.
+    void checkDistillableRefusals()
+    {
+        if (!demo()) QSKIP("demo model not available");
+        QVERIFY(pipeline::checkDistillable(w2()).ok());
+        const pipeline::DistillScope scope = pipeline::distillScope(w2());
+        QCOMPARE(scope.trained, 28);
+        QVERIFY(scope.frozen.empty());
+
+        pipeline::QuantizeResult act = w2();
+        act.plan.activation.smoothAlpha = 0.5; // a weight-and-activation plan
+        auto s = pipeline::checkDistillable(act);
+        QVERIFY(!s.ok());
+        QCOMPARE(s.error().code, ErrorCode::Unsupported);
+        QVERIFY2(s.error().message.find("weight-and-activation") != std::string::npos, s.error().message.c_str());
+        QVERIFY(!pipeline::runDistill(*demo()->model, act, demo()->calib).ok()); // runDistill refuses it too
+
+        pipeline::QuantizeResult noModel = w2();
+        noModel.model.reset();
+        s = pipeline::checkDistillable(noModel);
+        QVERIFY(!s.ok() && s.error().message.find("keepModel") != std::string::npos);
+
+        // Nothing trainable (every tensor's parameters are codebooks): refused, the tensors named.
+        pipeline::QuantizeResult codebooks = w2();
+        for (auto& c : codebooks.codes)
+            c->scales.resize(0, 0);
+        QCOMPARE(pipeline::distillScope(codebooks).trained, 0);
+        QCOMPARE(pipeline::distillScope(codebooks).frozen.size(), std::size_t(28));
+        s = pipeline::checkDistillable(codebooks);
+        QVERIFY(!s.ok());
+        QVERIFY2(s.error().message.find("nothing to train") != std::string::npos &&
+                     s.error().message.find("and 27 more") != std::string::npos,
+                 s.error().message.c_str());
+    }
+
+    // distillRun: the run stays as it was; the new result has the distilled parameters (codes
+    // unchanged) and is scored, before and after; cancel leaves the state for a resume.
+    void distillRunWorkflow()
+    {
+        if (!demo()) QSKIP("demo model not available");
+        QTemporaryDir dir;
+        QFile in(QString::fromStdString(qbtest::demoDir() + "/eval.txt"));
+        QFile out(dir.filePath(QStringLiteral("eval.txt")));
+        QVERIFY(in.open(QIODevice::ReadOnly) && out.open(QIODevice::WriteOnly));
+        QVERIFY(out.write(in.read(12000)) > 0);
+        out.close();
+        auto ck = io::openCheckpoint(qbtest::demoDir());
+        QVERIFY(ck.ok());
+
+        auto run = std::make_shared<const pipeline::QuantizeResult>(w2());
+        const quant::MatrixXdR scales0 = run->codes[0]->scales;
+        const model::RowMatrix weight0 = run->model->layer(0)->weight(model::Linear::Q);
+        pipeline::DistillRunRequest req;
+        req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
+        req.run = run;
+        req.calibration = std::make_shared<const pipeline::CalibrationSet>(demo()->calib);
+        req.base = demo()->model;
+        req.options.steps = 6;
+        req.options.lr = 2e-3;
+        req.evalTextPath = dir.filePath(QStringLiteral("eval.txt")).toStdString();
+        req.evalOptions.ctx = 128;
+        req.evaluateBefore = true;
+        // The pre-flight: time and the memory it adds; refused before any work when it does not fit.
+        auto pre = pipeline::preflightDistillRequest(req);
+        QVERIFY2(pre.ok(), pre.ok() ? "" : pre.error().toString().c_str());
+        QVERIFY(pre->seconds > 0 && pre->peakBytes > 0);
+        req.memoryLimitBytes = pre->peakBytes - 1;
+        auto tooLarge = pipeline::distillRun(req);
+        QVERIFY(!tooLarge.ok());
+        QCOMPARE(tooLarge.error().code, ErrorCode::OutOfMemory);
+        QVERIFY2(tooLarge.error().message.rfind("distill: ", 0) == 0, tooLarge.error().message.c_str());
+        req.memoryLimitBytes = 0;
+        int steps = 0;
+        req.options.onStep = [&](const pipeline::DistillStepReport& r) {
+            QCOMPARE(r.step, steps);
+            ++steps;
+        };
+        auto d = pipeline::distillRun(req);
+        QVERIFY2(d.ok(), d.ok() ? "" : d.error().toString().c_str());
+        QCOMPARE(steps, 6);
+        QCOMPARE(d->distill.stepLoss.size(), std::size_t(6));
+        QCOMPARE(d->distill.trainedTensors, 28);
+        QVERIFY(d->distill.lossAfter < d->distill.lossBefore);
+        QVERIFY(d->perplexity && d->perplexityBefore && d->kl && d->klBefore);
+        qInfo("distillRun: loss %.4f -> %.4f, perplexity %.3f -> %.3f, KL %.4f -> %.4f", d->distill.lossBefore,
+              d->distill.lossAfter, d->perplexityBefore->perplexity, d->perplexity->perplexity, d->klBefore->mean,
+              d->kl->mean);
+        QVERIFY(d->kl->mean < d->klBefore->mean);
+        QVERIFY(d->result != run && d->result->model != run->model);
+        QVERIFY(run->codes[0]->scales == scales0);
+        QVERIFY(run->model->layer(0)->weight(model::Linear::Q) == weight0);
+        QVERIFY(d->result->codes[0]->scales != scales0);
+        QVERIFY(d->result->codes[0]->codes == run->codes[0]->codes);
+        QCOMPARE(d->result->tensors.size(), run->tensors.size());
+
+        // Cancelled after two steps: Cancelled, the run untouched, the state at step 2.
+        RunContext ctx;
+        pipeline::DistillState state;
+        req.state = &state;
+        req.options.onStep = [&](const pipeline::DistillStepReport& r) {
+            if (r.step == 1) ctx.requestCancel();
+        };
+        auto c = pipeline::distillRun(req, &ctx);
+        QVERIFY(!c.ok());
+        QCOMPARE(c.error().code, ErrorCode::Cancelled);
+        QCOMPARE(state.step, 2);
+        QVERIFY(run->codes[0]->scales == scales0);
+        req.options.onStep = nullptr;
+        req.evalTextPath.reset();
+        auto resumed = pipeline::distillRun(req);
+        QVERIFY(resumed.ok());
+        QCOMPARE(state.step, 6);
+        QVERIFY(std::abs(resumed->distill.lossAfter - d->distill.lossAfter) <= 1e-6 * d->distill.lossAfter);
+
+        // No calibration windows (a run restored from a project): refused before any work.
+        req.calibration.reset();
+        auto none = pipeline::distillRun(req);
+        QVERIFY(!none.ok() && none.error().message.find("calibration windows") != std::string::npos);
     }
 
     void badInputsAreErrors()

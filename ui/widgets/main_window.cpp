@@ -130,6 +130,11 @@ void MainWindow::createPanels()
         statusBar()->showMessage(ok ? tr("Quantized: %1").arg(msg) : tr("Quantization: %1").arg(msg), 8000);
         if (!ok) jobError(tr("Quantization failed"), msg);
     });
+    connect(quantize, &QuantizePanel::distillFinished, this, [this](bool ok, const QString& msg) {
+        if (ok) ++m_unsavedRuns;
+        statusBar()->showMessage(ok ? tr("Distilled: %1").arg(msg) : tr("Distillation: %1").arg(msg), 8000);
+        if (!ok && !msg.startsWith(tr("cancelled"))) jobError(tr("Distillation failed"), msg);
+    });
     setCentralWidget(m_tabs);
 
     m_explorerDock = new QDockWidget(tr("Model explorer"), this);

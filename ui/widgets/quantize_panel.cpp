@@ -11,6 +11,7 @@
 #include "widgets/activations_panel.h"
 #include "widgets/budget_planner.h"
 #include "widgets/calibration_settings.h"
+#include "widgets/distill_panel.h"
 #include "widgets/job_status.h"
 #include "widgets/plan_editor.h"
 #include "widgets/run_compare_view.h"
@@ -50,10 +51,10 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
       m_reports(new TensorReportModel(this)), m_reportTable(new QTableView),
       m_layerChart(new LayerErrorChart(tr("Per-layer error"))), m_header(new RunHeader(m_runs)),
       m_tensorView(new TensorErrorView(runner)), m_compare(new RunCompareView(m_runs)),
-      m_budget(new BudgetPlanner(runner, m_plan->model())), m_views(new QTabWidget), m_calibText(new QLineEdit),
-      m_imatrix(new QLineEdit), m_calibPreset(new QComboBox), m_windows(new QSpinBox), m_length(new QSpinBox),
-      m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))), m_run(new QPushButton(tr("Quantize"))),
-      m_totals(new QLabel), m_estimateTimer(new QTimer(this))
+      m_distill(new DistillPanel(runner, status, m_runs)), m_budget(new BudgetPlanner(runner, m_plan->model())),
+      m_views(new QTabWidget), m_calibText(new QLineEdit), m_imatrix(new QLineEdit), m_calibPreset(new QComboBox),
+      m_windows(new QSpinBox), m_length(new QSpinBox), m_evalPpl(new QCheckBox(tr("Perplexity and KL after run"))),
+      m_run(new QPushButton(tr("Quantize"))), m_totals(new QLabel), m_estimateTimer(new QTimer(this))
 {
     setObjectName(QStringLiteral("quantizePanel"));
     m_calibText->setObjectName(QStringLiteral("quantCalibText"));
@@ -124,6 +125,12 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     m_views->addTab(resultsPage, tr("Results"));
     m_views->addTab(m_tensorView, tr("Tensor error && what-if"));
     m_views->addTab(m_compare, tr("Runs && compare"));
+    m_views->addTab(m_distill, tr("Distill"));
+    m_distill->setEvalContext(kEvalCtx);
+    m_distill->setRunSink([this](std::shared_ptr<QuantRun> run, std::shared_ptr<const QuantRun> source) {
+        addDistilledRun(std::move(run), std::move(source));
+    });
+    connect(m_distill, &DistillPanel::distillFinished, this, &QuantizePanel::distillFinished);
 
     auto* controls = new QHBoxLayout;
     controls->addWidget(new QLabel(tr("Calibration:")));
@@ -209,6 +216,7 @@ void QuantizePanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoi
     m_calibText->setText(defaultTextFile(m_checkpoint.get(), QStringLiteral("calib.txt")));
     m_plan->setConfig(m_checkpoint ? std::optional<ModelConfig>(m_checkpoint->config) : std::nullopt);
     m_budget->setCheckpoint(m_checkpoint);
+    m_distill->setCheckpoint(m_checkpoint);
     m_run->setEnabled(m_checkpoint != nullptr);
     m_plan->model()->setGgufOverheadBytes(0);
     m_estimate.clear();
@@ -400,6 +408,26 @@ std::shared_ptr<const QuantRun> QuantizePanel::selectedRun() const
     const auto rows = m_compare->comparedRows();
     if (!rows.isEmpty()) return m_runs->run(rows.last());
     return m_current;
+}
+
+void QuantizePanel::addDistilledRun(std::shared_ptr<QuantRun> run, std::shared_ptr<const QuantRun> source)
+{
+    run->id = m_nextId++;
+    m_current = run;
+    m_reports->setReports(run->result->tensors);
+    refreshLayerChart();
+    m_runs->append(run);
+    m_header->showRun(run->id);
+    m_tensorView->setRun(run);
+    // Compare the distilled run with the run it came from (perplexity and KL before and after).
+    const auto& all = m_runs->runs();
+    const auto it = std::find(all.begin(), all.end(), source);
+    if (it != all.end()) {
+        const int from = int(it - all.begin()), to = m_runs->rowCount() - 1;
+        QItemSelection sel(m_runs->index(from, 0), m_runs->index(from, QuantRunModel::ColumnCount - 1));
+        sel.select(m_runs->index(to, 0), m_runs->index(to, QuantRunModel::ColumnCount - 1));
+        m_compare->table()->selectionModel()->select(sel, QItemSelectionModel::ClearAndSelect);
+    }
 }
 
 void QuantizePanel::restoreRuns(const std::vector<std::shared_ptr<QuantRun>>& runs)

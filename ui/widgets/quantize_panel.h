@@ -3,7 +3,8 @@
 // text, windows, window length, perplexity after the run), the per-tensor results of the current
 // run (under a header with its editable name and figures, filled layer by layer while it runs,
 // with a per-layer error chart), the per-tensor error and what-if view (whose "Apply to plan"
-// edits the plan), and the run comparison.
+// edits the plan), the run comparison, and the Distill step (DistillPanel: NeUQI's lightweight
+// distillation of a finished run into a new run, with a live loss curve).
 //
 // A run goes through JobRunner + JobStatus: tokenize and sample the calibration windows, load the
 // model (cached per checkpoint), pipeline::runQuantize with the resolved plan, then optionally the
@@ -38,6 +39,7 @@ namespace qb::ui {
 
 class BudgetPlanner;
 class CalibrationSettings;
+class DistillPanel;
 class JobRunner;
 class JobStatus;
 class LayerErrorChart;
@@ -64,6 +66,7 @@ public:
     PlanEditor* planEditor() const { return m_plan; }
     TensorErrorView* tensorView() const { return m_tensorView; }
     RunCompareView* compareView() const { return m_compare; }
+    DistillPanel* distillPanel() const { return m_distill; }
     BudgetPlanner* budgetPlanner() const { return m_budget; }
     QuantRunModel* runs() const { return m_runs; }
     TensorReportModel* reports() const { return m_reports; }
@@ -89,6 +92,8 @@ public:
 Q_SIGNALS:
     void layerFinished(int layer);
     void quantizeFinished(bool ok, const QString& message);
+    // A distillation (the Distill view) ended; on success its run is in runs().
+    void distillFinished(bool ok, const QString& message);
     // Export of a run (issue 7 item 6) is provided elsewhere; the panel only asks for it.
     void exportRequested(std::shared_ptr<const QuantRun> run);
 
@@ -99,6 +104,8 @@ private:
     pipeline::QuantizeRequest buildRequest(int serial);
     void refreshEstimate(); // starts a background pre-flight; updateTotals shows it
     void updateTotals();
+    // A distilled run: a new id, shown as the current run and compared with its source.
+    void addDistilledRun(std::shared_ptr<QuantRun> run, std::shared_ptr<const QuantRun> source);
 
     JobRunner* m_runner;
     JobStatus* m_status;
@@ -115,6 +122,7 @@ private:
     RunHeader* m_header;
     TensorErrorView* m_tensorView;
     RunCompareView* m_compare;
+    DistillPanel* m_distill;
     BudgetPlanner* m_budget;
     QTabWidget* m_views;
     QLineEdit* m_calibText;
