@@ -33,11 +33,29 @@ Eigen::Index ruquantBlockSize(Eigen::Index width, int requested)
 
 namespace {
 
+// The row holding the largest |entry| (the first such row), scanned in parallel: with K·(1 + λ)
+// scans of the whole signal per rotation this is most of the construction's time.
 Eigen::Index maxAbsRow(const Eigen::Ref<const MatrixXdRow>& y)
 {
-    Eigen::Index r = 0, c = 0;
-    y.cwiseAbs().maxCoeff(&r, &c);
-    return r;
+    const Eigen::Index n = y.rows(), k = y.cols();
+    double best = -1;
+    Eigen::Index bestRow = 0;
+#pragma omp parallel if (n * k > 65536)
+    {
+        double tBest = -1;
+        Eigen::Index tRow = 0;
+#pragma omp for schedule(static) nowait
+        for (Eigen::Index r = 0; r < n; ++r) {
+            const double* row = y.data() + r * y.outerStride();
+            double m = 0;
+            for (Eigen::Index j = 0; j < k; ++j)
+                m = std::max(m, std::abs(row[j]));
+            if (m > tBest) tBest = m, tRow = r;
+        }
+#pragma omp critical
+        if (tBest > best || (tBest == best && tRow < bestRow)) best = tBest, bestRow = tRow;
+    }
+    return bestRow;
 }
 
 // A positive uniform random vector of norm `norm` (RUQuant's "uniformly sampled" target).
@@ -204,6 +222,30 @@ Result<RuquantFit> fitRuquantTransform(const Eigen::Ref<const RowMatrix>& signal
     return fit;
 }
 
+Status fakeQuantizeWeightRows(RowMatrix& w, int bits, double clip)
+{
+    if (bits <= 0) return {};
+    quant::GridSpec spec;
+    spec.bits = bits;
+    spec.clip = clip;
+    QB_TRY_STATUS(quant::validateGridSpec(spec, int(w.cols())));
+    const int levels = quant::gridLevels(bits), n = int(w.cols());
+    // quantizeRowsRtn's per-channel Min-Max grid (the same kernels), rows in parallel.
+#pragma omp parallel
+    {
+        std::vector<double> row(static_cast<std::size_t>(n));
+#pragma omp for schedule(static)
+        for (Eigen::Index r = 0; r < w.rows(); ++r) {
+            for (int c = 0; c < n; ++c)
+                row[std::size_t(c)] = double(w(r, c));
+            const quant::GroupParams p = quant::fitGroupMinMaxGptq(row.data(), n, bits, false, clip);
+            for (int c = 0; c < n; ++c)
+                w(r, c) = float(quant::fakeQuantUniform(row[std::size_t(c)], p, levels));
+        }
+    }
+    return {};
+}
+
 std::uint64_t ruquantGroupSeed(std::uint64_t seed, int layer, LinearKind kind)
 {
     // splitmix64 of (seed, layer, group): distinct, well mixed streams per group.
@@ -227,19 +269,6 @@ std::vector<model::Linear> groupLinears(LinearKind k)
     case LinearKind::GateUp: return {model::Linear::Gate, model::Linear::Up};
     case LinearKind::Down: return {model::Linear::Down};
     }
-    return {};
-}
-
-Status fakeQuantizeWeight(RowMatrix& w, int bits, double clip)
-{
-    if (bits <= 0) return {};
-    quant::GridSpec spec;
-    spec.bits = bits;
-    spec.groupSize = -1;
-    spec.sym = false;
-    spec.clip = clip;
-    QB_TRY(q, quant::quantizeRowsRtn(w, spec, quant::GridInit::MinMax));
-    w = q->dequantized;
     return {};
 }
 
@@ -332,7 +361,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             for (model::Linear lin : groupLinears(kind)) {
                 total->apply(w->weight(lin));
                 wq->weight(lin) = w->weight(lin);
-                const Status st = fakeQuantizeWeight(wq->weight(lin), o.weightBits, o.weightClip);
+                const Status st = fakeQuantizeWeightRows(wq->weight(lin), o.weightBits, o.weightClip);
                 if (!st.ok()) return st.error().withContext(model::tensorName(l, lin));
             }
             rt->input(kind).rotate = total;
@@ -395,7 +424,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
                     RowMatrix wt = g.base[i];
                     if (hh) hh->apply(wt);
                     w->weight(g.linears[i]) = wt;
-                    const Status st = fakeQuantizeWeight(wt, o.weightBits, o.weightClip);
+                    const Status st = fakeQuantizeWeightRows(wt, o.weightBits, o.weightClip);
                     if (!st.ok()) return st.error().withContext(model::tensorName(l, g.linears[i]));
                     wq->weight(g.linears[i]) = std::move(wt);
                 }

@@ -116,6 +116,10 @@ struct RuquantFit {
 Result<RuquantFit> fitRuquantTransform(const Eigen::Ref<const model::RowMatrix>& signal, const RuquantOptions& options,
                                        std::uint64_t seed);
 
+// Per output channel RTN, asymmetric Min-Max with range ratio clip, in place (bits 0: unchanged):
+// quant::quantizeRowsRtn's grid and values, rows in parallel (OpenMP).
+Status fakeQuantizeWeightRows(model::RowMatrix& w, int bits, double clip);
+
 // The seed of (layer, group) derived from the plan's seed.
 std::uint64_t ruquantGroupSeed(std::uint64_t seed, int layer, model::LinearKind kind);
 

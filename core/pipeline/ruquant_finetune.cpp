@@ -1,6 +1,6 @@
 #include "pipeline/ruquant_finetune.h"
 
-#include "quant/gptq.h"
+#include "pipeline/ruquant.h"
 
 #include <algorithm>
 #include <chrono>
@@ -62,14 +62,7 @@ public:
                 RowMatrix w = g->base[i];
                 if (g->omega.size() > 0 && m_setup.sides != ReflectionSetup::Sides::InputsOnly)
                     reflect(w, m_u[std::size_t(k)]);
-                if (m_setup.weightBits > 0) {
-                    quant::GridSpec spec;
-                    spec.bits = m_setup.weightBits;
-                    spec.groupSize = -1;
-                    spec.clip = m_setup.weightClip;
-                    QB_TRY(q, quant::quantizeRowsRtn(w, spec, quant::GridInit::MinMax));
-                    w = q->dequantized;
-                }
+                QB_TRY_STATUS(fakeQuantizeWeightRows(w, m_setup.weightBits, m_setup.weightClip));
                 m_params.w(g->linears[i]) = std::move(w);
             }
         }

@@ -11,6 +11,7 @@
 #include "pipeline/ruquant.h"
 #include "pipeline/ruquant_finetune.h"
 #include "pipeline/activation_setup.h"
+#include "quant/gptq.h"
 #include "quant_test_models.h"
 
 #include <QTest>
@@ -261,6 +262,25 @@ private Q_SLOTS:
         }
         QVERIFY2(maxBetter >= trials * 3 / 4, qPrintable(QString::number(maxBetter)));
         QVERIFY2(mseBetter >= trials * 3 / 4, qPrintable(QString::number(mseBetter)));
+    }
+
+    // The parallel weight fake-quantizer is quantizeRowsRtn's per-channel Min-Max grid, exactly.
+    void weightRowsMatchRtn()
+    {
+        RowMatrix w = outlierActivations(37, 70, 3, 8);
+        for (double clip : {1.0, 0.8}) {
+            quant::GridSpec spec;
+            spec.bits = 4;
+            spec.clip = clip;
+            auto ref = quant::quantizeRowsRtn(w, spec, quant::GridInit::MinMax);
+            QVERIFY(ref.ok());
+            RowMatrix got = w;
+            QVERIFY(fakeQuantizeWeightRows(got, 4, clip).ok());
+            QVERIFY(got == ref->dequantized);
+        }
+        RowMatrix same = w;
+        QVERIFY(fakeQuantizeWeightRows(same, 0, 1.0).ok() && same == w);
+        QVERIFY(!fakeQuantizeWeightRows(same, 4, 1.5).ok());
     }
 
     void badSignalsAreRefused()
