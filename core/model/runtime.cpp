@@ -33,6 +33,31 @@ void DenseRowTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const
     rows.noalias() = x * m_t.transpose();
 }
 
+RangeQuantizer::RangeQuantizer(float lo, float hi, const ActQuantSpec& spec)
+{
+    lo = std::min(lo, 0.0f) * spec.clip;
+    hi = std::max(hi, 0.0f) * spec.clip;
+    if (spec.sym) {
+        const float m = std::max(-lo, hi);
+        qmax = float((1 << (spec.bits - 1)) - 1);
+        qmin = -qmax - 1;
+        scale = m / qmax;
+    } else {
+        qmax = float((1 << spec.bits) - 1);
+        scale = (hi - lo) / qmax;
+        if (scale > 0) zero = std::nearbyint(-lo / scale);
+    }
+    if (scale > 0 && std::isfinite(scale)) invScale = 1.0f / scale;
+    else scale = 0;
+}
+
+void RangeQuantizer::apply(float* x, Eigen::Index n) const
+{
+    if (scale == 0) return;
+    Eigen::Map<Eigen::ArrayXf> a(x, n);
+    a = (((a * invScale).rint() + zero).max(qmin).min(qmax) - zero) * scale;
+}
+
 bool LayerRuntime::empty() const
 {
     return std::all_of(inputs.begin(), inputs.end(), [](const InputRuntime& in) { return in.empty(); }) && kv.empty();
@@ -54,37 +79,6 @@ std::string LayerRuntime::onlineTransforms() const
 }
 
 namespace {
-
-// The quantizer of one range [lo, hi] (0 included) and its application to n values.
-struct RangeQuantizer {
-    float scale = 0, invScale = 0, zero = 0, qmin = 0, qmax = 0;
-
-    RangeQuantizer(float lo, float hi, const ActQuantSpec& spec)
-    {
-        lo = std::min(lo, 0.0f) * spec.clip;
-        hi = std::max(hi, 0.0f) * spec.clip;
-        if (spec.sym) {
-            const float m = std::max(-lo, hi);
-            qmax = float((1 << (spec.bits - 1)) - 1);
-            qmin = -qmax - 1;
-            scale = m / qmax;
-        } else {
-            qmax = float((1 << spec.bits) - 1);
-            scale = (hi - lo) / qmax;
-            if (scale > 0) zero = std::nearbyint(-lo / scale);
-        }
-        if (scale > 0 && std::isfinite(scale)) invScale = 1.0f / scale;
-        else scale = 0;
-    }
-
-    // Vectorised with Eigen: rint() rounds half to even (as std::nearbyint), one pass over x.
-    void apply(float* x, Eigen::Index n) const
-    {
-        if (scale == 0) return;
-        Eigen::Map<Eigen::ArrayXf> a(x, n);
-        a = (((a * invScale).rint() + zero).max(qmin).min(qmax) - zero) * scale;
-    }
-};
 
 void minMax(const float* x, Eigen::Index n, float& lo, float& hi)
 {

@@ -108,6 +108,15 @@ struct LayerRuntime {
     std::string onlineTransforms() const;
 };
 
+// The quantizer of one range [lo, hi] (0 included; the convention above) and its application to
+// n values in place (vectorised: rint() rounds half to even, as std::nearbyint). scale 0: a zero
+// range, values left unchanged.
+struct RangeQuantizer {
+    float scale = 0, invScale = 0, zero = 0, qmin = 0, qmax = 0;
+    RangeQuantizer(float lo, float hi, const ActQuantSpec& spec);
+    void apply(float* x, Eigen::Index n) const;
+};
+
 // Fake-quantizes rows in place: each row alone (PerToken) or all of them with one range
 // (PerTensor, or a static range).
 void fakeQuantizeActivations(Eigen::Ref<RowMatrix> rows, const ActQuantSpec& spec);

@@ -172,28 +172,8 @@ Status transformRows(RowMatrix& rows, const LabStage& stage, const model::RowVec
     return {};
 }
 
-// The quantizer of model/runtime.cpp's RangeQuantizer (same float arithmetic, so that every value
-// lands in the level the fake quantizer gives it).
-struct CellQuantizer {
-    float scale = 0, invScale = 0, zero = 0, qmin = 0, qmax = 0;
-    CellQuantizer(float lo, float hi, const model::ActQuantSpec& spec)
-    {
-        lo = std::min(lo, 0.0f) * spec.clip;
-        hi = std::max(hi, 0.0f) * spec.clip;
-        if (spec.sym) {
-            const float m = std::max(-lo, hi);
-            qmax = float((1 << (spec.bits - 1)) - 1);
-            qmin = -qmax - 1;
-            scale = m / qmax;
-        } else {
-            qmax = float((1 << spec.bits) - 1);
-            scale = (hi - lo) / qmax;
-            if (scale > 0) zero = std::nearbyint(-lo / scale);
-        }
-        if (scale > 0 && std::isfinite(scale)) invScale = 1.0f / scale;
-        else scale = 0;
-    }
-};
+// model/runtime.h's RangeQuantizer: every value lands in the level the fake quantizer gives it.
+using CellQuantizer = model::RangeQuantizer;
 
 struct CellAccumulator {
     int bins;
