@@ -223,7 +223,9 @@ PermutationTransform::PermutationTransform(std::vector<int> perm, std::string la
     : m_perm(std::move(perm)), m_label(std::move(label))
 {}
 
-void PermutationTransform::apply(Eigen::Ref<RowMatrix> rows) const
+namespace {
+// Every row permuted in place: gather (x'_i = x_perm[i]) or its inverse, scatter (x'_perm[i] = x_i).
+void permuteRows(Eigen::Ref<RowMatrix> rows, const std::vector<int>& perm, bool inverse)
 {
     const Eigen::Index n = rows.rows(), k = rows.cols();
 #pragma omp parallel
@@ -232,28 +234,20 @@ void PermutationTransform::apply(Eigen::Ref<RowMatrix> rows) const
 #pragma omp for schedule(static)
         for (Eigen::Index r = 0; r < n; ++r) {
             float* v = rows.row(r).data();
-            for (Eigen::Index i = 0; i < k; ++i)
-                tmp[std::size_t(i)] = v[m_perm[std::size_t(i)]];
+            for (Eigen::Index i = 0; i < k; ++i) {
+                const std::size_t p = std::size_t(perm[std::size_t(i)]);
+                if (inverse) tmp[p] = v[i];
+                else tmp[std::size_t(i)] = v[p];
+            }
             std::copy(tmp.begin(), tmp.end(), v);
         }
     }
 }
+} // namespace
 
-void PermutationTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const
-{
-    const Eigen::Index n = rows.rows(), k = rows.cols();
-#pragma omp parallel
-    {
-        std::vector<float> tmp(static_cast<std::size_t>(k));
-#pragma omp for schedule(static)
-        for (Eigen::Index r = 0; r < n; ++r) {
-            float* v = rows.row(r).data();
-            for (Eigen::Index i = 0; i < k; ++i)
-                tmp[std::size_t(m_perm[std::size_t(i)])] = v[i];
-            std::copy(tmp.begin(), tmp.end(), v);
-        }
-    }
-}
+void PermutationTransform::apply(Eigen::Ref<RowMatrix> rows) const { permuteRows(rows, m_perm, false); }
+
+void PermutationTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const { permuteRows(rows, m_perm, true); }
 
 HouseholderTransform::HouseholderTransform(const Eigen::VectorXd& omega, std::string label)
     : m_omega(omega), m_u((omega / omega.norm()).cast<float>()), m_label(std::move(label))
