@@ -183,6 +183,16 @@ private Q_SLOTS:
         blk->apply(a);
         walk.apply(b);
         QVERIFY((a - b).cwiseAbs().maxCoeff() < 1e-4);
+        // applyTranspose (gradients, undoing) is x·Tᵀ for every part and for the whole chain.
+        const auto total = fit->total();
+        for (const model::RowTransform* t : {fit->parts[0].get(), fit->parts[1].get(), fit->parts.back().get(),
+                                             static_cast<const model::RowTransform*>(total.get())}) {
+            RowMatrix c = x;
+            t->applyTranspose(c);
+            QVERIFY((c - x * t->dense().transpose()).cwiseAbs().maxCoeff() < 1e-4);
+            t->apply(c);
+            QVERIFY((c - x).cwiseAbs().maxCoeff() < 1e-4);
+        }
     }
 
     // §6.2 item 17: (X·T)(W·T)ᵀ = X·Wᵀ.
