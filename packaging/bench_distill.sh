@@ -5,14 +5,14 @@
 # mean KL against the F32 model, the distillation's KL on the calibration windows before -> after,
 # wall time and peak RSS (GNU time); then one distillation step against one F32 forward pass over
 # the same tokens (bench --distill).
-#   packaging/bench_distill.sh [BUILD_DIR] [DISTILL_STEPS] [DISTILL_LR] [DISTILL_BATCH]
+#   [QB_MODEL=DIR] packaging/bench_distill.sh [BUILD_DIR] [DISTILL_STEPS] [DISTILL_LR] [DISTILL_BATCH]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLI="${1:-$ROOT/build}/app/quantbench-cli"
 STEPS="${2:-256}"
 LR="${3:-1e-3}"
 BATCH="${4:-2}"
-DEMO="$ROOT/resources/demo"
+DEMO="${QB_MODEL:-$ROOT/resources/demo}" # another model directory with calib.txt and eval.txt: QB_MODEL=DIR
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 row() {
