@@ -33,20 +33,27 @@ Eigen::Index ruquantBlockSize(Eigen::Index width, int requested)
 
 namespace {
 
-// The row holding the largest |entry| (the first such row), scanned in parallel: with K·(1 + λ)
-// scans of the whole signal per rotation this is most of the construction's time.
-Eigen::Index maxAbsRow(const Eigen::Ref<const MatrixXdRow>& y)
+// Below this many entries a pass over the signal runs on one thread: a parallel region per
+// operation costs more than the operation on a small signal, and far more on a busy machine.
+constexpr Eigen::Index kParallelEntries = Eigen::Index(1) << 20;
+
+// body(row, scratch) on every row of y, then the row's max |entry|; returns the first row holding
+// the largest. One pass per operation of the greedy fit, which needs the maximum after each.
+template <typename Body>
+Eigen::Index transformRowsAndScan(Eigen::Ref<MatrixXdRow> y, Body&& body)
 {
     const Eigen::Index n = y.rows(), k = y.cols();
     double best = -1;
     Eigen::Index bestRow = 0;
-#pragma omp parallel if (n * k > 65536)
+#pragma omp parallel if (n * k >= kParallelEntries)
     {
         double tBest = -1;
         Eigen::Index tRow = 0;
+        std::vector<double> scratch(static_cast<std::size_t>(k));
 #pragma omp for schedule(static) nowait
         for (Eigen::Index r = 0; r < n; ++r) {
-            const double* row = y.data() + r * y.outerStride();
+            double* row = y.data() + r * y.outerStride();
+            body(row, scratch.data());
             double m = 0;
             for (Eigen::Index j = 0; j < k; ++j)
                 m = std::max(m, std::abs(row[j]));
@@ -58,6 +65,14 @@ Eigen::Index maxAbsRow(const Eigen::Ref<const MatrixXdRow>& y)
     return bestRow;
 }
 
+// The row holding the largest |entry| (the first such row); the empty body writes nothing.
+Eigen::Index maxAbsRow(const Eigen::Ref<const MatrixXdRow>& y)
+{
+    Eigen::Map<MatrixXdRow, 0, Eigen::OuterStride<>> rows(const_cast<double*>(y.data()), y.rows(), y.cols(),
+                                                          Eigen::OuterStride<>(y.outerStride()));
+    return transformRowsAndScan(rows, [](double*, double*) {});
+}
+
 // A positive uniform random vector of norm `norm` (RUQuant's "uniformly sampled" target).
 Eigen::VectorXd positiveTarget(Eigen::Index n, double norm, RuquantRng& rng)
 {
@@ -67,13 +82,6 @@ Eigen::VectorXd positiveTarget(Eigen::Index n, double norm, RuquantRng& rng)
     const double tn = t.norm();
     if (tn > 0) t *= norm / tn;
     return t;
-}
-
-void applyToBlocks(const model::OrthoOp& op, Eigen::Ref<MatrixXdRow> y)
-{
-    model::OrthoOpList one(y.cols());
-    one.push(op);
-    one.applyMany(y.data(), y.rows());
 }
 
 } // namespace
@@ -95,23 +103,33 @@ model::OrthoOp givensTowards(const Eigen::VectorXd& v, const Eigen::VectorXd& t,
 
 model::OrthoOpList buildGreedyBlockRotation(Eigen::Ref<MatrixXdRow> blocks, const RuquantOptions& o, RuquantRng& rng)
 {
+    // Every operation is applied to the block vectors in the same pass that finds the next
+    // largest one; a permutation within the vectors leaves their maxima where they were, so it
+    // joins the Givens layer that follows it.
     const Eigen::Index b = blocks.cols();
     model::OrthoOpList list(b);
+    Eigen::Index best = maxAbsRow(blocks);
     for (int k = 0; k < o.householderSteps; ++k) {
         {
-            const Eigen::VectorXd v = blocks.row(maxAbsRow(blocks)).transpose();
+            const Eigen::VectorXd v = blocks.row(best).transpose();
             const Eigen::VectorXd omega = v - positiveTarget(b, v.norm(), rng);
             if (omega.squaredNorm() >= 1e-10) {
                 model::OrthoOp op = model::OrthoOp::householder(omega);
-                applyToBlocks(op, blocks);
+                const Eigen::VectorXd& u = op.u;
+                best = transformRowsAndScan(blocks, [&](double* row, double*) {
+                    Eigen::Map<Eigen::VectorXd> x(row, b);
+                    const double d = 2.0 * x.dot(u);
+                    x.noalias() -= d * u;
+                });
                 list.push(std::move(op));
             }
         }
         for (int r = 0; r < o.givensRounds; ++r) {
             model::OrthoOp perm = model::OrthoOp::permutation(rng.permutation(int(b)));
-            applyToBlocks(perm, blocks);
-            list.push(std::move(perm));
-            const Eigen::VectorXd v = blocks.row(maxAbsRow(blocks)).transpose();
+            const int* p = perm.perm.data();
+            Eigen::VectorXd v(b);
+            for (Eigen::Index i = 0; i < b; ++i)
+                v[i] = blocks(best, p[i]);
             Eigen::VectorXd t(b);
             for (Eigen::Index i = 0; i + 1 < b; i += 2) {
                 double x = rng.uniform(), y = rng.uniform();
@@ -123,7 +141,19 @@ model::OrthoOpList buildGreedyBlockRotation(Eigen::Ref<MatrixXdRow> blocks, cons
                 t[i + 1] = r2 * y;
             }
             model::OrthoOp g = givensTowards(v, t, o.repoGivens);
-            applyToBlocks(g, blocks);
+            const double* c = g.c.data();
+            const double* s = g.s.data();
+            best = transformRowsAndScan(blocks, [&](double* row, double* tmp) {
+                for (Eigen::Index i = 0; i < b; ++i)
+                    tmp[i] = row[p[i]];
+                for (Eigen::Index i = 0; i + 1 < b; i += 2) {
+                    const double a0 = tmp[i], a1 = tmp[i + 1];
+                    row[i] = c[i / 2] * a0 - s[i / 2] * a1;
+                    row[i + 1] = s[i / 2] * a0 + c[i / 2] * a1;
+                }
+                if (b % 2) row[b - 1] = tmp[b - 1];
+            });
+            list.push(std::move(perm));
             list.push(std::move(g));
         }
     }
@@ -200,13 +230,14 @@ Result<RuquantFit> fitRuquantTransform(const Eigen::Ref<const RowMatrix>& signal
                                   : round == 1 ? "stage 1 again"
                                                : "stage 1 (" + std::to_string(round + 1) + ")");
         if (round == o.permutationRounds) break;
-        std::vector<double> maxAbs(static_cast<std::size_t>(c));
-        for (Eigen::Index j = 0; j < c; ++j)
-            maxAbs[std::size_t(j)] = x.col(j).cwiseAbs().maxCoeff();
-        std::vector<int> perm = zigzagPermutation(maxAbs, b);
-        const MatrixXdRow old = x;
-        for (Eigen::Index j = 0; j < c; ++j)
-            x.col(j) = old.col(perm[std::size_t(j)]);
+        const Eigen::RowVectorXd colMax = x.cwiseAbs().colwise().maxCoeff();
+        std::vector<int> perm = zigzagPermutation(std::span<const double>(colMax.data(), std::size_t(c)), b);
+        Eigen::VectorXd tmp(c);
+        for (Eigen::Index i = 0; i < n; ++i) {
+            for (Eigen::Index j = 0; j < c; ++j)
+                tmp[j] = x(i, perm[std::size_t(j)]);
+            x.row(i) = tmp.transpose();
+        }
         fit.parts.push_back(std::make_shared<const model::PermutationTransform>(
             std::move(perm), "zig-zag permutation (" + std::to_string(c / b) + " blocks of " + bs + ")"));
         fit.stageLabels.push_back(round == 0 ? "zig-zag" : "zig-zag " + std::to_string(round + 1));
@@ -441,11 +472,14 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
         wq->runtime = std::make_shared<const model::LayerRuntime>(*rtq);
         w->runtime = std::make_shared<const model::LayerRuntime>(*rt);
         out->setLayer(l, w);
-        for (int b = 0; b < N; b += batch) {
+        // The next layer's input through the quantized layer (none after the last).
+        const auto tp = std::chrono::steady_clock::now();
+        for (int b = 0; l + 1 < in.numLayers() && b < N; b += batch) {
             const int nb = std::min(batch, N - b);
             QB_TRY_STATUS(
                 model::runLayer(cfg, *wq, l, hidden.middleRows(Eigen::Index(b) * T, Eigen::Index(nb) * T), T, ws));
         }
+        result.propagateSeconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
         if (ctx) ctx->advance();
     }
     result.model = std::move(out);

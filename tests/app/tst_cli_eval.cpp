@@ -75,6 +75,36 @@ private Q_SLOTS:
         QVERIFY(t.out.contains("tokens/s") && t.out.contains("peak resident memory"));
     }
 
+    // bench --rotate ruquant: its construction against one calibration pass, split into the pass
+    // through the quantized layers and RUQuant's own work; one JSON object per line with --json.
+    void cliBenchRuquant()
+    {
+        const QStringList base = {
+            "bench", qbtest::demo(), "--ctx",   "32",       "--windows", "2",         "--abits", "4", "--kvbits",
+            "4",     "--rotate",     "ruquant", "--repeat", "1",         "--threads", "1"};
+        const qbtest::CliRun r = qbtest::runCli(base + QStringList{"--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        QJsonObject ru;
+        for (const QByteArray& line : r.out.split('\n')) {
+            if (line.trimmed().isEmpty()) continue;
+            QJsonParseError e;
+            const QJsonDocument d = QJsonDocument::fromJson(line, &e);
+            QVERIFY2(e.error == QJsonParseError::NoError, line.constData());
+            if (d.object().contains("ruquant")) ru = d.object().value("ruquant").toObject();
+        }
+        QCOMPARE(ru.value("layers").toInt(), 4);
+        const double build = ru.value("construction_seconds").toDouble(),
+                     prop = ru.value("propagate_seconds").toDouble(),
+                     pass = ru.value("calibration_pass_seconds").toDouble();
+        QVERIFY(pass > 0 && build > 0 && prop > 0 && prop < build);
+        QVERIFY(std::abs(ru.value("ratio").toDouble() - build / pass) < 1e-2 * build / pass + 1e-3);
+        const qbtest::CliRun t = qbtest::runCli(base);
+        QVERIFY2(t.code == 0, t.err.constData());
+        QVERIFY2(t.out.contains("calibration pass (FP, through the 4 decoder layers)") &&
+                     t.out.contains("RUQuant construction:"),
+                 t.out.constData());
+    }
+
     // bench --hadamard: the fast transform timed beside the dense GEMM; 172 has no construction, so
     // it runs block-diagonally and says so; an odd width is a clear error.
     void cliBenchHadamard()

@@ -120,6 +120,70 @@ private Q_SLOTS:
         QVERIFY(std::abs(src[0]) < kDoubleTol && std::abs(src[1] + 1) < kDoubleTol); // (1, 0) -> (0, -1)
     }
 
+    // The greedy build (each operation applied in the pass that finds the next largest vector, a
+    // permutation merged into the Givens layer after it) is METHODS §4(a) item 1 step by step:
+    // every op applied on its own, the largest vector searched again after each. Small and large
+    // signals (the parallel pass).
+    void greedyRotationFollowsTheStepByStepDefinition()
+    {
+        for (const Eigen::Index rows : {Eigen::Index(40), Eigen::Index(9000)}) {
+            const RowMatrix x = outlierActivations(rows, 128, 5, 3);
+            MatrixXdRow fast = x.cast<double>(), slow = fast;
+            RuquantOptions o;
+            o.householderSteps = 5;
+            RuquantRng rngFast(17), rngSlow(17);
+            const model::OrthoOpList built = buildGreedyBlockRotation(fast, o, rngFast);
+
+            const Eigen::Index b = slow.cols();
+            auto largest = [&] {
+                Eigen::Index best = 0;
+                double m = -1;
+                for (Eigen::Index r = 0; r < slow.rows(); ++r)
+                    if (const double v = slow.row(r).cwiseAbs().maxCoeff(); v > m) m = v, best = r;
+                return best;
+            };
+            auto apply = [&](const model::OrthoOp& op) {
+                model::OrthoOpList one(b);
+                one.push(op);
+                one.applyMany(slow.data(), slow.rows());
+            };
+            model::OrthoOpList ref(b);
+            for (int k = 0; k < o.householderSteps; ++k) {
+                const Eigen::VectorXd v = slow.row(largest()).transpose();
+                Eigen::VectorXd t(b);
+                for (Eigen::Index i = 0; i < b; ++i)
+                    t[i] = rngSlow.uniform();
+                t *= v.norm() / t.norm();
+                if ((v - t).squaredNorm() >= 1e-10) {
+                    const model::OrthoOp h = model::OrthoOp::householder(v - t);
+                    apply(h);
+                    ref.push(h);
+                }
+                for (int r = 0; r < o.givensRounds; ++r) {
+                    const model::OrthoOp perm = model::OrthoOp::permutation(rngSlow.permutation(int(b)));
+                    apply(perm);
+                    ref.push(perm);
+                    const Eigen::VectorXd w = slow.row(largest()).transpose();
+                    Eigen::VectorXd g(b);
+                    for (Eigen::Index i = 0; i + 1 < b; i += 2) {
+                        double p = rngSlow.uniform(), q = rngSlow.uniform();
+                        const double n = std::hypot(p, q);
+                        p /= n, q /= n;
+                        const double r2 = std::hypot(w[i], w[i + 1]);
+                        g[i] = r2 * p;
+                        g[i + 1] = r2 * q;
+                    }
+                    const model::OrthoOp giv = givensTowards(w, g, false);
+                    apply(giv);
+                    ref.push(giv);
+                }
+            }
+            QCOMPARE(built.ops().size(), ref.ops().size());
+            QVERIFY((built.matrix() - ref.matrix()).cwiseAbs().maxCoeff() < 1e-9);
+            QVERIFY((fast - slow).cwiseAbs().maxCoeff() < 1e-9 * slow.cwiseAbs().maxCoeff());
+        }
+    }
+
     // §6.2 items 16 and 20: 112 factors stay orthogonal; same seed, same R; op list = dense.
     void greedyRotationIsOrthogonalAndDeterministic()
     {
