@@ -725,6 +725,9 @@ Result<ResolvedPlan> resolveQuantPlan(const QuantPlan& plan, const ModelConfig& 
             if (s.staticCodebooks) c.staticCodebooks = *s.staticCodebooks;
             if (s.blockSize) c.blockSize = *s.blockSize;
             if (s.damping) c.damping = *s.damping;
+            if (!(c.bits >= 1.0 && c.bits <= 8.0))
+                return planError("average bits " + std::to_string(c.bits) + " out of range [1, 8]", t.name);
+            if (Status st = quant::validateCmpqOptions(c); !st.ok()) return planError(st.error().message, t.name);
             o.grid.bits = c.levels.back();
             cmpqTensorScope.push_back(s.tensorScope.value_or(false));
         } else {

@@ -388,6 +388,51 @@ private Q_SLOTS:
         QSettings().remove(QStringLiteral("planEditor/hiddenColumns")); // back to the default for later tests
     }
 
+    // Issue 13 item 6: a fractional average is entered in the plan table's Bits cell for CMPQ (a
+    // decimal spin box), shown as the tensor's average; methods with whole bits refuse it, and an
+    // average outside [1, 8] is refused, both with the reason.
+    void cmpqFractionalBitsInThePlanTable()
+    {
+        Fixture f;
+        QVERIFY(f.open());
+        PlanEditor* ed = f.panel->planEditor();
+        PlanTableModel* m = ed->model();
+        QAbstractItemModelTester tester(m, QAbstractItemModelTester::FailureReportingMode::QtTest);
+        QVERIFY(m->setField({4}, PlanTableModel::Method, QStringLiteral("cmpq")).isEmpty());
+        const QModelIndex bits = m->index(4, PlanTableModel::Bits);
+        QCOMPARE(bits.data(Qt::EditRole).typeId(), int(QMetaType::Double));
+        QVERIFY2(m->setData(bits, QStringLiteral("2.5"), Qt::EditRole), qPrintable(ed->messageLabel()->text()));
+        QCOMPARE(m->resolved().tensors[4].cmpq.bits, 2.5);
+        QCOMPARE(m->resolved().tensors[4].bitsPerWeight, 2.5);
+        QCOMPARE(bits.data(Qt::DisplayRole).toString(), QStringLiteral("2.5"));
+        QVERIFY(m->plan().rules.back().settings.avgBits && !m->plan().rules.back().settings.bits);
+        std::unique_ptr<QWidget> editor(
+            ed->table()->itemDelegate()->createEditor(ed->table()->viewport(), QStyleOptionViewItem(), bits));
+        auto* spin = qobject_cast<QDoubleSpinBox*>(editor.get());
+        QVERIFY(spin);
+        ed->table()->itemDelegate()->setEditorData(spin, bits);
+        QCOMPARE(spin->value(), 2.5);
+        spin->setValue(3.25);
+        ed->table()->itemDelegate()->setModelData(spin, m, bits);
+        QCOMPARE(m->resolved().tensors[4].cmpq.bits, 3.25);
+        // Whole bits again: bits, not an average.
+        QVERIFY(m->setData(bits, QStringLiteral("3"), Qt::EditRole));
+        QVERIFY(m->plan().rules.back().settings.bits == 3 && !m->plan().rules.back().settings.avgBits);
+        QCOMPARE(m->resolved().tensors[4].cmpq.bits, 3.0);
+        QVERIFY(!m->setData(bits, QStringLiteral("9.5"), Qt::EditRole));
+        QVERIFY2(ed->messageLabel()->text().contains(QStringLiteral("out of range [1, 8]")),
+                 qPrintable(ed->messageLabel()->text()));
+        // GPTQ (the default method) takes whole bits: a fraction is refused with the reason.
+        QCOMPARE(m->index(5, PlanTableModel::Bits).data(Qt::EditRole).typeId(), int(QMetaType::Int));
+        QVERIFY(!m->setData(m->index(5, PlanTableModel::Bits), QStringLiteral("2.5"), Qt::EditRole));
+        QVERIFY2(ed->messageLabel()->text().contains(QStringLiteral("takes integer bits")),
+                 qPrintable(ed->messageLabel()->text()));
+        QCOMPARE(m->resolved().tensors[5].options.grid.bits, 4);
+        // Undo goes back through the edits.
+        m->undoStack()->undo();
+        QCOMPARE(m->resolved().tensors[4].cmpq.bits, 3.25);
+    }
+
     void runInspectWhatIfCompareCancel()
     {
         Fixture f;

@@ -7,6 +7,7 @@
 #include <QUndoStack>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 namespace qb::ui {
@@ -143,12 +144,21 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         delta.method = *m;
         break;
     }
-    case Bits:
+    case Bits: {
+        // Whole bits, or a fractional average for methods that allocate bits per channel (cmpq;
+        // the plan's resolution refuses it for the others, with the reason).
+        bool ok = false;
+        const double v = value.toString().trimmed().toDouble(&ok);
+        if (!ok || !std::isfinite(v)) return tr("'%1' is not a number of bits").arg(value.toString());
+        if (v == std::round(v) && std::abs(v) < 1e6) delta.bits = int(v);
+        else delta.avgBits = v;
+        break;
+    }
     case Group: {
         bool ok = false;
         const int v = value.toString().trimmed().toInt(&ok);
         if (!ok) return tr("'%1' is not an integer").arg(value.toString());
-        (column == Bits ? delta.bits : delta.groupSize) = v;
+        delta.groupSize = v;
         break;
     }
     case Target: {
@@ -196,7 +206,7 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         // short (a rule left with no field is removed).
         auto clear = [&](pipeline::PlanSettings& s) {
             if (delta.method) s.method.reset();
-            if (delta.bits) s.bits.reset();
+            if (delta.bits || delta.avgBits) s.bits.reset(), s.avgBits.reset();
             if (delta.groupSize) s.groupSize.reset();
             if (delta.sym) s.sym.reset();
             if (delta.skip) s.skip.reset();
@@ -209,7 +219,8 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
         std::erase_if(next.rules, [](const pipeline::PlanRule& r) { return r.settings == pipeline::PlanSettings{}; });
         auto& d = next.defaults;
         if (delta.method) d.method = delta.method;
-        if (delta.bits) d.bits = delta.bits;
+        if (delta.bits) d.bits = delta.bits, d.avgBits.reset();
+        if (delta.avgBits) d.avgBits = delta.avgBits, d.bits.reset();
         if (delta.groupSize) d.groupSize = delta.groupSize;
         if (delta.sym) d.sym = delta.sym;
         if (delta.skip) d.skip = delta.skip;
@@ -231,7 +242,8 @@ QString PlanTableModel::setField(const QList<int>& rows, int column, const QVari
             next.rules.erase(it);
         }
         if (delta.method) s.method = delta.method;
-        if (delta.bits) s.bits = delta.bits;
+        if (delta.bits) s.bits = delta.bits, s.avgBits.reset();
+        if (delta.avgBits) s.avgBits = delta.avgBits, s.bits.reset();
         if (delta.groupSize) s.groupSize = delta.groupSize;
         if (delta.sym) s.sym = delta.sym;
         if (delta.skip) s.skip = delta.skip;
@@ -377,7 +389,10 @@ QVariant PlanTableModel::data(const QModelIndex& index, int role) const
                                     : QString::fromLatin1(quant::methodTraits(t.method).name.data(),
                                                           qsizetype(quant::methodTraits(t.method).name.size()));
     case Target: return t.target.empty() ? QStringLiteral("none") : QString::fromStdString(t.target);
-    case Bits: return grid.bits;
+    case Bits:
+        if (t.method == quant::Method::Cmpq && !t.skip) // its fractional average (everything counted)
+            return role == Qt::EditRole ? QVariant(t.cmpq.bits) : QVariant(QString::number(t.cmpq.bits, 'g', 4));
+        return grid.bits;
     case Group: return grid.groupSize;
     case Damping:
         if (!hessian) return role == Qt::EditRole ? QVariant() : QVariant(QStringLiteral("—"));

@@ -18,6 +18,7 @@
 #include <QMenu>
 #include <QSettings>
 #include <QStyledItemDelegate>
+#include <QDoubleSpinBox>
 #include <QTableView>
 #include <QToolButton>
 #include <QUndoStack>
@@ -40,6 +41,15 @@ public:
             for (const QString& t : planTargetChoices())
                 combo->addItem(t, t);
             return combo;
+        }
+        if (index.column() == PlanTableModel::Bits && index.data(Qt::EditRole).typeId() == QMetaType::Double) {
+            // A method with fractional bits (cmpq): its average, in quarter-bit steps by the arrows.
+            auto* spin = new QDoubleSpinBox(parent);
+            spin->setObjectName(QStringLiteral("avgBitsEditor"));
+            spin->setRange(1.0, 8.0);
+            spin->setDecimals(3);
+            spin->setSingleStep(0.25);
+            return spin;
         }
         if (index.column() != PlanTableModel::Method) return QStyledItemDelegate::createEditor(parent, option, index);
         auto* combo = new QComboBox(parent);
