@@ -26,6 +26,7 @@
 #include "widgets/tensor_error_view.h"
 
 #include <QAbstractItemModelTester>
+#include <set>
 #include <QApplication>
 #include <QBarSeries>
 #include <QBarSet>
@@ -431,6 +432,79 @@ private Q_SLOTS:
         // Undo goes back through the edits.
         m->undoStack()->undo();
         QCOMPARE(m->resolved().tensors[4].cmpq.bits, 3.25);
+    }
+
+    // Issue 13 item 7: a CMPQ tensor shows its channel map (bits per input channel beside the
+    // score, in place or sorted; outlier channels marked) and a channel picker (spin box or a click
+    // on the map) that redraws the histogram with that channel's weights and codebook.
+    void cmpqChannelMapAndPicker()
+    {
+        Fixture f;
+        QVERIFY(f.open(QSize(1280, 800)));
+        QuantizePanel* p = f.panel;
+        PlanTableModel* m = p->planEditor()->model();
+        QVERIFY(m->setField({4}, PlanTableModel::Method, QStringLiteral("cmpq")).isEmpty());
+        QVERIFY(m->setField({4}, PlanTableModel::Bits, QStringLiteral("3.5")).isEmpty());
+        const QString name = QString::fromStdString(m->resolved().tensors[4].name);
+        QSignalSpy done(p, &QuantizePanel::quantizeFinished);
+        QTest::mouseClick(p->quantizeButton(), Qt::LeftButton);
+        QVERIFY(done.wait(120000));
+        QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+
+        TensorErrorView* tv = p->tensorView();
+        QSignalSpy ready(tv, &TensorErrorView::analysisReady);
+        QVERIFY(f.w.explorer()->selectTensor(name));
+        QVERIFY(ready.wait(30000));
+        f.showView(tv);
+        QVERIFY(tv->channelMapBox()->isVisible());
+        const auto a = tv->analysis();
+        QVERIFY(a && a->cmpq);
+        const auto& c = *a->cmpq;
+        const int cols = int(c.channelBits.size());
+        CmpqChannelMapChart* map = tv->channelMapChart();
+        QCOMPARE(map->bitsSeries()->count(), 2 * cols);
+        QCOMPARE(map->scoreSeries()->count(), cols);
+        const int top = int(std::max_element(c.channelScore.begin(), c.channelScore.end()) - c.channelScore.begin());
+        QCOMPARE(c.channel, top); // the top-scored channel first
+        QCOMPARE(tv->channelSpin()->value(), top);
+        QCOMPARE(map->chosenSeries()->at(0).x(), double(top));
+        std::set<int> outlierChannels;
+        for (std::int64_t flat : c.outliers)
+            outlierChannels.insert(int(flat % cols));
+        QCOMPARE(map->outlierSeries()->count(), int(outlierChannels.size()));
+        QVERIFY(map->chart()->title().contains(QStringLiteral("in place")));
+        // Sorted by score: scores and bits never rise (the allocation is monotone in the score).
+        tv->sortedCheck()->setChecked(true);
+        QVERIFY(map->sorted() && map->chart()->title().contains(QStringLiteral("sorted by score")));
+        for (int i = 1; i < cols; ++i) {
+            QVERIFY(map->scoreSeries()->at(i).y() <= map->scoreSeries()->at(i - 1).y());
+            QVERIFY(map->bitsSeries()->at(2 * i).y() <= map->bitsSeries()->at(2 * i - 1).y());
+        }
+        QCOMPARE(map->channelAt(0), top);
+        QCOMPARE(map->chosenSeries()->at(0).x(), 0.0);
+        // The picker: the lowest-scored channel; the histogram shows its weights and codebook.
+        const int low = map->channelAt(cols - 1);
+        QVERIFY(low != top);
+        tv->channelSpin()->setValue(low);
+        QVERIFY(ready.wait(30000));
+        QCOMPARE(tv->analysis()->cmpq->channel, low);
+        QVERIFY2(tv->histogramChart()->chart()->title().contains(QStringLiteral("Input channel %1 ").arg(low)),
+                 qPrintable(tv->histogramChart()->chart()->title()));
+        const int lowBits = tv->analysis()->cmpq->channelBits[std::size_t(low)];
+        if (lowBits < 16) QCOMPARE(tv->histogramChart()->gridSeries()->count(), 3 * (1 << lowBits));
+        // A click on the map picks the channel drawn there (sorted: the channel of that rank).
+        const int rank = cols / 2;
+        const QPointF inChart = map->chart()->mapToPosition(QPointF(rank, 1.0), map->bitsSeries());
+        const QPoint inView = map->mapFromScene(map->chart()->mapToScene(inChart));
+        QTest::mouseClick(map->viewport(), Qt::LeftButton, {}, inView);
+        QVERIFY(ready.wait(30000));
+        QCOMPARE(tv->analysis()->cmpq->channel, map->channelAt(rank));
+        QCOMPARE(tv->channelSpin()->value(), map->channelAt(rank));
+        screenshot(tv, QStringLiteral("cmpq_channel_map"));
+        // A non-CMPQ tensor hides the map.
+        QVERIFY(f.w.explorer()->selectTensor(QString::fromStdString(m->resolved().tensors[5].name)));
+        QVERIFY(ready.wait(30000));
+        QVERIFY(!tv->channelMapBox()->isVisible());
     }
 
     void runInspectWhatIfCompareCancel()

@@ -6,10 +6,12 @@
 #include <QLegend>
 #include <QLegendMarker>
 #include <QLineSeries>
+#include <QMouseEvent>
 #include <QScatterSeries>
 #include <QValueAxis>
 
 #include <algorithm>
+#include <numeric>
 
 namespace qb::ui {
 
@@ -158,6 +160,139 @@ void QuantHistogramChart::setData(const eval::Histogram& before, const eval::His
     }
     if (hi > lo) m_x->setRange(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo));
     m_y->setRange(0, top);
+}
+
+CmpqChannelMapChart::CmpqChannelMapChart(QWidget* parent)
+    : QChartView(parent), m_bitsLine(new QLineSeries), m_scoreLine(new QLineSeries), m_outlierDots(new QScatterSeries),
+      m_chosenLine(new QLineSeries), m_x(new QValueAxis), m_yBits(new QValueAxis), m_yScore(new QValueAxis)
+{
+    setRenderHint(QPainter::Antialiasing);
+    setAccessibleName(tr("CMPQ channel map"));
+    auto* c = chart();
+    m_bitsLine->setName(tr("bits"));
+    m_scoreLine->setName(tr("score"));
+    m_outlierDots->setName(tr("sparse outliers"));
+    m_chosenLine->setName(tr("shown channel"));
+    m_bitsLine->setPen(QPen(QColor(31, 119, 180), 1.5));
+    m_scoreLine->setPen(QPen(QColor(255, 127, 14), 1.0));
+    m_outlierDots->setColor(QColor(214, 39, 40));
+    m_outlierDots->setBorderColor(QColor(214, 39, 40));
+    m_outlierDots->setMarkerSize(5);
+    QPen chosen(QColor(44, 160, 44));
+    chosen.setStyle(Qt::DashLine);
+    chosen.setWidthF(1.5);
+    m_chosenLine->setPen(chosen);
+    m_x->setLabelFormat(QStringLiteral("%d"));
+    m_yBits->setTitleText(tr("bits"));
+    m_yScore->setTitleText(tr("score"));
+    m_yBits->setLabelFormat(QStringLiteral("%d"));
+    c->addAxis(m_x, Qt::AlignBottom);
+    c->addAxis(m_yBits, Qt::AlignLeft);
+    c->addAxis(m_yScore, Qt::AlignRight);
+    for (QXYSeries* s : {static_cast<QXYSeries*>(m_bitsLine), static_cast<QXYSeries*>(m_outlierDots),
+                         static_cast<QXYSeries*>(m_chosenLine)}) {
+        c->addSeries(s);
+        s->attachAxis(m_x);
+        s->attachAxis(m_yBits);
+    }
+    c->addSeries(m_scoreLine);
+    m_scoreLine->attachAxis(m_x);
+    m_scoreLine->attachAxis(m_yScore);
+    c->legend()->hide(); // the keys are in the title: the map keeps its height
+    setMinimumHeight(150);
+    setToolTip(tr("Click a channel to show its weights and codebook"));
+}
+
+void CmpqChannelMapChart::setData(const std::vector<int>& bits, const std::vector<float>& scores,
+                                  const std::vector<int>& outliers, int chosen)
+{
+    m_bits = bits;
+    m_scores = scores;
+    m_outliers = outliers;
+    m_scores.resize(m_bits.size(), 0.0f);
+    m_outliers.resize(m_bits.size(), 0);
+    m_chosen = chosen;
+    m_order.resize(m_bits.size());
+    std::iota(m_order.begin(), m_order.end(), 0);
+    std::stable_sort(m_order.begin(), m_order.end(),
+                     [&](int a, int b) { return m_scores[std::size_t(a)] > m_scores[std::size_t(b)]; });
+    redraw();
+}
+
+void CmpqChannelMapChart::setSorted(bool sorted)
+{
+    if (sorted == m_sorted) return;
+    m_sorted = sorted;
+    redraw();
+}
+
+int CmpqChannelMapChart::channelAt(double x) const
+{
+    if (m_bits.empty()) return -1;
+    const int i = std::clamp(int(std::lround(x)), 0, int(m_bits.size()) - 1);
+    return m_sorted ? m_order[std::size_t(i)] : i;
+}
+
+void CmpqChannelMapChart::redraw()
+{
+    const int n = int(m_bits.size());
+    int top = 1, kept = 0, outlierChannels = 0, outlierCount = 0;
+    for (int b : m_bits)
+        if (b < 16) top = std::max(top, b);
+        else ++kept;
+    const int keptRow = top + 1; // F16-kept channels are drawn one row above the highest level
+    QList<QPointF> bitsPts, scorePts, dots;
+    bitsPts.reserve(2 * n);
+    scorePts.reserve(n);
+    float scoreMax = 0;
+    int chosenX = -1;
+    for (int i = 0; i < n; ++i) {
+        const int ch = m_sorted ? m_order[std::size_t(i)] : i;
+        const int b = m_bits[std::size_t(ch)];
+        const double y = b >= 16 ? keptRow : b;
+        bitsPts.append(QPointF(i - 0.5, y)); // a step per channel
+        bitsPts.append(QPointF(i + 0.5, y));
+        scorePts.append(QPointF(i, m_scores[std::size_t(ch)]));
+        scoreMax = std::max(scoreMax, m_scores[std::size_t(ch)]);
+        if (const int o = m_outliers[std::size_t(ch)]; o > 0) {
+            dots.append(QPointF(i, 0.3));
+            ++outlierChannels;
+            outlierCount += o;
+        }
+        if (ch == m_chosen) chosenX = i;
+    }
+    m_bitsLine->replace(bitsPts);
+    m_scoreLine->replace(scorePts);
+    m_outlierDots->replace(dots);
+    m_chosenLine->replace(chosenX >= 0 ? QList<QPointF>{QPointF(chosenX, 0), QPointF(chosenX, keptRow + 1)}
+                                       : QList<QPointF>{});
+    m_x->setRange(-0.5, std::max(0.5, n - 0.5));
+    m_x->setTitleText(m_sorted ? tr("input channels by descending score") : tr("input channel"));
+    m_yBits->setRange(0, keptRow + 1);
+    m_yBits->setTickCount(std::min(keptRow + 2, 10));
+    m_yScore->setRange(0, scoreMax > 0 ? double(scoreMax) * 1.05 : 1.0);
+    auto key = [](const QColor& c, const QString& text) {
+        return QStringLiteral("<span style='color:%1'>&#9632;</span> %2").arg(c.name(), text);
+    };
+    QString title = key(m_bitsLine->pen().color(), tr("bits per input channel")) + QStringLiteral(" (") +
+                    (m_sorted ? tr("sorted by score") : tr("in place")) + QStringLiteral(") ") +
+                    key(m_scoreLine->pen().color(), tr("score")) + QStringLiteral(" ") +
+                    key(m_outlierDots->color(), tr("%n sparse outlier(s)", nullptr, outlierCount));
+    if (outlierCount) title += tr(" in %n channel(s)", nullptr, outlierChannels);
+    if (kept) title += tr(" · %1 kept in F16 (top row)").arg(kept);
+    chart()->setTitle(title);
+}
+
+void CmpqChannelMapChart::mousePressEvent(QMouseEvent* event)
+{
+    const QPointF at = chart()->mapFromScene(mapToScene(event->position().toPoint()));
+    if (event->button() == Qt::LeftButton && !m_bits.empty() && chart()->plotArea().contains(at)) {
+        const QPointF v = chart()->mapToValue(at, m_bitsLine);
+        if (const int ch = channelAt(v.x()); ch >= 0) Q_EMIT channelPicked(ch);
+        event->accept();
+        return;
+    }
+    QChartView::mousePressEvent(event);
 }
 
 BpwPerplexityChart::BpwPerplexityChart(QWidget* parent)

@@ -6,6 +6,9 @@
 //    mean.
 //  - QuantHistogramChart: a weight histogram before and after quantization as step outlines, with
 //    the grid levels of one row/group drawn as vertical lines (one comb series).
+//  - CmpqChannelMapChart: a CMPQ tensor's bits per input channel next to the activation score
+//    that caused them, in place or sorted by score, with the channels holding sparse outliers
+//    marked and the chosen channel drawn as a vertical line; a click picks a channel.
 //  - BpwPerplexityChart: bits per weight vs perplexity, one labelled point (series) per run, the
 //    original model's perplexity as a dashed horizontal line, and a legend naming both.
 // Every refresh is one QXYSeries::replace() (or one QBarSet::append(list) per set).
@@ -60,6 +63,45 @@ private:
     QLineSeries* m_grid;
     QValueAxis* m_x;
     QValueAxis* m_y;
+};
+
+class CmpqChannelMapChart : public QChartView {
+    Q_OBJECT
+public:
+    explicit CmpqChannelMapChart(QWidget* parent = nullptr);
+    // bits per input channel (16: kept in F16, drawn one row above the highest level), the score of
+    // each, the number of sparse outliers in each and the chosen channel.
+    void setData(const std::vector<int>& bits, const std::vector<float>& scores, const std::vector<int>& outliers,
+                 int chosen);
+    void setSorted(bool sorted);
+    bool sorted() const { return m_sorted; }
+    // The input channel drawn at x (in place: x itself; sorted: the channel of that rank).
+    int channelAt(double x) const;
+    QLineSeries* bitsSeries() const { return m_bitsLine; }
+    QLineSeries* scoreSeries() const { return m_scoreLine; }
+    QScatterSeries* outlierSeries() const { return m_outlierDots; }
+    QLineSeries* chosenSeries() const { return m_chosenLine; }
+
+Q_SIGNALS:
+    void channelPicked(int channel);
+
+protected:
+    void mousePressEvent(QMouseEvent* event) override;
+
+private:
+    void redraw();
+
+    std::vector<int> m_bits, m_outliers, m_order; // m_order: channels by descending score
+    std::vector<float> m_scores;
+    int m_chosen = -1;
+    bool m_sorted = false;
+    QLineSeries* m_bitsLine;
+    QLineSeries* m_scoreLine;
+    QScatterSeries* m_outlierDots;
+    QLineSeries* m_chosenLine;
+    QValueAxis* m_x;
+    QValueAxis* m_yBits;
+    QValueAxis* m_yScore;
 };
 
 class BpwPerplexityChart : public QChartView {

@@ -54,7 +54,9 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
       m_inChart(new ChannelChart(tr("Error share per input channel"), tr("input channel"), tr("share"))),
       m_hist(new QuantHistogramChart), m_method(new QComboBox), m_bits(new QSpinBox), m_group(new QSpinBox),
       m_sym(new QCheckBox(tr("symmetric"))), m_preview(new QPushButton(tr("Preview"))),
-      m_apply(new QPushButton(tr("Apply to plan"))), m_undo(new QToolButton), m_previewText(new QLabel)
+      m_apply(new QPushButton(tr("Apply to plan"))), m_undo(new QToolButton), m_previewText(new QLabel),
+      m_mapBox(new QWidget), m_channelMap(new CmpqChannelMapChart), m_channel(new QSpinBox),
+      m_sorted(new QCheckBox(tr("Sorted by score")))
 {
     setObjectName(QStringLiteral("tensorErrorView"));
     m_title->setObjectName(QStringLiteral("tensorTitle"));
@@ -116,13 +118,37 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
     }
     m_hist->chart()->legend()->hide(); // its keys are in the title (display())
 
+    // CMPQ: the channel map with its picker, shown for CMPQ tensors only.
+    m_mapBox->setObjectName(QStringLiteral("cmpqChannelMapBox"));
+    m_channelMap->setObjectName(QStringLiteral("cmpqChannelMap"));
+    m_channel->setObjectName(QStringLiteral("cmpqChannel"));
+    m_sorted->setObjectName(QStringLiteral("cmpqSorted"));
+    m_channelMap->chart()->layout()->setContentsMargins(0, 0, 0, 0);
+    m_channelMap->chart()->setBackgroundRoundness(0);
+    m_channel->setAccessibleName(tr("Input channel shown in the histogram"));
+    m_channel->setToolTip(tr("The input channel whose weights and codebook the histogram shows (or click the map)"));
+    auto* channelLabel = new QLabel(tr("&Channel:"));
+    channelLabel->setBuddy(m_channel);
+    auto* mapControls = new QVBoxLayout;
+    mapControls->addWidget(channelLabel);
+    mapControls->addWidget(m_channel);
+    mapControls->addWidget(m_sorted);
+    mapControls->addStretch(1);
+    auto* mapLayout = new QHBoxLayout(m_mapBox);
+    mapLayout->setContentsMargins(0, 0, 0, 0);
+    mapLayout->addWidget(m_channelMap, 1);
+    mapLayout->addLayout(mapControls);
+    m_mapBox->hide();
+
     auto* grid = new QGridLayout;
     grid->addWidget(m_outChart, 0, 0);
     grid->addWidget(m_inChart, 0, 1);
     grid->addWidget(m_hist, 1, 0);
     grid->addWidget(box, 1, 1);
+    grid->addWidget(m_mapBox, 2, 0, 1, 2);
     grid->setRowStretch(0, 1);
     grid->setRowStretch(1, 1);
+    grid->setRowStretch(2, 1);
     auto* layout = new QVBoxLayout(this);
     layout->addWidget(m_title);
     layout->addLayout(grid, 1);
@@ -134,6 +160,13 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
     connect(m_bits, &QSpinBox::valueChanged, this, &TensorErrorView::startPreview);
     connect(m_group, &QSpinBox::valueChanged, this, &TensorErrorView::startPreview);
     connect(m_sym, &QCheckBox::toggled, this, &TensorErrorView::startPreview);
+    connect(m_channel, &QSpinBox::valueChanged, this, [this](int j) {
+        if (!m_analysis || !m_analysis->cmpq || m_analysis->cmpq->channel == j) return;
+        m_requestedChannel = j;
+        startAnalysis();
+    });
+    connect(m_channelMap, &CmpqChannelMapChart::channelPicked, m_channel, &QSpinBox::setValue);
+    connect(m_sorted, &QCheckBox::toggled, m_channelMap, &CmpqChannelMapChart::setSorted);
     connect(m_apply, &QPushButton::clicked, this, [this] {
         const QString err = applyToPlan();
         if (!err.isEmpty()) m_previewText->setText(tr("Not applied: %1").arg(err.toHtmlEscaped()));
@@ -177,11 +210,13 @@ void TensorErrorView::setRun(std::shared_ptr<const QuantRun> run)
 {
     m_run = std::move(run);
     m_analysis.reset();
+    m_requestedChannel = -1;
     if (!m_tensor.isEmpty()) startAnalysis();
 }
 
 void TensorErrorView::showTensor(const QString& name)
 {
+    if (name != m_tensor) m_requestedChannel = -1;
     m_tensor = name;
     startAnalysis();
 }
@@ -209,6 +244,7 @@ void TensorErrorView::startAnalysis()
     req.tensor = rep.name;
     req.cached = cached;
     req.histogramBins = kHistBins;
+    req.channel = m_requestedChannel;
     m_runner->start<TensorAnalysis>(
         this, QString(),
         [req, runId = run->id, tensor](RunContext& ctx) -> Result<TensorAnalysis> {
@@ -237,10 +273,12 @@ void TensorErrorView::refreshTitle()
 {
     const auto& a = *m_analysis;
     const pipeline::TensorReport& rep = m_run->result->tensors[a.index];
-    QString title = tr("<b>%1</b> — %2: %3 %4 bits, group %5 · relative output error %6 (job: %7)")
+    // CMPQ: its average bits per weight (everything counted) instead of the top level.
+    const QString bits = a.cmpq ? tr("%1 bits/weight").arg(rep.bitsPerWeight, 0, 'f', 3) : tr("%1 bits").arg(rep.bits);
+    QString title = tr("<b>%1</b> — %2: %3 %4, group %5 · relative output error %6 (job: %7)")
                         .arg(QString::fromStdString(rep.name), m_run->label().toHtmlEscaped())
                         .arg(rep.skipped ? tr("skipped") : methodName(rep.method))
-                        .arg(rep.bits)
+                        .arg(bits)
                         .arg(rep.groupSize)
                         .arg(a.errors.relativeError, 0, 'f', 4)
                         .arg(rep.relativeError, 0, 'f', 4);
@@ -276,12 +314,24 @@ void TensorErrorView::display()
     if (a.cmpq) { // CMPQ: the histogram is one input channel's, its levels that channel's codebook
         const auto& c = *a.cmpq;
         const std::size_t j = std::size_t(c.channel);
+        const int cols = int(c.channelBits.size());
+        std::vector<int> perChannel(c.channelBits.size(), 0);
+        for (std::int64_t flat : c.outliers)
+            ++perChannel[std::size_t(flat % cols)];
+        m_channelMap->setData(c.channelBits, c.channelScore, perChannel, c.channel);
+        {
+            const QSignalBlocker block(m_channel);
+            m_channel->setRange(0, cols - 1);
+            m_channel->setValue(c.channel);
+        }
+        m_mapBox->show();
         m_hist->chart()->setTitle(tr("Input channel %1 (score %2, %3 bits): %4, codebook")
                                       .arg(c.channel)
                                       .arg(double(c.channelScore[j]), 0, 'g', 4)
                                       .arg(c.channelBits[j])
                                       .arg(keys));
     } else {
+        m_mapBox->hide();
         m_hist->chart()->setTitle(tr("Weights %1, grid of row 0 group 0").arg(keys));
     }
     // Start the what-if from the tensor's own settings.

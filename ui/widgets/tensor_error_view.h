@@ -10,7 +10,9 @@
 // plan editor, takes it back). The layer's input Hessian is computed once per (run, layer) by a
 // short pass over the run's calibration windows and cached; analysis and previews (with their
 // per-channel errors) run through JobRunner, off the GUI thread (a preview on the demo model takes
-// milliseconds).
+// milliseconds). A CMPQ tensor adds its channel map (bits per input channel beside the activation
+// score, in place or sorted, outlier channels marked) and a channel picker: the histogram then shows
+// the picked channel's weights with its codebook.
 
 #include "eval/tensor_stats.h"
 #include "pipeline/whatif.h"
@@ -31,6 +33,7 @@ class QToolButton;
 namespace qb::ui {
 
 class ChannelChart;
+class CmpqChannelMapChart;
 class JobRunner;
 class PlanTableModel;
 class QuantHistogramChart;
@@ -71,6 +74,11 @@ public:
     // The settings of the last successful preview (what Apply writes), when there is one.
     std::optional<pipeline::PreviewSettings> previewSettings() const { return m_lastPreview; }
     QLabel* previewLabel() const { return m_previewText; }
+    // CMPQ tensors: the channel map, the channel shown in the histogram, and the sort switch.
+    CmpqChannelMapChart* channelMapChart() const { return m_channelMap; }
+    QSpinBox* channelSpin() const { return m_channel; }
+    QCheckBox* sortedCheck() const { return m_sorted; }
+    QWidget* channelMapBox() const { return m_mapBox; }
     QLabel* titleLabel() const { return m_title; }
 
 Q_SIGNALS:
@@ -88,6 +96,7 @@ private:
     std::shared_ptr<const pipeline::LayerHessians> m_hessCache; // of (m_hessRun, layer)
     int m_hessRun = -1;
     QString m_tensor;
+    int m_requestedChannel = -1; // CMPQ: the input channel to show (-1: the top-scored one)
     bool m_previewBusy = false, m_previewPending = false;
     std::optional<pipeline::PreviewSettings> m_lastPreview;
     PlanTableModel* m_planModel = nullptr;
@@ -103,6 +112,10 @@ private:
     QPushButton* m_apply;
     QToolButton* m_undo;
     QLabel* m_previewText;
+    QWidget* m_mapBox;
+    CmpqChannelMapChart* m_channelMap;
+    QSpinBox* m_channel;
+    QCheckBox* m_sorted;
 };
 
 } // namespace qb::ui
