@@ -960,6 +960,36 @@ private Q_SLOTS:
         QVERIFY(plan->resolved().bitsPerWeight > 5.0);
         QVERIFY(b->paretoSeries()->count() > 28);
 
+        // Issue 16 item 3 in the window: a tensor edited by hand after an allocation keeps its
+        // setting when the budget moves (when it is a candidate); Release hands it back; a bits
+        // range holds for every tensor.
+        b->budgetSpin()->setValue(3.0);
+        const auto& first = plan->resolved().tensors[0];
+        const std::string q0 = first.name;
+        const int handBits = first.options.grid.bits == 8 ? 7 : 8;
+        QVERIFY(plan->setField({0}, PlanTableModel::Bits, QString::number(handBits)).isEmpty());
+        QCOMPARE(plan->resolved().tensors[0].options.grid.bits, handBits);
+        b->budgetSpin()->setValue(3.5);
+        QCOMPARE(plan->resolved().tensors[0].options.grid.bits, handBits); // kept
+        QCOMPARE(b->keptEdits().size(), std::size_t(1));
+        QVERIFY(b->keptEdits().count(q0));
+        QVERIFY2(b->allocationLabel()->text().contains(QStringLiteral("1 tensor(s) kept as edited by hand")),
+                 qPrintable(b->allocationLabel()->text()));
+        QVERIFY(plan->resolved().bitsPerWeight <= 3.5 + 1e-9);
+        b->budgetSpin()->setValue(2.6);
+        QCOMPARE(plan->resolved().tensors[0].options.grid.bits, handBits); // still kept at a lower budget
+        QTest::mouseClick(b->releaseEditsButton(), Qt::LeftButton);
+        QVERIFY(b->keptEdits().empty());
+        QVERIFY(plan->resolved().tensors[0].options.grid.bits < handBits); // the allocator's choice again
+        // Bits from 3 to 4: every quantized tensor within.
+        b->minBitsSpin()->setValue(3);
+        b->maxBitsSpin()->setValue(4);
+        b->budgetSpin()->setValue(3.4);
+        for (const auto& t : plan->resolved().tensors)
+            QVERIFY2(t.skip || (t.options.grid.bits >= 3 && t.options.grid.bits <= 4), t.name.c_str());
+        b->minBitsSpin()->setValue(1);
+        b->maxBitsSpin()->setValue(16);
+
         // Click the hottest cell at this candidate: the tensor view shows that tensor.
         QTest::mouseClick(heat->viewport(), Qt::LeftButton, {}, heat->visualItemRect(heat->item(0, 6)).center());
         QCOMPARE(f.panel->views()->currentWidget(), f.panel->tensorView());
@@ -975,7 +1005,7 @@ private Q_SLOTS:
 
         // Measure three tensors: the damage becomes nats, with a rank correlation.
         atlas.clear();
-        b->findChild<QSpinBox*>()->setValue(3);
+        b->findChild<QSpinBox*>(QStringLiteral("budgetMeasureCount"))->setValue(3);
         QTest::mouseClick(b->measureButton(), Qt::LeftButton);
         QVERIFY(atlas.wait(180000));
         QCOMPARE(b->atlas()->measured.size(), std::size_t(3));

@@ -51,12 +51,15 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
       m_measure(new QPushButton(tr("Measure KL"))), m_status(new QLabel), m_heatCandidate(new QComboBox),
       m_heat(new QTableWidget), m_chart(new QChartView), m_path(new QLineSeries), m_point(new QScatterSeries),
       m_runs(new QScatterSeries), m_x(new QValueAxis), m_y(new QLogValueAxis), m_slider(new QSlider(Qt::Horizontal)),
-      m_budget(new QDoubleSpinBox), m_tieQkv(new QCheckBox(tr("Same setting for q/k/v"))), m_allocLabel(new QLabel)
+      m_budget(new QDoubleSpinBox), m_tieQkv(new QCheckBox(tr("Same setting for q/k/v"))),
+      m_keepEdits(new QCheckBox(tr("Keep hand edits"))), m_minBits(new QSpinBox), m_maxBits(new QSpinBox),
+      m_releaseEdits(new QPushButton(tr("Release"))), m_allocLabel(new QLabel)
 {
     setObjectName(QStringLiteral("budgetPlanner"));
     m_target->setObjectName(QStringLiteral("budgetTarget"));
     m_analyze->setObjectName(QStringLiteral("budgetAnalyze"));
     m_measure->setObjectName(QStringLiteral("budgetMeasure"));
+    m_measureCount->setObjectName(QStringLiteral("budgetMeasureCount"));
     m_heat->setObjectName(QStringLiteral("budgetHeatMap"));
     m_slider->setObjectName(QStringLiteral("budgetSlider"));
     m_budget->setObjectName(QStringLiteral("budgetValue"));
@@ -142,6 +145,37 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
         refreshPareto();
         if (m_allocation) allocate(m_allocation->budgetValue);
     });
+    // Constraints of the allocation: hand edits kept, a bits range for every tensor.
+    m_keepEdits->setObjectName(QStringLiteral("budgetKeepEdits"));
+    m_keepEdits->setChecked(true);
+    m_keepEdits->setToolTip(tr("Tensors you edit in the plan table after an allocation keep that setting when the "
+                               "budget moves (when it is one of the candidates)"));
+    m_releaseEdits->setObjectName(QStringLiteral("budgetReleaseEdits"));
+    m_releaseEdits->setToolTip(tr("Let the allocator choose the hand-edited tensors again"));
+    m_minBits->setObjectName(QStringLiteral("budgetMinBits"));
+    m_maxBits->setObjectName(QStringLiteral("budgetMaxBits"));
+    for (QSpinBox* b : {m_minBits, m_maxBits}) {
+        b->setRange(1, 16);
+        b->setKeyboardTracking(false);
+    }
+    m_minBits->setValue(1);
+    m_maxBits->setValue(16);
+    m_minBits->setAccessibleName(tr("Fewest bits any tensor may get"));
+    m_maxBits->setAccessibleName(tr("Most bits any tensor may get (16: kept in F16 allowed)"));
+    m_minBits->setToolTip(m_minBits->accessibleName());
+    m_maxBits->setToolTip(m_maxBits->accessibleName());
+    auto reallocate = [this] {
+        refreshPareto();
+        if (m_allocation) allocate(m_allocation->budgetValue);
+    };
+    connect(m_minBits, &QSpinBox::valueChanged, this, reallocate);
+    connect(m_maxBits, &QSpinBox::valueChanged, this, reallocate);
+    connect(m_keepEdits, &QCheckBox::toggled, this, reallocate);
+    connect(m_releaseEdits, &QPushButton::clicked, this, [this, reallocate] {
+        m_kept.clear();
+        m_unmatched.clear();
+        reallocate();
+    });
     connect(m_analyze, &QPushButton::clicked, this, &BudgetPlanner::analyze);
     connect(m_measure, &QPushButton::clicked, this, &BudgetPlanner::measure);
 
@@ -172,6 +206,14 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     bottom->addWidget(m_slider, 1);
     bottom->addWidget(m_budget);
     bottom->addWidget(m_tieQkv);
+    auto* bitsLabel = new QLabel(tr("Bits from"));
+    bitsLabel->setBuddy(m_minBits);
+    bottom->addWidget(bitsLabel);
+    bottom->addWidget(m_minBits);
+    bottom->addWidget(new QLabel(tr("to")));
+    bottom->addWidget(m_maxBits);
+    bottom->addWidget(m_keepEdits);
+    bottom->addWidget(m_releaseEdits);
     auto* layout = new QVBoxLayout(this);
     layout->addLayout(top);
     layout->addWidget(m_status);
@@ -185,6 +227,9 @@ void BudgetPlanner::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoi
     m_checkpoint = std::move(checkpoint);
     m_atlas.reset();
     m_allocation.reset();
+    m_written.clear();
+    m_kept.clear();
+    m_unmatched.clear();
     m_front.clear();
     m_analyze->setEnabled(m_checkpoint != nullptr);
     m_measure->setEnabled(false);
@@ -208,10 +253,67 @@ void BudgetPlanner::setRunPoints(const std::vector<RunPoint>& points)
 
 bool BudgetPlanner::bytesBudget() const { return m_atlas && !m_atlas->embedType.empty(); }
 
-pipeline::AllocationConstraints BudgetPlanner::constraints() const
+namespace {
+
+// The fields of a resolved tensor that a candidate decides, as one comparable string.
+std::string settingKey(const pipeline::TensorPlan& t)
+{
+    if (t.skip) return "skip:" + t.target;
+    return std::to_string(int(t.method)) + ":" + std::to_string(t.options.grid.bits) + ":" +
+           std::to_string(t.options.grid.groupSize) + ":" + (t.options.grid.sym ? "s" : "a") + ":" + t.target;
+}
+
+// Whether the tensor as resolved is what candidate settings `c` give (the fields they set).
+bool matchesCandidate(const pipeline::PlanSettings& c, const pipeline::TensorPlan& t)
+{
+    if (c.skip.value_or(false)) return t.skip && (!c.target || c.target->empty() || *c.target == t.target);
+    if (t.skip) return false;
+    if (c.method && *c.method != t.method) return false;
+    if (c.target) {
+        const std::string want = *c.target == "none" ? std::string() : *c.target;
+        if (want != t.target) return false;
+    }
+    if (c.bits && *c.bits != t.options.grid.bits) return false;
+    if (c.groupSize && *c.groupSize != t.options.grid.groupSize) return false;
+    if (c.sym && *c.sym != t.options.grid.sym) return false;
+    return true;
+}
+
+} // namespace
+
+void BudgetPlanner::collectEdits()
+{
+    if (!m_atlas || m_written.empty()) return;
+    const bool gguf = !m_atlas->embedType.empty();
+    for (const pipeline::TensorPlan& t : m_plan->resolved().tensors) {
+        const auto w = m_written.find(t.name);
+        if (w == m_written.end() || w->second == settingKey(t) || m_kept.count(t.name)) continue;
+        m_unmatched.erase(t.name);
+        bool found = false;
+        for (const pipeline::SensitivityCandidate& c : m_atlas->candidates)
+            if (matchesCandidate(pipeline::candidatePlanSettings(c, gguf), t)) {
+                m_kept[t.name] = c.label;
+                found = true;
+                break;
+            }
+        if (!found) m_unmatched.insert(t.name);
+    }
+}
+
+pipeline::AllocationConstraints BudgetPlanner::constraints()
 {
     pipeline::AllocationConstraints k;
     k.tieQkv = m_tieQkv->isChecked();
+    if (m_keepEdits->isChecked()) {
+        collectEdits();
+        k.pinned = m_kept;
+    }
+    // A bits range for every kind; the defaults (1..16) constrain nothing.
+    if (m_minBits->value() > 1 || m_maxBits->value() < 16)
+        for (model::Linear l : model::kAllLinears) {
+            k.minBits[l] = m_minBits->value();
+            k.maxBits[l] = m_maxBits->value();
+        }
     return k;
 }
 
@@ -286,6 +388,11 @@ void BudgetPlanner::measure()
 void BudgetPlanner::setAtlas(const pipeline::SensitivityAtlas& atlas)
 {
     m_atlas = atlas;
+    // Hand edits stay kept while their candidate is still offered.
+    std::erase_if(m_kept, [&](const auto& kv) {
+        return std::none_of(atlas.candidates.begin(), atlas.candidates.end(),
+                            [&](const pipeline::SensitivityCandidate& c) { return c.label == kv.second; });
+    });
     m_measure->setEnabled(true);
     {
         const QSignalBlocker block(m_heatCandidate);
@@ -476,6 +583,11 @@ QString BudgetPlanner::allocate(double budgetValue)
     const pipeline::QuantPlan plan = pipeline::allocationToPlan(*m_atlas, *r, &m_plan->plan());
     const QString err =
         m_plan->applyPlan(plan, tr("Budget %1").arg(QString::fromStdString(pipeline::describeBudget(b))));
+    if (err.isEmpty()) {
+        m_written.clear();
+        for (const pipeline::TensorPlan& t : m_plan->resolved().tensors)
+            m_written[t.name] = settingKey(t);
+    }
     // Compare with the best uniform candidate within the same budget.
     const std::optional<pipeline::Allocation> uniform = pipeline::bestUniformWithin(*m_atlas, b);
     const QString uniformLabel =
@@ -487,6 +599,10 @@ QString BudgetPlanner::allocate(double budgetValue)
     if (uniform)
         text +=
             tr(" · best uniform within the budget: %1 (damage %2)").arg(uniformLabel).arg(uniform->damage, 0, 'g', 4);
+    if (!m_kept.empty() && m_keepEdits->isChecked())
+        text += tr(" · %n tensor(s) kept as edited by hand", nullptr, int(m_kept.size()));
+    if (!m_unmatched.empty() && m_keepEdits->isChecked())
+        text += tr(" · %n hand edit(s) match no candidate and were reallocated", nullptr, int(m_unmatched.size()));
     if (!err.isEmpty()) text += tr(" · plan not applied: %1").arg(err);
     m_allocLabel->setText(text);
     QList<QPointF> cur;

@@ -24,6 +24,9 @@
 #include <QWidget>
 
 #include <functional>
+#include <map>
+#include <set>
+#include <string>
 #include <memory>
 #include <optional>
 
@@ -83,6 +86,14 @@ public:
     QSlider* budgetSlider() const { return m_slider; }
     QDoubleSpinBox* budgetSpin() const { return m_budget; }
     QCheckBox* tieQkvCheck() const { return m_tieQkv; }
+    QCheckBox* keepEditsCheck() const { return m_keepEdits; }
+    QSpinBox* minBitsSpin() const { return m_minBits; }
+    QSpinBox* maxBitsSpin() const { return m_maxBits; }
+    QPushButton* releaseEditsButton() const { return m_releaseEdits; }
+    // Tensors edited by hand since an allocation, kept at that setting by the next ones
+    // (tensor -> candidate label); edits that match no candidate are listed apart.
+    const std::map<std::string, std::string>& keptEdits() const { return m_kept; }
+    const std::set<std::string>& unmatchedEdits() const { return m_unmatched; }
     QLabel* statusLabel() const { return m_status; }
     QLabel* allocationLabel() const { return m_allocLabel; }
     QLineSeries* paretoSeries() const { return m_path; }
@@ -98,7 +109,9 @@ private:
     void refreshStatus();
     void onSlider(int position);
     bool bytesBudget() const; // GGUF candidates: the budget is the file size in MB
-    pipeline::AllocationConstraints constraints() const;
+    pipeline::AllocationConstraints constraints();
+    // Compares the plan with what the last allocation wrote: hand edits join m_kept.
+    void collectEdits();
 
     JobRunner* m_runner;
     PlanTableModel* m_plan;
@@ -109,6 +122,10 @@ private:
     std::optional<pipeline::Allocation> m_allocation;
     std::vector<pipeline::ParetoPoint> m_front;
     std::vector<RunPoint> m_runPoints;
+    // Per tensor, the settings the last allocation resolved to (its key fields).
+    std::map<std::string, std::string> m_written;
+    std::map<std::string, std::string> m_kept;
+    std::set<std::string> m_unmatched;
     bool m_fromCache = false;
     bool m_busy = false;
 
@@ -128,6 +145,10 @@ private:
     QSlider* m_slider;
     QDoubleSpinBox* m_budget;
     QCheckBox* m_tieQkv;
+    QCheckBox* m_keepEdits;
+    QSpinBox* m_minBits;
+    QSpinBox* m_maxBits;
+    QPushButton* m_releaseEdits;
     QLabel* m_allocLabel;
 };
 
