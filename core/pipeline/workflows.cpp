@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <filesystem>
 #include <numeric>
 
@@ -92,6 +94,31 @@ io::JsonValue CalibrationSource::toJson() const
     j.set("seqlen", options.seqlen);
     j.set("seed", double(options.seed));
     return j;
+}
+
+Result<CalibrationSource> CalibrationSource::fromJson(const io::JsonValue& j)
+{
+    const io::JsonValue* text = j.find("text");
+    if (!text || !text->isString() || text->asString().empty())
+        return makeError(ErrorCode::InvalidArgument, "the calibration settings name no text file");
+    CalibrationSource s;
+    s.textPath = text->asString();
+    auto count = [&](const char* key, double lo, double hi, double fallback) -> Result<double> {
+        const io::JsonValue* v = j.find(key);
+        if (!v) return fallback;
+        if (!v->isNumber() || !(v->asNumber() >= lo && v->asNumber() <= hi) ||
+            v->asNumber() != std::floor(v->asNumber()))
+            return makeError(ErrorCode::InvalidArgument,
+                             std::string("calibration setting \"") + key + "\" is not a whole number in range");
+        return v->asNumber();
+    };
+    QB_TRY(n, count("nsamples", 1, 1e6, s.options.nsamples));
+    QB_TRY(len, count("seqlen", 2, 1e7, s.options.seqlen));
+    QB_TRY(seed, count("seed", 0, 9007199254740992.0, double(s.options.seed)));
+    s.options.nsamples = int(*n);
+    s.options.seqlen = int(*len);
+    s.options.seed = std::uint64_t(*seed);
+    return s;
 }
 
 Result<CalibrationSet> loadCalibration(const io::Tokenizer& tokenizer, const CalibrationSource& source, RunContext* ctx)
@@ -788,6 +815,54 @@ Result<ModelExportOutcome> exportRun(const ExportRequest& req, RunContext* ctx)
         return out;
     }
     return exportModel(*req.checkpoint, grids.lookup(), target, ctx);
+}
+
+Result<InspectableRun> rebuildRunForInspection(const io::Checkpoint& checkpoint, const QuantizeResult& result,
+                                               const io::JsonValue& planJson, const io::JsonValue& calibration,
+                                               std::shared_ptr<const model::Model> base, RunContext* ctx)
+{
+    InspectableRun out;
+    if (!planJson.isNull()) {
+        QB_TRY(plan, quantPlanFromJson(planJson, "run plan"));
+        if (plan->activation.transforms())
+            return makeError(ErrorCode::Unsupported,
+                             "this run smooths or rotates the model, and a project does not store those transforms: "
+                             "its per-channel views cannot be rebuilt (quantize it again to inspect it)");
+    }
+    const RunGrids grids = gridsFromResult(result);
+    if (grids.empty()) return makeError(ErrorCode::InvalidArgument, "this run has no stored quantization grids");
+    QB_TRY(source, CalibrationSource::fromJson(calibration));
+    QB_TRY(tok, io::loadCheckpointTokenizer(checkpoint));
+    QB_TRY(calib, loadCalibration(*tok, *source, ctx));
+    if (!base) {
+        QB_TRY(m, loadModel(checkpoint, ctx));
+        base = std::move(*m);
+    }
+    auto q = std::make_shared<model::Model>(*base);
+    std::map<int, std::shared_ptr<model::DecoderLayerWeights>> layers;
+    for (const TensorReport& rep : result.tensors) {
+        const auto g = grids.grids.find(rep.name);
+        if (g == grids.grids.end()) continue; // kept unquantized
+        if (rep.layer < 0 || rep.layer >= q->numLayers() || !q->layer(rep.layer))
+            return makeError(ErrorCode::InvalidArgument, "the model has no layer for this tensor", rep.name);
+        auto& lw = layers[rep.layer];
+        if (!lw) lw = std::make_shared<model::DecoderLayerWeights>(*q->layer(rep.layer));
+        model::RowMatrix& w = lw->weight(rep.linear);
+        const quant::QuantizedRows& rows = g->second;
+        const model::RowMatrix values = rows.dequantized.size() ? rows.dequantized : quant::dequantizeRowsUniform(rows);
+        if (values.rows() != w.rows() || values.cols() != w.cols())
+            return makeError(ErrorCode::InvalidArgument, "the stored grid's shape does not match the model's tensor",
+                             rep.name);
+        w = values;
+    }
+    for (auto& [l, lw] : layers)
+        q->setLayer(l, lw);
+    auto r = std::make_shared<QuantizeResult>(result);
+    r->model = std::move(q);
+    out.base = std::move(base);
+    out.result = std::move(r);
+    out.calibration = std::make_shared<const CalibrationSet>(std::move(*calib));
+    return out;
 }
 
 ProjectContents projectContents(const std::vector<ProjectRun>& runs)

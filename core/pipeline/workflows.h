@@ -55,6 +55,7 @@ struct CalibrationSource {
     CalibrationOptions options;
     // {"text", "nsamples", "seqlen", "seed"}: what a project stores as calibration.json.
     io::JsonValue toJson() const;
+    static Result<CalibrationSource> fromJson(const io::JsonValue& json);
 };
 
 // The checkpoint's tokenizer reads the text; windows are sampled (stage "calibrate").
@@ -264,6 +265,22 @@ struct TensorAnalysis {
 };
 
 Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& request, RunContext* ctx = nullptr);
+
+// A run reopened from a project keeps its grids, not its models or calibration windows: this
+// makes it inspectable again (analyzeTensor) by loading the original model (unless `base` is
+// given), rebuilding the quantized one from the grids (the run's own weights, value for value)
+// and sampling the calibration windows again from the run's settings (the text must still be
+// there). Refused, with the reason: runs with smoothing or rotations (their transforms are not
+// stored), runs without grids, a missing calibration text. Stages "load", "calibrate".
+struct InspectableRun {
+    std::shared_ptr<const model::Model> base;
+    std::shared_ptr<const QuantizeResult> result; // a copy of the run's with `model` set
+    std::shared_ptr<const CalibrationSet> calibration;
+};
+Result<InspectableRun> rebuildRunForInspection(const io::Checkpoint& checkpoint, const QuantizeResult& result,
+                                               const io::JsonValue& plan, const io::JsonValue& calibration,
+                                               std::shared_ptr<const model::Model> base = nullptr,
+                                               RunContext* ctx = nullptr);
 
 // ---- sensitivity atlas (mixed-precision planning) ----------------------------------------------
 

@@ -384,6 +384,58 @@ private Q_SLOTS:
         QVERIFY(!pipeline::analyzeTensor(req).ok());
     }
 
+    // A run as a project reopens it (grids, plan and calibration settings; no models, no windows)
+    // is rebuilt for inspection: the same weights value for value and the same analysis; what it
+    // cannot rebuild is refused with the reason.
+    void reopenedRunIsRebuiltForInspection()
+    {
+        const auto& r = run();
+        auto stripped = std::make_shared<pipeline::QuantizeResult>(*r.result);
+        stripped->model.reset();
+        const io::JsonValue plan = pipeline::quantPlanToJson(pipeline::uniformQuantPlan(quant::Method::Gptq, 4, 32));
+        const io::JsonValue calib = smallQuantize(m_ck).calibration.toJson();
+        auto src = pipeline::CalibrationSource::fromJson(calib);
+        QVERIFY(src.ok());
+        QCOMPARE(src->textPath, demoPath("/calib.txt"));
+        QCOMPARE(src->options.nsamples, 4);
+        QCOMPARE(src->options.seqlen, 64);
+        auto rebuilt = pipeline::rebuildRunForInspection(*m_ck, *stripped, plan, calib);
+        QVERIFY2(rebuilt.ok(), rebuilt.ok() ? "" : rebuilt.error().toString().c_str());
+        QVERIFY(rebuilt->result->model && rebuilt->base && rebuilt->calibration);
+        QCOMPARE(rebuilt->calibration->ids, r.calibration->ids);
+        for (int l = 0; l < int(m_ck->config.numHiddenLayers); ++l)
+            for (model::Linear lin : model::kAllLinears)
+                QVERIFY(rebuilt->result->model->layer(l)->weight(lin) == r.result->model->layer(l)->weight(lin));
+        pipeline::TensorAnalysisRequest a, b;
+        a.base = r.base;
+        a.run = r.result;
+        a.calibration = r.calibration;
+        a.tensor = b.tensor = "model.layers.2.mlp.up_proj";
+        b.base = rebuilt->base;
+        b.run = rebuilt->result;
+        b.calibration = rebuilt->calibration;
+        auto ea = pipeline::analyzeTensor(a), eb = pipeline::analyzeTensor(b);
+        QVERIFY(ea.ok() && eb.ok());
+        QVERIFY(std::abs(ea->errors.relativeError - eb->errors.relativeError) <= 1e-12 * ea->errors.relativeError);
+        // Refusals: transformed runs, no grids, bad calibration settings, a missing text.
+        io::JsonValue rotated = plan;
+        io::JsonValue transform;
+        transform.set("rotate", std::string("hadamard"));
+        rotated.set("transform", transform);
+        auto t = pipeline::rebuildRunForInspection(*m_ck, *stripped, rotated, calib);
+        QVERIFY(!t.ok() && t.error().message.find("does not store those transforms") != std::string::npos);
+        pipeline::QuantizeResult empty = *stripped;
+        empty.codes.clear();
+        auto e = pipeline::rebuildRunForInspection(*m_ck, empty, plan, calib);
+        QVERIFY(!e.ok() && e.error().message.find("no stored quantization grids") != std::string::npos);
+        io::JsonValue bad = calib;
+        bad.set("nsamples", 2.5);
+        QVERIFY(!pipeline::rebuildRunForInspection(*m_ck, *stripped, plan, bad).ok());
+        io::JsonValue missing = calib;
+        missing.set("text", std::string("/nonexistent/calib.txt"));
+        QVERIFY(!pipeline::rebuildRunForInspection(*m_ck, *stripped, plan, missing).ok());
+    }
+
     void exportRunWritesVerifiedFiles()
     {
         const auto& r = run();

@@ -12,13 +12,16 @@
 #include "models/plan_table_model.h"
 #include "models/quant_run_model.h"
 #include "models/run_history_model.h"
+#include "pipeline/workflows.h"
 #include "widgets/export_dialog.h"
 #include "widgets/main_window.h"
+#include "widgets/model_explorer.h"
 #include "widgets/plan_editor.h"
 #include "widgets/quantize_panel.h"
 #include "widgets/perplexity_panel.h"
 #include "widgets/run_compare_view.h"
 #include "widgets/run_header.h"
+#include "widgets/tensor_error_view.h"
 
 #include <QAction>
 #include <QApplication>
@@ -41,6 +44,8 @@
 #include <QTableWidget>
 #include <QTemporaryDir>
 #include <QTest>
+
+#include <cmath>
 
 using namespace qb;
 using namespace qb::ui;
@@ -272,6 +277,35 @@ private Q_SLOTS:
         QVERIFY2(stOk && stOk->ok, stOk ? stOk->summary().c_str() : stOk.error().toString().c_str());
         QVERIFY(d2->reportTable()->rowCount() > 0);
         QVERIFY(d2->verifyLabel()->text().contains(QStringLiteral("passed")));
+        QTest::mouseClick(d2->findChild<QPushButton*>(QStringLiteral("exportClose")), Qt::LeftButton);
+        QTRY_VERIFY(w2.findChild<ExportDialog*>() == nullptr);
+
+        // Issue 19 item 10: the reopened run's per-channel views are recomputed on demand (the
+        // original model and the calibration windows loaded again, the quantized weights rebuilt
+        // from the grids): the same figures as the live run's.
+        const QString tensor = QStringLiteral("model.layers.1.mlp.down_proj.weight");
+        pipeline::TensorAnalysisRequest direct;
+        direct.base = original->base;
+        direct.run = original->result;
+        direct.calibration = original->calib;
+        direct.tensor = tensor.toStdString();
+        auto live = pipeline::analyzeTensor(direct);
+        QVERIFY2(live.ok(), live.ok() ? "" : live.error().toString().c_str());
+        TensorErrorView* tv2 = p2->tensorView();
+        QSignalSpy ready(tv2, &TensorErrorView::analysisReady);
+        QSignalSpy rebuilt(tv2, &TensorErrorView::runRebuilt);
+        QVERIFY(w2.explorer()->selectTensor(tensor));
+        QVERIFY2(ready.wait(60000), qPrintable(tv2->titleLabel()->text()));
+        QCOMPARE(rebuilt.count(), 1);
+        const auto inspected = tv2->analysis();
+        QVERIFY(inspected);
+        QVERIFY2(std::abs(inspected->errors.relativeError - live->errors.relativeError) <=
+                     1e-9 * live->errors.relativeError,
+                 qPrintable(
+                     QStringLiteral("%1 vs %2").arg(inspected->errors.relativeError).arg(live->errors.relativeError)));
+        QCOMPARE(inspected->errors.inChannel.size(), live->errors.inChannel.size());
+        QVERIFY(p2->runs()->run(0)->result->model != nullptr);              // the run list holds the rebuilt run
+        QVERIFY2(w2.unsavedWork().isEmpty(), qPrintable(w2.unsavedWork())); // nothing to save for it
         // A rename after saving is unsaved work too.
         QVERIFY(w.unsavedWork().isEmpty());
         QVERIFY(panel->runs()->rename(0, QStringLiteral("renamed later")));

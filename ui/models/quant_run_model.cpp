@@ -99,6 +99,15 @@ int QuantRunModel::rowOfId(int id) const
     return -1;
 }
 
+bool QuantRunModel::replaceRun(std::shared_ptr<const QuantRun> run)
+{
+    const int row = run ? rowOfId(run->id) : -1;
+    if (row < 0) return false;
+    m_runs[std::size_t(row)] = std::move(run);
+    Q_EMIT dataChanged(index(row, 0), index(row, ColumnCount - 1));
+    return true;
+}
+
 bool QuantRunModel::rename(int row, const QString& name)
 {
     if (row < 0 || row >= rowCount()) return false;

@@ -73,6 +73,9 @@ public:
     // Renames a run (an empty name: its default); the row's snapshot is replaced. False when the
     // row is out of range.
     bool rename(int row, const QString& name);
+    // Replaces the run with the same id by `run` (e.g. a reopened run rebuilt for inspection: the
+    // same figures, with its models). False when no run has that id.
+    bool replaceRun(std::shared_ptr<const QuantRun> run);
 
     int rowCount(const QModelIndex& parent = {}) const override;
     int columnCount(const QModelIndex& parent = {}) const override;

@@ -174,6 +174,11 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     connect(m_runs, &QAbstractItemModel::rowsInserted, this, runPoints);
     connect(m_runs, &QAbstractItemModel::modelReset, this, runPoints);
     connect(m_runs, &QAbstractItemModel::dataChanged, this, runPoints);
+    // A reopened run rebuilt for inspection replaces its snapshot (compare and what-if use it too).
+    connect(m_tensorView, &TensorErrorView::runRebuilt, this, [this](std::shared_ptr<const QuantRun> run) {
+        m_runs->replaceRun(run);
+        if (m_current && m_current->id == run->id) m_current = run;
+    });
     // A renamed run: its new snapshot replaces the one shown.
     connect(m_runs, &QuantRunModel::runRenamed, this, [this](int id) {
         const auto run = m_runs->run(m_runs->rowOfId(id));
@@ -217,6 +222,7 @@ void QuantizePanel::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoi
     m_plan->setConfig(m_checkpoint ? std::optional<ModelConfig>(m_checkpoint->config) : std::nullopt);
     m_budget->setCheckpoint(m_checkpoint);
     m_distill->setCheckpoint(m_checkpoint);
+    m_tensorView->setCheckpoint(m_checkpoint);
     m_run->setEnabled(m_checkpoint != nullptr);
     m_plan->model()->setGgufOverheadBytes(0);
     m_estimate.clear();
@@ -443,6 +449,7 @@ void QuantizePanel::restoreRuns(const std::vector<std::shared_ptr<QuantRun>>& ru
         m_reports->setReports(m_current->result->tensors);
         refreshLayerChart();
         m_header->showRun(m_current->id);
+        m_tensorView->setRun(m_current); // its tensors are rebuilt for inspection when one is shown
     }
 }
 

@@ -206,6 +206,49 @@ void TensorErrorView::updateRun(std::shared_ptr<const QuantRun> run)
     if (m_analysis) refreshTitle();
 }
 
+void TensorErrorView::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)
+{
+    m_checkpoint = std::move(checkpoint);
+}
+
+void TensorErrorView::startRebuild()
+{
+    if (!m_checkpoint) {
+        m_title->setText(tr("This run was reopened from a project; open its model to inspect its tensors."));
+        return;
+    }
+    if (m_rebuildingRun == m_run->id) return;
+    m_rebuildingRun = m_run->id;
+    m_title->setText(tr("%1: rebuilding the reopened run from its grids (the original model and the calibration "
+                        "windows are loaded again)...")
+                         .arg(m_run->label().toHtmlEscaped()));
+    auto run = m_run;
+    auto ck = m_checkpoint;
+    m_runner->start<pipeline::InspectableRun>(
+        this, tr("Rebuild run"),
+        [run, ck](RunContext& ctx) {
+            return pipeline::rebuildRunForInspection(*ck, *run->result, run->plan, run->calibration, run->base, &ctx);
+        },
+        [this, run](const JobOutcome<pipeline::InspectableRun>& out) {
+            m_rebuildingRun = -1;
+            if (!m_run || m_run->id != run->id) return; // another run is shown now
+            if (!out.ok()) {
+                if (out.error->code != ErrorCode::Cancelled)
+                    m_title->setText(tr("%1: its tensors cannot be inspected: %2")
+                                         .arg(run->label().toHtmlEscaped(),
+                                              QString::fromStdString(out.error->message).toHtmlEscaped()));
+                return;
+            }
+            auto rebuilt = std::make_shared<QuantRun>(*run);
+            rebuilt->base = out.value->base;
+            rebuilt->result = out.value->result;
+            rebuilt->calib = out.value->calibration;
+            m_run = rebuilt;
+            Q_EMIT runRebuilt(rebuilt);
+            if (!m_tensor.isEmpty()) startAnalysis();
+        });
+}
+
 void TensorErrorView::setRun(std::shared_ptr<const QuantRun> run)
 {
     m_run = std::move(run);
@@ -226,7 +269,11 @@ void TensorErrorView::startAnalysis()
     m_preview->setEnabled(false);
     m_apply->setEnabled(false);
     m_lastPreview.reset();
-    if (!m_run || !m_run->result || !m_run->result->model || !m_run->base) return;
+    if (!m_run || !m_run->result) return;
+    if (!m_run->result->model || !m_run->base || !m_run->calib) { // reopened from a project: grids only
+        startRebuild();
+        return;
+    }
     const auto idx = planIndex(*m_run->result, m_tensor);
     if (!idx) {
         m_title->setText(tr("%1 is not a quantizable tensor").arg(m_tensor));

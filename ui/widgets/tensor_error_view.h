@@ -30,6 +30,10 @@ class QPushButton;
 class QSpinBox;
 class QToolButton;
 
+namespace qb::io {
+struct Checkpoint;
+}
+
 namespace qb::ui {
 
 class ChannelChart;
@@ -51,6 +55,9 @@ public:
     TensorErrorView(JobRunner* runner, QWidget* parent = nullptr);
 
     void setRun(std::shared_ptr<const QuantRun> run);
+    // The model the runs belong to: a run reopened from a project (grids only) is rebuilt from it
+    // for inspection (pipeline::rebuildRunForInspection, in a worker) when a tensor is shown.
+    void setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint);
     // A new snapshot of the run shown (a rename): swapped in without analysing again.
     void updateRun(std::shared_ptr<const QuantRun> run);
     // The plan "Apply to plan" edits (and whose undo stack the Undo button uses).
@@ -83,6 +90,8 @@ public:
 
 Q_SIGNALS:
     void analysisReady(const QString& tensor);
+    // A reopened run rebuilt for inspection (the same run with its models and windows).
+    void runRebuilt(std::shared_ptr<const QuantRun> run);
     void previewFinished(bool ok, double relativeError, double seconds);
 
 private:
@@ -90,8 +99,12 @@ private:
     void display();
     void refreshTitle();
 
+    void startRebuild();
+
     JobRunner* m_runner;
+    std::shared_ptr<const io::Checkpoint> m_checkpoint;
     std::shared_ptr<const QuantRun> m_run;
+    int m_rebuildingRun = -1; // the run id a rebuild job is running for
     std::shared_ptr<const TensorAnalysis> m_analysis;
     std::shared_ptr<const pipeline::LayerHessians> m_hessCache; // of (m_hessRun, layer)
     int m_hessRun = -1;
