@@ -987,8 +987,18 @@ private Q_SLOTS:
         b->budgetSpin()->setValue(3.4);
         for (const auto& t : plan->resolved().tensors)
             QVERIFY2(t.skip || (t.options.grid.bits >= 3 && t.options.grid.bits <= 4), t.name.c_str());
+        // Per kind: down_proj from 6 bits, the others back to every range.
         b->minBitsSpin()->setValue(1);
         b->maxBitsSpin()->setValue(16);
+        b->rangeKindCombo()->setCurrentIndex(b->rangeKindCombo()->findText(QStringLiteral("down")));
+        QCOMPARE(b->minBitsSpin()->value(), 1);
+        b->minBitsSpin()->setValue(6);
+        b->budgetSpin()->setValue(3.6);
+        for (const auto& t : plan->resolved().tensors)
+            if (t.linear == qb::model::Linear::Down) QVERIFY2(t.skip || t.options.grid.bits >= 6, t.name.c_str());
+        QVERIFY(plan->resolved().bitsPerWeight <= 3.6 + 1e-9);
+        b->minBitsSpin()->setValue(1);
+        b->rangeKindCombo()->setCurrentIndex(0);
 
         // Click the hottest cell at this candidate: the tensor view shows that tensor.
         QTest::mouseClick(heat->viewport(), Qt::LeftButton, {}, heat->visualItemRect(heat->item(0, 6)).center());
@@ -1009,6 +1019,16 @@ private Q_SLOTS:
         QTest::mouseClick(b->measureButton(), Qt::LeftButton);
         QVERIFY(atlas.wait(180000));
         QCOMPARE(b->atlas()->measured.size(), std::size_t(3));
+        // Proxy and measured KL side by side, with their ranks.
+        QTableWidget* side = b->measuredTable();
+        QVERIFY(side->isVisible());
+        QCOMPARE(side->rowCount(), 3);
+        for (int r = 0; r < 3; ++r) {
+            const auto& m = b->atlas()->measured[std::size_t(r)];
+            QCOMPARE(side->item(r, 3)->text(), QString::number(m.klMean, 'g', 3));
+            QCOMPARE(side->item(r, 2)->text(),
+                     QString::number(b->atlas()->cells[m.tensor][m.candidate].proxyLoss, 'g', 3));
+        }
         QVERIFY2(b->statusLabel()->text().contains(QStringLiteral("Rank correlation")),
                  qPrintable(b->statusLabel()->text()));
     }

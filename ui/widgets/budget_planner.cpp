@@ -25,6 +25,7 @@
 #include <QValueAxis>
 
 #include <algorithm>
+#include <numeric>
 #include <cmath>
 
 namespace qb::ui {
@@ -49,10 +50,11 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     : QWidget(parent), m_runner(runner), m_plan(plan), m_target(new QComboBox),
       m_analyze(new QPushButton(tr("Analyze sensitivity"))), m_measureCount(new QSpinBox),
       m_measure(new QPushButton(tr("Measure KL"))), m_status(new QLabel), m_heatCandidate(new QComboBox),
-      m_heat(new QTableWidget), m_chart(new QChartView), m_path(new QLineSeries), m_point(new QScatterSeries),
-      m_runs(new QScatterSeries), m_x(new QValueAxis), m_y(new QLogValueAxis), m_slider(new QSlider(Qt::Horizontal)),
-      m_budget(new QDoubleSpinBox), m_tieQkv(new QCheckBox(tr("Same setting for q/k/v"))),
-      m_keepEdits(new QCheckBox(tr("Keep hand edits"))), m_minBits(new QSpinBox), m_maxBits(new QSpinBox),
+      m_heat(new QTableWidget), m_measuredTable(new QTableWidget), m_chart(new QChartView), m_path(new QLineSeries),
+      m_point(new QScatterSeries), m_runs(new QScatterSeries), m_x(new QValueAxis), m_y(new QLogValueAxis),
+      m_slider(new QSlider(Qt::Horizontal)), m_budget(new QDoubleSpinBox),
+      m_tieQkv(new QCheckBox(tr("Same setting for q/k/v"))), m_keepEdits(new QCheckBox(tr("Keep hand edits"))),
+      m_rangeKind(new QComboBox), m_minBits(new QSpinBox), m_maxBits(new QSpinBox),
       m_releaseEdits(new QPushButton(tr("Release"))), m_allocLabel(new QLabel)
 {
     setObjectName(QStringLiteral("budgetPlanner"));
@@ -160,6 +162,29 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     }
     m_minBits->setValue(1);
     m_maxBits->setValue(16);
+    m_ranges.fill({1, 16});
+    m_rangeKind->setObjectName(QStringLiteral("budgetRangeKind"));
+    m_rangeKind->setAccessibleName(tr("Tensor kind the bits range applies to"));
+    m_rangeKind->addItem(tr("every kind"), -1);
+    for (model::Linear l : model::kAllLinears) {
+        QString n = QString::fromLatin1(model::linearName(l));
+        n = n.mid(n.indexOf(QLatin1Char('.')) + 1).remove(QStringLiteral("_proj"));
+        m_rangeKind->addItem(n, int(l));
+    }
+    // The spin boxes show the chosen kind's range (every kind: the first kind's).
+    connect(m_rangeKind, &QComboBox::currentIndexChanged, this, [this] {
+        const int k = std::max(0, m_rangeKind->currentData().toInt());
+        const QSignalBlocker b1(m_minBits), b2(m_maxBits);
+        m_minBits->setValue(m_ranges[std::size_t(k)].first);
+        m_maxBits->setValue(m_ranges[std::size_t(k)].second);
+    });
+    auto storeRange = [this] {
+        const int k = m_rangeKind->currentData().toInt();
+        for (int i = 0; i < int(m_ranges.size()); ++i)
+            if (k < 0 || k == i) m_ranges[std::size_t(i)] = {m_minBits->value(), m_maxBits->value()};
+    };
+    connect(m_minBits, &QSpinBox::valueChanged, this, storeRange);
+    connect(m_maxBits, &QSpinBox::valueChanged, this, storeRange);
     m_minBits->setAccessibleName(tr("Fewest bits any tensor may get"));
     m_maxBits->setAccessibleName(tr("Most bits any tensor may get (16: kept in F16 allowed)"));
     m_minBits->setToolTip(m_minBits->accessibleName());
@@ -195,6 +220,19 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     show->addWidget(m_heatCandidate, 1);
     leftLayout->addLayout(show);
     leftLayout->addWidget(m_heat, 1);
+    // Proxy and measured KL side by side for the measured tensors (hidden until there are some).
+    m_measuredTable->setObjectName(QStringLiteral("budgetMeasuredTable"));
+    m_measuredTable->setColumnCount(5);
+    m_measuredTable->setHorizontalHeaderLabels(
+        {tr("Measured tensor"), tr("At"), tr("Proxy"), tr("KL (nats)"), tr("Rank proxy / KL")});
+    m_measuredTable->verticalHeader()->hide();
+    m_measuredTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_measuredTable->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+    m_measuredTable->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+    m_measuredTable->setMaximumHeight(140);
+    m_measuredTable->setAccessibleName(tr("Proxy and measured KL of the measured tensors"));
+    m_measuredTable->hide();
+    leftLayout->addWidget(m_measuredTable);
     auto* split = new QSplitter(Qt::Horizontal);
     split->addWidget(left);
     split->addWidget(m_chart);
@@ -206,9 +244,11 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     bottom->addWidget(m_slider, 1);
     bottom->addWidget(m_budget);
     bottom->addWidget(m_tieQkv);
-    auto* bitsLabel = new QLabel(tr("Bits from"));
-    bitsLabel->setBuddy(m_minBits);
+    auto* bitsLabel = new QLabel(tr("Bits of"));
+    bitsLabel->setBuddy(m_rangeKind);
     bottom->addWidget(bitsLabel);
+    bottom->addWidget(m_rangeKind);
+    bottom->addWidget(new QLabel(tr("from")));
     bottom->addWidget(m_minBits);
     bottom->addWidget(new QLabel(tr("to")));
     bottom->addWidget(m_maxBits);
@@ -308,12 +348,12 @@ pipeline::AllocationConstraints BudgetPlanner::constraints()
         collectEdits();
         k.pinned = m_kept;
     }
-    // A bits range for every kind; the defaults (1..16) constrain nothing.
-    if (m_minBits->value() > 1 || m_maxBits->value() < 16)
-        for (model::Linear l : model::kAllLinears) {
-            k.minBits[l] = m_minBits->value();
-            k.maxBits[l] = m_maxBits->value();
-        }
+    // Bits ranges per kind; the defaults (1..16) constrain nothing.
+    for (model::Linear l : model::kAllLinears) {
+        const auto [lo, hi] = m_ranges[std::size_t(l)];
+        if (lo > 1) k.minBits[l] = lo;
+        if (hi < 16) k.maxBits[l] = hi;
+    }
     return k;
 }
 
@@ -446,9 +486,37 @@ void BudgetPlanner::refreshStatus()
 void BudgetPlanner::refreshHeatMap()
 {
     m_heat->clearContents();
+    m_measuredTable->setRowCount(0);
+    m_measuredTable->setVisible(m_atlas && !m_atlas->measured.empty());
     if (!m_atlas) {
         m_heat->setRowCount(0);
         return;
+    }
+    {
+        // Ranks (1 = most damaging) of the proxy and of the measured KL among the measured tensors.
+        const auto& ms = m_atlas->measured;
+        const std::size_t n = ms.size();
+        auto ranks = [&](auto value) {
+            std::vector<std::size_t> order(n), rank(n);
+            std::iota(order.begin(), order.end(), 0);
+            std::stable_sort(order.begin(), order.end(),
+                             [&](std::size_t a, std::size_t b) { return value(a) > value(b); });
+            for (std::size_t i = 0; i < n; ++i)
+                rank[order[i]] = i + 1;
+            return rank;
+        };
+        auto proxyOf = [&](std::size_t i) { return m_atlas->cells[ms[i].tensor][ms[i].candidate].proxyLoss; };
+        const auto rp = ranks(proxyOf), rk = ranks([&](std::size_t i) { return ms[i].klMean; });
+        m_measuredTable->setRowCount(int(n));
+        for (std::size_t i = 0; i < n; ++i) {
+            QString name = QString::fromStdString(m_atlas->tensors[ms[i].tensor].name);
+            if (name.startsWith(QLatin1String("model."))) name.remove(0, 6);
+            const QStringList cells = {name, QString::fromStdString(m_atlas->candidates[ms[i].candidate].label),
+                                       QString::number(proxyOf(i), 'g', 3), QString::number(ms[i].klMean, 'g', 3),
+                                       QStringLiteral("%1 / %2").arg(rp[i]).arg(rk[i])};
+            for (int c = 0; c < cells.size(); ++c)
+                m_measuredTable->setItem(int(i), c, new QTableWidgetItem(cells[c]));
+        }
     }
     int layers = 0;
     for (const auto& t : m_atlas->tensors)

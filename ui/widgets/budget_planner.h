@@ -23,6 +23,7 @@
 
 #include <QWidget>
 
+#include <array>
 #include <functional>
 #include <map>
 #include <set>
@@ -82,11 +83,15 @@ public:
     QPushButton* analyzeButton() const { return m_analyze; }
     QPushButton* measureButton() const { return m_measure; }
     QTableWidget* heatMap() const { return m_heat; }
+    // The measured tensors: proxy and measured KL side by side, with their ranks.
+    QTableWidget* measuredTable() const { return m_measuredTable; }
     QComboBox* heatCandidate() const { return m_heatCandidate; }
     QSlider* budgetSlider() const { return m_slider; }
     QDoubleSpinBox* budgetSpin() const { return m_budget; }
     QCheckBox* tieQkvCheck() const { return m_tieQkv; }
     QCheckBox* keepEditsCheck() const { return m_keepEdits; }
+    // The bits range edits every kind ("every kind") or the kind chosen here.
+    QComboBox* rangeKindCombo() const { return m_rangeKind; }
     QSpinBox* minBitsSpin() const { return m_minBits; }
     QSpinBox* maxBitsSpin() const { return m_maxBits; }
     QPushButton* releaseEditsButton() const { return m_releaseEdits; }
@@ -136,6 +141,7 @@ private:
     QLabel* m_status;
     QComboBox* m_heatCandidate;
     QTableWidget* m_heat;
+    QTableWidget* m_measuredTable;
     QChartView* m_chart;
     QLineSeries* m_path;
     QScatterSeries* m_point;
@@ -146,6 +152,8 @@ private:
     QDoubleSpinBox* m_budget;
     QCheckBox* m_tieQkv;
     QCheckBox* m_keepEdits;
+    QComboBox* m_rangeKind;
+    std::array<std::pair<int, int>, 7> m_ranges; // per model::Linear: min, max bits
     QSpinBox* m_minBits;
     QSpinBox* m_maxBits;
     QPushButton* m_releaseEdits;
