@@ -162,6 +162,7 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     leftLayout->addLayout(show);
     leftLayout->addWidget(m_heat, 1);
     auto* split = new QSplitter(Qt::Horizontal);
+    split->setObjectName(QStringLiteral("budgetSplit")); // MainWindow remembers its state
     split->addWidget(left);
     split->addWidget(m_chart);
     split->setStretchFactor(0, 1);

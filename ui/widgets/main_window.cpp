@@ -38,6 +38,7 @@
 #include <QPushButton>
 #include <QMimeData>
 #include <QSettings>
+#include <QSplitter>
 #include <QStatusBar>
 #include <QTabWidget>
 
@@ -46,6 +47,11 @@ namespace qb::ui {
 namespace {
 constexpr int kMaxRecent = 8;
 const QString kRecentKey = QStringLiteral("recentModels");
+// Bump when the docks or toolbars change so that an old saved layout is not applied to them.
+constexpr int kLayoutVersion = 1;
+const QString kGeometryKey = QStringLiteral("window/geometry");
+const QString kStateKey = QStringLiteral("window/state");
+const QString kSplitterGroup = QStringLiteral("window/splitters");
 } // namespace
 
 MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_runner(new JobRunner(this))
@@ -64,6 +70,36 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_runner(new JobR
     m_statusModel->setObjectName(QStringLiteral("statusModel"));
     statusBar()->addPermanentWidget(m_statusModel);
     statusBar()->showMessage(tr("Ready"));
+    restoreLayoutSettings();
+}
+
+void MainWindow::saveLayoutSettings() const
+{
+    QSettings settings;
+    settings.setValue(kGeometryKey, saveGeometry());
+    settings.setValue(kStateKey, saveState(kLayoutVersion));
+    settings.beginGroup(kSplitterGroup);
+    // Only this window's own splitters (not those of an open file dialog, a child window).
+    for (const QSplitter* s : findChildren<QSplitter*>())
+        if (s->window() == this && !s->objectName().isEmpty()) settings.setValue(s->objectName(), s->saveState());
+    settings.endGroup();
+}
+
+bool MainWindow::restoreLayoutSettings()
+{
+    QSettings settings;
+    const QByteArray geometry = settings.value(kGeometryKey).toByteArray();
+    const bool restored = !geometry.isEmpty() && restoreGeometry(geometry);
+    const QByteArray state = settings.value(kStateKey).toByteArray();
+    if (!state.isEmpty()) restoreState(state, kLayoutVersion);
+    settings.beginGroup(kSplitterGroup);
+    for (QSplitter* s : findChildren<QSplitter*>()) {
+        if (s->window() != this || s->objectName().isEmpty()) continue;
+        const QByteArray splitter = settings.value(s->objectName()).toByteArray();
+        if (!splitter.isEmpty()) s->restoreState(splitter);
+    }
+    settings.endGroup();
+    return restored;
 }
 
 QString MainWindow::versionText()
@@ -439,6 +475,7 @@ void MainWindow::closeEvent(QCloseEvent* event)
         return;
     }
     m_runner->cancelAllAndWait(); // owners cancel, then wait
+    saveLayoutSettings();
     QMainWindow::closeEvent(event);
 }
 

@@ -60,6 +60,13 @@ public:
     // saved in a project, plan edits since the last save/open. Closing asks when it is not empty.
     QString unsavedWork() const;
 
+    // The window's layout in QSettings (group "window"): geometry, dock and toolbar state, and the
+    // state of every named QSplitter in the window ("window/splitters/<objectName>"). Saved when
+    // the window closes, restored when it is built; a layout saved by another version of the
+    // dock set-up (kLayoutVersion) is ignored.
+    void saveLayoutSettings() const;
+    bool restoreLayoutSettings();
+
     // The bundled demo model directory (installed share dir or source tree), or empty.
     static QString bundledDemoPath();
 

@@ -191,6 +191,7 @@ PlanEditor::PlanEditor(QWidget* parent)
     jl->addWidget(m_json, 1);
 
     auto* split = new QSplitter(Qt::Horizontal);
+    split->setObjectName(QStringLiteral("planSplit")); // MainWindow remembers its state
     split->addWidget(m_table);
     split->addWidget(jsonBox);
     split->setStretchFactor(0, 3);

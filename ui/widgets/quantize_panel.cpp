@@ -109,6 +109,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
         m_reportTable->setColumnWidth(c, 72);
     m_reportTable->horizontalHeader()->setStretchLastSection(true);
     auto* results = new QSplitter(Qt::Horizontal);
+    results->setObjectName(QStringLiteral("quantResultsSplit")); // MainWindow remembers its state
     results->addWidget(m_reportTable);
     results->addWidget(m_layerChart);
     results->setStretchFactor(0, 3);

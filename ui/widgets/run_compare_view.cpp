@@ -45,6 +45,7 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
                    1);
     top->addWidget(m_export);
     auto* charts = new QSplitter(Qt::Horizontal);
+    charts->setObjectName(QStringLiteral("compareChartsSplit")); // MainWindow remembers its state
     charts->addWidget(m_layers);
     charts->addWidget(m_scatter);
     charts->setStretchFactor(0, 1);
@@ -55,6 +56,7 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     }
     m_table->setMinimumHeight(90);
     auto* split = new QSplitter(Qt::Vertical);
+    split->setObjectName(QStringLiteral("compareSplit"));
     auto* tableBox = new QWidget;
     auto* tl = new QVBoxLayout(tableBox);
     tl->setContentsMargins(0, 0, 0, 0);
