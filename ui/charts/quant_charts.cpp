@@ -88,9 +88,10 @@ void LayerErrorChart::setRuns(const QStringList& names, const std::vector<std::v
                     .arg(sets[i]->color().name(), sets[i]->label().toHtmlEscaped());
     chart()->legend()->hide();
     m_y->setRange(0, maxV > 0 ? maxV * 1.1 : 1.0);
-    // Short lines: the results view gives this chart a narrow column, and a title line too
-    // long for it is elided whole.
-    QString title = worst >= 0 ? tr("%1 (worst: layer %2)").arg(m_title).arg(worst) : m_title;
+    // Short lines: the results view gives this chart a narrow column (about 225 px at
+    // 1280x800), and a title line too long for it is elided whole.
+    QString title = m_title;
+    if (worst >= 0) title += QStringLiteral("<br>") + tr("worst: layer %1").arg(worst);
     title += QStringLiteral("<br>") + tr("%1 mean").arg(m_weighting);
     if (!keys.isEmpty()) title += QStringLiteral("<br>") + keys.join(QStringLiteral("&nbsp;&nbsp;"));
     chart()->setTitle(title);

@@ -201,8 +201,10 @@ void MainWindow::createPanels()
     connect(quantize->runs(), &QuantRunModel::runRenamed, m_perplexity->history(), &RunHistoryModel::renameRun);
     connect(quantize->runs(), &QuantRunModel::runRenamed, this, [this] { ++m_unsavedRenames; });
     addDockWidget(Qt::BottomDockWidgetArea, m_historyDock);
-    resizeDocks({m_explorerDock}, {520}, Qt::Horizontal);
-    resizeDocks({m_historyDock}, {200}, Qt::Vertical);
+    // Room for the explorer's shown columns (Tensor, Shape, Type); the tabs keep the rest.
+    resizeDocks({m_explorerDock}, {360}, Qt::Horizontal);
+    // A strip for the history (its table scrolls): at 1280x800 the charts keep the height.
+    resizeDocks({m_historyDock}, {150}, Qt::Vertical);
 }
 
 void MainWindow::createMenus()

@@ -182,7 +182,9 @@ PlanEditor::PlanEditor(QWidget* parent)
     auto* jl = new QVBoxLayout(jsonBox);
     jl->setContentsMargins(0, 0, 0, 0);
     auto* jh = new QHBoxLayout;
-    jh->addWidget(new QLabel(tr("Plan JSON (default and glob rules; later rules win):")), 1);
+    auto* jsonLabel = new QLabel(tr("Plan JSON (default and glob rules; later rules win):"));
+    jsonLabel->setWordWrap(true); // wraps rather than taking width from the table
+    jh->addWidget(jsonLabel, 1);
     jh->addWidget(m_jsonApply);
     jl->addLayout(jh);
     QFont mono(QStringLiteral("monospace"));
@@ -194,8 +196,9 @@ PlanEditor::PlanEditor(QWidget* parent)
     split->setObjectName(QStringLiteral("planSplit")); // MainWindow remembers its state
     split->addWidget(m_table);
     split->addWidget(jsonBox);
-    split->setStretchFactor(0, 3);
-    split->setStretchFactor(1, 1);
+    // The table takes what the window gains or loses, so that its columns fit down to 1280x800.
+    split->setStretchFactor(0, 1);
+    split->setStretchFactor(1, 0);
     split->setSizes({720, 240});
 
     m_message->setWordWrap(true);

@@ -106,7 +106,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     m_reportTable->setColumnWidth(TensorReportModel::Tensor, 210);
     for (int c :
          {TensorReportModel::Method, TensorReportModel::Bits, TensorReportModel::Bpw, TensorReportModel::RelError})
-        m_reportTable->setColumnWidth(c, 72);
+        m_reportTable->setColumnWidth(c, std::max(72, m_reportTable->horizontalHeader()->sectionSizeHint(c)));
     m_reportTable->horizontalHeader()->setStretchLastSection(true);
     auto* results = new QSplitter(Qt::Horizontal);
     results->setObjectName(QStringLiteral("quantResultsSplit")); // MainWindow remembers its state

@@ -95,6 +95,9 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_table->setModel(m_summary);
     m_table->verticalHeader()->hide();
     m_table->horizontalHeader()->setStretchLastSection(true);
+    // The Transform description takes the room left (elided, the whole text in its tooltip) rather
+    // than pushing the columns past the view.
+    m_table->horizontalHeader()->setSectionResizeMode(LabSummaryModel::Transform, QHeaderView::Stretch);
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_bottom->addTab(m_table, tr("Summary"));
     m_bottom->addTab(m_cells, tr("Within-cell"));
