@@ -52,6 +52,8 @@ HistogramChart::HistogramChart(const QString& title, const QString& xTitle, QWid
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(title);
+    // Screen readers name the view by its title (titles change; the first one says what it shows).
+    setAccessibleName(title.isEmpty() ? tr("Histogram of %1").arg(xTitle) : title);
     c->legend()->hide();
     c->addSeries(m_series);
     m_x->setTitleText(xTitle);
@@ -128,6 +130,7 @@ ChannelChart::ChannelChart(const QString& title, const QString& xTitle, const QS
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(title);
+    setAccessibleName(title.isEmpty() ? tr("%1 per %2").arg(yTitle.isEmpty() ? tr("value") : yTitle, xTitle) : title);
     c->legend()->hide();
     c->addSeries(m_series);
     QPen comparePen(QColor(220, 80, 40));

@@ -35,6 +35,7 @@ LayerErrorChart::LayerErrorChart(const QString& title, QWidget* parent)
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(title);
+    setAccessibleName(title);
     c->addSeries(m_series);
     m_x->setTitleText(tr("decoder layer"));
     m_y->setTitleText(tr("rel. error"));
@@ -114,6 +115,7 @@ QuantHistogramChart::QuantHistogramChart(QWidget* parent)
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(tr("Weights before / after, grid of row 0 group 0"));
+    setAccessibleName(tr("Weights before and after quantization"));
     m_before->setName(tr("original"));
     m_after->setName(tr("quantized"));
     m_grid->setName(tr("grid levels"));
@@ -167,6 +169,7 @@ BpwPerplexityChart::BpwPerplexityChart(QWidget* parent)
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(tr("Bits per weight vs perplexity"));
+    setAccessibleName(c->title());
     QPen pen(QColor(90, 90, 90));
     pen.setStyle(Qt::DashLine);
     pen.setWidthF(1.5);

@@ -58,6 +58,7 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     m_analyze->setObjectName(QStringLiteral("budgetAnalyze"));
     m_measure->setObjectName(QStringLiteral("budgetMeasure"));
     m_heat->setObjectName(QStringLiteral("budgetHeatMap"));
+    m_heat->setTabKeyNavigation(false); // Tab leaves the table
     m_slider->setObjectName(QStringLiteral("budgetSlider"));
     m_budget->setObjectName(QStringLiteral("budgetValue"));
     m_target->addItem(tr("Free grids (GPTQ 2–8 bits)"), QStringLiteral("none"));
@@ -119,6 +120,8 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
         s->attachAxis(m_y);
     }
     m_chart->setChart(chart);
+    m_chart->setObjectName(QStringLiteral("budgetChart"));
+    m_chart->setAccessibleName(chart->title());
     m_chart->setRenderHint(QPainter::Antialiasing);
     m_chart->setMinimumWidth(260);
 

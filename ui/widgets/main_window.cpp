@@ -236,7 +236,9 @@ void MainWindow::createMenus()
     m_saveProjectAction->setShortcut(QKeySequence::Save);
     connect(m_saveProjectAction, &QAction::triggered, this, &MainWindow::saveProjectDialog);
     QAction* exportRun = file->addAction(tr("&Export Run..."));
+    m_exportAction = exportRun;
     exportRun->setObjectName(QStringLiteral("actionExportRun"));
+    exportRun->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
     connect(exportRun, &QAction::triggered, this, [this] {
         if (auto run = m_quantize->selectedRun()) openExportDialog(run);
         else statusBar()->showMessage(tr("No run to export: quantize first"), 5000);
@@ -253,6 +255,25 @@ void MainWindow::createMenus()
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     view->setObjectName(QStringLiteral("menuView"));
+    // Ctrl+1..N shows a tab from anywhere in the window (Ctrl+Tab cycles while a tab has focus).
+    static const char* const tabTexts[] = {QT_TR_NOOP("&Weights"), QT_TR_NOOP("&Activations"),
+                                           QT_TR_NOOP("&Transform Lab"), QT_TR_NOOP("&Quantization")};
+    for (int i = 0; i < m_tabs->count(); ++i) {
+        const QString text = i < int(std::size(tabTexts)) ? tr(tabTexts[i]) : m_tabs->tabText(i);
+        QAction* show = view->addAction(text);
+        show->setObjectName(QStringLiteral("actionShowTab%1").arg(i + 1));
+        if (i < 9) show->setShortcut(QKeySequence(Qt::CTRL | Qt::Key(Qt::Key_1 + i)));
+        connect(show, &QAction::triggered, this, [this, i] {
+            m_tabs->setCurrentIndex(i);
+            m_tabs->currentWidget()->setFocus(Qt::ShortcutFocusReason);
+        });
+    }
+    view->addSeparator();
+    // The docks' toggle actions are named after their titles; give them a mnemonic of their own.
+    m_explorerDock->toggleViewAction()->setText(tr("Model &Explorer"));
+    m_explorerDock->toggleViewAction()->setObjectName(QStringLiteral("actionToggleExplorer"));
+    m_historyDock->toggleViewAction()->setText(tr("Run &History"));
+    m_historyDock->toggleViewAction()->setObjectName(QStringLiteral("actionToggleHistory"));
     view->addAction(m_explorerDock->toggleViewAction());
     view->addAction(m_historyDock->toggleViewAction());
 
@@ -279,6 +300,30 @@ void MainWindow::createMenus()
             return;
         }
         m_perplexity->startEvaluation();
+    });
+
+    m_quantizeAction = tools->addAction(tr("&Quantize"));
+    m_quantizeAction->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
+    m_quantizeAction->setObjectName(QStringLiteral("actionQuantize"));
+    connect(m_quantizeAction, &QAction::triggered, this, [this] {
+        m_tabs->setCurrentWidget(m_quantize);
+        if (!m_checkpoint) {
+            statusBar()->showMessage(tr("Quantize: open a model first (File > Open Model)"), 8000);
+            return;
+        }
+        m_quantize->startQuantize();
+    });
+    tools->addSeparator();
+    m_cancelAction = tools->addAction(tr("Ca&ncel Job"));
+    // Ctrl+. rather than Esc: Esc already closes popups and cancels edits in the tables.
+    m_cancelAction->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
+    m_cancelAction->setObjectName(QStringLiteral("actionCancelJob"));
+    connect(m_cancelAction, &QAction::triggered, this, [this] {
+        if (!m_jobStatus->isBusy()) {
+            statusBar()->showMessage(tr("No job is running"), 3000);
+            return;
+        }
+        m_jobStatus->cancelButton()->click();
     });
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));

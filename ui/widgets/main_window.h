@@ -52,6 +52,9 @@ public:
     QuantizePanel* quantizePanel() const { return m_quantize; }
     CalibrationSettings* calibrationSettings() const { return m_calibration; }
     QAction* saveProjectAction() const { return m_saveProjectAction; }
+    QAction* quantizeAction() const { return m_quantizeAction; }
+    QAction* exportRunAction() const { return m_exportAction; }
+    QAction* cancelJobAction() const { return m_cancelAction; }
     QAction* openProjectAction() const { return m_openProjectAction; }
     JobStatus* jobStatus() const { return m_jobStatus; }
     std::shared_ptr<const io::Checkpoint> checkpoint() const { return m_checkpoint; }
@@ -137,6 +140,9 @@ private:
     QuantizePanel* m_quantize = nullptr;
     QAction* m_saveProjectAction = nullptr;
     QAction* m_openProjectAction = nullptr;
+    QAction* m_quantizeAction = nullptr;
+    QAction* m_exportAction = nullptr;
+    QAction* m_cancelAction = nullptr;
     std::shared_ptr<const io::Checkpoint> m_checkpoint;
     CalibrationSettings* m_calibration = nullptr;
     int m_unsavedRuns = 0;

@@ -81,6 +81,8 @@ PlanEditor::PlanEditor(QWidget* parent)
     m_totals->setObjectName(QStringLiteral("planTotals"));
 
     m_table->setModel(m_model);
+    // Tab leaves the table (arrow keys move between cells): no keyboard trap.
+    m_table->setTabKeyNavigation(false);
     m_table->setItemDelegate(new MethodDelegate(m_table));
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
@@ -190,6 +192,7 @@ PlanEditor::PlanEditor(QWidget* parent)
     QFont mono(QStringLiteral("monospace"));
     mono.setStyleHint(QFont::TypeWriter);
     m_json->setFont(mono);
+    m_json->setTabChangesFocus(true); // Tab moves on instead of typing a tab into the JSON
     jl->addWidget(m_json, 1);
 
     auto* split = new QSplitter(Qt::Horizontal);

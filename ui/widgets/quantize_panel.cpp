@@ -99,6 +99,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     m_run->setEnabled(false);
 
     m_reportTable->setModel(m_reports);
+    m_reportTable->setTabKeyNavigation(false); // Tab leaves the table
     m_reportTable->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_reportTable->setSelectionMode(QAbstractItemView::SingleSelection);
     m_reportTable->verticalHeader()->hide();

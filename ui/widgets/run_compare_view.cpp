@@ -29,6 +29,7 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     m_kl->setObjectName(QStringLiteral("klSummary"));
     m_kl->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_table->setModel(m_runs);
+    m_table->setTabKeyNavigation(false); // Tab leaves the table
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
     m_table->verticalHeader()->hide();
