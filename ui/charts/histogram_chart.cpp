@@ -182,7 +182,9 @@ void ChannelChart::setCompareValues(const std::vector<float>& values, const QStr
         auto key = [](const QColor& c, const QString& text) {
             return QStringLiteral("<span style='color:%1'>&#9632;</span> %2").arg(c.name(), text.toHtmlEscaped());
         };
-        title += QStringLiteral("&nbsp; ") + key(m_series->color(), baseName) + QStringLiteral(" ") +
+        // On a line of their own: beside the title they were elided at 1280x800, where the
+        // what-if's two charts share the width.
+        title += QStringLiteral("<br>") + key(m_series->color(), baseName) + QStringLiteral(" ") +
                  key(m_compare->color(), name);
     }
     chart()->setTitle(title);
