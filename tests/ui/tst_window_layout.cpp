@@ -21,6 +21,7 @@
 #include "widgets/perplexity_panel.h"
 #include "widgets/transform_lab.h"
 #include "widgets/quantize_panel.h"
+#include "widgets/tensor_error_view.h"
 #include "widgets/weights_panel.h"
 
 #include <QAbstractButton>
@@ -414,9 +415,13 @@ void fillViews(MainWindow& w)
     QTRY_VERIFY(!w.jobStatus()->isBusy());
     QuantizePanel* q = w.quantizePanel();
     QSignalSpy done(q, &QuantizePanel::quantizeFinished);
+    QSignalSpy whatIf(q->tensorView(), &TensorErrorView::previewFinished);
     QTest::keyClick(&w, Qt::Key_R, Qt::ControlModifier);
     QVERIFY(done.wait(120000));
     QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+    // The selected tensor's error analysis and what-if preview follow the run on their own.
+    QTRY_VERIFY_WITH_TIMEOUT(whatIf.count() > 0, 120000);
+    QVERIFY(whatIf.last().at(0).toBool());
     QTRY_VERIFY(!w.jobStatus()->isBusy());
     QCOMPARE(w.perplexityPanel()->history()->rowCount(), 1);
     w.viewTabs()->setCurrentIndex(0);
@@ -649,7 +654,8 @@ private Q_SLOTS:
     }
 
     // Tab from the first control of each page reaches every control of that page (no control
-    // left out of the chain, no widget that swallows Tab), pressing the real key.
+    // left out of the chain, no widget that swallows Tab), pressing the real key; and within a
+    // row of controls (the same top edge) Tab goes from left to right.
     void tabReachesEveryControl()
     {
         MainWindow w;
@@ -664,6 +670,7 @@ private Q_SLOTS:
             QWidget* start = stops.first();
             start->setFocus(Qt::TabFocusReason);
             QSet<QWidget*> visited{start};
+            QWidget* previous = start;
             for (int i = 0; i < 400; ++i) {
                 QWidget* f = QApplication::focusWidget();
                 if (!f) break;
@@ -675,6 +682,13 @@ private Q_SLOTS:
                 }
                 if (next == start) break;
                 visited.insert(next);
+                if (page->isAncestorOf(next) && page->isAncestorOf(previous)) {
+                    const QPoint a = previous->mapTo(&w, QPoint()), b = next->mapTo(&w, QPoint());
+                    if (std::abs(a.y() - b.y()) <= 4 && b.x() < a.x())
+                        problems << describe(next, where) + QStringLiteral(" follows ") + describe(previous, where) +
+                                        QStringLiteral(" but sits left of it in the same row");
+                }
+                previous = next;
             }
             for (QWidget* c : stops)
                 if (!visited.contains(c)) problems << describe(c, where) + QStringLiteral(" is never reached by Tab");
