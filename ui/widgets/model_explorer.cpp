@@ -1,6 +1,7 @@
 #include "widgets/model_explorer.h"
 
 #include "models/tensor_tree_model.h"
+#include "widgets/message_label.h"
 #include "pipeline/quant_plan.h"
 
 #include <QHeaderView>
@@ -53,7 +54,7 @@ ModelExplorer::ModelExplorer(QWidget* parent)
 {
     m_filter->setPlaceholderText(tr("Filter tensors: down_proj, layers.3, or a plan glob like layers.*.mlp"));
     m_noMatch->setObjectName(QStringLiteral("explorerNoMatch"));
-    m_noMatch->setWordWrap(true);
+    makeMessageLabel(m_noMatch); // a long filter wraps instead of widening the dock
     m_noMatch->hide();
     m_filter->setClearButtonEnabled(true);
     m_filter->setObjectName(QStringLiteral("explorerFilter"));
@@ -107,7 +108,7 @@ ModelExplorer::ModelExplorer(QWidget* parent)
         static_cast<TensorFilterProxy*>(m_proxy)->setPattern(text);
         if (!text.isEmpty()) m_view->expandAll();
         const bool none = !text.trimmed().isEmpty() && m_proxy->rowCount() == 0 && m_model->rowCount() > 0;
-        m_noMatch->setText(tr("No tensor matches \u201c%1\u201d.").arg(text.trimmed()));
+        m_noMatch->setText(breakableText(tr("No tensor matches \u201c%1\u201d.").arg(text.trimmed())));
         m_noMatch->setVisible(none);
     });
     connect(m_view->selectionModel(), &QItemSelectionModel::currentChanged, this, [this](const QModelIndex& current) {

@@ -4,6 +4,7 @@
 #include "models/plan_table_model.h"
 #include "pipeline/quant_plan.h"
 #include "widgets/activation_settings.h"
+#include "widgets/message_label.h"
 
 #include <QAction>
 #include <QComboBox>
@@ -204,7 +205,7 @@ PlanEditor::PlanEditor(QWidget* parent)
     split->setStretchFactor(1, 0);
     split->setSizes({720, 240});
 
-    m_message->setWordWrap(true);
+    makeMessageLabel(m_message); // a long error wraps instead of widening the window
     QFont bold = m_totals->font();
     bold.setBold(true);
     m_totals->setFont(bold);
@@ -249,7 +250,7 @@ void PlanEditor::refreshJson()
 void PlanEditor::showMessage(const QString& text, bool error)
 {
     m_message->setStyleSheet(error ? QStringLiteral("color: #b00020") : QString());
-    m_message->setText(text);
+    m_message->setText(breakableText(text));
 }
 
 void PlanEditor::applyBulk()
