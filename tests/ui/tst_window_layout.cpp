@@ -19,6 +19,7 @@
 #include "widgets/model_explorer.h"
 #include "widgets/activations_panel.h"
 #include "widgets/perplexity_panel.h"
+#include "widgets/plan_editor.h"
 #include "widgets/transform_lab.h"
 #include "widgets/quantize_panel.h"
 #include "widgets/tensor_error_view.h"
@@ -44,6 +45,7 @@
 #include <QLineEdit>
 #include <QMenu>
 #include <QMenuBar>
+#include <QPlainTextEdit>
 #include <QPushButton>
 #include <QRadioButton>
 #include <QScreen>
@@ -484,6 +486,38 @@ private Q_SLOTS:
                  qPrintable(QStringLiteral("history dock %1 px high").arg(w.historyDock()->height())));
         QVERIFY2(w.viewTabs()->height() >= size.height() / 2,
                  qPrintable(QStringLiteral("tabs %1 px high").arg(w.viewTabs()->height())));
+    }
+
+    // A long message (a filter that matches nothing, a plan JSON error with a long unbroken
+    // path) wraps or is cut off inside its own label: the docks and the window keep their width.
+    void longMessagesDoNotSqueezeTheExplorer()
+    {
+        MainWindow w;
+        QVERIFY(openWithTensor(w, QSize(1280, 800)));
+        const int dock = w.explorerDock()->width();
+        const QString longWord =
+            QStringLiteral("layers.*.self_attn.") + QStringLiteral("no_such_projection_weight.").repeated(6);
+        w.explorer()->filterEdit()->setText(longWord);
+        settle();
+        QVERIFY(w.explorer()->noMatchLabel()->isVisible());
+        w.viewTabs()->setCurrentWidget(w.quantizePanel());
+        PlanEditor* plan = w.quantizePanel()->planEditor();
+        plan->jsonEdit()->setPlainText(QStringLiteral("{\"version\": 1, \"rules\": [{\"match\": \"") + longWord +
+                                       QStringLiteral("\", \"bits\": \"not a number, ") +
+                                       QStringLiteral("and a long explanation that has to wrap ").repeated(4) +
+                                       QStringLiteral("\"}]}"));
+        auto* apply = plan->findChild<QPushButton*>(QStringLiteral("planJsonApply"));
+        QVERIFY(apply);
+        QTest::mouseClick(apply, Qt::LeftButton);
+        settle();
+        QVERIFY(!plan->messageLabel()->text().isEmpty());
+        QCOMPARE(w.size(), QSize(1280, 800));
+        QVERIFY2(std::abs(w.explorerDock()->width() - dock) <= 2,
+                 qPrintable(QStringLiteral("%1 -> %2").arg(dock).arg(w.explorerDock()->width())));
+        TextFitChecker checker;
+        checker.check(&w, QStringLiteral("long messages"));
+        checker.problems.removeDuplicates();
+        QVERIFY2(reportAll(checker.problems), qPrintable(QStringLiteral("%1 cut texts").arg(checker.problems.size())));
     }
 
     // The checker itself: a label, a button and a header section made too small are reported.
