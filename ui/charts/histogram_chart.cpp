@@ -52,6 +52,8 @@ HistogramChart::HistogramChart(const QString& title, const QString& xTitle, QWid
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(title);
+    // Screen readers name the view by its title (titles change; the first one says what it shows).
+    setAccessibleName(title.isEmpty() ? tr("Histogram of %1").arg(xTitle) : title);
     c->legend()->hide();
     c->addSeries(m_series);
     m_x->setTitleText(xTitle);
@@ -128,6 +130,7 @@ ChannelChart::ChannelChart(const QString& title, const QString& xTitle, const QS
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(title);
+    setAccessibleName(title.isEmpty() ? tr("%1 per %2").arg(yTitle.isEmpty() ? tr("value") : yTitle, xTitle) : title);
     c->legend()->hide();
     c->addSeries(m_series);
     QPen comparePen(QColor(220, 80, 40));
@@ -179,7 +182,9 @@ void ChannelChart::setCompareValues(const std::vector<float>& values, const QStr
         auto key = [](const QColor& c, const QString& text) {
             return QStringLiteral("<span style='color:%1'>&#9632;</span> %2").arg(c.name(), text.toHtmlEscaped());
         };
-        title += QStringLiteral("&nbsp; ") + key(m_series->color(), baseName) + QStringLiteral(" ") +
+        // On a line of their own: beside the title they were elided at 1280x800, where the
+        // what-if's two charts share the width.
+        title += QStringLiteral("<br>") + key(m_series->color(), baseName) + QStringLiteral(" ") +
                  key(m_compare->color(), name);
     }
     chart()->setTitle(title);

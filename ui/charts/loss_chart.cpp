@@ -18,6 +18,7 @@ LossCurveChart::LossCurveChart(QWidget* parent)
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(tr("Training loss per step"));
+    setAccessibleName(tr("Distillation loss per step"));
     m_loss->setName(tr("loss (batch)"));
     m_lr->setName(tr("learning rate"));
     m_baseline->setName(tr("loss before (all windows)"));

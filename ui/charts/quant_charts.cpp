@@ -37,6 +37,7 @@ LayerErrorChart::LayerErrorChart(const QString& title, QWidget* parent)
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(title);
+    setAccessibleName(title);
     c->addSeries(m_series);
     m_x->setTitleText(tr("decoder layer"));
     m_y->setTitleText(tr("rel. error"));
@@ -90,9 +91,10 @@ void LayerErrorChart::setRuns(const QStringList& names, const std::vector<std::v
                     .arg(sets[i]->color().name(), sets[i]->label().toHtmlEscaped());
     chart()->legend()->hide();
     m_y->setRange(0, maxV > 0 ? maxV * 1.1 : 1.0);
-    // Short lines: the results view gives this chart a narrow column, and a title line too
-    // long for it is elided whole.
-    QString title = worst >= 0 ? tr("%1 (worst: layer %2)").arg(m_title).arg(worst) : m_title;
+    // Short lines: the results view gives this chart a narrow column (about 225 px at
+    // 1280x800), and a title line too long for it is elided whole.
+    QString title = m_title;
+    if (worst >= 0) title += QStringLiteral("<br>") + tr("worst: layer %1").arg(worst);
     title += QStringLiteral("<br>") + tr("%1 mean").arg(m_weighting);
     if (!keys.isEmpty()) title += QStringLiteral("<br>") + keys.join(QStringLiteral("&nbsp;&nbsp;"));
     chart()->setTitle(title);
@@ -115,6 +117,7 @@ QuantHistogramChart::QuantHistogramChart(QWidget* parent)
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(tr("Weights before / after, grid of row 0 group 0"));
+    setAccessibleName(tr("Weights before and after quantization"));
     m_before->setName(tr("original"));
     m_after->setName(tr("quantized"));
     m_grid->setName(tr("grid levels"));
@@ -301,6 +304,7 @@ BpwPerplexityChart::BpwPerplexityChart(QWidget* parent)
     setRenderHint(QPainter::Antialiasing);
     auto* c = chart();
     c->setTitle(tr("Bits per weight vs perplexity"));
+    setAccessibleName(c->title());
     QPen pen(QColor(90, 90, 90));
     pen.setStyle(Qt::DashLine);
     pen.setWidthF(1.5);

@@ -23,6 +23,8 @@ QVariant LabSummaryModel::data(const QModelIndex& index, int role) const
     if (role == Qt::TextAlignmentRole)
         return index.column() == Stage || index.column() == Transform ? QVariant(Qt::AlignLeft | Qt::AlignVCenter)
                                                                       : QVariant(Qt::AlignRight | Qt::AlignVCenter);
+    if (role == Qt::ToolTipRole && index.column() == Transform) // the column may be too narrow for it
+        return QString::fromStdString(s.transform);
     if (role == Qt::ToolTipRole && index.column() == Stage)
         return s.rotated ? tr("Per-channel charts of this stage are over the coordinates of the rotated basis")
                          : tr("Per-channel charts of this stage are over the model's input channels");
@@ -69,13 +71,15 @@ QVariant LabSummaryModel::headerData(int section, Qt::Orientation o, int role) c
     if (role != Qt::DisplayRole) return {};
     switch (section) {
     case Stage: return tr("Stage");
-    case ChannelRatio: return tr("Max/median channel");
+    // Two-line headers: the numbers are narrow, and one line of header each needed more than the
+    // tab's width at 1280x800.
+    case ChannelRatio: return tr("Max/median\nchannel");
     case Kurtosis: return tr("Kurtosis");
-    case TokenKurtosis: return tr("Token kurtosis");
-    case TokenMax: return tr("Token max |x|");
-    case QuantError: return tr("Act. quant rel. MSE");
-    case OutputError: return tr("Output error");
-    case CellRatio: return tr("Cell MSE ratio");
+    case TokenKurtosis: return tr("Token\nkurtosis");
+    case TokenMax: return tr("Token\nmax |x|");
+    case QuantError: return tr("Act. quant\nrel. MSE");
+    case OutputError: return tr("Output\nerror");
+    case CellRatio: return tr("Cell MSE\nratio");
     case Transform: return tr("Transform");
     default: return {};
     }

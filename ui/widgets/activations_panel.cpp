@@ -67,6 +67,7 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
     m_title->setFont(f);
 
     auto* browseButton = new QPushButton(tr("Browse..."));
+    browseButton->setObjectName(QStringLiteral("calibBrowse"));
     auto* logCounts = new QCheckBox(tr("Log counts"));
     logCounts->setObjectName(QStringLiteral("activationsLog"));
     logCounts->setChecked(true); // activations are heavy-tailed: the tails matter
@@ -81,9 +82,13 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
     controls->addWidget(m_windows);
     controls->addWidget(new QLabel(tr("Length:")));
     controls->addWidget(m_length);
-    controls->addWidget(logCounts);
-    controls->addWidget(m_run);
-    controls->addWidget(m_exportImatrix);
+    // The actions on a row of their own: one row of everything needed 1013 px, which left the
+    // model explorer too narrow for its columns at 1280x800.
+    auto* actions = new QHBoxLayout;
+    actions->addWidget(m_run);
+    actions->addWidget(m_exportImatrix);
+    actions->addStretch(1);
+    actions->addWidget(logCounts);
 
     auto* grid = new QGridLayout;
     grid->addWidget(m_hist, 0, 0);
@@ -93,6 +98,7 @@ ActivationsPanel::ActivationsPanel(JobRunner* runner, JobStatus* status, QWidget
 
     auto* layout = new QVBoxLayout(this);
     layout->addLayout(controls);
+    layout->addLayout(actions);
     layout->addWidget(m_title);
     layout->addWidget(m_stats);
     layout->addLayout(grid, 1);

@@ -63,6 +63,7 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     m_measure->setObjectName(QStringLiteral("budgetMeasure"));
     m_measureCount->setObjectName(QStringLiteral("budgetMeasureCount"));
     m_heat->setObjectName(QStringLiteral("budgetHeatMap"));
+    m_heat->setTabKeyNavigation(false); // Tab leaves the table
     m_slider->setObjectName(QStringLiteral("budgetSlider"));
     m_budget->setObjectName(QStringLiteral("budgetValue"));
     m_target->addItem(tr("Free grids (GPTQ 2–8 bits)"), QStringLiteral("none"));
@@ -124,6 +125,8 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
         s->attachAxis(m_y);
     }
     m_chart->setChart(chart);
+    m_chart->setObjectName(QStringLiteral("budgetChart"));
+    m_chart->setAccessibleName(chart->title());
     m_chart->setRenderHint(QPainter::Antialiasing);
     m_chart->setMinimumWidth(260);
 
@@ -234,6 +237,7 @@ BudgetPlanner::BudgetPlanner(JobRunner* runner, PlanTableModel* plan, QWidget* p
     m_measuredTable->hide();
     leftLayout->addWidget(m_measuredTable);
     auto* split = new QSplitter(Qt::Horizontal);
+    split->setObjectName(QStringLiteral("budgetSplit")); // MainWindow remembers its state
     split->addWidget(left);
     split->addWidget(m_chart);
     split->setStretchFactor(0, 1);

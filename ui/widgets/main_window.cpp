@@ -38,6 +38,7 @@
 #include <QPushButton>
 #include <QMimeData>
 #include <QSettings>
+#include <QSplitter>
 #include <QStatusBar>
 #include <QTabWidget>
 
@@ -46,6 +47,11 @@ namespace qb::ui {
 namespace {
 constexpr int kMaxRecent = 8;
 const QString kRecentKey = QStringLiteral("recentModels");
+// Bump when the docks or toolbars change so that an old saved layout is not applied to them.
+constexpr int kLayoutVersion = 1;
+const QString kGeometryKey = QStringLiteral("window/geometry");
+const QString kStateKey = QStringLiteral("window/state");
+const QString kSplitterGroup = QStringLiteral("window/splitters");
 } // namespace
 
 MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_runner(new JobRunner(this))
@@ -64,6 +70,36 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_runner(new JobR
     m_statusModel->setObjectName(QStringLiteral("statusModel"));
     statusBar()->addPermanentWidget(m_statusModel);
     statusBar()->showMessage(tr("Ready"));
+    restoreLayoutSettings();
+}
+
+void MainWindow::saveLayoutSettings() const
+{
+    QSettings settings;
+    settings.setValue(kGeometryKey, saveGeometry());
+    settings.setValue(kStateKey, saveState(kLayoutVersion));
+    settings.beginGroup(kSplitterGroup);
+    // Only this window's own splitters (not those of an open file dialog, a child window).
+    for (const QSplitter* s : findChildren<QSplitter*>())
+        if (s->window() == this && !s->objectName().isEmpty()) settings.setValue(s->objectName(), s->saveState());
+    settings.endGroup();
+}
+
+bool MainWindow::restoreLayoutSettings()
+{
+    QSettings settings;
+    const QByteArray geometry = settings.value(kGeometryKey).toByteArray();
+    const bool restored = !geometry.isEmpty() && restoreGeometry(geometry);
+    const QByteArray state = settings.value(kStateKey).toByteArray();
+    if (!state.isEmpty()) restoreState(state, kLayoutVersion);
+    settings.beginGroup(kSplitterGroup);
+    for (QSplitter* s : findChildren<QSplitter*>()) {
+        if (s->window() != this || s->objectName().isEmpty()) continue;
+        const QByteArray splitter = settings.value(s->objectName()).toByteArray();
+        if (!splitter.isEmpty()) s->restoreState(splitter);
+    }
+    settings.endGroup();
+    return restored;
 }
 
 QString MainWindow::versionText()
@@ -165,8 +201,10 @@ void MainWindow::createPanels()
     connect(quantize->runs(), &QuantRunModel::runRenamed, m_perplexity->history(), &RunHistoryModel::renameRun);
     connect(quantize->runs(), &QuantRunModel::runRenamed, this, [this] { ++m_unsavedRenames; });
     addDockWidget(Qt::BottomDockWidgetArea, m_historyDock);
-    resizeDocks({m_explorerDock}, {520}, Qt::Horizontal);
-    resizeDocks({m_historyDock}, {200}, Qt::Vertical);
+    // Room for the explorer's shown columns (Tensor, Shape, Type); the tabs keep the rest.
+    resizeDocks({m_explorerDock}, {360}, Qt::Horizontal);
+    // A strip for the history (its table scrolls): at 1280x800 the charts keep the height.
+    resizeDocks({m_historyDock}, {150}, Qt::Vertical);
 }
 
 void MainWindow::createMenus()
@@ -198,7 +236,9 @@ void MainWindow::createMenus()
     m_saveProjectAction->setShortcut(QKeySequence::Save);
     connect(m_saveProjectAction, &QAction::triggered, this, &MainWindow::saveProjectDialog);
     QAction* exportRun = file->addAction(tr("&Export Run..."));
+    m_exportAction = exportRun;
     exportRun->setObjectName(QStringLiteral("actionExportRun"));
+    exportRun->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
     connect(exportRun, &QAction::triggered, this, [this] {
         if (auto run = m_quantize->selectedRun()) openExportDialog(run);
         else statusBar()->showMessage(tr("No run to export: quantize first"), 5000);
@@ -215,6 +255,25 @@ void MainWindow::createMenus()
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     view->setObjectName(QStringLiteral("menuView"));
+    // Ctrl+1..N shows a tab from anywhere in the window (Ctrl+Tab cycles while a tab has focus).
+    static const char* const tabTexts[] = {QT_TR_NOOP("&Weights"), QT_TR_NOOP("&Activations"),
+                                           QT_TR_NOOP("&Transform Lab"), QT_TR_NOOP("&Quantization")};
+    for (int i = 0; i < m_tabs->count(); ++i) {
+        const QString text = i < int(std::size(tabTexts)) ? tr(tabTexts[i]) : m_tabs->tabText(i);
+        QAction* show = view->addAction(text);
+        show->setObjectName(QStringLiteral("actionShowTab%1").arg(i + 1));
+        if (i < 9) show->setShortcut(QKeySequence(Qt::CTRL | Qt::Key(Qt::Key_1 + i)));
+        connect(show, &QAction::triggered, this, [this, i] {
+            m_tabs->setCurrentIndex(i);
+            m_tabs->currentWidget()->setFocus(Qt::ShortcutFocusReason);
+        });
+    }
+    view->addSeparator();
+    // The docks' toggle actions are named after their titles; give them a mnemonic of their own.
+    m_explorerDock->toggleViewAction()->setText(tr("Model &Explorer"));
+    m_explorerDock->toggleViewAction()->setObjectName(QStringLiteral("actionToggleExplorer"));
+    m_historyDock->toggleViewAction()->setText(tr("Run &History"));
+    m_historyDock->toggleViewAction()->setObjectName(QStringLiteral("actionToggleHistory"));
     view->addAction(m_explorerDock->toggleViewAction());
     view->addAction(m_historyDock->toggleViewAction());
 
@@ -241,6 +300,30 @@ void MainWindow::createMenus()
             return;
         }
         m_perplexity->startEvaluation();
+    });
+
+    m_quantizeAction = tools->addAction(tr("&Quantize"));
+    m_quantizeAction->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
+    m_quantizeAction->setObjectName(QStringLiteral("actionQuantize"));
+    connect(m_quantizeAction, &QAction::triggered, this, [this] {
+        m_tabs->setCurrentWidget(m_quantize);
+        if (!m_checkpoint) {
+            statusBar()->showMessage(tr("Quantize: open a model first (File > Open Model)"), 8000);
+            return;
+        }
+        m_quantize->startQuantize();
+    });
+    tools->addSeparator();
+    m_cancelAction = tools->addAction(tr("Ca&ncel Job"));
+    // Ctrl+. rather than Esc: Esc already closes popups and cancels edits in the tables.
+    m_cancelAction->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
+    m_cancelAction->setObjectName(QStringLiteral("actionCancelJob"));
+    connect(m_cancelAction, &QAction::triggered, this, [this] {
+        if (!m_jobStatus->isBusy()) {
+            statusBar()->showMessage(tr("No job is running"), 3000);
+            return;
+        }
+        m_jobStatus->cancelButton()->click();
     });
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
@@ -439,6 +522,7 @@ void MainWindow::closeEvent(QCloseEvent* event)
         return;
     }
     m_runner->cancelAllAndWait(); // owners cancel, then wait
+    saveLayoutSettings();
     QMainWindow::closeEvent(event);
 }
 

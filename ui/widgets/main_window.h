@@ -52,6 +52,9 @@ public:
     QuantizePanel* quantizePanel() const { return m_quantize; }
     CalibrationSettings* calibrationSettings() const { return m_calibration; }
     QAction* saveProjectAction() const { return m_saveProjectAction; }
+    QAction* quantizeAction() const { return m_quantizeAction; }
+    QAction* exportRunAction() const { return m_exportAction; }
+    QAction* cancelJobAction() const { return m_cancelAction; }
     QAction* openProjectAction() const { return m_openProjectAction; }
     JobStatus* jobStatus() const { return m_jobStatus; }
     std::shared_ptr<const io::Checkpoint> checkpoint() const { return m_checkpoint; }
@@ -59,6 +62,13 @@ public:
     // What quitting now would lose, one line each ("" when nothing): a running job, runs not
     // saved in a project, plan edits since the last save/open. Closing asks when it is not empty.
     QString unsavedWork() const;
+
+    // The window's layout in QSettings (group "window"): geometry, dock and toolbar state, and the
+    // state of every named QSplitter in the window ("window/splitters/<objectName>"). Saved when
+    // the window closes, restored when it is built; a layout saved by another version of the
+    // dock set-up (kLayoutVersion) is ignored.
+    void saveLayoutSettings() const;
+    bool restoreLayoutSettings();
 
     // The bundled demo model directory (installed share dir or source tree), or empty.
     static QString bundledDemoPath();
@@ -130,6 +140,9 @@ private:
     QuantizePanel* m_quantize = nullptr;
     QAction* m_saveProjectAction = nullptr;
     QAction* m_openProjectAction = nullptr;
+    QAction* m_quantizeAction = nullptr;
+    QAction* m_exportAction = nullptr;
+    QAction* m_cancelAction = nullptr;
     std::shared_ptr<const io::Checkpoint> m_checkpoint;
     CalibrationSettings* m_calibration = nullptr;
     int m_unsavedRuns = 0;

@@ -1,11 +1,14 @@
 #include "widgets/model_explorer.h"
 
 #include "models/tensor_tree_model.h"
+#include "widgets/message_label.h"
 #include "pipeline/quant_plan.h"
 
 #include <QHeaderView>
 #include <QLabel>
 #include <QLineEdit>
+#include <QMenu>
+#include <QSettings>
 #include <QSortFilterProxyModel>
 #include <QTreeView>
 #include <QVBoxLayout>
@@ -51,7 +54,7 @@ ModelExplorer::ModelExplorer(QWidget* parent)
 {
     m_filter->setPlaceholderText(tr("Filter tensors: down_proj, layers.3, or a plan glob like layers.*.mlp"));
     m_noMatch->setObjectName(QStringLiteral("explorerNoMatch"));
-    m_noMatch->setWordWrap(true);
+    makeMessageLabel(m_noMatch); // a long filter wraps instead of widening the dock
     m_noMatch->hide();
     m_filter->setClearButtonEnabled(true);
     m_filter->setObjectName(QStringLiteral("explorerFilter"));
@@ -68,6 +71,32 @@ ModelExplorer::ModelExplorer(QWidget* parent)
     m_view->header()->setSectionResizeMode(TensorTreeModel::NameColumn, QHeaderView::Stretch);
     for (int c = 1; c < TensorTreeModel::ColumnCount; ++c)
         m_view->header()->setSectionResizeMode(c, QHeaderView::ResizeToContents);
+    // Names differ at their end (q_proj.weight, k_proj.weight) and the layer is the parent row.
+    m_view->setTextElideMode(Qt::ElideLeft);
+    m_view->setAccessibleName(tr("Model tensors"));
+    m_filter->setAccessibleName(tr("Filter tensors"));
+    {
+        QHeaderView* header = m_view->header();
+        header->setContextMenuPolicy(Qt::CustomContextMenu);
+        const QStringList hidden = QSettings()
+                                       .value(QStringLiteral("explorer/hiddenColumns"),
+                                              QStringList{QStringLiteral("Params"), QStringLiteral("Bytes")})
+                                       .toStringList();
+        for (int c = 1; c < TensorTreeModel::ColumnCount; ++c)
+            m_view->setColumnHidden(c, hidden.contains(m_model->headerData(c, Qt::Horizontal).toString()));
+        connect(header, &QWidget::customContextMenuRequested, this, [this, header](const QPoint& pos) {
+            auto* menu = new QMenu(this);
+            menu->setObjectName(QStringLiteral("explorerColumnsMenu"));
+            menu->setAttribute(Qt::WA_DeleteOnClose);
+            for (int c = 1; c < TensorTreeModel::ColumnCount; ++c) {
+                QAction* a = menu->addAction(m_model->headerData(c, Qt::Horizontal).toString());
+                a->setCheckable(true);
+                a->setChecked(!m_view->isColumnHidden(c));
+                connect(a, &QAction::toggled, this, [this, c](bool on) { setColumnShown(c, on); });
+            }
+            menu->popup(header->mapToGlobal(pos));
+        });
+    }
 
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(0, 0, 0, 0);
@@ -79,13 +108,22 @@ ModelExplorer::ModelExplorer(QWidget* parent)
         static_cast<TensorFilterProxy*>(m_proxy)->setPattern(text);
         if (!text.isEmpty()) m_view->expandAll();
         const bool none = !text.trimmed().isEmpty() && m_proxy->rowCount() == 0 && m_model->rowCount() > 0;
-        m_noMatch->setText(tr("No tensor matches \u201c%1\u201d.").arg(text.trimmed()));
+        m_noMatch->setText(breakableText(tr("No tensor matches \u201c%1\u201d.").arg(text.trimmed())));
         m_noMatch->setVisible(none);
     });
     connect(m_view->selectionModel(), &QItemSelectionModel::currentChanged, this, [this](const QModelIndex& current) {
         const QString name = current.data(TensorTreeModel::TensorNameRole).toString();
         if (!name.isEmpty()) Q_EMIT tensorSelected(name);
     });
+}
+
+void ModelExplorer::setColumnShown(int column, bool shown)
+{
+    m_view->setColumnHidden(column, !shown);
+    QStringList hidden;
+    for (int c = 1; c < TensorTreeModel::ColumnCount; ++c)
+        if (m_view->isColumnHidden(c)) hidden << m_model->headerData(c, Qt::Horizontal).toString();
+    QSettings().setValue(QStringLiteral("explorer/hiddenColumns"), hidden);
 }
 
 void ModelExplorer::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)

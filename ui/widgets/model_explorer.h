@@ -31,6 +31,9 @@ public:
     QLabel* noMatchLabel() const { return m_noMatch; }
     QString selectedTensor() const;
     bool selectTensor(const QString& name);
+    // Column chooser (right-click the header): Params and Bytes are hidden by default so that the
+    // shown columns fit the dock at 1280x800; the choice is remembered ("explorer/hiddenColumns").
+    void setColumnShown(int column, bool shown);
 
 Q_SIGNALS:
     void tensorSelected(const QString& name);

@@ -37,6 +37,7 @@ PerplexityPanel::PerplexityPanel(JobRunner* runner, JobStatus* status, QWidget* 
     m_mode->addItem(tr("second half (llama.cpp)"), QStringLiteral("second-half"));
     m_text->setPlaceholderText(tr("evaluation text file (UTF-8)"));
     m_table->setModel(m_history);
+    m_table->setTabKeyNavigation(false); // Tab leaves the table
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->horizontalHeader()->setStretchLastSection(true);
     m_table->verticalHeader()->hide();

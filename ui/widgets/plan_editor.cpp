@@ -4,6 +4,7 @@
 #include "models/plan_table_model.h"
 #include "pipeline/quant_plan.h"
 #include "widgets/activation_settings.h"
+#include "widgets/message_label.h"
 
 #include <QAction>
 #include <QComboBox>
@@ -91,6 +92,8 @@ PlanEditor::PlanEditor(QWidget* parent)
     m_totals->setObjectName(QStringLiteral("planTotals"));
 
     m_table->setModel(m_model);
+    // Tab leaves the table (arrow keys move between cells): no keyboard trap.
+    m_table->setTabKeyNavigation(false);
     m_table->setItemDelegate(new MethodDelegate(m_table));
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
@@ -192,22 +195,27 @@ PlanEditor::PlanEditor(QWidget* parent)
     auto* jl = new QVBoxLayout(jsonBox);
     jl->setContentsMargins(0, 0, 0, 0);
     auto* jh = new QHBoxLayout;
-    jh->addWidget(new QLabel(tr("Plan JSON (default and glob rules; later rules win):")), 1);
+    auto* jsonLabel = new QLabel(tr("Plan JSON (default and glob rules; later rules win):"));
+    jsonLabel->setWordWrap(true); // wraps rather than taking width from the table
+    jh->addWidget(jsonLabel, 1);
     jh->addWidget(m_jsonApply);
     jl->addLayout(jh);
     QFont mono(QStringLiteral("monospace"));
     mono.setStyleHint(QFont::TypeWriter);
     m_json->setFont(mono);
+    m_json->setTabChangesFocus(true); // Tab moves on instead of typing a tab into the JSON
     jl->addWidget(m_json, 1);
 
     auto* split = new QSplitter(Qt::Horizontal);
+    split->setObjectName(QStringLiteral("planSplit")); // MainWindow remembers its state
     split->addWidget(m_table);
     split->addWidget(jsonBox);
-    split->setStretchFactor(0, 3);
-    split->setStretchFactor(1, 1);
+    // The table takes what the window gains or loses, so that its columns fit down to 1280x800.
+    split->setStretchFactor(0, 1);
+    split->setStretchFactor(1, 0);
     split->setSizes({720, 240});
 
-    m_message->setWordWrap(true);
+    makeMessageLabel(m_message); // a long error wraps instead of widening the window
     QFont bold = m_totals->font();
     bold.setBold(true);
     m_totals->setFont(bold);
@@ -252,7 +260,7 @@ void PlanEditor::refreshJson()
 void PlanEditor::showMessage(const QString& text, bool error)
 {
     m_message->setStyleSheet(error ? QStringLiteral("color: #b00020") : QString());
-    m_message->setText(text);
+    m_message->setText(breakableText(text));
 }
 
 void PlanEditor::applyBulk()

@@ -99,6 +99,7 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     m_run->setEnabled(false);
 
     m_reportTable->setModel(m_reports);
+    m_reportTable->setTabKeyNavigation(false); // Tab leaves the table
     m_reportTable->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_reportTable->setSelectionMode(QAbstractItemView::SingleSelection);
     m_reportTable->verticalHeader()->hide();
@@ -106,9 +107,10 @@ QuantizePanel::QuantizePanel(JobRunner* runner, JobStatus* status, QWidget* pare
     m_reportTable->setColumnWidth(TensorReportModel::Tensor, 210);
     for (int c :
          {TensorReportModel::Method, TensorReportModel::Bits, TensorReportModel::Bpw, TensorReportModel::RelError})
-        m_reportTable->setColumnWidth(c, 72);
+        m_reportTable->setColumnWidth(c, std::max(72, m_reportTable->horizontalHeader()->sectionSizeHint(c)));
     m_reportTable->horizontalHeader()->setStretchLastSection(true);
     auto* results = new QSplitter(Qt::Horizontal);
+    results->setObjectName(QStringLiteral("quantResultsSplit")); // MainWindow remembers its state
     results->addWidget(m_reportTable);
     results->addWidget(m_layerChart);
     results->setStretchFactor(0, 3);

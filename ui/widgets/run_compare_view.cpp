@@ -29,6 +29,7 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     m_kl->setObjectName(QStringLiteral("klSummary"));
     m_kl->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_table->setModel(m_runs);
+    m_table->setTabKeyNavigation(false); // Tab leaves the table
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
     m_table->verticalHeader()->hide();
@@ -45,6 +46,7 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
                    1);
     top->addWidget(m_export);
     auto* charts = new QSplitter(Qt::Horizontal);
+    charts->setObjectName(QStringLiteral("compareChartsSplit")); // MainWindow remembers its state
     charts->addWidget(m_layers);
     charts->addWidget(m_scatter);
     charts->setStretchFactor(0, 1);
@@ -55,6 +57,7 @@ RunCompareView::RunCompareView(QuantRunModel* runs, QWidget* parent)
     }
     m_table->setMinimumHeight(90);
     auto* split = new QSplitter(Qt::Vertical);
+    split->setObjectName(QStringLiteral("compareSplit"));
     auto* tableBox = new QWidget;
     auto* tl = new QVBoxLayout(tableBox);
     tl->setContentsMargins(0, 0, 0, 0);

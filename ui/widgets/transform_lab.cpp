@@ -93,8 +93,12 @@ TransformLab::TransformLab(JobRunner* runner, JobStatus* status, QWidget* parent
     m_title->setWordWrap(true);
     m_title->setSizePolicy(QSizePolicy::Preferred, QSizePolicy::Minimum);
     m_table->setModel(m_summary);
+    m_table->setTabKeyNavigation(false); // Tab leaves the table
     m_table->verticalHeader()->hide();
     m_table->horizontalHeader()->setStretchLastSection(true);
+    // The Transform description takes the room left (elided, the whole text in its tooltip) rather
+    // than pushing the columns past the view.
+    m_table->horizontalHeader()->setSectionResizeMode(LabSummaryModel::Transform, QHeaderView::Stretch);
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_bottom->addTab(m_table, tr("Summary"));
     m_bottom->addTab(m_cells, tr("Within-cell"));
@@ -278,6 +282,7 @@ void TransformLab::display()
         h->setHistogram(s.histogram);
         setLabVerticalRange(h, 0, double(maxCount) * 1.5);
         auto* c = new ChannelChart(QString(), s.rotated ? tr("rotated coordinate") : tr("input channel"), QString());
+        c->setAccessibleName(tr("%1: per-channel statistic").arg(QString::fromStdString(s.label)));
         c->setMinimumHeight(120);
         compactLabChart(c);
         m_grid->setColumnStretch(int(i), 1); // equal columns

@@ -40,9 +40,11 @@ WeightsPanel::WeightsPanel(JobRunner* runner, QWidget* parent)
     controls->addWidget(m_log);
 
     auto* channels = new QSplitter(Qt::Horizontal);
+    channels->setObjectName(QStringLiteral("weightsChannelSplit")); // MainWindow remembers its state
     channels->addWidget(m_outChannels);
     channels->addWidget(m_inChannels);
     auto* split = new QSplitter(Qt::Vertical);
+    split->setObjectName(QStringLiteral("weightsSplit"));
     split->addWidget(m_hist);
     split->addWidget(channels);
     split->setStretchFactor(0, 3);
