@@ -472,10 +472,12 @@ private Q_SLOTS:
         for (std::int64_t flat : c.outliers)
             outlierChannels.insert(int(flat % cols));
         QCOMPARE(map->outlierSeries()->count(), int(outlierChannels.size()));
-        QVERIFY(map->chart()->title().contains(QStringLiteral("in place")));
+        QVERIFY(map->toolTip().contains(QStringLiteral("in place")));
+        QVERIFY2(map->toolTip().contains(QStringLiteral("%1 sparse outlier").arg(c.outliers.size())),
+                 qPrintable(map->toolTip()));
         // Sorted by score: scores and bits never rise (the allocation is monotone in the score).
         tv->sortedCheck()->setChecked(true);
-        QVERIFY(map->sorted() && map->chart()->title().contains(QStringLiteral("sorted by score")));
+        QVERIFY(map->sorted() && map->toolTip().contains(QStringLiteral("sorted by score")));
         for (int i = 1; i < cols; ++i) {
             QVERIFY(map->scoreSeries()->at(i).y() <= map->scoreSeries()->at(i - 1).y());
             QVERIFY(map->bitsSeries()->at(2 * i).y() <= map->bitsSeries()->at(2 * i - 1).y());
@@ -488,7 +490,7 @@ private Q_SLOTS:
         tv->channelSpin()->setValue(low);
         QVERIFY(ready.wait(30000));
         QCOMPARE(tv->analysis()->cmpq->channel, low);
-        QVERIFY2(tv->histogramChart()->chart()->title().contains(QStringLiteral("Input channel %1 ").arg(low)),
+        QVERIFY2(tv->histogramChart()->chart()->title().contains(QStringLiteral("Channel %1 ").arg(low)),
                  qPrintable(tv->histogramChart()->chart()->title()));
         const int lowBits = tv->analysis()->cmpq->channelBits[std::size_t(low)];
         if (lowBits < 16) QCOMPARE(tv->histogramChart()->gridSeries()->count(), 3 * (1 << lowBits));

@@ -271,19 +271,26 @@ void CmpqChannelMapChart::redraw()
                                        : QList<QPointF>{});
     m_x->setRange(-0.5, std::max(0.5, n - 0.5));
     m_x->setTitleText(m_sorted ? tr("input channels by descending score") : tr("input channel"));
-    m_yBits->setRange(0, keptRow + 1);
-    m_yBits->setTickCount(std::min(keptRow + 2, 10));
+    // Few ticks (the map is short): whole bits, at most four labels.
+    const int steps = keptRow + 1 <= 3 ? keptRow + 1 : 3, per = (keptRow + 1 + steps - 1) / steps;
+    m_yBits->setRange(0, steps * per);
+    m_yBits->setTickCount(steps + 1);
     m_yScore->setRange(0, scoreMax > 0 ? double(scoreMax) * 1.05 : 1.0);
     auto key = [](const QColor& c, const QString& text) {
         return QStringLiteral("<span style='color:%1'>&#9632;</span> %2").arg(c.name(), text);
     };
-    QString title = key(m_bitsLine->pen().color(), tr("bits per input channel")) + QStringLiteral(" (") +
-                    (m_sorted ? tr("sorted by score") : tr("in place")) + QStringLiteral(") ") +
+    // Short: the tensor view's title holds the counts; the tooltip the details.
+    QString title = key(m_bitsLine->pen().color(), tr("bits")) + QStringLiteral(" ") +
                     key(m_scoreLine->pen().color(), tr("score")) + QStringLiteral(" ") +
-                    key(m_outlierDots->color(), tr("%n sparse outlier(s)", nullptr, outlierCount));
-    if (outlierCount) title += tr(" in %n channel(s)", nullptr, outlierChannels);
-    if (kept) title += tr(" · %1 kept in F16 (top row)").arg(kept);
+                    key(m_outlierDots->color(), tr("outliers"));
+    if (kept) title += tr(" · F16: top row");
     chart()->setTitle(title);
+    QString tip = tr("Bits per input channel (%1) beside the activation score; red: the %n channel(s) holding", nullptr,
+                     outlierChannels)
+                      .arg(m_sorted ? tr("sorted by score") : tr("in place"));
+    tip += tr(" %n sparse outlier(s)", nullptr, outlierCount);
+    if (kept) tip += tr("; %1 channel(s) kept in F16 on the top row").arg(kept);
+    setToolTip(tip + tr(". Click a channel to show its weights and codebook."));
 }
 
 void CmpqChannelMapChart::mousePressEvent(QMouseEvent* event)

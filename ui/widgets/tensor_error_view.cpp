@@ -18,6 +18,7 @@
 #include <QAction>
 #include <QHBoxLayout>
 #include <QSpinBox>
+#include <QTabWidget>
 #include <QToolButton>
 #include <QUndoStack>
 #include <QVBoxLayout>
@@ -55,8 +56,8 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
       m_hist(new QuantHistogramChart), m_method(new QComboBox), m_bits(new QSpinBox), m_group(new QSpinBox),
       m_sym(new QCheckBox(tr("symmetric"))), m_preview(new QPushButton(tr("Preview"))),
       m_apply(new QPushButton(tr("Apply to plan"))), m_undo(new QToolButton), m_previewText(new QLabel),
-      m_mapBox(new QWidget), m_channelMap(new CmpqChannelMapChart), m_channel(new QSpinBox),
-      m_sorted(new QCheckBox(tr("Sorted by score")))
+      m_mapBox(new QWidget(this)), m_inTabs(new QTabWidget), m_channelMap(new CmpqChannelMapChart),
+      m_channel(new QSpinBox), m_sorted(new QCheckBox(tr("Sorted by score")))
 {
     setObjectName(QStringLiteral("tensorErrorView"));
     m_title->setObjectName(QStringLiteral("tensorTitle"));
@@ -142,13 +143,16 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
 
     auto* grid = new QGridLayout;
     grid->addWidget(m_outChart, 0, 0);
-    grid->addWidget(m_inChart, 0, 1);
+    // One tab (no tab bar) for most tensors; a CMPQ tensor adds its channel map beside it.
+    m_inTabs->setObjectName(QStringLiteral("inChannelTabs"));
+    m_inTabs->setTabBarAutoHide(true);
+    m_inTabs->setDocumentMode(true);
+    m_inTabs->addTab(m_inChart, tr("Error per input channel"));
+    grid->addWidget(m_inTabs, 0, 1);
     grid->addWidget(m_hist, 1, 0);
     grid->addWidget(box, 1, 1);
-    grid->addWidget(m_mapBox, 2, 0, 1, 2);
     grid->setRowStretch(0, 1);
     grid->setRowStretch(1, 1);
-    grid->setRowStretch(2, 1);
     auto* layout = new QVBoxLayout(this);
     layout->addWidget(m_title);
     layout->addLayout(grid, 1);
@@ -371,14 +375,17 @@ void TensorErrorView::display()
             m_channel->setRange(0, cols - 1);
             m_channel->setValue(c.channel);
         }
-        m_mapBox->show();
-        m_hist->chart()->setTitle(tr("Input channel %1 (score %2, %3 bits): %4, codebook")
+        if (m_inTabs->indexOf(m_mapBox) < 0) {
+            m_inTabs->addTab(m_mapBox, tr("CMPQ channel map"));
+            m_inTabs->setCurrentWidget(m_mapBox);
+        }
+        m_hist->chart()->setTitle(tr("Channel %1 (score %2, %3 b): %4, codebook")
                                       .arg(c.channel)
-                                      .arg(double(c.channelScore[j]), 0, 'g', 4)
+                                      .arg(double(c.channelScore[j]), 0, 'g', 3)
                                       .arg(c.channelBits[j])
                                       .arg(keys));
     } else {
-        m_mapBox->hide();
+        if (const int i = m_inTabs->indexOf(m_mapBox); i >= 0) m_inTabs->removeTab(i);
         m_hist->chart()->setTitle(tr("Weights %1, grid of row 0 group 0").arg(keys));
     }
     // Start the what-if from the tensor's own settings.

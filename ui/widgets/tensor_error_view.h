@@ -25,6 +25,7 @@
 
 class QCheckBox;
 class QComboBox;
+class QTabWidget;
 class QLabel;
 class QPushButton;
 class QSpinBox;
@@ -126,6 +127,7 @@ private:
     QToolButton* m_undo;
     QLabel* m_previewText;
     QWidget* m_mapBox;
+    QTabWidget* m_inTabs; // the input-channel error chart, and for CMPQ tensors the channel map
     CmpqChannelMapChart* m_channelMap;
     QSpinBox* m_channel;
     QCheckBox* m_sorted;
