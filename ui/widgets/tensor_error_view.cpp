@@ -18,6 +18,7 @@
 #include <QAction>
 #include <QHBoxLayout>
 #include <QSpinBox>
+#include <QTabBar>
 #include <QTabWidget>
 #include <QToolButton>
 #include <QUndoStack>
@@ -147,6 +148,10 @@ TensorErrorView::TensorErrorView(JobRunner* runner, QWidget* parent)
     m_inTabs->setObjectName(QStringLiteral("inChannelTabs"));
     m_inTabs->setTabBarAutoHide(true);
     m_inTabs->setDocumentMode(true);
+    // Tab moves between the charts and controls, not onto the (usually hidden) tab bar; the tabs
+    // switch by click or Ctrl+Tab inside them.
+    m_inTabs->setFocusPolicy(Qt::NoFocus);
+    m_inTabs->tabBar()->setFocusPolicy(Qt::NoFocus);
     m_inTabs->addTab(m_inChart, tr("Error per input channel"));
     grid->addWidget(m_inTabs, 0, 1);
     grid->addWidget(m_hist, 1, 0);
