@@ -1,5 +1,6 @@
 #include "widgets/model_explorer.h"
 
+#include "widgets/column_chooser.h"
 #include "models/tensor_tree_model.h"
 #include "widgets/message_label.h"
 #include "pipeline/quant_plan.h"
@@ -75,28 +76,8 @@ ModelExplorer::ModelExplorer(QWidget* parent)
     m_view->setTextElideMode(Qt::ElideLeft);
     m_view->setAccessibleName(tr("Model tensors"));
     m_filter->setAccessibleName(tr("Filter tensors"));
-    {
-        QHeaderView* header = m_view->header();
-        header->setContextMenuPolicy(Qt::CustomContextMenu);
-        const QStringList hidden = QSettings()
-                                       .value(QStringLiteral("explorer/hiddenColumns"),
-                                              QStringList{QStringLiteral("Params"), QStringLiteral("Bytes")})
-                                       .toStringList();
-        for (int c = 1; c < TensorTreeModel::ColumnCount; ++c)
-            m_view->setColumnHidden(c, hidden.contains(m_model->headerData(c, Qt::Horizontal).toString()));
-        connect(header, &QWidget::customContextMenuRequested, this, [this, header](const QPoint& pos) {
-            auto* menu = new QMenu(this);
-            menu->setObjectName(QStringLiteral("explorerColumnsMenu"));
-            menu->setAttribute(Qt::WA_DeleteOnClose);
-            for (int c = 1; c < TensorTreeModel::ColumnCount; ++c) {
-                QAction* a = menu->addAction(m_model->headerData(c, Qt::Horizontal).toString());
-                a->setCheckable(true);
-                a->setChecked(!m_view->isColumnHidden(c));
-                connect(a, &QAction::toggled, this, [this, c](bool on) { setColumnShown(c, on); });
-            }
-            menu->popup(header->mapToGlobal(pos));
-        });
-    }
+    installColumnChooser(m_view->header(), QStringLiteral("explorer/hiddenColumns"),
+                         {QStringLiteral("Params"), QStringLiteral("Bytes")}, QStringLiteral("explorerColumnsMenu"));
 
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(0, 0, 0, 0);
@@ -119,11 +100,7 @@ ModelExplorer::ModelExplorer(QWidget* parent)
 
 void ModelExplorer::setColumnShown(int column, bool shown)
 {
-    m_view->setColumnHidden(column, !shown);
-    QStringList hidden;
-    for (int c = 1; c < TensorTreeModel::ColumnCount; ++c)
-        if (m_view->isColumnHidden(c)) hidden << m_model->headerData(c, Qt::Horizontal).toString();
-    QSettings().setValue(QStringLiteral("explorer/hiddenColumns"), hidden);
+    setChooserColumnShown(m_view->header(), QStringLiteral("explorer/hiddenColumns"), column, shown);
 }
 
 void ModelExplorer::setCheckpoint(std::shared_ptr<const io::Checkpoint> checkpoint)

@@ -1,5 +1,6 @@
 #include "widgets/plan_editor.h"
 
+#include "widgets/column_chooser.h"
 #include "io/json_value.h"
 #include "models/plan_table_model.h"
 #include "pipeline/quant_plan.h"
@@ -115,29 +116,8 @@ PlanEditor::PlanEditor(QWidget* parent)
     // Column chooser (right-click the header): GPTQ's act-order and damping are editable like the
     // other options but hidden by default, so the table fits 1280x800 without scrolling; the
     // choice is remembered (QSettings "planEditor/hiddenColumns").
-    {
-        QHeaderView* header = m_table->horizontalHeader();
-        header->setContextMenuPolicy(Qt::CustomContextMenu);
-        QSettings settings;
-        const QStringList hidden = settings
-                                       .value(QStringLiteral("planEditor/hiddenColumns"),
-                                              QStringList{QStringLiteral("Act-order"), QStringLiteral("Damping")})
-                                       .toStringList();
-        for (int c = 1; c < PlanTableModel::ColumnCount; ++c)
-            m_table->setColumnHidden(c, hidden.contains(m_model->headerData(c, Qt::Horizontal).toString()));
-        connect(header, &QWidget::customContextMenuRequested, this, [this, header](const QPoint& pos) {
-            auto* menu = new QMenu(this);
-            menu->setObjectName(QStringLiteral("planColumnsMenu"));
-            menu->setAttribute(Qt::WA_DeleteOnClose);
-            for (int c = 1; c < PlanTableModel::ColumnCount; ++c) {
-                QAction* a = menu->addAction(m_model->headerData(c, Qt::Horizontal).toString());
-                a->setCheckable(true);
-                a->setChecked(!m_table->isColumnHidden(c));
-                connect(a, &QAction::toggled, this, [this, c](bool on) { setColumnShown(c, on); });
-            }
-            menu->popup(header->mapToGlobal(pos));
-        });
-    }
+    installColumnChooser(m_table->horizontalHeader(), QStringLiteral("planEditor/hiddenColumns"),
+                         {QStringLiteral("Act-order"), QStringLiteral("Damping")}, QStringLiteral("planColumnsMenu"));
 
     for (int c : {PlanTableModel::Method, PlanTableModel::Target, PlanTableModel::Bits, PlanTableModel::Group,
                   PlanTableModel::Sym, PlanTableModel::Skip, PlanTableModel::ActOrder, PlanTableModel::Damping})
@@ -243,11 +223,7 @@ PlanEditor::PlanEditor(QWidget* parent)
 
 void PlanEditor::setColumnShown(int column, bool shown)
 {
-    m_table->setColumnHidden(column, !shown);
-    QStringList hidden;
-    for (int c = 1; c < PlanTableModel::ColumnCount; ++c)
-        if (m_table->isColumnHidden(c)) hidden << m_model->headerData(c, Qt::Horizontal).toString();
-    QSettings().setValue(QStringLiteral("planEditor/hiddenColumns"), hidden);
+    setChooserColumnShown(m_table->horizontalHeader(), QStringLiteral("planEditor/hiddenColumns"), column, shown);
 }
 
 void PlanEditor::setConfig(const std::optional<ModelConfig>& config) { m_model->setConfig(config); }
