@@ -1,4 +1,5 @@
-// quantbench-cli bench: prefill throughput of the F32 forward pass and peak resident memory;
+// quantbench-cli bench: prefill throughput of the forward pass (weights in their stored encoding, or
+// --f32) and peak resident memory after load and after evaluating;
 // --quantize: per-method quantization stage timings and peak memory (issue 4 item 7);
 // --quantize --reference: our GPTQ pipeline against the PyTorch reference (IST-DASLab
 // llama_sequential, tests/quant/bench/gptq_reference.py) on the same model, calibration token ids,
@@ -618,7 +619,7 @@ int runBench(const std::vector<std::string>& argv)
                              "cmpq",     "python",   "reference-script", "reference-blas",
                              "save-ids", "abits",    "kvbits",           "rotate",
                              "hadamard", "rows",     "ruquant-epochs",   "ruquant-block"},
-                      {"json", "quantize", "no-act-order", "reference", "distill"});
+                      {"json", "quantize", "no-act-order", "reference", "distill", "f32"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
     if (args.has("hadamard")) return runHadamardBench(args, cmd);
@@ -635,9 +636,14 @@ int runBench(const std::vector<std::string>& argv)
     const auto t0 = std::chrono::steady_clock::now();
     auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
-    auto m = pipeline::loadModel(*ck);
+    // Weights in their stored encoding (decoded per tile), or --f32: expanded to F32 at load.
+    pipeline::LoadOptions lo;
+    lo.compact = !args.has("f32");
+    auto m = pipeline::loadModel(*ck, nullptr, nullptr, lo);
     if (!m) return cli::fail(cmd, "cannot load model: " + m.error().toString());
     const double loadSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double loadRss = peakRssMiB();
+    const char* held = lo.compact ? "stored" : "F32";
 
     // Deterministic pseudo-text: the forward pass cost does not depend on the ids.
     const std::int64_t V = (*m)->config().vocabSize;
@@ -759,15 +765,19 @@ int runBench(const std::vector<std::string>& argv)
     if (args.has("json")) {
         std::snprintf(buf, sizeof buf,
                       "{\"ctx\":%d,\"windows\":%d,\"threads\":%d,\"seconds\":%.4f,\"tokens_per_second\":%.1f,"
-                      "\"load_seconds\":%.3f,\"peak_rss_mib\":%.1f}\n",
-                      ctx, windows, model::numThreads(), r->seconds, r->tokensPerSecond, loadSeconds, rss);
+                      "\"load_seconds\":%.3f,\"weights\":\"%s\",\"weights_mib\":%.1f,\"file_mib\":%.1f,"
+                      "\"load_peak_rss_mib\":%.1f,\"peak_rss_mib\":%.1f}\n",
+                      ctx, windows, model::numThreads(), r->seconds, r->tokensPerSecond, loadSeconds, held,
+                      double((*m)->bytes()) / (1024.0 * 1024.0), double(ck->fileBytes) / (1024.0 * 1024.0), loadRss,
+                      rss);
     } else {
         std::snprintf(buf, sizeof buf,
                       "prefill: %.1f tokens/s  (%d windows x %d tokens in %.3f s, %d threads, batch %d)\n"
-                      "load: %.3f s, F32 weights %.1f MiB\n"
-                      "peak resident memory: %.1f MiB\n",
-                      r->tokensPerSecond, windows, ctx, r->seconds, model::numThreads(), batch, loadSeconds,
-                      double((*m)->bytes()) / (1024.0 * 1024.0), rss);
+                      "load: %.3f s, weights held %s: %.1f MiB (files %.1f MiB); peak resident after load %.1f MiB\n"
+                      "peak resident memory (load + evaluate): %.1f MiB\n",
+                      r->tokensPerSecond, windows, ctx, r->seconds, model::numThreads(), batch, loadSeconds, held,
+                      double((*m)->bytes()) / (1024.0 * 1024.0), double(ck->fileBytes) / (1024.0 * 1024.0), loadRss,
+                      rss);
     }
     std::cout << buf << std::flush;
     if (wa) {
@@ -785,46 +795,49 @@ int runBench(const std::vector<std::string>& argv)
 
 } // namespace
 
-QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization stage timings (--quantize)",
-               "Usage: quantbench-cli bench MODEL [--ctx 256] [--threads N] [--windows N] [--batch N] [--json]\n"
-               "         [--abits A] [--kvbits B] [--rotate residual|hadamard|ruquant [--ruquant-epochs N]\n"
-               "          [--ruquant-block B]]\n"
-               "       quantbench-cli bench MODEL --quantize [--calib FILE] [--nsamples 128] [--seqlen 256]\n"
-               "         [--methods rtn,gptq,neuqi] [--bits 3] [--group 128] [--threads N] [--repeat 1] [--json]\n"
-               "       quantbench-cli bench MODEL --quantize --reference [--reference-blas DIR] [--python PATH]\n"
-               "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
-               "       quantbench-cli bench MODEL --distill [--ctx 256] [--batch 4] [--repeat 5] [--threads N]\n"
-               "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
-               "         [--no-act-order] [--repeat 3] [--cmpq BITS]\n"
-               "       quantbench-cli bench --hadamard N[,...] [--rows 2048] [--threads N] [--repeat 3] [--json]\n"
-               "  --cmpq BITS  with --gptq-synthetic: also time CMPQ (reconstruction) at that average on the\n"
-               "               same W and H (error feedback on, k-means over channels in parallel)\n"
-               "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
-               "               hessian (forward + X^T X), search (NeUQI), solve, evaluate, total, and the\n"
-               "               child's peak RSS (VmHWM); min over --repeat; calib default: calib.txt beside MODEL\n"
-               "  --reference  also run the PyTorch reference GPTQ pipeline (IST-DASLab llama_sequential with\n"
-               "               true-sequential, tests/quant/bench/gptq_reference.py) on the same model folder,\n"
-               "               calibration token ids, threads, bits and group; prints both wall times and\n"
-               "               ours / reference. --reference-blas DIR: LD_LIBRARY_PATH for the reference\n"
-               "               only (Debian's torch calls the reference BLAS; e.g. an extracted OpenBLAS);\n"
-               "               --python (default /usr/bin/python3); --save-ids FILE keeps the token ids\n"
-               "               (int32, window-major)\n"
-               "  --distill    one distillation step (forward, recompute, backward, AdamW; --batch windows of\n"
-               "               --ctx tokens) against one F32 forward pass to the logits over the same tokens,\n"
-               "               min over --repeat, and the ratio\n"
-               "  --gptq-synthetic  the GPTQ solve alone on random W and H of the given shapes\n"
-               "  --hadamard   the fast randomized Hadamard transform (model/hadamard.h) of ROWS random rows of\n"
-               "               each width N against a dense GEMM by the same matrix (N <= 16384)\n"
-               "  MODEL        model directory or file\n"
-               "  --ctx N      tokens per window (default 256)\n"
-               "  --threads N  OpenMP/Eigen threads (default: all)\n"
-               "  --windows N  windows to time after one warm-up window (default 4)\n"
-               "  --batch N    windows per forward pass (default 4)\n"
-               "  --abits A, --kvbits B, --rotate residual|hadamard|ruquant   time the same windows again\n"
-               "               with activation/KV fake-quantization (and the online transforms) and print the\n"
-               "               ratio to the F32 pass (fastest of --repeat alternating passes, default 3);\n"
-               "               ruquant also times its construction on the windows against one calibration\n"
-               "               pass (the windows through every FP decoder layer in turn, no lm_head), and\n"
-               "               with --ruquant-epochs N its fine-tuning\n"
-               "  --json       machine-readable output\n",
-               &runBench);
+QB_CLI_COMMAND(
+    "bench", "prefill tokens/second and peak memory; quantization stage timings (--quantize)",
+    "Usage: quantbench-cli bench MODEL [--ctx 256] [--threads N] [--windows N] [--batch N] [--f32] [--json]\n"
+    "         [--abits A] [--kvbits B] [--rotate residual|hadamard|ruquant [--ruquant-epochs N]\n"
+    "          [--ruquant-block B]]\n"
+    "       quantbench-cli bench MODEL --quantize [--calib FILE] [--nsamples 128] [--seqlen 256]\n"
+    "         [--methods rtn,gptq,neuqi] [--bits 3] [--group 128] [--threads N] [--repeat 1] [--json]\n"
+    "       quantbench-cli bench MODEL --quantize --reference [--reference-blas DIR] [--python PATH]\n"
+    "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
+    "       quantbench-cli bench MODEL --distill [--ctx 256] [--batch 4] [--repeat 5] [--threads N]\n"
+    "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
+    "         [--no-act-order] [--repeat 3] [--cmpq BITS]\n"
+    "       quantbench-cli bench --hadamard N[,...] [--rows 2048] [--threads N] [--repeat 3] [--json]\n"
+    "  --f32        expand the weights to F32 at load (the default keeps them in their stored\n"
+    "               encoding, BF16/F16/GGUF blocks, decoded per tile): compare the two\n"
+    "  --cmpq BITS  with --gptq-synthetic: also time CMPQ (reconstruction) at that average on the\n"
+    "               same W and H (error feedback on, k-means over channels in parallel)\n"
+    "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
+    "               hessian (forward + X^T X), search (NeUQI), solve, evaluate, total, and the\n"
+    "               child's peak RSS (VmHWM); min over --repeat; calib default: calib.txt beside MODEL\n"
+    "  --reference  also run the PyTorch reference GPTQ pipeline (IST-DASLab llama_sequential with\n"
+    "               true-sequential, tests/quant/bench/gptq_reference.py) on the same model folder,\n"
+    "               calibration token ids, threads, bits and group; prints both wall times and\n"
+    "               ours / reference. --reference-blas DIR: LD_LIBRARY_PATH for the reference\n"
+    "               only (Debian's torch calls the reference BLAS; e.g. an extracted OpenBLAS);\n"
+    "               --python (default /usr/bin/python3); --save-ids FILE keeps the token ids\n"
+    "               (int32, window-major)\n"
+    "  --distill    one distillation step (forward, recompute, backward, AdamW; --batch windows of\n"
+    "               --ctx tokens) against one F32 forward pass to the logits over the same tokens,\n"
+    "               min over --repeat, and the ratio\n"
+    "  --gptq-synthetic  the GPTQ solve alone on random W and H of the given shapes\n"
+    "  --hadamard   the fast randomized Hadamard transform (model/hadamard.h) of ROWS random rows of\n"
+    "               each width N against a dense GEMM by the same matrix (N <= 16384)\n"
+    "  MODEL        model directory or file\n"
+    "  --ctx N      tokens per window (default 256)\n"
+    "  --threads N  OpenMP/Eigen threads (default: all)\n"
+    "  --windows N  windows to time after one warm-up window (default 4)\n"
+    "  --batch N    windows per forward pass (default 4)\n"
+    "  --abits A, --kvbits B, --rotate residual|hadamard|ruquant   time the same windows again\n"
+    "               with activation/KV fake-quantization (and the online transforms) and print the\n"
+    "               ratio to the F32 pass (fastest of --repeat alternating passes, default 3);\n"
+    "               ruquant also times its construction on the windows against one calibration\n"
+    "               pass (the windows through every FP decoder layer in turn, no lm_head), and\n"
+    "               with --ruquant-epochs N its fine-tuning\n"
+    "  --json       machine-readable output\n",
+    &runBench);

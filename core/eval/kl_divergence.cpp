@@ -113,10 +113,10 @@ Result<KlDivergenceResult> evaluateKlDivergence(const model::Model& model, const
                          "no scored position in a window of " + std::to_string(ctx) + " tokens");
     QB_TRY_STATUS(model.validate());
     QB_TRY_STATUS(reference.validate());
-    const Eigen::Index V = model.lmHead().rows();
-    if (reference.lmHead().rows() != V)
+    const Eigen::Index V = model.lmHeadRows();
+    if (reference.lmHeadRows() != V)
         return makeError(ErrorCode::Shape, "the reference model has a vocabulary of " +
-                                               std::to_string(reference.lmHead().rows()) + " tokens, the model " +
+                                               std::to_string(reference.lmHeadRows()) + " tokens, the model " +
                                                std::to_string(V));
     const auto t0 = std::chrono::steady_clock::now();
     model::Workspace ws;

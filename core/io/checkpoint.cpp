@@ -283,13 +283,14 @@ Result<Checkpoint> openCheckpoint(const std::string& path)
     return ck;
 }
 
-Status readTensorF32(const TensorInfo& t, float* dst)
+namespace {
+
+// The stored bytes match the shape in t's encoding (ggml blocks or plain dtype); the message
+// names the tensor as `where`.
+Status checkStoredBytes(const TensorInfo& t, const std::string& where)
 {
     const std::int64_t n = t.numel();
-    const std::string where = t.bytes.path() + ": tensor " + t.name;
-    if (t.gptq) {
-        QB_TRY_STATUS(dequantizeGptq(t, dst));
-    } else if (t.ggmlType >= 0) {
+    if (t.ggmlType >= 0) {
         const auto* traits = ggmlTypeTraits(t.ggmlType);
         if (!traits) return makeError(ErrorCode::Unsupported, "unknown ggml type " + std::to_string(t.ggmlType), where);
         if (n % traits->blockSize != 0)
@@ -302,15 +303,49 @@ Status readTensorF32(const TensorInfo& t, float* dst)
                              "holds " + std::to_string(t.bytes.size()) + " bytes, " + traits->name + " shape " +
                                  t.shapeString() + " needs " + std::to_string(need),
                              where);
+        return {};
+    }
+    const std::uint64_t need = std::uint64_t(n) * dtypeSize(t.dtype);
+    if (t.bytes.size() != need)
+        return makeError(ErrorCode::Shape,
+                         "holds " + std::to_string(t.bytes.size()) + " bytes, " + dtypeName(t.dtype) + " shape " +
+                             t.shapeString() + " needs " + std::to_string(need),
+                         where);
+    return {};
+}
+
+// The heads' rows a permutation moved: HF row r (within a head of d rows) is stored at
+// GGUF row inverse[r] (FORMATS.md §2.4).
+Result<std::vector<std::int64_t>> unpermutedRowOrder(const TensorInfo& t, const std::string& where)
+{
+    const std::int64_t rows = t.rows(), heads = t.permutedHeads;
+    if (rows % heads != 0 || (rows / heads) % 2 != 0)
+        return makeError(
+            ErrorCode::Shape,
+            std::to_string(rows) + " rows do not split into " + std::to_string(heads) + " heads of even size", where);
+    const std::int64_t d = rows / heads;
+    const std::vector<std::int64_t> perm = llamaRopePermutation(1, d);
+    std::vector<std::int64_t> order(static_cast<std::size_t>(rows));
+    for (std::int64_t h = 0; h < heads; ++h)
+        for (std::int64_t r = 0; r < d; ++r)
+            order[std::size_t(h * d + perm[std::size_t(r)])] = h * d + r;
+    return order;
+}
+
+} // namespace
+
+Status readTensorF32(const TensorInfo& t, float* dst)
+{
+    const std::int64_t n = t.numel();
+    const std::string where = t.bytes.path() + ": tensor " + t.name;
+    if (t.gptq) {
+        QB_TRY_STATUS(dequantizeGptq(t, dst));
+    } else if (t.ggmlType >= 0) {
+        QB_TRY_STATUS(checkStoredBytes(t, where));
         auto s = dequantizeGgml(t.ggmlType, t.bytes.data(), dst, n);
         if (!s.ok()) return s.error().withContext(where);
     } else {
-        const std::uint64_t need = std::uint64_t(n) * dtypeSize(t.dtype);
-        if (t.bytes.size() != need)
-            return makeError(ErrorCode::Shape,
-                             "holds " + std::to_string(t.bytes.size()) + " bytes, " + dtypeName(t.dtype) + " shape " +
-                                 t.shapeString() + " needs " + std::to_string(need),
-                             where);
+        QB_TRY_STATUS(checkStoredBytes(t, where));
         auto s = convertToF32(t.dtype, t.bytes.data(), dst, std::size_t(n));
         if (!s.ok()) return s.error().withContext(where);
     }
@@ -318,27 +353,56 @@ Status readTensorF32(const TensorInfo& t, float* dst)
         for (std::int64_t i = 0; i < n; ++i)
             dst[i] += t.valueOffset;
     if (t.permutedHeads > 0 && n > 0) { // an empty tensor has no rows to move
-        // Undo the llama.cpp export permutation (FORMATS.md §2.4, io/gguf_names.h).
-        const std::int64_t rows = t.rows(), cols = t.cols(), heads = t.permutedHeads;
-        if (rows % heads != 0 || (rows / heads) % 2 != 0)
-            return makeError(ErrorCode::Shape,
-                             std::to_string(rows) + " rows do not split into " + std::to_string(heads) +
-                                 " heads of even size",
-                             where);
-        // The permutation stays inside each head: scatter one head at a time through a
-        // one-head buffer (GGUF row r of a head holds HF row perm[r] of that head).
-        const std::int64_t d = rows / heads;
-        const std::vector<std::int64_t> perm = llamaRopePermutation(1, d);
+        // Undo the llama.cpp export permutation (FORMATS.md §2.4, io/gguf_names.h). It stays
+        // inside each head: gather one head at a time through a one-head buffer.
+        QB_TRY(order, unpermutedRowOrder(t, where));
+        const std::int64_t cols = t.cols(), d = t.rows() / t.permutedHeads;
         std::vector<float> head(std::size_t(d * cols));
-        for (std::int64_t h = 0; h < heads; ++h) {
+        for (std::int64_t h = 0; h < t.permutedHeads; ++h) {
             float* base = dst + h * d * cols;
             std::memcpy(head.data(), base, head.size() * sizeof(float));
             for (std::int64_t r = 0; r < d; ++r)
-                std::memcpy(base + perm[std::size_t(r)] * cols, head.data() + r * cols,
+                std::memcpy(base + r * cols, head.data() + ((*order)[std::size_t(h * d + r)] - h * d) * cols,
                             std::size_t(cols) * sizeof(float));
         }
     }
     return {};
+}
+
+Result<PackedWeightPtr> packTensor(const TensorInfo& t, std::int64_t firstRow, std::int64_t rows)
+{
+    if (t.gptq || t.valueOffset != 0 || t.shape.size() != 2) return PackedWeightPtr{};
+    const std::string where = t.bytes.path() + ": tensor " + t.name;
+    if (rows < 0) rows = t.rows() - firstRow;
+    if (firstRow < 0 || rows < 0 || firstRow + rows > t.rows())
+        return makeError(
+            ErrorCode::OutOfRange,
+            "rows " + std::to_string(firstRow) + "+" + std::to_string(rows) + " outside " + t.shapeString(), where);
+    const GgmlTypeTraits* traits = t.ggmlType >= 0 ? ggmlTypeTraits(t.ggmlType) : nullptr;
+    if (t.ggmlType >= 0 && (!traits || !traits->decode)) return PackedWeightPtr{};
+    if (t.ggmlType < 0 && t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16)
+        return PackedWeightPtr{};
+    QB_TRY_STATUS(checkStoredBytes(t, where));
+    const std::int64_t cols = t.cols();
+    if (traits && cols % traits->blockSize != 0)
+        return makeError(ErrorCode::Shape,
+                         "rows of " + std::to_string(cols) + " values are not whole " + traits->name + " blocks",
+                         where);
+    const std::size_t rowBytes = traits ? std::size_t(cols / traits->blockSize) * std::size_t(traits->typeSize)
+                                        : std::size_t(cols) * dtypeSize(t.dtype);
+    std::vector<std::int64_t> order;
+    if (t.permutedHeads > 0) {
+        if (firstRow != 0 || rows != t.rows())
+            return makeError(ErrorCode::Unsupported, "a row slice of a head-permuted tensor", where);
+        QB_TRY(o, unpermutedRowOrder(t, where));
+        order = std::move(*o);
+    }
+    QB_TRY(bytes, t.bytes.slice(std::uint64_t(firstRow) * rowBytes, std::uint64_t(rows) * rowBytes));
+    PackedWeightPtr p = traits ? makeRowCodecWeight(std::move(*bytes), rows, cols, rowBytes, traits->decode,
+                                                    traits->name, std::move(order))
+                               : makeDTypeWeight(std::move(*bytes), t.dtype, rows, cols, std::move(order));
+    if (!p) return makeError(ErrorCode::Format, "cannot view the stored rows", where);
+    return p;
 }
 
 Result<Tokenizer> loadCheckpointTokenizer(const Checkpoint& ck)

@@ -10,6 +10,7 @@
 // thread-safe and may run concurrently on different (or the same) tensors.
 
 #include "base/model_config.h"
+#include "base/packed_weight.h"
 #include "base/result.h"
 #include "base/tensor.h"
 #include "io/tokenizer.h"
@@ -50,5 +51,12 @@ Result<Tokenizer> loadCheckpointTokenizer(const Checkpoint& ck);
 
 // Converts/dequantizes one tensor into dst (numel() floats, HF layout; undoes permutedHeads).
 Status readTensorF32(const TensorInfo& t, float* dst);
+
+// Rows [firstRow, firstRow + rows) of a 2-D tensor (rows < 0: all) as a compact view that decodes
+// them exactly as readTensorF32 does, straight from the map (base/packed_weight.h): plain
+// F32/F16/BF16 and GGUF block types (q/k rows un-permuted by a row order). nullptr when the
+// tensor has no such view (GPTQ parts, other dtypes, a value offset, not 2-D): read it as F32.
+// A byte size that does not match the shape is an error naming the tensor, as in readTensorF32.
+Result<PackedWeightPtr> packTensor(const TensorInfo& t, std::int64_t firstRow = 0, std::int64_t rows = -1);
 
 } // namespace qb::io

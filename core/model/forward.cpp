@@ -207,11 +207,52 @@ struct ForwardImpl {
         if (w.runtime) applyInputRuntime(rows, w.runtime->input(k));
     }
 
-    static void linear(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, const RowVector& bias, RowMatrix& out)
+    // out = x·pᵀ with p decoded a tile of rows at a time: each thread decodes its tile into its own
+    // buffer and multiplies it on its own (Eigen runs single-threaded inside a parallel region).
+    // The K sums are the ones a full GEMM does; only how the output columns are split differs.
+    static void packedProduct(const Eigen::Ref<const RowMatrix>& x, const PackedWeight& p, Eigen::Ref<RowMatrix> out,
+                              Workspace& ws)
     {
-        out.resize(x.rows(), w.rows());
-        out.noalias() = x * w.transpose();
+        if (const float* f = p.f32Data()) {
+            out.noalias() = x * Eigen::Map<const RowMatrix>(f, p.rows(), p.cols()).transpose();
+            return;
+        }
+        const Eigen::Index N = p.rows(), K = p.cols();
+        const int threads = std::max(1, numThreads());
+        // Tiles of 16..256 rows, at least two per thread where N allows.
+        Eigen::Index tile = (N + 2 * threads - 1) / (2 * threads);
+        tile = std::clamp<Eigen::Index>((tile + 15) / 16 * 16, 16, 256);
+        const Eigen::Index tiles = (N + tile - 1) / tile;
+        if (ws.m_tiles.size() < std::size_t(threads)) ws.m_tiles.resize(std::size_t(threads));
+        for (int t = 0; t < threads; ++t)
+            if (ws.m_tiles[std::size_t(t)].rows() < tile || ws.m_tiles[std::size_t(t)].cols() != K)
+                ws.m_tiles[std::size_t(t)].resize(tile, K);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (Eigen::Index t = 0; t < tiles; ++t) {
+            RowMatrix& buf = ws.m_tiles[std::size_t(omp_get_thread_num())];
+            const Eigen::Index r0 = t * tile, n = std::min(tile, N - r0);
+            p.decodeRows(r0, n, buf.data());
+            out.middleCols(r0, n).noalias() = x * buf.topRows(n).transpose();
+        }
+    }
+
+    // out = x·Wᵀ (+ bias) for a weight held as F32 (`w`) or packed (`p`).
+    static void linear(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, const PackedWeightPtr& p,
+                       const RowVector& bias, RowMatrix& out, Workspace& ws)
+    {
+        if (p) {
+            out.resize(x.rows(), p->rows());
+            packedProduct(x, *p, out, ws);
+        } else {
+            out.resize(x.rows(), w.rows());
+            out.noalias() = x * w.transpose();
+        }
         if (bias.size() > 0) out.rowwise() += bias;
+    }
+    static void linear(const Eigen::Ref<const RowMatrix>& x, const DecoderLayerWeights& w, Linear l, RowMatrix& out,
+                       Workspace& ws)
+    {
+        linear(x, w.weight(l), w.packedWeight(l), w.bias(l), out, ws);
     }
 
     // hidden += ws.m_proj, through Gemma's output norm when the layer has one.
@@ -235,9 +276,9 @@ struct ForwardImpl {
         inputRuntime(w, LinearKind::Qkv, ws.m_x);
         if (taps) taps(l, LinearKind::Qkv, ws.m_x);
         if (stop == LinearKind::Qkv) return;
-        linear(ws.m_x, w.q, w.qBias, ws.m_q);
-        linear(ws.m_x, w.k, w.kBias, ws.m_k);
-        linear(ws.m_x, w.v, w.vBias, ws.m_v);
+        linear(ws.m_x, w, Linear::Q, ws.m_q, ws);
+        linear(ws.m_x, w, Linear::K, ws.m_k, ws);
+        linear(ws.m_x, w, Linear::V, ws.m_v, ws);
         if (w.qNorm.size() > 0) {
             headNorm(ws.m_q, int(cfg.numAttentionHeads), int(cfg.headDim), w.qNorm, cfg.rmsNormEps);
             headNorm(ws.m_k, int(cfg.numKeyValueHeads), int(cfg.headDim), w.kNorm, cfg.rmsNormEps);
@@ -259,7 +300,7 @@ struct ForwardImpl {
         inputRuntime(w, LinearKind::O, ws.m_attn);
         if (taps) taps(l, LinearKind::O, ws.m_attn);
         if (stop == LinearKind::O) return;
-        linear(ws.m_attn, w.o, w.oBias, ws.m_proj);
+        linear(ws.m_attn, w, Linear::O, ws.m_proj, ws);
         addOutput(hidden, w.attnOutNorm, cfg.rmsNormEps, ws);
     }
 
@@ -272,8 +313,8 @@ struct ForwardImpl {
         inputRuntime(w, LinearKind::GateUp, ws.m_x);
         if (taps) taps(l, LinearKind::GateUp, ws.m_x);
         if (stop == LinearKind::GateUp) return;
-        linear(ws.m_x, w.gate, w.gateBias, ws.m_gate);
-        linear(ws.m_x, w.up, w.upBias, ws.m_up);
+        linear(ws.m_x, w, Linear::Gate, ws.m_gate, ws);
+        linear(ws.m_x, w, Linear::Up, ws.m_up, ws);
         const Eigen::Index n = ws.m_gate.rows();
         if (cfg.hiddenAct == HiddenAct::GeluTanh) {
             // gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
@@ -299,7 +340,7 @@ struct ForwardImpl {
         inputRuntime(w, LinearKind::Down, ws.m_gate);
         if (taps) taps(l, LinearKind::Down, ws.m_gate);
         if (stop == LinearKind::Down) return;
-        linear(ws.m_gate, w.down, w.downBias, ws.m_proj);
+        linear(ws.m_gate, w, Linear::Down, ws.m_proj, ws);
         addOutput(hidden, w.mlpOutNorm, cfg.rmsNormEps, ws);
     }
 };
@@ -307,14 +348,17 @@ struct ForwardImpl {
 Status embed(const Model& model, std::span<const std::int32_t> ids, RowMatrix& hidden)
 {
     const RowMatrix& e = model.embedding();
-    hidden.resize(Eigen::Index(ids.size()), e.cols());
+    const PackedWeightPtr& packed = model.packedEmbedding();
+    const Eigen::Index vocab = model.embeddingRows();
+    hidden.resize(Eigen::Index(ids.size()), packed ? Eigen::Index(packed->cols()) : e.cols());
     for (std::size_t i = 0; i < ids.size(); ++i) {
-        if (ids[i] < 0 || ids[i] >= e.rows())
+        if (ids[i] < 0 || ids[i] >= vocab)
             return makeError(ErrorCode::OutOfRange,
                              "token id " + std::to_string(ids[i]) + " outside the vocabulary of " +
-                                 std::to_string(e.rows()),
+                                 std::to_string(vocab),
                              "token " + std::to_string(i));
-        hidden.row(Eigen::Index(i)) = e.row(ids[i]);
+        if (packed) packed->decodeRows(ids[i], 1, hidden.row(Eigen::Index(i)).data());
+        else hidden.row(Eigen::Index(i)) = e.row(ids[i]);
     }
     // Gemma scales embeddings by sqrt(hidden_size), rounded to the activation dtype (F32).
     if (model.config().gemmaNorms) hidden *= float(std::sqrt(double(model.config().hiddenSize)));
@@ -364,15 +408,16 @@ Status addBlockOutput(const ModelConfig& cfg, const DecoderLayerWeights& w, int 
 {
     QB_TRY_STATUS(w.validate(cfg, layer));
     const bool attention = block == LayerBlock::Attention;
-    const RowMatrix& weight = attention ? w.o : w.down;
-    if (input.rows() != hidden.rows() || input.cols() != weight.cols() || hidden.cols() != cfg.hiddenSize)
+    const Linear lin = attention ? Linear::O : Linear::Down;
+    if (input.rows() != hidden.rows() || input.cols() != w.inFeatures(lin) || hidden.cols() != cfg.hiddenSize)
         return makeError(ErrorCode::Shape,
                          std::string(attention ? "o_proj" : "down_proj") + " input [" + std::to_string(input.rows()) +
                              " x " + std::to_string(input.cols()) + "] does not fit the weight [" +
-                             std::to_string(weight.rows()) + " x " + std::to_string(weight.cols()) + "] and hidden [" +
-                             std::to_string(hidden.rows()) + " x " + std::to_string(hidden.cols()) + "]",
+                             std::to_string(w.outFeatures(lin)) + " x " + std::to_string(w.inFeatures(lin)) +
+                             "] and hidden [" + std::to_string(hidden.rows()) + " x " + std::to_string(hidden.cols()) +
+                             "]",
                          "layer " + std::to_string(layer));
-    ForwardImpl::linear(input, weight, attention ? w.oBias : w.downBias, ws.m_proj);
+    ForwardImpl::linear(input, w, lin, ws.m_proj, ws);
     ForwardImpl::addOutput(hidden, attention ? w.attnOutNorm : w.mlpOutNorm, cfg.rmsNormEps, ws);
     return {};
 }
@@ -391,8 +436,7 @@ Status runLayer(const Model& model, int layer, RowMatrix& hidden, int seqLen, Wo
 void logits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, RowMatrix& out, Workspace& ws)
 {
     ForwardImpl::rmsNorm(hidden, model.finalNorm(), model.config().rmsNormEps, ws.m_x);
-    out.resize(hidden.rows(), model.lmHead().rows());
-    out.noalias() = ws.m_x * model.lmHead().transpose();
+    ForwardImpl::linear(ws.m_x, model.lmHead(), model.packedLmHead(), RowVector(), out, ws);
     if (const float cap = float(model.config().finalLogitSoftcap); cap > 0) {
         const Eigen::Index n = out.rows();
 #pragma omp parallel for schedule(static)
@@ -406,7 +450,8 @@ void logits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, RowMa
 
 Eigen::Index logitsChunkRows(const Model& model, Eigen::Index scoredRows)
 {
-    return std::max<Eigen::Index>(1, std::min<Eigen::Index>(scoredRows, (16 << 20) / model.lmHead().rows()));
+    return std::max<Eigen::Index>(
+        1, std::min<Eigen::Index>(scoredRows, (16 << 20) / std::max<Eigen::Index>(1, model.lmHeadRows())));
 }
 
 void scoredLogits(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, int seqLen, int firstScored,
@@ -445,7 +490,7 @@ Status logProbs(const Model& model, const Eigen::Ref<const RowMatrix>& hidden, i
     const int B = int(hidden.rows() / seqLen);
     const int perWindow = seqLen - 1 - firstScored;
     out.resize(std::size_t(B) * std::size_t(perWindow));
-    const Eigen::Index V = model.lmHead().rows();
+    const Eigen::Index V = model.lmHeadRows();
     const Eigen::Index total = Eigen::Index(B) * perWindow;
     const Eigen::Index chunk = logitsChunkRows(model, total);
     for (Eigen::Index c0 = 0; c0 < total; c0 += chunk) {

@@ -5,7 +5,9 @@
 // window starts at position 0 (RoPE positions 0..T-1) and attends causally within itself only.
 // Steps follow Hugging Face modeling_llama exactly: embed -> per layer (RMSNorm, q/k/v (+bias),
 // rotate-half RoPE (llama3/linear scaling), GQA causal softmax attention scaled by 1/sqrt(d),
-// o_proj, residual, RMSNorm, SwiGLU MLP, residual) -> final RMSNorm -> lm_head. All F32.
+// o_proj, residual, RMSNorm, SwiGLU MLP, residual) -> final RMSNorm -> lm_head. All F32 arithmetic;
+// packed weights (model.h: BF16/F16 from the map, GGUF blocks, quantization codes) are decoded a
+// tile of rows at a time inside each product, so a model is never expanded to F32 as a whole.
 // Architecture variants are decided per layer from the config, never per token: Qwen3/Gemma 3
 // per-head q/k RMSNorm before RoPE; Gemma embeddings x sqrt(hidden), attention scale
 // 1/sqrt(query_pre_attn_scalar), attention/final logit soft-capping, RMSNorm of the attention
@@ -54,6 +56,7 @@ struct Workspace {
     RowMatrix m_x, m_q, m_k, m_v, m_attn, m_proj, m_gate, m_up, m_logits;
     std::vector<RowMatrix> m_scores; // one [T, T] per thread
     std::array<RopeTable, 2> m_rope; // global layers, and Gemma 3's local (sliding) layers
+    std::vector<RowMatrix> m_tiles;  // one decoded tile of a packed weight per thread
 };
 
 // hidden = embed_tokens[ids]; rows = ids.size(). Fails on an id outside [0, vocab).

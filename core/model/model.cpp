@@ -2,6 +2,7 @@
 
 #include "model/runtime.h"
 
+#include <algorithm>
 #include <array>
 #include <cassert>
 
@@ -120,9 +121,61 @@ std::size_t DecoderLayerWeights::bytes() const
 {
     std::size_t n = std::size_t(inputNorm.size() + postNorm.size() + qNorm.size() + kNorm.size() + attnOutNorm.size() +
                                 mlpOutNorm.size());
-    for (Linear l : kAllLinears)
+    std::size_t packedBytes = 0;
+    for (Linear l : kAllLinears) {
         n += std::size_t(weight(l).size() + bias(l).size());
-    return n * sizeof(float);
+        if (const auto& p = packedWeight(l)) packedBytes += p->bytes();
+    }
+    return n * sizeof(float) + packedBytes;
+}
+
+bool DecoderLayerWeights::isPacked() const
+{
+    for (const auto& p : packed)
+        if (p) return true;
+    return false;
+}
+
+Eigen::Index DecoderLayerWeights::outFeatures(Linear l) const
+{
+    const auto& p = packedWeight(l);
+    return p ? Eigen::Index(p->rows()) : weight(l).rows();
+}
+
+Eigen::Index DecoderLayerWeights::inFeatures(Linear l) const
+{
+    const auto& p = packedWeight(l);
+    return p ? Eigen::Index(p->cols()) : weight(l).cols();
+}
+
+RowMatrix decodePacked(const PackedWeight& p)
+{
+    RowMatrix m(p.rows(), p.cols());
+    // Row blocks in parallel: decoding is independent per row, and exact.
+    const Eigen::Index block = 64, blocks = (m.rows() + block - 1) / block;
+#pragma omp parallel for schedule(static)
+    for (Eigen::Index b = 0; b < blocks; ++b) {
+        const Eigen::Index r0 = b * block, n = std::min(block, m.rows() - r0);
+        p.decodeRows(r0, n, m.row(r0).data());
+    }
+    return m;
+}
+
+std::shared_ptr<DecoderLayerWeights> unpackedCopy(const DecoderLayerWeights& w)
+{
+    auto out = std::make_shared<DecoderLayerWeights>(w);
+    for (Linear l : kAllLinears)
+        if (const auto& p = w.packedWeight(l)) {
+            out->weight(l) = decodePacked(*p);
+            out->packed[std::size_t(l)].reset();
+        }
+    return out;
+}
+
+std::shared_ptr<const DecoderLayerWeights> unpackedLayer(std::shared_ptr<const DecoderLayerWeights> w)
+{
+    if (!w || !w->isPacked()) return w;
+    return unpackedCopy(*w);
 }
 
 namespace {
@@ -208,10 +261,12 @@ Status DecoderLayerWeights::validate(const ModelConfig& cfg, int index) const
     }
     for (Linear l : kAllLinears) {
         const Shape s = linearShape(cfg, l);
-        const RowMatrix& w = weight(l);
-        if (w.rows() != s.rows || w.cols() != s.cols)
+        if (packedWeight(l) && weight(l).size() != 0)
+            return makeError(ErrorCode::InvalidArgument, "held both packed and as F32", tensorName(index, l));
+        if (outFeatures(l) != s.rows || inFeatures(l) != s.cols)
             return makeError(ErrorCode::Shape,
-                             "expected shape " + shapeText(s.rows, s.cols) + ", got " + shapeText(w.rows(), w.cols()),
+                             "expected shape " + shapeText(s.rows, s.cols) + ", got " +
+                                 shapeText(outFeatures(l), inFeatures(l)),
                              tensorName(index, l));
         const Eigen::Index nb = bias(l).size();
         if (nb != 0 && nb != s.rows)
@@ -256,13 +311,18 @@ Status Model::validate() const
 {
     QB_TRY_STATUS(checkConfig(m_config));
     const auto& c = m_config;
-    if (m_embedding.rows() != c.vocabSize || m_embedding.cols() != c.hiddenSize)
+    const auto cols = [](const RowMatrix& m, const PackedWeightPtr& p) {
+        return p ? Eigen::Index(p->cols()) : m.cols();
+    };
+    if ((m_embeddingPacked && m_embedding.size() != 0) || (m_lmHeadPacked && m_lmHead.size() != 0))
+        return makeError(ErrorCode::InvalidArgument, "embedding or head held both packed and as F32",
+                         "model.embed_tokens.weight");
+    if (embeddingRows() != c.vocabSize || cols(m_embedding, m_embeddingPacked) != c.hiddenSize)
         return makeError(ErrorCode::Shape, "expected shape " + shapeText(c.vocabSize, c.hiddenSize),
                          "model.embed_tokens.weight");
     if (m_finalNorm.size() != c.hiddenSize)
         return makeError(ErrorCode::Shape, "norm weight has the wrong size", "model.norm.weight");
-    const RowMatrix& head = lmHead();
-    if (head.rows() != c.vocabSize || head.cols() != c.hiddenSize)
+    if (lmHeadRows() != c.vocabSize || cols(lmHead(), packedLmHead()) != c.hiddenSize)
         return makeError(ErrorCode::Shape, "expected shape " + shapeText(c.vocabSize, c.hiddenSize), "lm_head.weight");
     for (int i = 0; i < numLayers(); ++i) {
         if (!m_layers[std::size_t(i)])
@@ -276,9 +336,55 @@ Status Model::validate() const
 std::size_t Model::bytes() const
 {
     std::size_t n = std::size_t(m_embedding.size() + m_finalNorm.size() + m_lmHead.size()) * sizeof(float);
+    if (m_embeddingPacked) n += m_embeddingPacked->bytes();
+    if (m_lmHeadPacked && !m_config.tieWordEmbeddings) n += m_lmHeadPacked->bytes();
     for (const auto& l : m_layers)
         if (l) n += l->bytes();
     return n;
+}
+
+bool Model::hasPacked() const
+{
+    if (m_embeddingPacked || packedLmHead()) return true;
+    for (const auto& l : m_layers)
+        if (l && l->isPacked()) return true;
+    return false;
+}
+
+RowMatrix Model::embeddingF32() const { return m_embeddingPacked ? decodePacked(*m_embeddingPacked) : m_embedding; }
+
+RowMatrix Model::lmHeadF32() const
+{
+    const PackedWeightPtr& p = packedLmHead();
+    return p ? decodePacked(*p) : lmHead();
+}
+
+Eigen::Index Model::embeddingRows() const
+{
+    return m_embeddingPacked ? Eigen::Index(m_embeddingPacked->rows()) : m_embedding.rows();
+}
+
+Eigen::Index Model::lmHeadRows() const
+{
+    const PackedWeightPtr& p = packedLmHead();
+    return p ? Eigen::Index(p->rows()) : lmHead().rows();
+}
+
+std::shared_ptr<const Model> unpackedModel(const Model& m)
+{
+    if (!m.hasPacked()) return std::shared_ptr<const Model>(std::shared_ptr<const Model>(), &m);
+    auto out = std::make_shared<Model>(m);
+    if (m.packedEmbedding()) {
+        out->embedding() = m.embeddingF32();
+        out->setPackedEmbedding(nullptr);
+    }
+    if (!m.config().tieWordEmbeddings && m.packedLmHead()) {
+        out->lmHeadOwned() = m.lmHeadF32();
+        out->setPackedLmHead(nullptr);
+    }
+    for (int l = 0; l < m.numLayers(); ++l)
+        out->setLayer(l, unpackedLayer(m.layer(l)));
+    return out;
 }
 
 Status checkConfig(const ModelConfig& c)

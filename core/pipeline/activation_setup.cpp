@@ -145,7 +145,7 @@ Status installActivationQuantizers(model::Model& model, const ActivationPlan& pl
     }
     for (int l = 0; l < model.numLayers(); ++l) {
         const auto old = model.layer(l);
-        auto w = std::make_shared<model::DecoderLayerWeights>(*old);
+        auto w = std::make_shared<model::DecoderLayerWeights>(*old); // weights untouched: packed ones stay packed
         auto rt = std::make_shared<model::LayerRuntime>(old->runtime ? *old->runtime : model::LayerRuntime{});
         for (LinearKind k : kKinds) {
             model::ActQuantSpec s = plan.spec(k);

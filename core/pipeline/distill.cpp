@@ -212,10 +212,20 @@ double distillLearningRate(const DistillOptions& o, int step, int steps)
     return o.lr * std::max(0.0, 0.5 * (1.0 + std::cos(std::numbers::pi * progress)));
 }
 
-Result<DistillResult> runDistill(const model::Model& teacher, const QuantizeResult& quantized,
+Result<DistillResult> runDistill(const model::Model& teacherIn, const QuantizeResult& quantizedIn,
                                  const CalibrationSet& calib, const DistillOptions& o, RunContext* ctx,
                                  DistillState* stateIn)
 {
+    // The backward pass works on F32 matrices of every layer: packed weights are decoded here.
+    const auto teacherF32 = model::unpackedModel(teacherIn);
+    const model::Model& teacher = *teacherF32;
+    QuantizeResult quantizedF32;
+    const bool unpackStudent = quantizedIn.model && quantizedIn.model->hasPacked();
+    if (unpackStudent) {
+        quantizedF32 = quantizedIn;
+        quantizedF32.model = std::const_pointer_cast<model::Model>(model::unpackedModel(*quantizedIn.model));
+    }
+    const QuantizeResult& quantized = unpackStudent ? quantizedF32 : quantizedIn;
     const auto start = std::chrono::steady_clock::now();
     QB_TRY_STATUS(checkDistillablePlan(quantized.plan));
     if (!quantized.model)

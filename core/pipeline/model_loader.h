@@ -5,7 +5,7 @@
 // un-permuted), is shape-checked against the config, and scanned for NaN/Inf: a non-finite value
 // is a warning naming the tensor (the model still loads; evaluation will show the damage).
 // Progress: stage "load", one unit per tensor; cancel is polled between tensors and returns
-// ErrorCode::Cancelled. Memory: the whole model is held in F32, or, with loadLayers = false,
+// ErrorCode::Cancelled. Memory: the whole model is held in F32 (or packed, LoadOptions::compact), or, with loadLayers = false,
 // only the embedding, final norm and lm_head (decoder layers then come one at a time through
 // loadDecoderLayer). Threading: runs on the calling thread; the checkpoint is read-only.
 
@@ -29,6 +29,11 @@ struct LoadWarning {
 
 struct LoadOptions {
     bool loadLayers = true;
+    // Linear weights, embedding and head stay in their stored encoding where it has a row view
+    // (F32/F16/BF16, GGUF blocks; io::packTensor) as packed views into the map, decoded per tile
+    // by the forward pass (model/model.h); norms and biases are read to F32. Memory: about the
+    // file size, mapped, instead of an F32 copy. Still scanned for NaN/Inf.
+    bool compact = false;
 };
 
 Result<std::shared_ptr<model::Model>> loadModel(const io::Checkpoint& checkpoint, RunContext* ctx = nullptr,
@@ -39,7 +44,7 @@ Result<std::shared_ptr<model::Model>> loadModel(const io::Checkpoint& checkpoint
 // replacing what it holds; progress stage "load", one unit per tensor. Cancel leaves the layers
 // loaded so far in place.
 Status loadDecoderLayers(const io::Checkpoint& checkpoint, model::Model& model, RunContext* ctx = nullptr,
-                         std::vector<LoadWarning>* warnings = nullptr);
+                         std::vector<LoadWarning>* warnings = nullptr, bool compact = false);
 
 // One decoder layer's weights (for layer-at-a-time pipelines); no progress stage of its own.
 Result<std::shared_ptr<model::DecoderLayerWeights>> loadDecoderLayer(const io::Checkpoint& checkpoint, int layer,

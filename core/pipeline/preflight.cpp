@@ -80,6 +80,14 @@ std::uint64_t tablesF32Bytes(const ModelConfig& c)
     return std::uint64_t(c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2)) * 4;
 }
 
+// What F32 bytes take when held packed in a checkpoint of `stored` bytes (0: F32).
+std::uint64_t heldBytes(const ModelConfig& c, std::uint64_t f32, std::uint64_t stored)
+{
+    const std::uint64_t all = modelF32Bytes(c);
+    if (stored == 0 || stored >= all) return f32;
+    return std::uint64_t(double(f32) * double(stored) / double(all));
+}
+
 // One forward call's activations for `rows` tokens in windows of `len`: the layer's intermediate
 // matrices and the attention scores of one window batch (model/forward.h Workspace).
 std::uint64_t workspaceBytes(const ModelConfig& c, std::int64_t rows, std::int64_t len)
@@ -287,25 +295,37 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
     parts.push_back({"process", kProcessBytes});
     // The base model: embedding and head (all layers when kept for the window or for KL).
     const bool fullBase = in.keepBaseLayers || (in.evalTokens > 0 && in.klDivergence) || in.distill;
-    parts.push_back({fullBase ? "original model (F32)" : "embedding and head (F32)",
-                     fullBase ? modelF32Bytes(c) : tablesF32Bytes(c)});
-    // The fake-quantized model under construction (F32) when it is evaluated.
-    if (in.evalTokens > 0 || in.distill) parts.push_back({"quantized model (F32)", modelF32Bytes(c)});
+    const bool packed = in.storedBytes > 0;
+    const std::string held = packed ? " (stored)" : " (F32)";
+    // Distillation decodes the original (its teacher) to F32.
+    if (in.distill) parts.push_back({"original model (F32)", modelF32Bytes(c)});
+    else
+        parts.push_back({(fullBase ? "original model" : "embedding and head") + held,
+                         heldBytes(c, fullBase ? modelF32Bytes(c) : tablesF32Bytes(c), in.storedBytes)});
+    std::int64_t quantizedWeights = 0;
+    for (const TensorPlan& t : plan.tensors)
+        if (!t.skip) quantizedWeights += t.rows * t.cols;
+    // The fake-quantized model under construction when it is evaluated: codes and the stored
+    // tables when packed (distillation decodes it to F32).
+    if (in.distill || (in.evalTokens > 0 && !packed)) parts.push_back({"quantized model (F32)", modelF32Bytes(c)});
+    else if (in.evalTokens > 0)
+        parts.push_back({"quantized model (codes)",
+                         std::uint64_t(quantizedWeights) * 5 / 4 +
+                             heldBytes(c, modelF32Bytes(c) - std::uint64_t(quantizedWeights) * 4, in.storedBytes)});
     // Smoothing or rotation: the whole base, and its transformed copy, while the weights are solved.
     if (plan.activation.transforms()) {
         if (!fullBase) parts.push_back({"original model (F32)", modelF32Bytes(c)});
         parts.push_back({"transformed model (F32)", modelF32Bytes(c)});
     }
     // One decoder layer in F32, its largest Hessian and the GPTQ working set in double.
-    std::int64_t layerParams = 0, maxCols = 0, maxMatrix = 0, quantized = 0;
+    std::int64_t layerParams = 0, maxCols = 0, maxMatrix = 0;
+    const std::int64_t quantized = quantizedWeights;
     for (const TensorPlan& t : plan.tensors)
         if (t.layer == 0) {
             layerParams += t.rows * t.cols;
             maxCols = std::max(maxCols, t.cols);
             maxMatrix = std::max(maxMatrix, t.rows * t.cols);
         }
-    for (const TensorPlan& t : plan.tensors)
-        if (!t.skip) quantized += t.rows * t.cols;
     if (in.keepCodes || in.distill) parts.push_back({"codes and scales", std::uint64_t(quantized) * 5 / 4});
     // The quantizing, distilling and evaluation phases do not overlap: the largest one counts.
     Parts quantizing, evaluating;
@@ -335,7 +355,7 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
 }
 
 PreflightEstimate preflightEvaluate(const ModelConfig& c, std::int64_t evalTokens, int ctx, int batch,
-                                    bool withReference, const MachineRate& rate)
+                                    bool withReference, const MachineRate& rate, std::uint64_t storedBytes)
 {
     const double layers = double(c.numHiddenLayers);
     const double q = double(c.numAttentionHeads * c.headDim), kv = double(c.numKeyValueHeads * c.headDim);
@@ -345,8 +365,9 @@ PreflightEstimate preflightEvaluate(const ModelConfig& c, std::int64_t evalToken
     const double macs = double(evalTokens) * perToken * (withReference ? 2 : 1);
     Parts parts;
     parts.push_back({"process", kProcessBytes});
-    parts.push_back({"model (F32)", modelF32Bytes(c)});
-    if (withReference) parts.push_back({"reference model (F32)", modelF32Bytes(c)});
+    const std::string held = storedBytes > 0 ? " (stored)" : " (F32)";
+    parts.push_back({"model" + held, heldBytes(c, modelF32Bytes(c), storedBytes)});
+    if (withReference) parts.push_back({"reference model" + held, heldBytes(c, modelF32Bytes(c), storedBytes)});
     const std::int64_t rows = std::int64_t(std::max(1, batch)) * ctx;
     parts.push_back({"evaluation batch",
                      workspaceBytes(c, rows, ctx) + std::uint64_t(rows * c.vocabSize) * 4 * (withReference ? 2 : 1)});

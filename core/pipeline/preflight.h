@@ -65,6 +65,9 @@ struct QuantizePreflightInput {
     int evalBatch = 4;
     bool klDivergence = false;
     bool keepBaseLayers = false; // the window keeps the base's layers loaded
+    // The checkpoint's size: the base is held packed in its stored encoding (model_loader.h
+    // compact) and the quantized model as codes; 0: everything in F32.
+    std::uint64_t storedBytes = 0;
     bool keepCodes = true;
     // NeUQI's distillation after quantizing (pipeline/distill.h): steps (0: one epoch) of batch
     // windows; the base's layers (the teacher) and the quantized model are then held throughout.
@@ -99,9 +102,10 @@ double estimateDistillWork(const ModelConfig& config, int nsamples, int seqlen, 
 PreflightEstimate preflightQuantize(const ModelConfig& config, const ResolvedPlan& plan,
                                     const QuantizePreflightInput& input, const MachineRate& rate);
 
-// Evaluation of an F32 model (perplexity; with a reference model, KL divergence too).
+// Evaluation of a model (perplexity; with a reference model, KL divergence too), held packed in
+// storedBytes (the checkpoint's size, model_loader.h compact) or, when 0, in F32.
 PreflightEstimate preflightEvaluate(const ModelConfig& config, std::int64_t evalTokens, int ctx, int batch,
-                                    bool withReference, const MachineRate& rate);
+                                    bool withReference, const MachineRate& rate, std::uint64_t storedBytes = 0);
 
 // "1.3 GB", "850 MB"
 std::string formatBytesShort(std::uint64_t bytes);

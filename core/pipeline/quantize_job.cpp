@@ -253,12 +253,108 @@ Status fakeQuantizeGgml(const std::string& type, model::RowMatrix& m)
     return {};
 }
 
+Result<PackedWeightPtr> packGgml(const std::string& type, const model::RowMatrix& m, const PackedWeightPtr& packed)
+{
+    const auto t = io::parseGgmlType(type);
+    if (!t || !exporting::isGgufExportType(*t))
+        return makeError(ErrorCode::InvalidArgument, "not a GGUF type: " + type);
+    if (*t == io::GgmlType::F32) return PackedWeightPtr{};
+    const Eigen::Index rows = packed ? Eigen::Index(packed->rows()) : m.rows();
+    const Eigen::Index cols = packed ? Eigen::Index(packed->cols()) : m.cols();
+    const std::size_t rowBytes = io::ggmlRowBytes(*t, cols);
+    std::vector<std::uint8_t> bytes(std::size_t(rows) * rowBytes);
+    // Row blocks, so that a packed source is never expanded whole.
+    constexpr Eigen::Index kBlock = 256;
+    model::RowMatrix buf;
+    for (Eigen::Index r0 = 0; r0 < rows; r0 += kBlock) {
+        const Eigen::Index n = std::min(kBlock, rows - r0);
+        const float* src = m.data() + r0 * cols;
+        if (packed) {
+            buf.resize(n, cols);
+            packed->decodeRows(r0, n, buf.data());
+            src = buf.data();
+        }
+        QB_TRY(e, exporting::encodeMatrixGgml(*t, src, n, cols));
+        std::copy(e->bytes.begin(), e->bytes.end(), bytes.begin() + std::ptrdiff_t(std::size_t(r0) * rowBytes));
+    }
+    const auto* traits = io::ggmlTypeTraits(int(*t));
+    ByteRange view(MappedFile::fromBytes(std::move(bytes), "memory:" + type));
+    PackedWeightPtr p = makeRowCodecWeight(std::move(view), rows, cols, rowBytes, traits->decode, traits->name);
+    if (!p) return makeError(ErrorCode::Format, "cannot view the " + type + " rows");
+    return p;
+}
+
 const TensorReport* QuantizeResult::find(const std::string& name) const
 {
     for (const TensorReport& t : tensors)
         if (t.name == name || t.name == name + ".weight") return &t;
     return nullptr;
 }
+
+namespace {
+
+// A tensor's quantized values held as its codes, two per byte when they fit in 4 bits (else one),
+// plus the group parameters (or the CMPQ layout); decoded per tile by quant::dequantizeRowsInto.
+class CodesWeight final : public PackedWeight {
+public:
+    explicit CodesWeight(const quant::QuantizedRows& q) : PackedWeight(q.codes.rows(), q.codes.cols())
+    {
+        m_q.scales = q.scales;
+        m_q.zeros = q.zeros;
+        m_q.offsets = q.offsets;
+        m_q.groupIndex = q.groupIndex;
+        m_q.container = q.container;
+        m_q.superScales = q.superScales;
+        m_q.bits = q.bits;
+        m_q.cmpq = q.cmpq;
+        const std::int64_t n = q.codes.size();
+        m_nibbles = n > 0 && q.codes.maxCoeff() < 16;
+        m_codes.assign(std::size_t(m_nibbles ? (n + 1) / 2 : n), 0);
+        const std::uint8_t* c = q.codes.data();
+        if (m_nibbles)
+            for (std::int64_t i = 0; i < n; ++i)
+                m_codes[std::size_t(i / 2)] |= std::uint8_t(c[i] << (4 * (i % 2)));
+        else std::copy_n(c, n, m_codes.begin());
+    }
+    void decodeRows(std::int64_t r0, std::int64_t n, float* dst) const override
+    {
+        const std::int64_t first = r0 * cols(), count = n * cols();
+        if (!m_nibbles) return quant::dequantizeRowsInto(m_q, r0, n, m_codes.data() + first, dst);
+        thread_local std::vector<std::uint8_t> buf; // grows to the largest tile once per thread
+        if (buf.size() < std::size_t(count)) buf.resize(std::size_t(count));
+        for (std::int64_t i = 0; i < count; ++i) {
+            const std::int64_t k = first + i;
+            buf[std::size_t(i)] = (m_codes[std::size_t(k / 2)] >> (4 * (k % 2))) & 0xF;
+        }
+        quant::dequantizeRowsInto(m_q, r0, n, buf.data(), dst);
+    }
+    std::size_t bytes() const override
+    {
+        std::size_t n =
+            m_codes.size() +
+            std::size_t(m_q.scales.size() + m_q.zeros.size() + m_q.offsets.size() + m_q.superScales.size()) *
+                sizeof(double) +
+            m_q.groupIndex.size() * sizeof(int);
+        if (m_q.cmpq)
+            n += m_q.cmpq->codebook.size() * 4 + std::size_t(m_q.cmpq->keptValues.size()) * 4 +
+                 m_q.cmpq->outlierIndex.size() * 12 + m_q.cmpq->channelBits.size() * 9;
+        return n;
+    }
+    std::string format() const override
+    {
+        if (m_q.cmpq) return "CMPQ codes";
+        return std::to_string(m_q.bits) + "-bit codes" + (m_q.container.empty() ? "" : " (" + m_q.container + ")");
+    }
+
+private:
+    quant::QuantizedRows m_q; // without codes
+    std::vector<std::uint8_t> m_codes;
+    bool m_nibbles = false;
+};
+
+} // namespace
+
+PackedWeightPtr packQuantizedRows(const quant::QuantizedRows& q) { return std::make_shared<CodesWeight>(q); }
 
 Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoint* checkpoint, const ResolvedPlan& plan,
                                    const CalibrationSet& calib, const QuantizeJobOptions& options, RunContext* ctx)
@@ -278,7 +374,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
     LayerLoader loader = options.loader;
     if (!loader)
         loader = [&](int l) -> Result<std::shared_ptr<model::DecoderLayerWeights>> {
-            if (auto p = base.layer(l)) return std::make_shared<model::DecoderLayerWeights>(*p);
+            if (auto p = base.layer(l)) return model::unpackedCopy(*p);
             if (!checkpoint)
                 return makeError(ErrorCode::InvalidArgument, "quantize: layer not loaded and no checkpoint given",
                                  "layer " + std::to_string(l));
@@ -312,9 +408,19 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
     try {
         if (options.keepModel) {
             out = std::make_shared<model::Model>(base);
-            if (!plan.embedType.empty()) { // storage targets: as the file will store them
-                QB_TRY_STATUS(fakeQuantizeGgml(plan.embedType, out->embedding()));
-                if (!cfg.tieWordEmbeddings) QB_TRY_STATUS(fakeQuantizeGgml(plan.headType, out->lmHeadOwned()));
+            if (!plan.embedType.empty()) { // storage targets: as the file will store them, packed
+                QB_TRY(e, packGgml(plan.embedType, base.embedding(), base.packedEmbedding()));
+                if (*e) {
+                    out->embedding().resize(0, 0);
+                    out->setPackedEmbedding(std::move(*e));
+                }
+                if (!cfg.tieWordEmbeddings) {
+                    QB_TRY(h, packGgml(plan.headType, base.lmHead(), base.packedLmHead()));
+                    if (*h) {
+                        out->lmHeadOwned().resize(0, 0);
+                        out->setPackedLmHead(std::move(*h));
+                    }
+                }
             }
         }
         auto t0 = Clock::now();
@@ -334,6 +440,11 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             if (!w) return makeError(ErrorCode::Internal, "layer loader returned nothing", layerDetail(l, ""));
             QB_TRY_STATUS(w->validate(cfg, l));
             if (ctx) ctx->setPart("layer", l, layers, kSteps);
+            // Compact output (options.compactModel): the quantized linears as codes; unquantized
+            // ones keep the base model's packed weight when the default loader gave them unchanged.
+            std::array<PackedWeightPtr, model::kAllLinears.size()> packedLayer;
+            if (out && options.compactModel && !options.loader)
+                if (const auto b = base.layer(l)) packedLayer = b->packed;
             const std::size_t planBase = std::size_t(l) * model::kAllLinears.size();
 
             for (std::size_t gi = 0; gi < kGroups.size(); ++gi) {
@@ -383,6 +494,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                     const TensorPlan& tp = plan.tensors[idx];
                     TensorReport& rep = res.tensors[idx];
                     model::RowMatrix& weight = w->weight(tp.linear);
+                    packedLayer[std::size_t(tp.linear)].reset(); // its values change: F32 unless packed below
                     if (!weight.allFinite()) {
                         const Eigen::Index bad = weight.size() - weight.array().isFinite().count();
                         return makeError(ErrorCode::NumericalError,
@@ -407,6 +519,13 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                         rep.bitsPerWeight = q->cmpq->bitsPerWeight(weight.rows());
                         rep.bits = q->bits;
                     }
+                    if (out && options.compactModel) {
+                        // Held as codes in the output model when they decode to exactly these values.
+                        PackedWeightPtr p = packQuantizedRows(*q);
+                        model::RowMatrix check(q->dequantized.rows(), q->dequantized.cols());
+                        p->decodeRows(0, check.rows(), check.data());
+                        if (check == q->dequantized) packedLayer[std::size_t(tp.linear)] = std::move(p);
+                    }
                     weight = q->dequantized; // later groups see the quantized sublayer
                     if (options.keepCodes) {
                         q->dequantized.resize(0, 0);
@@ -424,7 +543,14 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 options.onLayerDone(l, std::vector<TensorReport>(
                                            res.tensors.begin() + std::ptrdiff_t(planBase),
                                            res.tensors.begin() + std::ptrdiff_t(planBase + model::kAllLinears.size())));
-            if (out) out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
+            if (out) {
+                for (model::Linear lin : model::kAllLinears)
+                    if (auto& p = packedLayer[std::size_t(lin)]) {
+                        w->weight(lin).resize(0, 0);
+                        w->packed[std::size_t(lin)] = std::move(p);
+                    }
+                out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
+            }
             w.reset(); // the F32 layer is gone before the next one is loaded
         }
     } catch (const std::bad_alloc&) {

@@ -64,6 +64,11 @@ struct QuantizeJobOptions {
     int threads = 0;       // > 0: model::setNumThreads
     bool keepModel = true; // build the fake-quantized model copy
     bool keepCodes = true; // keep QuantizedRows (codes, scales, zeros, g_idx) per tensor
+    // The fake-quantized model holds each quantized linear as its codes (packQuantizedRows: 1 byte
+    // per weight + group parameters, decoded per tile by the forward pass) when they decode to
+    // exactly the solved values, and unquantized linears as the base's packed weight where the
+    // default loader gave them unchanged; else F32. Off: every layer F32 (what tests inspect).
+    bool compactModel = false;
     // The o_proj and down_proj inputs of every window are kept from their Hessian passes (F32
     // [n·L, heads·d] and [n·L, I]) so that the attention and the gate/up GEMMs run once per layer;
     // an input larger than this many bytes is not kept, and its block runs again instead.
@@ -136,6 +141,12 @@ Result<quant::QuantizedRows> quantizeTensor(const TensorPlan& tensor, const mode
 // decoder, row by row), in place: how the quantize job evaluates a plan's embedding and head
 // types, so that its perplexity is the exported file's. Rows that do not fit the type are an error.
 Status fakeQuantizeGgml(const std::string& type, model::RowMatrix& m);
+// A tensor's quantized values held as its codes (the `dequantized` matrix is not copied): decodes
+// bit-identically to quant::dequantizeRowsUniform.
+PackedWeightPtr packQuantizedRows(const quant::QuantizedRows& q);
+// The same values held compactly: `m` (or `packed`, when set) encoded in `type` and viewed as a
+// packed weight that decodes to what fakeQuantizeGgml leaves (nullptr for F32: keep the source).
+Result<PackedWeightPtr> packGgml(const std::string& type, const model::RowMatrix& m, const PackedWeightPtr& packed);
 
 // Quantizes `base` (whose decoder layers may be absent when a checkpoint is given) with `plan` on
 // `calib`. checkpoint may be null when every layer of base is loaded (or options.loader is set).

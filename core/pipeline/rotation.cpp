@@ -99,9 +99,9 @@ Result<RotationResult> rotateModel(const model::Model& in, const RotationOptions
     ModelConfig cfg = c;
     cfg.tieWordEmbeddings = false; // E·Q and lm_head·Q are different matrices
     auto m = std::make_shared<model::Model>(cfg);
-    m->embedding() = in.embedding();
+    m->embedding() = in.embeddingF32();
     q.apply(m->embedding());
-    m->lmHeadOwned() = in.lmHead();
+    m->lmHeadOwned() = in.lmHeadF32();
     scaleInputColumns(m->lmHeadOwned(), in.finalNorm());
     q.apply(m->lmHeadOwned());
     m->finalNorm() = RowVector::Ones(c.hiddenSize);
@@ -110,7 +110,7 @@ Result<RotationResult> rotateModel(const model::Model& in, const RotationOptions
     for (int l = 0; l < in.numLayers(); ++l) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("rotation, layer " + std::to_string(l));
         if (ctx) ctx->setDetail("layer " + std::to_string(l));
-        auto w = std::make_shared<DecoderLayerWeights>(*in.layer(l));
+        auto w = model::unpackedCopy(*in.layer(l));
         for (Linear lin : {Linear::Q, Linear::K, Linear::V}) {
             scaleInputColumns(w->weight(lin), w->inputNorm);
             q.apply(w->weight(lin));

@@ -351,7 +351,8 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             mean += hidden.middleRows(Eigen::Index(b) * T, T);
         mean /= float(N);
 
-        auto w = std::make_shared<model::DecoderLayerWeights>(*in.layer(l));
+        const auto orig = model::unpackedLayer(in.layer(l)); // F32, untransformed
+        auto w = std::make_shared<model::DecoderLayerWeights>(*orig);
         auto wq = std::make_shared<model::DecoderLayerWeights>(*w);
         auto rt = std::make_shared<model::LayerRuntime>(w->runtime ? *w->runtime : model::LayerRuntime{});
         auto rtq = std::make_shared<model::LayerRuntime>(*rt);
@@ -428,7 +429,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
                 g.fixed = std::make_shared<const model::ChainTransform>(std::move(fixed));
                 g.linears = groupLinears(kind);
                 for (model::Linear lin : g.linears) {
-                    RowMatrix m = in.layer(l)->weight(lin);
+                    RowMatrix m = orig->weight(lin);
                     g.fixed->apply(m);
                     g.base.push_back(std::move(m));
                 }

@@ -454,7 +454,7 @@ Result<MeasuredEffect> measureTensorEffect(const model::Model& base, Sensitivity
     if (!tp) return makeError(ErrorCode::InvalidArgument, "sensitivity: the model has no such tensor", t.name);
     auto layer = base.layer(t.layer);
     if (!layer) return makeError(ErrorCode::InvalidArgument, "sensitivity: layer not loaded", t.name);
-    auto copy = std::make_shared<model::DecoderLayerWeights>(*layer);
+    auto copy = model::unpackedCopy(*layer);
     if (!tp->skip) {
         QB_TRY(hessians, layerInputHessians(base, nullptr, calib, t.layer, 8, ctx));
         RunContext quiet;

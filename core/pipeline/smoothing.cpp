@@ -43,7 +43,7 @@ Result<SmoothingSummary> smoothModel(model::Model& model, const ActivationReport
         const auto old = model.layer(l);
         const std::string where = "model.layers." + std::to_string(l);
         if (!old) return makeError(ErrorCode::InvalidArgument, "decoder layer not loaded", where);
-        auto w = std::make_shared<model::DecoderLayerWeights>(*old);
+        auto w = model::unpackedCopy(*old);
         auto rt = std::make_shared<model::LayerRuntime>(old->runtime ? *old->runtime : model::LayerRuntime{});
         for (const auto& in : rt->inputs)
             if (in.rotate || in.smoothDivisor.size() > 0)

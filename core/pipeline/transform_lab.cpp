@@ -97,6 +97,7 @@ Result<LabCapture> capture(const model::Model& model, const LayerSource& layerOf
             if (ctx) ctx->advance();
         }
         if (l == layer) {
+            const model::DecoderLayerWeights& w = *model::unpackedLayer(*weights); // F32 copies
             switch (kind) {
             case LinearKind::Qkv:
                 cap.weights = {w.q, w.k, w.v};

@@ -21,7 +21,7 @@ Result<LayerHessians> layerInputHessians(const model::Model& base, const model::
     if (calib.count < 1 || calib.ids.size() != std::size_t(calib.tokens()))
         return makeError(ErrorCode::InvalidArgument, "what-if: empty calibration set");
     const model::Model& pre = inputs ? *inputs : base;
-    auto target = base.layer(layer);
+    auto target = model::unpackedLayer(base.layer(layer));
     if (!target) return makeError(ErrorCode::InvalidArgument, "what-if: layer not loaded", std::to_string(layer));
     for (int l = 0; l < layer; ++l)
         if (!pre.layer(l)) return makeError(ErrorCode::InvalidArgument, "what-if: layer not loaded", std::to_string(l));

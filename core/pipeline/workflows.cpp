@@ -19,6 +19,9 @@ namespace qb::pipeline {
 
 namespace {
 
+// Models the workflows evaluate stay in their stored encoding (model_loader.h): never an F32 copy.
+const LoadOptions kCompact{.loadLayers = true, .compact = true};
+
 // Evaluation tokens from the tokens per byte of the text's first 64 KiB (not a second encoding of
 // the whole text), whole windows only.
 std::int64_t estimateEvalTokens(const io::Tokenizer& tok, std::string_view text, int ctx)
@@ -138,9 +141,9 @@ Result<PreflightEstimate> preflightEvaluateRequest(const EvaluateRequest& req)
     if (!tok && req.reference) tok = io::loadCheckpointTokenizer(*req.reference);
     if (!tok) return tok.error();
     QB_TRY(text, readTextFile(req.textPath));
-    PreflightEstimate e =
-        preflightEvaluate(req.checkpoint->config, estimateEvalTokens(*tok, *text, req.options.ctx), req.options.ctx,
-                          req.options.batch, req.reference != nullptr, measureMachineRate(req.options.threads));
+    PreflightEstimate e = preflightEvaluate(req.checkpoint->config, estimateEvalTokens(*tok, *text, req.options.ctx),
+                                            req.options.ctx, req.options.batch, req.reference != nullptr,
+                                            measureMachineRate(req.options.threads), req.checkpoint->fileBytes);
     if (req.memoryLimitBytes) e.availableBytes = req.memoryLimitBytes;
     return e;
 }
@@ -165,9 +168,9 @@ Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& req, RunContext* ct
     if (!tok) return tok.error();
     QB_TRY(text, readTextFile(req.textPath));
     EvaluateOutcome out;
-    out.preflight =
-        preflightEvaluate(req.checkpoint->config, estimateEvalTokens(*tok, *text, req.options.ctx), req.options.ctx,
-                          req.options.batch, req.reference != nullptr, measureMachineRate(req.options.threads));
+    out.preflight = preflightEvaluate(req.checkpoint->config, estimateEvalTokens(*tok, *text, req.options.ctx),
+                                      req.options.ctx, req.options.batch, req.reference != nullptr,
+                                      measureMachineRate(req.options.threads), req.checkpoint->fileBytes);
     if (req.memoryLimitBytes) out.preflight.availableBytes = req.memoryLimitBytes;
     if (req.checkMemory && !req.model && !out.preflight.fits())
         return makeError(ErrorCode::OutOfMemory, "evaluate: " + out.preflight.refusal());
@@ -175,13 +178,13 @@ Result<EvaluateOutcome> evaluateModel(const EvaluateRequest& req, RunContext* ct
     std::shared_ptr<const model::Model> m = req.model;
     if (!m) {
         phase(ctx, "load");
-        QB_TRY(loaded, loadModel(*req.checkpoint, ctx, &out.loadWarnings));
+        QB_TRY(loaded, loadModel(*req.checkpoint, ctx, &out.loadWarnings, kCompact));
         m = std::move(*loaded);
     }
     std::shared_ptr<const model::Model> reference;
     if (req.reference) {
         phase(ctx, "reference");
-        QB_TRY(loaded, loadModel(*req.reference, ctx, &out.loadWarnings));
+        QB_TRY(loaded, loadModel(*req.reference, ctx, &out.loadWarnings, kCompact));
         reference = std::move(*loaded);
     }
     phase(ctx, "perplexity");
@@ -250,14 +253,14 @@ Result<SensitivityOutcome> sensitivityAnalysis(const SensitivityRequest& req, Ru
     }
     phase(ctx, "sensitivity");
     if (!cached) {
-        QB_TRY(base, loadModel(ck, ctx, nullptr, LoadOptions{false}));
+        QB_TRY(base, loadModel(ck, ctx, nullptr, LoadOptions{.loadLayers = false, .compact = true}));
         QB_TRY(atlas, computeSensitivity(**base, ck, *calib, req.candidates, req.options, ctx));
         out.atlas = std::move(*atlas);
         if (!out.cachePath.empty()) QB_TRY_STATUS(saveSensitivityAtlas(out.atlas, out.cachePath));
     }
     if (evalText) {
         phase(ctx, "load");
-        QB_TRY(base, loadModel(ck, ctx));
+        QB_TRY(base, loadModel(ck, ctx, nullptr, kCompact));
         QB_TRY(windows, textWindows(*tok, *evalText, req.evalOptions, ctx));
         std::optional<std::size_t> cand;
         if (!req.measureCandidate.empty()) {
@@ -388,6 +391,7 @@ PreflightEstimate preflightFor(const QuantizeRequest& req, const ResolvedPlan& p
     in.klDivergence = evalTokens > 0 && req.klDivergence;
     in.keepBaseLayers = req.keepBaseLayers || (req.base && layersLoaded(*req.base));
     in.keepCodes = req.options.keepCodes;
+    in.storedBytes = req.checkpoint->fileBytes;
     if (req.distill) {
         in.distill = true;
         in.distillSteps = req.distill->steps;
@@ -468,6 +472,7 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
         phase(ctx, "load");
         LoadOptions lo;
         lo.loadLayers = needLayers;
+        lo.compact = true;
         QB_TRY(m, loadModel(ck, ctx, &out.loadWarnings, lo));
         loaded = std::move(*m);
         out.base = loaded;
@@ -490,6 +495,7 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
            prepareActivationModel(out.base, plan->activation, *out.calibration, batch, ctx, &actNotes, signalWeights));
     QuantizeJobOptions qo = req.options;
     if (req.distill) qo.keepModel = qo.keepCodes = true; // the student
+    qo.compactModel = true;                              // codes, not an F32 copy (model/model.h)
     QB_TRY(res, runQuantize(**prepared, &ck, *plan, *out.calibration, qo, ctx));
     prepared->reset();
     std::shared_ptr<const model::Model> reference = out.base;
@@ -705,8 +711,8 @@ Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& req, RunContex
         if (run.tensors[i].name == req.tensor || run.tensors[i].name == req.tensor + ".weight") index = i;
     if (!index) return makeError(ErrorCode::InvalidArgument, "not a quantized tensor of this run", req.tensor);
     const TensorReport& rep = run.tensors[*index];
-    const auto baseLayer = req.base->layer(rep.layer);
-    const auto quantLayer = run.model->layer(rep.layer);
+    const auto baseLayer = model::unpackedLayer(req.base->layer(rep.layer));
+    const auto quantLayer = model::unpackedLayer(run.model->layer(rep.layer));
     if (!baseLayer || !quantLayer)
         return makeError(ErrorCode::InvalidArgument, "the base model's decoder layers are not loaded", rep.name);
 
@@ -835,7 +841,7 @@ Result<InspectableRun> rebuildRunForInspection(const io::Checkpoint& checkpoint,
     QB_TRY(tok, io::loadCheckpointTokenizer(checkpoint));
     QB_TRY(calib, loadCalibration(*tok, *source, ctx));
     if (!base) {
-        QB_TRY(m, loadModel(checkpoint, ctx));
+        QB_TRY(m, loadModel(checkpoint, ctx, nullptr, kCompact));
         base = std::move(*m);
     }
     auto q = std::make_shared<model::Model>(*base);
@@ -847,13 +853,13 @@ Result<InspectableRun> rebuildRunForInspection(const io::Checkpoint& checkpoint,
             return makeError(ErrorCode::InvalidArgument, "the model has no layer for this tensor", rep.name);
         auto& lw = layers[rep.layer];
         if (!lw) lw = std::make_shared<model::DecoderLayerWeights>(*q->layer(rep.layer));
-        model::RowMatrix& w = lw->weight(rep.linear);
         const quant::QuantizedRows& rows = g->second;
-        const model::RowMatrix values = rows.dequantized.size() ? rows.dequantized : quant::dequantizeRowsUniform(rows);
-        if (values.rows() != w.rows() || values.cols() != w.cols())
+        if (rows.codes.rows() != lw->outFeatures(rep.linear) || rows.codes.cols() != lw->inFeatures(rep.linear))
             return makeError(ErrorCode::InvalidArgument, "the stored grid's shape does not match the model's tensor",
                              rep.name);
-        w = values;
+        // Held as codes, as the quantize workflow holds a live run (QuantizeJobOptions::compactModel).
+        lw->weight(rep.linear).resize(0, 0);
+        lw->packed[std::size_t(rep.linear)] = packQuantizedRows(rows);
     }
     for (auto& [l, lw] : layers)
         q->setLayer(l, lw);

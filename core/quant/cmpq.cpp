@@ -406,18 +406,29 @@ Status validateCmpqCodes(const MatrixU8R& codes, const CmpqCodes& c)
 
 MatrixXfR dequantizeRowsCmpq(const MatrixU8R& codes, const CmpqCodes& c)
 {
-    const Eigen::Index rows = codes.rows(), cols = codes.cols();
-    MatrixXfR out(rows, cols);
-    for (Eigen::Index r = 0; r < rows; ++r)
+    MatrixXfR out(codes.rows(), codes.cols());
+    dequantizeRowsCmpqInto(codes.data(), codes.cols(), c, 0, codes.rows(), out.data());
+    return out;
+}
+
+void dequantizeRowsCmpqInto(const std::uint8_t* codes, Eigen::Index cols, const CmpqCodes& c, Eigen::Index r0,
+                            Eigen::Index n, float* dst)
+{
+    for (Eigen::Index r = r0; r < r0 + n; ++r) {
+        float* out = dst + (r - r0) * cols;
+        const std::uint8_t* code = codes + (r - r0) * cols;
         for (Eigen::Index j = 0; j < cols; ++j) {
             const int b = c.channelBits[std::size_t(j)];
-            out(r, j) = b > 0 ? c.codebook[std::size_t(c.codebookOffset[std::size_t(j)]) + codes(r, j)] : 0.0f;
+            out[j] = b > 0 ? c.codebook[std::size_t(c.codebookOffset[std::size_t(j)]) + code[j]] : 0.0f;
         }
-    for (std::size_t k = 0; k < c.keptChannels.size(); ++k)
-        out.col(c.keptChannels[k]) = c.keptValues.col(Eigen::Index(k));
-    for (std::size_t i = 0; i < c.outlierIndex.size(); ++i)
-        out(c.outlierIndex[i] / cols, c.outlierIndex[i] % cols) = c.outlierValue[i];
-    return out;
+        for (std::size_t k = 0; k < c.keptChannels.size(); ++k)
+            out[c.keptChannels[k]] = c.keptValues(r, Eigen::Index(k));
+    }
+    // Outliers are sorted by flat index: the ones in these rows are one contiguous run.
+    const auto first = std::lower_bound(c.outlierIndex.begin(), c.outlierIndex.end(), std::int64_t(r0) * cols);
+    const auto last = std::lower_bound(first, c.outlierIndex.end(), std::int64_t(r0 + n) * cols);
+    for (auto it = first; it != last; ++it)
+        dst[*it - std::int64_t(r0) * cols] = c.outlierValue[std::size_t(it - c.outlierIndex.begin())];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -163,6 +163,10 @@ struct CmpqCodes {
 
 // Reconstruction (dense LUT + kept channels + sparse outliers); `codes` [rows x cols].
 MatrixXfR dequantizeRowsCmpq(const MatrixU8R& codes, const CmpqCodes& c);
+// Rows [r0, r0 + n) of the same into dst (n × cols, row-major), bit-identical.
+// `codes`: the n × cols codes of those rows (row-major).
+void dequantizeRowsCmpqInto(const std::uint8_t* codes, Eigen::Index cols, const CmpqCodes& c, Eigen::Index r0,
+                            Eigen::Index n, float* dst);
 // Checks sizes and ranges of stored data (for reopened projects).
 Status validateCmpqCodes(const MatrixU8R& codes, const CmpqCodes& c);
 

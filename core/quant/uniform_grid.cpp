@@ -133,14 +133,23 @@ Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bit
 
 MatrixXfR dequantizeRowsUniform(const QuantizedRows& q)
 {
-    if (q.cmpq) return dequantizeRowsCmpq(q.codes, *q.cmpq);
     MatrixXfR out(q.codes.rows(), q.codes.cols());
-    for (Eigen::Index r = 0; r < q.codes.rows(); ++r)
-        for (Eigen::Index c = 0; c < q.codes.cols(); ++c) {
-            const int g = q.groupIndex[std::size_t(c)];
-            out(r, c) = float(dequantizeCodeUniform(q.codes(r, c), groupParams(q, r, g)));
-        }
+    dequantizeRowsInto(q, 0, q.codes.rows(), q.codes.data(), out.data());
     return out;
+}
+
+void dequantizeRowsInto(const QuantizedRows& q, Eigen::Index r0, Eigen::Index n, const std::uint8_t* codes, float* dst)
+{
+    const Eigen::Index cols = Eigen::Index(q.cmpq ? q.cmpq->channelBits.size() : q.groupIndex.size());
+    if (q.cmpq) return dequantizeRowsCmpqInto(codes, cols, *q.cmpq, r0, n, dst);
+    for (Eigen::Index r = r0; r < r0 + n; ++r) {
+        float* out = dst + (r - r0) * cols;
+        const std::uint8_t* code = codes + (r - r0) * cols;
+        for (Eigen::Index c = 0; c < cols; ++c) {
+            const int g = q.groupIndex[std::size_t(c)];
+            out[c] = float(dequantizeCodeUniform(code[c], groupParams(q, r, g)));
+        }
+    }
 }
 
 } // namespace qb::quant

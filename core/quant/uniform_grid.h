@@ -142,6 +142,12 @@ Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bit
                                           const MatrixXdR& offsets = {});
 // Dequantise codes again (export round trip); CMPQ tensors through dequantizeRowsCmpq.
 MatrixXfR dequantizeRowsUniform(const QuantizedRows& q);
+// The same for rows [r0, r0 + n) only, into dst (n × cols, row-major): a compact model decodes
+// its weights a tile at a time with it (pipeline/compact_model.h). Bit-identical to the rows of
+// dequantizeRowsUniform.
+// `codes` are the n × cols codes of those rows (row-major), e.g. q.codes.row(r0).data() or
+// unpacked from a denser store; q.codes itself is not read (cols = q.groupIndex.size()).
+void dequantizeRowsInto(const QuantizedRows& q, Eigen::Index r0, Eigen::Index n, const std::uint8_t* codes, float* dst);
 // Contiguous groups of `groupSize` columns: column j -> j / g.
 std::vector<int> groupIndexContiguous(int groupSize, int cols);
 

@@ -348,8 +348,8 @@ void TestImatrix::quantizeWithImatrix()
     qInfo("RTN 3-bit g32 perplexity: %.4f without, %.4f with the imatrix", a, b);
     QVERIFY(std::isfinite(b) && b > 1);
     QVERIFY(a != b);
-    const auto wq = weighted->result->model->layer(0);
-    const auto pq = plain->result->model->layer(0);
+    const auto wq = model::unpackedLayer(weighted->result->model->layer(0)); // held as codes
+    const auto pq = model::unpackedLayer(plain->result->model->layer(0));
     QVERIFY(wq && pq);
     QVERIFY(wq->down != pq->down);
 }

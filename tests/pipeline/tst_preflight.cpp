@@ -77,7 +77,7 @@ private Q_SLOTS:
         QVERIFY(withEval->seconds > small->seconds);
         bool evaluated = false;
         for (const auto& [name, bytes] : withEval->memoryParts)
-            evaluated = evaluated || name == "quantized model (F32)";
+            evaluated = evaluated || name == "quantized model (codes)"; // held compactly (model.h)
         QVERIFY(evaluated);
         // Parts come largest first; the summary names time and memory.
         for (std::size_t i = 1; i < more->memoryParts.size(); ++i)
@@ -94,6 +94,13 @@ private Q_SLOTS:
         const auto e1 = preflightEvaluate(c, 20000, 128, 4, false, rate);
         const auto e2 = preflightEvaluate(c, 20000, 128, 4, true, rate);
         QVERIFY(e2.peakBytes > e1.peakBytes && e2.seconds > 1.5 * e1.seconds);
+        // A model held in its stored encoding (BF16: half the F32 bytes) counts the stored size.
+        const auto bf16 = preflightEvaluate(c, 20000, 128, 4, false, rate, ck->fileBytes / 2);
+        QVERIFY(bf16.peakBytes < e1.peakBytes);
+        bool stored = false;
+        for (const auto& [name, bytes] : bf16.memoryParts)
+            stored = stored || (name == "model (stored)" && bytes <= ck->fileBytes / 2);
+        QVERIFY(stored);
     }
 
     // Distillation (issue 17): the teacher's layers and the student are held, and its steps cost time.

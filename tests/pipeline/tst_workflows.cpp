@@ -405,7 +405,8 @@ private Q_SLOTS:
         QCOMPARE(rebuilt->calibration->ids, r.calibration->ids);
         for (int l = 0; l < int(m_ck->config.numHiddenLayers); ++l)
             for (model::Linear lin : model::kAllLinears)
-                QVERIFY(rebuilt->result->model->layer(l)->weight(lin) == r.result->model->layer(l)->weight(lin));
+                QVERIFY(model::unpackedLayer(rebuilt->result->model->layer(l))->weight(lin) ==
+                        model::unpackedLayer(r.result->model->layer(l))->weight(lin));
         pipeline::TensorAnalysisRequest a, b;
         a.base = r.base;
         a.run = r.result;

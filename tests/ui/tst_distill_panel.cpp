@@ -123,7 +123,11 @@ private Q_SLOTS:
         const auto result1 = run1->result;
         const auto model1 = run1->result->model;
         const qb::quant::MatrixXdR scales1 = run1->result->codes[0]->scales;
-        const Eigen::MatrixXf weight1 = run1->result->model->layer(0)->weight(qb::model::Linear::Q);
+        // The run's model holds its linears as codes (model.h): compare decoded values.
+        const auto layer0 = [](const std::shared_ptr<const qb::model::Model>& m) {
+            return qb::model::unpackedLayer(m->layer(0));
+        };
+        const Eigen::MatrixXf weight1 = layer0(run1->result->model)->weight(qb::model::Linear::Q);
 
         clickTab(p->views()->tabBar(), p->views()->indexOf(d));
         QCOMPARE(d->runCombo()->count(), 1);
@@ -188,7 +192,7 @@ private Q_SLOTS:
         QVERIFY(run2->result != result1 && run2->result->model != model1);
         QVERIFY(p->runs()->run(0)->result == result1 && result1->model == model1);
         QVERIFY(result1->codes[0]->scales == scales1);
-        QVERIFY(model1->layer(0)->weight(qb::model::Linear::Q) == weight1);
+        QVERIFY(layer0(model1)->weight(qb::model::Linear::Q) == weight1);
         QVERIFY(run2->result->codes[0]->scales != scales1);
         QVERIFY(run2->result->codes[0]->codes == result1->codes[0]->codes); // codes frozen
         const QString summary = d->resultLabel()->text();
@@ -226,7 +230,7 @@ private Q_SLOTS:
         QCOMPARE(p->runs()->rowCount(), 2);
         QVERIFY(p->runs()->run(0) == run1 && p->runs()->run(1) == run2);
         QVERIFY(result1->codes[0]->scales == scales1);
-        QVERIFY(model1->layer(0)->weight(qb::model::Linear::Q) == weight1);
+        QVERIFY(layer0(model1)->weight(qb::model::Linear::Q) == weight1);
         QVERIFY(d->distillButton()->isEnabled());
         QVERIFY2(d->distillButton()->text().startsWith(QStringLiteral("Resume distillation (step ")),
                  qPrintable(d->distillButton()->text()));

@@ -425,7 +425,8 @@ void TensorErrorView::startPreview()
         this, QString(),
         [run, analysis, s](RunContext& ctx) -> Result<WhatIf> {
             const pipeline::TensorReport& rep = run->result->tensors[analysis->index];
-            const model::RowMatrix& w = run->base->layer(rep.layer)->weight(rep.linear);
+            const auto layer = model::unpackedLayer(run->base->layer(rep.layer));
+            const model::RowMatrix& w = layer->weight(rep.linear);
             const Eigen::MatrixXd& h = analysis->hessians->forLinear(rep.linear);
             QB_TRY(p, pipeline::previewTensor(w, h, s, &ctx));
             WhatIf out;
