@@ -733,8 +733,8 @@ Status checkQuantizeCheckpoint(const std::string& dir, const QuantizeCheckpointM
         list += (i ? (i + 1 == differs.size() ? " and " : ", ") : "") + differs[i];
     return makeError(ErrorCode::InvalidArgument,
                      "the checkpoint in " + dir + " is from another run: " + list +
-                         " differ(s); resume with the same model, plan, calibration and options, or remove it to "
-                         "start over",
+                         (differs.size() == 1 ? " differs" : " differ") +
+                         "; resume with the same model, plan, calibration and options, or remove it to start over",
                      dir);
 }
 
@@ -868,8 +868,20 @@ Status removeQuantizeCheckpoint(const std::string& dir)
 {
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) return {};
+    // Never a manifest.json of something else (a directory the user chose may hold one).
+    const std::string manifest = joinPath(dir, kManifestName);
+    if (fs::exists(manifest, ec)) {
+        std::ifstream f(manifest, std::ios::binary);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        if (ss.str().find(kFormatName) == std::string::npos)
+            return makeError(ErrorCode::InvalidArgument,
+                             "the directory holds a manifest.json that is not a quantize checkpoint's: choose "
+                             "another checkpoint directory",
+                             manifest);
+    }
     // The manifest first: a half-removed checkpoint is then no checkpoint at all.
-    fs::remove(joinPath(dir, kManifestName), ec);
+    fs::remove(manifest, ec);
     if (ec) return makeError(ErrorCode::Io, "cannot remove the checkpoint manifest: " + ec.message(), dir);
     std::vector<fs::path> ours;
     for (const auto& e : fs::directory_iterator(dir, ec)) {

@@ -295,7 +295,8 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
         manifest.fingerprint.model = fingerprintModel(base, checkpoint);
         manifest.fingerprint.plan = fingerprintPlan(plan);
         manifest.fingerprint.calibration = fingerprintCalibration(calib);
-        manifest.options = {options.batch, model::numThreads(), options.keepInputsBytes,
+        // Eigen's thread count, which its GEMM blocking (hence the hidden states' last bits) follows.
+        manifest.options = {options.batch, Eigen::nbThreads(), options.keepInputsBytes,
                             fingerprintImportance(options.importance.get())};
         manifest.fingerprint.options = fingerprintOptions(manifest.options);
         manifest.layers = layers;
@@ -308,14 +309,17 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 QB_TRY_STATUS(checkQuantizeCheckpoint(cpo.dir, **stored, manifest));
                 resumeFrom = **stored;
             }
+        } else if (!stored.ok() && !cpo.overwrite) {
+            return makeError(stored.error().code,
+                             "quantize: cannot keep checkpoints in " + cpo.dir + ": " + stored.error().message +
+                                 " (remove it, or choose another directory)",
+                             stored.error().context);
         } else if (!stored.ok() || *stored) {
-            if (!cpo.overwrite)
+            if (!cpo.overwrite) // a forgotten --resume must not throw the finished layers away
                 return makeError(ErrorCode::InvalidArgument,
-                                 "quantize: " + cpo.dir + " holds the checkpoint of an interrupted quantize run" +
-                                     (stored.ok() ? " (" + std::to_string((*stored)->done) + " of " +
-                                                        std::to_string((*stored)->layers) + " layers done)"
-                                                  : std::string()) +
-                                     ": resume it (--resume), or remove it to start over",
+                                 "quantize: " + cpo.dir + " holds the checkpoint of an interrupted quantize run (" +
+                                     std::to_string((*stored)->done) + " of " + std::to_string((*stored)->layers) +
+                                     " layers done): resume it (--resume), or remove it to start over",
                                  cpo.dir);
             QB_TRY_STATUS(removeQuantizeCheckpoint(cpo.dir));
         }

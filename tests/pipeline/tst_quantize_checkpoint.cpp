@@ -271,6 +271,30 @@ private Q_SLOTS:
         QVERIFY(!QFileInfo::exists(tmp.filePath("ckpt")));
     }
 
+    // A directory whose manifest.json is someone else's is never written into or cleaned up.
+    void foreignManifestIsLeftAlone()
+    {
+        Fixture f;
+        const auto plan = resolvePlan(R"({"default": {"method": "rtn", "bits": 4}})", f.model->config());
+        QTemporaryDir tmp;
+        const QByteArray foreign = R"({"name": "my project"})";
+        QFile m(tmp.filePath("manifest.json"));
+        QVERIFY(m.open(QIODevice::WriteOnly) && m.write(foreign) == foreign.size());
+        m.close();
+        pipeline::QuantizeJobOptions o;
+        o.checkpoint.dir = tmp.path().toStdString();
+        for (bool overwrite : {false, true}) {
+            o.checkpoint.overwrite = overwrite;
+            auto r = pipeline::runQuantize(*f.model, nullptr, plan, f.calib, o);
+            QVERIFY(!r.ok());
+            QVERIFY2(r.error().message.find("not a quantize checkpoint") != std::string::npos,
+                     r.error().toString().c_str());
+        }
+        QVERIFY(pipeline::removeQuantizeCheckpoint(o.checkpoint.dir).error().code == ErrorCode::InvalidArgument);
+        QVERIFY(m.open(QIODevice::ReadOnly));
+        QCOMPARE(m.readAll(), foreign);
+    }
+
     // A truncated layer file, a flipped byte in the hidden states, a missing layer file and a
     // broken manifest are clear errors naming the file.
     void damagedCheckpointIsAnError_data()
