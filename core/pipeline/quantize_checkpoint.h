@@ -3,7 +3,7 @@
 // each decoder layer, so that a run killed at any point (SIGKILL, power loss) continues from the
 // last finished layer and ends bit-identical to a run that was never interrupted.
 //
-// Layout of a checkpoint directory (FORMATS.md §11), every file written atomically (temporary
+// Layout of a checkpoint directory (README "Crash-safe resume"), every file written atomically (temporary
 // beside it, fsync, rename(2), fsync of the directory: export/atomic_file.h):
 //   manifest.json      {"format":"quantbench-quantize-checkpoint","version":1,"layers":n,"done":k,
 //                      "hidden":"hidden-<k>.bin","hidden_rows":R,"hidden_cols":K,
