@@ -155,7 +155,12 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     }
     // Per-layer checkpoints: --checkpoint-dir, else OUT.checkpoint beside an export.
     std::string checkpointDir = args.value("checkpoint-dir", "");
-    if (checkpointDir.empty() && args.has("out")) checkpointDir = *args.value("out") + ".checkpoint";
+    if (checkpointDir.empty() && args.has("out")) { // beside the file or directory, never inside it
+        std::string out = *args.value("out");
+        while (out.size() > 1 && out.back() == '/')
+            out.pop_back();
+        checkpointDir = out + ".checkpoint";
+    }
     if (args.has("resume") && checkpointDir.empty())
         return cli::fail(cmd,
                          "--resume needs --checkpoint-dir DIR (or --out PATH, whose checkpoint is PATH.checkpoint)", 2);
