@@ -368,6 +368,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         ex.target.roundGrids = args.has("round-grids");
         auto r = pipeline::exportRun(ex, &job.context());
         if (!r) {
+            if (!checkpointDir.empty()) // the quantization is done: it need not run again
+                std::cerr << "quantbench-cli quantize: every layer is checkpointed in " << checkpointDir
+                          << ": add --resume to export without quantizing again\n";
             if (r.error().code == ErrorCode::Unsupported && *exportFormat == pipeline::ExportFormat::Gptq &&
                 !ex.target.roundGrids)
                 return cli::fail(cmd, r.error(), "", "; pass --round-grids to round");

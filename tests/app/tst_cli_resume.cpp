@@ -2,7 +2,8 @@
 // with SIGKILL once layer k (k = 0, 1, 2) is checkpointed, the resumed run exports a GGUF file
 // byte-identical to an uninterrupted run's and prints the same metrics (timings aside); a run
 // without --resume is refused instead of overwriting the checkpoint; a checkpoint of another plan,
-// calibration or thread count, and a truncated one, are refused with a message (exit 1).
+// calibration or thread count, and a truncated one, are refused with a message (exit 1); a failed
+// export keeps the finished quantization for --resume.
 
 #include "cli_runner.h"
 
@@ -188,6 +189,24 @@ private Q_SLOTS:
         const QJsonObject metrics = withoutTimings(QJsonDocument::fromJson(resumed.out).object());
         QCOMPARE(metrics.value("tensors"), m_reference.value("tensors"));
         QVERIFY(!QFileInfo::exists(ckpt));
+    }
+
+    // An export that fails keeps the finished quantization: --resume exports without running it again.
+    void cliFailedExportResumes()
+    {
+        QTemporaryDir tmp;
+        const QString out = tmp.filePath("gptq");
+        const QStringList args = quantizeArgs() + QStringList{"--out", out, "--format", "gptq"};
+        const auto refused = qbtest::runCli(args); // NeUQI's real-valued zero-points: not GPTQ-storable
+        QCOMPARE(refused.code, 1);
+        QVERIFY2(refused.err.contains("every layer is checkpointed in " + (out + ".checkpoint").toUtf8()),
+                 refused.err.constData());
+        QCOMPARE(checkpointDone(out + ".checkpoint"), kDemoLayers);
+        const auto resumed = qbtest::runCli(args + QStringList{"--round-grids", "--resume"});
+        QVERIFY2(resumed.code == 0, resumed.err.constData());
+        QVERIFY2(resumed.err.contains("layers 0..3 taken from the checkpoint"), resumed.err.constData());
+        QVERIFY(QFileInfo::exists(out + "/config.json"));
+        QVERIFY(!QFileInfo::exists(out + ".checkpoint"));
     }
 
     void cliResumeUsage()
