@@ -106,9 +106,17 @@ private Q_SLOTS:
     void initTestCase()
     {
         QStandardPaths::setTestModeEnabled(true);
-        // Checkpoints a killed earlier run of this test may have left.
-        QDir(QStandardPaths::writableLocation(QStandardPaths::CacheLocation) + "/quantize-checkpoints")
-            .removeRecursively();
+        // Checkpoint directories are per process in test mode: those of killed earlier runs go.
+        QDir cache(QStandardPaths::writableLocation(QStandardPaths::CacheLocation));
+        for (const QString& d : cache.entryList({"test-pid-*"}, QDir::Dirs))
+            QDir(cache.filePath(d)).removeRecursively();
+    }
+
+    // Nothing is left in the cache once every run finished (no empty directories either).
+    void cleanupTestCase()
+    {
+        QDir cache(QStandardPaths::writableLocation(QStandardPaths::CacheLocation));
+        QCOMPARE(cache.entryList({"test-pid-*"}, QDir::Dirs), QStringList());
     }
 
     void resumeStartOverCancel()

@@ -348,7 +348,11 @@ void QuantizePanel::startQuantize()
 
 void QuantizePanel::launchQuantize(const QString& checkpointDir, bool resume)
 {
-    if (!m_checkpoint || m_status->isBusy()) return;
+    if (!m_checkpoint) return;
+    if (m_status->isBusy()) { // started while the resume question was open
+        Q_EMIT quantizeFinished(false, tr("another job is running"));
+        return;
+    }
     const auto& resolved = m_plan->model()->resolved();
     const int serial = ++m_serial;
     // The live table fills layer by layer; the last good run comes back if this one fails.
@@ -380,6 +384,7 @@ void QuantizePanel::launchQuantize(const QString& checkpointDir, bool resume)
             // Cancel is the user's choice: its checkpoint goes; a failure keeps it for a resume.
             if (!outcome.ok() && outcome.error().code == ErrorCode::Cancelled)
                 (void)pipeline::removeQuantizeCheckpoint(r.options.checkpoint.dir);
+            pruneQuantizeCheckpointDirs(QString::fromStdString(r.options.checkpoint.dir));
             if (!outcome.ok()) return outcome.error();
             QuantRun out = *run;
             out.result = outcome->result;

@@ -4,6 +4,7 @@
 #include "pipeline/quant_plan.h"
 #include "pipeline/quantize_checkpoint.h"
 
+#include <QCoreApplication>
 #include <QCryptographicHash>
 #include <QDir>
 #include <QFileInfo>
@@ -29,10 +30,27 @@ QString quantizeCheckpointDir(const io::Checkpoint& model, const pipeline::Quant
     QByteArray key = QByteArray::fromStdString(io::toJsonText(pipeline::quantPlanToJson(request.plan), -1));
     key += '\n' + QByteArray::fromStdString(io::toJsonText(request.calibration.toJson(), -1));
     key += '\n' + imatrixPath.toUtf8();
-    const QString base = QStandardPaths::writableLocation(QStandardPaths::CacheLocation);
+    QString base = QStandardPaths::writableLocation(QStandardPaths::CacheLocation);
+    // Under QStandardPaths' test mode (the GUI tests) one directory per process: a test killed in
+    // the middle of a run (a timeout) must not leave a checkpoint that makes its next run ask.
+    if (QStandardPaths::isTestModeEnabled())
+        base += QStringLiteral("/test-pid-%1").arg(QCoreApplication::applicationPid());
     return QDir(base).filePath(
         QStringLiteral("quantize-checkpoints/%1-%2/%3")
             .arg(QFileInfo(modelPath).fileName(), shortHash(modelPath.toUtf8()), shortHash(key)));
+}
+
+void pruneQuantizeCheckpointDirs(const QString& dir)
+{
+    const QString root = QDir::cleanPath(QStandardPaths::writableLocation(QStandardPaths::CacheLocation));
+    QString d = QDir::cleanPath(dir);
+    while (d.startsWith(root + QLatin1Char('/')) && !QFileInfo::exists(d)) // removed with its checkpoint
+        d = QFileInfo(d).path();
+    while (d.startsWith(root + QLatin1Char('/')) &&
+           QDir(d).isEmpty(QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden)) {
+        if (!QDir().rmdir(d)) break;
+        d = QFileInfo(d).path();
+    }
 }
 
 std::optional<std::pair<int, int>> interruptedQuantizeRun(const QString& dir)
