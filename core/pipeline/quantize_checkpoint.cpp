@@ -353,19 +353,25 @@ Result<quant::QuantizedRows> readGrid(BinaryIn& in)
 
 // The weights a grid reconstructs, or nullopt when its parameters do not fit its codes (a corrupt
 // file that passed the checksum is not expected, but must not index out of bounds).
-std::optional<model::RowMatrix> gridWeights(const quant::QuantizedRows& q)
+// Shapes and indices that fit together, so that nothing reading the grid (the reconstruction here,
+// an export later) indexes out of bounds.
+bool gridConsistent(const quant::QuantizedRows& q)
 {
-    if (q.cmpq) {
-        if (!quant::validateCmpqCodes(q.codes, *q.cmpq).ok()) return std::nullopt;
-        return quant::dequantizeRowsCmpq(q.codes, *q.cmpq);
-    }
+    if (q.cmpq) return quant::validateCmpqCodes(q.codes, *q.cmpq).ok();
     const Eigen::Index rows = q.codes.rows(), cols = q.codes.cols();
     if (q.bits < 1 || q.bits > 8 || q.groupIndex.size() != std::size_t(cols) || q.scales.rows() != rows ||
         q.zeros.rows() != rows || q.zeros.cols() != q.scales.cols() ||
         (q.offsets.size() && (q.offsets.rows() != rows || q.offsets.cols() != q.scales.cols())))
-        return std::nullopt;
+        return false;
     for (int g : q.groupIndex)
-        if (g < 0 || g >= q.scales.cols()) return std::nullopt;
+        if (g < 0 || g >= q.scales.cols()) return false;
+    return true;
+}
+
+std::optional<model::RowMatrix> gridWeights(const quant::QuantizedRows& q)
+{
+    if (!gridConsistent(q)) return std::nullopt;
+    if (q.cmpq) return quant::dequantizeRowsCmpq(q.codes, *q.cmpq);
     return quant::dequantizeRowsUniform(q);
 }
 
@@ -828,8 +834,8 @@ Result<CheckpointLayer> readQuantizeCheckpointLayer(const std::string& dir, cons
         QB_TRY(hasGrid, in->pod<std::uint8_t>());
         if (*hasGrid) {
             QB_TRY(g, readGrid(*in));
-            if (g->codes.rows() != tp.rows || g->codes.cols() != tp.cols)
-                return bad("checkpoint grid of " + tp.name + " has the wrong shape");
+            if (g->codes.rows() != tp.rows || g->codes.cols() != tp.cols || !gridConsistent(*g))
+                return bad("checkpoint grid of " + tp.name + " has the wrong shape or is inconsistent");
             t.grid = std::move(*g);
         }
         QB_TRY(fromGrid, in->pod<std::uint8_t>());
