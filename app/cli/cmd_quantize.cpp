@@ -7,6 +7,7 @@
 #include "cli/cli_job.h"
 #include "io/json_value.h"
 #include "pipeline/importance.h"
+#include "pipeline/quantize_checkpoint.h"
 #include "pipeline/workflows.h"
 #include "quant/container_grid.h"
 
@@ -123,9 +124,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
                        "embed-type",    "head-type",  "imatrix",       "memory-limit", "abits",          "kvbits",
                        "qbits",         "aclip",      "agranularity",  "smooth",       "rotate",         "rotate-seed",
                        "distill-steps", "distill-lr", "distill-batch", "distill-loss", "ruquant-epochs", "ruquant-lr",
-                       "ruquant-block", "wclip"},
+                       "ruquant-block", "wclip",      "checkpoint-dir"},
                       {"sym", "act-order", "json", "round-grids", "no-kl", "dry-run", "a-sym", "astatic", "distill",
-                       "distill-gains", "ruquant-finetune", "repo-givens"});
+                       "distill-gains", "ruquant-finetune", "repo-givens", "resume"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
     const auto calibPath = args.value("calib");
@@ -152,6 +153,17 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         exportFormat = pipeline::parseExportFormat(*args.value("format"));
         if (!exportFormat) return cli::fail(cmd, "--format must be gguf, gptq, safetensors or qbproj", 2);
     }
+    // Per-layer checkpoints: --checkpoint-dir, else OUT.checkpoint beside an export.
+    std::string checkpointDir = args.value("checkpoint-dir", "");
+    if (checkpointDir.empty() && args.has("out")) { // beside the file or directory, never inside it
+        std::string out = *args.value("out");
+        while (out.size() > 1 && out.back() == '/')
+            out.pop_back();
+        checkpointDir = out + ".checkpoint";
+    }
+    if (args.has("resume") && checkpointDir.empty())
+        return cli::fail(cmd,
+                         "--resume needs --checkpoint-dir DIR (or --out PATH, whose checkpoint is PATH.checkpoint)", 2);
     // Refuse a bad --gguf-type before the (long) quantization, not after it.
     if (const auto e = cli::ggufTypeUsageError(args.value("gguf-type", "auto")); !e.empty())
         return cli::fail(cmd, e, 2);
@@ -293,6 +305,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     // Exports rebuild from the codes; a transformed run also needs its embedding, norms and head.
     req.options.keepModel = req.evalTextPath.has_value() || plan.activation.transforms();
     req.memoryLimitBytes = memoryLimit;
+    req.options.checkpoint.dir = checkpointDir;
+    req.options.checkpoint.resume = args.has("resume");
+    req.keepCheckpoint = true; // removed below, once the export is written too
     // NeUQI's lightweight distillation of the scales and zeros (pipeline/distill.h).
     if (args.has("distill")) {
         pipeline::DistillOptions d;
@@ -319,9 +334,21 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
     }
     cli::CliJob job(json);
     auto q = pipeline::quantizeModel(req, &job.context());
-    if (!q) return cli::fail(cmd, q.error());
+    if (!q) {
+        // Say where the finished layers are, so that the next run continues instead of redoing them.
+        auto kept = checkpointDir.empty() ? Result<std::optional<pipeline::QuantizeCheckpointManifest>>(std::nullopt)
+                                          : pipeline::readQuantizeCheckpointManifest(checkpointDir);
+        if (kept.ok() && *kept && q.error().message.find("from another run") == std::string::npos &&
+            q.error().message.find("interrupted quantize run") == std::string::npos)
+            std::cerr << "quantbench-cli quantize: " << (*kept)->done << " of " << (*kept)->layers
+                      << " layers are checkpointed in " << checkpointDir << ": add --resume to continue\n";
+        return cli::fail(cmd, q.error());
+    }
     for (const auto& w : q->loadWarnings)
         std::cerr << "quantbench-cli quantize: warning: " << w.toString() << "\n";
+    if (const int resumed = q->result->resumedLayers; resumed > 0)
+        std::cerr << "quantbench-cli quantize: resumed from " << checkpointDir << ": layers 0.." << resumed - 1
+                  << " taken from the checkpoint\n";
 
     io::JsonValue exportJson;
     if (exportFormat) {
@@ -341,6 +368,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         ex.target.roundGrids = args.has("round-grids");
         auto r = pipeline::exportRun(ex, &job.context());
         if (!r) {
+            if (!checkpointDir.empty()) // the quantization is done: it need not run again
+                std::cerr << "quantbench-cli quantize: every layer is checkpointed in " << checkpointDir
+                          << ": add --resume to export without quantizing again\n";
             if (r.error().code == ErrorCode::Unsupported && *exportFormat == pipeline::ExportFormat::Gptq &&
                 !ex.target.roundGrids)
                 return cli::fail(cmd, r.error(), "", "; pass --round-grids to round");
@@ -348,6 +378,9 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         }
         cli::reportExport(cmd, *r, json ? &exportJson : nullptr);
     }
+    if (!checkpointDir.empty())
+        if (Status st = pipeline::removeQuantizeCheckpoint(checkpointDir); !st.ok())
+            std::cerr << "quantbench-cli quantize: warning: " << st.error().toString() << "\n";
 
     if (json) {
         io::JsonValue o = q->metricsJson();
@@ -402,7 +435,7 @@ QB_CLI_COMMAND(
     "         [--abits A [--aclip C] [--a-sym] [--astatic] [--agranularity token|tensor]] [--kvbits B]\n"
     "         [--qbits B] [--smooth ALPHA] [--rotate none|residual|hadamard|ruquant [--rotate-seed S]]\n"
     "         [--distill [--distill-steps N] [--distill-lr X] [--distill-batch N] [--distill-loss kl|mse]\n"
-    "          [--distill-gains]]\n"
+    "          [--distill-gains]] [--checkpoint-dir DIR] [--resume]\n"
     "  --calib FILE   calibration text; --nsamples random windows of --seqlen tokens (seeded); the\n"
     "                 default 128 x 2048 (the GPTQ/NeUQI papers') is capped at the model's context;\n"
     "                 --dry-run shows what it costs\n"
@@ -470,5 +503,11 @@ QB_CLI_COMMAND(
     "                 gains; parameters stay storable in the --target container (K-quants stay as\n"
     "                 they are). --eval then scores the distilled model; --json adds \"distill\"\n"
     "                 {loss_before, loss_after, steps, seconds, step_loss, ...}\n"
+    "  --checkpoint-dir DIR  after every decoder layer, write its results and the next layer's inputs\n"
+    "                 atomically into DIR (default with --out: PATH.checkpoint); removed when the run\n"
+    "                 (and its export) succeeded. A DIR holding a checkpoint is refused without --resume\n"
+    "  --resume       continue the interrupted run whose checkpoint is in DIR (killed, crashed, Ctrl-C):\n"
+    "                 same model, plan, calibration, --batch and --threads, or it is refused with what\n"
+    "                 differs; the result is bit-identical to an uninterrupted run (none in DIR: start)\n"
     "Ctrl-C cancels cleanly (exit 130).\n",
     &runQuantizeCmd);

@@ -5,6 +5,7 @@
 #include "pipeline/importance.h"
 #include "pipeline/model_loader.h"
 #include "pipeline/parallel_for.h"
+#include "pipeline/quantize_checkpoint.h"
 #include "quant/error_metrics.h"
 #include "quant/cmpq.h"
 #include "quant/container_grid.h"
@@ -33,6 +34,14 @@ constexpr std::array<std::array<model::Linear, 3>, 4> kGroups{{
 constexpr std::array<int, 4> kGroupSizes{3, 1, 2, 1};
 
 std::string layerDetail(int layer, const std::string& what) { return "layer " + std::to_string(layer) + " " + what; }
+
+Error cannotResume(const std::string& dir, const Error& e)
+{
+    return makeError(e.code,
+                     "quantize: cannot resume from the checkpoint in " + dir + ": " + e.message +
+                         " (remove the directory to start over)",
+                     e.context);
+}
 
 // The calibration hidden states of the current layer and the partial layer runs over them. A
 // group's Hessian needs the layer only as far as that group's input (model::runLayerBlock stops
@@ -371,6 +380,47 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
     if (options.importance) QB_TRY_STATUS(checkImportanceMatrix(*options.importance, plan));
     if (options.threads > 0) model::setNumThreads(options.threads);
 
+    // Checkpoints: what this run is (fingerprints), and what the directory already holds.
+    const QuantizeCheckpointOptions& cpo = options.checkpoint;
+    const bool checkpointing = !cpo.dir.empty();
+    if (checkpointing && options.observe)
+        return makeError(ErrorCode::InvalidArgument, "quantize: checkpoints do not go with observe mode");
+    QuantizeCheckpointManifest manifest;
+    std::optional<QuantizeCheckpointManifest> resumeFrom;
+    if (checkpointing) {
+        manifest.fingerprint.model = fingerprintModel(base, checkpoint);
+        manifest.fingerprint.plan = fingerprintPlan(plan);
+        manifest.fingerprint.calibration = fingerprintCalibration(calib);
+        // Eigen's thread count, which its GEMM blocking (hence the hidden states' last bits) follows.
+        manifest.options = {options.batch, Eigen::nbThreads(), options.keepInputsBytes,
+                            fingerprintImportance(options.importance.get())};
+        manifest.fingerprint.options = fingerprintOptions(manifest.options);
+        manifest.layers = layers;
+        manifest.hiddenRows = calib.tokens();
+        manifest.hiddenCols = cfg.hiddenSize;
+        Result<std::optional<QuantizeCheckpointManifest>> stored = readQuantizeCheckpointManifest(cpo.dir);
+        if (cpo.resume) {
+            if (!stored.ok()) return cannotResume(cpo.dir, stored.error());
+            if (*stored) {
+                QB_TRY_STATUS(checkQuantizeCheckpoint(cpo.dir, **stored, manifest));
+                resumeFrom = **stored;
+            }
+        } else if (!stored.ok() && !cpo.overwrite) {
+            return makeError(stored.error().code,
+                             "quantize: cannot keep checkpoints in " + cpo.dir + ": " + stored.error().message +
+                                 " (remove it, or choose another directory)",
+                             stored.error().context);
+        } else if (!stored.ok() || *stored) {
+            if (!cpo.overwrite) // a forgotten --resume must not throw the finished layers away
+                return makeError(ErrorCode::InvalidArgument,
+                                 "quantize: " + cpo.dir + " holds the checkpoint of an interrupted quantize run (" +
+                                     std::to_string((*stored)->done) + " of " + std::to_string((*stored)->layers) +
+                                     " layers done): resume it (--resume), or remove it to start over",
+                                 cpo.dir);
+            QB_TRY_STATUS(removeQuantizeCheckpoint(cpo.dir));
+        }
+    }
+
     LayerLoader loader = options.loader;
     if (!loader)
         loader = [&](int l) -> Result<std::shared_ptr<model::DecoderLayerWeights>> {
@@ -427,13 +477,59 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
         // Overall progress: layer l of n, in 8 steps (one per linear, hessian and solve, then the
         // output pass); the embedding counts into step 0 of layer 0.
         constexpr std::int64_t kSteps = std::int64_t(model::kAllLinears.size()) + 1;
-        if (ctx) ctx->beginStage("calibrate", calib.count, "embed " + std::to_string(calib.count) + " windows");
-        if (ctx) ctx->setPart("layer", 0, layers, kSteps);
-        QB_TRY_STATUS(model::embed(base, calib.ids, run.hidden));
-        if (ctx) ctx->setDone(calib.count);
+        int firstLayer = 0;
+        if (resumeFrom) {
+            // Layers 0..done-1 as they were solved, and the hidden states entering the next one.
+            firstLayer = resumeFrom->done;
+            if (ctx) ctx->beginStage("resume", firstLayer, "checkpoint " + cpo.dir);
+            if (firstLayer < layers) {
+                Result<model::RowMatrix> hidden = readQuantizeCheckpointHidden(cpo.dir, *resumeFrom);
+                if (!hidden.ok()) return cannotResume(cpo.dir, hidden.error());
+                run.hidden = std::move(*hidden);
+            }
+            for (int l = 0; l < firstLayer; ++l) {
+                if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(l, "resume"));
+                Result<CheckpointLayer> saved = readQuantizeCheckpointLayer(cpo.dir, *resumeFrom, l, plan);
+                if (!saved.ok()) return cannotResume(cpo.dir, saved.error());
+                const std::size_t planBase = std::size_t(l) * model::kAllLinears.size();
+                for (std::size_t i = 0; i < saved->reports.size(); ++i)
+                    res.tensors[planBase + i] = std::move(saved->reports[i]);
+                std::shared_ptr<model::DecoderLayerWeights> w;
+                if (out) {
+                    QB_TRY(loaded, loader(l));
+                    w = std::move(*loaded);
+                    if (!w) return makeError(ErrorCode::Internal, "layer loader returned nothing", layerDetail(l, ""));
+                    QB_TRY_STATUS(w->validate(cfg, l));
+                }
+                for (CheckpointTensor& t : saved->tensors) {
+                    if (w) w->weight(plan.tensors[t.planIndex].linear) = std::move(t.weight);
+                    if (options.keepCodes) {
+                        if (!t.grid)
+                            return makeError(ErrorCode::InvalidArgument,
+                                             "quantize: the checkpoint holds no codes for " +
+                                                 plan.tensors[t.planIndex].name,
+                                             cpo.dir);
+                        res.codes[t.planIndex] = std::move(t.grid);
+                    }
+                }
+                if (options.onLayerDone)
+                    options.onLayerDone(
+                        l, std::vector<TensorReport>(res.tensors.begin() + std::ptrdiff_t(planBase),
+                                                     res.tensors.begin() +
+                                                         std::ptrdiff_t(planBase + model::kAllLinears.size())));
+                if (out) out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
+                if (ctx) ctx->setDone(l + 1);
+            }
+            res.resumedLayers = firstLayer;
+        } else {
+            if (ctx) ctx->beginStage("calibrate", calib.count, "embed " + std::to_string(calib.count) + " windows");
+            if (ctx) ctx->setPart("layer", 0, layers, kSteps);
+            QB_TRY_STATUS(model::embed(base, calib.ids, run.hidden));
+            if (ctx) ctx->setDone(calib.count);
+        }
         res.seconds.calibrate = secondsSince(t0);
 
-        for (int l = 0; l < layers; ++l) {
+        for (int l = firstLayer; l < layers; ++l) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(l, "load"));
             QB_TRY(loaded, loader(l));
             std::shared_ptr<model::DecoderLayerWeights> w = std::move(*loaded);
@@ -527,9 +623,9 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                         if (check == q->dequantized) packedLayer[std::size_t(tp.linear)] = std::move(p);
                     }
                     weight = q->dequantized; // later groups see the quantized sublayer
-                    if (options.keepCodes) {
+                    if (options.keepCodes || checkpointing) {
                         q->dequantized.resize(0, 0);
-                        res.codes[idx] = std::move(*q);
+                        res.codes[idx] = std::move(*q); // dropped after the checkpoint unless keepCodes
                     }
                 }
             }
@@ -539,6 +635,27 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             if (ctx) ctx->beginStage("evaluate", calib.count, layerDetail(l, "output"));
             QB_TRY_STATUS(run.finishLayer(*w, l));
             res.seconds.evaluate += secondsSince(t0);
+            if (checkpointing) {
+                // The layer's grids and final weights are lent to the checkpoint and taken back.
+                CheckpointLayer saved;
+                saved.layer = l;
+                saved.reports.assign(res.tensors.begin() + std::ptrdiff_t(planBase),
+                                     res.tensors.begin() + std::ptrdiff_t(planBase + model::kAllLinears.size()));
+                for (std::size_t i = planBase; i < planBase + model::kAllLinears.size(); ++i)
+                    if (res.codes[i]) {
+                        saved.tensors.push_back(
+                            {i, std::move(res.codes[i]), std::move(w->weight(plan.tensors[i].linear))});
+                        res.codes[i].reset();
+                    }
+                Status st = saveQuantizeCheckpointLayer(cpo.dir, manifest, saved, run.hidden);
+                for (CheckpointTensor& t : saved.tensors) {
+                    w->weight(plan.tensors[t.planIndex].linear) = std::move(t.weight);
+                    if (options.keepCodes) res.codes[t.planIndex] = std::move(t.grid);
+                }
+                if (!st.ok())
+                    return makeError(st.error().code, "quantize: cannot write the checkpoint: " + st.error().message,
+                                     st.error().context);
+            }
             if (options.onLayerDone)
                 options.onLayerDone(l, std::vector<TensorReport>(
                                            res.tensors.begin() + std::ptrdiff_t(planBase),

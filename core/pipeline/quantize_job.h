@@ -33,6 +33,12 @@
 // windows; plus what the result keeps: the fake-quantized model (F32, when
 // keepModel) and the codes/scales/zeros per tensor (when keepCodes; their `dequantized` matrix is
 // dropped, rebuild it with quant::dequantizeRowsUniform).
+// Crash-safe resume (options.checkpoint, pipeline/quantize_checkpoint.h): after each layer its
+// reports, grids and final weights and the hidden states entering the next layer are written
+// atomically; a resumed run checks the fingerprints (model, plan, calibration, options), takes
+// layers 0..k-1 from the checkpoint and continues at k, ending bit-identical to an uninterrupted
+// run (timings aside). The thread count is part of the fingerprint: Eigen's GEMM blocking depends
+// on the team size, so the hidden states are only reproducible with the same count.
 // Threading: runs on the calling thread; the forward pass and Eigen GEMMs use the OpenMP team
 // (threads > 0 sets its size, process-wide); the quantization kernels are single-threaded, NeUQI's
 // up-front search runs over rows x groups on that team (pipeline/parallel_for.h), bit-identical.
@@ -58,6 +64,17 @@ namespace qb::pipeline {
 using LayerLoader = std::function<Result<std::shared_ptr<model::DecoderLayerWeights>>(int layer)>;
 
 struct TensorReport;
+
+// Where and how a quantize run keeps its per-layer checkpoint (pipeline/quantize_checkpoint.h):
+// after each layer its results and the next layer's inputs are written atomically into `dir`, so
+// that a run killed at any point continues, with `resume`, bit-identical to an uninterrupted one.
+struct QuantizeCheckpointOptions {
+    std::string dir;     // empty: no checkpoint; created when missing
+    bool resume = false; // continue from the checkpoint in dir (it must match the run); none: start
+    // Without resume: an existing checkpoint in dir is discarded (true) or refused (false: the
+    // message says to resume or remove it), so a forgotten --resume never loses finished layers.
+    bool overwrite = false;
+};
 
 struct QuantizeJobOptions {
     int batch = 8;         // calibration windows per forward call
@@ -88,6 +105,10 @@ struct QuantizeJobOptions {
     // inputs, since nothing is quantized) to this callback instead of being solved; the weights stay
     // F32, no reports or codes are filled in, and an error from the callback ends the run.
     std::function<Status(const TensorPlan& tensor, const model::RowMatrix& weight, const Eigen::MatrixXd& h)> observe;
+    // Per-layer checkpoints and resume (not with observe). The checkpoint is written before
+    // onLayerDone is called and is left in place when the job ends (quantizeModel removes it after
+    // the whole workflow succeeded; removeQuantizeCheckpoint).
+    QuantizeCheckpointOptions checkpoint;
 };
 
 struct TensorReport {
@@ -125,6 +146,9 @@ struct QuantizeResult {
     // transforms a plain weights file cannot hold ("" when none; activation_setup.h).
     std::vector<std::string> notes;
     std::string onlineTransforms;
+    // Layers taken from a checkpoint instead of being quantized again (options.checkpoint.resume);
+    // informational like `seconds`: everything else equals an uninterrupted run's, bit for bit.
+    int resumedLayers = 0;
     const TensorReport* find(const std::string& name) const; // with or without ".weight"
 };
 

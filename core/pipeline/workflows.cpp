@@ -1,6 +1,7 @@
 #include "pipeline/workflows.h"
 
 #include "pipeline/activation_setup.h"
+#include "pipeline/quantize_checkpoint.h"
 
 #include "quant/cmpq.h"
 
@@ -547,6 +548,10 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
         }
     }
     if (!req.keepBaseLayers && out.base && out.base != req.base) out.base.reset(); // layer-less: of no use
+    // The whole workflow succeeded: its checkpoint is of no further use (a run killed during the
+    // evaluation above resumes with every layer taken from it).
+    if (!req.options.checkpoint.dir.empty() && !req.keepCheckpoint)
+        QB_TRY_STATUS(removeQuantizeCheckpoint(req.options.checkpoint.dir));
     out.seconds = secondsSince(t0);
     return out;
 }

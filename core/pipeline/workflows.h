@@ -115,7 +115,10 @@ struct QuantizeRequest {
     // With evalTextPath: also KL divergence and top-1 agreement of the result against the base
     // model on the same windows (one paired pass; see quantizeModel for the memory it takes).
     bool klDivergence = true;
-    QuantizeJobOptions options; // batch, threads, keepModel, keepCodes, onLayerDone
+    QuantizeJobOptions options; // batch, threads, keepModel, keepCodes, onLayerDone, checkpoint
+    // options.checkpoint.dir is removed when the workflow succeeds, unless this is set (the CLI
+    // removes it after its export, so that a run killed while exporting resumes instantly).
+    bool keepCheckpoint = false;
     // An already loaded base model (its layers may be absent); otherwise it is loaded.
     std::shared_ptr<const model::Model> base;
     // Load every decoder layer of the base up front and return it (the window keeps it for the

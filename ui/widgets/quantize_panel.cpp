@@ -6,6 +6,7 @@
 #include "models/quant_run_model.h"
 #include "pipeline/importance.h"
 #include "pipeline/project.h"
+#include "pipeline/quantize_checkpoint.h"
 #include "pipeline/workflows.h"
 #include "tasks/job_runner.h"
 #include "widgets/activations_panel.h"
@@ -14,6 +15,7 @@
 #include "widgets/distill_panel.h"
 #include "widgets/job_status.h"
 #include "widgets/plan_editor.h"
+#include "widgets/quantize_resume.h"
 #include "widgets/run_compare_view.h"
 #include "widgets/run_header.h"
 #include "widgets/tensor_error_view.h"
@@ -327,11 +329,31 @@ void QuantizePanel::startQuantize()
         Q_EMIT quantizeFinished(false, tr("another job is running"));
         return;
     }
-    const auto& resolved = m_plan->model()->resolved();
-    if (resolved.tensors.empty()) {
+    if (m_plan->model()->resolved().tensors.empty()) {
         Q_EMIT quantizeFinished(false, tr("the plan does not resolve for this model"));
         return;
     }
+    // A checkpoint of this very run (model, plan, calibration) left by a crash: ask first.
+    const QString dir = quantizeCheckpointDir(*m_checkpoint, buildRequest(0), m_imatrix->text().trimmed());
+    if (const auto interrupted = interruptedQuantizeRun(dir)) {
+        m_run->setEnabled(false);
+        askResumeQuantize(this, interrupted->first, interrupted->second, [this, dir](ResumeAnswer a) {
+            m_run->setEnabled(m_checkpoint != nullptr);
+            if (a != ResumeAnswer::Cancel) launchQuantize(dir, a == ResumeAnswer::Resume);
+        });
+        return;
+    }
+    launchQuantize(dir, false);
+}
+
+void QuantizePanel::launchQuantize(const QString& checkpointDir, bool resume)
+{
+    if (!m_checkpoint) return;
+    if (m_status->isBusy()) { // started while the resume question was open
+        Q_EMIT quantizeFinished(false, tr("another job is running"));
+        return;
+    }
+    const auto& resolved = m_plan->model()->resolved();
     const int serial = ++m_serial;
     // The live table fills layer by layer; the last good run comes back if this one fails.
     std::shared_ptr<const QuantRun> lastGood = m_current;
@@ -340,7 +362,9 @@ void QuantizePanel::startQuantize()
     m_layerChart->setRuns({}, {});
     m_header->showRunning(QString::fromStdString(pipeline::describeQuantPlan(m_plan->model()->plan())));
     const pipeline::QuantPlan plan = m_plan->model()->plan();
-    const pipeline::QuantizeRequest req = buildRequest(serial);
+    pipeline::QuantizeRequest req = buildRequest(serial);
+    // Checkpoints after every layer; the user was asked about an existing one (overwrite).
+    req.options.checkpoint = {checkpointDir.toStdString(), resume, true};
     auto run = std::make_shared<QuantRun>();
     run->summary = QString::fromStdString(pipeline::describeQuantPlan(plan));
     run->plan = pipeline::quantPlanToJson(plan);
@@ -356,7 +380,12 @@ void QuantizePanel::startQuantize()
                 QB_TRY_STATUS(pipeline::checkImportanceMatrix(*m, resolved, imatrixPath));
                 r.options.importance = std::make_shared<const io::ImportanceMatrix>(std::move(*m));
             }
-            QB_TRY(outcome, pipeline::quantizeModel(r, &ctx));
+            Result<pipeline::QuantizeOutcome> outcome = pipeline::quantizeModel(r, &ctx);
+            // Cancel is the user's choice: its checkpoint goes; a failure keeps it for a resume.
+            if (!outcome.ok() && outcome.error().code == ErrorCode::Cancelled)
+                (void)pipeline::removeQuantizeCheckpoint(r.options.checkpoint.dir);
+            pruneQuantizeCheckpointDirs(QString::fromStdString(r.options.checkpoint.dir));
+            if (!outcome.ok()) return outcome.error();
             QuantRun out = *run;
             out.result = outcome->result;
             out.calib = outcome->calibration;

@@ -12,6 +12,9 @@
 // run (ETA from it) with "layer N <tensor> (<stage>)" as text. Per-layer reports come from
 // QuantizeJobOptions::onLayerDone on the worker and reach the GUI thread through a queued
 // invocation (never blocking). Finished runs are immutable snapshots in the run list.
+// Every run writes per-layer checkpoints into a cache directory (widgets/quantize_resume.h); when
+// a crash left one for the same model, plan and calibration, starting the run asks whether to
+// resume it. Cancel discards the run's checkpoint, a failure keeps it.
 
 #include "io/checkpoint.h"
 #include "pipeline/quantize_job.h"
@@ -98,6 +101,8 @@ Q_SIGNALS:
     void exportRequested(std::shared_ptr<const QuantRun> run);
 
 private:
+    // Starts the run, writing per-layer checkpoints into checkpointDir (resume: continuing there).
+    void launchQuantize(const QString& checkpointDir, bool resume);
     void onLayerDone(int serial, int layer, const std::vector<pipeline::TensorReport>& reports);
     void refreshLayerChart();
     // The request the Quantize button starts (reports go to onLayerDone under `serial`).
