@@ -501,8 +501,20 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                     if (!w) return makeError(ErrorCode::Internal, "layer loader returned nothing", layerDetail(l, ""));
                     QB_TRY_STATUS(w->validate(cfg, l));
                 }
+                // Compact output: packed as the uninterrupted run packs it (see below).
+                std::array<PackedWeightPtr, model::kAllLinears.size()> packedLayer;
+                if (out && options.compactModel && !options.loader)
+                    if (const auto b = base.layer(l)) packedLayer = b->packed;
                 for (CheckpointTensor& t : saved->tensors) {
-                    if (w) w->weight(plan.tensors[t.planIndex].linear) = std::move(t.weight);
+                    const model::Linear lin = plan.tensors[t.planIndex].linear;
+                    packedLayer[std::size_t(lin)].reset();
+                    if (out && options.compactModel && t.grid) {
+                        PackedWeightPtr p = packQuantizedRows(*t.grid);
+                        model::RowMatrix check(t.weight.rows(), t.weight.cols());
+                        p->decodeRows(0, check.rows(), check.data());
+                        if (check == t.weight) packedLayer[std::size_t(lin)] = std::move(p);
+                    }
+                    if (w) w->weight(lin) = std::move(t.weight);
                     if (options.keepCodes) {
                         if (!t.grid)
                             return makeError(ErrorCode::InvalidArgument,
@@ -517,7 +529,14 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                         l, std::vector<TensorReport>(res.tensors.begin() + std::ptrdiff_t(planBase),
                                                      res.tensors.begin() +
                                                          std::ptrdiff_t(planBase + model::kAllLinears.size())));
-                if (out) out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
+                if (out) {
+                    for (model::Linear lin : model::kAllLinears)
+                        if (auto& p = packedLayer[std::size_t(lin)]) {
+                            w->weight(lin).resize(0, 0);
+                            w->packed[std::size_t(lin)] = std::move(p);
+                        }
+                    out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
+                }
                 if (ctx) ctx->setDone(l + 1);
             }
             res.resumedLayers = firstLayer;
