@@ -39,14 +39,15 @@ pipeline::ResolvedPlan resolvePlan(const char* json, const ModelConfig& c)
 template <class M>
 bool sameMatrix(const M& a, const M& b)
 {
+    // Empty matrices have null data, which memcmp must not see.
     return a.rows() == b.rows() && a.cols() == b.cols() &&
-           std::memcmp(a.data(), b.data(), std::size_t(a.size()) * sizeof(typename M::Scalar)) == 0;
+           (a.size() == 0 || std::memcmp(a.data(), b.data(), std::size_t(a.size()) * sizeof(typename M::Scalar)) == 0);
 }
 
 template <class T>
 bool sameVector(const std::vector<T>& a, const std::vector<T>& b)
 {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 bool sameDouble(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
