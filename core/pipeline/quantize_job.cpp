@@ -365,6 +365,44 @@ private:
 
 PackedWeightPtr packQuantizedRows(const quant::QuantizedRows& q) { return std::make_shared<CodesWeight>(q); }
 
+namespace {
+
+// The compact output model (QuantizeJobOptions::compactModel), one layer at a time: quantized
+// linears as codes when they decode to exactly the solved values, unquantized ones as the base's
+// packed weight when the default loader gave them unchanged, the rest F32.
+struct CompactLayer {
+    std::array<PackedWeightPtr, model::kAllLinears.size()> packed;
+    bool on = false;
+    CompactLayer(const model::Model& base, int l, const QuantizeJobOptions& o, bool haveOutput)
+        : on(haveOutput && o.compactModel)
+    {
+        if (on && !o.loader)
+            if (const auto b = base.layer(l)) packed = b->packed;
+    }
+    // Linear `lin` now holds the values of grid `q` (`values`, or F32 when q is absent).
+    void quantized(model::Linear lin, const quant::QuantizedRows* q, const model::RowMatrix& values)
+    {
+        PackedWeightPtr& slot = packed[std::size_t(lin)];
+        slot.reset();
+        if (!on || !q) return;
+        PackedWeightPtr p = packQuantizedRows(*q);
+        model::RowMatrix check(values.rows(), values.cols());
+        p->decodeRows(0, check.rows(), check.data());
+        if (check == values) slot = std::move(p);
+    }
+    // Moves the packed weights into w, emptying their F32 matrices.
+    void install(model::DecoderLayerWeights& w)
+    {
+        for (model::Linear lin : model::kAllLinears)
+            if (auto& p = packed[std::size_t(lin)]) {
+                w.weight(lin).resize(0, 0);
+                w.packed[std::size_t(lin)] = std::move(p);
+            }
+    }
+};
+
+} // namespace
+
 Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoint* checkpoint, const ResolvedPlan& plan,
                                    const CalibrationSet& calib, const QuantizeJobOptions& options, RunContext* ctx)
 {
@@ -501,19 +539,10 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                     if (!w) return makeError(ErrorCode::Internal, "layer loader returned nothing", layerDetail(l, ""));
                     QB_TRY_STATUS(w->validate(cfg, l));
                 }
-                // Compact output: packed as the uninterrupted run packs it (see below).
-                std::array<PackedWeightPtr, model::kAllLinears.size()> packedLayer;
-                if (out && options.compactModel && !options.loader)
-                    if (const auto b = base.layer(l)) packedLayer = b->packed;
+                CompactLayer compact(base, l, options, out != nullptr); // as the uninterrupted run packs it
                 for (CheckpointTensor& t : saved->tensors) {
                     const model::Linear lin = plan.tensors[t.planIndex].linear;
-                    packedLayer[std::size_t(lin)].reset();
-                    if (out && options.compactModel && t.grid) {
-                        PackedWeightPtr p = packQuantizedRows(*t.grid);
-                        model::RowMatrix check(t.weight.rows(), t.weight.cols());
-                        p->decodeRows(0, check.rows(), check.data());
-                        if (check == t.weight) packedLayer[std::size_t(lin)] = std::move(p);
-                    }
+                    compact.quantized(lin, t.grid ? &*t.grid : nullptr, t.weight);
                     if (w) w->weight(lin) = std::move(t.weight);
                     if (options.keepCodes) {
                         if (!t.grid)
@@ -530,11 +559,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                                                      res.tensors.begin() +
                                                          std::ptrdiff_t(planBase + model::kAllLinears.size())));
                 if (out) {
-                    for (model::Linear lin : model::kAllLinears)
-                        if (auto& p = packedLayer[std::size_t(lin)]) {
-                            w->weight(lin).resize(0, 0);
-                            w->packed[std::size_t(lin)] = std::move(p);
-                        }
+                    compact.install(*w);
                     out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
                 }
                 if (ctx) ctx->setDone(l + 1);
@@ -555,11 +580,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             if (!w) return makeError(ErrorCode::Internal, "layer loader returned nothing", layerDetail(l, ""));
             QB_TRY_STATUS(w->validate(cfg, l));
             if (ctx) ctx->setPart("layer", l, layers, kSteps);
-            // Compact output (options.compactModel): the quantized linears as codes; unquantized
-            // ones keep the base model's packed weight when the default loader gave them unchanged.
-            std::array<PackedWeightPtr, model::kAllLinears.size()> packedLayer;
-            if (out && options.compactModel && !options.loader)
-                if (const auto b = base.layer(l)) packedLayer = b->packed;
+            CompactLayer compact(base, l, options, out != nullptr);
             const std::size_t planBase = std::size_t(l) * model::kAllLinears.size();
 
             for (std::size_t gi = 0; gi < kGroups.size(); ++gi) {
@@ -609,7 +630,6 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                     const TensorPlan& tp = plan.tensors[idx];
                     TensorReport& rep = res.tensors[idx];
                     model::RowMatrix& weight = w->weight(tp.linear);
-                    packedLayer[std::size_t(tp.linear)].reset(); // its values change: F32 unless packed below
                     if (!weight.allFinite()) {
                         const Eigen::Index bad = weight.size() - weight.array().isFinite().count();
                         return makeError(ErrorCode::NumericalError,
@@ -634,13 +654,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                         rep.bitsPerWeight = q->cmpq->bitsPerWeight(weight.rows());
                         rep.bits = q->bits;
                     }
-                    if (out && options.compactModel) {
-                        // Held as codes in the output model when they decode to exactly these values.
-                        PackedWeightPtr p = packQuantizedRows(*q);
-                        model::RowMatrix check(q->dequantized.rows(), q->dequantized.cols());
-                        p->decodeRows(0, check.rows(), check.data());
-                        if (check == q->dequantized) packedLayer[std::size_t(tp.linear)] = std::move(p);
-                    }
+                    compact.quantized(tp.linear, &*q, q->dequantized);
                     weight = q->dequantized; // later groups see the quantized sublayer
                     if (options.keepCodes || checkpointing) {
                         q->dequantized.resize(0, 0);
@@ -680,11 +694,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                                            res.tensors.begin() + std::ptrdiff_t(planBase),
                                            res.tensors.begin() + std::ptrdiff_t(planBase + model::kAllLinears.size())));
             if (out) {
-                for (model::Linear lin : model::kAllLinears)
-                    if (auto& p = packedLayer[std::size_t(lin)]) {
-                        w->weight(lin).resize(0, 0);
-                        w->packed[std::size_t(lin)] = std::move(p);
-                    }
+                compact.install(*w);
                 out->setLayer(l, std::make_shared<const model::DecoderLayerWeights>(std::move(*w)));
             }
             w.reset(); // the F32 layer is gone before the next one is loaded
