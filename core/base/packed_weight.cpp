@@ -62,17 +62,24 @@ private:
     bool m_f32;
 };
 
-} // namespace
-
-PackedWeightPtr makeRowCodecWeight(ByteRange bytes, std::int64_t rows, std::int64_t cols, std::size_t rowBytes,
-                                   PackedRowDecoder decode, std::string format, std::vector<std::int64_t> rowOrder)
+// The one constructor behind both factories: sizes and the row order checked once.
+PackedWeightPtr makeView(ByteRange bytes, std::int64_t rows, std::int64_t cols, std::size_t rowBytes,
+                         PackedRowDecoder decode, std::string format, std::vector<std::int64_t> rowOrder, bool f32)
 {
     if (rows < 0 || cols < 0 || !decode || bytes.size() != std::uint64_t(rows) * rowBytes) return nullptr;
     if (!rowOrder.empty() && std::int64_t(rowOrder.size()) != rows) return nullptr;
     for (std::int64_t r : rowOrder)
         if (r < 0 || r >= rows) return nullptr;
     return std::make_shared<RowCodecWeight>(std::move(bytes), rows, cols, rowBytes, decode, std::move(format),
-                                            std::move(rowOrder), false);
+                                            std::move(rowOrder), f32);
+}
+
+} // namespace
+
+PackedWeightPtr makeRowCodecWeight(ByteRange bytes, std::int64_t rows, std::int64_t cols, std::size_t rowBytes,
+                                   PackedRowDecoder decode, std::string format, std::vector<std::int64_t> rowOrder)
+{
+    return makeView(std::move(bytes), rows, cols, rowBytes, decode, std::move(format), std::move(rowOrder), false);
 }
 
 PackedWeightPtr makeDTypeWeight(ByteRange bytes, DType dtype, std::int64_t rows, std::int64_t cols,
@@ -85,13 +92,9 @@ PackedWeightPtr makeDTypeWeight(ByteRange bytes, DType dtype, std::int64_t rows,
     case DType::BF16: decode = bf16RowToF32; break;
     default: return nullptr;
     }
-    const std::size_t rowBytes = std::size_t(cols) * dtypeSize(dtype);
-    if (rows < 0 || cols < 0 || bytes.size() != std::uint64_t(rows) * rowBytes) return nullptr;
-    if (!rowOrder.empty() && std::int64_t(rowOrder.size()) != rows) return nullptr;
-    for (std::int64_t r : rowOrder)
-        if (r < 0 || r >= rows) return nullptr;
-    return std::make_shared<RowCodecWeight>(std::move(bytes), rows, cols, rowBytes, decode, dtypeName(dtype),
-                                            std::move(rowOrder), dtype == DType::F32);
+    if (cols < 0) return nullptr;
+    return makeView(std::move(bytes), rows, cols, std::size_t(cols) * dtypeSize(dtype), decode, dtypeName(dtype),
+                    std::move(rowOrder), dtype == DType::F32);
 }
 
 } // namespace qb
