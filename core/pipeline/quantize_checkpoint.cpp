@@ -26,7 +26,8 @@ namespace fs = std::filesystem;
 constexpr char kLayerMagic[8] = {'Q', 'B', 'C', 'K', 'L', 'A', 'Y', 'R'};
 constexpr char kHiddenMagic[8] = {'Q', 'B', 'C', 'K', 'H', 'I', 'D', 'N'};
 constexpr std::uint32_t kBinaryVersion = 1;
-constexpr int kManifestVersion = 1;
+// 2: GPTQ solves in float (quant/gptq.h); a run resumed across that change would mix two solvers.
+constexpr int kManifestVersion = 2;
 constexpr const char* kFormatName = "quantbench-quantize-checkpoint";
 constexpr const char* kManifestName = "manifest.json";
 

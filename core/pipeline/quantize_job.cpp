@@ -145,9 +145,11 @@ struct Runner {
 // One tensor: search (NeUQI's up-front fit, inside the GPTQ kernel before its first column block)
 // and solve, told apart by the kernel's first progress report.
 // With an importance matrix its entry's mean x² (damped like the Hessian) weights the grid fits.
+// factor (optional): GPTQ's factor of h, kept for the next tensor that reads the same h.
 Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowMatrix& w, const Eigen::MatrixXd& h,
                                          const quant::CmpqChannelStats* stats, const io::ImportanceMatrix* imatrix,
-                                         RunContext* ctx, TensorReport& rep, QuantizeTimings& timings)
+                                         RunContext* ctx, TensorReport& rep, QuantizeTimings& timings,
+                                         std::optional<quant::GptqFactor>* factor = nullptr)
 {
     if (tp.method == quant::Method::Cmpq) {
         // CMPQ: channel scores from the same tap as H; k-means over channels on the OpenMP team.
@@ -222,8 +224,14 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
     });
     if (ctx) child.setCancelSource([ctx] { return ctx->isCancelled(); });
 
+    quant::GptqOptions gptqOptions = tp.options;
+    if (gptq && factor) {
+        auto f = quant::sharedGptqFactor(*factor, h, tp.options);
+        if (!f.ok()) return f.error().withContext(tp.name);
+        gptqOptions.factor = *f;
+    }
     Result<quant::QuantizedRows> q =
-        gptq ? quant::quantizeRowsGptq(w, h, tp.options, &child, &par)
+        gptq ? quant::quantizeRowsGptq(w, h, gptqOptions, &child, &par)
         : weightedRtn && !tp.options.grid.sym
             ? quant::quantizeRowsRtn(w, tp.options.grid, init, &hDiag, tp.options.neuqi, &child)
             : quant::quantizeRowsRtn(w, tp.options.grid, tp.options.init, nullptr, tp.options.neuqi, &child);
@@ -240,12 +248,13 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
 
 Result<quant::QuantizedRows> quantizeTensor(const TensorPlan& tensor, const model::RowMatrix& weight,
                                             const Eigen::MatrixXd& h, const io::ImportanceMatrix* importance,
-                                            RunContext* ctx, TensorReport* report, QuantizeTimings* timings)
+                                            RunContext* ctx, TensorReport* report, QuantizeTimings* timings,
+                                            std::optional<quant::GptqFactor>* gptqFactor)
 {
     TensorReport localReport;
     QuantizeTimings localTimings;
     return solveTensor(tensor, weight, h, nullptr, importance, ctx, report ? *report : localReport,
-                       timings ? *timings : localTimings);
+                       timings ? *timings : localTimings, gptqFactor);
 }
 
 Status fakeQuantizeGgml(const std::string& type, model::RowMatrix& m)
@@ -625,6 +634,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                                          " are not finite (NaN/Inf from the embeddings or an earlier layer)",
                                      layerDetail(l, names));
 
+                std::optional<quant::GptqFactor> factor; // shared by this group's GPTQ tensors
                 for (std::size_t idx : active) {
                     if (ctx && ctx->isCancelled()) return RunContext::cancelledError(plan.tensors[idx].name);
                     const TensorPlan& tp = plan.tensors[idx];
@@ -644,8 +654,8 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                         continue;
                     }
                     QB_TRY(q, solveTensor(tp, weight, h, stats ? &*stats : nullptr, options.importance.get(), ctx, rep,
-                                          res.seconds));
-                    const quant::HessianErrors errors = quant::hessianErrors(weight, q->dequantized, h);
+                                          res.seconds, &factor));
+                    const quant::HessianErrors errors = quant::hessianErrors(weight, *q, h);
                     rep.relativeError = errors.relative();
                     rep.proxyLoss = 0.5 * errors.errorTrace;
                     rep.solverProxyLoss = q->proxyLoss;

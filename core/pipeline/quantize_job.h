@@ -157,10 +157,13 @@ struct QuantizeResult {
 // NeUQI or GPTQ on the free grid (not CMPQ, which needs the channel statistics of the job's
 // tap); an importance matrix (when given) weights the grid fits instead of
 // diag H. Progress stages "search" and "solve"; the seconds go into report/timings when given.
+// gptqFactor (optional): GPTQ's factor of h (quant::sharedGptqFactor), built on first use and
+// reused by later calls on the same h; the caller resets it when h changes.
 Result<quant::QuantizedRows> quantizeTensor(const TensorPlan& tensor, const model::RowMatrix& weight,
                                             const Eigen::MatrixXd& h, const io::ImportanceMatrix* importance = nullptr,
                                             RunContext* ctx = nullptr, TensorReport* report = nullptr,
-                                            QuantizeTimings* timings = nullptr);
+                                            QuantizeTimings* timings = nullptr,
+                                            std::optional<quant::GptqFactor>* gptqFactor = nullptr);
 // `m` as a GGUF file stores it in `type` ("Q6_K", "F16", ...; ggml's reference quantizer and
 // decoder, row by row), in place: how the quantize job evaluates a plan's embedding and head
 // types, so that its perplexity is the exported file's. Rows that do not fit the type are an error.

@@ -419,6 +419,7 @@ Result<SensitivityAtlas> computeSensitivity(const model::Model& base, const io::
         if (ctx) ctx->beginStage("sensitivity", std::int64_t(candidates.size()), tp.name);
         RunContext quiet;
         if (ctx) quiet.setCancelSource([ctx] { return ctx->isCancelled(); });
+        std::optional<quant::GptqFactor> factor; // the candidates share h
         for (std::size_t c = 0; c < candidates.size(); ++c) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError("sensitivity " + tp.name);
             const TensorPlan& cp = plans[c].tensors[idx];
@@ -426,8 +427,8 @@ Result<SensitivityAtlas> computeSensitivity(const model::Model& base, const io::
             cell.bitsPerWeight = cp.bitsPerWeight;
             cell.bytes = std::uint64_t(std::ceil(cp.bitsPerWeight * double(cp.rows * cp.cols) / 8.0));
             if (!cp.skip) {
-                QB_TRY(q, quantizeTensor(cp, w, h, nullptr, &quiet));
-                const quant::HessianErrors e = quant::hessianErrors(w, q->dequantized, h);
+                QB_TRY(q, quantizeTensor(cp, w, h, nullptr, &quiet, nullptr, nullptr, &factor));
+                const quant::HessianErrors e = quant::hessianErrors(w, *q, h);
                 cell.relativeError = e.relative();
                 cell.proxyLoss = 0.5 * e.errorTrace;
             }

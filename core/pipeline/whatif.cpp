@@ -92,7 +92,7 @@ Result<PreviewResult> previewTensor(Eigen::Ref<const quant::MatrixXfR> w, const 
     }();
     if (!q.ok()) return q.error();
     PreviewResult r;
-    r.relativeError = quant::relativeOutputErrorHessian(w, q->dequantized, h);
+    r.relativeError = quant::hessianErrors(w, *q, h).relative();
     r.bitsPerWeight = quant::bitsPerWeightUniform(opt.grid.bits, opt.grid.groupSize, int(w.cols()), opt.grid.sym);
     r.rows = std::make_shared<const quant::QuantizedRows>(std::move(*q));
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -79,6 +79,67 @@ Result<QuantizedRows> quantizeRowsRtn(Eigen::Ref<const MatrixXfR> w, const GridS
     return out;
 }
 
+Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool actOrder, double damping,
+                                     int maxDampingRetries)
+{
+    if (h.rows() != h.cols()) return makeError(ErrorCode::Shape, "GPTQ: the Hessian is not square");
+    if (!(damping >= 0.0)) return makeError(ErrorCode::InvalidArgument, "GPTQ damping must be >= 0");
+    const int n = int(h.cols());
+    GptqFactor f;
+    f.actOrder = actOrder;
+    f.damping = damping;
+    f.maxDampingRetries = maxDampingRetries;
+    f.diag = h.diagonal();
+    for (int j = 0; j < n; ++j)
+        if (f.diag(j) == 0.0) {
+            f.diag(j) = 1.0;
+            f.dead.push_back(j);
+        }
+    f.perm.resize(static_cast<std::size_t>(n));
+    std::iota(f.perm.begin(), f.perm.end(), 0);
+    if (actOrder) std::stable_sort(f.perm.begin(), f.perm.end(), [&f](int a, int b) { return f.diag(a) > f.diag(b); });
+
+    // Damping and the inverse factor: the upper Cholesky factor of (H + lambda I)^-1 (hessian.h).
+    const double lambda = hessianDampingLambda(f.diag, damping);
+    Eigen::MatrixXf hp(n, n);
+    for (int b = 0; b < n; ++b) {
+        const int pb = f.perm[std::size_t(b)];
+        for (int a = 0; a < n; ++a) {
+            const int pa = f.perm[std::size_t(a)];
+            hp(a, b) = pa == pb ? float(f.diag(pa)) : float(h(pa, pb));
+        }
+    }
+    bool factored = false;
+    for (int attempt = 0; attempt <= maxDampingRetries && !factored; ++attempt) {
+        f.dampTotal += lambda;
+        Eigen::MatrixXf damped = hp;
+        damped.diagonal().array() += float(f.dampTotal);
+        if (!upperCholeskyOfInverse(damped, f.u)) continue;
+        f.dampingRetries = attempt;
+        factored = f.u.allFinite() && (f.u.diagonal().array() > 0.0f).all();
+    }
+    if (!factored)
+        return makeError(ErrorCode::NumericalError, "GPTQ: Hessian is not positive definite after " +
+                                                        std::to_string(maxDampingRetries) + " damping retries");
+    return f;
+}
+
+bool GptqFactor::fits(const GptqOptions& opts, Eigen::Index n) const
+{
+    return actOrder == opts.actOrder && damping == opts.damping && maxDampingRetries == opts.maxDampingRetries &&
+           u.cols() == n;
+}
+
+Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
+                                           const GptqOptions& opts)
+{
+    if (!cache || !cache->fits(opts, h.cols())) {
+        QB_TRY(made, factorGptqHessian(h, opts.actOrder, opts.damping, opts.maxDampingRetries));
+        cache = std::move(*made);
+    }
+    return &*cache;
+}
+
 Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h,
                                        const GptqOptions& opts, RunContext* ctx, const ParallelFor* par)
 {
@@ -122,7 +183,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     std::vector<double> seg(static_cast<std::size_t>(n));
     std::vector<double> segH(static_cast<std::size_t>(n));
 
-    Eigen::MatrixXd wd = w.cast<double>(); // column-major working copy: columns are contiguous
+    Eigen::MatrixXf wd = w; // column-major working copy: columns are contiguous
     const bool fitUpFront = !fixed && !dynamic && !(perChannel && opts.init == GridInit::MinMax);
     if (!fixed && perChannel && opts.init == GridInit::MinMax) // the reference fits before dead zeroing
         for (int r = 0; r < m; ++r) {
@@ -134,38 +195,20 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
             out.zeros(r, 0) = p.zero;
         }
 
-    Eigen::MatrixXd hd = h;
-    for (int j = 0; j < n; ++j)
-        if (hd(j, j) == 0.0) {
-            hd(j, j) = 1.0;
-            wd.col(j).setZero();
-        }
-
-    std::vector<int> perm(static_cast<std::size_t>(n));
-    std::iota(perm.begin(), perm.end(), 0);
-    if (opts.actOrder) std::stable_sort(perm.begin(), perm.end(), [&hd](int a, int b) { return hd(a, a) > hd(b, b); });
-
-    // Damping and the inverse factor: the upper Cholesky factor of (H + lambda I)^-1 (hessian.h).
-    const Eigen::VectorXd diag = hd.diagonal();
-    const double lambda = hessianDampingLambda(diag, opts.damping);
-    Eigen::MatrixXd hp(n, n);
-    for (int b = 0; b < n; ++b)
-        for (int a = 0; a < n; ++a)
-            hp(a, b) = hd(perm[std::size_t(a)], perm[std::size_t(b)]);
-    Eigen::MatrixXd u;
-    double dampTotal = 0.0;
-    bool factored = false;
-    for (int attempt = 0; attempt <= opts.maxDampingRetries && !factored; ++attempt) {
-        dampTotal += lambda;
-        Eigen::MatrixXd damped = hp;
-        damped.diagonal().array() += dampTotal;
-        if (!upperCholeskyOfInverse(damped, u)) continue;
-        out.dampingRetries = attempt;
-        factored = u.allFinite() && (u.diagonal().array() > 0.0).all();
+    GptqFactor own;
+    const GptqFactor* f = opts.factor;
+    if (!f || !f->fits(opts, n)) {
+        QB_TRY(made, factorGptqHessian(h, opts.actOrder, opts.damping, opts.maxDampingRetries));
+        own = std::move(*made);
+        f = &own;
     }
-    if (!factored)
-        return makeError(ErrorCode::NumericalError, "GPTQ: Hessian is not positive definite after " +
-                                                        std::to_string(opts.maxDampingRetries) + " damping retries");
+    for (int j : f->dead)
+        wd.col(j).setZero();
+    const std::vector<int>& perm = f->perm;
+    const Eigen::MatrixXf& u = f->u;
+    const Eigen::VectorXd& diag = f->diag;
+    const double dampTotal = f->dampTotal;
+    out.dampingRetries = f->dampingRetries;
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
 
     const Eigen::VectorXd hDamped = (diag.array() + dampTotal).matrix(); // original column order
@@ -208,7 +251,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
             }
         }
 
-    Eigen::MatrixXd wp(m, n);
+    Eigen::MatrixXf wp(m, n);
     for (int i = 0; i < n; ++i)
         wp.col(i) = wd.col(perm[std::size_t(i)]);
     wd.resize(0, 0);
@@ -216,7 +259,14 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         segH[std::size_t(i)] = hDamped(perm[std::size_t(i)]);
 
     const int bs = opts.blockSize;
-    Eigen::MatrixXd err(m, std::min(bs, n));
+    const int bw = std::min(bs, n);
+    Eigen::MatrixXf err(m, bw);
+    // A block's codes and values are gathered column-major (as wp) and written to the row-major
+    // outputs once per block, row by row; a column's group parameters are gathered once per group.
+    Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic> codeBlock(m, bw);
+    Eigen::MatrixXf deqBlock(m, bw);
+    std::vector<GroupParams> colParams(static_cast<std::size_t>(m));
+    int paramsGroup = -1;
     double proxy = 0.0;
     for (int b = 0; b < n;) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
@@ -238,28 +288,64 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                         out.scales(r, k) = p.scale;
                         out.zeros(r, k) = p.zero;
                     }
+                    paramsGroup = -1;
                 }
             } else if (!perChannel) {
                 k = orig / g;
             }
             out.groupIndex[std::size_t(orig)] = k;
+            if (k != paramsGroup) {
+                for (int r = 0; r < m; ++r)
+                    colParams[std::size_t(r)] = groupParams(out, r, k);
+                paramsGroup = k;
+            }
             const double d = u(i, i);
+            const float* x = wp.col(i).data();
+            std::uint8_t* codes = codeBlock.col(i - b).data();
+            float* deqs = deqBlock.col(i - b).data();
+            float* errs = err.col(i - b).data();
             for (int r = 0; r < m; ++r) {
-                const GroupParams p = groupParams(out, r, k);
-                const double x = wp(r, i);
-                const int q = quantizeCodeUniform(x, p, levels);
+                const GroupParams& p = colParams[std::size_t(r)];
+                const int q = quantizeCodeUniform(double(x[r]), p, levels);
                 const double deq = dequantizeCodeUniform(q, p);
-                out.codes(r, orig) = std::uint8_t(q);
-                out.dequantized(r, orig) = float(deq);
-                proxy += 0.5 * (x - deq) * (x - deq) / (d * d);
-                err(r, i - b) = (x - deq) / d;
+                codes[r] = std::uint8_t(q);
+                deqs[r] = float(deq);
+                const double e1 = (double(x[r]) - deq) / d;
+                proxy += 0.5 * e1 * e1;
+                errs[r] = float(e1);
             }
             const int rest = e - i - 1;
             if (rest > 0) wp.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
         }
+        for (int r = 0; r < m; ++r)
+            for (int i = b; i < e; ++i) {
+                const int orig = perm[std::size_t(i)];
+                out.codes(r, orig) = codeBlock(r, i - b);
+                out.dequantized(r, orig) = deqBlock(r, i - b);
+            }
         if (e < n) wp.rightCols(n - e).noalias() -= err.leftCols(cnt) * u.block(b, e, cnt, n - e);
         if (ctx) ctx->advance(cnt);
         b = e;
+    }
+    // tr(dW H dW^T) on the caller's H from the solve's own errors: W - Q = E U exactly, so the sum
+    // of squared errors is the trace on the damped H with dead columns set to 1 (hessian.h), from
+    // which the damping and the dead columns are taken out again.
+    {
+        double live = 0.0, deadSum = 0.0;
+        std::vector<char> isDead(std::size_t(n), 0);
+        for (int j : f->dead)
+            isDead[std::size_t(j)] = 1;
+        for (int r = 0; r < m; ++r)
+            for (int c = 0; c < n; ++c) {
+                const double q = out.dequantized(r, c);
+                if (isDead[std::size_t(c)]) {
+                    deadSum += q * q;
+                } else {
+                    const double dw = double(w(r, c)) - q;
+                    live += dw * dw;
+                }
+            }
+        out.errorTrace = std::max(0.0, 2.0 * proxy - dampTotal * live - (1.0 + dampTotal) * deadSum);
     }
     out.proxyLoss = proxy;
     return out;

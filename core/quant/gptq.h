@@ -23,8 +23,15 @@
 // between column blocks (and between rows of the up-front NeUQI fit); progress goes through
 // advance(), one unit per column (the caller owns beginStage). Cancel returns
 // ErrorCode::Cancelled; inputs are const and never modified.
-// Units/layout: W row-major [out x in] float; H [in x in] double (hessian.h); arithmetic in
-// double; outputs as QuantizedRows (uniform_grid.h).
+// Units/layout: W row-major [out x in] float; H [in x in] double (hessian.h); outputs as
+// QuantizedRows (uniform_grid.h). Precision: the working copy of W, the Cholesky factor and the
+// error-feedback updates are float, as in the reference (half the memory traffic and twice the
+// SIMD width of double); grid fits, rounding and the loss sums are double. Another block size, CPU
+// or a double implementation therefore agrees to float rounding, and a weight within that of a
+// rounding midpoint may round the other way (tests/quant/quant_test_util.h).
+// errorTrace: tr((W - Q) H (W - Q)^T) on the caller's undamped H, from the solve's own errors
+// (W - Q = E U, so sum E^2 is the trace on the damped H, less the damping and the dead columns):
+// O(rows x cols) instead of a rows x cols^2 product, and a sum of squares, so it does not cancel.
 
 #include "base/result.h"
 #include "base/run_context.h"
@@ -35,11 +42,32 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <vector>
 
 namespace qb::quant {
 
 enum class GridInit { MinMax, Neuqi };
 enum class GroupMode { Dynamic, Static };
+
+// What GPTQ derives from H alone, shared by the tensors that read the same H (q/k/v, gate/up):
+// dead inputs, the act-order permutation, the damping that made H positive definite and the upper
+// Cholesky factor U of the permuted, damped H^-1 (float, GPTQ's working precision as in the
+// reference). Built by factorGptqHessian for one actOrder/damping/retries setting.
+struct GptqFactor {
+    bool actOrder = false;
+    double damping = 0.0;
+    int maxDampingRetries = 0;
+    std::vector<int> dead;  // input columns with H_jj = 0 (their weights are zeroed, H_jj set to 1)
+    std::vector<int> perm;  // processing order (act-order: stable descending diag H)
+    Eigen::VectorXd diag;   // diag H after the dead-column fix, original order
+    double dampTotal = 0.0; // lambda added to the diagonal, retries included
+    int dampingRetries = 0; // extra rounds of lambda needed
+    Eigen::MatrixXf u;      // [n x n] upper, in processing order
+
+    // Built for these options' actOrder, damping and retries, for an n-wide H.
+    bool fits(const struct GptqOptions& opts, Eigen::Index n) const;
+};
 
 inline constexpr int kGptqDefaultBlockSize = 128;
 inline constexpr double kGptqDefaultDamping = 0.01;
@@ -54,6 +82,9 @@ struct GptqOptions {
     double damping = kGptqDefaultDamping;
     int maxDampingRetries = kGptqDefaultDampingRetries;
     NeuqiOptions neuqi;
+    // A factor of this H built with the same actOrder, damping and maxDampingRetries (else it is
+    // ignored and the kernel factors H itself). Must outlive the call.
+    const struct GptqFactor* factor = nullptr;
     // Parameters fixed up front (a storage container's grid, container_grid.h): scales, zeros,
     // offsets, container and superScales are taken as they are, groups are static with width
     // grid.groupSize, and `init` is not used. Must outlive the call.
@@ -78,6 +109,16 @@ struct ParallelFor {
     int workers = 1;
     std::function<void(std::int64_t count, const std::function<void(std::int64_t item, int worker)>& body)> run;
 };
+
+// Dead columns, permutation, damping and U for H (see GptqFactor); NumericalError when H is not
+// positive definite after maxDampingRetries extra rounds of damping.
+Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool actOrder, double damping,
+                                     int maxDampingRetries);
+
+// The factor in `cache` when it fits opts and H's width, else a new one built into it: for callers
+// that solve several tensors (or settings) on one H. The cache must be reset when H changes.
+Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
+                                           const GptqOptions& opts);
 
 // par (optional): the up-front static-group fit (NeUQI's scale search) runs over rows x groups
 // through it, one NeuqiScratch per worker; bit-identical to the serial fit.

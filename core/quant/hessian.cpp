@@ -72,14 +72,15 @@ namespace {
 
 // l <- l^-1 for a lower-triangular l (the strict upper part is ignored and left as is). Recursive
 // on [A 0; B C]: B <- -C^-1 B A^-1 with two triangular solves, then A and C; n^3 / 3 flops.
-void invertLowerInPlace(Eigen::Ref<Eigen::MatrixXd> l)
+template <typename T>
+void invertLowerInPlace(Eigen::Ref<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> l)
 {
     const Eigen::Index n = l.rows();
     if (n <= 32) {
         for (Eigen::Index j = 0; j < n; ++j) { // column j of the inverse by forward substitution
-            l(j, j) = 1.0 / l(j, j);
+            l(j, j) = T(1) / l(j, j);
             for (Eigen::Index i = j + 1; i < n; ++i) {
-                double s = 0.0;
+                T s = 0;
                 for (Eigen::Index k = j; k < i; ++k)
                     s += l(i, k) * l(k, j);
                 l(i, j) = -s / l(i, i);
@@ -89,25 +90,38 @@ void invertLowerInPlace(Eigen::Ref<Eigen::MatrixXd> l)
     }
     const Eigen::Index n1 = n / 2, n2 = n - n1;
     auto b = l.bottomLeftCorner(n2, n1);
-    l.bottomRightCorner(n2, n2).triangularView<Eigen::Lower>().solveInPlace(b);
-    l.topLeftCorner(n1, n1).triangularView<Eigen::Lower>().template solveInPlace<Eigen::OnTheRight>(b);
+    l.bottomRightCorner(n2, n2).template triangularView<Eigen::Lower>().solveInPlace(b);
+    l.topLeftCorner(n1, n1).template triangularView<Eigen::Lower>().template solveInPlace<Eigen::OnTheRight>(b);
     b = -b;
-    invertLowerInPlace(l.topLeftCorner(n1, n1));
-    invertLowerInPlace(l.bottomRightCorner(n2, n2));
+    invertLowerInPlace<T>(l.topLeftCorner(n1, n1));
+    invertLowerInPlace<T>(l.bottomRightCorner(n2, n2));
+}
+
+template <typename T>
+bool upperCholeskyOfInverseT(Eigen::Ref<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> a,
+                             Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& u)
+{
+    using M = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+    if (a.rows() != a.cols()) return false;
+    M r = a.reverse();                // J A J
+    Eigen::LLT<Eigen::Ref<M>> llt(r); // in place: L in the lower triangle
+    if (llt.info() != Eigen::Success) return false;
+    invertLowerInPlace<T>(r);
+    r.template triangularView<Eigen::StrictlyUpper>().setZero();
+    u = r.reverse(); // J L^-1 J: upper triangular
+    return u.allFinite();
 }
 
 } // namespace
 
 bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXd> a, Eigen::MatrixXd& u)
 {
-    if (a.rows() != a.cols()) return false;
-    Eigen::MatrixXd r = a.reverse();                // J A J
-    Eigen::LLT<Eigen::Ref<Eigen::MatrixXd>> llt(r); // in place: L in the lower triangle
-    if (llt.info() != Eigen::Success) return false;
-    invertLowerInPlace(r);
-    r.triangularView<Eigen::StrictlyUpper>().setZero();
-    u = r.reverse(); // J L^-1 J: upper triangular
-    return u.allFinite();
+    return upperCholeskyOfInverseT<double>(a, u);
+}
+
+bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXf> a, Eigen::MatrixXf& u)
+{
+    return upperCholeskyOfInverseT<float>(a, u);
 }
 
 double hessianDampingLambda(const Eigen::Ref<const Eigen::VectorXd>& diag, double damping)

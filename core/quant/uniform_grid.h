@@ -24,6 +24,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -125,6 +126,9 @@ struct QuantizedRows {
     int bits = 0;
     double proxyLoss = 0.0; // solver-specific (GPTQ: 1/2 sum (w-q)^2 / U_ii^2); 0 when unused
     int dampingRetries = 0; // GPTQ: extra damping rounds needed for a positive-definite H
+    // tr((W - Q) H (W - Q)^T) on the undamped H when the solver knows it (GPTQ: from its errors),
+    // else NaN (error_metrics.h computes it).
+    double errorTrace = std::numeric_limits<double>::quiet_NaN();
     // CMPQ (cmpq.h): per-channel bits, codebooks and outliers; codes index the channel's codebook
     // and scales/zeros are empty. Null for the uniform grids.
     std::shared_ptr<const CmpqCodes> cmpq;
