@@ -161,8 +161,17 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
         });
         if (ctx) child.setCancelSource([ctx] { return ctx->isCancelled(); });
         const quant::ParallelFor par = openmpParallelFor();
+        quant::CmpqOptions cmpqOptions = tp.cmpq;
+        if (cmpqOptions.errorFeedback && factor) {
+            quant::GptqOptions fo;
+            fo.damping = cmpqOptions.damping;
+            fo.maxDampingRetries = cmpqOptions.maxDampingRetries;
+            auto f = quant::sharedGptqFactor(*factor, h, fo);
+            if (!f.ok()) return f.error().withContext(tp.name);
+            cmpqOptions.factor = *f;
+        }
         Result<quant::QuantizedRows> q =
-            quant::quantizeRowsCmpq(w, h, stats->score(tp.cmpq.score), tp.cmpq, &child, &par);
+            quant::quantizeRowsCmpq(w, h, stats->score(tp.cmpq.score), cmpqOptions, &child, &par);
         rep.solveSeconds = secondsSince(t0);
         timings.solve += rep.solveSeconds;
         if (!q.ok()) return q.error().code == ErrorCode::Cancelled ? q.error() : q.error().withContext(tp.name);

@@ -466,20 +466,35 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     for (int k : cc.keptChannels)
         keptMask[std::size_t(k)] = 1;
 
-    Eigen::MatrixXd wd = w.cast<double>(); // column-major: a channel is contiguous
-    Eigen::MatrixXd hd;
+    // Column-major working copy (a channel is contiguous), float as GPTQ's (gptq.h).
+    Eigen::MatrixXf wd = w;
+    // Error feedback: dead columns, damping and U from GPTQ's factor of H (act-order off).
+    GptqFactor own;
+    const GptqFactor* f = nullptr;
     if (feedback) {
-        hd = h;
-        for (int j = 0; j < n; ++j)
-            if (hd(j, j) == 0.0) {
-                hd(j, j) = 1.0;
-                wd.col(j).setZero();
-            }
+        GptqOptions fo;
+        fo.actOrder = false;
+        fo.damping = opt.damping;
+        fo.maxDampingRetries = opt.maxDampingRetries;
+        f = opt.factor;
+        if (!f || !f->fits(fo, n)) {
+            auto made = factorGptqHessian(h, false, opt.damping, opt.maxDampingRetries);
+            if (!made.ok())
+                return made.error().code == ErrorCode::NumericalError
+                           ? makeError(ErrorCode::NumericalError, "CMPQ: Hessian is not positive definite after " +
+                                                                      std::to_string(opt.maxDampingRetries) +
+                                                                      " damping retries")
+                           : made.error();
+            own = std::move(*made);
+            f = &own;
+        }
+        for (int j : f->dead)
+            wd.col(j).setZero();
     }
     // Per-column importance for the outlier choice: diag H, else the channel's energy from scores.
     Eigen::VectorXd imp(n);
     for (int j = 0; j < n; ++j)
-        imp[j] = feedback ? hd(j, j) : (h.rows() == n ? h(j, j) : 1.0);
+        imp[j] = feedback ? f->diag(j) : (h.rows() == n ? h(j, j) : 1.0);
     Eigen::VectorXd energy(n);
     for (int j = 0; j < n; ++j)
         energy[j] = std::max(importanceOf(scores[j], opt.score), 1e-30);
@@ -491,7 +506,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     std::vector<std::vector<int>> outRows(static_cast<std::size_t>(n));
 
     // Fits channel j's codebook from column `col` of `src`, skipping its outlier rows.
-    auto fitChannel = [&](const Eigen::MatrixXd& src, int srcCol, int j, int worker) {
+    auto fitChannel = [&](const Eigen::MatrixXf& src, int srcCol, int j, int worker) {
         const int b = cc.channelBits[std::size_t(j)];
         if (b == 0) return;
         std::vector<double>& buf = colBuf[std::size_t(worker)];
@@ -579,7 +594,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                            cc.outlierIndex.begin());
     };
     // Quantizes column j of `src` (values as they are now) into out/cc; returns the error column.
-    auto quantizeColumn = [&](const double* src, int j, double* errOut) {
+    auto quantizeColumn = [&](const float* src, int j, double* errOut) {
         const int b = cc.channelBits[std::size_t(j)];
         if (b == 0) {
             for (int r = 0; r < m; ++r) {
@@ -640,26 +655,11 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     }
 
     // GPTQ-style error feedback in natural column order (lazy blocks, as quantizeRowsGptq).
-    const Eigen::VectorXd diag = hd.diagonal();
-    const double lambda = hessianDampingLambda(diag, opt.damping);
-    Eigen::MatrixXd u;
-    double dampTotal = 0.0;
-    bool factored = false;
-    for (int attempt = 0; attempt <= opt.maxDampingRetries && !factored; ++attempt) {
-        dampTotal += lambda;
-        Eigen::MatrixXd damped = hd;
-        damped.diagonal().array() += dampTotal;
-        if (!upperCholeskyOfInverse(damped, u)) continue;
-        out.dampingRetries = attempt;
-        factored = u.allFinite() && (u.diagonal().array() > 0.0).all();
-    }
-    if (!factored)
-        return makeError(ErrorCode::NumericalError, "CMPQ: Hessian is not positive definite after " +
-                                                        std::to_string(opt.maxDampingRetries) + " damping retries");
-    hd.resize(0, 0);
+    const Eigen::MatrixXf& u = f->u;
+    out.dampingRetries = f->dampingRetries;
     if (opt.staticCodebooks) QB_TRY_STATUS(fitStatic());
     const int bs = opt.blockSize;
-    Eigen::MatrixXd err(m, std::min(bs, n));
+    Eigen::MatrixXf err(m, std::min(bs, n));
     std::vector<double> e(static_cast<std::size_t>(m));
     double proxy = 0.0;
     for (int b = 0; b < n;) {
@@ -676,7 +676,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             const double d = u(i, i);
             for (int r = 0; r < m; ++r) {
                 proxy += 0.5 * e[std::size_t(r)] * e[std::size_t(r)] / (d * d);
-                err(r, i - b) = e[std::size_t(r)] / d;
+                err(r, i - b) = float(e[std::size_t(r)] / d);
             }
             const int rest = end - i - 1;
             if (rest > 0) wd.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
@@ -686,6 +686,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         b = end;
     }
     out.proxyLoss = proxy;
+    out.errorTrace = errorTraceFromErrors(2.0 * proxy, *f, w, out.dequantized);
     out.cmpq = codes;
     return out;
 }

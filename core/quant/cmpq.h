@@ -86,6 +86,9 @@ struct CmpqOptions {
     int blockSize = kGptqDefaultBlockSize;
     double damping = kGptqDefaultDamping;
     int maxDampingRetries = kGptqDefaultDampingRetries;
+    // GPTQ's factor of this H (gptq.h) when the caller shares one (act-order off, the same damping
+    // and retries; else ignored). Must outlive the call.
+    const GptqFactor* factor = nullptr;
 };
 Status validateCmpqOptions(const CmpqOptions& o);
 

@@ -140,6 +140,29 @@ Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eig
     return &*cache;
 }
 
+double errorTraceFromErrors(double sumSquaredErrors, const GptqFactor& f, Eigen::Ref<const MatrixXfR> w,
+                            Eigen::Ref<const MatrixXfR> q)
+{
+    // W - Q = E U exactly, so sum E^2 is the trace on the damped H with its dead columns set to 1;
+    // the damping and the dead columns are taken out again.
+    const Eigen::Index m = w.rows(), n = w.cols();
+    std::vector<char> isDead(static_cast<std::size_t>(n), 0);
+    for (int j : f.dead)
+        isDead[std::size_t(j)] = 1;
+    double live = 0.0, deadSum = 0.0;
+    for (Eigen::Index r = 0; r < m; ++r)
+        for (Eigen::Index c = 0; c < n; ++c) {
+            const double qv = q(r, c);
+            if (isDead[std::size_t(c)]) {
+                deadSum += qv * qv;
+            } else {
+                const double dw = double(w(r, c)) - qv;
+                live += dw * dw;
+            }
+        }
+    return std::max(0.0, sumSquaredErrors - f.dampTotal * live - (1.0 + f.dampTotal) * deadSum);
+}
+
 Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h,
                                        const GptqOptions& opts, RunContext* ctx, const ParallelFor* par)
 {
@@ -206,12 +229,10 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         wd.col(j).setZero();
     const std::vector<int>& perm = f->perm;
     const Eigen::MatrixXf& u = f->u;
-    const Eigen::VectorXd& diag = f->diag;
-    const double dampTotal = f->dampTotal;
     out.dampingRetries = f->dampingRetries;
     if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
 
-    const Eigen::VectorXd hDamped = (diag.array() + dampTotal).matrix(); // original column order
+    const Eigen::VectorXd hDamped = (f->diag.array() + f->dampTotal).matrix(); // original column order
 
     // Up-front (static / per-channel NeUQI) parameters on W after dead zeroing.
     if (fitUpFront && par && par->run && par->workers > 1) {
@@ -327,26 +348,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         if (ctx) ctx->advance(cnt);
         b = e;
     }
-    // tr(dW H dW^T) on the caller's H from the solve's own errors: W - Q = E U exactly, so the sum
-    // of squared errors is the trace on the damped H with dead columns set to 1 (hessian.h), from
-    // which the damping and the dead columns are taken out again.
-    {
-        double live = 0.0, deadSum = 0.0;
-        std::vector<char> isDead(std::size_t(n), 0);
-        for (int j : f->dead)
-            isDead[std::size_t(j)] = 1;
-        for (int r = 0; r < m; ++r)
-            for (int c = 0; c < n; ++c) {
-                const double q = out.dequantized(r, c);
-                if (isDead[std::size_t(c)]) {
-                    deadSum += q * q;
-                } else {
-                    const double dw = double(w(r, c)) - q;
-                    live += dw * dw;
-                }
-            }
-        out.errorTrace = std::max(0.0, 2.0 * proxy - dampTotal * live - (1.0 + dampTotal) * deadSum);
-    }
+    out.errorTrace = errorTraceFromErrors(2.0 * proxy, *f, w, out.dequantized);
     out.proxyLoss = proxy;
     return out;
 }

@@ -120,6 +120,11 @@ Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool a
 Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
                                            const GptqOptions& opts);
 
+// tr((W - Q) H (W - Q)^T) on the undamped H of f from an error-feedback solve's sum of squared
+// scaled errors sum_ij (E_ij)^2 (E_ij = (w - q) / U_jj at column j's turn): see errorTrace above.
+double errorTraceFromErrors(double sumSquaredErrors, const GptqFactor& f, Eigen::Ref<const MatrixXfR> w,
+                            Eigen::Ref<const MatrixXfR> q);
+
 // par (optional): the up-front static-group fit (NeUQI's scale search) runs over rows x groups
 // through it, one NeuqiScratch per worker; bit-identical to the serial fit.
 Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h,
