@@ -317,7 +317,7 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
         if (!fullBase) parts.push_back({"original model (F32)", modelF32Bytes(c)});
         parts.push_back({"transformed model (F32)", modelF32Bytes(c)});
     }
-    // One decoder layer in F32, its largest Hessian and the GPTQ working set in double.
+    // One decoder layer in F32, its largest Hessian and the GPTQ working set.
     std::int64_t layerParams = 0, maxCols = 0, maxMatrix = 0;
     const std::int64_t quantized = quantizedWeights;
     for (const TensorPlan& t : plan.tensors)
@@ -331,7 +331,10 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
     Parts quantizing, evaluating;
     const Parts distilling = in.distill ? distillParts(c, plan, in.nsamples, in.seqlen, in.distillBatch) : Parts{};
     quantizing.push_back({"decoder layer (F32)", std::uint64_t(layerParams) * 4 * 2});
-    quantizing.push_back({"Hessian and GPTQ solve (double)", std::uint64_t(5 * maxCols * maxCols + 2 * maxMatrix) * 8});
+    // H in double; GPTQ's float factor and the permuted H it is built from; the tensor's float
+    // working copies, codes and values (quant/gptq.h).
+    quantizing.push_back(
+        {"Hessian and GPTQ solve", std::uint64_t(16 * maxCols * maxCols) + std::uint64_t(13 * maxMatrix)});
     // Calibration: the hidden states of every window, kept o_proj/down_proj inputs, one batch.
     const std::int64_t q = c.numAttentionHeads * c.headDim;
     quantizing.push_back(

@@ -112,9 +112,9 @@ Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool a
     bool factored = false;
     for (int attempt = 0; attempt <= maxDampingRetries && !factored; ++attempt) {
         f.dampTotal += lambda;
-        Eigen::MatrixXf damped = hp;
-        damped.diagonal().array() += float(f.dampTotal);
-        if (!upperCholeskyOfInverse(damped, f.u)) continue;
+        f.u = hp;
+        f.u.diagonal().array() += float(f.dampTotal);
+        if (!upperCholeskyOfInverseInPlace(f.u)) continue;
         f.dampingRetries = attempt;
         factored = f.u.allFinite() && (f.u.diagonal().array() > 0.0f).all();
     }

@@ -98,31 +98,28 @@ void invertLowerInPlace(Eigen::Ref<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynam
 }
 
 template <typename T>
-bool upperCholeskyOfInverseT(Eigen::Ref<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> a,
-                             Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& u)
+bool upperCholeskyOfInverseInPlaceT(Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& r)
 {
     using M = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-    if (a.rows() != a.cols()) return false;
-    M r = a.reverse();                // J A J
+    if (r.rows() != r.cols()) return false;
+    r.reverseInPlace();               // J A J
     Eigen::LLT<Eigen::Ref<M>> llt(r); // in place: L in the lower triangle
     if (llt.info() != Eigen::Success) return false;
     invertLowerInPlace<T>(r);
     r.template triangularView<Eigen::StrictlyUpper>().setZero();
-    u = r.reverse(); // J L^-1 J: upper triangular
-    return u.allFinite();
+    r.reverseInPlace(); // J L^-1 J: upper triangular
+    return r.allFinite();
 }
 
 } // namespace
 
 bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXd> a, Eigen::MatrixXd& u)
 {
-    return upperCholeskyOfInverseT<double>(a, u);
+    u = a;
+    return upperCholeskyOfInverseInPlaceT<double>(u);
 }
 
-bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXf> a, Eigen::MatrixXf& u)
-{
-    return upperCholeskyOfInverseT<float>(a, u);
-}
+bool upperCholeskyOfInverseInPlace(Eigen::MatrixXf& a) { return upperCholeskyOfInverseInPlaceT<float>(a); }
 
 double hessianDampingLambda(const Eigen::Ref<const Eigen::VectorXd>& diag, double damping)
 {

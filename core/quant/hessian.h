@@ -57,9 +57,10 @@ private:
 // blocked triangular inverse, (2/3) n^3 flops instead of the ~3 n^3 of the reference's
 // chol -> inverse -> chol, and the same U up to rounding (the Cholesky factor is unique).
 // Returns false (u unspecified) when A is not numerically positive definite. In double, or in
-// float (GPTQ's working precision, as the reference's float32 chain).
+// float and in place (a becomes U; GPTQ's working precision, as the reference's float32 chain,
+// without a second n x n copy).
 bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXd> a, Eigen::MatrixXd& u);
-bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXf> a, Eigen::MatrixXf& u);
+bool upperCholeskyOfInverseInPlace(Eigen::MatrixXf& a);
 
 // lambda = damping * mean(diag), summed in sorted order so that any permutation of the inputs
 // (act-order) gives the bit-identical value.
