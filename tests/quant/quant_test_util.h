@@ -68,20 +68,23 @@ inline constexpr int kMaxTieFlipRows = 2;
 inline constexpr double kTieFlipObjectiveRel = 0.05;
 
 struct RowAgreement {
+    double objectiveRel = kTieFlipObjectiveRel; // allowed excess of a flipped row's objective
     int rows = 0;
     int flippedRows = 0;    // rows with an element further than tol from the reference
     double worstExcess = 0; // max over flipped rows of obj(got)/obj(ref) - 1 (negative: better)
     std::string detail;     // first flipped rows, for the failure message
     bool acceptable() const
     {
-        return flippedRows <= std::max(kMaxTieFlipRows, rows / 4) && worstExcess <= kTieFlipObjectiveRel;
+        return flippedRows <= std::max(kMaxTieFlipRows, rows / 4) && worstExcess <= objectiveRel;
     }
 };
 
 inline RowAgreement compareRowsAllowingTieFlips(const MatrixXfR& got, const MatrixXfR& ref, const MatrixXfR& w,
-                                                const Eigen::MatrixXd& h, double tol)
+                                                const Eigen::MatrixXd& h, double tol,
+                                                double objectiveRel = kTieFlipObjectiveRel)
 {
     RowAgreement a;
+    a.objectiveRel = objectiveRel;
     a.rows = int(ref.rows());
     for (Eigen::Index r = 0; r < ref.rows(); ++r) {
         const Eigen::ArrayXd diff = (got.row(r) - ref.row(r)).cast<double>().array().abs().transpose();

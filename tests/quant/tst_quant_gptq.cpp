@@ -30,10 +30,14 @@ namespace {
 // GPTQ works in float (gptq.h, as the reference): another block size or a double reference sums in
 // another order, so values agree to float rounding (weights ~0.02 here: 1e-7 is ~5e-6 relative),
 // and a rounding tie may flip in a row (quant_test_util.h).
-constexpr double kBlockTol = 1e-7;      // block-size invariance of the float working values
-constexpr double kFloatRel = 1e-5;      // scales and losses summed from float working values
-constexpr double kLdlqTol = 1e-7;       // GPTQ vs LDLQ form (in double)
-constexpr double kReferenceTol = 1e-7;  // optimised vs plain reference GPTQ (in double)
+constexpr double kBlockTol = 1e-7;     // block-size invariance of the float working values
+constexpr double kFloatRel = 1e-5;     // scales and losses summed from float working values
+constexpr double kLdlqTol = 1e-7;      // GPTQ vs LDLQ form (in double)
+constexpr double kReferenceTol = 1e-7; // optimised vs plain reference GPTQ (in double)
+// After a flip the rest of the row takes another greedy path: on these 100-column rows its
+// objective was seen 10 % above the double reference's (portable build, one row of 12) and below
+// it in others; a defect changes most rows and fails the row count.
+constexpr double kFloatFlipObjectiveRel = 0.15;
 constexpr double kHessianTol = 1e-12;   // double inputs: the running mean in double
 constexpr double kHessianF32Tol = 1e-5; // float inputs vs double, relative to sqrt(H_ii H_jj)
 constexpr double kProxyTol = 1e-5;      // proxy loss vs tr(dW H dW^T)/2 (Q rounded to float)
@@ -201,16 +205,23 @@ private Q_SLOTS:
             // Another block size sums in another order, so a rounding tie may flip in a row
             // (quant_test_util.h); every other row must agree to kBlockTol.
             QVERIFY(q->groupIndex == ref->groupIndex);
-            const RowAgreement rows = compareRowsAllowingTieFlips(q->dequantized, ref->dequantized, w, h, kBlockTol);
+            const RowAgreement rows =
+                compareRowsAllowingTieFlips(q->dequantized, ref->dequantized, w, h, kBlockTol, kFloatFlipObjectiveRel);
             QVERIFY2(rows.acceptable(),
                      qPrintable(QStringLiteral("block %1: %2").arg(b).arg(QString::fromStdString(rows.detail))));
             for (Eigen::Index r = 0; r < w.rows(); ++r) {
-                if (q->codes.row(r) != ref->codes.row(r)) continue; // a flipped row
+                // A flipped row: a code, or (NeUQI, dynamic groups) the discrete scale choice of a
+                // group refitted on weights that differ by float rounding.
+                const bool valuesAgree =
+                    ((q->dequantized.row(r) - ref->dequantized.row(r)).cast<double>().array().abs() <=
+                     kBlockTol + 1e-7 * ref->dequantized.row(r).cast<double>().array().abs())
+                        .all();
+                if (q->codes.row(r) != ref->codes.row(r) || !valuesAgree) continue;
                 QVERIFY(((q->scales.row(r) - ref->scales.row(r)).array().abs() <=
                          kFloatRel * ref->scales.row(r).array().abs())
                             .all());
             }
-            const double lossTol = rows.flippedRows ? kTieFlipObjectiveRel : kFloatRel;
+            const double lossTol = rows.flippedRows ? kFloatFlipObjectiveRel : kFloatRel;
             QVERIFY(std::abs(q->proxyLoss - ref->proxyLoss) <= lossTol * ref->proxyLoss);
         }
     }
@@ -284,7 +295,8 @@ private Q_SLOTS:
         QVERIFY(q.ok());
         const MatrixXfR ref = plainGptq(w, h, o);
         // Rows may differ by a rounding-tie flip on another CPU (quant_test_util.h), nothing more.
-        const RowAgreement rows = compareRowsAllowingTieFlips(q->dequantized, ref, w, h, kReferenceTol);
+        const RowAgreement rows =
+            compareRowsAllowingTieFlips(q->dequantized, ref, w, h, kReferenceTol, kFloatFlipObjectiveRel);
         QVERIFY2(
             rows.acceptable(),
             qPrintable(
