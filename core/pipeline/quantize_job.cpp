@@ -163,10 +163,7 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
         const quant::ParallelFor par = openmpParallelFor();
         quant::CmpqOptions cmpqOptions = tp.cmpq;
         if (cmpqOptions.errorFeedback && factor) {
-            quant::GptqOptions fo;
-            fo.damping = cmpqOptions.damping;
-            fo.maxDampingRetries = cmpqOptions.maxDampingRetries;
-            auto f = quant::sharedGptqFactor(*factor, h, fo);
+            auto f = quant::sharedGptqFactor(*factor, h, quant::cmpqFeedbackOptions(cmpqOptions));
             if (!f.ok()) return f.error().withContext(tp.name);
             cmpqOptions.factor = *f;
         }

@@ -111,6 +111,15 @@ bool cmpqScoreFromId(std::string_view id, CmpqScore& out)
     return false;
 }
 
+GptqOptions cmpqFeedbackOptions(const CmpqOptions& o)
+{
+    GptqOptions g;
+    g.actOrder = false;
+    g.damping = o.damping;
+    g.maxDampingRetries = o.maxDampingRetries;
+    return g;
+}
+
 Status validateCmpqOptions(const CmpqOptions& o)
 {
     if (o.levels.empty()) return makeError(ErrorCode::InvalidArgument, "CMPQ: the level set is empty");
@@ -469,25 +478,17 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     // Column-major working copy (a channel is contiguous), float as GPTQ's (gptq.h).
     Eigen::MatrixXf wd = w;
     // Error feedback: dead columns, damping and U from GPTQ's factor of H (act-order off).
-    GptqFactor own;
+    std::optional<GptqFactor> own;
     const GptqFactor* f = nullptr;
     if (feedback) {
-        GptqOptions fo;
-        fo.actOrder = false;
-        fo.damping = opt.damping;
-        fo.maxDampingRetries = opt.maxDampingRetries;
-        f = opt.factor;
-        if (!f || !f->fits(fo, n)) {
-            auto made = factorGptqHessian(h, false, opt.damping, opt.maxDampingRetries);
-            if (!made.ok())
-                return made.error().code == ErrorCode::NumericalError
-                           ? makeError(ErrorCode::NumericalError, "CMPQ: Hessian is not positive definite after " +
-                                                                      std::to_string(opt.maxDampingRetries) +
-                                                                      " damping retries")
-                           : made.error();
-            own = std::move(*made);
-            f = &own;
-        }
+        auto made = sharedGptqFactor(own, h, cmpqFeedbackOptions(opt), opt.factor);
+        if (!made.ok())
+            return made.error().code == ErrorCode::NumericalError
+                       ? makeError(ErrorCode::NumericalError, "CMPQ: Hessian is not positive definite after " +
+                                                                  std::to_string(opt.maxDampingRetries) +
+                                                                  " damping retries")
+                       : made.error();
+        f = *made;
         for (int j : f->dead)
             wd.col(j).setZero();
     }

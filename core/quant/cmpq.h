@@ -91,6 +91,8 @@ struct CmpqOptions {
     const GptqFactor* factor = nullptr;
 };
 Status validateCmpqOptions(const CmpqOptions& o);
+// The GPTQ factor settings of CMPQ's error feedback (natural column order, its damping and retries).
+GptqOptions cmpqFeedbackOptions(const CmpqOptions& o);
 
 // Per-input-channel statistics of the activations entering a linear layer.
 class CmpqChannelStats {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 namespace qb::quant {
 
@@ -15,57 +16,49 @@ double ratio(double num, double den)
 // tr(A H A^T) for a symmetric H from its lower triangle, in column tiles J = [j, j + w):
 // sum_J <A_J H_JJ, A_J> + 2 <A_{>J} H_{>J,J}, A_J>. The products are general GEMMs (Eigen's
 // OpenMP-parallel kernel), about (tiles + 1) / (2 tiles) of the full A H.
-double quadTrace(const MatrixXdR& a, Eigen::Ref<const Eigen::MatrixXd> h)
-{
-    constexpr Eigen::Index kTiles = 16;
-    const Eigen::Index n = h.cols();
-    const Eigen::Index tiles = std::min<Eigen::Index>(kTiles, std::max<Eigen::Index>(1, n / 64));
-    const Eigen::Index width = (n + tiles - 1) / tiles;
-    MatrixXdR p;
-    double diagonal = 0.0, below = 0.0;
-    for (Eigen::Index j = 0; j < n; j += width) {
-        const Eigen::Index w = std::min(width, n - j), rest = n - j - w;
-        p.noalias() = a.middleCols(j, w) * h.block(j, j, w, w);
-        diagonal += (p.array() * a.middleCols(j, w).array()).sum();
-        if (rest == 0) continue;
-        p.noalias() = a.rightCols(rest) * h.block(j + w, j, rest, w);
-        below += (p.array() * a.middleCols(j, w).array()).sum();
-    }
-    return diagonal + 2.0 * below;
-}
-
-// The same trace for a float A (a weight matrix as stored), as float GEMMs: each tile of H is
+// S = double: all in double. S = float (a weight matrix as stored): float GEMMs, each tile of H
 // rounded to float as it is used (n^2 / 16 floats of scratch, no float copy of H) and the products'
-// dot products with A are summed in double. For tr(W H W^T) of an unquantized W, where nothing
-// cancels by design, this agrees with the double trace to about 1e-6 at 2-4x the speed; an error
-// trace tr(dW H dW^T), which GPTQ drives down by cancellation, stays in double (quadTrace).
-double quadTraceFloat(Eigen::Ref<const MatrixXfR> a, Eigen::Ref<const Eigen::MatrixXd> h)
+// dot products with A summed in double. For tr(W H W^T) of an unquantized W, where nothing cancels
+// by design, that agrees with the double trace to about 1e-6 at 2-4x the speed; an error trace
+// tr(dW H dW^T), which GPTQ drives down by cancellation, stays in double.
+template <typename S>
+double quadTrace(const Eigen::Ref<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>& a,
+                 Eigen::Ref<const Eigen::MatrixXd> h)
 {
     constexpr Eigen::Index kTiles = 16;
     const Eigen::Index n = h.cols();
     const Eigen::Index tiles = std::min<Eigen::Index>(kTiles, std::max<Eigen::Index>(1, n / 64));
     const Eigen::Index width = (n + tiles - 1) / tiles;
-    auto dot = [&](const MatrixXfR& p, Eigen::Index j, Eigen::Index w) {
-        double s = 0.0;
-        for (Eigen::Index r = 0; r < p.rows(); ++r) {
-            double rs = 0.0;
-            for (Eigen::Index c = 0; c < w; ++c)
-                rs += double(p(r, c)) * double(a(r, j + c));
-            s += rs;
+    Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> p;
+    Eigen::MatrixXf tile; // float only
+    auto dot = [&](Eigen::Index j, Eigen::Index w) -> double {
+        if constexpr (std::is_same_v<S, double>) {
+            return (p.array() * a.middleCols(j, w).array()).sum();
+        } else {
+            double s = 0.0;
+            for (Eigen::Index r = 0; r < p.rows(); ++r) {
+                double rs = 0.0;
+                for (Eigen::Index c = 0; c < w; ++c)
+                    rs += double(p(r, c)) * double(a(r, j + c));
+                s += rs;
+            }
+            return s;
         }
-        return s;
     };
-    MatrixXfR p;
-    Eigen::MatrixXf tile;
     double diagonal = 0.0, below = 0.0;
     for (Eigen::Index j = 0; j < n; j += width) {
         const Eigen::Index w = std::min(width, n - j), rest = n - j - w;
-        tile = h.block(j, j, n - j, w).cast<float>();
-        p.noalias() = a.middleCols(j, w) * tile.topRows(w);
-        diagonal += dot(p, j, w);
+        if constexpr (std::is_same_v<S, double>) {
+            p.noalias() = a.middleCols(j, w) * h.block(j, j, w, w);
+        } else {
+            tile = h.block(j, j, n - j, w).cast<float>();
+            p.noalias() = a.middleCols(j, w) * tile.topRows(w);
+        }
+        diagonal += dot(j, w);
         if (rest == 0) continue;
-        p.noalias() = a.rightCols(rest) * tile.bottomRows(rest);
-        below += dot(p, j, w);
+        if constexpr (std::is_same_v<S, double>) p.noalias() = a.rightCols(rest) * h.block(j + w, j, rest, w);
+        else p.noalias() = a.rightCols(rest) * tile.bottomRows(rest);
+        below += dot(j, w);
     }
     return diagonal + 2.0 * below;
 }
@@ -85,14 +78,14 @@ double hessianErrorTrace(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixX
                          Eigen::Ref<const Eigen::MatrixXd> h)
 {
     const MatrixXdR dw = w.cast<double>() - q.cast<double>();
-    return quadTrace(dw, h);
+    return quadTrace<double>(dw, h);
 }
 
 double HessianErrors::relative() const { return ratio(errorTrace, referenceTrace); }
 
 double hessianReferenceTrace(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h)
 {
-    return quadTraceFloat(w, h);
+    return quadTrace<float>(w, h);
 }
 
 HessianErrors hessianErrors(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,

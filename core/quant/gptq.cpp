@@ -131,8 +131,9 @@ bool GptqFactor::fits(const GptqOptions& opts, Eigen::Index n) const
 }
 
 Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
-                                           const GptqOptions& opts)
+                                           const GptqOptions& opts, const GptqFactor* given)
 {
+    if (given && given->fits(opts, h.cols())) return given;
     if (!cache || !cache->fits(opts, h.cols())) {
         QB_TRY(made, factorGptqHessian(h, opts.actOrder, opts.damping, opts.maxDampingRetries));
         cache = std::move(*made);
@@ -218,13 +219,9 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
             out.zeros(r, 0) = p.zero;
         }
 
-    GptqFactor own;
-    const GptqFactor* f = opts.factor;
-    if (!f || !f->fits(opts, n)) {
-        QB_TRY(made, factorGptqHessian(h, opts.actOrder, opts.damping, opts.maxDampingRetries));
-        own = std::move(*made);
-        f = &own;
-    }
+    std::optional<GptqFactor> own;
+    QB_TRY(factor, sharedGptqFactor(own, h, opts, opts.factor));
+    const GptqFactor* f = *factor;
     for (int j : f->dead)
         wd.col(j).setZero();
     const std::vector<int>& perm = f->perm;

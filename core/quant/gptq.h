@@ -115,10 +115,11 @@ struct ParallelFor {
 Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool actOrder, double damping,
                                      int maxDampingRetries);
 
-// The factor in `cache` when it fits opts and H's width, else a new one built into it: for callers
-// that solve several tensors (or settings) on one H. The cache must be reset when H changes.
+// `given` when it fits opts and H's width, else the factor in `cache` when that fits, else a new one
+// built into it: for callers that solve several tensors (or settings) on one H, and for the kernels
+// (their options' factor, else their own). The cache must be reset when H changes.
 Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
-                                           const GptqOptions& opts);
+                                           const GptqOptions& opts, const GptqFactor* given = nullptr);
 
 // tr((W - Q) H (W - Q)^T) on the undamped H of f from an error-feedback solve's sum of squared
 // scaled errors sum_ij (E_ij)^2 (E_ij = (w - q) / U_jj at column j's turn): see errorTrace above.
