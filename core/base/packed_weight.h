@@ -6,7 +6,7 @@
 // Encodings: plain F32/F16/BF16 rows straight from a memory-mapped file (no copy: the view keeps
 // the mapping alive), fixed-size encoded rows decoded by a function (GGUF blocks; io supplies the
 // decoder, io/checkpoint.h packTensor), or anything else a subclass holds (quantization codes +
-// scales, pipeline/compact_model.h). A row order map lets a view present its stored rows in
+// scales, quant/stored_grid.h). A row order map lets a view present its stored rows in
 // another order (GGUF's interleaved RoPE rows of q/k). decodeRows() gives exactly the values that
 // io::readTensorF32 gives for the same rows, so a packed model computes what its F32 copy does.
 // Thread-safety: immutable; decodeRows() may run concurrently from any number of threads.

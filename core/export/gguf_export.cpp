@@ -45,10 +45,10 @@ struct Planned {
     std::string gguf;
     std::vector<std::int64_t> hfShape;
     GgmlType type = GgmlType::F32;
-    const quant::QuantizedRows* grid = nullptr;
-    std::string planned;   // the type asked for, "" when none in particular
-    int permuteHeads = 0;  // > 0: apply the llama RoPE row permutation
-    float addToValues = 0; // Gemma norms: llama.cpp stores (1 + w)
+    quant::StoredGridPtr grid; // unpacked where it is encoded
+    std::string planned;       // the type asked for, "" when none in particular
+    int permuteHeads = 0;      // > 0: apply the llama RoPE row permutation
+    float addToValues = 0;     // Gemma norms: llama.cpp stores (1 + w)
     std::vector<float> synthesized;
 };
 
@@ -190,7 +190,7 @@ Result<std::vector<std::uint8_t>> produce(const Planned& p, const ModelConfig& c
     const std::int64_t cols = p.hfShape.back();
     EncodedMatrix e;
     if (p.grid) {
-        QB_TRY(g, encodeGridGgml(p.type, *p.grid));
+        QB_TRY(g, encodeGridGgml(p.type, p.grid->unpack(true)));
         e = std::move(*g);
         ex.source = e.fromGrid ? "grid" : "grid-requantized";
     } else {
@@ -279,19 +279,20 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
             p.permuteHeads =
                 int(t->name.find("q_proj") != std::string::npos ? c.numAttentionHeads : c.numKeyValueHeads);
         p.grid = isMatrix && opt.gridFor ? opt.gridFor(t->name) : nullptr;
-        if (p.grid && (p.grid->codes.rows() != t->shape[0] || p.grid->codes.cols() != t->shape[1]))
+        if (p.grid && (p.grid->rows() != t->shape[0] || p.grid->cols() != t->shape[1]))
             return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor", t->name);
         const bool isEmbed = t->name == "model.embed_tokens.weight", isHead = t->name == "lm_head.weight";
         if (!isMatrix) {
             p.type = GgmlType::F32;
         } else if (auto it = opt.typeOverrides.find(t->name); it != opt.typeOverrides.end()) {
             p.type = it->second;
-        } else if (p.grid && !p.grid->container.empty()) {
-            const auto ct = io::parseGgmlType(p.grid->container);
-            if (!ct) return makeError(ErrorCode::Format, "unknown storage container " + p.grid->container, t->name);
+        } else if (p.grid && !p.grid->params().container.empty()) {
+            const std::string& container = p.grid->params().container;
+            const auto ct = io::parseGgmlType(container);
+            if (!ct) return makeError(ErrorCode::Format, "unknown storage container " + container, t->name);
             p.type = *ct;
-            p.planned = p.grid->container;
-        } else if (p.grid && p.grid->cmpq && !opt.planOnly) {
+            p.planned = container;
+        } else if (p.grid && p.grid->params().cmpq && !opt.planOnly) {
             // CMPQ: per-channel codebooks fit no GGUF block type; every value is F16, so the
             // nearest exact container is F16 (or the forced type, requantized, when one is given).
             p.type = opt.gridType ? *opt.gridType : GgmlType::F16;
@@ -307,7 +308,7 @@ Result<GgufExportReport> exportGguf(const io::Checkpoint& ck, const io::Tokenize
         } else if (p.grid && opt.planOnly) {
             p.type = GgmlType::F32; // the smallest exact type is only known from the data
         } else if (p.grid) {
-            QB_TRY(best, encodeGridSmallestExact(*p.grid));
+            QB_TRY(best, encodeGridSmallestExact(p.grid->unpack(true)));
             p.type = best->first;
             if (p.type == GgmlType::F32)
                 report.warnings.push_back(t->name +

@@ -19,6 +19,7 @@
 
 #include "base/result.h"
 #include "base/run_context.h"
+#include "export/grid_lookup.h"
 #include "export/model_verify.h"
 #include "io/checkpoint.h"
 #include "io/ggml_codec.h"
@@ -38,9 +39,8 @@ struct GgufExportOptions {
     // Type of the 2-D weights that have no grid (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
     // Q2_K, Q3_K, Q4_K, Q5_K, Q6_K).
     io::GgmlType weightType = io::GgmlType::F16;
-    // Per HF tensor name: a quantization grid to store exactly (nullptr: none). Must outlive
-    // the call.
-    std::function<const quant::QuantizedRows*(const std::string& hfName)> gridFor;
+    // Per HF tensor name: a quantization grid to store exactly (null: none).
+    GridLookup gridFor;
     // Forces the type of grid tensors that were not solved in a storage container (nullopt:
     // smallest exact type per tensor). A grid solved in a container (QuantizedRows::container)
     // is always written in that type, exactly.

@@ -258,13 +258,14 @@ Result<GptqAnalysis> analyzeGptqGrids(const io::Checkpoint& ck, const GridLookup
     // per-module `dynamic` overrides.
     std::vector<std::pair<io::GptqLayout, int>> counts;
     for (const TensorInfo& t : ck.tensors) {
-        const quant::QuantizedRows* g = gridFor && t.shape.size() == 2 ? gridFor(t.name) : nullptr;
-        if (!g) {
+        const quant::StoredGridPtr stored = gridFor && t.shape.size() == 2 ? gridFor(t.name) : nullptr;
+        if (!stored) {
             if (isLinearWeight(t.name)) a.unquantized.push_back(t.name);
             continue;
         }
-        if (g->codes.rows() != t.shape[0] || g->codes.cols() != t.shape[1])
+        if (stored->rows() != t.shape[0] || stored->cols() != t.shape[1])
             return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor", t.name);
+        const quant::QuantizedRows* g = &stored->params();
         if (g->cmpq) // not Unsupported: --round-grids cannot help either
             return makeError(ErrorCode::InvalidArgument,
                              "CMPQ per-channel codebooks cannot be stored in a GPTQ checkpoint (uniform grids only); "
@@ -290,7 +291,7 @@ Result<GptqAnalysis> analyzeGptqGrids(const io::Checkpoint& ck, const GridLookup
                                 std::to_string(g->bits) + "-bit grid stored as " + std::to_string(L.bits) +
                                     " bits (exact: same scales, zeros and codes)",
                                 0});
-        QB_TRY(c, convertGrid(t.name, *g, {L.bits, L.groupSize, L.descAct}));
+        QB_TRY(c, convertGrid(t.name, stored->unpack(), {L.bits, L.groupSize, L.descAct}));
         if (c->realZero)
             a.issues.push_back(
                 {t.name, "real-zero", "real-valued zero-points rounded to integers, codes re-derived", c->zeroChange});
@@ -372,7 +373,7 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
             continue;
         }
         const std::string prefix = modulePrefix(t.name);
-        const quant::QuantizedRows* g = opt.gridFor(t.name);
+        const quant::StoredGridPtr g = opt.gridFor(t.name);
         const Layout L{layout->bits, layout->groupSize, layout->descAct};
         const int b = L.bits;
         const std::int64_t N = t.shape[0], K = t.shape[1];
@@ -381,7 +382,7 @@ Result<GptqExportReport> exportGptq(const io::Checkpoint& ck, const std::string&
         auto part = [cache, prefix, g, L, name = t.name](int which) -> Result<std::vector<std::uint8_t>> {
             auto it = cache->find(prefix);
             if (it == cache->end()) {
-                QB_TRY(c, convertGrid(name, *g, L));
+                QB_TRY(c, convertGrid(name, g->unpack(), L));
                 it = cache->emplace(prefix, std::pair(0, pack(*c, L.bits))).first;
             }
             Packed& p = it->second.second;

@@ -318,15 +318,29 @@ bool sameGrids(const std::vector<BundleTensor>& a, const std::vector<BundleTenso
     return true;
 }
 
-std::uint64_t gridStorageBytes(const quant::QuantizedRows& g)
+namespace {
+
+std::uint64_t gridStorageBytes(const quant::QuantizedRows& g, std::uint64_t codes)
 {
     if (g.cmpq)
-        return std::uint64_t(g.codes.size()) + g.cmpq->channelBits.size() +
+        return codes + g.cmpq->channelBits.size() +
                4 * std::uint64_t(g.cmpq->codebook.size() + g.cmpq->keptValues.size() + g.cmpq->channelScore.size() +
                                  g.cmpq->outlierValue.size()) +
                8 * std::uint64_t(g.cmpq->outlierIndex.size());
-    return std::uint64_t(g.codes.size()) + 8 * std::uint64_t(g.scales.size() + g.zeros.size()) +
-           4 * std::uint64_t(g.groupIndex.size()) + 8 * std::uint64_t(g.offsets.size() + g.superScales.size());
+    return codes + 8 * std::uint64_t(g.scales.size() + g.zeros.size()) + 4 * std::uint64_t(g.groupIndex.size()) +
+           8 * std::uint64_t(g.offsets.size() + g.superScales.size());
+}
+
+} // namespace
+
+std::uint64_t gridStorageBytes(const quant::QuantizedRows& g)
+{
+    return gridStorageBytes(g, std::uint64_t(g.codes.size()));
+}
+
+std::uint64_t gridStorageBytes(const quant::StoredGrid& g)
+{
+    return gridStorageBytes(g.params(), std::uint64_t(g.rows()) * std::uint64_t(g.cols()));
 }
 
 Status writeProjectBundle(const std::string& path, const ProjectBundle& b, const BundleWriteOptions& opt,

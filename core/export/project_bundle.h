@@ -31,6 +31,7 @@
 #include "base/result.h"
 #include "base/run_context.h"
 #include "io/json_value.h"
+#include "quant/stored_grid.h"
 #include "quant/uniform_grid.h"
 
 #include <cstdint>
@@ -91,5 +92,7 @@ bool sameGrids(const std::vector<BundleTensor>& a, const std::vector<BundleTenso
 // Bytes a grid takes in a project's safetensors (codes U8, scales/zeros F64, g_idx I32, container
 // offsets and super-scales F64), without the safetensors header.
 std::uint64_t gridStorageBytes(const quant::QuantizedRows& grid);
+// The same for a stored grid (its codes counted one per byte, as the project writes them).
+std::uint64_t gridStorageBytes(const quant::StoredGrid& grid);
 
 } // namespace qb::exporting

@@ -207,13 +207,6 @@ Result<VerifyReport> verifySafetensorsFile(const std::string& path, const std::v
     return r;
 }
 
-quant::MatrixXfR gridValues(const quant::QuantizedRows& g)
-{
-    if (g.dequantized.rows() == g.codes.rows() && g.dequantized.cols() == g.codes.cols() && g.codes.size() > 0)
-        return g.dequantized;
-    return quant::dequantizeRowsUniform(g);
-}
-
 namespace {
 
 const char* torchDtypeName(DType t)
@@ -239,7 +232,7 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
 {
     SafetensorsExportReport rep;
     rep.path = outDir;
-    auto gridOf = [&](const TensorInfo& t) -> const quant::QuantizedRows* {
+    auto gridOf = [&](const TensorInfo& t) -> quant::StoredGridPtr {
         if (!opt.gridFor || t.shape.size() != 2) return nullptr;
         return opt.gridFor(t.name);
     };
@@ -248,13 +241,13 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
     rep.gridDtype = opt.gridDtype.value_or(DType::F16);
     for (const TensorInfo& t : ck.tensors) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError(t.name);
-        const quant::QuantizedRows* g = gridOf(t);
+        const quant::StoredGridPtr g = gridOf(t);
         if (!g) continue;
-        if (g->codes.rows() != t.shape[0] || g->codes.cols() != t.shape[1])
+        if (g->rows() != t.shape[0] || g->cols() != t.shape[1])
             return makeError(ErrorCode::Shape, "quantization grid shape does not match the tensor", t.name);
         ++rep.gridTensors;
         if (opt.gridDtype || rep.gridDtype == DType::F32) continue;
-        const quant::MatrixXfR v = gridValues(*g);
+        const quant::MatrixXfR v = g->values();
         for (Eigen::Index i = 0; i < v.size(); ++i) {
             const float x = v.data()[i];
             if (f16ToF32(f32ToF16(x)) != x) {
@@ -273,7 +266,7 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
         SafetensorsTensor s;
         s.name = t.name;
         s.shape = t.shape;
-        const quant::QuantizedRows* g = gridOf(t);
+        quant::StoredGridPtr g = gridOf(t);
         const DType src = dtypeIsFloat(t.dtype) && !t.encoded() ? t.dtype : DType::F32;
         s.dtype = g ? rep.gridDtype : src;
         anyF32 = anyF32 || s.dtype == DType::F32;
@@ -281,7 +274,7 @@ Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint&
         const DType dt = s.dtype;
         s.produce = [&t, g, dt]() -> Result<std::vector<std::uint8_t>> {
             if (g) {
-                const quant::MatrixXfR v = gridValues(*g);
+                const quant::MatrixXfR v = g->values();
                 return encodeFloats(v.data(), std::size_t(v.size()), dt);
             }
             if (t.dtype == dt && !t.encoded())

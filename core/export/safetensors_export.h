@@ -18,8 +18,10 @@
 #include "base/dtype.h"
 #include "base/result.h"
 #include "base/run_context.h"
+#include "export/grid_lookup.h"
 #include "export/model_verify.h"
 #include "io/checkpoint.h"
+#include "quant/stored_grid.h"
 #include "quant/uniform_grid.h"
 
 #include <cstdint>
@@ -80,8 +82,6 @@ Result<HfWeightsPayload> writeHfWeights(const StagingDirectory& stage, const io:
                                         const std::vector<SafetensorsTensor>& tensors, bool verify,
                                         std::uint64_t failAfterBytesForTesting, RunContext* ctx);
 
-using GridLookup = std::function<const quant::QuantizedRows*(const std::string& hfName)>;
-
 struct SafetensorsExportOptions {
     GridLookup gridFor;             // HF weight name -> grid (nullptr: not quantized)
     std::optional<DType> gridDtype; // force F16/BF16/F32 for the grid tensors
@@ -104,8 +104,5 @@ struct SafetensorsExportReport {
 Result<SafetensorsExportReport> exportFakeQuantSafetensors(const io::Checkpoint& checkpoint, const std::string& outDir,
                                                            const SafetensorsExportOptions& options = {},
                                                            RunContext* ctx = nullptr);
-
-// The grid's dequantized values (its `dequantized` matrix, rebuilt from the codes when dropped).
-quant::MatrixXfR gridValues(const quant::QuantizedRows& grid);
 
 } // namespace qb::exporting

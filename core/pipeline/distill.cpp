@@ -87,8 +87,8 @@ std::vector<Trainable> selectTrainables(const QuantizeResult& quantized, std::ve
     std::vector<Trainable> out;
     for (std::size_t i = 0; i < quantized.tensors.size() && i < quantized.codes.size(); ++i) {
         const TensorReport& rep = quantized.tensors[i];
-        const auto& c = quantized.codes[i];
-        if (rep.skipped || !c) continue;
+        if (rep.skipped || !quantized.codes[i]) continue;
+        const quant::QuantizedRows* c = &quantized.codes[i]->params();
         if (c->cmpq || c->scales.size() == 0) {
             if (frozen) frozen->push_back(rep.name + " (CMPQ codebooks)");
             continue;
@@ -116,6 +116,7 @@ struct Job {
     const DistillOptions& o;
     RunContext* ctx;
     std::vector<Trainable> trainables;
+    std::vector<quant::MatrixU8R> codes; // per trainable, unpacked once
     model::DecoderParams<float> student;
     MatF teacherNormed; // [n·L, K]
 
@@ -123,10 +124,9 @@ struct Job {
     void refreshWeight(const DistillState& st, std::size_t k)
     {
         const Trainable& t = trainables[k];
-        const quant::QuantizedRows& rows = *q.codes[t.index];
         quant::MatrixXdR s, z, b;
         project(t, st.tensors[k], s, z, b);
-        quant::dequantizeRowsUniformAs<float>(rows.codes, s, z, b, rows.groupIndex,
+        quant::dequantizeRowsUniformAs<float>(codes[k], s, z, b, q.codes[t.index]->params().groupIndex,
                                               student.layers[std::size_t(t.layer)].w(t.linear));
     }
 
@@ -250,8 +250,10 @@ Result<DistillResult> runDistill(const model::Model& teacherIn, const QuantizeRe
     DistillResult result;
     result.normGains = o.normGains;
 
-    Job job{teacher, quantized, calib, o, ctx, {}, {}, {}};
+    Job job{teacher, quantized, calib, o, ctx, {}, {}, {}, {}};
     job.trainables = selectTrainables(quantized, &result.frozen);
+    for (const Trainable& t : job.trainables)
+        job.codes.push_back(quantized.codes[t.index]->codes());
     result.trainedTensors = int(job.trainables.size());
 
     // The student in F32: the quantized model's layers (norms, biases) and its embedding/head.
@@ -274,7 +276,7 @@ Result<DistillResult> runDistill(const model::Model& teacherIn, const QuantizeRe
         bool fits = st.steps == steps && st.tensors.size() == job.trainables.size() &&
                     st.gains.size() == (o.normGains ? 2 * job.student.layers.size() + 1 : 0);
         for (std::size_t k = 0; fits && k < st.tensors.size(); ++k) {
-            const auto& c = *quantized.codes[job.trainables[k].index];
+            const auto& c = quantized.codes[job.trainables[k].index]->params();
             fits = st.tensors[k].index == job.trainables[k].index && st.tensors[k].scale.rows() == c.scales.rows() &&
                    st.tensors[k].scale.cols() == c.scales.cols();
         }
@@ -285,7 +287,7 @@ Result<DistillResult> runDistill(const model::Model& teacherIn, const QuantizeRe
         st = DistillState{};
         st.steps = steps;
         for (const Trainable& t : job.trainables) {
-            const auto& c = *quantized.codes[t.index];
+            const auto& c = quantized.codes[t.index]->params();
             DistillState::Tensor m;
             m.index = t.index;
             m.scale = c.scales;
@@ -329,8 +331,8 @@ Result<DistillResult> runDistill(const model::Model& teacherIn, const QuantizeRe
             saved = job.student;
             for (std::size_t k = 0; k < job.trainables.size(); ++k) {
                 const auto& t = job.trainables[k];
-                const auto& c = *quantized.codes[t.index];
-                quant::dequantizeRowsUniformAs<float>(c.codes, c.scales, c.zeros, c.offsets, c.groupIndex,
+                const auto& c = quantized.codes[t.index]->params();
+                quant::dequantizeRowsUniformAs<float>(job.codes[k], c.scales, c.zeros, c.offsets, c.groupIndex,
                                                       job.student.layers[std::size_t(t.layer)].w(t.linear));
             }
             for (std::size_t l = 0; l < job.student.layers.size(); ++l) {
@@ -367,13 +369,12 @@ Result<DistillResult> runDistill(const model::Model& teacherIn, const QuantizeRe
         double norm2 = 0;
         for (std::size_t k = 0; k < job.trainables.size(); ++k) {
             const Trainable& t = job.trainables[k];
-            const auto& c = *quantized.codes[t.index];
             quant::MatrixXdR s, z, b;
             project(t, st.tensors[k], s, z, b);
             dS[k].setZero(s.rows(), s.cols());
             dZ[k].setZero(s.rows(), s.cols());
             if (st.tensors[k].trainOffset) dB[k].setZero(s.rows(), s.cols());
-            quant::fakeQuantGradsUniform(c.codes, s, z, c.groupIndex,
+            quant::fakeQuantGradsUniform(job.codes[k], s, z, quantized.codes[t.index]->params().groupIndex,
                                          grads.layers[std::size_t(t.layer)].weight[std::size_t(t.linear)], dS[k], dZ[k],
                                          st.tensors[k].trainOffset ? &dB[k] : nullptr);
             norm2 += dS[k].squaredNorm();
@@ -438,13 +439,15 @@ Result<DistillResult> runDistill(const model::Model& teacherIn, const QuantizeRe
     result.model = std::move(out);
     result.codes = quantized.codes;
     for (std::size_t k = 0; k < job.trainables.size(); ++k) {
-        quant::QuantizedRows& c = *result.codes[job.trainables[k].index];
+        quant::StoredGridPtr& stored = result.codes[job.trainables[k].index];
+        quant::QuantizedRows c = stored->params();
+        c.codes = std::move(job.codes[k]);
         quant::MatrixXdR s, z, b;
         project(job.trainables[k], st.tensors[k], s, z, b);
         c.scales = std::move(s);
         c.zeros = std::move(z);
         c.offsets = std::move(b);
-        if (c.dequantized.size() > 0) c.dequantized = quant::dequantizeRowsUniform(c);
+        stored = quant::storeGrid(c);
     }
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;

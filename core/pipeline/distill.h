@@ -37,6 +37,7 @@
 #include "model/model.h"
 #include "pipeline/calibration.h"
 #include "pipeline/quantize_job.h"
+#include "quant/stored_grid.h"
 #include "quant/uniform_grid.h"
 
 #include <functional>
@@ -91,10 +92,10 @@ struct DistillState {
 };
 
 struct DistillResult {
-    std::shared_ptr<model::Model> model;                    // the distilled student
-    std::vector<std::optional<quant::QuantizedRows>> codes; // QuantizeResult::codes with the new parameters
-    double lossBefore = 0, lossAfter = 0;                   // over every calibration window
-    std::vector<double> stepLoss;                           // per step (all steps, resumed ones too)
+    std::shared_ptr<model::Model> model;     // the distilled student
+    std::vector<quant::StoredGridPtr> codes; // QuantizeResult::codes with the new parameters
+    double lossBefore = 0, lossAfter = 0;    // over every calibration window
+    std::vector<double> stepLoss;            // per step (all steps, resumed ones too)
     int steps = 0;
     int trainedTensors = 0;
     std::vector<std::string> frozen; // quantized tensors left as they were (K-quants, CMPQ), with why

@@ -90,6 +90,24 @@ std::uint64_t heldBytes(const ModelConfig& c, std::uint64_t f32, std::uint64_t s
 
 // One forward call's activations for `rows` tokens in windows of `len`: the layer's intermediate
 // matrices and the attention scores of one window batch (model/forward.h Workspace).
+// The run's stored grids (quant/stored_grid.h): codes two a byte up to 4 bits (CMPQ's codebooks
+// too), else one; scales and zeros in double per group. The compact quantized model shares them.
+std::uint64_t storedGridBytes(const ResolvedPlan& plan)
+{
+    std::uint64_t bytes = 0;
+    for (const TensorPlan& t : plan.tensors) {
+        if (t.skip) continue;
+        const bool cmpq = t.method == quant::Method::Cmpq;
+        const std::uint64_t weights = std::uint64_t(t.rows * t.cols);
+        bytes += cmpq || t.options.grid.bits <= 4 ? (weights + 1) / 2 : weights;
+        const int group =
+            t.options.grid.groupSize > 0 ? t.options.grid.groupSize : int(std::max<std::int64_t>(1, t.cols));
+        bytes += cmpq ? std::uint64_t(t.cols) * 16
+                      : std::uint64_t(t.rows) * std::uint64_t((t.cols + group - 1) / group) * 16;
+    }
+    return bytes;
+}
+
 std::uint64_t workspaceBytes(const ModelConfig& c, std::int64_t rows, std::int64_t len)
 {
     const std::int64_t q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim;
@@ -258,10 +276,7 @@ PreflightEstimate preflightDistill(const ModelConfig& c, const ResolvedPlan& pla
     Parts parts;
     if (in.loadTeacher) parts.push_back({"original model's layers (F32)", modelF32Bytes(c)});
     parts.push_back({"distilled model (F32)", modelF32Bytes(c)});
-    std::int64_t quantized = 0;
-    for (const TensorPlan& t : plan.tensors)
-        if (!t.skip) quantized += t.rows * t.cols;
-    parts.push_back({"codes and scales of the new run", std::uint64_t(quantized) * 5 / 4});
+    parts.push_back({"codes and scales of the new run", storedGridBytes(plan)});
     const Parts distilling = distillParts(c, plan, in.nsamples, in.seqlen, in.batch);
     Parts evaluating;
     if (in.evalTokens > 0) {
@@ -305,13 +320,15 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
     std::int64_t quantizedWeights = 0;
     for (const TensorPlan& t : plan.tensors)
         if (!t.skip) quantizedWeights += t.rows * t.cols;
-    // The fake-quantized model under construction when it is evaluated: codes and the stored
-    // tables when packed (distillation decodes it to F32).
+    // The fake-quantized model under construction when it is evaluated: when packed, the run's
+    // stored grids (shared with the codes it keeps) and the other tensors as stored; distillation
+    // decodes it to F32.
+    const std::uint64_t grids = storedGridBytes(plan);
+    const bool compactModel = !in.distill && in.evalTokens > 0 && packed;
     if (in.distill || (in.evalTokens > 0 && !packed)) parts.push_back({"quantized model (F32)", modelF32Bytes(c)});
-    else if (in.evalTokens > 0)
+    else if (compactModel)
         parts.push_back({"quantized model (codes)",
-                         std::uint64_t(quantizedWeights) * 5 / 4 +
-                             heldBytes(c, modelF32Bytes(c) - std::uint64_t(quantizedWeights) * 4, in.storedBytes)});
+                         grids + heldBytes(c, modelF32Bytes(c) - std::uint64_t(quantizedWeights) * 4, in.storedBytes)});
     // Smoothing or rotation: the whole base, and its transformed copy, while the weights are solved.
     if (plan.activation.transforms()) {
         if (!fullBase) parts.push_back({"original model (F32)", modelF32Bytes(c)});
@@ -319,14 +336,13 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
     }
     // One decoder layer in F32, its largest Hessian and the GPTQ working set.
     std::int64_t layerParams = 0, maxCols = 0, maxMatrix = 0;
-    const std::int64_t quantized = quantizedWeights;
     for (const TensorPlan& t : plan.tensors)
         if (t.layer == 0) {
             layerParams += t.rows * t.cols;
             maxCols = std::max(maxCols, t.cols);
             maxMatrix = std::max(maxMatrix, t.rows * t.cols);
         }
-    if (in.keepCodes || in.distill) parts.push_back({"codes and scales", std::uint64_t(quantized) * 5 / 4});
+    if ((in.keepCodes || in.distill) && !compactModel) parts.push_back({"codes and scales", grids});
     // The quantizing, distilling and evaluation phases do not overlap: the largest one counts.
     Parts quantizing, evaluating;
     const Parts distilling = in.distill ? distillParts(c, plan, in.nsamples, in.seqlen, in.distillBatch) : Parts{};

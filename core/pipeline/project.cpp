@@ -117,15 +117,15 @@ namespace {
 // ffn_up) while the pipeline quantizes them as separate tensors: an export stacks the parts' grids
 // row-wise, which is exact when the parts share one grid layout (bits, groups, g_idx, container).
 struct FusedGrids {
-    std::map<std::string, quant::QuantizedRows> fused;
+    std::map<std::string, quant::StoredGridPtr> fused;
 };
 
-Result<quant::QuantizedRows> stackGrids(const std::vector<const quant::QuantizedRows*>& parts,
+Result<quant::QuantizedRows> stackGrids(const std::vector<quant::QuantizedRows>& parts,
                                         const std::vector<std::string>& names, const std::string& fusedName)
 {
-    const quant::QuantizedRows& a = *parts.front();
+    const quant::QuantizedRows& a = parts.front();
     for (std::size_t i = 1; i < parts.size(); ++i) {
-        const quant::QuantizedRows& b = *parts[i];
+        const quant::QuantizedRows& b = parts[i];
         if (b.bits != a.bits || b.container != a.container || b.groupIndex != a.groupIndex ||
             b.scales.cols() != a.scales.cols() || b.codes.cols() != a.codes.cols() ||
             b.superScales.cols() != a.superScales.cols())
@@ -139,26 +139,24 @@ Result<quant::QuantizedRows> stackGrids(const std::vector<const quant::Quantized
     }
     quant::QuantizedRows f;
     Eigen::Index rows = 0;
-    for (const auto* p : parts)
-        rows += p->codes.rows();
+    for (const auto& p : parts)
+        rows += p.codes.rows();
     f.codes.resize(rows, a.codes.cols());
     f.scales.resize(rows, a.scales.cols());
     f.zeros.resize(rows, a.zeros.cols());
-    const bool anyOffsets = std::any_of(parts.begin(), parts.end(), [](auto* p) { return p->offsets.size() > 0; });
+    const bool anyOffsets = std::any_of(parts.begin(), parts.end(), [](auto& p) { return p.offsets.size() > 0; });
     if (anyOffsets) f.offsets = quant::MatrixXdR::Zero(rows, a.scales.cols());
     f.superScales.resize(rows, a.superScales.cols());
-    f.dequantized.resize(rows, a.dequantized.cols());
     Eigen::Index r0 = 0;
-    for (const auto* p : parts) {
-        const Eigen::Index n = p->codes.rows();
-        f.codes.middleRows(r0, n) = p->codes;
-        f.scales.middleRows(r0, n) = p->scales;
-        f.zeros.middleRows(r0, n) = p->zeros;
-        if (p->offsets.size() > 0) f.offsets.middleRows(r0, n) = p->offsets;
-        if (a.superScales.cols() > 0) f.superScales.middleRows(r0, n) = p->superScales;
-        if (p->dequantized.rows() == n) f.dequantized.middleRows(r0, n) = p->dequantized;
-        f.proxyLoss += p->proxyLoss;
-        f.dampingRetries = std::max(f.dampingRetries, p->dampingRetries);
+    for (const auto& p : parts) {
+        const Eigen::Index n = p.codes.rows();
+        f.codes.middleRows(r0, n) = p.codes;
+        f.scales.middleRows(r0, n) = p.scales;
+        f.zeros.middleRows(r0, n) = p.zeros;
+        if (p.offsets.size() > 0) f.offsets.middleRows(r0, n) = p.offsets;
+        if (a.superScales.cols() > 0) f.superScales.middleRows(r0, n) = p.superScales;
+        f.proxyLoss += p.proxyLoss;
+        f.dampingRetries = std::max(f.dampingRetries, p.dampingRetries);
         r0 += n;
     }
     f.groupIndex = a.groupIndex;
@@ -176,26 +174,29 @@ Result<exporting::GridLookup> withFusedGrids(const io::Checkpoint& ck, const exp
     for (int l = 0; l < int(c.numHiddenLayers); ++l)
         for (const auto& group : {std::vector{model::Linear::Q, model::Linear::K, model::Linear::V},
                                   std::vector{model::Linear::Gate, model::Linear::Up}}) {
-            std::vector<const quant::QuantizedRows*> parts;
+            std::vector<quant::StoredGridPtr> stored;
             std::vector<std::string> names;
             for (model::Linear lin : group) {
                 names.push_back(model::tensorName(l, lin));
-                parts.push_back(gridFor(names.back()));
+                stored.push_back(gridFor(names.back()));
             }
             const std::string fusedName = model::fusedSlice(c, l, group.front()).name;
-            const auto quantized = std::count_if(parts.begin(), parts.end(), [](auto* p) { return p != nullptr; });
+            const auto quantized = std::count_if(stored.begin(), stored.end(), [](auto& p) { return p != nullptr; });
             if (quantized == 0) continue;
-            if (quantized != std::ptrdiff_t(parts.size()))
+            if (quantized != std::ptrdiff_t(stored.size()))
                 return makeError(ErrorCode::Unsupported,
                                  "the file stores " + names.front() + " .. " + names.back() +
                                      " as one tensor: quantize all of its parts or none",
                                  fusedName);
+            std::vector<quant::QuantizedRows> parts;
+            for (const auto& p : stored)
+                parts.push_back(p->unpack());
             QB_TRY(stacked, stackGrids(parts, names, fusedName));
-            grids->fused.emplace(fusedName, std::move(*stacked));
+            grids->fused.emplace(fusedName, quant::storeGrid(*stacked));
         }
-    return exporting::GridLookup([grids, gridFor](const std::string& n) -> const quant::QuantizedRows* {
+    return exporting::GridLookup([grids, gridFor](const std::string& n) -> quant::StoredGridPtr {
         const auto it = grids->fused.find(n);
-        return it != grids->fused.end() ? &it->second : gridFor(n);
+        return it != grids->fused.end() ? it->second : gridFor(n);
     });
 }
 
@@ -312,9 +313,9 @@ Result<std::uint64_t> ggufOverheadBytes(const io::Checkpoint& ck)
 
 exporting::GridLookup RunGrids::lookup() const
 {
-    return [this](const std::string& n) -> const quant::QuantizedRows* {
+    return [this](const std::string& n) -> quant::StoredGridPtr {
         auto it = grids.find(n);
-        return it == grids.end() ? nullptr : &it->second;
+        return it == grids.end() ? nullptr : it->second;
     };
 }
 
@@ -322,11 +323,7 @@ RunGrids gridsFromResult(const QuantizeResult& q)
 {
     RunGrids g;
     for (std::size_t i = 0; i < q.tensors.size() && i < q.codes.size(); ++i)
-        if (q.codes[i]) {
-            quant::QuantizedRows rows = *q.codes[i];
-            if (rows.dequantized.size() == 0) rows.dequantized = quant::dequantizeRowsUniform(rows);
-            g.grids.emplace(q.tensors[i].name, std::move(rows));
-        }
+        if (q.codes[i]) g.grids.emplace(q.tensors[i].name, q.codes[i]); // shared, not copied
     return g;
 }
 
@@ -335,8 +332,7 @@ Result<RunGrids> gridsFromBundle(const exporting::ProjectBundle& bundle, const i
     return gridsFromBundleTensors(bundle.tensors, ck);
 }
 
-Result<RunGrids> gridsFromBundleTensors(const std::vector<exporting::BundleTensor>& tensors, const io::Checkpoint& ck,
-                                        bool rebuildValues)
+Result<RunGrids> gridsFromBundleTensors(const std::vector<exporting::BundleTensor>& tensors, const io::Checkpoint& ck)
 {
     RunGrids g;
     for (const auto& t : tensors) {
@@ -345,9 +341,7 @@ Result<RunGrids> gridsFromBundleTensors(const std::vector<exporting::BundleTenso
             info->shape[1] != t.grid.codes.cols())
             return makeError(ErrorCode::InvalidArgument, "the project's tensor " + t.name + " does not match the model",
                              ck.path);
-        quant::QuantizedRows rows = t.grid;
-        if (rebuildValues) rows.dequantized = quant::dequantizeRowsUniform(rows);
-        g.grids.emplace(t.name, std::move(rows));
+        g.grids.emplace(t.name, quant::storeGrid(t.grid));
     }
     return g;
 }
@@ -546,7 +540,7 @@ io::JsonValue weightHistogramsJson(const io::Checkpoint& ck, const QuantizeResul
         if (!info) continue;
         quant::MatrixXfR original(info->rows(), info->cols());
         if (!io::readTensorF32(*info, original.data()).ok()) continue;
-        const quant::MatrixXfR quantized = quant::dequantizeRowsUniform(*q.codes[i]);
+        const quant::MatrixXfR quantized = q.codes[i]->values();
         if (quantized.rows() != original.rows() || quantized.cols() != original.cols()) continue;
         // One range for both, so the two histograms line up bin for bin.
         const eval::Moments m = eval::computeMoments(original);
@@ -579,21 +573,9 @@ std::vector<exporting::BundleTensor> bundleTensorsFromResult(const QuantizeResul
     std::vector<exporting::BundleTensor> out;
     for (std::size_t i = 0; i < q.tensors.size() && i < q.codes.size(); ++i)
         if (q.codes[i]) {
-            const quant::QuantizedRows& c = *q.codes[i];
             exporting::BundleTensor bt;
             bt.name = q.tensors[i].name;
-            // Member by member: the dequantized matrix (4 bytes a weight) is never copied.
-            bt.grid.codes = c.codes;
-            bt.grid.scales = c.scales;
-            bt.grid.zeros = c.zeros;
-            bt.grid.offsets = c.offsets;
-            bt.grid.groupIndex = c.groupIndex;
-            bt.grid.container = c.container;
-            bt.grid.superScales = c.superScales;
-            bt.grid.bits = c.bits;
-            bt.grid.proxyLoss = c.proxyLoss;
-            bt.grid.dampingRetries = c.dampingRetries;
-            bt.grid.cmpq = c.cmpq; // shared, immutable
+            bt.grid = q.codes[i]->unpack(); // codes one per byte, as the project stores them
             out.push_back(std::move(bt));
         }
     return out;

@@ -87,19 +87,18 @@ Result<exporting::GgufExportReport> planGgufExport(const io::Checkpoint& checkpo
 // tensor bytes (ResolvedPlan::sizeBytes) to show the whole file before anything runs.
 Result<std::uint64_t> ggufOverheadBytes(const io::Checkpoint& checkpoint);
 
-// Owned grids of a run (HF weight name -> grid with `dequantized` filled).
+// The grids of a run by HF weight name (shared with the run, or read from a project).
 struct RunGrids {
-    std::map<std::string, quant::QuantizedRows> grids;
+    std::map<std::string, quant::StoredGridPtr> grids;
     exporting::GridLookup lookup() const; // valid while *this lives
     bool empty() const { return grids.empty(); }
 };
 RunGrids gridsFromResult(const QuantizeResult& result);
-// Checks every stored tensor against the model (present, 2-D, same shape) and rebuilds its values.
+// Checks every stored tensor against the model (present, 2-D, same shape) and stores its grid.
 Result<RunGrids> gridsFromBundle(const exporting::ProjectBundle& bundle, const io::Checkpoint& checkpoint);
-// The same check for one list of tensors (bundle.tensors or one of bundle.runGrids); with
-// rebuildValues false the grids stay compact (codes and scales only; an export rebuilds them).
+// The same for one list of tensors (bundle.tensors or one of bundle.runGrids).
 Result<RunGrids> gridsFromBundleTensors(const std::vector<exporting::BundleTensor>& tensors,
-                                        const io::Checkpoint& checkpoint, bool rebuildValues = true);
+                                        const io::Checkpoint& checkpoint);
 // Model files whose size changed since the bundle was written (one message each).
 std::vector<std::string> modelFileWarnings(const exporting::ModelReference& model);
 

@@ -317,71 +317,6 @@ const TensorReport* QuantizeResult::find(const std::string& name) const
 
 namespace {
 
-// A tensor's quantized values held as its codes, two per byte when they fit in 4 bits (else one),
-// plus the group parameters (or the CMPQ layout); decoded per tile by quant::dequantizeRowsInto.
-class CodesWeight final : public PackedWeight {
-public:
-    explicit CodesWeight(const quant::QuantizedRows& q) : PackedWeight(q.codes.rows(), q.codes.cols())
-    {
-        m_q.scales = q.scales;
-        m_q.zeros = q.zeros;
-        m_q.offsets = q.offsets;
-        m_q.groupIndex = q.groupIndex;
-        m_q.container = q.container;
-        m_q.superScales = q.superScales;
-        m_q.bits = q.bits;
-        m_q.cmpq = q.cmpq;
-        const std::int64_t n = q.codes.size();
-        m_nibbles = n > 0 && q.codes.maxCoeff() < 16;
-        m_codes.assign(std::size_t(m_nibbles ? (n + 1) / 2 : n), 0);
-        const std::uint8_t* c = q.codes.data();
-        if (m_nibbles)
-            for (std::int64_t i = 0; i < n; ++i)
-                m_codes[std::size_t(i / 2)] |= std::uint8_t(c[i] << (4 * (i % 2)));
-        else std::copy_n(c, n, m_codes.begin());
-    }
-    void decodeRows(std::int64_t r0, std::int64_t n, float* dst) const override
-    {
-        const std::int64_t first = r0 * cols(), count = n * cols();
-        if (!m_nibbles) return quant::dequantizeRowsInto(m_q, r0, n, m_codes.data() + first, dst);
-        thread_local std::vector<std::uint8_t> buf; // grows to the largest tile once per thread
-        if (buf.size() < std::size_t(count)) buf.resize(std::size_t(count));
-        for (std::int64_t i = 0; i < count; ++i) {
-            const std::int64_t k = first + i;
-            buf[std::size_t(i)] = (m_codes[std::size_t(k / 2)] >> (4 * (k % 2))) & 0xF;
-        }
-        quant::dequantizeRowsInto(m_q, r0, n, buf.data(), dst);
-    }
-    std::size_t bytes() const override
-    {
-        std::size_t n =
-            m_codes.size() +
-            std::size_t(m_q.scales.size() + m_q.zeros.size() + m_q.offsets.size() + m_q.superScales.size()) *
-                sizeof(double) +
-            m_q.groupIndex.size() * sizeof(int);
-        if (m_q.cmpq)
-            n += m_q.cmpq->codebook.size() * 4 + std::size_t(m_q.cmpq->keptValues.size()) * 4 +
-                 m_q.cmpq->outlierIndex.size() * 12 + m_q.cmpq->channelBits.size() * 9;
-        return n;
-    }
-    std::string format() const override
-    {
-        if (m_q.cmpq) return "CMPQ codes";
-        return std::to_string(m_q.bits) + "-bit codes" + (m_q.container.empty() ? "" : " (" + m_q.container + ")");
-    }
-
-private:
-    quant::QuantizedRows m_q; // without codes
-    std::vector<std::uint8_t> m_codes;
-    bool m_nibbles = false;
-};
-
-} // namespace
-
-PackedWeightPtr packQuantizedRows(const quant::QuantizedRows& q) { return std::make_shared<CodesWeight>(q); }
-
-namespace {
-
 // The compact output model (QuantizeJobOptions::compactModel), one layer at a time: quantized
 // linears as codes when they decode to exactly the solved values, unquantized ones as the base's
 // packed weight when the default loader gave them unchanged, the rest F32.
@@ -394,16 +329,16 @@ struct CompactLayer {
         if (on && !o.loader)
             if (const auto b = base.layer(l)) packed = b->packed;
     }
-    // Linear `lin` now holds the values of grid `q` (`values`, or F32 when q is absent).
-    void quantized(model::Linear lin, const quant::QuantizedRows* q, const model::RowMatrix& values)
+    // Linear `lin` now holds the values of grid `q` (`values`, or F32 when q is absent): the
+    // model shares the run's stored grid when it decodes to exactly those values.
+    void quantized(model::Linear lin, const quant::StoredGridPtr& q, const model::RowMatrix& values)
     {
         PackedWeightPtr& slot = packed[std::size_t(lin)];
         slot.reset();
         if (!on || !q) return;
-        PackedWeightPtr p = packQuantizedRows(*q);
         model::RowMatrix check(values.rows(), values.cols());
-        p->decodeRows(0, check.rows(), check.data());
-        if (check == values) slot = std::move(p);
+        q->decodeRows(0, check.rows(), check.data());
+        if (check == values) slot = q;
     }
     // Moves the packed weights into w, emptying their F32 matrices.
     void install(model::DecoderLayerWeights& w)
@@ -557,15 +492,17 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 CompactLayer compact(base, l, options, out != nullptr); // as the uninterrupted run packs it
                 for (CheckpointTensor& t : saved->tensors) {
                     const model::Linear lin = plan.tensors[t.planIndex].linear;
-                    compact.quantized(lin, t.grid ? &*t.grid : nullptr, t.weight);
+                    const quant::StoredGridPtr grid = t.grid ? quant::storeGrid(*t.grid) : nullptr;
+                    t.grid.reset();
+                    compact.quantized(lin, grid, t.weight);
                     if (w) w->weight(lin) = std::move(t.weight);
                     if (options.keepCodes) {
-                        if (!t.grid)
+                        if (!grid)
                             return makeError(ErrorCode::InvalidArgument,
                                              "quantize: the checkpoint holds no codes for " +
                                                  plan.tensors[t.planIndex].name,
                                              cpo.dir);
-                        res.codes[t.planIndex] = std::move(t.grid);
+                        res.codes[t.planIndex] = grid;
                     }
                 }
                 if (options.onLayerDone)
@@ -670,12 +607,14 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                         rep.bitsPerWeight = q->cmpq->bitsPerWeight(weight.rows());
                         rep.bits = q->bits;
                     }
-                    compact.quantized(tp.linear, &*q, q->dequantized);
-                    weight = q->dequantized; // later groups see the quantized sublayer
-                    if (options.keepCodes || checkpointing) {
-                        q->dequantized.resize(0, 0);
-                        res.codes[idx] = std::move(*q); // dropped after the checkpoint unless keepCodes
-                    }
+                    // One compact copy of the codes, shared by the result and the output model.
+                    quant::StoredGridPtr stored;
+                    if (options.keepCodes || checkpointing || (out && options.compactModel))
+                        stored = quant::storeGrid(*q);
+                    compact.quantized(tp.linear, stored, q->dequantized);
+                    weight = std::move(q->dequantized); // later groups see the quantized sublayer
+                    if (options.keepCodes || checkpointing)
+                        res.codes[idx] = std::move(stored); // dropped after the checkpoint unless keepCodes
                 }
             }
 
@@ -685,7 +624,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
             QB_TRY_STATUS(run.finishLayer(*w, l));
             res.seconds.evaluate += secondsSince(t0);
             if (checkpointing) {
-                // The layer's grids and final weights are lent to the checkpoint and taken back.
+                // The layer's grids (unpacked for the file) and final weights (lent and taken back).
                 CheckpointLayer saved;
                 saved.layer = l;
                 saved.reports.assign(res.tensors.begin() + std::ptrdiff_t(planBase),
@@ -693,14 +632,12 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 for (std::size_t i = planBase; i < planBase + model::kAllLinears.size(); ++i)
                     if (res.codes[i]) {
                         saved.tensors.push_back(
-                            {i, std::move(res.codes[i]), std::move(w->weight(plan.tensors[i].linear))});
-                        res.codes[i].reset();
+                            {i, res.codes[i]->unpack(), std::move(w->weight(plan.tensors[i].linear))});
+                        if (!options.keepCodes) res.codes[i].reset();
                     }
                 Status st = saveQuantizeCheckpointLayer(cpo.dir, manifest, saved, run.hidden);
-                for (CheckpointTensor& t : saved.tensors) {
+                for (CheckpointTensor& t : saved.tensors)
                     w->weight(plan.tensors[t.planIndex].linear) = std::move(t.weight);
-                    if (options.keepCodes) res.codes[t.planIndex] = std::move(t.grid);
-                }
                 if (!st.ok())
                     return makeError(st.error().code, "quantize: cannot write the checkpoint: " + st.error().message,
                                      st.error().context);

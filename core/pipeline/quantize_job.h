@@ -30,9 +30,9 @@
 // Memory: resident are the current layer's F32 weights (one DecoderLayerWeights), the calibration
 // hidden states [n·L, K] F32, the kept o_proj and down_proj inputs [n·L, heads·d] and [n·L, I] F32
 // (each up to keepInputsBytes), one Hessian (in x in double) and the forward workspace for `batch`
-// windows; plus what the result keeps: the fake-quantized model (F32, when
-// keepModel) and the codes/scales/zeros per tensor (when keepCodes; their `dequantized` matrix is
-// dropped, rebuild it with quant::dequantizeRowsUniform).
+// windows; plus what the result keeps: the fake-quantized model (when keepModel; with compactModel
+// its quantized linears are the stored grids themselves) and one quant::StoredGrid per quantized
+// tensor (when keepCodes: codes two per byte up to 4 bits, group parameters; no F32 values).
 // Crash-safe resume (options.checkpoint, pipeline/quantize_checkpoint.h): after each layer its
 // reports, grids and final weights and the hidden states entering the next layer are written
 // atomically; a resumed run checks the fingerprints (model, plan, calibration, options), takes
@@ -50,6 +50,7 @@
 #include "model/model.h"
 #include "pipeline/calibration.h"
 #include "pipeline/quant_plan.h"
+#include "quant/stored_grid.h"
 #include "quant/uniform_grid.h"
 
 #include <functional>
@@ -80,9 +81,9 @@ struct QuantizeJobOptions {
     int batch = 8;         // calibration windows per forward call
     int threads = 0;       // > 0: model::setNumThreads
     bool keepModel = true; // build the fake-quantized model copy
-    bool keepCodes = true; // keep QuantizedRows (codes, scales, zeros, g_idx) per tensor
-    // The fake-quantized model holds each quantized linear as its codes (packQuantizedRows: 1 byte
-    // per weight + group parameters, decoded per tile by the forward pass) when they decode to
+    bool keepCodes = true; // keep each tensor's grid (QuantizeResult::codes)
+    // The fake-quantized model holds each quantized linear as its stored grid (the same object as
+    // codes[i]: codes + group parameters, decoded per tile by the forward pass) when they decode to
     // exactly the solved values, and unquantized linears as the base's packed weight where the
     // default loader gave them unchanged; else F32. Off: every layer F32 (what tests inspect).
     bool compactModel = false;
@@ -135,9 +136,11 @@ struct QuantizeTimings {
 };
 
 struct QuantizeResult {
-    std::shared_ptr<model::Model> model;                    // fake-quantized copy (keepModel)
-    std::vector<TensorReport> tensors;                      // plan order
-    std::vector<std::optional<quant::QuantizedRows>> codes; // aligned with tensors; empty when skipped
+    std::shared_ptr<model::Model> model; // fake-quantized copy (keepModel)
+    std::vector<TensorReport> tensors;   // plan order
+    // Aligned with tensors; null when skipped. Shared with the compact model (compactModel); unpack()
+    // one tensor at a time where the whole grid is needed.
+    std::vector<quant::StoredGridPtr> codes;
     ResolvedPlan plan;
     QuantizeTimings seconds;
     double bitsPerWeight = 0;
@@ -168,9 +171,6 @@ Result<quant::QuantizedRows> quantizeTensor(const TensorPlan& tensor, const mode
 // decoder, row by row), in place: how the quantize job evaluates a plan's embedding and head
 // types, so that its perplexity is the exported file's. Rows that do not fit the type are an error.
 Status fakeQuantizeGgml(const std::string& type, model::RowMatrix& m);
-// A tensor's quantized values held as its codes (the `dequantized` matrix is not copied): decodes
-// bit-identically to quant::dequantizeRowsUniform.
-PackedWeightPtr packQuantizedRows(const quant::QuantizedRows& q);
 // The same values held compactly: `m` (or `packed`, when set) encoded in `type` and viewed as a
 // packed weight that decodes to what fakeQuantizeGgml leaves (nullptr for F32: keep the source).
 Result<PackedWeightPtr> packGgml(const std::string& type, const model::RowMatrix& m, const PackedWeightPtr& packed);

@@ -740,7 +740,8 @@ Result<TensorAnalysis> analyzeTensor(const TensorAnalysisRequest& req, RunContex
     a.before = eval::computeHistogram(w, req.histogramBins, lo, hi);
     a.after = eval::computeHistogram(q, req.histogramBins, lo, hi);
     if (*index < run.codes.size()) {
-        if (const auto& codes = run.codes[*index]; codes && codes->cmpq) {
+        const quant::QuantizedRows* codes = run.codes[*index] ? &run.codes[*index]->params() : nullptr;
+        if (codes && codes->cmpq) {
             const quant::CmpqCodes& c = *codes->cmpq;
             TensorAnalysis::CmpqView v;
             for (std::uint8_t b : c.channelBits)
@@ -863,13 +864,14 @@ Result<InspectableRun> rebuildRunForInspection(const io::Checkpoint& checkpoint,
             return makeError(ErrorCode::InvalidArgument, "the model has no layer for this tensor", rep.name);
         auto& lw = layers[rep.layer];
         if (!lw) lw = std::make_shared<model::DecoderLayerWeights>(*q->layer(rep.layer));
-        const quant::QuantizedRows& rows = g->second;
-        if (rows.codes.rows() != lw->outFeatures(rep.linear) || rows.codes.cols() != lw->inFeatures(rep.linear))
+        const quant::StoredGridPtr& rows = g->second;
+        if (rows->rows() != lw->outFeatures(rep.linear) || rows->cols() != lw->inFeatures(rep.linear))
             return makeError(ErrorCode::InvalidArgument, "the stored grid's shape does not match the model's tensor",
                              rep.name);
-        // Held as codes, as the quantize workflow holds a live run (QuantizeJobOptions::compactModel).
+        // Held as codes, as the quantize workflow holds a live run (QuantizeJobOptions::compactModel),
+        // and shared with the run's grids.
         lw->weight(rep.linear).resize(0, 0);
-        lw->packed[std::size_t(rep.linear)] = packQuantizedRows(rows);
+        lw->packed[std::size_t(rep.linear)] = rows;
     }
     for (auto& [l, lw] : layers)
         q->setLayer(l, lw);
@@ -889,7 +891,7 @@ ProjectContents projectContents(const std::vector<ProjectRun>& runs)
         if (!r.result) continue;
         const std::uint64_t bytes = projectGridBytes(*r.result);
         const bool any = std::any_of(r.result->codes.begin(), r.result->codes.end(),
-                                     [](const auto& code) { return code.has_value(); });
+                                     [](const auto& code) { return code != nullptr; });
         c.gridRuns += any ? 1 : 0;
         c.gridBytes += bytes;
     }
@@ -1027,7 +1029,7 @@ Result<OpenedProject> openProject(const OpenProjectRequest& req, RunContext* ctx
             for (const auto& rg : bundle->runGrids) {
                 if (rg.run != entries[i].index) continue;
                 // Compact (codes and scales): an export rebuilds the values it needs.
-                QB_TRY(own, gridsFromBundleTensors(rg.tensors, *out.checkpoint, false));
+                QB_TRY(own, gridsFromBundleTensors(rg.tensors, *out.checkpoint));
                 for (std::size_t t = 0; t < res->tensors.size(); ++t)
                     if (auto it = own->grids.find(res->tensors[t].name); it != own->grids.end())
                         res->codes[t] = std::move(it->second);

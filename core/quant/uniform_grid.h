@@ -147,7 +147,7 @@ Result<QuantizedRows> quantizeRowsUniform(Eigen::Ref<const MatrixXfR> w, int bit
 // Dequantise codes again (export round trip); CMPQ tensors through dequantizeRowsCmpq.
 MatrixXfR dequantizeRowsUniform(const QuantizedRows& q);
 // The same for rows [r0, r0 + n) only, into dst (n × cols, row-major): a compact model decodes
-// its weights a tile at a time with it (pipeline/compact_model.h). Bit-identical to the rows of
+// its weights a tile at a time with it (quant/stored_grid.h). Bit-identical to the rows of
 // dequantizeRowsUniform.
 // `codes` are the n × cols codes of those rows (row-major), e.g. q.codes.row(r0).data() or
 // unpacked from a denser store; q.codes itself is not read (cols = q.groupIndex.size()).

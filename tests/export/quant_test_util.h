@@ -26,10 +26,10 @@ struct QuickRun {
     qb::io::Checkpoint ck;
     qb::pipeline::QuantPlan plan;
     std::shared_ptr<qb::pipeline::QuantizeResult> result;
-    std::map<std::string, const qb::quant::QuantizedRows*> grids;
+    std::map<std::string, qb::quant::StoredGridPtr> grids;
     qb::exporting::GridLookup lookup() const
     {
-        return [this](const std::string& n) -> const qb::quant::QuantizedRows* {
+        return [this](const std::string& n) -> qb::quant::StoredGridPtr {
             auto it = grids.find(n);
             return it == grids.end() ? nullptr : it->second;
         };
@@ -56,11 +56,7 @@ inline std::unique_ptr<QuickRun> quickQuantizePlan(const qb::pipeline::QuantPlan
     if (!q) qFatal("quantize: %s", q.error().toString().c_str());
     run->result = std::make_shared<qb::pipeline::QuantizeResult>(std::move(*q));
     for (std::size_t i = 0; i < run->result->tensors.size(); ++i)
-        if (run->result->codes[i]) {
-            auto& g = *run->result->codes[i];
-            g.dequantized = qb::quant::dequantizeRowsUniform(g);
-            run->grids[run->result->tensors[i].name] = &g;
-        }
+        if (run->result->codes[i]) run->grids[run->result->tensors[i].name] = run->result->codes[i];
     return run;
 }
 
@@ -148,9 +144,9 @@ struct SyntheticGrids {
     std::map<std::string, std::unique_ptr<qb::quant::QuantizedRows>> grids;
     qb::exporting::GridLookup lookup() const
     {
-        return [this](const std::string& n) -> const qb::quant::QuantizedRows* {
+        return [this](const std::string& n) -> qb::quant::StoredGridPtr {
             auto it = grids.find(n);
-            return it == grids.end() ? nullptr : it->second.get();
+            return it == grids.end() ? nullptr : qb::quant::storeGrid(*it->second);
         };
     }
 };

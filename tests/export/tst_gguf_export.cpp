@@ -373,9 +373,9 @@ void TestGgufExport::gridExportQ4_0EqualsFakeQuant()
         grids[t.name] = std::make_unique<quant::QuantizedRows>(makeGrid(w, 4, true));
     }
     exporting::GgufExportOptions o;
-    o.gridFor = [&](const std::string& n) -> const quant::QuantizedRows* {
+    o.gridFor = [&](const std::string& n) -> quant::StoredGridPtr {
         auto it = grids.find(n);
-        return it == grids.end() ? nullptr : it->second.get();
+        return it == grids.end() ? nullptr : quant::storeGrid(*it->second);
     };
     QTemporaryDir dir;
     const std::string q4 = dir.filePath("grid-q4_0.gguf").toStdString();

@@ -168,9 +168,9 @@ void TestGgufLlamaCpp::llamaCppAgrees()
     QFETCH(bool, widened);
     exporting::GgufExportOptions o;
     if (grid) {
-        o.gridFor = [this](const std::string& n) -> const quant::QuantizedRows* {
+        o.gridFor = [this](const std::string& n) -> quant::StoredGridPtr {
             auto it = m_grids.find(n);
-            return it == m_grids.end() ? nullptr : it->second.get();
+            return it == m_grids.end() ? nullptr : quant::storeGrid(*it->second);
         };
     } else {
         o.weightType = GgmlType(type);

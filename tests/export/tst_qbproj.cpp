@@ -48,7 +48,7 @@ exporting::ProjectBundle makeSampleBundle()
         if (run->result->codes[i]) {
             exporting::BundleTensor t;
             t.name = run->result->tensors[i].name;
-            t.grid = *run->result->codes[i];
+            t.grid = run->result->codes[i]->unpack();
             b.tensors.push_back(std::move(t));
         }
     return b;

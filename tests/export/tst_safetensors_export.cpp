@@ -124,9 +124,9 @@ void TestSafetensorsExport::f16WhenExact()
         grids[t.name] = std::make_unique<quant::QuantizedRows>(std::move(*q));
     }
     exporting::SafetensorsExportOptions o;
-    o.gridFor = [&](const std::string& n) -> const quant::QuantizedRows* {
+    o.gridFor = [&](const std::string& n) -> quant::StoredGridPtr {
         auto it = grids.find(n);
-        return it == grids.end() ? nullptr : it->second.get();
+        return it == grids.end() ? nullptr : quant::storeGrid(*it->second);
     };
     QTemporaryDir dir;
     auto r = exporting::exportFakeQuantSafetensors(ck, dir.filePath("h").toStdString(), o);

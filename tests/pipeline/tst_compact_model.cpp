@@ -228,8 +228,13 @@ private Q_SLOTS:
                 ++packedCount;
                 QVERIFY2(bitwiseEqual(model::decodePacked(*pw), fm.layer(rep.layer)->weight(rep.linear)),
                          rep.name.c_str());
-                QVERIFY2(bitwiseEqual(model::decodePacked(*pw), quant::dequantizeRowsUniform(*compact->codes[i])),
-                         rep.name.c_str());
+                QVERIFY2(bitwiseEqual(model::decodePacked(*pw), compact->codes[i]->values()), rep.name.c_str());
+                // One copy of the codes: the model's weight is the run's stored grid itself, two
+                // codes a byte at 4 bits or fewer.
+                QVERIFY2(pw == compact->codes[i], rep.name.c_str());
+                QCOMPARE(compact->codes[i]->nibbles(),
+                         compact->codes[i]->params().cmpq != nullptr || compact->codes[i]->params().bits <= 4);
+                QVERIFY(full->codes[i] && full->codes[i]->codes() == compact->codes[i]->codes());
             }
         }
         QVERIFY(packedCount > 0);

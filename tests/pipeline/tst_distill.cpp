@@ -135,9 +135,9 @@ private Q_SLOTS:
         QCOMPARE(perplexity(*q.model), before);
         // Codes frozen; the distilled weights are exactly the codes under the new parameters.
         for (std::size_t i = 0; i < q.tensors.size(); ++i) {
-            QCOMPARE(r->codes[i]->codes, q.codes[i]->codes);
+            QCOMPARE(r->codes[i]->codes(), q.codes[i]->codes());
             const auto& t = q.tensors[i];
-            const auto deq = quant::dequantizeRowsUniform(*r->codes[i]);
+            const auto deq = r->codes[i]->values();
             QVERIFY(deq == r->model->layer(t.layer)->weight(t.linear));
         }
     }
@@ -213,14 +213,14 @@ private Q_SLOTS:
         QVERIFY(r->lossAfter < r->lossBefore);
         int changed = 0;
         for (std::size_t i = 0; i < q.tensors.size(); ++i) {
-            const auto& c = *r->codes[i];
+            const quant::QuantizedRows c = r->codes[i]->unpack();
             for (Eigen::Index j = 0; j < c.scales.size(); ++j) {
                 const double s = c.scales.data()[j], z = c.zeros.data()[j];
                 QCOMPARE(double(f16ToF32(f32ToF16(float(s)))), s);
                 QVERIFY(s > 0);
                 QCOMPARE(std::nearbyint(z), z);
                 QVERIFY(z >= -3 && z <= -1);
-                changed += s != q.codes[i]->scales.data()[j];
+                changed += s != q.codes[i]->params().scales.data()[j];
             }
             const auto& t = q.tensors[i];
             QVERIFY(quant::dequantizeRowsUniform(c) == r->model->layer(t.layer)->weight(t.linear));
@@ -246,8 +246,8 @@ private Q_SLOTS:
         QVERIFY(r->lossAfter < r->lossBefore);
         int scalesMoved = 0, minsMoved = 0;
         for (std::size_t i = 0; i < q.tensors.size(); ++i) {
-            const auto& c = *r->codes[i];
-            const auto& c0 = *q.codes[i];
+            const quant::QuantizedRows c = r->codes[i]->unpack();
+            const quant::QuantizedRows c0 = q.codes[i]->unpack();
             QCOMPARE(c.container, std::string("Q4_1"));
             QVERIFY(c.zeros == c0.zeros);
             for (Eigen::Index j = 0; j < c.scales.size(); ++j) {
@@ -287,8 +287,11 @@ private Q_SLOTS:
 
         // Nothing trainable (every tensor's parameters are codebooks): refused, the tensors named.
         pipeline::QuantizeResult codebooks = w2();
-        for (auto& c : codebooks.codes)
-            c->scales.resize(0, 0);
+        for (auto& c : codebooks.codes) {
+            quant::QuantizedRows u = c->unpack();
+            u.scales.resize(0, 0);
+            c = quant::storeGrid(u);
+        }
         QCOMPARE(pipeline::distillScope(codebooks).trained, 0);
         QCOMPARE(pipeline::distillScope(codebooks).frozen.size(), std::size_t(28));
         s = pipeline::checkDistillable(codebooks);
@@ -313,7 +316,7 @@ private Q_SLOTS:
         QVERIFY(ck.ok());
 
         auto run = std::make_shared<const pipeline::QuantizeResult>(w2());
-        const quant::MatrixXdR scales0 = run->codes[0]->scales;
+        const quant::MatrixXdR scales0 = run->codes[0]->params().scales;
         const model::RowMatrix weight0 = run->model->layer(0)->weight(model::Linear::Q);
         pipeline::DistillRunRequest req;
         req.checkpoint = std::make_shared<const io::Checkpoint>(std::move(*ck));
@@ -352,10 +355,10 @@ private Q_SLOTS:
               d->kl->mean);
         QVERIFY(d->kl->mean < d->klBefore->mean);
         QVERIFY(d->result != run && d->result->model != run->model);
-        QVERIFY(run->codes[0]->scales == scales0);
+        QVERIFY(run->codes[0]->params().scales == scales0);
         QVERIFY(run->model->layer(0)->weight(model::Linear::Q) == weight0);
-        QVERIFY(d->result->codes[0]->scales != scales0);
-        QVERIFY(d->result->codes[0]->codes == run->codes[0]->codes);
+        QVERIFY(d->result->codes[0]->params().scales != scales0);
+        QVERIFY(d->result->codes[0]->codes() == run->codes[0]->codes());
         QCOMPARE(d->result->tensors.size(), run->tensors.size());
 
         // Cancelled after two steps: Cancelled, the run untouched, the state at step 2.
@@ -369,7 +372,7 @@ private Q_SLOTS:
         QVERIFY(!c.ok());
         QCOMPARE(c.error().code, ErrorCode::Cancelled);
         QCOMPARE(state.step, 2);
-        QVERIFY(run->codes[0]->scales == scales0);
+        QVERIFY(run->codes[0]->params().scales == scales0);
         req.options.onStep = nullptr;
         req.evalTextPath.reset();
         auto resumed = pipeline::distillRun(req);

@@ -8,6 +8,8 @@
 #include <QElapsedTimer>
 #include <QTest>
 
+#include <algorithm>
+
 using namespace qb;
 using namespace qb::pipeline;
 
@@ -75,10 +77,15 @@ private Q_SLOTS:
         QVERIFY(more->peakBytes > small->peakBytes);
         QVERIFY(longer->seconds > 3 * small->seconds); // 4x the tokens, attention grows with the length
         QVERIFY(withEval->seconds > small->seconds);
-        bool evaluated = false;
-        for (const auto& [name, bytes] : withEval->memoryParts)
+        bool evaluated = false, separateCodes = false;
+        for (const auto& [name, bytes] : withEval->memoryParts) {
             evaluated = evaluated || name == "quantized model (codes)"; // held compactly (model.h)
+            separateCodes = separateCodes || name == "codes and scales";
+        }
         QVERIFY(evaluated);
+        QVERIFY(!separateCodes); // the compact model is the run's stored grids (quant/stored_grid.h)
+        QVERIFY(std::any_of(small->memoryParts.begin(), small->memoryParts.end(),
+                            [](const auto& p) { return p.first == "codes and scales"; }));
         // Parts come largest first; the summary names time and memory.
         for (std::size_t i = 1; i < more->memoryParts.size(); ++i)
             QVERIFY(more->memoryParts[i - 1].second >= more->memoryParts[i].second);

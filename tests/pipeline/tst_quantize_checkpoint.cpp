@@ -65,9 +65,10 @@ std::string difference(const pipeline::QuantizeResult& a, const pipeline::Quanti
             !sameDouble(x.relativeError, y.relativeError) || !sameDouble(x.proxyLoss, y.proxyLoss) ||
             !sameDouble(x.solverProxyLoss, y.solverProxyLoss) || x.dampingRetries != y.dampingRetries)
             return "report of " + x.name;
-        const auto &p = a.codes[i], &q = b.codes[i];
-        if (p.has_value() != q.has_value()) return "codes present for " + x.name;
-        if (!p) continue;
+        if ((a.codes[i] == nullptr) != (b.codes[i] == nullptr)) return "codes present for " + x.name;
+        if (!a.codes[i]) continue;
+        const quant::QuantizedRows pu = a.codes[i]->unpack(), qu = b.codes[i]->unpack();
+        const quant::QuantizedRows *p = &pu, *q = &qu;
         if (!sameMatrix(p->codes, q->codes) || !sameMatrix(p->scales, q->scales) || !sameMatrix(p->zeros, q->zeros) ||
             !sameMatrix(p->offsets, q->offsets) || p->groupIndex != q->groupIndex || p->container != q->container ||
             !sameMatrix(p->superScales, q->superScales) || p->bits != q->bits ||

@@ -4,6 +4,7 @@
 #include "base/dtype.h"
 #include "quant/gptq.h"
 #include "quant/method_traits.h"
+#include "quant/stored_grid.h"
 #include "quant/uniform_grid.h"
 #include "quant_test_util.h"
 
@@ -277,6 +278,46 @@ private Q_SLOTS:
                 QVERIFY(z == std::nearbyint(z) && z <= -1 && z >= -15);
             }
         }
+    }
+
+    // A stored grid gives back exactly the codes and values it was made from, for any row range
+    // (odd column counts put two rows' codes in one byte), packed two a byte up to 4 bits only.
+    void storedGridRoundTripsExactly_data()
+    {
+        QTest::addColumn<int>("bits");
+        QTest::addColumn<int>("cols");
+        for (int bits : {2, 4, 5, 8})
+            for (int cols : {37, 64})
+                QTest::newRow(qPrintable(QString("%1-bit %2 cols").arg(bits).arg(cols))) << bits << cols;
+    }
+    void storedGridRoundTripsExactly()
+    {
+        QFETCH(int, bits);
+        QFETCH(int, cols);
+        const MatrixXfR w = test::randomWeights(7, cols, 5u + std::uint32_t(bits * cols));
+        auto q = quantizeRowsRtn(w, GridSpec{bits, 16, false}, GridInit::MinMax);
+        QVERIFY(q.ok());
+        const StoredGrid s(*q);
+        QCOMPARE(s.nibbles(), bits <= 4);
+        QCOMPARE(s.rows(), w.rows());
+        QCOMPARE(s.cols(), w.cols());
+        QVERIFY(s.params().codes.size() == 0 && s.params().dequantized.size() == 0);
+        QVERIFY(s.codes() == q->codes);
+        const QuantizedRows u = s.unpack(true);
+        QVERIFY(u.codes == q->codes && u.scales == q->scales && u.zeros == q->zeros && u.groupIndex == q->groupIndex);
+        QVERIFY(u.dequantized == q->dequantized);
+        QVERIFY(s.values() == q->dequantized);
+        for (int r0 = 0; r0 < w.rows(); ++r0)
+            for (int n = 1; r0 + n <= w.rows(); n += 2) {
+                MatrixXfR part(n, cols);
+                s.decodeRows(r0, n, part.data());
+                QVERIFY2(part == q->dequantized.middleRows(r0, n), qPrintable(QString("rows %1+%2").arg(r0).arg(n)));
+                MatrixU8R codes(n, cols);
+                s.codesInto(r0, n, codes.data());
+                QVERIFY(codes == q->codes.middleRows(r0, n));
+            }
+        const std::size_t codeBytes = std::size_t(bits <= 4 ? (w.size() + 1) / 2 : w.size());
+        QVERIFY(s.bytes() >= codeBytes && s.bytes() < codeBytes + std::size_t(q->scales.size()) * 17 + 4 * cols);
     }
 };
 

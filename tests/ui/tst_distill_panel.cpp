@@ -122,7 +122,7 @@ private Q_SLOTS:
         QVERIFY(run1->perplexity && run1->kl);
         const auto result1 = run1->result;
         const auto model1 = run1->result->model;
-        const qb::quant::MatrixXdR scales1 = run1->result->codes[0]->scales;
+        const qb::quant::MatrixXdR scales1 = run1->result->codes[0]->params().scales;
         // The run's model holds its linears as codes (model.h): compare decoded values.
         const auto layer0 = [](const std::shared_ptr<const qb::model::Model>& m) {
             return qb::model::unpackedLayer(m->layer(0));
@@ -191,10 +191,10 @@ private Q_SLOTS:
         QVERIFY(*run2->perplexity < *run1->perplexity); // NeUQI W2: distillation helps
         QVERIFY(run2->result != result1 && run2->result->model != model1);
         QVERIFY(p->runs()->run(0)->result == result1 && result1->model == model1);
-        QVERIFY(result1->codes[0]->scales == scales1);
+        QVERIFY(result1->codes[0]->params().scales == scales1);
         QVERIFY(layer0(model1)->weight(qb::model::Linear::Q) == weight1);
-        QVERIFY(run2->result->codes[0]->scales != scales1);
-        QVERIFY(run2->result->codes[0]->codes == result1->codes[0]->codes); // codes frozen
+        QVERIFY(run2->result->codes[0]->params().scales != scales1);
+        QVERIFY(run2->result->codes[0]->codes() == result1->codes[0]->codes()); // codes frozen
         const QString summary = d->resultLabel()->text();
         QVERIFY2(summary.contains(QStringLiteral("perplexity %1 → %2")
                                       .arg(*run1->perplexity, 0, 'f', 3)
@@ -229,7 +229,7 @@ private Q_SLOTS:
         QTRY_VERIFY(!w.jobStatus()->isBusy());
         QCOMPARE(p->runs()->rowCount(), 2);
         QVERIFY(p->runs()->run(0) == run1 && p->runs()->run(1) == run2);
-        QVERIFY(result1->codes[0]->scales == scales1);
+        QVERIFY(result1->codes[0]->params().scales == scales1);
         QVERIFY(layer0(model1)->weight(qb::model::Linear::Q) == weight1);
         QVERIFY(d->distillButton()->isEnabled());
         QVERIFY2(d->distillButton()->text().startsWith(QStringLiteral("Resume distillation (step ")),

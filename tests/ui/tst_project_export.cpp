@@ -387,7 +387,7 @@ private Q_SLOTS:
             const auto& b = *panel->runs()->run(row)->result;
             QCOMPARE(a.codes.size(), b.codes.size());
             for (std::size_t t = 0; t < a.codes.size(); ++t)
-                QVERIFY(a.codes[t] && b.codes[t] && exporting::sameGrid(*a.codes[t], *b.codes[t]));
+                QVERIFY(a.codes[t] && b.codes[t] && exporting::sameGrid(a.codes[t]->unpack(), b.codes[t]->unpack()));
         }
 
         // The reopened first run exports through the dialog, the same bytes as before saving.
