@@ -509,8 +509,10 @@ Result<QuantizeOutcome> quantizeModel(const QuantizeRequest& req, RunContext* ct
         // Layers into the base this workflow loaded (no second embedding), else into a copy of
         // the caller's layer-less base; quantization is over, nothing reads it meanwhile.
         phase(ctx, "reference");
+        // Held as stored (mapped BF16/F16, GGUF blocks), as the pre-flight counts it: in F32 a
+        // 7B-class original alone would take 26 GB. Distillation's teacher is F32 (backward pass).
         auto full = loaded ? loaded : std::make_shared<model::Model>(*out.base);
-        QB_TRY_STATUS(loadDecoderLayers(ck, *full, ctx, &out.loadWarnings));
+        QB_TRY_STATUS(loadDecoderLayers(ck, *full, ctx, &out.loadWarnings, /*compact=*/!req.distill));
         reference = std::move(full);
     }
     if (req.distill) {
