@@ -4,7 +4,12 @@
 # count as page cache and are reclaimed under pressure, anonymous memory cannot be. Samples the
 # process's resident memory (all, anonymous), the cgroup's usage and the finished layers every 10 s.
 #
-#   packaging/bench_memory_cgroup.sh MODEL_DIR [LIMIT_GIB=16] [quantize options...]
+#   packaging/bench_memory_cgroup.sh MODEL_DIR [LIMIT_GIB=16] [method options...]
+#
+# The method options default to GPTQ W4 g128 (--method gptq --bits 4 --group 128); e.g.
+# `--method gptq --target gguf:Q4_K` exports llama.cpp blocks (a plain g128 grid exports as F32).
+# EVAL_BYTES (default 4096: one batch of 4 windows of 256 tokens) cuts the evaluation text: every
+# batch streams both whole models, which at 7B on 2 cores is minutes of compute per batch.
 #
 # e.g. python3 packaging/make_random_model.py /tmp/l7b --preset llama-7b --shards 3
 #      packaging/bench_memory_cgroup.sh /tmp/l7b 16
@@ -17,8 +22,11 @@ LIMIT_GIB="${2:-16}"
 shift $(($# >= 2 ? 2 : 1))
 OUT="${OUT:-/tmp/qb-memory-bench}"
 CLI="${CLI:-$ROOT/build/app/quantbench-cli}"
+EVAL_BYTES="${EVAL_BYTES:-4096}"
+[ $# -gt 0 ] || set -- --method gptq --bits 4 --group 128
 mkdir -p "$OUT"
 rm -rf "$OUT/ckpt" "$OUT/model.gguf"
+head -c "$EVAL_BYTES" "$ROOT/resources/demo/eval.txt" >"$OUT/eval.txt"
 
 # The cgroup: a child of this shell's own (v2 unified, else v1 memory controller).
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
@@ -39,7 +47,7 @@ trap 'rmdir "$CG" 2>/dev/null || true' EXIT
 (
     echo $BASHPID >"$CG/cgroup.procs"
     exec /usr/bin/time -v -o "$OUT/time.txt" "$CLI" quantize "$MODEL" --calib "$ROOT/resources/demo/calib.txt" \
-        --nsamples 16 --seqlen 256 --method gptq --bits 4 --group 128 --eval "$ROOT/resources/demo/eval.txt" \
+        --nsamples 16 --seqlen 256 --eval "$OUT/eval.txt" \
         --ctx 256 --threads "$(nproc)" --checkpoint-dir "$OUT/ckpt" --out "$OUT/model.gguf" --format gguf --json "$@"
 ) >"$OUT/run.json" &
 RUN=$!

@@ -76,6 +76,7 @@ io::JsonValue preflightJson(const pipeline::PreflightEstimate& e)
     io::JsonValue o;
     o.set("seconds", e.seconds);
     o.set("peak_bytes", double(e.peakBytes));
+    o.set("mapped_bytes", double(e.mappedBytes));
     o.set("available_bytes", double(e.availableBytes));
     o.set("fits", e.fits());
     o.set("machine_macs_per_second", e.macsPerSecond);

@@ -116,13 +116,23 @@ std::uint64_t workspaceBytes(const ModelConfig& c, std::int64_t rows, std::int64
     return std::uint64_t(rows * perToken + windows * c.numAttentionHeads * len * len) * 4;
 }
 
+// Parts whose name ends in this are the checkpoint's memory-mapped pages (PreflightEstimate::mappedBytes).
+const std::string kMapped = " (stored, memory-mapped)";
+
+bool isMapped(const std::string& name)
+{
+    return name.size() >= kMapped.size() && name.compare(name.size() - kMapped.size(), kMapped.size(), kMapped) == 0;
+}
+
 PreflightEstimate finish(Parts parts, double seconds, const MachineRate& rate)
 {
     PreflightEstimate e;
     e.seconds = seconds;
     e.macsPerSecond = rate.macsPerSecond;
-    for (const auto& [name, bytes] : parts)
+    for (const auto& [name, bytes] : parts) {
         e.peakBytes += bytes;
+        if (isMapped(name)) e.mappedBytes += bytes;
+    }
     std::stable_sort(parts.begin(), parts.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
     e.memoryParts = std::move(parts);
     e.availableBytes = availableMemoryBytes();
@@ -176,14 +186,62 @@ MachineRate measureMachineRate(int threads)
     return r;
 }
 
+namespace {
+
+std::uint64_t statValue(const std::string& path, const std::string& key)
+{
+    std::ifstream f(path);
+    std::string k;
+    std::uint64_t v = 0;
+    while (f >> k >> v)
+        if (k == key) return v;
+    return 0;
+}
+
+} // namespace
+
+std::uint64_t cgroupMemoryLeft(const std::string& procCgroup, const std::string& cgroupRoot)
+{
+    std::ifstream f(procCgroup);
+    std::string line, v2, v1;
+    while (std::getline(f, line)) {
+        const auto a = line.find(':'), b = line.find(':', a + 1);
+        if (a == std::string::npos || b == std::string::npos) continue;
+        const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+        if (line.compare(0, a, "0") == 0 && controllers.empty()) v2 = path;
+        std::stringstream list(controllers);
+        for (std::string c; std::getline(list, c, ',');)
+            if (c == "memory") v1 = path;
+    }
+    const bool unified = std::ifstream(cgroupRoot + "/cgroup.controllers").good();
+    const std::string root = unified ? cgroupRoot : cgroupRoot + "/memory";
+    std::string path = unified ? v2 : v1;
+    if (!unified && v1.empty()) return 0;
+    std::uint64_t best = 0;
+    for (;;) {
+        const std::string dir = root + (path == "/" ? "" : path);
+        const std::uint64_t max = readProcNumber((dir + (unified ? "/memory.max" : "/memory.limit_in_bytes")).c_str());
+        // v1 reports "no limit" as a huge page-rounded number.
+        if (max > 0 && max < (std::uint64_t(1) << 60)) {
+            // Usage counts the page cache, which the kernel reclaims before it fails an allocation.
+            std::uint64_t cur =
+                readProcNumber((dir + (unified ? "/memory.current" : "/memory.usage_in_bytes")).c_str());
+            const std::uint64_t cache = statValue(dir + "/memory.stat", unified ? "file" : "total_cache");
+            cur = cur > cache ? cur - cache : 0;
+            const std::uint64_t left = max > cur ? max - cur : 1;
+            best = best ? std::min(best, left) : left;
+        }
+        if (path.empty() || path == "/") break;
+        const auto slash = path.find_last_of('/');
+        path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+    }
+    return best;
+}
+
 std::uint64_t availableMemoryBytes()
 {
     std::uint64_t avail = memAvailable();
-    if (const std::uint64_t max = readProcNumber("/sys/fs/cgroup/memory.max"); max > 0) {
-        const std::uint64_t cur = readProcNumber("/sys/fs/cgroup/memory.current");
-        const std::uint64_t left = max > cur ? max - cur : 0;
-        avail = avail ? std::min(avail, left) : left;
-    }
+    if (const std::uint64_t left = cgroupMemoryLeft(); left > 0) avail = avail ? std::min(avail, left) : left;
     rlimit lim{};
     if (getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
         const std::uint64_t vs = virtualSize();
@@ -203,18 +261,26 @@ std::string formatBytesShort(std::uint64_t b)
 
 std::string PreflightEstimate::summary() const
 {
-    std::string s = "about " + durationText(seconds) + " and " + formatBytesShort(peakBytes) + " at the peak";
+    std::string s =
+        "about " + durationText(seconds) + " and " + formatBytesShort(peakBytes - mappedBytes) + " at the peak";
+    if (mappedBytes) s += " + " + formatBytesShort(mappedBytes) + " of memory-mapped weights";
     if (availableBytes) s += " (" + formatBytesShort(availableBytes) + " available)";
+    if (fits() && streamsWeights())
+        s += "; not all the mapped weights stay in memory: the kernel re-reads them from disk, slower";
     return s;
 }
 
 std::string PreflightEstimate::refusal() const
 {
     std::ostringstream o;
-    o << "needs about " << formatBytesShort(peakBytes) << " of memory, " << formatBytesShort(availableBytes)
+    o << "needs about " << formatBytesShort(peakBytes - mappedBytes) << " of memory"
+      << (mappedBytes ? " besides the memory-mapped weights" : "") << ", " << formatBytesShort(availableBytes)
       << " are available (largest: ";
-    for (std::size_t i = 0; i < memoryParts.size() && i < 3; ++i)
-        o << (i ? ", " : "") << memoryParts[i].first << " " << formatBytesShort(memoryParts[i].second);
+    int listed = 0;
+    for (std::size_t i = 0; i < memoryParts.size() && listed < 3; ++i) {
+        if (isMapped(memoryParts[i].first)) continue;
+        o << (listed++ ? ", " : "") << memoryParts[i].first << " " << formatBytesShort(memoryParts[i].second);
+    }
     o << "). Use fewer or shorter calibration windows, a smaller evaluation batch or context, evaluation "
          "without KL divergence, or fewer threads";
     return o.str();
@@ -311,7 +377,7 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
     // The base model: embedding and head (all layers when kept for the window or for KL).
     const bool fullBase = in.keepBaseLayers || (in.evalTokens > 0 && in.klDivergence) || in.distill;
     const bool packed = in.storedBytes > 0;
-    const std::string held = packed ? " (stored)" : " (F32)";
+    const std::string held = packed ? kMapped : " (F32)";
     // Distillation decodes the original (its teacher) to F32.
     if (in.distill) parts.push_back({"original model (F32)", modelF32Bytes(c)});
     else
@@ -326,9 +392,15 @@ PreflightEstimate preflightQuantize(const ModelConfig& c, const ResolvedPlan& pl
     const std::uint64_t grids = storedGridBytes(plan);
     const bool compactModel = !in.distill && in.evalTokens > 0 && packed;
     if (in.distill || (in.evalTokens > 0 && !packed)) parts.push_back({"quantized model (F32)", modelF32Bytes(c)});
-    else if (compactModel)
-        parts.push_back({"quantized model (codes)",
-                         grids + heldBytes(c, modelF32Bytes(c) - std::uint64_t(quantizedWeights) * 4, in.storedBytes)});
+    else if (compactModel) {
+        parts.push_back({"quantized model (codes)", grids});
+        // Its other tensors are the checkpoint's mapped pages: beyond the base's part, the linears
+        // the plan leaves as they are.
+        const std::uint64_t other = modelF32Bytes(c) - std::uint64_t(quantizedWeights) * 4;
+        const std::uint64_t counted = fullBase ? modelF32Bytes(c) : tablesF32Bytes(c);
+        if (!fullBase && other > counted)
+            parts.push_back({"unquantized linears" + kMapped, heldBytes(c, other - counted, in.storedBytes)});
+    }
     // Smoothing or rotation: the whole base, and its transformed copy, while the weights are solved.
     if (plan.activation.transforms()) {
         if (!fullBase) parts.push_back({"original model (F32)", modelF32Bytes(c)});
@@ -384,7 +456,7 @@ PreflightEstimate preflightEvaluate(const ModelConfig& c, std::int64_t evalToken
     const double macs = double(evalTokens) * perToken * (withReference ? 2 : 1);
     Parts parts;
     parts.push_back({"process", kProcessBytes});
-    const std::string held = storedBytes > 0 ? " (stored)" : " (F32)";
+    const std::string held = storedBytes > 0 ? kMapped : " (F32)";
     parts.push_back({"model" + held, heldBytes(c, modelF32Bytes(c), storedBytes)});
     if (withReference) parts.push_back({"reference model" + held, heldBytes(c, modelF32Bytes(c), storedBytes)});
     const std::int64_t rows = std::int64_t(std::max(1, batch)) * ctx;

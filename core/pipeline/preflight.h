@@ -15,8 +15,10 @@
 // set in double, the calibration hidden states with the kept o_proj/down_proj inputs and one
 // batch's forward workspace), distilling (the student's F32 linears and their gradients, the optimiser's
 // master parameters and moments, the teacher's hidden states, the checkpoints of one batch) or
-// evaluating (one batch's workspace and logits, twice with KL). Available memory: MemAvailable (/proc/meminfo), lowered by a cgroup v2
-// memory.max and an address-space rlimit when they are smaller.
+// evaluating (one batch's workspace and logits, twice with KL). A packed checkpoint's weights are memory-mapped pages, counted apart (mappedBytes):
+// a run is refused only when the rest does not fit. Available memory: MemAvailable (/proc/meminfo),
+// lowered by the limits of this process's memory cgroups (v2 memory.max, v1
+// memory.limit_in_bytes, minus usage, its own and its ancestors') and an address-space rlimit.
 // Threading: pure functions except measureMachineRate (thread-safe, cached).
 
 #include "base/model_config.h"
@@ -38,18 +40,33 @@ struct MachineRate {
 // Measures (once per thread count; threads <= 0: the current OpenMP team) and caches.
 MachineRate measureMachineRate(int threads = 0);
 
-// Bytes of memory the process can still take: MemAvailable, capped by cgroup v2 memory.max minus
-// memory.current and by RLIMIT_AS minus the current virtual size; 0 when unknown.
+// Bytes of memory the process can still take: MemAvailable, capped by its memory cgroups' limits
+// minus usage (v2 or v1, ancestors too) and by RLIMIT_AS minus the current virtual size; 0 when unknown.
 std::uint64_t availableMemoryBytes();
+
+// What the memory cgroups of a process still allow (procCgroup: its /proc/PID/cgroup; cgroupRoot:
+// where cgroupfs is mounted): over its own cgroup and every ancestor's, with cgroup v2 (memory.max,
+// memory.current) or else the v1 memory controller (memory.limit_in_bytes, memory.usage_in_bytes),
+// the smallest limit minus usage, where usage leaves out the reclaimable page cache (memory.stat
+// "file", v1 "total_cache"); 0 when no limit is set.
+std::uint64_t cgroupMemoryLeft(const std::string& procCgroup = "/proc/self/cgroup",
+                               const std::string& cgroupRoot = "/sys/fs/cgroup");
 
 struct PreflightEstimate {
     double seconds = 0;
     double macsPerSecond = 0; // the machine rate the time estimate used
     std::uint64_t peakBytes = 0;
+    // Of peakBytes: the checkpoint's weights held as memory-mapped pages (parts named "... (stored,
+    // memory-mapped)"). They are page cache: under pressure the kernel drops them and reads them
+    // again from the file, which slows a run down but does not stop it, so they do not count
+    // against the available memory.
+    std::uint64_t mappedBytes = 0;
     std::uint64_t availableBytes = 0;                               // 0: unknown (never refused)
     std::vector<std::pair<std::string, std::uint64_t>> memoryParts; // what the peak is made of
-    bool fits() const { return availableBytes == 0 || peakBytes <= availableBytes; }
-    // "about 1 min 20 s and 1.3 GB at the peak (20.5 GB available)"
+    bool fits() const { return availableBytes == 0 || peakBytes - mappedBytes <= availableBytes; }
+    // The mapped weights do not all stay resident beside the rest (they are streamed from disk).
+    bool streamsWeights() const { return availableBytes != 0 && peakBytes > availableBytes; }
+    // "about 1 min 20 s and 1.3 GB at the peak + 2.1 GB of memory-mapped weights (20.5 GB available)"
     std::string summary() const;
     // The refusal: what it needs, what there is, the largest parts and what to change.
     std::string refusal() const;
