@@ -4,7 +4,10 @@
 #include "quant/hessian.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
 #include <queue>
 #include <string>
@@ -33,21 +36,68 @@ int tagBits(std::size_t levels) { return levels > 1 ? ceilLog2(std::int64_t(leve
 // Fits the codebook of one channel: values (already without outliers) sorted with their weights;
 // returns centroids ascending, F16-rounded, size 2^bits (duplicates allowed).
 struct ChannelScratch {
-    std::vector<double> vals, wts;
-    std::vector<std::size_t> order;
+    std::vector<double> vals;
+    std::vector<std::uint32_t> keys, tmp; // radix sort
+    std::vector<float> column;            // the channel's values without its outliers
+    std::vector<std::uint8_t> codes;      // a column's codes (the trial quantization)
     KmeansScratch km;
     KmeansResult res;
 };
 
+// The n floats at x ascending into out (as doubles). Long channels take an LSD radix sort on the
+// IEEE bits (four passes of 8 bits, the four histograms counted in one pass, a pass whose digit is
+// the same for every value skipped; the order std::sort gives, equal values being equal), short
+// ones std::sort.
+void sortFloats(const float* x, std::size_t n, ChannelScratch& s, std::vector<double>& out)
+{
+    out.resize(n);
+    if (n < 256) {
+        std::copy(x, x + n, out.begin());
+        std::sort(out.begin(), out.end());
+        return;
+    }
+    constexpr int kPasses = 4, kBuckets = 256;
+    s.keys.resize(n);
+    s.tmp.resize(n);
+    std::array<std::array<std::uint32_t, kBuckets>, kPasses> count{};
+    for (std::size_t i = 0; i < n; ++i) {
+        std::uint32_t u;
+        std::memcpy(&u, x + i, 4);
+        const std::uint32_t key = (u & 0x80000000u) ? ~u : (u | 0x80000000u); // ascending as unsigned
+        s.keys[i] = key;
+        for (int p = 0; p < kPasses; ++p)
+            ++count[std::size_t(p)][(key >> (8 * p)) & 0xFFu];
+    }
+    std::vector<std::uint32_t>*src = &s.keys, *dst = &s.tmp;
+    for (int p = 0; p < kPasses; ++p) {
+        std::array<std::uint32_t, kBuckets>& c = count[std::size_t(p)];
+        if (c[((*src)[0] >> (8 * p)) & 0xFFu] == n) continue; // one digit everywhere: already in order
+        std::uint32_t sum = 0;
+        for (std::uint32_t& v : c) {
+            const std::uint32_t t = v;
+            v = sum;
+            sum += t;
+        }
+        for (std::uint32_t key : *src)
+            (*dst)[c[(key >> (8 * p)) & 0xFFu]++] = key;
+        std::swap(src, dst);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t key = (*src)[i];
+        const std::uint32_t u = (key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key;
+        float f;
+        std::memcpy(&f, &u, 4);
+        out[i] = double(f);
+    }
+}
+
 // Every element of an input channel carries its channel's weight (uniform or activation energy:
 // one value per channel), so the values are sorted as they are, without an index sort.
-void fitChannelCodebook(const double* x, double weight, std::size_t n, int bits, const CmpqOptions& opt,
+void fitChannelCodebook(const float* x, double weight, std::size_t n, int bits, const CmpqOptions& opt,
                         ChannelScratch& s, float* centroidsOut)
 {
     const int k = 1 << bits;
-    s.vals.assign(x, x + n);
-    std::sort(s.vals.begin(), s.vals.end());
-    s.wts.assign(n, std::max(weight, 1e-30));
+    sortFloats(x, n, s, s.vals);
     std::vector<double>& c = s.res.centroids;
     if (n == 0) {
         c.assign(std::size_t(k), 0.0);
@@ -57,23 +107,36 @@ void fitChannelCodebook(const double* x, double weight, std::size_t n, int bits,
         for (int i = 0; i < k; ++i)
             c[std::size_t(i)] = k == 1 ? 0.5 * (lo + hi) : lo + (hi - lo) * double(i) / double(k - 1);
     } else {
-        kmeans1dWeighted(s.vals.data(), s.wts.data(), n, k, opt.kmeansIters, opt.kmeansTol, s.km, s.res);
+        kmeans1dEqualWeights(s.vals.data(), std::max(weight, 1e-30), n, k, opt.kmeansIters, opt.kmeansTol, s.km, s.res);
     }
     for (int i = 0; i < k; ++i)
         centroidsOut[i] = float(toF16(c[std::size_t(i)]));
     std::sort(centroidsOut, centroidsOut + k);
 }
 
-// Index of the nearest centroid (ascending codebook of size k): binary search of the midpoints.
-inline int nearestCode(double v, const float* cb, int k)
+// Float midpoints between neighbouring centroids of an ascending codebook, each the largest float
+// not above the exact midpoint (cb[c] + cb[c+1]) / 2: for every float v, v > mid[c] exactly when v
+// lies above the midpoint in double, so counting the midpoints below v gives the nearest centroid
+// (ties to the lower one).
+void floatMidpoints(const float* cb, int k, float* mid)
 {
-    int lo = 0, hi = k - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi) / 2;
-        if (v > 0.5 * (double(cb[mid]) + double(cb[mid + 1]))) lo = mid + 1;
-        else hi = mid;
+    for (int c = 0; c + 1 < k; ++c) {
+        const double exact = 0.5 * (double(cb[c]) + double(cb[c + 1]));
+        float f = float(exact);
+        if (double(f) > exact) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+        mid[c] = f;
     }
-    return lo;
+}
+
+// The nearest centroids of n floats, as counts of the midpoints below each (vectorises over n).
+void nearestCodesByMidpoints(const float* v, std::size_t n, const float* mid, int k, std::uint8_t* codes)
+{
+    std::fill(codes, codes + n, std::uint8_t(0));
+    for (int c = 0; c + 1 < k; ++c) {
+        const float m = mid[c];
+        for (std::size_t r = 0; r < n; ++r)
+            codes[r] = std::uint8_t(codes[r] + (v[r] > m ? 1 : 0));
+    }
 }
 
 // Below this many weights per call the parallel-for's start-up costs more than the k-means.
@@ -89,6 +152,13 @@ void forChannels(const ParallelFor* par, std::int64_t count, std::int64_t rows, 
 }
 
 } // namespace
+
+void cmpqNearestCodes(const float* values, std::size_t n, const float* codebook, int k, std::uint8_t* codes)
+{
+    float mid[1 << kMaxBits];
+    floatMidpoints(codebook, k, mid);
+    nearestCodesByMidpoints(values, n, mid, k, codes);
+}
 
 std::string_view cmpqScoreId(CmpqScore s)
 {
@@ -274,8 +344,44 @@ Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int6
 }
 
 // ---------------------------------------------------------------------------------------------
-void kmeans1dWeighted(const double* x, const double* w, std::size_t n, int k, int maxIters, double tol,
-                      KmeansScratch& s, KmeansResult& out)
+namespace {
+
+// upper_bound(x, x + n, v) of an ascending x, searched outwards from `hint` (exponential steps,
+// then a binary search): the same index, in O(log distance) where the answer is near the hint.
+std::size_t upperBoundNear(const double* x, std::size_t n, double v, std::size_t hint)
+{
+    hint = std::min(hint, n);
+    std::size_t lo = 0, hi = n;
+    if (hint < n && !(x[hint] > v)) { // the answer lies right of the hint
+        lo = hint + 1;
+        for (std::size_t step = 1;; step *= 2) {
+            const std::size_t probe = lo + step - 1;
+            if (probe >= n) break;
+            if (x[probe] > v) {
+                hi = probe;
+                break;
+            }
+            lo = probe + 1;
+        }
+    } else { // at the hint or left of it
+        hi = hint;
+        for (std::size_t step = 1;; step *= 2) {
+            if (hi < step) break;
+            const std::size_t probe = hi - step;
+            if (!(x[probe] > v)) {
+                lo = probe + 1;
+                break;
+            }
+            hi = probe;
+        }
+    }
+    return std::size_t(std::upper_bound(x + lo, x + hi, v) - x);
+}
+
+// The k-means of kmeans1dWeighted, the point weights read through weightAt(i).
+template <class WeightAt>
+void kmeans1d(const double* x, const WeightAt& weightAt, std::size_t n, int k, int maxIters, double tol,
+              KmeansScratch& s, KmeansResult& out)
 {
     out.centroids.assign(std::size_t(k), n ? x[0] : 0.0);
     out.objective.clear();
@@ -286,9 +392,10 @@ void kmeans1dWeighted(const double* x, const double* w, std::size_t n, int k, in
     s.cwxx.resize(n + 1);
     s.cw[0] = s.cwx[0] = s.cwxx[0] = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
-        s.cw[i + 1] = s.cw[i] + w[i];
-        s.cwx[i + 1] = s.cwx[i] + w[i] * x[i];
-        s.cwxx[i + 1] = s.cwxx[i] + w[i] * x[i] * x[i];
+        const double w = weightAt(i);
+        s.cw[i + 1] = s.cw[i] + w;
+        s.cwx[i + 1] = s.cwx[i] + w * x[i];
+        s.cwxx[i + 1] = s.cwxx[i] + w * x[i] * x[i];
     }
     // Few distinct values: they are the codebook, error 0.
     std::size_t distinct = 1;
@@ -310,12 +417,13 @@ void kmeans1dWeighted(const double* x, const double* w, std::size_t n, int k, in
     const double wsum = s.cw[n];
     s.seg.resize(std::size_t(k) + 1);
     // Segment j = [seg[j], seg[j+1]): points nearer to c_j than to its neighbours (ties go left).
+    // A boundary moves little from one iteration to the next: searched from where it was.
     auto assign = [&]() {
         s.seg[0] = 0;
         for (int j = 0; j + 1 < k; ++j) {
             const double mid = 0.5 * (c[std::size_t(j)] + c[std::size_t(j) + 1]);
             s.seg[std::size_t(j) + 1] =
-                std::max(s.seg[std::size_t(j)], std::size_t(std::upper_bound(x, x + n, mid) - x));
+                std::max(s.seg[std::size_t(j)], upperBoundNear(x, n, mid, s.seg[std::size_t(j) + 1]));
         }
         s.seg[std::size_t(k)] = n;
     };
@@ -373,6 +481,20 @@ void kmeans1dWeighted(const double* x, const double* w, std::size_t n, int k, in
     c = bestC;
     out.objective = bestObj;
     out.iterations = bestIters;
+}
+
+} // namespace
+
+void kmeans1dWeighted(const double* x, const double* w, std::size_t n, int k, int maxIters, double tol,
+                      KmeansScratch& s, KmeansResult& out)
+{
+    kmeans1d(x, [w](std::size_t i) { return w[i]; }, n, k, maxIters, tol, s, out);
+}
+
+void kmeans1dEqualWeights(const double* x, double w, std::size_t n, int k, int maxIters, double tol, KmeansScratch& s,
+                          KmeansResult& out)
+{
+    kmeans1d(x, [w](std::size_t) { return w; }, n, k, maxIters, tol, s, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -476,7 +598,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         keptMask[std::size_t(k)] = 1;
 
     // Column-major working copy (a channel is contiguous), float as GPTQ's (gptq.h).
-    Eigen::MatrixXf wd = w;
+    Eigen::MatrixXf wd = columnMajorCopy(w);
     // Error feedback: dead columns, damping and U from GPTQ's factor of H (act-order off).
     std::optional<GptqFactor> own;
     const GptqFactor* f = nullptr;
@@ -502,7 +624,6 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
 
     const int workers = par && par->run && par->workers > 1 ? par->workers : 1;
     std::vector<ChannelScratch> scratch(static_cast<std::size_t>(workers));
-    std::vector<std::vector<double>> colBuf(static_cast<std::size_t>(workers), std::vector<double>(std::size_t(m)));
     // outlier mask per column: sorted rows
     std::vector<std::vector<int>> outRows(static_cast<std::size_t>(n));
 
@@ -510,18 +631,21 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     auto fitChannel = [&](const Eigen::MatrixXf& src, int srcCol, int j, int worker) {
         const int b = cc.channelBits[std::size_t(j)];
         if (b == 0) return;
-        std::vector<double>& buf = colBuf[std::size_t(worker)];
+        ChannelScratch& sc = scratch[std::size_t(worker)];
+        std::vector<float>& buf = sc.column;
+        buf.resize(std::size_t(m));
         const std::vector<int>& skip = outRows[std::size_t(j)];
+        const float* col = src.col(srcCol).data();
         std::size_t cnt = 0, si = 0;
         for (int r = 0; r < m; ++r) {
             if (si < skip.size() && skip[si] == r) {
                 ++si;
                 continue;
             }
-            buf[cnt++] = src(r, srcCol);
+            buf[cnt++] = col[r];
         }
-        fitChannelCodebook(buf.data(), opt.weights == CmpqWeights::Energy ? energy[j] : 1.0, cnt, b, opt,
-                           scratch[std::size_t(worker)], cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
+        fitChannelCodebook(buf.data(), opt.weights == CmpqWeights::Energy ? energy[j] : 1.0, cnt, b, opt, sc,
+                           cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
     };
     auto fitAll = [&]() -> Status {
         const int chunk = 256;
@@ -540,20 +664,29 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     const bool trial = alloc->sparseOutliers > 0;
     if (trial) {
         QB_TRY_STATUS(fitAll());
-        // The largest errors through a bounded min-heap (no m*n list); ties to the lower index.
+        // The largest errors through bounded min-heaps (no m*n list), one per worker over its
+        // channels, merged: the top `want` of the union (ties to the lower index) whatever the split.
         using Err = std::pair<double, std::int64_t>;
         auto better = [](const Err& a, const Err& b) {
             return a.first > b.first || (a.first == b.first && a.second < b.second);
         };
-        std::vector<Err> errs;
         const std::size_t want = std::size_t(alloc->sparseOutliers);
-        errs.reserve(want + 1);
-        for (int j = 0; j < n; ++j) {
-            const int b = cc.channelBits[std::size_t(j)];
-            if (b == 0) continue;
+        std::vector<std::vector<Err>> heaps(static_cast<std::size_t>(workers));
+        for (auto& h : heaps)
+            h.reserve(want + 1);
+        forChannels(par, n, m, [&](std::int64_t item, int worker) {
+            const int j = int(item), b = cc.channelBits[std::size_t(j)];
+            if (b == 0) return;
             const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
+            float mid[1 << kMaxBits];
+            floatMidpoints(cb, 1 << b, mid);
+            ChannelScratch& sc = scratch[std::size_t(worker)];
+            sc.codes.resize(std::size_t(m));
+            const float* col = wd.col(j).data();
+            nearestCodesByMidpoints(col, std::size_t(m), mid, 1 << b, sc.codes.data());
+            std::vector<Err>& errs = heaps[std::size_t(worker)];
             for (int r = 0; r < m; ++r) {
-                const double v = wd(r, j), e = v - double(cb[nearestCode(v, cb, 1 << b)]);
+                const double e = double(col[r]) - double(cb[sc.codes[std::size_t(r)]]);
                 const Err cand{imp[j] * e * e, std::int64_t(r) * n + j};
                 if (errs.size() < want) {
                     errs.push_back(cand);
@@ -564,6 +697,13 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                     std::push_heap(errs.begin(), errs.end(), better);
                 }
             }
+        });
+        std::vector<Err> errs;
+        for (auto& h : heaps)
+            errs.insert(errs.end(), h.begin(), h.end());
+        if (errs.size() > want) {
+            std::nth_element(errs.begin(), errs.begin() + std::ptrdiff_t(want), errs.end(), better);
+            errs.resize(want);
         }
         const std::size_t take = errs.size();
         cc.outlierIndex.resize(take);
@@ -594,40 +734,44 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         return std::size_t(std::lower_bound(cc.outlierIndex.begin(), cc.outlierIndex.end(), flat) -
                            cc.outlierIndex.begin());
     };
-    // Quantizes column j of `src` (values as they are now) into out/cc; returns the error column.
-    auto quantizeColumn = [&](const float* src, int j, double* errOut) {
+    // Codes and values are written a block of columns at a time into column-major buffers (a
+    // channel is contiguous there) and copied into the row-major result once per block.
+    const int block = std::min(opt.blockSize, n);
+    Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic> codeBlock(m, block);
+    Eigen::MatrixXf deqBlock(m, block);
+    auto flushBlock = [&](int b0, int cnt) {
+        storeColumnBlock(codeBlock.data(), deqBlock.data(), m, cnt, b0, out.codes, out.dequantized);
+    };
+    // Quantizes column j of `src` (values as they are now) into codes/deq (m entries each) and cc;
+    // returns the error column.
+    auto quantizeColumn = [&](const float* src, int j, std::uint8_t* codesOut, float* deqOut, double* errOut) {
         const int b = cc.channelBits[std::size_t(j)];
         if (b == 0) {
             for (int r = 0; r < m; ++r) {
                 const float v = float(toF16(src[r]));
                 cc.keptValues(r, Eigen::Index(keptSlot[std::size_t(j)])) = v;
-                out.dequantized(r, j) = v;
+                codesOut[r] = 0;
+                deqOut[r] = v;
                 errOut[r] = src[r] - double(v);
             }
             return;
         }
         const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
-        const int k = 1 << b;
-        // Nearest centroid as the count of midpoints below the value (branch-free; the codebook is
-        // ascending, ties go to the lower centroid as in nearestCode).
-        double mid[1 << kMaxBits];
-        for (int c = 0; c + 1 < k; ++c)
-            mid[c] = 0.5 * (double(cb[c]) + double(cb[c + 1]));
+        // Nearest centroid as the count of midpoints below the value (vectorised; ties go to the
+        // lower centroid).
+        float mid[1 << kMaxBits];
+        floatMidpoints(cb, 1 << b, mid);
+        nearestCodesByMidpoints(src, std::size_t(m), mid, 1 << b, codesOut);
         for (int r = 0; r < m; ++r) {
-            const double v = src[r];
-            int code = 0;
-            for (int c = 0; c + 1 < k; ++c)
-                code += v > mid[c];
-            out.codes(r, j) = std::uint8_t(code);
-            const double q = double(cb[code]);
-            out.dequantized(r, j) = float(q);
-            errOut[r] = v - q;
+            const float q = cb[codesOut[r]];
+            deqOut[r] = q;
+            errOut[r] = double(src[r]) - double(q);
         }
         for (int r : outRows[std::size_t(j)]) { // sparse outliers: the stored F16 value replaces the code
             const double q = toF16(src[r]);
             cc.outlierValue[outlierSlot(std::int64_t(r) * n + j)] = float(q);
-            out.codes(r, j) = 0;
-            out.dequantized(r, j) = float(q);
+            codesOut[r] = 0;
+            deqOut[r] = float(q);
             errOut[r] = src[r] - q;
         }
     };
@@ -646,11 +790,13 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     if (!feedback) {
         QB_TRY_STATUS(fitStatic());
         std::vector<double> e(static_cast<std::size_t>(m));
-        for (int j = 0; j < n; ++j) {
-            quantizeColumn(wd.col(j).data(), j, e.data());
-            if (ctx && (j + 1) % 64 == 0) ctx->advance(64);
+        for (int b = 0; b < n; b += block) {
+            const int cnt = std::min(block, n - b);
+            for (int j = b; j < b + cnt; ++j)
+                quantizeColumn(wd.col(j).data(), j, codeBlock.col(j - b).data(), deqBlock.col(j - b).data(), e.data());
+            flushBlock(b, cnt);
+            if (ctx) ctx->advance(cnt);
         }
-        if (ctx) ctx->advance(n % 64);
         out.cmpq = codes;
         return out;
     }
@@ -659,8 +805,8 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     const Eigen::MatrixXf& u = f->u;
     out.dampingRetries = f->dampingRetries;
     if (opt.staticCodebooks) QB_TRY_STATUS(fitStatic());
-    const int bs = opt.blockSize;
-    Eigen::MatrixXf err(m, std::min(bs, n));
+    const int bs = block;
+    Eigen::MatrixXf err(m, bs);
     std::vector<double> e(static_cast<std::size_t>(m));
     double proxy = 0.0;
     for (int b = 0; b < n;) {
@@ -673,7 +819,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                 fitChannel(wd, j, j, worker);
             });
         for (int i = b; i < end; ++i) {
-            quantizeColumn(wd.col(i).data(), i, e.data());
+            quantizeColumn(wd.col(i).data(), i, codeBlock.col(i - b).data(), deqBlock.col(i - b).data(), e.data());
             const double d = u(i, i);
             for (int r = 0; r < m; ++r) {
                 proxy += 0.5 * e[std::size_t(r)] * e[std::size_t(r)] / (d * d);
@@ -682,6 +828,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             const int rest = end - i - 1;
             if (rest > 0) wd.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
         }
+        flushBlock(b, cnt);
         if (end < n) wd.rightCols(n - end).noalias() -= err.leftCols(cnt) * u.block(b, end, cnt, n - end);
         if (ctx) ctx->advance(cnt);
         b = end;

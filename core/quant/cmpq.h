@@ -148,6 +148,15 @@ struct KmeansScratch {
 };
 void kmeans1dWeighted(const double* sorted, const double* weights, std::size_t n, int k, int maxIters, double tol,
                       KmeansScratch& scratch, KmeansResult& out);
+// The same with every point weighing `weight` (a channel's values: one weight per channel), the
+// same arithmetic without a weight array.
+void kmeans1dEqualWeights(const double* sorted, double weight, std::size_t n, int k, int maxIters, double tol,
+                          KmeansScratch& scratch, KmeansResult& out);
+
+// codes[i] = the index of the centroid of an ascending codebook of k <= 256 entries nearest to
+// values[i] (ties to the lower one): the count of exact midpoints (cb[c] + cb[c+1]) / 2 below it,
+// compared in float without rounding (the solver's assignment).
+void cmpqNearestCodes(const float* values, std::size_t n, const float* codebook, int k, std::uint8_t* codes);
 
 // A quantized CMPQ tensor as stored: codes live in QuantizedRows::codes (0 at kept channels and
 // outliers), the rest here.

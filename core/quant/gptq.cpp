@@ -130,6 +130,39 @@ bool GptqFactor::fits(const GptqOptions& opts, Eigen::Index n) const
            u.cols() == n;
 }
 
+Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w)
+{
+    constexpr Eigen::Index kTile = 32;
+    Eigen::MatrixXf out(w.rows(), w.cols());
+    for (Eigen::Index r0 = 0; r0 < w.rows(); r0 += kTile) {
+        const Eigen::Index nr = std::min(kTile, w.rows() - r0);
+        for (Eigen::Index c0 = 0; c0 < w.cols(); c0 += kTile) {
+            const Eigen::Index nc = std::min(kTile, w.cols() - c0);
+            for (Eigen::Index c = c0; c < c0 + nc; ++c)
+                for (Eigen::Index r = r0; r < r0 + nr; ++r)
+                    out(r, c) = w(r, c);
+        }
+    }
+    return out;
+}
+
+void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Index m, Eigen::Index cnt, Eigen::Index c0,
+                      MatrixU8R& codesOut, MatrixXfR& valuesOut)
+{
+    constexpr Eigen::Index kTile = 32;
+    for (Eigen::Index r0 = 0; r0 < m; r0 += kTile) {
+        const Eigen::Index nr = std::min(kTile, m - r0);
+        for (Eigen::Index i0 = 0; i0 < cnt; i0 += kTile) {
+            const Eigen::Index ni = std::min(kTile, cnt - i0);
+            for (Eigen::Index r = r0; r < r0 + nr; ++r)
+                for (Eigen::Index i = i0; i < i0 + ni; ++i) {
+                    codesOut(r, c0 + i) = codes[i * m + r];
+                    valuesOut(r, c0 + i) = values[i * m + r];
+                }
+        }
+    }
+}
+
 Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
                                            const GptqOptions& opts, const GptqFactor* given)
 {
@@ -207,7 +240,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     std::vector<double> seg(static_cast<std::size_t>(n));
     std::vector<double> segH(static_cast<std::size_t>(n));
 
-    Eigen::MatrixXf wd = w; // column-major working copy: columns are contiguous
+    Eigen::MatrixXf wd = columnMajorCopy(w); // columns are contiguous
     const bool fitUpFront = !fixed && !dynamic && !(perChannel && opts.init == GridInit::MinMax);
     if (!fixed && perChannel && opts.init == GridInit::MinMax) // the reference fits before dead zeroing
         for (int r = 0; r < m; ++r) {

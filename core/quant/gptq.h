@@ -121,6 +121,15 @@ Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool a
 Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
                                            const GptqOptions& opts, const GptqFactor* given = nullptr);
 
+// The solvers' column-major working copy of W (a column contiguous), copied in cache-sized tiles
+// (a plain assignment walks the row-major source with a stride of a whole row per element).
+Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w);
+
+// Writes m x cnt column-major codes and values (a solver's block) into columns [c0, c0 + cnt) of
+// row-major outputs, in tiles.
+void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Index m, Eigen::Index cnt, Eigen::Index c0,
+                      MatrixU8R& codesOut, MatrixXfR& valuesOut);
+
 // tr((W - Q) H (W - Q)^T) on the undamped H of f from an error-feedback solve's sum of squared
 // scaled errors sum_ij (E_ij)^2 (E_ij = (w - q) / U_jj at column j's turn): see errorTrace above.
 double errorTraceFromErrors(double sumSquaredErrors, const GptqFactor& f, Eigen::Ref<const MatrixXfR> w,

@@ -66,6 +66,8 @@ private Q_SLOTS:
     void channelStatistics();
     void errorFeedbackBeatsPlain();
     void kmeansBeatsUniformLevels();
+    void longChannelCodebooksAreKmeansOfSortedValues();
+    void nearestCodesAreExact();
     void parallelEqualsSerial();
     void badInput();
 };
@@ -409,6 +411,81 @@ void TestQuantCmpq::kmeansBeatsUniformLevels()
     auto un = quantizeRowsCmpq(w, Eigen::MatrixXd(), Eigen::VectorXd::Ones(32), o);
     QVERIFY(km.ok() && un.ok());
     QVERIFY((km->dequantized - w).squaredNorm() < 0.5 * (un->dequantized - w).squaredNorm());
+}
+
+// Channels of 256 rows or more are sorted by radix on the float bits: every codebook is still
+// exactly the k-means of the channel's values in std::sort order (negative zeros, ties and
+// repeated values included).
+void TestQuantCmpq::longChannelCodebooksAreKmeansOfSortedValues()
+{
+    MatrixXfR w = randomWeights(700, 12, 31);
+    for (int r = 0; r < 700; r += 7) // ties, signed zeros and a repeated value
+        w(r, 3) = (r % 2) ? -0.0f : 0.0f;
+    w.col(5).head(300).setConstant(0.125f);
+    CmpqOptions o;
+    o.bits = 3.0;
+    o.actOutliers = o.quantOutliers = 0;
+    o.errorFeedback = false;
+    auto q = quantizeRowsCmpq(w, Eigen::MatrixXd(), Eigen::VectorXd::LinSpaced(12, 1.0, 2.0), o);
+    QVERIFY(q.ok());
+    const CmpqCodes& c = *q->cmpq;
+    for (int j = 0; j < 12; ++j) {
+        const int b = c.channelBits[std::size_t(j)];
+        if (b == 0) continue;
+        std::vector<double> x(700);
+        for (int r = 0; r < 700; ++r)
+            x[std::size_t(r)] = w(r, j);
+        std::sort(x.begin(), x.end());
+        const std::vector<double> wts(x.size(), 1.0);
+        KmeansScratch s;
+        KmeansResult km;
+        kmeans1dWeighted(x.data(), wts.data(), x.size(), 1 << b, o.kmeansIters, o.kmeansTol, s, km);
+        std::vector<float> expect;
+        for (double v : km.centroids)
+            expect.push_back(f16ToF32(f32ToF16(float(v))));
+        std::sort(expect.begin(), expect.end());
+        for (int k = 0; k < (1 << b); ++k)
+            QCOMPARE(c.codebook[std::size_t(c.codebookOffset[std::size_t(j)] + k)], expect[std::size_t(k)]);
+    }
+}
+
+// The solver's vectorised assignment (float comparisons with midpoints rounded down) is the
+// nearest centroid in exact arithmetic, ties to the lower one: at midpoints that are floats, next
+// to them, at midpoints between neighbouring floats, with repeated centroids and far outside.
+void TestQuantCmpq::nearestCodesAreExact()
+{
+    const float ulp = std::nextafter(1.0f, 2.0f);
+    const std::vector<std::vector<float>> books{
+        {-1.0f, -0.25f, 0.5f, 0.5f, 2.0f, 3.0f, 3.0f, 7.5f},
+        {1.0f, ulp},                                          // midpoint between two floats
+        {-3.0f, -1.0f, 0.0f, 1e-8f, 0.25f, 0.5f, 1.0f, 4.0f}, // a midpoint far below float spacing at 0.25
+    };
+    std::mt19937 rng(9);
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    for (const auto& cb : books) {
+        std::vector<float> v;
+        for (std::size_t c = 0; c + 1 < cb.size(); ++c) {
+            const float mid = float(0.5 * (double(cb[c]) + double(cb[c + 1])));
+            for (float x : {mid, std::nextafter(mid, -1e30f), std::nextafter(mid, 1e30f), cb[c], cb[c + 1]})
+                v.push_back(x);
+        }
+        for (int i = 0; i < 2000; ++i)
+            v.push_back(nd(rng));
+        v.push_back(-1e6f);
+        v.push_back(1e6f);
+        std::vector<std::uint8_t> codes(v.size());
+        cmpqNearestCodes(v.data(), v.size(), cb.data(), int(cb.size()), codes.data());
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            int best = 0; // exact: differences of floats are exact in long double here
+            for (int c = 1; c < int(cb.size()); ++c)
+                if (std::fabs((long double)v[i] - cb[std::size_t(c)]) <
+                    std::fabs((long double)v[i] - cb[std::size_t(best)]))
+                    best = c;
+            QVERIFY2(
+                cb[codes[i]] == cb[std::size_t(best)], // the lowest-valued nearest centroid
+                qPrintable(QString("v %1: code %2, nearest %3").arg(double(v[i]), 0, 'g', 17).arg(codes[i]).arg(best)));
+        }
+    }
 }
 
 void TestQuantCmpq::parallelEqualsSerial()
