@@ -1,6 +1,7 @@
 #include "pipeline/preflight.h"
 
 #include "model/forward.h"
+#include "quant/container_grid.h"
 #include "pipeline/workflows.h"
 
 #include <Eigen/Core>
@@ -102,8 +103,15 @@ std::uint64_t storedGridBytes(const ResolvedPlan& plan)
         bytes += cmpq || t.options.grid.bits <= 4 ? (weights + 1) / 2 : weights;
         const int group =
             t.options.grid.groupSize > 0 ? t.options.grid.groupSize : int(std::max<std::int64_t>(1, t.cols));
-        bytes += cmpq ? std::uint64_t(t.cols) * 16
-                      : std::uint64_t(t.rows) * std::uint64_t((t.cols + group - 1) / group) * 16;
+        const std::uint64_t groups = std::uint64_t(t.rows) * std::uint64_t((t.cols + group - 1) / group);
+        bytes += cmpq ? std::uint64_t(t.cols) * 16 : groups * 16;
+        // Solved inside a storage container: its mins per group and the K-quants' two super-block
+        // scales per 256 weights, in double too (quant/container_grid.h).
+        if (const quant::ContainerSpec* spec = t.target.empty() ? nullptr : quant::findContainerSpec(t.target)) {
+            if (spec->hasMin) bytes += groups * 8;
+            if (spec->isKQuant())
+                bytes += std::uint64_t(t.rows) * std::uint64_t((t.cols + spec->blockSize - 1) / spec->blockSize) * 16;
+        }
     }
     return bytes;
 }

@@ -12,6 +12,7 @@
 #include <QTest>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 
 using namespace qb;
@@ -188,6 +189,24 @@ private Q_SLOTS:
         const QString why = QString::fromStdString(e.refusal());
         QVERIFY2(why.contains("besides the memory-mapped weights") && !why.contains("(stored, memory-mapped)"),
                  qPrintable(why));
+        // Grids solved inside Q4_K also hold each group's min and the super-blocks' two scales: more
+        // than a free grid of the same group size (the 7B run measured 11.6 GiB anonymous).
+        QuantPlan k = uniformQuantPlan(quant::Method::Gptq, 4, 32), g32 = k;
+        k.defaults.bits.reset();
+        k.defaults.groupSize.reset();
+        k.defaults.target = "Q4_K";
+        auto kPlan = resolveQuantPlan(k, c), gPlan = resolveQuantPlan(g32, c);
+        QVERIFY2(kPlan.ok(), kPlan.ok() ? "" : kPlan.error().message.c_str());
+        QVERIFY(gPlan.ok());
+        auto codes = [&](const ResolvedPlan& p) {
+            for (const auto& [name, bytes] : preflightQuantize(c, p, in, measureMachineRate(1)).memoryParts)
+                if (name == "quantized model (codes)") return bytes;
+            return std::uint64_t(0);
+        };
+        const double weights = 32.0 * (4 * 4096.0 * 4096 + 3 * 4096.0 * 11008);
+        QVERIFY2(std::fabs(double(codes(*gPlan)) / weights - 1.0) < 0.01, qPrintable(QString::number(codes(*gPlan))));
+        QVERIFY2(std::fabs(double(codes(*kPlan)) / weights - (0.5 + 24.0 / 32 + 16.0 / 256)) < 0.01,
+                 qPrintable(QString::number(codes(*kPlan))));
         // Without a packed checkpoint (F32 layers) nothing is mapped.
         in.storedBytes = 0;
         QCOMPARE(preflightQuantize(c, *plan, in, measureMachineRate(1)).mappedBytes, std::uint64_t(0));
