@@ -7,7 +7,8 @@
 # UNIFORM items are method:bits:group (default gptq:2:64 gptq:3:128 gptq:4:128, about 2.5, 3.25 and
 # 4.25 bits/weight on the demo model). The atlas measures every tensor's true KL (--measure) at the
 # smallest candidate and at each uniform setting compared (so the damage near every budget reads in
-# nats of KL), and "mixed (calibrated)" is compared with "mixed (proxy only)".
+# nats of KL), and "mixed (calibrated)" is compared with "mixed (proxy only)". The true KL is
+# measured on MEASURE (default: the calibration text), never on the text that is scored.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${QB_BUILD_DIR:-$ROOT/build}"
@@ -15,6 +16,7 @@ CLI="$BUILD_DIR/app/quantbench-cli"
 MODEL="${1:-$ROOT/resources/demo}"
 CALIB="${2:-$ROOT/resources/demo/calib.txt}"
 EVAL="${3:-$ROOT/resources/demo/eval.txt}"
+MEASURE="${MEASURE:-$CALIB}"
 shift $(( $# < 3 ? $# : 3 )) || true
 UNIFORM=("$@")
 [ ${#UNIFORM[@]} -gt 0 ] || UNIFORM=(gptq:2:64 gptq:3:128 gptq:4:128)
@@ -24,7 +26,7 @@ TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 CAL=(--calib "$CALIB" --nsamples "$NS" --seqlen "$SEQ" --cache "$TMP/cache")
 TENSORS=$("$CLI" info "$MODEL" --json | /usr/bin/python3 -c 'import json,sys; c=json.load(sys.stdin); print(7*int(c.get("num_hidden_layers", c.get("config",{}).get("num_hidden_layers", 0))))')
-"$CLI" sensitivity "$MODEL" "${CAL[@]}" --eval "$EVAL" --measure "$TENSORS" --json >"$TMP/atlas.json" 2>/dev/null
+"$CLI" sensitivity "$MODEL" "${CAL[@]}" --eval "$MEASURE" --measure "$TENSORS" --json >"$TMP/atlas.json" 2>/dev/null
 field() { /usr/bin/python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
 printf "%-26s %8s %10s %12s %12s\n" setting bpw MB perplexity "KL (nats)"
 row() { # label json
@@ -36,7 +38,7 @@ for u in "${UNIFORM[@]}"; do
     "$CLI" quantize "$MODEL" "${CAL[@]:0:6}" --method "$method" --bits "$bits" --group "$group" --eval "$EVAL" \
         --json >"$TMP/u.json" 2>/dev/null
     bpw=$(field "$TMP/u.json" "'%.6f' % d['bits_per_weight']")
-    "$CLI" sensitivity "$MODEL" "${CAL[@]}" --eval "$EVAL" --measure "$TENSORS" --measure-candidate "$u" --json \
+    "$CLI" sensitivity "$MODEL" "${CAL[@]}" --eval "$MEASURE" --measure "$TENSORS" --measure-candidate "$u" --json \
         >/dev/null 2>&1
     row "uniform $u" "$TMP/u.json"
     for mode in calibrated proxy-only; do
