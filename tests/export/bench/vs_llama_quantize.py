@@ -23,9 +23,12 @@ Set-up (once): a venv with llama-cpp-python, numpy; node-llama-cpp in .npm-test 
 --tests):
   python3 -m venv /work/bench-venv
   CMAKE_ARGS="-DGGML_NATIVE=OFF" /work/bench-venv/bin/pip install llama-cpp-python numpy
+With --planner Q3_K_M,Q4_K_M (issue 16 item 7): each of llama.cpp's own mixes against the plan
+`quantbench-cli plan --target gguf` allocates to the same tensor bytes (same embedding and head
+types as llama.cpp chose; sensitivities measured on the calibration text), both scored by llama.cpp.
 Usage:
   /work/bench-venv/bin/python tests/export/bench/vs_llama_quantize.py --cli build/app/quantbench-cli \
-      [--models widened,rotated] [--types Q4_K,Q3_K,Q2_K] [--methods gptq,neuqi] [--nsamples 128]
+      [--models widened,rotated] [--types Q4_K,Q3_K,Q2_K] [--methods gptq,neuqi] [--planner MIXES] [--nsamples 128]
       [--seqlen 128] [--out bench.json] [--work DIR]
 """
 import argparse
@@ -49,6 +52,8 @@ NODE_MODULES = os.path.join(ROOT, ".npm-test", "node_modules")
 FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17,
           "Q6_K": 18, "Q4_K_M": 15}
 FTYPE_S = {"Q3_K": 11, "Q4_K": 14, "Q5_K": 16}  # the _S variants (every tensor the type when pure)
+MIXES = {"Q2_K": 10, "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16,
+         "Q5_K_M": 17}  # llama.cpp's own per-tensor recipes
 
 
 def read_safetensors(path):
@@ -183,6 +188,9 @@ def main():
     ap.add_argument("--types", default="Q4_K,Q3_K,Q2_K")
     ap.add_argument("--methods", default="gptq,neuqi")
     ap.add_argument("--mixed", action="store_true", help="also llama.cpp's Q4_K_M mix (about 4.8 bits/weight)")
+    ap.add_argument("--planner", default="",
+                    help="comma-separated llama.cpp mixes (e.g. Q3_K_M,Q4_K_M): each against a plan that "
+                         "quantbench-cli plan allocates to the same tensor bytes (issue 16 item 7)")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
@@ -241,6 +249,39 @@ def main():
                              "bytes": os.path.getsize(ours), "ppl": ppl_ours})
                 print(f"{model} {t:7s} llama.cpp {ppl_theirs:9.4f} ({os.path.getsize(theirs)} B)  "
                       f"quantbench {method} {ppl_ours:9.4f} ({os.path.getsize(ours)} B)", flush=True)
+        for mix in [m for m in a.planner.split(",") if m]:
+            theirs = os.path.join(work, f"{model}-{mix}-llama.gguf")
+            llama_quantize(f32, theirs, MIXES[mix], False, a.threads)
+            ppl_theirs = llama_ppl(theirs, a.threads)
+            info = json.loads(run([a.cli, "info", theirs, "--json"]))
+            data = sum(t["bytes"] for t in info["tensors"])
+            types = {t["name"]: t["dtype"] for t in info["tensors"]}
+            rows.append({"model": model, "type": mix, "who": "llama.cpp mix", "bytes": os.path.getsize(theirs),
+                         "data_bytes": data, "ppl": ppl_theirs})
+            # The same embedding and head types as llama.cpp chose, the decoder linears allocated by
+            # the planner from the sensitivity atlas to the same tensor bytes. The atlas's measured
+            # KL comes from the calibration text (its first 32 kB), not the text that is scored; the
+            # atlas is cached in the work folder, so the second mix of a model reuses it.
+            embed = types.get("model.embed_tokens.weight", "Q4_K")
+            head = types.get("lm_head.weight", "Q6_K")
+            pf = os.path.join(work, f"plan-{model}-{mix}.json")
+            cal = ["--calib", os.path.join(DEMO, "calib.txt"), "--nsamples", str(a.nsamples), "--seqlen",
+                   str(a.seqlen), "--threads", str(a.threads)]
+            measure = os.path.join(work, "measure.txt")  # the first 32 kB of the calibration text
+            with open(os.path.join(DEMO, "calib.txt"), "rb") as src, open(measure, "wb") as dst:
+                dst.write(src.read(32768))
+            planned = json.loads(run([a.cli, "plan", mdir, *cal, "--target", "gguf", "--embed-type", embed,
+                                      "--head-type", head, "--budget", f"{data}b", "--eval", measure, "--measure",
+                                      "1000", "--cache", os.path.join(work, "atlas-cache"), "--out", pf, "--json"]))
+            ours = os.path.join(work, f"{model}-{mix}-planned.gguf")
+            run([a.cli, "quantize", mdir, *cal, "--plan", pf, "--out", ours, "--format", "gguf"])
+            ours_info = json.loads(run([a.cli, "info", ours, "--json"]))
+            ours_data = sum(t["bytes"] for t in ours_info["tensors"])
+            ppl_ours = llama_ppl(ours, a.threads)
+            rows.append({"model": model, "type": mix, "who": "quantbench plan", "bytes": os.path.getsize(ours),
+                         "data_bytes": ours_data, "ppl": ppl_ours, "plan_bpw": planned.get("bits_per_weight")})
+            print(f"{model} {mix:7s} llama.cpp mix {ppl_theirs:9.4f} ({data} B of tensors)  "
+                  f"quantbench plan {ppl_ours:9.4f} ({ours_data} B)", flush=True)
     print("\nmodel    type    quantizer          bytes      llama.cpp perplexity")
     for r in rows:
         print(f"{r['model']:8s} {r['type']:7s} {r['who']:17s} {r['bytes']:9d}  {r['ppl']:.4f}")
