@@ -678,12 +678,10 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             const int j = int(item), b = cc.channelBits[std::size_t(j)];
             if (b == 0) return;
             const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
-            float mid[1 << kMaxBits];
-            floatMidpoints(cb, 1 << b, mid);
             ChannelScratch& sc = scratch[std::size_t(worker)];
             sc.codes.resize(std::size_t(m));
             const float* col = wd.col(j).data();
-            nearestCodesByMidpoints(col, std::size_t(m), mid, 1 << b, sc.codes.data());
+            cmpqNearestCodes(col, std::size_t(m), cb, 1 << b, sc.codes.data());
             std::vector<Err>& errs = heaps[std::size_t(worker)];
             for (int r = 0; r < m; ++r) {
                 const double e = double(col[r]) - double(cb[sc.codes[std::size_t(r)]]);
@@ -757,11 +755,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             return;
         }
         const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
-        // Nearest centroid as the count of midpoints below the value (vectorised; ties go to the
-        // lower centroid).
-        float mid[1 << kMaxBits];
-        floatMidpoints(cb, 1 << b, mid);
-        nearestCodesByMidpoints(src, std::size_t(m), mid, 1 << b, codesOut);
+        cmpqNearestCodes(src, std::size_t(m), cb, 1 << b, codesOut); // ties to the lower centroid
         for (int r = 0; r < m; ++r) {
             const float q = cb[codesOut[r]];
             deqOut[r] = q;
