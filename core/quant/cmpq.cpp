@@ -59,15 +59,32 @@ void sortFloats(const float* x, std::size_t n, ChannelScratch& s, std::vector<do
     constexpr int kPasses = 4, kBuckets = 256;
     s.keys.resize(n);
     s.tmp.resize(n);
-    std::array<std::array<std::uint32_t, kBuckets>, kPasses> count{};
-    for (std::size_t i = 0; i < n; ++i) {
+    // Two sets of histograms, even and odd elements, summed after: a run of one digit then waits
+    // on two counters' increments in turn rather than on one.
+    std::array<std::array<std::uint32_t, kBuckets>, kPasses> count{}, count2{};
+    auto keyOf = [x](std::size_t i) {
         std::uint32_t u;
         std::memcpy(&u, x + i, 4);
-        const std::uint32_t key = (u & 0x80000000u) ? ~u : (u | 0x80000000u); // ascending as unsigned
-        s.keys[i] = key;
-        for (int p = 0; p < kPasses; ++p)
-            ++count[std::size_t(p)][(key >> (8 * p)) & 0xFFu];
+        return (u & 0x80000000u) ? ~u : (u | 0x80000000u); // ascending as unsigned
+    };
+    std::size_t i = 0;
+    for (; i + 1 < n; i += 2) {
+        const std::uint32_t a = keyOf(i), b = keyOf(i + 1);
+        s.keys[i] = a;
+        s.keys[i + 1] = b;
+        for (int p = 0; p < kPasses; ++p) {
+            ++count[std::size_t(p)][(a >> (8 * p)) & 0xFFu];
+            ++count2[std::size_t(p)][(b >> (8 * p)) & 0xFFu];
+        }
     }
+    if (i < n) {
+        s.keys[i] = keyOf(i);
+        for (int p = 0; p < kPasses; ++p)
+            ++count[std::size_t(p)][(s.keys[i] >> (8 * p)) & 0xFFu];
+    }
+    for (int p = 0; p < kPasses; ++p)
+        for (int d = 0; d < kBuckets; ++d)
+            count[std::size_t(p)][std::size_t(d)] += count2[std::size_t(p)][std::size_t(d)];
     std::vector<std::uint32_t>*src = &s.keys, *dst = &s.tmp;
     for (int p = 0; p < kPasses; ++p) {
         std::array<std::uint32_t, kBuckets>& c = count[std::size_t(p)];
@@ -78,8 +95,24 @@ void sortFloats(const float* x, std::size_t n, ChannelScratch& s, std::vector<do
             v = sum;
             sum += t;
         }
-        for (std::uint32_t key : *src)
-            (*dst)[c[(key >> (8 * p)) & 0xFFu]++] = key;
+        // Two independent streams: the first half from the front into each bucket's start, the
+        // second from the back into its end (both keep the order: the pass stays stable). Runs of
+        // one digit (the sign and exponent bytes of a channel's values) then wait on two counter
+        // chains at a time instead of one.
+        std::array<std::uint32_t, kBuckets> end;
+        for (int d = 0; d + 1 < kBuckets; ++d)
+            end[std::size_t(d)] = c[std::size_t(d) + 1];
+        end[kBuckets - 1] = std::uint32_t(n);
+        const std::uint32_t* in = src->data();
+        std::uint32_t* out = dst->data();
+        const int shift = 8 * p;
+        std::size_t lo = 0, hi = n;
+        while (hi - lo >= 2) {
+            const std::uint32_t a = in[lo++], b = in[--hi];
+            out[c[(a >> shift) & 0xFFu]++] = a;
+            out[--end[(b >> shift) & 0xFFu]] = b;
+        }
+        if (lo < hi) out[c[(in[lo] >> shift) & 0xFFu]++] = in[lo];
         std::swap(src, dst);
     }
     for (std::size_t i = 0; i < n; ++i) {
@@ -390,12 +423,23 @@ void kmeans1d(const double* x, const WeightAt& weightAt, std::size_t n, int k, i
     s.cw.resize(n + 1);
     s.cwx.resize(n + 1);
     s.cwxx.resize(n + 1);
-    s.cw[0] = s.cwx[0] = s.cwxx[0] = 0.0;
-    for (std::size_t i = 0; i < n; ++i) {
-        const double w = weightAt(i);
-        s.cw[i + 1] = s.cw[i] + w;
-        s.cwx[i + 1] = s.cwx[i] + w * x[i];
-        s.cwxx[i + 1] = s.cwxx[i] + w * x[i] * x[i];
+    {
+        // Running sums in locals: stored and reloaded through the vectors, every step waited for
+        // its own store (the arrays may alias as far as the compiler knows).
+        double* cw = s.cw.data();
+        double* cwx = s.cwx.data();
+        double* cwxx = s.cwxx.data();
+        double a = 0.0, ax = 0.0, axx = 0.0;
+        cw[0] = cwx[0] = cwxx[0] = 0.0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const double w = weightAt(i);
+            a = a + w;
+            ax = ax + w * x[i];
+            axx = axx + w * x[i] * x[i];
+            cw[i + 1] = a;
+            cwx[i + 1] = ax;
+            cwxx[i + 1] = axx;
+        }
     }
     // Few distinct values: they are the codebook, error 0.
     std::size_t distinct = 1;

@@ -418,8 +418,9 @@ void TestQuantCmpq::kmeansBeatsUniformLevels()
 // repeated values included).
 void TestQuantCmpq::longChannelCodebooksAreKmeansOfSortedValues()
 {
-    MatrixXfR w = randomWeights(700, 12, 31);
-    for (int r = 0; r < 700; r += 7) // ties, signed zeros and a repeated value
+    constexpr int kRows = 701; // odd: the radix sort's last unpaired element
+    MatrixXfR w = randomWeights(kRows, 12, 31);
+    for (int r = 0; r < kRows; r += 7) // ties, signed zeros and a repeated value
         w(r, 3) = (r % 2) ? -0.0f : 0.0f;
     w.col(5).head(300).setConstant(0.125f);
     CmpqOptions o;
@@ -432,8 +433,8 @@ void TestQuantCmpq::longChannelCodebooksAreKmeansOfSortedValues()
     for (int j = 0; j < 12; ++j) {
         const int b = c.channelBits[std::size_t(j)];
         if (b == 0) continue;
-        std::vector<double> x(700);
-        for (int r = 0; r < 700; ++r)
+        std::vector<double> x(kRows);
+        for (int r = 0; r < kRows; ++r)
             x[std::size_t(r)] = w(r, j);
         std::sort(x.begin(), x.end());
         const std::vector<double> wts(x.size(), 1.0);
