@@ -92,6 +92,11 @@ std::optional<pipeline::SensitivityOutcome> runSensitivity(const char* cmd, pipe
         std::fprintf(stderr, "quantbench-cli %s: sensitivity atlas %s%s\n", cmd,
                      r->fromCache ? "from the cache " : "computed in ",
                      r->fromCache ? r->cachePath.c_str() : (std::to_string(r->atlas.seconds) + " s").c_str());
+    if (!json && r->droppedMeasurements)
+        std::fprintf(stderr,
+                     "quantbench-cli %s: %zu measurements in the cache were made on another evaluation text or "
+                     "context: measured again\n",
+                     cmd, r->droppedMeasurements);
     return std::move(*r);
 }
 

@@ -244,6 +244,15 @@ const MeasuredEffect* SensitivityAtlas::findMeasured(std::size_t tensor, std::si
     return nullptr;
 }
 
+std::size_t SensitivityAtlas::useMeasurementWindows(const std::string& key)
+{
+    if (key == measuredOn) return 0;
+    const std::size_t dropped = measured.size();
+    measured.clear();
+    measuredOn = key;
+    return dropped;
+}
+
 namespace {
 
 // Average ranks (ties share the mean rank).
@@ -371,6 +380,16 @@ std::string sensitivityFingerprint(const io::Checkpoint& checkpoint, const Calib
     return hex64(f.h);
 }
 
+std::string measurementKey(const eval::TokenWindows& windows)
+{
+    Fnv f;
+    f.text("quantbench-measurement-1");
+    f.value(std::int32_t(windows.ctx));
+    f.value(std::int32_t(windows.count));
+    f.bytes(windows.ids.data(), windows.ids.size() * sizeof(std::int32_t));
+    return hex64(f.h);
+}
+
 Result<SensitivityAtlas> computeSensitivity(const model::Model& base, const io::Checkpoint& checkpoint,
                                             const CalibrationSet& calib,
                                             const std::vector<SensitivityCandidate>& candidates,
@@ -463,6 +482,7 @@ Result<MeasuredEffect> measureTensorEffect(const model::Model& base, Sensitivity
         QB_TRY(q, quantizeTensor(*tp, copy->weight(t.linear), hessians->forLinear(t.linear), nullptr, &quiet));
         copy->weight(t.linear) = q->dequantized;
     }
+    atlas.useMeasurementWindows(measurementKey(windows));
     model::Model quantized(base);
     quantized.setLayer(t.layer, copy);
     eval::PerplexityOptions popt;
@@ -527,6 +547,7 @@ io::JsonValue sensitivityAtlasToJson(const SensitivityAtlas& a)
         measured.push_back(std::move(o));
     }
     root.set("measured", io::JsonValue(std::move(measured)));
+    root.set("measured_on", a.measuredOn);
     if (auto rho = a.rankCorrelation()) root.set("rank_correlation", *rho);
     return root;
 }
@@ -625,6 +646,7 @@ Result<SensitivityAtlas> sensitivityAtlasFromJson(const io::JsonValue& root)
         a.tensors.push_back(std::move(t));
         a.cells.push_back(std::move(cells));
     }
+    if (const io::JsonValue* on = root.find("measured_on"); on && on->isString()) a.measuredOn = on->asString();
     if (const io::JsonValue* measured = root.find("measured"); measured && measured->isArray()) {
         for (const io::JsonValue& o : measured->asArray()) {
             QB_TRY(tname, string(o, "tensor"));

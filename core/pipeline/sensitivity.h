@@ -101,6 +101,10 @@ struct SensitivityAtlas {
     std::vector<SensitivityTensor> tensors;          // plan order (layer-major, Linear order)
     std::vector<std::vector<SensitivityCell>> cells; // [tensor][candidate]
     std::vector<MeasuredEffect> measured;            // on demand, in the order measured
+    // The evaluation windows every entry of `measured` was measured on (measurementKey(); "" when
+    // unknown: an atlas saved before the key existed). One atlas holds measurements of one
+    // evaluation only: measuring on other windows (another text, context or model) drops them.
+    std::string measuredOn;
     // Bytes of everything that is not a decoder linear at the plan's accounting (embedding, head,
     // norms; GGUF types when the candidates are GGUF targets), for budgets in file size.
     std::uint64_t otherBytes = 0;
@@ -111,6 +115,9 @@ struct SensitivityAtlas {
     std::optional<std::size_t> findTensor(std::string_view name) const; // with or without ".weight"
     std::optional<std::size_t> findCandidate(std::string_view label) const;
     const MeasuredEffect* findMeasured(std::size_t tensor, std::size_t candidate) const;
+    // Makes `key` the evaluation of the measurements; those made on another are dropped (returns
+    // how many).
+    std::size_t useMeasurementWindows(const std::string& key);
     // The predicted damage the allocator sums, [tensor][candidate]: the proxy loss ½ tr(dW H dW^T),
     // scaled to nats of KL where measurements exist. A measured tensor's candidate takes the ratio
     // measured KL / proxy of the tensor's measurement nearest in bits per weight (so measuring at
@@ -143,9 +150,13 @@ Result<SensitivityAtlas> computeSensitivity(const model::Model& base, const io::
                                             const std::vector<SensitivityCandidate>& candidates,
                                             const SensitivityOptions& options = {}, RunContext* ctx = nullptr);
 
+// The key of an evaluation's windows (context, count and token ids), hex.
+std::string measurementKey(const eval::TokenWindows& windows);
+
 // The model with only tensor `tensor` quantized with candidate `candidate` (its Hessian from the
 // full-precision inputs of its layer on `calib`) against `base` on `windows`. base must hold all
-// its decoder layers. Also appends the result to atlas.measured (replacing an earlier one).
+// its decoder layers. Also appends the result to atlas.measured (replacing an earlier one), after
+// dropping measurements made on other windows (useMeasurementWindows).
 Result<MeasuredEffect> measureTensorEffect(const model::Model& base, SensitivityAtlas& atlas, std::size_t tensor,
                                            std::size_t candidate, const CalibrationSet& calib,
                                            const eval::TokenWindows& windows, RunContext* ctx = nullptr);

@@ -280,6 +280,8 @@ Result<SensitivityOutcome> sensitivityAnalysis(const SensitivityRequest& req, Ru
                 }
             if (!cand) return makeError(ErrorCode::InvalidArgument, "sensitivity: no quantized candidate to measure");
         }
+        // Measurements made on other windows (another text or context) are not these: dropped.
+        out.droppedMeasurements = out.atlas.useMeasurementWindows(measurementKey(*windows));
         // Tensors spread evenly over the predicted ranking (so the rank correlation sees the range).
         std::vector<std::size_t> order(out.atlas.tensors.size());
         std::iota(order.begin(), order.end(), std::size_t(0));

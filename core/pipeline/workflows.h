@@ -298,7 +298,8 @@ struct SensitivityRequest {
     bool recompute = false;
     // The true effect (measureTensorEffect) of `measureCount` tensors spread evenly over the ranking
     // of the predicted damage at candidate `measureCandidate` (label; "" = the cheapest quantized
-    // candidate), on the windows of evalTextPath; measurements already in the atlas are kept.
+    // candidate), on the windows of evalTextPath; measurements already in the atlas are kept when
+    // they were made on the same windows, else dropped (SensitivityAtlas::measuredOn).
     std::optional<std::string> evalTextPath;
     PerplexityJobOptions evalOptions;
     int measureCount = 0;
@@ -310,6 +311,8 @@ struct SensitivityOutcome {
     bool fromCache = false;
     std::string cachePath; // "" without a cache
     double seconds = 0;
+    // Measurements of the cached atlas made on another evaluation text or context, dropped.
+    std::size_t droppedMeasurements = 0;
 };
 
 // Phases: "calibrate", "sensitivity" (skipped for a cached atlas), then with measurements "load"

@@ -132,6 +132,7 @@ private Q_SLOTS:
         QVERIFY(atlas->embedType.empty()); // no GGUF candidates: no GGUF file-size accounting
         QVERIFY(atlas->otherBytes > 0);
         atlas->measured.push_back({2, 0, 0.125, 0.9, 10.5, 10.0});
+        atlas->measuredOn = measurementKey(windows());
         QTemporaryDir dir;
         const std::string path = sensitivityCachePath(dir.path().toStdString(), atlas->fingerprint);
         QVERIFY(saveSensitivityAtlas(*atlas, path).ok());
@@ -148,6 +149,7 @@ private Q_SLOTS:
             }
         QCOMPARE(back->measured.size(), std::size_t(1));
         QCOMPARE(back->measured[0].klMean, 0.125);
+        QCOMPARE(back->measuredOn, atlas->measuredOn);
         QCOMPARE(back->otherBytes, atlas->otherBytes);
         // The damage is calibrated by the measurement: that tensor's reads in KL.
         QVERIFY(std::abs(back->damage(2, 0) - 0.125) < 1e-12);
@@ -192,6 +194,20 @@ private Q_SLOTS:
         QVERIFY(measureTensorEffect(*model, *atlas, t, 0, calib, w).ok());
         QCOMPARE(atlas->measured.size(), std::size_t(3));
         QVERIFY(!measureTensorEffect(*model, *atlas, 99, 0, calib, w).ok());
+        QCOMPARE(atlas->measuredOn, measurementKey(w));
+
+        // Measurements belong to their windows: on another context they are dropped, not mixed.
+        std::vector<std::int32_t> tokens(w.ids.begin(), w.ids.end());
+        const eval::TokenWindows other = eval::makeWindows(tokens, 16).value();
+        QVERIFY(measurementKey(other) != measurementKey(w));
+        auto again = measureTensorEffect(*model, *atlas, t, 0, calib, other);
+        QVERIFY(again.ok());
+        QCOMPARE(atlas->measured.size(), std::size_t(1));
+        QCOMPARE(atlas->measuredOn, measurementKey(other));
+        QVERIFY(again->klMean != two->klMean); // other windows, another number
+        QCOMPARE(atlas->useMeasurementWindows(measurementKey(other)), std::size_t(0));
+        QCOMPARE(atlas->useMeasurementWindows(measurementKey(w)), std::size_t(1));
+        QVERIFY(atlas->measured.empty());
     }
 };
 
