@@ -260,8 +260,10 @@ def main():
                          "data_bytes": data, "ppl": ppl_theirs})
             # The same embedding and head types as llama.cpp chose, the decoder linears allocated by
             # the planner from the sensitivity atlas to the same tensor bytes. The atlas's measured
-            # KL comes from the calibration text (its first 32 kB), not the text that is scored; the
-            # atlas is cached in the work folder, so the second mix of a model reuses it.
+            # KL comes from the calibration text (its first 32 kB), not the text that is scored, in
+            # windows of 128 tokens as the scoring (the demo models were trained on 128-token windows:
+            # longer ones measure mostly positions past the trained length); the atlas is cached in
+            # the work folder, so the second mix of a model reuses it.
             embed = types.get("model.embed_tokens.weight", "Q4_K")
             head = types.get("lm_head.weight", "Q6_K")
             pf = os.path.join(work, f"plan-{model}-{mix}.json")
@@ -271,7 +273,7 @@ def main():
             with open(os.path.join(DEMO, "calib.txt"), "rb") as src, open(measure, "wb") as dst:
                 dst.write(src.read(32768))
             planned = json.loads(run([a.cli, "plan", mdir, *cal, "--target", "gguf", "--embed-type", embed,
-                                      "--head-type", head, "--budget", f"{data}b", "--eval", measure, "--measure",
+                                      "--head-type", head, "--budget", f"{data}b", "--eval", measure, "--ctx", "128", "--measure",
                                       "1000", "--cache", os.path.join(work, "atlas-cache"), "--out", pf, "--json"]))
             ours = os.path.join(work, f"{model}-{mix}-planned.gguf")
             run([a.cli, "quantize", mdir, *cal, "--plan", pf, "--out", ours, "--format", "gguf"])
