@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 model=${1:?model directory}
 out=${2:-$(mktemp -d)}
 extra=("${@:3}")
-cli=build/app/quantbench-cli
+cli="${QB_BUILD_DIR:-build}/app/quantbench-cli"
 outlier="$out/$(basename "$model")-outlier"
 [ -d "$outlier" ] || /usr/bin/python3 packaging/make_outlier_model.py "$model" "$outlier" >/dev/null
 calib=resources/demo/calib.txt
