@@ -6,6 +6,8 @@
 # Run after `bash packaging/test.sh` (which builds and installs the npm references).
 #   packaging/bench.sh [MODEL_DIR] [CTX] [WINDOWS] [TYPES]     TYPES: comma list, default f32
 #   e.g. packaging/bench.sh /tmp/tl11 256 4 bf16,q8_0,q4_0
+# Q4_0/Q8_0 also run with --kernels int8 (engine qb-int8): 8-bit activations and integer dot
+# products, the arithmetic llama.cpp uses for those types.
 # llama_bench.mjs asks llama.cpp for the last position's logits only, while Quantbench computes
 # the logits of every position (a perplexity pass): the comparison favours llama.cpp.
 set -euo pipefail
@@ -31,5 +33,13 @@ for type in ${TYPES//,/ }; do
         printf "%-6s %-10s %-8s %14.0f %8.2f   %s\n" "$type" quantbench "$t" "$qt" \
             "$(awk -v a="$qt" -v b="$lt" 'BEGIN { print a / b }')" "$q"
         printf "%-6s %-10s %-8s %14.0f\n" "$type" llama.cpp "$t" "$lt"
+        if [ "$type" = q4_0 ] || [ "$type" = q8_0 ]; then
+            # --kernels int8: llama.cpp's arithmetic (8-bit activations, integer dot products).
+            q=$("$CLI" bench "$TMP/model-$type.gguf" --ctx "$CTX" --threads "$t" --windows "$WINDOWS" --kernels int8 \
+                --json | head -1)
+            qt=$(echo "$q" | tps)
+            printf "%-6s %-10s %-8s %14.0f %8.2f   %s\n" "$type" qb-int8 "$t" "$qt" \
+                "$(awk -v a="$qt" -v b="$lt" 'BEGIN { print a / b }')" "$q"
+        fi
     done
 done

@@ -15,6 +15,7 @@
 #include "io/json_value.h"
 #include "model/forward.h"
 #include "model/hadamard.h"
+#include "model/int8_product.h"
 #include "io/tokenizer.h"
 #include "pipeline/activation_setup.h"
 #include "pipeline/calibration.h"
@@ -618,7 +619,8 @@ int runBench(const std::vector<std::string>& argv)
                              "bits",     "group",    "repeat",           "gptq-synthetic",
                              "cmpq",     "python",   "reference-script", "reference-blas",
                              "save-ids", "abits",    "kvbits",           "rotate",
-                             "hadamard", "rows",     "ruquant-epochs",   "ruquant-block"},
+                             "hadamard", "rows",     "ruquant-epochs",   "ruquant-block",
+                             "kernels"},
                       {"json", "quantize", "no-act-order", "reference", "distill", "f32"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
@@ -630,7 +632,9 @@ int runBench(const std::vector<std::string>& argv)
     const int threads = int(args.intValue("threads", 0, 0, 4096));
     const int windows = int(args.intValue("windows", 4, 1, 1 << 20));
     const int batch = int(args.intValue("batch", 4, 1, 4096));
+    const std::string kernels = args.value("kernels", "f32");
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
+    if (kernels != "f32" && kernels != "int8") return cli::fail(cmd, "--kernels must be f32 or int8", 2);
 
     model::setNumThreads(threads);
     const auto t0 = std::chrono::steady_clock::now();
@@ -639,14 +643,18 @@ int runBench(const std::vector<std::string>& argv)
     // Weights in their stored encoding (decoded per tile), or --f32: expanded to F32 at load.
     pipeline::LoadOptions lo;
     lo.compact = !args.has("f32");
-    auto m = pipeline::loadModel(*ck, nullptr, nullptr, lo);
-    if (!m) return cli::fail(cmd, "cannot load model: " + m.error().toString());
+    auto loaded = pipeline::loadModel(*ck, nullptr, nullptr, lo);
+    if (!loaded) return cli::fail(cmd, "cannot load model: " + loaded.error().toString());
+    std::shared_ptr<const model::Model> m = *loaded;
+    // --kernels int8: GGUF Q4_0/Q8_0 linears with 8-bit activations and integer dot products.
+    int int8Wrapped = 0;
+    if (kernels == "int8") m = model::withInt8Products(m, &int8Wrapped);
     const double loadSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double loadRss = peakRssMiB();
     const char* held = lo.compact ? "stored" : "F32";
 
     // Deterministic pseudo-text: the forward pass cost does not depend on the ids.
-    const std::int64_t V = (*m)->config().vocabSize;
+    const std::int64_t V = m->config().vocabSize;
     std::vector<std::int32_t> ids(std::size_t(windows) * std::size_t(ctx));
     std::uint64_t s = 0x9E3779B97F4A7C15ull;
     for (auto& id : ids) {
@@ -659,8 +667,8 @@ int runBench(const std::vector<std::string>& argv)
     po.batch = batch;
     // Warm-up on one window so first-touch allocation is not timed.
     eval::TokenWindows one{ctx, 1, std::vector<std::int32_t>(ids.begin(), ids.begin() + ctx)};
-    if (auto warm = eval::evaluatePerplexity(**m, one, po); !warm) return cli::fail(cmd, warm.error().toString());
-    auto r = eval::evaluatePerplexity(**m, *w, po);
+    if (auto warm = eval::evaluatePerplexity(*m, one, po); !warm) return cli::fail(cmd, warm.error().toString());
+    auto r = eval::evaluatePerplexity(*m, *w, po);
     if (!r) return cli::fail(cmd, r.error().toString());
     const double rss = peakRssMiB();
     // --abits/--kvbits/--rotate: the same windows again through the model with activation
@@ -682,7 +690,7 @@ int runBench(const std::vector<std::string>& argv)
         a.ruquant.finetuneEpochs = int(args.intValue("ruquant-epochs", 0, 0, 1000));
         a.ruquant.blockSize = int(args.intValue("ruquant-block", 128, 2, 4096));
         if (!args.ok()) return cli::fail(cmd, args.error(), 2);
-        std::shared_ptr<const model::Model> prepared = *m;
+        std::shared_ptr<const model::Model> prepared = m;
         if (a.rotate == pipeline::PlanRotation::Ruquant) {
             // RUQuant calibrates on the bench windows (construction cost does not depend on the
             // ids); its cost against the FP pass over the same windows (one calibration pass).
@@ -694,18 +702,18 @@ int runBench(const std::vector<std::string>& argv)
                 a, {a.defaults.bits.value_or(0), a.defaults.bits.value_or(8) <= 4 ? 0.8 : 1.0});
             // One calibration pass: the windows through every FP decoder layer in turn, as a
             // layer-sequential quantizer carries them (no lm_head), fastest of two.
-            const int layers = (*m)->numLayers();
+            const int layers = m->numLayers();
             double calibPass = 0;
             for (int rep = 0; rep < 2; ++rep) {
                 const auto tc = std::chrono::steady_clock::now();
                 model::RowMatrix hidden;
                 model::Workspace cws;
-                if (Status st = model::embed(**m, ids, hidden); !st.ok()) return cli::fail(cmd, st.error().toString());
+                if (Status st = model::embed(*m, ids, hidden); !st.ok()) return cli::fail(cmd, st.error().toString());
                 for (int l = 0; l < layers; ++l)
                     for (int b0 = 0; b0 < windows; b0 += batch) {
                         const int nb = std::min(batch, windows - b0);
                         if (Status st = model::runLayer(
-                                (*m)->config(), *(*m)->layer(l), l,
+                                m->config(), *m->layer(l), l,
                                 hidden.middleRows(Eigen::Index(b0) * ctx, Eigen::Index(nb) * ctx), ctx, cws);
                             !st.ok())
                             return cli::fail(cmd, st.error().toString());
@@ -713,7 +721,7 @@ int runBench(const std::vector<std::string>& argv)
                 const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
                 calibPass = rep == 0 ? s : std::min(calibPass, s);
             }
-            auto rq = pipeline::ruquantModel(**m, calib, ro, batch);
+            auto rq = pipeline::ruquantModel(*m, calib, ro, batch);
             if (!rq) return cli::fail(cmd, rq.error().toString());
             const double build = rq->seconds - rq->finetuneSeconds;
             const double own = build - rq->propagateSeconds;
@@ -739,7 +747,7 @@ int runBench(const std::vector<std::string>& argv)
             prepared = rq->model;
         } else {
             pipeline::CalibrationSet none; // rotations need no calibration
-            auto p = pipeline::prepareActivationModel(*m, a, none, batch);
+            auto p = pipeline::prepareActivationModel(m, a, none, batch);
             if (!p) return cli::fail(cmd, p.error().toString());
             prepared = *p;
         }
@@ -754,7 +762,7 @@ int runBench(const std::vector<std::string>& argv)
             if (!rq) return cli::fail(cmd, rq.error().toString());
             if (!wa || rq->seconds < wa->seconds) wa = *rq;
             if (i + 1 == repeat) break;
-            auto rf = eval::evaluatePerplexity(**m, *w, po);
+            auto rf = eval::evaluatePerplexity(*m, *w, po);
             if (!rf) return cli::fail(cmd, rf.error().toString());
             if (rf->seconds < r->seconds) r = std::move(rf);
         }
@@ -768,18 +776,26 @@ int runBench(const std::vector<std::string>& argv)
                       "\"load_seconds\":%.3f,\"weights\":\"%s\",\"weights_mib\":%.1f,\"file_mib\":%.1f,"
                       "\"load_peak_rss_mib\":%.1f,\"peak_rss_mib\":%.1f}\n",
                       ctx, windows, model::numThreads(), r->seconds, r->tokensPerSecond, loadSeconds, held,
-                      double((*m)->bytes()) / (1024.0 * 1024.0), double(ck->fileBytes) / (1024.0 * 1024.0), loadRss,
-                      rss);
+                      double(m->bytes()) / (1024.0 * 1024.0), double(ck->fileBytes) / (1024.0 * 1024.0), loadRss, rss);
     } else {
         std::snprintf(buf, sizeof buf,
                       "prefill: %.1f tokens/s  (%d windows x %d tokens in %.3f s, %d threads, batch %d)\n"
                       "load: %.3f s, weights held %s: %.1f MiB (files %.1f MiB); peak resident after load %.1f MiB\n"
                       "peak resident memory (load + evaluate): %.1f MiB\n",
                       r->tokensPerSecond, windows, ctx, r->seconds, model::numThreads(), batch, loadSeconds, held,
-                      double((*m)->bytes()) / (1024.0 * 1024.0), double(ck->fileBytes) / (1024.0 * 1024.0), loadRss,
-                      rss);
+                      double(m->bytes()) / (1024.0 * 1024.0), double(ck->fileBytes) / (1024.0 * 1024.0), loadRss, rss);
     }
     std::cout << buf << std::flush;
+    if (kernels == "int8") {
+        if (args.has("json"))
+            std::printf("{\"kernels\":\"int8\",\"int8_weights\":%d,\"int8_kernel\":\"%s\"}\n", int8Wrapped,
+                        model::int8KernelName(model::bestInt8Kernel()));
+        else
+            std::printf("kernels: int8 (%s) for %d Q4_0/Q8_0 weights: 8-bit activations per block of 32, integer dot "
+                        "products (as llama.cpp)\n",
+                        model::int8KernelName(model::bestInt8Kernel()), int8Wrapped);
+        std::fflush(stdout);
+    }
     if (wa) {
         const double ratio = wa->seconds / r->seconds;
         if (args.has("json"))
@@ -795,49 +811,52 @@ int runBench(const std::vector<std::string>& argv)
 
 } // namespace
 
-QB_CLI_COMMAND(
-    "bench", "prefill tokens/second and peak memory; quantization stage timings (--quantize)",
-    "Usage: quantbench-cli bench MODEL [--ctx 256] [--threads N] [--windows N] [--batch N] [--f32] [--json]\n"
-    "         [--abits A] [--kvbits B] [--rotate residual|hadamard|ruquant [--ruquant-epochs N]\n"
-    "          [--ruquant-block B]]\n"
-    "       quantbench-cli bench MODEL --quantize [--calib FILE] [--nsamples 128] [--seqlen 256]\n"
-    "         [--methods rtn,gptq,neuqi] [--bits 3] [--group 128] [--threads N] [--repeat 1] [--json]\n"
-    "       quantbench-cli bench MODEL --quantize --reference [--reference-blas DIR] [--python PATH]\n"
-    "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
-    "       quantbench-cli bench MODEL --distill [--ctx 256] [--batch 4] [--repeat 5] [--threads N]\n"
-    "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
-    "         [--no-act-order] [--repeat 3] [--cmpq BITS]\n"
-    "       quantbench-cli bench --hadamard N[,...] [--rows 2048] [--threads N] [--repeat 3] [--json]\n"
-    "  --f32        expand the weights to F32 at load (the default keeps them in their stored\n"
-    "               encoding, BF16/F16/GGUF blocks, decoded per tile): compare the two\n"
-    "  --cmpq BITS  with --gptq-synthetic: also time CMPQ (reconstruction) at that average on the\n"
-    "               same W and H (error feedback on, k-means over channels in parallel)\n"
-    "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
-    "               hessian (forward + X^T X), search (NeUQI), solve, evaluate, total, and the\n"
-    "               child's peak RSS (VmHWM); min over --repeat; calib default: calib.txt beside MODEL\n"
-    "  --reference  also run the PyTorch reference GPTQ pipeline (IST-DASLab llama_sequential with\n"
-    "               true-sequential, tests/quant/bench/gptq_reference.py) on the same model folder,\n"
-    "               calibration token ids, threads, bits and group; prints both wall times and\n"
-    "               ours / reference. --reference-blas DIR: LD_LIBRARY_PATH for the reference\n"
-    "               only (Debian's torch calls the reference BLAS; e.g. an extracted OpenBLAS);\n"
-    "               --python (default /usr/bin/python3); --save-ids FILE keeps the token ids\n"
-    "               (int32, window-major)\n"
-    "  --distill    one distillation step (forward, recompute, backward, AdamW; --batch windows of\n"
-    "               --ctx tokens) against one F32 forward pass to the logits over the same tokens,\n"
-    "               min over --repeat, and the ratio\n"
-    "  --gptq-synthetic  the GPTQ solve alone on random W and H of the given shapes\n"
-    "  --hadamard   the fast randomized Hadamard transform (model/hadamard.h) of ROWS random rows of\n"
-    "               each width N against a dense GEMM by the same matrix (N <= 16384)\n"
-    "  MODEL        model directory or file\n"
-    "  --ctx N      tokens per window (default 256)\n"
-    "  --threads N  OpenMP/Eigen threads (default: all)\n"
-    "  --windows N  windows to time after one warm-up window (default 4)\n"
-    "  --batch N    windows per forward pass (default 4)\n"
-    "  --abits A, --kvbits B, --rotate residual|hadamard|ruquant   time the same windows again\n"
-    "               with activation/KV fake-quantization (and the online transforms) and print the\n"
-    "               ratio to the F32 pass (fastest of --repeat alternating passes, default 3);\n"
-    "               ruquant also times its construction on the windows against one calibration\n"
-    "               pass (the windows through every FP decoder layer in turn, no lm_head), and\n"
-    "               with --ruquant-epochs N its fine-tuning\n"
-    "  --json       machine-readable output\n",
-    &runBench);
+QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization stage timings (--quantize)",
+               "Usage: quantbench-cli bench MODEL [--ctx 256] [--threads N] [--windows N] [--batch N] [--f32]\n"
+               "         [--kernels f32|int8] [--json]\n"
+               "         [--abits A] [--kvbits B] [--rotate residual|hadamard|ruquant [--ruquant-epochs N]\n"
+               "          [--ruquant-block B]]\n"
+               "       quantbench-cli bench MODEL --quantize [--calib FILE] [--nsamples 128] [--seqlen 256]\n"
+               "         [--methods rtn,gptq,neuqi] [--bits 3] [--group 128] [--threads N] [--repeat 1] [--json]\n"
+               "       quantbench-cli bench MODEL --quantize --reference [--reference-blas DIR] [--python PATH]\n"
+               "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
+               "       quantbench-cli bench MODEL --distill [--ctx 256] [--batch 4] [--repeat 5] [--threads N]\n"
+               "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
+               "         [--no-act-order] [--repeat 3] [--cmpq BITS]\n"
+               "       quantbench-cli bench --hadamard N[,...] [--rows 2048] [--threads N] [--repeat 3] [--json]\n"
+               "  --f32        expand the weights to F32 at load (the default keeps them in their stored\n"
+               "               encoding, BF16/F16/GGUF blocks, decoded per tile): compare the two\n"
+               "  --kernels int8  GGUF Q4_0/Q8_0 linears multiply as llama.cpp does: activations quantized\n"
+               "               to 8 bits per block of 32 (Q8_0), integer dot products (AVX-512 VNNI when the\n"
+               "               CPU has it); default f32: weights decoded per tile, F32 activations\n"
+               "  --cmpq BITS  with --gptq-synthetic: also time CMPQ (reconstruction) at that average on the\n"
+               "               same W and H (error feedback on, k-means over channels in parallel)\n"
+               "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
+               "               hessian (forward + X^T X), search (NeUQI), solve, evaluate, total, and the\n"
+               "               child's peak RSS (VmHWM); min over --repeat; calib default: calib.txt beside MODEL\n"
+               "  --reference  also run the PyTorch reference GPTQ pipeline (IST-DASLab llama_sequential with\n"
+               "               true-sequential, tests/quant/bench/gptq_reference.py) on the same model folder,\n"
+               "               calibration token ids, threads, bits and group; prints both wall times and\n"
+               "               ours / reference. --reference-blas DIR: LD_LIBRARY_PATH for the reference\n"
+               "               only (Debian's torch calls the reference BLAS; e.g. an extracted OpenBLAS);\n"
+               "               --python (default /usr/bin/python3); --save-ids FILE keeps the token ids\n"
+               "               (int32, window-major)\n"
+               "  --distill    one distillation step (forward, recompute, backward, AdamW; --batch windows of\n"
+               "               --ctx tokens) against one F32 forward pass to the logits over the same tokens,\n"
+               "               min over --repeat, and the ratio\n"
+               "  --gptq-synthetic  the GPTQ solve alone on random W and H of the given shapes\n"
+               "  --hadamard   the fast randomized Hadamard transform (model/hadamard.h) of ROWS random rows of\n"
+               "               each width N against a dense GEMM by the same matrix (N <= 16384)\n"
+               "  MODEL        model directory or file\n"
+               "  --ctx N      tokens per window (default 256)\n"
+               "  --threads N  OpenMP/Eigen threads (default: all)\n"
+               "  --windows N  windows to time after one warm-up window (default 4)\n"
+               "  --batch N    windows per forward pass (default 4)\n"
+               "  --abits A, --kvbits B, --rotate residual|hadamard|ruquant   time the same windows again\n"
+               "               with activation/KV fake-quantization (and the online transforms) and print the\n"
+               "               ratio to the F32 pass (fastest of --repeat alternating passes, default 3);\n"
+               "               ruquant also times its construction on the windows against one calibration\n"
+               "               pass (the windows through every FP decoder layer in turn, no lm_head), and\n"
+               "               with --ruquant-epochs N its fine-tuning\n"
+               "  --json       machine-readable output\n",
+               &runBench);

@@ -16,7 +16,7 @@ int runEval(const std::vector<std::string>& argv)
 {
     using namespace qb;
     const char* cmd = "eval";
-    cli::CliArgs args(argv, {"text", "ctx", "score", "threads", "batch", "reference", "memory-limit"},
+    cli::CliArgs args(argv, {"text", "ctx", "score", "threads", "batch", "reference", "memory-limit", "kernels"},
                       {"json", "dry-run"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.positionals().size() != 1) return cli::fail(cmd, "expected one MODEL argument", 2);
@@ -31,6 +31,9 @@ int runEval(const std::vector<std::string>& argv)
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (!mode) return cli::fail(cmd, "--score must be 'all' or 'second-half'", 2);
     opt.mode = *mode;
+    const std::string kernels = args.value("kernels", "f32");
+    if (kernels != "f32" && kernels != "int8") return cli::fail(cmd, "--kernels must be f32 or int8", 2);
+    opt.int8Products = kernels == "int8";
 
     auto ck = io::openCheckpoint(args.positionals().front());
     if (!ck) return cli::fail(cmd, "cannot open model: " + ck.error().toString());
@@ -64,6 +67,7 @@ int runEval(const std::vector<std::string>& argv)
         o.set("windows", double(r->windows));
         o.set("seconds", r->seconds);
         o.set("tokens_per_second", r->tokensPerSecond);
+        if (opt.int8Products) o.set("int8_weights", double(r->int8Weights));
         if (out->kl) o.set("kl", pipeline::klStatsJson(*out->kl));
         o.set("estimate", cli::preflightJson(out->preflight));
         std::cout << io::toJsonText(o, -1) << "\n" << std::flush;
@@ -73,6 +77,9 @@ int runEval(const std::vector<std::string>& argv)
                 "%.2f s, %.1f tokens/s, %d threads\n",
                 r->perplexity, eval::scoreModeName(r->mode), r->ctx, (long long)r->windows, (long long)r->tokensScored,
                 r->seconds, r->tokensPerSecond, model::numThreads());
+    if (opt.int8Products)
+        std::printf("kernels: int8 for %d Q4_0/Q8_0 linears (8-bit activations, integer dot products)\n",
+                    r->int8Weights);
     if (out->kl) std::fputs(cli::klSummary(*out->kl, "the reference").c_str(), stdout);
     std::fflush(stdout);
     return 0;
@@ -83,7 +90,7 @@ int runEval(const std::vector<std::string>& argv)
 QB_CLI_COMMAND("eval", "perplexity of a model on a text file",
                "Usage: quantbench-cli eval MODEL --text FILE --ctx N [--score all|second-half]\n"
                "                          [--reference MODEL] [--threads N] [--batch N] [--json]\n"
-               "                          [--dry-run] [--memory-limit SIZE]\n"
+               "                          [--dry-run] [--memory-limit SIZE] [--kernels f32|int8]\n"
                "  --dry-run    print the estimated time and peak memory (and what they are made of), run nothing\n"
                "  --memory-limit SIZE  refuse when the estimate exceeds SIZE (800M, 16G; default: the memory\n"
                "               available); the message says what to change\n"
@@ -95,8 +102,11 @@ QB_CLI_COMMAND("eval", "perplexity of a model on a text file",
                "               second-half: only the second half of each window (llama-perplexity)\n"
                "  --reference MODEL  also the KL divergence of MODEL's next-token distributions from this\n"
                "               one's (e.g. an exported GGUF against its original) and how often their top\n"
-               "               token agrees, in the same pass; both are held in F32\n"
+               "               token agrees, in the same pass; both held in their stored encoding\n"
                "  --threads N  OpenMP/Eigen threads (default: all)\n"
                "  --batch N    windows per forward pass (default 4)\n"
+               "  --kernels int8  GGUF Q4_0/Q8_0 linears multiply as llama.cpp does: activations quantized to\n"
+               "               8 bits per block of 32 (Q8_0), integer dot products (AVX-512 VNNI when the CPU\n"
+               "               has it); default f32: F32 activations, so a quantized model's error is its weights'\n"
                "  --json       print {perplexity, tokens_scored, windows, seconds, tokens_per_second[, kl]}\n",
                &runEval);

@@ -52,6 +52,11 @@ public:
             return nullptr;
         return reinterpret_cast<const float*>(m_bytes.data());
     }
+    const std::uint8_t* encodedRow(std::int64_t r) const override
+    {
+        const std::int64_t stored = m_order.empty() ? r : m_order[std::size_t(r)];
+        return m_bytes.data() + std::size_t(stored) * m_rowBytes;
+    }
 
 private:
     ByteRange m_bytes;

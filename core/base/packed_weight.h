@@ -38,6 +38,10 @@ public:
     // Non-null when the rows are contiguous, aligned F32 values in this order (a mapped F32
     // tensor): the caller may multiply with them directly.
     virtual const float* f32Data() const { return nullptr; }
+    // The stored bytes of row r (after the row order map) when rows are fixed-size encoded
+    // blocks read in place (GGUF Q4_0, Q8_0, ...: what format() names), else nullptr. For
+    // kernels that compute on the blocks themselves (model/int8_product.h).
+    virtual const std::uint8_t* encodedRow(std::int64_t /*r*/) const { return nullptr; }
 
 protected:
     PackedWeight(std::int64_t rows, std::int64_t cols) : m_rows(rows), m_cols(cols) {}

@@ -64,6 +64,7 @@ struct PerplexityResult {
     ScoreMode mode = ScoreMode::All;
     double seconds = 0;
     double tokensPerSecond = 0; // processed (prefill) tokens, windows × ctx, per second
+    int int8Weights = 0;        // linears multiplied with 8-bit activations (model/int8_product.h)
 };
 
 // Runs every window through the model in batches (progress stage "evaluate", one unit per

@@ -1,5 +1,6 @@
 #include "model/forward.h"
 
+#include "model/int8_product.h"
 #include "model/runtime.h"
 
 #include <Eigen/Core>
@@ -215,6 +216,10 @@ struct ForwardImpl {
     {
         if (const float* f = p.f32Data()) {
             out.noalias() = x * Eigen::Map<const RowMatrix>(f, p.rows(), p.cols()).transpose();
+            return;
+        }
+        if (const auto* i8 = dynamic_cast<const Int8ProductWeight*>(&p)) { // opt-in 8-bit activations
+            i8->multiply(x, out, std::max(1, numThreads()));
             return;
         }
         const Eigen::Index N = p.rows(), K = p.cols();

@@ -1,6 +1,7 @@
 #include "pipeline/perplexity_job.h"
 
 #include "model/forward.h"
+#include "model/int8_product.h"
 
 #include <fstream>
 #include <iterator>
@@ -31,6 +32,14 @@ eval::PerplexityOptions evalOptions(const PerplexityJobOptions& options)
     return po;
 }
 
+// `model` itself (not owned), or its copy with integer products when the options ask for them.
+std::shared_ptr<const model::Model> withOptionalInt8(const model::Model& model, const PerplexityJobOptions& options,
+                                                     int* wrapped = nullptr)
+{
+    std::shared_ptr<const model::Model> view(&model, [](const model::Model*) {});
+    return options.int8Products ? model::withInt8Products(view, wrapped) : view;
+}
+
 } // namespace
 
 Result<eval::PerplexityResult> runPerplexity(const model::Model& model, const io::Tokenizer& tokenizer,
@@ -38,7 +47,11 @@ Result<eval::PerplexityResult> runPerplexity(const model::Model& model, const io
                                              RunContext* ctx)
 {
     QB_TRY(windows, textWindows(tokenizer, text, options, ctx));
-    return eval::evaluatePerplexity(model, *windows, evalOptions(options), ctx);
+    int wrapped = 0;
+    const auto m = withOptionalInt8(model, options, &wrapped);
+    QB_TRY(r, eval::evaluatePerplexity(*m, *windows, evalOptions(options), ctx));
+    r->int8Weights = wrapped;
+    return std::move(*r);
 }
 
 Result<eval::KlDivergenceResult> runKlDivergence(const model::Model& model, const model::Model& reference,
@@ -46,7 +59,11 @@ Result<eval::KlDivergenceResult> runKlDivergence(const model::Model& model, cons
                                                  const PerplexityJobOptions& options, RunContext* ctx)
 {
     QB_TRY(windows, textWindows(tokenizer, text, options, ctx));
-    return eval::evaluateKlDivergence(model, reference, *windows, evalOptions(options), ctx);
+    int wrapped = 0;
+    const auto m = withOptionalInt8(model, options, &wrapped), ref = withOptionalInt8(reference, options);
+    QB_TRY(r, eval::evaluateKlDivergence(*m, *ref, *windows, evalOptions(options), ctx));
+    r->perplexity.int8Weights = wrapped;
+    return std::move(*r);
 }
 
 Result<std::string> readTextFile(const std::string& path)

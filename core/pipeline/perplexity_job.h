@@ -27,6 +27,9 @@ struct PerplexityJobOptions {
     eval::ScoreMode mode = eval::ScoreMode::All;
     int batch = 4;
     int threads = 0; // 0: leave the current setting
+    // GGUF Q4_0/Q8_0 linears multiply with 8-bit activations and integer dot products, as
+    // llama.cpp does (model/int8_product.h); the other weights as they are.
+    bool int8Products = false;
 };
 
 Result<eval::PerplexityResult> runPerplexity(const model::Model& model, const io::Tokenizer& tokenizer,

@@ -41,14 +41,18 @@ inline qb::io::Checkpoint demoCheckpoint()
 }
 
 // Perplexity of eval.txt for any model file our reader opens; NaN + message on failure.
-inline double ourPerplexity(const std::string& modelPath, std::string* error = nullptr)
+// int8Products: the weights held as stored and GGUF Q4_0/Q8_0 products with 8-bit activations
+// (model/int8_product.h), llama.cpp's arithmetic; else expanded to F32.
+inline double ourPerplexity(const std::string& modelPath, std::string* error = nullptr, bool int8Products = false)
 {
     auto ck = qb::io::openCheckpoint(modelPath);
     if (!ck) {
         if (error) *error = ck.error().toString();
         return qQNaN();
     }
-    auto m = qb::pipeline::loadModel(*ck);
+    qb::pipeline::LoadOptions lo;
+    lo.compact = int8Products;
+    auto m = qb::pipeline::loadModel(*ck, nullptr, nullptr, lo);
     if (!m) {
         if (error) *error = m.error().toString();
         return qQNaN();
@@ -57,6 +61,7 @@ inline double ourPerplexity(const std::string& modelPath, std::string* error = n
     if (!text) return qQNaN();
     qb::pipeline::PerplexityJobOptions o;
     o.ctx = kEvalCtx;
+    o.int8Products = int8Products;
     auto r = qb::pipeline::runPerplexity(**m, demoTokenizer(), *text, o);
     if (!r) {
         if (error) *error = r.error().toString();

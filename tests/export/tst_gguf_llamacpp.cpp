@@ -204,6 +204,15 @@ void TestGgufLlamaCpp::llamaCppAgrees()
     qInfo("%-32s ours %.4f  llama.cpp %.4f  (%+.3f %%)  tokens %zu identical, %lld scored", QTest::currentDataTag(),
           ours, l.perplexity, 100 * rel, l.tokens.size(), l.scored);
     QVERIFY2(std::fabs(rel) <= kPplRelTolerance, qPrintable(QString("relative difference %1").arg(rel)));
+    if (!grid && (GgmlType(type) == GgmlType::Q8_0 || GgmlType(type) == GgmlType::Q4_0)) {
+        // Our integer products (8-bit activations, as llama.cpp multiplies these types).
+        const double ours8 = qbtest::ourPerplexity(path.toStdString(), &err, true);
+        QVERIFY2(std::isfinite(ours8), err.c_str());
+        const double rel8 = l.perplexity / ours8 - 1;
+        qInfo("%-32s ours with 8-bit activations %.4f  (%+.3f %%)", QTest::currentDataTag(), ours8, 100 * rel8);
+        QVERIFY(ours8 != ours);
+        QVERIFY2(std::fabs(rel8) <= 2e-3, qPrintable(QString("relative difference %1").arg(rel8)));
+    }
 }
 
 // Issue 11: a plan with GGUF storage targets (uniform or mixed, RTN/GPTQ/NeUQI) quantized by the

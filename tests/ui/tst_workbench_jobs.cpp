@@ -5,6 +5,9 @@
 #include "charts/histogram_chart.h"
 #include "event_loop_probe.h"
 #include "eval/perplexity.h"
+#include "export/gguf_export.h"
+#include "io/checkpoint.h"
+#include "io/tokenizer.h"
 #include "models/run_history_model.h"
 #include "widgets/activations_panel.h"
 #include "widgets/job_status.h"
@@ -283,6 +286,47 @@ private Q_SLOTS:
         QSignalSpy ready(w.weightsPanel(), &WeightsPanel::statsReady);
         QVERIFY(ready.wait(20000));
         saveScreenshot(w, QStringLiteral("weights.png"));
+    }
+
+    // The Perplexity panel's "8-bit activations": a Q8_0 GGUF of the demo evaluates with integer
+    // products (the history row says so and how many linears took them), a different number from
+    // the F32-activation run, within a fraction of a percent of it.
+    void perplexityWithIntegerKernels()
+    {
+        QTemporaryDir dir;
+        const std::string path = dir.filePath(QStringLiteral("demo-q8_0.gguf")).toStdString();
+        auto ck = qb::io::openCheckpoint(QB_DEMO_DIR);
+        QVERIFY(ck.ok());
+        auto tok = qb::io::Tokenizer::fromFile(QB_DEMO_DIR "/tokenizer.json");
+        QVERIFY(tok.ok());
+        qb::exporting::GgufExportOptions o;
+        o.weightType = qb::io::GgmlType::Q8_0;
+        auto r = qb::exporting::exportGguf(*ck, *tok, path, o);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().toString().c_str());
+        MainWindow w;
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QSignalSpy loaded(&w, &MainWindow::modelLoaded);
+        w.openModel(QString::fromStdString(path));
+        QVERIFY(loaded.wait(20000));
+        auto* panel = w.perplexityPanel();
+        panel->textEdit()->setText(QStringLiteral(QB_DEMO_DIR "/eval.txt"));
+        QSignalSpy done(panel, &PerplexityPanel::evaluationFinished);
+        for (bool int8 : {false, true}) {
+            panel->int8Check()->setChecked(int8);
+            QTest::mouseClick(panel->runButton(), Qt::LeftButton);
+            QVERIFY(done.wait(180000));
+            QVERIFY2(done.last().at(0).toBool(), qPrintable(done.last().at(1).toString()));
+        }
+        QCOMPARE(panel->history()->rowCount(), 2);
+        const auto& f32 = panel->history()->record(0);
+        const auto& i8 = panel->history()->record(1);
+        QCOMPARE(f32.variant, QStringLiteral("original"));
+        QCOMPARE(i8.variant, QStringLiteral("original, 8-bit activations (29 linears)"));
+        QVERIFY(f32.perplexity && i8.perplexity);
+        qInfo("Q8_0 GGUF: F32 activations %.4f, 8-bit activations %.4f", *f32.perplexity, *i8.perplexity);
+        QVERIFY(*i8.perplexity != *f32.perplexity);
+        QVERIFY(std::abs(*i8.perplexity / *f32.perplexity - 1) < 2e-3);
     }
 };
 

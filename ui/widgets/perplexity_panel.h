@@ -1,7 +1,8 @@
 #pragma once
-// PerplexityPanel: evaluate the loaded model on a text file (context length, scoring mode) in a
-// worker thread with progress, ETA and cancel; every finished run is appended to the run
-// history table, which lives as long as the window.
+// PerplexityPanel: evaluate the loaded model on a text file (context length, scoring mode, and
+// optionally llama.cpp's 8-bit-activation arithmetic for GGUF Q4_0/Q8_0 weights) in a worker
+// thread with progress, ETA and cancel; every finished run is appended to the run history table,
+// which lives as long as the window.
 
 #include "io/checkpoint.h"
 
@@ -9,6 +10,7 @@
 
 #include <memory>
 
+class QCheckBox;
 class QComboBox;
 class QLineEdit;
 class QPushButton;
@@ -34,6 +36,7 @@ public:
     QLineEdit* textEdit() const { return m_text; }
     QSpinBox* ctxSpin() const { return m_ctx; }
     QComboBox* modeCombo() const { return m_mode; }
+    QCheckBox* int8Check() const { return m_int8; }
     QPushButton* runButton() const { return m_run; }
 
 Q_SIGNALS:
@@ -48,6 +51,7 @@ private:
     QLineEdit* m_text;
     QSpinBox* m_ctx;
     QComboBox* m_mode;
+    QCheckBox* m_int8;
     QPushButton* m_run;
 };
 

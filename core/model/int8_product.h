@@ -1,0 +1,80 @@
+#pragma once
+// Integer products for GGUF Q4_0 and Q8_0 weights, computed as llama.cpp computes them on a CPU:
+// each row of the activations is quantized to 8 bits per block of 32 (Q8_0: scale amax / 127
+// stored as F16, values x / scale rounded half away from zero), each weight block is used as its
+// integers (Q4_0: nibble - 8; Q8_0: the stored int8), every block's dot product is summed exactly
+// in 32-bit integers and scaled by the two F16 scales, and the blocks are summed in F32.
+//
+// This is an opt-in evaluation mode (CLI `--kernels int8`, the window's Perplexity panel): the
+// default product decodes the weights to F32 and keeps the activations in F32, so a quantized
+// model's measured error is the weights' alone. With 8-bit activations the numbers follow what
+// llama.cpp computes for the same file, and the products run on integer dot instructions
+// (AVX-512 VNNI where the CPU has it, else a portable loop with the same arithmetic: the two give
+// the same bits, the integer sums being exact and the F32 steps the same operations in the same
+// order). QB_INT8_KERNEL=portable forces the portable loop (to check it on a VNNI machine).
+//
+// Use: wrap the weights (int8ProductWeight / withInt8Products); the forward pass
+// (model/forward.cpp) multiplies through Int8ProductWeight::multiply when it meets one.
+// Thread-safety: the wrappers are immutable; multiply() may run concurrently.
+
+#include "base/packed_weight.h"
+#include "model/model.h"
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace qb::model {
+
+// Activations quantized per row and block of 32: values + 128 as unsigned bytes (the form the
+// integer dot instructions take), and each block's scale (F16-rounded, as F32).
+struct Int8Activations {
+    std::int64_t rows = 0, cols = 0;
+    std::vector<std::uint8_t> values; // rows x cols, q + 128
+    std::vector<float> scales;        // rows x cols/32
+};
+// x [rows, cols], cols a multiple of 32. `threads` > 1 splits the rows.
+void quantizeActivationsQ8(const Eigen::Ref<const RowMatrix>& x, Int8Activations& out, int threads = 1);
+
+// Which kernel runs the block dot products.
+enum class Int8Kernel { Portable, Avx512Vnni };
+// The fastest this CPU runs (AVX-512 VNNI + BW, checked at run time), else Portable.
+Int8Kernel bestInt8Kernel();
+const char* int8KernelName(Int8Kernel k);
+
+// A Q4_0 or Q8_0 weight whose products take 8-bit activations and integer dot products. Decoding
+// (decodeRows: the embedding, F32 copies) is the inner weight's, unchanged.
+class Int8ProductWeight final : public PackedWeight {
+public:
+    // inner: format "Q4_0" or "Q8_0", encodedRow() available, cols a multiple of 32 (else use
+    // int8ProductWeight(), which returns inner as it is).
+    explicit Int8ProductWeight(PackedWeightPtr inner);
+    void decodeRows(std::int64_t r0, std::int64_t n, float* dst) const override { m_inner->decodeRows(r0, n, dst); }
+    std::size_t bytes() const override { return m_inner->bytes(); }
+    std::string format() const override { return m_inner->format(); }
+    const std::uint8_t* encodedRow(std::int64_t r) const override { return m_inner->encodedRow(r); }
+    // out [x.rows(), rows()] = x · Wᵀ as described above; x [*, cols()]. `kernel` is for tests
+    // (bestInt8Kernel() otherwise; a kernel the CPU lacks falls back to Portable).
+    void multiply(const Eigen::Ref<const RowMatrix>& x, Eigen::Ref<RowMatrix> out, int threads) const;
+    void multiply(const Eigen::Ref<const RowMatrix>& x, Eigen::Ref<RowMatrix> out, int threads,
+                  Int8Kernel kernel) const;
+    // The same from activations already quantized (one quantization shared by several weights).
+    void multiply(const Int8Activations& a, Eigen::Ref<RowMatrix> out, int threads, Int8Kernel kernel) const;
+
+private:
+    PackedWeightPtr m_inner;
+    bool m_q4 = false;
+};
+
+// True for a weight int8ProductWeight() wraps: Q4_0/Q8_0 blocks with raw rows, 32 | cols.
+bool int8ProductSupported(const PackedWeight& p);
+// `p` wrapped when supported, else `p` itself (already wrapped: itself).
+PackedWeightPtr int8ProductWeight(PackedWeightPtr p);
+// A model that computes every supported linear (decoder layers and a separately packed head)
+// with integer products; the rest is shared with `m`. Returns `m` itself when nothing is
+// supported. `wrapped` (optional) receives how many weights were wrapped.
+std::shared_ptr<const Model> withInt8Products(std::shared_ptr<const Model> m, int* wrapped = nullptr);
+
+} // namespace qb::model
