@@ -9,6 +9,7 @@
 #include "io/checkpoint.h"
 #include "io/tokenizer.h"
 #include "models/run_history_model.h"
+#include "models/tensor_tree_model.h"
 #include "widgets/activations_panel.h"
 #include "widgets/job_status.h"
 #include "widgets/main_window.h"
@@ -309,6 +310,14 @@ private Q_SLOTS:
         QSignalSpy loaded(&w, &MainWindow::modelLoaded);
         w.openModel(QString::fromStdString(path));
         QVERIFY(loaded.wait(20000));
+        // The explorer names the GGUF block type as llama.cpp does.
+        const auto* tree = w.explorer()->sourceModel();
+        QStringList types;
+        for (int g = 0; g < tree->rowCount(); ++g)
+            for (int r = 0; r < tree->rowCount(tree->index(g, 0)); ++r)
+                types << tree->index(r, TensorTreeModel::DTypeColumn, tree->index(g, 0)).data().toString();
+        QVERIFY2(types.contains(QStringLiteral("Q8_0")) && types.contains(QStringLiteral("F32")),
+                 qPrintable(types.join(QLatin1Char(' '))));
         auto* panel = w.perplexityPanel();
         panel->textEdit()->setText(QStringLiteral(QB_DEMO_DIR "/eval.txt"));
         QSignalSpy done(panel, &PerplexityPanel::evaluationFinished);
@@ -322,11 +331,13 @@ private Q_SLOTS:
         const auto& f32 = panel->history()->record(0);
         const auto& i8 = panel->history()->record(1);
         QCOMPARE(f32.variant, QStringLiteral("original"));
-        QCOMPARE(i8.variant, QStringLiteral("original, 8-bit activations (29 linears)"));
+        QCOMPARE(i8.variant, QStringLiteral("original, int8 (29 linears)"));
         QVERIFY(f32.perplexity && i8.perplexity);
         qInfo("Q8_0 GGUF: F32 activations %.4f, 8-bit activations %.4f", *f32.perplexity, *i8.perplexity);
         QVERIFY(*i8.perplexity != *f32.perplexity);
         QVERIFY(std::abs(*i8.perplexity / *f32.perplexity - 1) < 2e-3);
+        w.resize(1280, 800);
+        saveScreenshot(w, QStringLiteral("perplexity_int8.png"));
     }
 };
 

@@ -1,5 +1,7 @@
 #include "models/tensor_tree_model.h"
 
+#include "io/ggml_codec.h"
+
 #include <QRegularExpression>
 
 namespace qb::ui {
@@ -126,8 +128,11 @@ QVariant TensorTreeModel::data(const QModelIndex& index, int role) const
         }
         case ShapeColumn: return QString::fromStdString(t.shapeString());
         case DTypeColumn:
-            return t.ggmlType >= 0 ? QStringLiteral("ggml:%1").arg(t.ggmlType)
-                                   : QString::fromLatin1(dtypeName(t.dtype));
+            if (t.ggmlType >= 0) { // GGUF block types by their llama.cpp names (Q8_0, Q4_K, ...)
+                const QString name = QString::fromLatin1(io::ggmlTypeName(t.ggmlType));
+                return name == QLatin1String("?") ? QStringLiteral("ggml:%1").arg(t.ggmlType) : name;
+            }
+            return QString::fromLatin1(dtypeName(t.dtype));
         case ParamsColumn: return formatCount(t.numel());
         case BytesColumn: return formatBytes(qint64(t.bytes.size()));
         default: return {};

@@ -102,8 +102,7 @@ void PerplexityPanel::startEvaluation()
             RunRecord rec;
             rec.when = QDateTime::currentDateTime();
             rec.model = QFileInfo(QString::fromStdString(checkpoint->path)).fileName();
-            rec.variant =
-                r.int8Weights > 0 ? tr("original, 8-bit activations (%1 linears)").arg(r.int8Weights) : tr("original");
+            rec.variant = r.int8Weights > 0 ? tr("original, int8 (%1 linears)").arg(r.int8Weights) : tr("original");
             rec.text = QFileInfo(textPath).fileName();
             rec.ctx = r.ctx;
             rec.mode = QString::fromLatin1(eval::scoreModeName(r.mode));
