@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string_view>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -198,9 +199,17 @@ void quantizeActivationsQ8(const Eigen::Ref<const RowMatrix>& x, Int8Activations
         std::uint8_t* dst = out.values.data() + r * cols;
         for (std::int64_t b = 0; b < blocks; ++b) {
             const float* v = src + b * kBlock;
-            float amax = 0.0f;
-            for (int i = 0; i < kBlock; ++i)
+            float amax = 0.0f, probe = 0.0f;
+            for (int i = 0; i < kBlock; ++i) {
                 amax = std::max(amax, std::fabs(v[i]));
+                probe += v[i] * 0.0f; // NaN when any value is NaN or infinite
+            }
+            if (!std::isfinite(amax) || probe != 0.0f) {
+                // A non-finite activation: its block's products are NaN, as in F32 (not garbage codes).
+                std::fill(dst + b * kBlock, dst + (b + 1) * kBlock, std::uint8_t(128));
+                out.scales[std::size_t(r * blocks + b)] = std::numeric_limits<float>::quiet_NaN();
+                continue;
+            }
             // llama.cpp's Q8_0: d = amax / 127 (stored as F16), q = round(x / d) with 1/d unrounded.
             const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
             for (int i = 0; i < kBlock; ++i) {

@@ -98,6 +98,7 @@ private Q_SLOTS:
     void productMatchesBlockReference_data();
     void productMatchesBlockReference();
     void rowOrderAndPartialTiles();
+    void nonFiniteActivationsGiveNaN();
     void unsupportedWeightsStayAsTheyAre();
     void ggufModelEvaluates();
 };
@@ -193,6 +194,24 @@ void TestInt8Product::rowOrderAndPartialTiles()
     for (int r = 0; r < n; ++r)
         QVERIFY((out.col(r) - outPlain.col(order[std::size_t(r)])).cwiseAbs().maxCoeff() <=
                 1e-6 * outPlain.cwiseAbs().maxCoeff());
+}
+
+void TestInt8Product::nonFiniteActivationsGiveNaN()
+{
+    const RowMatrix w = randomMatrix(40, 64, 8, 0.1f);
+    const EncodedWeight e = encode(w, GgmlType::Q4_0);
+    RowMatrix x = randomMatrix(3, 64, 9);
+    x(1, 40) = std::numeric_limits<float>::quiet_NaN();
+    x(2, 3) = std::numeric_limits<float>::infinity();
+    const auto p = std::dynamic_pointer_cast<const Int8ProductWeight>(int8ProductWeight(e.packed));
+    for (Int8Kernel k : {Int8Kernel::Portable, bestInt8Kernel()}) {
+        RowMatrix out(3, 40);
+        p->multiply(x, out, 1, k);
+        QVERIFY(out.row(0).allFinite());
+        for (int r : {1, 2})
+            for (int c = 0; c < 40; ++c)
+                QVERIFY(std::isnan(out(r, c)));
+    }
 }
 
 void TestInt8Product::unsupportedWeightsStayAsTheyAre()
