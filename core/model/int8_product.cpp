@@ -2,8 +2,6 @@
 
 #include "base/dtype.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -42,8 +40,6 @@ struct PackedTile {
     std::vector<float> d;
     std::vector<std::int32_t> corr;
 };
-
-float f16At(const std::uint8_t* p) { return f16ToF32(std::uint16_t(p[0] | (p[1] << 8))); }
 
 void repackTile(const PackedWeight& p, bool q4, Int8Kernel kernel, std::int64_t r0, int n, PackedTile& t)
 {
@@ -88,7 +84,7 @@ void repackTile(const PackedWeight& p, bool q4, Int8Kernel kernel, std::int64_t 
                 for (int k = 0; k < kBlock; ++k)
                     dst[k * kGroup + lr] = float(v[k]);
             }
-            t.d[at * kGroup + std::size_t(lr)] = f16At(blk);
+            f16RowToF32(blk, &t.d[at * kGroup + std::size_t(lr)], 1); // the block's F16 scale
         }
     }
 }
@@ -312,9 +308,6 @@ PackedWeightPtr int8ProductWeight(PackedWeightPtr p)
 
 std::shared_ptr<const Model> withInt8Products(std::shared_ptr<const Model> m, int* wrapped)
 {
-    auto wraps = [](const PackedWeightPtr& p) {
-        return p && !dynamic_cast<const Int8ProductWeight*>(p.get()) && int8ProductSupported(*p);
-    };
     int count = 0;
     std::shared_ptr<Model> copy; // made at the first weight to wrap (the F32 parts are copied)
     for (int l = 0; l < m->numLayers(); ++l) {
@@ -322,17 +315,17 @@ std::shared_ptr<const Model> withInt8Products(std::shared_ptr<const Model> m, in
         if (!layer) continue;
         std::shared_ptr<DecoderLayerWeights> w;
         for (std::size_t i = 0; i < layer->packed.size(); ++i) {
-            if (!wraps(layer->packed[i])) continue;
+            PackedWeightPtr q = int8ProductWeight(layer->packed[i]);
+            if (q == layer->packed[i]) continue; // unsupported, absent or already wrapped
             if (!copy) copy = std::make_shared<Model>(*m);
             if (!w) w = std::make_shared<DecoderLayerWeights>(*layer);
-            w->packed[i] = int8ProductWeight(layer->packed[i]);
+            w->packed[i] = std::move(q);
             ++count;
         }
         if (w) copy->setLayer(l, std::move(w));
     }
-    if (wraps(m->packedLmHead())) {
+    if (PackedWeightPtr h = int8ProductWeight(m->packedLmHead()); h != m->packedLmHead()) {
         if (!copy) copy = std::make_shared<Model>(*m);
-        PackedWeightPtr h = int8ProductWeight(m->packedLmHead());
         if (copy->config().tieWordEmbeddings) copy->setPackedEmbedding(std::move(h));
         else copy->setPackedLmHead(std::move(h));
         ++count;
