@@ -254,17 +254,25 @@ Status CmpqChannelStats::add(Eigen::Ref<const MatrixXfR> x)
                                                " channels, expected " + std::to_string(m_sumAbs.size()));
     // Through restrict pointers: the three sums are distinct arrays, so the column loop vectorises
     // (the same operations in the same order per channel as an element-by-element loop).
-    double* __restrict sumAbs = m_sumAbs.data();
-    double* __restrict sumSq = m_sumSq.data();
-    double* __restrict maxAbs = m_maxAbs.data();
-    const Eigen::Index cols = x.cols();
-    for (Eigen::Index r = 0; r < x.rows(); ++r) {
-        const float* __restrict row = x.row(r).data();
-        for (Eigen::Index c = 0; c < cols; ++c) {
-            const double v = std::fabs(double(row[c]));
-            sumAbs[c] += v;
-            sumSq[c] += v * v;
-            maxAbs[c] = maxAbs[c] < v ? v : maxAbs[c];
+    // Column slices in parallel (OpenMP's team, as Eigen's GEMM): each channel's sums still run
+    // over the rows in order, so the result does not depend on the thread count.
+    const Eigen::Index cols = x.cols(), rows = x.rows();
+    constexpr Eigen::Index kSlice = 256;
+    const Eigen::Index slices = (cols + kSlice - 1) / kSlice;
+#pragma omp parallel for schedule(static) if (slices > 1 && rows * cols >= (Eigen::Index(1) << 16))
+    for (Eigen::Index s = 0; s < slices; ++s) {
+        const Eigen::Index c0 = s * kSlice, c1 = std::min(cols, c0 + kSlice);
+        double* __restrict sumAbs = m_sumAbs.data();
+        double* __restrict sumSq = m_sumSq.data();
+        double* __restrict maxAbs = m_maxAbs.data();
+        for (Eigen::Index r = 0; r < rows; ++r) {
+            const float* __restrict row = x.row(r).data();
+            for (Eigen::Index c = c0; c < c1; ++c) {
+                const double v = std::fabs(double(row[c]));
+                sumAbs[c] += v;
+                sumSq[c] += v * v;
+                maxAbs[c] = maxAbs[c] < v ? v : maxAbs[c];
+            }
         }
     }
     m_tokens += x.rows();

@@ -39,7 +39,8 @@
 // Element weights of the k-means: uniform, or activation energy (mean x² of the channel). With
 // codebooks per input channel every element of a channel shares its channel's energy, so the two
 // give the same codebook; the option exists for completeness and weighted data in tests.
-// Threading: single-threaded kernels; the optional ParallelFor (gptq.h) runs the per-channel
+// Threading: CmpqChannelStats::add splits the channels over OpenMP threads (the same sums per
+// channel); the solver's kernels are single-threaded and the optional ParallelFor (gptq.h) runs the per-channel
 // k-means over channels with one CmpqScratch per worker (preallocated), bit-identical to serial.
 // Cancel is polled between column blocks and channel batches. Inputs are never modified.
 // Units/layout: W row-major float; H [in x in] double; arithmetic in double.
