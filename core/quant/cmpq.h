@@ -24,7 +24,11 @@
 //     `uniformLevels` replaces k-means by a Min-Max uniform grid with 2^b levels (ablation).
 //  5. Quantization outliers: after a trial quantization with the final allocation, the
 //     floor(quantOutliers * out * in) weights with the largest error h_j * (w - q)² move to a
-//     sparse F16 list (values + flat indices) and the codebooks are refitted without them.
+//     sparse F16 list (values + flat indices) and the codebooks are refitted without them. With
+//     dynamic codebooks (below) the trial runs per column block on the updated weights the block's
+//     codebooks are fitted to, each block taking its share of the budget by expected error mass
+//     h_j * ||w_j||² * 4^-b_j; the trial's sorted values serve the refit (outliers taken out, no
+//     second sort). Otherwise one trial on the original weights, over the whole tensor.
 //  6. Optional GPTQ-style error feedback (errorFeedback, needs H): columns in order, each column's
 //     error pushed through the upper Cholesky factor of H^-1 (as quantizeRowsGptq, lazy blocks).
 //     Dynamic codebooks (default; better on the demo model at 3-3.25 bits): a block's codebooks
