@@ -431,32 +431,31 @@ int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
         o.grid.bits = bits;
         o.grid.groupSize = group;
         o.actOrder = actOrder;
-        double best = 1e300;
+        // CMPQ (reconstruction) on the same W and H, side by side: scores = the channels' mean x².
+        // The two alternate within each repeat, so a burst of load on the machine hits both alike.
+        quant::CmpqOptions co = quant::defaultCmpqOptions();
+        co.bits = cmpqBits;
+        const Eigen::VectorXd scores = h.diagonal() / 2.0;
+        const quant::ParallelFor par = pipeline::openmpParallelFor(threads);
+        double best = 1e300, bestC = 1e300, bpw = 0;
         for (int i = 0; i < repeat; ++i) {
-            const auto t0 = std::chrono::steady_clock::now();
+            auto t0 = std::chrono::steady_clock::now();
             auto q = quant::quantizeRowsGptq(w, h, o);
             const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             if (!q) return cli::fail(cmd, q.error().toString());
             best = std::min(best, sec);
+            if (cmpqBits <= 0) continue;
+            t0 = std::chrono::steady_clock::now();
+            auto c = quant::quantizeRowsCmpq(w, h, scores, co, nullptr, &par);
+            const double secC = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (!c) return cli::fail(cmd, c.error().toString());
+            bestC = std::min(bestC, secC);
+            bpw = c->cmpq->bitsPerWeight(rows);
         }
         sum += best;
         if (cmpqBits <= 0) {
             std::printf("%6d x %-6d %10.2f ms\n", rows, cols, best * 1e3);
             continue;
-        }
-        // CMPQ (reconstruction) on the same W and H, side by side: scores = the channels' mean x².
-        quant::CmpqOptions co = quant::defaultCmpqOptions();
-        co.bits = cmpqBits;
-        const Eigen::VectorXd scores = h.diagonal() / 2.0;
-        const quant::ParallelFor par = pipeline::openmpParallelFor(threads);
-        double bestC = 1e300, bpw = 0;
-        for (int i = 0; i < repeat; ++i) {
-            const auto t0 = std::chrono::steady_clock::now();
-            auto q = quant::quantizeRowsCmpq(w, h, scores, co, nullptr, &par);
-            const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            if (!q) return cli::fail(cmd, q.error().toString());
-            bestC = std::min(bestC, sec);
-            bpw = q->cmpq->bitsPerWeight(rows);
         }
         sumCmpq += bestC;
         std::printf("%6d x %-6d %10.2f ms   CMPQ %.2f bpw %10.2f ms   CMPQ/GPTQ %.2f\n", rows, cols, best * 1e3, bpw,

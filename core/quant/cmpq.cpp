@@ -141,7 +141,7 @@ void sortFloats(const float* x, std::size_t n, ChannelScratch& s, std::vector<do
 // input channel carries its channel's weight (uniform or activation energy: one value per channel),
 // so the values are sorted as they are, without an index sort.
 void fitSortedCodebook(const double* vals, std::size_t n, double weight, int bits, const CmpqOptions& opt,
-                       ChannelScratch& s, float* centroidsOut)
+                       ChannelScratch& s, float* centroidsOut, const double* warm = nullptr)
 {
     const int k = 1 << bits;
     std::vector<double>& c = s.res.centroids;
@@ -153,7 +153,7 @@ void fitSortedCodebook(const double* vals, std::size_t n, double weight, int bit
         for (int i = 0; i < k; ++i)
             c[std::size_t(i)] = k == 1 ? 0.5 * (lo + hi) : lo + (hi - lo) * double(i) / double(k - 1);
     } else {
-        kmeans1dEqualWeights(vals, std::max(weight, 1e-30), n, k, opt.kmeansIters, opt.kmeansTol, s.km, s.res);
+        kmeans1dEqualWeights(vals, std::max(weight, 1e-30), n, k, opt.kmeansIters, opt.kmeansTol, s.km, s.res, warm);
     }
     for (int i = 0; i < k; ++i)
         centroidsOut[i] = float(toF16(c[std::size_t(i)]));
@@ -457,7 +457,7 @@ std::size_t upperBoundNear(const double* x, std::size_t n, double v, std::size_t
 // The k-means of kmeans1dWeighted, the point weights read through weightAt(i).
 template <class WeightAt>
 void kmeans1d(const double* x, const WeightAt& weightAt, std::size_t n, int k, int maxIters, double tol,
-              KmeansScratch& s, KmeansResult& out)
+              KmeansScratch& s, KmeansResult& out, const double* warm)
 {
     out.centroids.assign(std::size_t(k), n ? x[0] : 0.0);
     out.objective.clear();
@@ -501,6 +501,7 @@ void kmeans1d(const double* x, const WeightAt& weightAt, std::size_t n, int k, i
     }
     // Two deterministic inits, weighted quantiles (j + 1/2) / K and K even levels over [min, max];
     // Lloyd from each, the lower objective kept (1-D Lloyd stalls in poor local optima from one).
+    // With `warm`: one run from those centroids.
     const double wsum = s.cw[n];
     s.seg.resize(std::size_t(k) + 1);
     // Segment j = [seg[j], seg[j+1]): points nearer to c_j than to its neighbours (ties go left).
@@ -527,9 +528,11 @@ void kmeans1d(const double* x, const WeightAt& weightAt, std::size_t n, int k, i
     };
     std::vector<double>&bestC = s.bestC, &bestObj = s.bestObj, &obj = s.obj;
     int bestIters = 0;
-    for (int init = 0; init < 2; ++init) {
+    for (int init = 0; init < (warm ? 1 : 2); ++init) {
         for (int j = 0; j < k; ++j) {
-            if (init == 0) {
+            if (warm) {
+                c[std::size_t(j)] = warm[j];
+            } else if (init == 0) {
                 const double target = wsum * (double(j) + 0.5) / double(k);
                 const std::size_t i =
                     std::size_t(std::upper_bound(s.cw.begin() + 1, s.cw.end(), target) - (s.cw.begin() + 1));
@@ -575,13 +578,13 @@ void kmeans1d(const double* x, const WeightAt& weightAt, std::size_t n, int k, i
 void kmeans1dWeighted(const double* x, const double* w, std::size_t n, int k, int maxIters, double tol,
                       KmeansScratch& s, KmeansResult& out)
 {
-    kmeans1d(x, [w](std::size_t i) { return w[i]; }, n, k, maxIters, tol, s, out);
+    kmeans1d(x, [w](std::size_t i) { return w[i]; }, n, k, maxIters, tol, s, out, nullptr);
 }
 
 void kmeans1dEqualWeights(const double* x, double w, std::size_t n, int k, int maxIters, double tol, KmeansScratch& s,
-                          KmeansResult& out)
+                          KmeansResult& out, const double* warm)
 {
-    kmeans1d(x, [w](std::size_t) { return w; }, n, k, maxIters, tol, s, out);
+    kmeans1d(x, [w](std::size_t) { return w; }, n, k, maxIters, tol, s, out, warm);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -923,6 +926,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     // A block's channels sorted once: the trial's codebooks come from them, and the refit without
     // the outliers removes their values from the sorted list instead of sorting again.
     std::vector<std::vector<double>> blockSorted(blockOutliers ? static_cast<std::size_t>(block) : 0);
+    std::vector<std::vector<double>> blockWarm(blockSorted.size()); // the trial's centroids
     auto fitBlockWithOutliers = [&](int b, int end) {
         const std::size_t want = outliersBefore(end) - outliersBefore(b);
         forChannels(par, end - b, m, [&](std::int64_t item, int worker) {
@@ -933,6 +937,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             sortChannel(wd.col(j).data(), j, sc, sorted);
             fitSortedCodebook(sorted.data(), sorted.size(), weightOf(j), cc.channelBits[std::size_t(j)], opt, sc,
                               cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
+            blockWarm[std::size_t(item)] = sc.res.centroids;
             pushErrors(wd.col(j).data(), j, want, worker);
         });
         takeLargest(want);
@@ -957,8 +962,10 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                 sorted[kept++] = v;
             }
             sorted.resize(kept);
+            // Lloyd from the trial's centroids: a few points left, the optimum moved little.
             fitSortedCodebook(sorted.data(), kept, weightOf(j), cc.channelBits[std::size_t(j)], opt, sc,
-                              cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
+                              cc.codebook.data() + cc.codebookOffset[std::size_t(j)],
+                              blockWarm[std::size_t(item)].data());
         });
     };
 

@@ -154,9 +154,10 @@ struct KmeansScratch {
 void kmeans1dWeighted(const double* sorted, const double* weights, std::size_t n, int k, int maxIters, double tol,
                       KmeansScratch& scratch, KmeansResult& out);
 // The same with every point weighing `weight` (a channel's values: one weight per channel), the
-// same arithmetic without a weight array.
+// same arithmetic without a weight array. `warm` (k ascending centroids): one Lloyd run from them
+// instead of the two deterministic inits (a refit after a few points left).
 void kmeans1dEqualWeights(const double* sorted, double weight, std::size_t n, int k, int maxIters, double tol,
-                          KmeansScratch& scratch, KmeansResult& out);
+                          KmeansScratch& scratch, KmeansResult& out, const double* warm = nullptr);
 
 // codes[i] = the index of the centroid of an ascending codebook of k <= 256 entries nearest to
 // values[i] (ties to the lower one): the count of exact midpoints (cb[c] + cb[c+1]) / 2 below it,
