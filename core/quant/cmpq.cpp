@@ -270,7 +270,7 @@ Status CmpqChannelStats::add(Eigen::Ref<const MatrixXfR> x)
     // Column slices in parallel (OpenMP's team, as Eigen's GEMM): each channel's sums still run
     // over the rows in order, so the result does not depend on the thread count.
     const Eigen::Index cols = x.cols(), rows = x.rows();
-    constexpr Eigen::Index kSlice = 256;
+    constexpr Eigen::Index kSlice = 64;
     const Eigen::Index slices = (cols + kSlice - 1) / kSlice;
 #pragma omp parallel for schedule(static) if (slices > 1 && rows * cols >= (Eigen::Index(1) << 16))
     for (Eigen::Index s = 0; s < slices; ++s) {
