@@ -803,8 +803,8 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     };
     const std::size_t wantOutliers = std::size_t(alloc->sparseOutliers);
     // With dynamic codebooks the trial runs per column block, on the updated weights the block's
-    // codebooks are fitted to (the block's share of the budget, by its quantized channels);
-    // otherwise once, up front, on the original weights.
+    // codebooks are fitted to (the block's share of the budget: see massBefore below); otherwise
+    // once, up front, on the original weights.
     const bool blockOutliers = feedback && !opt.staticCodebooks && wantOutliers > 0;
     const bool trial = wantOutliers > 0 && !blockOutliers;
     for (auto& h : heaps)

@@ -12,6 +12,7 @@
 #include <QTest>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <random>
 #include <set>
@@ -58,6 +59,7 @@ private Q_SLOTS:
     void monotoneAllocation();
     void infeasibleBudgetIsAnError();
     void kmeansObjectiveNeverIncreases();
+    void kmeansWarmStart();
     void kmeansFewDistinctValuesExact();
     void kmeansMatchesBruteForce();
     void sparseReconstructionExact();
@@ -69,6 +71,7 @@ private Q_SLOTS:
     void longChannelCodebooksAreKmeansOfSortedValues();
     void nearestCodesAreExact();
     void parallelEqualsSerial();
+    void blockOutliersWithFeedback();
     void badInput();
 };
 
@@ -197,6 +200,36 @@ void TestQuantCmpq::kmeansObjectiveNeverIncreases()
             f += w[std::size_t(i)] * best;
         }
         QVERIFY(std::fabs(f - r.objective.back()) <= 1e-9 * std::max(1.0, f));
+    }
+}
+
+// A warm start runs Lloyd once from the given centroids: from a converged codebook it stays there;
+// after a few points leave, it ends no worse than where it started and its objective never rises.
+void TestQuantCmpq::kmeansWarmStart()
+{
+    std::mt19937 rng(17);
+    std::student_t_distribution<double> t(4.0);
+    KmeansScratch s;
+    KmeansResult fresh, warm;
+    for (int trial = 0; trial < 20; ++trial) {
+        const int n = 300 + trial * 37, k = 1 << (2 + trial % 3);
+        std::vector<double> x(static_cast<std::size_t>(n));
+        for (double& v : x)
+            v = t(rng);
+        std::sort(x.begin(), x.end());
+        kmeans1dEqualWeights(x.data(), 1.0, x.size(), k, 200, 0.0, s, fresh);
+        const std::vector<double> start = fresh.centroids;
+        kmeans1dEqualWeights(x.data(), 1.0, x.size(), k, 200, 0.0, s, warm, start.data());
+        QCOMPARE(warm.centroids, start);
+        QCOMPARE(warm.iterations, 1);
+        // Drop every 50th point, refit from the old codebook.
+        std::vector<double> y;
+        for (int i = 0; i < n; ++i)
+            if (i % 50) y.push_back(x[std::size_t(i)]);
+        kmeans1dEqualWeights(y.data(), 1.0, y.size(), k, 200, 0.0, s, warm, start.data());
+        QVERIFY(std::is_sorted(warm.centroids.begin(), warm.centroids.end()));
+        for (std::size_t i = 1; i < warm.objective.size(); ++i)
+            QVERIFY(warm.objective[i] <= warm.objective[i - 1]);
     }
 }
 
@@ -508,6 +541,45 @@ void TestQuantCmpq::parallelEqualsSerial()
         QVERIFY(a->cmpq->codebook == b->cmpq->codebook);
         QVERIFY(a->cmpq->outlierIndex == b->cmpq->outlierIndex);
     }
+}
+
+// With error feedback and dynamic codebooks the quantization outliers are picked per column block:
+// the whole budget is used, every block takes a share, the stored values reconstruct exactly, and
+// they lower the solve's error.
+void TestQuantCmpq::blockOutliersWithFeedback()
+{
+    const MatrixXfR x = correlatedInputs(700, 96, 12);
+    MatrixXfR w = randomWeights(512, 96, 13);
+    for (int i = 0; i < 60; ++i) // heavy tails in every block
+        w((i * 29) % 512, (i * 7) % 96) *= 8.0f;
+    const Eigen::MatrixXd h = hessianOf(x);
+    CmpqChannelStats st(96);
+    QVERIFY(st.add(x).ok());
+    CmpqOptions o;
+    o.bits = 3.0;
+    o.blockSize = 32;
+    o.quantOutliers = 0.004;
+    auto with = quantizeRowsCmpq(w, h, st.score(o.score), o);
+    o.quantOutliers = 0;
+    auto without = quantizeRowsCmpq(w, h, st.score(o.score), o);
+    QVERIFY(with.ok() && without.ok());
+    const CmpqCodes& c = *with->cmpq;
+    QCOMPARE(std::int64_t(c.outlierIndex.size()), std::int64_t(std::floor(0.004 * 512 * 96)));
+    QVERIFY(std::is_sorted(c.outlierIndex.begin(), c.outlierIndex.end()));
+    QVERIFY(validateCmpqCodes(with->codes, c).ok());
+    QCOMPARE((dequantizeRowsCmpq(with->codes, c) - with->dequantized).cwiseAbs().maxCoeff(), 0.0f);
+    std::array<int, 3> perBlock{};
+    for (std::size_t i = 0; i < c.outlierIndex.size(); ++i) {
+        const int r = int(c.outlierIndex[i] / 96), col = int(c.outlierIndex[i] % 96);
+        ++perBlock[std::size_t(col / 32)];
+        QCOMPARE(with->dequantized(r, col), c.outlierValue[i]);
+        QCOMPARE(f16ToF32(f32ToF16(c.outlierValue[i])), c.outlierValue[i]);
+    }
+    for (int n : perBlock)
+        QVERIFY2(n > 0, "a block without outliers");
+    QVERIFY(c.bitsPerWeight(512) <= 3.0);
+    QVERIFY2(with->errorTrace < without->errorTrace,
+             qPrintable(QString("%1 vs %2").arg(with->errorTrace).arg(without->errorTrace)));
 }
 
 void TestQuantCmpq::badInput()
