@@ -554,11 +554,12 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 const model::LinearKind kind = model::linearKind(kGroups[gi][0]);
                 const int cols = int(w->weight(kGroups[gi][0]).cols());
                 quant::HessianAccumulator acc(cols, quant::kGptqHessianFactor);
-                bool anyCmpq = false;
+                std::vector<quant::CmpqScore> cmpqScores; // what this group's CMPQ tensors rank channels by
                 for (std::size_t idx : active)
-                    anyCmpq = anyCmpq || plan.tensors[idx].method == quant::Method::Cmpq;
+                    if (plan.tensors[idx].method == quant::Method::Cmpq)
+                        cmpqScores.push_back(plan.tensors[idx].cmpq.score);
                 std::optional<quant::CmpqChannelStats> stats;
-                if (anyCmpq) stats.emplace(cols);
+                if (!cmpqScores.empty()) stats.emplace(cols, cmpqScores);
                 Status tapStatus;
                 if (ctx) ctx->setStep(std::int64_t(plan.tensors[active.front()].linear));
                 if (ctx) ctx->beginStage("hessian", calib.count, layerDetail(l, names));

@@ -58,6 +58,7 @@
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -101,15 +102,23 @@ Status validateCmpqOptions(const CmpqOptions& o);
 GptqOptions cmpqFeedbackOptions(const CmpqOptions& o);
 
 // Per-input-channel statistics of the activations entering a linear layer.
+inline constexpr CmpqScore kAllCmpqScores[] = {CmpqScore::MeanAbs, CmpqScore::L2, CmpqScore::MaxAbs,
+                                               CmpqScore::MeanSquare};
+
 class CmpqChannelStats {
 public:
-    explicit CmpqChannelStats(int cols = 0);
+    explicit CmpqChannelStats(int cols = 0); // every score
+    // Only what `scores` read is accumulated (the default mean |x| needs one sum of three).
+    CmpqChannelStats(int cols, std::span<const CmpqScore> scores);
     Status add(Eigen::Ref<const MatrixXfR> x); // [tokens x cols]
-    Eigen::VectorXd score(CmpqScore s) const;  // per column
+    bool has(CmpqScore s) const;               // collected
+    Eigen::VectorXd score(CmpqScore s) const;  // per column; empty when not collected
     std::int64_t tokens() const { return m_tokens; }
-    int cols() const { return int(m_sumAbs.size()); }
+    int cols() const { return m_cols; }
 
 private:
+    int m_cols = 0;
+    unsigned m_sums = 0; // which of the three sums are kept
     Eigen::VectorXd m_sumAbs, m_sumSq, m_maxAbs;
     std::int64_t m_tokens = 0;
 };

@@ -66,6 +66,7 @@ private Q_SLOTS:
     void outlierRemovalNeverWidensRange();
     void storedValuesAreF16AndRoundTrip();
     void channelStatistics();
+    void channelStatisticsSelected();
     void errorFeedbackBeatsPlain();
     void kmeansBeatsUniformLevels();
     void longChannelCodebooksAreKmeansOfSortedValues();
@@ -404,6 +405,46 @@ void TestQuantCmpq::channelStatistics()
     CmpqScore parsed;
     QVERIFY(cmpqScoreFromId("max_abs", parsed) && parsed == CmpqScore::MaxAbs);
     QVERIFY(!cmpqScoreFromId("bogus", parsed));
+}
+
+void TestQuantCmpq::channelStatisticsSelected()
+{
+    // 150 channels (slices of 64 and a partial one), batches of 7 and 5 rows (the four-row sweep
+    // and its tail): each sum as an element-by-element loop over the rows in order gives it.
+    const MatrixXfR x = correlatedInputs(12, 150, 5);
+    CmpqChannelStats all(150), meanAbs(150, std::vector<CmpqScore>{CmpqScore::MeanAbs}),
+        maxAbs(150, std::vector<CmpqScore>{CmpqScore::MaxAbs, CmpqScore::L2});
+    for (CmpqChannelStats* s : {&all, &meanAbs, &maxAbs}) {
+        QVERIFY(s->add(x.topRows(7)).ok());
+        QVERIFY(s->add(x.bottomRows(5)).ok());
+        QCOMPARE(s->tokens(), std::int64_t(12));
+    }
+    Eigen::VectorXd sumAbs = Eigen::VectorXd::Zero(150), sumSq = Eigen::VectorXd::Zero(150),
+                    mx = Eigen::VectorXd::Zero(150);
+    for (Eigen::Index r = 0; r < x.rows(); ++r)
+        for (Eigen::Index c = 0; c < x.cols(); ++c) {
+            const double v = std::fabs(double(x(r, c)));
+            sumAbs[c] += v;
+            sumSq[c] += v * v;
+            mx[c] = std::max(mx[c], v);
+        }
+    QCOMPARE(all.score(CmpqScore::MeanAbs), Eigen::VectorXd(sumAbs / 12.0));
+    QCOMPARE(meanAbs.score(CmpqScore::MeanAbs), Eigen::VectorXd(sumAbs / 12.0));
+    QCOMPARE(all.score(CmpqScore::MaxAbs), mx);
+    QCOMPARE(maxAbs.score(CmpqScore::MaxAbs), mx);
+    // x^2 may be fused into the add (FMA) or not: equal to rounding.
+    QVERIFY((maxAbs.score(CmpqScore::MeanSquare) - sumSq / 12.0).cwiseAbs().maxCoeff() <= 1e-12 * sumSq.maxCoeff());
+    QCOMPARE(maxAbs.score(CmpqScore::L2), all.score(CmpqScore::L2));
+    // Only what was asked for: the rest is not collected, and the solver refuses an empty score.
+    QVERIFY(meanAbs.has(CmpqScore::MeanAbs) && !meanAbs.has(CmpqScore::MaxAbs) && !meanAbs.has(CmpqScore::L2));
+    QVERIFY(maxAbs.has(CmpqScore::MeanSquare) && !maxAbs.has(CmpqScore::MeanAbs));
+    QCOMPARE(meanAbs.score(CmpqScore::L2).size(), Eigen::Index(0));
+    const MatrixXfR w = randomWeights(32, 150, 3);
+    const auto refused = quantizeRowsCmpq(w, hessianOf(x), meanAbs.score(CmpqScore::MaxAbs), CmpqOptions{});
+    QVERIFY(!refused.ok());
+    QVERIFY2(refused.error().message.find("0 channel scores for 150") != std::string::npos,
+             refused.error().message.c_str());
+    QVERIFY(!meanAbs.add(MatrixXfR::Zero(2, 149)).ok());
 }
 
 void TestQuantCmpq::errorFeedbackBeatsPlain()
