@@ -282,12 +282,15 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
     const auto methods = splitList(args.value("methods", reference ? "gptq" : "rtn,gptq,neuqi"));
     if (reference && methods != std::vector<std::string>{"gptq"})
         return cli::fail(cmd, "--reference compares GPTQ only (drop --methods or give --methods gptq)", 2);
-    std::vector<MethodRun> runs;
-    for (const std::string& m : methods) {
-        MethodRun best;
-        for (int i = 0; i < repeat; ++i) { // min over repeats, stage by stage
+    // Each repeat runs every method once, in turn: a burst of load on the machine (or a slow
+    // phase of a shared host) hits them alike. Min over repeats, stage by stage.
+    std::vector<MethodRun> runs(methods.size());
+    for (int i = 0; i < repeat; ++i) {
+        for (std::size_t k = 0; k < methods.size(); ++k) {
+            const std::string& m = methods[k];
             MethodRun r = quantizeInChild(modelPath, calibPath, m, co, bits, group, threads);
             if (!r.error.empty()) return cli::fail(cmd, m + ": " + r.error);
+            MethodRun& best = runs[k];
             if (i == 0) {
                 best = r;
                 continue;
@@ -300,7 +303,6 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
             best.total = std::min(best.total, r.total);
             best.rssMiB = std::min(best.rssMiB, r.rssMiB);
         }
-        runs.push_back(best);
     }
     ReferenceRun ref;
     if (reference) {
@@ -830,7 +832,7 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "               CPU has it); default f32: weights decoded per tile, F32 activations\n"
                "  --cmpq BITS  with --gptq-synthetic: also time CMPQ (reconstruction) at that average on the\n"
                "               same W and H (error feedback on, k-means over channels in parallel)\n"
-               "  --quantize   each method once per repeat in a fresh child process: seconds for calibrate,\n"
+               "  --quantize   each method once per repeat (in turn) in a fresh child process: seconds for calibrate,\n"
                "               hessian (forward + X^T X), search (NeUQI), solve, evaluate, total, and the\n"
                "               child's peak RSS (VmHWM); min over --repeat; calib default: calib.txt beside MODEL\n"
                "  --reference  also run the PyTorch reference GPTQ pipeline (IST-DASLab llama_sequential with\n"
