@@ -188,9 +188,16 @@ void BlockOpTransform::apply(Eigen::Ref<RowMatrix> rows) const
     const Eigen::Index b = m_ops->size(), perRow = rows.cols() / b;
     if (m_mode == Apply::Dense) {
         if (rows.outerStride() == rows.cols()) {
+            // A chunk of block vectors at a time through one reused copy (a few MB, in cache),
+            // not a copy of the whole matrix: a model's weights or a batch's activations.
             Eigen::Map<RowMatrix> blocks(rows.data(), rows.rows() * perRow, b);
-            const RowMatrix x = blocks;
-            blocks.noalias() = x * m_rt;
+            const Eigen::Index total = blocks.rows(), chunk = std::max<Eigen::Index>(1, (Eigen::Index(1) << 20) / b);
+            RowMatrix x(std::min(chunk, total), b);
+            for (Eigen::Index i = 0; i < total; i += chunk) {
+                const Eigen::Index cnt = std::min(chunk, total - i);
+                x.topRows(cnt) = blocks.middleRows(i, cnt);
+                blocks.middleRows(i, cnt).noalias() = x.topRows(cnt) * m_rt;
+            }
         } else {
             for (Eigen::Index r = 0; r < rows.rows(); ++r) {
                 Eigen::Map<RowMatrix> blocks(rows.row(r).data(), perRow, b);

@@ -34,8 +34,9 @@ Eigen::Index ruquantBlockSize(Eigen::Index width, int requested)
 namespace {
 
 // Below this many entries a pass over the signal runs on one thread: a parallel region per
-// operation costs more than the operation on a small signal, and far more on a busy machine.
-constexpr Eigen::Index kParallelEntries = Eigen::Index(1) << 20;
+// operation costs more than the operation on a small signal (the demo's 128 x 128), and far more on
+// a busy machine. A 1.1B model's 128 x 2048 signal is split over the threads.
+constexpr Eigen::Index kParallelEntries = Eigen::Index(1) << 16;
 
 // body(row, scratch) on every row of y, then the row's max |entry|; returns the first row holding
 // the largest. One pass per operation of the greedy fit, which needs the maximum after each.
@@ -351,9 +352,13 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             mean += hidden.middleRows(Eigen::Index(b) * T, T);
         mean /= float(N);
 
-        const auto orig = model::unpackedLayer(in.layer(l)); // F32, untransformed
-        auto w = std::make_shared<model::DecoderLayerWeights>(*orig);
-        auto wq = std::make_shared<model::DecoderLayerWeights>(*w);
+        // w: the layer in F32, its linears transformed group by group below. wq: the quantized
+        // path's copy; its linears are set from w as each group is done (until then it reads the
+        // layer as stored: a packed tensor is not copied). orig: fine-tuning's untransformed weights.
+        std::shared_ptr<model::DecoderLayerWeights> w = model::unpackedCopy(*in.layer(l));
+        auto wq = std::make_shared<model::DecoderLayerWeights>(*in.layer(l));
+        std::shared_ptr<const model::DecoderLayerWeights> orig;
+        if (finetune) orig = std::make_shared<const model::DecoderLayerWeights>(*w);
         auto rt = std::make_shared<model::LayerRuntime>(w->runtime ? *w->runtime : model::LayerRuntime{});
         auto rtq = std::make_shared<model::LayerRuntime>(*rt);
         rt->kv.qkRotate = rtq->kv.qkRotate = qkRotate;
@@ -393,6 +398,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             for (model::Linear lin : groupLinears(kind)) {
                 total->apply(w->weight(lin));
                 wq->weight(lin) = w->weight(lin);
+                wq->packed[std::size_t(lin)].reset();
                 const Status st = fakeQuantizeWeightRows(wq->weight(lin), o.weightBits, o.weightClip);
                 if (!st.ok()) return st.error().withContext(model::tensorName(l, lin));
             }

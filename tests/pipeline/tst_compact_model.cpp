@@ -11,6 +11,7 @@
 #include "model_test_util.h"
 #include "pipeline/calibration.h"
 #include "pipeline/quantize_job.h"
+#include "pipeline/ruquant.h"
 #include "pipeline/workflows.h"
 #include "quant/uniform_grid.h"
 
@@ -168,6 +169,37 @@ private Q_SLOTS:
         const auto un = model::unpackedLayer(packed->layer(1));
         QVERIFY(!un->isPacked());
         QVERIFY(bitwiseEqual(un->down, f32->layer(1)->down));
+    }
+
+    // RUQuant reads a compact model's layers as stored until it replaces them (its quantized path
+    // copies no packed tensor): the same transforms and weights, bit for bit, as on the F32 copy.
+    void ruquantOnCompactModelMatchesF32()
+    {
+        const std::string path = writeDemoAs(DType::BF16, m_dir.path() + "/ruquant");
+        QVERIFY(!path.empty());
+        auto ck = io::openCheckpoint(path);
+        QVERIFY(ck.ok());
+        const auto f32 = load(*ck, false);
+        const auto packed = load(*ck, true);
+        QVERIFY(packed->hasPacked());
+        const auto ids = someTokens(*f32);
+        pipeline::CalibrationSet calib;
+        calib.seqlen = kCtx;
+        calib.count = int(ids.size()) / kCtx;
+        calib.ids.assign(ids.begin(), ids.begin() + std::ptrdiff_t(calib.count) * kCtx);
+        pipeline::RuquantOptions o;
+        o.blockSize = 32;
+        o.weightBits = 4;
+        o.act.fill(model::ActQuantSpec(4, false, 0.9f));
+        auto a = pipeline::ruquantModel(*packed, calib, o, 2);
+        auto b = pipeline::ruquantModel(*f32, calib, o, 2);
+        QVERIFY2(a.ok() && b.ok(), a.ok() ? "" : a.error().toString().c_str());
+        for (int l = 0; l < f32->numLayers(); ++l) {
+            QCOMPARE(a->model->layer(l)->runtime->onlineTransforms(), b->model->layer(l)->runtime->onlineTransforms());
+            for (model::Linear lin : model::kAllLinears)
+                QVERIFY2(bitwiseEqual(a->model->layer(l)->weight(lin), b->model->layer(l)->weight(lin)),
+                         model::tensorName(l, lin).c_str());
+        }
     }
 
     void truncatedBytesAreAnErrorNamingTheTensor()
