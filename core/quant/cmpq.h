@@ -6,7 +6,8 @@
 //
 // What, for a weight W [out x in] and one activation score per input channel (column):
 //  1. Channel scores: CmpqChannelStats accumulates, per input channel, sum |x|, sum x² and max |x|
-//     of the calibration activations (the quantize job feeds it from the same tap as the Hessian);
+//     of the calibration activations, or only the sums of the scores it is built for (the quantize
+//     job feeds it from the same tap as the Hessian, for the scores of the group's CMPQ tensors);
 //     score() gives mean |x|, ||x||_2, max |x| or mean x².
 //  2. Activation outliers: the ceil(actOutliers * in) highest-scored channels are kept whole in F16.
 //  3. Bit allocation (allocateCmpqBits): the remaining channels get levels from `levels` (default
@@ -101,10 +102,10 @@ Status validateCmpqOptions(const CmpqOptions& o);
 // The GPTQ factor settings of CMPQ's error feedback (natural column order, its damping and retries).
 GptqOptions cmpqFeedbackOptions(const CmpqOptions& o);
 
-// Per-input-channel statistics of the activations entering a linear layer.
 inline constexpr CmpqScore kAllCmpqScores[] = {CmpqScore::MeanAbs, CmpqScore::L2, CmpqScore::MaxAbs,
                                                CmpqScore::MeanSquare};
 
+// Per-input-channel statistics of the activations entering a linear layer.
 class CmpqChannelStats {
 public:
     explicit CmpqChannelStats(int cols = 0); // every score
