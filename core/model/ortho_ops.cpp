@@ -183,28 +183,33 @@ BlockOpTransform::BlockOpTransform(Eigen::Index width, std::shared_ptr<const Ort
     if (m_mode == Apply::Dense) m_rt = m_ops->matrix().transpose().cast<float>();
 }
 
+namespace {
+// blocks <- blocks * m, a chunk of block vectors at a time through `scratch` (reused across calls;
+// at most 1M entries, in cache), never a copy of the whole matrix: a model's weights or a batch's
+// activations.
+void multiplyBlocksInPlace(Eigen::Map<RowMatrix> blocks, const RowMatrix& m, RowMatrix& scratch)
+{
+    const Eigen::Index total = blocks.rows(), b = blocks.cols();
+    const Eigen::Index chunk = std::min(total, std::max<Eigen::Index>(1, (Eigen::Index(1) << 20) / b));
+    if (scratch.rows() < chunk || scratch.cols() != b) scratch.resize(chunk, b);
+    for (Eigen::Index i = 0; i < total; i += chunk) {
+        const Eigen::Index cnt = std::min(chunk, total - i);
+        scratch.topRows(cnt) = blocks.middleRows(i, cnt);
+        blocks.middleRows(i, cnt).noalias() = scratch.topRows(cnt) * m;
+    }
+}
+} // namespace
+
 void BlockOpTransform::apply(Eigen::Ref<RowMatrix> rows) const
 {
     const Eigen::Index b = m_ops->size(), perRow = rows.cols() / b;
     if (m_mode == Apply::Dense) {
-        if (rows.outerStride() == rows.cols()) {
-            // A chunk of block vectors at a time through one reused copy (a few MB, in cache),
-            // not a copy of the whole matrix: a model's weights or a batch's activations.
-            Eigen::Map<RowMatrix> blocks(rows.data(), rows.rows() * perRow, b);
-            const Eigen::Index total = blocks.rows(), chunk = std::max<Eigen::Index>(1, (Eigen::Index(1) << 20) / b);
-            RowMatrix x(std::min(chunk, total), b);
-            for (Eigen::Index i = 0; i < total; i += chunk) {
-                const Eigen::Index cnt = std::min(chunk, total - i);
-                x.topRows(cnt) = blocks.middleRows(i, cnt);
-                blocks.middleRows(i, cnt).noalias() = x.topRows(cnt) * m_rt;
-            }
-        } else {
-            for (Eigen::Index r = 0; r < rows.rows(); ++r) {
-                Eigen::Map<RowMatrix> blocks(rows.row(r).data(), perRow, b);
-                const RowMatrix x = blocks;
-                blocks.noalias() = x * m_rt;
-            }
-        }
+        RowMatrix scratch;
+        if (rows.outerStride() == rows.cols())
+            multiplyBlocksInPlace(Eigen::Map<RowMatrix>(rows.data(), rows.rows() * perRow, b), m_rt, scratch);
+        else
+            for (Eigen::Index r = 0; r < rows.rows(); ++r)
+                multiplyBlocksInPlace(Eigen::Map<RowMatrix>(rows.row(r).data(), perRow, b), m_rt, scratch);
         return;
     }
     if (rows.outerStride() == rows.cols()) {
@@ -219,11 +224,9 @@ void BlockOpTransform::applyTranspose(Eigen::Ref<RowMatrix> rows) const
 {
     const RowMatrix r = m_mode == Apply::Dense ? RowMatrix(m_rt.transpose()) : RowMatrix(m_ops->matrix().cast<float>());
     const Eigen::Index b = m_ops->size(), perRow = rows.cols() / b;
-    for (Eigen::Index i = 0; i < rows.rows(); ++i) {
-        Eigen::Map<RowMatrix> blocks(rows.row(i).data(), perRow, b);
-        const RowMatrix x = blocks;
-        blocks.noalias() = x * r;
-    }
+    RowMatrix scratch;
+    for (Eigen::Index i = 0; i < rows.rows(); ++i)
+        multiplyBlocksInPlace(Eigen::Map<RowMatrix>(rows.row(i).data(), perRow, b), r, scratch);
 }
 
 PermutationTransform::PermutationTransform(std::vector<int> perm, std::string label)
