@@ -218,7 +218,8 @@ LayerParams<S> layerParams(const DecoderLayerWeights& w)
     p.inputNorm = w.inputNorm.cast<S>();
     p.postNorm = w.postNorm.cast<S>();
     for (Linear l : kAllLinears) {
-        p.w(l) = w.weight(l).cast<S>();
+        if (const PackedWeightPtr& packed = w.packedWeight(l)) p.w(l) = decodePacked(*packed).cast<S>();
+        else p.w(l) = w.weight(l).cast<S>();
         p.bias[std::size_t(l)] = w.bias(l).cast<S>();
     }
     return p;

@@ -203,9 +203,22 @@ struct ForwardImpl {
     }
 
     // The layer's online transforms and quantizers of input group k on rows (model/runtime.h).
-    static void inputRuntime(const DecoderLayerWeights& w, LinearKind k, RowMatrix& rows)
+    // Where the group's weights are per-row integer codes (first: its first linear) and the CPU
+    // multiplies codes in integers (model/int8_product.h), the quantizer also keeps the codes of
+    // the rows in ws.m_codes for linear(); the rows are the same either way.
+    static void inputRuntime(const DecoderLayerWeights& w, LinearKind k, Linear first, RowMatrix& rows, Workspace& ws)
     {
-        if (w.runtime) applyInputRuntime(rows, w.runtime->input(k));
+        ws.m_codes.source = nullptr;
+        if (!w.runtime) return;
+        const InputRuntime& in = w.runtime->input(k);
+        const auto* codes = dynamic_cast<const UniformCodesWeight*>(w.packedWeight(first).get());
+        if (codes && in.quant.enabled() && codes->integerProducts(in.quant.bits) &&
+            bestInt8Kernel() == Int8Kernel::Avx512Vnni) {
+            applyInputTransforms(rows, in);
+            quantizeActivationCodes(rows, in.quant, ws.m_codes);
+            return;
+        }
+        applyInputRuntime(rows, in);
     }
 
     // out = x·pᵀ with p decoded a tile of rows at a time: each thread decodes its tile into its own
@@ -257,6 +270,15 @@ struct ForwardImpl {
     static void linear(const Eigen::Ref<const RowMatrix>& x, const DecoderLayerWeights& w, Linear l, RowMatrix& out,
                        Workspace& ws)
     {
+        const ActivationCodes& a = ws.m_codes;
+        const auto* codes = dynamic_cast<const UniformCodesWeight*>(w.packedWeight(l).get());
+        if (codes && a.source == x.data() && a.rows == x.rows() && a.cols == x.cols() && a.cols == codes->cols() &&
+            x.outerStride() == x.cols() && codes->integerProducts(a.bits)) {
+            out.resize(x.rows(), codes->rows());
+            codes->multiply(a, out, std::max(1, numThreads()), Int8Kernel::Avx512Vnni);
+            if (w.bias(l).size() > 0) out.rowwise() += w.bias(l);
+            return;
+        }
         linear(x, w.weight(l), w.packedWeight(l), w.bias(l), out, ws);
     }
 
@@ -278,7 +300,7 @@ struct ForwardImpl {
                                std::optional<LinearKind> stop)
     {
         rmsNorm(hidden, w.inputNorm, cfg.rmsNormEps, ws.m_x);
-        inputRuntime(w, LinearKind::Qkv, ws.m_x);
+        inputRuntime(w, LinearKind::Qkv, Linear::Q, ws.m_x, ws);
         if (taps) taps(l, LinearKind::Qkv, ws.m_x);
         if (stop == LinearKind::Qkv) return;
         linear(ws.m_x, w, Linear::Q, ws.m_q, ws);
@@ -302,7 +324,7 @@ struct ForwardImpl {
             fakeQuantizeSegments(ws.m_v, cfg.headDim, kv.v);
         }
         attention(cfg, l, T, ws);
-        inputRuntime(w, LinearKind::O, ws.m_attn);
+        inputRuntime(w, LinearKind::O, Linear::O, ws.m_attn, ws);
         if (taps) taps(l, LinearKind::O, ws.m_attn);
         if (stop == LinearKind::O) return;
         linear(ws.m_attn, w, Linear::O, ws.m_proj, ws);
@@ -315,7 +337,7 @@ struct ForwardImpl {
                          Workspace& ws, const ActivationTap& taps, std::optional<LinearKind> stop)
     {
         rmsNorm(hidden, w.postNorm, cfg.rmsNormEps, ws.m_x);
-        inputRuntime(w, LinearKind::GateUp, ws.m_x);
+        inputRuntime(w, LinearKind::GateUp, Linear::Gate, ws.m_x, ws);
         if (taps) taps(l, LinearKind::GateUp, ws.m_x);
         if (stop == LinearKind::GateUp) return;
         linear(ws.m_x, w, Linear::Gate, ws.m_gate, ws);
@@ -342,7 +364,7 @@ struct ForwardImpl {
                     g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
             }
         }
-        inputRuntime(w, LinearKind::Down, ws.m_gate);
+        inputRuntime(w, LinearKind::Down, Linear::Down, ws.m_gate, ws);
         if (taps) taps(l, LinearKind::Down, ws.m_gate);
         if (stop == LinearKind::Down) return;
         linear(ws.m_gate, w, Linear::Down, ws.m_proj, ws);

@@ -24,6 +24,7 @@
 // use one Workspace per concurrent caller. Buffers are reused across calls: no allocation in inner
 // loops, and none at all once shapes repeat.
 
+#include "model/int8_product.h"
 #include "model/model.h"
 
 #include <array>
@@ -57,6 +58,7 @@ struct Workspace {
     std::vector<RowMatrix> m_scores; // one [T, T] per thread
     std::array<RopeTable, 2> m_rope; // global layers, and Gemma 3's local (sliding) layers
     std::vector<RowMatrix> m_tiles;  // one decoded tile of a packed weight per thread
+    ActivationCodes m_codes;         // the current linear input as codes (integer products)
 };
 
 // hidden = embed_tokens[ids]; rows = ids.size(). Fails on an id outside [0, vocab).

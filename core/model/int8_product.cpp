@@ -300,6 +300,223 @@ void Int8ProductWeight::multiply(const Int8Activations& a, Eigen::Ref<RowMatrix>
     }
 }
 
+// ---- Per-row uniform codes ----
+
+namespace {
+
+constexpr std::int64_t kCodesTileGroups = 4; // groups of 16 weight rows per parallel task (even)
+constexpr int kCodesMr = 8;                  // activation rows per kernel call
+
+// dots[r * 32 + p * 16 + l] = Σ_k a[r * lda + k] · w_p[k of row l] over `quads` quads of k, for
+// the activation rows r < mr and the two groups of 16 weight rows w0 (p = 0) and w1 (p = 1).
+void codesDotsPortable(int mr, const std::uint8_t* a, std::int64_t lda, std::int64_t quads, const std::int8_t* w0,
+                       const std::int8_t* w1, std::int32_t* dots)
+{
+    for (int r = 0; r < mr; ++r)
+        for (int p = 0; p < kPair; ++p) {
+            const std::int8_t* w = p == 0 ? w0 : w1;
+            for (int l = 0; l < kGroup; ++l) {
+                std::int32_t sum = 0;
+                for (std::int64_t c = 0; c < quads; ++c)
+                    for (int i = 0; i < 4; ++i)
+                        sum += std::int32_t(a[r * lda + c * 4 + i]) * std::int32_t(w[(c * kGroup + l) * 4 + i]);
+                dots[r * kGroup * kPair + p * kGroup + l] = sum;
+            }
+        }
+}
+
+#ifdef QB_INT8_VNNI
+template <int MR>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void codesDotsVnni(const std::uint8_t* a, std::int64_t lda,
+                                                                          std::int64_t quads, const std::int8_t* w0,
+                                                                          const std::int8_t* w1, std::int32_t* dots)
+{
+    __m512i acc[MR][kPair];
+    for (int r = 0; r < MR; ++r)
+        for (int p = 0; p < kPair; ++p)
+            acc[r][p] = _mm512_setzero_si512();
+    for (std::int64_t c = 0; c < quads; ++c) {
+        const __m512i v0 = _mm512_loadu_si512(w0 + c * 64), v1 = _mm512_loadu_si512(w1 + c * 64);
+        for (int r = 0; r < MR; ++r) {
+            std::int32_t quad;
+            std::memcpy(&quad, a + r * lda + c * 4, 4);
+            const __m512i x = _mm512_set1_epi32(quad);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], x, v0);
+            acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x, v1);
+        }
+    }
+    for (int r = 0; r < MR; ++r) {
+        _mm512_storeu_si512(dots + r * kGroup * kPair, acc[r][0]);
+        _mm512_storeu_si512(dots + r * kGroup * kPair + kGroup, acc[r][1]);
+    }
+}
+#endif
+
+} // namespace
+
+bool quantizeActivationCodes(Eigen::Ref<RowMatrix> rows, const ActQuantSpec& spec, ActivationCodes& out)
+{
+    const Eigen::Index n = rows.rows(), k = rows.cols();
+    out.source = nullptr;
+    out.rows = n;
+    out.cols = k;
+    out.stride = (k + 3) / 4 * 4;
+    out.bits = spec.bits;
+    out.codes.resize(std::size_t(n * out.stride));
+    out.scale.resize(std::size_t(n));
+    out.zero.resize(std::size_t(n));
+    out.sum.resize(std::size_t(n));
+    bool ok = spec.enabled() && spec.bits <= 8 && !spec.staticRange && spec.granularity == ActGranularity::PerToken;
+    if (!ok) {
+        fakeQuantizeActivations(rows, spec);
+        return false;
+    }
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+    for (Eigen::Index r = 0; r < n; ++r) {
+        float* row = rows.row(r).data();
+        Eigen::Map<Eigen::ArrayXf> x(row, k);
+        std::uint8_t* dst = out.codes.data() + r * out.stride;
+        std::fill(dst + k, dst + out.stride, std::uint8_t(0));
+        const RangeQuantizer q(std::min(0.0f, x.minCoeff()), std::max(0.0f, x.maxCoeff()), spec);
+        if (!x.allFinite()) { // as fakeQuantizeActivations leaves such a row; no codes for it
+            q.apply(row, k);
+            ok = false;
+            continue;
+        }
+        std::int32_t sum = 0;
+        if (q.scale == 0) { // a zero row: its values stay 0
+            std::fill(dst, dst + k, std::uint8_t(0));
+            out.scale[std::size_t(r)] = 0;
+            out.zero[std::size_t(r)] = 0;
+        } else {
+            // RangeQuantizer::apply's operations, value by value, keeping the code.
+            for (Eigen::Index j = 0; j < k; ++j) {
+                const float c = std::min(std::max(std::rint(row[j] * q.invScale) + q.zero, q.qmin), q.qmax);
+                row[j] = (c - q.zero) * q.scale;
+                const int u = int(c) - int(q.qmin);
+                dst[j] = std::uint8_t(u);
+                sum += u;
+            }
+            out.scale[std::size_t(r)] = q.scale;
+            out.zero[std::size_t(r)] = int(q.zero) - int(q.qmin);
+        }
+        out.sum[std::size_t(r)] = sum;
+    }
+    if (ok) out.source = rows.data();
+    return ok;
+}
+
+UniformCodesWeight::UniformCodesWeight(std::int64_t rows, std::int64_t cols, int bits,
+                                       const std::vector<std::uint8_t>& codes, std::vector<double> scale,
+                                       std::vector<std::int32_t> zero)
+    : PackedWeight(rows, cols), m_bits(bits), m_stride((cols + 3) / 4 * 4), m_scale(std::move(scale)),
+      m_zero(std::move(zero))
+{
+    const std::int64_t groups = (rows + kGroup * kCodesTileGroups - 1) / (kGroup * kCodesTileGroups) * kCodesTileGroups;
+    const std::int64_t quads = m_stride / 4;
+    const int c = 1 << (bits - 1);
+    m_w.assign(std::size_t(groups * quads * 64), 0);
+    m_scaleF.resize(std::size_t(rows));
+    m_zc.resize(std::size_t(rows));
+    m_sumW.resize(std::size_t(rows));
+    for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t g = r / kGroup, l = r % kGroup;
+        std::int8_t* dst = m_w.data() + g * quads * 64 + l * 4;
+        std::int32_t sum = 0;
+        for (std::int64_t j = 0; j < cols; ++j) {
+            const int w8 = int(codes[std::size_t(r * cols + j)]) - c;
+            dst[(j / 4) * 64 + j % 4] = std::int8_t(w8);
+            sum += w8;
+        }
+        m_sumW[std::size_t(r)] = sum;
+        m_zc[std::size_t(r)] = m_zero[std::size_t(r)] - c;
+        m_scaleF[std::size_t(r)] = float(m_scale[std::size_t(r)]);
+    }
+}
+
+void UniformCodesWeight::decodeRows(std::int64_t r0, std::int64_t n, float* dst) const
+{
+    const std::int64_t quads = m_stride / 4, K = cols();
+    const int c = 1 << (m_bits - 1);
+    for (std::int64_t r = r0; r < r0 + n; ++r) {
+        const std::int8_t* src = m_w.data() + (r / kGroup) * quads * 64 + (r % kGroup) * 4;
+        const double s = m_scale[std::size_t(r)], z = double(m_zero[std::size_t(r)]);
+        float* out = dst + (r - r0) * K;
+        for (std::int64_t j = 0; j < K; ++j) // the fake-quantized value: scale * (code - zero) in double
+            out[j] = float(s * (double(int(src[(j / 4) * 64 + j % 4]) + c) - z));
+    }
+}
+
+std::size_t UniformCodesWeight::bytes() const
+{
+    return m_w.size() + m_scale.size() * (sizeof(double) + sizeof(float) + 3 * sizeof(std::int32_t));
+}
+
+std::string UniformCodesWeight::format() const { return std::to_string(m_bits) + "-bit per-row codes"; }
+
+bool UniformCodesWeight::integerProducts(int activationBits) const
+{
+    if (activationBits < 1 || activationBits > 8) return false;
+    // |Σ (u - za)(q - Z)| <= (2^a - 1)(2^w - 1)·K must fit an int32.
+    const double bound = double((1 << activationBits) - 1) * double((1 << m_bits) - 1) * double(cols());
+    return bound < 2147483647.0;
+}
+
+void UniformCodesWeight::multiply(const ActivationCodes& a, Eigen::Ref<RowMatrix> out, int threads,
+                                  Int8Kernel kernel) const
+{
+    const std::int64_t N = rows(), M = a.rows, K = cols(), quads = m_stride / 4;
+    if (kernel == Int8Kernel::Avx512Vnni && bestInt8Kernel() != Int8Kernel::Avx512Vnni) kernel = Int8Kernel::Portable;
+    const std::int64_t groups = std::int64_t(m_w.size()) / (quads * 64);
+    const std::int64_t tasks = groups / kCodesTileGroups;
+    const std::int64_t ldo = out.outerStride();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(std::max(1, threads)) if (threads > 1 && tasks > 1)
+    for (std::int64_t task = 0; task < tasks; ++task) {
+        alignas(64) std::int32_t dots[kCodesMr * kGroup * kPair];
+        for (std::int64_t m0 = 0; m0 < M; m0 += kCodesMr) {
+            const int mr = int(std::min<std::int64_t>(kCodesMr, M - m0));
+            const std::uint8_t* am = a.codes.data() + m0 * a.stride;
+            for (std::int64_t g = task * kCodesTileGroups; g < (task + 1) * kCodesTileGroups; g += kPair) {
+                const std::int64_t c0 = g * kGroup;
+                if (c0 >= N) break;
+                const std::int8_t* w0 = m_w.data() + g * quads * 64;
+                const std::int8_t* w1 = w0 + quads * 64;
+#ifdef QB_INT8_VNNI
+                if (kernel == Int8Kernel::Avx512Vnni) {
+                    if (mr == kCodesMr) {
+                        codesDotsVnni<kCodesMr>(am, a.stride, quads, w0, w1, dots);
+                    } else {
+                        int r = 0;
+                        for (; r + 4 <= mr; r += 4)
+                            codesDotsVnni<4>(am + r * a.stride, a.stride, quads, w0, w1, dots + r * kGroup * kPair);
+                        for (; r < mr; ++r)
+                            codesDotsVnni<1>(am + r * a.stride, a.stride, quads, w0, w1, dots + r * kGroup * kPair);
+                    }
+                } else
+#endif
+                    codesDotsPortable(mr, am, a.stride, quads, w0, w1, dots);
+                // Σ (u - za)(w8 - zc) = Σ u·w8 - zc·Σu - za·Σw8 + K·za·zc, in wrapping 32-bit
+                // arithmetic (exact: the true sum fits, integerProducts()), then sa·sw in F32.
+                const int valid = int(std::min<std::int64_t>(N - c0, kGroup * kPair));
+                for (int r = 0; r < mr; ++r) {
+                    const std::size_t t = std::size_t(m0 + r);
+                    const std::uint32_t za = std::uint32_t(a.zero[t]), su = std::uint32_t(a.sum[t]);
+                    const float sa = a.scale[t];
+                    float* o = out.data() + (m0 + r) * ldo + c0;
+                    const std::int32_t* d = dots + r * kGroup * kPair;
+                    for (int j = 0; j < valid; ++j) {
+                        const std::size_t row = std::size_t(c0 + j);
+                        const std::uint32_t zc = std::uint32_t(m_zc[row]);
+                        const std::uint32_t v = std::uint32_t(d[j]) - zc * su - za * std::uint32_t(m_sumW[row]) +
+                                                std::uint32_t(K) * za * zc;
+                        o[j] = float(std::int32_t(v)) * (sa * m_scaleF[row]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 PackedWeightPtr int8ProductWeight(PackedWeightPtr p)
 {
     if (!p || dynamic_cast<const Int8ProductWeight*>(p.get()) || !int8ProductSupported(*p)) return p;

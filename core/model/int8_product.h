@@ -19,6 +19,7 @@
 
 #include "base/packed_weight.h"
 #include "model/model.h"
+#include "model/runtime.h"
 
 #include <Eigen/Core>
 
@@ -66,6 +67,56 @@ public:
 private:
     PackedWeightPtr m_inner;
     bool m_q4 = false;
+};
+
+// ---- Integer products of per-row uniform codes (RUQuant's W4A4 / W6A6 carry) ----
+// A weight quantized per output row to integer codes on a uniform grid and activations quantized
+// per row (per token) on theirs multiply as integers: x̂·ŵ = sa·sw·Σ (u - za)(q - Z), the sum
+// formed exactly in 32-bit integers (codes times codes, minus the zero-point corrections), then
+// one F32 conversion and one F32 product with sa·sw. The F32 fake-quantized product computes the
+// same sum of products with a rounding at every addition, so the two agree to float rounding.
+// The AVX-512 VNNI kernel and the portable loop give the same bits (integer sums exact, the F32
+// steps the same operations). The forward pass takes this path only where the CPU has VNNI
+// (bestInt8Kernel()); elsewhere it decodes the codes and multiplies in F32, as before.
+
+// Activations quantized per row: row r's value j is scale[r] * (codes[r * stride + j] - zero[r]).
+struct ActivationCodes {
+    std::int64_t rows = 0, cols = 0, stride = 0; // stride: cols rounded up to 4 (zero padded)
+    const float* source = nullptr;               // the rows these codes describe (null: none)
+    std::vector<std::uint8_t> codes;
+    std::vector<float> scale;
+    std::vector<std::int32_t> zero, sum; // sum: the row's codes added up
+    int bits = 0;
+};
+// Fake-quantizes rows in place per row, bit for bit as fakeQuantizeActivations(rows, spec), and
+// records the codes in `out` (out.source = rows' data). spec: enabled, per token, no static range,
+// at most 8 bits. Returns false (out.source null; the rows still quantized as
+// fakeQuantizeActivations does) when a row's range is not finite.
+bool quantizeActivationCodes(Eigen::Ref<RowMatrix> rows, const ActQuantSpec& spec, ActivationCodes& out);
+
+class UniformCodesWeight final : public PackedWeight {
+public:
+    // codes [rows x cols] row-major in [0, 2^bits) (bits 1..8); row r's value j is
+    // float(scale[r] * (codes[r, j] - zero[r])) computed in double, zero[r] in [0, 2^bits).
+    UniformCodesWeight(std::int64_t rows, std::int64_t cols, int bits, const std::vector<std::uint8_t>& codes,
+                       std::vector<double> scale, std::vector<std::int32_t> zero);
+    void decodeRows(std::int64_t r0, std::int64_t n, float* dst) const override;
+    std::size_t bytes() const override;
+    std::string format() const override;
+    int bits() const { return m_bits; }
+    // True when every product with `activationBits`-bit codes fits a 32-bit integer sum.
+    bool integerProducts(int activationBits) const;
+    // out [a.rows, rows()] = x̂ · ŵᵀ as described above (integerProducts(a.bits) must hold).
+    void multiply(const ActivationCodes& a, Eigen::Ref<RowMatrix> out, int threads, Int8Kernel kernel) const;
+
+private:
+    int m_bits;
+    std::int64_t m_stride;        // cols rounded up to 4
+    std::vector<std::int8_t> m_w; // per group of 16 rows, quad c of row lr at [(g * quads + c) * 64 + lr * 4]:
+                                  // code - 2^(bits-1), zero past the row's end
+    std::vector<double> m_scale;
+    std::vector<float> m_scaleF;
+    std::vector<std::int32_t> m_zero, m_zc, m_sumW; // zc: zero - 2^(bits-1); sumW: Σ (code - 2^(bits-1))
 };
 
 // True for a weight int8ProductWeight() wraps: Q4_0/Q8_0 blocks with raw rows, 32 | cols.

@@ -138,6 +138,12 @@ void applySegments(Eigen::Ref<RowMatrix> rows, const RowTransform& t)
 
 void applyInputRuntime(Eigen::Ref<RowMatrix> rows, const InputRuntime& in)
 {
+    applyInputTransforms(rows, in);
+    fakeQuantizeActivations(rows, in.quant);
+}
+
+void applyInputTransforms(Eigen::Ref<RowMatrix> rows, const InputRuntime& in)
+{
     if (in.smoothDivisor.size() == rows.cols()) {
         const RowVector inv = in.smoothDivisor.cwiseInverse();
         const Eigen::Index n = rows.rows();
@@ -146,7 +152,6 @@ void applyInputRuntime(Eigen::Ref<RowMatrix> rows, const InputRuntime& in)
             rows.row(r) = rows.row(r).cwiseProduct(inv);
     }
     if (in.rotate) in.rotate->apply(rows);
-    fakeQuantizeActivations(rows, in.quant);
 }
 
 } // namespace qb::model

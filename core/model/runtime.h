@@ -124,6 +124,8 @@ void fakeQuantizeActivations(Eigen::Ref<RowMatrix> rows, const ActQuantSpec& spe
 void fakeQuantizeSegments(Eigen::Ref<RowMatrix> rows, Eigen::Index width, const ActQuantSpec& spec);
 // Applies smoothing, rotation and quantization of `in` to rows, in place.
 void applyInputRuntime(Eigen::Ref<RowMatrix> rows, const InputRuntime& in);
+// The same without the quantizer: smoothing and rotation only.
+void applyInputTransforms(Eigen::Ref<RowMatrix> rows, const InputRuntime& in);
 // Applies t to every `t.size()`-wide segment of every row (per-head rotations).
 void applySegments(Eigen::Ref<RowMatrix> rows, const RowTransform& t);
 

@@ -2,6 +2,7 @@
 
 #include "model/forward.h"
 #include "model/hadamard.h"
+#include "model/int8_product.h"
 #include "pipeline/ruquant_finetune.h"
 #include "quant/gptq.h"
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <span>
 
 namespace qb::pipeline {
 
@@ -254,28 +256,64 @@ Result<RuquantFit> fitRuquantTransform(const Eigen::Ref<const RowMatrix>& signal
     return fit;
 }
 
-Status fakeQuantizeWeightRows(RowMatrix& w, int bits, double clip)
+namespace {
+
+// Per output row: fitGroupMinMaxGptq's asymmetric grid over the row, and each value's code
+// (quantizeRowsRtn's per-channel grid, the same kernels), rows in parallel.
+template <typename Row>
+Status forEachRowGrid(const RowMatrix& w, int bits, double clip, Row&& body)
 {
-    if (bits <= 0) return {};
     quant::GridSpec spec;
     spec.bits = bits;
     spec.clip = clip;
     QB_TRY_STATUS(quant::validateGridSpec(spec, int(w.cols())));
     const int levels = quant::gridLevels(bits), n = int(w.cols());
-    // quantizeRowsRtn's per-channel Min-Max grid (the same kernels), rows in parallel.
 #pragma omp parallel
     {
         std::vector<double> row(static_cast<std::size_t>(n));
+        std::vector<int> codes(static_cast<std::size_t>(n));
 #pragma omp for schedule(static)
         for (Eigen::Index r = 0; r < w.rows(); ++r) {
             for (int c = 0; c < n; ++c)
                 row[std::size_t(c)] = double(w(r, c));
             const quant::GroupParams p = quant::fitGroupMinMaxGptq(row.data(), n, bits, false, clip);
             for (int c = 0; c < n; ++c)
-                w(r, c) = float(quant::fakeQuantUniform(row[std::size_t(c)], p, levels));
+                codes[std::size_t(c)] = quant::quantizeCodeUniform(row[std::size_t(c)], p, levels);
+            body(r, p, std::span<const int>(codes));
         }
     }
     return {};
+}
+
+} // namespace
+
+Status fakeQuantizeWeightRows(RowMatrix& w, int bits, double clip)
+{
+    if (bits <= 0) return {};
+    return forEachRowGrid(w, bits, clip, [&](Eigen::Index r, const quant::GroupParams& p, std::span<const int> codes) {
+        for (std::size_t c = 0; c < codes.size(); ++c)
+            w(r, Eigen::Index(c)) = float(quant::dequantizeCodeUniform(codes[c], p));
+    });
+}
+
+Result<PackedWeightPtr> weightRowCodes(const RowMatrix& w, int bits, double clip)
+{
+    if (bits < 1 || bits > 8)
+        return makeError(ErrorCode::InvalidArgument, "per-row codes hold 1 to 8 bits, not " + std::to_string(bits));
+    const std::size_t n = std::size_t(w.cols());
+    std::vector<std::uint8_t> codes(std::size_t(w.rows()) * n);
+    std::vector<double> scale(std::size_t(w.rows()));
+    std::vector<std::int32_t> zero(std::size_t(w.rows()));
+    QB_TRY_STATUS(
+        forEachRowGrid(w, bits, clip, [&](Eigen::Index r, const quant::GroupParams& p, std::span<const int> c) {
+            // The asymmetric Min-Max grid: scale * (zero + code), zero integral and <= 0.
+            scale[std::size_t(r)] = p.scale;
+            zero[std::size_t(r)] = std::int32_t(-p.zero);
+            for (std::size_t j = 0; j < n; ++j)
+                codes[std::size_t(r) * n + j] = std::uint8_t(c[j]);
+        }));
+    return PackedWeightPtr(std::make_shared<model::UniformCodesWeight>(w.rows(), w.cols(), bits, codes,
+                                                                       std::move(scale), std::move(zero)));
 }
 
 std::uint64_t ruquantGroupSeed(std::uint64_t seed, int layer, LinearKind kind)
@@ -305,6 +343,22 @@ std::vector<model::Linear> groupLinears(LinearKind k)
 }
 
 std::string layerWhere(int l) { return "model.layers." + std::to_string(l); }
+
+// The quantized path's copy of a transformed linear: per-row codes (weightRowCodes), or the
+// fake-quantized F32 values where the bits do not fit a byte (or there are none).
+Status setQuantizedLinear(model::DecoderLayerWeights& wq, model::Linear lin, const RowMatrix& transformed,
+                          const RuquantOptions& o)
+{
+    if (o.weightBits >= 1 && o.weightBits <= 8) {
+        QB_TRY(codes, weightRowCodes(transformed, o.weightBits, o.weightClip));
+        wq.packed[std::size_t(lin)] = std::move(*codes);
+        wq.weight(lin) = RowMatrix();
+        return {};
+    }
+    wq.weight(lin) = transformed;
+    wq.packed[std::size_t(lin)].reset();
+    return fakeQuantizeWeightRows(wq.weight(lin), o.weightBits, o.weightClip);
+}
 
 } // namespace
 
@@ -397,9 +451,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             result.groups.push_back(std::move(rep));
             for (model::Linear lin : groupLinears(kind)) {
                 total->apply(w->weight(lin));
-                wq->weight(lin) = w->weight(lin);
-                wq->packed[std::size_t(lin)].reset();
-                const Status st = fakeQuantizeWeightRows(wq->weight(lin), o.weightBits, o.weightClip);
+                const Status st = setQuantizedLinear(*wq, lin, w->weight(lin), o);
                 if (!st.ok()) return st.error().withContext(model::tensorName(l, lin));
             }
             rt->input(kind).rotate = total;
@@ -461,10 +513,9 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
                 for (std::size_t i = 0; i < g.linears.size(); ++i) {
                     RowMatrix wt = g.base[i];
                     if (hh) hh->apply(wt);
-                    w->weight(g.linears[i]) = wt;
-                    const Status st = fakeQuantizeWeightRows(wt, o.weightBits, o.weightClip);
+                    const Status st = setQuantizedLinear(*wq, g.linears[i], wt, o);
                     if (!st.ok()) return st.error().withContext(model::tensorName(l, g.linears[i]));
-                    wq->weight(g.linears[i]) = std::move(wt);
+                    w->weight(g.linears[i]) = std::move(wt);
                 }
                 rt->input(kind).rotate = total;
                 rtq->input(kind).rotate = total;

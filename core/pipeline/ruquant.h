@@ -119,6 +119,10 @@ Result<RuquantFit> fitRuquantTransform(const Eigen::Ref<const model::RowMatrix>&
 // Per output channel RTN, asymmetric Min-Max with range ratio clip, in place (bits 0: unchanged):
 // quant::quantizeRowsRtn's grid and values, rows in parallel (OpenMP).
 Status fakeQuantizeWeightRows(model::RowMatrix& w, int bits, double clip);
+// The same grid kept as codes (bits 1..8): a model::UniformCodesWeight that decodes to exactly
+// what fakeQuantizeWeightRows leaves in w, and multiplies in integers with per-token quantized
+// activations where the CPU can (RUQuant's quantized path through a layer).
+Result<PackedWeightPtr> weightRowCodes(const model::RowMatrix& w, int bits, double clip);
 
 // The seed of (layer, group) derived from the plan's seed.
 std::uint64_t ruquantGroupSeed(std::uint64_t seed, int layer, model::LinearKind kind);

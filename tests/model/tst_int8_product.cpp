@@ -1,7 +1,9 @@
 // Integer products for Q4_0/Q8_0 weights (model/int8_product.h): the activations quantized as
 // llama.cpp's Q8_0 encoder does, the block arithmetic against a double-precision reference, the
 // portable and the AVX-512 VNNI kernels against each other, tails and row order maps, and a whole
-// GGUF model evaluated through them.
+// GGUF model evaluated through them. Per-row uniform codes (RUQuant's carry): the activation
+// codes against fakeQuantizeActivations, the integer sums against an exact 64-bit reference and
+// the F32 product, the kernels against each other, and a decoder layer computed through them.
 #include "export_test_util.h"
 #include "io/ggml_codec.h"
 #include "model/forward.h"
@@ -101,6 +103,11 @@ private Q_SLOTS:
     void nonFiniteActivationsGiveNaN();
     void unsupportedWeightsStayAsTheyAre();
     void ggufModelEvaluates();
+    void activationCodesMatchFakeQuantization();
+    void codesProductIsExact_data();
+    void codesProductIsExact();
+    void codesProductOverflowBound();
+    void layerWithCodesMatchesFakeQuantized();
 };
 
 // Our activation blocks are llama.cpp's Q8_0 blocks: the same integers and the same F16 scales,
@@ -265,6 +272,204 @@ void TestInt8Product::ggufModelEvaluates()
     QVERIFY(std::isfinite(pi->perplexity));
     QVERIFY(pi->perplexity != pf->perplexity);
     QVERIFY(std::fabs(pi->perplexity / pf->perplexity - 1) < 5e-3);
+}
+
+namespace {
+
+// A per-row asymmetric Min-Max grid of `bits` over w (the grid RUQuant's weights use): codes,
+// scales and integral zero-points, and the fake-quantized values float(scale * (code - zero)).
+struct RowGrid {
+    std::vector<std::uint8_t> codes;
+    std::vector<double> scale;
+    std::vector<std::int32_t> zero;
+    RowMatrix values;
+};
+RowGrid rowGrid(const RowMatrix& w, int bits)
+{
+    RowGrid g;
+    const int L = (1 << bits) - 1;
+    g.values.resize(w.rows(), w.cols());
+    for (Eigen::Index r = 0; r < w.rows(); ++r) {
+        const double lo = std::min(0.0, double(w.row(r).minCoeff())), hi = std::max(0.0, double(w.row(r).maxCoeff()));
+        const double s = hi > lo ? (hi - lo) / L : 1.0;
+        const int z = int(std::nearbyint(-lo / s));
+        g.scale.push_back(s);
+        g.zero.push_back(z);
+        for (Eigen::Index j = 0; j < w.cols(); ++j) {
+            const int q = std::clamp(int(std::nearbyint(double(w(r, j)) / s)) + z, 0, L);
+            g.codes.push_back(std::uint8_t(q));
+            g.values(r, j) = float(s * (double(q) - double(z)));
+        }
+    }
+    return g;
+}
+
+std::shared_ptr<const UniformCodesWeight> codesWeight(const RowGrid& g, Eigen::Index rows, Eigen::Index cols, int bits)
+{
+    return std::make_shared<const UniformCodesWeight>(rows, cols, bits, g.codes, g.scale, g.zero);
+}
+
+} // namespace
+
+// The rows quantizeActivationCodes leaves are fakeQuantizeActivations' bit for bit, and the codes
+// give them back exactly; a zero row has zero codes; a non-finite row is refused (no codes), its
+// rows still quantized as fakeQuantizeActivations does.
+void TestInt8Product::activationCodesMatchFakeQuantization()
+{
+    for (const ActQuantSpec& spec : {ActQuantSpec(4, false, 0.9f), ActQuantSpec(6, false, 1.0f),
+                                     ActQuantSpec(8, true, 1.0f), ActQuantSpec(3, true, 0.8f)}) {
+        RowMatrix x = randomMatrix(9, 70, 11, 2.0f);
+        x.row(3).setZero();
+        x.row(5) = x.row(5).cwiseAbs(); // a range that does not straddle 0
+        RowMatrix ref = x;
+        fakeQuantizeActivations(ref, spec);
+        ActivationCodes a;
+        QVERIFY(quantizeActivationCodes(x, spec, a));
+        QCOMPARE(a.source, x.data());
+        QVERIFY(x == ref);
+        QCOMPARE(a.stride, std::int64_t(72));
+        for (Eigen::Index r = 0; r < x.rows(); ++r) {
+            std::int32_t sum = 0;
+            for (Eigen::Index j = 0; j < x.cols(); ++j) {
+                const int u = a.codes[std::size_t(r * a.stride + j)];
+                QVERIFY(u < (1 << spec.bits));
+                QCOMPARE(float(u - a.zero[std::size_t(r)]) * a.scale[std::size_t(r)], x(r, j));
+                sum += u;
+            }
+            QCOMPARE(a.sum[std::size_t(r)], sum);
+            QCOMPARE(int(a.codes[std::size_t(r * a.stride + 70)]), 0); // padding
+        }
+        QCOMPARE(a.scale[3], 0.0f);
+        QCOMPARE(a.sum[3], 0);
+    }
+    RowMatrix bad = randomMatrix(4, 32, 12);
+    bad(2, 5) = std::numeric_limits<float>::infinity();
+    RowMatrix ref = bad;
+    const ActQuantSpec spec(4, false, 0.9f);
+    fakeQuantizeActivations(ref, spec);
+    ActivationCodes a;
+    QVERIFY(!quantizeActivationCodes(bad, spec, a));
+    QVERIFY(a.source == nullptr);
+    for (Eigen::Index r = 0; r < bad.rows(); ++r)
+        if (r != 2) QVERIFY(bad.row(r) == ref.row(r));
+    QVERIFY(!quantizeActivationCodes(bad, ActQuantSpec(4, false, 1.0f, ActGranularity::PerTensor), a));
+}
+
+void TestInt8Product::codesProductIsExact_data()
+{
+    QTest::addColumn<int>("m");
+    QTest::addColumn<int>("n");
+    QTest::addColumn<int>("k");
+    QTest::addColumn<int>("wbits");
+    QTest::addColumn<int>("abits");
+    QTest::newRow("W4A4 tails") << 7 << 45 << 70 << 4 << 4;
+    QTest::newRow("W4A4 tiles") << 16 << 130 << 256 << 4 << 4;
+    QTest::newRow("W6A6") << 5 << 64 << 333 << 6 << 6;
+    QTest::newRow("W8A8 one row") << 1 << 17 << 96 << 8 << 8;
+    QTest::newRow("W3A8") << 6 << 33 << 128 << 3 << 8;
+}
+
+// The integer product is the exact sum Σ (u - za)(q - Z), formed in 64 bits here, converted once
+// and scaled by sa·sw: the same bits from the portable loop and (where the CPU has it) the VNNI
+// kernel; it agrees with the F32 product of the fake-quantized matrices to float rounding; the
+// codes decode to exactly the fake-quantized weights.
+void TestInt8Product::codesProductIsExact()
+{
+    QFETCH(int, m);
+    QFETCH(int, n);
+    QFETCH(int, k);
+    QFETCH(int, wbits);
+    QFETCH(int, abits);
+    const RowMatrix w = randomMatrix(n, k, 21, 0.05f);
+    const RowGrid g = rowGrid(w, wbits);
+    const auto cw = codesWeight(g, n, k, wbits);
+    QVERIFY(cw->integerProducts(abits));
+    RowMatrix decoded(n, k);
+    cw->decodeRows(0, n, decoded.data());
+    QVERIFY(decoded == g.values);
+    RowMatrix part(3, k);
+    cw->decodeRows(n - 3, 3, part.data());
+    QVERIFY(part == g.values.bottomRows(3));
+
+    RowMatrix x = randomMatrix(m, k, 22, 1.5f);
+    ActivationCodes a;
+    QVERIFY(quantizeActivationCodes(x, ActQuantSpec(abits, false, 0.9f), a));
+    RowMatrix exact(m, n);
+    for (int t = 0; t < m; ++t)
+        for (int o = 0; o < n; ++o) {
+            std::int64_t sum = 0;
+            for (int j = 0; j < k; ++j)
+                sum +=
+                    std::int64_t(a.codes[std::size_t(t) * std::size_t(a.stride) + std::size_t(j)] -
+                                 a.zero[std::size_t(t)]) *
+                    (std::int64_t(g.codes[std::size_t(o) * std::size_t(k) + std::size_t(j)]) - g.zero[std::size_t(o)]);
+            exact(t, o) = float(sum) * (a.scale[std::size_t(t)] * float(g.scale[std::size_t(o)]));
+        }
+    RowMatrix portable = RowMatrix::Constant(m, n, -1.0f);
+    cw->multiply(a, portable, 2, Int8Kernel::Portable);
+    QVERIFY(portable == exact);
+    if (bestInt8Kernel() == Int8Kernel::Avx512Vnni) {
+        RowMatrix vnni = RowMatrix::Constant(m, n, -1.0f);
+        cw->multiply(a, vnni, 2, Int8Kernel::Avx512Vnni);
+        QVERIFY(vnni == exact);
+    } else {
+        qInfo("no AVX-512 VNNI on this CPU: the portable loop alone checked");
+    }
+    const RowMatrix f32 = x * g.values.transpose(); // x holds the fake-quantized activations
+    const RowMatrix bound = x.cwiseAbs() * g.values.cwiseAbs().transpose();
+    QVERIFY(((portable - f32).array().abs() <= 1e-5f * bound.array() + 1e-30f).all());
+}
+
+// The 32-bit sums are exact only while (2^a - 1)(2^w - 1)·K fits: beyond, no integer products.
+void TestInt8Product::codesProductOverflowBound()
+{
+    const auto small = codesWeight(rowGrid(randomMatrix(2, 8, 3), 4), 2, 8, 4);
+    QVERIFY(small->integerProducts(4) && small->integerProducts(8) && !small->integerProducts(0) &&
+            !small->integerProducts(9));
+    // 255 * 255 * 33026 > 2^31 - 1 >= 255 * 255 * 33025; 15 * 15 * 33026 fits.
+    for (int k : {33025, 33026}) {
+        RowGrid g;
+        g.codes.assign(std::size_t(k), 0);
+        g.scale = {1.0};
+        g.zero = {0};
+        const auto wide = codesWeight(g, 1, k, 8);
+        QCOMPARE(wide->integerProducts(8), k == 33025);
+        QVERIFY(wide->integerProducts(4));
+    }
+}
+
+// A decoder layer whose linears are per-row codes, with 4-bit per-token activation quantizers,
+// computes what the same layer with the fake-quantized F32 weights computes, to float rounding
+// (through integer products where the CPU multiplies codes, else by decoding the codes).
+void TestInt8Product::layerWithCodesMatchesFakeQuantized()
+{
+    auto loaded = pipeline::loadModel(qbtest::demoCheckpoint());
+    QVERIFY(loaded.ok());
+    const ModelConfig& cfg = (*loaded)->config();
+    auto f32 = std::make_shared<DecoderLayerWeights>(*(*loaded)->layer(0));
+    auto rt = std::make_shared<LayerRuntime>();
+    for (auto& in : rt->inputs)
+        in.quant = ActQuantSpec(4, false, 0.9f);
+    auto codes = std::make_shared<DecoderLayerWeights>(*f32);
+    for (Linear l : kAllLinears) {
+        const RowMatrix& w = f32->weight(l);
+        const RowGrid g = rowGrid(w, 4);
+        f32->weight(l) = g.values;
+        codes->weight(l) = RowMatrix();
+        codes->packed[std::size_t(l)] = codesWeight(g, w.rows(), w.cols(), 4);
+    }
+    f32->runtime = codes->runtime = rt;
+    const int T = 8;
+    const RowMatrix input = randomMatrix(2 * T, cfg.hiddenSize, 32);
+    RowMatrix a = input, b = input;
+    Workspace wa, wb;
+    QVERIFY(runLayer(cfg, *f32, 0, a, T, wa).ok());
+    QVERIFY(runLayer(cfg, *codes, 0, b, T, wb).ok());
+    QVERIFY(wa.m_codes.source == nullptr);
+    QCOMPARE(wb.m_codes.source != nullptr, bestInt8Kernel() == Int8Kernel::Avx512Vnni);
+    const double rel = (a - b).norm() / (a - input).norm();
+    qInfo("layer output, codes against fake-quantized F32: relative difference %.3g", rel);
+    QVERIFY(rel < 1e-4);
 }
 
 QTEST_GUILESS_MAIN(TestInt8Product)

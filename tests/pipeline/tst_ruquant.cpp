@@ -360,6 +360,18 @@ private Q_SLOTS:
         RowMatrix same = w;
         QVERIFY(fakeQuantizeWeightRows(same, 0, 1.0).ok() && same == w);
         QVERIFY(!fakeQuantizeWeightRows(same, 4, 1.5).ok());
+        // The quantized path's codes (weightRowCodes) decode to the fake-quantized values exactly.
+        for (int bits : {4, 6}) {
+            RowMatrix fq = w;
+            QVERIFY(fakeQuantizeWeightRows(fq, bits, 0.8).ok());
+            auto codes = weightRowCodes(w, bits, 0.8);
+            QVERIFY(codes.ok());
+            QCOMPARE((*codes)->rows(), std::int64_t(w.rows()));
+            RowMatrix decoded(w.rows(), w.cols());
+            (*codes)->decodeRows(0, w.rows(), decoded.data());
+            QVERIFY(decoded == fq);
+        }
+        QVERIFY(!weightRowCodes(w, 9, 1.0).ok() && !weightRowCodes(w, 4, 1.5).ok());
     }
 
     void badSignalsAreRefused()
