@@ -1,5 +1,5 @@
 #pragma once
-// Integer products for GGUF Q4_0 and Q8_0 weights, computed as llama.cpp computes them on a CPU:
+// Integer products. (1) For GGUF Q4_0 and Q8_0 weights, computed as llama.cpp computes them on a CPU:
 // each row of the activations is quantized to 8 bits per block of 32 (Q8_0: scale amax / 127
 // stored as F16, values x / scale rounded half away from zero), each weight block is used as its
 // integers (Q4_0: nibble - 8; Q8_0: the stored int8), every block's dot product is summed exactly
@@ -13,8 +13,12 @@
 // the same bits, the integer sums being exact and the F32 steps the same operations in the same
 // order). QB_INT8_KERNEL=portable forces the portable loop (to check it on a VNNI machine).
 //
+// (2) For weights held as per-row uniform codes with per-token quantized activations (RUQuant's
+// quantized path; "Integer products of per-row uniform codes" below).
+//
 // Use: wrap the weights (int8ProductWeight / withInt8Products); the forward pass
-// (model/forward.cpp) multiplies through Int8ProductWeight::multiply when it meets one.
+// (model/forward.cpp) multiplies through Int8ProductWeight::multiply when it meets one, and
+// through UniformCodesWeight::multiply when the input group's quantizer kept the rows' codes.
 // Thread-safety: the wrappers are immutable; multiply() may run concurrently.
 
 #include "base/packed_weight.h"
@@ -77,7 +81,8 @@ private:
 // same sum of products with a rounding at every addition, so the two agree to float rounding.
 // The AVX-512 VNNI kernel and the portable loop give the same bits (integer sums exact, the F32
 // steps the same operations). The forward pass takes this path only where the CPU has VNNI
-// (bestInt8Kernel()); elsewhere it decodes the codes and multiplies in F32, as before.
+// (bestInt8Kernel(); QB_INT8_KERNEL=portable turns it off); elsewhere it decodes the codes and
+// multiplies in F32, as for any packed weight.
 
 // Activations quantized per row: row r's value j is scale[r] * (codes[r * stride + j] - zero[r]).
 struct ActivationCodes {
