@@ -730,16 +730,17 @@ int runBench(const std::vector<std::string>& argv)
                 std::printf(
                     "{\"ruquant\":{\"layers\":%d,\"calibration_pass_seconds\":%.6f,\"construction_seconds\":%.6f,"
                     "\"propagate_seconds\":%.6f,\"ratio\":%.4f,\"own_ratio\":%.4f,\"finetune_seconds\":%.6f,"
-                    "\"finetune_epochs\":%d}}\n",
+                    "\"finetune_epochs\":%d,\"integer_products\":%s}}\n",
                     layers, calibPass, build, rq->propagateSeconds, build / calibPass, own / calibPass,
-                    rq->finetuneSeconds, a.ruquant.finetuneEpochs);
+                    rq->finetuneSeconds, a.ruquant.finetuneEpochs, rq->integerProducts ? "true" : "false");
             } else {
                 std::printf("calibration pass (FP, through the %d decoder layers): %.3f s (%.3f s per layer)\n", layers,
                             calibPass, calibPass / layers);
                 std::printf("RUQuant construction: %.3f s for %d layers (%.3f s per layer) = %.2f x the calibration "
-                            "pass; of it, carrying the windows through the quantized layers %.3f s, signal + fit + "
-                            "weights %.3f s = %.2f x the calibration pass\n",
-                            build, layers, build / layers, build / calibPass, rq->propagateSeconds, own,
+                            "pass; of it, carrying the windows through the quantized layers %.3f s (%s), signal + "
+                            "fit + weights %.3f s = %.2f x the calibration pass\n",
+                            build, layers, build / layers, build / calibPass, rq->propagateSeconds,
+                            rq->integerProducts ? "integer products, avx512-vnni" : "F32 products", own,
                             own / calibPass);
                 if (rq->finetuneSeconds > 0)
                     std::printf("RUQuant fine-tuning: %.3f s for %d epochs (%.3f s per layer)\n", rq->finetuneSeconds,

@@ -385,6 +385,13 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
     const std::shared_ptr<const model::RowTransform> qkRotate = *qk;
 
     RuquantResult result;
+    // What forward's inputRuntime checks before it keeps activation codes (model/forward.cpp),
+    // but for each weight's 32-bit bound, which W6A6 meets below 540K input columns.
+    result.integerProducts =
+        o.weightBits >= 1 && o.weightBits <= 8 && model::bestInt8Kernel() == model::Int8Kernel::Avx512Vnni &&
+        std::all_of(o.act.begin(), o.act.end(), [](const model::ActQuantSpec& a) {
+            return a.enabled() && a.bits <= 8 && !a.staticRange && a.granularity == model::ActGranularity::PerToken;
+        });
     auto out = std::make_shared<model::Model>(in);
     const int T = calib.seqlen, N = calib.count;
     model::Workspace ws;

@@ -142,6 +142,9 @@ struct RuquantResult {
     // Wall time in all; of it, the fine-tuning and the pass carrying the windows through each
     // quantized layer to the next (the rest: the signal, the fit and the weights).
     double seconds = 0, finetuneSeconds = 0, propagateSeconds = 0;
+    // True when the quantized path multiplied in integers (per-row weight codes and per-token
+    // activation codes on AVX-512 VNNI, model/int8_product.h), false when in F32.
+    bool integerProducts = false;
 };
 
 // Applies RUQuant's transforms to every decoder layer of `model` (all layers loaded; smoothing

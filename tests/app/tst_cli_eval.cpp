@@ -3,6 +3,7 @@
 // (and bench --quantize --reference against the PyTorch reference where python3-torch is installed).
 
 #include "cli_runner.h"
+#include "model/int8_product.h"
 #include "model_test_util.h"
 
 #include <QFileInfo>
@@ -98,6 +99,10 @@ private Q_SLOTS:
                      pass = ru.value("calibration_pass_seconds").toDouble();
         QVERIFY(pass > 0 && build > 0 && prop > 0 && prop < build);
         QVERIFY(std::abs(ru.value("ratio").toDouble() - build / pass) < 1e-2 * build / pass + 1e-3);
+        // The carry multiplies in integers exactly where the CPU has AVX-512 VNNI.
+        QVERIFY(ru.value("integer_products").isBool());
+        QCOMPARE(ru.value("integer_products").toBool(),
+                 qb::model::bestInt8Kernel() == qb::model::Int8Kernel::Avx512Vnni);
         const qbtest::CliRun t = qbtest::runCli(base);
         QVERIFY2(t.code == 0, t.err.constData());
         QVERIFY2(t.out.contains("calibration pass (FP, through the 4 decoder layers)") &&
