@@ -385,13 +385,6 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
     const std::shared_ptr<const model::RowTransform> qkRotate = *qk;
 
     RuquantResult result;
-    // What forward's inputRuntime checks before it keeps activation codes (model/forward.cpp),
-    // but for each weight's 32-bit bound, which W6A6 meets below 540K input columns.
-    result.integerProducts =
-        o.weightBits >= 1 && o.weightBits <= 8 && model::bestInt8Kernel() == model::Int8Kernel::Avx512Vnni &&
-        std::all_of(o.act.begin(), o.act.end(), [](const model::ActQuantSpec& a) {
-            return a.enabled() && a.bits <= 8 && !a.staticRange && a.granularity == model::ActGranularity::PerToken;
-        });
     auto out = std::make_shared<model::Model>(in);
     const int T = calib.seqlen, N = calib.count;
     model::Workspace ws;
@@ -543,6 +536,8 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             const int nb = std::min(batch, N - b);
             QB_TRY_STATUS(
                 model::runLayer(cfg, *wq, l, hidden.middleRows(Eigen::Index(b) * T, Eigen::Index(nb) * T), T, ws));
+            // The layer's last input (down_proj's) kept its codes: its products ran in integers.
+            if (ws.m_codes.source) result.integerProducts = true;
         }
         result.propagateSeconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
         if (ctx) ctx->advance();

@@ -142,8 +142,8 @@ struct RuquantResult {
     // Wall time in all; of it, the fine-tuning and the pass carrying the windows through each
     // quantized layer to the next (the rest: the signal, the fit and the weights).
     double seconds = 0, finetuneSeconds = 0, propagateSeconds = 0;
-    // True when the quantized path multiplied in integers (per-row weight codes and per-token
-    // activation codes on AVX-512 VNNI, model/int8_product.h), false when in F32.
+    // True when the carry multiplied in integers (per-row weight codes and per-token activation
+    // codes on AVX-512 VNNI, model/int8_product.h), false when in F32 (or nothing was carried).
     bool integerProducts = false;
 };
 
