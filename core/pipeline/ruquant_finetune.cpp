@@ -200,6 +200,9 @@ Result<ReflectionTraining> trainReflections(const ModelConfig& cfg, const model:
     ReflectionTraining out;
     QB_TRY(before, meanLoss());
     out.lossBefore = *before;
+    std::array<Eigen::VectorXd, 4> initial;
+    for (LinearKind k : kKinds)
+        if (const auto& g = setup.groups[std::size_t(k)]) initial[std::size_t(k)] = g->omega;
     // AdamW (β 0.9, 0.999, ε 1e-8, no weight decay), one window per step.
     std::array<Eigen::VectorXd, 4> m, v, grads;
     for (LinearKind k : kKinds)
@@ -235,6 +238,12 @@ Result<ReflectionTraining> trainReflections(const ModelConfig& cfg, const model:
         }
     QB_TRY(after, meanLoss());
     out.lossAfter = *after;
+    if (!(out.lossAfter <= out.lossBefore)) { // worse (or not finite): keep the initial reflections
+        for (LinearKind k : kKinds)
+            if (auto& g = setup.groups[std::size_t(k)]) g->omega = initial[std::size_t(k)];
+        out.lossAfter = out.lossBefore;
+        out.kept = true;
+    }
     out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return out;
 }

@@ -59,9 +59,12 @@ struct ReflectionTraining {
     double lossBefore = 0, lossAfter = 0; // mean MSE over the windows, before and after
     int steps = 0;
     double seconds = 0;
+    bool kept = false; // the trained ω's raised the loss: the initial ones were restored
 };
 
-// Trains every present group's ω in place. layer: a copy of the decoder layer (norms, biases and the
+// Trains every present group's ω in place. Where the trained ω's end with a higher mean loss over
+// the windows than they started with, the initial ω's are restored (kept; lossAfter = lossBefore):
+// fine-tuning never leaves a layer worse on its calibration windows. layer: a copy of the decoder layer (norms, biases and the
 // weights of groups not in `setup` are used as they are); inputs [N·T, K] the quantized path's
 // layer inputs, targets [N·T, K] the FP layer's outputs on the FP path's inputs.
 Result<ReflectionTraining> trainReflections(const ModelConfig& cfg, const model::DecoderLayerWeights& layer,

@@ -507,6 +507,21 @@ private Q_SLOTS:
                          qPrintable(QString("group %1: fd %2 analytic %3").arg(k).arg(fd).arg(an)));
             }
         }
+        // Training never ends above its starting loss: with steps far too large for this loss, the
+        // trained ω's are either better or replaced by the initial ones, exactly.
+        for (double lr : {1e-2, 1e3}) {
+            ReflectionSetup trained = setup;
+            auto t = trainReflections(cfg, layer, 0, trained, in, target, 8, 2, lr);
+            QVERIFY2(t.ok(), t.ok() ? "" : t.error().message.c_str());
+            QVERIFY(t->lossAfter <= t->lossBefore);
+            qInfo("lr %g: loss %.6g -> %.6g%s", lr, t->lossBefore, t->lossAfter, t->kept ? " (initial kept)" : "");
+            for (std::size_t k = 0; k < 4; ++k)
+                if (t->kept) QVERIFY(trained.groups[k]->omega == setup.groups[k]->omega);
+            if (setup.sides != ReflectionSetup::Sides::Both) { // the loss depends on ω
+                if (lr < 1) QVERIFY(!t->kept && t->lossAfter < t->lossBefore);
+                else QVERIFY(t->kept);
+            }
+        }
     }
 
     // Item 3: fine-tuning lowers the layer-output loss it trains on, and the fine-tuned model still
@@ -526,11 +541,16 @@ private Q_SLOTS:
         auto r = ruquantModel(*m, calib, o, 2);
         QVERIFY2(r.ok(), r.ok() ? "" : r.error().message.c_str());
         QVERIFY(r->finetuneSeconds > 0);
+        // Training lowers a layer's loss, or (where the trained reflections ended worse, which this
+        // tiny model's second layer does under some rounding) keeps the initial ones: never higher.
+        int lowered = 0;
         for (const RuquantGroupReport& g : r->groups) {
             QVERIFY(g.finetuneLossBefore > 0);
-            QVERIFY2(g.finetuneLossAfter < g.finetuneLossBefore,
+            QVERIFY2(g.finetuneLossAfter <= g.finetuneLossBefore,
                      qPrintable(QString("%1 -> %2").arg(g.finetuneLossBefore).arg(g.finetuneLossAfter)));
+            if (g.finetuneLossAfter < g.finetuneLossBefore) ++lowered;
         }
+        QVERIFY(lowered >= 4); // every group of one layer at least
         const RowMatrix ref = logitsOf(*m, calib), got = logitsOf(*r->model, calib);
         QVERIFY((got - ref).norm() / ref.norm() < kLogitRelTolerance);
         QVERIFY(r->model->layer(0)->runtime->onlineTransforms().find("fine-tuned") != std::string::npos);
