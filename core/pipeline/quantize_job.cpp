@@ -565,8 +565,11 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 if (ctx) ctx->beginStage("hessian", calib.count, layerDetail(l, names));
                 QB_TRY_STATUS(run.tapInputs(
                     *w, l, kind, [&](int, model::LinearKind which, const Eigen::Ref<const model::RowMatrix>& x) {
-                        if (which == kind && tapStatus.ok()) tapStatus = acc.addBatch(x);
-                        if (which == kind && stats && tapStatus.ok()) tapStatus = stats->add(x);
+                        if (which != kind || !tapStatus.ok()) return;
+                        // CMPQ's channel sums read each block of rows while the Hessian's GEMMs
+                        // left it in cache.
+                        tapStatus =
+                            stats ? acc.addBatch(x, [&](auto rows) { return stats->add(rows); }) : acc.addBatch(x);
                     }));
                 QB_TRY_STATUS(tapStatus);
                 res.seconds.hessian += secondsSince(t0);

@@ -274,32 +274,34 @@ unsigned sumsOf(CmpqScore s)
 }
 
 // Adds |x|, x^2 and max |x| per channel (the sums in `Sums`) over the rows of x, columns [c0, c1).
-// Each channel's sums run over the rows in order: the same result for any split into slices. Four
-// rows per sweep (the same order of operations), so a slice's sums are loaded and stored once per
-// four rows.
+// Eight rows at a time are summed in float (a pairwise tree: relative rounding below 3 * 2^-24 of
+// the eight values' sum) and the partial sum added into the double sums, so each double sum takes
+// one add per eight rows; rows left over are added one by one. A channel's sums do not depend on
+// how the columns are split into slices (the thread count); the maximum is exact.
 template <unsigned Sums>
 void addChannelSums(const Eigen::Ref<const MatrixXfR>& x, Eigen::Index c0, Eigen::Index c1, double* __restrict sumAbs,
                     double* __restrict sumSq, double* __restrict maxAbs)
 {
-    constexpr int kRows = 4;
+    constexpr int kRows = 8;
     const Eigen::Index rows = x.rows();
     Eigen::Index r = 0;
     for (; r + kRows <= rows; r += kRows) {
-        const float* __restrict p0 = x.row(r).data();
-        const float* __restrict p1 = x.row(r + 1).data();
-        const float* __restrict p2 = x.row(r + 2).data();
-        const float* __restrict p3 = x.row(r + 3).data();
+        const float* __restrict p[kRows];
+        for (int i = 0; i < kRows; ++i)
+            p[i] = x.row(r + i).data();
         for (Eigen::Index c = c0; c < c1; ++c) {
-            const double v0 = std::fabs(double(p0[c])), v1 = std::fabs(double(p1[c])), v2 = std::fabs(double(p2[c])),
-                         v3 = std::fabs(double(p3[c]));
-            if constexpr ((Sums & kSumAbs) != 0) sumAbs[c] = (((sumAbs[c] + v0) + v1) + v2) + v3;
-            if constexpr ((Sums & kSumSq) != 0) sumSq[c] = (((sumSq[c] + v0 * v0) + v1 * v1) + v2 * v2) + v3 * v3;
+            float v[kRows];
+            for (int i = 0; i < kRows; ++i)
+                v[i] = std::fabs(p[i][c]);
+            if constexpr ((Sums & kSumAbs) != 0)
+                sumAbs[c] += double(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
+            if constexpr ((Sums & kSumSq) != 0)
+                sumSq[c] += double(((v[0] * v[0] + v[1] * v[1]) + (v[2] * v[2] + v[3] * v[3])) +
+                                   ((v[4] * v[4] + v[5] * v[5]) + (v[6] * v[6] + v[7] * v[7])));
             if constexpr ((Sums & kMaxAbs) != 0) {
-                double m = maxAbs[c];
-                m = m < v0 ? v0 : m;
-                m = m < v1 ? v1 : m;
-                m = m < v2 ? v2 : m;
-                maxAbs[c] = m < v3 ? v3 : m;
+                const float m = std::max(std::max(std::max(v[0], v[1]), std::max(v[2], v[3])),
+                                         std::max(std::max(v[4], v[5]), std::max(v[6], v[7])));
+                maxAbs[c] = maxAbs[c] < double(m) ? double(m) : maxAbs[c];
             }
         }
     }
@@ -335,8 +337,10 @@ Status CmpqChannelStats::add(Eigen::Ref<const MatrixXfR> x)
                                                " channels, expected " + std::to_string(m_cols));
     // Only the sums of the scores asked for (one instead of three for the default mean |x|), through
     // restrict pointers so the column loop vectorises. Column slices in parallel (OpenMP's team, as
-    // Eigen's GEMM): each channel's sums still run over the rows in order, so the result does not
-    // depend on the thread count.
+    // Eigen's GEMM) from 2^16 values (the quantize job's blocks of 512 rows of a 128-wide input,
+    // handed over while they are in cache by HessianAccumulator::addBatch's callback). Each
+    // channel's sums run over the rows in the same groups however the columns are split, so the
+    // result does not depend on the thread count.
     using Kernel = void (*)(const Eigen::Ref<const MatrixXfR>&, Eigen::Index, Eigen::Index, double*, double*, double*);
     static constexpr Kernel kKernels[8] = {addChannelSums<0>, addChannelSums<1>, addChannelSums<2>, addChannelSums<3>,
                                            addChannelSums<4>, addChannelSums<5>, addChannelSums<6>, addChannelSums<7>};

@@ -6,9 +6,10 @@
 //
 // What, for a weight W [out x in] and one activation score per input channel (column):
 //  1. Channel scores: CmpqChannelStats accumulates, per input channel, sum |x|, sum x² and max |x|
-//     of the calibration activations, or only the sums of the scores it is built for (the quantize
-//     job feeds it from the same tap as the Hessian, for the scores of the group's CMPQ tensors);
-//     score() gives mean |x|, ||x||_2, max |x| or mean x².
+//     of the calibration activations (groups of eight rows summed in float, the groups in double),
+//     or only the sums of the scores it is built for (the quantize job feeds it from the same tap
+//     as the Hessian, block by block as the Hessian's products leave them in cache, for the scores
+//     of the group's CMPQ tensors); score() gives mean |x|, ||x||_2, max |x| or mean x².
 //  2. Activation outliers: the ceil(actOutliers * in) highest-scored channels are kept whole in F16.
 //  3. Bit allocation (allocateCmpqBits): the remaining channels get levels from `levels` (default
 //     {2, 3, 4}) so that the tensor's TOTAL bits (codes, F16 codebooks, outliers with their
@@ -44,8 +45,8 @@
 // Element weights of the k-means: uniform, or activation energy (mean x² of the channel). With
 // codebooks per input channel every element of a channel shares its channel's energy, so the two
 // give the same codebook; the option exists for completeness and weighted data in tests.
-// Threading: CmpqChannelStats::add splits the channels over OpenMP threads (the same sums per
-// channel); the solver's block updates are Eigen GEMMs on OpenMP's threads, and the optional
+// Threading: CmpqChannelStats::add splits large batches' channels over OpenMP threads (the same
+// sums per channel); the solver's block updates are Eigen GEMMs on OpenMP's threads, and the optional
 // ParallelFor (gptq.h) runs the per-channel k-means over channels with one scratch per worker
 // (preallocated), bit-identical to serial.
 // Cancel is polled between column blocks and channel batches. Inputs are never modified.

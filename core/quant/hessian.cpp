@@ -29,7 +29,7 @@ Status checkWidth(Eigen::Index got, Eigen::Index want)
 
 } // namespace
 
-Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXfR> x)
+Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXfR> x, const RowBlockFn& eachBlock)
 {
     QB_TRY_STATUS(checkWidth(x.cols(), m_h.cols()));
     if (x.rows() == 0) return {};
@@ -51,6 +51,7 @@ Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXfR> x)
             m_tile.noalias() = x.block(r0, j, rows, n - j).transpose() * x.block(r0, j, rows, w);
             m_h.block(j, j, n - j, w) += scale * m_tile.cast<double>();
         }
+        if (eachBlock) QB_TRY_STATUS(eachBlock(x.middleRows(r0, rows)));
     }
     m_h.triangularView<Eigen::StrictlyUpper>() = m_h.transpose();
     m_samples = total;

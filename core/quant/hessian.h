@@ -21,6 +21,7 @@
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <functional>
 
 namespace qb::quant {
 
@@ -35,7 +36,12 @@ public:
 
     // Adds a batch of input rows [tokens x cols]. Shape errors leave the state unchanged.
     // Float inputs use the float-GEMM path; double inputs are multiplied in double.
-    Status addBatch(Eigen::Ref<const MatrixXfR> x);
+    // eachBlock (optional): called on each block of at most kHessianF32Rows rows of x, in order,
+    // right after that block's products, while its rows are still in cache (another statistic
+    // over the same rows reads them there instead of from memory). Its error stops the batch; H
+    // then holds the blocks before.
+    using RowBlockFn = std::function<Status(Eigen::Ref<const MatrixXfR>)>;
+    Status addBatch(Eigen::Ref<const MatrixXfR> x, const RowBlockFn& eachBlock = {});
     Status addBatch(Eigen::Ref<const MatrixXdR> x);
     void reset();
 

@@ -409,15 +409,16 @@ void TestQuantCmpq::channelStatistics()
 
 void TestQuantCmpq::channelStatisticsSelected()
 {
-    // 150 channels (slices of 64 and a partial one), batches of 7 and 5 rows (the four-row sweep
-    // and its tail): each sum as an element-by-element loop over the rows in order gives it.
-    const MatrixXfR x = correlatedInputs(12, 150, 5);
+    // 150 channels (slices of 64 and a partial one), batches of 19 and 13 rows (eight-row groups
+    // summed in float, and single rows): each sum within float rounding of a group of eight of
+    // the element-by-element double sum over the rows; the maximum exact.
+    const MatrixXfR x = correlatedInputs(32, 150, 5);
     CmpqChannelStats all(150), meanAbs(150, std::vector<CmpqScore>{CmpqScore::MeanAbs}),
         maxAbs(150, std::vector<CmpqScore>{CmpqScore::MaxAbs, CmpqScore::L2});
     for (CmpqChannelStats* s : {&all, &meanAbs, &maxAbs}) {
-        QVERIFY(s->add(x.topRows(7)).ok());
-        QVERIFY(s->add(x.bottomRows(5)).ok());
-        QCOMPARE(s->tokens(), std::int64_t(12));
+        QVERIFY(s->add(x.topRows(19)).ok());
+        QVERIFY(s->add(x.bottomRows(13)).ok());
+        QCOMPARE(s->tokens(), std::int64_t(32));
     }
     Eigen::VectorXd sumAbs = Eigen::VectorXd::Zero(150), sumSq = Eigen::VectorXd::Zero(150),
                     mx = Eigen::VectorXd::Zero(150);
@@ -428,13 +429,21 @@ void TestQuantCmpq::channelStatisticsSelected()
             sumSq[c] += v * v;
             mx[c] = std::max(mx[c], v);
         }
-    QCOMPARE(all.score(CmpqScore::MeanAbs), Eigen::VectorXd(sumAbs / 12.0));
-    QCOMPARE(meanAbs.score(CmpqScore::MeanAbs), Eigen::VectorXd(sumAbs / 12.0));
+    auto near = [](const Eigen::VectorXd& got, const Eigen::VectorXd& want) {
+        return got.size() == want.size() && ((got - want).array().abs() <= 4e-7 * want.array()).all();
+    };
+    QVERIFY(near(all.score(CmpqScore::MeanAbs), sumAbs / 32.0));
+    QVERIFY(all.score(CmpqScore::MeanAbs) == meanAbs.score(CmpqScore::MeanAbs));
     QCOMPARE(all.score(CmpqScore::MaxAbs), mx);
     QCOMPARE(maxAbs.score(CmpqScore::MaxAbs), mx);
-    // x^2 may be fused into the add (FMA) or not: equal to rounding.
-    QVERIFY((maxAbs.score(CmpqScore::MeanSquare) - sumSq / 12.0).cwiseAbs().maxCoeff() <= 1e-12 * sumSq.maxCoeff());
+    QVERIFY(near(maxAbs.score(CmpqScore::MeanSquare), sumSq / 32.0));
     QCOMPARE(maxAbs.score(CmpqScore::L2), all.score(CmpqScore::L2));
+    // One value off in one row of one group is seen.
+    MatrixXfR y = x;
+    y(20, 7) += 1e-3f * std::max(1.0f, std::fabs(y(20, 7)));
+    CmpqChannelStats other(150, std::vector<CmpqScore>{CmpqScore::MeanAbs});
+    QVERIFY(other.add(y).ok());
+    QVERIFY(!near(other.score(CmpqScore::MeanAbs), sumAbs / 32.0));
     // Only what was asked for: the rest is not collected, and the solver refuses an empty score.
     QVERIFY(meanAbs.has(CmpqScore::MeanAbs) && !meanAbs.has(CmpqScore::MaxAbs) && !meanAbs.has(CmpqScore::L2));
     QVERIFY(maxAbs.has(CmpqScore::MeanSquare) && !maxAbs.has(CmpqScore::MeanAbs));
@@ -445,6 +454,17 @@ void TestQuantCmpq::channelStatisticsSelected()
     QVERIFY2(refused.error().message.find("0 channel scores for 150") != std::string::npos,
              refused.error().message.c_str());
     QVERIFY(!meanAbs.add(MatrixXfR::Zero(2, 149)).ok());
+
+    // A batch large enough to split its channels over threads gives the sums of the same rows
+    // added in blocks of 512 (each below the threshold, on one thread), bit for bit: each
+    // channel's sums run over its rows in the same groups whatever the slicing.
+    const MatrixXfR big = correlatedInputs(2048, 160, 6);
+    CmpqChannelStats whole(160), blocks(160);
+    QVERIFY(whole.add(big).ok());
+    for (Eigen::Index r0 = 0; r0 < big.rows(); r0 += 512)
+        QVERIFY(blocks.add(big.middleRows(r0, 512)).ok());
+    for (CmpqScore sc : kAllCmpqScores)
+        QVERIFY(whole.score(sc) == blocks.score(sc));
 }
 
 void TestQuantCmpq::errorFeedbackBeatsPlain()

@@ -635,6 +635,42 @@ private Q_SLOTS:
         QVERIFY2(worst <= kHessianF32Tol, qPrintable(QString::number(worst)));
     }
 
+    // addBatch's row-block callback sees every row once, in order, in blocks of at most
+    // kHessianF32Rows, and leaves H as it is without it; its error stops the batch.
+    void hessianRowBlockCallback()
+    {
+        const int cols = 40, tokens = 1300;
+        const MatrixXfR x = correlatedInputs(tokens, cols, 91u);
+        HessianAccumulator plain(cols), hooked(cols);
+        QVERIFY(plain.addBatch(x).ok());
+        std::vector<std::pair<const float*, Eigen::Index>> blocks;
+        QVERIFY(hooked
+                    .addBatch(x,
+                              [&](Eigen::Ref<const MatrixXfR> rows) {
+                                  blocks.emplace_back(rows.data(), rows.rows());
+                                  return Status{};
+                              })
+                    .ok());
+        QVERIFY(hooked.hessian() == plain.hessian());
+        QCOMPARE(hooked.samples(), plain.samples());
+        QCOMPARE(blocks.size(), std::size_t((tokens + kHessianF32Rows - 1) / kHessianF32Rows));
+        Eigen::Index next = 0;
+        for (const auto& [data, rows] : blocks) {
+            QCOMPARE(data, x.row(next).data());
+            QVERIFY(rows >= 1 && rows <= kHessianF32Rows);
+            next += rows;
+        }
+        QCOMPARE(next, Eigen::Index(tokens));
+        int calls = 0;
+        const Status refused = hooked.addBatch(x, [&](Eigen::Ref<const MatrixXfR>) {
+            ++calls;
+            return makeError(ErrorCode::Shape, "refused by the callback");
+        });
+        QVERIFY(!refused.ok());
+        QCOMPARE(refused.error().message, std::string("refused by the callback"));
+        QCOMPARE(calls, 1);
+    }
+
     // The Hessian form sums tr(A H A^T) over column tiles of H's lower triangle (one tile below
     // 128 columns, uneven tiles above): both forms agree whatever the tiling.
     void relativeOutputErrorBothForms_data()
