@@ -470,27 +470,25 @@ Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int6
 // ---------------------------------------------------------------------------------------------
 namespace {
 
-// upper_bound(x, x + n, v) of an ascending x, searched outwards from `hint` (exponential steps,
-// then a binary search): the same index, in O(log distance) where the answer is near the hint.
+// upper_bound(x, x + n, v) of an ascending x, searched outwards from `hint`: the same index, in
+// O(log distance) where the answer is near the hint.
 std::size_t upperBoundNear(const double* x, std::size_t n, double v, std::size_t hint)
 {
     hint = std::min(hint, n);
-    // Near convergence a boundary moves by a few points: walked (predictable branches) before the
-    // search.
-    constexpr std::size_t kWalk = 8;
-    if (hint < n && !(x[hint] > v)) {
-        std::size_t i = hint + 1;
-        for (std::size_t t = 0; t < kWalk && i < n; ++t, ++i)
-            if (x[i] > v) return i;
-        if (i >= n) return n;
-        hint = i;
-    } else {
-        std::size_t i = hint;
-        for (std::size_t t = 0; t < kWalk && i > 0; ++t, --i)
-            if (!(x[i - 1] > v)) return i;
-        if (i == 0) return 0;
-        hint = i;
+    // Near convergence a boundary moves by a few points: the points <= v are counted in a window
+    // of 16 around the hint (no branch on the data; the compiler vectorises the count). That is
+    // the answer when the window starts at a point <= v (or at 0) and holds the first point > v
+    // (or reaches n); otherwise the search goes on from the window's edge.
+    constexpr std::size_t kWindow = 16;
+    if (n >= kWindow) {
+        const std::size_t s = std::min(hint > kWindow / 2 ? hint - kWindow / 2 : 0, n - kWindow);
+        unsigned c = 0;
+        for (std::size_t i = 0; i < kWindow; ++i)
+            c += x[s + i] <= v ? 1u : 0u;
+        if ((c > 0 || s == 0) && (c < kWindow || s + kWindow == n)) return s + c;
+        hint = c == 0 ? s : s + kWindow - 1;
     }
+    // Exponential steps from the hint, then a binary search.
     std::size_t lo = 0, hi = n;
     if (hint < n && !(x[hint] > v)) { // the answer lies right of the hint
         lo = hint + 1;
