@@ -1049,9 +1049,11 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         for (int i = b; i < end; ++i) {
             quantizeColumn(wd.col(i).data(), i, codeBlock.col(i - b).data(), deqBlock.col(i - b).data(), e.data());
             const double d = u(i, i);
-            for (int r = 0; r < m; ++r) {
-                proxy += 0.5 * e[std::size_t(r)] * e[std::size_t(r)] / (d * d);
-                err(r, i - b) = float(e[std::size_t(r)] / d);
+            float* errs = err.col(i - b).data();
+            for (int r = 0; r < m; ++r) { // as quantizeRowsGptq: one division per weight
+                const double e1 = e[std::size_t(r)] / d;
+                proxy += 0.5 * e1 * e1;
+                errs[r] = float(e1);
             }
             const int rest = end - i - 1;
             if (rest > 0) wd.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
