@@ -286,14 +286,18 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
     // phase of a shared host) hits them alike. The order reverses from one repeat to the next
     // (A B, B A, ...): on the 2-core development machine, in some phases, the method run second
     // was 2-9% faster in pair after pair (the cause was not established), so a fixed order could
-    // favour one. Min over repeats, stage by stage.
+    // favour one. Min over repeats, stage by stage; with two methods also the ratio of their
+    // totals within each repeat (run back to back: a slow phase of the host, which moves the
+    // minima, mostly hits both).
     std::vector<MethodRun> runs(methods.size());
+    std::vector<std::vector<double>> totals(methods.size());
     for (int i = 0; i < repeat; ++i) {
         for (std::size_t t = 0; t < methods.size(); ++t) {
             const std::size_t k = i % 2 ? methods.size() - 1 - t : t;
             const std::string& m = methods[k];
             MethodRun r = quantizeInChild(modelPath, calibPath, m, co, bits, group, threads);
             if (!r.error.empty()) return cli::fail(cmd, m + ": " + r.error);
+            totals[k].push_back(r.total);
             MethodRun& best = runs[k];
             if (i == 0) {
                 best = r;
@@ -349,6 +353,24 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
         }
         if (!args.has("save-ids")) std::filesystem::remove(ids);
     }
+    // The second method's total over the first's, repeat by repeat.
+    struct Pairs {
+        double median = 0, min = 0, max = 0;
+        int noSlower = 0;
+    } pairs;
+    const bool paired = methods.size() == 2;
+    if (paired) {
+        std::vector<double> ratio;
+        for (int i = 0; i < repeat; ++i) {
+            ratio.push_back(totals[1][std::size_t(i)] / totals[0][std::size_t(i)]);
+            pairs.noSlower += ratio.back() <= 1.0 ? 1 : 0;
+        }
+        std::sort(ratio.begin(), ratio.end());
+        const std::size_t h = ratio.size() / 2;
+        pairs.median = ratio.size() % 2 ? ratio[h] : 0.5 * (ratio[h - 1] + ratio[h]);
+        pairs.min = ratio.front();
+        pairs.max = ratio.back();
+    }
     char buf[512];
     if (args.has("json")) {
         std::cout << "{\"bits\":" << bits << ",\"group\":" << group << ",\"threads\":" << threads
@@ -364,6 +386,14 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
             std::cout << buf;
         }
         std::cout << "]";
+        if (paired) {
+            std::snprintf(buf, sizeof buf,
+                          ",\"pairs\":{\"of\":\"%s/%s\",\"median\":%.4f,\"min\":%.4f,\"max\":%.4f,\"no_slower\":%d,"
+                          "\"repeats\":%d}",
+                          methods[1].c_str(), methods[0].c_str(), pairs.median, pairs.min, pairs.max, pairs.noSlower,
+                          repeat);
+            std::cout << buf;
+        }
         if (reference) {
             std::snprintf(buf, sizeof buf,
                           ",\"reference\":{\"torch\":\"%s\",\"embed\":%.4f,\"forward\":%.4f,\"solve\":%.4f,"
@@ -384,6 +414,10 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
                     r.search, r.solve, r.evaluate, r.total, r.rssMiB);
     std::printf("seconds per stage; peak RSS = VmHWM of a fresh child process per method run (model load,\n"
                 "calibration set and quantization; the parent does not count)\n");
+    if (paired)
+        std::printf("%s / %s within each repeat: median %.4f (min %.4f, max %.4f), %s no slower in %d of %d\n",
+                    methods[1].c_str(), methods[0].c_str(), pairs.median, pairs.min, pairs.max, methods[1].c_str(),
+                    pairs.noSlower, repeat);
     if (reference) {
         const MethodRun& ours = runs.front();
         std::printf("\nreference: IST-DASLab llama_sequential (true-sequential), torch %s, same token ids\n",

@@ -184,6 +184,38 @@ private Q_SLOTS:
         QVERIFY(missing.err.contains("reference"));
     }
 
+    // bench --quantize with two methods: minima per stage, in the order given, and the second's
+    // total over the first's within each repeat.
+    void cliBenchQuantizePairs()
+    {
+        const qbtest::CliRun r =
+            qbtest::runCli({"bench", qbtest::demo(), "--quantize", "--methods", "rtn,gptq", "--nsamples", "2",
+                            "--seqlen", "32", "--threads", "1", "--repeat", "3", "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const QJsonObject o = QJsonDocument::fromJson(r.out).object();
+        const QJsonArray methods = o.value("methods").toArray();
+        QCOMPARE(methods.size(), 2);
+        QCOMPARE(methods.at(0).toObject().value("method").toString(), QStringLiteral("rtn"));
+        QCOMPARE(methods.at(1).toObject().value("method").toString(), QStringLiteral("gptq"));
+        const QJsonObject pairs = o.value("pairs").toObject();
+        QCOMPARE(pairs.value("of").toString(), QStringLiteral("gptq/rtn"));
+        QCOMPARE(pairs.value("repeats").toInt(), 3);
+        const double lo = pairs.value("min").toDouble(), mid = pairs.value("median").toDouble(),
+                     hi = pairs.value("max").toDouble();
+        QVERIFY2(lo > 0 && lo <= mid && mid <= hi, r.out.constData());
+        const int noSlower = pairs.value("no_slower").toInt(-1);
+        QVERIFY(noSlower >= 0 && noSlower <= 3);
+        QCOMPARE(noSlower == 3, hi <= 1.0);
+        QCOMPARE(noSlower == 0, lo > 1.0);
+        QVERIFY(methods.at(0).toObject().value("total").toDouble() > 0);
+        QVERIFY(methods.at(1).toObject().value("total").toDouble() > 0);
+        // One method: no pairs.
+        const qbtest::CliRun one = qbtest::runCli({"bench", qbtest::demo(), "--quantize", "--methods", "rtn",
+                                                   "--nsamples", "2", "--seqlen", "32", "--threads", "1", "--json"});
+        QVERIFY2(one.code == 0, one.err.constData());
+        QVERIFY(!QJsonDocument::fromJson(one.out).object().contains("pairs"));
+    }
+
     // bench --quantize --reference: ours and the PyTorch reference pipeline on the same token ids
     // (kept with --save-ids), both wall times and the ratio; needs Debian's python3-torch.
     void cliBenchQuantizeAgainstTheReference()
