@@ -274,33 +274,39 @@ unsigned sumsOf(CmpqScore s)
 }
 
 // Adds |x|, x^2 and max |x| per channel (the sums in `Sums`) over the rows of x, columns [c0, c1).
-// Eight rows at a time are summed in float (a pairwise tree: relative rounding below 3 * 2^-24 of
-// the eight values' sum) and the partial sum added into the double sums, so each double sum takes
-// one add per eight rows; rows left over are added one by one. A channel's sums do not depend on
+// Sixteen rows at a time are summed in float (a pairwise tree: relative rounding below 4 * 2^-24
+// of the sixteen values' sum) and the partial sum added into the double sums, so each double sum
+// takes one add per sixteen rows; rows left over are added one by one. A channel's sums do not depend on
 // how the columns are split into slices (the thread count); the maximum is exact.
 template <unsigned Sums>
 void addChannelSums(const Eigen::Ref<const MatrixXfR>& x, Eigen::Index c0, Eigen::Index c1, double* __restrict sumAbs,
                     double* __restrict sumSq, double* __restrict maxAbs)
 {
-    constexpr int kRows = 8;
-    const Eigen::Index rows = x.rows();
+    constexpr int kRows = 16;
+    const Eigen::Index rows = x.rows(), ld = x.outerStride();
     Eigen::Index r = 0;
     for (; r + kRows <= rows; r += kRows) {
-        const float* __restrict p[kRows];
-        for (int i = 0; i < kRows; ++i)
-            p[i] = x.row(r + i).data();
+        const float* __restrict p = x.row(r).data();
         for (Eigen::Index c = c0; c < c1; ++c) {
             float v[kRows];
             for (int i = 0; i < kRows; ++i)
-                v[i] = std::fabs(p[i][c]);
-            if constexpr ((Sums & kSumAbs) != 0)
-                sumAbs[c] += double(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
-            if constexpr ((Sums & kSumSq) != 0)
-                sumSq[c] += double(((v[0] * v[0] + v[1] * v[1]) + (v[2] * v[2] + v[3] * v[3])) +
-                                   ((v[4] * v[4] + v[5] * v[5]) + (v[6] * v[6] + v[7] * v[7])));
+                v[i] = std::fabs(p[i * ld + c]);
+            if constexpr ((Sums & kSumAbs) != 0) {
+                float t[kRows / 2];
+                for (int i = 0; i < kRows / 2; ++i)
+                    t[i] = v[2 * i] + v[2 * i + 1];
+                sumAbs[c] += double(((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])));
+            }
+            if constexpr ((Sums & kSumSq) != 0) {
+                float t[kRows / 2];
+                for (int i = 0; i < kRows / 2; ++i)
+                    t[i] = v[2 * i] * v[2 * i] + v[2 * i + 1] * v[2 * i + 1];
+                sumSq[c] += double(((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])));
+            }
             if constexpr ((Sums & kMaxAbs) != 0) {
-                const float m = std::max(std::max(std::max(v[0], v[1]), std::max(v[2], v[3])),
-                                         std::max(std::max(v[4], v[5]), std::max(v[6], v[7])));
+                float m = v[0];
+                for (int i = 1; i < kRows; ++i)
+                    m = std::max(m, v[i]);
                 maxAbs[c] = maxAbs[c] < double(m) ? double(m) : maxAbs[c];
             }
         }

@@ -6,7 +6,7 @@
 //
 // What, for a weight W [out x in] and one activation score per input channel (column):
 //  1. Channel scores: CmpqChannelStats accumulates, per input channel, sum |x|, sum x² and max |x|
-//     of the calibration activations (groups of eight rows summed in float, the groups in double),
+//     of the calibration activations (groups of sixteen rows summed in float, the groups in double),
 //     or only the sums of the scores it is built for (the quantize job feeds it from the same tap
 //     as the Hessian, block by block as the Hessian's products leave them in cache, for the scores
 //     of the group's CMPQ tensors); score() gives mean |x|, ||x||_2, max |x| or mean x².

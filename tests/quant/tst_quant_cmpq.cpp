@@ -409,8 +409,8 @@ void TestQuantCmpq::channelStatistics()
 
 void TestQuantCmpq::channelStatisticsSelected()
 {
-    // 150 channels (slices of 64 and a partial one), batches of 19 and 13 rows (eight-row groups
-    // summed in float, and single rows): each sum within float rounding of a group of eight of
+    // 150 channels (slices of 64 and a partial one), batches of 19 and 13 rows (sixteen-row groups
+    // summed in float, and single rows): each sum within float rounding of a group of sixteen of
     // the element-by-element double sum over the rows; the maximum exact.
     const MatrixXfR x = correlatedInputs(32, 150, 5);
     CmpqChannelStats all(150), meanAbs(150, std::vector<CmpqScore>{CmpqScore::MeanAbs}),
