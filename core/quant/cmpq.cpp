@@ -276,8 +276,8 @@ unsigned sumsOf(CmpqScore s)
 // Adds |x|, x^2 and max |x| per channel (the sums in `Sums`) over the rows of x, columns [c0, c1).
 // Sixteen rows at a time are summed in float (a pairwise tree: relative rounding below 4 * 2^-24
 // of the sixteen values' sum) and the partial sum added into the double sums, so each double sum
-// takes one add per sixteen rows; rows left over are added one by one. A channel's sums do not depend on
-// how the columns are split into slices (the thread count); the maximum is exact.
+// takes one add per sixteen rows; rows left over are added one by one. A channel's sums do not
+// depend on how the columns are split into slices (the thread count); the maximum is exact.
 template <unsigned Sums>
 void addChannelSums(const Eigen::Ref<const MatrixXfR>& x, Eigen::Index c0, Eigen::Index c1, double* __restrict sumAbs,
                     double* __restrict sumSq, double* __restrict maxAbs)

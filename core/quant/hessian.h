@@ -38,8 +38,8 @@ public:
     // Float inputs use the float-GEMM path; double inputs are multiplied in double.
     // eachBlock (optional): called on each block of at most kHessianF32Rows rows of x, in order,
     // right after that block's products, while its rows are still in cache (another statistic
-    // over the same rows reads them there instead of from memory). Its error stops the batch; H
-    // then holds the blocks before.
+    // over the same rows reads them there instead of from memory). Its error is returned at once
+    // and leaves the accumulator part-way through the batch: reset() it before further use.
     using RowBlockFn = std::function<Status(Eigen::Ref<const MatrixXfR>)>;
     Status addBatch(Eigen::Ref<const MatrixXfR> x, const RowBlockFn& eachBlock = {});
     Status addBatch(Eigen::Ref<const MatrixXdR> x);
