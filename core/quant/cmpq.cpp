@@ -1,6 +1,7 @@
 #include "quant/cmpq.h"
 
 #include "base/dtype.h"
+#include "quant/float_sort.h"
 #include "quant/hessian.h"
 
 #include <algorithm>
@@ -37,108 +38,12 @@ int tagBits(std::size_t levels) { return levels > 1 ? ceilLog2(std::int64_t(leve
 // returns centroids ascending, F16-rounded, size 2^bits (duplicates allowed).
 struct ChannelScratch {
     std::vector<double> vals;
-    std::vector<std::uint32_t> keys, tmp; // radix sort
-    std::vector<float> column;            // the channel's values without its outliers
-    std::vector<std::uint8_t> codes;      // a column's codes (the trial quantization)
+    FloatSortScratch sort;
+    std::vector<float> column;       // the channel's values without its outliers
+    std::vector<std::uint8_t> codes; // a column's codes (the trial quantization)
     KmeansScratch km;
     KmeansResult res;
 };
-
-// The n floats at x ascending into out (as doubles). Long channels take an LSD radix sort on the
-// IEEE bits (passes of 8 bits over the top three bytes, the histograms counted in one pass, a pass
-// whose digit is the same for every value skipped, then an insertion pass for the low byte; the
-// order std::sort gives, equal values being equal), very short ones std::sort. The radix sort wins
-// from about 40 values up (2.5x at 64, 3.8x at 128, 6x at 352: its branches do not depend on the
-// data, while std::sort's comparisons mispredict on every fresh channel).
-void sortFloats(const float* x, std::size_t n, ChannelScratch& s, std::vector<double>& out)
-{
-    out.resize(n);
-    if (n < 48) {
-        std::copy(x, x + n, out.begin());
-        std::sort(out.begin(), out.end());
-        return;
-    }
-    constexpr int kPasses = 4, kBuckets = 256;
-    constexpr int kFirstPass = 1; // byte 0 is left to the insertion pass at the end
-    s.keys.resize(n);
-    s.tmp.resize(n);
-    // Two sets of histograms, even and odd elements, summed after: a run of one digit then waits
-    // on two counters' increments in turn rather than on one.
-    std::array<std::array<std::uint32_t, kBuckets>, kPasses> count{}, count2{};
-    auto keyOf = [x](std::size_t i) {
-        std::uint32_t u;
-        std::memcpy(&u, x + i, 4);
-        return (u & 0x80000000u) ? ~u : (u | 0x80000000u); // ascending as unsigned
-    };
-    std::size_t i = 0;
-    for (; i + 1 < n; i += 2) {
-        const std::uint32_t a = keyOf(i), b = keyOf(i + 1);
-        s.keys[i] = a;
-        s.keys[i + 1] = b;
-        for (int p = kFirstPass; p < kPasses; ++p) {
-            ++count[std::size_t(p)][(a >> (8 * p)) & 0xFFu];
-            ++count2[std::size_t(p)][(b >> (8 * p)) & 0xFFu];
-        }
-    }
-    if (i < n) {
-        s.keys[i] = keyOf(i);
-        for (int p = kFirstPass; p < kPasses; ++p)
-            ++count[std::size_t(p)][(s.keys[i] >> (8 * p)) & 0xFFu];
-    }
-    for (int p = kFirstPass; p < kPasses; ++p)
-        for (int d = 0; d < kBuckets; ++d)
-            count[std::size_t(p)][std::size_t(d)] += count2[std::size_t(p)][std::size_t(d)];
-    std::vector<std::uint32_t>*src = &s.keys, *dst = &s.tmp;
-    for (int p = kFirstPass; p < kPasses; ++p) {
-        std::array<std::uint32_t, kBuckets>& c = count[std::size_t(p)];
-        if (c[((*src)[0] >> (8 * p)) & 0xFFu] == n) continue; // one digit everywhere: already in order
-        std::uint32_t sum = 0;
-        for (std::uint32_t& v : c) {
-            const std::uint32_t t = v;
-            v = sum;
-            sum += t;
-        }
-        // Two independent streams: the first half from the front into each bucket's start, the
-        // second from the back into its end (both keep the order: the pass stays stable). Runs of
-        // one digit (the sign and exponent bytes of a channel's values) then wait on two counter
-        // chains at a time instead of one.
-        std::array<std::uint32_t, kBuckets> end;
-        for (int d = 0; d + 1 < kBuckets; ++d)
-            end[std::size_t(d)] = c[std::size_t(d) + 1];
-        end[kBuckets - 1] = std::uint32_t(n);
-        const std::uint32_t* in = src->data();
-        std::uint32_t* out = dst->data();
-        const int shift = 8 * p;
-        std::size_t lo = 0, hi = n;
-        while (hi - lo >= 2) {
-            const std::uint32_t a = in[lo++], b = in[--hi];
-            out[c[(a >> shift) & 0xFFu]++] = a;
-            out[--end[(b >> shift) & 0xFFu]] = b;
-        }
-        if (lo < hi) out[c[(in[lo] >> shift) & 0xFFu]++] = in[lo];
-        std::swap(src, dst);
-    }
-    // Ordered by the top three bytes: keys equal there may be out of order in their low byte, and
-    // only then (rare: 2^-15 apart in relative terms); an insertion pass finishes the sort.
-    std::uint32_t* sortedKeys = src->data();
-    for (std::size_t i = 1; i < n; ++i) {
-        const std::uint32_t key = sortedKeys[i];
-        if (key >= sortedKeys[i - 1]) continue;
-        std::size_t j = i;
-        do {
-            sortedKeys[j] = sortedKeys[j - 1];
-            --j;
-        } while (j > 0 && sortedKeys[j - 1] > key);
-        sortedKeys[j] = key;
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::uint32_t key = sortedKeys[i];
-        const std::uint32_t u = (key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key;
-        float f;
-        std::memcpy(&f, &u, 4);
-        out[i] = double(f);
-    }
-}
 
 // The codebook of a channel from its n values sorted ascending (as doubles). Every element of an
 // input channel carries its channel's weight (uniform or activation energy: one value per channel),
@@ -800,7 +705,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             }
             buf[cnt++] = col[r];
         }
-        sortFloats(buf.data(), cnt, sc, sorted);
+        sortFloatsAscending(buf.data(), cnt, sc.sort, sorted);
     };
     // Fits channel j's codebook from column j of the working copy, skipping its outlier rows.
     auto fitChannel = [&](int j, int worker) {
