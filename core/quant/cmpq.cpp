@@ -13,6 +13,7 @@
 #include <queue>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 namespace qb::quant {
 
@@ -41,6 +42,7 @@ struct ChannelScratch {
     FloatSortScratch sort;
     std::vector<float> column;       // the channel's values without its outliers
     std::vector<std::uint8_t> codes; // a column's codes (the trial quantization)
+    std::vector<double> errors;      // its weighted squared errors
     KmeansScratch km;
     KmeansResult res;
 };
@@ -427,6 +429,108 @@ std::size_t upperBoundNear(const double* x, std::size_t n, double v, std::size_t
     return std::size_t(std::upper_bound(x + lo, x + hi, v) - x);
 }
 
+// Lloyd's iterations on sorted x with the prefix sums in s, from two deterministic inits (weighted
+// quantiles (j + 1/2) / K and K even levels over [min, max]), the lower objective kept (1-D Lloyd
+// stalls in poor local optima from one); with `warm`, one run from those centroids. K > 0: exactly
+// K centroids, the state in fixed arrays (the loops unroll, nothing is copied through the heap);
+// K = 0: k of them, in vectors. The same arithmetic either way.
+template <int K>
+struct LloydRun {
+    using Centroids = std::conditional_t<K == 0, std::vector<double>, std::array<double, std::size_t(K)>>;
+    using Starts = std::conditional_t<K == 0, std::vector<std::size_t>, std::array<std::size_t, std::size_t(K) + 1>>;
+    Centroids c{};
+    Starts seg{}, prevSeg{};
+    double prev = 0;
+    int iters = 0;
+    bool done = false;
+};
+
+template <int K>
+void lloydRuns(const double* x, std::size_t n, int kRuntime, int maxIters, double tol, KmeansScratch& s,
+               KmeansResult& out, const double* warm)
+{
+    const int k = K > 0 ? K : kRuntime;
+    const double* cw = s.cw.data();
+    const double* cwx = s.cwx.data();
+    const double* cwxx = s.cwxx.data();
+    const double wsum = cw[n];
+    using Run = LloydRun<K>;
+    // Segment j = [seg[j], seg[j+1]): points nearer to c_j than to its neighbours (ties go left).
+    // A boundary moves little from one iteration to the next: searched from where it was.
+    auto assign = [&](Run& r) {
+        r.seg[0] = 0;
+        for (int j = 0; j + 1 < k; ++j) {
+            const double mid = 0.5 * (r.c[std::size_t(j)] + r.c[std::size_t(j) + 1]);
+            r.seg[std::size_t(j) + 1] =
+                std::max(r.seg[std::size_t(j)], upperBoundNear(x, n, mid, r.seg[std::size_t(j) + 1]));
+        }
+        r.seg[std::size_t(k)] = n;
+    };
+    auto objective = [&](const Run& r) {
+        double f = 0.0;
+        for (int j = 0; j < k; ++j) {
+            const std::size_t a = r.seg[std::size_t(j)], b = r.seg[std::size_t(j) + 1];
+            if (a == b) continue;
+            const double sw = cw[b] - cw[a], swx = cwx[b] - cwx[a], swxx = cwxx[b] - cwxx[a];
+            const double cj = r.c[std::size_t(j)];
+            f += std::max(0.0, swxx - 2.0 * cj * swx + cj * cj * sw);
+        }
+        return f;
+    };
+    auto step = [&](Run& r, std::vector<double>& obj) {
+        for (int j = 0; j < k; ++j) {
+            const std::size_t a = r.seg[std::size_t(j)], b = r.seg[std::size_t(j) + 1];
+            const double sw = cw[b] - cw[a];
+            if (a < b && sw > 0.0) r.c[std::size_t(j)] = std::clamp((cwx[b] - cwx[a]) / sw, x[a], x[b - 1]);
+        }
+        r.prevSeg = r.seg;
+        assign(r);
+        const double f = objective(r);
+        // Rounding in the prefix differences can show a tiny rise; the true objective does not.
+        obj.push_back(std::min(f, r.prev));
+        ++r.iters;
+        r.done = r.seg == r.prevSeg || r.prev - f <= tol * std::max(r.prev, 1e-300);
+        r.prev = std::min(f, r.prev);
+    };
+    const int runs = warm ? 1 : 2;
+    Run run[2];
+    for (int init = 0; init < runs; ++init) {
+        Run& r = run[init];
+        if constexpr (K == 0) {
+            r.c.resize(std::size_t(k));
+            r.seg.resize(std::size_t(k) + 1);
+            r.prevSeg.resize(std::size_t(k) + 1);
+        }
+        // The search hints: even counts, then where the first run ended.
+        if (init == 0)
+            for (int j = 0; j <= k; ++j)
+                r.seg[std::size_t(j)] = n * std::size_t(j) / std::size_t(k);
+        else r.seg = run[0].seg;
+        for (int j = 0; j < k; ++j) {
+            if (warm) {
+                r.c[std::size_t(j)] = warm[j];
+            } else if (init == 0) {
+                const double target = wsum * (double(j) + 0.5) / double(k);
+                const std::size_t i = std::size_t(std::upper_bound(cw + 1, cw + n + 1, target) - (cw + 1));
+                r.c[std::size_t(j)] = x[std::min(i, n - 1)];
+            } else {
+                r.c[std::size_t(j)] = x[0] + (x[n - 1] - x[0]) * (double(j) + 0.5) / double(k);
+            }
+        }
+        std::vector<double>& obj = s.obj[init];
+        obj.clear();
+        assign(r);
+        r.prev = objective(r);
+        obj.push_back(r.prev);
+        for (int it = 0; it < maxIters && !r.done; ++it)
+            step(r, obj);
+    }
+    const int best = runs == 2 && s.obj[1].back() < s.obj[0].back() ? 1 : 0;
+    out.centroids.assign(run[best].c.begin(), run[best].c.end());
+    out.objective = s.obj[best];
+    out.iterations = run[best].iters;
+}
+
 // The k-means of kmeans1dWeighted, the point weights read through weightAt(i).
 template <class WeightAt>
 void kmeans1d(const double* x, const WeightAt& weightAt, std::size_t n, int k, int maxIters, double tol,
@@ -472,78 +576,10 @@ void kmeans1d(const double* x, const WeightAt& weightAt, std::size_t n, int k, i
         out.objective.push_back(0.0);
         return;
     }
-    // Two deterministic inits, weighted quantiles (j + 1/2) / K and K even levels over [min, max];
-    // Lloyd from each, the lower objective kept (1-D Lloyd stalls in poor local optima from one).
-    // With `warm`: one run from those centroids.
-    const double wsum = s.cw[n];
-    s.seg.resize(std::size_t(k) + 1);
-    // Segment j = [seg[j], seg[j+1]): points nearer to c_j than to its neighbours (ties go left).
-    // A boundary moves little from one iteration to the next: searched from where it was.
-    auto assign = [&]() {
-        s.seg[0] = 0;
-        for (int j = 0; j + 1 < k; ++j) {
-            const double mid = 0.5 * (c[std::size_t(j)] + c[std::size_t(j) + 1]);
-            s.seg[std::size_t(j) + 1] =
-                std::max(s.seg[std::size_t(j)], upperBoundNear(x, n, mid, s.seg[std::size_t(j) + 1]));
-        }
-        s.seg[std::size_t(k)] = n;
-    };
-    auto objective = [&]() {
-        double f = 0.0;
-        for (int j = 0; j < k; ++j) {
-            const std::size_t a = s.seg[std::size_t(j)], b = s.seg[std::size_t(j) + 1];
-            if (a == b) continue;
-            const double sw = s.cw[b] - s.cw[a], swx = s.cwx[b] - s.cwx[a], swxx = s.cwxx[b] - s.cwxx[a];
-            const double cj = c[std::size_t(j)];
-            f += std::max(0.0, swxx - 2.0 * cj * swx + cj * cj * sw);
-        }
-        return f;
-    };
-    std::vector<double>&bestC = s.bestC, &bestObj = s.bestObj, &obj = s.obj;
-    int bestIters = 0;
-    for (int init = 0; init < (warm ? 1 : 2); ++init) {
-        for (int j = 0; j < k; ++j) {
-            if (warm) {
-                c[std::size_t(j)] = warm[j];
-            } else if (init == 0) {
-                const double target = wsum * (double(j) + 0.5) / double(k);
-                const std::size_t i =
-                    std::size_t(std::upper_bound(s.cw.begin() + 1, s.cw.end(), target) - (s.cw.begin() + 1));
-                c[std::size_t(j)] = x[std::min(i, n - 1)];
-            } else {
-                c[std::size_t(j)] = x[0] + (x[n - 1] - x[0]) * (double(j) + 0.5) / double(k);
-            }
-        }
-        obj.clear();
-        assign();
-        double prev = objective();
-        obj.push_back(prev);
-        int iters = 0;
-        for (int it = 0; it < maxIters; ++it) {
-            for (int j = 0; j < k; ++j) {
-                const std::size_t a = s.seg[std::size_t(j)], b = s.seg[std::size_t(j) + 1];
-                const double sw = s.cw[b] - s.cw[a];
-                if (a < b && sw > 0.0) c[std::size_t(j)] = std::clamp((s.cwx[b] - s.cwx[a]) / sw, x[a], x[b - 1]);
-            }
-            s.prevSeg = s.seg;
-            assign();
-            const double f = objective();
-            // Rounding in the prefix differences can show a tiny rise; the true objective does not.
-            obj.push_back(std::min(f, prev));
-            ++iters;
-            const bool done = s.seg == s.prevSeg || prev - f <= tol * std::max(prev, 1e-300);
-            prev = std::min(f, prev);
-            if (done) break;
-        }
-        if (init == 0 || obj.back() < bestObj.back()) {
-            bestC = c;
-            bestObj = obj;
-            bestIters = iters;
-        }
-    }
-    c = bestC;
-    out.objective = bestObj;
-    out.iterations = bestIters;
+    // Four centroids (the 2-bit level, most channels at 2-3 bits) with the state in fixed arrays:
+    // 13-15 % faster on 64-352 values; eight or sixteen unrolled were slower than in vectors.
+    if (k == 4) lloydRuns<4>(x, n, k, maxIters, tol, s, out, warm);
+    else lloydRuns<0>(x, n, k, maxIters, tol, s, out, warm);
 }
 
 } // namespace
@@ -742,18 +778,33 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         ChannelScratch& sc = scratch[std::size_t(worker)];
         sc.codes.resize(std::size_t(m));
         cmpqNearestCodes(col, std::size_t(m), cb, 1 << b, sc.codes.data());
-        std::vector<Err>& errs = heaps[std::size_t(worker)];
-        for (int r = 0; r < m; ++r) {
+        sc.errors.resize(std::size_t(m));
+        double* err = sc.errors.data();
+        const double weight = imp[j];
+        for (int r = 0; r < m; ++r) { // vectorises (the codebook read by a gather)
             const double e = double(col[r]) - double(cb[sc.codes[std::size_t(r)]]);
-            const Err cand{imp[j] * e * e, std::int64_t(r) * n + j};
-            if (errs.size() < want) {
-                errs.push_back(cand);
-                std::push_heap(errs.begin(), errs.end(), better);
-            } else if (better(cand, errs.front())) {
+            err[r] = weight * e * e;
+        }
+        std::vector<Err>& errs = heaps[std::size_t(worker)];
+        int r = 0;
+        for (; r < m && errs.size() < want; ++r) {
+            errs.push_back({err[r], std::int64_t(r) * n + j});
+            std::push_heap(errs.begin(), errs.end(), better);
+        }
+        // A full heap's smallest kept error only rises: an error below it now is never taken, and
+        // the rest go through the exact comparison (ties to the lower index).
+        while (r < m) {
+            const double floor = errs.front().first;
+            while (r < m && err[r] < floor)
+                ++r;
+            if (r == m) break;
+            const Err cand{err[r], std::int64_t(r) * n + j};
+            if (better(cand, errs.front())) {
                 std::pop_heap(errs.begin(), errs.end(), better);
                 errs.back() = cand;
                 std::push_heap(errs.begin(), errs.end(), better);
             }
+            ++r;
         }
     };
     // The `want` largest errors of all heaps (emptied) into outRows.

@@ -159,9 +159,8 @@ struct KmeansResult {
     int iterations = 0;
 };
 struct KmeansScratch {
-    std::vector<double> cw, cwx, cwxx;     // prefix sums, size n + 1
-    std::vector<std::size_t> seg, prevSeg; // segment starts, size k + 1
-    std::vector<double> bestC, bestObj, obj;
+    std::vector<double> cw, cwx, cwxx; // prefix sums, size n + 1
+    std::vector<double> obj[2];        // the objective after each iteration, per init
 };
 void kmeans1dWeighted(const double* sorted, const double* weights, std::size_t n, int k, int maxIters, double tol,
                       KmeansScratch& scratch, KmeansResult& out);
