@@ -10,7 +10,6 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
-#include <queue>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -343,7 +342,6 @@ Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int6
                              "or add a lower level");
 
     // Greedy by gain per bit; ties by rank (a higher-scored channel first), so allocation is monotone.
-    std::vector<int> levelIndex(static_cast<std::size_t>(n), 0);
     std::vector<int> rankOf(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i)
         rankOf[std::size_t(rank[std::size_t(i)])] = i;
@@ -353,28 +351,47 @@ Result<CmpqAllocation> allocateCmpqBits(const Eigen::VectorXd& scores, std::int6
     };
     for (std::size_t li = 0; li + 1 < opt.levels.size(); ++li)
         a.maxStep = std::max(a.maxStep, stepCost(int(li)));
-    using Cand = std::tuple<double, int, int>; // gain per bit, -rank, column
-    std::priority_queue<Cand> queue;
-    auto push = [&](int c) {
-        const int li = levelIndex[std::size_t(c)];
-        if (li + 1 >= int(opt.levels.size())) return;
+    // The candidates of one transition (level li to li + 1) come in rank order: its gain per bit
+    // is the channel's importance times a constant, and channels reach level li in rank order. So
+    // the greedy merges one queue per transition, taking the head with the largest gain per bit
+    // (ties: the higher rank), as a priority queue of every candidate would pop them. A
+    // transition that no longer fits the budget never fits again (the total only grows).
+    const int transitions = int(opt.levels.size()) - 1;
+    std::vector<std::vector<int>> waiting(static_cast<std::size_t>(std::max(transitions, 0)));
+    std::vector<std::size_t> head(waiting.size(), 0);
+    std::vector<char> fits(waiting.size(), 1);
+    if (transitions > 0)
+        for (int i = 0; i < n; ++i)
+            if (a.channelBits[std::size_t(rank[std::size_t(i)])] > 0) waiting[0].push_back(rank[std::size_t(i)]);
+    auto gainPerBit = [&](int c, int li) {
         const int b0 = opt.levels[std::size_t(li)], b1 = opt.levels[std::size_t(li) + 1];
         const double gain = importanceOf(scores[c], opt.score) * (std::ldexp(1.0, -2 * b0) - std::ldexp(1.0, -2 * b1));
-        queue.emplace(gain / stepCost(li), -rankOf[std::size_t(c)], c);
+        return gain / stepCost(li);
     };
-    for (int c = 0; c < n; ++c)
-        if (a.channelBits[std::size_t(c)] > 0) push(c);
     double total = a.bits.total();
-    while (!queue.empty()) {
-        const int c = std::get<2>(queue.top());
-        queue.pop();
-        const int li = levelIndex[std::size_t(c)];
+    for (;;) {
+        int li = -1, c = -1;
+        double best = 0.0;
+        for (int t = 0; t < transitions; ++t) {
+            if (!fits[std::size_t(t)] || head[std::size_t(t)] == waiting[std::size_t(t)].size()) continue;
+            const int cand = waiting[std::size_t(t)][head[std::size_t(t)]];
+            const double g = gainPerBit(cand, t);
+            if (li < 0 || g > best || (g == best && rankOf[std::size_t(cand)] < rankOf[std::size_t(c)])) {
+                li = t;
+                c = cand;
+                best = g;
+            }
+        }
+        if (li < 0) break;
+        ++head[std::size_t(li)];
         const double cost = stepCost(li);
-        if (total + cost > a.budget + 1e-6) continue; // every later candidate at this level costs the same
+        if (total + cost > a.budget + 1e-6) {
+            fits[std::size_t(li)] = 0;
+            continue;
+        }
         total += cost;
-        levelIndex[std::size_t(c)] = li + 1;
         a.channelBits[std::size_t(c)] = opt.levels[std::size_t(li) + 1];
-        push(c);
+        if (li + 1 < transitions) waiting[std::size_t(li) + 1].push_back(c);
     }
     a.bits = cmpqBitsOf(a.channelBits, a.keptChannels.size(), a.sparseOutliers, rows, opt.levels.size());
     return a;

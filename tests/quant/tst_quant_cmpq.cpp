@@ -14,8 +14,11 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <numeric>
+#include <queue>
 #include <random>
 #include <set>
+#include <tuple>
 #include <vector>
 
 using namespace qb;
@@ -57,6 +60,7 @@ private Q_SLOTS:
     void bitAccounting_data();
     void bitAccounting();
     void monotoneAllocation();
+    void allocationIsTheGreedyOverAllCandidates();
     void infeasibleBudgetIsAnError();
     void kmeansObjectiveNeverIncreases();
     void kmeansWarmStart();
@@ -160,6 +164,69 @@ void TestQuantCmpq::monotoneAllocation()
     QVERIFY(a.ok());
     const auto hi = std::count(a->channelBits.begin(), a->channelBits.end(), 3);
     QVERIFY(hi > 40 && hi < 200);
+}
+
+// The allocation's definition, written plainly: every upgrade candidate in one priority queue by
+// (gain per bit, higher rank), taken while it fits the budget. The solver merges one queue per
+// transition instead; the two must agree channel for channel, ties included.
+void TestQuantCmpq::allocationIsTheGreedyOverAllCandidates()
+{
+    std::mt19937 rng(23);
+    std::lognormal_distribution<double> ln(0.0, 1.0);
+    const std::vector<std::vector<int>> levelSets = {{2, 3, 4}, {2, 3}, {1, 2, 3, 4, 8}, {3, 4}, {2, 4}, {1, 8}};
+    int compared = 0;
+    for (int trial = 0; trial < 600; ++trial) {
+        const int n = 1 + int(rng() % 300), rows = 1 + int(rng() % 300);
+        Eigen::VectorXd s(n);
+        for (int j = 0; j < n; ++j) // a third with many exact ties
+            s[j] = trial % 3 == 0 ? double(rng() % 4) : ln(rng);
+        CmpqOptions o;
+        o.levels = levelSets[std::size_t(trial) % levelSets.size()];
+        o.bits = 1.0 + double(rng() % 7000) / 1000.0;
+        o.actOutliers = trial % 4 == 0 ? 0.02 : 0.0;
+        o.quantOutliers = trial % 2 ? 0.002 : 0.0;
+        o.score = CmpqScore(trial % 4);
+        auto a = allocateCmpqBits(s, rows, o);
+        if (!a.ok()) continue; // below the minimum: infeasibleBudgetIsAnError
+        // The reference greedy from the same starting point (kept channels 0, the rest the first level).
+        std::vector<int> rank(static_cast<std::size_t>(n)), rankOf(static_cast<std::size_t>(n));
+        std::iota(rank.begin(), rank.end(), 0);
+        std::stable_sort(rank.begin(), rank.end(), [&](int x, int y) { return s[x] > s[y]; });
+        for (int i = 0; i < n; ++i)
+            rankOf[std::size_t(rank[std::size_t(i)])] = i;
+        std::vector<int> bits(static_cast<std::size_t>(n), o.levels.front()), level(static_cast<std::size_t>(n), 0);
+        for (int c : a->keptChannels)
+            bits[std::size_t(c)] = 0;
+        auto stepCost = [&](int li) {
+            const int b0 = o.levels[std::size_t(li)], b1 = o.levels[std::size_t(li) + 1];
+            return double(rows) * (b1 - b0) + kCmpqKeptBits * double((1 << b1) - (1 << b0));
+        };
+        std::priority_queue<std::tuple<double, int, int>> queue;
+        auto push = [&](int c) {
+            const int li = level[std::size_t(c)];
+            if (li + 1 >= int(o.levels.size())) return;
+            const double imp = o.score == CmpqScore::MeanSquare ? s[c] : s[c] * s[c];
+            const double gain = imp * (std::ldexp(1.0, -2 * o.levels[std::size_t(li)]) -
+                                       std::ldexp(1.0, -2 * o.levels[std::size_t(li) + 1]));
+            queue.emplace(gain / stepCost(li), -rankOf[std::size_t(c)], c);
+        };
+        for (int c = 0; c < n; ++c)
+            if (bits[std::size_t(c)] > 0) push(c);
+        double total = cmpqBitsOf(bits, a->keptChannels.size(), a->sparseOutliers, rows, o.levels.size()).total();
+        while (!queue.empty()) {
+            const int c = std::get<2>(queue.top());
+            queue.pop();
+            const int li = level[std::size_t(c)];
+            if (total + stepCost(li) > a->budget + 1e-6) continue;
+            total += stepCost(li);
+            level[std::size_t(c)] = li + 1;
+            bits[std::size_t(c)] = o.levels[std::size_t(li) + 1];
+            push(c);
+        }
+        QVERIFY2(bits == a->channelBits, qPrintable(QString("trial %1: n %2, rows %3").arg(trial).arg(n).arg(rows)));
+        ++compared;
+    }
+    QVERIFY(compared > 300);
 }
 
 void TestQuantCmpq::infeasibleBudgetIsAnError()
