@@ -745,11 +745,16 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     std::vector<std::vector<float>> outValues(static_cast<std::size_t>(n));
     auto weightOf = [&](int j) { return opt.weights == CmpqWeights::Energy ? energy[j] : 1.0; };
 
-    // Channel j's values in `col` without its outlier rows, sorted ascending into `sorted`.
-    auto sortChannel = [&](const float* col, int j, ChannelScratch& sc, std::vector<double>& sorted) {
+    // Channel j's values in `col` without its outlier rows, sorted ascending into `sorted` (room
+    // for m); returns how many.
+    auto sortChannel = [&](const float* col, int j, ChannelScratch& sc, double* sorted) {
+        const std::vector<int>& skip = outRows[std::size_t(j)];
+        if (skip.empty()) {
+            sortFloatsAscending(col, std::size_t(m), sc.sort, sorted);
+            return std::size_t(m);
+        }
         std::vector<float>& buf = sc.column;
         buf.resize(std::size_t(m));
-        const std::vector<int>& skip = outRows[std::size_t(j)];
         std::size_t cnt = 0, si = 0;
         for (int r = 0; r < m; ++r) {
             if (si < skip.size() && skip[si] == r) {
@@ -759,14 +764,16 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             buf[cnt++] = col[r];
         }
         sortFloatsAscending(buf.data(), cnt, sc.sort, sorted);
+        return cnt;
     };
     // Fits channel j's codebook from column j of the working copy, skipping its outlier rows.
     auto fitChannel = [&](int j, int worker) {
         const int b = cc.channelBits[std::size_t(j)];
         if (b == 0) return;
         ChannelScratch& sc = scratch[std::size_t(worker)];
-        sortChannel(wd.col(j).data(), j, sc, sc.vals);
-        fitSortedCodebook(sc.vals.data(), sc.vals.size(), weightOf(j), b, opt, sc,
+        sc.vals.resize(std::size_t(m));
+        const std::size_t cnt = sortChannel(wd.col(j).data(), j, sc, sc.vals.data());
+        fitSortedCodebook(sc.vals.data(), cnt, weightOf(j), b, opt, sc,
                           cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
     };
     auto fitAll = [&]() -> Status {
@@ -964,21 +971,24 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         const double total = massBefore[std::size_t(n)];
         return total > 0 ? std::size_t(double(wantOutliers) * (massBefore[std::size_t(j)] / total)) : std::size_t(0);
     };
-    // A block's channels sorted once: the trial's codebooks come from them, and the refit without
-    // the outliers removes their values from the sorted list instead of sorting again.
-    std::vector<std::vector<double>> blockSorted(blockOutliers ? static_cast<std::size_t>(block) : 0);
-    std::vector<std::vector<double>> blockWarm(blockSorted.size()); // the trial's centroids
+    // A block's channels sorted once (m slots each, in one buffer): the trial's codebooks come
+    // from them, and the refit without the outliers removes their values from the sorted list
+    // instead of sorting again, starting from the trial's centroids (laid out as the codebook).
+    std::vector<double> blockSorted(blockOutliers ? std::size_t(block) * std::size_t(m) : 0);
+    std::vector<std::size_t> blockCount(blockOutliers ? static_cast<std::size_t>(block) : 0);
+    std::vector<double> trialCentroids(blockOutliers ? cc.codebook.size() : 0);
     auto fitBlockWithOutliers = [&](int b, int end) {
         const std::size_t want = outliersBefore(end) - outliersBefore(b);
         forChannels(par, end - b, m, [&](std::int64_t item, int worker) {
             const int j = b + int(item);
             if (cc.channelBits[std::size_t(j)] == 0) return;
             ChannelScratch& sc = scratch[std::size_t(worker)];
-            std::vector<double>& sorted = blockSorted[std::size_t(item)];
-            sortChannel(wd.col(j).data(), j, sc, sorted);
-            fitSortedCodebook(sorted.data(), sorted.size(), weightOf(j), cc.channelBits[std::size_t(j)], opt, sc,
-                              cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
-            blockWarm[std::size_t(item)] = sc.res.centroids;
+            double* sorted = blockSorted.data() + std::size_t(item) * std::size_t(m);
+            blockCount[std::size_t(item)] = sortChannel(wd.col(j).data(), j, sc, sorted);
+            fitSortedCodebook(sorted, blockCount[std::size_t(item)], weightOf(j), cc.channelBits[std::size_t(j)], opt,
+                              sc, cc.codebook.data() + cc.codebookOffset[std::size_t(j)]);
+            std::copy(sc.res.centroids.begin(), sc.res.centroids.end(),
+                      trialCentroids.begin() + cc.codebookOffset[std::size_t(j)]);
             pushErrors(wd.col(j).data(), j, want, worker);
         });
         takeLargest(want);
@@ -993,20 +1003,19 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             for (int r : rows)
                 drop.push_back(wd(r, j));
             std::sort(drop.begin(), drop.end());
-            std::vector<double>& sorted = blockSorted[std::size_t(item)];
+            double* sorted = blockSorted.data() + std::size_t(item) * std::size_t(m);
             std::size_t kept = 0, t = 0;
-            for (double v : sorted) {
-                if (t < drop.size() && v == double(drop[t])) {
+            for (std::size_t i = 0; i < blockCount[std::size_t(item)]; ++i) {
+                if (t < drop.size() && sorted[i] == double(drop[t])) {
                     ++t;
                     continue;
                 }
-                sorted[kept++] = v;
+                sorted[kept++] = sorted[i];
             }
-            sorted.resize(kept);
             // Lloyd from the trial's centroids: a few points left, the optimum moved little.
-            fitSortedCodebook(sorted.data(), kept, weightOf(j), cc.channelBits[std::size_t(j)], opt, sc,
+            fitSortedCodebook(sorted, kept, weightOf(j), cc.channelBits[std::size_t(j)], opt, sc,
                               cc.codebook.data() + cc.codebookOffset[std::size_t(j)],
-                              blockWarm[std::size_t(item)].data());
+                              trialCentroids.data() + cc.codebookOffset[std::size_t(j)]);
         });
     };
 

@@ -147,17 +147,16 @@ bool floatSortHasNetwork()
 #endif
 }
 
-void sortFloatsAscending(const float* x, std::size_t n, FloatSortScratch& s, std::vector<double>& out)
+void sortFloatsAscending(const float* x, std::size_t n, FloatSortScratch& s, double* out)
 {
 #ifdef QB_FLOAT_SORT_AVX512
     if (n <= kFloatSortNetworkMax && floatSortHasNetwork()) {
-        out.resize(n);
-        if (n <= 16) sortNetwork<1>(x, n, out.data());
-        else if (n <= 32) sortNetwork<2>(x, n, out.data());
-        else if (n <= 64) sortNetwork<4>(x, n, out.data());
-        else if (n <= 128) sortNetwork<8>(x, n, out.data());
-        else if (n <= 256) sortNetwork<16>(x, n, out.data());
-        else sortNetwork<32>(x, n, out.data());
+        if (n <= 16) sortNetwork<1>(x, n, out);
+        else if (n <= 32) sortNetwork<2>(x, n, out);
+        else if (n <= 64) sortNetwork<4>(x, n, out);
+        else if (n <= 128) sortNetwork<8>(x, n, out);
+        else if (n <= 256) sortNetwork<16>(x, n, out);
+        else sortNetwork<32>(x, n, out);
         return;
     }
 #endif
@@ -169,16 +168,15 @@ void sortFloatsAscending(const float* x, std::size_t n, FloatSortScratch& s, std
 // skipped, then an insertion pass for the low byte), std::sort below 48 values. The radix sort wins
 // from about 40 values up (2.5x at 64, 3.8x at 128, 6x at 352: its branches do not depend on the
 // data, while std::sort's comparisons mispredict on every fresh channel).
-void sortFloatsAscendingPortable(const float* x, std::size_t n, FloatSortScratch& s, std::vector<double>& out)
+void sortFloatsAscendingPortable(const float* x, std::size_t n, FloatSortScratch& s, double* out)
 {
-    out.resize(n);
     s.keys.resize(n);
     auto keyOf = [x](std::size_t i) {
         std::uint32_t u;
         std::memcpy(&u, x + i, 4);
         return floatKey(u);
     };
-    auto emit = [&out, n](const std::uint32_t* sortedKeys) {
+    auto emit = [out, n](const std::uint32_t* sortedKeys) {
         for (std::size_t i = 0; i < n; ++i) {
             const std::uint32_t u = keyFloatBits(sortedKeys[i]);
             float f;

@@ -11,7 +11,7 @@
 //    and an insertion pass for the low byte; std::sort below 48 values.
 // The AVX-512 path is chosen at run time when the CPU has AVX-512F (QB_NATIVE or not).
 // Threading: free functions; all scratch is the caller's (one FloatSortScratch per thread).
-// Layout: x contiguous; out resized to n.
+// Layout: x contiguous; out holds n doubles.
 
 #include <cstddef>
 #include <cstdint>
@@ -25,11 +25,11 @@ struct FloatSortScratch {
     std::vector<std::uint32_t> keys, tmp;
 };
 
-// x[0..n) ascending into out (as doubles), by the fastest path this CPU has.
-void sortFloatsAscending(const float* x, std::size_t n, FloatSortScratch& s, std::vector<double>& out);
+// x[0..n) ascending into out[0..n) (as doubles), by the fastest path this CPU has.
+void sortFloatsAscending(const float* x, std::size_t n, FloatSortScratch& s, double* out);
 
 // The portable path alone (tests compare the two on CPUs that have both).
-void sortFloatsAscendingPortable(const float* x, std::size_t n, FloatSortScratch& s, std::vector<double>& out);
+void sortFloatsAscendingPortable(const float* x, std::size_t n, FloatSortScratch& s, double* out);
 
 // Whether sortFloatsAscending takes the AVX-512 network for arrays up to kFloatSortNetworkMax.
 bool floatSortHasNetwork();

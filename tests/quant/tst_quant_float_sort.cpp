@@ -88,11 +88,15 @@ void TestQuantFloatSort::bothPathsMatchStdSort()
             for (int rep = 0; rep < 3; ++rep) {
                 const std::vector<float> x = pattern(kind, n, rng);
                 const std::vector<double> want = referenceSort(x);
-                // The output vector arrives with stale contents of another length.
+                // Stale contents in the output, and a guard past its end that must stay.
                 fast.assign(n + 3, 42.0);
-                sortFloatsAscending(x.data(), n, scratch, fast);
-                portable.assign(n / 2, -1.0);
-                sortFloatsAscendingPortable(x.data(), n, scratch, portable);
+                sortFloatsAscending(x.data(), n, scratch, fast.data());
+                QCOMPARE(fast[n], 42.0);
+                fast.resize(n);
+                portable.assign(n + 1, -1.0);
+                sortFloatsAscendingPortable(x.data(), n, scratch, portable.data());
+                QCOMPARE(portable[n], -1.0);
+                portable.resize(n);
                 if (!sameBits(fast, want) || !sameBits(portable, want))
                     QFAIL(qPrintable(QStringLiteral("kind %1, n %2: fast %3, portable %4")
                                          .arg(kind)
