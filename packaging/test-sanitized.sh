@@ -28,12 +28,12 @@ if [[ "${1:-}" == "--all" ]]; then
     exec ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" --timeout 3000
 fi
 
-# Core tests only: the GUI tests and the slowest pipeline/llama.cpp runs stay in the native run,
+# Core tests only: the GUI tests and the end-to-end runs (label native-only: whole-model
+# evaluations, exports through llama.cpp; qb_add_test's NATIVE_ONLY) stay in the native run,
 # which keeps CI within its time budget on two cores.
-SLOW='^(tst_quantize_job|tst_gguf_llamacpp|tst_perplexity_job|tst_activation_job|tst_forward|tst_gguf_export|tst_gptq_export|tst_reopen_exports|tst_imatrix)$'
 CORE='^(base|io|quant|model|eval|pipeline|export|arch|fuzz)$'
 echo "==> building the sanitized core tests (target qb_core_tests)"
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target qb_core_tests
 echo "==> running the core tests and fuzz replays under sanitizers"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" \
-    -L "$CORE" -E "$SLOW" --timeout 1200
+    -L "$CORE" -LE native-only --timeout 1200
