@@ -19,7 +19,7 @@ inline std::uint32_t keyFloatBits(std::uint32_t key) { return (key & 0x80000000u
 
 #ifdef QB_FLOAT_SORT_AVX512
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source and trip
-// -Wuninitialized inside its own headers (a false positive; fixed in later GCC).
+// -Wuninitialized inside its own headers (a false positive).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
