@@ -121,12 +121,17 @@ void LabCellView::refresh()
     const int channel = m_channel->value();
     auto result = m_result;
     m_running = true;
+    // The summary keeps its height until the result is in: "Computing channel 40 …" may take one
+    // line fewer than the result, and a change of the row's height resized and repainted every
+    // chart of the lab on the GUI thread, twice per channel switch (15-65 ms).
+    m_summary->setMinimumHeight(m_summary->height());
     m_summary->setText(tr("Computing channel %1 …").arg(channel));
     m_runner->start<std::vector<pipeline::WithinCellStats>>(
         this, tr("Within-cell, channel %1").arg(channel),
         [result, channel](RunContext& ctx) { return pipeline::labWithinCell(*result, channel, &ctx); },
         [this, result, channel](const JobOutcome<std::vector<pipeline::WithinCellStats>>& outcome) {
             m_running = false;
+            m_summary->setMinimumHeight(0);
             if (result != m_result) return; // a new lab run replaced the result meanwhile
             if (!outcome.ok()) {
                 const bool cancelled = outcome.error->code == ErrorCode::Cancelled;
