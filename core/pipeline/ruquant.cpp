@@ -498,6 +498,8 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             QB_TRY(trained,
                    trainReflections(cfg, *wq, l, setup, hidden, targets, T, o.finetuneEpochs, o.finetuneLr, ctx));
             result.finetuneSeconds += trained->seconds;
+            // Where training raised the layer's loss the initial ω's are back: not "fine-tuned".
+            const std::string tuning = trained->kept ? "fine-tuning reverted" : "fine-tuned";
             for (LinearKind kind : kOrder) {
                 const ReflectionGroup& g = *setup.groups[std::size_t(kind)];
                 std::vector<std::shared_ptr<const model::RowTransform>> parts;
@@ -505,11 +507,11 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
                 std::shared_ptr<const model::RowTransform> hh;
                 if (g.omega.size() > 0) {
                     hh = std::make_shared<const model::HouseholderTransform>(
-                        g.omega, "global Householder (" + std::to_string(g.omega.size()) + ", fine-tuned)");
+                        g.omega, "global Householder (" + std::to_string(g.omega.size()) + ", " + tuning + ")");
                     parts.push_back(hh);
                 }
                 auto total = std::make_shared<const model::ChainTransform>(std::move(parts),
-                                                                           labels[std::size_t(kind)] + ", fine-tuned");
+                                                                           labels[std::size_t(kind)] + ", " + tuning);
                 for (std::size_t i = 0; i < g.linears.size(); ++i) {
                     RowMatrix wt = g.base[i];
                     if (hh) hh->apply(wt);
@@ -524,6 +526,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
                 if (rep.layer == l) {
                     rep.finetuneLossBefore = trained->lossBefore;
                     rep.finetuneLossAfter = trained->lossAfter;
+                    rep.finetuneReverted = trained->kept;
                 }
             fpHidden = std::move(targets);
         }

@@ -556,6 +556,47 @@ private Q_SLOTS:
         QVERIFY(r->model->layer(0)->runtime->onlineTransforms().find("fine-tuned") != std::string::npos);
     }
 
+    // Fine-tuning that raises a layer's loss (a learning rate far too large) keeps the layer's
+    // initial reflections, and says so: the report flags the layer, its loss stays as it was, and
+    // its transforms read "fine-tuning reverted", not "fine-tuned". Every reverted layer computes
+    // what the same construction without fine-tuning computes.
+    void revertedFinetuneIsReported()
+    {
+        ModelConfig cfg = qbtest::syntheticConfig(2);
+        auto m = qbtest::syntheticModelFor(cfg, 21);
+        const CalibrationSet calib = qbtest::syntheticCalibration(4, 16);
+        RuquantOptions o;
+        o.blockSize = 16;
+        o.weightBits = 3;
+        o.act.fill(model::ActQuantSpec(4, false, 0.9f));
+        o.k = o.v = o.q = model::ActQuantSpec(4, false, 1.0f);
+        auto plain = ruquantModel(*m, calib, o, 2);
+        QVERIFY2(plain.ok(), plain.ok() ? "" : plain.error().message.c_str());
+        o.finetuneEpochs = 2;
+        o.finetuneLr = 10.0;
+        auto r = ruquantModel(*m, calib, o, 2);
+        QVERIFY2(r.ok(), r.ok() ? "" : r.error().message.c_str());
+        int reverted = 0;
+        for (const RuquantGroupReport& g : r->groups) {
+            const std::string transforms = r->model->layer(g.layer)->runtime->onlineTransforms();
+            if (g.finetuneReverted) {
+                ++reverted;
+                QCOMPARE(g.finetuneLossAfter, g.finetuneLossBefore);
+                QVERIFY2(transforms.find("fine-tuning reverted") != std::string::npos, transforms.c_str());
+                QVERIFY2(transforms.find("fine-tuned") == std::string::npos, transforms.c_str());
+            } else {
+                QVERIFY2(transforms.find("fine-tuned") != std::string::npos, transforms.c_str());
+            }
+        }
+        qInfo("lr 10: %d of %zu groups reverted", reverted, r->groups.size());
+        QVERIFY(reverted >= 4); // every group of one layer at least
+        if (reverted == int(r->groups.size())) {
+            const RowMatrix want = logitsOf(*plain->model, calib), got = logitsOf(*r->model, calib);
+            QVERIFY2((got - want).norm() <= 1e-5 * want.norm(),
+                     qPrintable(QString::number((got - want).norm() / want.norm())));
+        }
+    }
+
     // The plan's "transform" object with "rotate": "ruquant" and its settings, the weight "clip" key.
     void planKeys()
     {
