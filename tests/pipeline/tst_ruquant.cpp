@@ -60,6 +60,17 @@ model::RowMatrix logitsOf(const model::Model& m, const CalibrationSet& calib)
     return r.ok() ? *r : model::RowMatrix();
 }
 
+// The fine-tuning tests' setting: W3, A4 with clip 0.9, KV and q A4, blocks of 16.
+RuquantOptions finetuneTestOptions()
+{
+    RuquantOptions o;
+    o.blockSize = 16;
+    o.weightBits = 3;
+    o.act.fill(model::ActQuantSpec(4, false, 0.9f));
+    o.k = o.v = o.q = model::ActQuantSpec(4, false, 1.0f);
+    return o;
+}
+
 } // namespace
 
 class TestRuquant : public QObject {
@@ -531,11 +542,7 @@ private Q_SLOTS:
         ModelConfig cfg = qbtest::syntheticConfig(2);
         auto m = qbtest::syntheticModelFor(cfg, 21);
         const CalibrationSet calib = qbtest::syntheticCalibration(4, 16);
-        RuquantOptions o;
-        o.blockSize = 16;
-        o.weightBits = 3;
-        o.act.fill(model::ActQuantSpec(4, false, 0.9f));
-        o.k = o.v = o.q = model::ActQuantSpec(4, false, 1.0f);
+        RuquantOptions o = finetuneTestOptions();
         o.finetuneEpochs = 4;
         o.finetuneLr = 1e-2;
         auto r = ruquantModel(*m, calib, o, 2);
@@ -573,11 +580,7 @@ private Q_SLOTS:
         ModelConfig cfg = qbtest::syntheticConfig(2);
         auto m = qbtest::syntheticModelFor(cfg, 21);
         const CalibrationSet calib = qbtest::syntheticCalibration(4, 16);
-        RuquantOptions o;
-        o.blockSize = 16;
-        o.weightBits = 3;
-        o.act.fill(model::ActQuantSpec(4, false, 0.9f));
-        o.k = o.v = o.q = model::ActQuantSpec(4, false, 1.0f);
+        RuquantOptions o = finetuneTestOptions();
         auto plain = ruquantModel(*m, calib, o, 2);
         QVERIFY2(plain.ok(), plain.ok() ? "" : plain.error().message.c_str());
         o.finetuneEpochs = 2;
