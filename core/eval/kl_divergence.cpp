@@ -2,6 +2,8 @@
 
 #include "model/forward.h"
 
+#include <Eigen/Core>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -14,10 +16,18 @@ TokenComparison compareNextToken(std::span<const float> ref, std::span<const flo
     const model::RowLogSoftmax sr = model::rowLogSoftmax(ref), sq = model::rowLogSoftmax(q);
     // log p_j - log q_j in double throughout: the difference of two nearly equal log-probabilities
     // is what KL sums, and float rounding of l_j - max would be of its order.
+    // In chunks through buffers, so that Eigen's exp takes several doubles at a time.
+    constexpr std::size_t kChunk = 256;
+    alignas(64) double lp[kChunk], diff[kChunk];
     double kl = 0;
-    for (std::size_t j = 0; j < ref.size(); ++j) {
-        const double lp = sr.logProbDouble(ref[j]);
-        kl += std::exp(lp) * (lp - sq.logProbDouble(q[j]));
+    for (std::size_t s = 0; s < ref.size(); s += kChunk) {
+        const std::size_t c = std::min(kChunk, ref.size() - s);
+        for (std::size_t j = 0; j < c; ++j) {
+            lp[j] = sr.logProbDouble(ref[s + j]);
+            diff[j] = lp[j] - sq.logProbDouble(q[s + j]);
+        }
+        const Eigen::Index n = Eigen::Index(c);
+        kl += (Eigen::Map<const Eigen::ArrayXd>(lp, n).exp() * Eigen::Map<const Eigen::ArrayXd>(diff, n)).sum();
     }
     TokenComparison c;
     c.kl = std::isnan(kl) ? kl : std::max(0.0, kl);

@@ -180,6 +180,42 @@ private Q_SLOTS:
         if (kind == "identical") QCOMPARE(c.kl, 0.0);
     }
 
+    // The log-sum-exp goes through Eigen's vectorised exp in chunks of 512: rows shorter and longer
+    // than a chunk (and than a vector) match std::exp term by term; a NaN logit makes it NaN, a -inf
+    // one adds nothing.
+    void rowLogSoftmaxMatchesPlainLoop()
+    {
+        std::mt19937 rng(5);
+        std::normal_distribution<float> n(0.f, 4.f);
+        for (int v : {1, 3, 8, 17, 511, 512, 513, 1500, 32000}) {
+            std::vector<float> l(static_cast<std::size_t>(v));
+            for (float& x : l)
+                x = n(rng);
+            const model::RowLogSoftmax r = model::rowLogSoftmax(l);
+            const float mx = *std::max_element(l.begin(), l.end());
+            QCOMPARE(r.max, mx);
+            QCOMPARE(l[std::size_t(r.argmax)], mx);
+            double sum = 0;
+            for (float x : l)
+                sum += std::exp(double(x) - double(mx));
+            QVERIFY2(
+                near(r.logSum, std::log(sum), 1e-13, 1e-15),
+                qPrintable(
+                    QStringLiteral("V=%1: %2 vs %3").arg(v).arg(r.logSum, 0, 'g', 17).arg(std::log(sum), 0, 'g', 17)));
+            if (v < 3) continue;
+            std::vector<float> withInf = l;
+            withInf[std::size_t(v / 2)] = -INFINITY;
+            double sumInf = 0;
+            for (float x : withInf)
+                sumInf += std::exp(double(x) - double(mx));
+            const model::RowLogSoftmax ri = model::rowLogSoftmax(withInf);
+            QVERIFY(std::isfinite(ri.logSum) && near(ri.logSum, std::log(sumInf), 1e-13, 1e-15));
+            std::vector<float> withNan = l;
+            withNan[std::size_t(v - 2)] = NAN;
+            QVERIFY(std::isnan(model::rowLogSoftmax(withNan).logSum));
+        }
+    }
+
     void accumulatorMatchesExactStatistics_data()
     {
         QTest::addColumn<QString>("distribution");
