@@ -40,10 +40,11 @@ inline qb::io::Checkpoint demoCheckpoint()
     return *ck;
 }
 
-// Perplexity of eval.txt for any model file our reader opens; NaN + message on failure.
+// Perplexity of eval.txt (or textPath) for any model file our reader opens; NaN + message on failure.
 // int8Products: the weights held as stored and GGUF Q4_0/Q8_0 products with 8-bit activations
 // (model/int8_product.h), llama.cpp's arithmetic; else expanded to F32.
-inline double ourPerplexity(const std::string& modelPath, std::string* error = nullptr, bool int8Products = false)
+inline double ourPerplexity(const std::string& modelPath, std::string* error = nullptr, bool int8Products = false,
+                            const std::string& textPath = demoEvalText())
 {
     auto ck = qb::io::openCheckpoint(modelPath);
     if (!ck) {
@@ -57,7 +58,7 @@ inline double ourPerplexity(const std::string& modelPath, std::string* error = n
         if (error) *error = m.error().toString();
         return qQNaN();
     }
-    auto text = qb::pipeline::readTextFile(demoEvalText());
+    auto text = qb::pipeline::readTextFile(textPath);
     if (!text) return qQNaN();
     qb::pipeline::PerplexityJobOptions o;
     o.ctx = kEvalCtx;
