@@ -162,11 +162,7 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
         if (ctx) child.setCancelSource([ctx] { return ctx->isCancelled(); });
         const quant::ParallelFor par = openmpParallelFor();
         quant::CmpqOptions cmpqOptions = tp.cmpq;
-        if (cmpqOptions.errorFeedback && factor) {
-            auto f = quant::sharedGptqFactor(*factor, h, quant::cmpqFeedbackOptions(cmpqOptions));
-            if (!f.ok()) return f.error().withContext(tp.name);
-            cmpqOptions.factor = *f;
-        }
+        cmpqOptions.factorCache = factor; // made (if it does not fit) beside the first codebooks
         Result<quant::QuantizedRows> q =
             quant::quantizeRowsCmpq(w, h, stats->score(tp.cmpq.score), cmpqOptions, &child, &par);
         rep.solveSeconds = secondsSince(t0);

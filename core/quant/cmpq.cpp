@@ -715,31 +715,60 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
 
     // Column-major working copy (a channel is contiguous), float as GPTQ's (gptq.h).
     Eigen::MatrixXf wd = columnMajorCopy(w);
-    // Error feedback: dead columns, damping and U from GPTQ's factor of H (act-order off).
+    // Error feedback: damping and U from GPTQ's factor of H (act-order off). Its dead columns
+    // (weights zeroed) and diagonal come from H before it (gptqLiveDiagonal), so a factor not
+    // given is made while the first channels are fitted (runChannels).
+    const GptqOptions factorOptions = cmpqFeedbackOptions(opt);
     std::optional<GptqFactor> own;
+    std::optional<GptqFactor>& factorCache = opt.factorCache ? *opt.factorCache : own;
     const GptqFactor* f = nullptr;
+    Eigen::VectorXd hDiag;
     if (feedback) {
-        auto made = sharedGptqFactor(own, h, cmpqFeedbackOptions(opt), opt.factor);
-        if (!made.ok())
-            return made.error().code == ErrorCode::NumericalError
-                       ? makeError(ErrorCode::NumericalError, "CMPQ: Hessian is not positive definite after " +
-                                                                  std::to_string(opt.maxDampingRetries) +
-                                                                  " damping retries")
-                       : made.error();
-        f = *made;
-        for (int j : f->dead)
+        std::vector<int> dead;
+        hDiag = gptqLiveDiagonal(h, dead);
+        for (int j : dead)
             wd.col(j).setZero();
+        if (opt.factor && opt.factor->fits(factorOptions, n)) f = opt.factor;
+        else if (factorCache && factorCache->fits(factorOptions, n)) f = &*factorCache;
     }
+    bool factorPending = feedback && !f;
+    std::optional<Error> factorError;
+    auto makeFactor = [&]() {
+        factorPending = false;
+        auto made = sharedGptqFactor(factorCache, h, factorOptions);
+        if (made.ok()) f = *made;
+        else
+            factorError = made.error().code == ErrorCode::NumericalError
+                              ? makeError(ErrorCode::NumericalError, "CMPQ: Hessian is not positive definite after " +
+                                                                         std::to_string(opt.maxDampingRetries) +
+                                                                         " damping retries")
+                              : made.error();
+    };
     // Per-column importance for the outlier choice: diag H, else the channel's energy from scores.
     Eigen::VectorXd imp(n);
     for (int j = 0; j < n; ++j)
-        imp[j] = feedback ? f->diag(j) : (h.rows() == n ? h(j, j) : 1.0);
+        imp[j] = feedback ? hDiag[j] : (h.rows() == n ? h(j, j) : 1.0);
     Eigen::VectorXd energy(n);
     for (int j = 0; j < n; ++j)
         energy[j] = std::max(importanceOf(scores[j], opt.score), 1e-30);
 
     const int workers = par && par->run && par->workers > 1 ? par->workers : 1;
     std::vector<ChannelScratch> scratch(static_cast<std::size_t>(workers));
+    // The parallel-for over channels; while the factor is pending, the first one makes it as one
+    // more item (the first: a worker starts on it while the others take channels).
+    auto runChannels = [&](std::int64_t count, const auto& body) {
+        if (!factorPending) {
+            forChannels(par, count, m, body);
+        } else if (workers > 1) {
+            par->run(count + 1, [&](std::int64_t item, int worker) {
+                if (item == 0) makeFactor();
+                else body(item - 1, worker);
+            });
+        } else {
+            makeFactor();
+            forChannels(par, count, m, body);
+        }
+    };
     // Sparse outliers per column: rows ascending, and the F16 value stored for each.
     std::vector<std::vector<int>> outRows(static_cast<std::size_t>(n));
     std::vector<std::vector<float>> outValues(static_cast<std::size_t>(n));
@@ -781,7 +810,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         for (int j0 = 0; j0 < n; j0 += chunk) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError("CMPQ");
             const int j1 = std::min(n, j0 + chunk);
-            forChannels(par, j1 - j0, m, [&](std::int64_t item, int worker) { fitChannel(j0 + int(item), worker); });
+            runChannels(j1 - j0, [&](std::int64_t item, int worker) { fitChannel(j0 + int(item), worker); });
         }
         return {};
     };
@@ -859,7 +888,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         h.reserve(trial ? wantOutliers + 1 : 0);
     if (trial) {
         QB_TRY_STATUS(fitAll());
-        forChannels(par, n, m, [&](std::int64_t item, int worker) {
+        runChannels(n, [&](std::int64_t item, int worker) {
             pushErrors(wd.col(item).data(), int(item), wantOutliers, worker);
         });
         takeLargest(wantOutliers);
@@ -937,7 +966,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         std::vector<int> touched;
         for (int j = 0; j < n; ++j)
             if (!outRows[std::size_t(j)].empty()) touched.push_back(j);
-        forChannels(par, std::int64_t(touched.size()), m,
+        runChannels(std::int64_t(touched.size()),
                     [&](std::int64_t item, int worker) { fitChannel(touched[std::size_t(item)], worker); });
         return {};
     };
@@ -979,7 +1008,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     std::vector<double> trialCentroids(blockOutliers ? cc.codebook.size() : 0);
     auto fitBlockWithOutliers = [&](int b, int end) {
         const std::size_t want = outliersBefore(end) - outliersBefore(b);
-        forChannels(par, end - b, m, [&](std::int64_t item, int worker) {
+        runChannels(end - b, [&](std::int64_t item, int worker) {
             const int j = b + int(item);
             if (cc.channelBits[std::size_t(j)] == 0) return;
             ChannelScratch& sc = scratch[std::size_t(worker)];
@@ -992,7 +1021,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             pushErrors(wd.col(j).data(), j, want, worker);
         });
         takeLargest(want);
-        forChannels(par, end - b, m, [&](std::int64_t item, int worker) {
+        runChannels(end - b, [&](std::int64_t item, int worker) {
             const int j = b + int(item);
             const std::vector<int>& rows = outRows[std::size_t(j)];
             if (rows.empty()) return;
@@ -1020,8 +1049,6 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     };
 
     // GPTQ-style error feedback in natural column order (lazy blocks, as quantizeRowsGptq).
-    const Eigen::MatrixXf& u = f->u;
-    out.dampingRetries = f->dampingRetries;
     if (opt.staticCodebooks) QB_TRY_STATUS(fitStatic());
     const int bs = block;
     Eigen::MatrixXf err(m, bs);
@@ -1033,7 +1060,10 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         // Dynamic codebooks: this block's channels on the weights updated by all earlier blocks.
         if (blockOutliers) fitBlockWithOutliers(b, end);
         else if (!opt.staticCodebooks)
-            forChannels(par, cnt, m, [&](std::int64_t item, int worker) { fitChannel(b + int(item), worker); });
+            runChannels(cnt, [&](std::int64_t item, int worker) { fitChannel(b + int(item), worker); });
+        if (factorPending) makeFactor();
+        if (factorError) return *factorError;
+        const Eigen::MatrixXf& u = f->u;
         for (int i = b; i < end; ++i) {
             quantizeColumn(wd.col(i).data(), i, codeBlock.col(i - b).data(), deqBlock.col(i - b).data(), e.data());
             const double d = u(i, i);
@@ -1052,6 +1082,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         b = end;
     }
     finishOutliers();
+    out.dampingRetries = f->dampingRetries;
     out.proxyLoss = proxy;
     out.errorTrace = errorTraceFromErrors(2.0 * proxy, *f, w, out.dequantized);
     out.cmpq = codes;

@@ -60,6 +60,7 @@
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -98,6 +99,11 @@ struct CmpqOptions {
     // GPTQ's factor of this H (gptq.h) when the caller shares one (act-order off, the same damping
     // and retries; else ignored). Must outlive the call.
     const GptqFactor* factor = nullptr;
+    // Else where the caller keeps GPTQ's factor between tensors on one H (sharedGptqFactor's cache:
+    // reset by the caller when H changes): used when it fits, else computed into it. Must outlive
+    // the call. Either way a factor CMPQ computes is made on one worker while the others fit the
+    // first column block's codebooks, which need only H's diagonal.
+    std::optional<GptqFactor>* factorCache = nullptr;
 };
 Status validateCmpqOptions(const CmpqOptions& o);
 // The GPTQ factor settings of CMPQ's error feedback (natural column order, its damping and retries).

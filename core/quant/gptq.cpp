@@ -79,6 +79,18 @@ Result<QuantizedRows> quantizeRowsRtn(Eigen::Ref<const MatrixXfR> w, const GridS
     return out;
 }
 
+Eigen::VectorXd gptqLiveDiagonal(Eigen::Ref<const Eigen::MatrixXd> h, std::vector<int>& dead)
+{
+    Eigen::VectorXd d = h.diagonal();
+    dead.clear();
+    for (Eigen::Index j = 0; j < d.size(); ++j)
+        if (d[j] == 0.0) {
+            d[j] = 1.0;
+            dead.push_back(int(j));
+        }
+    return d;
+}
+
 Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool actOrder, double damping,
                                      int maxDampingRetries)
 {
@@ -89,12 +101,7 @@ Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool a
     f.actOrder = actOrder;
     f.damping = damping;
     f.maxDampingRetries = maxDampingRetries;
-    f.diag = h.diagonal();
-    for (int j = 0; j < n; ++j)
-        if (f.diag(j) == 0.0) {
-            f.diag(j) = 1.0;
-            f.dead.push_back(j);
-        }
+    f.diag = gptqLiveDiagonal(h, f.dead);
     f.perm.resize(static_cast<std::size_t>(n));
     std::iota(f.perm.begin(), f.perm.end(), 0);
     if (actOrder) std::stable_sort(f.perm.begin(), f.perm.end(), [&f](int a, int b) { return f.diag(a) > f.diag(b); });

@@ -110,6 +110,10 @@ struct ParallelFor {
     std::function<void(std::int64_t count, const std::function<void(std::int64_t item, int worker)>& body)> run;
 };
 
+// diag H with its dead columns (H_jj = 0) taken as 1, and those columns ascending: GptqFactor's
+// diag and dead, known before the factor is made.
+Eigen::VectorXd gptqLiveDiagonal(Eigen::Ref<const Eigen::MatrixXd> h, std::vector<int>& dead);
+
 // Dead columns, permutation, damping and U for H (see GptqFactor); NumericalError when H is not
 // positive definite after maxDampingRetries extra rounds of damping.
 Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool actOrder, double damping,

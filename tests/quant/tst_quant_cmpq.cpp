@@ -76,6 +76,7 @@ private Q_SLOTS:
     void longChannelCodebooksAreKmeansOfSortedValues();
     void nearestCodesAreExact();
     void parallelEqualsSerial();
+    void factorBesideTheFirstCodebooks();
     void blockOutliersWithFeedback();
     void badInput();
 };
@@ -668,6 +669,61 @@ void TestQuantCmpq::parallelEqualsSerial()
         QVERIFY(a->codes == b->codes);
         QVERIFY(a->cmpq->codebook == b->cmpq->codebook);
         QVERIFY(a->cmpq->outlierIndex == b->cmpq->outlierIndex);
+    }
+}
+
+// With error feedback, a factor CMPQ makes itself is made while the first codebooks are fitted (one
+// more item of the first parallel-for): the result is the same as with the factor given, or found
+// in the caller's cache, or made serially; the cache keeps it; a Hessian no damping makes positive
+// definite is refused from inside the parallel-for too.
+void TestQuantCmpq::factorBesideTheFirstCodebooks()
+{
+    const MatrixXfR x = correlatedInputs(500, 80, 16);
+    const MatrixXfR w = randomWeights(700, 80, 17);
+    const Eigen::MatrixXd h = hessianOf(x);
+    CmpqChannelStats st(80);
+    QVERIFY(st.add(x).ok());
+    CmpqOptions o;
+    o.bits = 2.75;
+    o.blockSize = 32;
+    const ParallelFor par = reversedFor(3), forward = [] {
+        ParallelFor p; // items in order: the factor is the first one taken
+        p.workers = 2;
+        p.run = [](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
+            for (std::int64_t i = 0; i < count; ++i)
+                body(i, int(i % 2));
+        };
+        return p;
+    }();
+    const auto serial = quantizeRowsCmpq(w, h, st.score(o.score), o);
+    QVERIFY(serial.ok());
+    auto same = [&](const QuantizedRows& q) {
+        return q.codes == serial->codes && q.cmpq->codebook == serial->cmpq->codebook &&
+               q.cmpq->outlierIndex == serial->cmpq->outlierIndex && q.proxyLoss == serial->proxyLoss &&
+               q.dampingRetries == serial->dampingRetries;
+    };
+    for (const ParallelFor* p : {&par, &forward}) {
+        std::optional<GptqFactor> cache;
+        CmpqOptions c = o;
+        c.factorCache = &cache;
+        const auto made = quantizeRowsCmpq(w, h, st.score(o.score), c, nullptr, p);
+        QVERIFY(made.ok() && same(*made));
+        QVERIFY(cache && cache->fits(cmpqFeedbackOptions(o), 80));
+        const auto cached = quantizeRowsCmpq(w, h, st.score(o.score), c, nullptr, p);
+        QVERIFY(cached.ok() && same(*cached));
+        CmpqOptions given = o;
+        given.factor = &*cache;
+        const auto withGiven = quantizeRowsCmpq(w, h, st.score(o.score), given, nullptr, p);
+        QVERIFY(withGiven.ok() && same(*withGiven));
+    }
+    const Eigen::MatrixXd negative = -h;
+    o.maxDampingRetries = 2;
+    for (const ParallelFor* p : {static_cast<const ParallelFor*>(nullptr), &par, &forward}) {
+        const auto refused = quantizeRowsCmpq(w, negative, st.score(o.score), o, nullptr, p);
+        QVERIFY(!refused.ok());
+        QCOMPARE(refused.error().code, ErrorCode::NumericalError);
+        QVERIFY2(refused.error().message.find("not positive definite after 2 damping retries") != std::string::npos,
+                 refused.error().message.c_str());
     }
 }
 
