@@ -449,6 +449,7 @@ int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
     if (threads > 0) model::setNumThreads(threads);
     const bool actOrder = !args.has("no-act-order");
     const double cmpqBits = args.doubleValue("cmpq", 0.0);
+    const bool sharedFactor = args.has("shared-factor");
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     double sumCmpq = 0.0;
     std::printf("GPTQ solve, %d bits, group %d, act-order %s, min of %d\n", bits, group, actOrder ? "on" : "off",
@@ -477,6 +478,17 @@ int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
         co.bits = cmpqBits;
         const Eigen::VectorXd scores = h.diagonal() / 2.0;
         const quant::ParallelFor par = pipeline::openmpParallelFor(threads);
+        // --shared-factor: each solver gets its factor of H made up front, as the pipeline's later
+        // tensors on one H (k, v, up) do; only the column loop and (CMPQ) the fits are timed.
+        std::optional<quant::GptqFactor> gptqFactor, cmpqFactor;
+        if (sharedFactor) {
+            auto fg = quant::sharedGptqFactor(gptqFactor, h, o);
+            if (!fg) return cli::fail(cmd, fg.error().toString());
+            o.factor = *fg;
+            auto fc = quant::sharedGptqFactor(cmpqFactor, h, quant::cmpqFeedbackOptions(co));
+            if (!fc) return cli::fail(cmd, fc.error().toString());
+            co.factor = *fc;
+        }
         double best = 1e300, bestC = 1e300, bpw = 0;
         for (int i = 0; i < repeat; ++i) {
             auto t0 = std::chrono::steady_clock::now();
@@ -660,7 +672,7 @@ int runBench(const std::vector<std::string>& argv)
                              "save-ids", "abits",    "kvbits",           "rotate",
                              "hadamard", "rows",     "ruquant-epochs",   "ruquant-block",
                              "kernels"},
-                      {"json", "quantize", "no-act-order", "reference", "distill", "f32"});
+                      {"json", "quantize", "no-act-order", "reference", "distill", "f32", "shared-factor"});
     if (!args.ok()) return cli::fail(cmd, args.error(), 2);
     if (args.has("gptq-synthetic")) return runGptqSynthetic(args, cmd);
     if (args.has("hadamard")) return runHadamardBench(args, cmd);
@@ -862,7 +874,7 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "         [--reference-script FILE] [--save-ids FILE] (+ the --quantize options)\n"
                "       quantbench-cli bench MODEL --distill [--ctx 256] [--batch 4] [--repeat 5] [--threads N]\n"
                "       quantbench-cli bench --gptq-synthetic ROWSxCOLS[,...] [--bits 3] [--group 128]\n"
-               "         [--no-act-order] [--repeat 3] [--cmpq BITS]\n"
+               "         [--no-act-order] [--repeat 3] [--cmpq BITS] [--shared-factor]\n"
                "       quantbench-cli bench --hadamard N[,...] [--rows 2048] [--threads N] [--repeat 3] [--json]\n"
                "  --f32        expand the weights to F32 at load (the default keeps them in their stored\n"
                "               encoding, BF16/F16/GGUF blocks, decoded per tile): compare the two\n"
@@ -871,6 +883,8 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "               CPU has it); default f32: weights decoded per tile, F32 activations\n"
                "  --cmpq BITS  with --gptq-synthetic: also time CMPQ (reconstruction) at that average on the\n"
                "               same W and H (error feedback on, k-means over channels in parallel)\n"
+               "  --shared-factor  with --gptq-synthetic: GPTQ's factor of H made before the clock starts,\n"
+               "               as for the pipeline's later tensors on one H (k, v, up_proj)\n"
                "  --quantize   each method once per repeat (in turn, the order reversed every other repeat) in a\n"
                "               fresh child process: seconds for calibrate, hessian (forward + X^T X), search\n"
                "               (NeUQI), solve, evaluate, total, and the child's peak RSS (VmHWM); min over\n"
