@@ -68,11 +68,11 @@ Result<std::shared_ptr<const model::Model>> prepareActivationModel(std::shared_p
                 std::string losses = "RUQuant fine-tuning, layer output MSE before -> after:";
                 for (const RuquantGroupReport& g : r->groups)
                     if (g.kind == LinearKind::Qkv) {
-                        if (g.finetuneReverted) // training raised the loss: the initial ω's were kept
+                        if (g.finetuneReverted) // no epoch lowered the loss: the initial ω's were kept
                             std::snprintf(buf, sizeof buf, " L%d %.3g (reverted)", g.layer, g.finetuneLossBefore);
                         else
-                            std::snprintf(buf, sizeof buf, " L%d %.3g -> %.3g", g.layer, g.finetuneLossBefore,
-                                          g.finetuneLossAfter);
+                            std::snprintf(buf, sizeof buf, " L%d %.3g -> %.3g (epoch %d)", g.layer,
+                                          g.finetuneLossBefore, g.finetuneLossAfter, g.finetuneBestEpoch);
                         losses += buf;
                     }
                 std::snprintf(buf, sizeof buf, " (%.1f s)", r->finetuneSeconds);

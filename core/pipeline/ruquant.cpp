@@ -498,7 +498,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
             QB_TRY(trained,
                    trainReflections(cfg, *wq, l, setup, hidden, targets, T, o.finetuneEpochs, o.finetuneLr, ctx));
             result.finetuneSeconds += trained->seconds;
-            // Where training raised the layer's loss the initial ω's are back: not "fine-tuned".
+            // Where no epoch lowered the layer's loss the initial ω's are back: not "fine-tuned".
             const std::string tuning = trained->kept ? "fine-tuning reverted" : "fine-tuned";
             for (LinearKind kind : kOrder) {
                 const ReflectionGroup& g = *setup.groups[std::size_t(kind)];
@@ -526,6 +526,7 @@ Result<RuquantResult> ruquantModel(const model::Model& in, const CalibrationSet&
                 if (rep.layer == l) {
                     rep.finetuneLossBefore = trained->lossBefore;
                     rep.finetuneLossAfter = trained->lossAfter;
+                    rep.finetuneBestEpoch = trained->bestEpoch;
                     rep.finetuneReverted = trained->kept;
                 }
             fpHidden = std::move(targets);

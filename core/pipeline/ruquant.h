@@ -133,7 +133,8 @@ struct RuquantGroupReport {
     Eigen::Index width = 0, blockSize = 0;
     double signalMaxBefore = 0, signalMaxAfter = 0; // max |x̄| of the signal before / after T_total
     double finetuneLossBefore = 0, finetuneLossAfter = 0;
-    bool finetuneReverted = false; // training raised the layer's loss: its initial ω's were kept
+    int finetuneBestEpoch = 0;     // the epoch whose ω's were kept (0: the initial ones)
+    bool finetuneReverted = false; // no epoch lowered the layer's loss: its initial ω's were kept
     std::string transform;         // describe()
 };
 

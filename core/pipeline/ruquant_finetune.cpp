@@ -200,9 +200,13 @@ Result<ReflectionTraining> trainReflections(const ModelConfig& cfg, const model:
     ReflectionTraining out;
     QB_TRY(before, meanLoss());
     out.lossBefore = *before;
-    std::array<Eigen::VectorXd, 4> initial;
+    // The ω's of the epoch with the lowest mean loss over the windows so far (the initial ones to
+    // begin with): the STE gradient does not follow the quantized loss closely, which can rise
+    // again after a good epoch.
+    std::array<Eigen::VectorXd, 4> best;
     for (LinearKind k : kKinds)
-        if (const auto& g = setup.groups[std::size_t(k)]) initial[std::size_t(k)] = g->omega;
+        if (const auto& g = setup.groups[std::size_t(k)]) best[std::size_t(k)] = g->omega;
+    double bestLoss = out.lossBefore;
     // AdamW (β 0.9, 0.999, ε 1e-8, no weight decay), one window per step.
     std::array<Eigen::VectorXd, 4> m, v, grads;
     for (LinearKind k : kKinds)
@@ -211,7 +215,7 @@ Result<ReflectionTraining> trainReflections(const ModelConfig& cfg, const model:
             v[std::size_t(k)] = Eigen::VectorXd::Zero(g->omega.size());
         }
     const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    for (int e = 0; e < epochs; ++e)
+    for (int e = 0; e < epochs; ++e) {
         for (Eigen::Index b = 0; b < windows; ++b) {
             if (ctx && ctx->isCancelled())
                 return RunContext::cancelledError("RUQuant fine-tuning, layer " + std::to_string(layerIndex));
@@ -236,14 +240,18 @@ Result<ReflectionTraining> trainReflections(const ModelConfig& cfg, const model:
                 g->omega.array() -= lr * (m[i].array() / c1) / ((v[i].array() / c2).sqrt() + eps);
             }
         }
-    QB_TRY(after, meanLoss());
-    out.lossAfter = *after;
-    if (!(out.lossAfter <= out.lossBefore)) { // worse (or not finite): keep the initial reflections
-        for (LinearKind k : kKinds)
-            if (auto& g = setup.groups[std::size_t(k)]) g->omega = initial[std::size_t(k)];
-        out.lossAfter = out.lossBefore;
-        out.kept = true;
+        QB_TRY(after, meanLoss());
+        if (*after < bestLoss) { // lower (a NaN never is)
+            bestLoss = *after;
+            out.bestEpoch = e + 1;
+            for (LinearKind k : kKinds)
+                if (const auto& g = setup.groups[std::size_t(k)]) best[std::size_t(k)] = g->omega;
+        }
     }
+    for (LinearKind k : kKinds)
+        if (auto& g = setup.groups[std::size_t(k)]) g->omega = best[std::size_t(k)];
+    out.lossAfter = bestLoss;
+    out.kept = out.bestEpoch == 0; // no epoch ended lower: the initial reflections
     out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return out;
 }

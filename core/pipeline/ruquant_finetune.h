@@ -2,7 +2,7 @@
 // RUQuant's fine-tuning of the global Householder vector ω (METHODS.md §4(a) item 5, "--lh"): per
 // decoder layer, one trainable ω per linear input group, trained with AdamW (weight decay 0) to
 // minimise the MSE between the FP layer's output on FP inputs and the quantized layer's output on
-// quantized inputs, one calibration window per step, `epochs` passes.
+// quantized inputs, one calibration window per step, `epochs` passes, the best epoch kept.
 //
 // The quantized layer, as the runtime computes it: per group the input x is divided by the online
 // smoothing divisor (if any), multiplied by the fixed part F = blockdiag(R₁)·Π·blockdiag(R₂), then
@@ -58,13 +58,15 @@ struct ReflectionSetup {
 struct ReflectionTraining {
     double lossBefore = 0, lossAfter = 0; // mean MSE over the windows, before and after
     int steps = 0;
+    int bestEpoch = 0; // the epoch whose ω's were kept (0: none ended lower, the initial ones)
     double seconds = 0;
-    bool kept = false; // the trained ω's raised the loss: the initial ones were restored
+    bool kept = false; // no epoch lowered the loss: the initial ω's were restored
 };
 
-// Trains every present group's ω in place. Where the trained ω's end with a higher mean loss over
-// the windows than they started with, the initial ω's are restored (kept; lossAfter = lossBefore):
-// fine-tuning never leaves a layer worse on its calibration windows. layer: a copy of the decoder layer (norms, biases and the
+// Trains every present group's ω in place. After each epoch the mean loss over the windows is
+// measured, and the ω's of the epoch with the lowest one are kept; where no epoch ended below the
+// start, the initial ω's are (kept; lossAfter = lossBefore): fine-tuning never leaves a layer worse
+// on its calibration windows. layer: a copy of the decoder layer (norms, biases and the
 // weights of groups not in `setup` are used as they are); inputs [N·T, K] the quantized path's
 // layer inputs, targets [N·T, K] the FP layer's outputs on the FP path's inputs.
 Result<ReflectionTraining> trainReflections(const ModelConfig& cfg, const model::DecoderLayerWeights& layer,

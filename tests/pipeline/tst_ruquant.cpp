@@ -535,37 +535,88 @@ private Q_SLOTS:
         }
     }
 
-    // Item 3: fine-tuning lowers the layer-output loss it trains on, and the fine-tuned model still
-    // computes the FP function with quantization off.
+    // Item 3: fine-tuning lowers the layer-output loss it trains on or keeps a layer's initial
+    // reflections, never ends higher, and the fine-tuned model still computes the FP function with
+    // quantization off (the transforms are orthogonal). Whether a given layer of this
+    // tiny model gains depends on rounding (the straight-through gradient does not follow the
+    // quantized loss closely: kept at the last epoch, 20 of 32 layers of 16 such models gained at
+    // these settings; at the best epoch 31 of 32), so four models are trained and half of their
+    // layers must gain.
     void finetuneLowersLossAndKeepsFunction()
     {
-        ModelConfig cfg = qbtest::syntheticConfig(2);
-        auto m = qbtest::syntheticModelFor(cfg, 21);
-        const CalibrationSet calib = qbtest::syntheticCalibration(4, 16);
-        RuquantOptions o = finetuneTestOptions();
-        o.finetuneEpochs = 4;
-        o.finetuneLr = 1e-2;
-        auto r = ruquantModel(*m, calib, o, 2);
-        QVERIFY2(r.ok(), r.ok() ? "" : r.error().message.c_str());
-        QVERIFY(r->finetuneSeconds > 0);
-        // Training lowers a layer's loss, or (where the trained reflections ended worse, which this
-        // tiny model's second layer does under some rounding) keeps the initial ones: never higher.
-        int lowered = 0;
-        for (const RuquantGroupReport& g : r->groups) {
-            QVERIFY(g.finetuneLossBefore > 0);
-            QVERIFY2(g.finetuneLossAfter <= g.finetuneLossBefore,
-                     qPrintable(QString("%1 -> %2").arg(g.finetuneLossBefore).arg(g.finetuneLossAfter)));
-            if (g.finetuneLossAfter < g.finetuneLossBefore) ++lowered;
+        int lowered = 0, layers = 0;
+        for (unsigned seed = 21; seed < 25; ++seed) {
+            ModelConfig cfg = qbtest::syntheticConfig(2);
+            auto m = qbtest::syntheticModelFor(cfg, seed);
+            const CalibrationSet calib = qbtest::syntheticCalibration(4, 16);
+            RuquantOptions o = finetuneTestOptions();
+            o.finetuneEpochs = 8;
+            o.finetuneLr = 1e-2;
+            auto r = ruquantModel(*m, calib, o, 2);
+            QVERIFY2(r.ok(), r.ok() ? "" : r.error().message.c_str());
+            QVERIFY(r->finetuneSeconds > 0);
+            for (const RuquantGroupReport& g : r->groups) {
+                QVERIFY(g.finetuneLossBefore > 0);
+                QVERIFY2(g.finetuneLossAfter <= g.finetuneLossBefore,
+                         qPrintable(QString("%1 -> %2").arg(g.finetuneLossBefore).arg(g.finetuneLossAfter)));
+                QCOMPARE(g.finetuneReverted, g.finetuneBestEpoch == 0);
+                QVERIFY(g.finetuneBestEpoch >= 0 && g.finetuneBestEpoch <= o.finetuneEpochs);
+                if (g.kind != model::LinearKind::Qkv) continue; // one training per layer, reported per group
+                ++layers;
+                if (g.finetuneLossAfter < g.finetuneLossBefore) ++lowered;
+            }
+            const RowMatrix ref = logitsOf(*m, calib), got = logitsOf(*r->model, calib);
+            QVERIFY((got - ref).norm() / ref.norm() < kLogitRelTolerance);
+            // Layer 0's transforms say what happened to it (its training kept, or reverted).
+            const bool reverted0 = std::any_of(r->groups.begin(), r->groups.end(), [](const RuquantGroupReport& g) {
+                return g.layer == 0 && g.finetuneReverted;
+            });
+            QVERIFY(r->model->layer(0)->runtime->onlineTransforms().find(
+                        reverted0 ? "fine-tuning reverted" : "fine-tuned") != std::string::npos);
         }
-        QVERIFY(lowered >= 4); // every group of one layer at least
-        const RowMatrix ref = logitsOf(*m, calib), got = logitsOf(*r->model, calib);
-        QVERIFY((got - ref).norm() / ref.norm() < kLogitRelTolerance);
-        // Layer 0's transforms say what happened to it (its training kept, or reverted).
-        const bool reverted0 = std::any_of(r->groups.begin(), r->groups.end(), [](const RuquantGroupReport& g) {
-            return g.layer == 0 && g.finetuneReverted;
-        });
-        QVERIFY(r->model->layer(0)->runtime->onlineTransforms().find(reverted0 ? "fine-tuning reverted"
-                                                                               : "fine-tuned") != std::string::npos);
+        qInfo("%d of %d layers lowered their loss", lowered, layers);
+        QVERIFY2(2 * lowered >= layers, qPrintable(QString("%1 of %2").arg(lowered).arg(layers)));
+    }
+
+    // The reflections kept are those of the epoch with the lowest loss, not the last epoch's:
+    // training is deterministic, so a run of exactly that many epochs ends with the same loss and
+    // the same best epoch, and a run one epoch shorter ends higher (the best epoch is the first
+    // with that loss). Checked on layer 0 (its inputs do not depend on the epochs) of the first
+    // models whose best epoch is past the first.
+    void finetuneKeepsTheBestEpoch()
+    {
+        auto layer0 = [](const RuquantResult& r) {
+            return *std::find_if(r.groups.begin(), r.groups.end(), [](const RuquantGroupReport& g) {
+                return g.layer == 0 && g.kind == model::LinearKind::Qkv;
+            });
+        };
+        int checked = 0, earlier = 0;
+        for (unsigned seed = 21; seed < 33 && checked < 2; ++seed) {
+            ModelConfig cfg = qbtest::syntheticConfig(2);
+            auto m = qbtest::syntheticModelFor(cfg, seed);
+            const CalibrationSet calib = qbtest::syntheticCalibration(4, 16);
+            RuquantOptions o = finetuneTestOptions();
+            o.finetuneLr = 1e-2;
+            o.finetuneEpochs = 8;
+            auto full = ruquantModel(*m, calib, o, 2);
+            QVERIFY2(full.ok(), full.ok() ? "" : full.error().message.c_str());
+            const RuquantGroupReport best = layer0(*full);
+            if (best.finetuneBestEpoch < 2) continue;
+            ++checked;
+            if (best.finetuneBestEpoch < o.finetuneEpochs) ++earlier;
+            o.finetuneEpochs = best.finetuneBestEpoch;
+            auto exact = ruquantModel(*m, calib, o, 2);
+            QVERIFY(exact.ok());
+            QCOMPARE(layer0(*exact).finetuneBestEpoch, best.finetuneBestEpoch);
+            QCOMPARE(layer0(*exact).finetuneLossAfter, best.finetuneLossAfter);
+            QCOMPARE(layer0(*exact).finetuneLossBefore, best.finetuneLossBefore);
+            o.finetuneEpochs = best.finetuneBestEpoch - 1;
+            auto shorter = ruquantModel(*m, calib, o, 2);
+            QVERIFY(shorter.ok());
+            QVERIFY(layer0(*shorter).finetuneLossAfter > best.finetuneLossAfter);
+        }
+        qInfo("%d models checked, %d with the best epoch before the last", checked, earlier);
+        QCOMPARE(checked, 2);
     }
 
     // Fine-tuning that raises a layer's loss (a learning rate far too large) keeps the layer's
