@@ -189,7 +189,8 @@ struct ForwardImpl {
                 for (int j = lo; j <= i; ++j)
                     mx = std::max(mx, row[j]);
                 // Eigen's float exp, 16 (AVX-512) or 8 (AVX) at a time: within an ulp of std::exp
-                // (NaN stays NaN), a sixth of a prefill's time one by one.
+                // on [-20, 0], a few below (terms under 2e-9 of the largest); NaN stays NaN. One by
+                // one it was a sixth of a prefill's time.
                 Eigen::Map<Eigen::ArrayXf> p(row + lo, i - lo + 1);
                 p = (p - mx).exp();
                 p *= 1.0f / p.sum();
