@@ -492,7 +492,7 @@ int runGptqSynthetic(qb::cli::CliArgs& args, const char* cmd)
         double best = 1e300, bestC = 1e300, bpw = 0;
         for (int i = 0; i < repeat; ++i) {
             auto t0 = std::chrono::steady_clock::now();
-            auto q = quant::quantizeRowsGptq(w, h, o);
+            auto q = quant::quantizeRowsGptq(w, h, o, nullptr, &par); // as the pipeline: NeUQI and a wide factor on par
             const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             if (!q) return cli::fail(cmd, q.error().toString());
             best = std::min(best, sec);

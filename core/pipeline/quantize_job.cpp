@@ -228,7 +228,7 @@ Result<quant::QuantizedRows> solveTensor(const TensorPlan& tp, const model::RowM
 
     quant::GptqOptions gptqOptions = tp.options;
     if (gptq && factor) {
-        auto f = quant::sharedGptqFactor(*factor, h, tp.options);
+        auto f = quant::sharedGptqFactor(*factor, h, tp.options, nullptr, &par);
         if (!f.ok()) return f.error().withContext(tp.name);
         gptqOptions.factor = *f;
     }

@@ -716,8 +716,8 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     // Column-major working copy (a channel is contiguous), float as GPTQ's (gptq.h).
     Eigen::MatrixXf wd = columnMajorCopy(w);
     // Error feedback: damping and U from GPTQ's factor of H (act-order off). Its dead columns
-    // (weights zeroed) and diagonal come from H before it (gptqLiveDiagonal), so a factor not
-    // given is made while the first channels are fitted (runChannels).
+    // (weights zeroed) and diagonal come from H before it (gptqLiveDiagonal), so a narrow factor
+    // not given is made while the first channels are fitted (runChannels).
     const GptqOptions factorOptions = cmpqFeedbackOptions(opt);
     std::optional<GptqFactor> own;
     std::optional<GptqFactor>& factorCache = opt.factorCache ? *opt.factorCache : own;
@@ -733,9 +733,10 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     }
     bool factorPending = feedback && !f;
     std::optional<Error> factorError;
-    auto makeFactor = [&]() {
+    // on: the parallel-for for a wide factor's pieces (null inside runChannels' parallel-for).
+    auto makeFactor = [&](const ParallelFor* on) {
         factorPending = false;
-        auto made = sharedGptqFactor(factorCache, h, factorOptions);
+        auto made = sharedGptqFactor(factorCache, h, factorOptions, nullptr, on);
         if (made.ok()) f = *made;
         else
             factorError = made.error().code == ErrorCode::NumericalError
@@ -754,6 +755,9 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
 
     const int workers = par && par->run && par->workers > 1 ? par->workers : 1;
     std::vector<ChannelScratch> scratch(static_cast<std::size_t>(workers));
+    // A wide factor (hessian.h, kBlockedFactorMin) is made first, its pieces on every worker: it
+    // costs far more than the first channels' codebooks.
+    if (factorPending && n >= kBlockedFactorMin) makeFactor(par);
     // The parallel-for over channels; while the factor is pending, the first one makes it as one
     // more item (the first: a worker starts on it while the others take channels).
     auto runChannels = [&](std::int64_t count, const auto& body) {
@@ -761,11 +765,11 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             forChannels(par, count, m, body);
         } else if (workers > 1) {
             par->run(count + 1, [&](std::int64_t item, int worker) {
-                if (item == 0) makeFactor();
+                if (item == 0) makeFactor(nullptr);
                 else body(item - 1, worker);
             });
         } else {
-            makeFactor();
+            makeFactor(nullptr);
             forChannels(par, count, m, body);
         }
     };
@@ -1061,7 +1065,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         if (blockOutliers) fitBlockWithOutliers(b, end);
         else if (!opt.staticCodebooks)
             runChannels(cnt, [&](std::int64_t item, int worker) { fitChannel(b + int(item), worker); });
-        if (factorPending) makeFactor();
+        if (factorPending) makeFactor(par);
         if (factorError) return *factorError;
         const Eigen::MatrixXf& u = f->u;
         for (int i = b; i < end; ++i) {

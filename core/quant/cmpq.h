@@ -102,7 +102,8 @@ struct CmpqOptions {
     // Else where the caller keeps GPTQ's factor between tensors on one H (sharedGptqFactor's cache:
     // reset by the caller when H changes): used when it fits, else computed into it. Must outlive
     // the call. Either way a factor CMPQ computes is made on one worker while the others fit the
-    // first column block's codebooks, which need only H's diagonal.
+    // first column block's codebooks, which need only H's diagonal; a wide one (hessian.h,
+    // kBlockedFactorMin) first, its pieces on every worker.
     std::optional<GptqFactor>* factorCache = nullptr;
 };
 Status validateCmpqOptions(const CmpqOptions& o);

@@ -92,7 +92,7 @@ Eigen::VectorXd gptqLiveDiagonal(Eigen::Ref<const Eigen::MatrixXd> h, std::vecto
 }
 
 Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool actOrder, double damping,
-                                     int maxDampingRetries)
+                                     int maxDampingRetries, const ParallelFor* par)
 {
     if (h.rows() != h.cols()) return makeError(ErrorCode::Shape, "GPTQ: the Hessian is not square");
     if (!(damping >= 0.0)) return makeError(ErrorCode::InvalidArgument, "GPTQ damping must be >= 0");
@@ -121,7 +121,7 @@ Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool a
         f.dampTotal += lambda;
         f.u = hp;
         f.u.diagonal().array() += float(f.dampTotal);
-        if (!upperCholeskyOfInverseInPlace(f.u)) continue;
+        if (!upperCholeskyOfInverseInPlace(f.u, par)) continue;
         f.dampingRetries = attempt;
         factored = f.u.allFinite() && (f.u.diagonal().array() > 0.0f).all();
     }
@@ -171,11 +171,11 @@ void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Ind
 }
 
 Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
-                                           const GptqOptions& opts, const GptqFactor* given)
+                                           const GptqOptions& opts, const GptqFactor* given, const ParallelFor* par)
 {
     if (given && given->fits(opts, h.cols())) return given;
     if (!cache || !cache->fits(opts, h.cols())) {
-        QB_TRY(made, factorGptqHessian(h, opts.actOrder, opts.damping, opts.maxDampingRetries));
+        QB_TRY(made, factorGptqHessian(h, opts.actOrder, opts.damping, opts.maxDampingRetries, par));
         cache = std::move(*made);
     }
     return &*cache;
@@ -260,7 +260,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         }
 
     std::optional<GptqFactor> own;
-    QB_TRY(factor, sharedGptqFactor(own, h, opts, opts.factor));
+    QB_TRY(factor, sharedGptqFactor(own, h, opts, opts.factor, par));
     const GptqFactor* f = *factor;
     for (int j : f->dead)
         wd.col(j).setZero();

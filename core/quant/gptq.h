@@ -36,6 +36,7 @@
 #include "base/result.h"
 #include "base/run_context.h"
 #include "quant/neuqi.h"
+#include "quant/parallel_for.h"
 #include "quant/uniform_grid.h"
 
 #include <Eigen/Core>
@@ -101,29 +102,23 @@ Result<QuantizedRows> quantizeRowsRtn(Eigen::Ref<const MatrixXfR> w, const GridS
                                       const Eigen::VectorXd* hDiag = nullptr, const NeuqiOptions& neuqi = {},
                                       RunContext* ctx = nullptr);
 
-// A parallel-for supplied by the caller (the kernels stay single-threaded; pipeline/parallel_for.h
-// has the OpenMP one): run(count, body) calls body(item, worker) exactly once for every item in
-// [0, count), worker in [0, workers), and returns when all are done. Items are independent and
-// each worker owns its scratch, so results do not depend on the schedule or the worker count.
-struct ParallelFor {
-    int workers = 1;
-    std::function<void(std::int64_t count, const std::function<void(std::int64_t item, int worker)>& body)> run;
-};
-
 // diag H with its dead columns (H_jj = 0) taken as 1, and those columns ascending: GptqFactor's
 // diag and dead, known before the factor is made.
 Eigen::VectorXd gptqLiveDiagonal(Eigen::Ref<const Eigen::MatrixXd> h, std::vector<int>& dead);
 
 // Dead columns, permutation, damping and U for H (see GptqFactor); NumericalError when H is not
-// positive definite after maxDampingRetries extra rounds of damping.
+// positive definite after maxDampingRetries extra rounds of damping. par (optional) runs the pieces
+// of a wide factor (hessian.h, kBlockedFactorMin): the same U with or without it.
 Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool actOrder, double damping,
-                                     int maxDampingRetries);
+                                     int maxDampingRetries, const ParallelFor* par = nullptr);
 
 // `given` when it fits opts and H's width, else the factor in `cache` when that fits, else a new one
-// built into it: for callers that solve several tensors (or settings) on one H, and for the kernels
-// (their options' factor, else their own). The cache must be reset when H changes.
+// built into it (on par, as factorGptqHessian): for callers that solve several tensors (or
+// settings) on one H, and for the kernels (their options' factor, else their own). The cache must
+// be reset when H changes.
 Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eigen::Ref<const Eigen::MatrixXd> h,
-                                           const GptqOptions& opts, const GptqFactor* given = nullptr);
+                                           const GptqOptions& opts, const GptqFactor* given = nullptr,
+                                           const ParallelFor* par = nullptr);
 
 // The solvers' column-major working copy of W (a column contiguous), copied in cache-sized tiles
 // (a plain assignment walks the row-major source with a stride of a whole row per element).

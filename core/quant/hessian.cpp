@@ -3,6 +3,7 @@
 #include <Eigen/Cholesky>
 
 #include <algorithm>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -98,15 +99,93 @@ void invertLowerInPlace(Eigen::Ref<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynam
     invertLowerInPlace<T>(l.bottomRightCorner(n2, n2));
 }
 
+// body(i) for i in [0, count): on par's workers when there is more than one, else in order here.
+// Each piece is the same computation either way (Eigen's products inside a parallel region run on
+// the calling thread; outside one, their threads split the rows, not the sums).
+template <class Body>
+void forPieces(const ParallelFor* par, Eigen::Index count, const Body& body)
+{
+    if (par && par->run && par->workers > 1 && count > 1) {
+        par->run(std::int64_t(count), [&](std::int64_t i, int) { body(Eigen::Index(i)); });
+    } else {
+        for (Eigen::Index i = 0; i < count; ++i)
+            body(i);
+    }
+}
+
+Eigen::Index pieces(Eigen::Index n) { return (n + kFactorChunk - 1) / kFactorChunk; }
+
+// invertLowerInPlace for wide l: [A 0; B C] with A's width a multiple of kFactorChunk, B <- -C^-1
+// B A^-1 in pieces (columns of B are independent in C^-1 B, rows in B A^-1), then A and C.
+void invertLowerInPieces(Eigen::Ref<Eigen::MatrixXf> l, const ParallelFor* par)
+{
+    const Eigen::Index n = l.rows();
+    if (n <= 4 * kFactorChunk) {
+        invertLowerInPlace<float>(l);
+        return;
+    }
+    const Eigen::Index n1 = (n / 2 + kFactorChunk - 1) / kFactorChunk * kFactorChunk, n2 = n - n1;
+    auto b = l.bottomLeftCorner(n2, n1);
+    const auto a = l.topLeftCorner(n1, n1).triangularView<Eigen::Lower>();
+    const auto c = l.bottomRightCorner(n2, n2).triangularView<Eigen::Lower>();
+    forPieces(par, pieces(n1), [&](Eigen::Index p) {
+        auto cols = b.middleCols(p * kFactorChunk, std::min(kFactorChunk, n1 - p * kFactorChunk));
+        c.solveInPlace(cols);
+    });
+    forPieces(par, pieces(n2), [&](Eigen::Index p) {
+        auto rows = b.middleRows(p * kFactorChunk, std::min(kFactorChunk, n2 - p * kFactorChunk));
+        a.solveInPlace<Eigen::OnTheRight>(rows);
+        rows = -rows;
+    });
+    invertLowerInPieces(l.topLeftCorner(n1, n1), par);
+    invertLowerInPieces(l.bottomRightCorner(n2, n2), par);
+}
+
+// Right-looking blocked Cholesky in place (L in the lower triangle; the strict upper part is
+// scratch): per block of kFactorBlock columns, its diagonal block by Eigen's LLT, the panel below
+// by a triangular solve in pieces of rows, and the trailing lower triangle updated by column
+// pieces, each one GEMM.
+bool blockedCholeskyInPlace(Eigen::MatrixXf& r, const ParallelFor* par)
+{
+    const Eigen::Index n = r.rows();
+    for (Eigen::Index k0 = 0; k0 < n; k0 += kFactorBlock) {
+        const Eigen::Index kb = std::min(kFactorBlock, n - k0), rest = n - k0 - kb;
+        auto a11 = r.block(k0, k0, kb, kb);
+        Eigen::LLT<Eigen::Ref<Eigen::MatrixXf>> llt(a11);
+        if (llt.info() != Eigen::Success) return false;
+        if (rest == 0) break;
+        auto a21 = r.block(k0 + kb, k0, rest, kb);
+        const auto l11t = a11.triangularView<Eigen::Lower>().transpose();
+        forPieces(par, pieces(rest), [&](Eigen::Index p) { // A21 <- A21 L11^-T
+            auto rows = a21.middleRows(p * kFactorChunk, std::min(kFactorChunk, rest - p * kFactorChunk));
+            l11t.solveInPlace<Eigen::OnTheRight>(rows);
+        });
+        forPieces(par, pieces(rest), [&](Eigen::Index p) { // A22 -= A21 A21^T, lower part
+            const Eigen::Index j0 = p * kFactorChunk, w = std::min(kFactorChunk, rest - j0);
+            r.block(k0 + kb + j0, k0 + kb + j0, rest - j0, w).noalias() -=
+                a21.middleRows(j0, rest - j0) * a21.middleRows(j0, w).transpose();
+        });
+    }
+    return true;
+}
+
 template <typename T>
-bool upperCholeskyOfInverseInPlaceT(Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& r)
+bool upperCholeskyOfInverseInPlaceT(Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& r, const ParallelFor* par)
 {
     using M = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
     if (r.rows() != r.cols()) return false;
-    r.reverseInPlace();               // J A J
-    Eigen::LLT<Eigen::Ref<M>> llt(r); // in place: L in the lower triangle
-    if (llt.info() != Eigen::Success) return false;
-    invertLowerInPlace<T>(r);
+    r.reverseInPlace(); // J A J
+    if constexpr (std::is_same_v<T, float>) {
+        if (r.rows() >= kBlockedFactorMin) {
+            if (!blockedCholeskyInPlace(r, par)) return false;
+            invertLowerInPieces(r, par);
+        }
+    }
+    if (!std::is_same_v<T, float> || r.rows() < kBlockedFactorMin) {
+        Eigen::LLT<Eigen::Ref<M>> llt(r); // in place: L in the lower triangle
+        if (llt.info() != Eigen::Success) return false;
+        invertLowerInPlace<T>(r);
+    }
     r.template triangularView<Eigen::StrictlyUpper>().setZero();
     r.reverseInPlace(); // J L^-1 J: upper triangular
     return r.allFinite();
@@ -117,10 +196,13 @@ bool upperCholeskyOfInverseInPlaceT(Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dyna
 bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXd> a, Eigen::MatrixXd& u)
 {
     u = a;
-    return upperCholeskyOfInverseInPlaceT<double>(u);
+    return upperCholeskyOfInverseInPlaceT<double>(u, nullptr);
 }
 
-bool upperCholeskyOfInverseInPlace(Eigen::MatrixXf& a) { return upperCholeskyOfInverseInPlaceT<float>(a); }
+bool upperCholeskyOfInverseInPlace(Eigen::MatrixXf& a, const ParallelFor* par)
+{
+    return upperCholeskyOfInverseInPlaceT<float>(a, par);
+}
 
 double hessianDampingLambda(const Eigen::Ref<const Eigen::VectorXd>& diag, double damping)
 {

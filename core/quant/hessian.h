@@ -16,6 +16,7 @@
 // matrix (symmetric, so the storage order does not matter); X is row-major, one token per row.
 
 #include "base/result.h"
+#include "quant/parallel_for.h"
 #include "quant/uniform_grid.h"
 
 #include <Eigen/Core>
@@ -65,8 +66,16 @@ private:
 // Returns false (u unspecified) when A is not numerically positive definite. In double, or in
 // float and in place (a becomes U; GPTQ's working precision, as the reference's float32 chain,
 // without a second n x n copy).
+// From kBlockedFactorMin columns the float factor is blocked (a right-looking Cholesky in blocks of
+// kFactorBlock, the triangular inverse by halves) and each step's triangular solves and trailing
+// update are cut into fixed pieces of kFactorChunk rows or columns that `par` (optional) runs in
+// parallel: the same arithmetic, so the same U, whatever runs the pieces (none, one worker or
+// several). Below it, the whole Cholesky and inverse run on the calling thread (Eigen's LLT).
+inline constexpr Eigen::Index kBlockedFactorMin = 1024;
+inline constexpr Eigen::Index kFactorBlock = 256;
+inline constexpr Eigen::Index kFactorChunk = 128;
 bool upperCholeskyOfInverse(Eigen::Ref<const Eigen::MatrixXd> a, Eigen::MatrixXd& u);
-bool upperCholeskyOfInverseInPlace(Eigen::MatrixXf& a);
+bool upperCholeskyOfInverseInPlace(Eigen::MatrixXf& a, const ParallelFor* par = nullptr);
 
 // lambda = damping * mean(diag), summed in sorted order so that any permutation of the inputs
 // (act-order) gives the bit-identical value.

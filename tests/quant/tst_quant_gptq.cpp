@@ -14,9 +14,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <numeric>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace qb;
@@ -580,6 +582,72 @@ private Q_SLOTS:
         auto f = quantizeRowsGptq(w, bad, o);
         QVERIFY(!f.ok());
         QCOMPARE(f.error().code, ErrorCode::NumericalError);
+    }
+
+    // From kBlockedFactorMin columns the float factor is blocked and cut into pieces a parallel-for
+    // may run (hessian.h): U^T U = A^-1 as the double factor computes it (to float rounding on a
+    // well-conditioned A), the same bits with no parallel-for, with one that runs the pieces in
+    // reverse order and with one on three threads, at widths that are and are not multiples of
+    // the block and the piece; an indefinite A is refused on every path.
+    void blockedFactorMatchesDoubleOnAnyWorkers_data()
+    {
+        QTest::addColumn<int>("n");
+        QTest::newRow("1024 (the threshold, whole blocks)") << 1024;
+        QTest::newRow("1100") << 1100;
+        QTest::newRow("1301") << 1301;
+    }
+    void blockedFactorMatchesDoubleOnAnyWorkers()
+    {
+        QFETCH(int, n);
+        QVERIFY(n >= kBlockedFactorMin);
+        std::mt19937 rng(71u + unsigned(n));
+        std::normal_distribution<double> nd(0.0, 1.0);
+        Eigen::MatrixXd x(2 * n, n);
+        for (Eigen::Index i = 0; i < x.size(); ++i)
+            x.data()[i] = nd(rng);
+        Eigen::MatrixXd a = x.transpose() * x / double(2 * n);
+        a.diagonal().array() += 0.01 * a.diagonal().mean(); // GPTQ's default damping
+        Eigen::MatrixXd ud;
+        QVERIFY(upperCholeskyOfInverse(a, ud));
+        const Eigen::MatrixXf af = a.cast<float>();
+        Eigen::MatrixXf serial = af;
+        QVERIFY(upperCholeskyOfInverseInPlace(serial));
+        QVERIFY(serial.triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero(0.0f));
+        const double rel = (serial.cast<double>() - ud).norm() / ud.norm();
+        qInfo("n %d: |U_float - U_double| / |U_double| = %.3g", n, rel);
+        QVERIFY2(rel < 1e-5, qPrintable(QString::number(rel)));
+        // Every piece run once, in reverse order, by "two workers" on this thread.
+        ParallelFor reversed;
+        reversed.workers = 2;
+        reversed.run = [](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
+            for (std::int64_t i = count - 1; i >= 0; --i)
+                body(i, int(i % 2));
+        };
+        // Three threads taking pieces from a shared counter.
+        ParallelFor threads;
+        threads.workers = 3;
+        threads.run = [](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
+            std::atomic<std::int64_t> next{0};
+            std::vector<std::thread> pool;
+            for (int t = 0; t < 3; ++t)
+                pool.emplace_back([&, t] {
+                    for (std::int64_t i = next++; i < count; i = next++)
+                        body(i, t);
+                });
+            for (std::thread& th : pool)
+                th.join();
+        };
+        for (const ParallelFor* par : {&reversed, &threads}) {
+            Eigen::MatrixXf got = af;
+            QVERIFY(upperCholeskyOfInverseInPlace(got, par));
+            QVERIFY(got.cwiseEqual(serial).all());
+        }
+        Eigen::MatrixXf indefinite = af;
+        indefinite(n / 2, n / 2) = -1.0f;
+        QVERIFY(!upperCholeskyOfInverseInPlace(indefinite));
+        indefinite = af;
+        indefinite(n / 2, n / 2) = -1.0f;
+        QVERIFY(!upperCholeskyOfInverseInPlace(indefinite, &threads));
     }
 
     void hessianAccumulatorRunningMean()
