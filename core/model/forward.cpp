@@ -188,12 +188,14 @@ struct ForwardImpl {
                 float mx = -std::numeric_limits<float>::infinity();
                 for (int j = lo; j <= i; ++j)
                     mx = std::max(mx, row[j]);
-                // Eigen's float exp, 16 (AVX-512) or 8 (AVX) at a time: within an ulp of std::exp
-                // on [-20, 0], a few below (terms under 2e-9 of the largest); NaN stays NaN. One by
-                // one it was a sixth of a prefill's time.
-                Eigen::Map<Eigen::ArrayXf> p(row + lo, i - lo + 1);
-                p = (p - mx).exp();
-                p *= 1.0f / p.sum();
+                float sum = 0;
+                for (int j = lo; j <= i; ++j) {
+                    row[j] = std::exp(row[j] - mx);
+                    sum += row[j];
+                }
+                const float invSum = 1.0f / sum;
+                for (int j = lo; j <= i; ++j)
+                    row[j] *= invSum;
             }
             ws.m_attn.block(Eigen::Index(b) * T, Eigen::Index(h) * d, T, d).noalias() =
                 S.triangularView<Eigen::Lower>() * V;
@@ -358,8 +360,8 @@ struct ForwardImpl {
             for (Eigen::Index r = 0; r < n; ++r) {
                 float* g = ws.m_gate.row(r).data();
                 const float* u = ws.m_up.row(r).data();
-                Eigen::Map<Eigen::ArrayXf> gr(g, ws.m_gate.cols()); // SiLU(gate) * up, exp as above
-                gr = gr / (1.0f + (-gr).exp()) * Eigen::Map<const Eigen::ArrayXf>(u, ws.m_gate.cols());
+                for (Eigen::Index j = 0; j < ws.m_gate.cols(); ++j)
+                    g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
             }
         }
         inputRuntime(w, LinearKind::Down, Linear::Down, ws.m_gate, ws);

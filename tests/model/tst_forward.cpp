@@ -9,8 +9,6 @@
 
 #include <array>
 #include <cmath>
-#include <cstring>
-#include <limits>
 
 using namespace qb;
 using namespace qb::model;
@@ -257,42 +255,6 @@ private Q_SLOTS:
         QVERIFY(!r.ok());
         QCOMPARE(int(r.error().code), int(ErrorCode::OutOfRange));
         QVERIFY(!forwardLogits(*m, std::vector<std::int32_t>{1, 2, 3}, 2, ws).ok());
-    }
-
-    // Attention's softmax and SiLU take Eigen's vectorised float exp (forward.cpp): within an ulp
-    // of std::exp on [-20, 20] and a few ulps beyond (4 with AVX-512 and FMA; the terms there are
-    // below 2e-9 of a softmax's largest or of a gate's 1), on each SIMD width this build has (the
-    // tail included); NaN stays NaN, and far below the range it is negligible against 1.
-    void vectorisedFloatExpMatchesStdExp()
-    {
-        auto ulps = [](float a, float b) {
-            std::int32_t ia, ib;
-            std::memcpy(&ia, &a, 4);
-            std::memcpy(&ib, &b, 4);
-            return std::abs(std::int64_t(ia) - std::int64_t(ib));
-        };
-        auto worstOn = [&](float lo, float hi) {
-            constexpr int n = 100001;
-            Eigen::ArrayXf x(n);
-            for (int i = 0; i < n; ++i)
-                x[i] = lo + (hi - lo) * float(i) / float(n - 1);
-            const Eigen::ArrayXf e = x.exp();
-            std::int64_t worst = 0;
-            for (int i = 0; i < n; ++i)
-                worst = std::max(worst, ulps(e[i], std::exp(x[i])));
-            qInfo("max %lld ulps from std::exp on [%g, %g]", static_cast<long long>(worst), double(lo), double(hi));
-            return worst;
-        };
-        QVERIFY(worstOn(-20.0f, 20.0f) <= 1);
-        QVERIFY(worstOn(-87.0f, 87.0f) <= 8);
-        Eigen::ArrayXf odd(19); // shorter than one register's worth plus a tail
-        odd.setConstant(0.5f);
-        odd[3] = std::numeric_limits<float>::quiet_NaN();
-        odd[17] = -1000.0f;
-        const Eigen::ArrayXf oe = odd.exp();
-        QVERIFY(std::isnan(oe[3]));
-        QVERIFY(oe[17] >= 0.0f && oe[17] < 1e-37f);
-        QVERIFY(ulps(oe[0], std::exp(0.5f)) <= 2 && ulps(oe[18], std::exp(0.5f)) <= 2);
     }
 
     void llama3InverseFrequencies()
