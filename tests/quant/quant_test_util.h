@@ -3,16 +3,32 @@
 
 #include "quant/error_metrics.h"
 #include "quant/hessian.h"
+#include "quant/parallel_for.h"
 #include "quant/uniform_grid.h"
 
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 
 namespace qb::quant::test {
+
+// An OpenMP-free parallel-for that runs items in reverse, with several "workers", to prove the
+// result does not depend on the schedule.
+inline ParallelFor reversedFor(int workers)
+{
+    ParallelFor p;
+    p.workers = workers;
+    p.run = [workers](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
+        for (std::int64_t i = count - 1; i >= 0; --i)
+            body(i, int(i % workers));
+    };
+    return p;
+}
 
 inline MatrixXfR randomWeights(int rows, int cols, std::uint32_t seed, double sigma = 0.02)
 {

@@ -39,19 +39,6 @@ Eigen::VectorXd heavyScores(int n, std::uint32_t seed)
 
 bool isF16(float v) { return f16ToF32(f32ToF16(v)) == v; }
 
-// An OpenMP-free parallel-for that runs items in reverse, with several "workers", to prove the
-// result does not depend on the schedule.
-ParallelFor reversedFor(int workers)
-{
-    ParallelFor p;
-    p.workers = workers;
-    p.run = [workers](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
-        for (std::int64_t i = count - 1; i >= 0; --i)
-            body(i, int(i % workers));
-    };
-    return p;
-}
-
 } // namespace
 
 class TestQuantCmpq : public QObject {

@@ -617,26 +617,24 @@ private Q_SLOTS:
         qInfo("n %d: |U_float - U_double| / |U_double| = %.3g", n, rel);
         QVERIFY2(rel < 1e-5, qPrintable(QString::number(rel)));
         // Every piece run once, in reverse order, by "two workers" on this thread.
-        ParallelFor reversed;
-        reversed.workers = 2;
-        reversed.run = [](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
-            for (std::int64_t i = count - 1; i >= 0; --i)
-                body(i, int(i % 2));
-        };
+        const ParallelFor reversed = reversedFor(2);
         // Three threads taking pieces from a shared counter.
-        ParallelFor threads;
-        threads.workers = 3;
-        threads.run = [](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
-            std::atomic<std::int64_t> next{0};
-            std::vector<std::thread> pool;
-            for (int t = 0; t < 3; ++t)
-                pool.emplace_back([&, t] {
-                    for (std::int64_t i = next++; i < count; i = next++)
-                        body(i, t);
-                });
-            for (std::thread& th : pool)
-                th.join();
-        };
+        const ParallelFor threads = [] {
+            ParallelFor p;
+            p.workers = 3;
+            p.run = [](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
+                std::atomic<std::int64_t> next{0};
+                std::vector<std::thread> pool;
+                for (int t = 0; t < 3; ++t)
+                    pool.emplace_back([&, t] {
+                        for (std::int64_t i = next++; i < count; i = next++)
+                            body(i, t);
+                    });
+                for (std::thread& th : pool)
+                    th.join();
+            };
+            return p;
+        }();
         for (const ParallelFor* par : {&reversed, &threads}) {
             Eigen::MatrixXf got = af;
             QVERIFY(upperCholeskyOfInverseInPlace(got, par));
