@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -453,10 +454,11 @@ std::size_t upperBoundNear(const double* x, std::size_t n, double v, std::size_t
 // K = 0: k of them, in vectors. The same arithmetic either way.
 template <int K>
 struct LloydRun {
-    using Centroids = std::conditional_t<K == 0, std::vector<double>, std::array<double, std::size_t(K)>>;
-    using Starts = std::conditional_t<K == 0, std::vector<std::size_t>, std::array<std::size_t, std::size_t(K) + 1>>;
+    // K = 0: views of the scratch's vectors (no allocation per call).
+    using Centroids = std::conditional_t<K == 0, std::span<double>, std::array<double, std::size_t(K)>>;
+    using Starts = std::conditional_t<K == 0, std::span<std::size_t>, std::array<std::size_t, std::size_t(K) + 1>>;
     Centroids c{};
-    Starts seg{}, prevSeg{};
+    Starts seg{};
     double prev = 0;
     int iters = 0;
     bool done = false;
@@ -474,14 +476,19 @@ void lloydRuns(const double* x, std::size_t n, int kRuntime, int maxIters, doubl
     using Run = LloydRun<K>;
     // Segment j = [seg[j], seg[j+1]): points nearer to c_j than to its neighbours (ties go left).
     // A boundary moves little from one iteration to the next: searched from where it was.
+    // Returns whether a boundary moved.
     auto assign = [&](Run& r) {
         r.seg[0] = 0;
+        bool moved = false;
         for (int j = 0; j + 1 < k; ++j) {
+            const std::size_t old = r.seg[std::size_t(j) + 1];
             const double mid = 0.5 * (r.c[std::size_t(j)] + r.c[std::size_t(j) + 1]);
-            r.seg[std::size_t(j) + 1] =
-                std::max(r.seg[std::size_t(j)], upperBoundNear(x, n, mid, r.seg[std::size_t(j) + 1]));
+            const std::size_t b = std::max(r.seg[std::size_t(j)], upperBoundNear(x, n, mid, old));
+            moved = moved || b != old;
+            r.seg[std::size_t(j) + 1] = b;
         }
         r.seg[std::size_t(k)] = n;
+        return moved;
     };
     auto objective = [&](const Run& r) {
         double f = 0.0;
@@ -500,13 +507,12 @@ void lloydRuns(const double* x, std::size_t n, int kRuntime, int maxIters, doubl
             const double sw = cw[b] - cw[a];
             if (a < b && sw > 0.0) r.c[std::size_t(j)] = std::clamp((cwx[b] - cwx[a]) / sw, x[a], x[b - 1]);
         }
-        r.prevSeg = r.seg;
-        assign(r);
+        const bool moved = assign(r);
         const double f = objective(r);
         // Rounding in the prefix differences can show a tiny rise; the true objective does not.
         obj.push_back(std::min(f, r.prev));
         ++r.iters;
-        r.done = r.seg == r.prevSeg || r.prev - f <= tol * std::max(r.prev, 1e-300);
+        r.done = !moved || r.prev - f <= tol * std::max(r.prev, 1e-300);
         r.prev = std::min(f, r.prev);
     };
     const int runs = warm ? 1 : 2;
@@ -514,21 +520,24 @@ void lloydRuns(const double* x, std::size_t n, int kRuntime, int maxIters, doubl
     for (int init = 0; init < runs; ++init) {
         Run& r = run[init];
         if constexpr (K == 0) {
-            r.c.resize(std::size_t(k));
-            r.seg.resize(std::size_t(k) + 1);
-            r.prevSeg.resize(std::size_t(k) + 1);
+            s.runC[init].resize(std::size_t(k));
+            s.runSeg[init].resize(std::size_t(k) + 1);
+            r.c = s.runC[init];
+            r.seg = s.runSeg[init];
         }
         // The search hints: even counts, then where the first run ended.
         if (init == 0)
             for (int j = 0; j <= k; ++j)
                 r.seg[std::size_t(j)] = n * std::size_t(j) / std::size_t(k);
-        else r.seg = run[0].seg;
+        else std::copy_n(run[0].seg.begin(), k + 1, r.seg.begin());
         for (int j = 0; j < k; ++j) {
             if (warm) {
                 r.c[std::size_t(j)] = warm[j];
             } else if (init == 0) {
                 const double target = wsum * (double(j) + 0.5) / double(k);
-                const std::size_t i = std::size_t(std::upper_bound(cw + 1, cw + n + 1, target) - (cw + 1));
+                // Near an even split (equal weights: there), searched from it.
+                const std::size_t i =
+                    upperBoundNear(cw + 1, n, target, n * std::size_t(2 * j + 1) / std::size_t(2 * k));
                 r.c[std::size_t(j)] = x[std::min(i, n - 1)];
             } else {
                 r.c[std::size_t(j)] = x[0] + (x[n - 1] - x[0]) * (double(j) + 0.5) / double(k);

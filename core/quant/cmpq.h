@@ -166,8 +166,10 @@ struct KmeansResult {
     int iterations = 0;
 };
 struct KmeansScratch {
-    std::vector<double> cw, cwx, cwxx; // prefix sums, size n + 1
-    std::vector<double> obj[2];        // the objective after each iteration, per init
+    std::vector<double> cw, cwx, cwxx;  // prefix sums, size n + 1
+    std::vector<double> obj[2];         // the objective after each iteration, per init
+    std::vector<double> runC[2];        // each init's centroids (more than four)
+    std::vector<std::size_t> runSeg[2]; // and segment starts
 };
 void kmeans1dWeighted(const double* sorted, const double* weights, std::size_t n, int k, int maxIters, double tol,
                       KmeansScratch& scratch, KmeansResult& out);
