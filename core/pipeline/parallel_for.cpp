@@ -17,7 +17,9 @@ quant::ParallelFor openmpParallelFor(int threads)
                 body(i, 0);
             return;
         }
-#pragma omp parallel for num_threads(workers) schedule(dynamic, 8)
+        // Chunks of 8 items, fewer where there are under 8 per worker (a GPTQ block's row pieces).
+        const std::int64_t chunk = std::clamp<std::int64_t>(count / (std::int64_t(workers) * 8), 1, 8);
+#pragma omp parallel for num_threads(workers) schedule(dynamic, chunk)
         for (std::int64_t i = 0; i < count; ++i)
             body(i, omp_get_thread_num());
     };

@@ -938,15 +938,17 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     const int block = std::min(opt.blockSize, n);
     Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic> codeBlock(m, block);
     Eigen::MatrixXf deqBlock(m, block);
-    auto flushBlock = [&](int b0, int cnt) {
-        storeColumnBlock(codeBlock.data(), deqBlock.data(), m, cnt, b0, out.codes, out.dequantized);
+    auto flushBlock = [&](int b0, int cnt, int r0, int r1) {
+        storeColumnBlock(codeBlock.data(), deqBlock.data(), m, cnt, b0, out.codes, out.dequantized, r0, r1);
     };
-    // Quantizes column j of `src` (values as they are now) into codes/deq (m entries each) and cc;
-    // returns the error column.
-    auto quantizeColumn = [&](const float* src, int j, std::uint8_t* codesOut, float* deqOut, double* errOut) {
+    // Quantizes rows [r0, r1) of column j of `src` (values as they are now) into codes/deq (m
+    // entries each, column-major) and cc; returns the error column in errOut (indexed by row).
+    // outValues[j] holds one slot per outlier row of the column (sized before).
+    auto quantizeColumn = [&](const float* src, int j, std::uint8_t* codesOut, float* deqOut, double* errOut, int r0,
+                              int r1) {
         const int b = cc.channelBits[std::size_t(j)];
         if (b == 0) {
-            for (int r = 0; r < m; ++r) {
+            for (int r = r0; r < r1; ++r) {
                 const float v = float(toF16(src[r]));
                 cc.keptValues(r, Eigen::Index(keptSlot[std::size_t(j)])) = v;
                 codesOut[r] = 0;
@@ -956,17 +958,20 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             return;
         }
         const float* cb = cc.codebook.data() + cc.codebookOffset[std::size_t(j)];
-        cmpqNearestCodes(src, std::size_t(m), cb, 1 << b, codesOut); // ties to the lower centroid
-        for (int r = 0; r < m; ++r) {
+        cmpqNearestCodes(src + r0, std::size_t(r1 - r0), cb, 1 << b, codesOut + r0); // ties to the lower centroid
+        for (int r = r0; r < r1; ++r) {
             const float q = cb[codesOut[r]];
             deqOut[r] = q;
             errOut[r] = double(src[r]) - double(q);
         }
+        // Sparse outliers: the stored F16 value replaces the code.
+        const std::vector<int>& rows = outRows[std::size_t(j)];
         std::vector<float>& values = outValues[std::size_t(j)];
-        values.clear();
-        for (int r : outRows[std::size_t(j)]) { // sparse outliers: the stored F16 value replaces the code
+        for (auto t = std::size_t(std::lower_bound(rows.begin(), rows.end(), r0) - rows.begin());
+             t < rows.size() && rows[t] < r1; ++t) {
+            const int r = rows[t];
             const double q = toF16(src[r]);
-            values.push_back(float(q));
+            values[t] = float(q);
             codesOut[r] = 0;
             deqOut[r] = float(q);
             errOut[r] = src[r] - q;
@@ -986,11 +991,14 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     if (!feedback) {
         QB_TRY_STATUS(fitStatic());
         std::vector<double> e(static_cast<std::size_t>(m));
+        for (int j = 0; j < n; ++j)
+            outValues[std::size_t(j)].resize(outRows[std::size_t(j)].size());
         for (int b = 0; b < n; b += block) {
             const int cnt = std::min(block, n - b);
             for (int j = b; j < b + cnt; ++j)
-                quantizeColumn(wd.col(j).data(), j, codeBlock.col(j - b).data(), deqBlock.col(j - b).data(), e.data());
-            flushBlock(b, cnt);
+                quantizeColumn(wd.col(j).data(), j, codeBlock.col(j - b).data(), deqBlock.col(j - b).data(), e.data(),
+                               0, m);
+            flushBlock(b, cnt, 0, m);
             if (ctx) ctx->advance(cnt);
         }
         finishOutliers();
@@ -1061,11 +1069,16 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         });
     };
 
-    // GPTQ-style error feedback in natural column order (lazy blocks, as quantizeRowsGptq).
+    // GPTQ-style error feedback in natural column order (lazy blocks, as quantizeRowsGptq), a
+    // block's column loop in fixed pieces of rows on the workers (gptqPieceRows), each piece's
+    // share of the proxy loss added in piece order.
     if (opt.staticCodebooks) QB_TRY_STATUS(fitStatic());
     const int bs = block;
     Eigen::MatrixXf err(m, bs);
     std::vector<double> e(static_cast<std::size_t>(m));
+    const int pieceRows = gptqPieceRows(m);
+    const int pieces = (m + pieceRows - 1) / pieceRows;
+    std::vector<double> pieceProxy(static_cast<std::size_t>(pieces));
     double proxy = 0.0;
     for (int b = 0; b < n;) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("CMPQ");
@@ -1077,19 +1090,35 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         if (factorPending) makeFactor(par);
         if (factorError) return *factorError;
         const Eigen::MatrixXf& u = f->u;
-        for (int i = b; i < end; ++i) {
-            quantizeColumn(wd.col(i).data(), i, codeBlock.col(i - b).data(), deqBlock.col(i - b).data(), e.data());
-            const double d = u(i, i);
-            float* errs = err.col(i - b).data();
-            for (int r = 0; r < m; ++r) { // as quantizeRowsGptq: one division per weight
-                const double e1 = e[std::size_t(r)] / d;
-                proxy += 0.5 * e1 * e1;
-                errs[r] = float(e1);
+        for (int i = b; i < end; ++i)
+            outValues[std::size_t(i)].resize(outRows[std::size_t(i)].size());
+        auto runPiece = [&](std::int64_t piece, int) {
+            const int r0 = int(piece) * pieceRows, r1 = std::min(m, r0 + pieceRows), len = r1 - r0;
+            double part = 0.0;
+            for (int i = b; i < end; ++i) {
+                quantizeColumn(wd.col(i).data(), i, codeBlock.col(i - b).data(), deqBlock.col(i - b).data(), e.data(),
+                               r0, r1);
+                const double d = u(i, i);
+                float* errs = err.col(i - b).data();
+                for (int r = r0; r < r1; ++r) { // as quantizeRowsGptq: one division per weight
+                    const double e1 = e[std::size_t(r)] / d;
+                    part += 0.5 * e1 * e1;
+                    errs[r] = float(e1);
+                }
+                const int rest = end - i - 1;
+                if (rest > 0)
+                    wd.block(r0, i + 1, len, rest).noalias() -=
+                        err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
             }
-            const int rest = end - i - 1;
-            if (rest > 0) wd.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
-        }
-        flushBlock(b, cnt);
+            pieceProxy[std::size_t(piece)] = part;
+            flushBlock(b, cnt, r0, r1);
+        };
+        if (workers > 1 && pieces > 1) par->run(pieces, runPiece);
+        else
+            for (int piece = 0; piece < pieces; ++piece)
+                runPiece(piece, 0);
+        for (double part : pieceProxy)
+            proxy += part;
         if (end < n) wd.rightCols(n - end).noalias() -= err.leftCols(cnt) * u.block(b, end, cnt, n - end);
         if (ctx) ctx->advance(cnt);
         b = end;

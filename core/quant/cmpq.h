@@ -48,7 +48,8 @@
 // Threading: CmpqChannelStats::add splits large batches' channels over OpenMP threads (the same
 // sums per channel); the solver's block updates are Eigen GEMMs on OpenMP's threads, and the
 // optional ParallelFor (gptq.h) runs the per-channel k-means over channels with one scratch per
-// worker (preallocated), bit-identical to serial.
+// worker (preallocated) and each column block's loop over fixed pieces of rows (as
+// quantizeRowsGptq), bit-identical to serial.
 // Cancel is polled between column blocks and channel batches. Inputs are never modified.
 // Units/layout: W row-major float; H [in x in] double; arithmetic in double.
 

@@ -154,14 +154,14 @@ Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w)
 }
 
 void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Index m, Eigen::Index cnt, Eigen::Index c0,
-                      MatrixU8R& codesOut, MatrixXfR& valuesOut)
+                      MatrixU8R& codesOut, MatrixXfR& valuesOut, Eigen::Index r0, Eigen::Index r1)
 {
     constexpr Eigen::Index kTile = 32;
-    for (Eigen::Index r0 = 0; r0 < m; r0 += kTile) {
-        const Eigen::Index nr = std::min(kTile, m - r0);
+    for (Eigen::Index t0 = r0; t0 < r1; t0 += kTile) {
+        const Eigen::Index nr = std::min(kTile, r1 - t0);
         for (Eigen::Index i0 = 0; i0 < cnt; i0 += kTile) {
             const Eigen::Index ni = std::min(kTile, cnt - i0);
-            for (Eigen::Index r = r0; r < r0 + nr; ++r)
+            for (Eigen::Index r = t0; r < t0 + nr; ++r)
                 for (Eigen::Index i = i0; i < i0 + ni; ++i) {
                     codesOut(r, c0 + i) = codes[i * m + r];
                     valuesOut(r, c0 + i) = values[i * m + r];
@@ -324,7 +324,20 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic> codeBlock(m, bw);
     Eigen::MatrixXf deqBlock(m, bw);
     std::vector<GroupParams> colParams(static_cast<std::size_t>(m));
-    int paramsGroup = -1;
+    std::vector<int> colGroup(static_cast<std::size_t>(bw));
+    // Inside a block every row is its own problem (its codes, errors and updates read only that
+    // row), so the block runs in fixed pieces of rows (gptqPieceRows) on the job's workers; each
+    // piece sums its share of the proxy loss, added in piece order: the same bits on any number
+    // of workers.
+    const int pieceRows = gptqPieceRows(m);
+    const int pieces = (m + pieceRows - 1) / pieceRows;
+    const int workers = par && par->run && par->workers > 1 && pieces > 1 ? par->workers : 1;
+    std::vector<NeuqiScratch> pieceScratch(static_cast<std::size_t>(workers));
+    std::vector<std::vector<double>> pieceSeg(static_cast<std::size_t>(workers),
+                                              std::vector<double>(dynamic ? std::size_t(g) : 0));
+    for (auto& sc : pieceScratch)
+        sc.reserve(dynamic ? g : 0);
+    std::vector<double> pieceProxy(static_cast<std::size_t>(pieces));
     double proxy = 0.0;
     for (int b = 0; b < n;) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
@@ -333,54 +346,68 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
         const int cnt = e - b;
         for (int i = b; i < e; ++i) {
             const int orig = perm[std::size_t(i)];
-            int k = 0;
-            if (dynamic) {
-                k = i / g;
-                if (i % g == 0) {
-                    const int len = std::min(g, n - i);
-                    for (int r = 0; r < m; ++r) {
-                        for (int c = 0; c < len; ++c)
-                            seg[std::size_t(c)] = wp(r, i + c);
-                        const GroupParams p =
-                            fitGroupUniform(opts.init, seg.data(), segH.data() + i, len, spec, opts.neuqi, scratch);
+            const int k = dynamic ? i / g : perChannel ? 0 : orig / g;
+            colGroup[std::size_t(i - b)] = k;
+            out.groupIndex[std::size_t(orig)] = k;
+        }
+        auto runPiece = [&](std::int64_t piece, int worker) {
+            const int r0 = int(piece) * pieceRows, r1 = std::min(m, r0 + pieceRows), len = r1 - r0;
+            double part = 0.0;
+            int paramsGroup = -1;
+            for (int i = b; i < e; ++i) {
+                const int k = colGroup[std::size_t(i - b)];
+                if (dynamic && i % g == 0) {
+                    const int glen = std::min(g, n - i);
+                    double* sg = pieceSeg[std::size_t(worker)].data();
+                    for (int r = r0; r < r1; ++r) {
+                        for (int c = 0; c < glen; ++c)
+                            sg[c] = wp(r, i + c);
+                        const GroupParams p = fitGroupUniform(opts.init, sg, segH.data() + i, glen, spec, opts.neuqi,
+                                                              pieceScratch[std::size_t(worker)]);
                         out.scales(r, k) = p.scale;
                         out.zeros(r, k) = p.zero;
                     }
                     paramsGroup = -1;
                 }
-            } else if (!perChannel) {
-                k = orig / g;
+                if (k != paramsGroup) {
+                    for (int r = r0; r < r1; ++r)
+                        colParams[std::size_t(r)] = groupParams(out, r, k);
+                    paramsGroup = k;
+                }
+                const double d = u(i, i);
+                const float* x = wp.col(i).data();
+                std::uint8_t* codes = codeBlock.col(i - b).data();
+                float* deqs = deqBlock.col(i - b).data();
+                float* errs = err.col(i - b).data();
+                for (int r = r0; r < r1; ++r) {
+                    const GroupParams& p = colParams[std::size_t(r)];
+                    const int q = quantizeCodeUniform(double(x[r]), p, levels);
+                    const double deq = dequantizeCodeUniform(q, p);
+                    codes[r] = std::uint8_t(q);
+                    deqs[r] = float(deq);
+                    const double e1 = (double(x[r]) - deq) / d;
+                    part += 0.5 * e1 * e1;
+                    errs[r] = float(e1);
+                }
+                const int rest = e - i - 1;
+                if (rest > 0)
+                    wp.block(r0, i + 1, len, rest).noalias() -=
+                        err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
             }
-            out.groupIndex[std::size_t(orig)] = k;
-            if (k != paramsGroup) {
-                for (int r = 0; r < m; ++r)
-                    colParams[std::size_t(r)] = groupParams(out, r, k);
-                paramsGroup = k;
-            }
-            const double d = u(i, i);
-            const float* x = wp.col(i).data();
-            std::uint8_t* codes = codeBlock.col(i - b).data();
-            float* deqs = deqBlock.col(i - b).data();
-            float* errs = err.col(i - b).data();
-            for (int r = 0; r < m; ++r) {
-                const GroupParams& p = colParams[std::size_t(r)];
-                const int q = quantizeCodeUniform(double(x[r]), p, levels);
-                const double deq = dequantizeCodeUniform(q, p);
-                codes[r] = std::uint8_t(q);
-                deqs[r] = float(deq);
-                const double e1 = (double(x[r]) - deq) / d;
-                proxy += 0.5 * e1 * e1;
-                errs[r] = float(e1);
-            }
-            const int rest = e - i - 1;
-            if (rest > 0) wp.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
-        }
-        for (int r = 0; r < m; ++r)
-            for (int i = b; i < e; ++i) {
-                const int orig = perm[std::size_t(i)];
-                out.codes(r, orig) = codeBlock(r, i - b);
-                out.dequantized(r, orig) = deqBlock(r, i - b);
-            }
+            pieceProxy[std::size_t(piece)] = part;
+            for (int r = r0; r < r1; ++r)
+                for (int i = b; i < e; ++i) {
+                    const int orig = perm[std::size_t(i)];
+                    out.codes(r, orig) = codeBlock(r, i - b);
+                    out.dequantized(r, orig) = deqBlock(r, i - b);
+                }
+        };
+        if (workers > 1) par->run(pieces, runPiece);
+        else
+            for (int piece = 0; piece < pieces; ++piece)
+                runPiece(piece, 0);
+        for (double part : pieceProxy)
+            proxy += part;
         if (e < n) wp.rightCols(n - e).noalias() -= err.leftCols(cnt) * u.block(b, e, cnt, n - e);
         if (ctx) ctx->advance(cnt);
         b = e;

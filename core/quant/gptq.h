@@ -19,7 +19,8 @@
 // Per-channel Min-Max parameters are fitted on W before dead-column zeroing, as the reference.
 // NeUQI weights its groups with the diagonal of the damped H (original column order).
 //
-// Threading: single-threaded and deterministic; the optional RunContext is polled for cancel
+// Threading: deterministic; parallel only through the optional ParallelFor (quantizeRowsGptq)
+// and Eigen's GEMMs on OpenMP's threads; the optional RunContext is polled for cancel
 // between column blocks (and between rows of the up-front NeUQI fit); progress goes through
 // advance(), one unit per column (the caller owns beginStage). Cancel returns
 // ErrorCode::Cancelled; inputs are const and never modified.
@@ -41,6 +42,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -71,6 +73,10 @@ struct GptqFactor {
 };
 
 inline constexpr int kGptqDefaultBlockSize = 128;
+// Rows per piece of a column block (the unit of the block's parallel-for in quantizeRowsGptq and
+// quantizeRowsCmpq) for m rows: at most 16 pieces, each at least 64 rows and a multiple of 16
+// floats; a function of m alone, so results do not depend on the workers.
+inline int gptqPieceRows(int m) { return std::max(64, ((m + 15) / 16 + 15) / 16 * 16); }
 inline constexpr double kGptqDefaultDamping = 0.01;
 inline constexpr int kGptqDefaultDampingRetries = 10;
 
@@ -124,10 +130,10 @@ Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eig
 // (a plain assignment walks the row-major source with a stride of a whole row per element).
 Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w);
 
-// Writes m x cnt column-major codes and values (a solver's block) into columns [c0, c0 + cnt) of
-// row-major outputs, in tiles.
+// Writes rows [r0, r1) of m x cnt column-major codes and values (a solver's block) into columns
+// [c0, c0 + cnt) of row-major outputs, in tiles.
 void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Index m, Eigen::Index cnt, Eigen::Index c0,
-                      MatrixU8R& codesOut, MatrixXfR& valuesOut);
+                      MatrixU8R& codesOut, MatrixXfR& valuesOut, Eigen::Index r0, Eigen::Index r1);
 
 // tr((W - Q) H (W - Q)^T) on the undamped H of f from an error-feedback solve's sum of squared
 // scaled errors sum_ij (E_ij)^2 (E_ij = (w - q) / U_jj at column j's turn): see errorTrace above.
@@ -135,7 +141,9 @@ double errorTraceFromErrors(double sumSquaredErrors, const GptqFactor& f, Eigen:
                             Eigen::Ref<const MatrixXfR> q);
 
 // par (optional): the up-front static-group fit (NeUQI's scale search) runs over rows x groups
-// through it, one NeuqiScratch per worker; bit-identical to the serial fit.
+// through it, one NeuqiScratch per worker; each column block's loop (quantization, errors, the
+// block's own updates, dynamic group fits) runs over fixed pieces of rows (gptqPieceRows) through
+// it, the pieces' proxy losses added in piece order. Bit-identical to serial either way.
 Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h,
                                        const GptqOptions& opts, RunContext* ctx = nullptr,
                                        const ParallelFor* par = nullptr);

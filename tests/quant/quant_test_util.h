@@ -9,11 +9,14 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace qb::quant::test {
 
@@ -26,6 +29,25 @@ inline ParallelFor reversedFor(int workers)
     p.run = [workers](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
         for (std::int64_t i = count - 1; i >= 0; --i)
             body(i, int(i % workers));
+    };
+    return p;
+}
+
+// A parallel-for on `workers` real threads taking items from a shared counter.
+inline ParallelFor threadPoolFor(int workers)
+{
+    ParallelFor p;
+    p.workers = workers;
+    p.run = [workers](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
+        std::atomic<std::int64_t> next{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < workers; ++t)
+            pool.emplace_back([&, t] {
+                for (std::int64_t i = next++; i < count; i = next++)
+                    body(i, t);
+            });
+        for (std::thread& th : pool)
+            th.join();
     };
     return p;
 }

@@ -649,6 +649,7 @@ void TestQuantCmpq::parallelEqualsSerial()
         o.bits = 3.25;
         o.errorFeedback = fb;
         o.blockSize = 32;
+        o.actOutliers = 0.05; // four channels kept in F16, beside the sparse outliers
         auto a = quantizeRowsCmpq(w, hessianOf(x), st.score(o.score), o);
         const ParallelFor par = reversedFor(3);
         auto b = quantizeRowsCmpq(w, hessianOf(x), st.score(o.score), o, nullptr, &par);
@@ -656,6 +657,18 @@ void TestQuantCmpq::parallelEqualsSerial()
         QVERIFY(a->codes == b->codes);
         QVERIFY(a->cmpq->codebook == b->cmpq->codebook);
         QVERIFY(a->cmpq->outlierIndex == b->cmpq->outlierIndex);
+        // The column loop's row pieces (gptqPieceRows: 14 of 80 rows here) on workers too.
+        QVERIFY(a->cmpq->outlierValue == b->cmpq->outlierValue);
+        QCOMPARE(int(a->cmpq->keptChannels.size()), 4);
+        QVERIFY((a->cmpq->keptValues.array() == b->cmpq->keptValues.array()).all());
+        QVERIFY((a->dequantized.array() == b->dequantized.array()).all());
+        QCOMPARE(a->proxyLoss, b->proxyLoss);
+        const ParallelFor threads = threadPoolFor(3);
+        auto c = quantizeRowsCmpq(w, hessianOf(x), st.score(o.score), o, nullptr, &threads);
+        QVERIFY(c.ok());
+        QVERIFY(c->codes == a->codes && c->cmpq->codebook == a->cmpq->codebook);
+        QVERIFY((c->dequantized.array() == a->dequantized.array()).all());
+        QCOMPARE(c->proxyLoss, a->proxyLoss);
     }
 }
 

@@ -471,6 +471,63 @@ private Q_SLOTS:
         QVERIFY(rebuilt.ok() && cache->actOrder == !actOrder);
     }
 
+    // A block's column loop runs in fixed pieces of rows (gptqPieceRows) on the workers: the same
+    // codes, values, group parameters and losses on any number of them, in any order, for one piece
+    // and for many (the last one short), every group mode and act-order.
+    void rowPiecesOnAnyWorkers_data()
+    {
+        QTest::addColumn<int>("rows");
+        QTest::addColumn<GridInit>("init");
+        QTest::addColumn<GroupMode>("mode");
+        QTest::addColumn<bool>("actOrder");
+        for (int rows : {50, 200, 1100})
+            for (GridInit init : {GridInit::MinMax, GridInit::Neuqi})
+                for (GroupMode mode : {GroupMode::Static, GroupMode::Dynamic})
+                    for (bool act : {false, true})
+                        QTest::newRow((std::to_string(rows) + " rows " + configName(init, 16, mode, act)).c_str())
+                            << rows << init << mode << act;
+    }
+    void rowPiecesOnAnyWorkers()
+    {
+        QFETCH(int, rows);
+        QFETCH(GridInit, init);
+        QFETCH(GroupMode, mode);
+        QFETCH(bool, actOrder);
+        QCOMPARE(gptqPieceRows(50), 64);
+        QCOMPARE(gptqPieceRows(200), 64);   // 4 pieces, the last of 8 rows
+        QCOMPARE(gptqPieceRows(1100), 80);  // 14 pieces, the last of 60 rows
+        QCOMPARE(gptqPieceRows(4096), 256); // 16
+        const MatrixXfR x = correlatedInputs(200, 48, 81u);
+        const Eigen::MatrixXd h = hessianOf(x);
+        const MatrixXfR w = randomWeights(rows, 48, 82u);
+        GptqOptions o;
+        o.grid = GridSpec{3, 16, false};
+        o.init = init;
+        o.groups = mode;
+        o.actOrder = actOrder;
+        o.blockSize = 20; // blocks across group boundaries (static) and cut at them (dynamic)
+        const auto serial = quantizeRowsGptq(w, h, o);
+        QVERIFY(serial.ok());
+        const ParallelFor reversed = reversedFor(2), threads = threadPoolFor(3);
+        for (const ParallelFor* par : {&reversed, &threads}) {
+            const auto q = quantizeRowsGptq(w, h, o, nullptr, par);
+            QVERIFY(q.ok());
+            QVERIFY(q->codes == serial->codes);
+            QVERIFY((q->dequantized.array() == serial->dequantized.array()).all());
+            QVERIFY(q->scales == serial->scales);
+            QVERIFY(q->zeros == serial->zeros);
+            QVERIFY(q->groupIndex == serial->groupIndex);
+            QCOMPARE(q->proxyLoss, serial->proxyLoss);
+            QCOMPARE(q->errorTrace, serial->errorTrace);
+        }
+        // The pieces' shares add up to the objective on the damped H.
+        Eigen::MatrixXd hd = h;
+        hd.diagonal().array() += hessianDampingLambda(h.diagonal(), o.damping);
+        const double tr = 0.5 * hessianErrorTrace(w, serial->dequantized, hd);
+        QVERIFY2(std::abs(tr - serial->proxyLoss) <= kProxyTol * tr,
+                 qPrintable(QStringLiteral("%1 vs %2").arg(tr).arg(serial->proxyLoss)));
+    }
+
     void actOrderEqualsPermutedProblem_data()
     {
         QTest::addColumn<int>("groupSize");
@@ -619,22 +676,7 @@ private Q_SLOTS:
         // Every piece run once, in reverse order, by "two workers" on this thread.
         const ParallelFor reversed = reversedFor(2);
         // Three threads taking pieces from a shared counter.
-        const ParallelFor threads = [] {
-            ParallelFor p;
-            p.workers = 3;
-            p.run = [](std::int64_t count, const std::function<void(std::int64_t, int)>& body) {
-                std::atomic<std::int64_t> next{0};
-                std::vector<std::thread> pool;
-                for (int t = 0; t < 3; ++t)
-                    pool.emplace_back([&, t] {
-                        for (std::int64_t i = next++; i < count; i = next++)
-                            body(i, t);
-                    });
-                for (std::thread& th : pool)
-                    th.join();
-            };
-            return p;
-        }();
+        const ParallelFor threads = threadPoolFor(3);
         for (const ParallelFor* par : {&reversed, &threads}) {
             Eigen::MatrixXf got = af;
             QVERIFY(upperCholeskyOfInverseInPlace(got, par));
