@@ -379,9 +379,11 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                 std::uint8_t* codes = codeBlock.col(i - b).data();
                 float* deqs = deqBlock.col(i - b).data();
                 float* errs = err.col(i - b).data();
+                const GroupParams* params = colParams.data();
+                const int lv = levels;
                 for (int r = r0; r < r1; ++r) {
-                    const GroupParams& p = colParams[std::size_t(r)];
-                    const int q = quantizeCodeUniform(double(x[r]), p, levels);
+                    const GroupParams& p = params[r];
+                    const int q = quantizeCodeUniform(double(x[r]), p, lv);
                     const double deq = dequantizeCodeUniform(q, p);
                     codes[r] = std::uint8_t(q);
                     deqs[r] = float(deq);
@@ -390,17 +392,24 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                     errs[r] = float(e1);
                 }
                 const int rest = e - i - 1;
-                if (rest > 0)
+                if (rest > 0 && len == m)
+                    wp.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
+                else if (rest > 0)
                     wp.block(r0, i + 1, len, rest).noalias() -=
                         err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
             }
             pieceProxy[std::size_t(piece)] = part;
-            for (int r = r0; r < r1; ++r)
-                for (int i = b; i < e; ++i) {
-                    const int orig = perm[std::size_t(i)];
-                    out.codes(r, orig) = codeBlock(r, i - b);
-                    out.dequantized(r, orig) = deqBlock(r, i - b);
+            const int* order = perm.data() + b;
+            const std::uint8_t* codeSrc = codeBlock.data();
+            const float* deqSrc = deqBlock.data();
+            for (int r = r0; r < r1; ++r) {
+                std::uint8_t* codeRow = out.codes.row(r).data();
+                float* deqRow = out.dequantized.row(r).data();
+                for (int i = 0; i < cnt; ++i) {
+                    codeRow[order[i]] = codeSrc[std::size_t(i) * std::size_t(m) + std::size_t(r)];
+                    deqRow[order[i]] = deqSrc[std::size_t(i) * std::size_t(m) + std::size_t(r)];
                 }
+            }
         };
         if (workers > 1) par->run(pieces, runPiece);
         else

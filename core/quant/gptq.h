@@ -74,9 +74,10 @@ struct GptqFactor {
 
 inline constexpr int kGptqDefaultBlockSize = 128;
 // Rows per piece of a column block (the unit of the block's parallel-for in quantizeRowsGptq and
-// quantizeRowsCmpq) for m rows: at most 16 pieces, each at least 64 rows and a multiple of 16
-// floats; a function of m alone, so results do not depend on the workers.
-inline int gptqPieceRows(int m) { return std::max(64, ((m + 15) / 16 + 15) / 16 * 16); }
+// quantizeRowsCmpq) for m rows: one piece under 1024 rows (there a parallel region costs more than
+// it saves on this machine), else at most 16 pieces of at least 256 rows, a multiple of 16 floats;
+// a function of m alone, so results do not depend on the workers.
+inline int gptqPieceRows(int m) { return m < 1024 ? std::max(m, 1) : std::max(256, ((m + 15) / 16 + 15) / 16 * 16); }
 inline constexpr double kGptqDefaultDamping = 0.01;
 inline constexpr int kGptqDefaultDampingRetries = 10;
 

@@ -657,7 +657,7 @@ void TestQuantCmpq::parallelEqualsSerial()
         QVERIFY(a->codes == b->codes);
         QVERIFY(a->cmpq->codebook == b->cmpq->codebook);
         QVERIFY(a->cmpq->outlierIndex == b->cmpq->outlierIndex);
-        // The column loop's row pieces (gptqPieceRows: 14 of 80 rows here) on workers too.
+        // The column loop's row pieces (gptqPieceRows: 5 of at most 256 rows here) on workers too.
         QVERIFY(a->cmpq->outlierValue == b->cmpq->outlierValue);
         QCOMPARE(int(a->cmpq->keptChannels.size()), 4);
         QVERIFY((a->cmpq->keptValues.array() == b->cmpq->keptValues.array()).all());

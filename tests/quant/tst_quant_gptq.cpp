@@ -480,7 +480,7 @@ private Q_SLOTS:
         QTest::addColumn<GridInit>("init");
         QTest::addColumn<GroupMode>("mode");
         QTest::addColumn<bool>("actOrder");
-        for (int rows : {50, 200, 1100})
+        for (int rows : {200, 1100, 2000})
             for (GridInit init : {GridInit::MinMax, GridInit::Neuqi})
                 for (GroupMode mode : {GroupMode::Static, GroupMode::Dynamic})
                     for (bool act : {false, true})
@@ -493,10 +493,10 @@ private Q_SLOTS:
         QFETCH(GridInit, init);
         QFETCH(GroupMode, mode);
         QFETCH(bool, actOrder);
-        QCOMPARE(gptqPieceRows(50), 64);
-        QCOMPARE(gptqPieceRows(200), 64);   // 4 pieces, the last of 8 rows
-        QCOMPARE(gptqPieceRows(1100), 80);  // 14 pieces, the last of 60 rows
-        QCOMPARE(gptqPieceRows(4096), 256); // 16
+        QCOMPARE(gptqPieceRows(200), 200);  // one piece
+        QCOMPARE(gptqPieceRows(1100), 256); // 5 pieces, the last of 76 rows
+        QCOMPARE(gptqPieceRows(2000), 256); // 8, the last of 208
+        QCOMPARE(gptqPieceRows(5632), 352); // 16
         const MatrixXfR x = correlatedInputs(200, 48, 81u);
         const Eigen::MatrixXd h = hessianOf(x);
         const MatrixXfR w = randomWeights(rows, 48, 82u);
