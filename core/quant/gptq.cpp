@@ -392,9 +392,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                     errs[r] = float(e1);
                 }
                 const int rest = e - i - 1;
-                if (rest > 0 && len == m)
-                    wp.middleCols(i + 1, rest).noalias() -= err.col(i - b) * u.row(i).segment(i + 1, rest);
-                else if (rest > 0)
+                if (rest > 0)
                     wp.block(r0, i + 1, len, rest).noalias() -=
                         err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
             }
