@@ -1076,9 +1076,6 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     const int bs = block;
     Eigen::MatrixXf err(m, bs);
     std::vector<double> e(static_cast<std::size_t>(m));
-    const int pieceRows = gptqPieceRows(m);
-    const int pieces = (m + pieceRows - 1) / pieceRows;
-    std::vector<double> pieceProxy(static_cast<std::size_t>(pieces));
     double proxy = 0.0;
     for (int b = 0; b < n;) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("CMPQ");
@@ -1092,8 +1089,8 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         const Eigen::MatrixXf& u = f->u;
         for (int i = b; i < end; ++i)
             outValues[std::size_t(i)].resize(outRows[std::size_t(i)].size());
-        auto runPiece = [&](std::int64_t piece, int) {
-            const int r0 = int(piece) * pieceRows, r1 = std::min(m, r0 + pieceRows), len = r1 - r0;
+        addOverRowPieces(m, par, proxy, [&](int r0, int r1, int) {
+            const int len = r1 - r0;
             double part = 0.0;
             for (int i = b; i < end; ++i) {
                 quantizeColumn(wd.col(i).data(), i, codeBlock.col(i - b).data(), deqBlock.col(i - b).data(), e.data(),
@@ -1110,15 +1107,9 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                     wd.block(r0, i + 1, len, rest).noalias() -=
                         err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
             }
-            pieceProxy[std::size_t(piece)] = part;
             flushBlock(b, cnt, r0, r1);
-        };
-        if (workers > 1 && pieces > 1) par->run(pieces, runPiece);
-        else
-            for (int piece = 0; piece < pieces; ++piece)
-                runPiece(piece, 0);
-        for (double part : pieceProxy)
-            proxy += part;
+            return part;
+        });
         if (end < n) wd.rightCols(n - end).noalias() -= err.leftCols(cnt) * u.block(b, end, cnt, n - end);
         if (ctx) ctx->advance(cnt);
         b = end;

@@ -329,15 +329,12 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     // row), so the block runs in fixed pieces of rows (gptqPieceRows) on the job's workers; each
     // piece sums its share of the proxy loss, added in piece order: the same bits on any number
     // of workers.
-    const int pieceRows = gptqPieceRows(m);
-    const int pieces = (m + pieceRows - 1) / pieceRows;
-    const int workers = par && par->run && par->workers > 1 && pieces > 1 ? par->workers : 1;
+    const int workers = gptqPieceWorkers(m, par);
     std::vector<NeuqiScratch> pieceScratch(static_cast<std::size_t>(workers));
     std::vector<std::vector<double>> pieceSeg(static_cast<std::size_t>(workers),
                                               std::vector<double>(dynamic ? std::size_t(g) : 0));
     for (auto& sc : pieceScratch)
         sc.reserve(dynamic ? g : 0);
-    std::vector<double> pieceProxy(static_cast<std::size_t>(pieces));
     double proxy = 0.0;
     for (int b = 0; b < n;) {
         if (ctx && ctx->isCancelled()) return RunContext::cancelledError("GPTQ");
@@ -350,8 +347,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
             colGroup[std::size_t(i - b)] = k;
             out.groupIndex[std::size_t(orig)] = k;
         }
-        auto runPiece = [&](std::int64_t piece, int worker) {
-            const int r0 = int(piece) * pieceRows, r1 = std::min(m, r0 + pieceRows), len = r1 - r0;
+        addOverRowPieces(m, par, proxy, [&](int r0, int r1, int worker) {
+            const int len = r1 - r0;
             double part = 0.0;
             int paramsGroup = -1;
             for (int i = b; i < e; ++i) {
@@ -396,7 +393,6 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                     wp.block(r0, i + 1, len, rest).noalias() -=
                         err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
             }
-            pieceProxy[std::size_t(piece)] = part;
             const int* order = perm.data() + b;
             const std::uint8_t* codeSrc = codeBlock.data();
             const float* deqSrc = deqBlock.data();
@@ -408,13 +404,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                     deqRow[order[i]] = deqSrc[std::size_t(i) * std::size_t(m) + std::size_t(r)];
                 }
             }
-        };
-        if (workers > 1) par->run(pieces, runPiece);
-        else
-            for (int piece = 0; piece < pieces; ++piece)
-                runPiece(piece, 0);
-        for (double part : pieceProxy)
-            proxy += part;
+            return part;
+        });
         if (e < n) wp.rightCols(n - e).noalias() -= err.leftCols(cnt) * u.block(b, e, cnt, n - e);
         if (ctx) ctx->advance(cnt);
         b = e;

@@ -78,6 +78,30 @@ inline constexpr int kGptqDefaultBlockSize = 128;
 // it saves on this machine), else at most 16 pieces of at least 256 rows, a multiple of 16 floats;
 // a function of m alone, so results do not depend on the workers.
 inline int gptqPieceRows(int m) { return m < 1024 ? std::max(m, 1) : std::max(256, ((m + 15) / 16 + 15) / 16 * 16); }
+inline int gptqPieceCount(int m) { return (m + gptqPieceRows(m) - 1) / gptqPieceRows(m); }
+// How many workers run the pieces of m rows: par's where there are several pieces, else 1.
+inline int gptqPieceWorkers(int m, const ParallelFor* par)
+{
+    return par && par->run && par->workers > 1 && gptqPieceCount(m) > 1 ? par->workers : 1;
+}
+// Runs part(r0, r1, worker) -> double over the pieces [r0, r1) of m rows, through par where
+// gptqPieceWorkers says so (else serially), and adds the results to `total` in piece order.
+template <class Part>
+void addOverRowPieces(int m, const ParallelFor* par, double& total, const Part& part)
+{
+    const int rows = gptqPieceRows(m), pieces = gptqPieceCount(m);
+    std::vector<double> parts(static_cast<std::size_t>(pieces));
+    auto run = [&](std::int64_t piece, int worker) {
+        const int r0 = int(piece) * rows;
+        parts[std::size_t(piece)] = part(r0, std::min(m, r0 + rows), worker);
+    };
+    if (gptqPieceWorkers(m, par) > 1) par->run(pieces, run);
+    else
+        for (int piece = 0; piece < pieces; ++piece)
+            run(piece, 0);
+    for (double x : parts)
+        total += x;
+}
 inline constexpr double kGptqDefaultDamping = 0.01;
 inline constexpr int kGptqDefaultDampingRetries = 10;
 
