@@ -938,8 +938,11 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     const int block = std::min(opt.blockSize, n);
     Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic> codeBlock(m, block);
     Eigen::MatrixXf deqBlock(m, block);
+    std::vector<int> columns(static_cast<std::size_t>(n));
+    std::iota(columns.begin(), columns.end(), 0);
     auto flushBlock = [&](int b0, int cnt, int r0, int r1) {
-        storeColumnBlock(codeBlock.data(), deqBlock.data(), m, cnt, b0, out.codes, out.dequantized, r0, r1);
+        storeColumnBlock(codeBlock.data(), deqBlock.data(), m, cnt, columns.data() + b0, out.codes, out.dequantized, r0,
+                         r1);
     };
     // Quantizes rows [r0, r1) of column j of `src` (values as they are now) into codes/deq (m
     // entries each, column-major) and cc; returns the error column in errOut (indexed by row).

@@ -153,19 +153,43 @@ Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w)
     return out;
 }
 
-void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Index m, Eigen::Index cnt, Eigen::Index c0,
+void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Index m, Eigen::Index cnt, const int* cols,
                       MatrixU8R& codesOut, MatrixXfR& valuesOut, Eigen::Index r0, Eigen::Index r1)
 {
-    constexpr Eigen::Index kTile = 32;
+    // A tile of 16 rows x 16 columns is read column by column (one cache line of each column:
+    // with m a power of two the block's columns map to the same L1 sets, so reading a row across
+    // them missed on every element) into a local row-major tile, then written row by row.
+    constexpr int kTile = 16;
+    bool contiguous = true;
+    for (Eigen::Index i = 1; i < cnt && contiguous; ++i)
+        contiguous = cols[i] == cols[0] + i;
+    alignas(64) float vt[kTile][kTile];
+    alignas(64) std::uint8_t ct[kTile][kTile];
     for (Eigen::Index t0 = r0; t0 < r1; t0 += kTile) {
-        const Eigen::Index nr = std::min(kTile, r1 - t0);
+        const int nr = int(std::min<Eigen::Index>(kTile, r1 - t0));
         for (Eigen::Index i0 = 0; i0 < cnt; i0 += kTile) {
-            const Eigen::Index ni = std::min(kTile, cnt - i0);
-            for (Eigen::Index r = t0; r < t0 + nr; ++r)
-                for (Eigen::Index i = i0; i < i0 + ni; ++i) {
-                    codesOut(r, c0 + i) = codes[i * m + r];
-                    valuesOut(r, c0 + i) = values[i * m + r];
+            const int ni = int(std::min<Eigen::Index>(kTile, cnt - i0));
+            for (int i = 0; i < ni; ++i) {
+                const float* vs = values + (i0 + i) * m + t0;
+                const std::uint8_t* cs = codes + (i0 + i) * m + t0;
+                for (int r = 0; r < nr; ++r) {
+                    vt[r][i] = vs[r];
+                    ct[r][i] = cs[r];
                 }
+            }
+            for (int r = 0; r < nr; ++r) {
+                float* vd = valuesOut.row(t0 + r).data();
+                std::uint8_t* cd = codesOut.row(t0 + r).data();
+                if (contiguous) {
+                    std::copy(vt[r], vt[r] + ni, vd + cols[0] + i0);
+                    std::copy(ct[r], ct[r] + ni, cd + cols[0] + i0);
+                } else {
+                    for (int i = 0; i < ni; ++i) {
+                        vd[cols[i0 + i]] = vt[r][i];
+                        cd[cols[i0 + i]] = ct[r][i];
+                    }
+                }
+            }
         }
     }
 }
@@ -393,17 +417,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                     wp.block(r0, i + 1, len, rest).noalias() -=
                         err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
             }
-            const int* order = perm.data() + b;
-            const std::uint8_t* codeSrc = codeBlock.data();
-            const float* deqSrc = deqBlock.data();
-            for (int r = r0; r < r1; ++r) {
-                std::uint8_t* codeRow = out.codes.row(r).data();
-                float* deqRow = out.dequantized.row(r).data();
-                for (int i = 0; i < cnt; ++i) {
-                    codeRow[order[i]] = codeSrc[std::size_t(i) * std::size_t(m) + std::size_t(r)];
-                    deqRow[order[i]] = deqSrc[std::size_t(i) * std::size_t(m) + std::size_t(r)];
-                }
-            }
+            storeColumnBlock(codeBlock.data(), deqBlock.data(), m, cnt, perm.data() + b, out.codes, out.dequantized, r0,
+                             r1);
             return part;
         });
         if (e < n) wp.rightCols(n - e).noalias() -= err.leftCols(cnt) * u.block(b, e, cnt, n - e);

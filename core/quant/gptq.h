@@ -155,9 +155,9 @@ Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eig
 // (a plain assignment walks the row-major source with a stride of a whole row per element).
 Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w);
 
-// Writes rows [r0, r1) of m x cnt column-major codes and values (a solver's block) into columns
-// [c0, c0 + cnt) of row-major outputs, in tiles.
-void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Index m, Eigen::Index cnt, Eigen::Index c0,
+// Writes rows [r0, r1) of m x cnt column-major codes and values (a solver's block) into row-major
+// outputs, block column i into column cols[i], in tiles.
+void storeColumnBlock(const std::uint8_t* codes, const float* values, Eigen::Index m, Eigen::Index cnt, const int* cols,
                       MatrixU8R& codesOut, MatrixXfR& valuesOut, Eigen::Index r0, Eigen::Index r1);
 
 // tr((W - Q) H (W - Q)^T) on the undamped H of f from an error-feedback solve's sum of squared

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -567,6 +568,42 @@ private Q_SLOTS:
         }
         QVERIFY(a->scales == b->scales);
         QCOMPARE(a->proxyLoss, b->proxyLoss);
+    }
+
+    // The solvers' block store: tiles of 16 x 16 with partial edges, permuted or contiguous output
+    // columns, a piece of rows; everything else in the outputs untouched.
+    void storeColumnBlockTiles_data()
+    {
+        QTest::addColumn<bool>("permuted");
+        QTest::newRow("contiguous") << false;
+        QTest::newRow("permuted") << true;
+    }
+    void storeColumnBlockTiles()
+    {
+        QFETCH(bool, permuted);
+        const int m = 37, cnt = 29, n = 45, r0 = 5, r1 = 34;
+        std::vector<std::uint8_t> codes(std::size_t(m) * cnt);
+        std::vector<float> values(codes.size());
+        for (std::size_t i = 0; i < codes.size(); ++i) {
+            codes[i] = std::uint8_t(i * 7 % 251);
+            values[i] = float(i) * 0.5f - 3.0f;
+        }
+        std::vector<int> cols(static_cast<std::size_t>(n));
+        std::iota(cols.begin(), cols.end(), 0);
+        if (permuted) std::shuffle(cols.begin(), cols.end(), std::mt19937(7));
+        const int* blockCols = cols.data() + 11; // contiguous: columns 11..39
+        MatrixU8R codesOut = MatrixU8R::Constant(m, n, 255);
+        MatrixXfR valuesOut = MatrixXfR::Constant(m, n, -1.0f);
+        storeColumnBlock(codes.data(), values.data(), m, cnt, blockCols, codesOut, valuesOut, r0, r1);
+        MatrixU8R wantCodes = MatrixU8R::Constant(m, n, 255);
+        MatrixXfR wantValues = MatrixXfR::Constant(m, n, -1.0f);
+        for (int r = r0; r < r1; ++r)
+            for (int i = 0; i < cnt; ++i) {
+                wantCodes(r, blockCols[i]) = codes[std::size_t(i) * m + std::size_t(r)];
+                wantValues(r, blockCols[i]) = values[std::size_t(i) * m + std::size_t(r)];
+            }
+        QVERIFY(codesOut == wantCodes);
+        QVERIFY(valuesOut == wantValues);
     }
 
     void cancelBetweenBlocksLeavesInputUntouched_data()
