@@ -1100,11 +1100,12 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                                r0, r1);
                 const double d = u(i, i);
                 float* errs = err.col(i - b).data();
+                double* e1 = e.data();
                 for (int r = r0; r < r1; ++r) { // as quantizeRowsGptq: one division per weight
-                    const double e1 = e[std::size_t(r)] / d;
-                    part += 0.5 * e1 * e1;
-                    errs[r] = float(e1);
+                    e1[r] /= d;
+                    errs[r] = float(e1[r]);
                 }
+                part += halfSumOfSquares(e1 + r0, len);
                 const int rest = end - i - 1;
                 if (rest > 0)
                     wd.block(r0, i + 1, len, rest).noalias() -=

@@ -22,6 +22,53 @@ Status validate(const GridSpec& spec, GridInit init, Eigen::Index rows, Eigen::I
     return {};
 }
 
+// A column's rows [r0, r1) under per-row grid parameters held as arrays: quantizeCodeUniform and
+// dequantizeCodeUniform term for term (the clamp's comparisons give fmin / fmax's integer code),
+// which the compiler vectorises; the scaled errors (w - q) / d go to errs and e1 (for the proxy
+// loss, halfSumOfSquares). top: the largest code (levels - 1), a double (computed from an int
+// here, GCC 12 gave up vectorising the loop).
+struct ColumnGrid {
+    std::vector<double> scale, zero, offset;
+    std::vector<unsigned char> integralZero;
+    explicit ColumnGrid(int m)
+        : scale(std::size_t(m)), zero(std::size_t(m)), offset(std::size_t(m)), integralZero(std::size_t(m))
+    {}
+    void set(int r, const GroupParams& p)
+    {
+        scale[std::size_t(r)] = p.scale;
+        zero[std::size_t(r)] = p.zero;
+        offset[std::size_t(r)] = p.offset;
+        integralZero[std::size_t(r)] = std::nearbyint(p.zero) == p.zero;
+    }
+};
+
+void quantizeColumnUniform(const float* __restrict x, const ColumnGrid& g, double top, double d, int r0, int r1,
+                           std::uint8_t* __restrict codes, float* __restrict deqs, float* __restrict errs,
+                           double* __restrict e1)
+{
+    const double* __restrict scale = g.scale.data();
+    const double* __restrict zero = g.zero.data();
+    const double* __restrict offset = g.offset.data();
+    const unsigned char* __restrict integral = g.integralZero.data();
+    for (int r = r0; r < r1; ++r) {
+        const double off = offset[r], s = scale[r], z = zero[r];
+        const double w = off != 0.0 ? double(x[r]) + off : double(x[r]);
+        const double ws = w / s;
+        const double ti = roundHalfEvenUniform(ws) - z, tf = roundHalfEvenUniform(ws - z);
+        const double t = integral[r] ? ti : tf;
+        const double lo = t >= 0.0 ? t : 0.0; // NaN -> 0, as fmax(NaN, 0)
+        const double c = lo > top ? top : lo;
+        const int q = int(c);
+        const double v = s * (z + double(q));
+        const double deq = off != 0.0 ? v - off : v;
+        codes[r] = std::uint8_t(q);
+        deqs[r] = float(deq);
+        const double e = (double(x[r]) - deq) / d;
+        e1[r] = e;
+        errs[r] = float(e);
+    }
+}
+
 void allocateOutput(QuantizedRows& out, Eigen::Index rows, Eigen::Index cols, int groups, int bits)
 {
     out.bits = bits;
@@ -254,7 +301,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     const int groups = groupCount(spec.groupSize, n);
     const bool perChannel = groups == 1;
     const bool dynamic = !fixed && !perChannel && opts.groups == GroupMode::Dynamic;
-    const int levels = gridLevels(spec.bits);
+    const double top = double(gridLevels(spec.bits) - 1);
 
     QuantizedRows out;
     allocateOutput(out, rows, cols, groups, spec.bits);
@@ -347,7 +394,8 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     // outputs once per block, row by row; a column's group parameters are gathered once per group.
     Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic> codeBlock(m, bw);
     Eigen::MatrixXf deqBlock(m, bw);
-    std::vector<GroupParams> colParams(static_cast<std::size_t>(m));
+    ColumnGrid colGrid(m);
+    std::vector<double> colErrors(static_cast<std::size_t>(m));
     std::vector<int> colGroup(static_cast<std::size_t>(bw));
     // Inside a block every row is its own problem (its codes, errors and updates read only that
     // row), so the block runs in fixed pieces of rows (gptqPieceRows) on the job's workers; each
@@ -392,26 +440,13 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                 }
                 if (k != paramsGroup) {
                     for (int r = r0; r < r1; ++r)
-                        colParams[std::size_t(r)] = groupParams(out, r, k);
+                        colGrid.set(r, groupParams(out, r, k));
                     paramsGroup = k;
                 }
-                const double d = u(i, i);
-                const float* x = wp.col(i).data();
-                std::uint8_t* codes = codeBlock.col(i - b).data();
-                float* deqs = deqBlock.col(i - b).data();
-                float* errs = err.col(i - b).data();
-                const GroupParams* params = colParams.data();
-                const int lv = levels;
-                for (int r = r0; r < r1; ++r) {
-                    const GroupParams& p = params[r];
-                    const int q = quantizeCodeUniform(double(x[r]), p, lv);
-                    const double deq = dequantizeCodeUniform(q, p);
-                    codes[r] = std::uint8_t(q);
-                    deqs[r] = float(deq);
-                    const double e1 = (double(x[r]) - deq) / d;
-                    part += 0.5 * e1 * e1;
-                    errs[r] = float(e1);
-                }
+                double* e1 = colErrors.data();
+                quantizeColumnUniform(wp.col(i).data(), colGrid, top, u(i, i), r0, r1, codeBlock.col(i - b).data(),
+                                      deqBlock.col(i - b).data(), err.col(i - b).data(), e1);
+                part += halfSumOfSquares(e1 + r0, r1 - r0);
                 const int rest = e - i - 1;
                 if (rest > 0)
                     wp.block(r0, i + 1, len, rest).noalias() -=

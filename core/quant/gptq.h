@@ -102,6 +102,21 @@ void addOverRowPieces(int m, const ParallelFor* par, double& total, const Part& 
     for (double x : parts)
         total += x;
 }
+// A column's share of the proxy loss: 0.5 * sum of e[i]^2 over n scaled errors, in eight
+// interleaved partial sums added in a fixed tree (one chain of adds per weight waited on the last
+// add's latency); the same bits for a given n, however the rows are split over workers.
+inline double halfSumOfSquares(const double* e, int n)
+{
+    double acc[8] = {};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k)
+            acc[k] += e[i + k] * e[i + k];
+    for (int k = 0; i < n; ++i, ++k)
+        acc[k] += e[i] * e[i];
+    return 0.5 * (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])));
+}
+
 inline constexpr double kGptqDefaultDamping = 0.01;
 inline constexpr int kGptqDefaultDampingRetries = 10;
 
