@@ -1107,9 +1107,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
                 }
                 part += halfSumOfSquares(e1 + r0, len);
                 const int rest = end - i - 1;
-                if (rest > 0)
-                    wd.block(r0, i + 1, len, rest).noalias() -=
-                        err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
+                if (rest > 0) subtractRankOne(wd, r0, len, i + 1, rest, err.col(i - b).data() + r0, u, i);
             }
             flushBlock(b, cnt, r0, r1);
             return part;

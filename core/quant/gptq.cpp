@@ -69,6 +69,19 @@ void quantizeColumnUniform(const float* __restrict x, const ColumnGrid& g, doubl
     }
 }
 
+// Rows [t0, t0 + nr) x columns [c0, c0 + len) of a column-major matrix into dst, row-major with
+// leading dimension ld, as doubles: a strip of kStripRows rows reads one cache line of each column
+// (reading a row across the columns of a power-of-two height missed on every element).
+constexpr int kStripRows = 16;
+void rowStrip(const Eigen::MatrixXf& a, int t0, int nr, int c0, int len, double* dst, int ld)
+{
+    for (int c = 0; c < len; ++c) {
+        const float* col = a.col(c0 + c).data() + t0;
+        for (int t = 0; t < nr; ++t)
+            dst[std::size_t(t) * std::size_t(ld) + std::size_t(c)] = col[t];
+    }
+}
+
 void allocateOutput(QuantizedRows& out, Eigen::Index rows, Eigen::Index cols, int groups, int bits)
 {
     out.bits = bits;
@@ -417,7 +430,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
     const int workers = gptqPieceWorkers(m, par);
     std::vector<NeuqiScratch> pieceScratch(static_cast<std::size_t>(workers));
     std::vector<std::vector<double>> pieceSeg(static_cast<std::size_t>(workers),
-                                              std::vector<double>(dynamic ? std::size_t(g) : 0));
+                                              std::vector<double>(dynamic ? std::size_t(kStripRows * g) : 0));
     for (auto& sc : pieceScratch)
         sc.reserve(dynamic ? g : 0);
     double proxy = 0.0;
@@ -441,13 +454,16 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                 if (dynamic && i % g == 0) {
                     const int glen = std::min(g, n - i);
                     double* sg = pieceSeg[std::size_t(worker)].data();
-                    for (int r = r0; r < r1; ++r) {
-                        for (int c = 0; c < glen; ++c)
-                            sg[c] = wp(r, i + c);
-                        const GroupParams p = fitGroupUniform(opts.init, sg, segH.data() + i, glen, spec, opts.neuqi,
-                                                              pieceScratch[std::size_t(worker)]);
-                        out.scales(r, k) = p.scale;
-                        out.zeros(r, k) = p.zero;
+                    for (int t0 = r0; t0 < r1; t0 += kStripRows) {
+                        const int nr = std::min(kStripRows, r1 - t0);
+                        rowStrip(wp, t0, nr, i, glen, sg, g);
+                        for (int t = 0; t < nr; ++t) {
+                            const GroupParams p =
+                                fitGroupUniform(opts.init, sg + std::size_t(t) * g, segH.data() + i, glen, spec,
+                                                opts.neuqi, pieceScratch[std::size_t(worker)]);
+                            out.scales(t0 + t, k) = p.scale;
+                            out.zeros(t0 + t, k) = p.zero;
+                        }
                     }
                     paramsGroup = -1;
                 }
@@ -461,9 +477,7 @@ Result<QuantizedRows> quantizeRowsGptq(Eigen::Ref<const MatrixXfR> w, Eigen::Ref
                                       deqBlock.col(i - b).data(), err.col(i - b).data(), e1);
                 part += halfSumOfSquares(e1 + r0, r1 - r0);
                 const int rest = e - i - 1;
-                if (rest > 0)
-                    wp.block(r0, i + 1, len, rest).noalias() -=
-                        err.col(i - b).segment(r0, len) * u.row(i).segment(i + 1, rest);
+                if (rest > 0) subtractRankOne(wp, r0, len, i + 1, rest, err.col(i - b).data() + r0, u, i);
             }
             storeColumnBlock(codeBlock.data(), deqBlock.data(), m, cnt, perm.data() + b, out.codes, out.dequantized, r0,
                              r1);
