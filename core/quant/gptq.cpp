@@ -25,8 +25,10 @@ Status validate(const GridSpec& spec, GridInit init, Eigen::Index rows, Eigen::I
 // A column's rows [r0, r1) under per-row grid parameters held as arrays: quantizeCodeUniform and
 // dequantizeCodeUniform term for term (the clamp's comparisons give fmin / fmax's integer code),
 // which the compiler vectorises; the scaled errors (w - q) / d go to errs and e1 (for the proxy
-// loss, halfSumOfSquares). top: the largest code (levels - 1), a double (computed from an int
-// here, GCC 12 gave up vectorising the loop).
+// loss, halfSumOfSquares). top: the largest code, levels - 1, passed as a double (with the
+// conversion from int inside this function GCC 12 did not vectorise the loop). The two must stay
+// the same arithmetic: tst_quant_gptq's diagonalHessianEqualsRtn compares GPTQ with RTN, which
+// rounds through quantizeCodeUniform, bit for bit.
 struct ColumnGrid {
     std::vector<double> scale, zero, offset;
     std::vector<unsigned char> integralZero;

@@ -71,6 +71,7 @@ Status validateGridSpec(const GridSpec& spec, int cols);
 // Round half to even, as torch.round. Assumes the default floating-point rounding mode.
 inline double roundHalfEvenUniform(double x) { return std::nearbyint(x); }
 
+// GPTQ's column loop has a vectorised twin (gptq.cpp, quantizeColumnUniform): change both.
 inline int quantizeCodeUniform(double w, const GroupParams& p, int levels)
 {
     if (p.offset != 0.0) w += p.offset;
