@@ -942,7 +942,7 @@ private Q_SLOTS:
             }
             return double(text.size()) / 1e6 / (double(ns) / 1e9);
         };
-        for (const auto [which, name] :
+        for (const auto& [which, name] :
              {std::pair(detail::HandCodedRegex::Gpt2, "GPT-2"), std::pair(detail::HandCodedRegex::Llama3, "Llama-3"),
               std::pair(detail::HandCodedRegex::Qwen2, "Qwen2")}) {
             const auto program = compiled(detail::handCodedPattern(which));
