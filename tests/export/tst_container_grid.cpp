@@ -187,6 +187,48 @@ private Q_SLOTS:
         QVERIFY2(eg < er, qPrintable(QString("gptq %1 rtn %2").arg(eg).arg(er)));
     }
 
+    // With a diagonal H there is no error to feed back, so GPTQ inside a container must round every
+    // weight as RTN inside it does: the vectorised per-column rounding against the scalar one, on
+    // grids with an offset (Q4_1, the K-quants) and without, in every container.
+    void diagonalHessianEqualsRtnInEveryContainer_data()
+    {
+        QTest::addColumn<QString>("type");
+        QTest::addColumn<bool>("actOrder");
+        for (const ContainerSpec& spec : containerSpecs())
+            for (bool ao : {false, true})
+                QTest::newRow(qPrintable(QString("%1%2").arg(spec.name, ao ? " act-order" : "")))
+                    << QString(spec.name) << ao;
+    }
+    void diagonalHessianEqualsRtnInEveryContainer()
+    {
+        QFETCH(QString, type);
+        QFETCH(bool, actOrder);
+        const ContainerSpec* spec = findContainerSpec(type.toStdString());
+        QVERIFY(spec);
+        const int cols = 256;
+        const MatrixXfR w = testWeights(12, cols, 5);
+        std::mt19937 rng(23u);
+        std::normal_distribution<double> nd(0.0, 1.0);
+        Eigen::VectorXd hd(cols);
+        for (int j = 0; j < cols; ++j)
+            hd(j) = std::exp(nd(rng));
+        const Eigen::MatrixXd h = hd.asDiagonal();
+        auto fit = fitContainerGrid(*spec, w, &hd, GridInit::Neuqi);
+        QVERIFY(fit.ok());
+        GptqOptions base;
+        base.actOrder = actOrder;
+        base.blockSize = 32;
+        auto g = quantizeRowsGptq(w, h, containerGptqOptions(*spec, base, *fit));
+        QVERIFY2(g.ok(), g.ok() ? "" : g.error().toString().c_str());
+        auto r = quantizeRowsContainer(*spec, w, &hd, GridInit::Neuqi);
+        QVERIFY(r.ok());
+        QVERIFY(g->scales == r->scales);
+        QVERIFY(g->zeros == r->zeros);
+        QVERIFY(g->offsets == r->offsets);
+        QVERIFY(g->codes == r->codes);
+        QVERIFY(g->dequantized == r->dequantized);
+    }
+
     void badInputIsAnError()
     {
         const ContainerSpec* q4k = findContainerSpec("Q4_K");
