@@ -22,25 +22,50 @@ Status validate(const GridSpec& spec, GridInit init, Eigen::Index rows, Eigen::I
     return {};
 }
 
+// The rounding of the loop below. Without SSE4.1 (-DQB_NATIVE=OFF) std::nearbyint inlines as a
+// branchy sequence that keeps the loop scalar, so there x + 1.5 * 2^52 - 1.5 * 2^52: for |x| <= 2^51
+// the sum lies in [2^52, 2^53], where the spacing is 1, so it rounds x half to even (1.5 * 2^52 is
+// even) and the difference is exact. Beyond 2^51 it is within 2 of x, infinities and NaN pass, and
+// the sign of a zero may differ: none of that changes a clamped code while |zero| < 2^50 (a float
+// group's zero is below 2^33), so the codes are std::nearbyint's.
+inline double roundHalfEvenColumn(double x)
+{
+#ifdef __SSE4_1__
+    return roundHalfEvenUniform(x);
+#else
+    constexpr double kShift = 6755399441055744.0; // 1.5 * 2^52
+    return (x + kShift) - kShift;
+#endif
+}
+
 // A column's rows [r0, r1) under per-row grid parameters held as arrays: quantizeCodeUniform and
-// dequantizeCodeUniform term for term (the clamp's comparisons give fmin / fmax's integer code),
-// which the compiler vectorises; the scaled errors (w - q) / d go to errs and e1 (for the proxy
-// loss, halfSumOfSquares). top: the largest code, levels - 1, passed as a double (with the
-// conversion from int inside this function GCC 12 did not vectorise the loop). The two must stay
-// the same arithmetic: tst_quant_gptq's diagonalHessianEqualsRtn compares GPTQ with RTN, which
-// rounds through quantizeCodeUniform, bit for bit.
+// dequantizeCodeUniform's arithmetic, in a form the compiler vectorises with SSE4.1, AVX2 or
+// AVX-512 (and SSE2 through roundHalfEvenColumn). quantizeCodeUniform rounds w / scale - zero for a
+// fractional zero and subtracts an integral one after rounding: here zeroIn (0 when integral) goes
+// in and zeroOut (0 when fractional) comes off, with no select between two roundings (a select
+// vectorised only with AVX-512's masks). Adding a zero offset, or subtracting a zero, gives the
+// same value (up to the sign of a zero, which no code or value depends on). The clamp's comparisons
+// give fmin / fmax's integer code, NaN going to 0. The scaled errors (w - q) / d go to errs and e1
+// (for the proxy loss, halfSumOfSquares). top: the largest code, levels - 1, passed as a double
+// (with the conversion from int inside this function GCC 12 did not vectorise the loop). The two
+// must stay the same arithmetic: tst_quant_gptq's diagonalHessianEqualsRtn (and
+// tst_container_grid's for grids with an offset) compare GPTQ with RTN, which rounds through
+// quantizeCodeUniform, bit for bit.
 struct ColumnGrid {
-    std::vector<double> scale, zero, offset;
-    std::vector<unsigned char> integralZero;
+    std::vector<double> scale, zero, zeroIn, zeroOut, offset;
     explicit ColumnGrid(int m)
-        : scale(std::size_t(m)), zero(std::size_t(m)), offset(std::size_t(m)), integralZero(std::size_t(m))
+        : scale(std::size_t(m)), zero(std::size_t(m)), zeroIn(std::size_t(m)), zeroOut(std::size_t(m)),
+          offset(std::size_t(m))
     {}
     void set(int r, const GroupParams& p)
     {
-        scale[std::size_t(r)] = p.scale;
-        zero[std::size_t(r)] = p.zero;
-        offset[std::size_t(r)] = p.offset;
-        integralZero[std::size_t(r)] = std::nearbyint(p.zero) == p.zero;
+        const auto i = std::size_t(r);
+        const bool integral = std::nearbyint(p.zero) == p.zero;
+        scale[i] = p.scale;
+        zero[i] = p.zero;
+        zeroIn[i] = integral ? 0.0 : p.zero;
+        zeroOut[i] = integral ? p.zero : 0.0;
+        offset[i] = p.offset;
     }
 };
 
@@ -50,19 +75,17 @@ void quantizeColumnUniform(const float* __restrict x, const ColumnGrid& g, doubl
 {
     const double* __restrict scale = g.scale.data();
     const double* __restrict zero = g.zero.data();
+    const double* __restrict zeroIn = g.zeroIn.data();
+    const double* __restrict zeroOut = g.zeroOut.data();
     const double* __restrict offset = g.offset.data();
-    const unsigned char* __restrict integral = g.integralZero.data();
     for (int r = r0; r < r1; ++r) {
         const double off = offset[r], s = scale[r], z = zero[r];
-        const double w = off != 0.0 ? double(x[r]) + off : double(x[r]);
-        const double ws = w / s;
-        const double ti = roundHalfEvenUniform(ws) - z, tf = roundHalfEvenUniform(ws - z);
-        const double t = integral[r] ? ti : tf;
+        const double ws = (double(x[r]) + off) / s;
+        const double t = roundHalfEvenColumn(ws - zeroIn[r]) - zeroOut[r];
         const double lo = t >= 0.0 ? t : 0.0; // NaN -> 0, as fmax(NaN, 0)
         const double c = lo > top ? top : lo;
         const int q = int(c);
-        const double v = s * (z + double(q));
-        const double deq = off != 0.0 ? v - off : v;
+        const double deq = s * (z + double(q)) - off;
         codes[r] = std::uint8_t(q);
         deqs[r] = float(deq);
         const double e = (double(x[r]) - deq) / d;
