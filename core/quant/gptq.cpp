@@ -26,8 +26,10 @@ Status validate(const GridSpec& spec, GridInit init, Eigen::Index rows, Eigen::I
 // branchy sequence that keeps the loop scalar, so there x + 1.5 * 2^52 - 1.5 * 2^52: for |x| <= 2^51
 // the sum lies in [2^52, 2^53], where the spacing is 1, so it rounds x half to even (1.5 * 2^52 is
 // even) and the difference is exact. Beyond 2^51 it is within 2 of x, infinities and NaN pass, and
-// the sign of a zero may differ: none of that changes a clamped code while |zero| < 2^50 (a float
-// group's zero is below 2^33), so the codes are std::nearbyint's.
+// the sign of a zero may differ: none of that changes a clamped code while |zero| < 2^50, so the
+// codes are std::nearbyint's. A min-max zero lies within the levels and NeUQI's below 2^33 on float
+// weights (their range is at least one float spacing wide); only a group whose weights are all one
+// value beyond 2^50 (about 1.1e15) gets a zero that large from the guard's plain min-max fit.
 inline double roundHalfEvenColumn(double x)
 {
 #ifdef __SSE4_1__
