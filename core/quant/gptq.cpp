@@ -46,7 +46,9 @@ inline double roundHalfEvenColumn(double x)
 // fractional zero and subtracts an integral one after rounding: here zeroIn (0 when integral) goes
 // in and zeroOut (0 when fractional) comes off, with no select between two roundings (a select
 // vectorised only with AVX-512's masks). Adding a zero offset, or subtracting a zero, gives the
-// same value (up to the sign of a zero, which no code or value depends on). The clamp's comparisons
+// same value (up to the sign of a zero, which no code or value depends on); the value may be fused
+// into one multiply-add (FMA contraction) where dequantizeCodeUniform's is not, with the same result:
+// it is exact on the offset grids (see there) and a zero offset adds nothing. The clamp's comparisons
 // give fmin / fmax's integer code, NaN going to 0. The scaled errors (w - q) / d go to errs and e1
 // (for the proxy loss, halfSumOfSquares). top: the largest code, levels - 1, passed as a double
 // (with the conversion from int inside this function GCC 12 did not vectorise the loop). The two

@@ -207,11 +207,7 @@ private Q_SLOTS:
         QVERIFY(spec);
         const int cols = 256;
         const MatrixXfR w = testWeights(12, cols, 5);
-        std::mt19937 rng(23u);
-        std::normal_distribution<double> nd(0.0, 1.0);
-        Eigen::VectorXd hd(cols);
-        for (int j = 0; j < cols; ++j)
-            hd(j) = std::exp(nd(rng));
+        const Eigen::VectorXd hd = test::logNormalDiagonal(cols, 23u);
         const Eigen::MatrixXd h = hd.asDiagonal();
         auto fit = fitContainerGrid(*spec, w, &hd, GridInit::Neuqi);
         QVERIFY(fit.ok());

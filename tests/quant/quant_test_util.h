@@ -63,6 +63,17 @@ inline MatrixXfR randomWeights(int rows, int cols, std::uint32_t seed, double si
     return w;
 }
 
+// n positive weights exp(N(0, 1)): a diagonal Hessian with no error to feed back across columns.
+inline Eigen::VectorXd logNormalDiagonal(int n, std::uint32_t seed)
+{
+    std::mt19937 rng(seed);
+    std::normal_distribution<double> nd(0.0, 1.0);
+    Eigen::VectorXd d(n);
+    for (int j = 0; j < n; ++j)
+        d(j) = std::exp(nd(rng));
+    return d;
+}
+
 // Correlated calibration inputs X = Z * A with a random mixing A and per-channel scales spanning
 // two decades, so that diag(H) varies and off-diagonal coupling is strong.
 inline MatrixXfR correlatedInputs(int tokens, int cols, std::uint32_t seed)

@@ -150,11 +150,7 @@ private Q_SLOTS:
         QFETCH(bool, sym);
         const int m = 12, n = 70;
         const MatrixXfR w = randomWeights(m, n, 3u);
-        std::mt19937 rng(17u);
-        std::normal_distribution<double> nd(0.0, 1.0);
-        Eigen::VectorXd d(n);
-        for (int j = 0; j < n; ++j)
-            d(j) = std::exp(nd(rng));
+        const Eigen::VectorXd d = logNormalDiagonal(n, 17u);
         const Eigen::MatrixXd h = d.asDiagonal();
         GptqOptions o;
         o.grid = GridSpec{3, groupSize, sym};
