@@ -828,15 +828,21 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         return {};
     };
 
-    // Quantization-based outliers: the largest errors imp_j * (w - q)^2 of a trial quantization
-    // through bounded min-heaps (no m*n list), one per worker over its channels, merged: the top
-    // `want` of the union (ties to the lower index) whatever the split.
+    // Quantization-based outliers: the largest errors imp_j * (w - q)^2 of a trial quantization,
+    // each worker keeping candidates over its channels (no m*n list), merged: the top `want` of the
+    // union (ties to the lower index) whatever the split. A worker's list is cut back to its own
+    // top `want` whenever it doubles; the worst error kept then is a floor that only rises, and an
+    // error below it is never taken (`want` better ones exist), so it is skipped without a look.
     using Err = std::pair<double, std::int64_t>;
     auto better = [](const Err& a, const Err& b) {
         return a.first > b.first || (a.first == b.first && a.second < b.second);
     };
-    std::vector<std::vector<Err>> heaps(static_cast<std::size_t>(workers));
-    // Channel j's trial errors (its codebook as fitted now, the values in col) into a worker's heap.
+    struct Candidates {
+        std::vector<Err> list;
+        double floor = -std::numeric_limits<double>::infinity();
+    };
+    std::vector<Candidates> candidates(static_cast<std::size_t>(workers));
+    // Channel j's trial errors (its codebook as fitted now, the values in col) into a worker's list.
     auto pushErrors = [&](const float* col, int j, std::size_t want, int worker) {
         const int b = cc.channelBits[std::size_t(j)];
         if (b == 0 || want == 0) return;
@@ -851,34 +857,33 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             const double e = double(col[r]) - double(cb[sc.codes[std::size_t(r)]]);
             err[r] = weight * e * e;
         }
-        std::vector<Err>& errs = heaps[std::size_t(worker)];
-        int r = 0;
-        for (; r < m && errs.size() < want; ++r) {
-            errs.push_back({err[r], std::int64_t(r) * n + j});
-            std::push_heap(errs.begin(), errs.end(), better);
-        }
-        // A full heap's smallest kept error only rises: an error below it now is never taken, and
-        // the rest go through the exact comparison (ties to the lower index).
-        while (r < m) {
-            const double floor = errs.front().first;
-            while (r < m && err[r] < floor)
-                ++r;
-            if (r == m) break;
-            const Err cand{err[r], std::int64_t(r) * n + j};
-            if (better(cand, errs.front())) {
-                std::pop_heap(errs.begin(), errs.end(), better);
-                errs.back() = cand;
-                std::push_heap(errs.begin(), errs.end(), better);
-            }
-            ++r;
+        Candidates& cand = candidates[std::size_t(worker)];
+        const std::size_t cap = 2 * want + 64;
+        constexpr int kStrip = 16;
+        for (int r0 = 0; r0 < m; r0 += kStrip) {
+            const int r1 = std::min(m, r0 + kStrip);
+            unsigned any = 0; // vectorises: most strips lie wholly below the floor
+            for (int r = r0; r < r1; ++r)
+                any |= err[r] >= cand.floor ? 1u : 0u;
+            if (!any) continue;
+            for (int r = r0; r < r1; ++r)
+                if (err[r] >= cand.floor) cand.list.push_back({err[r], std::int64_t(r) * n + j});
+            if (cand.list.size() < cap) continue;
+            std::nth_element(cand.list.begin(), cand.list.begin() + std::ptrdiff_t(want), cand.list.end(), better);
+            cand.list.resize(want);
+            double worst = cand.list.front().first;
+            for (const Err& e : cand.list)
+                worst = std::min(worst, e.first);
+            cand.floor = worst;
         }
     };
-    // The `want` largest errors of all heaps (emptied) into outRows.
+    // The `want` largest errors of all workers' lists (emptied) into outRows.
     auto takeLargest = [&](std::size_t want) {
         std::vector<Err> errs;
-        for (auto& h : heaps) {
-            errs.insert(errs.end(), h.begin(), h.end());
-            h.clear();
+        for (Candidates& c : candidates) {
+            errs.insert(errs.end(), c.list.begin(), c.list.end());
+            c.list.clear(); // keeps its capacity for the next block
+            c.floor = -std::numeric_limits<double>::infinity();
         }
         if (errs.size() > want) {
             std::nth_element(errs.begin(), errs.begin() + std::ptrdiff_t(want), errs.end(), better);
@@ -897,8 +902,8 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     // once, up front, on the original weights.
     const bool blockOutliers = feedback && !opt.staticCodebooks && wantOutliers > 0;
     const bool trial = wantOutliers > 0 && !blockOutliers;
-    for (auto& h : heaps)
-        h.reserve(trial ? wantOutliers + 1 : 0);
+    for (Candidates& c : candidates) // a list never holds more than a cut-back's size and a strip
+        c.list.reserve(trial ? 2 * wantOutliers + 64 + 16 : 0);
     if (trial) {
         QB_TRY_STATUS(fitAll());
         runChannels(n, [&](std::int64_t item, int worker) {

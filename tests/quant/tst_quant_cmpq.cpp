@@ -63,6 +63,7 @@ private Q_SLOTS:
     void longChannelCodebooksAreKmeansOfSortedValues();
     void nearestCodesAreExact();
     void parallelEqualsSerial();
+    void trialOutliersAreTheLargestErrors();
     void factorBesideTheFirstCodebooks();
     void blockOutliersWithFeedback();
     void badInput();
@@ -669,6 +670,55 @@ void TestQuantCmpq::parallelEqualsSerial()
         QVERIFY(c->codes == a->codes && c->cmpq->codebook == a->cmpq->codebook);
         QVERIFY((c->dequantized.array() == a->dequantized.array()).all());
         QCOMPARE(c->proxyLoss, a->proxyLoss);
+    }
+}
+
+// Without error feedback the trial quantizes with the codebooks fitted on the original weights (a
+// run without sparse outliers has the same), and the outliers are exactly its largest errors,
+// ties to the lower flat index, whatever the workers' split: checked against a full sort of all
+// errors, every one of them twice (twin channels), a tie across the cut.
+void TestQuantCmpq::trialOutliersAreTheLargestErrors()
+{
+    const int rows = 700, cols = 64;
+    MatrixXfR w = randomWeights(rows, cols, 31);
+    // Equal errors: channels in twins, the second its twin's values a row up (cyclically: the same
+    // codebook), so the later channel's copy of an error has the lower flat index.
+    for (int j = 1; j < cols; j += 2)
+        for (int r = 0; r < rows; ++r)
+            w(r, j) = w((r + 1) % rows, j - 1);
+    CmpqOptions o;
+    o.bits = 5.0; // one level and room to spare: the same 3 bits in every channel at every outlier budget
+    o.levels = {3};
+    o.errorFeedback = false;
+    o.quantOutliers = 0;
+    auto plain = quantizeRowsCmpq(w, Eigen::MatrixXd(), heavyScores(cols, 5), o);
+    QVERIFY(plain.ok());
+    std::vector<std::pair<double, std::int64_t>> all;
+    for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < cols; ++j) {
+            const double e = double(w(r, j)) - double(plain->dequantized(r, j));
+            all.push_back({e * e, std::int64_t(r) * cols + j}); // imp_j = 1 without H
+        }
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    for (double frac : {0.0011, 0.004, 0.03}) { // 49, 179 and 1344 outliers
+        o.quantOutliers = frac;
+        const std::size_t want = std::size_t(std::floor(frac * rows * cols));
+        QVERIFY(want > 0 && want < all.size());
+        QVERIFY(all[want - 1].first > 0.0);
+        if (want % 2) QCOMPARE(all[want].first, all[want - 1].first); // the cut splits a twin
+        std::vector<std::int64_t> expect;
+        for (std::size_t i = 0; i < want; ++i)
+            expect.push_back(all[i].second);
+        std::sort(expect.begin(), expect.end());
+        const ParallelFor par = reversedFor(3), threads = threadPoolFor(2);
+        for (const ParallelFor* p : {static_cast<const ParallelFor*>(nullptr), &par, &threads}) {
+            auto q = quantizeRowsCmpq(w, Eigen::MatrixXd(), heavyScores(cols, 5), o, nullptr, p);
+            QVERIFY(q.ok());
+            QVERIFY(q->cmpq->channelBits == plain->cmpq->channelBits);
+            QVERIFY2(q->cmpq->outlierIndex == expect, qPrintable(QString("fraction %1").arg(frac)));
+        }
     }
 }
 
