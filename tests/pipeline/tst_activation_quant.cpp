@@ -184,6 +184,7 @@ private Q_SLOTS:
         // The first 16 KiB of the demo's evaluation text keep the five runs short.
         QTemporaryDir dir;
         const std::string evalPath = dir.filePath("eval.txt").toStdString();
+        const std::string calibPath = qbtest::demoDir() + "/calib.txt";
         {
             QFile in(QString::fromStdString(qbtest::demoDir() + "/eval.txt")), out(QString::fromStdString(evalPath));
             QVERIFY(in.open(QIODevice::ReadOnly) && out.open(QIODevice::WriteOnly));
@@ -204,7 +205,7 @@ private Q_SLOTS:
             req.plan.activation.hasKv = kvbits > 0;
             req.plan.activation.smoothAlpha = smooth;
             req.plan.activation.hasTransform = smooth.has_value();
-            req.calibration.textPath = qbtest::demoDir() + "/calib.txt";
+            req.calibration.textPath = calibPath;
             req.calibration.options = {8, 128, 0};
             req.evalTextPath = evalPath;
             req.evalOptions.ctx = 128;
