@@ -837,6 +837,12 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
     auto better = [](const Err& a, const Err& b) {
         return a.first > b.first || (a.first == b.first && a.second < b.second);
     };
+    // The `want` best of a list, in no order (ties to the lower index).
+    auto keepBest = [&](std::vector<Err>& list, std::size_t want) {
+        if (list.size() <= want) return;
+        std::nth_element(list.begin(), list.begin() + std::ptrdiff_t(want), list.end(), better);
+        list.resize(want);
+    };
     struct Candidates {
         std::vector<Err> list;
         double floor = -std::numeric_limits<double>::infinity();
@@ -869,8 +875,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             for (int r = r0; r < r1; ++r)
                 if (err[r] >= cand.floor) cand.list.push_back({err[r], std::int64_t(r) * n + j});
             if (cand.list.size() < cap) continue;
-            std::nth_element(cand.list.begin(), cand.list.begin() + std::ptrdiff_t(want), cand.list.end(), better);
-            cand.list.resize(want);
+            keepBest(cand.list, want);
             double worst = cand.list.front().first;
             for (const Err& e : cand.list)
                 worst = std::min(worst, e.first);
@@ -885,10 +890,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
             c.list.clear(); // keeps its capacity for the next block
             c.floor = -std::numeric_limits<double>::infinity();
         }
-        if (errs.size() > want) {
-            std::nth_element(errs.begin(), errs.begin() + std::ptrdiff_t(want), errs.end(), better);
-            errs.resize(want);
-        }
+        keepBest(errs, want);
         std::vector<std::int64_t> flat(errs.size());
         for (std::size_t i = 0; i < errs.size(); ++i)
             flat[i] = errs[i].second;
