@@ -102,6 +102,7 @@ int main(int argc, char** argv)
             }
         }
         const QString out = parser.value(grab);
+        QCoreApplication::processEvents(); // the layout requests the load posted (the status bar's label)
         const bool ok = w.grab().save(out);
         std::fprintf(ok ? stdout : stderr, "%s %s\n", ok ? "wrote" : "cannot write", qPrintable(out));
         return ok ? 0 : 1;
