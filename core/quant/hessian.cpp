@@ -16,6 +16,7 @@ HessianAccumulator::HessianAccumulator(int cols, double factor)
 void HessianAccumulator::reset()
 {
     m_h.setZero();
+    m_upperStale = false;
     m_samples = 0;
 }
 
@@ -28,7 +29,47 @@ Status checkWidth(Eigen::Index got, Eigen::Index want)
                      "expected " + std::to_string(want) + " columns, got " + std::to_string(got));
 }
 
+// Element-wise passes over H by slices of kSliceCols columns, on OpenMP's team from
+// kParallelMinEntries entries: every entry is computed the same way on any thread. Static
+// round-robin slices: the lower triangle's columns shrink to the right.
+constexpr Eigen::Index kSliceCols = 64;
+constexpr Eigen::Index kParallelMinEntries = Eigen::Index(1) << 16;
+
+template <class Body>
+void forColumnSlices(Eigen::Index cols, Eigen::Index rows, const Body& body)
+{
+    const Eigen::Index slices = (cols + kSliceCols - 1) / kSliceCols;
+#pragma omp parallel for schedule(static, 1) if (slices > 1 && rows * cols >= kParallelMinEntries)
+    for (Eigen::Index s = 0; s < slices; ++s)
+        body(s * kSliceCols, std::min(cols, (s + 1) * kSliceCols));
+}
+
+// The strict upper triangle of h <- the strict lower one, mirrored, by square tiles (a column
+// read across the lower triangle's rows missed the cache on every entry).
+void mirrorLowerIntoUpper(Eigen::MatrixXd& h)
+{
+    const Eigen::Index n = h.cols();
+    forColumnSlices(n, n, [&](Eigen::Index c0, Eigen::Index c1) {
+        for (Eigen::Index r0 = 0; r0 < c0; r0 += kSliceCols) {
+            const Eigen::Index r1 = std::min(c0, r0 + kSliceCols);
+            h.block(r0, c0, r1 - r0, c1 - c0) = h.block(c0, r0, c1 - c0, r1 - r0).transpose();
+        }
+        for (Eigen::Index c = c0 + 1; c < c1; ++c) // the diagonal tile
+            for (Eigen::Index r = c0; r < c; ++r)
+                h(r, c) = h(c, r);
+    });
+}
+
 } // namespace
+
+const Eigen::MatrixXd& HessianAccumulator::hessian() const
+{
+    if (m_upperStale) {
+        mirrorLowerIntoUpper(m_h);
+        m_upperStale = false;
+    }
+    return m_h;
+}
 
 Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXfR> x, const RowBlockFn& eachBlock)
 {
@@ -36,7 +77,14 @@ Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXfR> x, const RowBloc
     if (x.rows() == 0) return {};
     const Eigen::Index n = m_h.cols();
     const std::int64_t total = m_samples + x.rows();
-    m_h *= double(m_samples) / double(total);
+    // Only the lower triangle is kept up to date (H is mirrored when read): the running mean's
+    // rescale and the products' adds touch it (and the upper part of the diagonal tiles) alone.
+    const double keep = double(m_samples) / double(total);
+    m_upperStale = true;
+    forColumnSlices(n, n, [&](Eigen::Index c0, Eigen::Index c1) {
+        for (Eigen::Index c = c0; c < c1; ++c)
+            m_h.col(c).tail(n - c) *= keep;
+    });
     const double scale = m_factor / double(total);
     // Lower triangle in column tiles: tile [j, j + w) is the float GEMM X[:, j:]^T X[:, j:j+w] over
     // at most kHessianF32Rows rows, added into the double H. Tiles are general GEMMs (Eigen's
@@ -50,11 +98,12 @@ Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXfR> x, const RowBloc
             const Eigen::Index w = std::min(width, n - j);
             m_tile.resize(n - j, w);
             m_tile.noalias() = x.block(r0, j, rows, n - j).transpose() * x.block(r0, j, rows, w);
-            m_h.block(j, j, n - j, w) += scale * m_tile.cast<double>();
+            forColumnSlices(w, n - j, [&](Eigen::Index c0, Eigen::Index c1) {
+                m_h.block(j, j + c0, n - j, c1 - c0) += scale * m_tile.middleCols(c0, c1 - c0).cast<double>();
+            });
         }
         if (eachBlock) QB_TRY_STATUS(eachBlock(x.middleRows(r0, rows)));
     }
-    m_h.triangularView<Eigen::StrictlyUpper>() = m_h.transpose();
     m_samples = total;
     return {};
 }
@@ -63,6 +112,7 @@ Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXdR> x)
 {
     QB_TRY_STATUS(checkWidth(x.cols(), m_h.cols()));
     if (x.rows() == 0) return {};
+    hessian(); // whole: this path updates every entry
     const std::int64_t total = m_samples + x.rows();
     m_h *= double(m_samples) / double(total);
     m_h.noalias() += (m_factor / double(total)) * (x.transpose() * x);

@@ -10,8 +10,10 @@
 // stays that of a short dot product (relative error about 1e-6 of the largest entry, see
 // tst_quant_gptq's hessianF32MatchesDouble) while the sum over the calibration set is in double.
 // Double batches are multiplied in double.
-// Threading: an accumulator is used by one thread at a time; no threads of its own (its GEMMs run
-// on Eigen's OpenMP team, as the forward pass's).
+// Threading: an accumulator is used by one thread at a time (hessian() too, which may complete
+// the matrix); no threads of its own: its GEMMs and its element-wise passes over H (the rescale,
+// the adds of the float products, the mirror) run on OpenMP's team, as the forward pass's, each
+// element computed the same way whatever the team's size.
 // Units: H is in squared activation units. Layout: H is a dense symmetric [in x in] column-major
 // matrix (symmetric, so the storage order does not matter); X is row-major, one token per row.
 
@@ -46,14 +48,17 @@ public:
     Status addBatch(Eigen::Ref<const MatrixXdR> x);
     void reset();
 
-    const Eigen::MatrixXd& hessian() const { return m_h; }
+    // H, symmetric. The float path adds into the lower triangle only and mirrors it into the upper
+    // one here, once, when H is read after a batch (not after every batch).
+    const Eigen::MatrixXd& hessian() const;
     std::int64_t samples() const { return m_samples; }
     int cols() const { return int(m_h.cols()); }
     double factor() const { return m_factor; }
 
 private:
-    Eigen::MatrixXd m_h;
-    Eigen::MatrixXf m_tile; // float GEMM scratch, reused across batches
+    mutable Eigen::MatrixXd m_h;
+    mutable bool m_upperStale = false; // the strict upper triangle is not yet the lower's mirror
+    Eigen::MatrixXf m_tile;            // float GEMM scratch, reused across batches
     std::int64_t m_samples = 0;
     double m_factor;
 };

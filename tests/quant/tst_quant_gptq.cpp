@@ -10,6 +10,8 @@
 #include <Eigen/Cholesky>
 #include <Eigen/QR>
 
+#include <omp.h>
+
 #include <QTest>
 
 #include <algorithm>
@@ -774,6 +776,56 @@ private Q_SLOTS:
                 worst = std::max(worst, std::abs(h(i, j) - ref(i, j)) / std::sqrt(ref(i, i) * ref(j, j)));
         qInfo("max |H_f32 - H_f64| / sqrt(H_ii H_jj) = %.3g", worst);
         QVERIFY2(worst <= kHessianF32Tol, qPrintable(QString::number(worst)));
+    }
+
+    // The float path keeps the lower triangle and mirrors it when H is read, its passes over H on
+    // OpenMP's team (1 or 2 threads): reading H between batches leaves the same H bit for bit,
+    // exactly symmetric, and so does a double batch after float ones, whose H lies within
+    // kHessianF32Tol of the all-double one. (The float GEMM's blocking follows the team's size, so
+    // H is compared within one size.)
+    void hessianLazyMirrorAndThreads()
+    {
+        const int cols = 333, tokens = 1400; // six 64-column slices and an odd one; row chunks
+        const MatrixXfR x = correlatedInputs(tokens, cols, 93u);
+        const std::array<int, 4> cuts{300, 301, 1000, tokens};
+        auto accumulate = [&](int threads, bool readBetween, bool doubleLast) {
+            const int before = omp_get_max_threads();
+            omp_set_num_threads(threads);
+            HessianAccumulator acc(cols);
+            int r0 = 0;
+            for (int r1 : cuts) {
+                const bool last = r1 == tokens;
+                if (last && doubleLast) {
+                    if (!acc.addBatch(MatrixXdR(x.middleRows(r0, r1 - r0).cast<double>())).ok())
+                        return Eigen::MatrixXd();
+                } else if (!acc.addBatch(x.middleRows(r0, r1 - r0)).ok()) {
+                    return Eigen::MatrixXd();
+                }
+                if (readBetween && !last) (void)acc.hessian()(cols - 1, 0);
+                r0 = r1;
+            }
+            omp_set_num_threads(before);
+            return Eigen::MatrixXd(acc.hessian());
+        };
+        for (int threads : {1, 2}) {
+            const Eigen::MatrixXd h = accumulate(threads, false, false);
+            QCOMPARE(h.rows(), Eigen::Index(cols));
+            QVERIFY(h == h.transpose());
+            QVERIFY(accumulate(threads, true, false) == h);
+            QVERIFY(accumulate(threads, true, true) == accumulate(threads, false, true));
+        }
+        const Eigen::MatrixXd mixed = accumulate(2, true, true);
+        QCOMPARE(mixed.rows(), Eigen::Index(cols));
+        HessianAccumulator exact(cols);
+        QVERIFY(exact.addBatch(MatrixXdR(x.cast<double>())).ok());
+        const Eigen::MatrixXd& ref = exact.hessian();
+        double worst = 0;
+        for (int j = 0; j < cols; ++j)
+            for (int i = 0; i < cols; ++i)
+                worst = std::max(worst, std::abs(mixed(i, j) - ref(i, j)) / std::sqrt(ref(i, i) * ref(j, j)));
+        QVERIFY2(worst <= kHessianF32Tol, qPrintable(QString::number(worst)));
+        // The double batch's product is symmetric up to its own rounding only.
+        QVERIFY((mixed - mixed.transpose()).cwiseAbs().maxCoeff() <= 1e-12 * mixed.cwiseAbs().maxCoeff());
     }
 
     // addBatch's row-block callback sees every row once, in order, in blocks of at most
