@@ -192,4 +192,29 @@ Status convertFromF32(DType t, const float* src, void* dst, std::size_t n)
     return makeError(ErrorCode::Unsupported, std::string("cannot store floats as ") + dtypeName(t));
 }
 
+namespace {
+// A value is NaN or infinite exactly when its exponent bits are all ones.
+template <typename Bits, typename T>
+std::size_t countExponentAllOnes(const T* x, std::size_t n, Bits exponent)
+{
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        Bits b;
+        std::memcpy(&b, x + i, sizeof b);
+        count += (b & exponent) == exponent ? 1u : 0u;
+    }
+    return count;
+}
+} // namespace
+
+std::size_t countNonFinite(const float* x, std::size_t n)
+{
+    return countExponentAllOnes<std::uint32_t>(x, n, 0x7F800000u);
+}
+
+std::size_t countNonFinite(const double* x, std::size_t n)
+{
+    return countExponentAllOnes<std::uint64_t>(x, n, 0x7FF0000000000000ull);
+}
+
 } // namespace qb

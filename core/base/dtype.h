@@ -28,6 +28,11 @@ std::uint16_t f32ToF16(float f);
 float bf16ToF32(std::uint16_t b);
 std::uint16_t f32ToBf16(float f);
 
+// How many of n values are NaN or infinite: one pass over the exponent bits (vectorised; no early
+// exit, so the whole of a large matrix costs about a copy of it).
+std::size_t countNonFinite(const float* x, std::size_t n);
+std::size_t countNonFinite(const double* x, std::size_t n);
+
 // Converts n elements of type `t` at `src` (little-endian, any alignment) into F32.
 // Integer types convert by value. Fails only for types with no float meaning (none today).
 Status convertToF32(DType t, const void* src, float* dst, std::size_t n);

@@ -1,5 +1,6 @@
 #include "pipeline/quantize_job.h"
 
+#include "base/dtype.h"
 #include "export/ggml_quantize.h"
 #include "model/forward.h"
 #include "pipeline/importance.h"
@@ -571,7 +572,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                 res.seconds.hessian += secondsSince(t0);
                 const Eigen::MatrixXd& h = acc.hessian();
                 // NaN/Inf would flow silently into every scale and, later, the perplexity.
-                if (!h.allFinite())
+                if (countNonFinite(h.data(), std::size_t(h.size())) != 0)
                     return makeError(ErrorCode::NumericalError,
                                      "the calibration activations entering " + names +
                                          " are not finite (NaN/Inf from the embeddings or an earlier layer)",
@@ -583,8 +584,7 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                     const TensorPlan& tp = plan.tensors[idx];
                     TensorReport& rep = res.tensors[idx];
                     model::RowMatrix& weight = w->weight(tp.linear);
-                    if (!weight.allFinite()) {
-                        const Eigen::Index bad = weight.size() - weight.array().isFinite().count();
+                    if (const std::size_t bad = countNonFinite(weight.data(), std::size_t(weight.size())); bad != 0) {
                         return makeError(ErrorCode::NumericalError,
                                          std::to_string(bad) + " of " + std::to_string(weight.size()) +
                                              " weights are NaN/Inf: no quantization grid can hold them (repair the "

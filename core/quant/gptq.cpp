@@ -1,5 +1,6 @@
 #include "quant/gptq.h"
 
+#include "base/dtype.h"
 #include "quant/hessian.h"
 
 #include <Eigen/Cholesky>
@@ -212,7 +213,7 @@ Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool a
         f.u.diagonal().array() += float(f.dampTotal);
         if (!upperCholeskyOfInverseInPlace(f.u, par)) continue;
         f.dampingRetries = attempt;
-        factored = f.u.allFinite() && (f.u.diagonal().array() > 0.0f).all();
+        factored = countNonFinite(f.u.data(), std::size_t(f.u.size())) == 0 && (f.u.diagonal().array() > 0.0f).all();
     }
     if (!factored)
         return makeError(ErrorCode::NumericalError, "GPTQ: Hessian is not positive definite after " +

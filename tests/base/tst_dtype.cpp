@@ -5,7 +5,9 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
+#include <vector>
 
 using namespace qb;
 
@@ -133,6 +135,37 @@ private Q_SLOTS:
         QCOMPARE(dtypeFromName("BF16").value(), DType::BF16);
         QVERIFY(!dtypeFromName("F8_E4M3").has_value());
         QCOMPARE(dtypeSize(DType::F64), std::size_t(8));
+    }
+    // countNonFinite against std::isfinite on every float pattern's neighbourhood that matters:
+    // NaNs (quiet, signalling, negative), infinities, the largest finite values, subnormals, zeros;
+    // at every position of an array whose length is no multiple of a vector; and in double.
+    void countNonFiniteMatchesIsfinite()
+    {
+        const std::vector<std::uint32_t> specials{0x7FC00000u, 0x7F800001u, 0xFFC00000u, 0x7F800000u,
+                                                  0xFF800000u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x00000001u,
+                                                  0x80000000u, 0x00000000u, 0x3F800000u, 0x7FFFFFFFu};
+        std::mt19937 rng(3);
+        std::normal_distribution<float> nd;
+        std::vector<float> x(37);
+        for (float& v : x)
+            v = nd(rng);
+        QCOMPARE(countNonFinite(x.data(), x.size()), std::size_t(0));
+        QCOMPARE(countNonFinite(x.data(), 0), std::size_t(0));
+        for (std::size_t pos = 0; pos < x.size(); ++pos)
+            for (std::uint32_t s : specials) {
+                std::vector<float> y = x;
+                y[pos] = std::bit_cast<float>(s);
+                y[(pos * 7 + 3) % y.size()] = std::bit_cast<float>(specials[pos % specials.size()]);
+                std::size_t expect = 0;
+                for (float v : y)
+                    expect += std::isfinite(v) ? 0 : 1;
+                QCOMPARE(countNonFinite(y.data(), y.size()), expect);
+                std::vector<double> d(y.begin(), y.end());
+                QCOMPARE(countNonFinite(d.data(), d.size()), expect);
+            }
+        const double big[3] = {std::numeric_limits<double>::max(), std::numeric_limits<double>::denorm_min(),
+                               -std::numeric_limits<double>::infinity()};
+        QCOMPARE(countNonFinite(big, 3), std::size_t(1));
     }
 };
 
