@@ -301,8 +301,8 @@ double errorTraceFromErrors(double sumSquaredErrors, const GptqFactor& f, Eigen:
     // W - Q = E U exactly, so sum E^2 is the trace on the damped H with its dead columns set to 1;
     // the damping and the dead columns are taken out again.
     const Eigen::Index m = w.rows(), n = w.cols();
-    // live: (w - q)^2 over the live columns (a 0/1 weight per column, eight partial sums per row:
-    // the loop vectorises); deadSum: q^2 over the dead ones (few).
+    // live: (w - q)^2 over the live columns (a 0/1 weight per column, laneSum per row: the loop
+    // vectorises); deadSum: q^2 over the dead ones (few).
     std::vector<double> liveWeight(static_cast<std::size_t>(n), 1.0);
     for (int j : f.dead)
         liveWeight[std::size_t(j)] = 0.0;
@@ -311,18 +311,10 @@ double errorTraceFromErrors(double sumSquaredErrors, const GptqFactor& f, Eigen:
         const float* wr = w.row(r).data();
         const float* qr = q.row(r).data();
         const double* lw = liveWeight.data();
-        double acc[8] = {};
-        Eigen::Index c = 0;
-        for (; c + 8 <= n; c += 8)
-            for (int k = 0; k < 8; ++k) {
-                const double dw = double(wr[c + k]) - double(qr[c + k]);
-                acc[k] += lw[c + k] * (dw * dw);
-            }
-        for (int k = 0; c < n; ++c, ++k) {
+        live += laneSum(n, [&](std::int64_t c) {
             const double dw = double(wr[c]) - double(qr[c]);
-            acc[k] += lw[c] * (dw * dw);
-        }
-        live += ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+            return lw[c] * (dw * dw);
+        });
         for (int j : f.dead) {
             const double qv = qr[j];
             deadSum += qv * qv;

@@ -36,6 +36,7 @@
 
 #include "base/result.h"
 #include "base/run_context.h"
+#include "quant/lane_sum.h"
 #include "quant/neuqi.h"
 #include "quant/parallel_for.h"
 #include "quant/uniform_grid.h"
@@ -102,19 +103,11 @@ void addOverRowPieces(int m, const ParallelFor* par, double& total, const Part& 
     for (double x : parts)
         total += x;
 }
-// A column's share of the proxy loss: 0.5 * sum of e[i]^2 over n scaled errors, in eight
-// interleaved partial sums added in a fixed tree (one chain of adds per weight waited on the last
-// add's latency); the same bits for a given n, however the rows are split over workers.
+// A column's share of the proxy loss: 0.5 * sum of e[i]^2 over n scaled errors (laneSum: the same
+// bits for a given n, however the rows are split over workers).
 inline double halfSumOfSquares(const double* e, int n)
 {
-    double acc[8] = {};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; ++k)
-            acc[k] += e[i + k] * e[i + k];
-    for (int k = 0; i < n; ++i, ++k)
-        acc[k] += e[i] * e[i];
-    return 0.5 * (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])));
+    return 0.5 * laneSum(n, [e](std::int64_t i) { return e[i] * e[i]; });
 }
 
 // The block's own update after column i: rows [r0, r0 + len) of columns [c0, c0 + rest) of the
