@@ -72,7 +72,8 @@ std::vector<std::string> splitList(const std::string& s)
 
 struct MethodRun {
     std::string method;
-    double calibrate = 0, hessian = 0, search = 0, solve = 0, evaluate = 0, total = 0, rssMiB = 0;
+    double calibrate = 0, load = 0, hessian = 0, search = 0, solve = 0, metrics = 0, evaluate = 0, total = 0,
+           rssMiB = 0;
     std::string error;
 };
 
@@ -110,9 +111,11 @@ MethodRun quantizeOnce(const std::string& modelPath, const std::string& calibPat
     auto q = pipeline::runQuantize(**base, &*ck, *plan, *calib, qo, nullptr);
     if (!q) return r.error = q.error().toString(), r;
     r.calibrate = q->seconds.calibrate;
+    r.load = q->seconds.load;
     r.hessian = q->seconds.hessian;
     r.search = q->seconds.search;
     r.solve = q->seconds.solve;
+    r.metrics = q->seconds.metrics;
     r.evaluate = q->seconds.evaluate;
     r.total = q->seconds.total;
     r.rssMiB = peakRssMiB();
@@ -160,8 +163,9 @@ MethodRun quantizeInChild(const std::string& modelPath, const std::string& calib
     const auto child = runChild([&](int fd) {
         const MethodRun c = quantizeOnce(modelPath, calibPath, method, co, bits, group, threads);
         char buf[1024];
-        const int len = std::snprintf(buf, sizeof buf, "%.9g %.9g %.9g %.9g %.9g %.9g %.6g\n%s", c.calibrate, c.hessian,
-                                      c.search, c.solve, c.evaluate, c.total, c.rssMiB, c.error.c_str());
+        const int len =
+            std::snprintf(buf, sizeof buf, "%.9g %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.6g\n%s", c.calibrate, c.load,
+                          c.hessian, c.search, c.solve, c.metrics, c.evaluate, c.total, c.rssMiB, c.error.c_str());
         const ssize_t ignored = write(fd, buf, std::size_t(std::clamp(len, 0, int(sizeof buf) - 1)));
         (void)ignored;
         close(fd);
@@ -170,7 +174,8 @@ MethodRun quantizeInChild(const std::string& modelPath, const std::string& calib
     int status = 0;
     waitpid(child->pid, &status, 0);
     std::istringstream in(child->data);
-    if (!(in >> r.calibrate >> r.hessian >> r.search >> r.solve >> r.evaluate >> r.total >> r.rssMiB))
+    if (!(in >> r.calibrate >> r.load >> r.hessian >> r.search >> r.solve >> r.metrics >> r.evaluate >> r.total >>
+          r.rssMiB))
         return r.error = "child failed (status " + std::to_string(status) + ")", r;
     std::string rest;
     std::getline(in, rest);
@@ -304,9 +309,11 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
                 continue;
             }
             best.calibrate = std::min(best.calibrate, r.calibrate);
+            best.load = std::min(best.load, r.load);
             best.hessian = std::min(best.hessian, r.hessian);
             best.search = std::min(best.search, r.search);
             best.solve = std::min(best.solve, r.solve);
+            best.metrics = std::min(best.metrics, r.metrics);
             best.evaluate = std::min(best.evaluate, r.evaluate);
             best.total = std::min(best.total, r.total);
             best.rssMiB = std::min(best.rssMiB, r.rssMiB);
@@ -379,10 +386,11 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
         for (std::size_t i = 0; i < runs.size(); ++i) {
             const MethodRun& r = runs[i];
             std::snprintf(buf, sizeof buf,
-                          "%s{\"method\":\"%s\",\"calibrate\":%.4f,\"hessian\":%.4f,\"search\":%.4f,"
-                          "\"solve\":%.4f,\"evaluate\":%.4f,\"total\":%.4f,\"peak_rss_mib\":%.1f}",
-                          i ? "," : "", r.method.c_str(), r.calibrate, r.hessian, r.search, r.solve, r.evaluate,
-                          r.total, r.rssMiB);
+                          "%s{\"method\":\"%s\",\"calibrate\":%.4f,\"load\":%.4f,\"hessian\":%.4f,"
+                          "\"search\":%.4f,\"solve\":%.4f,\"metrics\":%.4f,\"evaluate\":%.4f,\"total\":%.4f,"
+                          "\"peak_rss_mib\":%.1f}",
+                          i ? "," : "", r.method.c_str(), r.calibrate, r.load, r.hessian, r.search, r.solve, r.metrics,
+                          r.evaluate, r.total, r.rssMiB);
             std::cout << buf;
         }
         std::cout << "]";
@@ -407,13 +415,14 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
     }
     std::printf("quantize bench: %d bits, group %d, %d x %d calibration tokens, threads %s, min of %d run(s)\n", bits,
                 group, co.nsamples, co.seqlen, threads > 0 ? std::to_string(threads).c_str() : "all", repeat);
-    std::printf("%-8s %10s %10s %10s %10s %10s %10s %14s\n", "method", "calibrate", "hessian", "search", "solve",
-                "evaluate", "total", "peak RSS MiB");
+    std::printf("%-8s %10s %10s %10s %10s %10s %10s %10s %10s %14s\n", "method", "calibrate", "load", "hessian",
+                "search", "solve", "metrics", "evaluate", "total", "peak RSS MiB");
     for (const MethodRun& r : runs)
-        std::printf("%-8s %10.4f %10.4f %10.4f %10.4f %10.4f %10.4f %14.1f\n", r.method.c_str(), r.calibrate, r.hessian,
-                    r.search, r.solve, r.evaluate, r.total, r.rssMiB);
-    std::printf("seconds per stage; peak RSS = VmHWM of a fresh child process per method run (model load,\n"
-                "calibration set and quantization; the parent does not count)\n");
+        std::printf("%-8s %10.4f %10.4f %10.4f %10.4f %10.4f %10.4f %10.4f %10.4f %14.1f\n", r.method.c_str(),
+                    r.calibrate, r.load, r.hessian, r.search, r.solve, r.metrics, r.evaluate, r.total, r.rssMiB);
+    std::printf("seconds per stage (load: each layer's weights from the checkpoint; metrics: each tensor's error\n"
+                "measures; the total includes the rest); peak RSS = VmHWM of a fresh child process per method run\n"
+                "(model load, calibration set and quantization; the parent does not count)\n");
     if (paired)
         std::printf("%s / %s within each repeat: median %.4f (min %.4f, max %.4f), %s no slower in %d of %d\n",
                     methods[1].c_str(), methods[0].c_str(), pairs.median, pairs.min, pairs.max, methods[1].c_str(),

@@ -397,10 +397,11 @@ int runQuantizeCmd(const std::vector<std::string>& argv)
         std::printf("%-40s %-6s %4d %6d %8.3f %12.5f %12.5g\n", r.name.c_str(),
                     r.skipped ? "skip" : std::string(quant::methodTraits(r.method).id).c_str(), r.bits, r.groupSize,
                     r.bitsPerWeight, r.relativeError, r.proxyLoss);
-    std::printf("\nbits per weight %.4f (decoder linears), size %.3f MiB, %.2f s (calibrate %.2f, hessian %.2f, "
-                "search %.2f, solve %.2f, evaluate %.2f)\n",
+    std::printf("\nbits per weight %.4f (decoder linears), size %.3f MiB, %.2f s (calibrate %.2f, load %.2f, hessian "
+                "%.2f, search %.2f, solve %.2f, metrics %.2f, evaluate %.2f)\n",
                 res.bitsPerWeight, double(res.sizeBytes) / (1024.0 * 1024.0), q->seconds, res.seconds.calibrate,
-                res.seconds.hessian, res.seconds.search, res.seconds.solve, res.seconds.evaluate);
+                res.seconds.load, res.seconds.hessian, res.seconds.search, res.seconds.solve, res.seconds.metrics,
+                res.seconds.evaluate);
     if (const auto& ppl = q->perplexity)
         std::printf("perplexity %.4f (score %s, ctx %d, %lld windows)\n", ppl->perplexity,
                     eval::scoreModeName(ppl->mode), ppl->ctx, (long long)ppl->windows);

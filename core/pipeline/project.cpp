@@ -377,9 +377,11 @@ io::JsonValue runMetricsJson(const QuantizeResult& q, std::optional<double> perp
     if (kl) m.set("kl", klStatsJson(*kl));
     io::JsonValue t;
     t.set("calibrate", q.seconds.calibrate);
+    t.set("load", q.seconds.load);
     t.set("hessian", q.seconds.hessian);
     t.set("search", q.seconds.search);
     t.set("solve", q.seconds.solve);
+    t.set("metrics", q.seconds.metrics);
     t.set("evaluate", q.seconds.evaluate);
     t.set("total", seconds);
     m.set("timings", std::move(t));
@@ -483,9 +485,11 @@ Result<QuantizeResult> resultFromMetrics(const io::JsonValue& m, std::optional<d
     }
     if (const io::JsonValue* t = m.find("timings"); t && t->isObject()) {
         q.seconds.calibrate = numberOr(*t, "calibrate", 0);
+        q.seconds.load = numberOr(*t, "load", 0); // 0 in projects written before it was timed
         q.seconds.hessian = numberOr(*t, "hessian", 0);
         q.seconds.search = numberOr(*t, "search", 0);
         q.seconds.solve = numberOr(*t, "solve", 0);
+        q.seconds.metrics = numberOr(*t, "metrics", 0);
         q.seconds.evaluate = numberOr(*t, "evaluate", 0);
         q.seconds.total = numberOr(*t, "total", 0);
         if (seconds) *seconds = q.seconds.total;

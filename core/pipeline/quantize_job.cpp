@@ -524,10 +524,12 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
 
         for (int l = firstLayer; l < layers; ++l) {
             if (ctx && ctx->isCancelled()) return RunContext::cancelledError(layerDetail(l, "load"));
+            const auto tLoad = Clock::now();
             QB_TRY(loaded, loader(l));
             std::shared_ptr<model::DecoderLayerWeights> w = std::move(*loaded);
             if (!w) return makeError(ErrorCode::Internal, "layer loader returned nothing", layerDetail(l, ""));
             QB_TRY_STATUS(w->validate(cfg, l));
+            res.seconds.load += secondsSince(tLoad);
             if (ctx) ctx->setPart("layer", l, layers, kSteps);
             CompactLayer compact(base, l, options, out != nullptr);
             const std::size_t planBase = std::size_t(l) * model::kAllLinears.size();
@@ -598,7 +600,9 @@ Result<QuantizeResult> runQuantize(const model::Model& base, const io::Checkpoin
                     }
                     QB_TRY(q, solveTensor(tp, weight, h, stats ? &*stats : nullptr, options.importance.get(), ctx, rep,
                                           res.seconds, &factor));
+                    const auto tMetrics = Clock::now();
                     const quant::HessianErrors errors = quant::hessianErrors(weight, *q, h);
+                    res.seconds.metrics += secondsSince(tMetrics);
                     rep.relativeError = errors.relative();
                     rep.proxyLoss = 0.5 * errors.errorTrace;
                     rep.solverProxyLoss = q->proxyLoss;

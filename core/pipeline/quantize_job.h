@@ -131,8 +131,12 @@ struct TensorReport {
     double searchSeconds = 0, solveSeconds = 0;
 };
 
+// Seconds per stage, summed over the layers. load: reading each layer's weights from the checkpoint
+// (decoded to F32); metrics: each tensor's error measures after its solve (the reference trace
+// tr(W H W^T), and tr(dW H dW^T) for methods whose solver does not report it); total: the whole
+// run, everything else included (checkpoints, packing the codes).
 struct QuantizeTimings {
-    double calibrate = 0, hessian = 0, search = 0, solve = 0, evaluate = 0, total = 0; // seconds
+    double calibrate = 0, load = 0, hessian = 0, search = 0, solve = 0, metrics = 0, evaluate = 0, total = 0;
 };
 
 struct QuantizeResult {

@@ -41,6 +41,10 @@ private Q_SLOTS:
         QCOMPARE(err.error, QJsonParseError::NoError);
         for (const char* k : {"perplexity", "bits_per_weight", "seconds", "size_bytes", "tensors", "timings"})
             QVERIFY2(o.contains(k), k);
+        const QJsonObject timings = o.value("timings").toObject();
+        for (const char* k : {"calibrate", "load", "hessian", "search", "solve", "metrics", "evaluate", "total"})
+            QVERIFY2(timings.value(k).isDouble(), k);
+        QVERIFY(timings.value("metrics").toDouble() > 0);
         QVERIFY(o.value("perplexity").toDouble() > 1 && o.value("perplexity").toDouble() < 1000);
         const double bpw = o.value("bits_per_weight").toDouble();
         QVERIFY(bpw > 8.25 && bpw < 16); // layer 0 at 16 bits, the rest at 8 + overhead

@@ -336,6 +336,10 @@ private Q_SLOTS:
         QVERIFY(idx("solve", "layer 0 self_attn.v_proj") < idx("hessian", "layer 0 self_attn.o_proj"));
         QVERIFY(idx("evaluate", "layer 0 output") < idx("hessian", "layer 1 mlp.gate_proj+mlp.up_proj"));
         QVERIFY(r->seconds.search > 0 && r->seconds.solve > 0 && r->seconds.hessian > 0);
+        // Every stage timed apart, within the total: the layers' loads and the error metrics too.
+        const pipeline::QuantizeTimings& s = r->seconds;
+        QVERIFY(s.metrics > 0 && s.load >= 0 && s.evaluate > 0);
+        QVERIFY(s.calibrate + s.load + s.hessian + s.search + s.solve + s.metrics + s.evaluate <= s.total);
     }
 
     void cancelMidwayLeavesModelUntouched()
