@@ -30,12 +30,14 @@ struct HessianErrors {
 HessianErrors hessianErrors(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const MatrixXfR> q,
                             Eigen::Ref<const Eigen::MatrixXd> h);
 // The same for a solver's result: its own error trace when it has one (QuantizedRows::errorTrace,
-// GPTQ: exact to rounding, O(rows x cols) instead of a second rows x cols^2 product), else as above.
+// GPTQ and CMPQ: exact to rounding, O(rows x cols) instead of a second rows x cols^2 product); else
+// (RTN, whose errors do not cancel against H) the error trace in float GEMM tiles summed in double,
+// as the reference trace.
 HessianErrors hessianErrors(Eigen::Ref<const MatrixXfR> w, const QuantizedRows& q, Eigen::Ref<const Eigen::MatrixXd> h);
 
 // tr(W H W^T), the reference of the relative error: float GEMM tiles summed in double (about 1e-6
-// relative; nothing in an unquantized W cancels against H by design). The error trace
-// tr(dW H dW^T), small by cancellation after GPTQ, is always summed in double.
+// relative; nothing in an unquantized W cancels against H by design). hessianErrorTrace, for any
+// dW (small by cancellation after GPTQ), is in double.
 double hessianReferenceTrace(Eigen::Ref<const MatrixXfR> w, Eigen::Ref<const Eigen::MatrixXd> h);
 
 } // namespace qb::quant

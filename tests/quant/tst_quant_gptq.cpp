@@ -443,6 +443,14 @@ private Q_SLOTS:
         const HessianErrors e = hessianErrors(w, *q, h);
         QCOMPARE(e.errorTrace, q->errorTrace);
         QVERIFY(std::abs(e.relative() - relativeOutputErrorHessian(w, q->dequantized, h)) <= 1e-5 * e.relative());
+        // RTN has no solver trace: its error trace in float GEMM tiles agrees with the double one.
+        auto rtn = quantizeRowsRtn(w, o.grid, init);
+        QVERIFY(rtn.ok() && !std::isfinite(rtn->errorTrace));
+        const double rtnDirect = hessianErrorTrace(w, rtn->dequantized, h);
+        const HessianErrors er = hessianErrors(w, *rtn, h);
+        QVERIFY2(rtnDirect > 0 && std::abs(er.errorTrace - rtnDirect) <= 1e-6 * rtnDirect,
+                 qPrintable(QStringLiteral("%1 vs %2").arg(er.errorTrace).arg(rtnDirect)));
+        QCOMPARE(er.referenceTrace, e.referenceTrace);
 
         std::optional<GptqFactor> cache;
         auto f = sharedGptqFactor(cache, h, o);
