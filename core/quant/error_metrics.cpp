@@ -20,9 +20,9 @@ double ratio(double num, double den)
 // OpenMP-parallel kernel), about (tiles + 1) / (2 tiles) of the full A H.
 // S = double: all in double. S = float (a weight matrix as stored): float GEMMs, each tile of H
 // rounded to float as it is used (n^2 / 16 floats of scratch, no float copy of H) and the products'
-// dot products with A summed in double (laneSum per row). For tr(W H W^T) of an unquantized W, where nothing cancels
-// by design, that agrees with the double trace to about 1e-6 at 2-4x the speed; an error trace
-// tr(dW H dW^T), which GPTQ drives down by cancellation, stays in double.
+// dot products with A summed in double (laneSum per row). For tr(W H W^T) of an unquantized W, or
+// RTN's error trace, where nothing cancels by design, that agrees with the double trace to about
+// 1e-6 at 2-4x the speed; an error trace that GPTQ drives down by cancellation stays in double.
 template <typename S>
 double quadTrace(const Eigen::Ref<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>& a,
                  Eigen::Ref<const Eigen::MatrixXd> h)
