@@ -343,7 +343,10 @@ bool reportAll(const QStringList& problems)
     return problems.isEmpty();
 }
 
-// Lays out what was just shown (posted layout requests, chart geometry).
+// Lays out what was just shown (posted layout requests, chart geometry). Ends with the layout
+// requests that the last round of events posted: a background result delivered there (the Distill
+// panel's estimate) changes a label's text, and its new size must be laid out before anything is
+// measured, as the window does before it paints.
 void settle()
 {
     for (int i = 0; i < 3; ++i) {
@@ -351,6 +354,8 @@ void settle()
         QCoreApplication::sendPostedEvents();
         QCoreApplication::processEvents();
     }
+    for (int i = 0; i < 2; ++i) // a layout's request may post its parent's
+        QCoreApplication::sendPostedEvents(nullptr, QEvent::LayoutRequest);
 }
 
 // Shows every page of `tabs` in turn (and the pages of tab widgets nested in it) and calls
