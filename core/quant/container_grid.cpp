@@ -337,7 +337,9 @@ Result<QuantizedRows> fitContainerGrid(const ContainerSpec& spec, Eigen::Ref<con
                                                std::to_string(spec.blockSize));
     if (hDiag && hDiag->size() != cols)
         return makeError(ErrorCode::Shape, "Hessian diagonal does not match the weight width");
-    if (!w.allFinite()) return makeError(ErrorCode::NumericalError, "NaN/Inf weights: no container grid holds them");
+    for (Eigen::Index r = 0; r < w.rows(); ++r) // by rows: w may have an outer stride
+        if (countNonFinite(w.row(r).data(), std::size_t(cols)) != 0)
+            return makeError(ErrorCode::NumericalError, "NaN/Inf weights: no container grid holds them");
     const int blocks = int(cols / spec.blockSize), groups = int(cols / spec.subBlock);
     const int subs = spec.blockSize / spec.subBlock;
     QuantizedRows out;
