@@ -56,7 +56,10 @@ public:
     double factor() const { return m_factor; }
 
 private:
+    void zeroIfUnset() const;
+
     mutable Eigen::MatrixXd m_h;
+    mutable bool m_unset = true;       // m_h is allocated but not yet zeroed (a new or reset accumulator)
     mutable bool m_upperStale = false; // the strict upper triangle is not yet the lower's mirror
     Eigen::MatrixXf m_tile;            // float GEMM scratch, reused across batches
     std::int64_t m_samples = 0;

@@ -836,6 +836,43 @@ private Q_SLOTS:
         QVERIFY((mixed - mixed.transpose()).cwiseAbs().maxCoeff() <= 1e-12 * mixed.cwiseAbs().maxCoeff());
     }
 
+    // A new accumulator's matrix is zeroed by its first batch (or first read), not when it is made:
+    // memory the heap hands back dirty (here NaN-filled blocks of the matrix's size, freed just
+    // before) never leaks into H, whichever comes first (a float batch, a double batch, a read),
+    // and reset() starts from zero again.
+    void hessianStartsFromZeroOnDirtyMemory()
+    {
+        const int cols = 300; // 720 KB: the heap's, not a fresh mapping
+        const MatrixXfR x = correlatedInputs(700, cols, 94u);
+        HessianAccumulator clean(cols);
+        QVERIFY(clean.addBatch(MatrixXdR(x.cast<double>())).ok());
+        const Eigen::MatrixXd ref = clean.hessian();
+        auto dirtyHeap = [&] {
+            std::vector<std::unique_ptr<Eigen::MatrixXd>> blocks;
+            for (int i = 0; i < 4; ++i)
+                blocks.push_back(std::make_unique<Eigen::MatrixXd>(
+                    Eigen::MatrixXd::Constant(cols, cols, std::numeric_limits<double>::quiet_NaN())));
+        };
+        dirtyHeap();
+        HessianAccumulator empty(cols);
+        QVERIFY(empty.hessian().isZero(0.0));
+        for (bool doubleFirst : {false, true}) {
+            dirtyHeap();
+            HessianAccumulator acc(cols);
+            if (doubleFirst) QVERIFY(acc.addBatch(MatrixXdR(x.topRows(300).cast<double>())).ok());
+            else QVERIFY(acc.addBatch(x.topRows(300)).ok());
+            QVERIFY(acc.addBatch(x.bottomRows(400)).ok());
+            const Eigen::MatrixXd& h = acc.hessian();
+            QVERIFY(h.allFinite());
+            QVERIFY((h - ref).cwiseAbs().maxCoeff() <= kHessianF32Tol * ref.cwiseAbs().maxCoeff());
+            acc.reset();
+            QCOMPARE(acc.samples(), std::int64_t(0));
+            QVERIFY(acc.hessian().isZero(0.0));
+            QVERIFY(acc.addBatch(x).ok());
+            QVERIFY((acc.hessian() - ref).cwiseAbs().maxCoeff() <= kHessianF32Tol * ref.cwiseAbs().maxCoeff());
+        }
+    }
+
     // addBatch's row-block callback sees every row once, in order, in blocks of at most
     // kHessianF32Rows, and leaves H as it is without it; its error stops the batch.
     void hessianRowBlockCallback()
