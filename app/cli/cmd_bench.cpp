@@ -36,6 +36,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -360,10 +361,14 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
         }
         if (!args.has("save-ids")) std::filesystem::remove(ids);
     }
-    // The second method's total over the first's, repeat by repeat.
+    // The second method's total over the first's, repeat by repeat; and their geometric mean over
+    // an even number of repeats, half of them in each order (an odd last repeat is left out), which
+    // cancels a steady advantage of the method run second (8 % in one hour of the 2-core machine:
+    // median 0.944 with CMPQ second in two of three repeats, 1.087 with GPTQ second).
     struct Pairs {
-        double median = 0, min = 0, max = 0;
-        int noSlower = 0;
+        double median = 0, min = 0, max = 0, balanced = 0;
+        int noSlower = 0, balancedRepeats = 0;
+        std::vector<double> inOrder;
     } pairs;
     const bool paired = methods.size() == 2;
     if (paired) {
@@ -371,6 +376,14 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
         for (int i = 0; i < repeat; ++i) {
             ratio.push_back(totals[1][std::size_t(i)] / totals[0][std::size_t(i)]);
             pairs.noSlower += ratio.back() <= 1.0 ? 1 : 0;
+        }
+        pairs.inOrder = ratio;
+        pairs.balancedRepeats = repeat / 2 * 2;
+        if (pairs.balancedRepeats > 0) {
+            double logSum = 0;
+            for (int i = 0; i < pairs.balancedRepeats; ++i)
+                logSum += std::log(ratio[std::size_t(i)]);
+            pairs.balanced = std::exp(logSum / pairs.balancedRepeats);
         }
         std::sort(ratio.begin(), ratio.end());
         const std::size_t h = ratio.size() / 2;
@@ -397,10 +410,15 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
         if (paired) {
             std::snprintf(buf, sizeof buf,
                           ",\"pairs\":{\"of\":\"%s/%s\",\"median\":%.4f,\"min\":%.4f,\"max\":%.4f,\"no_slower\":%d,"
-                          "\"repeats\":%d}",
+                          "\"repeats\":%d,\"balanced\":%.4f,\"balanced_repeats\":%d,\"ratios\":[",
                           methods[1].c_str(), methods[0].c_str(), pairs.median, pairs.min, pairs.max, pairs.noSlower,
-                          repeat);
+                          repeat, pairs.balanced, pairs.balancedRepeats);
             std::cout << buf;
+            for (std::size_t i = 0; i < pairs.inOrder.size(); ++i) {
+                std::snprintf(buf, sizeof buf, "%s%.6f", i ? "," : "", pairs.inOrder[i]);
+                std::cout << buf;
+            }
+            std::cout << "]}";
         }
         if (reference) {
             std::snprintf(buf, sizeof buf,
@@ -423,10 +441,16 @@ int runQuantizeBench(qb::cli::CliArgs& args, const char* cmd)
     std::printf("seconds per stage (load: each layer's weights from the checkpoint; metrics: each tensor's error\n"
                 "measures; the total includes the rest); peak RSS = VmHWM of a fresh child process per method run\n"
                 "(model load, calibration set and quantization; the parent does not count)\n");
-    if (paired)
+    if (paired) {
         std::printf("%s / %s within each repeat: median %.4f (min %.4f, max %.4f), %s no slower in %d of %d\n",
                     methods[1].c_str(), methods[0].c_str(), pairs.median, pairs.min, pairs.max, methods[1].c_str(),
                     pairs.noSlower, repeat);
+        if (pairs.balancedRepeats > 0)
+            std::printf("order-balanced: geometric mean %.4f over %d repeats, %d in each order%s\n", pairs.balanced,
+                        pairs.balancedRepeats, pairs.balancedRepeats / 2,
+                        repeat % 2 ? " (the last repeat left out)" : "");
+        else std::printf("order-balanced: needs --repeat 2 or more\n");
+    }
     if (reference) {
         const MethodRun& ours = runs.front();
         std::printf("\nreference: IST-DASLab llama_sequential (true-sequential), torch %s, same token ids\n",
@@ -897,7 +921,9 @@ QB_CLI_COMMAND("bench", "prefill tokens/second and peak memory; quantization sta
                "  --quantize   each method once per repeat (in turn, the order reversed every other repeat) in a\n"
                "               fresh child process: seconds for calibrate, hessian (forward + X^T X), search\n"
                "               (NeUQI), solve, evaluate, total, and the child's peak RSS (VmHWM); min over\n"
-               "               --repeat; calib default: calib.txt beside MODEL\n"
+               "               --repeat; calib default: calib.txt beside MODEL. Two methods: the second's total\n"
+               "               over the first's per repeat, and its geometric mean over an even number of\n"
+               "               repeats (each order as often: use an even --repeat)\n"
                "  --reference  also run the PyTorch reference GPTQ pipeline (IST-DASLab llama_sequential with\n"
                "               true-sequential, tests/quant/bench/gptq_reference.py) on the same model folder,\n"
                "               calibration token ids, threads, bits and group; prints both wall times and\n"

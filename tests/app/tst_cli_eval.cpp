@@ -207,6 +207,14 @@ private Q_SLOTS:
         QVERIFY(noSlower >= 0 && noSlower <= 3);
         QCOMPARE(noSlower == 3, hi <= 1.0);
         QCOMPARE(noSlower == 0, lo > 1.0);
+        // The order-balanced ratio: the geometric mean of the first two repeats (gptq second, then
+        // first), the third left out.
+        const QJsonArray ratios = pairs.value("ratios").toArray();
+        QCOMPARE(ratios.size(), 3);
+        QCOMPARE(pairs.value("balanced_repeats").toInt(), 2);
+        const double balanced = std::sqrt(ratios.at(0).toDouble() * ratios.at(1).toDouble());
+        QVERIFY2(std::abs(pairs.value("balanced").toDouble() - balanced) <= 1e-4 * balanced, r.out.constData());
+        QVERIFY(lo - 1e-4 <= balanced && balanced <= hi + 1e-4); // lo and hi printed to 4 places
         QVERIFY(methods.at(0).toObject().value("total").toDouble() > 0);
         QVERIFY(methods.at(1).toObject().value("total").toDouble() > 0);
         // One method: no pairs.
