@@ -89,8 +89,8 @@ Status HessianAccumulator::addBatch(Eigen::Ref<const MatrixXfR> x, const RowBloc
     const std::int64_t total = m_samples + x.rows();
     // Only the lower triangle is kept up to date (H is mirrored when read): the running mean's
     // rescale and the products' adds touch it (and the upper part of the diagonal tiles) alone.
-    // The first batch zeroes the new matrix instead, on the team (its first touch: a serial
-    // zeroing of 254 MB at 5632 columns cost about 2 % of a quantization run).
+    // The first batch zeroes the new matrix instead, on the team (its first touch: zeroed serially
+    // when made, 254 MB at 5632 columns, it was up to 2 % of a quantization run's samples).
     const double keep = double(m_samples) / double(total);
     m_upperStale = true;
     if (m_unset) zeroIfUnset();

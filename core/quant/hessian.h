@@ -11,9 +11,9 @@
 // tst_quant_gptq's hessianF32MatchesDouble) while the sum over the calibration set is in double.
 // Double batches are multiplied in double.
 // Threading: an accumulator is used by one thread at a time (hessian() too, which may complete
-// the matrix); no threads of its own: its GEMMs and its element-wise passes over H (the rescale,
-// the adds of the float products, the mirror) run on OpenMP's team, as the forward pass's, each
-// element computed the same way whatever the team's size.
+// the matrix); no threads of its own: its GEMMs and its element-wise passes over H (the first
+// batch's zeroing, the rescale, the adds of the float products, the mirror) run on OpenMP's
+// team, as the forward pass's, each element computed the same way whatever the team's size.
 // Units: H is in squared activation units. Layout: H is a dense symmetric [in x in] column-major
 // matrix (symmetric, so the storage order does not matter); X is row-major, one token per row.
 
