@@ -723,7 +723,7 @@ Result<QuantizedRows> quantizeRowsCmpq(Eigen::Ref<const MatrixXfR> w, const Eige
         keptMask[std::size_t(k)] = 1;
 
     // Column-major working copy (a channel is contiguous), float as GPTQ's (gptq.h).
-    Eigen::MatrixXf wd = columnMajorCopy(w);
+    Eigen::MatrixXf wd = columnMajorCopy(w, par);
     // Error feedback: damping and U from GPTQ's factor of H (act-order off). Its dead columns
     // (weights zeroed) and diagonal come from H before it (gptqLiveDiagonal), so a narrow factor
     // not given is made while the first channels are fitted (runChannels).

@@ -175,8 +175,9 @@ Result<const GptqFactor*> sharedGptqFactor(std::optional<GptqFactor>& cache, Eig
                                            const ParallelFor* par = nullptr);
 
 // The solvers' column-major working copy of W (a column contiguous), copied in cache-sized tiles
-// (a plain assignment walks the row-major source with a stride of a whole row per element).
-Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w);
+// (a plain assignment walks the row-major source with a stride of a whole row per element), in
+// strips of columns on par (optional; the first touch of the copy's fresh pages).
+Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w, const ParallelFor* par = nullptr);
 
 // Writes rows [r0, r1) of m x cnt column-major codes and values (a solver's block) into row-major
 // outputs, block column i into column cols[i], in tiles.

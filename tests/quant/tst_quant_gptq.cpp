@@ -8,6 +8,7 @@
 #include "quant_test_util.h"
 
 #include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
 #include <Eigen/QR>
 
 #include <omp.h>
@@ -682,6 +683,55 @@ private Q_SLOTS:
         auto f = quantizeRowsGptq(w, bad, o);
         QVERIFY(!f.ok());
         QCOMPARE(f.error().code, ErrorCode::NumericalError);
+    }
+
+    // factorGptqHessian fills its float matrix (the permuted, damped H) in slices of columns on the
+    // parallel-for, afresh for every damping retry, and the solvers copy W column-major in strips
+    // on it: the same factor bit for bit, the same permutation and retries, with no parallel-for,
+    // one running the slices in reverse and one on three threads; act-order on and off, with and
+    // without retries (an indefinite H fixed by the third damping, below the blocked width and
+    // above it).
+    void factorFillAndCopyOnAnyWorkers_data()
+    {
+        QTest::addColumn<int>("n");
+        QTest::addColumn<bool>("indefinite");
+        for (int n : {300, 1100})
+            for (bool indefinite : {false, true})
+                QTest::newRow((std::to_string(n) + (indefinite ? " indefinite" : "")).c_str()) << n << indefinite;
+    }
+    void factorFillAndCopyOnAnyWorkers()
+    {
+        QFETCH(int, n);
+        QFETCH(bool, indefinite);
+        Eigen::MatrixXd h = hessianOf(correlatedInputs(2 * n, n, 95u + std::uint64_t(n)));
+        if (indefinite) { // H - (mean(diag) / 40) I plus a small spread: the first two dampings fall short
+            Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(h);
+            Eigen::VectorXd ev = es.eigenvalues();
+            ev(0) = -0.025 * h.diagonal().mean();
+            h = es.eigenvectors() * ev.asDiagonal() * es.eigenvectors().transpose();
+            h = 0.5 * (h + h.transpose()).eval();
+        }
+        const ParallelFor reversed = reversedFor(2), threads = threadPoolFor(3);
+        for (bool actOrder : {false, true}) {
+            auto serial = factorGptqHessian(h, actOrder, 0.01, 10);
+            QVERIFY(serial.ok());
+            if (indefinite) QVERIFY(serial->dampingRetries >= 1);
+            else QCOMPARE(serial->dampingRetries, 0);
+            for (const ParallelFor* par : {&reversed, &threads}) {
+                auto got = factorGptqHessian(h, actOrder, 0.01, 10, par);
+                QVERIFY(got.ok());
+                QVERIFY(got->u.cwiseEqual(serial->u).all());
+                QVERIFY(got->perm == serial->perm);
+                QCOMPARE(got->dampingRetries, serial->dampingRetries);
+                QCOMPARE(got->dampTotal, serial->dampTotal);
+            }
+        }
+        const MatrixXfR w = randomWeights(n / 3 + 7, n, 96u); // rows and columns not multiples of 32
+        for (const ParallelFor* par : {static_cast<const ParallelFor*>(nullptr), &reversed, &threads}) {
+            const Eigen::MatrixXf c = columnMajorCopy(w, par);
+            QVERIFY(c.rows() == w.rows() && c.cols() == w.cols());
+            QVERIFY((c.array() == Eigen::MatrixXf(w).array()).all());
+        }
     }
 
     // From kBlockedFactorMin columns the float factor is blocked and cut into pieces a parallel-for
