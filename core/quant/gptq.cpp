@@ -213,16 +213,13 @@ Result<GptqFactor> factorGptqHessian(Eigen::Ref<const Eigen::MatrixXd> h, bool a
         }
     };
     constexpr Eigen::Index kFillSlice = 64;
-    const Eigen::Index fillSlices = (n + kFillSlice - 1) / kFillSlice;
     bool factored = false;
     for (int attempt = 0; attempt <= maxDampingRetries && !factored; ++attempt) {
         f.dampTotal += lambda;
         f.u.resize(n, n);
-        if (par && par->run && par->workers > 1 && fillSlices > 1)
-            par->run(fillSlices, [&](std::int64_t s, int) {
-                fillColumns(s * kFillSlice, std::min<Eigen::Index>(n, (s + 1) * kFillSlice));
-            });
-        else fillColumns(0, n);
+        forPieces(par, (n + kFillSlice - 1) / kFillSlice, [&](std::int64_t s) {
+            fillColumns(s * kFillSlice, std::min<Eigen::Index>(n, (s + 1) * kFillSlice));
+        });
         f.u.diagonal().array() += float(f.dampTotal);
         if (!upperCholeskyOfInverseInPlace(f.u, par)) continue;
         f.dampingRetries = attempt;
@@ -253,12 +250,8 @@ Eigen::MatrixXf columnMajorCopy(Eigen::Ref<const MatrixXfR> w, const ParallelFor
                     out(r, c) = w(r, c);
         }
     };
-    const Eigen::Index strips = (w.cols() + kTile - 1) / kTile;
-    if (par && par->run && par->workers > 1 && strips > 1 && w.size() >= (Eigen::Index(1) << 16))
-        par->run(strips, [&](std::int64_t s, int) { strip(s * kTile); });
-    else
-        for (Eigen::Index s = 0; s < strips; ++s)
-            strip(s * kTile);
+    const bool large = w.size() >= (Eigen::Index(1) << 16); // smaller: a parallel region costs more
+    forPieces(large ? par : nullptr, (w.cols() + kTile - 1) / kTile, [&](std::int64_t s) { strip(s * kTile); });
     return out;
 }
 

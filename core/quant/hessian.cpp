@@ -163,20 +163,9 @@ void invertLowerInPlace(Eigen::Ref<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynam
     invertLowerInPlace<T>(l.bottomRightCorner(n2, n2));
 }
 
-// body(i) for i in [0, count): on par's workers when there is more than one, else in order here.
-// Each piece is the same computation either way (Eigen's products inside a parallel region run on
-// the calling thread; outside one, their threads split the rows, not the sums).
-template <class Body>
-void forPieces(const ParallelFor* par, Eigen::Index count, const Body& body)
-{
-    if (par && par->run && par->workers > 1 && count > 1) {
-        par->run(std::int64_t(count), [&](std::int64_t i, int) { body(Eigen::Index(i)); });
-    } else {
-        for (Eigen::Index i = 0; i < count; ++i)
-            body(i);
-    }
-}
-
+// The factor's pieces run through forPieces (parallel_for.h). Each piece is the same computation
+// either way: Eigen's products inside a parallel region run on the calling thread; outside one,
+// their threads split the rows, not the sums.
 Eigen::Index pieces(Eigen::Index n) { return (n + kFactorChunk - 1) / kFactorChunk; }
 
 // invertLowerInPlace for wide l: [A 0; B C] with A's width a multiple of kFactorChunk, B <- -C^-1
